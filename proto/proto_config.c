@@ -1,0 +1,512 @@
+#include "proto_config.h"
+#include "proto_log.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef enum {
+    S_STR,      //  any text
+    S_INT,      //  integer within [min, max]
+    S_BOOL,     //  true/false/1/0/yes/no/on/off
+    S_LEVEL,    //  a log level name
+    S_ENDPOINT, //  a ZeroMQ endpoint: tcp://, ipc:// or inproc://
+    S_ENDPOINTS,//  comma-separated ZeroMQ endpoints, may be empty
+    S_ADDRESS,  //  host:port for an HTTP listener
+    S_URL,      //  a database URL or conninfo; its password is masked
+} s_kind_t;
+
+typedef struct {
+    const char *key;         //  dotted name
+    s_kind_t kind;           //  what values are accepted
+    const char *fallback;    //  default, as text
+    int64_t min, max;        //  bounds for S_INT
+    bool secret;             //  printed masked
+    const char *help;        //  one line for --print-config readers
+} s_key_t;
+
+#define I64MAX INT64_MAX
+//  Every key any program reads. Ports 71x0 are defaults for a hand-run
+//  single host; `tollgate up` writes ipc:// endpoints in its state folder.
+static const s_key_t s_keys[] = {
+    {"log_level", S_LEVEL, "info", 0, 0, false, "debug, info, warn or error"},
+    {"instance_id", S_STR, "", 0, 0, false, "name of this instance; default host-pid"},
+    {"database_url", S_URL, "postgresql://127.0.0.1:5432/tollgate", 0, 0, false,
+     "libpq connection string or URL"},
+    {"db_connect_attempts", S_INT, "10", 1, 1000, false, "tries before giving up at start"},
+    {"db_retry_interval_ms", S_INT, "500", 10, 60000, false, "wait between those tries"},
+    {"secret_key", S_STR, "", 0, 0, true, "64 hex digits: key that encrypts provider secrets"},
+    {"state_dir", S_STR, "", 0, 0, false, "folder for local spill files"},
+    {"ingress.listen", S_ADDRESS, "127.0.0.1:8080", 0, 0, false, "client API listener"},
+    {"ingress.admin_listen", S_ADDRESS, "127.0.0.1:8081", 0, 0, false, "admin API listener"},
+    {"ingress.admin_token", S_STR, "", 0, 0, true, "bootstrap admin token"},
+    {"ingress.max_body_bytes", S_INT, "16777216", 1024, 1073741824, false,
+     "largest request body accepted"},
+    {"ingress.internal_timeout_ms", S_INT, "5000", 10, 600000, false,
+     "wait for admission and route replies"},
+    {"ingress.request_timeout_ms", S_INT, "900000", 100, 86400000, false,
+     "longest a client request may take"},
+    {"ingress.control_bind", S_ENDPOINT, "tcp://127.0.0.1:7110", 0, 0, false, "control socket"},
+    {"billing.bind", S_ENDPOINT, "tcp://127.0.0.1:7120", 0, 0, false, "admission and settlement"},
+    {"billing.endpoints", S_ENDPOINTS, "", 0, 0, false, "billing instances to connect to"},
+    {"billing.control_bind", S_ENDPOINT, "tcp://127.0.0.1:7121", 0, 0, false, "control socket"},
+    {"router.bind", S_ENDPOINT, "tcp://127.0.0.1:7130", 0, 0, false, "route decisions"},
+    {"router.endpoints", S_ENDPOINTS, "", 0, 0, false, "router instances to connect to"},
+    {"router.control_bind", S_ENDPOINT, "tcp://127.0.0.1:7131", 0, 0, false, "control socket"},
+    {"dispatch.bind", S_ENDPOINT, "tcp://127.0.0.1:7140", 0, 0, false, "dispatch requests"},
+    {"dispatch.endpoints", S_ENDPOINTS, "", 0, 0, false, "dispatch instances to connect to"},
+    {"dispatch.events.bind", S_ENDPOINT, "tcp://127.0.0.1:7141", 0, 0, false,
+     "publishes attempt outcomes"},
+    {"dispatch.events.endpoints", S_ENDPOINTS, "", 0, 0, false, "outcome publishers"},
+    {"dispatch.control_bind", S_ENDPOINT, "tcp://127.0.0.1:7142", 0, 0, false, "control socket"},
+    {"dispatch.connect_timeout_ms", S_INT, "5000", 1, 600000, false, "upstream connect"},
+    {"dispatch.first_byte_timeout_ms", S_INT, "120000", 1, 3600000, false,
+     "upstream first byte"},
+    {"dispatch.idle_timeout_ms", S_INT, "120000", 1, 3600000, false, "gap between chunks"},
+    {"dispatch.total_timeout_ms", S_INT, "900000", 1, 86400000, false, "whole upstream call"},
+    {"health.events.bind", S_ENDPOINT, "tcp://127.0.0.1:7150", 0, 0, false,
+     "publishes health state"},
+    {"health.events.endpoints", S_ENDPOINTS, "", 0, 0, false, "health publishers"},
+    {"health.control_bind", S_ENDPOINT, "tcp://127.0.0.1:7151", 0, 0, false, "control socket"},
+    {"health.probe_interval_ms", S_INT, "30000", 100, 86400000, false, "active probe period"},
+    {"ledger.bind", S_ENDPOINT, "tcp://127.0.0.1:7160", 0, 0, false, "usage and money entries"},
+    {"ledger.endpoints", S_ENDPOINTS, "", 0, 0, false, "ledger instances to connect to"},
+    {"ledger.control_bind", S_ENDPOINT, "tcp://127.0.0.1:7161", 0, 0, false, "control socket"},
+    {"ledger.batch_max", S_INT, "2000", 1, 100000, false, "entries per transaction"},
+    {"ledger.batch_delay_ms", S_INT, "10", 0, 10000, false, "wait to fill a batch"},
+};
+#define S_KEY_COUNT (sizeof s_keys / sizeof s_keys[0])
+#define S_MAX_ENDPOINTS 64
+
+//  Environment variables with our prefix that belong to the CLI, not to programs.
+static const char *s_env_allowed[] = {"TOLLGATE_CONFIG", "TOLLGATE_ADMIN_URL",
+                                      "TOLLGATE_ADMIN_TOKEN", "TOLLGATE_DIR", NULL};
+
+typedef struct {
+    char *value;          //  current value, as text
+    const char *origin;   //  "default", "file", "env" or "command line"
+    int64_t number;       //  parsed value for S_INT and S_BOOL
+    char *split;          //  for S_ENDPOINTS: copy of value with NULs between items
+    const char *items[S_MAX_ENDPOINTS]; //  pointers into split
+    int item_count;       //  how many items
+} s_value_t;
+
+struct _proto_config_t {
+    s_value_t values[S_KEY_COUNT]; //  one per entry of s_keys
+};
+
+static int s_index(const char *key)
+{
+    for (size_t i = 0; i < S_KEY_COUNT; i++)
+        if (strcmp(s_keys[i].key, key) == 0)
+            return (int)i;
+    return -1;
+}
+
+bool proto_config_known(const char *key)
+{
+    return s_index(key) >= 0;
+}
+
+static int s_parse_int(const char *text, int64_t *out)
+{
+    if (!*text)
+        return -1;
+    char *end;
+    errno = 0;
+    long long value = strtoll(text, &end, 10);
+    if (errno || *end)
+        return -1;
+    *out = value;
+    return 0;
+}
+
+static int s_parse_bool(const char *text, int64_t *out)
+{
+    static const char *yes[] = {"1", "true", "yes", "on"};
+    static const char *no[] = {"0", "false", "no", "off"};
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(text, yes[i]) == 0)
+            return (*out = 1), 0;
+        if (strcasecmp(text, no[i]) == 0)
+            return (*out = 0), 0;
+    }
+    return -1;
+}
+
+static bool s_endpoint_valid(const char *text)
+{
+    return (strncmp(text, "tcp://", 6) == 0 && strchr(text + 6, ':'))
+           || (strncmp(text, "ipc://", 6) == 0 && text[6])
+           || (strncmp(text, "inproc://", 9) == 0 && text[9]);
+}
+
+static bool s_address_valid(const char *text)
+{
+    const char *colon = strrchr(text, ':');
+    if (!colon || colon == text)
+        return false;
+    int64_t port;
+    return s_parse_int(colon + 1, &port) == 0 && port >= 0 && port <= 65535;
+}
+
+//  Splits a comma list in place into value->items, checking each endpoint.
+static int s_split_endpoints(s_value_t *value, const char **bad)
+{
+    free(value->split);
+    value->split = strdup(value->value);
+    value->item_count = 0;
+    char *save = NULL;
+    for (char *item = strtok_r(value->split, ", ", &save); item;
+         item = strtok_r(NULL, ", ", &save)) {
+        if (!s_endpoint_valid(item) || value->item_count == S_MAX_ENDPOINTS) {
+            *bad = item;
+            return -1;
+        }
+        value->items[value->item_count++] = item;
+    }
+    return 0;
+}
+
+int proto_config_set(proto_config_t *self, const char *key, const char *text, const char *origin,
+                     char *error, size_t error_size)
+{
+    int index = s_index(key);
+    if (index < 0) {
+        snprintf(error, error_size, "unknown configuration key '%s' (from %s)", key, origin);
+        return -1;
+    }
+    const s_key_t *spec = &s_keys[index];
+    s_value_t candidate = {.value = strdup(text), .origin = origin};
+    const char *problem = NULL;
+    const char *bad = NULL;
+    switch (spec->kind) {
+    case S_INT:
+        if (s_parse_int(text, &candidate.number) != 0 || candidate.number < spec->min
+            || candidate.number > spec->max)
+            problem = "an integer in range";
+        break;
+    case S_BOOL:
+        if (s_parse_bool(text, &candidate.number) != 0)
+            problem = "true or false";
+        break;
+    case S_LEVEL: {
+        proto_log_level_t level;
+        if (proto_log_level_parse(text, &level) != 0)
+            problem = "one of debug, info, warn, error";
+        break;
+    }
+    case S_ENDPOINT:
+        if (!s_endpoint_valid(text))
+            problem = "a ZeroMQ endpoint such as tcp://127.0.0.1:7120 or ipc:///path";
+        break;
+    case S_ENDPOINTS:
+        if (s_split_endpoints(&candidate, &bad) != 0)
+            problem = "a comma-separated list of ZeroMQ endpoints (at most 64)";
+        break;
+    case S_ADDRESS:
+        if (!s_address_valid(text))
+            problem = "host:port";
+        break;
+    case S_STR:
+    case S_URL:
+        break;
+    }
+    if (problem) {
+        if (spec->kind == S_INT)
+            snprintf(error, error_size,
+                     "bad value for '%s' (from %s): expected an integer from %lld to %lld", key,
+                     origin, (long long)spec->min, (long long)spec->max);
+        else
+            snprintf(error, error_size, "bad value for '%s' (from %s): expected %s%s%s", key,
+                     origin, problem, bad ? ", not " : "", bad ? bad : "");
+        free(candidate.value);
+        free(candidate.split);
+        return -1;
+    }
+    s_value_t *slot = &self->values[index];
+    free(slot->value);
+    free(slot->split);
+    *slot = candidate;
+    return 0;
+}
+
+proto_config_t *proto_config_new(void)
+{
+    proto_config_t *self = calloc(1, sizeof *self);
+    assert(self);
+    char error[256];
+    for (size_t i = 0; i < S_KEY_COUNT; i++) {
+        int rc = proto_config_set(self, s_keys[i].key, s_keys[i].fallback, "default", error,
+                                  sizeof error);
+        assert(rc == 0);
+        (void)rc;
+    }
+    return self;
+}
+
+void proto_config_destroy(proto_config_t **self_p)
+{
+    assert(self_p);
+    proto_config_t *self = *self_p;
+    if (!self)
+        return;
+    for (size_t i = 0; i < S_KEY_COUNT; i++) {
+        free(self->values[i].value);
+        free(self->values[i].split);
+    }
+    free(self);
+    *self_p = NULL;
+}
+
+static char *s_trim(char *text)
+{
+    while (isspace((unsigned char)*text))
+        text++;
+    char *end = text + strlen(text);
+    while (end > text && isspace((unsigned char)end[-1]))
+        *--end = '\0';
+    return text;
+}
+
+int proto_config_load_file(proto_config_t *self, const char *path, char *error, size_t error_size)
+{
+    FILE *file = fopen(path, "r");
+    if (!file) {
+        snprintf(error, error_size, "cannot read config file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[4096];
+    int number = 0;
+    int rc = 0;
+    while (rc == 0 && fgets(line, sizeof line, file)) {
+        number++;
+        char *text = s_trim(line);
+        if (*text == '#' || *text == '\0')
+            continue;
+        char *equals = strchr(text, '=');
+        if (!equals) {
+            snprintf(error, error_size, "%s:%d: expected 'key = value'", path, number);
+            rc = -1;
+            break;
+        }
+        *equals = '\0';
+        char *key = s_trim(text);
+        char *value = s_trim(equals + 1);
+        //  Origins must outlive this call; the file's origin is one constant.
+        rc = proto_config_set(self, key, value, "file", error, error_size);
+        if (rc != 0) {
+            size_t used = strlen(error);
+            snprintf(error + used, error_size - used, " at %s:%d", path, number);
+        }
+    }
+    fclose(file);
+    return rc;
+}
+
+static bool s_env_is_allowed(const char *name, size_t length)
+{
+    for (int i = 0; s_env_allowed[i]; i++)
+        if (strlen(s_env_allowed[i]) == length && strncmp(s_env_allowed[i], name, length) == 0)
+            return true;
+    return false;
+}
+
+int proto_config_load_env(proto_config_t *self, char **environment, char *error,
+                          size_t error_size)
+{
+    for (char **entry = environment; entry && *entry; entry++) {
+        if (strncmp(*entry, "TOLLGATE_", 9) != 0)
+            continue;
+        const char *equals = strchr(*entry, '=');
+        if (!equals)
+            continue;
+        size_t name_length = (size_t)(equals - *entry);
+        if (s_env_is_allowed(*entry, name_length))
+            continue;
+        //  Map the variable name back to a key by comparing the mangled form.
+        int found = -1;
+        for (size_t i = 0; i < S_KEY_COUNT && found < 0; i++) {
+            const char *key = s_keys[i].key;
+            size_t key_length = strlen(key);
+            if (key_length != name_length - 9)
+                continue;
+            size_t k = 0;
+            for (; k < key_length; k++) {
+                char want = key[k] == '.' ? '_' : (char)toupper((unsigned char)key[k]);
+                if ((*entry)[9 + k] != want)
+                    break;
+            }
+            if (k == key_length)
+                found = (int)i;
+        }
+        if (found < 0) {
+            snprintf(error, error_size, "unknown configuration variable %.*s", (int)name_length,
+                     *entry);
+            return -1;
+        }
+        if (proto_config_set(self, s_keys[found].key, equals + 1, "env", error, error_size) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static s_value_t *s_value(proto_config_t *self, const char *key)
+{
+    int index = s_index(key);
+    assert(index >= 0); //  asking for an unknown key is our own mistake
+    return &self->values[index];
+}
+
+const char *proto_config_str(proto_config_t *self, const char *key)
+{
+    return s_value(self, key)->value;
+}
+
+int64_t proto_config_int(proto_config_t *self, const char *key)
+{
+    int index = s_index(key);
+    assert(index >= 0 && s_keys[index].kind == S_INT);
+    return self->values[index].number;
+}
+
+bool proto_config_bool(proto_config_t *self, const char *key)
+{
+    int index = s_index(key);
+    assert(index >= 0 && s_keys[index].kind == S_BOOL);
+    return self->values[index].number != 0;
+}
+
+int proto_config_endpoints(proto_config_t *self, const char *component, const char **out, int max)
+{
+    char name[64];
+    snprintf(name, sizeof name, "%s.endpoints", component);
+    s_value_t *list = s_value(self, name);
+    if (list->item_count > 0) {
+        int count = list->item_count < max ? list->item_count : max;
+        for (int i = 0; i < count; i++)
+            out[i] = list->items[i];
+        return count;
+    }
+    snprintf(name, sizeof name, "%s.bind", component);
+    if (max < 1)
+        return 0;
+    out[0] = s_value(self, name)->value;
+    return 1;
+}
+
+void proto_config_mask_url(const char *value, char *out, size_t out_size)
+{
+    snprintf(out, out_size, "%s", value);
+    //  URL form: scheme://user:password@host
+    char *scheme = strstr(out, "://");
+    if (scheme) {
+        char *at = strchr(scheme + 3, '@');
+        char *colon = strchr(scheme + 3, ':');
+        if (at && colon && colon < at) {
+            char rest[1024];
+            snprintf(rest, sizeof rest, "%s", at);
+            snprintf(colon + 1, out_size - (size_t)(colon + 1 - out), "***%s", rest);
+        }
+    }
+    //  conninfo form: password=secret
+    char *password = strstr(out, "password=");
+    if (password) {
+        char *end = password + 9;
+        while (*end && !isspace((unsigned char)*end))
+            end++;
+        char rest[1024];
+        snprintf(rest, sizeof rest, "%s", end);
+        snprintf(password + 9, out_size - (size_t)(password + 9 - out), "***%s", rest);
+    }
+}
+
+void proto_config_print(proto_config_t *self, FILE *out)
+{
+    for (size_t i = 0; i < S_KEY_COUNT; i++) {
+        const s_key_t *spec = &s_keys[i];
+        const s_value_t *value = &self->values[i];
+        char shown[1024];
+        if (spec->secret)
+            snprintf(shown, sizeof shown, "%s", *value->value ? "***" : "");
+        else if (spec->kind == S_URL)
+            proto_config_mask_url(value->value, shown, sizeof shown);
+        else
+            snprintf(shown, sizeof shown, "%s", value->value);
+        fprintf(out, "%s = %s    # %s\n", spec->key, shown, value->origin);
+    }
+}
+
+void proto_config_test(bool verbose)
+{
+    if (verbose)
+        printf(" * proto_config: ");
+    char error[512];
+    proto_config_t *config = proto_config_new();
+    assert(proto_config_int(config, "ingress.max_body_bytes") == 16777216);
+    assert(proto_config_set(config, "ingress.max_body_bytes", "2048", "test", error,
+                            sizeof error) == 0);
+    assert(proto_config_int(config, "ingress.max_body_bytes") == 2048);
+    assert(proto_config_set(config, "ingress.max_body_bytes", "12x", "test", error,
+                            sizeof error) == -1);
+    assert(strstr(error, "ingress.max_body_bytes"));
+    assert(proto_config_set(config, "nope", "1", "test", error, sizeof error) == -1);
+    assert(strstr(error, "unknown"));
+    assert(proto_config_set(config, "log_level", "loud", "test", error, sizeof error) == -1);
+    assert(proto_config_set(config, "billing.bind", "http://x", "test", error, sizeof error)
+           == -1);
+
+    const char *endpoints[4];
+    assert(proto_config_endpoints(config, "billing", endpoints, 4) == 1);
+    assert(strcmp(endpoints[0], "tcp://127.0.0.1:7120") == 0);
+    assert(proto_config_set(config, "billing.endpoints", "tcp://a:1, tcp://b:2", "test", error,
+                            sizeof error) == 0);
+    assert(proto_config_endpoints(config, "billing", endpoints, 4) == 2);
+    assert(strcmp(endpoints[1], "tcp://b:2") == 0);
+    assert(proto_config_set(config, "billing.endpoints", "tcp://a:1,bogus", "test", error,
+                            sizeof error) == -1);
+    assert(strstr(error, "bogus"));
+
+    char *env[] = {"PATH=/bin", "TOLLGATE_LEDGER_BATCH_MAX=5", "TOLLGATE_ADMIN_URL=x", NULL};
+    assert(proto_config_load_env(config, env, error, sizeof error) == 0);
+    assert(proto_config_int(config, "ledger.batch_max") == 5);
+    char *bad_env[] = {"TOLLGATE_NO_SUCH=1", NULL};
+    assert(proto_config_load_env(config, bad_env, error, sizeof error) == -1);
+    assert(strstr(error, "TOLLGATE_NO_SUCH"));
+
+    char path[] = "/tmp/proto_config_testXXXXXX";
+    int fd = mkstemp(path);
+    assert(fd >= 0);
+    const char *text = "# comment\n\nlog_level = debug\nsecret_key = abc\n"
+                       "database_url = postgresql://u:hunter2@h/db\n";
+    assert(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+    close(fd);
+    assert(proto_config_load_file(config, path, error, sizeof error) == 0);
+    assert(strcmp(proto_config_str(config, "log_level"), "debug") == 0);
+    char *printed = NULL;
+    size_t printed_size = 0;
+    FILE *memory = open_memstream(&printed, &printed_size);
+    proto_config_print(config, memory);
+    fclose(memory);
+    assert(!strstr(printed, "hunter2"));
+    assert(!strstr(printed, "abc"));
+    assert(strstr(printed, "postgresql://u:***@h/db"));
+    free(printed);
+    FILE *file = fopen(path, "w");
+    fputs("log_level debug\n", file);
+    fclose(file);
+    assert(proto_config_load_file(config, path, error, sizeof error) == -1);
+    assert(strstr(error, ":1"));
+    unlink(path);
+
+    char masked[128];
+    proto_config_mask_url("host=x password=s3cret user=u", masked, sizeof masked);
+    assert(strcmp(masked, "host=x password=*** user=u") == 0);
+    proto_config_destroy(&config);
+    assert(config == NULL);
+    if (verbose)
+        printf("OK\n");
+}

@@ -1,0 +1,84 @@
+/*  proto_loop: the one event loop each Tollgate process runs.
+
+    An epoll reactor for plain file descriptors (libmicrohttpd's epoll fd,
+    libcurl's sockets, signalfd), ZeroMQ sockets and timers, all on one
+    thread. ZeroMQ's ZMQ_FD only signals edges, and a send on a socket can
+    swallow the edge of a message that arrived meanwhile, so the loop asks
+    every registered socket for ZMQ_EVENTS on each turn instead of trusting
+    the fd alone; a handful of sockets makes that cheap.
+*/
+#ifndef PROTO_LOOP_H_INCLUDED
+#define PROTO_LOOP_H_INCLUDED
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct _proto_loop_t proto_loop_t;
+
+//  Called when fd is ready; events are EPOLLIN/EPOLLOUT/EPOLLERR bits.
+typedef void(proto_loop_fd_fn)(proto_loop_t *loop, int fd, uint32_t events, void *arg);
+//  Called once per waiting message; it must read exactly one message.
+typedef void(proto_loop_socket_fn)(proto_loop_t *loop, zsock_t *socket, void *arg);
+//  Called when a timer fires.
+typedef void(proto_loop_timer_fn)(proto_loop_t *loop, int timer_id, void *arg);
+//  Called on each turn before waiting; returns the longest wait it allows in
+//  ms, or -1 for no limit.
+typedef int(proto_loop_turn_fn)(proto_loop_t *loop, void *arg);
+//  Called when SIGTERM or SIGINT arrives.
+typedef void(proto_loop_signal_fn)(proto_loop_t *loop, int signal_number, void *arg);
+
+//  Creates a loop. Caller owns return value.
+proto_loop_t *proto_loop_new(void);
+
+//  Destroys a loop (not the sockets or fds it watched); nulls the pointer.
+void proto_loop_destroy(proto_loop_t **self_p);
+
+//  Watches fd for events. Returns 0 or -1.
+int proto_loop_add_fd(proto_loop_t *self, int fd, uint32_t events, proto_loop_fd_fn *fn,
+                      void *arg);
+
+//  Changes the events watched on fd. Returns 0 or -1.
+int proto_loop_modify_fd(proto_loop_t *self, int fd, uint32_t events);
+
+//  Stops watching fd.
+void proto_loop_remove_fd(proto_loop_t *self, int fd);
+
+//  Watches a ZeroMQ socket for incoming messages. Returns 0 or -1.
+int proto_loop_add_socket(proto_loop_t *self, zsock_t *socket, proto_loop_socket_fn *fn,
+                          void *arg);
+
+//  Stops watching a socket.
+void proto_loop_remove_socket(proto_loop_t *self, zsock_t *socket);
+
+//  Starts a timer; returns its id (> 0).
+int proto_loop_add_timer(proto_loop_t *self, uint64_t delay_ms, bool repeat,
+                         proto_loop_timer_fn *fn, void *arg);
+
+//  Cancels a timer; unknown ids are ignored.
+void proto_loop_cancel_timer(proto_loop_t *self, int timer_id);
+
+//  Sets the per-turn hook (one per loop).
+void proto_loop_set_turn(proto_loop_t *self, proto_loop_turn_fn *fn, void *arg);
+
+//  Delivers SIGTERM and SIGINT through the loop. Call before any thread is
+//  started (ZeroMQ's I/O threads inherit the blocked mask). Returns 0 or -1.
+int proto_loop_watch_signals(proto_loop_t *self, proto_loop_signal_fn *fn, void *arg);
+
+//  Runs until proto_loop_stop. Returns 0.
+int proto_loop_run(proto_loop_t *self);
+
+//  Makes proto_loop_run return after the current turn.
+void proto_loop_stop(proto_loop_t *self);
+
+//  Monotonic milliseconds and microseconds.
+uint64_t proto_loop_now_ms(void);
+uint64_t proto_loop_now_us(void);
+
+//  Wall-clock microseconds since the epoch.
+uint64_t proto_loop_wall_us(void);
+
+//  Self test.
+void proto_loop_test(bool verbose);
+
+#endif

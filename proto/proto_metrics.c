@@ -1,0 +1,208 @@
+#include "proto_metrics.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { S_COUNTER, S_GAUGE, S_HISTOGRAM } s_type_t;
+
+static const double s_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                   0.25,   0.5,   1,      2.5,   5,    10,   30,    60};
+#define S_BUCKETS (sizeof s_buckets / sizeof s_buckets[0])
+
+struct _proto_metric_t {
+    s_type_t type;              //  kind of metric
+    char *name;                 //  metric family name
+    char *help;                 //  HELP text
+    char *labels;               //  label text, "" when none
+    double value;               //  counter/gauge value; histogram sum
+    uint64_t count;             //  histogram observations
+    uint64_t buckets[S_BUCKETS];//  histogram cumulative-free bucket counts
+    proto_metric_t *next;       //  next in registry order
+};
+
+struct _proto_metrics_t {
+    proto_metric_t *head; //  metrics in creation order
+    proto_metric_t *tail; //  last created
+};
+
+proto_metrics_t *proto_metrics_new(void)
+{
+    proto_metrics_t *self = calloc(1, sizeof *self);
+    assert(self);
+    return self;
+}
+
+void proto_metrics_destroy(proto_metrics_t **self_p)
+{
+    assert(self_p);
+    proto_metrics_t *self = *self_p;
+    if (!self)
+        return;
+    for (proto_metric_t *metric = self->head, *next; metric; metric = next) {
+        next = metric->next;
+        free(metric->name);
+        free(metric->help);
+        free(metric->labels);
+        free(metric);
+    }
+    free(self);
+    *self_p = NULL;
+}
+
+static proto_metric_t *s_find(proto_metrics_t *self, s_type_t type, const char *name,
+                              const char *help, const char *labels)
+{
+    labels = labels ? labels : "";
+    for (proto_metric_t *metric = self->head; metric; metric = metric->next)
+        if (strcmp(metric->name, name) == 0 && strcmp(metric->labels, labels) == 0) {
+            assert(metric->type == type); //  one name, one type: our own mistake otherwise
+            return metric;
+        }
+    proto_metric_t *metric = calloc(1, sizeof *metric);
+    assert(metric);
+    metric->type = type;
+    metric->name = strdup(name);
+    metric->help = strdup(help ? help : "");
+    metric->labels = strdup(labels);
+    if (self->tail)
+        self->tail->next = metric;
+    else
+        self->head = metric;
+    self->tail = metric;
+    return metric;
+}
+
+proto_metric_t *proto_metrics_counter(proto_metrics_t *self, const char *name, const char *help,
+                                      const char *labels)
+{
+    return s_find(self, S_COUNTER, name, help, labels);
+}
+
+proto_metric_t *proto_metrics_gauge(proto_metrics_t *self, const char *name, const char *help,
+                                    const char *labels)
+{
+    return s_find(self, S_GAUGE, name, help, labels);
+}
+
+proto_metric_t *proto_metrics_histogram(proto_metrics_t *self, const char *name,
+                                        const char *help, const char *labels)
+{
+    return s_find(self, S_HISTOGRAM, name, help, labels);
+}
+
+void proto_metric_add(proto_metric_t *metric, double value)
+{
+    metric->value += value;
+}
+
+void proto_metric_set(proto_metric_t *metric, double value)
+{
+    metric->value = value;
+}
+
+void proto_metric_observe(proto_metric_t *metric, double value)
+{
+    metric->count++;
+    metric->value += value;
+    for (size_t i = 0; i < S_BUCKETS; i++)
+        if (value <= s_buckets[i]) {
+            metric->buckets[i]++;
+            break;
+        }
+}
+
+double proto_metric_value(const proto_metric_t *metric)
+{
+    return metric->value;
+}
+
+static void s_labels(FILE *out, const char *labels, const char *extra)
+{
+    bool any = *labels || extra;
+    if (!any)
+        return;
+    fprintf(out, "{%s%s%s}", labels, *labels && extra ? "," : "", extra ? extra : "");
+}
+
+char *proto_metrics_render(proto_metrics_t *self)
+{
+    char *text = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&text, &size);
+    assert(out);
+    static const char *type_names[] = {"counter", "gauge", "histogram"};
+    for (proto_metric_t *metric = self->head; metric; metric = metric->next) {
+        //  HELP and TYPE once per family: at its first series.
+        bool first = true;
+        for (proto_metric_t *other = self->head; other != metric; other = other->next)
+            if (strcmp(other->name, metric->name) == 0)
+                first = false;
+        if (first)
+            fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", metric->name, metric->help,
+                    metric->name, type_names[metric->type]);
+        if (metric->type != S_HISTOGRAM) {
+            fprintf(out, "%s", metric->name);
+            s_labels(out, metric->labels, NULL);
+            fprintf(out, " %.17g\n", metric->value);
+            continue;
+        }
+        uint64_t cumulative = 0;
+        for (size_t i = 0; i < S_BUCKETS; i++) {
+            cumulative += metric->buckets[i];
+            char le[32];
+            snprintf(le, sizeof le, "le=\"%g\"", s_buckets[i]);
+            fprintf(out, "%s_bucket", metric->name);
+            s_labels(out, metric->labels, le);
+            fprintf(out, " %llu\n", (unsigned long long)cumulative);
+        }
+        fprintf(out, "%s_bucket", metric->name);
+        s_labels(out, metric->labels, "le=\"+Inf\"");
+        fprintf(out, " %llu\n%s_sum", (unsigned long long)metric->count, metric->name);
+        s_labels(out, metric->labels, NULL);
+        fprintf(out, " %.17g\n%s_count", metric->value, metric->name);
+        s_labels(out, metric->labels, NULL);
+        fprintf(out, " %llu\n", (unsigned long long)metric->count);
+    }
+    fclose(out);
+    return text;
+}
+
+void proto_metrics_test(bool verbose)
+{
+    if (verbose)
+        printf(" * proto_metrics: ");
+    proto_metrics_t *metrics = proto_metrics_new();
+    proto_metric_t *ok = proto_metrics_counter(metrics, "tg_requests_total", "Requests.",
+                                               "status=\"200\"");
+    proto_metric_t *bad = proto_metrics_counter(metrics, "tg_requests_total", "Requests.",
+                                                "status=\"500\"");
+    assert(ok != bad);
+    assert(proto_metrics_counter(metrics, "tg_requests_total", NULL, "status=\"200\"") == ok);
+    proto_metric_add(ok, 2);
+    proto_metric_add(bad, 1);
+    proto_metric_set(proto_metrics_gauge(metrics, "tg_up", "Up.", NULL), 1);
+    proto_metric_t *latency = proto_metrics_histogram(metrics, "tg_latency_seconds", "Latency.",
+                                                      NULL);
+    proto_metric_observe(latency, 0.003);
+    proto_metric_observe(latency, 100);
+    char *text = proto_metrics_render(metrics);
+    assert(strstr(text, "# TYPE tg_requests_total counter\n"));
+    assert(strstr(text, "tg_requests_total{status=\"200\"} 2\n"));
+    assert(strstr(text, "tg_requests_total{status=\"500\"} 1\n"));
+    //  HELP appears once per family.
+    const char *help = strstr(text, "# HELP tg_requests_total");
+    assert(help && !strstr(help + 1, "# HELP tg_requests_total"));
+    assert(strstr(text, "tg_up 1\n"));
+    assert(strstr(text, "tg_latency_seconds_bucket{le=\"0.0025\"} 0\n"));
+    assert(strstr(text, "tg_latency_seconds_bucket{le=\"0.005\"} 1\n"));
+    assert(strstr(text, "tg_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
+    assert(strstr(text, "tg_latency_seconds_count 2\n"));
+    free(text);
+    proto_metrics_destroy(&metrics);
+    assert(metrics == NULL);
+    if (verbose)
+        printf("OK\n");
+}

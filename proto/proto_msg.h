@@ -1,0 +1,238 @@
+/*  proto_msg: every message Tollgate's programs exchange over ZeroMQ.
+
+    Wire form, one ZeroMQ multipart message:
+        [routing id]   only on ROUTER sockets; handled here, not by callers
+        envelope       msgpack array:
+                         0 signature  str  "TG"
+                         1 version    uint PROTO_MSG_VERSION
+                         2 type       uint proto_msg_type_t
+                         3 request_id str  up to 64 printable bytes ("" for control)
+                         4 trace      str  W3C traceparent, or ""
+                         5 deadline   uint ms since the epoch, 0 = none
+                         6 fields     map  field id (uint) -> value
+        [body]         raw bytes, optional, its own frame: forwarded untouched
+
+    A receiver rejects (returns -2) a frame with a wrong signature or version,
+    an unknown type or field id, a value of the wrong kind, a string over its
+    limit, a missing required field, trailing bytes, or extra frames.
+
+    Messages, their fields (* = required) and their meaning:
+
+    PING            -> control socket   (none)
+    PONG            <- control socket   instance*, meta (JSON: uptime, counters)
+    ADMIT           ingress -> billing  key_id*, account_id*, model*, stream, tokens_in (estimate)
+    ADMIT_REPLY     billing -> ingress  status* (200 = admitted), error_code, error_message,
+                                        retry_after_ms, reserve_micros
+    ROUTE           ingress -> router   model*, key_id*, account_id*, client_protocol*, session
+    ROUTE_REPLY     router -> ingress   status* (200 = candidates follow), candidates,
+                                        error_code, error_message
+    DISPATCH        ingress -> dispatch client_protocol*, model*, stream, candidates*,
+                                        key_id*, account_id*, reserve_micros, include_usage;
+                                        body = the client's request body
+    CHUNK           dispatch -> ingress sequence*, status and content_type on the first;
+                                        body = bytes for the client, already in its protocol
+    DONE            dispatch -> ingress status*, content_type, error_code, tokens_*,
+                                        provider_id, upstream_model; body = last bytes (or
+                                        the whole answer when not streamed)
+    CANCEL          ingress -> dispatch reason (the client went away)
+    OUTCOME         dispatch -> pub     provider_id*, provider_key_id*, upstream_model*,
+                                        status*, attempt, latency_us, ttfb_us, retry_after_ms,
+                                        error_code
+    HEALTH          health -> pub       provider_id*, provider_key_id*, upstream_model, state*,
+                                        success_ppm, latency_us, ttfb_us
+    SETTLE          dispatch -> billing the usage record: account_id*, key_id*, model*,
+                                        provider_id, provider_key_id, upstream_model, status*,
+                                        tokens_in, tokens_out, tokens_cache_read,
+                                        tokens_cache_write, latency_us, ttfb_us, started_us*,
+                                        attempts, estimated, reserve_micros
+    ENTRY           billing -> ledger   SETTLE's fields plus cost_micros*
+    COMMIT          ledger -> billing,  (request id only) the record is durable in PostgreSQL;
+                    billing -> dispatch the sender may forget it
+    CONFIG_CHANGED  admin -> all        topic* ("keys", "accounts", "providers", "models", ...)
+*/
+#ifndef PROTO_MSG_H_INCLUDED
+#define PROTO_MSG_H_INCLUDED
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define PROTO_MSG_SIGNATURE "TG"
+#define PROTO_MSG_VERSION 1
+#define PROTO_MSG_RID_MAX 64         //  request id bytes
+#define PROTO_MSG_TRACE_MAX 128      //  traceparent bytes
+#define PROTO_MSG_STR_MAX 4096       //  any other string field
+#define PROTO_MSG_ENVELOPE_MAX 65536 //  envelope frame bytes
+#define PROTO_MSG_CANDIDATES_MAX 64  //  candidates in one decision
+
+//  Message types: X(NAME, id)
+#define PROTO_MSG_TYPES(X)                                                                         \
+    X(PING, 1)                                                                                     \
+    X(PONG, 2)                                                                                     \
+    X(ADMIT, 10)                                                                                   \
+    X(ADMIT_REPLY, 11)                                                                             \
+    X(ROUTE, 12)                                                                                   \
+    X(ROUTE_REPLY, 13)                                                                             \
+    X(DISPATCH, 14)                                                                                \
+    X(CHUNK, 15)                                                                                   \
+    X(DONE, 16)                                                                                    \
+    X(CANCEL, 17)                                                                                  \
+    X(OUTCOME, 18)                                                                                 \
+    X(HEALTH, 19)                                                                                  \
+    X(SETTLE, 20)                                                                                  \
+    X(ENTRY, 21)                                                                                   \
+    X(COMMIT, 22)                                                                                  \
+    X(CONFIG_CHANGED, 23)
+
+typedef enum {
+#define X(name, id) PROTO_MSG_##name = id,
+    PROTO_MSG_TYPES(X)
+#undef X
+} proto_msg_type_t;
+
+//  Fields: X(name, id, kind). Kinds: U64 unsigned, I64 signed, BOOL, STR,
+//  CANDIDATES (a list of proto_candidate_t).
+#define PROTO_MSG_FIELDS(X)                                                                        \
+    X(instance, 1, STR)                                                                            \
+    X(meta, 2, STR)                                                                                \
+    X(key_id, 3, U64)                                                                              \
+    X(account_id, 4, U64)                                                                          \
+    X(model, 5, STR)                                                                               \
+    X(stream, 6, BOOL)                                                                             \
+    X(status, 7, U64)                                                                              \
+    X(error_code, 8, STR)                                                                          \
+    X(error_message, 9, STR)                                                                       \
+    X(retry_after_ms, 10, U64)                                                                     \
+    X(reserve_micros, 11, I64)                                                                     \
+    X(client_protocol, 12, U64)                                                                    \
+    X(session, 13, STR)                                                                            \
+    X(candidates, 14, CANDIDATES)                                                                  \
+    X(include_usage, 15, BOOL)                                                                     \
+    X(sequence, 16, U64)                                                                           \
+    X(content_type, 17, STR)                                                                       \
+    X(reason, 18, STR)                                                                             \
+    X(provider_id, 19, U64)                                                                        \
+    X(provider_key_id, 20, U64)                                                                    \
+    X(upstream_model, 21, STR)                                                                     \
+    X(attempt, 22, U64)                                                                            \
+    X(latency_us, 23, U64)                                                                         \
+    X(ttfb_us, 24, U64)                                                                            \
+    X(state, 25, U64)                                                                              \
+    X(success_ppm, 26, U64)                                                                        \
+    X(tokens_in, 27, U64)                                                                          \
+    X(tokens_out, 28, U64)                                                                         \
+    X(tokens_cache_read, 29, U64)                                                                  \
+    X(tokens_cache_write, 30, U64)                                                                 \
+    X(started_us, 31, U64)                                                                         \
+    X(attempts, 32, U64)                                                                           \
+    X(estimated, 33, BOOL)                                                                         \
+    X(cost_micros, 34, I64)                                                                        \
+    X(topic, 35, STR)
+
+typedef enum {
+#define X(name, id, kind) PROTO_FIELD_##name = id,
+    PROTO_MSG_FIELDS(X)
+#undef X
+    PROTO_FIELD_MAX_ID = 63
+} proto_field_t;
+
+//  Client and upstream API protocols.
+typedef enum {
+    PROTO_PROTOCOL_NONE = 0,
+    PROTO_PROTOCOL_OPENAI = 1,           //  OpenAI Chat Completions
+    PROTO_PROTOCOL_OPENAI_RESPONSES = 2, //  OpenAI Responses
+    PROTO_PROTOCOL_ANTHROPIC = 3,        //  Anthropic Messages
+    PROTO_PROTOCOL_GEMINI = 4,           //  Gemini generateContent
+    PROTO_PROTOCOL_OPENAI_EMBEDDINGS = 5,//  OpenAI Embeddings
+} proto_protocol_t;
+
+//  One upstream a request may go to, in the router's order.
+typedef struct {
+    uint64_t provider_id;       //  providers.id
+    uint64_t provider_key_id;   //  provider_keys.id
+    uint32_t upstream_protocol; //  proto_protocol_t the upstream speaks
+    char upstream_model[128];   //  model name sent upstream
+} proto_candidate_t;
+
+typedef struct _proto_msg_t proto_msg_t;
+
+//  Creates an empty message of a type. Caller owns return value.
+proto_msg_t *proto_msg_new(proto_msg_type_t type);
+
+//  Destroys a message, its body and routing id; nulls the pointer.
+void proto_msg_destroy(proto_msg_t **self_p);
+
+//  Sends and destroys the message. On a ROUTER socket the routing id must be
+//  set. Returns 0, or -1 when the socket would not take it (message destroyed).
+int proto_msg_send(proto_msg_t **self_p, zsock_t *socket);
+
+//  Receives one message without blocking beyond what the socket does.
+//  Returns 0 with *msg_p set, -1 when nothing was read (interrupted or
+//  EAGAIN), -2 when frames arrived but were malformed (they are consumed).
+int proto_msg_recv(proto_msg_t **msg_p, zsock_t *socket);
+
+//  Encodes the envelope frame. Caller owns *data (free()).
+int proto_msg_encode(const proto_msg_t *self, uint8_t **data, size_t *size);
+
+//  Decodes an envelope frame. Returns 0, or -2 when malformed.
+int proto_msg_decode(const uint8_t *data, size_t size, proto_msg_t **msg_p);
+
+//  Name of a message type ("ADMIT"), or "?" when unknown. Static string.
+const char *proto_msg_type_name(int type);
+
+//  Envelope accessors. Strings are borrowed; setters copy.
+proto_msg_type_t proto_msg_type(const proto_msg_t *self);
+const char *proto_msg_request_id(const proto_msg_t *self);
+void proto_msg_set_request_id(proto_msg_t *self, const char *request_id);
+const char *proto_msg_trace(const proto_msg_t *self);
+void proto_msg_set_trace(proto_msg_t *self, const char *traceparent);
+uint64_t proto_msg_deadline(const proto_msg_t *self);
+void proto_msg_set_deadline(proto_msg_t *self, uint64_t deadline_ms);
+
+//  True when a field was set or received.
+bool proto_msg_has(const proto_msg_t *self, proto_field_t field);
+
+//  Field accessors: proto_msg_NAME(msg) and proto_msg_set_NAME(msg, value).
+#define PROTO_MSG_DECLARE_U64(name)                                                                \
+    uint64_t proto_msg_##name(const proto_msg_t *self);                                            \
+    void proto_msg_set_##name(proto_msg_t *self, uint64_t value);
+#define PROTO_MSG_DECLARE_I64(name)                                                                \
+    int64_t proto_msg_##name(const proto_msg_t *self);                                             \
+    void proto_msg_set_##name(proto_msg_t *self, int64_t value);
+#define PROTO_MSG_DECLARE_BOOL(name)                                                               \
+    bool proto_msg_##name(const proto_msg_t *self);                                                \
+    void proto_msg_set_##name(proto_msg_t *self, bool value);
+#define PROTO_MSG_DECLARE_STR(name)                                                                \
+    const char *proto_msg_##name(const proto_msg_t *self);                                         \
+    void proto_msg_set_##name(proto_msg_t *self, const char *value);
+#define PROTO_MSG_DECLARE_CANDIDATES(name)                                                         \
+    const proto_candidate_t *proto_msg_##name(const proto_msg_t *self, size_t *count);             \
+    void proto_msg_set_##name(proto_msg_t *self, const proto_candidate_t *items, size_t count);
+#define X(name, id, kind) PROTO_MSG_DECLARE_##kind(name)
+PROTO_MSG_FIELDS(X)
+#undef X
+
+//  The body frame, or NULL. Borrowed.
+zframe_t *proto_msg_body(const proto_msg_t *self);
+
+//  Takes ownership of a body frame (and nulls the caller's pointer).
+void proto_msg_set_body(proto_msg_t *self, zframe_t **body_p);
+
+//  Copies bytes into a new body frame.
+void proto_msg_set_body_bytes(proto_msg_t *self, const void *data, size_t size);
+
+//  Hands the body frame to the caller, who then owns it. May return NULL.
+zframe_t *proto_msg_take_body(proto_msg_t *self);
+
+//  Routing id on ROUTER sockets. Borrowed / copied.
+zframe_t *proto_msg_routing_id(const proto_msg_t *self);
+void proto_msg_set_routing_id(proto_msg_t *self, zframe_t *routing_id);
+
+//  Makes a new message of `type` that answers `request`: same request id,
+//  trace, deadline and routing id. Caller owns return value.
+proto_msg_t *proto_msg_reply(const proto_msg_t *request, proto_msg_type_t type);
+
+//  Self test: round trips of every type, malformed and random frames.
+void proto_msg_test(bool verbose);
+
+#endif

@@ -1,0 +1,34 @@
+//  Runs the selftest of one proto class, or of all of them.
+#include "proto_config.h"
+#include "proto_loop.h"
+#include "proto_metrics.h"
+#include "proto_msg.h"
+#include "proto_service.h"
+
+#include <string.h>
+
+typedef struct {
+    const char *name;         //  class name as ctest calls it
+    void (*test)(bool);       //  its selftest
+} s_test_t;
+
+static const s_test_t s_tests[] = {
+    {"proto_config", proto_config_test}, {"proto_msg", proto_msg_test},
+    {"proto_loop", proto_loop_test},     {"proto_metrics", proto_metrics_test},
+    {"proto_service", proto_service_test},
+};
+
+int main(int argc, char **argv)
+{
+    bool any = false;
+    for (size_t i = 0; i < sizeof s_tests / sizeof s_tests[0]; i++)
+        if (argc < 2 || strcmp(argv[1], s_tests[i].name) == 0) {
+            s_tests[i].test(true);
+            any = true;
+        }
+    if (!any) {
+        fprintf(stderr, "no test named %s\n", argv[1]);
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,60 @@
+/*  proto_service: what every Tollgate program does the same way.
+
+    main() hands a proto_service_def_t to proto_service_main, which parses the
+    command line (--config FILE, --set KEY=VALUE, --print-config, --help),
+    loads the configuration (defaults < file < environment < --set), sets up
+    logging, blocks SIGTERM/SIGINT into the event loop, binds the control
+    socket (`NAME.control_bind`, a ROUTER answering PING with PONG), then
+    calls def->start and runs the loop.
+
+    SIGTERM or SIGINT calls def->drain: the program stops taking new work and
+    calls proto_service_drained once what it holds is finished or handed on.
+    If it has not done so after `drain_timeout_ms` (1500) the loop ends anyway,
+    so a program always exits within 2 s. Exit codes: 0 after a drain, 1 when
+    start fails, 2 for bad usage or configuration.
+*/
+#ifndef PROTO_SERVICE_H_INCLUDED
+#define PROTO_SERVICE_H_INCLUDED
+
+#include "proto_config.h"
+#include "proto_loop.h"
+#include "proto_metrics.h"
+
+typedef struct _proto_service_t proto_service_t;
+
+typedef struct {
+    const char *name;                          //  "billing": log name and config prefix
+    void *(*start)(proto_service_t *service);  //  builds state; NULL when it failed (logged)
+    void (*drain)(void *state);                //  SIGTERM: stop taking work
+    void (*stop)(void **state_p);              //  destroys state, nulls the pointer
+    char *(*status)(void *state);              //  optional: JSON object text for PONG's meta
+} proto_service_def_t;
+
+//  Runs a program. Returns the process exit code.
+int proto_service_main(int argc, char **argv, const proto_service_def_t *def);
+
+//  The process' event loop. Borrowed.
+proto_loop_t *proto_service_loop(proto_service_t *self);
+
+//  The effective configuration. Borrowed.
+proto_config_t *proto_service_config(proto_service_t *self);
+
+//  The process' metrics registry. Borrowed.
+proto_metrics_t *proto_service_metrics(proto_service_t *self);
+
+//  This instance's id (instance_id, or host-pid). Borrowed.
+const char *proto_service_instance(proto_service_t *self);
+
+//  The program name given in the definition. Borrowed.
+const char *proto_service_name(proto_service_t *self);
+
+//  True once SIGTERM has arrived.
+bool proto_service_draining(proto_service_t *self);
+
+//  Tells the service that draining is complete: the loop ends.
+void proto_service_drained(proto_service_t *self);
+
+//  Self test (argument parsing and control socket, in-process).
+void proto_service_test(bool verbose);
+
+#endif

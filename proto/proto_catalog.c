@@ -1,0 +1,534 @@
+#include "proto_catalog.h"
+#include "proto_crypto.h"
+#include "proto_msg.h"
+
+#include <assert.h>
+#include <czmq.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct _proto_catalog_t {
+    proto_account_t *accounts;          //  by id, ascending
+    size_t account_count;               //  entries
+    proto_api_key_t *keys;              //  by id, ascending
+    size_t key_count;                   //  entries
+    proto_provider_t *providers;        //  by id, ascending
+    size_t provider_count;              //  entries
+    proto_provider_key_t *provider_keys;//  by id, ascending
+    size_t provider_key_count;          //  entries
+    proto_model_t *models;              //  by id, ascending
+    size_t model_count;                 //  entries
+    proto_route_t *routes;              //  by model, then priority desc, then id
+    size_t route_count;                 //  entries
+    zhashx_t *keys_by_hash;             //  hash -> proto_api_key_t*
+    zhashx_t *models_by_name;           //  name -> proto_model_t*
+};
+
+int proto_protocol_parse(const char *name)
+{
+    if (strcmp(name, "openai") == 0)
+        return PROTO_PROTOCOL_OPENAI;
+    if (strcmp(name, "anthropic") == 0)
+        return PROTO_PROTOCOL_ANTHROPIC;
+    if (strcmp(name, "gemini") == 0)
+        return PROTO_PROTOCOL_GEMINI;
+    return PROTO_PROTOCOL_NONE;
+}
+
+const char *proto_protocol_name(int protocol)
+{
+    switch (protocol) {
+    case PROTO_PROTOCOL_OPENAI:
+        return "openai";
+    case PROTO_PROTOCOL_OPENAI_RESPONSES:
+        return "openai-responses";
+    case PROTO_PROTOCOL_ANTHROPIC:
+        return "anthropic";
+    case PROTO_PROTOCOL_GEMINI:
+        return "gemini";
+    case PROTO_PROTOCOL_OPENAI_EMBEDDINGS:
+        return "openai-embeddings";
+    default:
+        return "none";
+    }
+}
+
+proto_catalog_t *proto_catalog_new_empty(void)
+{
+    proto_catalog_t *self = calloc(1, sizeof *self);
+    assert(self);
+    self->keys_by_hash = zhashx_new();
+    self->models_by_name = zhashx_new();
+    return self;
+}
+
+static void s_free_list(proto_model_list_t *list)
+{
+    for (size_t i = 0; i < list->count; i++)
+        free(list->names[i]);
+    free(list->names);
+}
+
+void proto_catalog_destroy(proto_catalog_t **self_p)
+{
+    assert(self_p);
+    proto_catalog_t *self = *self_p;
+    if (!self)
+        return;
+    for (size_t i = 0; i < self->account_count; i++) {
+        free(self->accounts[i].name);
+        free(self->accounts[i].currency);
+        s_free_list(&self->accounts[i].models);
+    }
+    for (size_t i = 0; i < self->key_count; i++) {
+        free(self->keys[i].name);
+        free(self->keys[i].prefix);
+        free(self->keys[i].status);
+        s_free_list(&self->keys[i].models);
+    }
+    for (size_t i = 0; i < self->provider_count; i++) {
+        free(self->providers[i].name);
+        free(self->providers[i].base_url);
+    }
+    for (size_t i = 0; i < self->provider_key_count; i++) {
+        if (self->provider_keys[i].secret) {
+            //  Scrub opened secrets before the memory goes back to malloc.
+            memset(self->provider_keys[i].secret, 0, strlen(self->provider_keys[i].secret));
+            free(self->provider_keys[i].secret);
+        }
+        free(self->provider_keys[i].hint);
+    }
+    for (size_t i = 0; i < self->model_count; i++) {
+        free(self->models[i].name);
+        free(self->models[i].scheduling);
+    }
+    for (size_t i = 0; i < self->route_count; i++)
+        free(self->routes[i].upstream_model);
+    free(self->accounts);
+    free(self->keys);
+    free(self->providers);
+    free(self->provider_keys);
+    free(self->models);
+    free(self->routes);
+    zhashx_destroy(&self->keys_by_hash);
+    zhashx_destroy(&self->models_by_name);
+    free(self);
+    *self_p = NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Loading
+
+static PGresult *s_query(PGconn *db, const char *sql, char *error, size_t error_size)
+{
+    PGresult *result = PQexec(db, sql);
+    if (PQresultStatus(result) != PGRES_TUPLES_OK) {
+        snprintf(error, error_size, "loading configuration: %s", PQerrorMessage(db));
+        size_t length = strlen(error);
+        if (length && error[length - 1] == '\n')
+            error[length - 1] = '\0';
+        PQclear(result);
+        return NULL;
+    }
+    return result;
+}
+
+static char *s_text(PGresult *result, int row, int column)
+{
+    return strdup(PQgetvalue(result, row, column));
+}
+
+static int64_t s_int(PGresult *result, int row, int column, int64_t null_value)
+{
+    if (PQgetisnull(result, row, column))
+        return null_value;
+    return strtoll(PQgetvalue(result, row, column), NULL, 10);
+}
+
+//  Parses a JSON array of names (array_to_json of a text[]); NULL = any.
+static void s_model_list(PGresult *result, int row, int column, proto_model_list_t *list)
+{
+    memset(list, 0, sizeof *list);
+    list->any = true;
+    if (PQgetisnull(result, row, column))
+        return;
+    json_t *array = json_loads(PQgetvalue(result, row, column), 0, NULL);
+    if (json_is_array(array)) {
+        list->any = false;
+        list->count = json_array_size(array);
+        list->names = calloc(list->count ? list->count : 1, sizeof *list->names);
+        for (size_t i = 0; i < list->count; i++) {
+            const char *name = json_string_value(json_array_get(array, i));
+            list->names[i] = strdup(name ? name : "");
+        }
+    }
+    json_decref(array);
+}
+
+static void s_limits(PGresult *result, int row, int first, proto_limits_t *limits)
+{
+    limits->rpm = s_int(result, row, first, 0);
+    limits->tpm = s_int(result, row, first + 1, 0);
+    limits->concurrency = s_int(result, row, first + 2, 0);
+    limits->daily_micros = s_int(result, row, first + 3, -1);
+    limits->monthly_micros = s_int(result, row, first + 4, -1);
+}
+
+#define S_LIMIT_COLUMNS                                                                            \
+    "rpm_limit, tpm_limit, concurrency_limit, daily_spend_micros, monthly_spend_micros"
+
+static int s_load_accounts(proto_catalog_t *self, PGconn *db, char *error, size_t error_size)
+{
+    PGresult *result = s_query(db,
+                               "SELECT id, name, status, balance_micros, currency, "
+                               "array_to_json(allowed_models)::text, " S_LIMIT_COLUMNS
+                               " FROM accounts ORDER BY id",
+                               error, error_size);
+    if (!result)
+        return -1;
+    int rows = PQntuples(result);
+    self->accounts = calloc((size_t)rows + 1, sizeof *self->accounts);
+    for (int row = 0; row < rows; row++) {
+        proto_account_t *account = &self->accounts[self->account_count++];
+        account->id = (uint64_t)s_int(result, row, 0, 0);
+        account->name = s_text(result, row, 1);
+        account->active = strcmp(PQgetvalue(result, row, 2), "active") == 0;
+        account->balance_micros = s_int(result, row, 3, 0);
+        account->currency = s_text(result, row, 4);
+        s_model_list(result, row, 5, &account->models);
+        s_limits(result, row, 6, &account->limits);
+    }
+    PQclear(result);
+    return 0;
+}
+
+static int s_load_keys(proto_catalog_t *self, PGconn *db, char *error, size_t error_size)
+{
+    PGresult *result = s_query(
+        db,
+        "SELECT id, account_id, name, key_hash, key_prefix, status, "
+        "array_to_json(allowed_models)::text, "
+        "coalesce((extract(epoch FROM expires_at) * 1000000)::bigint, 0), " S_LIMIT_COLUMNS
+        " FROM api_keys ORDER BY id",
+        error, error_size);
+    if (!result)
+        return -1;
+    int rows = PQntuples(result);
+    self->keys = calloc((size_t)rows + 1, sizeof *self->keys);
+    for (int row = 0; row < rows; row++) {
+        proto_api_key_t *key = &self->keys[self->key_count++];
+        key->id = (uint64_t)s_int(result, row, 0, 0);
+        key->account_id = (uint64_t)s_int(result, row, 1, 0);
+        key->name = s_text(result, row, 2);
+        snprintf(key->hash, sizeof key->hash, "%s", PQgetvalue(result, row, 3));
+        key->prefix = s_text(result, row, 4);
+        key->status = s_text(result, row, 5);
+        s_model_list(result, row, 6, &key->models);
+        key->expires_us = s_int(result, row, 7, 0);
+        s_limits(result, row, 8, &key->limits);
+        zhashx_insert(self->keys_by_hash, key->hash, key);
+    }
+    PQclear(result);
+    return 0;
+}
+
+static int s_load_providers(proto_catalog_t *self, PGconn *db, char *error, size_t error_size)
+{
+    PGresult *result = s_query(db,
+                               "SELECT id, name, protocol, base_url, priority, weight, status "
+                               "FROM providers ORDER BY id",
+                               error, error_size);
+    if (!result)
+        return -1;
+    int rows = PQntuples(result);
+    self->providers = calloc((size_t)rows + 1, sizeof *self->providers);
+    for (int row = 0; row < rows; row++) {
+        proto_provider_t *provider = &self->providers[self->provider_count++];
+        provider->id = (uint64_t)s_int(result, row, 0, 0);
+        provider->name = s_text(result, row, 1);
+        provider->protocol = proto_protocol_parse(PQgetvalue(result, row, 2));
+        provider->base_url = s_text(result, row, 3);
+        size_t length = strlen(provider->base_url);
+        while (length && provider->base_url[length - 1] == '/')
+            provider->base_url[--length] = '\0';
+        provider->priority = (int)s_int(result, row, 4, 0);
+        provider->weight = (int)s_int(result, row, 5, 1);
+        provider->active = strcmp(PQgetvalue(result, row, 6), "active") == 0;
+    }
+    PQclear(result);
+    return 0;
+}
+
+static char *s_open_secret(PGresult *result, int row, const char *secret_key)
+{
+    size_t sealed_size = 0, nonce_size = 0;
+    unsigned char *sealed = PQunescapeBytea((const unsigned char *)PQgetvalue(result, row, 2),
+                                            &sealed_size);
+    unsigned char *nonce = PQunescapeBytea((const unsigned char *)PQgetvalue(result, row, 3),
+                                           &nonce_size);
+    char *secret = NULL;
+    if (sealed && nonce && nonce_size == proto_crypto_nonce_size())
+        secret = proto_crypto_open(secret_key, nonce, sealed, sealed_size);
+    PQfreemem(sealed);
+    PQfreemem(nonce);
+    return secret;
+}
+
+static int s_load_provider_keys(proto_catalog_t *self, PGconn *db, const char *secret_key,
+                                char *error, size_t error_size)
+{
+    PGresult *result = s_query(db,
+                               "SELECT id, provider_id, secret_sealed, secret_nonce, "
+                               "secret_hint, priority, weight, status, multiplier_ppm "
+                               "FROM provider_keys ORDER BY id",
+                               error, error_size);
+    if (!result)
+        return -1;
+    int rows = PQntuples(result);
+    self->provider_keys = calloc((size_t)rows + 1, sizeof *self->provider_keys);
+    int rc = 0;
+    for (int row = 0; row < rows; row++) {
+        proto_provider_key_t *key = &self->provider_keys[self->provider_key_count++];
+        key->id = (uint64_t)s_int(result, row, 0, 0);
+        key->provider_id = (uint64_t)s_int(result, row, 1, 0);
+        key->hint = s_text(result, row, 4);
+        key->priority = (int)s_int(result, row, 5, 0);
+        key->weight = (int)s_int(result, row, 6, 1);
+        key->active = strcmp(PQgetvalue(result, row, 7), "active") == 0;
+        key->multiplier_ppm = s_int(result, row, 8, 1000000);
+        if (secret_key) {
+            key->secret = s_open_secret(result, row, secret_key);
+            if (!key->secret && rc == 0) {
+                //  A secret that will not open means the wrong secret_key:
+                //  every call with it would fail, so refuse the whole load.
+                snprintf(error, error_size,
+                         "provider key %llu cannot be decrypted: is secret_key the one it was "
+                         "stored with?",
+                         (unsigned long long)key->id);
+                rc = -1;
+            }
+        }
+    }
+    PQclear(result);
+    return rc;
+}
+
+static int s_load_models(proto_catalog_t *self, PGconn *db, char *error, size_t error_size)
+{
+    PGresult *result = s_query(
+        db,
+        "SELECT id, name, status, price_in_micros, price_out_micros, price_cache_read_micros, "
+        "price_cache_write_micros, price_cache_write_1h_micros, price_request_micros, "
+        "long_context_threshold, long_price_in_micros, long_price_out_micros, scheduling, "
+        "extract(epoch FROM created_at)::bigint FROM models ORDER BY id",
+        error, error_size);
+    if (!result)
+        return -1;
+    int rows = PQntuples(result);
+    self->models = calloc((size_t)rows + 1, sizeof *self->models);
+    for (int row = 0; row < rows; row++) {
+        proto_model_t *model = &self->models[self->model_count++];
+        model->id = (uint64_t)s_int(result, row, 0, 0);
+        model->name = s_text(result, row, 1);
+        model->active = strcmp(PQgetvalue(result, row, 2), "active") == 0;
+        model->price_in_micros = s_int(result, row, 3, 0);
+        model->price_out_micros = s_int(result, row, 4, 0);
+        model->price_cache_read_micros = s_int(result, row, 5, 0);
+        model->price_cache_write_micros = s_int(result, row, 6, 0);
+        model->price_cache_write_1h_micros = s_int(result, row, 7, 0);
+        model->price_request_micros = s_int(result, row, 8, 0);
+        model->long_context_threshold = s_int(result, row, 9, 0);
+        model->long_price_in_micros = s_int(result, row, 10, model->price_in_micros);
+        model->long_price_out_micros = s_int(result, row, 11, model->price_out_micros);
+        model->scheduling = s_text(result, row, 12);
+        model->created_s = s_int(result, row, 13, 0);
+        zhashx_insert(self->models_by_name, model->name, model);
+    }
+    PQclear(result);
+    return 0;
+}
+
+static int s_load_routes(proto_catalog_t *self, PGconn *db, char *error, size_t error_size)
+{
+    PGresult *result = s_query(db,
+                               "SELECT id, model_id, provider_id, upstream_model, priority, "
+                               "weight, status FROM routes "
+                               "ORDER BY model_id, priority DESC, id",
+                               error, error_size);
+    if (!result)
+        return -1;
+    int rows = PQntuples(result);
+    self->routes = calloc((size_t)rows + 1, sizeof *self->routes);
+    for (int row = 0; row < rows; row++) {
+        proto_route_t *route = &self->routes[self->route_count++];
+        route->id = (uint64_t)s_int(result, row, 0, 0);
+        route->model_id = (uint64_t)s_int(result, row, 1, 0);
+        route->provider_id = (uint64_t)s_int(result, row, 2, 0);
+        route->upstream_model = s_text(result, row, 3);
+        route->priority = (int)s_int(result, row, 4, 0);
+        route->weight = (int)s_int(result, row, 5, 1);
+        route->active = strcmp(PQgetvalue(result, row, 6), "active") == 0;
+    }
+    PQclear(result);
+    return 0;
+}
+
+proto_catalog_t *proto_catalog_load(PGconn *db, const char *secret_key, char *error,
+                                    size_t error_size)
+{
+    proto_catalog_t *self = proto_catalog_new_empty();
+    //  One REPEATABLE READ transaction: every table from the same moment.
+    PGresult *begin = PQexec(db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    bool began = PQresultStatus(begin) == PGRES_COMMAND_OK;
+    PQclear(begin);
+    int rc = began ? 0 : -1;
+    if (!began)
+        snprintf(error, error_size, "loading configuration: %s", PQerrorMessage(db));
+    if (rc == 0)
+        rc = s_load_accounts(self, db, error, error_size);
+    if (rc == 0)
+        rc = s_load_keys(self, db, error, error_size);
+    if (rc == 0)
+        rc = s_load_providers(self, db, error, error_size);
+    if (rc == 0)
+        rc = s_load_provider_keys(self, db, secret_key, error, error_size);
+    if (rc == 0)
+        rc = s_load_models(self, db, error, error_size);
+    if (rc == 0)
+        rc = s_load_routes(self, db, error, error_size);
+    if (began)
+        PQclear(PQexec(db, "COMMIT"));
+    if (rc != 0)
+        proto_catalog_destroy(&self);
+    return self;
+}
+
+//  --------------------------------------------------------------------------
+//  Lookups
+
+#define S_BSEARCH(array, count, wanted)                                                            \
+    do {                                                                                           \
+        size_t low = 0, high = (count);                                                            \
+        while (low < high) {                                                                       \
+            size_t middle = (low + high) / 2;                                                      \
+            if ((array)[middle].id == (wanted))                                                    \
+                return &(array)[middle];                                                           \
+            if ((array)[middle].id < (wanted))                                                     \
+                low = middle + 1;                                                                  \
+            else                                                                                   \
+                high = middle;                                                                     \
+        }                                                                                          \
+        return NULL;                                                                               \
+    } while (0)
+
+const proto_api_key_t *proto_catalog_key_by_hash(proto_catalog_t *self, const char *hash)
+{
+    const proto_api_key_t *key = zhashx_lookup(self->keys_by_hash, hash);
+    //  The table lookup finds the candidate; the final word is a
+    //  constant-time comparison of the whole hash.
+    if (key && !proto_crypto_equal(key->hash, hash))
+        return NULL;
+    return key;
+}
+
+const proto_api_key_t *proto_catalog_key(proto_catalog_t *self, uint64_t id)
+{
+    S_BSEARCH(self->keys, self->key_count, id);
+}
+
+const proto_account_t *proto_catalog_account(proto_catalog_t *self, uint64_t id)
+{
+    S_BSEARCH(self->accounts, self->account_count, id);
+}
+
+const proto_model_t *proto_catalog_model(proto_catalog_t *self, uint64_t id)
+{
+    S_BSEARCH(self->models, self->model_count, id);
+}
+
+const proto_provider_t *proto_catalog_provider(proto_catalog_t *self, uint64_t id)
+{
+    S_BSEARCH(self->providers, self->provider_count, id);
+}
+
+const proto_provider_key_t *proto_catalog_provider_key(proto_catalog_t *self, uint64_t id)
+{
+    S_BSEARCH(self->provider_keys, self->provider_key_count, id);
+}
+
+const proto_model_t *proto_catalog_model_by_name(proto_catalog_t *self, const char *name)
+{
+    return zhashx_lookup(self->models_by_name, name);
+}
+
+size_t proto_catalog_model_count(proto_catalog_t *self)
+{
+    return self->model_count;
+}
+
+const proto_model_t *proto_catalog_model_at(proto_catalog_t *self, size_t index)
+{
+    return index < self->model_count ? &self->models[index] : NULL;
+}
+
+size_t proto_catalog_route_count(proto_catalog_t *self)
+{
+    return self->route_count;
+}
+
+const proto_route_t *proto_catalog_route_at(proto_catalog_t *self, size_t index)
+{
+    return index < self->route_count ? &self->routes[index] : NULL;
+}
+
+size_t proto_catalog_provider_key_count(proto_catalog_t *self)
+{
+    return self->provider_key_count;
+}
+
+const proto_provider_key_t *proto_catalog_provider_key_at(proto_catalog_t *self, size_t index)
+{
+    return index < self->provider_key_count ? &self->provider_keys[index] : NULL;
+}
+
+size_t proto_catalog_key_count(proto_catalog_t *self)
+{
+    return self->key_count;
+}
+
+bool proto_model_list_allows(const proto_model_list_t *list, const char *model)
+{
+    if (list->any)
+        return true;
+    for (size_t i = 0; i < list->count; i++)
+        if (strcmp(list->names[i], model) == 0)
+            return true;
+    return false;
+}
+
+const char *proto_catalog_key_problem(proto_catalog_t *self, const proto_api_key_t *key,
+                                      uint64_t now_us)
+{
+    if (!key)
+        return "unknown";
+    if (strcmp(key->status, "active") != 0)
+        return strcmp(key->status, "revoked") == 0 ? "revoked" : "disabled";
+    if (key->expires_us > 0 && (uint64_t)key->expires_us <= now_us)
+        return "expired";
+    const proto_account_t *account = proto_catalog_account(self, key->account_id);
+    if (!account || !account->active)
+        return "account_disabled";
+    return NULL;
+}
+
+bool proto_catalog_key_allows(proto_catalog_t *self, const proto_api_key_t *key,
+                              const char *model)
+{
+    const proto_model_t *entry = proto_catalog_model_by_name(self, model);
+    if (!entry || !entry->active)
+        return false;
+    const proto_account_t *account = proto_catalog_account(self, key->account_id);
+    return account && proto_model_list_allows(&key->models, model)
+           && proto_model_list_allows(&account->models, model);
+}

@@ -1,0 +1,153 @@
+/*  proto_catalog: an in-memory snapshot of the configuration tables.
+
+    Every program answers requests from memory (DESIGN: the hot path never
+    waits on PostgreSQL); the catalog is that memory. It is loaded whole from
+    PostgreSQL at start and again whenever proto_watch reports a change. A
+    loaded catalog never changes: the owner swaps in a new one, so pointers
+    into the old one stay valid until the owner destroys it.
+
+    Entries are plain read-only structs; strings are owned by the catalog.
+*/
+#ifndef PROTO_CATALOG_H_INCLUDED
+#define PROTO_CATALOG_H_INCLUDED
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    size_t count;   //  entries in names
+    char **names;   //  allowed model names
+    bool any;       //  true when no list is set: every model is allowed
+} proto_model_list_t;
+
+typedef struct {
+    int64_t rpm;              //  requests per minute, 0 = no limit
+    int64_t tpm;              //  tokens per minute, 0 = no limit
+    int64_t concurrency;      //  requests in flight, 0 = no limit
+    int64_t daily_micros;     //  spend per UTC day, -1 = no cap
+    int64_t monthly_micros;   //  spend per UTC month, -1 = no cap
+} proto_limits_t;
+
+typedef struct {
+    uint64_t id;                  //  accounts.id
+    char *name;                   //  unique name
+    bool active;                  //  status = 'active'
+    int64_t balance_micros;       //  balance when loaded
+    char *currency;               //  e.g. USD
+    proto_limits_t limits;        //  account-wide limits
+    proto_model_list_t models;    //  allowed models
+} proto_account_t;
+
+typedef struct {
+    uint64_t id;                  //  api_keys.id
+    uint64_t account_id;          //  owner
+    char *name;                   //  label
+    char hash[65];                //  SHA-256 hex of the key
+    char *prefix;                 //  display prefix
+    char *status;                 //  active, disabled or revoked
+    int64_t expires_us;           //  epoch microseconds, 0 = never
+    proto_limits_t limits;        //  per-key limits
+    proto_model_list_t models;    //  allowed models
+} proto_api_key_t;
+
+typedef struct {
+    uint64_t id;                  //  providers.id
+    char *name;                   //  unique name
+    int protocol;                 //  proto_protocol_t
+    char *base_url;               //  without trailing slash
+    int priority;                 //  higher first
+    int weight;                   //  share among equals
+    bool active;                  //  status = 'active'
+} proto_provider_t;
+
+typedef struct {
+    uint64_t id;                  //  provider_keys.id
+    uint64_t provider_id;         //  owner
+    char *secret;                 //  opened secret, or NULL when not loaded with the key
+    char *hint;                   //  last characters, for humans
+    int priority;                 //  higher first
+    int weight;                   //  share among equals
+    bool active;                  //  status = 'active'
+    int64_t multiplier_ppm;       //  cost multiplier, parts per million
+} proto_provider_key_t;
+
+typedef struct {
+    uint64_t id;                       //  models.id
+    char *name;                        //  the logical name clients use
+    bool active;                       //  status = 'active'
+    int64_t price_in_micros;           //  per million input tokens
+    int64_t price_out_micros;          //  per million output tokens
+    int64_t price_cache_read_micros;   //  per million cache-read tokens
+    int64_t price_cache_write_micros;  //  per million cache-write tokens (5 min)
+    int64_t price_cache_write_1h_micros; //  per million cache-write tokens (1 h)
+    int64_t price_request_micros;      //  per request
+    int64_t long_context_threshold;    //  input tokens above which long prices apply, 0 = none
+    int64_t long_price_in_micros;      //  long-context input price
+    int64_t long_price_out_micros;     //  long-context output price
+    char *scheduling;                  //  scheduling mode
+    int64_t created_s;                 //  creation time, epoch seconds
+} proto_model_t;
+
+typedef struct {
+    uint64_t id;                  //  routes.id
+    uint64_t model_id;            //  logical model
+    uint64_t provider_id;         //  provider
+    char *upstream_model;         //  name at the provider
+    int priority;                 //  higher first
+    int weight;                   //  share among equals
+    bool active;                  //  status = 'active'
+} proto_route_t;
+
+typedef struct _proto_catalog_t proto_catalog_t;
+
+//  Loads a snapshot. With secret_key (64 hex) provider secrets are opened;
+//  with NULL they stay sealed (secret = NULL). Returns NULL with a reason in
+//  error. Caller owns return value.
+proto_catalog_t *proto_catalog_load(PGconn *db, const char *secret_key, char *error,
+                                    size_t error_size);
+
+//  An empty catalog (for tests and for a start without a database).
+proto_catalog_t *proto_catalog_new_empty(void);
+
+//  Destroys a snapshot; nulls the pointer.
+void proto_catalog_destroy(proto_catalog_t **self_p);
+
+//  Lookups; NULL when absent. Returned entries are borrowed.
+const proto_api_key_t *proto_catalog_key_by_hash(proto_catalog_t *self, const char *hash);
+const proto_api_key_t *proto_catalog_key(proto_catalog_t *self, uint64_t id);
+const proto_account_t *proto_catalog_account(proto_catalog_t *self, uint64_t id);
+const proto_model_t *proto_catalog_model_by_name(proto_catalog_t *self, const char *name);
+const proto_model_t *proto_catalog_model(proto_catalog_t *self, uint64_t id);
+const proto_provider_t *proto_catalog_provider(proto_catalog_t *self, uint64_t id);
+const proto_provider_key_t *proto_catalog_provider_key(proto_catalog_t *self, uint64_t id);
+
+//  Iteration by index, 0 .. count-1.
+size_t proto_catalog_model_count(proto_catalog_t *self);
+const proto_model_t *proto_catalog_model_at(proto_catalog_t *self, size_t index);
+size_t proto_catalog_route_count(proto_catalog_t *self);
+const proto_route_t *proto_catalog_route_at(proto_catalog_t *self, size_t index);
+size_t proto_catalog_provider_key_count(proto_catalog_t *self);
+const proto_provider_key_t *proto_catalog_provider_key_at(proto_catalog_t *self, size_t index);
+size_t proto_catalog_key_count(proto_catalog_t *self);
+
+//  True when a model list allows the name.
+bool proto_model_list_allows(const proto_model_list_t *list, const char *model);
+
+//  Why a key may not be used now, or NULL when it may: "unknown", "disabled",
+//  "revoked", "expired", "account_disabled". `now_us` is epoch microseconds.
+const char *proto_catalog_key_problem(proto_catalog_t *self, const proto_api_key_t *key,
+                                      uint64_t now_us);
+
+//  True when key and its account both allow the model, and the model is active.
+bool proto_catalog_key_allows(proto_catalog_t *self, const proto_api_key_t *key,
+                              const char *model);
+
+//  Parses "openai", "anthropic", "gemini" to proto_protocol_t; 0 when unknown.
+int proto_protocol_parse(const char *name);
+
+//  Name of a proto_protocol_t. Static string.
+const char *proto_protocol_name(int protocol);
+
+#endif

@@ -1,0 +1,129 @@
+#include "proto_crypto.h"
+
+#include <assert.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int proto_crypto_init(void)
+{
+    return sodium_init() < 0 ? -1 : 0;
+}
+
+void proto_crypto_random_hex(char *out, size_t bytes)
+{
+    uint8_t buffer[64];
+    assert(bytes <= sizeof buffer);
+    randombytes_buf(buffer, bytes);
+    sodium_bin2hex(out, bytes * 2 + 1, buffer, bytes);
+    sodium_memzero(buffer, sizeof buffer);
+}
+
+void proto_crypto_new_api_key(char *out, size_t out_size)
+{
+    assert(out_size > PROTO_CRYPTO_API_KEY_LEN);
+    memcpy(out, "tg-", 3);
+    proto_crypto_random_hex(out + 3, 24);
+}
+
+void proto_crypto_hash_hex(const char *text, size_t length, char *out)
+{
+    uint8_t digest[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(digest, (const uint8_t *)text, length);
+    sodium_bin2hex(out, PROTO_CRYPTO_HASH_HEX + 1, digest, sizeof digest);
+}
+
+bool proto_crypto_equal(const char *a, const char *b)
+{
+    size_t length = strlen(a);
+    if (length != strlen(b))
+        return false;
+    return sodium_memcmp(a, b, length) == 0;
+}
+
+static int s_key(const char *key_hex, uint8_t *key)
+{
+    size_t length = 0;
+    if (!key_hex || strlen(key_hex) != PROTO_CRYPTO_KEY_HEX)
+        return -1;
+    if (sodium_hex2bin(key, crypto_secretbox_KEYBYTES, key_hex, PROTO_CRYPTO_KEY_HEX, NULL,
+                       &length, NULL)
+            != 0
+        || length != crypto_secretbox_KEYBYTES)
+        return -1;
+    return 0;
+}
+
+size_t proto_crypto_nonce_size(void)
+{
+    return crypto_secretbox_NONCEBYTES;
+}
+
+size_t proto_crypto_overhead(void)
+{
+    return crypto_secretbox_MACBYTES;
+}
+
+int proto_crypto_seal(const char *key_hex, const void *plain, size_t plain_size,
+                      uint8_t *nonce, uint8_t *sealed)
+{
+    uint8_t key[crypto_secretbox_KEYBYTES];
+    if (s_key(key_hex, key) != 0)
+        return -1;
+    randombytes_buf(nonce, crypto_secretbox_NONCEBYTES);
+    crypto_secretbox_easy(sealed, plain, plain_size, nonce, key);
+    sodium_memzero(key, sizeof key);
+    return 0;
+}
+
+char *proto_crypto_open(const char *key_hex, const uint8_t *nonce, const uint8_t *sealed,
+                        size_t sealed_size)
+{
+    uint8_t key[crypto_secretbox_KEYBYTES];
+    if (sealed_size < crypto_secretbox_MACBYTES || s_key(key_hex, key) != 0)
+        return NULL;
+    size_t plain_size = sealed_size - crypto_secretbox_MACBYTES;
+    char *plain = malloc(plain_size + 1);
+    assert(plain);
+    int rc = crypto_secretbox_open_easy((uint8_t *)plain, sealed, sealed_size, nonce, key);
+    sodium_memzero(key, sizeof key);
+    if (rc != 0) {
+        free(plain);
+        return NULL;
+    }
+    plain[plain_size] = '\0';
+    return plain;
+}
+
+void proto_crypto_test(bool verbose)
+{
+    if (verbose)
+        printf(" * proto_crypto: ");
+    assert(proto_crypto_init() == 0);
+    char key[PROTO_CRYPTO_API_KEY_LEN + 1];
+    proto_crypto_new_api_key(key, sizeof key);
+    assert(strlen(key) == PROTO_CRYPTO_API_KEY_LEN);
+    assert(strncmp(key, "tg-", 3) == 0);
+    char hash[PROTO_CRYPTO_HASH_HEX + 1];
+    proto_crypto_hash_hex("abc", 3, hash);
+    assert(strcmp(hash, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0);
+    assert(proto_crypto_equal("abc", "abc"));
+    assert(!proto_crypto_equal("abc", "abd"));
+    assert(!proto_crypto_equal("abc", "abcd"));
+
+    char secret_key[PROTO_CRYPTO_KEY_HEX + 1];
+    proto_crypto_random_hex(secret_key, 32);
+    const char *plain = "sk-live-provider-secret";
+    uint8_t nonce[64], sealed[128];
+    assert(proto_crypto_seal(secret_key, plain, strlen(plain), nonce, sealed) == 0);
+    size_t sealed_size = strlen(plain) + proto_crypto_overhead();
+    char *opened = proto_crypto_open(secret_key, nonce, sealed, sealed_size);
+    assert(opened && strcmp(opened, plain) == 0);
+    free(opened);
+    sealed[0] ^= 1;
+    assert(proto_crypto_open(secret_key, nonce, sealed, sealed_size) == NULL);
+    assert(proto_crypto_seal("short", plain, 3, nonce, sealed) == -1);
+    if (verbose)
+        printf("OK\n");
+}

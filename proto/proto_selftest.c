@@ -1,6 +1,7 @@
 //  Runs the selftest of one proto class, or of all of them.
 #include "proto_config.h"
 #include "proto_crypto.h"
+#include "proto_error.h"
 #include "proto_outbox.h"
 #include "proto_loop.h"
 #include "proto_metrics.h"
@@ -18,7 +19,7 @@ static const s_test_t s_tests[] = {
     {"proto_config", proto_config_test}, {"proto_msg", proto_msg_test},
     {"proto_loop", proto_loop_test},     {"proto_metrics", proto_metrics_test},
     {"proto_service", proto_service_test}, {"proto_crypto", proto_crypto_test},
-    {"proto_outbox", proto_outbox_test},
+    {"proto_outbox", proto_outbox_test}, {"proto_error", proto_error_test},
 };
 
 int main(int argc, char **argv)

@@ -7,6 +7,8 @@
 #include "proto_metrics.h"
 #include "proto_msg.h"
 #include "proto_service.h"
+#include "proto_sse.h"
+#include "proto_usage.h"
 
 #include <string.h>
 
@@ -20,6 +22,7 @@ static const s_test_t s_tests[] = {
     {"proto_loop", proto_loop_test},     {"proto_metrics", proto_metrics_test},
     {"proto_service", proto_service_test}, {"proto_crypto", proto_crypto_test},
     {"proto_outbox", proto_outbox_test}, {"proto_error", proto_error_test},
+    {"proto_sse", proto_sse_test},       {"proto_usage", proto_usage_test},
 };
 
 int main(int argc, char **argv)

@@ -1,0 +1,407 @@
+#include "proto_usage.h"
+#include "proto_msg.h"
+
+#include <assert.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+//  A non-negative integer member, or -1 when absent or of another kind.
+static int64_t s_count(json_t *object, const char *key)
+{
+    json_t *value = json_object_get(object, key);
+    if (!json_is_integer(value) || json_integer_value(value) < 0)
+        return -1;
+    return json_integer_value(value);
+}
+
+//  total - part, never below zero; a missing part (-1) counts as 0.
+static uint64_t s_minus(int64_t total, int64_t part)
+{
+    if (total <= 0)
+        return 0;
+    if (part <= 0)
+        return (uint64_t)total;
+    return part >= total ? 0 : (uint64_t)(total - part);
+}
+
+//  OpenAI Chat: {prompt_tokens, completion_tokens, prompt_tokens_details{cached_tokens}}.
+//  Responses:  {input_tokens, output_tokens, input_tokens_details{cached_tokens}}.
+//  Embeddings: {prompt_tokens, total_tokens}. Cached tokens are part of the prompt count.
+static int s_openai(json_t *usage, proto_usage_t *out)
+{
+    if (!json_is_object(usage))
+        return 0;
+    int64_t prompt = s_count(usage, "prompt_tokens");
+    int64_t completion = s_count(usage, "completion_tokens");
+    json_t *details = json_object_get(usage, "prompt_tokens_details");
+    if (prompt < 0) {
+        prompt = s_count(usage, "input_tokens");
+        completion = s_count(usage, "output_tokens");
+        details = json_object_get(usage, "input_tokens_details");
+    }
+    int64_t cached = s_count(details, "cached_tokens");
+    if (prompt < 0 && completion < 0)
+        return 0;
+    if (prompt >= 0) {
+        out->tokens_in = s_minus(prompt, cached);
+        out->tokens_cache_read = cached > 0 ? (uint64_t)cached : 0;
+        out->seen_in = true;
+    }
+    if (completion >= 0) {
+        out->tokens_out = (uint64_t)completion;
+        out->seen_out = true;
+    }
+    return 1;
+}
+
+//  Anthropic: {input_tokens, output_tokens, cache_creation_input_tokens,
+//  cache_read_input_tokens}; input_tokens excludes both cache counts. In a
+//  stream, message_delta repeats running totals, so present fields override.
+static int s_anthropic(json_t *usage, proto_usage_t *out)
+{
+    if (!json_is_object(usage))
+        return 0;
+    int64_t input = s_count(usage, "input_tokens");
+    int64_t output = s_count(usage, "output_tokens");
+    int64_t cache_write = s_count(usage, "cache_creation_input_tokens");
+    int64_t cache_read = s_count(usage, "cache_read_input_tokens");
+    if (input < 0 && output < 0 && cache_write < 0 && cache_read < 0)
+        return 0;
+    if (input >= 0) {
+        out->tokens_in = (uint64_t)input;
+        out->seen_in = true;
+    }
+    if (cache_write >= 0)
+        out->tokens_cache_write = (uint64_t)cache_write;
+    if (cache_read >= 0)
+        out->tokens_cache_read = (uint64_t)cache_read;
+    if (output >= 0) {
+        out->tokens_out = (uint64_t)output;
+        out->seen_out = true;
+    }
+    return 1;
+}
+
+//  Gemini usageMetadata: promptTokenCount includes cachedContentTokenCount;
+//  thoughtsTokenCount is output billed like candidates.
+static int s_gemini(json_t *usage, proto_usage_t *out)
+{
+    if (!json_is_object(usage))
+        return 0;
+    int64_t prompt = s_count(usage, "promptTokenCount");
+    int64_t candidates = s_count(usage, "candidatesTokenCount");
+    int64_t thoughts = s_count(usage, "thoughtsTokenCount");
+    int64_t cached = s_count(usage, "cachedContentTokenCount");
+    if (prompt < 0 && candidates < 0 && thoughts < 0)
+        return 0;
+    if (prompt >= 0) {
+        out->tokens_in = s_minus(prompt, cached);
+        out->tokens_cache_read = cached > 0 ? (uint64_t)cached : 0;
+        out->seen_in = true;
+    }
+    if (candidates >= 0 || thoughts >= 0) {
+        out->tokens_out =
+            (uint64_t)(candidates > 0 ? candidates : 0) + (uint64_t)(thoughts > 0 ? thoughts : 0);
+        out->seen_out = true;
+    }
+    return 1;
+}
+
+int proto_usage_from_json(int protocol, const void *json_p, const char *name, bool is_event,
+                          proto_usage_t *usage)
+{
+    json_t *json = (json_t *)json_p;
+    if (!json_is_object(json))
+        return 0;
+    switch (protocol) {
+    case PROTO_PROTOCOL_ANTHROPIC: {
+        if (!is_event)
+            return s_anthropic(json_object_get(json, "usage"), usage);
+        const char *type = name && *name ? name : json_string_value(json_object_get(json, "type"));
+        if (type && strcmp(type, "message_start") == 0)
+            return s_anthropic(json_object_get(json_object_get(json, "message"), "usage"), usage);
+        if (type && strcmp(type, "message_delta") == 0)
+            return s_anthropic(json_object_get(json, "usage"), usage);
+        return 0;
+    }
+    case PROTO_PROTOCOL_GEMINI:
+        return s_gemini(json_object_get(json, "usageMetadata"), usage);
+    case PROTO_PROTOCOL_OPENAI_RESPONSES: {
+        //  Stream events wrap the response: response.completed {response{usage}}.
+        json_t *response = json_object_get(json, "response");
+        if (is_event && json_is_object(response))
+            return s_openai(json_object_get(response, "usage"), usage);
+        return s_openai(json_object_get(json, "usage"), usage);
+    }
+    default:
+        return s_openai(json_object_get(json, "usage"), usage);
+    }
+}
+
+int proto_usage_from_body(int protocol, const char *body, size_t size, proto_usage_t *usage)
+{
+    memset(usage, 0, sizeof *usage);
+    json_t *json = json_loadb(body, size, 0, NULL);
+    int found = proto_usage_from_json(protocol, json, NULL, false, usage);
+    json_decref(json);
+    return found ? 0 : -1;
+}
+
+int proto_usage_from_event(int protocol, const char *name, const char *data, size_t size,
+                           proto_usage_t *usage)
+{
+    //  Cheap test first: most events carry no usage at all.
+    if (!memmem(data, size, "sage", 4))
+        return 0;
+    json_t *json = json_loadb(data, size, 0, NULL);
+    int found = proto_usage_from_json(protocol, json, name, true, usage);
+    json_decref(json);
+    return found;
+}
+
+static size_t s_string_bytes(json_t *value)
+{
+    return json_is_string(value) ? json_string_length(value) : 0;
+}
+
+//  Tool-call arguments given as an object are counted as their JSON text.
+static size_t s_json_bytes(json_t *value)
+{
+    if (json_is_string(value))
+        return json_string_length(value);
+    if (!value || json_is_null(value))
+        return 0;
+    char *text = json_dumps(value, JSON_COMPACT);
+    size_t size = text ? strlen(text) : 0;
+    free(text);
+    return size;
+}
+
+static size_t s_openai_message_bytes(json_t *message)
+{
+    size_t bytes = s_string_bytes(json_object_get(message, "content")) +
+                   s_string_bytes(json_object_get(message, "reasoning_content")) +
+                   s_string_bytes(json_object_get(message, "refusal"));
+    size_t index;
+    json_t *call;
+    json_array_foreach(json_object_get(message, "tool_calls"), index, call) bytes +=
+        s_json_bytes(json_object_get(json_object_get(call, "function"), "arguments"));
+    return bytes;
+}
+
+size_t proto_usage_content_bytes(int protocol, const void *json_p, bool is_event)
+{
+    json_t *json = (json_t *)json_p;
+    size_t bytes = 0, index, part_index;
+    json_t *item, *part;
+    if (!json_is_object(json))
+        return 0;
+    switch (protocol) {
+    case PROTO_PROTOCOL_ANTHROPIC:
+        if (is_event) {
+            json_t *delta = json_object_get(json, "delta");
+            return s_string_bytes(json_object_get(delta, "text")) +
+                   s_string_bytes(json_object_get(delta, "partial_json")) +
+                   s_string_bytes(json_object_get(delta, "thinking"));
+        }
+        json_array_foreach(json_object_get(json, "content"), index, item)
+        {
+            bytes += s_string_bytes(json_object_get(item, "text")) +
+                     s_string_bytes(json_object_get(item, "thinking")) +
+                     s_json_bytes(json_object_get(item, "input"));
+        }
+        return bytes;
+    case PROTO_PROTOCOL_GEMINI:
+        json_array_foreach(json_object_get(json, "candidates"), index, item)
+        {
+            json_array_foreach(json_object_get(json_object_get(item, "content"), "parts"),
+                               part_index, part)
+            {
+                bytes +=
+                    s_string_bytes(json_object_get(part, "text")) +
+                    s_json_bytes(json_object_get(json_object_get(part, "functionCall"), "args"));
+            }
+        }
+        return bytes;
+    case PROTO_PROTOCOL_OPENAI_RESPONSES:
+        if (is_event) {
+            const char *type = json_string_value(json_object_get(json, "type"));
+            if (type && (strcmp(type, "response.output_text.delta") == 0 ||
+                         strcmp(type, "response.function_call_arguments.delta") == 0 ||
+                         strcmp(type, "response.reasoning_summary_text.delta") == 0))
+                return s_string_bytes(json_object_get(json, "delta"));
+            return 0;
+        }
+        json_array_foreach(json_object_get(json, "output"), index, item)
+        {
+            bytes += s_string_bytes(json_object_get(item, "arguments"));
+            json_array_foreach(json_object_get(item, "content"), part_index, part) bytes +=
+                s_string_bytes(json_object_get(part, "text"));
+        }
+        return bytes;
+    default:
+        json_array_foreach(json_object_get(json, "choices"), index, item)
+        {
+            bytes += s_openai_message_bytes(json_object_get(item, is_event ? "delta" : "message"));
+        }
+        return bytes;
+    }
+}
+
+uint64_t proto_usage_estimate_tokens(size_t bytes)
+{
+    return ((uint64_t)bytes + 3) / 4;
+}
+
+void proto_usage_estimate(proto_usage_t *usage, size_t request_bytes, size_t content_bytes)
+{
+    if (!usage->seen_in) {
+        usage->tokens_in = proto_usage_estimate_tokens(request_bytes);
+        usage->estimated = true;
+    }
+    if (!usage->seen_out) {
+        usage->tokens_out = proto_usage_estimate_tokens(content_bytes);
+        usage->estimated = true;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Self test. Fixtures are the examples of each provider's API reference,
+//  trimmed of fields that play no part.
+
+static const char s_openai_body[] =
+    "{\"id\":\"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT\",\"object\":\"chat.completion\","
+    "\"created\":1741569952,\"model\":\"gpt-4.1-2025-04-14\",\"choices\":[{\"index\":0,"
+    "\"message\":{\"role\":\"assistant\",\"content\":\"Hello! How can I assist you today?\","
+    "\"refusal\":null,\"annotations\":[]},\"logprobs\":null,\"finish_reason\":\"stop\"}],"
+    "\"usage\":{\"prompt_tokens\":19,\"completion_tokens\":10,\"total_tokens\":29,"
+    "\"prompt_tokens_details\":{\"cached_tokens\":0,\"audio_tokens\":0},"
+    "\"completion_tokens_details\":{\"reasoning_tokens\":0,\"audio_tokens\":0,"
+    "\"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}},"
+    "\"service_tier\":\"default\"}";
+
+static const char s_openai_cached_chunk[] =
+    "{\"id\":\"chatcmpl-123\",\"object\":\"chat.completion.chunk\",\"created\":1694268190,"
+    "\"model\":\"gpt-4o-mini\",\"system_fingerprint\":\"fp_44709d6fcb\",\"choices\":[],"
+    "\"usage\":{\"prompt_tokens\":2006,\"completion_tokens\":300,\"total_tokens\":2306,"
+    "\"prompt_tokens_details\":{\"cached_tokens\":1920}}}";
+
+static const char s_openai_delta_chunk[] =
+    "{\"id\":\"chatcmpl-123\",\"object\":\"chat.completion.chunk\",\"created\":1694268190,"
+    "\"model\":\"gpt-4o-mini\",\"system_fingerprint\":\"fp_44709d6fcb\",\"choices\":[{\"index\":"
+    "0,\"delta\":{\"content\":\"Hello\"},\"logprobs\":null,\"finish_reason\":null}],"
+    "\"usage\":null}";
+
+static const char s_anthropic_body[] =
+    "{\"content\":[{\"text\":\"Hi! My name is Claude.\",\"type\":\"text\"}],\"id\":"
+    "\"msg_013Zva2CMHLNnXjNJJKqJ2EF\",\"model\":\"claude-3-7-sonnet-20250219\",\"role\":"
+    "\"assistant\",\"stop_reason\":\"end_turn\",\"stop_sequence\":null,\"type\":\"message\","
+    "\"usage\":{\"input_tokens\":2095,\"output_tokens\":503}}";
+
+static const char s_anthropic_start[] =
+    "{\"type\": \"message_start\", \"message\": {\"id\": "
+    "\"msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY\","
+    " \"type\": \"message\", \"role\": \"assistant\", \"content\": [], \"model\": "
+    "\"claude-opus-4-20250514\", \"stop_reason\": null, \"stop_sequence\": null, \"usage\": "
+    "{\"input_tokens\": 21, \"cache_creation_input_tokens\": 188086, "
+    "\"cache_read_input_tokens\": 0, \"output_tokens\": 1}}}";
+
+static const char s_anthropic_text_delta[] =
+    "{\"type\": \"content_block_delta\",\"index\": 0,\"delta\": {\"type\": \"text_delta\", "
+    "\"text\": \"Hello\"}}";
+
+static const char s_anthropic_delta[] =
+    "{\"type\": \"message_delta\", \"delta\": {\"stop_reason\": \"end_turn\", "
+    "\"stop_sequence\":null}, \"usage\": {\"output_tokens\": 393}}";
+
+static const char s_gemini_body[] =
+    "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Once upon a time\"}],\"role\":"
+    "\"model\"},\"finishReason\":\"STOP\",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":"
+    "4,\"candidatesTokenCount\":19,\"totalTokenCount\":23,\"cachedContentTokenCount\":2,"
+    "\"thoughtsTokenCount\":5},\"modelVersion\":\"gemini-2.0-flash\"}";
+
+static const char s_responses_completed[] =
+    "{\"type\":\"response.completed\",\"response\":{\"id\":\"resp_123\",\"object\":\"response\","
+    "\"status\":\"completed\",\"output\":[],\"usage\":{\"input_tokens\":37,\"output_tokens\":11,"
+    "\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":48,"
+    "\"input_tokens_details\":{\"cached_tokens\":7}}},\"sequence_number\":9}";
+
+void proto_usage_test(bool verbose)
+{
+    if (verbose)
+        printf(" * proto_usage: ");
+    proto_usage_t usage;
+    assert(proto_usage_from_body(PROTO_PROTOCOL_OPENAI, s_openai_body, strlen(s_openai_body),
+                                 &usage) == 0);
+    assert(usage.tokens_in == 19 && usage.tokens_out == 10 && usage.tokens_cache_read == 0);
+    assert(usage.seen_in && usage.seen_out && !usage.estimated);
+    json_t *json = json_loads(s_openai_body, 0, NULL);
+    assert(proto_usage_content_bytes(PROTO_PROTOCOL_OPENAI, json, false) ==
+           strlen("Hello! How can I assist you today?"));
+    json_decref(json);
+
+    //  A stream: deltas carry "usage": null; the last chunk has it all.
+    memset(&usage, 0, sizeof usage);
+    assert(proto_usage_from_event(PROTO_PROTOCOL_OPENAI, "", s_openai_delta_chunk,
+                                  strlen(s_openai_delta_chunk), &usage) == 0);
+    assert(proto_usage_from_event(PROTO_PROTOCOL_OPENAI, "", s_openai_cached_chunk,
+                                  strlen(s_openai_cached_chunk), &usage) == 1);
+    assert(usage.tokens_in == 86 && usage.tokens_cache_read == 1920 && usage.tokens_out == 300);
+    json = json_loads(s_openai_delta_chunk, 0, NULL);
+    assert(proto_usage_content_bytes(PROTO_PROTOCOL_OPENAI, json, true) == 5);
+    json_decref(json);
+
+    //  No usage, or not JSON.
+    assert(proto_usage_from_body(PROTO_PROTOCOL_OPENAI, "{\"choices\":[]}", 14, &usage) == -1);
+    assert(proto_usage_from_body(PROTO_PROTOCOL_OPENAI, "{\"usage", 7, &usage) == -1);
+    assert(proto_usage_from_body(PROTO_PROTOCOL_OPENAI, "{\"usage\":{\"prompt_tokens\":-3}}", 30,
+                                 &usage) == -1);
+
+    assert(proto_usage_from_body(PROTO_PROTOCOL_ANTHROPIC, s_anthropic_body,
+                                 strlen(s_anthropic_body), &usage) == 0);
+    assert(usage.tokens_in == 2095 && usage.tokens_out == 503);
+    memset(&usage, 0, sizeof usage);
+    assert(proto_usage_from_event(PROTO_PROTOCOL_ANTHROPIC, "message_start", s_anthropic_start,
+                                  strlen(s_anthropic_start), &usage) == 1);
+    assert(usage.tokens_in == 21 && usage.tokens_cache_write == 188086 && usage.tokens_out == 1);
+    assert(proto_usage_from_event(PROTO_PROTOCOL_ANTHROPIC, "content_block_delta",
+                                  s_anthropic_text_delta, strlen(s_anthropic_text_delta),
+                                  &usage) == 0);
+    assert(proto_usage_from_event(PROTO_PROTOCOL_ANTHROPIC, "message_delta", s_anthropic_delta,
+                                  strlen(s_anthropic_delta), &usage) == 1);
+    assert(usage.tokens_in == 21 && usage.tokens_cache_write == 188086);
+    assert(usage.tokens_out == 393);
+    json = json_loads(s_anthropic_text_delta, 0, NULL);
+    assert(proto_usage_content_bytes(PROTO_PROTOCOL_ANTHROPIC, json, true) == 5);
+    json_decref(json);
+
+    assert(proto_usage_from_body(PROTO_PROTOCOL_GEMINI, s_gemini_body, strlen(s_gemini_body),
+                                 &usage) == 0);
+    assert(usage.tokens_in == 2 && usage.tokens_cache_read == 2 && usage.tokens_out == 24);
+    json = json_loads(s_gemini_body, 0, NULL);
+    assert(proto_usage_content_bytes(PROTO_PROTOCOL_GEMINI, json, true) == 16);
+    json_decref(json);
+
+    memset(&usage, 0, sizeof usage);
+    assert(proto_usage_from_event(PROTO_PROTOCOL_OPENAI_RESPONSES, "response.completed",
+                                  s_responses_completed, strlen(s_responses_completed),
+                                  &usage) == 1);
+    assert(usage.tokens_in == 30 && usage.tokens_cache_read == 7 && usage.tokens_out == 11);
+
+    //  Estimates fill only what is missing.
+    assert(proto_usage_estimate_tokens(0) == 0);
+    assert(proto_usage_estimate_tokens(1) == 1);
+    assert(proto_usage_estimate_tokens(8) == 2);
+    assert(proto_usage_estimate_tokens(9) == 3);
+    memset(&usage, 0, sizeof usage);
+    proto_usage_estimate(&usage, 101, 0);
+    assert(usage.tokens_in == 26 && usage.tokens_out == 0 && usage.estimated);
+    memset(&usage, 0, sizeof usage);
+    usage.seen_in = true;
+    usage.tokens_in = 5;
+    proto_usage_estimate(&usage, 100, 10);
+    assert(usage.tokens_in == 5 && usage.tokens_out == 3 && usage.estimated);
+    if (verbose)
+        printf("OK\n");
+}

@@ -1,0 +1,58 @@
+/*  ops_cluster: `tollgate up`, `down`, `status` and `supervise` on one host.
+
+    A cluster lives in a state folder (ops_state.h): a private PostgreSQL
+    (ops_pg.h), a supervisor daemon (ops_supervisor.h) and one of each
+    program, found beside the `tollgate` binary. Each method returns the
+    process exit code and writes what the operator should read: results on
+    stdout, progress and errors on stderr.
+*/
+#ifndef OPS_CLUSTER_H_INCLUDED
+#define OPS_CLUSTER_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+//  What `tollgate up` was asked for.
+typedef struct {
+    const char *host;    //  listener address, "127.0.0.1"
+    int port;            //  gateway port
+    int admin_port;      //  admin API port
+    bool listen_given;   //  host or a port came from the command line
+    bool demo;           //  also start the mock upstream with demo routes
+    bool db_only;        //  only PostgreSQL and the schema, no programs
+    int timeout_ms;      //  how long to wait for every program to answer
+} ops_up_options_t;
+
+typedef struct _ops_cluster_t ops_cluster_t;
+
+//  Opens the cluster whose state folder is `dir`. `bindir` holds the
+//  programs; NULL means the folder of the running executable. Returns NULL
+//  with a reason in error. Caller owns return value.
+ops_cluster_t *ops_cluster_new(const char *dir, const char *bindir, char *error,
+                               size_t error_size);
+
+//  Destroys the object and nulls the pointer. Stops nothing.
+void ops_cluster_destroy(ops_cluster_t **self_p);
+
+//  Creates what is missing, starts what is stopped, waits until every
+//  program answers and prints the gateway, admin and token lines.
+int ops_cluster_up(ops_cluster_t *self, const ops_up_options_t *options);
+
+//  Stops the supervisor (and with it every program), then PostgreSQL.
+//  Stopping a stopped cluster succeeds.
+int ops_cluster_down(ops_cluster_t *self);
+
+//  Prints one line per program and one for PostgreSQL, or a JSON object.
+//  Returns 0 when everything is up and answering, 1 otherwise.
+int ops_cluster_status(ops_cluster_t *self, bool json, FILE *out);
+
+//  Runs the supervisor in this process until SIGTERM (`tollgate supervise`).
+int ops_cluster_supervise(ops_cluster_t *self);
+
+//  Hook for `tollgate up --demo`: starts the mock upstream and registers a
+//  demo provider, model and key through the admin API. Not implemented
+//  yet: returns -1 with a reason.
+int ops_cluster_start_demo(ops_cluster_t *self, char *error, size_t error_size);
+
+#endif

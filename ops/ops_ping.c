@@ -1,0 +1,72 @@
+#include "ops_ping.h"
+#include "proto_loop.h"
+#include "proto_msg.h"
+
+#include <assert.h>
+#include <czmq.h>
+#include <string.h>
+
+#define S_MAX_PROGRAMS 32
+
+int ops_ping_programs(proto_config_t *config, const char *const names[], int count,
+                      int timeout_ms, ops_ping_result_t results[])
+{
+    assert(count <= S_MAX_PROGRAMS);
+    zsock_t *sockets[S_MAX_PROGRAMS] = {NULL};
+    zmq_pollitem_t items[S_MAX_PROGRAMS];
+    int waiting = 0;
+    for (int i = 0; i < count; i++) {
+        results[i] = (ops_ping_result_t){0};
+        char key[96];
+        snprintf(key, sizeof key, "%s.control_bind", names[i]);
+        sockets[i] = zsock_new(ZMQ_DEALER);
+        assert(sockets[i]);
+        //  A program that never answers must not keep us alive at exit.
+        zsock_set_linger(sockets[i], 0);
+        if (!proto_config_known(key)
+            || zsock_connect(sockets[i], "%s", proto_config_str(config, key)) != 0) {
+            zsock_destroy(&sockets[i]);
+            continue;
+        }
+        proto_msg_t *ping = proto_msg_new(PROTO_MSG_PING);
+        proto_msg_send(&ping, sockets[i]);
+        waiting++;
+    }
+    int answered = 0;
+    uint64_t deadline = proto_loop_now_ms() + (uint64_t)timeout_ms;
+    while (waiting > 0) {
+        uint64_t now = proto_loop_now_ms();
+        if (now >= deadline)
+            break;
+        int used = 0;
+        int index[S_MAX_PROGRAMS];
+        for (int i = 0; i < count; i++)
+            if (sockets[i] && !results[i].answered) {
+                items[used] = (zmq_pollitem_t){zsock_resolve(sockets[i]), 0, ZMQ_POLLIN, 0};
+                index[used++] = i;
+            }
+        int ready = zmq_poll(items, used, (long)(deadline - now));
+        if (ready < 0)
+            break; //  interrupted: report what we have
+        for (int j = 0; j < used; j++) {
+            if (!(items[j].revents & ZMQ_POLLIN))
+                continue;
+            int i = index[j];
+            proto_msg_t *reply = NULL;
+            if (proto_msg_recv(&reply, sockets[i]) != 0)
+                continue;
+            if (proto_msg_type(reply) == PROTO_MSG_PONG) {
+                results[i].answered = true;
+                if (proto_msg_has(reply, PROTO_FIELD_meta))
+                    snprintf(results[i].meta, sizeof results[i].meta, "%s",
+                             proto_msg_meta(reply));
+                answered++;
+                waiting--;
+            }
+            proto_msg_destroy(&reply);
+        }
+    }
+    for (int i = 0; i < count; i++)
+        zsock_destroy(&sockets[i]);
+    return answered;
+}

@@ -1,0 +1,25 @@
+/*  ops_ping: asks running programs whether they are alive.
+
+    Sends a PING (proto_msg) from a DEALER to each program's control socket,
+    `<program>.control_bind` in the cluster configuration, and waits for the
+    PONGs, all in parallel, up to a deadline.
+*/
+#ifndef OPS_PING_H_INCLUDED
+#define OPS_PING_H_INCLUDED
+
+#include "proto_config.h"
+
+#include <stdbool.h>
+
+//  The answer of one program.
+typedef struct {
+    bool answered;   //  a PONG came back in time
+    char meta[1024]; //  the PONG's meta JSON, "" when none
+} ops_ping_result_t;
+
+//  Pings `count` programs by name ("ingress"). results[i] answers names[i].
+//  Returns how many answered within timeout_ms.
+int ops_ping_programs(proto_config_t *config, const char *const names[], int count,
+                      int timeout_ms, ops_ping_result_t results[]);
+
+#endif

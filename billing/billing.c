@@ -1,0 +1,477 @@
+#include "billing.h"
+#include "billing_book.h"
+#include "billing_committed.h"
+#include "billing_price.h"
+#include "proto_log.h"
+#include "proto_msg.h"
+#include "proto_outbox.h"
+#include "proto_watch.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+//  How often reservations are swept and gauges refreshed.
+#define S_SWEEP_MS 5000
+//  A reservation is released this long after the longest a request may take.
+#define S_RESERVATION_MARGIN_MS 60000
+//  Socket queues: a burst of settlements must not be dropped by ZeroMQ.
+#define S_HWM 100000
+//  Longest model name quoted back in an error message.
+#define S_MODEL_QUOTE_MAX 200
+
+//  A settlement sent to the ledger and not yet committed.
+typedef struct {
+    zframe_t *routing_id;                //  who to answer: the latest sender
+    char trace[PROTO_MSG_TRACE_MAX + 1]; //  traceparent of the SETTLE
+    uint64_t account_id;                 //  whose money
+    int64_t cost_micros;                 //  what it costs
+} s_pending_t;
+
+struct _billing_t {
+    proto_service_t *service;       //  the program skeleton (borrowed)
+    proto_loop_t *loop;             //  its loop (borrowed)
+    zsock_t *router;                //  billing.bind: ADMIT, SETTLE
+    zsock_t *ledger;                //  DEALER to every ledger: ENTRY out, COMMIT in
+    proto_outbox_t *outbox;         //  ENTRY kept until the ledger commits it
+    proto_watch_t *watch;           //  keeps the catalog fresh
+    proto_catalog_t *catalog;       //  current snapshot (owned)
+    billing_book_t *book;           //  per-account balances and reservations
+    billing_committed_t *committed; //  recently committed request ids
+    zhashx_t *pending;              //  request id -> s_pending_t*
+    uint64_t reservation_max_ms;    //  reservation lifetime
+    int sweep_timer;                //  periodic sweep
+    bool draining;                  //  SIGTERM seen
+    proto_metric_t *m_settles;      //  SETTLE priced and sent on
+    proto_metric_t *m_settle_dups;  //  SETTLE answered from memory
+    proto_metric_t *m_commits;      //  COMMIT passed on
+    proto_metric_t *m_malformed;    //  messages dropped as malformed
+    proto_metric_t *m_outbox;       //  gauge: entries not yet committed
+    proto_metric_t *m_cost;         //  micros settled
+};
+
+static void s_pending_destroy(void **item)
+{
+    s_pending_t *pending = *item;
+    if (!pending)
+        return;
+    zframe_destroy(&pending->routing_id);
+    free(pending);
+    *item = NULL;
+}
+
+static void s_count_admit(billing_t *self, uint64_t status)
+{
+    char labels[32];
+    snprintf(labels, sizeof labels, "status=\"%" PRIu64 "\"", status);
+    proto_metric_add(proto_metrics_counter(proto_service_metrics(self->service),
+                                           "tollgate_billing_admits_total",
+                                           "ADMIT answers by status", labels),
+                     1);
+}
+
+static void s_maybe_drained(billing_t *self)
+{
+    if (self->draining && proto_outbox_pending(self->outbox) == 0)
+        proto_service_drained(self->service);
+}
+
+//  --------------------------------------------------------------------------
+//  ADMIT
+
+static void s_refuse(proto_msg_t *reply, uint64_t status, const char *code, const char *message)
+{
+    proto_msg_set_status(reply, status);
+    proto_msg_set_error_code(reply, code);
+    proto_msg_set_error_message(reply, message);
+}
+
+static const char *s_key_problem_text(const char *problem)
+{
+    if (strcmp(problem, "unknown") == 0)
+        return "Invalid API key: the key is not known.";
+    if (strcmp(problem, "revoked") == 0)
+        return "Invalid API key: the key has been revoked.";
+    if (strcmp(problem, "disabled") == 0)
+        return "Invalid API key: the key is disabled.";
+    if (strcmp(problem, "expired") == 0)
+        return "Invalid API key: the key has expired.";
+    if (strcmp(problem, "account_disabled") == 0)
+        return "Invalid API key: the key's account is disabled.";
+    return "Invalid API key.";
+}
+
+static void s_admit(billing_t *self, proto_msg_t *request)
+{
+    const char *rid = proto_msg_request_id(request);
+    proto_msg_t *reply = proto_msg_reply(request, PROTO_MSG_ADMIT_REPLY);
+    const char *model_name = proto_msg_model(request);
+    const proto_api_key_t *key = proto_catalog_key(self->catalog, proto_msg_key_id(request));
+    const char *problem = proto_catalog_key_problem(self->catalog, key, proto_loop_wall_us());
+    if (self->draining) {
+        s_refuse(reply, 503, "draining", "Billing is shutting down; retry the request.");
+        proto_msg_set_retry_after_ms(reply, 100);
+    } else if (problem) {
+        log_info(rid, "admit refused: key %" PRIu64 " is %s", proto_msg_key_id(request), problem);
+        s_refuse(reply, 401, "invalid_api_key", s_key_problem_text(problem));
+    } else if (!proto_catalog_key_allows(self->catalog, key, model_name)) {
+        log_info(rid, "admit refused: model '%.*s' not available to key %" PRIu64,
+                 S_MODEL_QUOTE_MAX, model_name, key->id);
+        char message[S_MODEL_QUOTE_MAX + 128];
+        snprintf(message, sizeof message,
+                 "The model '%.*s' does not exist or you do not have access to it.",
+                 S_MODEL_QUOTE_MAX, model_name);
+        s_refuse(reply, 404, "model_not_found", message);
+    } else {
+        //  The catalog's key decides the account: ingress' copy of the key
+        //  may be older than ours.
+        if (key->account_id != proto_msg_account_id(request))
+            log_warn(rid,
+                     "ADMIT names account %" PRIu64 " but key %" PRIu64 " belongs to %" PRIu64
+                     "; using the latter",
+                     proto_msg_account_id(request), key->id, key->account_id);
+        const proto_model_t *model = proto_catalog_model_by_name(self->catalog, model_name);
+        const proto_account_t *account = proto_catalog_account(self->catalog, key->account_id);
+        int64_t reserve = billing_price_reserve(model, proto_msg_tokens_in(request));
+        billing_book_reserve(self->book, rid, key->account_id, account->balance_micros, reserve,
+                             proto_loop_now_ms());
+        proto_msg_set_status(reply, 200);
+        proto_msg_set_reserve_micros(reply, reserve);
+        log_debug(rid, "admitted key %" PRIu64 " model %s, reserved %" PRId64 " micros", key->id,
+                  model_name, reserve);
+    }
+    s_count_admit(self, proto_msg_status(reply));
+    proto_msg_send(&reply, self->router);
+}
+
+//  --------------------------------------------------------------------------
+//  SETTLE
+
+//  The ENTRY for the ledger: every field the SETTLE carried, plus the cost.
+static proto_msg_t *s_entry_new(const proto_msg_t *settle, int64_t cost_micros, bool estimated)
+{
+    proto_msg_t *entry = proto_msg_new(PROTO_MSG_ENTRY);
+    proto_msg_set_request_id(entry, proto_msg_request_id(settle));
+    proto_msg_set_trace(entry, proto_msg_trace(settle));
+#define S_COPY(name)                                                                               \
+    if (proto_msg_has(settle, PROTO_FIELD_##name))                                                 \
+        proto_msg_set_##name(entry, proto_msg_##name(settle));
+    S_COPY(account_id)
+    S_COPY(key_id)
+    S_COPY(model)
+    S_COPY(provider_id)
+    S_COPY(provider_key_id)
+    S_COPY(upstream_model)
+    S_COPY(status)
+    S_COPY(tokens_in)
+    S_COPY(tokens_out)
+    S_COPY(tokens_cache_read)
+    S_COPY(tokens_cache_write)
+    S_COPY(latency_us)
+    S_COPY(ttfb_us)
+    S_COPY(started_us)
+    S_COPY(attempts)
+    S_COPY(estimated)
+    S_COPY(reserve_micros)
+#undef S_COPY
+    if (estimated)
+        proto_msg_set_estimated(entry, true);
+    proto_msg_set_cost_micros(entry, cost_micros);
+    return entry;
+}
+
+//  Prices a settlement from the catalog. Sets *estimated when the cost could
+//  not be computed and 0 is recorded instead (logged here, once).
+static int64_t s_price(billing_t *self, const proto_msg_t *settle, bool *estimated)
+{
+    const char *rid = proto_msg_request_id(settle);
+    const proto_model_t *model =
+        proto_catalog_model_by_name(self->catalog, proto_msg_model(settle));
+    if (!model) {
+        //  Deleted between admission and settlement: the usage row is still
+        //  written (tokens and all) so an operator can adjust it.
+        log_warn(rid, "model '%.*s' is no longer in the catalog; recording cost 0",
+                 S_MODEL_QUOTE_MAX, proto_msg_model(settle));
+        *estimated = true;
+        return 0;
+    }
+    int64_t multiplier = BILLING_PRICE_PPM_ONE;
+    if (proto_msg_has(settle, PROTO_FIELD_provider_key_id)) {
+        const proto_provider_key_t *provider_key =
+            proto_catalog_provider_key(self->catalog, proto_msg_provider_key_id(settle));
+        if (provider_key)
+            multiplier = provider_key->multiplier_ppm;
+        else
+            log_warn(rid, "provider key %" PRIu64 " is not in the catalog; list price",
+                     proto_msg_provider_key_id(settle));
+    }
+    billing_usage_t usage = {.tokens_in = proto_msg_tokens_in(settle),
+                             .tokens_out = proto_msg_tokens_out(settle),
+                             .tokens_cache_read = proto_msg_tokens_cache_read(settle),
+                             .tokens_cache_write = proto_msg_tokens_cache_write(settle),
+                             .status = proto_msg_status(settle)};
+    int64_t cost = 0;
+    if (billing_price_cost(model, &usage, multiplier, &cost) != 0) {
+        log_error(rid,
+                  "cost does not fit 64 bits (tokens in %" PRIu64 " out %" PRIu64
+                  "); recording cost 0, marked estimated",
+                  usage.tokens_in, usage.tokens_out);
+        *estimated = true;
+        return 0;
+    }
+    return cost;
+}
+
+static void s_send_commit(billing_t *self, const char *request_id, const char *trace,
+                          zframe_t *routing_id)
+{
+    proto_msg_t *commit = proto_msg_new(PROTO_MSG_COMMIT);
+    proto_msg_set_request_id(commit, request_id);
+    proto_msg_set_trace(commit, trace);
+    proto_msg_set_routing_id(commit, routing_id);
+    if (proto_msg_send(&commit, self->router) != 0)
+        //  The settler is gone or slow; it keeps the SETTLE and re-sends,
+        //  and the committed set answers then.
+        log_debug(request_id, "COMMIT to the settler could not be sent");
+}
+
+static void s_settle(billing_t *self, proto_msg_t *settle)
+{
+    const char *rid = proto_msg_request_id(settle);
+    if (billing_committed_has(self->committed, rid, proto_loop_now_ms())) {
+        proto_metric_add(self->m_settle_dups, 1);
+        s_send_commit(self, rid, proto_msg_trace(settle), proto_msg_routing_id(settle));
+        return;
+    }
+    s_pending_t *pending = zhashx_lookup(self->pending, rid);
+    if (pending) {
+        //  A re-send while the ledger works on it: answer whoever asked last.
+        zframe_destroy(&pending->routing_id);
+        pending->routing_id = zframe_dup(proto_msg_routing_id(settle));
+        proto_metric_add(self->m_settle_dups, 1);
+        return;
+    }
+    bool estimated = false;
+    int64_t cost = s_price(self, settle, &estimated);
+    proto_msg_t *entry = s_entry_new(settle, cost, estimated);
+    if (proto_outbox_send(self->outbox, &entry) != 0) {
+        //  Nothing is remembered: the settler keeps the SETTLE and re-sends.
+        log_warn(rid, "outbox full (%zu entries); SETTLE left with its sender",
+                 proto_outbox_pending(self->outbox));
+        return;
+    }
+    pending = calloc(1, sizeof *pending);
+    assert(pending);
+    pending->routing_id = zframe_dup(proto_msg_routing_id(settle));
+    snprintf(pending->trace, sizeof pending->trace, "%s", proto_msg_trace(settle));
+    pending->account_id = proto_msg_account_id(settle);
+    pending->cost_micros = cost;
+    zhashx_insert(self->pending, rid, pending);
+    const proto_account_t *account = proto_catalog_account(self->catalog, pending->account_id);
+    billing_book_settle(self->book, rid, pending->account_id, account ? account->balance_micros : 0,
+                        cost);
+    proto_metric_add(self->m_settles, 1);
+    proto_metric_add(self->m_cost, (double)cost);
+    log_debug(rid, "settled status %" PRIu64 ": %" PRId64 " micros", proto_msg_status(settle),
+              cost);
+}
+
+static void s_router_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    billing_t *self = arg;
+    proto_msg_t *msg = NULL;
+    int rc = proto_msg_recv(&msg, socket);
+    if (rc == -2) {
+        proto_metric_add(self->m_malformed, 1);
+        log_warn(NULL, "dropped a malformed message");
+    }
+    if (rc != 0)
+        return;
+    const char *rid = proto_msg_request_id(msg);
+    int type = proto_msg_type(msg);
+    if (!*rid && (type == PROTO_MSG_ADMIT || type == PROTO_MSG_SETTLE)) {
+        proto_metric_add(self->m_malformed, 1);
+        log_warn(NULL, "dropped %s without a request id", proto_msg_type_name(type));
+    } else if (type == PROTO_MSG_ADMIT)
+        s_admit(self, msg);
+    else if (type == PROTO_MSG_SETTLE)
+        s_settle(self, msg);
+    else
+        log_warn(rid, "ignored %s on the billing socket", proto_msg_type_name(type));
+    proto_msg_destroy(&msg);
+}
+
+//  --------------------------------------------------------------------------
+//  COMMIT from the ledger
+
+static void s_ledger_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    billing_t *self = arg;
+    proto_msg_t *msg = NULL;
+    int rc = proto_msg_recv(&msg, socket);
+    if (rc == -2) {
+        proto_metric_add(self->m_malformed, 1);
+        log_warn(NULL, "dropped a malformed message from the ledger");
+    }
+    if (rc != 0)
+        return;
+    const char *rid = proto_msg_request_id(msg);
+    s_pending_t *pending = NULL;
+    if (proto_msg_type(msg) != PROTO_MSG_COMMIT)
+        log_warn(rid, "ignored %s from the ledger", proto_msg_type_name(proto_msg_type(msg)));
+    else if (!(pending = zhashx_lookup(self->pending, rid)))
+        //  A second COMMIT for a re-sent ENTRY: already passed on.
+        log_debug(rid, "COMMIT for a request not pending");
+    else {
+        proto_outbox_ack(self->outbox, rid);
+        s_send_commit(self, rid, pending->trace, pending->routing_id);
+        billing_committed_add(self->committed, rid, proto_loop_now_ms());
+        billing_book_commit(self->book, pending->account_id, pending->cost_micros);
+        zhashx_delete(self->pending, rid);
+        proto_metric_add(self->m_commits, 1);
+        s_maybe_drained(self);
+    }
+    proto_msg_destroy(&msg);
+}
+
+//  --------------------------------------------------------------------------
+//  Catalog, sweep, life cycle
+
+static void s_catalog(proto_catalog_t **catalog_p, void *arg)
+{
+    billing_t *self = arg;
+    proto_catalog_destroy(&self->catalog);
+    self->catalog = *catalog_p;
+    *catalog_p = NULL;
+    billing_book_rebase(self->book, self->catalog);
+}
+
+static void s_sweep(proto_loop_t *loop, int id, void *arg)
+{
+    billing_t *self = arg;
+    size_t expired = billing_book_expire(self->book, proto_loop_now_ms(), self->reservation_max_ms);
+    if (expired)
+        log_info(NULL, "released %zu reservations that were never settled", expired);
+    proto_metric_set(self->m_outbox, (double)proto_outbox_pending(self->outbox));
+}
+
+static zsock_t *s_socket(int type, int hwm)
+{
+    zsock_t *socket = zsock_new(type);
+    if (socket) {
+        zsock_set_sndhwm(socket, hwm);
+        zsock_set_rcvhwm(socket, hwm);
+    }
+    return socket;
+}
+
+billing_t *billing_new(proto_service_t *service)
+{
+    proto_config_t *config = proto_service_config(service);
+    proto_metrics_t *metrics = proto_service_metrics(service);
+    billing_t *self = calloc(1, sizeof *self);
+    assert(self);
+    self->service = service;
+    self->loop = proto_service_loop(service);
+    self->book = billing_book_new();
+    self->committed = billing_committed_new(BILLING_COMMITTED_MAX, BILLING_COMMITTED_AGE_MS);
+    self->pending = zhashx_new();
+    zhashx_set_destructor(self->pending, s_pending_destroy);
+    self->reservation_max_ms =
+        (uint64_t)proto_config_int(config, "ingress.request_timeout_ms") + S_RESERVATION_MARGIN_MS;
+    self->m_settles = proto_metrics_counter(metrics, "tollgate_billing_settles_total",
+                                            "settlements priced and sent to the ledger", NULL);
+    self->m_settle_dups =
+        proto_metrics_counter(metrics, "tollgate_billing_settle_duplicates_total",
+                              "SETTLE re-sends answered without a new ENTRY", NULL);
+    self->m_commits = proto_metrics_counter(metrics, "tollgate_billing_commits_total",
+                                            "ledger commits passed on to settlers", NULL);
+    self->m_malformed = proto_metrics_counter(metrics, "tollgate_billing_malformed_total",
+                                              "messages dropped as malformed", NULL);
+    self->m_outbox = proto_metrics_gauge(metrics, "tollgate_billing_outbox",
+                                         "entries waiting for the ledger's commit", NULL);
+    self->m_cost = proto_metrics_counter(metrics, "tollgate_billing_cost_micros_total",
+                                         "cost settled, in micros", NULL);
+
+    const char *bind = proto_config_str(config, "billing.bind");
+    self->router = s_socket(ZMQ_ROUTER, S_HWM);
+    if (!self->router || zsock_bind(self->router, "%s", bind) < 0) {
+        log_error(NULL, "cannot bind billing.bind %s: %s", bind, zmq_strerror(zmq_errno()));
+        billing_destroy(&self);
+        return NULL;
+    }
+    self->ledger = s_socket(ZMQ_DEALER, S_HWM);
+    const char *endpoints[64];
+    int count = proto_config_endpoints(config, "ledger", endpoints, 64);
+    for (int i = 0; i < count; i++)
+        if (zsock_connect(self->ledger, "%s", endpoints[i]) < 0) {
+            log_error(NULL, "cannot connect to ledger %s: %s", endpoints[i],
+                      zmq_strerror(zmq_errno()));
+            billing_destroy(&self);
+            return NULL;
+        }
+    self->outbox = proto_outbox_new(self->loop, self->ledger, BILLING_RESEND_MS);
+
+    char error[1024];
+    self->watch = proto_watch_new(self->loop, config, false, s_catalog, self, error, sizeof error);
+    if (!self->watch) {
+        log_error(NULL, "%s", error);
+        billing_destroy(&self);
+        return NULL;
+    }
+    assert(self->catalog);
+    proto_loop_add_socket(self->loop, self->router, s_router_ready, self);
+    proto_loop_add_socket(self->loop, self->ledger, s_ledger_ready, self);
+    self->sweep_timer = proto_loop_add_timer(self->loop, S_SWEEP_MS, true, s_sweep, self);
+    log_info(NULL, "billing on %s, %d ledger endpoint%s", bind, count, count == 1 ? "" : "s");
+    return self;
+}
+
+void billing_destroy(billing_t **self_p)
+{
+    assert(self_p);
+    billing_t *self = *self_p;
+    if (!self)
+        return;
+    if (self->sweep_timer)
+        proto_loop_cancel_timer(self->loop, self->sweep_timer);
+    if (self->router)
+        proto_loop_remove_socket(self->loop, self->router);
+    if (self->ledger)
+        proto_loop_remove_socket(self->loop, self->ledger);
+    if (self->outbox && proto_outbox_pending(self->outbox))
+        log_warn(NULL, "exiting with %zu entries not committed; their senders still hold them",
+                 proto_outbox_pending(self->outbox));
+    proto_outbox_destroy(&self->outbox);
+    proto_watch_destroy(&self->watch);
+    proto_catalog_destroy(&self->catalog);
+    zsock_destroy(&self->ledger);
+    zsock_destroy(&self->router);
+    zhashx_destroy(&self->pending);
+    billing_committed_destroy(&self->committed);
+    billing_book_destroy(&self->book);
+    free(self);
+    *self_p = NULL;
+}
+
+void billing_drain(billing_t *self)
+{
+    self->draining = true;
+    log_info(NULL, "draining: %zu entries wait for the ledger", proto_outbox_pending(self->outbox));
+    s_maybe_drained(self);
+}
+
+char *billing_status(billing_t *self)
+{
+    //  proto_service puts this inside a 2 KiB PONG meta; stay well below.
+    char status[1800];
+    int used = snprintf(status, sizeof status,
+                        "{\"outbox\":%zu,\"committed_recent\":%zu,\"reservations\":%zu,"
+                        "\"catalog_loads\":%" PRIu64 ",",
+                        proto_outbox_pending(self->outbox), billing_committed_size(self->committed),
+                        billing_book_reservations(self->book), proto_watch_loads(self->watch));
+    used += (int)billing_book_status(self->book, status + used, sizeof status - (size_t)used - 2);
+    snprintf(status + used, sizeof status - (size_t)used, "}");
+    return strdup(status);
+}

@@ -1,0 +1,184 @@
+#include "billing_price.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef unsigned __int128 s_u128;
+
+#define S_MILLION 1000000u
+
+//  Prices and multipliers are never negative in the schema (CHECK >= 0); a
+//  negative one here would be our bug or a hand-edited row, and charging a
+//  negative amount is worse than charging nothing.
+static uint64_t s_nonneg(int64_t value)
+{
+    return value > 0 ? (uint64_t)value : 0;
+}
+
+//  sum += a * b, false on overflow. a * b itself cannot overflow 128 bits.
+static bool s_add_product(s_u128 *sum, uint64_t a, uint64_t b)
+{
+    s_u128 product = (s_u128)a * b;
+    return !__builtin_add_overflow(*sum, product, sum);
+}
+
+static s_u128 s_ceil_million(s_u128 value)
+{
+    return value / S_MILLION + (value % S_MILLION != 0);
+}
+
+static bool s_long_context(const proto_model_t *model, uint64_t tokens_in)
+{
+    return model->long_context_threshold > 0 && tokens_in > (uint64_t)model->long_context_threshold;
+}
+
+int billing_price_cost(const proto_model_t *model, const billing_usage_t *usage,
+                       int64_t multiplier_ppm, int64_t *cost_micros)
+{
+    assert(model && usage && cost_micros);
+    *cost_micros = 0;
+    uint64_t cached = 0;
+    if (__builtin_add_overflow(usage->tokens_cache_read, usage->tokens_cache_write, &cached))
+        return -1;
+    if (usage->status >= 400 && usage->tokens_in == 0 && usage->tokens_out == 0 && cached == 0)
+        return 0;
+    uint64_t uncached = usage->tokens_in > cached ? usage->tokens_in - cached : 0;
+    bool long_context = s_long_context(model, usage->tokens_in);
+    uint64_t price_in =
+        s_nonneg(long_context ? model->long_price_in_micros : model->price_in_micros);
+    uint64_t price_out =
+        s_nonneg(long_context ? model->long_price_out_micros : model->price_out_micros);
+
+    s_u128 sum = 0;
+    if (!s_add_product(&sum, uncached, price_in) ||
+        !s_add_product(&sum, usage->tokens_cache_read, s_nonneg(model->price_cache_read_micros)) ||
+        !s_add_product(&sum, usage->tokens_cache_write,
+                       s_nonneg(model->price_cache_write_micros)) ||
+        !s_add_product(&sum, usage->tokens_out, price_out))
+        return -1;
+    s_u128 base = s_ceil_million(sum) + s_nonneg(model->price_request_micros);
+    if (base > INT64_MAX)
+        return -1;
+    //  base < 2^63 and the multiplier < 2^63, so the product fits 126 bits.
+    s_u128 cost = s_ceil_million(base * s_nonneg(multiplier_ppm));
+    if (cost > INT64_MAX)
+        return -1;
+    *cost_micros = (int64_t)cost;
+    return 0;
+}
+
+int64_t billing_price_reserve(const proto_model_t *model, uint64_t tokens_in)
+{
+    assert(model);
+    bool long_context = s_long_context(model, tokens_in);
+    uint64_t price_in =
+        s_nonneg(long_context ? model->long_price_in_micros : model->price_in_micros);
+    uint64_t price_out =
+        s_nonneg(long_context ? model->long_price_out_micros : model->price_out_micros);
+    s_u128 sum = 0;
+    if (!s_add_product(&sum, tokens_in, price_in) ||
+        !s_add_product(&sum, BILLING_PRICE_RESERVE_OUTPUT_TOKENS, price_out))
+        return INT64_MAX;
+    s_u128 reserve = s_ceil_million(sum) + s_nonneg(model->price_request_micros);
+    return reserve > INT64_MAX ? INT64_MAX : (int64_t)reserve;
+}
+
+//  --------------------------------------------------------------------------
+//  Self test
+
+static int64_t s_cost(const proto_model_t *model, uint64_t in, uint64_t out, uint64_t read,
+                      uint64_t write, uint64_t status, int64_t multiplier)
+{
+    billing_usage_t usage = {.tokens_in = in,
+                             .tokens_out = out,
+                             .tokens_cache_read = read,
+                             .tokens_cache_write = write,
+                             .status = status};
+    int64_t cost = -1;
+    int rc = billing_price_cost(model, &usage, multiplier, &cost);
+    return rc == 0 ? cost : -1;
+}
+
+void billing_price_test(bool verbose)
+{
+    if (verbose)
+        printf(" * billing_price: ");
+    //  $2.50 / $10 per million, cache read $1.25, cache write $3.125.
+    proto_model_t model = {.name = "gpt-test",
+                           .active = true,
+                           .price_in_micros = 2500000,
+                           .price_out_micros = 10000000,
+                           .price_cache_read_micros = 1250000,
+                           .price_cache_write_micros = 3125000};
+    model.long_price_in_micros = model.price_in_micros;
+    model.long_price_out_micros = model.price_out_micros;
+    const int64_t one = BILLING_PRICE_PPM_ONE;
+
+    //  Exact: 1000 in x 2.5 + 500 out x 10 = 2500 + 5000 micros.
+    assert(s_cost(&model, 1000, 500, 0, 0, 200, one) == 7500);
+    //  Rounding up once: 1 input token = 2.5 micros -> 3, and 1 in + 1 out
+    //  = 12.5 -> 13 (not 3 + 10).
+    assert(s_cost(&model, 1, 0, 0, 0, 200, one) == 3);
+    assert(s_cost(&model, 1, 1, 0, 0, 200, one) == 13);
+    assert(s_cost(&model, 0, 0, 0, 0, 200, one) == 0);
+    //  Cache tokens are part of tokens_in: 1000 in of which 600 read, 100
+    //  written: 300 x 2.5 + 600 x 1.25 + 100 x 3.125 = 750 + 750 + 312.5.
+    assert(s_cost(&model, 1000, 0, 600, 100, 200, one) == 1813);
+    //  Cache tokens beyond tokens_in: uncached clamps at 0.
+    assert(s_cost(&model, 10, 0, 600, 0, 200, one) == 750);
+    //  Per-request price is added after the token rounding.
+    model.price_request_micros = 100;
+    assert(s_cost(&model, 1, 0, 0, 0, 200, one) == 103);
+    //  A failed request with no tokens costs nothing, not even per request;
+    //  a failed one that used tokens is charged for them.
+    assert(s_cost(&model, 0, 0, 0, 0, 502, one) == 0);
+    assert(s_cost(&model, 0, 0, 0, 0, 200, one) == 100);
+    assert(s_cost(&model, 1000, 10, 0, 0, 500, one) == 2500 + 100 + 100);
+    model.price_request_micros = 0;
+
+    //  Multiplier: 0 -> free; half price rounds up; 1.5x.
+    assert(s_cost(&model, 1000, 500, 0, 0, 200, 0) == 0);
+    assert(s_cost(&model, 1, 0, 0, 0, 200, 500000) == 2); //  ceil(3 x 0.5)
+    assert(s_cost(&model, 1000, 500, 0, 0, 200, 1500000) == 11250);
+    assert(s_cost(&model, 1000, 500, 0, 0, 200, -5) == 0);
+
+    //  Long context: above the threshold both in and out use the long prices.
+    model.long_context_threshold = 200000;
+    model.long_price_in_micros = 5000000;
+    model.long_price_out_micros = 15000000;
+    assert(s_cost(&model, 200000, 1000, 0, 0, 200, one) == 500000 + 10000);
+    assert(s_cost(&model, 200001, 1000, 0, 0, 200, one) == 1000005 + 15000);
+    //  Cache prices do not change with the tier.
+    assert(s_cost(&model, 200001, 0, 200001, 0, 200, one) == 250002);
+
+    //  Overflow: a product beyond int64 is an error, not a wrapped cost.
+    assert(s_cost(&model, UINT64_MAX, UINT64_MAX, 0, 0, 200, one) == -1);
+    assert(s_cost(&model, 0, 0, UINT64_MAX, UINT64_MAX, 200, one) == -1);
+    proto_model_t pricey = model;
+    pricey.long_context_threshold = 0;
+    pricey.price_in_micros = INT64_MAX;
+    pricey.price_out_micros = INT64_MAX;
+    pricey.price_cache_read_micros = INT64_MAX;
+    pricey.price_cache_write_micros = INT64_MAX;
+    //  Near 2^128 in the sum (the checked add is defensive: cache tokens
+    //  share tokens_in's 64 bits, so the terms stay just below 2^128).
+    assert(s_cost(&pricey, UINT64_MAX, UINT64_MAX, UINT64_MAX / 2, UINT64_MAX / 2, 200, one) == -1);
+    //  Largest that fits: base = INT64_MAX micros at 1x.
+    proto_model_t per_request = {.price_request_micros = INT64_MAX};
+    assert(s_cost(&per_request, 0, 0, 0, 0, 200, one) == INT64_MAX);
+    assert(s_cost(&per_request, 0, 0, 0, 0, 200, one + 1) == -1);
+    assert(s_cost(&per_request, 0, 0, 0, 0, 200, INT64_MAX) == -1);
+    //  A big but legal bill: 10^12 tokens at $1000/M = $10^9 = 10^15 micros.
+    proto_model_t dear = {.price_in_micros = 1000000000};
+    assert(s_cost(&dear, 1000000000000ull, 0, 0, 0, 200, one) == 1000000000000000ll);
+
+    //  Reservation: tokens_in at input price + 4096 out at output price.
+    proto_model_t plain = {.price_in_micros = 2500000, .price_out_micros = 10000000};
+    assert(billing_price_reserve(&plain, 0) == 40960);
+    assert(billing_price_reserve(&plain, 1) == 40963);
+    assert(billing_price_reserve(&model, 300000) == 1500000 + 61440);
+    assert(billing_price_reserve(&pricey, UINT64_MAX) == INT64_MAX);
+    if (verbose)
+        printf("OK\n");
+}

@@ -1,0 +1,70 @@
+/*  billing_price: what a request costs, as a pure function of its usage and
+    the model's prices. No state, no I/O: the same inputs give the same micros
+    in every billing instance and in every test.
+
+    Token convention (what SETTLE's fields mean, whatever the upstream said):
+        tokens_in           every input token, cached or not (OpenAI's
+                            prompt_tokens; for Anthropic, dispatch adds
+                            input_tokens + cache_read + cache_creation)
+        tokens_cache_read   of those, read from the provider's prompt cache
+        tokens_cache_write  of those, written to the prompt cache
+        tokens_out          output tokens, reasoning included
+    so the uncached input is tokens_in - cache_read - cache_write, never
+    below zero (a sender that reports cache tokens outside tokens_in is
+    charged for them once, at the cache prices).
+
+    The rounding rule, one for everything (prices are micros per million
+    tokens, so the token part is computed in 1e-12 units and rounded up once):
+
+        in_price, out_price = long prices when long_context_threshold > 0 and
+                              tokens_in > long_context_threshold, else normal
+        base = ceil( (uncached x in_price + cache_read x price_cache_read
+                      + cache_write x price_cache_write + tokens_out x out_price)
+                     / 1e6 ) + price_request
+        cost = ceil( base x multiplier_ppm / 1e6 )        (multiplier 0 -> 0)
+
+    A failed request (status >= 400) that used no tokens costs 0: the
+    upstream did not charge, so neither do we (not even price_request).
+    All arithmetic is unsigned 128-bit with overflow checks; a result that
+    does not fit int64 is an error, never a wrapped number.
+*/
+#ifndef BILLING_PRICE_H_INCLUDED
+#define BILLING_PRICE_H_INCLUDED
+
+#include "proto_catalog.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+//  Output tokens assumed by the admission estimate when the client gives no
+//  limit: enough for a typical answer without reserving a model's maximum.
+#define BILLING_PRICE_RESERVE_OUTPUT_TOKENS 4096
+
+//  The list price multiplier: parts per million.
+#define BILLING_PRICE_PPM_ONE 1000000
+
+//  What a finished request used.
+typedef struct {
+    uint64_t tokens_in;          //  all input tokens, cache reads and writes included
+    uint64_t tokens_out;         //  output tokens
+    uint64_t tokens_cache_read;  //  input tokens read from the prompt cache
+    uint64_t tokens_cache_write; //  input tokens written to the prompt cache
+    uint64_t status;             //  final HTTP status of the request
+} billing_usage_t;
+
+//  Computes the cost of `usage` at `model`'s prices times multiplier_ppm
+//  (negative multipliers count as 0). Returns 0 with *cost_micros set, or -1
+//  when the cost does not fit int64 (*cost_micros then 0).
+int billing_price_cost(const proto_model_t *model, const billing_usage_t *usage,
+                       int64_t multiplier_ppm, int64_t *cost_micros);
+
+//  The admission estimate: tokens_in at the input price (long-context price
+//  when above the threshold) plus BILLING_PRICE_RESERVE_OUTPUT_TOKENS at the
+//  output price plus price_request, at list price (the provider key is not
+//  chosen yet), rounded up. Saturates at INT64_MAX instead of overflowing.
+int64_t billing_price_reserve(const proto_model_t *model, uint64_t tokens_in);
+
+//  Self test.
+void billing_price_test(bool verbose);
+
+#endif

@@ -43,6 +43,7 @@ static int s_cmd_up(int argc, char **argv);
 static int s_cmd_down(int argc, char **argv);
 static int s_cmd_status(int argc, char **argv);
 static int s_cmd_migrate(int argc, char **argv);
+static int s_cmd_ping(int argc, char **argv);
 static int s_cmd_supervise(int argc, char **argv);
 static int s_cmd_version(int argc, char **argv);
 static int s_cmd_help(int argc, char **argv);
@@ -54,6 +55,8 @@ static const s_command_t s_commands[] = {
     {"down", s_cmd_down, "[--dir DIR]", "stop the local cluster and its PostgreSQL", false},
     {"status", s_cmd_status, "[--dir DIR] [--json]",
      "show each program and PostgreSQL; exit 0 when all are up", false},
+    {"ping", s_cmd_ping, "[--dir DIR] [--timeout SECONDS] [PROGRAM ...]",
+     "ask programs (default: all) whether they answer on their control socket", false},
     {"migrate", s_cmd_migrate, "[--database-url URL] [--dir DIR] [--migrations FOLDER]",
      "apply pending database migrations", false},
     {"version", s_cmd_version, "", "print the version", false},
@@ -256,6 +259,48 @@ static int s_cmd_status(int argc, char **argv)
     if (!cluster)
         return 1;
     rc = ops_cluster_status(cluster, json, stdout);
+    ops_cluster_destroy(&cluster);
+    return rc;
+}
+
+static int s_cmd_ping(int argc, char **argv)
+{
+    static const struct option options[] = {{"dir", required_argument, NULL, 'd'},
+                                            {"timeout", required_argument, NULL, 't'},
+                                            {"help", no_argument, NULL, 'h'},
+                                            {NULL, 0, NULL, 0}};
+    const char *dir = s_default_dir();
+    int timeout_ms = 5000;
+    int option;
+    while ((option = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        if (option == 'd')
+            dir = optarg;
+        else if (option == 't') {
+            char *end;
+            double seconds = strtod(optarg, &end);
+            if (!*optarg || *end || seconds <= 0 || seconds > 600) {
+                fprintf(stderr, "tollgate ping: --timeout takes seconds, up to 600\n");
+                return 2;
+            }
+            timeout_ms = (int)(seconds * 1000);
+        } else if (option == 'h') {
+            s_command_usage(stdout, "ping");
+            return 0;
+        } else {
+            s_command_usage(stderr, "ping");
+            return 2;
+        }
+    }
+    int count = argc - optind;
+    if (count > 32) {
+        fprintf(stderr, "tollgate ping: at most 32 programs at once\n");
+        return 2;
+    }
+    ops_cluster_t *cluster = s_open_cluster(dir);
+    if (!cluster)
+        return 1;
+    int rc = ops_cluster_ping(cluster, (const char *const *)argv + optind, count, timeout_ms,
+                              stdout);
     ops_cluster_destroy(&cluster);
     return rc;
 }

@@ -580,11 +580,38 @@ int ops_cluster_status(ops_cluster_t *self, bool json, FILE *out)
         char pid[16] = "-";
         if (pg_pid > 0)
             snprintf(pid, sizeof pid, "%d", (int)pg_pid);
-        fprintf(out, "%-10s %8s  %-5s\n", "postgres", pid, pg_pid > 0 ? "up" : "down");
+        fprintf(out, "%-10s %8s  %s\n", "postgres", pid, pg_pid > 0 ? "up" : "down");
     }
     json_decref(status);
     proto_config_destroy(&config);
     return all_up ? 0 : 1;
+}
+
+int ops_cluster_ping(ops_cluster_t *self, const char *const names[], int count, int timeout_ms,
+                     FILE *out)
+{
+    char error[1024];
+    proto_config_t *config = ops_state_load_config(self->state, error, sizeof error);
+    if (!config) {
+        fprintf(stderr, "tollgate: %s\n", error);
+        return 1;
+    }
+    const char *all[OPS_PROGRAM_COUNT];
+    if (count == 0) {
+        for (int i = 0; ops_programs[i]; i++)
+            all[i] = ops_programs[i];
+        names = all;
+        count = OPS_PROGRAM_COUNT;
+    }
+    ops_ping_result_t *results = calloc((size_t)count, sizeof *results);
+    assert(results);
+    int answered = ops_ping_programs(config, names, count, timeout_ms, results);
+    for (int i = 0; i < count; i++)
+        fprintf(out, "%-10s %s %s\n", names[i], results[i].answered ? "ok" : "no answer",
+                results[i].meta);
+    free(results);
+    proto_config_destroy(&config);
+    return answered == count ? 0 : 1;
 }
 
 int ops_cluster_supervise(ops_cluster_t *self)

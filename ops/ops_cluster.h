@@ -47,6 +47,12 @@ int ops_cluster_down(ops_cluster_t *self);
 //  Returns 0 when everything is up and answering, 1 otherwise.
 int ops_cluster_status(ops_cluster_t *self, bool json, FILE *out);
 
+//  Sends PING to the named programs (all when count is 0) at the control
+//  sockets of DIR/tollgate.conf and prints one line each: name, "ok" and the
+//  PONG's meta, or "no answer". Returns 0 when all answered, 1 otherwise.
+int ops_cluster_ping(ops_cluster_t *self, const char *const names[], int count, int timeout_ms,
+                     FILE *out);
+
 //  Runs the supervisor in this process until SIGTERM (`tollgate supervise`).
 int ops_cluster_supervise(ops_cluster_t *self);
 

@@ -1,0 +1,2390 @@
+/*  ingress_admin: the operator admin API. See ingress_admin.h and docs/admin-api.md.
+
+    Shape of the code: a routing table maps (method, path pattern) to a
+    handler; each handler reads its body through a table of field specs
+    (which also drives PATCH), runs constant SQL through PQexecParams, and
+    lets PostgreSQL build the JSON it returns (json_build_object), so the
+    objects look the same from every endpoint. No SQL text ever contains a
+    value from the request: values are parameters, and the only SQL built at
+    run time (PATCH's SET list) is assembled from column names in our own
+    tables.
+*/
+#include "ingress_admin.h"
+#include "proto_crypto.h"
+#include "proto_db.h"
+#include "proto_log.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define S_CONTENT_TYPE "application/json"
+#define S_MAX_BODY (1024 * 1024)              //  admin bodies are small; refuse bigger ones
+#define S_MAX_PATH 2048                       //  longest path we route
+#define S_MAX_SEGMENTS 64                     //  path segments we route
+#define S_MAX_PARAMS 2                        //  {params} in one pattern
+#define S_MAX_FIELDS 20                       //  fields in one spec table
+#define S_MICROS 1000000                      //  micro-units per currency unit
+#define S_MONEY_MAX INT64_C(1000000000000000) //  1e9 currency units: sums never overflow
+#define S_PRICE_MAX INT64_C(1000000000000)    //  1e6 per million tokens
+#define S_INT_MAX 1000000000                  //  bound for priorities, weights and limits
+#define S_LIST_MAX 1000                       //  names in an allowed-models list
+#define S_USAGE_LIMIT 100                     //  usage rows when no limit is given
+#define S_USAGE_LIMIT_MAX 1000                //  most usage rows in one page
+#define S_HINT_MIN_SECRET 12                  //  shorter secrets get no hint characters
+
+struct _ingress_admin_t {
+    proto_config_t *config; //  borrowed: admin_token, secret_key, database_url
+    PGconn *db;             //  our own connection, reset when it breaks
+};
+
+typedef struct s_route s_route_t;
+
+//  One request being handled.
+typedef struct {
+    ingress_admin_t *self;                     //  the API
+    const ingress_admin_request_t *request;    //  borrowed from the caller
+    const s_route_t *route;                    //  matched route
+    const char *params[S_MAX_PARAMS];          //  path parameters, into param_buf
+    char param_buf[S_MAX_PATH + S_MAX_PARAMS]; //  their text
+    json_t *body;                              //  parsed body (an object), or NULL
+    int status;                                //  HTTP status of the answer
+    char *response;                            //  its body, owned until handed out
+    int statements;                            //  statements sent for this request
+    bool connection_lost;                      //  a statement failed on a broken connection
+    bool in_transaction;                       //  BEGIN sent, no COMMIT yet
+} s_call_t;
+
+typedef void(s_handler_fn)(s_call_t *call);
+
+struct s_route {
+    const char *method;    //  HTTP method
+    const char *pattern;   //  "/admin/providers/{p}/keys"; {x*} takes one or more segments
+    s_handler_fn *handler; //  answers the request
+};
+
+// ---------------------------------------------------------------------------
+//  Pure helpers: money, names, paths, query strings
+
+//  Parses an exact decimal amount ("10.50", "-3", "0.000001") into micro-units.
+//  At most 6 decimal places, no exponent, no spaces, no leading '+' or '.'.
+//  Returns 0, or -1 when malformed, negative and not allowed, or out of range.
+static int s_parse_micros(const char *text, bool allow_negative, int64_t *out)
+{
+    const char *cursor = text;
+    bool negative = false;
+    if (*cursor == '-') {
+        if (!allow_negative)
+            return -1;
+        negative = true;
+        cursor++;
+    }
+    if (!isdigit((unsigned char)*cursor))
+        return -1;
+    int64_t units = 0;
+    for (; isdigit((unsigned char)*cursor); cursor++) {
+        if (units > (S_MONEY_MAX / S_MICROS))
+            return -1;
+        units = units * 10 + (*cursor - '0');
+    }
+    int64_t fraction = 0;
+    if (*cursor == '.') {
+        cursor++;
+        int places = 0;
+        for (; isdigit((unsigned char)*cursor); cursor++) {
+            if (++places > 6)
+                return -1;
+            fraction = fraction * 10 + (*cursor - '0');
+        }
+        if (places == 0)
+            return -1;
+        for (; places < 6; places++)
+            fraction *= 10;
+    }
+    if (*cursor)
+        return -1;
+    if (units > S_MONEY_MAX / S_MICROS)
+        return -1;
+    int64_t micros = units * S_MICROS + fraction;
+    if (micros > S_MONEY_MAX)
+        return -1;
+    *out = negative ? -micros : micros;
+    return 0;
+}
+
+//  True when text has no control characters (names end up in logs and headers).
+static bool s_printable(const char *text)
+{
+    for (const unsigned char *c = (const unsigned char *)text; *c; c++)
+        if (*c < 0x20 || *c == 0x7f)
+            return false;
+    return true;
+}
+
+//  Provider names: what the schema's CHECK allows, checked first for a clear message.
+static bool s_provider_name_valid(const char *name)
+{
+    size_t length = strlen(name);
+    if (length < 1 || length > 100)
+        return false;
+    for (const char *c = name; *c; c++)
+        if (!isalnum((unsigned char)*c) && *c != '_' && *c != '.' && *c != '-')
+            return false;
+    return true;
+}
+
+//  An upstream base URL: http(s), no spaces or control characters.
+static bool s_url_valid(const char *url)
+{
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+        return false;
+    size_t length = strlen(url);
+    size_t scheme = url[4] == ':' ? strlen("http://") : strlen("https://");
+    if (length > 2048 || length <= scheme)
+        return false;
+    for (const unsigned char *c = (const unsigned char *)url; *c; c++)
+        if (*c <= 0x20 || *c == 0x7f)
+            return false;
+    return true;
+}
+
+//  True for a decimal id of 1..18 digits (always fits a bigint).
+static bool s_is_id(const char *text)
+{
+    size_t length = strlen(text);
+    if (length < 1 || length > 18)
+        return false;
+    for (const char *c = text; *c; c++)
+        if (!isdigit((unsigned char)*c))
+            return false;
+    return true;
+}
+
+//  Matches a path against a pattern. Literal segments must be equal; {x}
+//  takes one non-empty segment; {x*} (at most one per pattern) takes one or
+//  more segments, so model and account names may contain '/'. Parameters
+//  are copied NUL-separated into buf and pointed to by params. Returns the
+//  number of parameters, or -1 when the path does not match.
+static int s_match(const char *pattern, const char *path, const char **params, char *buf,
+                   size_t buf_size)
+{
+    const char *path_seg[S_MAX_SEGMENTS], *pat_seg[S_MAX_SEGMENTS];
+    size_t path_len[S_MAX_SEGMENTS], pat_len[S_MAX_SEGMENTS];
+    int path_count = 0, pat_count = 0;
+    size_t length = strlen(path);
+    if (path[0] != '/' || length >= buf_size || length > S_MAX_PATH)
+        return -1;
+    if (length > 1 && path[length - 1] == '/')
+        length--; //  "/admin/providers/" is "/admin/providers"
+    for (const char *c = path + 1; c <= path + length;) {
+        if (path_count == S_MAX_SEGMENTS)
+            return -1;
+        size_t n = strcspn(c, "/");
+        if (c + n > path + length)
+            n = (size_t)(path + length - c);
+        path_seg[path_count] = c;
+        path_len[path_count++] = n;
+        c += n + 1;
+    }
+    for (const char *c = pattern + 1; *c;) {
+        assert(pat_count < S_MAX_SEGMENTS);
+        size_t n = strcspn(c, "/");
+        pat_seg[pat_count] = c;
+        pat_len[pat_count++] = n;
+        c += n;
+        if (*c == '/')
+            c++;
+    }
+    int star = -1;
+    for (int i = 0; i < pat_count; i++)
+        if (pat_len[i] > 3 && pat_seg[i][0] == '{' && pat_seg[i][pat_len[i] - 2] == '*') {
+            assert(star == -1);
+            star = i;
+        }
+    if (star < 0 ? path_count != pat_count : path_count < pat_count)
+        return -1;
+    int tail = star < 0 ? 0 : pat_count - star - 1; //  segments after the star
+    int count = 0;
+    size_t used = 0;
+    for (int i = 0; i < pat_count; i++) {
+        //  Which path segments this pattern segment covers.
+        int first = (star >= 0 && i > star) ? path_count - tail + (i - star - 1) : i;
+        int last = (i == star) ? path_count - tail - 1 : first;
+        bool param = pat_seg[i][0] == '{';
+        if (!param) {
+            if (path_len[first] != pat_len[i] ||
+                memcmp(path_seg[first], pat_seg[i], pat_len[i]) != 0)
+                return -1;
+            continue;
+        }
+        //  A star's text runs from its first segment to the end of its last.
+        const char *start = path_seg[first];
+        size_t n = (size_t)(path_seg[last] + path_len[last] - start);
+        if (path_len[first] == 0 || path_len[last] == 0 || used + n + 1 > buf_size)
+            return -1;
+        assert(count < S_MAX_PARAMS);
+        memcpy(buf + used, start, n);
+        buf[used + n] = '\0';
+        params[count++] = buf + used;
+        used += n + 1;
+    }
+    return count;
+}
+
+static int s_hex(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+//  Finds `name` in a raw query string ("a=1&b=x%20y") and percent-decodes
+//  its value into out. '+' is kept as '+' (RFC 3986), so timestamps such as
+//  "...+00:00" survive. Returns 1 when found, 0 when absent, -1 when the
+//  value is malformed or too long.
+static int s_query_get(const char *query, const char *name, char *out, size_t out_size)
+{
+    size_t name_length = strlen(name);
+    for (const char *c = query; c && *c;) {
+        size_t n = strcspn(c, "&");
+        if (n > name_length && strncmp(c, name, name_length) == 0 && c[name_length] == '=') {
+            size_t used = 0;
+            for (const char *v = c + name_length + 1; v < c + n; v++) {
+                int byte = (unsigned char)*v;
+                if (byte == '%') {
+                    if (v + 2 >= c + n)
+                        return -1;
+                    int high = s_hex(v[1]), low = high < 0 ? -1 : s_hex(v[2]);
+                    if (high < 0 || low < 0)
+                        return -1;
+                    byte = high * 16 + low;
+                    v += 2;
+                }
+                if (byte == 0 || used + 1 >= out_size)
+                    return -1;
+                out[used++] = (char)byte;
+            }
+            out[used] = '\0';
+            return 1;
+        }
+        c += n;
+        if (*c == '&')
+            c++;
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+//  Answers
+
+static void s_respond(s_call_t *call, int status, char *body)
+{
+    free(call->response);
+    call->status = status;
+    call->response = body;
+}
+
+//  Answers with a JSON value (stolen) followed by a newline for curl users.
+static void s_respond_json(s_call_t *call, int status, json_t *value)
+{
+    char *text = json_dumps(value, JSON_COMPACT);
+    json_decref(value);
+    assert(text);
+    size_t length = strlen(text);
+    char *line = realloc(text, length + 2);
+    assert(line);
+    memcpy(line + length, "\n", 2);
+    s_respond(call, status, line);
+}
+
+//  Answers with JSON text PostgreSQL made.
+static void s_respond_text(s_call_t *call, int status, const char *text)
+{
+    size_t length = strlen(text);
+    char *line = malloc(length + 2);
+    assert(line);
+    memcpy(line, text, length);
+    memcpy(line + length, "\n", 2);
+    s_respond(call, status, line);
+}
+
+static void s_error(s_call_t *call, int status, const char *type, const char *format, ...)
+    __attribute__((format(printf, 4, 5)));
+
+//  Answers {"error":{"message":…,"type":…}}.
+static void s_error(s_call_t *call, int status, const char *type, const char *format, ...)
+{
+    char message[512];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(message, sizeof message, format, args);
+    va_end(args);
+    s_respond_json(call, status,
+                   json_pack("{s:{s:s,s:s}}", "error", "message", message, "type", type));
+}
+
+#define s_invalid(call, ...) s_error(call, 400, "invalid_request_error", __VA_ARGS__)
+#define s_not_found(call, ...) s_error(call, 404, "not_found", __VA_ARGS__)
+#define s_conflict(call, ...) s_error(call, 409, "conflict", __VA_ARGS__)
+
+//  Shortens a user-given name for an error message.
+static const char *s_short(const char *text, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s", text);
+    if (strlen(text) >= size && size > 4)
+        memcpy(buf + size - 4, "...", 4);
+    return buf;
+}
+
+// ---------------------------------------------------------------------------
+//  Database
+
+//  Per-session settings, applied after every connect and reset: a bound on
+//  how long a statement may block the ingress, and UTC timestamps in JSON.
+static void s_session_setup(PGconn *db)
+{
+    PGresult *result = PQexec(db, "SET statement_timeout = 10000; SET TIME ZONE 'UTC'; "
+                                  "SET application_name = 'tollgate-admin'");
+    PQclear(result);
+}
+
+//  Turns a failed statement into an answer. Constraint violations are the
+//  client's doing (400/409) and are named by column; anything else is a 500
+//  whose details go to the log only.
+static void s_db_failed(s_call_t *call, PGresult *result)
+{
+    PGconn *db = call->self->db;
+    if (PQstatus(db) == CONNECTION_BAD) {
+        call->connection_lost = true;
+        char reason[256];
+        proto_db_error(db, reason, sizeof reason);
+        log_error(NULL, "admin: database connection lost: %s", reason);
+        s_error(call, 500, "api_error", "database unavailable");
+        return;
+    }
+    const char *state = PQresultErrorField(result, PG_DIAG_SQLSTATE);
+    const char *constraint = PQresultErrorField(result, PG_DIAG_CONSTRAINT_NAME);
+    const char *column = PQresultErrorField(result, PG_DIAG_COLUMN_NAME);
+    const char *primary = PQresultErrorField(result, PG_DIAG_MESSAGE_PRIMARY);
+    if (!state)
+        state = "";
+    if (strcmp(state, "23505") == 0) {
+        if (constraint && strstr(constraint, "routes_"))
+            s_conflict(call, "this route already exists");
+        else
+            s_conflict(call, "the name is already taken");
+    } else if (strcmp(state, "23514") == 0 || strcmp(state, "23502") == 0) {
+        //  CHECK constraints are named table_column_check.
+        char name[128] = "";
+        if (column)
+            snprintf(name, sizeof name, "%s", column);
+        else if (constraint) {
+            const char *start = strchr(constraint, '_');
+            snprintf(name, sizeof name, "%s", start ? start + 1 : constraint);
+            char *suffix = strstr(name, "_check");
+            if (suffix)
+                *suffix = '\0';
+        }
+        s_invalid(call, "invalid value for '%s'", name);
+    } else if (strcmp(state, "23503") == 0)
+        s_conflict(call, "the object is referenced by another one or refers to one that is gone");
+    else if (strncmp(state, "22", 2) == 0)
+        //  Data exceptions (bad timestamp, integer out of range) quote the
+        //  value, never the statement.
+        s_invalid(call, "%s", primary ? primary : "invalid value");
+    else {
+        char reason[256];
+        proto_db_error(db, reason, sizeof reason);
+        log_error(NULL, "admin: %s %s: database error %s: %s", call->request->method,
+                  call->route ? call->route->pattern : "?", state, reason);
+        s_error(call, 500, "api_error", "database error");
+    }
+}
+
+//  Runs one statement with text parameters (NULL is SQL NULL). Returns the
+//  result (caller clears it), or NULL after setting the error answer.
+static PGresult *s_sql(s_call_t *call, const char *sql, int count, const char *const *values)
+{
+    call->statements++;
+    PGresult *result = PQexecParams(call->self->db, sql, count, NULL, values, NULL, NULL, 0);
+    ExecStatusType status = PQresultStatus(result);
+    if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK)
+        return result;
+    s_db_failed(call, result);
+    PQclear(result);
+    return NULL;
+}
+
+//  Runs a statement returning at most one row of one column. Returns 1 with
+//  a copy of the value in *out (caller frees; may be NULL), 0 when there is
+//  no row, -1 after setting the error answer.
+static int s_sql_one(s_call_t *call, const char *sql, int count, const char *const *values,
+                     char **out)
+{
+    PGresult *result = s_sql(call, sql, count, values);
+    if (!result)
+        return -1;
+    int found = PQntuples(result) > 0;
+    if (out)
+        *out = found && !PQgetisnull(result, 0, 0) ? strdup(PQgetvalue(result, 0, 0)) : NULL;
+    PQclear(result);
+    return found;
+}
+
+static int s_begin(s_call_t *call)
+{
+    PGresult *result = s_sql(call, "BEGIN", 0, NULL);
+    if (!result)
+        return -1;
+    PQclear(result);
+    call->in_transaction = true;
+    return 0;
+}
+
+static int s_commit(s_call_t *call)
+{
+    call->in_transaction = false;
+    PGresult *result = s_sql(call, "COMMIT", 0, NULL);
+    if (!result)
+        return -1;
+    PQclear(result);
+    return 0;
+}
+
+//  Answers with the JSON a query made, or 404 with `what` when it found no row.
+static void s_respond_query(s_call_t *call, int status, const char *sql, int count,
+                            const char *const *values, const char *what)
+{
+    char *text = NULL;
+    int found = s_sql_one(call, sql, count, values, &text);
+    if (found == 1 && text)
+        s_respond_text(call, status, text);
+    else if (found == 0)
+        s_not_found(call, "%s not found", what);
+    free(text);
+}
+
+// ---------------------------------------------------------------------------
+//  The JSON each kind of object has, built by PostgreSQL. Aliases: p
+//  providers, k provider_keys or api_keys, m models, r routes (with rp its
+//  provider), a accounts, u usage.
+
+#define S_PROVIDER_JSON                                                                            \
+    "json_build_object('id', p.id, 'name', p.name, 'protocol', p.protocol, "                       \
+    "'base_url', p.base_url, 'priority', p.priority, 'weight', p.weight, 'status', p.status, "     \
+    "'active_keys', (SELECT count(*) FROM provider_keys pk WHERE pk.provider_id = p.id "           \
+    "AND pk.status = 'active'), 'created_at', p.created_at, 'updated_at', p.updated_at)"
+
+#define S_PROVIDER_KEY_JSON                                                                        \
+    "json_build_object('id', k.id, 'provider_id', k.provider_id, 'provider', p.name, "             \
+    "'name', k.name, 'secret_hint', k.secret_hint, 'priority', k.priority, "                       \
+    "'weight', k.weight, 'status', k.status, 'disabled_reason', k.disabled_reason, "               \
+    "'multiplier_ppm', k.multiplier_ppm, 'created_at', k.created_at, "                             \
+    "'updated_at', k.updated_at)"
+#define S_PROVIDER_KEY_FROM " FROM provider_keys k JOIN providers p ON p.id = k.provider_id "
+
+#define S_ROUTE_JSON                                                                               \
+    "json_build_object('id', r.id, 'model_id', r.model_id, 'provider_id', r.provider_id, "         \
+    "'provider', rp.name, 'upstream_model', r.upstream_model, 'priority', r.priority, "            \
+    "'weight', r.weight, 'status', r.status, 'created_at', r.created_at)"
+#define S_ROUTE_FROM " FROM routes r JOIN providers rp ON rp.id = r.provider_id "
+
+#define S_MODEL_JSON                                                                               \
+    "json_build_object('id', m.id, 'name', m.name, 'status', m.status, "                           \
+    "'price_in_micros', m.price_in_micros, 'price_out_micros', m.price_out_micros, "               \
+    "'price_cache_read_micros', m.price_cache_read_micros, "                                       \
+    "'price_cache_write_micros', m.price_cache_write_micros, "                                     \
+    "'routes', coalesce((SELECT json_agg(" S_ROUTE_JSON                                            \
+    " ORDER BY r.priority DESC, r.id)" S_ROUTE_FROM "WHERE r.model_id = m.id), '[]'::json), "      \
+    "'created_at', m.created_at, 'updated_at', m.updated_at)"
+
+#define S_ACCOUNT_JSON                                                                             \
+    "json_build_object('id', a.id, 'name', a.name, 'status', a.status, "                           \
+    "'balance_micros', a.balance_micros, 'currency', a.currency, "                                 \
+    "'allowed_models', to_json(a.allowed_models), 'rpm_limit', a.rpm_limit, "                      \
+    "'tpm_limit', a.tpm_limit, 'concurrency_limit', a.concurrency_limit, "                         \
+    "'daily_spend_micros', a.daily_spend_micros, "                                                 \
+    "'monthly_spend_micros', a.monthly_spend_micros, "                                             \
+    "'created_at', a.created_at, 'updated_at', a.updated_at)"
+
+//  Never the key, never its hash.
+#define S_API_KEY_JSON                                                                             \
+    "json_build_object('id', k.id, 'account_id', k.account_id, 'account', a.name, "                \
+    "'name', k.name, 'prefix', k.key_prefix, 'status', k.status, "                                 \
+    "'models', to_json(k.allowed_models), 'expires_at', k.expires_at, "                            \
+    "'created_at', k.created_at, 'updated_at', k.updated_at)"
+#define S_API_KEY_FROM " FROM api_keys k JOIN accounts a ON a.id = k.account_id "
+
+#define S_USAGE_JSON                                                                               \
+    "json_build_object('request_id', u.request_id, 'started_at', u.started_at, "                   \
+    "'recorded_at', u.recorded_at, 'account_id', u.account_id, 'api_key_id', u.api_key_id, "       \
+    "'model', u.model, 'provider_id', u.provider_id, 'provider_key_id', u.provider_key_id, "       \
+    "'upstream_model', u.upstream_model, 'status', u.status, 'tokens_in', u.tokens_in, "           \
+    "'tokens_out', u.tokens_out, 'tokens_cache_read', u.tokens_cache_read, "                       \
+    "'tokens_cache_write', u.tokens_cache_write, 'cost_micros', u.cost_micros, "                   \
+    "'latency_ms', u.latency_ms, 'ttfb_ms', u.ttfb_ms, 'attempts', u.attempts, "                   \
+    "'estimated', u.estimated)"
+
+// ---------------------------------------------------------------------------
+//  Request fields: one table per body shape, shared by create and PATCH
+
+typedef enum {
+    S_F_TEXT,   //  string of min..max bytes, no control characters
+    S_F_PNAME,  //  provider name ([A-Za-z0-9_.-]{1,100})
+    S_F_ENUM,   //  one of `choices`
+    S_F_INT,    //  integer within min..max
+    S_F_MICROS, //  money: `field` as a decimal string (or whole units), or the
+                //  integer micro-units under the name `micros`
+    S_F_NAMES,  //  array of names, or null for "any"
+    S_F_TIME,   //  a timestamp PostgreSQL reads (ISO 8601)
+    S_F_URL,    //  http(s) URL; trailing slashes dropped
+    S_F_REF,    //  a name or an integer id of another object
+    S_F_ANY,    //  any JSON; the handler checks it
+} s_kind_t;
+
+typedef struct {
+    const char *field;          //  name in the JSON body
+    const char *column;         //  column it sets, for PATCH; NULL when not patchable
+    s_kind_t kind;              //  what values are accepted
+    int64_t min, max;           //  bounds (lengths for TEXT)
+    const char *const *choices; //  NULL-terminated, for ENUM
+    bool nullable;              //  JSON null is accepted (and clears the column)
+    const char *micros;         //  for MICROS: the name of the integer micro-units form
+    bool required;              //  must be present
+} s_field_t;
+
+typedef struct {
+    bool present;     //  the body had this field
+    const char *text; //  value as a parameter; NULL for SQL NULL
+    char buf[32];     //  storage for numbers
+    char *owned;      //  storage that must be freed
+    json_t *json;     //  the raw value (borrowed from the body)
+} s_value_t;
+
+static const char *const s_statuses[] = {"active", "disabled", NULL};
+static const char *const s_key_statuses[] = {"active", "disabled", "revoked", NULL};
+static const char *const s_protocols[] = {"openai", "anthropic", "gemini", NULL};
+
+static void s_values_free(s_value_t *values, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        free(values[i].owned);
+}
+
+//  Reads a money field from either of its two names into value->buf.
+static int s_read_micros(s_call_t *call, const s_field_t *spec, s_value_t *value)
+{
+    json_t *decimal = json_object_get(call->body, spec->field);
+    json_t *micros = json_object_get(call->body, spec->micros);
+    if (decimal && micros) {
+        s_invalid(call, "give either '%s' or '%s', not both", spec->field, spec->micros);
+        return -1;
+    }
+    const char *name = decimal ? spec->field : spec->micros;
+    json_t *json = decimal ? decimal : micros;
+    value->present = true;
+    value->json = json;
+    if (json_is_null(json)) {
+        if (!spec->nullable) {
+            s_invalid(call, "'%s' cannot be null", name);
+            return -1;
+        }
+        return 0;
+    }
+    int64_t amount = 0;
+    bool ok = false;
+    if (decimal && json_is_string(json))
+        ok = s_parse_micros(json_string_value(json), spec->min < 0, &amount) == 0;
+    else if (decimal && json_is_integer(json)) {
+        json_int_t units = json_integer_value(json);
+        ok = units <= S_MONEY_MAX / S_MICROS && units >= -(S_MONEY_MAX / S_MICROS);
+        amount = (int64_t)units * S_MICROS;
+    } else if (micros && json_is_integer(json)) {
+        amount = json_integer_value(json);
+        ok = true;
+    }
+    if (!ok) {
+        s_invalid(call,
+                  decimal ? "'%s' must be a decimal string with at most 6 decimal places, "
+                            "such as \"2.50\""
+                          : "'%s' must be an integer",
+                  name);
+        return -1;
+    }
+    if (amount < spec->min || amount > spec->max) {
+        s_invalid(call, "'%s' is out of range", name);
+        return -1;
+    }
+    snprintf(value->buf, sizeof value->buf, "%" PRId64, amount);
+    value->text = value->buf;
+    return 0;
+}
+
+//  Checks a JSON array of names and keeps it as JSON text for SQL.
+static int s_read_names(s_call_t *call, const s_field_t *spec, json_t *json, s_value_t *value)
+{
+    if (!json_is_array(json) || json_array_size(json) > S_LIST_MAX) {
+        s_invalid(call, "'%s' must be an array of names (or null for any)", spec->field);
+        return -1;
+    }
+    size_t index;
+    json_t *item;
+    json_array_foreach(json, index, item)
+    {
+        const char *name = json_string_value(item);
+        if (!name || !*name || strlen(name) > 200 || !s_printable(name)) {
+            s_invalid(call, "'%s' must hold names of 1 to 200 printable characters", spec->field);
+            return -1;
+        }
+    }
+    value->owned = json_dumps(json, JSON_COMPACT);
+    value->text = value->owned;
+    return 0;
+}
+
+//  Reads one field. Returns 0 (present or not), or -1 after setting the error answer.
+static int s_read_field(s_call_t *call, const s_field_t *spec, s_value_t *value)
+{
+    if (spec->kind == S_F_MICROS)
+        return json_object_get(call->body, spec->field) || json_object_get(call->body, spec->micros)
+                   ? s_read_micros(call, spec, value)
+                   : 0;
+    json_t *json = json_object_get(call->body, spec->field);
+    if (!json)
+        return 0;
+    value->present = true;
+    value->json = json;
+    if (json_is_null(json)) {
+        if (spec->nullable)
+            return 0;
+        s_invalid(call, "'%s' cannot be null", spec->field);
+        return -1;
+    }
+    const char *text = json_string_value(json);
+    switch (spec->kind) {
+    case S_F_TEXT:
+        if (!text || (int64_t)strlen(text) < spec->min || (int64_t)strlen(text) > spec->max ||
+            !s_printable(text)) {
+            s_invalid(call,
+                      "'%s' must be a string of %" PRId64 " to %" PRId64 " printable characters",
+                      spec->field, spec->min, spec->max);
+            return -1;
+        }
+        break;
+    case S_F_PNAME:
+        if (!text || !s_provider_name_valid(text)) {
+            s_invalid(call, "'%s' must be 1 to 100 of A-Z a-z 0-9 _ . -", spec->field);
+            return -1;
+        }
+        break;
+    case S_F_ENUM: {
+        bool ok = false;
+        for (int i = 0; text && spec->choices[i]; i++)
+            ok = ok || strcmp(text, spec->choices[i]) == 0;
+        if (!ok) {
+            char list[128] = "";
+            for (int i = 0; spec->choices[i]; i++)
+                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "",
+                         spec->choices[i]);
+            s_invalid(call, "'%s' must be one of %s", spec->field, list);
+            return -1;
+        }
+        break;
+    }
+    case S_F_INT:
+        if (!json_is_integer(json) || json_integer_value(json) < spec->min ||
+            json_integer_value(json) > spec->max) {
+            s_invalid(call, "'%s' must be an integer from %" PRId64 " to %" PRId64, spec->field,
+                      spec->min, spec->max);
+            return -1;
+        }
+        snprintf(value->buf, sizeof value->buf, "%" PRId64, (int64_t)json_integer_value(json));
+        text = value->buf;
+        break;
+    case S_F_NAMES:
+        return s_read_names(call, spec, json, value);
+    case S_F_TIME:
+        if (!text || !*text || strlen(text) > 64 || !s_printable(text)) {
+            s_invalid(call, "'%s' must be a timestamp such as \"2030-01-31T00:00:00Z\"",
+                      spec->field);
+            return -1;
+        }
+        break;
+    case S_F_URL: {
+        if (!text || !s_url_valid(text)) {
+            s_invalid(call, "'%s' must be an http:// or https:// URL", spec->field);
+            return -1;
+        }
+        value->owned = strdup(text);
+        size_t length = strlen(value->owned);
+        while (length > 8 && value->owned[length - 1] == '/')
+            value->owned[--length] = '\0';
+        text = value->owned;
+        break;
+    }
+    case S_F_REF:
+        if (json_is_integer(json) && json_integer_value(json) > 0) {
+            snprintf(value->buf, sizeof value->buf, "%" PRId64, (int64_t)json_integer_value(json));
+            text = value->buf;
+        } else if (!text || !*text || strlen(text) > 200) {
+            s_invalid(call, "'%s' must be a name or an id", spec->field);
+            return -1;
+        }
+        break;
+    case S_F_ANY:
+        break;
+    case S_F_MICROS:
+        assert(false);
+    }
+    value->text = text;
+    return 0;
+}
+
+//  True when `key` names a field of the table (either name of a money field).
+static bool s_field_known(const s_field_t *fields, const char *key)
+{
+    for (const s_field_t *spec = fields; spec->field; spec++)
+        if (strcmp(spec->field, key) == 0 ||
+            (spec->kind == S_F_MICROS && strcmp(spec->micros, key) == 0))
+            return true;
+    return false;
+}
+
+//  Reads every field of a body: rejects unknown fields (typos should not be
+//  silently ignored), missing required ones and malformed values. values
+//  has one slot per spec. Returns 0, or -1 after setting the error answer.
+static int s_read(s_call_t *call, const s_field_t *fields, s_value_t *values)
+{
+    const char *key;
+    json_t *json;
+    json_object_foreach(call->body, key, json)
+    {
+        (void)json;
+        if (!s_field_known(fields, key)) {
+            char name[64];
+            s_invalid(call, "unknown field '%s'", s_short(key, name, sizeof name));
+            return -1;
+        }
+    }
+    for (size_t i = 0; fields[i].field; i++) {
+        assert(i < S_MAX_FIELDS);
+        if (s_read_field(call, &fields[i], &values[i]) != 0)
+            return -1;
+        if (fields[i].required && !values[i].present) {
+            s_invalid(call, "'%s' is required", fields[i].field);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+//  Index of a field in its table.
+static size_t s_field_index(const s_field_t *fields, const char *field)
+{
+    for (size_t i = 0; fields[i].field; i++)
+        if (strcmp(fields[i].field, field) == 0)
+            return i;
+    assert(false);
+    return 0;
+}
+#define S_VALUE(fields, values, name) (&(values)[s_field_index(fields, name)])
+
+//  Updates row `id` of `table` with every present field that has a column.
+//  The SET list is built here, but only from column names in our field
+//  tables; every value is a parameter. Returns rows changed (0 when none
+//  matched or nothing was given), or -1 after setting the error answer.
+static int s_patch(s_call_t *call, const char *table, bool has_updated_at, const s_field_t *fields,
+                   s_value_t *values, const char *id)
+{
+    char sql[2048];
+    const char *params[S_MAX_FIELDS + 1] = {id};
+    int count = 1;
+    int used = snprintf(sql, sizeof sql, "UPDATE %s SET %s", table,
+                        has_updated_at ? "updated_at = now()" : "id = id");
+    for (size_t i = 0; fields[i].field; i++) {
+        if (!values[i].present || !fields[i].column)
+            continue;
+        params[count++] = values[i].text;
+        const char *column = fields[i].column;
+        switch (fields[i].kind) {
+        case S_F_INT:
+        case S_F_MICROS:
+            used += snprintf(sql + used, sizeof sql - (size_t)used, ", %s = $%d::bigint", column,
+                             count);
+            break;
+        case S_F_TIME:
+            used += snprintf(sql + used, sizeof sql - (size_t)used, ", %s = $%d::timestamptz",
+                             column, count);
+            break;
+        case S_F_NAMES:
+            used += snprintf(sql + used, sizeof sql - (size_t)used,
+                             ", %s = CASE WHEN $%d::json IS NULL THEN NULL "
+                             "ELSE ARRAY(SELECT json_array_elements_text($%d::json)) END",
+                             column, count, count);
+            break;
+        default:
+            used += snprintf(sql + used, sizeof sql - (size_t)used, ", %s = $%d", column, count);
+        }
+        assert((size_t)used < sizeof sql);
+    }
+    if (count == 1)
+        return 0;
+    snprintf(sql + used, sizeof sql - (size_t)used, " WHERE id = $1::bigint");
+    PGresult *result = s_sql(call, sql, count, params);
+    if (!result)
+        return -1;
+    int rows = atoi(PQcmdTuples(result));
+    PQclear(result);
+    return rows;
+}
+
+//  Number of present fields.
+static int s_present(const s_field_t *fields, const s_value_t *values)
+{
+    int count = 0;
+    for (size_t i = 0; fields[i].field; i++)
+        count += values[i].present;
+    return count;
+}
+
+// ---------------------------------------------------------------------------
+//  Finding objects by name or id
+
+typedef enum { S_PROVIDER, S_ACCOUNT, S_MODEL } s_table_t;
+
+//  Finds a provider, account or model by name, else (when the text is
+//  all digits) by id; a name wins over an id. Writes the id as text into
+//  id (at least 24 bytes). Returns 0, or -1 after setting the answer (404).
+static int s_resolve(s_call_t *call, s_table_t table, const char *ident, char *id)
+{
+    static const char *const sql[] = {
+        [S_PROVIDER] = "SELECT id FROM providers WHERE name = $1 OR id = $2::bigint "
+                       "ORDER BY name = $1 DESC LIMIT 1",
+        [S_ACCOUNT] = "SELECT id FROM accounts WHERE name = $1 OR id = $2::bigint "
+                      "ORDER BY name = $1 DESC LIMIT 1",
+        [S_MODEL] = "SELECT id FROM models WHERE name = $1 OR id = $2::bigint "
+                    "ORDER BY name = $1 DESC LIMIT 1",
+    };
+    static const char *const what[] = {"provider", "account", "model"};
+    const char *params[] = {ident, s_is_id(ident) ? ident : NULL};
+    char *found = NULL;
+    int rc = s_sql_one(call, sql[table], 2, params, &found);
+    if (rc == 1 && found) {
+        snprintf(id, 24, "%s", found);
+        free(found);
+        return 0;
+    }
+    free(found);
+    if (rc == 0) {
+        char name[104];
+        s_not_found(call, "%s '%s' not found", what[table], s_short(ident, name, sizeof name));
+    }
+    return -1;
+}
+
+//  Checks that a path parameter is a numeric id; answers 404 when not.
+static int s_path_id(s_call_t *call, const char *what)
+{
+    if (s_is_id(call->params[0]))
+        return 0;
+    s_not_found(call, "%s not found", what);
+    return -1;
+}
+
+// ---------------------------------------------------------------------------
+//  Providers
+
+static const s_field_t s_provider_fields[] = {
+    {.field = "name", .column = NULL, .kind = S_F_PNAME, .required = true},
+    {.field = "protocol",
+     .column = NULL,
+     .kind = S_F_ENUM,
+     .choices = s_protocols,
+     .required = true},
+    {.field = "base_url", .column = "base_url", .kind = S_F_URL, .required = true},
+    {.field = "priority",
+     .column = "priority",
+     .kind = S_F_INT,
+     .min = -S_INT_MAX,
+     .max = S_INT_MAX},
+    {.field = "weight", .column = "weight", .kind = S_F_INT, .min = 0, .max = S_INT_MAX},
+    {.field = NULL}};
+
+static const s_field_t s_provider_patch_fields[] = {
+    {.field = "status", .column = "status", .kind = S_F_ENUM, .choices = s_statuses},
+    {.field = "priority",
+     .column = "priority",
+     .kind = S_F_INT,
+     .min = -S_INT_MAX,
+     .max = S_INT_MAX},
+    {.field = "weight", .column = "weight", .kind = S_F_INT, .min = 0, .max = S_INT_MAX},
+    {.field = "base_url", .column = "base_url", .kind = S_F_URL},
+    {.field = NULL}};
+
+#define S_PROVIDER_BY_ID "SELECT " S_PROVIDER_JSON " FROM providers p WHERE p.id = $1::bigint"
+
+static void s_provider_create(s_call_t *call)
+{
+    const s_field_t *f = s_provider_fields;
+    s_value_t v[S_MAX_FIELDS] = {{0}};
+    char *id = NULL;
+    if (s_read(call, f, v) == 0 && s_begin(call) == 0) {
+        const char *params[] = {S_VALUE(f, v, "name")->text, S_VALUE(f, v, "protocol")->text,
+                                S_VALUE(f, v, "base_url")->text, S_VALUE(f, v, "priority")->text,
+                                S_VALUE(f, v, "weight")->text};
+        if (s_sql_one(call,
+                      "INSERT INTO providers (name, protocol, base_url, priority, weight) "
+                      "VALUES ($1, $2, $3, coalesce($4::int, 0), coalesce($5::int, 1)) "
+                      "RETURNING id",
+                      5, params, &id) == 1 &&
+            s_commit(call) == 0)
+            s_respond_query(call, 201, S_PROVIDER_BY_ID, 1, (const char *[]){id}, "provider");
+    }
+    free(id);
+    s_values_free(v, S_MAX_FIELDS);
+}
+
+static void s_provider_list(s_call_t *call)
+{
+    s_respond_query(call, 200,
+                    "SELECT json_build_object('data', coalesce(json_agg(" S_PROVIDER_JSON
+                    " ORDER BY p.priority DESC, p.id), '[]'::json)) FROM providers p",
+                    0, NULL, "providers");
+}
+
+static void s_provider_get(s_call_t *call)
+{
+    char id[24];
+    if (s_resolve(call, S_PROVIDER, call->params[0], id) == 0)
+        s_respond_query(call, 200, S_PROVIDER_BY_ID, 1, (const char *[]){id}, "provider");
+}
+
+//  PATCH, or DELETE with a fixed change (status = disabled).
+static void s_provider_change(s_call_t *call, json_t *forced)
+{
+    char id[24];
+    s_value_t v[S_MAX_FIELDS] = {{0}};
+    if (forced) {
+        json_decref(call->body);
+        call->body = forced;
+    }
+    if (s_resolve(call, S_PROVIDER, call->params[0], id) == 0 &&
+        s_read(call, s_provider_patch_fields, v) == 0) {
+        if (s_present(s_provider_patch_fields, v) == 0)
+            s_invalid(call, "nothing to change");
+        else if (s_begin(call) == 0 &&
+                 s_patch(call, "providers", true, s_provider_patch_fields, v, id) >= 0 &&
+                 s_commit(call) == 0)
+            s_respond_query(call, 200, S_PROVIDER_BY_ID, 1, (const char *[]){id}, "provider");
+    }
+    s_values_free(v, S_MAX_FIELDS);
+}
+
+static void s_provider_patch(s_call_t *call)
+{
+    s_provider_change(call, NULL);
+}
+
+static void s_provider_delete(s_call_t *call)
+{
+    s_provider_change(call, json_pack("{s:s}", "status", "disabled"));
+}
+
+// ---------------------------------------------------------------------------
+//  Provider keys
+
+static const s_field_t s_provider_key_fields[] = {
+    {.field = "secret", .column = NULL, .kind = S_F_TEXT, .min = 1, .max = 8192, .required = true},
+    {.field = "name", .column = NULL, .kind = S_F_TEXT, .min = 0, .max = 200},
+    {.field = "priority", .column = NULL, .kind = S_F_INT, .min = -S_INT_MAX, .max = S_INT_MAX},
+    {.field = "weight", .column = NULL, .kind = S_F_INT, .min = 0, .max = S_INT_MAX},
+    {.field = "multiplier_ppm",
+     .column = NULL,
+     .kind = S_F_INT,
+     .min = 0,
+     .max = S_INT_MAX * INT64_C(1000)},
+    {.field = NULL}};
+
+static const s_field_t s_provider_key_patch_fields[] = {
+    {.field = "status", .column = "status", .kind = S_F_ENUM, .choices = s_statuses},
+    {.field = "disabled_reason",
+     .column = "disabled_reason",
+     .kind = S_F_TEXT,
+     .min = 0,
+     .max = 1000,
+     .nullable = true},
+    {.field = "name", .column = "name", .kind = S_F_TEXT, .min = 0, .max = 200},
+    {.field = "priority",
+     .column = "priority",
+     .kind = S_F_INT,
+     .min = -S_INT_MAX,
+     .max = S_INT_MAX},
+    {.field = "weight", .column = "weight", .kind = S_F_INT, .min = 0, .max = S_INT_MAX},
+    {.field = "multiplier_ppm",
+     .column = "multiplier_ppm",
+     .kind = S_F_INT,
+     .min = 0,
+     .max = S_INT_MAX * INT64_C(1000)},
+    {.field = NULL}};
+
+#define S_PROVIDER_KEY_BY_ID                                                                       \
+    "SELECT " S_PROVIDER_KEY_JSON S_PROVIDER_KEY_FROM "WHERE k.id = $1::bigint"
+
+//  "…" and the secret's last 4 characters, or just "…" for a secret so
+//  short that 4 characters would give too much of it away.
+static void s_secret_hint(const char *secret, char *hint, size_t size)
+{
+    size_t length = strlen(secret);
+    snprintf(hint, size, "\u2026%s", length >= S_HINT_MIN_SECRET ? secret + length - 4 : "");
+}
+
+//  Seals a secret under secret_key into bytea hex literals ("\x…") for
+//  PostgreSQL. Returns 0, or -1 after setting the answer.
+static int s_seal(s_call_t *call, const char *secret, char **nonce_hex, char **sealed_hex)
+{
+    const char *key = proto_config_str(call->self->config, "secret_key");
+    if (!key || !*key) {
+        s_error(call, 500, "api_error", "secret_key is not configured");
+        return -1;
+    }
+    size_t length = strlen(secret);
+    size_t nonce_size = proto_crypto_nonce_size();
+    size_t sealed_size = length + proto_crypto_overhead();
+    uint8_t *nonce = malloc(nonce_size), *sealed = malloc(sealed_size);
+    assert(nonce && sealed);
+    int rc = proto_crypto_seal(key, secret, length, nonce, sealed);
+    if (rc == 0) {
+        *nonce_hex = malloc(nonce_size * 2 + 3);
+        *sealed_hex = malloc(sealed_size * 2 + 3);
+        assert(*nonce_hex && *sealed_hex);
+        strcpy(*nonce_hex, "\\x");
+        strcpy(*sealed_hex, "\\x");
+        for (size_t i = 0; i < nonce_size; i++)
+            sprintf(*nonce_hex + 2 + i * 2, "%02x", nonce[i]);
+        for (size_t i = 0; i < sealed_size; i++)
+            sprintf(*sealed_hex + 2 + i * 2, "%02x", sealed[i]);
+    } else {
+        log_error(NULL, "admin: secret_key is not 64 hex digits; cannot seal provider secrets");
+        s_error(call, 500, "api_error", "secret_key is not valid");
+    }
+    free(nonce);
+    free(sealed);
+    return rc;
+}
+
+static void s_provider_key_create(s_call_t *call)
+{
+    const s_field_t *f = s_provider_key_fields;
+    s_value_t v[S_MAX_FIELDS] = {{0}};
+    char provider[24], hint[16];
+    char *nonce = NULL, *sealed = NULL, *id = NULL;
+    if (s_resolve(call, S_PROVIDER, call->params[0], provider) == 0 && s_read(call, f, v) == 0) {
+        const char *secret = S_VALUE(f, v, "secret")->text;
+        s_secret_hint(secret, hint, sizeof hint);
+        if (s_seal(call, secret, &nonce, &sealed) == 0 && s_begin(call) == 0) {
+            const char *params[] = {provider,
+                                    S_VALUE(f, v, "name")->text,
+                                    sealed,
+                                    nonce,
+                                    hint,
+                                    S_VALUE(f, v, "priority")->text,
+                                    S_VALUE(f, v, "weight")->text,
+                                    S_VALUE(f, v, "multiplier_ppm")->text};
+            if (s_sql_one(call,
+                          "INSERT INTO provider_keys (provider_id, name, secret_sealed, "
+                          "secret_nonce, secret_hint, priority, weight, multiplier_ppm) "
+                          "VALUES ($1, coalesce($2, ''), $3::bytea, $4::bytea, $5, "
+                          "coalesce($6::int, 0), coalesce($7::int, 1), "
+                          "coalesce($8::bigint, 1000000)) RETURNING id",
+                          8, params, &id) == 1 &&
+                s_commit(call) == 0)
+                s_respond_query(call, 201, S_PROVIDER_KEY_BY_ID, 1, (const char *[]){id},
+                                "provider key");
+        }
+    }
+    free(id);
+    free(nonce);
+    free(sealed);
+    s_values_free(v, S_MAX_FIELDS);
+}
+
+static void s_provider_key_list(s_call_t *call)
+{
+    char provider[24];
+    if (s_resolve(call, S_PROVIDER, call->params[0], provider) == 0)
+        s_respond_query(call, 200,
+                        "SELECT json_build_object('data', coalesce(json_agg(" S_PROVIDER_KEY_JSON
+                        " ORDER BY k.priority DESC, k.id), '[]'::json))" S_PROVIDER_KEY_FROM
+                        "WHERE k.provider_id = $1::bigint",
+                        1, (const char *[]){provider}, "provider keys");
+}
+
+static void s_provider_key_get(s_call_t *call)
+{
+    if (s_path_id(call, "provider key") == 0)
+        s_respond_query(call, 200, S_PROVIDER_KEY_BY_ID, 1, call->params, "provider key");
+}
+
+static void s_provider_key_change(s_call_t *call, json_t *forced)
+{
+    s_value_t v[S_MAX_FIELDS] = {{0}};
+    const s_field_t *f = s_provider_key_patch_fields;
+    if (forced) {
+        json_decref(call->body);
+        call->body = forced;
+    }
+    if (s_path_id(call, "provider key") != 0 || s_read(call, f, v) != 0)
+        ;
+    else if (s_present(f, v) == 0)
+        s_invalid(call, "nothing to change");
+    else if (s_begin(call) == 0) {
+        int rows = s_patch(call, "provider_keys", true, f, v, call->params[0]);
+        if (rows == 0)
+            s_not_found(call, "provider key not found");
+        else if (rows > 0 && s_commit(call) == 0)
+            s_respond_query(call, 200, S_PROVIDER_KEY_BY_ID, 1, call->params, "provider key");
+    }
+    s_values_free(v, S_MAX_FIELDS);
+}
+
+static void s_provider_key_patch(s_call_t *call)
+{
+    s_provider_key_change(call, NULL);
+}
+
+static void s_provider_key_delete(s_call_t *call)
+{
+    s_provider_key_change(call, json_pack("{s:s}", "status", "disabled"));
+}
+
+// ---------------------------------------------------------------------------
+//  Models and routes
+
+#define S_PRICE_FIELDS                                                                             \
+    {.field = "price_in",                                                                          \
+     .column = "price_in_micros",                                                                  \
+     .kind = S_F_MICROS,                                                                           \
+     .min = 0,                                                                                     \
+     .max = S_PRICE_MAX,                                                                           \
+     .micros = "price_in_micros"},                                                                 \
+        {.field = "price_out",                                                                     \
+         .column = "price_out_micros",                                                             \
+         .kind = S_F_MICROS,                                                                       \
+         .min = 0,                                                                                 \
+         .max = S_PRICE_MAX,                                                                       \
+         .micros = "price_out_micros"},                                                            \
+        {.field = "price_cache_read",                                                              \
+         .column = "price_cache_read_micros",                                                      \
+         .kind = S_F_MICROS,                                                                       \
+         .min = 0,                                                                                 \
+         .max = S_PRICE_MAX,                                                                       \
+         .micros = "price_cache_read_micros"},                                                     \
+    {                                                                                              \
+        .field = "price_cache_write", .column = "price_cache_write_micros", .kind = S_F_MICROS,    \
+        .min = 0, .max = S_PRICE_MAX, .micros = "price_cache_write_micros"                         \
+    }
+
+static const s_field_t s_model_fields[] = {
+    {.field = "name", .column = NULL, .kind = S_F_TEXT, .min = 1, .max = 200, .required = true},
+    S_PRICE_FIELDS,
+    {.field = "routes", .column = NULL, .kind = S_F_ANY},
+    {.field = NULL}};
+
+static const s_field_t s_model_patch_fields[] = {
+    {.field = "status", .column = "status", .kind = S_F_ENUM, .choices = s_statuses},
+    S_PRICE_FIELDS,
+    {.field = NULL}};
+
+static const s_field_t s_route_fields[] = {
+    {.field = "provider", .column = NULL, .kind = S_F_REF, .required = true},
+    {.field = "upstream_model", .column = NULL, .kind = S_F_TEXT, .min = 1, .max = 127},
+    {.field = "priority", .column = NULL, .kind = S_F_INT, .min = -S_INT_MAX, .max = S_INT_MAX},
+    {.field = "weight", .column = NULL, .kind = S_F_INT, .min = 0, .max = S_INT_MAX},
+    {.field = NULL}};
+
+static const s_field_t s_route_patch_fields[] = {
+    {.field = "status", .column = "status", .kind = S_F_ENUM, .choices = s_statuses},
+    {.field = "upstream_model", .column = "upstream_model", .kind = S_F_TEXT, .min = 1, .max = 127},
+    {.field = "priority",
+     .column = "priority",
+     .kind = S_F_INT,
+     .min = -S_INT_MAX,
+     .max = S_INT_MAX},
+    {.field = "weight", .column = "weight", .kind = S_F_INT, .min = 0, .max = S_INT_MAX},
+    {.field = NULL}};
+
+#define S_MODEL_BY_ID "SELECT " S_MODEL_JSON " FROM models m WHERE m.id = $1::bigint"
+#define S_ROUTE_BY_ID "SELECT " S_ROUTE_JSON S_ROUTE_FROM "WHERE r.id = $1::bigint"
+
+//  Adds one route (a JSON object) to a model inside the caller's
+//  transaction. `where` prefixes error messages ("routes[2]: "). Returns the
+//  new id (caller frees), or NULL after setting the answer.
+static char *s_route_add(s_call_t *call, const char *model_id, const char *model_name,
+                         json_t *route, const char *where)
+{
+    const s_field_t *f = s_route_fields;
+    s_value_t v[S_MAX_FIELDS] = {{0}};
+    json_t *saved = call->body;
+    call->body = route;
+    char *id = NULL;
+    char provider[24];
+    int rc = json_is_object(route) ? s_read(call, f, v) : -1;
+    call->body = saved;
+    if (!json_is_object(route))
+        s_invalid(call, "%sa route must be an object", where);
+    else if (rc != 0) {
+        //  Prefix the message s_read wrote with the route's position.
+        json_t *answer = json_loads(call->response, 0, NULL);
+        json_t *error = json_object_get(answer, "error");
+        char message[600];
+        snprintf(message, sizeof message, "%s%s", where,
+                 json_string_value(json_object_get(error, "message")));
+        json_object_set_new(error, "message", json_string(message));
+        s_respond_json(call, 400, answer);
+    } else if (s_resolve(call, S_PROVIDER, S_VALUE(f, v, "provider")->text, provider) == 0) {
+        const char *upstream = S_VALUE(f, v, "upstream_model")->text;
+        if (!upstream && strlen(model_name) > 127)
+            s_invalid(call,
+                      "%sthe model name is too long to be an upstream model; give "
+                      "'upstream_model'",
+                      where);
+        else {
+            const char *params[] = {model_id, provider, upstream ? upstream : model_name,
+                                    S_VALUE(f, v, "priority")->text, S_VALUE(f, v, "weight")->text};
+            s_sql_one(call,
+                      "INSERT INTO routes (model_id, provider_id, upstream_model, priority, "
+                      "weight) VALUES ($1, $2, $3, coalesce($4::int, 0), "
+                      "coalesce($5::int, 1)) RETURNING id",
+                      5, params, &id);
+        }
+    }
+    s_values_free(v, S_MAX_FIELDS);
+    return id;
+}
+
+static void s_model_create(s_call_t *call)
+{
+    const s_field_t *f = s_model_fields;
+    s_value_t v[S_MAX_FIELDS] = {{0}};
+    char *id = NULL;
+    if (s_read(call, f, v) != 0)
+        goto done;
+    json_t *routes = S_VALUE(f, v, "routes")->json;
+    if (routes && !json_is_array(routes) && !json_is_null(routes)) {
+        s_invalid(call, "'routes' must be an array");
+        goto done;
+    }
+    const char *name = S_VALUE(f, v, "name")->text;
+    const char *params[] = {name, S_VALUE(f, v, "price_in")->text, S_VALUE(f, v, "price_out")->text,
+                            S_VALUE(f, v, "price_cache_read")->text,
+                            S_VALUE(f, v, "price_cache_write")->text};
+    if (s_begin(call) != 0 ||
+        s_sql_one(call,
+                  "INSERT INTO models (name, price_in_micros, price_out_micros, "
+                  "price_cache_read_micros, price_cache_write_micros) VALUES ($1, "
+                  "coalesce($2::bigint, 0), coalesce($3::bigint, 0), "
+                  "coalesce($4::bigint, 0), coalesce($5::bigint, 0)) RETURNING id",
+                  5, params, &id) != 1)
+        goto done;
+    size_t index;
+    json_t *route;
+    json_array_foreach(routes, index, route)
+    {
+        char where[32];
+        snprintf(where, sizeof where, "routes[%zu]: ", index);
+        char *route_id = s_route_add(call, id, name, route, where);
+        if (!route_id)
+            goto done;
+        free(route_id);
+    }
+    if (s_commit(call) == 0)
+        s_respond_query(call, 201, S_MODEL_BY_ID, 1, (const char *[]){id}, "model");
+done:
+    free(id);
+    s_values_free(v, S_MAX_FIELDS);
+}
+
+static void s_model_list(s_call_t *call)
+{
+    s_respond_query(call, 200,
+                    "SELECT json_build_object('data', coalesce(json_agg(" S_MODEL_JSON
+                    " ORDER BY m.name), '[]'::json)) FROM models m",
+                    0, NULL, "models");
+}
+
+static void s_model_get(s_call_t *call)
+{
+    char id[24];
+    if (s_resolve(call, S_MODEL, call->params[0], id) == 0)
+        s_respond_query(call, 200, S_MODEL_BY_ID, 1, (const char *[]){id}, "model");
+}
+
+static void s_model_change(s_call_t *call, json_t *forced)
+{
+    char id[24];
+    s_value_t v[S_MAX_FIELDS] = {{0}};
+    if (forced) {
+        json_decref(call->body);
+        call->body = forced;
+    }
+    if (s_resolve(call, S_MODEL, call->params[0], id) == 0 &&
+        s_read(call, s_model_patch_fields, v) == 0) {
+        if (s_present(s_model_patch_fields, v) == 0)
+            s_invalid(call, "nothing to change");
+        else if (s_begin(call) == 0 &&
+                 s_patch(call, "models", true, s_model_patch_fields, v, id) >= 0 &&
+                 s_commit(call) == 0)
+            s_respond_query(call, 200, S_MODEL_BY_ID, 1, (const char *[]){id}, "model");
+    }
+    s_values_free(v, S_MAX_FIELDS);
+}
+
+static void s_model_patch(s_call_t *call)
+{
+    s_model_change(call, NULL);
+}
+
+static void s_model_delete(s_call_t *call)
+{
+    s_model_change(call, json_pack("{s:s}", "status", "disabled"));
+}
+
+static void s_route_create(s_call_t *call)
+{
+    char id[24];
+    char *route_id = NULL, *name = NULL;
+    if (s_resolve(call, S_MODEL, call->params[0], id) == 0 &&
+        s_sql_one(call, "SELECT name FROM models WHERE id = $1::bigint", 1, (const char *[]){id},
+                  &name) == 1 &&
+        s_begin(call) == 0 && (route_id = s_route_add(call, id, name, call->body, "")) &&
+        s_commit(call) == 0)
+        s_respond_query(call, 201, S_ROUTE_BY_ID, 1, (const char *[]){route_id}, "route");
+    free(route_id);
+    free(name);
+}
+
+static void s_route_list(s_call_t *call)
+{
+    char id[24];
+    if (s_resolve(call, S_MODEL, call->params[0], id) == 0)
+        s_respond_query(call, 200,
+                        "SELECT json_build_object('data', coalesce(json_agg(" S_ROUTE_JSON
+                        " ORDER BY r.priority DESC, r.id), '[]'::json))" S_ROUTE_FROM
+                        "WHERE r.model_id = $1::bigint",
+                        1, (const char *[]){id}, "routes");
+}
+
+static void s_route_patch(s_call_t *call)
+{
+    s_value_t v[S_MAX_FIELDS] = {{0}};
+    const s_field_t *f = s_route_patch_fields;
+    if (s_path_id(call, "route") != 0 || s_read(call, f, v) != 0)
+        ;
+    else if (s_present(f, v) == 0)
+        s_invalid(call, "nothing to change");
+    else if (s_begin(call) == 0) {
+        int rows = s_patch(call, "routes", false, f, v, call->params[0]);
+        if (rows == 0)
+            s_not_found(call, "route not found");
+        else if (rows > 0 && s_commit(call) == 0)
+            s_respond_query(call, 200, S_ROUTE_BY_ID, 1, call->params, "route");
+    }
+    s_values_free(v, S_MAX_FIELDS);
+}
+
+//  Routes are the one thing really deleted: nothing refers to them.
+static void s_route_delete(s_call_t *call)
+{
+    char *text = NULL;
+    if (s_path_id(call, "route") != 0 || s_begin(call) != 0)
+        return;
+    int found = s_sql_one(call,
+                          "WITH r AS (DELETE FROM routes WHERE id = $1::bigint RETURNING *) "
+                          "SELECT " S_ROUTE_JSON " FROM r JOIN providers rp "
+                          "ON rp.id = r.provider_id",
+                          1, call->params, &text);
+    if (found == 0)
+        s_not_found(call, "route not found");
+    else if (found == 1 && s_commit(call) == 0)
+        s_respond_text(call, 200, text);
+    free(text);
+}
+
+// ---------------------------------------------------------------------------
+//  Accounts and money
+
+#define S_ACCOUNT_SETTINGS                                                                         \
+    {.field = "status", .column = "status", .kind = S_F_ENUM, .choices = s_statuses},              \
+        {.field = "rpm_limit",                                                                     \
+         .column = "rpm_limit",                                                                    \
+         .kind = S_F_INT,                                                                          \
+         .min = 1,                                                                                 \
+         .max = S_INT_MAX,                                                                         \
+         .nullable = true},                                                                        \
+        {.field = "tpm_limit",                                                                     \
+         .column = "tpm_limit",                                                                    \
+         .kind = S_F_INT,                                                                          \
+         .min = 1,                                                                                 \
+         .max = S_INT_MAX * INT64_C(1000),                                                         \
+         .nullable = true},                                                                        \
+        {.field = "concurrency_limit",                                                             \
+         .column = "concurrency_limit",                                                            \
+         .kind = S_F_INT,                                                                          \
+         .min = 1,                                                                                 \
+         .max = S_INT_MAX,                                                                         \
+         .nullable = true},                                                                        \
+        {.field = "daily_spend",                                                                   \
+         .column = "daily_spend_micros",                                                           \
+         .kind = S_F_MICROS,                                                                       \
+         .min = 0,                                                                                 \
+         .max = S_MONEY_MAX,                                                                       \
+         .nullable = true,                                                                         \
+         .micros = "daily_spend_micros"},                                                          \
+        {.field = "monthly_spend",                                                                 \
+         .column = "monthly_spend_micros",                                                         \
+         .kind = S_F_MICROS,                                                                       \
+         .min = 0,                                                                                 \
+         .max = S_MONEY_MAX,                                                                       \
+         .nullable = true,                                                                         \
+         .micros = "monthly_spend_micros"},                                                        \
+    {                                                                                              \
+        .field = "allowed_models", .column = "allowed_models", .kind = S_F_NAMES, .nullable = true \
+    }
+
+//  The first three are read by create only; s_patch skips them (no column).
+static const s_field_t s_account_fields[] = {
+    {.field = "name", .column = NULL, .kind = S_F_TEXT, .min = 1, .max = 200, .required = true},
+    {.field = "balance",
+     .column = NULL,
+     .kind = S_F_MICROS,
+     .min = 0,
+     .max = S_MONEY_MAX,
+     .micros = "balance_micros"},
+    {.field = "currency", .column = NULL, .kind = S_F_TEXT, .min = 1, .max = 12},
+    S_ACCOUNT_SETTINGS,
+    {.field = NULL}};
+
+static const s_field_t s_account_patch_fields[] = {
+    {.field = "name", .column = "name", .kind = S_F_TEXT, .min = 1, .max = 200},
+    S_ACCOUNT_SETTINGS,
+    {.field = NULL}};
+
+static const s_field_t s_topup_fields[] = {
+    {.field = "amount",
+     .column = NULL,
+     .kind = S_F_MICROS,
+     .min = -S_MONEY_MAX,
+     .max = S_MONEY_MAX,
+     .micros = "amount_micros",
+     .required = true},
+    {.field = "reason", .column = NULL, .kind = S_F_TEXT, .min = 0, .max = 1000},
+    {.field = NULL}};
+
+#define S_ACCOUNT_BY_ID "SELECT " S_ACCOUNT_JSON " FROM accounts a WHERE a.id = $1::bigint"
+
+//  Writes a journal entry moving `amount` into the customer's ledger account
+//  from a system account (funding for top-ups, adjustments otherwise) and
+//  moves accounts.balance_micros the same way, inside the caller's
+//  transaction, so `balance = sum of lines` holds at every commit. The
+//  balance column does not wake the programs (it is the ledger's), so this
+//  notifies explicitly: billing rebases its balances on a catalog reload.
+//  Writes the entry id into entry (24 bytes). Returns 0 or -1 (answer set).
+static int s_journal(s_call_t *call, const char *account, const char *amount, const char *kind,
+                     const char *reason, char *entry)
+{
+    char *ledger = NULL, *entry_id = NULL;
+    int rc = -1;
+    if (s_sql_one(call,
+                  "WITH fresh AS (INSERT INTO ledger_accounts (account_id) VALUES ($1::bigint) "
+                  "ON CONFLICT (account_id) DO NOTHING RETURNING id) "
+                  "SELECT id FROM fresh UNION ALL "
+                  "SELECT id FROM ledger_accounts WHERE account_id = $1::bigint",
+                  1, (const char *[]){account}, &ledger) != 1 ||
+        !ledger)
+        goto done;
+    const char *system = strcmp(kind, "topup") == 0 ? "funding" : "adjustments";
+    const char *params[] = {kind, reason, ledger, amount, system};
+    if (s_sql_one(call,
+                  "WITH e AS (INSERT INTO journal_entries (kind, reason, created_by) "
+                  "VALUES ($1, $2, 'admin-api') RETURNING id), "
+                  "l AS (INSERT INTO journal_lines (entry_id, ledger_account_id, amount_micros) "
+                  "SELECT e.id, v.ledger, v.amount FROM e, (VALUES ($3::bigint, $4::bigint), "
+                  "((SELECT id FROM ledger_accounts WHERE system_name = $5), -($4::bigint))) "
+                  "AS v(ledger, amount)) SELECT id FROM e",
+                  5, params, &entry_id) != 1 ||
+        !entry_id)
+        goto done;
+    PGresult *result = s_sql(call,
+                             "UPDATE accounts SET balance_micros = balance_micros + $2::bigint, "
+                             "updated_at = now() WHERE id = $1::bigint",
+                             2, (const char *[]){account, amount});
+    if (!result)
+        goto done;
+    PQclear(result);
+    result = s_sql(call, "SELECT pg_notify('tollgate_config', 'accounts')", 0, NULL);
+    if (!result)
+        goto done;
+    PQclear(result);
+    snprintf(entry, 24, "%s", entry_id);
+    rc = 0;
+done:
+    free(ledger);
+    free(entry_id);
+    return rc;
+}
+
+//  Answers with the account's JSON plus one more field.
+static void s_respond_account_with(s_call_t *call, int status, const char *id, const char *key,
+                                   json_t *extra)
+{
+    char *text = NULL;
+    if (s_sql_one(call, S_ACCOUNT_BY_ID, 1, (const char *[]){id}, &text) == 1 && text) {
+        json_t *account = json_loads(text, 0, NULL);
+        assert(account);
+        json_object_set_new(account, key, extra);
+        s_respond_json(call, status, account);
+    } else
+        json_decref(extra);
+    free(text);
+}
+
+static void s_account_create(s_call_t *call)
+{
+    const s_field_t *f = s_account_fields;
+    s_value_t v[S_MAX_FIELDS] = {{0}};
+    char *id = NULL;
+    char entry[24] = "";
+    if (s_read(call, f, v) != 0 || s_begin(call) != 0)
+        goto done;
+    const char *balance = S_VALUE(f, v, "balance")->text;
+    const char *params[] = {S_VALUE(f, v, "name")->text, S_VALUE(f, v, "currency")->text};
+    if (s_sql_one(call,
+                  "INSERT INTO accounts (name, currency) VALUES ($1, coalesce($2, 'USD')) "
+                  "RETURNING id",
+                  2, params, &id) != 1 ||
+        s_patch(call, "accounts", true, f, v, id) < 0)
+        goto done;
+    //  An opening balance is money like any other: it arrives by journal entry.
+    if (balance && strcmp(balance, "0") != 0 &&
+        s_journal(call, id, balance, "topup", "initial balance", entry) != 0)
+        goto done;
+    if (s_commit(call) == 0) {
+        log_info(NULL, "admin: account %s created with balance %s micros", id,
+                 balance ? balance : "0");
+        s_respond_query(call, 201, S_ACCOUNT_BY_ID, 1, (const char *[]){id}, "account");
+    }
+done:
+    free(id);
+    s_values_free(v, S_MAX_FIELDS);
+}
+
+static void s_account_list(s_call_t *call)
+{
+    s_respond_query(call, 200,
+                    "SELECT json_build_object('data', coalesce(json_agg(" S_ACCOUNT_JSON
+                    " ORDER BY a.name), '[]'::json)) FROM accounts a",
+                    0, NULL, "accounts");
+}
+
+static void s_account_get(s_call_t *call)
+{
+    char id[24];
+    if (s_resolve(call, S_ACCOUNT, call->params[0], id) == 0)
+        s_respond_query(call, 200, S_ACCOUNT_BY_ID, 1, (const char *[]){id}, "account");
+}
+
+static void s_account_change(s_call_t *call, json_t *forced)
+{
+    char id[24];
+    s_value_t v[S_MAX_FIELDS] = {{0}};
+    const s_field_t *f = s_account_patch_fields;
+    if (forced) {
+        json_decref(call->body);
+        call->body = forced;
+    }
+    if (s_resolve(call, S_ACCOUNT, call->params[0], id) == 0 && s_read(call, f, v) == 0) {
+        if (s_present(f, v) == 0)
+            s_invalid(call, "nothing to change");
+        else if (s_begin(call) == 0 && s_patch(call, "accounts", true, f, v, id) >= 0 &&
+                 s_commit(call) == 0)
+            s_respond_query(call, 200, S_ACCOUNT_BY_ID, 1, (const char *[]){id}, "account");
+    }
+    s_values_free(v, S_MAX_FIELDS);
+}
+
+static void s_account_patch(s_call_t *call)
+{
+    s_account_change(call, NULL);
+}
+
+static void s_account_delete(s_call_t *call)
+{
+    s_account_change(call, json_pack("{s:s}", "status", "disabled"));
+}
+
+static void s_account_topup(s_call_t *call)
+{
+    const s_field_t *f = s_topup_fields;
+    s_value_t v[S_MAX_FIELDS] = {{0}};
+    char id[24], entry[24];
+    if (s_resolve(call, S_ACCOUNT, call->params[0], id) != 0 || s_read(call, f, v) != 0)
+        goto done;
+    const char *amount = S_VALUE(f, v, "amount")->text;
+    if (strcmp(amount, "0") == 0) {
+        s_invalid(call, "'amount' must not be zero");
+        goto done;
+    }
+    const char *kind = amount[0] == '-' ? "adjustment" : "topup";
+    const char *reason = S_VALUE(f, v, "reason")->text;
+    if (s_begin(call) == 0 && s_journal(call, id, amount, kind, reason ? reason : "", entry) == 0 &&
+        s_commit(call) == 0) {
+        log_info(NULL, "admin: account %s %s of %s micros, journal entry %s", id, kind, amount,
+                 entry);
+        json_t *extra =
+            json_pack("{s:I,s:s,s:I}", "id", (json_int_t)strtoll(entry, NULL, 10), "kind", kind,
+                      "amount_micros", (json_int_t)strtoll(amount, NULL, 10));
+        s_respond_account_with(call, 200, id, "journal_entry", extra);
+    }
+done:
+    s_values_free(v, S_MAX_FIELDS);
+}
+
+// ---------------------------------------------------------------------------
+//  Client API keys
+
+static const s_field_t s_key_fields[] = {
+    {.field = "account", .column = NULL, .kind = S_F_REF, .required = true},
+    {.field = "name", .column = NULL, .kind = S_F_TEXT, .min = 0, .max = 200},
+    {.field = "models", .column = NULL, .kind = S_F_NAMES, .nullable = true},
+    {.field = "expires_at", .column = NULL, .kind = S_F_TIME, .nullable = true},
+    {.field = NULL}};
+
+static const s_field_t s_key_patch_fields[] = {
+    {.field = "status", .column = "status", .kind = S_F_ENUM, .choices = s_key_statuses},
+    {.field = "name", .column = "name", .kind = S_F_TEXT, .min = 0, .max = 200},
+    {.field = "models", .column = "allowed_models", .kind = S_F_NAMES, .nullable = true},
+    {.field = "expires_at", .column = "expires_at", .kind = S_F_TIME, .nullable = true},
+    {.field = NULL}};
+
+static const s_field_t s_revoke_fields[] = {
+    {.field = "key", .column = NULL, .kind = S_F_TEXT, .min = 1, .max = 200}, {.field = NULL}};
+
+#define S_API_KEY_BY_ID "SELECT " S_API_KEY_JSON S_API_KEY_FROM "WHERE k.id = $1::bigint"
+
+static void s_key_create(s_call_t *call)
+{
+    const s_field_t *f = s_key_fields;
+    s_value_t v[S_MAX_FIELDS] = {{0}};
+    char account[24];
+    char key[PROTO_CRYPTO_API_KEY_LEN + 1], hash[PROTO_CRYPTO_HASH_HEX + 1];
+    char prefix[PROTO_CRYPTO_PREFIX_LEN + 1];
+    char *id = NULL, *text = NULL;
+    if (s_read(call, f, v) != 0 ||
+        s_resolve(call, S_ACCOUNT, S_VALUE(f, v, "account")->text, account) != 0)
+        goto done;
+    proto_crypto_new_api_key(key, sizeof key);
+    proto_crypto_hash_hex(key, strlen(key), hash);
+    snprintf(prefix, sizeof prefix, "%.*s", PROTO_CRYPTO_PREFIX_LEN, key);
+    const char *models = S_VALUE(f, v, "models")->text;
+    const char *params[] = {account, S_VALUE(f, v, "name")->text,      hash, prefix,
+                            models,  S_VALUE(f, v, "expires_at")->text};
+    if (s_begin(call) != 0 ||
+        s_sql_one(call,
+                  "INSERT INTO api_keys (account_id, name, key_hash, key_prefix, "
+                  "allowed_models, expires_at) VALUES ($1, coalesce($2, ''), $3, $4, "
+                  "CASE WHEN $5::json IS NULL THEN NULL "
+                  "ELSE ARRAY(SELECT json_array_elements_text($5::json)) END, "
+                  "$6::timestamptz) RETURNING id",
+                  6, params, &id) != 1 ||
+        s_commit(call) != 0)
+        goto done;
+    //  The key goes into the answer here, in C: it is never sent to
+    //  PostgreSQL, where a failed statement could log it.
+    if (s_sql_one(call, S_API_KEY_BY_ID, 1, (const char *[]){id}, &text) == 1 && text) {
+        json_t *answer = json_loads(text, 0, NULL);
+        assert(answer);
+        json_t *ordered = json_pack("{s:O,s:s}", "id", json_object_get(answer, "id"), "key", key);
+        json_object_update_missing(ordered, answer);
+        json_decref(answer);
+        s_respond_json(call, 201, ordered);
+        log_info(NULL, "admin: api key %s (%s...) created for account %s", id, prefix, account);
+    }
+done:
+    sodium_memzero(key, sizeof key);
+    free(id);
+    free(text);
+    s_values_free(v, S_MAX_FIELDS);
+}
+
+static void s_key_list(s_call_t *call)
+{
+    char ident[256], account[24];
+    int found = s_query_get(call->request->query, "account", ident, sizeof ident);
+    if (found < 0) {
+        s_invalid(call, "'account' is malformed");
+        return;
+    }
+    if (found == 1 && s_resolve(call, S_ACCOUNT, ident, account) != 0)
+        return;
+    s_respond_query(call, 200,
+                    "SELECT json_build_object('data', coalesce(json_agg(" S_API_KEY_JSON
+                    " ORDER BY k.id), '[]'::json))" S_API_KEY_FROM
+                    "WHERE $1::bigint IS NULL OR k.account_id = $1::bigint",
+                    1, (const char *[]){found == 1 ? account : NULL}, "keys");
+}
+
+static void s_key_get(s_call_t *call)
+{
+    if (s_path_id(call, "key") == 0)
+        s_respond_query(call, 200, S_API_KEY_BY_ID, 1, call->params, "key");
+}
+
+//  Sets a key's status to revoked, by id or by the key itself (looked up by
+//  its hash). Revoking twice is not an error.
+static void s_key_revoke_ident(s_call_t *call, const char *ident)
+{
+    char hash[PROTO_CRYPTO_HASH_HEX + 1];
+    const char *params[2] = {NULL, NULL};
+    if (strncmp(ident, "tg-", 3) == 0) {
+        proto_crypto_hash_hex(ident, strlen(ident), hash);
+        params[1] = hash;
+    } else if (s_is_id(ident))
+        params[0] = ident;
+    else {
+        s_not_found(call, "key not found");
+        return;
+    }
+    char *id = NULL;
+    if (s_begin(call) != 0)
+        return;
+    int found = s_sql_one(call,
+                          "UPDATE api_keys SET status = 'revoked', updated_at = now() "
+                          "WHERE id = $1::bigint OR key_hash = $2 RETURNING id",
+                          2, params, &id);
+    if (found == 0)
+        s_not_found(call, "key not found");
+    else if (found == 1 && s_commit(call) == 0) {
+        log_info(NULL, "admin: api key %s revoked", id);
+        s_respond_query(call, 200, S_API_KEY_BY_ID, 1, (const char *[]){id}, "key");
+    }
+    free(id);
+}
+
+static void s_key_revoke(s_call_t *call)
+{
+    s_key_revoke_ident(call, call->params[0]);
+}
+
+//  POST /admin/keys/revoke {"key": "tg-…"}: keeps the key out of URLs, and
+//  so out of access logs.
+static void s_key_revoke_body(s_call_t *call)
+{
+    s_value_t v[S_MAX_FIELDS] = {{0}};
+    if (s_read(call, s_revoke_fields, v) == 0) {
+        if (!v[0].present)
+            s_invalid(call, "'key' is required");
+        else
+            s_key_revoke_ident(call, v[0].text);
+    }
+    s_values_free(v, S_MAX_FIELDS);
+}
+
+static void s_key_delete(s_call_t *call)
+{
+    if (s_path_id(call, "key") == 0)
+        s_key_revoke_ident(call, call->params[0]);
+}
+
+static void s_key_patch(s_call_t *call)
+{
+    s_value_t v[S_MAX_FIELDS] = {{0}};
+    const s_field_t *f = s_key_patch_fields;
+    char *status = NULL;
+    if (s_path_id(call, "key") != 0 || s_read(call, f, v) != 0)
+        goto done;
+    if (s_present(f, v) == 0) {
+        s_invalid(call, "nothing to change");
+        goto done;
+    }
+    if (s_begin(call) != 0)
+        goto done;
+    int found = s_sql_one(call, "SELECT status FROM api_keys WHERE id = $1::bigint FOR UPDATE", 1,
+                          call->params, &status);
+    const s_value_t *wanted = S_VALUE(f, v, "status");
+    if (found == 0)
+        s_not_found(call, "key not found");
+    //  A revoked key may have leaked; it never comes back.
+    else if (found == 1 && strcmp(status, "revoked") == 0 && wanted->present &&
+             strcmp(wanted->text, "revoked") != 0)
+        s_conflict(call, "the key is revoked; create a new one");
+    else if (found == 1 && s_patch(call, "api_keys", true, f, v, call->params[0]) > 0 &&
+             s_commit(call) == 0)
+        s_respond_query(call, 200, S_API_KEY_BY_ID, 1, call->params, "key");
+done:
+    free(status);
+    s_values_free(v, S_MAX_FIELDS);
+}
+
+// ---------------------------------------------------------------------------
+//  Usage and status
+
+static void s_usage(s_call_t *call)
+{
+    char ident[256], before[80], limit_text[24], account[24];
+    const char *query = call->request->query;
+    int has_account = s_query_get(query, "account", ident, sizeof ident);
+    int has_before = s_query_get(query, "before", before, sizeof before);
+    int has_limit = s_query_get(query, "limit", limit_text, sizeof limit_text);
+    long limit = S_USAGE_LIMIT;
+    if (has_account < 0 || has_before < 0 || has_limit < 0) {
+        s_invalid(call, "malformed query string");
+        return;
+    }
+    if (has_limit == 1) {
+        char *end;
+        limit = strtol(limit_text, &end, 10);
+        if (!*limit_text || *end || limit < 1 || limit > S_USAGE_LIMIT_MAX) {
+            s_invalid(call, "'limit' must be an integer from 1 to %d", S_USAGE_LIMIT_MAX);
+            return;
+        }
+    }
+    if (has_account == 1 && s_resolve(call, S_ACCOUNT, ident, account) != 0)
+        return;
+    snprintf(limit_text, sizeof limit_text, "%ld", limit);
+    const char *params[] = {has_account == 1 ? account : NULL, has_before == 1 ? before : NULL,
+                            limit_text};
+    //  Newest first; next_before is set when the page is full, and is the
+    //  value to pass as `before` for the next (older) page.
+    s_respond_query(call, 200,
+                    "SELECT json_build_object('data', coalesce(json_agg(j ORDER BY started_at "
+                    "DESC, request_id DESC), '[]'::json), 'next_before', CASE WHEN count(*) = "
+                    "$3::bigint THEN min(started_at) END) FROM (SELECT u.started_at, "
+                    "u.request_id, " S_USAGE_JSON " AS j FROM usage u WHERE ($1::bigint IS "
+                    "NULL OR u.account_id = $1::bigint) AND ($2::timestamptz IS NULL OR "
+                    "u.started_at < $2::timestamptz) ORDER BY u.started_at DESC, u.request_id "
+                    "DESC LIMIT $3::bigint) s",
+                    3, params, "usage");
+}
+
+static void s_status(s_call_t *call)
+{
+    s_respond_query(call, 200,
+                    "SELECT json_build_object('time', now(), 'counts', json_build_object("
+                    "'accounts', (SELECT count(*) FROM accounts), "
+                    "'api_keys', (SELECT count(*) FROM api_keys), "
+                    "'providers', (SELECT count(*) FROM providers), "
+                    "'provider_keys', (SELECT count(*) FROM provider_keys), "
+                    "'models', (SELECT count(*) FROM models), "
+                    "'routes', (SELECT count(*) FROM routes), "
+                    "'usage', (SELECT count(*) FROM usage), "
+                    "'journal_entries', (SELECT count(*) FROM journal_entries)))",
+                    0, NULL, "status");
+}
+
+// ---------------------------------------------------------------------------
+//  Routing
+
+//  Literal routes come before the patterns that would also match them
+//  (POST /admin/keys/revoke before POST /admin/keys/{k}/revoke is not an
+//  issue, but GET /admin/models/{m*}/routes must precede GET /admin/models/{m*}).
+static const s_route_t s_routes[] = {
+    {"GET", "/admin/status", s_status},
+    {"GET", "/admin/usage", s_usage},
+    {"POST", "/admin/providers", s_provider_create},
+    {"GET", "/admin/providers", s_provider_list},
+    {"POST", "/admin/providers/{p}/keys", s_provider_key_create},
+    {"GET", "/admin/providers/{p}/keys", s_provider_key_list},
+    {"GET", "/admin/providers/{p}", s_provider_get},
+    {"PATCH", "/admin/providers/{p}", s_provider_patch},
+    {"DELETE", "/admin/providers/{p}", s_provider_delete},
+    {"GET", "/admin/provider-keys/{id}", s_provider_key_get},
+    {"PATCH", "/admin/provider-keys/{id}", s_provider_key_patch},
+    {"DELETE", "/admin/provider-keys/{id}", s_provider_key_delete},
+    {"POST", "/admin/models", s_model_create},
+    {"GET", "/admin/models", s_model_list},
+    {"POST", "/admin/models/{m*}/routes", s_route_create},
+    {"GET", "/admin/models/{m*}/routes", s_route_list},
+    {"GET", "/admin/models/{m*}", s_model_get},
+    {"PATCH", "/admin/models/{m*}", s_model_patch},
+    {"DELETE", "/admin/models/{m*}", s_model_delete},
+    {"PATCH", "/admin/routes/{id}", s_route_patch},
+    {"DELETE", "/admin/routes/{id}", s_route_delete},
+    {"POST", "/admin/accounts", s_account_create},
+    {"GET", "/admin/accounts", s_account_list},
+    {"POST", "/admin/accounts/{a*}/topup", s_account_topup},
+    {"GET", "/admin/accounts/{a*}", s_account_get},
+    {"PATCH", "/admin/accounts/{a*}", s_account_patch},
+    {"DELETE", "/admin/accounts/{a*}", s_account_delete},
+    {"POST", "/admin/keys", s_key_create},
+    {"GET", "/admin/keys", s_key_list},
+    {"POST", "/admin/keys/revoke", s_key_revoke_body},
+    {"POST", "/admin/keys/{k}/revoke", s_key_revoke},
+    {"GET", "/admin/keys/{id}", s_key_get},
+    {"PATCH", "/admin/keys/{id}", s_key_patch},
+    {"DELETE", "/admin/keys/{id}", s_key_delete},
+};
+#define S_ROUTE_COUNT (sizeof s_routes / sizeof s_routes[0])
+
+//  Finds the route for a request. Returns it (with params filled), or NULL
+//  with *path_known set when some route has this path but another method.
+static const s_route_t *s_route_find(const char *method, const char *path, const char **params,
+                                     char *buf, size_t buf_size, bool *path_known)
+{
+    *path_known = false;
+    for (size_t i = 0; i < S_ROUTE_COUNT; i++) {
+        if (s_match(s_routes[i].pattern, path, params, buf, buf_size) < 0)
+            continue;
+        if (strcmp(s_routes[i].method, method) == 0)
+            return &s_routes[i];
+        *path_known = true;
+    }
+    return NULL;
+}
+
+//  Checks `Bearer <token>` against ingress.admin_token. Both are hashed
+//  first so the constant-time comparison does not even leak the length.
+static bool s_authorized(ingress_admin_t *self, const char *authorization)
+{
+    const char *token = proto_config_str(self->config, "ingress.admin_token");
+    if (!token || !*token || !authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
+        return false;
+    const char *given = authorization + 7;
+    while (*given == ' ')
+        given++;
+    char want_hash[PROTO_CRYPTO_HASH_HEX + 1], given_hash[PROTO_CRYPTO_HASH_HEX + 1];
+    proto_crypto_hash_hex(token, strlen(token), want_hash);
+    proto_crypto_hash_hex(given, strlen(given), given_hash);
+    return proto_crypto_equal(want_hash, given_hash);
+}
+
+//  Parses the body of POST and PATCH into call->body (an empty body is {}).
+static int s_parse_body(s_call_t *call)
+{
+    const ingress_admin_request_t *request = call->request;
+    if (request->body_size > S_MAX_BODY) {
+        s_error(call, 413, "invalid_request_error", "body larger than %d bytes", S_MAX_BODY);
+        return -1;
+    }
+    if (!request->body || request->body_size == 0) {
+        call->body = json_object();
+        return 0;
+    }
+    json_error_t error;
+    call->body = json_loadb(request->body, request->body_size, JSON_REJECT_DUPLICATES, &error);
+    if (!call->body) {
+        s_invalid(call, "body is not valid JSON: %s (line %d, column %d)", error.text, error.line,
+                  error.column);
+        return -1;
+    }
+    if (!json_is_object(call->body)) {
+        s_invalid(call, "body must be a JSON object");
+        return -1;
+    }
+    return 0;
+}
+
+//  Runs the route's handler; makes sure no transaction is left open.
+static void s_run(s_call_t *call)
+{
+    call->statements = 0;
+    call->connection_lost = false;
+    call->in_transaction = false;
+    call->route->handler(call);
+    if (call->in_transaction && PQstatus(call->self->db) == CONNECTION_OK) {
+        PGresult *result = PQexec(call->self->db, "ROLLBACK");
+        PQclear(result);
+    }
+    call->in_transaction = false;
+    if (!call->response)
+        s_error(call, 500, "api_error", "no answer");
+}
+
+int ingress_admin_handle(ingress_admin_t *self, const ingress_admin_request_t *request,
+                         char **response_body, char **content_type)
+{
+    assert(self && request && response_body && content_type);
+    struct timespec started;
+    clock_gettime(CLOCK_MONOTONIC, &started);
+    s_call_t call = {.self = self, .request = request};
+    const char *method = request->method ? request->method : "";
+    const char *path = request->path ? request->path : "";
+    bool path_known = false;
+    if (!s_authorized(self, request->authorization))
+        s_error(&call, 401, "authentication_error",
+                "missing or wrong admin token (Authorization: Bearer <ingress.admin_token>)");
+    else if (!(call.route = s_route_find(method, path, call.params, call.param_buf,
+                                         sizeof call.param_buf, &path_known)))
+        s_error(&call, path_known ? 405 : 404, path_known ? "method_not_allowed" : "not_found",
+                path_known ? "method not allowed here" : "no such admin endpoint");
+    else if ((strcmp(method, "POST") == 0 || strcmp(method, "PATCH") == 0) &&
+             s_parse_body(&call) != 0)
+        ;
+    else {
+        if (!call.body)
+            call.body = json_object();
+        if (PQstatus(self->db) != CONNECTION_OK) {
+            PQreset(self->db);
+            s_session_setup(self->db);
+        }
+        s_run(&call);
+        //  A connection that broke while idle shows only when the first
+        //  statement fails. Nothing reached the database then, so one
+        //  retry on a fresh connection is safe; later failures are not
+        //  retried, since a COMMIT may have happened.
+        if (call.connection_lost && call.statements == 1) {
+            PQreset(self->db);
+            if (PQstatus(self->db) == CONNECTION_OK) {
+                s_session_setup(self->db);
+                s_run(&call);
+            }
+        }
+    }
+    struct timespec ended;
+    clock_gettime(CLOCK_MONOTONIC, &ended);
+    double ms = (double)(ended.tv_sec - started.tv_sec) * 1e3 +
+                (double)(ended.tv_nsec - started.tv_nsec) / 1e6;
+    //  The pattern, never the path: a path may hold a client key (revoke).
+    log_info(NULL, "admin: %d %s %s from %s (%.1f ms)", call.status, method,
+             call.route ? call.route->pattern : "(unrouted)",
+             request->client_ip ? request->client_ip : "?", ms);
+    json_decref(call.body);
+    *response_body = call.response;
+    *content_type = (char *)S_CONTENT_TYPE;
+    return call.status;
+}
+
+ingress_admin_t *ingress_admin_new(proto_config_t *config, char *error, size_t error_size)
+{
+    assert(config);
+    if (proto_crypto_init() != 0) {
+        snprintf(error, error_size, "cannot initialise libsodium");
+        return NULL;
+    }
+    PGconn *db = proto_db_connect(config, error, error_size);
+    if (!db)
+        return NULL;
+    s_session_setup(db);
+    ingress_admin_t *self = calloc(1, sizeof *self);
+    assert(self);
+    self->config = config;
+    self->db = db;
+    if (!*proto_config_str(config, "ingress.admin_token"))
+        log_warn(NULL, "admin: ingress.admin_token is empty; the admin API refuses every request");
+    return self;
+}
+
+void ingress_admin_destroy(ingress_admin_t **self_p)
+{
+    assert(self_p);
+    ingress_admin_t *self = *self_p;
+    if (!self)
+        return;
+    PQfinish(self->db);
+    free(self);
+    *self_p = NULL;
+}
+
+// ---------------------------------------------------------------------------
+//  Self test
+
+static void s_test_micros(void)
+{
+    int64_t value = 0;
+    assert(s_parse_micros("10.50", false, &value) == 0 && value == 10500000);
+    assert(s_parse_micros("0.000001", false, &value) == 0 && value == 1);
+    assert(s_parse_micros("2.5", false, &value) == 0 && value == 2500000);
+    assert(s_parse_micros("7", false, &value) == 0 && value == 7000000);
+    assert(s_parse_micros("0", false, &value) == 0 && value == 0);
+    assert(s_parse_micros("-3.25", true, &value) == 0 && value == -3250000);
+    assert(s_parse_micros("1000000000", false, &value) == 0 && value == S_MONEY_MAX);
+    assert(s_parse_micros("-3.25", false, &value) == -1);
+    assert(s_parse_micros("1e3", false, &value) == -1);
+    assert(s_parse_micros("1.0000001", false, &value) == -1);
+    assert(s_parse_micros("", false, &value) == -1);
+    assert(s_parse_micros("-", true, &value) == -1);
+    assert(s_parse_micros(".5", false, &value) == -1);
+    assert(s_parse_micros("5.", false, &value) == -1);
+    assert(s_parse_micros("+5", false, &value) == -1);
+    assert(s_parse_micros(" 5", false, &value) == -1);
+    assert(s_parse_micros("5 ", false, &value) == -1);
+    assert(s_parse_micros("1,5", false, &value) == -1);
+    assert(s_parse_micros("0x10", false, &value) == -1);
+    assert(s_parse_micros("1000000000.000001", false, &value) == -1);
+    assert(s_parse_micros("99999999999999999999999", false, &value) == -1);
+    assert(s_parse_micros("9223372036854.775807", false, &value) == -1);
+}
+
+static void s_test_match(void)
+{
+    const char *params[S_MAX_PARAMS];
+    char buf[256];
+    assert(s_match("/admin/providers", "/admin/providers", params, buf, sizeof buf) == 0);
+    assert(s_match("/admin/providers", "/admin/providers/", params, buf, sizeof buf) == 0);
+    assert(s_match("/admin/providers", "/admin/provider", params, buf, sizeof buf) == -1);
+    assert(s_match("/admin/providers", "/admin/providers/x", params, buf, sizeof buf) == -1);
+    assert(s_match("/admin/providers/{p}", "/admin/providers/openai", params, buf, sizeof buf) ==
+           1);
+    assert(strcmp(params[0], "openai") == 0);
+    assert(s_match("/admin/providers/{p}", "/admin/providers//", params, buf, sizeof buf) == -1);
+    assert(s_match("/admin/providers/{p}/keys", "/admin/providers/7/keys", params, buf,
+                   sizeof buf) == 1);
+    assert(strcmp(params[0], "7") == 0);
+    assert(s_match("/admin/models/{m*}", "/admin/models/openai/gpt-4o", params, buf, sizeof buf) ==
+           1);
+    assert(strcmp(params[0], "openai/gpt-4o") == 0);
+    assert(s_match("/admin/models/{m*}/routes", "/admin/models/a/b/routes", params, buf,
+                   sizeof buf) == 1);
+    assert(strcmp(params[0], "a/b") == 0);
+    assert(s_match("/admin/models/{m*}/routes", "/admin/models/routes", params, buf, sizeof buf) ==
+           -1);
+    assert(s_match("/admin/models/{m*}", "/admin/models", params, buf, sizeof buf) == -1);
+    assert(s_match("/admin/models/{m*}", "admin/models/x", params, buf, sizeof buf) == -1);
+    assert(s_match("/admin/models/{m*}", "/", params, buf, sizeof buf) == -1);
+    assert(s_match("/admin/models/{m*}", "", params, buf, sizeof buf) == -1);
+
+    //  The table: first match by method, 405 for a known path.
+    bool known = false;
+    const s_route_t *route =
+        s_route_find("GET", "/admin/models/x/routes", params, buf, sizeof buf, &known);
+    assert(route && route->handler == s_route_list && strcmp(params[0], "x") == 0);
+    route = s_route_find("GET", "/admin/models/x/y", params, buf, sizeof buf, &known);
+    assert(route && route->handler == s_model_get && strcmp(params[0], "x/y") == 0);
+    route = s_route_find("POST", "/admin/keys/revoke", params, buf, sizeof buf, &known);
+    assert(route && route->handler == s_key_revoke_body);
+    route = s_route_find("POST", "/admin/keys/tg-abc/revoke", params, buf, sizeof buf, &known);
+    assert(route && route->handler == s_key_revoke && strcmp(params[0], "tg-abc") == 0);
+    route = s_route_find("PUT", "/admin/providers", params, buf, sizeof buf, &known);
+    assert(!route && known);
+    route = s_route_find("GET", "/admin/nothing", params, buf, sizeof buf, &known);
+    assert(!route && !known);
+    route = s_route_find("POST", "/admin/accounts/team a/topup", params, buf, sizeof buf, &known);
+    assert(route && route->handler == s_account_topup && strcmp(params[0], "team a") == 0);
+    //  Every pattern is well formed: it matches itself with placeholders filled.
+    for (size_t i = 0; i < S_ROUTE_COUNT; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "%s", s_routes[i].pattern);
+        for (char *open; (open = strchr(path, '{'));)
+            memmove(open + 1, strchr(open, '}') + 1, strlen(strchr(open, '}') + 1) + 1),
+                *open = 'x';
+        assert(s_match(s_routes[i].pattern, path, params, buf, sizeof buf) >= 0);
+    }
+}
+
+static void s_test_query(void)
+{
+    char out[64];
+    assert(s_query_get("account=team%20a&limit=5", "account", out, sizeof out) == 1);
+    assert(strcmp(out, "team a") == 0);
+    assert(s_query_get("account=team%20a&limit=5", "limit", out, sizeof out) == 1);
+    assert(strcmp(out, "5") == 0);
+    assert(s_query_get("accounts=x&limit=5", "account", out, sizeof out) == 0);
+    assert(s_query_get("before=2026-01-01T00:00:00+00:00", "before", out, sizeof out) == 1);
+    assert(strcmp(out, "2026-01-01T00:00:00+00:00") == 0);
+    assert(s_query_get("a=%4", "a", out, sizeof out) == -1);
+    assert(s_query_get("a=%zz", "a", out, sizeof out) == -1);
+    assert(s_query_get("a=%00", "a", out, sizeof out) == -1);
+    assert(s_query_get("a=", "a", out, sizeof out) == 1 && *out == '\0');
+    assert(s_query_get(NULL, "a", out, sizeof out) == 0);
+    assert(s_query_get("", "a", out, sizeof out) == 0);
+    assert(s_query_get("&&a=1", "a", out, sizeof out) == 1 && strcmp(out, "1") == 0);
+    char tiny[4];
+    assert(s_query_get("a=12345", "a", tiny, sizeof tiny) == -1);
+}
+
+//  Field validation against a fake call (no database needed).
+static void s_test_fields(void)
+{
+    ingress_admin_request_t request = {.method = "POST", .path = "/admin/providers"};
+    s_call_t call = {.request = &request};
+    s_value_t v[S_MAX_FIELDS] = {{0}};
+    const s_field_t *f = s_provider_fields;
+
+    call.body = json_pack("{s:s,s:s,s:s,s:i}", "name", "openai", "protocol", "openai", "base_url",
+                          "https://api.openai.com/v1/", "priority", 5);
+    assert(s_read(&call, f, v) == 0 && !call.response);
+    assert(strcmp(S_VALUE(f, v, "base_url")->text, "https://api.openai.com/v1") == 0);
+    assert(strcmp(S_VALUE(f, v, "priority")->text, "5") == 0);
+    assert(!S_VALUE(f, v, "weight")->present && !S_VALUE(f, v, "weight")->text);
+    s_values_free(v, S_MAX_FIELDS);
+    json_decref(call.body);
+
+    struct {
+        const char *body;    //  request body
+        const char *message; //  part of the error message expected
+    } bad[] = {
+        {"{\"protocol\":\"openai\",\"base_url\":\"http://x\"}", "'name' is required"},
+        {"{\"name\":\"a b\",\"protocol\":\"openai\",\"base_url\":\"http://x\"}", "'name'"},
+        {"{\"name\":\"a\",\"protocol\":\"cohere\",\"base_url\":\"http://x\"}",
+         "'protocol' must be one of openai, anthropic, gemini"},
+        {"{\"name\":\"a\",\"protocol\":\"openai\",\"base_url\":\"ftp://x\"}", "'base_url'"},
+        {"{\"name\":\"a\",\"protocol\":\"openai\",\"base_url\":\"http://\"}", "'base_url'"},
+        {"{\"name\":\"a\",\"protocol\":\"openai\",\"base_url\":\"http://x y\"}", "'base_url'"},
+        {"{\"name\":\"a\",\"protocol\":\"openai\",\"base_url\":\"http://x\",\"weight\":-1}",
+         "'weight'"},
+        {"{\"name\":\"a\",\"protocol\":\"openai\",\"base_url\":\"http://x\",\"priority\":1.5}",
+         "'priority'"},
+        {"{\"name\":\"a\",\"protocol\":\"openai\",\"base_url\":\"http://x\",\"colour\":1}",
+         "unknown field 'colour'"},
+        {"{\"name\":null,\"protocol\":\"openai\",\"base_url\":\"http://x\"}",
+         "'name' cannot be null"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(v, 0, sizeof v);
+        call.body = json_loads(bad[i].body, 0, NULL);
+        assert(call.body);
+        assert(s_read(&call, f, v) == -1);
+        assert(call.status == 400 && call.response && strstr(call.response, bad[i].message));
+        s_values_free(v, S_MAX_FIELDS);
+        json_decref(call.body);
+        free(call.response);
+        call.response = NULL;
+    }
+
+    //  Money: decimal strings, whole units, micros, and their mistakes.
+    const s_field_t *m = s_model_fields;
+    struct {
+        const char *body;     //  request body
+        const char *price_in; //  expected parameter, or NULL for an error
+    } money[] = {
+        {"{\"name\":\"m\",\"price_in\":\"2.50\"}", "2500000"},
+        {"{\"name\":\"m\",\"price_in\":3}", "3000000"},
+        {"{\"name\":\"m\",\"price_in_micros\":15}", "15"},
+        {"{\"name\":\"m\",\"price_in\":2.5}", NULL},
+        {"{\"name\":\"m\",\"price_in\":\"1e3\"}", NULL},
+        {"{\"name\":\"m\",\"price_in\":\"-1\"}", NULL},
+        {"{\"name\":\"m\",\"price_in_micros\":\"15\"}", NULL},
+        {"{\"name\":\"m\",\"price_in\":\"1\",\"price_in_micros\":1}", NULL},
+        {"{\"name\":\"m\",\"price_in\":\"1000001\"}", NULL},
+    };
+    for (size_t i = 0; i < sizeof money / sizeof money[0]; i++) {
+        memset(v, 0, sizeof v);
+        call.body = json_loads(money[i].body, 0, NULL);
+        assert(call.body);
+        int rc = s_read(&call, m, v);
+        if (money[i].price_in)
+            assert(rc == 0 && strcmp(S_VALUE(m, v, "price_in")->text, money[i].price_in) == 0);
+        else
+            assert(rc == -1 && call.status == 400);
+        s_values_free(v, S_MAX_FIELDS);
+        json_decref(call.body);
+        free(call.response);
+        call.response = NULL;
+    }
+
+    //  Names lists: JSON text for SQL, null for any.
+    memset(v, 0, sizeof v);
+    call.body = json_loads("{\"account\":\"a\",\"models\":[\"gpt-4o\",\"x/y\"]}", 0, NULL);
+    assert(s_read(&call, s_key_fields, v) == 0);
+    assert(strcmp(S_VALUE(s_key_fields, v, "models")->text, "[\"gpt-4o\",\"x/y\"]") == 0);
+    s_values_free(v, S_MAX_FIELDS);
+    json_decref(call.body);
+    memset(v, 0, sizeof v);
+    call.body = json_loads("{\"account\":7,\"models\":null}", 0, NULL);
+    assert(s_read(&call, s_key_fields, v) == 0);
+    assert(S_VALUE(s_key_fields, v, "models")->present);
+    assert(!S_VALUE(s_key_fields, v, "models")->text);
+    assert(strcmp(S_VALUE(s_key_fields, v, "account")->text, "7") == 0);
+    s_values_free(v, S_MAX_FIELDS);
+    json_decref(call.body);
+    memset(v, 0, sizeof v);
+    call.body = json_loads("{\"account\":\"a\",\"models\":[\"\"]}", 0, NULL);
+    assert(s_read(&call, s_key_fields, v) == -1 && call.status == 400);
+    s_values_free(v, S_MAX_FIELDS);
+    json_decref(call.body);
+    free(call.response);
+    call.response = NULL;
+
+    //  Top-ups may be negative (adjustments); balances may not.
+    memset(v, 0, sizeof v);
+    call.body = json_loads("{\"amount\":\"-1.5\"}", 0, NULL);
+    assert(s_read(&call, s_topup_fields, v) == 0);
+    assert(strcmp(v[0].text, "-1500000") == 0);
+    s_values_free(v, S_MAX_FIELDS);
+    json_decref(call.body);
+    memset(v, 0, sizeof v);
+    call.body = json_loads("{\"name\":\"a\",\"balance\":\"-1\"}", 0, NULL);
+    assert(s_read(&call, s_account_fields, v) == -1);
+    s_values_free(v, S_MAX_FIELDS);
+    json_decref(call.body);
+    free(call.response);
+    call.response = NULL;
+
+    //  Hints: last four characters, only for long secrets.
+    char hint[16];
+    s_secret_hint("sk-test-abcdefgh1234", hint, sizeof hint);
+    assert(strcmp(hint, "\u20261234") == 0);
+    s_secret_hint("short", hint, sizeof hint);
+    assert(strcmp(hint, "\u2026") == 0);
+}
+
+//  Authentication and routing through the public entry point, with a
+//  connection object that was never opened (no statement is reached).
+static void s_test_handle(void)
+{
+    proto_config_t *config = proto_config_new();
+    char error[256];
+    assert(proto_config_set(config, "ingress.admin_token", "tga_test", "test", error,
+                            sizeof error) == 0);
+    ingress_admin_t self = {.config = config, .db = NULL};
+    struct {
+        const char *method, *path, *authorization, *body; //  the request
+        int status;                                       //  expected answer
+        const char *type;                                 //  expected error type
+    } cases[] = {
+        {"GET", "/admin/providers", NULL, NULL, 401, "authentication_error"},
+        {"GET", "/admin/providers", "Bearer tga_wrong", NULL, 401, "authentication_error"},
+        {"GET", "/admin/providers", "Basic tga_test", NULL, 401, "authentication_error"},
+        {"GET", "/admin/providers", "Bearer tga_tes", NULL, 401, "authentication_error"},
+        {"GET", "/admin/nope", "Bearer tga_test", NULL, 404, "not_found"},
+        {"PUT", "/admin/providers", "bearer tga_test", NULL, 405, "method_not_allowed"},
+        {"POST", "/admin/providers", "Bearer tga_test", "{", 400, "invalid_request_error"},
+        {"POST", "/admin/providers", "Bearer tga_test", "[1]", 400, "invalid_request_error"},
+        {"POST", "/admin/providers", "Bearer tga_test", "{\"a\":1,\"a\":2}", 400,
+         "invalid_request_error"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ingress_admin_request_t request = {.method = cases[i].method,
+                                           .path = cases[i].path,
+                                           .authorization = cases[i].authorization,
+                                           .body = cases[i].body,
+                                           .body_size = cases[i].body ? strlen(cases[i].body) : 0,
+                                           .client_ip = "127.0.0.1"};
+        char *body = NULL, *type = NULL;
+        int status = ingress_admin_handle(&self, &request, &body, &type);
+        assert(status == cases[i].status);
+        assert(strcmp(type, "application/json") == 0);
+        json_t *answer = json_loads(body, 0, NULL);
+        assert(answer);
+        const char *error_type =
+            json_string_value(json_object_get(json_object_get(answer, "error"), "type"));
+        assert(error_type && strcmp(error_type, cases[i].type) == 0);
+        json_decref(answer);
+        free(body);
+    }
+    proto_config_destroy(&config);
+}
+
+void ingress_admin_test(bool verbose)
+{
+    if (verbose)
+        printf(" * ingress_admin: ");
+    proto_log_init("ingress", PROTO_LOG_WARN);
+    assert(proto_crypto_init() == 0);
+    s_test_micros();
+    s_test_match();
+    s_test_query();
+    s_test_fields();
+    s_test_handle();
+    if (verbose)
+        printf("OK\n");
+}

@@ -5,7 +5,7 @@ TG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # Debian packages the build, the tests and `tollgate up` need.
 TG_PACKAGES=(
-  build-essential cmake pkg-config curl ca-certificates
+  build-essential cmake pkg-config curl ca-certificates jq
   libzmq3-dev libczmq-dev libmicrohttpd-dev libcurl4-openssl-dev libpq-dev
   libmsgpack-dev libjansson-dev libsodium-dev libpcre2-dev
   postgresql-15 wrk nginx-light docker-compose

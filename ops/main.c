@@ -72,8 +72,8 @@ static int s_match(const char *words, int argc, char **argv)
     const char *cursor = words;
     while (*cursor) {
         size_t length = strcspn(cursor, " ");
-        if (used >= argc || strlen(argv[used]) != length
-            || strncmp(argv[used], cursor, length) != 0)
+        if (used >= argc || strlen(argv[used]) != length ||
+            strncmp(argv[used], cursor, length) != 0)
             return 0;
         used++;
         cursor += length;
@@ -126,12 +126,15 @@ static ops_cluster_t *s_open_cluster(const char *dir)
 
 static int s_cmd_up(int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"dir", required_argument, NULL, 'd'},      {"port", required_argument, NULL, 'p'},
-        {"admin-port", required_argument, NULL, 'a'}, {"host", required_argument, NULL, 'H'},
-        {"timeout", required_argument, NULL, 't'},  {"demo", no_argument, NULL, 'D'},
-        {"db-only", no_argument, NULL, 'B'},         {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option options[] = {{"dir", required_argument, NULL, 'd'},
+                                            {"port", required_argument, NULL, 'p'},
+                                            {"admin-port", required_argument, NULL, 'a'},
+                                            {"host", required_argument, NULL, 'H'},
+                                            {"timeout", required_argument, NULL, 't'},
+                                            {"demo", no_argument, NULL, 'D'},
+                                            {"db-only", no_argument, NULL, 'B'},
+                                            {"help", no_argument, NULL, 'h'},
+                                            {NULL, 0, NULL, 0}};
     ops_up_options_t up = {.host = S_DEFAULT_HOST,
                            .port = S_DEFAULT_PORT,
                            .admin_port = S_DEFAULT_ADMIN_PORT,
@@ -205,8 +208,7 @@ static int s_cmd_up(int argc, char **argv)
 
 //  Parses the options of commands that take only --dir (and maybe --json).
 //  Returns -1 to go on, or an exit code (help shown, bad usage).
-static int s_dir_options(int argc, char **argv, const char *words, const char **dir,
-                         bool *json)
+static int s_dir_options(int argc, char **argv, const char *words, const char **dir, bool *json)
 {
     static const struct option options[] = {{"dir", required_argument, NULL, 'd'},
                                             {"json", no_argument, NULL, 'j'},
@@ -299,8 +301,8 @@ static int s_cmd_ping(int argc, char **argv)
     ops_cluster_t *cluster = s_open_cluster(dir);
     if (!cluster)
         return 1;
-    int rc = ops_cluster_ping(cluster, (const char *const *)argv + optind, count, timeout_ms,
-                              stdout);
+    int rc =
+        ops_cluster_ping(cluster, (const char *const *)argv + optind, count, timeout_ms, stdout);
     ops_cluster_destroy(&cluster);
     return rc;
 }
@@ -356,9 +358,9 @@ static int s_cmd_migrate(int argc, char **argv)
     char state_file[4096];
     snprintf(state_file, sizeof state_file, "%s/tollgate.conf", dir);
     if (!url && !getenv("TOLLGATE_DATABASE_URL")) {
-        const char *file = config_file && *config_file ? config_file
+        const char *file = config_file && *config_file     ? config_file
                            : access(state_file, R_OK) == 0 ? state_file
-                                                            : NULL;
+                                                           : NULL;
         if (!file) {
             fprintf(stderr, "tollgate migrate: no database given: use --database-url URL, "
                             "TOLLGATE_DATABASE_URL, TOLLGATE_CONFIG or --dir with a "
@@ -394,8 +396,7 @@ static int s_cmd_migrate(int argc, char **argv)
     if (applied < 0)
         fprintf(stderr, "tollgate migrate: %s\n", error);
     else {
-        printf("schema is at version %04d (%d applied)\n", ops_migrate_latest(migrate),
-               applied);
+        printf("schema is at version %04d (%d applied)\n", ops_migrate_latest(migrate), applied);
         rc = 0;
     }
 done:

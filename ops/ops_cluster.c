@@ -29,13 +29,12 @@
 #define S_LOG_TAIL_LINES 20
 
 struct _ops_cluster_t {
-    ops_state_t *state;    //  the state folder
-    char bindir[PATH_MAX]; //  where tollgate-<program> live
+    ops_state_t *state;      //  the state folder
+    char bindir[PATH_MAX];   //  where tollgate-<program> live
     char self_exe[PATH_MAX]; //  this executable, re-run as the supervisor
 };
 
-ops_cluster_t *ops_cluster_new(const char *dir, const char *bindir, char *error,
-                               size_t error_size)
+ops_cluster_t *ops_cluster_new(const char *dir, const char *bindir, char *error, size_t error_size)
 {
     ops_cluster_t *self = calloc(1, sizeof *self);
     assert(self);
@@ -174,8 +173,8 @@ static int s_spawn_supervisor(ops_cluster_t *self, char *error, size_t error_siz
         ;
     uint64_t deadline = proto_loop_now_ms() + S_SUPERVISOR_START_MS;
     while (proto_loop_now_ms() < deadline) {
-        if (ops_state_supervisor_pid(self->state) > 0
-            && access(ops_state_path(self->state, "run/status.json"), F_OK) == 0)
+        if (ops_state_supervisor_pid(self->state) > 0 &&
+            access(ops_state_path(self->state, "run/status.json"), F_OK) == 0)
             return 0;
         usleep(20 * 1000);
     }
@@ -271,8 +270,8 @@ static void s_stop_database(ops_cluster_t *self)
 //  Waits until every program answers PING and the gateway accepts TCP
 //  connections. When `fresh` (we started the supervisor), any program exit
 //  is a failed start: its name goes in *failed. Returns 0 or -1.
-static int s_wait_ready(ops_cluster_t *self, proto_config_t *config, bool fresh,
-                        int timeout_ms, const char **failed, char *error, size_t error_size)
+static int s_wait_ready(ops_cluster_t *self, proto_config_t *config, bool fresh, int timeout_ms,
+                        const char **failed, char *error, size_t error_size)
 {
     bool answered[OPS_PROGRAM_COUNT] = {false};
     int remaining = OPS_PROGRAM_COUNT;
@@ -290,8 +289,8 @@ static int s_wait_ready(ops_cluster_t *self, proto_config_t *config, bool fresh,
             const char *last_exit = json_string_value(json_object_get(item, "last_exit"));
             if (last_exit) {
                 *failed = ops_programs[i];
-                snprintf(error, error_size, "tollgate-%s exited during start (%s)",
-                         ops_programs[i], last_exit);
+                snprintf(error, error_size, "tollgate-%s exited during start (%s)", ops_programs[i],
+                         last_exit);
                 json_decref(status);
                 return -1;
             }
@@ -328,8 +327,7 @@ static int s_wait_ready(ops_cluster_t *self, proto_config_t *config, bool fresh,
             *failed = silent++ == 0 ? ops_programs[i] : NULL;
         }
     if (silent)
-        snprintf(error, error_size, "no answer to PING within %d ms from:%s", timeout_ms,
-                 missing);
+        snprintf(error, error_size, "no answer to PING within %d ms from:%s", timeout_ms, missing);
     else {
         snprintf(error, error_size, "the gateway does not accept connections on %s",
                  proto_config_str(config, "ingress.listen"));
@@ -360,15 +358,14 @@ int ops_cluster_up(ops_cluster_t *self, const ops_up_options_t *options)
             char path[PATH_MAX + 32];
             snprintf(path, sizeof path, "%s/tollgate-%s", self->bindir, ops_programs[i]);
             if (access(path, X_OK) != 0) {
-                fprintf(stderr, "tollgate: %s is missing; build every program first (%s)\n",
-                        path, strerror(errno));
+                fprintf(stderr, "tollgate: %s is missing; build every program first (%s)\n", path,
+                        strerror(errno));
                 goto done;
             }
         }
     if (!ops_state_exists(self->state)) {
-        if (ops_state_write_config(self->state, options->host, options->port,
-                                   options->admin_port, error, sizeof error)
-            != 0)
+        if (ops_state_write_config(self->state, options->host, options->port, options->admin_port,
+                                   error, sizeof error) != 0)
             goto failed;
         fprintf(stderr, "created %s\n", ops_state_path(self->state, "tollgate.conf"));
     }
@@ -403,9 +400,8 @@ int ops_cluster_up(ops_cluster_t *self, const ops_up_options_t *options)
         goto failed;
 
     const char *failed_program = NULL;
-    if (s_wait_ready(self, config, started_supervisor, options->timeout_ms, &failed_program,
-                     error, sizeof error)
-        != 0) {
+    if (s_wait_ready(self, config, started_supervisor, options->timeout_ms, &failed_program, error,
+                     sizeof error) != 0) {
         fprintf(stderr, "tollgate: %s\n", error);
         if (failed_program) {
             char log_path[PATH_MAX + 64];
@@ -437,8 +433,8 @@ done:
 
 int ops_cluster_down(ops_cluster_t *self)
 {
-    if (access(ops_state_dir(self->state), F_OK) != 0
-        || access(ops_state_path(self->state, "run"), F_OK) != 0) {
+    if (access(ops_state_dir(self->state), F_OK) != 0 ||
+        access(ops_state_path(self->state, "run"), F_OK) != 0) {
         fprintf(stderr, "nothing to stop in %s\n", ops_state_dir(self->state));
         return 0;
     }
@@ -472,8 +468,7 @@ static void s_format_uptime(int64_t seconds, char *out, size_t out_size)
     else if (seconds < 60)
         snprintf(out, out_size, "%llds", (long long)seconds);
     else if (seconds < 3600)
-        snprintf(out, out_size, "%lldm%02llds", (long long)seconds / 60,
-                 (long long)seconds % 60);
+        snprintf(out, out_size, "%lldm%02llds", (long long)seconds / 60, (long long)seconds % 60);
     else
         snprintf(out, out_size, "%lldh%02lldm", (long long)seconds / 3600,
                  (long long)(seconds / 60) % 60);
@@ -485,8 +480,8 @@ int ops_cluster_status(ops_cluster_t *self, bool json, FILE *out)
     bool exists = ops_state_exists(self->state);
     pid_t supervisor = exists ? ops_state_supervisor_pid(self->state) : 0;
     json_t *status = supervisor ? s_read_status(self) : NULL;
-    proto_config_t *config = exists ? ops_state_load_config(self->state, error, sizeof error)
-                                    : NULL;
+    proto_config_t *config =
+        exists ? ops_state_load_config(self->state, error, sizeof error) : NULL;
     int64_t now_ms = (int64_t)(proto_loop_wall_us() / 1000);
 
     //  Ask only programs whose process exists; a dead one cannot answer.
@@ -542,9 +537,9 @@ int ops_cluster_status(ops_cluster_t *self, bool json, FILE *out)
             json_object_set_new(item, "pid", pids[i] > 0 ? json_integer(pids[i]) : json_null());
             json_object_set_new(item, "state", json_string(pids[i] > 0 ? "up" : "down"));
             json_object_set_new(item, "uptime_s",
-                                pids[i] > 0 && started[i] ? json_integer((now_ms - started[i])
-                                                                         / 1000)
-                                                          : json_null());
+                                pids[i] > 0 && started[i]
+                                    ? json_integer((now_ms - started[i]) / 1000)
+                                    : json_null());
             json_object_set_new(item, "restarts", json_integer(restarts[i]));
             json_object_set_new(item, "last_exit",
                                 last_exit[i] ? json_string(last_exit[i]) : json_null());
@@ -575,7 +570,9 @@ int ops_cluster_status(ops_cluster_t *self, bool json, FILE *out)
             }
             fprintf(out, "%-10s %8s  %-5s %8s  %8d  %s\n", ops_programs[i], pid,
                     pids[i] > 0 ? "up" : "down", uptime, restarts[i],
-                    pids[i] <= 0 ? "-" : answered[i] ? "ok" : "no answer");
+                    pids[i] <= 0  ? "-"
+                    : answered[i] ? "ok"
+                                  : "no answer");
         }
         char pid[16] = "-";
         if (pg_pid > 0)

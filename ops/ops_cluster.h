@@ -15,13 +15,13 @@
 
 //  What `tollgate up` was asked for.
 typedef struct {
-    const char *host;    //  listener address, "127.0.0.1"
-    int port;            //  gateway port
-    int admin_port;      //  admin API port
-    bool listen_given;   //  host or a port came from the command line
-    bool demo;           //  also start the mock upstream with demo routes
-    bool db_only;        //  only PostgreSQL and the schema, no programs
-    int timeout_ms;      //  how long to wait for every program to answer
+    const char *host;  //  listener address, "127.0.0.1"
+    int port;          //  gateway port
+    int admin_port;    //  admin API port
+    bool listen_given; //  host or a port came from the command line
+    bool demo;         //  also start the mock upstream with demo routes
+    bool db_only;      //  only PostgreSQL and the schema, no programs
+    int timeout_ms;    //  how long to wait for every program to answer
 } ops_up_options_t;
 
 typedef struct _ops_cluster_t ops_cluster_t;
@@ -29,8 +29,7 @@ typedef struct _ops_cluster_t ops_cluster_t;
 //  Opens the cluster whose state folder is `dir`. `bindir` holds the
 //  programs; NULL means the folder of the running executable. Returns NULL
 //  with a reason in error. Caller owns return value.
-ops_cluster_t *ops_cluster_new(const char *dir, const char *bindir, char *error,
-                               size_t error_size);
+ops_cluster_t *ops_cluster_new(const char *dir, const char *bindir, char *error, size_t error_size);
 
 //  Destroys the object and nulls the pointer. Stops nothing.
 void ops_cluster_destroy(ops_cluster_t **self_p);

@@ -76,8 +76,7 @@ int ops_migrate_add(ops_migrate_t *self, int version, const char *name, const ch
         self->entries = realloc(self->entries, self->capacity * sizeof *self->entries);
         assert(self->entries);
     }
-    memmove(&self->entries[at + 1], &self->entries[at],
-            (self->count - at) * sizeof *self->entries);
+    memmove(&self->entries[at + 1], &self->entries[at], (self->count - at) * sizeof *self->entries);
     self->entries[at] = (s_entry_t){version, strdup(name), strdup(sql)};
     assert(self->entries[at].name && self->entries[at].sql);
     self->count++;
@@ -148,8 +147,7 @@ int ops_migrate_load_dir(ops_migrate_t *self, const char *path, char *error, siz
 {
     DIR *dir = opendir(path);
     if (!dir) {
-        snprintf(error, error_size, "cannot open migrations folder %s: %s", path,
-                 strerror(errno));
+        snprintf(error, error_size, "cannot open migrations folder %s: %s", path, strerror(errno));
         return -1;
     }
     s_clear(self);
@@ -249,8 +247,7 @@ int ops_migrate_apply(ops_migrate_t *self, PGconn *db, FILE *progress, char *err
                " version integer PRIMARY KEY,"
                " name text NOT NULL,"
                " applied_at timestamptz NOT NULL DEFAULT now())",
-               error, error_size)
-        != 0)
+               error, error_size) != 0)
         goto unlock;
 
     PGresult *result = PQexec(db, "SELECT version, name FROM schema_migrations ORDER BY version");

@@ -148,8 +148,8 @@ static int s_run(ops_pg_t *self, const char *const argv[], const char *log_name)
         //  user may not be allowed into ours.
         if (chdir(ops_state_dir(self->state)) != 0)
             _exit(126);
-        if (self->switch_user
-            && (setgroups(0, NULL) != 0 || setgid(self->gid) != 0 || setuid(self->uid) != 0)) {
+        if (self->switch_user &&
+            (setgroups(0, NULL) != 0 || setgid(self->gid) != 0 || setuid(self->uid) != 0)) {
             dprintf(STDERR_FILENO, "cannot switch to the postgres user: %s\n", strerror(errno));
             _exit(126);
         }
@@ -185,14 +185,15 @@ int ops_pg_init(ops_pg_t *self, char *error, size_t error_size)
             *slash = '\0';
         }
     }
-    if (s_prepare(self, "pg", true, error, error_size) != 0
-        || s_prepare(self, "run/pg", true, error, error_size) != 0
-        || s_prepare(self, "log/postgres.log", false, error, error_size) != 0)
+    if (s_prepare(self, "pg", true, error, error_size) != 0 ||
+        s_prepare(self, "run/pg", true, error, error_size) != 0 ||
+        s_prepare(self, "log/postgres.log", false, error, error_size) != 0)
         return -1;
     char data[PATH_MAX];
     snprintf(data, sizeof data, "%s/pg", ops_state_dir(self->state));
-    const char *argv[] = {"initdb",  "-D",     data,  "-U",           "tollgate", "-A", "trust",
-                          "-E",      "UTF8",   "--locale=C.UTF-8", NULL};
+    const char *argv[] = {"initdb", "-D",    data, "-U",   "tollgate",
+                          "-A",     "trust", "-E", "UTF8", "--locale=C.UTF-8",
+                          NULL};
     int status = s_run(self, argv, "initdb.log");
     if (status != 0) {
         snprintf(error, error_size, "initdb failed (status %d); see %s/log/initdb.log", status,
@@ -241,8 +242,8 @@ int ops_pg_start(ops_pg_t *self, char *error, size_t error_size)
     if (ops_pg_pid(self) > 0)
         return 0;
     //  run/ may have been cleaned out; the socket folder has to exist.
-    if (s_prepare(self, "run/pg", true, error, error_size) != 0
-        || s_prepare(self, "log/postgres.log", false, error, error_size) != 0)
+    if (s_prepare(self, "run/pg", true, error, error_size) != 0 ||
+        s_prepare(self, "log/postgres.log", false, error, error_size) != 0)
         return -1;
     char data[PATH_MAX], log[PATH_MAX];
     snprintf(data, sizeof data, "%s/pg", ops_state_dir(self->state));
@@ -250,8 +251,8 @@ int ops_pg_start(ops_pg_t *self, char *error, size_t error_size)
     const char *argv[] = {"pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "-s", "start", NULL};
     int status = s_run(self, argv, "pg_ctl.log");
     if (status != 0) {
-        snprintf(error, error_size, "PostgreSQL did not start (pg_ctl status %d); see %s",
-                 status, log);
+        snprintf(error, error_size, "PostgreSQL did not start (pg_ctl status %d); see %s", status,
+                 log);
         return -1;
     }
     return 0;
@@ -263,8 +264,7 @@ int ops_pg_stop(ops_pg_t *self, char *error, size_t error_size)
         return 0;
     char data[PATH_MAX];
     snprintf(data, sizeof data, "%s/pg", ops_state_dir(self->state));
-    const char *argv[] = {"pg_ctl", "-D", data, "-m", "fast", "-w", "-t", "60", "-s", "stop",
-                          NULL};
+    const char *argv[] = {"pg_ctl", "-D", data, "-m", "fast", "-w", "-t", "60", "-s", "stop", NULL};
     int status = s_run(self, argv, "pg_ctl.log");
     if (status != 0 && ops_pg_pid(self) > 0) {
         snprintf(error, error_size, "PostgreSQL did not stop (pg_ctl status %d); see %s/log",

@@ -8,8 +8,8 @@
 
 #define S_MAX_PROGRAMS 32
 
-int ops_ping_programs(proto_config_t *config, const char *const names[], int count,
-                      int timeout_ms, ops_ping_result_t results[])
+int ops_ping_programs(proto_config_t *config, const char *const names[], int count, int timeout_ms,
+                      ops_ping_result_t results[])
 {
     assert(count <= S_MAX_PROGRAMS);
     zsock_t *sockets[S_MAX_PROGRAMS] = {NULL};
@@ -23,8 +23,8 @@ int ops_ping_programs(proto_config_t *config, const char *const names[], int cou
         assert(sockets[i]);
         //  A program that never answers must not keep us alive at exit.
         zsock_set_linger(sockets[i], 0);
-        if (!proto_config_known(key)
-            || zsock_connect(sockets[i], "%s", proto_config_str(config, key)) != 0) {
+        if (!proto_config_known(key) ||
+            zsock_connect(sockets[i], "%s", proto_config_str(config, key)) != 0) {
             zsock_destroy(&sockets[i]);
             continue;
         }
@@ -58,8 +58,7 @@ int ops_ping_programs(proto_config_t *config, const char *const names[], int cou
             if (proto_msg_type(reply) == PROTO_MSG_PONG) {
                 results[i].answered = true;
                 if (proto_msg_has(reply, PROTO_FIELD_meta))
-                    snprintf(results[i].meta, sizeof results[i].meta, "%s",
-                             proto_msg_meta(reply));
+                    snprintf(results[i].meta, sizeof results[i].meta, "%s", proto_msg_meta(reply));
                 answered++;
                 waiting--;
             }

@@ -19,7 +19,7 @@ typedef struct {
 
 //  Pings `count` programs by name ("ingress"). results[i] answers names[i].
 //  Returns how many answered within timeout_ms.
-int ops_ping_programs(proto_config_t *config, const char *const names[], int count,
-                      int timeout_ms, ops_ping_result_t results[]);
+int ops_ping_programs(proto_config_t *config, const char *const names[], int count, int timeout_ms,
+                      ops_ping_result_t results[]);
 
 #endif

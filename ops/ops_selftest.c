@@ -7,8 +7,8 @@
 #include <string.h>
 
 typedef struct {
-    const char *name;        //  class name, as given to ctest
-    void (*test)(bool);      //  its self test
+    const char *name;   //  class name, as given to ctest
+    void (*test)(bool); //  its self test
 } s_class_t;
 
 static const s_class_t s_classes[] = {

@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-const char *const ops_programs[] = {"ledger",  "billing", "health", "router",
+const char *const ops_programs[] = {"ledger",   "billing", "health", "router",
                                     "dispatch", "ingress", NULL};
 
 //  Every ZeroMQ endpoint of a cluster: config key and socket file name.
@@ -31,11 +31,11 @@ static const char *const s_endpoints[][2] = {
 #define S_ENDPOINT_COUNT (sizeof s_endpoints / sizeof s_endpoints[0])
 
 struct _ops_state_t {
-    char dir[PATH_MAX];          //  absolute folder path
-    char path[PATH_MAX + 64];    //  scratch for ops_state_path
-    char pg_socket_dir[PATH_MAX];//  DIR/run/pg
+    char dir[PATH_MAX];                //  absolute folder path
+    char path[PATH_MAX + 64];          //  scratch for ops_state_path
+    char pg_socket_dir[PATH_MAX];      //  DIR/run/pg
     char database_url[PATH_MAX + 128]; //  conninfo for the private server
-    int supervisor_lock;         //  fd holding the supervisor lock, or -1
+    int supervisor_lock;               //  fd holding the supervisor lock, or -1
 };
 
 //  Makes a path absolute without needing it to exist (realpath would).
@@ -84,8 +84,8 @@ ops_state_t *ops_state_new(const char *dir, char *error, size_t error_size)
         }
     //  The longest socket we create: run/dispatch-events.sock, and
     //  PostgreSQL's run/pg/.s.PGSQL.5432.lock.
-    if (length + strlen("/run/dispatch-events.sock") > OPS_SOCKET_PATH_MAX
-        || length + strlen("/run/pg/.s.PGSQL.5432.lock") > OPS_SOCKET_PATH_MAX) {
+    if (length + strlen("/run/dispatch-events.sock") > OPS_SOCKET_PATH_MAX ||
+        length + strlen("/run/pg/.s.PGSQL.5432.lock") > OPS_SOCKET_PATH_MAX) {
         snprintf(error, error_size,
                  "state folder %s is too long: Unix socket paths inside it would pass %d bytes",
                  self->dir, OPS_SOCKET_PATH_MAX);
@@ -157,10 +157,10 @@ int ops_state_create(ops_state_t *self, char *error, size_t error_size)
     }
     //  0755, not 0700: PostgreSQL runs as another user when we are root and
     //  must reach pg/, log/postgres.log and run/pg/ through this folder.
-    if (s_mkdir(self->dir, 0755, error, error_size) != 0
-        || s_mkdir(ops_state_path(self, "log"), 0755, error, error_size) != 0
-        || s_mkdir(ops_state_path(self, "run"), 0755, error, error_size) != 0
-        || s_mkdir(ops_state_path(self, "data"), 0700, error, error_size) != 0)
+    if (s_mkdir(self->dir, 0755, error, error_size) != 0 ||
+        s_mkdir(ops_state_path(self, "log"), 0755, error, error_size) != 0 ||
+        s_mkdir(ops_state_path(self, "run"), 0755, error, error_size) != 0 ||
+        s_mkdir(ops_state_path(self, "data"), 0700, error, error_size) != 0)
         return -1;
     return 0;
 }
@@ -231,8 +231,8 @@ int ops_state_write_config(ops_state_t *self, const char *host, int port, int ad
         fprintf(out, "%s = ipc://%s/run/%s.sock\n", s_endpoints[i][0], self->dir,
                 s_endpoints[i][1]);
     for (int i = 0; ops_programs[i]; i++)
-        fprintf(out, "%s.control_bind = ipc://%s/run/%s-control.sock\n", ops_programs[i],
-                self->dir, ops_programs[i]);
+        fprintf(out, "%s.control_bind = ipc://%s/run/%s-control.sock\n", ops_programs[i], self->dir,
+                ops_programs[i]);
     fclose(out);
     sodium_memzero(secret_key, sizeof secret_key);
 
@@ -242,8 +242,8 @@ int ops_state_write_config(ops_state_t *self, const char *host, int port, int ad
     //  The token file first: a config without it would be kept forever,
     //  while a stray token file is simply rewritten next time.
     int rc = 0;
-    if (ops_state_write_file(ops_state_path(self, "admin_token"), token_line, 0600) != 0
-        || ops_state_write_file(ops_state_path(self, "tollgate.conf"), text, 0600) != 0) {
+    if (ops_state_write_file(ops_state_path(self, "admin_token"), token_line, 0600) != 0 ||
+        ops_state_write_file(ops_state_path(self, "tollgate.conf"), text, 0600) != 0) {
         snprintf(error, error_size, "cannot write %s: %s", self->path, strerror(errno));
         rc = -1;
     }
@@ -256,8 +256,8 @@ int ops_state_write_config(ops_state_t *self, const char *host, int port, int ad
 proto_config_t *ops_state_load_config(ops_state_t *self, char *error, size_t error_size)
 {
     proto_config_t *config = proto_config_new();
-    if (proto_config_load_file(config, ops_state_path(self, "tollgate.conf"), error, error_size)
-        != 0)
+    if (proto_config_load_file(config, ops_state_path(self, "tollgate.conf"), error, error_size) !=
+        0)
         proto_config_destroy(&config);
     return config;
 }

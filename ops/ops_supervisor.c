@@ -39,13 +39,13 @@ typedef struct {
 } s_program_t;
 
 struct _ops_supervisor_t {
-    ops_state_t *state;                     //  borrowed
-    char bindir[PATH_MAX];                  //  where tollgate-<name> live
-    s_program_t programs[OPS_PROGRAM_COUNT];//  one per ops_programs entry
-    int signal_fd;                          //  SIGCHLD, SIGTERM, SIGINT, SIGHUP
-    bool stopping;                          //  SIGTERM seen
-    uint64_t kill_at_ms;                    //  when stopping: SIGKILL stragglers then
-    uint64_t started_wall;                  //  our own start, wall-clock ms
+    ops_state_t *state;                      //  borrowed
+    char bindir[PATH_MAX];                   //  where tollgate-<name> live
+    s_program_t programs[OPS_PROGRAM_COUNT]; //  one per ops_programs entry
+    int signal_fd;                           //  SIGCHLD, SIGTERM, SIGINT, SIGHUP
+    bool stopping;                           //  SIGTERM seen
+    uint64_t kill_at_ms;                     //  when stopping: SIGKILL stragglers then
+    uint64_t started_wall;                   //  our own start, wall-clock ms
 };
 
 uint64_t ops_supervisor_backoff(uint64_t previous_ms, uint64_t ran_ms)
@@ -148,8 +148,7 @@ static void s_start(ops_supervisor_t *self, s_program_t *program)
     char path[PATH_MAX], config[PATH_MAX], log_path[PATH_MAX];
     snprintf(path, sizeof path, "%s/tollgate-%s", self->bindir, program->name);
     snprintf(config, sizeof config, "%s", ops_state_path(self->state, "tollgate.conf"));
-    snprintf(log_path, sizeof log_path, "%s/log/%s.log", ops_state_dir(self->state),
-             program->name);
+    snprintf(log_path, sizeof log_path, "%s/log/%s.log", ops_state_dir(self->state), program->name);
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -186,8 +185,7 @@ static void s_start(ops_supervisor_t *self, s_program_t *program)
         snprintf(name, sizeof name, "tollgate-%s", program->name);
         char *argv[] = {name, "--config", config, NULL};
         execv(path, argv);
-        dprintf(STDERR_FILENO, "tollgate supervisor: cannot run %s: %s\n", path,
-                strerror(errno));
+        dprintf(STDERR_FILENO, "tollgate supervisor: cannot run %s: %s\n", path, strerror(errno));
         _exit(127);
     }
     program->pid = pid;
@@ -219,16 +217,15 @@ static void s_reap(ops_supervisor_t *self)
         program->pid = 0;
         if (self->stopping) {
             program->state = S_STOPPED;
-            log_info(NULL, "%s (pid %d) stopped: %s", program->name, (int)pid,
-                     program->last_exit);
+            log_info(NULL, "%s (pid %d) stopped: %s", program->name, (int)pid, program->last_exit);
             continue;
         }
         program->backoff_ms = ops_supervisor_backoff(program->backoff_ms, ran);
         program->restart_at_ms = proto_loop_now_ms() + program->backoff_ms;
         program->state = S_RESTARTING;
-        log_warn(NULL, "%s (pid %d) exited after %llu ms: %s; restart %d in %llu ms",
-                 program->name, (int)pid, (unsigned long long)ran, program->last_exit,
-                 program->restarts + 1, (unsigned long long)program->backoff_ms);
+        log_warn(NULL, "%s (pid %d) exited after %llu ms: %s; restart %d in %llu ms", program->name,
+                 (int)pid, (unsigned long long)ran, program->last_exit, program->restarts + 1,
+                 (unsigned long long)program->backoff_ms);
     }
 }
 
@@ -265,8 +262,8 @@ int ops_supervisor_run(ops_supervisor_t *self)
     sigaddset(&signals, SIGINT);
     sigaddset(&signals, SIGHUP);
     //  Blocked before the first fork, so no SIGCHLD can slip past signalfd.
-    if (sigprocmask(SIG_BLOCK, &signals, NULL) != 0
-        || (self->signal_fd = signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK)) < 0) {
+    if (sigprocmask(SIG_BLOCK, &signals, NULL) != 0 ||
+        (self->signal_fd = signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK)) < 0) {
         log_error(NULL, "cannot set up signals: %s", strerror(errno));
         return 1;
     }
@@ -285,8 +282,8 @@ int ops_supervisor_run(ops_supervisor_t *self)
             const s_program_t *program = &self->programs[i];
             if (program->state != S_RESTARTING)
                 continue;
-            int64_t due = program->restart_at_ms > now ? (int64_t)(program->restart_at_ms - now)
-                                                        : 0;
+            int64_t due =
+                program->restart_at_ms > now ? (int64_t)(program->restart_at_ms - now) : 0;
             if (wait_ms < 0 || due < wait_ms)
                 wait_ms = due;
         }
@@ -370,8 +367,8 @@ static pid_t s_test_wait_running(ops_state_t *state, int restarts, pid_t old_pid
         json_t *root;
         json_t *item = s_test_program(state, "ingress", &root);
         pid_t pid = 0;
-        if (item && json_integer_value(json_object_get(item, "restarts")) == restarts
-            && strcmp(json_string_value(json_object_get(item, "state")), "running") == 0)
+        if (item && json_integer_value(json_object_get(item, "restarts")) == restarts &&
+            strcmp(json_string_value(json_object_get(item, "state")), "running") == 0)
             pid = (pid_t)json_integer_value(json_object_get(item, "pid"));
         json_decref(root);
         if (pid > 0 && pid != old_pid)

@@ -307,15 +307,36 @@ static void s_respond_json(s_call_t *call, int status, json_t *value)
     s_respond(call, status, line);
 }
 
-//  Answers with JSON text PostgreSQL made.
+//  Answers with JSON text PostgreSQL made, re-encoded compactly so every
+//  answer has the same layout whoever built it.
 static void s_respond_text(s_call_t *call, int status, const char *text)
 {
-    size_t length = strlen(text);
-    char *line = malloc(length + 2);
-    assert(line);
-    memcpy(line, text, length);
-    memcpy(line + length, "\n", 2);
-    s_respond(call, status, line);
+    json_t *value = json_loads(text, JSON_DECODE_ANY, NULL);
+    assert(value);
+    s_respond_json(call, status, value);
+}
+
+//  Replaces every byte that is not part of valid UTF-8 with '?', in place:
+//  error messages quote names from the request, which may be any bytes or
+//  cut in the middle of a character, and JSON strings must be UTF-8.
+static void s_utf8_clean(char *text)
+{
+    unsigned char *c = (unsigned char *)text;
+    while (*c) {
+        int length = *c < 0x80             ? 1
+                     : (*c & 0xe0) == 0xc0 ? 2
+                     : (*c & 0xf0) == 0xe0 ? 3
+                     : (*c & 0xf8) == 0xf0 ? 4
+                                           : 0;
+        bool valid = length > 0 && !(length == 2 && *c < 0xc2) && !(length == 4 && *c > 0xf4);
+        for (int i = 1; valid && i < length; i++)
+            valid = (c[i] & 0xc0) == 0x80;
+        if (!valid) {
+            *c++ = '?';
+            continue;
+        }
+        c += length;
+    }
 }
 
 static void s_error(s_call_t *call, int status, const char *type, const char *format, ...)
@@ -329,6 +350,7 @@ static void s_error(s_call_t *call, int status, const char *type, const char *fo
     va_start(args, format);
     vsnprintf(message, sizeof message, format, args);
     va_end(args);
+    s_utf8_clean(message);
     s_respond_json(call, status,
                    json_pack("{s:{s:s,s:s}}", "error", "message", message, "type", type));
 }
@@ -379,8 +401,14 @@ static void s_db_failed(s_call_t *call, PGresult *result)
     if (!state)
         state = "";
     if (strcmp(state, "23505") == 0) {
-        if (constraint && strstr(constraint, "routes_"))
+        //  Unique names are the only unique keys a request can collide with,
+        //  apart from a route's (model, provider, upstream model).
+        const char *name = json_string_value(json_object_get(call->body, "name"));
+        char shown[104];
+        if (constraint && strncmp(constraint, "routes_", 7) == 0)
             s_conflict(call, "this route already exists");
+        else if (name)
+            s_conflict(call, "the name '%s' is already taken", s_short(name, shown, sizeof shown));
         else
             s_conflict(call, "the name is already taken");
     } else if (strcmp(state, "23514") == 0 || strcmp(state, "23502") == 0) {
@@ -2180,6 +2208,20 @@ static void s_test_match(void)
     }
 }
 
+static void s_test_utf8(void)
+{
+    char text[32];
+    strcpy(text, "caf\xc3\xa9 ok");
+    s_utf8_clean(text);
+    assert(strcmp(text, "caf\xc3\xa9 ok") == 0);
+    strcpy(text, "a\xff" "b\xc3");
+    s_utf8_clean(text);
+    assert(strcmp(text, "a?b?") == 0);
+    strcpy(text, "\xe2\x80" "x");
+    s_utf8_clean(text);
+    assert(strcmp(text, "??x") == 0);
+}
+
 static void s_test_query(void)
 {
     char out[64];
@@ -2383,6 +2425,7 @@ void ingress_admin_test(bool verbose)
     s_test_micros();
     s_test_match();
     s_test_query();
+    s_test_utf8();
     s_test_fields();
     s_test_handle();
     if (verbose)

@@ -1,0 +1,46 @@
+/*  dispatch_multi: one libcurl multi handle driven by the process' loop.
+
+    libcurl's socket interface tells us which sockets to watch
+    (CURLMOPT_SOCKETFUNCTION -> proto_loop_add_fd/modify_fd/remove_fd) and
+    when to call it back (CURLMOPT_TIMERFUNCTION -> a loop timer); we call
+    curl_multi_socket_action when either fires. One multi handle for the
+    whole process so that connections to a provider are kept alive and
+    reused by later requests, and HTTP/2 streams share a connection
+    (CURLPIPE_MULTIPLEX with CURLOPT_PIPEWAIT on each transfer).
+
+    Transfers are added with a callback that runs when they end. By then the
+    transfer is already out of the multi handle, so the callback may clean
+    up the easy handle or add new transfers.
+*/
+#ifndef DISPATCH_MULTI_H_INCLUDED
+#define DISPATCH_MULTI_H_INCLUDED
+
+#include "proto_loop.h"
+
+#include <curl/curl.h>
+
+typedef struct _dispatch_multi_t dispatch_multi_t;
+
+//  Called once when a transfer ends; result is libcurl's code.
+typedef void(dispatch_multi_done_fn)(CURL *easy, CURLcode result, void *arg);
+
+//  Creates the multi handle on a loop. curl_global_init must have run.
+//  Caller owns return value.
+dispatch_multi_t *dispatch_multi_new(proto_loop_t *loop);
+
+//  Destroys it; transfers still running are aborted without callbacks.
+//  Nulls the pointer.
+void dispatch_multi_destroy(dispatch_multi_t **self_p);
+
+//  Starts a transfer (the easy handle stays the caller's). Returns 0 or -1.
+int dispatch_multi_add(dispatch_multi_t *self, CURL *easy, dispatch_multi_done_fn *fn, void *arg);
+
+//  Aborts a running transfer without calling its callback: its connection
+//  is closed at once. Unknown handles are ignored. Never call from inside
+//  a libcurl callback.
+void dispatch_multi_remove(dispatch_multi_t *self, CURL *easy);
+
+//  Transfers running.
+size_t dispatch_multi_running(dispatch_multi_t *self);
+
+#endif

@@ -1,0 +1,130 @@
+#include "dispatch_policy.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <string.h>
+
+static bool s_status_fails_over(int status)
+{
+    //  401/403: our provider key; 404: our model name at that provider;
+    //  408/429/5xx: the provider's trouble, not the request's.
+    return status == 401 || status == 403 || status == 404 || status == 408 || status == 429 ||
+           status >= 500 || status < 200 || (status >= 300 && status < 400);
+}
+
+dispatch_next_t dispatch_policy_next(dispatch_fail_t fail, int status, bool relayed)
+{
+    bool ok = fail == DISPATCH_FAIL_NONE && status >= 200 && status < 300;
+    if (ok)
+        return DISPATCH_NEXT_SUCCESS;
+    if (relayed)
+        return DISPATCH_NEXT_BROKEN;
+    if (fail != DISPATCH_FAIL_NONE || s_status_fails_over(status))
+        return DISPATCH_NEXT_FAILOVER;
+    return DISPATCH_NEXT_RELAY;
+}
+
+void dispatch_policy_record(dispatch_failures_t *failures, dispatch_fail_t fail, int status,
+                            uint64_t retry_after_ms)
+{
+    failures->failed++;
+    failures->last = fail;
+    failures->last_status = status;
+    if (fail == DISPATCH_FAIL_NONE && status == 429) {
+        failures->rate_limited++;
+        if (retry_after_ms &&
+            (!failures->retry_after_ms || retry_after_ms < failures->retry_after_ms))
+            failures->retry_after_ms = retry_after_ms;
+    }
+}
+
+int dispatch_policy_final(const dispatch_failures_t *failures, const char **code,
+                          const char **message)
+{
+    if (failures->failed && failures->last == DISPATCH_FAIL_TIMEOUT) {
+        *code = "upstream_timeout";
+        *message = "The upstream provider did not answer in time.";
+        return 504;
+    }
+    if (failures->failed && failures->rate_limited == failures->failed) {
+        *code = "rate_limited";
+        *message = "Every upstream provider for this model is rate limited; retry later.";
+        return 429;
+    }
+    *code = "upstream_error";
+    *message = failures->failed ? "The upstream provider failed to answer."
+                                : "No usable upstream provider for this model.";
+    return 502;
+}
+
+int dispatch_policy_outcome_status(dispatch_fail_t fail, int status)
+{
+    if (fail == DISPATCH_FAIL_TIMEOUT)
+        return 504;
+    if (fail != DISPATCH_FAIL_NONE)
+        return 502;
+    return status;
+}
+
+const char *dispatch_policy_fail_name(dispatch_fail_t fail)
+{
+    switch (fail) {
+    case DISPATCH_FAIL_NONE:
+        return "none";
+    case DISPATCH_FAIL_CONNECT:
+        return "connect_error";
+    case DISPATCH_FAIL_TIMEOUT:
+        return "timeout";
+    case DISPATCH_FAIL_TRANSPORT:
+        return "transport_error";
+    case DISPATCH_FAIL_PROTOCOL:
+        return "protocol_error";
+    case DISPATCH_FAIL_TOO_LARGE:
+        return "too_large";
+    }
+    return "?";
+}
+
+void dispatch_policy_test(bool verbose)
+{
+    if (verbose)
+        printf(" * dispatch_policy: ");
+    assert(dispatch_policy_next(DISPATCH_FAIL_NONE, 200, false) == DISPATCH_NEXT_SUCCESS);
+    assert(dispatch_policy_next(DISPATCH_FAIL_NONE, 200, true) == DISPATCH_NEXT_SUCCESS);
+    int over[] = {401, 403, 404, 408, 429, 500, 502, 503, 529, 301};
+    for (size_t i = 0; i < sizeof over / sizeof over[0]; i++) {
+        assert(dispatch_policy_next(DISPATCH_FAIL_NONE, over[i], false) == DISPATCH_NEXT_FAILOVER);
+        assert(dispatch_policy_next(DISPATCH_FAIL_NONE, over[i], true) == DISPATCH_NEXT_BROKEN);
+    }
+    int relay[] = {400, 402, 409, 413, 422};
+    for (size_t i = 0; i < sizeof relay / sizeof relay[0]; i++)
+        assert(dispatch_policy_next(DISPATCH_FAIL_NONE, relay[i], false) == DISPATCH_NEXT_RELAY);
+    for (int fail = DISPATCH_FAIL_CONNECT; fail <= DISPATCH_FAIL_TOO_LARGE; fail++) {
+        //  Even a 200 whose stream then broke fails over while nothing went out.
+        assert(dispatch_policy_next(fail, 200, false) == DISPATCH_NEXT_FAILOVER);
+        assert(dispatch_policy_next(fail, 200, true) == DISPATCH_NEXT_BROKEN);
+        assert(dispatch_policy_next(fail, 0, false) == DISPATCH_NEXT_FAILOVER);
+    }
+
+    const char *code, *message;
+    dispatch_failures_t failures = {0};
+    assert(dispatch_policy_final(&failures, &code, &message) == 502);
+    assert(strstr(message, "No usable"));
+    dispatch_policy_record(&failures, DISPATCH_FAIL_NONE, 429, 3000);
+    dispatch_policy_record(&failures, DISPATCH_FAIL_NONE, 429, 1000);
+    assert(dispatch_policy_final(&failures, &code, &message) == 429);
+    assert(strcmp(code, "rate_limited") == 0 && failures.retry_after_ms == 1000);
+    dispatch_policy_record(&failures, DISPATCH_FAIL_NONE, 500, 0);
+    assert(dispatch_policy_final(&failures, &code, &message) == 502);
+    assert(strcmp(code, "upstream_error") == 0);
+    dispatch_policy_record(&failures, DISPATCH_FAIL_TIMEOUT, 0, 0);
+    assert(dispatch_policy_final(&failures, &code, &message) == 504);
+    assert(strcmp(code, "upstream_timeout") == 0);
+
+    assert(dispatch_policy_outcome_status(DISPATCH_FAIL_NONE, 429) == 429);
+    assert(dispatch_policy_outcome_status(DISPATCH_FAIL_TIMEOUT, 200) == 504);
+    assert(dispatch_policy_outcome_status(DISPATCH_FAIL_CONNECT, 0) == 502);
+    assert(strcmp(dispatch_policy_fail_name(DISPATCH_FAIL_TIMEOUT), "timeout") == 0);
+    if (verbose)
+        printf("OK\n");
+}

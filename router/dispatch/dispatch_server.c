@@ -1,0 +1,826 @@
+#include "dispatch_server.h"
+#include "dispatch_adapter.h"
+#include "dispatch_call.h"
+#include "dispatch_multi.h"
+#include "dispatch_policy.h"
+#include "dispatch_upstream.h"
+#include "proto_catalog.h"
+#include "proto_error.h"
+#include "proto_log.h"
+#include "proto_msg.h"
+#include "proto_outbox.h"
+#include "proto_sse.h"
+#include "proto_usage.h"
+#include "proto_watch.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define S_SETTLE_RESEND_MS 2000
+#define S_MAX_ANSWER (64u * 1024u * 1024u) //  a whole non-streamed answer
+#define S_MAX_ERROR_BODY (1024u * 1024u)   //  an upstream error body we relay
+#define S_MAX_ENDPOINTS 64
+//  ROUTER drops (never blocks) at its high-water mark, and a dropped CHUNK
+//  would corrupt a client's stream, so the mark is high.
+#define S_ROUTER_SNDHWM 1000000
+#define S_STATUS_CANCELLED 499 //  nginx' "client closed request"
+
+typedef struct _s_request_t s_request_t;
+
+struct _dispatch_server_t {
+    proto_service_t *service;       //  the program skeleton
+    proto_loop_t *loop;             //  its loop
+    proto_config_t *config;         //  its configuration
+    proto_metrics_t *metrics;       //  its metrics registry
+    zsock_t *router;                //  DISPATCH/CANCEL in, CHUNK/DONE out
+    zsock_t *events;                //  PUB of OUTCOMEs
+    zsock_t *billing;               //  DEALER to every billing instance
+    proto_outbox_t *outbox;         //  SETTLEs until COMMIT
+    proto_watch_t *watch;           //  keeps the catalog fresh
+    proto_catalog_t *catalog;       //  current snapshot (owned)
+    dispatch_multi_t *multi;        //  libcurl on our loop
+    zhashx_t *requests;             //  request id -> s_request_t* in flight
+    uint64_t connect_timeout_ms;    //  dispatch.connect_timeout_ms
+    uint64_t first_byte_timeout_ms; //  dispatch.first_byte_timeout_ms
+    uint64_t idle_timeout_ms;       //  dispatch.idle_timeout_ms
+    uint64_t total_timeout_ms;      //  dispatch.total_timeout_ms
+    bool draining;                  //  SIGTERM seen
+    proto_metric_t *in_flight;      //  gauge of requests in flight
+    proto_metric_t *failovers;      //  counter of attempts replaced by another
+};
+
+//  One request from DISPATCH to DONE or CANCEL.
+struct _s_request_t {
+    dispatch_server_t *server;       //  owner
+    char rid[PROTO_MSG_RID_MAX + 1]; //  request id (also the table key)
+    proto_msg_t *dispatch;           //  the DISPATCH (body taken): envelope for replies
+    zframe_t *body;                  //  the client's body
+    int client_protocol;             //  proto_protocol_t of the client
+    proto_candidate_t candidates[PROTO_MSG_CANDIDATES_MAX]; //  the router's order
+    size_t candidate_count;                                 //  entries in candidates
+    size_t next;                                            //  next candidate to try
+    int attempts;                                           //  attempts started
+    bool unsupported;             //  a candidate was skipped for its protocol pair
+    uint64_t received_us;         //  monotonic time DISPATCH arrived
+    uint64_t started_wall_us;     //  wall clock at the same moment
+    uint64_t deadline_us;         //  monotonic deadline, 0 = none
+    dispatch_failures_t failures; //  attempts that failed over
+    //  The current attempt
+    const proto_candidate_t *candidate; //  its candidate, NULL before the first
+    dispatch_call_t *call;              //  its upstream call, NULL when none runs
+    dispatch_convert_t conv;            //  its conversion state
+    proto_sse_t *sse;                   //  its stream reader, when relaying a stream
+    zchunk_t *out;                      //  client bytes made but not yet sent
+    zchunk_t *answer;                   //  buffered answer or error body
+    int status;                         //  its HTTP status
+    char content_type[128];             //  its content type
+    uint64_t first_byte_us;             //  monotonic first upstream byte, 0 before
+    dispatch_fail_t event_fail;         //  set when the adapter refused an event
+    //  Towards ingress
+    uint64_t sequence; //  next CHUNK sequence number
+    bool relayed;      //  a CHUNK went out: no more failover
+};
+
+static void s_try_next(s_request_t *request);
+
+//  --------------------------------------------------------------------------
+//  Request life
+
+static s_request_t *s_request_new(dispatch_server_t *server, proto_msg_t **dispatch_p)
+{
+    s_request_t *self = calloc(1, sizeof *self);
+    assert(self);
+    proto_msg_t *dispatch = *dispatch_p;
+    *dispatch_p = NULL;
+    self->server = server;
+    self->dispatch = dispatch;
+    snprintf(self->rid, sizeof self->rid, "%s", proto_msg_request_id(dispatch));
+    self->body = proto_msg_take_body(dispatch);
+    self->client_protocol = (int)proto_msg_client_protocol(dispatch);
+    size_t count = 0;
+    const proto_candidate_t *candidates = proto_msg_candidates(dispatch, &count);
+    if (count > PROTO_MSG_CANDIDATES_MAX)
+        count = PROTO_MSG_CANDIDATES_MAX;
+    if (count)
+        memcpy(self->candidates, candidates, count * sizeof *candidates);
+    self->candidate_count = count;
+    self->received_us = proto_loop_now_us();
+    self->started_wall_us = proto_loop_wall_us();
+    uint64_t deadline_ms = proto_msg_deadline(dispatch);
+    if (deadline_ms) {
+        uint64_t now_wall_us = self->started_wall_us;
+        uint64_t deadline_wall_us = deadline_ms * 1000;
+        self->deadline_us = self->received_us +
+                            (deadline_wall_us > now_wall_us ? deadline_wall_us - now_wall_us : 0);
+    }
+    self->out = zchunk_new(NULL, 0);
+    self->answer = zchunk_new(NULL, 0);
+    return self;
+}
+
+//  Forgets the current attempt (aborting its call if it still runs).
+static void s_attempt_clear(s_request_t *self)
+{
+    dispatch_call_destroy(&self->call);
+    proto_sse_destroy(&self->sse);
+    dispatch_convert_clear(&self->conv);
+    dispatch_convert_init(&self->conv, NULL);
+    zchunk_set(self->out, NULL, 0);
+    zchunk_set(self->answer, NULL, 0);
+    self->status = 0;
+    self->content_type[0] = '\0';
+    self->first_byte_us = 0;
+    self->event_fail = DISPATCH_FAIL_NONE;
+}
+
+static void s_request_destroy(s_request_t **self_p)
+{
+    s_request_t *self = *self_p;
+    if (!self)
+        return;
+    s_attempt_clear(self);
+    zchunk_destroy(&self->out);
+    zchunk_destroy(&self->answer);
+    zframe_destroy(&self->body);
+    proto_msg_destroy(&self->dispatch);
+    free(self);
+    *self_p = NULL;
+}
+
+static size_t s_body_size(s_request_t *self)
+{
+    return self->body ? zframe_size(self->body) : 0;
+}
+
+static void s_check_drained(dispatch_server_t *self)
+{
+    if (self->draining && zhashx_size(self->requests) == 0 &&
+        proto_outbox_pending(self->outbox) == 0)
+        proto_service_drained(self->service);
+}
+
+//  Publishes the OUTCOME of the current attempt.
+static void s_outcome(s_request_t *self, int status, const char *error_code)
+{
+    dispatch_server_t *server = self->server;
+    proto_msg_t *outcome = proto_msg_new(PROTO_MSG_OUTCOME);
+    proto_msg_set_request_id(outcome, self->rid);
+    proto_msg_set_trace(outcome, proto_msg_trace(self->dispatch));
+    proto_msg_set_provider_id(outcome, self->candidate->provider_id);
+    proto_msg_set_provider_key_id(outcome, self->candidate->provider_key_id);
+    proto_msg_set_upstream_model(outcome, self->candidate->upstream_model);
+    proto_msg_set_status(outcome, (uint64_t)status);
+    proto_msg_set_attempt(outcome, (uint64_t)self->attempts);
+    if (self->call) {
+        proto_msg_set_latency_us(outcome, dispatch_call_latency_us(self->call));
+        proto_msg_set_ttfb_us(outcome, dispatch_call_ttfb_us(self->call));
+        if (dispatch_call_retry_after_ms(self->call))
+            proto_msg_set_retry_after_ms(outcome, dispatch_call_retry_after_ms(self->call));
+    }
+    if (error_code)
+        proto_msg_set_error_code(outcome, error_code);
+    proto_msg_send(&outcome, server->events);
+    char labels[32];
+    snprintf(labels, sizeof labels, "status=\"%d\"", status);
+    proto_metric_add(proto_metrics_counter(server->metrics, "tollgate_dispatch_attempts_total",
+                                           "Upstream attempts by status", labels),
+                     1);
+}
+
+//  What a finished request tells ingress and billing.
+typedef struct {
+    int status;               //  final status
+    const char *content_type; //  of the body, or NULL
+    const char *error_code;   //  our error code, or NULL
+    proto_usage_t usage;      //  what the client is charged for
+    uint64_t retry_after_ms;  //  for a 429
+    bool reply;               //  send DONE (false after CANCEL)
+} s_ending_t;
+
+//  Sends DONE (body = what is left in self->out) and SETTLE, and forgets
+//  the request. The request is destroyed: callers return at once.
+static void s_finish(s_request_t *self, const s_ending_t *ending)
+{
+    dispatch_server_t *server = self->server;
+    uint64_t now = proto_loop_now_us();
+    uint64_t latency_us = now - self->received_us;
+    uint64_t ttfb_us = self->first_byte_us ? self->first_byte_us - self->received_us : 0;
+    const proto_candidate_t *candidate = self->candidate;
+    const proto_usage_t *usage = &ending->usage;
+
+    if (ending->reply) {
+        proto_msg_t *done = proto_msg_reply(self->dispatch, PROTO_MSG_DONE);
+        proto_msg_set_status(done, (uint64_t)ending->status);
+        proto_msg_set_sequence(done, self->sequence);
+        if (ending->content_type)
+            proto_msg_set_content_type(done, ending->content_type);
+        if (ending->error_code)
+            proto_msg_set_error_code(done, ending->error_code);
+        proto_msg_set_tokens_in(done, usage->tokens_in);
+        proto_msg_set_tokens_out(done, usage->tokens_out);
+        proto_msg_set_tokens_cache_read(done, usage->tokens_cache_read);
+        proto_msg_set_tokens_cache_write(done, usage->tokens_cache_write);
+        proto_msg_set_estimated(done, usage->estimated);
+        proto_msg_set_latency_us(done, latency_us);
+        proto_msg_set_ttfb_us(done, ttfb_us);
+        proto_msg_set_attempts(done, (uint64_t)self->attempts);
+        if (ending->retry_after_ms)
+            proto_msg_set_retry_after_ms(done, ending->retry_after_ms);
+        if (candidate) {
+            proto_msg_set_provider_id(done, candidate->provider_id);
+            proto_msg_set_provider_key_id(done, candidate->provider_key_id);
+            proto_msg_set_upstream_model(done, candidate->upstream_model);
+        }
+        if (zchunk_size(self->out))
+            proto_msg_set_body_bytes(done, zchunk_data(self->out), zchunk_size(self->out));
+        if (proto_msg_send(&done, server->router) != 0)
+            log_warn(self->rid, "DONE could not be sent to ingress");
+    }
+
+    //  Settlement: every request that reached us, exactly once.
+    proto_msg_t *settle = proto_msg_new(PROTO_MSG_SETTLE);
+    proto_msg_set_request_id(settle, self->rid);
+    proto_msg_set_trace(settle, proto_msg_trace(self->dispatch));
+    proto_msg_set_account_id(settle, proto_msg_account_id(self->dispatch));
+    proto_msg_set_key_id(settle, proto_msg_key_id(self->dispatch));
+    proto_msg_set_model(settle, proto_msg_model(self->dispatch));
+    if (candidate) {
+        proto_msg_set_provider_id(settle, candidate->provider_id);
+        proto_msg_set_provider_key_id(settle, candidate->provider_key_id);
+        proto_msg_set_upstream_model(settle, candidate->upstream_model);
+    }
+    proto_msg_set_status(settle, (uint64_t)ending->status);
+    proto_msg_set_tokens_in(settle, usage->tokens_in);
+    proto_msg_set_tokens_out(settle, usage->tokens_out);
+    proto_msg_set_tokens_cache_read(settle, usage->tokens_cache_read);
+    proto_msg_set_tokens_cache_write(settle, usage->tokens_cache_write);
+    proto_msg_set_latency_us(settle, latency_us);
+    proto_msg_set_ttfb_us(settle, ttfb_us);
+    proto_msg_set_started_us(settle, self->started_wall_us);
+    proto_msg_set_attempts(settle, (uint64_t)self->attempts);
+    proto_msg_set_estimated(settle, usage->estimated);
+    if (proto_msg_has(self->dispatch, PROTO_FIELD_reserve_micros))
+        proto_msg_set_reserve_micros(settle, proto_msg_reserve_micros(self->dispatch));
+    if (proto_outbox_send(server->outbox, &settle) != 0)
+        log_error(self->rid, "settlement outbox full: usage record lost");
+
+    log_info(self->rid,
+             "done status=%d attempts=%d provider=%llu model=%s in=%llu out=%llu%s "
+             "latency_ms=%llu ttfb_ms=%llu%s%s",
+             ending->status, self->attempts,
+             (unsigned long long)(candidate ? candidate->provider_id : 0),
+             candidate ? candidate->upstream_model : "-", (unsigned long long)usage->tokens_in,
+             (unsigned long long)usage->tokens_out, usage->estimated ? " (estimated)" : "",
+             (unsigned long long)(latency_us / 1000), (unsigned long long)(ttfb_us / 1000),
+             ending->error_code ? " error=" : "", ending->error_code ? ending->error_code : "");
+    zhashx_delete(server->requests, self->rid); //  destroys the request
+    proto_metric_set(server->in_flight, (double)zhashx_size(server->requests));
+    s_check_drained(server);
+}
+
+//  Ends a request with our own error body, before anything went out.
+static void s_finish_error(s_request_t *self, int status, const char *code, const char *message,
+                           uint64_t retry_after_ms)
+{
+    log_info(self->rid, "answering %d %s: %s", status, code, message);
+    char *body = proto_error_body(self->client_protocol, status, code, message);
+    zchunk_set(self->out, body, strlen(body));
+    free(body);
+    s_ending_t ending = {.status = status,
+                         .content_type = "application/json",
+                         .error_code = code,
+                         .retry_after_ms = retry_after_ms,
+                         .reply = true};
+    s_finish(self, &ending);
+}
+
+//  The usage the client is charged for at the end of the current attempt:
+//  what the upstream reported, the rest estimated.
+static proto_usage_t s_usage(s_request_t *self, bool output_produced)
+{
+    proto_usage_t usage = self->conv.usage;
+    proto_usage_estimate(&usage, s_body_size(self), output_produced ? self->conv.content_bytes : 0);
+    return usage;
+}
+
+//  --------------------------------------------------------------------------
+//  Relaying an attempt's answer
+
+//  Sends the client bytes made so far as one CHUNK; the first carries the
+//  status, content type and time to first byte.
+static void s_flush(s_request_t *self)
+{
+    if (zchunk_size(self->out) == 0)
+        return;
+    proto_msg_t *chunk = proto_msg_reply(self->dispatch, PROTO_MSG_CHUNK);
+    proto_msg_set_sequence(chunk, self->sequence++);
+    if (!self->relayed) {
+        proto_msg_set_status(chunk, (uint64_t)self->status);
+        proto_msg_set_content_type(chunk, "text/event-stream");
+        proto_msg_set_ttfb_us(chunk, self->first_byte_us - self->received_us);
+    }
+    proto_msg_set_body_bytes(chunk, zchunk_data(self->out), zchunk_size(self->out));
+    zchunk_set(self->out, NULL, 0);
+    if (proto_msg_send(&chunk, self->server->router) != 0)
+        log_warn(self->rid, "CHUNK could not be sent to ingress");
+    self->relayed = true;
+}
+
+static int s_on_event(const proto_sse_event_t *event, void *arg)
+{
+    s_request_t *self = arg;
+    if (self->conv.adapter->event(&self->conv, event, self->out) != 0) {
+        self->event_fail = DISPATCH_FAIL_PROTOCOL;
+        return -1;
+    }
+    return 0;
+}
+
+//  The upstream's first body byte: from now on we know how to read it.
+static void s_on_response(void *arg, int status, const char *content_type)
+{
+    s_request_t *self = arg;
+    self->status = status;
+    self->first_byte_us = proto_loop_now_us();
+    snprintf(self->content_type, sizeof self->content_type, "%s", content_type ? content_type : "");
+    bool ok = status >= 200 && status < 300;
+    //  A stream is relayed as it comes only when it is one; an upstream
+    //  that answers a stream request with plain JSON is read as a whole.
+    if (ok && self->conv.stream && strncasecmp(self->content_type, "text/event-stream", 17) == 0)
+        self->sse = proto_sse_new(PROTO_SSE_MAX_EVENT);
+}
+
+static dispatch_fail_t s_on_data(void *arg, const char *data, size_t size)
+{
+    s_request_t *self = arg;
+    if (self->sse) {
+        //  Relay on event boundaries, each write's complete events at once:
+        //  never more than one event waits here.
+        if (proto_sse_feed(self->sse, data, size, s_on_event, self) != 0) {
+            if (!self->event_fail) {
+                snprintf(self->conv.error, sizeof self->conv.error,
+                         "upstream stream event larger than %u bytes", PROTO_SSE_MAX_EVENT);
+                self->event_fail = DISPATCH_FAIL_PROTOCOL;
+            }
+            if (self->relayed)
+                s_flush(self); //  the complete events before the bad one
+            return DISPATCH_FAIL_PROTOCOL;
+        }
+        s_flush(self);
+        return DISPATCH_FAIL_NONE;
+    }
+    bool ok = self->status >= 200 && self->status < 300;
+    size_t limit = ok ? S_MAX_ANSWER : S_MAX_ERROR_BODY;
+    if (zchunk_size(self->answer) + size > limit) {
+        if (ok)
+            return DISPATCH_FAIL_TOO_LARGE;
+        return DISPATCH_FAIL_NONE; //  the head of an error body is enough
+    }
+    zchunk_extend(self->answer, data, size);
+    return DISPATCH_FAIL_NONE;
+}
+
+//  After the transfer: was a 2xx answer complete and readable?
+static dispatch_fail_t s_check_answer(s_request_t *self, const char **detail)
+{
+    if (self->sse) {
+        if (proto_sse_finish(self->sse, s_on_event, self) != 0) {
+            *detail = self->conv.error[0] ? self->conv.error : "stream event too large";
+            return DISPATCH_FAIL_PROTOCOL;
+        }
+        if (!self->conv.complete) {
+            *detail = "stream ended before its end marker";
+            return DISPATCH_FAIL_PROTOCOL;
+        }
+        return DISPATCH_FAIL_NONE;
+    }
+    if (self->conv.adapter->body(&self->conv, (const char *)zchunk_data(self->answer),
+                                 zchunk_size(self->answer), self->out) != 0) {
+        *detail = self->conv.error;
+        return DISPATCH_FAIL_PROTOCOL;
+    }
+    return DISPATCH_FAIL_NONE;
+}
+
+static void s_on_done(void *arg, dispatch_fail_t fail, const char *detail)
+{
+    s_request_t *self = arg;
+    dispatch_server_t *server = self->server;
+    int status = dispatch_call_status(self->call);
+    if (!self->status)
+        self->status = status;
+    if (fail == DISPATCH_FAIL_PROTOCOL && self->event_fail)
+        detail = self->conv.error;
+    if (fail == DISPATCH_FAIL_TOO_LARGE)
+        detail = "answer larger than 64 MiB";
+    if (fail == DISPATCH_FAIL_NONE && status >= 200 && status < 300)
+        fail = s_check_answer(self, &detail);
+
+    int outcome_status = dispatch_policy_outcome_status(fail, status);
+    dispatch_next_t next = dispatch_policy_next(fail, status, self->relayed);
+    s_outcome(self, outcome_status,
+              fail != DISPATCH_FAIL_NONE      ? dispatch_policy_fail_name(fail)
+              : next == DISPATCH_NEXT_SUCCESS ? NULL
+                                              : "upstream_status");
+    if (next != DISPATCH_NEXT_SUCCESS)
+        log_info(self->rid, "attempt %d provider=%llu model=%s failed: status=%d %s (%s)",
+                 self->attempts, (unsigned long long)self->candidate->provider_id,
+                 self->candidate->upstream_model, status, dispatch_policy_fail_name(fail),
+                 detail ? detail : "");
+
+    switch (next) {
+    case DISPATCH_NEXT_SUCCESS: {
+        s_ending_t ending = {.status = status,
+                             .content_type = self->sse             ? "text/event-stream"
+                                             : *self->content_type ? self->content_type
+                                                                   : "application/json",
+                             .usage = s_usage(self, true),
+                             .reply = true};
+        s_finish(self, &ending);
+        return;
+    }
+    case DISPATCH_NEXT_FAILOVER:
+        dispatch_policy_record(&self->failures, fail, status,
+                               dispatch_call_retry_after_ms(self->call));
+        proto_metric_add(server->failovers, 1);
+        s_attempt_clear(self);
+        s_try_next(self);
+        return;
+    case DISPATCH_NEXT_RELAY: {
+        //  The upstream refused the request itself: the client hears it as
+        //  the upstream said it, in its own protocol.
+        zchunk_set(self->out, NULL, 0);
+        self->conv.adapter->error_body(&self->conv, status, (const char *)zchunk_data(self->answer),
+                                       zchunk_size(self->answer), self->out);
+        s_ending_t ending = {.status = status,
+                             .content_type = "application/json",
+                             .error_code = "upstream_status",
+                             .reply = true};
+        s_finish(self, &ending);
+        return;
+    }
+    case DISPATCH_NEXT_BROKEN: {
+        //  Bytes already went to the client: the stream must not look
+        //  finished. What is left of the good events goes out first, then
+        //  an error event in the client's protocol.
+        s_flush(self);
+        int final = fail == DISPATCH_FAIL_TIMEOUT ? 504 : 502;
+        const char *code = fail == DISPATCH_FAIL_TIMEOUT ? "upstream_timeout" : "upstream_error";
+        char *event = proto_error_event(self->client_protocol, final, code,
+                                        "The upstream stream broke off before it was complete.");
+        zchunk_set(self->out, event, strlen(event));
+        free(event);
+        s_ending_t ending = {.status = final,
+                             .content_type = "text/event-stream",
+                             .error_code = code,
+                             .usage = s_usage(self, true),
+                             .reply = true};
+        s_finish(self, &ending);
+        return;
+    }
+    }
+}
+
+static const dispatch_call_handler_t s_handler = {s_on_response, s_on_data, s_on_done};
+
+//  --------------------------------------------------------------------------
+//  Attempts
+
+//  Starts the call for one candidate. Returns 0 when it runs, 1 when the
+//  candidate cannot be used (skip it), -1 when the request has been
+//  answered (a client error).
+static int s_start_attempt(s_request_t *self, const proto_candidate_t *candidate)
+{
+    dispatch_server_t *server = self->server;
+    const proto_provider_t *provider =
+        proto_catalog_provider(server->catalog, candidate->provider_id);
+    const proto_provider_key_t *key =
+        proto_catalog_provider_key(server->catalog, candidate->provider_key_id);
+    if (!provider || !key || key->provider_id != provider->id || !key->secret) {
+        log_warn(self->rid,
+                 "candidate provider=%llu key=%llu is not in the catalog (or its secret "
+                 "did not open); skipped",
+                 (unsigned long long)candidate->provider_id,
+                 (unsigned long long)candidate->provider_key_id);
+        return 1;
+    }
+    int upstream_protocol =
+        candidate->upstream_protocol ? (int)candidate->upstream_protocol : provider->protocol;
+    const dispatch_adapter_t *adapter =
+        dispatch_adapter_find(self->client_protocol, upstream_protocol);
+    if (!adapter) {
+        log_info(self->rid, "no converter from %s to %s yet; candidate provider=%llu skipped",
+                 proto_protocol_name(self->client_protocol), proto_protocol_name(upstream_protocol),
+                 (unsigned long long)candidate->provider_id);
+        self->unsupported = true;
+        return 1;
+    }
+    dispatch_convert_init(&self->conv, adapter);
+    char *body = NULL;
+    size_t body_size = 0;
+    if (adapter->request(&self->conv, (const char *)zframe_data(self->body), s_body_size(self),
+                         candidate->upstream_model, &body, &body_size) != 0) {
+        char message[300];
+        snprintf(message, sizeof message, "%s", self->conv.error);
+        s_finish_error(self, 400, "invalid_request", message, 0);
+        return -1;
+    }
+    char *url = dispatch_upstream_url(upstream_protocol, provider->base_url,
+                                      candidate->upstream_model, self->conv.stream);
+    if (!url) {
+        free(body);
+        log_warn(self->rid, "no URL for provider=%llu; skipped",
+                 (unsigned long long)candidate->provider_id);
+        return 1;
+    }
+    uint64_t total_ms = server->total_timeout_ms;
+    if (self->deadline_us) {
+        uint64_t now = proto_loop_now_us();
+        uint64_t left_ms = self->deadline_us > now ? (self->deadline_us - now) / 1000 : 0;
+        if (left_ms < total_ms)
+            total_ms = left_ms ? left_ms : 1;
+    }
+    dispatch_call_spec_t spec = {
+        .url = url,
+        .headers = dispatch_upstream_headers(upstream_protocol, key->secret, self->conv.stream),
+        .body = body,
+        .body_size = body_size,
+        .connect_timeout_ms = server->connect_timeout_ms,
+        .first_byte_timeout_ms = server->first_byte_timeout_ms,
+        .idle_timeout_ms = server->idle_timeout_ms,
+        .total_timeout_ms = total_ms,
+    };
+    self->candidate = candidate;
+    self->attempts++;
+    self->call = dispatch_call_new(server->multi, server->loop, &spec, &s_handler, self);
+    free(url);
+    if (!self->call) {
+        log_error(self->rid, "libcurl refused the upstream call");
+        return 1;
+    }
+    log_debug(self->rid, "attempt %d provider=%llu model=%s via %s", self->attempts,
+              (unsigned long long)candidate->provider_id, candidate->upstream_model, adapter->name);
+    return 0;
+}
+
+//  Tries candidates from self->next on until one runs; when none is left,
+//  answers with the failure that fits what happened.
+static void s_try_next(s_request_t *self)
+{
+    while (self->next < self->candidate_count) {
+        if (self->deadline_us && proto_loop_now_us() >= self->deadline_us) {
+            dispatch_policy_record(&self->failures, DISPATCH_FAIL_TIMEOUT, 0, 0);
+            break;
+        }
+        const proto_candidate_t *candidate = &self->candidates[self->next++];
+        int rc = s_start_attempt(self, candidate);
+        if (rc <= 0)
+            return; //  running, or answered
+    }
+    if (self->failures.failed == 0 && self->unsupported) {
+        char message[200];
+        snprintf(message, sizeof message,
+                 "Requests in the %s protocol cannot be sent to this model's providers yet.",
+                 proto_protocol_name(self->client_protocol));
+        s_finish_error(self, 400, "unsupported_protocol", message, 0);
+        return;
+    }
+    const char *code, *message;
+    int status = dispatch_policy_final(&self->failures, &code, &message);
+    s_finish_error(self, status, code, message, status == 429 ? self->failures.retry_after_ms : 0);
+}
+
+//  --------------------------------------------------------------------------
+//  Sockets
+
+static void s_on_dispatch(dispatch_server_t *self, proto_msg_t **msg_p)
+{
+    proto_msg_t *msg = *msg_p;
+    const char *rid = proto_msg_request_id(msg);
+    if (!*rid) {
+        log_warn(NULL, "DISPATCH without a request id dropped");
+        proto_msg_destroy(msg_p);
+        return;
+    }
+    if (zhashx_lookup(self->requests, rid)) {
+        log_warn(rid, "DISPATCH for a request already in flight dropped");
+        proto_msg_destroy(msg_p);
+        return;
+    }
+    s_request_t *request = s_request_new(self, msg_p);
+    zhashx_insert(self->requests, request->rid, request);
+    proto_metric_set(self->in_flight, (double)zhashx_size(self->requests));
+    int protocol = request->client_protocol;
+    if (self->draining)
+        s_finish_error(request, 503, "draining", "This dispatch instance is shutting down.", 0);
+    else if (protocol < PROTO_PROTOCOL_OPENAI || protocol > PROTO_PROTOCOL_OPENAI_EMBEDDINGS)
+        s_finish_error(request, 400, "unsupported_protocol", "Unknown client protocol.", 0);
+    else if (!s_body_size(request))
+        s_finish_error(request, 400, "invalid_request", "The request has no body.", 0);
+    else if (request->candidate_count == 0)
+        s_finish_error(request, 503, "no_provider", "No provider serves this model.", 0);
+    else
+        s_try_next(request);
+}
+
+static void s_on_cancel(dispatch_server_t *self, proto_msg_t *msg)
+{
+    const char *rid = proto_msg_request_id(msg);
+    s_request_t *request = zhashx_lookup(self->requests, rid);
+    if (!request) {
+        log_debug(rid, "CANCEL for a request not in flight");
+        return;
+    }
+    log_info(rid, "cancelled by ingress (%s) after %d attempt(s)",
+             proto_msg_has(msg, PROTO_FIELD_reason) ? proto_msg_reason(msg) : "no reason",
+             request->attempts);
+    bool in_flight = request->call != NULL;
+    if (in_flight) {
+        s_outcome(request, S_STATUS_CANCELLED, "client_cancelled");
+        //  Removing the transfer closes its connection now: the upstream
+        //  stops generating (and charging) at once.
+        dispatch_call_destroy(&request->call);
+    }
+    //  The upstream read the prompt, so input is charged; output only as
+    //  far as it reached the client.
+    proto_usage_t usage = {0};
+    if (in_flight)
+        usage = s_usage(request, request->relayed);
+    s_ending_t ending = {.status = S_STATUS_CANCELLED,
+                         .error_code = "client_cancelled",
+                         .usage = usage,
+                         .reply = false};
+    s_finish(request, &ending);
+}
+
+static void s_router_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    dispatch_server_t *self = arg;
+    proto_msg_t *msg = NULL;
+    int rc = proto_msg_recv(&msg, socket);
+    if (rc == -2)
+        log_warn(NULL, "dispatch: dropped a malformed message");
+    if (rc != 0)
+        return;
+    switch (proto_msg_type(msg)) {
+    case PROTO_MSG_DISPATCH:
+        s_on_dispatch(self, &msg);
+        break;
+    case PROTO_MSG_CANCEL:
+        s_on_cancel(self, msg);
+        break;
+    default:
+        log_warn(proto_msg_request_id(msg), "dispatch: unexpected %s dropped",
+                 proto_msg_type_name(proto_msg_type(msg)));
+    }
+    proto_msg_destroy(&msg);
+}
+
+static void s_billing_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    dispatch_server_t *self = arg;
+    proto_msg_t *msg = NULL;
+    int rc = proto_msg_recv(&msg, socket);
+    if (rc == -2)
+        log_warn(NULL, "billing: dropped a malformed message");
+    if (rc != 0)
+        return;
+    if (proto_msg_type(msg) == PROTO_MSG_COMMIT) {
+        if (!proto_outbox_ack(self->outbox, proto_msg_request_id(msg)))
+            log_debug(proto_msg_request_id(msg), "COMMIT for a settlement not held (a re-send)");
+        s_check_drained(self);
+    } else
+        log_warn(proto_msg_request_id(msg), "billing: unexpected %s dropped",
+                 proto_msg_type_name(proto_msg_type(msg)));
+    proto_msg_destroy(&msg);
+}
+
+static void s_catalog_swap(proto_catalog_t **catalog_p, void *arg)
+{
+    dispatch_server_t *self = arg;
+    //  Requests hold candidate ids, never catalog pointers across turns,
+    //  so the old snapshot can go at once.
+    proto_catalog_destroy(&self->catalog);
+    self->catalog = *catalog_p;
+    *catalog_p = NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Server
+
+static void s_request_free(void **item)
+{
+    s_request_destroy((s_request_t **)item);
+}
+
+static zsock_t *s_bind(int type, proto_config_t *config, const char *key)
+{
+    const char *endpoint = proto_config_str(config, key);
+    zsock_t *socket = zsock_new(type);
+    if (!socket)
+        return NULL;
+    if (type == ZMQ_ROUTER)
+        zsock_set_sndhwm(socket, S_ROUTER_SNDHWM);
+    if (zsock_bind(socket, "%s", endpoint) < 0) {
+        log_error(NULL, "cannot bind %s %s: %s", key, endpoint, zmq_strerror(zmq_errno()));
+        zsock_destroy(&socket);
+    }
+    return socket;
+}
+
+dispatch_server_t *dispatch_server_new(proto_service_t *service)
+{
+    dispatch_server_t *self = calloc(1, sizeof *self);
+    assert(self);
+    self->service = service;
+    self->loop = proto_service_loop(service);
+    self->config = proto_service_config(service);
+    self->metrics = proto_service_metrics(service);
+    self->connect_timeout_ms =
+        (uint64_t)proto_config_int(self->config, "dispatch.connect_timeout_ms");
+    self->first_byte_timeout_ms =
+        (uint64_t)proto_config_int(self->config, "dispatch.first_byte_timeout_ms");
+    self->idle_timeout_ms = (uint64_t)proto_config_int(self->config, "dispatch.idle_timeout_ms");
+    self->total_timeout_ms = (uint64_t)proto_config_int(self->config, "dispatch.total_timeout_ms");
+    self->requests = zhashx_new();
+    zhashx_set_destructor(self->requests, s_request_free);
+    self->in_flight = proto_metrics_gauge(self->metrics, "tollgate_dispatch_in_flight",
+                                          "Requests being dispatched", NULL);
+    self->failovers = proto_metrics_counter(self->metrics, "tollgate_dispatch_failovers_total",
+                                            "Attempts replaced by the next candidate", NULL);
+
+    char error[512];
+    self->watch =
+        proto_watch_new(self->loop, self->config, true, s_catalog_swap, self, error, sizeof error);
+    if (!self->watch) {
+        log_error(NULL, "cannot load the configuration catalog: %s", error);
+        goto fail;
+    }
+    self->multi = dispatch_multi_new(self->loop);
+    self->router = s_bind(ZMQ_ROUTER, self->config, "dispatch.bind");
+    self->events = s_bind(ZMQ_PUB, self->config, "dispatch.events.bind");
+    self->billing = zsock_new(ZMQ_DEALER);
+    if (!self->multi || !self->router || !self->events || !self->billing)
+        goto fail;
+    const char *endpoints[S_MAX_ENDPOINTS];
+    int count = proto_config_endpoints(self->config, "billing", endpoints, S_MAX_ENDPOINTS);
+    for (int i = 0; i < count; i++)
+        if (zsock_connect(self->billing, "%s", endpoints[i]) < 0) {
+            log_error(NULL, "cannot connect to billing %s", endpoints[i]);
+            goto fail;
+        }
+    self->outbox = proto_outbox_new(self->loop, self->billing, S_SETTLE_RESEND_MS);
+    proto_loop_add_socket(self->loop, self->router, s_router_ready, self);
+    proto_loop_add_socket(self->loop, self->billing, s_billing_ready, self);
+    log_info(NULL, "dispatch on %s, outcomes on %s, %d billing endpoint(s)",
+             proto_config_str(self->config, "dispatch.bind"),
+             proto_config_str(self->config, "dispatch.events.bind"), count);
+    return self;
+fail:
+    dispatch_server_destroy(&self);
+    return NULL;
+}
+
+void dispatch_server_destroy(dispatch_server_t **self_p)
+{
+    assert(self_p);
+    dispatch_server_t *self = *self_p;
+    if (!self)
+        return;
+    //  Requests first: their calls must leave the multi handle before it goes.
+    zhashx_destroy(&self->requests);
+    if (self->router)
+        proto_loop_remove_socket(self->loop, self->router);
+    if (self->billing)
+        proto_loop_remove_socket(self->loop, self->billing);
+    proto_outbox_destroy(&self->outbox);
+    dispatch_multi_destroy(&self->multi);
+    proto_watch_destroy(&self->watch);
+    proto_catalog_destroy(&self->catalog);
+    zsock_destroy(&self->router);
+    zsock_destroy(&self->events);
+    zsock_destroy(&self->billing);
+    free(self);
+    *self_p = NULL;
+}
+
+void dispatch_server_drain(dispatch_server_t *self)
+{
+    self->draining = true;
+    log_info(NULL, "draining: %zu request(s) in flight, %zu settlement(s) unacknowledged",
+             zhashx_size(self->requests), proto_outbox_pending(self->outbox));
+    s_check_drained(self);
+}
+
+char *dispatch_server_status(dispatch_server_t *self)
+{
+    char *text = NULL;
+    if (asprintf(&text, "{\"in_flight\":%zu,\"upstream_transfers\":%zu,\"settle_pending\":%zu}",
+                 zhashx_size(self->requests), dispatch_multi_running(self->multi),
+                 proto_outbox_pending(self->outbox)) < 0)
+        return NULL;
+    return text;
+}

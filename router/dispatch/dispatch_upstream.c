@@ -1,0 +1,141 @@
+#include "dispatch_upstream.h"
+#include "proto_msg.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+//  base_url without trailing slashes, and without `version` at its end when
+//  the operator included it, then path (which starts with that version).
+static char *s_join(const char *base_url, const char *version, const char *path)
+{
+    size_t base = strlen(base_url);
+    while (base && base_url[base - 1] == '/')
+        base--;
+    size_t version_size = strlen(version);
+    if (base >= version_size && strncmp(base_url + base - version_size, version, version_size) == 0)
+        base -= version_size;
+    char *url = NULL;
+    if (asprintf(&url, "%.*s%s", (int)base, base_url, path) < 0)
+        return NULL;
+    return url;
+}
+
+char *dispatch_upstream_url(int protocol, const char *base_url, const char *upstream_model,
+                            bool stream)
+{
+    switch (protocol) {
+    case PROTO_PROTOCOL_OPENAI:
+        return s_join(base_url, "/v1", "/v1/chat/completions");
+    case PROTO_PROTOCOL_OPENAI_RESPONSES:
+        return s_join(base_url, "/v1", "/v1/responses");
+    case PROTO_PROTOCOL_OPENAI_EMBEDDINGS:
+        return s_join(base_url, "/v1", "/v1/embeddings");
+    case PROTO_PROTOCOL_ANTHROPIC:
+        return s_join(base_url, "/v1", "/v1/messages");
+    case PROTO_PROTOCOL_GEMINI: {
+        //  The model goes into the path; keep it to a safe character set.
+        for (const char *c = upstream_model; *c; c++)
+            if (!(isalnum((unsigned char)*c) || strchr("-._/", *c)))
+                return NULL;
+        char path[512];
+        snprintf(path, sizeof path, "/v1beta/models/%s:%s", upstream_model,
+                 stream ? "streamGenerateContent?alt=sse" : "generateContent");
+        return s_join(base_url, "/v1beta", path);
+    }
+    default:
+        return NULL;
+    }
+}
+
+static struct curl_slist *s_header(struct curl_slist *list, const char *name, const char *value)
+{
+    char *line = NULL;
+    if (asprintf(&line, "%s: %s", name, value) < 0)
+        return list;
+    struct curl_slist *grown = curl_slist_append(list, line);
+    //  The line may hold a secret: wipe our copy (curl keeps its own).
+    explicit_bzero(line, strlen(line));
+    free(line);
+    return grown ? grown : list;
+}
+
+struct curl_slist *dispatch_upstream_headers(int protocol, const char *secret, bool stream)
+{
+    struct curl_slist *list = NULL;
+    list = curl_slist_append(list, "Content-Type: application/json");
+    list =
+        curl_slist_append(list, stream ? "Accept: text/event-stream" : "Accept: application/json");
+    list = curl_slist_append(list, "Expect:");
+    secret = secret ? secret : "";
+    switch (protocol) {
+    case PROTO_PROTOCOL_ANTHROPIC:
+        list = s_header(list, "x-api-key", secret);
+        list = curl_slist_append(list, "anthropic-version: 2023-06-01");
+        break;
+    case PROTO_PROTOCOL_GEMINI:
+        list = s_header(list, "x-goog-api-key", secret);
+        break;
+    default: {
+        char *bearer = NULL;
+        if (asprintf(&bearer, "Bearer %s", secret) >= 0) {
+            list = s_header(list, "Authorization", bearer);
+            explicit_bzero(bearer, strlen(bearer));
+            free(bearer);
+        }
+    }
+    }
+    return list;
+}
+
+static bool s_has(struct curl_slist *list, const char *line)
+{
+    for (; list; list = list->next)
+        if (strcmp(list->data, line) == 0)
+            return true;
+    return false;
+}
+
+void dispatch_upstream_test(bool verbose)
+{
+    if (verbose)
+        printf(" * dispatch_upstream: ");
+    char *url = dispatch_upstream_url(PROTO_PROTOCOL_OPENAI, "http://127.0.0.1:9/", "m", true);
+    assert(strcmp(url, "http://127.0.0.1:9/v1/chat/completions") == 0);
+    free(url);
+    url = dispatch_upstream_url(PROTO_PROTOCOL_OPENAI, "https://api.openai.com/v1", "m", false);
+    assert(strcmp(url, "https://api.openai.com/v1/chat/completions") == 0);
+    free(url);
+    url = dispatch_upstream_url(PROTO_PROTOCOL_OPENAI, "https://relay.example/openai/v1/", "m",
+                                false);
+    assert(strcmp(url, "https://relay.example/openai/v1/chat/completions") == 0);
+    free(url);
+    url = dispatch_upstream_url(PROTO_PROTOCOL_ANTHROPIC, "https://api.anthropic.com", "m", true);
+    assert(strcmp(url, "https://api.anthropic.com/v1/messages") == 0);
+    free(url);
+    url = dispatch_upstream_url(PROTO_PROTOCOL_GEMINI,
+                                "https://generativelanguage.googleapis.com/v1beta",
+                                "gemini-2.0-flash", true);
+    assert(strcmp(url, "https://generativelanguage.googleapis.com/v1beta/models/"
+                       "gemini-2.0-flash:streamGenerateContent?alt=sse") == 0);
+    free(url);
+    assert(!dispatch_upstream_url(PROTO_PROTOCOL_GEMINI, "http://x", "a?b", false));
+    assert(!dispatch_upstream_url(PROTO_PROTOCOL_NONE, "http://x", "m", false));
+
+    struct curl_slist *headers = dispatch_upstream_headers(PROTO_PROTOCOL_OPENAI, "sk-1", true);
+    assert(s_has(headers, "Authorization: Bearer sk-1"));
+    assert(s_has(headers, "Accept: text/event-stream") && s_has(headers, "Expect:"));
+    curl_slist_free_all(headers);
+    headers = dispatch_upstream_headers(PROTO_PROTOCOL_ANTHROPIC, "sk-ant", false);
+    assert(s_has(headers, "x-api-key: sk-ant"));
+    assert(s_has(headers, "anthropic-version: 2023-06-01"));
+    assert(!s_has(headers, "Authorization: Bearer sk-ant"));
+    curl_slist_free_all(headers);
+    headers = dispatch_upstream_headers(PROTO_PROTOCOL_GEMINI, "g-key", false);
+    assert(s_has(headers, "x-goog-api-key: g-key"));
+    curl_slist_free_all(headers);
+    if (verbose)
+        printf("OK\n");
+}

@@ -1,0 +1,31 @@
+/*  dispatch_upstream: what an upstream HTTP request looks like per protocol.
+
+    The URL is the provider's base_url plus the protocol's path, without
+    doubling a version segment the operator already put in base_url
+    ("https://api.openai.com/v1" + "/chat/completions"). Authentication is
+    the protocol's own header. Secrets only ever go into header values
+    handed to libcurl; nothing here logs.
+*/
+#ifndef DISPATCH_UPSTREAM_H_INCLUDED
+#define DISPATCH_UPSTREAM_H_INCLUDED
+
+#include <curl/curl.h>
+#include <stdbool.h>
+
+//  The URL for a call to an upstream of `protocol` (proto_protocol_t) at
+//  base_url, for upstream_model (Gemini puts the model in the path) and
+//  stream. Returns NULL for a protocol without an HTTP endpoint. Caller
+//  owns return value (free()).
+char *dispatch_upstream_url(int protocol, const char *base_url, const char *upstream_model,
+                            bool stream);
+
+//  The request headers for a protocol: content type, accept, the
+//  authentication header carrying secret, and `Expect:` cleared (no 100
+//  continue round trip before large bodies). Caller owns return value
+//  (curl_slist_free_all).
+struct curl_slist *dispatch_upstream_headers(int protocol, const char *secret, bool stream);
+
+//  Self test.
+void dispatch_upstream_test(bool verbose);
+
+#endif

@@ -67,6 +67,8 @@ tg_build() {
   local dir="$1"
   shift
   tg_log "building $dir $*"
-  cmake -S "$TG_ROOT" -B "$TG_ROOT/$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  # RelWithDebInfo without -DNDEBUG: asserts stay on in every build (STYLE.md).
+  cmake -S "$TG_ROOT" -B "$TG_ROOT/$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O2 -g" "$@" >/dev/null
   cmake --build "$TG_ROOT/$dir" -j "$(nproc 2>/dev/null || echo 2)"
 }

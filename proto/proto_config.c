@@ -83,7 +83,8 @@ static const s_key_t s_keys[] = {
 
 //  Environment variables with our prefix that belong to the CLI, not to programs.
 static const char *s_env_allowed[] = {"TOLLGATE_CONFIG", "TOLLGATE_ADMIN_URL",
-                                      "TOLLGATE_ADMIN_TOKEN", "TOLLGATE_DIR", NULL};
+                                      "TOLLGATE_ADMIN_TOKEN", "TOLLGATE_DIR",
+                                      "TOLLGATE_BIN", NULL};
 
 typedef struct {
     char *value;          //  current value, as text

@@ -524,6 +524,16 @@ static int s_read_candidates(s_reader_t *reader, proto_msg_t *self)
     return 0;
 }
 
+//  Frame strings are not NUL-terminated, so copy exactly `length` bytes.
+static char *s_copy_string(const char *text, size_t length)
+{
+    char *copy = malloc(length + 1);
+    assert(copy);
+    memcpy(copy, text, length);
+    copy[length] = '\0';
+    return copy;
+}
+
 static int s_read_field(s_reader_t *reader, proto_msg_t *self, uint64_t id)
 {
     const char *text;
@@ -536,7 +546,7 @@ static int s_read_field(s_reader_t *reader, proto_msg_t *self, uint64_t id)
     if (s_read_str(reader, &text, &length, PROTO_MSG_STR_MAX))                                     \
         return -1;                                                                                 \
     free(self->name);                                                                              \
-    self->name = strndup(text, length);                                                            \
+    self->name = s_copy_string(text, length);                                                      \
     return 0;
 #define S_READ_CANDIDATES(name) return s_read_candidates(reader, self);
 #define X(name, fid, kind)                                                                         \

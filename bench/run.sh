@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# The request-path benchmark, in one run on this machine:
+#   the mock upstream directly, through nginx as a plain keep-alive reverse
+#   proxy, and through Tollgate; small non-streamed completions with wrk
+#   (32 connections, and 1 connection for added latency), streamed ones of 50
+#   chunks (time to first byte), 1,000 concurrent open streams, and the peak
+#   RSS of every Tollgate process. Writes docs/benchmarks.md.
+#
+#   bench/run.sh [--duration SECONDS]      (needs ./setup.sh's packages and a build in build/)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+duration=10
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --duration) duration="$2"; shift 2 ;;
+    *) echo "usage: bench/run.sh [--duration SECONDS]" >&2; exit 2 ;;
+    esac
+done
+bin="$root/build/bin"
+[ -x "$bin/tollgate" ] || { echo "build first: ./setup.sh or cmake --build build" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/tollgate-bench.XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    "$bin/tollgate" down --dir "$work/cluster" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+log() { printf '==> %s\n' "$*" >&2; }
+
+# 1. The mock upstream. "mock-slow" streams slowly, for the open-streams test.
+"$bin/tollgate-mock-upstream" --port 0 --threads 2 \
+    --models mock-model,mock-50,mock-slow --fault 'mock-slow=delay-chunks:500' >"$work/mock.out" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do grep -q '^port=' "$work/mock.out" && break; sleep 0.1; done
+mock_port=$(sed -n 's/^port=//p' "$work/mock.out")
+mock="http://127.0.0.1:$mock_port"
+log "mock upstream on $mock"
+
+# 2. nginx as a plain keep-alive reverse proxy in front of the mock.
+nginx_port=$(free_port)
+mkdir -p "$work/nginx"
+cat >"$work/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx;
+    proxy_temp_path $work/nginx;
+    upstream mock { server 127.0.0.1:$mock_port; keepalive 64; }
+    server {
+        listen 127.0.0.1:$nginx_port;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+NGINX
+nginx -c "$work/nginx/nginx.conf" -p "$work/nginx"
+pids+=($(cat "$work/nginx/nginx.pid"))
+log "nginx on 127.0.0.1:$nginx_port"
+
+# 3. Tollgate, with the mock as its provider.
+gw_port=$(free_port)
+admin_port=$(free_port)
+"$bin/tollgate" up --dir "$work/cluster" --port "$gw_port" --admin-port "$admin_port" >"$work/up.out"
+gateway="http://127.0.0.1:$gw_port"
+export TOLLGATE_DIR="$work/cluster"
+"$bin/tollgate" provider add mock --protocol openai --base-url "$mock" >/dev/null
+"$bin/tollgate" provider key add mock --secret sk-bench >/dev/null
+for model in mock-model mock-50 mock-slow; do
+    "$bin/tollgate" model add "$model" --route "mock:$model" --price-in 0.15 --price-out 0.60 >/dev/null
+done
+"$bin/tollgate" account add bench --balance 1000000 >/dev/null
+key=$("$bin/tollgate" key create bench --name bench | tail -n 1)
+# Wait until the gateway knows the key (configuration reaches it within a second).
+for _ in $(seq 50); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $key" "$gateway/v1/models")
+    [ "$code" = 200 ] && break
+    sleep 0.1
+done
+log "tollgate on $gateway"
+
+wrk_run() { # NAME URL CONNECTIONS MODEL STREAM
+    local out
+    out=$(BENCH_KEY="$key" BENCH_MODEL="$4" BENCH_STREAM="$5" \
+        wrk -t "$(( $3 < 2 ? 1 : 2 ))" -c "$3" -d "${duration}s" --latency -s bench/chat.lua "$2/v1/chat/completions" 2>&1)
+    local line
+    line=$(grep '^RESULT' <<<"$out" || true)
+    [ -n "$line" ] || { echo "$out" >&2; line="RESULT rps=0 p50_ms=0 p99_ms=0 requests=0 errors=-1 non200=-1"; }
+    echo "$1 $line"
+}
+
+results="$work/results.txt"
+: >"$results"
+for target in "direct $mock" "nginx http://127.0.0.1:$nginx_port" "tollgate $gateway"; do
+    set -- $target
+    log "wrk: $1, 32 connections, non-streamed"
+    wrk_run "$1-c32" "$2" 32 mock-model 0 | tee -a "$results"
+    log "wrk: $1, 1 connection, non-streamed"
+    wrk_run "$1-c1" "$2" 1 mock-model 0 | tee -a "$results"
+    log "streamed (50 chunks): $1, 32 connections"
+    echo "$1-stream $(node bench/ttfb.mjs "$2/v1/chat/completions" "$key" mock-50 32 $((duration * 300)))" | tee -a "$results"
+done
+
+# 4. Peak RSS of the Tollgate programs while 1,000 streams are open at once.
+log "1000 concurrent open streams through tollgate"
+streams=$(node bench/streams.mjs "$gateway/v1/chat/completions" "$key" mock-slow 1000)
+echo "streams $streams" | tee -a "$results"
+rss_total=0
+rss_lines=""
+for program in ingress router dispatch health billing ledger; do
+    pid=$(jq -r ".programs[] | select(.name==\"$program\") | .pid" "$work/cluster/run/status.json" 2>/dev/null || true)
+    [ -n "$pid" ] && [ -r "/proc/$pid/status" ] || continue
+    hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+    rss_total=$((rss_total + hwm))
+    rss_lines+="| tollgate-$program | $((hwm / 1024)) MiB |"$'\n'
+done
+
+# 5. Write the results down.
+field() { sed -n "s/^$1 .*$2=\([^ ]*\).*/\1/p" "$results"; }
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0f%%", 100 * a / b; else print "n/a" }'; }
+added=$(awk -v t="$(field tollgate-c1 p50_ms)" -v d="$(field direct-c1 p50_ms)" 'BEGIN { printf "%.3f", t - d }')
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
+{
+    echo "# Benchmarks"
+    echo
+    echo "Written by \`bench/run.sh\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $cpu; mock upstream, nginx,"
+    echo "Tollgate and the load generator all share the machine). ${duration} s per wrk run."
+    echo
+    echo "## Small non-streamed completion, 32 connections"
+    echo
+    echo "| target | requests/s | p50 ms | p99 ms | errors |"
+    echo "|---|---|---|---|---|"
+    for t in direct nginx tollgate; do
+        echo "| $t | $(field $t-c32 rps) | $(field $t-c32 p50_ms) | $(field $t-c32 p99_ms) | $(field $t-c32 non200) |"
+    done
+    echo
+    echo "Tollgate throughput is $(pct "$(field tollgate-c32 rps)" "$(field nginx-c32 rps)") of nginx's (target: at least 35%)."
+    echo
+    echo "## One connection (added latency)"
+    echo
+    echo "| target | requests/s | p50 ms | p99 ms |"
+    echo "|---|---|---|---|"
+    for t in direct nginx tollgate; do
+        echo "| $t | $(field $t-c1 rps) | $(field $t-c1 p50_ms) | $(field $t-c1 p99_ms) |"
+    done
+    echo
+    echo "p50 added by Tollgate over direct: ${added} ms (target: at most 0.3 ms)."
+    echo
+    echo "## Streamed completion of 50 chunks, 32 connections"
+    echo
+    echo "| target | streams/s | first byte p50 ms | first byte p99 ms | whole p50 ms | whole p99 ms |"
+    echo "|---|---|---|---|---|---|"
+    for t in direct nginx tollgate; do
+        echo "| $t | $(field $t-stream rps) | $(field $t-stream ttfb_p50_ms) | $(field $t-stream ttfb_p99_ms) | $(field $t-stream p50_ms) | $(field $t-stream p99_ms) |"
+    done
+    echo
+    echo "## 1,000 concurrent open streams through Tollgate"
+    echo
+    echo "Streams: $(field streams completed) of 1000 completed, $(field streams peak_open) open at the peak, $(field streams errors) errors."
+    echo
+    echo "| program | peak RSS (VmHWM) |"
+    echo "|---|---|"
+    printf '%s' "$rss_lines"
+    echo "| all Tollgate programs | $((rss_total / 1024)) MiB (target: under 150 MiB) |"
+} >"$root/docs/benchmarks.md"
+log "wrote docs/benchmarks.md"
+cat "$root/docs/benchmarks.md"

@@ -1,0 +1,1106 @@
+/*  ops_admin: admin CLI commands over the admin API. See ops_admin.h.
+
+    One table of commands; each names its words, how many positional
+    arguments it takes, which --options it accepts, and a function that
+    builds the request and prints the answer. Parsing is strict: an unknown
+    option or a missing argument is a usage error (exit 2) before anything
+    is sent.
+*/
+#include "ops_admin.h"
+#include "proto_config.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_DEFAULT_DIR "./var"
+#define S_MAX_WORDS 8    //  positional words in one command line
+#define S_MAX_OPTIONS 32 //  --options in one command line
+#define S_TIMEOUT_S 30   //  longest an admin call may take
+#define S_MAX_COLUMNS 10 //  columns in a table
+#define S_CELL 256       //  longest cell shown
+
+//  A parsed command line.
+typedef struct {
+    const char *words[S_MAX_WORDS];    //  positional words, command words first
+    int word_count;                    //  how many
+    const char *names[S_MAX_OPTIONS];  //  option names without "--"
+    const char *values[S_MAX_OPTIONS]; //  their values; NULL for flags
+    int option_count;                  //  how many
+} s_args_t;
+
+//  Where and how to reach the admin API.
+typedef struct {
+    char url[512];   //  base URL without a trailing slash
+    char token[512]; //  admin bearer token
+    bool json;       //  print the API's JSON instead of text
+} s_client_t;
+
+typedef int(s_run_fn)(s_client_t *client, s_args_t *args, int first);
+
+typedef struct {
+    const char *words;   //  "provider key add": what selects it
+    int positionals;     //  words after the command words
+    const char *options; //  value options accepted, space-separated
+    s_run_fn *run;       //  sends the request, prints the answer
+    const char *usage;   //  for --help and usage errors
+} s_command_t;
+
+// ---------------------------------------------------------------------------
+//  Pure helpers
+
+void ops_admin_format_micros(int64_t micros, char *out, size_t out_size)
+{
+    //  Through uint64 so INT64_MIN has a magnitude too.
+    uint64_t magnitude = micros < 0 ? (uint64_t)0 - (uint64_t)micros : (uint64_t)micros;
+    char fraction[8];
+    snprintf(fraction, sizeof fraction, "%06" PRIu64, magnitude % 1000000);
+    size_t length = 6;
+    while (length > 2 && fraction[length - 1] == '0')
+        fraction[--length] = '\0';
+    snprintf(out, out_size, "%s%" PRIu64 ".%s", micros < 0 ? "-" : "", magnitude / 1000000,
+             fraction);
+}
+
+//  Percent-encodes text for one URL path segment or query value (RFC 3986
+//  unreserved characters stay). Caller owns return value.
+static char *s_escape(const char *text)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char *out = malloc(strlen(text) * 3 + 1);
+    assert(out);
+    char *cursor = out;
+    for (const unsigned char *c = (const unsigned char *)text; *c; c++) {
+        if (isalnum(*c) || *c == '-' || *c == '.' || *c == '_' || *c == '~')
+            *cursor++ = (char)*c;
+        else {
+            *cursor++ = '%';
+            *cursor++ = hex[*c >> 4];
+            *cursor++ = hex[*c & 15];
+        }
+    }
+    *cursor = '\0';
+    return out;
+}
+
+static bool s_is_flag(const char *name)
+{
+    return strcmp(name, "json") == 0 || strcmp(name, "help") == 0;
+}
+
+//  Splits argv into words and options ("--name value", "--name=value",
+//  flags --json and --help; "--" ends options). Returns 0, or -1 with a
+//  message on stderr.
+static int s_parse(int argc, char **argv, s_args_t *args)
+{
+    memset(args, 0, sizeof *args);
+    bool options_done = false;
+    for (int i = 0; i < argc; i++) {
+        const char *arg = argv[i];
+        if (options_done || strncmp(arg, "--", 2) != 0) {
+            if (args->word_count == S_MAX_WORDS) {
+                fprintf(stderr, "tollgate: too many arguments\n");
+                return -1;
+            }
+            args->words[args->word_count++] = arg;
+            continue;
+        }
+        if (strcmp(arg, "--") == 0) {
+            options_done = true;
+            continue;
+        }
+        if (args->option_count == S_MAX_OPTIONS) {
+            fprintf(stderr, "tollgate: too many options\n");
+            return -1;
+        }
+        const char *name = arg + 2;
+        const char *equals = strchr(name, '=');
+        const char *value = NULL;
+        if (equals) {
+            //  Keep the name NUL-terminated: point into argv after cutting it.
+            argv[i][equals - arg] = '\0';
+            value = equals + 1;
+        } else if (!s_is_flag(name)) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "tollgate: --%s needs a value\n", name);
+                return -1;
+            }
+            value = argv[++i];
+        }
+        if (s_is_flag(name) && value) {
+            fprintf(stderr, "tollgate: --%s takes no value\n", name);
+            return -1;
+        }
+        args->names[args->option_count] = name;
+        args->values[args->option_count++] = value;
+    }
+    return 0;
+}
+
+//  The last value of an option, or NULL.
+static const char *s_option(s_args_t *args, const char *name)
+{
+    const char *value = NULL;
+    for (int i = 0; i < args->option_count; i++)
+        if (strcmp(args->names[i], name) == 0)
+            value = args->values[i] ? args->values[i] : "";
+    return value;
+}
+
+//  True when `name` appears as a whole word in a space-separated list.
+static bool s_listed(const char *list, const char *name)
+{
+    size_t length = strlen(name);
+    for (const char *c = list; (c = strstr(c, name)); c += length)
+        if ((c == list || c[-1] == ' ') && (c[length] == ' ' || c[length] == '\0'))
+            return true;
+    return false;
+}
+
+//  Derives the admin base URL from an `ingress.admin_listen` address: a
+//  wildcard host is reached on loopback.
+static void s_listen_url(const char *listen, char *url, size_t url_size)
+{
+    const char *colon = strrchr(listen, ':');
+    const char *port = colon ? colon + 1 : "8081";
+    size_t host_length = colon ? (size_t)(colon - listen) : strlen(listen);
+    char host[256];
+    snprintf(host, sizeof host, "%.*s", (int)host_length, listen);
+    if (!*host || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "*") == 0)
+        snprintf(host, sizeof host, "127.0.0.1");
+    else if (strcmp(host, "::") == 0 || strcmp(host, "[::]") == 0)
+        snprintf(host, sizeof host, "[::1]");
+    snprintf(url, url_size, "http://%s:%s", host, port);
+}
+
+//  Finds the admin URL and token: environment first, then the state folder.
+//  Returns 0, or -1 with a message on stderr.
+static int s_discover(s_client_t *client, const char *dir)
+{
+    const char *url = getenv("TOLLGATE_ADMIN_URL");
+    const char *token = getenv("TOLLGATE_ADMIN_TOKEN");
+    if (url && *url)
+        snprintf(client->url, sizeof client->url, "%s", url);
+    if (token && *token)
+        snprintf(client->token, sizeof client->token, "%s", token);
+    if (*client->url && *client->token)
+        goto done;
+
+    char path[4096];
+    proto_config_t *config = NULL;
+    snprintf(path, sizeof path, "%s/tollgate.conf", dir);
+    FILE *probe = fopen(path, "r");
+    if (probe) {
+        fclose(probe);
+        config = proto_config_new();
+        char error[512];
+        if (proto_config_load_file(config, path, error, sizeof error) != 0) {
+            fprintf(stderr, "tollgate: %s\n", error);
+            proto_config_destroy(&config);
+            return -1;
+        }
+    }
+    if (!*client->url && config)
+        s_listen_url(proto_config_str(config, "ingress.admin_listen"), client->url,
+                     sizeof client->url);
+    if (!*client->token) {
+        snprintf(path, sizeof path, "%s/admin_token", dir);
+        FILE *file = fopen(path, "r");
+        if (file) {
+            if (fgets(client->token, sizeof client->token, file))
+                client->token[strcspn(client->token, "\r\n")] = '\0';
+            fclose(file);
+        }
+        if (!*client->token && config)
+            snprintf(client->token, sizeof client->token, "%s",
+                     proto_config_str(config, "ingress.admin_token"));
+    }
+    proto_config_destroy(&config);
+    if (!*client->url || !*client->token) {
+        fprintf(stderr,
+                "tollgate: no admin %s: set TOLLGATE_ADMIN_URL and TOLLGATE_ADMIN_TOKEN, or "
+                "point --dir at the folder `tollgate up` made (tried %s)\n",
+                !*client->url ? "URL" : "token", dir);
+        return -1;
+    }
+done : {
+    size_t length = strlen(client->url);
+    while (length && client->url[length - 1] == '/')
+        client->url[--length] = '\0';
+}
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+//  HTTP
+
+typedef struct {
+    char *data;  //  bytes received
+    size_t size; //  how many
+} s_buffer_t;
+
+static size_t s_collect(char *data, size_t size, size_t count, void *arg)
+{
+    s_buffer_t *buffer = arg;
+    size_t bytes = size * count;
+    char *grown = realloc(buffer->data, buffer->size + bytes + 1);
+    if (!grown)
+        return 0;
+    buffer->data = grown;
+    memcpy(buffer->data + buffer->size, data, bytes);
+    buffer->size += bytes;
+    buffer->data[buffer->size] = '\0';
+    return bytes;
+}
+
+//  Sends one request (body stolen; may be NULL). On a 2xx answer prints it
+//  raw with --json, sets *answer (caller decrefs) and returns 0; otherwise
+//  prints the server's message on stderr and returns 1.
+static int s_call(s_client_t *client, const char *method, const char *path, json_t *body,
+                  json_t **answer)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    char url[4096];
+    snprintf(url, sizeof url, "%s%s", client->url, path);
+    char authorization[600];
+    snprintf(authorization, sizeof authorization, "Authorization: Bearer %s", client->token);
+
+    CURL *curl = curl_easy_init();
+    assert(curl);
+    struct curl_slist *headers = curl_slist_append(NULL, authorization);
+    headers = curl_slist_append(headers, "Content-Type: application/json");
+    headers = curl_slist_append(headers, "Accept: application/json");
+    s_buffer_t received = {NULL, 0};
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, s_collect);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &received);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT, (long)S_TIMEOUT_S);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    if (text)
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, text);
+    CURLcode code = curl_easy_perform(curl);
+    long status = 0;
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(curl);
+    free(text);
+
+    int rc = 1;
+    json_t *parsed = received.data ? json_loads(received.data, 0, NULL) : NULL;
+    if (code != CURLE_OK)
+        fprintf(stderr, "tollgate: cannot reach the admin API at %s: %s\n", client->url,
+                curl_easy_strerror(code));
+    else if (status < 200 || status > 299) {
+        const char *message =
+            json_string_value(json_object_get(json_object_get(parsed, "error"), "message"));
+        if (message)
+            fprintf(stderr, "tollgate: %s (HTTP %ld)\n", message, status);
+        else
+            fprintf(stderr, "tollgate: the admin API answered HTTP %ld: %.200s\n", status,
+                    received.data ? received.data : "");
+    } else if (!parsed)
+        fprintf(stderr, "tollgate: the admin API answered something that is not JSON\n");
+    else {
+        if (client->json)
+            fputs(received.data, stdout);
+        *answer = parsed;
+        parsed = NULL;
+        rc = 0;
+    }
+    json_decref(parsed);
+    free(received.data);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+//  Printing
+
+typedef enum {
+    S_COL_TEXT,   //  string or number as is; null as "-"
+    S_COL_MONEY,  //  micro-units as a decimal amount
+    S_COL_LIST,   //  array joined by ","; null as "any"
+    S_COL_ROUTES, //  routes as provider:upstream, ...
+    S_COL_TIME,   //  timestamp shortened to seconds
+} s_col_kind_t;
+
+typedef struct {
+    const char *title; //  column heading
+    const char *key;   //  field of each row
+    s_col_kind_t kind; //  how to show it
+} s_column_t;
+
+//  Renders one cell into out.
+static void s_cell(json_t *row, const s_column_t *column, char *out, size_t size)
+{
+    json_t *value = json_object_get(row, column->key);
+    *out = '\0';
+    if (!value || json_is_null(value)) {
+        snprintf(out, size, "%s", column->kind == S_COL_LIST ? "any" : "-");
+        return;
+    }
+    switch (column->kind) {
+    case S_COL_MONEY:
+        if (json_is_integer(value)) {
+            ops_admin_format_micros(json_integer_value(value), out, size);
+            return;
+        }
+        break;
+    case S_COL_LIST:
+    case S_COL_ROUTES: {
+        size_t index;
+        json_t *item;
+        json_array_foreach(value, index, item)
+        {
+            size_t used = strlen(out);
+            const char *separator = index ? (column->kind == S_COL_LIST ? "," : ", ") : "";
+            if (column->kind == S_COL_LIST)
+                snprintf(out + used, size - used, "%s%s", separator,
+                         json_string_value(item) ? json_string_value(item) : "?");
+            else
+                snprintf(out + used, size - used, "%s%s:%s%s", separator,
+                         json_string_value(json_object_get(item, "provider")),
+                         json_string_value(json_object_get(item, "upstream_model")),
+                         strcmp(json_string_value(json_object_get(item, "status")), "active")
+                             ? " (disabled)"
+                             : "");
+        }
+        if (json_array_size(value) == 0)
+            snprintf(out, size, "%s", column->kind == S_COL_LIST ? "none" : "-");
+        return;
+    }
+    case S_COL_TIME:
+        if (json_is_string(value)) {
+            snprintf(out, size, "%.19s", json_string_value(value));
+            char *t = strchr(out, 'T');
+            if (t)
+                *t = ' ';
+            return;
+        }
+        break;
+    case S_COL_TEXT:
+        break;
+    }
+    if (json_is_string(value))
+        snprintf(out, size, "%s", json_string_value(value));
+    else if (json_is_integer(value))
+        snprintf(out, size, "%" JSON_INTEGER_FORMAT, json_integer_value(value));
+    else if (json_is_boolean(value))
+        snprintf(out, size, "%s", json_is_true(value) ? "yes" : "no");
+    else
+        snprintf(out, size, "?");
+}
+
+//  Width on a terminal: UTF-8 continuation bytes take no column.
+static int s_width(const char *text)
+{
+    int width = 0;
+    for (const unsigned char *c = (const unsigned char *)text; *c; c++)
+        width += (*c & 0xc0) != 0x80;
+    return width;
+}
+
+//  Prints rows as an aligned table, or a note when there are none.
+static void s_table(json_t *rows, const s_column_t *columns, int column_count, const char *none)
+{
+    if (json_array_size(rows) == 0) {
+        printf("%s\n", none);
+        return;
+    }
+    assert(column_count <= S_MAX_COLUMNS);
+    int widths[S_MAX_COLUMNS];
+    char cell[S_CELL];
+    for (int c = 0; c < column_count; c++)
+        widths[c] = s_width(columns[c].title);
+    size_t index;
+    json_t *row;
+    json_array_foreach(rows, index, row) for (int c = 0; c < column_count; c++)
+    {
+        s_cell(row, &columns[c], cell, sizeof cell);
+        if (s_width(cell) > widths[c])
+            widths[c] = s_width(cell);
+    }
+    for (int c = 0; c < column_count; c++)
+        printf("%s%-*s", c ? "  " : "", c + 1 < column_count ? widths[c] : 0, columns[c].title);
+    printf("\n");
+    json_array_foreach(rows, index, row)
+    {
+        for (int c = 0; c < column_count; c++) {
+            s_cell(row, &columns[c], cell, sizeof cell);
+            int pad = c + 1 < column_count ? widths[c] - s_width(cell) : 0;
+            printf("%s%s%*s", c ? "  " : "", cell, pad, "");
+        }
+        printf("\n");
+    }
+}
+
+//  Prints the named fields of an object, one per line.
+static void s_fields(json_t *object, const s_column_t *columns, int column_count)
+{
+    char cell[S_CELL];
+    for (int c = 0; c < column_count; c++) {
+        s_cell(object, &columns[c], cell, sizeof cell);
+        printf("%-16s %s\n", columns[c].title, cell);
+    }
+}
+
+#define S_COUNT(array) ((int)(sizeof array / sizeof array[0]))
+
+static const char *s_str(json_t *object, const char *key)
+{
+    const char *value = json_string_value(json_object_get(object, key));
+    return value ? value : "";
+}
+
+static json_int_t s_int(json_t *object, const char *key)
+{
+    return json_integer_value(json_object_get(object, key));
+}
+
+// ---------------------------------------------------------------------------
+//  Building bodies from options
+
+//  Sets body[key] to an integer option's value. Returns 0, or -1 (usage).
+static int s_put_int(json_t *body, s_args_t *args, const char *option, const char *key)
+{
+    const char *value = s_option(args, option);
+    if (!value)
+        return 0;
+    char *end;
+    errno = 0;
+    long long number = strtoll(value, &end, 10);
+    if (!*value || *end || errno) {
+        fprintf(stderr, "tollgate: --%s must be an integer\n", option);
+        return -1;
+    }
+    json_object_set_new(body, key, json_integer(number));
+    return 0;
+}
+
+static void s_put_str(json_t *body, s_args_t *args, const char *option, const char *key)
+{
+    const char *value = s_option(args, option);
+    if (value)
+        json_object_set_new(body, key, json_string(value));
+}
+
+//  "a,b,c" as a JSON array of non-empty names.
+static json_t *s_split_list(const char *text)
+{
+    json_t *list = json_array();
+    char *copy = strdup(text);
+    char *save = NULL;
+    for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        while (*item == ' ')
+            item++;
+        if (*item)
+            json_array_append_new(list, json_string(item));
+    }
+    free(copy);
+    return list;
+}
+
+//  Reads a secret given as "-" from the first line of stdin, so it stays out
+//  of the process list and shell history. Returns the secret (caller frees).
+static char *s_secret_value(const char *value)
+{
+    if (strcmp(value, "-") != 0)
+        return strdup(value);
+    char *line = NULL;
+    size_t size = 0;
+    ssize_t length = getline(&line, &size, stdin);
+    if (length < 0) {
+        free(line);
+        return strdup("");
+    }
+    line[strcspn(line, "\r\n")] = '\0';
+    return line;
+}
+
+// ---------------------------------------------------------------------------
+//  Commands. `first` indexes the first positional after the command words.
+
+static const s_column_t s_provider_columns[] = {{"ID", "id", S_COL_TEXT},
+                                                {"NAME", "name", S_COL_TEXT},
+                                                {"PROTOCOL", "protocol", S_COL_TEXT},
+                                                {"STATUS", "status", S_COL_TEXT},
+                                                {"PRIORITY", "priority", S_COL_TEXT},
+                                                {"WEIGHT", "weight", S_COL_TEXT},
+                                                {"KEYS", "active_keys", S_COL_TEXT},
+                                                {"BASE URL", "base_url", S_COL_TEXT}};
+
+static int s_provider_add(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *body = json_pack("{s:s}", "name", args->words[first]);
+    s_put_str(body, args, "protocol", "protocol");
+    s_put_str(body, args, "base-url", "base_url");
+    if (!s_option(args, "protocol") || !s_option(args, "base-url")) {
+        fprintf(stderr, "tollgate: provider add needs --protocol and --base-url\n");
+        json_decref(body);
+        return 2;
+    }
+    if (s_put_int(body, args, "priority", "priority") ||
+        s_put_int(body, args, "weight", "weight")) {
+        json_decref(body);
+        return 2;
+    }
+    json_t *answer = NULL;
+    int rc = s_call(client, "POST", "/admin/providers", body, &answer);
+    if (rc == 0 && !client->json)
+        printf("provider %s added (id %" JSON_INTEGER_FORMAT "): %s at %s\n", s_str(answer, "name"),
+               s_int(answer, "id"), s_str(answer, "protocol"), s_str(answer, "base_url"));
+    json_decref(answer);
+    return rc;
+}
+
+static int s_provider_list(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", "/admin/providers", NULL, &answer);
+    if (rc == 0 && !client->json)
+        s_table(json_object_get(answer, "data"), s_provider_columns, S_COUNT(s_provider_columns),
+                "no providers");
+    json_decref(answer);
+    return rc;
+}
+
+static int s_provider_show(s_client_t *client, s_args_t *args, int first)
+{
+    char *name = s_escape(args->words[first]);
+    char path[2048];
+    snprintf(path, sizeof path, "/admin/providers/%s", name);
+    free(name);
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", path, NULL, &answer);
+    if (rc == 0 && !client->json)
+        s_fields(answer, s_provider_columns, S_COUNT(s_provider_columns));
+    json_decref(answer);
+    return rc;
+}
+
+static const s_column_t s_provider_key_columns[] = {
+    {"ID", "id", S_COL_TEXT},         {"PROVIDER", "provider", S_COL_TEXT},
+    {"NAME", "name", S_COL_TEXT},     {"SECRET", "secret_hint", S_COL_TEXT},
+    {"STATUS", "status", S_COL_TEXT}, {"PRIORITY", "priority", S_COL_TEXT},
+    {"WEIGHT", "weight", S_COL_TEXT}, {"REASON", "disabled_reason", S_COL_TEXT}};
+
+static int s_provider_key_add(s_client_t *client, s_args_t *args, int first)
+{
+    const char *secret_option = s_option(args, "secret");
+    if (!secret_option) {
+        fprintf(stderr, "tollgate: provider key add needs --secret SECRET (or --secret - to "
+                        "read it from stdin)\n");
+        return 2;
+    }
+    char *secret = s_secret_value(secret_option);
+    json_t *body = json_pack("{s:s}", "secret", secret);
+    memset(secret, 0, strlen(secret));
+    free(secret);
+    s_put_str(body, args, "name", "name");
+    if (s_put_int(body, args, "priority", "priority") ||
+        s_put_int(body, args, "weight", "weight")) {
+        json_decref(body);
+        return 2;
+    }
+    char *provider = s_escape(args->words[first]);
+    char path[2048];
+    snprintf(path, sizeof path, "/admin/providers/%s/keys", provider);
+    free(provider);
+    json_t *answer = NULL;
+    int rc = s_call(client, "POST", path, body, &answer);
+    if (rc == 0 && !client->json)
+        printf("key %" JSON_INTEGER_FORMAT " added to provider %s (secret %s)\n",
+               s_int(answer, "id"), s_str(answer, "provider"), s_str(answer, "secret_hint"));
+    json_decref(answer);
+    return rc;
+}
+
+static int s_provider_key_list(s_client_t *client, s_args_t *args, int first)
+{
+    char *provider = s_escape(args->words[first]);
+    char path[2048];
+    snprintf(path, sizeof path, "/admin/providers/%s/keys", provider);
+    free(provider);
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", path, NULL, &answer);
+    if (rc == 0 && !client->json)
+        s_table(json_object_get(answer, "data"), s_provider_key_columns,
+                S_COUNT(s_provider_key_columns), "no keys");
+    json_decref(answer);
+    return rc;
+}
+
+static const s_column_t s_model_columns[] = {{"NAME", "name", S_COL_TEXT},
+                                             {"STATUS", "status", S_COL_TEXT},
+                                             {"PRICE IN", "price_in_micros", S_COL_MONEY},
+                                             {"PRICE OUT", "price_out_micros", S_COL_MONEY},
+                                             {"ROUTES", "routes", S_COL_ROUTES}};
+
+static int s_model_add(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *body = json_pack("{s:s}", "name", args->words[first]);
+    json_t *routes = json_array();
+    for (int i = 0; i < args->option_count; i++) {
+        if (strcmp(args->names[i], "route") != 0)
+            continue;
+        //  Provider names cannot hold ':', so the first one ends the
+        //  provider and the upstream model may contain more ("llama3:8b").
+        const char *value = args->values[i];
+        const char *colon = strchr(value, ':');
+        json_t *route = json_object();
+        json_object_set_new(route, "provider",
+                            colon ? json_stringn(value, (size_t)(colon - value))
+                                  : json_string(value));
+        if (colon && colon[1])
+            json_object_set_new(route, "upstream_model", json_string(colon + 1));
+        json_array_append_new(routes, route);
+    }
+    json_object_set_new(body, "routes", routes);
+    s_put_str(body, args, "price-in", "price_in");
+    s_put_str(body, args, "price-out", "price_out");
+    s_put_str(body, args, "price-cache-read", "price_cache_read");
+    s_put_str(body, args, "price-cache-write", "price_cache_write");
+    json_t *answer = NULL;
+    int rc = s_call(client, "POST", "/admin/models", body, &answer);
+    if (rc == 0 && !client->json) {
+        char in[32], out[32];
+        ops_admin_format_micros(s_int(answer, "price_in_micros"), in, sizeof in);
+        ops_admin_format_micros(s_int(answer, "price_out_micros"), out, sizeof out);
+        printf("model %s added (id %" JSON_INTEGER_FORMAT "), %zu route(s), price %s in / %s "
+               "out per million tokens\n",
+               s_str(answer, "name"), s_int(answer, "id"),
+               json_array_size(json_object_get(answer, "routes")), in, out);
+    }
+    json_decref(answer);
+    return rc;
+}
+
+static int s_model_list(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", "/admin/models", NULL, &answer);
+    if (rc == 0 && !client->json)
+        s_table(json_object_get(answer, "data"), s_model_columns, S_COUNT(s_model_columns),
+                "no models");
+    json_decref(answer);
+    return rc;
+}
+
+static int s_model_show(s_client_t *client, s_args_t *args, int first)
+{
+    char *name = s_escape(args->words[first]);
+    char path[2048];
+    snprintf(path, sizeof path, "/admin/models/%s", name);
+    free(name);
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", path, NULL, &answer);
+    if (rc == 0 && !client->json)
+        s_fields(answer, s_model_columns, S_COUNT(s_model_columns));
+    json_decref(answer);
+    return rc;
+}
+
+static const s_column_t s_account_columns[] = {{"ID", "id", S_COL_TEXT},
+                                               {"NAME", "name", S_COL_TEXT},
+                                               {"STATUS", "status", S_COL_TEXT},
+                                               {"BALANCE", "balance_micros", S_COL_MONEY},
+                                               {"CURRENCY", "currency", S_COL_TEXT},
+                                               {"MODELS", "allowed_models", S_COL_LIST}};
+
+static const s_column_t s_account_detail[] = {{"id", "id", S_COL_TEXT},
+                                              {"name", "name", S_COL_TEXT},
+                                              {"status", "status", S_COL_TEXT},
+                                              {"balance", "balance_micros", S_COL_MONEY},
+                                              {"currency", "currency", S_COL_TEXT},
+                                              {"allowed models", "allowed_models", S_COL_LIST},
+                                              {"rpm limit", "rpm_limit", S_COL_TEXT},
+                                              {"tpm limit", "tpm_limit", S_COL_TEXT},
+                                              {"daily spend", "daily_spend_micros", S_COL_MONEY},
+                                              {"created", "created_at", S_COL_TIME}};
+
+//  GET /admin/accounts/NAME, or POST to one of its sub-paths.
+static int s_account_call(s_client_t *client, const char *method, const char *account,
+                          const char *suffix, json_t *body, json_t **answer)
+{
+    char *name = s_escape(account);
+    char path[2048];
+    snprintf(path, sizeof path, "/admin/accounts/%s%s", name, suffix);
+    free(name);
+    return s_call(client, method, path, body, answer);
+}
+
+static int s_account_add(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *body = json_pack("{s:s}", "name", args->words[first]);
+    s_put_str(body, args, "balance", "balance");
+    s_put_str(body, args, "currency", "currency");
+    if (s_option(args, "models"))
+        json_object_set_new(body, "allowed_models", s_split_list(s_option(args, "models")));
+    json_t *answer = NULL;
+    int rc = s_call(client, "POST", "/admin/accounts", body, &answer);
+    if (rc == 0 && !client->json) {
+        char balance[32];
+        ops_admin_format_micros(s_int(answer, "balance_micros"), balance, sizeof balance);
+        printf("account %s added (id %" JSON_INTEGER_FORMAT "), balance %s %s\n",
+               s_str(answer, "name"), s_int(answer, "id"), balance, s_str(answer, "currency"));
+    }
+    json_decref(answer);
+    return rc;
+}
+
+static int s_account_list(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", "/admin/accounts", NULL, &answer);
+    if (rc == 0 && !client->json)
+        s_table(json_object_get(answer, "data"), s_account_columns, S_COUNT(s_account_columns),
+                "no accounts");
+    json_decref(answer);
+    return rc;
+}
+
+static int s_account_show(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *answer = NULL;
+    int rc = s_account_call(client, "GET", args->words[first], "", NULL, &answer);
+    if (rc == 0 && !client->json)
+        s_fields(answer, s_account_detail, S_COUNT(s_account_detail));
+    json_decref(answer);
+    return rc;
+}
+
+static int s_account_topup(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *body = json_pack("{s:s}", "amount", args->words[first + 1]);
+    s_put_str(body, args, "reason", "reason");
+    json_t *answer = NULL;
+    int rc = s_account_call(client, "POST", args->words[first], "/topup", body, &answer);
+    if (rc == 0 && !client->json) {
+        json_t *entry = json_object_get(answer, "journal_entry");
+        char amount[32], balance[32];
+        ops_admin_format_micros(s_int(entry, "amount_micros"), amount, sizeof amount);
+        ops_admin_format_micros(s_int(answer, "balance_micros"), balance, sizeof balance);
+        printf("account %s: %s of %s, balance now %s %s (journal entry %" JSON_INTEGER_FORMAT ")\n",
+               s_str(answer, "name"), s_str(entry, "kind"), amount, balance,
+               s_str(answer, "currency"), s_int(entry, "id"));
+    }
+    json_decref(answer);
+    return rc;
+}
+
+static const s_column_t s_key_columns[] = {{"ID", "id", S_COL_TEXT},
+                                           {"ACCOUNT", "account", S_COL_TEXT},
+                                           {"NAME", "name", S_COL_TEXT},
+                                           {"PREFIX", "prefix", S_COL_TEXT},
+                                           {"STATUS", "status", S_COL_TEXT},
+                                           {"MODELS", "models", S_COL_LIST},
+                                           {"EXPIRES", "expires_at", S_COL_TIME},
+                                           {"CREATED", "created_at", S_COL_TIME}};
+
+static int s_key_create(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *body = json_pack("{s:s}", "account", args->words[first]);
+    s_put_str(body, args, "name", "name");
+    s_put_str(body, args, "expires-at", "expires_at");
+    if (s_option(args, "models"))
+        json_object_set_new(body, "models", s_split_list(s_option(args, "models")));
+    json_t *answer = NULL;
+    int rc = s_call(client, "POST", "/admin/keys", body, &answer);
+    if (rc == 0 && !client->json)
+        //  The key is the last line, alone, so scripts can take it with tail -1.
+        printf("key %" JSON_INTEGER_FORMAT " created for account %s; it is shown only now:\n%s\n",
+               s_int(answer, "id"), s_str(answer, "account"), s_str(answer, "key"));
+    json_decref(answer);
+    return rc;
+}
+
+static int s_key_revoke(s_client_t *client, s_args_t *args, int first)
+{
+    const char *ident = args->words[first];
+    json_t *answer = NULL;
+    int rc;
+    //  A full key travels in the body, never in the URL, which servers log.
+    if (strncmp(ident, "tg-", 3) == 0)
+        rc =
+            s_call(client, "POST", "/admin/keys/revoke", json_pack("{s:s}", "key", ident), &answer);
+    else {
+        char *id = s_escape(ident);
+        char path[2048];
+        snprintf(path, sizeof path, "/admin/keys/%s/revoke", id);
+        free(id);
+        rc = s_call(client, "POST", path, NULL, &answer);
+    }
+    if (rc == 0 && !client->json)
+        printf("key %" JSON_INTEGER_FORMAT " (%s) of account %s revoked\n", s_int(answer, "id"),
+               s_str(answer, "prefix"), s_str(answer, "account"));
+    json_decref(answer);
+    return rc;
+}
+
+static int s_key_list(s_client_t *client, s_args_t *args, int first)
+{
+    char path[2048] = "/admin/keys";
+    const char *account = s_option(args, "account");
+    if (account) {
+        char *escaped = s_escape(account);
+        snprintf(path, sizeof path, "/admin/keys?account=%s", escaped);
+        free(escaped);
+    }
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", path, NULL, &answer);
+    if (rc == 0 && !client->json)
+        s_table(json_object_get(answer, "data"), s_key_columns, S_COUNT(s_key_columns), "no keys");
+    json_decref(answer);
+    return rc;
+}
+
+static const s_column_t s_usage_columns[] = {
+    {"STARTED", "started_at", S_COL_TIME}, {"REQUEST", "request_id", S_COL_TEXT},
+    {"ACCOUNT", "account_id", S_COL_TEXT}, {"MODEL", "model", S_COL_TEXT},
+    {"STATUS", "status", S_COL_TEXT},      {"IN", "tokens_in", S_COL_TEXT},
+    {"OUT", "tokens_out", S_COL_TEXT},     {"COST", "cost_micros", S_COL_MONEY},
+    {"MS", "latency_ms", S_COL_TEXT}};
+
+static int s_usage(s_client_t *client, s_args_t *args, int first)
+{
+    char path[2048] = "/admin/usage?";
+    const char *names[] = {"account", "limit", "before"};
+    for (int i = 0; i < 3; i++) {
+        const char *value = s_option(args, names[i]);
+        if (!value)
+            continue;
+        char *escaped = s_escape(value);
+        snprintf(path + strlen(path), sizeof path - strlen(path), "%s=%s&", names[i], escaped);
+        free(escaped);
+    }
+    path[strlen(path) - 1] = '\0'; //  the last '&' or the '?'
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", path, NULL, &answer);
+    if (rc == 0 && !client->json) {
+        s_table(json_object_get(answer, "data"), s_usage_columns, S_COUNT(s_usage_columns),
+                "no usage");
+        const char *next = json_string_value(json_object_get(answer, "next_before"));
+        if (next)
+            printf("older: --before %s\n", next);
+    }
+    json_decref(answer);
+    return rc;
+}
+
+static const s_command_t s_commands[] = {
+    {"provider add", 1, "protocol base-url priority weight", s_provider_add,
+     "provider add NAME --protocol openai|anthropic|gemini --base-url URL [--priority N] "
+     "[--weight N]"},
+    {"provider key add", 1, "secret name priority weight", s_provider_key_add,
+     "provider key add PROVIDER --secret SECRET|- [--name LABEL] [--priority N] [--weight N]"},
+    {"provider key list", 1, "", s_provider_key_list, "provider key list PROVIDER [--json]"},
+    {"provider list", 0, "", s_provider_list, "provider list [--json]"},
+    {"provider show", 1, "", s_provider_show, "provider show NAME [--json]"},
+    {"model add", 1, "route price-in price-out price-cache-read price-cache-write", s_model_add,
+     "model add NAME --route PROVIDER[:UPSTREAM_MODEL] [--route ...] [--price-in P] "
+     "[--price-out P] [--price-cache-read P] [--price-cache-write P]"},
+    {"model list", 0, "", s_model_list, "model list [--json]"},
+    {"model show", 1, "", s_model_show, "model show NAME [--json]"},
+    {"account add", 1, "balance currency models", s_account_add,
+     "account add NAME [--balance AMOUNT] [--currency C] [--models M1,M2]"},
+    {"account list", 0, "", s_account_list, "account list [--json]"},
+    {"account show", 1, "", s_account_show, "account show NAME [--json]"},
+    {"account topup", 2, "reason", s_account_topup,
+     "account topup NAME AMOUNT [--reason TEXT]   (a negative AMOUNT is an adjustment)"},
+    {"key create", 1, "name models expires-at", s_key_create,
+     "key create ACCOUNT [--name LABEL] [--models M1,M2] [--expires-at TIME]"},
+    {"key revoke", 1, "", s_key_revoke, "key revoke KEY_OR_ID"},
+    {"key list", 0, "account", s_key_list, "key list [--account NAME] [--json]"},
+    {"usage", 0, "account limit before", s_usage,
+     "usage [--account NAME] [--limit N] [--before TIME] [--json]"},
+};
+#define S_COMMAND_COUNT (sizeof s_commands / sizeof s_commands[0])
+
+//  How many words of `words` the command line starts with, or 0.
+static int s_command_words(const char *words, s_args_t *args)
+{
+    int used = 0;
+    for (const char *cursor = words; *cursor;) {
+        size_t length = strcspn(cursor, " ");
+        if (used >= args->word_count || strlen(args->words[used]) != length ||
+            strncmp(args->words[used], cursor, length) != 0)
+            return 0;
+        used++;
+        cursor += length;
+        while (*cursor == ' ')
+            cursor++;
+    }
+    return used;
+}
+
+//  True when a command's first word is `word`.
+static bool s_command_words_match(const char *words, const char *word)
+{
+    size_t length = strlen(word);
+    return strncmp(words, word, length) == 0 && (words[length] == ' ' || !words[length]);
+}
+
+//  Prints the usage of every command whose first word is `word`, or of all
+//  commands when there is none (or word is NULL).
+static void s_usage_lines(FILE *out, const char *word)
+{
+    bool any = false;
+    for (size_t i = 0; word && i < S_COMMAND_COUNT; i++)
+        any = any || s_command_words_match(s_commands[i].words, word);
+    fprintf(out, "usage:\n");
+    for (size_t i = 0; i < S_COMMAND_COUNT; i++)
+        if (!any || s_command_words_match(s_commands[i].words, word))
+            fprintf(out, "  tollgate %s\n", s_commands[i].usage);
+    fprintf(out, "options for all: --json (print the API's JSON), --dir DIR (state folder of "
+                 "`tollgate up`; default $TOLLGATE_DIR or " S_DEFAULT_DIR ")\n"
+                 "the admin URL and token come from TOLLGATE_ADMIN_URL and "
+                 "TOLLGATE_ADMIN_TOKEN when set\n");
+}
+
+//  Finds the command a parsed line names. Returns it, or NULL after
+//  printing a usage error.
+static const s_command_t *s_find(s_args_t *args, int *first)
+{
+    const s_command_t *best = NULL;
+    int best_words = 0;
+    for (size_t i = 0; i < S_COMMAND_COUNT; i++) {
+        int words = s_command_words(s_commands[i].words, args);
+        if (words > best_words) {
+            best = &s_commands[i];
+            best_words = words;
+        }
+    }
+    if (!best) {
+        fprintf(stderr, "tollgate: unknown command '%s%s%s'\n", args->words[0],
+                args->word_count > 1 ? " " : "", args->word_count > 1 ? args->words[1] : "");
+        s_usage_lines(stderr, args->words[0]);
+        return NULL;
+    }
+    *first = best_words;
+    if (args->word_count - best_words != best->positionals) {
+        fprintf(stderr, "tollgate: %s arguments\nusage: tollgate %s\n",
+                args->word_count - best_words < best->positionals ? "missing" : "too many",
+                best->usage);
+        return NULL;
+    }
+    for (int i = 0; i < args->option_count; i++) {
+        const char *name = args->names[i];
+        if (!s_is_flag(name) && strcmp(name, "dir") != 0 && !s_listed(best->options, name)) {
+            fprintf(stderr, "tollgate: unknown option --%s\nusage: tollgate %s\n", name,
+                    best->usage);
+            return NULL;
+        }
+    }
+    return best;
+}
+
+int ops_admin_main(int argc, char **argv)
+{
+    s_args_t args;
+    if (argc < 1 || s_parse(argc, argv, &args) != 0)
+        return 2;
+    if (s_option(&args, "help") || args.word_count == 0) {
+        s_usage_lines(stdout, args.word_count ? args.words[0] : NULL);
+        return args.word_count ? 0 : 2;
+    }
+    int first = 0;
+    const s_command_t *command = s_find(&args, &first);
+    if (!command)
+        return 2;
+    s_client_t client = {.json = s_option(&args, "json") != NULL};
+    const char *dir = s_option(&args, "dir");
+    if (!dir)
+        dir = getenv("TOLLGATE_DIR");
+    if (!dir || !*dir)
+        dir = S_DEFAULT_DIR;
+    if (s_discover(&client, dir) != 0)
+        return 1;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int rc = command->run(&client, &args, first);
+    curl_global_cleanup();
+    memset(client.token, 0, sizeof client.token);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+//  Self test
+
+void ops_admin_test(bool verbose)
+{
+    if (verbose)
+        printf(" * ops_admin: ");
+    char text[64];
+    struct {
+        int64_t micros;      //  input
+        const char *decimal; //  expected
+    } money[] = {{10500000, "10.50"}, {1, "0.000001"},
+                 {0, "0.00"},         {-1000000, "-1.00"},
+                 {2500000, "2.50"},   {1234567, "1.234567"},
+                 {-5, "-0.000005"},   {INT64_MIN, "-9223372036854.775808"}};
+    for (size_t i = 0; i < sizeof money / sizeof money[0]; i++) {
+        ops_admin_format_micros(money[i].micros, text, sizeof text);
+        assert(strcmp(text, money[i].decimal) == 0);
+    }
+
+    char *escaped = s_escape("openai/gpt-4o mini:8b");
+    assert(strcmp(escaped, "openai%2Fgpt-4o%20mini%3A8b") == 0);
+    free(escaped);
+
+    char a0[] = "model", a1[] = "add", a2[] = "gpt-4o", a3[] = "--route", a4[] = "openai:gpt-4o",
+         a5[] = "--route=local:llama3:8b", a6[] = "--json", a7[] = "--price-in", a8[] = "2.50";
+    char *argv[] = {a0, a1, a2, a3, a4, a5, a6, a7, a8};
+    s_args_t args;
+    assert(s_parse(9, argv, &args) == 0);
+    assert(args.word_count == 3 && args.option_count == 4);
+    assert(strcmp(s_option(&args, "route"), "local:llama3:8b") == 0);
+    assert(strcmp(s_option(&args, "price-in"), "2.50") == 0);
+    assert(s_option(&args, "json") && !s_option(&args, "nope"));
+    int first = 0;
+    const s_command_t *command = s_find(&args, &first);
+    assert(command && command->run == s_model_add && first == 2);
+
+    char b0[] = "provider", b1[] = "key", b2[] = "add", b3[] = "openai", b4[] = "--secret",
+         b5[] = "sk-1";
+    char *argv2[] = {b0, b1, b2, b3, b4, b5};
+    assert(s_parse(6, argv2, &args) == 0);
+    command = s_find(&args, &first);
+    assert(command && command->run == s_provider_key_add && first == 3);
+    assert(strcmp(args.words[first], "openai") == 0);
+
+    //  Negative amounts are words, not options.
+    char c0[] = "account", c1[] = "topup", c2[] = "team", c3[] = "-2.5";
+    char *argv3[] = {c0, c1, c2, c3};
+    assert(s_parse(4, argv3, &args) == 0);
+    command = s_find(&args, &first);
+    assert(command && command->run == s_account_topup);
+    assert(strcmp(args.words[first + 1], "-2.5") == 0);
+
+    char d0[] = "provider", d1[] = "add", d2[] = "x", d3[] = "--weight";
+    char *argv4[] = {d0, d1, d2, d3};
+    assert(s_parse(4, argv4, &args) == -1);
+
+    assert(s_listed("protocol base-url priority", "base-url"));
+    assert(!s_listed("protocol base-url priority", "base"));
+    assert(!s_listed("", "x"));
+
+    s_listen_url("127.0.0.1:8081", text, sizeof text);
+    assert(strcmp(text, "http://127.0.0.1:8081") == 0);
+    s_listen_url("0.0.0.0:9", text, sizeof text);
+    assert(strcmp(text, "http://127.0.0.1:9") == 0);
+
+    json_t *list = s_split_list("a, b,,c");
+    assert(json_array_size(list) == 3);
+    assert(strcmp(json_string_value(json_array_get(list, 1)), "b") == 0);
+    json_decref(list);
+    assert(s_width("\u2026abcd") == 5);
+    if (verbose)
+        printf("OK\n");
+}

@@ -1,0 +1,329 @@
+#include "ingress_daemon.h"
+#include "proto_log.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define S_LISTEN_BACKLOG 4096
+
+struct _ingress_daemon_t {
+    proto_loop_t *loop;     //  the process' loop (borrowed)
+    struct MHD_Daemon *mhd; //  the daemon
+    char name[16];          //  "client" or "admin", for logs
+    char host[256];         //  host part of the address
+    int port;               //  port bound
+    int listen_fd;          //  our listening socket until quiesced, else -1
+    int epoll_fd;           //  MHD's epoll fd, watched in the loop
+    bool resumed;           //  a connection was resumed since MHD last ran
+    uint64_t due_ms;        //  MHD wants to run by then (UINT64_MAX: no timeout)
+};
+
+static void s_mhd_log(void *arg, const char *format, va_list args)
+{
+    ingress_daemon_t *self = arg;
+    char text[512];
+    vsnprintf(text, sizeof text, format, args);
+    size_t length = strlen(text);
+    while (length && (text[length - 1] == '\n' || text[length - 1] == '\r'))
+        text[--length] = '\0';
+    log_warn(NULL, "http %s: %s", self->name, text);
+}
+
+static void s_ready(proto_loop_t *loop, int fd, uint32_t events, void *arg)
+{
+    ingress_daemon_t *self = arg;
+    self->resumed = false;
+    MHD_run(self->mhd);
+}
+
+//  Splits "host:port" (host may be "[v6]") and binds a listening socket.
+//  Returns the fd, or -1 with a reason.
+static int s_listen(const char *address, char *host, size_t host_size, bool *ipv6, char *error,
+                    size_t error_size)
+{
+    const char *colon = strrchr(address, ':');
+    if (!colon || colon == address) {
+        snprintf(error, error_size, "'%s' is not host:port", address);
+        return -1;
+    }
+    size_t length = (size_t)(colon - address);
+    const char *start = address;
+    if (length >= 2 && address[0] == '[' && colon[-1] == ']') {
+        start++;
+        length -= 2;
+    }
+    if (length >= host_size) {
+        snprintf(error, error_size, "host name too long in '%s'", address);
+        return -1;
+    }
+    memcpy(host, start, length);
+    host[length] = '\0';
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *found = NULL;
+    int rc = getaddrinfo(host, colon + 1, &hints, &found);
+    if (rc != 0) {
+        snprintf(error, error_size, "cannot resolve '%s': %s", address, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(found->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int on = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+        bind(fd, found->ai_addr, found->ai_addrlen) != 0 || listen(fd, S_LISTEN_BACKLOG) != 0) {
+        snprintf(error, error_size, "cannot listen on %s: %s", address, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+    *ipv6 = found->ai_family == AF_INET6;
+    freeaddrinfo(found);
+    return fd;
+}
+
+static int s_bound_port(int fd)
+{
+    struct sockaddr_storage bound;
+    socklen_t size = sizeof bound;
+    if (getsockname(fd, (struct sockaddr *)&bound, &size) != 0)
+        return 0;
+    if (bound.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&bound)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&bound)->sin_port);
+}
+
+ingress_daemon_t *ingress_daemon_new(proto_loop_t *loop, const char *name, const char *address,
+                                     const ingress_daemon_limits_t *limits,
+                                     const ingress_daemon_handlers_t *handlers, char *error,
+                                     size_t error_size)
+{
+    ingress_daemon_t *self = calloc(1, sizeof *self);
+    assert(self);
+    self->loop = loop;
+    self->epoll_fd = -1;
+    self->due_ms = UINT64_MAX;
+    snprintf(self->name, sizeof self->name, "%s", name);
+    bool ipv6 = false;
+    self->listen_fd = s_listen(address, self->host, sizeof self->host, &ipv6, error, error_size);
+    if (self->listen_fd < 0) {
+        free(self);
+        return NULL;
+    }
+    int port = s_bound_port(self->listen_fd);
+    //  No internal thread: MHD_USE_EPOLL alone is "external polling" with
+    //  an epoll fd we can watch. Suspend/resume brings the inter-thread
+    //  channel (MHD_USE_ITC) that makes a resume wake that fd.
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO |
+                     (ipv6 ? MHD_USE_IPv6 : 0);
+    self->mhd = MHD_start_daemon(
+        flags, (uint16_t)port, NULL, NULL, handlers->access, handlers->arg,
+        MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, self, MHD_OPTION_LISTEN_SOCKET, self->listen_fd,
+        MHD_OPTION_CONNECTION_LIMIT, limits->connection_limit, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        limits->connection_memory, MHD_OPTION_CONNECTION_TIMEOUT, limits->connection_timeout_s,
+        MHD_OPTION_NOTIFY_COMPLETED, handlers->completed, handlers->arg,
+        MHD_OPTION_URI_LOG_CALLBACK, handlers->uri_log, handlers->arg, MHD_OPTION_END);
+    if (!self->mhd) {
+        snprintf(error, error_size, "cannot start the HTTP server on %s", address);
+        close(self->listen_fd);
+        free(self);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(self->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    self->port = info && info->port ? info->port : port;
+    info = MHD_get_daemon_info(self->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    self->epoll_fd = info ? info->epoll_fd : -1;
+    if (self->epoll_fd < 0 ||
+        proto_loop_add_fd(loop, self->epoll_fd, EPOLLIN, s_ready, self) != 0) {
+        snprintf(error, error_size, "cannot watch the HTTP server's epoll fd");
+        ingress_daemon_destroy(&self);
+        return NULL;
+    }
+    return self;
+}
+
+void ingress_daemon_destroy(ingress_daemon_t **self_p)
+{
+    assert(self_p);
+    ingress_daemon_t *self = *self_p;
+    if (!self)
+        return;
+    if (self->epoll_fd >= 0)
+        proto_loop_remove_fd(self->loop, self->epoll_fd);
+    //  MHD closes a listening socket it still holds; a quiesced one is ours.
+    MHD_stop_daemon(self->mhd);
+    free(self);
+    *self_p = NULL;
+}
+
+int ingress_daemon_port(ingress_daemon_t *self)
+{
+    return self->port;
+}
+
+const char *ingress_daemon_host(ingress_daemon_t *self)
+{
+    return self->host;
+}
+
+void ingress_daemon_resumed(ingress_daemon_t *self)
+{
+    self->resumed = true;
+}
+
+int ingress_daemon_turn(ingress_daemon_t *self)
+{
+    uint64_t now = proto_loop_now_ms();
+    if (self->resumed || now >= self->due_ms) {
+        self->resumed = false;
+        MHD_run(self->mhd);
+    }
+    //  MHD_get_timeout speaks milliseconds, like our loop (zhttp_server
+    //  passed them to select() as microseconds).
+    MHD_UNSIGNED_LONG_LONG timeout;
+    if (MHD_get_timeout(self->mhd, &timeout) != MHD_YES) {
+        self->due_ms = UINT64_MAX;
+        return -1;
+    }
+    if (timeout > INT_MAX)
+        timeout = INT_MAX;
+    self->due_ms = now + timeout;
+    return (int)timeout;
+}
+
+void ingress_daemon_quiesce(ingress_daemon_t *self)
+{
+    if (self->listen_fd < 0)
+        return;
+    MHD_socket fd = MHD_quiesce_daemon(self->mhd);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+    self->listen_fd = -1;
+}
+
+unsigned ingress_daemon_connections(ingress_daemon_t *self)
+{
+    const union MHD_DaemonInfo *info =
+        MHD_get_daemon_info(self->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    return info ? info->num_connections : 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Self test: a plain socket client driven by the same loop.
+
+typedef struct {
+    ingress_daemon_t *daemon; //  under test
+    char reply[4096];         //  bytes the client read
+    size_t reply_size;        //  how many
+    int requests;             //  access handler calls that answered
+    int completed;            //  completion callbacks
+    bool uri_seen;            //  the URI log callback ran
+} s_test_t;
+
+static void *s_test_uri(void *arg, const char *uri, struct MHD_Connection *connection)
+{
+    s_test_t *test = arg;
+    test->uri_seen = strcmp(uri, "/hello?x=1") == 0;
+    return NULL;
+}
+
+static enum MHD_Result s_test_access(void *arg, struct MHD_Connection *connection, const char *url,
+                                     const char *method, const char *version,
+                                     const char *upload_data, size_t *upload_data_size,
+                                     void **request_p)
+{
+    s_test_t *test = arg;
+    static const char body[] = "hello";
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer(5, (void *)body, MHD_RESPMEM_PERSISTENT);
+    enum MHD_Result rc = MHD_queue_response(connection, 200, response);
+    MHD_destroy_response(response);
+    test->requests++;
+    return rc;
+}
+
+static void s_test_completed(void *arg, struct MHD_Connection *connection, void **request_p,
+                             enum MHD_RequestTerminationCode code)
+{
+    ((s_test_t *)arg)->completed++;
+}
+
+static void s_test_client(proto_loop_t *loop, int fd, uint32_t events, void *arg)
+{
+    s_test_t *test = arg;
+    ssize_t got =
+        read(fd, test->reply + test->reply_size, sizeof test->reply - 1 - test->reply_size);
+    if (got > 0)
+        test->reply_size += (size_t)got;
+    test->reply[test->reply_size] = '\0';
+    if (got == 0 || strstr(test->reply, "\r\n\r\nhello"))
+        proto_loop_stop(loop);
+}
+
+static int s_test_turn(proto_loop_t *loop, void *arg)
+{
+    return ingress_daemon_turn(((s_test_t *)arg)->daemon);
+}
+
+void ingress_daemon_test(bool verbose)
+{
+    if (verbose)
+        printf(" * ingress_daemon: ");
+    proto_loop_t *loop = proto_loop_new();
+    s_test_t test = {0};
+    ingress_daemon_limits_t limits = {100, 32768, 10};
+    ingress_daemon_handlers_t handlers = {s_test_access, s_test_completed, s_test_uri, &test};
+    char error[256];
+    test.daemon =
+        ingress_daemon_new(loop, "test", "127.0.0.1:0", &limits, &handlers, error, sizeof error);
+    assert(test.daemon);
+    int port = ingress_daemon_port(test.daemon);
+    assert(port > 0);
+    assert(strcmp(ingress_daemon_host(test.daemon), "127.0.0.1") == 0);
+
+    //  The same port again is refused with the reason.
+    char address[64];
+    snprintf(address, sizeof address, "127.0.0.1:%d", port);
+    ingress_daemon_t *twin =
+        ingress_daemon_new(loop, "twin", address, &limits, &handlers, error, sizeof error);
+    assert(!twin);
+    assert(strstr(error, "Address already in use") && strstr(error, address));
+    assert(!ingress_daemon_new(loop, "bad", "nohost", &limits, &handlers, error, sizeof error));
+
+    //  A request is served by the loop alone.
+    int client = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    assert(connect(client, (struct sockaddr *)&to, sizeof to) == 0);
+    const char *request = "GET /hello?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert(write(client, request, strlen(request)) == (ssize_t)strlen(request));
+    proto_loop_add_fd(loop, client, EPOLLIN, s_test_client, &test);
+    proto_loop_set_turn(loop, s_test_turn, &test);
+    proto_loop_run(loop);
+    assert(strncmp(test.reply, "HTTP/1.1 200", 12) == 0);
+    assert(test.requests == 1 && test.uri_seen);
+    proto_loop_remove_fd(loop, client);
+    close(client);
+
+    ingress_daemon_quiesce(test.daemon);
+    ingress_daemon_quiesce(test.daemon);
+    int probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert(connect(probe, (struct sockaddr *)&to, sizeof to) != 0);
+    close(probe);
+    ingress_daemon_destroy(&test.daemon);
+    assert(test.daemon == NULL);
+    proto_loop_destroy(&loop);
+    if (verbose)
+        printf("OK\n");
+}

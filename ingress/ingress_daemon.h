@@ -1,0 +1,78 @@
+/*  ingress_daemon: one libmicrohttpd daemon living in the process' loop.
+
+    libmicrohttpd runs in "external polling" mode with epoll: no thread of
+    its own, no thread per connection. Its epoll fd sits in our proto_loop;
+    when it is readable we call MHD_run, and on every loop turn the daemon's
+    turn function runs MHD again when a connection was resumed or MHD's own
+    timeout (MHD_get_timeout, milliseconds) has come, and returns that
+    timeout as the longest the loop may sleep.
+
+    Suspend/resume: a connection whose answer is not ready is suspended
+    (MHD stops polling it); the owner resumes it when the answer comes and
+    calls ingress_daemon_resumed, so MHD runs before the loop sleeps again.
+    MHD also signals its inter-thread channel on resume, which wakes the
+    epoll fd; the flag just saves a loop turn.
+
+    We create and bind the listening socket ourselves so that a busy port is
+    reported with its errno, in one clear line, before MHD is involved.
+*/
+#ifndef INGRESS_DAEMON_H_INCLUDED
+#define INGRESS_DAEMON_H_INCLUDED
+
+#include "proto_loop.h"
+
+#include <microhttpd.h>
+#include <stdbool.h>
+
+typedef struct _ingress_daemon_t ingress_daemon_t;
+
+//  Callbacks the daemon's owner provides (libmicrohttpd's own types).
+typedef struct {
+    MHD_AccessHandlerCallback access;       //  every request, body in pieces
+    MHD_RequestCompletedCallback completed; //  every request's end, with why
+    void *(*uri_log)(void *arg, const char *uri, struct MHD_Connection *connection);
+    //  first sight of a request: raw URI
+    void *arg; //  passed to all three
+} ingress_daemon_handlers_t;
+
+//  Limits for one daemon.
+typedef struct {
+    unsigned connection_limit;     //  concurrent connections
+    size_t connection_memory;      //  per-connection pool (headers, write buffer)
+    unsigned connection_timeout_s; //  idle connections are closed after this
+} ingress_daemon_limits_t;
+
+//  Binds `address` ("host:port", port 0 = any) and starts a daemon served
+//  by `loop`. `name` ("client", "admin") is for logs. Returns NULL with one
+//  line of reason in error. Caller owns return value.
+ingress_daemon_t *ingress_daemon_new(proto_loop_t *loop, const char *name, const char *address,
+                                     const ingress_daemon_limits_t *limits,
+                                     const ingress_daemon_handlers_t *handlers, char *error,
+                                     size_t error_size);
+
+//  Stops the daemon; every suspended connection must have been resumed
+//  first (libmicrohttpd's rule). Nulls the pointer.
+void ingress_daemon_destroy(ingress_daemon_t **self_p);
+
+//  The port actually bound.
+int ingress_daemon_port(ingress_daemon_t *self);
+
+//  The host part of the address we bound, for logs. Borrowed.
+const char *ingress_daemon_host(ingress_daemon_t *self);
+
+//  Notes that a connection was resumed: MHD runs before the loop sleeps.
+void ingress_daemon_resumed(ingress_daemon_t *self);
+
+//  Runs MHD if it is due; returns the longest wait in ms, or -1.
+int ingress_daemon_turn(ingress_daemon_t *self);
+
+//  Stops accepting connections; those open are served on.
+void ingress_daemon_quiesce(ingress_daemon_t *self);
+
+//  Open connections (suspended ones included).
+unsigned ingress_daemon_connections(ingress_daemon_t *self);
+
+//  Self test: a request served from the loop, a busy port refused.
+void ingress_daemon_test(bool verbose);
+
+#endif

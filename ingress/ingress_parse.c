@@ -1,0 +1,300 @@
+#include "ingress_parse.h"
+#include "proto_crypto.h"
+#include "proto_msg.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+static bool s_present(const char *text)
+{
+    return text && *text;
+}
+
+//  Strips the scheme from an Authorization value. Only Bearer carries a
+//  client key; Basic and friends are someone else's business.
+static const char *s_bearer(const char *authorization, size_t *length)
+{
+    if (strncasecmp(authorization, "Bearer", 6) != 0 ||
+        (authorization[6] != ' ' && authorization[6] != '\t'))
+        return NULL;
+    const char *key = authorization + 6;
+    while (*key == ' ' || *key == '\t')
+        key++;
+    size_t size = strlen(key);
+    while (size && (key[size - 1] == ' ' || key[size - 1] == '\t'))
+        size--;
+    if (!size)
+        return NULL;
+    *length = size;
+    return key;
+}
+
+const char *ingress_parse_key(const char *authorization, const char *x_api_key,
+                              const char *goog_api_key, const char *query_key, size_t *length,
+                              ingress_key_source_t *source)
+{
+    *source = INGRESS_KEY_NONE;
+    *length = 0;
+    const char *key;
+    if (s_present(authorization) && (key = s_bearer(authorization, length))) {
+        *source = INGRESS_KEY_BEARER;
+        return key;
+    }
+    const char *plain[] = {x_api_key, goog_api_key, query_key};
+    const ingress_key_source_t sources[] = {INGRESS_KEY_X_API_KEY, INGRESS_KEY_GOOG,
+                                            INGRESS_KEY_QUERY};
+    for (int i = 0; i < 3; i++)
+        if (s_present(plain[i])) {
+            *length = strlen(plain[i]);
+            *source = sources[i];
+            return plain[i];
+        }
+    return NULL;
+}
+
+bool ingress_parse_request_id_valid(const char *text)
+{
+    if (!text)
+        return false;
+    size_t length = 0;
+    for (const char *c = text; *c; c++, length++) {
+        if (length == PROTO_MSG_RID_MAX)
+            return false;
+        if (!isalnum((unsigned char)*c) && *c != '.' && *c != '_' && *c != '-')
+            return false;
+    }
+    return length > 0;
+}
+
+void ingress_parse_new_request_id(char *out)
+{
+    proto_crypto_random_hex(out, INGRESS_REQUEST_ID_HEX / 2);
+}
+
+static bool s_lower_hex(const char *text, size_t length)
+{
+    bool nonzero = false;
+    for (size_t i = 0; i < length; i++) {
+        char c = text[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return false;
+        nonzero |= c != '0';
+    }
+    return nonzero;
+}
+
+bool ingress_parse_traceparent_valid(const char *text)
+{
+    //  00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>; all-zero ids are invalid.
+    if (!text || strlen(text) != 55 || strncmp(text, "00-", 3) != 0 || text[35] != '-' ||
+        text[52] != '-')
+        return false;
+    if (!s_lower_hex(text + 3, 32) || !s_lower_hex(text + 36, 16))
+        return false;
+    return isxdigit((unsigned char)text[53]) && isxdigit((unsigned char)text[54]) &&
+           !isupper((unsigned char)text[53]) && !isupper((unsigned char)text[54]);
+}
+
+void ingress_parse_traceparent(const char *incoming, char *out)
+{
+    char span[17];
+    proto_crypto_random_hex(span, 8);
+    if (ingress_parse_traceparent_valid(incoming)) {
+        //  We are a hop in the client's trace: keep its trace id and flags,
+        //  and name ourselves as the parent of what follows.
+        snprintf(out, INGRESS_TRACE_SIZE, "00-%.32s-%s-%.2s", incoming + 3, span, incoming + 53);
+        return;
+    }
+    char trace[33];
+    proto_crypto_random_hex(trace, 16);
+    snprintf(out, INGRESS_TRACE_SIZE, "00-%s-%s-01", trace, span);
+}
+
+//  Chat-style bodies (OpenAI Chat, Anthropic Messages) share the fields we
+//  look at: model, messages, stream. Other protocols get their own branch
+//  when their routes are added.
+int ingress_parse_body(int protocol, const char *data, size_t size, ingress_body_t *out,
+                       char *error, size_t error_size)
+{
+    memset(out, 0, sizeof *out);
+    json_error_t problem;
+    json_t *root = json_loadb(data, size, JSON_REJECT_DUPLICATES, &problem);
+    if (!root) {
+        snprintf(error, error_size, "The request body is not valid JSON: %s (line %d, column %d)",
+                 problem.text, problem.line, problem.column);
+        return -1;
+    }
+    int rc = -1;
+    json_t *model = json_object_get(root, "model");
+    json_t *messages = json_object_get(root, "messages");
+    json_t *stream = json_object_get(root, "stream");
+    if (!json_is_object(root))
+        snprintf(error, error_size, "The request body must be a JSON object");
+    else if (!model)
+        snprintf(error, error_size, "Missing required parameter: 'model'");
+    else if (!json_is_string(model) || json_string_length(model) == 0)
+        snprintf(error, error_size, "Invalid 'model': expected a non-empty string");
+    else if (json_string_length(model) > INGRESS_MODEL_MAX ||
+             strlen(json_string_value(model)) != json_string_length(model))
+        snprintf(error, error_size, "Invalid 'model': longer than %d characters",
+                 INGRESS_MODEL_MAX);
+    else if (!messages)
+        snprintf(error, error_size, "Missing required parameter: 'messages'");
+    else if (!json_is_array(messages))
+        snprintf(error, error_size, "Invalid 'messages': expected an array");
+    else if (stream && !json_is_boolean(stream) && !json_is_null(stream))
+        snprintf(error, error_size, "Invalid 'stream': expected a boolean");
+    else {
+        snprintf(out->model, sizeof out->model, "%s", json_string_value(model));
+        out->stream = json_is_true(stream);
+        json_t *options = json_object_get(root, "stream_options");
+        out->include_usage = json_is_true(json_object_get(options, "include_usage"));
+        //  Four bytes a token is the usual rule of thumb; admission only
+        //  needs an order of magnitude, and settlement uses real counts.
+        out->tokens_estimate = size / 4 + 1;
+        rc = 0;
+    }
+    (void)protocol;
+    json_decref(root);
+    return rc;
+}
+
+uint64_t ingress_parse_overhead_us(uint64_t received_us, uint64_t headers_us, uint64_t upstream_us)
+{
+    if (headers_us <= received_us)
+        return 0;
+    uint64_t elapsed = headers_us - received_us;
+    return elapsed > upstream_us ? elapsed - upstream_us : 0;
+}
+
+void ingress_parse_ms_text(uint64_t microseconds, char *out, size_t out_size)
+{
+    snprintf(out, out_size, "%llu.%03llu", (unsigned long long)(microseconds / 1000),
+             (unsigned long long)(microseconds % 1000));
+}
+
+//  --------------------------------------------------------------------------
+//  Self test
+
+static void s_test_body_error(const char *body, const char *expect)
+{
+    ingress_body_t parsed;
+    char error[256];
+    int rc =
+        ingress_parse_body(PROTO_PROTOCOL_OPENAI, body, strlen(body), &parsed, error, sizeof error);
+    assert(rc == -1);
+    assert(strstr(error, expect));
+}
+
+void ingress_parse_test(bool verbose)
+{
+    if (verbose)
+        printf(" * ingress_parse: ");
+    assert(proto_crypto_init() == 0);
+
+    //  Keys: Bearer wins, then x-api-key, x-goog-api-key, ?key=.
+    size_t length;
+    ingress_key_source_t source;
+    const char *key = ingress_parse_key("Bearer  tg-abc  ", "x", NULL, NULL, &length, &source);
+    assert(key && length == 6 && memcmp(key, "tg-abc", 6) == 0);
+    assert(source == INGRESS_KEY_BEARER);
+    key = ingress_parse_key("bearer\ttg-x", NULL, NULL, NULL, &length, &source);
+    assert(key && length == 4 && source == INGRESS_KEY_BEARER);
+    key = ingress_parse_key("Basic dXNlcjpwYXNz", "sk-ant", NULL, NULL, &length, &source);
+    assert(key && strcmp(key, "sk-ant") == 0 && source == INGRESS_KEY_X_API_KEY);
+    key = ingress_parse_key("Bearer ", NULL, "goog", NULL, &length, &source);
+    assert(key && length == 4 && source == INGRESS_KEY_GOOG);
+    key = ingress_parse_key("", "", "", "q", &length, &source);
+    assert(key && length == 1 && source == INGRESS_KEY_QUERY);
+    key = ingress_parse_key("BearerX abc", NULL, NULL, NULL, &length, &source);
+    assert(!key && source == INGRESS_KEY_NONE && length == 0);
+    assert(!ingress_parse_key(NULL, NULL, NULL, NULL, &length, &source));
+
+    //  Request ids.
+    assert(ingress_parse_request_id_valid("a"));
+    assert(ingress_parse_request_id_valid("req-1.2_3"));
+    char long_id[70];
+    memset(long_id, 'a', 64);
+    long_id[64] = '\0';
+    assert(ingress_parse_request_id_valid(long_id));
+    long_id[64] = 'a';
+    long_id[65] = '\0';
+    assert(!ingress_parse_request_id_valid(long_id));
+    assert(!ingress_parse_request_id_valid(""));
+    assert(!ingress_parse_request_id_valid(NULL));
+    assert(!ingress_parse_request_id_valid("a b"));
+    assert(!ingress_parse_request_id_valid("a\"b"));
+    assert(!ingress_parse_request_id_valid("a/b"));
+    char id[INGRESS_REQUEST_ID_HEX + 1], other[INGRESS_REQUEST_ID_HEX + 1];
+    ingress_parse_new_request_id(id);
+    ingress_parse_new_request_id(other);
+    assert(strlen(id) == 32 && strcmp(id, other) != 0);
+    for (int i = 0; i < 32; i++)
+        assert(isdigit((unsigned char)id[i]) || (id[i] >= 'a' && id[i] <= 'f'));
+
+    //  Trace context: kept trace id, new span; made up when absent or bad.
+    const char *incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    assert(ingress_parse_traceparent_valid(incoming));
+    char trace[INGRESS_TRACE_SIZE];
+    ingress_parse_traceparent(incoming, trace);
+    assert(strlen(trace) == 55 && ingress_parse_traceparent_valid(trace));
+    assert(strncmp(trace, incoming, 36) == 0);
+    assert(strncmp(trace + 36, incoming + 36, 16) != 0);
+    assert(strcmp(trace + 52, "-01") == 0);
+    assert(!ingress_parse_traceparent_valid(
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01"));
+    assert(!ingress_parse_traceparent_valid(
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
+    assert(!ingress_parse_traceparent_valid("garbage"));
+    ingress_parse_traceparent("garbage", trace);
+    assert(ingress_parse_traceparent_valid(trace) && strcmp(trace + 52, "-01") == 0);
+    ingress_parse_traceparent(NULL, trace);
+    assert(ingress_parse_traceparent_valid(trace));
+
+    //  Bodies.
+    ingress_body_t parsed;
+    char error[256];
+    const char *good = "{\"model\":\"gpt-x\",\"messages\":[],\"stream\":true,"
+                       "\"stream_options\":{\"include_usage\":true}}";
+    assert(ingress_parse_body(PROTO_PROTOCOL_OPENAI, good, strlen(good), &parsed, error,
+                              sizeof error) == 0);
+    assert(strcmp(parsed.model, "gpt-x") == 0 && parsed.stream && parsed.include_usage);
+    assert(parsed.tokens_estimate > 0);
+    const char *plain = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    assert(ingress_parse_body(PROTO_PROTOCOL_OPENAI, plain, strlen(plain), &parsed, error,
+                              sizeof error) == 0);
+    assert(!parsed.stream && !parsed.include_usage);
+    s_test_body_error("{\"model\":", "not valid JSON");
+    s_test_body_error("", "not valid JSON");
+    s_test_body_error("[1]", "JSON object");
+    s_test_body_error("{\"messages\":[]}", "'model'");
+    s_test_body_error("{\"model\":3,\"messages\":[]}", "'model'");
+    s_test_body_error("{\"model\":\"\",\"messages\":[]}", "'model'");
+    s_test_body_error("{\"model\":\"m\"}", "'messages'");
+    s_test_body_error("{\"model\":\"m\",\"messages\":{}}", "'messages'");
+    s_test_body_error("{\"model\":\"m\",\"messages\":[],\"stream\":\"yes\"}", "'stream'");
+    s_test_body_error("{\"model\":\"m\",\"model\":\"n\",\"messages\":[]}", "not valid JSON");
+    s_test_body_error("{\"model\":\"m\\u0000x\",\"messages\":[]}", "not valid JSON");
+    char big[400];
+    snprintf(big, sizeof big, "{\"model\":\"%0250d\",\"messages\":[]}", 7);
+    s_test_body_error(big, "'model'");
+
+    //  Overhead: elapsed less upstream, never negative, three decimals.
+    assert(ingress_parse_overhead_us(1000, 6000, 4000) == 1000);
+    assert(ingress_parse_overhead_us(1000, 6000, 9000) == 0);
+    assert(ingress_parse_overhead_us(6000, 1000, 0) == 0);
+    assert(ingress_parse_overhead_us(0, 250, 0) == 250);
+    char text[32];
+    ingress_parse_ms_text(1234, text, sizeof text);
+    assert(strcmp(text, "1.234") == 0);
+    ingress_parse_ms_text(5, text, sizeof text);
+    assert(strcmp(text, "0.005") == 0);
+    ingress_parse_ms_text(0, text, sizeof text);
+    assert(strcmp(text, "0.000") == 0);
+    if (verbose)
+        printf("OK\n");
+}

@@ -1,0 +1,78 @@
+/*  ingress_parse: the pure decisions the ingress makes about a request.
+
+    Kept apart from the HTTP and ZeroMQ plumbing so each rule can be tested
+    on its own: where the client's key is, whether a client's request id may
+    be reused, what a chat body must contain, the trace context we pass on,
+    and the overhead figure we report back.
+*/
+#ifndef INGRESS_PARSE_H_INCLUDED
+#define INGRESS_PARSE_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define INGRESS_KEY_MAX 256       //  longest client key we hash; longer ones are invalid
+#define INGRESS_MODEL_MAX 200     //  longest model name (the schema's limit)
+#define INGRESS_REQUEST_ID_HEX 32 //  our own request ids: 128 random bits in hex
+#define INGRESS_TRACE_SIZE 56     //  "00-" 32 "-" 16 "-" 2 + NUL
+
+//  Where a client key was found.
+typedef enum {
+    INGRESS_KEY_NONE = 0,  //  nowhere
+    INGRESS_KEY_BEARER,    //  Authorization: Bearer KEY
+    INGRESS_KEY_X_API_KEY, //  x-api-key (Anthropic clients)
+    INGRESS_KEY_GOOG,      //  x-goog-api-key (Gemini clients)
+    INGRESS_KEY_QUERY,     //  ?key= (Gemini REST)
+} ingress_key_source_t;
+
+//  What the ingress needs to know from a chat-style request body.
+typedef struct {
+    char model[INGRESS_MODEL_MAX + 1]; //  logical model asked for
+    bool stream;                       //  "stream": true
+    bool include_usage;                //  stream_options.include_usage: true
+    uint64_t tokens_estimate;          //  rough input tokens, for admission
+} ingress_body_t;
+
+//  Picks the client key from the places clients put it, in this order:
+//  Authorization (Bearer scheme only), x-api-key, x-goog-api-key, ?key=.
+//  Any argument may be NULL. Sets *length and *source; returns a pointer into
+//  the argument it came from (borrowed), or NULL when no source has a key.
+const char *ingress_parse_key(const char *authorization, const char *x_api_key,
+                              const char *goog_api_key, const char *query_key, size_t *length,
+                              ingress_key_source_t *source);
+
+//  True when a client's x-request-id may be used as ours: 1..64 characters
+//  of [A-Za-z0-9._-].
+bool ingress_parse_request_id_valid(const char *text);
+
+//  Writes a new request id (32 lowercase hex digits) into out
+//  (INGRESS_REQUEST_ID_HEX + 1 bytes).
+void ingress_parse_new_request_id(char *out);
+
+//  Writes the traceparent to send on: the client's trace id with a new span
+//  id of ours when `incoming` is a valid W3C traceparent, else a new trace.
+//  out must hold INGRESS_TRACE_SIZE bytes.
+void ingress_parse_traceparent(const char *incoming, char *out);
+
+//  True when text is a valid W3C traceparent (version 00).
+bool ingress_parse_traceparent_valid(const char *text);
+
+//  Checks a chat body for a client protocol (proto_protocol_t) and fills
+//  *out. Returns 0, or -1 with a message for the client in error (which
+//  names the offending field).
+int ingress_parse_body(int protocol, const char *data, size_t size, ingress_body_t *out,
+                       char *error, size_t error_size);
+
+//  The overhead we added, in microseconds: time from the request being
+//  fully received to our response headers, less the time spent upstream.
+//  Never negative.
+uint64_t ingress_parse_overhead_us(uint64_t received_us, uint64_t headers_us, uint64_t upstream_us);
+
+//  Writes microseconds as milliseconds with three decimals ("1.234").
+void ingress_parse_ms_text(uint64_t microseconds, char *out, size_t out_size);
+
+//  Self test.
+void ingress_parse_test(bool verbose);
+
+#endif

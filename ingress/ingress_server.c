@@ -1,0 +1,2158 @@
+/*  ingress_server: see the header, and docs/ingress.md.
+
+    A client request's life, and who holds it
+    -----------------------------------------
+    Each HTTP request gets one s_request_t, reference-counted by up to
+    three holders, and freed when the last lets go:
+      - the connection: from the first access-handler call until MHD's
+        completion callback (normal end, error, client abort, shutdown);
+      - the pipeline: while the request id is registered in `requests`,
+        i.e. while a reply from billing, router or dispatch may still be
+        due for it (from ADMIT/ROUTE until DONE, CANCEL or a decision);
+      - the content reader: from the creation of a streamed response until
+        MHD frees that response.
+    Replies are looked up by request id, never by pointer: a reply for an id
+    no longer registered is dropped with a debug line (Mongrel2's rule).
+
+    Suspend and resume
+    ------------------
+    libmicrohttpd only lets us queue a response from inside its access
+    handler. While we wait on other programs the connection is suspended;
+    when the answer is ready we keep the response in the request, resume
+    the connection, and the handler (called again by MHD after a resume)
+    queues it. A streamed response is read by s_reader from the request's
+    buffer; when the buffer is empty and DONE has not come, the reader
+    suspends the connection and returns 0 (no busy polling) and the next
+    CHUNK resumes it. A suspended connection is invisible to MHD, so to
+    notice a client that hangs up meanwhile we watch its socket ourselves
+    (EPOLLRDHUP) for exactly as long as it is suspended.
+
+    Settlement of what was admitted
+    -------------------------------
+    Billing reserves on ADMIT. Dispatch settles everything it was given;
+    whatever was admitted but never reached dispatch (route refused, our
+    internal timeout, client gone before dispatch) is settled here with
+    zero tokens, through a proto_outbox until billing's COMMIT. A request
+    whose admission is still unknown when the client or the timeout ends
+    it stays registered ("abandoned") until billing answers or a grace
+    period passes, so a late admission is still settled.
+*/
+#include "ingress_server.h"
+#include "ingress_admin.h"
+#include "ingress_buffer.h"
+#include "ingress_daemon.h"
+#include "ingress_parse.h"
+#include "ingress_route.h"
+#include "proto_crypto.h"
+#include "proto_error.h"
+#include "proto_log.h"
+#include "proto_msg.h"
+#include "proto_outbox.h"
+#include "proto_watch.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#define S_MAX_BILLING 8                        //  billing instances we connect to
+#define S_MAX_DISPATCH 16                      //  dispatch instances we connect to
+#define S_CONNECTION_LIMIT 16384               //  client connections (fds permitting)
+#define S_CONNECTION_MEMORY 65536              //  per-connection MHD pool: headers and write buffer
+#define S_CONNECTION_TIMEOUT_S 120             //  idle keep-alive connections close after this
+#define S_STREAM_BLOCK 16384                   //  most bytes one content-reader call hands MHD
+#define S_STREAM_BUFFER_MAX (4u * 1024 * 1024) //  unread stream bytes held per request
+#define S_ADMIN_BODY_MAX (1024 * 1024)         //  admin request bodies
+#define S_ADMIN_CONNECTIONS 256                //  admin connections
+#define S_SETTLE_RESEND_MS 1000                //  outbox re-send period for SETTLE
+#define S_PEER_RCVHWM 100000     //  CHUNKs we queue before dispatch's ROUTER must drop
+#define S_BODY_INITIAL_MAX 65536 //  first body allocation, whatever Content-Length says
+
+typedef enum {
+    S_RECEIVING,  //  reading the request (or answering it at once)
+    S_WAITING,    //  ADMIT and ROUTE out; connection suspended
+    S_DISPATCHED, //  DISPATCH out; suspended until the first CHUNK or DONE
+    S_STREAMING,  //  streamed response queued; bytes flow through `out`
+    S_ANSWERED,   //  a complete response is queued or about to be
+    S_ABANDONED,  //  no client to answer; waiting to learn whether billing admitted it
+} s_phase_t;
+
+typedef struct _s_request_t s_request_t;
+typedef struct _s_queue_t s_queue_t;
+
+//  Requests ordered by deadline. Every entry of a queue has the same
+//  timeout, so appending keeps it sorted and one timer (for the head) is
+//  enough: no per-request timers in the loop.
+struct _s_queue_t {
+    ingress_server_t *server;                          //  owner
+    s_request_t *head;                                 //  earliest deadline
+    s_request_t *tail;                                 //  latest deadline
+    int timer;                                         //  loop timer for the head, 0 = none
+    uint64_t timer_due_ms;                             //  when that timer fires
+    void (*expire)(ingress_server_t *, s_request_t *); //  called for each overdue entry
+};
+
+struct _s_request_t {
+    ingress_server_t *server;          //  owner
+    struct MHD_Connection *connection; //  client connection; NULL once it has ended
+    const ingress_route_t *route;      //  matched route, NULL for 404/405
+    int protocol;                      //  client protocol of every answer
+    s_phase_t phase;                   //  where the request is
+    int refs;                          //  holders: connection, pipeline, reader
+    bool registered;                   //  pipeline holder: id is in server->requests
+    bool in_handler;                   //  inside MHD's access handler: may queue
+    bool suspended;                    //  connection suspended by us
+    bool reader_waiting;               //  suspended by the content reader
+    int watched_fd;                    //  socket watched for hang-up, or -1
+    char id[PROTO_MSG_RID_MAX + 1];    //  request id
+    char trace[INGRESS_TRACE_SIZE];    //  traceparent we send on
+    uint64_t key_id;                   //  authenticated client key
+    uint64_t account_id;               //  its account
+    char *body;                        //  request body so far
+    size_t body_size;                  //  bytes in body
+    size_t body_capacity;              //  bytes allocated for body
+    size_t body_discarded;             //  bytes dropped after going over the limit
+    bool body_too_large;               //  went over ingress.max_body_bytes
+    ingress_body_t parsed;             //  what the body asks for
+    proto_msg_t *admit_reply;          //  billing's answer, once in
+    proto_msg_t *route_reply;          //  router's answer, once in
+    int abandon_status;                //  status to settle with when abandoned
+    int dispatch_index;                //  dispatch socket holding it, -1 before
+    uint64_t next_sequence;            //  CHUNK sequence expected next
+    struct MHD_Response *response;     //  response for the handler to queue
+    unsigned response_status;          //  its status
+    ingress_buffer_t *out;             //  streamed bytes not yet read by MHD
+    bool upstream_done;                //  no more bytes will come (DONE, cut, cancel)
+    int status;                        //  status sent to the client, for metrics
+    uint64_t started_us;               //  monotonic, first handler call
+    uint64_t started_wall_us;          //  wall clock, for SETTLE
+    uint64_t received_us;              //  monotonic, body complete (0 = not yet)
+    s_queue_t *queue;                  //  timeout queue it is in, or NULL
+    s_request_t *queue_prev;           //  neighbours in that queue
+    s_request_t *queue_next;
+    uint64_t due_ms;        //  its deadline there
+    s_request_t *live_prev; //  neighbours among live connections
+    s_request_t *live_next;
+};
+
+//  One DEALER and what to tell its handler.
+typedef struct {
+    ingress_server_t *server; //  owner
+    zsock_t *socket;          //  the DEALER
+    proto_outbox_t *outbox;   //  SETTLEs kept until COMMIT (billing only)
+    int index;                //  position in its array
+} s_peer_t;
+
+//  One admin request: collected whole, answered synchronously.
+typedef struct {
+    char *query;      //  raw query string, or NULL
+    char *body;       //  body so far
+    size_t body_size; //  bytes in body
+    bool too_large;   //  went over S_ADMIN_BODY_MAX
+    bool started;     //  the first handler call has been made
+} s_admin_request_t;
+
+struct _ingress_server_t {
+    proto_loop_t *loop;                    //  process loop (borrowed)
+    proto_config_t *config;                //  configuration (borrowed)
+    proto_metrics_t *metrics;              //  metrics registry (borrowed)
+    ingress_daemon_t *client;              //  client API listener
+    ingress_daemon_t *admin;               //  admin API listener
+    ingress_admin_t *admin_handler;        //  admin API, NULL without a database
+    proto_watch_t *watch;                  //  keeps catalog fresh, NULL without a database
+    proto_catalog_t *catalog;              //  current configuration snapshot
+    s_peer_t billing[S_MAX_BILLING];       //  one DEALER per billing instance
+    int billing_count;                     //  entries in billing
+    s_peer_t router;                       //  one DEALER to every router
+    s_peer_t dispatch[S_MAX_DISPATCH];     //  one DEALER per dispatch instance
+    int dispatch_count;                    //  entries in dispatch
+    unsigned next_dispatch;                //  round-robin position
+    zhashx_t *requests;                    //  request id -> s_request_t (not owned)
+    s_queue_t waiting;                     //  ADMIT/ROUTE out: internal timeout
+    s_queue_t running;                     //  dispatched: request timeout
+    s_request_t *live;                     //  requests with a live connection
+    size_t live_count;                     //  how many
+    size_t max_body;                       //  ingress.max_body_bytes
+    uint64_t internal_timeout_ms;          //  ingress.internal_timeout_ms
+    uint64_t request_timeout_ms;           //  ingress.request_timeout_ms
+    bool draining;                         //  SIGTERM came
+    ingress_server_drained_fn *drained_fn; //  told when the drain is over
+    void *drained_arg;                     //  its argument
+    proto_service_t *service;              //  the service running us, or NULL
+    zhashx_t *counters;                    //  label text -> requests counter
+    zhashx_t *histograms;                  //  route name -> duration histogram
+    proto_metric_t *in_flight;             //  gauge: live client requests
+    proto_metric_t *key_cache;             //  gauge: keys in the catalog
+    proto_metric_t *overhead;              //  histogram: our added latency
+    proto_metric_t *cancels;               //  counter: CANCELs sent
+    proto_metric_t *settles;               //  counter: SETTLEs sent by ingress
+    proto_metric_t *dropped;               //  counter: replies for unknown requests
+};
+
+//  Test seam: the selftest has no PostgreSQL to load keys from, so it
+//  points this at a key of its own, which "tg-test" then authenticates as.
+//  Always NULL outside ingress_server_test.
+static const proto_api_key_t *s_test_key;
+
+static void s_request_unref(s_request_t *r);
+static void s_forget(s_request_t *r);
+static void s_resume(s_request_t *r);
+static void s_check_drained(ingress_server_t *self);
+
+//  --------------------------------------------------------------------------
+//  Timeout queues
+
+static void s_queue_fire(proto_loop_t *loop, int id, void *arg);
+
+static void s_queue_arm(s_queue_t *queue)
+{
+    if (!queue->head)
+        return; //  an armed timer finds nothing and stays quiet
+    if (queue->timer && queue->timer_due_ms <= queue->head->due_ms)
+        return;
+    proto_loop_t *loop = queue->server->loop;
+    if (queue->timer)
+        proto_loop_cancel_timer(loop, queue->timer);
+    uint64_t now = proto_loop_now_ms();
+    uint64_t due = queue->head->due_ms;
+    queue->timer =
+        proto_loop_add_timer(loop, due > now ? due - now : 0, false, s_queue_fire, queue);
+    queue->timer_due_ms = due;
+}
+
+static void s_queue_remove(s_request_t *r)
+{
+    s_queue_t *queue = r->queue;
+    if (!queue)
+        return;
+    if (r->queue_prev)
+        r->queue_prev->queue_next = r->queue_next;
+    else
+        queue->head = r->queue_next;
+    if (r->queue_next)
+        r->queue_next->queue_prev = r->queue_prev;
+    else
+        queue->tail = r->queue_prev;
+    r->queue = NULL;
+    r->queue_prev = r->queue_next = NULL;
+}
+
+static void s_queue_push(s_queue_t *queue, s_request_t *r, uint64_t timeout_ms)
+{
+    s_queue_remove(r);
+    r->due_ms = proto_loop_now_ms() + timeout_ms;
+    r->queue = queue;
+    r->queue_prev = queue->tail;
+    if (queue->tail)
+        queue->tail->queue_next = r;
+    else
+        queue->head = r;
+    queue->tail = r;
+    s_queue_arm(queue);
+}
+
+static void s_queue_fire(proto_loop_t *loop, int id, void *arg)
+{
+    s_queue_t *queue = arg;
+    queue->timer = 0;
+    uint64_t now = proto_loop_now_ms();
+    while (queue->head && queue->head->due_ms <= now) {
+        s_request_t *r = queue->head;
+        s_queue_remove(r);
+        queue->expire(queue->server, r);
+    }
+    s_queue_arm(queue);
+}
+
+//  --------------------------------------------------------------------------
+//  Metrics
+
+static proto_metric_t *s_requests_counter(ingress_server_t *self, const char *route,
+                                          const char *model, int status)
+{
+    char labels[512];
+    snprintf(labels, sizeof labels, "route=\"%s\",model=\"%s\",status=\"%d\"", route, model,
+             status);
+    proto_metric_t *metric = zhashx_lookup(self->counters, labels);
+    if (!metric) {
+        metric = proto_metrics_counter(self->metrics, "tollgate_ingress_requests_total",
+                                       "Client API requests by route, model and status.", labels);
+        zhashx_insert(self->counters, labels, metric);
+    }
+    return metric;
+}
+
+static proto_metric_t *s_duration_histogram(ingress_server_t *self, const char *route)
+{
+    proto_metric_t *metric = zhashx_lookup(self->histograms, route);
+    if (!metric) {
+        char labels[128];
+        snprintf(labels, sizeof labels, "route=\"%s\"", route);
+        metric = proto_metrics_histogram(self->metrics, "tollgate_ingress_request_seconds",
+                                         "Client API request duration, first byte in to last "
+                                         "byte out.",
+                                         labels);
+        zhashx_insert(self->histograms, route, metric);
+    }
+    return metric;
+}
+
+//  The model label: only names the catalog knows, so that clients cannot
+//  grow the metric set without bound.
+static const char *s_model_label(ingress_server_t *self, s_request_t *r)
+{
+    if (!r->route || r->route->kind != INGRESS_ROUTE_GENERATE)
+        return "";
+    if (!r->parsed.model[0])
+        return "none";
+    return proto_catalog_model_by_name(self->catalog, r->parsed.model) ? r->parsed.model
+                                                                       : "unknown";
+}
+
+//  --------------------------------------------------------------------------
+//  Requests: life and suspension
+
+static s_request_t *s_request_new(ingress_server_t *self, struct MHD_Connection *connection)
+{
+    s_request_t *r = calloc(1, sizeof *r);
+    assert(r);
+    r->server = self;
+    r->connection = connection;
+    r->refs = 1; //  the connection's
+    r->watched_fd = -1;
+    r->dispatch_index = -1;
+    r->protocol = PROTO_PROTOCOL_OPENAI;
+    r->started_us = proto_loop_now_us();
+    r->started_wall_us = proto_loop_wall_us();
+    r->live_next = self->live;
+    if (self->live)
+        self->live->live_prev = r;
+    self->live = r;
+    self->live_count++;
+    proto_metric_set(self->in_flight, (double)self->live_count);
+    return r;
+}
+
+static void s_request_unref(s_request_t *r)
+{
+    assert(r->refs > 0);
+    if (--r->refs > 0)
+        return;
+    assert(!r->registered && !r->queue && r->watched_fd < 0);
+    if (r->response)
+        MHD_destroy_response(r->response);
+    ingress_buffer_destroy(&r->out);
+    proto_msg_destroy(&r->admit_reply);
+    proto_msg_destroy(&r->route_reply);
+    free(r->body);
+    free(r);
+}
+
+static void s_hangup(proto_loop_t *loop, int fd, uint32_t events, void *arg);
+
+static void s_unwatch(s_request_t *r)
+{
+    if (r->watched_fd >= 0)
+        proto_loop_remove_fd(r->server->loop, r->watched_fd);
+    r->watched_fd = -1;
+}
+
+//  MHD polls no suspended connection, so a client that goes away would go
+//  unnoticed until we resume it; watch its socket for the hang-up meanwhile.
+static void s_suspend(s_request_t *r)
+{
+    assert(r->connection && !r->suspended);
+    MHD_suspend_connection(r->connection);
+    r->suspended = true;
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(r->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (info && proto_loop_add_fd(r->server->loop, info->connect_fd, EPOLLRDHUP, s_hangup, r) == 0)
+        r->watched_fd = info->connect_fd;
+}
+
+static void s_resume(s_request_t *r)
+{
+    if (!r->suspended)
+        return;
+    //  Unwatch first: once MHD has the socket back it may close it.
+    s_unwatch(r);
+    r->suspended = false;
+    r->reader_waiting = false;
+    MHD_resume_connection(r->connection);
+    ingress_daemon_resumed(r->server->client);
+}
+
+static bool s_register(s_request_t *r)
+{
+    if (zhashx_insert(r->server->requests, r->id, r) != 0)
+        return false;
+    r->registered = true;
+    r->refs++;
+    return true;
+}
+
+//  The pipeline lets go: no reply for this id is wanted any more.
+static void s_forget(s_request_t *r)
+{
+    s_queue_remove(r);
+    if (!r->registered)
+        return;
+    zhashx_delete(r->server->requests, r->id);
+    r->registered = false;
+    ingress_server_t *self = r->server;
+    s_request_unref(r);
+    s_check_drained(self);
+}
+
+//  --------------------------------------------------------------------------
+//  Answers
+
+static void s_add_common_headers(s_request_t *r, struct MHD_Response *response)
+{
+    MHD_add_response_header(response, "x-request-id", r->id);
+    if (r->received_us) {
+        //  Local answers spent no time upstream: all of it is ours.
+        char text[32];
+        ingress_parse_ms_text(ingress_parse_overhead_us(r->received_us, proto_loop_now_us(), 0),
+                              text, sizeof text);
+        if (!MHD_get_response_header(response, "x-tollgate-overhead-ms"))
+            MHD_add_response_header(response, "x-tollgate-overhead-ms", text);
+    }
+    if (r->server->draining)
+        MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close");
+}
+
+//  Hands a response to the client: at once inside the access handler,
+//  else through a resume and the handler's next call. Takes the response.
+static void s_answer(s_request_t *r, unsigned status, struct MHD_Response *response)
+{
+    s_add_common_headers(r, response);
+    r->status = (int)status;
+    if (!r->connection) {
+        MHD_destroy_response(response);
+        return;
+    }
+    if (r->in_handler && !r->suspended) {
+        MHD_queue_response(r->connection, status, response);
+        MHD_destroy_response(response);
+        return;
+    }
+    assert(r->suspended && !r->response);
+    r->response = response;
+    r->response_status = status;
+    s_resume(r);
+}
+
+static void s_answer_text(s_request_t *r, unsigned status, const char *content_type, char *text,
+                          bool owned)
+{
+    struct MHD_Response *response = MHD_create_response_from_buffer(
+        strlen(text), text, owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    s_answer(r, status, response);
+}
+
+static void s_answer_error(s_request_t *r, unsigned status, const char *code, const char *message)
+{
+    char *body = proto_error_body(r->protocol, (int)status, code, message);
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    s_answer(r, status, response);
+}
+
+//  Answers with the error another program decided (ADMIT_REPLY, ROUTE_REPLY).
+static void s_answer_reply_error(s_request_t *r, proto_msg_t *reply, const char *fallback_code,
+                                 const char *fallback_message)
+{
+    unsigned status = (unsigned)proto_msg_status(reply);
+    if (status < 400 || status > 599)
+        status = 502;
+    const char *code =
+        proto_msg_has(reply, PROTO_FIELD_error_code) ? proto_msg_error_code(reply) : fallback_code;
+    const char *message = proto_msg_has(reply, PROTO_FIELD_error_message)
+                              ? proto_msg_error_message(reply)
+                              : fallback_message;
+    char *body = proto_error_body(r->protocol, (int)status, code, message);
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (status == 429 || status == 503) {
+        uint64_t retry_ms = proto_msg_retry_after_ms(reply);
+        if (retry_ms || status == 429) {
+            char seconds[24];
+            snprintf(seconds, sizeof seconds, "%llu",
+                     (unsigned long long)(retry_ms ? (retry_ms + 999) / 1000 : 1));
+            MHD_add_response_header(response, MHD_HTTP_HEADER_RETRY_AFTER, seconds);
+        }
+    }
+    s_answer(r, status, response);
+}
+
+static void s_free_frame(void *arg)
+{
+    zframe_t *frame = arg;
+    zframe_destroy(&frame);
+}
+
+//  --------------------------------------------------------------------------
+//  Messages to other programs
+
+static void s_stamp(s_request_t *r, proto_msg_t *msg, uint64_t timeout_ms)
+{
+    proto_msg_set_request_id(msg, r->id);
+    proto_msg_set_trace(msg, r->trace);
+    proto_msg_set_deadline(msg, proto_loop_wall_us() / 1000 + timeout_ms);
+}
+
+static void s_cancel(s_request_t *r, const char *reason)
+{
+    ingress_server_t *self = r->server;
+    if (r->dispatch_index < 0 || r->upstream_done)
+        return;
+    proto_msg_t *msg = proto_msg_new(PROTO_MSG_CANCEL);
+    proto_msg_set_request_id(msg, r->id);
+    proto_msg_set_trace(msg, r->trace);
+    proto_msg_set_reason(msg, reason);
+    if (proto_msg_send(&msg, self->dispatch[r->dispatch_index].socket) != 0)
+        log_warn(r->id, "could not send CANCEL to dispatch %d", r->dispatch_index);
+    proto_metric_add(self->cancels, 1);
+    log_debug(r->id, "cancelled (%s)", reason);
+}
+
+//  Settles what billing admitted but dispatch never got: zero tokens, so
+//  the reservation is released and the request leaves a usage row.
+static void s_settle(s_request_t *r, int status)
+{
+    ingress_server_t *self = r->server;
+    if (!r->admit_reply || proto_msg_status(r->admit_reply) != 200 || !self->billing_count)
+        return;
+    proto_msg_t *msg = proto_msg_new(PROTO_MSG_SETTLE);
+    proto_msg_set_request_id(msg, r->id);
+    proto_msg_set_trace(msg, r->trace);
+    proto_msg_set_account_id(msg, r->account_id);
+    proto_msg_set_key_id(msg, r->key_id);
+    proto_msg_set_model(msg, r->parsed.model);
+    proto_msg_set_status(msg, (uint64_t)status);
+    proto_msg_set_started_us(msg, r->started_wall_us);
+    proto_msg_set_latency_us(msg, proto_loop_now_us() - r->started_us);
+    proto_msg_set_attempts(msg, 0);
+    proto_msg_set_tokens_in(msg, 0);
+    proto_msg_set_tokens_out(msg, 0);
+    proto_msg_set_reserve_micros(msg, proto_msg_reserve_micros(r->admit_reply));
+    s_peer_t *billing = &self->billing[r->account_id % (uint64_t)self->billing_count];
+    if (proto_outbox_send(billing->outbox, &msg) != 0)
+        log_error(r->id, "SETTLE outbox full; the reservation stays until billing expires it");
+    proto_metric_add(self->settles, 1);
+    log_debug(r->id, "settled with status %d and no tokens", status);
+}
+
+//  --------------------------------------------------------------------------
+//  Streaming: MHD reads from the request's buffer
+
+static ssize_t s_reader(void *arg, uint64_t position, char *buffer, size_t max)
+{
+    s_request_t *r = arg;
+    if (!r->out)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    size_t size = ingress_buffer_read(r->out, buffer, max);
+    if (size)
+        return (ssize_t)size;
+    if (r->upstream_done)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (!r->connection)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    //  Nothing to send yet: step out of MHD's polling until the next CHUNK,
+    //  instead of returning 0 to a loop that would call us straight back.
+    s_suspend(r);
+    r->reader_waiting = true;
+    return 0;
+}
+
+static void s_reader_free(void *arg)
+{
+    s_request_unref(arg);
+}
+
+//  Ends a stream early with a protocol-correct error event after the bytes
+//  already buffered, and stops the upstream call.
+static void s_cut(s_request_t *r, int status, const char *code, const char *message)
+{
+    log_warn(r->id, "stream cut: %s", message);
+    s_cancel(r, code);
+    char *event = proto_error_event(r->protocol, status, code, message);
+    ingress_buffer_append_bytes(r->out, event, strlen(event));
+    free(event);
+    r->upstream_done = true;
+    s_forget(r);
+    if (r->reader_waiting)
+        s_resume(r);
+}
+
+//  --------------------------------------------------------------------------
+//  Replies from dispatch
+
+static void s_on_chunk(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
+{
+    uint64_t sequence = proto_msg_sequence(msg);
+    zframe_t *body = proto_msg_take_body(msg);
+    if (r->phase == S_DISPATCHED) {
+        //  The first CHUNK brings the status line: the response starts now.
+        r->next_sequence = sequence + 1;
+        unsigned status =
+            proto_msg_has(msg, PROTO_FIELD_status) ? (unsigned)proto_msg_status(msg) : 200;
+        if (status < 100 || status > 599)
+            status = 502;
+        const char *content_type =
+            proto_msg_has(msg, PROTO_FIELD_content_type)
+                ? proto_msg_content_type(msg)
+                : (r->parsed.stream ? "text/event-stream" : "application/json");
+        r->out = ingress_buffer_new(S_STREAM_BUFFER_MAX);
+        ingress_buffer_append(r->out, &body);
+        struct MHD_Response *response = MHD_create_response_from_callback(
+            MHD_SIZE_UNKNOWN, S_STREAM_BLOCK, s_reader, r, s_reader_free);
+        r->refs++; //  the reader's, until s_reader_free
+        MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+        MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+        char overhead[32];
+        ingress_parse_ms_text(
+            ingress_parse_overhead_us(r->received_us, proto_loop_now_us(), proto_msg_ttfb_us(msg)),
+            overhead, sizeof overhead);
+        MHD_add_response_header(response, "x-tollgate-overhead-ms", overhead);
+        proto_metric_observe(self->overhead, strtod(overhead, NULL) / 1000.0);
+        r->phase = S_STREAMING;
+        s_answer(r, status, response);
+        return;
+    }
+    if (r->phase != S_STREAMING) {
+        zframe_destroy(&body);
+        return;
+    }
+    if (sequence != r->next_sequence) {
+        zframe_destroy(&body);
+        char message[128];
+        snprintf(message, sizeof message, "The response stream lost data (chunk %llu, not %llu)",
+                 (unsigned long long)sequence, (unsigned long long)r->next_sequence);
+        s_cut(r, 502, "stream_interrupted", message);
+        return;
+    }
+    r->next_sequence++;
+    if (ingress_buffer_append(r->out, &body) != 0) {
+        //  The client reads slower than the upstream writes and we hold
+        //  S_STREAM_BUFFER_MAX unread bytes already: stop the upstream
+        //  rather than hold an unbounded answer in memory.
+        s_cut(r, 500, "client_too_slow",
+              "The client read the stream too slowly; the response was cut off");
+        return;
+    }
+    if (r->reader_waiting)
+        s_resume(r);
+}
+
+static void s_on_done(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
+{
+    zframe_t *body = proto_msg_take_body(msg);
+    if (r->phase == S_STREAMING) {
+        if (body && ingress_buffer_append(r->out, &body) != 0) {
+            s_cut(r, 500, "client_too_slow",
+                  "The client read the stream too slowly; the response was cut off");
+            return;
+        }
+        r->upstream_done = true;
+        s_forget(r);
+        if (r->reader_waiting)
+            s_resume(r);
+        return;
+    }
+    if (r->phase != S_DISPATCHED) {
+        zframe_destroy(&body);
+        return;
+    }
+    //  Not streamed (or nothing came before the end): DONE is the answer.
+    r->upstream_done = true;
+    r->phase = S_ANSWERED;
+    unsigned status = (unsigned)proto_msg_status(msg);
+    if (status < 100 || status > 599)
+        status = 502;
+    struct MHD_Response *response;
+    if (body && zframe_size(body)) {
+        response = MHD_create_response_from_buffer_with_free_callback_cls(
+            zframe_size(body), zframe_data(body), s_free_frame, body);
+        MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                proto_msg_has(msg, PROTO_FIELD_content_type)
+                                    ? proto_msg_content_type(msg)
+                                    : "application/json");
+    } else {
+        zframe_destroy(&body);
+        char *text = proto_error_body(
+            r->protocol, (int)status,
+            proto_msg_has(msg, PROTO_FIELD_error_code) ? proto_msg_error_code(msg) : NULL,
+            proto_msg_has(msg, PROTO_FIELD_error_message) ? proto_msg_error_message(msg)
+                                                          : "The upstream returned no body");
+        response = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+        MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    }
+    char overhead[32];
+    ingress_parse_ms_text(
+        ingress_parse_overhead_us(r->received_us, proto_loop_now_us(), proto_msg_latency_us(msg)),
+        overhead, sizeof overhead);
+    MHD_add_response_header(response, "x-tollgate-overhead-ms", overhead);
+    proto_metric_observe(self->overhead, strtod(overhead, NULL) / 1000.0);
+    s_forget(r);
+    s_answer(r, status, response);
+}
+
+static void s_dispatch_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    s_peer_t *peer = arg;
+    ingress_server_t *self = peer->server;
+    proto_msg_t *msg = NULL;
+    int rc = proto_msg_recv(&msg, socket);
+    if (rc == -2)
+        log_warn(NULL, "dispatch %d: dropped a malformed message", peer->index);
+    if (rc != 0)
+        return;
+    proto_msg_type_t type = proto_msg_type(msg);
+    s_request_t *r = zhashx_lookup(self->requests, proto_msg_request_id(msg));
+    if (type != PROTO_MSG_CHUNK && type != PROTO_MSG_DONE)
+        log_warn(proto_msg_request_id(msg), "dispatch %d: ignored %s", peer->index,
+                 proto_msg_type_name((int)type));
+    else if (!r || r->dispatch_index != peer->index) {
+        proto_metric_add(self->dropped, 1);
+        log_debug(proto_msg_request_id(msg), "dropped a late %s", proto_msg_type_name((int)type));
+    } else if (type == PROTO_MSG_CHUNK)
+        s_on_chunk(self, r, msg);
+    else
+        s_on_done(self, r, msg);
+    proto_msg_destroy(&msg);
+}
+
+//  --------------------------------------------------------------------------
+//  Admission and route: both out at once, decided when both are in
+
+static void s_dispatch(ingress_server_t *self, s_request_t *r)
+{
+    size_t count = 0;
+    const proto_candidate_t *candidates = proto_msg_candidates(r->route_reply, &count);
+    //  A DEALER with ZMQ_IMMEDIATE is writable only with a live connection:
+    //  skip instances that are down instead of queueing for them.
+    int chosen = -1;
+    for (int i = 0; i < self->dispatch_count && chosen < 0; i++) {
+        int index = (int)((self->next_dispatch + (unsigned)i) % (unsigned)self->dispatch_count);
+        if (zsock_events(self->dispatch[index].socket) & ZMQ_POLLOUT)
+            chosen = index;
+    }
+    if (!count || chosen < 0) {
+        int status = 503;
+        log_warn(r->id, "%s",
+                 count ? "no dispatch instance is reachable" : "route reply carried no candidates");
+        char message[300];
+        snprintf(message, sizeof message, "No provider is available for model %s", r->parsed.model);
+        r->phase = S_ANSWERED;
+        s_settle(r, status);
+        s_forget(r);
+        s_answer_error(r, (unsigned)status, count ? "dispatch_unavailable" : "no_provider",
+                       count ? "The gateway cannot reach its dispatch service" : message);
+        return;
+    }
+    self->next_dispatch = (unsigned)chosen + 1;
+    proto_msg_t *msg = proto_msg_new(PROTO_MSG_DISPATCH);
+    s_stamp(r, msg, self->request_timeout_ms);
+    proto_msg_set_client_protocol(msg, (uint64_t)r->protocol);
+    proto_msg_set_model(msg, r->parsed.model);
+    proto_msg_set_stream(msg, r->parsed.stream);
+    proto_msg_set_include_usage(msg, r->parsed.include_usage);
+    proto_msg_set_candidates(msg, candidates, count);
+    proto_msg_set_key_id(msg, r->key_id);
+    proto_msg_set_account_id(msg, r->account_id);
+    proto_msg_set_reserve_micros(msg, proto_msg_reserve_micros(r->admit_reply));
+    //  The one copy of the body: into the frame that travels untouched.
+    zframe_t *frame = zframe_new(r->body, r->body_size);
+    free(r->body);
+    r->body = NULL;
+    proto_msg_set_body(msg, &frame);
+    if (proto_msg_send(&msg, self->dispatch[chosen].socket) != 0) {
+        log_warn(r->id, "dispatch %d refused the request", chosen);
+        r->phase = S_ANSWERED;
+        s_settle(r, 503);
+        s_forget(r);
+        s_answer_error(r, 503, "dispatch_unavailable",
+                       "The gateway cannot reach its dispatch service");
+        return;
+    }
+    r->dispatch_index = chosen;
+    r->phase = S_DISPATCHED;
+    s_queue_push(&self->running, r, self->request_timeout_ms);
+    log_debug(r->id, "dispatched to %d with %zu candidates", chosen, count);
+}
+
+//  Called whenever a reply arrives for a waiting or abandoned request.
+static void s_decide(ingress_server_t *self, s_request_t *r)
+{
+    if (!r->admit_reply)
+        return; //  admission decides first, whatever the router said
+    bool admitted = proto_msg_status(r->admit_reply) == 200;
+    if (r->phase == S_ABANDONED) {
+        if (admitted)
+            s_settle(r, r->abandon_status);
+        s_forget(r);
+        return;
+    }
+    if (!admitted) {
+        r->phase = S_ANSWERED;
+        s_forget(r);
+        s_answer_reply_error(r, r->admit_reply, "admission_refused", "The request was refused");
+        return;
+    }
+    if (!r->route_reply)
+        return;
+    int route_status = (int)proto_msg_status(r->route_reply);
+    if (route_status != 200) {
+        char message[300];
+        snprintf(message, sizeof message, "No provider is available for model %s", r->parsed.model);
+        r->phase = S_ANSWERED;
+        s_settle(r, route_status >= 400 && route_status <= 599 ? route_status : 502);
+        s_forget(r);
+        s_answer_reply_error(r, r->route_reply, "no_provider", message);
+        return;
+    }
+    s_dispatch(self, r);
+}
+
+static void s_on_reply(ingress_server_t *self, proto_msg_t **msg_p, bool admission)
+{
+    proto_msg_t *msg = *msg_p;
+    s_request_t *r = zhashx_lookup(self->requests, proto_msg_request_id(msg));
+    proto_msg_t **slot = r ? (admission ? &r->admit_reply : &r->route_reply) : NULL;
+    if (!r || (r->phase != S_WAITING && r->phase != S_ABANDONED) || *slot) {
+        proto_metric_add(self->dropped, 1);
+        log_debug(proto_msg_request_id(msg), "dropped a late %s",
+                  proto_msg_type_name((int)proto_msg_type(msg)));
+        return;
+    }
+    *slot = msg;
+    *msg_p = NULL;
+    s_decide(self, r);
+}
+
+static void s_billing_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    s_peer_t *peer = arg;
+    ingress_server_t *self = peer->server;
+    proto_msg_t *msg = NULL;
+    int rc = proto_msg_recv(&msg, socket);
+    if (rc == -2)
+        log_warn(NULL, "billing %d: dropped a malformed message", peer->index);
+    if (rc != 0)
+        return;
+    if (proto_msg_type(msg) == PROTO_MSG_ADMIT_REPLY)
+        s_on_reply(self, &msg, true);
+    else if (proto_msg_type(msg) == PROTO_MSG_COMMIT) {
+        if (!proto_outbox_ack(peer->outbox, proto_msg_request_id(msg)))
+            log_debug(proto_msg_request_id(msg), "COMMIT for a SETTLE we no longer hold");
+        s_check_drained(self);
+    } else
+        log_warn(proto_msg_request_id(msg), "billing %d: ignored %s", peer->index,
+                 proto_msg_type_name((int)proto_msg_type(msg)));
+    proto_msg_destroy(&msg);
+}
+
+static void s_router_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    s_peer_t *peer = arg;
+    proto_msg_t *msg = NULL;
+    int rc = proto_msg_recv(&msg, socket);
+    if (rc == -2)
+        log_warn(NULL, "router: dropped a malformed message");
+    if (rc != 0)
+        return;
+    if (proto_msg_type(msg) == PROTO_MSG_ROUTE_REPLY)
+        s_on_reply(peer->server, &msg, false);
+    else
+        log_warn(proto_msg_request_id(msg), "router: ignored %s",
+                 proto_msg_type_name((int)proto_msg_type(msg)));
+    proto_msg_destroy(&msg);
+}
+
+//  A client gone before its answer while admission is unknown: keep the id
+//  until billing has spoken, so an admission is settled, not leaked.
+static void s_abandon(ingress_server_t *self, s_request_t *r, int status)
+{
+    r->abandon_status = status;
+    if (r->admit_reply) {
+        if (proto_msg_status(r->admit_reply) == 200)
+            s_settle(r, status);
+        r->phase = S_ANSWERED;
+        s_forget(r);
+        return;
+    }
+    r->phase = S_ABANDONED;
+    s_queue_push(&self->waiting, r, self->internal_timeout_ms);
+}
+
+static void s_waiting_expired(ingress_server_t *self, s_request_t *r)
+{
+    if (r->phase == S_ABANDONED) {
+        //  Billing never answered; it drops the ADMIT by its deadline.
+        log_debug(r->id, "forgotten without an admission reply");
+        s_forget(r);
+        return;
+    }
+    const char *missing = !r->admit_reply && !r->route_reply ? "billing and router"
+                          : !r->admit_reply                  ? "billing"
+                                                             : "router";
+    log_warn(r->id, "no reply from %s within %llu ms", missing,
+             (unsigned long long)self->internal_timeout_ms);
+    char message[160];
+    snprintf(message, sizeof message, "The gateway's %s did not answer in time", missing);
+    s_answer_error(r, 503, "internal_timeout", message);
+    s_abandon(self, r, 503);
+}
+
+static void s_running_expired(ingress_server_t *self, s_request_t *r)
+{
+    if (r->phase == S_STREAMING) {
+        s_cut(r, 504, "request_timeout", "The request took longer than the gateway allows");
+        return;
+    }
+    log_warn(r->id, "request timed out after %llu ms",
+             (unsigned long long)self->request_timeout_ms);
+    s_cancel(r, "request_timeout");
+    r->upstream_done = true;
+    r->phase = S_ANSWERED;
+    s_forget(r);
+    s_answer_error(r, 504, "request_timeout", "The request took longer than the gateway allows");
+}
+
+//  A suspended client hung up. Its connection goes back to MHD with a
+//  token answer so MHD finds the closed socket and ends the request.
+static void s_hangup(proto_loop_t *loop, int fd, uint32_t events, void *arg)
+{
+    s_request_t *r = arg;
+    ingress_server_t *self = r->server;
+    s_unwatch(r);
+    log_debug(r->id, "client hung up while we waited");
+    switch (r->phase) {
+    case S_WAITING:
+        s_answer_error(r, 499, "client_closed", "The client closed the connection");
+        s_abandon(self, r, 499);
+        break;
+    case S_DISPATCHED:
+        s_cancel(r, "client_closed");
+        r->upstream_done = true;
+        r->phase = S_ANSWERED;
+        s_forget(r);
+        s_answer_error(r, 499, "client_closed", "The client closed the connection");
+        break;
+    case S_STREAMING:
+        s_cancel(r, "client_closed");
+        r->upstream_done = true;
+        s_forget(r);
+        s_resume(r);
+        break;
+    default:
+        s_resume(r);
+        break;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  The client API
+
+static int s_authenticate(ingress_server_t *self, s_request_t *r)
+{
+    struct MHD_Connection *c = r->connection;
+    size_t length;
+    ingress_key_source_t source;
+    const char *key = ingress_parse_key(
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key"),
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-goog-api-key"),
+        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "key"), &length, &source);
+    if (!key) {
+        s_answer_error(r, 401, "invalid_api_key",
+                       "Missing API key. Send it as 'Authorization: Bearer YOUR_KEY' (or in "
+                       "the x-api-key header).");
+        return -1;
+    }
+    const proto_api_key_t *entry = NULL;
+    if (s_test_key && length == 7 && memcmp(key, "tg-test", 7) == 0)
+        entry = s_test_key;
+    else if (length <= INGRESS_KEY_MAX) {
+        char hash[PROTO_CRYPTO_HASH_HEX + 1];
+        proto_crypto_hash_hex(key, length, hash);
+        entry = proto_catalog_key_by_hash(self->catalog, hash);
+    }
+    const char *problem =
+        entry == s_test_key && entry
+            ? NULL
+            : proto_catalog_key_problem(self->catalog, entry, proto_loop_wall_us());
+    if (problem) {
+        log_debug(r->id, "key refused: %s", problem);
+        const char *message = strcmp(problem, "revoked") == 0    ? "This API key has been revoked."
+                              : strcmp(problem, "expired") == 0  ? "This API key has expired."
+                              : strcmp(problem, "disabled") == 0 ? "This API key is disabled."
+                              : strcmp(problem, "account_disabled") == 0
+                                  ? "The account of this API key is disabled."
+                                  : "Invalid API key.";
+        s_answer_error(r, 401, "invalid_api_key", message);
+        return -1;
+    }
+    r->key_id = entry->id;
+    r->account_id = entry->account_id;
+    return 0;
+}
+
+static void s_answer_models(ingress_server_t *self, s_request_t *r)
+{
+    const proto_api_key_t *key = proto_catalog_key(self->catalog, r->key_id);
+    json_t *data = json_array();
+    size_t count = proto_catalog_model_count(self->catalog);
+    for (size_t i = 0; key && i < count; i++) {
+        const proto_model_t *model = proto_catalog_model_at(self->catalog, i);
+        if (!model->active || !proto_catalog_key_allows(self->catalog, key, model->name))
+            continue;
+        json_array_append_new(data, json_pack("{s:s, s:s, s:I, s:s}", "id", model->name, "object",
+                                              "model", "created", (json_int_t)model->created_s,
+                                              "owned_by", "tollgate"));
+    }
+    json_t *root = json_pack("{s:s, s:o}", "object", "list", "data", data);
+    char *text = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    s_answer_text(r, 200, "application/json", text, true);
+}
+
+//  First call for a request: headers are in, the body (if any) is not.
+static enum MHD_Result s_client_begin(ingress_server_t *self, s_request_t *r, const char *url,
+                                      const char *method)
+{
+    struct MHD_Connection *c = r->connection;
+    const char *client_id = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-request-id");
+    //  A client's id is taken when valid and not already in flight here.
+    if (ingress_parse_request_id_valid(client_id) && !zhashx_lookup(self->requests, client_id))
+        snprintf(r->id, sizeof r->id, "%s", client_id);
+    else
+        ingress_parse_new_request_id(r->id);
+    ingress_parse_traceparent(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "traceparent"),
+                              r->trace);
+    int status;
+    r->route = ingress_route_find(url, method, &status, &r->protocol);
+    if (!r->route) {
+        char message[300];
+        if (status == 405)
+            snprintf(message, sizeof message, "Method %.16s is not allowed on %.200s (use %s)",
+                     method, url, ingress_route_allowed(url));
+        else
+            snprintf(message, sizeof message, "Unknown path %.200s", url);
+        char *body = proto_error_body(r->protocol, status,
+                                      status == 405 ? "method_not_allowed" : "not_found", message);
+        struct MHD_Response *response =
+            MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+        MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+        if (status == 405)
+            MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, ingress_route_allowed(url));
+        s_answer(r, (unsigned)status, response);
+        return MHD_YES;
+    }
+    switch (r->route->kind) {
+    case INGRESS_ROUTE_HEALTH:
+        if (self->draining)
+            s_answer_text(r, 503, "application/json", "{\"status\":\"draining\"}", false);
+        else if (!self->catalog)
+            s_answer_text(r, 503, "application/json", "{\"status\":\"loading\"}", false);
+        else
+            s_answer_text(r, 200, "application/json", "{\"status\":\"ok\"}", false);
+        return MHD_YES;
+    case INGRESS_ROUTE_METRICS:
+        s_answer_text(r, 200, "text/plain; version=0.0.4", proto_metrics_render(self->metrics),
+                      true);
+        return MHD_YES;
+    case INGRESS_ROUTE_MODELS:
+        if (s_authenticate(self, r) == 0)
+            s_answer_models(self, r);
+        return MHD_YES;
+    case INGRESS_ROUTE_GENERATE:
+        break;
+    }
+    if (self->draining) {
+        s_answer_error(r, 503, "shutting_down", "The gateway is shutting down; retry");
+        return MHD_YES;
+    }
+    if (s_authenticate(self, r) != 0)
+        return MHD_YES;
+    //  Refuse an announced oversize body before reading any of it.
+    const char *length =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    unsigned long long announced = length ? strtoull(length, NULL, 10) : 0;
+    if (announced > self->max_body) {
+        char message[160];
+        snprintf(message, sizeof message, "The request body is larger than %zu bytes",
+                 self->max_body);
+        s_answer_error(r, 413, "request_too_large", message);
+        return MHD_YES;
+    }
+    r->body_capacity = announced ? (size_t)announced : 4096;
+    if (r->body_capacity > S_BODY_INITIAL_MAX)
+        r->body_capacity = S_BODY_INITIAL_MAX;
+    r->body = malloc(r->body_capacity + 1);
+    assert(r->body);
+    return MHD_YES;
+}
+
+static enum MHD_Result s_client_body(ingress_server_t *self, s_request_t *r, const char *data,
+                                     size_t size)
+{
+    if (r->body_too_large || r->body_size + size > self->max_body) {
+        //  Over the limit mid-body (no Content-Length): MHD lets us answer
+        //  only once the body is in, so read on and drop, but not forever.
+        r->body_too_large = true;
+        r->body_discarded += size;
+        return r->body_discarded > self->max_body ? MHD_NO : MHD_YES;
+    }
+    if (r->body_size + size > r->body_capacity) {
+        size_t capacity = r->body_capacity * 2;
+        while (capacity < r->body_size + size)
+            capacity *= 2;
+        if (capacity > self->max_body)
+            capacity = self->max_body;
+        char *grown = realloc(r->body, capacity + 1);
+        assert(grown);
+        r->body = grown;
+        r->body_capacity = capacity;
+    }
+    memcpy(r->body + r->body_size, data, size);
+    r->body_size += size;
+    return MHD_YES;
+}
+
+//  The body is in: check it, then ask billing and router at once.
+static enum MHD_Result s_client_submit(ingress_server_t *self, s_request_t *r)
+{
+    r->received_us = proto_loop_now_us();
+    r->phase = S_ANSWERED; //  unless it goes out below
+    if (r->body_too_large) {
+        char message[160];
+        snprintf(message, sizeof message, "The request body is larger than %zu bytes",
+                 self->max_body);
+        s_answer_error(r, 413, "request_too_large", message);
+        return MHD_YES;
+    }
+    char problem[300];
+    if (ingress_parse_body(r->protocol, r->body, r->body_size, &r->parsed, problem,
+                           sizeof problem) != 0) {
+        log_debug(r->id, "bad request: %s", problem);
+        s_answer_error(r, 400, "invalid_request_error", problem);
+        return MHD_YES;
+    }
+    if (!s_register(r)) {
+        //  Another request took this client id since the headers came.
+        ingress_parse_new_request_id(r->id);
+        s_register(r);
+    }
+    proto_msg_t *route = proto_msg_new(PROTO_MSG_ROUTE);
+    s_stamp(r, route, self->internal_timeout_ms);
+    proto_msg_set_model(route, r->parsed.model);
+    proto_msg_set_key_id(route, r->key_id);
+    proto_msg_set_account_id(route, r->account_id);
+    proto_msg_set_client_protocol(route, (uint64_t)r->protocol);
+    proto_msg_t *admit = proto_msg_new(PROTO_MSG_ADMIT);
+    s_stamp(r, admit, self->internal_timeout_ms);
+    proto_msg_set_key_id(admit, r->key_id);
+    proto_msg_set_account_id(admit, r->account_id);
+    proto_msg_set_model(admit, r->parsed.model);
+    proto_msg_set_stream(admit, r->parsed.stream);
+    proto_msg_set_tokens_in(admit, r->parsed.tokens_estimate);
+    //  ROUTE first: if it cannot go, nothing has been admitted yet.
+    zsock_t *billing = self->billing[r->account_id % (uint64_t)self->billing_count].socket;
+    if (proto_msg_send(&route, self->router.socket) != 0) {
+        proto_msg_destroy(&admit);
+        s_forget(r);
+        log_warn(r->id, "router queue full; refusing");
+        s_answer_error(r, 503, "internal_unavailable", "The gateway's router is unavailable");
+        return MHD_YES;
+    }
+    if (proto_msg_send(&admit, billing) != 0) {
+        s_forget(r);
+        log_warn(r->id, "billing queue full; refusing");
+        s_answer_error(r, 503, "internal_unavailable", "The gateway's billing is unavailable");
+        return MHD_YES;
+    }
+    r->phase = S_WAITING;
+    s_queue_push(&self->waiting, r, self->internal_timeout_ms);
+    s_suspend(r);
+    log_debug(r->id, "admit and route asked for model %s", r->parsed.model);
+    return MHD_YES;
+}
+
+static enum MHD_Result s_client_access(void *arg, struct MHD_Connection *connection,
+                                       const char *url, const char *method, const char *version,
+                                       const char *upload_data, size_t *upload_data_size,
+                                       void **request_p)
+{
+    ingress_server_t *self = arg;
+    s_request_t *r = *request_p;
+    enum MHD_Result rc = MHD_YES;
+    if (!r) {
+        r = s_request_new(self, connection);
+        *request_p = r;
+        r->in_handler = true;
+        rc = s_client_begin(self, r, url, method);
+    } else if (r->phase == S_RECEIVING && r->body) {
+        r->in_handler = true;
+        if (*upload_data_size) {
+            rc = s_client_body(self, r, upload_data, *upload_data_size);
+            *upload_data_size = 0;
+        } else
+            rc = s_client_submit(self, r);
+    } else if (r->response) {
+        //  Called again after a resume: queue what was prepared meanwhile.
+        struct MHD_Response *response = r->response;
+        r->response = NULL;
+        rc = MHD_queue_response(connection, r->response_status, response);
+        MHD_destroy_response(response);
+    } else if (*upload_data_size)
+        *upload_data_size = 0; //  a body we do not want (answered already)
+    r->in_handler = false;
+    return rc;
+}
+
+static void s_client_completed(void *arg, struct MHD_Connection *connection, void **request_p,
+                               enum MHD_RequestTerminationCode code)
+{
+    ingress_server_t *self = arg;
+    s_request_t *r = *request_p;
+    if (!r)
+        return;
+    *request_p = NULL;
+    s_unwatch(r);
+    bool clean = code == MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    if (!clean) {
+        switch (r->phase) {
+        case S_WAITING:
+            s_abandon(self, r, 499);
+            break;
+        case S_DISPATCHED:
+        case S_STREAMING:
+            s_cancel(r, "client_closed");
+            r->upstream_done = true;
+            s_forget(r);
+            break;
+        default:
+            break;
+        }
+        if (!r->status || r->phase == S_STREAMING)
+            r->status = 499;
+    }
+    r->connection = NULL;
+    if (r->live_prev)
+        r->live_prev->live_next = r->live_next;
+    else
+        self->live = r->live_next;
+    if (r->live_next)
+        r->live_next->live_prev = r->live_prev;
+    self->live_count--;
+    proto_metric_set(self->in_flight, (double)self->live_count);
+    const char *route = r->route ? r->route->name : "unmatched";
+    proto_metric_add(s_requests_counter(self, route, s_model_label(self, r), r->status), 1);
+    proto_metric_observe(s_duration_histogram(self, route),
+                         (double)(proto_loop_now_us() - r->started_us) / 1e6);
+    if (r->received_us && r->route && r->route->kind == INGRESS_ROUTE_GENERATE)
+        log_debug(r->id, "%d %s in %.3f ms", r->status, r->parsed.model,
+                  (double)(proto_loop_now_us() - r->started_us) / 1000.0);
+    s_request_unref(r);
+    s_check_drained(self);
+}
+
+//  --------------------------------------------------------------------------
+//  The admin API: whole requests, answered synchronously
+
+static void *s_admin_uri(void *arg, const char *uri, struct MHD_Connection *connection)
+{
+    s_admin_request_t *request = calloc(1, sizeof *request);
+    assert(request);
+    const char *query = strchr(uri, '?');
+    if (query && query[1])
+        request->query = strdup(query + 1);
+    return request;
+}
+
+static void s_admin_answer(struct MHD_Connection *connection, const char *id, unsigned status,
+                           char *body, const char *content_type, bool draining)
+{
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    MHD_add_response_header(response, "x-request-id", id);
+    if (draining)
+        MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close");
+    MHD_queue_response(connection, status, response);
+    MHD_destroy_response(response);
+}
+
+static enum MHD_Result s_admin_access(void *arg, struct MHD_Connection *connection, const char *url,
+                                      const char *method, const char *version,
+                                      const char *upload_data, size_t *upload_data_size,
+                                      void **request_p)
+{
+    ingress_server_t *self = arg;
+    s_admin_request_t *request = *request_p;
+    if (!request)
+        return MHD_NO; //  the URI callback always makes one
+    char id[PROTO_MSG_RID_MAX + 1];
+    const char *client_id =
+        MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "x-request-id");
+    if (ingress_parse_request_id_valid(client_id))
+        snprintf(id, sizeof id, "%s", client_id);
+    else
+        ingress_parse_new_request_id(id);
+    if (!request->started) {
+        request->started = true;
+        const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+                                                         MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (length && strtoull(length, NULL, 10) > S_ADMIN_BODY_MAX) {
+            s_admin_answer(connection, id, 413,
+                           proto_error_body(PROTO_PROTOCOL_OPENAI, 413, "request_too_large",
+                                            "Admin request bodies are limited to 1 MiB"),
+                           "application/json", self->draining);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        size_t size = *upload_data_size;
+        *upload_data_size = 0;
+        if (request->too_large || request->body_size + size > S_ADMIN_BODY_MAX) {
+            request->too_large = true;
+            free(request->body);
+            request->body = NULL;
+            return MHD_YES;
+        }
+        char *grown = realloc(request->body, request->body_size + size + 1);
+        assert(grown);
+        request->body = grown;
+        memcpy(request->body + request->body_size, upload_data, size);
+        request->body_size += size;
+        request->body[request->body_size] = '\0';
+        return MHD_YES;
+    }
+    if (request->too_large) {
+        s_admin_answer(connection, id, 413,
+                       proto_error_body(PROTO_PROTOCOL_OPENAI, 413, "request_too_large",
+                                        "Admin request bodies are limited to 1 MiB"),
+                       "application/json", self->draining);
+        return MHD_YES;
+    }
+    if (strcmp(url, "/healthz") == 0 && strcmp(method, "GET") == 0) {
+        s_admin_answer(connection, id, 200, strdup("{\"status\":\"ok\"}"), "application/json",
+                       self->draining);
+        return MHD_YES;
+    }
+    if (!self->admin_handler) {
+        s_admin_answer(connection, id, 503,
+                       proto_error_body(PROTO_PROTOCOL_OPENAI, 503, "admin_unavailable",
+                                        "The admin API is not available"),
+                       "application/json", self->draining);
+        return MHD_YES;
+    }
+    char ip[INET6_ADDRSTRLEN] = "";
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (info && info->client_addr) {
+        const struct sockaddr *address = info->client_addr;
+        if (address->sa_family == AF_INET)
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)address)->sin_addr, ip, sizeof ip);
+        else if (address->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)address)->sin6_addr, ip, sizeof ip);
+    }
+    ingress_admin_request_t admin = {
+        .method = method,
+        .path = url,
+        .query = request->query,
+        .authorization =
+            MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+        .body = request->body,
+        .body_size = request->body_size,
+        .client_ip = ip[0] ? ip : NULL,
+    };
+    char *body = NULL;
+    char *content_type = NULL;
+    //  Synchronous on purpose (first cut): the admin API's PostgreSQL round
+    //  trips run on this thread; the client API waits for at most one.
+    int status = ingress_admin_handle(self->admin_handler, &admin, &body, &content_type);
+    if (status < 100 || status > 599)
+        status = 500;
+    s_admin_answer(connection, id, (unsigned)status, body ? body : strdup(""),
+                   content_type ? content_type : "application/json", self->draining);
+    return MHD_YES;
+}
+
+static void s_admin_completed(void *arg, struct MHD_Connection *connection, void **request_p,
+                              enum MHD_RequestTerminationCode code)
+{
+    s_admin_request_t *request = *request_p;
+    if (!request)
+        return;
+    free(request->query);
+    free(request->body);
+    free(request);
+    *request_p = NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  The server
+
+static int s_turn(proto_loop_t *loop, void *arg)
+{
+    ingress_server_t *self = arg;
+    int wait = ingress_daemon_turn(self->client);
+    int admin = ingress_daemon_turn(self->admin);
+    if (wait < 0 || (admin >= 0 && admin < wait))
+        wait = admin;
+    return wait;
+}
+
+static void s_catalog_loaded(proto_catalog_t **catalog_p, void *arg)
+{
+    ingress_server_set_catalog(arg, catalog_p);
+}
+
+//  Connects a DEALER to an endpoint and hands it to the loop.
+static int s_peer_open(ingress_server_t *self, s_peer_t *peer, int index, const char **endpoints,
+                       int count, bool immediate, proto_loop_socket_fn *fn, char *error,
+                       size_t error_size)
+{
+    peer->server = self;
+    peer->index = index;
+    peer->socket = zsock_new(ZMQ_DEALER);
+    //  Never block the loop on a send: a full queue is an answer (503).
+    zsock_set_sndtimeo(peer->socket, 0);
+    zsock_set_rcvhwm(peer->socket, S_PEER_RCVHWM);
+    zsock_set_immediate(peer->socket, immediate ? 1 : 0);
+    for (int i = 0; i < count; i++)
+        if (zsock_connect(peer->socket, "%s", endpoints[i]) != 0) {
+            snprintf(error, error_size, "cannot connect to %s", endpoints[i]);
+            return -1;
+        }
+    proto_loop_add_socket(self->loop, peer->socket, fn, peer);
+    return 0;
+}
+
+static int s_connect_peers(ingress_server_t *self, char *error, size_t error_size)
+{
+    const char *endpoints[64];
+    int count = proto_config_endpoints(self->config, "billing", endpoints, 64);
+    if (count < 1 || count > S_MAX_BILLING) {
+        snprintf(error, error_size, "billing.endpoints must list 1 to %d endpoints", S_MAX_BILLING);
+        return -1;
+    }
+    for (int i = 0; i < count; i++) {
+        //  Billing and router queue while they restart: the internal
+        //  timeout reports them down. Dispatch is chosen per request, so
+        //  an instance without a live connection is skipped (immediate).
+        if (s_peer_open(self, &self->billing[i], i, &endpoints[i], 1, false, s_billing_ready, error,
+                        error_size) != 0)
+            return -1;
+        self->billing[i].outbox =
+            proto_outbox_new(self->loop, self->billing[i].socket, S_SETTLE_RESEND_MS);
+        self->billing_count++;
+    }
+    count = proto_config_endpoints(self->config, "router", endpoints, 64);
+    if (count < 1 || s_peer_open(self, &self->router, 0, endpoints, count, false, s_router_ready,
+                                 error, error_size) != 0) {
+        if (count < 1)
+            snprintf(error, error_size, "router.endpoints is empty");
+        return -1;
+    }
+    count = proto_config_endpoints(self->config, "dispatch", endpoints, 64);
+    if (count < 1 || count > S_MAX_DISPATCH) {
+        snprintf(error, error_size, "dispatch.endpoints must list 1 to %d endpoints",
+                 S_MAX_DISPATCH);
+        return -1;
+    }
+    for (int i = 0; i < count; i++) {
+        if (s_peer_open(self, &self->dispatch[i], i, &endpoints[i], 1, true, s_dispatch_ready,
+                        error, error_size) != 0)
+            return -1;
+        self->dispatch_count++;
+    }
+    return 0;
+}
+
+//  Thousands of concurrent streams need thousands of descriptors.
+static unsigned s_connection_limit(void)
+{
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0)
+        return 1000;
+    if (limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &limit);
+        getrlimit(RLIMIT_NOFILE, &limit);
+    }
+    rlim_t usable = limit.rlim_cur > 512 ? limit.rlim_cur - 256 : limit.rlim_cur / 2;
+    return usable < S_CONNECTION_LIMIT ? (unsigned)usable : S_CONNECTION_LIMIT;
+}
+
+ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
+                                     proto_metrics_t *metrics, bool database, char *error,
+                                     size_t error_size)
+{
+    if (proto_crypto_init() != 0) {
+        snprintf(error, error_size, "cannot initialise libsodium");
+        return NULL;
+    }
+    ingress_server_t *self = calloc(1, sizeof *self);
+    assert(self);
+    self->loop = loop;
+    self->config = config;
+    self->metrics = metrics;
+    self->requests = zhashx_new();
+    self->counters = zhashx_new();
+    self->histograms = zhashx_new();
+    self->waiting = (s_queue_t){.server = self, .expire = s_waiting_expired};
+    self->running = (s_queue_t){.server = self, .expire = s_running_expired};
+    self->max_body = (size_t)proto_config_int(config, "ingress.max_body_bytes");
+    self->internal_timeout_ms = (uint64_t)proto_config_int(config, "ingress.internal_timeout_ms");
+    self->request_timeout_ms = (uint64_t)proto_config_int(config, "ingress.request_timeout_ms");
+    self->in_flight = proto_metrics_gauge(metrics, "tollgate_ingress_in_flight",
+                                          "Client API requests in flight.", NULL);
+    self->key_cache = proto_metrics_gauge(metrics, "tollgate_ingress_key_cache_size",
+                                          "Client API keys held in memory.", NULL);
+    self->overhead = proto_metrics_histogram(metrics, "tollgate_ingress_overhead_seconds",
+                                             "Latency added by the gateway.", NULL);
+    self->cancels = proto_metrics_counter(metrics, "tollgate_ingress_cancels_total",
+                                          "CANCELs sent to dispatch.", NULL);
+    self->settles = proto_metrics_counter(metrics, "tollgate_ingress_settles_total",
+                                          "Admitted requests settled by the ingress.", NULL);
+    self->dropped = proto_metrics_counter(metrics, "tollgate_ingress_late_replies_total",
+                                          "Replies for requests no longer in flight.", NULL);
+    if (s_connect_peers(self, error, error_size) != 0)
+        goto failed;
+    if (database) {
+        self->watch =
+            proto_watch_new(loop, config, false, s_catalog_loaded, self, error, error_size);
+        if (!self->watch)
+            goto failed;
+        self->admin_handler = ingress_admin_new(config, error, error_size);
+        if (!self->admin_handler)
+            goto failed;
+    } else {
+        proto_catalog_t *empty = proto_catalog_new_empty();
+        ingress_server_set_catalog(self, &empty);
+    }
+    ingress_daemon_limits_t client_limits = {s_connection_limit(), S_CONNECTION_MEMORY,
+                                             S_CONNECTION_TIMEOUT_S};
+    ingress_daemon_handlers_t client_handlers = {s_client_access, s_client_completed, NULL, self};
+    self->client = ingress_daemon_new(loop, "client", proto_config_str(config, "ingress.listen"),
+                                      &client_limits, &client_handlers, error, error_size);
+    if (!self->client)
+        goto failed;
+    ingress_daemon_limits_t admin_limits = {S_ADMIN_CONNECTIONS, 32768, S_CONNECTION_TIMEOUT_S};
+    ingress_daemon_handlers_t admin_handlers = {s_admin_access, s_admin_completed, s_admin_uri,
+                                                self};
+    self->admin =
+        ingress_daemon_new(loop, "admin", proto_config_str(config, "ingress.admin_listen"),
+                           &admin_limits, &admin_handlers, error, error_size);
+    if (!self->admin)
+        goto failed;
+    proto_loop_set_turn(loop, s_turn, self);
+    log_info(NULL, "client API listening on http://%s:%d", ingress_daemon_host(self->client),
+             ingress_daemon_port(self->client));
+    log_info(NULL, "admin API listening on http://%s:%d", ingress_daemon_host(self->admin),
+             ingress_daemon_port(self->admin));
+    return self;
+
+failed:
+    ingress_server_destroy(&self);
+    return NULL;
+}
+
+void ingress_server_destroy(ingress_server_t **self_p)
+{
+    assert(self_p);
+    ingress_server_t *self = *self_p;
+    if (!self)
+        return;
+    proto_loop_set_turn(self->loop, NULL, NULL);
+    //  MHD must get every suspended connection back before it stops; its
+    //  completion callbacks then run for each, while our sockets still work.
+    for (s_request_t *r = self->live; r; r = r->live_next)
+        s_resume(r);
+    ingress_daemon_destroy(&self->client);
+    ingress_daemon_destroy(&self->admin);
+    //  What the pipeline still holds (abandoned requests) goes now.
+    s_request_t *r;
+    while ((r = zhashx_first(self->requests)))
+        s_forget(r);
+    ingress_admin_destroy(&self->admin_handler);
+    proto_watch_destroy(&self->watch);
+    proto_catalog_destroy(&self->catalog);
+    for (int i = 0; i < self->billing_count; i++) {
+        proto_outbox_destroy(&self->billing[i].outbox);
+        proto_loop_remove_socket(self->loop, self->billing[i].socket);
+        zsock_destroy(&self->billing[i].socket);
+    }
+    if (self->router.socket) {
+        proto_loop_remove_socket(self->loop, self->router.socket);
+        zsock_destroy(&self->router.socket);
+    }
+    for (int i = 0; i < self->dispatch_count; i++) {
+        proto_loop_remove_socket(self->loop, self->dispatch[i].socket);
+        zsock_destroy(&self->dispatch[i].socket);
+    }
+    //  A partly built server may have a socket outside the counted ranges.
+    if (self->billing_count < S_MAX_BILLING && self->billing[self->billing_count].socket)
+        zsock_destroy(&self->billing[self->billing_count].socket);
+    if (self->dispatch_count < S_MAX_DISPATCH && self->dispatch[self->dispatch_count].socket)
+        zsock_destroy(&self->dispatch[self->dispatch_count].socket);
+    if (self->waiting.timer)
+        proto_loop_cancel_timer(self->loop, self->waiting.timer);
+    if (self->running.timer)
+        proto_loop_cancel_timer(self->loop, self->running.timer);
+    zhashx_destroy(&self->requests);
+    zhashx_destroy(&self->counters);
+    zhashx_destroy(&self->histograms);
+    free(self);
+    *self_p = NULL;
+}
+
+void ingress_server_set_catalog(ingress_server_t *self, proto_catalog_t **catalog_p)
+{
+    //  Requests hold ids, never pointers into a catalog: the old one can go.
+    proto_catalog_destroy(&self->catalog);
+    self->catalog = *catalog_p;
+    *catalog_p = NULL;
+    proto_metric_set(self->key_cache, (double)proto_catalog_key_count(self->catalog));
+    log_debug(NULL, "catalog loaded: %zu keys", proto_catalog_key_count(self->catalog));
+}
+
+static size_t s_settles_pending(ingress_server_t *self)
+{
+    size_t pending = 0;
+    for (int i = 0; i < self->billing_count; i++)
+        pending += proto_outbox_pending(self->billing[i].outbox);
+    return pending;
+}
+
+static void s_check_drained(ingress_server_t *self)
+{
+    if (!self->draining || !self->drained_fn || self->live_count || zhashx_size(self->requests) ||
+        s_settles_pending(self))
+        return;
+    ingress_server_drained_fn *fn = self->drained_fn;
+    self->drained_fn = NULL;
+    log_info(NULL, "drained");
+    fn(self->drained_arg);
+}
+
+void ingress_server_drain(ingress_server_t *self, ingress_server_drained_fn *fn, void *arg)
+{
+    self->draining = true;
+    self->drained_fn = fn;
+    self->drained_arg = arg;
+    ingress_daemon_quiesce(self->client);
+    ingress_daemon_quiesce(self->admin);
+    log_info(NULL, "no longer accepting connections; %zu requests in flight", self->live_count);
+    s_check_drained(self);
+}
+
+int ingress_server_port(ingress_server_t *self)
+{
+    return ingress_daemon_port(self->client);
+}
+
+int ingress_server_admin_port(ingress_server_t *self)
+{
+    return ingress_daemon_port(self->admin);
+}
+
+char *ingress_server_status(ingress_server_t *self)
+{
+    char *text = NULL;
+    if (asprintf(&text,
+                 "{\"in_flight\":%zu,\"pipeline\":%zu,\"connections\":%u,"
+                 "\"settles_pending\":%zu,\"keys\":%zu}",
+                 self->live_count, zhashx_size(self->requests),
+                 ingress_daemon_connections(self->client), s_settles_pending(self),
+                 proto_catalog_key_count(self->catalog)) < 0)
+        return NULL;
+    return text;
+}
+
+//  --------------------------------------------------------------------------
+//  proto_service glue
+
+void *ingress_server_service_start(proto_service_t *service)
+{
+    char error[512];
+    ingress_server_t *self =
+        ingress_server_new(proto_service_loop(service), proto_service_config(service),
+                           proto_service_metrics(service), true, error, sizeof error);
+    if (!self) {
+        log_error(NULL, "cannot start: %s", error);
+        return NULL;
+    }
+    self->service = service;
+    return self;
+}
+
+static void s_service_drained(void *arg)
+{
+    proto_service_drained(arg);
+}
+
+void ingress_server_service_drain(void *state)
+{
+    ingress_server_t *self = state;
+    ingress_server_drain(self, s_service_drained, self->service);
+}
+
+void ingress_server_service_stop(void **state_p)
+{
+    ingress_server_destroy((ingress_server_t **)state_p);
+}
+
+char *ingress_server_service_status(void *state)
+{
+    return ingress_server_status(state);
+}
+
+//  --------------------------------------------------------------------------
+//  Self test: the whole request flow in one process. Billing, router and
+//  dispatch are ROUTER sockets in the same loop; clients are plain sockets
+//  in the same loop too, so every step is driven by messages, never sleeps.
+
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#define S_TEST_CLIENTS 220
+
+typedef struct _s_test_t s_test_t;
+
+typedef struct {
+    s_test_t *test;   //  owner
+    int fd;           //  socket, -1 once closed
+    char data[16384]; //  what came back
+    size_t size;      //  bytes in data
+    bool ended;       //  the server closed the connection
+} s_client_t;
+
+typedef enum { S_DONE_WHOLE, S_STREAM_DONE, S_STREAM_HOLD } s_test_mode_t;
+
+struct _s_test_t {
+    proto_loop_t *loop;                               //  the loop
+    ingress_server_t *server;                         //  under test
+    int port;                                         //  client API port
+    zsock_t *billing;                                 //  fake billing (ROUTER)
+    zsock_t *router;                                  //  fake router (ROUTER)
+    zsock_t *dispatch;                                //  fake dispatch (ROUTER)
+    int admit_status;                                 //  what billing answers
+    bool billing_silent;                              //  billing answers nothing
+    int route_status;                                 //  what router answers
+    s_test_mode_t mode;                               //  what dispatch does
+    int admits, routes, dispatches, cancels, settles; //  messages seen
+    char dispatch_body[512];                          //  last DISPATCH body
+    bool dispatch_ok;                                 //  last DISPATCH carried what it should
+    s_client_t clients[S_TEST_CLIENTS];               //  clients in use
+    int client_count;                                 //  how many
+    bool (*until)(s_test_t *);                        //  the loop stops once this holds
+    bool drained;                                     //  drain callback ran
+};
+
+static bool s_test_all_ended(s_test_t *test)
+{
+    for (int i = 0; i < test->client_count; i++)
+        if (!test->clients[i].ended)
+            return false;
+    return true;
+}
+
+static bool s_test_all_streaming(s_test_t *test)
+{
+    for (int i = 0; i < test->client_count; i++)
+        if (!strstr(test->clients[i].data, "data: first"))
+            return false;
+    return true;
+}
+
+static bool s_test_all_cancelled(s_test_t *test)
+{
+    return test->cancels == test->client_count;
+}
+
+static void s_test_check(s_test_t *test)
+{
+    if (test->until && test->until(test))
+        proto_loop_stop(test->loop);
+}
+
+static void s_test_client_ready(proto_loop_t *loop, int fd, uint32_t events, void *arg)
+{
+    s_client_t *client = arg;
+    ssize_t got = read(fd, client->data + client->size, sizeof client->data - 1 - client->size);
+    if (got > 0) {
+        client->size += (size_t)got;
+        client->data[client->size] = '\0';
+    } else if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
+        client->ended = true;
+        proto_loop_remove_fd(loop, fd);
+    }
+    s_test_check(client->test);
+}
+
+static s_client_t *s_test_send(s_test_t *test, const char *request)
+{
+    assert(test->client_count < S_TEST_CLIENTS);
+    s_client_t *client = &test->clients[test->client_count++];
+    *client = (s_client_t){.test = test};
+    client->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)test->port)};
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    assert(connect(client->fd, (struct sockaddr *)&to, sizeof to) == 0);
+    assert(write(client->fd, request, strlen(request)) == (ssize_t)strlen(request));
+    proto_loop_add_fd(test->loop, client->fd, EPOLLIN, s_test_client_ready, client);
+    return client;
+}
+
+static void s_test_reset(s_test_t *test)
+{
+    for (int i = 0; i < test->client_count; i++) {
+        if (!test->clients[i].ended)
+            proto_loop_remove_fd(test->loop, test->clients[i].fd);
+        close(test->clients[i].fd);
+    }
+    test->client_count = 0;
+    test->admits = test->routes = test->dispatches = test->cancels = test->settles = 0;
+}
+
+static void s_test_timeout(proto_loop_t *loop, int id, void *arg)
+{
+    fprintf(stderr, "ingress_server_test: step timed out\n");
+    assert(false);
+}
+
+static void s_test_run(s_test_t *test, bool (*until)(s_test_t *))
+{
+    test->until = until;
+    if (until(test))
+        return;
+    int guard = proto_loop_add_timer(test->loop, 10000, false, s_test_timeout, test);
+    proto_loop_run(test->loop);
+    proto_loop_cancel_timer(test->loop, guard);
+}
+
+//  One client, one request, until the server closes the connection.
+static s_client_t *s_test_request(s_test_t *test, const char *request)
+{
+    s_test_reset(test);
+    s_client_t *client = s_test_send(test, request);
+    s_test_run(test, s_test_all_ended);
+    return client;
+}
+
+static char *s_test_chat(const char *extra_headers, const char *body, char *out, size_t size)
+{
+    snprintf(out, size,
+             "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+             "Authorization: Bearer tg-test\r\nContent-Type: application/json\r\n%s"
+             "Content-Length: %zu\r\n\r\n%s",
+             extra_headers, strlen(body), body);
+    return out;
+}
+
+static void s_test_billing(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    s_test_t *test = arg;
+    proto_msg_t *msg = NULL;
+    assert(proto_msg_recv(&msg, socket) == 0);
+    if (proto_msg_type(msg) == PROTO_MSG_ADMIT) {
+        test->admits++;
+        assert(proto_msg_key_id(msg) == 7 && proto_msg_account_id(msg) == 3);
+        assert(strlen(proto_msg_trace(msg)) == 55 && proto_msg_deadline(msg) > 0);
+        if (!test->billing_silent) {
+            proto_msg_t *reply = proto_msg_reply(msg, PROTO_MSG_ADMIT_REPLY);
+            proto_msg_set_status(reply, (uint64_t)test->admit_status);
+            proto_msg_set_reserve_micros(reply, 1234);
+            if (test->admit_status == 429) {
+                proto_msg_set_error_code(reply, "rate_limited");
+                proto_msg_set_error_message(reply, "Too many requests");
+                proto_msg_set_retry_after_ms(reply, 1500);
+            }
+            proto_msg_send(&reply, socket);
+        }
+    } else if (proto_msg_type(msg) == PROTO_MSG_SETTLE) {
+        test->settles++;
+        assert(proto_msg_tokens_out(msg) == 0 && proto_msg_reserve_micros(msg) == 1234);
+        proto_msg_t *reply = proto_msg_reply(msg, PROTO_MSG_COMMIT);
+        proto_msg_send(&reply, socket);
+    }
+    proto_msg_destroy(&msg);
+    s_test_check(test);
+}
+
+static void s_test_router(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    s_test_t *test = arg;
+    proto_msg_t *msg = NULL;
+    assert(proto_msg_recv(&msg, socket) == 0);
+    assert(proto_msg_type(msg) == PROTO_MSG_ROUTE);
+    assert(proto_msg_client_protocol(msg) == PROTO_PROTOCOL_OPENAI);
+    test->routes++;
+    proto_msg_t *reply = proto_msg_reply(msg, PROTO_MSG_ROUTE_REPLY);
+    proto_msg_set_status(reply, (uint64_t)test->route_status);
+    if (test->route_status == 200) {
+        proto_candidate_t candidate = {
+            .provider_id = 1, .provider_key_id = 2, .upstream_protocol = PROTO_PROTOCOL_OPENAI};
+        snprintf(candidate.upstream_model, sizeof candidate.upstream_model, "up-model");
+        proto_msg_set_candidates(reply, &candidate, 1);
+    } else
+        proto_msg_set_error_code(reply, "no_provider");
+    proto_msg_send(&reply, socket);
+    proto_msg_destroy(&msg);
+}
+
+static void s_test_dispatch(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    s_test_t *test = arg;
+    proto_msg_t *msg = NULL;
+    assert(proto_msg_recv(&msg, socket) == 0);
+    if (proto_msg_type(msg) == PROTO_MSG_CANCEL) {
+        test->cancels++;
+        proto_msg_destroy(&msg);
+        s_test_check(test);
+        return;
+    }
+    assert(proto_msg_type(msg) == PROTO_MSG_DISPATCH);
+    test->dispatches++;
+    size_t count = 0;
+    const proto_candidate_t *candidates = proto_msg_candidates(msg, &count);
+    zframe_t *body = proto_msg_body(msg);
+    test->dispatch_ok = count == 1 && strcmp(candidates[0].upstream_model, "up-model") == 0 &&
+                        proto_msg_reserve_micros(msg) == 1234 && body &&
+                        proto_msg_account_id(msg) == 3 && proto_msg_deadline(msg) > 0;
+    snprintf(test->dispatch_body, sizeof test->dispatch_body, "%.*s",
+             body ? (int)zframe_size(body) : 0, body ? (char *)zframe_data(body) : "");
+    if (test->mode == S_DONE_WHOLE) {
+        proto_msg_t *done = proto_msg_reply(msg, PROTO_MSG_DONE);
+        proto_msg_set_status(done, 200);
+        proto_msg_set_latency_us(done, 1000);
+        proto_msg_set_body_bytes(done, "{\"answer\":42}", 13);
+        proto_msg_send(&done, socket);
+    } else {
+        proto_msg_t *chunk = proto_msg_reply(msg, PROTO_MSG_CHUNK);
+        proto_msg_set_sequence(chunk, 0);
+        proto_msg_set_status(chunk, 200);
+        proto_msg_set_content_type(chunk, "text/event-stream");
+        proto_msg_set_ttfb_us(chunk, 500);
+        proto_msg_set_body_bytes(chunk, "data: first\n\n", 13);
+        proto_msg_send(&chunk, socket);
+        if (test->mode == S_STREAM_DONE) {
+            chunk = proto_msg_reply(msg, PROTO_MSG_CHUNK);
+            proto_msg_set_sequence(chunk, 1);
+            proto_msg_set_body_bytes(chunk, "data: second\n\n", 14);
+            proto_msg_send(&chunk, socket);
+            proto_msg_t *done = proto_msg_reply(msg, PROTO_MSG_DONE);
+            proto_msg_set_status(done, 200);
+            proto_msg_set_body_bytes(done, "data: [DONE]\n\n", 14);
+            proto_msg_send(&done, socket);
+        }
+    }
+    proto_msg_destroy(&msg);
+}
+
+static void s_test_drained(void *arg)
+{
+    ((s_test_t *)arg)->drained = true;
+}
+
+static double s_test_cpu_seconds(void)
+{
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    return (double)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+           (double)(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+static void s_test_stop(proto_loop_t *loop, int id, void *arg)
+{
+    proto_loop_stop(loop);
+}
+
+static bool s_test_settled(s_test_t *test)
+{
+    return test->settles == 1 && s_test_all_ended(test) && s_settles_pending(test->server) == 0;
+}
+
+void ingress_server_test(bool verbose)
+{
+    if (verbose)
+        printf(" * ingress_server: ");
+    zsys_init();
+    s_test_t test = {.admit_status = 200, .route_status = 200};
+    test.loop = proto_loop_new();
+    test.billing = zsock_new_router("inproc://ingress-test-billing");
+    test.router = zsock_new_router("inproc://ingress-test-router");
+    test.dispatch = zsock_new_router("inproc://ingress-test-dispatch");
+    proto_loop_add_socket(test.loop, test.billing, s_test_billing, &test);
+    proto_loop_add_socket(test.loop, test.router, s_test_router, &test);
+    proto_loop_add_socket(test.loop, test.dispatch, s_test_dispatch, &test);
+    proto_config_t *config = proto_config_new();
+    const char *settings[][2] = {
+        {"ingress.listen", "127.0.0.1:0"},
+        {"ingress.admin_listen", "127.0.0.1:0"},
+        {"billing.endpoints", "inproc://ingress-test-billing"},
+        {"router.endpoints", "inproc://ingress-test-router"},
+        {"dispatch.endpoints", "inproc://ingress-test-dispatch"},
+        {"ingress.max_body_bytes", "2048"},
+        {"ingress.internal_timeout_ms", "50"},
+    };
+    char error[256];
+    for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
+        assert(proto_config_set(config, settings[i][0], settings[i][1], "test", error,
+                                sizeof error) == 0);
+    proto_metrics_t *metrics = proto_metrics_new();
+    test.server = ingress_server_new(test.loop, config, metrics, false, error, sizeof error);
+    assert(test.server);
+    test.port = ingress_server_port(test.server);
+    assert(test.port > 0 && ingress_server_admin_port(test.server) > 0);
+    proto_api_key_t key = {.id = 7, .account_id = 3, .status = "active"};
+    s_test_key = &key;
+    char request[4096];
+
+    //  Answers that need nobody else.
+    s_client_t *client =
+        s_test_request(&test, "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                              "x-request-id: my-id.1\r\n\r\n");
+    assert(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
+    assert(strstr(client->data, "x-request-id: my-id.1\r\n"));
+    assert(strstr(client->data, "{\"status\":\"ok\"}"));
+    client = s_test_request(&test, "GET /nope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert(strncmp(client->data, "HTTP/1.1 404", 12) == 0);
+    assert(strstr(client->data, "\"code\":\"not_found\"") && strstr(client->data, "x-request-id"));
+    client = s_test_request(
+        &test, "GET /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert(strncmp(client->data, "HTTP/1.1 405", 12) == 0);
+    assert(strstr(client->data, "Allow: POST"));
+    client = s_test_request(&test,
+                            "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                            "Content-Length: 2\r\n\r\n{}");
+    assert(strncmp(client->data, "HTTP/1.1 401", 12) == 0);
+    assert(strstr(client->data, "Missing API key") && strstr(client->data, "invalid_api_key"));
+    client = s_test_request(&test, "GET /v1/models HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                                   "x-api-key: wrong\r\n\r\n");
+    assert(strncmp(client->data, "HTTP/1.1 401", 12) == 0);
+    assert(strstr(client->data, "Invalid API key."));
+    client = s_test_request(&test,
+                            "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                            "Authorization: Bearer tg-test\r\nContent-Length: 4096\r\n\r\n");
+    assert(strncmp(client->data, "HTTP/1.1 413", 12) == 0);
+    client = s_test_request(&test, s_test_chat("", "{\"model\":", request, sizeof request));
+    assert(strncmp(client->data, "HTTP/1.1 400", 12) == 0 && strstr(client->data, "JSON"));
+    client = s_test_request(&test, s_test_chat("", "{\"model\":\"m\"}", request, sizeof request));
+    assert(strncmp(client->data, "HTTP/1.1 400", 12) == 0);
+    assert(strstr(client->data, "'messages'") && strstr(client->data, "x-tollgate-overhead-ms"));
+    client = s_test_request(&test, "GET /v1/models HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                                   "Authorization: Bearer tg-test\r\n\r\n");
+    assert(strstr(client->data, "{\"object\":\"list\",\"data\":[]}"));
+    client = s_test_request(&test, "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert(strstr(client->data, "tollgate_ingress_requests_total{route=\"models\""));
+    assert(test.admits == 0);
+
+    //  A whole answer: admit and route in parallel, then DISPATCH, then DONE.
+    const char *chat = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    client = s_test_request(&test, s_test_chat("traceparent: 00-4bf92f3577b34da6a3ce929d0e0e"
+                                               "4736-00f067aa0ba902b7-01\r\n",
+                                               chat, request, sizeof request));
+    assert(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
+    assert(strstr(client->data, "{\"answer\":42}") && strstr(client->data, "x-request-id: "));
+    assert(strstr(client->data, "x-tollgate-overhead-ms: "));
+    assert(test.admits == 1 && test.routes == 1 && test.dispatches == 1 && test.dispatch_ok);
+    assert(strcmp(test.dispatch_body, chat) == 0);
+
+    //  A stream: CHUNKs through the buffer, DONE ends it.
+    test.mode = S_STREAM_DONE;
+    client = s_test_request(&test, s_test_chat("",
+                                               "{\"model\":\"m\",\"messages\":[],"
+                                               "\"stream\":true}",
+                                               request, sizeof request));
+    assert(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
+    assert(strstr(client->data, "text/event-stream"));
+    char *first = strstr(client->data, "data: first");
+    char *second = strstr(client->data, "data: second");
+    char *last = strstr(client->data, "data: [DONE]");
+    assert(first && second && last && first < second && second < last);
+
+    //  Billing says no: its status and words, no SETTLE.
+    test.admit_status = 429;
+    client = s_test_request(&test, s_test_chat("", chat, request, sizeof request));
+    assert(strncmp(client->data, "HTTP/1.1 429", 12) == 0);
+    assert(strstr(client->data, "Retry-After: 2\r\n") && strstr(client->data, "rate_limited"));
+    assert(test.dispatches == 0 && test.settles == 0);
+
+    //  Router says no after billing admitted: 503, and the admission is settled.
+    test.admit_status = 200;
+    test.route_status = 503;
+    s_test_reset(&test);
+    client = s_test_send(&test, s_test_chat("", chat, request, sizeof request));
+    s_test_run(&test, s_test_settled);
+    assert(strncmp(client->data, "HTTP/1.1 503", 12) == 0);
+    assert(strstr(client->data, "No provider is available for model m"));
+    assert(test.dispatches == 0);
+
+    //  Billing silent: internal timeout.
+    test.route_status = 200;
+    test.billing_silent = true;
+    client = s_test_request(&test, s_test_chat("", chat, request, sizeof request));
+    assert(strncmp(client->data, "HTTP/1.1 503", 12) == 0);
+    assert(strstr(client->data, "internal_timeout"));
+    test.billing_silent = false;
+
+    //  Two hundred idle streams cost no CPU; hanging up cancels each.
+    test.mode = S_STREAM_HOLD;
+    s_test_reset(&test);
+    for (int i = 0; i < 200; i++)
+        s_test_send(&test, s_test_chat("", "{\"model\":\"m\",\"messages\":[],\"stream\":true}",
+                                       request, sizeof request));
+    s_test_run(&test, s_test_all_streaming);
+    assert(test.dispatches == 200);
+    double cpu = s_test_cpu_seconds();
+    test.until = NULL;
+    proto_loop_add_timer(test.loop, 1000, false, s_test_stop, NULL);
+    proto_loop_run(test.loop);
+    cpu = s_test_cpu_seconds() - cpu;
+    if (verbose)
+        printf("(200 idle streams: %.1f ms CPU in 1 s) ", cpu * 1000);
+    assert(cpu < 0.2);
+    for (int i = 0; i < test.client_count; i++) {
+        proto_loop_remove_fd(test.loop, test.clients[i].fd);
+        shutdown(test.clients[i].fd, SHUT_RDWR);
+        test.clients[i].ended = true;
+    }
+    s_test_run(&test, s_test_all_cancelled);
+    assert(test.cancels == 200);
+    s_test_reset(&test);
+
+    //  Drain: nothing in flight, so it is over at once.
+    ingress_server_drain(test.server, s_test_drained, &test);
+    assert(test.drained);
+
+    s_test_key = NULL;
+    ingress_server_destroy(&test.server);
+    assert(test.server == NULL);
+    proto_loop_remove_socket(test.loop, test.billing);
+    proto_loop_remove_socket(test.loop, test.router);
+    proto_loop_remove_socket(test.loop, test.dispatch);
+    zsock_destroy(&test.billing);
+    zsock_destroy(&test.router);
+    zsock_destroy(&test.dispatch);
+    proto_metrics_destroy(&metrics);
+    proto_config_destroy(&config);
+    proto_loop_destroy(&test.loop);
+    if (verbose)
+        printf("OK\n");
+}

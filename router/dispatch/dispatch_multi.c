@@ -79,12 +79,20 @@ static int s_socket_fn(CURL *easy, curl_socket_t fd, int what, void *arg, void *
         return 0;
     }
     uint32_t events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-    if (socketp)
+    if (socketp) {
         proto_loop_modify_fd(self->loop, fd, events);
-    else if (proto_loop_add_fd(self->loop, fd, events, s_socket_ready, self) == 0)
-        curl_multi_assign(self->multi, fd, self);
-    else
-        log_error(NULL, "cannot watch upstream socket %d", (int)fd);
+        return 0;
+    }
+    //  A stale watch on a reused descriptor number would refuse the add;
+    //  the number is ours again now, so forget what it was.
+    if (proto_loop_add_fd(self->loop, fd, events, s_socket_ready, self) != 0) {
+        proto_loop_remove_fd(self->loop, fd);
+        if (proto_loop_add_fd(self->loop, fd, events, s_socket_ready, self) != 0) {
+            log_error(NULL, "cannot watch upstream socket %d", (int)fd);
+            return -1;
+        }
+    }
+    curl_multi_assign(self->multi, fd, self);
     return 0;
 }
 

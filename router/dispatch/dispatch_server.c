@@ -86,6 +86,15 @@ struct _s_request_t {
 
 static void s_try_next(s_request_t *request);
 
+//  Replaces a chunk's bytes. (zchunk_set alone would cut them to the
+//  chunk's current capacity.)
+static void s_chunk_replace(zchunk_t *chunk, const void *data, size_t size)
+{
+    zchunk_set(chunk, NULL, 0);
+    if (size)
+        zchunk_extend(chunk, data, size);
+}
+
 //  --------------------------------------------------------------------------
 //  Request life
 
@@ -287,7 +296,7 @@ static void s_finish_error(s_request_t *self, int status, const char *code, cons
 {
     log_info(self->rid, "answering %d %s: %s", status, code, message);
     char *body = proto_error_body(self->client_protocol, status, code, message);
-    zchunk_set(self->out, body, strlen(body));
+    s_chunk_replace(self->out, body, strlen(body));
     free(body);
     s_ending_t ending = {.status = status,
                          .content_type = "application/json",
@@ -471,7 +480,7 @@ static void s_on_done(void *arg, dispatch_fail_t fail, const char *detail)
         const char *code = fail == DISPATCH_FAIL_TIMEOUT ? "upstream_timeout" : "upstream_error";
         char *event = proto_error_event(self->client_protocol, final, code,
                                         "The upstream stream broke off before it was complete.");
-        zchunk_set(self->out, event, strlen(event));
+        s_chunk_replace(self->out, event, strlen(event));
         free(event);
         s_ending_t ending = {.status = final,
                              .content_type = "text/event-stream",

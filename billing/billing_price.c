@@ -38,20 +38,21 @@ int billing_price_cost(const proto_model_t *model, const billing_usage_t *usage,
 {
     assert(model && usage && cost_micros);
     *cost_micros = 0;
-    uint64_t cached = 0;
-    if (__builtin_add_overflow(usage->tokens_cache_read, usage->tokens_cache_write, &cached))
-        return -1;
-    if (usage->status >= 400 && usage->tokens_in == 0 && usage->tokens_out == 0 && cached == 0)
+    //  The whole prompt, saturating: beyond 2^64 it is above any threshold.
+    uint64_t prompt = 0;
+    if (__builtin_add_overflow(usage->tokens_in, usage->tokens_cache_read, &prompt) ||
+        __builtin_add_overflow(prompt, usage->tokens_cache_write, &prompt))
+        prompt = UINT64_MAX;
+    if (usage->status >= 400 && prompt == 0 && usage->tokens_out == 0)
         return 0;
-    uint64_t uncached = usage->tokens_in > cached ? usage->tokens_in - cached : 0;
-    bool long_context = s_long_context(model, usage->tokens_in);
+    bool long_context = s_long_context(model, prompt);
     uint64_t price_in =
         s_nonneg(long_context ? model->long_price_in_micros : model->price_in_micros);
     uint64_t price_out =
         s_nonneg(long_context ? model->long_price_out_micros : model->price_out_micros);
 
     s_u128 sum = 0;
-    if (!s_add_product(&sum, uncached, price_in) ||
+    if (!s_add_product(&sum, usage->tokens_in, price_in) ||
         !s_add_product(&sum, usage->tokens_cache_read, s_nonneg(model->price_cache_read_micros)) ||
         !s_add_product(&sum, usage->tokens_cache_write,
                        s_nonneg(model->price_cache_write_micros)) ||
@@ -122,11 +123,13 @@ void billing_price_test(bool verbose)
     assert(s_cost(&model, 1, 0, 0, 0, 200, one) == 3);
     assert(s_cost(&model, 1, 1, 0, 0, 200, one) == 13);
     assert(s_cost(&model, 0, 0, 0, 0, 200, one) == 0);
-    //  Cache tokens are part of tokens_in: 1000 in of which 600 read, 100
-    //  written: 300 x 2.5 + 600 x 1.25 + 100 x 3.125 = 750 + 750 + 312.5.
-    assert(s_cost(&model, 1000, 0, 600, 100, 200, one) == 1813);
-    //  Cache tokens beyond tokens_in: uncached clamps at 0.
-    assert(s_cost(&model, 10, 0, 600, 0, 200, one) == 750);
+    //  Cache tokens are apart from tokens_in (proto_usage.h): 300 uncached,
+    //  600 read, 100 written: 300 x 2.5 + 600 x 1.25 + 100 x 3.125 = 750 +
+    //  750 + 312.5, rounded up once.
+    assert(s_cost(&model, 300, 0, 600, 100, 200, one) == 1813);
+    assert(s_cost(&model, 0, 0, 600, 0, 200, one) == 750);
+    //  A failed request that read the cache used tokens: it is charged.
+    assert(s_cost(&model, 0, 0, 600, 0, 500, one) == 750);
     //  Per-request price is added after the token rounding.
     model.price_request_micros = 100;
     assert(s_cost(&model, 1, 0, 0, 0, 200, one) == 103);
@@ -149,12 +152,16 @@ void billing_price_test(bool verbose)
     model.long_price_out_micros = 15000000;
     assert(s_cost(&model, 200000, 1000, 0, 0, 200, one) == 500000 + 10000);
     assert(s_cost(&model, 200001, 1000, 0, 0, 200, one) == 1000005 + 15000);
-    //  Cache prices do not change with the tier.
-    assert(s_cost(&model, 200001, 0, 200001, 0, 200, one) == 250002);
+    //  The threshold counts the whole prompt, cache included; cache prices
+    //  do not change with the tier: 1 x 5 + 200000 x 1.25.
+    assert(s_cost(&model, 1, 0, 200000, 0, 200, one) == 250005);
+    assert(s_cost(&model, 1, 0, 199999, 0, 200, one) == 250002); //  ceil(2.5 + 249998.75)
 
     //  Overflow: a product beyond int64 is an error, not a wrapped cost.
     assert(s_cost(&model, UINT64_MAX, UINT64_MAX, 0, 0, 200, one) == -1);
     assert(s_cost(&model, 0, 0, UINT64_MAX, UINT64_MAX, 200, one) == -1);
+    //  The whole prompt saturates instead of wrapping below the threshold.
+    assert(s_cost(&model, UINT64_MAX, 0, UINT64_MAX, 0, 200, one) == -1);
     proto_model_t pricey = model;
     pricey.long_context_threshold = 0;
     pricey.price_in_micros = INT64_MAX;

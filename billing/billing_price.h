@@ -2,23 +2,23 @@
     the model's prices. No state, no I/O: the same inputs give the same micros
     in every billing instance and in every test.
 
-    Token convention (what SETTLE's fields mean, whatever the upstream said):
-        tokens_in           every input token, cached or not (OpenAI's
-                            prompt_tokens; for Anthropic, dispatch adds
-                            input_tokens + cache_read + cache_creation)
-        tokens_cache_read   of those, read from the provider's prompt cache
-        tokens_cache_write  of those, written to the prompt cache
+    Token convention: SETTLE's, as proto_usage.h defines it:
+        tokens_in           input tokens billed at the input price: the prompt
+                            WITHOUT cache reads and cache writes
+        tokens_cache_read   input tokens read from the provider's prompt cache
+        tokens_cache_write  input tokens written to the prompt cache
         tokens_out          output tokens, reasoning included
-    so the uncached input is tokens_in - cache_read - cache_write, never
-    below zero (a sender that reports cache tokens outside tokens_in is
-    charged for them once, at the cache prices).
+    so the whole prompt is tokens_in + cache_read + cache_write, and that
+    whole prompt is what the long-context threshold is compared with (the
+    providers' long-context tiers count cached tokens too).
 
     The rounding rule, one for everything (prices are micros per million
     tokens, so the token part is computed in 1e-12 units and rounded up once):
 
         in_price, out_price = long prices when long_context_threshold > 0 and
-                              tokens_in > long_context_threshold, else normal
-        base = ceil( (uncached x in_price + cache_read x price_cache_read
+                              the whole prompt > long_context_threshold, else
+                              normal (long prices default to normal ones)
+        base = ceil( (tokens_in x in_price + cache_read x price_cache_read
                       + cache_write x price_cache_write + tokens_out x out_price)
                      / 1e6 ) + price_request
         cost = ceil( base x multiplier_ppm / 1e6 )        (multiplier 0 -> 0)
@@ -45,7 +45,7 @@
 
 //  What a finished request used.
 typedef struct {
-    uint64_t tokens_in;          //  all input tokens, cache reads and writes included
+    uint64_t tokens_in;          //  uncached input tokens
     uint64_t tokens_out;         //  output tokens
     uint64_t tokens_cache_read;  //  input tokens read from the prompt cache
     uint64_t tokens_cache_write; //  input tokens written to the prompt cache
@@ -58,10 +58,10 @@ typedef struct {
 int billing_price_cost(const proto_model_t *model, const billing_usage_t *usage,
                        int64_t multiplier_ppm, int64_t *cost_micros);
 
-//  The admission estimate: tokens_in at the input price (long-context price
-//  when above the threshold) plus BILLING_PRICE_RESERVE_OUTPUT_TOKENS at the
-//  output price plus price_request, at list price (the provider key is not
-//  chosen yet), rounded up. Saturates at INT64_MAX instead of overflowing.
+//  The admission estimate: tokens_in (the client's whole prompt, estimated)
+//  at the input price (long-context price when above the threshold) plus
+//  BILLING_PRICE_RESERVE_OUTPUT_TOKENS at the output price plus price_request, at list price (the
+//  provider key is not chosen yet), rounded up. Saturates at INT64_MAX instead of overflowing.
 int64_t billing_price_reserve(const proto_model_t *model, uint64_t tokens_in);
 
 //  Self test.

@@ -1,0 +1,139 @@
+#include "ledger_check.h"
+#include "proto_db.h"
+
+#include <assert.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+//  Examples of each problem shown in the report.
+#define S_EXAMPLES 10
+
+typedef struct {
+    const char *name;    //  what must hold
+    const char *problem; //  how one violation is described; %s are the columns
+    const char *count;   //  SQL: how many violate it
+    const char *sample;  //  SQL: up to S_EXAMPLES violations, 3 text columns
+} s_check_t;
+
+static const s_check_t s_checks[] = {
+    {"account balances equal their journal lines",
+     "account %s: balance_micros %s, journal lines sum to %s",
+     "SELECT count(*) FROM (SELECT a.id FROM accounts a"
+     " LEFT JOIN ledger_accounts la ON la.account_id = a.id"
+     " LEFT JOIN journal_lines l ON l.ledger_account_id = la.id"
+     " GROUP BY a.id, a.balance_micros"
+     " HAVING a.balance_micros <> coalesce(sum(l.amount_micros), 0)) bad",
+     "SELECT a.id::text, a.balance_micros::text, coalesce(sum(l.amount_micros), 0)::text"
+     " FROM accounts a"
+     " LEFT JOIN ledger_accounts la ON la.account_id = a.id"
+     " LEFT JOIN journal_lines l ON l.ledger_account_id = la.id"
+     " GROUP BY a.id, a.balance_micros"
+     " HAVING a.balance_micros <> coalesce(sum(l.amount_micros), 0) ORDER BY a.id LIMIT 10"},
+    {"journal entries balance to zero", "journal entry %s: %s lines summing to %s",
+     "SELECT count(*) FROM (SELECT e.id FROM journal_entries e"
+     " LEFT JOIN journal_lines l ON l.entry_id = e.id GROUP BY e.id"
+     " HAVING count(l.entry_id) < 2 OR coalesce(sum(l.amount_micros), 0) <> 0) bad",
+     "SELECT e.id::text, count(l.entry_id)::text, coalesce(sum(l.amount_micros), 0)::text"
+     " FROM journal_entries e LEFT JOIN journal_lines l ON l.entry_id = e.id GROUP BY e.id"
+     " HAVING count(l.entry_id) < 2 OR coalesce(sum(l.amount_micros), 0) <> 0"
+     " ORDER BY e.id LIMIT 10"},
+    //  request_id is unique in journal_entries, so "exactly one" is "one
+    //  that exists and has the right customer line".
+    {"costed usage rows have one matching journal entry",
+     "usage %s: cost_micros %s, customer line %s",
+     "SELECT count(*) FROM usage u"
+     " LEFT JOIN journal_entries e ON e.request_id = u.request_id AND e.kind = 'usage'"
+     " LEFT JOIN ledger_accounts la ON la.account_id = u.account_id"
+     " LEFT JOIN journal_lines l ON l.entry_id = e.id AND l.ledger_account_id = la.id"
+     " WHERE u.cost_micros > 0 AND (l.amount_micros IS NULL OR l.amount_micros <> -u.cost_micros)",
+     "SELECT u.request_id, u.cost_micros::text, coalesce(l.amount_micros::text, 'missing')"
+     " FROM usage u"
+     " LEFT JOIN journal_entries e ON e.request_id = u.request_id AND e.kind = 'usage'"
+     " LEFT JOIN ledger_accounts la ON la.account_id = u.account_id"
+     " LEFT JOIN journal_lines l ON l.entry_id = e.id AND l.ledger_account_id = la.id"
+     " WHERE u.cost_micros > 0 AND (l.amount_micros IS NULL OR l.amount_micros <> -u.cost_micros)"
+     " ORDER BY u.request_id LIMIT 10"},
+};
+#define S_CHECK_COUNT (sizeof s_checks / sizeof s_checks[0])
+
+//  Appends formatted text to a growing report.
+static void s_append(char **report, size_t *used, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void s_append(char **report, size_t *used, const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    char *line = NULL;
+    int length = vasprintf(&line, format, args);
+    va_end(args);
+    assert(length >= 0);
+    *report = realloc(*report, *used + (size_t)length + 1);
+    assert(*report);
+    memcpy(*report + *used, line, (size_t)length + 1);
+    *used += (size_t)length;
+    free(line);
+}
+
+static PGresult *s_query(PGconn *db, const char *sql, char *error, size_t error_size)
+{
+    PGresult *result = PQexec(db, sql);
+    if (PQresultStatus(result) == PGRES_TUPLES_OK)
+        return result;
+    proto_db_error(db, error, error_size);
+    PQclear(result);
+    return NULL;
+}
+
+int ledger_check_run(PGconn *db, char **report)
+{
+    assert(db && report);
+    *report = NULL;
+    size_t used = 0;
+    s_append(report, &used, "%s", "");
+    char error[512];
+    if (proto_db_exec(db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", error, sizeof error) !=
+        0) {
+        s_append(report, &used, "ledger check failed: %s\n", error);
+        return -1;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < S_CHECK_COUNT && rc >= 0; i++) {
+        const s_check_t *check = &s_checks[i];
+        PGresult *count = s_query(db, check->count, error, sizeof error);
+        if (!count) {
+            s_append(report, &used, "ledger check failed: %s: %s\n", check->name, error);
+            rc = -1;
+            break;
+        }
+        long long bad = strtoll(PQgetvalue(count, 0, 0), NULL, 10);
+        PQclear(count);
+        if (bad == 0) {
+            s_append(report, &used, "ok    %s\n", check->name);
+            continue;
+        }
+        rc = 1;
+        s_append(report, &used, "FAIL  %s: %lld violation%s\n", check->name, bad,
+                 bad == 1 ? "" : "s");
+        PGresult *sample = s_query(db, check->sample, error, sizeof error);
+        if (!sample) {
+            s_append(report, &used, "ledger check failed: %s: %s\n", check->name, error);
+            rc = -1;
+            break;
+        }
+        for (int row = 0; row < PQntuples(sample) && row < S_EXAMPLES; row++) {
+            s_append(report, &used, "      ");
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+            s_append(report, &used, check->problem, PQgetvalue(sample, row, 0),
+                     PQgetvalue(sample, row, 1), PQgetvalue(sample, row, 2));
+#pragma GCC diagnostic pop
+            s_append(report, &used, "\n");
+        }
+        PQclear(sample);
+    }
+    proto_db_exec(db, "ROLLBACK", error, sizeof error);
+    return rc;
+}

@@ -1,0 +1,24 @@
+/*  ledger_check: does the money in PostgreSQL add up?
+
+    Three invariants of the double-entry journal (the `tollgate ledger check`
+    command will print this report):
+      1. every account's balance_micros equals the sum of its ledger
+         account's journal lines (an account created with a balance has a
+         'topup' entry for it, written in the same transaction);
+      2. every journal entry has at least two lines and they sum to zero;
+      3. every usage row with cost_micros > 0 has exactly one 'usage'
+         journal entry, whose customer line is -cost_micros.
+    Read-only; runs in one REPEATABLE READ transaction so the figures come
+    from one snapshot even while the ledger is writing.
+*/
+#ifndef LEDGER_CHECK_H_INCLUDED
+#define LEDGER_CHECK_H_INCLUDED
+
+#include <libpq-fe.h>
+
+//  Runs the checks. Returns 0 when all hold, 1 when some do not, -1 when a
+//  query failed. *report receives a human-readable summary (a few examples
+//  of each problem); caller owns it (free()).
+int ledger_check_run(PGconn *db, char **report);
+
+#endif

@@ -1,0 +1,96 @@
+/*  ledger_store: writes batches of usage entries to PostgreSQL, once.
+
+    One batch is one transaction of at most four statements, whatever its
+    size, because every column travels as one array parameter and the SQL
+    unnests them:
+
+      1. INSERT INTO usage ... SELECT FROM unnest($1..$18)
+         ON CONFLICT (request_id) DO NOTHING RETURNING request_id, ...
+         -> only the rows that are new come back;
+      2. for the new rows with cost > 0, the customers' ledger_accounts rows
+         are created on demand (INSERT ... ON CONFLICT DO NOTHING);
+      3. one statement that inserts a 'usage' journal entry per new costed
+         row, its two lines (customer -cost, system 'revenue' +cost), and
+         moves accounts.balance_micros by the batch total of each account;
+      4. COMMIT.
+    A batch that is written twice (the COMMIT's reply was lost, or a sender
+    re-sent entries already committed) therefore inserts nothing the second
+    time and moves no money: idempotent by request id.
+
+    Values are made to fit their columns before they reach SQL (texts are
+    made valid UTF-8, counters clamped), so one odd entry cannot make a
+    whole batch fail forever; what cannot be made to fit (no request id, an
+    id beyond bigint) is refused by ledger_entry_new.
+*/
+#ifndef LEDGER_STORE_H_INCLUDED
+#define LEDGER_STORE_H_INCLUDED
+
+#include "proto_msg.h"
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+//  One usage record, already fitted to the usage table's columns.
+typedef struct {
+    char request_id[PROTO_MSG_RID_MAX + 1]; //  usage.request_id, never empty
+    int64_t started_us;                     //  epoch microseconds, 0 .. year 9999
+    int64_t account_id;                     //  accounts.id
+    int64_t key_id;                         //  api_keys.id
+    char *model;                            //  logical model, valid UTF-8
+    bool has_provider_id;                   //  provider_id present
+    int64_t provider_id;                    //  providers.id
+    bool has_provider_key_id;               //  provider_key_id present
+    int64_t provider_key_id;                //  provider_keys.id
+    char *upstream_model;                   //  valid UTF-8, or NULL when absent
+    int32_t status;                         //  final HTTP status
+    int64_t tokens_in;                      //  input tokens (all)
+    int64_t tokens_out;                     //  output tokens
+    int64_t tokens_cache_read;              //  cache-read input tokens
+    int64_t tokens_cache_write;             //  cache-write input tokens
+    int64_t cost_micros;                    //  >= 0
+    int32_t latency_ms;                     //  upstream time
+    int32_t ttfb_ms;                        //  time to first byte
+    int32_t attempts;                       //  upstream attempts
+    bool estimated;                         //  tokens or cost estimated
+} ledger_entry_t;
+
+//  Builds an entry from an ENTRY message. Returns NULL with the reason in
+//  why when it cannot be recorded as it is. Caller owns return value.
+ledger_entry_t *ledger_entry_new(const proto_msg_t *msg, char *why, size_t why_size);
+
+//  Destroys an entry; nulls the pointer.
+void ledger_entry_destroy(ledger_entry_t **self_p);
+
+//  What a committed batch did.
+typedef struct {
+    size_t inserted;  //  usage rows that were new
+    size_t journaled; //  journal entries written (new rows with cost > 0)
+    size_t orphans;   //  new costed rows whose account does not exist: no journal
+} ledger_store_result_t;
+
+typedef struct _ledger_store_t ledger_store_t;
+
+//  Creates a store for database_url, taking ownership of an open connection
+//  (*db_p, may be NULL: the first write connects). Caller owns return value.
+ledger_store_t *ledger_store_new(const char *database_url, PGconn **db_p);
+
+//  Destroys the store and closes its connection; nulls the pointer.
+void ledger_store_destroy(ledger_store_t **self_p);
+
+//  Writes entries in one transaction, connecting first if needed. Returns 0
+//  when committed (result filled), -1 when nothing was committed, with a
+//  one-line reason in error; a broken connection is closed, so the next
+//  write reconnects.
+int ledger_store_write(ledger_store_t *self, ledger_entry_t **entries, size_t count,
+                       ledger_store_result_t *result, char *error, size_t error_size);
+
+//  True while the store holds a working connection.
+bool ledger_store_connected(ledger_store_t *self);
+
+//  Self test: entry fitting and array literals; with
+//  TOLLGATE_TEST_DATABASE_URL set (a migrated database), a real write.
+void ledger_store_test(bool verbose);
+
+#endif

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+#  PostgreSQL-backed tests of the ledger (and of billing with it).
+#
+#  usage: ledger_test.sh BIN_DIR MODE
+#    MODE ledger   ledger_store's database selftest, then tollgate-ledger driven
+#                  by ledger_probe (batches, duplicates, malformed input, a
+#                  PostgreSQL outage mid-run), SIGTERM drain, and a start against
+#                  an unreachable database
+#    MODE billing  tollgate-billing + tollgate-ledger driven by billing_probe
+#    MODE bench    ledger throughput with batches of 2000 (prints entries/s)
+#
+#  Starts a throwaway PostgreSQL in a mktemp -d folder. It listens only on a
+#  Unix socket inside that folder (listen_addresses=''), so no TCP port can
+#  collide with anything else on the machine; the port number only names the
+#  socket file. Exit 0 = pass, 1 = fail, 77 = skipped (no PostgreSQL binaries).
+set -u
+
+BIN=${1:?usage: $0 BIN_DIR ledger|billing|bench}
+MODE=${2:-ledger}
+HERE=$(cd "$(dirname "$0")" && pwd)
+MIGRATIONS="$HERE/../ops/migrations"
+PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
+if [ -z "$PGBIN" ] || [ ! -x "$PGBIN/initdb" ]; then
+    echo "SKIP: no PostgreSQL server binaries (initdb) found"
+    exit 77
+fi
+
+TMP=$(mktemp -d /tmp/tollgate-ledger-test.XXXXXX)
+chmod 755 "$TMP"
+PIDS=()
+PG_STARTED=""
+as_pg() { #  PostgreSQL refuses to run as root
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+    [ -n "$PG_STARTED" ] && as_pg "$PGBIN/pg_ctl" -D "$TMP/data" -m immediate -w stop >/dev/null 2>&1
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+fail() {
+    echo "FAIL: $*"
+    for log in "$TMP"/*.log; do
+        [ -f "$log" ] && { echo "--- $log"; tail -n 30 "$log"; }
+    done
+    exit 1
+}
+
+#  ---------------------------------------------------------------- PostgreSQL
+mkdir -p "$TMP/data" "$TMP/sock"
+[ "$(id -u)" = 0 ] && chown postgres "$TMP/data" "$TMP/sock"
+PGPORT=5432
+as_pg "$PGBIN/initdb" -D "$TMP/data" -A trust -U postgres --no-sync >"$TMP/initdb.out" 2>&1 ||
+    { cat "$TMP/initdb.out"; fail "initdb"; }
+PG_START="$PGBIN/pg_ctl -D $TMP/data -l $TMP/postgres.log -w -o \"-k $TMP/sock -p $PGPORT -c listen_addresses= -c fsync=off\" start"
+PG_STOP="$PGBIN/pg_ctl -D $TMP/data -m fast -w stop"
+if [ "$(id -u)" = 0 ]; then
+    PG_START="runuser -u postgres -- $PG_START"
+    PG_STOP="runuser -u postgres -- $PG_STOP"
+fi
+#  postgres.log is written by the server user
+touch "$TMP/postgres.log" && [ "$(id -u)" = 0 ] && chown postgres "$TMP/postgres.log"
+eval "$PG_START" >/dev/null || fail "PostgreSQL did not start"
+PG_STARTED=1
+PSQL=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$TMP/sock" -p "$PGPORT" -U postgres)
+for db in tollgate storetest; do
+    "${PSQL[@]}" -d postgres -c "CREATE DATABASE $db" >/dev/null || fail "create database $db"
+    for file in "$MIGRATIONS"/*.sql; do
+        "${PSQL[@]}" -d "$db" -f "$file" >/dev/null || fail "migration $file"
+    done
+done
+URL="host=$TMP/sock port=$PGPORT user=postgres dbname=tollgate"
+
+#  Programs reject unknown TOLLGATE_* variables, so the test's own must not
+#  reach them. (A variable, not a function: `function &` would fork a shell
+#  and $! would be that shell's pid, not the program's.)
+PROGRAM_ENV=(env -u TOLLGATE_TEST_DATABASE_URL -u TOLLGATE_CONFIG)
+
+#  start NAME ARGS...: runs a program in the background, logging to NAME.log
+start() {
+    local name=$1
+    shift
+    "${PROGRAM_ENV[@]}" "$BIN/tollgate-$name" --set "database_url=$URL" --set log_level=info \
+        --set "ledger.bind=ipc://$TMP/ledger.sock" \
+        --set "ledger.control_bind=ipc://$TMP/ledger-control.sock" \
+        --set "billing.bind=ipc://$TMP/billing.sock" \
+        --set "billing.control_bind=ipc://$TMP/billing-control.sock" \
+        "$@" >"$TMP/$name.log" 2>&1 &
+    PIDS+=($!)
+    eval "PID_$name=$!"
+}
+
+#  stop NAME: SIGTERM, and the program must drain and exit 0
+stop() {
+    local pid
+    eval "pid=\$PID_$1"
+    kill -TERM "$pid"
+    wait "$pid"
+    local rc=$?
+    [ "$rc" = 0 ] || fail "tollgate-$1 exited $rc after SIGTERM"
+    grep -q '"stopped"' "$TMP/$1.log" || fail "tollgate-$1 did not log that it stopped"
+}
+
+export TOLLGATE_TEST_DATABASE_URL="$URL"
+case "$MODE" in
+ledger)
+    TOLLGATE_TEST_DATABASE_URL="host=$TMP/sock port=$PGPORT user=postgres dbname=storetest" \
+        "$BIN/ledger_selftest" ledger_store || fail "ledger_store selftest against PostgreSQL"
+
+    start ledger --set ledger.batch_max=500 --set ledger.batch_delay_ms=5
+    LEDGER_TEST_PG_STOP="$PG_STOP" LEDGER_TEST_PG_START="$PG_START" \
+        "$BIN/ledger_probe" "ipc://$TMP/ledger.sock" || fail "ledger_probe"
+    grep -q 'cannot commit a batch' "$TMP/ledger.log" || fail "the outage was not logged"
+    [ "$(grep -c 'cannot commit a batch' "$TMP/ledger.log")" = 1 ] ||
+        fail "the outage was logged more than once"
+    grep -q 'database back' "$TMP/ledger.log" || fail "the recovery was not logged"
+    stop ledger
+
+    #  An unreachable database: one clear line, exit 1.
+    "${PROGRAM_ENV[@]}" "$BIN/tollgate-ledger" --set "database_url=host=$TMP/nowhere user=postgres" \
+        --set db_connect_attempts=2 --set db_retry_interval_ms=10 \
+        --set "ledger.bind=ipc://$TMP/ledger2.sock" \
+        --set "ledger.control_bind=ipc://$TMP/ledger2-control.sock" >"$TMP/unreachable.out" 2>&1
+    rc=$?
+    [ "$rc" = 1 ] || fail "ledger with no database exited $rc, not 1"
+    [ "$(grep -c '"level":"error"' "$TMP/unreachable.out")" = 1 ] ||
+        { cat "$TMP/unreachable.out"; fail "expected one error line"; }
+    grep -q 'cannot connect to PostgreSQL' "$TMP/unreachable.out" ||
+        { cat "$TMP/unreachable.out"; fail "the error line does not say why"; }
+    ;;
+billing)
+    start ledger
+    start billing
+    "$BIN/billing_probe" "ipc://$TMP/billing.sock" "ipc://$TMP/billing-control.sock" ||
+        fail "billing_probe"
+    stop billing
+    stop ledger
+    ;;
+bench)
+    start ledger --set ledger.batch_max=2000 --set ledger.batch_delay_ms=10 --set log_level=warn
+    "$BIN/ledger_probe" "ipc://$TMP/ledger.sock" bench "${BENCH_COUNT:-200000}" || fail "bench"
+    stop ledger
+    ;;
+*)
+    echo "unknown mode $MODE"
+    exit 2
+    ;;
+esac
+echo "ledger_test.sh $MODE: OK"

@@ -2214,10 +2214,12 @@ static void s_test_utf8(void)
     strcpy(text, "caf\xc3\xa9 ok");
     s_utf8_clean(text);
     assert(strcmp(text, "caf\xc3\xa9 ok") == 0);
-    strcpy(text, "a\xff" "b\xc3");
+    strcpy(text, "a\xff"
+                 "b\xc3");
     s_utf8_clean(text);
     assert(strcmp(text, "a?b?") == 0);
-    strcpy(text, "\xe2\x80" "x");
+    strcpy(text, "\xe2\x80"
+                 "x");
     s_utf8_clean(text);
     assert(strcmp(text, "??x") == 0);
 }

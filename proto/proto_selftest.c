@@ -1,5 +1,6 @@
 //  Runs the selftest of one proto class, or of all of them.
 #include "proto_config.h"
+#include "proto_convert.h"
 #include "proto_crypto.h"
 #include "proto_error.h"
 #include "proto_outbox.h"
@@ -23,6 +24,7 @@ static const s_test_t s_tests[] = {
     {"proto_service", proto_service_test}, {"proto_crypto", proto_crypto_test},
     {"proto_outbox", proto_outbox_test}, {"proto_error", proto_error_test},
     {"proto_sse", proto_sse_test},       {"proto_usage", proto_usage_test},
+    {"proto_convert", proto_convert_test},
 };
 
 int main(int argc, char **argv)

@@ -19,6 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ops_admin.h"
+
 #ifndef TOLLGATE_VERSION
 #define TOLLGATE_VERSION "0.0.0"
 #endif
@@ -59,6 +61,13 @@ static const s_command_t s_commands[] = {
      "ask programs (default: all) whether they answer on their control socket", false},
     {"migrate", s_cmd_migrate, "[--database-url URL] [--dir DIR] [--migrations FOLDER]",
      "apply pending database migrations", false},
+    {"provider", ops_admin_main, "add|list|show|key ...", "manage providers and their keys",
+     false},
+    {"model", ops_admin_main, "add|list|show ...", "manage logical models and routes", false},
+    {"account", ops_admin_main, "add|list|show|topup ...", "manage accounts and balances",
+     false},
+    {"key", ops_admin_main, "create|list|revoke ...", "manage client API keys", false},
+    {"usage", ops_admin_main, "[--account NAME] [--limit N]", "recent usage records", false},
     {"version", s_cmd_version, "", "print the version", false},
     {"help", s_cmd_help, "", "show this help", false},
     {"supervise", s_cmd_supervise, "--dir DIR", "run the supervisor (started by `up`)", true},

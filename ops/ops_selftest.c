@@ -1,4 +1,5 @@
 /*  ops_selftest CLASS: runs one class' self test (ctest runs each on its own). */
+#include "ops_admin.h"
 #include "ops_migrate.h"
 #include "ops_state.h"
 #include "ops_supervisor.h"
@@ -13,6 +14,7 @@ typedef struct {
 
 static const s_class_t s_classes[] = {
     {"ops_migrate", ops_migrate_test},
+    {"ops_admin", ops_admin_test},
     {"ops_state", ops_state_test},
     {"ops_supervisor", ops_supervisor_test},
 };

@@ -1,0 +1,352 @@
+/*  billing_probe: drives a running tollgate-billing (with a tollgate-ledger
+    behind it) the way ingress and dispatch do, and checks PostgreSQL.
+    Started by ledger/ledger_test.sh in its `billing` mode, which owns the
+    database and both processes.
+
+    usage: billing_probe BILLING_ENDPOINT BILLING_CONTROL_ENDPOINT
+    environment: TOLLGATE_TEST_DATABASE_URL  the migrated database
+
+    Checks: every ADMIT refusal (unknown, revoked, disabled, expired key,
+    disabled account, unknown/disabled/not-allowed model) with its code and
+    message; admission's reserve; SETTLE -> COMMIT with the cost priced by
+    the documented rule (cache tokens, provider multiplier) written to
+    usage, the journal and the balance; a re-sent SETTLE answered COMMIT
+    without a second row; a failed request recorded at cost 0; the PONG
+    status figures; a burst of settlements; the ledger check.
+*/
+#include "billing_price.h"
+#include "ledger_check.h"
+#include "proto_log.h"
+#include "proto_loop.h"
+#include "proto_msg.h"
+
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_BALANCE 10000000LL
+#define S_TIMEOUT_MS 10000
+
+#define S_CHECK(cond, ...)                                                                         \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "billing_probe: FAIL %s:%d: ", __FILE__, __LINE__);                    \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fprintf(stderr, "\n");                                                                 \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+static PGconn *s_db;       //  probe's own connection
+static zsock_t *s_billing; //  DEALER to billing.bind, as ingress and dispatch
+static int s_next_rid;     //  request id counter
+
+static int64_t s_query_int(const char *format, ...) __attribute__((format(printf, 1, 2)));
+
+static int64_t s_query_int(const char *format, ...)
+{
+    char sql[4096];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(sql, sizeof sql, format, args);
+    va_end(args);
+    PGresult *result = PQexec(s_db, sql);
+    S_CHECK(PQresultStatus(result) == PGRES_TUPLES_OK && PQntuples(result) == 1, "%s: %s", sql,
+            PQerrorMessage(s_db));
+    int64_t value = strtoll(PQgetvalue(result, 0, 0), NULL, 10);
+    PQclear(result);
+    return value;
+}
+
+//  An API key row; returns its id.
+static uint64_t s_key(int64_t account, const char *status, const char *extra_columns,
+                      const char *extra_values)
+{
+    static int counter;
+    return (uint64_t)s_query_int(
+        "INSERT INTO api_keys (account_id, key_hash, key_prefix, status%s) VALUES (%" PRId64
+        ", encode(sha256('billing-probe-%d-%d'::bytea), 'hex'), 'tg-probe', '%s'%s) RETURNING id",
+        extra_columns, account, (int)getpid(), counter++, status, extra_values);
+}
+
+//  Sends a message and waits for the reply with the same request id.
+static proto_msg_t *s_request(proto_msg_t **msg_p)
+{
+    char rid[PROTO_MSG_RID_MAX + 1];
+    snprintf(rid, sizeof rid, "%s", proto_msg_request_id(*msg_p));
+    S_CHECK(proto_msg_send(msg_p, s_billing) == 0, "send");
+    zpoller_t *poller = zpoller_new(s_billing, NULL);
+    uint64_t deadline = proto_loop_now_ms() + S_TIMEOUT_MS;
+    proto_msg_t *reply = NULL;
+    while (!reply && proto_loop_now_ms() < deadline) {
+        if (!zpoller_wait(poller, (int)(deadline - proto_loop_now_ms())))
+            continue;
+        S_CHECK(proto_msg_recv(&reply, s_billing) == 0, "malformed reply");
+        if (strcmp(proto_msg_request_id(reply), rid) != 0)
+            proto_msg_destroy(&reply); //  a late answer to an earlier question
+    }
+    zpoller_destroy(&poller);
+    S_CHECK(reply, "no reply to %s", rid);
+    return reply;
+}
+
+static proto_msg_t *s_admit(uint64_t key_id, uint64_t account_id, const char *model, char *rid_out)
+{
+    proto_msg_t *msg = proto_msg_new(PROTO_MSG_ADMIT);
+    char rid[64];
+    snprintf(rid, sizeof rid, "probe-%d-%06d", (int)getpid(), s_next_rid++);
+    if (rid_out)
+        strcpy(rid_out, rid);
+    proto_msg_set_request_id(msg, rid);
+    proto_msg_set_key_id(msg, key_id);
+    proto_msg_set_account_id(msg, account_id);
+    proto_msg_set_model(msg, model);
+    proto_msg_set_tokens_in(msg, 1000);
+    proto_msg_t *reply = s_request(&msg);
+    S_CHECK(proto_msg_type(reply) == PROTO_MSG_ADMIT_REPLY, "ADMIT answered %s",
+            proto_msg_type_name(proto_msg_type(reply)));
+    return reply;
+}
+
+static void s_expect_refusal(uint64_t key_id, uint64_t account_id, const char *model,
+                             uint64_t status, const char *code, const char *message_part)
+{
+    proto_msg_t *reply = s_admit(key_id, account_id, model, NULL);
+    S_CHECK(proto_msg_status(reply) == status, "key %" PRIu64 " model %s: status %" PRIu64, key_id,
+            model, proto_msg_status(reply));
+    S_CHECK(strcmp(proto_msg_error_code(reply), code) == 0, "error_code %s",
+            proto_msg_error_code(reply));
+    S_CHECK(strstr(proto_msg_error_message(reply), message_part), "message '%s' lacks '%s'",
+            proto_msg_error_message(reply), message_part);
+    proto_msg_destroy(&reply);
+}
+
+static proto_msg_t *s_settle_msg(const char *rid, uint64_t key_id, uint64_t account_id,
+                                 uint64_t provider_key_id, uint64_t status)
+{
+    proto_msg_t *msg = proto_msg_new(PROTO_MSG_SETTLE);
+    proto_msg_set_request_id(msg, rid);
+    proto_msg_set_account_id(msg, account_id);
+    proto_msg_set_key_id(msg, key_id);
+    proto_msg_set_model(msg, "probe-model");
+    proto_msg_set_provider_key_id(msg, provider_key_id);
+    proto_msg_set_upstream_model(msg, "upstream-x");
+    proto_msg_set_status(msg, status);
+    proto_msg_set_started_us(msg, proto_loop_wall_us());
+    if (status < 400) {
+        proto_msg_set_tokens_in(msg, 1000);
+        proto_msg_set_tokens_out(msg, 500);
+        proto_msg_set_tokens_cache_read(msg, 2000);
+    }
+    return msg;
+}
+
+static void s_expect_commit(proto_msg_t **settle_p)
+{
+    proto_msg_t *reply = s_request(settle_p);
+    S_CHECK(proto_msg_type(reply) == PROTO_MSG_COMMIT, "SETTLE answered %s",
+            proto_msg_type_name(proto_msg_type(reply)));
+    proto_msg_destroy(&reply);
+}
+
+static char *s_pong(const char *control)
+{
+    zsock_t *dealer = zsock_new(ZMQ_DEALER);
+    S_CHECK(zsock_connect(dealer, "%s", control) == 0, "connect %s", control);
+    proto_msg_t *ping = proto_msg_new(PROTO_MSG_PING);
+    proto_msg_send(&ping, dealer);
+    zpoller_t *poller = zpoller_new(dealer, NULL);
+    S_CHECK(zpoller_wait(poller, S_TIMEOUT_MS), "no PONG");
+    proto_msg_t *pong = NULL;
+    S_CHECK(proto_msg_recv(&pong, dealer) == 0, "bad PONG");
+    char *meta = strdup(proto_msg_meta(pong));
+    proto_msg_destroy(&pong);
+    zpoller_destroy(&poller);
+    zsock_destroy(&dealer);
+    return meta;
+}
+
+int main(int argc, char **argv)
+{
+    S_CHECK(argc == 3, "usage: billing_probe BILLING_ENDPOINT CONTROL_ENDPOINT");
+    const char *url = getenv("TOLLGATE_TEST_DATABASE_URL");
+    S_CHECK(url && *url, "TOLLGATE_TEST_DATABASE_URL is not set");
+    proto_log_init("billing_probe", PROTO_LOG_WARN);
+    zsys_init();
+    zsys_set_linger(0);
+    s_db = PQconnectdb(url);
+    S_CHECK(PQstatus(s_db) == CONNECTION_OK, "connect: %s", PQerrorMessage(s_db));
+
+    //  The configuration, as the admin API would write it: accounts with
+    //  their opening 'topup' entries, keys in every state, models, a
+    //  provider key at half price, in one transaction so that billing's
+    //  reload on the NOTIFY sees all of it or none.
+    int pid = (int)getpid();
+    PQclear(PQexec(s_db, "BEGIN"));
+    int64_t account = s_query_int(
+        "WITH a AS (INSERT INTO accounts (name, balance_micros) VALUES ('bp-%d', %lld)"
+        " RETURNING id), la AS (INSERT INTO ledger_accounts (account_id) SELECT id FROM a"
+        " RETURNING id), e AS (INSERT INTO journal_entries (kind) VALUES ('topup') RETURNING id),"
+        " l AS (INSERT INTO journal_lines (entry_id, ledger_account_id, amount_micros)"
+        " SELECT e.id, la.id, %lld FROM e, la UNION ALL SELECT e.id, (SELECT id FROM"
+        " ledger_accounts WHERE system_name = 'funding'), -%lld FROM e) SELECT id FROM a",
+        pid, S_BALANCE, S_BALANCE, S_BALANCE);
+    int64_t closed = s_query_int("INSERT INTO accounts (name, status) VALUES ('bp-off-%d',"
+                                 " 'disabled') RETURNING id",
+                                 pid);
+    s_query_int("WITH m AS (INSERT INTO models (name, price_in_micros, price_out_micros,"
+                " price_cache_read_micros) VALUES ('probe-model', 2500000, 10000000, 1250000),"
+                " ('probe-other', 0, 0, 0) RETURNING 1) SELECT count(*) FROM m");
+    s_query_int("INSERT INTO models (name, status) VALUES ('probe-off', 'disabled') RETURNING 1");
+    int64_t provider = s_query_int("INSERT INTO providers (name, protocol, base_url) VALUES"
+                                   " ('probe-provider', 'openai', 'http://127.0.0.1:9')"
+                                   " RETURNING id");
+    uint64_t provider_key = (uint64_t)s_query_int(
+        "INSERT INTO provider_keys (provider_id, secret_sealed, secret_nonce, multiplier_ppm)"
+        " VALUES (%" PRId64 ", '\\x00', '\\x00', 500000) RETURNING id",
+        provider);
+    uint64_t key_ok = s_key(account, "active", "", "");
+    uint64_t key_revoked = s_key(account, "revoked", "", "");
+    uint64_t key_disabled = s_key(account, "disabled", "", "");
+    uint64_t key_expired =
+        s_key(account, "active", ", expires_at", ", now() - interval '1 minute'");
+    uint64_t key_limited = s_key(account, "active", ", allowed_models", ", '{probe-other}'");
+    uint64_t key_closed = s_key(closed, "active", "", "");
+    PGresult *committed = PQexec(s_db, "COMMIT");
+    S_CHECK(PQresultStatus(committed) == PGRES_COMMAND_OK, "COMMIT: %s", PQerrorMessage(s_db));
+    PQclear(committed);
+
+    s_billing = zsock_new(ZMQ_DEALER);
+    zsock_set_rcvhwm(s_billing, 100000);
+    zsock_set_sndhwm(s_billing, 100000);
+    S_CHECK(zsock_connect(s_billing, "%s", argv[1]) == 0, "connect %s", argv[1]);
+
+    //  Wait until billing has the new configuration: the admission of the
+    //  new key succeeds (one question per try, each waiting for its answer).
+    char rid[64];
+    proto_msg_t *reply = NULL;
+    uint64_t deadline = proto_loop_now_ms() + S_TIMEOUT_MS;
+    do {
+        proto_msg_destroy(&reply);
+        reply = s_admit(key_ok, (uint64_t)account, "probe-model", rid);
+    } while (proto_msg_status(reply) != 200 && proto_loop_now_ms() < deadline);
+    S_CHECK(proto_msg_status(reply) == 200, "never admitted: %s", proto_msg_error_message(reply));
+    //  Reserve: 1000 in at $2.50/M + 4096 out at $10/M, rounded up.
+    proto_model_t model = {.price_in_micros = 2500000, .price_out_micros = 10000000};
+    int64_t reserve = billing_price_reserve(&model, 1000);
+    S_CHECK(reserve == 43460, "reserve formula moved: %" PRId64, reserve);
+    S_CHECK(proto_msg_reserve_micros(reply) == reserve, "reserve %" PRId64,
+            proto_msg_reserve_micros(reply));
+    proto_msg_destroy(&reply);
+    printf("billing_probe: admitted, %" PRId64 " micros reserved\n", reserve);
+
+    //  Refusals.
+    s_expect_refusal(999999999, (uint64_t)account, "probe-model", 401, "invalid_api_key",
+                     "not known");
+    s_expect_refusal(key_revoked, (uint64_t)account, "probe-model", 401, "invalid_api_key",
+                     "revoked");
+    s_expect_refusal(key_disabled, (uint64_t)account, "probe-model", 401, "invalid_api_key",
+                     "disabled");
+    s_expect_refusal(key_expired, (uint64_t)account, "probe-model", 401, "invalid_api_key",
+                     "expired");
+    s_expect_refusal(key_closed, (uint64_t)closed, "probe-model", 401, "invalid_api_key",
+                     "account is disabled");
+    s_expect_refusal(key_ok, (uint64_t)account, "nope", 404, "model_not_found",
+                     "The model 'nope' does not exist or you do not have access to it.");
+    s_expect_refusal(key_ok, (uint64_t)account, "probe-off", 404, "model_not_found", "probe-off");
+    s_expect_refusal(key_limited, (uint64_t)account, "probe-model", 404, "model_not_found",
+                     "probe-model");
+    reply = s_admit(key_limited, (uint64_t)account, "probe-other", NULL);
+    S_CHECK(proto_msg_status(reply) == 200 && proto_msg_reserve_micros(reply) == 0,
+            "limited key on its own model");
+    proto_msg_destroy(&reply);
+    printf("billing_probe: refusals answered with their codes\n");
+
+    char *meta = s_pong(argv[2]);
+    char expect[256];
+    snprintf(expect, sizeof expect,
+             "\"id\":%" PRId64 ",\"balance_micros\":%lld,"
+             "\"reserved_micros\":%" PRId64 ",\"pending_micros\":0",
+             account, S_BALANCE, reserve);
+    S_CHECK(strstr(meta, expect), "PONG %s lacks %s", meta, expect);
+    free(meta);
+
+    //  Settle the admitted request: (1000 x 2.5 + 2000 x 1.25 + 500 x 10)
+    //  = 10000 micros at list price, x 0.5 for the provider key.
+    proto_msg_t *settle = s_settle_msg(rid, key_ok, (uint64_t)account, provider_key, 200);
+    s_expect_commit(&settle);
+    S_CHECK(s_query_int("SELECT cost_micros FROM usage WHERE request_id = '%s'", rid) == 5000,
+            "cost of %s", rid);
+    S_CHECK(s_query_int("SELECT balance_micros FROM accounts WHERE id = %" PRId64, account) ==
+                S_BALANCE - 5000,
+            "balance after the first settlement");
+    //  Re-sent (dispatch did not see the COMMIT): COMMIT again, nothing new.
+    settle = s_settle_msg(rid, key_ok, (uint64_t)account, provider_key, 200);
+    s_expect_commit(&settle);
+    S_CHECK(s_query_int("SELECT count(*) FROM usage WHERE request_id = '%s'", rid) == 1, "one row");
+    //  A failed request with no tokens: recorded, costs nothing.
+    char failed[64];
+    snprintf(failed, sizeof failed, "probe-%d-failed", pid);
+    settle = s_settle_msg(failed, key_ok, (uint64_t)account, provider_key, 502);
+    s_expect_commit(&settle);
+    S_CHECK(s_query_int("SELECT cost_micros FROM usage WHERE request_id = '%s' AND status = 502",
+                        failed) == 0,
+            "failed request row");
+    printf("billing_probe: settled at 5000 micros, re-send and failure recorded once\n");
+
+    //  Garbage is dropped, and billing goes on.
+    zstr_send(s_billing, "garbage");
+
+    //  A burst, as dispatch would send after many requests.
+    const int burst = 2000;
+    zhashx_t *waiting = zhashx_new();
+    for (int i = 0; i < burst; i++) {
+        char burst_rid[64];
+        snprintf(burst_rid, sizeof burst_rid, "probe-%d-burst-%05d", pid, i);
+        zhashx_insert(waiting, burst_rid, (void *)1);
+        settle = s_settle_msg(burst_rid, key_ok, (uint64_t)account, provider_key, 200);
+        S_CHECK(proto_msg_send(&settle, s_billing) == 0, "send");
+    }
+    zpoller_t *poller = zpoller_new(s_billing, NULL);
+    deadline = proto_loop_now_ms() + 30000;
+    while (zhashx_size(waiting) && proto_loop_now_ms() < deadline) {
+        if (!zpoller_wait(poller, (int)(deadline - proto_loop_now_ms())))
+            continue;
+        S_CHECK(proto_msg_recv(&reply, s_billing) == 0, "malformed");
+        S_CHECK(proto_msg_type(reply) == PROTO_MSG_COMMIT, "burst answered %s",
+                proto_msg_type_name(proto_msg_type(reply)));
+        zhashx_delete(waiting, proto_msg_request_id(reply));
+        proto_msg_destroy(&reply);
+    }
+    zpoller_destroy(&poller);
+    S_CHECK(zhashx_size(waiting) == 0, "%zu of the burst not committed", zhashx_size(waiting));
+    zhashx_destroy(&waiting);
+    int64_t expected = S_BALANCE - 5000LL * (burst + 1);
+    S_CHECK(s_query_int("SELECT balance_micros FROM accounts WHERE id = %" PRId64, account) ==
+                expected,
+            "balance after the burst");
+    printf("billing_probe: a burst of %d settlements committed\n", burst);
+
+    //  Billing's own figures: the balance moved, nothing reserved or pending
+    //  for the account (the limited key's reservation was 0).
+    meta = s_pong(argv[2]);
+    snprintf(expect, sizeof expect,
+             "\"id\":%" PRId64 ",\"balance_micros\":%" PRId64 ","
+             "\"reserved_micros\":0,\"pending_micros\":0",
+             account, expected);
+    S_CHECK(strstr(meta, expect), "PONG %s lacks %s", meta, expect);
+    S_CHECK(strstr(meta, "\"outbox\":0"), "PONG %s: outbox not empty", meta);
+    free(meta);
+
+    char *report = NULL;
+    S_CHECK(ledger_check_run(s_db, &report) == 0, "ledger check:\n%s", report);
+    free(report);
+
+    zsock_destroy(&s_billing);
+    PQfinish(s_db);
+    printf("billing_probe: OK\n");
+    return 0;
+}

@@ -235,6 +235,19 @@ void proto_loop_stop(proto_loop_t *self)
     self->stopped = true;
 }
 
+//  Returns ms until the next timer is due, or -1 when none.
+static int s_timer_wait(proto_loop_t *self)
+{
+    uint64_t now = proto_loop_now_ms();
+    int64_t wait = -1;
+    for (int i = 0; i < self->timer_count; i++) {
+        int64_t left = (int64_t)(self->timers[i].due_ms - now);
+        if (wait < 0 || left < wait)
+            wait = left < 0 ? 0 : left;
+    }
+    return (int)wait;
+}
+
 //  Fires due timers; returns ms until the next one, or -1 when none.
 static int s_run_timers(proto_loop_t *self)
 {
@@ -254,13 +267,7 @@ static int s_run_timers(proto_loop_t *self)
         i = 0;
         now = proto_loop_now_ms();
     }
-    int64_t wait = -1;
-    for (int i = 0; i < self->timer_count; i++) {
-        int64_t left = (int64_t)(self->timers[i].due_ms - now);
-        if (wait < 0 || left < wait)
-            wait = left < 0 ? 0 : left;
-    }
-    return (int)wait;
+    return s_timer_wait(self);
 }
 
 //  Reads waiting messages; returns true when some socket still has more.
@@ -301,6 +308,9 @@ int proto_loop_run(proto_loop_t *self)
         int wait = s_run_timers(self);
         if (s_run_sockets(self))
             wait = 0;
+        //  Socket handlers may have started timers (libcurl asks for a 0 ms
+        //  one when a transfer is added) that the wait above does not know.
+        wait = s_min_wait(wait, s_timer_wait(self));
         if (self->turn_fn)
             wait = s_min_wait(wait, self->turn_fn(self, self->turn_arg));
         if (self->stopped)
@@ -362,6 +372,13 @@ static void s_test_stop(proto_loop_t *loop, int id, void *arg)
     proto_loop_stop(loop);
 }
 
+static void s_test_socket_timer(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    char *text = zstr_recv(socket);
+    free(text);
+    proto_loop_add_timer(loop, 0, false, s_test_stop, NULL);
+}
+
 void proto_loop_test(bool verbose)
 {
     if (verbose)
@@ -398,6 +415,18 @@ void proto_loop_test(bool verbose)
     assert(state.ticks >= 2);
     assert(state.pipe_read == 3);
     proto_loop_cancel_timer(loop, tick);
+
+    //  A timer started by a socket handler counts for the wait that
+    //  follows: it fires at once, not when the 2 s timer wakes the loop.
+    zstr_send(push, "start");
+    state.pings = 0;
+    proto_loop_remove_socket(loop, pull);
+    proto_loop_add_socket(loop, pull, s_test_socket_timer, NULL);
+    int late = proto_loop_add_timer(loop, 2000, false, s_test_stop, NULL);
+    start = proto_loop_now_ms();
+    proto_loop_run(loop);
+    assert(proto_loop_now_ms() - start < 1000);
+    proto_loop_cancel_timer(loop, late);
 
     proto_loop_remove_fd(loop, pipe_fds[0]);
     proto_loop_remove_socket(loop, pull);

@@ -372,6 +372,10 @@ int main(int argc, char **argv)
               "body %s", text);
         CHECK(proto_msg_tokens_in(r->done) > 0 && !proto_msg_estimated(r->done), "usage");
         CHECK(proto_msg_provider_id(r->done) == provider_a, "provider");
+        //  The mock answers at once: anything near a timer period means a
+        //  transfer waited for the loop to wake up.
+        CHECK(proto_msg_latency_us(r->done) < 100000, "latency %llu us",
+              (unsigned long long)proto_msg_latency_us(r->done));
         CHECK(proto_msg_tokens_out(r->settle) == proto_msg_tokens_out(r->done), "settle usage");
         CHECK(proto_msg_started_us(r->settle) > 0 && proto_msg_attempts(r->settle) == 1,
               "settle fields");

@@ -621,8 +621,10 @@ int proto_convert_stream_finish(proto_convert_stream_t *self, bool upstream_comp
         if (self->cl_protocol == PROTO_PROTOCOL_GEMINI && self->json_array && event) {
             //  An array stream carries the error as its last element.
             char *body = proto_error_body(self->cl_protocol, 502, NULL, self->error);
-            bool opened = json_is_true(json_object_get(self->cl, "array_open"));
-            pc_append(out, opened ? ",\r\n" : "[");
+            if (!json_is_true(json_object_get(self->cl, "array_open")))
+                pc_append(out, "[");
+            else if (json_is_true(json_object_get(self->cl, "array_items")))
+                pc_append(out, ",\r\n");
             pc_append(out, body ? body : "{}");
             pc_append(out, "]");
             free(body);

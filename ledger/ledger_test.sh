@@ -137,7 +137,7 @@ billing)
     stop ledger
     ;;
 bench)
-    start ledger --set ledger.batch_max=2000 --set ledger.batch_delay_ms=10 --set log_level=warn
+    start ledger --set ledger.batch_max=2000 --set ledger.batch_delay_ms=10
     "$BIN/ledger_probe" "ipc://$TMP/ledger.sock" bench "${BENCH_COUNT:-200000}" || fail "bench"
     stop ledger
     ;;

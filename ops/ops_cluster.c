@@ -1,4 +1,5 @@
 #include "ops_cluster.h"
+#include "ops_demo.h"
 #include "ops_migrate.h"
 #include "ops_pg.h"
 #include "ops_ping.h"
@@ -69,16 +70,6 @@ void ops_cluster_destroy(ops_cluster_t **self_p)
     ops_state_destroy(&self->state);
     free(self);
     *self_p = NULL;
-}
-
-int ops_cluster_start_demo(ops_cluster_t *self, char *error, size_t error_size)
-{
-    //  To come: start BINDIR/tollgate-mock-upstream --port 0 under the
-    //  supervisor, read its port, then create a provider pointing at it, a
-    //  model routed to that provider, an account and a key through the
-    //  admin API on ingress.admin_listen, and print the key.
-    snprintf(error, error_size, "--demo is not available yet");
-    return -1;
 }
 
 //  Splits "host:port" (host may be "[::1]"). Returns 0 or -1.
@@ -396,9 +387,6 @@ int ops_cluster_up(ops_cluster_t *self, const ops_up_options_t *options)
             goto failed;
         started_supervisor = true;
     }
-    if (options->demo && ops_cluster_start_demo(self, error, sizeof error) != 0)
-        goto failed;
-
     const char *failed_program = NULL;
     if (s_wait_ready(self, config, started_supervisor, options->timeout_ms, &failed_program, error,
                      sizeof error) != 0) {
@@ -414,6 +402,15 @@ int ops_cluster_up(ops_cluster_t *self, const ops_up_options_t *options)
         goto stop;
     }
     s_print_endpoints(config);
+    if (options->demo
+        && ops_demo_start(ops_state_dir(self->state), self->bindir, self->self_exe, config, error,
+                          sizeof error)
+               != 0) {
+        //  The cluster itself is up and stays up; only the demo failed.
+        fprintf(stderr, "tollgate: --demo: %s\n", error);
+        exit_code = 1;
+        goto done;
+    }
     exit_code = 0;
     goto done;
 
@@ -445,6 +442,7 @@ int ops_cluster_down(ops_cluster_t *self)
         return 1;
     }
     int exit_code = 0;
+    ops_demo_stop(ops_state_dir(self->state));
     if (s_stop_supervisor(self, error, sizeof error) != 0) {
         fprintf(stderr, "tollgate: %s\n", error);
         exit_code = 1;

@@ -55,9 +55,4 @@ int ops_cluster_ping(ops_cluster_t *self, const char *const names[], int count, 
 //  Runs the supervisor in this process until SIGTERM (`tollgate supervise`).
 int ops_cluster_supervise(ops_cluster_t *self);
 
-//  Hook for `tollgate up --demo`: starts the mock upstream and registers a
-//  demo provider, model and key through the admin API. Not implemented
-//  yet: returns -1 with a reason.
-int ops_cluster_start_demo(ops_cluster_t *self, char *error, size_t error_size);
-
 #endif

@@ -272,6 +272,9 @@ void pc_make_id(char *id, size_t size, const char *prefix, const char *seed, int
     size_t used = 0;
     //  Only characters every protocol accepts in ids (Anthropic tool ids
     //  must match ^[a-zA-Z0-9_-]+$).
+    //  An upstream id that already has the prefix is not prefixed twice.
+    if (seed && *prefix && strncmp(seed, prefix, strlen(prefix)) == 0)
+        seed += strlen(prefix);
     for (const char *c = seed ? seed : ""; *c && used + 1 < sizeof tail; c++)
         if (isalnum((unsigned char)*c) || *c == '_' || *c == '-')
             tail[used++] = *c;

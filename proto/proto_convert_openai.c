@@ -6,6 +6,7 @@
 #include "proto_convert_ir.h"
 
 #include <string.h>
+#include <time.h>
 
 #define S_NAME "OpenAI Chat Completions"
 

@@ -34,6 +34,18 @@ static void s_disconnect(proto_watch_t *self)
     self->db = NULL;
 }
 
+//  Consumes queued notifications; returns true if there were any.
+static bool s_take_notifications(proto_watch_t *self)
+{
+    bool changed = false;
+    PGnotify *notice;
+    while ((notice = PQnotifies(self->db))) {
+        changed = true;
+        PQfreemem(notice);
+    }
+    return changed;
+}
+
 static int s_reload_now(proto_watch_t *self, char *error, size_t error_size)
 {
     const char *secret_key =
@@ -44,6 +56,12 @@ static int s_reload_now(proto_watch_t *self, char *error, size_t error_size)
     self->loads++;
     self->fn(&catalog, self->arg);
     proto_catalog_destroy(&catalog); //  in case the owner did not take it
+    //  The load's queries read from the same socket, so libpq may have
+    //  queued notifications that arrived meanwhile; the fd will not wake us
+    //  for them again. A change committed during the load may be missing
+    //  from it: load once more.
+    if (s_take_notifications(self))
+        proto_watch_reload(self);
     return 0;
 }
 
@@ -81,13 +99,7 @@ static void s_readable(proto_loop_t *loop, int fd, uint32_t events, void *arg)
         s_schedule_reconnect(self);
         return;
     }
-    bool changed = false;
-    PGnotify *notice;
-    while ((notice = PQnotifies(self->db))) {
-        changed = true;
-        PQfreemem(notice);
-    }
-    if (changed)
+    if (s_take_notifications(self))
         proto_watch_reload(self);
 }
 

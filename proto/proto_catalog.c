@@ -3,6 +3,7 @@
 #include "proto_msg.h"
 
 #include <assert.h>
+#include <stddef.h>
 #include <czmq.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -21,6 +22,10 @@ struct _proto_catalog_t {
     size_t model_count;                 //  entries
     proto_route_t *routes;              //  by model, then priority desc, then id
     size_t route_count;                 //  entries
+    proto_mapping_rule_t *rules;        //  by model, then id
+    size_t rule_count;                  //  entries
+    proto_provider_model_t *provider_models; //  by provider, then name
+    size_t provider_model_count;        //  entries
     zhashx_t *keys_by_hash;             //  hash -> proto_api_key_t*
     zhashx_t *models_by_name;           //  name -> proto_model_t*
 };
@@ -70,6 +75,13 @@ static void s_free_list(proto_model_list_t *list)
     free(list->names);
 }
 
+static void s_free_tags(proto_tags_t *tags)
+{
+    for (size_t i = 0; i < tags->count; i++)
+        free(tags->names[i]);
+    free(tags->names);
+}
+
 void proto_catalog_destroy(proto_catalog_t **self_p)
 {
     assert(self_p);
@@ -98,13 +110,25 @@ void proto_catalog_destroy(proto_catalog_t **self_p)
             free(self->provider_keys[i].secret);
         }
         free(self->provider_keys[i].hint);
+        free(self->provider_keys[i].disabled_reason);
+        free(self->provider_keys[i].name);
+        s_free_tags(&self->provider_keys[i].capabilities);
     }
     for (size_t i = 0; i < self->model_count; i++) {
         free(self->models[i].name);
         free(self->models[i].scheduling);
+        s_free_tags(&self->models[i].capabilities);
     }
     for (size_t i = 0; i < self->route_count; i++)
         free(self->routes[i].upstream_model);
+    for (size_t i = 0; i < self->rule_count; i++) {
+        free(self->rules[i].kind);
+        free(self->rules[i].pattern);
+    }
+    for (size_t i = 0; i < self->provider_model_count; i++)
+        free(self->provider_models[i].name);
+    free(self->rules);
+    free(self->provider_models);
     free(self->accounts);
     free(self->keys);
     free(self->providers);
@@ -161,6 +185,25 @@ static void s_model_list(PGresult *result, int row, int column, proto_model_list
         for (size_t i = 0; i < list->count; i++) {
             const char *name = json_string_value(json_array_get(array, i));
             list->names[i] = strdup(name ? name : "");
+        }
+    }
+    json_decref(array);
+}
+
+//  Parses a JSON array of tags (array_to_json of a text[]).
+static void s_tags(PGresult *result, int row, int column, proto_tags_t *tags)
+{
+    memset(tags, 0, sizeof *tags);
+    if (PQgetisnull(result, row, column))
+        return;
+    json_t *array = json_loads(PQgetvalue(result, row, column), 0, NULL);
+    if (json_is_array(array) && json_array_size(array)) {
+        tags->names = calloc(json_array_size(array), sizeof *tags->names);
+        assert(tags->names);
+        for (size_t i = 0; i < json_array_size(array); i++) {
+            const char *name = json_string_value(json_array_get(array, i));
+            if (name)
+                tags->names[tags->count++] = strdup(name);
         }
     }
     json_decref(array);
@@ -280,7 +323,9 @@ static int s_load_provider_keys(proto_catalog_t *self, PGconn *db, const char *s
 {
     PGresult *result = s_query(db,
                                "SELECT id, provider_id, secret_sealed, secret_nonce, "
-                               "secret_hint, priority, weight, status, multiplier_ppm "
+                               "secret_hint, priority, weight, status, multiplier_ppm, "
+                               "array_to_json(capabilities)::text, max_rps, max_concurrent, "
+                               "coalesce(disabled_reason, ''), name "
                                "FROM provider_keys ORDER BY id",
                                error, error_size);
     if (!result)
@@ -297,6 +342,11 @@ static int s_load_provider_keys(proto_catalog_t *self, PGconn *db, const char *s
         key->weight = (int)s_int(result, row, 6, 1);
         key->active = strcmp(PQgetvalue(result, row, 7), "active") == 0;
         key->multiplier_ppm = s_int(result, row, 8, 1000000);
+        s_tags(result, row, 9, &key->capabilities);
+        key->max_rps = s_int(result, row, 10, 0);
+        key->max_concurrent = s_int(result, row, 11, 0);
+        key->disabled_reason = s_text(result, row, 12);
+        key->name = s_text(result, row, 13);
         if (secret_key) {
             key->secret = s_open_secret(result, row, secret_key);
             if (!key->secret && rc == 0) {
@@ -321,7 +371,8 @@ static int s_load_models(proto_catalog_t *self, PGconn *db, char *error, size_t 
         "SELECT id, name, status, price_in_micros, price_out_micros, price_cache_read_micros, "
         "price_cache_write_micros, price_cache_write_1h_micros, price_request_micros, "
         "long_context_threshold, long_price_in_micros, long_price_out_micros, scheduling, "
-        "extract(epoch FROM created_at)::bigint FROM models ORDER BY id",
+        "extract(epoch FROM created_at)::bigint, array_to_json(capabilities)::text "
+        "FROM models ORDER BY id",
         error, error_size);
     if (!result)
         return -1;
@@ -343,6 +394,7 @@ static int s_load_models(proto_catalog_t *self, PGconn *db, char *error, size_t 
         model->long_price_out_micros = s_int(result, row, 11, model->price_out_micros);
         model->scheduling = s_text(result, row, 12);
         model->created_s = s_int(result, row, 13, 0);
+        s_tags(result, row, 14, &model->capabilities);
         zhashx_insert(self->models_by_name, model->name, model);
     }
     PQclear(result);
@@ -374,6 +426,66 @@ static int s_load_routes(proto_catalog_t *self, PGconn *db, char *error, size_t 
     return 0;
 }
 
+//  True when migration 0002 (routing) is applied: its tables are read only
+//  then, so programs keep working against a database that lacks them.
+static bool s_has_routing_schema(PGconn *db)
+{
+    PGresult *result = PQexec(db, "SELECT to_regclass('provider_models') IS NOT NULL");
+    bool present = PQresultStatus(result) == PGRES_TUPLES_OK && PQntuples(result) == 1
+                   && strcmp(PQgetvalue(result, 0, 0), "t") == 0;
+    PQclear(result);
+    return present;
+}
+
+static int s_load_rules(proto_catalog_t *self, PGconn *db, bool routing, char *error,
+                        size_t error_size)
+{
+    PGresult *result = s_query(db,
+                               routing ? "SELECT id, model_id, kind, pattern, "
+                                         "coalesce(provider_id, 0), priority, weight "
+                                         "FROM mapping_rules ORDER BY model_id, id"
+                                       : "SELECT id, model_id, kind, pattern, "
+                                         "coalesce(provider_id, 0), 0, 1 "
+                                         "FROM mapping_rules ORDER BY model_id, id",
+                               error, error_size);
+    if (!result)
+        return -1;
+    int rows = PQntuples(result);
+    self->rules = calloc((size_t)rows + 1, sizeof *self->rules);
+    for (int row = 0; row < rows; row++) {
+        proto_mapping_rule_t *rule = &self->rules[self->rule_count++];
+        rule->id = (uint64_t)s_int(result, row, 0, 0);
+        rule->model_id = (uint64_t)s_int(result, row, 1, 0);
+        rule->kind = s_text(result, row, 2);
+        rule->pattern = s_text(result, row, 3);
+        rule->provider_id = (uint64_t)s_int(result, row, 4, 0);
+        rule->priority = (int)s_int(result, row, 5, 0);
+        rule->weight = (int)s_int(result, row, 6, 1);
+    }
+    PQclear(result);
+    return 0;
+}
+
+static int s_load_provider_models(proto_catalog_t *self, PGconn *db, char *error,
+                                  size_t error_size)
+{
+    PGresult *result = s_query(db,
+                               "SELECT provider_id, model FROM provider_models "
+                               "ORDER BY provider_id, model",
+                               error, error_size);
+    if (!result)
+        return -1;
+    int rows = PQntuples(result);
+    self->provider_models = calloc((size_t)rows + 1, sizeof *self->provider_models);
+    for (int row = 0; row < rows; row++) {
+        proto_provider_model_t *entry = &self->provider_models[self->provider_model_count++];
+        entry->provider_id = (uint64_t)s_int(result, row, 0, 0);
+        entry->name = s_text(result, row, 1);
+    }
+    PQclear(result);
+    return 0;
+}
+
 proto_catalog_t *proto_catalog_load(PGconn *db, const char *secret_key, char *error,
                                     size_t error_size)
 {
@@ -397,10 +509,253 @@ proto_catalog_t *proto_catalog_load(PGconn *db, const char *secret_key, char *er
         rc = s_load_models(self, db, error, error_size);
     if (rc == 0)
         rc = s_load_routes(self, db, error, error_size);
+    bool routing = rc == 0 && s_has_routing_schema(db);
+    if (rc == 0)
+        rc = s_load_rules(self, db, routing, error, error_size);
+    if (rc == 0 && routing)
+        rc = s_load_provider_models(self, db, error, error_size);
     if (began)
         PQclear(PQexec(db, "COMMIT"));
     if (rc != 0)
         proto_catalog_destroy(&self);
+    return self;
+}
+
+//  --------------------------------------------------------------------------
+//  From JSON (tests and tools)
+
+static char *s_json_str(json_t *object, const char *name, const char *fallback)
+{
+    const char *value = json_string_value(json_object_get(object, name));
+    return strdup(value ? value : fallback);
+}
+
+static int64_t s_json_int(json_t *object, const char *name, int64_t fallback)
+{
+    json_t *value = json_object_get(object, name);
+    return json_is_integer(value) ? (int64_t)json_integer_value(value) : fallback;
+}
+
+static bool s_json_active(json_t *object)
+{
+    const char *status = json_string_value(json_object_get(object, "status"));
+    return !status || strcmp(status, "active") == 0;
+}
+
+static void s_json_tags(json_t *object, const char *name, proto_tags_t *tags)
+{
+    memset(tags, 0, sizeof *tags);
+    json_t *array = json_object_get(object, name);
+    if (!json_is_array(array) || !json_array_size(array))
+        return;
+    tags->names = calloc(json_array_size(array), sizeof *tags->names);
+    assert(tags->names);
+    for (size_t i = 0; i < json_array_size(array); i++)
+        if (json_is_string(json_array_get(array, i)))
+            tags->names[tags->count++] = strdup(json_string_value(json_array_get(array, i)));
+}
+
+static void s_json_list(json_t *object, const char *name, proto_model_list_t *list)
+{
+    memset(list, 0, sizeof *list);
+    list->any = true;
+    json_t *array = json_object_get(object, name);
+    if (!json_is_array(array))
+        return;
+    list->any = false;
+    list->names = calloc(json_array_size(array) + 1, sizeof *list->names);
+    assert(list->names);
+    for (size_t i = 0; i < json_array_size(array); i++)
+        if (json_is_string(json_array_get(array, i)))
+            list->names[list->count++] = strdup(json_string_value(json_array_get(array, i)));
+}
+
+static int s_by_id(const void *a, const void *b, size_t offset)
+{
+    uint64_t left = *(const uint64_t *)((const char *)a + offset);
+    uint64_t right = *(const uint64_t *)((const char *)b + offset);
+    return left < right ? -1 : left > right;
+}
+#define S_ID_COMPARE(type)                                                                         \
+    static int s_compare_##type(const void *a, const void *b)                                      \
+    {                                                                                              \
+        return s_by_id(a, b, offsetof(type, id));                                                  \
+    }
+S_ID_COMPARE(proto_account_t)
+S_ID_COMPARE(proto_api_key_t)
+S_ID_COMPARE(proto_provider_t)
+S_ID_COMPARE(proto_provider_key_t)
+S_ID_COMPARE(proto_model_t)
+
+//  The loader's orders: routes by model, priority desc, id; rules by model,
+//  id; provider models by provider, name.
+static int s_compare_route(const void *a, const void *b)
+{
+    const proto_route_t *left = a, *right = b;
+    if (left->model_id != right->model_id)
+        return left->model_id < right->model_id ? -1 : 1;
+    if (left->priority != right->priority)
+        return left->priority > right->priority ? -1 : 1;
+    return left->id < right->id ? -1 : left->id > right->id;
+}
+
+static int s_compare_rule(const void *a, const void *b)
+{
+    const proto_mapping_rule_t *left = a, *right = b;
+    if (left->model_id != right->model_id)
+        return left->model_id < right->model_id ? -1 : 1;
+    return left->id < right->id ? -1 : left->id > right->id;
+}
+
+static int s_compare_provider_model(const void *a, const void *b)
+{
+    const proto_provider_model_t *left = a, *right = b;
+    if (left->provider_id != right->provider_id)
+        return left->provider_id < right->provider_id ? -1 : 1;
+    return strcmp(left->name, right->name);
+}
+
+//  Allocates self->NAME for the array `key` of root; sets count. Evaluates
+//  to the array.
+static json_t *s_json_array(json_t *root, const char *key, void **items, size_t item_size)
+{
+    json_t *array = json_object_get(root, key);
+    size_t count = json_is_array(array) ? json_array_size(array) : 0;
+    *items = calloc(count + 1, item_size);
+    assert(*items);
+    return json_is_array(array) ? array : NULL;
+}
+
+proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t error_size)
+{
+    json_error_t problem;
+    json_t *root = json_loads(text, 0, &problem);
+    if (!json_is_object(root)) {
+        snprintf(error, error_size, "catalog JSON: %s", root ? "not an object" : problem.text);
+        json_decref(root);
+        return NULL;
+    }
+    proto_catalog_t *self = proto_catalog_new_empty();
+    size_t i;
+    json_t *item;
+    json_t *array = s_json_array(root, "accounts", (void **)&self->accounts, sizeof *self->accounts);
+    json_array_foreach(array, i, item) {
+        proto_account_t *account = &self->accounts[self->account_count++];
+        account->id = (uint64_t)s_json_int(item, "id", 0);
+        account->name = s_json_str(item, "name", "");
+        account->active = s_json_active(item);
+        account->balance_micros = s_json_int(item, "balance_micros", 0);
+        account->currency = s_json_str(item, "currency", "USD");
+        s_json_list(item, "allowed_models", &account->models);
+        account->limits.daily_micros = account->limits.monthly_micros = -1;
+    }
+    array = s_json_array(root, "keys", (void **)&self->keys, sizeof *self->keys);
+    json_array_foreach(array, i, item) {
+        proto_api_key_t *key = &self->keys[self->key_count++];
+        key->id = (uint64_t)s_json_int(item, "id", 0);
+        key->account_id = (uint64_t)s_json_int(item, "account_id", 0);
+        key->name = s_json_str(item, "name", "");
+        char *hash = s_json_str(item, "hash", "");
+        snprintf(key->hash, sizeof key->hash, "%s", hash);
+        free(hash);
+        key->prefix = s_json_str(item, "prefix", "");
+        key->status = s_json_str(item, "status", "active");
+        s_json_list(item, "allowed_models", &key->models);
+        key->limits.daily_micros = key->limits.monthly_micros = -1;
+    }
+    array = s_json_array(root, "providers", (void **)&self->providers, sizeof *self->providers);
+    json_array_foreach(array, i, item) {
+        proto_provider_t *provider = &self->providers[self->provider_count++];
+        provider->id = (uint64_t)s_json_int(item, "id", 0);
+        provider->name = s_json_str(item, "name", "");
+        char *protocol = s_json_str(item, "protocol", "openai");
+        provider->protocol = proto_protocol_parse(protocol);
+        free(protocol);
+        provider->base_url = s_json_str(item, "base_url", "http://127.0.0.1");
+        provider->priority = (int)s_json_int(item, "priority", 0);
+        provider->weight = (int)s_json_int(item, "weight", 1);
+        provider->active = s_json_active(item);
+    }
+    array = s_json_array(root, "provider_keys", (void **)&self->provider_keys,
+                         sizeof *self->provider_keys);
+    json_array_foreach(array, i, item) {
+        proto_provider_key_t *key = &self->provider_keys[self->provider_key_count++];
+        key->id = (uint64_t)s_json_int(item, "id", 0);
+        key->provider_id = (uint64_t)s_json_int(item, "provider_id", 0);
+        key->secret = json_is_string(json_object_get(item, "secret"))
+                          ? s_json_str(item, "secret", "")
+                          : NULL;
+        key->hint = s_json_str(item, "hint", "");
+        key->priority = (int)s_json_int(item, "priority", 0);
+        key->weight = (int)s_json_int(item, "weight", 1);
+        key->active = s_json_active(item);
+        key->multiplier_ppm = s_json_int(item, "multiplier_ppm", 1000000);
+        s_json_tags(item, "capabilities", &key->capabilities);
+        key->max_rps = s_json_int(item, "max_rps", 0);
+        key->max_concurrent = s_json_int(item, "max_concurrent", 0);
+        key->disabled_reason = s_json_str(item, "disabled_reason", "");
+        key->name = s_json_str(item, "name", "");
+    }
+    array = s_json_array(root, "models", (void **)&self->models, sizeof *self->models);
+    json_array_foreach(array, i, item) {
+        proto_model_t *model = &self->models[self->model_count++];
+        model->id = (uint64_t)s_json_int(item, "id", 0);
+        model->name = s_json_str(item, "name", "");
+        model->active = s_json_active(item);
+        model->price_in_micros = s_json_int(item, "price_in_micros", 0);
+        model->price_out_micros = s_json_int(item, "price_out_micros", 0);
+        model->long_price_in_micros = s_json_int(item, "long_price_in_micros", model->price_in_micros);
+        model->long_price_out_micros =
+            s_json_int(item, "long_price_out_micros", model->price_out_micros);
+        model->scheduling = s_json_str(item, "scheduling", "priority");
+        s_json_tags(item, "capabilities", &model->capabilities);
+    }
+    array = s_json_array(root, "routes", (void **)&self->routes, sizeof *self->routes);
+    json_array_foreach(array, i, item) {
+        proto_route_t *route = &self->routes[self->route_count++];
+        route->id = (uint64_t)s_json_int(item, "id", 0);
+        route->model_id = (uint64_t)s_json_int(item, "model_id", 0);
+        route->provider_id = (uint64_t)s_json_int(item, "provider_id", 0);
+        route->upstream_model = s_json_str(item, "upstream_model", "");
+        route->priority = (int)s_json_int(item, "priority", 0);
+        route->weight = (int)s_json_int(item, "weight", 1);
+        route->active = s_json_active(item);
+    }
+    array = s_json_array(root, "mapping_rules", (void **)&self->rules, sizeof *self->rules);
+    json_array_foreach(array, i, item) {
+        proto_mapping_rule_t *rule = &self->rules[self->rule_count++];
+        rule->id = (uint64_t)s_json_int(item, "id", 0);
+        rule->model_id = (uint64_t)s_json_int(item, "model_id", 0);
+        rule->kind = s_json_str(item, "kind", "exact");
+        rule->pattern = s_json_str(item, "pattern", "");
+        rule->provider_id = (uint64_t)s_json_int(item, "provider_id", 0);
+        rule->priority = (int)s_json_int(item, "priority", 0);
+        rule->weight = (int)s_json_int(item, "weight", 1);
+    }
+    array = s_json_array(root, "provider_models", (void **)&self->provider_models,
+                         sizeof *self->provider_models);
+    json_array_foreach(array, i, item) {
+        proto_provider_model_t *entry = &self->provider_models[self->provider_model_count++];
+        entry->provider_id = (uint64_t)s_json_int(item, "provider_id", 0);
+        entry->name = s_json_str(item, "name", "");
+    }
+    json_decref(root);
+    qsort(self->accounts, self->account_count, sizeof *self->accounts, s_compare_proto_account_t);
+    qsort(self->keys, self->key_count, sizeof *self->keys, s_compare_proto_api_key_t);
+    qsort(self->providers, self->provider_count, sizeof *self->providers,
+          s_compare_proto_provider_t);
+    qsort(self->provider_keys, self->provider_key_count, sizeof *self->provider_keys,
+          s_compare_proto_provider_key_t);
+    qsort(self->models, self->model_count, sizeof *self->models, s_compare_proto_model_t);
+    qsort(self->routes, self->route_count, sizeof *self->routes, s_compare_route);
+    qsort(self->rules, self->rule_count, sizeof *self->rules, s_compare_rule);
+    qsort(self->provider_models, self->provider_model_count, sizeof *self->provider_models,
+          s_compare_provider_model);
+    //  The name indexes point into the arrays: build them after sorting.
+    for (i = 0; i < self->key_count; i++)
+        zhashx_insert(self->keys_by_hash, self->keys[i].hash, &self->keys[i]);
+    for (i = 0; i < self->model_count; i++)
+        zhashx_insert(self->models_by_name, self->models[i].name, &self->models[i]);
     return self;
 }
 
@@ -531,4 +886,52 @@ bool proto_catalog_key_allows(proto_catalog_t *self, const proto_api_key_t *key,
     const proto_account_t *account = proto_catalog_account(self, key->account_id);
     return account && proto_model_list_allows(&key->models, model)
            && proto_model_list_allows(&account->models, model);
+}
+
+size_t proto_catalog_provider_count(proto_catalog_t *self)
+{
+    return self->provider_count;
+}
+
+const proto_provider_t *proto_catalog_provider_at(proto_catalog_t *self, size_t index)
+{
+    return index < self->provider_count ? &self->providers[index] : NULL;
+}
+
+size_t proto_catalog_rule_count(proto_catalog_t *self)
+{
+    return self->rule_count;
+}
+
+const proto_mapping_rule_t *proto_catalog_rule_at(proto_catalog_t *self, size_t index)
+{
+    return index < self->rule_count ? &self->rules[index] : NULL;
+}
+
+size_t proto_catalog_provider_model_count(proto_catalog_t *self)
+{
+    return self->provider_model_count;
+}
+
+const proto_provider_model_t *proto_catalog_provider_model_at(proto_catalog_t *self,
+                                                              size_t index)
+{
+    return index < self->provider_model_count ? &self->provider_models[index] : NULL;
+}
+
+const proto_provider_t *proto_catalog_provider_by_name(proto_catalog_t *self, const char *name)
+{
+    //  A handful of providers: a scan is cheaper than keeping an index.
+    for (size_t i = 0; i < self->provider_count; i++)
+        if (strcmp(self->providers[i].name, name) == 0)
+            return &self->providers[i];
+    return NULL;
+}
+
+bool proto_tags_has(const proto_tags_t *tags, const char *tag)
+{
+    for (size_t i = 0; i < tags->count; i++)
+        if (strcasecmp(tags->names[i], tag) == 0)
+            return true;
+    return false;
 }

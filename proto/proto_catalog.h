@@ -22,6 +22,12 @@ typedef struct {
     bool any;       //  true when no list is set: every model is allowed
 } proto_model_list_t;
 
+//  A set of tags, e.g. capabilities ("vision", "tools", "context-1m").
+typedef struct {
+    size_t count;   //  entries in names
+    char **names;   //  the tags, as stored
+} proto_tags_t;
+
 typedef struct {
     int64_t rpm;              //  requests per minute, 0 = no limit
     int64_t tpm;              //  tokens per minute, 0 = no limit
@@ -71,6 +77,11 @@ typedef struct {
     int weight;                   //  share among equals
     bool active;                  //  status = 'active'
     int64_t multiplier_ppm;       //  cost multiplier, parts per million
+    proto_tags_t capabilities;    //  what this key can do (e.g. "context-1m")
+    int64_t max_rps;              //  requests per second across the cluster, 0 = no limit
+    int64_t max_concurrent;       //  requests in flight across the cluster, 0 = no limit
+    char *disabled_reason;        //  why it is disabled, "" when none
+    char *name;                   //  label
 } proto_provider_key_t;
 
 typedef struct {
@@ -88,6 +99,7 @@ typedef struct {
     int64_t long_price_out_micros;     //  long-context output price
     char *scheduling;                  //  scheduling mode
     int64_t created_s;                 //  creation time, epoch seconds
+    proto_tags_t capabilities;         //  what the model offers everywhere it is served
 } proto_model_t;
 
 typedef struct {
@@ -100,6 +112,24 @@ typedef struct {
     bool active;                  //  status = 'active'
 } proto_route_t;
 
+//  A mapping rule: resolves a logical model against providers' model lists.
+typedef struct {
+    uint64_t id;                  //  mapping_rules.id
+    uint64_t model_id;            //  logical model
+    char *kind;                   //  exact, prefix, keyword, regex, exclude_keyword,
+                                  //  include, exclude_provider
+    char *pattern;                //  what it matches
+    uint64_t provider_id;         //  only this provider, 0 = any
+    int priority;                 //  higher first, for pairs it adds
+    int weight;                   //  share among equals, for pairs it adds
+} proto_mapping_rule_t;
+
+//  One model a provider listed when its model list was last fetched.
+typedef struct {
+    uint64_t provider_id;         //  providers.id
+    char *name;                   //  model id at the provider
+} proto_provider_model_t;
+
 typedef struct _proto_catalog_t proto_catalog_t;
 
 //  Loads a snapshot. With secret_key (64 hex) provider secrets are opened;
@@ -110,6 +140,15 @@ proto_catalog_t *proto_catalog_load(PGconn *db, const char *secret_key, char *er
 
 //  An empty catalog (for tests and for a start without a database).
 proto_catalog_t *proto_catalog_new_empty(void);
+
+//  A catalog from JSON, for tests and tools: an object with arrays
+//  "accounts", "keys", "providers", "provider_keys", "models", "routes",
+//  "mapping_rules", "provider_models", each element an object with the
+//  entry's field names (e.g. {"id":1,"name":"p","protocol":"openai"});
+//  absent fields take the schema's defaults, "status" is "active" unless
+//  given, tags are arrays of strings. Returns NULL with a reason in error.
+//  Caller owns return value.
+proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t error_size);
 
 //  Destroys a snapshot; nulls the pointer.
 void proto_catalog_destroy(proto_catalog_t **self_p);
@@ -131,6 +170,22 @@ const proto_route_t *proto_catalog_route_at(proto_catalog_t *self, size_t index)
 size_t proto_catalog_provider_key_count(proto_catalog_t *self);
 const proto_provider_key_t *proto_catalog_provider_key_at(proto_catalog_t *self, size_t index);
 size_t proto_catalog_key_count(proto_catalog_t *self);
+size_t proto_catalog_provider_count(proto_catalog_t *self);
+const proto_provider_t *proto_catalog_provider_at(proto_catalog_t *self, size_t index);
+//  Mapping rules, by model then id.
+size_t proto_catalog_rule_count(proto_catalog_t *self);
+const proto_mapping_rule_t *proto_catalog_rule_at(proto_catalog_t *self, size_t index);
+//  Fetched provider model lists, by provider then name (empty before
+//  migration 0002 or before tollgate-health fetched them).
+size_t proto_catalog_provider_model_count(proto_catalog_t *self);
+const proto_provider_model_t *proto_catalog_provider_model_at(proto_catalog_t *self,
+                                                              size_t index);
+
+//  A provider by name; NULL when absent. Borrowed.
+const proto_provider_t *proto_catalog_provider_by_name(proto_catalog_t *self, const char *name);
+
+//  True when the tag set holds `tag` (exact, case-insensitive).
+bool proto_tags_has(const proto_tags_t *tags, const char *tag);
 
 //  True when a model list allows the name.
 bool proto_model_list_allows(const proto_model_list_t *list, const char *model);

@@ -62,6 +62,14 @@ static const s_type_t s_types[] = {
      B(account_id) | B(key_id) | B(model) | B(status) | B(started_us) | B(cost_micros)},
     {PROTO_MSG_COMMIT, "COMMIT", 0},
     {PROTO_MSG_CONFIG_CHANGED, "CONFIG_CHANGED", B(topic)},
+    {PROTO_MSG_EXPLAIN, "EXPLAIN", B(model)},
+    {PROTO_MSG_EXPLAIN_REPLY, "EXPLAIN_REPLY", B(status)},
+    {PROTO_MSG_BREAKERS, "BREAKERS", 0},
+    {PROTO_MSG_BREAKERS_REPLY, "BREAKERS_REPLY", B(status)},
+    {PROTO_MSG_BREAKER_RESET, "BREAKER_RESET", 0},
+    {PROTO_MSG_STICKY, "STICKY", 0},
+    {PROTO_MSG_STICKY_REPLY, "STICKY_REPLY", B(status)},
+    {PROTO_MSG_STICKY_DELETE, "STICKY_DELETE", B(session)},
 };
 #undef B
 #define S_TYPE_COUNT (sizeof s_types / sizeof s_types[0])
@@ -759,6 +767,7 @@ static proto_msg_t *s_sample(proto_msg_type_t type)
     proto_msg_set_estimated(msg, true);
     proto_msg_set_cost_micros(msg, 987654321);
     proto_msg_set_topic(msg, "keys");
+    proto_msg_set_capabilities(msg, "vision,context-1m");
     return msg;
 }
 

@@ -23,7 +23,8 @@
     ADMIT           ingress -> billing  key_id*, account_id*, model*, stream, tokens_in (estimate)
     ADMIT_REPLY     billing -> ingress  status* (200 = admitted), error_code, error_message,
                                         retry_after_ms, reserve_micros
-    ROUTE           ingress -> router   model*, key_id*, account_id*, client_protocol*, session
+    ROUTE           ingress -> router   model*, key_id*, account_id*, client_protocol*, session,
+                                        capabilities (required tags, comma-separated)
     ROUTE_REPLY     router -> ingress   status* (200 = candidates follow), candidates,
                                         error_code, error_message
     DISPATCH        ingress -> dispatch client_protocol*, model*, stream, candidates*,
@@ -49,6 +50,29 @@
     COMMIT          ledger -> billing,  (request id only) the record is durable in PostgreSQL;
                     billing -> dispatch the sender may forget it
     CONFIG_CHANGED  admin -> all        topic* ("keys", "accounts", "providers", "models", ...)
+
+    Routing administration: admin -> any router (ROUTER router.bind); the
+    answer is JSON text in `meta` (docs/routing.md shows the shapes).
+    EXPLAIN         admin -> router     model*, key_id, account_id, session, capabilities:
+                                        a route decision that changes nothing
+    EXPLAIN_REPLY   router -> admin     status* (200; 404/503 when nothing routes, meta
+                                        still explains), meta {model, mode, candidates
+                                        [{rank, provider_id, provider_key_id,
+                                        upstream_model, score, ...}], excluded [{..., why,
+                                        detail}], last_resort}
+    BREAKERS        admin -> router     (none): list breakers that are not closed
+    BREAKERS_REPLY  router -> admin     status*, meta {breakers: [{layer, state, reason,
+                                        provider_key_id | provider_id + upstream_model,
+                                        opened_at_ms, reopens_at_ms}]}
+    BREAKER_RESET   admin -> router     provider_key_id (key layer) or provider_id +
+                                        upstream_model (model layer): close it in every
+                                        router; answered with BREAKERS_REPLY
+    STICKY          admin -> router     session (optional filter): list bindings
+    STICKY_REPLY    router -> admin     status*, meta {bindings: [{session, provider_id,
+                                        provider_key_id, upstream_model, bound_at_ms,
+                                        expires_at_ms}]} or {deleted: n}
+    STICKY_DELETE   admin -> router     session*: drop the binding in every router;
+                                        answered with STICKY_REPLY
 */
 #ifndef PROTO_MSG_H_INCLUDED
 #define PROTO_MSG_H_INCLUDED
@@ -82,7 +106,15 @@
     X(SETTLE, 20)                                                                                  \
     X(ENTRY, 21)                                                                                   \
     X(COMMIT, 22)                                                                                  \
-    X(CONFIG_CHANGED, 23)
+    X(CONFIG_CHANGED, 23)                                                                          \
+    X(EXPLAIN, 40)                                                                                 \
+    X(EXPLAIN_REPLY, 41)                                                                           \
+    X(BREAKERS, 42)                                                                                \
+    X(BREAKERS_REPLY, 43)                                                                          \
+    X(BREAKER_RESET, 44)                                                                           \
+    X(STICKY, 45)                                                                                  \
+    X(STICKY_REPLY, 46)                                                                            \
+    X(STICKY_DELETE, 47)
 
 typedef enum {
 #define X(name, id) PROTO_MSG_##name = id,
@@ -127,7 +159,8 @@ typedef enum {
     X(attempts, 32, U64)                                                                           \
     X(estimated, 33, BOOL)                                                                         \
     X(cost_micros, 34, I64)                                                                        \
-    X(topic, 35, STR)
+    X(topic, 35, STR)                                                                              \
+    X(capabilities, 48, STR)
 
 typedef enum {
 #define X(name, id, kind) PROTO_FIELD_##name = id,

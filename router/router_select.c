@@ -5,6 +5,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#define S_OPTIONS_MAX 512 //  (pair, key) combinations considered per decision
+#define S_CAPS_MAX 16     //  required capabilities per request
 
 void router_rng_seed(router_rng_t *rng, uint64_t seed)
 {
@@ -21,113 +25,890 @@ uint64_t router_rng_next(router_rng_t *rng)
     return x * 0x2545f4914f6cdd1dULL;
 }
 
-//  One candidate before ordering.
+static const char *s_mode_names[] = {"priority", "key_priority", "weighted",
+                                     "latency",  "cost",         "reliability"};
+
+router_mode_t router_mode_parse(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof s_mode_names / sizeof s_mode_names[0]; i++)
+        if (strcmp(name, s_mode_names[i]) == 0)
+            return (router_mode_t)i;
+    return ROUTER_MODE_PRIORITY;
+}
+
+const char *router_mode_name(router_mode_t mode)
+{
+    return (size_t)mode < sizeof s_mode_names / sizeof s_mode_names[0] ? s_mode_names[mode] : "?";
+}
+
+//  One (pair, key) candidate while deciding.
 typedef struct {
-    proto_candidate_t candidate; //  what goes on the wire
-    int priority[3];             //  route, provider, key priority
-    int weight;                  //  route weight x key weight
-    uint64_t draw;               //  weighted-random sort key within a tier
+    proto_candidate_t candidate;      //  what goes on the wire
+    const router_pair_t *pair;        //  where the pair came from
+    const proto_provider_t *provider; //  its provider
+    const proto_provider_key_t *key;  //  its key
+    int64_t tier[3];                  //  ordering keys, higher first
+    int weight;                       //  share within equal tiers
+    uint64_t draw;                    //  random order within equal tiers
+    router_breaker_verdict_t breaker; //  breaker verdict
+    bool have_stat;                   //  stat is known
+    router_stat_t stat;               //  health, when known
+    const char *why;                  //  exclusion class, NULL when eligible
+    char detail[160];                 //  exclusion detail for explain
 } s_option_t;
 
 static int s_compare(const void *a, const void *b)
 {
     const s_option_t *left = a, *right = b;
     for (int i = 0; i < 3; i++)
-        if (left->priority[i] != right->priority[i])
-            return left->priority[i] > right->priority[i] ? -1 : 1;
+        if (left->tier[i] != right->tier[i])
+            return left->tier[i] > right->tier[i] ? -1 : 1;
     if (left->draw != right->draw)
         return left->draw > right->draw ? -1 : 1;
     return 0;
 }
 
-//  Weighted random order by "exponential keys": each option draws
-//  u^(1/weight) and the largest comes first (Efraimidis-Spirakis). We keep it
-//  in integers: compare -ln(u)/w by drawing u uniformly and scaling, which
-//  for small weights is close enough; done in double only for the sort key.
+//  Weighted random order by exponential keys (Efraimidis-Spirakis): each
+//  option draws u^(1/weight) and the largest comes first, so an option's
+//  chance of leading equals its share of the total weight.
 static uint64_t s_draw(router_rng_t *rng, int weight)
 {
     if (weight <= 0)
         return 0; //  weight 0: only when nothing else is left
     double u = ((double)(router_rng_next(rng) >> 11) + 1.0) / 9007199254740993.0;
-    //  key = u^(1/w) in (0,1]; map to an integer for a stable compare.
     double key = pow(u, 1.0 / weight);
     return (uint64_t)(key * 18446744073709549568.0);
 }
 
-int router_select(proto_catalog_t *catalog, const char *model_name, router_rng_t *rng,
-                  proto_candidate_t *out, size_t max)
+//  Log buckets of about 10%: latencies within a bucket count as equal.
+static int64_t s_latency_bucket(uint64_t us)
 {
-    const proto_model_t *model = proto_catalog_model_by_name(catalog, model_name);
-    if (!model || !model->active)
-        return -1;
-    s_option_t options[PROTO_MSG_CANDIDATES_MAX];
+    return (int64_t)floor(log((double)us / 1000.0 + 1.0) / log(1.1));
+}
+
+//  Splits "a, b,c" into trimmed tags.
+static size_t s_split_caps(const char *text, char caps[][64], size_t max)
+{
     size_t count = 0;
-    size_t routes = proto_catalog_route_count(catalog);
-    size_t keys = proto_catalog_provider_key_count(catalog);
-    for (size_t r = 0; r < routes; r++) {
-        const proto_route_t *route = proto_catalog_route_at(catalog, r);
-        if (route->model_id != model->id || !route->active)
+    while (text && *text && count < max) {
+        while (*text == ' ' || *text == ',')
+            text++;
+        size_t length = strcspn(text, ",");
+        size_t trimmed = length;
+        while (trimmed && text[trimmed - 1] == ' ')
+            trimmed--;
+        if (trimmed) {
+            snprintf(caps[count], 64, "%.*s", (int)(trimmed < 63 ? trimmed : 63), text);
+            count++;
+        }
+        text += length;
+    }
+    return count;
+}
+
+//  Resolution of the requested name.
+typedef struct {
+    const proto_model_t *model;                  //  logical model, or NULL
+    const proto_provider_t *pinned;              //  "provider/..." pin, or NULL
+    const router_pair_t *pairs;                  //  pairs to expand
+    size_t count;                                //  how many
+    router_pair_t own[PROTO_MSG_CANDIDATES_MAX]; //  storage for pinned / listed pairs
+    const char *how;                             //  "model", "pinned", "zero_config"
+} s_resolved_t;
+
+//  Returns 0, or 404 when the name resolves to nothing at all.
+static int s_resolve(const router_context_t *context, const char *name, s_resolved_t *out)
+{
+    proto_catalog_t *catalog = context->catalog;
+    memset(out, 0, sizeof *out);
+    out->model = proto_catalog_model_by_name(catalog, name);
+    if (out->model) {
+        out->how = "model";
+        out->pairs = router_map_pairs(context->map, out->model->id, &out->count);
+        return out->model->active ? 0 : 404;
+    }
+    const char *slash = strchr(name, '/');
+    if (slash && slash > name && (size_t)(slash - name) < 128) {
+        char provider_name[128];
+        snprintf(provider_name, sizeof provider_name, "%.*s", (int)(slash - name), name);
+        out->pinned = proto_catalog_provider_by_name(catalog, provider_name);
+    }
+    if (out->pinned) {
+        const char *rest = slash + 1;
+        out->how = "pinned";
+        const proto_model_t *model = proto_catalog_model_by_name(catalog, rest);
+        if (model) {
+            out->model = model;
+            if (!model->active)
+                return 404;
+            size_t count;
+            const router_pair_t *pairs = router_map_pairs(context->map, model->id, &count);
+            for (size_t i = 0; i < count && out->count < PROTO_MSG_CANDIDATES_MAX; i++)
+                if (pairs[i].provider_id == out->pinned->id)
+                    out->own[out->count++] = pairs[i];
+        } else if (router_map_zero_config(context->map) && *rest && strlen(rest) < 128 &&
+                   router_map_lists(context->map, out->pinned->id, rest)) {
+            router_pair_t *pair = &out->own[out->count++];
+            memset(pair, 0, sizeof *pair);
+            pair->provider_id = out->pinned->id;
+            pair->weight = 1;
+            pair->source = ROUTER_SOURCE_ZERO;
+            pair->active = true;
+            snprintf(pair->upstream_model, sizeof pair->upstream_model, "%s", rest);
+        } else
+            return 404;
+        out->pairs = out->own;
+        return 0;
+    }
+    out->how = "zero_config";
+    out->count = strlen(name) < 128
+                     ? router_map_listing(context->map, name, out->own, PROTO_MSG_CANDIDATES_MAX)
+                     : 0;
+    out->pairs = out->own;
+    return out->count ? 0 : 404;
+}
+
+//  Fills an option's ordering keys for the mode.
+static void s_score(const router_context_t *context, router_mode_t mode, s_option_t *option,
+                    uint64_t mean_ttfb_us, uint32_t mean_success_ppm)
+{
+    const router_pair_t *pair = option->pair;
+    int combined = pair->weight * option->provider->weight * option->key->weight;
+    switch (mode) {
+    case ROUTER_MODE_PRIORITY:
+        option->tier[0] = pair->priority;
+        option->tier[1] = option->provider->priority;
+        option->tier[2] = option->key->priority;
+        option->weight = combined;
+        break;
+    case ROUTER_MODE_KEY_PRIORITY:
+        option->tier[0] = option->key->priority;
+        option->weight = option->key->weight;
+        break;
+    case ROUTER_MODE_WEIGHTED:
+        option->weight = combined;
+        break;
+    case ROUTER_MODE_LATENCY: {
+        uint64_t ttfb = option->have_stat ? (option->stat.ttfb_us ? option->stat.ttfb_us
+                                                                  : option->stat.latency_us)
+                                          : mean_ttfb_us;
+        option->tier[0] = -s_latency_bucket(ttfb);
+        option->weight = 1;
+        break;
+    }
+    case ROUTER_MODE_COST:
+        option->tier[0] = -option->key->multiplier_ppm;
+        option->weight = 1;
+        break;
+    case ROUTER_MODE_RELIABILITY: {
+        uint32_t ppm = option->have_stat ? option->stat.success_ppm : mean_success_ppm;
+        option->tier[0] = ppm / 10000;
+        option->weight = 1;
+        break;
+    }
+    }
+    option->draw = s_draw(context->rng, option->weight);
+}
+
+static json_t *s_option_json(proto_catalog_t *catalog, const s_option_t *option, router_mode_t mode)
+{
+    json_t *item = json_pack(
+        "{s:I, s:s, s:I, s:s, s:s, s:s}", "provider_id", (json_int_t)option->candidate.provider_id,
+        "provider", option->provider->name, "provider_key_id",
+        (json_int_t)option->candidate.provider_key_id, "key",
+        option->key->name ? option->key->name : "", "upstream_model",
+        option->candidate.upstream_model, "source", router_source_name(option->pair->source));
+    if (option->pair->rule_id)
+        json_object_set_new(item, "rule_id", json_integer((json_int_t)option->pair->rule_id));
+    if (option->pair->route_id)
+        json_object_set_new(item, "route_id", json_integer((json_int_t)option->pair->route_id));
+    return item;
+}
+
+static void s_explain_score(json_t *item, const s_option_t *option, router_mode_t mode,
+                            uint64_t mean_ttfb_us, uint32_t mean_success_ppm)
+{
+    json_t *score = json_object();
+    switch (mode) {
+    case ROUTER_MODE_PRIORITY:
+        json_object_set_new(score, "route_priority", json_integer(option->tier[0]));
+        json_object_set_new(score, "provider_priority", json_integer(option->tier[1]));
+        json_object_set_new(score, "key_priority", json_integer(option->tier[2]));
+        json_object_set_new(score, "weight", json_integer(option->weight));
+        break;
+    case ROUTER_MODE_KEY_PRIORITY:
+        json_object_set_new(score, "key_priority", json_integer(option->tier[0]));
+        json_object_set_new(score, "weight", json_integer(option->weight));
+        break;
+    case ROUTER_MODE_WEIGHTED:
+        json_object_set_new(score, "weight", json_integer(option->weight));
+        break;
+    case ROUTER_MODE_LATENCY:
+        json_object_set_new(
+            score, "ttfb_us",
+            json_integer((json_int_t)(option->have_stat
+                                          ? (option->stat.ttfb_us ? option->stat.ttfb_us
+                                                                  : option->stat.latency_us)
+                                          : mean_ttfb_us)));
+        json_object_set_new(score, "measured", json_boolean(option->have_stat));
+        json_object_set_new(score, "bucket", json_integer(-option->tier[0]));
+        break;
+    case ROUTER_MODE_COST:
+        json_object_set_new(score, "multiplier_ppm", json_integer(option->key->multiplier_ppm));
+        break;
+    case ROUTER_MODE_RELIABILITY:
+        json_object_set_new(
+            score, "success_ppm",
+            json_integer(option->have_stat ? option->stat.success_ppm : mean_success_ppm));
+        json_object_set_new(score, "measured", json_boolean(option->have_stat));
+        break;
+    }
+    json_object_set_new(item, "score", score);
+    json_object_set_new(item, "breaker",
+                        json_string(router_breaker_state_name(option->breaker.state)));
+}
+
+//  Moves the options at `indexes` (ascending positions) so that those with
+//  `preferred` model come first among them, keeping their slots.
+static void s_prefer_within(s_option_t *options, const size_t *indexes, size_t count,
+                            const char *preferred)
+{
+    s_option_t reordered[PROTO_MSG_CANDIDATES_MAX];
+    size_t filled = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < count; i++) {
+            bool match = strcmp(options[indexes[i]].candidate.upstream_model, preferred) == 0;
+            if ((pass == 0) == match)
+                reordered[filled++] = options[indexes[i]];
+        }
+    for (size_t i = 0; i < count; i++)
+        options[indexes[i]] = reordered[i];
+}
+
+static void s_fail(router_decision_t *decision, int status, const char *code, const char *format,
+                   const char *model)
+{
+    decision->status = status;
+    decision->error_code = code;
+    snprintf(decision->error_message, sizeof decision->error_message, format, model);
+}
+
+void router_select_decide(const router_context_t *context, const router_request_t *request,
+                          router_decision_t *decision, json_t *explain)
+{
+    proto_catalog_t *catalog = context->catalog;
+    memset(decision, 0, sizeof *decision);
+    const char *name = request->model ? request->model : "";
+    s_resolved_t *resolved = malloc(sizeof *resolved);
+    s_option_t *options = malloc(S_OPTIONS_MAX * sizeof *options);
+    assert(resolved && options);
+    int rc = s_resolve(context, name, resolved);
+    decision->mode = router_mode_parse(resolved->model ? resolved->model->scheduling : NULL);
+    if (explain) {
+        json_object_set_new(explain, "model", json_string(name));
+        json_object_set_new(explain, "mode", json_string(router_mode_name(decision->mode)));
+        json_object_set_new(explain, "resolved", json_string(resolved->how ? resolved->how : ""));
+        if (resolved->pinned)
+            json_object_set_new(explain, "pinned_provider", json_string(resolved->pinned->name));
+    }
+    if (rc != 0) {
+        s_fail(decision, 404, "model_not_found",
+               "The model '%.200s' does not exist or you do not have access to it.", name);
+        goto done;
+    }
+    char caps[S_CAPS_MAX][64];
+    size_t cap_count = s_split_caps(request->capabilities, caps, S_CAPS_MAX);
+
+    //  Expand pairs to keys and judge each.
+    size_t count = 0;
+    size_t key_count = proto_catalog_provider_key_count(catalog);
+    for (size_t p = 0; p < resolved->count; p++) {
+        const router_pair_t *pair = &resolved->pairs[p];
+        const proto_provider_t *provider = proto_catalog_provider(catalog, pair->provider_id);
+        if (!provider)
             continue;
-        const proto_provider_t *provider = proto_catalog_provider(catalog, route->provider_id);
-        if (!provider || !provider->active)
-            continue;
-        for (size_t k = 0; k < keys && count < PROTO_MSG_CANDIDATES_MAX; k++) {
+        for (size_t k = 0; k < key_count && count < S_OPTIONS_MAX; k++) {
             const proto_provider_key_t *key = proto_catalog_provider_key_at(catalog, k);
-            if (key->provider_id != provider->id || !key->active)
+            if (key->provider_id != provider->id)
                 continue;
             s_option_t *option = &options[count++];
             memset(option, 0, sizeof *option);
+            option->pair = pair;
+            option->provider = provider;
+            option->key = key;
             option->candidate.provider_id = provider->id;
             option->candidate.provider_key_id = key->id;
             option->candidate.upstream_protocol = (uint32_t)provider->protocol;
             snprintf(option->candidate.upstream_model, sizeof option->candidate.upstream_model,
-                     "%s", route->upstream_model);
-            option->priority[0] = route->priority;
-            option->priority[1] = provider->priority;
-            option->priority[2] = key->priority;
-            option->weight = route->weight * provider->weight * key->weight;
-            option->draw = s_draw(rng, option->weight);
+                     "%s", pair->upstream_model);
+            if (!provider->active || !pair->active || !key->active) {
+                option->why = "disabled";
+                snprintf(option->detail, sizeof option->detail, "%s",
+                         !provider->active ? "provider disabled"
+                         : !pair->active   ? "route disabled"
+                                           : "key disabled");
+                if (provider->active && pair->active && key->disabled_reason &&
+                    *key->disabled_reason)
+                    snprintf(option->detail, sizeof option->detail, "key disabled: %.140s",
+                             key->disabled_reason);
+                continue;
+            }
+            for (size_t c = 0; c < cap_count && !option->why; c++)
+                if (!proto_tags_has(&key->capabilities, caps[c]) &&
+                    !(resolved->model && proto_tags_has(&resolved->model->capabilities, caps[c]))) {
+                    option->why = "capability";
+                    snprintf(option->detail, sizeof option->detail, "lacks %s", caps[c]);
+                }
+            if (option->why)
+                continue;
+            if (context->breaker) {
+                option->breaker =
+                    router_breaker_check(context->breaker, provider->id, key->id,
+                                         pair->upstream_model, request->now_ms, !request->dry_run);
+                if (option->breaker.state == ROUTER_BREAKER_OPEN ||
+                    option->breaker.state == ROUTER_BREAKER_DISABLED) {
+                    option->why = "breaker";
+                    snprintf(option->detail, sizeof option->detail, "%s %s (%s)%s",
+                             option->breaker.key_layer ? "key" : "model",
+                             router_breaker_state_name(option->breaker.state),
+                             option->breaker.reason,
+                             option->breaker.state == ROUTER_BREAKER_OPEN ? ", cooling down" : "");
+                    continue;
+                }
+            }
+            uint64_t retry_ms = 0;
+            const char *limit_why = NULL;
+            if (context->limit &&
+                !router_limit_allows(context->limit, key->id, key->max_rps, key->max_concurrent,
+                                     request->now_ms, &limit_why, &retry_ms)) {
+                option->why = "limit";
+                snprintf(option->detail, sizeof option->detail, "%s", limit_why);
+                if (!decision->retry_after_ms || retry_ms < decision->retry_after_ms)
+                    decision->retry_after_ms = retry_ms;
+            }
         }
     }
-    qsort(options, count, sizeof options[0], s_compare);
-    size_t written = count < max ? count : max;
-    for (size_t i = 0; i < written; i++)
-        out[i] = options[i].candidate;
-    return (int)written;
+
+    //  Health, for the modes that use it; unknowns count as the mean.
+    uint64_t ttfb_sum = 0, ppm_sum = 0, known = 0;
+    for (size_t i = 0; i < count && context->stats; i++) {
+        s_option_t *option = &options[i];
+        option->have_stat =
+            router_stats_get(context->stats, option->candidate.provider_id,
+                             option->candidate.provider_key_id, option->candidate.upstream_model,
+                             request->now_ms, context->stats_max_age_ms, &option->stat);
+        if (option->have_stat && !option->why) {
+            ttfb_sum += option->stat.ttfb_us ? option->stat.ttfb_us : option->stat.latency_us;
+            ppm_sum += option->stat.success_ppm;
+            known++;
+        }
+    }
+    uint64_t mean_ttfb = known ? ttfb_sum / known : 0;
+    uint32_t mean_ppm = known ? (uint32_t)(ppm_sum / known) : 1000000;
+    for (size_t i = 0; i < count; i++)
+        s_score(context, decision->mode, &options[i], mean_ttfb, mean_ppm);
+    qsort(options, count, sizeof *options, s_compare);
+
+    //  Eligible options to the front, in order; the excluded keep theirs.
+    s_option_t *eligible = malloc((count + 1) * sizeof *eligible);
+    assert(eligible);
+    size_t eligible_count = 0;
+    bool any_open = false, any_limited = false;
+    for (size_t i = 0; i < count; i++) {
+        if (!options[i].why)
+            eligible[eligible_count++] = options[i];
+        any_open = any_open || (options[i].why && strcmp(options[i].why, "breaker") == 0 &&
+                                options[i].breaker.state == ROUTER_BREAKER_OPEN);
+        any_limited = any_limited || (options[i].why && strcmp(options[i].why, "limit") == 0);
+    }
+    if (eligible_count > PROTO_MSG_CANDIDATES_MAX)
+        eligible_count = PROTO_MSG_CANDIDATES_MAX;
+
+    //  Stickiness: a live binding whose candidate is eligible leads; one
+    //  whose candidate is not any more is dropped, to be chosen afresh.
+    const router_binding_t *binding =
+        context->sticky ? router_sticky_get(context->sticky, request->session, request->now_ms)
+                        : NULL;
+    if (binding) {
+        size_t found = eligible_count;
+        for (size_t i = 0; i < eligible_count; i++)
+            if (eligible[i].candidate.provider_id == binding->provider_id &&
+                eligible[i].candidate.provider_key_id == binding->provider_key_id &&
+                strcmp(eligible[i].candidate.upstream_model, binding->upstream_model) == 0)
+                found = i;
+        if (found < eligible_count) {
+            s_option_t bound = eligible[found];
+            memmove(&eligible[1], &eligible[0], found * sizeof *eligible);
+            eligible[0] = bound;
+            decision->sticky = true;
+        } else if (!request->dry_run)
+            router_sticky_drop(context->sticky, request->session);
+        if (explain)
+            json_object_set_new(explain, "binding",
+                                json_pack("{s:I, s:I, s:s, s:b}", "provider_id",
+                                          (json_int_t)binding->provider_id, "provider_key_id",
+                                          (json_int_t)binding->provider_key_id, "upstream_model",
+                                          binding->upstream_model, "used", found < eligible_count));
+    }
+    //  Per client key: the model that last served it well at each provider
+    //  goes ahead of that provider's other models (not ahead of a binding).
+    if (context->sticky && request->key_id) {
+        size_t start = decision->sticky ? 1 : 0;
+        for (size_t i = start; i < eligible_count; i++) {
+            uint64_t provider_id = eligible[i].candidate.provider_id;
+            bool first_of_provider = true;
+            for (size_t j = start; j < i; j++)
+                first_of_provider =
+                    first_of_provider && eligible[j].candidate.provider_id != provider_id;
+            if (!first_of_provider)
+                continue;
+            const char *preferred = router_sticky_preferred(context->sticky, request->key_id,
+                                                            provider_id, request->now_ms);
+            if (!preferred)
+                continue;
+            size_t indexes[PROTO_MSG_CANDIDATES_MAX], n = 0;
+            for (size_t j = i; j < eligible_count; j++)
+                if (eligible[j].candidate.provider_id == provider_id)
+                    indexes[n++] = j;
+            s_prefer_within(eligible, indexes, n, preferred);
+        }
+    }
+
+    if (eligible_count == 0 && any_open) {
+        //  Every usable candidate is cooling down: the best of them goes
+        //  alone. Its success closes its breaker; its failure changes nothing.
+        for (size_t i = 0; i < count; i++)
+            if (options[i].why && strcmp(options[i].why, "breaker") == 0 &&
+                options[i].breaker.state == ROUTER_BREAKER_OPEN) {
+                eligible[eligible_count++] = options[i];
+                options[i].why = NULL; //  listed as a candidate, not as excluded
+                break;
+            }
+        decision->last_resort = true;
+    }
+    for (size_t i = 0; i < eligible_count; i++)
+        decision->candidates[i] = eligible[i].candidate;
+    decision->count = eligible_count;
+    if (eligible_count) {
+        decision->status = 200;
+        decision->retry_after_ms = 0;
+    } else if (any_limited)
+        s_fail(decision, 429, "provider_limit",
+               "Every provider for model '%.200s' is at its request limit; retry later.", name);
+    else
+        s_fail(decision, 503, "no_provider", "No provider is available for model '%.200s'.", name);
+
+    if (decision->status == 200 && !request->dry_run) {
+        const proto_candidate_t *first = &decision->candidates[0];
+        //  A new session binds to its first choice at once (the OUTCOME
+        //  confirms or moves it); a used binding's expiry starts over.
+        if (context->sticky && request->session && *request->session && !decision->last_resort)
+            router_sticky_bind(context->sticky, request->session, first->provider_id,
+                               first->provider_key_id, first->upstream_model, request->now_ms);
+        if (context->limit)
+            router_limit_start(context->limit, request->request_id, first->provider_key_id,
+                               eligible[0].key->max_rps, request->now_ms);
+    }
+
+    if (explain) {
+        json_t *listed = json_array();
+        for (size_t i = 0; i < eligible_count; i++) {
+            json_t *item = s_option_json(catalog, &eligible[i], decision->mode);
+            json_object_set_new(item, "rank", json_integer((json_int_t)i + 1));
+            s_explain_score(item, &eligible[i], decision->mode, mean_ttfb, mean_ppm);
+            if (i == 0 && decision->sticky)
+                json_object_set_new(item, "sticky", json_true());
+            if (decision->last_resort)
+                json_object_set_new(item, "last_resort", json_true());
+            json_array_append_new(listed, item);
+        }
+        json_t *excluded = json_array();
+        for (size_t i = 0; i < count; i++) {
+            if (!options[i].why)
+                continue;
+            json_t *item = s_option_json(catalog, &options[i], decision->mode);
+            json_object_set_new(item, "why", json_string(options[i].why));
+            json_object_set_new(item, "detail", json_string(options[i].detail));
+            json_array_append_new(excluded, item);
+        }
+        //  Pairs the mapping rules removed, and under a pin the other providers.
+        size_t removed_count = 0;
+        const router_excluded_t *removed =
+            resolved->model ? router_map_excluded(context->map, resolved->model->id, &removed_count)
+                            : NULL;
+        for (size_t i = 0; i < removed_count; i++)
+            json_array_append_new(
+                excluded, json_pack("{s:I, s:s, s:s, s:I, s:s}", "provider_id",
+                                    (json_int_t)removed[i].provider_id, "upstream_model",
+                                    removed[i].upstream_model, "why", "rule", "rule_id",
+                                    (json_int_t)removed[i].rule_id, "detail", removed[i].reason));
+        if (resolved->pinned && resolved->model) {
+            size_t all_count;
+            const router_pair_t *all =
+                router_map_pairs(context->map, resolved->model->id, &all_count);
+            for (size_t i = 0; i < all_count; i++)
+                if (all[i].provider_id != resolved->pinned->id)
+                    json_array_append_new(
+                        excluded, json_pack("{s:I, s:s, s:s, s:s}", "provider_id",
+                                            (json_int_t)all[i].provider_id, "upstream_model",
+                                            all[i].upstream_model, "why", "pinned", "detail",
+                                            "another provider is pinned"));
+        }
+        json_object_set_new(explain, "candidates", listed);
+        json_object_set_new(explain, "excluded", excluded);
+        json_object_set_new(explain, "last_resort", json_boolean(decision->last_resort));
+        if (cap_count) {
+            json_t *required = json_array();
+            for (size_t c = 0; c < cap_count; c++)
+                json_array_append_new(required, json_string(caps[c]));
+            json_object_set_new(explain, "capabilities", required);
+        }
+    }
+    free(eligible);
+done:
+    if (explain) {
+        json_object_set_new(explain, "status", json_integer(decision->status));
+        if (decision->error_code)
+            json_object_set_new(explain, "error_code", json_string(decision->error_code));
+    }
+    free(options);
+    free(resolved);
 }
 
 //  --------------------------------------------------------------------------
-//  Self test, on a catalog built from SQL-free fixtures through the loader's
-//  own structures is not possible (the catalog is opaque), so the test runs
-//  against PostgreSQL in tests/; here we check the ordering pieces.
+//  Self test: distributions over many decisions on a catalog fixture.
+
+//  Three providers: p1 (priority 10) with keys 11 (prio 1, weight 1) and 12
+//  (prio 1, weight 3); p2 with key 21 (prio 5, multiplier 0.5); p3 with key
+//  31 (multiplier 0.5, capability context-1m). Model "m" goes everywhere.
+static const char *s_fixture =
+    "{\"providers\":["
+    "{\"id\":1,\"name\":\"p1\",\"priority\":10},"
+    "{\"id\":2,\"name\":\"p2\"},"
+    "{\"id\":3,\"name\":\"p3\",\"protocol\":\"anthropic\"},"
+    "{\"id\":4,\"name\":\"off\",\"status\":\"disabled\"}],"
+    "\"provider_keys\":["
+    "{\"id\":11,\"provider_id\":1,\"priority\":1,\"weight\":1,\"name\":\"k11\"},"
+    "{\"id\":12,\"provider_id\":1,\"priority\":1,\"weight\":3,\"name\":\"k12\"},"
+    "{\"id\":21,\"provider_id\":2,\"priority\":5,\"multiplier_ppm\":500000},"
+    "{\"id\":31,\"provider_id\":3,\"multiplier_ppm\":500000,\"capabilities\":[\"context-1m\"]},"
+    "{\"id\":41,\"provider_id\":4},"
+    "{\"id\":13,\"provider_id\":1,\"status\":\"disabled\",\"disabled_reason\":\"upstream 401\"}],"
+    "\"models\":[{\"id\":1,\"name\":\"m\"},{\"id\":2,\"name\":\"gone\",\"status\":\"disabled\"}],"
+    "\"routes\":["
+    "{\"id\":1,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"m-up\"},"
+    "{\"id\":2,\"model_id\":1,\"provider_id\":2,\"upstream_model\":\"m-up\"},"
+    "{\"id\":3,\"model_id\":1,\"provider_id\":3,\"upstream_model\":\"m-anth\"},"
+    "{\"id\":4,\"model_id\":1,\"provider_id\":4,\"upstream_model\":\"m-up\"}],"
+    "\"provider_models\":[{\"provider_id\":2,\"name\":\"raw-model\"},"
+    "{\"provider_id\":3,\"name\":\"raw-model\"}]}";
+
+typedef struct {
+    proto_catalog_t *catalog;
+    router_map_t *map;
+    router_breaker_t *breaker;
+    router_sticky_t *sticky;
+    router_stats_t *stats;
+    router_limit_t *limit;
+    router_rng_t rng;
+    router_context_t context;
+} s_bench_t;
+
+//  Builds a catalog with every model's scheduling set to `mode`.
+static void s_bench_init(s_bench_t *bench, const char *mode)
+{
+    memset(bench, 0, sizeof *bench);
+    char *text = NULL;
+    const char *at = strstr(s_fixture, "{\"id\":1,\"name\":\"m\"}");
+    assert(at);
+    assert(asprintf(&text, "%.*s{\"id\":1,\"name\":\"m\",\"scheduling\":\"%s\"}%s",
+                    (int)(at - s_fixture), s_fixture, mode,
+                    at + strlen("{\"id\":1,\"name\":\"m\"}")) > 0);
+    char error[256];
+    bench->catalog = proto_catalog_from_json(text, error, sizeof error);
+    free(text);
+    assert(bench->catalog);
+    bench->map = router_map_build(bench->catalog, true);
+    router_breaker_config_t config = router_breaker_defaults();
+    config.threshold = 1;
+    bench->breaker = router_breaker_new(&config);
+    bench->sticky = router_sticky_new(60000, 60000, 1000);
+    bench->stats = router_stats_new();
+    bench->limit = router_limit_new(1);
+    router_rng_seed(&bench->rng, 12345);
+    bench->context = (router_context_t){.catalog = bench->catalog,
+                                        .map = bench->map,
+                                        .breaker = bench->breaker,
+                                        .sticky = bench->sticky,
+                                        .stats = bench->stats,
+                                        .limit = bench->limit,
+                                        .rng = &bench->rng};
+}
+
+static void s_bench_destroy(s_bench_t *bench)
+{
+    router_map_destroy(&bench->map);
+    proto_catalog_destroy(&bench->catalog);
+    router_breaker_destroy(&bench->breaker);
+    router_sticky_destroy(&bench->sticky);
+    router_stats_destroy(&bench->stats);
+    router_limit_destroy(&bench->limit);
+}
+
+//  Runs `rounds` decisions; counts[key id % 64] += 1 for each first candidate.
+static void s_run(s_bench_t *bench, const char *model, int rounds, int counts[64])
+{
+    memset(counts, 0, 64 * sizeof *counts);
+    for (int i = 0; i < rounds; i++) {
+        router_request_t request = {.model = model, .now_ms = 1000};
+        router_decision_t decision;
+        router_select_decide(&bench->context, &request, &decision, NULL);
+        assert(decision.status == 200 && decision.count > 0);
+        counts[decision.candidates[0].provider_key_id % 64]++;
+    }
+}
+
+//  True when observed/rounds is within tolerance of expected share.
+static bool s_near(int observed, int rounds, double expected, double tolerance)
+{
+    double share = (double)observed / rounds;
+    return share > expected - tolerance && share < expected + tolerance;
+}
 
 void router_select_test(bool verbose)
 {
     if (verbose)
         printf(" * router_select: ");
+    const int rounds = 20000;
+    const double tolerance = 0.02; //  20000 draws: 2 points is > 4 standard deviations
+    int counts[64];
+    s_bench_t bench;
+    router_decision_t decision;
+    router_request_t request = {.model = "m", .now_ms = 1000};
+
+    //  priority: p1 first; within it k12 (weight 3) leads 3:1 over k11.
+    s_bench_init(&bench, "priority");
+    s_run(&bench, "m", rounds, counts);
+    assert(counts[11] + counts[12] == rounds);
+    assert(s_near(counts[12], rounds, 0.75, tolerance));
+    router_select_decide(&bench.context, &request, &decision, NULL);
+    assert(decision.count == 4 && decision.mode == ROUTER_MODE_PRIORITY);
+    assert(decision.candidates[2].provider_key_id == 21 &&
+           decision.candidates[3].provider_key_id == 31);
+    assert(decision.candidates[3].upstream_protocol == PROTO_PROTOCOL_ANTHROPIC &&
+           strcmp(decision.candidates[3].upstream_model, "m-anth") == 0);
+    s_bench_destroy(&bench);
+
+    //  key_priority: k21 (priority 5) beats p1's provider priority.
+    s_bench_init(&bench, "key_priority");
+    s_run(&bench, "m", 1000, counts);
+    assert(counts[21] == 1000);
+    s_bench_destroy(&bench);
+
+    //  weighted: shares 1:3:1:1 over k11, k12, k21, k31.
+    s_bench_init(&bench, "weighted");
+    s_run(&bench, "m", rounds, counts);
+    assert(s_near(counts[11], rounds, 1.0 / 6, tolerance));
+    assert(s_near(counts[12], rounds, 3.0 / 6, tolerance));
+    assert(s_near(counts[21], rounds, 1.0 / 6, tolerance));
+    assert(s_near(counts[31], rounds, 1.0 / 6, tolerance));
+    s_bench_destroy(&bench);
+
+    //  cost: k21 and k31 (half price) tie and split evenly.
+    s_bench_init(&bench, "cost");
+    s_run(&bench, "m", rounds, counts);
+    assert(counts[21] + counts[31] == rounds);
+    assert(s_near(counts[21], rounds, 0.5, tolerance));
+    s_bench_destroy(&bench);
+
+    //  latency: fastest wins; two within 10% share evenly; unknowns count
+    //  as the mean (here slower than the two fast ones).
+    s_bench_init(&bench, "latency");
+    router_stat_t stat = {.state = 1, .success_ppm = 1000000, .updated_ms = 1000};
+    stat.ttfb_us = 100000;
+    router_stats_update(bench.stats, 2, 21, "m-up", &stat);
+    stat.ttfb_us = 102000;
+    router_stats_update(bench.stats, 3, 31, "", &stat);
+    stat.ttfb_us = 900000;
+    router_stats_update(bench.stats, 1, 12, "m-up", &stat);
+    s_run(&bench, "m", rounds, counts);
+    assert(counts[21] + counts[31] == rounds);
+    assert(s_near(counts[21], rounds, 0.5, tolerance));
+    s_bench_destroy(&bench);
+
+    //  reliability: 99% beats 80%; unknowns count as the mean.
+    s_bench_init(&bench, "reliability");
+    stat.success_ppm = 990000;
+    router_stats_update(bench.stats, 1, 11, "m-up", &stat);
+    stat.success_ppm = 800000;
+    router_stats_update(bench.stats, 1, 12, "m-up", &stat);
+    router_stats_update(bench.stats, 2, 21, "m-up", &stat);
+    router_stats_update(bench.stats, 3, 31, "m-anth", &stat);
+    s_run(&bench, "m", 1000, counts);
+    assert(counts[11] == 1000);
+    s_bench_destroy(&bench);
+
+    //  Exclusions, with explain.
+    s_bench_init(&bench, "priority");
+    router_breaker_record(bench.breaker, 1, 12, "m-up", 401, NULL, 0, 1000);
+    router_breaker_record(bench.breaker, 2, 21, "m-up", 500, NULL, 0, 1000);
+    request.capabilities = "";
+    json_t *explain = json_object();
+    request.dry_run = true;
+    router_select_decide(&bench.context, &request, &decision, explain);
+    assert(decision.status == 200 && decision.count == 2);
+    assert(decision.candidates[0].provider_key_id == 11 &&
+           decision.candidates[1].provider_key_id == 31);
+    json_t *excluded = json_object_get(explain, "excluded");
+    int whys[4] = {0}; //  disabled, breaker, capability, other
+    for (size_t i = 0; i < json_array_size(excluded); i++) {
+        const char *why = json_string_value(json_object_get(json_array_get(excluded, i), "why"));
+        whys[strcmp(why, "disabled") == 0 ? 0 : strcmp(why, "breaker") == 0 ? 1 : 3]++;
+    }
+    assert(whys[0] == 2 && whys[1] == 2 && whys[3] == 0); //  k13, k41; k12, k21
+    json_t *first = json_array_get(json_object_get(explain, "candidates"), 0);
+    assert(json_integer_value(json_object_get(first, "rank")) == 1);
+    assert(json_object_get(json_object_get(first, "score"), "route_priority"));
+    json_decref(explain);
+    //  Capability: only k31 has context-1m.
+    request.capabilities = "context-1m";
+    router_select_decide(&bench.context, &request, &decision, NULL);
+    assert(decision.count == 1 && decision.candidates[0].provider_key_id == 31);
+    request.capabilities = "context-1m, vision";
+    router_select_decide(&bench.context, &request, &decision, NULL);
+    assert(decision.status == 503);
+    request.capabilities = NULL;
+
+    //  Last resort: every enabled candidate open -> the best of them alone.
+    router_breaker_record(bench.breaker, 1, 11, "m-up", 502, "timeout", 0, 1000);
+    router_breaker_record(bench.breaker, 3, 31, "m-anth", 503, NULL, 0, 1000);
+    explain = json_object();
+    router_select_decide(&bench.context, &request, &decision, explain);
+    assert(decision.status == 200 && decision.last_resort && decision.count == 1);
+    assert(decision.candidates[0].provider_key_id == 11); //  p1's priority makes it best
+    assert(json_is_true(json_object_get(explain, "last_resort")));
+    json_decref(explain);
+    //  Its success closes its breaker: back to normal.
+    router_breaker_record(bench.breaker, 1, 11, "m-up", 200, NULL, 0, 1001);
+    router_select_decide(&bench.context, &request, &decision, NULL);
+    assert(!decision.last_resort && decision.candidates[0].provider_key_id == 11);
+    //  A disabled key is never the last resort.
+    router_breaker_record(bench.breaker, 1, 11, "m-up", 403, NULL, 0, 1002);
+    router_breaker_record(bench.breaker, 3, 31, "m-anth", 503, NULL, 0, 1002);
+    router_select_decide(&bench.context, &request, &decision, NULL);
+    assert(decision.last_resort && decision.candidates[0].provider_key_id != 11);
+    s_bench_destroy(&bench);
+
+    //  Half-open: the first decision after the cooldown carries the trial,
+    //  the next ones do not, until the trial reports.
+    s_bench_init(&bench, "priority");
+    router_breaker_record(bench.breaker, 1, 11, "m-up", 500, NULL, 0, 1000);
+    router_breaker_record(bench.breaker, 1, 12, "m-up", 500, NULL, 0, 1000);
+    request.now_ms = 1000 + 5000;
+    request.dry_run = false;
+    router_select_decide(&bench.context, &request, &decision, NULL);
+    assert(decision.candidates[0].provider_id == 1); //  the trial
+    router_select_decide(&bench.context, &request, &decision, NULL);
+    assert(decision.candidates[0].provider_id == 2);
+    router_breaker_record(bench.breaker, 1, 11, "m-up", 200, NULL, 0, request.now_ms);
+    router_select_decide(&bench.context, &request, &decision, NULL);
+    assert(decision.candidates[0].provider_id == 1);
+    s_bench_destroy(&bench);
+
+    //  Stickiness: the first choice sticks for the session, across the
+    //  weighted draw; a broken binding is dropped and re-chosen.
+    s_bench_init(&bench, "weighted");
+    request = (router_request_t){.model = "m", .session = "conv-1", .now_ms = 1000};
+    router_select_decide(&bench.context, &request, &decision, NULL);
+    proto_candidate_t bound = decision.candidates[0];
+    for (int i = 0; i < 200; i++) {
+        router_select_decide(&bench.context, &request, &decision, NULL);
+        assert(decision.sticky && decision.candidates[0].provider_key_id == bound.provider_key_id);
+    }
+    router_breaker_record(bench.breaker, bound.provider_id, bound.provider_key_id,
+                          bound.upstream_model, 401, NULL, 0, 1000);
+    router_select_decide(&bench.context, &request, &decision, NULL);
+    assert(!decision.sticky && decision.candidates[0].provider_key_id != bound.provider_key_id);
+    proto_candidate_t rebound = decision.candidates[0];
+    router_select_decide(&bench.context, &request, &decision, NULL);
+    assert(decision.sticky && decision.candidates[0].provider_key_id == rebound.provider_key_id);
+    //  Expiry: a minute later the binding is gone.
+    request.now_ms += 60000;
+    router_select_decide(&bench.context, &request, &decision, NULL);
+    assert(!decision.sticky);
+    s_bench_destroy(&bench);
+
+    //  Per-key preference among one provider's models.
+    const char *two_models =
+        "{\"providers\":[{\"id\":1,\"name\":\"p\"}],\"provider_keys\":[{\"id\":1,"
+        "\"provider_id\":1}],\"models\":[{\"id\":1,\"name\":\"m\"}],\"routes\":["
+        "{\"id\":1,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"a\",\"priority\":1},"
+        "{\"id\":2,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"b\"}]}";
+    char error[256];
+    proto_catalog_t *catalog = proto_catalog_from_json(two_models, error, sizeof error);
+    router_map_t *map = router_map_build(catalog, false);
+    router_sticky_t *sticky = router_sticky_new(60000, 60000, 100);
     router_rng_t rng;
-    router_rng_seed(&rng, 42);
-    //  Weighted draws: weight 3 wins about three times as often as weight 1.
-    int wins = 0;
-    const int rounds = 100000;
-    for (int i = 0; i < rounds; i++)
-        if (s_draw(&rng, 3) > s_draw(&rng, 1))
-            wins++;
-    double share = (double)wins / rounds;
-    assert(share > 0.73 && share < 0.77);
-    //  Weight 0 never beats a positive weight.
-    for (int i = 0; i < 1000; i++)
-        assert(s_draw(&rng, 0) < s_draw(&rng, 1) || s_draw(&rng, 1) == 0);
-    //  Priority dominates the draw.
-    s_option_t options[2] = {{.priority = {0, 0, 0}, .draw = UINT64_MAX},
-                             {.priority = {1, 0, 0}, .draw = 0}};
-    qsort(options, 2, sizeof options[0], s_compare);
-    assert(options[0].priority[0] == 1);
-    //  An empty catalog knows no model.
-    proto_catalog_t *catalog = proto_catalog_new_empty();
-    proto_candidate_t out[4];
-    assert(router_select(catalog, "nope", &rng, out, 4) == -1);
+    router_rng_seed(&rng, 7);
+    router_context_t context = {.catalog = catalog, .map = map, .sticky = sticky, .rng = &rng};
+    request = (router_request_t){.model = "m", .key_id = 5, .now_ms = 1};
+    router_select_decide(&context, &request, &decision, NULL);
+    assert(strcmp(decision.candidates[0].upstream_model, "a") == 0);
+    router_sticky_prefer(sticky, 5, 1, "b", 1);
+    router_select_decide(&context, &request, &decision, NULL);
+    assert(strcmp(decision.candidates[0].upstream_model, "b") == 0 && decision.count == 2);
+    request.key_id = 6;
+    router_select_decide(&context, &request, &decision, NULL);
+    assert(strcmp(decision.candidates[0].upstream_model, "a") == 0);
+    router_sticky_destroy(&sticky);
+    router_map_destroy(&map);
+    proto_catalog_destroy(&catalog);
+
+    //  Names: unknown, disabled, pinned, zero-config listing, limits.
+    s_bench_init(&bench, "priority");
+    request = (router_request_t){.model = "nope", .now_ms = 1000};
+    router_select_decide(&bench.context, &request, &decision, NULL);
+    assert(decision.status == 404 && strcmp(decision.error_code, "model_not_found") == 0);
+    request.model = "gone";
+    router_select_decide(&bench.context, &request, &decision, NULL);
+    assert(decision.status == 404);
+    request.model = "p3/m";
+    router_select_decide(&bench.context, &request, &decision, NULL);
+    assert(decision.status == 200 && decision.count == 1 &&
+           decision.candidates[0].provider_id == 3);
+    request.model = "p2/raw-model";
+    router_select_decide(&bench.context, &request, &decision, NULL);
+    assert(decision.count == 1 && decision.candidates[0].provider_id == 2 &&
+           strcmp(decision.candidates[0].upstream_model, "raw-model") == 0);
+    request.model = "p1/raw-model"; //  p1 does not list it
+    router_select_decide(&bench.context, &request, &decision, NULL);
+    assert(decision.status == 404);
+    request.model = "raw-model";
+    router_select_decide(&bench.context, &request, &decision, NULL);
+    assert(decision.status == 200 && decision.count == 2);
+    s_bench_destroy(&bench);
+
+    const char *limited =
+        "{\"providers\":[{\"id\":1,\"name\":\"p\"}],\"provider_keys\":[{\"id\":1,"
+        "\"provider_id\":1,\"max_rps\":2,\"max_concurrent\":10}],\"models\":[{\"id\":1,"
+        "\"name\":\"m\"}],\"routes\":[{\"id\":1,\"model_id\":1,\"provider_id\":1,"
+        "\"upstream_model\":\"a\"}]}";
+    catalog = proto_catalog_from_json(limited, error, sizeof error);
+    map = router_map_build(catalog, false);
+    router_limit_t *limit = router_limit_new(1);
+    context = (router_context_t){.catalog = catalog, .map = map, .limit = limit, .rng = &rng};
+    request = (router_request_t){.model = "m", .request_id = "r1", .now_ms = 5000};
+    router_select_decide(&context, &request, &decision, NULL);
+    request.request_id = "r2";
+    router_select_decide(&context, &request, &decision, NULL);
+    assert(decision.status == 200);
+    request.request_id = "r3";
+    router_select_decide(&context, &request, &decision, NULL);
+    assert(decision.status == 429 && decision.retry_after_ms > 0);
+    assert(strcmp(decision.error_code, "provider_limit") == 0);
+    router_limit_destroy(&limit);
+    router_map_destroy(&map);
     proto_catalog_destroy(&catalog);
     if (verbose)
-        printf("OK (weight 3 vs 1 won %.3f)\n", share);
+        printf("OK (%d decisions per distribution, tolerance %.0f%%)\n", rounds, tolerance * 100);
 }

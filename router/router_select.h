@@ -1,18 +1,48 @@
-/*  router_select: the route decision, as a pure function of a catalog.
+/*  router_select: the route decision, as a function of the catalog and the
+    router's soft state (breakers, health, bindings, limits).
 
-    A logical model resolves to its active routes; each route to the active
-    keys of its (active) provider. Order: route priority (higher first), then
-    provider priority, then key priority; within equal priority the order is a
-    weighted random shuffle, so load spreads by weight instead of always
-    landing on the first. The result is the ordered candidate list that
-    dispatch fails over along.
+    1. Resolve the requested name to (provider, upstream model) pairs:
+       a logical model's pairs from router_map; "provider/name" pins one
+       provider (name is a logical model, or under zero-config a model the
+       provider lists); any other name, under zero-config, goes to every
+       provider that lists it.
+    2. Expand each pair to the active keys of its provider, and exclude
+       (with the reason, for explain): disabled provider, route or key; a
+       missing required capability (the key's or the logical model's tags);
+       a breaker that is open or disabled; a key at its max_rps or
+       max_concurrent share.
+    3. Order what is left by the model's scheduling mode:
+         priority      route/rule priority, provider priority, key priority;
+                       ties weighted-random by route x provider x key weight
+         key_priority  key priority across all providers; ties by key weight
+         weighted      weighted random over all (route x provider x key weight)
+         latency       EWMA time to first token from health (log buckets of
+                       ~10%, unknown = mean of the known); ties uniform
+         cost          key multiplier_ppm, lowest first; ties uniform
+         reliability   success rate from health (1% buckets, unknown = mean
+                       of the known); ties uniform
+       "Ties uniform" means a fresh random order on every decision, so equal
+       candidates share the load evenly instead of the first taking it all.
+    4. A session's binding, when its candidate is still eligible, goes first
+       (when it is not, the binding is dropped); then, per provider, the
+       model that last served this client key well is preferred over that
+       provider's other models.
+    5. Nothing eligible but some candidates only breaker-open: the best of
+       them goes alone, as the last resort (its success closes the breaker).
+       Nothing eligible but some at their limit: 429. Otherwise 503.
 */
 #ifndef ROUTER_SELECT_H_INCLUDED
 #define ROUTER_SELECT_H_INCLUDED
 
 #include "proto_catalog.h"
 #include "proto_msg.h"
+#include "router_breaker.h"
+#include "router_limit.h"
+#include "router_map.h"
+#include "router_stats.h"
+#include "router_sticky.h"
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -28,13 +58,64 @@ void router_rng_seed(router_rng_t *rng, uint64_t seed);
 //  Next random number.
 uint64_t router_rng_next(router_rng_t *rng);
 
-//  Fills `out` (capacity max) with candidates for `model`. Returns how many,
-//  0 when the model has no usable route, or -1 when the model is unknown or
-//  disabled.
-int router_select(proto_catalog_t *catalog, const char *model, router_rng_t *rng,
-                  proto_candidate_t *out, size_t max);
+typedef enum {
+    ROUTER_MODE_PRIORITY = 0,
+    ROUTER_MODE_KEY_PRIORITY,
+    ROUTER_MODE_WEIGHTED,
+    ROUTER_MODE_LATENCY,
+    ROUTER_MODE_COST,
+    ROUTER_MODE_RELIABILITY,
+} router_mode_t;
 
-//  Self test.
+//  Parses a models.scheduling value; unknown names are "priority".
+router_mode_t router_mode_parse(const char *name);
+
+//  Name of a mode. Static string.
+const char *router_mode_name(router_mode_t mode);
+
+//  What a decision consults. Everything but catalog, map and rng may be NULL.
+typedef struct {
+    proto_catalog_t *catalog;  //  configuration
+    router_map_t *map;         //  resolved pairs of that catalog
+    router_breaker_t *breaker; //  circuit breakers
+    router_sticky_t *sticky;   //  session bindings and key preferences
+    router_stats_t *stats;     //  health per candidate
+    router_limit_t *limit;     //  per-key rate and concurrency shares
+    router_rng_t *rng;         //  tie-breaking
+    uint64_t stats_max_age_ms; //  health older than this is ignored, 0 = keep
+} router_context_t;
+
+//  One request to decide.
+typedef struct {
+    const char *request_id;   //  for limits; may be NULL
+    const char *model;        //  as the client asked
+    uint64_t key_id;          //  client api key, 0 = none
+    const char *session;      //  sticky session, may be NULL or ""
+    const char *capabilities; //  required tags, comma-separated, may be NULL
+    uint64_t now_ms;          //  monotonic clock of the breakers and tables
+    bool dry_run;             //  explain: claim no trial, bind nothing, count nothing
+} router_request_t;
+
+//  The answer.
+typedef struct {
+    int status;                                             //  200, 404, 429 or 503
+    const char *error_code;                                 //  static; NULL on 200
+    char error_message[256];                                //  for the client
+    uint64_t retry_after_ms;                                //  for a 429
+    proto_candidate_t candidates[PROTO_MSG_CANDIDATES_MAX]; //  in order
+    size_t count;                                           //  entries in candidates
+    router_mode_t mode;                                     //  scheduling mode used
+    bool last_resort;                                       //  every candidate was open
+    bool sticky;                                            //  first came from a binding
+} router_decision_t;
+
+//  Decides. With `explain` (a JSON object) it is filled with the model,
+//  mode, every candidate in order with its score, and every excluded one
+//  with why ("rule", "pinned", "disabled", "capability", "breaker", "limit").
+void router_select_decide(const router_context_t *context, const router_request_t *request,
+                          router_decision_t *decision, json_t *explain);
+
+//  Self test: every mode's distribution, exclusions, stickiness, last resort.
 void router_select_test(bool verbose);
 
 #endif

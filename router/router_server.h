@@ -1,9 +1,21 @@
-/*  router_server: the tollgate-router program's state.
+/*  router_server: the tollgate-router program.
 
-    A ROUTER socket on router.bind answers ROUTE with ROUTE_REPLY from the
-    in-memory catalog (router_select). A SUB socket follows the dispatch
-    outcome stream; this first cut counts outcomes, and circuit breakers
-    built on them come with the routing issue.
+    Sockets:
+      ROUTER router.bind          ROUTE -> ROUTE_REPLY; EXPLAIN, BREAKERS,
+                                  BREAKER_RESET, STICKY, STICKY_DELETE from the
+                                  admin API (proto_msg.h)
+      SUB    dispatch.events      OUTCOME of every attempt, from every dispatch:
+                                  feeds the breakers, limits and bindings
+      SUB    health.events        HEALTH per (provider, key, model): feeds the
+                                  latency and reliability modes
+    and two PostgreSQL connections: proto_watch (catalog, LISTEN
+    tollgate_config) and router_store (key disables, LISTEN/NOTIFY
+    tollgate_routing for admin commands every router must apply).
+
+    Every router instance hears the same OUTCOME and HEALTH streams and loads
+    the same catalog, so all of them reach the same breaker states, the same
+    resolved mappings and (after each success) the same session bindings.
+    See docs/routing.md.
 */
 #ifndef ROUTER_SERVER_H_INCLUDED
 #define ROUTER_SERVER_H_INCLUDED

@@ -2,6 +2,7 @@
 #include "billing_book.h"
 #include "billing_committed.h"
 #include "billing_price.h"
+#include "proto_db.h"
 #include "proto_log.h"
 #include "proto_msg.h"
 #include "proto_outbox.h"
@@ -28,6 +29,16 @@ typedef struct {
     uint64_t account_id;                 //  whose money
     int64_t cost_micros;                 //  what it costs
 } s_pending_t;
+
+//  What this month's spend so far is, per key, from the ledger's rollup:
+//  the starting point of the daily and monthly spend caps.
+static const char *s_spend_sql =
+    "SELECT account_id, api_key_id,"
+    " coalesce(sum(cost_micros) FILTER (WHERE day = (now() AT TIME ZONE 'UTC')::date), 0),"
+    " coalesce(sum(cost_micros), 0)"
+    " FROM usage_daily"
+    " WHERE day >= date_trunc('month', now() AT TIME ZONE 'UTC')::date"
+    " GROUP BY account_id, api_key_id";
 
 struct _billing_t {
     proto_service_t *service;       //  the program skeleton (borrowed)
@@ -108,21 +119,31 @@ static void s_admit(billing_t *self, proto_msg_t *request)
     proto_msg_t *reply = proto_msg_reply(request, PROTO_MSG_ADMIT_REPLY);
     const char *model_name = proto_msg_model(request);
     const proto_api_key_t *key = proto_catalog_key(self->catalog, proto_msg_key_id(request));
-    const char *problem = proto_catalog_key_problem(self->catalog, key, proto_loop_wall_us());
+    uint64_t wall_us = proto_loop_wall_us();
+    const char *problem = proto_catalog_key_problem(self->catalog, key, wall_us);
+    const proto_model_t *model = proto_catalog_model_by_name(self->catalog, model_name);
+    char message[S_MODEL_QUOTE_MAX + 128];
     if (self->draining) {
         s_refuse(reply, 503, "draining", "Billing is shutting down; retry the request.");
         proto_msg_set_retry_after_ms(reply, 100);
     } else if (problem) {
         log_info(rid, "admit refused: key %" PRIu64 " is %s", proto_msg_key_id(request), problem);
         s_refuse(reply, 401, "invalid_api_key", s_key_problem_text(problem));
-    } else if (!proto_catalog_key_allows(self->catalog, key, model_name)) {
-        log_info(rid, "admit refused: model '%.*s' not available to key %" PRIu64,
-                 S_MODEL_QUOTE_MAX, model_name, key->id);
-        char message[S_MODEL_QUOTE_MAX + 128];
+    } else if (!model || !model->active) {
+        log_info(rid, "admit refused: model '%.*s' unknown or inactive", S_MODEL_QUOTE_MAX,
+                 model_name);
         snprintf(message, sizeof message,
                  "The model '%.*s' does not exist or you do not have access to it.",
                  S_MODEL_QUOTE_MAX, model_name);
         s_refuse(reply, 404, "model_not_found", message);
+    } else if (!proto_catalog_key_allows(self->catalog, key, model_name)) {
+        //  The model exists but this key (or its account) may not use it:
+        //  403, so the client knows a different key could.
+        log_info(rid, "admit refused: model '%.*s' not allowed for key %" PRIu64, S_MODEL_QUOTE_MAX,
+                 model_name, key->id);
+        snprintf(message, sizeof message, "This API key is not allowed to use the model '%.*s'.",
+                 S_MODEL_QUOTE_MAX, model_name);
+        s_refuse(reply, 403, "model_not_allowed", message);
     } else {
         //  The catalog's key decides the account: ingress' copy of the key
         //  may be older than ours.
@@ -131,15 +152,23 @@ static void s_admit(billing_t *self, proto_msg_t *request)
                      "ADMIT names account %" PRIu64 " but key %" PRIu64 " belongs to %" PRIu64
                      "; using the latter",
                      proto_msg_account_id(request), key->id, key->account_id);
-        const proto_model_t *model = proto_catalog_model_by_name(self->catalog, model_name);
         const proto_account_t *account = proto_catalog_account(self->catalog, key->account_id);
-        int64_t reserve = billing_price_reserve(model, proto_msg_tokens_in(request));
-        billing_book_reserve(self->book, rid, key->account_id, account->balance_micros, reserve,
-                             proto_loop_now_ms());
-        proto_msg_set_status(reply, 200);
-        proto_msg_set_reserve_micros(reply, reserve);
-        log_debug(rid, "admitted key %" PRIu64 " model %s, reserved %" PRId64 " micros", key->id,
-                  model_name, reserve);
+        uint64_t tokens = proto_msg_tokens_in(request);
+        int64_t reserve = billing_price_reserve(model, tokens);
+        billing_denial_t denial;
+        if (billing_book_admit(self->book, rid, account, key, tokens, reserve, proto_loop_now_ms(),
+                               wall_us, &denial)) {
+            proto_msg_set_status(reply, 200);
+            proto_msg_set_reserve_micros(reply, reserve);
+            log_debug(rid, "admitted key %" PRIu64 " model %s, reserved %" PRId64 " micros",
+                      key->id, model_name, reserve);
+        } else {
+            log_info(rid, "admit refused: %s for key %" PRIu64 " account %" PRIu64, denial.code,
+                     key->id, account->id);
+            s_refuse(reply, (uint64_t)denial.status, denial.code, denial.message);
+            if (denial.retry_after_ms)
+                proto_msg_set_retry_after_ms(reply, denial.retry_after_ms);
+        }
     }
     s_count_admit(self, proto_msg_status(reply));
     proto_msg_send(&reply, self->router);
@@ -268,9 +297,12 @@ static void s_settle(billing_t *self, proto_msg_t *settle)
     pending->account_id = proto_msg_account_id(settle);
     pending->cost_micros = cost;
     zhashx_insert(self->pending, rid, pending);
-    const proto_account_t *account = proto_catalog_account(self->catalog, pending->account_id);
-    billing_book_settle(self->book, rid, pending->account_id, account ? account->balance_micros : 0,
-                        cost);
+    uint64_t tokens_used = proto_msg_tokens_in(settle) + proto_msg_tokens_out(settle) +
+                           proto_msg_tokens_cache_read(settle) +
+                           proto_msg_tokens_cache_write(settle);
+    billing_book_settle(self->book, self->catalog, rid, pending->account_id,
+                        proto_msg_key_id(settle), cost, tokens_used, proto_loop_now_ms(),
+                        proto_loop_wall_us());
     proto_metric_add(self->m_settles, 1);
     proto_metric_add(self->m_cost, (double)cost);
     log_debug(rid, "settled status %" PRIu64 ": %" PRId64 " micros", proto_msg_status(settle),
@@ -350,10 +382,41 @@ static void s_catalog(proto_catalog_t **catalog_p, void *arg)
 static void s_sweep(proto_loop_t *loop, int id, void *arg)
 {
     billing_t *self = arg;
-    size_t expired = billing_book_expire(self->book, proto_loop_now_ms(), self->reservation_max_ms);
+    size_t expired = billing_book_expire(self->book, self->catalog, proto_loop_now_ms(),
+                                         self->reservation_max_ms);
     if (expired)
         log_info(NULL, "released %zu reservations that were never settled", expired);
     proto_metric_set(self->m_outbox, (double)proto_outbox_pending(self->outbox));
+}
+
+//  The spend caps' starting point. Read once at start: from then on this
+//  instance counts what it settles (it owns its accounts). Blocking is fine
+//  here, no request is served yet; a failure only leaves the caps counting
+//  from zero, which is logged.
+static void s_load_spend(billing_t *self, proto_config_t *config)
+{
+    char error[512];
+    PGconn *db = proto_db_connect(config, error, sizeof error);
+    if (!db) {
+        log_warn(NULL, "spend caps count from zero: %s", error);
+        return;
+    }
+    PGresult *result = PQexec(db, s_spend_sql);
+    if (PQresultStatus(result) != PGRES_TUPLES_OK) {
+        proto_db_error(db, error, sizeof error);
+        log_warn(NULL, "spend caps count from zero: cannot read usage_daily: %s", error);
+    } else {
+        uint64_t wall_us = proto_loop_wall_us();
+        for (int row = 0; row < PQntuples(result); row++)
+            billing_book_load_spend(self->book, self->catalog,
+                                    strtoull(PQgetvalue(result, row, 0), NULL, 10),
+                                    strtoull(PQgetvalue(result, row, 1), NULL, 10),
+                                    strtoll(PQgetvalue(result, row, 2), NULL, 10),
+                                    strtoll(PQgetvalue(result, row, 3), NULL, 10), wall_us);
+        log_info(NULL, "spend this month loaded for %d key(s)", PQntuples(result));
+    }
+    PQclear(result);
+    PQfinish(db);
 }
 
 static zsock_t *s_socket(int type, int hwm)
@@ -421,6 +484,7 @@ billing_t *billing_new(proto_service_t *service)
         return NULL;
     }
     assert(self->catalog);
+    s_load_spend(self, config);
     proto_loop_add_socket(self->loop, self->router, s_router_ready, self);
     proto_loop_add_socket(self->loop, self->ledger, s_ledger_ready, self);
     self->sweep_timer = proto_loop_add_timer(self->loop, S_SWEEP_MS, true, s_sweep, self);

@@ -9,12 +9,23 @@
     ADMIT -> ADMIT_REPLY
         401 invalid_api_key    key unknown, revoked, disabled, expired, or its
                                account disabled (the message says which)
-        404 model_not_found    model unknown, inactive, or not allowed for the
-                               key or its account
+        404 model_not_found    model unknown or inactive
+        403 model_not_allowed  the model exists, but the key's or its
+                               account's allowed_models leaves it out
+        402 insufficient_balance  balance - reserved - pending is below the
+                               request's reservation (billing_book)
+        429 concurrency_limit_exceeded, rate_limit_exceeded,
+            token_limit_exceeded, spend_limit_exceeded
+                               a key or account limit (billing_limit), with
+                               retry_after_ms
         503 draining           this instance is shutting down
         200                    admitted; reserve_micros is the estimate held
-                               for the request (billing_price_reserve). The
-                               first cut does not refuse on balance.
+                               for the request (billing_price_reserve)
+
+    Sharding: ingress and dispatch pick the billing instance by
+    account_id % (number of billing endpoints), so one instance sees every
+    ADMIT and SETTLE of an account and of its keys, and its memory is the
+    whole truth about them (docs/billing.md).
 
     SETTLE -> (ENTRY to the ledger) -> COMMIT back to the settler
         Idempotent settlement, in three cases by request id:

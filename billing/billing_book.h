@@ -1,27 +1,32 @@
-/*  billing_book: per-account money in a billing instance's memory.
+/*  billing_book: per-account money and per-key and per-account limits in a
+    billing instance's memory.
 
     For every account this instance has seen it keeps
         balance_micros   the balance PostgreSQL had when the catalog was
                          loaded, minus costs the ledger committed since
         reserved_micros  estimates of requests admitted and not yet settled
         pending_micros   costs settled and sent to the ledger, not yet committed
-    so what the account may still spend is balance - reserved - pending.
-    This first cut only shows the figures (PONG status); the next step
-    enforces them at admission.
+    so what the account may still spend is balance - reserved - pending, and
+    admission refuses a request whose reservation is larger (402). Each
+    account and each key also has its billing_limit_t (rate, tokens,
+    concurrency, spend caps), checked at admission and counted here.
 
     Reservations are held by request id, so a SETTLE releases exactly what
-    its ADMIT reserved, whatever the wire says, and a request whose SETTLE
-    never comes (its ingress died) is released by billing_book_expire.
+    its ADMIT reserved (money, one in-flight slot, the token estimate),
+    whatever the wire says, and a request whose SETTLE never comes (its
+    ingress died) is released by billing_book_expire.
 
     When a new catalog arrives every known account's balance is reset to the
-    catalog's: PostgreSQL is the truth and includes what other instances
-    spent. A commit whose COMMIT message reaches us after a reload that
-    already saw it is subtracted twice until the next reload; the window is
-    one ledger round trip, and the next step (credit leases) removes it.
+    catalog's: PostgreSQL is the truth (top-ups, adjustments). A commit
+    whose COMMIT message reaches us after a reload that already saw it is
+    subtracted twice until the next reload: the error only ever makes the
+    account look poorer, never richer, and lasts one ledger round trip's
+    worth of commits.
 */
 #ifndef BILLING_BOOK_H_INCLUDED
 #define BILLING_BOOK_H_INCLUDED
 
+#include "billing_limit.h"
 #include "proto_catalog.h"
 
 #include <stdbool.h>
@@ -37,6 +42,7 @@ typedef struct {
     int64_t reserved_micros; //  open reservations
     int64_t pending_micros;  //  settled, not yet committed
     uint64_t reservations;   //  open reservations, counted
+    billing_limit_t limit;   //  account-wide limit counters
 } billing_account_t;
 
 //  Creates an empty book. Caller owns return value.
@@ -53,21 +59,40 @@ billing_account_t *billing_book_account(billing_book_t *self, uint64_t account_i
 //  Looks an account up without creating it. Borrowed, or NULL.
 billing_account_t *billing_book_find(billing_book_t *self, uint64_t account_id);
 
-//  Holds `micros` for a request. A second reservation for the same request
-//  id replaces the first.
-void billing_book_reserve(billing_book_t *self, const char *request_id, uint64_t account_id,
-                          int64_t catalog_balance, int64_t micros, uint64_t now_ms);
+//  Admission: checks the account's balance (balance - reserved - pending
+//  must cover reserve_micros, else 402 insufficient_balance), then the
+//  key's and the account's limits. When all pass, holds the reservation
+//  under the request id (a second admission of the same id replaces the
+//  first) and returns true; otherwise fills *denial and takes nothing.
+bool billing_book_admit(billing_book_t *self, const char *request_id,
+                        const proto_account_t *account, const proto_api_key_t *key,
+                        uint64_t tokens_estimate, int64_t reserve_micros, uint64_t now_ms,
+                        uint64_t wall_us, billing_denial_t *denial);
 
 //  At SETTLE: releases the request's reservation (if this instance holds
-//  one) and adds cost to the account's pending figure.
-void billing_book_settle(billing_book_t *self, const char *request_id, uint64_t account_id,
-                         int64_t catalog_balance, int64_t cost_micros);
+//  one: its money, in-flight slot and token estimate, corrected to
+//  tokens_used), adds cost to the account's pending figure and to the key's
+//  and account's spend. `catalog` gives the current limits.
+void billing_book_settle(billing_book_t *self, proto_catalog_t *catalog, const char *request_id,
+                         uint64_t account_id, uint64_t key_id, int64_t cost_micros,
+                         uint64_t tokens_used, uint64_t now_ms, uint64_t wall_us);
+
+//  At start: what PostgreSQL's daily rollup holds for a key (and so for its
+//  account) for the current UTC day and month. Adds to the account's
+//  figures, sets the key's.
+void billing_book_load_spend(billing_book_t *self, proto_catalog_t *catalog, uint64_t account_id,
+                             uint64_t key_id, int64_t day_micros, int64_t month_micros,
+                             uint64_t wall_us);
+
+//  The limit counters of a key, created on first use. Borrowed.
+billing_limit_t *billing_book_key(billing_book_t *self, uint64_t key_id);
 
 //  At the ledger's COMMIT: moves cost from pending to the balance.
 void billing_book_commit(billing_book_t *self, uint64_t account_id, int64_t cost_micros);
 
 //  Releases reservations older than max_age_ms. Returns how many.
-size_t billing_book_expire(billing_book_t *self, uint64_t now_ms, uint64_t max_age_ms);
+size_t billing_book_expire(billing_book_t *self, proto_catalog_t *catalog, uint64_t now_ms,
+                           uint64_t max_age_ms);
 
 //  A new catalog: resets each known account's balance to the catalog's.
 void billing_book_rebase(billing_book_t *self, proto_catalog_t *catalog);

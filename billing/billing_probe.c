@@ -29,6 +29,8 @@
 
 #define S_BALANCE 10000000LL
 #define S_TIMEOUT_MS 10000
+//  Settlements of 5000 micros on the main account by the limit checks.
+#define S_LIMIT_SETTLES 5
 
 #define S_CHECK(cond, ...)                                                                         \
     do {                                                                                           \
@@ -45,6 +47,20 @@ static zsock_t *s_billing; //  DEALER to billing.bind, as ingress and dispatch
 static int s_next_rid;     //  request id counter
 
 static int64_t s_query_int(const char *format, ...) __attribute__((format(printf, 1, 2)));
+
+//  An account with an opening balance and its 'topup' journal entry, as
+//  the admin API writes it. Returns its id.
+static int64_t s_account(const char *name, long long balance)
+{
+    return s_query_int(
+        "WITH a AS (INSERT INTO accounts (name, balance_micros) VALUES ('%s', %lld)"
+        " RETURNING id), la AS (INSERT INTO ledger_accounts (account_id) SELECT id FROM a"
+        " RETURNING id), e AS (INSERT INTO journal_entries (kind) VALUES ('topup') RETURNING id),"
+        " l AS (INSERT INTO journal_lines (entry_id, ledger_account_id, amount_micros)"
+        " SELECT e.id, la.id, %lld FROM e, la UNION ALL SELECT e.id, (SELECT id FROM"
+        " ledger_accounts WHERE system_name = 'funding'), -%lld FROM e) SELECT id FROM a",
+        name, balance, balance, balance);
+}
 
 static int64_t s_query_int(const char *format, ...)
 {
@@ -186,14 +202,12 @@ int main(int argc, char **argv)
     //  reload on the NOTIFY sees all of it or none.
     int pid = (int)getpid();
     PQclear(PQexec(s_db, "BEGIN"));
-    int64_t account = s_query_int(
-        "WITH a AS (INSERT INTO accounts (name, balance_micros) VALUES ('bp-%d', %lld)"
-        " RETURNING id), la AS (INSERT INTO ledger_accounts (account_id) SELECT id FROM a"
-        " RETURNING id), e AS (INSERT INTO journal_entries (kind) VALUES ('topup') RETURNING id),"
-        " l AS (INSERT INTO journal_lines (entry_id, ledger_account_id, amount_micros)"
-        " SELECT e.id, la.id, %lld FROM e, la UNION ALL SELECT e.id, (SELECT id FROM"
-        " ledger_accounts WHERE system_name = 'funding'), -%lld FROM e) SELECT id FROM a",
-        pid, S_BALANCE, S_BALANCE, S_BALANCE);
+    char name[64];
+    snprintf(name, sizeof name, "bp-%d", pid);
+    int64_t account = s_account(name, S_BALANCE);
+    //  Enough for one reservation of 43460 micros, not two.
+    snprintf(name, sizeof name, "bp-poor-%d", pid);
+    int64_t poor = s_account(name, 50000);
     int64_t closed = s_query_int("INSERT INTO accounts (name, status) VALUES ('bp-off-%d',"
                                  " 'disabled') RETURNING id",
                                  pid);
@@ -215,6 +229,11 @@ int main(int argc, char **argv)
         s_key(account, "active", ", expires_at", ", now() - interval '1 minute'");
     uint64_t key_limited = s_key(account, "active", ", allowed_models", ", '{probe-other}'");
     uint64_t key_closed = s_key(closed, "active", "", "");
+    uint64_t key_rpm = s_key(account, "active", ", rpm_limit", ", 2");
+    uint64_t key_tpm = s_key(account, "active", ", tpm_limit", ", 1500");
+    uint64_t key_one = s_key(account, "active", ", concurrency_limit", ", 1");
+    uint64_t key_capped = s_key(account, "active", ", daily_spend_micros", ", 40000");
+    uint64_t key_poor = s_key(poor, "active", "", "");
     PGresult *committed = PQexec(s_db, "COMMIT");
     S_CHECK(PQresultStatus(committed) == PGRES_COMMAND_OK, "COMMIT: %s", PQerrorMessage(s_db));
     PQclear(committed);
@@ -257,20 +276,80 @@ int main(int argc, char **argv)
     s_expect_refusal(key_ok, (uint64_t)account, "nope", 404, "model_not_found",
                      "The model 'nope' does not exist or you do not have access to it.");
     s_expect_refusal(key_ok, (uint64_t)account, "probe-off", 404, "model_not_found", "probe-off");
-    s_expect_refusal(key_limited, (uint64_t)account, "probe-model", 404, "model_not_found",
-                     "probe-model");
+    s_expect_refusal(key_limited, (uint64_t)account, "probe-model", 403, "model_not_allowed",
+                     "not allowed to use the model 'probe-model'");
     reply = s_admit(key_limited, (uint64_t)account, "probe-other", NULL);
     S_CHECK(proto_msg_status(reply) == 200 && proto_msg_reserve_micros(reply) == 0,
             "limited key on its own model");
     proto_msg_destroy(&reply);
     printf("billing_probe: refusals answered with their codes\n");
 
+    //  Limits. Each admission below that passes is settled at the end, so
+    //  the PONG figures further down see no reservation left.
+    char held[8][64];
+    int held_count = 0;
+    uint64_t held_key[8];
+    uint64_t held_account[8];
+#define S_HOLD(key, acct)                                                                          \
+    do {                                                                                           \
+        reply = s_admit(key, (uint64_t)(acct), "probe-model", held[held_count]);                   \
+        S_CHECK(proto_msg_status(reply) == 200, "key %" PRIu64 ": %s", (uint64_t)(key),            \
+                proto_msg_error_message(reply));                                                   \
+        proto_msg_destroy(&reply);                                                                 \
+        held_key[held_count] = key;                                                                \
+        held_account[held_count++] = (uint64_t)(acct);                                             \
+    } while (0)
+    //  rpm 2: the third request in the same minute waits ~30 s.
+    S_HOLD(key_rpm, account);
+    S_HOLD(key_rpm, account);
+    reply = s_admit(key_rpm, (uint64_t)account, "probe-model", NULL);
+    S_CHECK(proto_msg_status(reply) == 429 &&
+                strcmp(proto_msg_error_code(reply), "rate_limit_exceeded") == 0,
+            "rpm: %" PRIu64 " %s", proto_msg_status(reply), proto_msg_error_code(reply));
+    S_CHECK(proto_msg_retry_after_ms(reply) > 25000 && proto_msg_retry_after_ms(reply) <= 30000,
+            "rpm retry after %" PRIu64, proto_msg_retry_after_ms(reply));
+    proto_msg_destroy(&reply);
+    //  tpm 1500: 1000 estimated tokens pass, the next 1000 do not.
+    S_HOLD(key_tpm, account);
+    s_expect_refusal(key_tpm, (uint64_t)account, "probe-model", 429, "token_limit_exceeded",
+                     "1500 tokens per minute");
+    //  One at a time.
+    S_HOLD(key_one, account);
+    s_expect_refusal(key_one, (uint64_t)account, "probe-model", 429, "concurrency_limit_exceeded",
+                     "limit is 1 at a time");
+    //  A daily cap below one reservation.
+    s_expect_refusal(key_capped, (uint64_t)account, "probe-model", 429, "spend_limit_exceeded",
+                     "Daily spend limit of 0.040000");
+    //  Balance: the first reservation fits, the second does not.
+    S_HOLD(key_poor, poor);
+    s_expect_refusal(key_poor, (uint64_t)poor, "probe-model", 402, "insufficient_balance",
+                     "0.006540 USD available");
+    //  Settling releases: the one-at-a-time key and the poor account
+    //  admit again (the poor one's settlement cost 5000 of 50000).
+    for (int i = 0; i < held_count; i++) {
+        proto_msg_t *release =
+            s_settle_msg(held[i], held_key[i], held_account[i], provider_key, 200);
+        s_expect_commit(&release);
+    }
+    held_count = 0;
+    S_HOLD(key_one, account);
+    S_HOLD(key_poor, poor);
+    for (int i = 0; i < held_count; i++) {
+        proto_msg_t *release =
+            s_settle_msg(held[i], held_key[i], held_account[i], provider_key, 200);
+        s_expect_commit(&release);
+    }
+    S_CHECK(s_query_int("SELECT balance_micros FROM accounts WHERE id = %" PRId64, poor) ==
+                50000 - 2 * 5000,
+            "poor account's balance");
+    printf("billing_probe: rpm, tpm, concurrency, daily cap and balance refusals\n");
+
     char *meta = s_pong(argv[2]);
     char expect[256];
     snprintf(expect, sizeof expect,
              "\"id\":%" PRId64 ",\"balance_micros\":%lld,"
              "\"reserved_micros\":%" PRId64 ",\"pending_micros\":0",
-             account, S_BALANCE, reserve);
+             account, S_BALANCE - 5000LL * S_LIMIT_SETTLES, reserve);
     S_CHECK(strstr(meta, expect), "PONG %s lacks %s", meta, expect);
     free(meta);
 
@@ -281,7 +360,7 @@ int main(int argc, char **argv)
     S_CHECK(s_query_int("SELECT cost_micros FROM usage WHERE request_id = '%s'", rid) == 5000,
             "cost of %s", rid);
     S_CHECK(s_query_int("SELECT balance_micros FROM accounts WHERE id = %" PRId64, account) ==
-                S_BALANCE - 5000,
+                S_BALANCE - 5000 * (1 + S_LIMIT_SETTLES),
             "balance after the first settlement");
     //  Re-sent (dispatch did not see the COMMIT): COMMIT again, nothing new.
     settle = s_settle_msg(rid, key_ok, (uint64_t)account, provider_key, 200);
@@ -324,7 +403,7 @@ int main(int argc, char **argv)
     zpoller_destroy(&poller);
     S_CHECK(zhashx_size(waiting) == 0, "%zu of the burst not committed", zhashx_size(waiting));
     zhashx_destroy(&waiting);
-    int64_t expected = S_BALANCE - 5000LL * (burst + 1);
+    int64_t expected = S_BALANCE - 5000LL * (burst + 1 + S_LIMIT_SETTLES);
     S_CHECK(s_query_int("SELECT balance_micros FROM accounts WHERE id = %" PRId64, account) ==
                 expected,
             "balance after the burst");

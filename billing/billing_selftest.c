@@ -1,6 +1,7 @@
 //  Runs the selftest of one billing class, or of all of them.
 #include "billing_book.h"
 #include "billing_committed.h"
+#include "billing_limit.h"
 #include "billing_price.h"
 
 #include <stdio.h>
@@ -13,6 +14,7 @@ typedef struct {
 
 static const s_test_t s_tests[] = {
     {"billing_price", billing_price_test},
+    {"billing_limit", billing_limit_test},
     {"billing_committed", billing_committed_test},
     {"billing_book", billing_book_test},
 };

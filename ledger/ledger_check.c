@@ -55,6 +55,33 @@ static const s_check_t s_checks[] = {
      " LEFT JOIN journal_lines l ON l.entry_id = e.id AND l.ledger_account_id = la.id"
      " WHERE u.cost_micros > 0 AND (l.amount_micros IS NULL OR l.amount_micros <> -u.cost_micros)"
      " ORDER BY u.request_id LIMIT 10"},
+    {"journal usage entries have their usage row", "journal entry %s for request %s: %s",
+     "SELECT count(*) FROM journal_entries e WHERE e.kind = 'usage'"
+     " AND NOT EXISTS (SELECT 1 FROM usage u WHERE u.request_id = e.request_id)",
+     "SELECT e.id::text, e.request_id, 'no usage row' FROM journal_entries e"
+     " WHERE e.kind = 'usage'"
+     " AND NOT EXISTS (SELECT 1 FROM usage u WHERE u.request_id = e.request_id)"
+     " ORDER BY e.id LIMIT 10"},
+    {"every request id has one usage row", "request %s: %s rows, first started %s",
+     "SELECT count(*) FROM (SELECT request_id FROM usage GROUP BY request_id"
+     " HAVING count(*) > 1) dup",
+     "SELECT request_id, count(*)::text, min(started_at)::text FROM usage GROUP BY request_id"
+     " HAVING count(*) > 1 ORDER BY request_id LIMIT 10"},
+    //  The rollups are written in the same statement as the rows; compared
+    //  per day and account (a full scan of usage: this is an audit).
+    {"daily rollups equal the usage rows", "day %s account %s: %s",
+     "SELECT count(*) FROM (SELECT day, account_id, sum(requests) AS n, sum(cost_micros) AS c"
+     " FROM usage_daily GROUP BY 1, 2) r FULL JOIN (SELECT (started_at AT TIME ZONE 'UTC')::date"
+     " AS day, account_id, count(*) AS n, sum(cost_micros) AS c FROM usage GROUP BY 1, 2) u"
+     " USING (day, account_id) WHERE r.n IS DISTINCT FROM u.n OR r.c IS DISTINCT FROM u.c",
+     "SELECT day::text, account_id::text, 'rollup ' || coalesce(r.n, 0) || ' requests '"
+     " || coalesce(r.c, 0) || ' micros, usage ' || coalesce(u.n, 0) || ' requests '"
+     " || coalesce(u.c, 0) || ' micros'"
+     " FROM (SELECT day, account_id, sum(requests) AS n, sum(cost_micros) AS c"
+     " FROM usage_daily GROUP BY 1, 2) r FULL JOIN (SELECT (started_at AT TIME ZONE 'UTC')::date"
+     " AS day, account_id, count(*) AS n, sum(cost_micros) AS c FROM usage GROUP BY 1, 2) u"
+     " USING (day, account_id) WHERE r.n IS DISTINCT FROM u.n OR r.c IS DISTINCT FROM u.c"
+     " ORDER BY 1, 2 LIMIT 10"},
 };
 #define S_CHECK_COUNT (sizeof s_checks / sizeof s_checks[0])
 

@@ -1,13 +1,17 @@
 /*  ledger_check: does the money in PostgreSQL add up?
 
-    Three invariants of the double-entry journal (the `tollgate ledger check`
+    Six invariants of the double-entry journal and the usage it records (the `tollgate ledger check`
     command will print this report):
       1. every account's balance_micros equals the sum of its ledger
          account's journal lines (an account created with a balance has a
          'topup' entry for it, written in the same transaction);
       2. every journal entry has at least two lines and they sum to zero;
       3. every usage row with cost_micros > 0 has exactly one 'usage'
-         journal entry, whose customer line is -cost_micros.
+         journal entry, whose customer line is -cost_micros;
+      4. every 'usage' journal entry has its usage row;
+      5. no request id has more than one usage row;
+      6. the daily rollup equals the usage rows, per day and account
+         (requests and cost).
     Read-only; runs in one REPEATABLE READ transaction so the figures come
     from one snapshot even while the ledger is writing.
 */

@@ -125,7 +125,12 @@ static proto_msg_t *s_entry(const char *prefix, int i, bool count)
     proto_msg_set_key_id(msg, 1);
     proto_msg_set_model(msg, i % 5 ? "gpt-probe" : "claude \"probe\", {odd}");
     proto_msg_set_status(msg, i % 11 == 0 ? 502 : 200);
-    proto_msg_set_started_us(msg, proto_loop_wall_us());
+    //  A re-send carries the started_us of the first send (senders keep the
+    //  encoded message): part of usage's key since partitioning.
+    static uint64_t base_us;
+    if (!base_us)
+        base_us = proto_loop_wall_us();
+    proto_msg_set_started_us(msg, base_us + (uint64_t)i);
     proto_msg_set_provider_id(msg, 4);
     proto_msg_set_provider_key_id(msg, 5);
     proto_msg_set_upstream_model(msg, "upstream-probe");

@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 //  Latest timestamp PostgreSQL's timestamptz takes comfortably: 9999-12-31.
 #define S_MAX_STARTED_US 253402300799999999LL
@@ -219,29 +220,82 @@ static const char *s_array_end(s_buf_t *buf)
 //  --------------------------------------------------------------------------
 //  The store
 
+//  Months whose partition is known to exist, remembered at most.
+#define S_MONTHS_MAX 64
+
 struct _ledger_store_t {
-    char *url;  //  database_url, for reconnecting
-    PGconn *db; //  open connection, or NULL while down
+    char *url;                    //  database_url, for reconnecting
+    PGconn *db;                   //  open connection, or NULL while down
+    int64_t months[S_MONTHS_MAX]; //  year * 12 + month - 1 known partitioned
+    size_t month_count;           //  used entries of months
 };
 
+//  The usage rows and their rollups, in one statement: `ins` returns only
+//  the rows that are new (a re-sent record has the same request id and
+//  started_at, so ON CONFLICT drops it), and only those are added to the
+//  hourly and daily rollups. Rollup rows are upserted in key order, so two
+//  ledgers writing the same keys wait for each other instead of
+//  deadlocking (and a deadlock would only fail the batch, which is retried).
 static const char *s_insert_usage =
-    "INSERT INTO usage (request_id, started_at, account_id, api_key_id, model, provider_id, "
-    "provider_key_id, upstream_model, status, tokens_in, tokens_out, tokens_cache_read, "
-    "tokens_cache_write, cost_micros, latency_ms, ttfb_ms, attempts, estimated) "
-    "SELECT r, timestamptz 'epoch' + s * interval '1 microsecond', a, k, m, p, pk, um, st, ti, "
-    "tou, cr, cw, c, l, t, n, e "
-    "FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], "
-    "$6::bigint[], $7::bigint[], $8::text[], $9::int[], $10::bigint[], $11::bigint[], "
-    "$12::bigint[], $13::bigint[], $14::bigint[], $15::int[], $16::int[], $17::int[], "
-    "$18::bool[]) AS x(r, s, a, k, m, p, pk, um, st, ti, tou, cr, cw, c, l, t, n, e) "
-    "ON CONFLICT (request_id) DO NOTHING "
-    "RETURNING request_id, account_id, cost_micros";
+    "WITH ins AS ("
+    " INSERT INTO usage (request_id, started_at, account_id, api_key_id, model, provider_id, "
+    " provider_key_id, upstream_model, status, tokens_in, tokens_out, tokens_cache_read, "
+    " tokens_cache_write, cost_micros, latency_ms, ttfb_ms, attempts, estimated) "
+    " SELECT r, timestamptz 'epoch' + s * interval '1 microsecond', a, k, m, p, pk, um, st, ti, "
+    " tou, cr, cw, c, l, t, n, e "
+    " FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], "
+    " $6::bigint[], $7::bigint[], $8::text[], $9::int[], $10::bigint[], $11::bigint[], "
+    " $12::bigint[], $13::bigint[], $14::bigint[], $15::int[], $16::int[], $17::int[], "
+    " $18::bool[]) AS x(r, s, a, k, m, p, pk, um, st, ti, tou, cr, cw, c, l, t, n, e) "
+    " ON CONFLICT (request_id, started_at) DO NOTHING "
+    " RETURNING request_id, started_at, account_id, api_key_id, model, provider_id, status, "
+    " tokens_in, tokens_out, tokens_cache_read, tokens_cache_write, cost_micros"
+    "), hourly AS ("
+    " INSERT INTO usage_hourly AS h (hour, account_id, api_key_id, model, provider_id, requests,"
+    " errors, tokens_in, tokens_out, tokens_cache_read, tokens_cache_write, cost_micros)"
+    " SELECT date_trunc('hour', started_at, 'UTC'), account_id, api_key_id, model,"
+    " coalesce(provider_id, 0), count(*), count(*) FILTER (WHERE status >= 400), sum(tokens_in),"
+    " sum(tokens_out), sum(tokens_cache_read), sum(tokens_cache_write), sum(cost_micros)"
+    " FROM ins GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
+    " ON CONFLICT (hour, account_id, api_key_id, model, provider_id) DO UPDATE SET"
+    " requests = h.requests + excluded.requests, errors = h.errors + excluded.errors,"
+    " tokens_in = h.tokens_in + excluded.tokens_in, tokens_out = h.tokens_out + "
+    "excluded.tokens_out,"
+    " tokens_cache_read = h.tokens_cache_read + excluded.tokens_cache_read,"
+    " tokens_cache_write = h.tokens_cache_write + excluded.tokens_cache_write,"
+    " cost_micros = h.cost_micros + excluded.cost_micros"
+    "), daily AS ("
+    " INSERT INTO usage_daily AS d (day, account_id, api_key_id, model, provider_id, requests,"
+    " errors, tokens_in, tokens_out, tokens_cache_read, tokens_cache_write, cost_micros)"
+    " SELECT (started_at AT TIME ZONE 'UTC')::date, account_id, api_key_id, model,"
+    " coalesce(provider_id, 0), count(*), count(*) FILTER (WHERE status >= 400), sum(tokens_in),"
+    " sum(tokens_out), sum(tokens_cache_read), sum(tokens_cache_write), sum(cost_micros)"
+    " FROM ins GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
+    " ON CONFLICT (day, account_id, api_key_id, model, provider_id) DO UPDATE SET"
+    " requests = d.requests + excluded.requests, errors = d.errors + excluded.errors,"
+    " tokens_in = d.tokens_in + excluded.tokens_in, tokens_out = d.tokens_out + "
+    "excluded.tokens_out,"
+    " tokens_cache_read = d.tokens_cache_read + excluded.tokens_cache_read,"
+    " tokens_cache_write = d.tokens_cache_write + excluded.tokens_cache_write,"
+    " cost_micros = d.cost_micros + excluded.cost_micros"
+    ") SELECT request_id, account_id, cost_micros FROM ins";
+
+//  Makes sure the month partition of a timestamp (epoch microseconds) and
+//  the next month's exist (migration 0004's function).
+static const char *s_partition =
+    "SELECT tollgate_usage_partition(timestamptz 'epoch' + $1::bigint * interval '1 microsecond'),"
+    " tollgate_usage_partition(timestamptz 'epoch' + $1::bigint * interval '1 microsecond'"
+    " + interval '1 month')";
 
 static const char *s_insert_ledger_accounts =
     "INSERT INTO ledger_accounts (account_id) "
     "SELECT id FROM accounts WHERE id = ANY($1::bigint[]) "
     "ON CONFLICT (account_id) DO NOTHING";
 
+//  A request id that already has a journal entry (its usage row came back
+//  with another started_at: a sender bug) gets no second one, and `tollgate
+//  ledger check` shows the extra row; failing the batch would stop the
+//  ledger for good.
 //  Rows whose account does not exist get no journal entry (the usage row
 //  stays, and `tollgate ledger check` reports it) rather than failing the
 //  whole batch on a foreign key.
@@ -256,6 +310,7 @@ static const char *s_journal =
     "         x.r, x.a, x.c, la.id AS la"
     "  FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS x(r, a, c)"
     "  JOIN ledger_accounts la ON la.account_id = x.a"
+    "  WHERE NOT EXISTS (SELECT 1 FROM journal_entries j WHERE j.request_id = x.r)"
     "), entries AS ("
     "  INSERT INTO journal_entries (id, kind, request_id) SELECT id, 'usage', r FROM new"
     "), lines AS ("
@@ -393,6 +448,41 @@ static int s_write_journal(ledger_store_t *self, PGresult *fresh, ledger_store_r
     return rc;
 }
 
+static int64_t s_month(int64_t started_us)
+{
+    time_t seconds = (time_t)(started_us / 1000000);
+    struct tm tm;
+    gmtime_r(&seconds, &tm);
+    return (int64_t)(tm.tm_year + 1900) * 12 + tm.tm_mon;
+}
+
+//  Creates the partitions the batch needs (its months and each next one)
+//  before the batch's transaction, each in its own short transaction: the
+//  batch must never be the one that waits on a partition's DDL.
+static int s_ensure_partitions(ledger_store_t *self, ledger_entry_t **entries, size_t count,
+                               char *error, size_t error_size)
+{
+    for (size_t i = 0; i < count; i++) {
+        int64_t month = s_month(entries[i]->started_us);
+        bool known = false;
+        for (size_t m = 0; m < self->month_count && !known; m++)
+            known = self->months[m] == month;
+        if (known)
+            continue;
+        char started[24];
+        snprintf(started, sizeof started, "%" PRId64, entries[i]->started_us);
+        const char *values[1] = {started};
+        PGresult *done = s_exec(self, s_partition, 1, values, error, error_size);
+        if (!done)
+            return -1;
+        PQclear(done);
+        if (self->month_count == S_MONTHS_MAX)
+            self->month_count = 0; //  forget all; they are cheap to confirm
+        self->months[self->month_count++] = month;
+    }
+    return 0;
+}
+
 int ledger_store_write(ledger_store_t *self, ledger_entry_t **entries, size_t count,
                        ledger_store_result_t *result, char *error, size_t error_size)
 {
@@ -403,7 +493,9 @@ int ledger_store_write(ledger_store_t *self, ledger_entry_t **entries, size_t co
             return -1;
     }
     PGresult *fresh = NULL;
-    int rc = proto_db_exec(self->db, "BEGIN", error, error_size);
+    int rc = s_ensure_partitions(self, entries, count, error, error_size);
+    if (rc == 0)
+        rc = proto_db_exec(self->db, "BEGIN", error, error_size);
     if (rc == 0) {
         fresh = s_write_usage(self, entries, count, error, error_size);
         rc = fresh ? 0 : -1;

@@ -1,17 +1,22 @@
 /*  ledger_store: writes batches of usage entries to PostgreSQL, once.
 
-    One batch is one transaction of at most four statements, whatever its
-    size, because every column travels as one array parameter and the SQL
+    Before the batch, the month partitions of usage it needs (and the next
+    month's) are created if this store has not seen them yet (migration
+    0004's tollgate_usage_partition, its own short transaction). Then one
+    batch is one transaction of at most four statements, whatever its size,
+    because every column travels as one array parameter and the SQL
     unnests them:
 
       1. INSERT INTO usage ... SELECT FROM unnest($1..$18)
-         ON CONFLICT (request_id) DO NOTHING RETURNING request_id, ...
-         -> only the rows that are new come back;
+         ON CONFLICT (request_id, started_at) DO NOTHING RETURNING ...
+         -> only the rows that are new come back, and only those are added
+         to usage_hourly and usage_daily (upserts in the same statement);
       2. for the new rows with cost > 0, the customers' ledger_accounts rows
          are created on demand (INSERT ... ON CONFLICT DO NOTHING);
       3. one statement that inserts a 'usage' journal entry per new costed
-         row, its two lines (customer -cost, system 'revenue' +cost), and
-         moves accounts.balance_micros by the batch total of each account;
+         row (unless its request id already has one), its two lines
+         (customer -cost, system 'revenue' +cost), and moves
+         accounts.balance_micros by the batch total of each account;
       4. COMMIT.
     A batch that is written twice (the COMMIT's reply was lost, or a sender
     re-sent entries already committed) therefore inserts nothing the second

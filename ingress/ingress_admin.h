@@ -8,15 +8,28 @@
     statement blocks only the admin listener's caller, and statement_timeout
     (10 s) bounds that.
 
-    Authentication: `Authorization: Bearer <ingress.admin_token>`, compared in
-    constant time (both sides hashed first, so not even the length leaks).
-    An empty admin_token disables the API (every request is 401).
+    Who may call: every request but POST /admin/login carries
+    `Authorization: Bearer <token>`, one of
+      - a session token (tgs_…) from POST /admin/login {username, password};
+        its user's role (owner, operator, viewer) applies;
+      - a scoped API token (tgt_…) from POST /admin/tokens, with its own role;
+      - the bootstrap token (ingress.admin_token, written by `tollgate up`),
+        acting as an owner, accepted only while no active owner exists (or,
+        after POST /admin/bootstrap/rotate, only the rotated one).
+    Tokens are stored as SHA-256 hashes and compared by hash; passwords as
+    argon2id. Each route names the least role it needs: a viewer reads, an
+    operator changes configuration and money, an owner manages admin users,
+    tokens and sessions. Every change writes an audit_log row inside the
+    transaction that makes it (who, what, when, from where, before/after
+    with secrets masked). Logins lock out per user and per client IP after
+    ingress.admin_lockout_attempts failures for ingress.admin_lockout_ms.
 
     Secrets: provider secrets are sealed with secret_key before they reach
     the database and are never returned or logged; client API keys are
     returned once, by POST /admin/keys, and only their SHA-256 is stored.
 
-    Endpoints and their bodies are described in docs/admin-api.md.
+    Endpoints and their bodies are described in docs/admin-api.md and
+    docs/openapi.json (checked against GET /admin/routes by a test).
 */
 #ifndef INGRESS_ADMIN_H_INCLUDED
 #define INGRESS_ADMIN_H_INCLUDED
@@ -33,7 +46,8 @@ typedef struct {
     const char *authorization; //  the Authorization header, or NULL
     const char *body;          //  request body (need not be NUL-terminated), or NULL
     size_t body_size;          //  bytes in body
-    const char *client_ip;     //  peer address, for the log; may be NULL
+    const char *client_ip;     //  peer address, for lockout and the audit log; may be NULL
+    const char *request_id;    //  x-request-id of the answer, for the log and audit; may be NULL
 } ingress_admin_request_t;
 
 typedef struct _ingress_admin_t ingress_admin_t;
@@ -53,7 +67,8 @@ void ingress_admin_destroy(ingress_admin_t **self_p);
 int ingress_admin_handle(ingress_admin_t *self, const ingress_admin_request_t *request,
                          char **response_body, char **content_type);
 
-//  Self test of the pure parts: routing table, validation, amount parsing.
+//  Self test of the pure parts: routing table, roles, validation, amount
+//  parsing, secret masking, password policy.
 void ingress_admin_test(bool verbose);
 
 #endif

@@ -38,6 +38,14 @@ async function api(method, pathname, body, { token = cluster.token, raw } = {}) 
   return { status: response.status, body: parsed };
 }
 
+// usage may be partitioned by month (0004_billing.sql): rows in the future need their month.
+async function ensureUsagePartition(target, day) {
+  await target.psql(`DO $$ BEGIN
+    IF to_regproc('tollgate_usage_partition') IS NOT NULL THEN
+      PERFORM tollgate_usage_partition('${day}'::timestamptz);
+    END IF; END $$`);
+}
+
 function assertError(answer, status, type, messagePart) {
   assert.equal(answer.status, status, JSON.stringify(answer.body));
   assert.equal(answer.body.error.type, type);
@@ -297,6 +305,7 @@ describe('admin API', () => {
 
   test('usage pages by started_at; status counts every table', async () => {
     const [account] = await cluster.psql("SELECT id FROM accounts WHERE name = 'acme corp'");
+    await ensureUsagePartition(cluster, '2030-01-01');
     await cluster.psql(`INSERT INTO usage (request_id, started_at, account_id, api_key_id, model, status,
         tokens_in, tokens_out, cost_micros) VALUES
       ('admin-test-1', '2030-01-01T00:00:01Z', ${account.id}, 1, 'team/gpt-x', 200, 10, 5, 100),

@@ -1,0 +1,405 @@
+// Admin access against a real cluster: the bootstrap token until the first owner, logins
+// and sessions, roles (a viewer changes nothing), scoped API tokens, lockout per user and
+// per client IP and its expiry, the audit log of every kind of change, and no secret in the
+// audit table or in any log.
+//
+// Failed logins come from other loopback addresses (127.0.0.2 and up, which Linux routes
+// to 127.0.0.1's listener), so the per-IP lockout they cause does not lock the rest of the
+// suite out of 127.0.0.1.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { startCluster, waitFor } from '../lib/harness.mjs';
+
+const LOCKOUT_MS = 2000;
+let cluster;
+// Every secret handed to or received from the API, to search for at the end.
+const secrets = [];
+const password = (label) => {
+  const text = `${label}-pw-${crypto.randomBytes(8).toString('hex')}`;
+  secrets.push(text);
+  return text;
+};
+
+// One admin call from a chosen source address. Resolves { status, body }.
+function api(method, pathname, body, { token, from = '127.0.0.1' } = {}) {
+  const url = new URL(cluster.admin + pathname);
+  const headers = {};
+  if (token) headers.authorization = `Bearer ${token}`;
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  if (payload !== undefined) {
+    headers['content-type'] = 'application/json';
+    headers['content-length'] = Buffer.byteLength(payload);
+  }
+  return new Promise((resolve, reject) => {
+    const request = http.request({
+      host: url.hostname, port: url.port, path: url.pathname + url.search, method, headers,
+      localAddress: from, agent: false,
+    }, (response) => {
+      let text = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk) => { text += chunk; });
+      response.on('end', () => {
+        try {
+          resolve({ status: response.statusCode, body: JSON.parse(text) });
+        } catch {
+          reject(new Error(`${method} ${pathname}: not JSON: ${text}`));
+        }
+      });
+    });
+    request.on('error', reject);
+    request.end(payload);
+  });
+}
+
+function assertStatus(answer, status, type) {
+  assert.equal(answer.status, status, JSON.stringify(answer.body));
+  if (type) assert.equal(answer.body.error.type, type);
+}
+
+async function login(username, pw, options = {}) {
+  const answer = await api('POST', '/admin/login', { username, password: pw, ...options.body },
+    { from: options.from });
+  if (answer.status === 200) secrets.push(answer.body.token);
+  return answer;
+}
+
+// Fills a route's {placeholders} with something that names nothing.
+const fill = (route) => route.replace(/\{[^}]+\}/g, '999999');
+
+const users = {};
+let bootstrap;
+
+before(async () => {
+  cluster = await startCluster({ env: { TOLLGATE_INGRESS_ADMIN_LOCKOUT_MS: String(LOCKOUT_MS) } });
+  bootstrap = cluster.token;
+});
+
+after(async () => {
+  if (cluster) await cluster.stop();
+});
+
+describe('bootstrap', () => {
+  test('the bootstrap token is an owner until one exists, and can be rotated', async () => {
+    const me = await api('GET', '/admin/me', undefined, { token: bootstrap });
+    assertStatus(me, 200);
+    assert.equal(me.body.kind, 'bootstrap');
+    assert.equal(me.body.role, 'owner');
+    assertStatus(await api('GET', '/admin/me', undefined, { token: 'tga_wrong' }), 401,
+      'authentication_error');
+    assertStatus(await api('GET', '/admin/nothing'), 401, 'authentication_error');
+
+    const rotated = await api('POST', '/admin/bootstrap/rotate', undefined, { token: bootstrap });
+    assertStatus(rotated, 200);
+    assert.match(rotated.body.token, /^tga_[0-9a-f]{64}$/);
+    assert.equal(rotated.body.usable, true);
+    secrets.push(rotated.body.token);
+    assertStatus(await api('GET', '/admin/me', undefined, { token: bootstrap }), 401);
+    bootstrap = rotated.body.token;
+    assertStatus(await api('GET', '/admin/providers', undefined, { token: bootstrap }), 200);
+  });
+
+  test('creating users checks names, passwords and roles; the first owner retires bootstrap', async () => {
+    const token = bootstrap;
+    assertStatus(await api('POST', '/admin/users', { username: 'root', password: 'short', role: 'owner' },
+      { token }), 400, 'invalid_request_error');
+    assertStatus(await api('POST', '/admin/users', { username: 'a b', password: 'long enough password', role: 'owner' },
+      { token }), 400, 'invalid_request_error');
+    assertStatus(await api('POST', '/admin/users', { username: 'root', password: 'long enough password', role: 'god' },
+      { token }), 400, 'invalid_request_error');
+    // A viewer first: the bootstrap token keeps working until an *owner* exists.
+    users.viewer = { name: 'vera', password: password('vera') };
+    const viewer = await api('POST', '/admin/users',
+      { username: users.viewer.name, password: users.viewer.password, role: 'viewer' }, { token });
+    assertStatus(viewer, 201);
+    assert.equal(viewer.body.role, 'viewer');
+    assert.equal(viewer.body.password_hash, undefined);
+    assertStatus(await api('GET', '/admin/me', undefined, { token }), 200);
+
+    users.owner = { name: 'olga', password: password('olga') };
+    const owner = await api('POST', '/admin/users',
+      { username: users.owner.name, password: users.owner.password, role: 'owner' }, { token });
+    assertStatus(owner, 201);
+    assertStatus(await api('POST', '/admin/users',
+      { username: 'olga', password: 'another long password', role: 'owner' }, { token }), 401);
+    const retired = await api('GET', '/admin/me', undefined, { token });
+    assertStatus(retired, 401, 'authentication_error');
+    assert.match(retired.body.error.message, /retired/);
+
+    const [row] = await cluster.psql("SELECT password_hash FROM admin_users WHERE username = 'olga'");
+    assert.match(row.password_hash, /^\$argon2id\$/);
+  });
+});
+
+describe('sessions', () => {
+  test('login gives a session token with an expiry; wrong passwords do not', async () => {
+    const answer = await login(users.owner.name, users.owner.password);
+    assertStatus(answer, 200);
+    assert.match(answer.body.token, /^tgs_[0-9a-f]{64}$/);
+    assert.ok(Date.parse(answer.body.expires_at) > Date.now());
+    assert.equal(answer.body.user.role, 'owner');
+    users.owner.token = answer.body.token;
+    const [row] = await cluster.psql(`SELECT count(*) AS n FROM admin_sessions WHERE token_hash =
+      '${crypto.createHash('sha256').update(answer.body.token).digest('hex')}'`);
+    assert.equal(row.n, '1', 'only the hash is stored');
+
+    assertStatus(await login(users.owner.name, 'not the password', { from: '127.0.0.9' }), 401,
+      'authentication_error');
+    assertStatus(await login('nobody', 'not the password', { from: '127.0.0.9' }), 401,
+      'authentication_error');
+    const me = await api('GET', '/admin/me', undefined, { token: users.owner.token });
+    assert.equal(me.body.kind, 'session');
+    assert.equal(me.body.name, 'olga');
+
+    users.operator = { name: 'otto', password: password('otto') };
+    assertStatus(await api('POST', '/admin/users',
+      { username: users.operator.name, password: users.operator.password, role: 'operator' },
+      { token: users.owner.token }), 201);
+    for (const who of ['viewer', 'operator']) {
+      const session = await login(users[who].name, users[who].password);
+      assertStatus(session, 200);
+      users[who].token = session.body.token;
+    }
+  });
+
+  test('logout, revocation, expiry and disabling end sessions', async () => {
+    const first = await login(users.viewer.name, users.viewer.password);
+    assertStatus(await api('POST', '/admin/logout', undefined, { token: first.body.token }), 200);
+    assertStatus(await api('GET', '/admin/me', undefined, { token: first.body.token }), 401);
+
+    const second = await login(users.viewer.name, users.viewer.password);
+    const sessions = await api('GET', '/admin/sessions?user=vera', undefined, { token: users.owner.token });
+    assertStatus(sessions, 200);
+    const { id } = sessions.body.data[0]; // newest first: the second login
+    assert.equal(sessions.body.data[0].username, 'vera');
+    assertStatus(await api('DELETE', `/admin/sessions/${id}`, undefined, { token: users.owner.token }), 200);
+    assertStatus(await api('GET', '/admin/me', undefined, { token: second.body.token }), 401);
+
+    // Expiry: set in the past in the database, and a short session that runs out by itself.
+    const third = await login(users.viewer.name, users.viewer.password);
+    const hash = crypto.createHash('sha256').update(third.body.token).digest('hex');
+    await cluster.psql(`UPDATE admin_sessions SET expires_at = now() - interval '1 second' WHERE token_hash = '${hash}'`);
+    const expired = await api('GET', '/admin/me', undefined, { token: third.body.token });
+    assertStatus(expired, 401);
+    assert.match(expired.body.error.message, /session/);
+    const short = await login(users.viewer.name, users.viewer.password, { body: { expires_in_s: 1 } });
+    assertStatus(short, 200);
+    assert.ok(Date.parse(short.body.expires_at) - Date.now() < 2000);
+    await waitFor(async () => (await api('GET', '/admin/me', undefined, { token: short.body.token })).status === 401,
+      { timeout: 5000, message: 'the 1 s session to expire' });
+
+    // Disabling a user ends their sessions; enabling does not bring them back.
+    const fourth = await login(users.viewer.name, users.viewer.password);
+    assertStatus(await api('DELETE', '/admin/users/vera', undefined, { token: users.owner.token }), 200);
+    assertStatus(await api('GET', '/admin/me', undefined, { token: fourth.body.token }), 401);
+    assertStatus(await api('GET', '/admin/me', undefined, { token: users.viewer.token }), 401);
+    assertStatus(await login(users.viewer.name, users.viewer.password), 401);
+    assertStatus(await api('PATCH', '/admin/users/vera', { status: 'active' }, { token: users.owner.token }), 200);
+    assertStatus(await api('GET', '/admin/me', undefined, { token: fourth.body.token }), 401);
+    users.viewer.token = (await login(users.viewer.name, users.viewer.password)).body.token;
+  });
+
+  test('the last active owner cannot be disabled or demoted', async () => {
+    const token = users.owner.token;
+    assertStatus(await api('DELETE', '/admin/users/olga', undefined, { token }), 409, 'conflict');
+    assertStatus(await api('PATCH', '/admin/users/olga', { role: 'operator' }, { token }), 409, 'conflict');
+    assertStatus(await api('GET', '/admin/me', undefined, { token }), 200);
+  });
+});
+
+describe('roles', () => {
+  test('a viewer reads but cannot change anything: every mutating route is 403', async () => {
+    const routes = await api('GET', '/admin/routes', undefined, { token: users.viewer.token });
+    assertStatus(routes, 200);
+    let checked = 0;
+    for (const route of routes.body.data) {
+      if (route.method === 'GET' || route.access === 'public' || route.access === 'any') continue;
+      const answer = await api(route.method, fill(route.path), {}, { token: users.viewer.token });
+      assertStatus(answer, 403, 'permission_error');
+      checked++;
+    }
+    assert.ok(checked >= 25, `only ${checked} mutating routes`);
+    assertStatus(await api('GET', '/admin/providers', undefined, { token: users.viewer.token }), 200);
+    assertStatus(await api('GET', '/admin/users', undefined, { token: users.viewer.token }), 403);
+    const [{ n }] = await cluster.psql("SELECT count(*) AS n FROM audit_log WHERE actor = 'user:vera' AND action NOT IN ('login', 'logout')");
+    assert.equal(n, '0', 'a refused request leaves no audit row');
+  });
+
+  test('an operator changes configuration but not access', async () => {
+    const token = users.operator.token;
+    assertStatus(await api('POST', '/admin/providers',
+      { name: 'op-provider', protocol: 'openai', base_url: 'http://127.0.0.1:9' }, { token }), 201);
+    for (const [method, pathname] of [['POST', '/admin/users'], ['GET', '/admin/users'],
+      ['POST', '/admin/tokens'], ['GET', '/admin/tokens'], ['GET', '/admin/sessions'],
+      ['DELETE', '/admin/sessions/1'], ['POST', '/admin/bootstrap/rotate']]) {
+      assertStatus(await api(method, pathname, method === 'GET' ? undefined : {}, { token }), 403,
+        'permission_error');
+    }
+    assertStatus(await api('GET', '/admin/audit', undefined, { token }), 200);
+  });
+});
+
+describe('API tokens', () => {
+  test('scoped tokens: shown once, their role applies, revocable, expiring', async () => {
+    const owner = users.owner.token;
+    const viewer = await api('POST', '/admin/tokens', { name: 'grafana', role: 'viewer' }, { token: owner });
+    assertStatus(viewer, 201);
+    assert.match(viewer.body.token, /^tgt_[0-9a-f]{64}$/);
+    secrets.push(viewer.body.token);
+    const operator = await api('POST', '/admin/tokens',
+      { name: 'ci', role: 'operator', expires_at: '2099-01-01T00:00:00Z' }, { token: owner });
+    assertStatus(operator, 201);
+    secrets.push(operator.body.token);
+    assertStatus(await api('POST', '/admin/tokens', { name: 'old', role: 'viewer', expires_at: '2001-01-01T00:00:00Z' },
+      { token: owner }), 400);
+    assertStatus(await api('POST', '/admin/tokens', { name: 'x', role: 'root' }, { token: owner }), 400);
+
+    assertStatus(await api('GET', '/admin/models', undefined, { token: viewer.body.token }), 200);
+    assertStatus(await api('POST', '/admin/models', { name: 'm' }, { token: viewer.body.token }), 403);
+    const made = await api('POST', '/admin/models', { name: 'token-model' }, { token: operator.body.token });
+    assertStatus(made, 201);
+    assertStatus(await api('POST', '/admin/tokens', { name: 'y', role: 'viewer' }, { token: operator.body.token }), 403);
+    const me = await api('GET', '/admin/me', undefined, { token: operator.body.token });
+    assert.equal(me.body.kind, 'token');
+    assert.equal(me.body.name, 'ci');
+    assertStatus(await api('POST', '/admin/logout', undefined, { token: operator.body.token }), 400);
+
+    const list = await api('GET', '/admin/tokens', undefined, { token: owner });
+    assert.ok(!JSON.stringify(list.body).includes(viewer.body.token), 'the token is never listed');
+    const ci = list.body.data.find((t) => t.name === 'ci');
+    assert.equal(ci.status, 'active');
+    assert.equal(ci.prefix, operator.body.token.slice(0, 12));
+    assert.ok(ci.last_used_at, 'use is recorded');
+
+    assertStatus(await api('DELETE', `/admin/tokens/${viewer.body.id}`, undefined, { token: owner }), 200);
+    assertStatus(await api('GET', '/admin/models', undefined, { token: viewer.body.token }), 401);
+    await cluster.psql(`UPDATE admin_api_tokens SET expires_at = now() - interval '1 second' WHERE id = ${operator.body.id}`);
+    assertStatus(await api('GET', '/admin/models', undefined, { token: operator.body.token }), 401);
+    const after = await api('GET', '/admin/tokens', undefined, { token: owner });
+    assert.equal(after.body.data.find((t) => t.id === viewer.body.id).status, 'revoked');
+    assert.equal(after.body.data.find((t) => t.id === operator.body.id).status, 'expired');
+  });
+});
+
+describe('lockout', () => {
+  test('five failures lock a user out (from any address) until the lockout ends', async () => {
+    const name = 'lucy';
+    const pw = password('lucy');
+    assertStatus(await api('POST', '/admin/users', { username: name, password: pw, role: 'viewer' },
+      { token: users.owner.token }), 201);
+    for (let i = 0; i < 5; i++) assertStatus(await login(name, `wrong-${i}`, { from: '127.0.0.3' }), 401);
+    const locked = await login(name, pw, { from: '127.0.0.4' });
+    assertStatus(locked, 429, 'locked_out');
+    assert.ok(locked.body.error.retry_after_s >= 1);
+    // Another user from that second address is fine: the lock is on lucy, not on it.
+    assertStatus(await login(users.operator.name, users.operator.password, { from: '127.0.0.4' }), 200);
+    // It ends by itself; trying while locked does not extend it.
+    const started = Date.now();
+    await waitFor(async () => (await login(name, pw, { from: '127.0.0.4' })).status === 200,
+      { timeout: LOCKOUT_MS + 5000, interval: 200, message: 'the user lockout to end' });
+    assert.ok(Date.now() - started < LOCKOUT_MS + 3000);
+  });
+
+  test('five failures from one address lock the address out, whoever is named', async () => {
+    for (let i = 0; i < 5; i++) assertStatus(await login(`ghost${i}`, 'wrong', { from: '127.0.0.5' }), 401);
+    assertStatus(await login(users.operator.name, users.operator.password, { from: '127.0.0.5' }), 429, 'locked_out');
+    assertStatus(await login(users.operator.name, users.operator.password, { from: '127.0.0.1' }), 200);
+    await waitFor(async () => (await login(users.operator.name, users.operator.password,
+      { from: '127.0.0.5' })).status === 200,
+    { timeout: LOCKOUT_MS + 5000, interval: 200, message: 'the address lockout to end' });
+    const [{ n }] = await cluster.psql("SELECT count(*) AS n FROM login_attempts WHERE client_ip = '127.0.0.5' AND NOT succeeded");
+    assert.equal(n, '5', 'refusals during the lock are not counted as attempts');
+  });
+});
+
+describe('audit', () => {
+  test('every kind of change is audited with who, what, where and masked before/after', async () => {
+    const token = users.operator.token;
+    const secret = `sk-audit-${crypto.randomBytes(12).toString('hex')}`;
+    secrets.push(secret);
+    assertStatus(await api('POST', '/admin/providers',
+      { name: 'audited', protocol: 'anthropic', base_url: 'http://127.0.0.1:9' }, { token }), 201);
+    assertStatus(await api('PATCH', '/admin/providers/audited', { weight: 7 }, { token }), 200);
+    const pkey = await api('POST', '/admin/providers/audited/keys', { secret }, { token });
+    assertStatus(pkey, 201);
+    assertStatus(await api('PATCH', `/admin/provider-keys/${pkey.body.id}`, { status: 'disabled' }, { token }), 200);
+    assertStatus(await api('POST', '/admin/models',
+      { name: 'audited-model', routes: [{ provider: 'audited' }] }, { token }), 201);
+    assertStatus(await api('PATCH', '/admin/models/audited-model', { price_in: '1.5' }, { token }), 200);
+    assertStatus(await api('POST', '/admin/accounts', { name: 'audited-team', balance: '3' }, { token }), 201);
+    assertStatus(await api('POST', '/admin/accounts/audited-team/topup', { amount: '2' }, { token }), 200);
+    const key = await api('POST', '/admin/keys', { account: 'audited-team' }, { token });
+    assertStatus(key, 201);
+    secrets.push(key.body.key);
+    assertStatus(await api('POST', '/admin/keys/revoke', { key: key.body.key }, { token }), 200);
+    const key2 = await api('POST', '/admin/keys', { account: 'audited-team' }, { token });
+    secrets.push(key2.body.key);
+    assertStatus(await api('POST', `/admin/keys/${key2.body.key}/revoke`, undefined, { token }), 200);
+    assertStatus(await api('PATCH', '/admin/settings/request-log', { level: 'headers' }, { token }), 200);
+    const newPw = password('otto-new');
+    assertStatus(await api('PATCH', '/admin/users/otto', { password: newPw }, { token: users.owner.token }), 200);
+    users.operator.password = newPw;
+
+    const audit = await api('GET', '/admin/audit?limit=1000', undefined, { token: users.owner.token });
+    assertStatus(audit, 200);
+    const actions = new Set(audit.body.data.map((e) => e.action));
+    for (const action of ['provider.create', 'provider.update', 'provider_key.create', 'provider_key.update',
+      'model.create', 'model.update', 'account.create', 'account.topup', 'key.create', 'key.revoke',
+      'settings.request_log', 'user.create', 'user.update', 'user.disable', 'token.create', 'token.revoke',
+      'session.revoke', 'login', 'login.failed', 'logout', 'bootstrap.rotate']) {
+      assert.ok(actions.has(action), `no audit entry for ${action}`);
+    }
+    const update = audit.body.data.find((e) => e.action === 'provider.update' && e.target);
+    assert.equal(update.actor, 'user:otto');
+    assert.equal(update.actor_kind, 'user');
+    assert.equal(update.role, 'operator');
+    assert.equal(update.client_ip, '127.0.0.1');
+    assert.equal(update.before.weight, 1);
+    assert.equal(update.after.weight, 7);
+    assert.deepEqual(update.request, { weight: 7 });
+    const topup = audit.body.data.find((e) => e.action === 'account.topup');
+    assert.equal(topup.after.balance_micros - topup.before.balance_micros, 2000000);
+    const boot = audit.body.data.find((e) => e.action === 'user.create' && e.actor === 'bootstrap');
+    assert.ok(boot, 'the users made with the bootstrap token are audited as bootstrap');
+    const failed = audit.body.data.find((e) => e.action === 'login.failed');
+    assert.equal(failed.actor, 'anonymous');
+    assert.equal(failed.request.password, '***');
+
+    // Filters and pages.
+    const mine = await api('GET', '/admin/audit?actor=otto&action=provider', undefined, { token: users.owner.token });
+    assert.ok(mine.body.data.length >= 3);
+    assert.ok(mine.body.data.every((e) => e.actor === 'user:otto' && e.action.startsWith('provider')));
+    const page = await api('GET', '/admin/audit?limit=2', undefined, { token: users.owner.token });
+    assert.equal(page.body.data.length, 2);
+    const next = await api('GET', `/admin/audit?limit=2&before=${page.body.next_before}`, undefined,
+      { token: users.owner.token });
+    assert.ok(next.body.data[0].id < page.body.data[1].id + 1 && next.body.data[0].id < page.body.data[0].id);
+    assertStatus(await api('GET', '/admin/audit?before=yesterday', undefined, { token: users.owner.token }), 400);
+  });
+
+  test('no secret, password or token in the audit table or any log', async () => {
+    const [{ dump }] = await cluster.psql(`SELECT coalesce(string_agg(t::text, E'\\n'), '') AS dump FROM (
+      SELECT a::text AS t FROM audit_log a UNION ALL SELECT s::text FROM admin_sessions s
+      UNION ALL SELECT k::text FROM admin_api_tokens k UNION ALL SELECT u::text FROM admin_users u
+      UNION ALL SELECT l::text FROM login_attempts l UNION ALL SELECT s::text FROM settings s) x`);
+    assert.ok(dump.length > 1000);
+    assert.ok(secrets.length >= 12);
+    for (const secret of [...secrets, cluster.token, bootstrap]) {
+      assert.ok(!dump.includes(secret), `the database holds a secret (${secret.slice(0, 8)}...)`);
+    }
+    const logs = path.join(cluster.dir, 'log');
+    const files = fs.readdirSync(logs, { recursive: true })
+      .map((name) => path.join(logs, name)).filter((file) => fs.statSync(file).isFile());
+    assert.ok(files.length > 0);
+    for (const file of files) {
+      const text = fs.readFileSync(file, 'utf8');
+      for (const secret of [...secrets, cluster.token, bootstrap]) {
+        assert.ok(!text.includes(secret), `${path.basename(file)} holds a secret (${secret.slice(0, 8)}...)`);
+      }
+    }
+  });
+});

@@ -8,6 +8,22 @@
     re-send that crosses an ack is harmless. Over a DEALER connected to
     several instances a re-send may reach another instance: that is wanted,
     the first one may be gone.
+
+    Sharded sending: an outbox may hold several sockets (one DEALER per
+    receiver instance); a message sent with a key goes to sockets[key %
+    count], every time, so all messages of one key (an account) meet the
+    same receiver.
+
+    Journal: with proto_outbox_journal the outbox also survives SIGKILL of
+    its process. Every kept message and every ack is appended to a file
+    (records with a length and a CRC-32, so a torn last write is found and
+    cut off at replay); proto_outbox_sync makes what was appended durable
+    (fdatasync) and the caller calls it before it tells anyone the message
+    is safe. At start the file is replayed: what was kept and not acked is
+    held and sent again, each to the socket its key picks now. The file is
+    rewritten with only the live records at replay and whenever acks have
+    made it mostly garbage, so it stays proportional to what is pending.
+    The file is locked (flock): a second process cannot take it over.
 */
 #ifndef PROTO_OUTBOX_H_INCLUDED
 #define PROTO_OUTBOX_H_INCLUDED
@@ -21,16 +37,41 @@ typedef struct _proto_outbox_t proto_outbox_t;
 //  Caller owns return value.
 proto_outbox_t *proto_outbox_new(proto_loop_t *loop, zsock_t *socket, uint64_t resend_ms);
 
-//  Destroys the outbox and what it still holds; nulls the pointer.
+//  Creates an outbox over `count` sockets (borrowed; the array is copied),
+//  one per receiver: proto_outbox_send_keyed picks one by key. Caller owns
+//  return value.
+proto_outbox_t *proto_outbox_new_sharded(proto_loop_t *loop, zsock_t **sockets, size_t count,
+                                         uint64_t resend_ms);
+
+//  Destroys the outbox and what it still holds (the journal file stays,
+//  with what was not acked); nulls the pointer.
 void proto_outbox_destroy(proto_outbox_t **self_p);
+
+//  Keeps the outbox in a journal file at `path` (created if absent), and
+//  replays what the file holds: those messages are held and sent now.
+//  Call once, before the first send. Returns the number of messages
+//  replayed, or -1 with a reason in error (file unusable or locked by
+//  another process).
+int proto_outbox_journal(proto_outbox_t *self, const char *path, char *error, size_t error_size);
 
 //  Keeps and sends a message (taking ownership). A second message with the
 //  same request id replaces the first. Returns 0, or -1 when the outbox is
-//  full (message destroyed; the caller decides what that means).
+//  full or the journal cannot be written (message destroyed; the caller
+//  decides what that means).
 int proto_outbox_send(proto_outbox_t *self, proto_msg_t **msg_p);
+
+//  Same, sending to the socket `key` picks (sockets[key % count]).
+int proto_outbox_send_keyed(proto_outbox_t *self, proto_msg_t **msg_p, uint64_t key);
 
 //  Forgets the message with this request id. Returns true if it was held.
 bool proto_outbox_ack(proto_outbox_t *self, const char *request_id);
+
+//  Makes every journal append so far durable. Returns 0 (also when there is
+//  no journal or nothing to sync) or -1 when the disk refused.
+int proto_outbox_sync(proto_outbox_t *self);
+
+//  True when appends are waiting for proto_outbox_sync.
+bool proto_outbox_dirty(proto_outbox_t *self);
 
 //  Messages not yet acknowledged.
 size_t proto_outbox_pending(proto_outbox_t *self);

@@ -14,6 +14,7 @@
 #include "proto_watch.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,25 +32,27 @@
 typedef struct _s_request_t s_request_t;
 
 struct _dispatch_server_t {
-    proto_service_t *service;       //  the program skeleton
-    proto_loop_t *loop;             //  its loop
-    proto_config_t *config;         //  its configuration
-    proto_metrics_t *metrics;       //  its metrics registry
-    zsock_t *router;                //  DISPATCH/CANCEL in, CHUNK/DONE out
-    zsock_t *events;                //  PUB of OUTCOMEs
-    zsock_t *billing;               //  DEALER to every billing instance
-    proto_outbox_t *outbox;         //  SETTLEs until COMMIT
-    proto_watch_t *watch;           //  keeps the catalog fresh
-    proto_catalog_t *catalog;       //  current snapshot (owned)
-    dispatch_multi_t *multi;        //  libcurl on our loop
-    zhashx_t *requests;             //  request id -> s_request_t* in flight
-    uint64_t connect_timeout_ms;    //  dispatch.connect_timeout_ms
-    uint64_t first_byte_timeout_ms; //  dispatch.first_byte_timeout_ms
-    uint64_t idle_timeout_ms;       //  dispatch.idle_timeout_ms
-    uint64_t total_timeout_ms;      //  dispatch.total_timeout_ms
-    bool draining;                  //  SIGTERM seen
-    proto_metric_t *in_flight;      //  gauge of requests in flight
-    proto_metric_t *failovers;      //  counter of attempts replaced by another
+    proto_service_t *service;          //  the program skeleton
+    proto_loop_t *loop;                //  its loop
+    proto_config_t *config;            //  its configuration
+    proto_metrics_t *metrics;          //  its metrics registry
+    zsock_t *router;                   //  DISPATCH/CANCEL in, CHUNK/DONE out
+    zsock_t *events;                   //  PUB of OUTCOMEs
+    zsock_t *billing[S_MAX_ENDPOINTS]; //  one DEALER per billing instance
+    int billing_count;                 //  entries in billing
+    proto_outbox_t *outbox;            //  SETTLEs until COMMIT, by account, journaled
+    zlistx_t *done_waiting;            //  DONE messages waiting for the journal's fsync
+    proto_watch_t *watch;              //  keeps the catalog fresh
+    proto_catalog_t *catalog;          //  current snapshot (owned)
+    dispatch_multi_t *multi;           //  libcurl on our loop
+    zhashx_t *requests;                //  request id -> s_request_t* in flight
+    uint64_t connect_timeout_ms;       //  dispatch.connect_timeout_ms
+    uint64_t first_byte_timeout_ms;    //  dispatch.first_byte_timeout_ms
+    uint64_t idle_timeout_ms;          //  dispatch.idle_timeout_ms
+    uint64_t total_timeout_ms;         //  dispatch.total_timeout_ms
+    bool draining;                     //  SIGTERM seen
+    proto_metric_t *in_flight;         //  gauge of requests in flight
+    proto_metric_t *failovers;         //  counter of attempts replaced by another
 };
 
 //  One request from DISPATCH to DONE or CANCEL.
@@ -220,6 +223,35 @@ static void s_finish(s_request_t *self, const s_ending_t *ending)
     const proto_candidate_t *candidate = self->candidate;
     const proto_usage_t *usage = &ending->usage;
 
+    //  Settlement first: every request that reached us, exactly once.
+    proto_msg_t *settle = proto_msg_new(PROTO_MSG_SETTLE);
+    proto_msg_set_request_id(settle, self->rid);
+    proto_msg_set_trace(settle, proto_msg_trace(self->dispatch));
+    proto_msg_set_account_id(settle, proto_msg_account_id(self->dispatch));
+    proto_msg_set_key_id(settle, proto_msg_key_id(self->dispatch));
+    proto_msg_set_model(settle, proto_msg_model(self->dispatch));
+    if (candidate) {
+        proto_msg_set_provider_id(settle, candidate->provider_id);
+        proto_msg_set_provider_key_id(settle, candidate->provider_key_id);
+        proto_msg_set_upstream_model(settle, candidate->upstream_model);
+    }
+    proto_msg_set_status(settle, (uint64_t)ending->status);
+    proto_msg_set_tokens_in(settle, usage->tokens_in);
+    proto_msg_set_tokens_out(settle, usage->tokens_out);
+    proto_msg_set_tokens_cache_read(settle, usage->tokens_cache_read);
+    proto_msg_set_tokens_cache_write(settle, usage->tokens_cache_write);
+    proto_msg_set_latency_us(settle, latency_us);
+    proto_msg_set_ttfb_us(settle, ttfb_us);
+    proto_msg_set_started_us(settle, self->started_wall_us);
+    proto_msg_set_attempts(settle, (uint64_t)self->attempts);
+    proto_msg_set_estimated(settle, usage->estimated);
+    if (proto_msg_has(self->dispatch, PROTO_FIELD_reserve_micros))
+        proto_msg_set_reserve_micros(settle, proto_msg_reserve_micros(self->dispatch));
+    //  Keyed by account: the billing instance that admitted it (ingress
+    //  picks by the same rule) is the one that settles it.
+    if (proto_outbox_send_keyed(server->outbox, &settle, proto_msg_account_id(self->dispatch)) != 0)
+        log_error(self->rid, "settlement outbox full or journal unwritable: usage record lost");
+
     if (ending->reply) {
         proto_msg_t *done = proto_msg_reply(self->dispatch, PROTO_MSG_DONE);
         proto_msg_set_status(done, (uint64_t)ending->status);
@@ -245,36 +277,14 @@ static void s_finish(s_request_t *self, const s_ending_t *ending)
         }
         if (zchunk_size(self->out))
             proto_msg_set_body_bytes(done, zchunk_data(self->out), zchunk_size(self->out));
-        if (proto_msg_send(&done, server->router) != 0)
+        //  The client learns that the request is complete only from DONE,
+        //  so DONE waits until the SETTLE above is on disk (group commit:
+        //  one fdatasync per loop turn, in s_turn).
+        if (proto_outbox_dirty(server->outbox))
+            zlistx_add_end(server->done_waiting, done);
+        else if (proto_msg_send(&done, server->router) != 0)
             log_warn(self->rid, "DONE could not be sent to ingress");
     }
-
-    //  Settlement: every request that reached us, exactly once.
-    proto_msg_t *settle = proto_msg_new(PROTO_MSG_SETTLE);
-    proto_msg_set_request_id(settle, self->rid);
-    proto_msg_set_trace(settle, proto_msg_trace(self->dispatch));
-    proto_msg_set_account_id(settle, proto_msg_account_id(self->dispatch));
-    proto_msg_set_key_id(settle, proto_msg_key_id(self->dispatch));
-    proto_msg_set_model(settle, proto_msg_model(self->dispatch));
-    if (candidate) {
-        proto_msg_set_provider_id(settle, candidate->provider_id);
-        proto_msg_set_provider_key_id(settle, candidate->provider_key_id);
-        proto_msg_set_upstream_model(settle, candidate->upstream_model);
-    }
-    proto_msg_set_status(settle, (uint64_t)ending->status);
-    proto_msg_set_tokens_in(settle, usage->tokens_in);
-    proto_msg_set_tokens_out(settle, usage->tokens_out);
-    proto_msg_set_tokens_cache_read(settle, usage->tokens_cache_read);
-    proto_msg_set_tokens_cache_write(settle, usage->tokens_cache_write);
-    proto_msg_set_latency_us(settle, latency_us);
-    proto_msg_set_ttfb_us(settle, ttfb_us);
-    proto_msg_set_started_us(settle, self->started_wall_us);
-    proto_msg_set_attempts(settle, (uint64_t)self->attempts);
-    proto_msg_set_estimated(settle, usage->estimated);
-    if (proto_msg_has(self->dispatch, PROTO_FIELD_reserve_micros))
-        proto_msg_set_reserve_micros(settle, proto_msg_reserve_micros(self->dispatch));
-    if (proto_outbox_send(server->outbox, &settle) != 0)
-        log_error(self->rid, "settlement outbox full: usage record lost");
 
     log_info(self->rid,
              "done status=%d attempts=%d provider=%llu model=%s in=%llu out=%llu%s "
@@ -707,6 +717,46 @@ static void s_billing_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
     proto_msg_destroy(&msg);
 }
 
+//  After each turn's handlers: one fdatasync for every SETTLE journaled in
+//  this turn, then the DONEs that waited for it.
+static void s_send_waiting(dispatch_server_t *self)
+{
+    if (zlistx_size(self->done_waiting) == 0)
+        return;
+    if (proto_outbox_sync(self->outbox) != 0)
+        //  The record is still held in memory and re-sent; only a crash
+        //  of this process before its COMMIT would lose it.
+        log_error(NULL, "settlement journal: fdatasync failed: %s; answering anyway",
+                  strerror(errno));
+    proto_msg_t *done;
+    while ((done = zlistx_detach(self->done_waiting, NULL)))
+        if (proto_msg_send(&done, self->router) != 0)
+            log_warn(NULL, "DONE could not be sent to ingress");
+}
+
+static int s_turn(proto_loop_t *loop, void *arg)
+{
+    s_send_waiting(arg);
+    return -1;
+}
+
+//  The settlement journal's file: state_dir/dispatch-NAME.settle, NAME the
+//  configured instance_id or else a hash of dispatch.bind (stable across
+//  restarts; only one process can bind an endpoint, and the file is locked).
+static void s_journal_path(dispatch_server_t *self, const char *state_dir, char *path, size_t size)
+{
+    const char *instance = proto_config_str(self->config, "instance_id");
+    if (instance && *instance) {
+        snprintf(path, size, "%s/dispatch-%s.settle", state_dir, instance);
+        return;
+    }
+    const char *bind = proto_config_str(self->config, "dispatch.bind");
+    uint64_t hash = 1469598103934665603ULL; //  FNV-1a
+    for (const char *c = bind; *c; c++)
+        hash = (hash ^ (uint8_t)*c) * 1099511628211ULL;
+    snprintf(path, size, "%s/dispatch-%016llx.settle", state_dir, (unsigned long long)hash);
+}
+
 static void s_catalog_swap(proto_catalog_t **catalog_p, void *arg)
 {
     dispatch_server_t *self = arg;
@@ -771,19 +821,48 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
     self->multi = dispatch_multi_new(self->loop);
     self->router = s_bind(ZMQ_ROUTER, self->config, "dispatch.bind");
     self->events = s_bind(ZMQ_PUB, self->config, "dispatch.events.bind");
-    self->billing = zsock_new(ZMQ_DEALER);
-    if (!self->multi || !self->router || !self->events || !self->billing)
+    if (!self->multi || !self->router || !self->events)
         goto fail;
+    //  One DEALER per billing instance, SETTLE picked by account_id % count
+    //  as ingress picks for ADMIT (docs/billing.md: sharding).
     const char *endpoints[S_MAX_ENDPOINTS];
     int count = proto_config_endpoints(self->config, "billing", endpoints, S_MAX_ENDPOINTS);
-    for (int i = 0; i < count; i++)
-        if (zsock_connect(self->billing, "%s", endpoints[i]) < 0) {
+    if (count < 1) {
+        log_error(NULL, "billing.endpoints lists no endpoint");
+        goto fail;
+    }
+    for (int i = 0; i < count; i++) {
+        self->billing[i] = zsock_new(ZMQ_DEALER);
+        if (!self->billing[i])
+            goto fail;
+        self->billing_count++;
+        zsock_set_sndhwm(self->billing[i], S_ROUTER_SNDHWM);
+        if (zsock_connect(self->billing[i], "%s", endpoints[i]) < 0) {
             log_error(NULL, "cannot connect to billing %s", endpoints[i]);
             goto fail;
         }
-    self->outbox = proto_outbox_new(self->loop, self->billing, S_SETTLE_RESEND_MS);
+    }
+    self->outbox =
+        proto_outbox_new_sharded(self->loop, self->billing, (size_t)count, S_SETTLE_RESEND_MS);
+    self->done_waiting = zlistx_new();
+    const char *state_dir = proto_config_str(self->config, "state_dir");
+    if (state_dir && *state_dir) {
+        char path[1024];
+        s_journal_path(self, state_dir, path, sizeof path);
+        int replayed = proto_outbox_journal(self->outbox, path, error, sizeof error);
+        if (replayed < 0) {
+            log_error(NULL, "settlement journal: %s", error);
+            goto fail;
+        }
+        log_info(NULL, "settlement journal %s: %d unacknowledged settlement(s) re-sent", path,
+                 replayed);
+    } else
+        log_warn(NULL, "no state_dir: settlements are kept in memory only and a crash of this "
+                       "process loses the unacknowledged ones");
     proto_loop_add_socket(self->loop, self->router, s_router_ready, self);
-    proto_loop_add_socket(self->loop, self->billing, s_billing_ready, self);
+    for (int i = 0; i < count; i++)
+        proto_loop_add_socket(self->loop, self->billing[i], s_billing_ready, self);
+    proto_loop_set_turn(self->loop, s_turn, self);
     log_info(NULL, "dispatch on %s, outcomes on %s, %d billing endpoint(s)",
              proto_config_str(self->config, "dispatch.bind"),
              proto_config_str(self->config, "dispatch.events.bind"), count);
@@ -801,17 +880,23 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
         return;
     //  Requests first: their calls must leave the multi handle before it goes.
     zhashx_destroy(&self->requests);
+    if (self->done_waiting) {
+        s_send_waiting(self);
+        zlistx_destroy(&self->done_waiting);
+        proto_loop_set_turn(self->loop, NULL, NULL);
+    }
     if (self->router)
         proto_loop_remove_socket(self->loop, self->router);
-    if (self->billing)
-        proto_loop_remove_socket(self->loop, self->billing);
+    for (int i = 0; i < self->billing_count; i++)
+        proto_loop_remove_socket(self->loop, self->billing[i]);
     proto_outbox_destroy(&self->outbox);
     dispatch_multi_destroy(&self->multi);
     proto_watch_destroy(&self->watch);
     proto_catalog_destroy(&self->catalog);
     zsock_destroy(&self->router);
     zsock_destroy(&self->events);
-    zsock_destroy(&self->billing);
+    for (int i = 0; i < self->billing_count; i++)
+        zsock_destroy(&self->billing[i]);
     free(self);
     *self_p = NULL;
 }

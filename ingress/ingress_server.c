@@ -107,6 +107,8 @@ struct _s_request_t {
     int refs;                          //  holders: connection, pipeline, reader
     bool registered;                   //  pipeline holder: id is in server->requests
     bool in_handler;                   //  inside MHD's access handler: may queue
+    bool first_call;                   //  inside the handler's first call (headers only)
+    bool close_now;                    //  answer without reading the body (413)
     bool suspended;                    //  connection suspended by us
     bool reader_waiting;               //  suspended by the content reader
     int watched_fd;                    //  socket watched for hang-up, or -1
@@ -129,6 +131,7 @@ struct _s_request_t {
     unsigned response_status;          //  its status
     ingress_buffer_t *out;             //  streamed bytes not yet read by MHD
     bool upstream_done;                //  no more bytes will come (DONE, cut, cancel)
+    bool client_gone;                  //  the client hung up while suspended
     int status;                        //  status sent to the client, for metrics
     uint64_t started_us;               //  monotonic, first handler call
     uint64_t started_wall_us;          //  wall clock, for SETTLE
@@ -438,6 +441,15 @@ static void s_answer(s_request_t *r, unsigned status, struct MHD_Response *respo
         MHD_destroy_response(response);
         return;
     }
+    //  An answer decided from the headers alone waits for the handler's
+    //  last call: queued before the request is read, MHD would close the
+    //  connection instead of keeping it alive. An oversize body is the
+    //  exception; it is answered without being read.
+    if (r->in_handler && !r->suspended && r->first_call && !r->close_now) {
+        r->response = response;
+        r->response_status = status;
+        return;
+    }
     if (r->in_handler && !r->suspended) {
         MHD_queue_response(r->connection, status, response);
         MHD_destroy_response(response);
@@ -559,7 +571,7 @@ static void s_settle(s_request_t *r, int status)
 static ssize_t s_reader(void *arg, uint64_t position, char *buffer, size_t max)
 {
     s_request_t *r = arg;
-    if (!r->out)
+    if (!r->out || r->client_gone)
         return MHD_CONTENT_READER_END_WITH_ERROR;
     size_t size = ingress_buffer_read(r->out, buffer, max);
     if (size)
@@ -953,6 +965,8 @@ static void s_hangup(proto_loop_t *loop, int fd, uint32_t events, void *arg)
     case S_STREAMING:
         s_cancel(r, "client_closed");
         r->upstream_done = true;
+        r->client_gone = true;
+        r->status = 499;
         s_forget(r);
         s_resume(r);
         break;
@@ -1094,6 +1108,7 @@ static enum MHD_Result s_client_begin(ingress_server_t *self, s_request_t *r, co
         char message[160];
         snprintf(message, sizeof message, "The request body is larger than %zu bytes",
                  self->max_body);
+        r->close_now = true;
         s_answer_error(r, 413, "request_too_large", message);
         return MHD_YES;
     }
@@ -1201,23 +1216,32 @@ static enum MHD_Result s_client_access(void *arg, struct MHD_Connection *connect
     if (!r) {
         r = s_request_new(self, connection);
         *request_p = r;
-        r->in_handler = true;
+        r->in_handler = r->first_call = true;
         rc = s_client_begin(self, r, url, method);
-    } else if (r->phase == S_RECEIVING && r->body) {
+        r->first_call = false;
+    } else if (*upload_data_size) {
         r->in_handler = true;
-        if (*upload_data_size) {
-            rc = s_client_body(self, r, upload_data, *upload_data_size);
-            *upload_data_size = 0;
-        } else
-            rc = s_client_submit(self, r);
+        size_t size = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->phase == S_RECEIVING && r->body && !r->response)
+            rc = s_client_body(self, r, upload_data, size);
+        else {
+            //  The answer is decided already; read the body to keep the
+            //  connection, but only so much of it.
+            r->body_discarded += size;
+            rc = r->body_discarded > self->max_body ? MHD_NO : MHD_YES;
+        }
     } else if (r->response) {
-        //  Called again after a resume: queue what was prepared meanwhile.
+        //  The last call of a request answered early, or a call after a
+        //  resume: queue what was prepared.
         struct MHD_Response *response = r->response;
         r->response = NULL;
         rc = MHD_queue_response(connection, r->response_status, response);
         MHD_destroy_response(response);
-    } else if (*upload_data_size)
-        *upload_data_size = 0; //  a body we do not want (answered already)
+    } else if (r->phase == S_RECEIVING && r->body) {
+        r->in_handler = true;
+        rc = s_client_submit(self, r);
+    }
     r->in_handler = false;
     return rc;
 }
@@ -1433,6 +1457,10 @@ static int s_peer_open(ingress_server_t *self, s_peer_t *peer, int index, const 
     zsock_set_sndtimeo(peer->socket, 0);
     zsock_set_rcvhwm(peer->socket, S_PEER_RCVHWM);
     zsock_set_immediate(peer->socket, immediate ? 1 : 0);
+    //  A restarted peer is found again within tens of milliseconds, not
+    //  ZeroMQ's default 100 ms, backing off to half a second while it is down.
+    zsock_set_reconnect_ivl(peer->socket, 20);
+    zsock_set_reconnect_ivl_max(peer->socket, 500);
     for (int i = 0; i < count; i++)
         if (zsock_connect(peer->socket, "%s", endpoints[i]) != 0) {
             snprintf(error, error_size, "cannot connect to %s", endpoints[i]);
@@ -2031,6 +2059,13 @@ void ingress_server_test(bool verbose)
     assert(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
     assert(strstr(client->data, "x-request-id: my-id.1\r\n"));
     assert(strstr(client->data, "{\"status\":\"ok\"}"));
+    //  Answers decided from the headers keep the connection alive.
+    client = s_test_request(&test, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+                                   "GET /v1/models HTTP/1.1\r\nHost: t\r\n"
+                                   "Connection: close\r\n\r\n");
+    char *second_answer = strstr(client->data, "HTTP/1.1 401");
+    assert(strncmp(client->data, "HTTP/1.1 200", 12) == 0 && second_answer);
+    assert(!memmem(client->data, (size_t)(second_answer - client->data), "close", 5));
     client = s_test_request(&test, "GET /nope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     assert(strncmp(client->data, "HTTP/1.1 404", 12) == 0);
     assert(strstr(client->data, "\"code\":\"not_found\"") && strstr(client->data, "x-request-id"));

@@ -15,9 +15,13 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
 
 #define S_DEFAULT_DIR "./var"
 #define S_MAX_WORDS 8    //  positional words in one command line
@@ -35,11 +39,21 @@ typedef struct {
     int option_count;                  //  how many
 } s_args_t;
 
+//  Where the token came from: a session replaces only what it may.
+typedef enum {
+    S_TOKEN_NONE,      //  no token found
+    S_TOKEN_ENV,       //  TOLLGATE_ADMIN_TOKEN
+    S_TOKEN_SESSION,   //  DIR/admin_session, written by `tollgate login`
+    S_TOKEN_BOOTSTRAP, //  DIR/admin_token or ingress.admin_token
+} s_token_source_t;
+
 //  Where and how to reach the admin API.
 typedef struct {
-    char url[512];   //  base URL without a trailing slash
-    char token[512]; //  admin bearer token
-    bool json;       //  print the API's JSON instead of text
+    char url[512];           //  base URL without a trailing slash
+    char token[512];         //  admin bearer token
+    bool json;               //  print the API's JSON instead of text
+    char dir[4096];          //  state folder (`tollgate up --dir`)
+    s_token_source_t source; //  where token came from
 } s_client_t;
 
 typedef int(s_run_fn)(s_client_t *client, s_args_t *args, int first);
@@ -91,7 +105,8 @@ static char *s_escape(const char *text)
 
 static bool s_is_flag(const char *name)
 {
-    return strcmp(name, "json") == 0 || strcmp(name, "help") == 0;
+    return strcmp(name, "json") == 0 || strcmp(name, "help") == 0 || strcmp(name, "errors") == 0 ||
+           strcmp(name, "all") == 0;
 }
 
 //  Splits argv into words and options ("--name value", "--name=value",
@@ -179,20 +194,44 @@ static void s_listen_url(const char *listen, char *url, size_t url_size)
     snprintf(url, url_size, "http://%s:%s", host, port);
 }
 
-//  Finds the admin URL and token: environment first, then the state folder.
-//  Returns 0, or -1 with a message on stderr.
-static int s_discover(s_client_t *client, const char *dir)
+//  Reads the first line of a file into out. Returns 0, or -1 when there is
+//  no file or no line.
+static int s_read_line(const char *path, char *out, size_t size)
+{
+    FILE *file = fopen(path, "r");
+    if (!file)
+        return -1;
+    *out = '\0';
+    if (fgets(out, (int)size, file))
+        out[strcspn(out, "\r\n")] = '\0';
+    fclose(file);
+    return *out ? 0 : -1;
+}
+
+//  Finds the admin URL and token: environment first, then the state folder
+//  (a session from `tollgate login` before the bootstrap token). Without
+//  need_token only the URL must be found. Returns 0, or -1 with a message
+//  on stderr.
+static int s_discover(s_client_t *client, const char *dir, bool need_token)
 {
     const char *url = getenv("TOLLGATE_ADMIN_URL");
     const char *token = getenv("TOLLGATE_ADMIN_TOKEN");
+    snprintf(client->dir, sizeof client->dir, "%s", dir);
     if (url && *url)
         snprintf(client->url, sizeof client->url, "%s", url);
-    if (token && *token)
+    if (token && *token) {
         snprintf(client->token, sizeof client->token, "%s", token);
+        client->source = S_TOKEN_ENV;
+    }
+    char path[4096];
+    if (!*client->token) {
+        snprintf(path, sizeof path, "%s/admin_session", dir);
+        if (s_read_line(path, client->token, sizeof client->token) == 0)
+            client->source = S_TOKEN_SESSION;
+    }
     if (*client->url && *client->token)
         goto done;
 
-    char path[4096];
     proto_config_t *config = NULL;
     snprintf(path, sizeof path, "%s/tollgate.conf", dir);
     FILE *probe = fopen(path, "r");
@@ -211,18 +250,15 @@ static int s_discover(s_client_t *client, const char *dir)
                      sizeof client->url);
     if (!*client->token) {
         snprintf(path, sizeof path, "%s/admin_token", dir);
-        FILE *file = fopen(path, "r");
-        if (file) {
-            if (fgets(client->token, sizeof client->token, file))
-                client->token[strcspn(client->token, "\r\n")] = '\0';
-            fclose(file);
-        }
+        s_read_line(path, client->token, sizeof client->token);
         if (!*client->token && config)
             snprintf(client->token, sizeof client->token, "%s",
                      proto_config_str(config, "ingress.admin_token"));
+        if (*client->token)
+            client->source = S_TOKEN_BOOTSTRAP;
     }
     proto_config_destroy(&config);
-    if (!*client->url || !*client->token) {
+    if (!*client->url || (need_token && !*client->token)) {
         fprintf(stderr,
                 "tollgate: no admin %s: set TOLLGATE_ADMIN_URL and TOLLGATE_ADMIN_TOKEN, or "
                 "point --dir at the folder `tollgate up` made (tried %s)\n",
@@ -895,6 +931,477 @@ static int s_usage(s_client_t *client, s_args_t *args, int first)
     return rc;
 }
 
+// ---------------------------------------------------------------------------
+//  Admin access: login, users, sessions, tokens, audit, request logs
+
+//  Appends `?name=value&…` to path for every option in `options` that was
+//  given (option names map one to one onto query names in `names`).
+static void s_add_query(char *path, size_t size, s_args_t *args, const char *const *options,
+                        const char *const *names, int count)
+{
+    bool first = strchr(path, '?') == NULL;
+    for (int i = 0; i < count; i++) {
+        const char *value = s_option(args, options[i]);
+        if (!value)
+            continue;
+        char *escaped = s_escape(*value ? value : "1");
+        snprintf(path + strlen(path), size - strlen(path), "%s%s=%s", first ? "?" : "&", names[i],
+                 escaped);
+        first = false;
+        free(escaped);
+    }
+}
+
+//  Reads a password: from the option's value, the first line of stdin for
+//  "-", or (no option) a prompt on the terminal without echo, else stdin.
+//  Returns it (caller frees and clears), or NULL with a message.
+static char *s_password(s_args_t *args, const char *prompt)
+{
+    const char *value = s_option(args, "password");
+    if (value)
+        return s_secret_value(value);
+    if (!isatty(STDIN_FILENO))
+        return s_secret_value("-");
+    struct termios saved, quiet;
+    bool echo_off = tcgetattr(STDIN_FILENO, &saved) == 0;
+    if (echo_off) {
+        quiet = saved;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    }
+    fprintf(stderr, "%s", prompt);
+    char *password = s_secret_value("-");
+    if (echo_off)
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+    fprintf(stderr, "\n");
+    return password;
+}
+
+static void s_free_secret(char *secret)
+{
+    if (secret) {
+        memset(secret, 0, strlen(secret));
+        free(secret);
+    }
+}
+
+//  Writes text to DIR/name with mode 0600 (via a temporary file and a
+//  rename, so a reader never sees half of it). Returns 0, or -1 with a
+//  message.
+static int s_write_private(s_client_t *client, const char *name, const char *text)
+{
+    char path[4200], temporary[4300];
+    if (mkdir(client->dir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "tollgate: cannot create %s: %s\n", client->dir, strerror(errno));
+        return -1;
+    }
+    snprintf(path, sizeof path, "%s/%s", client->dir, name);
+    snprintf(temporary, sizeof temporary, "%s.%d.tmp", path, (int)getpid());
+    int fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "tollgate: cannot write %s: %s\n", temporary, strerror(errno));
+        return -1;
+    }
+    size_t length = strlen(text);
+    bool ok = fchmod(fd, 0600) == 0 && write(fd, text, length) == (ssize_t)length &&
+              write(fd, "\n", 1) == 1;
+    ok = close(fd) == 0 && ok;
+    if (!ok || rename(temporary, path) != 0) {
+        fprintf(stderr, "tollgate: cannot write %s: %s\n", path, strerror(errno));
+        unlink(temporary);
+        return -1;
+    }
+    return 0;
+}
+
+static int s_login(s_client_t *client, s_args_t *args, int first)
+{
+    const char *username = args->words[first];
+    json_t *body = json_pack("{s:s}", "username", username);
+    if (s_put_int(body, args, "ttl", "expires_in_s")) {
+        json_decref(body);
+        return 2;
+    }
+    char prompt[256];
+    snprintf(prompt, sizeof prompt, "password for %s: ", username);
+    char *password = s_password(args, prompt);
+    json_object_set_new(body, "password", json_string(password));
+    s_free_secret(password);
+    json_t *answer = NULL;
+    int rc = s_call(client, "POST", "/admin/login", body, &answer);
+    if (rc == 0) {
+        const char *token = s_str(answer, "token");
+        rc = s_write_private(client, "admin_session", token) == 0 ? 0 : 1;
+        json_t *user = json_object_get(answer, "user");
+        if (rc == 0 && !client->json)
+            printf("logged in as %s (%s) until %s; the session is in %s/admin_session\n",
+                   s_str(user, "username"), s_str(user, "role"), s_str(answer, "expires_at"),
+                   client->dir);
+    }
+    json_decref(answer);
+    return rc;
+}
+
+//  Ends the session on the server (if it is still alive) and forgets it.
+static int s_logout(s_client_t *client, s_args_t *args, int first)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/admin_session", client->dir);
+    if (client->source != S_TOKEN_SESSION) {
+        fprintf(stderr, "tollgate: not logged in (no %s)\n", path);
+        return 1;
+    }
+    json_t *answer = NULL;
+    int rc = s_call(client, "POST", "/admin/logout", NULL, &answer);
+    json_decref(answer);
+    //  A session the server no longer knows is over anyway: forget it too.
+    if (unlink(path) != 0 && errno != ENOENT) {
+        fprintf(stderr, "tollgate: cannot remove %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    if (!client->json)
+        printf("logged out%s\n", rc == 0 ? "" : " (the session had already ended)");
+    else if (rc != 0)
+        printf("{\"logged_out\":true}\n");
+    return 0;
+}
+
+static int s_whoami(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", "/admin/me", NULL, &answer);
+    if (rc == 0 && !client->json) {
+        const char *expires = json_string_value(json_object_get(answer, "expires_at"));
+        printf("%s (%s, %s)%s%s\n", s_str(answer, "name"), s_str(answer, "kind"),
+               s_str(answer, "role"), expires ? " until " : "", expires ? expires : "");
+    }
+    json_decref(answer);
+    return rc;
+}
+
+static const s_column_t s_user_columns[] = {{"ID", "id", S_COL_TEXT},
+                                            {"USERNAME", "username", S_COL_TEXT},
+                                            {"ROLE", "role", S_COL_TEXT},
+                                            {"STATUS", "status", S_COL_TEXT},
+                                            {"SESSIONS", "active_sessions", S_COL_TEXT},
+                                            {"LAST LOGIN", "last_login_at", S_COL_TIME},
+                                            {"CREATED", "created_at", S_COL_TIME}};
+
+static int s_user_add(s_client_t *client, s_args_t *args, int first)
+{
+    const char *role = s_option(args, "role");
+    if (!role) {
+        fprintf(stderr, "tollgate: admin user add needs --role owner|operator|viewer\n");
+        return 2;
+    }
+    char prompt[256];
+    snprintf(prompt, sizeof prompt, "new password for %s: ", args->words[first]);
+    char *password = s_password(args, prompt);
+    json_t *body = json_pack("{s:s,s:s,s:s}", "username", args->words[first], "password", password,
+                             "role", role);
+    s_free_secret(password);
+    json_t *answer = NULL;
+    int rc = s_call(client, "POST", "/admin/users", body, &answer);
+    if (rc == 0 && !client->json)
+        printf("admin user %s added (id %" JSON_INTEGER_FORMAT ", %s)\n", s_str(answer, "username"),
+               s_int(answer, "id"), s_str(answer, "role"));
+    json_decref(answer);
+    return rc;
+}
+
+static int s_user_list(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", "/admin/users", NULL, &answer);
+    if (rc == 0 && !client->json)
+        s_table(json_object_get(answer, "data"), s_user_columns, S_COUNT(s_user_columns),
+                "no admin users");
+    json_decref(answer);
+    return rc;
+}
+
+//  PATCH /admin/users/NAME with body (stolen); prints what it became.
+static int s_user_patch(s_client_t *client, const char *name, json_t *body)
+{
+    char *escaped = s_escape(name);
+    char path[2048];
+    snprintf(path, sizeof path, "/admin/users/%s", escaped);
+    free(escaped);
+    json_t *answer = NULL;
+    int rc = s_call(client, "PATCH", path, body, &answer);
+    if (rc == 0 && !client->json)
+        printf("admin user %s: %s, %s\n", s_str(answer, "username"), s_str(answer, "role"),
+               s_str(answer, "status"));
+    json_decref(answer);
+    return rc;
+}
+
+static int s_user_disable(s_client_t *client, s_args_t *args, int first)
+{
+    return s_user_patch(client, args->words[first], json_pack("{s:s}", "status", "disabled"));
+}
+
+static int s_user_enable(s_client_t *client, s_args_t *args, int first)
+{
+    return s_user_patch(client, args->words[first], json_pack("{s:s}", "status", "active"));
+}
+
+static int s_user_role(s_client_t *client, s_args_t *args, int first)
+{
+    return s_user_patch(client, args->words[first],
+                        json_pack("{s:s}", "role", args->words[first + 1]));
+}
+
+static int s_user_password(s_client_t *client, s_args_t *args, int first)
+{
+    char prompt[256];
+    snprintf(prompt, sizeof prompt, "new password for %s: ", args->words[first]);
+    char *password = s_password(args, prompt);
+    json_t *body = json_pack("{s:s}", "password", password);
+    s_free_secret(password);
+    return s_user_patch(client, args->words[first], body);
+}
+
+static const s_column_t s_session_columns[] = {{"ID", "id", S_COL_TEXT},
+                                               {"USER", "username", S_COL_TEXT},
+                                               {"ROLE", "role", S_COL_TEXT},
+                                               {"FROM", "client_ip", S_COL_TEXT},
+                                               {"CREATED", "created_at", S_COL_TIME},
+                                               {"LAST USED", "last_used_at", S_COL_TIME},
+                                               {"EXPIRES", "expires_at", S_COL_TIME},
+                                               {"REVOKED", "revoked_at", S_COL_TIME}};
+
+static int s_session_list(s_client_t *client, s_args_t *args, int first)
+{
+    char path[2048] = "/admin/sessions";
+    static const char *const options[] = {"user", "all"};
+    s_add_query(path, sizeof path, args, options, options, 2);
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", path, NULL, &answer);
+    if (rc == 0 && !client->json)
+        s_table(json_object_get(answer, "data"), s_session_columns, S_COUNT(s_session_columns),
+                "no sessions");
+    json_decref(answer);
+    return rc;
+}
+
+static int s_session_revoke(s_client_t *client, s_args_t *args, int first)
+{
+    char *id = s_escape(args->words[first]);
+    char path[2048];
+    snprintf(path, sizeof path, "/admin/sessions/%s", id);
+    free(id);
+    json_t *answer = NULL;
+    int rc = s_call(client, "DELETE", path, NULL, &answer);
+    if (rc == 0 && !client->json)
+        printf("session %" JSON_INTEGER_FORMAT " of %s revoked\n", s_int(answer, "id"),
+               s_str(answer, "username"));
+    json_decref(answer);
+    return rc;
+}
+
+//  A new bootstrap token. When the old one came from DIR/admin_token, the
+//  new one replaces it there, so the folder keeps working.
+static int s_bootstrap_rotate(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *answer = NULL;
+    int rc = s_call(client, "POST", "/admin/bootstrap/rotate", NULL, &answer);
+    if (rc == 0) {
+        const char *token = s_str(answer, "token");
+        bool saved = false;
+        char path[4200];
+        snprintf(path, sizeof path, "%s/admin_token", client->dir);
+        if (access(path, F_OK) == 0) {
+            if (s_write_private(client, "admin_token", token) != 0)
+                rc = 1;
+            saved = rc == 0;
+        }
+        if (!client->json) {
+            if (saved)
+                printf("bootstrap token rotated; the new one is in %s\n", path);
+            else
+                printf("bootstrap token rotated; it is shown only now:\n%s\n", token);
+        }
+    }
+    json_decref(answer);
+    return rc;
+}
+
+static const s_column_t s_token_columns[] = {{"ID", "id", S_COL_TEXT},
+                                             {"NAME", "name", S_COL_TEXT},
+                                             {"PREFIX", "prefix", S_COL_TEXT},
+                                             {"ROLE", "role", S_COL_TEXT},
+                                             {"STATUS", "status", S_COL_TEXT},
+                                             {"BY", "created_by", S_COL_TEXT},
+                                             {"EXPIRES", "expires_at", S_COL_TIME},
+                                             {"LAST USED", "last_used_at", S_COL_TIME}};
+
+static int s_token_create(s_client_t *client, s_args_t *args, int first)
+{
+    const char *role = s_option(args, "role");
+    if (!role) {
+        fprintf(stderr, "tollgate: token create needs --role owner|operator|viewer\n");
+        return 2;
+    }
+    json_t *body = json_pack("{s:s,s:s}", "name", args->words[first], "role", role);
+    s_put_str(body, args, "expires-at", "expires_at");
+    json_t *answer = NULL;
+    int rc = s_call(client, "POST", "/admin/tokens", body, &answer);
+    if (rc == 0 && !client->json)
+        //  The token is the last line, alone, so scripts can take it with tail -1.
+        printf("token %" JSON_INTEGER_FORMAT " (%s, %s) created; it is shown only now:\n%s\n",
+               s_int(answer, "id"), s_str(answer, "name"), s_str(answer, "role"),
+               s_str(answer, "token"));
+    json_decref(answer);
+    return rc;
+}
+
+static int s_token_list(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", "/admin/tokens", NULL, &answer);
+    if (rc == 0 && !client->json)
+        s_table(json_object_get(answer, "data"), s_token_columns, S_COUNT(s_token_columns),
+                "no tokens");
+    json_decref(answer);
+    return rc;
+}
+
+static int s_token_revoke(s_client_t *client, s_args_t *args, int first)
+{
+    char *id = s_escape(args->words[first]);
+    char path[2048];
+    snprintf(path, sizeof path, "/admin/tokens/%s", id);
+    free(id);
+    json_t *answer = NULL;
+    int rc = s_call(client, "DELETE", path, NULL, &answer);
+    if (rc == 0 && !client->json)
+        printf("token %" JSON_INTEGER_FORMAT " (%s) revoked\n", s_int(answer, "id"),
+               s_str(answer, "name"));
+    json_decref(answer);
+    return rc;
+}
+
+static const s_column_t s_audit_columns[] = {
+    {"ID", "id", S_COL_TEXT},         {"AT", "at", S_COL_TIME},
+    {"ACTOR", "actor", S_COL_TEXT},   {"FROM", "client_ip", S_COL_TEXT},
+    {"ACTION", "action", S_COL_TEXT}, {"TARGET", "target", S_COL_TEXT}};
+
+static int s_audit(s_client_t *client, s_args_t *args, int first)
+{
+    char path[2048] = "/admin/audit";
+    static const char *const options[] = {"actor", "action", "limit", "before"};
+    s_add_query(path, sizeof path, args, options, options, 4);
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", path, NULL, &answer);
+    if (rc == 0 && !client->json) {
+        s_table(json_object_get(answer, "data"), s_audit_columns, S_COUNT(s_audit_columns),
+                "no audit entries");
+        json_t *next = json_object_get(answer, "next_before");
+        if (json_is_integer(next))
+            printf("older: --before %" JSON_INTEGER_FORMAT "\n", json_integer_value(next));
+    }
+    json_decref(answer);
+    return rc;
+}
+
+static const s_column_t s_request_columns[] = {
+    {"STARTED", "started_at", S_COL_TIME}, {"REQUEST", "request_id", S_COL_TEXT},
+    {"ACCOUNT", "account", S_COL_TEXT},    {"MODEL", "model", S_COL_TEXT},
+    {"PROVIDER", "provider", S_COL_TEXT},  {"STATUS", "status", S_COL_TEXT},
+    {"TRIES", "attempts", S_COL_TEXT},     {"MS", "latency_ms", S_COL_TEXT},
+    {"TTFB", "ttfb_ms", S_COL_TEXT},       {"COST", "cost_micros", S_COL_MONEY}};
+
+static const s_column_t s_request_detail[] = {{"request", "request_id", S_COL_TEXT},
+                                              {"started", "started_at", S_COL_TIME},
+                                              {"account", "account", S_COL_TEXT},
+                                              {"key", "key_prefix", S_COL_TEXT},
+                                              {"model", "model", S_COL_TEXT},
+                                              {"provider", "provider", S_COL_TEXT},
+                                              {"upstream model", "upstream_model", S_COL_TEXT},
+                                              {"status", "status", S_COL_TEXT},
+                                              {"attempts", "attempts", S_COL_TEXT},
+                                              {"latency ms", "latency_ms", S_COL_TEXT},
+                                              {"ttfb ms", "ttfb_ms", S_COL_TEXT},
+                                              {"tokens in", "tokens_in", S_COL_TEXT},
+                                              {"tokens out", "tokens_out", S_COL_TEXT},
+                                              {"cost", "cost_micros", S_COL_MONEY}};
+
+static int s_requests(s_client_t *client, s_args_t *args, int first)
+{
+    char path[2048] = "/admin/requests";
+    static const char *const options[] = {"account", "key",   "model",  "provider", "status",
+                                          "errors",  "since", "before", "limit"};
+    s_add_query(path, sizeof path, args, options, options, 9);
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", path, NULL, &answer);
+    if (rc == 0 && !client->json) {
+        s_table(json_object_get(answer, "data"), s_request_columns, S_COUNT(s_request_columns),
+                "no requests");
+        const char *next = json_string_value(json_object_get(answer, "next_before"));
+        if (next)
+            printf("older: --before %s\n", next);
+    }
+    json_decref(answer);
+    return rc;
+}
+
+static int s_request_show(s_client_t *client, s_args_t *args, int first)
+{
+    char *id = s_escape(args->words[first]);
+    char path[2048];
+    snprintf(path, sizeof path, "/admin/requests/%s", id);
+    free(id);
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", path, NULL, &answer);
+    if (rc == 0 && !client->json) {
+        int rows = S_COUNT(s_request_detail);
+        for (int i = 0; i < rows; i++) {
+            char cell[S_CELL];
+            s_cell(answer, &s_request_detail[i], cell, sizeof cell);
+            printf("%-16s %s\n", s_request_detail[i].title, cell);
+        }
+        json_t *details = json_object_get(answer, "details");
+        printf("%-16s %s\n", "details",
+               json_is_object(details) ? s_str(details, "level") : "none (level base)");
+    }
+    json_decref(answer);
+    return rc;
+}
+
+static int s_request_log(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", "/admin/settings/request-log", NULL, &answer);
+    if (rc == 0 && !client->json)
+        printf("level %s, bodies up to %" JSON_INTEGER_FORMAT " bytes, kept %" JSON_INTEGER_FORMAT
+               " days\n",
+               s_str(answer, "level"), s_int(answer, "max_body_bytes"),
+               s_int(answer, "retention_days"));
+    json_decref(answer);
+    return rc;
+}
+
+static int s_request_log_set(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *body = json_object();
+    s_put_str(body, args, "level", "level");
+    if (s_put_int(body, args, "max-body-bytes", "max_body_bytes") ||
+        s_put_int(body, args, "retention-days", "retention_days")) {
+        json_decref(body);
+        return 2;
+    }
+    json_t *answer = NULL;
+    int rc = s_call(client, "PATCH", "/admin/settings/request-log", body, &answer);
+    if (rc == 0 && !client->json)
+        printf("request log: level %s, bodies up to %" JSON_INTEGER_FORMAT
+               " bytes, kept %" JSON_INTEGER_FORMAT " days\n",
+               s_str(answer, "level"), s_int(answer, "max_body_bytes"),
+               s_int(answer, "retention_days"));
+    json_decref(answer);
+    return rc;
+}
+
 static const s_command_t s_commands[] = {
     {"provider add", 1, "protocol base-url priority weight", s_provider_add,
      "provider add NAME --protocol openai|anthropic|gemini --base-url URL [--priority N] "
@@ -921,6 +1428,36 @@ static const s_command_t s_commands[] = {
     {"key list", 0, "account", s_key_list, "key list [--account NAME] [--json]"},
     {"usage", 0, "account limit before", s_usage,
      "usage [--account NAME] [--limit N] [--before TIME] [--json]"},
+    {"login", 1, "password ttl", s_login,
+     "login USERNAME [--password PASSWORD|-] [--ttl SECONDS]   (session kept in "
+     "DIR/admin_session)"},
+    {"logout", 0, "", s_logout, "logout"},
+    {"whoami", 0, "", s_whoami, "whoami [--json]"},
+    {"admin user add", 1, "role password", s_user_add,
+     "admin user add USERNAME --role owner|operator|viewer [--password PASSWORD|-]"},
+    {"admin user list", 0, "", s_user_list, "admin user list [--json]"},
+    {"admin user disable", 1, "", s_user_disable, "admin user disable USERNAME"},
+    {"admin user enable", 1, "", s_user_enable, "admin user enable USERNAME"},
+    {"admin user role", 2, "", s_user_role, "admin user role USERNAME owner|operator|viewer"},
+    {"admin user password", 1, "password", s_user_password,
+     "admin user password USERNAME [--password PASSWORD|-]"},
+    {"admin session list", 0, "user", s_session_list,
+     "admin session list [--user USERNAME] [--all] [--json]"},
+    {"admin session revoke", 1, "", s_session_revoke, "admin session revoke ID"},
+    {"admin bootstrap rotate", 0, "", s_bootstrap_rotate, "admin bootstrap rotate"},
+    {"token create", 1, "role expires-at", s_token_create,
+     "token create NAME --role owner|operator|viewer [--expires-at TIME]   (last line: the token)"},
+    {"token list", 0, "", s_token_list, "token list [--json]"},
+    {"token revoke", 1, "", s_token_revoke, "token revoke ID"},
+    {"audit", 0, "actor action limit before", s_audit,
+     "audit [--actor NAME] [--action ACTION] [--limit N] [--before ID] [--json]"},
+    {"requests", 0, "account key model provider status since before limit", s_requests,
+     "requests [--account NAME] [--key ID] [--model M] [--provider NAME] [--status N] [--errors] "
+     "[--since TIME] [--before TIME] [--limit N] [--json]"},
+    {"requests show", 1, "", s_request_show, "requests show REQUEST_ID [--json]"},
+    {"request-log", 0, "", s_request_log, "request-log [--json]"},
+    {"request-log set", 0, "level max-body-bytes retention-days", s_request_log_set,
+     "request-log set [--level base|headers|full] [--max-body-bytes N] [--retention-days N]"},
 };
 #define S_COMMAND_COUNT (sizeof s_commands / sizeof s_commands[0])
 
@@ -1021,7 +1558,7 @@ int ops_admin_main(int argc, char **argv)
         dir = getenv("TOLLGATE_DIR");
     if (!dir || !*dir)
         dir = S_DEFAULT_DIR;
-    if (s_discover(&client, dir) != 0)
+    if (s_discover(&client, dir, command->run != s_login) != 0)
         return 1;
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc = command->run(&client, &args, first);

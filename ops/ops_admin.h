@@ -21,6 +21,24 @@
         tollgate key create ACCOUNT [--name LABEL] [--models M1,M2]   (last line: the key)
         tollgate key revoke KEY_OR_ID
         tollgate key list [--account NAME] [--json]
+        tollgate login USERNAME [--password PASSWORD|-] [--ttl SECONDS]
+        tollgate logout
+        tollgate whoami [--json]
+        tollgate admin user add USERNAME --role owner|operator|viewer [--password PASSWORD|-]
+        tollgate admin user list|disable|enable|role|password ...
+        tollgate admin session list [--user USERNAME] [--all] | revoke ID
+        tollgate admin bootstrap rotate
+        tollgate token create NAME --role ROLE [--expires-at TIME]   (last line: the token)
+        tollgate token list | revoke ID
+        tollgate audit [--actor NAME] [--action ACTION] [--limit N] [--before ID] [--json]
+        tollgate requests [--account NAME] [--errors] ... | requests show REQUEST_ID
+        tollgate request-log [set --level base|headers|full ...]
+
+    The token: TOLLGATE_ADMIN_TOKEN, else DIR/admin_session (a session
+    `tollgate login` saved, mode 0600; `tollgate logout` ends and removes
+    it), else the bootstrap token in DIR/admin_token. Passwords given as
+    "-" (or not given, on a pipe) are read from the first line of stdin,
+    on a terminal from a prompt without echo: never from the process list.
 */
 #ifndef OPS_ADMIN_H_INCLUDED
 #define OPS_ADMIN_H_INCLUDED
@@ -30,7 +48,8 @@
 #include <stdint.h>
 
 //  Runs one admin command. argv[0] is the command word (provider, model,
-//  account, key or usage); the rest are its words and options. Returns the
+//  account, key, usage, login, logout, whoami, admin, token, audit,
+//  requests, request-log); the rest are its words and options. Returns the
 //  process exit code.
 int ops_admin_main(int argc, char **argv);
 

@@ -13,7 +13,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { startCluster, waitFor } from '../lib/harness.mjs';
+import { bin, run, startCluster, waitFor } from '../lib/harness.mjs';
 
 const LOCKOUT_MS = 2000;
 let cluster;
@@ -343,6 +343,8 @@ describe('audit', () => {
     const newPw = password('otto-new');
     assertStatus(await api('PATCH', '/admin/users/otto', { password: newPw }, { token: users.owner.token }), 200);
     users.operator.password = newPw;
+    assertStatus(await api('GET', '/admin/me', undefined, { token }), 401, 'authentication_error');
+    users.operator.token = (await login(users.operator.name, newPw)).body.token;
 
     const audit = await api('GET', '/admin/audit?limit=1000', undefined, { token: users.owner.token });
     assertStatus(audit, 200);
@@ -380,12 +382,154 @@ describe('audit', () => {
     assert.ok(next.body.data[0].id < page.body.data[1].id + 1 && next.body.data[0].id < page.body.data[0].id);
     assertStatus(await api('GET', '/admin/audit?before=yesterday', undefined, { token: users.owner.token }), 400);
   });
+});
 
+describe('request logs', () => {
+  test('filters and pages over usage, with names; one request shows its stored detail', async () => {
+    const token = users.operator.token;
+    const [account] = await cluster.psql("SELECT id FROM accounts WHERE name = 'audited-team'");
+    const [provider] = await cluster.psql("SELECT id FROM providers WHERE name = 'audited'");
+    await cluster.psql(`DO $$ BEGIN
+      IF to_regproc('tollgate_usage_partition') IS NOT NULL THEN
+        PERFORM tollgate_usage_partition('2030-02-01'::timestamptz);
+      END IF; END $$`);
+    await cluster.psql(`INSERT INTO usage (request_id, started_at, account_id, api_key_id, model,
+        provider_id, upstream_model, status, attempts, latency_ms, ttfb_ms, tokens_in, tokens_out, cost_micros) VALUES
+      ('rl-1', '2030-02-01T00:00:01Z', ${account.id}, 1, 'audited-model', ${provider.id}, 'up-1', 200, 1, 120, 40, 10, 5, 100),
+      ('rl-2', '2030-02-01T00:00:02Z', ${account.id}, 1, 'audited-model', ${provider.id}, 'up-1', 502, 3, 900, 0, 0, 0, 0),
+      ('rl-3', '2030-02-01T00:00:03Z', ${account.id}, 1, 'other-model', NULL, NULL, 429, 1, 3, 0, 0, 0, 0)`);
+    await cluster.psql(`INSERT INTO request_details (request_id, level, client_protocol, request_headers, request_body)
+      VALUES ('rl-2', 'full', 'openai', '{"content-type": "application/json"}', '{"model":"audited-model"}')`);
+
+    let answer = await api('GET', '/admin/requests?account=audited-team&limit=2', undefined, { token });
+    assertStatus(answer, 200);
+    assert.deepEqual(answer.body.data.map((r) => r.request_id), ['rl-3', 'rl-2']);
+    assert.equal(answer.body.data[1].provider, 'audited');
+    assert.equal(answer.body.data[1].account, 'audited-team');
+    assert.equal(answer.body.data[1].attempts, 3);
+    assert.equal(answer.body.data[1].has_details, true);
+    answer = await api('GET', `/admin/requests?account=audited-team&limit=2&before=${encodeURIComponent(answer.body.next_before)}`,
+      undefined, { token });
+    assert.deepEqual(answer.body.data.map((r) => r.request_id), ['rl-1']);
+    answer = await api('GET', '/admin/requests?errors=1&provider=audited', undefined, { token });
+    assert.deepEqual(answer.body.data.map((r) => r.request_id), ['rl-2']);
+    answer = await api('GET', '/admin/requests?status=429&model=other-model', undefined, { token });
+    assert.deepEqual(answer.body.data.map((r) => r.request_id), ['rl-3']);
+    answer = await api('GET', '/admin/requests?since=2030-02-01T00:00:02Z&account=audited-team', undefined, { token });
+    assert.deepEqual(answer.body.data.map((r) => r.request_id), ['rl-3', 'rl-2']);
+    assertStatus(await api('GET', '/admin/requests?status=abc', undefined, { token }), 400);
+    assertStatus(await api('GET', '/admin/requests?key=x', undefined, { token }), 400);
+
+    const one = await api('GET', '/admin/requests/rl-2', undefined, { token: users.viewer.token });
+    assertStatus(one, 200);
+    assert.equal(one.body.status, 502);
+    assert.equal(one.body.details.level, 'full');
+    assert.equal(one.body.details.request_headers['content-type'], 'application/json');
+    assert.equal((await api('GET', '/admin/requests/rl-1', undefined, { token })).body.details, null);
+    assertStatus(await api('GET', '/admin/requests/nope', undefined, { token }), 404, 'not_found');
+
+    const level = await api('GET', '/admin/settings/request-log', undefined, { token: users.viewer.token });
+    assert.deepEqual(level.body, { level: 'headers', max_body_bytes: 65536, retention_days: 30 });
+    assertStatus(await api('PATCH', '/admin/settings/request-log', { level: 'everything' }, { token }), 400);
+    assertStatus(await api('PATCH', '/admin/settings/request-log', { retention_days: 0 }, { token }), 400);
+    const set = await api('PATCH', '/admin/settings/request-log', { level: 'full', max_body_bytes: 1024 }, { token });
+    assert.deepEqual(set.body, { level: 'full', max_body_bytes: 1024, retention_days: 30 });
+  });
+});
+
+// The CLI needs its rows in ops/main.c's command table (login, logout, whoami, admin, token,
+// audit, requests, request-log); until they are there these tests are skipped, not failed.
+const cliPath = process.env.ADMIN_TEST_CLI || bin('tollgate');
+const cliReady = (await run(cliPath, ['help'])).stdout.includes('whoami');
+
+describe('admin CLI', { skip: cliReady ? false : 'ops/main.c has no login/admin/token/audit rows yet' }, () => {
+  const cli = (args, { env = {}, input } = {}) => run(cliPath, [...args, '--dir', cluster.dir],
+    { env: { TOLLGATE_ADMIN_URL: '', TOLLGATE_ADMIN_TOKEN: '', ...env }, input });
+
+  test('login keeps a 0600 session; users, tokens, audit, requests, --json everywhere', async () => {
+    let result = await cli(['provider', 'list']);
+    // The folder's bootstrap token was rotated away above (and an owner exists anyway).
+    assert.equal(result.code, 1, 'the bootstrap token in the folder no longer works');
+    assert.match(result.stderr, /admin token/);
+    result = await cli(['login', users.owner.name, '--password', '-'], { input: `${users.owner.password}\n` });
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /logged in as olga \(owner\)/);
+    const sessionFile = path.join(cluster.dir, 'admin_session');
+    assert.equal(fs.statSync(sessionFile).mode & 0o777, 0o600);
+    secrets.push(fs.readFileSync(sessionFile, 'utf8').trim());
+    result = await cli(['login', users.owner.name], { input: 'wrong password\n' });
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /wrong username or password/);
+
+    result = await cli(['whoami', '--json']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(JSON.parse(result.stdout).kind, 'session');
+    const pw = password('cli-user');
+    result = await cli(['admin', 'user', 'add', 'cli-user', '--role', 'viewer', '--password', '-'], { input: `${pw}\n` });
+    assert.equal(result.code, 0, result.stderr);
+    result = await cli(['admin', 'user', 'add', 'cli-user2', '--role', 'viewer'], { input: 'short\n' });
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /at least 12 characters/);
+    result = await cli(['admin', 'user', 'list', '--json']);
+    assert.ok(JSON.parse(result.stdout).data.some((u) => u.username === 'cli-user' && u.status === 'active'));
+    result = await cli(['admin', 'user', 'disable', 'cli-user']);
+    assert.equal(result.code, 0, result.stderr);
+    result = await cli(['admin', 'user', 'list']);
+    assert.match(result.stdout, /^ID\s+USERNAME\s+ROLE/);
+    assert.match(result.stdout, /cli-user\s+viewer\s+disabled/);
+    result = await cli(['admin', 'user', 'role', 'cli-user', 'operator', '--json']);
+    assert.equal(JSON.parse(result.stdout).role, 'operator');
+
+    result = await cli(['token', 'create', 'cli-bot', '--role', 'operator']);
+    assert.equal(result.code, 0, result.stderr);
+    const token = result.stdout.trim().split('\n').pop();
+    assert.match(token, /^tgt_[0-9a-f]{64}$/);
+    secrets.push(token);
+    result = await cli(['provider', 'add', 'cli-bot-provider', '--protocol', 'openai', '--base-url', 'http://127.0.0.1:9'],
+      { env: { TOLLGATE_ADMIN_TOKEN: token } });
+    assert.equal(result.code, 0, result.stderr);
+    result = await cli(['token', 'list', '--json']);
+    const listed = JSON.parse(result.stdout).data.find((t) => t.name === 'cli-bot');
+    assert.ok(!result.stdout.includes(token));
+    result = await cli(['token', 'revoke', String(listed.id)]);
+    assert.equal(result.code, 0, result.stderr);
+    result = await cli(['provider', 'list'], { env: { TOLLGATE_ADMIN_TOKEN: token } });
+    assert.equal(result.code, 1);
+
+    result = await cli(['audit', '--json', '--actor', 'token:cli-bot']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(JSON.parse(result.stdout).data.map((e) => e.action), ['provider.create']);
+    result = await cli(['audit', '--limit', '5']);
+    assert.match(result.stdout, /^ID\s+AT\s+ACTOR/);
+    assert.match(result.stdout, /older: --before \d+/);
+
+    result = await cli(['requests', '--errors', '--account', 'audited-team', '--json']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(JSON.parse(result.stdout).data.map((r) => r.request_id), ['rl-3', 'rl-2']);
+    result = await cli(['requests', 'show', 'rl-2']);
+    assert.match(result.stdout, /attempts\s+3/);
+    result = await cli(['request-log', 'set', '--level', 'base']);
+    assert.equal(result.code, 0, result.stderr);
+    result = await cli(['request-log', '--json']);
+    assert.equal(JSON.parse(result.stdout).level, 'base');
+    result = await cli(['admin', 'session', 'list', '--json']);
+    assert.ok(JSON.parse(result.stdout).data.some((s) => s.username === 'olga'));
+
+    result = await cli(['logout']);
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok(!fs.existsSync(sessionFile));
+    result = await cli(['whoami']);
+    assert.equal(result.code, 1, 'back to the dead bootstrap token');
+  });
+});
+
+describe('secrets', () => {
   test('no secret, password or token in the audit table or any log', async () => {
     const [{ dump }] = await cluster.psql(`SELECT coalesce(string_agg(t::text, E'\\n'), '') AS dump FROM (
       SELECT a::text AS t FROM audit_log a UNION ALL SELECT s::text FROM admin_sessions s
       UNION ALL SELECT k::text FROM admin_api_tokens k UNION ALL SELECT u::text FROM admin_users u
-      UNION ALL SELECT l::text FROM login_attempts l UNION ALL SELECT s::text FROM settings s) x`);
+      UNION ALL SELECT l::text FROM login_attempts l UNION ALL SELECT s::text FROM settings s
+      UNION ALL SELECT k::text FROM api_keys k UNION ALL SELECT p::text FROM provider_keys p) x`);
     assert.ok(dump.length > 1000);
     assert.ok(secrets.length >= 12);
     for (const secret of [...secrets, cluster.token, bootstrap]) {

@@ -75,6 +75,14 @@ void ingress_parse_new_request_id(char *out)
     proto_crypto_random_hex(out, INGRESS_REQUEST_ID_HEX / 2);
 }
 
+void ingress_parse_client_request_id(const char *client_id, char *out)
+{
+    int prefix = (int)strnlen(client_id, 40);
+    memcpy(out, client_id, (size_t)prefix);
+    out[prefix] = '.';
+    proto_crypto_random_hex(out + prefix + 1, 8);
+}
+
 static bool s_lower_hex(const char *text, size_t length)
 {
     bool nonzero = false;
@@ -226,6 +234,13 @@ void ingress_parse_test(bool verbose)
     assert(!ingress_parse_request_id_valid(long_id));
     assert(!ingress_parse_request_id_valid(""));
     assert(!ingress_parse_request_id_valid(NULL));
+    char mine[PROTO_MSG_RID_MAX + 1], again[PROTO_MSG_RID_MAX + 1];
+    ingress_parse_client_request_id("my-id.1", mine);
+    ingress_parse_client_request_id("my-id.1", again);
+    assert(strncmp(mine, "my-id.1.", 8) == 0 && strlen(mine) == 8 + 16);
+    assert(strcmp(mine, again) != 0); //  a reused client id never repeats ours
+    ingress_parse_client_request_id(long_id, mine);
+    assert(strlen(mine) == 40 + 1 + 16 && ingress_parse_request_id_valid(mine));
     assert(!ingress_parse_request_id_valid("a b"));
     assert(!ingress_parse_request_id_valid("a\"b"));
     assert(!ingress_parse_request_id_valid("a/b"));

@@ -42,9 +42,17 @@ const char *ingress_parse_key(const char *authorization, const char *x_api_key,
                               const char *goog_api_key, const char *query_key, size_t *length,
                               ingress_key_source_t *source);
 
-//  True when a client's x-request-id may be used as ours: 1..64 characters
-//  of [A-Za-z0-9._-].
+//  True when a client's x-request-id may start ours: 1..64 characters of
+//  [A-Za-z0-9._-].
 bool ingress_parse_request_id_valid(const char *text);
+
+//  Writes our request id for a request that came with a client's id: the
+//  client's id (cut to 40 characters) + "." + 16 random hex digits. The
+//  request id keys settlement, and the ledger keeps one row per id, so it
+//  must never repeat: a client that reuses its id would otherwise go
+//  unbilled. The client still finds its own id at the front. out must hold
+//  PROTO_MSG_RID_MAX + 1 bytes.
+void ingress_parse_client_request_id(const char *client_id, char *out);
 
 //  Writes a new request id (32 lowercase hex digits) into out
 //  (INGRESS_REQUEST_ID_HEX + 1 bytes).

@@ -1104,19 +1104,16 @@ static enum MHD_Result s_client_begin(ingress_server_t *self, s_request_t *r, co
     const char *length =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     unsigned long long announced = length ? strtoull(length, NULL, 10) : 0;
-    if (announced > self->max_body && announced <= S_DISCARD_FACTOR * self->max_body) {
-        //  Most clients (Node's fetch among them) do not read an answer
-        //  until they have sent their body, and see a reset instead of the
-        //  413 when the server answers early and closes. So a body up to a
-        //  few times the limit is read and dropped, and the 413 follows it.
-        r->body_too_large = true;
-        return MHD_YES;
-    }
     if (announced > self->max_body) {
         char message[160];
         snprintf(message, sizeof message, "The request body is larger than %zu bytes",
                  self->max_body);
-        r->close_now = true;
+        //  Most clients (Node's fetch among them) do not read an answer
+        //  until they have sent their body, and see a reset instead of the
+        //  413 when the server answers early and closes. So a body up to a
+        //  few times the limit is read and dropped before the 413 goes out;
+        //  only a larger one is cut short.
+        r->close_now = announced > S_DISCARD_FACTOR * self->max_body;
         s_answer_error(r, 413, "request_too_large", message);
         return MHD_YES;
     }
@@ -1237,7 +1234,7 @@ static enum MHD_Result s_client_access(void *arg, struct MHD_Connection *connect
             //  The answer is decided already; read the body to keep the
             //  connection, but only so much of it.
             r->body_discarded += size;
-            rc = r->body_discarded > self->max_body ? MHD_NO : MHD_YES;
+            rc = r->body_discarded > S_DISCARD_FACTOR * self->max_body ? MHD_NO : MHD_YES;
         }
     } else if (r->response) {
         //  The last call of a request answered early, or a call after a

@@ -1,20 +1,44 @@
 #include "health_server.h"
+#include "health_probe.h"
 #include "health_state.h"
+#include "proto_db.h"
 #include "proto_log.h"
 #include "proto_msg.h"
+#include "proto_watch.h"
+#include "router_map.h"
 
 #include <assert.h>
+#include <jansson.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
 
-#define S_REPUBLISH_MS 5000
+#define S_REPUBLISH_MS 5000 //  all entries again, for late subscribers
+#define S_SNAPSHOT_MS 10000 //  provider_health rows
+#define S_RECONNECT_MS 2000 //  database connection retry
 
 typedef struct {
-    proto_service_t *service;  //  the process skeleton
-    zsock_t *outcomes;         //  SUB to every dispatch.events endpoint
-    zsock_t *publisher;        //  PUB on health.events.bind
-    health_state_t *state;     //  folded outcomes
-    int timer;                 //  periodic republish
-    proto_metric_t *heard;     //  outcomes received
+    proto_service_t *service;       //  the process skeleton
+    proto_config_t *config;         //  configuration
+    zsock_t *outcomes;              //  SUB to every dispatch.events endpoint
+    zsock_t *publisher;             //  PUB on health.events.bind
+    health_state_t *state;          //  folded outcomes and probes
+    proto_watch_t *watch;           //  keeps catalog fresh (secrets opened)
+    proto_catalog_t *catalog;       //  current configuration
+    health_probe_t *probe;          //  active probes
+    PGconn *db;                     //  writes and LISTEN tollgate_health; NULL while down
+    int db_fd;                      //  its socket in the loop, -1 when none
+    zhashx_t *seen;                 //  key ids probed at least once (marker values)
+    char *mappings;                 //  model_mappings text last written (instance 0)
+    int64_t index;                  //  health.instance_index
+    int64_t count;                  //  health.instance_count
+    int republish_timer;            //  periodic republish
+    int probe_timer;                //  periodic probes
+    int snapshot_timer;             //  periodic provider_health rows
+    int reconnect_timer;            //  database retry, 0 when none
+    proto_metric_t *heard;          //  outcomes received
+    proto_metric_t *probes;         //  probes finished
+    proto_metric_t *probe_failures; //  of them, failed
 } s_health_t;
 
 static void s_publish(s_health_t *self, const health_entry_t *entry)
@@ -38,13 +62,21 @@ static void s_outcome_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
     if (rc == -2)
         log_warn(NULL, "dropped a malformed outcome");
     if (rc == 0 && proto_msg_type(outcome) == PROTO_MSG_OUTCOME) {
-        uint64_t status = proto_msg_status(outcome);
-        const health_entry_t *entry = health_state_record(
-            self->state, proto_msg_provider_id(outcome), proto_msg_provider_key_id(outcome),
-            proto_msg_upstream_model(outcome), status >= 200 && status < 300,
-            proto_msg_latency_us(outcome), proto_msg_ttfb_us(outcome));
+        int status = (int)proto_msg_status(outcome);
+        //  A cancelled attempt or a client error says nothing about health.
+        bool counts =
+            status != 499 && !(status >= 400 && status < 500 && status != 401 && status != 403 &&
+                               status != 404 && status != 408 && status != 429);
+        if (counts) {
+            const health_entry_t *entry = health_state_record(
+                self->state, proto_msg_provider_id(outcome), proto_msg_provider_key_id(outcome),
+                proto_msg_upstream_model(outcome), status >= 200 && status < 300,
+                proto_msg_latency_us(outcome), proto_msg_ttfb_us(outcome), status,
+                proto_msg_has(outcome, PROTO_FIELD_error_code) ? proto_msg_error_code(outcome)
+                                                               : NULL);
+            s_publish(self, entry);
+        }
         proto_metric_add(self->heard, 1);
-        s_publish(self, entry);
     }
     proto_msg_destroy(&outcome);
 }
@@ -56,19 +88,363 @@ static void s_republish(proto_loop_t *loop, int id, void *arg)
         s_publish(self, health_state_at(self->state, i));
 }
 
+//  --------------------------------------------------------------------------
+//  Database: provider_models, provider_model_fetches, model_mappings,
+//  provider_health. Written with blocking calls: tollgate-health is not on
+//  any client's path, and each write is one short statement or transaction.
+
+static void s_db_readable(proto_loop_t *loop, int fd, uint32_t events, void *arg);
+
+static void s_db_close(s_health_t *self)
+{
+    if (self->db_fd >= 0)
+        proto_loop_remove_fd(proto_service_loop(self->service), self->db_fd);
+    self->db_fd = -1;
+    if (self->db)
+        PQfinish(self->db);
+    self->db = NULL;
+}
+
+static void s_db_reconnect_due(proto_loop_t *loop, int id, void *arg);
+
+static void s_db_lost(s_health_t *self)
+{
+    s_db_close(self);
+    if (!self->reconnect_timer)
+        self->reconnect_timer = proto_loop_add_timer(
+            proto_service_loop(self->service), S_RECONNECT_MS, false, s_db_reconnect_due, self);
+}
+
+static int s_db_open(s_health_t *self)
+{
+    char error[512];
+    self->db =
+        proto_db_connect_once(proto_config_str(self->config, "database_url"), error, sizeof error);
+    if (!self->db || proto_db_exec(self->db, "LISTEN tollgate_health", error, sizeof error) != 0) {
+        log_warn(NULL, "health database: %s", error);
+        s_db_close(self);
+        return -1;
+    }
+    self->db_fd = PQsocket(self->db);
+    proto_loop_add_fd(proto_service_loop(self->service), self->db_fd, EPOLLIN, s_db_readable, self);
+    return 0;
+}
+
+static void s_db_reconnect_due(proto_loop_t *loop, int id, void *arg)
+{
+    s_health_t *self = arg;
+    self->reconnect_timer = 0;
+    if (s_db_open(self) != 0)
+        s_db_lost(self);
+}
+
+//  Runs one parameterised statement. Returns 0 or -1 (logged).
+static int s_db_run(s_health_t *self, const char *sql, int count, const char *const *values)
+{
+    if (!self->db)
+        return -1;
+    PGresult *result = PQexecParams(self->db, sql, count, NULL, values, NULL, NULL, 0);
+    ExecStatusType status = PQresultStatus(result);
+    int rc = status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK ? 0 : -1;
+    if (rc != 0) {
+        char error[256];
+        proto_db_error(self->db, error, sizeof error);
+        log_warn(NULL, "health database: %s", error);
+    }
+    PQclear(result);
+    if (rc != 0 && PQstatus(self->db) != CONNECTION_OK)
+        s_db_lost(self);
+    return rc;
+}
+
+//  The provider's list as the catalog has it, as a sorted JSON array text.
+static char *s_known_list(s_health_t *self, uint64_t provider_id)
+{
+    json_t *array = json_array();
+    for (size_t i = 0; self->catalog && i < proto_catalog_provider_model_count(self->catalog);
+         i++) {
+        const proto_provider_model_t *entry = proto_catalog_provider_model_at(self->catalog, i);
+        if (entry->provider_id == provider_id)
+            json_array_append_new(array, json_string(entry->name));
+    }
+    char *text = json_dumps(array, JSON_COMPACT);
+    json_decref(array);
+    return text;
+}
+
+static int s_compare_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+//  A fetched list as a sorted, de-duplicated JSON array text.
+static char *s_fetched_list(zlistx_t *models)
+{
+    size_t count = zlistx_size(models);
+    const char **names = calloc(count + 1, sizeof *names);
+    assert(names);
+    size_t i = 0;
+    for (const char *name = zlistx_first(models); name; name = zlistx_next(models))
+        names[i++] = name;
+    qsort(names, count, sizeof *names, s_compare_names);
+    json_t *array = json_array();
+    for (i = 0; i < count; i++)
+        if (i == 0 || strcmp(names[i], names[i - 1]) != 0)
+            json_array_append_new(array, json_string(names[i]));
+    free(names);
+    char *text = json_dumps(array, JSON_COMPACT);
+    json_decref(array);
+    return text;
+}
+
+//  Stores a provider's fetched list when it differs from what is stored.
+//  The catalog's copy is byte-compared (both sorted), so an unchanged list
+//  writes nothing and wakes nobody.
+static void s_store_list(s_health_t *self, uint64_t provider_id, zlistx_t *models)
+{
+    char *fetched = s_fetched_list(models);
+    char *known = s_known_list(self, provider_id);
+    if (fetched && known && strcmp(fetched, known) != 0) {
+        char id[24];
+        snprintf(id, sizeof id, "%llu", (unsigned long long)provider_id);
+        const char *values[2] = {id, fetched};
+        //  One statement, so one transaction and one notification.
+        if (s_db_run(self,
+                     "WITH wanted AS (SELECT json_array_elements_text($2::json) AS model), "
+                     "gone AS (DELETE FROM provider_models WHERE provider_id = $1::bigint "
+                     "AND model NOT IN (SELECT model FROM wanted)) "
+                     "INSERT INTO provider_models (provider_id, model) "
+                     "SELECT $1::bigint, model FROM wanted ON CONFLICT DO NOTHING",
+                     2, values) == 0)
+            log_info(NULL, "provider %llu: model list changed (%zu models)",
+                     (unsigned long long)provider_id, zlistx_size(models));
+    }
+    free(fetched);
+    free(known);
+}
+
+static void s_store_fetch(s_health_t *self, const health_probe_result_t *result, bool ok,
+                          const char *error)
+{
+    char provider[24], key[24], count[24];
+    snprintf(provider, sizeof provider, "%llu", (unsigned long long)result->provider_id);
+    snprintf(key, sizeof key, "%llu", (unsigned long long)result->provider_key_id);
+    snprintf(count, sizeof count, "%zu", result->models ? zlistx_size(result->models) : 0);
+    const char *values[5] = {provider, ok ? "t" : "f", count, key, error ? error : ""};
+    s_db_run(self,
+             "INSERT INTO provider_model_fetches AS f (provider_id, ok, model_count, "
+             "provider_key_id, error) VALUES ($1::bigint, $2::boolean, $3::int, $4::bigint, $5) "
+             "ON CONFLICT (provider_id) DO UPDATE SET fetched_at = now(), ok = excluded.ok, "
+             "model_count = excluded.model_count, provider_key_id = excluded.provider_key_id, "
+             "error = excluded.error",
+             5, values);
+}
+
+//  Instance 0 keeps model_mappings equal to what the routers resolve.
+static void s_store_mappings(s_health_t *self)
+{
+    if (self->index != 0 || !self->catalog || !self->db)
+        return;
+    router_map_t *map =
+        router_map_build(self->catalog, proto_config_bool(self->config, "router.zero_config"));
+    json_t *pairs = router_map_json(map);
+    router_map_destroy(&map);
+    char *text = json_dumps(pairs, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(pairs);
+    if (!text || (self->mappings && strcmp(text, self->mappings) == 0)) {
+        free(text);
+        return;
+    }
+    const char *values[1] = {text};
+    if (s_db_run(self,
+                 "WITH wanted AS (SELECT * FROM json_to_recordset($1::json) AS x(model_id bigint, "
+                 "provider_id bigint, upstream_model text, source text, rule_id bigint, "
+                 "priority int, weight int, active boolean)), "
+                 "gone AS (DELETE FROM model_mappings m WHERE NOT EXISTS (SELECT 1 FROM wanted w "
+                 "WHERE w.model_id = m.model_id AND w.provider_id = m.provider_id AND "
+                 "w.upstream_model = m.upstream_model)) "
+                 "INSERT INTO model_mappings (model_id, provider_id, upstream_model, source, "
+                 "rule_id, priority, weight, active) SELECT model_id, provider_id, "
+                 "upstream_model, source, nullif(rule_id, 0), priority, weight, active FROM wanted "
+                 "ON CONFLICT (model_id, provider_id, upstream_model) DO UPDATE SET "
+                 "source = excluded.source, rule_id = excluded.rule_id, priority = "
+                 "excluded.priority, weight = excluded.weight, active = excluded.active, "
+                 "resolved_at = now()",
+                 1, values) == 0) {
+        free(self->mappings);
+        self->mappings = text;
+        return;
+    }
+    free(text);
+}
+
+static void s_snapshot(proto_loop_t *loop, int id, void *arg)
+{
+    s_health_t *self = arg;
+    if (!self->db || health_state_count(self->state) == 0)
+        return;
+    json_t *rows = json_array();
+    for (size_t i = 0; i < health_state_count(self->state); i++) {
+        const health_entry_t *entry = health_state_at(self->state, i);
+        json_array_append_new(
+            rows, json_pack("{s:I, s:I, s:s, s:s, s:i, s:I, s:I, s:I, s:i, s:s}", "provider_id",
+                            (json_int_t)entry->provider_id, "provider_key_id",
+                            (json_int_t)entry->provider_key_id, "upstream_model",
+                            entry->upstream_model, "state", health_level_name(entry->level),
+                            "success_ppm", (int)entry->success_ppm, "latency_us",
+                            (json_int_t)entry->latency_us, "ttfb_us", (json_int_t)entry->ttfb_us,
+                            "attempts", (json_int_t)entry->attempts, "last_status",
+                            entry->last_status, "last_error", entry->last_error));
+    }
+    char *text = json_dumps(rows, JSON_COMPACT);
+    json_decref(rows);
+    const char *values[1] = {text};
+    s_db_run(self,
+             "INSERT INTO provider_health AS h (provider_id, provider_key_id, upstream_model, "
+             "state, success_ppm, latency_us, ttfb_us, attempts, last_status, last_error) "
+             "SELECT * FROM json_to_recordset($1::json) AS x(provider_id bigint, provider_key_id "
+             "bigint, upstream_model text, state text, success_ppm int, latency_us bigint, "
+             "ttfb_us bigint, attempts bigint, last_status int, last_error text) "
+             "ON CONFLICT (provider_id, provider_key_id, upstream_model) DO UPDATE SET "
+             "state = excluded.state, success_ppm = excluded.success_ppm, latency_us = "
+             "excluded.latency_us, ttfb_us = excluded.ttfb_us, attempts = excluded.attempts, "
+             "last_status = excluded.last_status, last_error = excluded.last_error, "
+             "updated_at = now()",
+             1, values);
+    free(text);
+}
+
+//  --------------------------------------------------------------------------
+//  Probing
+
+//  This instance probes a key when key id % count == index: every instance
+//  computes the same split from its own configuration, so no key is probed
+//  twice and none is missed while the instances agree on `count`.
+static bool s_mine(s_health_t *self, uint64_t key_id)
+{
+    return (int64_t)(key_id % (uint64_t)self->count) == self->index;
+}
+
+static void s_probe_key(s_health_t *self, const proto_provider_key_t *key)
+{
+    const proto_provider_t *provider = proto_catalog_provider(self->catalog, key->provider_id);
+    if (!provider || !provider->active || !key->active || !s_mine(self, key->id))
+        return;
+    health_probe_target_t target = {.provider_id = provider->id,
+                                    .provider_key_id = key->id,
+                                    .protocol = provider->protocol,
+                                    .base_url = provider->base_url,
+                                    .secret = key->secret};
+    health_probe_queue(self->probe, &target);
+}
+
+//  Probes every key of ours (of one provider when provider_id is not 0).
+static void s_probe_all(s_health_t *self, uint64_t provider_id)
+{
+    for (size_t i = 0; self->catalog && i < proto_catalog_provider_key_count(self->catalog); i++) {
+        const proto_provider_key_t *key = proto_catalog_provider_key_at(self->catalog, i);
+        if (!provider_id || key->provider_id == provider_id)
+            s_probe_key(self, key);
+    }
+}
+
+static void s_probe_due(proto_loop_t *loop, int id, void *arg)
+{
+    s_probe_all(arg, 0);
+}
+
+static void s_probe_done(const health_probe_result_t *result, void *arg)
+{
+    s_health_t *self = arg;
+    bool ok = result->status >= 200 && result->status < 300 && result->models;
+    char error[64] = "";
+    if (!ok)
+        snprintf(error, sizeof error, "%s",
+                 result->error    ? result->error
+                 : result->status ? "upstream_status"
+                                  : "failed");
+    proto_metric_add(self->probes, 1);
+    if (!ok) {
+        proto_metric_add(self->probe_failures, 1);
+        log_info(NULL, "probe provider=%llu key=%llu failed: status %d %s",
+                 (unsigned long long)result->provider_id,
+                 (unsigned long long)result->provider_key_id, result->status, error);
+    }
+    //  The probe is the key's own health, under the empty model name.
+    const health_entry_t *entry =
+        health_state_record(self->state, result->provider_id, result->provider_key_id, "", ok,
+                            result->latency_us, result->ttfb_us, result->status, ok ? NULL : error);
+    s_publish(self, entry);
+    s_store_fetch(self, result, ok, ok ? NULL : error);
+    if (ok)
+        s_store_list(self, result->provider_id, result->models);
+}
+
+//  Notifications on tollgate_health: "fetch" probes every key of ours now,
+//  "fetch:ID" those of provider ID (an operator asked for fresh lists).
+static void s_db_readable(proto_loop_t *loop, int fd, uint32_t events, void *arg)
+{
+    s_health_t *self = arg;
+    if (!PQconsumeInput(self->db)) {
+        log_warn(NULL, "health database connection lost");
+        s_db_lost(self);
+        return;
+    }
+    PGnotify *notice;
+    while ((notice = PQnotifies(self->db))) {
+        const char *payload = notice->extra;
+        if (strcmp(payload, "fetch") == 0 || strcmp(payload, "") == 0)
+            s_probe_all(self, 0);
+        else if (strncmp(payload, "fetch:", 6) == 0 && strtoull(payload + 6, NULL, 10) > 0)
+            s_probe_all(self, strtoull(payload + 6, NULL, 10));
+        else
+            log_warn(NULL, "ignored tollgate_health notification");
+        PQfreemem(notice);
+    }
+}
+
+static void s_catalog_loaded(proto_catalog_t **catalog_p, void *arg)
+{
+    s_health_t *self = arg;
+    proto_catalog_destroy(&self->catalog);
+    self->catalog = *catalog_p;
+    *catalog_p = NULL;
+    //  Keys never probed (new ones, or all at start) are probed at once.
+    static int marker = 1;
+    for (size_t i = 0; i < proto_catalog_provider_key_count(self->catalog); i++) {
+        const proto_provider_key_t *key = proto_catalog_provider_key_at(self->catalog, i);
+        char name[24];
+        snprintf(name, sizeof name, "%llu", (unsigned long long)key->id);
+        if (!zhashx_lookup(self->seen, name) && self->probe) {
+            zhashx_insert(self->seen, name, &marker);
+            s_probe_key(self, key);
+        }
+    }
+    s_store_mappings(self);
+}
+
 static void s_stop(void **state_p)
 {
     s_health_t *self = *state_p;
     if (!self)
         return;
     proto_loop_t *loop = proto_service_loop(self->service);
-    if (self->timer)
-        proto_loop_cancel_timer(loop, self->timer);
+    int timers[] = {self->republish_timer, self->probe_timer, self->snapshot_timer,
+                    self->reconnect_timer};
+    for (size_t i = 0; i < 4; i++)
+        if (timers[i])
+            proto_loop_cancel_timer(loop, timers[i]);
     if (self->outcomes)
         proto_loop_remove_socket(loop, self->outcomes);
     zsock_destroy(&self->outcomes);
     zsock_destroy(&self->publisher);
+    health_probe_destroy(&self->probe);
+    proto_watch_destroy(&self->watch);
+    proto_catalog_destroy(&self->catalog);
+    s_db_close(self);
     health_state_destroy(&self->state);
+    zhashx_destroy(&self->seen);
+    free(self->mappings);
     free(self);
     *state_p = NULL;
 }
@@ -78,16 +454,46 @@ static void *s_start(proto_service_t *service)
     s_health_t *self = calloc(1, sizeof *self);
     assert(self);
     self->service = service;
+    self->db_fd = -1;
     self->state = health_state_new();
+    self->seen = zhashx_new();
     proto_config_t *config = proto_service_config(service);
+    self->config = config;
     proto_loop_t *loop = proto_service_loop(service);
-    self->heard = proto_metrics_counter(proto_service_metrics(service),
-                                        "tollgate_health_outcomes_total",
+    proto_metrics_t *metrics = proto_service_metrics(service);
+    self->heard = proto_metrics_counter(metrics, "tollgate_health_outcomes_total",
                                         "Attempt outcomes folded into health.", NULL);
+    self->probes = proto_metrics_counter(metrics, "tollgate_health_probes_total",
+                                         "Active probes finished.", NULL);
+    self->probe_failures = proto_metrics_counter(metrics, "tollgate_health_probe_failures_total",
+                                                 "Active probes that failed.", NULL);
+    self->index = proto_config_int(config, "health.instance_index");
+    self->count = proto_config_int(config, "health.instance_count");
+    if (self->index >= self->count) {
+        log_error(NULL, "health.instance_index %lld must be below health.instance_count %lld",
+                  (long long)self->index, (long long)self->count);
+        void *state = self;
+        s_stop(&state);
+        return NULL;
+    }
     const char *bind = proto_config_str(config, "health.events.bind");
     self->publisher = zsock_new(ZMQ_PUB);
     if (zsock_bind(self->publisher, "%s", bind) < 0) {
         log_error(NULL, "cannot bind %s: %s", bind, zmq_strerror(zmq_errno()));
+        void *state = self;
+        s_stop(&state);
+        return NULL;
+    }
+    self->probe = health_probe_new(
+        loop, (uint64_t)proto_config_int(config, "health.probe_timeout_ms"),
+        (size_t)proto_config_int(config, "health.probe_concurrency"), s_probe_done, self);
+    if (s_db_open(self) != 0)
+        s_db_lost(self); //  keep going: probes and HEALTH do not need it
+    char error[1024];
+    //  Probes need the keys' secrets: this catalog opens them.
+    self->watch = proto_watch_new(loop, config, true, s_catalog_loaded, self, error, sizeof error);
+    if (!self->watch || !self->probe) {
+        log_error(NULL, "%s", self->probe ? error : "libcurl multi handle");
         void *state = self;
         s_stop(&state);
         return NULL;
@@ -99,12 +505,18 @@ static void *s_start(proto_service_t *service)
     for (int i = 0; i < count; i++)
         zsock_connect(self->outcomes, "%s", endpoints[i]);
     proto_loop_add_socket(loop, self->outcomes, s_outcome_ready, self);
-    self->timer = proto_loop_add_timer(loop, S_REPUBLISH_MS, true, s_republish, self);
+    self->republish_timer = proto_loop_add_timer(loop, S_REPUBLISH_MS, true, s_republish, self);
+    self->snapshot_timer = proto_loop_add_timer(loop, S_SNAPSHOT_MS, true, s_snapshot, self);
+    self->probe_timer =
+        proto_loop_add_timer(loop, (uint64_t)proto_config_int(config, "health.probe_interval_ms"),
+                             true, s_probe_due, self);
+    log_info(NULL, "health ready: probing keys with id %% %lld == %lld", (long long)self->count,
+             (long long)self->index);
     return self;
 }
 
-//  Health state is soft (rebuilt from outcomes), so there is nothing to hand
-//  on when asked to stop.
+//  Health state is soft (rebuilt from outcomes and probes), so there is
+//  nothing to hand on when asked to stop; running probes are abandoned.
 static void s_drain(void *state)
 {
     s_health_t *self = state;
@@ -115,7 +527,9 @@ static char *s_status(void *state)
 {
     s_health_t *self = state;
     char *text = NULL;
-    if (asprintf(&text, "{\"entries\":%zu}", health_state_count(self->state)) < 0)
+    if (asprintf(&text, "{\"entries\":%zu,\"probes_pending\":%zu,\"database\":%s}",
+                 health_state_count(self->state), health_probe_pending(self->probe),
+                 self->db ? "true" : "false") < 0)
         return NULL;
     return text;
 }

@@ -8,15 +8,15 @@
 #define S_WINDOW 64 //  attempts in the success-rate window
 
 typedef struct {
-    health_entry_t entry;     //  public view
-    uint64_t window;          //  bit per recent attempt, 1 = success
-    uint32_t filled;          //  attempts in the window so far
+    health_entry_t entry; //  public view
+    uint64_t window;      //  bit per recent attempt, 1 = success
+    uint32_t filled;      //  attempts in the window so far
 } s_slot_t;
 
 struct _health_state_t {
-    s_slot_t *slots;   //  entries, unsorted
-    size_t count;      //  used
-    size_t capacity;   //  allocated
+    s_slot_t *slots; //  entries, unsorted
+    size_t count;    //  used
+    size_t capacity; //  allocated
 };
 
 health_state_t *health_state_new(void)
@@ -41,8 +41,8 @@ static s_slot_t *s_slot(health_state_t *self, uint64_t provider_id, uint64_t key
 {
     for (size_t i = 0; i < self->count; i++) {
         health_entry_t *entry = &self->slots[i].entry;
-        if (entry->provider_id == provider_id && entry->provider_key_id == key_id
-            && strcmp(entry->upstream_model, model) == 0)
+        if (entry->provider_id == provider_id && entry->provider_key_id == key_id &&
+            strcmp(entry->upstream_model, model) == 0)
             return &self->slots[i];
     }
     if (self->count == self->capacity) {
@@ -68,7 +68,8 @@ static uint64_t s_ewma(uint64_t average, uint64_t sample, uint64_t attempts)
 
 const health_entry_t *health_state_record(health_state_t *self, uint64_t provider_id,
                                           uint64_t provider_key_id, const char *upstream_model,
-                                          bool ok, uint64_t latency_us, uint64_t ttfb_us)
+                                          bool ok, uint64_t latency_us, uint64_t ttfb_us,
+                                          int status, const char *error)
 {
     s_slot_t *slot = s_slot(self, provider_id, provider_key_id, upstream_model);
     health_entry_t *entry = &slot->entry;
@@ -82,10 +83,18 @@ const health_entry_t *health_state_record(health_state_t *self, uint64_t provide
     entry->latency_us = s_ewma(entry->latency_us, latency_us, entry->attempts);
     if (ttfb_us)
         entry->ttfb_us = s_ewma(entry->ttfb_us, ttfb_us, entry->attempts);
+    entry->last_status = status;
+    snprintf(entry->last_error, sizeof entry->last_error, "%s", error ? error : "");
     entry->level = entry->success_ppm >= 900000   ? HEALTH_UP
                    : entry->success_ppm >= 500000 ? HEALTH_DEGRADED
                                                   : HEALTH_DOWN;
     return entry;
+}
+
+const char *health_level_name(health_level_t level)
+{
+    static const char *names[] = {"unknown", "up", "degraded", "down"};
+    return (unsigned)level < 4 ? names[level] : "unknown";
 }
 
 size_t health_state_count(health_state_t *self)
@@ -105,22 +114,24 @@ void health_state_test(bool verbose)
     health_state_t *state = health_state_new();
     const health_entry_t *entry = NULL;
     for (int i = 0; i < 10; i++)
-        entry = health_state_record(state, 1, 2, "m", true, 1000, 100);
+        entry = health_state_record(state, 1, 2, "m", true, 1000, 100, 200, NULL);
     assert(entry->level == HEALTH_UP && entry->success_ppm == 1000000);
     assert(entry->latency_us == 1000);
     //  Failures pull the rate down through degraded to down.
     for (int i = 0; i < 10; i++)
-        entry = health_state_record(state, 1, 2, "m", false, 5000, 0);
+        entry = health_state_record(state, 1, 2, "m", false, 5000, 0, 502, "timeout");
     assert(entry->success_ppm == 500000 && entry->level == HEALTH_DEGRADED);
     for (int i = 0; i < 64; i++)
-        entry = health_state_record(state, 1, 2, "m", false, 5000, 0);
+        entry = health_state_record(state, 1, 2, "m", false, 5000, 0, 502, "timeout");
     assert(entry->success_ppm == 0 && entry->level == HEALTH_DOWN);
+    assert(entry->last_status == 502 && strcmp(entry->last_error, "timeout") == 0);
+    assert(strcmp(health_level_name(entry->level), "down") == 0);
     assert(entry->latency_us > 4000);
     //  A window of 64: 64 successes make it fully healthy again.
     for (int i = 0; i < 64; i++)
-        entry = health_state_record(state, 1, 2, "m", true, 1000, 100);
+        entry = health_state_record(state, 1, 2, "m", true, 1000, 100, 200, NULL);
     assert(entry->success_ppm == 1000000);
-    health_state_record(state, 1, 3, "m", true, 1, 1);
+    health_state_record(state, 1, 3, "m", true, 1, 1, 200, NULL);
     assert(health_state_count(state) == 2);
     health_state_destroy(&state);
     assert(state == NULL);

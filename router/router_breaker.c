@@ -18,7 +18,7 @@ typedef struct {
     uint64_t opened_ms;           //  when it last opened
     uint64_t until_ms;            //  OPEN: when the cooldown ends
     uint64_t trial_until_ms;      //  a trial is out until then; 0 = none
-    bool seen_inactive;           //  DISABLED: the catalog has shown the key inactive
+    bool seen_inactive;           //  DISABLED: the database has the disable (persisted or seen)
     int last_status;              //  status of the outcome that opened it
     char reason[16];              //  "401", "timeout", "429", "5xx", "404"
 } s_entry_t;
@@ -327,6 +327,13 @@ bool router_breaker_enable_key(router_breaker_t *self, uint64_t provider_key_id)
     return true;
 }
 
+void router_breaker_key_persisted(router_breaker_t *self, uint64_t provider_key_id)
+{
+    s_entry_t *key = s_key_entry(self, provider_key_id, false);
+    if (key && key->state == ROUTER_BREAKER_DISABLED)
+        key->seen_inactive = true;
+}
+
 bool router_breaker_sync_key(router_breaker_t *self, uint64_t provider_key_id, bool active)
 {
     s_entry_t *key = s_key_entry(self, provider_key_id, false);
@@ -504,6 +511,11 @@ void router_breaker_test(bool verbose)
     assert(!router_breaker_sync_key(breaker, 40, false));
     assert(router_breaker_sync_key(breaker, 40, true));
     assert(router_breaker_check(breaker, 4, 40, "m", now, false).state == ROUTER_BREAKER_CLOSED);
+    //  ... or once its write is known committed, even if no catalog showed it
+    //  (the operator re-enabled it before a reload came).
+    router_breaker_record(breaker, 4, 40, "m", 401, NULL, 0, now);
+    router_breaker_key_persisted(breaker, 40);
+    assert(router_breaker_sync_key(breaker, 40, true));
     router_breaker_record(breaker, 4, 40, "m", 403, NULL, 0, now);
     assert(router_breaker_enable_key(breaker, 40));
     assert(router_breaker_disabled_reason(breaker, 40) == NULL);

@@ -101,10 +101,14 @@ router_breaker_verdict_t router_breaker_check(router_breaker_t *self, uint64_t p
 //  Returns true when there was one.
 bool router_breaker_enable_key(router_breaker_t *self, uint64_t provider_key_id);
 
-//  Tells the breakers whether the catalog has the key active. A key the
-//  breakers disabled that the catalog showed inactive and now shows active
-//  again was re-enabled by an operator: its breaker closes. Returns true
-//  when it did.
+//  The disable of a key is in the database (committed, or the key was
+//  inactive there already): any catalog loaded from now on shows it.
+void router_breaker_key_persisted(router_breaker_t *self, uint64_t provider_key_id);
+
+//  Tells the breakers whether a freshly loaded catalog has the key active.
+//  A disabled key whose disable is known to be in the database (persisted,
+//  or a catalog showed it inactive) but that the catalog shows active again
+//  was re-enabled by an operator: its breaker closes. Returns true when it did.
 bool router_breaker_sync_key(router_breaker_t *self, uint64_t provider_key_id, bool active);
 
 //  Closes the model breaker of (provider, model). Returns true when one was open.

@@ -237,6 +237,14 @@ static int s_apply(s_router_t *self, const char *text)
     return changed;
 }
 
+//  Our write of a key disable is committed: a catalog loaded from now on
+//  that shows the key active means an operator re-enabled it.
+static void s_persisted(uint64_t provider_key_id, void *arg)
+{
+    s_router_t *self = arg;
+    router_breaker_key_persisted(self->breaker, provider_key_id);
+}
+
 //  A peer router (or this one) asked every router to apply a command.
 static void s_notified(const char *payload, void *arg)
 {
@@ -340,7 +348,7 @@ static void s_outcome(s_router_t *self, proto_msg_t *outcome)
             char reason[128];
             snprintf(reason, sizeof reason, "upstream answered %d (router %s)", status,
                      proto_service_instance(self->service));
-            router_store_disable_key(self->store, key_id, reason);
+            router_store_disable_key(self->store, key_id, reason, s_wall_ms());
         }
     } else if (event == ROUTER_BREAKER_OPENED) {
         proto_metric_add(self->breaker_opened, 1);
@@ -534,8 +542,8 @@ static void *s_start(proto_service_t *service)
         s_stop(&state);
         return NULL;
     }
-    self->store =
-        router_store_new(loop, proto_config_str(config, "database_url"), s_notified, self);
+    self->store = router_store_new(loop, proto_config_str(config, "database_url"), s_notified,
+                                   s_persisted, self);
     const char *bind = proto_config_str(config, "router.bind");
     self->frontend = zsock_new(ZMQ_ROUTER);
     if (zsock_bind(self->frontend, "%s", bind) < 0) {

@@ -14,8 +14,10 @@
 //  One queued statement with up to two text parameters.
 typedef struct {
     char *sql;       //  statement
-    char *params[2]; //  parameters, NULL when unused
+    char *params[3]; //  parameters, NULL when unused
     int count;       //  parameters used
+    uint64_t key_id; //  a key disable: report it when done; 0 otherwise
+    bool failed;     //  the server refused it
 } s_command_t;
 
 typedef enum {
@@ -25,17 +27,19 @@ typedef enum {
 } s_state_t;
 
 struct _router_store_t {
-    proto_loop_t *loop;         //  the router's loop
-    char *url;                  //  database_url
-    router_store_notify_fn *fn; //  notification handler
-    void *arg;                  //  its argument
-    PGconn *db;                 //  connection, NULL while down
-    int fd;                     //  socket watched, -1 when none
-    s_state_t state;            //  see above
-    bool busy;                  //  a command is out
-    bool listening;             //  LISTEN has been sent on this connection
-    zlistx_t *queue;            //  s_command_t waiting (owned)
-    int reconnect_timer;        //  pending reconnect, 0 when none
+    proto_loop_t *loop;                 //  the router's loop
+    char *url;                          //  database_url
+    router_store_notify_fn *fn;         //  notification handler
+    router_store_disabled_fn *disabled; //  key disable committed, may be NULL
+    void *arg;                          //  argument of both
+    PGconn *db;                         //  connection, NULL while down
+    int fd;                             //  socket watched, -1 when none
+    s_state_t state;                    //  see above
+    bool busy;                          //  a command (or LISTEN) is out
+    s_command_t *current;               //  the command out, owned; NULL for LISTEN
+    bool listening;                     //  LISTEN has been sent on this connection
+    zlistx_t *queue;                    //  s_command_t waiting (owned)
+    int reconnect_timer;                //  pending reconnect, 0 when none
 };
 
 static void s_command_free(s_command_t **command_p)
@@ -44,7 +48,7 @@ static void s_command_free(s_command_t **command_p)
     if (!command)
         return;
     free(command->sql);
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 3; i++)
         free(command->params[i]);
     free(command);
     *command_p = NULL;
@@ -57,6 +61,11 @@ static void s_watch(router_store_t *self, uint32_t events);
 
 static void s_close(router_store_t *self)
 {
+    //  A command cut off may or may not have run: both kinds are
+    //  idempotent, so it goes again first when the connection is back.
+    if (self->current)
+        zlistx_add_start(self->queue, self->current);
+    self->current = NULL;
     if (self->fd >= 0)
         proto_loop_remove_fd(self->loop, self->fd);
     self->fd = -1;
@@ -108,9 +117,16 @@ static bool s_collect(router_store_t *self)
         PGresult *result = PQgetResult(self->db);
         if (!result) {
             self->busy = false; //  the command is complete
+            s_command_t *done = self->current;
+            self->current = NULL;
+            if (done && done->key_id && !done->failed && self->disabled)
+                self->disabled(done->key_id, self->arg);
+            s_command_free(&done);
             break;
         }
         ExecStatusType status = PQresultStatus(result);
+        if ((status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) && self->current)
+            self->current->failed = true;
         if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK)
             log_warn(NULL, "router store: statement failed: %s",
                      PQresultErrorField(result, PG_DIAG_MESSAGE_PRIMARY)
@@ -197,10 +213,8 @@ static void s_pump(router_store_t *self)
             return;
         sent = PQsendQueryParams(self->db, command->sql, command->count, NULL,
                                  (const char *const *)command->params, NULL, NULL, 0);
-        if (sent == 1) {
-            s_command_t *done = zlistx_detach(self->queue, NULL);
-            s_command_free(&done);
-        }
+        if (sent == 1)
+            self->current = zlistx_detach(self->queue, NULL);
     }
     if (sent != 1) {
         s_lost(self, "cannot send");
@@ -215,13 +229,15 @@ static void s_pump(router_store_t *self)
 }
 
 router_store_t *router_store_new(proto_loop_t *loop, const char *database_url,
-                                 router_store_notify_fn *fn, void *arg)
+                                 router_store_notify_fn *fn, router_store_disabled_fn *disabled,
+                                 void *arg)
 {
     router_store_t *self = calloc(1, sizeof *self);
     assert(self);
     self->loop = loop;
     self->url = strdup(database_url);
     self->fn = fn;
+    self->disabled = disabled;
     self->arg = arg;
     self->fd = -1;
     self->queue = zlistx_new();
@@ -237,7 +253,7 @@ void router_store_destroy(router_store_t **self_p)
         return;
     if (self->reconnect_timer)
         proto_loop_cancel_timer(self->loop, self->reconnect_timer);
-    s_close(self);
+    s_close(self); //  puts a command in flight back on the queue
     s_command_t *command;
     while ((command = zlistx_detach(self->queue, NULL)))
         s_command_free(&command);
@@ -247,7 +263,8 @@ void router_store_destroy(router_store_t **self_p)
     *self_p = NULL;
 }
 
-static void s_queue(router_store_t *self, const char *sql, const char *first, const char *second)
+static void s_queue(router_store_t *self, const char *sql, const char *first, const char *second,
+                    const char *third, uint64_t key_id)
 {
     if (zlistx_size(self->queue) >= S_QUEUE_MAX) {
         s_command_t *oldest = zlistx_detach(self->queue, NULL);
@@ -257,31 +274,38 @@ static void s_queue(router_store_t *self, const char *sql, const char *first, co
     s_command_t *command = calloc(1, sizeof *command);
     assert(command);
     command->sql = strdup(sql);
+    command->key_id = key_id;
     if (first)
         command->params[command->count++] = strdup(first);
     if (second)
         command->params[command->count++] = strdup(second);
+    if (third)
+        command->params[command->count++] = strdup(third);
     zlistx_add_end(self->queue, command);
     s_pump(self);
 }
 
-void router_store_disable_key(router_store_t *self, uint64_t provider_key_id, const char *reason)
+void router_store_disable_key(router_store_t *self, uint64_t provider_key_id, const char *reason,
+                              uint64_t seen_wall_ms)
 {
-    char id[24];
+    char id[24], seen[24];
     snprintf(id, sizeof id, "%llu", (unsigned long long)provider_key_id);
-    //  Only an active key changes: many routers may write the same disable,
-    //  and an operator's later re-enable must not be undone by a late one.
+    snprintf(seen, sizeof seen, "%llu", (unsigned long long)seen_wall_ms);
+    //  Only an active key changes, so many routers writing the same disable
+    //  is harmless; and only one not touched since the failure was seen, so
+    //  a late write never undoes an operator's re-enable.
     s_queue(self,
             "UPDATE provider_keys SET status = 'disabled', disabled_reason = $2, "
-            "updated_at = now() WHERE id = $1::bigint AND status = 'active'",
-            id, reason);
+            "updated_at = now() WHERE id = $1::bigint AND status = 'active' "
+            "AND updated_at <= to_timestamp($3::double precision / 1000)",
+            id, reason, seen, provider_key_id);
 }
 
 void router_store_broadcast(router_store_t *self, const char *payload)
 {
     if (strlen(payload) >= 8000)
         return; //  PostgreSQL's NOTIFY payload limit
-    s_queue(self, "SELECT pg_notify('tollgate_routing', $1)", payload, NULL);
+    s_queue(self, "SELECT pg_notify('tollgate_routing', $1)", payload, NULL, NULL, 0);
 }
 
 bool router_store_ready(router_store_t *self)

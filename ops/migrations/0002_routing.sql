@@ -54,3 +54,22 @@ CREATE TABLE model_mappings (
 
 CREATE TRIGGER provider_models_changed AFTER INSERT OR UPDATE OR DELETE ON provider_models
     FOR EACH STATEMENT EXECUTE FUNCTION tollgate_notify_change();
+
+-- Health per (provider, key, upstream model) as tollgate-health last folded
+-- it (passive outcomes, and active probes under upstream_model ''), for
+-- GET /admin/health. Written every few seconds by each health instance;
+-- the routers get the same numbers live from the HEALTH stream instead.
+CREATE TABLE provider_health (
+    provider_id     bigint NOT NULL,
+    provider_key_id bigint NOT NULL,
+    upstream_model  text NOT NULL,
+    state           text NOT NULL CHECK (state IN ('unknown', 'up', 'degraded', 'down')),
+    success_ppm     integer NOT NULL,
+    latency_us      bigint NOT NULL,
+    ttfb_us         bigint NOT NULL,
+    attempts        bigint NOT NULL,
+    last_status     integer NOT NULL DEFAULT 0,
+    last_error      text NOT NULL DEFAULT '',
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (provider_id, provider_key_id, upstream_model)
+);

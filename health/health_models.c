@@ -1,0 +1,154 @@
+#include "health_models.h"
+#include "proto_msg.h"
+
+#include <assert.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+//  base_url without trailing slashes or a final `version`, then path.
+static char *s_join(const char *base_url, const char *version, const char *path)
+{
+    size_t base = strlen(base_url);
+    while (base && base_url[base - 1] == '/')
+        base--;
+    size_t version_size = strlen(version);
+    if (base >= version_size && strncmp(base_url + base - version_size, version, version_size) == 0)
+        base -= version_size;
+    char *url = NULL;
+    if (asprintf(&url, "%.*s%s", (int)base, base_url, path) < 0)
+        return NULL;
+    return url;
+}
+
+char *health_models_url(int protocol, const char *base_url)
+{
+    switch (protocol) {
+    case PROTO_PROTOCOL_OPENAI:
+    case PROTO_PROTOCOL_OPENAI_RESPONSES:
+    case PROTO_PROTOCOL_OPENAI_EMBEDDINGS:
+        return s_join(base_url, "/v1", "/v1/models");
+    case PROTO_PROTOCOL_ANTHROPIC:
+        return s_join(base_url, "/v1", "/v1/models?limit=1000");
+    case PROTO_PROTOCOL_GEMINI:
+        return s_join(base_url, "/v1beta", "/v1beta/models?pageSize=1000");
+    default:
+        return NULL;
+    }
+}
+
+static struct curl_slist *s_header(struct curl_slist *list, const char *name, const char *value)
+{
+    char *line = NULL;
+    if (asprintf(&line, "%s: %s", name, value) < 0)
+        return list;
+    struct curl_slist *grown = curl_slist_append(list, line);
+    //  The line may hold a secret: wipe our copy (curl keeps its own).
+    explicit_bzero(line, strlen(line));
+    free(line);
+    return grown ? grown : list;
+}
+
+struct curl_slist *health_models_headers(int protocol, const char *secret)
+{
+    struct curl_slist *list = s_header(NULL, "Accept", "application/json");
+    if (!secret)
+        secret = "";
+    if (protocol == PROTO_PROTOCOL_ANTHROPIC) {
+        list = s_header(list, "x-api-key", secret);
+        list = s_header(list, "anthropic-version", "2023-06-01");
+    } else if (protocol == PROTO_PROTOCOL_GEMINI)
+        list = s_header(list, "x-goog-api-key", secret);
+    else {
+        char *bearer = NULL;
+        if (asprintf(&bearer, "Bearer %s", secret) > 0) {
+            list = s_header(list, "Authorization", bearer);
+            explicit_bzero(bearer, strlen(bearer));
+            free(bearer);
+        }
+    }
+    return list;
+}
+
+int health_models_parse(int protocol, const char *body, size_t size, zlistx_t *names)
+{
+    json_t *root = json_loadb(body, size, 0, NULL);
+    bool gemini = protocol == PROTO_PROTOCOL_GEMINI;
+    json_t *list = json_object_get(root, gemini ? "models" : "data");
+    if (!json_is_array(list)) {
+        json_decref(root);
+        return -1;
+    }
+    int count = 0;
+    size_t index;
+    json_t *item;
+    json_array_foreach(list, index, item)
+    {
+        const char *name = json_string_value(json_object_get(item, gemini ? "name" : "id"));
+        if (!name)
+            continue;
+        if (gemini && strncmp(name, "models/", 7) == 0)
+            name += 7;
+        size_t length = strlen(name);
+        //  Names become SQL rows and model strings: keep printable, bounded ones.
+        bool printable = length > 0 && length <= HEALTH_MODEL_NAME_MAX;
+        for (size_t i = 0; printable && i < length; i++)
+            printable = (unsigned char)name[i] > 0x20 && name[i] != 0x7f;
+        if (!printable || count >= HEALTH_MODELS_MAX)
+            continue;
+        zlistx_add_end(names, strdup(name));
+        count++;
+    }
+    json_decref(root);
+    return count;
+}
+
+void health_models_test(bool verbose)
+{
+    if (verbose)
+        printf(" * health_models: ");
+    char *url = health_models_url(PROTO_PROTOCOL_OPENAI, "https://api.example.com/v1/");
+    assert(strcmp(url, "https://api.example.com/v1/models") == 0);
+    free(url);
+    url = health_models_url(PROTO_PROTOCOL_ANTHROPIC, "http://127.0.0.1:9");
+    assert(strcmp(url, "http://127.0.0.1:9/v1/models?limit=1000") == 0);
+    free(url);
+    url = health_models_url(PROTO_PROTOCOL_GEMINI, "https://g.example/v1beta");
+    assert(strcmp(url, "https://g.example/v1beta/models?pageSize=1000") == 0);
+    free(url);
+    assert(health_models_url(PROTO_PROTOCOL_NONE, "http://x") == NULL);
+
+    struct curl_slist *headers = health_models_headers(PROTO_PROTOCOL_ANTHROPIC, "sk-1");
+    bool key = false, version = false;
+    for (struct curl_slist *h = headers; h; h = h->next) {
+        key = key || strcmp(h->data, "x-api-key: sk-1") == 0;
+        version = version || strncmp(h->data, "anthropic-version:", 18) == 0;
+    }
+    assert(key && version);
+    curl_slist_free_all(headers);
+
+    zlistx_t *names = zlistx_new();
+    zlistx_set_destructor(names, (zlistx_destructor_fn *)zstr_free);
+    const char *openai = "{\"object\":\"list\",\"data\":[{\"id\":\"gpt-4o\"},{\"id\":\"o3\"},"
+                         "{\"id\":\"\"},{\"id\":\"bad name\"},{\"nope\":1}]}";
+    assert(health_models_parse(PROTO_PROTOCOL_OPENAI, openai, strlen(openai), names) == 2);
+    assert(strcmp(zlistx_first(names), "gpt-4o") == 0);
+    zlistx_purge(names);
+    const char *gemini = "{\"models\":[{\"name\":\"models/gemini-2.0-flash\"},"
+                         "{\"name\":\"tunedModels/x\"}]}";
+    assert(health_models_parse(PROTO_PROTOCOL_GEMINI, gemini, strlen(gemini), names) == 2);
+    assert(strcmp(zlistx_first(names), "gemini-2.0-flash") == 0);
+    zlistx_purge(names);
+    const char *anthropic = "{\"data\":[{\"type\":\"model\",\"id\":\"claude-3-5-haiku\"}],"
+                            "\"has_more\":false}";
+    assert(health_models_parse(PROTO_PROTOCOL_ANTHROPIC, anthropic, strlen(anthropic), names) == 1);
+    zlistx_purge(names);
+    //  Not a list, not JSON, the wrong protocol's shape.
+    assert(health_models_parse(PROTO_PROTOCOL_OPENAI, "{\"error\":{}}", 12, names) == -1);
+    assert(health_models_parse(PROTO_PROTOCOL_OPENAI, "<html>", 6, names) == -1);
+    assert(health_models_parse(PROTO_PROTOCOL_GEMINI, openai, strlen(openai), names) == -1);
+    zlistx_destroy(&names);
+    if (verbose)
+        printf("OK\n");
+}

@@ -1,0 +1,295 @@
+#include "health_probe.h"
+#include "health_models.h"
+#include "proto_log.h"
+
+#include <assert.h>
+#include <curl/curl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#define S_BODY_MAX (4 * 1024 * 1024) //  a model list larger than this is refused
+
+//  One probe, queued or running.
+typedef struct {
+    health_probe_t *owner;      //  the prober
+    uint64_t provider_id;       //  providers.id
+    uint64_t provider_key_id;   //  provider_keys.id
+    int protocol;               //  proto_protocol_t
+    char *url;                  //  models-list URL
+    char *secret;               //  key secret, scrubbed on free
+    CURL *easy;                 //  transfer, NULL while queued
+    struct curl_slist *headers; //  request headers (hold the secret)
+    char *body;                 //  answer so far
+    size_t body_size;           //  bytes in body
+    bool too_large;             //  answer over S_BODY_MAX
+} s_probe_t;
+
+struct _health_probe_t {
+    proto_loop_t *loop;  //  the program's loop
+    CURLM *multi;        //  the multi handle
+    int timer;           //  libcurl's timeout as a loop timer, 0 when none
+    uint64_t timeout_ms; //  one probe's limit
+    size_t concurrency;  //  running at most
+    size_t running;      //  running now
+    zlistx_t *queue;     //  s_probe_t waiting (not owned: freed by hand)
+    zhashx_t *keys;      //  "KEY_ID" -> s_probe_t queued or running
+    health_probe_fn *fn; //  result handler
+    void *arg;           //  its argument
+};
+
+static void s_key_name(char *out, size_t size, uint64_t key_id)
+{
+    snprintf(out, size, "%llu", (unsigned long long)key_id);
+}
+
+static void s_probe_free(s_probe_t **probe_p)
+{
+    s_probe_t *probe = *probe_p;
+    if (!probe)
+        return;
+    if (probe->easy)
+        curl_easy_cleanup(probe->easy);
+    curl_slist_free_all(probe->headers);
+    if (probe->secret) {
+        explicit_bzero(probe->secret, strlen(probe->secret));
+        free(probe->secret);
+    }
+    free(probe->url);
+    free(probe->body);
+    free(probe);
+    *probe_p = NULL;
+}
+
+static size_t s_write(char *data, size_t size, size_t count, void *arg)
+{
+    s_probe_t *probe = arg;
+    size_t bytes = size * count;
+    if (probe->body_size + bytes > S_BODY_MAX) {
+        probe->too_large = true;
+        return 0; //  aborts the transfer
+    }
+    char *grown = realloc(probe->body, probe->body_size + bytes + 1);
+    if (!grown)
+        return 0;
+    probe->body = grown;
+    memcpy(probe->body + probe->body_size, data, bytes);
+    probe->body_size += bytes;
+    probe->body[probe->body_size] = '\0';
+    return bytes;
+}
+
+static void s_start_next(health_probe_t *self);
+
+//  A finished transfer: tell the owner, free, start the next.
+static void s_finish(health_probe_t *self, s_probe_t *probe, CURLcode code)
+{
+    long status = 0;
+    curl_off_t total = 0, first = 0;
+    curl_easy_getinfo(probe->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(probe->easy, CURLINFO_TOTAL_TIME_T, &total);
+    curl_easy_getinfo(probe->easy, CURLINFO_STARTTRANSFER_TIME_T, &first);
+    health_probe_result_t result = {.provider_id = probe->provider_id,
+                                    .provider_key_id = probe->provider_key_id,
+                                    .protocol = probe->protocol,
+                                    .status = code == CURLE_OK ? (int)status : 0,
+                                    .latency_us = (uint64_t)total,
+                                    .ttfb_us = (uint64_t)first};
+    zlistx_t *models = NULL;
+    if (code != CURLE_OK)
+        result.error = probe->too_large                   ? "answer too large"
+                       : code == CURLE_OPERATION_TIMEDOUT ? "timeout"
+                                                          : curl_easy_strerror(code);
+    else if (status >= 200 && status < 300) {
+        models = zlistx_new();
+        zlistx_set_destructor(models, (zlistx_destructor_fn *)zstr_free);
+        if (health_models_parse(probe->protocol, probe->body ? probe->body : "", probe->body_size,
+                                models) < 0) {
+            zlistx_destroy(&models);
+            result.error = "not a model list";
+        }
+    }
+    result.models = models;
+    char name[24];
+    s_key_name(name, sizeof name, probe->provider_key_id);
+    zhashx_delete(self->keys, name);
+    self->running--;
+    self->fn(&result, self->arg);
+    zlistx_destroy(&models);
+    s_probe_free(&probe);
+    s_start_next(self);
+}
+
+static void s_check_done(health_probe_t *self)
+{
+    CURLMsg *message;
+    int left;
+    while ((message = curl_multi_info_read(self->multi, &left))) {
+        if (message->msg != CURLMSG_DONE)
+            continue;
+        CURL *easy = message->easy_handle;
+        CURLcode code = message->data.result;
+        s_probe_t *probe = NULL;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&probe);
+        curl_multi_remove_handle(self->multi, easy);
+        if (probe)
+            s_finish(self, probe, code);
+    }
+}
+
+static void s_socket_ready(proto_loop_t *loop, int fd, uint32_t events, void *arg)
+{
+    health_probe_t *self = arg;
+    int mask = (events & EPOLLIN ? CURL_CSELECT_IN : 0) |
+               (events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
+               (events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
+    int running;
+    curl_multi_socket_action(self->multi, fd, mask, &running);
+    s_check_done(self);
+}
+
+static void s_timer_due(proto_loop_t *loop, int id, void *arg)
+{
+    health_probe_t *self = arg;
+    self->timer = 0;
+    int running;
+    curl_multi_socket_action(self->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    s_check_done(self);
+}
+
+static int s_socket_fn(CURL *easy, curl_socket_t fd, int what, void *arg, void *socketp)
+{
+    health_probe_t *self = arg;
+    if (what == CURL_POLL_REMOVE) {
+        proto_loop_remove_fd(self->loop, fd);
+        curl_multi_assign(self->multi, fd, NULL);
+        return 0;
+    }
+    uint32_t events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+    if (socketp)
+        return proto_loop_modify_fd(self->loop, fd, events) == 0 ? 0 : -1;
+    //  A stale watch on a reused descriptor number: forget it and watch again.
+    if (proto_loop_add_fd(self->loop, fd, events, s_socket_ready, self) != 0) {
+        proto_loop_remove_fd(self->loop, fd);
+        if (proto_loop_add_fd(self->loop, fd, events, s_socket_ready, self) != 0)
+            return -1;
+    }
+    curl_multi_assign(self->multi, fd, self);
+    return 0;
+}
+
+static int s_timer_fn(CURLM *multi, long timeout_ms, void *arg)
+{
+    health_probe_t *self = arg;
+    if (self->timer)
+        proto_loop_cancel_timer(self->loop, self->timer);
+    self->timer = 0;
+    if (timeout_ms >= 0)
+        self->timer =
+            proto_loop_add_timer(self->loop, (uint64_t)timeout_ms, false, s_timer_due, self);
+    return 0;
+}
+
+static void s_start_next(health_probe_t *self)
+{
+    while (self->running < self->concurrency && zlistx_size(self->queue)) {
+        s_probe_t *probe = zlistx_detach(self->queue, NULL);
+        probe->easy = curl_easy_init();
+        probe->headers = health_models_headers(probe->protocol, probe->secret);
+        CURL *easy = probe->easy;
+        curl_easy_setopt(easy, CURLOPT_URL, probe->url);
+        curl_easy_setopt(easy, CURLOPT_HTTPHEADER, probe->headers);
+        curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, s_write);
+        curl_easy_setopt(easy, CURLOPT_WRITEDATA, probe);
+        curl_easy_setopt(easy, CURLOPT_PRIVATE, probe);
+        curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)self->timeout_ms);
+        curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(easy, CURLOPT_USERAGENT, "tollgate-health");
+        self->running++;
+        if (curl_multi_add_handle(self->multi, easy) != CURLM_OK) {
+            curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
+            s_finish(self, probe, CURLE_FAILED_INIT);
+            return; //  s_finish started the next one
+        }
+    }
+}
+
+health_probe_t *health_probe_new(proto_loop_t *loop, uint64_t timeout_ms, size_t concurrency,
+                                 health_probe_fn *fn, void *arg)
+{
+    health_probe_t *self = calloc(1, sizeof *self);
+    assert(self);
+    self->multi = curl_multi_init();
+    if (!self->multi) {
+        free(self);
+        return NULL;
+    }
+    self->loop = loop;
+    self->timeout_ms = timeout_ms;
+    self->concurrency = concurrency ? concurrency : 1;
+    self->fn = fn;
+    self->arg = arg;
+    self->queue = zlistx_new();
+    self->keys = zhashx_new();
+    curl_multi_setopt(self->multi, CURLMOPT_SOCKETFUNCTION, s_socket_fn);
+    curl_multi_setopt(self->multi, CURLMOPT_SOCKETDATA, self);
+    curl_multi_setopt(self->multi, CURLMOPT_TIMERFUNCTION, s_timer_fn);
+    curl_multi_setopt(self->multi, CURLMOPT_TIMERDATA, self);
+    return self;
+}
+
+void health_probe_destroy(health_probe_t **self_p)
+{
+    assert(self_p);
+    health_probe_t *self = *self_p;
+    if (!self)
+        return;
+    if (self->timer)
+        proto_loop_cancel_timer(self->loop, self->timer);
+    //  Running probes are in `keys` too; queued ones only in the queue.
+    s_probe_t *probe;
+    while ((probe = zlistx_detach(self->queue, NULL))) {
+        char name[24];
+        s_key_name(name, sizeof name, probe->provider_key_id);
+        zhashx_delete(self->keys, name);
+        s_probe_free(&probe);
+    }
+    for (probe = zhashx_first(self->keys); probe; probe = zhashx_next(self->keys)) {
+        curl_multi_remove_handle(self->multi, probe->easy);
+        s_probe_free(&probe);
+    }
+    zhashx_destroy(&self->keys);
+    zlistx_destroy(&self->queue);
+    curl_multi_cleanup(self->multi);
+    free(self);
+    *self_p = NULL;
+}
+
+bool health_probe_queue(health_probe_t *self, const health_probe_target_t *target)
+{
+    char name[24];
+    s_key_name(name, sizeof name, target->provider_key_id);
+    if (zhashx_lookup(self->keys, name))
+        return false;
+    char *url = health_models_url(target->protocol, target->base_url);
+    if (!url)
+        return false;
+    s_probe_t *probe = calloc(1, sizeof *probe);
+    assert(probe);
+    probe->owner = self;
+    probe->provider_id = target->provider_id;
+    probe->provider_key_id = target->provider_key_id;
+    probe->protocol = target->protocol;
+    probe->url = url;
+    probe->secret = strdup(target->secret ? target->secret : "");
+    zhashx_insert(self->keys, name, probe);
+    zlistx_add_end(self->queue, probe);
+    s_start_next(self);
+    return true;
+}
+
+size_t health_probe_pending(health_probe_t *self)
+{
+    return zhashx_size(self->keys);
+}

@@ -1,0 +1,58 @@
+/*  health_probe: active probes of provider keys, run by libcurl's multi
+    interface on the program's own loop (no threads).
+
+    A probe asks the key's provider for its model list (health_models): the
+    cheapest call every protocol has, which proves the base URL answers and
+    the key is accepted, and brings back the list the mapping rules resolve
+    against. At most `concurrency` probes run at once; the rest queue. A key
+    already queued or running is not queued twice.
+*/
+#ifndef HEALTH_PROBE_H_INCLUDED
+#define HEALTH_PROBE_H_INCLUDED
+
+#include "proto_loop.h"
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+//  What to probe. Strings are copied.
+typedef struct {
+    uint64_t provider_id;     //  providers.id
+    uint64_t provider_key_id; //  provider_keys.id
+    int protocol;             //  proto_protocol_t
+    const char *base_url;     //  provider base URL
+    const char *secret;       //  opened key secret
+} health_probe_target_t;
+
+//  How a probe went. Everything is borrowed for the callback's duration.
+typedef struct {
+    uint64_t provider_id;     //  providers.id
+    uint64_t provider_key_id; //  provider_keys.id
+    int protocol;             //  proto_protocol_t
+    int status;               //  HTTP status, 0 when no answer came
+    const char *error;        //  why it failed ("timeout", curl's text), NULL when it answered
+    uint64_t latency_us;      //  whole call
+    uint64_t ttfb_us;         //  to the first byte of the answer
+    zlistx_t *models;         //  model names on a 2xx list answer, else NULL
+} health_probe_result_t;
+
+typedef void(health_probe_fn)(const health_probe_result_t *result, void *arg);
+
+typedef struct _health_probe_t health_probe_t;
+
+//  Creates a prober. Caller owns return value; NULL when libcurl fails.
+health_probe_t *health_probe_new(proto_loop_t *loop, uint64_t timeout_ms, size_t concurrency,
+                                 health_probe_fn *fn, void *arg);
+
+//  Aborts running probes (no callbacks) and destroys; nulls the pointer.
+void health_probe_destroy(health_probe_t **self_p);
+
+//  Queues a probe. Returns false when that key is already queued or running,
+//  or the protocol has no model list.
+bool health_probe_queue(health_probe_t *self, const health_probe_target_t *target);
+
+//  Probes queued or running.
+size_t health_probe_pending(health_probe_t *self);
+
+#endif

@@ -17,6 +17,16 @@ typedef struct {
     const char *sample;  //  SQL: up to S_EXAMPLES violations, 3 text columns
 } s_check_t;
 
+//  `tollgate ledger prune` drops usage partitions (and so rows) before the
+//  month it records in settings; journal entries and daily rollups stay.
+//  Checks that pair them with rows look only after that month (a day more
+//  for journal entries, which are written a little after a row's start).
+#define S_PRUNED_BEFORE                                                                            \
+    "(SELECT coalesce(max((value #>> '{}')::date), '-infinity'::date) FROM settings"               \
+    " WHERE key = 'usage_pruned_before')"
+#define S_AFTER_PRUNE " AND e.created_at >= " S_PRUNED_BEFORE " + 1"
+#define S_DAYS_KEPT " AND day >= " S_PRUNED_BEFORE
+
 static const s_check_t s_checks[] = {
     {"account balances equal their journal lines",
      "account %s: balance_micros %s, journal lines sum to %s",
@@ -56,10 +66,10 @@ static const s_check_t s_checks[] = {
      " WHERE u.cost_micros > 0 AND (l.amount_micros IS NULL OR l.amount_micros <> -u.cost_micros)"
      " ORDER BY u.request_id LIMIT 10"},
     {"journal usage entries have their usage row", "journal entry %s for request %s: %s",
-     "SELECT count(*) FROM journal_entries e WHERE e.kind = 'usage'"
+     "SELECT count(*) FROM journal_entries e WHERE e.kind = 'usage'" S_AFTER_PRUNE
      " AND NOT EXISTS (SELECT 1 FROM usage u WHERE u.request_id = e.request_id)",
      "SELECT e.id::text, e.request_id, 'no usage row' FROM journal_entries e"
-     " WHERE e.kind = 'usage'"
+     " WHERE e.kind = 'usage'" S_AFTER_PRUNE
      " AND NOT EXISTS (SELECT 1 FROM usage u WHERE u.request_id = e.request_id)"
      " ORDER BY e.id LIMIT 10"},
     {"every request id has one usage row", "request %s: %s rows, first started %s",
@@ -73,15 +83,16 @@ static const s_check_t s_checks[] = {
      "SELECT count(*) FROM (SELECT day, account_id, sum(requests) AS n, sum(cost_micros) AS c"
      " FROM usage_daily GROUP BY 1, 2) r FULL JOIN (SELECT (started_at AT TIME ZONE 'UTC')::date"
      " AS day, account_id, count(*) AS n, sum(cost_micros) AS c FROM usage GROUP BY 1, 2) u"
-     " USING (day, account_id) WHERE r.n IS DISTINCT FROM u.n OR r.c IS DISTINCT FROM u.c",
+     " USING (day, account_id) WHERE (r.n IS DISTINCT FROM u.n OR r.c IS DISTINCT FROM u.c)"
+     S_DAYS_KEPT,
      "SELECT day::text, account_id::text, 'rollup ' || coalesce(r.n, 0) || ' requests '"
      " || coalesce(r.c, 0) || ' micros, usage ' || coalesce(u.n, 0) || ' requests '"
      " || coalesce(u.c, 0) || ' micros'"
      " FROM (SELECT day, account_id, sum(requests) AS n, sum(cost_micros) AS c"
      " FROM usage_daily GROUP BY 1, 2) r FULL JOIN (SELECT (started_at AT TIME ZONE 'UTC')::date"
      " AS day, account_id, count(*) AS n, sum(cost_micros) AS c FROM usage GROUP BY 1, 2) u"
-     " USING (day, account_id) WHERE r.n IS DISTINCT FROM u.n OR r.c IS DISTINCT FROM u.c"
-     " ORDER BY 1, 2 LIMIT 10"},
+     " USING (day, account_id) WHERE (r.n IS DISTINCT FROM u.n OR r.c IS DISTINCT FROM u.c)"
+     S_DAYS_KEPT " ORDER BY 1, 2 LIMIT 10"},
 };
 #define S_CHECK_COUNT (sizeof s_checks / sizeof s_checks[0])
 

@@ -1,4 +1,5 @@
 //  Runs the selftest of one ledger class, or of all of them.
+#include "ledger_report.h"
 #include "ledger_store.h"
 
 #include <stdio.h>
@@ -11,6 +12,7 @@ typedef struct {
 
 static const s_test_t s_tests[] = {
     {"ledger_store", ledger_store_test},
+    {"ledger_report", ledger_report_test},
 };
 
 int main(int argc, char **argv)

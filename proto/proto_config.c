@@ -4,6 +4,7 @@
 #include <assert.h>
 #include <ctype.h>
 #include <errno.h>
+#include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,7 +15,7 @@ typedef enum {
     S_BOOL,     //  true/false/1/0/yes/no/on/off
     S_LEVEL,    //  a log level name
     S_ENDPOINT, //  a ZeroMQ endpoint: tcp://, ipc:// or inproc://
-    S_ENDPOINTS,//  comma-separated ZeroMQ endpoints, may be empty
+    S_ENDPOINTS,//  comma-separated ZeroMQ endpoints or dns://name:port, may be empty
     S_ADDRESS,  //  host:port for an HTTP listener
     S_URL,      //  a database URL or conninfo; its password is masked
 } s_kind_t;
@@ -133,6 +134,8 @@ typedef struct {
 
 struct _proto_config_t {
     s_value_t values[S_KEY_COUNT]; //  one per entry of s_keys
+    char **expanded;               //  endpoints made from dns:// items, kept until destroy
+    size_t expanded_count;         //  how many
 };
 
 static int s_index(const char *key)
@@ -181,6 +184,20 @@ static bool s_endpoint_valid(const char *text)
            || (strncmp(text, "inproc://", 9) == 0 && text[9]);
 }
 
+//  dns://NAME:PORT in an endpoint list: every IPv4 address NAME resolves
+//  to when a program reads the list (see proto_config_endpoints).
+static bool s_dns_valid(const char *text)
+{
+    if (strncmp(text, "dns://", 6) != 0)
+        return false;
+    const char *colon = strrchr(text + 6, ':');
+    if (!colon || colon == text + 6)
+        return false;
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    return colon[1] && !*end && port > 0 && port <= 65535;
+}
+
 static bool s_address_valid(const char *text)
 {
     const char *colon = strrchr(text, ':');
@@ -199,7 +216,8 @@ static int s_split_endpoints(s_value_t *value, const char **bad)
     char *save = NULL;
     for (char *item = strtok_r(value->split, ", ", &save); item;
          item = strtok_r(NULL, ", ", &save)) {
-        if (!s_endpoint_valid(item) || value->item_count == S_MAX_ENDPOINTS) {
+        if (!(s_endpoint_valid(item) || s_dns_valid(item))
+            || value->item_count == S_MAX_ENDPOINTS) {
             *bad = item;
             return -1;
         }
@@ -242,7 +260,8 @@ int proto_config_set(proto_config_t *self, const char *key, const char *text, co
         break;
     case S_ENDPOINTS:
         if (s_split_endpoints(&candidate, &bad) != 0)
-            problem = "a comma-separated list of ZeroMQ endpoints (at most 64)";
+            problem = "a comma-separated list of ZeroMQ endpoints or dns://name:port "
+                      "(at most 64)";
         break;
     case S_ADDRESS:
         if (!s_address_valid(text))
@@ -295,6 +314,9 @@ void proto_config_destroy(proto_config_t **self_p)
         free(self->values[i].value);
         free(self->values[i].split);
     }
+    for (size_t i = 0; i < self->expanded_count; i++)
+        free(self->expanded[i]);
+    free(self->expanded);
     free(self);
     *self_p = NULL;
 }
@@ -417,15 +439,88 @@ bool proto_config_bool(proto_config_t *self, const char *key)
     return self->values[index].number != 0;
 }
 
+//  Keeps an endpoint made by expansion until destroy. Returns it.
+static const char *s_keep(proto_config_t *self, const char *endpoint)
+{
+    self->expanded = realloc(self->expanded, (self->expanded_count + 1) * sizeof *self->expanded);
+    assert(self->expanded);
+    self->expanded[self->expanded_count] = strdup(endpoint);
+    assert(self->expanded[self->expanded_count]);
+    return self->expanded[self->expanded_count++];
+}
+
+static int s_compare_text(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+//  Expands dns://NAME:PORT into tcp://ADDRESS:PORT for every IPv4 address of
+//  NAME (ZeroMQ sockets here do not enable IPv6), sorted so that every
+//  program reading the same list sees the same order: billing shards by
+//  position. A name that does not resolve yet (its peers are not up, a
+//  headless service with no pods) becomes tcp://NAME:PORT, which ZeroMQ
+//  resolves on each reconnect, reaching one instance rather than none.
+//  Adds up to `max` endpoints to out; returns how many.
+static int s_expand_dns(proto_config_t *self, const char *item, const char **out, int max)
+{
+    char host[256], port[16];
+    const char *colon = strrchr(item + 6, ':');
+    snprintf(host, sizeof host, "%.*s", (int)(colon - (item + 6)), item + 6);
+    snprintf(port, sizeof port, "%s", colon + 1);
+    char endpoint[320];
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *found = NULL;
+    int rc = getaddrinfo(host, port, &hints, &found);
+    char *addresses[S_MAX_ENDPOINTS];
+    int count = 0;
+    for (struct addrinfo *entry = rc == 0 ? found : NULL; entry && count < S_MAX_ENDPOINTS;
+         entry = entry->ai_next) {
+        char address[64];
+        if (getnameinfo(entry->ai_addr, entry->ai_addrlen, address, sizeof address, NULL, 0,
+                        NI_NUMERICHOST) != 0)
+            continue;
+        bool seen = false;
+        for (int i = 0; i < count && !seen; i++)
+            seen = strcmp(addresses[i], address) == 0;
+        if (!seen)
+            addresses[count++] = strdup(address);
+    }
+    if (found)
+        freeaddrinfo(found);
+    if (count == 0) {
+        if (max < 1)
+            return 0;
+        log_warn(NULL, "%s: %s resolves to no IPv4 address yet (%s); connecting to the name", item,
+                 host, rc ? gai_strerror(rc) : "no records");
+        snprintf(endpoint, sizeof endpoint, "tcp://%s:%s", host, port);
+        out[0] = s_keep(self, endpoint);
+        return 1;
+    }
+    qsort(addresses, (size_t)count, sizeof addresses[0], s_compare_text);
+    int used = 0;
+    for (int i = 0; i < count; i++) {
+        if (used < max) {
+            snprintf(endpoint, sizeof endpoint, "tcp://%s:%s", addresses[i], port);
+            out[used++] = s_keep(self, endpoint);
+        }
+        free(addresses[i]);
+    }
+    return used;
+}
+
 int proto_config_endpoints(proto_config_t *self, const char *component, const char **out, int max)
 {
     char name[64];
     snprintf(name, sizeof name, "%s.endpoints", component);
     s_value_t *list = s_value(self, name);
     if (list->item_count > 0) {
-        int count = list->item_count < max ? list->item_count : max;
-        for (int i = 0; i < count; i++)
-            out[i] = list->items[i];
+        int count = 0;
+        for (int i = 0; i < list->item_count && count < max; i++) {
+            if (strncmp(list->items[i], "dns://", 6) == 0)
+                count += s_expand_dns(self, list->items[i], out + count, max - count);
+            else
+                out[count++] = list->items[i];
+        }
         return count;
     }
     snprintf(name, sizeof name, "%s.bind", component);
@@ -506,6 +601,22 @@ void proto_config_test(bool verbose)
     assert(proto_config_set(config, "billing.endpoints", "tcp://a:1,bogus", "test", error,
                             sizeof error) == -1);
     assert(strstr(error, "bogus"));
+    //  dns:// items expand into one tcp:// endpoint per address, sorted;
+    //  plain items keep their place.
+    assert(proto_config_set(config, "billing.endpoints", "tcp://a:1,dns://127.0.0.1:7120", "test",
+                            error, sizeof error) == 0);
+    assert(proto_config_endpoints(config, "billing", endpoints, 4) == 2);
+    assert(strcmp(endpoints[0], "tcp://a:1") == 0);
+    assert(strcmp(endpoints[1], "tcp://127.0.0.1:7120") == 0);
+    assert(proto_config_set(config, "billing.endpoints", "dns://localhost:7", "test", error,
+                            sizeof error) == 0);
+    assert(proto_config_endpoints(config, "billing", endpoints, 4) >= 1);
+    assert(strcmp(endpoints[0], "tcp://127.0.0.1:7") == 0);
+    assert(proto_config_set(config, "billing.endpoints", "dns://x", "test", error, sizeof error) ==
+           -1);
+    assert(proto_config_set(config, "billing.bind", "dns://x:1", "test", error, sizeof error) ==
+           -1);
+
 
     char *env[] = {"PATH=/bin", "TOLLGATE_LEDGER_BATCH_MAX=5", "TOLLGATE_ADMIN_URL=x", NULL};
     assert(proto_config_load_env(config, env, error, sizeof error) == 0);

@@ -51,8 +51,11 @@ bool proto_config_bool(proto_config_t *self, const char *key);
 
 //  Endpoints to connect to for a component ("billing", "router", "dispatch",
 //  "dispatch.events", "health.events", "ledger"): its `.endpoints` list when
-//  set, else its own bind address. Fills up to `max` borrowed-until-destroy
-//  strings in `out` and returns how many.
+//  set, else its own bind address. An item dns://NAME:PORT stands for
+//  tcp://ADDRESS:PORT for every IPv4 address NAME resolves to now, sorted
+//  (a scaled compose service, a headless Kubernetes service); a name that
+//  does not resolve yet stays tcp://NAME:PORT. Fills up to `max`
+//  borrowed-until-destroy strings in `out` and returns how many.
 int proto_config_endpoints(proto_config_t *self, const char *component, const char **out, int max);
 
 //  Writes every key with its value and origin, secrets masked.

@@ -27,6 +27,14 @@ else
   failed+=("sanitizer build")
 fi
 
+# libFuzzer targets (converters, SSE reader): a short campaign each, built
+# with clang in a tree of their own.
+if CC=clang tg_build build-fuzz -DTOLLGATE_FUZZ=ON -DTOLLGATE_SANITIZE=OFF; then
+  ctest --test-dir build-fuzz --output-on-failure -L fuzz || failed+=("fuzz")
+else
+  failed+=("fuzz build")
+fi
+
 if [ "${#failed[@]}" -gt 0 ]; then
   tg_log "FAILED: ${failed[*]}"
   exit 1

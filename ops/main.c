@@ -46,6 +46,7 @@ static int s_cmd_down(int argc, char **argv);
 static int s_cmd_status(int argc, char **argv);
 static int s_cmd_migrate(int argc, char **argv);
 static int s_cmd_ping(int argc, char **argv);
+static int s_cmd_restart(int argc, char **argv);
 static int s_cmd_supervise(int argc, char **argv);
 static int s_cmd_version(int argc, char **argv);
 static int s_cmd_help(int argc, char **argv);
@@ -57,8 +58,13 @@ static const s_command_t s_commands[] = {
     {"down", s_cmd_down, "[--dir DIR]", "stop the local cluster and its PostgreSQL", false},
     {"status", s_cmd_status, "[--dir DIR] [--json]",
      "show each program and PostgreSQL; exit 0 when all are up", false},
-    {"ping", s_cmd_ping, "[--dir DIR] [--timeout SECONDS] [PROGRAM ...]",
-     "ask programs (default: all) whether they answer on their control socket", false},
+    {"ping", s_cmd_ping,
+     "[--dir DIR] [--timeout SECONDS] [PROGRAM ...] | --endpoint ENDPOINT [--ready]",
+     "ask programs (default: all) whether they answer on their control socket; with "
+     "--endpoint, one control socket (health checks; --ready: fail while it drains)",
+     false},
+    {"restart", s_cmd_restart, "PROGRAM [--dir DIR] [--timeout SECONDS]",
+     "roll the instances of one program: drain, restart, wait for PING, one at a time", false},
     {"migrate", s_cmd_migrate, "[--database-url URL] [--dir DIR] [--migrations FOLDER]",
      "apply pending database migrations", false},
     {"provider", ops_admin_main, "add|list|show|key ...", "manage providers and their keys",
@@ -68,6 +74,19 @@ static const s_command_t s_commands[] = {
      false},
     {"key", ops_admin_main, "create|list|revoke ...", "manage client API keys", false},
     {"usage", ops_admin_main, "[--account NAME] [--limit N]", "recent usage records", false},
+    {"login", ops_admin_main, "USERNAME [--password -] [--ttl SECONDS]",
+     "log in to the admin API; the session is kept in DIR/admin_session", false},
+    {"logout", ops_admin_main, "", "end the session `tollgate login` started", false},
+    {"whoami", ops_admin_main, "[--json]", "who the admin session or token is", false},
+    {"admin", ops_admin_main, "user|session|bootstrap ...",
+     "manage admin users, their sessions and the bootstrap token", false},
+    {"token", ops_admin_main, "create|list|revoke ...", "manage scoped admin API tokens", false},
+    {"audit", ops_admin_main, "[--actor NAME] [--action A] [--limit N] [--before ID]",
+     "the admin audit log", false},
+    {"requests", ops_admin_main, "[show ID] [--account NAME] [--errors] ...",
+     "request logs (usage with names, details)", false},
+    {"request-log", ops_admin_main, "[set --level base|headers|full ...]",
+     "request-log detail level and retention", false},
     {"version", s_cmd_version, "", "print the version", false},
     {"help", s_cmd_help, "", "show this help", false},
     {"supervise", s_cmd_supervise, "--dir DIR", "run the supervisor (started by `up`)", true},
@@ -97,7 +116,7 @@ static void s_usage(FILE *out)
     fprintf(out, "usage: tollgate COMMAND [OPTIONS]\n\ncommands:\n");
     for (size_t i = 0; i < S_COMMAND_COUNT; i++)
         if (!s_commands[i].hidden)
-            fprintf(out, "  %-10s %s\n", s_commands[i].words, s_commands[i].summary);
+            fprintf(out, "  %-12s %s\n", s_commands[i].words, s_commands[i].summary);
     fprintf(out, "\n`tollgate COMMAND --help` shows a command's options.\n"
                  "DIR defaults to $TOLLGATE_DIR, else " S_DEFAULT_DIR ".\n");
 }
@@ -276,16 +295,22 @@ static int s_cmd_status(int argc, char **argv)
 
 static int s_cmd_ping(int argc, char **argv)
 {
-    static const struct option options[] = {{"dir", required_argument, NULL, 'd'},
-                                            {"timeout", required_argument, NULL, 't'},
-                                            {"help", no_argument, NULL, 'h'},
-                                            {NULL, 0, NULL, 0}};
+    static const struct option options[] = {
+        {"dir", required_argument, NULL, 'd'},      {"timeout", required_argument, NULL, 't'},
+        {"endpoint", required_argument, NULL, 'e'}, {"ready", no_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
     const char *dir = s_default_dir();
+    const char *endpoint = NULL;
+    bool ready = false;
     int timeout_ms = 5000;
     int option;
     while ((option = getopt_long(argc, argv, "", options, NULL)) != -1) {
         if (option == 'd')
             dir = optarg;
+        else if (option == 'e')
+            endpoint = optarg;
+        else if (option == 'r')
+            ready = true;
         else if (option == 't') {
             char *end;
             double seconds = strtod(optarg, &end);
@@ -303,6 +328,12 @@ static int s_cmd_ping(int argc, char **argv)
         }
     }
     int count = argc - optind;
+    if (endpoint && count > 0) {
+        fprintf(stderr, "tollgate ping: --endpoint takes no program names\n");
+        return 2;
+    }
+    if (endpoint)
+        return ops_cluster_ping_endpoint(endpoint, timeout_ms, ready, stdout);
     if (count > 32) {
         fprintf(stderr, "tollgate ping: at most 32 programs at once\n");
         return 2;
@@ -312,6 +343,46 @@ static int s_cmd_ping(int argc, char **argv)
         return 1;
     int rc =
         ops_cluster_ping(cluster, (const char *const *)argv + optind, count, timeout_ms, stdout);
+    ops_cluster_destroy(&cluster);
+    return rc;
+}
+
+static int s_cmd_restart(int argc, char **argv)
+{
+    static const struct option options[] = {{"dir", required_argument, NULL, 'd'},
+                                            {"timeout", required_argument, NULL, 't'},
+                                            {"help", no_argument, NULL, 'h'},
+                                            {NULL, 0, NULL, 0}};
+    const char *dir = s_default_dir();
+    int timeout_ms = 30000;
+    int option;
+    while ((option = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        if (option == 'd')
+            dir = optarg;
+        else if (option == 't') {
+            char *end;
+            long seconds = strtol(optarg, &end, 10);
+            if (!*optarg || *end || seconds < 1 || seconds > 3600) {
+                fprintf(stderr, "tollgate restart: --timeout takes seconds from 1 to 3600\n");
+                return 2;
+            }
+            timeout_ms = (int)seconds * 1000;
+        } else if (option == 'h') {
+            s_command_usage(stdout, "restart");
+            return 0;
+        } else {
+            s_command_usage(stderr, "restart");
+            return 2;
+        }
+    }
+    if (argc - optind != 1) {
+        s_command_usage(stderr, "restart");
+        return 2;
+    }
+    ops_cluster_t *cluster = s_open_cluster(dir);
+    if (!cluster)
+        return 1;
+    int rc = ops_cluster_restart(cluster, argv[optind], timeout_ms, stdout);
     ops_cluster_destroy(&cluster);
     return rc;
 }

@@ -1407,6 +1407,7 @@ static enum MHD_Result s_admin_access(void *arg, struct MHD_Connection *connecti
         .body = request->body,
         .body_size = request->body_size,
         .client_ip = ip[0] ? ip : NULL,
+        .request_id = id,
     };
     char *body = NULL;
     char *content_type = NULL;

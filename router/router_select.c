@@ -357,7 +357,7 @@ void router_select_decide(const router_context_t *context, const router_request_
                 if (!proto_tags_has(&key->capabilities, caps[c]) &&
                     !(resolved->model && proto_tags_has(&resolved->model->capabilities, caps[c]))) {
                     option->why = "capability";
-                    snprintf(option->detail, sizeof option->detail, "lacks %s", caps[c]);
+                    snprintf(option->detail, sizeof option->detail, "lacks %.63s", caps[c]);
                 }
             if (option->why)
                 continue;

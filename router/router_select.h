@@ -100,7 +100,7 @@ typedef struct {
 typedef struct {
     int status;                                             //  200, 404, 429 or 503
     const char *error_code;                                 //  static; NULL on 200
-    char error_message[256];                                //  for the client
+    char error_message[512];                                //  for the client
     uint64_t retry_after_ms;                                //  for a 429
     proto_candidate_t candidates[PROTO_MSG_CANDIDATES_MAX]; //  in order
     size_t count;                                           //  entries in candidates

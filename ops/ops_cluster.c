@@ -609,6 +609,148 @@ int ops_cluster_ping(ops_cluster_t *self, const char *const names[], int count, 
     return answered == count ? 0 : 1;
 }
 
+//  The pid in a PONG's meta JSON, and whether it says draining. Returns the
+//  pid, or 0 when the meta does not parse.
+static pid_t s_pong_pid(const char *meta, bool *draining)
+{
+    json_t *root = json_loads(meta, 0, NULL);
+    pid_t pid = (pid_t)json_integer_value(json_object_get(root, "pid"));
+    *draining = json_is_true(json_object_get(root, "draining"));
+    json_decref(root);
+    return pid;
+}
+
+//  Waits until status.json shows `name` running with a pid other than
+//  old_pid, and that process answers PING not draining. Returns the new
+//  pid, or 0 at the deadline.
+static pid_t s_wait_replaced(ops_cluster_t *self, proto_config_t *config, const char *name,
+                             pid_t old_pid, uint64_t deadline)
+{
+    while (proto_loop_now_ms() < deadline) {
+        json_t *status = s_read_status(self);
+        json_t *item = s_status_program(status, name);
+        const char *state = json_string_value(json_object_get(item, "state"));
+        bool running = state && strcmp(state, "running") == 0;
+        pid_t pid = (pid_t)json_integer_value(json_object_get(item, "pid"));
+        json_decref(status);
+        if (running && pid > 0 && pid != old_pid) {
+            //  The old process may still answer on the same endpoint while
+            //  it drains, so the answer must come from the new pid.
+            ops_ping_result_t result;
+            const char *names[] = {name};
+            bool draining = true;
+            if (ops_ping_programs(config, names, 1, 250, &result) == 1 &&
+                s_pong_pid(result.meta, &draining) == pid && !draining)
+                return pid;
+        }
+        usleep(20 * 1000);
+    }
+    return 0;
+}
+
+int ops_cluster_restart(ops_cluster_t *self, const char *name, int timeout_ms, FILE *out)
+{
+    bool known = false;
+    for (int i = 0; ops_programs[i]; i++)
+        known = known || strcmp(ops_programs[i], name) == 0;
+    if (!known) {
+        fprintf(stderr, "tollgate restart: no program named '%s'\n", name);
+        return 2;
+    }
+    char error[1024];
+    pid_t supervisor = ops_state_supervisor_pid(self->state);
+    if (supervisor <= 0) {
+        fprintf(stderr, "tollgate restart: no cluster is up in %s\n", ops_state_dir(self->state));
+        return 1;
+    }
+    //  Not while an `up` or `down` runs on the same folder.
+    int lock = ops_state_lock_operations(self->state, error, sizeof error);
+    if (lock < 0) {
+        fprintf(stderr, "tollgate restart: %s\n", error);
+        return 1;
+    }
+    proto_config_t *config = ops_state_load_config(self->state, error, sizeof error);
+    int exit_code = 1;
+    if (!config) {
+        fprintf(stderr, "tollgate restart: %s\n", error);
+        goto done;
+    }
+    //  Every instance of the program in status.json, one at a time: the
+    //  local supervisor runs one of each today; the loop is the roll.
+    json_t *status = s_read_status(self);
+    pid_t pids[16];
+    int count = 0;
+    size_t i;
+    json_t *item;
+    json_array_foreach(json_object_get(status, "programs"), i, item)
+    {
+        const char *item_name = json_string_value(json_object_get(item, "name"));
+        if (item_name && strcmp(item_name, name) == 0 && count < 16)
+            pids[count++] = (pid_t)json_integer_value(json_object_get(item, "pid"));
+    }
+    json_decref(status);
+    exit_code = 0;
+    for (int n = 0; n < count && exit_code == 0; n++) {
+        uint64_t started = proto_loop_now_ms();
+        if (pids[n] <= 0) {
+            fprintf(stderr,
+                    "tollgate restart: %s is not running (the supervisor is restarting "
+                    "it)\n",
+                    name);
+            exit_code = 1;
+            break;
+        }
+        if (ops_supervisor_restart_request(supervisor, name) != 0) {
+            fprintf(stderr, "tollgate restart: cannot signal the supervisor (pid %d): %s\n",
+                    (int)supervisor, strerror(errno));
+            exit_code = 1;
+            break;
+        }
+        pid_t pid = s_wait_replaced(self, config, name, pids[n], started + (uint64_t)timeout_ms);
+        if (pid == 0) {
+            fprintf(stderr,
+                    "tollgate restart: %s did not come back answering PING within %d ms; "
+                    "see %s/log/%s.log\n",
+                    name, timeout_ms, ops_state_dir(self->state), name);
+            exit_code = 1;
+            break;
+        }
+        fprintf(out, "%s: pid %d -> %d, answering after %llu ms\n", name, (int)pids[n], (int)pid,
+                (unsigned long long)(proto_loop_now_ms() - started));
+    }
+done:
+    proto_config_destroy(&config);
+    close(lock);
+    return exit_code;
+}
+
+int ops_cluster_ping_endpoint(const char *endpoint, int timeout_ms, bool ready, FILE *out)
+{
+    //  ops_ping reads endpoints from a configuration; a throwaway one holds
+    //  just this endpoint, so the PING goes out exactly as for a cluster.
+    proto_config_t *config = proto_config_new();
+    char error[512];
+    if (proto_config_set(config, "ingress.control_bind", endpoint, "--endpoint", error,
+                         sizeof error) != 0) {
+        fprintf(stderr, "tollgate ping: %s\n", error);
+        proto_config_destroy(&config);
+        return 2;
+    }
+    const char *names[] = {"ingress"};
+    ops_ping_result_t result;
+    int answered = ops_ping_programs(config, names, 1, timeout_ms, &result);
+    proto_config_destroy(&config);
+    bool draining = false;
+    if (answered == 1)
+        s_pong_pid(result.meta, &draining);
+    fprintf(out, "%s %s %s\n", endpoint,
+            answered != 1 ? "no answer"
+            : draining    ? "draining"
+                          : "ok",
+            result.meta);
+    return answered == 1 && !(ready && draining) ? 0 : 1;
+}
+
 int ops_cluster_supervise(ops_cluster_t *self)
 {
     proto_log_init("supervisor", PROTO_LOG_INFO);

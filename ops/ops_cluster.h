@@ -52,6 +52,20 @@ int ops_cluster_status(ops_cluster_t *self, bool json, FILE *out);
 int ops_cluster_ping(ops_cluster_t *self, const char *const names[], int count, int timeout_ms,
                      FILE *out);
 
+//  Rolls the instances of program `name` one at a time (`tollgate restart`):
+//  asks the supervisor for a planned restart of each (it SIGTERMs the
+//  instance, which drains and exits 0, and starts it again at once), then
+//  waits until the new process answers PING and is not draining before the
+//  next. Prints one line per instance on out. Returns 0, 1 when an
+//  instance did not come back within timeout_ms, 2 for an unknown program.
+int ops_cluster_restart(ops_cluster_t *self, const char *name, int timeout_ms, FILE *out);
+
+//  Sends PING to one control endpoint (`tollgate ping --endpoint`), no
+//  state folder needed: for container health checks. Prints the PONG's
+//  meta. Returns 0 when it answered (and, when `ready`, is not draining),
+//  1 otherwise.
+int ops_cluster_ping_endpoint(const char *endpoint, int timeout_ms, bool ready, FILE *out);
+
 //  Runs the supervisor in this process until SIGTERM (`tollgate supervise`).
 int ops_cluster_supervise(ops_cluster_t *self);
 

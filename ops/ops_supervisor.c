@@ -34,7 +34,10 @@ typedef struct {
     uint64_t started_wall;  //  wall-clock ms since the epoch, for status.json
     uint64_t restart_at_ms; //  monotonic, while S_RESTARTING
     uint64_t backoff_ms;    //  delay used for the last restart, 0 before any
-    int restarts;           //  restarts since the supervisor started
+    int restarts;           //  unplanned restarts since the supervisor started
+    int planned_restarts;   //  restarts asked for by `tollgate restart`
+    bool planned;           //  we sent SIGTERM for a planned restart; not yet reaped
+    bool planned_start;     //  the pending restart is a planned one
     char last_exit[64];     //  description of the last exit, "" before any
 } s_program_t;
 
@@ -42,7 +45,7 @@ struct _ops_supervisor_t {
     ops_state_t *state;                      //  borrowed
     char bindir[PATH_MAX];                   //  where tollgate-<name> live
     s_program_t programs[OPS_PROGRAM_COUNT]; //  one per ops_programs entry
-    int signal_fd;                           //  SIGCHLD, SIGTERM, SIGINT, SIGHUP
+    int signal_fd;                           //  SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGUSR1
     bool stopping;                           //  SIGTERM seen
     uint64_t kill_at_ms;                     //  when stopping: SIGKILL stragglers then
     uint64_t started_wall;                   //  our own start, wall-clock ms
@@ -127,6 +130,7 @@ static void s_write_status(ops_supervisor_t *self)
                             program->started_wall ? json_string(stamp) : json_null());
         json_object_set_new(item, "started_ms", json_integer((json_int_t)program->started_wall));
         json_object_set_new(item, "restarts", json_integer(program->restarts));
+        json_object_set_new(item, "planned_restarts", json_integer(program->planned_restarts));
         json_object_set_new(item, "last_exit",
                             *program->last_exit ? json_string(program->last_exit) : json_null());
         json_array_append_new(list, item);
@@ -220,9 +224,21 @@ static void s_reap(ops_supervisor_t *self)
             log_info(NULL, "%s (pid %d) stopped: %s", program->name, (int)pid, program->last_exit);
             continue;
         }
+        bool planned = program->planned;
+        program->planned = false;
+        program->state = S_RESTARTING;
+        if (planned && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+            //  It drained and exited as asked: not a failure, so no delay
+            //  and the backoff is left as it was.
+            program->restart_at_ms = proto_loop_now_ms();
+            program->planned_start = true;
+            log_info(NULL, "%s (pid %d) drained for a planned restart after %llu ms; starting it",
+                     program->name, (int)pid, (unsigned long long)ran);
+            continue;
+        }
+        program->planned_start = false;
         program->backoff_ms = ops_supervisor_backoff(program->backoff_ms, ran);
         program->restart_at_ms = proto_loop_now_ms() + program->backoff_ms;
-        program->state = S_RESTARTING;
         log_warn(NULL, "%s (pid %d) exited after %llu ms: %s; restart %d in %llu ms", program->name,
                  (int)pid, (unsigned long long)ran, program->last_exit, program->restarts + 1,
                  (unsigned long long)program->backoff_ms);
@@ -245,6 +261,37 @@ static void s_begin_stop(ops_supervisor_t *self, int signal_number)
     }
 }
 
+//  `tollgate restart` asked (SIGUSR1 carrying the program's index) for a
+//  planned restart: SIGTERM it so it drains; s_reap starts it again at once
+//  when it exits 0.
+static void s_planned_restart(ops_supervisor_t *self, int index)
+{
+    if (index < 0 || index >= OPS_PROGRAM_COUNT) {
+        log_warn(NULL, "restart request for program number %d ignored: no such program", index);
+        return;
+    }
+    s_program_t *program = &self->programs[index];
+    if (self->stopping || program->state != S_RUNNING || program->planned) {
+        log_warn(NULL, "restart request for %s ignored: it is %s", program->name,
+                 self->stopping     ? "stopping with the supervisor"
+                 : program->planned ? "already restarting"
+                                    : "not running");
+        return;
+    }
+    log_info(NULL, "planned restart of %s: SIGTERM to pid %d", program->name, (int)program->pid);
+    program->planned = true;
+    kill(program->pid, SIGTERM);
+}
+
+int ops_supervisor_restart_request(pid_t supervisor, const char *name)
+{
+    for (int i = 0; i < OPS_PROGRAM_COUNT; i++)
+        if (strcmp(ops_programs[i], name) == 0)
+            return sigqueue(supervisor, SIGUSR1, (union sigval){.sival_int = i}) == 0 ? 0 : -1;
+    errno = ENOENT;
+    return -1;
+}
+
 static bool s_all_stopped(ops_supervisor_t *self)
 {
     for (int i = 0; i < OPS_PROGRAM_COUNT; i++)
@@ -261,6 +308,7 @@ int ops_supervisor_run(ops_supervisor_t *self)
     sigaddset(&signals, SIGTERM);
     sigaddset(&signals, SIGINT);
     sigaddset(&signals, SIGHUP);
+    sigaddset(&signals, SIGUSR1);
     //  Blocked before the first fork, so no SIGCHLD can slip past signalfd.
     if (sigprocmask(SIG_BLOCK, &signals, NULL) != 0 ||
         (self->signal_fd = signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK)) < 0) {
@@ -309,6 +357,9 @@ int ops_supervisor_run(ops_supervisor_t *self)
             } else if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT) {
                 s_begin_stop(self, (int)info.ssi_signo);
                 changed = true;
+            } else if (info.ssi_signo == SIGUSR1) {
+                s_planned_restart(self, info.ssi_int);
+                changed = true;
             } else
                 log_info(NULL, "SIGHUP ignored; use `tollgate down && tollgate up` to reload");
         }
@@ -327,7 +378,11 @@ int ops_supervisor_run(ops_supervisor_t *self)
         for (int i = 0; i < OPS_PROGRAM_COUNT && !self->stopping; i++) {
             s_program_t *program = &self->programs[i];
             if (program->state == S_RESTARTING && now >= program->restart_at_ms) {
-                program->restarts++;
+                if (program->planned_start)
+                    program->planned_restarts++;
+                else
+                    program->restarts++;
+                program->planned_start = false;
                 s_start(self, program);
                 changed = true;
             }
@@ -358,9 +413,10 @@ static json_t *s_test_program(ops_state_t *state, const char *name, json_t **roo
     return NULL;
 }
 
-//  Test helper: waits up to 5 s until ingress runs with `restarts` restarts
-//  and a pid other than `old_pid`. Returns the pid, or 0 on timeout.
-static pid_t s_test_wait_running(ops_state_t *state, int restarts, pid_t old_pid)
+//  Test helper: waits up to 5 s until ingress runs with `restarts` restarts,
+//  `planned` planned ones and a pid other than `old_pid`. Returns the pid,
+//  or 0 on timeout.
+static pid_t s_test_wait_running(ops_state_t *state, int restarts, int planned, pid_t old_pid)
 {
     uint64_t deadline = proto_loop_now_ms() + 5000;
     while (proto_loop_now_ms() < deadline) {
@@ -368,6 +424,7 @@ static pid_t s_test_wait_running(ops_state_t *state, int restarts, pid_t old_pid
         json_t *item = s_test_program(state, "ingress", &root);
         pid_t pid = 0;
         if (item && json_integer_value(json_object_get(item, "restarts")) == restarts &&
+            json_integer_value(json_object_get(item, "planned_restarts")) == planned &&
             strcmp(json_string_value(json_object_get(item, "state")), "running") == 0)
             pid = (pid_t)json_integer_value(json_object_get(item, "pid"));
         json_decref(root);
@@ -376,6 +433,29 @@ static pid_t s_test_wait_running(ops_state_t *state, int restarts, pid_t old_pid
         usleep(20 * 1000);
     }
     return 0;
+}
+
+//  Test helper: waits up to 5 s until process `pid` catches SIGTERM (its
+//  SigCgt mask in /proc), so a stand-in cannot be signalled before its trap
+//  is set. Returns true when it does.
+static bool s_test_catches_term(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    uint64_t deadline = proto_loop_now_ms() + 5000;
+    while (proto_loop_now_ms() < deadline) {
+        FILE *file = fopen(path, "r");
+        unsigned long long mask = 0;
+        while (file && fgets(line, sizeof line, file))
+            if (sscanf(line, "SigCgt: %llx", &mask) == 1)
+                break;
+        if (file)
+            fclose(file);
+        if (mask & (1ULL << (SIGTERM - 1)))
+            return true;
+        usleep(5 * 1000);
+    }
+    return false;
 }
 
 void ops_supervisor_test(bool verbose)
@@ -393,7 +473,8 @@ void ops_supervisor_test(bool verbose)
     ops_supervisor_describe_exit(SIGKILL, text, sizeof text);
     OPS_CHECK(strncmp(text, "signal 9", 8) == 0);
 
-    //  A run over stand-in programs: shell scripts that sleep.
+    //  A run over stand-in programs: shell scripts that sleep and, like the
+    //  real programs, exit 0 on SIGTERM.
     char base[] = "/tmp/ops_supervisor_testXXXXXX";
     OPS_CHECK(mkdtemp(base));
     char error[256], path[PATH_MAX];
@@ -405,7 +486,7 @@ void ops_supervisor_test(bool verbose)
     for (int i = 0; ops_programs[i]; i++) {
         snprintf(path, sizeof path, "%s/bin/tollgate-%s", base, ops_programs[i]);
         FILE *file = fopen(path, "w");
-        fputs("#!/bin/sh\nexec sleep 60\n", file);
+        fputs("#!/bin/sh\ntrap 'exit 0' TERM\nwhile :; do sleep 1 & wait $!; done\n", file);
         fclose(file);
         chmod(path, 0755);
     }
@@ -420,16 +501,27 @@ void ops_supervisor_test(bool verbose)
         ops_supervisor_destroy(&supervisor);
         _exit(rc);
     }
-    pid_t first = s_test_wait_running(state, 0, 0);
+    pid_t first = s_test_wait_running(state, 0, 0, 0);
     OPS_CHECK(first > 0);
     OPS_CHECK(ops_state_supervisor_pid(state) == child);
     kill(first, SIGKILL);
-    pid_t second = s_test_wait_running(state, 1, first);
+    pid_t second = s_test_wait_running(state, 1, 0, first);
     OPS_CHECK(second > 0);
     json_t *root;
     json_t *item = s_test_program(state, "ingress", &root);
     OPS_CHECK(strncmp(json_string_value(json_object_get(item, "last_exit")), "signal 9", 8) == 0);
     json_decref(root);
+
+    //  A planned restart: SIGTERM, exit 0, started again, counted apart.
+    OPS_CHECK(ops_supervisor_restart_request(child, "nonesuch") == -1);
+    OPS_CHECK(s_test_catches_term(second));
+    OPS_CHECK(ops_supervisor_restart_request(child, "ingress") == 0);
+    pid_t third = s_test_wait_running(state, 1, 1, second);
+    OPS_CHECK(third > 0);
+    item = s_test_program(state, "ingress", &root);
+    OPS_CHECK(strcmp(json_string_value(json_object_get(item, "last_exit")), "exit 0") == 0);
+    json_decref(root);
+    second = third;
 
     kill(child, SIGTERM);
     int status;

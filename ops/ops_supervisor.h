@@ -14,6 +14,13 @@
                        "last_exit": "signal 9 (Killed)"}, ...]}
 
     state is "running", "restarting" (waiting out its delay) or "stopped".
+    Each program also has "planned_restarts": restarts asked for with
+    ops_supervisor_restart_request (`tollgate restart PROGRAM`), which sends
+    the supervisor SIGUSR1 carrying the program's index in ops_programs; the
+    supervisor SIGTERMs the program and, when it exits 0 after draining,
+    starts it again at once, without backoff and without counting it in
+    "restarts". A planned restart that ends in anything but exit 0 is
+    treated as a crash.
     SIGTERM or SIGINT: SIGTERM every program, wait, SIGKILL what is left
     after 5 s, remove status.json, exit 0.
 */
@@ -42,6 +49,10 @@ void ops_supervisor_destroy(ops_supervisor_t **self_p);
 //  Runs until SIGTERM or SIGINT, then stops every program. The caller must
 //  hold the supervisor lock. Returns the process exit code.
 int ops_supervisor_run(ops_supervisor_t *self);
+
+//  Asks the supervisor with pid `supervisor` for a planned restart of the
+//  program `name`. Returns 0, or -1 with errno set (ENOENT: no such program).
+int ops_supervisor_restart_request(pid_t supervisor, const char *name);
 
 //  The delay before the next restart, given the previous delay (0 when none
 //  yet) and how long the program ran.

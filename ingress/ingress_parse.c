@@ -122,11 +122,49 @@ void ingress_parse_traceparent(const char *incoming, char *out)
     snprintf(out, INGRESS_TRACE_SIZE, "00-%s-%s-01", trace, span);
 }
 
-//  Chat-style bodies (OpenAI Chat, Anthropic Messages) share the fields we
-//  look at: model, messages, stream. Other protocols get their own branch
-//  when their routes are added.
-int ingress_parse_body(int protocol, const char *data, size_t size, ingress_body_t *out,
-                       char *error, size_t error_size)
+//  The field holding the conversation, per protocol: what a request of
+//  that protocol cannot do without.
+static const char *s_conversation_field(int protocol)
+{
+    switch (protocol) {
+    case PROTO_PROTOCOL_OPENAI_RESPONSES:
+    case PROTO_PROTOCOL_OPENAI_EMBEDDINGS:
+        return "input";
+    case PROTO_PROTOCOL_GEMINI:
+        return "contents";
+    default:
+        return "messages";
+    }
+}
+
+//  Checks the conversation field; returns false with a message in error.
+static bool s_conversation_ok(int protocol, bool count_tokens, json_t *root, char *error,
+                              size_t error_size)
+{
+    const char *field = s_conversation_field(protocol);
+    json_t *value = json_object_get(root, field);
+    //  Gemini's countTokens takes either contents or a whole
+    //  generateContentRequest.
+    if (protocol == PROTO_PROTOCOL_GEMINI && count_tokens && !value &&
+        json_is_object(json_object_get(root, "generateContentRequest")))
+        return true;
+    bool text_allowed =
+        protocol == PROTO_PROTOCOL_OPENAI_RESPONSES || protocol == PROTO_PROTOCOL_OPENAI_EMBEDDINGS;
+    if (!value)
+        snprintf(error, error_size, "Missing required parameter: '%s'", field);
+    else if (!json_is_array(value) && !(text_allowed && json_is_string(value)))
+        snprintf(error, error_size, "Invalid '%s': expected an array%s", field,
+                 text_allowed ? " or a string" : "");
+    else
+        return true;
+    return false;
+}
+
+//  Every protocol's body is a JSON object holding the model (but Gemini's,
+//  whose model is in the path), the conversation, and for OpenAI Chat,
+//  Responses and Anthropic the stream flag.
+int ingress_parse_body(int protocol, bool count_tokens, const char *path_model, const char *data,
+                       size_t size, ingress_body_t *out, char *error, size_t error_size)
 {
     memset(out, 0, sizeof *out);
     json_error_t problem;
@@ -137,8 +175,8 @@ int ingress_parse_body(int protocol, const char *data, size_t size, ingress_body
         return -1;
     }
     int rc = -1;
-    json_t *model = json_object_get(root, "model");
-    json_t *messages = json_object_get(root, "messages");
+    json_t *model =
+        path_model ? json_string(path_model) : json_incref(json_object_get(root, "model"));
     json_t *stream = json_object_get(root, "stream");
     if (!json_is_object(root))
         snprintf(error, error_size, "The request body must be a JSON object");
@@ -150,23 +188,25 @@ int ingress_parse_body(int protocol, const char *data, size_t size, ingress_body
              strlen(json_string_value(model)) != json_string_length(model))
         snprintf(error, error_size, "Invalid 'model': longer than %d characters",
                  INGRESS_MODEL_MAX);
-    else if (!messages)
-        snprintf(error, error_size, "Missing required parameter: 'messages'");
-    else if (!json_is_array(messages))
-        snprintf(error, error_size, "Invalid 'messages': expected an array");
-    else if (stream && !json_is_boolean(stream) && !json_is_null(stream))
+    else if (!s_conversation_ok(protocol, count_tokens, root, error, error_size))
+        ; //  error written
+    else if (protocol != PROTO_PROTOCOL_GEMINI && stream && !json_is_boolean(stream) &&
+             !json_is_null(stream))
         snprintf(error, error_size, "Invalid 'stream': expected a boolean");
     else {
         snprintf(out->model, sizeof out->model, "%s", json_string_value(model));
-        out->stream = json_is_true(stream);
+        out->stream = protocol != PROTO_PROTOCOL_GEMINI &&
+                      protocol != PROTO_PROTOCOL_OPENAI_EMBEDDINGS && !count_tokens &&
+                      json_is_true(stream);
         json_t *options = json_object_get(root, "stream_options");
-        out->include_usage = json_is_true(json_object_get(options, "include_usage"));
+        out->include_usage = protocol == PROTO_PROTOCOL_OPENAI &&
+                             json_is_true(json_object_get(options, "include_usage"));
         //  Four bytes a token is the usual rule of thumb; admission only
         //  needs an order of magnitude, and settlement uses real counts.
         out->tokens_estimate = size / 4 + 1;
         rc = 0;
     }
-    (void)protocol;
+    json_decref(model);
     json_decref(root);
     return rc;
 }
@@ -192,8 +232,8 @@ static void s_test_body_error(const char *body, const char *expect)
 {
     ingress_body_t parsed;
     char error[256];
-    int rc =
-        ingress_parse_body(PROTO_PROTOCOL_OPENAI, body, strlen(body), &parsed, error, sizeof error);
+    int rc = ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, body, strlen(body), &parsed,
+                                error, sizeof error);
     assert(rc == -1);
     assert(strstr(error, expect));
 }
@@ -275,13 +315,13 @@ void ingress_parse_test(bool verbose)
     char error[256];
     const char *good = "{\"model\":\"gpt-x\",\"messages\":[],\"stream\":true,"
                        "\"stream_options\":{\"include_usage\":true}}";
-    assert(ingress_parse_body(PROTO_PROTOCOL_OPENAI, good, strlen(good), &parsed, error,
-                              sizeof error) == 0);
+    assert(ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, good, strlen(good), &parsed,
+                              error, sizeof error) == 0);
     assert(strcmp(parsed.model, "gpt-x") == 0 && parsed.stream && parsed.include_usage);
     assert(parsed.tokens_estimate > 0);
     const char *plain = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
-    assert(ingress_parse_body(PROTO_PROTOCOL_OPENAI, plain, strlen(plain), &parsed, error,
-                              sizeof error) == 0);
+    assert(ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, plain, strlen(plain), &parsed,
+                              error, sizeof error) == 0);
     assert(!parsed.stream && !parsed.include_usage);
     s_test_body_error("{\"model\":", "not valid JSON");
     s_test_body_error("", "not valid JSON");
@@ -297,6 +337,46 @@ void ingress_parse_test(bool verbose)
     char big[400];
     snprintf(big, sizeof big, "{\"model\":\"%0250d\",\"messages\":[]}", 7);
     s_test_body_error(big, "'model'");
+
+    //  The other protocols' bodies.
+    struct {
+        int protocol;       //  client protocol
+        bool count;         //  a token count
+        const char *model;  //  from the path, or NULL
+        const char *body;   //  request body
+        const char *expect; //  NULL: accepted; else part of the error
+        bool stream;        //  when accepted: streamed
+    } bodies[] = {
+        {PROTO_PROTOCOL_OPENAI_RESPONSES, false, NULL,
+         "{\"model\":\"m\",\"input\":\"hi\",\"stream\":true}", NULL, true},
+        {PROTO_PROTOCOL_OPENAI_RESPONSES, false, NULL, "{\"model\":\"m\",\"input\":[]}", NULL,
+         false},
+        {PROTO_PROTOCOL_OPENAI_RESPONSES, false, NULL, "{\"model\":\"m\"}", "'input'", false},
+        {PROTO_PROTOCOL_OPENAI_RESPONSES, false, NULL, "{\"model\":\"m\",\"input\":3}", "'input'",
+         false},
+        {PROTO_PROTOCOL_OPENAI_EMBEDDINGS, false, NULL,
+         "{\"model\":\"e\",\"input\":[\"a\"],\"stream\":true}", NULL, false},
+        {PROTO_PROTOCOL_ANTHROPIC, false, NULL,
+         "{\"model\":\"c\",\"max_tokens\":5,\"messages\":[],\"stream\":true}", NULL, true},
+        {PROTO_PROTOCOL_ANTHROPIC, true, NULL, "{\"model\":\"c\",\"messages\":[],\"stream\":true}",
+         NULL, false},
+        {PROTO_PROTOCOL_ANTHROPIC, false, NULL, "{\"model\":\"c\",\"messages\":\"x\"}",
+         "'messages'", false},
+        {PROTO_PROTOCOL_GEMINI, false, "gem", "{\"contents\":[]}", NULL, false},
+        {PROTO_PROTOCOL_GEMINI, false, "gem", "{}", "'contents'", false},
+        {PROTO_PROTOCOL_GEMINI, true, "gem", "{\"generateContentRequest\":{\"contents\":[]}}", NULL,
+         false},
+        {PROTO_PROTOCOL_GEMINI, false, "", "{\"contents\":[]}", "'model'", false},
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        int rc =
+            ingress_parse_body(bodies[i].protocol, bodies[i].count, bodies[i].model, bodies[i].body,
+                               strlen(bodies[i].body), &parsed, error, sizeof error);
+        if (bodies[i].expect)
+            assert(rc == -1 && strstr(error, bodies[i].expect));
+        else
+            assert(rc == 0 && parsed.stream == bodies[i].stream && *parsed.model);
+    }
 
     //  Overhead: elapsed less upstream, never negative, three decimals.
     assert(ingress_parse_overhead_us(1000, 6000, 4000) == 1000);

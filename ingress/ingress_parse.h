@@ -26,7 +26,7 @@ typedef enum {
     INGRESS_KEY_QUERY,     //  ?key= (Gemini REST)
 } ingress_key_source_t;
 
-//  What the ingress needs to know from a chat-style request body.
+//  What the ingress needs to know from a request body.
 typedef struct {
     char model[INGRESS_MODEL_MAX + 1]; //  logical model asked for
     bool stream;                       //  "stream": true
@@ -66,11 +66,17 @@ void ingress_parse_traceparent(const char *incoming, char *out);
 //  True when text is a valid W3C traceparent (version 00).
 bool ingress_parse_traceparent_valid(const char *text);
 
-//  Checks a chat body for a client protocol (proto_protocol_t) and fills
-//  *out. Returns 0, or -1 with a message for the client in error (which
-//  names the offending field).
-int ingress_parse_body(int protocol, const char *data, size_t size, ingress_body_t *out,
-                       char *error, size_t error_size);
+//  Checks a request body for a client protocol (proto_protocol_t) and
+//  fills *out: the model (path_model when the path names it, as Gemini's
+//  does, else the body's "model"), the conversation the protocol requires
+//  (OpenAI Chat and Anthropic `messages`, Responses and Embeddings `input`,
+//  Gemini `contents`, or for its countTokens a `generateContentRequest`),
+//  and the body's stream flag (Gemini's comes from the path: the caller
+//  sets it). count_tokens: a token count, never streamed. Returns 0, or -1
+//  with a message for the client in error (which names the offending
+//  field).
+int ingress_parse_body(int protocol, bool count_tokens, const char *path_model, const char *data,
+                       size_t size, ingress_body_t *out, char *error, size_t error_size);
 
 //  The overhead we added, in microseconds: time from the request being
 //  fully received to our response headers, less the time spent upstream.

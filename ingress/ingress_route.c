@@ -5,20 +5,59 @@
 #include <stdio.h>
 #include <string.h>
 
+#define S_GEMINI_MODELS "/v1beta/models/"
+#define S_GEMINI_MODELS_V1 "/v1/models/"
+
 static const ingress_route_t s_routes[] = {
-    {"/v1/chat/completions", false, "POST", INGRESS_ROUTE_GENERATE, PROTO_PROTOCOL_OPENAI, true,
-     "chat_completions"},
-    {"/v1/models", false, "GET", INGRESS_ROUTE_MODELS, PROTO_PROTOCOL_OPENAI, true, "models"},
-    {"/healthz", false, "GET", INGRESS_ROUTE_HEALTH, PROTO_PROTOCOL_OPENAI, false, "healthz"},
-    {"/metrics", false, "GET", INGRESS_ROUTE_METRICS, PROTO_PROTOCOL_OPENAI, false, "metrics"},
+    {"/v1/chat/completions", false, NULL, "POST", INGRESS_ROUTE_GENERATE, PROTO_PROTOCOL_OPENAI,
+     true, false, INGRESS_STREAM_BODY, "chat_completions"},
+    {"/v1/responses", false, NULL, "POST", INGRESS_ROUTE_GENERATE, PROTO_PROTOCOL_OPENAI_RESPONSES,
+     true, false, INGRESS_STREAM_BODY, "responses"},
+    {"/v1/embeddings", false, NULL, "POST", INGRESS_ROUTE_GENERATE,
+     PROTO_PROTOCOL_OPENAI_EMBEDDINGS, true, false, INGRESS_STREAM_NEVER, "embeddings"},
+    {"/v1/messages", false, NULL, "POST", INGRESS_ROUTE_GENERATE, PROTO_PROTOCOL_ANTHROPIC, true,
+     false, INGRESS_STREAM_BODY, "messages"},
+    {"/v1/messages/count_tokens", false, NULL, "POST", INGRESS_ROUTE_GENERATE,
+     PROTO_PROTOCOL_ANTHROPIC, true, true, INGRESS_STREAM_NEVER, "count_tokens"},
+    {S_GEMINI_MODELS, true, ":generateContent", "POST", INGRESS_ROUTE_GENERATE,
+     PROTO_PROTOCOL_GEMINI, true, false, INGRESS_STREAM_NEVER, "generate_content"},
+    {S_GEMINI_MODELS, true, ":streamGenerateContent", "POST", INGRESS_ROUTE_GENERATE,
+     PROTO_PROTOCOL_GEMINI, true, false, INGRESS_STREAM_ALWAYS, "stream_generate_content"},
+    {S_GEMINI_MODELS, true, ":countTokens", "POST", INGRESS_ROUTE_GENERATE, PROTO_PROTOCOL_GEMINI,
+     true, true, INGRESS_STREAM_NEVER, "count_tokens"},
+    //  The same under /v1, which Gemini serves too (and @google/genai calls
+    //  by default).
+    {S_GEMINI_MODELS_V1, true, ":generateContent", "POST", INGRESS_ROUTE_GENERATE,
+     PROTO_PROTOCOL_GEMINI, true, false, INGRESS_STREAM_NEVER, "generate_content"},
+    {S_GEMINI_MODELS_V1, true, ":streamGenerateContent", "POST", INGRESS_ROUTE_GENERATE,
+     PROTO_PROTOCOL_GEMINI, true, false, INGRESS_STREAM_ALWAYS, "stream_generate_content"},
+    {S_GEMINI_MODELS_V1, true, ":countTokens", "POST", INGRESS_ROUTE_GENERATE,
+     PROTO_PROTOCOL_GEMINI, true, true, INGRESS_STREAM_NEVER, "count_tokens"},
+    //  OpenAI and Anthropic clients share this path; the ingress tells them
+    //  apart by their headers (ingress_server).
+    {"/v1/models", false, NULL, "GET", INGRESS_ROUTE_MODELS, PROTO_PROTOCOL_OPENAI, true, false,
+     INGRESS_STREAM_NEVER, "models"},
+    {"/v1beta/models", false, NULL, "GET", INGRESS_ROUTE_MODELS, PROTO_PROTOCOL_GEMINI, true, false,
+     INGRESS_STREAM_NEVER, "models"},
+    {"/healthz", false, NULL, "GET", INGRESS_ROUTE_HEALTH, PROTO_PROTOCOL_OPENAI, false, false,
+     INGRESS_STREAM_NEVER, "healthz"},
+    {"/metrics", false, NULL, "GET", INGRESS_ROUTE_METRICS, PROTO_PROTOCOL_OPENAI, false, false,
+     INGRESS_STREAM_NEVER, "metrics"},
 };
 #define S_ROUTE_COUNT (sizeof s_routes / sizeof s_routes[0])
 
 static bool s_matches(const ingress_route_t *route, const char *path)
 {
-    if (route->prefix)
-        return strncmp(path, route->path, strlen(route->path)) == 0;
-    return strcmp(path, route->path) == 0;
+    if (!route->prefix)
+        return strcmp(path, route->path) == 0;
+    size_t prefix = strlen(route->path);
+    if (strncmp(path, route->path, prefix) != 0)
+        return false;
+    if (!route->suffix)
+        return true;
+    //  A model name, then the method: at least one character between.
+    size_t length = strlen(path), suffix = strlen(route->suffix);
+    return length > prefix + suffix && strcmp(path + length - suffix, route->suffix) == 0;
 }
 
 //  Errors on paths we do not serve still follow the shape their family of
@@ -27,7 +66,8 @@ static int s_guess_protocol(const char *path)
 {
     if (strncmp(path, "/v1/messages", 12) == 0)
         return PROTO_PROTOCOL_ANTHROPIC;
-    if (strncmp(path, "/v1beta/", 8) == 0)
+    if (strncmp(path, "/v1beta/", 8) == 0 ||
+        (strncmp(path, S_GEMINI_MODELS_V1, strlen(S_GEMINI_MODELS_V1)) == 0 && strchr(path, ':')))
         return PROTO_PROTOCOL_GEMINI;
     return PROTO_PROTOCOL_OPENAI;
 }
@@ -61,6 +101,20 @@ const char *ingress_route_allowed(const char *path)
     return NULL;
 }
 
+int ingress_route_model(const ingress_route_t *route, const char *path, char *model,
+                        size_t model_size)
+{
+    if (!route->prefix || !route->suffix || !s_matches(route, path))
+        return -1;
+    size_t start = strlen(route->path);
+    size_t length = strlen(path) - start - strlen(route->suffix);
+    if (length >= model_size)
+        return -1;
+    memcpy(model, path + start, length);
+    model[length] = '\0';
+    return 0;
+}
+
 void ingress_route_test(bool verbose)
 {
     if (verbose)
@@ -79,11 +133,51 @@ void ingress_route_test(bool verbose)
     assert(route && route->kind == INGRESS_ROUTE_HEALTH && !route->needs_key);
     assert(!ingress_route_find("/v1/chat/completionsX", "POST", &status, &protocol));
     assert(status == 404 && protocol == PROTO_PROTOCOL_OPENAI);
-    assert(!ingress_route_find("/v1/messages", "POST", &status, &protocol));
-    assert(status == 404 && protocol == PROTO_PROTOCOL_ANTHROPIC);
-    assert(!ingress_route_find("/v1beta/models/x:generateContent", "POST", &status, &protocol));
-    assert(protocol == PROTO_PROTOCOL_GEMINI);
     assert(!ingress_route_allowed("/nope"));
+
+    //  Every surface, with its protocol and stream source.
+    route = ingress_route_find("/v1/responses", "POST", &status, &protocol);
+    assert(route && protocol == PROTO_PROTOCOL_OPENAI_RESPONSES);
+    route = ingress_route_find("/v1/embeddings", "POST", &status, &protocol);
+    assert(route && protocol == PROTO_PROTOCOL_OPENAI_EMBEDDINGS);
+    route = ingress_route_find("/v1/messages", "POST", &status, &protocol);
+    assert(route && protocol == PROTO_PROTOCOL_ANTHROPIC && !route->count_tokens);
+    route = ingress_route_find("/v1/messages/count_tokens", "POST", &status, &protocol);
+    assert(route && protocol == PROTO_PROTOCOL_ANTHROPIC && route->count_tokens);
+    assert(!ingress_route_find("/v1/messages", "GET", &status, &protocol));
+    assert(status == 405 && protocol == PROTO_PROTOCOL_ANTHROPIC);
+    assert(!ingress_route_find("/v1/messages/batches", "POST", &status, &protocol));
+    assert(status == 404 && protocol == PROTO_PROTOCOL_ANTHROPIC);
+
+    char model[64];
+    route = ingress_route_find("/v1beta/models/gemini-2.0-flash:generateContent", "POST", &status,
+                               &protocol);
+    assert(route && protocol == PROTO_PROTOCOL_GEMINI && route->stream == INGRESS_STREAM_NEVER);
+    assert(ingress_route_model(route, "/v1beta/models/gemini-2.0-flash:generateContent", model,
+                               sizeof model) == 0);
+    assert(strcmp(model, "gemini-2.0-flash") == 0);
+    route =
+        ingress_route_find("/v1beta/models/m:streamGenerateContent", "POST", &status, &protocol);
+    assert(route && route->stream == INGRESS_STREAM_ALWAYS && !route->count_tokens);
+    route = ingress_route_find("/v1beta/models/m:countTokens", "POST", &status, &protocol);
+    assert(route && route->count_tokens);
+    assert(ingress_route_model(route, "/v1beta/models/m:countTokens", model, 2) == 0);
+    assert(ingress_route_model(route, "/v1beta/models/mm:countTokens", model, 2) == -1);
+    assert(!ingress_route_find("/v1beta/models/:generateContent", "POST", &status, &protocol));
+    assert(status == 404 && protocol == PROTO_PROTOCOL_GEMINI);
+    assert(!ingress_route_find("/v1beta/models/x:embedContent", "POST", &status, &protocol));
+    assert(status == 404 && protocol == PROTO_PROTOCOL_GEMINI);
+    assert(!ingress_route_find("/v1beta/models/x:generateContent", "GET", &status, &protocol));
+    assert(status == 405);
+    route = ingress_route_find("/v1/models/g-1:streamGenerateContent", "POST", &status, &protocol);
+    assert(route && route->stream == INGRESS_STREAM_ALWAYS && protocol == PROTO_PROTOCOL_GEMINI);
+    assert(ingress_route_model(route, "/v1/models/g-1:streamGenerateContent", model,
+                               sizeof model) == 0 &&
+           strcmp(model, "g-1") == 0);
+    assert(!ingress_route_find("/v1/models/x:nope", "POST", &status, &protocol));
+    assert(status == 404 && protocol == PROTO_PROTOCOL_GEMINI);
+    route = ingress_route_find("/v1beta/models", "GET", &status, &protocol);
+    assert(route && route->kind == INGRESS_ROUTE_MODELS && protocol == PROTO_PROTOCOL_GEMINI);
     if (verbose)
         printf("OK\n");
 }

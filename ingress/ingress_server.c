@@ -59,6 +59,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #define S_MAX_BILLING 8                        //  billing instances we connect to
@@ -71,7 +72,7 @@
 #define S_ADMIN_BODY_MAX (1024 * 1024)         //  admin request bodies
 #define S_ADMIN_CONNECTIONS 256                //  admin connections
 #define S_SETTLE_RESEND_MS 1000                //  outbox re-send period for SETTLE
-#define S_DISCARD_FACTOR 4ULL                  //  oversize bodies read and dropped up to this x limit
+#define S_DISCARD_FACTOR 4ULL    //  oversize bodies read and dropped up to this x limit
 #define S_PEER_RCVHWM 100000     //  CHUNKs we queue before dispatch's ROUTER must drop
 #define S_BODY_INITIAL_MAX 65536 //  first body allocation, whatever Content-Length says
 
@@ -100,45 +101,47 @@ struct _s_queue_t {
 };
 
 struct _s_request_t {
-    ingress_server_t *server;          //  owner
-    struct MHD_Connection *connection; //  client connection; NULL once it has ended
-    const ingress_route_t *route;      //  matched route, NULL for 404/405
-    int protocol;                      //  client protocol of every answer
-    s_phase_t phase;                   //  where the request is
-    int refs;                          //  holders: connection, pipeline, reader
-    bool registered;                   //  pipeline holder: id is in server->requests
-    bool in_handler;                   //  inside MHD's access handler: may queue
-    bool first_call;                   //  inside the handler's first call (headers only)
-    bool close_now;                    //  answer without reading the body (413)
-    bool suspended;                    //  connection suspended by us
-    bool reader_waiting;               //  suspended by the content reader
-    int watched_fd;                    //  socket watched for hang-up, or -1
-    char id[PROTO_MSG_RID_MAX + 1];    //  request id
-    char trace[INGRESS_TRACE_SIZE];    //  traceparent we send on
-    uint64_t key_id;                   //  authenticated client key
-    uint64_t account_id;               //  its account
-    char *body;                        //  request body so far
-    size_t body_size;                  //  bytes in body
-    size_t body_capacity;              //  bytes allocated for body
-    size_t body_discarded;             //  bytes dropped after going over the limit
-    bool body_too_large;               //  went over ingress.max_body_bytes
-    ingress_body_t parsed;             //  what the body asks for
-    proto_msg_t *admit_reply;          //  billing's answer, once in
-    proto_msg_t *route_reply;          //  router's answer, once in
-    int abandon_status;                //  status to settle with when abandoned
-    int dispatch_index;                //  dispatch socket holding it, -1 before
-    uint64_t next_sequence;            //  CHUNK sequence expected next
-    struct MHD_Response *response;     //  response for the handler to queue
-    unsigned response_status;          //  its status
-    ingress_buffer_t *out;             //  streamed bytes not yet read by MHD
-    bool upstream_done;                //  no more bytes will come (DONE, cut, cancel)
-    bool client_gone;                  //  the client hung up while suspended
-    int status;                        //  status sent to the client, for metrics
-    uint64_t started_us;               //  monotonic, first handler call
-    uint64_t started_wall_us;          //  wall clock, for SETTLE
-    uint64_t received_us;              //  monotonic, body complete (0 = not yet)
-    s_queue_t *queue;                  //  timeout queue it is in, or NULL
-    s_request_t *queue_prev;           //  neighbours in that queue
+    ingress_server_t *server;               //  owner
+    struct MHD_Connection *connection;      //  client connection; NULL once it has ended
+    const ingress_route_t *route;           //  matched route, NULL for 404/405
+    int protocol;                           //  client protocol of every answer
+    s_phase_t phase;                        //  where the request is
+    int refs;                               //  holders: connection, pipeline, reader
+    bool registered;                        //  pipeline holder: id is in server->requests
+    bool in_handler;                        //  inside MHD's access handler: may queue
+    bool first_call;                        //  inside the handler's first call (headers only)
+    bool close_now;                         //  answer without reading the body (413)
+    bool suspended;                         //  connection suspended by us
+    bool reader_waiting;                    //  suspended by the content reader
+    int watched_fd;                         //  socket watched for hang-up, or -1
+    char id[PROTO_MSG_RID_MAX + 1];         //  request id
+    char trace[INGRESS_TRACE_SIZE];         //  traceparent we send on
+    uint64_t key_id;                        //  authenticated client key
+    uint64_t account_id;                    //  its account
+    char *body;                             //  request body so far
+    size_t body_size;                       //  bytes in body
+    size_t body_capacity;                   //  bytes allocated for body
+    size_t body_discarded;                  //  bytes dropped after going over the limit
+    bool body_too_large;                    //  went over ingress.max_body_bytes
+    ingress_body_t parsed;                  //  what the body asks for
+    char path_model[INGRESS_MODEL_MAX + 1]; //  model named by the path (Gemini), "" when none
+    bool json_array;                        //  Gemini stream without alt=sse: one JSON array
+    proto_msg_t *admit_reply;               //  billing's answer, once in
+    proto_msg_t *route_reply;               //  router's answer, once in
+    int abandon_status;                     //  status to settle with when abandoned
+    int dispatch_index;                     //  dispatch socket holding it, -1 before
+    uint64_t next_sequence;                 //  CHUNK sequence expected next
+    struct MHD_Response *response;          //  response for the handler to queue
+    unsigned response_status;               //  its status
+    ingress_buffer_t *out;                  //  streamed bytes not yet read by MHD
+    bool upstream_done;                     //  no more bytes will come (DONE, cut, cancel)
+    bool client_gone;                       //  the client hung up while suspended
+    int status;                             //  status sent to the client, for metrics
+    uint64_t started_us;                    //  monotonic, first handler call
+    uint64_t started_wall_us;               //  wall clock, for SETTLE
+    uint64_t received_us;                   //  monotonic, body complete (0 = not yet)
+    s_queue_t *queue;                       //  timeout queue it is in, or NULL
+    s_request_t *queue_prev;                //  neighbours in that queue
     s_request_t *queue_next;
     uint64_t due_ms;        //  its deadline there
     s_request_t *live_prev; //  neighbours among live connections
@@ -781,6 +784,11 @@ static void s_dispatch(ingress_server_t *self, s_request_t *r)
     proto_msg_set_model(msg, r->parsed.model);
     proto_msg_set_stream(msg, r->parsed.stream);
     proto_msg_set_include_usage(msg, r->parsed.include_usage);
+    //  What the path says beyond protocol, model and stream (docs/conversion.md).
+    if (r->route->count_tokens)
+        proto_msg_set_meta(msg, "{\"count_tokens\":true}");
+    else if (r->json_array)
+        proto_msg_set_meta(msg, "{\"json_array\":true}");
     proto_msg_set_candidates(msg, candidates, count);
     proto_msg_set_key_id(msg, r->key_id);
     proto_msg_set_account_id(msg, r->account_id);
@@ -992,8 +1000,12 @@ static int s_authenticate(ingress_server_t *self, s_request_t *r)
         MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "key"), &length, &source);
     if (!key) {
         s_answer_error(r, 401, "invalid_api_key",
-                       "Missing API key. Send it as 'Authorization: Bearer YOUR_KEY' (or in "
-                       "the x-api-key header).");
+                       r->protocol == PROTO_PROTOCOL_ANTHROPIC
+                           ? "Missing API key. Send it in the x-api-key header."
+                       : r->protocol == PROTO_PROTOCOL_GEMINI
+                           ? "Missing API key. Send it in the x-goog-api-key header or as ?key=."
+                           : "Missing API key. Send it as 'Authorization: Bearer YOUR_KEY' (or "
+                             "in the x-api-key header).");
         return -1;
     }
     const proto_api_key_t *entry = NULL;
@@ -1024,6 +1036,33 @@ static int s_authenticate(ingress_server_t *self, s_request_t *r)
     return 0;
 }
 
+//  One model in the list shape of a protocol.
+static json_t *s_model_entry(int protocol, const proto_model_t *model)
+{
+    if (protocol == PROTO_PROTOCOL_GEMINI) {
+        char name[INGRESS_MODEL_MAX + 16];
+        snprintf(name, sizeof name, "models/%s", model->name);
+        return json_pack("{s:s, s:s, s:s, s:s, s:[s, s, s]}", "name", name, "baseModelId",
+                         model->name, "version", "001", "displayName", model->name,
+                         "supportedGenerationMethods", "generateContent", "streamGenerateContent",
+                         "countTokens");
+    }
+    if (protocol == PROTO_PROTOCOL_ANTHROPIC) {
+        char created[32];
+        time_t seconds = (time_t)model->created_s;
+        struct tm utc;
+        gmtime_r(&seconds, &utc);
+        strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &utc);
+        return json_pack("{s:s, s:s, s:s, s:s}", "type", "model", "id", model->name, "display_name",
+                         model->name, "created_at", created);
+    }
+    return json_pack("{s:s, s:s, s:I, s:s}", "id", model->name, "object", "model", "created",
+                     (json_int_t)model->created_s, "owned_by", "tollgate");
+}
+
+//  The models this key may use, in the list shape of the client's
+//  protocol: OpenAI {object, data}, Anthropic {data, has_more, first_id,
+//  last_id}, Gemini {models}.
 static void s_answer_models(ingress_server_t *self, s_request_t *r)
 {
     const proto_api_key_t *key = proto_catalog_key(self->catalog, r->key_id);
@@ -1033,11 +1072,20 @@ static void s_answer_models(ingress_server_t *self, s_request_t *r)
         const proto_model_t *model = proto_catalog_model_at(self->catalog, i);
         if (!model->active || !proto_catalog_key_allows(self->catalog, key, model->name))
             continue;
-        json_array_append_new(data, json_pack("{s:s, s:s, s:I, s:s}", "id", model->name, "object",
-                                              "model", "created", (json_int_t)model->created_s,
-                                              "owned_by", "tollgate"));
+        json_array_append_new(data, s_model_entry(r->protocol, model));
     }
-    json_t *root = json_pack("{s:s, s:o}", "object", "list", "data", data);
+    json_t *root;
+    if (r->protocol == PROTO_PROTOCOL_GEMINI)
+        root = json_pack("{s:o}", "models", data);
+    else if (r->protocol == PROTO_PROTOCOL_ANTHROPIC) {
+        size_t size = json_array_size(data);
+        json_t *first = json_object_get(json_array_get(data, 0), "id");
+        json_t *last = json_object_get(json_array_get(data, size ? size - 1 : 0), "id");
+        root = json_pack("{s:O, s:b, s:O?, s:O?}", "data", data, "has_more", 0, "first_id", first,
+                         "last_id", last);
+        json_decref(data);
+    } else
+        root = json_pack("{s:s, s:o}", "object", "list", "data", data);
     char *text = json_dumps(root, JSON_COMPACT);
     json_decref(root);
     s_answer_text(r, 200, "application/json", text, true);
@@ -1073,6 +1121,30 @@ static enum MHD_Result s_client_begin(ingress_server_t *self, s_request_t *r, co
             MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, ingress_route_allowed(url));
         s_answer(r, (unsigned)status, response);
         return MHD_YES;
+    }
+    //  OpenAI, Anthropic and Gemini clients share GET /v1/models; an
+    //  Anthropic SDK sends anthropic-version (and its key as x-api-key), a
+    //  Gemini one x-goog-api-key or ?key=, and each expects its own list and
+    //  error shapes.
+    if (r->route->kind == INGRESS_ROUTE_MODELS && r->protocol == PROTO_PROTOCOL_OPENAI) {
+        if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version") ||
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key"))
+            r->protocol = PROTO_PROTOCOL_ANTHROPIC;
+        //  Gemini serves its list under /v1 too, for its own key headers.
+        else if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-goog-api-key") ||
+                 MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "key"))
+            r->protocol = PROTO_PROTOCOL_GEMINI;
+    }
+    if (r->route->prefix &&
+        ingress_route_model(r->route, url, r->path_model, sizeof r->path_model) != 0) {
+        s_answer_error(r, 400, "invalid_request_error", "The model name in the path is too long");
+        return MHD_YES;
+    }
+    if (r->route->stream == INGRESS_STREAM_ALWAYS) {
+        //  Gemini streams SSE only with alt=sse; without it the answer is
+        //  one JSON array whose elements arrive as they are made.
+        const char *alt = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "alt");
+        r->json_array = !alt || strcmp(alt, "sse") != 0;
     }
     switch (r->route->kind) {
     case INGRESS_ROUTE_HEALTH:
@@ -1164,12 +1236,17 @@ static enum MHD_Result s_client_submit(ingress_server_t *self, s_request_t *r)
         return MHD_YES;
     }
     char problem[300];
-    if (ingress_parse_body(r->protocol, r->body, r->body_size, &r->parsed, problem,
-                           sizeof problem) != 0) {
+    if (ingress_parse_body(r->protocol, r->route->count_tokens,
+                           r->path_model[0] ? r->path_model : NULL, r->body, r->body_size,
+                           &r->parsed, problem, sizeof problem) != 0) {
         log_debug(r->id, "bad request: %s", problem);
         s_answer_error(r, 400, "invalid_request_error", problem);
         return MHD_YES;
     }
+    if (r->route->stream == INGRESS_STREAM_ALWAYS)
+        r->parsed.stream = true;
+    else if (r->route->stream == INGRESS_STREAM_NEVER)
+        r->parsed.stream = false;
     if (!s_register(r)) {
         //  Another request took this client id since the headers came.
         ingress_parse_new_request_id(r->id);
@@ -2090,7 +2167,7 @@ void ingress_server_test(bool verbose)
     assert(strstr(client->data, "Invalid API key."));
     client = s_test_request(&test,
                             "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
-                            "Authorization: Bearer tg-test\r\nContent-Length: 4096\r\n\r\n");
+                            "Authorization: Bearer tg-test\r\nContent-Length: 65536\r\n\r\n");
     assert(strncmp(client->data, "HTTP/1.1 413", 12) == 0);
     client = s_test_request(&test, s_test_chat("", "{\"model\":", request, sizeof request));
     assert(strncmp(client->data, "HTTP/1.1 400", 12) == 0 && strstr(client->data, "JSON"));

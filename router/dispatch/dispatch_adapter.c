@@ -1,4 +1,5 @@
 #include "dispatch_adapter.h"
+#include "proto_convert.h"
 #include "proto_error.h"
 #include "proto_msg.h"
 
@@ -151,13 +152,16 @@ static char *s_apply(const char *text, size_t size, s_edit_t *edits, size_t coun
 }
 
 //  --------------------------------------------------------------------------
-//  OpenAI Chat Completions to OpenAI Chat Completions: the body goes through
-//  untouched but for `model` and, on streams, stream_options.include_usage,
-//  which we force on because billing needs the usage.
+//  Passthrough: client and upstream speak the same protocol. The body goes
+//  through untouched but for `model` (Gemini names it in the path, so its
+//  body is not touched at all) and, on OpenAI Chat streams,
+//  stream_options.include_usage, which we force on because billing needs
+//  the usage.
 
-static int s_openai_request(dispatch_convert_t *conv, const char *body, size_t size,
-                            const char *upstream_model, char **out, size_t *out_size)
+static int s_pass_request(dispatch_convert_t *conv, const char *body, size_t size,
+                          const char *upstream_model, char **out, size_t *out_size)
 {
+    int protocol = conv->adapter->endpoint_protocol;
     json_error_t error;
     json_t *root = json_loadb(body, size, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &error);
     if (!root)
@@ -170,13 +174,32 @@ static int s_openai_request(dispatch_convert_t *conv, const char *body, size_t s
         s_fail(conv, "request body must be a JSON object%s", NULL);
         goto done;
     }
-    conv->stream = json_is_true(json_object_get(root, "stream"));
+    conv->content_type = conv->json_array ? "application/json" : "text/event-stream";
+    if (protocol == PROTO_PROTOCOL_GEMINI) {
+        //  The stream flag is the path's (streamGenerateContent) and the
+        //  model is in the URL: nothing in the body to change.
+        conv->stream = conv->client_stream && !conv->count_tokens;
+        conv->client_usage = true;
+        *out = malloc(size + 1);
+        assert(*out);
+        memcpy(*out, body, size);
+        (*out)[size] = '\0';
+        *out_size = size;
+        rc = 0;
+        goto done;
+    }
+    conv->stream = !conv->count_tokens && protocol != PROTO_PROTOCOL_OPENAI_EMBEDDINGS &&
+                   json_is_true(json_object_get(root, "stream"));
+    bool usage_options = protocol == PROTO_PROTOCOL_OPENAI && conv->stream;
     json_t *options = json_object_get(root, "stream_options");
-    if (conv->stream && options && !json_is_object(options) && !json_is_null(options)) {
+    if (usage_options && options && !json_is_object(options) && !json_is_null(options)) {
         s_fail(conv, "stream_options must be an object%s", NULL);
         goto done;
     }
-    conv->client_usage = conv->stream && json_is_true(json_object_get(options, "include_usage"));
+    //  Only OpenAI Chat makes usage in a stream optional; the others always
+    //  carry it.
+    conv->client_usage = protocol != PROTO_PROTOCOL_OPENAI ||
+                         (conv->stream && json_is_true(json_object_get(options, "include_usage")));
 
     size_t open = (size_t)(s_space(body, body + size) - body);
     size_t spans[S_EDITS_MAX / 2][2], close;
@@ -196,7 +219,7 @@ static int s_openai_request(dispatch_convert_t *conv, const char *body, size_t s
     char tail[2048] = "";
     if (!models)
         snprintf(tail, sizeof tail, "%s\"model\":%s", empty ? "" : ",", model);
-    if (conv->stream) {
+    if (usage_options) {
         size_t options_found =
             s_members(body, size, open, "stream_options", spans, S_EDITS_MAX / 2, &close);
         if (options_found && body[spans[options_found - 1][0]] == '{') {
@@ -246,14 +269,56 @@ static const char *s_error_message(json_t *error)
     return message ? message : json_string_value(error) ? json_string_value(error) : "(none)";
 }
 
-static int s_openai_event(dispatch_convert_t *conv, const proto_sse_event_t *event, zchunk_t *out)
+//  Reads one passed-through event: its end marker, an error it reports
+//  (returned, borrowed from event), for Gemini a finish reason.
+static json_t *s_pass_read(dispatch_convert_t *conv, int protocol, const char *name, json_t *event)
 {
-    //  Comments and blocks without data (keep-alives) pass as they came.
+    const char *type = name && *name ? name : json_string_value(json_object_get(event, "type"));
+    type = type ? type : "";
+    switch (protocol) {
+    case PROTO_PROTOCOL_ANTHROPIC:
+        if (strcmp(type, "message_stop") == 0)
+            conv->complete = true;
+        if (strcmp(type, "error") == 0) {
+            json_t *error = json_object_get(event, "error");
+            return error ? error : event;
+        }
+        return NULL;
+    case PROTO_PROTOCOL_OPENAI_RESPONSES:
+        if (strcmp(type, "response.completed") == 0 || strcmp(type, "response.incomplete") == 0)
+            conv->complete = true;
+        if (strcmp(type, "error") == 0)
+            return event;
+        if (strcmp(type, "response.failed") == 0) {
+            json_t *error = json_object_get(json_object_get(event, "response"), "error");
+            return json_is_object(error) ? error : event;
+        }
+        return NULL;
+    case PROTO_PROTOCOL_GEMINI: {
+        //  Gemini has no end event: the chunk with a finish reason (or a
+        //  blocked prompt's feedback) is the last.
+        json_t *candidate = json_array_get(json_object_get(event, "candidates"), 0);
+        if (json_object_get(candidate, "finishReason") ||
+            json_object_get(json_object_get(event, "promptFeedback"), "blockReason"))
+            conv->complete = true;
+        return json_object_get(event, "error");
+    }
+    default:
+        return json_object_get(event, "error");
+    }
+}
+
+static int s_pass_event(dispatch_convert_t *conv, const proto_sse_event_t *event, zchunk_t *out)
+{
+    int protocol = conv->adapter->endpoint_protocol;
+    //  Comments and blocks without data (keep-alives) pass as they came,
+    //  except into a JSON array, which has no place for them.
     if (!event->has_data) {
-        s_append(out, event->raw, event->raw_size);
+        if (!conv->json_array)
+            s_append(out, event->raw, event->raw_size);
         return 0;
     }
-    if (strcmp(event->data, "[DONE]") == 0) {
+    if (protocol == PROTO_PROTOCOL_OPENAI && strcmp(event->data, "[DONE]") == 0) {
         conv->complete = true;
         s_append(out, event->raw, event->raw_size);
         return 0;
@@ -263,35 +328,42 @@ static int s_openai_event(dispatch_convert_t *conv, const proto_sse_event_t *eve
         json_decref(chunk);
         return s_fail(conv, "upstream sent a stream event that is not a JSON object%s", NULL);
     }
-    json_t *error = json_object_get(chunk, "error");
+    json_t *error = s_pass_read(conv, protocol, event->name, chunk);
     if (error) {
         s_fail(conv, "upstream reported an error in the stream: %.200s", s_error_message(error));
         json_decref(chunk);
         return -1;
     }
-    int has_usage =
-        proto_usage_from_json(PROTO_PROTOCOL_OPENAI, chunk, event->name, true, &conv->usage);
-    conv->content_bytes += proto_usage_content_bytes(PROTO_PROTOCOL_OPENAI, chunk, true);
+    int has_usage = proto_usage_from_json(protocol, chunk, event->name, true, &conv->usage);
+    conv->content_bytes += proto_usage_content_bytes(protocol, chunk, true);
     json_t *choices = json_object_get(chunk, "choices");
-    //  The usage-only chunk exists because we asked for it; a client that
-    //  did not ask must not see it (strict SDKs index choices[0]).
-    bool usage_only = has_usage && json_is_array(choices) && json_array_size(choices) == 0;
-    if (!usage_only || conv->client_usage)
+    //  OpenAI's usage-only chunk exists because we asked for it; a client
+    //  that did not ask must not see it (strict SDKs index choices[0]).
+    bool usage_only = protocol == PROTO_PROTOCOL_OPENAI && has_usage && json_is_array(choices) &&
+                      json_array_size(choices) == 0;
+    if (conv->json_array) {
+        //  A Gemini client without alt=sse reads the same chunks as the
+        //  elements of one JSON array, as Gemini itself sends them.
+        s_append(out, conv->items ? ",\r\n" : "[", conv->items ? 3 : 1);
+        s_append(out, event->data, event->data_size);
+        conv->items++;
+    } else if (!usage_only || conv->client_usage)
         s_append(out, event->raw, event->raw_size);
     json_decref(chunk);
     return 0;
 }
 
-static int s_openai_body(dispatch_convert_t *conv, const char *body, size_t size, zchunk_t *out)
+static int s_pass_body(dispatch_convert_t *conv, const char *body, size_t size, zchunk_t *out)
 {
+    int protocol = conv->adapter->endpoint_protocol;
     json_t *answer = json_loadb(body, size, JSON_ALLOW_NUL, NULL);
     if (!json_is_object(answer)) {
         json_decref(answer);
         return s_fail(conv, "upstream answer is not a JSON object%s", NULL);
     }
     memset(&conv->usage, 0, sizeof conv->usage);
-    proto_usage_from_json(PROTO_PROTOCOL_OPENAI, answer, NULL, false, &conv->usage);
-    conv->content_bytes += proto_usage_content_bytes(PROTO_PROTOCOL_OPENAI, answer, false);
+    proto_usage_from_json(protocol, answer, NULL, false, &conv->usage);
+    conv->content_bytes += proto_usage_content_bytes(protocol, answer, false);
     json_decref(answer);
     s_append(out, body, size);
     return 0;
@@ -300,8 +372,8 @@ static int s_openai_body(dispatch_convert_t *conv, const char *body, size_t size
 //  Same protocol: the upstream's own error body is already in the client's
 //  shape. Anything that is not a JSON object (a proxy's HTML page) is
 //  replaced by our own error body, so the client always gets its format.
-static void s_same_protocol_error(dispatch_convert_t *conv, int status, const char *body,
-                                  size_t size, zchunk_t *out)
+static void s_pass_error(dispatch_convert_t *conv, int status, const char *body, size_t size,
+                         zchunk_t *out)
 {
     json_t *parsed = size ? json_loadb(body, size, JSON_ALLOW_NUL, NULL) : NULL;
     if (json_is_object(parsed))
@@ -317,13 +389,198 @@ static void s_same_protocol_error(dispatch_convert_t *conv, int status, const ch
     json_decref(parsed);
 }
 
+static void s_pass_finish(dispatch_convert_t *conv, bool completed, int status, const char *code,
+                          const char *message, zchunk_t *out)
+{
+    int client = conv->adapter->client_protocol;
+    if (conv->json_array) {
+        //  The error is the array's last element, and the array is closed
+        //  either way so that the client's JSON parser sees the end.
+        if (!completed) {
+            char *body = proto_error_body(client, status, code, message);
+            s_append(out, conv->items ? ",\r\n" : "[", conv->items ? 3 : 1);
+            s_append(out, body, strlen(body));
+            free(body);
+            conv->items++;
+        } else if (!conv->items)
+            s_append(out, "[", 1);
+        s_append(out, "]", 1);
+        return;
+    }
+    if (completed)
+        return; //  the upstream's own end marker went out with its event
+    char *event = proto_error_event(client, status, code, message);
+    s_append(out, event, strlen(event));
+    free(event);
+}
+
 //  --------------------------------------------------------------------------
-//  The table. Converters between protocols (Anthropic, Gemini, Responses)
-//  are added here as rows.
+//  Conversion between two of the four generative protocols, through
+//  proto_convert. conv->extra holds the stream converter of a streamed
+//  attempt.
+
+static int s_conv_request(dispatch_convert_t *conv, const char *body, size_t size,
+                          const char *upstream_model, char **out, size_t *out_size)
+{
+    int client = conv->adapter->client_protocol;
+    int upstream = conv->adapter->upstream_protocol;
+    json_error_t error;
+    json_t *root = json_loadb(body, size, 0, &error);
+    if (!root)
+        return s_fail(conv, "request body is not valid JSON: %s", error.text);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return s_fail(conv, "request body must be a JSON object%s", NULL);
+    }
+    bool stream = client == PROTO_PROTOCOL_GEMINI ? conv->client_stream
+                                                  : json_is_true(json_object_get(root, "stream"));
+    json_t *converted = proto_convert_request(client, upstream, root, upstream_model, stream,
+                                              conv->error, sizeof conv->error);
+    if (!converted) {
+        json_decref(root);
+        return -1;
+    }
+    conv->stream = stream;
+    conv->client_usage = proto_convert_client_wants_usage(client, root);
+    conv->content_type = conv->json_array ? "application/json" : "text/event-stream";
+    json_decref(root);
+    *out = json_dumps(converted, JSON_COMPACT);
+    json_decref(converted);
+    if (!*out)
+        return s_fail(conv, "the converted request could not be written%s", NULL);
+    *out_size = strlen(*out);
+    if (stream) {
+        proto_convert_stream_t *converter = proto_convert_stream_new(
+            upstream, client, conv->client_model ? conv->client_model : upstream_model,
+            conv->client_usage);
+        assert(converter); //  every row of the table is a supported pair
+        proto_convert_stream_set_json_array(converter, conv->json_array);
+        conv->extra = converter;
+    }
+    return 0;
+}
+
+static int s_conv_event(dispatch_convert_t *conv, const proto_sse_event_t *event, zchunk_t *out)
+{
+    //  Keep-alive comments have no place in a converted stream (nor in a
+    //  JSON array); the client's stream has its own shape.
+    if (!event->has_data)
+        return 0;
+    proto_convert_stream_t *converter = conv->extra;
+    if (!converter)
+        return s_fail(conv, "upstream streamed an answer that was not asked for%s", NULL);
+    int rc = proto_convert_stream_event(converter, event->name, event->data, event->data_size, out);
+    proto_convert_stream_usage(converter, &conv->usage);
+    conv->content_bytes = proto_convert_stream_content_bytes(converter);
+    conv->complete = proto_convert_stream_complete(converter);
+    if (rc != 0)
+        return s_fail(conv, "%s", proto_convert_stream_error(converter));
+    return 0;
+}
+
+static int s_conv_body(dispatch_convert_t *conv, const char *body, size_t size, zchunk_t *out)
+{
+    int client = conv->adapter->client_protocol;
+    int upstream = conv->adapter->upstream_protocol;
+    json_t *answer = json_loadb(body, size, 0, NULL);
+    if (!json_is_object(answer)) {
+        json_decref(answer);
+        return s_fail(conv, "upstream answer is not a JSON object%s", NULL);
+    }
+    proto_usage_t usage = {0};
+    json_t *converted = proto_convert_response(upstream, client, answer,
+                                               conv->client_model ? conv->client_model : "", &usage,
+                                               conv->error, sizeof conv->error);
+    conv->content_bytes += proto_usage_content_bytes(upstream, answer, false);
+    json_decref(answer);
+    if (!converted)
+        return -1;
+    conv->usage = usage;
+    char *text = json_dumps(converted, JSON_COMPACT);
+    json_decref(converted);
+    if (!text)
+        return s_fail(conv, "the converted answer could not be written%s", NULL);
+    s_append(out, text, strlen(text));
+    free(text);
+    return 0;
+}
+
+static void s_conv_error(dispatch_convert_t *conv, int status, const char *body, size_t size,
+                         zchunk_t *out)
+{
+    char *text = proto_convert_error_body(conv->adapter->upstream_protocol,
+                                          conv->adapter->client_protocol, status, body, size);
+    if (text)
+        s_append(out, text, strlen(text));
+    free(text);
+}
+
+static void s_conv_finish(dispatch_convert_t *conv, bool completed, int status, const char *code,
+                          const char *message, zchunk_t *out)
+{
+    if (conv->extra) {
+        //  Closes the client's stream, or ends it with the converter's
+        //  error event (the converter knows which blocks are open).
+        proto_convert_stream_finish(conv->extra, completed, out);
+        return;
+    }
+    if (!completed) {
+        char *event = proto_error_event(conv->adapter->client_protocol, status, code, message);
+        s_append(out, event, strlen(event));
+        free(event);
+    }
+}
+
+static void s_conv_free(void *extra)
+{
+    proto_convert_stream_t *converter = extra;
+    proto_convert_stream_destroy(&converter);
+}
+
+//  --------------------------------------------------------------------------
+//  The table.
+
+#define S_PASS(client, upstream, endpoint, name)                                                   \
+    {                                                                                              \
+        client, upstream, endpoint, false, name, s_pass_request, s_pass_event, s_pass_body,        \
+            s_pass_error, s_pass_finish, NULL                                                      \
+    }
+#define S_CONV(client, upstream, name)                                                             \
+    {                                                                                              \
+        client, upstream, upstream, true, name, s_conv_request, s_conv_event, s_conv_body,         \
+            s_conv_error, s_conv_finish, s_conv_free                                               \
+    }
+
+enum {
+    S_CHAT = PROTO_PROTOCOL_OPENAI,
+    S_RESPONSES = PROTO_PROTOCOL_OPENAI_RESPONSES,
+    S_ANTHROPIC = PROTO_PROTOCOL_ANTHROPIC,
+    S_GEMINI = PROTO_PROTOCOL_GEMINI,
+    S_EMBEDDINGS = PROTO_PROTOCOL_OPENAI_EMBEDDINGS,
+};
 
 static const dispatch_adapter_t s_adapters[] = {
-    {PROTO_PROTOCOL_OPENAI, PROTO_PROTOCOL_OPENAI, "openai>openai", s_openai_request,
-     s_openai_event, s_openai_body, s_same_protocol_error, NULL},
+    S_PASS(S_CHAT, S_CHAT, S_CHAT, "openai>openai"),
+    S_PASS(S_RESPONSES, S_RESPONSES, S_RESPONSES, "responses>responses"),
+    S_PASS(S_ANTHROPIC, S_ANTHROPIC, S_ANTHROPIC, "anthropic>anthropic"),
+    S_PASS(S_GEMINI, S_GEMINI, S_GEMINI, "gemini>gemini"),
+    S_PASS(S_EMBEDDINGS, S_CHAT, S_EMBEDDINGS, "embeddings>openai"),
+    //  A Responses client on an OpenAI provider is converted to Chat
+    //  Completions: every OpenAI-compatible server (vLLM, Ollama, relays)
+    //  has that endpoint, few have /v1/responses. Responses passthrough is
+    //  the row above, for a provider that speaks Responses.
+    S_CONV(S_RESPONSES, S_CHAT, "responses>openai"),
+    S_CONV(S_CHAT, S_RESPONSES, "openai>responses"),
+    S_CONV(S_CHAT, S_ANTHROPIC, "openai>anthropic"),
+    S_CONV(S_CHAT, S_GEMINI, "openai>gemini"),
+    S_CONV(S_RESPONSES, S_ANTHROPIC, "responses>anthropic"),
+    S_CONV(S_RESPONSES, S_GEMINI, "responses>gemini"),
+    S_CONV(S_ANTHROPIC, S_CHAT, "anthropic>openai"),
+    S_CONV(S_ANTHROPIC, S_RESPONSES, "anthropic>responses"),
+    S_CONV(S_ANTHROPIC, S_GEMINI, "anthropic>gemini"),
+    S_CONV(S_GEMINI, S_CHAT, "gemini>openai"),
+    S_CONV(S_GEMINI, S_RESPONSES, "gemini>responses"),
+    S_CONV(S_GEMINI, S_ANTHROPIC, "gemini>anthropic"),
 };
 
 const dispatch_adapter_t *dispatch_adapter_find(int client_protocol, int upstream_protocol)
@@ -335,10 +592,23 @@ const dispatch_adapter_t *dispatch_adapter_find(int client_protocol, int upstrea
     return NULL;
 }
 
+char *dispatch_adapter_count_answer(int client_protocol, size_t request_bytes)
+{
+    char *text = NULL;
+    unsigned long long tokens = (unsigned long long)proto_usage_estimate_tokens(request_bytes);
+    if (asprintf(&text,
+                 client_protocol == PROTO_PROTOCOL_GEMINI ? "{\"totalTokens\":%llu}"
+                                                          : "{\"input_tokens\":%llu}",
+                 tokens) < 0)
+        return NULL;
+    return text;
+}
+
 void dispatch_convert_init(dispatch_convert_t *conv, const dispatch_adapter_t *adapter)
 {
     memset(conv, 0, sizeof *conv);
     conv->adapter = adapter;
+    conv->content_type = "text/event-stream";
 }
 
 void dispatch_convert_clear(dispatch_convert_t *conv)
@@ -392,13 +662,252 @@ static char *s_test_stream(dispatch_convert_t *conv, const char *stream, int *fa
     "{\"prompt_tokens\":12,\"completion_tokens\":3,\"total_tokens\":15,"                           \
     "\"prompt_tokens_details\":{\"cached_tokens\":2}}}\n\n"
 
+//  Anthropic, Gemini (SSE and JSON array) and Embeddings passthrough.
+static void s_test_passthrough(void)
+{
+    dispatch_convert_t conv;
+    char *out;
+    size_t out_size;
+    int failures;
+    //  Anthropic: model replaced, nothing else; stream from the body; end
+    //  marker and usage (cache reads included) read, bytes untouched.
+    const dispatch_adapter_t *adapter =
+        dispatch_adapter_find(PROTO_PROTOCOL_ANTHROPIC, PROTO_PROTOCOL_ANTHROPIC);
+    dispatch_convert_init(&conv, adapter);
+    const char *body = "{\"model\":\"claude\",\"max_tokens\":10,\"stream\":true,\"messages\":[]}";
+    assert(adapter->request(&conv, body, strlen(body), "up", &out, &out_size) == 0);
+    assert(strcmp(out, "{\"model\":\"up\",\"max_tokens\":10,\"stream\":true,\"messages\":[]}") ==
+           0);
+    assert(conv.stream && conv.client_usage);
+    free(out);
+    const char *stream =
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":"
+        "{\"input_tokens\":5,\"cache_read_input_tokens\":7,\"output_tokens\":1}}}\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+        "\"delta\":{\"type\":\"text_delta\",\"text\":\"hey\"}}\n\n"
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+        "\"end_turn\"},\"usage\":{\"output_tokens\":3}}\n\n"
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    char *client = s_test_stream(&conv, stream, &failures);
+    assert(failures == 0 && conv.complete && strcmp(client, stream) == 0);
+    assert(conv.usage.tokens_in == 5 && conv.usage.tokens_cache_read == 7);
+    assert(conv.usage.tokens_out == 3 && conv.content_bytes == 3);
+    free(client);
+    dispatch_convert_init(&conv, adapter);
+    client = s_test_stream(&conv,
+                           "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":"
+                           "\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+                           &failures);
+    assert(failures == 1 && strstr(conv.error, "Overloaded"));
+    free(client);
+    zchunk_t *chunk = zchunk_new(NULL, 0);
+    adapter->finish(&conv, false, 502, "upstream_error", "cut", chunk);
+    client = s_test_text(chunk);
+    assert(strncmp(client, "event: error\n", 13) == 0 && strstr(client, "cut"));
+    free(client);
+    zchunk_destroy(&chunk);
+
+    //  Gemini: the body is not touched (the model is in the path), the
+    //  stream flag is the path's; a client without alt=sse gets a JSON array.
+    adapter = dispatch_adapter_find(PROTO_PROTOCOL_GEMINI, PROTO_PROTOCOL_GEMINI);
+    dispatch_convert_init(&conv, adapter);
+    conv.client_stream = true;
+    conv.json_array = true;
+    body = "{\"contents\":[{\"parts\":[{\"text\":\"hi\"}]}], \"x\": 0.7}";
+    assert(adapter->request(&conv, body, strlen(body), "up", &out, &out_size) == 0);
+    assert(strcmp(out, body) == 0 && conv.stream &&
+           strcmp(conv.content_type, "application/json") == 0);
+    free(out);
+    stream = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]}}]}\n\n"
+             "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"b\"}]},"
+             "\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":9,"
+             "\"cachedContentTokenCount\":4,\"candidatesTokenCount\":2}}\n\n";
+    client = s_test_stream(&conv, stream, &failures);
+    chunk = zchunk_new(client, strlen(client));
+    free(client);
+    adapter->finish(&conv, true, 200, NULL, NULL, chunk);
+    client = s_test_text(chunk);
+    json_t *array = json_loads(client, 0, NULL);
+    assert(json_is_array(array) && json_array_size(array) == 2 && conv.complete);
+    assert(conv.usage.tokens_in == 5 && conv.usage.tokens_cache_read == 4);
+    json_decref(array);
+    free(client);
+    zchunk_destroy(&chunk);
+    //  Cut before anything: still one valid array, its element the error.
+    dispatch_convert_init(&conv, adapter);
+    conv.json_array = true;
+    chunk = zchunk_new(NULL, 0);
+    adapter->finish(&conv, false, 502, "upstream_error", "cut", chunk);
+    client = s_test_text(chunk);
+    array = json_loads(client, 0, NULL);
+    assert(json_is_array(array) && json_object_get(json_array_get(array, 0), "error"));
+    json_decref(array);
+    free(client);
+    zchunk_destroy(&chunk);
+
+    //  Embeddings: model replaced, never a stream, usage read.
+    adapter = dispatch_adapter_find(PROTO_PROTOCOL_OPENAI_EMBEDDINGS, PROTO_PROTOCOL_OPENAI);
+    assert(adapter->endpoint_protocol == PROTO_PROTOCOL_OPENAI_EMBEDDINGS);
+    dispatch_convert_init(&conv, adapter);
+    body = "{\"model\":\"e\",\"input\":\"x\",\"stream\":true}";
+    assert(adapter->request(&conv, body, strlen(body), "up", &out, &out_size) == 0);
+    assert(!conv.stream && strstr(out, "\"up\""));
+    free(out);
+    chunk = zchunk_new(NULL, 0);
+    body = "{\"object\":\"list\",\"data\":[],\"usage\":{\"prompt_tokens\":4,\"total_tokens\":4}}";
+    assert(adapter->body(&conv, body, strlen(body), chunk) == 0);
+    assert(conv.usage.tokens_in == 4 && zchunk_size(chunk) == strlen(body));
+    zchunk_destroy(&chunk);
+
+    //  Count answers made here.
+    out = dispatch_adapter_count_answer(PROTO_PROTOCOL_ANTHROPIC, 41);
+    assert(strcmp(out, "{\"input_tokens\":11}") == 0);
+    free(out);
+    out = dispatch_adapter_count_answer(PROTO_PROTOCOL_GEMINI, 8);
+    assert(strcmp(out, "{\"totalTokens\":2}") == 0);
+    free(out);
+}
+
+//  Conversion rows: an OpenAI client on an Anthropic upstream, streamed
+//  with a tool call, whole, and in error; a request the target cannot
+//  express refused.
+static void s_test_conversion(void)
+{
+    dispatch_convert_t conv;
+    char *out;
+    size_t out_size;
+    int failures;
+    const dispatch_adapter_t *adapter =
+        dispatch_adapter_find(PROTO_PROTOCOL_OPENAI, PROTO_PROTOCOL_ANTHROPIC);
+    dispatch_convert_init(&conv, adapter);
+    conv.client_model = "gpt-x";
+    const char *body = "{\"model\":\"gpt-x\",\"stream\":true,\"messages\":[{\"role\":\"user\","
+                       "\"content\":\"hi\"}],\"tools\":[{\"type\":\"function\",\"function\":"
+                       "{\"name\":\"get\",\"parameters\":{\"type\":\"object\"}}}]}";
+    assert(adapter->request(&conv, body, strlen(body), "claude-up", &out, &out_size) == 0);
+    json_t *upstream = json_loads(out, 0, NULL);
+    assert(strcmp(json_string_value(json_object_get(upstream, "model")), "claude-up") == 0);
+    assert(json_is_true(json_object_get(upstream, "stream")));
+    assert(json_integer_value(json_object_get(upstream, "max_tokens")) == 4096);
+    json_decref(upstream);
+    free(out);
+    assert(conv.stream && conv.extra && !conv.client_usage);
+    const char *stream =
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m1\","
+        "\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"c\","
+        "\"usage\":{\"input_tokens\":5,\"cache_read_input_tokens\":7,\"output_tokens\":1}}}\n\n"
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,"
+        "\"content_block\":{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":\"get\",\"input\":{}}}"
+        "\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+        "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\":\"}}\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+        "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"1}\"}}\n\n"
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+        "\"tool_use\"},\"usage\":{\"output_tokens\":3}}\n\n"
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    char *client = s_test_stream(&conv, stream, &failures);
+    assert(failures == 0 && conv.complete);
+    assert(conv.usage.tokens_in == 5 && conv.usage.tokens_cache_read == 7);
+    assert(conv.usage.tokens_out == 3);
+    //  Arguments streamed in both pieces, each with the call's index.
+    assert(strstr(client, "{\\\"a\\\":") && strstr(client, "1}"));
+    assert(strstr(client, "\"index\":0") && strstr(client, "\"tool_calls\""));
+    assert(strstr(client, "\"finish_reason\":\"tool_calls\"") && strstr(client, "\"gpt-x\""));
+    zchunk_t *chunk = zchunk_new(NULL, 0);
+    adapter->finish(&conv, true, 200, NULL, NULL, chunk);
+    char *rest = s_test_text(chunk);
+    assert(strstr(client, "data: [DONE]") || strstr(rest, "data: [DONE]"));
+    free(rest);
+    free(client);
+    zchunk_destroy(&chunk);
+    dispatch_convert_clear(&conv);
+
+    //  Cut mid-stream: an OpenAI error event, no [DONE].
+    dispatch_convert_init(&conv, adapter);
+    assert(adapter->request(&conv, body, strlen(body), "claude-up", &out, &out_size) == 0);
+    free(out);
+    client = s_test_stream(&conv,
+                           "event: message_start\ndata: {\"type\":\"message_start\",\"message\":"
+                           "{\"id\":\"m1\",\"usage\":{\"input_tokens\":5}}}\n\n",
+                           &failures);
+    assert(!conv.complete);
+    chunk = zchunk_new(NULL, 0);
+    adapter->finish(&conv, false, 502, "upstream_error", "cut", chunk);
+    rest = s_test_text(chunk);
+    assert(strstr(rest, "\"error\"") && !strstr(rest, "[DONE]"));
+    free(rest);
+    free(client);
+    zchunk_destroy(&chunk);
+    dispatch_convert_clear(&conv);
+
+    //  Whole answer, named for the client, usage out; error bodies in the
+    //  client's shape with the upstream's message.
+    dispatch_convert_init(&conv, adapter);
+    conv.client_model = "gpt-x";
+    const char *answer =
+        "{\"id\":\"m1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"c\","
+        "\"content\":[{\"type\":\"text\",\"text\":\"hey\"}],\"stop_reason\":\"max_tokens\","
+        "\"usage\":{\"input_tokens\":5,\"cache_read_input_tokens\":7,\"output_tokens\":2}}";
+    chunk = zchunk_new(NULL, 0);
+    assert(adapter->body(&conv, answer, strlen(answer), chunk) == 0);
+    client = s_test_text(chunk);
+    json_t *parsed = json_loads(client, 0, NULL);
+    json_t *choice = json_array_get(json_object_get(parsed, "choices"), 0);
+    assert(strcmp(json_string_value(json_object_get(choice, "finish_reason")), "length") == 0);
+    assert(json_integer_value(json_object_get(
+               json_object_get(json_object_get(parsed, "usage"), "prompt_tokens_details"),
+               "cached_tokens")) == 7);
+    assert(conv.usage.tokens_cache_read == 7 && conv.usage.tokens_out == 2);
+    json_decref(parsed);
+    free(client);
+    zchunk_destroy(&chunk);
+    chunk = zchunk_new(NULL, 0);
+    const char *error = "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\","
+                        "\"message\":\"slow down\"}}";
+    adapter->error_body(&conv, 429, error, strlen(error), chunk);
+    client = s_test_text(chunk);
+    parsed = json_loads(client, 0, NULL);
+    assert(strcmp(json_string_value(json_object_get(json_object_get(parsed, "error"), "message")),
+                  "slow down") == 0);
+    json_decref(parsed);
+    free(client);
+    zchunk_destroy(&chunk);
+    //  Refused: JSON mode cannot go to Anthropic.
+    body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+           "\"response_format\":{\"type\":\"json_object\"}}";
+    assert(adapter->request(&conv, body, strlen(body), "up", &out, &out_size) == -1);
+    assert(strstr(conv.error, "response_format"));
+
+    //  A Gemini client's model and stream come from the path.
+    adapter = dispatch_adapter_find(PROTO_PROTOCOL_GEMINI, PROTO_PROTOCOL_OPENAI);
+    dispatch_convert_init(&conv, adapter);
+    conv.client_stream = true;
+    conv.json_array = true;
+    body = "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":\"hi\"}]}]}";
+    assert(adapter->request(&conv, body, strlen(body), "gpt-up", &out, &out_size) == 0);
+    assert(strstr(out, "\"stream\":true") && strstr(out, "\"gpt-up\""));
+    assert(strcmp(conv.content_type, "application/json") == 0);
+    free(out);
+    dispatch_convert_clear(&conv);
+}
+
 void dispatch_adapter_test(bool verbose)
 {
     if (verbose)
         printf(" * dispatch_adapter: ");
     assert(dispatch_adapter_find(PROTO_PROTOCOL_OPENAI, PROTO_PROTOCOL_OPENAI));
-    assert(!dispatch_adapter_find(PROTO_PROTOCOL_OPENAI, PROTO_PROTOCOL_ANTHROPIC));
-    assert(!dispatch_adapter_find(PROTO_PROTOCOL_GEMINI, PROTO_PROTOCOL_OPENAI));
+    //  Every pair of the four generative protocols has a row; Embeddings
+    //  only to OpenAI.
+    for (int client = PROTO_PROTOCOL_OPENAI; client <= PROTO_PROTOCOL_GEMINI; client++)
+        for (int upstream = PROTO_PROTOCOL_OPENAI; upstream <= PROTO_PROTOCOL_GEMINI; upstream++) {
+            const dispatch_adapter_t *row = dispatch_adapter_find(client, upstream);
+            assert(row && row->convert == (client != upstream));
+        }
+    assert(dispatch_adapter_find(PROTO_PROTOCOL_OPENAI_EMBEDDINGS, PROTO_PROTOCOL_OPENAI));
+    assert(!dispatch_adapter_find(PROTO_PROTOCOL_OPENAI_EMBEDDINGS, PROTO_PROTOCOL_ANTHROPIC));
+    assert(!dispatch_adapter_find(PROTO_PROTOCOL_OPENAI, PROTO_PROTOCOL_OPENAI_EMBEDDINGS));
     const dispatch_adapter_t *adapter =
         dispatch_adapter_find(PROTO_PROTOCOL_OPENAI, PROTO_PROTOCOL_OPENAI);
     dispatch_convert_t conv;
@@ -532,6 +1041,9 @@ void dispatch_adapter_test(bool verbose)
     free(text);
     zchunk_destroy(&chunk);
     dispatch_convert_clear(&conv);
+
+    s_test_passthrough();
+    s_test_conversion();
     if (verbose)
         printf("OK\n");
 }

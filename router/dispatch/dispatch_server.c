@@ -15,6 +15,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,8 @@ struct _s_request_t {
     proto_msg_t *dispatch;           //  the DISPATCH (body taken): envelope for replies
     zframe_t *body;                  //  the client's body
     int client_protocol;             //  proto_protocol_t of the client
+    bool count_tokens;               //  a token count (DISPATCH meta), not a generation
+    bool json_array;                 //  a Gemini client's stream as one JSON array (meta)
     proto_candidate_t candidates[PROTO_MSG_CANDIDATES_MAX]; //  the router's order
     size_t candidate_count;                                 //  entries in candidates
     size_t next;                                            //  next candidate to try
@@ -112,6 +115,14 @@ static s_request_t *s_request_new(dispatch_server_t *server, proto_msg_t **dispa
     snprintf(self->rid, sizeof self->rid, "%s", proto_msg_request_id(dispatch));
     self->body = proto_msg_take_body(dispatch);
     self->client_protocol = (int)proto_msg_client_protocol(dispatch);
+    //  What the client's path said beyond the protocol: a token count, or a
+    //  Gemini stream read as a JSON array (no alt=sse). Ingress sets them.
+    if (proto_msg_has(dispatch, PROTO_FIELD_meta)) {
+        json_t *meta = json_loads(proto_msg_meta(dispatch), 0, NULL);
+        self->count_tokens = json_is_true(json_object_get(meta, "count_tokens"));
+        self->json_array = json_is_true(json_object_get(meta, "json_array"));
+        json_decref(meta);
+    }
     size_t count = 0;
     const proto_candidate_t *candidates = proto_msg_candidates(dispatch, &count);
     if (count > PROTO_MSG_CANDIDATES_MAX)
@@ -321,6 +332,8 @@ static void s_finish_error(s_request_t *self, int status, const char *code, cons
 static proto_usage_t s_usage(s_request_t *self, bool output_produced)
 {
     proto_usage_t usage = self->conv.usage;
+    if (self->count_tokens)
+        return (proto_usage_t){0}; //  counting tokens is free at every provider
     proto_usage_estimate(&usage, s_body_size(self), output_produced ? self->conv.content_bytes : 0);
     return usage;
 }
@@ -338,7 +351,7 @@ static void s_flush(s_request_t *self)
     proto_msg_set_sequence(chunk, self->sequence++);
     if (!self->relayed) {
         proto_msg_set_status(chunk, (uint64_t)self->status);
-        proto_msg_set_content_type(chunk, "text/event-stream");
+        proto_msg_set_content_type(chunk, self->conv.content_type);
         proto_msg_set_ttfb_us(chunk, self->first_byte_us - self->received_us);
     }
     proto_msg_set_body_bytes(chunk, zchunk_data(self->out), zchunk_size(self->out));
@@ -414,6 +427,9 @@ static dispatch_fail_t s_check_answer(s_request_t *self, const char **detail)
             *detail = "stream ended before its end marker";
             return DISPATCH_FAIL_PROTOCOL;
         }
+        //  The client's closing bytes not out yet (a converted stream's
+        //  last events, a JSON array's bracket) go with DONE.
+        self->conv.adapter->finish(&self->conv, true, 200, NULL, NULL, self->out);
         return DISPATCH_FAIL_NONE;
     }
     if (self->conv.adapter->body(&self->conv, (const char *)zchunk_data(self->answer),
@@ -453,7 +469,7 @@ static void s_on_done(void *arg, dispatch_fail_t fail, const char *detail)
     switch (next) {
     case DISPATCH_NEXT_SUCCESS: {
         s_ending_t ending = {.status = status,
-                             .content_type = self->sse             ? "text/event-stream"
+                             .content_type = self->sse             ? self->conv.content_type
                                              : *self->content_type ? self->content_type
                                                                    : "application/json",
                              .usage = s_usage(self, true),
@@ -488,10 +504,12 @@ static void s_on_done(void *arg, dispatch_fail_t fail, const char *detail)
         s_flush(self);
         int final = fail == DISPATCH_FAIL_TIMEOUT ? 504 : 502;
         const char *code = fail == DISPATCH_FAIL_TIMEOUT ? "upstream_timeout" : "upstream_error";
-        char *event = proto_error_event(self->client_protocol, final, code,
-                                        "The upstream stream broke off before it was complete.");
-        s_chunk_replace(self->out, event, strlen(event));
-        free(event);
+        //  The adapter writes the end: a converter closes the blocks it
+        //  has open and names the reason; a JSON array gets its bracket.
+        zchunk_set(self->out, NULL, 0);
+        self->conv.adapter->finish(&self->conv, false, final, code,
+                                   "The upstream stream broke off before it was complete.",
+                                   self->out);
         s_ending_t ending = {.status = final,
                              .content_type = "text/event-stream",
                              .error_code = code,
@@ -537,7 +555,22 @@ static int s_start_attempt(s_request_t *self, const proto_candidate_t *candidate
         self->unsupported = true;
         return 1;
     }
+    if (self->count_tokens && upstream_protocol != self->client_protocol) {
+        //  No count endpoint of the client's protocol there: our estimate.
+        char *answer = dispatch_adapter_count_answer(self->client_protocol, s_body_size(self));
+        s_chunk_replace(self->out, answer, strlen(answer));
+        free(answer);
+        log_debug(self->rid, "token count estimated here (upstream speaks %s)",
+                  proto_protocol_name(upstream_protocol));
+        s_ending_t ending = {.status = 200, .content_type = "application/json", .reply = true};
+        s_finish(self, &ending);
+        return -1;
+    }
     dispatch_convert_init(&self->conv, adapter);
+    self->conv.client_model = proto_msg_model(self->dispatch);
+    self->conv.client_stream = proto_msg_stream(self->dispatch);
+    self->conv.json_array = self->json_array;
+    self->conv.count_tokens = self->count_tokens;
     char *body = NULL;
     size_t body_size = 0;
     if (adapter->request(&self->conv, (const char *)zframe_data(self->body), s_body_size(self),
@@ -547,8 +580,10 @@ static int s_start_attempt(s_request_t *self, const proto_candidate_t *candidate
         s_finish_error(self, 400, "invalid_request", message, 0);
         return -1;
     }
-    char *url = dispatch_upstream_url(upstream_protocol, provider->base_url,
-                                      candidate->upstream_model, self->conv.stream);
+    char *url = dispatch_upstream_url(
+        adapter->endpoint_protocol,
+        self->count_tokens ? DISPATCH_ENDPOINT_COUNT_TOKENS : DISPATCH_ENDPOINT_GENERATE,
+        provider->base_url, candidate->upstream_model, self->conv.stream);
     if (!url) {
         free(body);
         log_warn(self->rid, "no URL for provider=%llu; skipped",
@@ -564,7 +599,8 @@ static int s_start_attempt(s_request_t *self, const proto_candidate_t *candidate
     }
     dispatch_call_spec_t spec = {
         .url = url,
-        .headers = dispatch_upstream_headers(upstream_protocol, key->secret, self->conv.stream),
+        .headers =
+            dispatch_upstream_headers(adapter->endpoint_protocol, key->secret, self->conv.stream),
         .body = body,
         .body_size = body_size,
         .connect_timeout_ms = server->connect_timeout_ms,

@@ -23,9 +23,13 @@ static char *s_join(const char *base_url, const char *version, const char *path)
     return url;
 }
 
-char *dispatch_upstream_url(int protocol, const char *base_url, const char *upstream_model,
-                            bool stream)
+char *dispatch_upstream_url(int protocol, dispatch_endpoint_t endpoint, const char *base_url,
+                            const char *upstream_model, bool stream)
 {
+    if (endpoint == DISPATCH_ENDPOINT_COUNT_TOKENS && protocol == PROTO_PROTOCOL_ANTHROPIC)
+        return s_join(base_url, "/v1", "/v1/messages/count_tokens");
+    if (endpoint == DISPATCH_ENDPOINT_COUNT_TOKENS && protocol != PROTO_PROTOCOL_GEMINI)
+        return NULL;
     switch (protocol) {
     case PROTO_PROTOCOL_OPENAI:
         return s_join(base_url, "/v1", "/v1/chat/completions");
@@ -41,8 +45,12 @@ char *dispatch_upstream_url(int protocol, const char *base_url, const char *upst
             if (!(isalnum((unsigned char)*c) || strchr("-._/", *c)))
                 return NULL;
         char path[512];
-        snprintf(path, sizeof path, "/v1beta/models/%s:%s", upstream_model,
-                 stream ? "streamGenerateContent?alt=sse" : "generateContent");
+        if (!*upstream_model)
+            return NULL;
+        snprintf(path, sizeof path, "/v1beta/models/%.400s:%s", upstream_model,
+                 endpoint == DISPATCH_ENDPOINT_COUNT_TOKENS ? "countTokens"
+                 : stream                                   ? "streamGenerateContent?alt=sse"
+                                                            : "generateContent");
         return s_join(base_url, "/v1beta", path);
     }
     default:
@@ -102,27 +110,48 @@ void dispatch_upstream_test(bool verbose)
 {
     if (verbose)
         printf(" * dispatch_upstream: ");
-    char *url = dispatch_upstream_url(PROTO_PROTOCOL_OPENAI, "http://127.0.0.1:9/", "m", true);
+    char *url = dispatch_upstream_url(PROTO_PROTOCOL_OPENAI, DISPATCH_ENDPOINT_GENERATE,
+                                      "http://127.0.0.1:9/", "m", true);
     assert(strcmp(url, "http://127.0.0.1:9/v1/chat/completions") == 0);
     free(url);
-    url = dispatch_upstream_url(PROTO_PROTOCOL_OPENAI, "https://api.openai.com/v1", "m", false);
+    url = dispatch_upstream_url(PROTO_PROTOCOL_OPENAI, DISPATCH_ENDPOINT_GENERATE,
+                                "https://api.openai.com/v1", "m", false);
     assert(strcmp(url, "https://api.openai.com/v1/chat/completions") == 0);
     free(url);
-    url = dispatch_upstream_url(PROTO_PROTOCOL_OPENAI, "https://relay.example/openai/v1/", "m",
-                                false);
+    url = dispatch_upstream_url(PROTO_PROTOCOL_OPENAI, DISPATCH_ENDPOINT_GENERATE,
+                                "https://relay.example/openai/v1/", "m", false);
     assert(strcmp(url, "https://relay.example/openai/v1/chat/completions") == 0);
     free(url);
-    url = dispatch_upstream_url(PROTO_PROTOCOL_ANTHROPIC, "https://api.anthropic.com", "m", true);
+    url = dispatch_upstream_url(PROTO_PROTOCOL_ANTHROPIC, DISPATCH_ENDPOINT_GENERATE,
+                                "https://api.anthropic.com", "m", true);
     assert(strcmp(url, "https://api.anthropic.com/v1/messages") == 0);
     free(url);
-    url = dispatch_upstream_url(PROTO_PROTOCOL_GEMINI,
+    url = dispatch_upstream_url(PROTO_PROTOCOL_GEMINI, DISPATCH_ENDPOINT_GENERATE,
                                 "https://generativelanguage.googleapis.com/v1beta",
                                 "gemini-2.0-flash", true);
     assert(strcmp(url, "https://generativelanguage.googleapis.com/v1beta/models/"
                        "gemini-2.0-flash:streamGenerateContent?alt=sse") == 0);
     free(url);
-    assert(!dispatch_upstream_url(PROTO_PROTOCOL_GEMINI, "http://x", "a?b", false));
-    assert(!dispatch_upstream_url(PROTO_PROTOCOL_NONE, "http://x", "m", false));
+    assert(!dispatch_upstream_url(PROTO_PROTOCOL_GEMINI, DISPATCH_ENDPOINT_GENERATE, "http://x",
+                                  "a?b", false));
+    url = dispatch_upstream_url(PROTO_PROTOCOL_ANTHROPIC, DISPATCH_ENDPOINT_COUNT_TOKENS,
+                                "https://api.anthropic.com/v1", "m", false);
+    assert(strcmp(url, "https://api.anthropic.com/v1/messages/count_tokens") == 0);
+    free(url);
+    url = dispatch_upstream_url(PROTO_PROTOCOL_GEMINI, DISPATCH_ENDPOINT_COUNT_TOKENS,
+                                "http://127.0.0.1:9", "gemini-x", true);
+    assert(strcmp(url, "http://127.0.0.1:9/v1beta/models/gemini-x:countTokens") == 0);
+    free(url);
+    url = dispatch_upstream_url(PROTO_PROTOCOL_OPENAI_EMBEDDINGS, DISPATCH_ENDPOINT_GENERATE,
+                                "http://127.0.0.1:9/v1", "e", false);
+    assert(strcmp(url, "http://127.0.0.1:9/v1/embeddings") == 0);
+    free(url);
+    assert(!dispatch_upstream_url(PROTO_PROTOCOL_OPENAI, DISPATCH_ENDPOINT_COUNT_TOKENS, "http://x",
+                                  "m", false));
+    assert(!dispatch_upstream_url(PROTO_PROTOCOL_GEMINI, DISPATCH_ENDPOINT_GENERATE, "http://x", "",
+                                  false));
+    assert(!dispatch_upstream_url(PROTO_PROTOCOL_NONE, DISPATCH_ENDPOINT_GENERATE, "http://x", "m",
+                                  false));
 
     struct curl_slist *headers = dispatch_upstream_headers(PROTO_PROTOCOL_OPENAI, "sk-1", true);
     assert(s_has(headers, "Authorization: Bearer sk-1"));

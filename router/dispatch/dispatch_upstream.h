@@ -12,12 +12,19 @@
 #include <curl/curl.h>
 #include <stdbool.h>
 
+//  Which of a protocol's endpoints a call goes to.
+typedef enum {
+    DISPATCH_ENDPOINT_GENERATE,     //  the model call (chat, responses, messages, embeddings,
+                                    //  generateContent / streamGenerateContent)
+    DISPATCH_ENDPOINT_COUNT_TOKENS, //  Anthropic /v1/messages/count_tokens, Gemini :countTokens
+} dispatch_endpoint_t;
+
 //  The URL for a call to an upstream of `protocol` (proto_protocol_t) at
-//  base_url, for upstream_model (Gemini puts the model in the path) and
-//  stream. Returns NULL for a protocol without an HTTP endpoint. Caller
-//  owns return value (free()).
-char *dispatch_upstream_url(int protocol, const char *base_url, const char *upstream_model,
-                            bool stream);
+//  base_url, for upstream_model (Gemini puts the model in the path), stream
+//  and endpoint. Returns NULL for a protocol without that HTTP endpoint.
+//  Caller owns return value (free()).
+char *dispatch_upstream_url(int protocol, dispatch_endpoint_t endpoint, const char *base_url,
+                            const char *upstream_model, bool stream);
 
 //  The request headers for a protocol: content type, accept, the
 //  authentication header carrying secret, and `Expect:` cleared (no 100

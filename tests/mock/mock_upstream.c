@@ -121,6 +121,7 @@ typedef struct {
     bool hang;            //  Never answer; hold the connection until the client leaves
     bool malformed;       //  Invalid JSON body / one malformed SSE data line
     bool no_terminator;   //  Stream ends cleanly at HTTP level but without its terminator
+    int cached_tokens;    //  Report this many prompt tokens as cached (as x-mock-cached-tokens)
 } s_fault_t;
 
 static bool s_parse_int(const char *text, int low, int high, int *value)
@@ -172,6 +173,8 @@ static int s_fault_parse_items(const char *spec, s_fault_t *fault)
             fault->malformed = true;
         else if (!strcmp(item, "no-terminator") && !arg)
             fault->no_terminator = true;
+        else if (!strcmp(item, "cached") && s_parse_int(arg, 0, 1 << 30, &value))
+            fault->cached_tokens = value;
         else
             return -1;
     }
@@ -1781,9 +1784,12 @@ static enum MHD_Result s_dispatch(s_req_t *req)
         else if (req->route == R_EMBEDDINGS)
             s_set_json(req, 200, s_embeddings_json(req, body));
         else {
+            //  The header, else a per-model setting (for clients whose headers
+            //  do not reach the upstream, such as a gateway's).
             const char *cached = s_header(req, "x-mock-cached-tokens");
-            if (cached && s_parse_int(cached, 0, 1 << 30, &req->cached_tokens) &&
-                req->cached_tokens > req->prompt_tokens)
+            if (!(cached && s_parse_int(cached, 0, 1 << 30, &req->cached_tokens)))
+                req->cached_tokens = fault->cached_tokens;
+            if (req->cached_tokens > req->prompt_tokens)
                 req->cached_tokens = req->prompt_tokens;
             req->stream =
                 req->route == R_GEM_STREAM ||

@@ -14,7 +14,8 @@
                                     tool with arguments {"location":"Paris"}
 
     SPEC is a comma-separated list of: 401 403 404 429[:RETRY_AFTER] 500 502 503 (any 4xx/5xx),
-    delay-headers:MS, delay-chunks:MS, cut:N, hang, malformed, no-terminator, flap:N.
+    delay-headers:MS, delay-chunks:MS, cut:N, hang, malformed, no-terminator, flap:N,
+    cached:N (not a fault: report N prompt tokens as cached, like x-mock-cached-tokens).
 
     Control endpoints: GET /mock/stats, POST /mock/reset, POST /mock/faults
     {"model":"m","fault":"SPEC"} (empty fault clears; model "*" matches every model),

@@ -186,7 +186,11 @@ dispatch_call_t *dispatch_call_new(dispatch_multi_t *multi, proto_loop_t *loop,
     //  HTTP/2 where TLS offers it; wait for a connection being set up
     //  rather than open a second one, so streams multiplex.
     curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-    curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
+    //  Only where HTTP/2 is possible at all: on plain http:// (HTTP/1.1)
+    //  PIPEWAIT made a new transfer wait for a busy connection to finish
+    //  (seen: concurrent streams to one upstream served one after another).
+    if (strncasecmp(spec->url, "https://", 8) == 0)
+        curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);

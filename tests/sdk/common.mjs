@@ -10,7 +10,7 @@
 // and per protocol the bug-list variants:
 //   cached-to-P   upstream model `cached-model`: the mock reports 20 cached prompt tokens
 //   slow-to-P     upstream model `slow-model`: 500 ms between stream events
-//   fail-to-P     upstream model `fail-model`: the upstream answers 429 in its own shape
+//   fail-to-P     upstream model `fail-model`: the upstream answers 400 in its own shape
 //   cut-to-P      upstream model `cut-model`: the stream is cut after 3 events
 import assert from 'node:assert/strict';
 
@@ -41,7 +41,7 @@ export async function setup() {
   const mock = await startMock(['--models', Object.values(UPSTREAM_MODEL).join(','),
     '--fault', `cached-model=cached:${CACHED_TOKENS}`,
     '--fault', 'slow-model=delay-chunks:500',
-    '--fault', 'fail-model=429:7',
+    '--fault', 'fail-model=400',
     '--fault', 'cut-model=cut:3']);
   const cluster = await startCluster();
   for (const protocol of UPSTREAMS) {

@@ -602,9 +602,20 @@ static void s_cut(s_request_t *r, int status, const char *code, const char *mess
 {
     log_warn(r->id, "stream cut: %s", message);
     s_cancel(r, code);
-    char *event = proto_error_event(r->protocol, status, code, message);
-    ingress_buffer_append_bytes(r->out, event, strlen(event));
-    free(event);
+    if (r->json_array) {
+        //  A Gemini stream read as one JSON array: the error is its last
+        //  element, and the array is closed. The first CHUNK opened it with
+        //  an element (dispatch sends nothing before the first content).
+        char *body = proto_error_body(r->protocol, status, code, message);
+        ingress_buffer_append_bytes(r->out, ",\r\n", 3);
+        ingress_buffer_append_bytes(r->out, body, strlen(body));
+        ingress_buffer_append_bytes(r->out, "]", 1);
+        free(body);
+    } else {
+        char *event = proto_error_event(r->protocol, status, code, message);
+        ingress_buffer_append_bytes(r->out, event, strlen(event));
+        free(event);
+    }
     r->upstream_done = true;
     s_forget(r);
     if (r->reader_waiting)
@@ -1869,6 +1880,10 @@ struct _s_test_t {
     int admits, routes, dispatches, cancels, settles; //  messages seen
     char dispatch_body[512];                          //  last DISPATCH body
     bool dispatch_ok;                                 //  last DISPATCH carried what it should
+    char dispatch_model[64];                          //  last DISPATCH's model
+    char dispatch_meta[64];                           //  last DISPATCH's meta, "" when none
+    bool dispatch_stream;                             //  last DISPATCH's stream flag
+    int dispatch_protocol;                            //  last DISPATCH's client protocol
     s_client_t clients[S_TEST_CLIENTS];               //  clients in use
     int client_count;                                 //  how many
     bool (*until)(s_test_t *);                        //  the loop stops once this holds
@@ -2012,7 +2027,8 @@ static void s_test_router(proto_loop_t *loop, zsock_t *socket, void *arg)
     proto_msg_t *msg = NULL;
     assert(proto_msg_recv(&msg, socket) == 0);
     assert(proto_msg_type(msg) == PROTO_MSG_ROUTE);
-    assert(proto_msg_client_protocol(msg) == PROTO_PROTOCOL_OPENAI);
+    assert(proto_msg_client_protocol(msg) >= PROTO_PROTOCOL_OPENAI &&
+           proto_msg_client_protocol(msg) <= PROTO_PROTOCOL_OPENAI_EMBEDDINGS);
     test->routes++;
     proto_msg_t *reply = proto_msg_reply(msg, PROTO_MSG_ROUTE_REPLY);
     proto_msg_set_status(reply, (uint64_t)test->route_status);
@@ -2048,6 +2064,11 @@ static void s_test_dispatch(proto_loop_t *loop, zsock_t *socket, void *arg)
                         proto_msg_account_id(msg) == 3 && proto_msg_deadline(msg) > 0;
     snprintf(test->dispatch_body, sizeof test->dispatch_body, "%.*s",
              body ? (int)zframe_size(body) : 0, body ? (char *)zframe_data(body) : "");
+    snprintf(test->dispatch_model, sizeof test->dispatch_model, "%s", proto_msg_model(msg));
+    snprintf(test->dispatch_meta, sizeof test->dispatch_meta, "%s",
+             proto_msg_has(msg, PROTO_FIELD_meta) ? proto_msg_meta(msg) : "");
+    test->dispatch_stream = proto_msg_stream(msg);
+    test->dispatch_protocol = (int)proto_msg_client_protocol(msg);
     if (test->mode == S_DONE_WHOLE) {
         proto_msg_t *done = proto_msg_reply(msg, PROTO_MSG_DONE);
         proto_msg_set_status(done, 200);
@@ -2191,6 +2212,35 @@ void ingress_server_test(bool verbose)
     assert(strstr(client->data, "x-tollgate-overhead-ms: "));
     assert(test.admits == 1 && test.routes == 1 && test.dispatches == 1 && test.dispatch_ok);
     assert(strcmp(test.dispatch_body, chat) == 0);
+    assert(test.dispatch_protocol == PROTO_PROTOCOL_OPENAI && !*test.dispatch_meta);
+
+    //  Gemini: model and stream from the path, the JSON array asked for
+    //  without alt=sse; the key in x-goog-api-key. Anthropic count_tokens.
+    const char *gemini = "{\"contents\":[{\"parts\":[{\"text\":\"hi\"}]}]}";
+    snprintf(request, sizeof request,
+             "POST /v1beta/models/gm-1:streamGenerateContent HTTP/1.1\r\nHost: t\r\n"
+             "Connection: close\r\nx-goog-api-key: tg-test\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(gemini), gemini);
+    client = s_test_request(&test, request);
+    assert(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
+    assert(test.dispatch_protocol == PROTO_PROTOCOL_GEMINI && test.dispatch_stream);
+    assert(strcmp(test.dispatch_model, "gm-1") == 0);
+    assert(strcmp(test.dispatch_meta, "{\"json_array\":true}") == 0);
+    const char *count = "{\"model\":\"c-1\",\"messages\":[]}";
+    snprintf(request, sizeof request,
+             "POST /v1/messages/count_tokens HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+             "x-api-key: tg-test\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(count), count);
+    client = s_test_request(&test, request);
+    assert(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
+    assert(test.dispatch_protocol == PROTO_PROTOCOL_ANTHROPIC && !test.dispatch_stream);
+    assert(strcmp(test.dispatch_meta, "{\"count_tokens\":true}") == 0);
+    //  Errors on a Gemini path are in Gemini's shape.
+    client = s_test_request(&test, "POST /v1beta/models/gm-1:generateContent HTTP/1.1\r\n"
+                                   "Host: t\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}");
+    assert(strncmp(client->data, "HTTP/1.1 401", 12) == 0);
+    assert(strstr(client->data, "\"status\":\"UNAUTHENTICATED\""));
+    test.admits = test.routes = test.dispatches = 0;
 
     //  A stream: CHUNKs through the buffer, DONE ends it.
     test.mode = S_STREAM_DONE;

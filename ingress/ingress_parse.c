@@ -163,6 +163,78 @@ static bool s_conversation_ok(int protocol, bool count_tokens, json_t *root, cha
 //  Every protocol's body is a JSON object holding the model (but Gemini's,
 //  whose model is in the path), the conversation, and for OpenAI Chat,
 //  Responses and Anthropic the stream flag.
+//  What a request needs from its upstream, found anywhere in the body (the
+//  shapes differ by protocol, the markers do not collide): image parts need
+//  "vision", a 1-hour cache_control needs "prompt-cache-1h". Bounded depth:
+//  the body was parsed already, this only looks.
+static void s_scan_needs(json_t *node, int depth, bool *vision, bool *cache_1h)
+{
+    if (depth > 64 || (*vision && *cache_1h))
+        return;
+    if (json_is_array(node)) {
+        size_t index;
+        json_t *item;
+        json_array_foreach(node, index, item) s_scan_needs(item, depth + 1, vision, cache_1h);
+        return;
+    }
+    if (!json_is_object(node))
+        return;
+    const char *type = json_string_value(json_object_get(node, "type"));
+    if (type && (strcmp(type, "image_url") == 0 || strcmp(type, "image") == 0
+                 || strcmp(type, "input_image") == 0))
+        *vision = true;
+    json_t *inline_data = json_object_get(node, "inlineData");
+    if (!inline_data)
+        inline_data = json_object_get(node, "inline_data");
+    if (!inline_data)
+        inline_data = json_object_get(node, "fileData");
+    const char *mime = json_string_value(json_object_get(inline_data, "mimeType"));
+    if (!mime)
+        mime = json_string_value(json_object_get(inline_data, "mime_type"));
+    if (mime && strncmp(mime, "image/", 6) == 0)
+        *vision = true;
+    json_t *cache = json_object_get(node, "cache_control");
+    const char *ttl = json_string_value(json_object_get(cache, "ttl"));
+    if (ttl && strcmp(ttl, "1h") == 0)
+        *cache_1h = true;
+    const char *key;
+    json_t *value;
+    json_object_foreach(node, key, value) s_scan_needs(value, depth + 1, vision, cache_1h);
+}
+
+static void s_add_capability(ingress_body_t *out, const char *name)
+{
+    size_t used = strlen(out->capabilities);
+    snprintf(out->capabilities + used, sizeof out->capabilities - used, "%s%s",
+             used ? "," : "", name);
+}
+
+//  Routing hints from the body: the session that binds a conversation to
+//  one upstream (so prompt caches keep hitting) and the capabilities the
+//  request needs.
+static void s_route_hints(json_t *root, ingress_body_t *out)
+{
+    const char *session =
+        json_string_value(json_object_get(json_object_get(root, "metadata"), "user_id"));
+    if (!session)
+        session = json_string_value(json_object_get(root, "user"));
+    if (session && strlen(session) <= INGRESS_SESSION_MAX)
+        snprintf(out->session, sizeof out->session, "%s", session);
+    json_t *tools = json_object_get(root, "tools");
+    if (json_is_array(tools) && json_array_size(tools) > 0)
+        s_add_capability(out, "tools");
+    bool vision = false, cache_1h = false;
+    s_scan_needs(json_object_get(root, "messages"), 0, &vision, &cache_1h);
+    s_scan_needs(json_object_get(root, "contents"), 0, &vision, &cache_1h);
+    s_scan_needs(json_object_get(root, "input"), 0, &vision, &cache_1h);
+    s_scan_needs(json_object_get(root, "system"), 0, &vision, &cache_1h);
+    s_scan_needs(tools, 0, &vision, &cache_1h);
+    if (vision)
+        s_add_capability(out, "vision");
+    if (cache_1h)
+        s_add_capability(out, "prompt-cache-1h");
+}
+
 int ingress_parse_body(int protocol, bool count_tokens, const char *path_model, const char *data,
                        size_t size, ingress_body_t *out, char *error, size_t error_size)
 {
@@ -204,6 +276,7 @@ int ingress_parse_body(int protocol, bool count_tokens, const char *path_model, 
         //  Four bytes a token is the usual rule of thumb; admission only
         //  needs an order of magnitude, and settlement uses real counts.
         out->tokens_estimate = size / 4 + 1;
+        s_route_hints(root, out);
         rc = 0;
     }
     json_decref(model);
@@ -323,6 +396,29 @@ void ingress_parse_test(bool verbose)
     assert(ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, plain, strlen(plain), &parsed,
                               error, sizeof error) == 0);
     assert(!parsed.stream && !parsed.include_usage);
+    assert(parsed.session[0] == '\0' && parsed.capabilities[0] == '\0');
+
+    //  Routing hints: sessions and needed capabilities, in each protocol's shape.
+    const char *openai = "{\"model\":\"m\",\"user\":\"u-1\",\"tools\":[{\"type\":\"function\"}],"
+                         "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+                         "\"image_url\":{\"url\":\"data:image/png;base64,AA\"}}]}]}";
+    assert(ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, openai, strlen(openai), &parsed,
+                              error, sizeof error) == 0);
+    assert(strcmp(parsed.session, "u-1") == 0);
+    assert(strcmp(parsed.capabilities, "tools,vision") == 0);
+    const char *anthropic = "{\"model\":\"m\",\"max_tokens\":5,\"metadata\":{\"user_id\":\"a-2\"},"
+                            "\"system\":[{\"type\":\"text\",\"text\":\"s\",\"cache_control\":"
+                            "{\"type\":\"ephemeral\",\"ttl\":\"1h\"}}],"
+                            "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    assert(ingress_parse_body(PROTO_PROTOCOL_ANTHROPIC, false, NULL, anthropic,
+                              strlen(anthropic), &parsed, error, sizeof error) == 0);
+    assert(strcmp(parsed.session, "a-2") == 0);
+    assert(strcmp(parsed.capabilities, "prompt-cache-1h") == 0);
+    const char *gemini = "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"inlineData\":"
+                         "{\"mimeType\":\"image/jpeg\",\"data\":\"AA\"}}]}]}";
+    assert(ingress_parse_body(PROTO_PROTOCOL_GEMINI, false, "gemini-x", gemini, strlen(gemini),
+                              &parsed, error, sizeof error) == 0);
+    assert(strcmp(parsed.capabilities, "vision") == 0);
     s_test_body_error("{\"model\":", "not valid JSON");
     s_test_body_error("", "not valid JSON");
     s_test_body_error("[1]", "JSON object");

@@ -801,6 +801,8 @@ static void s_dispatch(ingress_server_t *self, s_request_t *r)
     else if (r->json_array)
         proto_msg_set_meta(msg, "{\"json_array\":true}");
     proto_msg_set_candidates(msg, candidates, count);
+    if (r->parsed.session[0])
+        proto_msg_set_session(msg, r->parsed.session);
     proto_msg_set_key_id(msg, r->key_id);
     proto_msg_set_account_id(msg, r->account_id);
     proto_msg_set_reserve_micros(msg, proto_msg_reserve_micros(r->admit_reply));
@@ -1234,6 +1236,23 @@ static enum MHD_Result s_client_body(ingress_server_t *self, s_request_t *r, con
     return MHD_YES;
 }
 
+//  Routing hints from the headers complete those of the body: X-Session-Id
+//  wins over the body's user ids, and Anthropic's 1M-context beta header
+//  needs keys that have that context.
+static void s_route_hints(s_request_t *r)
+{
+    struct MHD_Connection *c = r->connection;
+    const char *session = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-session-id");
+    if (session && *session && strlen(session) <= INGRESS_SESSION_MAX)
+        snprintf(r->parsed.session, sizeof r->parsed.session, "%s", session);
+    const char *beta = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-beta");
+    if (beta && strstr(beta, "context-1m")) {
+        size_t used = strlen(r->parsed.capabilities);
+        snprintf(r->parsed.capabilities + used, sizeof r->parsed.capabilities - used, "%s%s",
+                 used ? "," : "", "context-1m");
+    }
+}
+
 //  The body is in: check it, then ask billing and router at once.
 static enum MHD_Result s_client_submit(ingress_server_t *self, s_request_t *r)
 {
@@ -1263,12 +1282,17 @@ static enum MHD_Result s_client_submit(ingress_server_t *self, s_request_t *r)
         ingress_parse_new_request_id(r->id);
         s_register(r);
     }
+    s_route_hints(r);
     proto_msg_t *route = proto_msg_new(PROTO_MSG_ROUTE);
     s_stamp(r, route, self->internal_timeout_ms);
     proto_msg_set_model(route, r->parsed.model);
     proto_msg_set_key_id(route, r->key_id);
     proto_msg_set_account_id(route, r->account_id);
     proto_msg_set_client_protocol(route, (uint64_t)r->protocol);
+    if (r->parsed.session[0])
+        proto_msg_set_session(route, r->parsed.session);
+    if (r->parsed.capabilities[0])
+        proto_msg_set_capabilities(route, r->parsed.capabilities);
     proto_msg_t *admit = proto_msg_new(PROTO_MSG_ADMIT);
     s_stamp(r, admit, self->internal_timeout_ms);
     proto_msg_set_key_id(admit, r->key_id);

@@ -197,6 +197,11 @@ static void s_outcome(s_request_t *self, int status, const char *error_code)
     proto_msg_set_upstream_model(outcome, self->candidate->upstream_model);
     proto_msg_set_status(outcome, (uint64_t)status);
     proto_msg_set_attempt(outcome, (uint64_t)self->attempts);
+    //  Every router learns sticky bindings and per-key preferences from
+    //  these, not only the one that made the decision.
+    proto_msg_set_key_id(outcome, proto_msg_key_id(self->dispatch));
+    if (proto_msg_has(self->dispatch, PROTO_FIELD_session))
+        proto_msg_set_session(outcome, proto_msg_session(self->dispatch));
     if (self->call) {
         proto_msg_set_latency_us(outcome, dispatch_call_latency_us(self->call));
         proto_msg_set_ttfb_us(outcome, dispatch_call_ttfb_us(self->call));

@@ -1402,6 +1402,466 @@ static int s_request_log_set(s_client_t *client, s_args_t *args, int first)
     return rc;
 }
 
+// ---------------------------------------------------------------------------
+//  Routing: decisions explained, breakers, bindings, health, rules
+
+//  Builds "/admin/PREFIX/ESCAPED(name)SUFFIX" into path.
+static void s_path_of(char *path, size_t size, const char *prefix, const char *name,
+                      const char *suffix)
+{
+    char *escaped = s_escape(name);
+    snprintf(path, size, "%s/%s%s", prefix, escaped, suffix);
+    free(escaped);
+}
+
+//  An object's fields as "a=1 b=2", for a table cell.
+static void s_pairs_text(json_t *object, char *out, size_t size)
+{
+    const char *name;
+    json_t *value;
+    *out = '\0';
+    json_object_foreach(object, name, value)
+    {
+        size_t used = strlen(out);
+        if (json_is_integer(value))
+            snprintf(out + used, size - used, "%s%s=%" JSON_INTEGER_FORMAT, used ? " " : "", name,
+                     json_integer_value(value));
+        else if (json_is_boolean(value))
+            snprintf(out + used, size - used, "%s%s=%s", used ? " " : "", name,
+                     json_is_true(value) ? "yes" : "no");
+        else if (json_is_string(value))
+            snprintf(out + used, size - used, "%s%s=%s", used ? " " : "", name,
+                     json_string_value(value));
+    }
+}
+
+//  Adds the text columns routing tables show: "key_text" (id and name),
+//  "score_text" and "routers_text" (indexes of the routers that hold it).
+static void s_routing_cells(json_t *rows)
+{
+    size_t index;
+    json_t *row;
+    json_array_foreach(rows, index, row)
+    {
+        char text[S_CELL];
+        json_t *key = json_object_get(row, "provider_key_id");
+        if (json_is_integer(key)) {
+            const char *name = s_str(row, "key");
+            snprintf(text, sizeof text, "%" JSON_INTEGER_FORMAT "%s%s%s", json_integer_value(key),
+                     *name ? " (" : "", name, *name ? ")" : "");
+            json_object_set_new(row, "key_text", json_string(text));
+        }
+        if (json_is_object(json_object_get(row, "score"))) {
+            s_pairs_text(json_object_get(row, "score"), text, sizeof text);
+            json_object_set_new(row, "score_text", json_string(text));
+        }
+        json_t *routers = json_object_get(row, "routers");
+        if (json_is_array(routers)) {
+            *text = '\0';
+            size_t at;
+            json_t *item;
+            json_array_foreach(routers, at, item)
+            {
+                size_t used = strlen(text);
+                snprintf(text + used, sizeof text - used, "%s%" JSON_INTEGER_FORMAT, at ? "," : "",
+                         json_integer_value(item));
+            }
+            json_object_set_new(row, "routers_text", json_string(text));
+        }
+    }
+}
+
+static const s_column_t s_candidate_columns[] = {
+    {"RANK", "rank", S_COL_TEXT},     {"PROVIDER", "provider", S_COL_TEXT},
+    {"KEY", "key_text", S_COL_TEXT},  {"UPSTREAM MODEL", "upstream_model", S_COL_TEXT},
+    {"SOURCE", "source", S_COL_TEXT}, {"BREAKER", "breaker", S_COL_TEXT},
+    {"STICKY", "sticky", S_COL_TEXT}, {"SCORE", "score_text", S_COL_TEXT}};
+
+static const s_column_t s_excluded_columns[] = {{"PROVIDER", "provider", S_COL_TEXT},
+                                                {"KEY", "key_text", S_COL_TEXT},
+                                                {"UPSTREAM MODEL", "upstream_model", S_COL_TEXT},
+                                                {"WHY", "why", S_COL_TEXT},
+                                                {"DETAIL", "detail", S_COL_TEXT}};
+
+static int s_routing_decide(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *body = json_pack("{s:s}", "model", args->words[first]);
+    s_put_str(body, args, "key", "key");
+    s_put_str(body, args, "session", "session");
+    if (s_option(args, "capabilities"))
+        json_object_set_new(body, "capabilities", s_split_list(s_option(args, "capabilities")));
+    json_t *answer = NULL;
+    int rc = s_call(client, "POST", "/admin/routing/decide", body, &answer);
+    if (rc == 0 && !client->json) {
+        printf("model %s, mode %s: %" JSON_INTEGER_FORMAT "%s%s%s (router %" JSON_INTEGER_FORMAT
+               ")\n",
+               s_str(answer, "model"), s_str(answer, "mode"), s_int(answer, "status"),
+               *s_str(answer, "error_code") ? " " : "", s_str(answer, "error_code"),
+               json_is_true(json_object_get(answer, "last_resort")) ? ", last resort" : "",
+               s_int(answer, "router"));
+        json_t *candidates = json_object_get(answer, "candidates");
+        json_t *excluded = json_object_get(answer, "excluded");
+        s_routing_cells(candidates);
+        s_routing_cells(excluded);
+        s_table(candidates, s_candidate_columns, S_COUNT(s_candidate_columns), "no candidates");
+        if (json_array_size(excluded)) {
+            printf("excluded:\n");
+            s_table(excluded, s_excluded_columns, S_COUNT(s_excluded_columns), "");
+        }
+    }
+    json_decref(answer);
+    return rc;
+}
+
+static const s_column_t s_breaker_columns[] = {
+    {"LAYER", "layer", S_COL_TEXT},        {"PROVIDER", "provider", S_COL_TEXT},
+    {"KEY", "key_text", S_COL_TEXT},       {"UPSTREAM MODEL", "upstream_model", S_COL_TEXT},
+    {"STATE", "state", S_COL_TEXT},        {"REASON", "reason", S_COL_TEXT},
+    {"REOPENS", "reopens_at", S_COL_TIME}, {"ROUTERS", "routers_text", S_COL_TEXT}};
+
+//  Prints which routers did not answer a list question.
+static void s_routers_note(json_t *answer)
+{
+    size_t index;
+    json_t *router;
+    json_array_foreach(json_object_get(answer, "routers"), index, router)
+    {
+        if (!json_is_true(json_object_get(router, "answered")))
+            printf("router %" JSON_INTEGER_FORMAT " (%s) did not answer\n", s_int(router, "router"),
+                   s_str(router, "endpoint"));
+        else if (json_object_get(router, "error"))
+            printf("router %" JSON_INTEGER_FORMAT " answered %s\n", s_int(router, "router"),
+                   s_str(router, "error"));
+    }
+}
+
+static int s_breakers_list(s_client_t *client, s_args_t *args, int first)
+{
+    char path[256] = "/admin/breakers";
+    const char *router = s_option(args, "router");
+    if (router) {
+        char *escaped = s_escape(router);
+        snprintf(path, sizeof path, "/admin/breakers?router=%s", escaped);
+        free(escaped);
+    }
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", path, NULL, &answer);
+    if (rc == 0 && !client->json) {
+        s_routing_cells(json_object_get(answer, "data"));
+        s_table(json_object_get(answer, "data"), s_breaker_columns, S_COUNT(s_breaker_columns),
+                "every breaker is closed");
+        s_routers_note(answer);
+    }
+    json_decref(answer);
+    return rc;
+}
+
+static int s_breakers_reset(s_client_t *client, s_args_t *args, int first)
+{
+    const char *key = s_option(args, "key");
+    const char *provider = s_option(args, "provider");
+    const char *model = s_option(args, "model");
+    if (!key == !(provider && model) || (key && (provider || model))) {
+        fprintf(stderr, "tollgate: breakers reset needs --key ID, or --provider P and --model M\n");
+        return 2;
+    }
+    json_t *body = json_object();
+    if (key && s_put_int(body, args, "key", "provider_key_id") != 0) {
+        json_decref(body);
+        return 2;
+    }
+    if (!key) {
+        json_object_set_new(body, "provider", json_string(provider));
+        json_object_set_new(body, "upstream_model", json_string(model));
+    }
+    json_t *answer = NULL;
+    int rc = s_call(client, "POST", "/admin/breakers/reset", body, &answer);
+    if (rc == 0 && !client->json)
+        printf("%" JSON_INTEGER_FORMAT " breaker(s) closed by %" JSON_INTEGER_FORMAT
+               " router(s)%s%s\n",
+               s_int(answer, "reset"), s_int(answer, "routers"),
+               json_is_true(json_object_get(answer, "broadcast")) ? ", told to every router" : "",
+               json_is_true(json_object_get(answer, "reenabled")) ? "; the key is active again"
+                                                                  : "");
+    json_decref(answer);
+    return rc;
+}
+
+static const s_column_t s_binding_columns[] = {
+    {"SESSION", "session", S_COL_TEXT},    {"PROVIDER", "provider", S_COL_TEXT},
+    {"KEY", "key_text", S_COL_TEXT},       {"UPSTREAM MODEL", "upstream_model", S_COL_TEXT},
+    {"EXPIRES", "expires_at", S_COL_TIME}, {"ROUTERS", "routers_text", S_COL_TEXT}};
+
+static int s_sticky_list(s_client_t *client, s_args_t *args, int first)
+{
+    char path[2048] = "/admin/sticky";
+    const char *session = s_option(args, "session");
+    if (session) {
+        char *escaped = s_escape(session);
+        snprintf(path, sizeof path, "/admin/sticky?session=%s", escaped);
+        free(escaped);
+    }
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", path, NULL, &answer);
+    if (rc == 0 && !client->json) {
+        s_routing_cells(json_object_get(answer, "data"));
+        s_table(json_object_get(answer, "data"), s_binding_columns, S_COUNT(s_binding_columns),
+                "no bindings");
+        s_routers_note(answer);
+    }
+    json_decref(answer);
+    return rc;
+}
+
+static int s_sticky_rm(s_client_t *client, s_args_t *args, int first)
+{
+    char path[2048];
+    s_path_of(path, sizeof path, "/admin/sticky", args->words[first], "");
+    json_t *answer = NULL;
+    int rc = s_call(client, "DELETE", path, NULL, &answer);
+    if (rc == 0 && !client->json)
+        printf("session %s: %" JSON_INTEGER_FORMAT " binding(s) dropped\n", args->words[first],
+               s_int(answer, "deleted"));
+    json_decref(answer);
+    return rc;
+}
+
+static const s_column_t s_health_columns[] = {
+    {"PROVIDER", "provider", S_COL_TEXT},    {"KEY", "key_text", S_COL_TEXT},
+    {"MODEL", "model_text", S_COL_TEXT},     {"STATE", "state", S_COL_TEXT},
+    {"SUCCESS", "success_text", S_COL_TEXT}, {"LATENCY MS", "latency_ms", S_COL_TEXT},
+    {"TTFB MS", "ttfb_ms", S_COL_TEXT},      {"ATTEMPTS", "attempts", S_COL_TEXT},
+    {"LAST", "last_text", S_COL_TEXT},       {"UPDATED", "updated_at", S_COL_TIME}};
+
+static const s_column_t s_fetch_columns[] = {{"PROVIDER", "provider", S_COL_TEXT},
+                                             {"FETCHED", "fetched_at", S_COL_TIME},
+                                             {"OK", "ok", S_COL_TEXT},
+                                             {"MODELS", "model_count", S_COL_TEXT},
+                                             {"ERROR", "error", S_COL_TEXT}};
+
+static int s_health(s_client_t *client, s_args_t *args, int first)
+{
+    char path[2048] = "/admin/health";
+    const char *provider = s_option(args, "provider");
+    if (provider) {
+        char *escaped = s_escape(provider);
+        snprintf(path, sizeof path, "/admin/health?provider=%s", escaped);
+        free(escaped);
+    }
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", path, NULL, &answer);
+    if (rc == 0 && !client->json) {
+        json_t *rows = json_object_get(answer, "data");
+        s_routing_cells(rows);
+        size_t index;
+        json_t *row;
+        json_array_foreach(rows, index, row)
+        {
+            char text[S_CELL];
+            const char *model = s_str(row, "upstream_model");
+            json_object_set_new(row, "model_text", json_string(*model ? model : "(probe)"));
+            snprintf(text, sizeof text, "%.1f%%", (double)s_int(row, "success_ppm") / 10000.0);
+            json_object_set_new(row, "success_text", json_string(text));
+            json_object_set_new(row, "latency_ms", json_integer(s_int(row, "latency_us") / 1000));
+            json_object_set_new(row, "ttfb_ms", json_integer(s_int(row, "ttfb_us") / 1000));
+            snprintf(text, sizeof text, "%" JSON_INTEGER_FORMAT "%s%s", s_int(row, "last_status"),
+                     *s_str(row, "last_error") ? " " : "", s_str(row, "last_error"));
+            json_object_set_new(row, "last_text", json_string(text));
+        }
+        s_table(rows, s_health_columns, S_COUNT(s_health_columns), "no health reported yet");
+        if (json_array_size(json_object_get(answer, "fetches"))) {
+            printf("model lists:\n");
+            s_table(json_object_get(answer, "fetches"), s_fetch_columns, S_COUNT(s_fetch_columns),
+                    "");
+        }
+    }
+    json_decref(answer);
+    return rc;
+}
+
+static const s_column_t s_rule_columns[] = {{"ID", "id", S_COL_TEXT},
+                                            {"KIND", "kind", S_COL_TEXT},
+                                            {"PATTERN", "pattern", S_COL_TEXT},
+                                            {"PROVIDER", "provider", S_COL_TEXT},
+                                            {"PRIORITY", "priority", S_COL_TEXT},
+                                            {"WEIGHT", "weight", S_COL_TEXT}};
+
+static int s_rule_add(s_client_t *client, s_args_t *args, int first)
+{
+    if (!s_option(args, "kind")) {
+        fprintf(stderr, "tollgate: model rule add needs --kind exact|prefix|keyword|regex|"
+                        "exclude_keyword|include|exclude_provider\n");
+        return 2;
+    }
+    json_t *body = json_object();
+    s_put_str(body, args, "kind", "kind");
+    s_put_str(body, args, "pattern", "pattern");
+    s_put_str(body, args, "provider", "provider");
+    if (s_put_int(body, args, "priority", "priority") ||
+        s_put_int(body, args, "weight", "weight")) {
+        json_decref(body);
+        return 2;
+    }
+    char path[2048];
+    s_path_of(path, sizeof path, "/admin/models", args->words[first], "/rules");
+    json_t *answer = NULL;
+    int rc = s_call(client, "POST", path, body, &answer);
+    if (rc == 0 && !client->json)
+        printf("rule %" JSON_INTEGER_FORMAT " added to model %s: %s '%s'%s%s\n",
+               s_int(answer, "id"), s_str(answer, "model"), s_str(answer, "kind"),
+               s_str(answer, "pattern"), *s_str(answer, "provider") ? " at " : "",
+               s_str(answer, "provider"));
+    json_decref(answer);
+    return rc;
+}
+
+static int s_rule_list(s_client_t *client, s_args_t *args, int first)
+{
+    char path[2048];
+    s_path_of(path, sizeof path, "/admin/models", args->words[first], "/rules");
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", path, NULL, &answer);
+    if (rc == 0 && !client->json)
+        s_table(json_object_get(answer, "data"), s_rule_columns, S_COUNT(s_rule_columns),
+                "no rules");
+    json_decref(answer);
+    return rc;
+}
+
+static int s_rule_rm(s_client_t *client, s_args_t *args, int first)
+{
+    char path[2048];
+    s_path_of(path, sizeof path, "/admin/rules", args->words[first], "");
+    json_t *answer = NULL;
+    int rc = s_call(client, "DELETE", path, NULL, &answer);
+    if (rc == 0 && !client->json)
+        printf("rule %" JSON_INTEGER_FORMAT " (%s '%s') of model %s deleted\n", s_int(answer, "id"),
+               s_str(answer, "kind"), s_str(answer, "pattern"), s_str(answer, "model"));
+    json_decref(answer);
+    return rc;
+}
+
+static const s_column_t s_mapping_columns[] = {
+    {"PROVIDER", "provider", S_COL_TEXT},   {"UPSTREAM MODEL", "upstream_model", S_COL_TEXT},
+    {"SOURCE", "source", S_COL_TEXT},       {"RULE", "rule_id", S_COL_TEXT},
+    {"PRIORITY", "priority", S_COL_TEXT},   {"WEIGHT", "weight", S_COL_TEXT},
+    {"RESOLVED", "resolved_at", S_COL_TIME}};
+
+static int s_model_mappings(s_client_t *client, s_args_t *args, int first)
+{
+    char path[2048];
+    s_path_of(path, sizeof path, "/admin/models", args->words[first], "/mappings");
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", path, NULL, &answer);
+    if (rc == 0 && !client->json)
+        s_table(json_object_get(answer, "data"), s_mapping_columns, S_COUNT(s_mapping_columns),
+                "no mappings (yet: tollgate-health writes them after a model-list fetch)");
+    json_decref(answer);
+    return rc;
+}
+
+static int s_model_set(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *body = json_object();
+    s_put_str(body, args, "scheduling", "scheduling");
+    s_put_str(body, args, "status", "status");
+    if (s_option(args, "capabilities"))
+        json_object_set_new(body, "capabilities", s_split_list(s_option(args, "capabilities")));
+    char path[2048];
+    s_path_of(path, sizeof path, "/admin/models", args->words[first], "");
+    json_t *answer = NULL;
+    int rc = s_call(client, "PATCH", path, body, &answer);
+    if (rc == 0 && !client->json) {
+        char tags[S_CELL];
+        s_column_t column = {"", "capabilities", S_COL_LIST};
+        s_cell(answer, &column, tags, sizeof tags);
+        printf("model %s: scheduling %s, capabilities %s, %s\n", s_str(answer, "name"),
+               s_str(answer, "scheduling"), tags, s_str(answer, "status"));
+    }
+    json_decref(answer);
+    return rc;
+}
+
+static int s_provider_key_set(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *body = json_object();
+    //  "none" lifts a limit.
+    const char *limits[][2] = {{"max-rps", "max_rps"}, {"max-concurrent", "max_concurrent"}};
+    for (int i = 0; i < 2; i++) {
+        const char *value = s_option(args, limits[i][0]);
+        if (value && strcmp(value, "none") == 0)
+            json_object_set_new(body, limits[i][1], json_null());
+        else if (s_put_int(body, args, limits[i][0], limits[i][1]) != 0) {
+            json_decref(body);
+            return 2;
+        }
+    }
+    if (s_put_int(body, args, "priority", "priority") ||
+        s_put_int(body, args, "weight", "weight")) {
+        json_decref(body);
+        return 2;
+    }
+    s_put_str(body, args, "status", "status");
+    if (s_option(args, "capabilities"))
+        json_object_set_new(body, "capabilities", s_split_list(s_option(args, "capabilities")));
+    char path[2048];
+    s_path_of(path, sizeof path, "/admin/provider-keys", args->words[first], "");
+    json_t *answer = NULL;
+    int rc = s_call(client, "PATCH", path, body, &answer);
+    if (rc == 0 && !client->json) {
+        char tags[S_CELL], rps[32], concurrent[32];
+        s_column_t column = {"", "capabilities", S_COL_LIST};
+        s_cell(answer, &column, tags, sizeof tags);
+        s_column_t rps_column = {"", "max_rps", S_COL_TEXT};
+        s_column_t concurrent_column = {"", "max_concurrent", S_COL_TEXT};
+        s_cell(answer, &rps_column, rps, sizeof rps);
+        s_cell(answer, &concurrent_column, concurrent, sizeof concurrent);
+        printf("provider key %" JSON_INTEGER_FORMAT " (%s): %s, capabilities %s, max rps %s, max "
+               "concurrent %s\n",
+               s_int(answer, "id"), s_str(answer, "provider"), s_str(answer, "status"), tags, rps,
+               concurrent);
+    }
+    json_decref(answer);
+    return rc;
+}
+
+static int s_provider_models(s_client_t *client, s_args_t *args, int first)
+{
+    char path[2048];
+    s_path_of(path, sizeof path, "/admin/providers", args->words[first], "/models");
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", path, NULL, &answer);
+    if (rc == 0 && !client->json) {
+        json_t *fetch = json_object_get(answer, "fetch");
+        size_t index;
+        json_t *model;
+        json_array_foreach(json_object_get(answer, "data"), index, model)
+            printf("%s\n", s_str(model, "model"));
+        if (json_is_object(fetch))
+            printf("(%s fetch at %.19s: %" JSON_INTEGER_FORMAT " models%s%s)\n",
+                   json_is_true(json_object_get(fetch, "ok")) ? "last" : "failed",
+                   s_str(fetch, "fetched_at"), s_int(fetch, "model_count"),
+                   *s_str(fetch, "error") ? ", " : "", s_str(fetch, "error"));
+        else
+            printf("(never fetched)\n");
+    }
+    json_decref(answer);
+    return rc;
+}
+
+static int s_provider_models_refresh(s_client_t *client, s_args_t *args, int first)
+{
+    char path[2048];
+    s_path_of(path, sizeof path, "/admin/providers", args->words[first], "/models/refresh");
+    json_t *answer = NULL;
+    int rc = s_call(client, "POST", path, NULL, &answer);
+    if (rc == 0 && !client->json)
+        printf("model list of provider %s requested; `tollgate provider models %s` shows it\n",
+               args->words[first], args->words[first]);
+    json_decref(answer);
+    return rc;
+}
+
 static const s_command_t s_commands[] = {
     {"provider add", 1, "protocol base-url priority weight", s_provider_add,
      "provider add NAME --protocol openai|anthropic|gemini --base-url URL [--priority N] "
@@ -1416,6 +1876,31 @@ static const s_command_t s_commands[] = {
      "[--price-out P] [--price-cache-read P] [--price-cache-write P]"},
     {"model list", 0, "", s_model_list, "model list [--json]"},
     {"model show", 1, "", s_model_show, "model show NAME [--json]"},
+    {"model set", 1, "scheduling capabilities status", s_model_set,
+     "model set NAME [--scheduling priority|key_priority|weighted|latency|cost|reliability] "
+     "[--capabilities TAG,TAG] [--status active|disabled]"},
+    {"model rule add", 1, "kind pattern provider priority weight", s_rule_add,
+     "model rule add MODEL --kind exact|prefix|keyword|regex|exclude_keyword|include|"
+     "exclude_provider [--pattern P] [--provider P] [--priority N] [--weight N]"},
+    {"model rule list", 1, "", s_rule_list, "model rule list MODEL [--json]"},
+    {"model rule rm", 1, "", s_rule_rm, "model rule rm ID"},
+    {"model mappings", 1, "", s_model_mappings, "model mappings MODEL [--json]"},
+    {"provider key set", 1, "capabilities max-rps max-concurrent priority weight status",
+     s_provider_key_set,
+     "provider key set ID [--capabilities TAG,TAG] [--max-rps N|none] [--max-concurrent N|none] "
+     "[--priority N] [--weight N] [--status active|disabled]"},
+    {"provider models", 1, "", s_provider_models, "provider models PROVIDER [--json]"},
+    {"provider models refresh", 1, "", s_provider_models_refresh,
+     "provider models refresh PROVIDER"},
+    {"routing decide", 1, "key session capabilities", s_routing_decide,
+     "routing decide MODEL [--key ID_OR_KEY] [--session S] [--capabilities TAG,TAG] [--json]"},
+    {"breakers", 0, "router", s_breakers_list, "breakers [--router N] [--json]"},
+    {"breakers list", 0, "router", s_breakers_list, "breakers list [--router N] [--json]"},
+    {"breakers reset", 0, "key provider model", s_breakers_reset,
+     "breakers reset --key PROVIDER_KEY_ID | --provider P --model UPSTREAM_MODEL"},
+    {"sticky", 0, "session", s_sticky_list, "sticky [--session S] [--json]"},
+    {"sticky rm", 1, "", s_sticky_rm, "sticky rm SESSION"},
+    {"health", 0, "provider", s_health, "health [--provider P] [--json]"},
     {"account add", 1, "balance currency models", s_account_add,
      "account add NAME [--balance AMOUNT] [--currency C] [--models M1,M2]"},
     {"account list", 0, "", s_account_list, "account list [--json]"},

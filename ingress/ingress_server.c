@@ -1236,6 +1236,18 @@ static enum MHD_Result s_client_body(ingress_server_t *self, s_request_t *r, con
     return MHD_YES;
 }
 
+//  Adds a capability to the request's list unless it is there already.
+static void s_need_capability(s_request_t *r, const char *name)
+{
+    char *list = r->parsed.capabilities;
+    size_t length = strlen(name);
+    for (const char *at = list; (at = strstr(at, name)); at += length)
+        if ((at == list || at[-1] == ',') && (at[length] == ',' || at[length] == '\0'))
+            return;
+    size_t used = strlen(list);
+    snprintf(list + used, sizeof r->parsed.capabilities - used, "%s%s", used ? "," : "", name);
+}
+
 //  Routing hints from the headers complete those of the body: X-Session-Id
 //  wins over the body's user ids, and Anthropic's 1M-context beta header
 //  needs keys that have that context.
@@ -1246,11 +1258,16 @@ static void s_route_hints(s_request_t *r)
     if (session && *session && strlen(session) <= INGRESS_SESSION_MAX)
         snprintf(r->parsed.session, sizeof r->parsed.session, "%s", session);
     const char *beta = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-beta");
-    if (beta && strstr(beta, "context-1m")) {
-        size_t used = strlen(r->parsed.capabilities);
-        snprintf(r->parsed.capabilities + used, sizeof r->parsed.capabilities - used, "%s%s",
-                 used ? "," : "", "context-1m");
-    }
+    if (beta && strstr(beta, "context-1m"))
+        s_need_capability(r, "context-1m");
+    //  What the key or its account is set to force, whatever the request.
+    proto_catalog_t *catalog = r->server->catalog;
+    const proto_api_key_t *key = catalog ? proto_catalog_key(catalog, r->key_id) : NULL;
+    const proto_account_t *account = catalog ? proto_catalog_account(catalog, r->account_id) : NULL;
+    for (size_t i = 0; key && i < key->force_capabilities.count; i++)
+        s_need_capability(r, key->force_capabilities.names[i]);
+    for (size_t i = 0; account && i < account->force_capabilities.count; i++)
+        s_need_capability(r, account->force_capabilities.names[i]);
 }
 
 //  The body is in: check it, then ask billing and router at once.

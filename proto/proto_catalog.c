@@ -34,6 +34,8 @@ int proto_protocol_parse(const char *name)
 {
     if (strcmp(name, "openai") == 0)
         return PROTO_PROTOCOL_OPENAI;
+    if (strcmp(name, "openai-responses") == 0)
+        return PROTO_PROTOCOL_OPENAI_RESPONSES;
     if (strcmp(name, "anthropic") == 0)
         return PROTO_PROTOCOL_ANTHROPIC;
     if (strcmp(name, "gemini") == 0)
@@ -92,12 +94,14 @@ void proto_catalog_destroy(proto_catalog_t **self_p)
         free(self->accounts[i].name);
         free(self->accounts[i].currency);
         s_free_list(&self->accounts[i].models);
+        s_free_tags(&self->accounts[i].force_capabilities);
     }
     for (size_t i = 0; i < self->key_count; i++) {
         free(self->keys[i].name);
         free(self->keys[i].prefix);
         free(self->keys[i].status);
         s_free_list(&self->keys[i].models);
+        s_free_tags(&self->keys[i].force_capabilities);
     }
     for (size_t i = 0; i < self->provider_count; i++) {
         free(self->providers[i].name);
@@ -226,6 +230,7 @@ static int s_load_accounts(proto_catalog_t *self, PGconn *db, char *error, size_
     PGresult *result = s_query(db,
                                "SELECT id, name, status, balance_micros, currency, "
                                "array_to_json(allowed_models)::text, " S_LIMIT_COLUMNS
+                               ", array_to_json(force_capabilities)::text"
                                " FROM accounts ORDER BY id",
                                error, error_size);
     if (!result)
@@ -241,6 +246,7 @@ static int s_load_accounts(proto_catalog_t *self, PGconn *db, char *error, size_
         account->currency = s_text(result, row, 4);
         s_model_list(result, row, 5, &account->models);
         s_limits(result, row, 6, &account->limits);
+        s_tags(result, row, 11, &account->force_capabilities);
     }
     PQclear(result);
     return 0;
@@ -253,7 +259,7 @@ static int s_load_keys(proto_catalog_t *self, PGconn *db, char *error, size_t er
         "SELECT id, account_id, name, key_hash, key_prefix, status, "
         "array_to_json(allowed_models)::text, "
         "coalesce((extract(epoch FROM expires_at) * 1000000)::bigint, 0), " S_LIMIT_COLUMNS
-        " FROM api_keys ORDER BY id",
+        ", array_to_json(force_capabilities)::text FROM api_keys ORDER BY id",
         error, error_size);
     if (!result)
         return -1;
@@ -270,6 +276,7 @@ static int s_load_keys(proto_catalog_t *self, PGconn *db, char *error, size_t er
         s_model_list(result, row, 6, &key->models);
         key->expires_us = s_int(result, row, 7, 0);
         s_limits(result, row, 8, &key->limits);
+        s_tags(result, row, 13, &key->force_capabilities);
         zhashx_insert(self->keys_by_hash, key->hash, key);
     }
     PQclear(result);

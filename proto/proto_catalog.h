@@ -44,6 +44,7 @@ typedef struct {
     char *currency;               //  e.g. USD
     proto_limits_t limits;        //  account-wide limits
     proto_model_list_t models;    //  allowed models
+    proto_tags_t force_capabilities; //  every request of the account needs these
 } proto_account_t;
 
 typedef struct {
@@ -56,6 +57,7 @@ typedef struct {
     int64_t expires_us;           //  epoch microseconds, 0 = never
     proto_limits_t limits;        //  per-key limits
     proto_model_list_t models;    //  allowed models
+    proto_tags_t force_capabilities; //  every request with the key needs these
 } proto_api_key_t;
 
 typedef struct {

@@ -116,6 +116,34 @@ typedef struct {
     const char *how;                             //  "model", "pinned", "zero_config"
 } s_resolved_t;
 
+//  A capability counts only where someone declared it: when neither the
+//  model nor any key that could serve it carries the tag, nothing is known
+//  about it, and refusing every candidate would break plain set-ups (a tool
+//  call to providers nobody tagged). Once any candidate or the model
+//  declares it, only those that have it are eligible. Keeps the tracked
+//  ones at the front and returns how many.
+static size_t s_tracked_caps(proto_catalog_t *catalog, const s_resolved_t *resolved,
+                             char caps[][64], size_t count)
+{
+    size_t kept = 0;
+    size_t key_count = proto_catalog_provider_key_count(catalog);
+    for (size_t c = 0; c < count; c++) {
+        bool declared = resolved->model && proto_tags_has(&resolved->model->capabilities, caps[c]);
+        for (size_t p = 0; p < resolved->count && !declared; p++)
+            for (size_t k = 0; k < key_count && !declared; k++) {
+                const proto_provider_key_t *key = proto_catalog_provider_key_at(catalog, k);
+                declared = key->provider_id == resolved->pairs[p].provider_id &&
+                           proto_tags_has(&key->capabilities, caps[c]);
+            }
+        if (declared) {
+            if (kept != c)
+                memcpy(caps[kept], caps[c], sizeof caps[c]);
+            kept++;
+        }
+    }
+    return kept;
+}
+
 //  Returns 0, or 404 when the name resolves to nothing at all.
 static int s_resolve(const router_context_t *context, const char *name, s_resolved_t *out)
 {
@@ -318,6 +346,7 @@ void router_select_decide(const router_context_t *context, const router_request_
     }
     char caps[S_CAPS_MAX][64];
     size_t cap_count = s_split_caps(request->capabilities, caps, S_CAPS_MAX);
+    cap_count = s_tracked_caps(catalog, resolved, caps, cap_count);
 
     //  Expand pairs to keys and judge each.
     size_t count = 0;
@@ -774,9 +803,14 @@ void router_select_test(bool verbose)
     request.capabilities = "context-1m";
     router_select_decide(&bench.context, &request, &decision, NULL);
     assert(decision.count == 1 && decision.candidates[0].provider_key_id == 31);
+    //  Nobody declares "vision": nothing is known about it, so it does not
+    //  exclude anyone; context-1m still does.
     request.capabilities = "context-1m, vision";
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(decision.status == 503);
+    assert(decision.count == 1 && decision.candidates[0].provider_key_id == 31);
+    request.capabilities = "vision";
+    router_select_decide(&bench.context, &request, &decision, NULL);
+    assert(decision.status == 200 && decision.count > 1);
     request.capabilities = NULL;
 
     //  Last resort: every enabled candidate open -> the best of them alone.

@@ -1,6 +1,6 @@
 #!/bin/sh
 #  Runs dispatch_probe against a throwaway PostgreSQL.
-#    dispatch_probe.sh PROBE TOLLGATE_DISPATCH MIGRATION.sql
+#    dispatch_probe.sh PROBE TOLLGATE_DISPATCH MIGRATION.sql  (and every migration beside it)
 #  Exit 77 (skipped) when PostgreSQL's binaries are missing.
 set -eu
 probe=$1
@@ -25,5 +25,8 @@ as_pg "$pgbin/initdb" -D "$dir/data" -A trust --no-sync -U postgres >/dev/null
 as_pg "$pgbin/pg_ctl" -D "$dir/data" -w -l "$dir/log" \
     -o "-k $dir -p $port -c listen_addresses= -c fsync=off" start >/dev/null
 url="postgresql:///postgres?host=$dir&port=$port&user=postgres"
-"$pgbin/psql" -q -v ON_ERROR_STOP=1 "$url" -f "$migration" >/dev/null
+#  Every migration beside the one named, in order: the catalog reads them all.
+for file in "$(dirname "$migration")"/[0-9][0-9][0-9][0-9]_*.sql; do
+    "$pgbin/psql" -q -v ON_ERROR_STOP=1 "$url" -f "$file" >/dev/null
+done
 "$probe" "$url" "$dispatch"

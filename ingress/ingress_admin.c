@@ -3544,9 +3544,9 @@ static const s_field_t s_decide_fields[] = {
     {.field = "capabilities", .column = NULL, .kind = S_F_ANY},
     {.field = NULL}};
 
-//  POST /admin/routing/decide: the decision a request would get, explained,
-//  by the first router that answers. Changes nothing (no trial, no binding,
-//  no limit is taken), so viewers may ask.
+//  POST /admin/routing/decide[?router=N]: the decision a request would get,
+//  explained, by the first router that answers (or by router N). Changes nothing (no trial, no
+//  binding, no limit is taken), so viewers may ask.
 static void s_routing_decide(s_call_t *call)
 {
     const s_field_t *f = s_decide_fields;
@@ -3554,8 +3554,10 @@ static void s_routing_decide(s_call_t *call)
     char capabilities[1024];
     s_question_t question = {.type = PROTO_MSG_EXPLAIN};
     proto_msg_t *replies[S_ROUTERS_MAX] = {NULL};
-    if (s_read(call, f, v) != 0 || s_capabilities_text(call, S_VALUE(f, v, "capabilities")->json,
-                                                       capabilities, sizeof capabilities) != 0)
+    int only;
+    if (s_router_param(call, &only) != 0 || s_read(call, f, v) != 0 ||
+        s_capabilities_text(call, S_VALUE(f, v, "capabilities")->json, capabilities,
+                            sizeof capabilities) != 0)
         goto done;
     const char *key = S_VALUE(f, v, "key")->text;
     if (key && s_client_key(call, key, &question.key_id, &question.account_id) != 0)
@@ -3563,7 +3565,7 @@ static void s_routing_decide(s_call_t *call)
     question.model = S_VALUE(f, v, "model")->text;
     question.session = S_VALUE(f, v, "session")->text;
     question.capabilities = capabilities;
-    if (s_routers_ask(call, &question, -1, true, replies) == 0) {
+    if (s_routers_ask(call, &question, only, true, replies) == 0) {
         s_no_router(call);
         goto done;
     }
@@ -4842,6 +4844,65 @@ static void s_test_passwords(void)
     free(self.dummy_hash);
 }
 
+//  The pure parts of the routing endpoints: tags, times, merged router lists.
+static void s_test_routing(void)
+{
+    assert(s_tag_valid("context-1m") && s_tag_valid("prompt-cache-1h") && s_tag_valid("a.b_c"));
+    assert(!s_tag_valid("") && !s_tag_valid("Vision") && !s_tag_valid("a,b") &&
+           !s_tag_valid("a b"));
+    char long_tag[S_TAG_MAX + 2];
+    memset(long_tag, 'a', sizeof long_tag - 1);
+    long_tag[sizeof long_tag - 1] = '\0';
+    assert(!s_tag_valid(long_tag));
+
+    json_t *ms = json_integer(1767225600250); //  2026-01-01T00:00:00.250Z
+    json_t *iso = s_iso_ms(ms);
+    assert(strcmp(json_string_value(iso), "2026-01-01T00:00:00.250Z") == 0);
+    json_decref(iso);
+    json_decref(ms);
+    iso = s_iso_ms(NULL);
+    assert(json_is_null(iso));
+    json_decref(iso);
+
+    //  Two routers that agree on one breaker and not on another.
+    proto_msg_t *replies[3] = {NULL};
+    const char *metas[] = {
+        "{\"breakers\":[{\"layer\":\"model\",\"provider_id\":1,\"upstream_model\":\"m\","
+        "\"state\":\"open\",\"reopens_at_ms\":5},{\"layer\":\"key\",\"provider_key_id\":2,"
+        "\"state\":\"disabled\"}]}",
+        NULL,
+        "{\"breakers\":[{\"layer\":\"model\",\"provider_id\":1,\"upstream_model\":\"m\","
+        "\"state\":\"open\",\"reopens_at_ms\":6}]}"};
+    for (int i = 0; i < 3; i++)
+        if (metas[i]) {
+            replies[i] = proto_msg_new(PROTO_MSG_BREAKERS_REPLY);
+            proto_msg_set_status(replies[i], 200);
+            proto_msg_set_meta(replies[i], metas[i]);
+        }
+    static const char *const identity[] = {"layer",          "provider_key_id", "provider_id",
+                                           "upstream_model", "state",           NULL};
+    json_t *merged = s_merge_lists(replies, 3, "breakers", identity);
+    assert(json_array_size(merged) == 2);
+    json_t *routers = json_object_get(json_array_get(merged, 0), "routers");
+    assert(json_array_size(routers) == 2 && json_integer_value(json_array_get(routers, 1)) == 2);
+    assert(json_integer_value(json_object_get(json_array_get(merged, 0), "reopens_at_ms")) == 5);
+    assert(json_array_size(json_object_get(json_array_get(merged, 1), "routers")) == 1);
+    json_decref(merged);
+
+    json_t *names = json_loads("{\"p\":{\"1\":\"openai\"},\"k\":{\"2\":{\"provider_id\":1,"
+                               "\"provider\":\"openai\",\"name\":\"main\"}}}",
+                               0, NULL);
+    json_t *entry = json_pack("{s:i}", "provider_key_id", 2);
+    s_name_entry(entry, names);
+    assert(strcmp(json_string_value(json_object_get(entry, "provider")), "openai") == 0);
+    assert(strcmp(json_string_value(json_object_get(entry, "key")), "main") == 0);
+    assert(json_integer_value(json_object_get(entry, "provider_id")) == 1);
+    json_decref(entry);
+    json_decref(names);
+    for (int i = 0; i < 3; i++)
+        proto_msg_destroy(&replies[i]);
+}
+
 void ingress_admin_test(bool verbose)
 {
     if (verbose)
@@ -4857,6 +4918,7 @@ void ingress_admin_test(bool verbose)
     s_test_roles();
     s_test_mask();
     s_test_passwords();
+    s_test_routing();
     if (verbose)
         printf("OK\n");
 }

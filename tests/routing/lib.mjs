@@ -104,10 +104,17 @@ export async function fault(mock, model, spec) {
 
 // Waits until the router explains `model` with candidates satisfying `check(explain)`:
 // the catalog (and mappings) reach the routers a few ms after a change.
+// Every router is asked (?router=N), since ingress spreads ROUTEs over all of them.
 export async function explainUntil(ctx, body, check, message = 'the routers to see the change', timeout = 8000) {
   return waitFor(async () => {
-    const answer = await ctx.api('POST', '/admin/routing/decide', body);
-    return answer.status === 200 && check(answer.body) ? answer.body : null;
+    const first = await ctx.api('POST', '/admin/routing/decide', body);
+    if (first.status !== 200 || !check(first.body)) return null;
+    const count = (await ctx.api('GET', '/admin/breakers')).body.routers?.length ?? 1;
+    for (let i = 0; i < count; i++) {
+      const answer = await ctx.api('POST', `/admin/routing/decide?router=${i}`, body);
+      if (answer.status !== 200 || !check(answer.body)) return null;
+    }
+    return first.body;
   }, { timeout, interval: 50, message });
 }
 

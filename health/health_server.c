@@ -16,6 +16,7 @@
 #define S_REPUBLISH_MS 5000 //  all entries again, for late subscribers
 #define S_SNAPSHOT_MS 10000 //  provider_health rows
 #define S_RECONNECT_MS 2000 //  database connection retry
+#define S_THROTTLE_MS 250   //  one HEALTH per entry at most this often, unless its level moves
 
 typedef struct {
     proto_service_t *service;       //  the process skeleton
@@ -29,6 +30,7 @@ typedef struct {
     PGconn *db;                     //  writes and LISTEN tollgate_health; NULL while down
     int db_fd;                      //  its socket in the loop, -1 when none
     zhashx_t *seen;                 //  key ids probed at least once (marker values)
+    zhashx_t *published;            //  entry -> s_published_t: last HEALTH sent
     char *mappings;                 //  model_mappings text last written (instance 0)
     int64_t index;                  //  health.instance_index
     int64_t count;                  //  health.instance_count
@@ -40,6 +42,43 @@ typedef struct {
     proto_metric_t *probes;         //  probes finished
     proto_metric_t *probe_failures; //  of them, failed
 } s_health_t;
+
+static void s_free_published(void **item)
+{
+    free(*item);
+    *item = NULL;
+}
+
+//  When an entry's HEALTH last went out, and with which level.
+typedef struct {
+    uint64_t at_ms;   //  monotonic time sent
+    int level;        //  health_level_t sent
+} s_published_t;
+
+static void s_publish(s_health_t *self, const health_entry_t *entry);
+
+//  Outcomes arrive once per request; routers need health changes, not
+//  every sample. An entry is published when its level moves, else at most
+//  every S_THROTTLE_MS (the periodic republish covers the rest), which
+//  keeps one message per request off every router.
+static void s_publish_throttled(s_health_t *self, const health_entry_t *entry)
+{
+    char name[192];
+    snprintf(name, sizeof name, "%llu:%llu:%s", (unsigned long long)entry->provider_id,
+             (unsigned long long)entry->provider_key_id, entry->upstream_model);
+    uint64_t now = proto_loop_now_ms();
+    s_published_t *last = zhashx_lookup(self->published, name);
+    if (last && last->level == (int)entry->level && now - last->at_ms < S_THROTTLE_MS)
+        return;
+    if (!last) {
+        last = calloc(1, sizeof *last);
+        assert(last);
+        zhashx_insert(self->published, name, last);
+    }
+    last->at_ms = now;
+    last->level = (int)entry->level;
+    s_publish(self, entry);
+}
 
 static void s_publish(s_health_t *self, const health_entry_t *entry)
 {
@@ -74,7 +113,7 @@ static void s_outcome_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
                 proto_msg_latency_us(outcome), proto_msg_ttfb_us(outcome), status,
                 proto_msg_has(outcome, PROTO_FIELD_error_code) ? proto_msg_error_code(outcome)
                                                                : NULL);
-            s_publish(self, entry);
+            s_publish_throttled(self, entry);
         }
         proto_metric_add(self->heard, 1);
     }
@@ -444,6 +483,7 @@ static void s_stop(void **state_p)
     s_db_close(self);
     health_state_destroy(&self->state);
     zhashx_destroy(&self->seen);
+    zhashx_destroy(&self->published);
     free(self->mappings);
     free(self);
     *state_p = NULL;
@@ -457,6 +497,8 @@ static void *s_start(proto_service_t *service)
     self->db_fd = -1;
     self->state = health_state_new();
     self->seen = zhashx_new();
+    self->published = zhashx_new();
+    zhashx_set_destructor(self->published, s_free_published);
     proto_config_t *config = proto_service_config(service);
     self->config = config;
     proto_loop_t *loop = proto_service_loop(service);

@@ -124,7 +124,8 @@ that meet one hang window time out together, and three timeouts in a row open `h
 key breaker for `router.cooldown_network_ms` (10 s), so after the first window few requests
 meet a hang in either mode (the breakers line above shows it). The flapping
 provider never fails three times in a row, so its breaker stays closed and failover alone hides
-its failures.
+its failures. The chaos runs can beat the baseline: the baseline puts all 16 clients on one
+mock process (2 threads), the chaos model spreads them over three.
 """)
 print(open(out).read())
 PY

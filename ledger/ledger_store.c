@@ -512,6 +512,9 @@ int ledger_store_write(ledger_store_t *self, ledger_entry_t **entries, size_t co
         rc = proto_db_exec(self->db, "COMMIT", error, error_size);
     if (rc != 0) {
         memset(result, 0, sizeof *result);
+        //  A partition dropped behind our back (an operator's prune) must
+        //  not fail every retry: confirm them all again.
+        self->month_count = 0;
         if (PQstatus(self->db) != CONNECTION_OK) {
             PQfinish(self->db);
             self->db = NULL;

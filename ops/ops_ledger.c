@@ -288,6 +288,17 @@ static int s_prune(PGconn *db, const char *before, bool dry_run)
     }
     char cutoff_name[32];
     snprintf(cutoff_name, sizeof cutoff_name, "usage_%04dm%02d", year, month);
+    //  The current month is being written: only whole past months go.
+    time_t now = time(NULL);
+    struct tm today;
+    gmtime_r(&now, &today);
+    if (year * 12 + month > (today.tm_year + 1900) * 12 + today.tm_mon + 1) {
+        fprintf(stderr,
+                "tollgate ledger prune: --before may be this month at the latest "
+                "(%04d-%02d)\n",
+                today.tm_year + 1900, today.tm_mon + 1);
+        return 2;
+    }
     PGresult *result = s_exec(db, s_partitions_sql);
     if (!result)
         return 1;

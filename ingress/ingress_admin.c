@@ -844,6 +844,7 @@ static int s_audit_write(s_call_t *call)
     "'tpm_limit', a.tpm_limit, 'concurrency_limit', a.concurrency_limit, "                         \
     "'daily_spend_micros', a.daily_spend_micros, "                                                 \
     "'monthly_spend_micros', a.monthly_spend_micros, "                                             \
+    "'force_capabilities', to_json(a.force_capabilities), "                                        \
     "'created_at', a.created_at, 'updated_at', a.updated_at)"
 
 //  Never the key, never its hash.
@@ -851,6 +852,7 @@ static int s_audit_write(s_call_t *call)
     "json_build_object('id', k.id, 'account_id', k.account_id, 'account', a.name, "                \
     "'name', k.name, 'prefix', k.key_prefix, 'status', k.status, "                                 \
     "'models', to_json(k.allowed_models), 'expires_at', k.expires_at, "                            \
+    "'force_capabilities', to_json(k.force_capabilities), "                                        \
     "'created_at', k.created_at, 'updated_at', k.updated_at)"
 #define S_API_KEY_FROM " FROM api_keys k JOIN accounts a ON a.id = k.account_id "
 
@@ -902,7 +904,8 @@ typedef struct {
 
 static const char *const s_statuses[] = {"active", "disabled", NULL};
 static const char *const s_key_statuses[] = {"active", "disabled", "revoked", NULL};
-static const char *const s_protocols[] = {"openai", "anthropic", "gemini", NULL};
+static const char *const s_protocols[] = {"openai", "openai-responses", "anthropic", "gemini",
+                                          NULL};
 
 static void s_values_free(s_value_t *values, size_t count)
 {
@@ -1844,8 +1847,9 @@ static void s_route_delete(s_call_t *call)
          .max = S_MONEY_MAX,                                                                       \
          .nullable = true,                                                                         \
          .micros = "monthly_spend_micros"},                                                        \
+    {.field = "allowed_models", .column = "allowed_models", .kind = S_F_NAMES, .nullable = true},  \
     {                                                                                              \
-        .field = "allowed_models", .column = "allowed_models", .kind = S_F_NAMES, .nullable = true \
+        .field = "force_capabilities", .column = "force_capabilities", .kind = S_F_NAMES           \
     }
 
 //  The first three are read by create only; s_patch skips them (no column).
@@ -2069,6 +2073,7 @@ static const s_field_t s_key_patch_fields[] = {
     {.field = "name", .column = "name", .kind = S_F_TEXT, .min = 0, .max = 200},
     {.field = "models", .column = "allowed_models", .kind = S_F_NAMES, .nullable = true},
     {.field = "expires_at", .column = "expires_at", .kind = S_F_TIME, .nullable = true},
+    {.field = "force_capabilities", .column = "force_capabilities", .kind = S_F_NAMES},
     {.field = NULL}};
 
 static const s_field_t s_revoke_fields[] = {
@@ -4547,7 +4552,7 @@ static void s_test_fields(void)
         {"{\"protocol\":\"openai\",\"base_url\":\"http://x\"}", "'name' is required"},
         {"{\"name\":\"a b\",\"protocol\":\"openai\",\"base_url\":\"http://x\"}", "'name'"},
         {"{\"name\":\"a\",\"protocol\":\"cohere\",\"base_url\":\"http://x\"}",
-         "'protocol' must be one of openai, anthropic, gemini"},
+         "'protocol' must be one of openai, openai-responses, anthropic, gemini"},
         {"{\"name\":\"a\",\"protocol\":\"openai\",\"base_url\":\"ftp://x\"}", "'base_url'"},
         {"{\"name\":\"a\",\"protocol\":\"openai\",\"base_url\":\"http://\"}", "'base_url'"},
         {"{\"name\":\"a\",\"protocol\":\"openai\",\"base_url\":\"http://x y\"}", "'base_url'"},

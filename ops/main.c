@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "ops_admin.h"
+#include "ops_ledger.h"
 
 #ifndef TOLLGATE_VERSION
 #define TOLLGATE_VERSION "0.0.0"
@@ -94,6 +95,8 @@ static const s_command_t s_commands[] = {
      "circuit breakers that are not closed; close one in every router", false},
     {"sticky", ops_admin_main, "[--session S] | rm SESSION", "sticky session bindings", false},
     {"health", ops_admin_main, "[--provider P]", "provider health and model-list fetches", false},
+    {"ledger", ops_ledger_main, "check|balances|spend|usage|partitions|prune ...",
+     "ledger reports, checks and upkeep (straight to PostgreSQL)", false},
     {"version", s_cmd_version, "", "print the version", false},
     {"help", s_cmd_help, "", "show this help", false},
     {"supervise", s_cmd_supervise, "--dir DIR", "run the supervisor (started by `up`)", true},

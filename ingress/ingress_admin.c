@@ -10,10 +10,13 @@
     tables.
 */
 #include "ingress_admin.h"
+#include "ledger_check.h"
+#include "ledger_report.h"
 #include "proto_crypto.h"
 #include "proto_db.h"
 #include "proto_log.h"
 #include "proto_msg.h"
+#include "proto_trace.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -121,6 +124,7 @@ typedef struct {
     json_t *audit_before;                      //  the object before the change, or NULL
     json_t *audit_after;                       //  and after it, or NULL
     bool audited;                              //  the audit row of this transaction is written
+    const char *content_type;                  //  of the answer when not JSON, else NULL
 } s_call_t;
 
 typedef void(s_handler_fn)(s_call_t *call);
@@ -2277,6 +2281,158 @@ static void s_usage(s_call_t *call)
                     3, params, "usage");
 }
 
+//  The ledger's reports (ledger/ledger_report.h) over the query string:
+//  from, to (ISO times or epoch seconds), account, key, provider (ids or
+//  names), model, by, errors, limit, cursor.
+static int s_report_query(s_call_t *call, ledger_report_query_t *query, char *texts[4])
+{
+    const char *raw = call->request->query;
+    char value[256];
+    memset(query, 0, sizeof *query);
+    static const char *const times[] = {"from", "to"};
+    for (int i = 0; i < 2; i++) {
+        int has = s_query_get(raw, times[i], value, sizeof value);
+        if (has < 0)
+            return s_invalid(call, "malformed query string"), -1;
+        if (has == 0)
+            continue;
+        char *end;
+        long long seconds = strtoll(value, &end, 10);
+        int64_t us = 0;
+        if (*value && !*end)
+            us = (int64_t)seconds * 1000000;
+        else {
+            //  An ISO time: let PostgreSQL read it, as the rest of the API does.
+            const char *params[] = {value};
+            PGresult *result = PQexecParams(call->self->db,
+                                            "SELECT (extract(epoch FROM $1::timestamptz) * "
+                                            "1000000)::bigint",
+                                            1, NULL, params, NULL, NULL, 0);
+            bool good = PQresultStatus(result) == PGRES_TUPLES_OK;
+            if (good)
+                us = strtoll(PQgetvalue(result, 0, 0), NULL, 10);
+            PQclear(result);
+            if (!good)
+                return s_invalid(call, "'%s' must be an ISO time or epoch seconds", times[i]), -1;
+        }
+        if (i == 0)
+            query->from_us = us;
+        else
+            query->to_us = us;
+    }
+    static const struct {
+        const char *name;  //  query parameter
+        int kind;          //  S_ACCOUNT etc., or -1 for none
+    } refs[] = {{"account", S_ACCOUNT}, {"key", -1}, {"provider", S_PROVIDER}};
+    uint64_t *ids[] = {&query->account_id, &query->key_id, &query->provider_id};
+    for (int i = 0; i < 3; i++) {
+        int has = s_query_get(raw, refs[i].name, value, sizeof value);
+        if (has < 0)
+            return s_invalid(call, "malformed query string"), -1;
+        if (has == 0)
+            continue;
+        char id[24];
+        if (refs[i].kind >= 0) {
+            if (s_resolve(call, refs[i].kind, value, id) != 0)
+                return -1;
+        } else {
+            char *end;
+            unsigned long long number = strtoull(value, &end, 10);
+            if (!*value || *end)
+                return s_invalid(call, "'key' must be a key id"), -1;
+            snprintf(id, sizeof id, "%llu", number);
+        }
+        *ids[i] = strtoull(id, NULL, 10);
+    }
+    static const char *const strings[] = {"model", "by", "cursor", "limit"};
+    for (int i = 0; i < 4; i++) {
+        texts[i] = NULL;
+        if (s_query_get(raw, strings[i], value, sizeof value) == 1)
+            texts[i] = strdup(value);
+    }
+    query->model = texts[0];
+    query->group_by = texts[1];
+    query->cursor = texts[2];
+    if (texts[3]) {
+        char *end;
+        long limit = strtol(texts[3], &end, 10);
+        if (!*texts[3] || *end || limit < 1 || limit > 10000)
+            return s_invalid(call, "'limit' must be an integer from 1 to 10000"), -1;
+        query->limit = (size_t)limit;
+    }
+    if (s_query_get(raw, "errors", value, sizeof value) == 1 && strcmp(value, "false") != 0)
+        query->status_min = 400;
+    return 0;
+}
+
+typedef int(s_report_fn)(PGconn *db, const ledger_report_query_t *query, json_t **out,
+                         char *error, size_t error_size);
+
+static void s_report(s_call_t *call, s_report_fn *report)
+{
+    ledger_report_query_t query;
+    char *texts[4] = {NULL, NULL, NULL, NULL};
+    if (s_report_query(call, &query, texts) == 0) {
+        json_t *out = NULL;
+        char error[512];
+        if (report(call->self->db, &query, &out, error, sizeof error) == 0)
+            s_respond_json(call, 200, out);
+        else
+            s_invalid(call, "%s", error);
+    }
+    for (int i = 0; i < 4; i++)
+        free(texts[i]);
+}
+
+static void s_report_spend(s_call_t *call)
+{
+    s_report(call, ledger_report_spend);
+}
+
+static void s_report_balances(s_call_t *call)
+{
+    s_report(call, ledger_report_balances);
+}
+
+static void s_report_usage(s_call_t *call)
+{
+    s_report(call, ledger_report_usage);
+}
+
+static void s_usage_csv(s_call_t *call)
+{
+    ledger_report_query_t query;
+    char *texts[4] = {NULL, NULL, NULL, NULL};
+    if (s_report_query(call, &query, texts) == 0) {
+        char *text = NULL;
+        size_t size = 0;
+        FILE *out = open_memstream(&text, &size);
+        char error[512];
+        int64_t rows = ledger_report_usage_csv(call->self->db, &query, out, error, sizeof error);
+        fclose(out);
+        if (rows >= 0) {
+            call->content_type = "text/csv";
+            s_respond(call, 200, text);
+            text = NULL;
+        } else
+            s_invalid(call, "%s", error);
+        free(text);
+    }
+    for (int i = 0; i < 4; i++)
+        free(texts[i]);
+}
+
+//  `tollgate ledger check` over HTTP: 200 when every invariant holds, 409
+//  with the report when one does not.
+static void s_ledger_check(s_call_t *call)
+{
+    char *report = NULL;
+    int rc = ledger_check_run(call->self->db, &report);
+    json_t *answer = json_pack("{s:b, s:s}", "ok", rc == 0, "report", report ? report : "");
+    free(report);
+    s_respond_json(call, rc == 0 ? 200 : 409, answer);
+}
+
 static void s_status(s_call_t *call)
 {
     s_respond_query(call, 200,
@@ -3061,7 +3217,8 @@ static void s_request_get(s_call_t *call)
                     "'response_headers', d.response_headers, 'request_body', d.request_body, "
                     "'response_body', d.response_body, 'request_truncated', d.request_truncated, "
                     "'response_truncated', d.response_truncated) FROM request_details d WHERE "
-                    "d.request_id = u.request_id)))::json" S_REQUEST_FROM "WHERE u.request_id = $1",
+                    "d.request_id = u.request_id)) || jsonb_build_object('spans', "
+                    PROTO_TRACE_TIMELINE_SQL "))::json" S_REQUEST_FROM "WHERE u.request_id = $1",
                     1, (const char *[]){id}, "request");
 }
 
@@ -4021,6 +4178,11 @@ static const s_route_t s_routes[] = {
     {"GET", "/admin/routes", s_route_table, S_ANY, NULL},
     {"GET", "/admin/status", s_status, S_VIEWER, NULL},
     {"GET", "/admin/usage", s_usage, S_VIEWER, NULL},
+    {"GET", "/admin/usage.csv", s_usage_csv, S_VIEWER, NULL},
+    {"GET", "/admin/reports/spend", s_report_spend, S_VIEWER, NULL},
+    {"GET", "/admin/reports/balances", s_report_balances, S_VIEWER, NULL},
+    {"GET", "/admin/reports/usage", s_report_usage, S_VIEWER, NULL},
+    {"GET", "/admin/ledger/check", s_ledger_check, S_VIEWER, NULL},
     {"GET", "/admin/requests", s_request_list, S_VIEWER, NULL},
     {"GET", "/admin/requests/{request}", s_request_get, S_VIEWER, NULL},
     {"GET", "/admin/settings/request-log", s_request_log_get, S_VIEWER, NULL},
@@ -4363,7 +4525,7 @@ int ingress_admin_handle(ingress_admin_t *self, const ingress_admin_request_t *r
     json_decref(call.body);
     s_call_reset(&call);
     *response_body = call.response;
-    *content_type = (char *)S_CONTENT_TYPE;
+    *content_type = (char *)(call.content_type ? call.content_type : S_CONTENT_TYPE);
     return call.status;
 }
 

@@ -27,7 +27,10 @@ async function api(method, pathname, token, body) {
   const response = await fetch(cluster.admin + pathname, {
     method, headers, body: body === undefined ? undefined : JSON.stringify(body),
   });
-  return { status: response.status, body: JSON.parse(await response.text()) };
+  const text = await response.text();
+  // CSV exports answer in text/csv; everything else is JSON.
+  const json = (response.headers.get('content-type') ?? '').includes('json');
+  return { status: response.status, body: json ? JSON.parse(text) : text };
 }
 
 // The documented operations as "METHOD /path" -> access.

@@ -5,6 +5,7 @@
 #include "proto_db.h"
 #include "proto_log.h"
 #include "proto_msg.h"
+#include "proto_observe.h"
 #include "proto_outbox.h"
 #include "proto_watch.h"
 
@@ -28,6 +29,7 @@ typedef struct {
     char trace[PROTO_MSG_TRACE_MAX + 1]; //  traceparent of the SETTLE
     uint64_t account_id;                 //  whose money
     int64_t cost_micros;                 //  what it costs
+    uint64_t settled_us;                 //  monotonic arrival, for the span
 } s_pending_t;
 
 //  What this month's spend so far is, per key, from the ledger's rollup:
@@ -296,6 +298,7 @@ static void s_settle(billing_t *self, proto_msg_t *settle)
     snprintf(pending->trace, sizeof pending->trace, "%s", proto_msg_trace(settle));
     pending->account_id = proto_msg_account_id(settle);
     pending->cost_micros = cost;
+    pending->settled_us = proto_loop_now_us();
     zhashx_insert(self->pending, rid, pending);
     uint64_t tokens_used = proto_msg_tokens_in(settle) + proto_msg_tokens_out(settle) +
                            proto_msg_tokens_cache_read(settle) +
@@ -357,6 +360,7 @@ static void s_ledger_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
         log_debug(rid, "COMMIT for a request not pending");
     else {
         proto_outbox_ack(self->outbox, rid);
+        proto_observe_span_since(rid, pending->trace, "billing.settle", pending->settled_us, 200);
         s_send_commit(self, rid, pending->trace, pending->routing_id);
         billing_committed_add(self->committed, rid, proto_loop_now_ms());
         billing_book_commit(self->book, pending->account_id, pending->cost_micros);

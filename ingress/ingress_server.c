@@ -47,6 +47,7 @@
 #include "proto_error.h"
 #include "proto_log.h"
 #include "proto_msg.h"
+#include "proto_observe.h"
 #include "proto_outbox.h"
 #include "proto_watch.h"
 
@@ -632,6 +633,7 @@ static void s_on_chunk(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
     if (r->phase == S_DISPATCHED) {
         //  The first CHUNK brings the status line: the response starts now.
         r->next_sequence = sequence + 1;
+        proto_observe_first_byte(self->metrics, r->id, r->trace, r->started_us);
         unsigned status =
             proto_msg_has(msg, PROTO_FIELD_status) ? (unsigned)proto_msg_status(msg) : 200;
         if (status < 100 || status > 599)
@@ -872,6 +874,9 @@ static void s_on_reply(ingress_server_t *self, proto_msg_t **msg_p, bool admissi
     }
     *slot = msg;
     *msg_p = NULL;
+    proto_observe_span_since(r->id, r->trace, admission ? "ingress.admission" : "ingress.route",
+                             r->received_us ? r->received_us : r->started_us,
+                             (int)proto_msg_status(msg));
     s_decide(self, r);
 }
 
@@ -1420,6 +1425,7 @@ static void s_client_completed(void *arg, struct MHD_Connection *connection, voi
     proto_metric_add(s_requests_counter(self, route, s_model_label(self, r), r->status), 1);
     proto_metric_observe(s_duration_histogram(self, route),
                          (double)(proto_loop_now_us() - r->started_us) / 1e6);
+    proto_observe_span_since(r->id, r->trace, "ingress.request", r->started_us, r->status);
     if (r->received_us && r->route && r->route->kind == INGRESS_ROUTE_GENERATE)
         log_debug(r->id, "%d %s in %.3f ms", r->status, r->parsed.model,
                   (double)(proto_loop_now_us() - r->started_us) / 1000.0);

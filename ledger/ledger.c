@@ -1,4 +1,5 @@
 #include "ledger.h"
+#include "ledger_spans.h"
 #include "ledger_store.h"
 #include "proto_db.h"
 #include "proto_log.h"
@@ -49,6 +50,7 @@ struct _ledger_t {
     proto_metric_t *m_dropped;    //  ENTRY dropped (queue full or unusable)
     proto_metric_t *m_latency;    //  histogram: seconds per batch
     proto_metric_t *m_depth;      //  gauge: queued entries
+    ledger_spans_t *spans;        //  trace spans (ledger_spans), NULL without
 };
 
 static void s_item_destroy(void **item_p)
@@ -176,6 +178,7 @@ static void s_flush(ledger_t *self)
     for (size_t i = 0; i < count; i++) {
         item = zlistx_first(self->queue);
         s_acknowledge(self, item);
+        ledger_spans_committed(self->spans, item->entry->request_id, item->trace, started);
         zhashx_delete(self->queued, item->entry->request_id);
         s_item_t *taken = zlistx_detach(self->queue, NULL);
         s_item_destroy((void **)&taken);
@@ -270,10 +273,23 @@ static void s_router_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
         return;
     if (proto_msg_type(msg) == PROTO_MSG_ENTRY)
         s_entry(self, msg);
+    else if (proto_msg_type(msg) == PROTO_MSG_SPAN)
+        ledger_spans_add(self->spans, msg);
     else
         log_warn(proto_msg_request_id(msg), "ignored %s on the ledger socket",
                  proto_msg_type_name(proto_msg_type(msg)));
     proto_msg_destroy(&msg);
+}
+
+//  Ledger lag for /metrics: how long the oldest queued entry has waited.
+static void s_collect(proto_metrics_t *metrics, void *arg)
+{
+    ledger_t *self = arg;
+    s_item_t *oldest = zlistx_first(self->queue);
+    proto_metric_set(proto_metrics_gauge(metrics, "tollgate_ledger_lag_seconds",
+                                         "Age of the oldest entry not yet committed.", NULL),
+                     oldest ? (double)(proto_loop_now_ms() - oldest->arrived_ms) / 1000.0 : 0);
+    s_update_depth(self);
 }
 
 ledger_t *ledger_new(proto_service_t *service)
@@ -325,6 +341,8 @@ ledger_t *ledger_new(proto_service_t *service)
     }
     proto_loop_add_socket(self->loop, self->router, s_router_ready, self);
     proto_loop_set_turn(self->loop, s_turn, self);
+    self->spans = ledger_spans_new(service);
+    proto_service_on_collect(service, s_collect, self);
     log_info(NULL, "ledger on %s, batches of up to %zu or %" PRIu64 " ms", bind, self->batch_max,
              self->batch_delay_ms);
     return self;
@@ -352,6 +370,7 @@ void ledger_destroy(ledger_t **self_p)
         zlistx_destroy(&self->queue);
     }
     zsock_destroy(&self->router);
+    ledger_spans_destroy(&self->spans);
     ledger_store_destroy(&self->store);
     free(self);
     *self_p = NULL;

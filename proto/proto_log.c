@@ -23,6 +23,11 @@ void proto_log_set_level(proto_log_level_t level)
     s_level = level;
 }
 
+proto_log_level_t proto_log_level(void)
+{
+    return s_level;
+}
+
 int proto_log_level_parse(const char *name, proto_log_level_t *level)
 {
     for (int i = 0; i < 4; i++)

@@ -4,7 +4,8 @@
     {"ts":"2026-11-21T23:30:17.123Z","level":"info","prog":"ingress","rid":"…","msg":"…"}
     The level check happens in the macro, so arguments below the configured
     level are never evaluated (Redis' serverLog trick). The level is process
-    configuration, set once at start-up and changed only by the admin API.
+    configuration, set at start-up and changed at run time through settings
+    'log_level' (proto_service follows it; docs/observability.md).
 */
 #ifndef PROTO_LOG_H_INCLUDED
 #define PROTO_LOG_H_INCLUDED
@@ -24,6 +25,9 @@ void proto_log_init(const char *program, proto_log_level_t level);
 
 //  Changes the minimum level at run time.
 void proto_log_set_level(proto_log_level_t level);
+
+//  The minimum level in force.
+proto_log_level_t proto_log_level(void);
 
 //  Parses "debug", "info", "warn", "error"; returns -1 when unknown.
 int proto_log_level_parse(const char *name, proto_log_level_t *level);

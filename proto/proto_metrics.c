@@ -119,6 +119,31 @@ double proto_metric_value(const proto_metric_t *metric)
     return metric->value;
 }
 
+void proto_metrics_zero(proto_metrics_t *self, const char *name)
+{
+    for (proto_metric_t *metric = self->head; metric; metric = metric->next)
+        if (metric->type != S_HISTOGRAM && strcmp(metric->name, name) == 0)
+            metric->value = 0;
+}
+
+char *proto_metrics_label(char *out, size_t size, const char *text)
+{
+    size_t n = 0;
+    for (const char *p = text ? text : ""; *p && n + 3 < size; p++) {
+        if (*p == '\\' || *p == '"') {
+            out[n++] = '\\';
+            out[n++] = *p;
+        } else if (*p == '\n') {
+            out[n++] = '\\';
+            out[n++] = 'n';
+        } else
+            out[n++] = *p;
+    }
+    if (size)
+        out[n < size ? n : size - 1] = '\0';
+    return out;
+}
+
 static void s_labels(FILE *out, const char *labels, const char *extra)
 {
     bool any = *labels || extra;
@@ -201,6 +226,11 @@ void proto_metrics_test(bool verbose)
     assert(strstr(text, "tg_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
     assert(strstr(text, "tg_latency_seconds_count 2\n"));
     free(text);
+    proto_metrics_zero(metrics, "tg_requests_total");
+    assert(proto_metric_value(ok) == 0 && proto_metric_value(bad) == 0);
+    char label[16];
+    assert(strcmp(proto_metrics_label(label, sizeof label, "a\"b\\c\nd"), "a\\\"b\\\\c\\nd") == 0);
+    assert(strlen(proto_metrics_label(label, 6, "abcdefgh")) <= 5);
     proto_metrics_destroy(&metrics);
     assert(metrics == NULL);
     if (verbose)

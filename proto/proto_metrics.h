@@ -44,6 +44,15 @@ void proto_metric_observe(proto_metric_t *metric, double value);
 //  Current value of a counter or gauge.
 double proto_metric_value(const proto_metric_t *metric);
 
+//  Sets every series of a counter or gauge family to 0 (before a collect
+//  hook sets the ones that still exist: a closed breaker reads 0).
+void proto_metrics_zero(proto_metrics_t *self, const char *name);
+
+//  Writes `text` into out (capacity size) as a Prometheus label value:
+//  backslash, quote and newline escaped; truncated, always terminated.
+//  Returns out.
+char *proto_metrics_label(char *out, size_t size, const char *text);
+
 //  Renders every metric. Caller owns return value (free()).
 char *proto_metrics_render(proto_metrics_t *self);
 

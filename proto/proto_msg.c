@@ -70,6 +70,7 @@ static const s_type_t s_types[] = {
     {PROTO_MSG_STICKY, "STICKY", 0},
     {PROTO_MSG_STICKY_REPLY, "STICKY_REPLY", B(status)},
     {PROTO_MSG_STICKY_DELETE, "STICKY_DELETE", B(session)},
+    {PROTO_MSG_SPAN, "SPAN", B(instance) | B(started_us) | B(meta)},
 };
 #undef B
 #define S_TYPE_COUNT (sizeof s_types / sizeof s_types[0])
@@ -636,6 +637,22 @@ int proto_msg_decode(const uint8_t *data, size_t size, proto_msg_t **msg_p)
 //  --------------------------------------------------------------------------
 //  Sockets
 
+//  Messages by type id and what happened to them, process-wide, for the
+//  service's metrics. Type ids are below 64; id 0 counts malformed frames.
+static uint64_t s_counts[64][4];
+enum { S_SENT, S_SEND_FAILED, S_RECEIVED, S_MALFORMED };
+
+void proto_msg_counts(int type, proto_msg_counts_t *counts)
+{
+    memset(counts, 0, sizeof *counts);
+    if (type < 0 || type >= 64)
+        return;
+    counts->sent = s_counts[type][S_SENT];
+    counts->send_failed = s_counts[type][S_SEND_FAILED];
+    counts->received = s_counts[type][S_RECEIVED];
+    counts->malformed = s_counts[type][S_MALFORMED];
+}
+
 int proto_msg_send(proto_msg_t **self_p, zsock_t *socket)
 {
     assert(self_p && *self_p);
@@ -656,6 +673,7 @@ int proto_msg_send(proto_msg_t **self_p, zsock_t *socket)
     if (rc >= 0 && self->body)
         //  zframe_send moves the frame's zmq_msg_t: the body is not copied again.
         rc = zframe_send(&self->body, socket, 0);
+    s_counts[self->type & 63][rc < 0 ? S_SEND_FAILED : S_SENT]++;
     proto_msg_destroy(self_p);
     return rc < 0 ? -1 : 0;
 }
@@ -713,8 +731,10 @@ int proto_msg_recv(proto_msg_t **msg_p, zsock_t *socket)
     if (rc != 0) {
         proto_msg_destroy(&self);
         zframe_destroy(&routing_id);
+        s_counts[0][S_MALFORMED]++;
         return -2;
     }
+    s_counts[self->type & 63][S_RECEIVED]++;
     self->routing_id = routing_id;
     *msg_p = self;
     return 0;

@@ -73,6 +73,13 @@
                                         expires_at_ms}]} or {deleted: n}
     STICKY_DELETE   admin -> router     session*: drop the binding in every router;
                                         answered with STICKY_REPLY
+
+    Tracing (proto_trace): fire-and-forget, dropped when the queue is full.
+    SPAN            any -> ledger       instance*, started_us* (wall clock), meta* (JSON
+                                        {name, span_id, parent_id, ...}), latency_us
+                                        (duration), status, attempt, provider_id,
+                                        provider_key_id, upstream_model, error_code;
+                                        the envelope's request id and trace say whose
 */
 #ifndef PROTO_MSG_H_INCLUDED
 #define PROTO_MSG_H_INCLUDED
@@ -114,7 +121,8 @@
     X(BREAKER_RESET, 44)                                                                           \
     X(STICKY, 45)                                                                                  \
     X(STICKY_REPLY, 46)                                                                            \
-    X(STICKY_DELETE, 47)
+    X(STICKY_DELETE, 47)                                                                           \
+    X(SPAN, 60)
 
 typedef enum {
 #define X(name, id) PROTO_MSG_##name = id,
@@ -260,6 +268,17 @@ zframe_t *proto_msg_take_body(proto_msg_t *self);
 //  Routing id on ROUTER sockets. Borrowed / copied.
 zframe_t *proto_msg_routing_id(const proto_msg_t *self);
 void proto_msg_set_routing_id(proto_msg_t *self, zframe_t *routing_id);
+
+//  What happened to the messages of one type in this process so far.
+typedef struct {
+    uint64_t sent;        //  handed to a socket
+    uint64_t send_failed; //  the socket would not take them (queue full, no peer)
+    uint64_t received;    //  read and decoded
+    uint64_t malformed;   //  frames dropped as malformed (counted under type 0)
+} proto_msg_counts_t;
+
+//  Fills counts for a message type id (0 for malformed frames).
+void proto_msg_counts(int type, proto_msg_counts_t *counts);
 
 //  Makes a new message of `type` that answers `request`: same request id,
 //  trace, deadline and routing id. Caller owns return value.

@@ -3,12 +3,15 @@
 #include "proto_convert.h"
 #include "proto_crypto.h"
 #include "proto_error.h"
+#include "proto_expose.h"
 #include "proto_outbox.h"
 #include "proto_loop.h"
 #include "proto_metrics.h"
 #include "proto_msg.h"
+#include "proto_observe.h"
 #include "proto_service.h"
 #include "proto_sse.h"
+#include "proto_trace.h"
 #include "proto_usage.h"
 
 #include <string.h>
@@ -24,7 +27,8 @@ static const s_test_t s_tests[] = {
     {"proto_service", proto_service_test}, {"proto_crypto", proto_crypto_test},
     {"proto_outbox", proto_outbox_test}, {"proto_error", proto_error_test},
     {"proto_sse", proto_sse_test},       {"proto_usage", proto_usage_test},
-    {"proto_convert", proto_convert_test},
+    {"proto_convert", proto_convert_test}, {"proto_expose", proto_expose_test},
+    {"proto_trace", proto_trace_test},     {"proto_observe", proto_observe_test},
 };
 
 int main(int argc, char **argv)

@@ -1,16 +1,22 @@
 #include "proto_service.h"
+#include "proto_db.h"
+#include "proto_expose.h"
 #include "proto_log.h"
 #include "proto_msg.h"
+#include "proto_trace.h"
 
 #include <assert.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
 extern char **environ;
 
 #define S_DRAIN_TIMEOUT_MS 1500
+#define S_LEVEL_RETRY_MS 1000
 
 struct _proto_service_t {
     const proto_service_def_t *def; //  the program
@@ -22,6 +28,12 @@ struct _proto_service_t {
     char instance[128];             //  instance id
     uint64_t started_ms;            //  monotonic start time
     bool draining;                  //  SIGTERM seen
+    proto_expose_t *expose;         //  /metrics listener, NULL when off
+    proto_log_level_t base_level;   //  log_level from the configuration
+    PGconn *level_db;               //  LISTENs for settings 'log_level', or NULL
+    int level_fd;                   //  its socket while watched, else -1
+    int level_timer;                //  reconnect timer, 0 when none
+    bool level_warned;              //  said once that the database is away
 };
 
 proto_loop_t *proto_service_loop(proto_service_t *self)
@@ -47,6 +59,11 @@ const char *proto_service_instance(proto_service_t *self)
 const char *proto_service_name(proto_service_t *self)
 {
     return self->def->name;
+}
+
+int proto_service_on_collect(proto_service_t *self, proto_expose_collect_fn *fn, void *arg)
+{
+    return self->expose ? proto_expose_on_collect(self->expose, fn, arg) : 0;
 }
 
 bool proto_service_draining(proto_service_t *self)
@@ -143,6 +160,197 @@ static void s_control_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
     proto_msg_destroy(&request);
 }
 
+
+//  --------------------------------------------------------------------------
+//  Metrics every process has
+
+//  Resident set size in bytes, from /proc/self/statm; 0 when unreadable.
+static double s_rss_bytes(void)
+{
+    FILE *file = fopen("/proc/self/statm", "r");
+    if (!file)
+        return 0;
+    unsigned long size = 0, resident = 0;
+    int got = fscanf(file, "%lu %lu", &size, &resident);
+    fclose(file);
+    return got == 2 ? (double)resident * (double)sysconf(_SC_PAGESIZE) : 0;
+}
+
+static void s_collect_process(proto_metrics_t *metrics, void *arg)
+{
+    proto_service_t *self = arg;
+    proto_metric_set(proto_metrics_gauge(metrics, "tollgate_process_resident_memory_bytes",
+                                         "Resident set size.", NULL),
+                     s_rss_bytes());
+    proto_metric_set(proto_metrics_gauge(metrics, "tollgate_process_uptime_seconds",
+                                         "Seconds since the process started.", NULL),
+                     (double)(proto_loop_now_ms() - self->started_ms) / 1000.0);
+    char labels[160];
+    snprintf(labels, sizeof labels, "program=\"%s\",instance=\"%s\"", self->def->name,
+             self->instance);
+    proto_metric_set(proto_metrics_gauge(metrics, "tollgate_info",
+                                         "Always 1; names the program and instance.", labels),
+                     1);
+    for (int level = PROTO_LOG_DEBUG; level <= PROTO_LOG_ERROR; level++) {
+        snprintf(labels, sizeof labels, "level=\"%s\"", proto_log_level_name(level));
+        proto_metric_set(proto_metrics_gauge(metrics, "tollgate_log_level",
+                                             "1 for the log level in force.", labels),
+                         proto_log_level() == (proto_log_level_t)level);
+    }
+    proto_metric_set(proto_metrics_gauge(metrics, "tollgate_draining", "1 after SIGTERM.", NULL),
+                     self->draining);
+    //  Message rates per message type: each type travels on one kind of
+    //  socket (ADMIT on ingress' billing DEALERs, ENTRY on billing's ledger
+    //  DEALER, ...), so the type names the socket.
+    for (int type = 0; type < 64; type++) {
+        proto_msg_counts_t counts;
+        proto_msg_counts(type, &counts);
+        if (type == 0) {
+            proto_metric_set(proto_metrics_counter(metrics, "tollgate_messages_malformed_total",
+                                                   "Frames dropped as malformed.", NULL),
+                             (double)counts.malformed);
+            continue;
+        }
+        if (!counts.sent && !counts.received && !counts.send_failed)
+            continue;
+        const char *name = proto_msg_type_name(type);
+        const struct {
+            const char *direction;
+            uint64_t value;
+        } series[] = {{"in", counts.received}, {"out", counts.sent},
+                      {"dropped", counts.send_failed}};
+        for (size_t i = 0; i < 3; i++) {
+            snprintf(labels, sizeof labels, "type=\"%s\",direction=\"%s\"", name,
+                     series[i].direction);
+            proto_metric_set(proto_metrics_counter(metrics, "tollgate_messages_total",
+                                                   "ZeroMQ messages by type: received (in), "
+                                                   "sent (out), refused by a full or "
+                                                   "peerless socket (dropped).",
+                                                   labels),
+                             (double)series[i].value);
+        }
+    }
+    proto_metric_set(proto_metrics_counter(metrics, "tollgate_spans_sent_total",
+                                           "Trace spans handed to the ledger.", NULL),
+                     (double)proto_trace_sent());
+    proto_metric_set(proto_metrics_counter(metrics, "tollgate_spans_dropped_total",
+                                           "Trace spans dropped (queue full, no ledger).", NULL),
+                     (double)proto_trace_dropped());
+}
+
+//  --------------------------------------------------------------------------
+//  Log level at run time: settings 'log_level' = {"level": "debug",
+//  "programs": {"ingress": "warn"}}; a program's own entry wins over
+//  "level", and without either the configured log_level applies again.
+//  The schema's trigger notifies tollgate_config on every settings change.
+
+static void s_level_schedule(proto_service_t *self);
+
+static void s_level_disconnect(proto_service_t *self)
+{
+    if (self->level_fd >= 0)
+        proto_loop_remove_fd(self->loop, self->level_fd);
+    self->level_fd = -1;
+    if (self->level_db)
+        PQfinish(self->level_db);
+    self->level_db = NULL;
+}
+
+//  Reads the setting and applies it. Returns 0, or -1 when the query failed.
+static int s_level_apply(proto_service_t *self)
+{
+    PGresult *result =
+        PQexec(self->level_db, "SELECT value::text FROM settings WHERE key = 'log_level'");
+    if (PQresultStatus(result) != PGRES_TUPLES_OK) {
+        PQclear(result);
+        return -1;
+    }
+    proto_log_level_t level = self->base_level;
+    if (PQntuples(result) == 1) {
+        json_t *value = json_loads(PQgetvalue(result, 0, 0), 0, NULL);
+        const char *name = json_string_value(json_object_get(value, "level"));
+        const char *own =
+            json_string_value(json_object_get(json_object_get(value, "programs"), self->def->name));
+        proto_log_level_t parsed;
+        if (own && proto_log_level_parse(own, &parsed) == 0)
+            level = parsed;
+        else if (name && proto_log_level_parse(name, &parsed) == 0)
+            level = parsed;
+        json_decref(value);
+    }
+    PQclear(result);
+    proto_log_level_t before = proto_log_level();
+    if (level != before) {
+        //  Written whatever the new level, so that the change shows.
+        proto_log_set_level(PROTO_LOG_DEBUG);
+        proto_log_write(PROTO_LOG_INFO, NULL, "log level %s -> %s (settings)",
+                        proto_log_level_name(before), proto_log_level_name(level));
+        proto_log_set_level(level);
+    }
+    return 0;
+}
+
+static void s_level_readable(proto_loop_t *loop, int fd, uint32_t events, void *arg)
+{
+    proto_service_t *self = arg;
+    if (!PQconsumeInput(self->level_db)) {
+        log_warn(NULL, "log level watch: lost the database; reconnecting");
+        s_level_disconnect(self);
+        s_level_schedule(self);
+        return;
+    }
+    bool changed = false;
+    PGnotify *notice;
+    while ((notice = PQnotifies(self->level_db))) {
+        if (strcmp(notice->extra, "settings") == 0)
+            changed = true;
+        PQfreemem(notice);
+    }
+    if (changed && s_level_apply(self) != 0) {
+        s_level_disconnect(self);
+        s_level_schedule(self);
+    }
+}
+
+//  Connects once, LISTENs and applies the current setting. Returns 0 or -1.
+static int s_level_connect(proto_service_t *self)
+{
+    char error[512];
+    self->level_db =
+        proto_db_connect_once(proto_config_str(self->config, "database_url"), error, sizeof error);
+    if (!self->level_db || proto_db_exec(self->level_db, "LISTEN tollgate_config", error,
+                                         sizeof error) != 0 ||
+        s_level_apply(self) != 0 || PQsetnonblocking(self->level_db, 1) != 0) {
+        if (!self->level_warned)
+            log_warn(NULL, "log level watch: %s; retrying every %d ms",
+                     self->level_db ? "cannot listen" : error, S_LEVEL_RETRY_MS);
+        self->level_warned = true;
+        s_level_disconnect(self);
+        return -1;
+    }
+    self->level_fd = PQsocket(self->level_db);
+    proto_loop_add_fd(self->loop, self->level_fd, EPOLLIN, s_level_readable, self);
+    if (self->level_warned)
+        log_info(NULL, "log level watch: connected");
+    self->level_warned = false;
+    return 0;
+}
+
+static void s_level_retry(proto_loop_t *loop, int id, void *arg)
+{
+    proto_service_t *self = arg;
+    self->level_timer = 0;
+    if (s_level_connect(self) != 0)
+        s_level_schedule(self);
+}
+
+static void s_level_schedule(proto_service_t *self)
+{
+    if (!self->level_timer)
+        self->level_timer =
+            proto_loop_add_timer(self->loop, S_LEVEL_RETRY_MS, false, s_level_retry, self);
+}
+
 static void s_drain_timeout(proto_loop_t *loop, int id, void *arg)
 {
     log_warn(NULL, "drain took longer than %d ms; exiting with work in flight",
@@ -186,7 +394,7 @@ int proto_service_main(int argc, char **argv, const proto_service_def_t *def)
     snprintf(program, sizeof program, "%s", def->name);
     proto_log_init(program, PROTO_LOG_INFO);
 
-    proto_service_t self = {.def = def, .config = proto_config_new()};
+    proto_service_t self = {.def = def, .config = proto_config_new(), .level_fd = -1};
     char error[1024];
     bool print = false;
     int rc = s_configure(self.config, argc, argv, def->name, &print, error, sizeof error);
@@ -204,6 +412,7 @@ int proto_service_main(int argc, char **argv, const proto_service_def_t *def)
     proto_log_level_t level = PROTO_LOG_INFO;
     proto_log_level_parse(proto_config_str(self.config, "log_level"), &level);
     proto_log_set_level(level);
+    self.base_level = level;
     s_instance_id(&self);
 
     //  Signals are blocked before ZeroMQ starts its I/O threads so that
@@ -231,6 +440,23 @@ int proto_service_main(int argc, char **argv, const proto_service_def_t *def)
     }
     proto_loop_add_socket(self.loop, self.control, s_control_ready, &self);
 
+    snprintf(key, sizeof key, "%s.metrics_listen", def->name);
+    const char *metrics_address = proto_config_str(self.config, key);
+    if (*metrics_address) {
+        self.expose =
+            proto_expose_new(self.loop, self.metrics, metrics_address, error, sizeof error);
+        if (!self.expose) {
+            log_error(NULL, "%s", error);
+            goto done;
+        }
+        proto_expose_on_collect(self.expose, s_collect_process, &self);
+        log_info(NULL, "metrics on http://%s/metrics", metrics_address);
+    }
+    if (proto_trace_init(self.config, def->name, self.instance) != 0)
+        log_warn(NULL, "trace: cannot open the span socket; spans are dropped");
+    if (proto_config_bool(self.config, "log_level_watch") && s_level_connect(&self) != 0)
+        s_level_schedule(&self);
+
     self.state = def->start(&self);
     if (!self.state)
         goto done; //  start logged why
@@ -242,6 +468,11 @@ int proto_service_main(int argc, char **argv, const proto_service_def_t *def)
 done:
     if (self.state && def->stop)
         def->stop(&self.state);
+    if (self.level_timer)
+        proto_loop_cancel_timer(self.loop, self.level_timer);
+    s_level_disconnect(&self);
+    proto_expose_destroy(&self.expose);
+    proto_trace_shutdown();
     zsock_destroy(&self.control);
     proto_metrics_destroy(&self.metrics);
     proto_loop_destroy(&self.loop);

@@ -7,6 +7,13 @@
     socket (`NAME.control_bind`, a ROUTER answering PING with PONG), then
     calls def->start and runs the loop.
 
+    Also for every program: `NAME.metrics_listen` (host:port, empty = off)
+    serves the metrics registry at /metrics (proto_expose) with process
+    gauges (RSS, uptime, messages by type, spans, log level); trace spans go
+    to the ledger (proto_trace); and with `log_level_watch` (default on) a
+    LISTEN connection follows settings 'log_level', so the level changes
+    within milliseconds of an update, without a restart.
+
     SIGTERM or SIGINT calls def->drain: the program stops taking new work and
     calls proto_service_drained once what it holds is finished or handed on.
     If it has not done so after `drain_timeout_ms` (1500) the loop ends anyway,
@@ -17,6 +24,7 @@
 #define PROTO_SERVICE_H_INCLUDED
 
 #include "proto_config.h"
+#include "proto_expose.h"
 #include "proto_loop.h"
 #include "proto_metrics.h"
 
@@ -41,6 +49,11 @@ proto_config_t *proto_service_config(proto_service_t *self);
 
 //  The process' metrics registry. Borrowed.
 proto_metrics_t *proto_service_metrics(proto_service_t *self);
+
+//  Adds a hook run before each scrape of `NAME.metrics_listen`, to refresh
+//  gauges computed on demand. Returns 0 (also when metrics are off: the
+//  hook is then never called), -1 when too many hooks.
+int proto_service_on_collect(proto_service_t *self, proto_expose_collect_fn *fn, void *arg);
 
 //  This instance's id (instance_id, or host-pid). Borrowed.
 const char *proto_service_instance(proto_service_t *self);

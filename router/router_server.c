@@ -1,6 +1,7 @@
 #include "router_server.h"
 #include "proto_log.h"
 #include "proto_msg.h"
+#include "proto_observe.h"
 #include "proto_watch.h"
 #include "router_select.h"
 #include "router_store.h"
@@ -117,6 +118,7 @@ static void s_remember(s_router_t *self, const char *rid, const char *session, u
 static void s_answer_route(s_router_t *self, proto_msg_t *request)
 {
     const char *rid = proto_msg_request_id(request);
+    uint64_t started_us = proto_loop_now_us();
     router_context_t context = s_context(self);
     router_request_t query = {.request_id = rid,
                               .model = proto_msg_model(request),
@@ -150,6 +152,8 @@ static void s_answer_route(s_router_t *self, proto_msg_t *request)
         log_info(rid, "no route for model %s: %d %s", query.model, decision->status,
                  decision->error_code);
     }
+    proto_observe_decision(rid, proto_msg_trace(request), decision->status, decision->candidates,
+                           decision->status == 200 ? decision->count : 0, started_us);
     free(decision);
     proto_msg_send(&reply, self->frontend);
 }
@@ -492,6 +496,15 @@ static zsock_t *s_subscriber(proto_config_t *config, const char *component)
     return socket;
 }
 
+//  Breaker states for /metrics, read when scraped.
+static void s_collect(proto_metrics_t *metrics, void *arg)
+{
+    s_router_t *self = arg;
+    json_t *list = router_breaker_list(self->breaker, s_now(), s_wall_ms());
+    proto_observe_breakers(metrics, list, self->catalog);
+    json_decref(list);
+}
+
 static void *s_start(proto_service_t *service)
 {
     s_router_t *self = calloc(1, sizeof *self);
@@ -521,6 +534,7 @@ static void *s_start(proto_service_t *service)
     self->flight_max_ms = (uint64_t)proto_config_int(config, "dispatch.total_timeout_ms") + 60000;
     router_breaker_config_t breaker = s_breaker_config(config);
     self->breaker = router_breaker_new(&breaker);
+    proto_service_on_collect(service, s_collect, self);
     self->sticky = router_sticky_new((uint64_t)proto_config_int(config, "router.sticky_ttl_ms"),
                                      (uint64_t)proto_config_int(config, "router.preference_ttl_ms"),
                                      (size_t)proto_config_int(config, "router.sticky_max"));

@@ -8,6 +8,7 @@
 #include "proto_error.h"
 #include "proto_log.h"
 #include "proto_msg.h"
+#include "proto_observe.h"
 #include "proto_outbox.h"
 #include "proto_sse.h"
 #include "proto_usage.h"
@@ -216,6 +217,22 @@ static void s_outcome(s_request_t *self, int status, const char *error_code)
     proto_metric_add(proto_metrics_counter(server->metrics, "tollgate_dispatch_attempts_total",
                                            "Upstream attempts by status", labels),
                      1);
+    const proto_provider_t *provider =
+        proto_catalog_provider(server->catalog, self->candidate->provider_id);
+    proto_observe_attempt_t attempt = {
+        .request_id = self->rid,
+        .trace = proto_msg_trace(self->dispatch),
+        .attempt = (uint64_t)self->attempts,
+        .provider_id = self->candidate->provider_id,
+        .provider_key_id = self->candidate->provider_key_id,
+        .provider_name = provider ? provider->name : NULL,
+        .model = proto_msg_model(self->dispatch),
+        .upstream_model = self->candidate->upstream_model,
+        .status = status,
+        .error_code = error_code,
+        .latency_us = self->call ? dispatch_call_latency_us(self->call) : 0,
+        .ttfb_us = self->call ? dispatch_call_ttfb_us(self->call) : 0};
+    proto_observe_attempt(server->metrics, &attempt);
 }
 
 //  What a finished request tells ingress and billing.

@@ -1,0 +1,214 @@
+#include "proto_trace.h"
+#include "proto_crypto.h"
+#include "proto_log.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <jansson.h>
+#include <string.h>
+
+#define S_SNDHWM 10000
+
+//  The process' sender, like proto_log's settings: set once at start-up.
+static struct {
+    zsock_t *dealer;           //  to every ledger, or NULL
+    bool enabled;              //  trace.spans
+    char program[32];          //  "ingress"
+    char instance[128];        //  this process' instance id
+    proto_trace_sink_fn *sink; //  local receiver instead of the socket
+    void *sink_arg;            //  its argument
+    uint64_t sent;             //  spans handed on
+    uint64_t dropped;          //  spans lost (queue full, no ledger)
+} s_trace;
+
+int proto_trace_init(proto_config_t *config, const char *program, const char *instance)
+{
+    snprintf(s_trace.program, sizeof s_trace.program, "%s", program);
+    snprintf(s_trace.instance, sizeof s_trace.instance, "%s", instance);
+    s_trace.enabled = proto_config_bool(config, "trace.spans");
+    if (!s_trace.enabled)
+        return 0;
+    const char *endpoints[64];
+    int count = proto_config_endpoints(config, "ledger", endpoints, 64);
+    s_trace.dealer = zsock_new(ZMQ_DEALER);
+    if (!s_trace.dealer)
+        return -1;
+    zsock_set_sndhwm(s_trace.dealer, S_SNDHWM);
+    zsock_set_sndtimeo(s_trace.dealer, 0); //  never wait: drop instead
+    zsock_set_linger(s_trace.dealer, 0);
+    for (int i = 0; i < count; i++)
+        if (zsock_connect(s_trace.dealer, "%s", endpoints[i]) < 0)
+            log_warn(NULL, "trace: cannot connect to ledger %s", endpoints[i]);
+    return 0;
+}
+
+void proto_trace_shutdown(void)
+{
+    zsock_destroy(&s_trace.dealer);
+    s_trace.enabled = false;
+}
+
+void proto_trace_set_sink(proto_trace_sink_fn *fn, void *arg)
+{
+    s_trace.sink = fn;
+    s_trace.sink_arg = arg;
+}
+
+uint64_t proto_trace_sent(void)
+{
+    return s_trace.sent;
+}
+
+uint64_t proto_trace_dropped(void)
+{
+    return s_trace.dropped;
+}
+
+static bool s_hex(const char *text, size_t length)
+{
+    for (size_t i = 0; i < length; i++)
+        if (!isxdigit((unsigned char)text[i]) || isupper((unsigned char)text[i]))
+            return false;
+    return true;
+}
+
+char *proto_trace_id(const char *traceparent, char *out)
+{
+    out[0] = '\0';
+    //  00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>
+    if (traceparent && strlen(traceparent) >= 55 && traceparent[2] == '-' &&
+        traceparent[35] == '-' && s_hex(traceparent + 3, 32)) {
+        memcpy(out, traceparent + 3, 32);
+        out[32] = '\0';
+    }
+    return out;
+}
+
+proto_msg_t *proto_trace_message(const char *request_id, const char *traceparent,
+                                 const proto_span_t *span)
+{
+    char span_id[17];
+    proto_crypto_random_hex(span_id, 8);
+    json_t *meta = json_pack("{s:s, s:s, s:s}", "name", span->name ? span->name : "span", "program",
+                             s_trace.program[0] ? s_trace.program : "?", "span_id", span_id);
+    char trace_id[33];
+    if (*proto_trace_id(traceparent, trace_id) && s_hex(traceparent + 36, 16)) {
+        char parent[17];
+        memcpy(parent, traceparent + 36, 16);
+        parent[16] = '\0';
+        json_object_set_new(meta, "parent_id", json_string(parent));
+    }
+    if (span->attributes) {
+        json_t *attributes = json_loads(span->attributes, 0, NULL);
+        if (json_is_object(attributes))
+            json_object_set(meta, "attributes", attributes);
+        json_decref(attributes);
+    }
+    char *meta_text = json_dumps(meta, JSON_COMPACT);
+    json_decref(meta);
+
+    proto_msg_t *msg = proto_msg_new(PROTO_MSG_SPAN);
+    proto_msg_set_request_id(msg, request_id ? request_id : "");
+    proto_msg_set_trace(msg, traceparent && strlen(traceparent) <= PROTO_MSG_TRACE_MAX ? traceparent
+                                                                                       : "");
+    proto_msg_set_instance(msg, s_trace.instance[0] ? s_trace.instance : "?");
+    proto_msg_set_started_us(msg, span->started_us);
+    proto_msg_set_meta(msg, meta_text);
+    free(meta_text);
+    proto_msg_set_latency_us(msg, span->duration_us);
+    if (span->status)
+        proto_msg_set_status(msg, (uint64_t)span->status);
+    if (span->attempt)
+        proto_msg_set_attempt(msg, span->attempt);
+    if (span->provider_id)
+        proto_msg_set_provider_id(msg, span->provider_id);
+    if (span->provider_key_id)
+        proto_msg_set_provider_key_id(msg, span->provider_key_id);
+    if (span->upstream_model && *span->upstream_model)
+        proto_msg_set_upstream_model(msg, span->upstream_model);
+    if (span->error_code && *span->error_code)
+        proto_msg_set_error_code(msg, span->error_code);
+    return msg;
+}
+
+void proto_trace_span(const char *request_id, const char *traceparent, const proto_span_t *span)
+{
+    if (!s_trace.sink && !s_trace.dealer)
+        return;
+    if (!request_id || !*request_id)
+        return; //  spans belong to requests
+    proto_msg_t *msg = proto_trace_message(request_id, traceparent, span);
+    if (s_trace.sink) {
+        s_trace.sent++;
+        s_trace.sink(&msg, s_trace.sink_arg);
+        proto_msg_destroy(&msg);
+        return;
+    }
+    if (proto_msg_send(&msg, s_trace.dealer) == 0)
+        s_trace.sent++;
+    else
+        s_trace.dropped++;
+}
+
+//  --------------------------------------------------------------------------
+//  Self test
+
+static void s_test_sink(proto_msg_t **msg_p, void *arg)
+{
+    proto_msg_t **kept = arg;
+    *kept = *msg_p;
+    *msg_p = NULL;
+}
+
+void proto_trace_test(bool verbose)
+{
+    if (verbose)
+        printf(" * proto_trace: ");
+    char id[33];
+    const char *parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    assert(strcmp(proto_trace_id(parent, id), "4bf92f3577b34da6a3ce929d0e0e4736") == 0);
+    assert(*proto_trace_id("garbage", id) == '\0');
+    assert(*proto_trace_id(NULL, id) == '\0');
+
+    proto_msg_t *kept = NULL;
+    proto_trace_set_sink(s_test_sink, &kept);
+    proto_span_t span = {.name = "dispatch.attempt",
+                         .started_us = 1700000000000000ull,
+                         .duration_us = 1234,
+                         .status = 500,
+                         .attempt = 2,
+                         .provider_id = 7,
+                         .upstream_model = "gpt-x",
+                         .error_code = "upstream_error",
+                         .attributes = "{\"url\":\"http://x\"}"};
+    proto_trace_span("", parent, &span); //  no request: nothing
+    assert(!kept);
+    uint64_t sent = proto_trace_sent();
+    proto_trace_span("req-1", parent, &span);
+    assert(kept && proto_trace_sent() == sent + 1);
+    assert(proto_msg_type(kept) == PROTO_MSG_SPAN);
+    assert(strcmp(proto_msg_request_id(kept), "req-1") == 0);
+    assert(strcmp(proto_msg_trace(kept), parent) == 0);
+    assert(proto_msg_status(kept) == 500 && proto_msg_attempt(kept) == 2);
+    assert(proto_msg_latency_us(kept) == 1234);
+    assert(!proto_msg_has(kept, PROTO_FIELD_provider_key_id));
+    json_t *meta = json_loads(proto_msg_meta(kept), 0, NULL);
+    assert(meta);
+    assert(strcmp(json_string_value(json_object_get(meta, "name")), "dispatch.attempt") == 0);
+    assert(strcmp(json_string_value(json_object_get(meta, "parent_id")), "00f067aa0ba902b7") == 0);
+    assert(strlen(json_string_value(json_object_get(meta, "span_id"))) == 16);
+    assert(json_is_object(json_object_get(meta, "attributes")));
+    json_decref(meta);
+    //  The message survives the wire.
+    uint8_t *data = NULL;
+    size_t size = 0;
+    assert(proto_msg_encode(kept, &data, &size) == 0);
+    proto_msg_t *decoded = NULL;
+    assert(proto_msg_decode(data, size, &decoded) == 0);
+    free(data);
+    proto_msg_destroy(&decoded);
+    proto_msg_destroy(&kept);
+    proto_trace_set_sink(NULL, NULL);
+    if (verbose)
+        printf("OK\n");
+}

@@ -1,0 +1,86 @@
+/*  proto_trace: spans of a request's life, sent to the ledger.
+
+    Every process records what it did for a request as spans (name, wall
+    clock start, duration, outcome) under the request id and the W3C trace
+    id of the envelope's `trace`. A span travels as a SPAN message on a
+    DEALER connected to every ledger endpoint, sent without waiting
+    (ZMQ_SNDTIMEO 0): when the queue is full or no ledger is there, the span
+    is dropped and counted. Spans are not money; the request path never
+    waits for them. The ledger batches them into the `spans` table.
+
+    The sender is process-wide, like the log: proto_service sets it up from
+    `trace.spans` (default on) and `ledger.endpoints`, so any module may
+    call proto_trace_span without holding a handle. The ledger installs a
+    local sink instead, so its own spans skip the socket.
+*/
+#ifndef PROTO_TRACE_H_INCLUDED
+#define PROTO_TRACE_H_INCLUDED
+
+#include "proto_config.h"
+#include "proto_msg.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+//  One span. Zero/NULL fields are left out.
+typedef struct {
+    const char *name;           //  "ingress.receive", "dispatch.attempt", ...
+    uint64_t started_us;        //  wall clock, µs since the epoch (proto_loop_wall_us)
+    uint64_t duration_us;       //  how long it took
+    int status;                 //  HTTP-like outcome, 0 when none
+    uint64_t attempt;           //  upstream attempt number, 0 when none
+    uint64_t provider_id;       //  providers.id, 0 when none
+    uint64_t provider_key_id;   //  provider_keys.id, 0 when none
+    const char *upstream_model; //  or NULL
+    const char *error_code;     //  our error code, or NULL
+    const char *attributes;     //  a JSON object's text with anything else, or NULL
+} proto_span_t;
+
+//  Receives SPAN messages instead of the socket (the ledger); takes
+//  ownership of *msg_p.
+typedef void(proto_trace_sink_fn)(proto_msg_t **msg_p, void *arg);
+
+//  Sets up the process' sender. Returns 0, or -1 when the socket failed
+//  (logged; spans are then dropped). Without `trace.spans` nothing is sent.
+int proto_trace_init(proto_config_t *config, const char *program, const char *instance);
+
+//  Closes the sender.
+void proto_trace_shutdown(void);
+
+//  Sends spans to fn instead of the ledger socket (NULL: back to the socket).
+void proto_trace_set_sink(proto_trace_sink_fn *fn, void *arg);
+
+//  Records one span of request_id under traceparent (may be "" or NULL:
+//  the span is kept under the request id alone).
+void proto_trace_span(const char *request_id, const char *traceparent, const proto_span_t *span);
+
+//  Spans sent and dropped so far in this process.
+uint64_t proto_trace_sent(void);
+uint64_t proto_trace_dropped(void);
+
+//  Builds the SPAN message (used by proto_trace_span; exposed for tests).
+//  Caller owns return value.
+proto_msg_t *proto_trace_message(const char *request_id, const char *traceparent,
+                                 const proto_span_t *span);
+
+//  Copies the 32-hex trace id of a traceparent into out (33 bytes); "" when
+//  it is not one. Returns out.
+char *proto_trace_id(const char *traceparent, char *out);
+
+//  SQL expression: the spans of the request whose id is the SQL expression
+//  `u.request_id`, as a JSON array in time order with provider names
+//  joined in ([] when none). For GET /admin/requests/{id}.
+#define PROTO_TRACE_TIMELINE_SQL                                                                   \
+    "coalesce((SELECT json_agg(json_build_object('name', s.name, 'program', s.program, "           \
+    "'instance', s.instance, 'started_at', s.started_at, 'duration_ms', "                          \
+    "round(s.duration_us / 1000.0, 3), 'status', s.status, 'attempt', s.attempt, "                 \
+    "'provider_id', s.provider_id, 'provider', p.name, 'provider_key_id', s.provider_key_id, "     \
+    "'upstream_model', s.upstream_model, 'error_code', s.error_code, 'trace_id', s.trace_id, "     \
+    "'span_id', s.span_id, 'parent_id', s.parent_id, 'attributes', s.attributes) "                 \
+    "ORDER BY s.started_at, s.id) FROM spans s LEFT JOIN providers p ON p.id = s.provider_id "     \
+    "WHERE s.request_id = u.request_id), '[]'::json)"
+
+//  Self test.
+void proto_trace_test(bool verbose);
+
+#endif

@@ -1,0 +1,156 @@
+// Metrics and traces through the real programs.
+//
+// Every program serves /metrics on its own NAME.metrics_listen; each exposition must pass a
+// strict Prometheus text parser (./prom.mjs) and carry the families docs/observability.md
+// lists. A request that fails over twice (two mock providers answering 500, a third
+// healthy) shows both failed attempts, and the one that answered, in its timeline at
+// GET /admin/requests/{id}, under the client's W3C trace id.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import { freePort, programs, waitFor } from '../lib/harness.mjs';
+import { addClient, addProvider, chat, ok, setup, usageRow } from '../routing/lib.mjs';
+import { parsePrometheus, scrape } from './prom.mjs';
+
+let ctx;
+let client;
+const metrics = {};
+
+before(async () => {
+  const env = { TOLLGATE_ROUTER_BREAKER_THRESHOLD: '1000', TOLLGATE_LEDGER_PRUNE_INTERVAL_MS: '300' };
+  for (const program of programs) {
+    metrics[program] = `127.0.0.1:${await freePort()}`;
+    env[`TOLLGATE_${program.toUpperCase()}_METRICS_LISTEN`] = metrics[program];
+  }
+  const models = 'obs-ok,obs-failover';
+  ctx = await setup({
+    mocks: [
+      ['--models', models, '--fault', 'obs-failover=500'],
+      ['--models', models, '--fault', 'obs-failover=500'],
+      ['--models', models],
+    ],
+    env,
+  });
+  await addProvider(ctx, 'first', ctx.mocks[0].url, { priority: 30 });
+  await addProvider(ctx, 'second', ctx.mocks[1].url, { priority: 20 });
+  await addProvider(ctx, 'third', ctx.mocks[2].url, { priority: 10 });
+  for (const name of ['obs-ok', 'obs-failover']) {
+    await ok(ctx, 'POST', '/admin/models', {
+      name, price_in: '1', price_out: '2',
+      routes: [{ provider: 'first' }, { provider: 'second' }, { provider: 'third' }],
+    });
+  }
+  client = await addClient(ctx, 'observed');
+  await waitFor(async () => (await chat(ctx, client.key, { model: 'obs-ok' })).status === 200,
+    { timeout: 5000, message: 'the first request' });
+});
+
+after(async () => { await ctx?.stop(); });
+
+test('the parser is strict', () => {
+  const good = '# HELP a_total A.\n# TYPE a_total counter\na_total{x="q\\"\\\\\\n"} 1\n'
+    + '# TYPE h histogram\nh_bucket{le="1"} 1\nh_bucket{le="+Inf"} 2\nh_sum 3\nh_count 2\n';
+  const parsed = parsePrometheus(good);
+  assert.equal(parsed.get('a_total').samples[0].labels.x, 'q"\\\n');
+  for (const bad of [
+    'a 1\n', // no TYPE
+    '# TYPE a counter\na{x="1"} 1\na{x="1"} 2\n', // twice
+    '# TYPE a counter\na{x="\\t"} 1\n', // bad escape
+    '# TYPE a counter\na one\n',
+    '# TYPE a counter\na 1', // no final newline
+    '# TYPE h histogram\nh_bucket{le="1"} 2\nh_bucket{le="+Inf"} 1\nh_sum 1\nh_count 1\n',
+    '# TYPE h histogram\nh_bucket{le="1"} 1\nh_sum 1\nh_count 1\n', // no +Inf
+  ]) assert.throws(() => parsePrometheus(bad), undefined, JSON.stringify(bad));
+});
+
+test('every program serves parseable metrics with its families', async () => {
+  // Some traffic first: a plain and a streamed request.
+  assert.equal((await chat(ctx, client.key, { model: 'obs-ok', stream: true })).status, 200);
+  const expected = {
+    all: ['tollgate_process_resident_memory_bytes', 'tollgate_process_uptime_seconds', 'tollgate_info',
+      'tollgate_log_level', 'tollgate_messages_total', 'tollgate_messages_malformed_total',
+      'tollgate_spans_sent_total', 'tollgate_spans_dropped_total', 'tollgate_metrics_scrapes_total'],
+    ingress: ['tollgate_ingress_requests_total', 'tollgate_ingress_request_seconds',
+      'tollgate_ingress_ttft_seconds', 'tollgate_ingress_in_flight', 'tollgate_ingress_key_cache_size'],
+    dispatch: ['tollgate_upstream_attempts_total', 'tollgate_upstream_seconds', 'tollgate_upstream_ttfb_seconds',
+      'tollgate_dispatch_failovers_total', 'tollgate_dispatch_in_flight'],
+    router: ['tollgate_router_breakers', 'tollgate_router_decisions_total'],
+    billing: ['tollgate_billing_outbox', 'tollgate_billing_settles_total'],
+    ledger: ['tollgate_ledger_lag_seconds', 'tollgate_ledger_queue_depth', 'tollgate_ledger_spans_inserted_total'],
+    health: ['tollgate_health_probes_total'],
+  };
+  for (const program of programs) {
+    const families = await waitFor(async () => {
+      const found = await scrape(metrics[program]);
+      return [...expected.all, ...expected[program]].every((name) => found.has(name)) ? found : null;
+    }, { timeout: 5000, message: `${program}'s families` }).catch(async (error) => {
+      const found = await scrape(metrics[program]);
+      const missing = [...expected.all, ...expected[program]].filter((name) => !found.has(name));
+      throw new Error(`${program} lacks ${missing.join(', ')}: ${error.message}`);
+    });
+    const info = families.get('tollgate_info').samples[0].labels;
+    assert.equal(info.program, program);
+    assert.ok(families.get('tollgate_process_resident_memory_bytes').samples[0].value > 1e6, `${program} RSS`);
+    assert.equal(families.get('tollgate_log_level').samples.find((s) => s.labels.level === 'info').value, 1);
+  }
+  const ingress = await scrape(metrics.ingress);
+  const ok200 = ingress.get('tollgate_ingress_requests_total').samples
+    .find((s) => s.labels.model === 'obs-ok' && s.labels.status === '200');
+  assert.ok(ok200.value >= 2, 'requests by route, model and status');
+  assert.ok(ingress.get('tollgate_ingress_ttft_seconds').samples.find((s) => s.name.endsWith('_count')).value >= 1);
+  const dispatch = await scrape(metrics.dispatch);
+  assert.ok(dispatch.get('tollgate_upstream_attempts_total').samples
+    .some((s) => s.labels.provider === 'first' && s.labels.model === 'obs-ok' && s.labels.status === '200'));
+  const messages = dispatch.get('tollgate_messages_total').samples;
+  const count = (type, direction) => messages.find((s) => s.labels.type === type && s.labels.direction === direction)?.value ?? 0;
+  assert.ok(count('DISPATCH', 'in') >= 2, 'dispatch counts the DISPATCHes it received');
+  assert.ok(count('OUTCOME', 'out') >= 2, 'dispatch counts the OUTCOMEs it published');
+  // Only /metrics is served.
+  assert.equal((await fetch(`http://${metrics.ingress}/other`)).status, 404);
+});
+
+test('a request that failed over twice shows both failed attempts in its timeline', async () => {
+  const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+  const response = await chat(ctx, client.key, { model: 'obs-failover' },
+    { headers: { traceparent: `00-${traceId}-00f067aa0ba902b7-01` } });
+  assert.equal(response.status, 200, response.text);
+  const row = await usageRow(ctx, response.id);
+  assert.equal(Number(row.attempts), 3);
+  const wanted = ['ingress.request', 'ingress.admission', 'ingress.route', 'router.decide',
+    'dispatch.attempt', 'billing.settle', 'ledger.commit'];
+  const request = await waitFor(async () => {
+    const answer = await ctx.api('GET', `/admin/requests/${response.id}`);
+    if (answer.status !== 200) return null;
+    const names = new Set(answer.body.spans.map((s) => s.name));
+    const attempts = answer.body.spans.filter((s) => s.name === 'dispatch.attempt');
+    return wanted.every((name) => names.has(name)) && attempts.length === 3 ? answer.body : null;
+  }, { timeout: 5000, message: 'the whole timeline' });
+  const attempts = request.spans.filter((s) => s.name === 'dispatch.attempt');
+  assert.deepEqual(attempts.map((s) => [s.attempt, s.provider, s.status]),
+    [[1, 'first', 500], [2, 'second', 500], [3, 'third', 200]]);
+  for (const span of request.spans) {
+    assert.equal(span.trace_id, traceId, `${span.name} under the client's trace`);
+    assert.ok(span.program && span.instance && span.started_at, JSON.stringify(span));
+  }
+  // In time order, from several processes.
+  const times = request.spans.map((s) => Date.parse(s.started_at));
+  assert.deepEqual(times, [...times].sort((a, b) => a - b));
+  assert.ok(new Set(request.spans.map((s) => s.program)).size >= 5);
+  const decide = request.spans.find((s) => s.name === 'router.decide');
+  assert.equal(decide.attributes.count, 3);
+  // The failovers show in dispatch's metrics too.
+  const dispatch = await scrape(metrics.dispatch);
+  assert.ok(dispatch.get('tollgate_dispatch_failovers_total').samples[0].value >= 2);
+  assert.ok(dispatch.get('tollgate_upstream_attempts_total').samples
+    .some((s) => s.labels.provider === 'second' && s.labels.status === '500'));
+});
+
+test('spans older than the retention are pruned in the background', async () => {
+  await ctx.cluster.psql("INSERT INTO spans (request_id, name, program, instance, started_at) "
+    + "VALUES ('old-one', 'ingress.request', 'ingress', 'x', now() - interval '30 days')");
+  await waitFor(async () => (await ctx.cluster.psql("SELECT count(*) AS n FROM spans WHERE request_id = 'old-one'"))[0].n === '0',
+    { timeout: 5000, message: 'the old span to be pruned' });
+  // Recent ones stay.
+  const recent = await ctx.cluster.psql("SELECT count(*) AS n FROM spans WHERE started_at > now() - interval '1 hour'");
+  assert.ok(Number(recent[0].n) > 0);
+});

@@ -637,7 +637,8 @@ static int s_test_event(const proto_sse_event_t *event, void *arg)
 
 static char *s_test_text(zchunk_t *chunk)
 {
-    return strndup((const char *)zchunk_data(chunk), zchunk_size(chunk));
+    //  zchunk_strdup copies exactly the chunk's bytes (strndup would scan past them).
+    return zchunk_strdup(chunk);
 }
 
 //  Runs a whole upstream stream through the adapter and returns the client's bytes.

@@ -177,7 +177,7 @@ static void s_cancel(s_probe_t *probe, s_result_t *result)
 
 static char *s_text(s_result_t *result)
 {
-    return strndup((const char *)zchunk_data(result->stream), zchunk_size(result->stream));
+    return zchunk_strdup(result->stream);
 }
 
 //  ---------------------------------------------------------------------------

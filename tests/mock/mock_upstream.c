@@ -695,8 +695,14 @@ static int s_add_piece(s_req_t *req, const char *bytes, size_t size)
     if (!pieces)
         return -1;
     req->pieces = pieces;
-    req->pieces[req->n_pieces] = strndup(bytes, size);
-    return req->pieces[req->n_pieces++] ? 0 : -1;
+    //  Upload data is not NUL-terminated: copy exactly `size` bytes.
+    char *piece = malloc(size + 1);
+    if (!piece)
+        return -1;
+    memcpy(piece, bytes, size);
+    piece[size] = '\0';
+    req->pieces[req->n_pieces++] = piece;
+    return 0;
 }
 
 //  Decides what the reply says: tool call, echo, or N words. Fills pieces and tokens.

@@ -21,6 +21,7 @@
 
 #include "ops_admin.h"
 #include "ops_ledger.h"
+#include "ops_top.h"
 
 #ifndef TOLLGATE_VERSION
 #define TOLLGATE_VERSION "0.0.0"
@@ -97,6 +98,8 @@ static const s_command_t s_commands[] = {
     {"health", ops_admin_main, "[--provider P]", "provider health and model-list fetches", false},
     {"ledger", ops_ledger_main, "check|balances|spend|usage|partitions|prune ...",
      "ledger reports, checks and upkeep (straight to PostgreSQL)", false},
+    {"top", ops_top_main, "[--dir DIR] [--metrics HOST:PORT,...] [--interval MS] [--once] [--json]",
+     "live requests/s, errors, latency and breakers per provider", false},
     {"version", s_cmd_version, "", "print the version", false},
     {"help", s_cmd_help, "", "show this help", false},
     {"supervise", s_cmd_supervise, "--dir DIR", "run the supervisor (started by `up`)", true},

@@ -3,6 +3,7 @@
 #include "ops_migrate.h"
 #include "ops_state.h"
 #include "ops_supervisor.h"
+#include "ops_top.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -17,6 +18,7 @@ static const s_class_t s_classes[] = {
     {"ops_admin", ops_admin_test},
     {"ops_state", ops_state_test},
     {"ops_supervisor", ops_supervisor_test},
+    {"ops_top", ops_top_test},
 };
 
 int main(int argc, char **argv)

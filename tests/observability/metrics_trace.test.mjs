@@ -4,11 +4,12 @@
 // strict Prometheus text parser (./prom.mjs) and carry the families docs/observability.md
 // lists. A request that fails over twice (two mock providers answering 500, a third
 // healthy) shows both failed attempts, and the one that answered, in its timeline at
-// GET /admin/requests/{id}, under the client's W3C trace id.
+// GET /admin/requests/{id}, under the client's W3C trace id. `tollgate top` reads the same
+// metrics and shows attempts, errors and an open breaker per provider.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { freePort, programs, waitFor } from '../lib/harness.mjs';
+import { freePort, programs, tollgate, waitFor } from '../lib/harness.mjs';
 import { addClient, addProvider, chat, ok, setup, usageRow } from '../routing/lib.mjs';
 import { parsePrometheus, scrape } from './prom.mjs';
 
@@ -22,10 +23,10 @@ before(async () => {
     metrics[program] = `127.0.0.1:${await freePort()}`;
     env[`TOLLGATE_${program.toUpperCase()}_METRICS_LISTEN`] = metrics[program];
   }
-  const models = 'obs-ok,obs-failover';
+  const models = 'obs-ok,obs-failover,obs-429';
   ctx = await setup({
     mocks: [
-      ['--models', models, '--fault', 'obs-failover=500'],
+      ['--models', models, '--fault', 'obs-failover=500', '--fault', 'obs-429=429:30'],
       ['--models', models, '--fault', 'obs-failover=500'],
       ['--models', models],
     ],
@@ -34,7 +35,7 @@ before(async () => {
   await addProvider(ctx, 'first', ctx.mocks[0].url, { priority: 30 });
   await addProvider(ctx, 'second', ctx.mocks[1].url, { priority: 20 });
   await addProvider(ctx, 'third', ctx.mocks[2].url, { priority: 10 });
-  for (const name of ['obs-ok', 'obs-failover']) {
+  for (const name of ['obs-ok', 'obs-failover', 'obs-429']) {
     await ok(ctx, 'POST', '/admin/models', {
       name, price_in: '1', price_out: '2',
       routes: [{ provider: 'first' }, { provider: 'second' }, { provider: 'third' }],
@@ -153,4 +154,37 @@ test('spans older than the retention are pruned in the background', async () => 
   // Recent ones stay.
   const recent = await ctx.cluster.psql("SELECT count(*) AS n FROM spans WHERE started_at > now() - interval '1 hour'");
   assert.ok(Number(recent[0].n) > 0);
+});
+
+test('tollgate top shows attempts, errors and breakers per provider', async () => {
+  // A 429 opens the (provider, model) breaker at once.
+  assert.equal((await chat(ctx, client.key, { model: 'obs-429' })).status, 200);
+  const addresses = ['ingress', 'dispatch', 'router'].map((program) => metrics[program]).join(',');
+  const frame = await waitFor(async () => {
+    const result = await tollgate(['top', '--once', '--json', '--interval', '200', '--metrics', addresses]);
+    assert.equal(result.code, 0, result.stderr);
+    const parsed = JSON.parse(result.stdout);
+    const first = parsed.providers.find((p) => p.provider === 'first');
+    return first?.breaker === 'open' ? parsed : null;
+  }, { timeout: 5000, message: "top to show first's open breaker" });
+  assert.equal(frame.sources, 3);
+  const byName = Object.fromEntries(frame.providers.map((p) => [p.provider, p]));
+  assert.deepEqual(Object.keys(byName).sort(), ['first', 'second', 'third']);
+  assert.ok(byName.first.errors_total >= 2, 'the 500 and the 429');
+  assert.ok(byName.second.errors_total >= 1);
+  assert.ok(byName.third.attempts_total >= 1);
+  assert.ok(byName.first.latency_p50_ms > 0);
+  assert.deepEqual(byName.first.breakers, [{ layer: 'model', target: 'obs-429', state: 'open' }]);
+  assert.equal(byName.third.breaker, 'closed');
+  assert.ok(frame.gateway.requests_total >= 4);
+  // The same with the addresses from the environment, as a table.
+  const env = Object.fromEntries(['ingress', 'dispatch', 'router']
+    .map((program) => [`TOLLGATE_${program.toUpperCase()}_METRICS_LISTEN`, metrics[program]]));
+  const table = await tollgate(['top', '--once', '--interval', '200', '--dir', ctx.cluster.dir], { env });
+  assert.equal(table.code, 0, table.stderr);
+  assert.match(table.stdout, /^first\s.*open \(model obs-429 open\)$/m);
+  assert.match(table.stdout, /^third\s.*closed$/m);
+  // Nothing to read: a clear refusal.
+  const none = await tollgate(['top', '--once', '--metrics', `127.0.0.1:${await freePort()}`]);
+  assert.equal(none.code, 1);
 });

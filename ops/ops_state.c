@@ -10,7 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -197,6 +200,23 @@ int ops_state_write_file(const char *path, const char *text, mode_t mode)
     return 0;
 }
 
+//  A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick),
+//  or 0. For the metrics listeners: a port taken later costs only the
+//  metrics, since a program that cannot bind it logs that and runs on.
+static int s_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t size = sizeof address;
+    int port = 0;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&address, sizeof address) == 0 &&
+        getsockname(fd, (struct sockaddr *)&address, &size) == 0)
+        port = ntohs(address.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
 int ops_state_write_config(ops_state_t *self, const char *host, int port, int admin_port,
                            char *error, size_t error_size)
 {
@@ -233,6 +253,12 @@ int ops_state_write_config(ops_state_t *self, const char *host, int port, int ad
     for (int i = 0; ops_programs[i]; i++)
         fprintf(out, "%s.control_bind = ipc://%s/run/%s-control.sock\n", ops_programs[i], self->dir,
                 ops_programs[i]);
+    fprintf(out, "\n# Prometheus /metrics of each program (tollgate top reads them)\n");
+    for (int i = 0; ops_programs[i]; i++) {
+        int metrics_port = s_free_port();
+        if (metrics_port)
+            fprintf(out, "%s.metrics_listen = 127.0.0.1:%d\n", ops_programs[i], metrics_port);
+    }
     fclose(out);
     sodium_memzero(secret_key, sizeof secret_key);
 

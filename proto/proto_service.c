@@ -445,12 +445,13 @@ int proto_service_main(int argc, char **argv, const proto_service_def_t *def)
     if (*metrics_address) {
         self.expose =
             proto_expose_new(self.loop, self.metrics, metrics_address, error, sizeof error);
-        if (!self.expose) {
-            log_error(NULL, "%s", error);
-            goto done;
+        //  Metrics are not money: a taken port costs them, not the service.
+        if (!self.expose)
+            log_error(NULL, "%s; running without /metrics", error);
+        else {
+            proto_expose_on_collect(self.expose, s_collect_process, &self);
+            log_info(NULL, "metrics on http://%s/metrics", metrics_address);
         }
-        proto_expose_on_collect(self.expose, s_collect_process, &self);
-        log_info(NULL, "metrics on http://%s/metrics", metrics_address);
     }
     if (proto_trace_init(self.config, def->name, self.instance) != 0)
         log_warn(NULL, "trace: cannot open the span socket; spans are dropped");

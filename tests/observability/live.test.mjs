@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { freePort, startProgram, waitFor } from '../lib/harness.mjs';
+import { freePort, startProgram, tollgate, waitFor } from '../lib/harness.mjs';
 import { addClient, addProvider, ok, setup } from '../routing/lib.mjs';
 
 let ctx;
@@ -94,4 +94,16 @@ test('the log level changes at run time in every program, and back', async () =>
   assert.equal(await chatAt(ctx.cluster.gateway, client.key), 200);
   // The request above logged at debug before; now nothing at debug arrives.
   assert.equal(debugLines('ingress', back).length, 0);
+});
+
+test('tollgate up gives every program a metrics listener that tollgate top finds', async () => {
+  const conf = fs.readFileSync(path.join(ctx.cluster.dir, 'tollgate.conf'), 'utf8');
+  for (const program of ['ledger', 'billing', 'health', 'router', 'dispatch', 'ingress']) {
+    assert.match(conf, new RegExp(`^${program}\\.metrics_listen = 127\\.0\\.0\\.1:\\d+$`, 'm'));
+  }
+  const result = await tollgate(['top', '--once', '--json', '--interval', '200', '--dir', ctx.cluster.dir]);
+  assert.equal(result.code, 0, result.stderr);
+  const frame = JSON.parse(result.stdout);
+  assert.equal(frame.sources, 3);
+  assert.ok(frame.providers.some((p) => p.provider === 'live' && p.attempts_total >= 1));
 });

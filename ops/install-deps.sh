@@ -8,7 +8,7 @@ TG_PACKAGES=(
   build-essential cmake pkg-config curl ca-certificates jq
   libzmq3-dev libczmq-dev libmicrohttpd-dev libcurl4-openssl-dev libpq-dev
   libmsgpack-dev libjansson-dev libsodium-dev libpcre2-dev
-  postgresql-15 wrk nginx-light docker-compose
+  postgresql-15 wrk nginx-light docker-compose iproute2
   clang libclang-rt-14-dev
 )
 

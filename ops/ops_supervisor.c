@@ -493,6 +493,9 @@ void ops_supervisor_test(bool verbose)
     pid_t child = fork();
     OPS_CHECK(child >= 0);
     if (child == 0) {
+        //  A failed check aborts this test; the supervisor and its stand-ins
+        //  must not outlive it.
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
         snprintf(path, sizeof path, "%s/bin", base);
         ops_supervisor_t *supervisor = ops_supervisor_new(state, path);
         int rc = ops_state_lock_supervisor(state, error, sizeof error) == 0

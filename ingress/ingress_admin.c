@@ -3282,6 +3282,68 @@ done:
 }
 
 // ---------------------------------------------------------------------------
+//  Settings: the log level every program follows at run time (settings
+//  'log_level'; proto_service LISTENs and applies it within milliseconds)
+
+static const char *const s_program_levels[] = {"debug", "info", "warn", "error", "default", NULL};
+static const char *const s_program_names[] = {"ingress", "billing", "router", "dispatch",
+                                              "health",  "ledger",  NULL};
+
+static const s_field_t s_log_level_fields[] = {
+    {.field = "level", .kind = S_F_ENUM, .choices = s_program_levels, .required = true},
+    {.field = "program", .kind = S_F_ENUM, .choices = s_program_names},
+    {.field = NULL}};
+
+#define S_LOG_LEVEL_GET                                                                            \
+    "SELECT ('{\"level\": null, \"programs\": {}}'::jsonb || coalesce((SELECT value FROM "      \
+    "settings WHERE key = 'log_level'), '{}'::jsonb))::json"
+
+static void s_log_level_get(s_call_t *call)
+{
+    s_respond_query(call, 200, S_LOG_LEVEL_GET, 0, NULL, "settings");
+}
+
+//  PATCH /admin/settings/log-level {level, program?}: sets the level of
+//  every program or of one; "default" goes back to the configured log_level.
+static void s_log_level_patch(s_call_t *call)
+{
+    s_value_t v[S_MAX_FIELDS] = {{0}};
+    char *before = NULL, *after = NULL;
+    PGresult *made = NULL, *result = NULL;
+    if (s_read(call, s_log_level_fields, v) != 0)
+        goto done;
+    snprintf(call->audit_target, sizeof call->audit_target, "log_level");
+    const char *params[] = {v[0].text, v[1].present ? v[1].text : NULL};
+    if (s_begin(call) == 0 && s_sql_one(call, S_LOG_LEVEL_GET, 0, NULL, &before) == 1 &&
+        (made = s_sql(call,
+                      "INSERT INTO settings (key, value) VALUES ('log_level', '{}') "
+                      "ON CONFLICT (key) DO NOTHING",
+                      0, NULL)) &&
+        (result = s_sql(call,
+                        "UPDATE settings SET updated_at = now(), value = CASE "
+                        "WHEN $2::text IS NULL AND $1 = 'default' THEN value - 'level' "
+                        "WHEN $2::text IS NULL THEN value || jsonb_build_object('level', $1::text) "
+                        "WHEN $1 = 'default' THEN value #- ARRAY['programs', $2::text] "
+                        "ELSE jsonb_set(value, '{programs}', coalesce(value->'programs', "
+                        "'{}'::jsonb) || jsonb_build_object($2::text, $1::text)) END "
+                        "WHERE key = 'log_level'",
+                        2, params))) {
+        call->audit_before = json_loads(before, 0, NULL);
+        if (s_sql_one(call, S_LOG_LEVEL_GET, 0, NULL, &after) == 1 && after) {
+            call->audit_after = json_loads(after, 0, NULL);
+            if (s_commit(call) == 0)
+                s_respond_text(call, 200, after);
+        }
+    }
+done:
+    PQclear(made);
+    PQclear(result);
+    free(before);
+    free(after);
+    s_values_free(v, S_MAX_FIELDS);
+}
+
+// ---------------------------------------------------------------------------
 //  Questions to the routers: EXPLAIN, BREAKERS, BREAKER_RESET, STICKY,
 //  STICKY_DELETE (docs/routing.md)
 //
@@ -4188,6 +4250,9 @@ static const s_route_t s_routes[] = {
     {"GET", "/admin/settings/request-log", s_request_log_get, S_VIEWER, NULL},
     {"PATCH", "/admin/settings/request-log", s_request_log_patch, S_OPERATOR,
      "settings.request_log"},
+    {"GET", "/admin/settings/log-level", s_log_level_get, S_VIEWER, NULL},
+    {"PATCH", "/admin/settings/log-level", s_log_level_patch, S_OPERATOR,
+     "settings.log_level"},
     {"POST", "/admin/providers", s_provider_create, S_OPERATOR, "provider.create"},
     {"GET", "/admin/providers", s_provider_list, S_VIEWER, NULL},
     {"POST", "/admin/providers/{provider}/keys", s_provider_key_create, S_OPERATOR,

@@ -98,6 +98,8 @@ static const s_command_t s_commands[] = {
     {"health", ops_admin_main, "[--provider P]", "provider health and model-list fetches", false},
     {"ledger", ops_ledger_main, "check|balances|spend|usage|partitions|prune ...",
      "ledger reports, checks and upkeep (straight to PostgreSQL)", false},
+    {"log-level", ops_admin_main, "[set debug|info|warn|error|default [--program NAME]]",
+     "every program's log level, changed at run time", false},
     {"top", ops_top_main, "[--dir DIR] [--metrics HOST:PORT,...] [--interval MS] [--once] [--json]",
      "live requests/s, errors, latency and breakers per provider", false},
     {"version", s_cmd_version, "", "print the version", false},

@@ -1402,6 +1402,40 @@ static int s_request_log_set(s_client_t *client, s_args_t *args, int first)
     return rc;
 }
 
+//  The log level in force: for every program, then each program's own.
+static void s_log_level_print(json_t *answer)
+{
+    json_t *level = json_object_get(answer, "level");
+    printf("every program: %s\n",
+           json_is_string(level) ? json_string_value(level) : "configured log_level");
+    const char *program;
+    json_t *value;
+    json_object_foreach(json_object_get(answer, "programs"), program, value)
+        printf("%s: %s\n", program, json_string_value(value));
+}
+
+static int s_log_level(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", "/admin/settings/log-level", NULL, &answer);
+    if (rc == 0 && !client->json)
+        s_log_level_print(answer);
+    json_decref(answer);
+    return rc;
+}
+
+static int s_log_level_set(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *body = json_pack("{s:s}", "level", args->words[first]);
+    s_put_str(body, args, "program", "program");
+    json_t *answer = NULL;
+    int rc = s_call(client, "PATCH", "/admin/settings/log-level", body, &answer);
+    if (rc == 0 && !client->json)
+        s_log_level_print(answer);
+    json_decref(answer);
+    return rc;
+}
+
 // ---------------------------------------------------------------------------
 //  Routing: decisions explained, breakers, bindings, health, rules
 
@@ -1943,6 +1977,9 @@ static const s_command_t s_commands[] = {
     {"request-log", 0, "", s_request_log, "request-log [--json]"},
     {"request-log set", 0, "level max-body-bytes retention-days", s_request_log_set,
      "request-log set [--level base|headers|full] [--max-body-bytes N] [--retention-days N]"},
+    {"log-level", 0, "", s_log_level, "log-level [--json]"},
+    {"log-level set", 1, "program", s_log_level_set,
+     "log-level set debug|info|warn|error|default [--program NAME]"},
 };
 #define S_COMMAND_COUNT (sizeof s_commands / sizeof s_commands[0])
 

@@ -89,8 +89,8 @@ static void s_usage(FILE *out, const char *name)
 
 //  Loads configuration from every source. Returns 0, 1 to exit 0 (help,
 //  print-config), or -1 with a message in error.
-static int s_configure(proto_config_t *config, int argc, char **argv, const char *name,
-                       bool *print, char *error, size_t error_size)
+static int s_configure(proto_config_t *config, int argc, char **argv, const char *name, bool *print,
+                       char *error, size_t error_size)
 {
     const char *path = getenv("TOLLGATE_CONFIG");
     for (int i = 1; i < argc; i++) {
@@ -160,7 +160,6 @@ static void s_control_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
     proto_msg_destroy(&request);
 }
 
-
 //  --------------------------------------------------------------------------
 //  Metrics every process has
 
@@ -186,11 +185,13 @@ static void s_collect_process(proto_metrics_t *metrics, void *arg)
                                          "Seconds since the process started.", NULL),
                      (double)(proto_loop_now_ms() - self->started_ms) / 1000.0);
     char labels[160];
-    snprintf(labels, sizeof labels, "program=\"%s\",instance=\"%s\"", self->def->name,
+    snprintf(labels, sizeof labels, "program=\"%s\",instance_id=\"%s\"", self->def->name,
              self->instance);
-    proto_metric_set(proto_metrics_gauge(metrics, "tollgate_info",
-                                         "Always 1; names the program and instance.", labels),
-                     1);
+    proto_metric_set(
+        proto_metrics_gauge(metrics, "tollgate_info",
+                            "Always 1: program and instance_id (instance is the scrape target's).",
+                            labels),
+        1);
     for (int level = PROTO_LOG_DEBUG; level <= PROTO_LOG_ERROR; level++) {
         snprintf(labels, sizeof labels, "level=\"%s\"", proto_log_level_name(level));
         proto_metric_set(proto_metrics_gauge(metrics, "tollgate_log_level",
@@ -217,8 +218,8 @@ static void s_collect_process(proto_metrics_t *metrics, void *arg)
         const struct {
             const char *direction;
             uint64_t value;
-        } series[] = {{"in", counts.received}, {"out", counts.sent},
-                      {"dropped", counts.send_failed}};
+        } series[] = {
+            {"in", counts.received}, {"out", counts.sent}, {"dropped", counts.send_failed}};
         for (size_t i = 0; i < 3; i++) {
             snprintf(labels, sizeof labels, "type=\"%s\",direction=\"%s\"", name,
                      series[i].direction);
@@ -318,8 +319,8 @@ static int s_level_connect(proto_service_t *self)
     char error[512];
     self->level_db =
         proto_db_connect_once(proto_config_str(self->config, "database_url"), error, sizeof error);
-    if (!self->level_db || proto_db_exec(self->level_db, "LISTEN tollgate_config", error,
-                                         sizeof error) != 0 ||
+    if (!self->level_db ||
+        proto_db_exec(self->level_db, "LISTEN tollgate_config", error, sizeof error) != 0 ||
         s_level_apply(self) != 0 || PQsetnonblocking(self->level_db, 1) != 0) {
         if (!self->level_warned)
             log_warn(NULL, "log level watch: %s; retrying every %d ms",
@@ -353,8 +354,7 @@ static void s_level_schedule(proto_service_t *self)
 
 static void s_drain_timeout(proto_loop_t *loop, int id, void *arg)
 {
-    log_warn(NULL, "drain took longer than %d ms; exiting with work in flight",
-             S_DRAIN_TIMEOUT_MS);
+    log_warn(NULL, "drain took longer than %d ms; exiting with work in flight", S_DRAIN_TIMEOUT_MS);
     proto_loop_stop(loop);
 }
 

@@ -5,8 +5,10 @@
 // lists. A request that fails over twice (two mock providers answering 500, a third
 // healthy) shows both failed attempts, and the one that answered, in its timeline at
 // GET /admin/requests/{id}, under the client's W3C trace id. `tollgate top` reads the same
-// metrics and shows attempts, errors and an open breaker per provider.
+// metrics and shows attempts, errors and an open breaker per provider; the Grafana dashboard
+// in ops/grafana uses only families the programs really serve.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { after, before, test } from 'node:test';
 
 import { freePort, programs, tollgate, waitFor } from '../lib/harness.mjs';
@@ -187,4 +189,26 @@ test('tollgate top shows attempts, errors and breakers per provider', async () =
   // Nothing to read: a clear refusal.
   const none = await tollgate(['top', '--once', '--metrics', `127.0.0.1:${await freePort()}`]);
   assert.equal(none.code, 1);
+});
+
+test('the Grafana dashboard queries only families the programs serve', async () => {
+  const dashboard = JSON.parse(fs.readFileSync(new URL('../../ops/grafana/tollgate.json', import.meta.url), 'utf8'));
+  const served = new Set();
+  for (const program of programs) for (const name of (await scrape(metrics[program])).keys()) served.add(name);
+  const ids = new Set();
+  let queries = 0;
+  for (const panel of dashboard.panels) {
+    assert.ok(!ids.has(panel.id), `panel id ${panel.id} twice`);
+    ids.add(panel.id);
+    if (panel.type === 'row') continue;
+    assert.ok(panel.title && panel.gridPos && panel.targets.length, panel.title);
+    for (const target of panel.targets) {
+      queries++;
+      for (const name of target.expr.match(/\btollgate_[a-z_]+/g)) {
+        const family = name.replace(/_(bucket|sum|count)$/, '');
+        assert.ok(served.has(family) || served.has(name), `${panel.title}: ${name} is not served`);
+      }
+    }
+  }
+  assert.ok(queries >= 20);
 });

@@ -43,6 +43,7 @@
 #include "ingress_daemon.h"
 #include "ingress_parse.h"
 #include "ingress_route.h"
+#include "proto_capture.h"
 #include "proto_crypto.h"
 #include "proto_error.h"
 #include "proto_log.h"
@@ -141,6 +142,7 @@ struct _s_request_t {
     uint64_t started_us;                    //  monotonic, first handler call
     uint64_t started_wall_us;               //  wall clock, for SETTLE
     uint64_t received_us;                   //  monotonic, body complete (0 = not yet)
+    proto_capture_t *capture;               //  request-log headers, NULL at level base
     s_queue_t *queue;                       //  timeout queue it is in, or NULL
     s_request_t *queue_prev;                //  neighbours in that queue
     s_request_t *queue_next;
@@ -338,6 +340,7 @@ static s_request_t *s_request_new(ingress_server_t *self, struct MHD_Connection 
     r->protocol = PROTO_PROTOCOL_OPENAI;
     r->started_us = proto_loop_now_us();
     r->started_wall_us = proto_loop_wall_us();
+    r->capture = proto_capture_headers_new(connection);
     r->live_next = self->live;
     if (self->live)
         self->live->live_prev = r;
@@ -358,6 +361,7 @@ static void s_request_unref(s_request_t *r)
     ingress_buffer_destroy(&r->out);
     proto_msg_destroy(&r->admit_reply);
     proto_msg_destroy(&r->route_reply);
+    proto_capture_destroy(&r->capture);
     free(r->body);
     free(r);
 }
@@ -441,6 +445,7 @@ static void s_add_common_headers(s_request_t *r, struct MHD_Response *response)
 static void s_answer(s_request_t *r, unsigned status, struct MHD_Response *response)
 {
     s_add_common_headers(r, response);
+    proto_capture_response_headers(r->capture, response);
     r->status = (int)status;
     if (!r->connection) {
         MHD_destroy_response(response);
@@ -1426,6 +1431,7 @@ static void s_client_completed(void *arg, struct MHD_Connection *connection, voi
     proto_metric_observe(s_duration_histogram(self, route),
                          (double)(proto_loop_now_us() - r->started_us) / 1e6);
     proto_observe_span_since(r->id, r->trace, "ingress.request", r->started_us, r->status);
+    proto_capture_send(&r->capture, r->id, r->trace, r->protocol, NULL);
     if (r->received_us && r->route && r->route->kind == INGRESS_ROUTE_GENERATE)
         log_debug(r->id, "%d %s in %.3f ms", r->status, r->parsed.model,
                   (double)(proto_loop_now_us() - r->started_us) / 1000.0);

@@ -273,7 +273,7 @@ static void s_router_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
         return;
     if (proto_msg_type(msg) == PROTO_MSG_ENTRY)
         s_entry(self, msg);
-    else if (proto_msg_type(msg) == PROTO_MSG_SPAN)
+    else if (proto_msg_type(msg) == PROTO_MSG_SPAN || proto_msg_type(msg) == PROTO_MSG_DETAILS)
         ledger_spans_add(self->spans, msg);
     else
         log_warn(proto_msg_request_id(msg), "ignored %s on the ledger socket",

@@ -20,6 +20,7 @@ struct _ledger_spans_t {
     char *url;                  //  database_url, for reconnecting
     PGconn *db;                 //  our own connection, NULL while away
     json_t *queue;              //  array of span objects waiting
+    json_t *details;            //  request id -> request_details row half(s) waiting
     int flush_timer;            //  repeating flush
     int prune_timer;            //  repeating prune
     int retention_days;         //  ledger.span_retention_days
@@ -27,6 +28,7 @@ struct _ledger_spans_t {
     proto_metric_t *m_inserted; //  spans inserted
     proto_metric_t *m_dropped;  //  spans dropped
     proto_metric_t *m_pruned;   //  rows pruned, spans and request details
+    proto_metric_t *m_details;  //  request_details halves written
 };
 
 //  Turns a message into the row object json_to_recordset reads.
@@ -73,10 +75,17 @@ static json_t *s_row(proto_msg_t *msg)
     return row;
 }
 
+static void s_details_add(ledger_spans_t *self, proto_msg_t *msg);
+static bool s_connected(ledger_spans_t *self);
+
 void ledger_spans_add(ledger_spans_t *self, proto_msg_t *msg)
 {
     if (!self)
         return;
+    if (proto_msg_type(msg) == PROTO_MSG_DETAILS) {
+        s_details_add(self, msg);
+        return;
+    }
     proto_metric_add(self->m_received, 1);
     if (json_array_size(self->queue) >= LEDGER_SPANS_QUEUE_MAX) {
         proto_metric_add(self->m_dropped, 1);
@@ -91,6 +100,113 @@ void ledger_spans_add(ledger_spans_t *self, proto_msg_t *msg)
     json_array_append_new(self->queue, row);
     if (json_array_size(self->queue) >= S_BATCH_MAX)
         ledger_spans_flush(self);
+}
+
+//  A DETAILS body is one object of request_details columns; anything of
+//  the wrong kind drops it (one bad half must not sink a batch).
+static json_t *s_details_row(proto_msg_t *msg)
+{
+    zframe_t *body = proto_msg_body(msg);
+    json_t *row =
+        body ? json_loadb((const char *)zframe_data(body), zframe_size(body), 0, NULL) : NULL;
+    const char *level = json_string_value(json_object_get(row, "level"));
+    bool valid = json_is_object(row) && level &&
+                 (strcmp(level, "headers") == 0 || strcmp(level, "full") == 0);
+    static const char *objects[] = {"request_headers", "response_headers", NULL};
+    static const char *strings[] = {"client_protocol", "request_body", "response_body", NULL};
+    static const char *flags[] = {"request_truncated", "response_truncated", NULL};
+    for (int i = 0; valid && objects[i]; i++)
+        valid =
+            !json_object_get(row, objects[i]) || json_is_object(json_object_get(row, objects[i]));
+    for (int i = 0; valid && strings[i]; i++)
+        valid =
+            !json_object_get(row, strings[i]) || json_is_string(json_object_get(row, strings[i]));
+    for (int i = 0; valid && flags[i]; i++)
+        valid = !json_object_get(row, flags[i]) || json_is_boolean(json_object_get(row, flags[i]));
+    if (!valid) {
+        json_decref(row);
+        return NULL;
+    }
+    json_object_set_new(row, "request_id", json_string(proto_msg_request_id(msg)));
+    return row;
+}
+
+//  Queues a half of a request_details row, joined with the other half
+//  when both wait in the same batch (one statement may not touch a row
+//  twice).
+static void s_details_add(ledger_spans_t *self, proto_msg_t *msg)
+{
+    json_t *row = s_details_row(msg);
+    if (!row || !*proto_msg_request_id(msg)) {
+        json_decref(row);
+        proto_metric_add(self->m_dropped, 1);
+        log_debug(proto_msg_request_id(msg), "details: dropped an unusable DETAILS");
+        return;
+    }
+    json_t *waiting = json_object_get(self->details, proto_msg_request_id(msg));
+    if (waiting) {
+        if (strcmp(json_string_value(json_object_get(row, "level")), "full") == 0)
+            json_object_set_new(waiting, "level", json_string("full"));
+        json_object_update_missing(waiting, row);
+        json_decref(row);
+    } else if (json_object_size(self->details) < LEDGER_SPANS_QUEUE_MAX)
+        json_object_set_new(self->details, proto_msg_request_id(msg), row);
+    else {
+        json_decref(row);
+        proto_metric_add(self->m_dropped, 1);
+    }
+}
+
+//  Writes the waiting details: one row per request id, each column filled
+//  once, whichever half came first.
+static int s_details_flush(ledger_spans_t *self)
+{
+    size_t count = json_object_size(self->details);
+    if (count == 0)
+        return 0;
+    json_t *rows = json_array();
+    const char *key;
+    json_t *row;
+    json_object_foreach(self->details, key, row) json_array_append(rows, row);
+    json_object_clear(self->details);
+    char *text = json_dumps(rows, JSON_COMPACT);
+    json_decref(rows);
+    if (!text || !s_connected(self)) {
+        free(text);
+        proto_metric_add(self->m_dropped, (double)count);
+        return -1;
+    }
+    const char *params[] = {text};
+    PGresult *result = PQexecParams(
+        self->db,
+        "INSERT INTO request_details AS d (request_id, level, client_protocol, request_headers, "
+        "response_headers, request_body, response_body, request_truncated, response_truncated) "
+        "SELECT r.request_id, r.level, r.client_protocol, r.request_headers, r.response_headers, "
+        "r.request_body, r.response_body, coalesce(r.request_truncated, false), "
+        "coalesce(r.response_truncated, false) FROM json_to_recordset($1::json) AS r(request_id "
+        "text, level text, client_protocol text, request_headers jsonb, response_headers jsonb, "
+        "request_body text, response_body text, request_truncated boolean, response_truncated "
+        "boolean) ON CONFLICT (request_id) DO UPDATE SET "
+        "level = CASE WHEN d.level = 'full' OR EXCLUDED.level = 'full' THEN 'full' ELSE d.level "
+        "END, "
+        "client_protocol = coalesce(d.client_protocol, EXCLUDED.client_protocol), "
+        "request_headers = coalesce(d.request_headers, EXCLUDED.request_headers), "
+        "response_headers = coalesce(d.response_headers, EXCLUDED.response_headers), "
+        "request_body = coalesce(d.request_body, EXCLUDED.request_body), "
+        "response_body = coalesce(d.response_body, EXCLUDED.response_body), "
+        "request_truncated = d.request_truncated OR EXCLUDED.request_truncated, "
+        "response_truncated = d.response_truncated OR EXCLUDED.response_truncated",
+        1, NULL, params, NULL, NULL, 0);
+    free(text);
+    int rc = (int)count;
+    if (PQresultStatus(result) != PGRES_COMMAND_OK) {
+        log_warn(NULL, "details: dropped a batch of %zu: %s", count, PQresultErrorMessage(result));
+        proto_metric_add(self->m_dropped, (double)count);
+        rc = -1;
+    } else
+        proto_metric_add(self->m_details, (double)count);
+    PQclear(result);
+    return rc;
 }
 
 static void s_sink(proto_msg_t **msg_p, void *arg)
@@ -126,6 +242,7 @@ static bool s_connected(ledger_spans_t *self)
 
 int ledger_spans_flush(ledger_spans_t *self)
 {
+    s_details_flush(self);
     size_t count = json_array_size(self->queue);
     if (count == 0)
         return 0;
@@ -233,6 +350,7 @@ ledger_spans_t *ledger_spans_new(proto_service_t *service)
     self->loop = proto_service_loop(service);
     self->url = strdup(proto_config_str(config, "database_url"));
     self->queue = json_array();
+    self->details = json_object();
     self->retention_days = (int)proto_config_int(config, "ledger.span_retention_days");
     self->m_received = proto_metrics_counter(metrics, "tollgate_ledger_spans_received_total",
                                              "Trace spans received.", NULL);
@@ -241,6 +359,8 @@ ledger_spans_t *ledger_spans_new(proto_service_t *service)
     self->m_dropped =
         proto_metrics_counter(metrics, "tollgate_ledger_spans_dropped_total",
                               "Trace spans dropped (queue full, bad, db error).", NULL);
+    self->m_details = proto_metrics_counter(metrics, "tollgate_ledger_details_written_total",
+                                            "request_details halves written.", NULL);
     self->m_pruned = proto_metrics_counter(metrics, "tollgate_ledger_pruned_rows_total",
                                            "Spans and request details pruned.", NULL);
     s_connected(self); //  a missing database is retried at the next flush
@@ -263,6 +383,7 @@ void ledger_spans_destroy(ledger_spans_t **self_p)
     proto_loop_cancel_timer(self->loop, self->prune_timer);
     ledger_spans_flush(self);
     json_decref(self->queue);
+    json_decref(self->details);
     if (self->db)
         PQfinish(self->db);
     free(self->url);

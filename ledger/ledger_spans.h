@@ -7,6 +7,10 @@
     fails is dropped and counted, and past LEDGER_SPANS_QUEUE_MAX queued
     spans new ones are dropped.
 
+    DETAILS messages (proto_capture: the request log's halves from ingress
+    and dispatch, already redacted) are joined by request id and upserted
+    into request_details in the same flush, each column filled once.
+
     The ledger's own spans (ledger.commit) reach the queue directly: this
     module installs itself as proto_trace's local sink.
 
@@ -34,8 +38,8 @@ ledger_spans_t *ledger_spans_new(proto_service_t *service);
 //  Writes what is queued, stops; nulls the pointer.
 void ledger_spans_destroy(ledger_spans_t **self_p);
 
-//  Queues a received SPAN message (self may be NULL: dropped). The message
-//  stays the caller's.
+//  Queues a received SPAN or DETAILS message (self may be NULL: dropped).
+//  The message stays the caller's.
 void ledger_spans_add(ledger_spans_t *self, proto_msg_t *msg);
 
 //  Records the ledger.commit span of one entry whose batch began at

@@ -71,6 +71,7 @@ static const s_type_t s_types[] = {
     {PROTO_MSG_STICKY_REPLY, "STICKY_REPLY", B(status)},
     {PROTO_MSG_STICKY_DELETE, "STICKY_DELETE", B(session)},
     {PROTO_MSG_SPAN, "SPAN", B(instance) | B(started_us) | B(meta)},
+    {PROTO_MSG_DETAILS, "DETAILS", 0},
 };
 #undef B
 #define S_TYPE_COUNT (sizeof s_types / sizeof s_types[0])

@@ -80,6 +80,9 @@
                                         (duration), status, attempt, provider_id,
                                         provider_key_id, upstream_model, error_code;
                                         the envelope's request id and trace say whose
+    DETAILS         ingress, dispatch   body = JSON object: the request_details columns
+                    -> ledger           one program captured (proto_capture), already
+                                        redacted; the ledger joins the halves by request id
 */
 #ifndef PROTO_MSG_H_INCLUDED
 #define PROTO_MSG_H_INCLUDED
@@ -122,7 +125,8 @@
     X(STICKY, 45)                                                                                  \
     X(STICKY_REPLY, 46)                                                                            \
     X(STICKY_DELETE, 47)                                                                           \
-    X(SPAN, 60)
+    X(SPAN, 60)                                                                                    \
+    X(DETAILS, 61)
 
 typedef enum {
 #define X(name, id) PROTO_MSG_##name = id,

@@ -1,4 +1,5 @@
 #include "proto_service.h"
+#include "proto_capture.h"
 #include "proto_db.h"
 #include "proto_expose.h"
 #include "proto_log.h"
@@ -260,6 +261,15 @@ static void s_level_disconnect(proto_service_t *self)
 //  Reads the setting and applies it. Returns 0, or -1 when the query failed.
 static int s_level_apply(proto_service_t *self)
 {
+    //  The request log's capture level rides on the same notification.
+    PGresult *capture =
+        PQexec(self->level_db, "SELECT value::text FROM settings WHERE key = 'request_log'");
+    if (PQresultStatus(capture) != PGRES_TUPLES_OK) {
+        PQclear(capture);
+        return -1;
+    }
+    proto_capture_configure_json(PQntuples(capture) == 1 ? PQgetvalue(capture, 0, 0) : NULL);
+    PQclear(capture);
     PGresult *result =
         PQexec(self->level_db, "SELECT value::text FROM settings WHERE key = 'log_level'");
     if (PQresultStatus(result) != PGRES_TUPLES_OK) {

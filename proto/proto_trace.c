@@ -131,6 +131,24 @@ proto_msg_t *proto_trace_message(const char *request_id, const char *traceparent
     return msg;
 }
 
+void proto_trace_send(proto_msg_t **msg_p)
+{
+    if (s_trace.sink) {
+        s_trace.sent++;
+        s_trace.sink(msg_p, s_trace.sink_arg);
+        proto_msg_destroy(msg_p);
+        return;
+    }
+    if (!s_trace.dealer) {
+        proto_msg_destroy(msg_p);
+        return;
+    }
+    if (proto_msg_send(msg_p, s_trace.dealer) == 0)
+        s_trace.sent++;
+    else
+        s_trace.dropped++;
+}
+
 void proto_trace_span(const char *request_id, const char *traceparent, const proto_span_t *span)
 {
     if (!s_trace.sink && !s_trace.dealer)
@@ -138,16 +156,7 @@ void proto_trace_span(const char *request_id, const char *traceparent, const pro
     if (!request_id || !*request_id)
         return; //  spans belong to requests
     proto_msg_t *msg = proto_trace_message(request_id, traceparent, span);
-    if (s_trace.sink) {
-        s_trace.sent++;
-        s_trace.sink(&msg, s_trace.sink_arg);
-        proto_msg_destroy(&msg);
-        return;
-    }
-    if (proto_msg_send(&msg, s_trace.dealer) == 0)
-        s_trace.sent++;
-    else
-        s_trace.dropped++;
+    proto_trace_send(&msg);
 }
 
 //  --------------------------------------------------------------------------

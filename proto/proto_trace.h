@@ -54,7 +54,11 @@ void proto_trace_set_sink(proto_trace_sink_fn *fn, void *arg);
 //  the span is kept under the request id alone).
 void proto_trace_span(const char *request_id, const char *traceparent, const proto_span_t *span);
 
-//  Spans sent and dropped so far in this process.
+//  Sends any message the same way (fire-and-forget to the ledger, or to
+//  the local sink); takes ownership of *msg_p. Counted with the spans.
+void proto_trace_send(proto_msg_t **msg_p);
+
+//  Spans (and DETAILS) sent and dropped so far in this process.
 uint64_t proto_trace_sent(void);
 uint64_t proto_trace_dropped(void);
 

@@ -4,6 +4,7 @@
 #include "dispatch_multi.h"
 #include "dispatch_policy.h"
 #include "dispatch_upstream.h"
+#include "proto_capture.h"
 #include "proto_catalog.h"
 #include "proto_error.h"
 #include "proto_log.h"
@@ -89,6 +90,7 @@ struct _s_request_t {
     //  Towards ingress
     uint64_t sequence; //  next CHUNK sequence number
     bool relayed;      //  a CHUNK went out: no more failover
+    proto_capture_t *capture; //  request-log bodies at level full, else NULL
 };
 
 static void s_try_next(s_request_t *request);
@@ -116,6 +118,8 @@ static s_request_t *s_request_new(dispatch_server_t *server, proto_msg_t **dispa
     snprintf(self->rid, sizeof self->rid, "%s", proto_msg_request_id(dispatch));
     self->body = proto_msg_take_body(dispatch);
     self->client_protocol = (int)proto_msg_client_protocol(dispatch);
+    self->capture = proto_capture_bodies_new(self->body ? zframe_data(self->body) : NULL,
+                                             self->body ? zframe_size(self->body) : 0);
     //  What the client's path said beyond the protocol: a token count, or a
     //  Gemini stream read as a JSON array (no alt=sse). Ingress sets them.
     if (proto_msg_has(dispatch, PROTO_FIELD_meta)) {
@@ -166,6 +170,7 @@ static void s_request_destroy(s_request_t **self_p)
     if (!self)
         return;
     s_attempt_clear(self);
+    proto_capture_destroy(&self->capture);
     zchunk_destroy(&self->out);
     zchunk_destroy(&self->answer);
     zframe_destroy(&self->body);
@@ -328,6 +333,10 @@ static void s_finish(s_request_t *self, const s_ending_t *ending)
              (unsigned long long)usage->tokens_out, usage->estimated ? " (estimated)" : "",
              (unsigned long long)(latency_us / 1000), (unsigned long long)(ttfb_us / 1000),
              ending->error_code ? " error=" : "", ending->error_code ? ending->error_code : "");
+    if (ending->reply)
+        proto_capture_response_body(self->capture, zchunk_data(self->out), zchunk_size(self->out));
+    proto_capture_send(&self->capture, self->rid, proto_msg_trace(self->dispatch),
+                       self->client_protocol, server->catalog);
     zhashx_delete(server->requests, self->rid); //  destroys the request
     proto_metric_set(server->in_flight, (double)zhashx_size(server->requests));
     s_check_drained(server);
@@ -377,6 +386,7 @@ static void s_flush(s_request_t *self)
         proto_msg_set_ttfb_us(chunk, self->first_byte_us - self->received_us);
     }
     proto_msg_set_body_bytes(chunk, zchunk_data(self->out), zchunk_size(self->out));
+    proto_capture_response_body(self->capture, zchunk_data(self->out), zchunk_size(self->out));
     zchunk_set(self->out, NULL, 0);
     if (proto_msg_send(&chunk, self->server->router) != 0)
         log_warn(self->rid, "CHUNK could not be sent to ingress");

@@ -125,10 +125,10 @@ async function request(worker, n, started) {
       okIds.push(result.id);
       return;
     }
-    if (result.retryable && tries < 5) {
+    if (result.retryable && tries < 10) {
       counts.retried++;
       index = (index + 1) % gateways.length;
-      await new Promise((resolve) => setTimeout(resolve, 20 * tries));
+      await new Promise((resolve) => setTimeout(resolve, Math.min(20 * tries, 200)));
       continue;
     }
     counts.failed++;
@@ -136,6 +136,8 @@ async function request(worker, n, started) {
     counts.reasons[result.reason] = (counts.reasons[result.reason] ?? 0) + 1;
     print({ ev: 'fail', t: Date.now(), started, gateway: index, stream, status: result.status,
       reason: result.reason, id: result.id ?? null });
+    // Like a real client, do not spin on errors: a worker pauses before its next request.
+    await new Promise((resolve) => setTimeout(resolve, 50));
     return;
   }
 }

@@ -17,7 +17,8 @@
 extern char **environ;
 
 #define S_DRAIN_TIMEOUT_MS 1500
-#define S_LEVEL_RETRY_MS 1000
+#define S_LEVEL_RETRY_MS 1000      //  first retry of the settings watch
+#define S_LEVEL_RETRY_MAX_MS 30000 //  backoff cap
 
 struct _proto_service_t {
     const proto_service_def_t *def; //  the program
@@ -34,6 +35,7 @@ struct _proto_service_t {
     PGconn *level_db;               //  LISTENs for settings 'log_level', or NULL
     int level_fd;                   //  its socket while watched, else -1
     int level_timer;                //  reconnect timer, 0 when none
+    uint64_t level_retry_ms;        //  next reconnect delay (doubles while away)
     bool level_warned;              //  said once that the database is away
 };
 
@@ -326,15 +328,20 @@ static void s_level_readable(proto_loop_t *loop, int fd, uint32_t events, void *
 //  Connects once, LISTENs and applies the current setting. Returns 0 or -1.
 static int s_level_connect(proto_service_t *self)
 {
-    char error[512];
-    self->level_db =
-        proto_db_connect_once(proto_config_str(self->config, "database_url"), error, sizeof error);
-    if (!self->level_db ||
+    char error[512] = "cannot listen";
+    //  This connect runs on the loop: a second at most, so a database host
+    //  that drops packets cannot stall the program for the TCP timeout.
+    const char *keywords[] = {"dbname", "connect_timeout", NULL};
+    const char *values[] = {proto_config_str(self->config, "database_url"), "1", NULL};
+    self->level_db = PQconnectdbParams(keywords, values, 1);
+    if (PQstatus(self->level_db) != CONNECTION_OK)
+        proto_db_error(self->level_db, error, sizeof error);
+    if (PQstatus(self->level_db) != CONNECTION_OK ||
         proto_db_exec(self->level_db, "LISTEN tollgate_config", error, sizeof error) != 0 ||
-        s_level_apply(self) != 0 || PQsetnonblocking(self->level_db, 1) != 0) {
+        s_level_apply(self) != 0) {
         if (!self->level_warned)
-            log_warn(NULL, "log level watch: %s; retrying every %d ms",
-                     self->level_db ? "cannot listen" : error, S_LEVEL_RETRY_MS);
+            log_warn(NULL, "log level watch: %s; retrying, backing off to %d s", error,
+                     S_LEVEL_RETRY_MAX_MS / 1000);
         self->level_warned = true;
         s_level_disconnect(self);
         return -1;
@@ -344,6 +351,7 @@ static int s_level_connect(proto_service_t *self)
     if (self->level_warned)
         log_info(NULL, "log level watch: connected");
     self->level_warned = false;
+    self->level_retry_ms = 0;
     return 0;
 }
 
@@ -357,9 +365,13 @@ static void s_level_retry(proto_loop_t *loop, int id, void *arg)
 
 static void s_level_schedule(proto_service_t *self)
 {
-    if (!self->level_timer)
-        self->level_timer =
-            proto_loop_add_timer(self->loop, S_LEVEL_RETRY_MS, false, s_level_retry, self);
+    if (self->level_timer)
+        return;
+    self->level_retry_ms = self->level_retry_ms ? self->level_retry_ms * 2 : S_LEVEL_RETRY_MS;
+    if (self->level_retry_ms > S_LEVEL_RETRY_MAX_MS)
+        self->level_retry_ms = S_LEVEL_RETRY_MAX_MS;
+    self->level_timer =
+        proto_loop_add_timer(self->loop, self->level_retry_ms, false, s_level_retry, self);
 }
 
 static void s_drain_timeout(proto_loop_t *loop, int id, void *arg)

@@ -1346,6 +1346,38 @@ static int s_requests(s_client_t *client, s_args_t *args, int first)
     return rc;
 }
 
+//  The request's spans, one line each: time of day, duration, what, where,
+//  and the outcome (docs/observability.md).
+static void s_request_timeline(json_t *spans)
+{
+    if (!json_array_size(spans))
+        return;
+    printf("timeline\n");
+    size_t index;
+    json_t *span;
+    json_array_foreach(spans, index, span)
+    {
+        const char *at = s_str(span, "started_at");
+        char line[512];
+        int n = snprintf(line, sizeof line, "  %.12s %9.3f ms  %-20s %-9s",
+                         strlen(at) > 11 ? at + 11 : at,
+                         json_number_value(json_object_get(span, "duration_ms")),
+                         s_str(span, "name"), s_str(span, "program"));
+        static const char *fields[] = {"status", "attempt", "provider", "upstream_model",
+                                       "error_code", NULL};
+        for (int i = 0; fields[i] && n > 0 && (size_t)n < sizeof line; i++) {
+            json_t *value = json_object_get(span, fields[i]);
+            if (json_is_integer(value))
+                n += snprintf(line + n, sizeof line - (size_t)n, " %s=%" JSON_INTEGER_FORMAT,
+                              fields[i], json_integer_value(value));
+            else if (json_is_string(value))
+                n += snprintf(line + n, sizeof line - (size_t)n, " %s=%s", fields[i],
+                              json_string_value(value));
+        }
+        printf("%s\n", line);
+    }
+}
+
 static int s_request_show(s_client_t *client, s_args_t *args, int first)
 {
     char *id = s_escape(args->words[first]);
@@ -1364,6 +1396,7 @@ static int s_request_show(s_client_t *client, s_args_t *args, int first)
         json_t *details = json_object_get(answer, "details");
         printf("%-16s %s\n", "details",
                json_is_object(details) ? s_str(details, "level") : "none (level base)");
+        s_request_timeline(json_object_get(answer, "spans"));
     }
     json_decref(answer);
     return rc;

@@ -141,6 +141,14 @@ test('a request that failed over twice shows both failed attempts in its timelin
   assert.ok(new Set(request.spans.map((s) => s.program)).size >= 5);
   const decide = request.spans.find((s) => s.name === 'router.decide');
   assert.equal(decide.attributes.count, 3);
+  // And in the CLI, one line per span.
+  const shown = await tollgate(['requests', 'show', response.id], { env: { TOLLGATE_DIR: ctx.cluster.dir } });
+  assert.equal(shown.code, 0, shown.stderr);
+  const lines = shown.stdout.split('\n').filter((line) => line.includes('dispatch.attempt'));
+  assert.equal(lines.length, 3, shown.stdout);
+  assert.match(lines[0], /status=500 attempt=1 provider=first/);
+  assert.match(lines[1], /status=500 attempt=2 provider=second/);
+  assert.match(lines[2], /status=200 attempt=3 provider=third/);
   // The failovers show in dispatch's metrics too.
   const dispatch = await scrape(metrics.dispatch);
   assert.ok(dispatch.get('tollgate_dispatch_failovers_total').samples[0].value >= 2);

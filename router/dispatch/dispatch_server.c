@@ -858,6 +858,18 @@ static zsock_t *s_bind(int type, proto_config_t *config, const char *key)
     return socket;
 }
 
+//  Queue depths for /metrics, read when scraped.
+static void s_collect(proto_metrics_t *metrics, void *arg)
+{
+    dispatch_server_t *self = arg;
+    proto_metric_set(proto_metrics_gauge(metrics, "tollgate_dispatch_outbox",
+                                         "SETTLEs kept until billing's COMMIT.", NULL),
+                     (double)proto_outbox_pending(self->outbox));
+    proto_metric_set(proto_metrics_gauge(metrics, "tollgate_dispatch_done_waiting",
+                                         "DONEs waiting for the settlement journal's sync.", NULL),
+                     (double)zlistx_size(self->done_waiting));
+}
+
 dispatch_server_t *dispatch_server_new(proto_service_t *service)
 {
     dispatch_server_t *self = calloc(1, sizeof *self);
@@ -912,6 +924,7 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
     }
     self->outbox =
         proto_outbox_new_sharded(self->loop, self->billing, (size_t)count, S_SETTLE_RESEND_MS);
+    proto_service_on_collect(service, s_collect, self);
     self->done_waiting = zlistx_new();
     const char *state_dir = proto_config_str(self->config, "state_dir");
     if (state_dir && *state_dir) {

@@ -76,7 +76,7 @@ test('every program serves parseable metrics with its families', async () => {
     ingress: ['tollgate_ingress_requests_total', 'tollgate_ingress_request_seconds',
       'tollgate_ingress_ttft_seconds', 'tollgate_ingress_in_flight', 'tollgate_ingress_key_cache_size'],
     dispatch: ['tollgate_upstream_attempts_total', 'tollgate_upstream_seconds', 'tollgate_upstream_ttfb_seconds',
-      'tollgate_dispatch_failovers_total', 'tollgate_dispatch_in_flight'],
+      'tollgate_dispatch_failovers_total', 'tollgate_dispatch_in_flight', 'tollgate_dispatch_outbox'],
     router: ['tollgate_router_breakers', 'tollgate_router_decisions_total'],
     billing: ['tollgate_billing_outbox', 'tollgate_billing_settles_total'],
     ledger: ['tollgate_ledger_lag_seconds', 'tollgate_ledger_queue_depth', 'tollgate_ledger_spans_inserted_total'],

@@ -1363,8 +1363,8 @@ static void s_request_timeline(json_t *spans)
                          strlen(at) > 11 ? at + 11 : at,
                          json_number_value(json_object_get(span, "duration_ms")),
                          s_str(span, "name"), s_str(span, "program"));
-        static const char *fields[] = {"status", "attempt", "provider", "upstream_model",
-                                       "error_code", NULL};
+        static const char *fields[] = {"status",         "attempt",    "provider",
+                                       "upstream_model", "error_code", NULL};
         for (int i = 0; fields[i] && n > 0 && (size_t)n < sizeof line; i++) {
             json_t *value = json_object_get(span, fields[i]);
             if (json_is_integer(value))

@@ -105,6 +105,8 @@ static const s_key_t s_keys[] = {
      "upstream first byte"},
     {"dispatch.idle_timeout_ms", S_INT, "120000", 1, 3600000, false, "gap between chunks"},
     {"dispatch.total_timeout_ms", S_INT, "900000", 1, 86400000, false, "whole upstream call"},
+    {"dispatch.journal_sync", S_BOOL, "false", 0, 0, false,
+     "fdatasync the settlement journal before DONE (host crashes, not only SIGKILL)"},
     {"health.events.bind", S_ENDPOINT, "tcp://127.0.0.1:7150", 0, 0, false,
      "publishes health state"},
     {"health.events.endpoints", S_ENDPOINTS, "", 0, 0, false, "health publishers"},

@@ -31,6 +31,12 @@
 //  would corrupt a client's stream, so the mark is high.
 #define S_ROUTER_SNDHWM 1000000
 #define S_STATUS_CANCELLED 499 //  nginx' "client closed request"
+//  A draining instance keeps reading (and handing DISPATCHes back) until
+//  none came for S_DRAIN_QUIET_MS, or S_DRAIN_READ_MS passed: what a DEALER
+//  sends until it sees the connection close is read, not lost.
+#define S_DRAIN_QUIET_MS 200
+#define S_DRAIN_READ_MS 1000
+#define S_DRAIN_TICK_MS 50
 
 typedef struct _s_request_t s_request_t;
 
@@ -54,6 +60,10 @@ struct _dispatch_server_t {
     uint64_t idle_timeout_ms;          //  dispatch.idle_timeout_ms
     uint64_t total_timeout_ms;         //  dispatch.total_timeout_ms
     bool draining;                     //  SIGTERM seen
+    uint64_t drain_started_ms;         //  when SIGTERM came
+    uint64_t last_dispatch_ms;         //  when the last DISPATCH came
+    int drain_timer;                   //  re-checks the drain while quiet, 0 = none
+    bool journal_sync;                 //  dispatch.journal_sync: fdatasync before DONE
     proto_metric_t *in_flight;         //  gauge of requests in flight
     proto_metric_t *failovers;         //  counter of attempts replaced by another
 };
@@ -186,9 +196,17 @@ static size_t s_body_size(s_request_t *self)
 
 static void s_check_drained(dispatch_server_t *self)
 {
-    if (self->draining && zhashx_size(self->requests) == 0 &&
+    uint64_t now = proto_loop_now_ms();
+    bool quiet = now - self->last_dispatch_ms >= S_DRAIN_QUIET_MS ||
+                 now - self->drain_started_ms >= S_DRAIN_READ_MS;
+    if (self->draining && quiet && zhashx_size(self->requests) == 0 &&
         proto_outbox_pending(self->outbox) == 0)
         proto_service_drained(self->service);
+}
+
+static void s_drain_tick(proto_loop_t *loop, int id, void *arg)
+{
+    s_check_drained(arg);
 }
 
 //  Publishes the OUTCOME of the current attempt.
@@ -315,10 +333,14 @@ static void s_finish(s_request_t *self, const s_ending_t *ending)
         }
         if (zchunk_size(self->out))
             proto_msg_set_body_bytes(done, zchunk_data(self->out), zchunk_size(self->out));
-        //  The client learns that the request is complete only from DONE,
-        //  so DONE waits until the SETTLE above is on disk (group commit:
-        //  one fdatasync per loop turn, in s_turn).
-        if (proto_outbox_dirty(server->outbox))
+        //  The client learns that the request is complete only from DONE.
+        //  The SETTLE above is already in the journal's file (written, in
+        //  the kernel's page cache), which is all a SIGKILL of this process
+        //  needs. With dispatch.journal_sync DONE also waits until it is on
+        //  disk, so a crash of the whole host loses nothing either (group
+        //  commit: one fdatasync per loop turn, in s_turn) — at the price
+        //  of a disk flush on the request path.
+        if (server->journal_sync && proto_outbox_dirty(server->outbox))
             zlistx_add_end(server->done_waiting, done);
         else if (proto_msg_send(&done, server->router) != 0)
             log_warn(self->rid, "DONE could not be sent to ingress");
@@ -692,6 +714,20 @@ static void s_on_dispatch(dispatch_server_t *self, proto_msg_t **msg_p)
         proto_msg_destroy(msg_p);
         return;
     }
+    self->last_dispatch_ms = proto_loop_now_ms();
+    if (self->draining) {
+        //  Handed back, not taken: no SETTLE here (ingress sends the
+        //  request to another instance, or settles it itself).
+        log_info(rid, "answering 503 draining: handed back to ingress");
+        proto_msg_t *done = proto_msg_reply(msg, PROTO_MSG_DONE);
+        proto_msg_set_status(done, 503);
+        proto_msg_set_error_code(done, "draining");
+        proto_msg_set_error_message(done, "This dispatch instance is shutting down.");
+        if (proto_msg_send(&done, self->router) != 0)
+            log_warn(rid, "DONE could not be sent to ingress");
+        proto_msg_destroy(msg_p);
+        return;
+    }
     if (zhashx_lookup(self->requests, rid)) {
         log_warn(rid, "DISPATCH for a request already in flight dropped");
         proto_msg_destroy(msg_p);
@@ -701,9 +737,7 @@ static void s_on_dispatch(dispatch_server_t *self, proto_msg_t **msg_p)
     zhashx_insert(self->requests, request->rid, request);
     proto_metric_set(self->in_flight, (double)zhashx_size(self->requests));
     int protocol = request->client_protocol;
-    if (self->draining)
-        s_finish_error(request, 503, "draining", "This dispatch instance is shutting down.", 0);
-    else if (protocol < PROTO_PROTOCOL_OPENAI || protocol > PROTO_PROTOCOL_OPENAI_EMBEDDINGS)
+    if (protocol < PROTO_PROTOCOL_OPENAI || protocol > PROTO_PROTOCOL_OPENAI_EMBEDDINGS)
         s_finish_error(request, 400, "unsupported_protocol", "Unknown client protocol.", 0);
     else if (!s_body_size(request))
         s_finish_error(request, 400, "invalid_request", "The request has no body.", 0);
@@ -927,6 +961,7 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
     proto_service_on_collect(service, s_collect, self);
     self->done_waiting = zlistx_new();
     const char *state_dir = proto_config_str(self->config, "state_dir");
+    self->journal_sync = proto_config_bool(self->config, "dispatch.journal_sync");
     if (state_dir && *state_dir) {
         char path[1024];
         s_journal_path(self, state_dir, path, sizeof path);
@@ -959,6 +994,8 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
     dispatch_server_t *self = *self_p;
     if (!self)
         return;
+    if (self->drain_timer)
+        proto_loop_cancel_timer(self->loop, self->drain_timer);
     //  Requests first: their calls must leave the multi handle before it goes.
     zhashx_destroy(&self->requests);
     if (self->done_waiting) {
@@ -985,6 +1022,10 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
 void dispatch_server_drain(dispatch_server_t *self)
 {
     self->draining = true;
+    self->drain_started_ms = proto_loop_now_ms();
+    if (!self->drain_timer)
+        self->drain_timer =
+            proto_loop_add_timer(self->loop, S_DRAIN_TICK_MS, true, s_drain_tick, self);
     log_info(NULL, "draining: %zu request(s) in flight, %zu settlement(s) unacknowledged",
              zhashx_size(self->requests), proto_outbox_pending(self->outbox));
     s_check_drained(self);

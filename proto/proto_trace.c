@@ -13,19 +13,21 @@
 static struct {
     zsock_t *dealer;           //  to every ledger, or NULL
     bool enabled;              //  trace.spans
+    uint64_t sample_ppm;       //  trace.sample_ppm: requests traced per million
     char program[32];          //  "ingress"
     char instance[128];        //  this process' instance id
     proto_trace_sink_fn *sink; //  local receiver instead of the socket
     void *sink_arg;            //  its argument
     uint64_t sent;             //  spans handed on
     uint64_t dropped;          //  spans lost (queue full, no ledger)
-} s_trace;
+} s_trace = {.sample_ppm = 1000000};
 
 int proto_trace_init(proto_config_t *config, const char *program, const char *instance)
 {
     snprintf(s_trace.program, sizeof s_trace.program, "%s", program);
     snprintf(s_trace.instance, sizeof s_trace.instance, "%s", instance);
     s_trace.enabled = proto_config_bool(config, "trace.spans");
+    s_trace.sample_ppm = (uint64_t)proto_config_int(config, "trace.sample_ppm");
     if (!s_trace.enabled)
         return 0;
     const char *endpoints[64];
@@ -149,12 +151,29 @@ void proto_trace_send(proto_msg_t **msg_p)
         s_trace.dropped++;
 }
 
+//  Whether a request is traced. Every process must decide the same for the
+//  same request, or timelines would have holes: the decision is a hash of
+//  the trace id (else the request id), which every hop carries.
+static bool s_sampled(const char *request_id, const char *traceparent)
+{
+    if (s_trace.sample_ppm >= 1000000)
+        return true;
+    char trace_id[33];
+    const char *basis = *proto_trace_id(traceparent, trace_id) ? trace_id : request_id;
+    uint64_t hash = 1469598103934665603ULL; //  FNV-1a
+    for (const unsigned char *c = (const unsigned char *)basis; *c; c++)
+        hash = (hash ^ *c) * 1099511628211ULL;
+    return hash % 1000000 < s_trace.sample_ppm;
+}
+
 void proto_trace_span(const char *request_id, const char *traceparent, const proto_span_t *span)
 {
     if (!s_trace.sink && !s_trace.dealer)
         return;
     if (!request_id || !*request_id)
         return; //  spans belong to requests
+    if (!s_sampled(request_id, traceparent))
+        return;
     proto_msg_t *msg = proto_trace_message(request_id, traceparent, span);
     proto_trace_send(&msg);
 }

@@ -11,8 +11,16 @@ declare -A before
 programs=(ingress router dispatch health billing ledger)
 pid_of() { jq -r ".programs[] | select(.name==\"$1\") | .pid" "$dir/run/status.json"; }
 cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-pg_pids=$(pgrep -f "postgres.*$dir" | tr '\n' ' ')
-pg_cpu() { local total=0; for p in $(pgrep -f "postgres.*$dir"); do total=$((total + $(cpu_of "$p" 2>/dev/null || echo 0))); done; echo $total; }
+# PostgreSQL: the postmaster of the cluster's data folder and its children
+# (backends, walwriter, checkpointer: their titles do not name the folder).
+postmaster=$(head -n 1 "$dir/pg/postmaster.pid" 2>/dev/null || echo 0)
+pg_cpu() {
+    local total=0 p
+    for p in $postmaster $(pgrep -P "$postmaster" 2>/dev/null); do
+        total=$((total + $(cpu_of "$p" 2>/dev/null || echo 0)))
+    done
+    echo $total
+}
 for p in "${programs[@]}"; do before[$p]=$(cpu_of "$(pid_of "$p")"); done
 pg_before=$(pg_cpu)
 out=$(BENCH_KEY="$key" BENCH_MODEL="$model" wrk -t2 -c"$connections" -d"${seconds}s" -s bench/chat.lua "http://$gateway/v1/chat/completions")

@@ -113,6 +113,11 @@ for target in "direct $mock" "nginx http://127.0.0.1:$nginx_port" "tollgate $gat
     echo "$1-stream $(node bench/ttfb.mjs "$2/v1/chat/completions" "$key" mock-50 32 $((duration * 300)))" | tee -a "$results"
 done
 
+# What each program (billing and ledger included) costs per request.
+log "CPU per request, 32 connections"
+cpu_costs=$(bash bench/cpu_per_request.sh "$work/cluster" "$key" 32 "$duration" mock-model)
+echo "$cpu_costs" | tee -a "$results"
+
 # 4. Peak RSS of the Tollgate programs while 1,000 streams are open at once.
 log "1000 concurrent open streams through tollgate"
 streams=$(node bench/streams.mjs "$gateway/v1/chat/completions" "$key" mock-slow 1000)
@@ -165,6 +170,16 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
     for t in direct nginx tollgate; do
         echo "| $t | $(field $t-stream rps) | $(field $t-stream ttfb_p50_ms) | $(field $t-stream ttfb_p99_ms) | $(field $t-stream p50_ms) | $(field $t-stream p99_ms) |"
     done
+    echo
+    echo "## CPU time per request, per program (32 connections)"
+    echo
+    echo "From /proc/PID/stat before and after a wrk run through the gateway"
+    echo "(\`bench/cpu_per_request.sh\`). Billing and ledger are what billing costs;"
+    echo "PostgreSQL's share is the ledger's batched writes (usage, journal, rollups, spans)."
+    echo
+    echo "| program | CPU µs per request |"
+    echo "|---|---|"
+    sed -n 's/^\([a-z]*\) *\([0-9.]*\) us\/request$/| \1 | \2 |/p' <<<"$cpu_costs"
     echo
     echo "## 1,000 concurrent open streams through Tollgate"
     echo

@@ -74,6 +74,10 @@
 #define S_ADMIN_BODY_MAX (1024 * 1024)         //  admin request bodies
 #define S_ADMIN_CONNECTIONS 256                //  admin connections
 #define S_SETTLE_RESEND_MS 1000                //  outbox re-send period for SETTLE
+#define S_RESEND_AFTER_MS 250                  //  no ROUTE/ADMIT reply by then: re-send
+#define S_RESEND_TICK_MS 50                    //  how often waiting requests are looked at
+#define S_ADMIT_RESEND_MAX_MS 1000             //  longest gap between ADMIT re-sends
+#define S_DISPATCH_DRAINING_MS 2000            //  a dispatch that said `draining` is skipped
 #define S_DISCARD_FACTOR 4ULL    //  oversize bodies read and dropped up to this x limit
 #define S_PEER_RCVHWM 100000     //  CHUNKs we queue before dispatch's ROUTER must drop
 #define S_BODY_INITIAL_MAX 65536 //  first body allocation, whatever Content-Length says
@@ -132,6 +136,10 @@ struct _s_request_t {
     proto_msg_t *route_reply;               //  router's answer, once in
     int abandon_status;                     //  status to settle with when abandoned
     int dispatch_index;                     //  dispatch socket holding it, -1 before
+    uint32_t dispatch_tried;                //  bit per dispatch instance sent the DISPATCH
+    bool route_resent;                      //  ROUTE re-sent once (to the next router)
+    uint64_t admit_resend_ms;               //  when ADMIT may be re-sent next, 0 = not yet
+    uint64_t admit_resend_gap_ms;           //  the gap after that (doubles, capped)
     uint64_t next_sequence;                 //  CHUNK sequence expected next
     struct MHD_Response *response;          //  response for the handler to queue
     unsigned response_status;               //  its status
@@ -157,6 +165,7 @@ typedef struct {
     zsock_t *socket;          //  the DEALER
     proto_outbox_t *outbox;   //  SETTLEs kept until COMMIT (billing only)
     int index;                //  position in its array
+    uint64_t draining_until;  //  answered 503 `draining`: others first until then (dispatch)
 } s_peer_t;
 
 //  One admin request: collected whole, answered synchronously.
@@ -183,6 +192,7 @@ struct _ingress_server_t {
     s_peer_t dispatch[S_MAX_DISPATCH];     //  one DEALER per dispatch instance
     int dispatch_count;                    //  entries in dispatch
     unsigned next_dispatch;                //  round-robin position
+    int resend_timer;                      //  looks for ROUTE/ADMIT to re-send, 0 = idle
     zhashx_t *requests;                    //  request id -> s_request_t (not owned)
     s_queue_t waiting;                     //  ADMIT/ROUTE out: internal timeout
     s_queue_t running;                     //  dispatched: request timeout
@@ -214,6 +224,8 @@ static void s_request_unref(s_request_t *r);
 static void s_forget(s_request_t *r);
 static void s_resume(s_request_t *r);
 static void s_check_drained(ingress_server_t *self);
+static void s_dispatch(ingress_server_t *self, s_request_t *r);
+static int s_pick_dispatch(ingress_server_t *self, s_request_t *r);
 
 //  --------------------------------------------------------------------------
 //  Timeout queues
@@ -637,6 +649,9 @@ static void s_on_chunk(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
     zframe_t *body = proto_msg_take_body(msg);
     if (r->phase == S_DISPATCHED) {
         //  The first CHUNK brings the status line: the response starts now.
+        //  The body is no longer needed for a re-send.
+        free(r->body);
+        r->body = NULL;
         r->next_sequence = sequence + 1;
         proto_observe_first_byte(self->metrics, r->id, r->trace, r->started_us);
         unsigned status =
@@ -689,8 +704,39 @@ static void s_on_chunk(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
         s_resume(r);
 }
 
+//  A DONE 503 `draining` before any CHUNK: the instance took nothing on
+//  (it settles nothing either), so the request may go to another.
+static bool s_draining_answer(proto_msg_t *msg)
+{
+    return proto_msg_status(msg) == 503 && proto_msg_has(msg, PROTO_FIELD_error_code) &&
+           strcmp(proto_msg_error_code(msg), "draining") == 0;
+}
+
+//  Sends a request a draining dispatch handed back to another instance
+//  (same id, same candidates), each instance at most once. False when
+//  there is none left to try.
+static bool s_redispatch(ingress_server_t *self, s_request_t *r)
+{
+    self->dispatch[r->dispatch_index].draining_until = proto_loop_now_ms() + S_DISPATCH_DRAINING_MS;
+    if (s_pick_dispatch(self, r) < 0)
+        return false;
+    log_info(r->id, "dispatch %d is draining; sending the request to another instance",
+             r->dispatch_index);
+    s_dispatch(self, r);
+    return true;
+}
+
 static void s_on_done(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
 {
+    if (r->phase == S_DISPATCHED && s_draining_answer(msg)) {
+        if (s_redispatch(self, r))
+            return;
+        //  Nowhere else to go: the answer stands, and what billing
+        //  admitted is ours to settle.
+        s_settle(r, 503);
+    }
+    free(r->body);
+    r->body = NULL;
     zframe_t *body = proto_msg_take_body(msg);
     if (r->phase == S_STREAMING) {
         if (body && ingress_buffer_append(r->out, &body) != 0) {
@@ -770,18 +816,30 @@ static void s_dispatch_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
 //  --------------------------------------------------------------------------
 //  Admission and route: both out at once, decided when both are in
 
+//  The next dispatch instance for this request, round-robin, or -1. A
+//  DEALER with ZMQ_IMMEDIATE is writable only with a live connection: skip
+//  instances that are down instead of queueing for them; skip those this
+//  request went to already; prefer those that have not said `draining`.
+static int s_pick_dispatch(ingress_server_t *self, s_request_t *r)
+{
+    uint64_t now = proto_loop_now_ms();
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < self->dispatch_count; i++) {
+            int index = (int)((self->next_dispatch + (unsigned)i) % (unsigned)self->dispatch_count);
+            s_peer_t *peer = &self->dispatch[index];
+            if ((r->dispatch_tried & (1u << index)) || (pass == 0 && peer->draining_until > now))
+                continue;
+            if (zsock_events(peer->socket) & ZMQ_POLLOUT)
+                return index;
+        }
+    return -1;
+}
+
 static void s_dispatch(ingress_server_t *self, s_request_t *r)
 {
     size_t count = 0;
     const proto_candidate_t *candidates = proto_msg_candidates(r->route_reply, &count);
-    //  A DEALER with ZMQ_IMMEDIATE is writable only with a live connection:
-    //  skip instances that are down instead of queueing for them.
-    int chosen = -1;
-    for (int i = 0; i < self->dispatch_count && chosen < 0; i++) {
-        int index = (int)((self->next_dispatch + (unsigned)i) % (unsigned)self->dispatch_count);
-        if (zsock_events(self->dispatch[index].socket) & ZMQ_POLLOUT)
-            chosen = index;
-    }
+    int chosen = s_pick_dispatch(self, r);
     if (!count || chosen < 0) {
         int status = 503;
         log_warn(r->id, "%s",
@@ -813,11 +871,11 @@ static void s_dispatch(ingress_server_t *self, s_request_t *r)
     proto_msg_set_key_id(msg, r->key_id);
     proto_msg_set_account_id(msg, r->account_id);
     proto_msg_set_reserve_micros(msg, proto_msg_reserve_micros(r->admit_reply));
-    //  The one copy of the body: into the frame that travels untouched.
+    //  A copy of the body travels; ours stays until the first CHUNK or DONE
+    //  in case a draining instance hands the request back (s_redispatch).
     zframe_t *frame = zframe_new(r->body, r->body_size);
-    free(r->body);
-    r->body = NULL;
     proto_msg_set_body(msg, &frame);
+    r->dispatch_tried |= 1u << chosen;
     if (proto_msg_send(&msg, self->dispatch[chosen].socket) != 0) {
         log_warn(r->id, "dispatch %d refused the request", chosen);
         r->phase = S_ANSWERED;
@@ -875,6 +933,12 @@ static void s_on_reply(ingress_server_t *self, proto_msg_t **msg_p, bool admissi
         proto_metric_add(self->dropped, 1);
         log_debug(proto_msg_request_id(msg), "dropped a late %s",
                   proto_msg_type_name((int)proto_msg_type(msg)));
+        return;
+    }
+    if (admission && r->phase == S_WAITING && s_draining_answer(msg)) {
+        //  A billing instance on its way out: its successor owns the shard
+        //  in a moment, and s_resend_tick asks again.
+        log_debug(r->id, "billing is draining; the ADMIT will be re-sent");
         return;
     }
     *slot = msg;
@@ -1281,6 +1345,84 @@ static void s_route_hints(s_request_t *r)
 }
 
 //  The body is in: check it, then ask billing and router at once.
+static proto_msg_t *s_route_new(s_request_t *r, uint64_t timeout_ms)
+{
+    proto_msg_t *route = proto_msg_new(PROTO_MSG_ROUTE);
+    s_stamp(r, route, timeout_ms);
+    proto_msg_set_model(route, r->parsed.model);
+    proto_msg_set_key_id(route, r->key_id);
+    proto_msg_set_account_id(route, r->account_id);
+    proto_msg_set_client_protocol(route, (uint64_t)r->protocol);
+    if (r->parsed.session[0])
+        proto_msg_set_session(route, r->parsed.session);
+    if (r->parsed.capabilities[0])
+        proto_msg_set_capabilities(route, r->parsed.capabilities);
+    return route;
+}
+
+static proto_msg_t *s_admit_new(s_request_t *r, uint64_t timeout_ms)
+{
+    proto_msg_t *admit = proto_msg_new(PROTO_MSG_ADMIT);
+    s_stamp(r, admit, timeout_ms);
+    proto_msg_set_key_id(admit, r->key_id);
+    proto_msg_set_account_id(admit, r->account_id);
+    proto_msg_set_model(admit, r->parsed.model);
+    proto_msg_set_stream(admit, r->parsed.stream);
+    proto_msg_set_tokens_in(admit, r->parsed.tokens_estimate);
+    return admit;
+}
+
+//  A request waiting longer than S_RESEND_AFTER_MS lost its ROUTE or ADMIT
+//  in an instance that exited (what a DEALER sent before the peer closed
+//  is gone). ROUTE has no side effects: re-sent once, the DEALER's
+//  round-robin takes it to the next router. ADMIT goes to the same shard
+//  (its billing comes back under the supervisor) with growing gaps; a
+//  second ADMIT of an id replaces the first reservation. The first reply
+//  wins: s_on_reply drops the others.
+static void s_resend(ingress_server_t *self, s_request_t *r, uint64_t now)
+{
+    uint64_t left = r->due_ms > now ? r->due_ms - now : 1;
+    if (!r->route_reply && !r->route_resent) {
+        r->route_resent = true;
+        proto_msg_t *route = s_route_new(r, left);
+        log_info(r->id, "no ROUTE_REPLY after %d ms; asking the next router", S_RESEND_AFTER_MS);
+        if (proto_msg_send(&route, self->router.socket) != 0)
+            log_warn(r->id, "could not re-send ROUTE");
+    }
+    if (!r->admit_reply && now >= r->admit_resend_ms) {
+        r->admit_resend_gap_ms =
+            r->admit_resend_gap_ms ? r->admit_resend_gap_ms * 2 : S_RESEND_AFTER_MS;
+        if (r->admit_resend_gap_ms > S_ADMIT_RESEND_MAX_MS)
+            r->admit_resend_gap_ms = S_ADMIT_RESEND_MAX_MS;
+        r->admit_resend_ms = now + r->admit_resend_gap_ms;
+        proto_msg_t *admit = s_admit_new(r, left);
+        log_info(r->id, "no ADMIT_REPLY yet; asking billing again");
+        if (proto_msg_send(
+                &admit, self->billing[r->account_id % (uint64_t)self->billing_count].socket) != 0)
+            log_warn(r->id, "could not re-send ADMIT");
+    }
+}
+
+//  Walks the waiting queue from its oldest entries; stops at the first
+//  younger than S_RESEND_AFTER_MS, so a quiet cluster costs one look.
+static void s_resend_tick(proto_loop_t *loop, int id, void *arg)
+{
+    ingress_server_t *self = arg;
+    if (!self->waiting.head) {
+        proto_loop_cancel_timer(loop, self->resend_timer);
+        self->resend_timer = 0;
+        return;
+    }
+    uint64_t now = proto_loop_now_ms();
+    for (s_request_t *r = self->waiting.head; r; r = r->queue_next) {
+        if (r->phase != S_WAITING)
+            continue; //  abandoned: only waits for billing's word
+        if (r->due_ms + S_RESEND_AFTER_MS > now + self->internal_timeout_ms)
+            break;
+        s_resend(self, r, now);
+    }
+}
+
 static enum MHD_Result s_client_submit(ingress_server_t *self, s_request_t *r)
 {
     r->received_us = proto_loop_now_us();
@@ -1310,23 +1452,8 @@ static enum MHD_Result s_client_submit(ingress_server_t *self, s_request_t *r)
         s_register(r);
     }
     s_route_hints(r);
-    proto_msg_t *route = proto_msg_new(PROTO_MSG_ROUTE);
-    s_stamp(r, route, self->internal_timeout_ms);
-    proto_msg_set_model(route, r->parsed.model);
-    proto_msg_set_key_id(route, r->key_id);
-    proto_msg_set_account_id(route, r->account_id);
-    proto_msg_set_client_protocol(route, (uint64_t)r->protocol);
-    if (r->parsed.session[0])
-        proto_msg_set_session(route, r->parsed.session);
-    if (r->parsed.capabilities[0])
-        proto_msg_set_capabilities(route, r->parsed.capabilities);
-    proto_msg_t *admit = proto_msg_new(PROTO_MSG_ADMIT);
-    s_stamp(r, admit, self->internal_timeout_ms);
-    proto_msg_set_key_id(admit, r->key_id);
-    proto_msg_set_account_id(admit, r->account_id);
-    proto_msg_set_model(admit, r->parsed.model);
-    proto_msg_set_stream(admit, r->parsed.stream);
-    proto_msg_set_tokens_in(admit, r->parsed.tokens_estimate);
+    proto_msg_t *route = s_route_new(r, self->internal_timeout_ms);
+    proto_msg_t *admit = s_admit_new(r, self->internal_timeout_ms);
     //  ROUTE first: if it cannot go, nothing has been admitted yet.
     zsock_t *billing = self->billing[r->account_id % (uint64_t)self->billing_count].socket;
     if (proto_msg_send(&route, self->router.socket) != 0) {
@@ -1344,6 +1471,9 @@ static enum MHD_Result s_client_submit(ingress_server_t *self, s_request_t *r)
     }
     r->phase = S_WAITING;
     s_queue_push(&self->waiting, r, self->internal_timeout_ms);
+    if (!self->resend_timer)
+        self->resend_timer =
+            proto_loop_add_timer(self->loop, S_RESEND_TICK_MS, true, s_resend_tick, self);
     s_suspend(r);
     log_debug(r->id, "admit and route asked for model %s", r->parsed.model);
     return MHD_YES;
@@ -1789,6 +1919,8 @@ void ingress_server_destroy(ingress_server_t **self_p)
         proto_loop_cancel_timer(self->loop, self->waiting.timer);
     if (self->running.timer)
         proto_loop_cancel_timer(self->loop, self->running.timer);
+    if (self->resend_timer)
+        proto_loop_cancel_timer(self->loop, self->resend_timer);
     zhashx_destroy(&self->requests);
     zhashx_destroy(&self->counters);
     zhashx_destroy(&self->histograms);

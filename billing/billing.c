@@ -22,6 +22,14 @@
 #define S_HWM 100000
 //  Longest model name quoted back in an error message.
 #define S_MODEL_QUOTE_MAX 200
+//  A draining billing keeps admitting its shard (there is no one else to)
+//  until no ADMIT or SETTLE came for S_DRAIN_QUIET_MS, or S_DRAIN_READ_MS
+//  passed, and its outbox is empty: what ingress' DEALER sent until it saw
+//  the connection close is answered, not lost (ingress re-sends an ADMIT
+//  that got no reply to the successor).
+#define S_DRAIN_QUIET_MS 200
+#define S_DRAIN_READ_MS 1000
+#define S_DRAIN_TICK_MS 50
 
 //  A settlement sent to the ledger and not yet committed.
 typedef struct {
@@ -56,6 +64,9 @@ struct _billing_t {
     uint64_t reservation_max_ms;    //  reservation lifetime
     int sweep_timer;                //  periodic sweep
     bool draining;                  //  SIGTERM seen
+    int drain_timer;                //  re-checks the drain while quiet, 0 = none
+    uint64_t drain_started_ms;      //  when SIGTERM came
+    uint64_t last_request_ms;       //  when the last ADMIT or SETTLE came
     proto_metric_t *m_settles;      //  SETTLE priced and sent on
     proto_metric_t *m_settle_dups;  //  SETTLE answered from memory
     proto_metric_t *m_commits;      //  COMMIT passed on
@@ -86,8 +97,16 @@ static void s_count_admit(billing_t *self, uint64_t status)
 
 static void s_maybe_drained(billing_t *self)
 {
-    if (self->draining && proto_outbox_pending(self->outbox) == 0)
+    uint64_t now = proto_loop_now_ms();
+    bool quiet = now - self->last_request_ms >= S_DRAIN_QUIET_MS ||
+                 now - self->drain_started_ms >= S_DRAIN_READ_MS;
+    if (self->draining && quiet && proto_outbox_pending(self->outbox) == 0)
         proto_service_drained(self->service);
+}
+
+static void s_drain_tick(proto_loop_t *loop, int id, void *arg)
+{
+    s_maybe_drained(arg);
 }
 
 //  --------------------------------------------------------------------------
@@ -125,10 +144,7 @@ static void s_admit(billing_t *self, proto_msg_t *request)
     const char *problem = proto_catalog_key_problem(self->catalog, key, wall_us);
     const proto_model_t *model = proto_catalog_model_by_name(self->catalog, model_name);
     char message[S_MODEL_QUOTE_MAX + 128];
-    if (self->draining) {
-        s_refuse(reply, 503, "draining", "Billing is shutting down; retry the request.");
-        proto_msg_set_retry_after_ms(reply, 100);
-    } else if (problem) {
+    if (problem) {
         log_info(rid, "admit refused: key %" PRIu64 " is %s", proto_msg_key_id(request), problem);
         s_refuse(reply, 401, "invalid_api_key", s_key_problem_text(problem));
     } else if (!model || !model->active) {
@@ -328,11 +344,13 @@ static void s_router_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
     if (!*rid && (type == PROTO_MSG_ADMIT || type == PROTO_MSG_SETTLE)) {
         proto_metric_add(self->m_malformed, 1);
         log_warn(NULL, "dropped %s without a request id", proto_msg_type_name(type));
-    } else if (type == PROTO_MSG_ADMIT)
+    } else if (type == PROTO_MSG_ADMIT) {
+        self->last_request_ms = proto_loop_now_ms();
         s_admit(self, msg);
-    else if (type == PROTO_MSG_SETTLE)
+    } else if (type == PROTO_MSG_SETTLE) {
+        self->last_request_ms = proto_loop_now_ms();
         s_settle(self, msg);
-    else
+    } else
         log_warn(rid, "ignored %s on the billing socket", proto_msg_type_name(type));
     proto_msg_destroy(&msg);
 }
@@ -504,6 +522,8 @@ void billing_destroy(billing_t **self_p)
         return;
     if (self->sweep_timer)
         proto_loop_cancel_timer(self->loop, self->sweep_timer);
+    if (self->drain_timer)
+        proto_loop_cancel_timer(self->loop, self->drain_timer);
     if (self->router)
         proto_loop_remove_socket(self->loop, self->router);
     if (self->ledger)
@@ -526,6 +546,10 @@ void billing_destroy(billing_t **self_p)
 void billing_drain(billing_t *self)
 {
     self->draining = true;
+    self->drain_started_ms = proto_loop_now_ms();
+    if (!self->drain_timer)
+        self->drain_timer =
+            proto_loop_add_timer(self->loop, S_DRAIN_TICK_MS, true, s_drain_tick, self);
     log_info(NULL, "draining: %zu entries wait for the ledger", proto_outbox_pending(self->outbox));
     s_maybe_drained(self);
 }

@@ -18,7 +18,9 @@
             token_limit_exceeded, spend_limit_exceeded
                                a key or account limit (billing_limit), with
                                retry_after_ms
-        503 draining           this instance is shutting down
+        503 draining           not sent since a draining instance keeps
+                               admitting its shard (older instances did;
+                               ingress re-sends the ADMIT on it)
         200                    admitted; reserve_micros is the estimate held
                                for the request (billing_price_reserve)
 

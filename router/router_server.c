@@ -15,6 +15,13 @@
 #define S_SWEEP_MS 5000           //  expiry sweeps
 #define S_FLIGHTS_MAX 200000      //  decisions remembered for their OUTCOME
 #define S_STATS_MAX_AGE_MS 600000 //  health older than this is not used
+//  A draining router keeps answering until no ROUTE came for
+//  S_DRAIN_QUIET_MS, or S_DRAIN_READ_MS passed: ingress' DEALER sends here
+//  until it sees the connection close, and what is unread at exit is lost
+//  (ingress re-sends a ROUTE after 250 ms, but each loss costs that).
+#define S_DRAIN_QUIET_MS 200
+#define S_DRAIN_READ_MS 1000
+#define S_DRAIN_TICK_MS 50
 
 //  What this router decided for a request, until its first success.
 typedef struct {
@@ -42,6 +49,9 @@ typedef struct {
     bool persist_disable;           //  router.persist_disable
     uint64_t flight_max_ms;         //  longest a request may take (dispatch.total_timeout_ms)
     int sweep_timer;                //  periodic expiry
+    int drain_timer;                //  checks the drain, 0 = not draining
+    uint64_t drain_started_ms;      //  when SIGTERM came
+    uint64_t last_route_ms;         //  when the last ROUTE came
     proto_metric_t *decisions;      //  ROUTE answered with candidates
     proto_metric_t *no_route;       //  ROUTE answered without
     proto_metric_t *last_resort;    //  decisions that went to an open breaker
@@ -306,6 +316,7 @@ static void s_frontend_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
         return;
     switch (proto_msg_type(request)) {
     case PROTO_MSG_ROUTE:
+        self->last_route_ms = s_now();
         s_answer_route(self, request);
         break;
     case PROTO_MSG_EXPLAIN:
@@ -450,6 +461,8 @@ static void s_stop(void **state_p)
     proto_loop_t *loop = proto_service_loop(self->service);
     if (self->sweep_timer)
         proto_loop_cancel_timer(loop, self->sweep_timer);
+    if (self->drain_timer)
+        proto_loop_cancel_timer(loop, self->drain_timer);
     zsock_t *sockets[] = {self->frontend, self->outcomes, self->health};
     for (size_t i = 0; i < 3; i++)
         if (sockets[i])
@@ -577,13 +590,25 @@ static void *s_start(proto_service_t *service)
     return self;
 }
 
+static void s_drain_tick(proto_loop_t *loop, int id, void *arg)
+{
+    s_router_t *self = arg;
+    uint64_t now = s_now();
+    if (now - self->last_route_ms >= S_DRAIN_QUIET_MS ||
+        now - self->drain_started_ms >= S_DRAIN_READ_MS)
+        proto_service_drained(self->service);
+}
+
 //  The router holds no request state that matters: every ROUTE is answered
 //  at once, and breakers and bindings are soft state the other routers
-//  hold too, so draining is immediate.
+//  hold too. Draining only keeps answering while ROUTEs still come.
 static void s_drain(void *state)
 {
     s_router_t *self = state;
-    proto_service_drained(self->service);
+    self->drain_started_ms = s_now();
+    if (!self->drain_timer)
+        self->drain_timer = proto_loop_add_timer(proto_service_loop(self->service), S_DRAIN_TICK_MS,
+                                                 true, s_drain_tick, self);
 }
 
 static char *s_status(void *state)

@@ -78,6 +78,7 @@
 #define S_RESEND_TICK_MS 50                    //  how often waiting requests are looked at
 #define S_ADMIT_RESEND_MAX_MS 1000             //  longest gap between ADMIT re-sends
 #define S_DISPATCH_DRAINING_MS 2000            //  a dispatch that said `draining` is skipped
+#define S_HOLD_RETRY_MS 100                    //  a held request looks for a dispatch again
 #define S_DISCARD_FACTOR 4ULL    //  oversize bodies read and dropped up to this x limit
 #define S_PEER_RCVHWM 100000     //  CHUNKs we queue before dispatch's ROUTER must drop
 #define S_BODY_INITIAL_MAX 65536 //  first body allocation, whatever Content-Length says
@@ -137,6 +138,7 @@ struct _s_request_t {
     int abandon_status;                     //  status to settle with when abandoned
     int dispatch_index;                     //  dispatch socket holding it, -1 before
     uint32_t dispatch_tried;                //  bit per dispatch instance sent the DISPATCH
+    uint64_t held_until_ms;                 //  held for a dispatch until then, 0 = never held
     bool route_resent;                      //  ROUTE re-sent once (to the next router)
     uint64_t admit_resend_ms;               //  when ADMIT may be re-sent next, 0 = not yet
     uint64_t admit_resend_gap_ms;           //  the gap after that (doubles, capped)
@@ -196,6 +198,7 @@ struct _ingress_server_t {
     zhashx_t *requests;                    //  request id -> s_request_t (not owned)
     s_queue_t waiting;                     //  ADMIT/ROUTE out: internal timeout
     s_queue_t running;                     //  dispatched: request timeout
+    s_queue_t held;                        //  handed back by a draining dispatch: retried
     s_request_t *live;                     //  requests with a live connection
     size_t live_count;                     //  how many
     size_t max_body;                       //  ingress.max_body_bytes
@@ -726,13 +729,42 @@ static bool s_redispatch(ingress_server_t *self, s_request_t *r)
     return true;
 }
 
+//  Handed back with no other instance to try (one dispatch, restarting
+//  under its supervisor): the request waits, for at most the internal
+//  timeout from the first hand-back, and tries every instance again every
+//  S_HOLD_RETRY_MS. No dispatch holds it meanwhile.
+static void s_hold(ingress_server_t *self, s_request_t *r)
+{
+    if (!r->held_until_ms)
+        r->held_until_ms = proto_loop_now_ms() + self->internal_timeout_ms;
+    r->dispatch_index = -1;
+    s_queue_push(&self->held, r, S_HOLD_RETRY_MS);
+}
+
+static void s_held_expired(ingress_server_t *self, s_request_t *r)
+{
+    //  Any instance again, the draining one included: its successor binds
+    //  the same endpoint.
+    r->dispatch_tried = 0;
+    if (s_pick_dispatch(self, r) < 0 && proto_loop_now_ms() < r->held_until_ms) {
+        s_queue_push(&self->held, r, S_HOLD_RETRY_MS);
+        return;
+    }
+    s_dispatch(self, r); //  answers dispatch_unavailable when none is live
+}
+
 static void s_on_done(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
 {
     if (r->phase == S_DISPATCHED && s_draining_answer(msg)) {
         if (s_redispatch(self, r))
             return;
-        //  Nowhere else to go: the answer stands, and what billing
-        //  admitted is ours to settle.
+        if (!r->held_until_ms || proto_loop_now_ms() < r->held_until_ms) {
+            s_hold(self, r);
+            return;
+        }
+        //  Held long enough: the answer stands, and what billing admitted
+        //  is ours to settle (a draining dispatch settles nothing).
+        log_warn(r->id, "every dispatch instance is draining; answering 503");
         s_settle(r, 503);
     }
     free(r->body);
@@ -1052,6 +1084,8 @@ static void s_hangup(proto_loop_t *loop, int fd, uint32_t events, void *arg)
         s_abandon(self, r, 499);
         break;
     case S_DISPATCHED:
+        if (r->dispatch_index < 0)
+            s_settle(r, 499); //  held: no dispatch has it to settle
         s_cancel(r, "client_closed");
         r->upstream_done = true;
         r->phase = S_ANSWERED;
@@ -1821,6 +1855,7 @@ ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
     self->histograms = zhashx_new();
     self->waiting = (s_queue_t){.server = self, .expire = s_waiting_expired};
     self->running = (s_queue_t){.server = self, .expire = s_running_expired};
+    self->held = (s_queue_t){.server = self, .expire = s_held_expired};
     self->max_body = (size_t)proto_config_int(config, "ingress.max_body_bytes");
     self->internal_timeout_ms = (uint64_t)proto_config_int(config, "ingress.internal_timeout_ms");
     self->request_timeout_ms = (uint64_t)proto_config_int(config, "ingress.request_timeout_ms");
@@ -1919,6 +1954,8 @@ void ingress_server_destroy(ingress_server_t **self_p)
         proto_loop_cancel_timer(self->loop, self->waiting.timer);
     if (self->running.timer)
         proto_loop_cancel_timer(self->loop, self->running.timer);
+    if (self->held.timer)
+        proto_loop_cancel_timer(self->loop, self->held.timer);
     if (self->resend_timer)
         proto_loop_cancel_timer(self->loop, self->resend_timer);
     zhashx_destroy(&self->requests);

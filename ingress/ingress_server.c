@@ -139,7 +139,7 @@ struct _s_request_t {
     int dispatch_index;                     //  dispatch socket holding it, -1 before
     uint32_t dispatch_tried;                //  bit per dispatch instance sent the DISPATCH
     uint64_t held_until_ms;                 //  held for a dispatch until then, 0 = never held
-    bool route_resent;                      //  ROUTE re-sent once (to the next router)
+    uint64_t route_resend_ms;               //  when ROUTE may be re-sent next, 0 = not yet
     uint64_t admit_resend_ms;               //  when ADMIT may be re-sent next, 0 = not yet
     uint64_t admit_resend_gap_ms;           //  the gap after that (doubles, capped)
     uint64_t next_sequence;                 //  CHUNK sequence expected next
@@ -1408,18 +1408,20 @@ static proto_msg_t *s_admit_new(s_request_t *r, uint64_t timeout_ms)
 
 //  A request waiting longer than S_RESEND_AFTER_MS lost its ROUTE or ADMIT
 //  in an instance that exited (what a DEALER sent before the peer closed
-//  is gone). ROUTE has no side effects: re-sent once, the DEALER's
-//  round-robin takes it to the next router. ADMIT goes to the same shard
+//  is gone). ROUTE has no side effects: re-sent every S_RESEND_AFTER_MS,
+//  the DEALER's round-robin takes it to the next router (not always a
+//  live one: a DEALER keeps a pipe to a router that went away, for its
+//  return, and queues its share there). ADMIT goes to the same shard
 //  (its billing comes back under the supervisor) with growing gaps; a
 //  second ADMIT of an id replaces the first reservation. The first reply
 //  wins: s_on_reply drops the others.
 static void s_resend(ingress_server_t *self, s_request_t *r, uint64_t now)
 {
     uint64_t left = r->due_ms > now ? r->due_ms - now : 1;
-    if (!r->route_reply && !r->route_resent) {
-        r->route_resent = true;
+    if (!r->route_reply && now >= r->route_resend_ms) {
+        r->route_resend_ms = now + S_RESEND_AFTER_MS;
         proto_msg_t *route = s_route_new(r, left);
-        log_info(r->id, "no ROUTE_REPLY after %d ms; asking the next router", S_RESEND_AFTER_MS);
+        log_info(r->id, "no ROUTE_REPLY yet; asking the next router");
         if (proto_msg_send(&route, self->router.socket) != 0)
             log_warn(r->id, "could not re-send ROUTE");
     }

@@ -139,6 +139,7 @@ struct _s_request_t {
     int dispatch_index;                     //  dispatch socket holding it, -1 before
     uint32_t dispatch_tried;                //  bit per dispatch instance sent the DISPATCH
     uint64_t held_until_ms;                 //  held for a dispatch until then, 0 = never held
+    uint64_t dispatched_ms;                 //  when the DISPATCH last went out
     uint64_t route_resend_ms;               //  when ROUTE may be re-sent next, 0 = not yet
     uint64_t admit_resend_ms;               //  when ADMIT may be re-sent next, 0 = not yet
     uint64_t admit_resend_gap_ms;           //  the gap after that (doubles, capped)
@@ -168,6 +169,7 @@ typedef struct {
     proto_outbox_t *outbox;   //  SETTLEs kept until COMMIT (billing only)
     int index;                //  position in its array
     uint64_t draining_until;  //  answered 503 `draining`: others first until then (dispatch)
+    uint64_t draining_since;  //  when it last answered so
 } s_peer_t;
 
 //  One admin request: collected whole, answered synchronously.
@@ -720,7 +722,9 @@ static bool s_draining_answer(proto_msg_t *msg)
 //  there is none left to try.
 static bool s_redispatch(ingress_server_t *self, s_request_t *r)
 {
-    self->dispatch[r->dispatch_index].draining_until = proto_loop_now_ms() + S_DISPATCH_DRAINING_MS;
+    s_peer_t *peer = &self->dispatch[r->dispatch_index];
+    peer->draining_since = proto_loop_now_ms();
+    peer->draining_until = peer->draining_since + S_DISPATCH_DRAINING_MS;
     if (s_pick_dispatch(self, r) < 0)
         return false;
     log_info(r->id, "dispatch %d is draining; sending the request to another instance",
@@ -838,10 +842,17 @@ static void s_dispatch_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
     else if (!r || r->dispatch_index != peer->index) {
         proto_metric_add(self->dropped, 1);
         log_debug(proto_msg_request_id(msg), "dropped a late %s", proto_msg_type_name((int)type));
-    } else if (type == PROTO_MSG_CHUNK)
-        s_on_chunk(self, r, msg);
-    else
-        s_on_done(self, r, msg);
+    } else {
+        //  An answer to a request sent after the peer said `draining`:
+        //  its successor on the same endpoint took it.
+        if (r->dispatched_ms > peer->draining_since &&
+            (type == PROTO_MSG_CHUNK || !s_draining_answer(msg)))
+            peer->draining_until = 0;
+        if (type == PROTO_MSG_CHUNK)
+            s_on_chunk(self, r, msg);
+        else
+            s_on_done(self, r, msg);
+    }
     proto_msg_destroy(&msg);
 }
 
@@ -918,6 +929,7 @@ static void s_dispatch(ingress_server_t *self, s_request_t *r)
         return;
     }
     r->dispatch_index = chosen;
+    r->dispatched_ms = proto_loop_now_ms();
     r->phase = S_DISPATCHED;
     s_queue_push(&self->running, r, self->request_timeout_ms);
     log_debug(r->id, "dispatched to %d with %zu candidates", chosen, count);

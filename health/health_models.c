@@ -1,4 +1,5 @@
 #include "health_models.h"
+#include "dispatch_upstream.h"
 #include "proto_msg.h"
 
 #include <assert.h>
@@ -7,68 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-//  base_url without trailing slashes or a final `version`, then path.
-static char *s_join(const char *base_url, const char *version, const char *path)
-{
-    size_t base = strlen(base_url);
-    while (base && base_url[base - 1] == '/')
-        base--;
-    size_t version_size = strlen(version);
-    if (base >= version_size && strncmp(base_url + base - version_size, version, version_size) == 0)
-        base -= version_size;
-    char *url = NULL;
-    if (asprintf(&url, "%.*s%s", (int)base, base_url, path) < 0)
-        return NULL;
-    return url;
-}
-
+//  The URL and the authentication are dispatch's (dispatch_upstream): a
+//  provider's base_url and its secret mean the same to a probe as to a call.
 char *health_models_url(int protocol, const char *base_url)
 {
-    switch (protocol) {
-    case PROTO_PROTOCOL_OPENAI:
-    case PROTO_PROTOCOL_OPENAI_RESPONSES:
-    case PROTO_PROTOCOL_OPENAI_EMBEDDINGS:
-        return s_join(base_url, "/v1", "/v1/models");
-    case PROTO_PROTOCOL_ANTHROPIC:
-        return s_join(base_url, "/v1", "/v1/models?limit=1000");
-    case PROTO_PROTOCOL_GEMINI:
-        return s_join(base_url, "/v1beta", "/v1beta/models?pageSize=1000");
-    default:
-        return NULL;
-    }
-}
-
-static struct curl_slist *s_header(struct curl_slist *list, const char *name, const char *value)
-{
-    char *line = NULL;
-    if (asprintf(&line, "%s: %s", name, value) < 0)
-        return list;
-    struct curl_slist *grown = curl_slist_append(list, line);
-    //  The line may hold a secret: wipe our copy (curl keeps its own).
-    explicit_bzero(line, strlen(line));
-    free(line);
-    return grown ? grown : list;
+    return dispatch_upstream_url(protocol, DISPATCH_ENDPOINT_MODELS, base_url, "", false);
 }
 
 struct curl_slist *health_models_headers(int protocol, const char *secret)
 {
-    struct curl_slist *list = s_header(NULL, "Accept", "application/json");
-    if (!secret)
-        secret = "";
-    if (protocol == PROTO_PROTOCOL_ANTHROPIC) {
-        list = s_header(list, "x-api-key", secret);
-        list = s_header(list, "anthropic-version", "2023-06-01");
-    } else if (protocol == PROTO_PROTOCOL_GEMINI)
-        list = s_header(list, "x-goog-api-key", secret);
-    else {
-        char *bearer = NULL;
-        if (asprintf(&bearer, "Bearer %s", secret) > 0) {
-            list = s_header(list, "Authorization", bearer);
-            explicit_bzero(bearer, strlen(bearer));
-            free(bearer);
-        }
-    }
-    return list;
+    struct curl_slist *list = curl_slist_append(NULL, "Accept: application/json");
+    return dispatch_upstream_auth(list, protocol, secret);
 }
 
 int health_models_parse(int protocol, const char *body, size_t size, zlistx_t *names)

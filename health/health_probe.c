@@ -1,4 +1,5 @@
 #include "health_probe.h"
+#include "dispatch_multi.h"
 #include "health_models.h"
 #include "proto_log.h"
 
@@ -6,7 +7,6 @@
 #include <curl/curl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 
 #define S_BODY_MAX (4 * 1024 * 1024) //  a model list larger than this is refused
 
@@ -26,9 +26,7 @@ typedef struct {
 } s_probe_t;
 
 struct _health_probe_t {
-    proto_loop_t *loop;  //  the program's loop
-    CURLM *multi;        //  the multi handle
-    int timer;           //  libcurl's timeout as a loop timer, 0 when none
+    dispatch_multi_t *multi; //  libcurl multi on the program's loop
     uint64_t timeout_ms; //  one probe's limit
     size_t concurrency;  //  running at most
     size_t running;      //  running now
@@ -120,74 +118,11 @@ static void s_finish(health_probe_t *self, s_probe_t *probe, CURLcode code)
     s_start_next(self);
 }
 
-static void s_check_done(health_probe_t *self)
+//  dispatch_multi has taken the transfer out of the multi handle already.
+static void s_transfer_done(CURL *easy, CURLcode code, void *arg)
 {
-    CURLMsg *message;
-    int left;
-    while ((message = curl_multi_info_read(self->multi, &left))) {
-        if (message->msg != CURLMSG_DONE)
-            continue;
-        CURL *easy = message->easy_handle;
-        CURLcode code = message->data.result;
-        s_probe_t *probe = NULL;
-        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&probe);
-        curl_multi_remove_handle(self->multi, easy);
-        if (probe)
-            s_finish(self, probe, code);
-    }
-}
-
-static void s_socket_ready(proto_loop_t *loop, int fd, uint32_t events, void *arg)
-{
-    health_probe_t *self = arg;
-    int mask = (events & EPOLLIN ? CURL_CSELECT_IN : 0) |
-               (events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
-               (events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
-    int running;
-    curl_multi_socket_action(self->multi, fd, mask, &running);
-    s_check_done(self);
-}
-
-static void s_timer_due(proto_loop_t *loop, int id, void *arg)
-{
-    health_probe_t *self = arg;
-    self->timer = 0;
-    int running;
-    curl_multi_socket_action(self->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    s_check_done(self);
-}
-
-static int s_socket_fn(CURL *easy, curl_socket_t fd, int what, void *arg, void *socketp)
-{
-    health_probe_t *self = arg;
-    if (what == CURL_POLL_REMOVE) {
-        proto_loop_remove_fd(self->loop, fd);
-        curl_multi_assign(self->multi, fd, NULL);
-        return 0;
-    }
-    uint32_t events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-    if (socketp)
-        return proto_loop_modify_fd(self->loop, fd, events) == 0 ? 0 : -1;
-    //  A stale watch on a reused descriptor number: forget it and watch again.
-    if (proto_loop_add_fd(self->loop, fd, events, s_socket_ready, self) != 0) {
-        proto_loop_remove_fd(self->loop, fd);
-        if (proto_loop_add_fd(self->loop, fd, events, s_socket_ready, self) != 0)
-            return -1;
-    }
-    curl_multi_assign(self->multi, fd, self);
-    return 0;
-}
-
-static int s_timer_fn(CURLM *multi, long timeout_ms, void *arg)
-{
-    health_probe_t *self = arg;
-    if (self->timer)
-        proto_loop_cancel_timer(self->loop, self->timer);
-    self->timer = 0;
-    if (timeout_ms >= 0)
-        self->timer =
-            proto_loop_add_timer(self->loop, (uint64_t)timeout_ms, false, s_timer_due, self);
-    return 0;
+    s_probe_t *probe = arg;
+    s_finish(probe->owner, probe, code);
 }
 
 static void s_start_next(health_probe_t *self)
@@ -201,14 +136,12 @@ static void s_start_next(health_probe_t *self)
         curl_easy_setopt(easy, CURLOPT_HTTPHEADER, probe->headers);
         curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, s_write);
         curl_easy_setopt(easy, CURLOPT_WRITEDATA, probe);
-        curl_easy_setopt(easy, CURLOPT_PRIVATE, probe);
         curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)self->timeout_ms);
         curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(easy, CURLOPT_USERAGENT, "tollgate-health");
         self->running++;
-        if (curl_multi_add_handle(self->multi, easy) != CURLM_OK) {
-            curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
+        if (dispatch_multi_add(self->multi, easy, s_transfer_done, probe) != 0) {
             s_finish(self, probe, CURLE_FAILED_INIT);
             return; //  s_finish started the next one
         }
@@ -220,22 +153,17 @@ health_probe_t *health_probe_new(proto_loop_t *loop, uint64_t timeout_ms, size_t
 {
     health_probe_t *self = calloc(1, sizeof *self);
     assert(self);
-    self->multi = curl_multi_init();
+    self->multi = dispatch_multi_new(loop);
     if (!self->multi) {
         free(self);
         return NULL;
     }
-    self->loop = loop;
     self->timeout_ms = timeout_ms;
     self->concurrency = concurrency ? concurrency : 1;
     self->fn = fn;
     self->arg = arg;
     self->queue = zlistx_new();
     self->keys = zhashx_new();
-    curl_multi_setopt(self->multi, CURLMOPT_SOCKETFUNCTION, s_socket_fn);
-    curl_multi_setopt(self->multi, CURLMOPT_SOCKETDATA, self);
-    curl_multi_setopt(self->multi, CURLMOPT_TIMERFUNCTION, s_timer_fn);
-    curl_multi_setopt(self->multi, CURLMOPT_TIMERDATA, self);
     return self;
 }
 
@@ -245,8 +173,6 @@ void health_probe_destroy(health_probe_t **self_p)
     health_probe_t *self = *self_p;
     if (!self)
         return;
-    if (self->timer)
-        proto_loop_cancel_timer(self->loop, self->timer);
     //  Running probes are in `keys` too; queued ones only in the queue.
     s_probe_t *probe;
     while ((probe = zlistx_detach(self->queue, NULL))) {
@@ -256,12 +182,12 @@ void health_probe_destroy(health_probe_t **self_p)
         s_probe_free(&probe);
     }
     for (probe = zhashx_first(self->keys); probe; probe = zhashx_next(self->keys)) {
-        curl_multi_remove_handle(self->multi, probe->easy);
+        dispatch_multi_remove(self->multi, probe->easy);
         s_probe_free(&probe);
     }
     zhashx_destroy(&self->keys);
     zlistx_destroy(&self->queue);
-    curl_multi_cleanup(self->multi);
+    dispatch_multi_destroy(&self->multi);
     free(self);
     *self_p = NULL;
 }

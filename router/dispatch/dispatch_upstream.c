@@ -26,6 +26,12 @@ static char *s_join(const char *base_url, const char *version, const char *path)
 char *dispatch_upstream_url(int protocol, dispatch_endpoint_t endpoint, const char *base_url,
                             const char *upstream_model, bool stream)
 {
+    if (endpoint == DISPATCH_ENDPOINT_MODELS)
+        return protocol == PROTO_PROTOCOL_ANTHROPIC ? s_join(base_url, "/v1", "/v1/models?limit=1000")
+               : protocol == PROTO_PROTOCOL_GEMINI
+                   ? s_join(base_url, "/v1beta", "/v1beta/models?pageSize=1000")
+               : protocol == PROTO_PROTOCOL_NONE ? NULL
+                                                 : s_join(base_url, "/v1", "/v1/models");
     if (endpoint == DISPATCH_ENDPOINT_COUNT_TOKENS && protocol == PROTO_PROTOCOL_ANTHROPIC)
         return s_join(base_url, "/v1", "/v1/messages/count_tokens");
     if (endpoint == DISPATCH_ENDPOINT_COUNT_TOKENS && protocol != PROTO_PROTOCOL_GEMINI)
@@ -77,15 +83,19 @@ struct curl_slist *dispatch_upstream_headers(int protocol, const char *secret, b
     list =
         curl_slist_append(list, stream ? "Accept: text/event-stream" : "Accept: application/json");
     list = curl_slist_append(list, "Expect:");
+    return dispatch_upstream_auth(list, protocol, secret);
+}
+
+struct curl_slist *dispatch_upstream_auth(struct curl_slist *list, int protocol,
+                                          const char *secret)
+{
     secret = secret ? secret : "";
     switch (protocol) {
     case PROTO_PROTOCOL_ANTHROPIC:
         list = s_header(list, "x-api-key", secret);
-        list = curl_slist_append(list, "anthropic-version: 2023-06-01");
-        break;
+        return curl_slist_append(list, "anthropic-version: 2023-06-01");
     case PROTO_PROTOCOL_GEMINI:
-        list = s_header(list, "x-goog-api-key", secret);
-        break;
+        return s_header(list, "x-goog-api-key", secret);
     default: {
         char *bearer = NULL;
         if (asprintf(&bearer, "Bearer %s", secret) >= 0) {
@@ -93,9 +103,9 @@ struct curl_slist *dispatch_upstream_headers(int protocol, const char *secret, b
             explicit_bzero(bearer, strlen(bearer));
             free(bearer);
         }
+        return list;
     }
     }
-    return list;
 }
 
 static bool s_has(struct curl_slist *list, const char *line)

@@ -17,6 +17,7 @@ typedef enum {
     DISPATCH_ENDPOINT_GENERATE,     //  the model call (chat, responses, messages, embeddings,
                                     //  generateContent / streamGenerateContent)
     DISPATCH_ENDPOINT_COUNT_TOKENS, //  Anthropic /v1/messages/count_tokens, Gemini :countTokens
+    DISPATCH_ENDPOINT_MODELS,       //  the provider's model list (health's probe)
 } dispatch_endpoint_t;
 
 //  The URL for a call to an upstream of `protocol` (proto_protocol_t) at
@@ -31,6 +32,11 @@ char *dispatch_upstream_url(int protocol, dispatch_endpoint_t endpoint, const ch
 //  continue round trip before large bodies). Caller owns return value
 //  (curl_slist_free_all).
 struct curl_slist *dispatch_upstream_headers(int protocol, const char *secret, bool stream);
+
+//  Appends the protocol's authentication header (and Anthropic's version
+//  header) carrying secret to list. Returns the list.
+struct curl_slist *dispatch_upstream_auth(struct curl_slist *list, int protocol,
+                                          const char *secret);
 
 //  Self test.
 void dispatch_upstream_test(bool verbose);

@@ -3,33 +3,13 @@
 #include "billing_committed.h"
 #include "billing_limit.h"
 #include "billing_price.h"
+#include "proto_test.h"
 
-#include <stdio.h>
-#include <string.h>
-
-typedef struct {
-    const char *name;   //  class name as ctest calls it
-    void (*test)(bool); //  its selftest
-} s_test_t;
-
-static const s_test_t s_tests[] = {
+static const proto_test_t s_tests[] = {
     {"billing_price", billing_price_test},
     {"billing_limit", billing_limit_test},
     {"billing_committed", billing_committed_test},
     {"billing_book", billing_book_test},
 };
 
-int main(int argc, char **argv)
-{
-    bool any = false;
-    for (size_t i = 0; i < sizeof s_tests / sizeof s_tests[0]; i++)
-        if (argc < 2 || strcmp(argv[1], s_tests[i].name) == 0) {
-            s_tests[i].test(true);
-            any = true;
-        }
-    if (!any) {
-        fprintf(stderr, "no test named %s\n", argv[1]);
-        return 1;
-    }
-    return 0;
-}
+PROTO_TEST_MAIN(s_tests)

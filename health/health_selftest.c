@@ -1,16 +1,11 @@
 //  Runs the health selftests: all, or the classes named on the command line.
 #include "health_models.h"
 #include "health_state.h"
+#include "proto_test.h"
 
-#include <string.h>
+static const proto_test_t s_tests[] = {
+    {"health_state", health_state_test},
+    {"health_models", health_models_test},
+};
 
-int main(int argc, char **argv)
-{
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (argc < 2 || strcmp(argv[1], "health_state") == 0)
-        health_state_test(true);
-    if (argc < 2 || strcmp(argv[1], "health_models") == 0)
-        health_models_test(true);
-    curl_global_cleanup();
-    return 0;
-}
+PROTO_TEST_MAIN(s_tests)

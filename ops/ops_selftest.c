@@ -4,16 +4,9 @@
 #include "ops_state.h"
 #include "ops_supervisor.h"
 #include "ops_top.h"
+#include "proto_test.h"
 
-#include <stdio.h>
-#include <string.h>
-
-typedef struct {
-    const char *name;   //  class name, as given to ctest
-    void (*test)(bool); //  its self test
-} s_class_t;
-
-static const s_class_t s_classes[] = {
+static const proto_test_t s_tests[] = {
     {"ops_migrate", ops_migrate_test},
     {"ops_admin", ops_admin_test},
     {"ops_state", ops_state_test},
@@ -21,17 +14,4 @@ static const s_class_t s_classes[] = {
     {"ops_top", ops_top_test},
 };
 
-int main(int argc, char **argv)
-{
-    int ran = 0;
-    for (size_t i = 0; i < sizeof s_classes / sizeof s_classes[0]; i++)
-        if (argc < 2 || strcmp(argv[1], s_classes[i].name) == 0) {
-            s_classes[i].test(true);
-            ran++;
-        }
-    if (ran == 0) {
-        fprintf(stderr, "ops_selftest: no class named %s\n", argv[1]);
-        return 2;
-    }
-    return 0;
-}
+PROTO_TEST_MAIN(s_tests)

@@ -14,15 +14,9 @@
 #include "proto_sse.h"
 #include "proto_trace.h"
 #include "proto_usage.h"
+#include "proto_test.h"
 
-#include <string.h>
-
-typedef struct {
-    const char *name;         //  class name as ctest calls it
-    void (*test)(bool);       //  its selftest
-} s_test_t;
-
-static const s_test_t s_tests[] = {
+static const proto_test_t s_tests[] = {
     {"proto_config", proto_config_test}, {"proto_msg", proto_msg_test},
     {"proto_loop", proto_loop_test},     {"proto_metrics", proto_metrics_test},
     {"proto_service", proto_service_test}, {"proto_crypto", proto_crypto_test},
@@ -33,17 +27,4 @@ static const s_test_t s_tests[] = {
     {"proto_capture", proto_capture_test},
 };
 
-int main(int argc, char **argv)
-{
-    bool any = false;
-    for (size_t i = 0; i < sizeof s_tests / sizeof s_tests[0]; i++)
-        if (argc < 2 || strcmp(argv[1], s_tests[i].name) == 0) {
-            s_tests[i].test(true);
-            any = true;
-        }
-    if (!any) {
-        fprintf(stderr, "no test named %s\n", argv[1]);
-        return 1;
-    }
-    return 0;
-}
+PROTO_TEST_MAIN(s_tests)

@@ -170,6 +170,7 @@ typedef struct {
     int index;                //  position in its array
     uint64_t draining_until;  //  answered 503 `draining`: others first until then (dispatch)
     uint64_t draining_since;  //  when it last answered so
+    zactor_t *monitor;        //  reports the connection dropping (dispatch only)
 } s_peer_t;
 
 //  One admin request: collected whole, answered synchronously.
@@ -1795,6 +1796,50 @@ static int s_peer_open(ingress_server_t *self, s_peer_t *peer, int index, const 
     return 0;
 }
 
+//  A dispatch instance's connection dropped (it exited, drained or not).
+//  What it had answered is read first; every request it still holds with
+//  no CHUNK sent is lost with it (a drained instance holds none; one that
+//  died has settled none of them), so it goes to another instance, or
+//  waits for one (s_hold). Requests already streaming cannot be repeated.
+static void s_dispatch_lost(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    s_peer_t *peer = arg;
+    ingress_server_t *self = peer->server;
+    zmsg_t *event = zmsg_recv(socket);
+    char *name = event ? zmsg_popstr(event) : NULL;
+    zmsg_destroy(&event);
+    bool lost = name && strcmp(name, "DISCONNECTED") == 0;
+    free(name);
+    if (!lost)
+        return;
+    while (zsock_events(peer->socket) & ZMQ_POLLIN)
+        s_dispatch_ready(loop, peer->socket, peer);
+    zlistx_t *orphans = zlistx_new();
+    for (s_request_t *r = zhashx_first(self->requests); r; r = zhashx_next(self->requests))
+        if (r->phase == S_DISPATCHED && r->dispatch_index == peer->index)
+            zlistx_add_end(orphans, r);
+    if (zlistx_size(orphans))
+        log_warn(NULL, "dispatch %d went away holding %zu request(s) not started; sending them on",
+                 peer->index, zlistx_size(orphans));
+    for (s_request_t *r = zlistx_first(orphans); r; r = zlistx_next(orphans)) {
+        log_info(r->id, "dispatch %d went away; sending the request on", peer->index);
+        if (s_pick_dispatch(self, r) >= 0)
+            s_dispatch(self, r);
+        else
+            s_hold(self, r);
+    }
+    zlistx_destroy(&orphans);
+}
+
+static void s_watch_dispatch(ingress_server_t *self, s_peer_t *peer)
+{
+    peer->monitor = zactor_new(zmonitor, peer->socket);
+    zstr_sendx(peer->monitor, "LISTEN", "DISCONNECTED", NULL);
+    zstr_sendx(peer->monitor, "START", NULL);
+    zsock_wait(peer->monitor);
+    proto_loop_add_socket(self->loop, zactor_sock(peer->monitor), s_dispatch_lost, peer);
+}
+
 static int s_connect_peers(ingress_server_t *self, char *error, size_t error_size)
 {
     const char *endpoints[64];
@@ -1832,6 +1877,7 @@ static int s_connect_peers(ingress_server_t *self, char *error, size_t error_siz
                         error, error_size) != 0)
             return -1;
         self->dispatch_count++;
+        s_watch_dispatch(self, &self->dispatch[i]);
     }
     return 0;
 }
@@ -1956,6 +2002,10 @@ void ingress_server_destroy(ingress_server_t **self_p)
         zsock_destroy(&self->router.socket);
     }
     for (int i = 0; i < self->dispatch_count; i++) {
+        if (self->dispatch[i].monitor) {
+            proto_loop_remove_socket(self->loop, zactor_sock(self->dispatch[i].monitor));
+            zactor_destroy(&self->dispatch[i].monitor);
+        }
         proto_loop_remove_socket(self->loop, self->dispatch[i].socket);
         zsock_destroy(&self->dispatch[i].socket);
     }

@@ -504,17 +504,6 @@ test('many instances on several hosts: restarts, kills, a cut link and a databas
       // A draining ingress closes its listener with connections still in the accept backlog
       // (or accepted, request not yet read): those are reset.
       ingress: /^ECONNRESET$/,
-      // A draining dispatch answers new DISPATCHes 503 `draining`, and the ingress passes that
-      // to the client instead of sending the request to another dispatch instance; DISPATCHes
-      // that reach its socket after its last read are lost and end in the request timeout.
-      dispatch: /^(503 draining|504 request_timeout)$/,
-      // A draining billing answers ADMITs for its shard 503 `draining` until it exits; they
-      // cannot go to another instance (account_id % n), so they should wait for its successor.
-      billing: /^503 draining$/,
-      // A router that drains exits at once; ROUTEs that reached its socket but not the router
-      // are lost, and the ingress reports them after its internal timeout instead of asking
-      // the other router (a ROUTE has no side effects).
-      router: /^503 internal_timeout$/,
     };
     for (const record of counts.phases.filter((p) => p.name.startsWith('SIGTERM') || p.name.startsWith('PostgreSQL'))) {
       const program = record.name.split(' ')[1].split('@')[0];

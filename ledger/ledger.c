@@ -15,7 +15,8 @@
 //  Distinct senders remembered for one queued entry (billing instances that
 //  both sent it); beyond this the latest replaces the last.
 #define S_SENDERS_MAX 4
-#define S_HWM 100000
+#define S_HWM 100000   //  COMMITs queued to a sender
+#define S_RCVHWM 2000  //  messages queued unread per sender
 
 //  One queued entry and who is waiting for its COMMIT.
 typedef struct {
@@ -331,7 +332,11 @@ ledger_t *ledger_new(proto_service_t *service)
     const char *bind = proto_config_str(config, "ledger.bind");
     self->router = zsock_new(ZMQ_ROUTER);
     if (self->router) {
-        zsock_set_rcvhwm(self->router, S_HWM);
+        //  What waits unread is bounded: ENTRY senders keep their records
+        //  and re-send, and trace spans may be dropped, so a burst this
+        //  loop cannot keep up with waits at the senders (or is shed),
+        //  not in this process' memory.
+        zsock_set_rcvhwm(self->router, S_RCVHWM);
         zsock_set_sndhwm(self->router, S_HWM);
     }
     if (!self->router || zsock_bind(self->router, "%s", bind) < 0) {

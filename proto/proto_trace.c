@@ -7,7 +7,7 @@
 #include <jansson.h>
 #include <string.h>
 
-#define S_SNDHWM 10000
+#define S_SNDHWM 1000 //  spans queued towards the ledgers before they are dropped
 
 //  The process' sender, like proto_log's settings: set once at start-up.
 static struct {

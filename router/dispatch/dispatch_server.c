@@ -494,6 +494,29 @@ static dispatch_fail_t s_check_answer(s_request_t *self, const char **detail)
     return DISPATCH_FAIL_NONE;
 }
 
+//  Replaces every provider secret this process knows with "***" in out.
+//  Upstream error bodies are relayed to clients, and some upstreams (relays,
+//  self-hosted servers) quote the key or the Authorization header back.
+static void s_redact_secrets(proto_catalog_t *catalog, zchunk_t *out)
+{
+    size_t count = catalog ? proto_catalog_provider_key_count(catalog) : 0;
+    if (!count || !zchunk_size(out))
+        return;
+    const char **secrets = calloc(count, sizeof *secrets);
+    assert(secrets);
+    size_t used = 0;
+    for (size_t i = 0; i < count; i++) {
+        const proto_provider_key_t *key = proto_catalog_provider_key_at(catalog, i);
+        if (key->secret && *key->secret)
+            secrets[used++] = key->secret;
+    }
+    char *text = zchunk_strdup(out);
+    proto_capture_redact(text, secrets, used);
+    zchunk_set(out, text, strlen(text));
+    free(text);
+    free(secrets);
+}
+
 static void s_on_done(void *arg, dispatch_fail_t fail, const char *detail)
 {
     s_request_t *self = arg;
@@ -540,10 +563,12 @@ static void s_on_done(void *arg, dispatch_fail_t fail, const char *detail)
         return;
     case DISPATCH_NEXT_RELAY: {
         //  The upstream refused the request itself: the client hears it as
-        //  the upstream said it, in its own protocol.
+        //  the upstream said it, in its own protocol — minus any of our
+        //  provider secrets the upstream quoted back.
         zchunk_set(self->out, NULL, 0);
         self->conv.adapter->error_body(&self->conv, status, (const char *)zchunk_data(self->answer),
                                        zchunk_size(self->answer), self->out);
+        s_redact_secrets(server->catalog, self->out);
         s_ending_t ending = {.status = status,
                              .content_type = "application/json",
                              .error_code = "upstream_status",

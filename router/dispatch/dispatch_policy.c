@@ -1,4 +1,5 @@
 #include "dispatch_policy.h"
+#include "proto_msg.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -22,6 +23,18 @@ dispatch_next_t dispatch_policy_next(dispatch_fail_t fail, int status, bool rela
     if (fail != DISPATCH_FAIL_NONE || s_status_fails_over(status))
         return DISPATCH_NEXT_FAILOVER;
     return DISPATCH_NEXT_RELAY;
+}
+
+int dispatch_policy_key_status(int upstream_protocol, int status, const char *body, size_t size)
+{
+    if (upstream_protocol != PROTO_PROTOCOL_GEMINI || status != 400 || !body)
+        return status;
+    static const char *const markers[] = {"API_KEY_INVALID", "API key not valid",
+                                          "API key expired"};
+    for (size_t i = 0; i < sizeof markers / sizeof markers[0]; i++)
+        if (memmem(body, size, markers[i], strlen(markers[i])))
+            return 401;
+    return status;
 }
 
 void dispatch_policy_record(dispatch_failures_t *failures, dispatch_fail_t fail, int status,
@@ -91,6 +104,16 @@ void dispatch_policy_test(bool verbose)
         printf(" * dispatch_policy: ");
     assert(dispatch_policy_next(DISPATCH_FAIL_NONE, 200, false) == DISPATCH_NEXT_SUCCESS);
     assert(dispatch_policy_next(DISPATCH_FAIL_NONE, 200, true) == DISPATCH_NEXT_SUCCESS);
+    //  Gemini's bad key is a 400 that is ours to fail over, not the client's.
+    const char *bad_key = "{\"error\":{\"code\":400,\"message\":\"API key not valid. Please pass "
+                          "a valid API key.\",\"status\":\"INVALID_ARGUMENT\",\"details\":[{"
+                          "\"reason\":\"API_KEY_INVALID\"}]}}";
+    assert(dispatch_policy_key_status(PROTO_PROTOCOL_GEMINI, 400, bad_key, strlen(bad_key)) == 401);
+    assert(dispatch_policy_key_status(PROTO_PROTOCOL_OPENAI, 400, bad_key, strlen(bad_key)) == 400);
+    const char *bad_request = "{\"error\":{\"code\":400,\"message\":\"contents is empty\"}}";
+    assert(dispatch_policy_key_status(PROTO_PROTOCOL_GEMINI, 400, bad_request,
+                                      strlen(bad_request)) == 400);
+    assert(dispatch_policy_next(DISPATCH_FAIL_NONE, 401, false) == DISPATCH_NEXT_FAILOVER);
     int over[] = {401, 403, 404, 408, 429, 500, 502, 503, 529, 301};
     for (size_t i = 0; i < sizeof over / sizeof over[0]; i++) {
         assert(dispatch_policy_next(DISPATCH_FAIL_NONE, over[i], false) == DISPATCH_NEXT_FAILOVER);

@@ -14,6 +14,7 @@
 #define DISPATCH_POLICY_H_INCLUDED
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 //  How an attempt ended, apart from its HTTP status.
@@ -46,6 +47,12 @@ typedef struct {
 //  Decides after an attempt. `relayed` is true when bytes of this attempt
 //  already went to the client.
 dispatch_next_t dispatch_policy_next(dispatch_fail_t fail, int status, bool relayed);
+
+//  The status to judge an upstream answer by: Gemini refuses a bad or
+//  expired API key with 400 INVALID_ARGUMENT (reason API_KEY_INVALID), which
+//  is our key's fault, not the request's, so it counts as 401 (fail over,
+//  and the router's key breaker sees it). Any other answer keeps its status.
+int dispatch_policy_key_status(int upstream_protocol, int status, const char *body, size_t size);
 
 //  Records a failed attempt.
 void dispatch_policy_record(dispatch_failures_t *failures, dispatch_fail_t fail, int status,

@@ -521,7 +521,9 @@ static void s_on_done(void *arg, dispatch_fail_t fail, const char *detail)
 {
     s_request_t *self = arg;
     dispatch_server_t *server = self->server;
-    int status = dispatch_call_status(self->call);
+    int status = dispatch_policy_key_status(
+        (int)self->candidate->upstream_protocol, dispatch_call_status(self->call),
+        (const char *)zchunk_data(self->answer), zchunk_size(self->answer));
     if (!self->status)
         self->status = status;
     if (fail == DISPATCH_FAIL_PROTOCOL && self->event_fail)

@@ -904,6 +904,7 @@ static void s_dispatch(ingress_server_t *self, s_request_t *r)
     proto_msg_set_model(msg, r->parsed.model);
     proto_msg_set_stream(msg, r->parsed.stream);
     proto_msg_set_include_usage(msg, r->parsed.include_usage);
+    proto_msg_set_started_us(msg, r->started_wall_us); //  the usage row's key, for every sender
     //  What the path says beyond protocol, model and stream (docs/conversion.md).
     if (r->route->count_tokens)
         proto_msg_set_meta(msg, "{\"count_tokens\":true}");

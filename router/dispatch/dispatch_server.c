@@ -84,6 +84,7 @@ struct _s_request_t {
     bool unsupported;             //  a candidate was skipped for its protocol pair
     uint64_t received_us;         //  monotonic time DISPATCH arrived
     uint64_t started_wall_us;     //  wall clock at the same moment
+    uint64_t record_started_us;   //  the usage row's started_at: ingress's stamp when sent
     uint64_t deadline_us;         //  monotonic deadline, 0 = none
     dispatch_failures_t failures; //  attempts that failed over
     //  The current attempt
@@ -147,6 +148,13 @@ static s_request_t *s_request_new(dispatch_server_t *server, proto_msg_t **dispa
     self->candidate_count = count;
     self->received_us = proto_loop_now_us();
     self->started_wall_us = proto_loop_wall_us();
+    //  The ledger keys usage by (request id, started_at). Every sender of a
+    //  request's record (this instance, another one it was handed to, the
+    //  ingress when the client left) must name the same start, or one
+    //  request could leave two rows: so it is ingress's, when it sent one.
+    self->record_started_us = proto_msg_has(dispatch, PROTO_FIELD_started_us)
+                                  ? proto_msg_started_us(dispatch)
+                                  : self->started_wall_us;
     uint64_t deadline_ms = proto_msg_deadline(dispatch);
     if (deadline_ms) {
         uint64_t now_wall_us = self->started_wall_us;
@@ -298,7 +306,7 @@ static void s_finish(s_request_t *self, const s_ending_t *ending)
     proto_msg_set_tokens_cache_write(settle, usage->tokens_cache_write);
     proto_msg_set_latency_us(settle, latency_us);
     proto_msg_set_ttfb_us(settle, ttfb_us);
-    proto_msg_set_started_us(settle, self->started_wall_us);
+    proto_msg_set_started_us(settle, self->record_started_us);
     proto_msg_set_attempts(settle, (uint64_t)self->attempts);
     proto_msg_set_estimated(settle, usage->estimated);
     if (proto_msg_has(self->dispatch, PROTO_FIELD_reserve_micros))

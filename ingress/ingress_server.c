@@ -1587,6 +1587,8 @@ static void s_client_completed(void *arg, struct MHD_Connection *connection, voi
             break;
         case S_DISPATCHED:
         case S_STREAMING:
+            if (r->phase == S_DISPATCHED && r->dispatch_index < 0)
+                s_settle(r, 499); //  held: no dispatch has it to settle (as in s_hangup)
             s_cancel(r, "client_closed");
             r->upstream_done = true;
             s_forget(r);

@@ -158,9 +158,13 @@ bool billing_book_admit(billing_book_t *self, const char *request_id,
                         uint64_t wall_us, billing_denial_t *denial)
 {
     assert(account && key && denial);
-    //  A second admission of the same id (a client re-using its request
-    //  id) replaces the first: give the first back before counting.
-    s_release(self, NULL, request_id, NULL, now_ms);
+    //  A second ADMIT of the same id is ingress re-sending one it got no
+    //  answer to (request ids are unique: ingress adds random digits to a
+    //  client's id). It is admitted already: counting it again would take
+    //  its limits twice, and releasing then re-checking could refuse it
+    //  while the first answer (admitted) is what ingress acts on.
+    if (zhashx_lookup(self->reservations, request_id))
+        return true;
     billing_account_t *figures = billing_book_account(self, account->id, account->balance_micros);
     int64_t available =
         s_sub(figures->balance_micros, s_add(figures->reserved_micros, figures->pending_micros));
@@ -329,30 +333,31 @@ void billing_book_test(bool verbose)
     assert(account && account->balance_micros == 1000);
     assert(account->reserved_micros == 150 && account->reservations == 2);
     assert(account->limit.in_flight == 2 && billing_book_key(book, 70)->in_flight == 2);
-    //  Re-admitting the same request replaces, never adds.
+    //  Re-admitting the same request (a re-sent ADMIT) neither adds nor
+    //  re-checks: it is admitted already.
     assert(billing_book_admit(book, "r2", &acct, &key, 10, 60, 10, wall, &denial));
-    assert(account->reserved_micros == 160 && account->reservations == 2);
+    assert(account->reserved_micros == 150 && account->reservations == 2);
     assert(account->limit.in_flight == 2);
 
-    //  Balance: 1000 - 160 reserved = 840 available; 841 is refused, 840 not.
-    assert(!billing_book_admit(book, "r9", &acct, &key, 10, 841, 10, wall, &denial));
+    //  Balance: 1000 - 150 reserved = 850 available; 851 is refused, 850 not.
+    assert(!billing_book_admit(book, "r9", &acct, &key, 10, 851, 10, wall, &denial));
     assert(denial.status == 402 && strcmp(denial.code, "insufficient_balance") == 0);
-    assert(strstr(denial.message, "0.000840 USD") && strstr(denial.message, "0.000841"));
+    assert(strstr(denial.message, "0.000850 USD") && strstr(denial.message, "0.000851"));
     assert(account->reservations == 2); //  nothing taken
 
     //  Settle releases what was reserved, whatever the cost.
     billing_book_settle(book, NULL, "r1", 7, 70, 30, 20, 20, wall);
-    assert(account->reserved_micros == 60 && account->pending_micros == 30);
+    assert(account->reserved_micros == 50 && account->pending_micros == 30);
     assert(account->limit.in_flight == 1 && account->limit.day_micros == 30);
     assert(billing_book_key(book, 70)->day_micros == 30);
     billing_book_commit(book, 7, 30);
     assert(account->pending_micros == 0 && account->balance_micros == 970);
     //  A SETTLE for a request reserved elsewhere only adds pending.
     billing_book_settle(book, NULL, "elsewhere", 7, 70, 5, 0, 20, wall);
-    assert(account->reserved_micros == 60 && account->pending_micros == 5);
+    assert(account->reserved_micros == 50 && account->pending_micros == 5);
     assert(account->limit.in_flight == 1);
-    //  Pending counts against the balance: 970 - 60 - 5 = 905.
-    assert(!billing_book_admit(book, "r9", &acct, &key, 10, 906, 10, wall, &denial));
+    //  Pending counts against the balance: 970 - 50 - 5 = 915.
+    assert(!billing_book_admit(book, "r9", &acct, &key, 10, 916, 10, wall, &denial));
     //  A commit for an account never seen is ignored.
     billing_book_commit(book, 99, 5);
     assert(!billing_book_find(book, 99));

@@ -62,8 +62,9 @@ billing_account_t *billing_book_find(billing_book_t *self, uint64_t account_id);
 //  Admission: checks the account's balance (balance - reserved - pending
 //  must cover reserve_micros, else 402 insufficient_balance), then the
 //  key's and the account's limits. When all pass, holds the reservation
-//  under the request id (a second admission of the same id replaces the
-//  first) and returns true; otherwise fills *denial and takes nothing.
+//  under the request id and returns true; otherwise fills *denial and
+//  takes nothing. A second admission of an id that is held (a re-sent
+//  ADMIT) returns true and takes nothing more.
 bool billing_book_admit(billing_book_t *self, const char *request_id,
                         const proto_account_t *account, const proto_api_key_t *key,
                         uint64_t tokens_estimate, int64_t reserve_micros, uint64_t now_ms,

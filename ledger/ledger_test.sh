@@ -25,8 +25,11 @@ if [ -z "$PGBIN" ] || [ ! -x "$PGBIN/initdb" ]; then
     exit 77
 fi
 
+. "$(dirname "$0")/../tests/lib/reap.sh"
+tg_reap_stale /tmp/tollgate-ledger-test
 TMP=$(mktemp -d /tmp/tollgate-ledger-test.XXXXXX)
 chmod 755 "$TMP"
+tg_claim "$TMP"
 PIDS=()
 PG_STARTED=""
 as_pg() { #  PostgreSQL refuses to run as root

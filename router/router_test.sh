@@ -12,8 +12,11 @@ if [ -z "$PGBIN" ] || [ ! -x "$PGBIN/initdb" ]; then
     echo "SKIP: no PostgreSQL server binaries (initdb) found"
     exit 77
 fi
+. "$(dirname "$0")/../tests/lib/reap.sh"
+tg_reap_stale /tmp/tollgate-router-test
 TMP=$(mktemp -d /tmp/tollgate-router-test.XXXXXX)
 chmod 755 "$TMP"
+tg_claim "$TMP"
 as_pg() { #  PostgreSQL refuses to run as root
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }

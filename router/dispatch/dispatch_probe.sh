@@ -9,7 +9,10 @@ migration=$3
 pgbin=${PGBIN:-/usr/lib/postgresql/15/bin}
 [ -x "$pgbin/initdb" ] || { echo "no PostgreSQL in $pgbin"; exit 77; }
 
+. "$(dirname "$0")/../../tests/lib/reap.sh"
+tg_reap_stale /tmp/dispatch_probe_pg
 dir=$(mktemp -d /tmp/dispatch_probe_pg.XXXXXX)
+tg_claim "$dir"
 port=$(( 20000 + $$ % 20000 ))
 as_pg() {
     if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi

@@ -27,13 +27,13 @@ typedef struct {
 
 struct _health_probe_t {
     dispatch_multi_t *multi; //  libcurl multi on the program's loop
-    uint64_t timeout_ms; //  one probe's limit
-    size_t concurrency;  //  running at most
-    size_t running;      //  running now
-    zlistx_t *queue;     //  s_probe_t waiting (not owned: freed by hand)
-    zhashx_t *keys;      //  "KEY_ID" -> s_probe_t queued or running
-    health_probe_fn *fn; //  result handler
-    void *arg;           //  its argument
+    uint64_t timeout_ms;     //  one probe's limit
+    size_t concurrency;      //  running at most
+    size_t running;          //  running now
+    zlistx_t *queue;         //  s_probe_t waiting (not owned: freed by hand)
+    zhashx_t *keys;          //  "KEY_ID" -> s_probe_t queued or running
+    health_probe_fn *fn;     //  result handler
+    void *arg;               //  its argument
 };
 
 static void s_key_name(char *out, size_t size, uint64_t key_id)

@@ -51,8 +51,8 @@ static void s_free_published(void **item)
 
 //  When an entry's HEALTH last went out, and with which level.
 typedef struct {
-    uint64_t at_ms;   //  monotonic time sent
-    int level;        //  health_level_t sent
+    uint64_t at_ms; //  monotonic time sent
+    int level;      //  health_level_t sent
 } s_published_t;
 
 static void s_publish(s_health_t *self, const health_entry_t *entry);

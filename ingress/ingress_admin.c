@@ -1851,7 +1851,10 @@ static void s_route_delete(s_call_t *call)
          .max = S_MONEY_MAX,                                                                       \
          .nullable = true,                                                                         \
          .micros = "monthly_spend_micros"},                                                        \
-    {.field = "allowed_models", .column = "allowed_models", .kind = S_F_NAMES, .nullable = true},  \
+        {.field = "allowed_models",                                                                \
+         .column = "allowed_models",                                                               \
+         .kind = S_F_NAMES,                                                                        \
+         .nullable = true},                                                                        \
     {                                                                                              \
         .field = "force_capabilities", .column = "force_capabilities", .kind = S_F_NAMES           \
     }
@@ -2321,8 +2324,8 @@ static int s_report_query(s_call_t *call, ledger_report_query_t *query, char *te
             query->to_us = us;
     }
     static const struct {
-        const char *name;  //  query parameter
-        int kind;          //  S_ACCOUNT etc., or -1 for none
+        const char *name; //  query parameter
+        int kind;         //  S_ACCOUNT etc., or -1 for none
     } refs[] = {{"account", S_ACCOUNT}, {"key", -1}, {"provider", S_PROVIDER}};
     uint64_t *ids[] = {&query->account_id, &query->key_id, &query->provider_id};
     for (int i = 0; i < 3; i++) {
@@ -2365,8 +2368,8 @@ static int s_report_query(s_call_t *call, ledger_report_query_t *query, char *te
     return 0;
 }
 
-typedef int(s_report_fn)(PGconn *db, const ledger_report_query_t *query, json_t **out,
-                         char *error, size_t error_size);
+typedef int(s_report_fn)(PGconn *db, const ledger_report_query_t *query, json_t **out, char *error,
+                         size_t error_size);
 
 static void s_report(s_call_t *call, s_report_fn *report)
 {
@@ -3210,16 +3213,17 @@ static void s_request_get(s_call_t *call)
         s_not_found(call, "request not found");
         return;
     }
-    s_respond_query(call, 200,
-                    "SELECT (" S_REQUEST_JSON "::jsonb || jsonb_build_object('details', (SELECT "
-                    "json_build_object('level', d.level, 'captured_at', d.captured_at, "
-                    "'client_protocol', d.client_protocol, 'request_headers', d.request_headers, "
-                    "'response_headers', d.response_headers, 'request_body', d.request_body, "
-                    "'response_body', d.response_body, 'request_truncated', d.request_truncated, "
-                    "'response_truncated', d.response_truncated) FROM request_details d WHERE "
-                    "d.request_id = u.request_id)) || jsonb_build_object('spans', "
-                    PROTO_TRACE_TIMELINE_SQL "))::json" S_REQUEST_FROM "WHERE u.request_id = $1",
-                    1, (const char *[]){id}, "request");
+    s_respond_query(
+        call, 200,
+        "SELECT (" S_REQUEST_JSON "::jsonb || jsonb_build_object('details', (SELECT "
+        "json_build_object('level', d.level, 'captured_at', d.captured_at, "
+        "'client_protocol', d.client_protocol, 'request_headers', d.request_headers, "
+        "'response_headers', d.response_headers, 'request_body', d.request_body, "
+        "'response_body', d.response_body, 'request_truncated', d.request_truncated, "
+        "'response_truncated', d.response_truncated) FROM request_details d WHERE "
+        "d.request_id = u.request_id)) || jsonb_build_object('spans', " PROTO_TRACE_TIMELINE_SQL
+        "))::json" S_REQUEST_FROM "WHERE u.request_id = $1",
+        1, (const char *[]){id}, "request");
 }
 
 // ---------------------------------------------------------------------------
@@ -3295,7 +3299,7 @@ static const s_field_t s_log_level_fields[] = {
     {.field = NULL}};
 
 #define S_LOG_LEVEL_GET                                                                            \
-    "SELECT ('{\"level\": null, \"programs\": {}}'::jsonb || coalesce((SELECT value FROM "      \
+    "SELECT ('{\"level\": null, \"programs\": {}}'::jsonb || coalesce((SELECT value FROM "         \
     "settings WHERE key = 'log_level'), '{}'::jsonb))::json"
 
 static void s_log_level_get(s_call_t *call)
@@ -4251,8 +4255,7 @@ static const s_route_t s_routes[] = {
     {"PATCH", "/admin/settings/request-log", s_request_log_patch, S_OPERATOR,
      "settings.request_log"},
     {"GET", "/admin/settings/log-level", s_log_level_get, S_VIEWER, NULL},
-    {"PATCH", "/admin/settings/log-level", s_log_level_patch, S_OPERATOR,
-     "settings.log_level"},
+    {"PATCH", "/admin/settings/log-level", s_log_level_patch, S_OPERATOR, "settings.log_level"},
     {"POST", "/admin/providers", s_provider_create, S_OPERATOR, "provider.create"},
     {"GET", "/admin/providers", s_provider_list, S_VIEWER, NULL},
     {"POST", "/admin/providers/{provider}/keys", s_provider_key_create, S_OPERATOR,

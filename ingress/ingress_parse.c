@@ -180,8 +180,8 @@ static void s_scan_needs(json_t *node, int depth, bool *vision, bool *cache_1h)
     if (!json_is_object(node))
         return;
     const char *type = json_string_value(json_object_get(node, "type"));
-    if (type && (strcmp(type, "image_url") == 0 || strcmp(type, "image") == 0
-                 || strcmp(type, "input_image") == 0))
+    if (type && (strcmp(type, "image_url") == 0 || strcmp(type, "image") == 0 ||
+                 strcmp(type, "input_image") == 0))
         *vision = true;
     json_t *inline_data = json_object_get(node, "inlineData");
     if (!inline_data)
@@ -205,8 +205,8 @@ static void s_scan_needs(json_t *node, int depth, bool *vision, bool *cache_1h)
 static void s_add_capability(ingress_body_t *out, const char *name)
 {
     size_t used = strlen(out->capabilities);
-    snprintf(out->capabilities + used, sizeof out->capabilities - used, "%s%s",
-             used ? "," : "", name);
+    snprintf(out->capabilities + used, sizeof out->capabilities - used, "%s%s", used ? "," : "",
+             name);
 }
 
 //  Routing hints from the body: the session that binds a conversation to
@@ -410,8 +410,8 @@ void ingress_parse_test(bool verbose)
                             "\"system\":[{\"type\":\"text\",\"text\":\"s\",\"cache_control\":"
                             "{\"type\":\"ephemeral\",\"ttl\":\"1h\"}}],"
                             "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
-    assert(ingress_parse_body(PROTO_PROTOCOL_ANTHROPIC, false, NULL, anthropic,
-                              strlen(anthropic), &parsed, error, sizeof error) == 0);
+    assert(ingress_parse_body(PROTO_PROTOCOL_ANTHROPIC, false, NULL, anthropic, strlen(anthropic),
+                              &parsed, error, sizeof error) == 0);
     assert(strcmp(parsed.session, "a-2") == 0);
     assert(strcmp(parsed.capabilities, "prompt-cache-1h") == 0);
     const char *gemini = "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"inlineData\":"

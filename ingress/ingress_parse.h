@@ -12,12 +12,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define INGRESS_KEY_MAX 256       //  longest client key we hash; longer ones are invalid
-#define INGRESS_MODEL_MAX 200     //  longest model name (the schema's limit)
-#define INGRESS_SESSION_MAX 128       //  longest session id passed to the router
-#define INGRESS_CAPABILITIES_MAX 255  //  capability list text
-#define INGRESS_REQUEST_ID_HEX 32 //  our own request ids: 128 random bits in hex
-#define INGRESS_TRACE_SIZE 56     //  "00-" 32 "-" 16 "-" 2 + NUL
+#define INGRESS_KEY_MAX 256          //  longest client key we hash; longer ones are invalid
+#define INGRESS_MODEL_MAX 200        //  longest model name (the schema's limit)
+#define INGRESS_SESSION_MAX 128      //  longest session id passed to the router
+#define INGRESS_CAPABILITIES_MAX 255 //  capability list text
+#define INGRESS_REQUEST_ID_HEX 32    //  our own request ids: 128 random bits in hex
+#define INGRESS_TRACE_SIZE 56        //  "00-" 32 "-" 16 "-" 2 + NUL
 
 //  Where a client key was found.
 typedef enum {
@@ -30,11 +30,11 @@ typedef enum {
 
 //  What the ingress needs to know from a request body.
 typedef struct {
-    char model[INGRESS_MODEL_MAX + 1]; //  logical model asked for
-    bool stream;                       //  "stream": true
-    bool include_usage;                //  stream_options.include_usage: true
-    uint64_t tokens_estimate;          //  rough input tokens, for admission
-    char session[INGRESS_SESSION_MAX + 1]; //  Anthropic metadata.user_id or OpenAI user
+    char model[INGRESS_MODEL_MAX + 1];               //  logical model asked for
+    bool stream;                                     //  "stream": true
+    bool include_usage;                              //  stream_options.include_usage: true
+    uint64_t tokens_estimate;                        //  rough input tokens, for admission
+    char session[INGRESS_SESSION_MAX + 1];           //  Anthropic metadata.user_id or OpenAI user
     char capabilities[INGRESS_CAPABILITIES_MAX + 1]; //  needed, comma-separated
 } ingress_body_t;
 

@@ -15,8 +15,8 @@
 //  Distinct senders remembered for one queued entry (billing instances that
 //  both sent it); beyond this the latest replaces the last.
 #define S_SENDERS_MAX 4
-#define S_HWM 100000   //  COMMITs queued to a sender
-#define S_RCVHWM 2000  //  messages queued unread per sender
+#define S_HWM 100000  //  COMMITs queued to a sender
+#define S_RCVHWM 2000 //  messages queued unread per sender
 
 //  One queued entry and who is waiting for its COMMIT.
 typedef struct {

@@ -9,7 +9,7 @@ TG_PACKAGES=(
   libzmq3-dev libczmq-dev libmicrohttpd-dev libcurl4-openssl-dev libpq-dev
   libmsgpack-dev libjansson-dev libsodium-dev libpcre2-dev
   postgresql-15 wrk nginx-light docker-compose iproute2
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev clang-format
 )
 
 tg_log() { printf '==> %s\n' "$*" >&2; }

@@ -402,10 +402,8 @@ int ops_cluster_up(ops_cluster_t *self, const ops_up_options_t *options)
         goto stop;
     }
     s_print_endpoints(config);
-    if (options->demo
-        && ops_demo_start(ops_state_dir(self->state), self->bindir, self->self_exe, config, error,
-                          sizeof error)
-               != 0) {
+    if (options->demo && ops_demo_start(ops_state_dir(self->state), self->bindir, self->self_exe,
+                                        config, error, sizeof error) != 0) {
         //  The cluster itself is up and stays up; only the demo failed.
         fprintf(stderr, "tollgate: --demo: %s\n", error);
         exit_code = 1;

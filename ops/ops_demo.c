@@ -140,16 +140,16 @@ static int s_tollgate(const char *tollgate, const char *dir, char *last, size_t 
 
 //  Registers provider, key, model, account and client key. A second run
 //  finds them there (409s) and keeps going; only the client key is new.
-static int s_register(const char *tollgate, const char *dir, int port, char *key,
-                      size_t key_size, char *error, size_t error_size)
+static int s_register(const char *tollgate, const char *dir, int port, char *key, size_t key_size,
+                      char *error, size_t error_size)
 {
     char base_url[64];
     snprintf(base_url, sizeof base_url, "http://127.0.0.1:%d", port);
-    char *provider[] = {"provider", "add", "demo", "--protocol", "openai", "--base-url",
-                        base_url, NULL};
+    char *provider[] = {"provider", "add",        "demo",   "--protocol",
+                        "openai",   "--base-url", base_url, NULL};
     char *provider_key[] = {"provider", "key", "add", "demo", "--secret", "demo-secret", NULL};
-    char *model[] = {"model", "add", S_MODEL, "--route", "demo:" S_MODEL, "--price-in", "1",
-                     "--price-out", "2", NULL};
+    char *model[] = {"model",      "add", S_MODEL,       "--route", "demo:" S_MODEL,
+                     "--price-in", "1",   "--price-out", "2",       NULL};
     char *account[] = {"account", "add", "demo", "--balance", "100", NULL};
     char *create[] = {"key", "create", "demo", "--name", "demo", NULL};
     bool fresh = s_tollgate(tollgate, dir, NULL, 0, provider) == 0;
@@ -228,8 +228,7 @@ int ops_demo_start(const char *dir, const char *bindir, const char *tollgate,
         snprintf(error, error_size, "the gateway did not accept the demo key in time");
         return -1;
     }
-    printf("demo:    mock upstream on http://127.0.0.1:%d, model %s, key %s\n", port, S_MODEL,
-           key);
+    printf("demo:    mock upstream on http://127.0.0.1:%d, model %s, key %s\n", port, S_MODEL, key);
     printf("try:     curl -s http://%s/v1/chat/completions -H 'Authorization: Bearer %s' "
            "-H 'Content-Type: application/json' "
            "-d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'\n",

@@ -7,10 +7,8 @@
 #include "proto_test.h"
 
 static const proto_test_t s_tests[] = {
-    {"ops_migrate", ops_migrate_test},
-    {"ops_admin", ops_admin_test},
-    {"ops_state", ops_state_test},
-    {"ops_supervisor", ops_supervisor_test},
+    {"ops_migrate", ops_migrate_test}, {"ops_admin", ops_admin_test},
+    {"ops_state", ops_state_test},     {"ops_supervisor", ops_supervisor_test},
     {"ops_top", ops_top_test},
 };
 

@@ -10,24 +10,24 @@
 #include <string.h>
 
 struct _proto_catalog_t {
-    proto_account_t *accounts;          //  by id, ascending
-    size_t account_count;               //  entries
-    proto_api_key_t *keys;              //  by id, ascending
-    size_t key_count;                   //  entries
-    proto_provider_t *providers;        //  by id, ascending
-    size_t provider_count;              //  entries
-    proto_provider_key_t *provider_keys;//  by id, ascending
-    size_t provider_key_count;          //  entries
-    proto_model_t *models;              //  by id, ascending
-    size_t model_count;                 //  entries
-    proto_route_t *routes;              //  by model, then priority desc, then id
-    size_t route_count;                 //  entries
-    proto_mapping_rule_t *rules;        //  by model, then id
-    size_t rule_count;                  //  entries
+    proto_account_t *accounts;               //  by id, ascending
+    size_t account_count;                    //  entries
+    proto_api_key_t *keys;                   //  by id, ascending
+    size_t key_count;                        //  entries
+    proto_provider_t *providers;             //  by id, ascending
+    size_t provider_count;                   //  entries
+    proto_provider_key_t *provider_keys;     //  by id, ascending
+    size_t provider_key_count;               //  entries
+    proto_model_t *models;                   //  by id, ascending
+    size_t model_count;                      //  entries
+    proto_route_t *routes;                   //  by model, then priority desc, then id
+    size_t route_count;                      //  entries
+    proto_mapping_rule_t *rules;             //  by model, then id
+    size_t rule_count;                       //  entries
     proto_provider_model_t *provider_models; //  by provider, then name
-    size_t provider_model_count;        //  entries
-    zhashx_t *keys_by_hash;             //  hash -> proto_api_key_t*
-    zhashx_t *models_by_name;           //  name -> proto_model_t*
+    size_t provider_model_count;             //  entries
+    zhashx_t *keys_by_hash;                  //  hash -> proto_api_key_t*
+    zhashx_t *models_by_name;                //  name -> proto_model_t*
 };
 
 int proto_protocol_parse(const char *name)
@@ -254,13 +254,13 @@ static int s_load_accounts(proto_catalog_t *self, PGconn *db, char *error, size_
 
 static int s_load_keys(proto_catalog_t *self, PGconn *db, char *error, size_t error_size)
 {
-    PGresult *result = s_query(
-        db,
-        "SELECT id, account_id, name, key_hash, key_prefix, status, "
-        "array_to_json(allowed_models)::text, "
-        "coalesce((extract(epoch FROM expires_at) * 1000000)::bigint, 0), " S_LIMIT_COLUMNS
-        ", array_to_json(force_capabilities)::text FROM api_keys ORDER BY id",
-        error, error_size);
+    PGresult *result =
+        s_query(db,
+                "SELECT id, account_id, name, key_hash, key_prefix, status, "
+                "array_to_json(allowed_models)::text, "
+                "coalesce((extract(epoch FROM expires_at) * 1000000)::bigint, 0), " S_LIMIT_COLUMNS
+                ", array_to_json(force_capabilities)::text FROM api_keys ORDER BY id",
+                error, error_size);
     if (!result)
         return -1;
     int rows = PQntuples(result);
@@ -313,10 +313,10 @@ static int s_load_providers(proto_catalog_t *self, PGconn *db, char *error, size
 static char *s_open_secret(PGresult *result, int row, const char *secret_key)
 {
     size_t sealed_size = 0, nonce_size = 0;
-    unsigned char *sealed = PQunescapeBytea((const unsigned char *)PQgetvalue(result, row, 2),
-                                            &sealed_size);
-    unsigned char *nonce = PQunescapeBytea((const unsigned char *)PQgetvalue(result, row, 3),
-                                           &nonce_size);
+    unsigned char *sealed =
+        PQunescapeBytea((const unsigned char *)PQgetvalue(result, row, 2), &sealed_size);
+    unsigned char *nonce =
+        PQunescapeBytea((const unsigned char *)PQgetvalue(result, row, 3), &nonce_size);
     char *secret = NULL;
     if (sealed && nonce && nonce_size == proto_crypto_nonce_size())
         secret = proto_crypto_open(secret_key, nonce, sealed, sealed_size);
@@ -438,8 +438,8 @@ static int s_load_routes(proto_catalog_t *self, PGconn *db, char *error, size_t 
 static bool s_has_routing_schema(PGconn *db)
 {
     PGresult *result = PQexec(db, "SELECT to_regclass('provider_models') IS NOT NULL");
-    bool present = PQresultStatus(result) == PGRES_TUPLES_OK && PQntuples(result) == 1
-                   && strcmp(PQgetvalue(result, 0, 0), "t") == 0;
+    bool present = PQresultStatus(result) == PGRES_TUPLES_OK && PQntuples(result) == 1 &&
+                   strcmp(PQgetvalue(result, 0, 0), "t") == 0;
     PQclear(result);
     return present;
 }
@@ -473,8 +473,7 @@ static int s_load_rules(proto_catalog_t *self, PGconn *db, bool routing, char *e
     return 0;
 }
 
-static int s_load_provider_models(proto_catalog_t *self, PGconn *db, char *error,
-                                  size_t error_size)
+static int s_load_provider_models(proto_catalog_t *self, PGconn *db, char *error, size_t error_size)
 {
     PGresult *result = s_query(db,
                                "SELECT provider_id, model FROM provider_models "
@@ -645,8 +644,10 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
     proto_catalog_t *self = proto_catalog_new_empty();
     size_t i;
     json_t *item;
-    json_t *array = s_json_array(root, "accounts", (void **)&self->accounts, sizeof *self->accounts);
-    json_array_foreach(array, i, item) {
+    json_t *array =
+        s_json_array(root, "accounts", (void **)&self->accounts, sizeof *self->accounts);
+    json_array_foreach(array, i, item)
+    {
         proto_account_t *account = &self->accounts[self->account_count++];
         account->id = (uint64_t)s_json_int(item, "id", 0);
         account->name = s_json_str(item, "name", "");
@@ -657,7 +658,8 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
         account->limits.daily_micros = account->limits.monthly_micros = -1;
     }
     array = s_json_array(root, "keys", (void **)&self->keys, sizeof *self->keys);
-    json_array_foreach(array, i, item) {
+    json_array_foreach(array, i, item)
+    {
         proto_api_key_t *key = &self->keys[self->key_count++];
         key->id = (uint64_t)s_json_int(item, "id", 0);
         key->account_id = (uint64_t)s_json_int(item, "account_id", 0);
@@ -671,7 +673,8 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
         key->limits.daily_micros = key->limits.monthly_micros = -1;
     }
     array = s_json_array(root, "providers", (void **)&self->providers, sizeof *self->providers);
-    json_array_foreach(array, i, item) {
+    json_array_foreach(array, i, item)
+    {
         proto_provider_t *provider = &self->providers[self->provider_count++];
         provider->id = (uint64_t)s_json_int(item, "id", 0);
         provider->name = s_json_str(item, "name", "");
@@ -685,13 +688,13 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
     }
     array = s_json_array(root, "provider_keys", (void **)&self->provider_keys,
                          sizeof *self->provider_keys);
-    json_array_foreach(array, i, item) {
+    json_array_foreach(array, i, item)
+    {
         proto_provider_key_t *key = &self->provider_keys[self->provider_key_count++];
         key->id = (uint64_t)s_json_int(item, "id", 0);
         key->provider_id = (uint64_t)s_json_int(item, "provider_id", 0);
-        key->secret = json_is_string(json_object_get(item, "secret"))
-                          ? s_json_str(item, "secret", "")
-                          : NULL;
+        key->secret =
+            json_is_string(json_object_get(item, "secret")) ? s_json_str(item, "secret", "") : NULL;
         key->hint = s_json_str(item, "hint", "");
         key->priority = (int)s_json_int(item, "priority", 0);
         key->weight = (int)s_json_int(item, "weight", 1);
@@ -704,21 +707,24 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
         key->name = s_json_str(item, "name", "");
     }
     array = s_json_array(root, "models", (void **)&self->models, sizeof *self->models);
-    json_array_foreach(array, i, item) {
+    json_array_foreach(array, i, item)
+    {
         proto_model_t *model = &self->models[self->model_count++];
         model->id = (uint64_t)s_json_int(item, "id", 0);
         model->name = s_json_str(item, "name", "");
         model->active = s_json_active(item);
         model->price_in_micros = s_json_int(item, "price_in_micros", 0);
         model->price_out_micros = s_json_int(item, "price_out_micros", 0);
-        model->long_price_in_micros = s_json_int(item, "long_price_in_micros", model->price_in_micros);
+        model->long_price_in_micros =
+            s_json_int(item, "long_price_in_micros", model->price_in_micros);
         model->long_price_out_micros =
             s_json_int(item, "long_price_out_micros", model->price_out_micros);
         model->scheduling = s_json_str(item, "scheduling", "priority");
         s_json_tags(item, "capabilities", &model->capabilities);
     }
     array = s_json_array(root, "routes", (void **)&self->routes, sizeof *self->routes);
-    json_array_foreach(array, i, item) {
+    json_array_foreach(array, i, item)
+    {
         proto_route_t *route = &self->routes[self->route_count++];
         route->id = (uint64_t)s_json_int(item, "id", 0);
         route->model_id = (uint64_t)s_json_int(item, "model_id", 0);
@@ -729,7 +735,8 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
         route->active = s_json_active(item);
     }
     array = s_json_array(root, "mapping_rules", (void **)&self->rules, sizeof *self->rules);
-    json_array_foreach(array, i, item) {
+    json_array_foreach(array, i, item)
+    {
         proto_mapping_rule_t *rule = &self->rules[self->rule_count++];
         rule->id = (uint64_t)s_json_int(item, "id", 0);
         rule->model_id = (uint64_t)s_json_int(item, "model_id", 0);
@@ -741,7 +748,8 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
     }
     array = s_json_array(root, "provider_models", (void **)&self->provider_models,
                          sizeof *self->provider_models);
-    json_array_foreach(array, i, item) {
+    json_array_foreach(array, i, item)
+    {
         proto_provider_model_t *entry = &self->provider_models[self->provider_model_count++];
         entry->provider_id = (uint64_t)s_json_int(item, "provider_id", 0);
         entry->name = s_json_str(item, "name", "");
@@ -884,15 +892,14 @@ const char *proto_catalog_key_problem(proto_catalog_t *self, const proto_api_key
     return NULL;
 }
 
-bool proto_catalog_key_allows(proto_catalog_t *self, const proto_api_key_t *key,
-                              const char *model)
+bool proto_catalog_key_allows(proto_catalog_t *self, const proto_api_key_t *key, const char *model)
 {
     const proto_model_t *entry = proto_catalog_model_by_name(self, model);
     if (!entry || !entry->active)
         return false;
     const proto_account_t *account = proto_catalog_account(self, key->account_id);
-    return account && proto_model_list_allows(&key->models, model)
-           && proto_model_list_allows(&account->models, model);
+    return account && proto_model_list_allows(&key->models, model) &&
+           proto_model_list_allows(&account->models, model);
 }
 
 size_t proto_catalog_provider_count(proto_catalog_t *self)
@@ -920,8 +927,7 @@ size_t proto_catalog_provider_model_count(proto_catalog_t *self)
     return self->provider_model_count;
 }
 
-const proto_provider_model_t *proto_catalog_provider_model_at(proto_catalog_t *self,
-                                                              size_t index)
+const proto_provider_model_t *proto_catalog_provider_model_at(proto_catalog_t *self, size_t index)
 {
     return index < self->provider_model_count ? &self->provider_models[index] : NULL;
 }

@@ -17,119 +17,119 @@
 #include <stdint.h>
 
 typedef struct {
-    size_t count;   //  entries in names
-    char **names;   //  allowed model names
-    bool any;       //  true when no list is set: every model is allowed
+    size_t count; //  entries in names
+    char **names; //  allowed model names
+    bool any;     //  true when no list is set: every model is allowed
 } proto_model_list_t;
 
 //  A set of tags, e.g. capabilities ("vision", "tools", "context-1m").
 typedef struct {
-    size_t count;   //  entries in names
-    char **names;   //  the tags, as stored
+    size_t count; //  entries in names
+    char **names; //  the tags, as stored
 } proto_tags_t;
 
 typedef struct {
-    int64_t rpm;              //  requests per minute, 0 = no limit
-    int64_t tpm;              //  tokens per minute, 0 = no limit
-    int64_t concurrency;      //  requests in flight, 0 = no limit
-    int64_t daily_micros;     //  spend per UTC day, -1 = no cap
-    int64_t monthly_micros;   //  spend per UTC month, -1 = no cap
+    int64_t rpm;            //  requests per minute, 0 = no limit
+    int64_t tpm;            //  tokens per minute, 0 = no limit
+    int64_t concurrency;    //  requests in flight, 0 = no limit
+    int64_t daily_micros;   //  spend per UTC day, -1 = no cap
+    int64_t monthly_micros; //  spend per UTC month, -1 = no cap
 } proto_limits_t;
 
 typedef struct {
-    uint64_t id;                  //  accounts.id
-    char *name;                   //  unique name
-    bool active;                  //  status = 'active'
-    int64_t balance_micros;       //  balance when loaded
-    char *currency;               //  e.g. USD
-    proto_limits_t limits;        //  account-wide limits
-    proto_model_list_t models;    //  allowed models
+    uint64_t id;                     //  accounts.id
+    char *name;                      //  unique name
+    bool active;                     //  status = 'active'
+    int64_t balance_micros;          //  balance when loaded
+    char *currency;                  //  e.g. USD
+    proto_limits_t limits;           //  account-wide limits
+    proto_model_list_t models;       //  allowed models
     proto_tags_t force_capabilities; //  every request of the account needs these
 } proto_account_t;
 
 typedef struct {
-    uint64_t id;                  //  api_keys.id
-    uint64_t account_id;          //  owner
-    char *name;                   //  label
-    char hash[65];                //  SHA-256 hex of the key
-    char *prefix;                 //  display prefix
-    char *status;                 //  active, disabled or revoked
-    int64_t expires_us;           //  epoch microseconds, 0 = never
-    proto_limits_t limits;        //  per-key limits
-    proto_model_list_t models;    //  allowed models
+    uint64_t id;                     //  api_keys.id
+    uint64_t account_id;             //  owner
+    char *name;                      //  label
+    char hash[65];                   //  SHA-256 hex of the key
+    char *prefix;                    //  display prefix
+    char *status;                    //  active, disabled or revoked
+    int64_t expires_us;              //  epoch microseconds, 0 = never
+    proto_limits_t limits;           //  per-key limits
+    proto_model_list_t models;       //  allowed models
     proto_tags_t force_capabilities; //  every request with the key needs these
 } proto_api_key_t;
 
 typedef struct {
-    uint64_t id;                  //  providers.id
-    char *name;                   //  unique name
-    int protocol;                 //  proto_protocol_t
-    char *base_url;               //  without trailing slash
-    int priority;                 //  higher first
-    int weight;                   //  share among equals
-    bool active;                  //  status = 'active'
+    uint64_t id;    //  providers.id
+    char *name;     //  unique name
+    int protocol;   //  proto_protocol_t
+    char *base_url; //  without trailing slash
+    int priority;   //  higher first
+    int weight;     //  share among equals
+    bool active;    //  status = 'active'
 } proto_provider_t;
 
 typedef struct {
-    uint64_t id;                  //  provider_keys.id
-    uint64_t provider_id;         //  owner
-    char *secret;                 //  opened secret, or NULL when not loaded with the key
-    char *hint;                   //  last characters, for humans
-    int priority;                 //  higher first
-    int weight;                   //  share among equals
-    bool active;                  //  status = 'active'
-    int64_t multiplier_ppm;       //  cost multiplier, parts per million
-    proto_tags_t capabilities;    //  what this key can do (e.g. "context-1m")
-    int64_t max_rps;              //  requests per second across the cluster, 0 = no limit
-    int64_t max_concurrent;       //  requests in flight across the cluster, 0 = no limit
-    char *disabled_reason;        //  why it is disabled, "" when none
-    char *name;                   //  label
+    uint64_t id;               //  provider_keys.id
+    uint64_t provider_id;      //  owner
+    char *secret;              //  opened secret, or NULL when not loaded with the key
+    char *hint;                //  last characters, for humans
+    int priority;              //  higher first
+    int weight;                //  share among equals
+    bool active;               //  status = 'active'
+    int64_t multiplier_ppm;    //  cost multiplier, parts per million
+    proto_tags_t capabilities; //  what this key can do (e.g. "context-1m")
+    int64_t max_rps;           //  requests per second across the cluster, 0 = no limit
+    int64_t max_concurrent;    //  requests in flight across the cluster, 0 = no limit
+    char *disabled_reason;     //  why it is disabled, "" when none
+    char *name;                //  label
 } proto_provider_key_t;
 
 typedef struct {
-    uint64_t id;                       //  models.id
-    char *name;                        //  the logical name clients use
-    bool active;                       //  status = 'active'
-    int64_t price_in_micros;           //  per million input tokens
-    int64_t price_out_micros;          //  per million output tokens
-    int64_t price_cache_read_micros;   //  per million cache-read tokens
-    int64_t price_cache_write_micros;  //  per million cache-write tokens (5 min)
+    uint64_t id;                         //  models.id
+    char *name;                          //  the logical name clients use
+    bool active;                         //  status = 'active'
+    int64_t price_in_micros;             //  per million input tokens
+    int64_t price_out_micros;            //  per million output tokens
+    int64_t price_cache_read_micros;     //  per million cache-read tokens
+    int64_t price_cache_write_micros;    //  per million cache-write tokens (5 min)
     int64_t price_cache_write_1h_micros; //  per million cache-write tokens (1 h)
-    int64_t price_request_micros;      //  per request
-    int64_t long_context_threshold;    //  input tokens above which long prices apply, 0 = none
-    int64_t long_price_in_micros;      //  long-context input price
-    int64_t long_price_out_micros;     //  long-context output price
-    char *scheduling;                  //  scheduling mode
-    int64_t created_s;                 //  creation time, epoch seconds
-    proto_tags_t capabilities;         //  what the model offers everywhere it is served
+    int64_t price_request_micros;        //  per request
+    int64_t long_context_threshold;      //  input tokens above which long prices apply, 0 = none
+    int64_t long_price_in_micros;        //  long-context input price
+    int64_t long_price_out_micros;       //  long-context output price
+    char *scheduling;                    //  scheduling mode
+    int64_t created_s;                   //  creation time, epoch seconds
+    proto_tags_t capabilities;           //  what the model offers everywhere it is served
 } proto_model_t;
 
 typedef struct {
-    uint64_t id;                  //  routes.id
-    uint64_t model_id;            //  logical model
-    uint64_t provider_id;         //  provider
-    char *upstream_model;         //  name at the provider
-    int priority;                 //  higher first
-    int weight;                   //  share among equals
-    bool active;                  //  status = 'active'
+    uint64_t id;          //  routes.id
+    uint64_t model_id;    //  logical model
+    uint64_t provider_id; //  provider
+    char *upstream_model; //  name at the provider
+    int priority;         //  higher first
+    int weight;           //  share among equals
+    bool active;          //  status = 'active'
 } proto_route_t;
 
 //  A mapping rule: resolves a logical model against providers' model lists.
 typedef struct {
-    uint64_t id;                  //  mapping_rules.id
-    uint64_t model_id;            //  logical model
-    char *kind;                   //  exact, prefix, keyword, regex, exclude_keyword,
-                                  //  include, exclude_provider
-    char *pattern;                //  what it matches
-    uint64_t provider_id;         //  only this provider, 0 = any
-    int priority;                 //  higher first, for pairs it adds
-    int weight;                   //  share among equals, for pairs it adds
+    uint64_t id;          //  mapping_rules.id
+    uint64_t model_id;    //  logical model
+    char *kind;           //  exact, prefix, keyword, regex, exclude_keyword,
+                          //  include, exclude_provider
+    char *pattern;        //  what it matches
+    uint64_t provider_id; //  only this provider, 0 = any
+    int priority;         //  higher first, for pairs it adds
+    int weight;           //  share among equals, for pairs it adds
 } proto_mapping_rule_t;
 
 //  One model a provider listed when its model list was last fetched.
 typedef struct {
-    uint64_t provider_id;         //  providers.id
-    char *name;                   //  model id at the provider
+    uint64_t provider_id; //  providers.id
+    char *name;           //  model id at the provider
 } proto_provider_model_t;
 
 typedef struct _proto_catalog_t proto_catalog_t;
@@ -180,8 +180,7 @@ const proto_mapping_rule_t *proto_catalog_rule_at(proto_catalog_t *self, size_t 
 //  Fetched provider model lists, by provider then name (empty before
 //  migration 0002 or before tollgate-health fetched them).
 size_t proto_catalog_provider_model_count(proto_catalog_t *self);
-const proto_provider_model_t *proto_catalog_provider_model_at(proto_catalog_t *self,
-                                                              size_t index);
+const proto_provider_model_t *proto_catalog_provider_model_at(proto_catalog_t *self, size_t index);
 
 //  A provider by name; NULL when absent. Borrowed.
 const proto_provider_t *proto_catalog_provider_by_name(proto_catalog_t *self, const char *name);
@@ -198,8 +197,7 @@ const char *proto_catalog_key_problem(proto_catalog_t *self, const proto_api_key
                                       uint64_t now_us);
 
 //  True when key and its account both allow the model, and the model is active.
-bool proto_catalog_key_allows(proto_catalog_t *self, const proto_api_key_t *key,
-                              const char *model);
+bool proto_catalog_key_allows(proto_catalog_t *self, const proto_api_key_t *key, const char *model);
 
 //  Parses "openai", "anthropic", "gemini" to proto_protocol_t; 0 when unknown.
 int proto_protocol_parse(const char *name);

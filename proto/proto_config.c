@@ -10,23 +10,23 @@
 #include <unistd.h>
 
 typedef enum {
-    S_STR,      //  any text
-    S_INT,      //  integer within [min, max]
-    S_BOOL,     //  true/false/1/0/yes/no/on/off
-    S_LEVEL,    //  a log level name
-    S_ENDPOINT, //  a ZeroMQ endpoint: tcp://, ipc:// or inproc://
-    S_ENDPOINTS,//  comma-separated ZeroMQ endpoints or dns://name:port, may be empty
-    S_ADDRESS,  //  host:port for an HTTP listener
-    S_URL,      //  a database URL or conninfo; its password is masked
+    S_STR,       //  any text
+    S_INT,       //  integer within [min, max]
+    S_BOOL,      //  true/false/1/0/yes/no/on/off
+    S_LEVEL,     //  a log level name
+    S_ENDPOINT,  //  a ZeroMQ endpoint: tcp://, ipc:// or inproc://
+    S_ENDPOINTS, //  comma-separated ZeroMQ endpoints or dns://name:port, may be empty
+    S_ADDRESS,   //  host:port for an HTTP listener
+    S_URL,       //  a database URL or conninfo; its password is masked
 } s_kind_t;
 
 typedef struct {
-    const char *key;         //  dotted name
-    s_kind_t kind;           //  what values are accepted
-    const char *fallback;    //  default, as text
-    int64_t min, max;        //  bounds for S_INT
-    bool secret;             //  printed masked
-    const char *help;        //  one line for --print-config readers
+    const char *key;      //  dotted name
+    s_kind_t kind;        //  what values are accepted
+    const char *fallback; //  default, as text
+    int64_t min, max;     //  bounds for S_INT
+    bool secret;          //  printed masked
+    const char *help;     //  one line for --print-config readers
 } s_key_t;
 
 #define I64MAX INT64_MAX
@@ -101,8 +101,7 @@ static const s_key_t s_keys[] = {
      "Prometheus /metrics listener; empty = off"},
     {"dispatch.control_bind", S_ENDPOINT, "tcp://127.0.0.1:7142", 0, 0, false, "control socket"},
     {"dispatch.connect_timeout_ms", S_INT, "5000", 1, 600000, false, "upstream connect"},
-    {"dispatch.first_byte_timeout_ms", S_INT, "120000", 1, 3600000, false,
-     "upstream first byte"},
+    {"dispatch.first_byte_timeout_ms", S_INT, "120000", 1, 3600000, false, "upstream first byte"},
     {"dispatch.idle_timeout_ms", S_INT, "120000", 1, 3600000, false, "gap between chunks"},
     {"dispatch.total_timeout_ms", S_INT, "900000", 1, 86400000, false, "whole upstream call"},
     {"dispatch.journal_sync", S_BOOL, "false", 0, 0, false,
@@ -138,17 +137,17 @@ static const s_key_t s_keys[] = {
 #define S_MAX_ENDPOINTS 64
 
 //  Environment variables with our prefix that belong to the CLI, not to programs.
-static const char *s_env_allowed[] = {"TOLLGATE_CONFIG", "TOLLGATE_ADMIN_URL",
+static const char *s_env_allowed[] = {"TOLLGATE_CONFIG",      "TOLLGATE_ADMIN_URL",
                                       "TOLLGATE_ADMIN_TOKEN", "TOLLGATE_DIR",
-                                      "TOLLGATE_BIN", NULL};
+                                      "TOLLGATE_BIN",         NULL};
 
 typedef struct {
-    char *value;          //  current value, as text
-    const char *origin;   //  "default", "file", "env" or "command line"
-    int64_t number;       //  parsed value for S_INT and S_BOOL
-    char *split;          //  for S_ENDPOINTS: copy of value with NULs between items
+    char *value;                        //  current value, as text
+    const char *origin;                 //  "default", "file", "env" or "command line"
+    int64_t number;                     //  parsed value for S_INT and S_BOOL
+    char *split;                        //  for S_ENDPOINTS: copy of value with NULs between items
     const char *items[S_MAX_ENDPOINTS]; //  pointers into split
-    int item_count;       //  how many items
+    int item_count;                     //  how many items
 } s_value_t;
 
 struct _proto_config_t {
@@ -198,9 +197,9 @@ static int s_parse_bool(const char *text, int64_t *out)
 
 static bool s_endpoint_valid(const char *text)
 {
-    return (strncmp(text, "tcp://", 6) == 0 && strchr(text + 6, ':'))
-           || (strncmp(text, "ipc://", 6) == 0 && text[6])
-           || (strncmp(text, "inproc://", 9) == 0 && text[9]);
+    return (strncmp(text, "tcp://", 6) == 0 && strchr(text + 6, ':')) ||
+           (strncmp(text, "ipc://", 6) == 0 && text[6]) ||
+           (strncmp(text, "inproc://", 9) == 0 && text[9]);
 }
 
 //  dns://NAME:PORT in an endpoint list: every IPv4 address NAME resolves
@@ -235,8 +234,8 @@ static int s_split_endpoints(s_value_t *value, const char **bad)
     char *save = NULL;
     for (char *item = strtok_r(value->split, ", ", &save); item;
          item = strtok_r(NULL, ", ", &save)) {
-        if (!(s_endpoint_valid(item) || s_dns_valid(item))
-            || value->item_count == S_MAX_ENDPOINTS) {
+        if (!(s_endpoint_valid(item) || s_dns_valid(item)) ||
+            value->item_count == S_MAX_ENDPOINTS) {
             *bad = item;
             return -1;
         }
@@ -259,8 +258,8 @@ int proto_config_set(proto_config_t *self, const char *key, const char *text, co
     const char *bad = NULL;
     switch (spec->kind) {
     case S_INT:
-        if (s_parse_int(text, &candidate.number) != 0 || candidate.number < spec->min
-            || candidate.number > spec->max)
+        if (s_parse_int(text, &candidate.number) != 0 || candidate.number < spec->min ||
+            candidate.number > spec->max)
             problem = "an integer in range";
         break;
     case S_BOOL:
@@ -393,8 +392,7 @@ static bool s_env_is_allowed(const char *name, size_t length)
     return false;
 }
 
-int proto_config_load_env(proto_config_t *self, char **environment, char *error,
-                          size_t error_size)
+int proto_config_load_env(proto_config_t *self, char **environment, char *error, size_t error_size)
 {
     for (char **entry = environment; entry && *entry; entry++) {
         if (strncmp(*entry, "TOLLGATE_", 9) != 0)
@@ -601,14 +599,13 @@ void proto_config_test(bool verbose)
     assert(proto_config_set(config, "ingress.max_body_bytes", "2048", "test", error,
                             sizeof error) == 0);
     assert(proto_config_int(config, "ingress.max_body_bytes") == 2048);
-    assert(proto_config_set(config, "ingress.max_body_bytes", "12x", "test", error,
-                            sizeof error) == -1);
+    assert(proto_config_set(config, "ingress.max_body_bytes", "12x", "test", error, sizeof error) ==
+           -1);
     assert(strstr(error, "ingress.max_body_bytes"));
     assert(proto_config_set(config, "nope", "1", "test", error, sizeof error) == -1);
     assert(strstr(error, "unknown"));
     assert(proto_config_set(config, "log_level", "loud", "test", error, sizeof error) == -1);
-    assert(proto_config_set(config, "billing.bind", "http://x", "test", error, sizeof error)
-           == -1);
+    assert(proto_config_set(config, "billing.bind", "http://x", "test", error, sizeof error) == -1);
 
     const char *endpoints[4];
     assert(proto_config_endpoints(config, "billing", endpoints, 4) == 1);
@@ -635,7 +632,6 @@ void proto_config_test(bool verbose)
            -1);
     assert(proto_config_set(config, "billing.bind", "dns://x:1", "test", error, sizeof error) ==
            -1);
-
 
     char *env[] = {"PATH=/bin", "TOLLGATE_LEDGER_BATCH_MAX=5", "TOLLGATE_ADMIN_URL=x", NULL};
     assert(proto_config_load_env(config, env, error, sizeof error) == 0);

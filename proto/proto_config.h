@@ -29,8 +29,7 @@ void proto_config_destroy(proto_config_t **self_p);
 int proto_config_load_file(proto_config_t *self, const char *path, char *error, size_t error_size);
 
 //  Reads TOLLGATE_* variables from a NULL-terminated environment. Returns 0 or -1.
-int proto_config_load_env(proto_config_t *self, char **environment, char *error,
-                          size_t error_size);
+int proto_config_load_env(proto_config_t *self, char **environment, char *error, size_t error_size);
 
 //  Sets one key from text, checking its kind. `origin` names where it came
 //  from in error messages. Returns 0 or -1.

@@ -47,10 +47,9 @@ static int s_key(const char *key_hex, uint8_t *key)
     size_t length = 0;
     if (!key_hex || strlen(key_hex) != PROTO_CRYPTO_KEY_HEX)
         return -1;
-    if (sodium_hex2bin(key, crypto_secretbox_KEYBYTES, key_hex, PROTO_CRYPTO_KEY_HEX, NULL,
-                       &length, NULL)
-            != 0
-        || length != crypto_secretbox_KEYBYTES)
+    if (sodium_hex2bin(key, crypto_secretbox_KEYBYTES, key_hex, PROTO_CRYPTO_KEY_HEX, NULL, &length,
+                       NULL) != 0 ||
+        length != crypto_secretbox_KEYBYTES)
         return -1;
     return 0;
 }
@@ -65,8 +64,8 @@ size_t proto_crypto_overhead(void)
     return crypto_secretbox_MACBYTES;
 }
 
-int proto_crypto_seal(const char *key_hex, const void *plain, size_t plain_size,
-                      uint8_t *nonce, uint8_t *sealed)
+int proto_crypto_seal(const char *key_hex, const void *plain, size_t plain_size, uint8_t *nonce,
+                      uint8_t *sealed)
 {
     uint8_t key[crypto_secretbox_KEYBYTES];
     if (s_key(key_hex, key) != 0)

@@ -12,10 +12,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_CRYPTO_KEY_HEX 64      //  secret_key length in hex digits
-#define PROTO_CRYPTO_HASH_HEX 64     //  SHA-256 in hex
-#define PROTO_CRYPTO_API_KEY_LEN 51  //  "tg-" + 48 hex digits
-#define PROTO_CRYPTO_PREFIX_LEN 10   //  shown in lists: "tg-1a2b3c4"
+#define PROTO_CRYPTO_KEY_HEX 64     //  secret_key length in hex digits
+#define PROTO_CRYPTO_HASH_HEX 64    //  SHA-256 in hex
+#define PROTO_CRYPTO_API_KEY_LEN 51 //  "tg-" + 48 hex digits
+#define PROTO_CRYPTO_PREFIX_LEN 10  //  shown in lists: "tg-1a2b3c4"
 
 //  Initialises libsodium; call once at start-up. Returns 0 or -1.
 int proto_crypto_init(void);
@@ -34,8 +34,8 @@ bool proto_crypto_equal(const char *a, const char *b);
 
 //  Seals plaintext under a hex key. Writes nonce (24 bytes) and sealed bytes
 //  (length + 16) into caller buffers. Returns 0, or -1 on a bad key.
-int proto_crypto_seal(const char *key_hex, const void *plain, size_t plain_size,
-                      uint8_t *nonce, uint8_t *sealed);
+int proto_crypto_seal(const char *key_hex, const void *plain, size_t plain_size, uint8_t *nonce,
+                      uint8_t *sealed);
 
 //  Opens sealed bytes. Returns plaintext as a new NUL-terminated string, or
 //  NULL when the key is wrong or the bytes were tampered with. Caller owns.

@@ -104,7 +104,6 @@ void proto_log_write(proto_log_level_t level, const char *request_id, const char
 
     //  One fprintf per line keeps lines whole when several processes share a file.
     fprintf(stderr, "{\"ts\":\"%s.%03dZ\",\"level\":\"%s\",\"prog\":\"%s\"%s,\"msg\":\"%s\"}\n",
-            stamp, (int)(now.tv_usec / 1000), proto_log_level_name(level), s_program, rid,
-            escaped);
+            stamp, (int)(now.tv_usec / 1000), proto_log_level_name(level), s_program, rid, escaped);
     fflush(stderr);
 }

@@ -14,24 +14,24 @@
 #define S_BATCH 64 //  messages read from one socket before others get a turn
 
 typedef struct {
-    int fd;                //  watched descriptor
-    proto_loop_fd_fn *fn;  //  handler
-    void *arg;             //  handler argument
+    int fd;               //  watched descriptor
+    proto_loop_fd_fn *fn; //  handler
+    void *arg;            //  handler argument
 } s_watch_t;
 
 typedef struct {
-    zsock_t *socket;           //  watched socket
-    proto_loop_socket_fn *fn;  //  handler
-    void *arg;                 //  handler argument
+    zsock_t *socket;          //  watched socket
+    proto_loop_socket_fn *fn; //  handler
+    void *arg;                //  handler argument
 } s_socket_t;
 
 typedef struct {
-    int id;                   //  > 0 while active
-    uint64_t due_ms;          //  monotonic time it fires
-    uint64_t interval_ms;     //  period when repeating
-    bool repeat;              //  fires again after interval
-    proto_loop_timer_fn *fn;  //  handler
-    void *arg;                //  handler argument
+    int id;                  //  > 0 while active
+    uint64_t due_ms;         //  monotonic time it fires
+    uint64_t interval_ms;    //  period when repeating
+    bool repeat;             //  fires again after interval
+    proto_loop_timer_fn *fn; //  handler
+    void *arg;               //  handler argument
 } s_timer_t;
 
 struct _proto_loop_t {
@@ -102,8 +102,7 @@ void proto_loop_destroy(proto_loop_t **self_p)
     *self_p = NULL;
 }
 
-int proto_loop_add_fd(proto_loop_t *self, int fd, uint32_t events, proto_loop_fd_fn *fn,
-                      void *arg)
+int proto_loop_add_fd(proto_loop_t *self, int fd, uint32_t events, proto_loop_fd_fn *fn, void *arg)
 {
     assert(fd >= 0);
     if (fd >= self->watch_capacity) {
@@ -147,12 +146,9 @@ void proto_loop_remove_fd(proto_loop_t *self, int fd)
 
 //  Socket fds only wake epoll; the messages themselves are found by asking
 //  ZMQ_EVENTS on every turn.
-static void s_socket_woke(proto_loop_t *loop, int fd, uint32_t events, void *arg)
-{
-}
+static void s_socket_woke(proto_loop_t *loop, int fd, uint32_t events, void *arg) {}
 
-int proto_loop_add_socket(proto_loop_t *self, zsock_t *socket, proto_loop_socket_fn *fn,
-                          void *arg)
+int proto_loop_add_socket(proto_loop_t *self, zsock_t *socket, proto_loop_socket_fn *fn, void *arg)
 {
     if (self->socket_count == S_MAX_SOCKETS)
         return -1;

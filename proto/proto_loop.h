@@ -35,8 +35,7 @@ proto_loop_t *proto_loop_new(void);
 void proto_loop_destroy(proto_loop_t **self_p);
 
 //  Watches fd for events. Returns 0 or -1.
-int proto_loop_add_fd(proto_loop_t *self, int fd, uint32_t events, proto_loop_fd_fn *fn,
-                      void *arg);
+int proto_loop_add_fd(proto_loop_t *self, int fd, uint32_t events, proto_loop_fd_fn *fn, void *arg);
 
 //  Changes the events watched on fd. Returns 0 or -1.
 int proto_loop_modify_fd(proto_loop_t *self, int fd, uint32_t events);
@@ -45,8 +44,7 @@ int proto_loop_modify_fd(proto_loop_t *self, int fd, uint32_t events);
 void proto_loop_remove_fd(proto_loop_t *self, int fd);
 
 //  Watches a ZeroMQ socket for incoming messages. Returns 0 or -1.
-int proto_loop_add_socket(proto_loop_t *self, zsock_t *socket, proto_loop_socket_fn *fn,
-                          void *arg);
+int proto_loop_add_socket(proto_loop_t *self, zsock_t *socket, proto_loop_socket_fn *fn, void *arg);
 
 //  Stops watching a socket.
 void proto_loop_remove_socket(proto_loop_t *self, zsock_t *socket);

@@ -9,18 +9,18 @@
 typedef enum { S_COUNTER, S_GAUGE, S_HISTOGRAM } s_type_t;
 
 static const double s_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                   0.25,   0.5,   1,      2.5,   5,    10,   30,    60};
+                                   0.25,   0.5,   1,      2.5,   5,    10,    30,   60};
 #define S_BUCKETS (sizeof s_buckets / sizeof s_buckets[0])
 
 struct _proto_metric_t {
-    s_type_t type;              //  kind of metric
-    char *name;                 //  metric family name
-    char *help;                 //  HELP text
-    char *labels;               //  label text, "" when none
-    double value;               //  counter/gauge value; histogram sum
-    uint64_t count;             //  histogram observations
-    uint64_t buckets[S_BUCKETS];//  histogram cumulative-free bucket counts
-    proto_metric_t *next;       //  next in registry order
+    s_type_t type;               //  kind of metric
+    char *name;                  //  metric family name
+    char *help;                  //  HELP text
+    char *labels;                //  label text, "" when none
+    double value;                //  counter/gauge value; histogram sum
+    uint64_t count;              //  histogram observations
+    uint64_t buckets[S_BUCKETS]; //  histogram cumulative-free bucket counts
+    proto_metric_t *next;        //  next in registry order
 };
 
 struct _proto_metrics_t {
@@ -87,8 +87,8 @@ proto_metric_t *proto_metrics_gauge(proto_metrics_t *self, const char *name, con
     return s_find(self, S_GAUGE, name, help, labels);
 }
 
-proto_metric_t *proto_metrics_histogram(proto_metrics_t *self, const char *name,
-                                        const char *help, const char *labels)
+proto_metric_t *proto_metrics_histogram(proto_metrics_t *self, const char *name, const char *help,
+                                        const char *labels)
 {
     return s_find(self, S_HISTOGRAM, name, help, labels);
 }
@@ -166,8 +166,8 @@ char *proto_metrics_render(proto_metrics_t *self)
             if (strcmp(other->name, metric->name) == 0)
                 first = false;
         if (first)
-            fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", metric->name, metric->help,
-                    metric->name, type_names[metric->type]);
+            fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", metric->name, metric->help, metric->name,
+                    type_names[metric->type]);
         if (metric->type != S_HISTOGRAM) {
             fprintf(out, "%s", metric->name);
             s_labels(out, metric->labels, NULL);
@@ -200,17 +200,17 @@ void proto_metrics_test(bool verbose)
     if (verbose)
         printf(" * proto_metrics: ");
     proto_metrics_t *metrics = proto_metrics_new();
-    proto_metric_t *ok = proto_metrics_counter(metrics, "tg_requests_total", "Requests.",
-                                               "status=\"200\"");
-    proto_metric_t *bad = proto_metrics_counter(metrics, "tg_requests_total", "Requests.",
-                                                "status=\"500\"");
+    proto_metric_t *ok =
+        proto_metrics_counter(metrics, "tg_requests_total", "Requests.", "status=\"200\"");
+    proto_metric_t *bad =
+        proto_metrics_counter(metrics, "tg_requests_total", "Requests.", "status=\"500\"");
     assert(ok != bad);
     assert(proto_metrics_counter(metrics, "tg_requests_total", NULL, "status=\"200\"") == ok);
     proto_metric_add(ok, 2);
     proto_metric_add(bad, 1);
     proto_metric_set(proto_metrics_gauge(metrics, "tg_up", "Up.", NULL), 1);
-    proto_metric_t *latency = proto_metrics_histogram(metrics, "tg_latency_seconds", "Latency.",
-                                                      NULL);
+    proto_metric_t *latency =
+        proto_metrics_histogram(metrics, "tg_latency_seconds", "Latency.", NULL);
     proto_metric_observe(latency, 0.003);
     proto_metric_observe(latency, 100);
     char *text = proto_metrics_render(metrics);

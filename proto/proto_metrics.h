@@ -29,8 +29,8 @@ proto_metric_t *proto_metrics_gauge(proto_metrics_t *self, const char *name, con
                                     const char *labels);
 
 //  Finds or creates a histogram with the default latency buckets in seconds.
-proto_metric_t *proto_metrics_histogram(proto_metrics_t *self, const char *name,
-                                        const char *help, const char *labels);
+proto_metric_t *proto_metrics_histogram(proto_metrics_t *self, const char *name, const char *help,
+                                        const char *labels);
 
 //  Adds to a counter or gauge.
 void proto_metric_add(proto_metric_t *metric, double value);

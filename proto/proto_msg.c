@@ -19,14 +19,14 @@ typedef enum { K_U64, K_I64, K_BOOL, K_STR, K_CANDIDATES } s_kind_t;
 #define S_STORAGE_CANDIDATES proto_candidate_t *
 
 struct _proto_msg_t {
-    proto_msg_type_t type;                     //  what the message is
-    char request_id[PROTO_MSG_RID_MAX + 1];    //  request it belongs to, "" for control
-    char trace[PROTO_MSG_TRACE_MAX + 1];       //  W3C traceparent, "" when none
-    uint64_t deadline;                         //  ms since epoch, 0 = none
-    uint64_t present;                          //  bit per field id that is set
-    size_t candidate_count;                    //  entries in candidates
-    zframe_t *body;                            //  optional body frame, owned
-    zframe_t *routing_id;                      //  ROUTER peer, owned
+    proto_msg_type_t type;                       //  what the message is
+    char request_id[PROTO_MSG_RID_MAX + 1];      //  request it belongs to, "" for control
+    char trace[PROTO_MSG_TRACE_MAX + 1];         //  W3C traceparent, "" when none
+    uint64_t deadline;                           //  ms since epoch, 0 = none
+    uint64_t present;                            //  bit per field id that is set
+    size_t candidate_count;                      //  entries in candidates
+    zframe_t *body;                              //  optional body frame, owned
+    zframe_t *routing_id;                        //  ROUTER peer, owned
 #define X(name, id, kind) S_STORAGE_##kind name; //  field values, see proto_msg.h
     PROTO_MSG_FIELDS(X)
 #undef X
@@ -459,7 +459,7 @@ static int s_read_str(s_reader_t *reader, const char **text, size_t *length, siz
         return -1;
     if ((tag & 0xe0) == 0xa0)
         size = tag & 0x1f;
-    else if (tag == 0xd9 ? s_read_be(reader, 1, &size) == 0
+    else if (tag == 0xd9   ? s_read_be(reader, 1, &size) == 0
              : tag == 0xda ? s_read_be(reader, 2, &size) == 0
              : tag == 0xdb ? s_read_be(reader, 4, &size) == 0
                            : false)
@@ -522,11 +522,11 @@ static int s_read_candidates(s_reader_t *reader, proto_msg_t *self)
     memset(items, 0, sizeof items);
     for (uint64_t i = 0; i < count; i++) {
         uint64_t width, protocol;
-        if (s_read_container(reader, false, &width) || width != 4
-            || s_read_uint(reader, &items[i].provider_id)
-            || s_read_uint(reader, &items[i].provider_key_id) || s_read_uint(reader, &protocol)
-            || protocol > UINT32_MAX
-            || s_read_copy(reader, items[i].upstream_model, sizeof items[i].upstream_model))
+        if (s_read_container(reader, false, &width) || width != 4 ||
+            s_read_uint(reader, &items[i].provider_id) ||
+            s_read_uint(reader, &items[i].provider_key_id) || s_read_uint(reader, &protocol) ||
+            protocol > UINT32_MAX ||
+            s_read_copy(reader, items[i].upstream_model, sizeof items[i].upstream_model))
             return -1;
         items[i].upstream_protocol = (uint32_t)protocol;
     }
@@ -584,16 +584,16 @@ static int s_decode(s_reader_t *reader, proto_msg_t *self)
     char signature[3];
     if (s_read_container(reader, false, &count) || count != 7)
         return -1;
-    if (s_read_copy(reader, signature, sizeof signature)
-        || strcmp(signature, PROTO_MSG_SIGNATURE) != 0)
+    if (s_read_copy(reader, signature, sizeof signature) ||
+        strcmp(signature, PROTO_MSG_SIGNATURE) != 0)
         return -1;
     if (s_read_uint(reader, &version) || version != PROTO_MSG_VERSION)
         return -1;
     if (s_read_uint(reader, &type) || !s_type_find((int)type) || type > 255)
         return -1;
     self->type = (proto_msg_type_t)type;
-    if (s_read_copy(reader, self->request_id, sizeof self->request_id)
-        || !s_printable(self->request_id))
+    if (s_read_copy(reader, self->request_id, sizeof self->request_id) ||
+        !s_printable(self->request_id))
         return -1;
     if (s_read_copy(reader, self->trace, sizeof self->trace) || !s_printable(self->trace))
         return -1;

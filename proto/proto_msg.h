@@ -178,17 +178,17 @@ typedef enum {
 #define X(name, id, kind) PROTO_FIELD_##name = id,
     PROTO_MSG_FIELDS(X)
 #undef X
-    PROTO_FIELD_MAX_ID = 63
+        PROTO_FIELD_MAX_ID = 63
 } proto_field_t;
 
 //  Client and upstream API protocols.
 typedef enum {
     PROTO_PROTOCOL_NONE = 0,
-    PROTO_PROTOCOL_OPENAI = 1,           //  OpenAI Chat Completions
-    PROTO_PROTOCOL_OPENAI_RESPONSES = 2, //  OpenAI Responses
-    PROTO_PROTOCOL_ANTHROPIC = 3,        //  Anthropic Messages
-    PROTO_PROTOCOL_GEMINI = 4,           //  Gemini generateContent
-    PROTO_PROTOCOL_OPENAI_EMBEDDINGS = 5,//  OpenAI Embeddings
+    PROTO_PROTOCOL_OPENAI = 1,            //  OpenAI Chat Completions
+    PROTO_PROTOCOL_OPENAI_RESPONSES = 2,  //  OpenAI Responses
+    PROTO_PROTOCOL_ANTHROPIC = 3,         //  Anthropic Messages
+    PROTO_PROTOCOL_GEMINI = 4,            //  Gemini generateContent
+    PROTO_PROTOCOL_OPENAI_EMBEDDINGS = 5, //  OpenAI Embeddings
 } proto_protocol_t;
 
 //  One upstream a request may go to, in the router's order.

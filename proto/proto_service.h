@@ -31,11 +31,11 @@
 typedef struct _proto_service_t proto_service_t;
 
 typedef struct {
-    const char *name;                          //  "billing": log name and config prefix
-    void *(*start)(proto_service_t *service);  //  builds state; NULL when it failed (logged)
-    void (*drain)(void *state);                //  SIGTERM: stop taking work
-    void (*stop)(void **state_p);              //  destroys state, nulls the pointer
-    char *(*status)(void *state);              //  optional: JSON object text for PONG's meta
+    const char *name;                         //  "billing": log name and config prefix
+    void *(*start)(proto_service_t *service); //  builds state; NULL when it failed (logged)
+    void (*drain)(void *state);               //  SIGTERM: stop taking work
+    void (*stop)(void **state_p);             //  destroys state, nulls the pointer
+    char *(*status)(void *state);             //  optional: JSON object text for PONG's meta
 } proto_service_def_t;
 
 //  Runs a program. Returns the process exit code.

@@ -11,8 +11,8 @@
 #include <stddef.h>
 
 typedef struct {
-    const char *name;         //  class name, as ctest calls it
-    void (*test)(bool);       //  its selftest
+    const char *name;   //  class name, as ctest calls it
+    void (*test)(bool); //  its selftest
 } proto_test_t;
 
 //  Runs the tests named on the command line, or all of them. Returns the

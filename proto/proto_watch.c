@@ -107,12 +107,12 @@ static void s_readable(proto_loop_t *loop, int fd, uint32_t events, void *arg)
 static int s_connect(proto_watch_t *self, bool retry, char *error, size_t error_size)
 {
     self->db = retry ? proto_db_connect(self->config, error, error_size)
-                     : proto_db_connect_once(proto_config_str(self->config, "database_url"),
-                                             error, error_size);
+                     : proto_db_connect_once(proto_config_str(self->config, "database_url"), error,
+                                             error_size);
     if (!self->db)
         return -1;
-    if (proto_db_exec(self->db, "LISTEN tollgate_config", error, error_size) != 0
-        || PQsetnonblocking(self->db, 0) != 0) {
+    if (proto_db_exec(self->db, "LISTEN tollgate_config", error, error_size) != 0 ||
+        PQsetnonblocking(self->db, 0) != 0) {
         s_disconnect(self);
         return -1;
     }
@@ -147,9 +147,14 @@ proto_watch_t *proto_watch_new(proto_loop_t *loop, proto_config_t *config, bool 
 {
     proto_watch_t *self = calloc(1, sizeof *self);
     assert(self);
-    *self = (proto_watch_t){.loop = loop, .config = config, .open_secrets = open_secrets,
-                            .fn = fn, .arg = arg, .fd = -1};
-    if (s_connect(self, true, error, error_size) != 0 || s_reload_now(self, error, error_size) != 0) {
+    *self = (proto_watch_t){.loop = loop,
+                            .config = config,
+                            .open_secrets = open_secrets,
+                            .fn = fn,
+                            .arg = arg,
+                            .fd = -1};
+    if (s_connect(self, true, error, error_size) != 0 ||
+        s_reload_now(self, error, error_size) != 0) {
         proto_watch_destroy(&self);
         return NULL;
     }

@@ -99,8 +99,8 @@ struct _s_request_t {
     uint64_t first_byte_us;             //  monotonic first upstream byte, 0 before
     dispatch_fail_t event_fail;         //  set when the adapter refused an event
     //  Towards ingress
-    uint64_t sequence; //  next CHUNK sequence number
-    bool relayed;      //  a CHUNK went out: no more failover
+    uint64_t sequence;        //  next CHUNK sequence number
+    bool relayed;             //  a CHUNK went out: no more failover
     proto_capture_t *capture; //  request-log bodies at level full, else NULL
 };
 

@@ -27,7 +27,8 @@ char *dispatch_upstream_url(int protocol, dispatch_endpoint_t endpoint, const ch
                             const char *upstream_model, bool stream)
 {
     if (endpoint == DISPATCH_ENDPOINT_MODELS)
-        return protocol == PROTO_PROTOCOL_ANTHROPIC ? s_join(base_url, "/v1", "/v1/models?limit=1000")
+        return protocol == PROTO_PROTOCOL_ANTHROPIC
+                   ? s_join(base_url, "/v1", "/v1/models?limit=1000")
                : protocol == PROTO_PROTOCOL_GEMINI
                    ? s_join(base_url, "/v1beta", "/v1beta/models?pageSize=1000")
                : protocol == PROTO_PROTOCOL_NONE ? NULL
@@ -86,8 +87,7 @@ struct curl_slist *dispatch_upstream_headers(int protocol, const char *secret, b
     return dispatch_upstream_auth(list, protocol, secret);
 }
 
-struct curl_slist *dispatch_upstream_auth(struct curl_slist *list, int protocol,
-                                          const char *secret)
+struct curl_slist *dispatch_upstream_auth(struct curl_slist *list, int protocol, const char *secret)
 {
     secret = secret ? secret : "";
     switch (protocol) {

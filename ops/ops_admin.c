@@ -1602,25 +1602,34 @@ static void s_routers_note(json_t *answer)
     }
 }
 
-static int s_breakers_list(s_client_t *client, s_args_t *args, int first)
+//  GET BASE[?PARAM=value of --PARAM] answered by every router: a table of
+//  its `data` with the router cells, or the JSON with --json.
+static int s_routing_list(s_client_t *client, s_args_t *args, const char *base, const char *param,
+                          const s_column_t *columns, int column_count, const char *empty)
 {
-    char path[256] = "/admin/breakers";
-    const char *router = s_option(args, "router");
-    if (router) {
-        char *escaped = s_escape(router);
-        snprintf(path, sizeof path, "/admin/breakers?router=%s", escaped);
+    char path[2048];
+    snprintf(path, sizeof path, "%s", base);
+    const char *value = s_option(args, param);
+    if (value) {
+        char *escaped = s_escape(value);
+        snprintf(path, sizeof path, "%s?%s=%s", base, param, escaped);
         free(escaped);
     }
     json_t *answer = NULL;
     int rc = s_call(client, "GET", path, NULL, &answer);
     if (rc == 0 && !client->json) {
         s_routing_cells(json_object_get(answer, "data"));
-        s_table(json_object_get(answer, "data"), s_breaker_columns, S_COUNT(s_breaker_columns),
-                "every breaker is closed");
+        s_table(json_object_get(answer, "data"), columns, column_count, empty);
         s_routers_note(answer);
     }
     json_decref(answer);
     return rc;
+}
+
+static int s_breakers_list(s_client_t *client, s_args_t *args, int first)
+{
+    return s_routing_list(client, args, "/admin/breakers", "router", s_breaker_columns,
+                          S_COUNT(s_breaker_columns), "every breaker is closed");
 }
 
 static int s_breakers_reset(s_client_t *client, s_args_t *args, int first)
@@ -1661,23 +1670,8 @@ static const s_column_t s_binding_columns[] = {
 
 static int s_sticky_list(s_client_t *client, s_args_t *args, int first)
 {
-    char path[2048] = "/admin/sticky";
-    const char *session = s_option(args, "session");
-    if (session) {
-        char *escaped = s_escape(session);
-        snprintf(path, sizeof path, "/admin/sticky?session=%s", escaped);
-        free(escaped);
-    }
-    json_t *answer = NULL;
-    int rc = s_call(client, "GET", path, NULL, &answer);
-    if (rc == 0 && !client->json) {
-        s_routing_cells(json_object_get(answer, "data"));
-        s_table(json_object_get(answer, "data"), s_binding_columns, S_COUNT(s_binding_columns),
-                "no bindings");
-        s_routers_note(answer);
-    }
-    json_decref(answer);
-    return rc;
+    return s_routing_list(client, args, "/admin/sticky", "session", s_binding_columns,
+                          S_COUNT(s_binding_columns), "no bindings");
 }
 
 static int s_sticky_rm(s_client_t *client, s_args_t *args, int first)

@@ -10,6 +10,7 @@ TG_PACKAGES=(
   libmsgpack-dev libjansson-dev libsodium-dev libpcre2-dev
   postgresql-15 wrk nginx-light docker-compose iproute2
   clang libclang-rt-14-dev clang-format
+  chromium linux-perf
 )
 
 tg_log() { printf '==> %s\n' "$*" >&2; }

@@ -2,11 +2,13 @@
 #include "billing_book.h"
 #include "billing_committed.h"
 #include "billing_price.h"
+#include "proto_batch.h"
 #include "proto_db.h"
 #include "proto_log.h"
 #include "proto_msg.h"
 #include "proto_observe.h"
 #include "proto_outbox.h"
+#include "proto_trace.h"
 #include "proto_watch.h"
 
 #include <assert.h>
@@ -38,6 +40,7 @@ typedef struct {
     uint64_t account_id;                 //  whose money
     int64_t cost_micros;                 //  what it costs
     uint64_t settled_us;                 //  monotonic arrival, for the span
+    bool keep_span;                      //  failed, failed over or slow: traced
 } s_pending_t;
 
 //  What this month's spend so far is, per key, from the ledger's rollup:
@@ -54,6 +57,7 @@ struct _billing_t {
     proto_service_t *service;       //  the program skeleton (borrowed)
     proto_loop_t *loop;             //  its loop (borrowed)
     zsock_t *router;                //  billing.bind: ADMIT, SETTLE
+    proto_batch_t *commits;         //  COMMITs to settlers, batched per settler
     zsock_t *ledger;                //  DEALER to every ledger: ENTRY out, COMMIT in
     proto_outbox_t *outbox;         //  ENTRY kept until the ledger commits it
     proto_watch_t *watch;           //  keeps the catalog fresh
@@ -277,10 +281,10 @@ static void s_send_commit(billing_t *self, const char *request_id, const char *t
     proto_msg_set_request_id(commit, request_id);
     proto_msg_set_trace(commit, trace);
     proto_msg_set_routing_id(commit, routing_id);
-    if (proto_msg_send(&commit, self->router) != 0)
+    if (proto_batch_add(self->commits, &commit) != 0)
         //  The settler is gone or slow; it keeps the SETTLE and re-sends,
         //  and the committed set answers then.
-        log_debug(request_id, "COMMIT to the settler could not be sent");
+        log_debug(request_id, "COMMITs to a settler could not be sent");
 }
 
 static void s_settle(billing_t *self, proto_msg_t *settle)
@@ -315,6 +319,8 @@ static void s_settle(billing_t *self, proto_msg_t *settle)
     pending->account_id = proto_msg_account_id(settle);
     pending->cost_micros = cost;
     pending->settled_us = proto_loop_now_us();
+    pending->keep_span = proto_msg_status(settle) >= 400 || proto_msg_attempts(settle) > 1 ||
+                         proto_trace_is_slow(proto_msg_latency_us(settle));
     zhashx_insert(self->pending, rid, pending);
     uint64_t tokens_used = proto_msg_tokens_in(settle) + proto_msg_tokens_out(settle) +
                            proto_msg_tokens_cache_read(settle) +
@@ -328,17 +334,10 @@ static void s_settle(billing_t *self, proto_msg_t *settle)
               cost);
 }
 
-static void s_router_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+static void s_request(proto_msg_t **msg_p, void *arg)
 {
     billing_t *self = arg;
-    proto_msg_t *msg = NULL;
-    int rc = proto_msg_recv(&msg, socket);
-    if (rc == -2) {
-        proto_metric_add(self->m_malformed, 1);
-        log_warn(NULL, "dropped a malformed message");
-    }
-    if (rc != 0)
-        return;
+    proto_msg_t *msg = *msg_p;
     const char *rid = proto_msg_request_id(msg);
     int type = proto_msg_type(msg);
     if (!*rid && (type == PROTO_MSG_ADMIT || type == PROTO_MSG_SETTLE)) {
@@ -352,23 +351,24 @@ static void s_router_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
         s_settle(self, msg);
     } else
         log_warn(rid, "ignored %s on the billing socket", proto_msg_type_name(type));
-    proto_msg_destroy(&msg);
+}
+
+static void s_router_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    billing_t *self = arg;
+    if (proto_batch_recv(socket, s_request, self) == -2) {
+        proto_metric_add(self->m_malformed, 1);
+        log_warn(NULL, "dropped a malformed message");
+    }
 }
 
 //  --------------------------------------------------------------------------
 //  COMMIT from the ledger
 
-static void s_ledger_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+static void s_ledger_message(proto_msg_t **msg_p, void *arg)
 {
     billing_t *self = arg;
-    proto_msg_t *msg = NULL;
-    int rc = proto_msg_recv(&msg, socket);
-    if (rc == -2) {
-        proto_metric_add(self->m_malformed, 1);
-        log_warn(NULL, "dropped a malformed message from the ledger");
-    }
-    if (rc != 0)
-        return;
+    proto_msg_t *msg = *msg_p;
     const char *rid = proto_msg_request_id(msg);
     s_pending_t *pending = NULL;
     if (proto_msg_type(msg) != PROTO_MSG_COMMIT)
@@ -378,7 +378,8 @@ static void s_ledger_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
         log_debug(rid, "COMMIT for a request not pending");
     else {
         proto_outbox_ack(self->outbox, rid);
-        proto_observe_span_since(rid, pending->trace, "billing.settle", pending->settled_us, 200);
+        proto_observe_span_final(rid, pending->trace, "billing.settle", pending->settled_us, 200,
+                                 pending->keep_span);
         s_send_commit(self, rid, pending->trace, pending->routing_id);
         billing_committed_add(self->committed, rid, proto_loop_now_ms());
         billing_book_commit(self->book, pending->account_id, pending->cost_micros);
@@ -386,7 +387,18 @@ static void s_ledger_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
         proto_metric_add(self->m_commits, 1);
         s_maybe_drained(self);
     }
-    proto_msg_destroy(&msg);
+}
+
+static void s_ledger_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    billing_t *self = arg;
+    if (proto_batch_recv(socket, s_ledger_message, self) == -2) {
+        proto_metric_add(self->m_malformed, 1);
+        log_warn(NULL, "dropped a malformed message from the ledger");
+    }
+    //  The ledger commits in batches: pass its COMMITs on as one batch per
+    //  settler, now.
+    proto_batch_flush(self->commits);
 }
 
 //  --------------------------------------------------------------------------
@@ -486,6 +498,8 @@ billing_t *billing_new(proto_service_t *service)
         billing_destroy(&self);
         return NULL;
     }
+    self->commits =
+        proto_batch_new(self->loop, self->router, PROTO_BATCH_ITEMS_MAX, PROTO_BATCH_BYTES_MAX, 2);
     self->ledger = s_socket(ZMQ_DEALER, S_HWM);
     const char *endpoints[64];
     int count = proto_config_endpoints(config, "ledger", endpoints, 64);
@@ -532,6 +546,7 @@ void billing_destroy(billing_t **self_p)
         log_warn(NULL, "exiting with %zu entries not committed; their senders still hold them",
                  proto_outbox_pending(self->outbox));
     proto_outbox_destroy(&self->outbox);
+    proto_batch_destroy(&self->commits);
     proto_watch_destroy(&self->watch);
     proto_catalog_destroy(&self->catalog);
     zsock_destroy(&self->ledger);

@@ -18,6 +18,7 @@
 #include "ledger_check.h"
 #include "proto_log.h"
 #include "proto_loop.h"
+#include "proto_batch.h"
 #include "proto_msg.h"
 
 #include <inttypes.h>
@@ -44,6 +45,7 @@
 
 static PGconn *s_db;       //  probe's own connection
 static zsock_t *s_billing; //  DEALER to billing.bind, as ingress and dispatch
+static zlistx_t *s_queue;  //  messages a BATCH brought that were not read yet
 static int s_next_rid;     //  request id counter
 
 static int64_t s_query_int(const char *format, ...) __attribute__((format(printf, 1, 2)));
@@ -98,9 +100,9 @@ static proto_msg_t *s_request(proto_msg_t **msg_p)
     uint64_t deadline = proto_loop_now_ms() + S_TIMEOUT_MS;
     proto_msg_t *reply = NULL;
     while (!reply && proto_loop_now_ms() < deadline) {
-        if (!zpoller_wait(poller, (int)(deadline - proto_loop_now_ms())))
+        if (!zlistx_size(s_queue) && !zpoller_wait(poller, (int)(deadline - proto_loop_now_ms())))
             continue;
-        S_CHECK(proto_msg_recv(&reply, s_billing) == 0, "malformed reply");
+        S_CHECK(proto_batch_recv_one(s_billing, s_queue, &reply) == 0, "malformed reply");
         if (strcmp(proto_msg_request_id(reply), rid) != 0)
             proto_msg_destroy(&reply); //  a late answer to an earlier question
     }
@@ -239,6 +241,7 @@ int main(int argc, char **argv)
     PQclear(committed);
 
     s_billing = zsock_new(ZMQ_DEALER);
+    s_queue = zlistx_new();
     zsock_set_rcvhwm(s_billing, 100000);
     zsock_set_sndhwm(s_billing, 100000);
     S_CHECK(zsock_connect(s_billing, "%s", argv[1]) == 0, "connect %s", argv[1]);
@@ -392,9 +395,9 @@ int main(int argc, char **argv)
     zpoller_t *poller = zpoller_new(s_billing, NULL);
     deadline = proto_loop_now_ms() + 30000;
     while (zhashx_size(waiting) && proto_loop_now_ms() < deadline) {
-        if (!zpoller_wait(poller, (int)(deadline - proto_loop_now_ms())))
+        if (!zlistx_size(s_queue) && !zpoller_wait(poller, (int)(deadline - proto_loop_now_ms())))
             continue;
-        S_CHECK(proto_msg_recv(&reply, s_billing) == 0, "malformed");
+        S_CHECK(proto_batch_recv_one(s_billing, s_queue, &reply) == 0, "malformed");
         S_CHECK(proto_msg_type(reply) == PROTO_MSG_COMMIT, "burst answered %s",
                 proto_msg_type_name(proto_msg_type(reply)));
         zhashx_delete(waiting, proto_msg_request_id(reply));

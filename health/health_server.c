@@ -2,6 +2,7 @@
 #include "health_probe.h"
 #include "health_state.h"
 #include "proto_db.h"
+#include "proto_batch.h"
 #include "proto_log.h"
 #include "proto_msg.h"
 #include "proto_watch.h"
@@ -93,14 +94,11 @@ static void s_publish(s_health_t *self, const health_entry_t *entry)
     proto_msg_send(&msg, self->publisher);
 }
 
-static void s_outcome_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+static void s_outcome(proto_msg_t **msg_p, void *arg)
 {
     s_health_t *self = arg;
-    proto_msg_t *outcome = NULL;
-    int rc = proto_msg_recv(&outcome, socket);
-    if (rc == -2)
-        log_warn(NULL, "dropped a malformed outcome");
-    if (rc == 0 && proto_msg_type(outcome) == PROTO_MSG_OUTCOME) {
+    proto_msg_t *outcome = *msg_p;
+    if (proto_msg_type(outcome) == PROTO_MSG_OUTCOME) {
         int status = (int)proto_msg_status(outcome);
         //  A cancelled attempt or a client error says nothing about health.
         bool counts =
@@ -117,7 +115,12 @@ static void s_outcome_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
         }
         proto_metric_add(self->heard, 1);
     }
-    proto_msg_destroy(&outcome);
+}
+
+static void s_outcome_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    if (proto_batch_recv(socket, s_outcome, arg) == -2)
+        log_warn(NULL, "dropped a malformed outcome");
 }
 
 static void s_republish(proto_loop_t *loop, int id, void *arg)

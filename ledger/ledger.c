@@ -1,9 +1,11 @@
 #include "ledger.h"
 #include "ledger_spans.h"
+#include "proto_batch.h"
 #include "ledger_store.h"
 #include "proto_db.h"
 #include "proto_log.h"
 #include "proto_msg.h"
+#include "proto_trace.h"
 
 #include <assert.h>
 #include <inttypes.h>
@@ -31,6 +33,7 @@ struct _ledger_t {
     proto_service_t *service;     //  the program skeleton (borrowed)
     proto_loop_t *loop;           //  its loop (borrowed)
     zsock_t *router;              //  ledger.bind
+    proto_batch_t *commits;       //  COMMITs of a batch, one BATCH per sender
     ledger_store_t *store;        //  PostgreSQL
     zlistx_t *queue;              //  s_item_t*, oldest first
     zhashx_t *queued;             //  request id -> s_item_t* in queue
@@ -121,7 +124,7 @@ static void s_acknowledge(ledger_t *self, s_item_t *item)
         proto_msg_set_trace(commit, item->trace);
         proto_msg_set_routing_id(commit, item->senders[i]);
         //  A sender that is gone re-sends to someone; the row is there.
-        proto_msg_send(&commit, self->router);
+        proto_batch_add(self->commits, &commit);
     }
 }
 
@@ -179,11 +182,16 @@ static void s_flush(ledger_t *self)
     for (size_t i = 0; i < count; i++) {
         item = zlistx_first(self->queue);
         s_acknowledge(self, item);
-        ledger_spans_committed(self->spans, item->entry->request_id, item->trace, started);
+        const ledger_entry_t *entry = item->entry;
+        bool interesting = entry->status >= 400 || entry->attempts > 1 ||
+                           proto_trace_is_slow((uint64_t)entry->latency_ms * 1000);
+        ledger_spans_committed(self->spans, entry->request_id, item->trace, started, interesting);
         zhashx_delete(self->queued, item->entry->request_id);
         s_item_t *taken = zlistx_detach(self->queue, NULL);
         s_item_destroy((void **)&taken);
     }
+    //  One answer per sender for the whole transaction.
+    proto_batch_flush(self->commits);
     log_debug(NULL, "batch of %zu committed: %zu new, %zu journaled", count, result.inserted,
               result.journaled);
     s_update_depth(self);
@@ -261,17 +269,10 @@ static int s_turn(proto_loop_t *loop, void *arg)
     return self->flush_due_ms > now ? (int)(self->flush_due_ms - now) : 0;
 }
 
-static void s_router_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+static void s_message(proto_msg_t **msg_p, void *arg)
 {
     ledger_t *self = arg;
-    proto_msg_t *msg = NULL;
-    int rc = proto_msg_recv(&msg, socket);
-    if (rc == -2) {
-        proto_metric_add(self->m_dropped, 1);
-        log_warn(NULL, "dropped a malformed message");
-    }
-    if (rc != 0)
-        return;
+    proto_msg_t *msg = *msg_p;
     if (proto_msg_type(msg) == PROTO_MSG_ENTRY)
         s_entry(self, msg);
     else if (proto_msg_type(msg) == PROTO_MSG_SPAN || proto_msg_type(msg) == PROTO_MSG_DETAILS)
@@ -279,7 +280,15 @@ static void s_router_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
     else
         log_warn(proto_msg_request_id(msg), "ignored %s on the ledger socket",
                  proto_msg_type_name(proto_msg_type(msg)));
-    proto_msg_destroy(&msg);
+}
+
+static void s_router_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    ledger_t *self = arg;
+    if (proto_batch_recv(socket, s_message, self) == -2) {
+        proto_metric_add(self->m_dropped, 1);
+        log_warn(NULL, "dropped a malformed message");
+    }
 }
 
 //  Ledger lag for /metrics: how long the oldest queued entry has waited.
@@ -344,6 +353,10 @@ ledger_t *ledger_new(proto_service_t *service)
         ledger_destroy(&self);
         return NULL;
     }
+    //  COMMITs leave when their transaction is done (s_flush); the delay
+    //  only bounds a batch that flush somehow missed.
+    self->commits =
+        proto_batch_new(self->loop, self->router, PROTO_BATCH_ITEMS_MAX, PROTO_BATCH_BYTES_MAX, 5);
     proto_loop_add_socket(self->loop, self->router, s_router_ready, self);
     proto_loop_set_turn(self->loop, s_turn, self);
     self->spans = ledger_spans_new(service);
@@ -374,6 +387,7 @@ void ledger_destroy(ledger_t **self_p)
             s_item_destroy((void **)&item);
         zlistx_destroy(&self->queue);
     }
+    proto_batch_destroy(&self->commits);
     zsock_destroy(&self->router);
     ledger_spans_destroy(&self->spans);
     ledger_store_destroy(&self->store);

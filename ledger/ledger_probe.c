@@ -17,6 +17,7 @@
 #include "ledger_check.h"
 #include "proto_log.h"
 #include "proto_loop.h"
+#include "proto_batch.h"
 #include "proto_msg.h"
 
 #include <assert.h>
@@ -160,11 +161,12 @@ static size_t s_wait_commits(zsock_t *dealer, zhashx_t *waiting, zhashx_t *sent,
 {
     uint64_t deadline = proto_loop_now_ms() + (uint64_t)timeout_ms;
     zpoller_t *poller = zpoller_new(dealer, NULL);
+    zlistx_t *queue = zlistx_new();
     while (zhashx_size(waiting) && proto_loop_now_ms() < deadline) {
-        if (!zpoller_wait(poller, (int)(deadline - proto_loop_now_ms())))
+        if (!zlistx_size(queue) && !zpoller_wait(poller, (int)(deadline - proto_loop_now_ms())))
             continue;
         proto_msg_t *msg = NULL;
-        S_CHECK(proto_msg_recv(&msg, dealer) == 0, "malformed reply from the ledger");
+        S_CHECK(proto_batch_recv_one(dealer, queue, &msg) == 0, "malformed reply from the ledger");
         S_CHECK(proto_msg_type(msg) == PROTO_MSG_COMMIT, "got %s",
                 proto_msg_type_name(proto_msg_type(msg)));
         S_CHECK(zhashx_lookup(sent, proto_msg_request_id(msg)), "COMMIT for unknown %s",
@@ -172,6 +174,9 @@ static size_t s_wait_commits(zsock_t *dealer, zhashx_t *waiting, zhashx_t *sent,
         zhashx_delete(waiting, proto_msg_request_id(msg));
         proto_msg_destroy(&msg);
     }
+    for (proto_msg_t *left = zlistx_detach(queue, NULL); left; left = zlistx_detach(queue, NULL))
+        proto_msg_destroy(&left);
+    zlistx_destroy(&queue);
     zpoller_destroy(&poller);
     return zhashx_size(waiting);
 }

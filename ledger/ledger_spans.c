@@ -215,7 +215,7 @@ static void s_sink(proto_msg_t **msg_p, void *arg)
 }
 
 void ledger_spans_committed(ledger_spans_t *self, const char *request_id, const char *trace,
-                            uint64_t started_us)
+                            uint64_t started_us, bool keep)
 {
     if (!self)
         return;
@@ -223,7 +223,8 @@ void ledger_spans_committed(ledger_spans_t *self, const char *request_id, const 
     proto_span_t span = {.name = "ledger.commit",
                          .started_us = proto_loop_wall_us() - took,
                          .duration_us = took,
-                         .status = 200};
+                         .status = 200,
+                         .keep = keep};
     proto_trace_span(request_id, trace, &span);
 }
 

@@ -43,9 +43,10 @@ void ledger_spans_destroy(ledger_spans_t **self_p);
 void ledger_spans_add(ledger_spans_t *self, proto_msg_t *msg);
 
 //  Records the ledger.commit span of one entry whose batch began at
-//  started_us (monotonic, proto_loop_now_us) and committed now.
+//  started_us (monotonic, proto_loop_now_us) and committed now; `keep`
+//  when the request failed, failed over or was slow (else it is sampled).
 void ledger_spans_committed(ledger_spans_t *self, const char *request_id, const char *trace,
-                            uint64_t started_us);
+                            uint64_t started_us, bool keep);
 
 //  Inserts the queued spans now. Returns the number inserted, -1 on failure.
 int ledger_spans_flush(ledger_spans_t *self);

@@ -128,8 +128,10 @@ static const s_key_t s_keys[] = {
     {"ledger.prune_interval_ms", S_INT, "60000", 100, 86400000, false,
      "how often the ledger prunes spans and request details"},
     {"trace.spans", S_BOOL, "true", 0, 0, false, "send trace spans to the ledger"},
-    {"trace.sample_ppm", S_INT, "1000000", 0, 1000000, false,
-     "requests traced per million (each span is a row in PostgreSQL)"},
+    {"trace.sample_ppm", S_INT, "10000", 0, 1000000, false,
+     "requests traced per million besides the failed, failed-over and slow ones"},
+    {"trace.slow_ms", S_INT, "5000", 0, 86400000, false,
+     "a request this slow keeps its spans (0 = no such rule)"},
     {"log_level_watch", S_BOOL, "true", 0, 0, false,
      "follow settings 'log_level' in the database (LISTEN/NOTIFY)"},
 };

@@ -49,8 +49,7 @@ static const s_type_t s_types[] = {
     {PROTO_MSG_ADMIT_REPLY, "ADMIT_REPLY", B(status)},
     {PROTO_MSG_ROUTE, "ROUTE", B(model) | B(key_id) | B(account_id) | B(client_protocol)},
     {PROTO_MSG_ROUTE_REPLY, "ROUTE_REPLY", B(status)},
-    {PROTO_MSG_DISPATCH, "DISPATCH",
-     B(client_protocol) | B(model) | B(candidates) | B(key_id) | B(account_id)},
+    {PROTO_MSG_DISPATCH, "DISPATCH", B(client_protocol) | B(model) | B(key_id) | B(account_id)},
     {PROTO_MSG_CHUNK, "CHUNK", B(sequence)},
     {PROTO_MSG_DONE, "DONE", B(status)},
     {PROTO_MSG_CANCEL, "CANCEL", 0},
@@ -72,6 +71,13 @@ static const s_type_t s_types[] = {
     {PROTO_MSG_STICKY_DELETE, "STICKY_DELETE", B(session)},
     {PROTO_MSG_SPAN, "SPAN", B(instance) | B(started_us) | B(meta)},
     {PROTO_MSG_DETAILS, "DETAILS", 0},
+    {PROTO_MSG_LEASE_ASK, "LEASE_ASK", B(instance) | B(key_id) | B(account_id)},
+    {PROTO_MSG_LEASE, "LEASE", B(key_id) | B(account_id) | B(lease_id) | B(status)},
+    {PROTO_MSG_LEASE_RETURN, "LEASE_RETURN", B(key_id) | B(account_id) | B(lease_id)},
+    {PROTO_MSG_LEASE_REVOKE, "LEASE_REVOKE", B(account_id)},
+    {PROTO_MSG_ROUTING_TABLE, "ROUTING_TABLE", B(version) | B(instance)},
+    {PROTO_MSG_DEMAND, "DEMAND", B(instance)},
+    {PROTO_MSG_BATCH, "BATCH", 0},
 };
 #undef B
 #define S_TYPE_COUNT (sizeof s_types / sizeof s_types[0])
@@ -654,6 +660,16 @@ void proto_msg_counts(int type, proto_msg_counts_t *counts)
     counts->malformed = s_counts[type][S_MALFORMED];
 }
 
+void proto_msg_count_sent(int type, bool ok)
+{
+    s_counts[type & 63][ok ? S_SENT : S_SEND_FAILED]++;
+}
+
+void proto_msg_count_received(int type)
+{
+    s_counts[type & 63][type ? S_RECEIVED : S_MALFORMED]++;
+}
+
 int proto_msg_send(proto_msg_t **self_p, zsock_t *socket)
 {
     assert(self_p && *self_p);
@@ -789,6 +805,14 @@ static proto_msg_t *s_sample(proto_msg_type_t type)
     proto_msg_set_cost_micros(msg, 987654321);
     proto_msg_set_topic(msg, "keys");
     proto_msg_set_capabilities(msg, "vision,context-1m");
+    proto_msg_set_lease_id(msg, 0x0123456789abcdefULL);
+    proto_msg_set_credit_micros(msg, -5000000);
+    proto_msg_set_used_micros(msg, 4999999);
+    proto_msg_set_requests(msg, 100);
+    proto_msg_set_tokens(msg, 200000);
+    proto_msg_set_slots(msg, 16);
+    proto_msg_set_ttl_ms(msg, 2000);
+    proto_msg_set_version(msg, 42);
     return msg;
 }
 

@@ -125,8 +125,15 @@
     X(STICKY, 45)                                                                                  \
     X(STICKY_REPLY, 46)                                                                            \
     X(STICKY_DELETE, 47)                                                                           \
+    X(LEASE_ASK, 24)                                                                               \
+    X(LEASE, 25)                                                                                   \
+    X(LEASE_RETURN, 26)                                                                            \
+    X(LEASE_REVOKE, 27)                                                                            \
+    X(ROUTING_TABLE, 28)                                                                           \
+    X(DEMAND, 29)                                                                                  \
     X(SPAN, 60)                                                                                    \
-    X(DETAILS, 61)
+    X(DETAILS, 61)                                                                                 \
+    X(BATCH, 62)
 
 typedef enum {
 #define X(name, id) PROTO_MSG_##name = id,
@@ -172,7 +179,15 @@ typedef enum {
     X(estimated, 33, BOOL)                                                                         \
     X(cost_micros, 34, I64)                                                                        \
     X(topic, 35, STR)                                                                              \
-    X(capabilities, 48, STR)
+    X(capabilities, 48, STR)                                                                       \
+    X(lease_id, 49, U64)                                                                           \
+    X(credit_micros, 50, I64)                                                                      \
+    X(used_micros, 51, I64)                                                                        \
+    X(requests, 52, U64)                                                                           \
+    X(tokens, 53, U64)                                                                             \
+    X(slots, 54, U64)                                                                              \
+    X(ttl_ms, 55, U64)                                                                             \
+    X(version, 56, U64)
 
 typedef enum {
 #define X(name, id, kind) PROTO_FIELD_##name = id,
@@ -283,6 +298,11 @@ typedef struct {
 
 //  Fills counts for a message type id (0 for malformed frames).
 void proto_msg_counts(int type, proto_msg_counts_t *counts);
+
+//  Counts a message of `type` handed to a socket or batch (ok) or refused,
+//  and one received (type 0: a malformed frame). For proto_batch.
+void proto_msg_count_sent(int type, bool ok);
+void proto_msg_count_received(int type);
 
 //  Makes a new message of `type` that answers `request`: same request id,
 //  trace, deadline and routing id. Caller owns return value.

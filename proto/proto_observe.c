@@ -28,7 +28,8 @@ void proto_observe_attempt(proto_metrics_t *metrics, const proto_observe_attempt
                          .provider_id = attempt->provider_id,
                          .provider_key_id = attempt->provider_key_id,
                          .upstream_model = attempt->upstream_model,
-                         .error_code = attempt->error_code};
+                         .error_code = attempt->error_code,
+                         .hold = true};
     proto_trace_span(attempt->request_id, attempt->trace, &span);
     if (attempt->ttfb_us) {
         proto_span_t first = {.name = "upstream.first_byte",
@@ -37,7 +38,8 @@ void proto_observe_attempt(proto_metrics_t *metrics, const proto_observe_attempt
                               .attempt = attempt->attempt,
                               .provider_id = attempt->provider_id,
                               .provider_key_id = attempt->provider_key_id,
-                              .upstream_model = attempt->upstream_model};
+                              .upstream_model = attempt->upstream_model,
+                              .hold = true};
         proto_trace_span(attempt->request_id, attempt->trace, &first);
     }
     char provider[160], model[160], labels[512];
@@ -117,7 +119,20 @@ void proto_observe_span_since(const char *request_id, const char *trace, const c
     proto_span_t span = {.name = name,
                          .started_us = proto_loop_wall_us() - took,
                          .duration_us = took,
-                         .status = status};
+                         .status = status,
+                         .hold = true};
+    proto_trace_span(request_id, trace, &span);
+}
+
+void proto_observe_span_final(const char *request_id, const char *trace, const char *name,
+                              uint64_t started_mono_us, int status, bool keep)
+{
+    uint64_t took = proto_loop_now_us() - started_mono_us;
+    proto_span_t span = {.name = name,
+                         .started_us = proto_loop_wall_us() - took,
+                         .duration_us = took,
+                         .status = status,
+                         .keep = keep};
     proto_trace_span(request_id, trace, &span);
 }
 

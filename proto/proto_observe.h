@@ -40,9 +40,17 @@ void proto_observe_attempt(proto_metrics_t *metrics, const proto_observe_attempt
 void proto_observe_breakers(proto_metrics_t *metrics, json_t *list, proto_catalog_t *catalog);
 
 //  Records a span of `name` that started at started_mono_us (monotonic)
-//  and ends now, with an outcome status (0: none).
+//  and ends now, with an outcome status (0: none). The request is still
+//  running: unless it is sampled (or this span is a failure), the span
+//  waits for proto_trace_finish (proto_trace.h).
 void proto_observe_span_since(const char *request_id, const char *trace, const char *name,
                               uint64_t started_mono_us, int status);
+
+//  The same for a span recorded when the request's end is known: it is
+//  sent when `keep` (the request failed, failed over or was slow) or when
+//  the request is sampled, else dropped.
+void proto_observe_span_final(const char *request_id, const char *trace, const char *name,
+                              uint64_t started_mono_us, int status, bool keep);
 
 //  The first byte of an answer goes to the client (ingress): span
 //  ingress.first_byte and histogram tollgate_ingress_ttft_seconds, both

@@ -1,4 +1,5 @@
 #include "proto_outbox.h"
+#include "proto_batch.h"
 #include "proto_log.h"
 
 #include <assert.h>
@@ -20,6 +21,10 @@
 #define S_RECORD_MAX (PROTO_MSG_ENVELOPE_MAX + 64 * 1024 * 1024)
 //  Rewrite the journal when it is larger than this and mostly garbage.
 #define S_COMPACT_MIN (1024 * 1024)
+//  Messages travel in batches of at most this many, or this long after the
+//  first: the receivers (billing, the ledger) settle in batches anyway.
+#define S_BATCH_ITEMS 256
+#define S_BATCH_DELAY_MS 2
 
 typedef struct {
     zframe_t *envelope; //  encoded envelope, kept for re-sending
@@ -30,18 +35,19 @@ typedef struct {
 } s_entry_t;
 
 struct _proto_outbox_t {
-    proto_loop_t *loop;  //  for the re-send timer
-    zsock_t **sockets;   //  where messages go (borrowed sockets)
-    size_t socket_count; //  entries in sockets
-    uint64_t resend_ms;  //  re-send period
-    zhashx_t *entries;   //  request id -> s_entry_t*
-    int timer;           //  re-send timer id
-    char *path;          //  journal file, NULL when none
-    int fd;              //  journal, open for appending, -1 when none
-    int lock_fd;         //  held flock on path.lock, -1 when none
-    bool dirty;          //  appended since the last sync
-    size_t file_bytes;   //  journal size
-    size_t live_bytes;   //  of which records of held entries
+    proto_loop_t *loop;      //  for the re-send timer
+    zsock_t **sockets;       //  where messages go (borrowed sockets)
+    proto_batch_t **batches; //  one batcher per socket
+    size_t socket_count;     //  entries in sockets
+    uint64_t resend_ms;      //  re-send period
+    zhashx_t *entries;       //  request id -> s_entry_t*
+    int timer;               //  re-send timer id
+    char *path;              //  journal file, NULL when none
+    int fd;                  //  journal, open for appending, -1 when none
+    int lock_fd;             //  held flock on path.lock, -1 when none
+    bool dirty;              //  appended since the last sync
+    size_t file_bytes;       //  journal size
+    size_t live_bytes;       //  of which records of held entries
 };
 
 static void s_entry_destroy(void **item)
@@ -58,13 +64,11 @@ static void s_entry_destroy(void **item)
 static int s_transmit(proto_outbox_t *self, s_entry_t *entry)
 {
     entry->sent_ms = proto_loop_now_ms();
-    zsock_t *socket = self->sockets[entry->key % self->socket_count];
-    //  ZFRAME_REUSE keeps our copy; the socket gets its own.
-    int rc = zframe_send(&entry->envelope, socket,
-                         ZFRAME_REUSE | ZFRAME_DONTWAIT | (entry->body ? ZFRAME_MORE : 0));
-    if (rc == 0 && entry->body)
-        rc = zframe_send(&entry->body, socket, ZFRAME_REUSE | ZFRAME_DONTWAIT);
-    return rc;
+    proto_batch_t *batch = self->batches[entry->key % self->socket_count];
+    return proto_batch_add_encoded(batch, NULL, zframe_data(entry->envelope),
+                                   zframe_size(entry->envelope),
+                                   entry->body ? zframe_data(entry->body) : NULL,
+                                   entry->body ? zframe_size(entry->body) : 0, entry->body != NULL);
 }
 
 static void s_resend(proto_loop_t *loop, int id, void *arg)
@@ -87,6 +91,11 @@ proto_outbox_t *proto_outbox_new_sharded(proto_loop_t *loop, zsock_t **sockets, 
     assert(self->sockets);
     memcpy(self->sockets, sockets, count * sizeof *sockets);
     self->socket_count = count;
+    self->batches = calloc(count, sizeof *self->batches);
+    assert(self->batches);
+    for (size_t i = 0; i < count; i++)
+        self->batches[i] = proto_batch_new(loop, sockets[i], S_BATCH_ITEMS, PROTO_BATCH_BYTES_MAX,
+                                           S_BATCH_DELAY_MS);
     self->resend_ms = resend_ms;
     self->entries = zhashx_new();
     zhashx_set_destructor(self->entries, s_entry_destroy);
@@ -109,6 +118,9 @@ void proto_outbox_destroy(proto_outbox_t **self_p)
     if (!self)
         return;
     proto_loop_cancel_timer(self->loop, self->timer);
+    for (size_t i = 0; i < self->socket_count; i++)
+        proto_batch_destroy(&self->batches[i]);
+    free(self->batches);
     zhashx_destroy(&self->entries);
     if (self->fd >= 0) {
         fdatasync(self->fd);
@@ -438,6 +450,15 @@ bool proto_outbox_ack(proto_outbox_t *self, const char *request_id)
     return true;
 }
 
+int proto_outbox_flush(proto_outbox_t *self)
+{
+    int rc = 0;
+    for (size_t i = 0; i < self->socket_count; i++)
+        if (proto_batch_flush(self->batches[i]) != 0)
+            rc = -1;
+    return rc;
+}
+
 int proto_outbox_sync(proto_outbox_t *self)
 {
     if (self->fd < 0 || !self->dirty)
@@ -462,26 +483,40 @@ size_t proto_outbox_pending(proto_outbox_t *self)
 //  Self test: an unacknowledged message comes again; an acknowledged one not.
 
 typedef struct {
-    int received; //  messages seen by the receiver
+    int received;       //  messages seen by the receiver
+    proto_loop_t *loop; //  stopped at the third
 } s_test_t;
+
+static void s_test_take(proto_msg_t **msg_p, void *arg)
+{
+    s_test_t *test = arg;
+    test->received++;
+    assert(strcmp(proto_msg_request_id(*msg_p), "r1") == 0);
+    assert(zframe_size(proto_msg_body(*msg_p)) == 4);
+    if (test->received == 3)
+        proto_loop_stop(test->loop);
+}
 
 static void s_test_receive(proto_loop_t *loop, zsock_t *socket, void *arg)
 {
     s_test_t *test = arg;
-    proto_msg_t *msg = NULL;
-    if (proto_msg_recv(&msg, socket) == 0) {
-        test->received++;
-        assert(strcmp(proto_msg_request_id(msg), "r1") == 0);
-        assert(zframe_size(proto_msg_body(msg)) == 4);
-    }
-    proto_msg_destroy(&msg);
-    if (test->received == 3)
-        proto_loop_stop(loop);
+    test->loop = loop;
+    proto_batch_recv(socket, s_test_take, test);
 }
 
 static void s_test_stop(proto_loop_t *loop, int id, void *arg)
 {
     proto_loop_stop(loop);
+}
+
+static void s_test_replayed(proto_msg_t **msg_p, void *arg)
+{
+    int *seen = arg;
+    const char *rid = proto_msg_request_id(*msg_p);
+    assert(strcmp(rid, "j1") == 0 || strcmp(rid, "j3") == 0);
+    if (strcmp(rid, "j3") == 0)
+        assert(zframe_size(proto_msg_body(*msg_p)) == 4);
+    (*seen)++;
 }
 
 void proto_outbox_test(bool verbose)
@@ -562,21 +597,18 @@ void proto_outbox_test(bool verbose)
     outbox = proto_outbox_new_sharded(loop, pair, 2, 100000);
     assert(proto_outbox_journal(outbox, path, error, sizeof error) == 3);
     assert(proto_outbox_pending(outbox) == 3);
-    //  j0 to the first socket (key 0), j1 and j3 to the second (keys 1, 3).
+    //  j0 to the first socket (key 0), j1 and j3 to the second (keys 1, 3),
+    //  the latter two in one batch.
+    assert(proto_outbox_flush(outbox) == 0);
     msg = NULL;
+    zsock_set_rcvtimeo(receiver, 1000);
     assert(proto_msg_recv(&msg, receiver) == 0 && strcmp(proto_msg_request_id(msg), "j0") == 0);
     proto_msg_destroy(&msg);
+    zsock_set_rcvtimeo(second, 1000);
+    assert(proto_msg_recv(&msg, second) == 0 && proto_msg_type(msg) == PROTO_MSG_BATCH);
     int seen = 0;
-    while (proto_msg_recv(&msg, second) == 0) {
-        const char *rid = proto_msg_request_id(msg);
-        assert(strcmp(rid, "j1") == 0 || strcmp(rid, "j3") == 0);
-        if (strcmp(rid, "j3") == 0)
-            assert(zframe_size(proto_msg_body(msg)) == 4);
-        seen++;
-        proto_msg_destroy(&msg);
-        if (seen == 2)
-            break;
-    }
+    assert(proto_batch_open(msg, s_test_replayed, &seen) == 0);
+    proto_msg_destroy(&msg);
     assert(seen == 2);
     //  Many kept and acked: the journal is rewritten and stays small.
     for (int i = 0; i < 20000; i++) {
@@ -591,6 +623,7 @@ void proto_outbox_test(bool verbose)
         proto_msg_set_started_us(msg, 1);
         assert(proto_outbox_send_keyed(outbox, &msg, 0) == 0);
         assert(proto_outbox_ack(outbox, rid));
+        proto_outbox_flush(outbox);
         while (zsock_events(receiver) & ZMQ_POLLIN)
             zmsg_destroy(&(zmsg_t *){zmsg_recv(receiver)});
     }

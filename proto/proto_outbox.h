@@ -9,6 +9,8 @@
     several instances a re-send may reach another instance: that is wanted,
     the first one may be gone.
 
+    Messages leave in batches (proto_batch): up to 256, or 2 ms after the
+    first, per socket; receivers open them with proto_batch_recv.
     Sharded sending: an outbox may hold several sockets (one DEALER per
     receiver instance); a message sent with a key goes to sockets[key %
     count], every time, so all messages of one key (an account) meet the
@@ -65,6 +67,11 @@ int proto_outbox_send_keyed(proto_outbox_t *self, proto_msg_t **msg_p, uint64_t 
 
 //  Forgets the message with this request id. Returns true if it was held.
 bool proto_outbox_ack(proto_outbox_t *self, const char *request_id);
+
+//  Sends what waits in the batches now (they leave by themselves within a
+//  couple of milliseconds; proto_batch). Returns 0, or -1 when a socket
+//  would not take a batch (it is re-sent with the next period).
+int proto_outbox_flush(proto_outbox_t *self);
 
 //  Makes every journal append so far durable. Returns 0 (also when there is
 //  no journal or nothing to sync) or -1 when the disk refused.

@@ -475,7 +475,7 @@ int proto_service_main(int argc, char **argv, const proto_service_def_t *def)
             log_info(NULL, "metrics on http://%s/metrics", metrics_address);
         }
     }
-    if (proto_trace_init(self.config, def->name, self.instance) != 0)
+    if (proto_trace_init(self.config, self.loop, def->name, self.instance) != 0)
         log_warn(NULL, "trace: cannot open the span socket; spans are dropped");
     if (proto_config_bool(self.config, "log_level_watch") && s_level_connect(&self) != 0)
         s_level_schedule(&self);

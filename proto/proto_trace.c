@@ -1,4 +1,5 @@
 #include "proto_trace.h"
+#include "proto_batch.h"
 #include "proto_crypto.h"
 #include "proto_log.h"
 
@@ -7,27 +8,66 @@
 #include <jansson.h>
 #include <string.h>
 
-#define S_SNDHWM 1000 //  spans queued towards the ledgers before they are dropped
+#define S_SNDHWM 1000       //  batches queued towards the ledgers before they are dropped
+#define S_BATCH_ITEMS 256   //  spans in one BATCH at most
+#define S_BATCH_DELAY_MS 20 //  the longest a span waits for its batch
+#define S_HELD_MAX 20000    //  requests whose spans wait for the end decision
+#define S_HELD_SPANS_MAX 16 //  spans held per request; later ones are dropped
+
+//  Spans of one request that is neither sampled nor known to be
+//  interesting yet: kept until proto_trace_finish decides.
+typedef struct {
+    zlistx_t *spans; //  proto_msg_t* SPAN messages, oldest first
+} s_held_t;
 
 //  The process' sender, like proto_log's settings: set once at start-up.
 static struct {
     zsock_t *dealer;           //  to every ledger, or NULL
+    proto_batch_t *batch;      //  spans and DETAILS on their way to it
     bool enabled;              //  trace.spans
     uint64_t sample_ppm;       //  trace.sample_ppm: requests traced per million
+    uint64_t slow_us;          //  trace.slow_ms: a request this slow is traced
     char program[32];          //  "ingress"
     char instance[128];        //  this process' instance id
     proto_trace_sink_fn *sink; //  local receiver instead of the socket
     void *sink_arg;            //  its argument
+    zhashx_t *held;            //  request id -> s_held_t*, decided at the end
     uint64_t sent;             //  spans handed on
-    uint64_t dropped;          //  spans lost (queue full, no ledger)
+    uint64_t dropped;          //  spans lost (queue full, no ledger, held too long)
 } s_trace = {.sample_ppm = 1000000};
 
-int proto_trace_init(proto_config_t *config, const char *program, const char *instance)
+static void s_held_destroy(void **item)
+{
+    s_held_t *held = *item;
+    if (!held)
+        return;
+    zlistx_destroy(&held->spans);
+    free(held);
+    *item = NULL;
+}
+
+static void s_msg_destroy(void **item)
+{
+    proto_msg_destroy((proto_msg_t **)item);
+}
+
+static void s_held_new_table(void)
+{
+    if (s_trace.held)
+        return;
+    s_trace.held = zhashx_new();
+    zhashx_set_destructor(s_trace.held, s_held_destroy);
+}
+
+int proto_trace_init(proto_config_t *config, proto_loop_t *loop, const char *program,
+                     const char *instance)
 {
     snprintf(s_trace.program, sizeof s_trace.program, "%s", program);
     snprintf(s_trace.instance, sizeof s_trace.instance, "%s", instance);
     s_trace.enabled = proto_config_bool(config, "trace.spans");
     s_trace.sample_ppm = (uint64_t)proto_config_int(config, "trace.sample_ppm");
+    s_trace.slow_us = (uint64_t)proto_config_int(config, "trace.slow_ms") * 1000;
+    s_held_new_table();
     if (!s_trace.enabled)
         return 0;
     const char *endpoints[64];
@@ -41,13 +81,22 @@ int proto_trace_init(proto_config_t *config, const char *program, const char *in
     for (int i = 0; i < count; i++)
         if (zsock_connect(s_trace.dealer, "%s", endpoints[i]) < 0)
             log_warn(NULL, "trace: cannot connect to ledger %s", endpoints[i]);
+    s_trace.batch = proto_batch_new(loop, s_trace.dealer, S_BATCH_ITEMS, PROTO_BATCH_BYTES_MAX,
+                                    S_BATCH_DELAY_MS);
     return 0;
 }
 
 void proto_trace_shutdown(void)
 {
+    proto_batch_destroy(&s_trace.batch);
     zsock_destroy(&s_trace.dealer);
+    zhashx_destroy(&s_trace.held);
     s_trace.enabled = false;
+}
+
+bool proto_trace_is_slow(uint64_t duration_us)
+{
+    return s_trace.slow_us && duration_us >= s_trace.slow_us;
 }
 
 void proto_trace_set_sink(proto_trace_sink_fn *fn, void *arg)
@@ -141,11 +190,11 @@ void proto_trace_send(proto_msg_t **msg_p)
         proto_msg_destroy(msg_p);
         return;
     }
-    if (!s_trace.dealer) {
+    if (!s_trace.batch) {
         proto_msg_destroy(msg_p);
         return;
     }
-    if (proto_msg_send(msg_p, s_trace.dealer) == 0)
+    if (proto_batch_add(s_trace.batch, msg_p) == 0)
         s_trace.sent++;
     else
         s_trace.dropped++;
@@ -166,16 +215,74 @@ static bool s_sampled(const char *request_id, const char *traceparent)
     return hash % 1000000 < s_trace.sample_ppm;
 }
 
+bool proto_trace_sampled(const char *request_id, const char *traceparent)
+{
+    return s_sampled(request_id, traceparent);
+}
+
+//  Keeps a span until its request's end says whether it is wanted.
+static void s_hold(const char *request_id, proto_msg_t **msg_p)
+{
+    s_held_new_table();
+    s_held_t *held = zhashx_lookup(s_trace.held, request_id);
+    if (!held) {
+        if (zhashx_size(s_trace.held) >= S_HELD_MAX) {
+            //  Requests that never reached their end (lost, or a program
+            //  that does not call finish): forget the oldest-looking one.
+            s_trace.dropped++;
+            zhashx_delete(s_trace.held,
+                          zhashx_first(s_trace.held) ? zhashx_cursor(s_trace.held) : request_id);
+        }
+        held = calloc(1, sizeof *held);
+        assert(held);
+        held->spans = zlistx_new();
+        zlistx_set_destructor(held->spans, s_msg_destroy);
+        zhashx_insert(s_trace.held, request_id, held);
+    }
+    if (zlistx_size(held->spans) >= S_HELD_SPANS_MAX) {
+        s_trace.dropped++;
+        proto_msg_destroy(msg_p);
+        return;
+    }
+    zlistx_add_end(held->spans, *msg_p);
+    *msg_p = NULL;
+}
+
 void proto_trace_span(const char *request_id, const char *traceparent, const proto_span_t *span)
 {
     if (!s_trace.sink && !s_trace.dealer)
         return;
     if (!request_id || !*request_id)
         return; //  spans belong to requests
-    if (!s_sampled(request_id, traceparent))
+    bool sampled = s_sampled(request_id, traceparent);
+    bool interesting = span->keep || span->status >= 400 || span->attempt > 1 ||
+                       proto_trace_is_slow(span->duration_us);
+    if (!sampled && !interesting && !span->hold)
         return;
     proto_msg_t *msg = proto_trace_message(request_id, traceparent, span);
-    proto_trace_send(&msg);
+    if (sampled || interesting)
+        proto_trace_send(&msg);
+    else
+        s_hold(request_id, &msg);
+}
+
+void proto_trace_finish(const char *request_id, bool keep)
+{
+    if (!s_trace.held || !request_id || !*request_id)
+        return;
+    s_held_t *held = zhashx_lookup(s_trace.held, request_id);
+    if (!held)
+        return;
+    if (keep)
+        for (proto_msg_t *msg = zlistx_detach(held->spans, NULL); msg;
+             msg = zlistx_detach(held->spans, NULL))
+            proto_trace_send(&msg);
+    zhashx_delete(s_trace.held, request_id);
+}
+
+size_t proto_trace_held(void)
+{
+    return s_trace.held ? zhashx_size(s_trace.held) : 0;
 }
 
 //  --------------------------------------------------------------------------

@@ -11,12 +11,24 @@
     The sender is process-wide, like the log: proto_service sets it up from
     `trace.spans` (default on) and `ledger.endpoints`, so any module may
     call proto_trace_span without holding a handle. The ledger installs a
-    local sink instead, so its own spans skip the socket.
+    local sink instead, so its own spans skip the socket. Spans travel in
+    BATCH messages (proto_batch): at most 256, or 20 ms after the first.
+
+    Which requests keep their spans (tail sampling): every request that
+    failed, failed over or was slow, plus `trace.sample_ppm` per million of
+    the rest, chosen by a hash of the trace id so that every process picks
+    the same ones. A span of a sampled request, or one that is itself a
+    failure (status >= 400), a retry (attempt > 1) or slow (`trace.slow_ms`),
+    goes at once. The others are dropped, unless the caller marks them
+    `hold`: then they wait in memory until the program that knows how the
+    request ended calls proto_trace_finish (keep them, or drop them), so
+    the timeline of an interesting request is whole.
 */
 #ifndef PROTO_TRACE_H_INCLUDED
 #define PROTO_TRACE_H_INCLUDED
 
 #include "proto_config.h"
+#include "proto_loop.h"
 #include "proto_msg.h"
 
 #include <stdbool.h>
@@ -34,6 +46,8 @@ typedef struct {
     const char *upstream_model; //  or NULL
     const char *error_code;     //  our error code, or NULL
     const char *attributes;     //  a JSON object's text with anything else, or NULL
+    bool hold;                  //  not interesting yet: wait for proto_trace_finish
+    bool keep;                  //  the request is known to be interesting: send it
 } proto_span_t;
 
 //  Receives SPAN messages instead of the socket (the ledger); takes
@@ -42,7 +56,8 @@ typedef void(proto_trace_sink_fn)(proto_msg_t **msg_p, void *arg);
 
 //  Sets up the process' sender. Returns 0, or -1 when the socket failed
 //  (logged; spans are then dropped). Without `trace.spans` nothing is sent.
-int proto_trace_init(proto_config_t *config, const char *program, const char *instance);
+int proto_trace_init(proto_config_t *config, proto_loop_t *loop, const char *program,
+                     const char *instance);
 
 //  Closes the sender.
 void proto_trace_shutdown(void);
@@ -53,6 +68,20 @@ void proto_trace_set_sink(proto_trace_sink_fn *fn, void *arg);
 //  Records one span of request_id under traceparent (may be "" or NULL:
 //  the span is kept under the request id alone).
 void proto_trace_span(const char *request_id, const char *traceparent, const proto_span_t *span);
+
+//  The end of a request in this program: its held spans go (keep) or are
+//  dropped. Unknown ids are ignored.
+void proto_trace_finish(const char *request_id, bool keep);
+
+//  True when a request is in the sampled share (trace.sample_ppm).
+bool proto_trace_sampled(const char *request_id, const char *traceparent);
+
+//  True when a request that took duration_us is slow (trace.slow_ms; 0 there
+//  means never).
+bool proto_trace_is_slow(uint64_t duration_us);
+
+//  Requests with spans held for their end decision.
+size_t proto_trace_held(void);
 
 //  Sends any message the same way (fire-and-forget to the ledger, or to
 //  the local sink); takes ownership of *msg_p. Counted with the spans.

@@ -1,4 +1,5 @@
 #include "router_server.h"
+#include "proto_batch.h"
 #include "proto_log.h"
 #include "proto_msg.h"
 #include "proto_observe.h"
@@ -399,18 +400,19 @@ static void s_outcome(s_router_t *self, proto_msg_t *outcome)
         router_sticky_drop_failed(self->sticky, session, provider_id, key_id, model);
 }
 
-static void s_outcome_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+static void s_outcome_message(proto_msg_t **msg_p, void *arg)
 {
     s_router_t *self = arg;
-    proto_msg_t *outcome = NULL;
-    int rc = proto_msg_recv(&outcome, socket);
-    if (rc == -2)
-        log_warn(NULL, "dropped a malformed outcome");
-    if (rc == 0 && proto_msg_type(outcome) == PROTO_MSG_OUTCOME) {
+    if (proto_msg_type(*msg_p) == PROTO_MSG_OUTCOME) {
         proto_metric_add(self->outcome_count, 1);
-        s_outcome(self, outcome);
+        s_outcome(self, *msg_p);
     }
-    proto_msg_destroy(&outcome);
+}
+
+static void s_outcome_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    if (proto_batch_recv(socket, s_outcome_message, arg) == -2)
+        log_warn(NULL, "dropped a malformed outcome");
 }
 
 static void s_health_ready(proto_loop_t *loop, zsock_t *socket, void *arg)

@@ -13,6 +13,7 @@
 #include "mock_upstream.h"
 #include "proto_crypto.h"
 #include "proto_log.h"
+#include "proto_batch.h"
 #include "proto_loop.h"
 #include "proto_msg.h"
 
@@ -83,17 +84,10 @@ static void s_commit(s_probe_t *probe, s_result_t *result)
     result->committed = true;
 }
 
-//  Handles whatever arrives within timeout_ms. Returns false on timeout.
-static bool s_pump(s_probe_t *probe, int timeout_ms)
+static void s_message(proto_msg_t **msg_p, void *arg)
 {
-    zsock_t *which = zpoller_wait(probe->poller, timeout_ms);
-    if (!which)
-        return false;
-    proto_msg_t *msg = NULL;
-    if (proto_msg_recv(&msg, which) != 0) {
-        CHECK(false, "malformed message from dispatch");
-        return true;
-    }
+    s_probe_t *probe = arg;
+    proto_msg_t *msg = *msg_p;
     s_result_t *result = s_result(probe, proto_msg_request_id(msg));
     switch (proto_msg_type(msg)) {
     case PROTO_MSG_CHUNK:
@@ -129,7 +123,18 @@ static bool s_pump(s_probe_t *probe, int timeout_ms)
     default:
         CHECK(false, "unexpected %s", proto_msg_type_name(proto_msg_type(msg)));
     }
-    proto_msg_destroy(&msg);
+    *msg_p = msg;
+}
+
+//  Handles whatever arrives within timeout_ms (SETTLEs and OUTCOMEs come
+//  in batches). Returns false on timeout.
+static bool s_pump(s_probe_t *probe, int timeout_ms)
+{
+    zsock_t *which = zpoller_wait(probe->poller, timeout_ms);
+    if (!which)
+        return false;
+    if (proto_batch_recv(which, s_message, probe) != 0)
+        CHECK(false, "malformed message from dispatch");
     return true;
 }
 

@@ -4,6 +4,7 @@
 #include "dispatch_multi.h"
 #include "dispatch_policy.h"
 #include "dispatch_upstream.h"
+#include "proto_batch.h"
 #include "proto_capture.h"
 #include "proto_catalog.h"
 #include "proto_error.h"
@@ -12,6 +13,7 @@
 #include "proto_observe.h"
 #include "proto_outbox.h"
 #include "proto_sse.h"
+#include "proto_trace.h"
 #include "proto_usage.h"
 #include "proto_watch.h"
 
@@ -47,6 +49,7 @@ struct _dispatch_server_t {
     proto_metrics_t *metrics;          //  its metrics registry
     zsock_t *router;                   //  DISPATCH/CANCEL in, CHUNK/DONE out
     zsock_t *events;                   //  PUB of OUTCOMEs
+    proto_batch_t *outcomes;           //  OUTCOMEs on their way, batched
     zsock_t *billing[S_MAX_ENDPOINTS]; //  one DEALER per billing instance
     int billing_count;                 //  entries in billing
     proto_outbox_t *outbox;            //  SETTLEs until COMMIT, by account, journaled
@@ -242,7 +245,11 @@ static void s_outcome(s_request_t *self, int status, const char *error_code)
     }
     if (error_code)
         proto_msg_set_error_code(outcome, error_code);
-    proto_msg_send(&outcome, server->events);
+    proto_batch_add(server->outcomes, &outcome);
+    //  A failure goes at once: breakers in the routers react to it, and a
+    //  success can wait for its batch.
+    if (status < 200 || status >= 300)
+        proto_batch_flush(server->outcomes);
     char labels[32];
     snprintf(labels, sizeof labels, "status=\"%d\"", status);
     proto_metric_add(proto_metrics_counter(server->metrics, "tollgate_dispatch_attempts_total",
@@ -367,6 +374,10 @@ static void s_finish(s_request_t *self, const s_ending_t *ending)
         proto_capture_response_body(self->capture, zchunk_data(self->out), zchunk_size(self->out));
     proto_capture_send(&self->capture, self->rid, proto_msg_trace(self->dispatch),
                        self->client_protocol, server->catalog);
+    //  The attempts' spans waited for this: kept when the request failed,
+    //  failed over or was slow.
+    proto_trace_finish(self->rid, ending->status >= 400 || self->attempts > 1 ||
+                                      proto_trace_is_slow(latency_us));
     zhashx_delete(server->requests, self->rid); //  destroys the request
     proto_metric_set(server->in_flight, (double)zhashx_size(server->requests));
     s_check_drained(server);
@@ -812,15 +823,10 @@ static void s_on_cancel(dispatch_server_t *self, proto_msg_t *msg)
     s_finish(request, &ending);
 }
 
-static void s_router_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+static void s_ingress_message(proto_msg_t **msg_p, void *arg)
 {
     dispatch_server_t *self = arg;
-    proto_msg_t *msg = NULL;
-    int rc = proto_msg_recv(&msg, socket);
-    if (rc == -2)
-        log_warn(NULL, "dispatch: dropped a malformed message");
-    if (rc != 0)
-        return;
+    proto_msg_t *msg = *msg_p;
     switch (proto_msg_type(msg)) {
     case PROTO_MSG_DISPATCH:
         s_on_dispatch(self, &msg);
@@ -832,18 +838,19 @@ static void s_router_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
         log_warn(proto_msg_request_id(msg), "dispatch: unexpected %s dropped",
                  proto_msg_type_name(proto_msg_type(msg)));
     }
-    proto_msg_destroy(&msg);
+    *msg_p = msg; //  s_on_dispatch may have taken it (NULL then)
 }
 
-static void s_billing_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+static void s_router_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    if (proto_batch_recv(socket, s_ingress_message, arg) == -2)
+        log_warn(NULL, "dispatch: dropped a malformed message");
+}
+
+static void s_billing_message(proto_msg_t **msg_p, void *arg)
 {
     dispatch_server_t *self = arg;
-    proto_msg_t *msg = NULL;
-    int rc = proto_msg_recv(&msg, socket);
-    if (rc == -2)
-        log_warn(NULL, "billing: dropped a malformed message");
-    if (rc != 0)
-        return;
+    proto_msg_t *msg = *msg_p;
     if (proto_msg_type(msg) == PROTO_MSG_COMMIT) {
         if (!proto_outbox_ack(self->outbox, proto_msg_request_id(msg)))
             log_debug(proto_msg_request_id(msg), "COMMIT for a settlement not held (a re-send)");
@@ -851,7 +858,12 @@ static void s_billing_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
     } else
         log_warn(proto_msg_request_id(msg), "billing: unexpected %s dropped",
                  proto_msg_type_name(proto_msg_type(msg)));
-    proto_msg_destroy(&msg);
+}
+
+static void s_billing_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    if (proto_batch_recv(socket, s_billing_message, arg) == -2)
+        log_warn(NULL, "billing: dropped a malformed message");
 }
 
 //  After each turn's handlers: one fdatasync for every SETTLE journaled in
@@ -972,6 +984,9 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
     self->events = s_bind(ZMQ_PUB, self->config, "dispatch.events.bind");
     if (!self->multi || !self->router || !self->events)
         goto fail;
+    //  Routers and health fold outcomes in batches: under load a
+    //  millisecond gathers many.
+    self->outcomes = proto_batch_new(self->loop, self->events, 256, PROTO_BATCH_BYTES_MAX, 1);
     //  One DEALER per billing instance, SETTLE picked by account_id % count
     //  as ingress picks for ADMIT (docs/billing.md: sharding).
     const char *endpoints[S_MAX_ENDPOINTS];
@@ -1043,6 +1058,7 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
     for (int i = 0; i < self->billing_count; i++)
         proto_loop_remove_socket(self->loop, self->billing[i]);
     proto_outbox_destroy(&self->outbox);
+    proto_batch_destroy(&self->outcomes);
     dispatch_multi_destroy(&self->multi);
     proto_watch_destroy(&self->watch);
     proto_catalog_destroy(&self->catalog);

@@ -19,7 +19,9 @@ let client;
 const secrets = [];
 
 before(async () => {
-  ctx = await setup({ mocks: [['--models', 'cap-model']] });
+  // Every request keeps its spans here (tail sampling keeps only failed,
+  // failed-over and slow ones by default): the test waits on them.
+  ctx = await setup({ mocks: [['--models', 'cap-model']], env: { TOLLGATE_TRACE_SAMPLE_PPM: '1000000' } });
   await addProvider(ctx, 'capture', ctx.mocks[0].url);
   secrets.push('sk-capture-secret-0000');
   await ok(ctx, 'POST', '/admin/models', { name: 'cap-model', price_in: '1', price_out: '2', routes: [{ provider: 'capture' }] });

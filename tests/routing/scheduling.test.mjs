@@ -125,8 +125,10 @@ describe('breakers, in both routers', () => {
     await fault(ctx.mocks[0], 'b-up', '500');
     for (let i = 0; i < 3; i++) assert.equal((await chat(ctx, client.key, { model: 'b' })).status, 200, 'failover');
     // Outcomes reach both routers: the same breaker opens in each.
-    const open = [await waitFor(() => breakerIn(0, 'b-up'), { timeout: 5000, message: 'open in router 0' }),
-      await waitFor(() => breakerIn(1, 'b-up'), { timeout: 5000, message: 'open in router 1' })];
+    // Outcomes travel in batches: wait for the state, not for the entry.
+    const openIn = async (router) => { const b = await breakerIn(router, 'b-up'); return b?.state === 'open' ? b : null; };
+    const open = [await waitFor(() => openIn(0), { timeout: 5000, message: 'open in router 0' }),
+      await waitFor(() => openIn(1), { timeout: 5000, message: 'open in router 1' })];
     for (const b of open) {
       assert.equal(b.state, 'open');
       assert.equal(b.reason, '5xx');

@@ -678,6 +678,8 @@ static void s_on_chunk(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
         r->refs++; //  the reader's, until s_reader_free
         MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
         MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+        if (proto_msg_has(msg, PROTO_FIELD_dropped))
+            MHD_add_response_header(response, "x-tollgate-dropped-fields", proto_msg_dropped(msg));
         char overhead[32];
         ingress_parse_ms_text(
             ingress_parse_overhead_us(r->received_us, proto_loop_now_us(), proto_msg_ttfb_us(msg)),
@@ -819,6 +821,8 @@ static void s_on_done(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
         response = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
         MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     }
+    if (proto_msg_has(msg, PROTO_FIELD_dropped))
+        MHD_add_response_header(response, "x-tollgate-dropped-fields", proto_msg_dropped(msg));
     char overhead[32];
     ingress_parse_ms_text(
         ingress_parse_overhead_us(r->received_us, proto_loop_now_us(), proto_msg_latency_us(msg)),

@@ -48,8 +48,30 @@ void *pc_fail(char *error, size_t size, const char *format, ...)
     return NULL;
 }
 
-int pc_check_keys(const json_t *object, const char *const *known, const char *what,
-                  const char *target, char *error, size_t size)
+void pc_drop(pc_ctx_t *ctx, const char *prefix, const char *name)
+{
+    char full[160];
+    snprintf(full, sizeof full, "%s%s", prefix ? prefix : "", name);
+    size_t index;
+    json_t *item;
+    json_array_foreach(ctx->dropped, index,
+                       item) if (strcmp(json_string_value(item), full) == 0) return;
+    json_array_append_new(ctx->dropped, json_string(full));
+}
+
+void pc_drop_ir(pc_ctx_t *ctx, const char *ir_name)
+{
+    const char *const(*names)[2] = ctx->client ? ctx->client->names : NULL;
+    for (size_t at = 0; names && names[at][0]; at++)
+        if (strcmp(names[at][0], ir_name) == 0) {
+            pc_drop(ctx, "", names[at][1]);
+            return;
+        }
+    pc_drop(ctx, "", ir_name);
+}
+
+void pc_drop_unknown(const json_t *object, const char *const *known, const char *prefix,
+                     pc_ctx_t *ctx)
 {
     const char *key;
     json_t *value;
@@ -58,13 +80,9 @@ int pc_check_keys(const json_t *object, const char *const *known, const char *wh
         bool found = false;
         for (const char *const *name = known; *name && !found; name++)
             found = strcmp(*name, key) == 0;
-        if (!found) {
-            pc_fail(error, size, "%s field '%s' is not supported when the upstream speaks %s", what,
-                    key, target);
-            return -1;
-        }
+        if (!found)
+            pc_drop(ctx, prefix, key);
     }
-    return 0;
 }
 
 void pc_add_text(json_t *parts, const char *text)
@@ -294,19 +312,66 @@ json_t *proto_convert_request(int client_protocol, int upstream_protocol, const 
                               const char *upstream_model, bool stream, char *error,
                               size_t error_size)
 {
+    return proto_convert_request_policy(client_protocol, upstream_protocol, request, upstream_model,
+                                        stream, false, NULL, error, error_size);
+}
+
+//  Joins the names of an array of strings with ", " into text.
+static void s_join(const json_t *names, char *text, size_t size)
+{
+    size_t used = 0;
+    size_t index;
+    json_t *item;
+    *text = 0;
+    json_array_foreach(names, index, item)
+    {
+        int wrote =
+            snprintf(text + used, size - used, "%s%s", index ? ", " : "", json_string_value(item));
+        if (wrote < 0 || (size_t)wrote >= size - used)
+            break;
+        used += (size_t)wrote;
+    }
+}
+
+json_t *proto_convert_request_policy(int client_protocol, int upstream_protocol,
+                                     const json_t *request, const char *upstream_model, bool stream,
+                                     bool strict, json_t *dropped, char *error, size_t error_size)
+{
     const pc_codec_t *client = s_codec(client_protocol);
     const pc_codec_t *upstream = s_codec(upstream_protocol);
     if (!client || !upstream)
         return pc_fail(error, error_size, "this API pair is not supported");
     if (!json_is_object(request))
         return pc_fail(error, error_size, "the request body must be a JSON object");
-    json_t *ir = client->request_read(request, stream, error, error_size);
-    if (!ir)
-        return NULL;
-    json_object_set_new(ir, "stream", json_boolean(stream));
-    json_t *body =
-        upstream->request_write(ir, upstream_model ? upstream_model : "", error, error_size);
-    json_decref(ir);
+    pc_ctx_t ctx = {client, json_array()};
+    json_t *body = NULL;
+    json_t *ir = client->request_read(request, stream, &ctx, error, error_size);
+    if (ir) {
+        json_object_set_new(ir, "stream", json_boolean(stream));
+        body = upstream->request_write(ir, upstream_model ? upstream_model : "", &ctx, error,
+                                       error_size);
+        json_decref(ir);
+    }
+    if (body && strict && json_array_size(ctx.dropped)) {
+        //  A strict provider or model takes nothing less than the whole
+        //  request: what would be dropped is refused instead.
+        char names[512];
+        s_join(ctx.dropped, names, sizeof names);
+        json_decref(body);
+        body = pc_fail(error, error_size,
+                       "%s field(s) %s cannot be expressed for %s %s upstream; the provider or "
+                       "model is strict, so they are refused instead of dropped",
+                       client->name, names,
+                       upstream->protocol == PROTO_PROTOCOL_OPENAI ||
+                               upstream->protocol == PROTO_PROTOCOL_OPENAI_RESPONSES ||
+                               upstream->protocol == PROTO_PROTOCOL_ANTHROPIC
+                           ? "an"
+                           : "a",
+                       upstream->name);
+    }
+    if (body && dropped)
+        json_array_extend(dropped, ctx.dropped);
+    json_decref(ctx.dropped);
     return body;
 }
 

@@ -9,10 +9,13 @@
     feature is mapped once per protocol.
 
     Rules (docs/conversion.md has the full table):
-      - what the target protocol cannot express is refused with a message
-        for the client (HTTP 400), never dropped; the only exceptions are
-        the documented harmless defaults (e.g. Anthropic's required
-        max_tokens defaults to 4096, cache hints are dropped);
+      - what the target protocol cannot express is dropped and named when
+        it only tunes or annotates (sampling knobs, client metadata, cache
+        and context-management hints, service tiers, user ids, unknown
+        fields), and refused with a message for the client (HTTP 400) when
+        its loss would change the answer (a required schema, a forced
+        tool, audio, stateful references); a strict provider or model
+        refuses both;
       - no empty text blocks or parts reach the client;
       - a stream is converted one upstream event at a time: whatever the
         client can be told after an event is appended to the output before
@@ -49,6 +52,17 @@ bool proto_convert_supported(int client_protocol, int upstream_protocol);
 json_t *proto_convert_request(int client_protocol, int upstream_protocol, const json_t *request,
                               const char *upstream_model, bool stream, char *error,
                               size_t error_size);
+
+//  The same with the drop policy (docs/conversion.md): a field that only
+//  tunes or annotates and that the upstream cannot take (or that the
+//  converter does not know) is left out and its name, in the client's
+//  words ("top_k", "generationConfig.topK", "context_management"), is
+//  appended to `dropped` (a JSON array, may be NULL); a field whose loss
+//  would change the answer is refused. With strict, anything that would be
+//  dropped is refused too (the error names it).
+json_t *proto_convert_request_policy(int client_protocol, int upstream_protocol,
+                                     const json_t *request, const char *upstream_model, bool stream,
+                                     bool strict, json_t *dropped, char *error, size_t error_size);
 
 //  True when the client wants usage in its stream: always, except an OpenAI
 //  Chat client that did not set stream_options.include_usage.

@@ -89,7 +89,8 @@ static json_t *s_media_read(const json_t *block)
 }
 
 //  Blocks of one message -> neutral parts; NULL with error.
-static json_t *s_blocks_read(const json_t *content, json_t *names, char *error, size_t size)
+static json_t *s_blocks_read(const json_t *content, json_t *names, pc_ctx_t *ctx, char *error,
+                             size_t size)
 {
     json_t *parts = json_array();
     if (json_is_string(content)) {
@@ -107,6 +108,8 @@ static json_t *s_blocks_read(const json_t *content, json_t *names, char *error, 
         const char *type = json_string_value(json_object_get(block, "type"));
         if (!type)
             type = "?";
+        if (json_object_get(block, "cache_control"))
+            pc_drop(ctx, "", "cache_control");
         if (strcmp(type, "text") == 0)
             pc_add_text(parts, json_string_value(json_object_get(block, "text")));
         else if (strcmp(type, "image") == 0 || strcmp(type, "document") == 0) {
@@ -137,7 +140,7 @@ static json_t *s_blocks_read(const json_t *content, json_t *names, char *error, 
             }
             json_t *raw = json_object_get(block, "content");
             json_t *empty = raw ? NULL : json_string("");
-            json_t *inner = s_blocks_read(raw ? raw : empty, names, error, size);
+            json_t *inner = s_blocks_read(raw ? raw : empty, names, ctx, error, size);
             json_decref(empty);
             if (!inner) {
                 json_decref(parts);
@@ -158,7 +161,13 @@ static json_t *s_blocks_read(const json_t *content, json_t *names, char *error, 
                 json_object_set(part, "signature", signature);
             json_array_append_new(parts, part);
         } else if (strcmp(type, "redacted_thinking") == 0)
-            ; //  encrypted for Anthropic only; no other provider can use it
+            //  Encrypted for Anthropic only; no other provider can use it.
+            pc_drop(ctx, "messages[].content[].", type);
+        else if (strcmp(type, "server_tool_use") == 0 || strstr(type, "_tool_result"))
+            //  The trace of a server tool's earlier run (web search, code
+            //  execution): the answer that used it is kept, the trace has
+            //  no form elsewhere.
+            pc_drop(ctx, "messages[].content[].", type);
         else {
             json_decref(parts);
             return pc_fail(error, size, "content block type '%s' cannot be converted", type);
@@ -170,13 +179,101 @@ static json_t *s_blocks_read(const json_t *content, json_t *names, char *error, 
 static const char *const s_request_keys[] = {"model",    "messages",       "system", "max_tokens",
                                              "metadata", "stop_sequences", "stream", "temperature",
                                              "top_p",    "top_k",          "tools",  "tool_choice",
-                                             "thinking", "service_tier",   NULL};
+                                             "thinking", "output_config",  NULL};
 
-static json_t *s_request_read(const json_t *request, bool stream, char *error, size_t size)
+//  Tool definitions: custom tools become neutral tools; the keys beyond
+//  name, description and schema (cache_control, defer_loading,
+//  input_examples, strict) only tune and are dropped; a server tool (web
+//  search, code execution, ...) is dropped unless tool_choice forces it,
+//  which is refused: the upstream cannot run it.
+static int s_tools_read(const json_t *request, json_t *ir, pc_ctx_t *ctx, char *error, size_t size)
+{
+    static const char *const known[] = {"type", "name", "description", "input_schema", NULL};
+    json_t *tools = json_object_get(request, "tools");
+    const char *forced =
+        json_string_value(json_object_get(json_object_get(request, "tool_choice"), "name"));
+    if (!tools)
+        return 0;
+    json_t *list = json_array();
+    json_object_set_new(ir, "tools", list);
+    size_t index;
+    json_t *item;
+    json_array_foreach(tools, index, item)
+    {
+        const char *type = json_string_value(json_object_get(item, "type"));
+        const char *name = json_string_value(json_object_get(item, "name"));
+        if ((type && strcmp(type, "custom")) || !name) {
+            if (forced && name && strcmp(forced, name) == 0) {
+                pc_fail(error, size,
+                        "tool '%s' (type %s) is a server tool the upstream cannot run, and "
+                        "tool_choice requires it",
+                        name, type ? type : "?");
+                return -1;
+            }
+            pc_drop(ctx, "tools[].", type ? type : "?");
+            continue;
+        }
+        pc_drop_unknown(item, known, "tools[].", ctx);
+        json_t *tool = json_pack("{s:s}", "name", name);
+        if (json_is_string(json_object_get(item, "description")))
+            json_object_set(tool, "description", json_object_get(item, "description"));
+        if (json_is_object(json_object_get(item, "input_schema")))
+            json_object_set(tool, "parameters", json_object_get(item, "input_schema"));
+        json_array_append_new(list, tool);
+    }
+    return 0;
+}
+
+//  thinking and output_config: a thinking budget is expressed everywhere;
+//  adaptive thinking and effort leave the depth to the model, which is what
+//  the other providers do when asked nothing (dropped, named). A JSON
+//  schema for the answer changes its meaning and is carried.
+static int s_thinking_read(const json_t *request, json_t *ir, pc_ctx_t *ctx, char *error,
+                           size_t size)
+{
+    json_t *thinking = json_object_get(request, "thinking");
+    const char *thinking_type = json_string_value(json_object_get(thinking, "type"));
+    if (thinking_type && strcmp(thinking_type, "enabled") == 0) {
+        json_t *budget = json_object_get(thinking, "budget_tokens");
+        const char *display = json_string_value(json_object_get(thinking, "display"));
+        json_object_set_new(ir, "reasoning",
+                            json_pack("{s:I, s:b}", "budget",
+                                      json_is_integer(budget) ? json_integer_value(budget) : 1024,
+                                      "include_thoughts",
+                                      !(display && strcmp(display, "omitted") == 0)));
+    } else if (thinking_type && strcmp(thinking_type, "adaptive") == 0)
+        pc_drop(ctx, "", "thinking");
+    else if (thinking && !(thinking_type && strcmp(thinking_type, "disabled") == 0)) {
+        pc_fail(error, size, "thinking type '%s' cannot be converted",
+                thinking_type ? thinking_type : "?");
+        return -1;
+    }
+    json_t *output = json_object_get(request, "output_config");
+    const char *key;
+    json_t *value;
+    json_object_foreach(output, key, value)
+    {
+        const char *format_type = json_string_value(json_object_get(value, "type"));
+        if (strcmp(key, "format") == 0 && format_type && strcmp(format_type, "json_schema") == 0 &&
+            json_is_object(json_object_get(value, "schema")))
+            json_object_set_new(ir, "response_format",
+                                json_pack("{s:s, s:s, s:O}", "type", "json_schema", "name",
+                                          "response", "schema", json_object_get(value, "schema")));
+        else if (strcmp(key, "format") == 0 && !json_is_null(value)) {
+            pc_fail(error, size, "output_config.format type '%s' cannot be converted",
+                    format_type ? format_type : "?");
+            return -1;
+        } else
+            pc_drop(ctx, "output_config.", key);
+    }
+    return 0;
+}
+
+static json_t *s_request_read(const json_t *request, bool stream, pc_ctx_t *ctx, char *error,
+                              size_t size)
 {
     (void)stream;
-    if (pc_check_keys(request, s_request_keys, S_NAME, "another protocol", error, size))
-        return NULL;
+    pc_drop_unknown(request, s_request_keys, "", ctx);
     json_t *messages = json_object_get(request, "messages");
     if (!json_is_array(messages) || !json_array_size(messages))
         return pc_fail(error, size, "messages must be a non-empty array");
@@ -195,43 +292,44 @@ static json_t *s_request_read(const json_t *request, bool stream, char *error, s
                 pc_fail(error, size, "system blocks must be text");
                 goto fail;
             }
+            if (json_object_get(item, "cache_control"))
+                pc_drop(ctx, "", "cache_control");
             if (*text)
                 json_array_append_new(json_object_get(ir, "system"), json_string(text));
         }
     json_array_foreach(messages, index, item)
     {
         const char *role = json_string_value(json_object_get(item, "role"));
-        if (!role || (strcmp(role, "user") && strcmp(role, "assistant"))) {
-            pc_fail(error, size, "message role must be user or assistant");
+        if (!role ||
+            (strcmp(role, "user") && strcmp(role, "assistant") && strcmp(role, "system"))) {
+            pc_fail(error, size, "message role must be user, assistant or system");
             goto fail;
         }
-        json_t *parts = s_blocks_read(json_object_get(item, "content"), names, error, size);
+        json_t *parts = s_blocks_read(json_object_get(item, "content"), names, ctx, error, size);
         if (!parts)
             goto fail;
+        if (strcmp(role, "system") == 0) {
+            //  A system message inside the conversation (Claude Code sends its
+            //  environment so) joins the system prompt, in order: Gemini has
+            //  one system instruction, and the others keep theirs first.
+            size_t part_index;
+            json_t *part;
+            json_array_foreach(parts, part_index, part)
+            {
+                if (!json_is_string(json_object_get(part, "text"))) {
+                    json_decref(parts);
+                    pc_fail(error, size, "system messages must be text");
+                    goto fail;
+                }
+                json_array_append(json_object_get(ir, "system"), json_object_get(part, "text"));
+            }
+            json_decref(parts);
+            continue;
+        }
         pc_push_message(json_object_get(ir, "messages"), role, parts);
     }
-    json_t *tools = json_object_get(request, "tools");
-    if (tools) {
-        json_t *list = json_array();
-        json_object_set_new(ir, "tools", list);
-        json_array_foreach(tools, index, item)
-        {
-            const char *type = json_string_value(json_object_get(item, "type"));
-            const char *name = json_string_value(json_object_get(item, "name"));
-            if ((type && strcmp(type, "custom")) || !name) {
-                pc_fail(error, size,
-                        "tool '%s' (type %s) is a server tool that cannot be converted",
-                        name ? name : "?", type ? type : "?");
-                goto fail;
-            }
-            json_t *tool = json_pack("{s:s}", "name", name);
-            if (json_is_string(json_object_get(item, "description")))
-                json_object_set(tool, "description", json_object_get(item, "description"));
-            if (json_is_object(json_object_get(item, "input_schema")))
-                json_object_set(tool, "parameters", json_object_get(item, "input_schema"));
-            json_array_append_new(list, tool);
-        }
-    }
+    if (s_tools_read(request, ir, ctx, error, size))
+        goto fail;
     json_t *choice = json_object_get(request, "tool_choice");
     if (choice) {
         const char *type = json_string_value(json_object_get(choice, "type"));
@@ -258,23 +356,17 @@ static json_t *s_request_read(const json_t *request, bool stream, char *error, s
     json_t *stop = json_object_get(request, "stop_sequences");
     if (json_is_array(stop) && json_array_size(stop))
         json_object_set(ir, "stop", stop);
-    json_t *thinking = json_object_get(request, "thinking");
-    const char *thinking_type = json_string_value(json_object_get(thinking, "type"));
-    if (thinking_type && strcmp(thinking_type, "enabled") == 0) {
-        json_t *budget = json_object_get(thinking, "budget_tokens");
-        json_object_set_new(ir, "reasoning",
-                            json_pack("{s:I, s:b}", "budget",
-                                      json_is_integer(budget) ? json_integer_value(budget) : 1024,
-                                      "include_thoughts", 1));
-    } else if (thinking && !(thinking_type && strcmp(thinking_type, "disabled") == 0)) {
-        pc_fail(error, size, "thinking type '%s' cannot be converted",
-                thinking_type ? thinking_type : "?");
+    if (s_thinking_read(request, ir, ctx, error, size))
         goto fail;
+    const char *key;
+    json_t *value;
+    json_object_foreach(json_object_get(request, "metadata"), key, value)
+    {
+        if (strcmp(key, "user_id") == 0 && json_is_string(value))
+            json_object_set(ir, "user", value);
+        else
+            pc_drop(ctx, "metadata.", key);
     }
-    const char *user =
-        json_string_value(json_object_get(json_object_get(request, "metadata"), "user_id"));
-    if (user)
-        json_object_set_new(ir, "user", json_string(user));
     json_decref(names);
     return ir;
 fail:
@@ -304,7 +396,7 @@ static json_t *s_media_write(const json_t *part, char *error, size_t size)
                      url ? url : "");
 }
 
-static json_t *s_blocks_write(const json_t *parts, char *error, size_t size)
+static json_t *s_blocks_write(const json_t *parts, pc_ctx_t *ctx, char *error, size_t size)
 {
     json_t *blocks = json_array();
     size_t index;
@@ -330,7 +422,7 @@ static json_t *s_blocks_write(const json_t *parts, char *error, size_t size)
                               s_tool_id(json_string_value(json_object_get(part, "id"))), "name",
                               json_object_get(part, "name"), "input", input);
         } else if (strcmp(type, "tool_result") == 0) {
-            json_t *inner = s_blocks_write(json_object_get(part, "content"), error, size);
+            json_t *inner = s_blocks_write(json_object_get(part, "content"), ctx, error, size);
             if (!inner)
                 goto fail;
             block = json_pack("{s:s, s:o, s:o}", "type", "tool_result", "tool_use_id",
@@ -343,6 +435,8 @@ static json_t *s_blocks_write(const json_t *parts, char *error, size_t size)
             block = json_pack("{s:s, s:O, s:O}", "type", "thinking", "thinking",
                               json_object_get(part, "text"), "signature",
                               json_object_get(part, "signature"));
+        else if (strcmp(type, "thinking") == 0)
+            pc_drop_ir(ctx, "thinking");
         if (block)
             json_array_append_new(blocks, block);
     }
@@ -352,18 +446,29 @@ fail:
     return NULL;
 }
 
-static json_t *s_request_write(const json_t *ir, const char *model, char *error, size_t size)
+static json_t *s_request_write(const json_t *ir, const char *model, pc_ctx_t *ctx, char *error,
+                               size_t size)
 {
-    const char *refused[] = {"seed", "presence_penalty", "frequency_penalty", "response_format",
-                             NULL};
-    for (const char **key = refused; *key; key++)
+    const char *tuning[] = {"seed", "presence_penalty", "frequency_penalty", NULL};
+    for (const char **key = tuning; *key; key++)
         if (json_object_get(ir, *key))
-            return pc_fail(error, size, "%s cannot be expressed for an %s upstream", *key, S_NAME);
+            pc_drop_ir(ctx, *key);
+    //  Anthropic's range is 0..1; a hotter setting has no equivalent.
     json_t *temperature = json_object_get(ir, "temperature");
-    if (temperature && json_number_value(temperature) > 1.0)
-        return pc_fail(error, size, "temperature above 1 cannot be expressed for an %s upstream",
-                       S_NAME);
+    bool hot = temperature && json_number_value(temperature) > 1.0;
+    if (hot)
+        pc_drop_ir(ctx, "temperature");
     json_t *body = json_pack("{s:s, s:[]}", "model", model, "messages");
+    //  A JSON answer is asked with a schema (structured outputs); plain JSON
+    //  mode is the schema of any object.
+    json_t *format = json_object_get(ir, "response_format");
+    if (format) {
+        json_t *schema = json_object_get(format, "schema");
+        json_object_set_new(
+            body, "output_config",
+            json_pack("{s:{s:s, s:o}}", "format", "type", "json_schema", "schema",
+                      schema ? json_incref(schema) : json_pack("{s:s}", "type", "object")));
+    }
     json_t *max = json_object_get(ir, "max_tokens");
     json_int_t max_tokens = json_is_integer(max) ? json_integer_value(max) : S_DEFAULT_MAX_TOKENS;
     json_t *reasoning = json_object_get(ir, "reasoning");
@@ -387,7 +492,9 @@ static json_t *s_request_write(const json_t *ir, const char *model, char *error,
             json_object_set_new(
                 body, "thinking",
                 json_pack("{s:s, s:I}", "type", "enabled", "budget_tokens", budget));
-        }
+        } else if (json_is_true(json_object_get(reasoning, "include_thoughts")))
+            //  Thoughts asked for without a depth: Anthropic needs a budget.
+            pc_drop_ir(ctx, "include_thoughts");
     }
     json_object_set_new(body, "max_tokens", json_integer(max_tokens));
     size_t index;
@@ -400,7 +507,7 @@ static json_t *s_request_write(const json_t *ir, const char *model, char *error,
     json_decref(system);
     json_array_foreach(json_object_get(ir, "messages"), index, item)
     {
-        json_t *blocks = s_blocks_write(json_object_get(item, "content"), error, size);
+        json_t *blocks = s_blocks_write(json_object_get(item, "content"), ctx, error, size);
         if (!blocks) {
             json_decref(body);
             return NULL;
@@ -451,7 +558,7 @@ static json_t *s_request_write(const json_t *ir, const char *model, char *error,
         json_decref(tool_choice);
     const char *copied[] = {"temperature", "top_p", "top_k", NULL};
     for (const char **key = copied; *key; key++)
-        if (json_object_get(ir, *key))
+        if (json_object_get(ir, *key) && !(hot && strcmp(*key, "temperature") == 0))
             json_object_set(body, *key, json_object_get(ir, *key));
     if (json_object_get(ir, "stop"))
         json_object_set(body, "stop_sequences", json_object_get(ir, "stop"));
@@ -701,9 +808,20 @@ static const char *s_error_message(const json_t *body)
     return json_string_value(json_object_get(json_object_get(body, "error"), "message"));
 }
 
+//  Neutral names -> an Anthropic client's names for them.
+static const char *const s_names[][2] = {
+    {"user", "metadata.user_id"},
+    {"parallel_tool_calls", "tool_choice.disable_parallel_tool_use"},
+    {"thinking", "messages[].content[].thinking"},
+    {"reasoning", "thinking"},
+    {"include_thoughts", "thinking.display"},
+    {NULL, NULL},
+};
+
 const pc_codec_t pc_anthropic_codec = {
     .protocol = PROTO_PROTOCOL_ANTHROPIC,
     .name = S_NAME,
+    .names = s_names,
     .request_read = s_request_read,
     .request_write = s_request_write,
     .response_read = s_response_read,

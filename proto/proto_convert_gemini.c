@@ -69,7 +69,7 @@ static char *s_response_text(const json_t *response)
 }
 
 static json_t *s_parts_read(const json_t *parts, bool model, json_t *pending, int *calls,
-                            char *error, size_t size)
+                            pc_ctx_t *ctx, char *error, size_t size)
 {
     json_t *out = json_array();
     size_t index;
@@ -148,6 +148,13 @@ static json_t *s_parts_read(const json_t *parts, bool model, json_t *pending, in
             json_array_append_new(out, result);
         } else if (json_object_get(part, "thoughtSignature") && json_object_size(part) == 1)
             ; //  a bare signature belongs to Gemini alone
+        else if (json_object_get(part, "executableCode") ||
+                 json_object_get(part, "codeExecutionResult"))
+            //  The trace of Gemini's own code execution: the answer that
+            //  used it is kept.
+            pc_drop(ctx, "contents[].parts[].",
+                    json_object_get(part, "executableCode") ? "executableCode"
+                                                            : "codeExecutionResult");
         else
             goto bad;
     }
@@ -157,9 +164,10 @@ bad:
     return pc_fail(error, size, "a Gemini part of this kind cannot be converted");
 }
 
+//  safetySettings and labels have no counterpart elsewhere: unknown here,
+//  so dropped and named.
 static const char *const s_request_keys[] = {
-    "contents",         "systemInstruction", "tools", "toolConfig",
-    "generationConfig", "safetySettings",    "model", NULL};
+    "contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "model", NULL};
 static const char *const s_config_keys[] = {"temperature",
                                             "topP",
                                             "topK",
@@ -176,11 +184,93 @@ static const char *const s_config_keys[] = {"temperature",
                                             "responseModalities",
                                             NULL};
 
-static json_t *s_request_read(const json_t *request, bool stream, char *error, size_t size)
+//  Tools: function declarations become neutral tools; Gemini's built-in
+//  tools (googleSearch, codeExecution, urlContext, ...) cannot be forced
+//  (allowedFunctionNames names functions only), so they are dropped.
+static int s_tools_read(const json_t *request, json_t *ir, pc_ctx_t *ctx, char *error, size_t size)
+{
+    static const char *const known[] = {"name", "description", "parameters", "parametersJsonSchema",
+                                        NULL};
+    json_t *tools = json_object_get(request, "tools");
+    if (!tools)
+        return 0;
+    json_t *list = json_array();
+    json_object_set_new(ir, "tools", list);
+    size_t index;
+    json_t *item;
+    json_array_foreach(tools, index, item)
+    {
+        const char *key;
+        json_t *declarations;
+        json_object_foreach(item, key, declarations)
+        {
+            if (strcmp(key, "functionDeclarations")) {
+                pc_drop(ctx, "tools[].", key);
+                continue;
+            }
+            size_t declaration_index;
+            json_t *declaration;
+            json_array_foreach(declarations, declaration_index, declaration)
+            {
+                const char *name = json_string_value(json_object_get(declaration, "name"));
+                if (!name) {
+                    pc_fail(error, size, "a function declaration needs a name");
+                    return -1;
+                }
+                pc_drop_unknown(declaration, known, "tools[].functionDeclarations[].", ctx);
+                json_t *tool = json_pack("{s:s}", "name", name);
+                if (json_is_string(json_object_get(declaration, "description")))
+                    json_object_set(tool, "description",
+                                    json_object_get(declaration, "description"));
+                json_t *schema = json_object_get(declaration, "parametersJsonSchema");
+                if (json_is_object(schema))
+                    json_object_set(tool, "parameters", schema);
+                else if (json_is_object(schema = json_object_get(declaration, "parameters")))
+                    json_object_set_new(tool, "parameters", pc_schema_lower_types(schema));
+                json_array_append_new(list, tool);
+            }
+        }
+    }
+    return 0;
+}
+
+//  generationConfig: what changes the answer's shape (several candidates,
+//  audio or images, log probabilities) is refused; unknown keys only tune.
+static int s_config_check(const json_t *config, pc_ctx_t *ctx, char *error, size_t size)
+{
+    size_t index;
+    json_t *item;
+    pc_drop_unknown(config, s_config_keys, "generationConfig.", ctx);
+    json_t *count = json_object_get(config, "candidateCount");
+    if (count && json_integer_value(count) != 1) {
+        pc_fail(error, size, "candidateCount other than 1 cannot be converted");
+        return -1;
+    }
+    if (json_is_true(json_object_get(config, "responseLogprobs"))) {
+        pc_fail(error, size, "responseLogprobs cannot be converted to another protocol");
+        return -1;
+    }
+    json_t *modalities = json_object_get(config, "responseModalities");
+    json_array_foreach(modalities, index, item)
+    {
+        if (!json_is_string(item) || strcmp(json_string_value(item), "TEXT")) {
+            pc_fail(error, size, "response modalities other than TEXT cannot be converted");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static json_t *s_request_read(const json_t *request, bool stream, pc_ctx_t *ctx, char *error,
+                              size_t size)
 {
     (void)stream;
-    if (pc_check_keys(request, s_request_keys, S_NAME, "another protocol", error, size))
-        return NULL;
+    json_t *cached = json_object_get(request, "cachedContent");
+    if (cached && !json_is_null(cached))
+        return pc_fail(error, size,
+                       "cachedContent refers to content stored at Google and cannot be converted "
+                       "(send the content itself)");
+    pc_drop_unknown(request, s_request_keys, "", ctx);
     json_t *contents = json_object_get(request, "contents");
     if (!json_is_array(contents) || !json_array_size(contents))
         return pc_fail(error, size, "contents must be a non-empty array");
@@ -205,44 +295,13 @@ static json_t *s_request_read(const json_t *request, bool stream, char *error, s
         const char *role = json_string_value(json_object_get(item, "role"));
         bool model = role && strcmp(role, "model") == 0;
         json_t *parts =
-            s_parts_read(json_object_get(item, "parts"), model, pending, &calls, error, size);
+            s_parts_read(json_object_get(item, "parts"), model, pending, &calls, ctx, error, size);
         if (!parts)
             goto fail;
         pc_push_message(json_object_get(ir, "messages"), model ? "assistant" : "user", parts);
     }
-    json_t *tools = json_object_get(request, "tools");
-    if (tools) {
-        json_t *list = json_array();
-        json_object_set_new(ir, "tools", list);
-        json_array_foreach(tools, index, item)
-        {
-            json_t *declarations = json_object_get(item, "functionDeclarations");
-            if (!json_is_array(declarations) || json_object_size(item) != 1) {
-                pc_fail(error, size, "only functionDeclarations tools can be converted");
-                goto fail;
-            }
-            size_t declaration_index;
-            json_t *declaration;
-            json_array_foreach(declarations, declaration_index, declaration)
-            {
-                const char *name = json_string_value(json_object_get(declaration, "name"));
-                if (!name) {
-                    pc_fail(error, size, "a function declaration needs a name");
-                    goto fail;
-                }
-                json_t *tool = json_pack("{s:s}", "name", name);
-                if (json_is_string(json_object_get(declaration, "description")))
-                    json_object_set(tool, "description",
-                                    json_object_get(declaration, "description"));
-                json_t *schema = json_object_get(declaration, "parametersJsonSchema");
-                if (json_is_object(schema))
-                    json_object_set(tool, "parameters", schema);
-                else if (json_is_object(schema = json_object_get(declaration, "parameters")))
-                    json_object_set_new(tool, "parameters", pc_schema_lower_types(schema));
-                json_array_append_new(list, tool);
-            }
-        }
-    }
+    if (s_tools_read(request, ir, ctx, error, size))
+        goto fail;
     json_t *calling =
         json_object_get(json_object_get(request, "toolConfig"), "functionCallingConfig");
     const char *mode = json_string_value(json_object_get(calling, "mode"));
@@ -266,21 +325,8 @@ static json_t *s_request_read(const json_t *request, bool stream, char *error, s
     }
 
     json_t *config = json_object_get(request, "generationConfig");
-    if (config && pc_check_keys(config, s_config_keys, "Gemini generationConfig",
-                                "another protocol", error, size))
+    if (config && s_config_check(config, ctx, error, size))
         goto fail;
-    json_t *count = json_object_get(config, "candidateCount");
-    if (count && json_integer_value(count) != 1) {
-        pc_fail(error, size, "candidateCount other than 1 cannot be converted");
-        goto fail;
-    }
-    json_t *modalities = json_object_get(config, "responseModalities");
-    json_array_foreach(modalities, index,
-                       item) if (!json_is_string(item) || strcmp(json_string_value(item), "TEXT"))
-    {
-        pc_fail(error, size, "response modalities other than TEXT cannot be converted");
-        goto fail;
-    }
     const char *map[][2] = {{"temperature", "temperature"},
                             {"topP", "top_p"},
                             {"topK", "top_k"},
@@ -328,10 +374,13 @@ static json_t *s_request_read(const json_t *request, bool stream, char *error, s
                                 json_string(strcmp(level, "HIGH") == 0 || strcmp(level, "high") == 0
                                                 ? "high"
                                                 : "low"));
-        json_object_set_new(
-            reasoning, "include_thoughts",
-            json_boolean(json_is_true(json_object_get(thinking, "includeThoughts"))));
-        if (json_object_get(reasoning, "budget") || json_object_get(reasoning, "effort"))
+        bool include = json_is_true(json_object_get(thinking, "includeThoughts"));
+        json_object_set_new(reasoning, "include_thoughts", json_boolean(include));
+        static const char *const known[] = {"thinkingBudget", "thinkingLevel", "includeThoughts",
+                                            NULL};
+        pc_drop_unknown(thinking, known, "generationConfig.thinkingConfig.", ctx);
+        //  Thoughts asked with no depth leave the depth to the model.
+        if (json_object_get(reasoning, "budget") || json_object_get(reasoning, "effort") || include)
             json_object_set_new(ir, "reasoning", reasoning);
         else
             json_decref(reasoning);
@@ -347,10 +396,9 @@ fail:
 //  ---------------------------------------------------------------------------
 //  Request: neutral -> upstream
 
-static json_t *s_parts_write(const json_t *content, bool model, const char *role_name, char *error,
+static json_t *s_parts_write(const json_t *content, bool model, pc_ctx_t *ctx, char *error,
                              size_t size)
 {
-    (void)role_name;
     json_t *parts = json_array();
     bool signed_call = false;
     size_t index;
@@ -429,19 +477,24 @@ static json_t *s_parts_write(const json_t *content, bool model, const char *role
             json_array_append_new(parts, json_pack("{s:{s:O, s:s, s:o}}", "functionResponse", "id",
                                                    json_object_get(part, "id"), "name", name,
                                                    "response", response));
-        }
-        //  Thinking of earlier turns is not sent (docs/conversion.md).
+        } else if (strcmp(type, "thinking") == 0)
+            //  Thinking of earlier turns is not sent (docs/conversion.md).
+            pc_drop_ir(ctx, "thinking");
     }
     return parts;
 }
 
-static json_t *s_request_write(const json_t *ir, const char *model, char *error, size_t size)
+static json_t *s_request_write(const json_t *ir, const char *model, pc_ctx_t *ctx, char *error,
+                               size_t size)
 {
     (void)model;
+    //  Gemini can be asked for neither: several calls at once only tune how
+    //  the turn goes, and the end user's id only annotates.
     if (json_is_false(json_object_get(ir, "parallel_tool_calls")) &&
         json_array_size(json_object_get(ir, "tools")))
-        return pc_fail(error, size,
-                       "parallel_tool_calls false cannot be expressed for a %s upstream", S_NAME);
+        pc_drop_ir(ctx, "parallel_tool_calls");
+    if (json_object_get(ir, "user"))
+        pc_drop_ir(ctx, "user");
     json_t *body = json_pack("{s:[]}", "contents");
     size_t index;
     json_t *item;
@@ -449,7 +502,7 @@ static json_t *s_request_write(const json_t *ir, const char *model, char *error,
     {
         bool assistant = strcmp(json_string_value(json_object_get(item, "role")), "assistant") == 0;
         json_t *parts =
-            s_parts_write(json_object_get(item, "content"), assistant, NULL, error, size);
+            s_parts_write(json_object_get(item, "content"), assistant, ctx, error, size);
         if (!parts) {
             json_decref(body);
             return NULL;
@@ -803,9 +856,24 @@ static const char *s_error_message(const json_t *body)
     return json_string_value(json_object_get(json_object_get(body, "error"), "message"));
 }
 
+//  Neutral names -> a Gemini client's names for them.
+static const char *const s_names[][2] = {
+    {"top_k", "generationConfig.topK"},
+    {"top_p", "generationConfig.topP"},
+    {"temperature", "generationConfig.temperature"},
+    {"seed", "generationConfig.seed"},
+    {"presence_penalty", "generationConfig.presencePenalty"},
+    {"frequency_penalty", "generationConfig.frequencyPenalty"},
+    {"thinking", "contents[].parts[].thought"},
+    {"reasoning", "generationConfig.thinkingConfig"},
+    {"include_thoughts", "generationConfig.thinkingConfig.includeThoughts"},
+    {NULL, NULL},
+};
+
 const pc_codec_t pc_gemini_codec = {
     .protocol = PROTO_PROTOCOL_GEMINI,
     .name = S_NAME,
+    .names = s_names,
     .request_read = s_request_read,
     .request_write = s_request_write,
     .response_read = s_response_read,

@@ -117,15 +117,31 @@ struct _proto_convert_stream_t {
 
 typedef struct _pc_codec_t pc_codec_t;
 
+//  What one request conversion drops (docs/conversion.md, "Dropped or
+//  refused"): readers name the client's fields they leave out, writers the
+//  neutral fields the upstream cannot take, told in the client's words
+//  through the client codec's names table.
+typedef struct {
+    const pc_codec_t *client; //  whose field names are reported
+    json_t *dropped;          //  names, in the order first dropped (owned)
+} pc_ctx_t;
+
 //  One protocol's readers and writers.
 struct _pc_codec_t {
     int protocol;     //  proto_protocol_t
     const char *name; //  for messages: "OpenAI Chat Completions"
-    //  Client request -> neutral request; NULL with error on refusal.
-    json_t *(*request_read)(const json_t *request, bool stream, char *error, size_t size);
+    //  Client request -> neutral request; NULL with error on refusal. What
+    //  only tunes or annotates and has no neutral form is named in ctx.
+    json_t *(*request_read)(const json_t *request, bool stream, pc_ctx_t *ctx, char *error,
+                            size_t size);
     //  Neutral request -> upstream request; NULL with error when the upstream
-    //  cannot express something in it.
-    json_t *(*request_write)(const json_t *ir, const char *model, char *error, size_t size);
+    //  cannot express something that changes the answer's meaning; what
+    //  only tunes is left out and named in ctx (pc_drop_ir).
+    json_t *(*request_write)(const json_t *ir, const char *model, pc_ctx_t *ctx, char *error,
+                             size_t size);
+    //  Neutral field names -> this protocol's names for them, {NULL, NULL}
+    //  ended; a name not listed is reported as it is.
+    const char *const (*names)[2];
     //  Upstream answer -> neutral answer (usage filled); NULL with error.
     json_t *(*response_read)(const json_t *response, proto_usage_t *usage, char *error,
                              size_t size);
@@ -151,11 +167,17 @@ extern const pc_codec_t pc_responses_codec;
 void *pc_fail(char *error, size_t size, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
 
-//  Checks that every member of object is in the NULL-terminated list known;
-//  otherwise writes "<what> field '<key>' is not supported ..." and
-//  returns -1.
-int pc_check_keys(const json_t *object, const char *const *known, const char *what,
-                  const char *target, char *error, size_t size);
+//  Names a client field that is left out (once; prefix "" or e.g.
+//  "generationConfig." is put before it).
+void pc_drop(pc_ctx_t *ctx, const char *prefix, const char *name);
+
+//  Names a neutral field the upstream cannot take, in the client's words.
+void pc_drop_ir(pc_ctx_t *ctx, const char *ir_name);
+
+//  Every member of object that is not in the NULL-terminated list known is
+//  unknown to the converter: it is dropped and named with prefix.
+void pc_drop_unknown(const json_t *object, const char *const *known, const char *prefix,
+                     pc_ctx_t *ctx);
 
 //  Appends a text part to a parts array (skips empty text).
 void pc_add_text(json_t *parts, const char *text);

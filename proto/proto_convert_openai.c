@@ -141,24 +141,42 @@ static const char *const s_request_keys[] = {"model",
                                              "seed",
                                              "presence_penalty",
                                              "frequency_penalty",
-                                             "store",
-                                             "metadata",
-                                             "service_tier",
                                              "logprobs",
-                                             "prompt_cache_key",
-                                             "safety_identifier",
+                                             "top_logprobs",
                                              NULL};
 
-static json_t *s_request_read(const json_t *request, bool stream, char *error, size_t size)
+//  Fields whose loss would change what the client gets back: several
+//  choices, log probabilities, audio, the legacy functions (tools that
+//  would vanish), a predicted output is only a hint and is not here.
+static json_t *s_refuse(const json_t *request, char *error, size_t size)
 {
-    (void)stream;
-    if (pc_check_keys(request, s_request_keys, S_NAME, "another protocol", error, size))
-        return NULL;
     json_t *n = json_object_get(request, "n");
     if (n && !(json_is_integer(n) && json_integer_value(n) == 1))
         return pc_fail(error, size, "n other than 1 cannot be converted");
     if (json_is_true(json_object_get(request, "logprobs")))
         return pc_fail(error, size, "logprobs cannot be converted to another protocol");
+    const char *refused[] = {"audio", "modalities", "functions", "function_call", NULL};
+    for (const char **key = refused; *key; key++) {
+        json_t *value = json_object_get(request, *key);
+        if (!value || json_is_null(value))
+            continue;
+        const char *only = json_string_value(json_array_get(value, 0));
+        if (strcmp(*key, "modalities") == 0 && json_array_size(value) == 1 && only &&
+            strcmp(only, "text") == 0)
+            continue;
+        return pc_fail(error, size, "%s field '%s' cannot be converted to another protocol", S_NAME,
+                       *key);
+    }
+    return (json_t *)request;
+}
+
+static json_t *s_request_read(const json_t *request, bool stream, pc_ctx_t *ctx, char *error,
+                              size_t size)
+{
+    (void)stream;
+    if (!s_refuse(request, error, size))
+        return NULL;
+    pc_drop_unknown(request, s_request_keys, "", ctx);
     json_t *messages = json_object_get(request, "messages");
     if (!json_is_array(messages) || !json_array_size(messages))
         return pc_fail(error, size, "messages must be a non-empty array");
@@ -175,6 +193,8 @@ static json_t *s_request_read(const json_t *request, bool stream, char *error, s
         json_t *content = json_object_get(message, "content");
         if (!role)
             goto refuse_role;
+        if (json_object_get(message, "name"))
+            pc_drop(ctx, "", "messages[].name");
         if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
             //  Anthropic and Gemini have one system prompt: every system
             //  message joins it, in order (docs/conversion.md).
@@ -261,6 +281,8 @@ static json_t *s_request_read(const json_t *request, bool stream, char *error, s
                 pc_fail(error, size, "only function tools can be converted");
                 goto fail;
             }
+            if (json_object_get(function, "strict"))
+                pc_drop(ctx, "", "tools[].function.strict");
             json_t *item = json_pack("{s:s}", "name", name);
             json_t *description = json_object_get(function, "description");
             json_t *parameters = json_object_get(function, "parameters");
@@ -373,10 +395,11 @@ static char *s_result_text(const json_t *result)
     return text;
 }
 
-static json_t *s_request_write(const json_t *ir, const char *model, char *error, size_t size)
+static json_t *s_request_write(const json_t *ir, const char *model, pc_ctx_t *ctx, char *error,
+                               size_t size)
 {
     if (json_object_get(ir, "top_k"))
-        return pc_fail(error, size, "top_k cannot be expressed for an %s upstream", S_NAME);
+        pc_drop_ir(ctx, "top_k");
     json_t *body = json_pack("{s:s, s:[]}", "model", model, "messages");
     json_t *messages = json_object_get(body, "messages");
     size_t index;
@@ -443,9 +466,10 @@ static json_t *s_request_write(const json_t *ir, const char *model, char *error,
                                       json_pack("{s:s, s:O, s:s}", "role", "tool", "tool_call_id",
                                                 json_object_get(part, "id"), "content", result));
                 free(result);
-            }
-            //  Thinking from earlier turns has no field here; the provider
-            //  would ignore it anyway (docs/conversion.md).
+            } else if (strcmp(type, "thinking") == 0)
+                //  Thinking from earlier turns has no field here; the
+                //  provider would ignore it anyway (docs/conversion.md).
+                pc_drop_ir(ctx, "thinking");
         }
         if (assistant) {
             json_t *item = json_pack("{s:s}", "role", "assistant");
@@ -536,6 +560,10 @@ static json_t *s_request_write(const json_t *ir, const char *model, char *error,
         effort = pc_budget_to_effort(json_integer_value(json_object_get(reasoning, "budget")));
     if (effort)
         json_object_set_new(body, "reasoning_effort", json_string(effort));
+    //  Chat Completions has no switch for reasoning text: a server that
+    //  sends it does so unasked (reasoning_content).
+    if (json_is_true(json_object_get(reasoning, "include_thoughts")))
+        pc_drop_ir(ctx, "include_thoughts");
     if (json_is_true(json_object_get(ir, "stream"))) {
         json_object_set_new(body, "stream", json_true());
         //  Always asked: usage is what billing settles on.
@@ -783,9 +811,17 @@ static const char *s_error_message(const json_t *body)
     return message ? message : json_string_value(json_object_get(body, "message"));
 }
 
+//  Neutral names -> an OpenAI Chat client's names for them.
+static const char *const s_names[][2] = {
+    {"thinking", "messages[].reasoning_content"},
+    {"reasoning", "reasoning_effort"},
+    {NULL, NULL},
+};
+
 const pc_codec_t pc_openai_codec = {
     .protocol = PROTO_PROTOCOL_OPENAI,
     .name = S_NAME,
+    .names = s_names,
     .request_read = s_request_read,
     .request_write = s_request_write,
     .response_read = s_response_read,

@@ -70,22 +70,84 @@ static const char *const s_request_keys[] = {"model",
                                              "text",
                                              "reasoning",
                                              "stream",
-                                             "store",
-                                             "metadata",
                                              "user",
-                                             "include",
-                                             "truncation",
-                                             "prompt_cache_key",
-                                             "safety_identifier",
-                                             "service_tier",
-                                             "stream_options",
                                              NULL};
 
-static json_t *s_request_read(const json_t *request, bool stream, char *error, size_t size)
+//  Fields that point at state kept by OpenAI (an earlier response, a
+//  conversation, a stored prompt) or ask for what other providers do not
+//  give (background runs, log probabilities): without them the answer
+//  would be another one.
+static int s_refuse(const json_t *request, char *error, size_t size)
+{
+    const char *stateful[] = {"previous_response_id", "conversation", "prompt", NULL};
+    for (const char **key = stateful; *key; key++) {
+        json_t *value = json_object_get(request, *key);
+        if (value && !json_is_null(value)) {
+            pc_fail(error, size,
+                    "%s field '%s' refers to state kept at OpenAI and cannot be converted (the "
+                    "gateway is stateless: send the whole conversation)",
+                    S_NAME, *key);
+            return -1;
+        }
+    }
+    if (json_is_true(json_object_get(request, "background")) ||
+        json_integer_value(json_object_get(request, "top_logprobs")) > 0) {
+        pc_fail(error, size, "%s field '%s' cannot be converted to another protocol", S_NAME,
+                json_is_true(json_object_get(request, "background")) ? "background"
+                                                                     : "top_logprobs");
+        return -1;
+    }
+    return 0;
+}
+
+//  Function tools become neutral tools; built-in tools (web search, file
+//  search, code interpreter, ...) and namespaces are dropped unless
+//  tool_choice forces one, which is refused: the upstream cannot run it.
+static int s_tools_read(const json_t *request, json_t *ir, pc_ctx_t *ctx, char *error, size_t size)
+{
+    json_t *tools = json_object_get(request, "tools");
+    json_t *choice = json_object_get(request, "tool_choice");
+    const char *forced = json_string_value(json_object_get(choice, "type"));
+    if (!tools)
+        return 0;
+    json_t *list = json_array();
+    json_object_set_new(ir, "tools", list);
+    size_t index;
+    json_t *item;
+    json_array_foreach(tools, index, item)
+    {
+        const char *type = json_string_value(json_object_get(item, "type"));
+        const char *name = json_string_value(json_object_get(item, "name"));
+        if (!type || strcmp(type, "function") || !name) {
+            if (forced && type && strcmp(forced, type) == 0) {
+                pc_fail(error, size,
+                        "tool type '%s' is run by OpenAI, and tool_choice requires it: it cannot "
+                        "be converted",
+                        type);
+                return -1;
+            }
+            pc_drop(ctx, "tools[].", type ? type : "?");
+            continue;
+        }
+        if (json_is_true(json_object_get(item, "strict")))
+            pc_drop(ctx, "", "tools[].strict");
+        json_t *tool = json_pack("{s:s}", "name", name);
+        if (json_is_string(json_object_get(item, "description")))
+            json_object_set(tool, "description", json_object_get(item, "description"));
+        if (json_is_object(json_object_get(item, "parameters")))
+            json_object_set(tool, "parameters", json_object_get(item, "parameters"));
+        json_array_append_new(list, tool);
+    }
+    return 0;
+}
+
+static json_t *s_request_read(const json_t *request, bool stream, pc_ctx_t *ctx, char *error,
+                              size_t size)
 {
     (void)stream;
-    if (pc_check_keys(request, s_request_keys, S_NAME, "another protocol", error, size))
+    if (s_refuse(request, error, size))
         return NULL;
+    pc_drop_unknown(request, s_request_keys, "", ctx);
     json_t *ir = json_pack("{s:[], s:[]}", "system", "messages");
     json_t *messages = json_object_get(ir, "messages");
     json_t *names = json_object();
@@ -157,6 +219,11 @@ static json_t *s_request_read(const json_t *request, bool stream, char *error, s
             if (json_object_get(names, id))
                 json_object_set(result, "name", json_object_get(names, id));
             pc_push_message(messages, "user", json_pack("[o]", result));
+        } else if (strstr(type, "_call") && strcmp(type, "item_reference")) {
+            //  The trace of a built-in tool's earlier run (web search,
+            //  file search, code interpreter): the answer that used it is
+            //  kept, the trace has no form elsewhere.
+            pc_drop(ctx, "input[].", type);
         } else if (strcmp(type, "reasoning") == 0) {
             //  Summaries of earlier reasoning; the encrypted content is
             //  OpenAI's alone.
@@ -170,33 +237,16 @@ static json_t *s_request_read(const json_t *request, bool stream, char *error, s
                     json_array_append_new(
                         parts, json_pack("{s:s, s:s}", "type", "thinking", "text", text));
             }
+            if (!json_array_size(parts))
+                pc_drop(ctx, "input[].", "reasoning"); //  encrypted content only
             pc_push_message(messages, "assistant", parts);
         } else {
             pc_fail(error, size, "input item type '%s' cannot be converted", type);
             goto fail;
         }
     }
-    json_t *tools = json_object_get(request, "tools");
-    if (tools) {
-        json_t *list = json_array();
-        json_object_set_new(ir, "tools", list);
-        json_array_foreach(tools, index, item)
-        {
-            const char *type = json_string_value(json_object_get(item, "type"));
-            const char *name = json_string_value(json_object_get(item, "name"));
-            if (!type || strcmp(type, "function") || !name) {
-                pc_fail(error, size, "tool type '%s' cannot be converted (only function tools)",
-                        type ? type : "?");
-                goto fail;
-            }
-            json_t *tool = json_pack("{s:s}", "name", name);
-            if (json_is_string(json_object_get(item, "description")))
-                json_object_set(tool, "description", json_object_get(item, "description"));
-            if (json_is_object(json_object_get(item, "parameters")))
-                json_object_set(tool, "parameters", json_object_get(item, "parameters"));
-            json_array_append_new(list, tool);
-        }
-    }
+    if (s_tools_read(request, ir, ctx, error, size))
+        goto fail;
     json_t *choice = json_object_get(request, "tool_choice");
     if (json_is_string(choice))
         json_object_set(ir, "tool_choice", choice);
@@ -216,6 +266,13 @@ static json_t *s_request_read(const json_t *request, bool stream, char *error, s
     for (const char **key = copied; *key; key++)
         if (json_is_number(json_object_get(request, *key)))
             json_object_set(ir, *key, json_object_get(request, *key));
+    const char *text_key;
+    json_t *text_value;
+    json_object_foreach(json_object_get(request, "text"), text_key, text_value)
+    {
+        if (strcmp(text_key, "format"))
+            pc_drop(ctx, "text.", text_key);
+    }
     json_t *format = json_object_get(json_object_get(request, "text"), "format");
     const char *format_type = json_string_value(json_object_get(format, "type"));
     if (format_type && strcmp(format_type, "json_object") == 0)
@@ -233,10 +290,16 @@ static json_t *s_request_read(const json_t *request, bool stream, char *error, s
     }
     json_t *reasoning = json_object_get(request, "reasoning");
     const char *effort = json_string_value(json_object_get(reasoning, "effort"));
-    if (effort)
-        json_object_set_new(ir, "reasoning",
-                            json_pack("{s:s, s:b}", "effort", effort, "include_thoughts",
-                                      json_is_string(json_object_get(reasoning, "summary"))));
+    json_t *summary = json_object_get(reasoning, "summary");
+    if (!json_is_string(summary))
+        summary = json_object_get(reasoning, "generate_summary");
+    if (effort && strcmp(effort, "none"))
+        json_object_set_new(
+            ir, "reasoning",
+            json_pack("{s:s, s:b}", "effort", effort, "include_thoughts", json_is_string(summary)));
+    else if (json_is_string(summary))
+        //  Summaries asked, the effort left to the model.
+        json_object_set_new(ir, "reasoning", json_pack("{s:b}", "include_thoughts", 1));
     if (json_is_string(json_object_get(request, "user")))
         json_object_set(ir, "user", json_object_get(request, "user"));
     json_decref(names);
@@ -250,13 +313,18 @@ fail:
 //  ---------------------------------------------------------------------------
 //  Request: neutral -> upstream
 
-static json_t *s_request_write(const json_t *ir, const char *model, char *error, size_t size)
+static json_t *s_request_write(const json_t *ir, const char *model, pc_ctx_t *ctx, char *error,
+                               size_t size)
 {
-    const char *refused[] = {"stop", "top_k", "seed", "presence_penalty", "frequency_penalty",
-                             NULL};
-    for (const char **key = refused; *key; key++)
+    //  Stop sequences end the answer where the client wants it: without
+    //  them it would be another answer.
+    if (json_object_get(ir, "stop"))
+        return pc_fail(error, size, "stop sequences cannot be expressed for an %s upstream",
+                       S_NAME);
+    const char *tuning[] = {"top_k", "seed", "presence_penalty", "frequency_penalty", NULL};
+    for (const char **key = tuning; *key; key++)
         if (json_object_get(ir, *key))
-            return pc_fail(error, size, "%s cannot be expressed for an %s upstream", *key, S_NAME);
+            pc_drop_ir(ctx, *key);
     //  store false: the gateway keeps no state at the provider.
     json_t *body = json_pack("{s:s, s:[], s:b}", "model", model, "input", "store", 0);
     json_t *input = json_object_get(body, "input");
@@ -349,8 +417,10 @@ static json_t *s_request_write(const json_t *ir, const char *model, char *error,
                     input, json_pack("{s:s, s:O, s:s}", "type", "function_call_output", "call_id",
                                      json_object_get(part, "id"), "output", text));
                 free(text);
-            }
-            //  Earlier reasoning is not sent (docs/conversion.md).
+            } else if (strcmp(type, "thinking") == 0)
+                //  Earlier reasoning is not sent: Responses takes its own
+                //  encrypted items only (docs/conversion.md).
+                pc_drop_ir(ctx, "thinking");
         }
         S_FLUSH();
 #undef S_FLUSH
@@ -808,9 +878,18 @@ static const char *s_error_message(const json_t *body)
     return json_string_value(json_object_get(error, "message"));
 }
 
+//  Neutral names -> a Responses client's names for them.
+static const char *const s_names[][2] = {
+    {"thinking", "input[].reasoning"},
+    {"reasoning", "reasoning.effort"},
+    {"include_thoughts", "reasoning.summary"},
+    {NULL, NULL},
+};
+
 const pc_codec_t pc_responses_codec = {
     .protocol = PROTO_PROTOCOL_OPENAI_RESPONSES,
     .name = S_NAME,
+    .names = s_names,
     .request_read = s_request_read,
     .request_write = s_request_write,
     .response_read = s_response_read,

@@ -161,11 +161,12 @@ static bool s_run_request(const char *file, json_t *fixture, bool update)
 {
     char error[256] = "";
     const char *model = json_string_value(json_object_get(fixture, "model"));
-    json_t *body = proto_convert_request(
+    json_t *dropped = json_array();
+    json_t *body = proto_convert_request_policy(
         s_protocol(json_string_value(json_object_get(fixture, "from"))),
         s_protocol(json_string_value(json_object_get(fixture, "to"))),
         json_object_get(fixture, "input"), model, json_is_true(json_object_get(fixture, "stream")),
-        error, sizeof error);
+        json_is_true(json_object_get(fixture, "strict")), dropped, error, sizeof error);
     const char *refusal = json_string_value(json_object_get(fixture, "error"));
     if (refusal) {
         if (body || !strstr(error, refusal)) {
@@ -173,6 +174,7 @@ static bool s_run_request(const char *file, json_t *fixture, bool update)
             s_show("body", body);
             assert(!"refusal expected");
         }
+        json_decref(dropped);
         return false;
     }
     if (!body) {
@@ -180,6 +182,10 @@ static bool s_run_request(const char *file, json_t *fixture, bool update)
         assert(!"request refused");
     }
     bool changed = s_expect(file, fixture, "expect", body, update);
+    //  What was left out, in the client's names (none when not listed).
+    if (json_array_size(dropped) || json_object_get(fixture, "dropped"))
+        changed |= s_expect(file, fixture, "dropped", dropped, update);
+    json_decref(dropped);
     json_decref(body);
     return changed;
 }

@@ -786,6 +786,7 @@ static proto_msg_t *s_sample(proto_msg_type_t type)
     proto_msg_set_include_usage(msg, false);
     proto_msg_set_sequence(msg, 7);
     proto_msg_set_content_type(msg, "text/event-stream");
+    proto_msg_set_dropped(msg, "top_k,context_management");
     proto_msg_set_reason(msg, "client gone");
     proto_msg_set_provider_id(msg, 1);
     proto_msg_set_provider_key_id(msg, 2);

@@ -30,11 +30,13 @@
     DISPATCH        ingress -> dispatch client_protocol*, model*, stream, candidates*,
                                         key_id*, account_id*, reserve_micros, include_usage;
                                         body = the client's request body
-    CHUNK           dispatch -> ingress sequence*, status and content_type on the first;
-                                        body = bytes for the client, already in its protocol
+    CHUNK           dispatch -> ingress sequence*, status, content_type and dropped on the
+                                        first; body = bytes for the client, already in its
+                                        protocol
     DONE            dispatch -> ingress status*, content_type, error_code, tokens_*,
-                                        provider_id, upstream_model; body = last bytes (or
-                                        the whole answer when not streamed)
+                                        provider_id, upstream_model, dropped (when no CHUNK
+                                        went before); body = last bytes (or the whole answer
+                                        when not streamed)
     CANCEL          ingress -> dispatch reason (the client went away)
     OUTCOME         dispatch -> pub     provider_id*, provider_key_id*, upstream_model*,
                                         status*, attempt, latency_us, ttfb_us, retry_after_ms,
@@ -179,6 +181,7 @@ typedef enum {
     X(estimated, 33, BOOL)                                                                         \
     X(cost_micros, 34, I64)                                                                        \
     X(topic, 35, STR)                                                                              \
+    X(dropped, 47, STR)                                                                            \
     X(capabilities, 48, STR)                                                                       \
     X(lease_id, 49, U64)                                                                           \
     X(credit_micros, 50, I64)                                                                      \

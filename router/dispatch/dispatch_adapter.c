@@ -419,6 +419,26 @@ static void s_pass_finish(dispatch_convert_t *conv, bool completed, int status, 
 //  proto_convert. conv->extra holds the stream converter of a streamed
 //  attempt.
 
+//  Names joined with "," as the x-tollgate-dropped-fields header carries
+//  them; a list too long for the buffer ends with "..." .
+static void s_join_names(const json_t *names, char *text, size_t size)
+{
+    size_t used = 0;
+    size_t index;
+    json_t *item;
+    *text = 0;
+    json_array_foreach(names, index, item)
+    {
+        const char *name = json_string_value(item);
+        size_t need = strlen(name) + (index ? 1 : 0);
+        if (used + need + 4 >= size) {
+            snprintf(text + used, size - used, "%s...", index ? "," : "");
+            return;
+        }
+        used += (size_t)snprintf(text + used, size - used, "%s%s", index ? "," : "", name);
+    }
+}
+
 static int s_conv_request(dispatch_convert_t *conv, const char *body, size_t size,
                           const char *upstream_model, char **out, size_t *out_size)
 {
@@ -434,8 +454,12 @@ static int s_conv_request(dispatch_convert_t *conv, const char *body, size_t siz
     }
     bool stream = client == PROTO_PROTOCOL_GEMINI ? conv->client_stream
                                                   : json_is_true(json_object_get(root, "stream"));
-    json_t *converted = proto_convert_request(client, upstream, root, upstream_model, stream,
-                                              conv->error, sizeof conv->error);
+    json_t *dropped = json_array();
+    json_t *converted =
+        proto_convert_request_policy(client, upstream, root, upstream_model, stream, conv->strict,
+                                     dropped, conv->error, sizeof conv->error);
+    s_join_names(dropped, conv->dropped, sizeof conv->dropped);
+    json_decref(dropped);
     if (!converted) {
         json_decref(root);
         return -1;
@@ -875,11 +899,21 @@ static void s_test_conversion(void)
     json_decref(parsed);
     free(client);
     zchunk_destroy(&chunk);
-    //  Refused: JSON mode cannot go to Anthropic.
+    //  Refused: audio goes nowhere but OpenAI. Dropped and named: what only
+    //  tunes; refused instead when the provider or model is strict.
     body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
-           "\"response_format\":{\"type\":\"json_object\"}}";
+           "\"modalities\":[\"text\",\"audio\"]}";
     assert(adapter->request(&conv, body, strlen(body), "up", &out, &out_size) == -1);
-    assert(strstr(conv.error, "response_format"));
+    assert(strstr(conv.error, "modalities"));
+    body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+           "\"seed\":7,\"store\":true,\"metadata\":{\"a\":\"b\"}}";
+    assert(adapter->request(&conv, body, strlen(body), "up", &out, &out_size) == 0);
+    assert(strcmp(conv.dropped, "store,metadata,seed") == 0 && !strstr(out, "seed"));
+    free(out);
+    conv.strict = true;
+    assert(adapter->request(&conv, body, strlen(body), "up", &out, &out_size) == -1);
+    assert(strstr(conv.error, "store, metadata, seed") && strstr(conv.error, "strict"));
+    conv.strict = false;
 
     //  A Gemini client's model and stream come from the path.
     adapter = dispatch_adapter_find(PROTO_PROTOCOL_GEMINI, PROTO_PROTOCOL_OPENAI);

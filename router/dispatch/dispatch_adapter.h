@@ -47,6 +47,7 @@ typedef struct {
     bool client_stream;       //  the client's path asked for a stream (Gemini)
     bool json_array;          //  a Gemini client streaming without alt=sse
     bool count_tokens;        //  a token count, not a generation
+    bool strict;              //  refuse what conversion would drop (provider or model strict)
     //  Set by request and the calls after it:
     bool stream;              //  the upstream was asked to stream
     bool client_usage;        //  the client itself asked for stream usage
@@ -55,6 +56,7 @@ typedef struct {
     size_t content_bytes;     //  content text bytes passed to the client
     bool complete;            //  the stream's own end marker was seen
     size_t items;             //  JSON-array passthrough: elements written so far
+    char dropped[512];        //  request fields conversion left out, comma-separated ("" none)
     char error[256];          //  why the last call returned -1
     void *extra;              //  the converter's own state, or NULL
 } dispatch_convert_t;
@@ -67,8 +69,10 @@ struct _dispatch_adapter_t {
     const char *name;      //  for logs: "openai>anthropic"
 
     //  Builds the upstream body from the client's body (which it validates)
-    //  for upstream_model; sets conv->stream and conv->client_usage. Returns
-    //  0 with *out (caller frees) or -1 with conv->error: a client error.
+    //  for upstream_model; sets conv->stream, conv->client_usage and
+    //  conv->dropped (the fields a conversion left out, docs/conversion.md).
+    //  Returns 0 with *out (caller frees) or -1 with conv->error: a client
+    //  error.
     int (*request)(dispatch_convert_t *conv, const char *body, size_t size,
                    const char *upstream_model, char **out, size_t *out_size);
 

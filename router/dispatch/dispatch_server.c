@@ -331,6 +331,8 @@ static void s_finish(s_request_t *self, const s_ending_t *ending)
             proto_msg_set_content_type(done, ending->content_type);
         if (ending->error_code)
             proto_msg_set_error_code(done, ending->error_code);
+        if (!self->relayed && *self->conv.dropped)
+            proto_msg_set_dropped(done, self->conv.dropped);
         proto_msg_set_tokens_in(done, usage->tokens_in);
         proto_msg_set_tokens_out(done, usage->tokens_out);
         proto_msg_set_tokens_cache_read(done, usage->tokens_cache_read);
@@ -425,6 +427,8 @@ static void s_flush(s_request_t *self)
         proto_msg_set_status(chunk, (uint64_t)self->status);
         proto_msg_set_content_type(chunk, self->conv.content_type);
         proto_msg_set_ttfb_us(chunk, self->first_byte_us - self->received_us);
+        if (*self->conv.dropped)
+            proto_msg_set_dropped(chunk, self->conv.dropped);
     }
     proto_msg_set_body_bytes(chunk, zchunk_data(self->out), zchunk_size(self->out));
     proto_capture_response_body(self->capture, zchunk_data(self->out), zchunk_size(self->out));
@@ -716,6 +720,11 @@ static int s_start_attempt(s_request_t *self, const proto_candidate_t *candidate
         log_error(self->rid, "libcurl refused the upstream call");
         return 1;
     }
+    if (*self->conv.dropped)
+        //  The request log names what the conversion left out, as the
+        //  client's x-tollgate-dropped-fields header does.
+        log_info(self->rid, "attempt %d to provider=%llu (%s) dropped fields: %s", self->attempts,
+                 (unsigned long long)candidate->provider_id, adapter->name, self->conv.dropped);
     log_debug(self->rid, "attempt %d provider=%llu model=%s via %s", self->attempts,
               (unsigned long long)candidate->provider_id, candidate->upstream_model, adapter->name);
     return 0;

@@ -7,6 +7,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "mock_agent.h"
 #include "mock_upstream.h"
 
 #include <pthread.h>
@@ -55,6 +56,7 @@ int main(int argc, char *argv[])
             takes_value = false;
         } else if (!strcmp(option, "--selftest")) {
             mock_upstream_test(config.verbose);
+            mock_agent_test(config.verbose);
             return 0;
         } else if (!strcmp(option, "--help") || !strcmp(option, "-h")) {
             s_usage(stdout);

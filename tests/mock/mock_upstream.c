@@ -18,6 +18,7 @@
 #endif
 //  Asserts guard our own invariants and drive the self test: they stay on in release builds.
 #undef NDEBUG
+#include "mock_agent.h"
 #include "mock_upstream.h"
 
 #include <arpa/inet.h>
@@ -198,21 +199,22 @@ typedef enum { P_OPENAI, P_ANTHROPIC, P_GEMINI } s_proto_t;
 
 typedef enum {
     R_NOT_FOUND,
-    R_CHAT,         //  POST /v1/chat/completions
-    R_RESPONSES,    //  POST /v1/responses
-    R_EMBEDDINGS,   //  POST /v1/embeddings
-    R_MESSAGES,     //  POST /v1/messages
-    R_COUNT_TOKENS, //  POST /v1/messages/count_tokens
-    R_GEM_GENERATE, //  POST /v1beta/models/{m}:generateContent
-    R_GEM_STREAM,   //  POST /v1beta/models/{m}:streamGenerateContent
-    R_GEM_COUNT,    //  POST /v1beta/models/{m}:countTokens
-    R_MODELS,       //  GET /v1/models (OpenAI or Anthropic shape)
-    R_MODEL,        //  GET /v1/models/{id}
-    R_GEM_MODELS,   //  GET /v1beta/models
-    R_GEM_MODEL,    //  GET /v1beta/models/{m}
-    R_MOCK_STATS,   //  GET /mock/stats
-    R_MOCK_RESET,   //  POST /mock/reset
-    R_MOCK_FAULTS,  //  GET|POST /mock/faults
+    R_CHAT,          //  POST /v1/chat/completions
+    R_RESPONSES,     //  POST /v1/responses
+    R_EMBEDDINGS,    //  POST /v1/embeddings
+    R_MESSAGES,      //  POST /v1/messages
+    R_COUNT_TOKENS,  //  POST /v1/messages/count_tokens
+    R_GEM_GENERATE,  //  POST /v1beta/models/{m}:generateContent
+    R_GEM_STREAM,    //  POST /v1beta/models/{m}:streamGenerateContent
+    R_GEM_COUNT,     //  POST /v1beta/models/{m}:countTokens
+    R_MODELS,        //  GET /v1/models (OpenAI or Anthropic shape)
+    R_MODEL,         //  GET /v1/models/{id}
+    R_GEM_MODELS,    //  GET /v1beta/models
+    R_GEM_MODEL,     //  GET /v1beta/models/{m}
+    R_MOCK_STATS,    //  GET /mock/stats
+    R_MOCK_RESET,    //  POST /mock/reset
+    R_MOCK_FAULTS,   //  GET|POST /mock/faults
+    R_MOCK_REQUESTS, //  GET /mock/requests (mock_agent.h's journal)
 } s_route_t;
 
 //  One stream event; its text is rendered only when it is about to be sent.
@@ -350,6 +352,7 @@ struct _mock_upstream_t {
     char *last_body;               //  Its body (at most S_MAX_LAST_BODY bytes)
     size_t last_body_len;          //  Its length
     size_t last_body_size;         //  The untruncated body size
+    mock_journal_t *journal;       //  Every API request, for GET /mock/requests
 };
 
 static void s_req_unref(void *cls)
@@ -712,7 +715,31 @@ static int s_plan_reply(s_req_t *req, json_t *body)
     s_last_user_text(req, body, &text);
     const char *tool = s_first_tool(req, body);
     int rc = 0;
-    if (tool && text.data && strstr(text.data, "call_tool")) {
+    mock_agent_plan_t plan;
+    mock_agent_api_t api = req->route == R_RESPONSES   ? MOCK_AGENT_RESPONSES
+                           : req->proto == P_GEMINI    ? MOCK_AGENT_GEMINI
+                           : req->proto == P_ANTHROPIC ? MOCK_AGENT_ANTHROPIC
+                                                       : MOCK_AGENT_CHAT;
+    mock_agent_reply_t scripted = mock_agent_plan(body, api, &plan);
+    if (scripted == MOCK_AGENT_CALL) {
+        //  An agent's own tool with the arguments the test chose (mock_agent.h).
+        size_t half = strlen(plan.arguments) / 2;
+        req->tool = true;
+        req->tool_name = strdup(plan.tool);
+        rc = s_add_piece(req, plan.arguments, half) ||
+             s_add_piece(req, plan.arguments + half, strlen(plan.arguments) - half);
+    } else if (scripted == MOCK_AGENT_TEXT) {
+        const char *start = plan.text;
+        while (*start && !rc) {
+            const char *end = start;
+            while (*end == ' ')
+                end++;
+            while (*end && *end != ' ')
+                end++;
+            rc = s_add_piece(req, start, (size_t)(end - start));
+            start = end;
+        }
+    } else if (tool && text.data && strstr(text.data, "call_tool")) {
         //  Split the arguments so a streaming client must reassemble them.
         const char *args = S_TOOL_ARGS;
         req->tool = true;
@@ -744,6 +771,7 @@ static int s_plan_reply(s_req_t *req, json_t *body)
         }
     }
     s_buf_reset(&text);
+    mock_agent_plan_clear(&plan);
     if (rc || (req->tool && !req->tool_name))
         return -1;
     s_buf_t full = {0};
@@ -892,12 +920,23 @@ static json_t *s_resp_object(s_req_t *req, bool done)
                      done ? s_resp_usage(req) : json_null());
 }
 
+//  The tool call's arguments as an object (they are JSON text in full_text).
+static json_t *s_tool_input(s_req_t *req)
+{
+    json_t *input = json_loads(req->full_text ? req->full_text : "", 0, NULL);
+    if (!json_is_object(input)) {
+        json_decref(input);
+        input = json_object();
+    }
+    return input;
+}
+
 static json_t *s_anth_block(s_req_t *req, bool done)
 {
     if (req->tool)
         return json_pack("{s:s, s:o, s:s, s:o}", "type", "tool_use", "id",
                          json_sprintf("toolu_mock%lu", req->seq), "name", req->tool_name, "input",
-                         done ? json_pack("{s:s}", "location", "Paris") : json_object());
+                         done ? s_tool_input(req) : json_object());
     return json_pack("{s:s, s:s}", "type", "text", "text", done ? req->full_text : "");
 }
 
@@ -927,8 +966,8 @@ static json_t *s_gem_response(s_req_t *req, json_t *parts, const char *finish, i
 
 static json_t *s_gem_tool_parts(s_req_t *req)
 {
-    return json_pack("[{s:{s:s, s:{s:s}}}]", "functionCall", "name", req->tool_name, "args",
-                     "location", "Paris");
+    return json_pack("[{s:{s:s, s:o}}]", "functionCall", "name", req->tool_name, "args",
+                     s_tool_input(req));
 }
 
 //  Whole non-streamed answer for a generation route.
@@ -1533,10 +1572,15 @@ static enum MHD_Result s_mock_control(s_req_t *req)
         pthread_mutex_unlock(&self->mutex);
         return s_queue(req);
     }
+    if (req->route == R_MOCK_REQUESTS) {
+        s_set_json(req, 200, json_pack("{s:o}", "requests", mock_journal_json(self->journal)));
+        return s_queue(req);
+    }
     if (req->route == R_MOCK_RESET) {
         pthread_mutex_lock(&self->mutex);
         s_reset_counters(self);
         pthread_mutex_unlock(&self->mutex);
+        mock_journal_clear(self->journal);
         s_set_json(req, 200, json_pack("{s:b}", "ok", 1));
         return s_queue(req);
     }
@@ -1625,6 +1669,8 @@ static void s_route(s_req_t *req)
         req->route = R_MOCK_STATS;
     else if (post && !strcmp(path, "/mock/reset"))
         req->route = R_MOCK_RESET;
+    else if (get && !strcmp(path, "/mock/requests"))
+        req->route = R_MOCK_REQUESTS;
     else if ((post || get) && !strcmp(path, "/mock/faults"))
         req->route = R_MOCK_FAULTS;
 }
@@ -1675,6 +1721,10 @@ static void s_record(s_req_t *req, json_t *body, const char *key, const char *ki
     const char *query = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "alt");
     if (query)
         json_object_set_new(last, "alt", json_string(query));
+    char alt[64];
+    snprintf(alt, sizeof alt, "alt=%s", query ? query : "");
+    mock_journal_add(self->journal, req->method, req->path, query ? alt : NULL, req->model, headers,
+                     req->body.data, req->body.len);
     size_t keep = req->body.len < S_MAX_LAST_BODY ? req->body.len : S_MAX_LAST_BODY;
     char *copy = keep ? malloc(keep) : NULL;
     if (copy)
@@ -1931,6 +1981,7 @@ mock_upstream_t *mock_upstream_new(const mock_upstream_config_t *config)
     pthread_mutex_init(&self->mutex, NULL);
     self->verbose = config->verbose;
     self->static_faults = json_object();
+    self->journal = mock_journal_new();
     s_reset_counters(self);
     if (config->require_key)
         self->require_key = strdup(config->require_key);
@@ -2017,6 +2068,7 @@ void mock_upstream_destroy(mock_upstream_t **self_p)
     json_decref(self->static_faults);
     json_decref(self->last);
     free(self->last_body);
+    mock_journal_destroy(&self->journal);
     pthread_mutex_destroy(&self->mutex);
     free(self);
     *self_p = NULL;

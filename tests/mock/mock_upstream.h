@@ -17,9 +17,14 @@
     delay-headers:MS, delay-chunks:MS, cut:N, hang, malformed, no-terminator, flap:N,
     cached:N (not a fault: report N prompt tokens as cached, like x-mock-cached-tokens).
 
+        user text "mock-call NAME {JSON}"
+                                    tool call to NAME with those arguments, then "mock saw: "
+                                    and the tool's result once it comes back (mock_agent.h)
+
     Control endpoints: GET /mock/stats, POST /mock/reset, POST /mock/faults
     {"model":"m","fault":"SPEC"} (empty fault clears; model "*" matches every model),
-    GET /mock/faults.
+    GET /mock/faults, GET /mock/requests (every API request: path, model, headers without
+    credentials, body; emptied by /mock/reset).
 */
 
 #ifndef MOCK_UPSTREAM_H_INCLUDED

@@ -315,20 +315,46 @@ describe('upstream error bodies in the client\'s shape, with the upstream\'s mes
   }
 
   test('a converted request the upstream cannot express: 400 in the client\'s shape', async () => {
-    // JSON mode has no Anthropic equivalent: refused, never dropped.
+    // Audio changes what the client gets back: refused, never dropped.
     const response = await fetch(`${env.gateway}/v1/chat/completions`, {
       method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${env.key}` },
-      body: JSON.stringify({ model: 'to-anthropic', messages: [{ role: 'user', content: 'x' }], response_format: { type: 'json_object' } }),
+      body: JSON.stringify({ model: 'to-anthropic', messages: [{ role: 'user', content: 'x' }], modalities: ['text', 'audio'], audio: { voice: 'alloy', format: 'wav' } }),
     });
     assert.equal(response.status, 400);
     const json = await response.json();
-    assert.match(json.error.message, /response_format/);
+    assert.match(json.error.message, /audio|modalities/);
     const gemini = await fetch(`${env.gateway}/v1beta/models/to-openai:generateContent`, {
       method: 'POST', headers: { 'content-type': 'application/json', 'x-goog-api-key': env.key },
-      body: JSON.stringify({ contents: [{ parts: [{ text: 'x' }] }], tools: [{ googleSearch: {} }] }),
+      body: JSON.stringify({ contents: [{ parts: [{ text: 'x' }] }], generationConfig: { responseModalities: ['AUDIO'] } }),
     });
     assert.equal(gemini.status, 400);
     assert.equal((await gemini.json()).error.status, 'INVALID_ARGUMENT');
+  });
+
+  test('what only tunes is dropped and named in x-tollgate-dropped-fields', async () => {
+    // A search tool the model may use (not forced) and a sampling knob: the answer comes,
+    // and the header names what did not reach the upstream, in the client's words.
+    const gemini = await fetch(`${env.gateway}/v1beta/models/to-openai:generateContent`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-goog-api-key': env.key },
+      body: JSON.stringify({ contents: [{ parts: [{ text: 'x' }] }], tools: [{ googleSearch: {} }], generationConfig: { topK: 5 } }),
+    });
+    assert.equal(gemini.status, 200);
+    assert.equal(gemini.headers.get('x-tollgate-dropped-fields'), 'tools[].googleSearch,generationConfig.topK');
+    // Streamed too: the header comes with the first bytes.
+    const chat = await fetch(`${env.gateway}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${env.key}` },
+      body: JSON.stringify({ model: 'to-anthropic', stream: true, messages: [{ role: 'user', content: 'x' }], seed: 3, store: true }),
+    });
+    assert.equal(chat.status, 200);
+    assert.equal(chat.headers.get('x-tollgate-dropped-fields'), 'store,seed');
+    assert.match(await chat.text(), /\[DONE\]/);
+    // Nothing dropped, no header; a JSON answer is asked of Anthropic with a schema.
+    const json = await fetch(`${env.gateway}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${env.key}` },
+      body: JSON.stringify({ model: 'to-anthropic', messages: [{ role: 'user', content: 'x' }], response_format: { type: 'json_object' } }),
+    });
+    assert.equal(json.status, 200);
+    assert.equal(json.headers.get('x-tollgate-dropped-fields'), null);
   });
 
   test('a stream cut by the upstream ends with the client\'s error event, not a clean end', async () => {

@@ -7,8 +7,8 @@
       - the connection: from the first access-handler call until MHD's
         completion callback (normal end, error, client abort, shutdown);
       - the pipeline: while the request id is registered in `requests`,
-        i.e. while a reply from billing, router or dispatch may still be
-        due for it (from ADMIT/ROUTE until DONE, CANCEL or a decision);
+        i.e. while a reply from billing or dispatch may still be due for
+        it (from ADMIT until DONE, CANCEL or a decision);
       - the content reader: from the creation of a streamed response until
         MHD frees that response.
     Replies are looked up by request id, never by pointer: a reply for an id
@@ -87,7 +87,7 @@
 
 typedef enum {
     S_RECEIVING,  //  reading the request (or answering it at once)
-    S_WAITING,    //  ADMIT and ROUTE out; connection suspended
+    S_WAITING,    //  ADMIT out; connection suspended
     S_DISPATCHED, //  DISPATCH out; suspended until the first CHUNK or DONE
     S_STREAMING,  //  streamed response queued; bytes flow through `out`
     S_ANSWERED,   //  a complete response is queued or about to be
@@ -136,13 +136,11 @@ struct _s_request_t {
     char path_model[INGRESS_MODEL_MAX + 1]; //  model named by the path (Gemini), "" when none
     bool json_array;                        //  Gemini stream without alt=sse: one JSON array
     proto_msg_t *admit_reply;               //  billing's answer, once in
-    proto_msg_t *route_reply;               //  router's answer, once in
     int abandon_status;                     //  status to settle with when abandoned
     int dispatch_index;                     //  dispatch socket holding it, -1 before
     uint32_t dispatch_tried;                //  bit per dispatch instance sent the DISPATCH
     uint64_t held_until_ms;                 //  held for a dispatch until then, 0 = never held
     uint64_t dispatched_ms;                 //  when the DISPATCH last went out
-    uint64_t route_resend_ms;               //  when ROUTE may be re-sent next, 0 = not yet
     uint64_t admit_resend_ms;               //  when ADMIT may be re-sent next, 0 = not yet
     uint64_t admit_resend_gap_ms;           //  the gap after that (doubles, capped)
     uint64_t next_sequence;                 //  CHUNK sequence expected next
@@ -196,13 +194,12 @@ struct _ingress_server_t {
     proto_catalog_t *catalog;              //  current configuration snapshot
     s_peer_t billing[S_MAX_BILLING];       //  one DEALER per billing instance
     int billing_count;                     //  entries in billing
-    s_peer_t router;                       //  one DEALER to every router
     s_peer_t dispatch[S_MAX_DISPATCH];     //  one DEALER per dispatch instance
     int dispatch_count;                    //  entries in dispatch
     unsigned next_dispatch;                //  round-robin position
-    int resend_timer;                      //  looks for ROUTE/ADMIT to re-send, 0 = idle
+    int resend_timer;                      //  looks for ADMITs to re-send, 0 = idle
     zhashx_t *requests;                    //  request id -> s_request_t (not owned)
-    s_queue_t waiting;                     //  ADMIT/ROUTE out: internal timeout
+    s_queue_t waiting;                     //  ADMIT out: internal timeout
     s_queue_t running;                     //  dispatched: request timeout
     s_queue_t held;                        //  handed back by a draining dispatch: retried
     s_request_t *live;                     //  requests with a live connection
@@ -381,7 +378,6 @@ static void s_request_unref(s_request_t *r)
         MHD_destroy_response(r->response);
     ingress_buffer_destroy(&r->out);
     proto_msg_destroy(&r->admit_reply);
-    proto_msg_destroy(&r->route_reply);
     proto_capture_destroy(&r->capture);
     free(r->body);
     free(r);
@@ -887,22 +883,18 @@ static int s_pick_dispatch(ingress_server_t *self, s_request_t *r)
     return -1;
 }
 
+//  The one round trip of a request: dispatch picks the candidates from its
+//  routing table, calls the upstream and answers with CHUNKs and DONE.
 static void s_dispatch(ingress_server_t *self, s_request_t *r)
 {
-    size_t count = 0;
-    const proto_candidate_t *candidates = proto_msg_candidates(r->route_reply, &count);
     int chosen = s_pick_dispatch(self, r);
-    if (!count || chosen < 0) {
-        int status = 503;
-        log_warn(r->id, "%s",
-                 count ? "no dispatch instance is reachable" : "route reply carried no candidates");
-        char message[300];
-        snprintf(message, sizeof message, "No provider is available for model %s", r->parsed.model);
+    if (chosen < 0) {
+        log_warn(r->id, "no dispatch instance is reachable");
         r->phase = S_ANSWERED;
-        s_settle(r, status);
+        s_settle(r, 503);
         s_forget(r);
-        s_answer_error(r, (unsigned)status, count ? "dispatch_unavailable" : "no_provider",
-                       count ? "The gateway cannot reach its dispatch service" : message);
+        s_answer_error(r, 503, "dispatch_unavailable",
+                       "The gateway cannot reach its dispatch service");
         return;
     }
     self->next_dispatch = (unsigned)chosen + 1;
@@ -918,9 +910,10 @@ static void s_dispatch(ingress_server_t *self, s_request_t *r)
         proto_msg_set_meta(msg, "{\"count_tokens\":true}");
     else if (r->json_array)
         proto_msg_set_meta(msg, "{\"json_array\":true}");
-    proto_msg_set_candidates(msg, candidates, count);
     if (r->parsed.session[0])
         proto_msg_set_session(msg, r->parsed.session);
+    if (r->parsed.capabilities[0])
+        proto_msg_set_capabilities(msg, r->parsed.capabilities);
     proto_msg_set_key_id(msg, r->key_id);
     proto_msg_set_account_id(msg, r->account_id);
     proto_msg_set_reserve_micros(msg, proto_msg_reserve_micros(r->admit_reply));
@@ -942,14 +935,14 @@ static void s_dispatch(ingress_server_t *self, s_request_t *r)
     r->dispatched_ms = proto_loop_now_ms();
     r->phase = S_DISPATCHED;
     s_queue_push(&self->running, r, self->request_timeout_ms);
-    log_debug(r->id, "dispatched to %d with %zu candidates", chosen, count);
+    log_debug(r->id, "dispatched to %d", chosen);
 }
 
-//  Called whenever a reply arrives for a waiting or abandoned request.
+//  Called when billing's answer arrives for a waiting or abandoned request.
 static void s_decide(ingress_server_t *self, s_request_t *r)
 {
     if (!r->admit_reply)
-        return; //  admission decides first, whatever the router said
+        return;
     bool admitted = proto_msg_status(r->admit_reply) == 200;
     if (r->phase == S_ABANDONED) {
         if (admitted)
@@ -963,33 +956,21 @@ static void s_decide(ingress_server_t *self, s_request_t *r)
         s_answer_reply_error(r, r->admit_reply, "admission_refused", "The request was refused");
         return;
     }
-    if (!r->route_reply)
-        return;
-    int route_status = (int)proto_msg_status(r->route_reply);
-    if (route_status != 200) {
-        char message[300];
-        snprintf(message, sizeof message, "No provider is available for model %s", r->parsed.model);
-        r->phase = S_ANSWERED;
-        s_settle(r, route_status >= 400 && route_status <= 599 ? route_status : 502);
-        s_forget(r);
-        s_answer_reply_error(r, r->route_reply, "no_provider", message);
-        return;
-    }
     s_dispatch(self, r);
 }
 
-static void s_on_reply(ingress_server_t *self, proto_msg_t **msg_p, bool admission)
+static void s_on_reply(ingress_server_t *self, proto_msg_t **msg_p)
 {
     proto_msg_t *msg = *msg_p;
     s_request_t *r = zhashx_lookup(self->requests, proto_msg_request_id(msg));
-    proto_msg_t **slot = r ? (admission ? &r->admit_reply : &r->route_reply) : NULL;
+    proto_msg_t **slot = r ? &r->admit_reply : NULL;
     if (!r || (r->phase != S_WAITING && r->phase != S_ABANDONED) || *slot) {
         proto_metric_add(self->dropped, 1);
         log_debug(proto_msg_request_id(msg), "dropped a late %s",
                   proto_msg_type_name((int)proto_msg_type(msg)));
         return;
     }
-    if (admission && r->phase == S_WAITING && s_draining_answer(msg)) {
+    if (r->phase == S_WAITING && s_draining_answer(msg)) {
         //  A billing instance on its way out: its successor owns the shard
         //  in a moment, and s_resend_tick asks again.
         log_debug(r->id, "billing is draining; the ADMIT will be re-sent");
@@ -997,7 +978,7 @@ static void s_on_reply(ingress_server_t *self, proto_msg_t **msg_p, bool admissi
     }
     *slot = msg;
     *msg_p = NULL;
-    proto_observe_span_since(r->id, r->trace, admission ? "ingress.admission" : "ingress.route",
+    proto_observe_span_since(r->id, r->trace, "ingress.admission",
                              r->received_us ? r->received_us : r->started_us,
                              (int)proto_msg_status(msg));
     s_decide(self, r);
@@ -1009,7 +990,7 @@ static void s_billing_message(proto_msg_t **msg_p, void *arg)
     ingress_server_t *self = peer->server;
     proto_msg_t *msg = *msg_p;
     if (proto_msg_type(msg) == PROTO_MSG_ADMIT_REPLY)
-        s_on_reply(self, &msg, true);
+        s_on_reply(self, &msg);
     else if (proto_msg_type(msg) == PROTO_MSG_COMMIT) {
         if (!proto_outbox_ack(peer->outbox, proto_msg_request_id(msg)))
             log_debug(proto_msg_request_id(msg), "COMMIT for a SETTLE we no longer hold");
@@ -1025,23 +1006,6 @@ static void s_billing_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
     s_peer_t *peer = arg;
     if (proto_batch_recv(socket, s_billing_message, peer) == -2)
         log_warn(NULL, "billing %d: dropped a malformed message", peer->index);
-}
-
-static void s_router_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
-{
-    s_peer_t *peer = arg;
-    proto_msg_t *msg = NULL;
-    int rc = proto_msg_recv(&msg, socket);
-    if (rc == -2)
-        log_warn(NULL, "router: dropped a malformed message");
-    if (rc != 0)
-        return;
-    if (proto_msg_type(msg) == PROTO_MSG_ROUTE_REPLY)
-        s_on_reply(peer->server, &msg, false);
-    else
-        log_warn(proto_msg_request_id(msg), "router: ignored %s",
-                 proto_msg_type_name((int)proto_msg_type(msg)));
-    proto_msg_destroy(&msg);
 }
 
 //  A client gone before its answer while admission is unknown: keep the id
@@ -1068,9 +1032,7 @@ static void s_waiting_expired(ingress_server_t *self, s_request_t *r)
         s_forget(r);
         return;
     }
-    const char *missing = !r->admit_reply && !r->route_reply ? "billing and router"
-                          : !r->admit_reply                  ? "billing"
-                                                             : "router";
+    const char *missing = "billing";
     log_warn(r->id, "no reply from %s within %llu ms", missing,
              (unsigned long long)self->internal_timeout_ms);
     char message[160];
@@ -1402,22 +1364,6 @@ static void s_route_hints(s_request_t *r)
         s_need_capability(r, account->force_capabilities.names[i]);
 }
 
-//  The body is in: check it, then ask billing and router at once.
-static proto_msg_t *s_route_new(s_request_t *r, uint64_t timeout_ms)
-{
-    proto_msg_t *route = proto_msg_new(PROTO_MSG_ROUTE);
-    s_stamp(r, route, timeout_ms);
-    proto_msg_set_model(route, r->parsed.model);
-    proto_msg_set_key_id(route, r->key_id);
-    proto_msg_set_account_id(route, r->account_id);
-    proto_msg_set_client_protocol(route, (uint64_t)r->protocol);
-    if (r->parsed.session[0])
-        proto_msg_set_session(route, r->parsed.session);
-    if (r->parsed.capabilities[0])
-        proto_msg_set_capabilities(route, r->parsed.capabilities);
-    return route;
-}
-
 static proto_msg_t *s_admit_new(s_request_t *r, uint64_t timeout_ms)
 {
     proto_msg_t *admit = proto_msg_new(PROTO_MSG_ADMIT);
@@ -1430,25 +1376,14 @@ static proto_msg_t *s_admit_new(s_request_t *r, uint64_t timeout_ms)
     return admit;
 }
 
-//  A request waiting longer than S_RESEND_AFTER_MS lost its ROUTE or ADMIT
-//  in an instance that exited (what a DEALER sent before the peer closed
-//  is gone). ROUTE has no side effects: re-sent every S_RESEND_AFTER_MS,
-//  the DEALER's round-robin takes it to the next router (not always a
-//  live one: a DEALER keeps a pipe to a router that went away, for its
-//  return, and queues its share there). ADMIT goes to the same shard
-//  (its billing comes back under the supervisor) with growing gaps; a
-//  second ADMIT of an id replaces the first reservation. The first reply
-//  wins: s_on_reply drops the others.
+//  A request waiting longer than S_RESEND_AFTER_MS lost its ADMIT in an
+//  instance that exited (what a DEALER sent before the peer closed is
+//  gone). ADMIT goes to the same shard (its billing comes back under the
+//  supervisor) with growing gaps; a second ADMIT of an id takes nothing
+//  more. The first reply wins: s_on_reply drops the others.
 static void s_resend(ingress_server_t *self, s_request_t *r, uint64_t now)
 {
     uint64_t left = r->due_ms > now ? r->due_ms - now : 1;
-    if (!r->route_reply && now >= r->route_resend_ms) {
-        r->route_resend_ms = now + S_RESEND_AFTER_MS;
-        proto_msg_t *route = s_route_new(r, left);
-        log_info(r->id, "no ROUTE_REPLY yet; asking the next router");
-        if (proto_msg_send(&route, self->router.socket) != 0)
-            log_warn(r->id, "could not re-send ROUTE");
-    }
     if (!r->admit_reply && now >= r->admit_resend_ms) {
         r->admit_resend_gap_ms =
             r->admit_resend_gap_ms ? r->admit_resend_gap_ms * 2 : S_RESEND_AFTER_MS;
@@ -1512,17 +1447,8 @@ static enum MHD_Result s_client_submit(ingress_server_t *self, s_request_t *r)
         s_register(r);
     }
     s_route_hints(r);
-    proto_msg_t *route = s_route_new(r, self->internal_timeout_ms);
     proto_msg_t *admit = s_admit_new(r, self->internal_timeout_ms);
-    //  ROUTE first: if it cannot go, nothing has been admitted yet.
     zsock_t *billing = self->billing[r->account_id % (uint64_t)self->billing_count].socket;
-    if (proto_msg_send(&route, self->router.socket) != 0) {
-        proto_msg_destroy(&admit);
-        s_forget(r);
-        log_warn(r->id, "router queue full; refusing");
-        s_answer_error(r, 503, "internal_unavailable", "The gateway's router is unavailable");
-        return MHD_YES;
-    }
     if (proto_msg_send(&admit, billing) != 0) {
         s_forget(r);
         log_warn(r->id, "billing queue full; refusing");
@@ -1535,7 +1461,7 @@ static enum MHD_Result s_client_submit(ingress_server_t *self, s_request_t *r)
         self->resend_timer =
             proto_loop_add_timer(self->loop, S_RESEND_TICK_MS, true, s_resend_tick, self);
     s_suspend(r);
-    log_debug(r->id, "admit and route asked for model %s", r->parsed.model);
+    log_debug(r->id, "admission asked for model %s", r->parsed.model);
     return MHD_YES;
 }
 
@@ -1867,7 +1793,7 @@ static int s_connect_peers(ingress_server_t *self, char *error, size_t error_siz
         return -1;
     }
     for (int i = 0; i < count; i++) {
-        //  Billing and router queue while they restart: the internal
+        //  Billing queues while it restarts: the internal
         //  timeout reports them down. Dispatch is chosen per request, so
         //  an instance without a live connection is skipped (immediate).
         if (s_peer_open(self, &self->billing[i], i, &endpoints[i], 1, false, s_billing_ready, error,
@@ -1876,13 +1802,6 @@ static int s_connect_peers(ingress_server_t *self, char *error, size_t error_siz
         self->billing[i].outbox =
             proto_outbox_new(self->loop, self->billing[i].socket, S_SETTLE_RESEND_MS);
         self->billing_count++;
-    }
-    count = proto_config_endpoints(self->config, "router", endpoints, 64);
-    if (count < 1 || s_peer_open(self, &self->router, 0, endpoints, count, false, s_router_ready,
-                                 error, error_size) != 0) {
-        if (count < 1)
-            snprintf(error, error_size, "router.endpoints is empty");
-        return -1;
     }
     count = proto_config_endpoints(self->config, "dispatch", endpoints, 64);
     if (count < 1 || count > S_MAX_DISPATCH) {
@@ -2014,10 +1933,6 @@ void ingress_server_destroy(ingress_server_t **self_p)
         proto_outbox_destroy(&self->billing[i].outbox);
         proto_loop_remove_socket(self->loop, self->billing[i].socket);
         zsock_destroy(&self->billing[i].socket);
-    }
-    if (self->router.socket) {
-        proto_loop_remove_socket(self->loop, self->router.socket);
-        zsock_destroy(&self->router.socket);
     }
     for (int i = 0; i < self->dispatch_count; i++) {
         if (self->dispatch[i].monitor) {
@@ -2171,27 +2086,27 @@ typedef struct {
 typedef enum { S_DONE_WHOLE, S_STREAM_DONE, S_STREAM_HOLD } s_test_mode_t;
 
 struct _s_test_t {
-    proto_loop_t *loop;                               //  the loop
-    ingress_server_t *server;                         //  under test
-    int port;                                         //  client API port
-    zsock_t *billing;                                 //  fake billing (ROUTER)
-    zsock_t *router;                                  //  fake router (ROUTER)
-    zsock_t *dispatch;                                //  fake dispatch (ROUTER)
-    int admit_status;                                 //  what billing answers
-    bool billing_silent;                              //  billing answers nothing
-    int route_status;                                 //  what router answers
-    s_test_mode_t mode;                               //  what dispatch does
-    int admits, routes, dispatches, cancels, settles; //  messages seen
-    char dispatch_body[512];                          //  last DISPATCH body
-    bool dispatch_ok;                                 //  last DISPATCH carried what it should
-    char dispatch_model[64];                          //  last DISPATCH's model
-    char dispatch_meta[64];                           //  last DISPATCH's meta, "" when none
-    bool dispatch_stream;                             //  last DISPATCH's stream flag
-    int dispatch_protocol;                            //  last DISPATCH's client protocol
-    s_client_t clients[S_TEST_CLIENTS];               //  clients in use
-    int client_count;                                 //  how many
-    bool (*until)(s_test_t *);                        //  the loop stops once this holds
-    bool drained;                                     //  drain callback ran
+    proto_loop_t *loop;                       //  the loop
+    ingress_server_t *server;                 //  under test
+    int port;                                 //  client API port
+    zsock_t *billing;                         //  fake billing (ROUTER)
+    zsock_t *dispatch;                        //  fake dispatch (ROUTER)
+    int admit_status;                         //  what billing answers
+    bool billing_silent;                      //  billing answers nothing
+    int dispatch_status;                      //  what dispatch answers, 200 = normally
+    const char *dispatch_code;                //  its error code when not 200
+    s_test_mode_t mode;                       //  what dispatch does
+    int admits, dispatches, cancels, settles; //  messages seen
+    char dispatch_body[512];                  //  last DISPATCH body
+    bool dispatch_ok;                         //  last DISPATCH carried what it should
+    char dispatch_model[64];                  //  last DISPATCH's model
+    char dispatch_meta[64];                   //  last DISPATCH's meta, "" when none
+    bool dispatch_stream;                     //  last DISPATCH's stream flag
+    int dispatch_protocol;                    //  last DISPATCH's client protocol
+    s_client_t clients[S_TEST_CLIENTS];       //  clients in use
+    int client_count;                         //  how many
+    bool (*until)(s_test_t *);                //  the loop stops once this holds
+    bool drained;                             //  drain callback ran
 };
 
 static bool s_test_all_ended(s_test_t *test)
@@ -2257,7 +2172,7 @@ static void s_test_reset(s_test_t *test)
         close(test->clients[i].fd);
     }
     test->client_count = 0;
-    test->admits = test->routes = test->dispatches = test->cancels = test->settles = 0;
+    test->admits = test->dispatches = test->cancels = test->settles = 0;
 }
 
 static void s_test_timeout(proto_loop_t *loop, int id, void *arg)
@@ -2338,28 +2253,6 @@ static void s_test_billing(proto_loop_t *loop, zsock_t *socket, void *arg)
     s_test_check(arg);
 }
 
-static void s_test_router(proto_loop_t *loop, zsock_t *socket, void *arg)
-{
-    s_test_t *test = arg;
-    proto_msg_t *msg = NULL;
-    assert(proto_msg_recv(&msg, socket) == 0);
-    assert(proto_msg_type(msg) == PROTO_MSG_ROUTE);
-    assert(proto_msg_client_protocol(msg) >= PROTO_PROTOCOL_OPENAI &&
-           proto_msg_client_protocol(msg) <= PROTO_PROTOCOL_OPENAI_EMBEDDINGS);
-    test->routes++;
-    proto_msg_t *reply = proto_msg_reply(msg, PROTO_MSG_ROUTE_REPLY);
-    proto_msg_set_status(reply, (uint64_t)test->route_status);
-    if (test->route_status == 200) {
-        proto_candidate_t candidate = {
-            .provider_id = 1, .provider_key_id = 2, .upstream_protocol = PROTO_PROTOCOL_OPENAI};
-        snprintf(candidate.upstream_model, sizeof candidate.upstream_model, "up-model");
-        proto_msg_set_candidates(reply, &candidate, 1);
-    } else
-        proto_msg_set_error_code(reply, "no_provider");
-    proto_msg_send(&reply, socket);
-    proto_msg_destroy(&msg);
-}
-
 static void s_test_dispatch(proto_loop_t *loop, zsock_t *socket, void *arg)
 {
     s_test_t *test = arg;
@@ -2373,10 +2266,8 @@ static void s_test_dispatch(proto_loop_t *loop, zsock_t *socket, void *arg)
     }
     assert(proto_msg_type(msg) == PROTO_MSG_DISPATCH);
     test->dispatches++;
-    size_t count = 0;
-    const proto_candidate_t *candidates = proto_msg_candidates(msg, &count);
     zframe_t *body = proto_msg_body(msg);
-    test->dispatch_ok = count == 1 && strcmp(candidates[0].upstream_model, "up-model") == 0 &&
+    test->dispatch_ok = !proto_msg_has(msg, PROTO_FIELD_candidates) &&
                         proto_msg_reserve_micros(msg) == 1234 && body &&
                         proto_msg_account_id(msg) == 3 && proto_msg_deadline(msg) > 0;
     snprintf(test->dispatch_body, sizeof test->dispatch_body, "%.*s",
@@ -2386,7 +2277,14 @@ static void s_test_dispatch(proto_loop_t *loop, zsock_t *socket, void *arg)
              proto_msg_has(msg, PROTO_FIELD_meta) ? proto_msg_meta(msg) : "");
     test->dispatch_stream = proto_msg_stream(msg);
     test->dispatch_protocol = (int)proto_msg_client_protocol(msg);
-    if (test->mode == S_DONE_WHOLE) {
+    if (test->dispatch_status != 200) {
+        //  Dispatch found no candidate: its own error, settled by itself.
+        proto_msg_t *done = proto_msg_reply(msg, PROTO_MSG_DONE);
+        proto_msg_set_status(done, (uint64_t)test->dispatch_status);
+        proto_msg_set_error_code(done, test->dispatch_code ? test->dispatch_code : "no_provider");
+        proto_msg_set_error_message(done, "No provider is available for model 'm'.");
+        proto_msg_send(&done, socket);
+    } else if (test->mode == S_DONE_WHOLE) {
         proto_msg_t *done = proto_msg_reply(msg, PROTO_MSG_DONE);
         proto_msg_set_status(done, 200);
         proto_msg_set_latency_us(done, 1000);
@@ -2442,20 +2340,17 @@ void ingress_server_test(bool verbose)
     if (verbose)
         printf(" * ingress_server: ");
     zsys_init();
-    s_test_t test = {.admit_status = 200, .route_status = 200};
+    s_test_t test = {.admit_status = 200, .dispatch_status = 200};
     test.loop = proto_loop_new();
     test.billing = zsock_new_router("inproc://ingress-test-billing");
-    test.router = zsock_new_router("inproc://ingress-test-router");
     test.dispatch = zsock_new_router("inproc://ingress-test-dispatch");
     proto_loop_add_socket(test.loop, test.billing, s_test_billing, &test);
-    proto_loop_add_socket(test.loop, test.router, s_test_router, &test);
     proto_loop_add_socket(test.loop, test.dispatch, s_test_dispatch, &test);
     proto_config_t *config = proto_config_new();
     const char *settings[][2] = {
         {"ingress.listen", "127.0.0.1:0"},
         {"ingress.admin_listen", "127.0.0.1:0"},
         {"billing.endpoints", "inproc://ingress-test-billing"},
-        {"router.endpoints", "inproc://ingress-test-router"},
         {"dispatch.endpoints", "inproc://ingress-test-dispatch"},
         {"ingress.max_body_bytes", "2048"},
         {"ingress.internal_timeout_ms", "50"},
@@ -2519,7 +2414,7 @@ void ingress_server_test(bool verbose)
     assert(strstr(client->data, "tollgate_ingress_requests_total{route=\"models\""));
     assert(test.admits == 0);
 
-    //  A whole answer: admit and route in parallel, then DISPATCH, then DONE.
+    //  A whole answer: ADMIT, then DISPATCH (dispatch routes), then DONE.
     const char *chat = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
     client = s_test_request(&test, s_test_chat("traceparent: 00-4bf92f3577b34da6a3ce929d0e0e"
                                                "4736-00f067aa0ba902b7-01\r\n",
@@ -2527,7 +2422,7 @@ void ingress_server_test(bool verbose)
     assert(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
     assert(strstr(client->data, "{\"answer\":42}") && strstr(client->data, "x-request-id: "));
     assert(strstr(client->data, "x-tollgate-overhead-ms: "));
-    assert(test.admits == 1 && test.routes == 1 && test.dispatches == 1 && test.dispatch_ok);
+    assert(test.admits == 1 && test.dispatches == 1 && test.dispatch_ok);
     assert(strcmp(test.dispatch_body, chat) == 0);
     assert(test.dispatch_protocol == PROTO_PROTOCOL_OPENAI && !*test.dispatch_meta);
 
@@ -2557,7 +2452,7 @@ void ingress_server_test(bool verbose)
                                    "Host: t\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}");
     assert(strncmp(client->data, "HTTP/1.1 401", 12) == 0);
     assert(strstr(client->data, "\"status\":\"UNAUTHENTICATED\""));
-    test.admits = test.routes = test.dispatches = 0;
+    test.admits = test.dispatches = 0;
 
     //  A stream: CHUNKs through the buffer, DONE ends it.
     test.mode = S_STREAM_DONE;
@@ -2579,18 +2474,28 @@ void ingress_server_test(bool verbose)
     assert(strstr(client->data, "Retry-After: 2\r\n") && strstr(client->data, "rate_limited"));
     assert(test.dispatches == 0 && test.settles == 0);
 
-    //  Router says no after billing admitted: 503, and the admission is settled.
+    //  Dispatch finds no provider after billing admitted: its 503 reaches
+    //  the client, and ingress settles nothing (dispatch settles what it took).
     test.admit_status = 200;
-    test.route_status = 503;
+    test.dispatch_status = 503;
+    s_test_reset(&test);
+    client = s_test_request(&test, s_test_chat("", chat, request, sizeof request));
+    assert(strncmp(client->data, "HTTP/1.1 503", 12) == 0);
+    assert(strstr(client->data, "No provider is available for model 'm'."));
+    assert(test.dispatches == 1 && test.settles == 0);
+
+    //  Every dispatch is draining: the request waits for one (at most the
+    //  internal timeout), then is answered 503 and settled here, since no
+    //  dispatch took it.
+    test.dispatch_code = "draining";
     s_test_reset(&test);
     client = s_test_send(&test, s_test_chat("", chat, request, sizeof request));
     s_test_run(&test, s_test_settled);
-    assert(strncmp(client->data, "HTTP/1.1 503", 12) == 0);
-    assert(strstr(client->data, "No provider is available for model m"));
-    assert(test.dispatches == 0);
+    assert(strncmp(client->data, "HTTP/1.1 503", 12) == 0 && test.dispatches >= 2);
+    test.dispatch_code = NULL;
 
     //  Billing silent: internal timeout.
-    test.route_status = 200;
+    test.dispatch_status = 200;
     test.billing_silent = true;
     client = s_test_request(&test, s_test_chat("", chat, request, sizeof request));
     assert(strncmp(client->data, "HTTP/1.1 503", 12) == 0);
@@ -2630,10 +2535,8 @@ void ingress_server_test(bool verbose)
     ingress_server_destroy(&test.server);
     assert(test.server == NULL);
     proto_loop_remove_socket(test.loop, test.billing);
-    proto_loop_remove_socket(test.loop, test.router);
     proto_loop_remove_socket(test.loop, test.dispatch);
     zsock_destroy(&test.billing);
-    zsock_destroy(&test.router);
     zsock_destroy(&test.dispatch);
     proto_metrics_destroy(&metrics);
     proto_config_destroy(&config);

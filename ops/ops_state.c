@@ -26,6 +26,7 @@ const char *const ops_programs[] = {"ledger",   "billing", "health", "router",
 static const char *const s_endpoints[][2] = {
     {"billing.bind", "billing"},
     {"router.bind", "router"},
+    {"router.table.bind", "router-table"},
     {"dispatch.bind", "dispatch"},
     {"dispatch.events.bind", "dispatch-events"},
     {"health.events.bind", "health-events"},

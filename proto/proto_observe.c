@@ -169,14 +169,15 @@ void proto_observe_decision(const char *request_id, const char *trace, int statu
     char *text = json_dumps(attributes, JSON_COMPACT);
     json_decref(attributes);
     uint64_t took = proto_loop_now_us() - started_mono_us;
-    proto_span_t span = {.name = "router.decide",
+    proto_span_t span = {.name = "dispatch.route",
                          .started_us = proto_loop_wall_us() - took,
                          .duration_us = took,
                          .status = status,
                          .provider_id = count ? candidates[0].provider_id : 0,
                          .provider_key_id = count ? candidates[0].provider_key_id : 0,
                          .upstream_model = count ? candidates[0].upstream_model : NULL,
-                         .attributes = text};
+                         .attributes = text,
+                         .hold = true};
     proto_trace_span(request_id, trace, &span);
     free(text);
 }

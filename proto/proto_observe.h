@@ -58,7 +58,7 @@ void proto_observe_span_final(const char *request_id, const char *trace, const c
 void proto_observe_first_byte(proto_metrics_t *metrics, const char *request_id, const char *trace,
                               uint64_t started_mono_us);
 
-//  A route decision (router): span router.decide with the status and, in
+//  A route decision (dispatch): span dispatch.route with the status and, in
 //  its attributes, the candidates in order.
 void proto_observe_decision(const char *request_id, const char *trace, int status,
                             const proto_candidate_t *candidates, size_t count,

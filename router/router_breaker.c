@@ -21,6 +21,7 @@ typedef struct {
     bool seen_inactive;           //  DISABLED: the database has the disable (persisted or seen)
     int last_status;              //  status of the outcome that opened it
     char reason[16];              //  "401", "timeout", "429", "5xx", "404"
+    bool merged;                  //  its state came from the router's cluster view
 } s_entry_t;
 
 struct _router_breaker_t {
@@ -144,6 +145,7 @@ static void s_open(s_entry_t *entry, uint64_t now_ms, uint64_t cooldown_ms, int 
     entry->until_ms = now_ms + cooldown_ms;
     entry->trial_until_ms = 0;
     entry->last_status = status;
+    entry->merged = false;
     snprintf(entry->reason, sizeof entry->reason, "%s", reason);
 }
 
@@ -375,10 +377,10 @@ json_t *router_breaker_list(router_breaker_t *self, uint64_t now_ms, uint64_t wa
         router_breaker_state_t state = s_layer_state(entry, now_ms, &until);
         if (state == ROUTER_BREAKER_CLOSED && entry->failures == 0)
             continue;
-        json_t *item =
-            json_pack("{s:s, s:s, s:s, s:i, s:i}", "layer", entry->key_layer ? "key" : "model",
-                      "state", router_breaker_state_name(state), "reason", entry->reason, "status",
-                      entry->last_status, "failures", (json_int_t)entry->failures);
+        json_t *item = json_pack(
+            "{s:s, s:s, s:s, s:i, s:i, s:i}", "layer", entry->key_layer ? "key" : "model", "state",
+            router_breaker_state_name(state), "reason", entry->reason, "status", entry->last_status,
+            "failures", (json_int_t)entry->failures, "opens", (json_int_t)entry->opens);
         if (entry->key_layer)
             json_object_set_new(item, "provider_key_id",
                                 json_integer((json_int_t)entry->provider_key_id));
@@ -398,6 +400,112 @@ json_t *router_breaker_list(router_breaker_t *self, uint64_t now_ms, uint64_t wa
         json_array_append_new(list, item);
     }
     return list;
+}
+
+//  One breaker of the router's list, applied to ours.
+static void s_merge_one(router_breaker_t *self, json_t *item, uint64_t now_ms, uint64_t wall_now_ms)
+{
+    const char *layer = json_string_value(json_object_get(item, "layer"));
+    const char *state = json_string_value(json_object_get(item, "state"));
+    if (!layer || !state || strcmp(state, "closed") == 0)
+        return;
+    s_entry_t *entry;
+    if (strcmp(layer, "key") == 0) {
+        json_t *id = json_object_get(item, "provider_key_id");
+        if (!json_is_integer(id))
+            return;
+        entry = s_key_entry(self, (uint64_t)json_integer_value(id), true);
+    } else {
+        json_t *id = json_object_get(item, "provider_id");
+        const char *model = json_string_value(json_object_get(item, "upstream_model"));
+        if (!json_is_integer(id) || !model)
+            return;
+        entry = s_model_entry(self, (uint64_t)json_integer_value(id), model, true);
+    }
+    json_int_t opens = json_integer_value(json_object_get(item, "opens"));
+    if (opens > 0 && (uint32_t)opens > entry->opens)
+        entry->opens = (uint32_t)opens;
+    const char *reason = json_string_value(json_object_get(item, "reason"));
+    int status = (int)json_integer_value(json_object_get(item, "status"));
+    if (strcmp(state, "disabled") == 0) {
+        if (entry->state != ROUTER_BREAKER_DISABLED) {
+            entry->state = ROUTER_BREAKER_DISABLED;
+            entry->opened_ms = now_ms;
+            entry->until_ms = 0;
+            entry->trial_until_ms = 0;
+            entry->last_status = status;
+            snprintf(entry->reason, sizeof entry->reason, "%s", reason ? reason : "");
+            entry->merged = true;
+        }
+        return;
+    }
+    if (entry->state == ROUTER_BREAKER_DISABLED)
+        return;
+    //  open (until reopens_at) or half_open (cooled: now); a trial the
+    //  router's list shows out is another dispatch's, so "open" it is.
+    json_int_t reopens = json_integer_value(json_object_get(item, "reopens_at_ms"));
+    uint64_t until = now_ms;
+    if (strcmp(state, "open") == 0 && reopens > 0 && (uint64_t)reopens > wall_now_ms)
+        until = now_ms + ((uint64_t)reopens - wall_now_ms);
+    if (entry->state == ROUTER_BREAKER_OPEN && entry->until_ms >= until)
+        return; //  ours ends later already
+    bool was_closed = entry->state != ROUTER_BREAKER_OPEN;
+    entry->state = ROUTER_BREAKER_OPEN;
+    entry->until_ms = until;
+    if (was_closed) {
+        entry->opened_ms = now_ms;
+        entry->trial_until_ms = 0;
+        entry->merged = true;
+    }
+    entry->last_status = status;
+    snprintf(entry->reason, sizeof entry->reason, "%s", reason ? reason : "");
+}
+
+size_t router_breaker_merge(router_breaker_t *self, json_t *list, uint64_t now_ms,
+                            uint64_t wall_now_ms, uint64_t grace_ms)
+{
+    size_t index;
+    json_t *item;
+    json_array_foreach(list, index, item) s_merge_one(self, item, now_ms, wall_now_ms);
+    //  What the router no longer lists was closed in the cluster (a
+    //  success elsewhere, an operator's reset). Our own recent failures the
+    //  router may not have heard yet: those stay until grace_ms old.
+    zlistx_t *closed = zlistx_new();
+    for (s_entry_t *entry = zhashx_first(self->entries); entry;
+         entry = zhashx_next(self->entries)) {
+        if (entry->state == ROUTER_BREAKER_CLOSED)
+            continue;
+        if (!entry->merged && entry->opened_ms + grace_ms > now_ms)
+            continue;
+        bool listed = false;
+        json_array_foreach(list, index, item)
+        {
+            const char *layer = json_string_value(json_object_get(item, "layer"));
+            const char *state = json_string_value(json_object_get(item, "state"));
+            if (!layer || !state || strcmp(state, "closed") == 0)
+                continue;
+            if (entry->key_layer
+                    ? strcmp(layer, "key") == 0 &&
+                          (uint64_t)json_integer_value(json_object_get(item, "provider_key_id")) ==
+                              entry->provider_key_id
+                    : strcmp(layer, "model") == 0 &&
+                          (uint64_t)json_integer_value(json_object_get(item, "provider_id")) ==
+                              entry->provider_id &&
+                          json_is_string(json_object_get(item, "upstream_model")) &&
+                          strcmp(json_string_value(json_object_get(item, "upstream_model")),
+                                 entry->upstream_model) == 0) {
+                listed = true;
+                break;
+            }
+        }
+        if (!listed)
+            zlistx_add_end(closed, entry);
+    }
+    size_t count = zlistx_size(closed);
+    for (s_entry_t *entry = zlistx_first(closed); entry; entry = zlistx_next(closed))
+        s_remove(self, entry);
+    zlistx_destroy(&closed);
+    return count;
 }
 
 //  --------------------------------------------------------------------------

@@ -122,6 +122,15 @@ const char *router_breaker_disabled_reason(router_breaker_t *self, uint64_t prov
 //  converts the times to epoch milliseconds for people. Caller owns return value.
 json_t *router_breaker_list(router_breaker_t *self, uint64_t now_ms, uint64_t wall_now_ms);
 
+//  Merges a router's cluster view (router_breaker_list's JSON, from the
+//  routing table) into these breakers, which hold this dispatch's own
+//  outcomes: an open or disabled breaker there opens here (until the
+//  later of the two ends); one the list no longer shows is closed here,
+//  unless it is our own failure younger than grace_ms (the router may not
+//  have heard it yet). Returns how many were closed.
+size_t router_breaker_merge(router_breaker_t *self, json_t *list, uint64_t now_ms,
+                            uint64_t wall_now_ms, uint64_t grace_ms);
+
 //  Name of a state ("open"). Static string.
 const char *router_breaker_state_name(router_breaker_state_t state);
 

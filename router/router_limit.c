@@ -1,6 +1,7 @@
 #include "router_limit.h"
 
 #include <assert.h>
+#include <jansson.h>
 #include <czmq.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,9 +9,12 @@
 
 //  Per provider key.
 typedef struct {
-    double tokens;        //  requests this second's bucket still allows
-    uint64_t refilled_ms; //  last refill
-    uint32_t in_flight;   //  decisions not yet answered by an OUTCOME
+    double tokens;           //  requests this second's bucket still allows
+    uint64_t refilled_ms;    //  last refill
+    uint32_t in_flight;      //  decisions not yet answered by an OUTCOME
+    double share_rps;        //  granted share of max_rps, < 0 = none granted
+    double share_concurrent; //  granted share of max_concurrent, < 0 = none
+    uint64_t demand;         //  decisions that wanted the key since the last report
 } s_key_t;
 
 //  Per decision in flight.
@@ -55,9 +59,12 @@ void router_limit_destroy(router_limit_t **self_p)
     *self_p = NULL;
 }
 
-//  This instance's share of a cluster-wide limit.
-static double s_share(router_limit_t *self, int64_t limit)
+//  This instance's share of a cluster-wide limit: what the router granted,
+//  else an equal part.
+static double s_share(router_limit_t *self, int64_t limit, double granted)
 {
+    if (granted >= 0)
+        return granted < (double)limit ? granted : (double)limit;
     return (double)((limit + self->instances - 1) / self->instances);
 }
 
@@ -70,20 +77,25 @@ static s_key_t *s_key(router_limit_t *self, uint64_t key_id, bool create)
         key = calloc(1, sizeof *key);
         assert(key);
         key->tokens = -1; //  fill on first use
+        key->share_rps = -1;
+        key->share_concurrent = -1;
         zhashx_insert(self->keys, name, key);
     }
     return key;
 }
 
+//  The bucket holds a second's worth, and at least one request: a small
+//  share still lets a request through now and then.
 static void s_refill(router_limit_t *self, s_key_t *key, int64_t max_rps, uint64_t now_ms)
 {
-    double rate = s_share(self, max_rps);
+    double rate = s_share(self, max_rps, key->share_rps);
+    double capacity = rate > 1.0 ? rate : 1.0;
     if (key->tokens < 0 || now_ms < key->refilled_ms)
-        key->tokens = rate;
+        key->tokens = capacity;
     else
         key->tokens += rate * (double)(now_ms - key->refilled_ms) / 1000.0;
-    if (key->tokens > rate)
-        key->tokens = rate;
+    if (key->tokens > capacity)
+        key->tokens = capacity;
     key->refilled_ms = now_ms;
 }
 
@@ -94,7 +106,9 @@ bool router_limit_allows(router_limit_t *self, uint64_t key_id, int64_t max_rps,
     if (max_rps <= 0 && max_concurrent <= 0)
         return true;
     s_key_t *key = s_key(self, key_id, true);
-    if (max_concurrent > 0 && key->in_flight >= s_share(self, max_concurrent)) {
+    key->demand++;
+    double concurrent = s_share(self, max_concurrent, key->share_concurrent);
+    if (max_concurrent > 0 && key->in_flight >= (concurrent >= 1.0 ? concurrent : 1.0)) {
         *why = "max_concurrent";
         *retry_ms = 1000;
         return false;
@@ -103,7 +117,8 @@ bool router_limit_allows(router_limit_t *self, uint64_t key_id, int64_t max_rps,
         s_refill(self, key, max_rps, now_ms);
         if (key->tokens < 1.0) {
             *why = "max_rps";
-            *retry_ms = (uint64_t)((1.0 - key->tokens) * 1000.0 / s_share(self, max_rps)) + 1;
+            double rate = s_share(self, max_rps, key->share_rps);
+            *retry_ms = rate > 0 ? (uint64_t)((1.0 - key->tokens) * 1000.0 / rate) + 1 : 1000;
             return false;
         }
     }
@@ -161,6 +176,26 @@ uint32_t router_limit_in_flight(router_limit_t *self, uint64_t key_id)
     return key ? key->in_flight : 0;
 }
 
+void router_limit_set_share(router_limit_t *self, uint64_t key_id, double rps, double concurrent)
+{
+    s_key_t *key = s_key(self, key_id, true);
+    key->share_rps = rps;
+    key->share_concurrent = concurrent;
+}
+
+json_t *router_limit_take_demand(router_limit_t *self)
+{
+    json_t *demand = json_object();
+    for (s_key_t *key = zhashx_first(self->keys); key; key = zhashx_next(self->keys)) {
+        if (!key->demand && !key->in_flight)
+            continue;
+        json_object_set_new(demand, zhashx_cursor(self->keys),
+                            json_integer((json_int_t)(key->demand + key->in_flight)));
+        key->demand = 0;
+    }
+    return demand;
+}
+
 void router_limit_test(bool verbose)
 {
     if (verbose)
@@ -204,6 +239,25 @@ void router_limit_test(bool verbose)
     router_limit_start(limit, "b", 4, 0, 0);
     assert(!router_limit_allows(limit, 4, 0, 4, 0, &why, &retry));
     router_limit_destroy(&limit);
+    {
+        //  A granted share replaces the equal part; demand is reported and reset.
+        router_limit_t *shared = router_limit_new(4);
+        router_limit_set_share(shared, 9, 1.0, 1.0);
+        assert(router_limit_allows(shared, 9, 10, 10, 1000, &why, &retry));
+        router_limit_start(shared, "s1", 9, 10, 1000);
+        assert(!router_limit_allows(shared, 9, 10, 10, 1000, &why, &retry));
+        assert(strcmp(why, "max_concurrent") == 0);
+        router_limit_finish(shared, "s1");
+        assert(!router_limit_allows(shared, 9, 10, 10, 1000, &why, &retry));
+        assert(strcmp(why, "max_rps") == 0 && retry > 900);
+        json_t *demand = router_limit_take_demand(shared);
+        assert(json_integer_value(json_object_get(demand, "9")) == 3);
+        json_decref(demand);
+        demand = router_limit_take_demand(shared);
+        assert(json_object_size(demand) == 0);
+        json_decref(demand);
+        router_limit_destroy(&shared);
+    }
     if (verbose)
         printf("OK\n");
 }

@@ -16,6 +16,7 @@
 #ifndef ROUTER_LIMIT_H_INCLUDED
 #define ROUTER_LIMIT_H_INCLUDED
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -46,6 +47,16 @@ size_t router_limit_sweep(router_limit_t *self, uint64_t now_ms, uint64_t max_ag
 
 //  Requests this router counts in flight for key_id.
 uint32_t router_limit_in_flight(router_limit_t *self, uint64_t key_id);
+
+//  Sets this instance's share of a key's limits as the router granted it
+//  (requests per second, requests in flight); negative: none granted, an
+//  equal part (ceil(max / instances)) is used.
+void router_limit_set_share(router_limit_t *self, uint64_t key_id, double rps, double concurrent);
+
+//  Demand since the last call: for every key with a limit, the decisions
+//  that wanted it plus those in flight, as a JSON object {"KEY_ID": n}.
+//  Resets the counts. Caller owns return value.
+json_t *router_limit_take_demand(router_limit_t *self);
 
 //  Self test.
 void router_limit_test(bool verbose);

@@ -48,6 +48,7 @@ typedef struct {
     PGconn *db;         //  to seed and inspect
     zsock_t *events;    //  XPUB playing dispatch.events
     zsock_t *router[2]; //  DEALER per router
+    zsock_t *tables[2]; //  SUB to each router's routing tables
     zsock_t *health;    //  SUB to health.events
     pid_t children[3];  //  router a, router b, health
     int sequence;       //  request ids
@@ -146,21 +147,6 @@ static proto_msg_t *s_ask(s_probe_t *probe, int which, proto_msg_t *request)
     return reply;
 }
 
-static proto_msg_t *s_route(s_probe_t *probe, int which, const char *model, const char *session,
-                            const char *rid)
-{
-    proto_msg_t *request = proto_msg_new(PROTO_MSG_ROUTE);
-    proto_msg_set_model(request, model);
-    proto_msg_set_key_id(request, 1);
-    proto_msg_set_account_id(request, 1);
-    proto_msg_set_client_protocol(request, PROTO_PROTOCOL_OPENAI);
-    if (session)
-        proto_msg_set_session(request, session);
-    if (rid)
-        proto_msg_set_request_id(request, rid);
-    return s_ask(probe, which, request);
-}
-
 //  Asks for JSON (EXPLAIN, BREAKERS, STICKY): returns the parsed meta.
 static json_t *s_ask_json(s_probe_t *probe, int which, proto_msg_t *request, int *status)
 {
@@ -241,15 +227,68 @@ static bool s_breaker_open_in(s_probe_t *probe, int which, uint64_t key_id, uint
     return open;
 }
 
-static bool s_sticky_in(s_probe_t *probe, int which, const char *session)
+//  The candidates router `which` explains for a model: fills provider and
+//  key ids in order, returns how many (-1 when it did not answer 200).
+static int s_candidates(s_probe_t *probe, int which, const char *model, uint64_t *providers,
+                        uint64_t *keys, int max)
 {
-    proto_msg_t *request = proto_msg_new(PROTO_MSG_STICKY);
-    proto_msg_set_session(request, session);
+    proto_msg_t *request = proto_msg_new(PROTO_MSG_EXPLAIN);
+    proto_msg_set_model(request, model);
     int status;
     json_t *meta = s_ask_json(probe, which, request, &status);
-    bool found = json_array_size(json_object_get(meta, "bindings")) == 1;
+    json_t *list = json_object_get(meta, "candidates");
+    int count = status == 200 ? (int)json_array_size(list) : -1;
+    for (int i = 0; i < count && i < max; i++) {
+        json_t *item = json_array_get(list, (size_t)i);
+        providers[i] = (uint64_t)json_integer_value(json_object_get(item, "provider_id"));
+        keys[i] = (uint64_t)json_integer_value(json_object_get(item, "provider_key_id"));
+    }
     json_decref(meta);
-    return found;
+    return count;
+}
+
+//  The next routing table router `which` publishes (parsed body), or NULL.
+static json_t *s_table(s_probe_t *probe, int which)
+{
+    zpoller_t *poller = zpoller_new(probe->tables[which], NULL);
+    uint64_t until = proto_loop_now_ms() + S_WAIT_MS;
+    json_t *table = NULL;
+    while (!table && proto_loop_now_ms() < until) {
+        if (!zpoller_wait(poller, 200))
+            continue;
+        proto_msg_t *msg = NULL;
+        if (proto_msg_recv(&msg, probe->tables[which]) == 0 &&
+            proto_msg_type(msg) == PROTO_MSG_ROUTING_TABLE && proto_msg_body(msg))
+            table = json_loadb((const char *)zframe_data(proto_msg_body(msg)),
+                               zframe_size(proto_msg_body(msg)), 0, NULL);
+        proto_msg_destroy(&msg);
+    }
+    zpoller_destroy(&poller);
+    return table;
+}
+
+//  A dispatch instance telling the routers how much it wanted a key.
+static void s_demand(s_probe_t *probe, const char *instance, const char *body)
+{
+    proto_msg_t *demand = proto_msg_new(PROTO_MSG_DEMAND);
+    proto_msg_set_instance(demand, instance);
+    proto_msg_set_body_bytes(demand, body, strlen(body));
+    proto_msg_send(&demand, probe->events);
+}
+
+//  Whether router `which`'s next table gives `instance` a share of
+//  key_id's rps close to `wanted`.
+static bool s_share_near(s_probe_t *probe, int which, const char *instance, uint64_t key_id,
+                         double wanted)
+{
+    json_t *table = s_table(probe, which);
+    char id[24];
+    snprintf(id, sizeof id, "%llu", (unsigned long long)key_id);
+    json_t *share =
+        json_object_get(json_object_get(json_object_get(table, "shares"), instance), id);
+    double rps = json_number_value(json_array_get(share, 0));
+    json_decref(table);
+    return share && rps > wanted - 0.05 && rps < wanted + 0.05;
 }
 
 static bool s_explain_routes(s_probe_t *probe, int which, const char *model, const char *upstream)
@@ -341,11 +380,13 @@ int main(int argc, char **argv)
     //  Sockets: ipc endpoints in a private folder.
     char dir[] = "/tmp/router_probe.XXXXXX";
     assert(mkdtemp(dir));
-    char events_ep[128], health_ep[128], router_ep[2][128], control_ep[3][128];
+    char events_ep[128], health_ep[128], router_ep[2][128], table_ep[2][128], control_ep[3][128];
     snprintf(events_ep, sizeof events_ep, "ipc://%s/dispatch-events.sock", dir);
     snprintf(health_ep, sizeof health_ep, "ipc://%s/health-events.sock", dir);
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 2; i++) {
         snprintf(router_ep[i], sizeof router_ep[i], "ipc://%s/router-%d.sock", dir, i);
+        snprintf(table_ep[i], sizeof table_ep[i], "ipc://%s/table-%d.sock", dir, i);
+    }
     for (int i = 0; i < 3; i++)
         snprintf(control_ep[i], sizeof control_ep[i], "ipc://%s/control-%d.sock", dir, i);
     probe.events = zsock_new(ZMQ_XPUB);
@@ -370,8 +411,10 @@ int main(int argc, char **argv)
                  control_ep[p]);
         snprintf(sets[p][n++], 512, "router.breaker_threshold=2");
         snprintf(sets[p][n++], 512, "log_level=%s", getenv("PROBE_DEBUG") ? "debug" : "warn");
-        if (p < 2)
+        if (p < 2) {
             snprintf(sets[p][n++], 512, "router.bind=%s", router_ep[p]);
+            snprintf(sets[p][n++], 512, "router.table.bind=%s", table_ep[p]);
+        }
         for (int i = 0; i < n; i++)
             set_pointers[p][i] = sets[p][i];
         char binary[512];
@@ -381,6 +424,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < 2; i++) {
         probe.router[i] = zsock_new(ZMQ_DEALER);
         assert(zsock_connect(probe.router[i], "%s", router_ep[i]) == 0);
+        probe.tables[i] = zsock_new_sub(table_ep[i], "");
+        assert(probe.tables[i]);
     }
 
     //  Both routers and health subscribe to our outcomes: wait for three
@@ -398,17 +443,14 @@ int main(int argc, char **argv)
     zpoller_destroy(&poller);
     CHECK(subscribed == 3, "only %d subscribers", subscribed);
 
-    //  1. Both routers route m: p1 first (provider priority), p2 last.
+    //  1. Both routers explain m alike: p1 first (provider priority), p2 last.
+    uint64_t providers[8], keys[8];
     for (int i = 0; i < 2; i++) {
-        proto_msg_t *reply = s_route(&probe, i, "m", NULL, NULL);
-        CHECK(reply && proto_msg_status(reply) == 200, "router %d did not route", i);
-        size_t count = 0;
-        const proto_candidate_t *candidates = reply ? proto_msg_candidates(reply, &count) : NULL;
-        CHECK(count == 3 && candidates[0].provider_id == p1 && candidates[2].provider_id == p2,
-              "router %d: %zu candidates", i, count);
-        proto_msg_destroy(&reply);
+        int count = s_candidates(&probe, i, "m", providers, keys, 8);
+        CHECK(count == 3 && providers[0] == p1 && providers[2] == p2, "router %d: %d candidates", i,
+              count);
     }
-    printf("ok 1 - two routers route the same model\n");
+    printf("ok 1 - two routers explain the same order\n");
 
     //  2. Health fetches the list; the rule resolves against it in both
     //  routers; provider_models and model_mappings hold it.
@@ -460,12 +502,8 @@ int main(int argc, char **argv)
         CHECK(WAIT_UNTIL(s_breaker_open_in(&probe, i, 0, p1, "gpt-4o", "open")),
               "router %d: model breaker not open", i);
     for (int i = 0; i < 2; i++) {
-        proto_msg_t *reply = s_route(&probe, i, "m", NULL, NULL);
-        size_t count = 0;
-        const proto_candidate_t *candidates = reply ? proto_msg_candidates(reply, &count) : NULL;
-        CHECK(count == 1 && candidates[0].provider_key_id == k3, "router %d: %zu candidates", i,
-              count);
-        proto_msg_destroy(&reply);
+        int count = s_candidates(&probe, i, "m", providers, keys, 8);
+        CHECK(count == 1 && keys[0] == k3, "router %d: %d candidates", i, count);
     }
     printf("ok 4 - two routers agree: 5xx opened the model breaker\n");
 
@@ -512,34 +550,32 @@ int main(int argc, char **argv)
               "router %d: key still disabled", i);
     printf("ok 7 - re-enabled key is back in both routers\n");
 
-    //  8. Stickiness: router 0 binds a session; the OUTCOME (with session)
-    //  teaches router 1; a delete sent to router 0 reaches router 1.
-    proto_msg_t *reply = s_route(&probe, 0, "m", "conversation-1", "sticky-1");
-    size_t count = 0;
-    const proto_candidate_t *candidates = reply ? proto_msg_candidates(reply, &count) : NULL;
-    CHECK(count > 0, "no route");
-    proto_candidate_t bound = count ? candidates[0] : (proto_candidate_t){0};
-    proto_msg_destroy(&reply);
-    s_outcome(&probe, "sticky-1", bound.provider_id, bound.provider_key_id, bound.upstream_model,
-              200, NULL, "conversation-1");
-    CHECK(WAIT_UNTIL(s_sticky_in(&probe, 1, "conversation-1")), "router 1 did not learn it");
-    for (int round = 0; round < 20; round++) {
-        reply = s_route(&probe, round % 2, "m", "conversation-1", NULL);
-        candidates = reply ? proto_msg_candidates(reply, &count) : NULL;
-        CHECK(count && candidates[0].provider_key_id == bound.provider_key_id,
-              "round %d left the binding", round);
-        proto_msg_destroy(&reply);
+    //  8. Routing tables: each router publishes the cluster's breakers to
+    //  dispatch, and shares a limited key's rps between the dispatch
+    //  instances by their demand (plus one each): 30 and 10 of a 10 rps key
+    //  give 10 x 31/42 and 10 x 11/42.
+    PQclear(PQexec(probe.db, "UPDATE provider_keys SET max_rps = 10 WHERE name = 'k1'"));
+    char demand_body[64];
+    snprintf(demand_body, sizeof demand_body, "{\"%llu\":30}", (unsigned long long)k1);
+    s_demand(&probe, "dispatch-a", demand_body);
+    snprintf(demand_body, sizeof demand_body, "{\"%llu\":10}", (unsigned long long)k1);
+    s_demand(&probe, "dispatch-b", demand_body);
+    for (int i = 0; i < 2; i++) {
+        CHECK(WAIT_UNTIL(s_share_near(&probe, i, "dispatch-a", k1, 10.0 * 31 / 42)),
+              "router %d: no share for dispatch-a", i);
+        CHECK(s_share_near(&probe, i, "dispatch-b", k1, 10.0 * 11 / 42),
+              "router %d: dispatch-b's share", i);
+        json_t *table = s_table(&probe, i);
+        CHECK(table && json_is_array(json_object_get(table, "breakers")) &&
+                  json_is_array(json_object_get(table, "stats")) &&
+                  json_integer_value(json_object_get(table, "version")) > 0,
+              "router %d: table shape", i);
+        json_decref(table);
     }
-    proto_msg_t *request = proto_msg_new(PROTO_MSG_STICKY_DELETE);
-    proto_msg_set_session(request, "conversation-1");
+    printf("ok 8 - routing tables carry breakers, health and key shares by demand\n");
+    proto_msg_t *request;
+    json_t *meta;
     int status;
-    json_t *meta = s_ask_json(&probe, 0, request, &status);
-    CHECK(status == 200 && json_integer_value(json_object_get(meta, "deleted")) == 1,
-          "delete answered %d", status);
-    json_decref(meta);
-    CHECK(WAIT_UNTIL(!s_sticky_in(&probe, 1, "conversation-1")),
-          "router 1 kept the deleted binding");
-    printf("ok 8 - bindings shared through outcomes; delete reaches every router\n");
 
     //  9. A breaker reset sent to router 1 reaches router 0.
     s_outcome(&probe, "o-5", p2, k3, "gpt-4o", 404, "upstream_status", NULL);
@@ -563,8 +599,10 @@ int main(int argc, char **argv)
         CHECK(WIFEXITED(child_status) && WEXITSTATUS(child_status) == 0, "child %d exit %d", i,
               child_status);
     }
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 2; i++) {
         zsock_destroy(&probe.router[i]);
+        zsock_destroy(&probe.tables[i]);
+    }
     zsock_destroy(&probe.events);
     zsock_destroy(&probe.health);
     mock_upstream_destroy(&mock);

@@ -80,6 +80,50 @@ static uint64_t s_draw(router_rng_t *rng, int weight)
     return (uint64_t)(key * 18446744073709549568.0);
 }
 
+//  The same order, drawn from a hash instead of the generator: for a
+//  session, every dispatch instance draws the same number for the same
+//  (account, session, candidate), so a conversation stays on one candidate
+//  with no shared state, candidates within a tier are still chosen in
+//  proportion to their weights across sessions (rendezvous hashing with
+//  Efraimidis-Spirakis keys), and when the leader drops out the session
+//  moves to its own next choice, not everyone's.
+static uint64_t s_hash(uint64_t hash, const void *data, size_t size)
+{
+    const unsigned char *bytes = data;
+    for (size_t i = 0; i < size; i++)
+        hash = (hash ^ bytes[i]) * 1099511628211ULL; //  FNV-1a
+    return hash;
+}
+
+static uint64_t s_mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static uint64_t s_session_seed(uint64_t account_id, const char *session)
+{
+    if (!session || !*session)
+        return 0;
+    uint64_t hash = s_hash(1469598103934665603ULL, &account_id, sizeof account_id);
+    hash = s_hash(hash, session, strlen(session));
+    return hash ? hash : 1;
+}
+
+static uint64_t s_rendezvous(uint64_t seed, const proto_candidate_t *candidate, int weight)
+{
+    if (weight <= 0)
+        return 0;
+    uint64_t hash = s_hash(seed, &candidate->provider_key_id, sizeof candidate->provider_key_id);
+    hash = s_mix(s_hash(hash, candidate->upstream_model, strlen(candidate->upstream_model)));
+    double u = ((double)(hash >> 11) + 1.0) / 9007199254740993.0;
+    return (uint64_t)(pow(u, 1.0 / weight) * 18446744073709549568.0);
+}
+
 //  Log buckets of about 10%: latencies within a bucket count as equal.
 static int64_t s_latency_bucket(uint64_t us)
 {
@@ -198,7 +242,7 @@ static int s_resolve(const router_context_t *context, const char *name, s_resolv
 
 //  Fills an option's ordering keys for the mode.
 static void s_score(const router_context_t *context, router_mode_t mode, s_option_t *option,
-                    uint64_t mean_ttfb_us, uint32_t mean_success_ppm)
+                    uint64_t mean_ttfb_us, uint32_t mean_success_ppm, uint64_t session_seed)
 {
     const router_pair_t *pair = option->pair;
     int combined = pair->weight * option->provider->weight * option->key->weight;
@@ -235,7 +279,8 @@ static void s_score(const router_context_t *context, router_mode_t mode, s_optio
         break;
     }
     }
-    option->draw = s_draw(context->rng, option->weight);
+    option->draw = session_seed ? s_rendezvous(session_seed, &option->candidate, option->weight)
+                                : s_draw(context->rng, option->weight);
 }
 
 static json_t *s_option_json(proto_catalog_t *catalog, const s_option_t *option, router_mode_t mode)
@@ -434,8 +479,9 @@ void router_select_decide(const router_context_t *context, const router_request_
     }
     uint64_t mean_ttfb = known ? ttfb_sum / known : 0;
     uint32_t mean_ppm = known ? (uint32_t)(ppm_sum / known) : 1000000;
+    uint64_t seed = s_session_seed(request->account_id, request->session);
     for (size_t i = 0; i < count; i++)
-        s_score(context, decision->mode, &options[i], mean_ttfb, mean_ppm);
+        s_score(context, decision->mode, &options[i], mean_ttfb, mean_ppm, seed);
     qsort(options, count, sizeof *options, s_compare);
 
     //  Eligible options to the front, in order; the excluded keep theirs.
@@ -453,32 +499,11 @@ void router_select_decide(const router_context_t *context, const router_request_
     if (eligible_count > PROTO_MSG_CANDIDATES_MAX)
         eligible_count = PROTO_MSG_CANDIDATES_MAX;
 
-    //  Stickiness: a live binding whose candidate is eligible leads; one
-    //  whose candidate is not any more is dropped, to be chosen afresh.
-    const router_binding_t *binding =
-        context->sticky ? router_sticky_get(context->sticky, request->session, request->now_ms)
-                        : NULL;
-    if (binding) {
-        size_t found = eligible_count;
-        for (size_t i = 0; i < eligible_count; i++)
-            if (eligible[i].candidate.provider_id == binding->provider_id &&
-                eligible[i].candidate.provider_key_id == binding->provider_key_id &&
-                strcmp(eligible[i].candidate.upstream_model, binding->upstream_model) == 0)
-                found = i;
-        if (found < eligible_count) {
-            s_option_t bound = eligible[found];
-            memmove(&eligible[1], &eligible[0], found * sizeof *eligible);
-            eligible[0] = bound;
-            decision->sticky = true;
-        } else if (!request->dry_run)
-            router_sticky_drop(context->sticky, request->session);
-        if (explain)
-            json_object_set_new(explain, "binding",
-                                json_pack("{s:I, s:I, s:s, s:b}", "provider_id",
-                                          (json_int_t)binding->provider_id, "provider_key_id",
-                                          (json_int_t)binding->provider_key_id, "upstream_model",
-                                          binding->upstream_model, "used", found < eligible_count));
-    }
+    //  Stickiness: a session's order within each tier came from its hash
+    //  (s_rendezvous), so its first choice leads on every instance.
+    decision->sticky = seed != 0 && eligible_count > 0;
+    if (explain && seed)
+        json_object_set_new(explain, "session", json_pack("{s:s}", "placement", "rendezvous"));
     //  Per client key: the model that last served it well at each provider
     //  goes ahead of that provider's other models (not ahead of a binding).
     if (context->sticky && request->key_id) {
@@ -529,11 +554,6 @@ void router_select_decide(const router_context_t *context, const router_request_
 
     if (decision->status == 200 && !request->dry_run) {
         const proto_candidate_t *first = &decision->candidates[0];
-        //  A new session binds to its first choice at once (the OUTCOME
-        //  confirms or moves it); a used binding's expiry starts over.
-        if (context->sticky && request->session && *request->session && !decision->last_resort)
-            router_sticky_bind(context->sticky, request->session, first->provider_id,
-                               first->provider_key_id, first->upstream_model, request->now_ms);
         if (context->limit)
             router_limit_start(context->limit, request->request_id, first->provider_key_id,
                                eligible[0].key->max_rps, request->now_ms);
@@ -849,27 +869,49 @@ void router_select_test(bool verbose)
     assert(decision.candidates[0].provider_id == 1);
     s_bench_destroy(&bench);
 
-    //  Stickiness: the first choice sticks for the session, across the
-    //  weighted draw; a broken binding is dropped and re-chosen.
+    //  Stickiness: a session's first choice is the same on every decision
+    //  and on every instance (another generator, as another dispatch has),
+    //  moves when its candidate breaks, and comes back when it heals.
     s_bench_init(&bench, "weighted");
-    request = (router_request_t){.model = "m", .session = "conv-1", .now_ms = 1000};
+    request =
+        (router_request_t){.model = "m", .account_id = 9, .session = "conv-1", .now_ms = 1000};
     router_select_decide(&bench.context, &request, &decision, NULL);
     proto_candidate_t bound = decision.candidates[0];
     for (int i = 0; i < 200; i++) {
+        router_rng_seed(bench.context.rng, (uint64_t)i + 1);
         router_select_decide(&bench.context, &request, &decision, NULL);
         assert(decision.sticky && decision.candidates[0].provider_key_id == bound.provider_key_id);
     }
     router_breaker_record(bench.breaker, bound.provider_id, bound.provider_key_id,
                           bound.upstream_model, 401, NULL, 0, 1000);
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(!decision.sticky && decision.candidates[0].provider_key_id != bound.provider_key_id);
-    proto_candidate_t rebound = decision.candidates[0];
+    assert(decision.candidates[0].provider_key_id != bound.provider_key_id);
+    proto_candidate_t second = decision.candidates[0];
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(decision.sticky && decision.candidates[0].provider_key_id == rebound.provider_key_id);
-    //  Expiry: a minute later the binding is gone.
-    request.now_ms += 60000;
+    assert(decision.candidates[0].provider_key_id == second.provider_key_id);
+    router_breaker_enable_key(bench.breaker, bound.provider_key_id);
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(!decision.sticky);
+    assert(decision.candidates[0].provider_key_id == bound.provider_key_id);
+    //  Sessions spread over the candidates, and the account scopes them: the
+    //  same session strings under another account are placed independently.
+    size_t firsts[2][8] = {{0}}, same = 0;
+    for (int i = 0; i < 400; i++) {
+        char session[32];
+        snprintf(session, sizeof session, "s-%d", i);
+        uint64_t placed[2];
+        for (int account = 0; account < 2; account++) {
+            request = (router_request_t){
+                .model = "m", .account_id = (uint64_t)account + 1, .session = session, .now_ms = 1};
+            router_select_decide(&bench.context, &request, &decision, NULL);
+            placed[account] = decision.candidates[0].provider_key_id;
+            firsts[account][placed[account] % 8]++;
+        }
+        same += placed[0] == placed[1];
+    }
+    size_t used = 0;
+    for (int k = 0; k < 8; k++)
+        used += firsts[0][k] > 0;
+    assert(used >= 2 && same < 400);
     s_bench_destroy(&bench);
 
     //  Per-key preference among one provider's models.

@@ -23,10 +23,12 @@
                        of the known); ties uniform
        "Ties uniform" means a fresh random order on every decision, so equal
        candidates share the load evenly instead of the first taking it all.
-    4. A session's binding, when its candidate is still eligible, goes first
-       (when it is not, the binding is dropped); then, per provider, the
-       model that last served this client key well is preferred over that
-       provider's other models.
+    4. A session (account and session id) orders the candidates within each
+       tier by rendezvous hashing instead of by chance: every instance puts
+       the same candidate first for it, without shared state, and two
+       accounts sending the same session string are placed independently.
+       Then, per provider, the model that last served this client key well
+       is preferred over that provider's other models.
     5. Nothing eligible but some candidates only breaker-open: the best of
        them goes alone, as the last resort (its success closes the breaker).
        Nothing eligible but some at their limit: 429. Otherwise 503.
@@ -78,7 +80,7 @@ typedef struct {
     proto_catalog_t *catalog;  //  configuration
     router_map_t *map;         //  resolved pairs of that catalog
     router_breaker_t *breaker; //  circuit breakers
-    router_sticky_t *sticky;   //  session bindings and key preferences
+    router_sticky_t *sticky;   //  per-key model preferences
     router_stats_t *stats;     //  health per candidate
     router_limit_t *limit;     //  per-key rate and concurrency shares
     router_rng_t *rng;         //  tie-breaking
@@ -90,6 +92,7 @@ typedef struct {
     const char *request_id;   //  for limits; may be NULL
     const char *model;        //  as the client asked
     uint64_t key_id;          //  client api key, 0 = none
+    uint64_t account_id;      //  the key's account: scopes the session
     const char *session;      //  sticky session, may be NULL or ""
     const char *capabilities; //  required tags, comma-separated, may be NULL
     uint64_t now_ms;          //  monotonic clock of the breakers and tables

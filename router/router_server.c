@@ -14,26 +14,21 @@
 #include <string.h>
 
 #define S_SWEEP_MS 5000           //  expiry sweeps
-#define S_FLIGHTS_MAX 200000      //  decisions remembered for their OUTCOME
 #define S_STATS_MAX_AGE_MS 600000 //  health older than this is not used
-//  A draining router keeps answering until no ROUTE came for
-//  S_DRAIN_QUIET_MS, or S_DRAIN_READ_MS passed: ingress' DEALER sends here
-//  until it sees the connection close, and what is unread at exit is lost
-//  (ingress re-sends a ROUTE after 250 ms, but each loss costs that).
-#define S_DRAIN_QUIET_MS 200
-#define S_DRAIN_READ_MS 1000
-#define S_DRAIN_TICK_MS 50
+#define S_TABLE_TICK_MS 20        //  a changed table goes out within this
+#define S_DISPATCH_TTL_MS 5000    //  a dispatch silent this long gets no share
+#define S_DISPATCH_MAX 1024       //  dispatch instances remembered
 
-//  What this router decided for a request, until its first success.
+//  A dispatch instance, as its DEMAND reports show it.
 typedef struct {
-    char session[ROUTER_SESSION_MAX + 1]; //  sticky session, "" when none
-    uint64_t key_id;                      //  client api key
-    uint64_t started_ms;                  //  for the sweep
-} s_flight_t;
+    json_t *demand;    //  {"KEY_ID": decisions in the last period}
+    uint64_t heard_ms; //  when the last report came
+} s_dispatcher_t;
 
 typedef struct {
     proto_service_t *service;       //  the process skeleton
-    zsock_t *frontend;              //  ROUTER on router.bind
+    zsock_t *frontend;              //  ROUTER on router.bind: admin questions
+    zsock_t *table;                 //  XPUB on router.table.bind: routing tables
     zsock_t *outcomes;              //  SUB to every dispatch.events endpoint
     zsock_t *health;                //  SUB to every health.events endpoint
     proto_watch_t *watch;           //  keeps catalog fresh
@@ -42,21 +37,19 @@ typedef struct {
     router_breaker_t *breaker;      //  circuit breakers
     router_sticky_t *sticky;        //  session bindings, key preferences
     router_stats_t *stats;          //  health per candidate
-    router_limit_t *limit;          //  per-key rate and concurrency shares
     router_store_t *store;          //  durable disables, admin fan-out
-    zhashx_t *flights;              //  request id -> s_flight_t (owned)
+    zhashx_t *dispatchers;          //  instance -> s_dispatcher_t (owned)
+    uint64_t table_version;         //  of the last table sent
+    uint64_t resets;                //  operator breaker resets applied here
+    bool table_dirty;               //  something changed since it went
+    uint64_t table_sent_ms;         //  when it went
+    uint64_t table_interval_ms;     //  router.table_interval_ms: a table at least this often
+    int table_timer;                //  sends changed (and periodic) tables
     router_rng_t rng;               //  spreads ties
     bool zero_config;               //  router.zero_config
     bool persist_disable;           //  router.persist_disable
-    uint64_t flight_max_ms;         //  longest a request may take (dispatch.total_timeout_ms)
     int sweep_timer;                //  periodic expiry
-    int drain_timer;                //  checks the drain, 0 = not draining
-    uint64_t drain_started_ms;      //  when SIGTERM came
-    uint64_t last_route_ms;         //  when the last ROUTE came
-    proto_metric_t *decisions;      //  ROUTE answered with candidates
-    proto_metric_t *no_route;       //  ROUTE answered without
-    proto_metric_t *last_resort;    //  decisions that went to an open breaker
-    proto_metric_t *sticky_hits;    //  decisions led by a binding
+    proto_metric_t *tables;         //  routing tables published
     proto_metric_t *outcome_count;  //  outcomes seen
     proto_metric_t *breaker_opened; //  breakers opened (or disabled)
 } s_router_t;
@@ -71,9 +64,12 @@ static uint64_t s_wall_ms(void)
     return proto_loop_wall_us() / 1000;
 }
 
-static void s_flight_free(void **item)
+static void s_dispatcher_free(void **item)
 {
-    free(*item);
+    s_dispatcher_t *dispatcher = *item;
+    if (dispatcher)
+        json_decref(dispatcher->demand);
+    free(dispatcher);
     *item = NULL;
 }
 
@@ -93,6 +89,7 @@ static void s_catalog_loaded(proto_catalog_t **catalog_p, void *arg)
             log_info(NULL, "breaker: provider key %llu re-enabled by an operator",
                      (unsigned long long)key->id);
     }
+    self->table_dirty = true;
     log_debug(NULL, "catalog loaded: %zu models, %zu routes, %zu rules, %zu listed models",
               proto_catalog_model_count(self->catalog), proto_catalog_route_count(self->catalog),
               proto_catalog_rule_count(self->catalog),
@@ -106,67 +103,9 @@ static router_context_t s_context(s_router_t *self)
                               .breaker = self->breaker,
                               .sticky = self->sticky,
                               .stats = self->stats,
-                              .limit = self->limit,
+                              .limit = NULL, //  explain: shares are each dispatch's own
                               .rng = &self->rng,
                               .stats_max_age_ms = S_STATS_MAX_AGE_MS};
-}
-
-//  Remembers a decision so its OUTCOME can teach bindings and preferences
-//  even when dispatch does not echo session and key in the OUTCOME.
-static void s_remember(s_router_t *self, const char *rid, const char *session, uint64_t key_id)
-{
-    if (!*rid || zhashx_size(self->flights) >= S_FLIGHTS_MAX || zhashx_lookup(self->flights, rid))
-        return;
-    s_flight_t *flight = calloc(1, sizeof *flight);
-    assert(flight);
-    if (session && strlen(session) <= ROUTER_SESSION_MAX)
-        snprintf(flight->session, sizeof flight->session, "%s", session);
-    flight->key_id = key_id;
-    flight->started_ms = s_now();
-    zhashx_insert(self->flights, rid, flight);
-}
-
-static void s_answer_route(s_router_t *self, proto_msg_t *request)
-{
-    const char *rid = proto_msg_request_id(request);
-    uint64_t started_us = proto_loop_now_us();
-    router_context_t context = s_context(self);
-    router_request_t query = {.request_id = rid,
-                              .model = proto_msg_model(request),
-                              .key_id = proto_msg_key_id(request),
-                              .session = proto_msg_session(request),
-                              .capabilities = proto_msg_capabilities(request),
-                              .now_ms = s_now()};
-    router_decision_t *decision = malloc(sizeof *decision);
-    assert(decision);
-    router_select_decide(&context, &query, decision, NULL);
-    proto_msg_t *reply = proto_msg_reply(request, PROTO_MSG_ROUTE_REPLY);
-    proto_msg_set_status(reply, (uint64_t)decision->status);
-    if (decision->status == 200) {
-        proto_msg_set_candidates(reply, decision->candidates, decision->count);
-        proto_metric_add(self->decisions, 1);
-        if (decision->sticky)
-            proto_metric_add(self->sticky_hits, 1);
-        if (decision->last_resort) {
-            proto_metric_add(self->last_resort, 1);
-            log_info(rid, "model %s: every candidate is open; last resort provider=%llu key=%llu",
-                     query.model, (unsigned long long)decision->candidates[0].provider_id,
-                     (unsigned long long)decision->candidates[0].provider_key_id);
-        }
-        s_remember(self, rid, query.session, query.key_id);
-    } else {
-        proto_msg_set_error_code(reply, decision->error_code);
-        proto_msg_set_error_message(reply, decision->error_message);
-        if (decision->retry_after_ms)
-            proto_msg_set_retry_after_ms(reply, decision->retry_after_ms);
-        proto_metric_add(self->no_route, 1);
-        log_info(rid, "no route for model %s: %d %s", query.model, decision->status,
-                 decision->error_code);
-    }
-    proto_observe_decision(rid, proto_msg_trace(request), decision->status, decision->candidates,
-                           decision->status == 200 ? decision->count : 0, started_us);
-    free(decision);
-    proto_msg_send(&reply, self->frontend);
 }
 
 //  Sends `type` with status and JSON meta (consumed) in answer to request.
@@ -194,6 +133,7 @@ static void s_answer_explain(s_router_t *self, proto_msg_t *request)
     router_context_t context = s_context(self);
     router_request_t query = {.model = proto_msg_model(request),
                               .key_id = proto_msg_key_id(request),
+                              .account_id = proto_msg_account_id(request),
                               .session = proto_msg_session(request),
                               .capabilities = proto_msg_capabilities(request),
                               .now_ms = s_now(),
@@ -235,8 +175,7 @@ static int s_apply(s_router_t *self, const char *text)
     const char *op = json_string_value(json_object_get(command, "op"));
     int changed = -1;
     if (op && strcmp(op, "unbind") == 0 && json_is_string(json_object_get(command, "session")))
-        changed = router_sticky_drop(self->sticky,
-                                     json_string_value(json_object_get(command, "session")));
+        changed = 0; //  sessions are placed by hashing (router_select): nothing is stored
     else if (op && strcmp(op, "reset") == 0) {
         json_t *key = json_object_get(command, "provider_key_id");
         json_t *provider = json_object_get(command, "provider_id");
@@ -247,6 +186,8 @@ static int s_apply(s_router_t *self, const char *text)
         if (json_is_integer(provider) && json_is_string(model))
             changed += router_breaker_reset_model(
                 self->breaker, (uint64_t)json_integer_value(provider), json_string_value(model));
+        self->resets++; //  every dispatch closes its own copy at once
+        self->table_dirty = true;
     }
     json_decref(command);
     return changed;
@@ -278,10 +219,11 @@ static void s_answer_admin(s_router_t *self, proto_msg_t *request)
         return;
     }
     if (type == PROTO_MSG_STICKY) {
-        const char *session = proto_msg_session(request);
-        s_reply_json(
-            self, request, PROTO_MSG_STICKY_REPLY, 200,
-            json_pack("{s:o}", "bindings", router_sticky_list(self->sticky, session, now, wall)));
+        //  Sessions are placed by rendezvous hashing in every dispatch
+        //  (router_select): no binding is stored anywhere to list. Where a
+        //  session goes shows in EXPLAIN with the session (first candidate).
+        s_reply_json(self, request, PROTO_MSG_STICKY_REPLY, 200,
+                     json_pack("{s:[], s:s}", "bindings", "placement", "rendezvous"));
         return;
     }
     //  BREAKER_RESET and STICKY_DELETE: apply here at once, then tell every
@@ -316,10 +258,6 @@ static void s_frontend_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
     if (rc != 0)
         return;
     switch (proto_msg_type(request)) {
-    case PROTO_MSG_ROUTE:
-        self->last_route_ms = s_now();
-        s_answer_route(self, request);
-        break;
     case PROTO_MSG_EXPLAIN:
         s_answer_explain(self, request);
         break;
@@ -334,13 +272,6 @@ static void s_frontend_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
                  proto_msg_type_name(proto_msg_type(request)));
     }
     proto_msg_destroy(&request);
-}
-
-//  True for outcomes that say something about the upstream (not the client).
-static bool s_upstream_failure(int status)
-{
-    return status == 401 || status == 403 || status == 404 || status == 408 || status == 429 ||
-           status >= 500 || status < 200;
 }
 
 static void s_outcome(s_router_t *self, proto_msg_t *outcome)
@@ -378,26 +309,41 @@ static void s_outcome(s_router_t *self, proto_msg_t *outcome)
         log_info(rid, "breaker: closed for provider=%llu key=%llu model=%s",
                  (unsigned long long)provider_id, (unsigned long long)key_id, model);
 
-    router_limit_finish(self->limit, rid);
+    if (event != ROUTER_BREAKER_NONE)
+        self->table_dirty = true;
+    //  Per-key model preferences show in explanations; dispatch learns its own.
+    uint64_t client_key =
+        proto_msg_has(outcome, PROTO_FIELD_key_id) ? proto_msg_key_id(outcome) : 0;
+    if (status >= 200 && status < 300 && client_key)
+        router_sticky_prefer(self->sticky, client_key, provider_id, model, now);
+}
 
-    //  Bindings and preferences: from the OUTCOME's own fields when dispatch
-    //  sends them (every router learns), else from our own decision.
-    s_flight_t *flight = *rid ? zhashx_lookup(self->flights, rid) : NULL;
-    const char *session = proto_msg_has(outcome, PROTO_FIELD_session) ? proto_msg_session(outcome)
-                          : flight                                    ? flight->session
-                                                                      : "";
-    uint64_t client_key = proto_msg_has(outcome, PROTO_FIELD_key_id) ? proto_msg_key_id(outcome)
-                          : flight                                   ? flight->key_id
-                                                                     : 0;
-    if (status >= 200 && status < 300) {
-        if (*session)
-            router_sticky_bind(self->sticky, session, provider_id, key_id, model, now);
-        if (client_key)
-            router_sticky_prefer(self->sticky, client_key, provider_id, model, now);
-        if (flight)
-            zhashx_delete(self->flights, rid);
-    } else if (s_upstream_failure(status) && *session)
-        router_sticky_drop_failed(self->sticky, session, provider_id, key_id, model);
+//  A dispatch's demand per limited key: the basis of its share.
+static void s_demand(s_router_t *self, proto_msg_t *report)
+{
+    const char *instance = proto_msg_instance(report);
+    zframe_t *body = proto_msg_body(report);
+    json_t *demand =
+        body ? json_loadb((const char *)zframe_data(body), zframe_size(body), 0, NULL) : NULL;
+    if (!json_is_object(demand)) {
+        json_decref(demand);
+        log_debug(NULL, "DEMAND from %s without a JSON object dropped", instance);
+        return;
+    }
+    s_dispatcher_t *dispatcher = zhashx_lookup(self->dispatchers, instance);
+    if (!dispatcher) {
+        if (zhashx_size(self->dispatchers) >= S_DISPATCH_MAX) {
+            json_decref(demand);
+            return;
+        }
+        dispatcher = calloc(1, sizeof *dispatcher);
+        assert(dispatcher);
+        zhashx_insert(self->dispatchers, instance, dispatcher);
+        self->table_dirty = true; //  a new instance changes everyone's share
+    }
+    json_decref(dispatcher->demand);
+    dispatcher->demand = demand;
+    dispatcher->heard_ms = s_now();
 }
 
 static void s_outcome_message(proto_msg_t **msg_p, void *arg)
@@ -406,7 +352,8 @@ static void s_outcome_message(proto_msg_t **msg_p, void *arg)
     if (proto_msg_type(*msg_p) == PROTO_MSG_OUTCOME) {
         proto_metric_add(self->outcome_count, 1);
         s_outcome(self, *msg_p);
-    }
+    } else if (proto_msg_type(*msg_p) == PROTO_MSG_DEMAND)
+        s_demand(self, *msg_p);
 }
 
 static void s_outcome_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
@@ -433,6 +380,7 @@ static void s_health_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
         router_stats_update(self->stats, proto_msg_provider_id(report),
                             proto_msg_provider_key_id(report), proto_msg_upstream_model(report),
                             &stat);
+        self->table_dirty = true;
     }
     proto_msg_destroy(&report);
 }
@@ -442,17 +390,106 @@ static void s_sweep(proto_loop_t *loop, int id, void *arg)
     s_router_t *self = arg;
     uint64_t now = s_now();
     router_sticky_sweep(self->sticky, now);
-    router_limit_sweep(self->limit, now, self->flight_max_ms);
-    zlistx_t *old = zlistx_new();
-    zlistx_set_duplicator(old, (zlistx_duplicator_fn *)strdup);
-    zlistx_set_destructor(old, (zlistx_destructor_fn *)zstr_free);
-    for (s_flight_t *flight = zhashx_first(self->flights); flight;
-         flight = zhashx_next(self->flights))
-        if (flight->started_ms + self->flight_max_ms <= now)
-            zlistx_add_end(old, (void *)zhashx_cursor(self->flights));
-    for (const char *rid = zlistx_first(old); rid; rid = zlistx_next(old))
-        zhashx_delete(self->flights, rid);
-    zlistx_destroy(&old);
+    zlistx_t *silent = zlistx_new();
+    for (s_dispatcher_t *dispatcher = zhashx_first(self->dispatchers); dispatcher;
+         dispatcher = zhashx_next(self->dispatchers))
+        if (dispatcher->heard_ms + S_DISPATCH_TTL_MS < now)
+            zlistx_add_end(silent, (void *)zhashx_cursor(self->dispatchers));
+    for (const char *name = zlistx_first(silent); name; name = zlistx_next(silent))
+        zhashx_delete(self->dispatchers, name);
+    if (zlistx_size(silent))
+        self->table_dirty = true;
+    zlistx_destroy(&silent);
+}
+
+//  --------------------------------------------------------------------------
+//  The routing table every dispatch decides from
+
+//  Each live dispatch's share of every limited provider key, in proportion
+//  to what it asked for (plus one, so an idle instance can start): the
+//  shares add up to the key's limit, so the limit holds cluster-wide.
+static json_t *s_shares(s_router_t *self)
+{
+    json_t *shares = json_object();
+    uint64_t now = s_now();
+    size_t live = 0;
+    for (s_dispatcher_t *d = zhashx_first(self->dispatchers); d; d = zhashx_next(self->dispatchers))
+        live += d->heard_ms + S_DISPATCH_TTL_MS >= now;
+    if (!live || !self->catalog)
+        return shares;
+    for (size_t k = 0; k < proto_catalog_provider_key_count(self->catalog); k++) {
+        const proto_provider_key_t *key = proto_catalog_provider_key_at(self->catalog, k);
+        if (key->max_rps <= 0 && key->max_concurrent <= 0)
+            continue;
+        char id[24];
+        snprintf(id, sizeof id, "%llu", (unsigned long long)key->id);
+        double total = 0;
+        for (s_dispatcher_t *d = zhashx_first(self->dispatchers); d;
+             d = zhashx_next(self->dispatchers))
+            if (d->heard_ms + S_DISPATCH_TTL_MS >= now)
+                total += (double)json_integer_value(json_object_get(d->demand, id)) + 1.0;
+        for (s_dispatcher_t *d = zhashx_first(self->dispatchers); d;
+             d = zhashx_next(self->dispatchers)) {
+            if (d->heard_ms + S_DISPATCH_TTL_MS < now)
+                continue;
+            double part =
+                ((double)json_integer_value(json_object_get(d->demand, id)) + 1.0) / total;
+            const char *instance = zhashx_cursor(self->dispatchers);
+            json_t *mine = json_object_get(shares, instance);
+            if (!mine) {
+                mine = json_object();
+                json_object_set_new(shares, instance, mine);
+            }
+            json_object_set_new(
+                mine, id,
+                json_pack("[f, f]", key->max_rps > 0 ? part * (double)key->max_rps : -1.0,
+                          key->max_concurrent > 0 ? part * (double)key->max_concurrent : -1.0));
+        }
+    }
+    return shares;
+}
+
+static void s_publish(s_router_t *self)
+{
+    uint64_t now = s_now();
+    json_t *table = json_pack(
+        "{s:s, s:I, s:I, s:I, s:o, s:o, s:o}", "router", proto_service_instance(self->service),
+        "version", (json_int_t)(self->table_version + 1), "wall_ms", (json_int_t)s_wall_ms(),
+        "resets", (json_int_t)self->resets, "breakers",
+        router_breaker_list(self->breaker, now, s_wall_ms()), "stats",
+        router_stats_list(self->stats, now, S_STATS_MAX_AGE_MS), "shares", s_shares(self));
+    char *text = json_dumps(table, JSON_COMPACT);
+    json_decref(table);
+    if (!text)
+        return;
+    proto_msg_t *msg = proto_msg_new(PROTO_MSG_ROUTING_TABLE);
+    proto_msg_set_version(msg, ++self->table_version);
+    proto_msg_set_instance(msg, proto_service_instance(self->service));
+    proto_msg_set_body_bytes(msg, text, strlen(text));
+    free(text);
+    proto_msg_send(&msg, self->table);
+    proto_metric_add(self->tables, 1);
+    self->table_dirty = false;
+    self->table_sent_ms = now;
+}
+
+static void s_table_tick(proto_loop_t *loop, int id, void *arg)
+{
+    s_router_t *self = arg;
+    if (self->table_dirty || s_now() - self->table_sent_ms >= self->table_interval_ms)
+        s_publish(self);
+}
+
+//  A subscription arriving on the XPUB is a dispatch (re)connecting: it gets
+//  the whole table at once instead of waiting for the next change.
+static void s_table_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    s_router_t *self = arg;
+    zframe_t *frame = zframe_recv(socket);
+    bool subscribe = frame && zframe_size(frame) >= 1 && zframe_data(frame)[0] == 1;
+    zframe_destroy(&frame);
+    if (subscribe)
+        s_publish(self);
 }
 
 static void s_stop(void **state_p)
@@ -463,13 +500,14 @@ static void s_stop(void **state_p)
     proto_loop_t *loop = proto_service_loop(self->service);
     if (self->sweep_timer)
         proto_loop_cancel_timer(loop, self->sweep_timer);
-    if (self->drain_timer)
-        proto_loop_cancel_timer(loop, self->drain_timer);
-    zsock_t *sockets[] = {self->frontend, self->outcomes, self->health};
-    for (size_t i = 0; i < 3; i++)
+    if (self->table_timer)
+        proto_loop_cancel_timer(loop, self->table_timer);
+    zsock_t *sockets[] = {self->frontend, self->outcomes, self->health, self->table};
+    for (size_t i = 0; i < 4; i++)
         if (sockets[i])
             proto_loop_remove_socket(loop, sockets[i]);
     zsock_destroy(&self->frontend);
+    zsock_destroy(&self->table);
     zsock_destroy(&self->outcomes);
     zsock_destroy(&self->health);
     router_store_destroy(&self->store);
@@ -479,13 +517,12 @@ static void s_stop(void **state_p)
     router_breaker_destroy(&self->breaker);
     router_sticky_destroy(&self->sticky);
     router_stats_destroy(&self->stats);
-    router_limit_destroy(&self->limit);
-    zhashx_destroy(&self->flights);
+    zhashx_destroy(&self->dispatchers);
     free(self);
     *state_p = NULL;
 }
 
-static router_breaker_config_t s_breaker_config(proto_config_t *config)
+router_breaker_config_t router_server_breaker_config(proto_config_t *config)
 {
     router_breaker_config_t breaker = {
         .threshold = (uint32_t)proto_config_int(config, "router.breaker_threshold"),
@@ -528,15 +565,8 @@ static void *s_start(proto_service_t *service)
     proto_config_t *config = proto_service_config(service);
     proto_loop_t *loop = proto_service_loop(service);
     proto_metrics_t *metrics = proto_service_metrics(service);
-    self->decisions = proto_metrics_counter(metrics, "tollgate_router_decisions_total",
-                                            "Route decisions with candidates.", NULL);
-    self->no_route = proto_metrics_counter(metrics, "tollgate_router_no_route_total",
-                                           "Route requests without a usable candidate.", NULL);
-    self->last_resort =
-        proto_metrics_counter(metrics, "tollgate_router_last_resort_total",
-                              "Decisions sent to an open breaker as last resort.", NULL);
-    self->sticky_hits = proto_metrics_counter(metrics, "tollgate_router_sticky_total",
-                                              "Decisions led by a session binding.", NULL);
+    self->tables = proto_metrics_counter(metrics, "tollgate_router_tables_total",
+                                         "Routing tables published to dispatch.", NULL);
     self->outcome_count = proto_metrics_counter(metrics, "tollgate_router_outcomes_total",
                                                 "Attempt outcomes heard from dispatch.", NULL);
     self->breaker_opened = proto_metrics_counter(metrics, "tollgate_router_breaker_opened_total",
@@ -546,22 +576,16 @@ static void *s_start(proto_service_t *service)
     router_rng_seed(&self->rng, seed);
     self->zero_config = proto_config_bool(config, "router.zero_config");
     self->persist_disable = proto_config_bool(config, "router.persist_disable");
-    self->flight_max_ms = (uint64_t)proto_config_int(config, "dispatch.total_timeout_ms") + 60000;
-    router_breaker_config_t breaker = s_breaker_config(config);
+    self->table_interval_ms = (uint64_t)proto_config_int(config, "router.table_interval_ms");
+    router_breaker_config_t breaker = router_server_breaker_config(config);
     self->breaker = router_breaker_new(&breaker);
     proto_service_on_collect(service, s_collect, self);
-    self->sticky = router_sticky_new((uint64_t)proto_config_int(config, "router.sticky_ttl_ms"),
-                                     (uint64_t)proto_config_int(config, "router.preference_ttl_ms"),
-                                     (size_t)proto_config_int(config, "router.sticky_max"));
+    //  Only per-key model preferences (sessions are hashed, not bound).
+    self->sticky = router_sticky_new(
+        1000, (uint64_t)proto_config_int(config, "router.preference_ttl_ms"), 100000);
     self->stats = router_stats_new();
-    int instances = (int)proto_config_int(config, "router.instances");
-    if (instances == 0) {
-        const char *endpoints[64];
-        instances = proto_config_endpoints(config, "router", endpoints, 64);
-    }
-    self->limit = router_limit_new(instances > 0 ? (uint32_t)instances : 1);
-    self->flights = zhashx_new();
-    zhashx_set_destructor(self->flights, s_flight_free);
+    self->dispatchers = zhashx_new();
+    zhashx_set_destructor(self->dispatchers, s_dispatcher_free);
 
     char error[1024];
     self->watch = proto_watch_new(loop, config, false, s_catalog_loaded, self, error, sizeof error);
@@ -581,36 +605,40 @@ static void *s_start(proto_service_t *service)
         s_stop(&state);
         return NULL;
     }
+    const char *table_bind = proto_config_str(config, "router.table.bind");
+    self->table = zsock_new(ZMQ_XPUB);
+    if (self->table) {
+        zsock_set_xpub_verbose(self->table, 1); //  every (re)subscription, not only the first
+        zsock_set_sndhwm(self->table, 1000);
+    }
+    if (!self->table || zsock_bind(self->table, "%s", table_bind) < 0) {
+        log_error(NULL, "cannot bind router.table.bind %s: %s", table_bind,
+                  zmq_strerror(zmq_errno()));
+        void *state = self;
+        s_stop(&state);
+        return NULL;
+    }
     self->outcomes = s_subscriber(config, "dispatch.events");
     self->health = s_subscriber(config, "health.events");
+    proto_loop_add_socket(loop, self->table, s_table_ready, self);
+    self->table_timer = proto_loop_add_timer(loop, S_TABLE_TICK_MS, true, s_table_tick, self);
     proto_loop_add_socket(loop, self->frontend, s_frontend_ready, self);
     proto_loop_add_socket(loop, self->outcomes, s_outcome_ready, self);
     proto_loop_add_socket(loop, self->health, s_health_ready, self);
     self->sweep_timer = proto_loop_add_timer(loop, S_SWEEP_MS, true, s_sweep, self);
-    log_info(NULL, "router ready on %s: %d instance(s) share key limits, zero-config %s", bind,
-             instances, self->zero_config ? "on" : "off");
+    log_info(NULL, "router ready on %s, routing tables on %s, zero-config %s", bind, table_bind,
+             self->zero_config ? "on" : "off");
     return self;
 }
 
-static void s_drain_tick(proto_loop_t *loop, int id, void *arg)
-{
-    s_router_t *self = arg;
-    uint64_t now = s_now();
-    if (now - self->last_route_ms >= S_DRAIN_QUIET_MS ||
-        now - self->drain_started_ms >= S_DRAIN_READ_MS)
-        proto_service_drained(self->service);
-}
-
-//  The router holds no request state that matters: every ROUTE is answered
-//  at once, and breakers and bindings are soft state the other routers
-//  hold too. Draining only keeps answering while ROUTEs still come.
+//  The router holds no request state: dispatch decides from the last table
+//  it has, and breakers and stats are soft state the other routers hold
+//  too. A draining router sends a last table and goes.
 static void s_drain(void *state)
 {
     s_router_t *self = state;
-    self->drain_started_ms = s_now();
-    if (!self->drain_timer)
-        self->drain_timer = proto_loop_add_timer(proto_service_loop(self->service), S_DRAIN_TICK_MS,
-                                                 true, s_drain_tick, self);
+    s_publish(self);
+    proto_service_drained(self->service);
 }
 
 static char *s_status(void *state)
@@ -620,10 +648,11 @@ static char *s_status(void *state)
     char *text = NULL;
     if (asprintf(&text,
                  "{\"models\":%zu,\"routes\":%zu,\"rules\":%zu,\"breakers\":%zu,"
-                 "\"bindings\":%zu,\"store\":%s,\"store_pending\":%zu}",
+                 "\"table_version\":%llu,\"dispatchers\":%zu,\"store\":%s,"
+                 "\"store_pending\":%zu}",
                  proto_catalog_model_count(self->catalog), proto_catalog_route_count(self->catalog),
                  proto_catalog_rule_count(self->catalog), json_array_size(breakers),
-                 router_sticky_count(self->sticky),
+                 (unsigned long long)self->table_version, zhashx_size(self->dispatchers),
                  router_store_ready(self->store) ? "true" : "false",
                  router_store_pending(self->store)) < 0)
         text = NULL;

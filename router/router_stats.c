@@ -1,6 +1,7 @@
 #include "router_stats.h"
 
 #include <assert.h>
+#include <jansson.h>
 #include <czmq.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +73,51 @@ bool router_stats_get(router_stats_t *self, uint64_t provider_id, uint64_t provi
     return true;
 }
 
+json_t *router_stats_list(router_stats_t *self, uint64_t now_ms, uint64_t max_age_ms)
+{
+    json_t *list = json_array();
+    for (router_stat_t *entry = zhashx_first(self->entries); entry;
+         entry = zhashx_next(self->entries)) {
+        if (max_age_ms && entry->updated_ms + max_age_ms < now_ms)
+            continue;
+        json_array_append_new(
+            list,
+            json_pack(
+                "{s:s, s:i, s:I, s:I, s:I, s:I}", "id", (const char *)zhashx_cursor(self->entries),
+                "state", entry->state, "success_ppm", (json_int_t)entry->success_ppm, "latency_us",
+                (json_int_t)entry->latency_us, "ttfb_us", (json_int_t)entry->ttfb_us, "age_ms",
+                (json_int_t)(now_ms > entry->updated_ms ? now_ms - entry->updated_ms : 0)));
+    }
+    return list;
+}
+
+size_t router_stats_merge(router_stats_t *self, json_t *list, uint64_t now_ms)
+{
+    size_t index, taken = 0;
+    json_t *item;
+    json_array_foreach(list, index, item)
+    {
+        const char *id = json_string_value(json_object_get(item, "id"));
+        unsigned long long provider_id, key_id;
+        int consumed = 0;
+        if (!id || sscanf(id, "%llu:%llu:%n", &provider_id, &key_id, &consumed) != 2 ||
+            consumed <= 0 || strlen(id + consumed) >= 128)
+            continue;
+        json_int_t age = json_integer_value(json_object_get(item, "age_ms"));
+        router_stat_t stat = {
+            .state = (int)json_integer_value(json_object_get(item, "state")),
+            .success_ppm = (uint32_t)json_integer_value(json_object_get(item, "success_ppm")),
+            .latency_us = (uint64_t)json_integer_value(json_object_get(item, "latency_us")),
+            .ttfb_us = (uint64_t)json_integer_value(json_object_get(item, "ttfb_us")),
+            .updated_ms = age > 0 && (uint64_t)age < now_ms ? now_ms - (uint64_t)age : now_ms};
+        if (stat.success_ppm > 1000000)
+            stat.success_ppm = 1000000;
+        router_stats_update(self, provider_id, key_id, id + consumed, &stat);
+        taken++;
+    }
+    return taken;
+}
+
 void router_stats_test(bool verbose)
 {
     if (verbose)
@@ -88,6 +134,21 @@ void router_stats_test(bool verbose)
     assert(router_stats_get(stats, 1, 2, "m", 100, 0, &out) && out.ttfb_us == 50000);
     //  Old news is no news.
     assert(!router_stats_get(stats, 1, 2, "m", 100000, 1000, &out));
+    {
+        //  What one router exports, another table merges, ages kept.
+        router_stats_t *copy = router_stats_new();
+        json_t *list = router_stats_list(stats, 150, 0);
+        assert(json_array_size(list) >= 1);
+        assert(router_stats_merge(copy, list, 1150) == json_array_size(list));
+        router_stat_t got;
+        assert(router_stats_get(copy, 1, 2, "m", 1150, 0, &got));
+        assert(got.success_ppm == 990000 && got.ttfb_us == 50000 && got.updated_ms == 1100);
+        json_decref(list);
+        json_t *bad = json_loads("[{\"id\":\"x\"},{\"id\":7},{}]", 0, NULL);
+        assert(router_stats_merge(copy, bad, 1) == 0);
+        json_decref(bad);
+        router_stats_destroy(&copy);
+    }
     router_stats_destroy(&stats);
     if (verbose)
         printf("OK\n");

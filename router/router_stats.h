@@ -37,6 +37,15 @@ bool router_stats_get(router_stats_t *self, uint64_t provider_id, uint64_t provi
                       const char *upstream_model, uint64_t now_ms, uint64_t max_age_ms,
                       router_stat_t *out);
 
+//  Every entry (none older than max_age_ms, 0 = all) as a JSON array for
+//  the routing table: {id, state, success_ppm, latency_us, ttfb_us,
+//  age_ms}. Caller owns return value.
+json_t *router_stats_list(router_stats_t *self, uint64_t now_ms, uint64_t max_age_ms);
+
+//  Stores the entries of such a list (another process' table), their age
+//  kept. Malformed entries are skipped. Returns how many were stored.
+size_t router_stats_merge(router_stats_t *self, json_t *list, uint64_t now_ms);
+
 //  Self test.
 void router_stats_test(bool verbose);
 

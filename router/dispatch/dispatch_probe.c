@@ -120,6 +120,8 @@ static void s_message(proto_msg_t **msg_p, void *arg)
         if (!result->hold_commit)
             s_commit(probe, result);
         break;
+    case PROTO_MSG_DEMAND:
+        break; //  for the routers' shares of key limits
     default:
         CHECK(false, "unexpected %s", proto_msg_type_name(proto_msg_type(msg)));
     }
@@ -151,8 +153,33 @@ static bool s_wait_done(s_probe_t *probe, s_result_t *result, int outcomes)
     return true;
 }
 
-static s_result_t *s_dispatch(s_probe_t *probe, int protocol, const char *body,
-                              const proto_candidate_t *candidates, size_t count, bool stream)
+//  Dispatch routes by itself from its catalog: each scenario is a logical
+//  model whose routes are the candidates in order (route priority count..1).
+static void s_model(PGconn *db, const char *name, const proto_candidate_t *candidates, size_t count)
+{
+    const char *values[1] = {name};
+    PGresult *result = PQexecParams(db, "INSERT INTO models (name) VALUES ($1) RETURNING id", 1,
+                                    NULL, values, NULL, NULL, 0);
+    assert(PQresultStatus(result) == PGRES_TUPLES_OK);
+    char model_id[32];
+    snprintf(model_id, sizeof model_id, "%s", PQgetvalue(result, 0, 0));
+    PQclear(result);
+    for (size_t i = 0; i < count; i++) {
+        char provider[32], priority[16];
+        snprintf(provider, sizeof provider, "%llu", (unsigned long long)candidates[i].provider_id);
+        snprintf(priority, sizeof priority, "%zu", count - i);
+        const char *route[4] = {model_id, provider, candidates[i].upstream_model, priority};
+        result = PQexecParams(db,
+                              "INSERT INTO routes (model_id, provider_id, upstream_model, priority)"
+                              " VALUES ($1, $2, $3, $4)",
+                              4, NULL, route, NULL, NULL, 0);
+        assert(PQresultStatus(result) == PGRES_COMMAND_OK);
+        PQclear(result);
+    }
+}
+
+static s_result_t *s_dispatch(s_probe_t *probe, int protocol, const char *body, const char *model,
+                              bool stream)
 {
     char rid[40];
     snprintf(rid, sizeof rid, "probe%08d%019d", getpid() % 100000000, ++probe->sequence);
@@ -160,9 +187,8 @@ static s_result_t *s_dispatch(s_probe_t *probe, int protocol, const char *body,
     proto_msg_set_request_id(msg, rid);
     proto_msg_set_deadline(msg, proto_loop_wall_us() / 1000 + 20000);
     proto_msg_set_client_protocol(msg, (uint64_t)protocol);
-    proto_msg_set_model(msg, "logical");
+    proto_msg_set_model(msg, model);
     proto_msg_set_stream(msg, stream);
-    proto_msg_set_candidates(msg, candidates, count);
     proto_msg_set_key_id(msg, 7);
     proto_msg_set_account_id(msg, 3);
     proto_msg_set_reserve_micros(msg, 1000);
@@ -313,6 +339,35 @@ int main(int argc, char **argv)
     uint64_t provider_wrong =
         s_insert_provider(db, "wrong-key", base, secret_key, "sk-not-it", &key_wrong);
 
+    //  The scenarios' models.
+    const proto_candidate_t c_a = s_candidate(provider_a, key_a, "gpt-4o-mini");
+    const proto_candidate_t c_b = s_candidate(provider_b, key_b, "gpt-4o-mini");
+    s_model(db, "r-a", &c_a, 1);
+    s_model(db, "r-b", &c_b, 1);
+    const proto_candidate_t failover[4] = {
+        s_candidate(provider_dead, key_dead, "gpt-4o-mini"),
+        s_candidate(provider_a, key_a, "m-500"),
+        s_candidate(provider_wrong, key_wrong, "gpt-4o-mini"),
+        s_candidate(provider_b, key_b, "mock-3"),
+    };
+    s_model(db, "r-failover", failover, 4);
+    const proto_candidate_t limited[2] = {s_candidate(provider_a, key_a, "m-429"),
+                                          s_candidate(provider_b, key_b, "m-429")};
+    s_model(db, "r-429", limited, 2);
+    //  The second candidate on another provider: on the same one, the model
+    //  that last served the client key well would go first (router_select).
+    const proto_candidate_t refused[2] = {s_candidate(provider_a, key_a, "m-400"), c_b};
+    s_model(db, "r-400", refused, 2);
+    const proto_candidate_t cut[2] = {s_candidate(provider_a, key_a, "m-cut"), c_b};
+    s_model(db, "r-cut", cut, 2);
+    const char *singles[] = {"m-hang", "m-stall", "m-slow", "m-drain"};
+    for (size_t i = 0; i < sizeof singles / sizeof singles[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "r-%s", singles[i] + 2);
+        const proto_candidate_t one = s_candidate(provider_a, key_a, singles[i]);
+        s_model(db, name, &one, 1);
+    }
+
     //  Our sockets, on ipc:// in a private folder.
     char dir[] = "/tmp/dispatch_probe.XXXXXX";
     assert(mkdtemp(dir));
@@ -329,7 +384,7 @@ int main(int argc, char **argv)
     assert(probe.billing && probe.ingress && probe.outcomes);
     probe.poller = zpoller_new(probe.ingress, probe.billing, probe.outcomes, NULL);
 
-    char set[10][300];
+    char set[11][300];
     snprintf(set[0], sizeof set[0], "database_url=%s", database_url);
     snprintf(set[1], sizeof set[1], "secret_key=%s", secret_key);
     snprintf(set[2], sizeof set[2], "dispatch.bind=%s", dispatch_ep);
@@ -341,12 +396,14 @@ int main(int argc, char **argv)
     snprintf(set[8], sizeof set[8], "dispatch.connect_timeout_ms=%d", 1000);
     snprintf(set[9], sizeof set[9], "log_level=%s",
              getenv("PROBE_LOG") ? getenv("PROBE_LOG") : "warn");
+    //  Scenarios fail on purpose: breakers must not carry one into the next.
+    snprintf(set[10], sizeof set[10], "router.breaker_threshold=1000");
     pid_t child = fork();
     if (child == 0) {
         char *args[32];
         int n = 0;
         args[n++] = (char *)binary;
-        for (int i = 0; i < 10; i++) {
+        for (int i = 0; i < 11; i++) {
             args[n++] = "--set";
             args[n++] = set[i];
         }
@@ -356,10 +413,9 @@ int main(int argc, char **argv)
     }
     //  The PUB/SUB pair drops what is published before the subscription is
     //  through; a first request confirmed by its OUTCOME proves it is.
-    proto_candidate_t ok_a = s_candidate(provider_a, key_a, "gpt-4o-mini");
     s_result_t *warm = NULL;
     for (int i = 0; i < 50 && (!warm || !warm->outcomes); i++) {
-        warm = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_plain, &ok_a, 1, false);
+        warm = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_plain, "r-a", false);
         s_wait_done(&probe, warm, 0);
         s_pump(&probe, 50);
     }
@@ -368,7 +424,7 @@ int main(int argc, char **argv)
         goto done;
 
     { //  1. Non-streamed passthrough.
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_plain, &ok_a, 1, false);
+        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_plain, "r-a", false);
         CHECK(s_wait_done(&probe, r, 1), "no DONE");
         char *text = s_text(r);
         CHECK(proto_msg_status(r->done) == 200, "status %d", (int)proto_msg_status(r->done));
@@ -391,8 +447,7 @@ int main(int argc, char **argv)
     }
     { //  2. Streamed, client did not ask for usage: the usage chunk is gone,
         //  the usage is read anyway. Base URL with /v1/.
-        proto_candidate_t ok_b = s_candidate(provider_b, key_b, "gpt-4o-mini");
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, &ok_b, 1, true);
+        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-b", true);
         CHECK(s_wait_done(&probe, r, 1), "no DONE");
         char *text = s_text(r);
         CHECK(r->chunks > 0 && r->first_status == 200, "chunks %d", r->chunks);
@@ -406,8 +461,7 @@ int main(int argc, char **argv)
         free(text);
     }
     { //  3. Streamed, client asked for usage: it gets the chunk.
-        s_result_t *r =
-            s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream_usage, &ok_a, 1, true);
+        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream_usage, "r-a", true);
         CHECK(s_wait_done(&probe, r, 1), "no DONE");
         char *text = s_text(r);
         CHECK(strstr(text, "\"choices\":[]") && strstr(text, "\"usage\":{"), "usage chunk: %s",
@@ -416,13 +470,8 @@ int main(int argc, char **argv)
         free(text);
     }
     { //  4. Failover: connection refused, 500, wrong key (401), then good.
-        proto_candidate_t list[4] = {
-            s_candidate(provider_dead, key_dead, "gpt-4o-mini"),
-            s_candidate(provider_a, key_a, "m-500"),
-            s_candidate(provider_wrong, key_wrong, "gpt-4o-mini"),
-            s_candidate(provider_b, key_b, "mock-3"),
-        };
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, list, 4, true);
+        s_result_t *r =
+            s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-failover", true);
         CHECK(s_wait_done(&probe, r, 4), "no DONE");
         CHECK(proto_msg_status(r->done) == 200 && proto_msg_attempts(r->done) == 4,
               "status %d "
@@ -439,9 +488,7 @@ int main(int argc, char **argv)
         printf("ok 4 failover refused -> 500 -> 401 -> 200\n");
     }
     { //  5. All rate limited: 429 with the Retry-After.
-        proto_candidate_t list[2] = {s_candidate(provider_a, key_a, "m-429"),
-                                     s_candidate(provider_b, key_b, "m-429")};
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_plain, list, 2, false);
+        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_plain, "r-429", false);
         CHECK(s_wait_done(&probe, r, 2), "no DONE");
         char *text = s_text(r);
         CHECK(proto_msg_status(r->done) == 429 && proto_msg_retry_after_ms(r->done) == 3000,
@@ -453,8 +500,7 @@ int main(int argc, char **argv)
         free(text);
     }
     { //  6. A client error is relayed at once, no failover.
-        proto_candidate_t list[2] = {s_candidate(provider_a, key_a, "m-400"), ok_a};
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_plain, list, 2, false);
+        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_plain, "r-400", false);
         CHECK(s_wait_done(&probe, r, 1), "no DONE");
         char *text = s_text(r);
         CHECK(proto_msg_status(r->done) == 400 && proto_msg_attempts(r->done) == 1, "status %d",
@@ -464,9 +510,8 @@ int main(int argc, char **argv)
         free(text);
     }
     { //  7. First-byte timeout on the only candidate: 504.
-        proto_candidate_t hang = s_candidate(provider_a, key_a, "m-hang");
         uint64_t start = proto_loop_now_ms();
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, &hang, 1, true);
+        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-hang", true);
         CHECK(s_wait_done(&probe, r, 1), "no DONE");
         uint64_t took = proto_loop_now_ms() - start;
         char *text = s_text(r);
@@ -478,8 +523,7 @@ int main(int argc, char **argv)
     }
     { //  8. Stream cut after the first bytes went out: error event, 502,
         //  even though another candidate is left.
-        proto_candidate_t list[2] = {s_candidate(provider_a, key_a, "m-cut"), ok_a};
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, list, 2, true);
+        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-cut", true);
         CHECK(s_wait_done(&probe, r, 1), "no DONE");
         char *text = s_text(r);
         CHECK(r->chunks > 0 && proto_msg_status(r->done) == 502, "status %d chunks %d",
@@ -493,8 +537,7 @@ int main(int argc, char **argv)
         free(text);
     }
     { //  8b. Idle gap after the first bytes: 504 error event, not a clean end.
-        proto_candidate_t stall = s_candidate(provider_a, key_a, "m-stall");
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, &stall, 1, true);
+        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-stall", true);
         CHECK(s_wait_done(&probe, r, 1), "no DONE");
         char *text = s_text(r);
         CHECK(r->chunks > 0 && proto_msg_status(r->done) == 504 &&
@@ -505,8 +548,7 @@ int main(int argc, char **argv)
     }
     { //  9. Cancel: the mock sees the connection close.
         long aborts = s_mock_stat(port, "client_aborts");
-        proto_candidate_t slow = s_candidate(provider_a, key_a, "m-slow");
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, &slow, 1, true);
+        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-slow", true);
         uint64_t until = proto_loop_now_ms() + S_WAIT_MS;
         while (r->chunks == 0 && proto_loop_now_ms() < until)
             s_pump(&probe, 100);
@@ -533,7 +575,7 @@ int main(int argc, char **argv)
     }
     { //  10. An unsupported protocol pair: 400 in the client's own format.
         const char *anthropic = "{\"model\":\"x\",\"max_tokens\":10,\"messages\":[]}";
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_ANTHROPIC, anthropic, &ok_a, 1, false);
+        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_ANTHROPIC, anthropic, "r-a", false);
         CHECK(s_wait_done(&probe, r, 0), "no DONE");
         char *text = s_text(r);
         CHECK(proto_msg_status(r->done) == 400 && strstr(text, "\"type\":\"error\""), "%s", text);
@@ -541,7 +583,7 @@ int main(int argc, char **argv)
         free(text);
     }
     { //  11. A SETTLE without COMMIT is sent again; after COMMIT it stops.
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_plain, &ok_a, 1, false);
+        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_plain, "r-a", false);
         r->hold_commit = true;
         CHECK(s_wait_done(&probe, r, 1), "no DONE");
         uint64_t until = proto_loop_now_ms() + 6000;
@@ -557,9 +599,8 @@ int main(int argc, char **argv)
         printf("ok 11 SETTLE re-sent until COMMIT (%d copies)\n", settles);
     }
     { //  12. Drain: in-flight finishes, new work is refused, exit 0.
-        proto_candidate_t drain = s_candidate(provider_a, key_a, "m-drain");
         s_result_t *busy =
-            s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, &drain, 1, true);
+            s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-drain", true);
         uint64_t until = proto_loop_now_ms() + S_WAIT_MS;
         while (busy->chunks == 0 && proto_loop_now_ms() < until)
             s_pump(&probe, 100);
@@ -567,7 +608,7 @@ int main(int argc, char **argv)
         //  Give the signal a moment to land before the next DISPATCH; the
         //  refusal below is what we check, not this wait.
         s_pump(&probe, 50);
-        s_result_t *late = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_plain, &ok_a, 1, false);
+        s_result_t *late = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_plain, "r-a", false);
         CHECK(s_wait_done(&probe, busy, 1), "in-flight did not finish");
         //  Handed back to ingress, not taken: DONE without a SETTLE.
         until = proto_loop_now_ms() + S_WAIT_MS;

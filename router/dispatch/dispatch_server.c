@@ -16,10 +16,13 @@
 #include "proto_trace.h"
 #include "proto_usage.h"
 #include "proto_watch.h"
+#include "router_select.h"
+#include "router_server.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <jansson.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +42,12 @@
 #define S_DRAIN_QUIET_MS 200
 #define S_DRAIN_READ_MS 1000
 #define S_DRAIN_TICK_MS 50
+#define S_STATS_MAX_AGE_MS 600000 //  health older than this is not used
+#define S_DEMAND_MS 1000          //  DEMAND for key shares this often
+//  Our own breaker that the router's table does not show yet is kept this
+//  long: the router has heard our failure within that time, unless it is
+//  down, and then our own view is the best there is.
+#define S_BREAKER_GRACE_MS 1000
 
 typedef struct _s_request_t s_request_t;
 
@@ -50,6 +59,19 @@ struct _dispatch_server_t {
     zsock_t *router;                   //  DISPATCH/CANCEL in, CHUNK/DONE out
     zsock_t *events;                   //  PUB of OUTCOMEs
     proto_batch_t *outcomes;           //  OUTCOMEs on their way, batched
+    zsock_t *tables;                   //  SUB to every router.table endpoint
+    router_map_t *map;                 //  the catalog's pairs, resolved
+    router_breaker_t *breaker;         //  our outcomes at once, the cluster's by table
+    router_stats_t *stats;             //  health, from the tables
+    router_limit_t *limit;             //  our shares of provider-key limits
+    router_sticky_t *sticky;           //  per client key, the model that served it well
+    router_rng_t rng;                  //  spreads ties
+    bool zero_config;                  //  router.zero_config
+    uint64_t table_version;            //  of the last table merged
+    char table_router[128];            //  and the router it came from
+    uint64_t tables_merged;            //  tables merged so far
+    zhashx_t *resets;                  //  router instance -> its operator resets seen
+    int demand_timer;                  //  sends DEMAND
     zsock_t *billing[S_MAX_ENDPOINTS]; //  one DEALER per billing instance
     int billing_count;                 //  entries in billing
     proto_outbox_t *outbox;            //  SETTLEs until COMMIT, by account, journaled
@@ -69,6 +91,7 @@ struct _dispatch_server_t {
     bool journal_sync;                 //  dispatch.journal_sync: fdatasync before DONE
     proto_metric_t *in_flight;         //  gauge of requests in flight
     proto_metric_t *failovers;         //  counter of attempts replaced by another
+    proto_metric_t *no_route;          //  requests no candidate could take
 };
 
 //  One request from DISPATCH to DONE or CANCEL.
@@ -142,13 +165,6 @@ static s_request_t *s_request_new(dispatch_server_t *server, proto_msg_t **dispa
         self->json_array = json_is_true(json_object_get(meta, "json_array"));
         json_decref(meta);
     }
-    size_t count = 0;
-    const proto_candidate_t *candidates = proto_msg_candidates(dispatch, &count);
-    if (count > PROTO_MSG_CANDIDATES_MAX)
-        count = PROTO_MSG_CANDIDATES_MAX;
-    if (count)
-        memcpy(self->candidates, candidates, count * sizeof *candidates);
-    self->candidate_count = count;
     self->received_us = proto_loop_now_us();
     self->started_wall_us = proto_loop_wall_us();
     //  The ledger keys usage by (request id, started_at). Every sender of a
@@ -220,10 +236,33 @@ static void s_drain_tick(proto_loop_t *loop, int id, void *arg)
     s_check_drained(arg);
 }
 
+//  Our own outcome changes our breakers at once, before the router's table
+//  says so; a success teaches the key's preferred model, and ends the
+//  decision's hold on the key's concurrency share.
+static void s_learn(s_request_t *self, int status, const char *error_code)
+{
+    dispatch_server_t *server = self->server;
+    const proto_candidate_t *candidate = self->candidate;
+    uint64_t now = proto_loop_now_ms();
+    router_breaker_event_t event =
+        router_breaker_record(server->breaker, candidate->provider_id, candidate->provider_key_id,
+                              candidate->upstream_model, status, error_code,
+                              self->call ? dispatch_call_retry_after_ms(self->call) : 0, now);
+    if (event == ROUTER_BREAKER_OPENED || event == ROUTER_BREAKER_KEY_DISABLED)
+        log_info(self->rid, "breaker: open here for provider=%llu key=%llu model=%s (status %d)",
+                 (unsigned long long)candidate->provider_id,
+                 (unsigned long long)candidate->provider_key_id, candidate->upstream_model, status);
+    if (status >= 200 && status < 300 && proto_msg_key_id(self->dispatch))
+        router_sticky_prefer(server->sticky, proto_msg_key_id(self->dispatch),
+                             candidate->provider_id, candidate->upstream_model, now);
+    router_limit_finish(server->limit, self->rid);
+}
+
 //  Publishes the OUTCOME of the current attempt.
 static void s_outcome(s_request_t *self, int status, const char *error_code)
 {
     dispatch_server_t *server = self->server;
+    s_learn(self, status, error_code);
     proto_msg_t *outcome = proto_msg_new(PROTO_MSG_OUTCOME);
     proto_msg_set_request_id(outcome, self->rid);
     proto_msg_set_trace(outcome, proto_msg_trace(self->dispatch));
@@ -380,6 +419,7 @@ static void s_finish(s_request_t *self, const s_ending_t *ending)
     //  failed over or was slow.
     proto_trace_finish(self->rid, ending->status >= 400 || self->attempts > 1 ||
                                       proto_trace_is_slow(latency_us));
+    router_limit_finish(server->limit, self->rid);
     zhashx_delete(server->requests, self->rid); //  destroys the request
     proto_metric_set(server->in_flight, (double)zhashx_size(server->requests));
     s_check_drained(server);
@@ -758,6 +798,132 @@ static void s_try_next(s_request_t *self)
 }
 
 //  --------------------------------------------------------------------------
+//  Routing: the same decision the router explains, made here
+
+static router_context_t s_context(dispatch_server_t *self)
+{
+    return (router_context_t){.catalog = self->catalog,
+                              .map = self->map,
+                              .breaker = self->breaker,
+                              .sticky = self->sticky,
+                              .stats = self->stats,
+                              .limit = self->limit,
+                              .rng = &self->rng,
+                              .stats_max_age_ms = S_STATS_MAX_AGE_MS};
+}
+
+//  Orders the candidates of a new request. Returns 0, or -1 when it was
+//  answered (404, 429, 503) instead.
+static int s_decide(dispatch_server_t *self, s_request_t *request)
+{
+    proto_msg_t *msg = request->dispatch;
+    router_context_t context = s_context(self);
+    router_request_t query = {
+        .request_id = request->rid,
+        .model = proto_msg_model(msg),
+        .key_id = proto_msg_key_id(msg),
+        .account_id = proto_msg_account_id(msg),
+        .session = proto_msg_has(msg, PROTO_FIELD_session) ? proto_msg_session(msg) : NULL,
+        .capabilities =
+            proto_msg_has(msg, PROTO_FIELD_capabilities) ? proto_msg_capabilities(msg) : NULL,
+        .now_ms = proto_loop_now_ms()};
+    uint64_t started_us = proto_loop_now_us();
+    router_decision_t *decision = malloc(sizeof *decision);
+    assert(decision);
+    router_select_decide(&context, &query, decision, NULL);
+    int status = decision->status;
+    proto_observe_decision(request->rid, proto_msg_trace(msg), status, decision->candidates,
+                           status == 200 ? decision->count : 0, started_us);
+    if (status == 200) {
+        memcpy(request->candidates, decision->candidates,
+               decision->count * sizeof *decision->candidates);
+        request->candidate_count = decision->count;
+        if (decision->last_resort)
+            log_info(request->rid, "model %s: every candidate is open; last resort provider=%llu",
+                     query.model, (unsigned long long)decision->candidates[0].provider_id);
+    } else {
+        proto_metric_add(self->no_route, 1);
+        log_info(request->rid, "no route for model %s: %d %s", query.model, status,
+                 decision->error_code);
+        s_finish_error(request, status, decision->error_code, decision->error_message,
+                       decision->retry_after_ms);
+    }
+    free(decision);
+    return status == 200 ? 0 : -1;
+}
+
+//  A routing table from a router: its breakers (the cluster's view), the
+//  health it heard and our shares of limited provider keys.
+static void s_table(dispatch_server_t *self, proto_msg_t *msg)
+{
+    zframe_t *body = proto_msg_body(msg);
+    json_t *table =
+        body ? json_loadb((const char *)zframe_data(body), zframe_size(body), 0, NULL) : NULL;
+    if (!json_is_object(table)) {
+        json_decref(table);
+        log_warn(NULL, "routing table %llu from %s is not a JSON object; dropped",
+                 (unsigned long long)proto_msg_version(msg), proto_msg_instance(msg));
+        return;
+    }
+    uint64_t now = proto_loop_now_ms();
+    uint64_t wall = (uint64_t)json_integer_value(json_object_get(table, "wall_ms"));
+    //  An operator's reset since the last table closes our own breakers too,
+    //  even fresh ones.
+    const char *router = proto_msg_instance(msg);
+    uint64_t resets = (uint64_t)json_integer_value(json_object_get(table, "resets"));
+    uint64_t seen = (uint64_t)(uintptr_t)zhashx_lookup(self->resets, router);
+    if (resets != seen)
+        zhashx_update(self->resets, router, (void *)(uintptr_t)resets);
+    uint64_t grace = seen && resets != seen ? 0 : S_BREAKER_GRACE_MS;
+    //  Times in the table are the router's wall clock: read them against
+    //  its own "now", so clocks that differ between hosts cancel out.
+    router_breaker_merge(self->breaker, json_object_get(table, "breakers"), now,
+                         wall ? wall : proto_loop_wall_us() / 1000, grace);
+    router_stats_merge(self->stats, json_object_get(table, "stats"), now);
+    json_t *mine =
+        json_object_get(json_object_get(table, "shares"), proto_service_instance(self->service));
+    const char *key;
+    json_t *share;
+    json_object_foreach(mine, key, share)
+    {
+        double rps = json_number_value(json_array_get(share, 0));
+        double concurrent = json_number_value(json_array_get(share, 1));
+        router_limit_set_share(self->limit, strtoull(key, NULL, 10), rps, concurrent);
+    }
+    self->table_version = proto_msg_version(msg);
+    snprintf(self->table_router, sizeof self->table_router, "%s", proto_msg_instance(msg));
+    self->tables_merged++;
+    json_decref(table);
+}
+
+static void s_tables_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    proto_msg_t *msg = NULL;
+    int rc = proto_msg_recv(&msg, socket);
+    if (rc == -2)
+        log_warn(NULL, "dropped a malformed routing table");
+    if (rc == 0 && proto_msg_type(msg) == PROTO_MSG_ROUTING_TABLE)
+        s_table(arg, msg);
+    proto_msg_destroy(&msg);
+}
+
+//  Tells the routers how much each limited provider key was wanted here,
+//  so that they share its limit out by demand (and know we are alive).
+static void s_demand_tick(proto_loop_t *loop, int id, void *arg)
+{
+    dispatch_server_t *self = arg;
+    json_t *demand = router_limit_take_demand(self->limit);
+    char *text = json_dumps(demand, JSON_COMPACT);
+    json_decref(demand);
+    proto_msg_t *msg = proto_msg_new(PROTO_MSG_DEMAND);
+    proto_msg_set_instance(msg, proto_service_instance(self->service));
+    if (text)
+        proto_msg_set_body_bytes(msg, text, strlen(text));
+    free(text);
+    proto_batch_add(self->outcomes, &msg);
+}
+
+//  --------------------------------------------------------------------------
 //  Sockets
 
 static void s_on_dispatch(dispatch_server_t *self, proto_msg_t **msg_p)
@@ -796,9 +962,7 @@ static void s_on_dispatch(dispatch_server_t *self, proto_msg_t **msg_p)
         s_finish_error(request, 400, "unsupported_protocol", "Unknown client protocol.", 0);
     else if (!s_body_size(request))
         s_finish_error(request, 400, "invalid_request", "The request has no body.", 0);
-    else if (request->candidate_count == 0)
-        s_finish_error(request, 503, "no_provider", "No provider serves this model.", 0);
-    else
+    else if (s_decide(self, request) == 0)
         s_try_next(request);
 }
 
@@ -919,10 +1083,17 @@ static void s_catalog_swap(proto_catalog_t **catalog_p, void *arg)
 {
     dispatch_server_t *self = arg;
     //  Requests hold candidate ids, never catalog pointers across turns,
-    //  so the old snapshot can go at once.
+    //  so the old snapshot can go at once (the map borrows it: first).
+    router_map_destroy(&self->map);
     proto_catalog_destroy(&self->catalog);
     self->catalog = *catalog_p;
     *catalog_p = NULL;
+    self->map = router_map_build(self->catalog, self->zero_config);
+    //  A key our breakers disabled that an operator re-enabled comes back.
+    for (size_t i = 0; i < proto_catalog_provider_key_count(self->catalog); i++) {
+        const proto_provider_key_t *key = proto_catalog_provider_key_at(self->catalog, i);
+        router_breaker_sync_key(self->breaker, key->id, key->active);
+    }
 }
 
 //  --------------------------------------------------------------------------
@@ -980,6 +1151,24 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
                                           "Requests being dispatched", NULL);
     self->failovers = proto_metrics_counter(self->metrics, "tollgate_dispatch_failovers_total",
                                             "Attempts replaced by the next candidate", NULL);
+    self->no_route = proto_metrics_counter(self->metrics, "tollgate_dispatch_no_route_total",
+                                           "Requests no candidate could take", NULL);
+    router_breaker_config_t breaker = router_server_breaker_config(self->config);
+    self->breaker = router_breaker_new(&breaker);
+    self->stats = router_stats_new();
+    self->resets = zhashx_new();
+    const char *dispatch_endpoints[S_MAX_ENDPOINTS];
+    int instances = (int)proto_config_int(self->config, "dispatch.instances");
+    if (instances <= 0)
+        instances =
+            proto_config_endpoints(self->config, "dispatch", dispatch_endpoints, S_MAX_ENDPOINTS);
+    self->limit = router_limit_new(instances > 0 ? (uint32_t)instances : 1);
+    self->sticky = router_sticky_new(
+        1000, (uint64_t)proto_config_int(self->config, "router.preference_ttl_ms"), 100000);
+    self->zero_config = proto_config_bool(self->config, "router.zero_config");
+    uint64_t seed;
+    randombytes_buf(&seed, sizeof seed);
+    router_rng_seed(&self->rng, seed);
 
     char error[512];
     self->watch =
@@ -996,6 +1185,18 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
     //  Routers and health fold outcomes in batches: under load a
     //  millisecond gathers many.
     self->outcomes = proto_batch_new(self->loop, self->events, 256, PROTO_BATCH_BYTES_MAX, 1);
+    self->tables = zsock_new(ZMQ_SUB);
+    if (!self->tables)
+        goto fail;
+    zsock_set_subscribe(self->tables, "");
+    {
+        const char *routers[S_MAX_ENDPOINTS];
+        int router_count =
+            proto_config_endpoints(self->config, "router.table", routers, S_MAX_ENDPOINTS);
+        for (int i = 0; i < router_count; i++)
+            if (zsock_connect(self->tables, "%s", routers[i]) < 0)
+                log_warn(NULL, "cannot connect to routing tables at %s", routers[i]);
+    }
     //  One DEALER per billing instance, SETTLE picked by account_id % count
     //  as ingress picks for ADMIT (docs/billing.md: sharding).
     const char *endpoints[S_MAX_ENDPOINTS];
@@ -1035,6 +1236,8 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
         log_warn(NULL, "no state_dir: settlements are kept in memory only and a crash of this "
                        "process loses the unacknowledged ones");
     proto_loop_add_socket(self->loop, self->router, s_router_ready, self);
+    proto_loop_add_socket(self->loop, self->tables, s_tables_ready, self);
+    self->demand_timer = proto_loop_add_timer(self->loop, S_DEMAND_MS, true, s_demand_tick, self);
     for (int i = 0; i < count; i++)
         proto_loop_add_socket(self->loop, self->billing[i], s_billing_ready, self);
     proto_loop_set_turn(self->loop, s_turn, self);
@@ -1055,6 +1258,8 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
         return;
     if (self->drain_timer)
         proto_loop_cancel_timer(self->loop, self->drain_timer);
+    if (self->demand_timer)
+        proto_loop_cancel_timer(self->loop, self->demand_timer);
     //  Requests first: their calls must leave the multi handle before it goes.
     zhashx_destroy(&self->requests);
     if (self->done_waiting) {
@@ -1064,13 +1269,22 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
     }
     if (self->router)
         proto_loop_remove_socket(self->loop, self->router);
+    if (self->tables)
+        proto_loop_remove_socket(self->loop, self->tables);
     for (int i = 0; i < self->billing_count; i++)
         proto_loop_remove_socket(self->loop, self->billing[i]);
     proto_outbox_destroy(&self->outbox);
     proto_batch_destroy(&self->outcomes);
     dispatch_multi_destroy(&self->multi);
     proto_watch_destroy(&self->watch);
+    router_map_destroy(&self->map);
     proto_catalog_destroy(&self->catalog);
+    router_breaker_destroy(&self->breaker);
+    router_stats_destroy(&self->stats);
+    router_limit_destroy(&self->limit);
+    router_sticky_destroy(&self->sticky);
+    zhashx_destroy(&self->resets);
+    zsock_destroy(&self->tables);
     zsock_destroy(&self->router);
     zsock_destroy(&self->events);
     for (int i = 0; i < self->billing_count; i++)
@@ -1094,9 +1308,12 @@ void dispatch_server_drain(dispatch_server_t *self)
 char *dispatch_server_status(dispatch_server_t *self)
 {
     char *text = NULL;
-    if (asprintf(&text, "{\"in_flight\":%zu,\"upstream_transfers\":%zu,\"settle_pending\":%zu}",
+    if (asprintf(&text,
+                 "{\"in_flight\":%zu,\"upstream_transfers\":%zu,\"settle_pending\":%zu,"
+                 "\"table_version\":%llu,\"table_router\":\"%s\",\"tables\":%llu}",
                  zhashx_size(self->requests), dispatch_multi_running(self->multi),
-                 proto_outbox_pending(self->outbox)) < 0)
+                 proto_outbox_pending(self->outbox), (unsigned long long)self->table_version,
+                 self->table_router, (unsigned long long)self->tables_merged) < 0)
         return NULL;
     return text;
 }

@@ -157,6 +157,8 @@ function hostConfig(dir, host, index, secrets) {
     'router.bind': `tcp://${host.ip}:7130`,
     'router.control_bind': `tcp://${host.ip}:7131`,
     'router.endpoints': both(7130),
+    'router.table.bind': `tcp://${host.ip}:7132`,
+    'router.table.endpoints': both(7132),
     'dispatch.bind': `tcp://${host.ip}:7140`,
     'dispatch.events.bind': `tcp://${host.ip}:7141`,
     'dispatch.control_bind': `tcp://${host.ip}:7142`,

@@ -57,15 +57,17 @@ test('tollgate restart rolls each program under load', { timeout: 240000 }, asyn
   const dispatch = [await tcp(), await tcp()];
   const events = [await tcp(), await tcp()];
   const router = [await tcp(), await tcp()];
+  const tables = [await tcp(), await tcp()];
   const env = {
     TOLLGATE_DISPATCH_BIND: dispatch[0], TOLLGATE_DISPATCH_ENDPOINTS: dispatch.join(','),
     TOLLGATE_DISPATCH_EVENTS_BIND: events[0], TOLLGATE_DISPATCH_EVENTS_ENDPOINTS: events.join(','),
     TOLLGATE_ROUTER_BIND: router[0], TOLLGATE_ROUTER_ENDPOINTS: router.join(','),
+    TOLLGATE_ROUTER_TABLE_BIND: tables[0], TOLLGATE_ROUTER_TABLE_ENDPOINTS: tables.join(','),
   };
   const cluster = await startCluster({ demo: true, env });
   const extras = {
     dispatch: await startExtra(cluster, 'dispatch', { 'dispatch.bind': dispatch[1], 'dispatch.events.bind': events[1] }, env),
-    router: await startExtra(cluster, 'router', { 'router.bind': router[1] }, env),
+    router: await startExtra(cluster, 'router', { 'router.bind': router[1], 'router.table.bind': tables[1] }, env),
   };
   const key = cluster.upOutput.stdout.match(/key (tg-[0-9a-f]+)$/m)[1];
   const load = startLoad({ gateways: [cluster.gateway], keys: [key], model: 'demo-model', concurrency: 4, timeoutMs: 20000 });

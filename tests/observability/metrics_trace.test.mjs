@@ -77,7 +77,7 @@ test('every program serves parseable metrics with its families', async () => {
       'tollgate_ingress_ttft_seconds', 'tollgate_ingress_in_flight', 'tollgate_ingress_key_cache_size'],
     dispatch: ['tollgate_upstream_attempts_total', 'tollgate_upstream_seconds', 'tollgate_upstream_ttfb_seconds',
       'tollgate_dispatch_failovers_total', 'tollgate_dispatch_in_flight', 'tollgate_dispatch_outbox'],
-    router: ['tollgate_router_breakers', 'tollgate_router_decisions_total'],
+    router: ['tollgate_router_breakers', 'tollgate_router_tables_total'],
     billing: ['tollgate_billing_outbox', 'tollgate_billing_settles_total'],
     ledger: ['tollgate_ledger_lag_seconds', 'tollgate_ledger_queue_depth', 'tollgate_ledger_spans_inserted_total'],
     health: ['tollgate_health_probes_total'],
@@ -120,7 +120,7 @@ test('a request that failed over twice shows both failed attempts in its timelin
   const row = await usageRow(ctx, response.id);
   assert.equal(Number(row.attempts), 3);
   // A failed-over request keeps its spans whatever the sampling says.
-  const wanted = ['ingress.request', 'ingress.admission', 'ingress.route',
+  const wanted = ['ingress.request', 'ingress.admission', 'dispatch.route',
     'dispatch.attempt', 'billing.settle', 'ledger.commit'];
   const request = await waitFor(async () => {
     const answer = await ctx.api('GET', `/admin/requests/${response.id}`);
@@ -140,6 +140,8 @@ test('a request that failed over twice shows both failed attempts in its timelin
   const times = request.spans.map((s) => Date.parse(s.started_at));
   assert.deepEqual(times, [...times].sort((a, b) => a - b));
   assert.ok(new Set(request.spans.map((s) => s.program)).size >= 4);
+  const decide = request.spans.find((s) => s.name === 'dispatch.route');
+  assert.equal(decide.attributes.count, 3);
   // And in the CLI, one line per span.
   const shown = await tollgate(['requests', 'show', response.id], { env: { TOLLGATE_DIR: ctx.cluster.dir } });
   assert.equal(shown.code, 0, shown.stderr);

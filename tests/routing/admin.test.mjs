@@ -197,9 +197,11 @@ describe('breakers', () => {
 
   test('a 401 disables the key, durably, with its reason; reset makes it active again', async () => {
     await fault(ctx.mocks[0], 'm-a', '401');
-    const response = await chat(ctx, client.key, { model: 'm' });
-    assert.equal(response.status, 200, 'the second provider answers');
+    // Dispatch learns of the reset above from the next routing table (within
+    // 20 ms): until then it may still skip pa, so ask until pa is tried.
     const disabled = await waitFor(async () => {
+      const response = await chat(ctx, client.key, { model: 'm' });
+      assert.equal(response.status, 200, 'the second provider answers');
       const list = (await ok(ctx, 'GET', '/admin/breakers')).data;
       return list.find((b) => b.layer === 'key' && b.provider_key_id === pa.keyId) ?? null;
     }, { timeout: 5000, message: 'the key breaker' });

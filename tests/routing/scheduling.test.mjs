@@ -1,8 +1,8 @@
 // Routing decisions through the gateway, with three mock upstreams as three providers and
-// two routers (the cluster's, and a second tollgate-router on the same configuration; ingress
-// spreads ROUTEs over both): each scheduling mode's distribution over many requests, breaker
-// transitions as GET /admin/breakers shows them in both routers, the last-resort path,
-// stickiness across requests and its expiry, and capability filtering.
+// two routers (the cluster's, and a second tollgate-router on the same configuration; dispatch
+// decides from the routing tables both publish): each scheduling mode's distribution over many
+// requests, breaker transitions as GET /admin/breakers shows them in both routers, the
+// last-resort path, session stickiness by rendezvous hashing, and capability filtering.
 //
 // Tolerances: n requests split with probability p land within p +- 4 * sqrt(p(1-p)/n), about
 // four standard deviations, so a correct router fails this about once in 15 000 runs.
@@ -11,10 +11,9 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { freePort, startProgram, waitFor } from '../lib/harness.mjs';
-import { addClient, addProvider, chat, distribution, explainUntil, fault, ok, setup } from './lib.mjs';
+import { addClient, addProvider, chat, distribution, explainUntil, fault, ok, setup, usageRow } from './lib.mjs';
 
 const COOLDOWN_MS = 1500;
-const STICKY_TTL_MS = 2000;
 
 let ctx;
 let client;
@@ -28,17 +27,19 @@ function within(count, n, p, what) {
 }
 
 before(async () => {
-  const [one, two] = [await freePort(), await freePort()];
+  const [one, two, tableOne, tableTwo] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const env = {
     TOLLGATE_ROUTER_BIND: `tcp://127.0.0.1:${one}`,
     TOLLGATE_ROUTER_ENDPOINTS: `tcp://127.0.0.1:${one},tcp://127.0.0.1:${two}`,
+    TOLLGATE_ROUTER_TABLE_BIND: `tcp://127.0.0.1:${tableOne}`,
+    TOLLGATE_ROUTER_TABLE_ENDPOINTS: `tcp://127.0.0.1:${tableOne},tcp://127.0.0.1:${tableTwo}`,
     TOLLGATE_ROUTER_COOLDOWN_5XX_MS: String(COOLDOWN_MS),
-    TOLLGATE_ROUTER_STICKY_TTL_MS: String(STICKY_TTL_MS),
   };
   const models = 'w-up,t-up,c-up,k-up,b-up,lr-up,s-up,cap-up';
   ctx = await setup({ mocks: [['--models', models], ['--models', models], ['--models', models]], env });
   router2 = startProgram('tollgate-router', ['--config', path.join(ctx.cluster.dir, 'tollgate.conf'),
     '--set', `router.bind=tcp://127.0.0.1:${two}`,
+    '--set', `router.table.bind=tcp://127.0.0.1:${tableTwo}`,
     '--set', `router.control_bind=ipc://${ctx.cluster.dir}/run/router2-control.sock`], { env });
   for (let i = 0; i < 3; i++) providers.push(await addProvider(ctx, `p${i + 1}`, ctx.mocks[i].url));
   const route = (i, extra = {}) => ({ provider: `p${i + 1}`, ...extra });
@@ -182,63 +183,58 @@ describe('breakers, in both routers', () => {
 });
 
 describe('stickiness', () => {
-  test('X-Session-Id binds a conversation across requests and routers; bindings expire', async (t) => {
-    const first = await chat(ctx, client.key, { model: 's' }, { headers: { 'x-session-id': 'conv-1' } });
-    assert.equal(first.status, 200);
-    const bindings = await ok(ctx, 'GET', '/admin/sticky?session=conv-1');
-    if (bindings.data.length === 0) {
-      t.todo('ingress session: ROUTE carries no session yet');
-      return;
-    }
-    const ids = [first.id];
-    for (let i = 0; i < 19; i++) {
-      const response = await chat(ctx, client.key, { model: 's' }, { headers: { 'x-session-id': 'conv-1' } });
+  const providerOf = async (id) => Number((await usageRow(ctx, id)).provider_id);
+  const session = (id) => ({ headers: { 'x-session-id': id } });
+
+  test('X-Session-Id keeps a conversation on one candidate everywhere; accounts are placed apart', async () => {
+    const ids = [];
+    for (let i = 0; i < 20; i++) {
+      const response = await chat(ctx, client.key, { model: 's' }, session('conv-1'));
       assert.equal(response.status, 200);
       ids.push(response.id);
     }
     const rows = await ctx.cluster.psql(`SELECT DISTINCT provider_id FROM usage WHERE request_id IN (${ids.map((id) => `'${id}'`).join(',')})`);
     assert.equal(rows.length, 1, `one provider for the whole conversation: ${JSON.stringify(rows)}`);
-    const bound = (await ok(ctx, 'GET', '/admin/sticky?session=conv-1')).data[0];
-    assert.equal(bound.provider_id, Number(rows[0].provider_id));
-    assert.deepEqual(bound.routers, [0, 1], 'both routers know the binding');
-    // Other sessions spread over the three providers.
-    const spread = new Set();
-    for (let i = 0; i < 30; i++) {
-      const response = await chat(ctx, client.key, { model: 's' }, { headers: { 'x-session-id': `other-${i}` } });
-      spread.add((await ctx.cluster.psql(`SELECT provider_id FROM usage WHERE request_id = '${response.id}'`))[0]?.provider_id);
+    // Both routers explain the same first choice for the session: dispatch
+    // and routers run the same hash, with no binding stored anywhere.
+    for (const router of [0, 1]) {
+      const explained = await ok(ctx, 'POST', `/admin/routing/decide?router=${router}`, { model: 's', key: client.key, session: 'conv-1' });
+      assert.equal(explained.candidates[0].provider_id, Number(rows[0].provider_id), `router ${router}`);
+      assert.equal(explained.session.placement, 'rendezvous');
     }
-    assert.ok(spread.size >= 2, 'different sessions are not all bound to one provider');
-    // A delete drops it in every router; an unused binding lapses after the TTL.
-    const deleted = await ok(ctx, 'DELETE', '/admin/sticky/conv-1');
-    assert.ok(deleted.deleted >= 1);
     assert.deepEqual((await ok(ctx, 'GET', '/admin/sticky?session=conv-1')).data, []);
-    await chat(ctx, client.key, { model: 's' }, { headers: { 'x-session-id': 'conv-2' } });
-    assert.equal((await ok(ctx, 'GET', '/admin/sticky?session=conv-2')).data.length, 1);
-    await waitFor(async () => (await ok(ctx, 'GET', '/admin/sticky?session=conv-2')).data.length === 0,
-      { timeout: STICKY_TTL_MS + 7000, interval: 250, message: 'the binding to expire' });
+    // Other sessions spread over the three providers; the same session
+    // strings under another account are placed on their own.
+    const other = await addClient(ctx, 'sched-other');
+    const spread = new Set();
+    let same = 0;
+    for (let i = 0; i < 30; i++) {
+      const mine = await providerOf((await chat(ctx, client.key, { model: 's' }, session(`other-${i}`))).id);
+      const theirs = await providerOf((await chat(ctx, other.key, { model: 's' }, session(`other-${i}`))).id);
+      spread.add(mine);
+      same += mine === theirs;
+    }
+    assert.ok(spread.size >= 2, 'different sessions are not all placed on one provider');
+    assert.ok(same < 30, 'two accounts sending the same session strings share no placement');
   });
 
-  test('a failed binding is dropped and re-chosen', async (t) => {
-    const first = await chat(ctx, client.key, { model: 's' }, { headers: { 'x-session-id': 'conv-3' } });
-    const bound = (await ok(ctx, 'GET', '/admin/sticky?session=conv-3')).data[0];
-    if (!bound) {
-      t.todo('ingress session: ROUTE carries no session yet');
-      return;
-    }
-    const index = providers.findIndex((p) => p.id === bound.provider_id);
+  test('a failing candidate moves the session to its own next choice, the same for each request', async () => {
+    const first = await chat(ctx, client.key, { model: 's' }, session('conv-3'));
+    const bound = await providerOf(first.id);
+    const index = providers.findIndex((p) => p.id === bound);
     await fault(ctx.mocks[index], 's-up', '500');
     try {
-      const response = await chat(ctx, client.key, { model: 's' }, { headers: { 'x-session-id': 'conv-3' } });
-      assert.equal(response.status, 200, 'failover');
-      const rebound = await waitFor(async () => {
-        const b = (await ok(ctx, 'GET', '/admin/sticky?session=conv-3&router=0')).data[0];
-        return b && b.provider_id !== bound.provider_id ? b : null;
-      }, { timeout: 3000, message: 're-bound to the candidate that answered' });
-      assert.notEqual(rebound.provider_id, bound.provider_id);
+      const moved = new Set();
+      for (let i = 0; i < 4; i++) {
+        const response = await chat(ctx, client.key, { model: 's' }, session('conv-3'));
+        assert.equal(response.status, 200, 'failover');
+        moved.add(await providerOf(response.id));
+      }
+      assert.equal(moved.size, 1, `one next choice: ${[...moved]}`);
+      assert.ok(!moved.has(bound));
     } finally {
       await fault(ctx.mocks[index], 's-up', '');
     }
-    assert.ok(first.id);
   });
 });
 

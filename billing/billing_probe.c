@@ -15,7 +15,7 @@
     status figures; a burst of settlements; the ledger check.
 */
 #include "billing_price.h"
-#include "ledger_check.h"
+#include "admin_check.h"
 #include "proto_log.h"
 #include "proto_loop.h"
 #include "proto_batch.h"
@@ -424,7 +424,7 @@ int main(int argc, char **argv)
     free(meta);
 
     char *report = NULL;
-    S_CHECK(ledger_check_run(s_db, &report) == 0, "ledger check:\n%s", report);
+    S_CHECK(admin_check_run(s_db, &report) == 0, "ledger check:\n%s", report);
     free(report);
 
     zsock_destroy(&s_billing);

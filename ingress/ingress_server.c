@@ -38,7 +38,6 @@
     period passes, so a late admission is still settled.
 */
 #include "ingress_server.h"
-#include "ingress_admin.h"
 #include "ingress_buffer.h"
 #include "ingress_daemon.h"
 #include "ingress_parse.h"
@@ -73,8 +72,6 @@
 #define S_CONNECTION_TIMEOUT_S 120             //  idle keep-alive connections close after this
 #define S_STREAM_BLOCK 16384                   //  most bytes one content-reader call hands MHD
 #define S_STREAM_BUFFER_MAX (4u * 1024 * 1024) //  unread stream bytes held per request
-#define S_ADMIN_BODY_MAX (1024 * 1024)         //  admin request bodies
-#define S_ADMIN_CONNECTIONS 256                //  admin connections
 #define S_SETTLE_RESEND_MS 1000                //  outbox re-send period for SETTLE
 #define S_RESEND_AFTER_MS 250                  //  no ROUTE/ADMIT reply by then: re-send
 #define S_RESEND_TICK_MS 50                    //  how often waiting requests are looked at
@@ -174,22 +171,11 @@ typedef struct {
     zactor_t *monitor;        //  reports the connection dropping (dispatch only)
 } s_peer_t;
 
-//  One admin request: collected whole, answered synchronously.
-typedef struct {
-    char *query;      //  raw query string, or NULL
-    char *body;       //  body so far
-    size_t body_size; //  bytes in body
-    bool too_large;   //  went over S_ADMIN_BODY_MAX
-    bool started;     //  the first handler call has been made
-} s_admin_request_t;
-
 struct _ingress_server_t {
     proto_loop_t *loop;                    //  process loop (borrowed)
     proto_config_t *config;                //  configuration (borrowed)
     proto_metrics_t *metrics;              //  metrics registry (borrowed)
     ingress_daemon_t *client;              //  client API listener
-    ingress_daemon_t *admin;               //  admin API listener
-    ingress_admin_t *admin_handler;        //  admin API, NULL without a database
     proto_watch_t *watch;                  //  keeps catalog fresh, NULL without a database
     proto_catalog_t *catalog;              //  current configuration snapshot
     s_peer_t billing[S_MAX_BILLING];       //  one DEALER per billing instance
@@ -1563,150 +1549,12 @@ static void s_client_completed(void *arg, struct MHD_Connection *connection, voi
 }
 
 //  --------------------------------------------------------------------------
-//  The admin API: whole requests, answered synchronously
-
-static void *s_admin_uri(void *arg, const char *uri, struct MHD_Connection *connection)
-{
-    s_admin_request_t *request = calloc(1, sizeof *request);
-    assert(request);
-    const char *query = strchr(uri, '?');
-    if (query && query[1])
-        request->query = strdup(query + 1);
-    return request;
-}
-
-static void s_admin_answer(struct MHD_Connection *connection, const char *id, unsigned status,
-                           char *body, const char *content_type, bool draining)
-{
-    struct MHD_Response *response =
-        MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    MHD_add_response_header(response, "x-request-id", id);
-    if (draining)
-        MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close");
-    MHD_queue_response(connection, status, response);
-    MHD_destroy_response(response);
-}
-
-static enum MHD_Result s_admin_access(void *arg, struct MHD_Connection *connection, const char *url,
-                                      const char *method, const char *version,
-                                      const char *upload_data, size_t *upload_data_size,
-                                      void **request_p)
-{
-    ingress_server_t *self = arg;
-    s_admin_request_t *request = *request_p;
-    if (!request)
-        return MHD_NO; //  the URI callback always makes one
-    char id[PROTO_MSG_RID_MAX + 1];
-    const char *client_id =
-        MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "x-request-id");
-    if (ingress_parse_request_id_valid(client_id))
-        snprintf(id, sizeof id, "%s", client_id);
-    else
-        ingress_parse_new_request_id(id);
-    if (!request->started) {
-        request->started = true;
-        const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
-                                                         MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (length && strtoull(length, NULL, 10) > S_ADMIN_BODY_MAX) {
-            s_admin_answer(connection, id, 413,
-                           proto_error_body(PROTO_PROTOCOL_OPENAI, 413, "request_too_large",
-                                            "Admin request bodies are limited to 1 MiB"),
-                           "application/json", self->draining);
-        }
-        return MHD_YES;
-    }
-    if (*upload_data_size) {
-        size_t size = *upload_data_size;
-        *upload_data_size = 0;
-        if (request->too_large || request->body_size + size > S_ADMIN_BODY_MAX) {
-            request->too_large = true;
-            free(request->body);
-            request->body = NULL;
-            return MHD_YES;
-        }
-        char *grown = realloc(request->body, request->body_size + size + 1);
-        assert(grown);
-        request->body = grown;
-        memcpy(request->body + request->body_size, upload_data, size);
-        request->body_size += size;
-        request->body[request->body_size] = '\0';
-        return MHD_YES;
-    }
-    if (request->too_large) {
-        s_admin_answer(connection, id, 413,
-                       proto_error_body(PROTO_PROTOCOL_OPENAI, 413, "request_too_large",
-                                        "Admin request bodies are limited to 1 MiB"),
-                       "application/json", self->draining);
-        return MHD_YES;
-    }
-    if (strcmp(url, "/healthz") == 0 && strcmp(method, "GET") == 0) {
-        s_admin_answer(connection, id, 200, strdup("{\"status\":\"ok\"}"), "application/json",
-                       self->draining);
-        return MHD_YES;
-    }
-    if (!self->admin_handler) {
-        s_admin_answer(connection, id, 503,
-                       proto_error_body(PROTO_PROTOCOL_OPENAI, 503, "admin_unavailable",
-                                        "The admin API is not available"),
-                       "application/json", self->draining);
-        return MHD_YES;
-    }
-    char ip[INET6_ADDRSTRLEN] = "";
-    const union MHD_ConnectionInfo *info =
-        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (info && info->client_addr) {
-        const struct sockaddr *address = info->client_addr;
-        if (address->sa_family == AF_INET)
-            inet_ntop(AF_INET, &((const struct sockaddr_in *)address)->sin_addr, ip, sizeof ip);
-        else if (address->sa_family == AF_INET6)
-            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)address)->sin6_addr, ip, sizeof ip);
-    }
-    ingress_admin_request_t admin = {
-        .method = method,
-        .path = url,
-        .query = request->query,
-        .authorization =
-            MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
-        .body = request->body,
-        .body_size = request->body_size,
-        .client_ip = ip[0] ? ip : NULL,
-        .request_id = id,
-    };
-    char *body = NULL;
-    char *content_type = NULL;
-    //  Synchronous on purpose (first cut): the admin API's PostgreSQL round
-    //  trips run on this thread; the client API waits for at most one.
-    int status = ingress_admin_handle(self->admin_handler, &admin, &body, &content_type);
-    if (status < 100 || status > 599)
-        status = 500;
-    s_admin_answer(connection, id, (unsigned)status, body ? body : strdup(""),
-                   content_type ? content_type : "application/json", self->draining);
-    return MHD_YES;
-}
-
-static void s_admin_completed(void *arg, struct MHD_Connection *connection, void **request_p,
-                              enum MHD_RequestTerminationCode code)
-{
-    s_admin_request_t *request = *request_p;
-    if (!request)
-        return;
-    free(request->query);
-    free(request->body);
-    free(request);
-    *request_p = NULL;
-}
-
-//  --------------------------------------------------------------------------
 //  The server
 
 static int s_turn(proto_loop_t *loop, void *arg)
 {
     ingress_server_t *self = arg;
     int wait = ingress_daemon_turn(self->client);
-    int admin = ingress_daemon_turn(self->admin);
-    if (wait < 0 || (admin >= 0 && admin < wait))
-        wait = admin;
     return wait;
 }
 
@@ -1875,9 +1723,6 @@ ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
             proto_watch_new(loop, config, false, s_catalog_loaded, self, error, error_size);
         if (!self->watch)
             goto failed;
-        self->admin_handler = ingress_admin_new(config, error, error_size);
-        if (!self->admin_handler)
-            goto failed;
     } else {
         proto_catalog_t *empty = proto_catalog_new_empty();
         ingress_server_set_catalog(self, &empty);
@@ -1889,19 +1734,9 @@ ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
                                       &client_limits, &client_handlers, error, error_size);
     if (!self->client)
         goto failed;
-    ingress_daemon_limits_t admin_limits = {S_ADMIN_CONNECTIONS, 32768, S_CONNECTION_TIMEOUT_S};
-    ingress_daemon_handlers_t admin_handlers = {s_admin_access, s_admin_completed, s_admin_uri,
-                                                self};
-    self->admin =
-        ingress_daemon_new(loop, "admin", proto_config_str(config, "ingress.admin_listen"),
-                           &admin_limits, &admin_handlers, error, error_size);
-    if (!self->admin)
-        goto failed;
     proto_loop_set_turn(loop, s_turn, self);
     log_info(NULL, "client API listening on http://%s:%d", ingress_daemon_host(self->client),
              ingress_daemon_port(self->client));
-    log_info(NULL, "admin API listening on http://%s:%d", ingress_daemon_host(self->admin),
-             ingress_daemon_port(self->admin));
     return self;
 
 failed:
@@ -1921,12 +1756,10 @@ void ingress_server_destroy(ingress_server_t **self_p)
     for (s_request_t *r = self->live; r; r = r->live_next)
         s_resume(r);
     ingress_daemon_destroy(&self->client);
-    ingress_daemon_destroy(&self->admin);
     //  What the pipeline still holds (abandoned requests) goes now.
     s_request_t *r;
     while ((r = zhashx_first(self->requests)))
         s_forget(r);
-    ingress_admin_destroy(&self->admin_handler);
     proto_watch_destroy(&self->watch);
     proto_catalog_destroy(&self->catalog);
     for (int i = 0; i < self->billing_count; i++) {
@@ -1997,7 +1830,6 @@ void ingress_server_drain(ingress_server_t *self, ingress_server_drained_fn *fn,
     self->drained_fn = fn;
     self->drained_arg = arg;
     ingress_daemon_quiesce(self->client);
-    ingress_daemon_quiesce(self->admin);
     log_info(NULL, "no longer accepting connections; %zu requests in flight", self->live_count);
     s_check_drained(self);
 }
@@ -2005,11 +1837,6 @@ void ingress_server_drain(ingress_server_t *self, ingress_server_drained_fn *fn,
 int ingress_server_port(ingress_server_t *self)
 {
     return ingress_daemon_port(self->client);
-}
-
-int ingress_server_admin_port(ingress_server_t *self)
-{
-    return ingress_daemon_port(self->admin);
 }
 
 char *ingress_server_status(ingress_server_t *self)
@@ -2349,7 +2176,6 @@ void ingress_server_test(bool verbose)
     proto_config_t *config = proto_config_new();
     const char *settings[][2] = {
         {"ingress.listen", "127.0.0.1:0"},
-        {"ingress.admin_listen", "127.0.0.1:0"},
         {"billing.endpoints", "inproc://ingress-test-billing"},
         {"dispatch.endpoints", "inproc://ingress-test-dispatch"},
         {"ingress.max_body_bytes", "2048"},
@@ -2363,7 +2189,7 @@ void ingress_server_test(bool verbose)
     test.server = ingress_server_new(test.loop, config, metrics, false, error, sizeof error);
     assert(test.server);
     test.port = ingress_server_port(test.server);
-    assert(test.port > 0 && ingress_server_admin_port(test.server) > 0);
+    assert(test.port > 0);
     proto_api_key_t key = {.id = 7, .account_id = 3, .status = "active"};
     s_test_key = &key;
     char request[4096];

@@ -1,8 +1,8 @@
 /*  ingress_server: Tollgate's HTTP front door.
 
-    Two libmicrohttpd daemons in the process' one loop (ingress_daemon):
-    the client API on ingress.listen and the admin API on
-    ingress.admin_listen. A model call is authenticated from the in-memory
+    One libmicrohttpd daemon in the process' one loop (ingress_daemon):
+    the client API on ingress.listen (the admin API is tollgate-admin's,
+    ops/admin). A model call is authenticated from the in-memory
     catalog, then ADMIT (billing) and ROUTE (router) go out at once; when
     both answers are in, DISPATCH goes to one dispatch instance, and CHUNK
     and DONE messages come back as the client's response. See
@@ -24,10 +24,9 @@ typedef struct _ingress_server_t ingress_server_t;
 //  Called once when a drain has finished.
 typedef void(ingress_server_drained_fn)(void *arg);
 
-//  Starts both listeners and connects to billing, router and dispatch.
-//  With `database` the catalog comes from PostgreSQL (proto_watch) and the
-//  admin API is served; without, the catalog is empty until
-//  ingress_server_set_catalog and the admin API answers 503 (tests).
+//  Starts the listener and connects to billing, router and dispatch.
+//  With `database` the catalog comes from PostgreSQL (proto_watch);
+//  without, the catalog is empty until ingress_server_set_catalog (tests).
 //  Everything passed is borrowed and must outlive the server. Returns NULL
 //  with a reason in error. Caller owns return value.
 ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
@@ -45,9 +44,8 @@ void ingress_server_set_catalog(ingress_server_t *self, proto_catalog_t **catalo
 //  flight has ended and every SETTLE has been acknowledged.
 void ingress_server_drain(ingress_server_t *self, ingress_server_drained_fn *fn, void *arg);
 
-//  Ports actually bound.
+//  The port actually bound.
 int ingress_server_port(ingress_server_t *self);
-int ingress_server_admin_port(ingress_server_t *self);
 
 //  One JSON object describing what is in flight. Caller owns return value.
 char *ingress_server_status(ingress_server_t *self);

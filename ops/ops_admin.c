@@ -44,7 +44,7 @@ typedef enum {
     S_TOKEN_NONE,      //  no token found
     S_TOKEN_ENV,       //  TOLLGATE_ADMIN_TOKEN
     S_TOKEN_SESSION,   //  DIR/admin_session, written by `tollgate login`
-    S_TOKEN_BOOTSTRAP, //  DIR/admin_token or ingress.admin_token
+    S_TOKEN_BOOTSTRAP, //  DIR/admin_token or admin.token
 } s_token_source_t;
 
 //  Where and how to reach the admin API.
@@ -178,7 +178,7 @@ static bool s_listed(const char *list, const char *name)
     return false;
 }
 
-//  Derives the admin base URL from an `ingress.admin_listen` address: a
+//  Derives the admin base URL from an `admin.listen` address: a
 //  wildcard host is reached on loopback.
 static void s_listen_url(const char *listen, char *url, size_t url_size)
 {
@@ -246,14 +246,13 @@ static int s_discover(s_client_t *client, const char *dir, bool need_token)
         }
     }
     if (!*client->url && config)
-        s_listen_url(proto_config_str(config, "ingress.admin_listen"), client->url,
-                     sizeof client->url);
+        s_listen_url(proto_config_str(config, "admin.listen"), client->url, sizeof client->url);
     if (!*client->token) {
         snprintf(path, sizeof path, "%s/admin_token", dir);
         s_read_line(path, client->token, sizeof client->token);
         if (!*client->token && config)
             snprintf(client->token, sizeof client->token, "%s",
-                     proto_config_str(config, "ingress.admin_token"));
+                     proto_config_str(config, "admin.token"));
         if (*client->token)
             client->source = S_TOKEN_BOOTSTRAP;
     }

@@ -3,7 +3,7 @@
 
     The admin URL and token come from TOLLGATE_ADMIN_URL / TOLLGATE_ADMIN_TOKEN,
     else from the state folder `tollgate up` wrote (--dir DIR, else
-    $TOLLGATE_DIR, else ./var): `ingress.admin_listen` in DIR/tollgate.conf
+    $TOLLGATE_DIR, else ./var): `admin.listen` in DIR/tollgate.conf
     and the token in DIR/admin_token. Output is human-readable, or the API's
     JSON with --json. Errors go to stderr. Exit codes: 0 done, 1 the server
     refused or could not be reached (its message is printed), 2 bad usage.

@@ -119,12 +119,15 @@ static bool s_tcp_accepts(const char *address)
     return accepted;
 }
 
-//  Prints the three lines scripts read (`up` on stdout; nothing else goes there).
+//  Prints the lines scripts read (`up` on stdout; nothing else goes there):
+//  the gateway, the admin API, the console (the admin listener's /) and the
+//  bootstrap token.
 static void s_print_endpoints(proto_config_t *config)
 {
     printf("gateway: http://%s\n", proto_config_str(config, "ingress.listen"));
-    printf("admin:   http://%s\n", proto_config_str(config, "ingress.admin_listen"));
-    printf("token:   %s\n", proto_config_str(config, "ingress.admin_token"));
+    printf("admin:   http://%s\n", proto_config_str(config, "admin.listen"));
+    printf("console: http://%s/\n", proto_config_str(config, "admin.listen"));
+    printf("token:   %s\n", proto_config_str(config, "admin.token"));
     fflush(stdout);
 }
 
@@ -303,7 +306,8 @@ static int s_wait_ready(ops_cluster_t *self, proto_config_t *config, bool fresh,
                 answered[index[j]] = true;
                 remaining--;
             }
-        if (remaining == 0 && s_tcp_accepts(proto_config_str(config, "ingress.listen")))
+        if (remaining == 0 && s_tcp_accepts(proto_config_str(config, "ingress.listen")) &&
+            s_tcp_accepts(proto_config_str(config, "admin.listen")))
             return 0;
         if (count == 0 || remaining == 0)
             usleep(50 * 1000);

@@ -1,6 +1,6 @@
 #include "ops_ledger.h"
-#include "ledger_check.h"
-#include "ledger_report.h"
+#include "admin_check.h"
+#include "admin_report.h"
 #include "proto_config.h"
 #include "proto_db.h"
 
@@ -79,7 +79,7 @@ static void s_usage(FILE *out)
 static int s_check(PGconn *db)
 {
     char *report = NULL;
-    int rc = ledger_check_run(db, &report);
+    int rc = admin_check_run(db, &report);
     fputs(report ? report : "", rc == -1 ? stderr : stdout);
     free(report);
     if (rc == 0)
@@ -108,11 +108,11 @@ static json_int_t s_get(json_t *object, const char *name)
     return json_integer_value(json_object_get(object, name));
 }
 
-static int s_spend(PGconn *db, const ledger_report_query_t *query, char format)
+static int s_spend(PGconn *db, const admin_report_query_t *query, char format)
 {
     json_t *out = NULL;
     char error[1024];
-    if (ledger_report_spend(db, query, &out, error, sizeof error) != 0) {
+    if (admin_report_spend(db, query, &out, error, sizeof error) != 0) {
         fprintf(stderr, "tollgate ledger spend: %s\n", error);
         return 1;
     }
@@ -167,11 +167,11 @@ static int s_spend(PGconn *db, const ledger_report_query_t *query, char format)
     return 0;
 }
 
-static int s_balances(PGconn *db, const ledger_report_query_t *query, char format)
+static int s_balances(PGconn *db, const admin_report_query_t *query, char format)
 {
     json_t *out = NULL;
     char error[1024];
-    if (ledger_report_balances(db, query, &out, error, sizeof error) != 0) {
+    if (admin_report_balances(db, query, &out, error, sizeof error) != 0) {
         fprintf(stderr, "tollgate ledger balances: %s\n", error);
         return 1;
     }
@@ -197,18 +197,18 @@ static int s_balances(PGconn *db, const ledger_report_query_t *query, char forma
     return 0;
 }
 
-static int s_usage_records(PGconn *db, const ledger_report_query_t *query, char format)
+static int s_usage_records(PGconn *db, const admin_report_query_t *query, char format)
 {
     char error[1024];
     if (format == 'c') {
-        if (ledger_report_usage_csv(db, query, stdout, error, sizeof error) < 0) {
+        if (admin_report_usage_csv(db, query, stdout, error, sizeof error) < 0) {
             fprintf(stderr, "tollgate ledger usage: %s\n", error);
             return 1;
         }
         return 0;
     }
     json_t *out = NULL;
-    if (ledger_report_usage(db, query, &out, error, sizeof error) != 0) {
+    if (admin_report_usage(db, query, &out, error, sizeof error) != 0) {
         fprintf(stderr, "tollgate ledger usage: %s\n", error);
         return 1;
     }
@@ -370,7 +370,7 @@ int ops_ledger_main(int argc, char **argv)
                                             {"help", no_argument, NULL, 'h'},
                                             {NULL, 0, NULL, 0}};
     const char *url = NULL, *dir = NULL, *before = NULL;
-    ledger_report_query_t query = {0};
+    admin_report_query_t query = {0};
     char format = 't';
     bool dry_run = false;
     optind = 0; //  reinitialise getopt: main may have used it

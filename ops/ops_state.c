@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 const char *const ops_programs[] = {"ledger",   "billing", "health", "router",
-                                    "dispatch", "ingress", NULL};
+                                    "dispatch", "ingress", "admin",  NULL};
 
 //  Every ZeroMQ endpoint of a cluster: config key and socket file name.
 //  Each program's control socket is added from ops_programs.
@@ -246,8 +246,8 @@ int ops_state_write_config(ops_state_t *self, const char *host, int port, int ad
     fprintf(out, "database_url = %s\n", self->database_url);
     fprintf(out, "secret_key = %s\n\n", secret_key);
     fprintf(out, "ingress.listen = %s:%d\n", host, port);
-    fprintf(out, "ingress.admin_listen = %s:%d\n", host, admin_port);
-    fprintf(out, "ingress.admin_token = tga_%s\n\n", token);
+    fprintf(out, "admin.listen = %s:%d\n", host, admin_port);
+    fprintf(out, "admin.token = tga_%s\n\n", token);
     for (size_t i = 0; i < S_ENDPOINT_COUNT; i++)
         fprintf(out, "%s = ipc://%s/run/%s.sock\n", s_endpoints[i][0], self->dir,
                 s_endpoints[i][1]);
@@ -411,7 +411,8 @@ void ops_state_test(bool verbose)
     OPS_CHECK(config);
     OPS_CHECK(strcmp(proto_config_str(config, "ingress.listen"), "127.0.0.1:18080") == 0);
     OPS_CHECK(strlen(proto_config_str(config, "secret_key")) == 64);
-    const char *token = proto_config_str(config, "ingress.admin_token");
+    const char *token = proto_config_str(config, "admin.token");
+    OPS_CHECK(strcmp(proto_config_str(config, "admin.listen"), "127.0.0.1:18081") == 0);
     OPS_CHECK(strncmp(token, "tga_", 4) == 0 && strlen(token) == 68);
     OPS_CHECK(strstr(proto_config_str(config, "ledger.control_bind"), "/run/ledger-control.sock"));
     OPS_CHECK(strstr(proto_config_str(config, "database_url"), "/run/pg"));

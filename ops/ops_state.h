@@ -23,7 +23,7 @@
 
 //  The programs a cluster runs, in start order. NULL-terminated.
 extern const char *const ops_programs[];
-#define OPS_PROGRAM_COUNT 6
+#define OPS_PROGRAM_COUNT 7
 
 //  Longest path a Unix socket may have (sun_path is 108 bytes with the NUL).
 #define OPS_SOCKET_PATH_MAX 107

@@ -42,14 +42,22 @@ static const s_key_t s_keys[] = {
     {"secret_key", S_STR, "", 0, 0, true, "64 hex digits: key that encrypts provider secrets"},
     {"state_dir", S_STR, "", 0, 0, false, "folder for local spill files"},
     {"ingress.listen", S_ADDRESS, "127.0.0.1:8080", 0, 0, false, "client API listener"},
-    {"ingress.admin_listen", S_ADDRESS, "127.0.0.1:8081", 0, 0, false, "admin API listener"},
-    {"ingress.admin_token", S_STR, "", 0, 0, true, "bootstrap admin token"},
-    {"ingress.admin_lockout_ms", S_INT, "900000", 100, 86400000, false,
-     "admin logins refused this long after too many failures"},
-    {"ingress.admin_lockout_attempts", S_INT, "5", 1, 1000, false,
-     "failed admin logins (per user, per client IP) before a lockout"},
-    {"ingress.admin_session_ttl_s", S_INT, "43200", 1, 2592000, false,
+    {"admin.listen", S_ADDRESS, "127.0.0.1:8081", 0, 0, false, "admin API and console listener"},
+    {"admin.token", S_STR, "", 0, 0, true, "bootstrap admin token"},
+    {"admin.lockout_ms", S_INT, "900000", 100, 86400000, false,
+     "admin logins refused this long after too many failures; doubles on each lock in a day"},
+    {"admin.lockout_attempts", S_INT, "5", 1, 1000, false,
+     "failed admin logins (per user and address, per address) before a lockout"},
+    {"admin.bootstrap_attempts", S_INT, "10", 1, 100000, false,
+     "wrong bootstrap tokens from one address within admin.lockout_ms before it is refused"},
+    {"admin.session_ttl_s", S_INT, "43200", 1, 2592000, false,
      "longest an admin login session lasts"},
+    {"admin.workers", S_INT, "4", 1, 64, false,
+     "threads answering admin requests, each with its own database connection"},
+    {"admin.console_dir", S_STR, "", 0, 0, false,
+     "the console's files; empty = `console` beside the executable"},
+    {"admin.metrics_listen", S_STR, "", 0, 0, false, "Prometheus /metrics listener; empty = off"},
+    {"admin.control_bind", S_ENDPOINT, "tcp://127.0.0.1:7170", 0, 0, false, "control socket"},
     {"ingress.max_body_bytes", S_INT, "16777216", 1024, 1073741824, false,
      "largest request body accepted"},
     {"ingress.internal_timeout_ms", S_INT, "5000", 10, 600000, false,
@@ -139,6 +147,17 @@ static const s_key_t s_keys[] = {
      "follow settings 'log_level' in the database (LISTEN/NOTIFY)"},
 };
 #define S_KEY_COUNT (sizeof s_keys / sizeof s_keys[0])
+
+//  Keys that were renamed: the old name still works in files, the
+//  environment and --set, so existing configurations keep running.
+static const char *const s_aliases[][2] = {
+    {"ingress.admin_listen", "admin.listen"},
+    {"ingress.admin_token", "admin.token"},
+    {"ingress.admin_lockout_ms", "admin.lockout_ms"},
+    {"ingress.admin_lockout_attempts", "admin.lockout_attempts"},
+    {"ingress.admin_session_ttl_s", "admin.session_ttl_s"},
+};
+#define S_ALIAS_COUNT (sizeof s_aliases / sizeof s_aliases[0])
 #define S_MAX_ENDPOINTS 64
 
 //  Environment variables with our prefix that belong to the CLI, not to programs.
@@ -169,9 +188,18 @@ static int s_index(const char *key)
     return -1;
 }
 
+//  The current name of a key given by an old one, else the key itself.
+static const char *s_current(const char *key)
+{
+    for (size_t i = 0; i < S_ALIAS_COUNT; i++)
+        if (strcmp(s_aliases[i][0], key) == 0)
+            return s_aliases[i][1];
+    return key;
+}
+
 bool proto_config_known(const char *key)
 {
-    return s_index(key) >= 0;
+    return s_index(s_current(key)) >= 0;
 }
 
 static int s_parse_int(const char *text, int64_t *out)
@@ -252,6 +280,7 @@ static int s_split_endpoints(s_value_t *value, const char **bad)
 int proto_config_set(proto_config_t *self, const char *key, const char *text, const char *origin,
                      char *error, size_t error_size)
 {
+    key = s_current(key);
     int index = s_index(key);
     if (index < 0) {
         snprintf(error, error_size, "unknown configuration key '%s' (from %s)", key, origin);
@@ -408,10 +437,11 @@ int proto_config_load_env(proto_config_t *self, char **environment, char *error,
         size_t name_length = (size_t)(equals - *entry);
         if (s_env_is_allowed(*entry, name_length))
             continue;
-        //  Map the variable name back to a key by comparing the mangled form.
-        int found = -1;
-        for (size_t i = 0; i < S_KEY_COUNT && found < 0; i++) {
-            const char *key = s_keys[i].key;
+        //  Map the variable name back to a key (or an old name of one) by
+        //  comparing the mangled form.
+        const char *found = NULL;
+        for (size_t i = 0; i < S_KEY_COUNT + S_ALIAS_COUNT && !found; i++) {
+            const char *key = i < S_KEY_COUNT ? s_keys[i].key : s_aliases[i - S_KEY_COUNT][0];
             size_t key_length = strlen(key);
             if (key_length != name_length - 9)
                 continue;
@@ -422,14 +452,14 @@ int proto_config_load_env(proto_config_t *self, char **environment, char *error,
                     break;
             }
             if (k == key_length)
-                found = (int)i;
+                found = key;
         }
-        if (found < 0) {
+        if (!found) {
             snprintf(error, error_size, "unknown configuration variable %.*s", (int)name_length,
                      *entry);
             return -1;
         }
-        if (proto_config_set(self, s_keys[found].key, equals + 1, "env", error, error_size) != 0)
+        if (proto_config_set(self, found, equals + 1, "env", error, error_size) != 0)
             return -1;
     }
     return 0;

@@ -13,8 +13,8 @@ import { bin, childEnv } from '../lib/harness.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const folder = path.join(root, 'ops', 'k8s');
-const programs = ['ingress', 'router', 'dispatch', 'health', 'billing', 'ledger'];
-const stateless = ['ingress', 'router', 'dispatch'];
+const programs = ['ingress', 'router', 'dispatch', 'health', 'billing', 'ledger', 'admin'];
+const stateless = ['ingress', 'router', 'dispatch', 'admin'];
 
 // YAML -> JSON through PyYAML (installed with docker-compose), so the test needs no YAML
 // package of its own.
@@ -72,7 +72,7 @@ test('each program: workload, Service, PDB, probes on its control socket; autosc
     const controlPort = config[`TOLLGATE_${name.toUpperCase()}_CONTROL_BIND`].split(':').pop();
     assert.deepEqual(container.livenessProbe.exec.command.slice(0, 4),
       ['tollgate', 'ping', '--endpoint', `tcp://127.0.0.1:${controlPort}`], `${name}: liveness pings control`);
-    if (name !== 'ingress') {
+    if (name !== 'ingress' && name !== 'admin') {
       assert.ok(container.readinessProbe.exec.command.includes('--ready'), `${name}: readiness fails while draining`);
     } else {
       assert.equal(container.readinessProbe.httpGet.path, '/healthz');
@@ -84,7 +84,8 @@ test('each program: workload, Service, PDB, probes on its control socket; autosc
     assert.ok(matches(service.spec.selector, labels), `${name}: Service selects the pods`);
     const containerPorts = new Set(container.ports.map((p) => p.name));
     for (const port of service.spec.ports) assert.ok(containerPorts.has(port.targetPort), `${name}: port ${port.name}`);
-    if (name !== 'ingress') {
+    // Nobody dials ingress or admin but people and load balancers: a ClusterIP Service.
+    if (name !== 'ingress' && name !== 'admin') {
       // Peers connect to every instance: the name must resolve to each pod.
       assert.equal(service.spec.clusterIP, 'None', `${name}: headless Service`);
     }

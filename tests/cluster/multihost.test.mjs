@@ -38,8 +38,8 @@ const hosts = {
 const switchNs = `${tag}sw`;
 const programHosts = [hosts.a, hosts.b];
 // Start order is deliberately the reverse of the request path: nothing needs a peer first.
-const programs = ['ingress', 'dispatch', 'router', 'billing', 'health', 'ledger'];
-const controlPort = { ingress: 7110, billing: 7121, router: 7131, dispatch: 7142, health: 7151, ledger: 7161 };
+const programs = ['ingress', 'dispatch', 'router', 'billing', 'health', 'ledger', 'admin'];
+const controlPort = { ingress: 7110, billing: 7121, router: 7131, dispatch: 7142, health: 7151, ledger: 7161, admin: 7170 };
 
 function ip(...args) {
   const result = spawnSync('ip', args, { encoding: 'utf8' });
@@ -146,8 +146,9 @@ function hostConfig(dir, host, index, secrets) {
     secret_key: secrets.secretKey,
     state_dir: path.join(dir, `state-${host.ip}`),
     'ingress.listen': `${host.ip}:8080`,
-    'ingress.admin_listen': `${host.ip}:8081`,
-    'ingress.admin_token': secrets.adminToken,
+    'admin.listen': `${host.ip}:8081`,
+    'admin.token': secrets.adminToken,
+    'admin.control_bind': `tcp://${host.ip}:7170`,
     // A request stranded on a killed dispatch instance ends at this timeout (see docs/cluster.md).
     'ingress.request_timeout_ms': '8000',
     'ingress.control_bind': `tcp://${host.ip}:7110`,

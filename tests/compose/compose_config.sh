@@ -12,7 +12,7 @@ export TOLLGATE_SECRET_KEY=00000000000000000000000000000000000000000000000000000
 export TOLLGATE_ADMIN_TOKEN=test-token
 docker-compose -f docker-compose.yml config -q
 services=$(docker-compose -f docker-compose.yml config --services | sort | tr '\n' ' ')
-for want in billing dispatch health ingress ledger migrate postgres router; do
+for want in admin billing dispatch health ingress ledger migrate postgres router; do
     case " $services " in
     *" $want "*) ;;
     *) echo "service $want missing from docker-compose.yml (have: $services)"; exit 1 ;;
@@ -35,7 +35,7 @@ python3 - "$resolved" <<'EOF'
 import json, sys
 compose = json.load(open(sys.argv[1]))
 problems = []
-for name in ["ingress", "router", "dispatch", "health", "billing", "ledger"]:
+for name in ["ingress", "router", "dispatch", "health", "billing", "ledger", "admin"]:
     service = compose["services"][name]
     if "container_name" in service:
         problems.append(f"{name}: container_name prevents --scale")
@@ -69,7 +69,7 @@ EOF
 # Each program accepts its environment: every TOLLGATE_* variable is a key it
 # knows with a value of the right kind (--print-config parses, then exits).
 if [ -x "$bin/tollgate" ]; then
-    for name in ingress router dispatch health billing ledger; do
+    for name in ingress router dispatch health billing ledger admin; do
         mapfile -t assignments < <(python3 - "$resolved" "$name" <<'EOF'
 import json, sys
 for key, value in json.load(open(sys.argv[1]))["services"][sys.argv[2]]["environment"].items():

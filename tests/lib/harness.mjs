@@ -5,7 +5,7 @@
 //   freePort()                 -> a TCP port on 127.0.0.1 that was free a moment ago
 //   startCluster({demo, env, timeout})
 //                              -> `tollgate up` in a fresh temporary folder on free ports;
-//                                 resolves { gateway, admin, token, dir, env, stop(), status(),
+//                                 resolves { gateway, admin, console, token, dir, env, stop(), status(),
 //                                 tollgate(args), psql(sql) }
 //   startDatabase({env})       -> `tollgate up --db-only`: private PostgreSQL, schema and
 //                                 tollgate.conf, no programs; resolves { dir, url, config,
@@ -115,7 +115,7 @@ function parseUp(stdout) {
     if (!match) throw new Error(`tollgate up printed no ${name} line:\n${stdout}`);
     return match[1];
   };
-  return { gateway: field('gateway'), admin: field('admin'), token: field('token') };
+  return { gateway: field('gateway'), admin: field('admin'), console: field('console'), token: field('token') };
 }
 
 export async function startCluster({ demo = false, env = {}, timeout = 60 } = {}) {
@@ -280,4 +280,4 @@ export async function waitFor(check, { timeout = 5000, interval = 50, message = 
   }
 }
 
-export const programs = ['ledger', 'billing', 'health', 'router', 'dispatch', 'ingress'];
+export const programs = ['ledger', 'billing', 'health', 'router', 'dispatch', 'ingress', 'admin'];

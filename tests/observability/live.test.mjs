@@ -21,11 +21,10 @@ before(async () => {
   ctx = await setup({ mocks: [['--models', 'live-model']] });
   await addProvider(ctx, 'live', ctx.mocks[0].url);
   await ok(ctx, 'POST', '/admin/models', { name: 'live-model', price_in: '1', price_out: '2', routes: [{ provider: 'live' }] });
-  const [listen, admin, control] = [await freePort(), await freePort(), await freePort()];
+  const [listen, control] = [await freePort(), await freePort()];
   secondGateway = `http://127.0.0.1:${listen}`;
   second = startProgram('tollgate-ingress', [
     '--set', `ingress.listen=127.0.0.1:${listen}`,
-    '--set', `ingress.admin_listen=127.0.0.1:${admin}`,
     '--set', `ingress.control_bind=tcp://127.0.0.1:${control}`,
   ], { env: { TOLLGATE_CONFIG: path.join(ctx.cluster.dir, 'tollgate.conf') } });
   await waitFor(async () => (await fetch(`${secondGateway}/v1/models`).catch(() => null)) !== null,

@@ -81,6 +81,7 @@ test('every program serves parseable metrics with its families', async () => {
     billing: ['tollgate_billing_outbox', 'tollgate_billing_settles_total'],
     ledger: ['tollgate_ledger_lag_seconds', 'tollgate_ledger_queue_depth', 'tollgate_ledger_spans_inserted_total'],
     health: ['tollgate_health_probes_total'],
+    admin: [],
   };
   for (const program of programs) {
     const families = await waitFor(async () => {

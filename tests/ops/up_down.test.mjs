@@ -16,7 +16,8 @@ test('up starts everything, restarts a killed program, is idempotent, down stops
     assert.match(cluster.admin, /^http:\/\/127\.0\.0\.1:\d+$/);
     assert.match(cluster.token, /^tga_[0-9a-f]{64}$/);
     assert.deepEqual(cluster.upOutput.stdout.split('\n').filter(Boolean).map((l) => l.split(':')[0]),
-      ['gateway', 'admin', 'token'], 'up prints exactly three lines on stdout');
+      ['gateway', 'admin', 'console', 'token'], 'up prints exactly four lines on stdout');
+    assert.equal(cluster.console, `${cluster.admin}/`);
 
     // The state folder: secrets are private, endpoints are sockets inside it.
     const tokenFile = path.join(cluster.dir, 'admin_token');
@@ -125,7 +126,7 @@ test('--print-config masks the secret key, the admin token and the database pass
   const token = `tga_${'cd'.repeat(32)}`;
   fs.writeFileSync(conf, [
     `secret_key = ${secretKey}`,
-    `ingress.admin_token = ${token}`,
+    `admin.token = ${token}`,
     'database_url = postgresql://tollgate:hunter2@127.0.0.1:5432/tollgate',
     '',
   ].join('\n'));

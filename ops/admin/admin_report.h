@@ -1,6 +1,8 @@
-/*  ledger_report: the reports operators read, as SQL over the ledger's
-    tables. Used by `tollgate ledger ...` (ops/ops_ledger.c) and meant for
-    the admin API's report routes (docs/billing.md lists them).
+/*  admin_report: the reports operators read, as SQL over the ledger's
+    tables. The ledger program writes these tables; the admin side reads
+    them: the admin API's report routes (admin_reads.c) and `tollgate
+    ledger ...` (ops/ops_ledger.c) both use this module (docs/billing.md
+    lists the reports).
 
     Read-only. Every function takes an open connection and a query, returns
     0 with *out set (caller owns it, json_decref), or -1 with a one-line
@@ -11,8 +13,8 @@
     Spend reports read the hourly rollup, so their edges are rounded down to
     whole UTC hours; usage records read the rows themselves.
 */
-#ifndef LEDGER_REPORT_H_INCLUDED
-#define LEDGER_REPORT_H_INCLUDED
+#ifndef ADMIN_REPORT_H_INCLUDED
+#define ADMIN_REPORT_H_INCLUDED
 
 #include <jansson.h>
 #include <libpq-fe.h>
@@ -33,32 +35,32 @@ typedef struct {
     int status_min;       //  usage: status >= this; 0 = any
     size_t limit;         //  usage: records per page (1..10000, default 100)
     const char *cursor;   //  usage: next_cursor of the previous page, or NULL
-} ledger_report_query_t;
+} admin_report_query_t;
 
 //  Spend per group over the range: {"group_by", "rows": [{"group", "requests",
 //  "errors", "tokens_in", "tokens_out", "tokens_cache_read",
 //  "tokens_cache_write", "cost_micros"}], "total": {same figures}}, rows by
 //  cost, largest first.
-int ledger_report_spend(PGconn *db, const ledger_report_query_t *query, json_t **out, char *error,
-                        size_t error_size);
+int admin_report_spend(PGconn *db, const admin_report_query_t *query, json_t **out, char *error,
+                       size_t error_size);
 
 //  Accounts with their balance and, over the range, their spend and
 //  top-ups: {"accounts": [{"id", "name", "balance_micros", "spent_micros",
 //  "topped_up_micros", "requests"}]}. account_id narrows it to one.
-int ledger_report_balances(PGconn *db, const ledger_report_query_t *query, json_t **out,
-                           char *error, size_t error_size);
+int admin_report_balances(PGconn *db, const admin_report_query_t *query, json_t **out, char *error,
+                          size_t error_size);
 
 //  Usage records, newest first, with keyset paging: {"records": [{...every
 //  usage column...}], "next_cursor": "..." or null}.
-int ledger_report_usage(PGconn *db, const ledger_report_query_t *query, json_t **out, char *error,
-                        size_t error_size);
+int admin_report_usage(PGconn *db, const admin_report_query_t *query, json_t **out, char *error,
+                       size_t error_size);
 
 //  The same records (no paging: the whole range) as CSV with a header line,
 //  streamed to `out` with COPY. Returns rows written, or -1.
-int64_t ledger_report_usage_csv(PGconn *db, const ledger_report_query_t *query, FILE *out,
-                                char *error, size_t error_size);
+int64_t admin_report_usage_csv(PGconn *db, const admin_report_query_t *query, FILE *out,
+                               char *error, size_t error_size);
 
 //  Self test: query validation and SQL building (no database).
-void ledger_report_test(bool verbose);
+void admin_report_test(bool verbose);
 
 #endif

@@ -1,4 +1,4 @@
-#include "ledger_check.h"
+#include "admin_check.h"
 #include "proto_db.h"
 
 #include <assert.h>
@@ -125,7 +125,7 @@ static PGresult *s_query(PGconn *db, const char *sql, char *error, size_t error_
     return NULL;
 }
 
-int ledger_check_run(PGconn *db, char **report)
+int admin_check_run(PGconn *db, char **report)
 {
     assert(db && report);
     *report = NULL;

@@ -1,4 +1,4 @@
-#include "ledger_report.h"
+#include "admin_report.h"
 #include "proto_db.h"
 
 #include <assert.h>
@@ -54,7 +54,7 @@ static bool s_add_text(s_sql_t *sql, PGconn *db, const char *text)
     return true;
 }
 
-static int s_check_query(const ledger_report_query_t *query, char *error, size_t error_size)
+static int s_check_query(const admin_report_query_t *query, char *error, size_t error_size)
 {
     if (query->from_us < 0 || query->to_us < 0 ||
         (query->to_us && query->from_us && query->to_us <= query->from_us)) {
@@ -74,7 +74,7 @@ static int s_check_query(const ledger_report_query_t *query, char *error, size_t
 }
 
 //  Filters shared by every report over usage or its rollups.
-static bool s_add_filters(s_sql_t *sql, PGconn *db, const ledger_report_query_t *query,
+static bool s_add_filters(s_sql_t *sql, PGconn *db, const admin_report_query_t *query,
                           const char *time_column, bool round_to_hour)
 {
     if (query->from_us) {
@@ -120,7 +120,7 @@ static const char *s_group_expression(const char *group_by)
 }
 
 //  The SQL of a spend report. Caller owns return value (free()).
-static char *s_spend_sql(PGconn *db, const ledger_report_query_t *query, char *error,
+static char *s_spend_sql(PGconn *db, const admin_report_query_t *query, char *error,
                          size_t error_size)
 {
     const char *group = s_group_expression(query->group_by);
@@ -162,8 +162,8 @@ static json_int_t s_int(PGresult *result, int row, int column)
                : (json_int_t)strtoll(PQgetvalue(result, row, column), NULL, 10);
 }
 
-int ledger_report_spend(PGconn *db, const ledger_report_query_t *query, json_t **out, char *error,
-                        size_t error_size)
+int admin_report_spend(PGconn *db, const admin_report_query_t *query, json_t **out, char *error,
+                       size_t error_size)
 {
     *out = NULL;
     if (s_check_query(query, error, error_size) != 0)
@@ -199,8 +199,8 @@ int ledger_report_spend(PGconn *db, const ledger_report_query_t *query, json_t *
     return 0;
 }
 
-int ledger_report_balances(PGconn *db, const ledger_report_query_t *query, json_t **out,
-                           char *error, size_t error_size)
+int admin_report_balances(PGconn *db, const admin_report_query_t *query, json_t **out, char *error,
+                          size_t error_size)
 {
     *out = NULL;
     if (s_check_query(query, error, error_size) != 0)
@@ -210,7 +210,7 @@ int ledger_report_balances(PGconn *db, const ledger_report_query_t *query, json_
                 " coalesce(t.topped, 0), coalesce(s.requests, 0) FROM accounts a"
                 " LEFT JOIN (SELECT account_id, sum(cost_micros) AS spent, sum(requests) AS"
                 " requests FROM usage_hourly WHERE true");
-    ledger_report_query_t range = {.from_us = query->from_us, .to_us = query->to_us};
+    admin_report_query_t range = {.from_us = query->from_us, .to_us = query->to_us};
     s_add_filters(&sql, db, &range, "hour", true);
     s_add(&sql, " GROUP BY 1) s ON s.account_id = a.id"
                 " LEFT JOIN (SELECT la.account_id, sum(l.amount_micros) AS topped"
@@ -249,7 +249,7 @@ static const char *s_usage_columns =
 
 //  The SQL of a usage page (limit > 0) or of the whole range (limit 0).
 //  Caller owns return value (free()).
-static char *s_usage_sql(PGconn *db, const ledger_report_query_t *query, size_t limit, char *error,
+static char *s_usage_sql(PGconn *db, const admin_report_query_t *query, size_t limit, char *error,
                          size_t error_size)
 {
     s_sql_t sql = {0};
@@ -284,8 +284,8 @@ static char *s_usage_sql(PGconn *db, const ledger_report_query_t *query, size_t 
     return sql.text;
 }
 
-int ledger_report_usage(PGconn *db, const ledger_report_query_t *query, json_t **out, char *error,
-                        size_t error_size)
+int admin_report_usage(PGconn *db, const admin_report_query_t *query, json_t **out, char *error,
+                       size_t error_size)
 {
     *out = NULL;
     if (s_check_query(query, error, error_size) != 0)
@@ -330,8 +330,8 @@ int ledger_report_usage(PGconn *db, const ledger_report_query_t *query, json_t *
     return 0;
 }
 
-int64_t ledger_report_usage_csv(PGconn *db, const ledger_report_query_t *query, FILE *out,
-                                char *error, size_t error_size)
+int64_t admin_report_usage_csv(PGconn *db, const admin_report_query_t *query, FILE *out,
+                               char *error, size_t error_size)
 {
     if (s_check_query(query, error, error_size) != 0)
         return -1;
@@ -370,22 +370,22 @@ int64_t ledger_report_usage_csv(PGconn *db, const ledger_report_query_t *query, 
 //  --------------------------------------------------------------------------
 //  Self test
 
-void ledger_report_test(bool verbose)
+void admin_report_test(bool verbose)
 {
     if (verbose)
-        printf(" * ledger_report: ");
+        printf(" * admin_report: ");
     char error[256];
-    ledger_report_query_t query = {.from_us = 10, .to_us = 5};
+    admin_report_query_t query = {.from_us = 10, .to_us = 5};
     assert(s_check_query(&query, error, sizeof error) == -1 && strstr(error, "range"));
-    query = (ledger_report_query_t){.limit = S_LIMIT_MAX + 1};
+    query = (admin_report_query_t){.limit = S_LIMIT_MAX + 1};
     assert(s_check_query(&query, error, sizeof error) == -1);
-    query = (ledger_report_query_t){.account_id = (uint64_t)INT64_MAX + 1};
+    query = (admin_report_query_t){.account_id = (uint64_t)INT64_MAX + 1};
     assert(s_check_query(&query, error, sizeof error) == -1);
     assert(s_group_expression(NULL) && s_group_expression("day"));
     assert(!s_group_expression("nope"));
     //  Without a connection PQescapeLiteral fails; queries without text
     //  values still build.
-    query = (ledger_report_query_t){
+    query = (admin_report_query_t){
         .from_us = 7200000001LL, .to_us = 9000000000LL, .account_id = 3, .group_by = "model"};
     char *sql = s_spend_sql(NULL, &query, error, sizeof error);
     assert(sql);
@@ -395,9 +395,9 @@ void ledger_report_test(bool verbose)
     free(sql);
     query.group_by = "x'; DROP TABLE usage; --";
     assert(!s_spend_sql(NULL, &query, error, sizeof error) && strstr(error, "group by"));
-    query = (ledger_report_query_t){.cursor = "nonsense"};
+    query = (admin_report_query_t){.cursor = "nonsense"};
     assert(!s_usage_sql(NULL, &query, 10, error, sizeof error) && strstr(error, "cursor"));
-    query = (ledger_report_query_t){.status_min = 400};
+    query = (admin_report_query_t){.status_min = 400};
     sql = s_usage_sql(NULL, &query, 10, error, sizeof error);
     assert(sql && strstr(sql, "status >= 400") && strstr(sql, "LIMIT 10"));
     free(sql);

@@ -1,7 +1,8 @@
-/*  ledger_check: does the money in PostgreSQL add up?
+/*  admin_check: does the money in PostgreSQL add up?
 
-    Six invariants of the double-entry journal and the usage it records (the `tollgate ledger check`
-    command will print this report):
+    Six invariants of the double-entry journal and the usage it records,
+    checked by `tollgate ledger check` and GET /admin/ledger/check (and by
+    the ledger's and billing's PostgreSQL probes, which are tests):
       1. every account's balance_micros equals the sum of its ledger
          account's journal lines (an account created with a balance has a
          'topup' entry for it, written in the same transaction);
@@ -15,14 +16,14 @@
     Read-only; runs in one REPEATABLE READ transaction so the figures come
     from one snapshot even while the ledger is writing.
 */
-#ifndef LEDGER_CHECK_H_INCLUDED
-#define LEDGER_CHECK_H_INCLUDED
+#ifndef ADMIN_CHECK_H_INCLUDED
+#define ADMIN_CHECK_H_INCLUDED
 
 #include <libpq-fe.h>
 
 //  Runs the checks. Returns 0 when all hold, 1 when some do not, -1 when a
 //  query failed. *report receives a human-readable summary (a few examples
 //  of each problem); caller owns it (free()).
-int ledger_check_run(PGconn *db, char **report);
+int admin_check_run(PGconn *db, char **report);
 
 #endif

@@ -89,9 +89,12 @@ async function startRecorder(target) {
 }
 
 // Starts the mock and the cluster, a provider and a model per upstream protocol, and a key.
+// With faults (mock --fault specs for upstream model `broken-model`), a model
+// broken-to-PROTOCOL per protocol routes there too.
 // Resolves { cluster, mock, key, recorder, stop(), upstreamRequests(), reset() }.
-export async function setup() {
-  const mock = await startMock(['--models', Object.values(UPSTREAM_MODEL).join(',')]);
+export async function setup({ faults = [] } = {}) {
+  const mock = await startMock(['--models', Object.values(UPSTREAM_MODEL).join(','),
+    ...faults.flatMap((fault) => ['--fault', fault])]);
   const cluster = await startCluster();
   for (const upstream of UPSTREAMS) {
     await cli(cluster, 'provider', 'add', `up-${upstream}`, '--protocol', PROVIDER_PROTOCOL[upstream],
@@ -99,6 +102,10 @@ export async function setup() {
     await cli(cluster, 'provider', 'key', 'add', `up-${upstream}`, '--secret', `sk-${upstream}-upstream-secret`);
     await cli(cluster, 'model', 'add', `to-${upstream}`, '--route', `up-${upstream}:${UPSTREAM_MODEL[upstream]}`,
       '--price-in', '1', '--price-out', '2');
+    if (faults.length) {
+      await cli(cluster, 'model', 'add', `broken-to-${upstream}`, '--route', `up-${upstream}:broken-model`,
+        '--price-in', '1', '--price-out', '2');
+    }
   }
   await cli(cluster, 'account', 'add', 'agents', '--balance', '1000');
   const key = (await cli(cluster, 'key', 'create', 'agents', '--name', 'agents')).trim().split('\n').pop();

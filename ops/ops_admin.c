@@ -1820,11 +1820,50 @@ static int s_model_mappings(s_client_t *client, s_args_t *args, int first)
     return rc;
 }
 
+//  --strict-conversion on|off: refuse what conversion would drop (docs/conversion.md).
+static int s_put_strict(json_t *body, s_args_t *args)
+{
+    const char *value = s_option(args, "strict-conversion");
+    if (!value)
+        return 0;
+    if (strcmp(value, "on") && strcmp(value, "off")) {
+        fprintf(stderr, "tollgate: --strict-conversion takes on or off\n");
+        return -1;
+    }
+    json_object_set_new(body, "strict_conversion", json_boolean(strcmp(value, "on") == 0));
+    return 0;
+}
+
+static int s_provider_set(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *body = json_object();
+    s_put_str(body, args, "status", "status");
+    s_put_str(body, args, "base-url", "base_url");
+    if (s_put_strict(body, args)) {
+        json_decref(body);
+        return 2;
+    }
+    char path[2048];
+    s_path_of(path, sizeof path, "/admin/providers", args->words[first], "");
+    json_t *answer = NULL;
+    int rc = s_call(client, "PATCH", path, body, &answer);
+    if (rc == 0 && !client->json)
+        printf("provider %s: %s, %s, strict conversion %s\n", s_str(answer, "name"),
+               s_str(answer, "protocol"), s_str(answer, "status"),
+               json_is_true(json_object_get(answer, "strict_conversion")) ? "on" : "off");
+    json_decref(answer);
+    return rc;
+}
+
 static int s_model_set(s_client_t *client, s_args_t *args, int first)
 {
     json_t *body = json_object();
     s_put_str(body, args, "scheduling", "scheduling");
     s_put_str(body, args, "status", "status");
+    if (s_put_strict(body, args)) {
+        json_decref(body);
+        return 2;
+    }
     if (s_option(args, "capabilities"))
         json_object_set_new(body, "capabilities", s_split_list(s_option(args, "capabilities")));
     char path[2048];
@@ -1924,7 +1963,8 @@ static int s_provider_models_refresh(s_client_t *client, s_args_t *args, int fir
 
 static const s_command_t s_commands[] = {
     {"provider add", 1, "protocol base-url priority weight", s_provider_add,
-     "provider add NAME --protocol openai|anthropic|gemini --base-url URL [--priority N] "
+     "provider add NAME --protocol openai|openai-responses|anthropic|gemini --base-url URL "
+     "[--priority N] "
      "[--weight N]"},
     {"provider key add", 1, "secret name priority weight", s_provider_key_add,
      "provider key add PROVIDER --secret SECRET|- [--name LABEL] [--priority N] [--weight N]"},
@@ -1936,9 +1976,11 @@ static const s_command_t s_commands[] = {
      "[--price-out P] [--price-cache-read P] [--price-cache-write P]"},
     {"model list", 0, "", s_model_list, "model list [--json]"},
     {"model show", 1, "", s_model_show, "model show NAME [--json]"},
-    {"model set", 1, "scheduling capabilities status", s_model_set,
+    {"model set", 1, "scheduling capabilities status strict-conversion", s_model_set,
      "model set NAME [--scheduling priority|key_priority|weighted|latency|cost|reliability] "
-     "[--capabilities TAG,TAG] [--status active|disabled]"},
+     "[--capabilities TAG,TAG] [--status active|disabled] [--strict-conversion on|off]"},
+    {"provider set", 1, "status base-url strict-conversion", s_provider_set,
+     "provider set NAME [--status active|disabled] [--base-url URL] [--strict-conversion on|off]"},
     {"model rule add", 1, "kind pattern provider priority weight", s_rule_add,
      "model rule add MODEL --kind exact|prefix|keyword|regex|exclude_keyword|include|"
      "exclude_provider [--pattern P] [--provider P] [--priority N] [--weight N]"},

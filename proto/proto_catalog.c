@@ -286,8 +286,8 @@ static int s_load_keys(proto_catalog_t *self, PGconn *db, char *error, size_t er
 static int s_load_providers(proto_catalog_t *self, PGconn *db, char *error, size_t error_size)
 {
     PGresult *result = s_query(db,
-                               "SELECT id, name, protocol, base_url, priority, weight, status "
-                               "FROM providers ORDER BY id",
+                               "SELECT id, name, protocol, base_url, priority, weight, status, "
+                               "strict_conversion FROM providers ORDER BY id",
                                error, error_size);
     if (!result)
         return -1;
@@ -305,6 +305,7 @@ static int s_load_providers(proto_catalog_t *self, PGconn *db, char *error, size
         provider->priority = (int)s_int(result, row, 4, 0);
         provider->weight = (int)s_int(result, row, 5, 1);
         provider->active = strcmp(PQgetvalue(result, row, 6), "active") == 0;
+        provider->strict = strcmp(PQgetvalue(result, row, 7), "t") == 0;
     }
     PQclear(result);
     return 0;
@@ -378,8 +379,8 @@ static int s_load_models(proto_catalog_t *self, PGconn *db, char *error, size_t 
         "SELECT id, name, status, price_in_micros, price_out_micros, price_cache_read_micros, "
         "price_cache_write_micros, price_cache_write_1h_micros, price_request_micros, "
         "long_context_threshold, long_price_in_micros, long_price_out_micros, scheduling, "
-        "extract(epoch FROM created_at)::bigint, array_to_json(capabilities)::text "
-        "FROM models ORDER BY id",
+        "extract(epoch FROM created_at)::bigint, array_to_json(capabilities)::text, "
+        "strict_conversion FROM models ORDER BY id",
         error, error_size);
     if (!result)
         return -1;
@@ -402,6 +403,7 @@ static int s_load_models(proto_catalog_t *self, PGconn *db, char *error, size_t 
         model->scheduling = s_text(result, row, 12);
         model->created_s = s_int(result, row, 13, 0);
         s_tags(result, row, 14, &model->capabilities);
+        model->strict = strcmp(PQgetvalue(result, row, 15), "t") == 0;
         zhashx_insert(self->models_by_name, model->name, model);
     }
     PQclear(result);
@@ -685,6 +687,7 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
         provider->priority = (int)s_json_int(item, "priority", 0);
         provider->weight = (int)s_json_int(item, "weight", 1);
         provider->active = s_json_active(item);
+        provider->strict = json_is_true(json_object_get(item, "strict_conversion"));
     }
     array = s_json_array(root, "provider_keys", (void **)&self->provider_keys,
                          sizeof *self->provider_keys);
@@ -721,6 +724,7 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
             s_json_int(item, "long_price_out_micros", model->price_out_micros);
         model->scheduling = s_json_str(item, "scheduling", "priority");
         s_json_tags(item, "capabilities", &model->capabilities);
+        model->strict = json_is_true(json_object_get(item, "strict_conversion"));
     }
     array = s_json_array(root, "routes", (void **)&self->routes, sizeof *self->routes);
     json_array_foreach(array, i, item)

@@ -68,6 +68,7 @@ typedef struct {
     int priority;   //  higher first
     int weight;     //  share among equals
     bool active;    //  status = 'active'
+    bool strict;    //  strict_conversion: refuse what conversion would drop
 } proto_provider_t;
 
 typedef struct {
@@ -102,6 +103,7 @@ typedef struct {
     char *scheduling;                    //  scheduling mode
     int64_t created_s;                   //  creation time, epoch seconds
     proto_tags_t capabilities;           //  what the model offers everywhere it is served
+    bool strict;                         //  strict_conversion: refuse what conversion would drop
 } proto_model_t;
 
 typedef struct {

@@ -811,6 +811,13 @@ static int s_read_field(admin_call_t *call, const admin_field_t *spec, admin_val
         break;
     case ADMIN_F_ANY:
         break;
+    case ADMIN_F_BOOL:
+        if (!json_is_boolean(json)) {
+            admin_invalid(call, "'%s' must be true or false", spec->field);
+            return -1;
+        }
+        text = json_is_true(json) ? "true" : "false";
+        break;
     case ADMIN_F_SET:
     case ADMIN_F_MICROS:
         assert(false);

@@ -141,6 +141,7 @@ typedef enum {
     ADMIN_F_URL,    //  http(s) URL; trailing slashes dropped
     ADMIN_F_REF,    //  a name or an integer id of another object
     ADMIN_F_ANY,    //  any JSON; the handler checks it
+    ADMIN_F_BOOL,   //  true or false
     ADMIN_F_SET,    //  not read from the body: a hook sets it (hashes, sealed secrets)
 } admin_kind_t;
 

@@ -427,7 +427,7 @@ static const char *s_kind_name(admin_kind_t kind)
         [ADMIN_F_ENUM] = "enum",   [ADMIN_F_INT] = "int",    [ADMIN_F_MICROS] = "money",
         [ADMIN_F_NAMES] = "names", [ADMIN_F_TAGS] = "tags",  [ADMIN_F_TIME] = "time",
         [ADMIN_F_URL] = "url",     [ADMIN_F_REF] = "ref",    [ADMIN_F_ANY] = "json",
-        [ADMIN_F_SET] = "set"};
+        [ADMIN_F_SET] = "set",     [ADMIN_F_BOOL] = "bool"};
     return names[kind];
 }
 

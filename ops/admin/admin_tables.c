@@ -52,6 +52,14 @@ static const char *const s_user_roles[] = {"owner", "operator", "viewer", "accou
         .field = name, .column = name, .kind = ADMIN_F_SET, .cast = sql_cast                       \
     }
 
+//  Refuse, instead of dropping, what a conversion to another protocol
+//  cannot carry (docs/conversion.md).
+#define S_STRICT                                                                                   \
+    {                                                                                              \
+        .field = "strict_conversion", .column = "strict_conversion", .kind = ADMIN_F_BOOL,         \
+        .use = ADMIN_PATCH                                                                         \
+    }
+
 //  Sets an ADMIN_F_SET value to a copy of text.
 static void s_set(const admin_field_t *fields, admin_value_t *values, const char *name,
                   const char *text)
@@ -75,6 +83,7 @@ static const admin_column_t s_provider_columns[] = {
     {"priority", "p.priority", ADMIN_COL_INT, "PRIORITY", NULL},
     {"weight", "p.weight", ADMIN_COL_INT, "WEIGHT", NULL},
     {"status", "p.status", ADMIN_COL_TEXT, "STATUS", NULL},
+    {"strict_conversion", "p.strict_conversion", ADMIN_COL_BOOL, NULL, NULL},
     {"active_keys",
      "(SELECT count(*) FROM provider_keys pk WHERE pk.provider_id = p.id AND pk.status = "
      "'active')",
@@ -102,6 +111,7 @@ static const admin_field_t s_provider_fields[] = {{.field = "name",
                                                   S_PRIORITY(ADMIN_BOTH),
                                                   S_WEIGHT(ADMIN_BOTH),
                                                   S_STATUS(s_statuses),
+                                                  S_STRICT,
                                                   {.field = NULL}};
 
 const admin_resource_t admin_providers = {
@@ -371,6 +381,7 @@ static const admin_column_t s_model_columns[] = {
     {"price_cache_write_micros", "m.price_cache_write_micros", ADMIN_COL_MICROS, NULL, NULL},
     {"scheduling", "m.scheduling", ADMIN_COL_TEXT, NULL, NULL},
     {"capabilities", "to_json(m.capabilities)", ADMIN_COL_LIST, NULL, NULL},
+    {"strict_conversion", "m.strict_conversion", ADMIN_COL_BOOL, NULL, NULL},
     {"routes", NULL, ADMIN_COL_CHILD, "ROUTES", &admin_routes},
     {"created_at", "m.created_at", ADMIN_COL_TIME, NULL, NULL},
     {"updated_at", "m.updated_at", ADMIN_COL_TIME, NULL, NULL},
@@ -396,6 +407,7 @@ static const admin_field_t s_model_fields[] = {
      .use = ADMIN_PATCH,
      .choices = s_schedulings},
     {.field = "capabilities", .column = "capabilities", .kind = ADMIN_F_TAGS, .use = ADMIN_PATCH},
+    S_STRICT,
     {.field = NULL}};
 
 static int s_model_prepare(admin_call_t *call, const char *parent, admin_value_t *values)

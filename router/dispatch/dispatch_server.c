@@ -715,6 +715,10 @@ static int s_start_attempt(s_request_t *self, const proto_candidate_t *candidate
     self->conv.client_stream = proto_msg_stream(self->dispatch);
     self->conv.json_array = self->json_array;
     self->conv.count_tokens = self->count_tokens;
+    //  A strict provider, or a strict model, takes the whole request or none.
+    const proto_model_t *model =
+        proto_catalog_model_by_name(server->catalog, proto_msg_model(self->dispatch));
+    self->conv.strict = provider->strict || (model && model->strict);
     char *body = NULL;
     size_t body_size = 0;
     if (adapter->request(&self->conv, (const char *)zframe_data(self->body), s_body_size(self),

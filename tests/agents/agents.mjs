@@ -34,7 +34,7 @@ const UPSTREAM_MODEL = { openai: 'gpt-4o-mini', responses: 'gpt-5-mini', anthrop
 // The protocol each agent speaks to the gateway.
 export const AGENT_PROTOCOL = { claude: 'anthropic', codex: 'responses', gemini: 'gemini' };
 
-async function cli(cluster, ...args) {
+export async function cli(cluster, ...args) {
   const result = await cluster.tollgate(args, { env: { TOLLGATE_DIR: cluster.dir } });
   if (result.code !== 0) throw new Error(`tollgate ${args.join(' ')} failed: ${result.stderr}`);
   return result.stdout;

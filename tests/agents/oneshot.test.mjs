@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe as suite, test } from 'node:test';
 
-import { AGENT_PROTOCOL, AGENTS, UPSTREAMS, describe, generations, lostFields, runOnce, setup,
+import { waitFor } from '../lib/harness.mjs';
+import { AGENT_PROTOCOL, AGENTS, UPSTREAMS, cli, describe, generations, lostFields, runOnce, setup,
   upstreamGenerations } from './agents.mjs';
 
 const ANSWER = 'Hello from mock upstream model';
@@ -49,4 +50,45 @@ suite('one answer from every agent on every upstream protocol', () => {
       });
     }
   }
+});
+
+suite('a strict provider or model refuses what it would drop', () => {
+  // Claude Code always sends context_management, which no other protocol has.
+  const ask = (model) => fetch(`${env.recorder.url}/v1/messages`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-api-key': env.key, 'anthropic-version': '2023-06-01' },
+    body: JSON.stringify({ model, max_tokens: 50, messages: [{ role: 'user', content: 'hi' }],
+      context_management: { edits: [] }, top_k: 3 }),
+  });
+  const strictly = async (model, names) => {
+    const response = await waitFor(async () => {
+      const answer = await ask(model);
+      return answer.status === 400 ? answer : null;
+    }, { timeout: 10000, message: `${model} turning strict` });
+    const body = await response.json();
+    assert.equal(body.type, 'error');
+    assert.match(body.error.message, names);
+  };
+
+  test('a strict model', async () => {
+    const before = await ask('to-gemini');
+    assert.equal(before.status, 200);
+    // Not strict: dropped and named, in the client's (Anthropic's) words.
+    assert.equal(before.headers.get('x-tollgate-dropped-fields'), 'context_management');
+    await before.text();
+    await cli(env.cluster, 'model', 'add', 'strict-to-gemini', '--route', 'up-gemini:gemini-2.5-flash');
+    await cli(env.cluster, 'model', 'set', 'strict-to-gemini', '--strict-conversion', 'on');
+    await strictly('strict-to-gemini', /field\(s\) context_management cannot be expressed .*strict/);
+    // The agent shows the refusal in its own words.
+    const run = await runOnce(env, 'claude', { model: 'strict-to-gemini', prompt: () => 'Say hello.' });
+    assert.notEqual(run.code, 0, describe(run));
+    assert.match(run.stdout + run.stderr, /strict/, describe(run));
+  });
+
+  test('a strict provider, and back', async () => {
+    await cli(env.cluster, 'provider', 'set', 'up-responses', '--strict-conversion', 'on');
+    await strictly('to-responses', /field\(s\) context_management, top_k cannot .*strict/);
+    await cli(env.cluster, 'provider', 'set', 'up-responses', '--strict-conversion', 'off');
+    await waitFor(async () => (await ask('to-responses')).status === 200, { timeout: 10000, message: 'strictness lifted' });
+  });
 });

@@ -204,6 +204,12 @@ function codex(setup, { model, prompt, home, cwd }) {
     '[feedback]',
     'enabled = false',
     '',
+    '# Codex syncs its curated plugins from github.com and chatgpt.com at start.',
+    '[features]',
+    'plugins = false',
+    'remote_plugin = false',
+    'apps = false',
+    '',
   ].join('\n'));
   const env = { ...baseEnv(home), CODEX_HOME: codexHome, TOLLGATE_API_KEY: setup.key };
   return runAgent(binOf('codex'), ['exec', '--skip-git-repo-check', '--sandbox', 'danger-full-access', prompt],

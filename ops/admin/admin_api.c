@@ -130,6 +130,15 @@ static const admin_route_t s_routes[] = {
     {"GET", "/admin/routes", s_route_table, ADMIN_ANY, NULL, NULL, ADMIN_OP_NONE},
     {"GET", "/admin/resources", s_resources, ADMIN_ANY, NULL, NULL, ADMIN_OP_NONE},
     {"GET", "/admin/status", admin_status, ADMIN_VIEWER, NULL, NULL, ADMIN_OP_NONE},
+    {"GET", "/admin/stats", admin_stats, ADMIN_VIEWER, NULL, NULL, ADMIN_OP_NONE},
+    //  An account holder's own account, usage and keys (and nobody else's).
+    {"GET", "/admin/self", admin_self, ADMIN_ACCOUNT, NULL, NULL, ADMIN_OP_NONE},
+    {"GET", "/admin/self/usage", admin_self_usage, ADMIN_ACCOUNT, NULL, NULL, ADMIN_OP_NONE},
+    {"GET", "/admin/self/keys", admin_self_keys, ADMIN_ACCOUNT, NULL, NULL, ADMIN_OP_NONE},
+    {"POST", "/admin/self/keys", admin_self_key_create, ADMIN_ACCOUNT, "self.key.create", NULL,
+     ADMIN_OP_NONE},
+    {"POST", "/admin/self/keys/{id}/revoke", admin_self_key_revoke, ADMIN_ACCOUNT,
+     "self.key.revoke", NULL, ADMIN_OP_NONE},
     {"GET", "/admin/usage", admin_usage, ADMIN_VIEWER, NULL, NULL, ADMIN_OP_NONE},
     {"GET", "/admin/usage.csv", admin_usage_csv, ADMIN_VIEWER, NULL, NULL, ADMIN_OP_NONE},
     {"GET", "/admin/reports/spend", admin_spend_report, ADMIN_VIEWER, NULL, NULL, ADMIN_OP_NONE},
@@ -755,10 +764,17 @@ static void s_test_roles(void)
             assert(route.access == ADMIN_OWNER && !admin_allowed(&route, &operator));
         if (route.access != ADMIN_PUBLIC)
             assert(!admin_allowed(&route, &nobody));
-        if (route.access > ADMIN_ANY && strncmp(route.pattern, "/admin/self", 11) != 0)
-            assert(!admin_allowed(&route, &holder));
+        //  An account holder reaches what any caller may, and their own routes;
+        //  nobody else reaches those.
+        if (route.access > ADMIN_ANY)
+            assert(admin_allowed(&route, &holder) == (route.access == ADMIN_ACCOUNT));
+        if (route.access == ADMIN_ACCOUNT)
+            assert(strncmp(route.pattern, "/admin/self", 11) == 0 &&
+                   !admin_allowed(&route, &viewer) && !admin_allowed(&route, &operator));
     }
-    assert(count == 74); //  every route the admin API had in ingress, and /admin/resources
+    //  Every route the admin API had in ingress, /admin/resources, /admin/stats
+    //  and the five /admin/self routes.
+    assert(count == 80);
     assert(admin_role_parse("owner") == ADMIN_OWNER && admin_role_parse("viewer") == ADMIN_VIEWER);
     assert(admin_role_parse("account") == ADMIN_ACCOUNT);
     assert(admin_role_parse("root") == ADMIN_ANY && admin_role_parse(NULL) == ADMIN_ANY);

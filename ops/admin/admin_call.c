@@ -1089,6 +1089,9 @@ bool admin_allowed(const admin_route_t *route, const admin_who_t *who)
         return true;
     if (who->kind == ADMIN_WHO_NONE)
         return false;
+    //  An account holder's routes are theirs alone: staff have no account.
+    if (route->access == ADMIN_ACCOUNT)
+        return who->role == ADMIN_ACCOUNT;
     return who->role >= route->access;
 }
 

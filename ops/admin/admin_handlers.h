@@ -48,6 +48,14 @@ void admin_log_level_get(admin_call_t *call);
 void admin_log_level_patch(admin_call_t *call);
 void admin_audit_list(admin_call_t *call);
 
+//  admin_self.c: the console's figures, and the account holder's own routes.
+void admin_stats(admin_call_t *call);
+void admin_self(admin_call_t *call);
+void admin_self_usage(admin_call_t *call);
+void admin_self_keys(admin_call_t *call);
+void admin_self_key_create(admin_call_t *call);
+void admin_self_key_revoke(admin_call_t *call);
+
 //  admin_routing.c: questions to the routers, and provider health.
 admin_routers_t *admin_routers_new(proto_config_t *config);
 void admin_routers_destroy(admin_routers_t **self_p);

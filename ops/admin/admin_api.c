@@ -127,6 +127,7 @@ static const admin_route_t s_routes[] = {
     {"POST", "/admin/login", admin_login, ADMIN_PUBLIC, "login", NULL, ADMIN_OP_NONE},
     {"POST", "/admin/logout", admin_logout, ADMIN_ANY, "logout", NULL, ADMIN_OP_NONE},
     {"GET", "/admin/me", admin_me, ADMIN_ANY, NULL, NULL, ADMIN_OP_NONE},
+    {"GET", "/admin/session", admin_session_probe, ADMIN_PUBLIC, NULL, NULL, ADMIN_OP_NONE},
     {"GET", "/admin/routes", s_route_table, ADMIN_ANY, NULL, NULL, ADMIN_OP_NONE},
     {"GET", "/admin/resources", s_resources, ADMIN_ANY, NULL, NULL, ADMIN_OP_NONE},
     {"GET", "/admin/status", admin_status, ADMIN_VIEWER, NULL, NULL, ADMIN_OP_NONE},
@@ -756,7 +757,8 @@ static void s_test_roles(void)
         bool own_session = route.handler == admin_logout || route.handler == admin_login;
         bool asks = route.handler == admin_routing_decide; //  a POST that changes nothing
         assert(reads == (route.action == NULL));
-        assert((route.access == ADMIN_PUBLIC) == (route.handler == admin_login));
+        assert((route.access == ADMIN_PUBLIC) ==
+               (route.handler == admin_login || route.handler == admin_session_probe));
         if (!reads && !own_session && !asks)
             assert(!admin_allowed(&route, &viewer));
         if (strstr(route.pattern, "/users") || strstr(route.pattern, "/tokens") ||
@@ -772,9 +774,9 @@ static void s_test_roles(void)
             assert(strncmp(route.pattern, "/admin/self", 11) == 0 &&
                    !admin_allowed(&route, &viewer) && !admin_allowed(&route, &operator));
     }
-    //  Every route the admin API had in ingress, /admin/resources, /admin/stats
-    //  and the five /admin/self routes.
-    assert(count == 80);
+    //  Every route the admin API had in ingress, /admin/resources, /admin/stats,
+    //  /admin/session and the five /admin/self routes.
+    assert(count == 81);
     assert(admin_role_parse("owner") == ADMIN_OWNER && admin_role_parse("viewer") == ADMIN_VIEWER);
     assert(admin_role_parse("account") == ADMIN_ACCOUNT);
     assert(admin_role_parse("root") == ADMIN_ANY && admin_role_parse(NULL) == ADMIN_ANY);

@@ -468,6 +468,30 @@ void admin_me(admin_call_t *call)
     admin_respond_json(call, 200, me);
 }
 
+//  GET /admin/session: who the caller is, or {"authenticated": false}, with
+//  200 either way: the console asks it before it knows whether it holds a
+//  session, and a page's first question should not be an error.
+void admin_session_probe(admin_call_t *call)
+{
+    if (call->who.kind == ADMIN_WHO_NONE &&
+        (!call->request->authorization && !admin_cookie_token(call->request->cookie))) {
+        admin_respond_json(call, 200, json_pack("{s:b}", "authenticated", 0));
+        return;
+    }
+    if (call->who.kind == ADMIN_WHO_NONE && admin_authenticate(call) != 0) {
+        if (call->status != 401)
+            return; //  a database failure or a rate limit says so itself
+        admin_respond_json(call, 200, json_pack("{s:b}", "authenticated", 0));
+        return;
+    }
+    admin_me(call);
+    json_t *me = json_loads(call->response, 0, NULL);
+    if (me) {
+        json_object_set_new(me, "authenticated", json_true());
+        admin_respond_json(call, 200, me);
+    }
+}
+
 // ---------------------------------------------------------------------------
 //  Sessions and the bootstrap token
 

@@ -14,6 +14,7 @@ int admin_authenticate(admin_call_t *call);
 void admin_login(admin_call_t *call);
 void admin_logout(admin_call_t *call);
 void admin_me(admin_call_t *call);
+void admin_session_probe(admin_call_t *call);
 void admin_session_list(admin_call_t *call);
 void admin_user_change(admin_call_t *call);
 void admin_bootstrap_rotate(admin_call_t *call);

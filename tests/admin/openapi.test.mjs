@@ -120,9 +120,11 @@ test('the server routes every documented operation and refuses undocumented meth
     const [method, pathname] = key.split(' ');
     const url = fill(pathname);
     if (access === 'public') {
-      // Login: an empty body is a 400 from the handler, so the route is there.
-      const answer = await api(method, url, null, {});
-      assert.equal(answer.status, 400, `${key}: ${JSON.stringify(answer.body)}`);
+      // Login: an empty body is a 400 from the handler, so the route is there. The session
+      // probe answers anyone, and says whether they are logged in.
+      const answer = method === 'GET' ? await api(method, url, null) : await api(method, url, null, {});
+      if (method === 'GET') assert.deepEqual([answer.status, answer.body.authenticated], [200, false], key);
+      else assert.equal(answer.status, 400, `${key}: ${JSON.stringify(answer.body)}`);
       continue;
     }
     // Below the route's role: 403 proves the route exists and is guarded. An account

@@ -111,6 +111,7 @@ function bodyFrom(form, fields) {
     const raw = input.value.trim();
     if (raw === '') continue;
     if (field.kind === 'int') body[field.name] = Number(raw);
+    else if (field.kind === 'bool') body[field.name] = raw === 'true';
     else if (field.kind === 'names' || field.kind === 'tags') body[field.name] = raw.split(',').map((s) => s.trim()).filter(Boolean);
     else if (field.name === 'routes') body.routes = raw.split(',').map((s) => s.trim()).filter(Boolean).map((provider) => ({ provider }));
     else body[field.name] = raw;
@@ -120,10 +121,11 @@ function bodyFrom(form, fields) {
 
 function Input({ field, value }) {
   const label = field.name.replace(/_/g, ' ') + (field.required ? ' *' : '');
-  if (field.kind === 'enum') {
+  if (field.kind === 'enum' || field.kind === 'bool') {
+    const choices = field.kind === 'bool' ? ['true', 'false'] : field.choices;
     return html`<label>${label}<select name=${field.name}>
       ${field.required ? null : html`<option value="">—</option>`}
-      ${field.choices.map((c) => html`<option value=${c} selected=${value === c}>${c}</option>`)}
+      ${choices.map((c) => html`<option value=${c} selected=${String(value) === c}>${c}</option>`)}
     </select></label>`;
   }
   const type = field.kind === 'int' ? 'number' : field.name === 'secret' || field.name === 'password' ? 'password' : 'text';

@@ -1,7 +1,8 @@
 #include "billing.h"
 #include "billing_book.h"
 #include "billing_committed.h"
-#include "billing_price.h"
+#include "billing_lease.h"
+#include "proto_price.h"
 #include "proto_batch.h"
 #include "proto_db.h"
 #include "proto_log.h"
@@ -32,6 +33,9 @@
 #define S_DRAIN_QUIET_MS 200
 #define S_DRAIN_READ_MS 1000
 #define S_DRAIN_TICK_MS 50
+//  An ADMIT refused only because leases hold the account's money waits at
+//  most this long for their holders to give them back.
+#define S_ADMIT_HOLD_MS 200
 
 //  A settlement sent to the ledger and not yet committed.
 typedef struct {
@@ -54,30 +58,53 @@ static const char *s_spend_sql =
     " GROUP BY account_id, api_key_id";
 
 struct _billing_t {
-    proto_service_t *service;       //  the program skeleton (borrowed)
-    proto_loop_t *loop;             //  its loop (borrowed)
-    zsock_t *router;                //  billing.bind: ADMIT, SETTLE
-    proto_batch_t *commits;         //  COMMITs to settlers, batched per settler
-    zsock_t *ledger;                //  DEALER to every ledger: ENTRY out, COMMIT in
-    proto_outbox_t *outbox;         //  ENTRY kept until the ledger commits it
-    proto_watch_t *watch;           //  keeps the catalog fresh
-    proto_catalog_t *catalog;       //  current snapshot (owned)
-    billing_book_t *book;           //  per-account balances and reservations
-    billing_committed_t *committed; //  recently committed request ids
-    zhashx_t *pending;              //  request id -> s_pending_t*
-    uint64_t reservation_max_ms;    //  reservation lifetime
-    int sweep_timer;                //  periodic sweep
-    bool draining;                  //  SIGTERM seen
-    int drain_timer;                //  re-checks the drain while quiet, 0 = none
-    uint64_t drain_started_ms;      //  when SIGTERM came
-    uint64_t last_request_ms;       //  when the last ADMIT or SETTLE came
-    proto_metric_t *m_settles;      //  SETTLE priced and sent on
-    proto_metric_t *m_settle_dups;  //  SETTLE answered from memory
-    proto_metric_t *m_commits;      //  COMMIT passed on
-    proto_metric_t *m_malformed;    //  messages dropped as malformed
-    proto_metric_t *m_outbox;       //  gauge: entries not yet committed
-    proto_metric_t *m_cost;         //  micros settled
+    proto_service_t *service;         //  the program skeleton (borrowed)
+    proto_loop_t *loop;               //  its loop (borrowed)
+    zsock_t *router;                  //  billing.bind: ADMIT, SETTLE
+    proto_batch_t *commits;           //  COMMITs to settlers, batched per settler
+    zsock_t *ledger;                  //  DEALER to every ledger: ENTRY out, COMMIT in
+    proto_outbox_t *outbox;           //  ENTRY kept until the ledger commits it
+    proto_watch_t *watch;             //  keeps the catalog fresh
+    proto_catalog_t *catalog;         //  current snapshot (owned)
+    billing_book_t *book;             //  per-account balances and reservations
+    billing_committed_t *committed;   //  recently committed request ids
+    zhashx_t *pending;                //  request id -> s_pending_t*
+    billing_lease_t *leases;          //  allowances ingress instances admit from
+    bool leases_on;                   //  billing.leases
+    zlistx_t *held_admits;            //  s_held_t*: ADMITs waiting for leases to come back
+    uint64_t reservation_max_ms;      //  reservation lifetime
+    int sweep_timer;                  //  periodic sweep
+    bool draining;                    //  SIGTERM seen
+    int drain_timer;                  //  re-checks the drain while quiet, 0 = none
+    uint64_t drain_started_ms;        //  when SIGTERM came
+    uint64_t last_request_ms;         //  when the last ADMIT or SETTLE came
+    proto_metric_t *m_settles;        //  SETTLE priced and sent on
+    proto_metric_t *m_settle_dups;    //  SETTLE answered from memory
+    proto_metric_t *m_commits;        //  COMMIT passed on
+    proto_metric_t *m_malformed;      //  messages dropped as malformed
+    proto_metric_t *m_outbox;         //  gauge: entries not yet committed
+    proto_metric_t *m_cost;           //  micros settled
+    proto_metric_t *m_leases;         //  LEASE_ASKs granted
+    proto_metric_t *m_lease_refusals; //  LEASE_ASKs answered "use ADMIT"
+    proto_metric_t *m_lease_count;    //  gauge: live leases
+    int tick_timer;                   //  decides held ADMITs that are due
 };
+
+//  An ADMIT that waits for an account's leases to come back.
+typedef struct {
+    proto_msg_t *admit;  //  the request (owned)
+    uint64_t account_id; //  whose leases
+    uint64_t due_ms;     //  answered then whatever happened
+} s_held_t;
+
+static void s_held_destroy(void **item)
+{
+    s_held_t *held = *item;
+    if (held)
+        proto_msg_destroy(&held->admit);
+    free(held);
+    *item = NULL;
+}
 
 static void s_pending_destroy(void **item)
 {
@@ -113,6 +140,15 @@ static void s_drain_tick(proto_loop_t *loop, int id, void *arg)
     s_maybe_drained(arg);
 }
 
+static void s_admit_held(billing_t *self, uint64_t account_id);
+
+static void s_tick(proto_loop_t *loop, int id, void *arg)
+{
+    billing_t *self = arg;
+    if (zlistx_size(self->held_admits))
+        s_admit_held(self, 0);
+}
+
 //  --------------------------------------------------------------------------
 //  ADMIT
 
@@ -138,7 +174,32 @@ static const char *s_key_problem_text(const char *problem)
     return "Invalid API key.";
 }
 
-static void s_admit(billing_t *self, proto_msg_t *request)
+//  Tells every holder of the account's (or key's) leases to give them back.
+static void s_revoke(billing_t *self, uint64_t account_id, uint64_t key_id, const char *reason)
+{
+    zlistx_t *holders = zlistx_new();
+    zlistx_set_destructor(holders, (zlistx_destructor_fn *)zframe_destroy);
+    size_t count = billing_lease_revoke(self->leases, account_id, key_id, holders);
+    for (zframe_t *holder = zlistx_first(holders); holder; holder = zlistx_next(holders)) {
+        proto_msg_t *revoke = proto_msg_new(PROTO_MSG_LEASE_REVOKE);
+        proto_msg_set_account_id(revoke, account_id);
+        if (key_id)
+            proto_msg_set_key_id(revoke, key_id);
+        proto_msg_set_reason(revoke, reason);
+        proto_msg_set_routing_id(revoke, holder);
+        proto_msg_send(&revoke, self->router);
+    }
+    if (count)
+        log_info(NULL, "revoked %zu lease(s) of account %" PRIu64 ": %s", count, account_id,
+                 reason);
+    zlistx_destroy(&holders);
+}
+
+//  Decides an ADMIT. Returns the reply, or NULL when the request waits for
+//  the account's leases (it was refused only because they hold its money
+//  or its slots): they are revoked, and the request is decided again when
+//  they come back (s_lease_return) or S_ADMIT_HOLD_MS passes.
+static proto_msg_t *s_admit_decide(billing_t *self, proto_msg_t *request, bool may_wait)
 {
     const char *rid = proto_msg_request_id(request);
     proto_msg_t *reply = proto_msg_reply(request, PROTO_MSG_ADMIT_REPLY);
@@ -176,7 +237,7 @@ static void s_admit(billing_t *self, proto_msg_t *request)
                      proto_msg_account_id(request), key->id, key->account_id);
         const proto_account_t *account = proto_catalog_account(self->catalog, key->account_id);
         uint64_t tokens = proto_msg_tokens_in(request);
-        int64_t reserve = billing_price_reserve(model, tokens);
+        int64_t reserve = proto_price_reserve(model, tokens, proto_msg_tokens_out(request));
         billing_denial_t denial;
         if (billing_book_admit(self->book, rid, account, key, tokens, reserve, proto_loop_now_ms(),
                                wall_us, &denial)) {
@@ -184,6 +245,10 @@ static void s_admit(billing_t *self, proto_msg_t *request)
             proto_msg_set_reserve_micros(reply, reserve);
             log_debug(rid, "admitted key %" PRIu64 " model %s, reserved %" PRId64 " micros",
                       key->id, model_name, reserve);
+        } else if (may_wait && billing_lease_held(self->leases, account->id) > 0) {
+            proto_msg_destroy(&reply);
+            s_revoke(self, account->id, 0, "an ADMIT needs what the leases hold");
+            return NULL;
         } else {
             log_info(rid, "admit refused: %s for key %" PRIu64 " account %" PRIu64, denial.code,
                      key->id, account->id);
@@ -192,8 +257,97 @@ static void s_admit(billing_t *self, proto_msg_t *request)
                 proto_msg_set_retry_after_ms(reply, denial.retry_after_ms);
         }
     }
+    return reply;
+}
+
+static void s_admit(billing_t *self, proto_msg_t **request_p)
+{
+    proto_msg_t *reply = s_admit_decide(self, *request_p, true);
+    if (!reply) {
+        s_held_t *held = calloc(1, sizeof *held);
+        assert(held);
+        held->admit = *request_p;
+        *request_p = NULL;
+        const proto_api_key_t *key =
+            proto_catalog_key(self->catalog, proto_msg_key_id(held->admit));
+        held->account_id = key ? key->account_id : proto_msg_account_id(held->admit);
+        held->due_ms = proto_loop_now_ms() + S_ADMIT_HOLD_MS;
+        zlistx_add_end(self->held_admits, held);
+        return;
+    }
     s_count_admit(self, proto_msg_status(reply));
     proto_msg_send(&reply, self->router);
+}
+
+//  Decides the ADMITs that waited for an account's leases (every account
+//  when account_id is 0), those past their time too.
+static void s_admit_held(billing_t *self, uint64_t account_id)
+{
+    uint64_t now = proto_loop_now_ms();
+    s_held_t *held = zlistx_first(self->held_admits);
+    while (held) {
+        s_held_t *next = zlistx_next(self->held_admits);
+        if ((account_id && held->account_id == account_id) || now >= held->due_ms) {
+            proto_msg_t *reply = s_admit_decide(self, held->admit, false);
+            s_count_admit(self, proto_msg_status(reply));
+            proto_msg_send(&reply, self->router);
+            zlistx_delete(self->held_admits, zlistx_cursor(self->held_admits));
+        }
+        held = next;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Leases
+
+static void s_lease_ask(billing_t *self, proto_msg_t *msg)
+{
+    billing_lease_ask_t ask = {.holder = proto_msg_instance(msg),
+                               .routing_id = proto_msg_routing_id(msg),
+                               .key_id = proto_msg_key_id(msg),
+                               .account_id = proto_msg_account_id(msg),
+                               .lease_id = proto_msg_lease_id(msg),
+                               .credit_micros = proto_msg_credit_micros(msg),
+                               .used_micros = proto_msg_used_micros(msg),
+                               .inflight = proto_msg_reserve_micros(msg),
+                               .requests_used = proto_msg_requests(msg),
+                               .tokens_used = proto_msg_tokens(msg),
+                               .slots_used = proto_msg_slots(msg),
+                               .hint_micros = proto_msg_cost_micros(msg),
+                               .hint_tokens = proto_msg_tokens_in(msg)};
+    billing_lease_grant_t grant = {.status = 204};
+    if (self->leases_on && !self->draining)
+        billing_lease_ask(self->leases, self->catalog, &ask, proto_loop_now_ms(),
+                          proto_loop_wall_us(), &grant);
+    proto_msg_t *reply = proto_msg_reply(msg, PROTO_MSG_LEASE);
+    proto_msg_set_key_id(reply, ask.key_id);
+    proto_msg_set_account_id(reply, ask.account_id);
+    proto_msg_set_status(reply, (uint64_t)grant.status);
+    proto_msg_set_lease_id(reply, grant.lease_id ? grant.lease_id : ask.lease_id);
+    if (grant.status == 200) {
+        proto_msg_set_credit_micros(reply, grant.credit_micros);
+        proto_msg_set_used_micros(reply, grant.settled_micros);
+        if (grant.requests_limited)
+            proto_msg_set_requests(reply, grant.requests);
+        if (grant.tokens_limited)
+            proto_msg_set_tokens(reply, grant.tokens);
+        if (grant.slots_limited)
+            proto_msg_set_slots(reply, grant.slots);
+        proto_msg_set_ttl_ms(reply, grant.ttl_ms);
+    }
+    proto_metric_add(grant.status == 200 ? self->m_leases : self->m_lease_refusals, 1);
+    log_debug(NULL, "lease %s key %" PRIu64 ": %d credit %" PRId64, ask.holder, ask.key_id,
+              grant.status, grant.credit_micros);
+    proto_msg_send(&reply, self->router);
+}
+
+static void s_lease_return(billing_t *self, proto_msg_t *msg)
+{
+    billing_lease_return(self->leases, self->catalog, proto_msg_lease_id(msg),
+                         proto_msg_reserve_micros(msg), proto_msg_requests(msg),
+                         proto_msg_tokens(msg), proto_msg_slots(msg), proto_loop_now_ms());
+    const proto_api_key_t *key = proto_catalog_key(self->catalog, proto_msg_key_id(msg));
+    s_admit_held(self, key ? key->account_id : proto_msg_account_id(msg));
 }
 
 //  --------------------------------------------------------------------------
@@ -247,7 +401,7 @@ static int64_t s_price(billing_t *self, const proto_msg_t *settle, bool *estimat
         *estimated = true;
         return 0;
     }
-    int64_t multiplier = BILLING_PRICE_PPM_ONE;
+    int64_t multiplier = PROTO_PRICE_PPM_ONE;
     if (proto_msg_has(settle, PROTO_FIELD_provider_key_id)) {
         const proto_provider_key_t *provider_key =
             proto_catalog_provider_key(self->catalog, proto_msg_provider_key_id(settle));
@@ -257,13 +411,13 @@ static int64_t s_price(billing_t *self, const proto_msg_t *settle, bool *estimat
             log_warn(rid, "provider key %" PRIu64 " is not in the catalog; list price",
                      proto_msg_provider_key_id(settle));
     }
-    billing_usage_t usage = {.tokens_in = proto_msg_tokens_in(settle),
-                             .tokens_out = proto_msg_tokens_out(settle),
-                             .tokens_cache_read = proto_msg_tokens_cache_read(settle),
-                             .tokens_cache_write = proto_msg_tokens_cache_write(settle),
-                             .status = proto_msg_status(settle)};
+    proto_price_usage_t usage = {.tokens_in = proto_msg_tokens_in(settle),
+                                 .tokens_out = proto_msg_tokens_out(settle),
+                                 .tokens_cache_read = proto_msg_tokens_cache_read(settle),
+                                 .tokens_cache_write = proto_msg_tokens_cache_write(settle),
+                                 .status = proto_msg_status(settle)};
     int64_t cost = 0;
-    if (billing_price_cost(model, &usage, multiplier, &cost) != 0) {
+    if (proto_price_cost(model, &usage, multiplier, &cost) != 0) {
         log_error(rid,
                   "cost does not fit 64 bits (tokens in %" PRIu64 " out %" PRIu64
                   "); recording cost 0, marked estimated",
@@ -325,8 +479,13 @@ static void s_settle(billing_t *self, proto_msg_t *settle)
     uint64_t tokens_used = proto_msg_tokens_in(settle) + proto_msg_tokens_out(settle) +
                            proto_msg_tokens_cache_read(settle) +
                            proto_msg_tokens_cache_write(settle);
+    //  A request admitted from a lease: its cost leaves the lease's hold,
+    //  and its tokens were in the lease's grant already.
+    bool leased =
+        proto_msg_has(settle, PROTO_FIELD_lease_id) &&
+        billing_lease_settle(self->leases, self->catalog, proto_msg_lease_id(settle), cost);
     billing_book_settle(self->book, self->catalog, rid, pending->account_id,
-                        proto_msg_key_id(settle), cost, tokens_used, proto_loop_now_ms(),
+                        proto_msg_key_id(settle), cost, tokens_used, leased, proto_loop_now_ms(),
                         proto_loop_wall_us());
     proto_metric_add(self->m_settles, 1);
     proto_metric_add(self->m_cost, (double)cost);
@@ -345,7 +504,11 @@ static void s_request(proto_msg_t **msg_p, void *arg)
         log_warn(NULL, "dropped %s without a request id", proto_msg_type_name(type));
     } else if (type == PROTO_MSG_ADMIT) {
         self->last_request_ms = proto_loop_now_ms();
-        s_admit(self, msg);
+        s_admit(self, msg_p);
+    } else if (type == PROTO_MSG_LEASE_ASK) {
+        s_lease_ask(self, msg);
+    } else if (type == PROTO_MSG_LEASE_RETURN) {
+        s_lease_return(self, msg);
     } else if (type == PROTO_MSG_SETTLE) {
         self->last_request_ms = proto_loop_now_ms();
         s_settle(self, msg);
@@ -411,6 +574,16 @@ static void s_catalog(proto_catalog_t **catalog_p, void *arg)
     self->catalog = *catalog_p;
     *catalog_p = NULL;
     billing_book_rebase(self->book, self->catalog);
+    //  A lower balance, a disabled key or account, a changed limit: the
+    //  leases that no longer fit go back at once.
+    if (self->leases) {
+        zlistx_t *accounts = zlistx_new();
+        billing_lease_review(self->leases, self->catalog, proto_loop_now_ms(), proto_loop_wall_us(),
+                             accounts);
+        for (void *id = zlistx_first(accounts); id; id = zlistx_next(accounts))
+            s_revoke(self, (uint64_t)(uintptr_t)id, 0, "configuration changed");
+        zlistx_destroy(&accounts);
+    }
 }
 
 static void s_sweep(proto_loop_t *loop, int id, void *arg)
@@ -420,6 +593,8 @@ static void s_sweep(proto_loop_t *loop, int id, void *arg)
                                          self->reservation_max_ms);
     if (expired)
         log_info(NULL, "released %zu reservations that were never settled", expired);
+    billing_lease_sweep(self->leases, self->catalog, proto_loop_now_ms());
+    proto_metric_set(self->m_lease_count, (double)billing_lease_count(self->leases));
     proto_metric_set(self->m_outbox, (double)proto_outbox_pending(self->outbox));
 }
 
@@ -490,6 +665,21 @@ billing_t *billing_new(proto_service_t *service)
                                          "entries waiting for the ledger's commit", NULL);
     self->m_cost = proto_metrics_counter(metrics, "tollgate_billing_cost_micros_total",
                                          "cost settled, in micros", NULL);
+    self->m_leases = proto_metrics_counter(metrics, "tollgate_billing_leases_total",
+                                           "leases granted or renewed", NULL);
+    self->m_lease_refusals =
+        proto_metrics_counter(metrics, "tollgate_billing_lease_refusals_total",
+                              "lease requests answered: ask with ADMIT (near a limit)", NULL);
+    self->m_lease_count =
+        proto_metrics_gauge(metrics, "tollgate_billing_leases", "leases held by ingresses", NULL);
+    billing_lease_config_t lease_config = {
+        .ttl_ms = (uint64_t)proto_config_int(config, "billing.lease_ttl_ms"),
+        .max_micros = proto_config_int(config, "billing.lease_max_micros"),
+        .settle_grace_ms = self->reservation_max_ms};
+    self->leases = billing_lease_new(self->book, &lease_config);
+    self->leases_on = proto_config_bool(config, "billing.leases");
+    self->held_admits = zlistx_new();
+    zlistx_set_destructor(self->held_admits, s_held_destroy);
 
     const char *bind = proto_config_str(config, "billing.bind");
     self->router = s_socket(ZMQ_ROUTER, S_HWM);
@@ -524,6 +714,7 @@ billing_t *billing_new(proto_service_t *service)
     proto_loop_add_socket(self->loop, self->router, s_router_ready, self);
     proto_loop_add_socket(self->loop, self->ledger, s_ledger_ready, self);
     self->sweep_timer = proto_loop_add_timer(self->loop, S_SWEEP_MS, true, s_sweep, self);
+    self->tick_timer = proto_loop_add_timer(self->loop, 20, true, s_tick, self);
     log_info(NULL, "billing on %s, %d ledger endpoint%s", bind, count, count == 1 ? "" : "s");
     return self;
 }
@@ -536,6 +727,8 @@ void billing_destroy(billing_t **self_p)
         return;
     if (self->sweep_timer)
         proto_loop_cancel_timer(self->loop, self->sweep_timer);
+    if (self->tick_timer)
+        proto_loop_cancel_timer(self->loop, self->tick_timer);
     if (self->drain_timer)
         proto_loop_cancel_timer(self->loop, self->drain_timer);
     if (self->router)
@@ -553,6 +746,8 @@ void billing_destroy(billing_t **self_p)
     zsock_destroy(&self->router);
     zhashx_destroy(&self->pending);
     billing_committed_destroy(&self->committed);
+    zlistx_destroy(&self->held_admits);
+    billing_lease_destroy(&self->leases);
     billing_book_destroy(&self->book);
     free(self);
     *self_p = NULL;
@@ -575,9 +770,10 @@ char *billing_status(billing_t *self)
     char status[1800];
     int used = snprintf(status, sizeof status,
                         "{\"outbox\":%zu,\"committed_recent\":%zu,\"reservations\":%zu,"
-                        "\"catalog_loads\":%" PRIu64 ",",
+                        "\"leases\":%zu,\"catalog_loads\":%" PRIu64 ",",
                         proto_outbox_pending(self->outbox), billing_committed_size(self->committed),
-                        billing_book_reservations(self->book), proto_watch_loads(self->watch));
+                        billing_book_reservations(self->book), billing_lease_count(self->leases),
+                        proto_watch_loads(self->watch));
     used += (int)billing_book_status(self->book, status + used, sizeof status - (size_t)used - 2);
     snprintf(status + used, sizeof status - (size_t)used, "}");
     return strdup(status);

@@ -22,7 +22,7 @@
                                admitting its shard (older instances did;
                                ingress re-sends the ADMIT on it)
         200                    admitted; reserve_micros is the estimate held
-                               for the request (billing_price_reserve)
+                               for the request (proto_price_reserve)
 
     Sharding: ingress and dispatch pick the billing instance by
     account_id % (number of billing endpoints), so one instance sees every
@@ -34,7 +34,7 @@
         - committed recently (billing_committed): answer COMMIT at once;
         - pending (ENTRY sent, ledger not yet committed): remember the new
           sender's routing id (the latest one wins) and wait;
-        - otherwise: price it (billing_price), keep the ENTRY in an outbox
+        - otherwise: price it (proto_price), keep the ENTRY in an outbox
           that re-sends every 2 s until the ledger's COMMIT, then answer.
         The ledger inserts by request id, so an ENTRY sent twice (re-send,
         restart of this process, two billing instances) is counted once.

@@ -166,8 +166,7 @@ bool billing_book_admit(billing_book_t *self, const char *request_id,
     if (zhashx_lookup(self->reservations, request_id))
         return true;
     billing_account_t *figures = billing_book_account(self, account->id, account->balance_micros);
-    int64_t available =
-        s_sub(figures->balance_micros, s_add(figures->reserved_micros, figures->pending_micros));
+    int64_t available = billing_book_available(self, account);
     if (available < reserve_micros) {
         char have[32], need[32];
         s_money(available, have, sizeof have);
@@ -202,9 +201,32 @@ bool billing_book_admit(billing_book_t *self, const char *request_id,
     return true;
 }
 
+int64_t billing_book_available(billing_book_t *self, const proto_account_t *account)
+{
+    billing_account_t *figures = billing_book_account(self, account->id, account->balance_micros);
+    return s_sub(
+        figures->balance_micros,
+        s_add(s_add(figures->reserved_micros, figures->pending_micros), figures->leased_micros));
+}
+
+void billing_book_lease_hold(billing_book_t *self, proto_catalog_t *catalog, uint64_t account_id,
+                             uint64_t key_id, int64_t delta_micros)
+{
+    const proto_account_t *entry = catalog ? proto_catalog_account(catalog, account_id) : NULL;
+    billing_account_t *account =
+        billing_book_account(self, account_id, entry ? entry->balance_micros : 0);
+    account->leased_micros = s_add(account->leased_micros, delta_micros);
+    if (account->leased_micros < 0)
+        account->leased_micros = 0;
+    billing_limit_block(&account->limit, s_account_limits(catalog, account_id), 0, 0, 0,
+                        delta_micros, 0);
+    billing_limit_block(billing_book_key(self, key_id), s_key_limits(catalog, key_id), 0, 0, 0,
+                        delta_micros, 0);
+}
+
 void billing_book_settle(billing_book_t *self, proto_catalog_t *catalog, const char *request_id,
                          uint64_t account_id, uint64_t key_id, int64_t cost_micros,
-                         uint64_t tokens_used, uint64_t now_ms, uint64_t wall_us)
+                         uint64_t tokens_used, bool leased, uint64_t now_ms, uint64_t wall_us)
 {
     bool held = s_release(self, catalog, request_id, &tokens_used, now_ms);
     const proto_account_t *entry = catalog ? proto_catalog_account(catalog, account_id) : NULL;
@@ -214,9 +236,10 @@ void billing_book_settle(billing_book_t *self, proto_catalog_t *catalog, const c
     billing_limit_spend(&account->limit, cost_micros, wall_us);
     billing_limit_t *key = billing_book_key(self, key_id);
     billing_limit_spend(key, cost_micros, wall_us);
-    if (!held) {
+    if (!held && !leased) {
         //  Admitted elsewhere (another instance before a re-shard, or
-        //  before this one restarted): the tokens still count.
+        //  before this one restarted): the tokens still count. (A lease's
+        //  tokens left the buckets when it was granted.)
         billing_limit_charge_tokens(key, s_key_limits(catalog, key_id), tokens_used, now_ms);
         billing_limit_charge_tokens(&account->limit, s_account_limits(catalog, account_id),
                                     tokens_used, now_ms);
@@ -287,14 +310,16 @@ size_t billing_book_status(billing_book_t *self, char *out, size_t size)
     for (billing_account_t *account = zhashx_first(self->accounts); account;
          account = zhashx_next(self->accounts)) {
         char item[256];
-        int length = snprintf(item, sizeof item,
-                              "%s{\"id\":%" PRIu64 ",\"balance_micros\":%" PRId64
-                              ",\"reserved_micros\":%" PRId64 ",\"pending_micros\":%" PRId64
-                              ",\"available_micros\":%" PRId64 "}",
-                              first ? "" : ",", account->account_id, account->balance_micros,
-                              account->reserved_micros, account->pending_micros,
-                              s_sub(account->balance_micros,
-                                    s_add(account->reserved_micros, account->pending_micros)));
+        int length =
+            snprintf(item, sizeof item,
+                     "%s{\"id\":%" PRIu64 ",\"balance_micros\":%" PRId64
+                     ",\"reserved_micros\":%" PRId64 ",\"pending_micros\":%" PRId64
+                     ",\"leased_micros\":%" PRId64 ",\"available_micros\":%" PRId64 "}",
+                     first ? "" : ",", account->account_id, account->balance_micros,
+                     account->reserved_micros, account->pending_micros, account->leased_micros,
+                     s_sub(account->balance_micros,
+                           s_add(s_add(account->reserved_micros, account->pending_micros),
+                                 account->leased_micros)));
         if (used + (size_t)length + sizeof truncated >= size) {
             used += (size_t)snprintf(out + used, size - used, "%s", truncated);
             return used;
@@ -346,14 +371,14 @@ void billing_book_test(bool verbose)
     assert(account->reservations == 2); //  nothing taken
 
     //  Settle releases what was reserved, whatever the cost.
-    billing_book_settle(book, NULL, "r1", 7, 70, 30, 20, 20, wall);
+    billing_book_settle(book, NULL, "r1", 7, 70, 30, 20, false, 20, wall);
     assert(account->reserved_micros == 50 && account->pending_micros == 30);
     assert(account->limit.in_flight == 1 && account->limit.day_micros == 30);
     assert(billing_book_key(book, 70)->day_micros == 30);
     billing_book_commit(book, 7, 30);
     assert(account->pending_micros == 0 && account->balance_micros == 970);
     //  A SETTLE for a request reserved elsewhere only adds pending.
-    billing_book_settle(book, NULL, "elsewhere", 7, 70, 5, 0, 20, wall);
+    billing_book_settle(book, NULL, "elsewhere", 7, 70, 5, 0, false, 20, wall);
     assert(account->reserved_micros == 50 && account->pending_micros == 5);
     assert(account->limit.in_flight == 1);
     //  Pending counts against the balance: 970 - 50 - 5 = 915.
@@ -402,7 +427,7 @@ void billing_book_test(bool verbose)
     big_account.balance_micros = INT64_MAX;
     big_account.limits = (proto_limits_t){.daily_micros = -1, .monthly_micros = -1};
     assert(billing_book_admit(book, "big", &big_account, &key, 0, INT64_MAX, 0, wall, &denial));
-    billing_book_settle(book, NULL, "big2", 9, 70, INT64_MAX, 0, 0, wall);
+    billing_book_settle(book, NULL, "big2", 9, 70, INT64_MAX, 0, false, 0, wall);
     billing_account_t *big = billing_book_find(book, 9);
     billing_book_status(book, status, sizeof status);
     assert(big->reserved_micros == INT64_MAX && big->pending_micros == INT64_MAX);

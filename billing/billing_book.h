@@ -6,7 +6,10 @@
                          loaded, minus costs the ledger committed since
         reserved_micros  estimates of requests admitted and not yet settled
         pending_micros   costs settled and sent to the ledger, not yet committed
-    so what the account may still spend is balance - reserved - pending, and
+        leased_micros    credit held by leases that ingress instances admit
+                         from without asking (billing_lease)
+    so what the account may still spend is balance - reserved - pending -
+    leased, and
     admission refuses a request whose reservation is larger (402). Each
     account and each key also has its billing_limit_t (rate, tokens,
     concurrency, spend caps), checked at admission and counted here.
@@ -41,6 +44,7 @@ typedef struct {
     int64_t balance_micros;  //  catalog balance minus committed costs since
     int64_t reserved_micros; //  open reservations
     int64_t pending_micros;  //  settled, not yet committed
+    int64_t leased_micros;   //  held by leases of ingress instances (billing_lease)
     uint64_t reservations;   //  open reservations, counted
     billing_limit_t limit;   //  account-wide limit counters
 } billing_account_t;
@@ -74,9 +78,11 @@ bool billing_book_admit(billing_book_t *self, const char *request_id,
 //  one: its money, in-flight slot and token estimate, corrected to
 //  tokens_used), adds cost to the account's pending figure and to the key's
 //  and account's spend. `catalog` gives the current limits.
+//  `leased`: admitted from a lease (billing_lease), whose grant took its
+//  tokens already.
 void billing_book_settle(billing_book_t *self, proto_catalog_t *catalog, const char *request_id,
                          uint64_t account_id, uint64_t key_id, int64_t cost_micros,
-                         uint64_t tokens_used, uint64_t now_ms, uint64_t wall_us);
+                         uint64_t tokens_used, bool leased, uint64_t now_ms, uint64_t wall_us);
 
 //  At start: what PostgreSQL's daily rollup holds for a key (and so for its
 //  account) for the current UTC day and month. Adds to the account's
@@ -105,6 +111,15 @@ size_t billing_book_reservations(billing_book_t *self);
 //  stopping before `size` would be exceeded and then adding
 //  `,"accounts_truncated":true`. Returns bytes written.
 size_t billing_book_status(billing_book_t *self, char *out, size_t size);
+
+//  Money an account may still commit: balance - reserved - pending - leased.
+int64_t billing_book_available(billing_book_t *self, const proto_account_t *account);
+
+//  Holds (delta > 0) or releases (delta < 0) money for a lease of key_id:
+//  counted in the account's leased figure, which admission subtracts, and
+//  in the key's and the account's spend caps like a reservation.
+void billing_book_lease_hold(billing_book_t *self, proto_catalog_t *catalog, uint64_t account_id,
+                             uint64_t key_id, int64_t delta_micros);
 
 //  Self test.
 void billing_book_test(bool verbose);

@@ -238,6 +238,62 @@ void billing_limit_release(billing_limit_t *self, const proto_limits_t *limits,
     }
 }
 
+void billing_limit_room(billing_limit_t *self, const proto_limits_t *limits, uint64_t now_ms,
+                        uint64_t wall_us, billing_room_t *room)
+{
+    *room = (billing_room_t){.micros = -1, .requests = -1, .tokens = -1, .slots = -1};
+    s_roll(self, wall_us);
+    int64_t committed = s_sat_add(self->reserved_micros, 0);
+    if (limits->daily_micros >= 0)
+        room->micros = limits->daily_micros - s_sat_add(self->day_micros, committed);
+    if (limits->monthly_micros >= 0) {
+        int64_t month = limits->monthly_micros - s_sat_add(self->month_micros, committed);
+        if (room->micros < 0 || month < room->micros)
+            room->micros = month;
+    }
+    if (room->micros < -1)
+        room->micros = 0;
+    if (limits->rpm > 0) {
+        s_refill(&self->rpm_level, &self->rpm_at_ms, limits->rpm, now_ms);
+        room->requests = self->rpm_level > 0 ? self->rpm_level / BILLING_LIMIT_SCALE : 0;
+    }
+    if (limits->tpm > 0) {
+        s_refill(&self->tpm_level, &self->tpm_at_ms, limits->tpm, now_ms);
+        room->tokens = self->tpm_level > 0 ? self->tpm_level / BILLING_LIMIT_SCALE : 0;
+    }
+    if (limits->concurrency > 0)
+        room->slots =
+            limits->concurrency > self->in_flight ? limits->concurrency - self->in_flight : 0;
+}
+
+//  Moves a bucket by `units` whole units (taken when positive, given back
+//  when negative, and then never above capacity).
+static void s_bucket_take(int64_t *level, uint64_t *at_ms, int64_t limit, int64_t units,
+                          uint64_t now_ms)
+{
+    if (limit <= 0 || units == 0)
+        return;
+    s_refill(level, at_ms, limit, now_ms);
+    int64_t scaled = units > 0 ? s_scaled((uint64_t)units) : -s_scaled((uint64_t)-units);
+    *level = s_sat_add(*level, -scaled);
+    int64_t capacity = s_scaled((uint64_t)limit);
+    if (*level > capacity)
+        *level = capacity;
+}
+
+void billing_limit_block(billing_limit_t *self, const proto_limits_t *limits, int64_t requests,
+                         int64_t tokens, int64_t slots, int64_t micros, uint64_t now_ms)
+{
+    s_bucket_take(&self->rpm_level, &self->rpm_at_ms, limits->rpm, requests, now_ms);
+    s_bucket_take(&self->tpm_level, &self->tpm_at_ms, limits->tpm, tokens, now_ms);
+    self->in_flight += slots;
+    if (self->in_flight < 0)
+        self->in_flight = 0;
+    self->reserved_micros = s_sat_add(self->reserved_micros, micros);
+    if (self->reserved_micros < 0)
+        self->reserved_micros = 0;
+}
+
 void billing_limit_charge_tokens(billing_limit_t *self, const proto_limits_t *limits,
                                  uint64_t tokens_used, uint64_t now_ms)
 {

@@ -96,6 +96,27 @@ int64_t billing_limit_month(uint64_t wall_us);
 uint64_t billing_limit_ms_to_next_day(uint64_t wall_us);
 uint64_t billing_limit_ms_to_next_month(uint64_t wall_us);
 
+//  What is free for a lease under one key's or account's limits (each -1
+//  when no such limit applies): money under the daily and monthly caps
+//  (minus what is spent and reserved), whole requests and tokens in the
+//  buckets, concurrency slots.
+typedef struct {
+    int64_t micros;   //  under the spend caps
+    int64_t requests; //  in the rpm bucket
+    int64_t tokens;   //  in the tpm bucket
+    int64_t slots;    //  concurrency
+} billing_room_t;
+
+//  Fills *room for now (refills the buckets, changes no count).
+void billing_limit_room(billing_limit_t *self, const proto_limits_t *limits, uint64_t now_ms,
+                        uint64_t wall_us, billing_room_t *room);
+
+//  Takes a lease's block at once (negative figures give back): requests
+//  and tokens out of the buckets, slots in flight, micros reserved. A
+//  bucket given back never rises above its capacity.
+void billing_limit_block(billing_limit_t *self, const proto_limits_t *limits, int64_t requests,
+                         int64_t tokens, int64_t slots, int64_t micros, uint64_t now_ms);
+
 //  Self test.
 void billing_limit_test(bool verbose);
 

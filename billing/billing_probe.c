@@ -14,7 +14,7 @@
     without a second row; a failed request recorded at cost 0; the PONG
     status figures; a burst of settlements; the ledger check.
 */
-#include "billing_price.h"
+#include "proto_price.h"
 #include "admin_check.h"
 #include "proto_log.h"
 #include "proto_loop.h"
@@ -258,7 +258,7 @@ int main(int argc, char **argv)
     S_CHECK(proto_msg_status(reply) == 200, "never admitted: %s", proto_msg_error_message(reply));
     //  Reserve: 1000 in at $2.50/M + 4096 out at $10/M, rounded up.
     proto_model_t model = {.price_in_micros = 2500000, .price_out_micros = 10000000};
-    int64_t reserve = billing_price_reserve(&model, 1000);
+    int64_t reserve = proto_price_reserve(&model, 1000, 0);
     S_CHECK(reserve == 43460, "reserve formula moved: %" PRId64, reserve);
     S_CHECK(proto_msg_reserve_micros(reply) == reserve, "reserve %" PRId64,
             proto_msg_reserve_micros(reply));

@@ -235,6 +235,24 @@ static void s_route_hints(json_t *root, ingress_body_t *out)
         s_add_capability(out, "prompt-cache-1h");
 }
 
+//  The output limit the request sets itself, in each protocol's words
+//  (max_tokens; OpenAI's newer max_completion_tokens; Responses'
+//  max_output_tokens; Gemini's generationConfig.maxOutputTokens): what
+//  admission reserves for the answer. 0 when it sets none.
+static uint64_t s_max_output(json_t *root)
+{
+    const char *names[] = {"max_completion_tokens", "max_tokens", "max_output_tokens"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        json_t *value = json_object_get(root, names[i]);
+        if (json_is_integer(value) && json_integer_value(value) > 0)
+            return (uint64_t)json_integer_value(value);
+    }
+    json_t *gemini = json_object_get(json_object_get(root, "generationConfig"), "maxOutputTokens");
+    if (json_is_integer(gemini) && json_integer_value(gemini) > 0)
+        return (uint64_t)json_integer_value(gemini);
+    return 0;
+}
+
 int ingress_parse_body(int protocol, bool count_tokens, const char *path_model, const char *data,
                        size_t size, ingress_body_t *out, char *error, size_t error_size)
 {
@@ -276,6 +294,7 @@ int ingress_parse_body(int protocol, bool count_tokens, const char *path_model, 
         //  Four bytes a token is the usual rule of thumb; admission only
         //  needs an order of magnitude, and settlement uses real counts.
         out->tokens_estimate = size / 4 + 1;
+        out->max_output = count_tokens ? 0 : s_max_output(root);
         s_route_hints(root, out);
         rc = 0;
     }
@@ -392,6 +411,24 @@ void ingress_parse_test(bool verbose)
                               error, sizeof error) == 0);
     assert(strcmp(parsed.model, "gpt-x") == 0 && parsed.stream && parsed.include_usage);
     assert(parsed.tokens_estimate > 0);
+    {
+        ingress_body_t limits;
+        const char *cases[][2] = {
+            {"{\"model\":\"m\",\"max_tokens\":77,\"messages\":[{\"role\":\"user\",\"content\":"
+             "\"x\"}]}",
+             "77"},
+            {"{\"model\":\"m\",\"max_completion_tokens\":9,\"max_tokens\":77,\"messages\":[{"
+             "\"role\":"
+             "\"user\",\"content\":\"x\"}]}",
+             "9"},
+            {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "0"},
+        };
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            assert(ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, cases[i][0],
+                                      strlen(cases[i][0]), &limits, error, sizeof error) == 0);
+            assert(limits.max_output == strtoull(cases[i][1], NULL, 10));
+        }
+    }
     const char *plain = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
     assert(ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, plain, strlen(plain), &parsed,
                               error, sizeof error) == 0);

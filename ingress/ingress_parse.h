@@ -34,6 +34,7 @@ typedef struct {
     bool stream;                                     //  "stream": true
     bool include_usage;                              //  stream_options.include_usage: true
     uint64_t tokens_estimate;                        //  rough input tokens, for admission
+    uint64_t max_output;                             //  the request's output limit, 0 = none
     char session[INGRESS_SESSION_MAX + 1];           //  Anthropic metadata.user_id or OpenAI user
     char capabilities[INGRESS_CAPABILITIES_MAX + 1]; //  needed, comma-separated
 } ingress_body_t;

@@ -40,6 +40,7 @@
 #include "ingress_server.h"
 #include "ingress_buffer.h"
 #include "ingress_daemon.h"
+#include "ingress_lease.h"
 #include "ingress_parse.h"
 #include "ingress_route.h"
 #include "proto_batch.h"
@@ -50,6 +51,7 @@
 #include "proto_msg.h"
 #include "proto_observe.h"
 #include "proto_outbox.h"
+#include "proto_price.h"
 #include "proto_trace.h"
 #include "proto_watch.h"
 
@@ -81,6 +83,7 @@
 #define S_DISCARD_FACTOR 4ULL    //  oversize bodies read and dropped up to this x limit
 #define S_PEER_RCVHWM 100000     //  CHUNKs we queue before dispatch's ROUTER must drop
 #define S_BODY_INITIAL_MAX 65536 //  first body allocation, whatever Content-Length says
+#define S_LEASE_SWEEP_MS 250     //  expired leases are given back this often
 
 typedef enum {
     S_RECEIVING,  //  reading the request (or answering it at once)
@@ -133,6 +136,11 @@ struct _s_request_t {
     char path_model[INGRESS_MODEL_MAX + 1]; //  model named by the path (Gemini), "" when none
     bool json_array;                        //  Gemini stream without alt=sse: one JSON array
     proto_msg_t *admit_reply;               //  billing's answer, once in
+    ingress_lease_take_t lease;             //  what it took from a lease (lease_id 0: none)
+    int64_t reserve_micros;                 //  its admission estimate
+    bool done_seen;                         //  DONE came: done_cost is the real cost
+    int64_t done_cost;                      //  what it cost, priced from DONE's usage
+    uint64_t done_tokens;                   //  tokens it used, from DONE
     int abandon_status;                     //  status to settle with when abandoned
     int dispatch_index;                     //  dispatch socket holding it, -1 before
     uint32_t dispatch_tried;                //  bit per dispatch instance sent the DISPATCH
@@ -194,6 +202,9 @@ struct _ingress_server_t {
     uint64_t internal_timeout_ms;          //  ingress.internal_timeout_ms
     uint64_t request_timeout_ms;           //  ingress.request_timeout_ms
     bool draining;                         //  SIGTERM came
+    ingress_lease_t *leases;               //  what billing lets us admit without asking
+    bool leases_on;                        //  billing.leases
+    int lease_timer;                       //  gives expired leases back
     ingress_server_drained_fn *drained_fn; //  told when the drain is over
     void *drained_arg;                     //  its argument
     proto_service_t *service;              //  the service running us, or NULL
@@ -218,6 +229,7 @@ static void s_resume(s_request_t *r);
 static void s_check_drained(ingress_server_t *self);
 static void s_dispatch(ingress_server_t *self, s_request_t *r);
 static int s_pick_dispatch(ingress_server_t *self, s_request_t *r);
+static void s_send_to_billing(ingress_server_t *self, uint64_t account_id, proto_msg_t **msg_p);
 
 //  --------------------------------------------------------------------------
 //  Timeout queues
@@ -413,11 +425,24 @@ static bool s_register(s_request_t *r)
 }
 
 //  The pipeline lets go: no reply for this id is wanted any more.
+//  The request's part of a lease ends with the pipeline's hold: the real
+//  cost when DONE brought one, else the estimate stays counted.
+static void s_lease_release(s_request_t *r)
+{
+    if (!r->lease.lease_id)
+        return;
+    ingress_lease_release(r->server->leases, r->key_id, &r->lease,
+                          r->done_seen ? r->done_cost : r->lease.micros,
+                          r->done_seen ? r->done_tokens : r->lease.tokens);
+    r->lease.lease_id = 0;
+}
+
 static void s_forget(s_request_t *r)
 {
     s_queue_remove(r);
     if (!r->registered)
         return;
+    s_lease_release(r);
     zhashx_delete(r->server->requests, r->id);
     r->registered = false;
     ingress_server_t *self = r->server;
@@ -556,7 +581,9 @@ static void s_cancel(s_request_t *r, const char *reason)
 static void s_settle(s_request_t *r, int status)
 {
     ingress_server_t *self = r->server;
-    if (!r->admit_reply || proto_msg_status(r->admit_reply) != 200 || !self->billing_count)
+    bool admitted =
+        r->lease.lease_id || (r->admit_reply && proto_msg_status(r->admit_reply) == 200);
+    if (!admitted || !self->billing_count)
         return;
     proto_msg_t *msg = proto_msg_new(PROTO_MSG_SETTLE);
     proto_msg_set_request_id(msg, r->id);
@@ -570,7 +597,9 @@ static void s_settle(s_request_t *r, int status)
     proto_msg_set_attempts(msg, 0);
     proto_msg_set_tokens_in(msg, 0);
     proto_msg_set_tokens_out(msg, 0);
-    proto_msg_set_reserve_micros(msg, proto_msg_reserve_micros(r->admit_reply));
+    proto_msg_set_reserve_micros(msg, r->reserve_micros);
+    if (r->lease.lease_id)
+        proto_msg_set_lease_id(msg, r->lease.lease_id);
     s_peer_t *billing = &self->billing[r->account_id % (uint64_t)self->billing_count];
     if (proto_outbox_send(billing->outbox, &msg) != 0)
         log_error(r->id, "SETTLE outbox full; the reservation stays until billing expires it");
@@ -745,9 +774,35 @@ static void s_held_expired(ingress_server_t *self, s_request_t *r)
     s_dispatch(self, r); //  answers dispatch_unavailable when none is live
 }
 
+//  What a finished request costs, priced here exactly as billing prices it
+//  (proto_price): a lease's credit is counted in real costs, not estimates.
+static void s_price_done(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
+{
+    const proto_model_t *model = proto_catalog_model_by_name(self->catalog, r->parsed.model);
+    const proto_provider_key_t *key =
+        proto_msg_has(msg, PROTO_FIELD_provider_key_id)
+            ? proto_catalog_provider_key(self->catalog, proto_msg_provider_key_id(msg))
+            : NULL;
+    proto_price_usage_t usage = {.tokens_in = proto_msg_tokens_in(msg),
+                                 .tokens_out = proto_msg_tokens_out(msg),
+                                 .tokens_cache_read = proto_msg_tokens_cache_read(msg),
+                                 .tokens_cache_write = proto_msg_tokens_cache_write(msg),
+                                 .status = proto_msg_status(msg)};
+    int64_t cost = 0;
+    if (!model || proto_price_cost(model, &usage, key ? key->multiplier_ppm : PROTO_PRICE_PPM_ONE,
+                                   &cost) != 0)
+        return; //  not priceable here: the estimate stays counted
+    r->done_seen = true;
+    r->done_cost = cost;
+    r->done_tokens =
+        usage.tokens_in + usage.tokens_out + usage.tokens_cache_read + usage.tokens_cache_write;
+}
+
 static void s_on_done(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
 {
     r->attempts = proto_msg_attempts(msg);
+    if (r->lease.lease_id && !s_draining_answer(msg))
+        s_price_done(self, r, msg);
     if (r->phase == S_DISPATCHED && s_draining_answer(msg)) {
         if (s_redispatch(self, r))
             return;
@@ -902,7 +957,9 @@ static void s_dispatch(ingress_server_t *self, s_request_t *r)
         proto_msg_set_capabilities(msg, r->parsed.capabilities);
     proto_msg_set_key_id(msg, r->key_id);
     proto_msg_set_account_id(msg, r->account_id);
-    proto_msg_set_reserve_micros(msg, proto_msg_reserve_micros(r->admit_reply));
+    proto_msg_set_reserve_micros(msg, r->reserve_micros);
+    if (r->lease.lease_id)
+        proto_msg_set_lease_id(msg, r->lease.lease_id);
     //  A copy of the body travels; ours stays until the first CHUNK or DONE
     //  in case a draining instance hands the request back (s_redispatch).
     zframe_t *frame = zframe_new(r->body, r->body_size);
@@ -964,10 +1021,29 @@ static void s_on_reply(ingress_server_t *self, proto_msg_t **msg_p)
     }
     *slot = msg;
     *msg_p = NULL;
+    if (proto_msg_status(msg) == 200)
+        r->reserve_micros = proto_msg_reserve_micros(msg);
     proto_observe_span_since(r->id, r->trace, "ingress.admission",
                              r->received_us ? r->received_us : r->started_us,
                              (int)proto_msg_status(msg));
     s_decide(self, r);
+}
+
+//  Sends LEASE_RETURNs (taking them), each to its account's billing.
+static void s_send_returns(ingress_server_t *self, zlistx_t *returns)
+{
+    for (proto_msg_t *back = zlistx_detach(returns, NULL); back;
+         back = zlistx_detach(returns, NULL))
+        s_send_to_billing(self, proto_msg_account_id(back), &back);
+}
+
+static void s_lease_sweep(proto_loop_t *loop, int id, void *arg)
+{
+    ingress_server_t *self = arg;
+    zlistx_t *returns = zlistx_new();
+    ingress_lease_sweep(self->leases, proto_loop_now_ms(), returns);
+    s_send_returns(self, returns);
+    zlistx_destroy(&returns);
 }
 
 static void s_billing_message(proto_msg_t **msg_p, void *arg)
@@ -977,7 +1053,14 @@ static void s_billing_message(proto_msg_t **msg_p, void *arg)
     proto_msg_t *msg = *msg_p;
     if (proto_msg_type(msg) == PROTO_MSG_ADMIT_REPLY)
         s_on_reply(self, &msg);
-    else if (proto_msg_type(msg) == PROTO_MSG_COMMIT) {
+    else if (proto_msg_type(msg) == PROTO_MSG_LEASE)
+        ingress_lease_granted(self->leases, msg, proto_loop_now_ms());
+    else if (proto_msg_type(msg) == PROTO_MSG_LEASE_REVOKE) {
+        zlistx_t *returns = zlistx_new();
+        ingress_lease_revoked(self->leases, msg, returns);
+        s_send_returns(self, returns);
+        zlistx_destroy(&returns);
+    } else if (proto_msg_type(msg) == PROTO_MSG_COMMIT) {
         if (!proto_outbox_ack(peer->outbox, proto_msg_request_id(msg)))
             log_debug(proto_msg_request_id(msg), "COMMIT for a SETTLE we no longer hold");
         s_check_drained(self);
@@ -1359,7 +1442,60 @@ static proto_msg_t *s_admit_new(s_request_t *r, uint64_t timeout_ms)
     proto_msg_set_model(admit, r->parsed.model);
     proto_msg_set_stream(admit, r->parsed.stream);
     proto_msg_set_tokens_in(admit, r->parsed.tokens_estimate);
+    if (r->parsed.max_output)
+        proto_msg_set_tokens_out(admit, r->parsed.max_output);
     return admit;
+}
+
+//  The request's admission estimate, as billing computes it: its prompt
+//  and its own output limit at the model's prices. False when this ingress
+//  cannot tell (a model it does not know, or one the key may not use):
+//  then billing answers ADMIT with the reason.
+static bool s_estimate(ingress_server_t *self, s_request_t *r, int64_t *micros)
+{
+    const proto_model_t *model = proto_catalog_model_by_name(self->catalog, r->parsed.model);
+    const proto_api_key_t *key = proto_catalog_key(self->catalog, r->key_id);
+    if (!model || !model->active || !key ||
+        !proto_catalog_key_allows(self->catalog, key, r->parsed.model))
+        return false;
+    *micros = proto_price_reserve(model, r->parsed.tokens_estimate, r->parsed.max_output);
+    return true;
+}
+
+static void s_send_to_billing(ingress_server_t *self, uint64_t account_id, proto_msg_t **msg_p)
+{
+    zsock_t *billing = self->billing[account_id % (uint64_t)self->billing_count].socket;
+    if (proto_msg_send(msg_p, billing) != 0)
+        log_debug(NULL, "billing did not take a lease message");
+}
+
+//  Asks for (or renews) the key's lease when it is due, beside the traffic.
+static void s_lease_ask(ingress_server_t *self, s_request_t *r, int64_t estimate)
+{
+    if (!self->leases_on)
+        return;
+    proto_msg_t *ask = ingress_lease_ask(self->leases, r->key_id, r->account_id, estimate,
+                                         r->parsed.tokens_estimate, proto_loop_now_ms());
+    if (ask)
+        s_send_to_billing(self, r->account_id, &ask);
+}
+
+//  Admits from the key's lease: no round trip; DISPATCH goes out now.
+//  False when the lease does not cover the request (ask with ADMIT).
+static bool s_admit_from_lease(ingress_server_t *self, s_request_t *r, int64_t estimate)
+{
+    if (!self->leases_on ||
+        !ingress_lease_admit(self->leases, r->key_id, estimate, r->parsed.tokens_estimate,
+                             proto_loop_now_ms(), &r->lease))
+        return false;
+    r->reserve_micros = estimate;
+    s_lease_ask(self, r, estimate); //  renewal ahead of need, when due
+    s_dispatch(self, r);
+    if (r->phase == S_DISPATCHED)
+        s_suspend(r);
+    log_debug(r->id, "admitted from lease %llu for model %s", (unsigned long long)r->lease.lease_id,
+              r->parsed.model);
+    return true;
 }
 
 //  A request waiting longer than S_RESEND_AFTER_MS lost its ADMIT in an
@@ -1433,6 +1569,12 @@ static enum MHD_Result s_client_submit(ingress_server_t *self, s_request_t *r)
         s_register(r);
     }
     s_route_hints(r);
+    int64_t estimate = 0;
+    bool priced = s_estimate(self, r, &estimate);
+    if (priced && s_admit_from_lease(self, r, estimate))
+        return MHD_YES;
+    if (priced)
+        s_lease_ask(self, r, estimate);
     proto_msg_t *admit = s_admit_new(r, self->internal_timeout_ms);
     zsock_t *billing = self->billing[r->account_id % (uint64_t)self->billing_count].socket;
     if (proto_msg_send(&admit, billing) != 0) {
@@ -1718,6 +1860,15 @@ ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
                                           "Replies for requests no longer in flight.", NULL);
     if (s_connect_peers(self, error, error_size) != 0)
         goto failed;
+    //  Leases are per holder: a restarted ingress is a new one (its old
+    //  leases lapse), so the id has a random part.
+    char holder[128], suffix[9];
+    proto_crypto_random_hex(suffix, 4);
+    const char *instance = proto_config_str(config, "instance_id");
+    snprintf(holder, sizeof holder, "%s-%s", instance && *instance ? instance : "ingress", suffix);
+    self->leases = ingress_lease_new(holder);
+    self->leases_on = proto_config_bool(config, "billing.leases");
+    self->lease_timer = proto_loop_add_timer(loop, S_LEASE_SWEEP_MS, true, s_lease_sweep, self);
     if (database) {
         self->watch =
             proto_watch_new(loop, config, false, s_catalog_loaded, self, error, error_size);
@@ -1762,6 +1913,16 @@ void ingress_server_destroy(ingress_server_t **self_p)
         s_forget(r);
     proto_watch_destroy(&self->watch);
     proto_catalog_destroy(&self->catalog);
+    if (self->lease_timer)
+        proto_loop_cancel_timer(self->loop, self->lease_timer);
+    if (self->leases && self->billing_count) {
+        //  Give back what we hold, so billing need not wait for the expiry.
+        zlistx_t *returns = zlistx_new();
+        ingress_lease_sweep(self->leases, UINT64_MAX, returns);
+        s_send_returns(self, returns);
+        zlistx_destroy(&returns);
+    }
+    ingress_lease_destroy(&self->leases);
     for (int i = 0; i < self->billing_count; i++) {
         proto_outbox_destroy(&self->billing[i].outbox);
         proto_loop_remove_socket(self->loop, self->billing[i].socket);

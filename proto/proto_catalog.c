@@ -634,6 +634,17 @@ static json_t *s_json_array(json_t *root, const char *key, void **items, size_t 
     return json_is_array(array) ? array : NULL;
 }
 
+//  Limits in a JSON catalog: rpm, tpm, concurrency, daily_micros and
+//  monthly_micros on the object, as the columns are named (caps -1 = none).
+static void s_json_limits(json_t *item, proto_limits_t *limits)
+{
+    limits->rpm = s_json_int(item, "rpm", 0);
+    limits->tpm = s_json_int(item, "tpm", 0);
+    limits->concurrency = s_json_int(item, "concurrency", 0);
+    limits->daily_micros = s_json_int(item, "daily_micros", -1);
+    limits->monthly_micros = s_json_int(item, "monthly_micros", -1);
+}
+
 proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t error_size)
 {
     json_error_t problem;
@@ -657,7 +668,7 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
         account->balance_micros = s_json_int(item, "balance_micros", 0);
         account->currency = s_json_str(item, "currency", "USD");
         s_json_list(item, "allowed_models", &account->models);
-        account->limits.daily_micros = account->limits.monthly_micros = -1;
+        s_json_limits(item, &account->limits);
     }
     array = s_json_array(root, "keys", (void **)&self->keys, sizeof *self->keys);
     json_array_foreach(array, i, item)
@@ -672,7 +683,7 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
         key->prefix = s_json_str(item, "prefix", "");
         key->status = s_json_str(item, "status", "active");
         s_json_list(item, "allowed_models", &key->models);
-        key->limits.daily_micros = key->limits.monthly_micros = -1;
+        s_json_limits(item, &key->limits);
     }
     array = s_json_array(root, "providers", (void **)&self->providers, sizeof *self->providers);
     json_array_foreach(array, i, item)

@@ -357,6 +357,8 @@ static void s_finish(s_request_t *self, const s_ending_t *ending)
     proto_msg_set_estimated(settle, usage->estimated);
     if (proto_msg_has(self->dispatch, PROTO_FIELD_reserve_micros))
         proto_msg_set_reserve_micros(settle, proto_msg_reserve_micros(self->dispatch));
+    if (proto_msg_has(self->dispatch, PROTO_FIELD_lease_id))
+        proto_msg_set_lease_id(settle, proto_msg_lease_id(self->dispatch));
     //  Keyed by account: the billing instance that admitted it (ingress
     //  picks by the same rule) is the one that settles it.
     if (proto_outbox_send_keyed(server->outbox, &settle, proto_msg_account_id(self->dispatch)) != 0)

@@ -1,4 +1,4 @@
-#include "billing_price.h"
+#include "proto_price.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -33,8 +33,8 @@ static bool s_long_context(const proto_model_t *model, uint64_t tokens_in)
     return model->long_context_threshold > 0 && tokens_in > (uint64_t)model->long_context_threshold;
 }
 
-int billing_price_cost(const proto_model_t *model, const billing_usage_t *usage,
-                       int64_t multiplier_ppm, int64_t *cost_micros)
+int proto_price_cost(const proto_model_t *model, const proto_price_usage_t *usage,
+                     int64_t multiplier_ppm, int64_t *cost_micros)
 {
     assert(model && usage && cost_micros);
     *cost_micros = 0;
@@ -69,7 +69,7 @@ int billing_price_cost(const proto_model_t *model, const billing_usage_t *usage,
     return 0;
 }
 
-int64_t billing_price_reserve(const proto_model_t *model, uint64_t tokens_in)
+int64_t proto_price_reserve(const proto_model_t *model, uint64_t tokens_in, uint64_t tokens_out)
 {
     assert(model);
     bool long_context = s_long_context(model, tokens_in);
@@ -79,7 +79,8 @@ int64_t billing_price_reserve(const proto_model_t *model, uint64_t tokens_in)
         s_nonneg(long_context ? model->long_price_out_micros : model->price_out_micros);
     s_u128 sum = 0;
     if (!s_add_product(&sum, tokens_in, price_in) ||
-        !s_add_product(&sum, BILLING_PRICE_RESERVE_OUTPUT_TOKENS, price_out))
+        !s_add_product(&sum, tokens_out ? tokens_out : PROTO_PRICE_RESERVE_OUTPUT_TOKENS,
+                       price_out))
         return INT64_MAX;
     s_u128 reserve = s_ceil_million(sum) + s_nonneg(model->price_request_micros);
     return reserve > INT64_MAX ? INT64_MAX : (int64_t)reserve;
@@ -91,20 +92,20 @@ int64_t billing_price_reserve(const proto_model_t *model, uint64_t tokens_in)
 static int64_t s_cost(const proto_model_t *model, uint64_t in, uint64_t out, uint64_t read,
                       uint64_t write, uint64_t status, int64_t multiplier)
 {
-    billing_usage_t usage = {.tokens_in = in,
-                             .tokens_out = out,
-                             .tokens_cache_read = read,
-                             .tokens_cache_write = write,
-                             .status = status};
+    proto_price_usage_t usage = {.tokens_in = in,
+                                 .tokens_out = out,
+                                 .tokens_cache_read = read,
+                                 .tokens_cache_write = write,
+                                 .status = status};
     int64_t cost = -1;
-    int rc = billing_price_cost(model, &usage, multiplier, &cost);
+    int rc = proto_price_cost(model, &usage, multiplier, &cost);
     return rc == 0 ? cost : -1;
 }
 
-void billing_price_test(bool verbose)
+void proto_price_test(bool verbose)
 {
     if (verbose)
-        printf(" * billing_price: ");
+        printf(" * proto_price: ");
     //  $2.50 / $10 per million, cache read $1.25, cache write $3.125.
     proto_model_t model = {.name = "gpt-test",
                            .active = true,
@@ -114,7 +115,7 @@ void billing_price_test(bool verbose)
                            .price_cache_write_micros = 3125000};
     model.long_price_in_micros = model.price_in_micros;
     model.long_price_out_micros = model.price_out_micros;
-    const int64_t one = BILLING_PRICE_PPM_ONE;
+    const int64_t one = PROTO_PRICE_PPM_ONE;
 
     //  Exact: 1000 in x 2.5 + 500 out x 10 = 2500 + 5000 micros.
     assert(s_cost(&model, 1000, 500, 0, 0, 200, one) == 7500);
@@ -182,10 +183,12 @@ void billing_price_test(bool verbose)
 
     //  Reservation: tokens_in at input price + 4096 out at output price.
     proto_model_t plain = {.price_in_micros = 2500000, .price_out_micros = 10000000};
-    assert(billing_price_reserve(&plain, 0) == 40960);
-    assert(billing_price_reserve(&plain, 1) == 40963);
-    assert(billing_price_reserve(&model, 300000) == 1500000 + 61440);
-    assert(billing_price_reserve(&pricey, UINT64_MAX) == INT64_MAX);
+    assert(proto_price_reserve(&plain, 0, 0) == 40960);
+    assert(proto_price_reserve(&plain, 1, 0) == 40963);
+    assert(proto_price_reserve(&model, 300000, 0) == 1500000 + 61440);
+    assert(proto_price_reserve(&pricey, UINT64_MAX, 0) == INT64_MAX);
+    //  The request's own output limit replaces the default: max_tokens 100.
+    assert(proto_price_reserve(&plain, 0, 100) == 1000);
     if (verbose)
         printf("OK\n");
 }

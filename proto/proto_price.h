@@ -1,4 +1,4 @@
-/*  billing_price: what a request costs, as a pure function of its usage and
+/*  proto_price: what a request costs, as a pure function of its usage and
     the model's prices. No state, no I/O: the same inputs give the same micros
     in every billing instance and in every test.
 
@@ -28,8 +28,8 @@
     All arithmetic is unsigned 128-bit with overflow checks; a result that
     does not fit int64 is an error, never a wrapped number.
 */
-#ifndef BILLING_PRICE_H_INCLUDED
-#define BILLING_PRICE_H_INCLUDED
+#ifndef PROTO_PRICE_H_INCLUDED
+#define PROTO_PRICE_H_INCLUDED
 
 #include "proto_catalog.h"
 
@@ -38,10 +38,10 @@
 
 //  Output tokens assumed by the admission estimate when the client gives no
 //  limit: enough for a typical answer without reserving a model's maximum.
-#define BILLING_PRICE_RESERVE_OUTPUT_TOKENS 4096
+#define PROTO_PRICE_RESERVE_OUTPUT_TOKENS 4096
 
 //  The list price multiplier: parts per million.
-#define BILLING_PRICE_PPM_ONE 1000000
+#define PROTO_PRICE_PPM_ONE 1000000
 
 //  What a finished request used.
 typedef struct {
@@ -50,21 +50,24 @@ typedef struct {
     uint64_t tokens_cache_read;  //  input tokens read from the prompt cache
     uint64_t tokens_cache_write; //  input tokens written to the prompt cache
     uint64_t status;             //  final HTTP status of the request
-} billing_usage_t;
+} proto_price_usage_t;
 
 //  Computes the cost of `usage` at `model`'s prices times multiplier_ppm
 //  (negative multipliers count as 0). Returns 0 with *cost_micros set, or -1
 //  when the cost does not fit int64 (*cost_micros then 0).
-int billing_price_cost(const proto_model_t *model, const billing_usage_t *usage,
-                       int64_t multiplier_ppm, int64_t *cost_micros);
+int proto_price_cost(const proto_model_t *model, const proto_price_usage_t *usage,
+                     int64_t multiplier_ppm, int64_t *cost_micros);
 
 //  The admission estimate: tokens_in (the client's whole prompt, estimated)
 //  at the input price (long-context price when above the threshold) plus
-//  BILLING_PRICE_RESERVE_OUTPUT_TOKENS at the output price plus price_request, at list price (the
-//  provider key is not chosen yet), rounded up. Saturates at INT64_MAX instead of overflowing.
-int64_t billing_price_reserve(const proto_model_t *model, uint64_t tokens_in);
+//  tokens_out (the request's own output limit: max_tokens and its
+//  equivalents; 0 when it gives none, then PROTO_PRICE_RESERVE_OUTPUT_TOKENS)
+//  at the output price plus price_request, at list price (the provider key
+//  is not chosen yet), rounded up. Saturates at INT64_MAX instead of
+//  overflowing.
+int64_t proto_price_reserve(const proto_model_t *model, uint64_t tokens_in, uint64_t tokens_out);
 
 //  Self test.
-void billing_price_test(bool verbose);
+void proto_price_test(bool verbose);
 
 #endif

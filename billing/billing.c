@@ -283,18 +283,24 @@ static void s_admit(billing_t *self, proto_msg_t **request_p)
 //  when account_id is 0), those past their time too.
 static void s_admit_held(billing_t *self, uint64_t account_id)
 {
+    //  Take the due ones out first: deciding may hold a request again.
     uint64_t now = proto_loop_now_ms();
-    s_held_t *held = zlistx_first(self->held_admits);
-    while (held) {
-        s_held_t *next = zlistx_next(self->held_admits);
-        if ((account_id && held->account_id == account_id) || now >= held->due_ms) {
-            proto_msg_t *reply = s_admit_decide(self, held->admit, false);
-            s_count_admit(self, proto_msg_status(reply));
-            proto_msg_send(&reply, self->router);
-            zlistx_delete(self->held_admits, zlistx_cursor(self->held_admits));
-        }
-        held = next;
+    zlistx_t *due = zlistx_new();
+    void *handle = zlistx_first(self->held_admits) ? zlistx_cursor(self->held_admits) : NULL;
+    while (handle) {
+        s_held_t *held = zlistx_handle_item(handle);
+        void *next = zlistx_next(self->held_admits) ? zlistx_cursor(self->held_admits) : NULL;
+        if ((account_id && held->account_id == account_id) || now >= held->due_ms)
+            zlistx_add_end(due, zlistx_detach(self->held_admits, handle));
+        handle = next;
     }
+    for (s_held_t *held = zlistx_detach(due, NULL); held; held = zlistx_detach(due, NULL)) {
+        proto_msg_t *reply = s_admit_decide(self, held->admit, false);
+        s_count_admit(self, proto_msg_status(reply));
+        proto_msg_send(&reply, self->router);
+        s_held_destroy((void **)&held);
+    }
+    zlistx_destroy(&due);
 }
 
 //  --------------------------------------------------------------------------
@@ -336,16 +342,22 @@ static void s_lease_ask(billing_t *self, proto_msg_t *msg)
         proto_msg_set_ttl_ms(reply, grant.ttl_ms);
     }
     proto_metric_add(grant.status == 200 ? self->m_leases : self->m_lease_refusals, 1);
-    log_debug(NULL, "lease %s key %" PRIu64 ": %d credit %" PRId64, ask.holder, ask.key_id,
-              grant.status, grant.credit_micros);
+    log_debug(NULL,
+              "lease %s key %" PRIu64 ": %d credit %" PRId64 " slots %" PRIu64
+              " (limited %d, holder uses %" PRIu64 ")",
+              ask.holder, ask.key_id, grant.status, grant.credit_micros, grant.slots,
+              grant.slots_limited, ask.slots_used);
     proto_msg_send(&reply, self->router);
 }
 
 static void s_lease_return(billing_t *self, proto_msg_t *msg)
 {
+    log_debug(NULL, "lease %" PRIu64 " returned: slots in use %" PRIu64 ", in flight %" PRId64,
+              proto_msg_lease_id(msg), proto_msg_slots(msg), proto_msg_reserve_micros(msg));
     billing_lease_return(self->leases, self->catalog, proto_msg_lease_id(msg),
-                         proto_msg_reserve_micros(msg), proto_msg_requests(msg),
-                         proto_msg_tokens(msg), proto_msg_slots(msg), proto_loop_now_ms());
+                         proto_msg_used_micros(msg), proto_msg_reserve_micros(msg),
+                         proto_msg_requests(msg), proto_msg_tokens(msg), proto_msg_slots(msg),
+                         proto_loop_now_ms());
     const proto_api_key_t *key = proto_catalog_key(self->catalog, proto_msg_key_id(msg));
     s_admit_held(self, key ? key->account_id : proto_msg_account_id(msg));
 }

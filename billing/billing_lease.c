@@ -179,7 +179,9 @@ static int64_t s_top_up(int64_t free_now, int64_t holder_left, int64_t minimum, 
         share = cap;
     if (share < minimum)
         return -1;
-    return share > holder_left ? share - holder_left : 0;
+    //  Never more than is free, whatever the holder has left.
+    int64_t add = share > holder_left ? share - holder_left : 0;
+    return add < free_now ? add : free_now;
 }
 
 static void s_grant_out(const s_lease_t *lease, uint64_t ttl_ms, billing_lease_grant_t *grant)
@@ -243,9 +245,8 @@ void billing_lease_ask(billing_lease_t *self, proto_catalog_t *catalog,
     int64_t tokens_left = lease ? (int64_t)lease->tokens - (int64_t)ask->tokens_used : 0;
     int64_t slots_left = lease ? (int64_t)lease->slots - (int64_t)ask->slots_used : 0;
     int64_t hint = ask->hint_micros > 0 ? ask->hint_micros : 0;
-    int64_t money =
-        s_top_up(room.micros + (lease ? lease->hold : 0), money_left < 0 ? 0 : money_left,
-                 hint * S_MIN_REQUESTS_OF_MONEY, self->config.max_micros);
+    int64_t money = s_top_up(room.micros, money_left < 0 ? 0 : money_left,
+                             hint * S_MIN_REQUESTS_OF_MONEY, self->config.max_micros);
     if (hint == 0 && money < 0)
         money = 0; //  a free model: credit is no object
     int64_t requests =
@@ -297,8 +298,8 @@ bool billing_lease_settle(billing_lease_t *self, proto_catalog_t *catalog, uint6
 }
 
 void billing_lease_return(billing_lease_t *self, proto_catalog_t *catalog, uint64_t lease_id,
-                          int64_t inflight, uint64_t requests_used, uint64_t tokens_used,
-                          uint64_t slots_used, uint64_t now_ms)
+                          int64_t used, int64_t inflight, uint64_t requests_used,
+                          uint64_t tokens_used, uint64_t slots_used, uint64_t now_ms)
 {
     s_lease_t *lease = s_find(self, lease_id);
     if (!lease || lease->returned)
@@ -314,8 +315,10 @@ void billing_lease_return(billing_lease_t *self, proto_catalog_t *catalog, uint6
     lease->slots -= (uint64_t)slots;
     lease->requests -= (uint64_t)requests;
     lease->tokens -= (uint64_t)tokens;
-    int64_t hold = inflight > 0 ? inflight : 0;
-    s_set_hold(self, catalog, lease, hold < lease->hold ? hold : lease->hold);
+    //  Still held: what the holder committed (its requests that ended and
+    //  those in flight) that has not been settled here yet.
+    int64_t committed = (used > 0 ? used : 0) + (inflight > 0 ? inflight : 0) - lease->settled;
+    s_set_hold(self, catalog, lease, committed < lease->hold ? committed : lease->hold);
     lease->returned = true;
     lease->expires_ms = now_ms;
     lease->release_ms = now_ms + self->config.settle_grace_ms;
@@ -337,8 +340,8 @@ size_t billing_lease_revoke(billing_lease_t *self, uint64_t account_id, uint64_t
     size_t count = 0;
     for (s_lease_t *lease = zhashx_first(self->leases); lease; lease = zhashx_next(self->leases)) {
         if (lease->account_id != account_id || (key_id && lease->key_id != key_id) ||
-            lease->returned)
-            continue;
+            lease->returned || lease->revoked)
+            continue; //  asked once is enough: its holder answers with LEASE_RETURN
         lease->revoked = true;
         s_add_holder(holders, lease->routing_id);
         count++;
@@ -369,10 +372,15 @@ static bool s_overdrawn(billing_lease_t *self, proto_catalog_t *catalog, const s
             return true;
         if (set->concurrency > 0 && limits[i]->in_flight > set->concurrency)
             return true;
-        if ((set->rpm > 0) != lease->requests_limited || (set->tpm > 0) != lease->tokens_limited)
-            return true; //  a limit was set or lifted: lease again under the new terms
+        //  A limit set on either the key or its account, or lifted from
+        //  both: lease again under the new terms.
+        (void)set;
     }
-    return false;
+    bool rpm = key->limits.rpm > 0 || account->limits.rpm > 0;
+    bool tpm = key->limits.tpm > 0 || account->limits.tpm > 0;
+    bool concurrency = key->limits.concurrency > 0 || account->limits.concurrency > 0;
+    return rpm != lease->requests_limited || tpm != lease->tokens_limited ||
+           concurrency != lease->slots_limited;
 }
 
 size_t billing_lease_review(billing_lease_t *self, proto_catalog_t *catalog, uint64_t now_ms,
@@ -465,13 +473,18 @@ void billing_lease_test(bool verbose)
     billing_book_settle(book, catalog, "r1", 1, 10, 50000, 10, true, 1000, wall);
     assert(billing_lease_held(leases, 1) == 200000 + 187500);
     assert(billing_book_available(book, a) == 562500);
-    //  Renewing tops the holder up to a quarter of what is free: it used
-    //  50000 and has 20000 in flight, so it has 180000 left.
+    //  Renewing while the holder has more left than a quarter of what is
+    //  free adds nothing (it used 50000 and has 20000 in flight: 180000
+    //  left; a quarter of 562500 is 140625) but renews the expiry.
     ask.lease_id = grant.lease_id;
     ask.used_micros = 50000;
     ask.inflight = 20000;
     billing_lease_ask(leases, catalog, &ask, 1500, wall, &grant);
-    assert(grant.status == 200 && grant.credit_micros > 250000);
+    assert(grant.status == 200 && grant.credit_micros == 250000);
+    //  Having used more (200000, 30000 left) it is topped up to the quarter.
+    ask.used_micros = 200000;
+    billing_lease_ask(leases, catalog, &ask, 1500, wall, &grant);
+    assert(grant.status == 200 && grant.credit_micros == 250000 + 140625 - 30000);
     int64_t held = billing_lease_held(leases, 1);
     assert(held == grant.credit_micros - 50000 + 187500);
     //  Near the limit nothing new is leased: a hint of 100000 needs 16 times
@@ -480,11 +493,12 @@ void billing_lease_test(bool verbose)
     billing_lease_grant_t refused;
     billing_lease_ask(leases, catalog, &big, 1500, wall, &refused);
     assert(refused.status == 204 && billing_lease_count(leases) == 2);
-    //  The holder returns: the hold shrinks to what it has in flight.
-    billing_lease_return(leases, catalog, grant.lease_id, 20000, 0, 0, 0, 1600);
-    assert(billing_lease_held(leases, 1) == 20000 + 187500);
-    billing_lease_settle(leases, catalog, grant.lease_id, 30000); //  cost beyond the estimate
-    assert(billing_lease_held(leases, 1) == 187500);
+    //  The holder returns: the hold shrinks to what it committed (200000
+    //  ended, 20000 in flight) less what was settled here (50000).
+    billing_lease_return(leases, catalog, grant.lease_id, 200000, 20000, 0, 0, 0, 1600);
+    assert(billing_lease_held(leases, 1) == 170000 + 187500);
+    billing_lease_settle(leases, catalog, grant.lease_id, 30000);
+    assert(billing_lease_held(leases, 1) == 140000 + 187500);
     //  Revoked leases answer no more; expiry releases what is left.
     zlistx_t *holders = zlistx_new();
     zlistx_set_destructor(holders, (zlistx_destructor_fn *)zframe_destroy);
@@ -506,7 +520,7 @@ void billing_lease_test(bool verbose)
     const proto_account_t *b = proto_catalog_account(catalog, 2);
     billing_limit_t *b_limit = &billing_book_account(book, 2, b->balance_micros)->limit;
     assert(b_limit->in_flight == 10);
-    billing_lease_return(leases, catalog, grant.lease_id, 0, 5, 0, 2, 10001);
+    billing_lease_return(leases, catalog, grant.lease_id, 0, 0, 5, 0, 2, 10001);
     assert(b_limit->in_flight == 2);
     billing_room_t room;
     billing_limit_room(b_limit, &b->limits, 10001, wall, &room);

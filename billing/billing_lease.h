@@ -113,10 +113,12 @@ bool billing_lease_settle(billing_lease_t *self, proto_catalog_t *catalog, uint6
                           int64_t cost_micros);
 
 //  The holder gave the lease back: unused requests, tokens and slots go
-//  back; the hold shrinks to `inflight` (its requests still running).
+//  back; the hold shrinks to what the holder committed and was not settled
+//  here yet (`used`: costs of its requests that ended; `inflight`: the
+//  estimates of those still running).
 void billing_lease_return(billing_lease_t *self, proto_catalog_t *catalog, uint64_t lease_id,
-                          int64_t inflight, uint64_t requests_used, uint64_t tokens_used,
-                          uint64_t slots_used, uint64_t now_ms);
+                          int64_t used, int64_t inflight, uint64_t requests_used,
+                          uint64_t tokens_used, uint64_t slots_used, uint64_t now_ms);
 
 //  Marks the leases of an account (of one key, when key_id is not 0) revoked
 //  and appends the routing ids of their holders (zframe_t*, caller owns) to

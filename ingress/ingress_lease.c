@@ -218,6 +218,7 @@ static proto_msg_t *s_return(const s_lease_t *lease)
     proto_msg_set_key_id(msg, lease->key_id);
     proto_msg_set_account_id(msg, lease->account_id);
     proto_msg_set_lease_id(msg, lease->lease_id);
+    proto_msg_set_used_micros(msg, lease->spent);
     proto_msg_set_reserve_micros(msg, lease->inflight);
     proto_msg_set_requests(msg, lease->requests_used);
     proto_msg_set_tokens(msg, lease->tokens_used);

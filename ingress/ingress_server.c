@@ -70,9 +70,9 @@
 #define S_MAX_BILLING 8                        //  billing instances we connect to
 #define S_MAX_DISPATCH 16                      //  dispatch instances we connect to
 #define S_CONNECTION_LIMIT 16384               //  client connections (fds permitting)
-#define S_CONNECTION_MEMORY 65536              //  per-connection MHD pool: headers and write buffer
+#define S_CONNECTION_MEMORY 16384              //  per-connection MHD pool: headers and write buffer
 #define S_CONNECTION_TIMEOUT_S 120             //  idle keep-alive connections close after this
-#define S_STREAM_BLOCK 16384                   //  most bytes one content-reader call hands MHD
+#define S_STREAM_BLOCK 4096                    //  most bytes one content-reader call hands MHD
 #define S_STREAM_BUFFER_MAX (4u * 1024 * 1024) //  unread stream bytes held per request
 #define S_SETTLE_RESEND_MS 1000                //  outbox re-send period for SETTLE
 #define S_RESEND_AFTER_MS 250                  //  no ROUTE/ADMIT reply by then: re-send
@@ -1489,6 +1489,7 @@ static bool s_admit_from_lease(ingress_server_t *self, s_request_t *r, int64_t e
                              proto_loop_now_ms(), &r->lease))
         return false;
     r->reserve_micros = estimate;
+    proto_observe_span_since(r->id, r->trace, "ingress.admission", r->received_us, 200);
     s_lease_ask(self, r, estimate); //  renewal ahead of need, when due
     s_dispatch(self, r);
     if (r->phase == S_DISPATCHED)

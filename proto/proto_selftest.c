@@ -26,7 +26,8 @@ static const proto_test_t s_tests[] = {
     {"proto_sse", proto_sse_test},         {"proto_usage", proto_usage_test},
     {"proto_convert", proto_convert_test}, {"proto_expose", proto_expose_test},
     {"proto_trace", proto_trace_test},     {"proto_observe", proto_observe_test},
-    {"proto_capture", proto_capture_test}, {"proto_batch", proto_batch_test}, {"proto_price", proto_price_test},
+    {"proto_capture", proto_capture_test}, {"proto_batch", proto_batch_test},
+    {"proto_price", proto_price_test},
 };
 
 PROTO_TEST_MAIN(s_tests)

@@ -54,6 +54,7 @@ typedef struct {
     bool json;               //  print the API's JSON instead of text
     char dir[4096];          //  state folder (`tollgate up --dir`)
     s_token_source_t source; //  where token came from
+    json_t *resources;       //  GET /admin/resources, fetched when first needed
 } s_client_t;
 
 typedef int(s_run_fn)(s_client_t *client, s_args_t *args, int first);
@@ -483,11 +484,81 @@ static void s_fields(json_t *object, const s_column_t *columns, int column_count
     char cell[S_CELL];
     for (int c = 0; c < column_count; c++) {
         s_cell(object, &columns[c], cell, sizeof cell);
-        printf("%-16s %s\n", columns[c].title, cell);
+        printf("%-18s %s\n", columns[c].title, cell);
     }
 }
 
 #define S_COUNT(array) ((int)(sizeof array / sizeof array[0]))
+
+static int s_call(s_client_t *client, const char *method, const char *path, json_t *body,
+                  json_t **answer);
+
+//  The server's description of a resource ("provider", "key", ...), from
+//  GET /admin/resources: the same tables it validates with, so list and
+//  show print what the server has. Borrowed from the client; NULL (with the
+//  reason on stderr) when it cannot be had.
+static json_t *s_described(s_client_t *client, const char *name)
+{
+    if (!client->resources) {
+        bool json = client->json;
+        client->json = false; //  the description is ours, not the command's output
+        int rc = s_call(client, "GET", "/admin/resources", NULL, &client->resources);
+        client->json = json;
+        if (rc != 0)
+            return NULL;
+    }
+    size_t index;
+    json_t *resource;
+    json_array_foreach(json_object_get(client->resources, "data"), index, resource)
+    {
+        if (strcmp(json_string_value(json_object_get(resource, "name")), name) == 0)
+            return resource;
+    }
+    fprintf(stderr, "tollgate: the admin API does not describe '%s'\n", name);
+    return NULL;
+}
+
+//  Columns from a description: those with a list label (or, for `all`,
+//  every column, titled by its name). Returns how many (at most max).
+static int s_described_columns(json_t *resource, bool all, s_column_t *columns, int max)
+{
+    int count = 0;
+    size_t index;
+    json_t *column;
+    json_array_foreach(json_object_get(resource, "columns"), index, column)
+    {
+        const char *label = json_string_value(json_object_get(column, "label"));
+        const char *type = json_string_value(json_object_get(column, "type"));
+        if ((!label && !all) || count == max)
+            continue;
+        s_col_kind_t kind = strcmp(type, "micros") == 0  ? S_COL_MONEY
+                            : strcmp(type, "time") == 0  ? S_COL_TIME
+                            : strcmp(type, "list") == 0  ? S_COL_LIST
+                            : strcmp(type, "child") == 0 ? S_COL_ROUTES
+                                                         : S_COL_TEXT;
+        const char *name = json_string_value(json_object_get(column, "name"));
+        columns[count++] = (s_column_t){all ? name : label, name, kind};
+    }
+    return count;
+}
+
+//  Prints rows of a resource as the server describes its lists.
+static void s_resource_table(s_client_t *client, const char *name, json_t *rows, const char *none)
+{
+    s_column_t columns[S_MAX_COLUMNS];
+    json_t *resource = s_described(client, name);
+    if (resource)
+        s_table(rows, columns, s_described_columns(resource, false, columns, S_MAX_COLUMNS), none);
+}
+
+//  Prints every column of one object of a resource.
+static void s_resource_fields(s_client_t *client, const char *name, json_t *object)
+{
+    s_column_t columns[64];
+    json_t *resource = s_described(client, name);
+    if (resource)
+        s_fields(object, columns, s_described_columns(resource, true, columns, 64));
+}
 
 static const char *s_str(json_t *object, const char *key)
 {
@@ -563,15 +634,6 @@ static char *s_secret_value(const char *value)
 // ---------------------------------------------------------------------------
 //  Commands. `first` indexes the first positional after the command words.
 
-static const s_column_t s_provider_columns[] = {{"ID", "id", S_COL_TEXT},
-                                                {"NAME", "name", S_COL_TEXT},
-                                                {"PROTOCOL", "protocol", S_COL_TEXT},
-                                                {"STATUS", "status", S_COL_TEXT},
-                                                {"PRIORITY", "priority", S_COL_TEXT},
-                                                {"WEIGHT", "weight", S_COL_TEXT},
-                                                {"KEYS", "active_keys", S_COL_TEXT},
-                                                {"BASE URL", "base_url", S_COL_TEXT}};
-
 static int s_provider_add(s_client_t *client, s_args_t *args, int first)
 {
     json_t *body = json_pack("{s:s}", "name", args->words[first]);
@@ -601,8 +663,7 @@ static int s_provider_list(s_client_t *client, s_args_t *args, int first)
     json_t *answer = NULL;
     int rc = s_call(client, "GET", "/admin/providers", NULL, &answer);
     if (rc == 0 && !client->json)
-        s_table(json_object_get(answer, "data"), s_provider_columns, S_COUNT(s_provider_columns),
-                "no providers");
+        s_resource_table(client, "provider", json_object_get(answer, "data"), "no providers");
     json_decref(answer);
     return rc;
 }
@@ -616,16 +677,10 @@ static int s_provider_show(s_client_t *client, s_args_t *args, int first)
     json_t *answer = NULL;
     int rc = s_call(client, "GET", path, NULL, &answer);
     if (rc == 0 && !client->json)
-        s_fields(answer, s_provider_columns, S_COUNT(s_provider_columns));
+        s_resource_fields(client, "provider", answer);
     json_decref(answer);
     return rc;
 }
-
-static const s_column_t s_provider_key_columns[] = {
-    {"ID", "id", S_COL_TEXT},         {"PROVIDER", "provider", S_COL_TEXT},
-    {"NAME", "name", S_COL_TEXT},     {"SECRET", "secret_hint", S_COL_TEXT},
-    {"STATUS", "status", S_COL_TEXT}, {"PRIORITY", "priority", S_COL_TEXT},
-    {"WEIGHT", "weight", S_COL_TEXT}, {"REASON", "disabled_reason", S_COL_TEXT}};
 
 static int s_provider_key_add(s_client_t *client, s_args_t *args, int first)
 {
@@ -667,17 +722,10 @@ static int s_provider_key_list(s_client_t *client, s_args_t *args, int first)
     json_t *answer = NULL;
     int rc = s_call(client, "GET", path, NULL, &answer);
     if (rc == 0 && !client->json)
-        s_table(json_object_get(answer, "data"), s_provider_key_columns,
-                S_COUNT(s_provider_key_columns), "no keys");
+        s_resource_table(client, "provider_key", json_object_get(answer, "data"), "no keys");
     json_decref(answer);
     return rc;
 }
-
-static const s_column_t s_model_columns[] = {{"NAME", "name", S_COL_TEXT},
-                                             {"STATUS", "status", S_COL_TEXT},
-                                             {"PRICE IN", "price_in_micros", S_COL_MONEY},
-                                             {"PRICE OUT", "price_out_micros", S_COL_MONEY},
-                                             {"ROUTES", "routes", S_COL_ROUTES}};
 
 static int s_model_add(s_client_t *client, s_args_t *args, int first)
 {
@@ -723,8 +771,7 @@ static int s_model_list(s_client_t *client, s_args_t *args, int first)
     json_t *answer = NULL;
     int rc = s_call(client, "GET", "/admin/models", NULL, &answer);
     if (rc == 0 && !client->json)
-        s_table(json_object_get(answer, "data"), s_model_columns, S_COUNT(s_model_columns),
-                "no models");
+        s_resource_table(client, "model", json_object_get(answer, "data"), "no models");
     json_decref(answer);
     return rc;
 }
@@ -738,28 +785,10 @@ static int s_model_show(s_client_t *client, s_args_t *args, int first)
     json_t *answer = NULL;
     int rc = s_call(client, "GET", path, NULL, &answer);
     if (rc == 0 && !client->json)
-        s_fields(answer, s_model_columns, S_COUNT(s_model_columns));
+        s_resource_fields(client, "model", answer);
     json_decref(answer);
     return rc;
 }
-
-static const s_column_t s_account_columns[] = {{"ID", "id", S_COL_TEXT},
-                                               {"NAME", "name", S_COL_TEXT},
-                                               {"STATUS", "status", S_COL_TEXT},
-                                               {"BALANCE", "balance_micros", S_COL_MONEY},
-                                               {"CURRENCY", "currency", S_COL_TEXT},
-                                               {"MODELS", "allowed_models", S_COL_LIST}};
-
-static const s_column_t s_account_detail[] = {{"id", "id", S_COL_TEXT},
-                                              {"name", "name", S_COL_TEXT},
-                                              {"status", "status", S_COL_TEXT},
-                                              {"balance", "balance_micros", S_COL_MONEY},
-                                              {"currency", "currency", S_COL_TEXT},
-                                              {"allowed models", "allowed_models", S_COL_LIST},
-                                              {"rpm limit", "rpm_limit", S_COL_TEXT},
-                                              {"tpm limit", "tpm_limit", S_COL_TEXT},
-                                              {"daily spend", "daily_spend_micros", S_COL_MONEY},
-                                              {"created", "created_at", S_COL_TIME}};
 
 //  GET /admin/accounts/NAME, or POST to one of its sub-paths.
 static int s_account_call(s_client_t *client, const char *method, const char *account,
@@ -796,8 +825,7 @@ static int s_account_list(s_client_t *client, s_args_t *args, int first)
     json_t *answer = NULL;
     int rc = s_call(client, "GET", "/admin/accounts", NULL, &answer);
     if (rc == 0 && !client->json)
-        s_table(json_object_get(answer, "data"), s_account_columns, S_COUNT(s_account_columns),
-                "no accounts");
+        s_resource_table(client, "account", json_object_get(answer, "data"), "no accounts");
     json_decref(answer);
     return rc;
 }
@@ -807,7 +835,7 @@ static int s_account_show(s_client_t *client, s_args_t *args, int first)
     json_t *answer = NULL;
     int rc = s_account_call(client, "GET", args->words[first], "", NULL, &answer);
     if (rc == 0 && !client->json)
-        s_fields(answer, s_account_detail, S_COUNT(s_account_detail));
+        s_resource_fields(client, "account", answer);
     json_decref(answer);
     return rc;
 }
@@ -830,15 +858,6 @@ static int s_account_topup(s_client_t *client, s_args_t *args, int first)
     json_decref(answer);
     return rc;
 }
-
-static const s_column_t s_key_columns[] = {{"ID", "id", S_COL_TEXT},
-                                           {"ACCOUNT", "account", S_COL_TEXT},
-                                           {"NAME", "name", S_COL_TEXT},
-                                           {"PREFIX", "prefix", S_COL_TEXT},
-                                           {"STATUS", "status", S_COL_TEXT},
-                                           {"MODELS", "models", S_COL_LIST},
-                                           {"EXPIRES", "expires_at", S_COL_TIME},
-                                           {"CREATED", "created_at", S_COL_TIME}};
 
 static int s_key_create(s_client_t *client, s_args_t *args, int first)
 {
@@ -892,7 +911,7 @@ static int s_key_list(s_client_t *client, s_args_t *args, int first)
     json_t *answer = NULL;
     int rc = s_call(client, "GET", path, NULL, &answer);
     if (rc == 0 && !client->json)
-        s_table(json_object_get(answer, "data"), s_key_columns, S_COUNT(s_key_columns), "no keys");
+        s_resource_table(client, "key", json_object_get(answer, "data"), "no keys");
     json_decref(answer);
     return rc;
 }
@@ -1078,14 +1097,6 @@ static int s_whoami(s_client_t *client, s_args_t *args, int first)
     return rc;
 }
 
-static const s_column_t s_user_columns[] = {{"ID", "id", S_COL_TEXT},
-                                            {"USERNAME", "username", S_COL_TEXT},
-                                            {"ROLE", "role", S_COL_TEXT},
-                                            {"STATUS", "status", S_COL_TEXT},
-                                            {"SESSIONS", "active_sessions", S_COL_TEXT},
-                                            {"LAST LOGIN", "last_login_at", S_COL_TIME},
-                                            {"CREATED", "created_at", S_COL_TIME}};
-
 static int s_user_add(s_client_t *client, s_args_t *args, int first)
 {
     const char *role = s_option(args, "role");
@@ -1113,8 +1124,7 @@ static int s_user_list(s_client_t *client, s_args_t *args, int first)
     json_t *answer = NULL;
     int rc = s_call(client, "GET", "/admin/users", NULL, &answer);
     if (rc == 0 && !client->json)
-        s_table(json_object_get(answer, "data"), s_user_columns, S_COUNT(s_user_columns),
-                "no admin users");
+        s_resource_table(client, "user", json_object_get(answer, "data"), "no admin users");
     json_decref(answer);
     return rc;
 }
@@ -1161,15 +1171,6 @@ static int s_user_password(s_client_t *client, s_args_t *args, int first)
     return s_user_patch(client, args->words[first], body);
 }
 
-static const s_column_t s_session_columns[] = {{"ID", "id", S_COL_TEXT},
-                                               {"USER", "username", S_COL_TEXT},
-                                               {"ROLE", "role", S_COL_TEXT},
-                                               {"FROM", "client_ip", S_COL_TEXT},
-                                               {"CREATED", "created_at", S_COL_TIME},
-                                               {"LAST USED", "last_used_at", S_COL_TIME},
-                                               {"EXPIRES", "expires_at", S_COL_TIME},
-                                               {"REVOKED", "revoked_at", S_COL_TIME}};
-
 static int s_session_list(s_client_t *client, s_args_t *args, int first)
 {
     char path[2048] = "/admin/sessions";
@@ -1178,8 +1179,7 @@ static int s_session_list(s_client_t *client, s_args_t *args, int first)
     json_t *answer = NULL;
     int rc = s_call(client, "GET", path, NULL, &answer);
     if (rc == 0 && !client->json)
-        s_table(json_object_get(answer, "data"), s_session_columns, S_COUNT(s_session_columns),
-                "no sessions");
+        s_resource_table(client, "session", json_object_get(answer, "data"), "no sessions");
     json_decref(answer);
     return rc;
 }
@@ -1226,15 +1226,6 @@ static int s_bootstrap_rotate(s_client_t *client, s_args_t *args, int first)
     return rc;
 }
 
-static const s_column_t s_token_columns[] = {{"ID", "id", S_COL_TEXT},
-                                             {"NAME", "name", S_COL_TEXT},
-                                             {"PREFIX", "prefix", S_COL_TEXT},
-                                             {"ROLE", "role", S_COL_TEXT},
-                                             {"STATUS", "status", S_COL_TEXT},
-                                             {"BY", "created_by", S_COL_TEXT},
-                                             {"EXPIRES", "expires_at", S_COL_TIME},
-                                             {"LAST USED", "last_used_at", S_COL_TIME}};
-
 static int s_token_create(s_client_t *client, s_args_t *args, int first)
 {
     const char *role = s_option(args, "role");
@@ -1260,8 +1251,7 @@ static int s_token_list(s_client_t *client, s_args_t *args, int first)
     json_t *answer = NULL;
     int rc = s_call(client, "GET", "/admin/tokens", NULL, &answer);
     if (rc == 0 && !client->json)
-        s_table(json_object_get(answer, "data"), s_token_columns, S_COUNT(s_token_columns),
-                "no tokens");
+        s_resource_table(client, "token", json_object_get(answer, "data"), "no tokens");
     json_decref(answer);
     return rc;
 }
@@ -1739,13 +1729,6 @@ static int s_health(s_client_t *client, s_args_t *args, int first)
     return rc;
 }
 
-static const s_column_t s_rule_columns[] = {{"ID", "id", S_COL_TEXT},
-                                            {"KIND", "kind", S_COL_TEXT},
-                                            {"PATTERN", "pattern", S_COL_TEXT},
-                                            {"PROVIDER", "provider", S_COL_TEXT},
-                                            {"PRIORITY", "priority", S_COL_TEXT},
-                                            {"WEIGHT", "weight", S_COL_TEXT}};
-
 static int s_rule_add(s_client_t *client, s_args_t *args, int first)
 {
     if (!s_option(args, "kind")) {
@@ -1782,8 +1765,7 @@ static int s_rule_list(s_client_t *client, s_args_t *args, int first)
     json_t *answer = NULL;
     int rc = s_call(client, "GET", path, NULL, &answer);
     if (rc == 0 && !client->json)
-        s_table(json_object_get(answer, "data"), s_rule_columns, S_COUNT(s_rule_columns),
-                "no rules");
+        s_resource_table(client, "rule", json_object_get(answer, "data"), "no rules");
     json_decref(answer);
     return rc;
 }
@@ -2152,6 +2134,7 @@ int ops_admin_main(int argc, char **argv)
         return 1;
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc = command->run(&client, &args, first);
+    json_decref(client.resources);
     curl_global_cleanup();
     memset(client.token, 0, sizeof client.token);
     return rc;

@@ -1,5 +1,8 @@
 /*  ops_admin: the admin CLI commands of `tollgate` (provider, model, account,
-    key, usage), a thin client of the admin API (docs/admin-api.md).
+    key, usage), a thin client of the admin API (docs/admin-api.md). The
+    tables of `list` and the fields of `show` for resources are drawn from
+    the server's own descriptions (GET /admin/resources), so they show what
+    the server holds and validates.
 
     The admin URL and token come from TOLLGATE_ADMIN_URL / TOLLGATE_ADMIN_TOKEN,
     else from the state folder `tollgate up` wrote (--dir DIR, else

@@ -132,7 +132,9 @@ function Input({ field, value }) {
   const hint = field.kind === 'money' ? 'e.g. 2.50' : field.kind === 'names' || field.kind === 'tags' ? 'a, b, c'
     : field.kind === 'time' ? '2030-01-31T00:00:00Z' : field.name === 'routes' ? 'provider, provider' : '';
   const shown = Array.isArray(value) ? value.join(', ') : value ?? '';
-  return html`<label>${label}<input name=${field.name} type=${type} placeholder=${hint} value=${shown} autocomplete="off" /></label>`;
+  // defaultValue, not value: preact writes `value` back on every render, which would wipe what
+  // someone typed whenever the list under the form reloads.
+  return html`<label>${label}<input name=${field.name} type=${type} placeholder=${hint} defaultValue=${shown} autocomplete="off" /></label>`;
 }
 
 // A form from a resource's fields for one use (create or patch).
@@ -209,7 +211,7 @@ function Resource({ name, parent, title, extra, onCreated }) {
       rows=${list.data?.data} picked=${picked?.id} onPick=${(row) => setPicked(row)} />
     ${pickedRow && html`<div class="card">
       <h2>${schema.title} ${pickedRow.name || pickedRow.username || pickedRow.id}</h2>
-      ${canChange && schema.ops.includes('patch') && html`<${FieldForm} schema=${schema} use="patch" id=${`patch-${name}`}
+      ${canChange && schema.ops.includes('patch') && html`<${FieldForm} key=${pickedRow.id} schema=${schema} use="patch" id=${`patch-${name}`}
         initial=${pickedRow} submit="Save" onSubmit=${patch} />`}
       ${extra?.(pickedRow)}
     </div>`}

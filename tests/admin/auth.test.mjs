@@ -14,7 +14,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { bin, run, startCluster, waitFor } from '../lib/harness.mjs';
+import { bin, freePort, run, startCluster, startProgram, waitFor } from '../lib/harness.mjs';
 
 const LOCKOUT_MS = 2000;
 let cluster;
@@ -335,6 +335,33 @@ describe('lockout', () => {
     { timeout: LOCKOUT_MS + 5000, interval: 200, message: 'the address lockout to end' });
     const [{ n }] = await cluster.psql("SELECT count(*) AS n FROM login_attempts WHERE client_ip = '127.0.0.5' AND NOT succeeded");
     assert.equal(n, '5', 'refusals during the lock are not counted as attempts');
+  });
+});
+
+describe('instances', () => {
+  // tollgate-admin keeps nothing of its own: a second instance beside the cluster's takes the
+  // sessions the first one made, and a session ended on one is ended on both.
+  test('a second tollgate-admin takes the sessions of the first', async () => {
+    const [listen, control] = [await freePort(), await freePort()];
+    const second = startProgram('tollgate-admin', ['--config', path.join(cluster.dir, 'tollgate.conf'),
+      '--set', `admin.listen=127.0.0.1:${listen}`, '--set', `admin.control_bind=tcp://127.0.0.1:${control}`,
+      '--set', 'admin.metrics_listen=']);
+    try {
+      const other = `http://127.0.0.1:${listen}`;
+      await waitFor(async () => (await fetch(`${other}/healthz`).catch(() => null))?.status === 200,
+        { timeout: 10000, message: 'the second tollgate-admin to listen' });
+      const session = await login(users.viewer.name, users.viewer.password);
+      assertStatus(session, 200);
+      const me = await fetch(`${other}/admin/me`, { headers: { authorization: `Bearer ${session.body.token}` } });
+      assert.equal(me.status, 200);
+      assert.equal((await me.json()).name, users.viewer.name);
+      const out = await fetch(`${other}/admin/logout`, { method: 'POST', headers: { authorization: `Bearer ${session.body.token}` } });
+      assert.equal(out.status, 200);
+      assertStatus(await api('GET', '/admin/me', undefined, { token: session.body.token }), 401);
+    } finally {
+      const exit = await second.stop();
+      assert.equal(exit.code, 0, `the second tollgate-admin drained and exited 0:\n${second.output().slice(-2000)}`);
+    }
   });
 });
 

@@ -549,7 +549,7 @@ static void *s_start(proto_service_t *service)
     int count = proto_config_endpoints(config, "dispatch.events", endpoints, 64);
     for (int i = 0; i < count; i++)
         zsock_connect(self->outcomes, "%s", endpoints[i]);
-    proto_loop_add_socket(loop, self->outcomes, s_outcome_ready, self);
+    proto_loop_add_socket_edge(loop, self->outcomes, s_outcome_ready, self);
     self->republish_timer = proto_loop_add_timer(loop, S_REPUBLISH_MS, true, s_republish, self);
     self->snapshot_timer = proto_loop_add_timer(loop, S_SNAPSHOT_MS, true, s_snapshot, self);
     self->probe_timer =

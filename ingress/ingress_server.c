@@ -1772,7 +1772,7 @@ static void s_watch_dispatch(ingress_server_t *self, s_peer_t *peer)
     zstr_sendx(peer->monitor, "LISTEN", "DISCONNECTED", NULL);
     zstr_sendx(peer->monitor, "START", NULL);
     zsock_wait(peer->monitor);
-    proto_loop_add_socket(self->loop, zactor_sock(peer->monitor), s_dispatch_lost, peer);
+    proto_loop_add_socket_edge(self->loop, zactor_sock(peer->monitor), s_dispatch_lost, peer);
 }
 
 static int s_connect_peers(ingress_server_t *self, char *error, size_t error_size)

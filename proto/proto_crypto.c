@@ -1,6 +1,7 @@
 #include "proto_crypto.h"
 
 #include <assert.h>
+#include <stdbool.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,14 @@
 
 int proto_crypto_init(void)
 {
+    //  libsodium's own ChaCha20 generator, seeded once from the kernel, is
+    //  as good for our ids and keys as asking the kernel each time, without
+    //  a getrandom() system call for every request id and span id.
+    static bool chosen;
+    if (!chosen) {
+        randombytes_set_implementation(&randombytes_internal_implementation);
+        chosen = true;
+    }
     return sodium_init() < 0 ? -1 : 0;
 }
 

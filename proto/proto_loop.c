@@ -23,6 +23,8 @@ typedef struct {
     zsock_t *socket;          //  watched socket
     proto_loop_socket_fn *fn; //  handler
     void *arg;                //  handler argument
+    bool edge;                //  looked at only when its fd woke (never sent on elsewhere)
+    bool woke;                //  its fd woke since it was last drained
 } s_socket_t;
 
 typedef struct {
@@ -146,17 +148,35 @@ void proto_loop_remove_fd(proto_loop_t *self, int fd)
 
 //  Socket fds only wake epoll; the messages themselves are found by asking
 //  ZMQ_EVENTS on every turn.
-static void s_socket_woke(proto_loop_t *loop, int fd, uint32_t events, void *arg) {}
+//  A socket's ZMQ_FD became readable: something may be waiting on it.
+static void s_socket_woke(proto_loop_t *loop, int fd, uint32_t events, void *arg)
+{
+    for (int i = 0; i < loop->socket_count; i++)
+        if (loop->sockets[i].socket == arg)
+            loop->sockets[i].woke = true;
+}
 
-int proto_loop_add_socket(proto_loop_t *self, zsock_t *socket, proto_loop_socket_fn *fn, void *arg)
+static int s_add_socket(proto_loop_t *self, zsock_t *socket, proto_loop_socket_fn *fn, void *arg,
+                        bool edge)
 {
     if (self->socket_count == S_MAX_SOCKETS)
         return -1;
     int fd = zsock_fd(socket);
-    if (proto_loop_add_fd(self, fd, EPOLLIN, s_socket_woke, NULL) != 0)
+    if (proto_loop_add_fd(self, fd, EPOLLIN, s_socket_woke, socket) != 0)
         return -1;
-    self->sockets[self->socket_count++] = (s_socket_t){socket, fn, arg};
+    self->sockets[self->socket_count++] = (s_socket_t){socket, fn, arg, edge, true};
     return 0;
+}
+
+int proto_loop_add_socket(proto_loop_t *self, zsock_t *socket, proto_loop_socket_fn *fn, void *arg)
+{
+    return s_add_socket(self, socket, fn, arg, false);
+}
+
+int proto_loop_add_socket_edge(proto_loop_t *self, zsock_t *socket, proto_loop_socket_fn *fn,
+                               void *arg)
+{
+    return s_add_socket(self, socket, fn, arg, true);
 }
 
 void proto_loop_remove_socket(proto_loop_t *self, zsock_t *socket)
@@ -272,10 +292,17 @@ static bool s_run_sockets(proto_loop_t *self)
     bool more = false;
     for (int i = 0; i < self->socket_count; i++) {
         s_socket_t entry = self->sockets[i];
+        //  Asking a socket for ZMQ_EVENTS costs libzmq two system calls; a
+        //  socket nobody sends on cannot have its fd's edge swallowed, so
+        //  its fd alone says when to look.
+        if (entry.edge && !entry.woke)
+            continue;
+        self->sockets[i].woke = false;
         int batch = 0;
         while (!self->stopped && (zsock_events(entry.socket) & ZMQ_POLLIN)) {
             if (batch++ == S_BATCH) {
                 more = true;
+                self->sockets[i].woke = true;
                 break;
             }
             entry.fn(self, entry.socket, entry.arg);

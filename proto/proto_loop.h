@@ -46,6 +46,12 @@ void proto_loop_remove_fd(proto_loop_t *self, int fd);
 //  Watches a ZeroMQ socket for incoming messages. Returns 0 or -1.
 int proto_loop_add_socket(proto_loop_t *self, zsock_t *socket, proto_loop_socket_fn *fn, void *arg);
 
+//  The same for a socket this process never sends on outside its own
+//  handler (SUB sockets, control sockets, monitor pipes): it is looked at
+//  only when its fd wakes, which spares two system calls per loop turn.
+int proto_loop_add_socket_edge(proto_loop_t *self, zsock_t *socket, proto_loop_socket_fn *fn,
+                               void *arg);
+
 //  Stops watching a socket.
 void proto_loop_remove_socket(proto_loop_t *self, zsock_t *socket);
 

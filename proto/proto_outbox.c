@@ -45,7 +45,8 @@ struct _proto_outbox_t {
     char *path;              //  journal file, NULL when none
     int fd;                  //  journal, open for appending, -1 when none
     int lock_fd;             //  held flock on path.lock, -1 when none
-    bool dirty;              //  appended since the last sync
+    bool dirty;              //  written since the last sync
+    zchunk_t *unwritten;     //  records appended, not yet written (one write per turn)
     size_t file_bytes;       //  journal size
     size_t live_bytes;       //  of which records of held entries
 };
@@ -101,6 +102,7 @@ proto_outbox_t *proto_outbox_new_sharded(proto_loop_t *loop, zsock_t **sockets, 
     zhashx_set_destructor(self->entries, s_entry_destroy);
     self->fd = -1;
     self->lock_fd = -1;
+    self->unwritten = zchunk_new(NULL, 4096);
     uint64_t tick = resend_ms / 4 ? resend_ms / 4 : 1;
     self->timer = proto_loop_add_timer(loop, tick, true, s_resend, self);
     return self;
@@ -121,11 +123,13 @@ void proto_outbox_destroy(proto_outbox_t **self_p)
     for (size_t i = 0; i < self->socket_count; i++)
         proto_batch_destroy(&self->batches[i]);
     free(self->batches);
-    zhashx_destroy(&self->entries);
     if (self->fd >= 0) {
+        proto_outbox_write(self);
         fdatasync(self->fd);
         close(self->fd);
     }
+    zhashx_destroy(&self->entries);
+    zchunk_destroy(&self->unwritten);
     if (self->lock_fd >= 0)
         close(self->lock_fd); //  releases the flock
     free(self->path);
@@ -214,8 +218,13 @@ static int s_write_all(int fd, const uint8_t *data, size_t size)
     return 0;
 }
 
-//  Appends a record to the journal (not yet synced). Returns its size, or
-//  0 when there is no journal, -1 (as SIZE_MAX) when the write failed.
+//  Most bytes of records kept unwritten before they are written at once.
+#define S_UNWRITTEN_MAX (256 * 1024)
+
+//  Appends a record to the journal: kept in memory until proto_outbox_write
+//  (each loop turn writes all of a turn's records with one system call).
+//  Returns its size, or 0 when there is no journal, -1 (as SIZE_MAX) when a
+//  write it had to do at once failed.
 static size_t s_append(proto_outbox_t *self, int kind, const char *request_id,
                        const s_entry_t *entry)
 {
@@ -223,13 +232,28 @@ static size_t s_append(proto_outbox_t *self, int kind, const char *request_id,
         return 0;
     uint8_t *record;
     size_t size = s_record(kind, request_id, entry, &record);
-    int rc = s_write_all(self->fd, record, size);
+    zchunk_extend(self->unwritten, record, size);
     free(record);
-    if (rc != 0)
-        return SIZE_MAX;
-    self->dirty = true;
     self->file_bytes += size;
+    if (zchunk_size(self->unwritten) >= S_UNWRITTEN_MAX && proto_outbox_write(self) != 0)
+        return SIZE_MAX;
     return size;
+}
+
+int proto_outbox_write(proto_outbox_t *self)
+{
+    if (self->fd < 0 || !zchunk_size(self->unwritten))
+        return 0;
+    int rc = s_write_all(self->fd, zchunk_data(self->unwritten), zchunk_size(self->unwritten));
+    zchunk_set(self->unwritten, NULL, 0);
+    if (rc == 0)
+        self->dirty = true;
+    return rc;
+}
+
+bool proto_outbox_unwritten(proto_outbox_t *self)
+{
+    return self->fd >= 0 && zchunk_size(self->unwritten) > 0;
 }
 
 static int s_fsync_dir(const char *path)
@@ -249,6 +273,9 @@ static int s_fsync_dir(const char *path)
 //  place of the journal; leaves self->fd appending to it.
 static int s_compact(proto_outbox_t *self, char *error, size_t error_size)
 {
+    //  The new file holds every live entry: what waited to be written is in
+    //  it, or was an ack of an entry that is gone.
+    zchunk_set(self->unwritten, NULL, 0);
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", self->path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -461,6 +488,8 @@ int proto_outbox_flush(proto_outbox_t *self)
 
 int proto_outbox_sync(proto_outbox_t *self)
 {
+    if (proto_outbox_write(self) != 0)
+        return -1;
     if (self->fd < 0 || !self->dirty)
         return 0;
     if (fdatasync(self->fd) != 0)
@@ -576,6 +605,9 @@ void proto_outbox_test(bool verbose)
             proto_msg_set_body_bytes(msg, "body", 4);
         assert(proto_outbox_send_keyed(outbox, &msg, (uint64_t)i) == 0);
     }
+    //  Appends wait in memory until written (one write), then for the sync.
+    assert(proto_outbox_unwritten(outbox) && !proto_outbox_dirty(outbox));
+    assert(proto_outbox_write(outbox) == 0 && !proto_outbox_unwritten(outbox));
     assert(proto_outbox_dirty(outbox));
     assert(proto_outbox_sync(outbox) == 0 && !proto_outbox_dirty(outbox));
     assert(proto_outbox_ack(outbox, "j2"));

@@ -73,7 +73,17 @@ bool proto_outbox_ack(proto_outbox_t *self, const char *request_id);
 //  would not take a batch (it is re-sent with the next period).
 int proto_outbox_flush(proto_outbox_t *self);
 
-//  Makes every journal append so far durable. Returns 0 (also when there is
+//  Writes the journal records appended since the last write, with one
+//  system call (appends are kept in memory until then, so a busy turn costs
+//  one write, not one per message). What a SIGKILL must not lose is
+//  written before anyone is told it is safe: the caller writes before it
+//  answers. Returns 0 (also with no journal), or -1 when the write failed.
+int proto_outbox_write(proto_outbox_t *self);
+
+//  True when appended records wait for proto_outbox_write.
+bool proto_outbox_unwritten(proto_outbox_t *self);
+
+//  Makes every journal append so far durable (writes first). Returns 0 (also when there is
 //  no journal or nothing to sync) or -1 when the disk refused.
 int proto_outbox_sync(proto_outbox_t *self);
 

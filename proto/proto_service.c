@@ -1,4 +1,5 @@
 #include "proto_service.h"
+#include "proto_crypto.h"
 #include "proto_capture.h"
 #include "proto_db.h"
 #include "proto_expose.h"
@@ -440,6 +441,10 @@ int proto_service_main(int argc, char **argv, const proto_service_def_t *def)
     //  Signals are blocked before ZeroMQ starts its I/O threads so that
     //  they reach the loop's signalfd and never CZMQ's own handler.
     zsys_handler_set(NULL);
+    if (proto_crypto_init() != 0) {
+        log_error(NULL, "cannot initialise libsodium");
+        return 1;
+    }
     self.loop = proto_loop_new();
     self.metrics = proto_metrics_new();
     self.started_ms = proto_loop_now_ms();
@@ -460,7 +465,7 @@ int proto_service_main(int argc, char **argv, const proto_service_def_t *def)
                   zmq_strerror(zmq_errno()));
         goto done;
     }
-    proto_loop_add_socket(self.loop, self.control, s_control_ready, &self);
+    proto_loop_add_socket_edge(self.loop, self.control, s_control_ready, &self);
 
     snprintf(key, sizeof key, "%s.metrics_listen", def->name);
     const char *metrics_address = proto_config_str(self.config, key);

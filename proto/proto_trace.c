@@ -14,10 +14,20 @@
 #define S_HELD_MAX 20000    //  requests whose spans wait for the end decision
 #define S_HELD_SPANS_MAX 16 //  spans held per request; later ones are dropped
 
+//  A span held for its request's end: a copy, made into a SPAN message
+//  only if it is kept (most are not, and a message costs a JSON document
+//  and a span id).
+typedef struct {
+    proto_span_t span;                   //  its fields; the strings below
+    char *strings[4];                    //  owned copies: name, model, error, attributes
+    char trace[PROTO_MSG_TRACE_MAX + 1]; //  traceparent
+    uint64_t started_us;                 //  as given
+} s_copy_t;
+
 //  Spans of one request that is neither sampled nor known to be
 //  interesting yet: kept until proto_trace_finish decides.
 typedef struct {
-    zlistx_t *spans; //  proto_msg_t* SPAN messages, oldest first
+    zlistx_t *spans; //  s_copy_t*, oldest first
 } s_held_t;
 
 //  The process' sender, like proto_log's settings: set once at start-up.
@@ -46,9 +56,32 @@ static void s_held_destroy(void **item)
     *item = NULL;
 }
 
-static void s_msg_destroy(void **item)
+static void s_copy_destroy(void **item)
 {
-    proto_msg_destroy((proto_msg_t **)item);
+    s_copy_t *copy = *item;
+    if (copy)
+        for (int i = 0; i < 4; i++)
+            free(copy->strings[i]);
+    free(copy);
+    *item = NULL;
+}
+
+static char *s_dup(const char *text)
+{
+    return text ? strdup(text) : NULL;
+}
+
+static s_copy_t *s_copy_new(const char *traceparent, const proto_span_t *span)
+{
+    s_copy_t *copy = calloc(1, sizeof *copy);
+    assert(copy);
+    copy->span = *span;
+    copy->span.name = copy->strings[0] = s_dup(span->name);
+    copy->span.upstream_model = copy->strings[1] = s_dup(span->upstream_model);
+    copy->span.error_code = copy->strings[2] = s_dup(span->error_code);
+    copy->span.attributes = copy->strings[3] = s_dup(span->attributes);
+    snprintf(copy->trace, sizeof copy->trace, "%s", traceparent ? traceparent : "");
+    return copy;
 }
 
 static void s_held_new_table(void)
@@ -221,7 +254,7 @@ bool proto_trace_sampled(const char *request_id, const char *traceparent)
 }
 
 //  Keeps a span until its request's end says whether it is wanted.
-static void s_hold(const char *request_id, proto_msg_t **msg_p)
+static void s_hold(const char *request_id, const char *traceparent, const proto_span_t *span)
 {
     s_held_new_table();
     s_held_t *held = zhashx_lookup(s_trace.held, request_id);
@@ -236,16 +269,14 @@ static void s_hold(const char *request_id, proto_msg_t **msg_p)
         held = calloc(1, sizeof *held);
         assert(held);
         held->spans = zlistx_new();
-        zlistx_set_destructor(held->spans, s_msg_destroy);
+        zlistx_set_destructor(held->spans, s_copy_destroy);
         zhashx_insert(s_trace.held, request_id, held);
     }
     if (zlistx_size(held->spans) >= S_HELD_SPANS_MAX) {
         s_trace.dropped++;
-        proto_msg_destroy(msg_p);
         return;
     }
-    zlistx_add_end(held->spans, *msg_p);
-    *msg_p = NULL;
+    zlistx_add_end(held->spans, s_copy_new(traceparent, span));
 }
 
 void proto_trace_span(const char *request_id, const char *traceparent, const proto_span_t *span)
@@ -259,11 +290,12 @@ void proto_trace_span(const char *request_id, const char *traceparent, const pro
                        proto_trace_is_slow(span->duration_us);
     if (!sampled && !interesting && !span->hold)
         return;
+    if (!sampled && !interesting) {
+        s_hold(request_id, traceparent, span);
+        return;
+    }
     proto_msg_t *msg = proto_trace_message(request_id, traceparent, span);
-    if (sampled || interesting)
-        proto_trace_send(&msg);
-    else
-        s_hold(request_id, &msg);
+    proto_trace_send(&msg);
 }
 
 void proto_trace_finish(const char *request_id, bool keep)
@@ -274,9 +306,10 @@ void proto_trace_finish(const char *request_id, bool keep)
     if (!held)
         return;
     if (keep)
-        for (proto_msg_t *msg = zlistx_detach(held->spans, NULL); msg;
-             msg = zlistx_detach(held->spans, NULL))
+        for (s_copy_t *copy = zlistx_first(held->spans); copy; copy = zlistx_next(held->spans)) {
+            proto_msg_t *msg = proto_trace_message(request_id, copy->trace, &copy->span);
             proto_trace_send(&msg);
+        }
     zhashx_delete(s_trace.held, request_id);
 }
 
@@ -343,6 +376,28 @@ void proto_trace_test(bool verbose)
     free(data);
     proto_msg_destroy(&decoded);
     proto_msg_destroy(&kept);
+
+    //  Tail sampling: a held span waits for its request's end; a failure
+    //  goes at once.
+    uint64_t ppm = s_trace.sample_ppm;
+    s_trace.sample_ppm = 0;
+    proto_span_t held = {.name = "ingress.admission", .started_us = 1, .status = 200, .hold = true};
+    proto_trace_span("req-2", parent, &held);
+    assert(!kept && proto_trace_held() >= 1);
+    proto_trace_finish("req-2", true);
+    assert(kept && strcmp(proto_msg_request_id(kept), "req-2") == 0);
+    proto_msg_destroy(&kept);
+    proto_trace_span("req-3", parent, &held);
+    proto_trace_finish("req-3", false);
+    assert(!kept);
+    proto_span_t plain = {.name = "x", .status = 200};
+    proto_trace_span("req-4", parent, &plain); //  neither held nor interesting: nothing
+    assert(!kept);
+    proto_span_t failed = {.name = "x", .status = 502};
+    proto_trace_span("req-4", parent, &failed);
+    assert(kept);
+    proto_msg_destroy(&kept);
+    s_trace.sample_ppm = ppm;
     proto_trace_set_sink(NULL, NULL);
     if (verbose)
         printf("OK\n");

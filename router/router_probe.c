@@ -555,13 +555,15 @@ int main(int argc, char **argv)
     //  instances by their demand (plus one each): 30 and 10 of a 10 rps key
     //  give 10 x 31/42 and 10 x 11/42.
     PQclear(PQexec(probe.db, "UPDATE provider_keys SET max_rps = 10 WHERE name = 'k1'"));
-    char demand_body[64];
-    snprintf(demand_body, sizeof demand_body, "{\"%llu\":30}", (unsigned long long)k1);
-    s_demand(&probe, "dispatch-a", demand_body);
-    snprintf(demand_body, sizeof demand_body, "{\"%llu\":10}", (unsigned long long)k1);
-    s_demand(&probe, "dispatch-b", demand_body);
+    char demand_a[64], demand_b[64];
+    snprintf(demand_a, sizeof demand_a, "{\"%llu\":30}", (unsigned long long)k1);
+    snprintf(demand_b, sizeof demand_b, "{\"%llu\":10}", (unsigned long long)k1);
     for (int i = 0; i < 2; i++) {
-        CHECK(WAIT_UNTIL(s_share_near(&probe, i, "dispatch-a", k1, 10.0 * 31 / 42)),
+        //  Dispatch instances report every second, and a router forgets
+        //  one silent for 5 s: report while waiting, as they do.
+        CHECK(WAIT_UNTIL((s_demand(&probe, "dispatch-a", demand_a),
+                          s_demand(&probe, "dispatch-b", demand_b),
+                          s_share_near(&probe, i, "dispatch-a", k1, 10.0 * 31 / 42))),
               "router %d: no share for dispatch-a", i);
         CHECK(s_share_near(&probe, i, "dispatch-b", k1, 10.0 * 11 / 42),
               "router %d: dispatch-b's share", i);

@@ -366,14 +366,24 @@ static void s_fail(router_decision_t *decision, int status, const char *code, co
     snprintf(decision->error_message, sizeof decision->error_message, format, model);
 }
 
+struct _router_scratch_t {
+    s_resolved_t *resolved; //  resolution of the name
+    s_option_t *options;    //  every (pair, key) considered
+    s_option_t *eligible;   //  those that qualify, in order
+};
+
 void router_select_decide(const router_context_t *context, const router_request_t *request,
                           router_decision_t *decision, json_t *explain)
 {
     proto_catalog_t *catalog = context->catalog;
     memset(decision, 0, sizeof *decision);
     const char *name = request->model ? request->model : "";
-    s_resolved_t *resolved = malloc(sizeof *resolved);
-    s_option_t *options = malloc(S_OPTIONS_MAX * sizeof *options);
+    //  The working space is large (hundreds of KiB): a caller that decides
+    //  all day lends its own, so no decision allocates it (a malloc this
+    //  size also makes glibc consolidate its free lists every time).
+    router_scratch_t *scratch = context->scratch;
+    s_resolved_t *resolved = scratch ? scratch->resolved : malloc(sizeof *resolved);
+    s_option_t *options = scratch ? scratch->options : malloc(S_OPTIONS_MAX * sizeof *options);
     assert(resolved && options);
     int rc = s_resolve(context, name, resolved);
     decision->mode = router_mode_parse(resolved->model ? resolved->model->scheduling : NULL);
@@ -485,7 +495,7 @@ void router_select_decide(const router_context_t *context, const router_request_
     qsort(options, count, sizeof *options, s_compare);
 
     //  Eligible options to the front, in order; the excluded keep theirs.
-    s_option_t *eligible = malloc((count + 1) * sizeof *eligible);
+    s_option_t *eligible = scratch ? scratch->eligible : malloc((count + 1) * sizeof *eligible);
     assert(eligible);
     size_t eligible_count = 0;
     bool any_open = false, any_limited = false;
@@ -613,15 +623,42 @@ void router_select_decide(const router_context_t *context, const router_request_
             json_object_set_new(explain, "capabilities", required);
         }
     }
-    free(eligible);
+    if (!scratch)
+        free(eligible);
 done:
     if (explain) {
         json_object_set_new(explain, "status", json_integer(decision->status));
         if (decision->error_code)
             json_object_set_new(explain, "error_code", json_string(decision->error_code));
     }
-    free(options);
-    free(resolved);
+    if (!scratch) {
+        free(options);
+        free(resolved);
+    }
+}
+
+router_scratch_t *router_scratch_new(void)
+{
+    router_scratch_t *self = calloc(1, sizeof *self);
+    assert(self);
+    self->resolved = malloc(sizeof *self->resolved);
+    self->options = malloc(S_OPTIONS_MAX * sizeof *self->options);
+    self->eligible = malloc((S_OPTIONS_MAX + 1) * sizeof *self->eligible);
+    assert(self->resolved && self->options && self->eligible);
+    return self;
+}
+
+void router_scratch_destroy(router_scratch_t **self_p)
+{
+    assert(self_p);
+    router_scratch_t *self = *self_p;
+    if (!self)
+        return;
+    free(self->resolved);
+    free(self->options);
+    free(self->eligible);
+    free(self);
+    *self_p = NULL;
 }
 
 //  --------------------------------------------------------------------------

@@ -75,6 +75,16 @@ router_mode_t router_mode_parse(const char *name);
 //  Name of a mode. Static string.
 const char *router_mode_name(router_mode_t mode);
 
+//  Working space a caller may lend every decision (it is large): decisions
+//  with one do not allocate. Not shared between threads.
+typedef struct _router_scratch_t router_scratch_t;
+
+//  Creates working space. Caller owns return value.
+router_scratch_t *router_scratch_new(void);
+
+//  Destroys it; nulls the pointer.
+void router_scratch_destroy(router_scratch_t **self_p);
+
 //  What a decision consults. Everything but catalog, map and rng may be NULL.
 typedef struct {
     proto_catalog_t *catalog;  //  configuration
@@ -85,6 +95,7 @@ typedef struct {
     router_limit_t *limit;     //  per-key rate and concurrency shares
     router_rng_t *rng;         //  tie-breaking
     uint64_t stats_max_age_ms; //  health older than this is ignored, 0 = keep
+    router_scratch_t *scratch; //  working space to use, or NULL: allocate
 } router_context_t;
 
 //  One request to decide.

@@ -622,9 +622,9 @@ static void *s_start(proto_service_t *service)
     self->health = s_subscriber(config, "health.events");
     proto_loop_add_socket(loop, self->table, s_table_ready, self);
     self->table_timer = proto_loop_add_timer(loop, S_TABLE_TICK_MS, true, s_table_tick, self);
-    proto_loop_add_socket(loop, self->frontend, s_frontend_ready, self);
-    proto_loop_add_socket(loop, self->outcomes, s_outcome_ready, self);
-    proto_loop_add_socket(loop, self->health, s_health_ready, self);
+    proto_loop_add_socket_edge(loop, self->frontend, s_frontend_ready, self);
+    proto_loop_add_socket_edge(loop, self->outcomes, s_outcome_ready, self);
+    proto_loop_add_socket_edge(loop, self->health, s_health_ready, self);
     self->sweep_timer = proto_loop_add_timer(loop, S_SWEEP_MS, true, s_sweep, self);
     log_info(NULL, "router ready on %s, routing tables on %s, zero-config %s", bind, table_bind,
              self->zero_config ? "on" : "off");

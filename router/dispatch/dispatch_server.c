@@ -66,6 +66,7 @@ struct _dispatch_server_t {
     router_limit_t *limit;             //  our shares of provider-key limits
     router_sticky_t *sticky;           //  per client key, the model that served it well
     router_rng_t rng;                  //  spreads ties
+    router_scratch_t *scratch;         //  the decisions' working space
     bool zero_config;                  //  router.zero_config
     uint64_t table_version;            //  of the last table merged
     char table_router[128];            //  and the router it came from
@@ -391,28 +392,35 @@ static void s_finish(s_request_t *self, const s_ending_t *ending)
         }
         if (zchunk_size(self->out))
             proto_msg_set_body_bytes(done, zchunk_data(self->out), zchunk_size(self->out));
-        //  The client learns that the request is complete only from DONE.
-        //  The SETTLE above is already in the journal's file (written, in
-        //  the kernel's page cache), which is all a SIGKILL of this process
-        //  needs. With dispatch.journal_sync DONE also waits until it is on
-        //  disk, so a crash of the whole host loses nothing either (group
-        //  commit: one fdatasync per loop turn, in s_turn) — at the price
-        //  of a disk flush on the request path.
-        if (server->journal_sync && proto_outbox_dirty(server->outbox))
+        //  The client learns that the request is complete only from DONE,
+        //  so DONE waits for the SETTLE above to be in the journal's file
+        //  (written, in the kernel's page cache), which is all a SIGKILL of
+        //  this process needs: one write for all of a turn's records, at
+        //  the end of the turn (s_turn), never a wait on anything else.
+        //  With dispatch.journal_sync DONE also waits until it is on disk,
+        //  so a crash of the whole host loses nothing either (group commit:
+        //  one fdatasync per loop turn) — at the price of a disk flush on
+        //  the request path.
+        if (proto_outbox_unwritten(server->outbox) ||
+            (server->journal_sync && proto_outbox_dirty(server->outbox)))
             zlistx_add_end(server->done_waiting, done);
         else if (proto_msg_send(&done, server->router) != 0)
             log_warn(self->rid, "DONE could not be sent to ingress");
     }
 
-    log_info(self->rid,
-             "done status=%d attempts=%d provider=%llu model=%s in=%llu out=%llu%s "
-             "latency_ms=%llu ttfb_ms=%llu%s%s",
-             ending->status, self->attempts,
-             (unsigned long long)(candidate ? candidate->provider_id : 0),
-             candidate ? candidate->upstream_model : "-", (unsigned long long)usage->tokens_in,
-             (unsigned long long)usage->tokens_out, usage->estimated ? " (estimated)" : "",
-             (unsigned long long)(latency_us / 1000), (unsigned long long)(ttfb_us / 1000),
-             ending->error_code ? " error=" : "", ending->error_code ? ending->error_code : "");
+    //  One line per request is a write per request: at info only for the
+    //  requests an operator looks for (failed or failed over), as with spans.
+    proto_log_level_t level =
+        ending->status >= 400 || self->attempts > 1 ? PROTO_LOG_INFO : PROTO_LOG_DEBUG;
+    proto_log(level, self->rid,
+              "done status=%d attempts=%d provider=%llu model=%s in=%llu out=%llu%s "
+              "latency_ms=%llu ttfb_ms=%llu%s%s",
+              ending->status, self->attempts,
+              (unsigned long long)(candidate ? candidate->provider_id : 0),
+              candidate ? candidate->upstream_model : "-", (unsigned long long)usage->tokens_in,
+              (unsigned long long)usage->tokens_out, usage->estimated ? " (estimated)" : "",
+              (unsigned long long)(latency_us / 1000), (unsigned long long)(ttfb_us / 1000),
+              ending->error_code ? " error=" : "", ending->error_code ? ending->error_code : "");
     if (ending->reply)
         proto_capture_response_body(self->capture, zchunk_data(self->out), zchunk_size(self->out));
     proto_capture_send(&self->capture, self->rid, proto_msg_trace(self->dispatch),
@@ -815,7 +823,8 @@ static router_context_t s_context(dispatch_server_t *self)
                               .stats = self->stats,
                               .limit = self->limit,
                               .rng = &self->rng,
-                              .stats_max_age_ms = S_STATS_MAX_AGE_MS};
+                              .stats_max_age_ms = S_STATS_MAX_AGE_MS,
+                              .scratch = self->scratch};
 }
 
 //  Orders the candidates of a new request. Returns 0, or -1 when it was
@@ -1045,13 +1054,18 @@ static void s_billing_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
         log_warn(NULL, "billing: dropped a malformed message");
 }
 
-//  After each turn's handlers: one fdatasync for every SETTLE journaled in
-//  this turn, then the DONEs that waited for it.
+//  After each turn's handlers: one write of every SETTLE journaled in this
+//  turn (and one fdatasync with dispatch.journal_sync), then the DONEs that
+//  waited for it: a client hears "done" only once its usage record would
+//  survive a SIGKILL of this process.
 static void s_send_waiting(dispatch_server_t *self)
 {
+    if (proto_outbox_write(self->outbox) != 0)
+        log_error(NULL, "settlement journal: write failed: %s; the records are held in memory",
+                  strerror(errno));
     if (zlistx_size(self->done_waiting) == 0)
         return;
-    if (proto_outbox_sync(self->outbox) != 0)
+    if (self->journal_sync && proto_outbox_sync(self->outbox) != 0)
         //  The record is still held in memory and re-sent; only a crash
         //  of this process before its COMMIT would lose it.
         log_error(NULL, "settlement journal: fdatasync failed: %s; answering anyway",
@@ -1162,6 +1176,7 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
     router_breaker_config_t breaker = router_server_breaker_config(self->config);
     self->breaker = router_breaker_new(&breaker);
     self->stats = router_stats_new();
+    self->scratch = router_scratch_new();
     self->resets = zhashx_new();
     const char *dispatch_endpoints[S_MAX_ENDPOINTS];
     int instances = (int)proto_config_int(self->config, "dispatch.instances");
@@ -1242,7 +1257,7 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
         log_warn(NULL, "no state_dir: settlements are kept in memory only and a crash of this "
                        "process loses the unacknowledged ones");
     proto_loop_add_socket(self->loop, self->router, s_router_ready, self);
-    proto_loop_add_socket(self->loop, self->tables, s_tables_ready, self);
+    proto_loop_add_socket_edge(self->loop, self->tables, s_tables_ready, self);
     self->demand_timer = proto_loop_add_timer(self->loop, S_DEMAND_MS, true, s_demand_tick, self);
     for (int i = 0; i < count; i++)
         proto_loop_add_socket(self->loop, self->billing[i], s_billing_ready, self);
@@ -1289,6 +1304,7 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
     router_stats_destroy(&self->stats);
     router_limit_destroy(&self->limit);
     router_sticky_destroy(&self->sticky);
+    router_scratch_destroy(&self->scratch);
     zhashx_destroy(&self->resets);
     zsock_destroy(&self->tables);
     zsock_destroy(&self->router);

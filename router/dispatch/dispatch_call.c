@@ -171,6 +171,10 @@ dispatch_call_t *dispatch_call_new(dispatch_multi_t *multi, proto_loop_t *loop,
     }
     CURL *easy = self->easy;
     curl_easy_setopt(easy, CURLOPT_URL, spec->url);
+    //  libcurl's receive buffer is per transfer: 16 KiB by default, which is
+    //  most of a stream's memory at thousands of streams; model answers
+    //  come in small events.
+    curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, 4096L);
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, self->headers);
     curl_easy_setopt(easy, CURLOPT_POST, 1L);
     curl_easy_setopt(easy, CURLOPT_POSTFIELDS, self->body);

@@ -104,16 +104,16 @@ struct _s_request_t {
     int client_protocol;             //  proto_protocol_t of the client
     bool count_tokens;               //  a token count (DISPATCH meta), not a generation
     bool json_array;                 //  a Gemini client's stream as one JSON array (meta)
-    proto_candidate_t candidates[PROTO_MSG_CANDIDATES_MAX]; //  the router's order
-    size_t candidate_count;                                 //  entries in candidates
-    size_t next;                                            //  next candidate to try
-    int attempts;                                           //  attempts started
-    bool unsupported;             //  a candidate was skipped for its protocol pair
-    uint64_t received_us;         //  monotonic time DISPATCH arrived
-    uint64_t started_wall_us;     //  wall clock at the same moment
-    uint64_t record_started_us;   //  the usage row's started_at: ingress's stamp when sent
-    uint64_t deadline_us;         //  monotonic deadline, 0 = none
-    dispatch_failures_t failures; //  attempts that failed over
+    proto_candidate_t *candidates;   //  the decision's order (as many as it gave)
+    size_t candidate_count;          //  entries in candidates
+    size_t next;                     //  next candidate to try
+    int attempts;                    //  attempts started
+    bool unsupported;                //  a candidate was skipped for its protocol pair
+    uint64_t received_us;            //  monotonic time DISPATCH arrived
+    uint64_t started_wall_us;        //  wall clock at the same moment
+    uint64_t record_started_us;      //  the usage row's started_at: ingress's stamp when sent
+    uint64_t deadline_us;            //  monotonic deadline, 0 = none
+    dispatch_failures_t failures;    //  attempts that failed over
     //  The current attempt
     const proto_candidate_t *candidate; //  its candidate, NULL before the first
     dispatch_call_t *call;              //  its upstream call, NULL when none runs
@@ -213,6 +213,7 @@ static void s_request_destroy(s_request_t **self_p)
     zchunk_destroy(&self->answer);
     zframe_destroy(&self->body);
     proto_msg_destroy(&self->dispatch);
+    free(self->candidates);
     free(self);
     *self_p = NULL;
 }
@@ -850,6 +851,10 @@ static int s_decide(dispatch_server_t *self, s_request_t *request)
     proto_observe_decision(request->rid, proto_msg_trace(msg), status, decision->candidates,
                            status == 200 ? decision->count : 0, started_us);
     if (status == 200) {
+        //  Sized by what the decision gave (usually one to three), not by
+        //  the most a decision may give: a request in flight is small.
+        request->candidates = malloc(decision->count * sizeof *decision->candidates);
+        assert(request->candidates);
         memcpy(request->candidates, decision->candidates,
                decision->count * sizeof *decision->candidates);
         request->candidate_count = decision->count;

@@ -6,6 +6,7 @@
 #include "proto_batch.h"
 #include "proto_db.h"
 #include "proto_log.h"
+#include "proto_socket.h"
 #include "proto_msg.h"
 #include "proto_observe.h"
 #include "proto_outbox.h"
@@ -642,7 +643,7 @@ static void s_load_spend(billing_t *self, proto_config_t *config)
 
 static zsock_t *s_socket(int type, int hwm)
 {
-    zsock_t *socket = zsock_new(type);
+    zsock_t *socket = proto_socket_new(type);
     if (socket) {
         zsock_set_sndhwm(socket, hwm);
         zsock_set_rcvhwm(socket, hwm);
@@ -695,7 +696,7 @@ billing_t *billing_new(proto_service_t *service)
 
     const char *bind = proto_config_str(config, "billing.bind");
     self->router = s_socket(ZMQ_ROUTER, S_HWM);
-    if (!self->router || zsock_bind(self->router, "%s", bind) < 0) {
+    if (!self->router || proto_socket_bind(self->router, bind) < 0) {
         log_error(NULL, "cannot bind billing.bind %s: %s", bind, zmq_strerror(zmq_errno()));
         billing_destroy(&self);
         return NULL;
@@ -706,9 +707,7 @@ billing_t *billing_new(proto_service_t *service)
     const char *endpoints[64];
     int count = proto_config_endpoints(config, "ledger", endpoints, 64);
     for (int i = 0; i < count; i++)
-        if (zsock_connect(self->ledger, "%s", endpoints[i]) < 0) {
-            log_error(NULL, "cannot connect to ledger %s: %s", endpoints[i],
-                      zmq_strerror(zmq_errno()));
+        if (proto_socket_connect(self->ledger, "ledger", endpoints[i]) < 0) {
             billing_destroy(&self);
             return NULL;
         }

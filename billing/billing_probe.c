@@ -16,6 +16,7 @@
 */
 #include "proto_price.h"
 #include "admin_check.h"
+#include "proto_socket.h"
 #include "proto_log.h"
 #include "proto_loop.h"
 #include "proto_batch.h"
@@ -172,8 +173,8 @@ static void s_expect_commit(proto_msg_t **settle_p)
 
 static char *s_pong(const char *control)
 {
-    zsock_t *dealer = zsock_new(ZMQ_DEALER);
-    S_CHECK(zsock_connect(dealer, "%s", control) == 0, "connect %s", control);
+    zsock_t *dealer = proto_socket_client(ZMQ_DEALER, "billing.control", control);
+    S_CHECK(dealer, "connect %s", control);
     proto_msg_t *ping = proto_msg_new(PROTO_MSG_PING);
     proto_msg_send(&ping, dealer);
     zpoller_t *poller = zpoller_new(dealer, NULL);
@@ -195,6 +196,9 @@ int main(int argc, char **argv)
     proto_log_init("billing_probe", PROTO_LOG_WARN);
     zsys_init();
     zsys_set_linger(0);
+    char socket_error[512];
+    S_CHECK(proto_socket_init_env("probe", socket_error, sizeof socket_error) == 0, "%s",
+            socket_error);
     s_db = PQconnectdb(url);
     S_CHECK(PQstatus(s_db) == CONNECTION_OK, "connect: %s", PQerrorMessage(s_db));
 
@@ -240,11 +244,11 @@ int main(int argc, char **argv)
     S_CHECK(PQresultStatus(committed) == PGRES_COMMAND_OK, "COMMIT: %s", PQerrorMessage(s_db));
     PQclear(committed);
 
-    s_billing = zsock_new(ZMQ_DEALER);
+    s_billing = proto_socket_new(ZMQ_DEALER);
     s_queue = zlistx_new();
     zsock_set_rcvhwm(s_billing, 100000);
     zsock_set_sndhwm(s_billing, 100000);
-    S_CHECK(zsock_connect(s_billing, "%s", argv[1]) == 0, "connect %s", argv[1]);
+    S_CHECK(proto_socket_connect(s_billing, "billing", argv[1]) == 0, "connect %s", argv[1]);
 
     //  Wait until billing has the new configuration: the admission of the
     //  new key succeeds (one question per try, each waiting for its answer).

@@ -4,6 +4,7 @@
 #include "proto_db.h"
 #include "proto_batch.h"
 #include "proto_log.h"
+#include "proto_socket.h"
 #include "proto_msg.h"
 #include "proto_watch.h"
 #include "router_map.h"
@@ -522,8 +523,8 @@ static void *s_start(proto_service_t *service)
         return NULL;
     }
     const char *bind = proto_config_str(config, "health.events.bind");
-    self->publisher = zsock_new(ZMQ_PUB);
-    if (zsock_bind(self->publisher, "%s", bind) < 0) {
+    self->publisher = proto_socket_new(ZMQ_PUB);
+    if (!self->publisher || proto_socket_bind(self->publisher, bind) < 0) {
         log_error(NULL, "cannot bind %s: %s", bind, zmq_strerror(zmq_errno()));
         void *state = self;
         s_stop(&state);
@@ -543,12 +544,9 @@ static void *s_start(proto_service_t *service)
         s_stop(&state);
         return NULL;
     }
-    self->outcomes = zsock_new(ZMQ_SUB);
+    self->outcomes = proto_socket_new(ZMQ_SUB);
     zsock_set_subscribe(self->outcomes, "");
-    const char *endpoints[64];
-    int count = proto_config_endpoints(config, "dispatch.events", endpoints, 64);
-    for (int i = 0; i < count; i++)
-        zsock_connect(self->outcomes, "%s", endpoints[i]);
+    proto_socket_connect_all(self->outcomes, config, "dispatch.events");
     proto_loop_add_socket_edge(loop, self->outcomes, s_outcome_ready, self);
     self->republish_timer = proto_loop_add_timer(loop, S_REPUBLISH_MS, true, s_republish, self);
     self->snapshot_timer = proto_loop_add_timer(loop, S_SNAPSHOT_MS, true, s_snapshot, self);

@@ -48,6 +48,7 @@
 #include "proto_crypto.h"
 #include "proto_error.h"
 #include "proto_log.h"
+#include "proto_socket.h"
 #include "proto_msg.h"
 #include "proto_observe.h"
 #include "proto_outbox.h"
@@ -1707,13 +1708,13 @@ static void s_catalog_loaded(proto_catalog_t **catalog_p, void *arg)
 }
 
 //  Connects a DEALER to an endpoint and hands it to the loop.
-static int s_peer_open(ingress_server_t *self, s_peer_t *peer, int index, const char **endpoints,
-                       int count, bool immediate, proto_loop_socket_fn *fn, char *error,
-                       size_t error_size)
+static int s_peer_open(ingress_server_t *self, s_peer_t *peer, int index, const char *component,
+                       const char **endpoints, int count, bool immediate, proto_loop_socket_fn *fn,
+                       char *error, size_t error_size)
 {
     peer->server = self;
     peer->index = index;
-    peer->socket = zsock_new(ZMQ_DEALER);
+    peer->socket = proto_socket_new(ZMQ_DEALER);
     //  Never block the loop on a send: a full queue is an answer (503).
     zsock_set_sndtimeo(peer->socket, 0);
     zsock_set_rcvhwm(peer->socket, S_PEER_RCVHWM);
@@ -1723,7 +1724,7 @@ static int s_peer_open(ingress_server_t *self, s_peer_t *peer, int index, const 
     zsock_set_reconnect_ivl(peer->socket, 20);
     zsock_set_reconnect_ivl_max(peer->socket, 500);
     for (int i = 0; i < count; i++)
-        if (zsock_connect(peer->socket, "%s", endpoints[i]) != 0) {
+        if (proto_socket_connect(peer->socket, component, endpoints[i]) != 0) {
             snprintf(error, error_size, "cannot connect to %s", endpoints[i]);
             return -1;
         }
@@ -1787,8 +1788,8 @@ static int s_connect_peers(ingress_server_t *self, char *error, size_t error_siz
         //  Billing queues while it restarts: the internal
         //  timeout reports them down. Dispatch is chosen per request, so
         //  an instance without a live connection is skipped (immediate).
-        if (s_peer_open(self, &self->billing[i], i, &endpoints[i], 1, false, s_billing_ready, error,
-                        error_size) != 0)
+        if (s_peer_open(self, &self->billing[i], i, "billing", &endpoints[i], 1, false,
+                        s_billing_ready, error, error_size) != 0)
             return -1;
         self->billing[i].outbox =
             proto_outbox_new(self->loop, self->billing[i].socket, S_SETTLE_RESEND_MS);
@@ -1801,8 +1802,8 @@ static int s_connect_peers(ingress_server_t *self, char *error, size_t error_siz
         return -1;
     }
     for (int i = 0; i < count; i++) {
-        if (s_peer_open(self, &self->dispatch[i], i, &endpoints[i], 1, true, s_dispatch_ready,
-                        error, error_size) != 0)
+        if (s_peer_open(self, &self->dispatch[i], i, "dispatch", &endpoints[i], 1, true,
+                        s_dispatch_ready, error, error_size) != 0)
             return -1;
         self->dispatch_count++;
         s_watch_dispatch(self, &self->dispatch[i]);
@@ -2348,6 +2349,8 @@ void ingress_server_test(bool verbose)
         assert(proto_config_set(config, settings[i][0], settings[i][1], "test", error,
                                 sizeof error) == 0);
     proto_metrics_t *metrics = proto_metrics_new();
+    //  inproc:// peers carry no security; the socket limits still apply.
+    assert(proto_socket_init_with("none", "", "ingress", -1, error, sizeof error) == 0);
     test.server = ingress_server_new(test.loop, config, metrics, false, error, sizeof error);
     assert(test.server);
     test.port = ingress_server_port(test.server);
@@ -2521,6 +2524,7 @@ void ingress_server_test(bool verbose)
 
     s_test_key = NULL;
     ingress_server_destroy(&test.server);
+    proto_socket_shutdown();
     assert(test.server == NULL);
     proto_loop_remove_socket(test.loop, test.billing);
     proto_loop_remove_socket(test.loop, test.dispatch);

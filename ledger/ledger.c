@@ -4,6 +4,7 @@
 #include "ledger_store.h"
 #include "proto_db.h"
 #include "proto_log.h"
+#include "proto_socket.h"
 #include "proto_msg.h"
 #include "proto_trace.h"
 
@@ -339,7 +340,7 @@ ledger_t *ledger_new(proto_service_t *service)
     self->m_depth = proto_metrics_gauge(metrics, "tollgate_ledger_queue_depth",
                                         "entries waiting to be written", NULL);
     const char *bind = proto_config_str(config, "ledger.bind");
-    self->router = zsock_new(ZMQ_ROUTER);
+    self->router = proto_socket_new(ZMQ_ROUTER);
     if (self->router) {
         //  What waits unread is bounded: ENTRY senders keep their records
         //  and re-send, and trace spans may be dropped, so a burst this
@@ -348,7 +349,7 @@ ledger_t *ledger_new(proto_service_t *service)
         zsock_set_rcvhwm(self->router, S_RCVHWM);
         zsock_set_sndhwm(self->router, S_HWM);
     }
-    if (!self->router || zsock_bind(self->router, "%s", bind) < 0) {
+    if (!self->router || proto_socket_bind(self->router, bind) < 0) {
         log_error(NULL, "cannot bind ledger.bind %s: %s", bind, zmq_strerror(zmq_errno()));
         ledger_destroy(&self);
         return NULL;

@@ -15,6 +15,7 @@
     `bench COUNT` instead measures entries per second into PostgreSQL.
 */
 #include "admin_check.h"
+#include "proto_socket.h"
 #include "proto_log.h"
 #include "proto_loop.h"
 #include "proto_batch.h"
@@ -229,13 +230,16 @@ int main(int argc, char **argv)
     proto_log_init("ledger_probe", PROTO_LOG_WARN);
     zsys_init();
     zsys_set_linger(0);
+    char socket_error[512];
+    S_CHECK(proto_socket_init_env("probe", socket_error, sizeof socket_error) == 0, "%s",
+            socket_error);
     s_db = PQconnectdb(url);
     S_CHECK(PQstatus(s_db) == CONNECTION_OK, "connect: %s", PQerrorMessage(s_db));
     s_sent = zhashx_new();
-    zsock_t *dealer = zsock_new(ZMQ_DEALER);
+    zsock_t *dealer = proto_socket_new(ZMQ_DEALER);
     zsock_set_sndhwm(dealer, 1000000);
     zsock_set_rcvhwm(dealer, 1000000);
-    S_CHECK(zsock_connect(dealer, "%s", argv[1]) == 0, "connect %s", argv[1]);
+    S_CHECK(proto_socket_connect(dealer, "ledger", argv[1]) == 0, "connect %s", argv[1]);
 
     char name[64];
     for (int i = 0; i < S_ACCOUNTS; i++) {

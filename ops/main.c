@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "ops_admin.h"
+#include "ops_cert.h"
 #include "ops_ledger.h"
 #include "ops_top.h"
 
@@ -94,6 +95,8 @@ static const s_command_t s_commands[] = {
      "circuit breakers that are not closed; close one in every router", false},
     {"sticky", ops_admin_main, "[--session S] | rm SESSION", "sticky session bindings", false},
     {"health", ops_admin_main, "[--provider P]", "provider health and model-list fetches", false},
+    {"cert", ops_cert_main, "make|list [--curve-dir FOLDER] [--dir DIR] [--replace] [PROGRAM ...]",
+     "make or list the cluster's CURVE certificates (internal traffic)", false},
     {"ledger", ops_ledger_main, "check|balances|spend|usage|partitions|prune ...",
      "ledger reports, checks and upkeep (straight to PostgreSQL)", false},
     {"log-level", ops_admin_main, "[set debug|info|warn|error|default [--program NAME]]",
@@ -346,7 +349,7 @@ static int s_cmd_ping(int argc, char **argv)
         return 2;
     }
     if (endpoint)
-        return ops_cluster_ping_endpoint(endpoint, timeout_ms, ready, stdout);
+        return ops_cluster_ping_endpoint(dir, endpoint, timeout_ms, ready, stdout);
     if (count > 32) {
         fprintf(stderr, "tollgate ping: at most 32 programs at once\n");
         return 2;

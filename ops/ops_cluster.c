@@ -726,31 +726,71 @@ done:
     return exit_code;
 }
 
-int ops_cluster_ping_endpoint(const char *endpoint, int timeout_ms, bool ready, FILE *out)
+//  The configuration a command without a cluster reads: TOLLGATE_CONFIG's
+//  file, else DIR/tollgate.conf when there is one, then TOLLGATE_* from the
+//  environment. Caller owns return value; NULL with a message in error.
+static proto_config_t *s_ambient_config(const char *dir, char *error, size_t error_size)
 {
-    //  ops_ping reads endpoints from a configuration; a throwaway one holds
-    //  just this endpoint, so the PING goes out exactly as for a cluster.
+    extern char **environ;
     proto_config_t *config = proto_config_new();
-    char error[512];
-    if (proto_config_set(config, "ingress.control_bind", endpoint, "--endpoint", error,
-                         sizeof error) != 0) {
-        fprintf(stderr, "tollgate ping: %s\n", error);
+    const char *file = getenv("TOLLGATE_CONFIG");
+    char state_file[PATH_MAX];
+    snprintf(state_file, sizeof state_file, "%s/tollgate.conf", dir);
+    if (!file || !*file)
+        file = access(state_file, R_OK) == 0 ? state_file : NULL;
+    if ((file && proto_config_load_file(config, file, error, error_size) != 0) ||
+        proto_config_load_env(config, environ, error, error_size) != 0)
         proto_config_destroy(&config);
+    return config;
+}
+
+int ops_cluster_ping_endpoint(const char *dir, const char *endpoint, int timeout_ms, bool ready,
+                              FILE *out)
+{
+    char error[1024];
+    proto_config_t *config = s_ambient_config(dir, error, sizeof error);
+    if (!config) {
+        fprintf(stderr, "tollgate ping: %s\n", error);
         return 2;
     }
-    const char *names[] = {"ingress"};
-    ops_ping_result_t result;
-    int answered = ops_ping_programs(config, names, 1, timeout_ms, &result);
+    //  ops_ping reads endpoints from a configuration: every program's
+    //  control socket is set to this endpoint. With CURVE the client must
+    //  name the server's public key, and the endpoint does not say whose it
+    //  is, so one PING goes out with each program's key and the one that
+    //  fits answers.
+    const char *names[16];
+    int count = 0;
+    bool curve = strcmp(proto_config_str(config, "security"), "curve") == 0;
+    for (int i = 0; ops_programs[i] && count < 16; i++) {
+        char key[96], cert[PATH_MAX];
+        snprintf(key, sizeof key, "%s.control_bind", ops_programs[i]);
+        snprintf(cert, sizeof cert, "%s/public/%s.cert", proto_config_str(config, "curve.dir"),
+                 ops_programs[i]);
+        if (curve ? access(cert, R_OK) != 0 : count > 0)
+            continue;
+        if (proto_config_set(config, key, endpoint, "--endpoint", error, sizeof error) != 0) {
+            fprintf(stderr, "tollgate ping: %s\n", error);
+            proto_config_destroy(&config);
+            return 2;
+        }
+        names[count++] = ops_programs[i];
+    }
+    ops_ping_result_t results[16];
+    int answered = count ? ops_ping_programs(config, names, count, timeout_ms, results) : 0;
     proto_config_destroy(&config);
+    const char *meta = "";
+    for (int i = 0; i < count; i++)
+        if (results[i].answered)
+            meta = results[i].meta;
     bool draining = false;
-    if (answered == 1)
-        s_pong_pid(result.meta, &draining);
+    if (answered >= 1)
+        s_pong_pid(meta, &draining);
     fprintf(out, "%s %s %s\n", endpoint,
-            answered != 1 ? "no answer"
-            : draining    ? "draining"
-                          : "ok",
-            result.meta);
-    return answered == 1 && !(ready && draining) ? 0 : 1;
+            answered < 1 ? "no answer"
+            : draining   ? "draining"
+                         : "ok",
+            meta);
+    return answered >= 1 && !(ready && draining) ? 0 : 1;
 }
 
 int ops_cluster_supervise(ops_cluster_t *self)

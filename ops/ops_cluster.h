@@ -61,10 +61,12 @@ int ops_cluster_ping(ops_cluster_t *self, const char *const names[], int count, 
 int ops_cluster_restart(ops_cluster_t *self, const char *name, int timeout_ms, FILE *out);
 
 //  Sends PING to one control endpoint (`tollgate ping --endpoint`), no
-//  state folder needed: for container health checks. Prints the PONG's
-//  meta. Returns 0 when it answered (and, when `ready`, is not draining),
-//  1 otherwise.
-int ops_cluster_ping_endpoint(const char *endpoint, int timeout_ms, bool ready, FILE *out);
+//  state folder needed: for container health checks. Security settings
+//  come from TOLLGATE_CONFIG, else DIR/tollgate.conf when present, and the
+//  environment. Prints the PONG's meta. Returns 0 when it answered (and, when `ready`, is not
+//  draining), 1 otherwise.
+int ops_cluster_ping_endpoint(const char *dir, const char *endpoint, int timeout_ms, bool ready,
+                              FILE *out);
 
 //  Runs the supervisor in this process until SIGTERM (`tollgate supervise`).
 int ops_cluster_supervise(ops_cluster_t *self);

@@ -1,17 +1,53 @@
 #include "ops_ping.h"
+#include "proto_log.h"
 #include "proto_loop.h"
 #include "proto_msg.h"
+#include "proto_socket.h"
 
 #include <assert.h>
 #include <czmq.h>
+#include <dirent.h>
+#include <limits.h>
 #include <string.h>
 
 #define S_MAX_PROGRAMS 32
+
+int ops_ping_security(proto_config_t *config, char *error, size_t error_size)
+{
+    if (proto_socket_init(config, "tollgate", error, error_size) == 0)
+        return 0;
+    //  Inside one program's container only that program's certificate is
+    //  at hand; it is one of the cluster's, so the servers admit it too.
+    char secret[PATH_MAX];
+    snprintf(secret, sizeof secret, "%s/secret", proto_config_str(config, "curve.dir"));
+    DIR *folder =
+        strcmp(proto_config_str(config, "security"), "curve") == 0 ? opendir(secret) : NULL;
+    int rc = -1;
+    struct dirent *entry;
+    while (folder && rc != 0 && (entry = readdir(folder))) {
+        size_t length = strlen(entry->d_name);
+        if (entry->d_name[0] == '.' || length <= 5 || strcmp(entry->d_name + length - 5, ".cert"))
+            continue;
+        char program[64], ignored[512];
+        snprintf(program, sizeof program, "%.*s", (int)(length - 5), entry->d_name);
+        rc = proto_socket_init(config, program, ignored, sizeof ignored);
+    }
+    if (folder)
+        closedir(folder);
+    return rc;
+}
 
 int ops_ping_programs(proto_config_t *config, const char *const names[], int count, int timeout_ms,
                       ops_ping_result_t results[])
 {
     assert(count <= S_MAX_PROGRAMS);
+    char error[1024];
+    if (ops_ping_security(config, error, sizeof error) != 0) {
+        log_error(NULL, "%s", error);
+        for (int i = 0; i < count; i++)
+            results[i] = (ops_ping_result_t){0};
+        return 0;
+    }
     zsock_t *sockets[S_MAX_PROGRAMS] = {NULL};
     zmq_pollitem_t items[S_MAX_PROGRAMS];
     int waiting = 0;
@@ -19,12 +55,12 @@ int ops_ping_programs(proto_config_t *config, const char *const names[], int cou
         results[i] = (ops_ping_result_t){0};
         char key[96];
         snprintf(key, sizeof key, "%s.control_bind", names[i]);
-        sockets[i] = zsock_new(ZMQ_DEALER);
+        sockets[i] = proto_socket_new(ZMQ_DEALER);
         assert(sockets[i]);
         //  A program that never answers must not keep us alive at exit.
         zsock_set_linger(sockets[i], 0);
         if (!proto_config_known(key) ||
-            zsock_connect(sockets[i], "%s", proto_config_str(config, key)) != 0) {
+            proto_socket_connect(sockets[i], names[i], proto_config_str(config, key)) != 0) {
             zsock_destroy(&sockets[i]);
             continue;
         }
@@ -67,5 +103,6 @@ int ops_ping_programs(proto_config_t *config, const char *const names[], int cou
     }
     for (int i = 0; i < count; i++)
         zsock_destroy(&sockets[i]);
+    proto_socket_shutdown();
     return answered;
 }

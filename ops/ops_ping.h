@@ -17,6 +17,11 @@ typedef struct {
     char meta[1024]; //  the PONG's meta JSON, "" when none
 } ops_ping_result_t;
 
+//  Sets this process' socket security from `config` (security, curve.dir)
+//  with the certificate of `tollgate`, or else of any program found in
+//  curve.dir/secret. Returns 0, or -1 with a message in error.
+int ops_ping_security(proto_config_t *config, char *error, size_t error_size);
+
 //  Pings `count` programs by name ("ingress"). results[i] answers names[i].
 //  Returns how many answered within timeout_ms.
 int ops_ping_programs(proto_config_t *config, const char *const names[], int count, int timeout_ms,

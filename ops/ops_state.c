@@ -1,6 +1,7 @@
 #include "ops_state.h"
 
 #include "ops_test.h"
+#include "proto_socket.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -20,6 +21,9 @@
 
 const char *const ops_programs[] = {"ledger",   "billing", "health", "router",
                                     "dispatch", "ingress", "admin",  NULL};
+
+const char *const ops_cert_programs[] = {"ledger",  "billing", "health", "router",   "dispatch",
+                                         "ingress", "admin",   "probe",  "tollgate", NULL};
 
 //  Every ZeroMQ endpoint of a cluster: config key and socket file name.
 //  Each program's control socket is added from ops_programs.
@@ -229,6 +233,15 @@ int ops_state_write_config(ops_state_t *self, const char *host, int port, int ad
     ops_state_random_hex(secret_key, sizeof secret_key, 32);
     ops_state_random_hex(token, sizeof token, 32);
 
+    char curve_dir[PATH_MAX];
+    snprintf(curve_dir, sizeof curve_dir, "%s/curve", self->dir);
+    int programs = 0;
+    while (ops_cert_programs[programs])
+        programs++;
+    if (proto_socket_make_certs(curve_dir, ops_cert_programs, programs, false, error, error_size) <
+        0)
+        return -1;
+
     char *text = NULL;
     size_t text_size = 0;
     FILE *out = open_memstream(&text, &text_size);
@@ -245,6 +258,10 @@ int ops_state_write_config(ops_state_t *self, const char *host, int port, int ad
     fprintf(out, "state_dir = %s/data\n", self->dir);
     fprintf(out, "database_url = %s\n", self->database_url);
     fprintf(out, "secret_key = %s\n\n", secret_key);
+    fprintf(out, "# Internal traffic: ZeroMQ CURVE with the certificates in curve.dir\n"
+                 "# (tollgate cert list); security = none would make it plain.\n");
+    fprintf(out, "security = curve\n");
+    fprintf(out, "curve.dir = %s\n\n", curve_dir);
     fprintf(out, "ingress.listen = %s:%d\n", host, port);
     fprintf(out, "admin.listen = %s:%d\n", host, admin_port);
     fprintf(out, "admin.token = tga_%s\n\n", token);

@@ -23,6 +23,9 @@
 
 //  The programs a cluster runs, in start order. NULL-terminated.
 extern const char *const ops_programs[];
+//  Programs that get a CURVE certificate (NULL-terminated): the programs
+//  above, the test probes and the `tollgate` tool itself.
+extern const char *const ops_cert_programs[];
 #define OPS_PROGRAM_COUNT 7
 
 //  Longest path a Unix socket may have (sun_path is 108 bytes with the NUL).

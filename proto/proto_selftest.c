@@ -13,6 +13,7 @@
 #include "proto_msg.h"
 #include "proto_observe.h"
 #include "proto_service.h"
+#include "proto_socket.h"
 #include "proto_sse.h"
 #include "proto_trace.h"
 #include "proto_usage.h"
@@ -27,7 +28,7 @@ static const proto_test_t s_tests[] = {
     {"proto_convert", proto_convert_test}, {"proto_expose", proto_expose_test},
     {"proto_trace", proto_trace_test},     {"proto_observe", proto_observe_test},
     {"proto_capture", proto_capture_test}, {"proto_batch", proto_batch_test},
-    {"proto_price", proto_price_test},
+    {"proto_price", proto_price_test},     {"proto_socket", proto_socket_test},
 };
 
 PROTO_TEST_MAIN(s_tests)

@@ -5,6 +5,7 @@
 #include "proto_expose.h"
 #include "proto_log.h"
 #include "proto_msg.h"
+#include "proto_socket.h"
 #include "proto_trace.h"
 
 #include <assert.h>
@@ -455,12 +456,25 @@ int proto_service_main(int argc, char **argv, const proto_service_def_t *def)
     }
     zsys_init();
     zsys_set_linger(100);
+    if (proto_socket_init(self.config, def->name, error, sizeof error) != 0) {
+        log_error(NULL, "configuration: %s", error);
+        exit_code = 2;
+        goto done;
+    }
+    if (!proto_socket_secure())
+        log_warn(NULL, "security=none: internal sockets are plain; anyone who reaches them can "
+                       "send any message (dispatch requests, settlements, breaker resets)");
 
     char key[96];
     snprintf(key, sizeof key, "%s.control_bind", def->name);
     const char *control_endpoint = proto_config_str(self.config, key);
-    self.control = zsock_new(ZMQ_ROUTER);
-    if (!self.control || zsock_bind(self.control, "%s", control_endpoint) < 0) {
+    self.control = proto_socket_new(ZMQ_ROUTER);
+    //  The control socket carries PING and PONG only.
+    int64_t control_max = PROTO_MSG_ENVELOPE_MAX;
+    if (self.control)
+        zmq_setsockopt(zsock_resolve(self.control), ZMQ_MAXMSGSIZE, &control_max,
+                       sizeof control_max);
+    if (!self.control || proto_socket_bind(self.control, control_endpoint) < 0) {
         log_error(NULL, "cannot bind control socket %s: %s", control_endpoint,
                   zmq_strerror(zmq_errno()));
         goto done;
@@ -502,6 +516,7 @@ done:
     proto_expose_destroy(&self.expose);
     proto_trace_shutdown();
     zsock_destroy(&self.control);
+    proto_socket_shutdown();
     proto_metrics_destroy(&self.metrics);
     proto_loop_destroy(&self.loop);
     proto_config_destroy(&self.config);

@@ -2,6 +2,7 @@
 #include "proto_batch.h"
 #include "proto_crypto.h"
 #include "proto_log.h"
+#include "proto_socket.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -103,17 +104,13 @@ int proto_trace_init(proto_config_t *config, proto_loop_t *loop, const char *pro
     s_held_new_table();
     if (!s_trace.enabled)
         return 0;
-    const char *endpoints[64];
-    int count = proto_config_endpoints(config, "ledger", endpoints, 64);
-    s_trace.dealer = zsock_new(ZMQ_DEALER);
+    s_trace.dealer = proto_socket_new(ZMQ_DEALER);
     if (!s_trace.dealer)
         return -1;
     zsock_set_sndhwm(s_trace.dealer, S_SNDHWM);
     zsock_set_sndtimeo(s_trace.dealer, 0); //  never wait: drop instead
     zsock_set_linger(s_trace.dealer, 0);
-    for (int i = 0; i < count; i++)
-        if (zsock_connect(s_trace.dealer, "%s", endpoints[i]) < 0)
-            log_warn(NULL, "trace: cannot connect to ledger %s", endpoints[i]);
+    proto_socket_connect_all(s_trace.dealer, config, "ledger");
     s_trace.batch = proto_batch_new(loop, s_trace.dealer, S_BATCH_ITEMS, PROTO_BATCH_BYTES_MAX,
                                     S_BATCH_DELAY_MS);
     return 0;

@@ -16,6 +16,7 @@
     only fails the probe; nothing sleeps to synchronise.
 */
 #include "mock_upstream.h"
+#include "proto_socket.h"
 #include "proto_crypto.h"
 #include "proto_loop.h"
 #include "proto_msg.h"
@@ -321,6 +322,11 @@ int main(int argc, char **argv)
     const char *database_url = argv[1];
     const char *bin = argv[2];
     assert(proto_crypto_init() == 0);
+    char socket_error[512];
+    if (proto_socket_init_env("probe", socket_error, sizeof socket_error) != 0) {
+        fprintf(stderr, "router_probe: %s\n", socket_error);
+        return 2;
+    }
     s_probe_t probe = {0};
     probe.db = PQconnectdb(database_url);
     if (PQstatus(probe.db) != CONNECTION_OK) {
@@ -389,10 +395,12 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < 3; i++)
         snprintf(control_ep[i], sizeof control_ep[i], "ipc://%s/control-%d.sock", dir, i);
-    probe.events = zsock_new(ZMQ_XPUB);
+    probe.events = proto_socket_new(ZMQ_XPUB);
     zsock_set_xpub_verbose(probe.events, 1);
-    assert(zsock_bind(probe.events, "%s", events_ep) == 0);
-    probe.health = zsock_new_sub(health_ep, "");
+    assert(proto_socket_bind(probe.events, events_ep) == 0);
+    probe.health = proto_socket_client(ZMQ_SUB, "health.events", health_ep);
+    assert(probe.health);
+    zsock_set_subscribe(probe.health, "");
 
     char sets[3][16][512];
     char *set_pointers[3][16];
@@ -422,10 +430,11 @@ int main(int argc, char **argv)
         probe.children[p] = s_spawn(binary, set_pointers[p], n);
     }
     for (int i = 0; i < 2; i++) {
-        probe.router[i] = zsock_new(ZMQ_DEALER);
-        assert(zsock_connect(probe.router[i], "%s", router_ep[i]) == 0);
-        probe.tables[i] = zsock_new_sub(table_ep[i], "");
+        probe.router[i] = proto_socket_client(ZMQ_DEALER, "router", router_ep[i]);
+        assert(probe.router[i]);
+        probe.tables[i] = proto_socket_client(ZMQ_SUB, "router.table", table_ep[i]);
         assert(probe.tables[i]);
+        zsock_set_subscribe(probe.tables[i], "");
     }
 
     //  Both routers and health subscribe to our outcomes: wait for three

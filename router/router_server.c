@@ -1,6 +1,7 @@
 #include "router_server.h"
 #include "proto_batch.h"
 #include "proto_log.h"
+#include "proto_socket.h"
 #include "proto_msg.h"
 #include "proto_observe.h"
 #include "proto_watch.h"
@@ -539,12 +540,9 @@ router_breaker_config_t router_server_breaker_config(proto_config_t *config)
 //  Connects a SUB socket to every endpoint of a component.
 static zsock_t *s_subscriber(proto_config_t *config, const char *component)
 {
-    zsock_t *socket = zsock_new(ZMQ_SUB);
+    zsock_t *socket = proto_socket_new(ZMQ_SUB);
     zsock_set_subscribe(socket, "");
-    const char *endpoints[64];
-    int count = proto_config_endpoints(config, component, endpoints, 64);
-    for (int i = 0; i < count; i++)
-        zsock_connect(socket, "%s", endpoints[i]);
+    proto_socket_connect_all(socket, config, component);
     return socket;
 }
 
@@ -598,20 +596,20 @@ static void *s_start(proto_service_t *service)
     self->store = router_store_new(loop, proto_config_str(config, "database_url"), s_notified,
                                    s_persisted, self);
     const char *bind = proto_config_str(config, "router.bind");
-    self->frontend = zsock_new(ZMQ_ROUTER);
-    if (zsock_bind(self->frontend, "%s", bind) < 0) {
+    self->frontend = proto_socket_new(ZMQ_ROUTER);
+    if (!self->frontend || proto_socket_bind(self->frontend, bind) < 0) {
         log_error(NULL, "cannot bind %s: %s", bind, zmq_strerror(zmq_errno()));
         void *state = self;
         s_stop(&state);
         return NULL;
     }
     const char *table_bind = proto_config_str(config, "router.table.bind");
-    self->table = zsock_new(ZMQ_XPUB);
+    self->table = proto_socket_new(ZMQ_XPUB);
     if (self->table) {
         zsock_set_xpub_verbose(self->table, 1); //  every (re)subscription, not only the first
         zsock_set_sndhwm(self->table, 1000);
     }
-    if (!self->table || zsock_bind(self->table, "%s", table_bind) < 0) {
+    if (!self->table || proto_socket_bind(self->table, table_bind) < 0) {
         log_error(NULL, "cannot bind router.table.bind %s: %s", table_bind,
                   zmq_strerror(zmq_errno()));
         void *state = self;

@@ -4,6 +4,7 @@
 */
 #include "admin_handlers.h"
 #include "admin_resource.h"
+#include "proto_socket.h"
 #include "proto_crypto.h"
 #include "proto_log.h"
 #include "proto_msg.h"
@@ -79,15 +80,14 @@ static zsock_t *s_router_socket(admin_routers_t *self, int i)
 {
     if (self->routers[i])
         return self->routers[i];
-    zsock_t *socket = zsock_new(ZMQ_DEALER);
+    zsock_t *socket = proto_socket_new(ZMQ_DEALER);
     if (!socket)
         return NULL;
     zsock_set_linger(socket, 0);
     zsock_set_sndtimeo(socket, 0);
     zsock_set_rcvtimeo(socket, 0);
     zsock_set_sndhwm(socket, S_ROUTER_QUEUE);
-    if (zsock_connect(socket, "%s", self->router_endpoints[i]) != 0) {
-        log_warn(NULL, "admin: cannot connect to router %s", self->router_endpoints[i]);
+    if (proto_socket_connect(socket, "router", self->router_endpoints[i]) != 0) {
         zsock_destroy(&socket);
         return NULL;
     }

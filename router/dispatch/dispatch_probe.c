@@ -11,6 +11,7 @@
     Every wait is on a message, with a deadline that only fails the probe.
 */
 #include "mock_upstream.h"
+#include "proto_socket.h"
 #include "proto_crypto.h"
 #include "proto_log.h"
 #include "proto_batch.h"
@@ -301,6 +302,11 @@ int main(int argc, char **argv)
     assert(proto_crypto_init() == 0);
     proto_log_init("probe", PROTO_LOG_WARN);
     zsys_init();
+    char socket_error[512];
+    if (proto_socket_init_env("probe", socket_error, sizeof socket_error) != 0) {
+        fprintf(stderr, "dispatch_probe: %s\n", socket_error);
+        return 2;
+    }
 
     //  The upstream, with faults chosen by model name.
     mock_upstream_config_t mock_config;
@@ -378,9 +384,12 @@ int main(int argc, char **argv)
     snprintf(billing_ep, sizeof billing_ep, "ipc://%s/billing.sock", dir);
     s_probe_t probe = {0};
     probe.results = zhashx_new();
-    probe.billing = zsock_new_router(billing_ep);
-    probe.ingress = zsock_new_dealer(dispatch_ep);
-    probe.outcomes = zsock_new_sub(events_ep, "");
+    //  The probe plays billing (a server) and ingress (a client).
+    probe.billing = proto_socket_server(ZMQ_ROUTER, billing_ep);
+    probe.ingress = proto_socket_client(ZMQ_DEALER, "dispatch", dispatch_ep);
+    probe.outcomes = proto_socket_client(ZMQ_SUB, "dispatch.events", events_ep);
+    if (probe.outcomes)
+        zsock_set_subscribe(probe.outcomes, "");
     assert(probe.billing && probe.ingress && probe.outcomes);
     probe.poller = zpoller_new(probe.ingress, probe.billing, probe.outcomes, NULL);
 

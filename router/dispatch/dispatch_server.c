@@ -9,6 +9,7 @@
 #include "proto_catalog.h"
 #include "proto_error.h"
 #include "proto_log.h"
+#include "proto_socket.h"
 #include "proto_msg.h"
 #include "proto_observe.h"
 #include "proto_outbox.h"
@@ -1132,12 +1133,12 @@ static void s_request_free(void **item)
 static zsock_t *s_bind(int type, proto_config_t *config, const char *key)
 {
     const char *endpoint = proto_config_str(config, key);
-    zsock_t *socket = zsock_new(type);
+    zsock_t *socket = proto_socket_new(type);
     if (!socket)
         return NULL;
     if (type == ZMQ_ROUTER)
         zsock_set_sndhwm(socket, S_ROUTER_SNDHWM);
-    if (zsock_bind(socket, "%s", endpoint) < 0) {
+    if (proto_socket_bind(socket, endpoint) < 0) {
         log_error(NULL, "cannot bind %s %s: %s", key, endpoint, zmq_strerror(zmq_errno()));
         zsock_destroy(&socket);
     }
@@ -1211,18 +1212,11 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
     //  Routers and health fold outcomes in batches: under load a
     //  millisecond gathers many.
     self->outcomes = proto_batch_new(self->loop, self->events, 256, PROTO_BATCH_BYTES_MAX, 1);
-    self->tables = zsock_new(ZMQ_SUB);
+    self->tables = proto_socket_new(ZMQ_SUB);
     if (!self->tables)
         goto fail;
     zsock_set_subscribe(self->tables, "");
-    {
-        const char *routers[S_MAX_ENDPOINTS];
-        int router_count =
-            proto_config_endpoints(self->config, "router.table", routers, S_MAX_ENDPOINTS);
-        for (int i = 0; i < router_count; i++)
-            if (zsock_connect(self->tables, "%s", routers[i]) < 0)
-                log_warn(NULL, "cannot connect to routing tables at %s", routers[i]);
-    }
+    proto_socket_connect_all(self->tables, self->config, "router.table");
     //  One DEALER per billing instance, SETTLE picked by account_id % count
     //  as ingress picks for ADMIT (docs/billing.md: sharding).
     const char *endpoints[S_MAX_ENDPOINTS];
@@ -1232,15 +1226,13 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
         goto fail;
     }
     for (int i = 0; i < count; i++) {
-        self->billing[i] = zsock_new(ZMQ_DEALER);
+        self->billing[i] = proto_socket_new(ZMQ_DEALER);
         if (!self->billing[i])
             goto fail;
         self->billing_count++;
         zsock_set_sndhwm(self->billing[i], S_ROUTER_SNDHWM);
-        if (zsock_connect(self->billing[i], "%s", endpoints[i]) < 0) {
-            log_error(NULL, "cannot connect to billing %s", endpoints[i]);
+        if (proto_socket_connect(self->billing[i], "billing", endpoints[i]) < 0)
             goto fail;
-        }
     }
     self->outbox =
         proto_outbox_new_sharded(self->loop, self->billing, (size_t)count, S_SETTLE_RESEND_MS);

@@ -90,6 +90,7 @@ function runIn(host, program, args, options = {}) {
 class Instance {
   constructor(program, host, config, logDir) {
     Object.assign(this, { program, host, config, name: `${program}@${host.ip}` });
+    this.curveDir = path.join(path.dirname(config), 'curve');
     this.log = path.join(logDir, `${program}-${host.ip}.log`);
   }
 
@@ -115,7 +116,8 @@ class Instance {
 
   // PING on the control socket from the client host. Resolves the PONG's meta, or null.
   async ping() {
-    const result = await runIn(hosts.client, bin('tollgate'), ['ping', '--endpoint', this.endpoint(), '--ready', '--timeout', '1']);
+    const result = await runIn(hosts.client, bin('tollgate'), ['ping', '--endpoint', this.endpoint(), '--ready', '--timeout', '1'],
+      { env: { TOLLGATE_CURVE_DIR: this.curveDir } });
     if (result.code !== 0) return null;
     try { return JSON.parse(result.stdout.slice(result.stdout.indexOf('{'))); } catch { return {}; }
   }
@@ -149,6 +151,8 @@ function hostConfig(dir, host, index, secrets) {
     'admin.listen': `${host.ip}:8081`,
     'admin.token': secrets.adminToken,
     'admin.control_bind': `tcp://${host.ip}:7170`,
+    // Every host gets the cluster's certificates (CURVE on every socket).
+    'curve.dir': path.join(dir, 'curve'),
     // A request stranded on a killed dispatch instance ends at this timeout (see docs/cluster.md).
     'ingress.request_timeout_ms': '8000',
     'ingress.control_bind': `tcp://${host.ip}:7110`,
@@ -274,6 +278,8 @@ test('many instances on several hosts: restarts, kills, a cut link and a databas
     secretKey: spawnSync('openssl', ['rand', '-hex', '32'], { encoding: 'utf8' }).stdout.trim(),
     adminToken: `tga_${spawnSync('openssl', ['rand', '-hex', '32'], { encoding: 'utf8' }).stdout.trim()}`,
   };
+  const certs = spawnSync(bin('tollgate'), ['cert', 'make', '--curve-dir', path.join(dir, 'curve')], { env: childEnv(), encoding: 'utf8' });
+  assert.equal(certs.status, 0, certs.stderr);
   const configs = programHosts.map((host, index) => hostConfig(dir, host, index, secrets));
   const instances = programs.flatMap((program) => programHosts.map((host, index) => new Instance(program, host, configs[index], logDir)));
   const counts = { phases: [] };

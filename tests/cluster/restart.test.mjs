@@ -47,7 +47,7 @@ async function startExtra(cluster, name, binds, env) {
     '--set', `${name}.metrics_listen=`];
   for (const [key, value] of Object.entries(binds)) args.push('--set', `${key}=${value}`);
   const extra = startProgram(`tollgate-${name}`, args, { env });
-  await waitFor(async () => (await tollgate(['ping', '--endpoint', control, '--ready'], { env })).code === 0,
+  await waitFor(async () => (await tollgate(['ping', '--dir', cluster.dir, '--endpoint', control, '--ready'], { env })).code === 0,
     { timeout: 20000, message: `the second ${name} answering` });
   return extra;
 }

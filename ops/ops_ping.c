@@ -8,12 +8,22 @@
 #include <czmq.h>
 #include <dirent.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define S_MAX_PROGRAMS 32
 
 int ops_ping_security(proto_config_t *config, char *error, size_t error_size)
 {
+    //  The programs let the environment override their file; so do we.
+    const char *overrides[][2] = {{"TOLLGATE_SECURITY", "security"},
+                                  {"TOLLGATE_CURVE_DIR", "curve.dir"}};
+    for (size_t i = 0; i < 2; i++) {
+        const char *value = getenv(overrides[i][0]);
+        if (value &&
+            proto_config_set(config, overrides[i][1], value, "env", error, error_size) != 0)
+            return -1;
+    }
     if (proto_socket_init(config, "tollgate", error, error_size) == 0)
         return 0;
     //  Inside one program's container only that program's certificate is

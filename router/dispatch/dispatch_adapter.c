@@ -222,6 +222,11 @@ static int s_pass_request(dispatch_convert_t *conv, const char *body, size_t siz
     if (usage_options) {
         size_t options_found =
             s_members(body, size, open, "stream_options", spans, S_EDITS_MAX / 2, &close);
+        //  s_members counts past what `spans` holds: the last one must be in it.
+        if (options_found > S_EDITS_MAX / 2) {
+            s_fail(conv, "request body repeats \"stream_options\" too often%s", NULL);
+            goto done;
+        }
         if (options_found && body[spans[options_found - 1][0]] == '{') {
             //  The last one is what parsers keep.
             size_t inner = spans[options_found - 1][0], inner_close;
@@ -1014,6 +1019,15 @@ void dispatch_adapter_test(bool verbose)
         strcat(many, i ? ",\"model\":\"x\"" : "\"model\":\"x\"");
     strcat(many, "}");
     assert(adapter->request(&conv, many, strlen(many), "m", &out, &out_size) == -1);
+    //  The same for stream_options, which only a forged DISPATCH carries
+    //  (ingress refuses duplicate keys): it once read past the spans.
+    char options[512] = "{\"model\":\"x\",\"stream\":true";
+    for (int i = 0; i < 9; i++)
+        strcat(options, ",\"stream_options\":{\"include_usage\":false}");
+    strcat(options, "}");
+    dispatch_convert_init(&conv, adapter);
+    assert(adapter->request(&conv, options, strlen(options), "m", &out, &out_size) == -1);
+    assert(strstr(conv.error, "stream_options"));
     assert(adapter->request(&conv, "[1]", 3, "m", &out, &out_size) == -1);
     assert(strstr(conv.error, "object"));
     assert(adapter->request(&conv, "{\"a\":", 5, "m", &out, &out_size) == -1);

@@ -727,19 +727,18 @@ done:
 }
 
 //  The configuration a command without a cluster reads: TOLLGATE_CONFIG's
-//  file, else DIR/tollgate.conf when there is one, then TOLLGATE_* from the
-//  environment. Caller owns return value; NULL with a message in error.
+//  file, else DIR/tollgate.conf when there is one (TOLLGATE_SECURITY and
+//  TOLLGATE_CURVE_DIR override it: ops_ping_security). Caller owns return
+//  value; NULL with a message in error.
 static proto_config_t *s_ambient_config(const char *dir, char *error, size_t error_size)
 {
-    extern char **environ;
     proto_config_t *config = proto_config_new();
     const char *file = getenv("TOLLGATE_CONFIG");
     char state_file[PATH_MAX];
     snprintf(state_file, sizeof state_file, "%s/tollgate.conf", dir);
     if (!file || !*file)
         file = access(state_file, R_OK) == 0 ? state_file : NULL;
-    if ((file && proto_config_load_file(config, file, error, error_size) != 0) ||
-        proto_config_load_env(config, environ, error, error_size) != 0)
+    if (file && proto_config_load_file(config, file, error, error_size) != 0)
         proto_config_destroy(&config);
     return config;
 }

@@ -62,9 +62,9 @@ int ops_cluster_restart(ops_cluster_t *self, const char *name, int timeout_ms, F
 
 //  Sends PING to one control endpoint (`tollgate ping --endpoint`), no
 //  state folder needed: for container health checks. Security settings
-//  come from TOLLGATE_CONFIG, else DIR/tollgate.conf when present, and the
-//  environment. Prints the PONG's meta. Returns 0 when it answered (and, when `ready`, is not
-//  draining), 1 otherwise.
+//  come from TOLLGATE_CONFIG, else DIR/tollgate.conf when present, and
+//  TOLLGATE_SECURITY and TOLLGATE_CURVE_DIR. Prints the PONG's meta. Returns 0 when it answered
+//  (and, when `ready`, is not draining), 1 otherwise.
 int ops_cluster_ping_endpoint(const char *dir, const char *endpoint, int timeout_ms, bool ready,
                               FILE *out);
 

@@ -333,6 +333,10 @@ int proto_config_set(proto_config_t *self, const char *key, const char *text, co
     case S_URL:
         break;
     }
+    //  A secret left at a template's placeholder would start a cluster
+    //  anyone who read the template can enter.
+    if ((spec->secret || spec->kind == S_URL) && strcasestr(text, "CHANGE-ME"))
+        problem = "a real secret, not a placeholder";
     if (problem) {
         if (spec->kind == S_INT)
             snprintf(error, error_size,
@@ -651,6 +655,12 @@ void proto_config_test(bool verbose)
     assert(strstr(error, "unknown"));
     assert(proto_config_set(config, "log_level", "loud", "test", error, sizeof error) == -1);
     assert(proto_config_set(config, "billing.bind", "http://x", "test", error, sizeof error) == -1);
+    //  Templates' placeholders are refused where a secret goes.
+    assert(proto_config_set(config, "admin.token", "CHANGE-ME", "test", error, sizeof error) == -1);
+    assert(strstr(error, "placeholder"));
+    assert(proto_config_set(config, "database_url", "postgresql://u:CHANGE-ME@h/db", "test", error,
+                            sizeof error) == -1);
+    assert(proto_config_set(config, "log_level", "info", "test", error, sizeof error) == 0);
 
     const char *endpoints[4];
     assert(proto_config_endpoints(config, "billing", endpoints, 4) == 1);

@@ -68,7 +68,17 @@ test('each program: workload, Service, PDB, probes on its control socket; autosc
     assert.ok(container.readinessProbe && container.livenessProbe, `${name}: probes`);
     assert.ok(container.resources?.requests?.cpu, `${name}: a CPU request (autoscaling needs it)`);
     assert.ok(container.envFrom.some((e) => e.configMapRef?.name === 'tollgate-config'));
-    assert.ok(container.envFrom.some((e) => e.secretRef?.name === 'tollgate-secrets'));
+    assert.ok(container.envFrom.some((e) => e.secretRef?.name === 'tollgate-db'));
+    // The master key only where provider secrets are opened; the bootstrap token only in admin.
+    const secretRefs = container.envFrom.filter((e) => e.secretRef).map((e) => e.secretRef.name).sort();
+    const wanted = ['tollgate-db', ...(['dispatch', 'health', 'admin'].includes(name) ? ['tollgate-master-key'] : []),
+      ...(name === 'admin' ? ['tollgate-admin-token'] : [])].sort();
+    assert.deepEqual(secretRefs, wanted, `${name}: secrets in its environment`);
+    // CURVE: the cluster's public certificates and this program's own secret one, nobody else's.
+    const volumes = Object.fromEntries(workload.spec.template.spec.volumes.map((v) => [v.name, v]));
+    const mounts = Object.fromEntries(container.volumeMounts.map((m) => [m.mountPath, m.name]));
+    assert.equal(volumes[mounts['/etc/tollgate/curve/public']]?.secret?.secretName, 'tollgate-curve-public', `${name}: public certificates`);
+    assert.equal(volumes[mounts['/etc/tollgate/curve/secret']]?.secret?.secretName, `tollgate-curve-${name}`, `${name}: own certificate`);
     const controlPort = config[`TOLLGATE_${name.toUpperCase()}_CONTROL_BIND`].split(':').pop();
     assert.deepEqual(container.livenessProbe.exec.command.slice(0, 4),
       ['tollgate', 'ping', '--endpoint', `tcp://127.0.0.1:${controlPort}`], `${name}: liveness pings control`);
@@ -113,15 +123,75 @@ test('each program: workload, Service, PDB, probes on its control socket; autosc
   assert.equal(Number(config.TOLLGATE_HEALTH_INSTANCE_COUNT), workloadOf('health').spec.replicas);
 });
 
-test('the programs accept the ConfigMap and Secret as their environment', () => {
+test('no secret or placeholder in the manifests; the configuration turns CURVE on', () => {
+  for (const name of fs.readdirSync(folder)) {
+    const text = fs.readFileSync(path.join(folder, name), 'utf8');
+    assert.ok(!/CHANGE-ME/i.test(text), `${name}: a placeholder secret`);
+  }
+  assert.equal(documents.filter(({ doc }) => doc.kind === 'Secret').length, 0, 'Secrets come from secrets.sh, not the manifests');
   const config = find('ConfigMap', 'tollgate-config').data;
-  const secret = find('Secret', 'tollgate-secrets').stringData;
+  assert.equal(config.TOLLGATE_SECURITY, 'curve');
+  assert.equal(config.TOLLGATE_CURVE_DIR, '/etc/tollgate/curve');
+  const script = fs.readFileSync(path.join(folder, 'secrets.sh'), 'utf8');
+  for (const name of ['tollgate-db', 'tollgate-master-key', 'tollgate-admin-token', 'tollgate-curve-public', 'tollgate-curve-$name']) {
+    assert.ok(script.includes(name), `secrets.sh makes ${name}`);
+  }
+});
+
+test('NetworkPolicies: deny by default; each server port admits only its peers', () => {
+  const policies = documents.map((d) => d.doc).filter((doc) => doc.kind === 'NetworkPolicy');
+  const deny = policies.find((p) => p.metadata.name === 'default-deny');
+  assert.ok(deny && Object.keys(deny.spec.podSelector).length === 0);
+  assert.deepEqual(deny.spec.policyTypes.sort(), ['Egress', 'Ingress']);
+  assert.equal(deny.spec.ingress, undefined);
+  assert.equal(deny.spec.egress, undefined);
+  // Who may connect to which port of whom (null: anyone).
+  const peers = {
+    router: { 7130: ['admin'], 7132: ['dispatch'] },
+    dispatch: { 7140: ['ingress'], 7141: ['health', 'router'] },
+    health: { 7150: ['router'] },
+    billing: { 7120: ['dispatch', 'ingress'] },
+    ledger: { 7160: ['admin', 'billing', 'dispatch', 'health', 'ingress', 'router'] },
+    ingress: { 8080: null },
+    admin: { 8081: null },
+  };
+  const component = (selector) => selector.podSelector?.matchLabels?.['app.kubernetes.io/component'];
+  for (const name of programs) {
+    const policy = policies.find((p) => p.spec.podSelector.matchLabels?.['app.kubernetes.io/component'] === name);
+    assert.ok(policy, `no NetworkPolicy for ${name}`);
+    const admitted = {};
+    for (const rule of policy.spec.ingress) {
+      for (const port of rule.ports) admitted[port.port] = rule.from ? rule.from.map(component).sort() : null;
+    }
+    assert.deepEqual(admitted, peers[name], `${name}: who may connect`);
+    // Its egress names exactly the servers it is a peer of (plus providers for dispatch, health).
+    const reaches = new Set();
+    for (const rule of policy.spec.egress) {
+      for (const to of rule.to ?? []) {
+        if (to.ipBlock) assert.ok(['dispatch', 'health'].includes(name), `${name}: reaches any address`);
+        else for (const port of rule.ports) reaches.add(`${component(to)}:${port.port}`);
+      }
+    }
+    const expected = Object.entries(peers).flatMap(([server, ports]) => Object.entries(ports)
+      .filter(([, from]) => from?.includes(name)).map(([port]) => `${server}:${port}`));
+    assert.deepEqual([...reaches].sort(), expected.sort(), `${name}: whom it may reach`);
+  }
+});
+
+test('the programs accept the ConfigMap and Secrets as their environment', () => {
+  const config = find('ConfigMap', 'tollgate-config').data;
+  // What secrets.sh puts in the Secrets.
+  const secret = {
+    TOLLGATE_DATABASE_URL: 'postgresql://tollgate:pw@postgres.example:5432/tollgate',
+    TOLLGATE_SECRET_KEY: '00'.repeat(32),
+    TOLLGATE_ADMIN_TOKEN: 'tga_0123',
+  };
   for (const name of programs) {
     const program = bin(`tollgate-${name}`);
     if (!fs.existsSync(program)) continue; // the schema checks above need no build
     const env = { PATH: process.env.PATH, ...config, ...secret };
     const result = spawnSync(program, ['--print-config'], { env: { ...childEnv(env), ...env }, encoding: 'utf8' });
     assert.equal(result.status, 0, `tollgate-${name} rejects the manifests' configuration: ${result.stderr}`);
-    assert.ok(!result.stdout.includes('CHANGE-ME@'), 'the database password is masked');
+    assert.ok(!result.stdout.includes(':pw@'), 'the database password is masked');
   }
 });

@@ -10,6 +10,7 @@ bin=${TOLLGATE_BIN:-$root/build/bin}
 cd "$root"
 export TOLLGATE_SECRET_KEY=0000000000000000000000000000000000000000000000000000000000000000
 export TOLLGATE_ADMIN_TOKEN=test-token
+export TOLLGATE_DB_PASSWORD=test-password
 docker-compose -f docker-compose.yml config -q
 services=$(docker-compose -f docker-compose.yml config --services | sort | tr '\n' ' ')
 for want in admin billing dispatch health ingress ledger migrate postgres router; do
@@ -20,6 +21,10 @@ for want in admin billing dispatch health ingress ledger migrate postgres router
 done
 if env -u TOLLGATE_SECRET_KEY docker-compose -f docker-compose.yml config -q 2>/dev/null; then
     echo "compose accepted a missing TOLLGATE_SECRET_KEY"
+    exit 1
+fi
+if env -u TOLLGATE_DB_PASSWORD docker-compose -f docker-compose.yml config -q 2>/dev/null; then
+    echo "compose accepted a missing TOLLGATE_DB_PASSWORD (a fixed database password)"
     exit 1
 fi
 
@@ -61,6 +66,25 @@ for name in ["ingress", "router", "dispatch", "health", "billing", "ledger", "ad
     for key, value in service["environment"].items():
         if key.endswith("_ENDPOINTS") and not value.startswith("dns://"):
             problems.append(f"{name}: {key}={value} does not follow --scale (use dns://)")
+    env = service["environment"]
+    # CURVE on every socket: the public certificates and this program's own secret.
+    if env.get("TOLLGATE_SECURITY") != "curve" or env.get("TOLLGATE_CURVE_DIR") != "/etc/tollgate/curve":
+        problems.append(f"{name}: internal traffic is not CURVE")
+    targets = {s.get("target") for s in service.get("secrets", []) if isinstance(s, dict)}
+    for want in ("/etc/tollgate/curve/public", f"/etc/tollgate/curve/secret/{name}.cert"):
+        if want not in targets:
+            problems.append(f"{name}: secret {want} not mounted")
+    if any(t.startswith("/etc/tollgate/curve/secret/") and t != f"/etc/tollgate/curve/secret/{name}.cert" for t in targets):
+        problems.append(f"{name}: gets another program's secret certificate")
+    # The master key only where provider secrets are opened.
+    if ("TOLLGATE_SECRET_KEY" in env) != (name in ("dispatch", "health", "admin")):
+        problems.append(f"{name}: TOLLGATE_SECRET_KEY {'present' if 'TOLLGATE_SECRET_KEY' in env else 'missing'}")
+    if "TOLLGATE_ADMIN_TOKEN" in env and name != "admin":
+        problems.append(f"{name}: has the admin bootstrap token")
+    if "test-password" not in env.get("TOLLGATE_DATABASE_URL", ""):
+        problems.append(f"{name}: database password not from TOLLGATE_DB_PASSWORD")
+if compose["services"]["postgres"]["environment"].get("POSTGRES_PASSWORD") != "test-password":
+    problems.append("postgres: POSTGRES_PASSWORD is not TOLLGATE_DB_PASSWORD")
 if problems:
     print("\n".join(problems))
     sys.exit(1)

@@ -273,6 +273,17 @@ static uint64_t s_insert_provider(PGconn *db, const char *name, const char *base
     return id;
 }
 
+//  The client every DISPATCH names (account 3, key 7): dispatch takes a
+//  DISPATCH only for a key of its catalog.
+static void s_insert_client(PGconn *db)
+{
+    PGresult *result = PQexec(db, "INSERT INTO accounts (id, name) VALUES (3, 'probe');"
+                                  "INSERT INTO api_keys (id, account_id, key_hash, key_prefix) "
+                                  "VALUES (7, 3, repeat('a', 64), 'tg-probe')");
+    assert(PQresultStatus(result) == PGRES_COMMAND_OK);
+    PQclear(result);
+}
+
 static proto_candidate_t s_candidate(uint64_t provider, uint64_t key, const char *model)
 {
     proto_candidate_t candidate = {provider, key, PROTO_PROTOCOL_OPENAI, ""};
@@ -336,6 +347,7 @@ int main(int argc, char **argv)
     snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
     snprintf(base_v1, sizeof base_v1, "http://127.0.0.1:%d/v1/", port);
     uint64_t key_a, key_b, key_dead, key_wrong;
+    s_insert_client(db);
     uint64_t provider_a =
         s_insert_provider(db, "mock-a", base, secret_key, "sk-probe-secret", &key_a);
     uint64_t provider_b =

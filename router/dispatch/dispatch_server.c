@@ -79,6 +79,8 @@ struct _dispatch_server_t {
     proto_outbox_t *outbox;            //  SETTLEs until COMMIT, by account, journaled
     zlistx_t *done_waiting;            //  DONE messages waiting for the journal's fsync
     proto_watch_t *watch;              //  keeps the catalog fresh
+    zlistx_t *unverified;              //  DISPATCHes for a key our catalog lacks, held
+    int unverified_timer;              //  refuses those held too long, 0 = none
     proto_catalog_t *catalog;          //  current snapshot (owned)
     dispatch_multi_t *multi;           //  libcurl on our loop
     zhashx_t *requests;                //  request id -> s_request_t* in flight
@@ -947,6 +949,94 @@ static void s_demand_tick(proto_loop_t *loop, int id, void *arg)
 //  --------------------------------------------------------------------------
 //  Sockets
 
+//  --------------------------------------------------------------------------
+//  Only accounts and keys of the catalog: a DISPATCH is ingress' word that
+//  it authenticated the key, and a forged one (CURVE aside) must not spend a
+//  provider key for an account nobody knows. Ingress' catalog can be a few
+//  milliseconds ahead of ours after a key is made, so an unknown key is held
+//  while our catalog reloads, and refused only if it is still unknown then.
+
+#define S_UNVERIFIED_MAX 1000     //  DISPATCHes held at once; beyond, refused at once
+#define S_UNVERIFIED_WAIT_MS 3000 //  how long one may wait for our catalog
+
+typedef struct {
+    proto_msg_t *msg;     //  the DISPATCH
+    uint64_t deadline_ms; //  refused after this
+} s_unverified_t;
+
+static void s_on_dispatch(dispatch_server_t *self, proto_msg_t **msg_p);
+
+static bool s_known(dispatch_server_t *self, const proto_msg_t *msg)
+{
+    const proto_api_key_t *key = proto_catalog_key(self->catalog, proto_msg_key_id(msg));
+    return key && key->account_id == proto_msg_account_id(msg) &&
+           proto_catalog_account(self->catalog, key->account_id);
+}
+
+static void s_refuse_unknown(dispatch_server_t *self, proto_msg_t **msg_p)
+{
+    proto_msg_t *msg = *msg_p;
+    log_warn(proto_msg_request_id(msg),
+             "DISPATCH refused: key %llu of account %llu is not in the catalog",
+             (unsigned long long)proto_msg_key_id(msg),
+             (unsigned long long)proto_msg_account_id(msg));
+    proto_msg_t *done = proto_msg_reply(msg, PROTO_MSG_DONE);
+    proto_msg_set_status(done, 403);
+    proto_msg_set_error_code(done, "unknown_key");
+    proto_msg_set_error_message(done, "The API key or its account is not known.");
+    proto_msg_send(&done, self->router);
+    proto_msg_destroy(msg_p);
+}
+
+//  Hands on what the new catalog knows; refuses what waited too long.
+static void s_unverified_check(dispatch_server_t *self, bool expire)
+{
+    uint64_t now = proto_loop_now_ms();
+    s_unverified_t *held = zlistx_first(self->unverified);
+    while (held) {
+        void *handle = zlistx_cursor(self->unverified);
+        s_unverified_t *next = zlistx_next(self->unverified);
+        if (s_known(self, held->msg) || (expire && now >= held->deadline_ms)) {
+            proto_msg_t *msg = held->msg;
+            zlistx_delete(self->unverified, handle);
+            free(held);
+            if (s_known(self, msg))
+                s_on_dispatch(self, &msg);
+            else
+                s_refuse_unknown(self, &msg);
+            proto_msg_destroy(&msg);
+        }
+        held = next;
+    }
+    if (zlistx_size(self->unverified) == 0 && self->unverified_timer) {
+        proto_loop_cancel_timer(self->loop, self->unverified_timer);
+        self->unverified_timer = 0;
+    }
+}
+
+static void s_unverified_tick(proto_loop_t *loop, int id, void *arg)
+{
+    s_unverified_check(arg, true);
+}
+
+static void s_hold_unknown(dispatch_server_t *self, proto_msg_t **msg_p)
+{
+    if (zlistx_size(self->unverified) >= S_UNVERIFIED_MAX) {
+        s_refuse_unknown(self, msg_p);
+        return;
+    }
+    s_unverified_t *held = malloc(sizeof *held);
+    assert(held);
+    *held = (s_unverified_t){*msg_p, proto_loop_now_ms() + S_UNVERIFIED_WAIT_MS};
+    *msg_p = NULL;
+    if (zlistx_size(self->unverified) == 0) {
+        proto_watch_reload(self->watch);
+        self->unverified_timer =
+            proto_loop_add_timer(self->loop, 100, true, s_unverified_tick, self);
+    }
+    zlistx_add_end(self->unverified, held);
+}
+
 static void s_on_dispatch(dispatch_server_t *self, proto_msg_t **msg_p)
 {
     proto_msg_t *msg = *msg_p;
@@ -973,6 +1063,10 @@ static void s_on_dispatch(dispatch_server_t *self, proto_msg_t **msg_p)
     if (zhashx_lookup(self->requests, rid)) {
         log_warn(rid, "DISPATCH for a request already in flight dropped");
         proto_msg_destroy(msg_p);
+        return;
+    }
+    if (!s_known(self, msg)) {
+        s_hold_unknown(self, msg_p);
         return;
     }
     s_request_t *request = s_request_new(self, msg_p);
@@ -1120,6 +1214,8 @@ static void s_catalog_swap(proto_catalog_t **catalog_p, void *arg)
         const proto_provider_key_t *key = proto_catalog_provider_key_at(self->catalog, i);
         router_breaker_sync_key(self->breaker, key->id, key->active);
     }
+    if (self->unverified)
+        s_unverified_check(self, false);
 }
 
 //  --------------------------------------------------------------------------
@@ -1173,6 +1269,7 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
     self->total_timeout_ms = (uint64_t)proto_config_int(self->config, "dispatch.total_timeout_ms");
     self->requests = zhashx_new();
     zhashx_set_destructor(self->requests, s_request_free);
+    self->unverified = zlistx_new();
     self->in_flight = proto_metrics_gauge(self->metrics, "tollgate_dispatch_in_flight",
                                           "Requests being dispatched", NULL);
     self->failovers = proto_metrics_counter(self->metrics, "tollgate_dispatch_failovers_total",
@@ -1278,6 +1375,14 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
         proto_loop_cancel_timer(self->loop, self->drain_timer);
     if (self->demand_timer)
         proto_loop_cancel_timer(self->loop, self->demand_timer);
+    if (self->unverified_timer)
+        proto_loop_cancel_timer(self->loop, self->unverified_timer);
+    for (s_unverified_t *held = zlistx_first(self->unverified); held;
+         held = zlistx_next(self->unverified)) {
+        proto_msg_destroy(&held->msg);
+        free(held);
+    }
+    zlistx_destroy(&self->unverified);
     //  Requests first: their calls must leave the multi handle before it goes.
     zhashx_destroy(&self->requests);
     if (self->done_waiting) {

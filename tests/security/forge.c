@@ -20,7 +20,8 @@
       Common: rid=REQUEST_ID, wait_ms=N (default 5000).
 
     Prints one line: `handshake=refused` when the server would not complete
-    the handshake, else `handshake=accepted reply=TYPE` (or reply=none).
+    the handshake, else `handshake=accepted reply=TYPE` (or reply=none),
+    with ` status=N` after a DONE.
     Exit 0 whatever happened, 2 for bad usage.
 */
 #include "proto_log.h"
@@ -223,6 +224,7 @@ int main(int argc, char **argv)
         }
         proto_msg_destroy(&msg);
         const char *reply = "none";
+        int status = 0;
         zpoller_t *poller = zpoller_new(socket, NULL);
         int64_t deadline = zclock_mono() + wait_ms;
         while ((expected || strcmp(kind, "subscribe") == 0) && zclock_mono() < deadline) {
@@ -232,6 +234,8 @@ int main(int argc, char **argv)
             if (proto_msg_recv(&answer, socket) != 0)
                 continue;
             int type = proto_msg_type(answer);
+            if (type == PROTO_MSG_DONE)
+                status = (int)proto_msg_status(answer);
             proto_msg_destroy(&answer);
             if (type == expected || type == PROTO_MSG_BATCH || !expected) {
                 reply = proto_msg_type_name(type);
@@ -239,7 +243,10 @@ int main(int argc, char **argv)
             }
         }
         zpoller_destroy(&poller);
-        printf("handshake=accepted reply=%s\n", reply);
+        if (status)
+            printf("handshake=accepted reply=%s status=%d\n", reply, status);
+        else
+            printf("handshake=accepted reply=%s\n", reply);
     }
     fflush(stdout);
     zmq_socket_monitor(zsock_resolve(socket), NULL, 0);

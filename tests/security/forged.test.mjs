@@ -108,6 +108,16 @@ test('the control run: a DISPATCH from inside the cluster reaches the upstream',
   const before = await state();
   const ids = { account: client.accountId, key: client.keyId, provider: pa.id, provider_key: pa.keyId, model: 'm', upstream_model: 'm-a' };
   assert.equal(await forge('cluster', 'dispatch', conf['dispatch.bind'], { ...ids, rid: 'inside-0000000000000001' }),
-    'handshake=accepted reply=DONE');
+    'handshake=accepted reply=DONE status=200');
   assert.equal(await seen(ctx.mocks[0], 'm-a'), before.upstream + 1);
+});
+
+test('behind CURVE, dispatch takes a DISPATCH only for accounts and keys in its catalog', { timeout: 60000 }, async () => {
+  const before = await state();
+  const ids = { provider: pa.id, provider_key: pa.keyId, model: 'm', upstream_model: 'm-a' };
+  for (const [account, key] of [[999999, client.keyId], [client.accountId, 999999], [999999, 999999]]) {
+    assert.equal(await forge('cluster', 'dispatch', conf['dispatch.bind'], { ...ids, account, key, rid: `unknown-${account}-${key}` }),
+      'handshake=accepted reply=DONE status=403', `account ${account}, key ${key}`);
+  }
+  assert.equal(await seen(ctx.mocks[0], 'm-a'), before.upstream, 'no upstream call');
 });

@@ -253,6 +253,28 @@ static uint64_t s_max_output(json_t *root)
     return 0;
 }
 
+size_t ingress_parse_json_elements(const char *data, size_t size, size_t max)
+{
+    //  Every value but the first follows a ',' or a ':' or opens inside a
+    //  '[' or '{'; counting those outside strings bounds the values jansson
+    //  would build, at a byte's cost each.
+    size_t count = 1;
+    bool in_string = false;
+    for (size_t i = 0; i < size && count <= max; i++) {
+        char c = data[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"')
+            in_string = true;
+        else if (c == ',' || c == ':' || c == '[' || c == '{')
+            count++;
+    }
+    return count;
+}
+
 int ingress_parse_body(int protocol, bool count_tokens, const char *path_model, const char *data,
                        size_t size, ingress_body_t *out, char *error, size_t error_size)
 {
@@ -334,6 +356,22 @@ void ingress_parse_test(bool verbose)
 {
     if (verbose)
         printf(" * ingress_parse: ");
+    //  Values a body would make: a 16 MiB array of zeros is counted in
+    //  one pass, no allocation, and stops at the limit.
+    const char *nested = "{\"a\":[1,2,{\"b\":\"x,:[{\\\"\"}]}";
+    assert(ingress_parse_json_elements(nested, strlen(nested), 100) == 8);
+    assert(ingress_parse_json_elements("0", 1, 100) == 1);
+    size_t zeros_size = 16u * 1024 * 1024;
+    char *zeros = malloc(zeros_size);
+    assert(zeros);
+    zeros[0] = '[';
+    for (size_t i = 1; i + 1 < zeros_size; i += 2) {
+        zeros[i] = '0';
+        zeros[i + 1] = ',';
+    }
+    zeros[zeros_size - 1] = ']';
+    assert(ingress_parse_json_elements(zeros, zeros_size, 1000000) > 1000000);
+    free(zeros);
     assert(proto_crypto_init() == 0);
 
     //  Keys: Bearer wins, then x-api-key, x-goog-api-key, ?key=.

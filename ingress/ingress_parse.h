@@ -71,6 +71,10 @@ void ingress_parse_traceparent(const char *incoming, char *out);
 //  True when text is a valid W3C traceparent (version 00).
 bool ingress_parse_traceparent_valid(const char *text);
 
+//  How many JSON values parsing `data` would build, counted up to just
+//  past `max` (a linear scan, no allocation): a cap that jansson lacks.
+size_t ingress_parse_json_elements(const char *data, size_t size, size_t max);
+
 //  Checks a request body for a client protocol (proto_protocol_t) and
 //  fills *out: the model (path_model when the path names it, as Gemini's
 //  does, else the body's "model"), the conversation the protocol requires

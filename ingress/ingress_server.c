@@ -60,6 +60,8 @@
 #include <assert.h>
 #include <errno.h>
 #include <jansson.h>
+#include <sodium.h>
+#include <strings.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,28 +183,31 @@ typedef struct {
 } s_peer_t;
 
 struct _ingress_server_t {
-    proto_loop_t *loop;                    //  process loop (borrowed)
-    proto_config_t *config;                //  configuration (borrowed)
-    proto_metrics_t *metrics;              //  metrics registry (borrowed)
-    ingress_daemon_t *client;              //  client API listener
-    proto_watch_t *watch;                  //  keeps catalog fresh, NULL without a database
-    proto_catalog_t *catalog;              //  current configuration snapshot
-    s_peer_t billing[S_MAX_BILLING];       //  one DEALER per billing instance
-    int billing_count;                     //  entries in billing
-    s_peer_t dispatch[S_MAX_DISPATCH];     //  one DEALER per dispatch instance
-    int dispatch_count;                    //  entries in dispatch
-    unsigned next_dispatch;                //  round-robin position
-    int resend_timer;                      //  looks for ADMITs to re-send, 0 = idle
-    zhashx_t *requests;                    //  request id -> s_request_t (not owned)
-    s_queue_t waiting;                     //  ADMIT out: internal timeout
-    s_queue_t running;                     //  dispatched: request timeout
-    s_queue_t held;                        //  handed back by a draining dispatch: retried
-    s_request_t *live;                     //  requests with a live connection
-    size_t live_count;                     //  how many
-    size_t max_body;                       //  ingress.max_body_bytes
-    uint64_t internal_timeout_ms;          //  ingress.internal_timeout_ms
-    uint64_t request_timeout_ms;           //  ingress.request_timeout_ms
-    bool draining;                         //  SIGTERM came
+    proto_loop_t *loop;                //  process loop (borrowed)
+    proto_config_t *config;            //  configuration (borrowed)
+    proto_metrics_t *metrics;          //  metrics registry (borrowed)
+    ingress_daemon_t *client;          //  client API listener
+    proto_watch_t *watch;              //  keeps catalog fresh, NULL without a database
+    proto_catalog_t *catalog;          //  current configuration snapshot
+    s_peer_t billing[S_MAX_BILLING];   //  one DEALER per billing instance
+    int billing_count;                 //  entries in billing
+    s_peer_t dispatch[S_MAX_DISPATCH]; //  one DEALER per dispatch instance
+    int dispatch_count;                //  entries in dispatch
+    unsigned next_dispatch;            //  round-robin position
+    int resend_timer;                  //  looks for ADMITs to re-send, 0 = idle
+    zhashx_t *requests;                //  request id -> s_request_t (not owned)
+    s_queue_t waiting;                 //  ADMIT out: internal timeout
+    s_queue_t running;                 //  dispatched: request timeout
+    s_queue_t held;                    //  handed back by a draining dispatch: retried
+    s_request_t *live;                 //  requests with a live connection
+    size_t live_count;                 //  how many
+    size_t max_body;                   //  ingress.max_body_bytes
+    bool client_metrics;               //  ingress.client_metrics
+    size_t max_json_elements;          //  ingress.max_json_elements
+    char metrics_token_hash[PROTO_CRYPTO_HASH_HEX + 1]; //  of client_metrics_token, "" = open
+    uint64_t internal_timeout_ms;                       //  ingress.internal_timeout_ms
+    uint64_t request_timeout_ms;                        //  ingress.request_timeout_ms
+    bool draining;                                      //  SIGTERM came
     ingress_lease_t *leases;               //  what billing lets us admit without asking
     bool leases_on;                        //  billing.leases
     int lease_timer;                       //  gives expired leases back
@@ -303,8 +308,10 @@ static void s_queue_fire(proto_loop_t *loop, int id, void *arg)
 static proto_metric_t *s_requests_counter(ingress_server_t *self, const char *route,
                                           const char *model, int status)
 {
-    char labels[512];
-    snprintf(labels, sizeof labels, "route=\"%s\",model=\"%s\",status=\"%d\"", route, model,
+    //  A model name is the operator's text: it may hold a quote.
+    char labels[512], escaped[300];
+    proto_metrics_label(escaped, sizeof escaped, model);
+    snprintf(labels, sizeof labels, "route=\"%s\",model=\"%s\",status=\"%d\"", route, escaped,
              status);
     proto_metric_t *metric = zhashx_lookup(self->counters, labels);
     if (!metric) {
@@ -1165,6 +1172,21 @@ static void s_hangup(proto_loop_t *loop, int fd, uint32_t events, void *arg)
 //  --------------------------------------------------------------------------
 //  The client API
 
+//  True when /metrics is open, or the request bears its token (compared
+//  as hashes, in constant time).
+static bool s_metrics_allowed(ingress_server_t *self, s_request_t *r)
+{
+    if (!self->metrics_token_hash[0])
+        return true;
+    const char *authorization =
+        MHD_lookup_connection_value(r->connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
+        return false;
+    char hash[PROTO_CRYPTO_HASH_HEX + 1];
+    proto_crypto_hash_hex(authorization + 7, strlen(authorization + 7), hash);
+    return sodium_memcmp(hash, self->metrics_token_hash, PROTO_CRYPTO_HASH_HEX) == 0;
+}
+
 static int s_authenticate(ingress_server_t *self, s_request_t *r)
 {
     struct MHD_Connection *c = r->connection;
@@ -1174,7 +1196,12 @@ static int s_authenticate(ingress_server_t *self, s_request_t *r)
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key"),
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-goog-api-key"),
-        MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "key"), &length, &source);
+        //  ?key= only where a protocol defines it (Gemini): elsewhere a key
+        //  in a URL ends up in logs and proxies for nothing.
+        r->protocol == PROTO_PROTOCOL_GEMINI
+            ? MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "key")
+            : NULL,
+        &length, &source);
     if (!key) {
         s_answer_error(r, 401, "invalid_api_key",
                        r->protocol == PROTO_PROTOCOL_ANTHROPIC
@@ -1333,8 +1360,13 @@ static enum MHD_Result s_client_begin(ingress_server_t *self, s_request_t *r, co
             s_answer_text(r, 200, "application/json", "{\"status\":\"ok\"}", false);
         return MHD_YES;
     case INGRESS_ROUTE_METRICS:
-        s_answer_text(r, 200, "text/plain; version=0.0.4", proto_metrics_render(self->metrics),
-                      true);
+        if (!self->client_metrics)
+            s_answer_error(r, 404, "not_found", "Unknown path.");
+        else if (!s_metrics_allowed(self, r))
+            s_answer_error(r, 401, "invalid_api_key", "/metrics needs its bearer token.");
+        else
+            s_answer_text(r, 200, "text/plain; version=0.0.4", proto_metrics_render(self->metrics),
+                          true);
         return MHD_YES;
     case INGRESS_ROUTE_MODELS:
         if (s_authenticate(self, r) == 0)
@@ -1550,6 +1582,16 @@ static enum MHD_Result s_client_submit(ingress_server_t *self, s_request_t *r)
         char message[160];
         snprintf(message, sizeof message, "The request body is larger than %zu bytes",
                  self->max_body);
+        s_answer_error(r, 413, "request_too_large", message);
+        return MHD_YES;
+    }
+    //  jansson would build every value first: a body of nothing but zeros
+    //  is refused before it costs memory and time.
+    if (ingress_parse_json_elements(r->body, r->body_size, self->max_json_elements) >
+        self->max_json_elements) {
+        char message[160];
+        snprintf(message, sizeof message, "The request body holds more than %zu JSON values",
+                 self->max_json_elements);
         s_answer_error(r, 413, "request_too_large", message);
         return MHD_YES;
     }
@@ -1846,6 +1888,11 @@ ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
     self->running = (s_queue_t){.server = self, .expire = s_running_expired};
     self->held = (s_queue_t){.server = self, .expire = s_held_expired};
     self->max_body = (size_t)proto_config_int(config, "ingress.max_body_bytes");
+    self->client_metrics = proto_config_bool(config, "ingress.client_metrics");
+    self->max_json_elements = (size_t)proto_config_int(config, "ingress.max_json_elements");
+    const char *metrics_token = proto_config_str(config, "ingress.client_metrics_token");
+    if (*metrics_token)
+        proto_crypto_hash_hex(metrics_token, strlen(metrics_token), self->metrics_token_hash);
     self->internal_timeout_ms = (uint64_t)proto_config_int(config, "ingress.internal_timeout_ms");
     self->request_timeout_ms = (uint64_t)proto_config_int(config, "ingress.request_timeout_ms");
     self->in_flight = proto_metrics_gauge(metrics, "tollgate_ingress_in_flight",

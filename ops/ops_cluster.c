@@ -738,7 +738,8 @@ static proto_config_t *s_ambient_config(const char *dir, char *error, size_t err
     snprintf(state_file, sizeof state_file, "%s/tollgate.conf", dir);
     if (!file || !*file)
         file = access(state_file, R_OK) == 0 ? state_file : NULL;
-    if (file && proto_config_load_file(config, file, error, error_size) != 0)
+    if ((file && proto_config_load_file(config, file, error, error_size) != 0) ||
+        ops_ping_overrides(config, error, error_size) != 0)
         proto_config_destroy(&config);
     return config;
 }

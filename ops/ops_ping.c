@@ -13,7 +13,7 @@
 
 #define S_MAX_PROGRAMS 32
 
-int ops_ping_security(proto_config_t *config, char *error, size_t error_size)
+int ops_ping_overrides(proto_config_t *config, char *error, size_t error_size)
 {
     //  The programs let the environment override their file; so do we.
     const char *overrides[][2] = {{"TOLLGATE_SECURITY", "security"},
@@ -24,6 +24,13 @@ int ops_ping_security(proto_config_t *config, char *error, size_t error_size)
             proto_config_set(config, overrides[i][1], value, "env", error, error_size) != 0)
             return -1;
     }
+    return 0;
+}
+
+int ops_ping_security(proto_config_t *config, char *error, size_t error_size)
+{
+    if (ops_ping_overrides(config, error, error_size) != 0)
+        return -1;
     if (proto_socket_init(config, "tollgate", error, error_size) == 0)
         return 0;
     //  Inside one program's container only that program's certificate is

@@ -17,6 +17,10 @@ typedef struct {
     char meta[1024]; //  the PONG's meta JSON, "" when none
 } ops_ping_result_t;
 
+//  Applies TOLLGATE_SECURITY and TOLLGATE_CURVE_DIR from the environment
+//  to `config`. Returns 0, or -1 with a message in error.
+int ops_ping_overrides(proto_config_t *config, char *error, size_t error_size);
+
 //  Sets this process' socket security from `config` (security, curve.dir)
 //  with the certificate of `tollgate`, or else of any program found in
 //  curve.dir/secret. Returns 0, or -1 with a message in error.

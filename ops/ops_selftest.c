@@ -1,5 +1,6 @@
 /*  ops_selftest CLASS: runs one class' self test (ctest runs each on its own). */
 #include "ops_admin.h"
+#include "ops_ledger.h"
 #include "ops_migrate.h"
 #include "ops_state.h"
 #include "ops_supervisor.h"
@@ -9,7 +10,7 @@
 static const proto_test_t s_tests[] = {
     {"ops_migrate", ops_migrate_test}, {"ops_admin", ops_admin_test},
     {"ops_state", ops_state_test},     {"ops_supervisor", ops_supervisor_test},
-    {"ops_top", ops_top_test},
+    {"ops_top", ops_top_test},         {"ops_ledger", ops_ledger_test},
 };
 
 PROTO_TEST_MAIN(s_tests)

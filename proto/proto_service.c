@@ -189,9 +189,10 @@ static void s_collect_process(proto_metrics_t *metrics, void *arg)
     proto_metric_set(proto_metrics_gauge(metrics, "tollgate_process_uptime_seconds",
                                          "Seconds since the process started.", NULL),
                      (double)(proto_loop_now_ms() - self->started_ms) / 1000.0);
-    char labels[160];
-    snprintf(labels, sizeof labels, "program=\"%s\",instance_id=\"%s\"", self->def->name,
-             self->instance);
+    char labels[400];
+    char instance[sizeof self->instance * 2];
+    proto_metrics_label(instance, sizeof instance, self->instance);
+    snprintf(labels, sizeof labels, "program=\"%s\",instance_id=\"%s\"", self->def->name, instance);
     proto_metric_set(
         proto_metrics_gauge(metrics, "tollgate_info",
                             "Always 1: program and instance_id (instance is the scrape target's).",

@@ -8,6 +8,7 @@ set -euo pipefail
 root=${1:?usage: compose_config.sh REPO_ROOT}
 bin=${TOLLGATE_BIN:-$root/build/bin}
 cd "$root"
+command -v docker-compose >/dev/null 2>&1 || { echo "SKIP: docker-compose is not installed"; exit 77; }
 export TOLLGATE_SECRET_KEY=0000000000000000000000000000000000000000000000000000000000000000
 export TOLLGATE_ADMIN_TOKEN=test-token
 export TOLLGATE_DB_PASSWORD=test-password

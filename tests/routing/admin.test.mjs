@@ -270,22 +270,13 @@ test('health: per provider, key and model, and the model-list fetches', async ()
 });
 
 describe('the CLI', () => {
-  // ops/main.c (not ours) dispatches these words to ops_admin_main; until it has the rows,
-  // `tollgate routing ...` is an unknown command and these tests are skipped.
-  const skipUnlessRows = async (t) => {
-    const help = await ctx.cluster.tollgate(['help']);
-    if (/\brouting\b/.test(help.stdout)) return false;
-    t.skip('ops/main.c has no rows for routing, breakers, sticky, health yet');
-    return true;
-  };
   const cli = async (...args) => {
     const result = await ctx.cluster.tollgate([...args, '--dir', ctx.cluster.dir]);
     assert.equal(result.code, 0, `tollgate ${args.join(' ')}: ${result.stderr}`);
     return result.stdout;
   };
 
-  test('routing decide, breakers, sticky, health', async (t) => {
-    if (await skipUnlessRows(t)) return;
+  test('routing decide, breakers, sticky, health', async () => {
     const decide = await cli('routing', 'decide', 'm', '--key', String(client.keyId));
     assert.match(decide, /^model m, mode priority: 200/m);
     assert.match(decide, /RANK\s+PROVIDER\s+KEY/);
@@ -299,8 +290,7 @@ describe('the CLI', () => {
     assert.equal(usage.code, 2);
   });
 
-  test('model rule add, list, rm; model set; mappings; provider models', async (t) => {
-    if (await skipUnlessRows(t)) return;
+  test('model rule add, list, rm; model set; mappings; provider models', async () => {
     await cli('model', 'add', 'cli-model');
     const added = await cli('model', 'rule', 'add', 'cli-model', '--kind', 'keyword', '--pattern', 'other');
     const id = added.match(/^rule (\d+) added to model cli-model: keyword 'other'/m)[1];

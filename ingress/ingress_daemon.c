@@ -18,16 +18,31 @@
 
 #define S_LISTEN_BACKLOG 4096
 
+#define S_SWEEP_MS 100 //  how often read deadlines are checked
+
+//  One open connection, for its read deadline (MHD's socket context).
+typedef struct s_conn_t {
+    int fd;                //  its socket
+    uint64_t deadline_ms;  //  its request must be read by then; UINT64_MAX = none
+    struct s_conn_t *prev; //  in the daemon's list
+    struct s_conn_t *next;
+} s_conn_t;
+
 struct _ingress_daemon_t {
-    proto_loop_t *loop;     //  the process' loop (borrowed)
-    struct MHD_Daemon *mhd; //  the daemon
-    char name[16];          //  "client" or "admin", for logs
-    char host[256];         //  host part of the address
-    int port;               //  port bound
-    int listen_fd;          //  our listening socket until quiesced, else -1
-    int epoll_fd;           //  MHD's epoll fd, watched in the loop
-    bool resumed;           //  a connection was resumed since MHD last ran
-    uint64_t due_ms;        //  MHD wants to run by then (UINT64_MAX: no timeout)
+    proto_loop_t *loop;                 //  the process' loop (borrowed)
+    ingress_daemon_handlers_t handlers; //  the owner's, called by ours
+    uint64_t read_deadline_ms;          //  limits->read_deadline_ms
+    s_conn_t *conns;                    //  open connections
+    int sweep_timer;                    //  checks their deadlines, 0 = none
+    uint64_t deadline_closes;           //  connections shut for a late request
+    struct MHD_Daemon *mhd;             //  the daemon
+    char name[16];                      //  "client" or "admin", for logs
+    char host[256];                     //  host part of the address
+    int port;                           //  port bound
+    int listen_fd;                      //  our listening socket until quiesced, else -1
+    int epoll_fd;                       //  MHD's epoll fd, watched in the loop
+    bool resumed;                       //  a connection was resumed since MHD last ran
+    uint64_t due_ms;                    //  MHD wants to run by then (UINT64_MAX: no timeout)
 };
 
 static void s_mhd_log(void *arg, const char *format, va_list args)
@@ -38,7 +53,88 @@ static void s_mhd_log(void *arg, const char *format, va_list args)
     size_t length = strlen(text);
     while (length && (text[length - 1] == '\n' || text[length - 1] == '\r'))
         text[--length] = '\0';
-    log_warn(NULL, "http %s: %s", self->name, text);
+    //  Refusals and closures of slow or greedy clients happen by the
+    //  thousand under abuse: not worth a warning each.
+    if (strstr(text, "connection limit") || strstr(text, "connection closure") ||
+        strstr(text, "too many connections"))
+        log_debug(NULL, "http %s: %s", self->name, text);
+    else
+        log_warn(NULL, "http %s: %s", self->name, text);
+}
+
+static void s_notify_connection(void *arg, struct MHD_Connection *connection, void **socket_context,
+                                enum MHD_ConnectionNotificationCode code)
+{
+    ingress_daemon_t *self = arg;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *info =
+            MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        s_conn_t *conn = calloc(1, sizeof *conn);
+        assert(conn);
+        conn->fd = info ? info->connect_fd : -1;
+        conn->deadline_ms = proto_loop_now_ms() + self->read_deadline_ms;
+        conn->next = self->conns;
+        if (self->conns)
+            self->conns->prev = conn;
+        self->conns = conn;
+        *socket_context = conn;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
+        s_conn_t *conn = *socket_context;
+        if (conn->prev)
+            conn->prev->next = conn->next;
+        else
+            self->conns = conn->next;
+        if (conn->next)
+            conn->next->prev = conn->prev;
+        free(conn);
+        *socket_context = NULL;
+    }
+}
+
+static s_conn_t *s_conn_of(struct MHD_Connection *connection)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(connection, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info ? info->socket_context : NULL;
+}
+
+//  A request ended: the next one on this connection has its own deadline.
+static void s_completed(void *arg, struct MHD_Connection *connection, void **request_p,
+                        enum MHD_RequestTerminationCode code)
+{
+    ingress_daemon_t *self = arg;
+    s_conn_t *conn = s_conn_of(connection);
+    if (conn && self->read_deadline_ms)
+        conn->deadline_ms = proto_loop_now_ms() + self->read_deadline_ms;
+    if (self->handlers.completed)
+        self->handlers.completed(self->handlers.arg, connection, request_p, code);
+}
+
+void ingress_daemon_request_received(ingress_daemon_t *self, struct MHD_Connection *connection)
+{
+    s_conn_t *conn = s_conn_of(connection);
+    if (conn)
+        conn->deadline_ms = UINT64_MAX;
+}
+
+uint64_t ingress_daemon_deadline_closes(ingress_daemon_t *self)
+{
+    return self->deadline_closes;
+}
+
+//  Shuts the sockets of connections past their read deadline: MHD then
+//  reads end-of-file and closes them itself (there is no MHD call to close
+//  a connection whose request it has not handed us).
+static void s_sweep(proto_loop_t *loop, int id, void *arg)
+{
+    ingress_daemon_t *self = arg;
+    uint64_t now = proto_loop_now_ms();
+    for (s_conn_t *conn = self->conns; conn; conn = conn->next)
+        if (conn->deadline_ms <= now && conn->fd >= 0) {
+            shutdown(conn->fd, SHUT_RDWR);
+            conn->deadline_ms = UINT64_MAX;
+            self->deadline_closes++;
+        }
 }
 
 static void s_ready(proto_loop_t *loop, int fd, uint32_t events, void *arg)
@@ -115,6 +211,8 @@ ingress_daemon_t *ingress_daemon_new(proto_loop_t *loop, const char *name, const
     self->epoll_fd = -1;
     self->due_ms = UINT64_MAX;
     snprintf(self->name, sizeof self->name, "%s", name);
+    self->handlers = *handlers;
+    self->read_deadline_ms = limits->read_deadline_ms;
     bool ipv6 = false;
     self->listen_fd = s_listen(address, self->host, sizeof self->host, &ipv6, error, error_size);
     if (self->listen_fd < 0) {
@@ -132,7 +230,8 @@ ingress_daemon_t *ingress_daemon_new(proto_loop_t *loop, const char *name, const
         MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, self, MHD_OPTION_LISTEN_SOCKET, self->listen_fd,
         MHD_OPTION_CONNECTION_LIMIT, limits->connection_limit, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         limits->connection_memory, MHD_OPTION_CONNECTION_TIMEOUT, limits->connection_timeout_s,
-        MHD_OPTION_NOTIFY_COMPLETED, handlers->completed, handlers->arg,
+        MHD_OPTION_NOTIFY_COMPLETED, s_completed, self, MHD_OPTION_NOTIFY_CONNECTION,
+        s_notify_connection, self, MHD_OPTION_PER_IP_CONNECTION_LIMIT, limits->per_ip_limit,
         MHD_OPTION_URI_LOG_CALLBACK, handlers->uri_log, handlers->arg, MHD_OPTION_END);
     if (!self->mhd) {
         snprintf(error, error_size, "cannot start the HTTP server on %s", address);
@@ -150,6 +249,8 @@ ingress_daemon_t *ingress_daemon_new(proto_loop_t *loop, const char *name, const
         ingress_daemon_destroy(&self);
         return NULL;
     }
+    if (self->read_deadline_ms)
+        self->sweep_timer = proto_loop_add_timer(loop, S_SWEEP_MS, true, s_sweep, self);
     return self;
 }
 
@@ -161,8 +262,16 @@ void ingress_daemon_destroy(ingress_daemon_t **self_p)
         return;
     if (self->epoll_fd >= 0)
         proto_loop_remove_fd(self->loop, self->epoll_fd);
+    if (self->sweep_timer)
+        proto_loop_cancel_timer(self->loop, self->sweep_timer);
     //  MHD closes a listening socket it still holds; a quiesced one is ours.
+    //  It reports each connection closed (s_notify_connection frees ours).
     MHD_stop_daemon(self->mhd);
+    while (self->conns) {
+        s_conn_t *next = self->conns->next;
+        free(self->conns);
+        self->conns = next;
+    }
     free(self);
     *self_p = NULL;
 }
@@ -271,6 +380,24 @@ static void s_test_client(proto_loop_t *loop, int fd, uint32_t events, void *arg
         proto_loop_stop(loop);
 }
 
+//  A slow client's socket: counts it closed at end of file.
+typedef struct {
+    int closed; //  sockets that saw end of file
+    int open;   //  sockets being watched
+} s_slow_t;
+
+static void s_test_slow(proto_loop_t *loop, int fd, uint32_t events, void *arg)
+{
+    s_slow_t *slow = arg;
+    char buffer[512];
+    ssize_t got = read(fd, buffer, sizeof buffer);
+    if (got > 0)
+        return;
+    proto_loop_remove_fd(loop, fd);
+    if (++slow->closed == slow->open)
+        proto_loop_stop(loop);
+}
+
 static int s_test_turn(proto_loop_t *loop, void *arg)
 {
     return ingress_daemon_turn(((s_test_t *)arg)->daemon);
@@ -282,7 +409,7 @@ void ingress_daemon_test(bool verbose)
         printf(" * ingress_daemon: ");
     proto_loop_t *loop = proto_loop_new();
     s_test_t test = {0};
-    ingress_daemon_limits_t limits = {100, 32768, 10};
+    ingress_daemon_limits_t limits = {100, 32768, 10, 2, 300};
     ingress_daemon_handlers_t handlers = {s_test_access, s_test_completed, s_test_uri, &test};
     char error[256];
     test.daemon =
@@ -315,6 +442,23 @@ void ingress_daemon_test(bool verbose)
     assert(test.requests == 1 && test.uri_seen);
     proto_loop_remove_fd(loop, client);
     close(client);
+
+    //  Slow clients: three connections from one address, each with half a
+    //  request line. The third is over the per-address limit (2) and closed
+    //  at once; the other two at their read deadline (300 ms).
+    s_slow_t slow = {.open = 3};
+    int slow_fds[3];
+    for (int i = 0; i < 3; i++) {
+        slow_fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+        assert(connect(slow_fds[i], (struct sockaddr *)&to, sizeof to) == 0);
+        assert(write(slow_fds[i], "GET /slow", 9) == 9);
+        proto_loop_add_fd(loop, slow_fds[i], EPOLLIN | EPOLLRDHUP, s_test_slow, &slow);
+    }
+    proto_loop_run(loop);
+    assert(slow.closed == 3);
+    assert(ingress_daemon_deadline_closes(test.daemon) == 2);
+    for (int i = 0; i < 3; i++)
+        close(slow_fds[i]);
 
     ingress_daemon_quiesce(test.daemon);
     ingress_daemon_quiesce(test.daemon);

@@ -13,6 +13,15 @@
     MHD also signals its inter-thread channel on resume, which wakes the
     epoll fd; the flag just saves a loop turn.
 
+    Slow clients (slowloris): MHD's connection timeout restarts with every
+    byte, so a client sending one byte a second holds a connection forever.
+    Each connection instead gets a read deadline when it opens and when its
+    previous request completes; the owner clears it once the request is
+    read whole (ingress_daemon_request_received). A sweep shuts down the
+    socket of a connection past its deadline, and MHD closes it. Connections
+    per client address are capped by MHD (MHD_OPTION_PER_IP_CONNECTION_LIMIT):
+    one address cannot take every descriptor.
+
     We create and bind the listening socket ourselves so that a busy port is
     reported with its errno, in one clear line, before MHD is involved.
 */
@@ -23,6 +32,7 @@
 
 #include <microhttpd.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 typedef struct _ingress_daemon_t ingress_daemon_t;
 
@@ -40,6 +50,8 @@ typedef struct {
     unsigned connection_limit;     //  concurrent connections
     size_t connection_memory;      //  per-connection pool (headers, write buffer)
     unsigned connection_timeout_s; //  idle connections are closed after this
+    unsigned per_ip_limit;         //  concurrent connections from one address, 0 = no limit
+    uint64_t read_deadline_ms;     //  a request's headers and body within this, 0 = none
 } ingress_daemon_limits_t;
 
 //  Binds `address` ("host:port", port 0 = any) and starts a daemon served
@@ -59,6 +71,14 @@ int ingress_daemon_port(ingress_daemon_t *self);
 
 //  The host part of the address we bound, for logs. Borrowed.
 const char *ingress_daemon_host(ingress_daemon_t *self);
+
+//  The request on `connection` is read whole (headers and body): its read
+//  deadline no longer applies. The next request on the connection gets a
+//  new one when this one completes.
+void ingress_daemon_request_received(ingress_daemon_t *self, struct MHD_Connection *connection);
+
+//  Connections closed because their request was not read by the deadline.
+uint64_t ingress_daemon_deadline_closes(ingress_daemon_t *self);
 
 //  Notes that a connection was resumed: MHD runs before the loop sleeps.
 void ingress_daemon_resumed(ingress_daemon_t *self);

@@ -1672,6 +1672,8 @@ static enum MHD_Result s_client_access(void *arg, struct MHD_Connection *connect
         MHD_destroy_response(response);
     } else if (r->phase == S_RECEIVING && r->body) {
         r->in_handler = true;
+        //  Read whole: a slow answer is not a slow client.
+        ingress_daemon_request_received(self->client, connection);
         rc = s_client_submit(self, r);
     }
     r->in_handler = false;
@@ -1927,8 +1929,10 @@ ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
         proto_catalog_t *empty = proto_catalog_new_empty();
         ingress_server_set_catalog(self, &empty);
     }
-    ingress_daemon_limits_t client_limits = {s_connection_limit(), S_CONNECTION_MEMORY,
-                                             S_CONNECTION_TIMEOUT_S};
+    ingress_daemon_limits_t client_limits = {
+        s_connection_limit(), S_CONNECTION_MEMORY, S_CONNECTION_TIMEOUT_S,
+        (unsigned)proto_config_int(config, "ingress.max_connections_per_ip"),
+        (uint64_t)proto_config_int(config, "ingress.read_timeout_ms")};
     ingress_daemon_handlers_t client_handlers = {s_client_access, s_client_completed, NULL, self};
     self->client = ingress_daemon_new(loop, "client", proto_config_str(config, "ingress.listen"),
                                       &client_limits, &client_handlers, error, error_size);

@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -307,6 +308,7 @@ int ingress_parse_body(int protocol, bool count_tokens, const char *path_model, 
         snprintf(error, error_size, "Invalid 'stream': expected a boolean");
     else {
         snprintf(out->model, sizeof out->model, "%s", json_string_value(model));
+        out->stream_given = stream && !json_is_null(stream);
         out->stream = protocol != PROTO_PROTOCOL_GEMINI &&
                       protocol != PROTO_PROTOCOL_OPENAI_EMBEDDINGS && !count_tokens &&
                       json_is_true(stream);
@@ -323,6 +325,53 @@ int ingress_parse_body(int protocol, bool count_tokens, const char *path_model, 
     json_decref(model);
     json_decref(root);
     return rc;
+}
+
+bool ingress_parse_accepts_sse(const char *accept)
+{
+    static const char type[] = "text/event-stream";
+    for (const char *range = accept; range && *range;) {
+        range += strspn(range, " \t,");
+        size_t length = strcspn(range, ",");
+        size_t name = strcspn(range, ";, \t");
+        if (name == sizeof type - 1 && strncasecmp(range, type, name) == 0) {
+            //  A parameter q=0 (or 0.0...) means "not this one".
+            bool refused = false;
+            for (const char *p = range + name; p < range + length; p++) {
+                if (*p != ';')
+                    continue;
+                const char *q = p + 1 + strspn(p + 1, " \t");
+                if ((q[0] == 'q' || q[0] == 'Q') && q[1] == '=') {
+                    char *end;
+                    double value = strtod(q + 2, &end);
+                    refused = end != q + 2 && value <= 0;
+                }
+            }
+            if (!refused)
+                return true;
+        }
+        range += length;
+    }
+    return false;
+}
+
+int ingress_parse_add_stream(char **body, size_t *size)
+{
+    static const char member[] = "\"stream\":true,";
+    size_t at = 0;
+    while (at < *size && strchr(" \t\r\n", (*body)[at]))
+        at++;
+    if (at == *size || (*body)[at] != '{')
+        return -1;
+    at++;
+    char *grown = realloc(*body, *size + sizeof member);
+    assert(grown);
+    memmove(grown + at + sizeof member - 1, grown + at, *size - at);
+    memcpy(grown + at, member, sizeof member - 1);
+    *size += sizeof member - 1;
+    grown[*size] = '\0';
+    *body = grown;
+    return 0;
 }
 
 uint64_t ingress_parse_overhead_us(uint64_t received_us, uint64_t headers_us, uint64_t upstream_us)
@@ -356,6 +405,25 @@ void ingress_parse_test(bool verbose)
 {
     if (verbose)
         printf(" * ingress_parse: ");
+    //  Accept: text/event-stream among other ranges, not with q=0.
+    assert(ingress_parse_accepts_sse("text/event-stream"));
+    assert(ingress_parse_accepts_sse("application/json, Text/Event-Stream;q=0.9"));
+    assert(!ingress_parse_accepts_sse("application/json"));
+    assert(!ingress_parse_accepts_sse("text/event-stream;q=0"));
+    assert(!ingress_parse_accepts_sse("text/event-streams"));
+    assert(!ingress_parse_accepts_sse("*/*"));
+    assert(!ingress_parse_accepts_sse(NULL));
+    {
+        char *body = strdup("  {\"model\":\"m\"}");
+        size_t size = strlen(body);
+        assert(ingress_parse_add_stream(&body, &size) == 0);
+        assert(size == strlen(body) && strcmp(body, "  {\"stream\":true,\"model\":\"m\"}") == 0);
+        free(body);
+        body = strdup("[1]");
+        size = 3;
+        assert(ingress_parse_add_stream(&body, &size) == -1);
+        free(body);
+    }
     //  Values a body would make: a 16 MiB array of zeros is counted in
     //  one pass, no allocation, and stops at the limit.
     const char *nested = "{\"a\":[1,2,{\"b\":\"x,:[{\\\"\"}]}";
@@ -448,6 +516,7 @@ void ingress_parse_test(bool verbose)
     assert(ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, good, strlen(good), &parsed,
                               error, sizeof error) == 0);
     assert(strcmp(parsed.model, "gpt-x") == 0 && parsed.stream && parsed.include_usage);
+    assert(parsed.stream_given);
     assert(parsed.tokens_estimate > 0);
     {
         ingress_body_t limits;
@@ -470,7 +539,7 @@ void ingress_parse_test(bool verbose)
     const char *plain = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
     assert(ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, plain, strlen(plain), &parsed,
                               error, sizeof error) == 0);
-    assert(!parsed.stream && !parsed.include_usage);
+    assert(!parsed.stream && !parsed.include_usage && !parsed.stream_given);
     assert(parsed.session[0] == '\0' && parsed.capabilities[0] == '\0');
 
     //  Routing hints: sessions and needed capabilities, in each protocol's shape.

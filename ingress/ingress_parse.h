@@ -32,6 +32,7 @@ typedef enum {
 typedef struct {
     char model[INGRESS_MODEL_MAX + 1];               //  logical model asked for
     bool stream;                                     //  "stream": true
+    bool stream_given;                               //  the body has a "stream" (not null)
     bool include_usage;                              //  stream_options.include_usage: true
     uint64_t tokens_estimate;                        //  rough input tokens, for admission
     uint64_t max_output;                             //  the request's output limit, 0 = none
@@ -86,6 +87,16 @@ size_t ingress_parse_json_elements(const char *data, size_t size, size_t max);
 //  field).
 int ingress_parse_body(int protocol, bool count_tokens, const char *path_model, const char *data,
                        size_t size, ingress_body_t *out, char *error, size_t error_size);
+
+//  True when an Accept header asks for server-sent events: one of its
+//  media ranges is text/event-stream with no q=0. NULL is false.
+bool ingress_parse_accepts_sse(const char *accept);
+
+//  Makes a JSON object body ask for a stream: inserts "stream":true as
+//  its first member (the body must not have one; it has at least one
+//  member, as every parsed body does). *body is reallocated. Returns 0, or
+//  -1 when it does not start with an object.
+int ingress_parse_add_stream(char **body, size_t *size);
 
 //  The overhead we added, in microseconds: time from the request being
 //  fully received to our response headers, less the time spent upstream.

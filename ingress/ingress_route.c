@@ -39,6 +39,16 @@ static const ingress_route_t s_routes[] = {
      INGRESS_STREAM_NEVER, "models"},
     {"/v1beta/models", false, NULL, "GET", INGRESS_ROUTE_MODELS, PROTO_PROTOCOL_GEMINI, true, false,
      INGRESS_STREAM_NEVER, "models"},
+    //  Clients given the gateway's root as their base URL.
+    {"/models", false, NULL, "GET", INGRESS_ROUTE_MODELS, PROTO_PROTOCOL_OPENAI, true, false,
+     INGRESS_STREAM_NEVER, "models"},
+    //  One model (OpenAI models.retrieve, Anthropic models.retrieve, Gemini
+    //  models.get). After the Gemini methods above, and never a 405 for
+    //  them: a POST to an unknown Gemini method stays a 404.
+    {S_GEMINI_MODELS_V1, true, NULL, "GET", INGRESS_ROUTE_MODEL, PROTO_PROTOCOL_OPENAI, true, false,
+     INGRESS_STREAM_NEVER, "model"},
+    {S_GEMINI_MODELS, true, NULL, "GET", INGRESS_ROUTE_MODEL, PROTO_PROTOCOL_GEMINI, true, false,
+     INGRESS_STREAM_NEVER, "model"},
     {"/healthz", false, NULL, "GET", INGRESS_ROUTE_HEALTH, PROTO_PROTOCOL_OPENAI, false, false,
      INGRESS_STREAM_NEVER, "healthz"},
     {"/metrics", false, NULL, "GET", INGRESS_ROUTE_METRICS, PROTO_PROTOCOL_OPENAI, false, false,
@@ -54,7 +64,7 @@ static bool s_matches(const ingress_route_t *route, const char *path)
     if (strncmp(path, route->path, prefix) != 0)
         return false;
     if (!route->suffix)
-        return true;
+        return path[prefix] != '\0';
     //  A model name, then the method: at least one character between.
     size_t length = strlen(path), suffix = strlen(route->suffix);
     return length > prefix + suffix && strcmp(path + length - suffix, route->suffix) == 0;
@@ -81,10 +91,15 @@ const ingress_route_t *ingress_route_find(const char *path, const char *method, 
         const ingress_route_t *route = &s_routes[i];
         if (!s_matches(route, path))
             continue;
-        *protocol = route->protocol;
         //  HEAD is GET without a body; libmicrohttpd drops the body itself.
-        if (strcmp(method, route->method) == 0 ||
-            (strcmp(method, "HEAD") == 0 && strcmp(route->method, "GET") == 0)) {
+        bool method_ok = strcmp(method, route->method) == 0 ||
+                         (strcmp(method, "HEAD") == 0 && strcmp(route->method, "GET") == 0);
+        //  A model's own path: other methods are not "this path", and a
+        //  path that names a Gemini method is that method's.
+        if (route->prefix && !route->suffix && (!method_ok || *status == 405))
+            continue;
+        *protocol = route->protocol;
+        if (method_ok) {
             *status = 200;
             return route;
         }
@@ -96,7 +111,7 @@ const ingress_route_t *ingress_route_find(const char *path, const char *method, 
 const char *ingress_route_allowed(const char *path)
 {
     for (size_t i = 0; i < S_ROUTE_COUNT; i++)
-        if (s_matches(&s_routes[i], path))
+        if (s_matches(&s_routes[i], path) && !(s_routes[i].prefix && !s_routes[i].suffix))
             return s_routes[i].method;
     return NULL;
 }
@@ -104,10 +119,10 @@ const char *ingress_route_allowed(const char *path)
 int ingress_route_model(const ingress_route_t *route, const char *path, char *model,
                         size_t model_size)
 {
-    if (!route->prefix || !route->suffix || !s_matches(route, path))
+    if (!route->prefix || !s_matches(route, path))
         return -1;
     size_t start = strlen(route->path);
-    size_t length = strlen(path) - start - strlen(route->suffix);
+    size_t length = strlen(path) - start - (route->suffix ? strlen(route->suffix) : 0);
     if (length >= model_size)
         return -1;
     memcpy(model, path + start, length);
@@ -178,6 +193,18 @@ void ingress_route_test(bool verbose)
     assert(status == 404 && protocol == PROTO_PROTOCOL_GEMINI);
     route = ingress_route_find("/v1beta/models", "GET", &status, &protocol);
     assert(route && route->kind == INGRESS_ROUTE_MODELS && protocol == PROTO_PROTOCOL_GEMINI);
+    route = ingress_route_find("/models", "GET", &status, &protocol);
+    assert(route && route->kind == INGRESS_ROUTE_MODELS && protocol == PROTO_PROTOCOL_OPENAI);
+    //  One model by its path, names with '/' and ':' included.
+    route = ingress_route_find("/v1/models/org/m:8b", "GET", &status, &protocol);
+    assert(route && route->kind == INGRESS_ROUTE_MODEL && protocol == PROTO_PROTOCOL_OPENAI);
+    assert(ingress_route_model(route, "/v1/models/org/m:8b", model, sizeof model) == 0 &&
+           strcmp(model, "org/m:8b") == 0);
+    route = ingress_route_find("/v1beta/models/g-1", "GET", &status, &protocol);
+    assert(route && route->kind == INGRESS_ROUTE_MODEL && protocol == PROTO_PROTOCOL_GEMINI);
+    assert(!ingress_route_find("/v1/models/x", "POST", &status, &protocol));
+    assert(status == 404);
+    assert(!ingress_route_find("/v1/models/", "GET", &status, &protocol));
     if (verbose)
         printf("OK\n");
 }

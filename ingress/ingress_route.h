@@ -20,6 +20,7 @@
 typedef enum {
     INGRESS_ROUTE_GENERATE, //  a model call: admit, route, dispatch, stream back
     INGRESS_ROUTE_MODELS,   //  list the models the key may use
+    INGRESS_ROUTE_MODEL,    //  one of them, named by the path
     INGRESS_ROUTE_HEALTH,   //  liveness and catalog readiness
     INGRESS_ROUTE_METRICS,  //  Prometheus text
 } ingress_route_kind_t;
@@ -54,7 +55,8 @@ const ingress_route_t *ingress_route_find(const char *path, const char *method, 
 const char *ingress_route_allowed(const char *path);
 
 //  Copies the model a prefix route's path names (Gemini:
-//  /v1beta/models/{model}:{method}) into model. Returns 0, or -1 when the
+//  /v1beta/models/{model}:{method}; a model's own path:
+//  /v1/models/{model}) into model. Returns 0, or -1 when the
 //  route names none or it does not fit.
 int ingress_route_model(const ingress_route_t *route, const char *path, char *model,
                         size_t model_size);

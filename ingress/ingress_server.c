@@ -41,6 +41,7 @@
 #include "ingress_buffer.h"
 #include "ingress_daemon.h"
 #include "ingress_lease.h"
+#include "ingress_models.h"
 #include "ingress_parse.h"
 #include "ingress_route.h"
 #include "proto_batch.h"
@@ -87,6 +88,7 @@
 #define S_PEER_RCVHWM 100000     //  CHUNKs we queue before dispatch's ROUTER must drop
 #define S_BODY_INITIAL_MAX 65536 //  first body allocation, whatever Content-Length says
 #define S_LEASE_SWEEP_MS 250     //  expired leases are given back this often
+#define S_MODELS_CACHE_MAX 10000 //  model lists kept (one per key and protocol)
 
 typedef enum {
     S_RECEIVING,  //  reading the request (or answering it at once)
@@ -209,6 +211,8 @@ struct _ingress_server_t {
     uint64_t request_timeout_ms;                        //  ingress.request_timeout_ms
     bool draining;                                      //  SIGTERM came
     ingress_lease_t *leases;               //  what billing lets us admit without asking
+    ingress_models_t *models;              //  model lists, kept ingress.models_cache_ms
+    uint64_t models_cache_ms;              //  ingress.models_cache_ms
     bool leases_on;                        //  billing.leases
     int lease_timer;                       //  gives expired leases back
     ingress_server_drained_fn *drained_fn; //  told when the drain is over
@@ -1240,59 +1244,35 @@ static int s_authenticate(ingress_server_t *self, s_request_t *r)
     return 0;
 }
 
-//  One model in the list shape of a protocol.
-static json_t *s_model_entry(int protocol, const proto_model_t *model)
-{
-    if (protocol == PROTO_PROTOCOL_GEMINI) {
-        char name[INGRESS_MODEL_MAX + 16];
-        snprintf(name, sizeof name, "models/%s", model->name);
-        return json_pack("{s:s, s:s, s:s, s:s, s:[s, s, s]}", "name", name, "baseModelId",
-                         model->name, "version", "001", "displayName", model->name,
-                         "supportedGenerationMethods", "generateContent", "streamGenerateContent",
-                         "countTokens");
-    }
-    if (protocol == PROTO_PROTOCOL_ANTHROPIC) {
-        char created[32];
-        time_t seconds = (time_t)model->created_s;
-        struct tm utc;
-        gmtime_r(&seconds, &utc);
-        strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &utc);
-        return json_pack("{s:s, s:s, s:s, s:s}", "type", "model", "id", model->name, "display_name",
-                         model->name, "created_at", created);
-    }
-    return json_pack("{s:s, s:s, s:I, s:s}", "id", model->name, "object", "model", "created",
-                     (json_int_t)model->created_s, "owned_by", "tollgate");
-}
-
-//  The models this key may use, in the list shape of the client's
-//  protocol: OpenAI {object, data}, Anthropic {data, has_more, first_id,
-//  last_id}, Gemini {models}.
+//  The models this key may use (ingress_models), in the list shape of the
+//  client's protocol; or one of them, named by the path.
 static void s_answer_models(ingress_server_t *self, s_request_t *r)
 {
     const proto_api_key_t *key = proto_catalog_key(self->catalog, r->key_id);
-    json_t *data = json_array();
-    size_t count = proto_catalog_model_count(self->catalog);
-    for (size_t i = 0; key && i < count; i++) {
-        const proto_model_t *model = proto_catalog_model_at(self->catalog, i);
-        if (!model->active || !proto_catalog_key_allows(self->catalog, key, model->name))
-            continue;
-        json_array_append_new(data, s_model_entry(r->protocol, model));
-    }
-    json_t *root;
-    if (r->protocol == PROTO_PROTOCOL_GEMINI)
-        root = json_pack("{s:o}", "models", data);
-    else if (r->protocol == PROTO_PROTOCOL_ANTHROPIC) {
-        size_t size = json_array_size(data);
-        json_t *first = json_object_get(json_array_get(data, 0), "id");
-        json_t *last = json_object_get(json_array_get(data, size ? size - 1 : 0), "id");
-        root = json_pack("{s:O, s:b, s:O?, s:O?}", "data", data, "has_more", 0, "first_id", first,
-                         "last_id", last);
-        json_decref(data);
+    char *text;
+    if (r->route->kind == INGRESS_ROUTE_MODEL) {
+        text = ingress_models_one(self->catalog, key, r->protocol, r->path_model);
+        if (!text) {
+            char message[INGRESS_MODEL_MAX + 96];
+            snprintf(message, sizeof message,
+                     "The model '%s' does not exist or you do not have access to it.",
+                     r->path_model);
+            s_answer_error(r, 404, "model_not_found", message);
+            return;
+        }
     } else
-        root = json_pack("{s:s, s:o}", "object", "list", "data", data);
-    char *text = json_dumps(root, JSON_COMPACT);
-    json_decref(root);
-    s_answer_text(r, 200, "application/json", text, true);
+        text = strdup(ingress_models_list(self->models, self->catalog, key, r->protocol,
+                                          proto_loop_now_ms(), NULL));
+    assert(text);
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    //  The list is per key: shared caches must not keep it.
+    char cache[48];
+    snprintf(cache, sizeof cache, "private, max-age=%llu",
+             (unsigned long long)(self->models_cache_ms / 1000));
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, cache);
+    s_answer(r, 200, response);
 }
 
 //  First call for a request: headers are in, the body (if any) is not.
@@ -1330,7 +1310,8 @@ static enum MHD_Result s_client_begin(ingress_server_t *self, s_request_t *r, co
     //  Anthropic SDK sends anthropic-version (and its key as x-api-key), a
     //  Gemini one x-goog-api-key or ?key=, and each expects its own list and
     //  error shapes.
-    if (r->route->kind == INGRESS_ROUTE_MODELS && r->protocol == PROTO_PROTOCOL_OPENAI) {
+    if ((r->route->kind == INGRESS_ROUTE_MODELS || r->route->kind == INGRESS_ROUTE_MODEL) &&
+        r->protocol == PROTO_PROTOCOL_OPENAI) {
         if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version") ||
             MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key"))
             r->protocol = PROTO_PROTOCOL_ANTHROPIC;
@@ -1348,7 +1329,10 @@ static enum MHD_Result s_client_begin(ingress_server_t *self, s_request_t *r, co
         //  Gemini streams SSE only with alt=sse; without it the answer is
         //  one JSON array whose elements arrive as they are made.
         const char *alt = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "alt");
-        r->json_array = !alt || strcmp(alt, "sse") != 0;
+        //  An Accept header asking for server-sent events gets them too.
+        r->json_array =
+            (!alt || strcmp(alt, "sse") != 0) &&
+            !ingress_parse_accepts_sse(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "accept"));
     }
     switch (r->route->kind) {
     case INGRESS_ROUTE_HEALTH:
@@ -1369,6 +1353,7 @@ static enum MHD_Result s_client_begin(ingress_server_t *self, s_request_t *r, co
                           true);
         return MHD_YES;
     case INGRESS_ROUTE_MODELS:
+    case INGRESS_ROUTE_MODEL:
         if (s_authenticate(self, r) == 0)
             s_answer_models(self, r);
         return MHD_YES;
@@ -1607,6 +1592,16 @@ static enum MHD_Result s_client_submit(ingress_server_t *self, s_request_t *r)
         r->parsed.stream = true;
     else if (r->route->stream == INGRESS_STREAM_NEVER)
         r->parsed.stream = false;
+    else if (!r->parsed.stream_given && !r->route->count_tokens &&
+             ingress_parse_accepts_sse(
+                 MHD_lookup_connection_value(r->connection, MHD_HEADER_KIND, "accept")) &&
+             ingress_parse_add_stream(&r->body, &r->body_size) == 0) {
+        //  Asked for a stream by its Accept header alone: the body says so
+        //  too from here on, so every adapter downstream sees one flag. A
+        //  body's own "stream" (true or false) is the client's word and wins.
+        r->parsed.stream = true;
+        r->body_capacity = r->body_size;
+    }
     if (!s_register(r)) {
         //  Another request took this client id since the headers came.
         ingress_parse_new_request_id(r->id);
@@ -1897,6 +1892,8 @@ ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
         proto_crypto_hash_hex(metrics_token, strlen(metrics_token), self->metrics_token_hash);
     self->internal_timeout_ms = (uint64_t)proto_config_int(config, "ingress.internal_timeout_ms");
     self->request_timeout_ms = (uint64_t)proto_config_int(config, "ingress.request_timeout_ms");
+    self->models_cache_ms = (uint64_t)proto_config_int(config, "ingress.models_cache_ms");
+    self->models = ingress_models_new(self->models_cache_ms, S_MODELS_CACHE_MAX);
     self->in_flight = proto_metrics_gauge(metrics, "tollgate_ingress_in_flight",
                                           "Client API requests in flight.", NULL);
     self->key_cache = proto_metrics_gauge(metrics, "tollgate_ingress_key_cache_size",
@@ -1976,6 +1973,7 @@ void ingress_server_destroy(ingress_server_t **self_p)
         zlistx_destroy(&returns);
     }
     ingress_lease_destroy(&self->leases);
+    ingress_models_destroy(&self->models);
     for (int i = 0; i < self->billing_count; i++) {
         proto_outbox_destroy(&self->billing[i].outbox);
         proto_loop_remove_socket(self->loop, self->billing[i].socket);
@@ -2015,6 +2013,7 @@ void ingress_server_set_catalog(ingress_server_t *self, proto_catalog_t **catalo
     proto_catalog_destroy(&self->catalog);
     self->catalog = *catalog_p;
     *catalog_p = NULL;
+    ingress_models_reset(self->models);
     proto_metric_set(self->key_cache, (double)proto_catalog_key_count(self->catalog));
     log_debug(NULL, "catalog loaded: %zu keys", proto_catalog_key_count(self->catalog));
 }

@@ -80,6 +80,8 @@ static const s_key_t s_keys[] = {
      "when set, /metrics on the client port needs Authorization: Bearer TOKEN"},
     {"ingress.metrics_listen", S_STR, "", 0, 0, false,
      "Prometheus /metrics listener host:port; empty = off"},
+    {"ingress.models_cache_ms", S_INT, "10000", 0, 3600000, false,
+     "a key's model list is rebuilt after this long (or when the configuration changes)"},
     {"ingress.control_bind", S_ENDPOINT, "tcp://127.0.0.1:7110", 0, 0, false, "control socket"},
     {"billing.bind", S_ENDPOINT, "tcp://127.0.0.1:7120", 0, 0, false, "admission and settlement"},
     {"billing.endpoints", S_ENDPOINTS, "", 0, 0, false, "billing instances to connect to"},

@@ -85,6 +85,15 @@ void pc_drop_unknown(const json_t *object, const char *const *known, const char 
     }
 }
 
+int pc_fields_run(pc_field_fn *const *fields, const json_t *in, json_t *out, pc_ctx_t *ctx,
+                  char *error, size_t size)
+{
+    for (pc_field_fn *const *field = fields; *field; field++)
+        if ((*field)(in, out, ctx, error, size))
+            return -1;
+    return 0;
+}
+
 void pc_add_text(json_t *parts, const char *text)
 {
     if (text && *text)

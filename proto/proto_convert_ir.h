@@ -163,6 +163,17 @@ extern const pc_codec_t pc_responses_codec;
 //  ---------------------------------------------------------------------------
 //  Shared helpers (proto_convert.c)
 
+//  One field's share of a request conversion (a reader's client field, a writer's neutral
+//  field): reads what it needs of in, adds its part to out, names what it leaves out in ctx.
+//  Returns 0, or -1 with a message for the client in error. Readers and writers are lists
+//  of these, run in order by pc_fields_run.
+typedef int(pc_field_fn)(const json_t *in, json_t *out, pc_ctx_t *ctx, char *error, size_t size);
+
+//  Runs the NULL-ended list of field handlers in order and stops at the first that fails.
+//  Returns 0 or -1 (error filled by the handler).
+int pc_fields_run(pc_field_fn *const *fields, const json_t *in, json_t *out, pc_ctx_t *ctx,
+                  char *error, size_t size);
+
 //  Formats a message into error and returns NULL (for one-line refusals).
 void *pc_fail(char *error, size_t size, const char *format, ...)
     __attribute__((format(printf, 3, 4)));

@@ -170,129 +170,176 @@ static json_t *s_refuse(const json_t *request, char *error, size_t size)
     return (json_t *)request;
 }
 
-static json_t *s_request_read(const json_t *request, bool stream, pc_ctx_t *ctx, char *error,
-                              size_t size)
-{
-    (void)stream;
-    if (!s_refuse(request, error, size))
-        return NULL;
-    pc_drop_unknown(request, s_request_keys, "", ctx);
-    json_t *messages = json_object_get(request, "messages");
-    if (!json_is_array(messages) || !json_array_size(messages))
-        return pc_fail(error, size, "messages must be a non-empty array");
+//  Client fields -> neutral: one handler per field, run in the order
+//  of s_read_fields (a refusal names the first field that cannot be converted).
 
-    json_t *ir = json_pack("{s:[], s:[]}", "system", "messages");
-    json_t *system = json_object_get(ir, "system");
-    json_t *out = json_object_get(ir, "messages");
+//  A message's handler, by its role. names maps tool call ids to tool names
+//  (Gemini's function responses name their function).
+typedef int(s_role_fn)(const json_t *message, json_t *ir, json_t *names, char *error, size_t size);
+
+//  Anthropic and Gemini have one system prompt: every system message joins
+//  it, in order (docs/conversion.md).
+static int s_read_system(const json_t *message, json_t *ir, json_t *names, char *error, size_t size)
+{
+    (void)names;
+    char *text = s_text_of(json_object_get(message, "content"));
+    if (!text) {
+        pc_fail(error, size, "system message content must be text");
+        return -1;
+    }
+    if (*text)
+        json_array_append_new(json_object_get(ir, "system"), json_string(text));
+    free(text);
+    return 0;
+}
+
+static int s_read_user(const json_t *message, json_t *ir, json_t *names, char *error, size_t size)
+{
+    (void)names;
+    json_t *parts = s_user_parts(json_object_get(message, "content"), error, size);
+    if (!parts)
+        return -1;
+    pc_push_message(json_object_get(ir, "messages"), "user", parts);
+    return 0;
+}
+
+static int s_read_assistant(const json_t *message, json_t *ir, json_t *names, char *error,
+                            size_t size)
+{
+    json_t *parts = json_array();
+    const char *reasoning = json_string_value(json_object_get(message, "reasoning_content"));
+    if (reasoning && *reasoning)
+        json_array_append_new(parts,
+                              json_pack("{s:s, s:s}", "type", "thinking", "text", reasoning));
+    char *text = s_text_of(json_object_get(message, "content"));
+    if (!text) {
+        json_decref(parts);
+        pc_fail(error, size, "assistant message content must be text");
+        return -1;
+    }
+    pc_add_text(parts, text);
+    free(text);
+    size_t index;
+    json_t *call;
+    json_array_foreach(json_object_get(message, "tool_calls"), index, call)
+    {
+        json_t *function = json_object_get(call, "function");
+        const char *id = json_string_value(json_object_get(call, "id"));
+        const char *name = json_string_value(json_object_get(function, "name"));
+        const char *arguments = json_string_value(json_object_get(function, "arguments"));
+        if (!id || !name) {
+            json_decref(parts);
+            pc_fail(error, size, "a tool call needs an id and a function name");
+            return -1;
+        }
+        json_object_set_new(names, id, json_string(name));
+        json_array_append_new(parts,
+                              json_pack("{s:s, s:s, s:s, s:s}", "type", "tool_call", "id", id,
+                                        "name", name, "arguments", arguments ? arguments : "{}"));
+    }
+    pc_push_message(json_object_get(ir, "messages"), "assistant", parts);
+    return 0;
+}
+
+//  A tool message becomes a tool_result part of a user message.
+static int s_read_tool(const json_t *message, json_t *ir, json_t *names, char *error, size_t size)
+{
+    const char *id = json_string_value(json_object_get(message, "tool_call_id"));
+    char *text = s_text_of(json_object_get(message, "content"));
+    if (!id || !text) {
+        free(text);
+        pc_fail(error, size, "a tool message needs tool_call_id and text content");
+        return -1;
+    }
+    json_t *result = json_pack("{s:s, s:s, s:[], s:b}", "type", "tool_result", "id", id, "content",
+                               "is_error", 0);
+    pc_add_text(json_object_get(result, "content"), text);
+    free(text);
+    json_t *name = json_object_get(names, id);
+    if (name)
+        json_object_set(result, "name", name);
+    pc_push_message(json_object_get(ir, "messages"), "user", json_pack("[o]", result));
+    return 0;
+}
+
+static const struct {
+    const char *role;
+    s_role_fn *read;
+} s_roles[] = {{"system", s_read_system},
+               {"developer", s_read_system},
+               {"user", s_read_user},
+               {"assistant", s_read_assistant},
+               {"tool", s_read_tool}};
+
+static int s_read_messages(const json_t *request, json_t *ir, pc_ctx_t *ctx, char *error,
+                           size_t size)
+{
+    json_t *messages = json_object_get(request, "messages");
+    if (!json_is_array(messages) || !json_array_size(messages)) {
+        pc_fail(error, size, "messages must be a non-empty array");
+        return -1;
+    }
     json_t *names = json_object(); //  tool call id -> name, for Gemini
+    int rc = 0;
     size_t index;
     json_t *message;
     json_array_foreach(messages, index, message)
     {
         const char *role = json_string_value(json_object_get(message, "role"));
-        json_t *content = json_object_get(message, "content");
-        if (!role)
-            goto refuse_role;
-        if (json_object_get(message, "name"))
+        s_role_fn *read = NULL;
+        if (role && json_object_get(message, "name"))
             pc_drop(ctx, "", "messages[].name");
-        if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
-            //  Anthropic and Gemini have one system prompt: every system
-            //  message joins it, in order (docs/conversion.md).
-            char *text = s_text_of(content);
-            if (!text) {
-                pc_fail(error, size, "system message content must be text");
-                goto fail;
-            }
-            if (*text)
-                json_array_append_new(system, json_string(text));
-            free(text);
-        } else if (strcmp(role, "user") == 0) {
-            json_t *parts = s_user_parts(content, error, size);
-            if (!parts)
-                goto fail;
-            pc_push_message(out, "user", parts);
-        } else if (strcmp(role, "assistant") == 0) {
-            json_t *parts = json_array();
-            const char *reasoning =
-                json_string_value(json_object_get(message, "reasoning_content"));
-            if (reasoning && *reasoning)
-                json_array_append_new(
-                    parts, json_pack("{s:s, s:s}", "type", "thinking", "text", reasoning));
-            char *text = s_text_of(content);
-            if (!text) {
-                json_decref(parts);
-                pc_fail(error, size, "assistant message content must be text");
-                goto fail;
-            }
-            pc_add_text(parts, text);
-            free(text);
-            size_t call_index;
-            json_t *call;
-            json_array_foreach(json_object_get(message, "tool_calls"), call_index, call)
-            {
-                json_t *function = json_object_get(call, "function");
-                const char *id = json_string_value(json_object_get(call, "id"));
-                const char *name = json_string_value(json_object_get(function, "name"));
-                const char *arguments = json_string_value(json_object_get(function, "arguments"));
-                if (!id || !name) {
-                    json_decref(parts);
-                    pc_fail(error, size, "a tool call needs an id and a function name");
-                    goto fail;
-                }
-                json_object_set_new(names, id, json_string(name));
-                json_array_append_new(parts, json_pack("{s:s, s:s, s:s, s:s}", "type", "tool_call",
-                                                       "id", id, "name", name, "arguments",
-                                                       arguments ? arguments : "{}"));
-            }
-            pc_push_message(out, "assistant", parts);
-        } else if (strcmp(role, "tool") == 0) {
-            const char *id = json_string_value(json_object_get(message, "tool_call_id"));
-            char *text = s_text_of(content);
-            if (!id || !text) {
-                free(text);
-                pc_fail(error, size, "a tool message needs tool_call_id and text content");
-                goto fail;
-            }
-            json_t *result = json_pack("{s:s, s:s, s:[], s:b}", "type", "tool_result", "id", id,
-                                       "content", "is_error", 0);
-            pc_add_text(json_object_get(result, "content"), text);
-            free(text);
-            json_t *name = json_object_get(names, id);
-            if (name)
-                json_object_set(result, "name", name);
-            pc_push_message(out, "user", json_pack("[o]", result));
+        for (size_t at = 0; role && !read && at < sizeof(s_roles) / sizeof(s_roles[0]); at++)
+            if (strcmp(role, s_roles[at].role) == 0)
+                read = s_roles[at].read;
+        if (!read) {
+            pc_fail(error, size, "message role '%s' cannot be converted", role ? role : "?");
+            rc = -1;
         } else
-            goto refuse_role;
+            rc = read(message, ir, names, error, size);
+        if (rc)
+            break;
     }
     json_decref(names);
-    names = NULL;
+    return rc;
+}
 
+static int s_read_tools(const json_t *request, json_t *ir, pc_ctx_t *ctx, char *error, size_t size)
+{
     json_t *tools = json_object_get(request, "tools");
-    if (tools) {
-        json_t *list = json_array();
-        json_object_set_new(ir, "tools", list);
-        json_t *tool;
-        json_array_foreach(tools, index, tool)
-        {
-            json_t *function = json_object_get(tool, "function");
-            const char *type = json_string_value(json_object_get(tool, "type"));
-            const char *name = json_string_value(json_object_get(function, "name"));
-            if (!type || strcmp(type, "function") || !name) {
-                pc_fail(error, size, "only function tools can be converted");
-                goto fail;
-            }
-            if (json_object_get(function, "strict"))
-                pc_drop(ctx, "", "tools[].function.strict");
-            json_t *item = json_pack("{s:s}", "name", name);
-            json_t *description = json_object_get(function, "description");
-            json_t *parameters = json_object_get(function, "parameters");
-            if (json_is_string(description))
-                json_object_set(item, "description", description);
-            if (json_is_object(parameters))
-                json_object_set(item, "parameters", parameters);
-            json_array_append_new(list, item);
+    if (!tools)
+        return 0;
+    json_t *list = json_array();
+    json_object_set_new(ir, "tools", list);
+    size_t index;
+    json_t *tool;
+    json_array_foreach(tools, index, tool)
+    {
+        json_t *function = json_object_get(tool, "function");
+        const char *type = json_string_value(json_object_get(tool, "type"));
+        const char *name = json_string_value(json_object_get(function, "name"));
+        if (!type || strcmp(type, "function") || !name) {
+            pc_fail(error, size, "only function tools can be converted");
+            return -1;
         }
+        if (json_object_get(function, "strict"))
+            pc_drop(ctx, "", "tools[].function.strict");
+        json_t *item = json_pack("{s:s}", "name", name);
+        json_t *description = json_object_get(function, "description");
+        json_t *parameters = json_object_get(function, "parameters");
+        if (json_is_string(description))
+            json_object_set(item, "description", description);
+        if (json_is_object(parameters))
+            json_object_set(item, "parameters", parameters);
+        json_array_append_new(list, item);
     }
+    return 0;
+}
+
+static int s_read_tool_choice(const json_t *request, json_t *ir, pc_ctx_t *ctx, char *error,
+                              size_t size)
+{
+    (void)ctx;
     json_t *choice = json_object_get(request, "tool_choice");
     if (json_is_string(choice))
         json_object_set(ir, "tool_choice", choice);
@@ -301,14 +348,22 @@ static json_t *s_request_read(const json_t *request, bool stream, pc_ctx_t *ctx,
             json_string_value(json_object_get(json_object_get(choice, "function"), "name"));
         if (!name) {
             pc_fail(error, size, "tool_choice must name a function");
-            goto fail;
+            return -1;
         }
         json_object_set_new(ir, "tool_choice", json_pack("{s:s}", "name", name));
     }
     json_t *parallel = json_object_get(request, "parallel_tool_calls");
     if (json_is_boolean(parallel))
         json_object_set(ir, "parallel_tool_calls", parallel);
+    return 0;
+}
 
+//  max_completion_tokens (or the older max_tokens), the sampling numbers and
+//  stop sequences.
+static int s_read_sampling(const json_t *request, json_t *ir, pc_ctx_t *ctx, char *error,
+                           size_t size)
+{
+    (void)ctx, (void)error, (void)size;
     json_t *max = json_object_get(request, "max_completion_tokens");
     if (!json_is_integer(max))
         max = json_object_get(request, "max_tokens");
@@ -332,7 +387,13 @@ static json_t *s_request_read(const json_t *request, bool stream, pc_ctx_t *ctx,
         json_object_set_new(ir, "stop", json_pack("[O]", stop));
     else if (json_is_array(stop) && json_array_size(stop))
         json_object_set(ir, "stop", stop);
+    return 0;
+}
 
+static int s_read_response_format(const json_t *request, json_t *ir, pc_ctx_t *ctx, char *error,
+                                  size_t size)
+{
+    (void)ctx;
     json_t *format = json_object_get(request, "response_format");
     const char *format_type = json_string_value(json_object_get(format, "type"));
     if (format_type && strcmp(format_type, "json_object") == 0)
@@ -350,25 +411,42 @@ static json_t *s_request_read(const json_t *request, bool stream, pc_ctx_t *ctx,
         json_object_set_new(ir, "response_format", item);
     } else if (format_type && strcmp(format_type, "text")) {
         pc_fail(error, size, "response_format type '%s' cannot be converted", format_type);
-        goto fail;
+        return -1;
     }
+    return 0;
+}
+
+//  reasoning_effort and the end-user id.
+static int s_read_reasoning(const json_t *request, json_t *ir, pc_ctx_t *ctx, char *error,
+                            size_t size)
+{
+    (void)ctx, (void)error, (void)size;
     const char *effort = json_string_value(json_object_get(request, "reasoning_effort"));
     if (effort)
         json_object_set_new(ir, "reasoning", json_pack("{s:s}", "effort", effort));
     json_t *user = json_object_get(request, "user");
     if (json_is_string(user))
         json_object_set(ir, "user", user);
-    return ir;
+    return 0;
+}
 
-refuse_role:
-    pc_fail(error, size, "message role '%s' cannot be converted",
-            json_string_value(json_object_get(message, "role"))
-                ? json_string_value(json_object_get(message, "role"))
-                : "?");
-fail:
-    json_decref(names);
-    json_decref(ir);
-    return NULL;
+static pc_field_fn *const s_read_fields[] = {
+    s_read_messages,  s_read_tools, s_read_tool_choice, s_read_sampling, s_read_response_format,
+    s_read_reasoning, NULL};
+
+static json_t *s_request_read(const json_t *request, bool stream, pc_ctx_t *ctx, char *error,
+                              size_t size)
+{
+    (void)stream;
+    if (!s_refuse(request, error, size))
+        return NULL;
+    pc_drop_unknown(request, s_request_keys, "", ctx);
+    json_t *ir = json_pack("{s:[], s:[]}", "system", "messages");
+    if (pc_fields_run(s_read_fields, request, ir, ctx, error, size)) {
+        json_decref(ir);
+        return NULL;
+    }
+    return ir;
 }
 
 //  ---------------------------------------------------------------------------
@@ -395,115 +473,186 @@ static char *s_result_text(const json_t *result)
     return text;
 }
 
-static json_t *s_request_write(const json_t *ir, const char *model, pc_ctx_t *ctx, char *error,
-                               size_t size)
+//  Neutral fields -> upstream: one handler per field, run in the
+//  order of s_write_fields (which is also the order dropped fields are named).
+
+//  One neutral message on its way out, its parts sorted by where Chat
+//  Completions wants them.
+typedef struct {
+    bool assistant;   //  The assistant's message: calls allowed, media not
+    json_t *content;  //  User content parts (text, image_url, file)
+    json_t *calls;    //  Assistant tool_calls
+    char *text;       //  The text parts joined (a plain string when nothing else)
+    json_t *messages; //  The body's messages: a tool result is a message of its own
+    pc_ctx_t *ctx;    //  Where dropped fields are named
+} s_message_t;
+
+//  A neutral part's handler, by its type.
+typedef int(s_part_fn)(s_message_t *self, const json_t *part, char *error, size_t size);
+
+static int s_write_text(s_message_t *self, const json_t *part, char *error, size_t size)
 {
+    (void)error, (void)size;
+    const char *piece = json_string_value(json_object_get(part, "text"));
+    json_array_append_new(self->content, json_pack("{s:s, s:s}", "type", "text", "text", piece));
+    char *joined = NULL;
+    if (asprintf(&joined, "%s%s", self->text, piece) >= 0) {
+        free(self->text);
+        self->text = joined;
+    }
+    return 0;
+}
+
+static int s_write_media(s_message_t *self, const json_t *part, char *error, size_t size)
+{
+    const char *mime = json_string_value(json_object_get(part, "mime"));
+    char *url = pc_media_to_url(part);
+    if (self->assistant || !url) {
+        free(url);
+        pc_fail(error, size, "%s",
+                self->assistant ? "assistant images cannot be expressed for an OpenAI Chat "
+                                  "Completions upstream"
+                                : "media without data or URL");
+        return -1;
+    }
+    if (mime && strncmp(mime, "image/", 6))
+        json_array_append_new(self->content,
+                              json_pack("{s:s, s:{s:s, s:s}}", "type", "file", "file", "file_data",
+                                        url, "filename", "document"));
+    else
+        json_array_append_new(self->content, json_pack("{s:s, s:{s:s}}", "type", "image_url",
+                                                       "image_url", "url", url));
+    free(url);
+    return 0;
+}
+
+static int s_write_tool_call(s_message_t *self, const json_t *part, char *error, size_t size)
+{
+    (void)error, (void)size;
+    json_array_append_new(self->calls, json_pack("{s:O, s:s, s:{s:O, s:O}}", "id",
+                                                 json_object_get(part, "id"), "type", "function",
+                                                 "function", "name", json_object_get(part, "name"),
+                                                 "arguments", json_object_get(part, "arguments")));
+    return 0;
+}
+
+static int s_write_tool_result(s_message_t *self, const json_t *part, char *error, size_t size)
+{
+    char *result = s_result_text(part);
+    if (!result) {
+        pc_fail(error, size, "tool results with images cannot be expressed for an %s upstream",
+                S_NAME);
+        return -1;
+    }
+    json_array_append_new(self->messages,
+                          json_pack("{s:s, s:O, s:s}", "role", "tool", "tool_call_id",
+                                    json_object_get(part, "id"), "content", result));
+    free(result);
+    return 0;
+}
+
+//  Thinking from earlier turns has no field here; the provider would ignore
+//  it anyway (docs/conversion.md).
+static int s_write_thinking(s_message_t *self, const json_t *part, char *error, size_t size)
+{
+    (void)part, (void)error, (void)size;
+    pc_drop_ir(self->ctx, "thinking");
+    return 0;
+}
+
+static const struct {
+    const char *type;
+    s_part_fn *write;
+} s_parts[] = {{"text", s_write_text},
+               {"media", s_write_media},
+               {"tool_call", s_write_tool_call},
+               {"tool_result", s_write_tool_result},
+               {"thinking", s_write_thinking}};
+
+//  One neutral message: the assistant's text and calls as one assistant
+//  message; a user's parts as a user message (a plain string when all are
+//  text), after a tool message for each tool result among them.
+static int s_write_message(const json_t *message, json_t *messages, pc_ctx_t *ctx, char *error,
+                           size_t size)
+{
+    const char *role = json_string_value(json_object_get(message, "role"));
+    s_message_t self = {.assistant = strcmp(role, "assistant") == 0,
+                        .content = json_array(),
+                        .calls = json_array(),
+                        .text = strdup(""),
+                        .messages = messages,
+                        .ctx = ctx};
+    int rc = 0;
+    size_t index;
+    json_t *part;
+    json_array_foreach(json_object_get(message, "content"), index, part)
+    {
+        const char *type = json_string_value(json_object_get(part, "type"));
+        for (size_t at = 0; type && at < sizeof(s_parts) / sizeof(s_parts[0]); at++)
+            if (strcmp(type, s_parts[at].type) == 0) {
+                rc = s_parts[at].write(&self, part, error, size);
+                break;
+            }
+        if (rc)
+            break;
+    }
+    if (rc == 0 && self.assistant) {
+        json_t *item = json_pack("{s:s}", "role", "assistant");
+        json_object_set_new(item, "content", *self.text ? json_string(self.text) : json_null());
+        if (json_array_size(self.calls))
+            json_object_set(item, "tool_calls", self.calls);
+        if (*self.text || json_array_size(self.calls))
+            json_array_append_new(messages, item);
+        else
+            json_decref(item);
+    } else if (rc == 0 && json_array_size(self.content)) {
+        bool plain = true;
+        json_array_foreach(self.content, index, part) plain &=
+            strcmp(json_string_value(json_object_get(part, "type")), "text") == 0;
+        json_array_append_new(
+            messages, json_pack("{s:s, s:o}", "role", "user", "content",
+                                plain ? json_string(self.text) : json_incref(self.content)));
+    }
+    free(self.text);
+    json_decref(self.content);
+    json_decref(self.calls);
+    return rc;
+}
+
+//  top_k has no field in Chat Completions.
+static int s_write_top_k(const json_t *ir, json_t *body, pc_ctx_t *ctx, char *error, size_t size)
+{
+    (void)body, (void)error, (void)size;
     if (json_object_get(ir, "top_k"))
         pc_drop_ir(ctx, "top_k");
-    json_t *body = json_pack("{s:s, s:[]}", "model", model, "messages");
+    return 0;
+}
+
+//  System text as system messages first, then the conversation.
+static int s_write_messages(const json_t *ir, json_t *body, pc_ctx_t *ctx, char *error, size_t size)
+{
     json_t *messages = json_object_get(body, "messages");
     size_t index;
     json_t *value;
     json_array_foreach(json_object_get(ir, "system"), index, value) json_array_append_new(
         messages, json_pack("{s:s, s:O}", "role", "system", "content", value));
-
-    json_t *message;
-    json_array_foreach(json_object_get(ir, "messages"), index, message)
+    json_array_foreach(json_object_get(ir, "messages"), index, value)
     {
-        const char *role = json_string_value(json_object_get(message, "role"));
-        bool assistant = strcmp(role, "assistant") == 0;
-        json_t *content = json_array();
-        json_t *calls = json_array();
-        char *text = strdup("");
-        size_t part_index;
-        json_t *part;
-        json_array_foreach(json_object_get(message, "content"), part_index, part)
-        {
-            const char *type = json_string_value(json_object_get(part, "type"));
-            if (strcmp(type, "text") == 0) {
-                const char *piece = json_string_value(json_object_get(part, "text"));
-                json_array_append_new(content,
-                                      json_pack("{s:s, s:s}", "type", "text", "text", piece));
-                char *joined = NULL;
-                if (asprintf(&joined, "%s%s", text, piece) >= 0) {
-                    free(text);
-                    text = joined;
-                }
-            } else if (strcmp(type, "media") == 0) {
-                const char *mime = json_string_value(json_object_get(part, "mime"));
-                char *url = pc_media_to_url(part);
-                if (assistant || !url) {
-                    free(url);
-                    pc_fail(error, size, "%s",
-                            assistant ? "assistant images cannot be expressed for an OpenAI Chat "
-                                        "Completions upstream"
-                                      : "media without data or URL");
-                    goto fail_part;
-                }
-                if (mime && strncmp(mime, "image/", 6))
-                    json_array_append_new(content,
-                                          json_pack("{s:s, s:{s:s, s:s}}", "type", "file", "file",
-                                                    "file_data", url, "filename", "document"));
-                else
-                    json_array_append_new(content, json_pack("{s:s, s:{s:s}}", "type", "image_url",
-                                                             "image_url", "url", url));
-                free(url);
-            } else if (strcmp(type, "tool_call") == 0)
-                json_array_append_new(calls,
-                                      json_pack("{s:O, s:s, s:{s:O, s:O}}", "id",
-                                                json_object_get(part, "id"), "type", "function",
-                                                "function", "name", json_object_get(part, "name"),
-                                                "arguments", json_object_get(part, "arguments")));
-            else if (strcmp(type, "tool_result") == 0) {
-                char *result = s_result_text(part);
-                if (!result) {
-                    pc_fail(error, size,
-                            "tool results with images cannot be expressed for an %s upstream",
-                            S_NAME);
-                    goto fail_part;
-                }
-                json_array_append_new(messages,
-                                      json_pack("{s:s, s:O, s:s}", "role", "tool", "tool_call_id",
-                                                json_object_get(part, "id"), "content", result));
-                free(result);
-            } else if (strcmp(type, "thinking") == 0)
-                //  Thinking from earlier turns has no field here; the
-                //  provider would ignore it anyway (docs/conversion.md).
-                pc_drop_ir(ctx, "thinking");
-        }
-        if (assistant) {
-            json_t *item = json_pack("{s:s}", "role", "assistant");
-            json_object_set_new(item, "content", *text ? json_string(text) : json_null());
-            if (json_array_size(calls))
-                json_object_set(item, "tool_calls", calls);
-            if (*text || json_array_size(calls))
-                json_array_append_new(messages, item);
-            else
-                json_decref(item);
-        } else if (json_array_size(content)) {
-            bool plain = true;
-            json_array_foreach(content, part_index, part) plain &=
-                strcmp(json_string_value(json_object_get(part, "type")), "text") == 0;
-            json_array_append_new(messages,
-                                  json_pack("{s:s, s:o}", "role", "user", "content",
-                                            plain ? json_string(text) : json_incref(content)));
-        }
-        free(text);
-        json_decref(content);
-        json_decref(calls);
-        continue;
-    fail_part:
-        free(text);
-        json_decref(content);
-        json_decref(calls);
-        json_decref(body);
-        return NULL;
+        if (s_write_message(value, messages, ctx, error, size))
+            return -1;
     }
+    return 0;
+}
 
+//  Tools, the choice among them, and parallel_tool_calls when there are tools.
+static int s_write_tools(const json_t *ir, json_t *body, pc_ctx_t *ctx, char *error, size_t size)
+{
+    (void)ctx, (void)error, (void)size;
     json_t *tools = json_object_get(ir, "tools");
+    size_t index;
+    json_t *tool;
     if (json_array_size(tools)) {
         json_t *list = json_array();
-        json_t *tool;
         json_array_foreach(tools, index, tool)
         {
             json_t *function = json_pack("{s:O}", "name", json_object_get(tool, "name"));
@@ -526,10 +675,18 @@ static json_t *s_request_write(const json_t *ir, const char *model, pc_ctx_t *ct
         json_object_set_new(body, "tool_choice",
                             json_pack("{s:s, s:{s:O}}", "type", "function", "function", "name",
                                       json_object_get(choice, "name")));
-    if ((value = json_object_get(ir, "parallel_tool_calls")) && json_array_size(tools))
-        json_object_set(body, "parallel_tool_calls", value);
-    //  max_completion_tokens: the field reasoning models accept (max_tokens
-    //  is refused by them).
+    json_t *parallel = json_object_get(ir, "parallel_tool_calls");
+    if (parallel && json_array_size(tools))
+        json_object_set(body, "parallel_tool_calls", parallel);
+    return 0;
+}
+
+//  max_completion_tokens (the field reasoning models accept; they refuse
+//  max_tokens), the sampling numbers, the end-user id and stop sequences.
+static int s_write_sampling(const json_t *ir, json_t *body, pc_ctx_t *ctx, char *error, size_t size)
+{
+    (void)ctx, (void)error, (void)size;
+    json_t *value;
     if ((value = json_object_get(ir, "max_tokens")))
         json_object_set(body, "max_completion_tokens", value);
     const char *copied[] = {"temperature",       "top_p", "seed", "presence_penalty",
@@ -539,6 +696,13 @@ static json_t *s_request_write(const json_t *ir, const char *model, pc_ctx_t *ct
             json_object_set(body, *key, value);
     if ((value = json_object_get(ir, "stop")))
         json_object_set(body, "stop", value);
+    return 0;
+}
+
+static int s_write_response_format(const json_t *ir, json_t *body, pc_ctx_t *ctx, char *error,
+                                   size_t size)
+{
+    (void)ctx, (void)error, (void)size;
     json_t *format = json_object_get(ir, "response_format");
     const char *format_type = json_string_value(json_object_get(format, "type"));
     if (format_type && strcmp(format_type, "json_object") == 0)
@@ -554,6 +718,13 @@ static json_t *s_request_write(const json_t *ir, const char *model, pc_ctx_t *ct
         json_object_set_new(body, "response_format",
                             json_pack("{s:s, s:o}", "type", "json_schema", "json_schema", schema));
     }
+    return 0;
+}
+
+static int s_write_reasoning(const json_t *ir, json_t *body, pc_ctx_t *ctx, char *error,
+                             size_t size)
+{
+    (void)error, (void)size;
     json_t *reasoning = json_object_get(ir, "reasoning");
     const char *effort = json_string_value(json_object_get(reasoning, "effort"));
     if (!effort)
@@ -564,10 +735,31 @@ static json_t *s_request_write(const json_t *ir, const char *model, pc_ctx_t *ct
     //  sends it does so unasked (reasoning_content).
     if (json_is_true(json_object_get(reasoning, "include_thoughts")))
         pc_drop_ir(ctx, "include_thoughts");
+    return 0;
+}
+
+static int s_write_stream(const json_t *ir, json_t *body, pc_ctx_t *ctx, char *error, size_t size)
+{
+    (void)ctx, (void)error, (void)size;
     if (json_is_true(json_object_get(ir, "stream"))) {
         json_object_set_new(body, "stream", json_true());
         //  Always asked: usage is what billing settles on.
         json_object_set_new(body, "stream_options", json_pack("{s:b}", "include_usage", 1));
+    }
+    return 0;
+}
+
+static pc_field_fn *const s_write_fields[] = {
+    s_write_top_k,           s_write_messages,  s_write_tools,  s_write_sampling,
+    s_write_response_format, s_write_reasoning, s_write_stream, NULL};
+
+static json_t *s_request_write(const json_t *ir, const char *model, pc_ctx_t *ctx, char *error,
+                               size_t size)
+{
+    json_t *body = json_pack("{s:s, s:[]}", "model", model, "messages");
+    if (pc_fields_run(s_write_fields, ir, body, ctx, error, size)) {
+        json_decref(body);
+        return NULL;
     }
     return body;
 }

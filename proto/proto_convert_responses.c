@@ -141,112 +141,183 @@ static int s_tools_read(const json_t *request, json_t *ir, pc_ctx_t *ctx, char *
     return 0;
 }
 
-static json_t *s_request_read(const json_t *request, bool stream, pc_ctx_t *ctx, char *error,
-                              size_t size)
+//  Client fields -> neutral: one handler per field, run in the order
+//  of s_read_fields (a refusal names the first field that cannot be converted).
+
+static int s_read_instructions(const json_t *request, json_t *ir, pc_ctx_t *ctx, char *error,
+                               size_t size)
 {
-    (void)stream;
-    if (s_refuse(request, error, size))
-        return NULL;
-    pc_drop_unknown(request, s_request_keys, "", ctx);
-    json_t *ir = json_pack("{s:[], s:[]}", "system", "messages");
-    json_t *messages = json_object_get(ir, "messages");
-    json_t *names = json_object();
+    (void)ctx, (void)error, (void)size;
     const char *instructions = json_string_value(json_object_get(request, "instructions"));
     if (instructions && *instructions)
         json_array_append_new(json_object_get(ir, "system"), json_string(instructions));
+    return 0;
+}
+
+//  An input item's handler, by its type. names maps call ids to function
+//  names (Gemini's function responses name their function).
+typedef int(s_item_fn)(const json_t *item, json_t *ir, json_t *names, pc_ctx_t *ctx, char *error,
+                       size_t size);
+
+//  A message: system and developer text joins the system prompt, user and
+//  assistant messages join the conversation.
+static int s_read_message(const json_t *item, json_t *ir, json_t *names, pc_ctx_t *ctx, char *error,
+                          size_t size)
+{
+    (void)names, (void)ctx;
+    const char *role = json_string_value(json_object_get(item, "role"));
+    json_t *parts = s_content_read(json_object_get(item, "content"), error, size);
+    if (!parts)
+        return -1;
+    if (role && (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0)) {
+        json_t *part;
+        size_t index;
+        json_array_foreach(parts, index, part)
+        {
+            if (!json_object_get(part, "text")) {
+                json_decref(parts);
+                pc_fail(error, size, "system messages must be text");
+                return -1;
+            }
+            json_array_append(json_object_get(ir, "system"), json_object_get(part, "text"));
+        }
+        json_decref(parts);
+    } else if (role && (strcmp(role, "user") == 0 || strcmp(role, "assistant") == 0))
+        pc_push_message(json_object_get(ir, "messages"), role, parts);
+    else {
+        json_decref(parts);
+        pc_fail(error, size, "message role '%s' cannot be converted", role ? role : "?");
+        return -1;
+    }
+    return 0;
+}
+
+static int s_read_function_call(const json_t *item, json_t *ir, json_t *names, pc_ctx_t *ctx,
+                                char *error, size_t size)
+{
+    (void)ctx;
+    const char *id = json_string_value(json_object_get(item, "call_id"));
+    const char *name = json_string_value(json_object_get(item, "name"));
+    const char *arguments = json_string_value(json_object_get(item, "arguments"));
+    if (!id || !name) {
+        pc_fail(error, size, "a function_call item needs call_id and name");
+        return -1;
+    }
+    json_object_set_new(names, id, json_string(name));
+    pc_push_message(json_object_get(ir, "messages"), "assistant",
+                    json_pack("[{s:s, s:s, s:s, s:s}]", "type", "tool_call", "id", id, "name", name,
+                              "arguments", arguments ? arguments : "{}"));
+    return 0;
+}
+
+static int s_read_function_output(const json_t *item, json_t *ir, json_t *names, pc_ctx_t *ctx,
+                                  char *error, size_t size)
+{
+    (void)ctx;
+    const char *id = json_string_value(json_object_get(item, "call_id"));
+    json_t *output = json_object_get(item, "output");
+    json_t *content = id ? s_content_read(output, error, size) : NULL;
+    if (!content) {
+        if (!id)
+            pc_fail(error, size, "a function_call_output item needs call_id");
+        return -1;
+    }
+    json_t *result = json_pack("{s:s, s:s, s:o, s:b}", "type", "tool_result", "id", id, "content",
+                               content, "is_error", 0);
+    if (json_object_get(names, id))
+        json_object_set(result, "name", json_object_get(names, id));
+    pc_push_message(json_object_get(ir, "messages"), "user", json_pack("[o]", result));
+    return 0;
+}
+
+//  The trace of a built-in tool's earlier run (web search, file search, code
+//  interpreter): the answer that used it is kept, the trace has no form
+//  elsewhere.
+static int s_read_builtin_call(const json_t *item, json_t *ir, json_t *names, pc_ctx_t *ctx,
+                               char *error, size_t size)
+{
+    (void)ir, (void)names, (void)error, (void)size;
+    pc_drop(ctx, "input[].", json_string_value(json_object_get(item, "type")));
+    return 0;
+}
+
+//  Summaries of earlier reasoning; the encrypted content is OpenAI's alone.
+static int s_read_reasoning_item(const json_t *item, json_t *ir, json_t *names, pc_ctx_t *ctx,
+                                 char *error, size_t size)
+{
+    (void)names, (void)error, (void)size;
+    json_t *parts = json_array();
+    size_t index;
+    json_t *summary;
+    json_array_foreach(json_object_get(item, "summary"), index, summary)
+    {
+        const char *text = json_string_value(json_object_get(summary, "text"));
+        if (text && *text)
+            json_array_append_new(parts, json_pack("{s:s, s:s}", "type", "thinking", "text", text));
+    }
+    if (!json_array_size(parts))
+        pc_drop(ctx, "input[].", "reasoning"); //  encrypted content only
+    pc_push_message(json_object_get(ir, "messages"), "assistant", parts);
+    return 0;
+}
+
+static const struct {
+    const char *type;
+    s_item_fn *read;
+} s_items[] = {{"message", s_read_message},
+               {"function_call", s_read_function_call},
+               {"function_call_output", s_read_function_output},
+               {"reasoning", s_read_reasoning_item}};
+
+//  The handler for an item of type (a missing type is a message when the item has a role).
+static s_item_fn *s_item_reader(const char *type)
+{
+    for (size_t at = 0; at < sizeof(s_items) / sizeof(s_items[0]); at++)
+        if (strcmp(type, s_items[at].type) == 0)
+            return s_items[at].read;
+    if (strstr(type, "_call") && strcmp(type, "item_reference"))
+        return s_read_builtin_call;
+    return NULL;
+}
+
+static int s_read_input(const json_t *request, json_t *ir, pc_ctx_t *ctx, char *error, size_t size)
+{
     json_t *input = json_object_get(request, "input");
+    if (json_is_string(input)) {
+        pc_push_message(json_object_get(ir, "messages"), "user",
+                        json_pack("[{s:s, s:O}]", "type", "text", "text", input));
+        return 0;
+    }
+    if (!json_is_array(input) || !json_array_size(input)) {
+        pc_fail(error, size, "input must be a string or a non-empty array");
+        return -1;
+    }
+    json_t *names = json_object();
+    int rc = 0;
     size_t index;
     json_t *item;
-    if (json_is_string(input))
-        pc_push_message(messages, "user", json_pack("[{s:s, s:O}]", "type", "text", "text", input));
-    else if (!json_is_array(input) || !json_array_size(input)) {
-        pc_fail(error, size, "input must be a string or a non-empty array");
-        goto fail;
-    }
     json_array_foreach(input, index, item)
     {
         const char *type = json_string_value(json_object_get(item, "type"));
-        const char *role = json_string_value(json_object_get(item, "role"));
         if (!type)
-            type = role ? "message" : "?";
-        if (strcmp(type, "message") == 0) {
-            json_t *parts = s_content_read(json_object_get(item, "content"), error, size);
-            if (!parts)
-                goto fail;
-            if (role && (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0)) {
-                json_t *part;
-                size_t part_index;
-                json_array_foreach(parts, part_index, part)
-                {
-                    if (!json_object_get(part, "text")) {
-                        json_decref(parts);
-                        pc_fail(error, size, "system messages must be text");
-                        goto fail;
-                    }
-                    json_array_append(json_object_get(ir, "system"), json_object_get(part, "text"));
-                }
-                json_decref(parts);
-            } else if (role && (strcmp(role, "user") == 0 || strcmp(role, "assistant") == 0))
-                pc_push_message(messages, role, parts);
-            else {
-                json_decref(parts);
-                pc_fail(error, size, "message role '%s' cannot be converted", role ? role : "?");
-                goto fail;
-            }
-        } else if (strcmp(type, "function_call") == 0) {
-            const char *id = json_string_value(json_object_get(item, "call_id"));
-            const char *name = json_string_value(json_object_get(item, "name"));
-            const char *arguments = json_string_value(json_object_get(item, "arguments"));
-            if (!id || !name) {
-                pc_fail(error, size, "a function_call item needs call_id and name");
-                goto fail;
-            }
-            json_object_set_new(names, id, json_string(name));
-            pc_push_message(messages, "assistant",
-                            json_pack("[{s:s, s:s, s:s, s:s}]", "type", "tool_call", "id", id,
-                                      "name", name, "arguments", arguments ? arguments : "{}"));
-        } else if (strcmp(type, "function_call_output") == 0) {
-            const char *id = json_string_value(json_object_get(item, "call_id"));
-            json_t *output = json_object_get(item, "output");
-            json_t *content = id ? s_content_read(output, error, size) : NULL;
-            if (!content) {
-                if (!id)
-                    pc_fail(error, size, "a function_call_output item needs call_id");
-                goto fail;
-            }
-            json_t *result = json_pack("{s:s, s:s, s:o, s:b}", "type", "tool_result", "id", id,
-                                       "content", content, "is_error", 0);
-            if (json_object_get(names, id))
-                json_object_set(result, "name", json_object_get(names, id));
-            pc_push_message(messages, "user", json_pack("[o]", result));
-        } else if (strstr(type, "_call") && strcmp(type, "item_reference")) {
-            //  The trace of a built-in tool's earlier run (web search,
-            //  file search, code interpreter): the answer that used it is
-            //  kept, the trace has no form elsewhere.
-            pc_drop(ctx, "input[].", type);
-        } else if (strcmp(type, "reasoning") == 0) {
-            //  Summaries of earlier reasoning; the encrypted content is
-            //  OpenAI's alone.
-            json_t *parts = json_array();
-            size_t summary_index;
-            json_t *summary;
-            json_array_foreach(json_object_get(item, "summary"), summary_index, summary)
-            {
-                const char *text = json_string_value(json_object_get(summary, "text"));
-                if (text && *text)
-                    json_array_append_new(
-                        parts, json_pack("{s:s, s:s}", "type", "thinking", "text", text));
-            }
-            if (!json_array_size(parts))
-                pc_drop(ctx, "input[].", "reasoning"); //  encrypted content only
-            pc_push_message(messages, "assistant", parts);
-        } else {
+            type = json_string_value(json_object_get(item, "role")) ? "message" : "?";
+        s_item_fn *read = s_item_reader(type);
+        if (!read) {
             pc_fail(error, size, "input item type '%s' cannot be converted", type);
-            goto fail;
-        }
+            rc = -1;
+        } else
+            rc = read(item, ir, names, ctx, error, size);
+        if (rc)
+            break;
     }
-    if (s_tools_read(request, ir, ctx, error, size))
-        goto fail;
+    json_decref(names);
+    return rc;
+}
+
+static int s_read_tool_choice(const json_t *request, json_t *ir, pc_ctx_t *ctx, char *error,
+                              size_t size)
+{
+    (void)ctx;
     json_t *choice = json_object_get(request, "tool_choice");
     if (json_is_string(choice))
         json_object_set(ir, "tool_choice", choice);
@@ -254,18 +325,32 @@ static json_t *s_request_read(const json_t *request, bool stream, pc_ctx_t *ctx,
         const char *name = json_string_value(json_object_get(choice, "name"));
         if (!name) {
             pc_fail(error, size, "tool_choice must name a function");
-            goto fail;
+            return -1;
         }
         json_object_set_new(ir, "tool_choice", json_pack("{s:s}", "name", name));
     }
     if (json_is_boolean(json_object_get(request, "parallel_tool_calls")))
         json_object_set(ir, "parallel_tool_calls", json_object_get(request, "parallel_tool_calls"));
+    return 0;
+}
+
+//  max_output_tokens, temperature and top_p.
+static int s_read_sampling(const json_t *request, json_t *ir, pc_ctx_t *ctx, char *error,
+                           size_t size)
+{
+    (void)ctx, (void)error, (void)size;
     if (json_is_integer(json_object_get(request, "max_output_tokens")))
         json_object_set(ir, "max_tokens", json_object_get(request, "max_output_tokens"));
     const char *copied[] = {"temperature", "top_p", NULL};
     for (const char **key = copied; *key; key++)
         if (json_is_number(json_object_get(request, *key)))
             json_object_set(ir, *key, json_object_get(request, *key));
+    return 0;
+}
+
+//  text.format is the answer's format; the rest of text only tunes it.
+static int s_read_text(const json_t *request, json_t *ir, pc_ctx_t *ctx, char *error, size_t size)
+{
     const char *text_key;
     json_t *text_value;
     json_object_foreach(json_object_get(request, "text"), text_key, text_value)
@@ -286,8 +371,15 @@ static json_t *s_request_read(const json_t *request, bool stream, pc_ctx_t *ctx,
         json_object_set_new(ir, "response_format", schema);
     } else if (format_type && strcmp(format_type, "text")) {
         pc_fail(error, size, "text format '%s' cannot be converted", format_type);
-        goto fail;
+        return -1;
     }
+    return 0;
+}
+
+static int s_read_reasoning(const json_t *request, json_t *ir, pc_ctx_t *ctx, char *error,
+                            size_t size)
+{
+    (void)ctx, (void)error, (void)size;
     json_t *reasoning = json_object_get(request, "reasoning");
     const char *effort = json_string_value(json_object_get(reasoning, "effort"));
     json_t *summary = json_object_get(reasoning, "summary");
@@ -300,34 +392,71 @@ static json_t *s_request_read(const json_t *request, bool stream, pc_ctx_t *ctx,
     else if (json_is_string(summary))
         //  Summaries asked, the effort left to the model.
         json_object_set_new(ir, "reasoning", json_pack("{s:b}", "include_thoughts", 1));
+    return 0;
+}
+
+//  The end-user id.
+static int s_read_user(const json_t *request, json_t *ir, pc_ctx_t *ctx, char *error, size_t size)
+{
+    (void)ctx, (void)error, (void)size;
     if (json_is_string(json_object_get(request, "user")))
         json_object_set(ir, "user", json_object_get(request, "user"));
-    json_decref(names);
+    return 0;
+}
+
+static pc_field_fn *const s_read_fields[] = {s_read_instructions, s_read_input,    s_tools_read,
+                                             s_read_tool_choice,  s_read_sampling, s_read_text,
+                                             s_read_reasoning,    s_read_user,     NULL};
+
+static json_t *s_request_read(const json_t *request, bool stream, pc_ctx_t *ctx, char *error,
+                              size_t size)
+{
+    (void)stream;
+    if (s_refuse(request, error, size))
+        return NULL;
+    pc_drop_unknown(request, s_request_keys, "", ctx);
+    json_t *ir = json_pack("{s:[], s:[]}", "system", "messages");
+    if (pc_fields_run(s_read_fields, request, ir, ctx, error, size)) {
+        json_decref(ir);
+        return NULL;
+    }
     return ir;
-fail:
-    json_decref(names);
-    json_decref(ir);
-    return NULL;
 }
 
 //  ---------------------------------------------------------------------------
 //  Request: neutral -> upstream
 
-static json_t *s_request_write(const json_t *ir, const char *model, pc_ctx_t *ctx, char *error,
-                               size_t size)
+//  Neutral fields -> upstream: one handler per field, run in the
+//  order of s_write_fields (which is also the order dropped fields are named).
+
+//  Stop sequences end the answer where the client wants it: without them it
+//  would be another answer.
+static int s_write_stop(const json_t *ir, json_t *body, pc_ctx_t *ctx, char *error, size_t size)
 {
-    //  Stop sequences end the answer where the client wants it: without
-    //  them it would be another answer.
-    if (json_object_get(ir, "stop"))
-        return pc_fail(error, size, "stop sequences cannot be expressed for an %s upstream",
-                       S_NAME);
+    (void)body, (void)ctx;
+    if (json_object_get(ir, "stop")) {
+        pc_fail(error, size, "stop sequences cannot be expressed for an %s upstream", S_NAME);
+        return -1;
+    }
+    return 0;
+}
+
+//  Tuning numbers Responses has no field for.
+static int s_write_tuning(const json_t *ir, json_t *body, pc_ctx_t *ctx, char *error, size_t size)
+{
+    (void)body, (void)error, (void)size;
     const char *tuning[] = {"top_k", "seed", "presence_penalty", "frequency_penalty", NULL};
     for (const char **key = tuning; *key; key++)
         if (json_object_get(ir, *key))
             pc_drop_ir(ctx, *key);
-    //  store false: the gateway keeps no state at the provider.
-    json_t *body = json_pack("{s:s, s:[], s:b}", "model", model, "input", "store", 0);
-    json_t *input = json_object_get(body, "input");
+    return 0;
+}
+
+//  The system text, joined, as instructions.
+static int s_write_instructions(const json_t *ir, json_t *body, pc_ctx_t *ctx, char *error,
+                                size_t size)
+{
+    (void)ctx, (void)error, (void)size;
     size_t index;
     json_t *item;
     char *instructions = strdup("");
@@ -343,125 +472,208 @@ static json_t *s_request_write(const json_t *ir, const char *model, pc_ctx_t *ct
     if (*instructions)
         json_object_set_new(body, "instructions", json_string(instructions));
     free(instructions);
-    json_array_foreach(json_object_get(ir, "messages"), index, item)
+    return 0;
+}
+
+//  One neutral message on its way out as input items. Items keep the
+//  conversation's order: a message's text before and after a call stays
+//  where it was, so content is flushed as a message item before each call.
+typedef struct {
+    const char *role; //  The neutral message's role
+    bool assistant;   //  The assistant's message: output_text, no media
+    json_t *content;  //  Parts of the message item being gathered
+    json_t *input;    //  The body's input items
+    pc_ctx_t *ctx;    //  Where dropped fields are named
+} s_item_t;
+
+//  A neutral part's handler, by its type.
+typedef int(s_part_fn)(s_item_t *self, const json_t *part, char *error, size_t size);
+
+//  Ends the message item gathered so far, if it has content.
+static void s_flush(s_item_t *self)
+{
+    if (json_array_size(self->content))
+        json_array_append_new(self->input,
+                              json_pack("{s:s, s:s, s:o}", "type", "message", "role", self->role,
+                                        "content", json_copy(self->content)));
+    json_array_clear(self->content);
+}
+
+static int s_write_text(s_item_t *self, const json_t *part, char *error, size_t size)
+{
+    (void)error, (void)size;
+    json_array_append_new(self->content, json_pack("{s:s, s:O}", "type",
+                                                   self->assistant ? "output_text" : "input_text",
+                                                   "text", json_object_get(part, "text")));
+    return 0;
+}
+
+static int s_write_media(s_item_t *self, const json_t *part, char *error, size_t size)
+{
+    const char *mime = json_string_value(json_object_get(part, "mime"));
+    char *url = pc_media_to_url(part);
+    if (self->assistant || !url) {
+        free(url);
+        pc_fail(error, size, "assistant media cannot be expressed for an %s upstream", S_NAME);
+        return -1;
+    }
+    if (mime && strncmp(mime, "image/", 6))
+        json_array_append_new(self->content, json_pack("{s:s, s:s, s:s}", "type", "input_file",
+                                                       "file_data", url, "filename", "document"));
+    else
+        json_array_append_new(self->content,
+                              json_pack("{s:s, s:s}", "type", "input_image", "image_url", url));
+    free(url);
+    return 0;
+}
+
+static int s_write_tool_call(s_item_t *self, const json_t *part, char *error, size_t size)
+{
+    (void)error, (void)size;
+    s_flush(self);
+    json_array_append_new(self->input, json_pack("{s:s, s:O, s:O, s:O}", "type", "function_call",
+                                                 "call_id", json_object_get(part, "id"), "name",
+                                                 json_object_get(part, "name"), "arguments",
+                                                 json_object_get(part, "arguments")));
+    return 0;
+}
+
+//  A tool result's text parts, joined, as a function_call_output item.
+static int s_write_tool_result(s_item_t *self, const json_t *part, char *error, size_t size)
+{
+    char *text = strdup("");
+    size_t index;
+    json_t *inner;
+    json_array_foreach(json_object_get(part, "content"), index, inner)
     {
-        const char *role = json_string_value(json_object_get(item, "role"));
-        bool assistant = strcmp(role, "assistant") == 0;
-        json_t *content = json_array();
+        const char *piece = json_string_value(json_object_get(inner, "text"));
+        char *joined = NULL;
+        if (!piece || asprintf(&joined, "%s%s%s", text, *text ? "\n" : "", piece) < 0) {
+            free(text);
+            pc_fail(error, size, "tool results with images cannot be expressed for an %s upstream",
+                    S_NAME);
+            return -1;
+        }
+        free(text);
+        text = joined;
+    }
+    s_flush(self);
+    json_array_append_new(self->input,
+                          json_pack("{s:s, s:O, s:s}", "type", "function_call_output", "call_id",
+                                    json_object_get(part, "id"), "output", text));
+    free(text);
+    return 0;
+}
+
+//  Earlier reasoning is not sent: Responses takes its own encrypted items
+//  only (docs/conversion.md).
+static int s_write_thinking(s_item_t *self, const json_t *part, char *error, size_t size)
+{
+    (void)part, (void)error, (void)size;
+    pc_drop_ir(self->ctx, "thinking");
+    return 0;
+}
+
+static const struct {
+    const char *type;
+    s_part_fn *write;
+} s_parts[] = {{"text", s_write_text},
+               {"media", s_write_media},
+               {"tool_call", s_write_tool_call},
+               {"tool_result", s_write_tool_result},
+               {"thinking", s_write_thinking}};
+
+static int s_write_input(const json_t *ir, json_t *body, pc_ctx_t *ctx, char *error, size_t size)
+{
+    size_t index;
+    json_t *message;
+    json_array_foreach(json_object_get(ir, "messages"), index, message)
+    {
+        const char *role = json_string_value(json_object_get(message, "role"));
+        s_item_t self = {.role = role,
+                         .assistant = strcmp(role, "assistant") == 0,
+                         .content = json_array(),
+                         .input = json_object_get(body, "input"),
+                         .ctx = ctx};
+        int rc = 0;
         size_t part_index;
         json_t *part;
-        //  Items keep the conversation's order: a message's text before
-        //  and after a call stays where it was.
-#define S_FLUSH()                                                                                  \
-    do {                                                                                           \
-        if (json_array_size(content))                                                              \
-            json_array_append_new(input, json_pack("{s:s, s:s, s:o}", "type", "message", "role",   \
-                                                   role, "content", json_copy(content)));          \
-        json_array_clear(content);                                                                 \
-    } while (0)
-        json_array_foreach(json_object_get(item, "content"), part_index, part)
+        json_array_foreach(json_object_get(message, "content"), part_index, part)
         {
             const char *type = json_string_value(json_object_get(part, "type"));
-            if (strcmp(type, "text") == 0)
-                json_array_append_new(content, json_pack("{s:s, s:O}", "type",
-                                                         assistant ? "output_text" : "input_text",
-                                                         "text", json_object_get(part, "text")));
-            else if (strcmp(type, "media") == 0) {
-                const char *mime = json_string_value(json_object_get(part, "mime"));
-                char *url = pc_media_to_url(part);
-                if (assistant || !url) {
-                    free(url);
-                    json_decref(content);
-                    json_decref(body);
-                    return pc_fail(error, size,
-                                   "assistant media cannot be expressed for an %s upstream",
-                                   S_NAME);
+            for (size_t at = 0; type && at < sizeof(s_parts) / sizeof(s_parts[0]); at++)
+                if (strcmp(type, s_parts[at].type) == 0) {
+                    rc = s_parts[at].write(&self, part, error, size);
+                    break;
                 }
-                if (mime && strncmp(mime, "image/", 6))
-                    json_array_append_new(content,
-                                          json_pack("{s:s, s:s, s:s}", "type", "input_file",
-                                                    "file_data", url, "filename", "document"));
-                else
-                    json_array_append_new(
-                        content, json_pack("{s:s, s:s}", "type", "input_image", "image_url", url));
-                free(url);
-            } else if (strcmp(type, "tool_call") == 0) {
-                S_FLUSH();
-                json_array_append_new(input,
-                                      json_pack("{s:s, s:O, s:O, s:O}", "type", "function_call",
-                                                "call_id", json_object_get(part, "id"), "name",
-                                                json_object_get(part, "name"), "arguments",
-                                                json_object_get(part, "arguments")));
-            } else if (strcmp(type, "tool_result") == 0) {
-                char *text = strdup("");
-                size_t inner_index;
-                json_t *inner;
-                json_array_foreach(json_object_get(part, "content"), inner_index, inner)
-                {
-                    const char *piece = json_string_value(json_object_get(inner, "text"));
-                    char *joined = NULL;
-                    if (!piece || asprintf(&joined, "%s%s%s", text, *text ? "\n" : "", piece) < 0) {
-                        free(text);
-                        json_decref(content);
-                        json_decref(body);
-                        return pc_fail(error, size,
-                                       "tool results with images cannot be expressed for an %s "
-                                       "upstream",
-                                       S_NAME);
-                    }
-                    free(text);
-                    text = joined;
-                }
-                S_FLUSH();
-                json_array_append_new(
-                    input, json_pack("{s:s, s:O, s:s}", "type", "function_call_output", "call_id",
-                                     json_object_get(part, "id"), "output", text));
-                free(text);
-            } else if (strcmp(type, "thinking") == 0)
-                //  Earlier reasoning is not sent: Responses takes its own
-                //  encrypted items only (docs/conversion.md).
-                pc_drop_ir(ctx, "thinking");
+            if (rc)
+                break;
         }
-        S_FLUSH();
-#undef S_FLUSH
-        json_decref(content);
+        if (rc == 0)
+            s_flush(&self);
+        json_decref(self.content);
+        if (rc)
+            return -1;
     }
+    return 0;
+}
+
+//  Tools, and with them the choice among them and parallel_tool_calls.
+static int s_write_tools(const json_t *ir, json_t *body, pc_ctx_t *ctx, char *error, size_t size)
+{
+    (void)ctx, (void)error, (void)size;
     json_t *tools = json_object_get(ir, "tools");
-    if (json_array_size(tools)) {
-        json_t *list = json_array();
-        json_array_foreach(tools, index, item)
-        {
-            json_t *parameters = json_object_get(item, "parameters");
-            //  strict false: Responses defaults function tools to strict,
-            //  which refuses schemas written for other providers.
-            json_t *tool =
-                json_pack("{s:s, s:O, s:o, s:b}", "type", "function", "name",
-                          json_object_get(item, "name"), "parameters",
-                          parameters ? json_incref(parameters)
-                                     : json_pack("{s:s, s:{}}", "type", "object", "properties"),
-                          "strict", 0);
-            if (json_object_get(item, "description"))
-                json_object_set(tool, "description", json_object_get(item, "description"));
-            json_array_append_new(list, tool);
-        }
-        json_object_set_new(body, "tools", list);
-        json_t *choice = json_object_get(ir, "tool_choice");
-        if (json_is_string(choice))
-            json_object_set(body, "tool_choice", choice);
-        else if (choice)
-            json_object_set_new(body, "tool_choice",
-                                json_pack("{s:s, s:O}", "type", "function", "name",
-                                          json_object_get(choice, "name")));
-        if (json_object_get(ir, "parallel_tool_calls"))
-            json_object_set(body, "parallel_tool_calls",
-                            json_object_get(ir, "parallel_tool_calls"));
+    if (!json_array_size(tools))
+        return 0;
+    json_t *list = json_array();
+    size_t index;
+    json_t *item;
+    json_array_foreach(tools, index, item)
+    {
+        json_t *parameters = json_object_get(item, "parameters");
+        //  strict false: Responses defaults function tools to strict,
+        //  which refuses schemas written for other providers.
+        json_t *tool =
+            json_pack("{s:s, s:O, s:o, s:b}", "type", "function", "name",
+                      json_object_get(item, "name"), "parameters",
+                      parameters ? json_incref(parameters)
+                                 : json_pack("{s:s, s:{}}", "type", "object", "properties"),
+                      "strict", 0);
+        if (json_object_get(item, "description"))
+            json_object_set(tool, "description", json_object_get(item, "description"));
+        json_array_append_new(list, tool);
     }
+    json_object_set_new(body, "tools", list);
+    json_t *choice = json_object_get(ir, "tool_choice");
+    if (json_is_string(choice))
+        json_object_set(body, "tool_choice", choice);
+    else if (choice)
+        json_object_set_new(
+            body, "tool_choice",
+            json_pack("{s:s, s:O}", "type", "function", "name", json_object_get(choice, "name")));
+    if (json_object_get(ir, "parallel_tool_calls"))
+        json_object_set(body, "parallel_tool_calls", json_object_get(ir, "parallel_tool_calls"));
+    return 0;
+}
+
+//  max_output_tokens, temperature, top_p and the end-user id.
+static int s_write_sampling(const json_t *ir, json_t *body, pc_ctx_t *ctx, char *error, size_t size)
+{
+    (void)ctx, (void)error, (void)size;
     if (json_object_get(ir, "max_tokens"))
         json_object_set(body, "max_output_tokens", json_object_get(ir, "max_tokens"));
     const char *copied[] = {"temperature", "top_p", "user", NULL};
     for (const char **key = copied; *key; key++)
         if (json_object_get(ir, *key))
             json_object_set(body, *key, json_object_get(ir, *key));
+    return 0;
+}
+
+//  The answer's format as text.format.
+static int s_write_text_format(const json_t *ir, json_t *body, pc_ctx_t *ctx, char *error,
+                               size_t size)
+{
+    (void)ctx, (void)error, (void)size;
     json_t *format = json_object_get(ir, "response_format");
     const char *format_type = json_string_value(json_object_get(format, "type"));
     if (format_type && strcmp(format_type, "json_object") == 0)
@@ -477,23 +689,52 @@ static json_t *s_request_write(const json_t *ir, const char *model, pc_ctx_t *ct
             json_object_set(schema, "strict", json_object_get(format, "strict"));
         json_object_set_new(body, "text", json_pack("{s:o}", "format", schema));
     }
+    return 0;
+}
+
+static int s_write_reasoning(const json_t *ir, json_t *body, pc_ctx_t *ctx, char *error,
+                             size_t size)
+{
+    (void)ctx, (void)error, (void)size;
     json_t *reasoning = json_object_get(ir, "reasoning");
-    if (reasoning) {
-        const char *effort = json_string_value(json_object_get(reasoning, "effort"));
-        if (!effort)
-            effort = pc_budget_to_effort(json_integer_value(json_object_get(reasoning, "budget")));
-        json_t *config = json_object();
-        if (effort)
-            json_object_set_new(config, "effort", json_string(effort));
-        if (json_is_true(json_object_get(reasoning, "include_thoughts")))
-            json_object_set_new(config, "summary", json_string("auto"));
-        if (json_object_size(config))
-            json_object_set_new(body, "reasoning", config);
-        else
-            json_decref(config);
-    }
+    if (!reasoning)
+        return 0;
+    const char *effort = json_string_value(json_object_get(reasoning, "effort"));
+    if (!effort)
+        effort = pc_budget_to_effort(json_integer_value(json_object_get(reasoning, "budget")));
+    json_t *config = json_object();
+    if (effort)
+        json_object_set_new(config, "effort", json_string(effort));
+    if (json_is_true(json_object_get(reasoning, "include_thoughts")))
+        json_object_set_new(config, "summary", json_string("auto"));
+    if (json_object_size(config))
+        json_object_set_new(body, "reasoning", config);
+    else
+        json_decref(config);
+    return 0;
+}
+
+static int s_write_stream(const json_t *ir, json_t *body, pc_ctx_t *ctx, char *error, size_t size)
+{
+    (void)ctx, (void)error, (void)size;
     if (json_is_true(json_object_get(ir, "stream")))
         json_object_set_new(body, "stream", json_true());
+    return 0;
+}
+
+static pc_field_fn *const s_write_fields[] = {
+    s_write_stop,     s_write_tuning,      s_write_instructions, s_write_input,  s_write_tools,
+    s_write_sampling, s_write_text_format, s_write_reasoning,    s_write_stream, NULL};
+
+static json_t *s_request_write(const json_t *ir, const char *model, pc_ctx_t *ctx, char *error,
+                               size_t size)
+{
+    //  store false: the gateway keeps no state at the provider.
+    json_t *body = json_pack("{s:s, s:[], s:b}", "model", model, "input", "store", 0);
+    if (pc_fields_run(s_write_fields, ir, body, ctx, error, size)) {
+        json_decref(body);
+        return NULL;
+    }
     return body;
 }
 

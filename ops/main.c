@@ -22,6 +22,7 @@
 #include "ops_admin.h"
 #include "ops_cert.h"
 #include "ops_ledger.h"
+#include "ops_reset.h"
 #include "ops_top.h"
 
 #ifndef TOLLGATE_VERSION
@@ -79,8 +80,13 @@ static const s_command_t s_commands[] = {
      "log in to the admin API; the session is kept in DIR/admin_session", false},
     {"logout", ops_admin_main, "", "end the session `tollgate login` started", false},
     {"whoami", ops_admin_main, "[--json]", "who the admin session or token is", false},
-    {"admin", ops_admin_main, "user|session|bootstrap ...",
+    {"admin", ops_admin_main, "user|session|bootstrap|reset-password ...",
      "manage admin users, their sessions and the bootstrap token", false},
+    {"admin reset-password", ops_reset_main,
+     "USERNAME [--password PASSWORD|-] [--database-url URL] [--dir DIR] [--json]",
+     "set an admin user's password with database access alone (no admin server), end their "
+     "sessions",
+     false},
     {"token", ops_admin_main, "create|list|revoke ...", "manage scoped admin API tokens", false},
     {"audit", ops_admin_main, "[--actor NAME] [--action A] [--limit N] [--before ID]",
      "the admin audit log", false},

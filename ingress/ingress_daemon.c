@@ -224,7 +224,14 @@ ingress_daemon_t *ingress_daemon_new(proto_loop_t *loop, const char *name, const
     //  an epoll fd we can watch. Suspend/resume brings the inter-thread
     //  channel (MHD_USE_ITC) that makes a resume wake that fd.
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO |
-                     (ipv6 ? MHD_USE_IPv6 : 0);
+                     (ipv6 ? MHD_USE_IPv6 : 0) | (limits->tls ? MHD_USE_TLS : 0);
+    if (limits->tls && proto_tls_serve(limits->tls, self->listen_fd) != 0) {
+        snprintf(error, error_size, "cannot serve TLS on %s: port taken by another listener",
+                 address);
+        close(self->listen_fd);
+        free(self);
+        return NULL;
+    }
     self->mhd = MHD_start_daemon(
         flags, (uint16_t)port, NULL, NULL, handlers->access, handlers->arg,
         MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, self, MHD_OPTION_LISTEN_SOCKET, self->listen_fd,
@@ -232,7 +239,8 @@ ingress_daemon_t *ingress_daemon_new(proto_loop_t *loop, const char *name, const
         limits->connection_memory, MHD_OPTION_CONNECTION_TIMEOUT, limits->connection_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, s_completed, self, MHD_OPTION_NOTIFY_CONNECTION,
         s_notify_connection, self, MHD_OPTION_PER_IP_CONNECTION_LIMIT, limits->per_ip_limit,
-        MHD_OPTION_URI_LOG_CALLBACK, handlers->uri_log, handlers->arg, MHD_OPTION_END);
+        MHD_OPTION_URI_LOG_CALLBACK, handlers->uri_log, handlers->arg, MHD_OPTION_ARRAY,
+        proto_tls_mhd_options(limits->tls), MHD_OPTION_END);
     if (!self->mhd) {
         snprintf(error, error_size, "cannot start the HTTP server on %s", address);
         close(self->listen_fd);
@@ -409,7 +417,7 @@ void ingress_daemon_test(bool verbose)
         printf(" * ingress_daemon: ");
     proto_loop_t *loop = proto_loop_new();
     s_test_t test = {0};
-    ingress_daemon_limits_t limits = {100, 32768, 10, 2, 300};
+    ingress_daemon_limits_t limits = {100, 32768, 10, 2, 300, NULL};
     ingress_daemon_handlers_t handlers = {s_test_access, s_test_completed, s_test_uri, &test};
     char error[256];
     test.daemon =

@@ -22,6 +22,9 @@
     per client address are capped by MHD (MHD_OPTION_PER_IP_CONNECTION_LIMIT):
     one address cannot take every descriptor.
 
+    TLS: with limits->tls the daemon speaks only HTTPS (proto_tls hands the
+    current certificate to each handshake, so a reload needs nothing here).
+
     We create and bind the listening socket ourselves so that a busy port is
     reported with its errno, in one clear line, before MHD is involved.
 */
@@ -29,6 +32,7 @@
 #define INGRESS_DAEMON_H_INCLUDED
 
 #include "proto_loop.h"
+#include "proto_tls.h"
 
 #include <microhttpd.h>
 #include <stdbool.h>
@@ -45,13 +49,14 @@ typedef struct {
     void *arg; //  passed to all three
 } ingress_daemon_handlers_t;
 
-//  Limits for one daemon.
+//  Limits and transport of one daemon.
 typedef struct {
     unsigned connection_limit;     //  concurrent connections
     size_t connection_memory;      //  per-connection pool (headers, write buffer)
     unsigned connection_timeout_s; //  idle connections are closed after this
     unsigned per_ip_limit;         //  concurrent connections from one address, 0 = no limit
     uint64_t read_deadline_ms;     //  a request's headers and body within this, 0 = none
+    proto_tls_t *tls;              //  HTTPS with these credentials (borrowed), NULL = HTTP
 } ingress_daemon_limits_t;
 
 //  Binds `address` ("host:port", port 0 = any) and starts a daemon served

@@ -54,6 +54,7 @@
 #include "proto_observe.h"
 #include "proto_outbox.h"
 #include "proto_price.h"
+#include "proto_tls.h"
 #include "proto_trace.h"
 #include "proto_watch.h"
 
@@ -189,6 +190,7 @@ struct _ingress_server_t {
     proto_config_t *config;            //  configuration (borrowed)
     proto_metrics_t *metrics;          //  metrics registry (borrowed)
     ingress_daemon_t *client;          //  client API listener
+    proto_tls_t *tls;                  //  its certificate (HTTPS), NULL = plain HTTP
     proto_watch_t *watch;              //  keeps catalog fresh, NULL without a database
     proto_catalog_t *catalog;          //  current configuration snapshot
     s_peer_t billing[S_MAX_BILLING];   //  one DEALER per billing instance
@@ -1884,6 +1886,10 @@ ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
     self->waiting = (s_queue_t){.server = self, .expire = s_waiting_expired};
     self->running = (s_queue_t){.server = self, .expire = s_running_expired};
     self->held = (s_queue_t){.server = self, .expire = s_held_expired};
+    //  A certificate that will not load is a configuration error: said
+    //  before anything connects anywhere.
+    if (proto_tls_from_config(config, "ingress", &self->tls, error, error_size) != 0)
+        goto failed;
     self->max_body = (size_t)proto_config_int(config, "ingress.max_body_bytes");
     self->client_metrics = proto_config_bool(config, "ingress.client_metrics");
     self->max_json_elements = (size_t)proto_config_int(config, "ingress.max_json_elements");
@@ -1927,17 +1933,20 @@ ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
         ingress_server_set_catalog(self, &empty);
     }
     ingress_daemon_limits_t client_limits = {
-        s_connection_limit(), S_CONNECTION_MEMORY, S_CONNECTION_TIMEOUT_S,
+        s_connection_limit(),
+        S_CONNECTION_MEMORY,
+        S_CONNECTION_TIMEOUT_S,
         (unsigned)proto_config_int(config, "ingress.max_connections_per_ip"),
-        (uint64_t)proto_config_int(config, "ingress.read_timeout_ms")};
+        (uint64_t)proto_config_int(config, "ingress.read_timeout_ms"),
+        self->tls};
     ingress_daemon_handlers_t client_handlers = {s_client_access, s_client_completed, NULL, self};
     self->client = ingress_daemon_new(loop, "client", proto_config_str(config, "ingress.listen"),
                                       &client_limits, &client_handlers, error, error_size);
     if (!self->client)
         goto failed;
     proto_loop_set_turn(loop, s_turn, self);
-    log_info(NULL, "client API listening on http://%s:%d", ingress_daemon_host(self->client),
-             ingress_daemon_port(self->client));
+    log_info(NULL, "client API listening on %s://%s:%d", self->tls ? "https" : "http",
+             ingress_daemon_host(self->client), ingress_daemon_port(self->client));
     return self;
 
 failed:
@@ -1957,6 +1966,7 @@ void ingress_server_destroy(ingress_server_t **self_p)
     for (s_request_t *r = self->live; r; r = r->live_next)
         s_resume(r);
     ingress_daemon_destroy(&self->client);
+    proto_tls_destroy(&self->tls);
     //  What the pipeline still holds (abandoned requests) goes now.
     s_request_t *r;
     while ((r = zhashx_first(self->requests)))
@@ -2079,6 +2089,8 @@ void *ingress_server_service_start(proto_service_t *service)
         return NULL;
     }
     self->service = service;
+    if (self->tls)
+        proto_service_on_reload(service, proto_tls_reload_hook, self->tls);
     return self;
 }
 

@@ -6,11 +6,11 @@ TG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Debian packages the build, the tests and `tollgate up` need.
 TG_PACKAGES=(
   build-essential cmake pkg-config curl ca-certificates jq
-  libzmq3-dev libczmq-dev libmicrohttpd-dev libcurl4-openssl-dev libpq-dev
+  libzmq3-dev libczmq-dev libmicrohttpd-dev libgnutls28-dev libcurl4-openssl-dev libpq-dev
   libmsgpack-dev libjansson-dev libsodium-dev libpcre2-dev
   postgresql-15 wrk nginx-light docker-compose iproute2
   clang libclang-rt-14-dev clang-format
-  chromium linux-perf
+  chromium linux-perf openssl
 )
 
 tg_log() { printf '==> %s\n' "$*" >&2; }

@@ -57,7 +57,8 @@ static int s_cmd_help(int argc, char **argv);
 
 static const s_command_t s_commands[] = {
     {"up", s_cmd_up,
-     "[--dir DIR] [--port N] [--admin-port N] [--host ADDR] [--timeout SECONDS] [--db-only]",
+     "[--dir DIR] [--port N] [--admin-port N] [--host ADDR] [--timeout SECONDS] [--db-only] "
+     "[--tls-cert FILE --tls-key FILE] [--admin-tls-cert FILE --admin-tls-key FILE]",
      "start a local cluster (private PostgreSQL + every program) and print its URLs", false},
     {"down", s_cmd_down, "[--dir DIR]", "stop the local cluster and its PostgreSQL", false},
     {"status", s_cmd_status, "[--dir DIR] [--json]",
@@ -183,6 +184,10 @@ static int s_cmd_up(int argc, char **argv)
                                             {"timeout", required_argument, NULL, 't'},
                                             {"demo", no_argument, NULL, 'D'},
                                             {"db-only", no_argument, NULL, 'B'},
+                                            {"tls-cert", required_argument, NULL, '0'},
+                                            {"tls-key", required_argument, NULL, '1'},
+                                            {"admin-tls-cert", required_argument, NULL, '2'},
+                                            {"admin-tls-key", required_argument, NULL, '3'},
                                             {"help", no_argument, NULL, 'h'},
                                             {NULL, 0, NULL, 0}};
     ops_up_options_t up = {.host = S_DEFAULT_HOST,
@@ -190,6 +195,7 @@ static int s_cmd_up(int argc, char **argv)
                            .admin_port = S_DEFAULT_ADMIN_PORT,
                            .timeout_ms = S_DEFAULT_UP_TIMEOUT_MS};
     const char *dir = s_default_dir();
+    char tls_paths[4][PATH_MAX + 1];
     int option;
     while ((option = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (option) {
@@ -228,6 +234,21 @@ static int s_cmd_up(int argc, char **argv)
         case 'B':
             up.db_only = true;
             break;
+        case '0':
+        case '1':
+        case '2':
+        case '3': {
+            //  The programs run elsewhere than here: the path must not
+            //  depend on this shell's folder. An empty value turns TLS off.
+            int index = option - '0';
+            char cwd[PATH_MAX];
+            if (*optarg && *optarg != '/' && getcwd(cwd, sizeof cwd)) {
+                snprintf(tls_paths[index], sizeof tls_paths[index], "%s/%s", cwd, optarg);
+                up.tls[index] = tls_paths[index];
+            } else
+                up.tls[index] = optarg;
+            break;
+        }
         case 'h':
             s_command_usage(stdout, "up");
             return 0;

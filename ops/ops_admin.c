@@ -50,6 +50,7 @@ typedef enum {
 //  Where and how to reach the admin API.
 typedef struct {
     char url[512];           //  base URL without a trailing slash
+    char ca[4096];           //  CA file for an https URL (TOLLGATE_ADMIN_CA, admin.tls_cert)
     char token[512];         //  admin bearer token
     bool json;               //  print the API's JSON instead of text
     char dir[4096];          //  state folder (`tollgate up --dir`)
@@ -180,8 +181,9 @@ static bool s_listed(const char *list, const char *name)
 }
 
 //  Derives the admin base URL from an `admin.listen` address: a
-//  wildcard host is reached on loopback.
-static void s_listen_url(const char *listen, char *url, size_t url_size)
+//  wildcard host is reached on loopback; https when the listener has a
+//  certificate.
+static void s_listen_url(const char *listen, bool tls, char *url, size_t url_size)
 {
     const char *colon = strrchr(listen, ':');
     const char *port = colon ? colon + 1 : "8081";
@@ -192,7 +194,7 @@ static void s_listen_url(const char *listen, char *url, size_t url_size)
         snprintf(host, sizeof host, "127.0.0.1");
     else if (strcmp(host, "::") == 0 || strcmp(host, "[::]") == 0)
         snprintf(host, sizeof host, "[::1]");
-    snprintf(url, url_size, "http://%s:%s", host, port);
+    snprintf(url, url_size, "%s://%s:%s", tls ? "https" : "http", host, port);
 }
 
 //  Reads the first line of a file into out. Returns 0, or -1 when there is
@@ -217,7 +219,10 @@ static int s_discover(s_client_t *client, const char *dir, bool need_token)
 {
     const char *url = getenv("TOLLGATE_ADMIN_URL");
     const char *token = getenv("TOLLGATE_ADMIN_TOKEN");
+    const char *ca = getenv("TOLLGATE_ADMIN_CA");
     snprintf(client->dir, sizeof client->dir, "%s", dir);
+    if (ca && *ca)
+        snprintf(client->ca, sizeof client->ca, "%s", ca);
     if (url && *url)
         snprintf(client->url, sizeof client->url, "%s", url);
     if (token && *token) {
@@ -246,8 +251,15 @@ static int s_discover(s_client_t *client, const char *dir, bool need_token)
             return -1;
         }
     }
-    if (!*client->url && config)
-        s_listen_url(proto_config_str(config, "admin.listen"), client->url, sizeof client->url);
+    if (!*client->url && config) {
+        //  Our own cluster's certificate is the one to trust (curl takes
+        //  a leaf in the CA file as an anchor).
+        const char *cert = proto_config_str(config, "admin.tls_cert");
+        s_listen_url(proto_config_str(config, "admin.listen"), *cert, client->url,
+                     sizeof client->url);
+        if (*cert && !*client->ca)
+            snprintf(client->ca, sizeof client->ca, "%s", cert);
+    }
     if (!*client->token) {
         snprintf(path, sizeof path, "%s/admin_token", dir);
         s_read_line(path, client->token, sizeof client->token);
@@ -315,6 +327,8 @@ static int s_call(s_client_t *client, const char *method, const char *path, json
     headers = curl_slist_append(headers, "Accept: application/json");
     s_buffer_t received = {NULL, 0};
     curl_easy_setopt(curl, CURLOPT_URL, url);
+    if (*client->ca)
+        curl_easy_setopt(curl, CURLOPT_CAINFO, client->ca);
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, s_collect);
@@ -2068,10 +2082,11 @@ static void s_usage_lines(FILE *out, const char *word)
     for (size_t i = 0; i < S_COMMAND_COUNT; i++)
         if (!any || s_command_words_match(s_commands[i].words, word))
             fprintf(out, "  tollgate %s\n", s_commands[i].usage);
-    fprintf(out, "options for all: --json (print the API's JSON), --dir DIR (state folder of "
-                 "`tollgate up`; default $TOLLGATE_DIR or " S_DEFAULT_DIR ")\n"
-                 "the admin URL and token come from TOLLGATE_ADMIN_URL and "
-                 "TOLLGATE_ADMIN_TOKEN when set\n");
+    fprintf(out,
+            "options for all: --json (print the API's JSON), --dir DIR (state folder of "
+            "`tollgate up`; default $TOLLGATE_DIR or " S_DEFAULT_DIR ")\n"
+            "the admin URL and token come from TOLLGATE_ADMIN_URL and "
+            "TOLLGATE_ADMIN_TOKEN when set (TOLLGATE_ADMIN_CA: the CA file for an https URL)\n");
 }
 
 //  Finds the command a parsed line names. Returns it, or NULL after
@@ -2201,10 +2216,10 @@ void ops_admin_test(bool verbose)
     assert(!s_listed("protocol base-url priority", "base"));
     assert(!s_listed("", "x"));
 
-    s_listen_url("127.0.0.1:8081", text, sizeof text);
+    s_listen_url("127.0.0.1:8081", false, text, sizeof text);
     assert(strcmp(text, "http://127.0.0.1:8081") == 0);
-    s_listen_url("0.0.0.0:9", text, sizeof text);
-    assert(strcmp(text, "http://127.0.0.1:9") == 0);
+    s_listen_url("0.0.0.0:9", true, text, sizeof text);
+    assert(strcmp(text, "https://127.0.0.1:9") == 0);
 
     json_t *list = s_split_list("a, b,,c");
     assert(json_array_size(list) == 3);

@@ -8,6 +8,7 @@
 #include "proto_db.h"
 #include "proto_log.h"
 #include "proto_loop.h"
+#include "proto_tls.h"
 
 #include <assert.h>
 #include <czmq.h>
@@ -124,9 +125,11 @@ static bool s_tcp_accepts(const char *address)
 //  bootstrap token.
 static void s_print_endpoints(proto_config_t *config)
 {
-    printf("gateway: http://%s\n", proto_config_str(config, "ingress.listen"));
-    printf("admin:   http://%s\n", proto_config_str(config, "admin.listen"));
-    printf("console: http://%s/\n", proto_config_str(config, "admin.listen"));
+    const char *gateway = *proto_config_str(config, "ingress.tls_cert") ? "https" : "http";
+    const char *admin = *proto_config_str(config, "admin.tls_cert") ? "https" : "http";
+    printf("gateway: %s://%s\n", gateway, proto_config_str(config, "ingress.listen"));
+    printf("admin:   %s://%s\n", admin, proto_config_str(config, "admin.listen"));
+    printf("console: %s://%s/\n", admin, proto_config_str(config, "admin.listen"));
     printf("token:   %s\n", proto_config_str(config, "admin.token"));
     fflush(stdout);
 }
@@ -364,9 +367,24 @@ int ops_cluster_up(ops_cluster_t *self, const ops_up_options_t *options)
             goto failed;
         fprintf(stderr, "created %s\n", ops_state_path(self->state, "tollgate.conf"));
     }
+    static const char *const tls_keys[4] = {"ingress.tls_cert", "ingress.tls_key", "admin.tls_cert",
+                                            "admin.tls_key"};
+    for (int i = 0; i < 4; i++)
+        if (options->tls[i] && ops_state_set_config(self->state, tls_keys[i], options->tls[i],
+                                                    error, sizeof error) != 0)
+            goto failed;
     config = ops_state_load_config(self->state, error, sizeof error);
     if (!config)
         goto failed;
+    //  A certificate that will not load is the programs' start error; say
+    //  it here, once, rather than after a restart loop.
+    static const char *const tls_prefixes[2] = {"ingress", "admin"};
+    for (int i = 0; i < 2 && !options->db_only; i++) {
+        proto_tls_t *tls = NULL;
+        if (proto_tls_from_config(config, tls_prefixes[i], &tls, error, sizeof error) != 0)
+            goto failed;
+        proto_tls_destroy(&tls);
+    }
     if (options->listen_given) {
         char wanted[300];
         snprintf(wanted, sizeof wanted, "%s:%d", options->host, options->port);

@@ -15,13 +15,15 @@
 
 //  What `tollgate up` was asked for.
 typedef struct {
-    const char *host;  //  listener address, "127.0.0.1"
-    int port;          //  gateway port
-    int admin_port;    //  admin API port
-    bool listen_given; //  host or a port came from the command line
-    bool demo;         //  also start the mock upstream with demo routes
-    bool db_only;      //  only PostgreSQL and the schema, no programs
-    int timeout_ms;    //  how long to wait for every program to answer
+    const char *host;   //  listener address, "127.0.0.1"
+    int port;           //  gateway port
+    int admin_port;     //  admin API port
+    bool listen_given;  //  host or a port came from the command line
+    bool demo;          //  also start the mock upstream with demo routes
+    bool db_only;       //  only PostgreSQL and the schema, no programs
+    int timeout_ms;     //  how long to wait for every program to answer
+    const char *tls[4]; //  ingress.tls_cert, ingress.tls_key, admin.tls_cert, admin.tls_key
+                        //  to write into tollgate.conf; NULL = keep what it says
 } ops_up_options_t;
 
 typedef struct _ops_cluster_t ops_cluster_t;

@@ -297,6 +297,46 @@ int ops_state_write_config(ops_state_t *self, const char *host, int port, int ad
     return rc;
 }
 
+int ops_state_set_config(ops_state_t *self, const char *key, const char *value, char *error,
+                         size_t error_size)
+{
+    if (strpbrk(value, "\r\n")) {
+        snprintf(error, error_size, "%s: a value cannot hold a line break", key);
+        return -1;
+    }
+    const char *path = ops_state_path(self, "tollgate.conf");
+    FILE *in = fopen(path, "r");
+    if (!in) {
+        snprintf(error, error_size, "cannot read %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char *text = NULL;
+    size_t text_size = 0;
+    FILE *out = open_memstream(&text, &text_size);
+    assert(out);
+    char line[8192];
+    size_t key_length = strlen(key);
+    while (fgets(line, sizeof line, in)) {
+        const char *start = line + strspn(line, " \t");
+        bool same =
+            strncmp(start, key, key_length) == 0 &&
+            (start[key_length] == ' ' || start[key_length] == '\t' || start[key_length] == '=');
+        if (!same)
+            fputs(line, out);
+    }
+    fclose(in);
+    if (text_size && text[text_size - 1] != '\n')
+        fputc('\n', out);
+    fprintf(out, "%s = %s\n", key, value);
+    fclose(out);
+    int rc = ops_state_write_file(path, text, 0600);
+    if (rc != 0)
+        snprintf(error, error_size, "cannot write %s: %s", path, strerror(errno));
+    sodium_memzero(text, text_size);
+    free(text);
+    return rc;
+}
+
 proto_config_t *ops_state_load_config(ops_state_t *self, char *error, size_t error_size)
 {
     proto_config_t *config = proto_config_new();

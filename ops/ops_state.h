@@ -58,6 +58,11 @@ int ops_state_create(ops_state_t *self, char *error, size_t error_size);
 int ops_state_write_config(ops_state_t *self, const char *host, int port, int admin_port,
                            char *error, size_t error_size);
 
+//  Sets `key = value` in tollgate.conf (replacing the key's lines, keeping
+//  every other line). Returns 0 or -1.
+int ops_state_set_config(ops_state_t *self, const char *key, const char *value, char *error,
+                         size_t error_size);
+
 //  Loads tollgate.conf into a new configuration. Caller owns return value;
 //  NULL with a reason in error.
 proto_config_t *ops_state_load_config(ops_state_t *self, char *error, size_t error_size);

@@ -360,8 +360,15 @@ int ops_supervisor_run(ops_supervisor_t *self)
             } else if (info.ssi_signo == SIGUSR1) {
                 s_planned_restart(self, info.ssi_int);
                 changed = true;
-            } else
-                log_info(NULL, "SIGHUP ignored; use `tollgate down && tollgate up` to reload");
+            } else {
+                //  Each program reloads what it can (TLS certificates);
+                //  the rest of the configuration needs a restart.
+                log_info(NULL, "SIGHUP: passed to every program (TLS certificates reload; "
+                               "other settings need `tollgate restart`)");
+                for (int i = 0; i < OPS_PROGRAM_COUNT; i++)
+                    if (self->programs[i].state == S_RUNNING)
+                        kill(self->programs[i].pid, SIGHUP);
+            }
         }
         now = proto_loop_now_ms();
         if (self->stopping && now >= self->kill_at_ms) {

@@ -21,6 +21,8 @@
     starts it again at once, without backoff and without counting it in
     "restarts". A planned restart that ends in anything but exit 0 is
     treated as a crash.
+    SIGHUP: passed on to every running program (each reloads its TLS
+    certificate; nothing else changes).
     SIGTERM or SIGINT: SIGTERM every program, wait, SIGKILL what is left
     after 5 s, remove status.json, exit 0.
 */

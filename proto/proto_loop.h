@@ -25,7 +25,7 @@ typedef void(proto_loop_timer_fn)(proto_loop_t *loop, int timer_id, void *arg);
 //  Called on each turn before waiting; returns the longest wait it allows in
 //  ms, or -1 for no limit.
 typedef int(proto_loop_turn_fn)(proto_loop_t *loop, void *arg);
-//  Called when SIGTERM or SIGINT arrives.
+//  Called when SIGTERM, SIGINT or SIGHUP arrives.
 typedef void(proto_loop_signal_fn)(proto_loop_t *loop, int signal_number, void *arg);
 
 //  Creates a loop. Caller owns return value.
@@ -65,7 +65,7 @@ void proto_loop_cancel_timer(proto_loop_t *self, int timer_id);
 //  Sets the per-turn hook (one per loop).
 void proto_loop_set_turn(proto_loop_t *self, proto_loop_turn_fn *fn, void *arg);
 
-//  Delivers SIGTERM and SIGINT through the loop. Call before any thread is
+//  Delivers SIGTERM, SIGINT and SIGHUP through the loop. Call before any thread is
 //  started (ZeroMQ's I/O threads inherit the blocked mask). Returns 0 or -1.
 int proto_loop_watch_signals(proto_loop_t *self, proto_loop_signal_fn *fn, void *arg);
 

@@ -19,6 +19,7 @@
 extern char **environ;
 
 #define S_DRAIN_TIMEOUT_MS 1500
+#define S_RELOAD_HOOKS_MAX 4
 #define S_LEVEL_RETRY_MS 1000      //  first retry of the settings watch
 #define S_LEVEL_RETRY_MAX_MS 30000 //  backoff cap
 
@@ -39,6 +40,9 @@ struct _proto_service_t {
     int level_timer;                //  reconnect timer, 0 when none
     uint64_t level_retry_ms;        //  next reconnect delay (doubles while away)
     bool level_warned;              //  said once that the database is away
+    proto_service_reload_fn *reload_fns[S_RELOAD_HOOKS_MAX]; //  SIGHUP hooks
+    void *reload_args[S_RELOAD_HOOKS_MAX];                   //  their arguments
+    int reload_count;                                        //  hooks registered
 };
 
 proto_loop_t *proto_service_loop(proto_service_t *self)
@@ -69,6 +73,15 @@ const char *proto_service_name(proto_service_t *self)
 int proto_service_on_collect(proto_service_t *self, proto_expose_collect_fn *fn, void *arg)
 {
     return self->expose ? proto_expose_on_collect(self->expose, fn, arg) : 0;
+}
+
+int proto_service_on_reload(proto_service_t *self, proto_service_reload_fn *fn, void *arg)
+{
+    if (self->reload_count >= S_RELOAD_HOOKS_MAX)
+        return -1;
+    self->reload_fns[self->reload_count] = fn;
+    self->reload_args[self->reload_count++] = arg;
+    return 0;
 }
 
 bool proto_service_draining(proto_service_t *self)
@@ -386,6 +399,15 @@ static void s_drain_timeout(proto_loop_t *loop, int id, void *arg)
 static void s_signal(proto_loop_t *loop, int signal_number, void *arg)
 {
     proto_service_t *self = arg;
+    if (signal_number == SIGHUP) {
+        if (self->reload_count == 0)
+            log_info(NULL, "SIGHUP received: nothing to reload");
+        else
+            log_info(NULL, "SIGHUP received, reloading");
+        for (int i = 0; i < self->reload_count; i++)
+            self->reload_fns[i](self->reload_args[i]);
+        return;
+    }
     if (self->draining) {
         //  A second signal means "now".
         proto_loop_stop(loop);

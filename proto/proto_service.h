@@ -14,6 +14,10 @@
     LISTEN connection follows settings 'log_level', so the level changes
     within milliseconds of an update, without a restart.
 
+    SIGHUP runs the hooks registered with proto_service_on_reload (TLS
+    certificates) and changes nothing else; without hooks it is logged and
+    ignored, never fatal.
+
     SIGTERM or SIGINT calls def->drain: the program stops taking new work and
     calls proto_service_drained once what it holds is finished or handed on.
     If it has not done so after `drain_timeout_ms` (1500) the loop ends anyway,
@@ -54,6 +58,12 @@ proto_metrics_t *proto_service_metrics(proto_service_t *self);
 //  gauges computed on demand. Returns 0 (also when metrics are off: the
 //  hook is then never called), -1 when too many hooks.
 int proto_service_on_collect(proto_service_t *self, proto_expose_collect_fn *fn, void *arg);
+
+//  Called on SIGHUP, on the loop's thread.
+typedef void(proto_service_reload_fn)(void *arg);
+
+//  Adds a hook run on each SIGHUP. Returns 0, -1 when too many hooks.
+int proto_service_on_reload(proto_service_t *self, proto_service_reload_fn *fn, void *arg);
 
 //  This instance's id (instance_id, or host-pid). Borrowed.
 const char *proto_service_instance(proto_service_t *self);

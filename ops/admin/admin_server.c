@@ -11,6 +11,7 @@
 #include "admin_api.h"
 #include "proto_crypto.h"
 #include "proto_log.h"
+#include "proto_tls.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -88,6 +89,7 @@ struct _admin_server_t {
     proto_service_t *service;          //  the program (borrowed)
     proto_config_t *config;            //  its configuration (borrowed)
     struct MHD_Daemon *mhd;            //  the listener
+    proto_tls_t *tls;                  //  its certificate (HTTPS), NULL = plain HTTP
     int listen_fd;                     //  its socket until quiesced, else -1
     int port;                          //  bound port
     s_file_t files[S_FILES_MAX];       //  the console
@@ -131,7 +133,12 @@ static enum MHD_Result s_answer(s_request_t *request, unsigned status, char *bod
     MHD_add_response_header(response, "x-request-id", request->id);
     MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL,
                             owned ? "no-store" : "no-cache");
-    if (set_cookie)
+    if (set_cookie && request->server->tls) {
+        //  Over HTTPS the session cookie is never sent back in clear.
+        char secure[1024];
+        snprintf(secure, sizeof secure, "%s; Secure", set_cookie);
+        MHD_add_response_header(response, MHD_HTTP_HEADER_SET_COOKIE, secure);
+    } else if (set_cookie)
         MHD_add_response_header(response, MHD_HTTP_HEADER_SET_COOKIE, set_cookie);
     s_headers(response, request->server->draining);
     enum MHD_Result rc = MHD_queue_response(request->connection, status, response);
@@ -583,6 +590,12 @@ admin_server_t *admin_server_new(proto_service_t *service)
     s_load_files(self, dir, "", 0);
     if (!s_file_find(self, "/index.html"))
         log_warn(NULL, "admin: no console in %s (admin.console_dir); the API is served alone", dir);
+    char error[1024];
+    if (proto_tls_from_config(self->config, "admin", &self->tls, error, sizeof error) != 0) {
+        log_error(NULL, "admin: %s", error);
+        admin_server_destroy(&self);
+        return NULL;
+    }
     if (s_start_workers(self) != 0) {
         admin_server_destroy(&self);
         return NULL;
@@ -596,20 +609,29 @@ admin_server_t *admin_server_new(proto_service_t *service)
     }
     self->port = s_bound_port(self->listen_fd);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_IPv6 : 0);
+                     MHD_USE_ERROR_LOG | (ipv6 ? MHD_USE_IPv6 : 0) | (self->tls ? MHD_USE_TLS : 0);
+    //  Registered before MHD's thread can accept: no handshake finds none.
+    if (self->tls && proto_tls_serve(self->tls, self->listen_fd) != 0) {
+        log_error(NULL, "admin: cannot serve TLS on %s", address);
+        admin_server_destroy(&self);
+        return NULL;
+    }
     self->mhd = MHD_start_daemon(
         flags, (uint16_t)self->port, NULL, NULL, s_access, self, MHD_OPTION_EXTERNAL_LOGGER,
         s_mhd_log, self, MHD_OPTION_LISTEN_SOCKET, self->listen_fd, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)S_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)S_CONNECTION_TIMEOUT_S,
         MHD_OPTION_NOTIFY_COMPLETED, s_completed, self, MHD_OPTION_URI_LOG_CALLBACK, s_uri, self,
-        MHD_OPTION_END);
+        MHD_OPTION_ARRAY, proto_tls_mhd_options(self->tls), MHD_OPTION_END);
     if (!self->mhd) {
         log_error(NULL, "admin: cannot start the HTTP server on %s", address);
         admin_server_destroy(&self);
         return NULL;
     }
-    log_info(NULL, "admin API and console listening on http://%s:%d (%d workers, %d console files)",
-             address, self->port, self->worker_count, self->file_count);
+    if (self->tls)
+        proto_service_on_reload(service, proto_tls_reload_hook, self->tls);
+    log_info(NULL, "admin API and console listening on %s://%s:%d (%d workers, %d console files)",
+             self->tls ? "https" : "http", address, self->port, self->worker_count,
+             self->file_count);
     return self;
 }
 
@@ -658,6 +680,7 @@ void admin_server_destroy(admin_server_t **self_p)
         MHD_stop_daemon(self->mhd);
     else if (self->listen_fd >= 0)
         close(self->listen_fd);
+    proto_tls_destroy(&self->tls);
     for (int i = 0; i < S_WORKERS_MAX; i++)
         admin_api_destroy(&self->workers[i].api);
     for (int i = 0; i < self->file_count; i++)

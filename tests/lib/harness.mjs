@@ -3,8 +3,8 @@
 //   import { startCluster, startDatabase, startMock, psql, freePort, tollgate } from '../lib/harness.mjs';
 //
 //   freePort()                 -> a TCP port on 127.0.0.1 that was free a moment ago
-//   startCluster({demo, env, timeout})
-//                              -> `tollgate up` in a fresh temporary folder on free ports;
+//   startCluster({demo, env, timeout, args})
+//                              -> `tollgate up ARGS` in a fresh temporary folder on free ports;
 //                                 resolves { gateway, admin, console, token, dir, env, stop(), status(),
 //                                 tollgate(args), psql(sql) }
 //   startDatabase({env})       -> `tollgate up --db-only`: private PostgreSQL, schema and
@@ -118,12 +118,13 @@ function parseUp(stdout) {
   return { gateway: field('gateway'), admin: field('admin'), console: field('console'), token: field('token') };
 }
 
-export async function startCluster({ demo = false, env = {}, timeout = 60 } = {}) {
+export async function startCluster({ demo = false, env = {}, timeout = 60, args: more = [] } = {}) {
   const dir = tempDir('tollgate-cluster-');
   const [port, adminPort] = [await freePort(), await freePort()];
   const args = ['up', '--dir', dir, '--port', String(port), '--admin-port', String(adminPort),
     '--timeout', String(timeout)];
   if (demo) args.push('--demo');
+  args.push(...more);
   cleanup.clusters.add(dir);
   const result = await tollgate(args, { env, timeout: (timeout + 90) * 1000 });
   if (result.code !== 0) {

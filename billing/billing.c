@@ -238,7 +238,9 @@ static proto_msg_t *s_admit_decide(billing_t *self, proto_msg_t *request, bool m
                      proto_msg_account_id(request), key->id, key->account_id);
         const proto_account_t *account = proto_catalog_account(self->catalog, key->account_id);
         uint64_t tokens = proto_msg_tokens_in(request);
-        int64_t reserve = proto_price_reserve(model, tokens, proto_msg_tokens_out(request));
+        int64_t reserve =
+            proto_price_scale(proto_price_reserve(model, tokens, proto_msg_tokens_out(request)),
+                              account ? account->multiplier_ppm : PROTO_PRICE_PPM_ONE);
         billing_denial_t denial;
         if (billing_book_admit(self->book, rid, account, key, tokens, reserve, proto_loop_now_ms(),
                                wall_us, &denial)) {
@@ -386,6 +388,7 @@ static proto_msg_t *s_entry_new(const proto_msg_t *settle, int64_t cost_micros, 
     S_COPY(tokens_out)
     S_COPY(tokens_cache_read)
     S_COPY(tokens_cache_write)
+    S_COPY(tokens_cache_write_1h)
     S_COPY(latency_us)
     S_COPY(ttfb_us)
     S_COPY(started_us)
@@ -424,10 +427,16 @@ static int64_t s_price(billing_t *self, const proto_msg_t *settle, bool *estimat
             log_warn(rid, "provider key %" PRIu64 " is not in the catalog; list price",
                      proto_msg_provider_key_id(settle));
     }
+    //  The account's multiplier applies on top of the provider key's.
+    const proto_account_t *account =
+        proto_catalog_account(self->catalog, proto_msg_account_id(settle));
+    if (account)
+        multiplier = proto_price_scale(multiplier, account->multiplier_ppm);
     proto_price_usage_t usage = {.tokens_in = proto_msg_tokens_in(settle),
                                  .tokens_out = proto_msg_tokens_out(settle),
                                  .tokens_cache_read = proto_msg_tokens_cache_read(settle),
                                  .tokens_cache_write = proto_msg_tokens_cache_write(settle),
+                                 .tokens_cache_write_1h = proto_msg_tokens_cache_write_1h(settle),
                                  .status = proto_msg_status(settle)};
     int64_t cost = 0;
     if (proto_price_cost(model, &usage, multiplier, &cost) != 0) {

@@ -15,24 +15,26 @@
 #define S_MIN_SLOTS 2
 
 typedef struct {
-    uint64_t lease_id;     //  as the holder knows it
-    uint64_t key_id;       //  api_keys.id
-    uint64_t account_id;   //  the key's account
-    char holder[128];      //  ingress instance id
-    zframe_t *routing_id;  //  the holder's DEALER, for LEASE_REVOKE
-    int64_t credit;        //  money granted so far
-    int64_t settled;       //  costs settled under it
-    int64_t hold;          //  money held in the book for it now
-    bool requests_limited; //  rpm applies
-    bool tokens_limited;   //  tpm applies
-    bool slots_limited;    //  concurrency applies
-    uint64_t requests;     //  requests granted so far
-    uint64_t tokens;       //  tokens granted so far
-    uint64_t slots;        //  slots held now
-    uint64_t expires_ms;   //  the holder admits nothing after this
-    uint64_t release_ms;   //  what it still holds is released after this
-    bool returned;         //  the holder gave it back
-    bool revoked;          //  we took it back (the holder's return may follow)
+    uint64_t lease_id;            //  as the holder knows it
+    uint64_t key_id;              //  api_keys.id
+    uint64_t account_id;          //  the key's account
+    char holder[128];             //  ingress instance id
+    zframe_t *routing_id;         //  the holder's DEALER, for LEASE_REVOKE
+    int64_t credit;               //  money granted so far
+    int64_t settled;              //  costs settled under it
+    int64_t hold;                 //  money held in the book for it now
+    bool requests_limited;        //  rpm applies
+    bool tokens_limited;          //  tpm applies
+    bool slots_limited;           //  concurrency applies
+    proto_limits_t key_terms;     //  the key's limits when last granted
+    proto_limits_t account_terms; //  the account's limits when last granted
+    uint64_t requests;            //  requests granted so far
+    uint64_t tokens;              //  tokens granted so far
+    uint64_t slots;               //  slots held now
+    uint64_t expires_ms;          //  the holder admits nothing after this
+    uint64_t release_ms;          //  what it still holds is released after this
+    bool returned;                //  the holder gave it back
+    bool revoked;                 //  we took it back (the holder's return may follow)
 } s_lease_t;
 
 struct _billing_lease_t {
@@ -264,6 +266,8 @@ void billing_lease_ask(billing_lease_t *self, proto_catalog_t *catalog,
     lease->requests_limited = room.requests >= 0;
     lease->tokens_limited = room.tokens >= 0;
     lease->slots_limited = room.slots >= 0;
+    lease->key_terms = key->limits;
+    lease->account_terms = account->limits;
     if (!near_limit) {
         //  Near a limit an existing lease keeps what it holds (it is held
         //  here) but gets no more: its holder turns to ADMIT when it runs out.
@@ -349,7 +353,14 @@ size_t billing_lease_revoke(billing_lease_t *self, uint64_t account_id, uint64_t
     return count;
 }
 
-//  True when what the account's and key's leases hold no longer fits.
+static bool s_same_limits(const proto_limits_t *a, const proto_limits_t *b)
+{
+    return a->rpm == b->rpm && a->tpm == b->tpm && a->concurrency == b->concurrency &&
+           a->daily_micros == b->daily_micros && a->monthly_micros == b->monthly_micros;
+}
+
+//  True when what the account's and key's leases hold no longer fits, or
+//  was granted under limits that have changed since.
 static bool s_overdrawn(billing_lease_t *self, proto_catalog_t *catalog, const s_lease_t *lease,
                         uint64_t now_ms, uint64_t wall_us)
 {
@@ -360,6 +371,12 @@ static bool s_overdrawn(billing_lease_t *self, proto_catalog_t *catalog, const s
     if (!account || !account->active || key->account_id != account->id)
         return true;
     if (billing_book_available(self->book, account) < 0)
+        return true;
+    //  A limit lowered (or raised) since the grant: what the lease took
+    //  from a bucket or a cap was a share of the old limit, which may be
+    //  more than the new one allows, so the holder asks again.
+    if (!s_same_limits(&lease->key_terms, &key->limits) ||
+        !s_same_limits(&lease->account_terms, &account->limits))
         return true;
     billing_limit_t *limits[2] = {billing_book_key(self->book, key->id),
                                   s_account_limit(self, account)};
@@ -536,6 +553,25 @@ void billing_lease_test(bool verbose)
     billing_lease_ask(leases, catalog, &known, 20000, wall, &grant);
     assert(grant.status == 200 && grant.lease_id == 777 && grant.credit_micros >= 100000);
     assert(billing_lease_held(leases, 1) == grant.credit_micros - 40000);
+
+    //  A limit changed since the grant revokes; the same limits do not.
+    billing_lease_ask_t again = {.holder = "ingress-5", .key_id = 20, .hint_micros = 0};
+    billing_lease_ask(leases, catalog, &again, 20000, wall, &grant);
+    assert(grant.status == 200 && grant.requests_limited);
+    zlistx_t *changed = zlistx_new();
+    assert(billing_lease_review(leases, catalog, 20001, wall, changed) == 0);
+    proto_catalog_t *lower = proto_catalog_from_json(
+        "{\"accounts\":[{\"id\":1,\"name\":\"a\",\"balance_micros\":1000000},"
+        "{\"id\":2,\"name\":\"b\",\"balance_micros\":1000000,\"rpm\":50,\"concurrency\":40}],"
+        "\"keys\":[{\"id\":10,\"account_id\":1,\"hash\":\"h10\"},"
+        "{\"id\":20,\"account_id\":2,\"hash\":\"h20\"}]}",
+        error, sizeof error);
+    assert(lower);
+    assert(billing_lease_review(leases, lower, 20001, wall, changed) == 1);
+    assert((uint64_t)(uintptr_t)zlistx_first(changed) == 2);
+    assert(billing_lease_revoke(leases, 2, 0, holders) == 1);
+    zlistx_destroy(&changed);
+    proto_catalog_destroy(&lower);
 
     //  A catalog where the account has less than its leases hold: revoked.
     proto_catalog_t *poorer =

@@ -797,14 +797,17 @@ static void s_price_done(ingress_server_t *self, s_request_t *r, proto_msg_t *ms
         proto_msg_has(msg, PROTO_FIELD_provider_key_id)
             ? proto_catalog_provider_key(self->catalog, proto_msg_provider_key_id(msg))
             : NULL;
+    const proto_account_t *account = proto_catalog_account(self->catalog, r->account_id);
     proto_price_usage_t usage = {.tokens_in = proto_msg_tokens_in(msg),
                                  .tokens_out = proto_msg_tokens_out(msg),
                                  .tokens_cache_read = proto_msg_tokens_cache_read(msg),
                                  .tokens_cache_write = proto_msg_tokens_cache_write(msg),
+                                 .tokens_cache_write_1h = proto_msg_tokens_cache_write_1h(msg),
                                  .status = proto_msg_status(msg)};
+    int64_t multiplier = proto_price_scale(key ? key->multiplier_ppm : PROTO_PRICE_PPM_ONE,
+                                           account ? account->multiplier_ppm : PROTO_PRICE_PPM_ONE);
     int64_t cost = 0;
-    if (!model || proto_price_cost(model, &usage, key ? key->multiplier_ppm : PROTO_PRICE_PPM_ONE,
-                                   &cost) != 0)
+    if (!model || proto_price_cost(model, &usage, multiplier, &cost) != 0)
         return; //  not priceable here: the estimate stays counted
     r->done_seen = true;
     r->done_cost = cost;
@@ -1443,7 +1446,7 @@ static void s_route_hints(s_request_t *r)
     const char *beta = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-beta");
     if (beta && strstr(beta, "context-1m"))
         s_need_capability(r, "context-1m");
-    //  What the key or its account is set to force, whatever the request.
+    //  What the key, its account or the model is set to force, whatever the request.
     proto_catalog_t *catalog = r->server->catalog;
     const proto_api_key_t *key = catalog ? proto_catalog_key(catalog, r->key_id) : NULL;
     const proto_account_t *account = catalog ? proto_catalog_account(catalog, r->account_id) : NULL;
@@ -1451,6 +1454,10 @@ static void s_route_hints(s_request_t *r)
         s_need_capability(r, key->force_capabilities.names[i]);
     for (size_t i = 0; account && i < account->force_capabilities.count; i++)
         s_need_capability(r, account->force_capabilities.names[i]);
+    const proto_model_t *model =
+        catalog ? proto_catalog_model_by_name(catalog, r->parsed.model) : NULL;
+    for (size_t i = 0; model && i < model->force_capabilities.count; i++)
+        s_need_capability(r, model->force_capabilities.names[i]);
 }
 
 static proto_msg_t *s_admit_new(s_request_t *r, uint64_t timeout_ms)
@@ -1478,7 +1485,10 @@ static bool s_estimate(ingress_server_t *self, s_request_t *r, int64_t *micros)
     if (!model || !model->active || !key ||
         !proto_catalog_key_allows(self->catalog, key, r->parsed.model))
         return false;
-    *micros = proto_price_reserve(model, r->parsed.tokens_estimate, r->parsed.max_output);
+    const proto_account_t *account = proto_catalog_account(self->catalog, key->account_id);
+    *micros = proto_price_scale(
+        proto_price_reserve(model, r->parsed.tokens_estimate, r->parsed.max_output),
+        account ? account->multiplier_ppm : PROTO_PRICE_PPM_ONE);
     return true;
 }
 

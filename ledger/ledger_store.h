@@ -7,7 +7,7 @@
     because every column travels as one array parameter and the SQL
     unnests them:
 
-      1. INSERT INTO usage ... SELECT FROM unnest($1..$18)
+      1. INSERT INTO usage ... SELECT FROM unnest($1..$19)
          ON CONFLICT (request_id, started_at) DO NOTHING RETURNING ...
          -> only the rows that are new come back, and only those are added
          to usage_hourly and usage_daily (upserts in the same statement);
@@ -54,6 +54,7 @@ typedef struct {
     int64_t tokens_out;                     //  output tokens
     int64_t tokens_cache_read;              //  cache-read input tokens
     int64_t tokens_cache_write;             //  cache-write input tokens
+    int64_t tokens_cache_write_1h;          //  of which written for 1 hour
     int64_t cost_micros;                    //  >= 0
     int32_t latency_ms;                     //  upstream time
     int32_t ttfb_ms;                        //  time to first byte

@@ -645,6 +645,187 @@ static char *s_secret_value(const char *value)
     return line;
 }
 
+//  How a settable option becomes a field of the admin API's body. The
+//  server checks values and names the field in its error; the CLI only
+//  turns words into JSON ("none" lifts a limit, "any" lifts a model list).
+typedef enum {
+    S_SET_TEXT,       //  as given
+    S_SET_INT,        //  a whole number, or none (null)
+    S_SET_MONEY,      //  a decimal string such as 2.50, or none (null)
+    S_SET_TAGS,       //  "a,b" as ["a","b"]; none: []
+    S_SET_MODELS,     //  "a,b" as ["a","b"]; any: null
+    S_SET_MULTIPLIER, //  a decimal (0.5) as parts per million (500000)
+    S_SET_TIME,       //  a timestamp, or none (null)
+} s_set_kind_t;
+
+typedef struct {
+    const char *option; //  without "--"
+    const char *field;  //  the API's field
+    s_set_kind_t kind;  //  how the value is written
+} s_settable_t;
+
+//  "0.5" as 500000: at most 6 decimal places, no sign. Returns 0, or -1.
+static int s_parse_ppm(const char *text, int64_t *ppm)
+{
+    int64_t whole = 0, fraction = 0;
+    int places = -1;
+    if (!*text)
+        return -1;
+    for (const char *c = text; *c; c++) {
+        if (*c == '.' && places < 0) {
+            places = 0;
+            continue;
+        }
+        if (!isdigit((unsigned char)*c) || (places >= 0 && places == 6) ||
+            (places < 0 && whole > INT64_C(1000000000)))
+            return -1;
+        if (places < 0)
+            whole = whole * 10 + (*c - '0');
+        else {
+            fraction = fraction * 10 + (*c - '0');
+            places++;
+        }
+    }
+    if (places == 0)
+        return -1;
+    for (int i = places < 0 ? 0 : places; i < 6; i++)
+        fraction *= 10;
+    *ppm = whole * 1000000 + fraction;
+    return 0;
+}
+
+//  Puts every option of `table` that was given into body. Returns 0, or -1
+//  after a usage message naming the option.
+static int s_put_settables(json_t *body, s_args_t *args, const s_settable_t *table)
+{
+    for (const s_settable_t *set = table; set->option; set++) {
+        const char *value = s_option(args, set->option);
+        if (!value)
+            continue;
+        bool none = strcmp(value, "none") == 0;
+        json_t *json = NULL;
+        switch (set->kind) {
+        case S_SET_TEXT:
+            json = json_string(value);
+            break;
+        case S_SET_INT: {
+            char *end;
+            errno = 0;
+            long long number = strtoll(value, &end, 10);
+            if (!none && (!*value || *end || errno)) {
+                fprintf(stderr, "tollgate: --%s takes a whole number, or none\n", set->option);
+                return -1;
+            }
+            json = none ? json_null() : json_integer(number);
+            break;
+        }
+        case S_SET_MONEY:
+        case S_SET_TIME:
+            json = none ? json_null() : json_string(value);
+            break;
+        case S_SET_TAGS:
+            json = none ? json_array() : s_split_list(value);
+            break;
+        case S_SET_MODELS:
+            json = strcmp(value, "any") == 0 ? json_null() : s_split_list(value);
+            break;
+        case S_SET_MULTIPLIER: {
+            int64_t ppm = 0;
+            if (s_parse_ppm(value, &ppm) != 0) {
+                fprintf(stderr,
+                        "tollgate: --%s takes a decimal multiplier of list price such as 0.5 "
+                        "(1 = list price, 0 = free)\n",
+                        set->option);
+                return -1;
+            }
+            json = json_integer(ppm);
+            break;
+        }
+        }
+        json_object_set_new(body, set->field, json);
+    }
+    return 0;
+}
+
+//  What a model's prices and policies are set with, on add and set.
+static const s_settable_t s_model_settables[] = {
+    {"price-in", "price_in", S_SET_MONEY},
+    {"price-out", "price_out", S_SET_MONEY},
+    {"price-cache-read", "price_cache_read", S_SET_MONEY},
+    {"price-cache-write", "price_cache_write", S_SET_MONEY},
+    {"price-cache-write-1h", "price_cache_write_1h", S_SET_MONEY},
+    {"price-request", "price_request", S_SET_MONEY},
+    {"long-context-threshold", "long_context_threshold", S_SET_INT},
+    {"long-price-in", "long_price_in", S_SET_MONEY},
+    {"long-price-out", "long_price_out", S_SET_MONEY},
+    {"force-capabilities", "force_capabilities", S_SET_TAGS},
+    {NULL, NULL, S_SET_TEXT}};
+#define S_MODEL_OPTIONS                                                                            \
+    "price-in price-out price-cache-read price-cache-write price-cache-write-1h price-request "    \
+    "long-context-threshold long-price-in long-price-out force-capabilities"
+#define S_MODEL_USAGE                                                                              \
+    "[--price-in P] [--price-out P] [--price-cache-read P] [--price-cache-write P] "               \
+    "[--price-cache-write-1h P|none] [--price-request P] [--long-context-threshold TOKENS|none] "  \
+    "[--long-price-in P|none] [--long-price-out P|none] [--force-capabilities TAG,TAG|none]"
+
+//  Limits shared by accounts and keys (docs/billing.md, "The limits").
+#define S_LIMIT_SETTABLES                                                                          \
+    {"rpm-limit", "rpm_limit", S_SET_INT}, {"tpm-limit", "tpm_limit", S_SET_INT},                  \
+        {"concurrency-limit", "concurrency_limit", S_SET_INT},                                     \
+        {"daily-spend", "daily_spend", S_SET_MONEY},                                               \
+        {"monthly-spend", "monthly_spend", S_SET_MONEY},                                           \
+    {                                                                                              \
+        "force-capabilities", "force_capabilities", S_SET_TAGS                                     \
+    }
+#define S_LIMIT_OPTIONS                                                                            \
+    "rpm-limit tpm-limit concurrency-limit daily-spend monthly-spend force-capabilities"
+#define S_LIMIT_USAGE                                                                              \
+    "[--rpm-limit N|none] [--tpm-limit N|none] [--concurrency-limit N|none] "                      \
+    "[--daily-spend AMOUNT|none] [--monthly-spend AMOUNT|none] [--force-capabilities "             \
+    "TAG,TAG|none]"
+
+static const s_settable_t s_account_settables[] = {
+    S_LIMIT_SETTABLES,
+    {"status", "status", S_SET_TEXT},
+    {"models", "allowed_models", S_SET_MODELS},
+    {"multiplier", "multiplier_ppm", S_SET_MULTIPLIER},
+    {NULL, NULL, S_SET_TEXT}};
+
+static const s_settable_t s_key_settables[] = {S_LIMIT_SETTABLES,
+                                               {"name", "name", S_SET_TEXT},
+                                               {"status", "status", S_SET_TEXT},
+                                               {"models", "models", S_SET_MODELS},
+                                               {"expires-at", "expires_at", S_SET_TIME},
+                                               {NULL, NULL, S_SET_TEXT}};
+
+static const s_settable_t s_provider_key_settables[] = {
+    {"multiplier", "multiplier_ppm", S_SET_MULTIPLIER}, {NULL, NULL, S_SET_TEXT}};
+
+//  A limit for people: "none" for null.
+static void s_limit_text(json_t *object, const char *key, bool money, char *out, size_t size)
+{
+    json_t *value = json_object_get(object, key);
+    if (!json_is_integer(value))
+        snprintf(out, size, "none");
+    else if (money)
+        ops_admin_format_micros(json_integer_value(value), out, size);
+    else
+        snprintf(out, size, "%" JSON_INTEGER_FORMAT, json_integer_value(value));
+}
+
+//  "rpm 10, tpm none, ..." of an account or a key.
+static void s_limits_line(json_t *object, char *out, size_t size)
+{
+    char rpm[32], tpm[32], concurrency[32], daily[32], monthly[32];
+    s_limit_text(object, "rpm_limit", false, rpm, sizeof rpm);
+    s_limit_text(object, "tpm_limit", false, tpm, sizeof tpm);
+    s_limit_text(object, "concurrency_limit", false, concurrency, sizeof concurrency);
+    s_limit_text(object, "daily_spend_micros", true, daily, sizeof daily);
+    s_limit_text(object, "monthly_spend_micros", true, monthly, sizeof monthly);
+    snprintf(out, size, "rpm %s, tpm %s, concurrency %s, daily spend %s, monthly spend %s", rpm,
+             tpm, concurrency, daily, monthly);
+}
+
 // ---------------------------------------------------------------------------
 //  Commands. `first` indexes the first positional after the command words.
 
@@ -710,7 +891,8 @@ static int s_provider_key_add(s_client_t *client, s_args_t *args, int first)
     free(secret);
     s_put_str(body, args, "name", "name");
     if (s_put_int(body, args, "priority", "priority") ||
-        s_put_int(body, args, "weight", "weight")) {
+        s_put_int(body, args, "weight", "weight") ||
+        s_put_settables(body, args, s_provider_key_settables)) {
         json_decref(body);
         return 2;
     }
@@ -761,10 +943,10 @@ static int s_model_add(s_client_t *client, s_args_t *args, int first)
         json_array_append_new(routes, route);
     }
     json_object_set_new(body, "routes", routes);
-    s_put_str(body, args, "price-in", "price_in");
-    s_put_str(body, args, "price-out", "price_out");
-    s_put_str(body, args, "price-cache-read", "price_cache_read");
-    s_put_str(body, args, "price-cache-write", "price_cache_write");
+    if (s_put_settables(body, args, s_model_settables) != 0) {
+        json_decref(body);
+        return 2;
+    }
     json_t *answer = NULL;
     int rc = s_call(client, "POST", "/admin/models", body, &answer);
     if (rc == 0 && !client->json) {
@@ -820,8 +1002,10 @@ static int s_account_add(s_client_t *client, s_args_t *args, int first)
     json_t *body = json_pack("{s:s}", "name", args->words[first]);
     s_put_str(body, args, "balance", "balance");
     s_put_str(body, args, "currency", "currency");
-    if (s_option(args, "models"))
-        json_object_set_new(body, "allowed_models", s_split_list(s_option(args, "models")));
+    if (s_put_settables(body, args, s_account_settables) != 0) {
+        json_decref(body);
+        return 2;
+    }
     json_t *answer = NULL;
     int rc = s_call(client, "POST", "/admin/accounts", body, &answer);
     if (rc == 0 && !client->json) {
@@ -873,13 +1057,33 @@ static int s_account_topup(s_client_t *client, s_args_t *args, int first)
     return rc;
 }
 
+static int s_account_set(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *body = json_object();
+    if (s_put_settables(body, args, s_account_settables) != 0) {
+        json_decref(body);
+        return 2;
+    }
+    json_t *answer = NULL;
+    int rc = s_account_call(client, "PATCH", args->words[first], "", body, &answer);
+    if (rc == 0 && !client->json) {
+        char limits[256], multiplier[32];
+        s_limits_line(answer, limits, sizeof limits);
+        ops_admin_format_micros(s_int(answer, "multiplier_ppm"), multiplier, sizeof multiplier);
+        printf("account %s: %s, multiplier %s, %s\n", s_str(answer, "name"),
+               s_str(answer, "status"), multiplier, limits);
+    }
+    json_decref(answer);
+    return rc;
+}
+
 static int s_key_create(s_client_t *client, s_args_t *args, int first)
 {
     json_t *body = json_pack("{s:s}", "account", args->words[first]);
-    s_put_str(body, args, "name", "name");
-    s_put_str(body, args, "expires-at", "expires_at");
-    if (s_option(args, "models"))
-        json_object_set_new(body, "models", s_split_list(s_option(args, "models")));
+    if (s_put_settables(body, args, s_key_settables) != 0) {
+        json_decref(body);
+        return 2;
+    }
     json_t *answer = NULL;
     int rc = s_call(client, "POST", "/admin/keys", body, &answer);
     if (rc == 0 && !client->json)
@@ -909,6 +1113,36 @@ static int s_key_revoke(s_client_t *client, s_args_t *args, int first)
     if (rc == 0 && !client->json)
         printf("key %" JSON_INTEGER_FORMAT " (%s) of account %s revoked\n", s_int(answer, "id"),
                s_str(answer, "prefix"), s_str(answer, "account"));
+    json_decref(answer);
+    return rc;
+}
+
+//  A key is named by its id here: its secret never travels in a URL.
+static int s_key_set(s_client_t *client, s_args_t *args, int first)
+{
+    if (strncmp(args->words[first], "tg-", 3) == 0) {
+        fprintf(stderr, "tollgate: key set takes the key's id (tollgate key list), not the key\n");
+        return 2;
+    }
+    json_t *body = json_object();
+    if (s_put_settables(body, args, s_key_settables) != 0) {
+        json_decref(body);
+        return 2;
+    }
+    char *id = s_escape(args->words[first]);
+    char path[2048];
+    snprintf(path, sizeof path, "/admin/keys/%s", id);
+    free(id);
+    json_t *answer = NULL;
+    int rc = s_call(client, "PATCH", path, body, &answer);
+    if (rc == 0 && !client->json) {
+        char limits[256];
+        s_limits_line(answer, limits, sizeof limits);
+        const char *expires = json_string_value(json_object_get(answer, "expires_at"));
+        printf("key %" JSON_INTEGER_FORMAT " (%s) of account %s: %s, expires %s, %s\n",
+               s_int(answer, "id"), s_str(answer, "prefix"), s_str(answer, "account"),
+               s_str(answer, "status"), expires ? expires : "never", limits);
+    }
     json_decref(answer);
     return rc;
 }
@@ -1856,7 +2090,7 @@ static int s_model_set(s_client_t *client, s_args_t *args, int first)
     json_t *body = json_object();
     s_put_str(body, args, "scheduling", "scheduling");
     s_put_str(body, args, "status", "status");
-    if (s_put_strict(body, args)) {
+    if (s_put_strict(body, args) || s_put_settables(body, args, s_model_settables)) {
         json_decref(body);
         return 2;
     }
@@ -1892,7 +2126,8 @@ static int s_provider_key_set(s_client_t *client, s_args_t *args, int first)
         }
     }
     if (s_put_int(body, args, "priority", "priority") ||
-        s_put_int(body, args, "weight", "weight")) {
+        s_put_int(body, args, "weight", "weight") ||
+        s_put_settables(body, args, s_provider_key_settables)) {
         json_decref(body);
         return 2;
     }
@@ -1962,19 +2197,21 @@ static const s_command_t s_commands[] = {
      "provider add NAME --protocol openai|openai-responses|anthropic|gemini --base-url URL "
      "[--priority N] "
      "[--weight N]"},
-    {"provider key add", 1, "secret name priority weight", s_provider_key_add,
-     "provider key add PROVIDER --secret SECRET|- [--name LABEL] [--priority N] [--weight N]"},
+    {"provider key add", 1, "secret name priority weight multiplier", s_provider_key_add,
+     "provider key add PROVIDER --secret SECRET|- [--name LABEL] [--priority N] [--weight N] "
+     "[--multiplier M]   (M: 1 = list price, 0.5 = half, 0 = free)"},
     {"provider key list", 1, "", s_provider_key_list, "provider key list PROVIDER [--json]"},
     {"provider list", 0, "", s_provider_list, "provider list [--json]"},
     {"provider show", 1, "", s_provider_show, "provider show NAME [--json]"},
-    {"model add", 1, "route price-in price-out price-cache-read price-cache-write", s_model_add,
-     "model add NAME --route PROVIDER[:UPSTREAM_MODEL] [--route ...] [--price-in P] "
-     "[--price-out P] [--price-cache-read P] [--price-cache-write P]"},
+    {"model add", 1, "route " S_MODEL_OPTIONS, s_model_add,
+     "model add NAME --route PROVIDER[:UPSTREAM_MODEL] [--route ...] " S_MODEL_USAGE},
     {"model list", 0, "", s_model_list, "model list [--json]"},
     {"model show", 1, "", s_model_show, "model show NAME [--json]"},
-    {"model set", 1, "scheduling capabilities status strict-conversion", s_model_set,
+    {"model set", 1, "scheduling capabilities status strict-conversion " S_MODEL_OPTIONS,
+     s_model_set,
      "model set NAME [--scheduling priority|key_priority|weighted|latency|cost|reliability] "
-     "[--capabilities TAG,TAG] [--status active|disabled] [--strict-conversion on|off]"},
+     "[--capabilities TAG,TAG] [--status active|disabled] [--strict-conversion "
+     "on|off] " S_MODEL_USAGE},
     {"provider set", 1, "status base-url strict-conversion", s_provider_set,
      "provider set NAME [--status active|disabled] [--base-url URL] [--strict-conversion on|off]"},
     {"model rule add", 1, "kind pattern provider priority weight", s_rule_add,
@@ -1983,10 +2220,10 @@ static const s_command_t s_commands[] = {
     {"model rule list", 1, "", s_rule_list, "model rule list MODEL [--json]"},
     {"model rule rm", 1, "", s_rule_rm, "model rule rm ID"},
     {"model mappings", 1, "", s_model_mappings, "model mappings MODEL [--json]"},
-    {"provider key set", 1, "capabilities max-rps max-concurrent priority weight status",
+    {"provider key set", 1, "capabilities max-rps max-concurrent priority weight status multiplier",
      s_provider_key_set,
      "provider key set ID [--capabilities TAG,TAG] [--max-rps N|none] [--max-concurrent N|none] "
-     "[--priority N] [--weight N] [--status active|disabled]"},
+     "[--priority N] [--weight N] [--status active|disabled] [--multiplier M]"},
     {"provider models", 1, "", s_provider_models, "provider models PROVIDER [--json]"},
     {"provider models refresh", 1, "", s_provider_models_refresh,
      "provider models refresh PROVIDER"},
@@ -1999,14 +2236,21 @@ static const s_command_t s_commands[] = {
     {"sticky", 0, "session", s_sticky_list, "sticky [--session S] [--json]"},
     {"sticky rm", 1, "", s_sticky_rm, "sticky rm SESSION"},
     {"health", 0, "provider", s_health, "health [--provider P] [--json]"},
-    {"account add", 1, "balance currency models", s_account_add,
-     "account add NAME [--balance AMOUNT] [--currency C] [--models M1,M2]"},
+    {"account add", 1, "balance currency models multiplier " S_LIMIT_OPTIONS, s_account_add,
+     "account add NAME [--balance AMOUNT] [--currency C] [--models M1,M2] [--multiplier "
+     "M] " S_LIMIT_USAGE},
+    {"account set", 1, "status models multiplier " S_LIMIT_OPTIONS, s_account_set,
+     "account set NAME [--status active|disabled] [--models M1,M2|any] [--multiplier "
+     "M] " S_LIMIT_USAGE "   (M: 1 = list price, 0 = free tier)"},
     {"account list", 0, "", s_account_list, "account list [--json]"},
     {"account show", 1, "", s_account_show, "account show NAME [--json]"},
     {"account topup", 2, "reason", s_account_topup,
      "account topup NAME AMOUNT [--reason TEXT]   (a negative AMOUNT is an adjustment)"},
-    {"key create", 1, "name models expires-at", s_key_create,
-     "key create ACCOUNT [--name LABEL] [--models M1,M2] [--expires-at TIME]"},
+    {"key create", 1, "name models expires-at " S_LIMIT_OPTIONS, s_key_create,
+     "key create ACCOUNT [--name LABEL] [--models M1,M2] [--expires-at TIME] " S_LIMIT_USAGE},
+    {"key set", 1, "name status models expires-at " S_LIMIT_OPTIONS, s_key_set,
+     "key set ID [--name LABEL] [--status active|disabled|revoked] [--models M1,M2|any] "
+     "[--expires-at TIME|none] " S_LIMIT_USAGE},
     {"key revoke", 1, "", s_key_revoke, "key revoke KEY_OR_ID"},
     {"key list", 0, "account", s_key_list, "key list [--account NAME] [--json]"},
     {"usage", 0, "account limit before", s_usage,

@@ -122,6 +122,7 @@ void proto_catalog_destroy(proto_catalog_t **self_p)
         free(self->models[i].name);
         free(self->models[i].scheduling);
         s_free_tags(&self->models[i].capabilities);
+        s_free_tags(&self->models[i].force_capabilities);
     }
     for (size_t i = 0; i < self->route_count; i++)
         free(self->routes[i].upstream_model);
@@ -230,7 +231,7 @@ static int s_load_accounts(proto_catalog_t *self, PGconn *db, char *error, size_
     PGresult *result = s_query(db,
                                "SELECT id, name, status, balance_micros, currency, "
                                "array_to_json(allowed_models)::text, " S_LIMIT_COLUMNS
-                               ", array_to_json(force_capabilities)::text"
+                               ", array_to_json(force_capabilities)::text, multiplier_ppm"
                                " FROM accounts ORDER BY id",
                                error, error_size);
     if (!result)
@@ -247,6 +248,7 @@ static int s_load_accounts(proto_catalog_t *self, PGconn *db, char *error, size_
         s_model_list(result, row, 5, &account->models);
         s_limits(result, row, 6, &account->limits);
         s_tags(result, row, 11, &account->force_capabilities);
+        account->multiplier_ppm = s_int(result, row, 12, 1000000);
     }
     PQclear(result);
     return 0;
@@ -377,10 +379,12 @@ static int s_load_models(proto_catalog_t *self, PGconn *db, char *error, size_t 
     PGresult *result = s_query(
         db,
         "SELECT id, name, status, price_in_micros, price_out_micros, price_cache_read_micros, "
-        "price_cache_write_micros, price_cache_write_1h_micros, price_request_micros, "
+        "price_cache_write_micros, coalesce(price_cache_write_1h_micros, "
+        "price_cache_write_micros), "
+        "price_request_micros, "
         "long_context_threshold, long_price_in_micros, long_price_out_micros, scheduling, "
         "extract(epoch FROM created_at)::bigint, array_to_json(capabilities)::text, "
-        "strict_conversion FROM models ORDER BY id",
+        "strict_conversion, array_to_json(force_capabilities)::text FROM models ORDER BY id",
         error, error_size);
     if (!result)
         return -1;
@@ -404,6 +408,7 @@ static int s_load_models(proto_catalog_t *self, PGconn *db, char *error, size_t 
         model->created_s = s_int(result, row, 13, 0);
         s_tags(result, row, 14, &model->capabilities);
         model->strict = strcmp(PQgetvalue(result, row, 15), "t") == 0;
+        s_tags(result, row, 16, &model->force_capabilities);
         zhashx_insert(self->models_by_name, model->name, model);
     }
     PQclear(result);
@@ -669,6 +674,7 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
         account->currency = s_json_str(item, "currency", "USD");
         s_json_list(item, "allowed_models", &account->models);
         s_json_limits(item, &account->limits);
+        account->multiplier_ppm = s_json_int(item, "multiplier_ppm", 1000000);
     }
     array = s_json_array(root, "keys", (void **)&self->keys, sizeof *self->keys);
     json_array_foreach(array, i, item)
@@ -736,6 +742,7 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
         model->scheduling = s_json_str(item, "scheduling", "priority");
         s_json_tags(item, "capabilities", &model->capabilities);
         model->strict = json_is_true(json_object_get(item, "strict_conversion"));
+        s_json_tags(item, "force_capabilities", &model->force_capabilities);
     }
     array = s_json_array(root, "routes", (void **)&self->routes, sizeof *self->routes);
     json_array_foreach(array, i, item)

@@ -45,6 +45,7 @@ typedef struct {
     proto_limits_t limits;           //  account-wide limits
     proto_model_list_t models;       //  allowed models
     proto_tags_t force_capabilities; //  every request of the account needs these
+    int64_t multiplier_ppm;          //  cost multiplier, parts per million (0 = free tier)
 } proto_account_t;
 
 typedef struct {
@@ -95,7 +96,7 @@ typedef struct {
     int64_t price_out_micros;            //  per million output tokens
     int64_t price_cache_read_micros;     //  per million cache-read tokens
     int64_t price_cache_write_micros;    //  per million cache-write tokens (5 min)
-    int64_t price_cache_write_1h_micros; //  per million cache-write tokens (1 h)
+    int64_t price_cache_write_1h_micros; //  per million cache-write tokens (1 h; NULL: 5 min's)
     int64_t price_request_micros;        //  per request
     int64_t long_context_threshold;      //  input tokens above which long prices apply, 0 = none
     int64_t long_price_in_micros;        //  long-context input price
@@ -104,6 +105,7 @@ typedef struct {
     int64_t created_s;                   //  creation time, epoch seconds
     proto_tags_t capabilities;           //  what the model offers everywhere it is served
     bool strict;                         //  strict_conversion: refuse what conversion would drop
+    proto_tags_t force_capabilities;     //  every request for the model needs these
 } proto_model_t;
 
 typedef struct {

@@ -800,6 +800,7 @@ static proto_msg_t *s_sample(proto_msg_type_t type)
     proto_msg_set_tokens_out(msg, 2000);
     proto_msg_set_tokens_cache_read(msg, 300);
     proto_msg_set_tokens_cache_write(msg, 400);
+    proto_msg_set_tokens_cache_write_1h(msg, 150);
     proto_msg_set_started_us(msg, 1790000000123456ULL);
     proto_msg_set_attempts(msg, 3);
     proto_msg_set_estimated(msg, true);

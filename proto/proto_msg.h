@@ -46,8 +46,10 @@
     SETTLE          dispatch -> billing the usage record: account_id*, key_id*, model*,
                                         provider_id, provider_key_id, upstream_model, status*,
                                         tokens_in, tokens_out, tokens_cache_read,
-                                        tokens_cache_write, latency_us, ttfb_us, started_us*,
-                                        attempts, estimated, reserve_micros
+                                        tokens_cache_write, tokens_cache_write_1h (the part
+                                        of tokens_cache_write kept 1 hour), latency_us,
+                                        ttfb_us, started_us*, attempts, estimated,
+                                        reserve_micros
     ENTRY           billing -> ledger   SETTLE's fields plus cost_micros*
     COMMIT          ledger -> billing,  (request id only) the record is durable in PostgreSQL;
                     billing -> dispatch the sender may forget it
@@ -190,7 +192,8 @@ typedef enum {
     X(tokens, 53, U64)                                                                             \
     X(slots, 54, U64)                                                                              \
     X(ttl_ms, 55, U64)                                                                             \
-    X(version, 56, U64)
+    X(version, 56, U64)                                                                            \
+    X(tokens_cache_write_1h, 57, U64)
 
 typedef enum {
 #define X(name, id, kind) PROTO_FIELD_##name = id,

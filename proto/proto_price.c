@@ -51,11 +51,17 @@ int proto_price_cost(const proto_model_t *model, const proto_price_usage_t *usag
     uint64_t price_out =
         s_nonneg(long_context ? model->long_price_out_micros : model->price_out_micros);
 
+    //  The 1-hour writes are part of all writes; a sender that says more
+    //  were 1-hour than were written at all is held to the total.
+    uint64_t write_1h = usage->tokens_cache_write_1h < usage->tokens_cache_write
+                            ? usage->tokens_cache_write_1h
+                            : usage->tokens_cache_write;
     s_u128 sum = 0;
     if (!s_add_product(&sum, usage->tokens_in, price_in) ||
         !s_add_product(&sum, usage->tokens_cache_read, s_nonneg(model->price_cache_read_micros)) ||
-        !s_add_product(&sum, usage->tokens_cache_write,
+        !s_add_product(&sum, usage->tokens_cache_write - write_1h,
                        s_nonneg(model->price_cache_write_micros)) ||
+        !s_add_product(&sum, write_1h, s_nonneg(model->price_cache_write_1h_micros)) ||
         !s_add_product(&sum, usage->tokens_out, price_out))
         return -1;
     s_u128 base = s_ceil_million(sum) + s_nonneg(model->price_request_micros);
@@ -84,6 +90,13 @@ int64_t proto_price_reserve(const proto_model_t *model, uint64_t tokens_in, uint
         return INT64_MAX;
     s_u128 reserve = s_ceil_million(sum) + s_nonneg(model->price_request_micros);
     return reserve > INT64_MAX ? INT64_MAX : (int64_t)reserve;
+}
+
+int64_t proto_price_scale(int64_t value, int64_t multiplier_ppm)
+{
+    //  Both < 2^63: the product fits 126 bits.
+    s_u128 scaled = s_ceil_million((s_u128)s_nonneg(value) * s_nonneg(multiplier_ppm));
+    return scaled > INT64_MAX ? INT64_MAX : (int64_t)scaled;
 }
 
 //  --------------------------------------------------------------------------
@@ -180,6 +193,36 @@ void proto_price_test(bool verbose)
     //  A big but legal bill: 10^12 tokens at $1000/M = $10^9 = 10^15 micros.
     proto_model_t dear = {.price_in_micros = 1000000000};
     assert(s_cost(&dear, 1000000000000ull, 0, 0, 0, 200, one) == 1000000000000000ll);
+
+    //  1-hour cache writes are part of all writes, at their own price: 100
+    //  written, 40 of them for 1 hour at $6.25 (twice the 5-minute $3.125):
+    //  60 x 3.125 + 40 x 6.25 = 187.5 + 250, rounded up once.
+    model.long_context_threshold = 0;
+    model.price_cache_write_1h_micros = 6250000;
+    proto_price_usage_t hour = {
+        .tokens_cache_write = 100, .tokens_cache_write_1h = 40, .status = 200};
+    int64_t cost = -1;
+    assert(proto_price_cost(&model, &hour, one, &cost) == 0 && cost == 438);
+    //  More 1-hour writes than writes: held to the total (all 1-hour).
+    hour.tokens_cache_write_1h = 1000;
+    assert(proto_price_cost(&model, &hour, one, &cost) == 0 && cost == 625);
+    //  None for 1 hour: the 5-minute price, as before the field existed.
+    hour.tokens_cache_write_1h = 0;
+    assert(proto_price_cost(&model, &hour, one, &cost) == 0 && cost == 313);
+    //  The 1-hour part counts in the whole prompt for the long-context tier.
+    model.long_context_threshold = 99;
+    hour.tokens_cache_write_1h = 50;
+    hour.tokens_in = 1;
+    assert(proto_price_cost(&model, &hour, one, &cost) == 0 && cost == 474); //  5 + 156.25 + 312.5
+    model.long_context_threshold = 200000;
+
+    //  Multipliers combined and estimates scaled: ceil(a x b / 1e6).
+    assert(proto_price_scale(500000, 500000) == 250000);
+    assert(proto_price_scale(one, 0) == 0 && proto_price_scale(0, one) == 0);
+    assert(proto_price_scale(333333, 500000) == 166667); //  166666.5 rounded up
+    assert(proto_price_scale(40963, 1500000) == 61445);  //  61444.5 rounded up
+    assert(proto_price_scale(INT64_MAX, INT64_MAX) == INT64_MAX);
+    assert(proto_price_scale(-5, one) == 0 && proto_price_scale(5, -1) == 0);
 
     //  Reservation: tokens_in at input price + 4096 out at output price.
     proto_model_t plain = {.price_in_micros = 2500000, .price_out_micros = 10000000};

@@ -6,7 +6,11 @@
         tokens_in           input tokens billed at the input price: the prompt
                             WITHOUT cache reads and cache writes
         tokens_cache_read   input tokens read from the provider's prompt cache
-        tokens_cache_write  input tokens written to the prompt cache
+        tokens_cache_write  input tokens written to the prompt cache, for 5
+                            minutes or for 1 hour (Anthropic's
+                            cache_creation_input_tokens)
+        tokens_cache_write_1h  the part of tokens_cache_write written for 1
+                            hour (cache_creation.ephemeral_1h_input_tokens)
         tokens_out          output tokens, reasoning included
     so the whole prompt is tokens_in + cache_read + cache_write, and that
     whole prompt is what the long-context threshold is compared with (the
@@ -18,10 +22,17 @@
         in_price, out_price = long prices when long_context_threshold > 0 and
                               the whole prompt > long_context_threshold, else
                               normal (long prices default to normal ones)
+        write_5m = cache_write - min(cache_write_1h, cache_write)
         base = ceil( (tokens_in x in_price + cache_read x price_cache_read
-                      + cache_write x price_cache_write + tokens_out x out_price)
-                     / 1e6 ) + price_request
+                      + write_5m x price_cache_write
+                      + min(cache_write_1h, cache_write) x price_cache_write_1h
+                      + tokens_out x out_price) / 1e6 ) + price_request
         cost = ceil( base x multiplier_ppm / 1e6 )        (multiplier 0 -> 0)
+
+    where multiplier_ppm is the provider key's and the account's together,
+    proto_price_scale(key_ppm, account_ppm) = ceil(key x account / 1e6).
+    The 1-hour price is the 5-minute one unless the model sets its own
+    (the catalog fills it in).
 
     A failed request (status >= 400) that used no tokens costs 0: the
     upstream did not charge, so neither do we (not even price_request).
@@ -45,11 +56,12 @@
 
 //  What a finished request used.
 typedef struct {
-    uint64_t tokens_in;          //  uncached input tokens
-    uint64_t tokens_out;         //  output tokens
-    uint64_t tokens_cache_read;  //  input tokens read from the prompt cache
-    uint64_t tokens_cache_write; //  input tokens written to the prompt cache
-    uint64_t status;             //  final HTTP status of the request
+    uint64_t tokens_in;             //  uncached input tokens
+    uint64_t tokens_out;            //  output tokens
+    uint64_t tokens_cache_read;     //  input tokens read from the prompt cache
+    uint64_t tokens_cache_write;    //  input tokens written to the prompt cache (5 min and 1 h)
+    uint64_t status;                //  final HTTP status of the request
+    uint64_t tokens_cache_write_1h; //  the part of tokens_cache_write kept for 1 hour
 } proto_price_usage_t;
 
 //  Computes the cost of `usage` at `model`'s prices times multiplier_ppm
@@ -66,6 +78,11 @@ int proto_price_cost(const proto_model_t *model, const proto_price_usage_t *usag
 //  is not chosen yet), rounded up. Saturates at INT64_MAX instead of
 //  overflowing.
 int64_t proto_price_reserve(const proto_model_t *model, uint64_t tokens_in, uint64_t tokens_out);
+
+//  ceil(value x multiplier_ppm / 1e6), saturating at INT64_MAX; negative
+//  inputs count as 0. Combines two multipliers (a provider key's and an
+//  account's) into one, and scales an admission estimate by an account's.
+int64_t proto_price_scale(int64_t value, int64_t multiplier_ppm);
 
 //  Self test.
 void proto_price_test(bool verbose);

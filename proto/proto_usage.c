@@ -56,8 +56,11 @@ static int s_openai(json_t *usage, proto_usage_t *out)
 }
 
 //  Anthropic: {input_tokens, output_tokens, cache_creation_input_tokens,
-//  cache_read_input_tokens}; input_tokens excludes both cache counts. In a
-//  stream, message_delta repeats running totals, so present fields override.
+//  cache_read_input_tokens, cache_creation {ephemeral_5m_input_tokens,
+//  ephemeral_1h_input_tokens}}; input_tokens excludes both cache counts,
+//  and cache_creation splits cache_creation_input_tokens by how long the
+//  entries live. In a stream, message_delta repeats running totals, so
+//  present fields override.
 static int s_anthropic(json_t *usage, proto_usage_t *out)
 {
     if (!json_is_object(usage))
@@ -66,7 +69,11 @@ static int s_anthropic(json_t *usage, proto_usage_t *out)
     int64_t output = s_count(usage, "output_tokens");
     int64_t cache_write = s_count(usage, "cache_creation_input_tokens");
     int64_t cache_read = s_count(usage, "cache_read_input_tokens");
-    if (input < 0 && output < 0 && cache_write < 0 && cache_read < 0)
+    json_t *creation = json_object_get(usage, "cache_creation");
+    int64_t write_5m = s_count(creation, "ephemeral_5m_input_tokens");
+    int64_t write_1h = s_count(creation, "ephemeral_1h_input_tokens");
+    if (input < 0 && output < 0 && cache_write < 0 && cache_read < 0 && write_5m < 0 &&
+        write_1h < 0)
         return 0;
     if (input >= 0) {
         out->tokens_in = (uint64_t)input;
@@ -74,6 +81,15 @@ static int s_anthropic(json_t *usage, proto_usage_t *out)
     }
     if (cache_write >= 0)
         out->tokens_cache_write = (uint64_t)cache_write;
+    //  The split, when given, is the truth about the total as well: an
+    //  answer with only cache_creation still wrote its tokens.
+    if (write_5m >= 0 || write_1h >= 0) {
+        uint64_t split =
+            (uint64_t)(write_5m > 0 ? write_5m : 0) + (uint64_t)(write_1h > 0 ? write_1h : 0);
+        out->tokens_cache_write_1h = write_1h > 0 ? (uint64_t)write_1h : 0;
+        if (cache_write < 0 || split > out->tokens_cache_write)
+            out->tokens_cache_write = split;
+    }
     if (cache_read >= 0)
         out->tokens_cache_read = (uint64_t)cache_read;
     if (output >= 0) {
@@ -315,6 +331,21 @@ static const char s_anthropic_delta[] =
     "{\"type\": \"message_delta\", \"delta\": {\"stop_reason\": \"end_turn\", "
     "\"stop_sequence\":null}, \"usage\": {\"output_tokens\": 393}}";
 
+//  Anthropic's usage with both cache lifetimes (the Messages API reference:
+//  cache_creation_input_tokens is the sum of cache_creation's two counts).
+static const char s_anthropic_two_ttls[] =
+    "{\"id\":\"msg_01\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],"
+    "\"usage\":{\"input_tokens\":50,\"cache_creation_input_tokens\":2500,"
+    "\"cache_read_input_tokens\":0,\"cache_creation\":{\"ephemeral_5m_input_tokens\":500,"
+    "\"ephemeral_1h_input_tokens\":2000},\"output_tokens\":10}}";
+
+static const char s_anthropic_start_1h[] =
+    "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_02\",\"type\":\"message\","
+    "\"role\":\"assistant\",\"content\":[],\"usage\":{\"input_tokens\":3,"
+    "\"cache_creation_input_tokens\":1200,\"cache_read_input_tokens\":0,\"cache_creation\":"
+    "{\"ephemeral_5m_input_tokens\":0,\"ephemeral_1h_input_tokens\":1200},"
+    "\"output_tokens\":1}}}";
+
 static const char s_gemini_body[] =
     "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Once upon a time\"}],\"role\":"
     "\"model\"},\"finishReason\":\"STOP\",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":"
@@ -375,6 +406,26 @@ void proto_usage_test(bool verbose)
     json = json_loads(s_anthropic_text_delta, 0, NULL);
     assert(proto_usage_content_bytes(PROTO_PROTOCOL_ANTHROPIC, json, true) == 5);
     json_decref(json);
+
+    //  Both cache lifetimes: the total stays cache_creation_input_tokens,
+    //  the 1-hour part is apart; a stream keeps it through message_delta.
+    assert(proto_usage_from_body(PROTO_PROTOCOL_ANTHROPIC, s_anthropic_two_ttls,
+                                 strlen(s_anthropic_two_ttls), &usage) == 0);
+    assert(usage.tokens_in == 50 && usage.tokens_cache_write == 2500);
+    assert(usage.tokens_cache_write_1h == 2000 && usage.tokens_out == 10);
+    memset(&usage, 0, sizeof usage);
+    assert(proto_usage_from_event(PROTO_PROTOCOL_ANTHROPIC, "message_start", s_anthropic_start_1h,
+                                  strlen(s_anthropic_start_1h), &usage) == 1);
+    assert(proto_usage_from_event(PROTO_PROTOCOL_ANTHROPIC, "message_delta", s_anthropic_delta,
+                                  strlen(s_anthropic_delta), &usage) == 1);
+    assert(usage.tokens_cache_write == 1200 && usage.tokens_cache_write_1h == 1200);
+    assert(usage.tokens_in == 3 && usage.tokens_out == 393);
+    //  Only the split, no total: the split is the total.
+    assert(proto_usage_from_body(PROTO_PROTOCOL_ANTHROPIC,
+                                 "{\"usage\":{\"cache_creation\":{\"ephemeral_5m_input_tokens\":"
+                                 "7,\"ephemeral_1h_input_tokens\":5}}}",
+                                 90, &usage) == 0);
+    assert(usage.tokens_cache_write == 12 && usage.tokens_cache_write_1h == 5);
 
     assert(proto_usage_from_body(PROTO_PROTOCOL_GEMINI, s_gemini_body, strlen(s_gemini_body),
                                  &usage) == 0);

@@ -6,7 +6,9 @@
                     stream, only when stream_options.include_usage was asked,
                     in a last chunk with empty `choices`.
       Anthropic     `usage` {input_tokens, output_tokens,
-                    cache_creation_input_tokens, cache_read_input_tokens} on
+                    cache_creation_input_tokens, cache_read_input_tokens,
+                    cache_creation {ephemeral_5m_input_tokens,
+                    ephemeral_1h_input_tokens}} on
                     the answer; on a stream in `message_start` (message.usage)
                     and, running totals, in `message_delta` (usage).
       Gemini        `usageMetadata` {promptTokenCount, candidatesTokenCount,
@@ -21,7 +23,10 @@
                          already excludes them)
       tokens_out         output tokens (Gemini's thoughts are output)
       tokens_cache_read  input tokens read from a prompt cache
-      tokens_cache_write input tokens written to a prompt cache (Anthropic)
+      tokens_cache_write input tokens written to a prompt cache (Anthropic),
+                         for 5 minutes or 1 hour: cache_creation_input_tokens
+      tokens_cache_write_1h  the part of tokens_cache_write written for 1
+                         hour: cache_creation.ephemeral_1h_input_tokens
     so tokens_in + cache_read + cache_write is the whole prompt.
 
     When an answer carries no usage (or a stream was cut before it), the
@@ -37,13 +42,14 @@
 #include <stdint.h>
 
 typedef struct {
-    uint64_t tokens_in;          //  uncached input tokens
-    uint64_t tokens_out;         //  output tokens
-    uint64_t tokens_cache_read;  //  input tokens read from cache
-    uint64_t tokens_cache_write; //  input tokens written to cache
-    bool seen_in;                //  the upstream reported input usage
-    bool seen_out;               //  the upstream reported output usage
-    bool estimated;              //  some of it is our estimate
+    uint64_t tokens_in;             //  uncached input tokens
+    uint64_t tokens_out;            //  output tokens
+    uint64_t tokens_cache_read;     //  input tokens read from cache
+    uint64_t tokens_cache_write;    //  input tokens written to cache (5 min and 1 h)
+    uint64_t tokens_cache_write_1h; //  the part of tokens_cache_write kept 1 hour
+    bool seen_in;                   //  the upstream reported input usage
+    bool seen_out;                  //  the upstream reported output usage
+    bool estimated;                 //  some of it is our estimate
 } proto_usage_t;
 
 //  Reads the usage of a whole (non-streamed) answer of an upstream protocol

@@ -24,7 +24,8 @@
     "'model', u.model, 'provider_id', u.provider_id, 'provider_key_id', u.provider_key_id, "       \
     "'upstream_model', u.upstream_model, 'status', u.status, 'tokens_in', u.tokens_in, "           \
     "'tokens_out', u.tokens_out, 'tokens_cache_read', u.tokens_cache_read, "                       \
-    "'tokens_cache_write', u.tokens_cache_write, 'cost_micros', u.cost_micros, "                   \
+    "'tokens_cache_write', u.tokens_cache_write, "                                                 \
+    "'tokens_cache_write_1h', u.tokens_cache_write_1h, 'cost_micros', u.cost_micros, "             \
     "'latency_ms', u.latency_ms, 'ttfb_ms', u.ttfb_ms, 'attempts', u.attempts, "                   \
     "'estimated', u.estimated)"
 
@@ -284,7 +285,8 @@ void admin_audit_list(admin_call_t *call)
     "'upstream_model', u.upstream_model, 'status', u.status, 'attempts', u.attempts, "             \
     "'latency_ms', u.latency_ms, 'ttfb_ms', u.ttfb_ms, 'tokens_in', u.tokens_in, "                 \
     "'tokens_out', u.tokens_out, 'tokens_cache_read', u.tokens_cache_read, "                       \
-    "'tokens_cache_write', u.tokens_cache_write, 'cost_micros', u.cost_micros, "                   \
+    "'tokens_cache_write', u.tokens_cache_write, "                                                 \
+    "'tokens_cache_write_1h', u.tokens_cache_write_1h, 'cost_micros', u.cost_micros, "             \
     "'estimated', u.estimated, 'has_details', EXISTS (SELECT 1 FROM request_details d "            \
     "WHERE d.request_id = u.request_id))"
 #define S_REQUEST_FROM                                                                             \

@@ -371,6 +371,12 @@ const admin_resource_t admin_routes = {
         .min = 0, .max = ADMIN_PRICE_MAX, .micros = name "_micros"                                 \
     }
 
+#define S_PRICE_OR_NULL(name)                                                                      \
+    {                                                                                              \
+        .field = name, .column = name "_micros", .kind = ADMIN_F_MICROS, .use = ADMIN_BOTH,        \
+        .min = 0, .max = ADMIN_PRICE_MAX, .micros = name "_micros", .nullable = true               \
+    }
+
 static const admin_column_t s_model_columns[] = {
     {"id", "m.id", ADMIN_COL_ID, NULL, NULL},
     {"name", "m.name", ADMIN_COL_TEXT, "NAME", NULL},
@@ -379,9 +385,15 @@ static const admin_column_t s_model_columns[] = {
     {"price_out_micros", "m.price_out_micros", ADMIN_COL_MICROS, "OUT/1M", NULL},
     {"price_cache_read_micros", "m.price_cache_read_micros", ADMIN_COL_MICROS, NULL, NULL},
     {"price_cache_write_micros", "m.price_cache_write_micros", ADMIN_COL_MICROS, NULL, NULL},
+    {"price_cache_write_1h_micros", "m.price_cache_write_1h_micros", ADMIN_COL_MICROS, NULL, NULL},
+    {"price_request_micros", "m.price_request_micros", ADMIN_COL_MICROS, NULL, NULL},
+    {"long_context_threshold", "m.long_context_threshold", ADMIN_COL_INT, NULL, NULL},
+    {"long_price_in_micros", "m.long_price_in_micros", ADMIN_COL_MICROS, NULL, NULL},
+    {"long_price_out_micros", "m.long_price_out_micros", ADMIN_COL_MICROS, NULL, NULL},
     {"scheduling", "m.scheduling", ADMIN_COL_TEXT, NULL, NULL},
     {"capabilities", "to_json(m.capabilities)", ADMIN_COL_LIST, NULL, NULL},
     {"strict_conversion", "m.strict_conversion", ADMIN_COL_BOOL, NULL, NULL},
+    {"force_capabilities", "to_json(m.force_capabilities)", ADMIN_COL_LIST, NULL, NULL},
     {"routes", NULL, ADMIN_COL_CHILD, "ROUTES", &admin_routes},
     {"created_at", "m.created_at", ADMIN_COL_TIME, NULL, NULL},
     {"updated_at", "m.updated_at", ADMIN_COL_TIME, NULL, NULL},
@@ -399,6 +411,25 @@ static const admin_field_t s_model_fields[] = {
     S_PRICE("price_out"),
     S_PRICE("price_cache_read"),
     S_PRICE("price_cache_write"),
+    //  null: the 5-minute price
+    S_PRICE_OR_NULL("price_cache_write_1h"),
+    S_PRICE("price_request"),
+    //  The long-context tier: above this many prompt tokens (cache
+    //  included) the long prices apply; null lifts the tier.
+    {.field = "long_context_threshold",
+     .column = "long_context_threshold",
+     .kind = ADMIN_F_INT,
+     .use = ADMIN_BOTH,
+     .min = 1,
+     .max = ADMIN_INT_MAX * INT64_C(1000),
+     .nullable = true},
+    //  null: the normal price
+    S_PRICE_OR_NULL("long_price_in"),
+    S_PRICE_OR_NULL("long_price_out"),
+    {.field = "force_capabilities",
+     .column = "force_capabilities",
+     .kind = ADMIN_F_TAGS,
+     .use = ADMIN_BOTH},
     {.field = "routes", .kind = ADMIN_F_ANY, .use = ADMIN_CREATE},
     S_STATUS(s_statuses),
     {.field = "scheduling",
@@ -410,6 +441,36 @@ static const admin_field_t s_model_fields[] = {
     S_STRICT,
     {.field = NULL}};
 
+//  Long prices belong to a tier: without a threshold they would never
+//  apply, so they are refused rather than kept unused; lifting the
+//  threshold (null) lifts the tier's prices with it. `threshold` is the
+//  model's current one ("" when none, NULL on create).
+static int s_model_long_context(admin_call_t *call, const char *current_threshold,
+                                bool current_long_prices, admin_value_t *values)
+{
+    const admin_field_t *fields = s_model_fields;
+    admin_value_t *threshold = ADMIN_VALUE(fields, values, "long_context_threshold");
+    admin_value_t *prices[] = {ADMIN_VALUE(fields, values, "long_price_in"),
+                               ADMIN_VALUE(fields, values, "long_price_out")};
+    const char *names[] = {"long_price_in", "long_price_out"};
+    bool tier =
+        threshold->present ? threshold->text != NULL : current_threshold && *current_threshold;
+    for (int i = 0; i < 2; i++) {
+        if (prices[i]->present && prices[i]->text && !tier) {
+            admin_invalid(call,
+                          "'%s' needs 'long_context_threshold' (the prompt size above which "
+                          "it applies)",
+                          names[i]);
+            return -1;
+        }
+        if (threshold->present && !threshold->text && !prices[i]->present && current_long_prices) {
+            prices[i]->present = true;
+            prices[i]->text = NULL;
+        }
+    }
+    return 0;
+}
+
 static int s_model_prepare(admin_call_t *call, const char *parent, admin_value_t *values)
 {
     json_t *routes = ADMIN_VALUE(s_model_fields, values, "routes")->json;
@@ -417,7 +478,30 @@ static int s_model_prepare(admin_call_t *call, const char *parent, admin_value_t
         admin_invalid(call, "'routes' must be an array");
         return -1;
     }
-    return 0;
+    return s_model_long_context(call, NULL, false, values);
+}
+
+static int s_model_check(admin_call_t *call, const char *id, admin_value_t *values)
+{
+    char *current = NULL;
+    int found = admin_sql_one(call,
+                              "SELECT coalesce(long_context_threshold::text, '') || "
+                              "CASE WHEN long_price_in_micros IS NULL AND long_price_out_micros "
+                              "IS NULL THEN '' ELSE '+' END FROM models WHERE id = $1::bigint "
+                              "FOR UPDATE",
+                              1, (const char *[]){id}, &current);
+    int rc = -1;
+    if (found == 0)
+        admin_not_found(call, "model not found");
+    else if (found == 1 && current) {
+        size_t length = strlen(current);
+        bool long_prices = length && current[length - 1] == '+';
+        if (long_prices)
+            current[length - 1] = '\0';
+        rc = s_model_long_context(call, current, long_prices, values);
+    }
+    free(current);
+    return rc;
 }
 
 //  A model may come with its routes, made in the same transaction.
@@ -460,6 +544,7 @@ const admin_resource_t admin_models = {
     .updated_at = true,
     .prepare = s_model_prepare,
     .created = s_model_created,
+    .check = s_model_check,
 };
 
 // ---------------------------------------------------------------------------
@@ -560,6 +645,7 @@ static const admin_column_t s_account_columns[] = {
     {"daily_spend_micros", "a.daily_spend_micros", ADMIN_COL_MICROS, NULL, NULL},
     {"monthly_spend_micros", "a.monthly_spend_micros", ADMIN_COL_MICROS, NULL, NULL},
     {"force_capabilities", "to_json(a.force_capabilities)", ADMIN_COL_LIST, NULL, NULL},
+    {"multiplier_ppm", "a.multiplier_ppm", ADMIN_COL_INT, NULL, NULL},
     {"created_at", "a.created_at", ADMIN_COL_TIME, NULL, NULL},
     {"updated_at", "a.updated_at", ADMIN_COL_TIME, NULL, NULL},
     {0}};
@@ -573,6 +659,13 @@ static const admin_column_t s_account_columns[] = {
     {                                                                                              \
         .field = name, .column = name "_micros", .kind = ADMIN_F_MICROS, .use = ADMIN_BOTH,        \
         .min = 0, .max = ADMIN_MONEY_MAX, .nullable = true, .micros = name "_micros"               \
+    }
+
+//  Parts per million of list price: 1000000 = list price, 0 = free tier.
+#define S_MULTIPLIER                                                                               \
+    {                                                                                              \
+        .field = "multiplier_ppm", .column = "multiplier_ppm", .kind = ADMIN_F_INT,                \
+        .use = ADMIN_BOTH, .min = 0, .max = ADMIN_INT_MAX * INT64_C(1000)                          \
     }
 
 static const admin_field_t s_account_fields[] = {{.field = "name",
@@ -613,6 +706,7 @@ static const admin_field_t s_account_fields[] = {{.field = "name",
                                                   .column = "force_capabilities",
                                                   .kind = ADMIN_F_NAMES,
                                                   .use = ADMIN_BOTH},
+                                                 S_MULTIPLIER,
                                                  {.field = NULL}};
 
 //  An opening balance is money like any other: it arrives by journal entry.
@@ -666,6 +760,11 @@ static const admin_column_t s_key_columns[] = {
     {"models", "to_json(k.allowed_models)", ADMIN_COL_LIST, "MODELS", NULL},
     {"expires_at", "k.expires_at", ADMIN_COL_TIME, "EXPIRES", NULL},
     {"force_capabilities", "to_json(k.force_capabilities)", ADMIN_COL_LIST, NULL, NULL},
+    {"rpm_limit", "k.rpm_limit", ADMIN_COL_INT, NULL, NULL},
+    {"tpm_limit", "k.tpm_limit", ADMIN_COL_INT, NULL, NULL},
+    {"concurrency_limit", "k.concurrency_limit", ADMIN_COL_INT, NULL, NULL},
+    {"daily_spend_micros", "k.daily_spend_micros", ADMIN_COL_MICROS, NULL, NULL},
+    {"monthly_spend_micros", "k.monthly_spend_micros", ADMIN_COL_MICROS, NULL, NULL},
     {"created_at", "k.created_at", ADMIN_COL_TIME, NULL, NULL},
     {"updated_at", "k.updated_at", ADMIN_COL_TIME, NULL, NULL},
     {0}};
@@ -700,7 +799,12 @@ static const admin_field_t s_key_fields[] = {{.field = "account",
                                              {.field = "force_capabilities",
                                               .column = "force_capabilities",
                                               .kind = ADMIN_F_NAMES,
-                                              .use = ADMIN_PATCH},
+                                              .use = ADMIN_BOTH},
+                                             S_LIMIT("rpm_limit", ADMIN_INT_MAX),
+                                             S_LIMIT("tpm_limit", ADMIN_INT_MAX *INT64_C(1000)),
+                                             S_LIMIT("concurrency_limit", ADMIN_INT_MAX),
+                                             S_SPEND("daily_spend"),
+                                             S_SPEND("monthly_spend"),
                                              S_SET("key_hash", NULL),
                                              S_SET("key_prefix", NULL),
                                              {.field = NULL}};

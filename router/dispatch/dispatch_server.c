@@ -355,6 +355,7 @@ static void s_finish(s_request_t *self, const s_ending_t *ending)
     proto_msg_set_tokens_out(settle, usage->tokens_out);
     proto_msg_set_tokens_cache_read(settle, usage->tokens_cache_read);
     proto_msg_set_tokens_cache_write(settle, usage->tokens_cache_write);
+    proto_msg_set_tokens_cache_write_1h(settle, usage->tokens_cache_write_1h);
     proto_msg_set_latency_us(settle, latency_us);
     proto_msg_set_ttfb_us(settle, ttfb_us);
     proto_msg_set_started_us(settle, self->record_started_us);
@@ -383,6 +384,7 @@ static void s_finish(s_request_t *self, const s_ending_t *ending)
         proto_msg_set_tokens_out(done, usage->tokens_out);
         proto_msg_set_tokens_cache_read(done, usage->tokens_cache_read);
         proto_msg_set_tokens_cache_write(done, usage->tokens_cache_write);
+        proto_msg_set_tokens_cache_write_1h(done, usage->tokens_cache_write_1h);
         proto_msg_set_estimated(done, usage->estimated);
         proto_msg_set_latency_us(done, latency_us);
         proto_msg_set_ttfb_us(done, ttfb_us);

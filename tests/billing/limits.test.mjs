@@ -1,9 +1,8 @@
 // Billing through the real processes: every admission denial (402, 403, 404, 429 for
 // requests, tokens, concurrency and spend caps, 401 expired), and concurrent requests racing
-// on a small balance. Limits are set with SQL, as the admin API's next version will; the
-// programs pick them up through LISTEN/NOTIFY.
+// on a small balance. Limits are set with `tollgate key set`; the programs pick them up
+// through LISTEN/NOTIFY.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 
 import { startCluster, startMock, waitFor } from '../lib/harness.mjs';
@@ -36,11 +35,14 @@ function assertDenied(response, status, code, message) {
   if (message) assert.match(response.json.error.message, message);
 }
 
-const sha256 = (text) => createHash('sha256').update(text).digest('hex');
+
+const ids = {};
 
 async function newKey(account, name, extra = []) {
-  const key = (await cli('key', 'create', account, '--name', name, ...extra)).trim().split('\n').pop();
+  const output = await cli('key', 'create', account, '--name', name, ...extra);
+  const key = output.trim().split('\n').pop();
   assert.match(key, /^tg-[0-9a-f]{48}$/);
+  ids[name] = output.match(/^key (\d+) created/)[1];
   return key;
 }
 
@@ -62,15 +64,13 @@ before(async () => {
   for (const name of ['rpm', 'tpm', 'one', 'capped', 'expired', 'monthly']) keys[name] = await newKey('rich', name);
   keys.poor = await newKey('poor', 'poor');
   keys.racer = await newKey('racer', 'racer');
-  const where = (name) => `key_hash = '${sha256(keys[name])}'`;
-  // One statement string = one transaction: the reload that shows the last change shows all.
-  await cluster.psql(`
-    UPDATE api_keys SET rpm_limit = 2 WHERE ${where('rpm')};
-    UPDATE api_keys SET tpm_limit = 60 WHERE ${where('tpm')};
-    UPDATE api_keys SET concurrency_limit = 1 WHERE ${where('one')};
-    UPDATE api_keys SET monthly_spend_micros = 1 WHERE ${where('monthly')};
-    UPDATE api_keys SET expires_at = now() - interval '1 second' WHERE ${where('expired')};
-    UPDATE api_keys SET daily_spend_micros = 1 WHERE ${where('capped')}`);
+  await cli('key', 'set', ids.rpm, '--rpm-limit', '2');
+  await cli('key', 'set', ids.tpm, '--tpm-limit', '60');
+  await cli('key', 'set', ids.one, '--concurrency-limit', '1');
+  await cli('key', 'set', ids.monthly, '--monthly-spend', '0.000001');
+  await cli('key', 'set', ids.expired, '--expires-at', new Date(Date.now() - 1000).toISOString());
+  // The last change: once billing shows it, every reload before it has arrived too.
+  await cli('key', 'set', ids.capped, '--daily-spend', '0.000001');
   await waitFor(async () => (await chat(keys.capped, 'fast')).status === 429,
     { timeout: 10000, message: 'billing sees the new limits' });
 });

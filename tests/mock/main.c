@@ -30,7 +30,8 @@ static void s_usage(FILE *out)
             "  --verbose             log each request on stderr\n"
             "  --selftest            run the built-in self test and exit\n"
             "SPEC: 401|403|404|429[:S]|500|502|503|delay-headers:MS|delay-chunks:MS|cut:N|\n"
-            "      hang|malformed|no-terminator|flap:N|cached:N, comma-separated to combine\n");
+            "      hang|malformed|no-terminator|flap:N|cached:N|cache-write-5m:N|cache-write-1h:N\n"
+            "      (the last two: Anthropic's cache_creation), comma-separated to combine\n");
 }
 
 static bool s_number(const char *text, long low, long high, long *value)

@@ -57,6 +57,10 @@ static int s_parse_items(const char *spec, mock_fault_t *fault)
             fault->no_terminator = true;
         else if (!strcmp(item, "cached") && mock_parse_int(arg, 0, 1 << 30, &value))
             fault->cached_tokens = value;
+        else if (!strcmp(item, "cache-write-5m") && mock_parse_int(arg, 0, 1 << 30, &value))
+            fault->cache_write_5m = value;
+        else if (!strcmp(item, "cache-write-1h") && mock_parse_int(arg, 0, 1 << 30, &value))
+            fault->cache_write_1h = value;
         else
             return -1;
     }

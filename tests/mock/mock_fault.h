@@ -2,7 +2,8 @@
 
     A SPEC is a comma-separated list of: 401 403 404 429[:RETRY_AFTER] 500 502 503 (any
     4xx/5xx), delay-headers:MS, delay-chunks:MS, cut:N, hang, malformed, no-terminator, flap:N,
-    cached:N (mock_upstream.h says what each does to an answer).
+    cached:N, cache-write-5m:N, cache-write-1h:N (mock_upstream.h says what each does to an
+    answer).
 */
 
 #ifndef MOCK_FAULT_H_INCLUDED
@@ -23,6 +24,8 @@ typedef struct {
     bool malformed;       //  Invalid JSON body / one malformed SSE data line
     bool no_terminator;   //  Stream ends cleanly at HTTP level but without its terminator
     int cached_tokens;    //  Report this many prompt tokens as cached (as x-mock-cached-tokens)
+    int cache_write_5m;   //  Anthropic: report this many tokens written to the 5-minute cache
+    int cache_write_1h;   //  Anthropic: report this many tokens written to the 1-hour cache
 } mock_fault_t;
 
 //  Parses SPEC (NULL = no fault) into fault. Returns 0, or -1 if any item is unknown; a spec

@@ -125,6 +125,8 @@ struct _mock_req_t {
     int prompt_tokens;     //  ceil(body bytes / 4)
     int completion_tokens; //  Number of pieces
     int cached_tokens;     //  Part of prompt_tokens reported as cached
+    int cache_write_5m;    //  Anthropic: tokens reported written to the 5-minute cache
+    int cache_write_1h;    //  Anthropic: tokens reported written to the 1-hour cache
     unsigned long seq;     //  Per-daemon request number, used in ids
     long created;          //  Unix time of the request
     mock_event_t *events;  //  Stream plan

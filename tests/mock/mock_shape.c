@@ -84,12 +84,16 @@ static json_t *s_resp_usage(mock_req_t *req)
                      "total_tokens", req->prompt_tokens + req->completion_tokens);
 }
 
-//  Anthropic's input_tokens excludes cache reads, which are reported on their own.
+//  Anthropic's input_tokens excludes cache reads and writes, which are
+//  reported on their own; cache_creation splits the writes by lifetime.
 static json_t *s_anth_usage(mock_req_t *req, int output_tokens)
 {
-    return json_pack("{s:i, s:i, s:i, s:i}", "input_tokens",
-                     req->prompt_tokens - req->cached_tokens, "cache_creation_input_tokens", 0,
-                     "cache_read_input_tokens", req->cached_tokens, "output_tokens", output_tokens);
+    return json_pack("{s:i, s:i, s:i, s:{s:i, s:i}, s:i}", "input_tokens",
+                     req->prompt_tokens - req->cached_tokens, "cache_creation_input_tokens",
+                     req->cache_write_5m + req->cache_write_1h, "cache_read_input_tokens",
+                     req->cached_tokens, "cache_creation", "ephemeral_5m_input_tokens",
+                     req->cache_write_5m, "ephemeral_1h_input_tokens", req->cache_write_1h,
+                     "output_tokens", output_tokens);
 }
 
 static json_t *s_gem_usage(mock_req_t *req, int candidates)

@@ -340,6 +340,8 @@ static enum MHD_Result s_dispatch(mock_req_t *req)
                 req->cached_tokens = fault->cached_tokens;
             if (req->cached_tokens > req->prompt_tokens)
                 req->cached_tokens = req->prompt_tokens;
+            req->cache_write_5m = fault->cache_write_5m;
+            req->cache_write_1h = fault->cache_write_1h;
             req->stream =
                 req->route == R_GEM_STREAM ||
                 (req->route != R_GEM_GENERATE && json_is_true(json_object_get(body, "stream")));

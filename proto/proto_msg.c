@@ -34,52 +34,21 @@ struct _proto_msg_t {
 
 #define S_BIT(field) ((uint64_t)1 << (field))
 
-//  Which fields each type requires, and which it may carry at all.
+//  A message type's name and the fields it requires, from proto_msg.h's
+//  PROTO_MSG_TYPES. Any type may carry any other field: the decoder refuses
+//  unknown field ids and values of the wrong kind, not fields a type does
+//  not use.
 typedef struct {
     int type;          //  proto_msg_type_t
     const char *name;  //  for logs
     uint64_t required; //  field bits that must be present
 } s_type_t;
 
-#define B(f) S_BIT(PROTO_FIELD_##f)
-static const s_type_t s_types[] = {
-    {PROTO_MSG_PING, "PING", 0},
-    {PROTO_MSG_PONG, "PONG", B(instance)},
-    {PROTO_MSG_ADMIT, "ADMIT", B(key_id) | B(account_id) | B(model)},
-    {PROTO_MSG_ADMIT_REPLY, "ADMIT_REPLY", B(status)},
-    {PROTO_MSG_ROUTE, "ROUTE", B(model) | B(key_id) | B(account_id) | B(client_protocol)},
-    {PROTO_MSG_ROUTE_REPLY, "ROUTE_REPLY", B(status)},
-    {PROTO_MSG_DISPATCH, "DISPATCH", B(client_protocol) | B(model) | B(key_id) | B(account_id)},
-    {PROTO_MSG_CHUNK, "CHUNK", B(sequence)},
-    {PROTO_MSG_DONE, "DONE", B(status)},
-    {PROTO_MSG_CANCEL, "CANCEL", 0},
-    {PROTO_MSG_OUTCOME, "OUTCOME",
-     B(provider_id) | B(provider_key_id) | B(upstream_model) | B(status)},
-    {PROTO_MSG_HEALTH, "HEALTH", B(provider_id) | B(provider_key_id) | B(state)},
-    {PROTO_MSG_SETTLE, "SETTLE", B(account_id) | B(key_id) | B(model) | B(status) | B(started_us)},
-    {PROTO_MSG_ENTRY, "ENTRY",
-     B(account_id) | B(key_id) | B(model) | B(status) | B(started_us) | B(cost_micros)},
-    {PROTO_MSG_COMMIT, "COMMIT", 0},
-    {PROTO_MSG_CONFIG_CHANGED, "CONFIG_CHANGED", B(topic)},
-    {PROTO_MSG_EXPLAIN, "EXPLAIN", B(model)},
-    {PROTO_MSG_EXPLAIN_REPLY, "EXPLAIN_REPLY", B(status)},
-    {PROTO_MSG_BREAKERS, "BREAKERS", 0},
-    {PROTO_MSG_BREAKERS_REPLY, "BREAKERS_REPLY", B(status)},
-    {PROTO_MSG_BREAKER_RESET, "BREAKER_RESET", 0},
-    {PROTO_MSG_STICKY, "STICKY", 0},
-    {PROTO_MSG_STICKY_REPLY, "STICKY_REPLY", B(status)},
-    {PROTO_MSG_STICKY_DELETE, "STICKY_DELETE", B(session)},
-    {PROTO_MSG_SPAN, "SPAN", B(instance) | B(started_us) | B(meta)},
-    {PROTO_MSG_DETAILS, "DETAILS", 0},
-    {PROTO_MSG_LEASE_ASK, "LEASE_ASK", B(instance) | B(key_id) | B(account_id)},
-    {PROTO_MSG_LEASE, "LEASE", B(key_id) | B(account_id) | B(lease_id) | B(status)},
-    {PROTO_MSG_LEASE_RETURN, "LEASE_RETURN", B(key_id) | B(account_id) | B(lease_id)},
-    {PROTO_MSG_LEASE_REVOKE, "LEASE_REVOKE", B(account_id)},
-    {PROTO_MSG_ROUTING_TABLE, "ROUTING_TABLE", B(version) | B(instance)},
-    {PROTO_MSG_DEMAND, "DEMAND", B(instance)},
-    {PROTO_MSG_BATCH, "BATCH", 0},
-};
-#undef B
+#define R(field) S_BIT(PROTO_FIELD_##field)
+#define X(name, id, required) {PROTO_MSG_##name, #name, required},
+static const s_type_t s_types[] = {PROTO_MSG_TYPES(X, R)};
+#undef X
+#undef R
 #define S_TYPE_COUNT (sizeof s_types / sizeof s_types[0])
 
 static const s_type_t *s_type_find(int type)

@@ -103,45 +103,50 @@
 #define PROTO_MSG_ENVELOPE_MAX 65536 //  envelope frame bytes
 #define PROTO_MSG_CANDIDATES_MAX 64  //  candidates in one decision
 
-//  Message types: X(NAME, id)
-#define PROTO_MSG_TYPES(X)                                                                         \
-    X(PING, 1)                                                                                     \
-    X(PONG, 2)                                                                                     \
-    X(ADMIT, 10)                                                                                   \
-    X(ADMIT_REPLY, 11)                                                                             \
-    X(ROUTE, 12)                                                                                   \
-    X(ROUTE_REPLY, 13)                                                                             \
-    X(DISPATCH, 14)                                                                                \
-    X(CHUNK, 15)                                                                                   \
-    X(DONE, 16)                                                                                    \
-    X(CANCEL, 17)                                                                                  \
-    X(OUTCOME, 18)                                                                                 \
-    X(HEALTH, 19)                                                                                  \
-    X(SETTLE, 20)                                                                                  \
-    X(ENTRY, 21)                                                                                   \
-    X(COMMIT, 22)                                                                                  \
-    X(CONFIG_CHANGED, 23)                                                                          \
-    X(EXPLAIN, 40)                                                                                 \
-    X(EXPLAIN_REPLY, 41)                                                                           \
-    X(BREAKERS, 42)                                                                                \
-    X(BREAKERS_REPLY, 43)                                                                          \
-    X(BREAKER_RESET, 44)                                                                           \
-    X(STICKY, 45)                                                                                  \
-    X(STICKY_REPLY, 46)                                                                            \
-    X(STICKY_DELETE, 47)                                                                           \
-    X(LEASE_ASK, 24)                                                                               \
-    X(LEASE, 25)                                                                                   \
-    X(LEASE_RETURN, 26)                                                                            \
-    X(LEASE_REVOKE, 27)                                                                            \
-    X(ROUTING_TABLE, 28)                                                                           \
-    X(DEMAND, 29)                                                                                  \
-    X(SPAN, 60)                                                                                    \
-    X(DETAILS, 61)                                                                                 \
-    X(BATCH, 62)
+//  Message types, each described once: X(NAME, id, required fields), the
+//  required fields written R(field) | R(field) ... (0 for none). proto_msg.c
+//  makes its table of names and required fields from this list; the enum
+//  below takes the ids. R is the caller's: it is only expanded by an X that
+//  uses its third argument.
+#define PROTO_MSG_TYPES(X, R)                                                                      \
+    X(PING, 1, 0)                                                                                  \
+    X(PONG, 2, R(instance))                                                                        \
+    X(ADMIT, 10, R(key_id) | R(account_id) | R(model))                                             \
+    X(ADMIT_REPLY, 11, R(status))                                                                  \
+    X(ROUTE, 12, R(model) | R(key_id) | R(account_id) | R(client_protocol))                        \
+    X(ROUTE_REPLY, 13, R(status))                                                                  \
+    X(DISPATCH, 14, R(client_protocol) | R(model) | R(key_id) | R(account_id))                     \
+    X(CHUNK, 15, R(sequence))                                                                      \
+    X(DONE, 16, R(status))                                                                         \
+    X(CANCEL, 17, 0)                                                                               \
+    X(OUTCOME, 18, R(provider_id) | R(provider_key_id) | R(upstream_model) | R(status))            \
+    X(HEALTH, 19, R(provider_id) | R(provider_key_id) | R(state))                                  \
+    X(SETTLE, 20, R(account_id) | R(key_id) | R(model) | R(status) | R(started_us))                \
+    X(ENTRY, 21,                                                                                   \
+      R(account_id) | R(key_id) | R(model) | R(status) | R(started_us) | R(cost_micros))           \
+    X(COMMIT, 22, 0)                                                                               \
+    X(CONFIG_CHANGED, 23, R(topic))                                                                \
+    X(EXPLAIN, 40, R(model))                                                                       \
+    X(EXPLAIN_REPLY, 41, R(status))                                                                \
+    X(BREAKERS, 42, 0)                                                                             \
+    X(BREAKERS_REPLY, 43, R(status))                                                               \
+    X(BREAKER_RESET, 44, 0)                                                                        \
+    X(STICKY, 45, 0)                                                                               \
+    X(STICKY_REPLY, 46, R(status))                                                                 \
+    X(STICKY_DELETE, 47, R(session))                                                               \
+    X(LEASE_ASK, 24, R(instance) | R(key_id) | R(account_id))                                      \
+    X(LEASE, 25, R(key_id) | R(account_id) | R(lease_id) | R(status))                              \
+    X(LEASE_RETURN, 26, R(key_id) | R(account_id) | R(lease_id))                                   \
+    X(LEASE_REVOKE, 27, R(account_id))                                                             \
+    X(ROUTING_TABLE, 28, R(version) | R(instance))                                                 \
+    X(DEMAND, 29, R(instance))                                                                     \
+    X(SPAN, 60, R(instance) | R(started_us) | R(meta))                                             \
+    X(DETAILS, 61, 0)                                                                              \
+    X(BATCH, 62, 0)
 
 typedef enum {
-#define X(name, id) PROTO_MSG_##name = id,
-    PROTO_MSG_TYPES(X)
+#define X(name, id, required) PROTO_MSG_##name = id,
+    PROTO_MSG_TYPES(X, )
 #undef X
 } proto_msg_type_t;
 

@@ -21,18 +21,60 @@ struct _proto_metric_t {
     uint64_t count;              //  histogram observations
     uint64_t buckets[S_BUCKETS]; //  histogram cumulative-free bucket counts
     proto_metric_t *next;        //  next in registry order
+    proto_metric_t *same_hash;   //  next in its index bucket
+    uint64_t hash;               //  of name and labels
 };
 
+//  Metrics are looked up on hot paths (a label set per upstream attempt, the
+//  first byte of every answer), so the registry keeps an index by name and
+//  labels: callers need no cache of their own (one keyed by the registry's
+//  address could outlive it).
 struct _proto_metrics_t {
-    proto_metric_t *head; //  metrics in creation order
-    proto_metric_t *tail; //  last created
+    proto_metric_t *head;     //  metrics in creation order
+    proto_metric_t *tail;     //  last created
+    proto_metric_t **buckets; //  index: chains by hash
+    size_t bucket_count;      //  a power of two
+    size_t count;             //  metrics in the registry
 };
 
 proto_metrics_t *proto_metrics_new(void)
 {
     proto_metrics_t *self = calloc(1, sizeof *self);
     assert(self);
+    self->bucket_count = 64;
+    self->buckets = calloc(self->bucket_count, sizeof *self->buckets);
+    assert(self->buckets);
     return self;
+}
+
+//  FNV-1a over the name, a separator no name holds, and the labels.
+static uint64_t s_hash(const char *name, const char *labels)
+{
+    uint64_t hash = 1469598103934665603ull;
+    for (const char *cursor = name; *cursor; cursor++)
+        hash = (hash ^ (uint8_t)*cursor) * 1099511628211ull;
+    hash = (hash ^ '{') * 1099511628211ull;
+    for (const char *cursor = labels; *cursor; cursor++)
+        hash = (hash ^ (uint8_t)*cursor) * 1099511628211ull;
+    return hash;
+}
+
+//  Doubles the index once chains would average more than two metrics.
+static void s_grow(proto_metrics_t *self)
+{
+    if (self->count <= self->bucket_count * 2)
+        return;
+    size_t count = self->bucket_count * 2;
+    proto_metric_t **buckets = calloc(count, sizeof *buckets);
+    assert(buckets);
+    for (proto_metric_t *metric = self->head; metric; metric = metric->next) {
+        size_t at = metric->hash & (count - 1);
+        metric->same_hash = buckets[at];
+        buckets[at] = metric;
+    }
+    free(self->buckets);
+    self->buckets = buckets;
+    self->bucket_count = count;
 }
 
 void proto_metrics_destroy(proto_metrics_t **self_p)
@@ -48,6 +90,7 @@ void proto_metrics_destroy(proto_metrics_t **self_p)
         free(metric->labels);
         free(metric);
     }
+    free(self->buckets);
     free(self);
     *self_p = NULL;
 }
@@ -56,8 +99,11 @@ static proto_metric_t *s_find(proto_metrics_t *self, s_type_t type, const char *
                               const char *help, const char *labels)
 {
     labels = labels ? labels : "";
-    for (proto_metric_t *metric = self->head; metric; metric = metric->next)
-        if (strcmp(metric->name, name) == 0 && strcmp(metric->labels, labels) == 0) {
+    uint64_t hash = s_hash(name, labels);
+    proto_metric_t **bucket = &self->buckets[hash & (self->bucket_count - 1)];
+    for (proto_metric_t *metric = *bucket; metric; metric = metric->same_hash)
+        if (metric->hash == hash && strcmp(metric->name, name) == 0 &&
+            strcmp(metric->labels, labels) == 0) {
             assert(metric->type == type); //  one name, one type: our own mistake otherwise
             return metric;
         }
@@ -67,11 +113,16 @@ static proto_metric_t *s_find(proto_metrics_t *self, s_type_t type, const char *
     metric->name = strdup(name);
     metric->help = strdup(help ? help : "");
     metric->labels = strdup(labels);
+    metric->hash = hash;
+    metric->same_hash = *bucket;
+    *bucket = metric;
     if (self->tail)
         self->tail->next = metric;
     else
         self->head = metric;
     self->tail = metric;
+    self->count++;
+    s_grow(self);
     return metric;
 }
 
@@ -231,6 +282,27 @@ void proto_metrics_test(bool verbose)
     char label[16];
     assert(strcmp(proto_metrics_label(label, sizeof label, "a\"b\\c\nd"), "a\\\"b\\\\c\\nd") == 0);
     assert(strlen(proto_metrics_label(label, 6, "abcdefgh")) <= 5);
+    //  Past the index's first size: every series is found again, and renders
+    //  in creation order.
+    proto_metrics_t *many = proto_metrics_new();
+    proto_metric_t *made[1000];
+    for (int i = 0; i < 1000; i++) {
+        char labels[32];
+        snprintf(labels, sizeof labels, "n=\"%d\"", i);
+        made[i] = proto_metrics_counter(many, i % 2 ? "a_total" : "b_total", "x", labels);
+    }
+    for (int i = 0; i < 1000; i++) {
+        char labels[32];
+        snprintf(labels, sizeof labels, "n=\"%d\"", i);
+        assert(proto_metrics_counter(many, i % 2 ? "a_total" : "b_total", "x", labels) == made[i]);
+    }
+    char *many_text = proto_metrics_render(many);
+    char *first = strstr(many_text, "b_total{n=\"0\"}");
+    char *second = strstr(many_text, "b_total{n=\"2\"}");
+    assert(first && second && first < second);
+    free(many_text);
+    proto_metrics_destroy(&many);
+
     proto_metrics_destroy(&metrics);
     assert(metrics == NULL);
     if (verbose)

@@ -81,6 +81,7 @@ struct _billing_t {
     uint64_t last_request_ms;         //  when the last ADMIT or SETTLE came
     proto_metric_t *m_settles;        //  SETTLE priced and sent on
     proto_metric_t *m_settle_dups;    //  SETTLE answered from memory
+    proto_metric_t *m_losses;         //  upstream calls lost with their dispatch
     proto_metric_t *m_commits;        //  COMMIT passed on
     proto_metric_t *m_malformed;      //  messages dropped as malformed
     proto_metric_t *m_outbox;         //  gauge: entries not yet committed
@@ -242,8 +243,16 @@ static proto_msg_t *s_admit_decide(billing_t *self, proto_msg_t *request, bool m
             proto_price_scale(proto_price_reserve(model, tokens, proto_msg_tokens_out(request)),
                               account ? account->multiplier_ppm : PROTO_PRICE_PPM_ONE);
         billing_denial_t denial;
-        if (billing_book_admit(self->book, rid, account, key, tokens, reserve, proto_loop_now_ms(),
-                               wall_us, &denial)) {
+        if (reserve == INT64_MAX) {
+            //  What the request may cost does not fit 64 bits of micro-units:
+            //  refused, since it could never be charged.
+            log_info(rid, "admit refused: the reservation for %" PRIu64 " tokens overflows",
+                     tokens);
+            s_refuse(reply, 400, "cost_overflow",
+                     "The request's possible cost (its prompt and max_tokens at the model's "
+                     "prices) is too large to be charged.");
+        } else if (billing_book_admit(self->book, rid, account, key, tokens, reserve,
+                                      proto_loop_now_ms(), wall_us, &denial)) {
             proto_msg_set_status(reply, 200);
             proto_msg_set_reserve_micros(reply, reserve);
             log_debug(rid, "admitted key %" PRIu64 " model %s, reserved %" PRId64 " micros",
@@ -395,6 +404,7 @@ static proto_msg_t *s_entry_new(const proto_msg_t *settle, int64_t cost_micros, 
     S_COPY(attempts)
     S_COPY(estimated)
     S_COPY(reserve_micros)
+    S_COPY(loss)
 #undef S_COPY
     if (estimated)
         proto_msg_set_estimated(entry, true);
@@ -440,12 +450,19 @@ static int64_t s_price(billing_t *self, const proto_msg_t *settle, bool *estimat
                                  .status = proto_msg_status(settle)};
     int64_t cost = 0;
     if (proto_price_cost(model, &usage, multiplier, &cost) != 0) {
+        //  Only tokens no upstream reports get here (admission refuses a
+        //  request whose reservation overflows): the most the request was
+        //  admitted for is charged, never nothing.
+        int64_t reserve = proto_msg_has(settle, PROTO_FIELD_reserve_micros) &&
+                                  proto_msg_reserve_micros(settle) > 0
+                              ? proto_msg_reserve_micros(settle)
+                              : 0;
         log_error(rid,
                   "cost does not fit 64 bits (tokens in %" PRIu64 " out %" PRIu64
-                  "); recording cost 0, marked estimated",
-                  usage.tokens_in, usage.tokens_out);
+                  "); charging the reservation, %" PRId64 " micros, marked estimated",
+                  usage.tokens_in, usage.tokens_out, reserve);
         *estimated = true;
-        return 0;
+        return reserve;
     }
     return cost;
 }
@@ -479,8 +496,12 @@ static void s_settle(billing_t *self, proto_msg_t *settle)
         proto_metric_add(self->m_settle_dups, 1);
         return;
     }
+    //  An upstream call lost with its dispatch (docs/billing.md): recorded
+    //  under its own id, the operator's loss; the account is not charged,
+    //  and its reservation belongs to the request's answering attempt.
+    bool loss = proto_msg_loss(settle);
     bool estimated = false;
-    int64_t cost = s_price(self, settle, &estimated);
+    int64_t cost = loss ? 0 : s_price(self, settle, &estimated);
     proto_msg_t *entry = s_entry_new(settle, cost, estimated);
     if (proto_outbox_send(self->outbox, &entry) != 0) {
         //  Nothing is remembered: the settler keeps the SETTLE and re-sends.
@@ -501,6 +522,13 @@ static void s_settle(billing_t *self, proto_msg_t *settle)
     uint64_t tokens_used = proto_msg_tokens_in(settle) + proto_msg_tokens_out(settle) +
                            proto_msg_tokens_cache_read(settle) +
                            proto_msg_tokens_cache_write(settle);
+    if (loss) {
+        //  Still releases what the request held (when it is the request's
+        //  own record), with nothing spent.
+        tokens_used = 0;
+        proto_metric_add(self->m_losses, 1);
+        log_info(rid, "recorded an upstream call lost in the cluster (operator's loss)");
+    }
     //  A request admitted from a lease: its cost leaves the lease's hold,
     //  and its tokens were in the lease's grant already.
     bool leased =
@@ -679,6 +707,9 @@ billing_t *billing_new(proto_service_t *service)
     self->m_settle_dups =
         proto_metrics_counter(metrics, "tollgate_billing_settle_duplicates_total",
                               "SETTLE re-sends answered without a new ENTRY", NULL);
+    self->m_losses = proto_metrics_counter(
+        metrics, "tollgate_billing_operator_losses_total",
+        "upstream calls lost with their dispatch: recorded, not charged", NULL);
     self->m_commits = proto_metrics_counter(metrics, "tollgate_billing_commits_total",
                                             "ledger commits passed on to settlers", NULL);
     self->m_malformed = proto_metrics_counter(metrics, "tollgate_billing_malformed_total",

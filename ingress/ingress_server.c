@@ -85,6 +85,7 @@
 #define S_ADMIT_RESEND_MAX_MS 1000             //  longest gap between ADMIT re-sends
 #define S_DISPATCH_DRAINING_MS 2000            //  a dispatch that said `draining` is skipped
 #define S_HOLD_RETRY_MS 100                    //  a held request looks for a dispatch again
+#define S_LOST_RETRY_MS 20                     //  one whose dispatch dropped looks for it again
 #define S_DISCARD_FACTOR 4ULL    //  oversize bodies read and dropped up to this x limit
 #define S_PEER_RCVHWM 100000     //  CHUNKs we queue before dispatch's ROUTER must drop
 #define S_BODY_INITIAL_MAX 65536 //  first body allocation, whatever Content-Length says
@@ -151,6 +152,8 @@ struct _s_request_t {
     int dispatch_index;                     //  dispatch socket holding it, -1 before
     uint32_t dispatch_tried;                //  bit per dispatch instance sent the DISPATCH
     uint64_t held_until_ms;                 //  held for a dispatch until then, 0 = never held
+    int lost_index;                         //  dispatch whose connection dropped holding it, -1
+    uint64_t lost_until_ms;                 //  waits for that one to come back until then
     uint64_t dispatched_ms;                 //  when the DISPATCH last went out
     uint64_t admit_resend_ms;               //  when ADMIT may be re-sent next, 0 = not yet
     uint64_t admit_resend_gap_ms;           //  the gap after that (doubles, capped)
@@ -210,6 +213,7 @@ struct _ingress_server_t {
     size_t max_json_elements;          //  ingress.max_json_elements
     char metrics_token_hash[PROTO_CRYPTO_HASH_HEX + 1]; //  of client_metrics_token, "" = open
     uint64_t internal_timeout_ms;                       //  ingress.internal_timeout_ms
+    uint64_t dispatch_grace_ms;                         //  ingress.dispatch_grace_ms
     uint64_t request_timeout_ms;                        //  ingress.request_timeout_ms
     bool draining;                                      //  SIGTERM came
     ingress_lease_t *leases;               //  what billing lets us admit without asking
@@ -367,6 +371,7 @@ static s_request_t *s_request_new(ingress_server_t *self, struct MHD_Connection 
     r->refs = 1; //  the connection's
     r->watched_fd = -1;
     r->dispatch_index = -1;
+    r->lost_index = -1;
     r->protocol = PROTO_PROTOCOL_OPENAI;
     r->started_us = proto_loop_now_us();
     r->started_wall_us = proto_loop_wall_us();
@@ -621,6 +626,20 @@ static void s_settle(s_request_t *r, int status)
     log_debug(r->id, "settled with status %d and no tokens", status);
 }
 
+//  A client gone while its request waits for a dispatch: held after a hand
+//  back, no dispatch has it, and it is ours to settle; held after its
+//  dispatch's connection dropped, that dispatch settles it (alive) or its
+//  journal records the call (dead), and the CANCEL goes there.
+static void s_settle_held(s_request_t *r)
+{
+    if (r->dispatch_index >= 0)
+        return;
+    if (r->lost_index >= 0)
+        r->dispatch_index = r->lost_index;
+    else
+        s_settle(r, 499);
+}
+
 //  --------------------------------------------------------------------------
 //  Streaming: MHD reads from the request's buffer
 
@@ -681,6 +700,20 @@ static void s_on_chunk(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
 {
     uint64_t sequence = proto_msg_sequence(msg);
     zframe_t *body = proto_msg_take_body(msg);
+    if (r->phase == S_DISPATCHED && sequence != 0) {
+        //  The answer's head went down a connection that dropped: nothing
+        //  reached the client, which hears an error it can retry on.
+        zframe_destroy(&body);
+        log_warn(r->id, "first CHUNK is %llu: the head of the answer was lost",
+                 (unsigned long long)sequence);
+        s_cancel(r, "stream_interrupted");
+        r->upstream_done = true;
+        r->phase = S_ANSWERED;
+        s_forget(r);
+        s_answer_error(r, 502, "stream_interrupted",
+                       "The answer was lost between gateway programs; please retry.");
+        return;
+    }
     if (r->phase == S_DISPATCHED) {
         //  The first CHUNK brings the status line: the response starts now.
         //  The body is no longer needed for a re-send.
@@ -764,6 +797,38 @@ static bool s_redispatch(ingress_server_t *self, s_request_t *r)
     return true;
 }
 
+static void s_send_dispatch(ingress_server_t *self, s_request_t *r, int chosen);
+
+//  A request whose dispatch's connection dropped while it ran there. That
+//  instance may be alive (a blip) and still running it, so the request goes
+//  back to it as soon as the connection is back: an instance answers a
+//  request it has taken once and never calls the upstream twice. Only after
+//  ingress.dispatch_grace_ms is it presumed dead (its journal records the
+//  call it lost) and the request goes to another. True when handled.
+static bool s_lost_waits(ingress_server_t *self, s_request_t *r)
+{
+    int index = r->lost_index;
+    if (zsock_events(self->dispatch[index].socket) & ZMQ_POLLOUT) {
+        log_info(r->id, "dispatch %d is back; sending the request to it again", index);
+        r->lost_index = -1;
+        s_send_dispatch(self, r, index);
+        return true;
+    }
+    if (proto_loop_now_ms() < r->lost_until_ms) {
+        s_queue_push(&self->held, r, S_LOST_RETRY_MS);
+        return true;
+    }
+    log_warn(r->id, "dispatch %d did not come back within %llu ms; trying another instance", index,
+             (unsigned long long)self->dispatch_grace_ms);
+    r->lost_index = -1;
+    r->dispatch_tried = 1u << index;
+    int chosen = s_pick_dispatch(self, r);
+    if (chosen < 0)
+        return false; //  held as any other
+    s_send_dispatch(self, r, chosen);
+    return true;
+}
+
 //  Handed back with no other instance to try (one dispatch, restarting
 //  under its supervisor): the request waits, for at most the internal
 //  timeout from the first hand-back, and tries every instance again every
@@ -778,6 +843,8 @@ static void s_hold(ingress_server_t *self, s_request_t *r)
 
 static void s_held_expired(ingress_server_t *self, s_request_t *r)
 {
+    if (r->lost_index >= 0 && s_lost_waits(self, r))
+        return;
     //  Any instance again, the draining one included: its successor binds
     //  the same endpoint.
     r->dispatch_tried = 0;
@@ -956,6 +1023,12 @@ static void s_dispatch(ingress_server_t *self, s_request_t *r)
         return;
     }
     self->next_dispatch = (unsigned)chosen + 1;
+    s_send_dispatch(self, r, chosen);
+}
+
+//  Sends the DISPATCH to instance `chosen` (with a live connection).
+static void s_send_dispatch(ingress_server_t *self, s_request_t *r, int chosen)
+{
     proto_msg_t *msg = proto_msg_new(PROTO_MSG_DISPATCH);
     s_stamp(r, msg, self->request_timeout_ms);
     proto_msg_set_client_protocol(msg, (uint64_t)r->protocol);
@@ -1156,8 +1229,7 @@ static void s_hangup(proto_loop_t *loop, int fd, uint32_t events, void *arg)
         s_abandon(self, r, 499);
         break;
     case S_DISPATCHED:
-        if (r->dispatch_index < 0)
-            s_settle(r, 499); //  held: no dispatch has it to settle
+        s_settle_held(r);
         s_cancel(r, "client_closed");
         r->upstream_done = true;
         r->phase = S_ANSWERED;
@@ -1704,8 +1776,8 @@ static void s_client_completed(void *arg, struct MHD_Connection *connection, voi
             break;
         case S_DISPATCHED:
         case S_STREAMING:
-            if (r->phase == S_DISPATCHED && r->dispatch_index < 0)
-                s_settle(r, 499); //  held: no dispatch has it to settle (as in s_hangup)
+            if (r->phase == S_DISPATCHED)
+                s_settle_held(r);
             s_cancel(r, "client_closed");
             r->upstream_done = true;
             s_forget(r);
@@ -1783,11 +1855,13 @@ static int s_peer_open(ingress_server_t *self, s_peer_t *peer, int index, const 
     return 0;
 }
 
-//  A dispatch instance's connection dropped (it exited, drained or not).
-//  What it had answered is read first; every request it still holds with
-//  no CHUNK sent is lost with it (a drained instance holds none; one that
-//  died has settled none of them), so it goes to another instance, or
-//  waits for one (s_hold). Requests already streaming cannot be repeated.
+//  A dispatch instance's connection dropped: it exited (drained, killed) or
+//  the network blinked. What it had answered is read first. A request it
+//  holds with no CHUNK sent waits for that instance to come back, then goes
+//  to another (s_lost_waits): it never runs twice. A request already
+//  streaming cannot be repeated or resumed: its stream ends now with an
+//  error event; the instance settles what it relayed (from its journal, if
+//  it died).
 static void s_dispatch_lost(proto_loop_t *loop, zsock_t *socket, void *arg)
 {
     s_peer_t *peer = arg;
@@ -1803,17 +1877,27 @@ static void s_dispatch_lost(proto_loop_t *loop, zsock_t *socket, void *arg)
         s_dispatch_ready(loop, peer->socket, peer);
     zlistx_t *orphans = zlistx_new();
     for (s_request_t *r = zhashx_first(self->requests); r; r = zhashx_next(self->requests))
-        if (r->phase == S_DISPATCHED && r->dispatch_index == peer->index)
+        if ((r->phase == S_DISPATCHED || r->phase == S_STREAMING) &&
+            r->dispatch_index == peer->index)
             zlistx_add_end(orphans, r);
     if (zlistx_size(orphans))
-        log_warn(NULL, "dispatch %d went away holding %zu request(s) not started; sending them on",
-                 peer->index, zlistx_size(orphans));
+        log_warn(NULL, "dispatch %d: connection lost holding %zu request(s)", peer->index,
+                 zlistx_size(orphans));
+    uint64_t now = proto_loop_now_ms();
     for (s_request_t *r = zlistx_first(orphans); r; r = zlistx_next(orphans)) {
-        log_info(r->id, "dispatch %d went away; sending the request on", peer->index);
-        if (s_pick_dispatch(self, r) >= 0)
-            s_dispatch(self, r);
-        else
-            s_hold(self, r);
+        if (r->phase == S_STREAMING) {
+            r->dispatch_index = -1; //  no CANCEL down a dead connection
+            s_cut(r, 502, "stream_interrupted",
+                  "The gateway lost its connection to the dispatch service mid-stream");
+            continue;
+        }
+        log_info(r->id, "dispatch %d: connection lost; waiting up to %llu ms for it", peer->index,
+                 (unsigned long long)self->dispatch_grace_ms);
+        r->lost_index = peer->index;
+        r->lost_until_ms = now + self->dispatch_grace_ms;
+        r->held_until_ms = r->lost_until_ms + self->internal_timeout_ms;
+        r->dispatch_index = -1;
+        s_queue_push(&self->held, r, S_LOST_RETRY_MS);
     }
     zlistx_destroy(&orphans);
 }
@@ -1907,6 +1991,7 @@ ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
     if (*metrics_token)
         proto_crypto_hash_hex(metrics_token, strlen(metrics_token), self->metrics_token_hash);
     self->internal_timeout_ms = (uint64_t)proto_config_int(config, "ingress.internal_timeout_ms");
+    self->dispatch_grace_ms = (uint64_t)proto_config_int(config, "ingress.dispatch_grace_ms");
     self->request_timeout_ms = (uint64_t)proto_config_int(config, "ingress.request_timeout_ms");
     self->models_cache_ms = (uint64_t)proto_config_int(config, "ingress.models_cache_ms");
     self->models = ingress_models_new(self->models_cache_ms, S_MODELS_CACHE_MAX);

@@ -9,7 +9,7 @@
 
 //  Latest timestamp PostgreSQL's timestamptz takes comfortably: 9999-12-31.
 #define S_MAX_STARTED_US 253402300799999999LL
-#define S_COLUMNS 19
+#define S_COLUMNS 20
 
 //  --------------------------------------------------------------------------
 //  Fitting an ENTRY to the usage table
@@ -125,6 +125,7 @@ ledger_entry_t *ledger_entry_new(const proto_msg_t *msg, char *why, size_t why_s
     self->attempts =
         proto_msg_has(msg, PROTO_FIELD_attempts) ? s_fit_i32(proto_msg_attempts(msg)) : 1;
     self->estimated = proto_msg_estimated(msg);
+    self->operator_loss = proto_msg_loss(msg);
     return self;
 }
 
@@ -231,7 +232,9 @@ struct _ledger_store_t {
     size_t month_count;           //  used entries of months
 };
 
-//  The usage rows and their rollups, in one statement: `ins` returns only
+//  The usage rows and their rollups, in one statement (an operator's loss,
+//  an upstream call lost with its dispatch, has a row but is not the
+//  account's request: the rollups leave it out): `ins` returns only
 //  the rows that are new (a re-sent record has the same request id and
 //  started_at, so ON CONFLICT drops it), and only those are added to the
 //  hourly and daily rollups. Rollup rows are upserted in key order, so two
@@ -242,24 +245,24 @@ static const char *s_insert_usage =
     " INSERT INTO usage (request_id, started_at, account_id, api_key_id, model, provider_id, "
     " provider_key_id, upstream_model, status, tokens_in, tokens_out, tokens_cache_read, "
     " tokens_cache_write, cost_micros, latency_ms, ttfb_ms, attempts, estimated, "
-    " tokens_cache_write_1h) "
+    " tokens_cache_write_1h, operator_loss) "
     " SELECT r, timestamptz 'epoch' + s * interval '1 microsecond', a, k, m, p, pk, um, st, ti, "
-    " tou, cr, cw, c, l, t, n, e, cwh "
+    " tou, cr, cw, c, l, t, n, e, cwh, ol "
     " FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], "
     " $6::bigint[], $7::bigint[], $8::text[], $9::int[], $10::bigint[], $11::bigint[], "
     " $12::bigint[], $13::bigint[], $14::bigint[], $15::int[], $16::int[], $17::int[], "
-    " $18::bool[], $19::bigint[]) AS x(r, s, a, k, m, p, pk, um, st, ti, tou, cr, cw, c, l, t, n,"
-    " e, cwh) "
+    " $18::bool[], $19::bigint[], $20::bool[]) AS x(r, s, a, k, m, p, pk, um, st, ti, tou, cr, cw,"
+    " c, l, t, n, e, cwh, ol) "
     " ON CONFLICT (request_id, started_at) DO NOTHING "
     " RETURNING request_id, started_at, account_id, api_key_id, model, provider_id, status, "
-    " tokens_in, tokens_out, tokens_cache_read, tokens_cache_write, cost_micros"
+    " tokens_in, tokens_out, tokens_cache_read, tokens_cache_write, cost_micros, operator_loss"
     "), hourly AS ("
     " INSERT INTO usage_hourly AS h (hour, account_id, api_key_id, model, provider_id, requests,"
     " errors, tokens_in, tokens_out, tokens_cache_read, tokens_cache_write, cost_micros)"
     " SELECT date_trunc('hour', started_at, 'UTC'), account_id, api_key_id, model,"
     " coalesce(provider_id, 0), count(*), count(*) FILTER (WHERE status >= 400), sum(tokens_in),"
     " sum(tokens_out), sum(tokens_cache_read), sum(tokens_cache_write), sum(cost_micros)"
-    " FROM ins GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
+    " FROM ins WHERE NOT operator_loss GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
     " ON CONFLICT (hour, account_id, api_key_id, model, provider_id) DO UPDATE SET"
     " requests = h.requests + excluded.requests, errors = h.errors + excluded.errors,"
     " tokens_in = h.tokens_in + excluded.tokens_in, tokens_out = h.tokens_out + "
@@ -273,7 +276,7 @@ static const char *s_insert_usage =
     " SELECT (started_at AT TIME ZONE 'UTC')::date, account_id, api_key_id, model,"
     " coalesce(provider_id, 0), count(*), count(*) FILTER (WHERE status >= 400), sum(tokens_in),"
     " sum(tokens_out), sum(tokens_cache_read), sum(tokens_cache_write), sum(cost_micros)"
-    " FROM ins GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
+    " FROM ins WHERE NOT operator_loss GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
     " ON CONFLICT (day, account_id, api_key_id, model, provider_id) DO UPDATE SET"
     " requests = d.requests + excluded.requests, errors = d.errors + excluded.errors,"
     " tokens_in = d.tokens_in + excluded.tokens_in, tokens_out = d.tokens_out + "
@@ -404,6 +407,7 @@ static PGresult *s_write_usage(ledger_store_t *self, ledger_entry_t **entries, s
         s_array_int(&columns[16], entry->attempts);
         s_array_bool(&columns[17], entry->estimated);
         s_array_int(&columns[18], entry->tokens_cache_write_1h);
+        s_array_bool(&columns[19], entry->operator_loss);
     }
     const char *values[S_COLUMNS];
     for (int i = 0; i < S_COLUMNS; i++)

@@ -60,6 +60,7 @@ typedef struct {
     int32_t ttfb_ms;                        //  time to first byte
     int32_t attempts;                       //  upstream attempts
     bool estimated;                         //  tokens or cost estimated
+    bool operator_loss;                     //  a lost upstream call, not charged
 } ledger_entry_t;
 
 //  Builds an entry from an ENTRY message. Returns NULL with the reason in

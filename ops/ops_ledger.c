@@ -224,12 +224,13 @@ static int s_usage_records(PGconn *db, const admin_report_query_t *query, char f
             char cost[40];
             s_money(s_get(row, "cost_micros"), cost, sizeof cost);
             printf("%-27s %-34s %8" JSON_INTEGER_FORMAT " %-20s %6" JSON_INTEGER_FORMAT
-                   " %9" JSON_INTEGER_FORMAT " %9" JSON_INTEGER_FORMAT " %14s%s\n",
+                   " %9" JSON_INTEGER_FORMAT " %9" JSON_INTEGER_FORMAT " %14s%s%s\n",
                    json_string_value(json_object_get(row, "started_at")),
                    json_string_value(json_object_get(row, "request_id")), s_get(row, "account_id"),
                    json_string_value(json_object_get(row, "model")), s_get(row, "status"),
                    s_get(row, "tokens_in"), s_get(row, "tokens_out"), cost,
-                   json_is_true(json_object_get(row, "estimated")) ? " (estimated)" : "");
+                   json_is_true(json_object_get(row, "estimated")) ? " (estimated)" : "",
+                   json_is_true(json_object_get(row, "operator_loss")) ? " (operator's loss)" : "");
         }
         json_t *next = json_object_get(out, "next_cursor");
         if (json_is_string(next))

@@ -76,6 +76,8 @@ static const s_key_t s_keys[] = {
      "wait for admission and route replies"},
     {"ingress.request_timeout_ms", S_INT, "900000", 100, 86400000, false,
      "longest a client request may take"},
+    {"ingress.dispatch_grace_ms", S_INT, "5000", 0, 600000, false,
+     "a request whose dispatch connection dropped waits this long for that instance"},
     {"ingress.max_connections_per_ip", S_INT, "1000", 0, 1000000, false,
      "client connections open at once from one address; 0 = no limit (behind a proxy)"},
     {"ingress.read_timeout_ms", S_INT, "30000", 0, 3600000, false,

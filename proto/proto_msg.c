@@ -784,6 +784,7 @@ static proto_msg_t *s_sample(proto_msg_type_t type)
     proto_msg_set_slots(msg, 16);
     proto_msg_set_ttl_ms(msg, 2000);
     proto_msg_set_version(msg, 42);
+    proto_msg_set_loss(msg, true);
     return msg;
 }
 

@@ -49,7 +49,10 @@
                                         tokens_cache_write, tokens_cache_write_1h (the part
                                         of tokens_cache_write kept 1 hour), latency_us,
                                         ttfb_us, started_us*, attempts, estimated,
-                                        reserve_micros
+                                        reserve_micros, lease_id, loss (an upstream call whose
+                                        dispatch died before anything reached the client:
+                                        recorded as the operator's loss under its own id,
+                                        never charged)
     ENTRY           billing -> ledger   SETTLE's fields plus cost_micros*
     COMMIT          ledger -> billing,  (request id only) the record is durable in PostgreSQL;
                     billing -> dispatch the sender may forget it
@@ -198,7 +201,8 @@ typedef enum {
     X(slots, 54, U64)                                                                              \
     X(ttl_ms, 55, U64)                                                                             \
     X(version, 56, U64)                                                                            \
-    X(tokens_cache_write_1h, 57, U64)
+    X(tokens_cache_write_1h, 57, U64)                                                              \
+    X(loss, 60, BOOL)
 
 typedef enum {
 #define X(name, id, kind) PROTO_FIELD_##name = id,

@@ -32,6 +32,7 @@ typedef struct {
     uint64_t sent_ms;   //  last time it went out
     uint64_t key;       //  picks the socket: key % socket_count
     size_t record_size; //  bytes of its journal record
+    bool held;          //  kept, not to be sent (proto_outbox_keep_keyed)
 } s_entry_t;
 
 struct _proto_outbox_t {
@@ -77,7 +78,7 @@ static void s_resend(proto_loop_t *loop, int id, void *arg)
     proto_outbox_t *self = arg;
     uint64_t now = proto_loop_now_ms();
     for (s_entry_t *entry = zhashx_first(self->entries); entry; entry = zhashx_next(self->entries))
-        if (now - entry->sent_ms >= self->resend_ms)
+        if (!entry->held && now - entry->sent_ms >= self->resend_ms)
             s_transmit(self, entry);
 }
 
@@ -415,13 +416,16 @@ int proto_outbox_journal(proto_outbox_t *self, const char *path, char *error, si
     return replayed;
 }
 
-int proto_outbox_send_keyed(proto_outbox_t *self, proto_msg_t **msg_p, uint64_t key)
+//  Journals and stores a message under its request id, replacing one held
+//  before. Returns the entry, or NULL when full or unwritable (message
+//  destroyed).
+static s_entry_t *s_store(proto_outbox_t *self, proto_msg_t **msg_p, uint64_t key, bool held)
 {
     proto_msg_t *msg = *msg_p;
     *msg_p = NULL;
     if (zhashx_size(self->entries) >= PROTO_OUTBOX_MAX) {
         proto_msg_destroy(&msg);
-        return -1;
+        return NULL;
     }
     uint8_t *data;
     size_t size;
@@ -432,13 +436,14 @@ int proto_outbox_send_keyed(proto_outbox_t *self, proto_msg_t **msg_p, uint64_t 
     free(data);
     entry->body = proto_msg_take_body(msg);
     entry->key = key;
+    entry->held = held;
     const char *request_id = proto_msg_request_id(msg);
     size_t record = s_append(self, S_KEEP, request_id, entry);
     if (record == SIZE_MAX) {
         log_error(request_id, "outbox journal %s: write failed: %s", self->path, strerror(errno));
         s_entry_destroy((void **)&entry);
         proto_msg_destroy(&msg);
-        return -1;
+        return NULL;
     }
     entry->record_size = record;
     s_entry_t *old = zhashx_lookup(self->entries, request_id);
@@ -447,8 +452,21 @@ int proto_outbox_send_keyed(proto_outbox_t *self, proto_msg_t **msg_p, uint64_t 
     self->live_bytes += record;
     zhashx_update(self->entries, request_id, entry);
     proto_msg_destroy(&msg);
+    return entry;
+}
+
+int proto_outbox_send_keyed(proto_outbox_t *self, proto_msg_t **msg_p, uint64_t key)
+{
+    s_entry_t *entry = s_store(self, msg_p, key, false);
+    if (!entry)
+        return -1;
     s_transmit(self, entry);
     return 0;
+}
+
+int proto_outbox_keep_keyed(proto_outbox_t *self, proto_msg_t **msg_p, uint64_t key)
+{
+    return s_store(self, msg_p, key, true) ? 0 : -1;
 }
 
 int proto_outbox_send(proto_outbox_t *self, proto_msg_t **msg_p)
@@ -642,6 +660,21 @@ void proto_outbox_test(bool verbose)
     assert(proto_batch_open(msg, s_test_replayed, &seen) == 0);
     proto_msg_destroy(&msg);
     assert(seen == 2);
+    //  Kept, not sent: a provisional record leaves only with a replay.
+    msg = proto_msg_new(PROTO_MSG_SETTLE);
+    proto_msg_set_request_id(msg, "k1");
+    proto_msg_set_account_id(msg, 1);
+    proto_msg_set_key_id(msg, 1);
+    proto_msg_set_model(msg, "m");
+    proto_msg_set_status(msg, 502);
+    proto_msg_set_started_us(msg, 1);
+    proto_msg_set_loss(msg, true);
+    int kept = proto_outbox_keep_keyed(outbox, &msg, 0);
+    assert(kept == 0 && proto_outbox_pending(outbox) == 4);
+    int flushed = proto_outbox_flush(outbox);
+    assert(flushed == 0);
+    zclock_sleep(20);
+    assert(!(zsock_events(receiver) & ZMQ_POLLIN));
     //  Many kept and acked: the journal is rewritten and stays small.
     for (int i = 0; i < 20000; i++) {
         char rid[16];
@@ -663,6 +696,18 @@ void proto_outbox_test(bool verbose)
     assert(stat(path, &st) == 0 && st.st_size < S_COMPACT_MIN);
     assert(proto_outbox_ack(outbox, "j0") && proto_outbox_ack(outbox, "j1"));
     assert(proto_outbox_ack(outbox, "j3"));
+    proto_outbox_destroy(&outbox);
+    //  After a crash the kept record is sent like any other.
+    outbox = proto_outbox_new(loop, sender, 1000);
+    int replayed = proto_outbox_journal(outbox, path, error, sizeof error);
+    assert(replayed == 1);
+    flushed = proto_outbox_flush(outbox);
+    assert(flushed == 0);
+    int received = proto_msg_recv(&msg, receiver);
+    assert(received == 0 && strcmp(proto_msg_request_id(msg), "k1") == 0 && proto_msg_loss(msg));
+    proto_msg_destroy(&msg);
+    bool acked = proto_outbox_ack(outbox, "k1");
+    assert(acked);
     proto_outbox_destroy(&outbox);
     outbox = proto_outbox_new(loop, sender, 1000);
     assert(proto_outbox_journal(outbox, path, error, sizeof error) == 0);

@@ -26,6 +26,8 @@
     rewritten with only the live records at replay and whenever acks have
     made it mostly garbage, so it stays proportional to what is pending.
     The file is locked (flock): a second process cannot take it over.
+    A message may also be kept without being sent (proto_outbox_keep_keyed):
+    the journal holds it, and only a replay sends it.
 */
 #ifndef PROTO_OUTBOX_H_INCLUDED
 #define PROTO_OUTBOX_H_INCLUDED
@@ -64,6 +66,13 @@ int proto_outbox_send(proto_outbox_t *self, proto_msg_t **msg_p);
 
 //  Same, sending to the socket `key` picks (sockets[key % count]).
 int proto_outbox_send_keyed(proto_outbox_t *self, proto_msg_t **msg_p, uint64_t key);
+
+//  Keeps a message (taking ownership) without sending it: it is journaled
+//  like a sent one and held until a send with the same request id replaces
+//  it or proto_outbox_ack forgets it. Only a replay after a crash sends it.
+//  A provisional record of work in progress ("if I die now, this happened")
+//  is kept this way. Returns as proto_outbox_send_keyed.
+int proto_outbox_keep_keyed(proto_outbox_t *self, proto_msg_t **msg_p, uint64_t key);
 
 //  Forgets the message with this request id. Returns true if it was held.
 bool proto_outbox_ack(proto_outbox_t *self, const char *request_id);

@@ -77,12 +77,20 @@ static const s_check_t s_checks[] = {
      " HAVING count(*) > 1) dup",
      "SELECT request_id, count(*)::text, min(started_at)::text FROM usage GROUP BY request_id"
      " HAVING count(*) > 1 ORDER BY request_id LIMIT 10"},
-    //  The rollups are written in the same statement as the rows; compared
-    //  per day and account (a full scan of usage: this is an audit).
+    //  An upstream call lost with its dispatch is the operator's, never the
+    //  account's (docs/billing.md, "Every upstream call, once").
+    {"operator's losses charge nothing", "usage %s: cost_micros %s charged to account %s",
+     "SELECT count(*) FROM usage WHERE operator_loss AND cost_micros <> 0",
+     "SELECT request_id, cost_micros::text, account_id::text FROM usage"
+     " WHERE operator_loss AND cost_micros <> 0 ORDER BY request_id LIMIT 10"},
+    //  The rollups are written in the same statement as the rows (without
+    //  the operator's losses); compared per day and account (a full scan of
+    //  usage: this is an audit).
     {"daily rollups equal the usage rows", "day %s account %s: %s",
      "SELECT count(*) FROM (SELECT day, account_id, sum(requests) AS n, sum(cost_micros) AS c"
      " FROM usage_daily GROUP BY 1, 2) r FULL JOIN (SELECT (started_at AT TIME ZONE 'UTC')::date"
-     " AS day, account_id, count(*) AS n, sum(cost_micros) AS c FROM usage GROUP BY 1, 2) u"
+     " AS day, account_id, count(*) AS n, sum(cost_micros) AS c FROM usage"
+     " WHERE NOT operator_loss GROUP BY 1, 2) u"
      " USING (day, account_id) WHERE (r.n IS DISTINCT FROM u.n OR r.c IS DISTINCT FROM "
      "u.c)" S_DAYS_KEPT,
      "SELECT day::text, account_id::text, 'rollup ' || coalesce(r.n, 0) || ' requests '"
@@ -90,7 +98,8 @@ static const s_check_t s_checks[] = {
      " || coalesce(u.c, 0) || ' micros'"
      " FROM (SELECT day, account_id, sum(requests) AS n, sum(cost_micros) AS c"
      " FROM usage_daily GROUP BY 1, 2) r FULL JOIN (SELECT (started_at AT TIME ZONE 'UTC')::date"
-     " AS day, account_id, count(*) AS n, sum(cost_micros) AS c FROM usage GROUP BY 1, 2) u"
+     " AS day, account_id, count(*) AS n, sum(cost_micros) AS c FROM usage"
+     " WHERE NOT operator_loss GROUP BY 1, 2) u"
      " USING (day, account_id) WHERE (r.n IS DISTINCT FROM u.n OR r.c IS DISTINCT FROM "
      "u.c)" S_DAYS_KEPT " ORDER BY 1, 2 LIMIT 10"},
 };

@@ -27,7 +27,7 @@
     "'tokens_cache_write', u.tokens_cache_write, "                                                 \
     "'tokens_cache_write_1h', u.tokens_cache_write_1h, 'cost_micros', u.cost_micros, "             \
     "'latency_ms', u.latency_ms, 'ttfb_ms', u.ttfb_ms, 'attempts', u.attempts, "                   \
-    "'estimated', u.estimated)"
+    "'estimated', u.estimated, 'operator_loss', u.operator_loss)"
 
 // ---------------------------------------------------------------------------
 //  Usage and status

@@ -3,6 +3,7 @@
 #include "dispatch_call.h"
 #include "dispatch_multi.h"
 #include "dispatch_policy.h"
+#include "dispatch_taken.h"
 #include "dispatch_upstream.h"
 #include "proto_batch.h"
 #include "proto_capture.h"
@@ -49,6 +50,15 @@
 //  long: the router has heard our failure within that time, unless it is
 //  down, and then our own view is the best there is.
 #define S_BREAKER_GRACE_MS 1000
+//  Finished requests are remembered this long (and their answers while they
+//  fit): a DISPATCH sent again after a blip is answered, not run twice.
+//  Ingress sends again within its dispatch grace (ingress.dispatch_grace_ms).
+#define S_TAKEN_TTL_MS 30000
+#define S_TAKEN_BYTES (32u * 1024u * 1024u)
+#define S_TAKEN_IDS 500000
+//  A streamed request's provisional record follows what was relayed in
+//  steps of this many content bytes.
+#define S_PROVISIONAL_STEP 4096
 
 typedef struct _s_request_t s_request_t;
 
@@ -77,6 +87,8 @@ struct _dispatch_server_t {
     zsock_t *billing[S_MAX_ENDPOINTS]; //  one DEALER per billing instance
     int billing_count;                 //  entries in billing
     proto_outbox_t *outbox;            //  SETTLEs until COMMIT, by account, journaled
+    uint32_t nonce;                    //  this run's, in the ids of lost upstream calls
+    dispatch_taken_t *taken;           //  requests finished here, for DISPATCHes sent again
     zlistx_t *done_waiting;            //  DONE messages waiting for the journal's fsync
     proto_watch_t *watch;              //  keeps the catalog fresh
     zlistx_t *unverified;              //  DISPATCHes for a key our catalog lacks, held
@@ -129,9 +141,14 @@ struct _s_request_t {
     uint64_t first_byte_us;             //  monotonic first upstream byte, 0 before
     dispatch_fail_t event_fail;         //  set when the adapter refused an event
     //  Towards ingress
-    uint64_t sequence;        //  next CHUNK sequence number
-    bool relayed;             //  a CHUNK went out: no more failover
-    proto_capture_t *capture; //  request-log bodies at level full, else NULL
+    uint64_t sequence; //  next CHUNK sequence number
+    bool relayed;      //  a CHUNK went out: no more failover
+    //  Provisional records in the journal, for a SIGKILL mid-request
+    char lost_id[PROTO_MSG_RID_MAX + 1]; //  the id of the operator's-loss record
+    bool lost_kept;                      //  that record is kept (no CHUNK out yet)
+    size_t provisional_bytes;            //  content relayed when `rid`'s record was kept
+    bool head_lost;                      //  CHUNKs went to a connection now gone
+    proto_capture_t *capture;            //  request-log bodies at level full, else NULL
 };
 
 static void s_try_next(s_request_t *request);
@@ -317,6 +334,17 @@ static void s_outcome(s_request_t *self, int status, const char *error_code)
     proto_observe_attempt(server->metrics, &attempt);
 }
 
+//  The usage the client is charged for at the end of the current attempt:
+//  what the upstream reported, the rest estimated.
+static proto_usage_t s_usage(s_request_t *self, bool output_produced)
+{
+    proto_usage_t usage = self->conv.usage;
+    if (self->count_tokens)
+        return (proto_usage_t){0}; //  counting tokens is free at every provider
+    proto_usage_estimate(&usage, s_body_size(self), output_produced ? self->conv.content_bytes : 0);
+    return usage;
+}
+
 //  What a finished request tells ingress and billing.
 typedef struct {
     int status;               //  final status
@@ -326,6 +354,89 @@ typedef struct {
     uint64_t retry_after_ms;  //  for a 429
     bool reply;               //  send DONE (false after CANCEL)
 } s_ending_t;
+
+//  The usage record of the request as it stands, under `request_id`; with
+//  the request's reservation and lease when it is the client's record.
+static proto_msg_t *s_settle_new(s_request_t *self, const char *request_id, int status,
+                                 const proto_usage_t *usage, bool client)
+{
+    uint64_t now = proto_loop_now_us();
+    uint64_t latency_us = now - self->received_us;
+    uint64_t ttfb_us = self->first_byte_us ? self->first_byte_us - self->received_us : 0;
+    const proto_candidate_t *candidate = self->candidate;
+    proto_msg_t *settle = proto_msg_new(PROTO_MSG_SETTLE);
+    proto_msg_set_request_id(settle, request_id);
+    proto_msg_set_trace(settle, proto_msg_trace(self->dispatch));
+    proto_msg_set_account_id(settle, proto_msg_account_id(self->dispatch));
+    proto_msg_set_key_id(settle, proto_msg_key_id(self->dispatch));
+    proto_msg_set_model(settle, proto_msg_model(self->dispatch));
+    if (candidate) {
+        proto_msg_set_provider_id(settle, candidate->provider_id);
+        proto_msg_set_provider_key_id(settle, candidate->provider_key_id);
+        proto_msg_set_upstream_model(settle, candidate->upstream_model);
+    }
+    proto_msg_set_status(settle, (uint64_t)status);
+    proto_msg_set_tokens_in(settle, usage->tokens_in);
+    proto_msg_set_tokens_out(settle, usage->tokens_out);
+    proto_msg_set_tokens_cache_read(settle, usage->tokens_cache_read);
+    proto_msg_set_tokens_cache_write(settle, usage->tokens_cache_write);
+    proto_msg_set_tokens_cache_write_1h(settle, usage->tokens_cache_write_1h);
+    proto_msg_set_latency_us(settle, latency_us);
+    proto_msg_set_ttfb_us(settle, ttfb_us);
+    proto_msg_set_started_us(settle, self->record_started_us);
+    proto_msg_set_attempts(settle, (uint64_t)self->attempts);
+    proto_msg_set_estimated(settle, usage->estimated);
+    if (client && proto_msg_has(self->dispatch, PROTO_FIELD_reserve_micros))
+        proto_msg_set_reserve_micros(settle, proto_msg_reserve_micros(self->dispatch));
+    if (client && proto_msg_has(self->dispatch, PROTO_FIELD_lease_id))
+        proto_msg_set_lease_id(settle, proto_msg_lease_id(self->dispatch));
+    return settle;
+}
+
+//  Provisional records (docs/billing.md, "Every upstream call, once"): what
+//  the journal says happened if this process dies now. While an upstream
+//  call runs and nothing reached the client, an operator's-loss record under
+//  its own id (ingress will send the request again, and the attempt that
+//  answers is the client's charge); once CHUNKs went out, the client's
+//  record for what was relayed so far (ingress cannot send it again). The
+//  final SETTLE replaces them; only a replay after a crash sends them.
+static void s_provisional_lost(s_request_t *self)
+{
+    dispatch_server_t *server = self->server;
+    if (self->lost_kept || self->relayed || self->count_tokens)
+        return;
+    snprintf(self->lost_id, sizeof self->lost_id, "%.*s~lost-%08x", PROTO_MSG_RID_MAX - 14,
+             self->rid, server->nonce);
+    proto_usage_t usage = s_usage(self, false);
+    usage.estimated = true;
+    //  Not the client's: no reservation or lease of its own.
+    proto_msg_t *settle = s_settle_new(self, self->lost_id, 502, &usage, false);
+    proto_msg_set_loss(settle, true);
+    proto_msg_set_attempts(settle, 1);
+    if (proto_outbox_keep_keyed(server->outbox, &settle, proto_msg_account_id(self->dispatch)) == 0)
+        self->lost_kept = true;
+}
+
+static void s_provisional_forget_lost(s_request_t *self)
+{
+    if (self->lost_kept)
+        proto_outbox_ack(self->server->outbox, self->lost_id);
+    self->lost_kept = false;
+}
+
+static void s_provisional_relayed(s_request_t *self)
+{
+    if (self->count_tokens)
+        return;
+    proto_usage_t usage = s_usage(self, true);
+    usage.estimated = true;
+    proto_msg_t *settle =
+        s_settle_new(self, self->rid, self->status ? self->status : 200, &usage, true);
+    if (proto_outbox_keep_keyed(self->server->outbox, &settle,
+                                proto_msg_account_id(self->dispatch)) == 0)
+        self->provisional_bytes = self->conv.content_bytes;
+    s_provisional_forget_lost(self);
+}
 
 //  Sends DONE (body = what is left in self->out) and SETTLE, and forgets
 //  the request. The request is destroyed: callers return at once.
@@ -338,33 +449,14 @@ static void s_finish(s_request_t *self, const s_ending_t *ending)
     const proto_candidate_t *candidate = self->candidate;
     const proto_usage_t *usage = &ending->usage;
 
-    //  Settlement first: every request that reached us, exactly once.
-    proto_msg_t *settle = proto_msg_new(PROTO_MSG_SETTLE);
-    proto_msg_set_request_id(settle, self->rid);
-    proto_msg_set_trace(settle, proto_msg_trace(self->dispatch));
-    proto_msg_set_account_id(settle, proto_msg_account_id(self->dispatch));
-    proto_msg_set_key_id(settle, proto_msg_key_id(self->dispatch));
-    proto_msg_set_model(settle, proto_msg_model(self->dispatch));
-    if (candidate) {
-        proto_msg_set_provider_id(settle, candidate->provider_id);
-        proto_msg_set_provider_key_id(settle, candidate->provider_key_id);
-        proto_msg_set_upstream_model(settle, candidate->upstream_model);
-    }
-    proto_msg_set_status(settle, (uint64_t)ending->status);
-    proto_msg_set_tokens_in(settle, usage->tokens_in);
-    proto_msg_set_tokens_out(settle, usage->tokens_out);
-    proto_msg_set_tokens_cache_read(settle, usage->tokens_cache_read);
-    proto_msg_set_tokens_cache_write(settle, usage->tokens_cache_write);
-    proto_msg_set_tokens_cache_write_1h(settle, usage->tokens_cache_write_1h);
-    proto_msg_set_latency_us(settle, latency_us);
-    proto_msg_set_ttfb_us(settle, ttfb_us);
-    proto_msg_set_started_us(settle, self->record_started_us);
-    proto_msg_set_attempts(settle, (uint64_t)self->attempts);
-    proto_msg_set_estimated(settle, usage->estimated);
-    if (proto_msg_has(self->dispatch, PROTO_FIELD_reserve_micros))
-        proto_msg_set_reserve_micros(settle, proto_msg_reserve_micros(self->dispatch));
-    if (proto_msg_has(self->dispatch, PROTO_FIELD_lease_id))
-        proto_msg_set_lease_id(settle, proto_msg_lease_id(self->dispatch));
+    //  Settlement first: every request that reached us, exactly once. It
+    //  replaces the provisional record under the same id.
+    proto_msg_t *settle = s_settle_new(self, self->rid, ending->status, usage, true);
+    if (self->head_lost)
+        //  Its CHUNKs went to a connection that is gone, and the client got
+        //  nothing: recorded, not charged.
+        proto_msg_set_loss(settle, true);
+    s_provisional_forget_lost(self);
     //  Keyed by account: the billing instance that admitted it (ingress
     //  picks by the same rule) is the one that settles it.
     if (proto_outbox_send_keyed(server->outbox, &settle, proto_msg_account_id(self->dispatch)) != 0)
@@ -398,6 +490,10 @@ static void s_finish(s_request_t *self, const s_ending_t *ending)
         }
         if (zchunk_size(self->out))
             proto_msg_set_body_bytes(done, zchunk_data(self->out), zchunk_size(self->out));
+        //  For a DISPATCH sent again: the DONE is the whole answer only
+        //  when no CHUNK went before it.
+        dispatch_taken_add(server->taken, self->rid, self->relayed ? NULL : done,
+                           proto_loop_now_ms());
         //  The client learns that the request is complete only from DONE,
         //  so DONE waits for the SETTLE above to be in the journal's file
         //  (written, in the kernel's page cache), which is all a SIGKILL of
@@ -429,6 +525,8 @@ static void s_finish(s_request_t *self, const s_ending_t *ending)
               ending->error_code ? " error=" : "", ending->error_code ? ending->error_code : "");
     if (ending->reply)
         proto_capture_response_body(self->capture, zchunk_data(self->out), zchunk_size(self->out));
+    else
+        dispatch_taken_add(server->taken, self->rid, NULL, proto_loop_now_ms());
     proto_capture_send(&self->capture, self->rid, proto_msg_trace(self->dispatch),
                        self->client_protocol, server->catalog);
     //  The attempts' spans waited for this: kept when the request failed,
@@ -457,17 +555,6 @@ static void s_finish_error(s_request_t *self, int status, const char *code, cons
     s_finish(self, &ending);
 }
 
-//  The usage the client is charged for at the end of the current attempt:
-//  what the upstream reported, the rest estimated.
-static proto_usage_t s_usage(s_request_t *self, bool output_produced)
-{
-    proto_usage_t usage = self->conv.usage;
-    if (self->count_tokens)
-        return (proto_usage_t){0}; //  counting tokens is free at every provider
-    proto_usage_estimate(&usage, s_body_size(self), output_produced ? self->conv.content_bytes : 0);
-    return usage;
-}
-
 //  --------------------------------------------------------------------------
 //  Relaying an attempt's answer
 
@@ -491,7 +578,10 @@ static void s_flush(s_request_t *self)
     zchunk_set(self->out, NULL, 0);
     if (proto_msg_send(&chunk, self->server->router) != 0)
         log_warn(self->rid, "CHUNK could not be sent to ingress");
+    bool first = !self->relayed;
     self->relayed = true;
+    if (first || self->conv.content_bytes >= self->provisional_bytes + S_PROVISIONAL_STEP)
+        s_provisional_relayed(self);
 }
 
 static int s_on_event(const proto_sse_event_t *event, void *arg)
@@ -780,6 +870,9 @@ static int s_start_attempt(s_request_t *self, const proto_candidate_t *candidate
         log_error(self->rid, "libcurl refused the upstream call");
         return 1;
     }
+    //  Journaled at the end of this turn, before libcurl sends a byte (it
+    //  sends from the loop's next turns).
+    s_provisional_lost(self);
     if (*self->conv.dropped)
         //  The request log names what the conversion left out, as the
         //  client's x-tollgate-dropped-fields header does.
@@ -1039,6 +1132,63 @@ static void s_hold_unknown(dispatch_server_t *self, proto_msg_t **msg_p)
     zlistx_add_end(self->unverified, held);
 }
 
+//  A DISPATCH for a request running here: ingress lost its connection to us
+//  and sent it again. Replies go to the new connection from now on. If
+//  CHUNKs went to the old one, the client's answer lost its head: the
+//  request ends with an error that ingress can still give (no byte reached
+//  the client), recorded and not charged.
+static void s_on_dispatch_again(s_request_t *request, proto_msg_t *msg)
+{
+    proto_msg_set_routing_id(request->dispatch, proto_msg_routing_id(msg));
+    if (!request->relayed) {
+        log_info(request->rid, "DISPATCH again for a request in flight: replies follow it");
+        return;
+    }
+    log_warn(request->rid, "DISPATCH again after CHUNKs went to a lost connection; ending it");
+    if (request->call) {
+        s_outcome(request, S_STATUS_CANCELLED, "client_cancelled");
+        dispatch_call_destroy(&request->call);
+    }
+    request->head_lost = true;
+    request->relayed = false; //  the DONE below is the whole answer now
+    char *body = proto_error_body(request->client_protocol, 502, "stream_interrupted",
+                                  "The answer was lost between gateway programs; please retry.");
+    s_chunk_replace(request->out, body, strlen(body));
+    free(body);
+    s_ending_t ending = {.status = 502,
+                         .content_type = "application/json",
+                         .error_code = "stream_interrupted",
+                         .usage = s_usage(request, true),
+                         .reply = true};
+    s_finish(request, &ending);
+}
+
+//  A DISPATCH for a request finished here: its answer again, or an error
+//  when the answer was not kept. Never a second upstream call.
+static void s_answer_again(dispatch_server_t *self, proto_msg_t *msg, proto_msg_t **done_p)
+{
+    const char *rid = proto_msg_request_id(msg);
+    proto_msg_t *done = *done_p;
+    *done_p = NULL;
+    if (done) {
+        log_info(rid, "DISPATCH again for a finished request: its DONE again");
+        proto_msg_set_routing_id(done, proto_msg_routing_id(msg));
+    } else {
+        log_warn(rid, "DISPATCH again for a finished request whose answer is gone");
+        done = proto_msg_reply(msg, PROTO_MSG_DONE);
+        char *body = proto_error_body((int)proto_msg_client_protocol(msg), 502, "answer_lost",
+                                      "The request was served, but its answer was lost between "
+                                      "gateway programs.");
+        proto_msg_set_status(done, 502);
+        proto_msg_set_error_code(done, "answer_lost");
+        proto_msg_set_content_type(done, "application/json");
+        proto_msg_set_body_bytes(done, body, strlen(body));
+        free(body);
+    }
+    if (proto_msg_send(&done, self->router) != 0)
+        log_warn(rid, "DONE could not be sent to ingress");
+}
+
 static void s_on_dispatch(dispatch_server_t *self, proto_msg_t **msg_p)
 {
     proto_msg_t *msg = *msg_p;
@@ -1049,6 +1199,18 @@ static void s_on_dispatch(dispatch_server_t *self, proto_msg_t **msg_p)
         return;
     }
     self->last_dispatch_ms = proto_loop_now_ms();
+    //  Taken once, never run twice (also while draining).
+    s_request_t *running = zhashx_lookup(self->requests, rid);
+    proto_msg_t *done = NULL;
+    bool finished = !running && dispatch_taken_find(self->taken, rid, proto_loop_now_ms(), &done);
+    if (running)
+        s_on_dispatch_again(running, msg);
+    else if (finished)
+        s_answer_again(self, msg, &done);
+    if (running || finished) {
+        proto_msg_destroy(msg_p);
+        return;
+    }
     if (self->draining) {
         //  Handed back, not taken: no SETTLE here (ingress sends the
         //  request to another instance, or settles it itself).
@@ -1059,11 +1221,6 @@ static void s_on_dispatch(dispatch_server_t *self, proto_msg_t **msg_p)
         proto_msg_set_error_message(done, "This dispatch instance is shutting down.");
         if (proto_msg_send(&done, self->router) != 0)
             log_warn(rid, "DONE could not be sent to ingress");
-        proto_msg_destroy(msg_p);
-        return;
-    }
-    if (zhashx_lookup(self->requests, rid)) {
-        log_warn(rid, "DISPATCH for a request already in flight dropped");
         proto_msg_destroy(msg_p);
         return;
     }
@@ -1335,6 +1492,8 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
     }
     self->outbox =
         proto_outbox_new_sharded(self->loop, self->billing, (size_t)count, S_SETTLE_RESEND_MS);
+    self->nonce = randombytes_random();
+    self->taken = dispatch_taken_new(S_TAKEN_TTL_MS, S_TAKEN_BYTES, S_TAKEN_IDS);
     proto_service_on_collect(service, s_collect, self);
     self->done_waiting = zlistx_new();
     const char *state_dir = proto_config_str(self->config, "state_dir");
@@ -1399,6 +1558,7 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
     for (int i = 0; i < self->billing_count; i++)
         proto_loop_remove_socket(self->loop, self->billing[i]);
     proto_outbox_destroy(&self->outbox);
+    dispatch_taken_destroy(&self->taken);
     proto_batch_destroy(&self->outcomes);
     dispatch_multi_destroy(&self->multi);
     proto_watch_destroy(&self->watch);

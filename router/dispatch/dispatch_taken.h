@@ -1,0 +1,48 @@
+/*  dispatch_taken: the requests this dispatch instance has finished, and for
+    a while the answers it gave, so that a DISPATCH sent again never reaches
+    an upstream twice.
+
+    Ingress sends a request again when its connection to us dropped before
+    the answer arrived: often a network blip, with us alive and the request
+    running or already done. A request still running is in the server's own
+    table (its replies move to the new connection); a finished one is found
+    here and its DONE goes out again instead of a second upstream call.
+    Answers are kept while they fit `max_bytes` in all, ids for `ttl_ms`
+    whether or not their answer fit; an id whose answer is gone is answered
+    with an error (served and billed once, lost in transit), never run again.
+*/
+#ifndef DISPATCH_TAKEN_H_INCLUDED
+#define DISPATCH_TAKEN_H_INCLUDED
+
+#include "proto_msg.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct _dispatch_taken_t dispatch_taken_t;
+
+//  Creates the memory: ids for ttl_ms (at most max_ids of them), answers
+//  up to max_bytes in all. Caller owns return value.
+dispatch_taken_t *dispatch_taken_new(uint64_t ttl_ms, size_t max_bytes, size_t max_ids);
+
+//  Destroys it; nulls the pointer.
+void dispatch_taken_destroy(dispatch_taken_t **self_p);
+
+//  Remembers a finished request, with a copy of `done` (borrowed; NULL when
+//  the DONE alone is not the whole answer, as after streamed CHUNKs).
+void dispatch_taken_add(dispatch_taken_t *self, const char *request_id, const proto_msg_t *done,
+                        uint64_t now_ms);
+
+//  True when the request was finished here within ttl_ms; then *done_p is a
+//  copy of its DONE (caller owns) or NULL when the answer was not kept.
+bool dispatch_taken_find(dispatch_taken_t *self, const char *request_id, uint64_t now_ms,
+                         proto_msg_t **done_p);
+
+//  Ids remembered now.
+size_t dispatch_taken_size(dispatch_taken_t *self);
+
+//  Self test.
+void dispatch_taken_test(bool verbose);
+
+#endif

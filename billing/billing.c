@@ -1,4 +1,5 @@
 #include "billing.h"
+#include "billing_balance.h"
 #include "billing_book.h"
 #include "billing_committed.h"
 #include "billing_lease.h"
@@ -543,6 +544,27 @@ static void s_settle(billing_t *self, proto_msg_t *settle)
               cost);
 }
 
+//  BALANCE: the key's account's figures (billing_balance), for the key
+//  itself (GET /v1/usage). The catalog's key decides the account.
+static void s_balance(billing_t *self, proto_msg_t *msg)
+{
+    proto_msg_t *reply = proto_msg_reply(msg, PROTO_MSG_BALANCE_REPLY);
+    const proto_api_key_t *key = proto_catalog_key(self->catalog, proto_msg_key_id(msg));
+    uint64_t wall_us = proto_loop_wall_us();
+    const char *problem = proto_catalog_key_problem(self->catalog, key, wall_us);
+    const proto_account_t *account =
+        problem ? NULL : proto_catalog_account(self->catalog, key->account_id);
+    if (!account)
+        s_refuse(reply, 401, "invalid_api_key", s_key_problem_text(problem ? problem : "unknown"));
+    else {
+        char *meta = billing_balance_meta(self->book, self->catalog, key, account, wall_us);
+        proto_msg_set_status(reply, 200);
+        proto_msg_set_meta(reply, meta);
+        free(meta);
+    }
+    proto_msg_send(&reply, self->router);
+}
+
 static void s_request(proto_msg_t **msg_p, void *arg)
 {
     billing_t *self = arg;
@@ -559,6 +581,8 @@ static void s_request(proto_msg_t **msg_p, void *arg)
         s_lease_ask(self, msg);
     } else if (type == PROTO_MSG_LEASE_RETURN) {
         s_lease_return(self, msg);
+    } else if (type == PROTO_MSG_BALANCE) {
+        s_balance(self, msg);
     } else if (type == PROTO_MSG_SETTLE) {
         self->last_request_ms = proto_loop_now_ms();
         s_settle(self, msg);

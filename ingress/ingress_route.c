@@ -1,4 +1,5 @@
 #include "ingress_route.h"
+#include "ingress_usage.h"
 #include "proto_msg.h"
 
 #include <assert.h>
@@ -49,6 +50,18 @@ static const ingress_route_t s_routes[] = {
      INGRESS_STREAM_NEVER, "model"},
     {S_GEMINI_MODELS, true, NULL, "GET", INGRESS_ROUTE_MODEL, PROTO_PROTOCOL_GEMINI, true, false,
      INGRESS_STREAM_NEVER, "model"},
+    //  The key's own balance, spend and limits (ingress_usage), and the
+    //  OpenAI dashboard routes that chat front ends read a balance from.
+    {"/v1/usage", false, NULL, "GET", INGRESS_ROUTE_USAGE, PROTO_PROTOCOL_OPENAI, true, false,
+     INGRESS_STREAM_NEVER, INGRESS_USAGE_SELF},
+    {"/v1/dashboard/billing/subscription", false, NULL, "GET", INGRESS_ROUTE_USAGE,
+     PROTO_PROTOCOL_OPENAI, true, false, INGRESS_STREAM_NEVER, INGRESS_USAGE_SUBSCRIPTION},
+    {"/dashboard/billing/subscription", false, NULL, "GET", INGRESS_ROUTE_USAGE,
+     PROTO_PROTOCOL_OPENAI, true, false, INGRESS_STREAM_NEVER, INGRESS_USAGE_SUBSCRIPTION},
+    {"/v1/dashboard/billing/usage", false, NULL, "GET", INGRESS_ROUTE_USAGE, PROTO_PROTOCOL_OPENAI,
+     true, false, INGRESS_STREAM_NEVER, INGRESS_USAGE_DASHBOARD},
+    {"/dashboard/billing/usage", false, NULL, "GET", INGRESS_ROUTE_USAGE, PROTO_PROTOCOL_OPENAI,
+     true, false, INGRESS_STREAM_NEVER, INGRESS_USAGE_DASHBOARD},
     {"/healthz", false, NULL, "GET", INGRESS_ROUTE_HEALTH, PROTO_PROTOCOL_OPENAI, false, false,
      INGRESS_STREAM_NEVER, "healthz"},
     {"/metrics", false, NULL, "GET", INGRESS_ROUTE_METRICS, PROTO_PROTOCOL_OPENAI, false, false,
@@ -205,6 +218,11 @@ void ingress_route_test(bool verbose)
     assert(!ingress_route_find("/v1/models/x", "POST", &status, &protocol));
     assert(status == 404);
     assert(!ingress_route_find("/v1/models/", "GET", &status, &protocol));
+    route = ingress_route_find("/v1/usage", "GET", &status, &protocol);
+    assert(route && route->kind == INGRESS_ROUTE_USAGE);
+    route = ingress_route_find("/dashboard/billing/subscription", "GET", &status, &protocol);
+    assert(route && route->kind == INGRESS_ROUTE_USAGE);
+    assert(!ingress_route_find("/v1/usage", "POST", &status, &protocol) && status == 405);
     if (verbose)
         printf("OK\n");
 }

@@ -21,6 +21,7 @@ typedef enum {
     INGRESS_ROUTE_GENERATE, //  a model call: admit, route, dispatch, stream back
     INGRESS_ROUTE_MODELS,   //  list the models the key may use
     INGRESS_ROUTE_MODEL,    //  one of them, named by the path
+    INGRESS_ROUTE_USAGE,    //  the key's own balance, spend and limits (ingress_usage)
     INGRESS_ROUTE_HEALTH,   //  liveness and catalog readiness
     INGRESS_ROUTE_METRICS,  //  Prometheus text
 } ingress_route_kind_t;

@@ -6,13 +6,14 @@
 #include "ingress_parse.h"
 #include "ingress_route.h"
 #include "ingress_server.h"
+#include "ingress_usage.h"
 #include "proto_test.h"
 
 static const proto_test_t s_tests[] = {
     {"ingress_parse", ingress_parse_test},   {"ingress_buffer", ingress_buffer_test},
     {"ingress_route", ingress_route_test},   {"ingress_daemon", ingress_daemon_test},
     {"ingress_server", ingress_server_test}, {"ingress_lease", ingress_lease_test},
-    {"ingress_models", ingress_models_test},
+    {"ingress_models", ingress_models_test}, {"ingress_usage", ingress_usage_test},
 };
 
 PROTO_TEST_MAIN(s_tests)

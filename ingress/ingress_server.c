@@ -44,6 +44,7 @@
 #include "ingress_models.h"
 #include "ingress_parse.h"
 #include "ingress_route.h"
+#include "ingress_usage.h"
 #include "proto_batch.h"
 #include "proto_capture.h"
 #include "proto_crypto.h"
@@ -99,6 +100,7 @@ typedef enum {
     S_STREAMING,  //  streamed response queued; bytes flow through `out`
     S_ANSWERED,   //  a complete response is queued or about to be
     S_ABANDONED,  //  no client to answer; waiting to learn whether billing admitted it
+    S_QUERY,      //  BALANCE out for the key's own figures (ingress_usage); suspended
 } s_phase_t;
 
 typedef struct _s_request_t s_request_t;
@@ -1136,6 +1138,39 @@ static void s_lease_sweep(proto_loop_t *loop, int id, void *arg)
     zlistx_destroy(&returns);
 }
 
+//  The key's own figures (GET /v1/usage and the dashboard routes): billing
+//  has the money, the catalog the rest (ingress_usage).
+static void s_on_balance(ingress_server_t *self, proto_msg_t *msg)
+{
+    s_request_t *r = zhashx_lookup(self->requests, proto_msg_request_id(msg));
+    if (!r || r->phase != S_QUERY) {
+        proto_metric_add(self->dropped, 1);
+        log_debug(proto_msg_request_id(msg), "dropped a late BALANCE_REPLY");
+        return;
+    }
+    r->phase = S_ANSWERED;
+    s_forget(r);
+    if (proto_msg_status(msg) != 200) {
+        s_answer_reply_error(r, msg, "invalid_api_key", "Invalid API key.");
+        return;
+    }
+    const proto_api_key_t *key = proto_catalog_key(self->catalog, r->key_id);
+    char *text = key ? ingress_usage_answer(
+                           r->route->name, self->catalog, key,
+                           proto_msg_has(msg, PROTO_FIELD_meta) ? proto_msg_meta(msg) : NULL)
+                     : NULL;
+    if (!text) {
+        log_warn(r->id, "billing's BALANCE_REPLY is not what ingress_usage reads");
+        s_answer_error(r, 502, "internal_error", "The gateway's billing answered unexpectedly");
+        return;
+    }
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    s_answer(r, 200, response);
+}
+
 static void s_billing_message(proto_msg_t **msg_p, void *arg)
 {
     s_peer_t *peer = arg;
@@ -1143,6 +1178,8 @@ static void s_billing_message(proto_msg_t **msg_p, void *arg)
     proto_msg_t *msg = *msg_p;
     if (proto_msg_type(msg) == PROTO_MSG_ADMIT_REPLY)
         s_on_reply(self, &msg);
+    else if (proto_msg_type(msg) == PROTO_MSG_BALANCE_REPLY)
+        s_on_balance(self, msg);
     else if (proto_msg_type(msg) == PROTO_MSG_LEASE)
         ingress_lease_granted(self->leases, msg, proto_loop_now_ms());
     else if (proto_msg_type(msg) == PROTO_MSG_LEASE_REVOKE) {
@@ -1185,6 +1222,14 @@ static void s_abandon(ingress_server_t *self, s_request_t *r, int status)
 
 static void s_waiting_expired(ingress_server_t *self, s_request_t *r)
 {
+    if (r->phase == S_QUERY) {
+        log_warn(r->id, "no BALANCE reply from billing within %llu ms",
+                 (unsigned long long)self->internal_timeout_ms);
+        r->phase = S_ANSWERED;
+        s_forget(r);
+        s_answer_error(r, 503, "internal_timeout", "The gateway's billing did not answer in time");
+        return;
+    }
     if (r->phase == S_ABANDONED) {
         //  Billing never answered; it drops the ADMIT by its deadline.
         log_debug(r->id, "forgotten without an admission reply");
@@ -1235,6 +1280,11 @@ static void s_hangup(proto_loop_t *loop, int fd, uint32_t events, void *arg)
         r->phase = S_ANSWERED;
         s_forget(r);
         s_answer_error(r, 499, "client_closed", "The client closed the connection");
+        break;
+    case S_QUERY:
+        r->phase = S_ANSWERED;
+        s_forget(r);
+        s_resume(r);
         break;
     case S_STREAMING:
         s_cancel(r, "client_closed");
@@ -1429,6 +1479,16 @@ static enum MHD_Result s_client_begin(ingress_server_t *self, s_request_t *r, co
             s_answer_text(r, 200, "text/plain; version=0.0.4", proto_metrics_render(self->metrics),
                           true);
         return MHD_YES;
+    case INGRESS_ROUTE_USAGE: {
+        char problem[160];
+        if (s_authenticate(self, r) == 0 &&
+            ingress_usage_check(r->route->name,
+                                MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "start_date"),
+                                MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "end_date"),
+                                problem, sizeof problem) != 0)
+            s_answer_error(r, 400, "invalid_request_error", problem);
+        return MHD_YES; //  asked for at the handler's last call (s_usage_ask)
+    }
     case INGRESS_ROUTE_MODELS:
     case INGRESS_ROUTE_MODEL:
         if (s_authenticate(self, r) == 0)
@@ -1716,6 +1776,32 @@ static enum MHD_Result s_client_submit(ingress_server_t *self, s_request_t *r)
     return MHD_YES;
 }
 
+//  Last call of a GET /v1/usage: asks the account's billing instance for
+//  its figures (BALANCE) and waits, suspended, like an ADMIT.
+static enum MHD_Result s_usage_ask(ingress_server_t *self, s_request_t *r)
+{
+    r->received_us = proto_loop_now_us();
+    r->phase = S_ANSWERED; //  unless it goes out below
+    if (!s_register(r)) {
+        ingress_parse_new_request_id(r->id);
+        s_register(r);
+    }
+    proto_msg_t *msg = proto_msg_new(PROTO_MSG_BALANCE);
+    s_stamp(r, msg, self->internal_timeout_ms);
+    proto_msg_set_key_id(msg, r->key_id);
+    proto_msg_set_account_id(msg, r->account_id);
+    zsock_t *billing = self->billing[r->account_id % (uint64_t)self->billing_count].socket;
+    if (proto_msg_send(&msg, billing) != 0) {
+        s_forget(r);
+        s_answer_error(r, 503, "internal_unavailable", "The gateway's billing is unavailable");
+        return MHD_YES;
+    }
+    r->phase = S_QUERY;
+    s_queue_push(&self->waiting, r, self->internal_timeout_ms);
+    s_suspend(r);
+    return MHD_YES;
+}
+
 static enum MHD_Result s_client_access(void *arg, struct MHD_Connection *connection,
                                        const char *url, const char *method, const char *version,
                                        const char *upload_data, size_t *upload_data_size,
@@ -1749,6 +1835,9 @@ static enum MHD_Result s_client_access(void *arg, struct MHD_Connection *connect
         r->response = NULL;
         rc = MHD_queue_response(connection, r->response_status, response);
         MHD_destroy_response(response);
+    } else if (r->phase == S_RECEIVING && r->route && r->route->kind == INGRESS_ROUTE_USAGE) {
+        r->in_handler = true;
+        rc = s_usage_ask(self, r);
     } else if (r->phase == S_RECEIVING && r->body) {
         r->in_handler = true;
         //  Read whole: a slow answer is not a slow client.
@@ -1773,6 +1862,9 @@ static void s_client_completed(void *arg, struct MHD_Connection *connection, voi
         switch (r->phase) {
         case S_WAITING:
             s_abandon(self, r, 499);
+            break;
+        case S_QUERY:
+            s_forget(r);
             break;
         case S_DISPATCHED:
         case S_STREAMING:

@@ -57,6 +57,11 @@
     COMMIT          ledger -> billing,  (request id only) the record is durable in PostgreSQL;
                     billing -> dispatch the sender may forget it
     CONFIG_CHANGED  admin -> all        topic* ("keys", "accounts", "providers", "models", ...)
+    BALANCE         ingress -> billing  key_id*, account_id*: what the key's account has and
+                                        spent (GET /v1/usage); the billing instance of the
+                                        account answers
+    BALANCE_REPLY   billing -> ingress  status* (200; 401 with error_code for an unusable
+                                        key), meta (JSON: billing_balance.h's figures)
 
     Routing administration: admin -> any router (ROUTER router.bind); the
     answer is JSON text in `meta` (docs/routing.md shows the shapes).
@@ -143,6 +148,8 @@
     X(LEASE_REVOKE, 27, R(account_id))                                                             \
     X(ROUTING_TABLE, 28, R(version) | R(instance))                                                 \
     X(DEMAND, 29, R(instance))                                                                     \
+    X(BALANCE, 30, R(key_id) | R(account_id))                                                      \
+    X(BALANCE_REPLY, 31, R(status))                                                                \
     X(SPAN, 60, R(instance) | R(started_us) | R(meta))                                             \
     X(DETAILS, 61, 0)                                                                              \
     X(BATCH, 62, 0)

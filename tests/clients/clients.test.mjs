@@ -201,3 +201,71 @@ describe('Accept: text/event-stream', () => {
     assert.match((await response.json()).error.message, /'stream'/);
   });
 });
+
+describe('GET /v1/usage and the dashboard routes: a key reads its own money and limits', () => {
+  const get = (path, apiKey = key) => fetch(`${cluster.gateway}${path}`, { headers: { authorization: `Bearer ${apiKey}` } });
+
+  test('balance, spend and limits; the same balance as tollgate account show', async () => {
+    await cluster.psql("UPDATE accounts SET daily_spend_micros = 50000000, rpm_limit = 6000 WHERE name = 'clients'");
+    const before = await (await get('/v1/usage')).json();
+    assert.equal((await chat('routed')).status, 200);
+    const usage = await waitFor(async () => {
+      const body = await (await get('/v1/usage')).json();
+      return body.account.spend.day_micros > before.account.spend.day_micros
+        && body.account.limits.daily_spend_micros === 50000000 && body;
+    }, { timeout: 5000, message: 'spend and the new limit in /v1/usage' });
+    assert.equal(usage.object, 'usage');
+    assert.equal(usage.currency, 'USD');
+    assert.ok(usage.balance_micros < 100000000 && usage.balance_micros > 99000000, JSON.stringify(usage));
+    assert.equal(usage.balance, (usage.balance_micros / 1e6).toString());
+    assert.equal(usage.account.name, 'clients');
+    assert.equal(usage.account.limits.rpm, 6000);
+    assert.equal(usage.account.limits.tpm, null);
+    assert.equal(usage.key.name, 'all');
+    assert.equal(usage.key.models, null);
+    assert.ok(usage.key.spend.month_micros >= usage.key.spend.day_micros && usage.key.spend.day_micros > 0);
+    assert.equal(usage.key.expires_at, null);
+    assert.ok(key.startsWith(usage.key.prefix));
+    const response = await get('/v1/usage');
+    assert.equal(response.headers.get('cache-control'), 'no-store');
+    // Once the ledger has committed, the admin API and the CLI show the same balance.
+    await waitFor(async () => {
+      const shown = JSON.parse((await cli('account', 'show', 'clients', '--json')));
+      const mine = await (await get('/v1/usage')).json();
+      return shown.balance_micros === mine.balance_micros;
+    }, { timeout: 10000, message: 'account show and /v1/usage agree' });
+  });
+
+  test('the key\'s own models and limits', async () => {
+    const usage = await (await get('/v1/usage', narrow)).json();
+    assert.deepEqual(usage.key.models, ['routed', 'ruled']);
+    assert.equal(usage.key.name, 'narrow');
+  });
+
+  test('the OpenAI dashboard routes: hard limit less usage is the balance', async () => {
+    const usage = await (await get('/v1/usage')).json();
+    const subscription = await (await get('/v1/dashboard/billing/subscription')).json();
+    assert.equal(subscription.object, 'billing_subscription');
+    const now = new Date();
+    const start = `${now.getUTCFullYear()}-${String(now.getUTCMonth() + 1).padStart(2, '0')}-01`;
+    const spent = await (await get(`/dashboard/billing/usage?start_date=${start}&end_date=2099-01-01`)).json();
+    assert.equal(spent.object, 'list');
+    const remaining = subscription.hard_limit_usd - spent.total_usage / 100;
+    assert.ok(Math.abs(remaining - usage.balance_micros / 1e6) < 1e-6, `${remaining} vs ${usage.balance}`);
+  });
+
+  test('bad input is a 400 naming the parameter; no key or a revoked key is a 401', async () => {
+    const bad = await get('/v1/dashboard/billing/usage?start_date=2026-02-30');
+    assert.equal(bad.status, 400);
+    assert.match((await bad.json()).error.message, /'start_date'/);
+    const none = await fetch(`${cluster.gateway}/v1/usage`);
+    assert.equal(none.status, 401);
+    assert.equal((await none.json()).error.code, 'invalid_api_key');
+    const post = await fetch(`${cluster.gateway}/v1/usage`, { method: 'POST', headers: { authorization: `Bearer ${key}` } });
+    assert.equal(post.status, 405);
+    const gone = (await cli('key', 'create', 'clients', '--name', 'gone')).trim().split('\n').pop();
+    await waitFor(async () => (await get('/v1/usage', gone)).status === 200, { timeout: 5000, message: 'new key works' });
+    await cli('key', 'revoke', gone);
+    await waitFor(async () => (await get('/v1/usage', gone)).status === 401, { timeout: 5000, message: 'revoked key refused' });
+  });
+});

@@ -1,4 +1,5 @@
 #include "billing_book.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <czmq.h>
@@ -351,87 +352,89 @@ void billing_book_test(bool verbose)
                            .status = "active",
                            .limits = {.daily_micros = -1, .monthly_micros = -1}};
     billing_book_t *book = billing_book_new();
-    assert(billing_book_admit(book, "r1", &acct, &key, 10, 100, 0, wall, &denial));
+    PROTO_CHECK(billing_book_admit(book, "r1", &acct, &key, 10, 100, 0, wall, &denial));
     acct.balance_micros = 999999; //  the balance is taken at first use only
-    assert(billing_book_admit(book, "r2", &acct, &key, 10, 50, 10, wall, &denial));
+    PROTO_CHECK(billing_book_admit(book, "r2", &acct, &key, 10, 50, 10, wall, &denial));
     billing_account_t *account = billing_book_find(book, 7);
-    assert(account && account->balance_micros == 1000);
-    assert(account->reserved_micros == 150 && account->reservations == 2);
-    assert(account->limit.in_flight == 2 && billing_book_key(book, 70)->in_flight == 2);
+    PROTO_CHECK(account && account->balance_micros == 1000);
+    PROTO_CHECK(account->reserved_micros == 150 && account->reservations == 2);
+    PROTO_CHECK(account->limit.in_flight == 2 && billing_book_key(book, 70)->in_flight == 2);
     //  Re-admitting the same request (a re-sent ADMIT) neither adds nor
     //  re-checks: it is admitted already.
-    assert(billing_book_admit(book, "r2", &acct, &key, 10, 60, 10, wall, &denial));
-    assert(account->reserved_micros == 150 && account->reservations == 2);
-    assert(account->limit.in_flight == 2);
+    PROTO_CHECK(billing_book_admit(book, "r2", &acct, &key, 10, 60, 10, wall, &denial));
+    PROTO_CHECK(account->reserved_micros == 150 && account->reservations == 2);
+    PROTO_CHECK(account->limit.in_flight == 2);
 
     //  Balance: 1000 - 150 reserved = 850 available; 851 is refused, 850 not.
-    assert(!billing_book_admit(book, "r9", &acct, &key, 10, 851, 10, wall, &denial));
-    assert(denial.status == 402 && strcmp(denial.code, "insufficient_balance") == 0);
-    assert(strstr(denial.message, "0.000850 USD") && strstr(denial.message, "0.000851"));
-    assert(account->reservations == 2); //  nothing taken
+    PROTO_CHECK(!billing_book_admit(book, "r9", &acct, &key, 10, 851, 10, wall, &denial));
+    PROTO_CHECK(denial.status == 402 && strcmp(denial.code, "insufficient_balance") == 0);
+    PROTO_CHECK(strstr(denial.message, "0.000850 USD") && strstr(denial.message, "0.000851"));
+    PROTO_CHECK(account->reservations == 2); //  nothing taken
 
     //  Settle releases what was reserved, whatever the cost.
     billing_book_settle(book, NULL, "r1", 7, 70, 30, 20, false, 20, wall);
-    assert(account->reserved_micros == 50 && account->pending_micros == 30);
-    assert(account->limit.in_flight == 1 && account->limit.day_micros == 30);
-    assert(billing_book_key(book, 70)->day_micros == 30);
+    PROTO_CHECK(account->reserved_micros == 50 && account->pending_micros == 30);
+    PROTO_CHECK(account->limit.in_flight == 1 && account->limit.day_micros == 30);
+    PROTO_CHECK(billing_book_key(book, 70)->day_micros == 30);
     billing_book_commit(book, 7, 30);
-    assert(account->pending_micros == 0 && account->balance_micros == 970);
+    PROTO_CHECK(account->pending_micros == 0 && account->balance_micros == 970);
     //  A SETTLE for a request reserved elsewhere only adds pending.
     billing_book_settle(book, NULL, "elsewhere", 7, 70, 5, 0, false, 20, wall);
-    assert(account->reserved_micros == 50 && account->pending_micros == 5);
-    assert(account->limit.in_flight == 1);
+    PROTO_CHECK(account->reserved_micros == 50 && account->pending_micros == 5);
+    PROTO_CHECK(account->limit.in_flight == 1);
     //  Pending counts against the balance: 970 - 50 - 5 = 915.
-    assert(!billing_book_admit(book, "r9", &acct, &key, 10, 916, 10, wall, &denial));
+    PROTO_CHECK(!billing_book_admit(book, "r9", &acct, &key, 10, 916, 10, wall, &denial));
     //  A commit for an account never seen is ignored.
     billing_book_commit(book, 99, 5);
-    assert(!billing_book_find(book, 99));
+    PROTO_CHECK(!billing_book_find(book, 99));
 
     //  Limits: the key allows one request at a time.
     key.limits.concurrency = 1;
-    assert(!billing_book_admit(book, "r3", &acct, &key, 10, 1, 30, wall, &denial));
-    assert(denial.status == 429 && strcmp(denial.code, "concurrency_limit_exceeded") == 0);
-    assert(strstr(denial.message, "key"));
+    PROTO_CHECK(!billing_book_admit(book, "r3", &acct, &key, 10, 1, 30, wall, &denial));
+    PROTO_CHECK(denial.status == 429 && strcmp(denial.code, "concurrency_limit_exceeded") == 0);
+    PROTO_CHECK(strstr(denial.message, "key"));
     key.limits.concurrency = 0;
     acct.limits.rpm = 1;
-    assert(billing_book_admit(book, "r3", &acct, &key, 10, 1, 30, wall, &denial));
-    assert(!billing_book_admit(book, "r4", &acct, &key, 10, 1, 30, wall, &denial));
-    assert(strcmp(denial.code, "rate_limit_exceeded") == 0 && strstr(denial.message, "account"));
-    assert(denial.retry_after_ms == 60000);
+    PROTO_CHECK(billing_book_admit(book, "r3", &acct, &key, 10, 1, 30, wall, &denial));
+    PROTO_CHECK(!billing_book_admit(book, "r4", &acct, &key, 10, 1, 30, wall, &denial));
+    PROTO_CHECK(strcmp(denial.code, "rate_limit_exceeded") == 0 &&
+                strstr(denial.message, "account"));
+    PROTO_CHECK(denial.retry_after_ms == 60000);
 
     //  Expiry releases old reservations only, with their in-flight slots.
-    assert(billing_book_expire(book, NULL, 400, 100) == 2); //  r2 (at 10), r3 (at 30)
-    assert(account->reserved_micros == 0 && account->reservations == 0);
-    assert(account->limit.in_flight == 0 && billing_book_key(book, 70)->in_flight == 0);
-    assert(billing_book_reservations(book) == 0);
+    PROTO_CHECK(billing_book_expire(book, NULL, 400, 100) == 2); //  r2 (at 10), r3 (at 30)
+    PROTO_CHECK(account->reserved_micros == 0 && account->reservations == 0);
+    PROTO_CHECK(account->limit.in_flight == 0 && billing_book_key(book, 70)->in_flight == 0);
+    PROTO_CHECK(billing_book_reservations(book) == 0);
 
     //  Rebase with a catalog that does not know the account keeps it.
     proto_catalog_t *empty = proto_catalog_new_empty();
     billing_book_rebase(book, empty);
-    assert(account->balance_micros == 970);
+    PROTO_CHECK(account->balance_micros == 970);
     proto_catalog_destroy(&empty);
 
     //  Status is valid JSON and stops before overflowing its buffer.
     char status[2048];
     size_t length = billing_book_status(book, status, sizeof status);
-    assert(length == strlen(status));
-    assert(strstr(status, "\"balance_micros\":970"));
+    PROTO_CHECK(length == strlen(status));
+    PROTO_CHECK(strstr(status, "\"balance_micros\":970"));
     for (uint64_t id = 100; id < 200; id++)
         billing_book_account(book, id, (int64_t)id);
     length = billing_book_status(book, status, 600);
-    assert(length < 600 && strstr(status, "\"accounts_truncated\":true"));
+    PROTO_CHECK(length < 600 && strstr(status, "\"accounts_truncated\":true"));
     //  Saturation instead of wrapping: an absurd reservation on an account
     //  with an absurd balance.
     proto_account_t big_account = acct;
     big_account.id = 9;
     big_account.balance_micros = INT64_MAX;
     big_account.limits = (proto_limits_t){.daily_micros = -1, .monthly_micros = -1};
-    assert(billing_book_admit(book, "big", &big_account, &key, 0, INT64_MAX, 0, wall, &denial));
+    PROTO_CHECK(
+        billing_book_admit(book, "big", &big_account, &key, 0, INT64_MAX, 0, wall, &denial));
     billing_book_settle(book, NULL, "big2", 9, 70, INT64_MAX, 0, false, 0, wall);
     billing_account_t *big = billing_book_find(book, 9);
     billing_book_status(book, status, sizeof status);
-    assert(big->reserved_micros == INT64_MAX && big->pending_micros == INT64_MAX);
-    assert(!billing_book_admit(book, "big3", &big_account, &key, 0, 1, 0, wall, &denial));
+    PROTO_CHECK(big->reserved_micros == INT64_MAX && big->pending_micros == INT64_MAX);
+    PROTO_CHECK(!billing_book_admit(book, "big3", &big_account, &key, 0, 1, 0, wall, &denial));
     billing_book_destroy(&book);
     if (verbose)
         printf("OK\n");

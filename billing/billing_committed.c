@@ -1,4 +1,5 @@
 #include "billing_committed.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <czmq.h>
@@ -103,40 +104,40 @@ void billing_committed_test(bool verbose)
     if (verbose)
         printf(" * billing_committed: ");
     billing_committed_t *set = billing_committed_new(3, 1000);
-    assert(!billing_committed_has(set, "a", 0));
+    PROTO_CHECK(!billing_committed_has(set, "a", 0));
     billing_committed_add(set, "a", 10);
     billing_committed_add(set, "b", 20);
     billing_committed_add(set, "a", 30); //  already held: no second slot
-    assert(billing_committed_size(set) == 2);
-    assert(billing_committed_has(set, "a", 40));
-    assert(billing_committed_has(set, "b", 40));
+    PROTO_CHECK(billing_committed_size(set) == 2);
+    PROTO_CHECK(billing_committed_has(set, "a", 40));
+    PROTO_CHECK(billing_committed_has(set, "b", 40));
     //  Capacity: the fourth id pushes out the oldest.
     billing_committed_add(set, "c", 50);
     billing_committed_add(set, "d", 60);
-    assert(billing_committed_size(set) == 3);
-    assert(!billing_committed_has(set, "a", 70));
-    assert(billing_committed_has(set, "b", 70));
-    assert(billing_committed_has(set, "d", 70));
+    PROTO_CHECK(billing_committed_size(set) == 3);
+    PROTO_CHECK(!billing_committed_has(set, "a", 70));
+    PROTO_CHECK(billing_committed_has(set, "b", 70));
+    PROTO_CHECK(billing_committed_has(set, "d", 70));
     //  Age: b (20) is too old at 1021 even before it is evicted.
-    assert(!billing_committed_has(set, "b", 1021));
-    assert(billing_committed_has(set, "c", 1021));
+    PROTO_CHECK(!billing_committed_has(set, "b", 1021));
+    PROTO_CHECK(billing_committed_has(set, "c", 1021));
     //  An add evicts what has expired.
     billing_committed_add(set, "e", 1055);
-    assert(billing_committed_size(set) == 2); //  d and e
-    assert(billing_committed_has(set, "d", 1055));
-    assert(!billing_committed_has(set, "c", 1055));
+    PROTO_CHECK(billing_committed_size(set) == 2); //  d and e
+    PROTO_CHECK(billing_committed_has(set, "d", 1055));
+    PROTO_CHECK(!billing_committed_has(set, "c", 1055));
     //  Wrap around the ring many times; the index and ring stay in step.
     char id[32];
     for (int i = 0; i < 1000; i++) {
         snprintf(id, sizeof id, "r%d", i);
         billing_committed_add(set, id, 2000 + (uint64_t)i);
     }
-    assert(billing_committed_size(set) == 3);
-    assert(billing_committed_has(set, "r999", 3000));
-    assert(billing_committed_has(set, "r997", 3000));
-    assert(!billing_committed_has(set, "r996", 3000));
+    PROTO_CHECK(billing_committed_size(set) == 3);
+    PROTO_CHECK(billing_committed_has(set, "r999", 3000));
+    PROTO_CHECK(billing_committed_has(set, "r997", 3000));
+    PROTO_CHECK(!billing_committed_has(set, "r996", 3000));
     billing_committed_destroy(&set);
-    assert(set == NULL);
+    PROTO_CHECK(set == NULL);
     if (verbose)
         printf("OK\n");
 }

@@ -1,4 +1,5 @@
 #include "billing_lease.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <inttypes.h>
@@ -458,7 +459,7 @@ void billing_lease_test(bool verbose)
 {
     if (verbose)
         printf(" * billing_lease: ");
-    assert(sodium_init() >= 0);
+    PROTO_CHECK(sodium_init() >= 0);
     char error[256];
     proto_catalog_t *catalog = proto_catalog_from_json(
         "{\"accounts\":[{\"id\":1,\"name\":\"a\",\"balance_micros\":1000000},"
@@ -466,7 +467,7 @@ void billing_lease_test(bool verbose)
         "\"keys\":[{\"id\":10,\"account_id\":1,\"hash\":\"h10\"},"
         "{\"id\":20,\"account_id\":2,\"hash\":\"h20\"}]}",
         error, sizeof error);
-    assert(catalog);
+    PROTO_CHECK(catalog);
     billing_book_t *book = billing_book_new();
     billing_lease_config_t config = {.ttl_ms = 2000, .max_micros = 0, .settle_grace_ms = 5000};
     billing_lease_t *leases = billing_lease_new(book, &config);
@@ -476,20 +477,21 @@ void billing_lease_test(bool verbose)
 
     //  A quarter of the 1.0 balance; the book holds it.
     billing_lease_ask(leases, catalog, &ask, 1000, wall, &grant);
-    assert(grant.status == 200 && grant.credit_micros == 250000 && !grant.requests_limited);
+    PROTO_CHECK(grant.status == 200 && grant.credit_micros == 250000 && !grant.requests_limited);
     const proto_account_t *a = proto_catalog_account(catalog, 1);
-    assert(billing_book_available(book, a) == 750000 && billing_lease_held(leases, 1) == 250000);
+    PROTO_CHECK(billing_book_available(book, a) == 750000 &&
+                billing_lease_held(leases, 1) == 250000);
     //  A second holder gets a quarter of what is left.
     billing_lease_ask_t other = {.holder = "ingress-2", .key_id = 10, .hint_micros = 1000};
     billing_lease_grant_t grant2;
     billing_lease_ask(leases, catalog, &other, 1000, wall, &grant2);
-    assert(grant2.status == 200 && grant2.credit_micros == 187500);
-    assert(billing_book_available(book, a) == 562500);
+    PROTO_CHECK(grant2.status == 200 && grant2.credit_micros == 187500);
+    PROTO_CHECK(billing_book_available(book, a) == 562500);
     //  Settling under the first lease moves money from its hold to pending.
-    assert(billing_lease_settle(leases, catalog, grant.lease_id, 50000));
+    PROTO_CHECK(billing_lease_settle(leases, catalog, grant.lease_id, 50000));
     billing_book_settle(book, catalog, "r1", 1, 10, 50000, 10, true, 1000, wall);
-    assert(billing_lease_held(leases, 1) == 200000 + 187500);
-    assert(billing_book_available(book, a) == 562500);
+    PROTO_CHECK(billing_lease_held(leases, 1) == 200000 + 187500);
+    PROTO_CHECK(billing_book_available(book, a) == 562500);
     //  Renewing while the holder has more left than a quarter of what is
     //  free adds nothing (it used 50000 and has 20000 in flight: 180000
     //  left; a quarter of 562500 is 140625) but renews the expiry.
@@ -497,51 +499,51 @@ void billing_lease_test(bool verbose)
     ask.used_micros = 50000;
     ask.inflight = 20000;
     billing_lease_ask(leases, catalog, &ask, 1500, wall, &grant);
-    assert(grant.status == 200 && grant.credit_micros == 250000);
+    PROTO_CHECK(grant.status == 200 && grant.credit_micros == 250000);
     //  Having used more (200000, 30000 left) it is topped up to the quarter.
     ask.used_micros = 200000;
     billing_lease_ask(leases, catalog, &ask, 1500, wall, &grant);
-    assert(grant.status == 200 && grant.credit_micros == 250000 + 140625 - 30000);
+    PROTO_CHECK(grant.status == 200 && grant.credit_micros == 250000 + 140625 - 30000);
     int64_t held = billing_lease_held(leases, 1);
-    assert(held == grant.credit_micros - 50000 + 187500);
+    PROTO_CHECK(held == grant.credit_micros - 50000 + 187500);
     //  Near the limit nothing new is leased: a hint of 100000 needs 16 times
     //  that in a quarter of what is free.
     billing_lease_ask_t big = {.holder = "ingress-3", .key_id = 10, .hint_micros = 100000};
     billing_lease_grant_t refused;
     billing_lease_ask(leases, catalog, &big, 1500, wall, &refused);
-    assert(refused.status == 204 && billing_lease_count(leases) == 2);
+    PROTO_CHECK(refused.status == 204 && billing_lease_count(leases) == 2);
     //  The holder returns: the hold shrinks to what it committed (200000
     //  ended, 20000 in flight) less what was settled here (50000).
     billing_lease_return(leases, catalog, grant.lease_id, 200000, 20000, 0, 0, 0, 1600);
-    assert(billing_lease_held(leases, 1) == 170000 + 187500);
+    PROTO_CHECK(billing_lease_held(leases, 1) == 170000 + 187500);
     billing_lease_settle(leases, catalog, grant.lease_id, 30000);
-    assert(billing_lease_held(leases, 1) == 140000 + 187500);
+    PROTO_CHECK(billing_lease_held(leases, 1) == 140000 + 187500);
     //  Revoked leases answer no more; expiry releases what is left.
     zlistx_t *holders = zlistx_new();
     zlistx_set_destructor(holders, (zlistx_destructor_fn *)zframe_destroy);
-    assert(billing_lease_revoke(leases, 1, 0, holders) == 1);
+    PROTO_CHECK(billing_lease_revoke(leases, 1, 0, holders) == 1);
     billing_lease_ask(leases, catalog, &other, 1700, wall, &refused);
     other.lease_id = grant2.lease_id;
     billing_lease_ask(leases, catalog, &other, 1700, wall, &refused);
-    assert(refused.status == 204);
-    assert(billing_lease_sweep(leases, catalog, 1000 + 2000 + 5000 + 1) == 2);
-    assert(billing_lease_held(leases, 1) == 0 && billing_lease_count(leases) == 0);
-    assert(billing_book_available(book, a) == 1000000 - 50000); //  r1 is pending
+    PROTO_CHECK(refused.status == 204);
+    PROTO_CHECK(billing_lease_sweep(leases, catalog, 1000 + 2000 + 5000 + 1) == 2);
+    PROTO_CHECK(billing_lease_held(leases, 1) == 0 && billing_lease_count(leases) == 0);
+    PROTO_CHECK(billing_book_available(book, a) == 1000000 - 50000); //  r1 is pending
 
     //  Limits: rpm 100 gives 25 requests; concurrency 40 gives 10 slots,
     //  which count as in flight for ADMIT; a return gives the unused back.
     billing_lease_ask_t limited = {.holder = "ingress-1", .key_id = 20, .hint_micros = 0};
     billing_lease_ask(leases, catalog, &limited, 10000, wall, &grant);
-    assert(grant.status == 200 && grant.requests_limited && grant.requests == 25);
-    assert(grant.slots_limited && grant.slots == 10 && !grant.tokens_limited);
+    PROTO_CHECK(grant.status == 200 && grant.requests_limited && grant.requests == 25);
+    PROTO_CHECK(grant.slots_limited && grant.slots == 10 && !grant.tokens_limited);
     const proto_account_t *b = proto_catalog_account(catalog, 2);
     billing_limit_t *b_limit = &billing_book_account(book, 2, b->balance_micros)->limit;
-    assert(b_limit->in_flight == 10);
+    PROTO_CHECK(b_limit->in_flight == 10);
     billing_lease_return(leases, catalog, grant.lease_id, 0, 0, 5, 0, 2, 10001);
-    assert(b_limit->in_flight == 2);
+    PROTO_CHECK(b_limit->in_flight == 2);
     billing_room_t room;
     billing_limit_room(b_limit, &b->limits, 10001, wall, &room);
-    assert(room.requests == 95);
+    PROTO_CHECK(room.requests == 95);
 
     //  Adoption: a lease this instance never granted keeps its holder's figures.
     billing_lease_ask_t known = {.holder = "ingress-9",
@@ -551,25 +553,25 @@ void billing_lease_test(bool verbose)
                                  .used_micros = 40000,
                                  .hint_micros = 10};
     billing_lease_ask(leases, catalog, &known, 20000, wall, &grant);
-    assert(grant.status == 200 && grant.lease_id == 777 && grant.credit_micros >= 100000);
-    assert(billing_lease_held(leases, 1) == grant.credit_micros - 40000);
+    PROTO_CHECK(grant.status == 200 && grant.lease_id == 777 && grant.credit_micros >= 100000);
+    PROTO_CHECK(billing_lease_held(leases, 1) == grant.credit_micros - 40000);
 
     //  A limit changed since the grant revokes; the same limits do not.
     billing_lease_ask_t again = {.holder = "ingress-5", .key_id = 20, .hint_micros = 0};
     billing_lease_ask(leases, catalog, &again, 20000, wall, &grant);
-    assert(grant.status == 200 && grant.requests_limited);
+    PROTO_CHECK(grant.status == 200 && grant.requests_limited);
     zlistx_t *changed = zlistx_new();
-    assert(billing_lease_review(leases, catalog, 20001, wall, changed) == 0);
+    PROTO_CHECK(billing_lease_review(leases, catalog, 20001, wall, changed) == 0);
     proto_catalog_t *lower = proto_catalog_from_json(
         "{\"accounts\":[{\"id\":1,\"name\":\"a\",\"balance_micros\":1000000},"
         "{\"id\":2,\"name\":\"b\",\"balance_micros\":1000000,\"rpm\":50,\"concurrency\":40}],"
         "\"keys\":[{\"id\":10,\"account_id\":1,\"hash\":\"h10\"},"
         "{\"id\":20,\"account_id\":2,\"hash\":\"h20\"}]}",
         error, sizeof error);
-    assert(lower);
-    assert(billing_lease_review(leases, lower, 20001, wall, changed) == 1);
-    assert((uint64_t)(uintptr_t)zlistx_first(changed) == 2);
-    assert(billing_lease_revoke(leases, 2, 0, holders) == 1);
+    PROTO_CHECK(lower);
+    PROTO_CHECK(billing_lease_review(leases, lower, 20001, wall, changed) == 1);
+    PROTO_CHECK((uint64_t)(uintptr_t)zlistx_first(changed) == 2);
+    PROTO_CHECK(billing_lease_revoke(leases, 2, 0, holders) == 1);
     zlistx_destroy(&changed);
     proto_catalog_destroy(&lower);
 
@@ -580,8 +582,8 @@ void billing_lease_test(bool verbose)
                                 error, sizeof error);
     billing_book_rebase(book, poorer);
     zlistx_t *accounts = zlistx_new();
-    assert(billing_lease_review(leases, poorer, 20001, wall, accounts) == 1);
-    assert((uint64_t)(uintptr_t)zlistx_first(accounts) == 1);
+    PROTO_CHECK(billing_lease_review(leases, poorer, 20001, wall, accounts) == 1);
+    PROTO_CHECK((uint64_t)(uintptr_t)zlistx_first(accounts) == 1);
     zlistx_destroy(&accounts);
     proto_catalog_destroy(&poorer);
     zlistx_destroy(&holders);

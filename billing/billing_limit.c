@@ -1,4 +1,5 @@
 #include "billing_limit.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <inttypes.h>
@@ -327,15 +328,15 @@ void billing_limit_test(bool verbose)
         printf(" * billing_limit: ");
     //  Calendar: 2024-02-29 12:00 UTC is day 19782, month 2024*12+1.
     uint64_t leap = 1709208000ULL * 1000000;
-    assert(billing_limit_day(leap) == 19782);
-    assert(billing_limit_month(leap) == 2024 * 12 + 1);
-    assert(billing_limit_ms_to_next_day(leap) == 12 * 3600 * 1000ULL);
-    assert(billing_limit_ms_to_next_month(leap) == 12 * 3600 * 1000ULL);
+    PROTO_CHECK(billing_limit_day(leap) == 19782);
+    PROTO_CHECK(billing_limit_month(leap) == 2024 * 12 + 1);
+    PROTO_CHECK(billing_limit_ms_to_next_day(leap) == 12 * 3600 * 1000ULL);
+    PROTO_CHECK(billing_limit_ms_to_next_month(leap) == 12 * 3600 * 1000ULL);
     uint64_t new_year_eve = 1735689599ULL * 1000000; //  2024-12-31 23:59:59
-    assert(billing_limit_month(new_year_eve) == 2024 * 12 + 11);
-    assert(billing_limit_month(new_year_eve + 1000000) == 2025 * 12);
-    assert(billing_limit_ms_to_next_month(new_year_eve) == 1000);
-    assert(billing_limit_ms_to_next_month(0) == 31ULL * 86400 * 1000);
+    PROTO_CHECK(billing_limit_month(new_year_eve) == 2024 * 12 + 11);
+    PROTO_CHECK(billing_limit_month(new_year_eve + 1000000) == 2025 * 12);
+    PROTO_CHECK(billing_limit_ms_to_next_month(new_year_eve) == 1000);
+    PROTO_CHECK(billing_limit_ms_to_next_month(0) == 31ULL * 86400 * 1000);
 
     billing_denial_t denial;
     uint64_t wall = leap;
@@ -343,77 +344,77 @@ void billing_limit_test(bool verbose)
     proto_limits_t limits = {.rpm = 2, .daily_micros = -1, .monthly_micros = -1};
     billing_limit_t key = {0};
     for (int i = 0; i < 2; i++) {
-        assert(billing_limit_check(&key, &limits, "key", 10, 0, 1000, wall, &denial));
+        PROTO_CHECK(billing_limit_check(&key, &limits, "key", 10, 0, 1000, wall, &denial));
         billing_limit_take(&key, &limits, 10, 0, 1000);
     }
-    assert(!billing_limit_check(&key, &limits, "key", 10, 0, 1000, wall, &denial));
-    assert(denial.status == 429 && strcmp(denial.code, "rate_limit_exceeded") == 0);
-    assert(denial.retry_after_ms == 30000);
-    assert(strstr(denial.message, "2 requests per minute"));
-    assert(!billing_limit_check(&key, &limits, "key", 10, 0, 21000, wall, &denial));
-    assert(denial.retry_after_ms == 10000);
-    assert(billing_limit_check(&key, &limits, "key", 10, 0, 31000, wall, &denial));
-    assert(key.in_flight == 2);
+    PROTO_CHECK(!billing_limit_check(&key, &limits, "key", 10, 0, 1000, wall, &denial));
+    PROTO_CHECK(denial.status == 429 && strcmp(denial.code, "rate_limit_exceeded") == 0);
+    PROTO_CHECK(denial.retry_after_ms == 30000);
+    PROTO_CHECK(strstr(denial.message, "2 requests per minute"));
+    PROTO_CHECK(!billing_limit_check(&key, &limits, "key", 10, 0, 21000, wall, &denial));
+    PROTO_CHECK(denial.retry_after_ms == 10000);
+    PROTO_CHECK(billing_limit_check(&key, &limits, "key", 10, 0, 31000, wall, &denial));
+    PROTO_CHECK(key.in_flight == 2);
 
     //  Concurrency 1: the second waits for the first to be released.
     limits = (proto_limits_t){.concurrency = 1, .daily_micros = -1, .monthly_micros = -1};
     key = (billing_limit_t){0};
     billing_limit_take(&key, &limits, 0, 100, 0);
-    assert(!billing_limit_check(&key, &limits, "account", 0, 0, 0, wall, &denial));
-    assert(strcmp(denial.code, "concurrency_limit_exceeded") == 0 &&
-           strstr(denial.message, "account"));
+    PROTO_CHECK(!billing_limit_check(&key, &limits, "account", 0, 0, 0, wall, &denial));
+    PROTO_CHECK(strcmp(denial.code, "concurrency_limit_exceeded") == 0 &&
+                strstr(denial.message, "account"));
     billing_limit_release(&key, &limits, 0, 0, 100, 0);
-    assert(key.in_flight == 0 && key.reserved_micros == 0);
-    assert(billing_limit_check(&key, &limits, "account", 0, 0, 0, wall, &denial));
+    PROTO_CHECK(key.in_flight == 0 && key.reserved_micros == 0);
+    PROTO_CHECK(billing_limit_check(&key, &limits, "account", 0, 0, 0, wall, &denial));
 
     //  tpm 1000: an estimate of 800 passes, leaving 200; the settlement
     //  says 1500 were used: the bucket is at -500 and a request of 100
     //  waits (600 tokens at 1000/min = 36 s).
     limits = (proto_limits_t){.tpm = 1000, .daily_micros = -1, .monthly_micros = -1};
     key = (billing_limit_t){0};
-    assert(billing_limit_check(&key, &limits, "key", 800, 0, 5, wall, &denial));
+    PROTO_CHECK(billing_limit_check(&key, &limits, "key", 800, 0, 5, wall, &denial));
     billing_limit_take(&key, &limits, 800, 0, 5);
-    assert(key.tpm_level == 200 * BILLING_LIMIT_SCALE);
+    PROTO_CHECK(key.tpm_level == 200 * BILLING_LIMIT_SCALE);
     billing_limit_release(&key, &limits, 800, 1500, 0, 5);
-    assert(key.tpm_level == -500 * BILLING_LIMIT_SCALE);
-    assert(!billing_limit_check(&key, &limits, "key", 100, 0, 5, wall, &denial));
-    assert(strcmp(denial.code, "token_limit_exceeded") == 0 && denial.retry_after_ms == 36000);
+    PROTO_CHECK(key.tpm_level == -500 * BILLING_LIMIT_SCALE);
+    PROTO_CHECK(!billing_limit_check(&key, &limits, "key", 100, 0, 5, wall, &denial));
+    PROTO_CHECK(strcmp(denial.code, "token_limit_exceeded") == 0 && denial.retry_after_ms == 36000);
     //  A request larger than the whole limit needs a full bucket, not more.
-    assert(billing_limit_check(&key, &limits, "key", 5000, 0, 5 + 90000, wall, &denial));
+    PROTO_CHECK(billing_limit_check(&key, &limits, "key", 5000, 0, 5 + 90000, wall, &denial));
     //  Bucket full after a long pause, never above capacity.
-    assert(billing_limit_check(&key, &limits, "key", 1000, 0, 10000000, wall, &denial));
-    assert(key.tpm_level == 1000 * BILLING_LIMIT_SCALE);
+    PROTO_CHECK(billing_limit_check(&key, &limits, "key", 1000, 0, 10000000, wall, &denial));
+    PROTO_CHECK(key.tpm_level == 1000 * BILLING_LIMIT_SCALE);
 
     //  Daily cap 1000 micros: 900 spent + 50 reserved + 100 wanted > 1000.
     limits = (proto_limits_t){.daily_micros = 1000, .monthly_micros = -1};
     key = (billing_limit_t){0};
     billing_limit_spend(&key, 900, wall);
     billing_limit_take(&key, &limits, 0, 50, 0);
-    assert(billing_limit_check(&key, &limits, "key", 0, 50, 0, wall, &denial));
-    assert(!billing_limit_check(&key, &limits, "key", 0, 100, 0, wall, &denial));
-    assert(strcmp(denial.code, "spend_limit_exceeded") == 0);
-    assert(denial.retry_after_ms == billing_limit_ms_to_next_day(wall));
-    assert(strstr(denial.message, "0.001000"));
+    PROTO_CHECK(billing_limit_check(&key, &limits, "key", 0, 50, 0, wall, &denial));
+    PROTO_CHECK(!billing_limit_check(&key, &limits, "key", 0, 100, 0, wall, &denial));
+    PROTO_CHECK(strcmp(denial.code, "spend_limit_exceeded") == 0);
+    PROTO_CHECK(denial.retry_after_ms == billing_limit_ms_to_next_day(wall));
+    PROTO_CHECK(strstr(denial.message, "0.001000"));
     //  A free request passes while the cap is not reached...
-    assert(billing_limit_check(&key, &limits, "key", 0, 0, 0, wall, &denial));
+    PROTO_CHECK(billing_limit_check(&key, &limits, "key", 0, 0, 0, wall, &denial));
     //  ...and not once it is.
     billing_limit_spend(&key, 60, wall);
-    assert(!billing_limit_check(&key, &limits, "key", 0, 0, 0, wall, &denial));
+    PROTO_CHECK(!billing_limit_check(&key, &limits, "key", 0, 0, 0, wall, &denial));
     //  The next day starts from zero.
-    assert(billing_limit_check(&key, &limits, "key", 0, 100, 0, wall + S_US_PER_DAY, &denial));
-    assert(key.day_micros == 0 && key.month_micros == 0); //  Feb 29 + 1 day: March
+    PROTO_CHECK(billing_limit_check(&key, &limits, "key", 0, 100, 0, wall + S_US_PER_DAY, &denial));
+    PROTO_CHECK(key.day_micros == 0 && key.month_micros == 0); //  Feb 29 + 1 day: March
     //  Monthly cap, loaded from the database at start.
     limits = (proto_limits_t){.daily_micros = -1, .monthly_micros = 5000};
     billing_limit_load(&key, 0, 4990, wall);
-    assert(!billing_limit_check(&key, &limits, "key", 0, 100, 0, wall, &denial));
-    assert(strstr(denial.message, "Monthly") && denial.retry_after_ms == 12 * 3600 * 1000ULL);
+    PROTO_CHECK(!billing_limit_check(&key, &limits, "key", 0, 100, 0, wall, &denial));
+    PROTO_CHECK(strstr(denial.message, "Monthly") && denial.retry_after_ms == 12 * 3600 * 1000ULL);
     //  A cap of 0 refuses everything that costs.
     limits = (proto_limits_t){.daily_micros = 0, .monthly_micros = -1};
     key = (billing_limit_t){0};
-    assert(!billing_limit_check(&key, &limits, "key", 0, 1, 0, wall, &denial));
+    PROTO_CHECK(!billing_limit_check(&key, &limits, "key", 0, 1, 0, wall, &denial));
     //  No limits: always fits.
     limits = (proto_limits_t){.daily_micros = -1, .monthly_micros = -1};
-    assert(billing_limit_check(&key, &limits, "key", UINT64_MAX, INT64_MAX, 0, wall, &denial));
+    PROTO_CHECK(billing_limit_check(&key, &limits, "key", UINT64_MAX, INT64_MAX, 0, wall, &denial));
     if (verbose)
         printf("OK\n");
 }

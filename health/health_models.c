@@ -1,4 +1,5 @@
 #include "health_models.h"
+#include "proto_check.h"
 #include "dispatch_upstream.h"
 #include "proto_msg.h"
 
@@ -59,15 +60,15 @@ void health_models_test(bool verbose)
     if (verbose)
         printf(" * health_models: ");
     char *url = health_models_url(PROTO_PROTOCOL_OPENAI, "https://api.example.com/v1/");
-    assert(strcmp(url, "https://api.example.com/v1/models") == 0);
+    PROTO_CHECK(strcmp(url, "https://api.example.com/v1/models") == 0);
     free(url);
     url = health_models_url(PROTO_PROTOCOL_ANTHROPIC, "http://127.0.0.1:9");
-    assert(strcmp(url, "http://127.0.0.1:9/v1/models?limit=1000") == 0);
+    PROTO_CHECK(strcmp(url, "http://127.0.0.1:9/v1/models?limit=1000") == 0);
     free(url);
     url = health_models_url(PROTO_PROTOCOL_GEMINI, "https://g.example/v1beta");
-    assert(strcmp(url, "https://g.example/v1beta/models?pageSize=1000") == 0);
+    PROTO_CHECK(strcmp(url, "https://g.example/v1beta/models?pageSize=1000") == 0);
     free(url);
-    assert(health_models_url(PROTO_PROTOCOL_NONE, "http://x") == NULL);
+    PROTO_CHECK(health_models_url(PROTO_PROTOCOL_NONE, "http://x") == NULL);
 
     struct curl_slist *headers = health_models_headers(PROTO_PROTOCOL_ANTHROPIC, "sk-1");
     bool key = false, version = false;
@@ -75,29 +76,30 @@ void health_models_test(bool verbose)
         key = key || strcmp(h->data, "x-api-key: sk-1") == 0;
         version = version || strncmp(h->data, "anthropic-version:", 18) == 0;
     }
-    assert(key && version);
+    PROTO_CHECK(key && version);
     curl_slist_free_all(headers);
 
     zlistx_t *names = zlistx_new();
     zlistx_set_destructor(names, (zlistx_destructor_fn *)zstr_free);
     const char *openai = "{\"object\":\"list\",\"data\":[{\"id\":\"gpt-4o\"},{\"id\":\"o3\"},"
                          "{\"id\":\"\"},{\"id\":\"bad name\"},{\"nope\":1}]}";
-    assert(health_models_parse(PROTO_PROTOCOL_OPENAI, openai, strlen(openai), names) == 2);
-    assert(strcmp(zlistx_first(names), "gpt-4o") == 0);
+    PROTO_CHECK(health_models_parse(PROTO_PROTOCOL_OPENAI, openai, strlen(openai), names) == 2);
+    PROTO_CHECK(strcmp(zlistx_first(names), "gpt-4o") == 0);
     zlistx_purge(names);
     const char *gemini = "{\"models\":[{\"name\":\"models/gemini-2.0-flash\"},"
                          "{\"name\":\"tunedModels/x\"}]}";
-    assert(health_models_parse(PROTO_PROTOCOL_GEMINI, gemini, strlen(gemini), names) == 2);
-    assert(strcmp(zlistx_first(names), "gemini-2.0-flash") == 0);
+    PROTO_CHECK(health_models_parse(PROTO_PROTOCOL_GEMINI, gemini, strlen(gemini), names) == 2);
+    PROTO_CHECK(strcmp(zlistx_first(names), "gemini-2.0-flash") == 0);
     zlistx_purge(names);
     const char *anthropic = "{\"data\":[{\"type\":\"model\",\"id\":\"claude-3-5-haiku\"}],"
                             "\"has_more\":false}";
-    assert(health_models_parse(PROTO_PROTOCOL_ANTHROPIC, anthropic, strlen(anthropic), names) == 1);
+    PROTO_CHECK(
+        health_models_parse(PROTO_PROTOCOL_ANTHROPIC, anthropic, strlen(anthropic), names) == 1);
     zlistx_purge(names);
     //  Not a list, not JSON, the wrong protocol's shape.
-    assert(health_models_parse(PROTO_PROTOCOL_OPENAI, "{\"error\":{}}", 12, names) == -1);
-    assert(health_models_parse(PROTO_PROTOCOL_OPENAI, "<html>", 6, names) == -1);
-    assert(health_models_parse(PROTO_PROTOCOL_GEMINI, openai, strlen(openai), names) == -1);
+    PROTO_CHECK(health_models_parse(PROTO_PROTOCOL_OPENAI, "{\"error\":{}}", 12, names) == -1);
+    PROTO_CHECK(health_models_parse(PROTO_PROTOCOL_OPENAI, "<html>", 6, names) == -1);
+    PROTO_CHECK(health_models_parse(PROTO_PROTOCOL_GEMINI, openai, strlen(openai), names) == -1);
     zlistx_destroy(&names);
     if (verbose)
         printf("OK\n");

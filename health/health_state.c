@@ -1,4 +1,5 @@
 #include "health_state.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -115,26 +116,26 @@ void health_state_test(bool verbose)
     const health_entry_t *entry = NULL;
     for (int i = 0; i < 10; i++)
         entry = health_state_record(state, 1, 2, "m", true, 1000, 100, 200, NULL);
-    assert(entry->level == HEALTH_UP && entry->success_ppm == 1000000);
-    assert(entry->latency_us == 1000);
+    PROTO_CHECK(entry->level == HEALTH_UP && entry->success_ppm == 1000000);
+    PROTO_CHECK(entry->latency_us == 1000);
     //  Failures pull the rate down through degraded to down.
     for (int i = 0; i < 10; i++)
         entry = health_state_record(state, 1, 2, "m", false, 5000, 0, 502, "timeout");
-    assert(entry->success_ppm == 500000 && entry->level == HEALTH_DEGRADED);
+    PROTO_CHECK(entry->success_ppm == 500000 && entry->level == HEALTH_DEGRADED);
     for (int i = 0; i < 64; i++)
         entry = health_state_record(state, 1, 2, "m", false, 5000, 0, 502, "timeout");
-    assert(entry->success_ppm == 0 && entry->level == HEALTH_DOWN);
-    assert(entry->last_status == 502 && strcmp(entry->last_error, "timeout") == 0);
-    assert(strcmp(health_level_name(entry->level), "down") == 0);
-    assert(entry->latency_us > 4000);
+    PROTO_CHECK(entry->success_ppm == 0 && entry->level == HEALTH_DOWN);
+    PROTO_CHECK(entry->last_status == 502 && strcmp(entry->last_error, "timeout") == 0);
+    PROTO_CHECK(strcmp(health_level_name(entry->level), "down") == 0);
+    PROTO_CHECK(entry->latency_us > 4000);
     //  A window of 64: 64 successes make it fully healthy again.
     for (int i = 0; i < 64; i++)
         entry = health_state_record(state, 1, 2, "m", true, 1000, 100, 200, NULL);
-    assert(entry->success_ppm == 1000000);
+    PROTO_CHECK(entry->success_ppm == 1000000);
     health_state_record(state, 1, 3, "m", true, 1, 1, 200, NULL);
-    assert(health_state_count(state) == 2);
+    PROTO_CHECK(health_state_count(state) == 2);
     health_state_destroy(&state);
-    assert(state == NULL);
+    PROTO_CHECK(state == NULL);
     if (verbose)
         printf("OK\n");
 }

@@ -1,4 +1,5 @@
 #include "ingress_buffer.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -114,47 +115,47 @@ void ingress_buffer_test(bool verbose)
         printf(" * ingress_buffer: ");
     ingress_buffer_t *buffer = ingress_buffer_new(10);
     char out[16];
-    assert(ingress_buffer_size(buffer) == 0);
-    assert(ingress_buffer_read(buffer, out, sizeof out) == 0);
+    PROTO_CHECK(ingress_buffer_size(buffer) == 0);
+    PROTO_CHECK(ingress_buffer_read(buffer, out, sizeof out) == 0);
 
     //  Frames come out in order, across reads of any size.
     zframe_t *frame = zframe_new("abcd", 4);
-    assert(ingress_buffer_append(buffer, &frame) == 0 && frame == NULL);
+    PROTO_CHECK(ingress_buffer_append(buffer, &frame) == 0 && frame == NULL);
     frame = zframe_new("", 0);
-    assert(ingress_buffer_append(buffer, &frame) == 0 && frame == NULL);
+    PROTO_CHECK(ingress_buffer_append(buffer, &frame) == 0 && frame == NULL);
     frame = zframe_new("efg", 3);
-    assert(ingress_buffer_append(buffer, &frame) == 0);
-    assert(ingress_buffer_size(buffer) == 7);
-    assert(ingress_buffer_read(buffer, out, 3) == 3 && memcmp(out, "abc", 3) == 0);
-    assert(ingress_buffer_read(buffer, out, 3) == 3 && memcmp(out, "def", 3) == 0);
-    assert(ingress_buffer_size(buffer) == 1);
+    PROTO_CHECK(ingress_buffer_append(buffer, &frame) == 0);
+    PROTO_CHECK(ingress_buffer_size(buffer) == 7);
+    PROTO_CHECK(ingress_buffer_read(buffer, out, 3) == 3 && memcmp(out, "abc", 3) == 0);
+    PROTO_CHECK(ingress_buffer_read(buffer, out, 3) == 3 && memcmp(out, "def", 3) == 0);
+    PROTO_CHECK(ingress_buffer_size(buffer) == 1);
 
     //  The limit counts unread bytes: 1 + 9 fits, one more does not.
     frame = zframe_new("123456789", 9);
-    assert(ingress_buffer_append(buffer, &frame) == 0);
+    PROTO_CHECK(ingress_buffer_append(buffer, &frame) == 0);
     frame = zframe_new("X", 1);
-    assert(ingress_buffer_append(buffer, &frame) == -1 && frame == NULL);
-    assert(ingress_buffer_size(buffer) == 10);
+    PROTO_CHECK(ingress_buffer_append(buffer, &frame) == -1 && frame == NULL);
+    PROTO_CHECK(ingress_buffer_size(buffer) == 10);
     //  Closing bytes go in whatever the limit.
-    assert(ingress_buffer_append_bytes(buffer, "!!", 2) == 0);
-    assert(ingress_buffer_read(buffer, out, sizeof out) == 12);
-    assert(memcmp(out, "g123456789!!", 12) == 0);
-    assert(ingress_buffer_size(buffer) == 0);
+    PROTO_CHECK(ingress_buffer_append_bytes(buffer, "!!", 2) == 0);
+    PROTO_CHECK(ingress_buffer_read(buffer, out, sizeof out) == 12);
+    PROTO_CHECK(memcmp(out, "g123456789!!", 12) == 0);
+    PROTO_CHECK(ingress_buffer_size(buffer) == 0);
 
     //  The ring grows and wraps.
     for (int round = 0; round < 3; round++) {
         for (int i = 0; i < 9; i++) {
             char byte = (char)('a' + i);
             frame = zframe_new(&byte, 1);
-            assert(ingress_buffer_append(buffer, &frame) == 0);
+            PROTO_CHECK(ingress_buffer_append(buffer, &frame) == 0);
         }
-        assert(ingress_buffer_read(buffer, out, 4) == 4 && memcmp(out, "abcd", 4) == 0);
-        assert(ingress_buffer_read(buffer, out, 16) == 5 && memcmp(out, "efghi", 5) == 0);
+        PROTO_CHECK(ingress_buffer_read(buffer, out, 4) == 4 && memcmp(out, "abcd", 4) == 0);
+        PROTO_CHECK(ingress_buffer_read(buffer, out, 16) == 5 && memcmp(out, "efghi", 5) == 0);
     }
     frame = zframe_new("leftover", 8);
     ingress_buffer_append(buffer, &frame);
     ingress_buffer_destroy(&buffer);
-    assert(buffer == NULL);
+    PROTO_CHECK(buffer == NULL);
     if (verbose)
         printf("OK\n");
 }

@@ -1,4 +1,5 @@
 #include "ingress_daemon.h"
+#include "proto_check.h"
 #include "proto_log.h"
 
 #include <arpa/inet.h>
@@ -422,32 +423,33 @@ void ingress_daemon_test(bool verbose)
     char error[256];
     test.daemon =
         ingress_daemon_new(loop, "test", "127.0.0.1:0", &limits, &handlers, error, sizeof error);
-    assert(test.daemon);
+    PROTO_CHECK(test.daemon);
     int port = ingress_daemon_port(test.daemon);
-    assert(port > 0);
-    assert(strcmp(ingress_daemon_host(test.daemon), "127.0.0.1") == 0);
+    PROTO_CHECK(port > 0);
+    PROTO_CHECK(strcmp(ingress_daemon_host(test.daemon), "127.0.0.1") == 0);
 
     //  The same port again is refused with the reason.
     char address[64];
     snprintf(address, sizeof address, "127.0.0.1:%d", port);
     ingress_daemon_t *twin =
         ingress_daemon_new(loop, "twin", address, &limits, &handlers, error, sizeof error);
-    assert(!twin);
-    assert(strstr(error, "Address already in use") && strstr(error, address));
-    assert(!ingress_daemon_new(loop, "bad", "nohost", &limits, &handlers, error, sizeof error));
+    PROTO_CHECK(!twin);
+    PROTO_CHECK(strstr(error, "Address already in use") && strstr(error, address));
+    PROTO_CHECK(
+        !ingress_daemon_new(loop, "bad", "nohost", &limits, &handlers, error, sizeof error));
 
     //  A request is served by the loop alone.
     int client = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
-    assert(connect(client, (struct sockaddr *)&to, sizeof to) == 0);
+    PROTO_CHECK(connect(client, (struct sockaddr *)&to, sizeof to) == 0);
     const char *request = "GET /hello?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    assert(write(client, request, strlen(request)) == (ssize_t)strlen(request));
+    PROTO_CHECK(write(client, request, strlen(request)) == (ssize_t)strlen(request));
     proto_loop_add_fd(loop, client, EPOLLIN, s_test_client, &test);
     proto_loop_set_turn(loop, s_test_turn, &test);
     proto_loop_run(loop);
-    assert(strncmp(test.reply, "HTTP/1.1 200", 12) == 0);
-    assert(test.requests == 1 && test.uri_seen);
+    PROTO_CHECK(strncmp(test.reply, "HTTP/1.1 200", 12) == 0);
+    PROTO_CHECK(test.requests == 1 && test.uri_seen);
     proto_loop_remove_fd(loop, client);
     close(client);
 
@@ -458,23 +460,23 @@ void ingress_daemon_test(bool verbose)
     int slow_fds[3];
     for (int i = 0; i < 3; i++) {
         slow_fds[i] = socket(AF_INET, SOCK_STREAM, 0);
-        assert(connect(slow_fds[i], (struct sockaddr *)&to, sizeof to) == 0);
-        assert(write(slow_fds[i], "GET /slow", 9) == 9);
+        PROTO_CHECK(connect(slow_fds[i], (struct sockaddr *)&to, sizeof to) == 0);
+        PROTO_CHECK(write(slow_fds[i], "GET /slow", 9) == 9);
         proto_loop_add_fd(loop, slow_fds[i], EPOLLIN | EPOLLRDHUP, s_test_slow, &slow);
     }
     proto_loop_run(loop);
-    assert(slow.closed == 3);
-    assert(ingress_daemon_deadline_closes(test.daemon) == 2);
+    PROTO_CHECK(slow.closed == 3);
+    PROTO_CHECK(ingress_daemon_deadline_closes(test.daemon) == 2);
     for (int i = 0; i < 3; i++)
         close(slow_fds[i]);
 
     ingress_daemon_quiesce(test.daemon);
     ingress_daemon_quiesce(test.daemon);
     int probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert(connect(probe, (struct sockaddr *)&to, sizeof to) != 0);
+    PROTO_CHECK(connect(probe, (struct sockaddr *)&to, sizeof to) != 0);
     close(probe);
     ingress_daemon_destroy(&test.daemon);
-    assert(test.daemon == NULL);
+    PROTO_CHECK(test.daemon == NULL);
     proto_loop_destroy(&loop);
     if (verbose)
         printf("OK\n");

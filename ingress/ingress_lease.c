@@ -1,4 +1,5 @@
 #include "ingress_lease.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <inttypes.h>
@@ -290,44 +291,44 @@ void ingress_lease_test(bool verbose)
     ingress_lease_t *leases = ingress_lease_new("ingress-test");
     ingress_lease_take_t take, other;
     //  No lease: ADMIT, and an ask goes out (once, until answered).
-    assert(!ingress_lease_admit(leases, 7, 100, 10, 1000, &take) && take.lease_id == 0);
+    PROTO_CHECK(!ingress_lease_admit(leases, 7, 100, 10, 1000, &take) && take.lease_id == 0);
     proto_msg_t *ask = ingress_lease_ask(leases, 7, 1, 100, 10, 1000);
-    assert(ask && proto_msg_type(ask) == PROTO_MSG_LEASE_ASK && !proto_msg_lease_id(ask));
-    assert(proto_msg_cost_micros(ask) == 100 &&
-           strcmp(proto_msg_instance(ask), "ingress-test") == 0);
+    PROTO_CHECK(ask && proto_msg_type(ask) == PROTO_MSG_LEASE_ASK && !proto_msg_lease_id(ask));
+    PROTO_CHECK(proto_msg_cost_micros(ask) == 100 &&
+                strcmp(proto_msg_instance(ask), "ingress-test") == 0);
     proto_msg_destroy(&ask);
-    assert(!ingress_lease_ask(leases, 7, 1, 100, 10, 1100));
+    PROTO_CHECK(!ingress_lease_ask(leases, 7, 1, 100, 10, 1100));
     //  Granted 1000 micros and 4 requests: four requests of 200 fit, then
     //  the requests run out.
     proto_msg_t *grant = s_test_grant(7, 55, 1000, 4);
     ingress_lease_granted(leases, grant, 1200);
     proto_msg_destroy(&grant);
     for (int i = 0; i < 4; i++)
-        assert(ingress_lease_admit(leases, 7, 200, 10, 1300, &take) && take.lease_id == 55);
-    assert(!ingress_lease_admit(leases, 7, 200, 10, 1300, &other));
+        PROTO_CHECK(ingress_lease_admit(leases, 7, 200, 10, 1300, &take) && take.lease_id == 55);
+    PROTO_CHECK(!ingress_lease_admit(leases, 7, 200, 10, 1300, &other));
     //  Running low: a renewal carries our figures.
     ask = ingress_lease_ask(leases, 7, 1, 200, 10, 1300);
-    assert(ask && proto_msg_lease_id(ask) == 55 && proto_msg_reserve_micros(ask) == 800 &&
-           proto_msg_requests(ask) == 4);
+    PROTO_CHECK(ask && proto_msg_lease_id(ask) == 55 && proto_msg_reserve_micros(ask) == 800 &&
+                proto_msg_requests(ask) == 4);
     proto_msg_destroy(&ask);
     //  A request ends costing 50: 150 of its estimate comes back.
     ingress_lease_release(leases, 7, &take, 50, 12);
     grant = s_test_grant(7, 55, 1500, 8);
     ingress_lease_granted(leases, grant, 1400);
     proto_msg_destroy(&grant);
-    assert(ingress_lease_admit(leases, 7, 800, 0, 1400, &take)); //  1500 - 50 - 600 = 850 left
-    assert(!ingress_lease_admit(leases, 7, 100, 0, 1400, &other));
+    PROTO_CHECK(ingress_lease_admit(leases, 7, 800, 0, 1400, &take)); //  1500 - 50 - 600 = 850 left
+    PROTO_CHECK(!ingress_lease_admit(leases, 7, 100, 0, 1400, &other));
     //  Expired: ADMIT again; the sweep gives it back with what is in flight.
-    assert(!ingress_lease_admit(leases, 7, 1, 0, 1400 + 2000, &other));
+    PROTO_CHECK(!ingress_lease_admit(leases, 7, 1, 0, 1400 + 2000, &other));
     zlistx_t *returns = zlistx_new();
     ingress_lease_sweep(leases, 1400 + 2000, returns);
-    assert(zlistx_size(returns) == 1);
+    PROTO_CHECK(zlistx_size(returns) == 1);
     proto_msg_t *back = zlistx_first(returns);
-    assert(proto_msg_type(back) == PROTO_MSG_LEASE_RETURN && proto_msg_lease_id(back) == 55 &&
-           proto_msg_reserve_micros(back) == 1400);
+    PROTO_CHECK(proto_msg_type(back) == PROTO_MSG_LEASE_RETURN && proto_msg_lease_id(back) == 55 &&
+                proto_msg_reserve_micros(back) == 1400);
     proto_msg_destroy(&back);
     zlistx_purge(returns);
-    assert(ingress_lease_count(leases) == 0);
+    PROTO_CHECK(ingress_lease_count(leases) == 0);
     //  A refusal sends the key to ADMIT for a while.
     ask = ingress_lease_ask(leases, 8, 1, 100, 0, 5000);
     proto_msg_destroy(&ask);
@@ -338,25 +339,25 @@ void ingress_lease_test(bool verbose)
     proto_msg_set_status(refusal, 204);
     ingress_lease_granted(leases, refusal, 5001);
     proto_msg_destroy(&refusal);
-    assert(!ingress_lease_ask(leases, 8, 1, 100, 0, 5500));
+    PROTO_CHECK(!ingress_lease_ask(leases, 8, 1, 100, 0, 5500));
     ask = ingress_lease_ask(leases, 8, 1, 100, 0, 6100);
-    assert(ask);
+    PROTO_CHECK(ask);
     proto_msg_destroy(&ask);
     //  Revocation: every lease of the account goes back.
     grant = s_test_grant(8, 66, 1000, -1);
     ingress_lease_granted(leases, grant, 6200);
     proto_msg_destroy(&grant);
-    assert(ingress_lease_admit(leases, 8, 100, 0, 6200, &take));
+    PROTO_CHECK(ingress_lease_admit(leases, 8, 100, 0, 6200, &take));
     proto_msg_t *revoke = proto_msg_new(PROTO_MSG_LEASE_REVOKE);
     proto_msg_set_account_id(revoke, 1);
     ingress_lease_revoked(leases, revoke, returns);
     proto_msg_destroy(&revoke);
     back = zlistx_first(returns);
-    assert(zlistx_size(returns) == 1 && proto_msg_lease_id(back) == 66 &&
-           proto_msg_reserve_micros(back) == 100);
+    PROTO_CHECK(zlistx_size(returns) == 1 && proto_msg_lease_id(back) == 66 &&
+                proto_msg_reserve_micros(back) == 100);
     proto_msg_destroy(&back);
     zlistx_destroy(&returns);
-    assert(!ingress_lease_admit(leases, 8, 100, 0, 6200, &other));
+    PROTO_CHECK(!ingress_lease_admit(leases, 8, 100, 0, 6200, &other));
     ingress_lease_release(leases, 8, &take, 10, 0); //  of a lease that is gone: ignored
     ingress_lease_destroy(&leases);
     if (verbose)

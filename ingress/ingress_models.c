@@ -1,4 +1,5 @@
 #include "ingress_models.h"
+#include "proto_check.h"
 #include "ingress_parse.h"
 #include "proto_msg.h"
 
@@ -170,54 +171,56 @@ void ingress_models_test(bool verbose)
         "\"models\":[{\"id\":1,\"name\":\"m1\"},{\"id\":2,\"name\":\"m2\"},"
         "{\"id\":3,\"name\":\"m3\"},{\"id\":4,\"name\":\"off\",\"status\":\"disabled\"}]}",
         error, sizeof error);
-    assert(catalog);
+    PROTO_CHECK(catalog);
     const proto_api_key_t *k10 = proto_catalog_key(catalog, 10);
     const proto_api_key_t *k11 = proto_catalog_key(catalog, 11);
     const proto_api_key_t *k20 = proto_catalog_key(catalog, 20);
-    assert(k10 && k11 && k20);
+    PROTO_CHECK(k10 && k11 && k20);
 
     ingress_models_t *models = ingress_models_new(1000, 2);
     bool hit = true;
     const char *list = ingress_models_list(models, catalog, k10, PROTO_PROTOCOL_OPENAI, 100, &hit);
-    assert(!hit);
+    PROTO_CHECK(!hit);
     json_t *root = json_loads(list, 0, NULL);
-    assert(root && strcmp(json_string_value(json_object_get(root, "object")), "list") == 0);
+    PROTO_CHECK(root && strcmp(json_string_value(json_object_get(root, "object")), "list") == 0);
     json_t *data = json_object_get(root, "data");
     //  Every active model the key and its account allow, no disabled one.
-    assert(json_array_size(data) == 3);
-    assert(strcmp(json_string_value(json_object_get(json_array_get(data, 0), "id")), "m1") == 0);
+    PROTO_CHECK(json_array_size(data) == 3);
+    PROTO_CHECK(strcmp(json_string_value(json_object_get(json_array_get(data, 0), "id")), "m1") ==
+                0);
     json_decref(root);
-    assert(!strstr(list, "\"off\""));
+    PROTO_CHECK(!strstr(list, "\"off\""));
     //  The key's list and the account's list both apply.
     list = ingress_models_list(models, catalog, k11, PROTO_PROTOCOL_OPENAI, 100, &hit);
-    assert(!hit && strstr(list, "\"m2\"") && !strstr(list, "\"m1\"") && !strstr(list, "\"m3\""));
+    PROTO_CHECK(!hit && strstr(list, "\"m2\"") && !strstr(list, "\"m1\"") &&
+                !strstr(list, "\"m3\""));
     list = ingress_models_list(models, catalog, k20, PROTO_PROTOCOL_ANTHROPIC, 100, &hit);
     root = json_loads(list, 0, NULL);
-    assert(json_array_size(json_object_get(root, "data")) == 2);
-    assert(json_is_false(json_object_get(root, "has_more")));
-    assert(strcmp(json_string_value(json_object_get(root, "last_id")), "m2") == 0);
+    PROTO_CHECK(json_array_size(json_object_get(root, "data")) == 2);
+    PROTO_CHECK(json_is_false(json_object_get(root, "has_more")));
+    PROTO_CHECK(strcmp(json_string_value(json_object_get(root, "last_id")), "m2") == 0);
     json_decref(root);
     //  The cache held at most two lists: the third started it over.
-    assert(ingress_models_size(models) == 1);
+    PROTO_CHECK(ingress_models_size(models) == 1);
     //  Served from the cache until the TTL, then rebuilt.
     ingress_models_list(models, catalog, k20, PROTO_PROTOCOL_ANTHROPIC, 1099, &hit);
-    assert(hit);
+    PROTO_CHECK(hit);
     ingress_models_list(models, catalog, k20, PROTO_PROTOCOL_ANTHROPIC, 1100, &hit);
-    assert(!hit);
+    PROTO_CHECK(!hit);
     list = ingress_models_list(models, catalog, k10, PROTO_PROTOCOL_GEMINI, 100, &hit);
-    assert(strstr(list, "\"models/m3\"") && strstr(list, "\"models\":["));
+    PROTO_CHECK(strstr(list, "\"models/m3\"") && strstr(list, "\"models\":["));
     ingress_models_reset(models);
-    assert(ingress_models_size(models) == 0);
+    PROTO_CHECK(ingress_models_size(models) == 0);
 
     char *one = ingress_models_one(catalog, k10, PROTO_PROTOCOL_OPENAI, "m3");
-    assert(one && strstr(one, "\"id\":\"m3\"") && strstr(one, "\"object\":\"model\""));
+    PROTO_CHECK(one && strstr(one, "\"id\":\"m3\"") && strstr(one, "\"object\":\"model\""));
     free(one);
     one = ingress_models_one(catalog, k10, PROTO_PROTOCOL_GEMINI, "models/m1");
-    assert(one && strstr(one, "\"name\":\"models/m1\""));
+    PROTO_CHECK(one && strstr(one, "\"name\":\"models/m1\""));
     free(one);
-    assert(!ingress_models_one(catalog, k11, PROTO_PROTOCOL_OPENAI, "m1"));
-    assert(!ingress_models_one(catalog, k10, PROTO_PROTOCOL_OPENAI, "off"));
-    assert(!ingress_models_one(catalog, k10, PROTO_PROTOCOL_OPENAI, "nope"));
+    PROTO_CHECK(!ingress_models_one(catalog, k11, PROTO_PROTOCOL_OPENAI, "m1"));
+    PROTO_CHECK(!ingress_models_one(catalog, k10, PROTO_PROTOCOL_OPENAI, "off"));
+    PROTO_CHECK(!ingress_models_one(catalog, k10, PROTO_PROTOCOL_OPENAI, "nope"));
     ingress_models_destroy(&models);
     proto_catalog_destroy(&catalog);
     if (verbose)

@@ -1,4 +1,5 @@
 #include "ingress_parse.h"
+#include "proto_check.h"
 #include "proto_crypto.h"
 #include "proto_msg.h"
 
@@ -397,8 +398,8 @@ static void s_test_body_error(const char *body, const char *expect)
     char error[256];
     int rc = ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, body, strlen(body), &parsed,
                                 error, sizeof error);
-    assert(rc == -1);
-    assert(strstr(error, expect));
+    PROTO_CHECK(rc == -1);
+    PROTO_CHECK(strstr(error, expect));
 }
 
 void ingress_parse_test(bool verbose)
@@ -406,118 +407,119 @@ void ingress_parse_test(bool verbose)
     if (verbose)
         printf(" * ingress_parse: ");
     //  Accept: text/event-stream among other ranges, not with q=0.
-    assert(ingress_parse_accepts_sse("text/event-stream"));
-    assert(ingress_parse_accepts_sse("application/json, Text/Event-Stream;q=0.9"));
-    assert(!ingress_parse_accepts_sse("application/json"));
-    assert(!ingress_parse_accepts_sse("text/event-stream;q=0"));
-    assert(!ingress_parse_accepts_sse("text/event-streams"));
-    assert(!ingress_parse_accepts_sse("*/*"));
-    assert(!ingress_parse_accepts_sse(NULL));
+    PROTO_CHECK(ingress_parse_accepts_sse("text/event-stream"));
+    PROTO_CHECK(ingress_parse_accepts_sse("application/json, Text/Event-Stream;q=0.9"));
+    PROTO_CHECK(!ingress_parse_accepts_sse("application/json"));
+    PROTO_CHECK(!ingress_parse_accepts_sse("text/event-stream;q=0"));
+    PROTO_CHECK(!ingress_parse_accepts_sse("text/event-streams"));
+    PROTO_CHECK(!ingress_parse_accepts_sse("*/*"));
+    PROTO_CHECK(!ingress_parse_accepts_sse(NULL));
     {
         char *body = strdup("  {\"model\":\"m\"}");
         size_t size = strlen(body);
-        assert(ingress_parse_add_stream(&body, &size) == 0);
-        assert(size == strlen(body) && strcmp(body, "  {\"stream\":true,\"model\":\"m\"}") == 0);
+        PROTO_CHECK(ingress_parse_add_stream(&body, &size) == 0);
+        PROTO_CHECK(size == strlen(body) &&
+                    strcmp(body, "  {\"stream\":true,\"model\":\"m\"}") == 0);
         free(body);
         body = strdup("[1]");
         size = 3;
-        assert(ingress_parse_add_stream(&body, &size) == -1);
+        PROTO_CHECK(ingress_parse_add_stream(&body, &size) == -1);
         free(body);
     }
     //  Values a body would make: a 16 MiB array of zeros is counted in
     //  one pass, no allocation, and stops at the limit.
     const char *nested = "{\"a\":[1,2,{\"b\":\"x,:[{\\\"\"}]}";
-    assert(ingress_parse_json_elements(nested, strlen(nested), 100) == 8);
-    assert(ingress_parse_json_elements("0", 1, 100) == 1);
+    PROTO_CHECK(ingress_parse_json_elements(nested, strlen(nested), 100) == 8);
+    PROTO_CHECK(ingress_parse_json_elements("0", 1, 100) == 1);
     size_t zeros_size = 16u * 1024 * 1024;
     char *zeros = malloc(zeros_size);
-    assert(zeros);
+    PROTO_CHECK(zeros);
     zeros[0] = '[';
     for (size_t i = 1; i + 1 < zeros_size; i += 2) {
         zeros[i] = '0';
         zeros[i + 1] = ',';
     }
     zeros[zeros_size - 1] = ']';
-    assert(ingress_parse_json_elements(zeros, zeros_size, 1000000) > 1000000);
+    PROTO_CHECK(ingress_parse_json_elements(zeros, zeros_size, 1000000) > 1000000);
     free(zeros);
-    assert(proto_crypto_init() == 0);
+    PROTO_CHECK(proto_crypto_init() == 0);
 
     //  Keys: Bearer wins, then x-api-key, x-goog-api-key, ?key=.
     size_t length;
     ingress_key_source_t source;
     const char *key = ingress_parse_key("Bearer  tg-abc  ", "x", NULL, NULL, &length, &source);
-    assert(key && length == 6 && memcmp(key, "tg-abc", 6) == 0);
-    assert(source == INGRESS_KEY_BEARER);
+    PROTO_CHECK(key && length == 6 && memcmp(key, "tg-abc", 6) == 0);
+    PROTO_CHECK(source == INGRESS_KEY_BEARER);
     key = ingress_parse_key("bearer\ttg-x", NULL, NULL, NULL, &length, &source);
-    assert(key && length == 4 && source == INGRESS_KEY_BEARER);
+    PROTO_CHECK(key && length == 4 && source == INGRESS_KEY_BEARER);
     key = ingress_parse_key("Basic dXNlcjpwYXNz", "sk-ant", NULL, NULL, &length, &source);
-    assert(key && strcmp(key, "sk-ant") == 0 && source == INGRESS_KEY_X_API_KEY);
+    PROTO_CHECK(key && strcmp(key, "sk-ant") == 0 && source == INGRESS_KEY_X_API_KEY);
     key = ingress_parse_key("Bearer ", NULL, "goog", NULL, &length, &source);
-    assert(key && length == 4 && source == INGRESS_KEY_GOOG);
+    PROTO_CHECK(key && length == 4 && source == INGRESS_KEY_GOOG);
     key = ingress_parse_key("", "", "", "q", &length, &source);
-    assert(key && length == 1 && source == INGRESS_KEY_QUERY);
+    PROTO_CHECK(key && length == 1 && source == INGRESS_KEY_QUERY);
     key = ingress_parse_key("BearerX abc", NULL, NULL, NULL, &length, &source);
-    assert(!key && source == INGRESS_KEY_NONE && length == 0);
-    assert(!ingress_parse_key(NULL, NULL, NULL, NULL, &length, &source));
+    PROTO_CHECK(!key && source == INGRESS_KEY_NONE && length == 0);
+    PROTO_CHECK(!ingress_parse_key(NULL, NULL, NULL, NULL, &length, &source));
 
     //  Request ids.
-    assert(ingress_parse_request_id_valid("a"));
-    assert(ingress_parse_request_id_valid("req-1.2_3"));
+    PROTO_CHECK(ingress_parse_request_id_valid("a"));
+    PROTO_CHECK(ingress_parse_request_id_valid("req-1.2_3"));
     char long_id[70];
     memset(long_id, 'a', 64);
     long_id[64] = '\0';
-    assert(ingress_parse_request_id_valid(long_id));
+    PROTO_CHECK(ingress_parse_request_id_valid(long_id));
     long_id[64] = 'a';
     long_id[65] = '\0';
-    assert(!ingress_parse_request_id_valid(long_id));
-    assert(!ingress_parse_request_id_valid(""));
-    assert(!ingress_parse_request_id_valid(NULL));
+    PROTO_CHECK(!ingress_parse_request_id_valid(long_id));
+    PROTO_CHECK(!ingress_parse_request_id_valid(""));
+    PROTO_CHECK(!ingress_parse_request_id_valid(NULL));
     char mine[PROTO_MSG_RID_MAX + 1], again[PROTO_MSG_RID_MAX + 1];
     ingress_parse_client_request_id("my-id.1", mine);
     ingress_parse_client_request_id("my-id.1", again);
-    assert(strncmp(mine, "my-id.1.", 8) == 0 && strlen(mine) == 8 + 16);
-    assert(strcmp(mine, again) != 0); //  a reused client id never repeats ours
+    PROTO_CHECK(strncmp(mine, "my-id.1.", 8) == 0 && strlen(mine) == 8 + 16);
+    PROTO_CHECK(strcmp(mine, again) != 0); //  a reused client id never repeats ours
     ingress_parse_client_request_id(long_id, mine);
-    assert(strlen(mine) == 40 + 1 + 16 && ingress_parse_request_id_valid(mine));
-    assert(!ingress_parse_request_id_valid("a b"));
-    assert(!ingress_parse_request_id_valid("a\"b"));
-    assert(!ingress_parse_request_id_valid("a/b"));
+    PROTO_CHECK(strlen(mine) == 40 + 1 + 16 && ingress_parse_request_id_valid(mine));
+    PROTO_CHECK(!ingress_parse_request_id_valid("a b"));
+    PROTO_CHECK(!ingress_parse_request_id_valid("a\"b"));
+    PROTO_CHECK(!ingress_parse_request_id_valid("a/b"));
     char id[INGRESS_REQUEST_ID_HEX + 1], other[INGRESS_REQUEST_ID_HEX + 1];
     ingress_parse_new_request_id(id);
     ingress_parse_new_request_id(other);
-    assert(strlen(id) == 32 && strcmp(id, other) != 0);
+    PROTO_CHECK(strlen(id) == 32 && strcmp(id, other) != 0);
     for (int i = 0; i < 32; i++)
-        assert(isdigit((unsigned char)id[i]) || (id[i] >= 'a' && id[i] <= 'f'));
+        PROTO_CHECK(isdigit((unsigned char)id[i]) || (id[i] >= 'a' && id[i] <= 'f'));
 
     //  Trace context: kept trace id, new span; made up when absent or bad.
     const char *incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    assert(ingress_parse_traceparent_valid(incoming));
+    PROTO_CHECK(ingress_parse_traceparent_valid(incoming));
     char trace[INGRESS_TRACE_SIZE];
     ingress_parse_traceparent(incoming, trace);
-    assert(strlen(trace) == 55 && ingress_parse_traceparent_valid(trace));
-    assert(strncmp(trace, incoming, 36) == 0);
-    assert(strncmp(trace + 36, incoming + 36, 16) != 0);
-    assert(strcmp(trace + 52, "-01") == 0);
-    assert(!ingress_parse_traceparent_valid(
+    PROTO_CHECK(strlen(trace) == 55 && ingress_parse_traceparent_valid(trace));
+    PROTO_CHECK(strncmp(trace, incoming, 36) == 0);
+    PROTO_CHECK(strncmp(trace + 36, incoming + 36, 16) != 0);
+    PROTO_CHECK(strcmp(trace + 52, "-01") == 0);
+    PROTO_CHECK(!ingress_parse_traceparent_valid(
         "00-00000000000000000000000000000000-00f067aa0ba902b7-01"));
-    assert(!ingress_parse_traceparent_valid(
+    PROTO_CHECK(!ingress_parse_traceparent_valid(
         "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
-    assert(!ingress_parse_traceparent_valid("garbage"));
+    PROTO_CHECK(!ingress_parse_traceparent_valid("garbage"));
     ingress_parse_traceparent("garbage", trace);
-    assert(ingress_parse_traceparent_valid(trace) && strcmp(trace + 52, "-01") == 0);
+    PROTO_CHECK(ingress_parse_traceparent_valid(trace) && strcmp(trace + 52, "-01") == 0);
     ingress_parse_traceparent(NULL, trace);
-    assert(ingress_parse_traceparent_valid(trace));
+    PROTO_CHECK(ingress_parse_traceparent_valid(trace));
 
     //  Bodies.
     ingress_body_t parsed;
     char error[256];
     const char *good = "{\"model\":\"gpt-x\",\"messages\":[],\"stream\":true,"
                        "\"stream_options\":{\"include_usage\":true}}";
-    assert(ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, good, strlen(good), &parsed,
-                              error, sizeof error) == 0);
-    assert(strcmp(parsed.model, "gpt-x") == 0 && parsed.stream && parsed.include_usage);
-    assert(parsed.stream_given);
-    assert(parsed.tokens_estimate > 0);
+    PROTO_CHECK(ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, good, strlen(good), &parsed,
+                                   error, sizeof error) == 0);
+    PROTO_CHECK(strcmp(parsed.model, "gpt-x") == 0 && parsed.stream && parsed.include_usage);
+    PROTO_CHECK(parsed.stream_given);
+    PROTO_CHECK(parsed.tokens_estimate > 0);
     {
         ingress_body_t limits;
         const char *cases[][2] = {
@@ -531,38 +533,38 @@ void ingress_parse_test(bool verbose)
             {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "0"},
         };
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-            assert(ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, cases[i][0],
-                                      strlen(cases[i][0]), &limits, error, sizeof error) == 0);
-            assert(limits.max_output == strtoull(cases[i][1], NULL, 10));
+            PROTO_CHECK(ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, cases[i][0],
+                                           strlen(cases[i][0]), &limits, error, sizeof error) == 0);
+            PROTO_CHECK(limits.max_output == strtoull(cases[i][1], NULL, 10));
         }
     }
     const char *plain = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
-    assert(ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, plain, strlen(plain), &parsed,
-                              error, sizeof error) == 0);
-    assert(!parsed.stream && !parsed.include_usage && !parsed.stream_given);
-    assert(parsed.session[0] == '\0' && parsed.capabilities[0] == '\0');
+    PROTO_CHECK(ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, plain, strlen(plain),
+                                   &parsed, error, sizeof error) == 0);
+    PROTO_CHECK(!parsed.stream && !parsed.include_usage && !parsed.stream_given);
+    PROTO_CHECK(parsed.session[0] == '\0' && parsed.capabilities[0] == '\0');
 
     //  Routing hints: sessions and needed capabilities, in each protocol's shape.
     const char *openai = "{\"model\":\"m\",\"user\":\"u-1\",\"tools\":[{\"type\":\"function\"}],"
                          "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
                          "\"image_url\":{\"url\":\"data:image/png;base64,AA\"}}]}]}";
-    assert(ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, openai, strlen(openai), &parsed,
-                              error, sizeof error) == 0);
-    assert(strcmp(parsed.session, "u-1") == 0);
-    assert(strcmp(parsed.capabilities, "tools,vision") == 0);
+    PROTO_CHECK(ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, openai, strlen(openai),
+                                   &parsed, error, sizeof error) == 0);
+    PROTO_CHECK(strcmp(parsed.session, "u-1") == 0);
+    PROTO_CHECK(strcmp(parsed.capabilities, "tools,vision") == 0);
     const char *anthropic = "{\"model\":\"m\",\"max_tokens\":5,\"metadata\":{\"user_id\":\"a-2\"},"
                             "\"system\":[{\"type\":\"text\",\"text\":\"s\",\"cache_control\":"
                             "{\"type\":\"ephemeral\",\"ttl\":\"1h\"}}],"
                             "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
-    assert(ingress_parse_body(PROTO_PROTOCOL_ANTHROPIC, false, NULL, anthropic, strlen(anthropic),
-                              &parsed, error, sizeof error) == 0);
-    assert(strcmp(parsed.session, "a-2") == 0);
-    assert(strcmp(parsed.capabilities, "prompt-cache-1h") == 0);
+    PROTO_CHECK(ingress_parse_body(PROTO_PROTOCOL_ANTHROPIC, false, NULL, anthropic,
+                                   strlen(anthropic), &parsed, error, sizeof error) == 0);
+    PROTO_CHECK(strcmp(parsed.session, "a-2") == 0);
+    PROTO_CHECK(strcmp(parsed.capabilities, "prompt-cache-1h") == 0);
     const char *gemini = "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"inlineData\":"
                          "{\"mimeType\":\"image/jpeg\",\"data\":\"AA\"}}]}]}";
-    assert(ingress_parse_body(PROTO_PROTOCOL_GEMINI, false, "gemini-x", gemini, strlen(gemini),
-                              &parsed, error, sizeof error) == 0);
-    assert(strcmp(parsed.capabilities, "vision") == 0);
+    PROTO_CHECK(ingress_parse_body(PROTO_PROTOCOL_GEMINI, false, "gemini-x", gemini, strlen(gemini),
+                                   &parsed, error, sizeof error) == 0);
+    PROTO_CHECK(strcmp(parsed.capabilities, "vision") == 0);
     s_test_body_error("{\"model\":", "not valid JSON");
     s_test_body_error("", "not valid JSON");
     s_test_body_error("[1]", "JSON object");
@@ -613,23 +615,23 @@ void ingress_parse_test(bool verbose)
             ingress_parse_body(bodies[i].protocol, bodies[i].count, bodies[i].model, bodies[i].body,
                                strlen(bodies[i].body), &parsed, error, sizeof error);
         if (bodies[i].expect)
-            assert(rc == -1 && strstr(error, bodies[i].expect));
+            PROTO_CHECK(rc == -1 && strstr(error, bodies[i].expect));
         else
-            assert(rc == 0 && parsed.stream == bodies[i].stream && *parsed.model);
+            PROTO_CHECK(rc == 0 && parsed.stream == bodies[i].stream && *parsed.model);
     }
 
     //  Overhead: elapsed less upstream, never negative, three decimals.
-    assert(ingress_parse_overhead_us(1000, 6000, 4000) == 1000);
-    assert(ingress_parse_overhead_us(1000, 6000, 9000) == 0);
-    assert(ingress_parse_overhead_us(6000, 1000, 0) == 0);
-    assert(ingress_parse_overhead_us(0, 250, 0) == 250);
+    PROTO_CHECK(ingress_parse_overhead_us(1000, 6000, 4000) == 1000);
+    PROTO_CHECK(ingress_parse_overhead_us(1000, 6000, 9000) == 0);
+    PROTO_CHECK(ingress_parse_overhead_us(6000, 1000, 0) == 0);
+    PROTO_CHECK(ingress_parse_overhead_us(0, 250, 0) == 250);
     char text[32];
     ingress_parse_ms_text(1234, text, sizeof text);
-    assert(strcmp(text, "1.234") == 0);
+    PROTO_CHECK(strcmp(text, "1.234") == 0);
     ingress_parse_ms_text(5, text, sizeof text);
-    assert(strcmp(text, "0.005") == 0);
+    PROTO_CHECK(strcmp(text, "0.005") == 0);
     ingress_parse_ms_text(0, text, sizeof text);
-    assert(strcmp(text, "0.000") == 0);
+    PROTO_CHECK(strcmp(text, "0.000") == 0);
     if (verbose)
         printf("OK\n");
 }

@@ -1,6 +1,6 @@
 #include "ops_migrate.h"
 
-#include "ops_test.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -299,37 +299,37 @@ void ops_migrate_test(bool verbose)
         printf(" * ops_migrate: ");
     int version;
     char name[64];
-    OPS_CHECK(ops_migrate_parse_name("0001_init.sql", &version, name, sizeof name) == 0);
-    OPS_CHECK(version == 1 && strcmp(name, "init") == 0);
-    OPS_CHECK(ops_migrate_parse_name("0012_add_index.sql", &version, name, sizeof name) == 0);
-    OPS_CHECK(version == 12 && strcmp(name, "add_index") == 0);
-    OPS_CHECK(ops_migrate_parse_name("0000_zero.sql", &version, name, sizeof name) == -1);
-    OPS_CHECK(ops_migrate_parse_name("1_init.sql", &version, name, sizeof name) == -1);
-    OPS_CHECK(ops_migrate_parse_name("0001_.sql", &version, name, sizeof name) == -1);
-    OPS_CHECK(ops_migrate_parse_name("0001_in-it.sql", &version, name, sizeof name) == -1);
-    OPS_CHECK(ops_migrate_parse_name("0001_init.sql.bak", &version, name, sizeof name) == -1);
-    OPS_CHECK(ops_migrate_parse_name("0001_init.txt", &version, name, sizeof name) == -1);
-    OPS_CHECK(ops_migrate_parse_name("0001_averyveryverylongname.sql", &version, name, 8) == -1);
+    PROTO_CHECK(ops_migrate_parse_name("0001_init.sql", &version, name, sizeof name) == 0);
+    PROTO_CHECK(version == 1 && strcmp(name, "init") == 0);
+    PROTO_CHECK(ops_migrate_parse_name("0012_add_index.sql", &version, name, sizeof name) == 0);
+    PROTO_CHECK(version == 12 && strcmp(name, "add_index") == 0);
+    PROTO_CHECK(ops_migrate_parse_name("0000_zero.sql", &version, name, sizeof name) == -1);
+    PROTO_CHECK(ops_migrate_parse_name("1_init.sql", &version, name, sizeof name) == -1);
+    PROTO_CHECK(ops_migrate_parse_name("0001_.sql", &version, name, sizeof name) == -1);
+    PROTO_CHECK(ops_migrate_parse_name("0001_in-it.sql", &version, name, sizeof name) == -1);
+    PROTO_CHECK(ops_migrate_parse_name("0001_init.sql.bak", &version, name, sizeof name) == -1);
+    PROTO_CHECK(ops_migrate_parse_name("0001_init.txt", &version, name, sizeof name) == -1);
+    PROTO_CHECK(ops_migrate_parse_name("0001_averyveryverylongname.sql", &version, name, 8) == -1);
 
     //  The embedded set is non-empty, ordered, and carries the SQL text.
-    OPS_CHECK(ops_migrations_builtin_count >= 1);
-    OPS_CHECK(ops_migrations_builtin[0].version == 1);
-    OPS_CHECK(strstr(ops_migrations_builtin[0].sql, "CREATE TABLE accounts"));
-    OPS_CHECK(strlen(ops_migrations_builtin[0].sql) == ops_migrations_builtin[0].size);
+    PROTO_CHECK(ops_migrations_builtin_count >= 1);
+    PROTO_CHECK(ops_migrations_builtin[0].version == 1);
+    PROTO_CHECK(strstr(ops_migrations_builtin[0].sql, "CREATE TABLE accounts"));
+    PROTO_CHECK(strlen(ops_migrations_builtin[0].sql) == ops_migrations_builtin[0].size);
     for (size_t i = 1; i < ops_migrations_builtin_count; i++)
-        OPS_CHECK(ops_migrations_builtin[i].version > ops_migrations_builtin[i - 1].version);
-    OPS_CHECK(ops_migrations_builtin[ops_migrations_builtin_count].name == NULL);
+        PROTO_CHECK(ops_migrations_builtin[i].version > ops_migrations_builtin[i - 1].version);
+    PROTO_CHECK(ops_migrations_builtin[ops_migrations_builtin_count].name == NULL);
 
     ops_migrate_t *migrate = ops_migrate_new();
-    OPS_CHECK(ops_migrate_count(migrate) == ops_migrations_builtin_count);
-    OPS_CHECK(ops_migrate_add(migrate, 1, "again", "SELECT 1") == -1);
-    OPS_CHECK(ops_migrate_add(migrate, 0, "zero", "SELECT 1") == -1);
-    OPS_CHECK(ops_migrate_add(migrate, 9000, "late", "SELECT 1") == 0);
-    OPS_CHECK(ops_migrate_add(migrate, 8000, "early", "SELECT 1") == 0);
-    OPS_CHECK(ops_migrate_latest(migrate) == 9000);
+    PROTO_CHECK(ops_migrate_count(migrate) == ops_migrations_builtin_count);
+    PROTO_CHECK(ops_migrate_add(migrate, 1, "again", "SELECT 1") == -1);
+    PROTO_CHECK(ops_migrate_add(migrate, 0, "zero", "SELECT 1") == -1);
+    PROTO_CHECK(ops_migrate_add(migrate, 9000, "late", "SELECT 1") == 0);
+    PROTO_CHECK(ops_migrate_add(migrate, 8000, "early", "SELECT 1") == 0);
+    PROTO_CHECK(ops_migrate_latest(migrate) == 9000);
 
     char folder[] = "/tmp/ops_migrate_testXXXXXX";
-    OPS_CHECK(mkdtemp(folder));
+    PROTO_CHECK(mkdtemp(folder));
     char path[256];
     snprintf(path, sizeof path, "%s/0002_second.sql", folder);
     FILE *file = fopen(path, "w");
@@ -343,13 +343,13 @@ void ops_migrate_test(bool verbose)
     file = fopen(path, "w");
     fclose(file);
     char error[512];
-    OPS_CHECK(ops_migrate_load_dir(migrate, folder, error, sizeof error) == 0);
-    OPS_CHECK(ops_migrate_count(migrate) == 2 && ops_migrate_latest(migrate) == 2);
+    PROTO_CHECK(ops_migrate_load_dir(migrate, folder, error, sizeof error) == 0);
+    PROTO_CHECK(ops_migrate_count(migrate) == 2 && ops_migrate_latest(migrate) == 2);
     snprintf(path, sizeof path, "%s/1_bad.sql", folder);
     file = fopen(path, "w");
     fclose(file);
-    OPS_CHECK(ops_migrate_load_dir(migrate, folder, error, sizeof error) == -1);
-    OPS_CHECK(strstr(error, "1_bad.sql"));
+    PROTO_CHECK(ops_migrate_load_dir(migrate, folder, error, sizeof error) == -1);
+    PROTO_CHECK(strstr(error, "1_bad.sql"));
     unlink(path);
     snprintf(path, sizeof path, "%s/0001_first.sql", folder);
     unlink(path);
@@ -358,9 +358,9 @@ void ops_migrate_test(bool verbose)
     snprintf(path, sizeof path, "%s/README", folder);
     unlink(path);
     rmdir(folder);
-    OPS_CHECK(ops_migrate_load_dir(migrate, folder, error, sizeof error) == -1);
+    PROTO_CHECK(ops_migrate_load_dir(migrate, folder, error, sizeof error) == -1);
     ops_migrate_destroy(&migrate);
-    OPS_CHECK(migrate == NULL);
+    PROTO_CHECK(migrate == NULL);
     if (verbose)
         printf("OK\n");
 }

@@ -1,4 +1,5 @@
 #include "ops_reset.h"
+#include "proto_check.h"
 #include "admin_call.h"
 #include "proto_config.h"
 #include "proto_db.h"
@@ -278,14 +279,14 @@ void ops_reset_test(bool verbose)
         printf(" * ops_reset: ");
     //  Usage errors end before any database is looked for.
     char *missing[] = {"reset-password", NULL};
-    assert(ops_reset_main(1, missing) == 2);
+    PROTO_CHECK(ops_reset_main(1, missing) == 2);
     char *extra[] = {"reset-password", "a", "b", NULL};
-    assert(ops_reset_main(3, extra) == 2);
+    PROTO_CHECK(ops_reset_main(3, extra) == 2);
     char *unknown[] = {"reset-password", "a", "--nope", NULL};
-    assert(ops_reset_main(3, unknown) == 2);
+    PROTO_CHECK(ops_reset_main(3, unknown) == 2);
     //  A password the admin API would refuse changes nothing.
     char *weak[] = {"reset-password", "a", "--password", "short", "--database-url", "x", NULL};
-    assert(ops_reset_main(6, weak) == 2);
+    PROTO_CHECK(ops_reset_main(6, weak) == 2);
     if (verbose)
         printf("OK\n");
 }

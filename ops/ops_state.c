@@ -1,6 +1,6 @@
 #include "ops_state.h"
 
-#include "ops_test.h"
+#include "proto_check.h"
 #include "proto_socket.h"
 
 #include <assert.h>
@@ -448,48 +448,49 @@ void ops_state_test(bool verbose)
         printf(" * ops_state: ");
     char error[512];
     char base[] = "/tmp/ops_state_testXXXXXX";
-    OPS_CHECK(mkdtemp(base));
+    PROTO_CHECK(mkdtemp(base));
     char dir[256];
     snprintf(dir, sizeof dir, "%s/a/b", base);
     ops_state_t *state = ops_state_new(dir, error, sizeof error);
-    OPS_CHECK(state);
-    OPS_CHECK(strcmp(ops_state_dir(state), dir) == 0);
-    OPS_CHECK(!ops_state_exists(state));
-    OPS_CHECK(ops_state_create(state, error, sizeof error) == 0);
-    OPS_CHECK(ops_state_supervisor_pid(state) == 0);
-    OPS_CHECK(ops_state_write_config(state, "127.0.0.1", 18080, 18081, error, sizeof error) == 0);
-    OPS_CHECK(ops_state_exists(state));
-    OPS_CHECK(ops_state_write_config(state, "127.0.0.1", 1, 2, error, sizeof error) == -1);
+    PROTO_CHECK(state);
+    PROTO_CHECK(strcmp(ops_state_dir(state), dir) == 0);
+    PROTO_CHECK(!ops_state_exists(state));
+    PROTO_CHECK(ops_state_create(state, error, sizeof error) == 0);
+    PROTO_CHECK(ops_state_supervisor_pid(state) == 0);
+    PROTO_CHECK(ops_state_write_config(state, "127.0.0.1", 18080, 18081, error, sizeof error) == 0);
+    PROTO_CHECK(ops_state_exists(state));
+    PROTO_CHECK(ops_state_write_config(state, "127.0.0.1", 1, 2, error, sizeof error) == -1);
 
     struct stat info;
-    OPS_CHECK(stat(ops_state_path(state, "admin_token"), &info) == 0);
-    OPS_CHECK((info.st_mode & 0777) == 0600);
+    PROTO_CHECK(stat(ops_state_path(state, "admin_token"), &info) == 0);
+    PROTO_CHECK((info.st_mode & 0777) == 0600);
     proto_config_t *config = ops_state_load_config(state, error, sizeof error);
-    OPS_CHECK(config);
-    OPS_CHECK(strcmp(proto_config_str(config, "ingress.listen"), "127.0.0.1:18080") == 0);
-    OPS_CHECK(strlen(proto_config_str(config, "secret_key")) == 64);
+    PROTO_CHECK(config);
+    PROTO_CHECK(strcmp(proto_config_str(config, "ingress.listen"), "127.0.0.1:18080") == 0);
+    PROTO_CHECK(strlen(proto_config_str(config, "secret_key")) == 64);
     const char *token = proto_config_str(config, "admin.token");
-    OPS_CHECK(strcmp(proto_config_str(config, "admin.listen"), "127.0.0.1:18081") == 0);
-    OPS_CHECK(strncmp(token, "tga_", 4) == 0 && strlen(token) == 68);
-    OPS_CHECK(strstr(proto_config_str(config, "ledger.control_bind"), "/run/ledger-control.sock"));
-    OPS_CHECK(strstr(proto_config_str(config, "database_url"), "/run/pg"));
+    PROTO_CHECK(strcmp(proto_config_str(config, "admin.listen"), "127.0.0.1:18081") == 0);
+    PROTO_CHECK(strncmp(token, "tga_", 4) == 0 && strlen(token) == 68);
+    PROTO_CHECK(
+        strstr(proto_config_str(config, "ledger.control_bind"), "/run/ledger-control.sock"));
+    PROTO_CHECK(strstr(proto_config_str(config, "database_url"), "/run/pg"));
     proto_config_destroy(&config);
 
-    OPS_CHECK(ops_state_lock_supervisor(state, error, sizeof error) == 0);
-    OPS_CHECK(ops_state_supervisor_pid(state) == getpid());
+    PROTO_CHECK(ops_state_lock_supervisor(state, error, sizeof error) == 0);
+    PROTO_CHECK(ops_state_supervisor_pid(state) == getpid());
     ops_state_t *other = ops_state_new(dir, error, sizeof error);
-    OPS_CHECK(ops_state_lock_supervisor(other, error, sizeof error) == -1);
+    PROTO_CHECK(ops_state_lock_supervisor(other, error, sizeof error) == -1);
     ops_state_destroy(&other);
     ops_state_destroy(&state);
-    OPS_CHECK(state == NULL);
+    PROTO_CHECK(state == NULL);
 
-    OPS_CHECK(!ops_state_new("/tmp/has space", error, sizeof error));
+    PROTO_CHECK(!ops_state_new("/tmp/has space", error, sizeof error));
     char long_dir[200];
     memset(long_dir, 'x', sizeof long_dir - 1);
     long_dir[0] = '/';
     long_dir[sizeof long_dir - 1] = '\0';
-    OPS_CHECK(!ops_state_new(long_dir, error, sizeof error));
-    OPS_CHECK(strstr(error, "too long"));
+    PROTO_CHECK(!ops_state_new(long_dir, error, sizeof error));
+    PROTO_CHECK(strstr(error, "too long"));
 
     char path[300];
     snprintf(path, sizeof path, "%s/tail.txt", base);
@@ -502,12 +503,12 @@ void ops_state_test(bool verbose)
     ops_state_print_tail(path, 2, memory);
     ops_state_print_tail("/nonexistent/file", 2, memory);
     fclose(memory);
-    OPS_CHECK(strcmp(tail, "  two\n  three\n") == 0);
+    PROTO_CHECK(strcmp(tail, "  two\n  three\n") == 0);
     free(tail);
 
     char command[512];
     snprintf(command, sizeof command, "rm -rf '%s'", base);
-    OPS_CHECK(system(command) == 0);
+    PROTO_CHECK(system(command) == 0);
     if (verbose)
         printf("OK\n");
 }

@@ -2,7 +2,7 @@
 #include "proto_log.h"
 #include "proto_loop.h"
 
-#include "ops_test.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -469,27 +469,27 @@ void ops_supervisor_test(bool verbose)
 {
     if (verbose)
         printf(" * ops_supervisor: ");
-    OPS_CHECK(ops_supervisor_backoff(0, 0) == 100);
-    OPS_CHECK(ops_supervisor_backoff(100, 50) == 200);
-    OPS_CHECK(ops_supervisor_backoff(6400, 50) == 10000);
-    OPS_CHECK(ops_supervisor_backoff(10000, 50) == 10000);
-    OPS_CHECK(ops_supervisor_backoff(10000, 30000) == 100);
+    PROTO_CHECK(ops_supervisor_backoff(0, 0) == 100);
+    PROTO_CHECK(ops_supervisor_backoff(100, 50) == 200);
+    PROTO_CHECK(ops_supervisor_backoff(6400, 50) == 10000);
+    PROTO_CHECK(ops_supervisor_backoff(10000, 50) == 10000);
+    PROTO_CHECK(ops_supervisor_backoff(10000, 30000) == 100);
     char text[64];
     ops_supervisor_describe_exit(1 << 8, text, sizeof text);
-    OPS_CHECK(strcmp(text, "exit 1") == 0);
+    PROTO_CHECK(strcmp(text, "exit 1") == 0);
     ops_supervisor_describe_exit(SIGKILL, text, sizeof text);
-    OPS_CHECK(strncmp(text, "signal 9", 8) == 0);
+    PROTO_CHECK(strncmp(text, "signal 9", 8) == 0);
 
     //  A run over stand-in programs: shell scripts that sleep and, like the
     //  real programs, exit 0 on SIGTERM.
     char base[] = "/tmp/ops_supervisor_testXXXXXX";
-    OPS_CHECK(mkdtemp(base));
+    PROTO_CHECK(mkdtemp(base));
     char error[256], path[PATH_MAX];
     ops_state_t *state = ops_state_new(base, error, sizeof error);
-    OPS_CHECK(state);
-    OPS_CHECK(ops_state_create(state, error, sizeof error) == 0);
+    PROTO_CHECK(state);
+    PROTO_CHECK(ops_state_create(state, error, sizeof error) == 0);
     snprintf(path, sizeof path, "%s/bin", base);
-    OPS_CHECK(mkdir(path, 0755) == 0);
+    PROTO_CHECK(mkdir(path, 0755) == 0);
     for (int i = 0; ops_programs[i]; i++) {
         snprintf(path, sizeof path, "%s/bin/tollgate-%s", base, ops_programs[i]);
         FILE *file = fopen(path, "w");
@@ -498,7 +498,7 @@ void ops_supervisor_test(bool verbose)
         chmod(path, 0755);
     }
     pid_t child = fork();
-    OPS_CHECK(child >= 0);
+    PROTO_CHECK(child >= 0);
     if (child == 0) {
         //  A failed check aborts this test; the supervisor and its stand-ins
         //  must not outlive it.
@@ -512,36 +512,36 @@ void ops_supervisor_test(bool verbose)
         _exit(rc);
     }
     pid_t first = s_test_wait_running(state, 0, 0, 0);
-    OPS_CHECK(first > 0);
-    OPS_CHECK(ops_state_supervisor_pid(state) == child);
+    PROTO_CHECK(first > 0);
+    PROTO_CHECK(ops_state_supervisor_pid(state) == child);
     kill(first, SIGKILL);
     pid_t second = s_test_wait_running(state, 1, 0, first);
-    OPS_CHECK(second > 0);
+    PROTO_CHECK(second > 0);
     json_t *root;
     json_t *item = s_test_program(state, "ingress", &root);
-    OPS_CHECK(strncmp(json_string_value(json_object_get(item, "last_exit")), "signal 9", 8) == 0);
+    PROTO_CHECK(strncmp(json_string_value(json_object_get(item, "last_exit")), "signal 9", 8) == 0);
     json_decref(root);
 
     //  A planned restart: SIGTERM, exit 0, started again, counted apart.
-    OPS_CHECK(ops_supervisor_restart_request(child, "nonesuch") == -1);
-    OPS_CHECK(s_test_catches_term(second));
-    OPS_CHECK(ops_supervisor_restart_request(child, "ingress") == 0);
+    PROTO_CHECK(ops_supervisor_restart_request(child, "nonesuch") == -1);
+    PROTO_CHECK(s_test_catches_term(second));
+    PROTO_CHECK(ops_supervisor_restart_request(child, "ingress") == 0);
     pid_t third = s_test_wait_running(state, 1, 1, second);
-    OPS_CHECK(third > 0);
+    PROTO_CHECK(third > 0);
     item = s_test_program(state, "ingress", &root);
-    OPS_CHECK(strcmp(json_string_value(json_object_get(item, "last_exit")), "exit 0") == 0);
+    PROTO_CHECK(strcmp(json_string_value(json_object_get(item, "last_exit")), "exit 0") == 0);
     json_decref(root);
     second = third;
 
     kill(child, SIGTERM);
     int status;
-    OPS_CHECK(waitpid(child, &status, 0) == child);
-    OPS_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    OPS_CHECK(kill(second, 0) != 0); //  the program went with it
-    OPS_CHECK(ops_state_supervisor_pid(state) == 0);
+    PROTO_CHECK(waitpid(child, &status, 0) == child);
+    PROTO_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    PROTO_CHECK(kill(second, 0) != 0); //  the program went with it
+    PROTO_CHECK(ops_state_supervisor_pid(state) == 0);
     ops_state_destroy(&state);
     snprintf(path, sizeof path, "rm -rf '%s'", base);
-    OPS_CHECK(system(path) == 0);
+    PROTO_CHECK(system(path) == 0);
     if (verbose)
         printf("OK\n");
 }

@@ -1,4 +1,5 @@
 #include "ops_top.h"
+#include "proto_check.h"
 #include "proto_config.h"
 
 #include <assert.h>
@@ -636,30 +637,30 @@ void ops_top_test(bool verbose)
     s_parse(after, second);
     s_parse(after, "tollgate_ingress_in_flight 1\n"); //  a second instance adds up
     char value[32];
-    assert(s_label("x{a=\"1\",b=\"q\\\"\"}", "b", value, sizeof value) &&
-           strcmp(value, "q\"") == 0);
-    assert(!s_label("x{a=\"1\"}", "c", value, sizeof value));
+    PROTO_CHECK(s_label("x{a=\"1\",b=\"q\\\"\"}", "b", value, sizeof value) &&
+                strcmp(value, "q\"") == 0);
+    PROTO_CHECK(!s_label("x{a=\"1\"}", "c", value, sizeof value));
     json_t *frame = s_frame(before, after, 2000);
     json_t *providers = json_object_get(frame, "providers");
-    assert(json_array_size(providers) == 1); //  c's breaker is closed again
+    PROTO_CHECK(json_array_size(providers) == 1); //  c's breaker is closed again
     json_t *a = json_array_get(providers, 0);
-    assert(strcmp(json_string_value(json_object_get(a, "provider")), "a\"b") == 0);
-    assert(json_number_value(json_object_get(a, "attempts_per_s")) == 3.0);
-    assert(json_number_value(json_object_get(a, "errors_per_s")) == 1.0);
-    assert(json_integer_value(json_object_get(a, "errors_total")) == 4);
+    PROTO_CHECK(strcmp(json_string_value(json_object_get(a, "provider")), "a\"b") == 0);
+    PROTO_CHECK(json_number_value(json_object_get(a, "attempts_per_s")) == 3.0);
+    PROTO_CHECK(json_number_value(json_object_get(a, "errors_per_s")) == 1.0);
+    PROTO_CHECK(json_integer_value(json_object_get(a, "errors_total")) == 4);
     //  The window's 10 observations all fell under 100 ms: p50 is 50 ms.
-    assert(fabs(json_number_value(json_object_get(a, "latency_p50_ms")) - 50.0) < 0.01);
-    assert(strcmp(json_string_value(json_object_get(a, "breaker")), "open") == 0);
+    PROTO_CHECK(fabs(json_number_value(json_object_get(a, "latency_p50_ms")) - 50.0) < 0.01);
+    PROTO_CHECK(strcmp(json_string_value(json_object_get(a, "breaker")), "open") == 0);
     json_t *gateway = json_object_get(frame, "gateway");
-    assert(json_number_value(json_object_get(gateway, "requests_per_s")) == 3.0);
-    assert(json_number_value(json_object_get(gateway, "server_errors_per_s")) == 1.0);
-    assert(json_number_value(json_object_get(gateway, "in_flight")) == 4.0);
+    PROTO_CHECK(json_number_value(json_object_get(gateway, "requests_per_s")) == 3.0);
+    PROTO_CHECK(json_number_value(json_object_get(gateway, "server_errors_per_s")) == 1.0);
+    PROTO_CHECK(json_number_value(json_object_get(gateway, "in_flight")) == 4.0);
     char *text = NULL;
     size_t size = 0;
     FILE *out = open_memstream(&text, &size);
     s_print(out, frame);
     fclose(out);
-    assert(strstr(text, "a\"b") && strstr(text, "open (model m open)"));
+    PROTO_CHECK(strstr(text, "a\"b") && strstr(text, "open (model m open)"));
     free(text);
     json_decref(frame);
     s_sample_destroy(&before);

@@ -1,4 +1,5 @@
 #include "proto_batch.h"
+#include "proto_check.h"
 #include "proto_log.h"
 
 #include <assert.h>
@@ -350,7 +351,7 @@ static int s_test_drain(zsock_t *socket, s_test_seen_t *seen)
 {
     int wire = 0;
     while (zsock_events(socket) & ZMQ_POLLIN) {
-        assert(proto_batch_recv(socket, s_test_take, seen) == 0);
+        PROTO_CHECK(proto_batch_recv(socket, s_test_take, seen) == 0);
         wire++;
     }
     return wire;
@@ -363,27 +364,27 @@ void proto_batch_test(bool verbose)
     proto_loop_t *loop = proto_loop_new();
     zsock_t *pull = zsock_new_pull("inproc://proto-batch-test");
     zsock_t *push = zsock_new_push("inproc://proto-batch-test");
-    assert(pull && push);
+    PROTO_CHECK(pull && push);
 
     //  By count: 10 messages with max_items 4 make 2 full batches now, and
     //  2 messages wait for the delay.
     proto_batch_t *batch = proto_batch_new(loop, push, 4, 1 << 20, 20);
     for (int i = 0; i < 10; i++) {
         proto_msg_t *msg = s_test_msg(i);
-        assert(proto_batch_add(batch, &msg) == 0);
-        assert(!msg);
+        PROTO_CHECK(proto_batch_add(batch, &msg) == 0);
+        PROTO_CHECK(!msg);
     }
-    assert(proto_batch_pending(batch) == 2);
+    PROTO_CHECK(proto_batch_pending(batch) == 2);
     s_test_seen_t seen = {.bodies_ok = true};
     zclock_sleep(5);
-    assert(s_test_drain(pull, &seen) == 2);
-    assert(seen.count == 8 && seen.bodies_ok && strcmp(seen.last, "r7") == 0);
+    PROTO_CHECK(s_test_drain(pull, &seen) == 2);
+    PROTO_CHECK(seen.count == 8 && seen.bodies_ok && strcmp(seen.last, "r7") == 0);
     //  By time: the loop's timer sends the rest.
     proto_loop_add_timer(loop, 60, false, s_test_stop, NULL);
     proto_loop_run(loop);
-    assert(proto_batch_pending(batch) == 0);
-    assert(s_test_drain(pull, &seen) == 1);
-    assert(seen.count == 10 && seen.bodies_ok && strcmp(seen.last, "r9") == 0);
+    PROTO_CHECK(proto_batch_pending(batch) == 0);
+    PROTO_CHECK(s_test_drain(pull, &seen) == 1);
+    PROTO_CHECK(seen.count == 10 && seen.bodies_ok && strcmp(seen.last, "r9") == 0);
     proto_batch_destroy(&batch);
 
     //  By size: 1 KiB bodies, 4 KiB batches.
@@ -399,7 +400,7 @@ void proto_batch_test(bool verbose)
     zclock_sleep(5);
     seen = (s_test_seen_t){.bodies_ok = true};
     int wire = s_test_drain(pull, &seen);
-    assert(seen.count == 8 && wire >= 2 && wire <= 4);
+    PROTO_CHECK(seen.count == 8 && wire >= 2 && wire <= 4);
 
     //  A plain message is handed on as itself, and so is a batch of one.
     proto_msg_t *single = s_test_msg(2);
@@ -412,9 +413,9 @@ void proto_batch_test(bool verbose)
     {
         proto_msg_t *plain = NULL;
         proto_msg_t *first = NULL;
-        assert(proto_msg_recv(&first, pull) == 0 && proto_msg_type(first) == PROTO_MSG_SETTLE);
-        assert(proto_msg_recv(&plain, pull) == 0 && proto_msg_type(plain) == PROTO_MSG_SETTLE);
-        assert(zframe_size(proto_msg_body(plain)) == strlen("body-r4"));
+        PROTO_CHECK(proto_msg_recv(&first, pull) == 0 && proto_msg_type(first) == PROTO_MSG_SETTLE);
+        PROTO_CHECK(proto_msg_recv(&plain, pull) == 0 && proto_msg_type(plain) == PROTO_MSG_SETTLE);
+        PROTO_CHECK(zframe_size(proto_msg_body(plain)) == strlen("body-r4"));
         proto_msg_destroy(&first);
         proto_msg_destroy(&plain);
     }
@@ -422,7 +423,7 @@ void proto_batch_test(bool verbose)
     proto_msg_send(&single, push);
     zclock_sleep(5);
     seen = (s_test_seen_t){.bodies_ok = true};
-    assert(s_test_drain(pull, &seen) == 1 && seen.count == 1 && seen.bodies_ok);
+    PROTO_CHECK(s_test_drain(pull, &seen) == 1 && seen.count == 1 && seen.bodies_ok);
 
     //  Malformed bodies: truncated, lying lengths, a BATCH inside a BATCH.
     const uint8_t bad[][12] = {{0, 0, 0, 9, 1, 2}, {0xff, 0xff, 0xff, 0xff}, {0, 0, 0, 0}};
@@ -430,7 +431,7 @@ void proto_batch_test(bool verbose)
         proto_msg_t *msg = proto_msg_new(PROTO_MSG_BATCH);
         proto_msg_set_body_bytes(msg, bad[i], 6);
         seen = (s_test_seen_t){0};
-        assert(proto_batch_open(msg, s_test_take, &seen) == -2 && seen.count == 0);
+        PROTO_CHECK(proto_batch_open(msg, s_test_take, &seen) == -2 && seen.count == 0);
         proto_msg_destroy(&msg);
     }
     {
@@ -446,7 +447,7 @@ void proto_batch_test(bool verbose)
         free(envelope);
         proto_msg_t *msg = proto_msg_new(PROTO_MSG_BATCH);
         proto_msg_set_body_bytes(msg, record, 8 + size);
-        assert(proto_batch_open(msg, s_test_take, &seen) == -2);
+        PROTO_CHECK(proto_batch_open(msg, s_test_take, &seen) == -2);
         proto_msg_destroy(&msg);
     }
     //  Random bytes never crash the reader.
@@ -483,13 +484,13 @@ void proto_batch_test(bool verbose)
         proto_msg_set_routing_id(msg, ids[i % 2]);
         proto_batch_add(batch, &msg);
     }
-    assert(proto_batch_flush(batch) == 0);
+    PROTO_CHECK(proto_batch_flush(batch) == 0);
     zclock_sleep(5);
     for (int i = 0; i < 2; i++) {
         seen = (s_test_seen_t){.bodies_ok = true};
-        assert(s_test_drain(peers[i], &seen) == 1);
-        assert(seen.count == 3 && seen.bodies_ok);
-        assert(strcmp(seen.last, i ? "r5" : "r4") == 0);
+        PROTO_CHECK(s_test_drain(peers[i], &seen) == 1);
+        PROTO_CHECK(seen.count == 3 && seen.bodies_ok);
+        PROTO_CHECK(strcmp(seen.last, i ? "r5" : "r4") == 0);
         zframe_destroy(&seen.routing_id);
     }
     //  Received on the ROUTER, a batch's messages carry its routing id.
@@ -501,8 +502,8 @@ void proto_batch_test(bool verbose)
     proto_batch_destroy(&client);
     zclock_sleep(5);
     seen = (s_test_seen_t){.bodies_ok = true};
-    assert(s_test_drain(server, &seen) == 1 && seen.count == 3);
-    assert(seen.routing_id && zframe_eq(seen.routing_id, ids[1]));
+    PROTO_CHECK(s_test_drain(server, &seen) == 1 && seen.count == 3);
+    PROTO_CHECK(seen.routing_id && zframe_eq(seen.routing_id, ids[1]));
     zframe_destroy(&seen.routing_id);
     proto_batch_destroy(&batch);
     zframe_destroy(&ids[0]);

@@ -1,4 +1,5 @@
 #include "proto_capture.h"
+#include "proto_check.h"
 #include "proto_log.h"
 #include "proto_msg.h"
 #include "proto_trace.h"
@@ -351,21 +352,21 @@ void proto_capture_test(bool verbose)
              "twice sk-provider-secret-1; short tg-abc; tiny x");
     const char *secrets[] = {"sk-provider-secret-1", "x", NULL};
     proto_capture_redact(text, secrets, 3);
-    assert(strcmp(text, "key *** and *** twice ***; short tg-abc; tiny x") == 0);
+    PROTO_CHECK(strcmp(text, "key *** and *** twice ***; short tg-abc; tiny x") == 0);
     //  UTF-8 cut and sanitising.
     char *sane = s_text("a\xc3\xa9\xff\0b", 6);
-    assert(strcmp(sane, "a\xc3\xa9??b") == 0);
-    assert(s_cut(sane, 2) && strcmp(sane, "a") == 0);
+    PROTO_CHECK(strcmp(sane, "a\xc3\xa9??b") == 0);
+    PROTO_CHECK(s_cut(sane, 2) && strcmp(sane, "a") == 0);
     free(sane);
 
     proto_capture_configure(PROTO_CAPTURE_BASE, 65536);
-    assert(!proto_capture_bodies_new("x", 1));
-    assert(!proto_capture_headers_new(NULL));
+    PROTO_CHECK(!proto_capture_bodies_new("x", 1));
+    PROTO_CHECK(!proto_capture_headers_new(NULL));
     proto_capture_configure_json("{\"level\":\"full\",\"max_body_bytes\":16}");
-    assert(proto_capture_level() == PROTO_CAPTURE_FULL);
+    PROTO_CHECK(proto_capture_level() == PROTO_CAPTURE_FULL);
     const char *body = "{\"secret\":\"sk-provider-secret-1\",\"pad\":\"0123456789abcdef\"}";
     proto_capture_t *capture = proto_capture_bodies_new(body, strlen(body));
-    assert(capture);
+    PROTO_CHECK(capture);
     proto_capture_response_body(capture, "h\xc3\xa9llo ", 7);
     proto_capture_response_body(capture, "world and more than sixteen bytes", 33);
     proto_msg_t *kept = NULL;
@@ -373,17 +374,17 @@ void proto_capture_test(bool verbose)
     //  Without a catalog only the key shape is redacted; the secret goes
     //  with the cut here (16 bytes), which the redaction ran before.
     proto_capture_send(&capture, "req-9", "", PROTO_PROTOCOL_OPENAI, NULL);
-    assert(!capture && kept);
+    PROTO_CHECK(!capture && kept);
     zframe_t *frame = proto_msg_body(kept);
     json_t *row = json_loadb((const char *)zframe_data(frame), zframe_size(frame), 0, NULL);
-    assert(row);
-    assert(strcmp(json_string_value(json_object_get(row, "level")), "full") == 0);
-    assert(strcmp(json_string_value(json_object_get(row, "client_protocol")), "openai") == 0);
-    assert(strlen(json_string_value(json_object_get(row, "request_body"))) <= 16);
-    assert(json_is_true(json_object_get(row, "request_truncated")));
-    assert(json_is_true(json_object_get(row, "response_truncated")));
-    assert(strncmp(json_string_value(json_object_get(row, "response_body")), "h\xc3\xa9llo world",
-                   12) == 0);
+    PROTO_CHECK(row);
+    PROTO_CHECK(strcmp(json_string_value(json_object_get(row, "level")), "full") == 0);
+    PROTO_CHECK(strcmp(json_string_value(json_object_get(row, "client_protocol")), "openai") == 0);
+    PROTO_CHECK(strlen(json_string_value(json_object_get(row, "request_body"))) <= 16);
+    PROTO_CHECK(json_is_true(json_object_get(row, "request_truncated")));
+    PROTO_CHECK(json_is_true(json_object_get(row, "response_truncated")));
+    PROTO_CHECK(strncmp(json_string_value(json_object_get(row, "response_body")),
+                        "h\xc3\xa9llo world", 12) == 0);
     json_decref(row);
     proto_msg_destroy(&kept);
     proto_trace_set_sink(NULL, NULL);

@@ -11,6 +11,7 @@
     Then the bug classes users report most, asserted one by one.
 */
 #include "proto_convert_ir.h"
+#include "proto_check.h"
 #include "proto_sse.h"
 
 #include <assert.h>
@@ -374,9 +375,9 @@ static void s_test_malformed(void)
                 proto_convert_stream_event(stream, "", junk[bad], strlen(junk[bad]), out);
                 int rc = proto_convert_stream_finish(stream, true, out);
                 //  Nothing valid ended the upstream stream: the client is told.
-                assert(rc == -1);
-                assert(zchunk_size(out) > 0);
-                assert(*proto_convert_stream_error(stream));
+                PROTO_CHECK(rc == -1);
+                PROTO_CHECK(zchunk_size(out) > 0);
+                PROTO_CHECK(*proto_convert_stream_error(stream));
                 zchunk_destroy(&out);
                 proto_convert_stream_destroy(&stream);
             }
@@ -385,8 +386,8 @@ static void s_test_malformed(void)
     json_t *array = json_array();
     for (int up = 0; up < 4; up++)
         for (int cl = 0; cl < 4; cl++)
-            assert(!proto_convert_response(protocols[up], protocols[cl], array, "m", NULL, error,
-                                           sizeof error));
+            PROTO_CHECK(!proto_convert_response(protocols[up], protocols[cl], array, "m", NULL,
+                                                error, sizeof error));
     json_decref(array);
 }
 
@@ -402,46 +403,46 @@ static void s_test_cut(void)
                "{\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"usage\":"
                "{\"input_tokens\":10,\"cache_read_input_tokens\":90,\"output_tokens\":1}}}",
                &rc);
-    assert(rc == 0 && json_array_size(events) == 1);
+    PROTO_CHECK(rc == 0 && json_array_size(events) == 1);
     json_decref(events);
     events = s_feed(stream, "content_block_start",
                     "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":"
                     "\"text\",\"text\":\"\"}}",
                     &rc);
     //  An empty text block announces nothing.
-    assert(rc == 0 && json_array_size(events) == 0);
+    PROTO_CHECK(rc == 0 && json_array_size(events) == 0);
     json_decref(events);
     events = s_feed(stream, "content_block_delta",
                     "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
                     "\"text_delta\",\"text\":\"Hi\"}}",
                     &rc);
-    assert(rc == 0 && json_array_size(events) == 1);
+    PROTO_CHECK(rc == 0 && json_array_size(events) == 1);
     json_decref(events);
     zchunk_t *out = zchunk_new(NULL, 0);
-    assert(proto_convert_stream_finish(stream, false, out) == -1);
+    PROTO_CHECK(proto_convert_stream_finish(stream, false, out) == -1);
     zchunk_extend(out, "", 1);
-    assert(strstr((const char *)zchunk_data(out), "\"error\""));
-    assert(!strstr((const char *)zchunk_data(out), "[DONE]"));
+    PROTO_CHECK(strstr((const char *)zchunk_data(out), "\"error\""));
+    PROTO_CHECK(!strstr((const char *)zchunk_data(out), "[DONE]"));
     zchunk_destroy(&out);
     proto_usage_t usage;
     proto_convert_stream_usage(stream, &usage);
     //  Cached tokens survive even a cut stream.
-    assert(usage.tokens_cache_read == 90 && usage.tokens_in == 10);
+    PROTO_CHECK(usage.tokens_cache_read == 90 && usage.tokens_in == 10);
     proto_convert_stream_destroy(&stream);
 }
 
 static void s_test_paths(void)
 {
     char path[128];
-    assert(proto_convert_upstream_path(PROTO_PROTOCOL_GEMINI, "gemini-2.5-flash", true, path,
-                                       sizeof path) == 0);
-    assert(strcmp(path, "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse") == 0);
-    assert(proto_convert_upstream_path(PROTO_PROTOCOL_GEMINI, "x/../y", false, path, sizeof path) ==
-           -1);
-    assert(proto_convert_upstream_path(PROTO_PROTOCOL_ANTHROPIC, "c", true, path, sizeof path) ==
-           0);
-    assert(strcmp(path, "/v1/messages") == 0);
-    assert(proto_convert_upstream_path(PROTO_PROTOCOL_OPENAI, "c", true, path, 4) == -1);
+    PROTO_CHECK(proto_convert_upstream_path(PROTO_PROTOCOL_GEMINI, "gemini-2.5-flash", true, path,
+                                            sizeof path) == 0);
+    PROTO_CHECK(strcmp(path, "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse") == 0);
+    PROTO_CHECK(proto_convert_upstream_path(PROTO_PROTOCOL_GEMINI, "x/../y", false, path,
+                                            sizeof path) == -1);
+    PROTO_CHECK(
+        proto_convert_upstream_path(PROTO_PROTOCOL_ANTHROPIC, "c", true, path, sizeof path) == 0);
+    PROTO_CHECK(strcmp(path, "/v1/messages") == 0);
+    PROTO_CHECK(proto_convert_upstream_path(PROTO_PROTOCOL_OPENAI, "c", true, path, 4) == -1);
 }
 
 static void s_test_errors(void)
@@ -451,13 +452,14 @@ static void s_test_errors(void)
     char *converted = proto_convert_error_body(PROTO_PROTOCOL_ANTHROPIC, PROTO_PROTOCOL_OPENAI, 529,
                                                body, strlen(body));
     json_t *json = json_loads(converted, 0, NULL);
-    assert(strcmp(json_string_value(json_object_get(json_object_get(json, "error"), "message")),
-                  "Overloaded") == 0);
+    PROTO_CHECK(
+        strcmp(json_string_value(json_object_get(json_object_get(json, "error"), "message")),
+               "Overloaded") == 0);
     json_decref(json);
     free(converted);
     converted =
         proto_convert_error_body(PROTO_PROTOCOL_GEMINI, PROTO_PROTOCOL_ANTHROPIC, 502, "<html>", 6);
-    assert(strstr(converted, "\"type\":\"error\"") && strstr(converted, "HTTP 502"));
+    PROTO_CHECK(strstr(converted, "\"type\":\"error\"") && strstr(converted, "HTTP 502"));
     free(converted);
 }
 

@@ -1,4 +1,5 @@
 #include "proto_crypto.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <stdbool.h>
@@ -108,30 +109,31 @@ void proto_crypto_test(bool verbose)
 {
     if (verbose)
         printf(" * proto_crypto: ");
-    assert(proto_crypto_init() == 0);
+    PROTO_CHECK(proto_crypto_init() == 0);
     char key[PROTO_CRYPTO_API_KEY_LEN + 1];
     proto_crypto_new_api_key(key, sizeof key);
-    assert(strlen(key) == PROTO_CRYPTO_API_KEY_LEN);
-    assert(strncmp(key, "tg-", 3) == 0);
+    PROTO_CHECK(strlen(key) == PROTO_CRYPTO_API_KEY_LEN);
+    PROTO_CHECK(strncmp(key, "tg-", 3) == 0);
     char hash[PROTO_CRYPTO_HASH_HEX + 1];
     proto_crypto_hash_hex("abc", 3, hash);
-    assert(strcmp(hash, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0);
-    assert(proto_crypto_equal("abc", "abc"));
-    assert(!proto_crypto_equal("abc", "abd"));
-    assert(!proto_crypto_equal("abc", "abcd"));
+    PROTO_CHECK(strcmp(hash, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") ==
+                0);
+    PROTO_CHECK(proto_crypto_equal("abc", "abc"));
+    PROTO_CHECK(!proto_crypto_equal("abc", "abd"));
+    PROTO_CHECK(!proto_crypto_equal("abc", "abcd"));
 
     char secret_key[PROTO_CRYPTO_KEY_HEX + 1];
     proto_crypto_random_hex(secret_key, 32);
     const char *plain = "sk-live-provider-secret";
     uint8_t nonce[64], sealed[128];
-    assert(proto_crypto_seal(secret_key, plain, strlen(plain), nonce, sealed) == 0);
+    PROTO_CHECK(proto_crypto_seal(secret_key, plain, strlen(plain), nonce, sealed) == 0);
     size_t sealed_size = strlen(plain) + proto_crypto_overhead();
     char *opened = proto_crypto_open(secret_key, nonce, sealed, sealed_size);
-    assert(opened && strcmp(opened, plain) == 0);
+    PROTO_CHECK(opened && strcmp(opened, plain) == 0);
     free(opened);
     sealed[0] ^= 1;
-    assert(proto_crypto_open(secret_key, nonce, sealed, sealed_size) == NULL);
-    assert(proto_crypto_seal("short", plain, 3, nonce, sealed) == -1);
+    PROTO_CHECK(proto_crypto_open(secret_key, nonce, sealed, sealed_size) == NULL);
+    PROTO_CHECK(proto_crypto_seal("short", plain, 3, nonce, sealed) == -1);
     if (verbose)
         printf("OK\n");
 }

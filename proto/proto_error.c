@@ -1,4 +1,5 @@
 #include "proto_error.h"
+#include "proto_check.h"
 #include "proto_msg.h"
 
 #include <assert.h>
@@ -124,24 +125,25 @@ void proto_error_test(bool verbose)
         printf(" * proto_error: ");
     char *body = proto_error_body(PROTO_PROTOCOL_OPENAI, 404, "model_not_found",
                                   "The model \"x\" does not exist");
-    assert(strcmp(body,
-                  "{\"error\":{\"message\":\"The model \\\"x\\\" does not exist\",\"type\":"
-                  "\"invalid_request_error\",\"param\":null,\"code\":\"model_not_found\"}}") == 0);
+    PROTO_CHECK(strcmp(body,
+                       "{\"error\":{\"message\":\"The model \\\"x\\\" does not exist\",\"type\":"
+                       "\"invalid_request_error\",\"param\":null,\"code\":\"model_not_found\"}}") ==
+                0);
     free(body);
     body = proto_error_body(PROTO_PROTOCOL_OPENAI, 500, NULL, "boom");
-    assert(strstr(body, "\"code\":null") || !strstr(body, "\"code\""));
+    PROTO_CHECK(strstr(body, "\"code\":null") || !strstr(body, "\"code\""));
     free(body);
     body = proto_error_body(PROTO_PROTOCOL_ANTHROPIC, 401, "invalid_api_key", "bad key");
-    assert(strcmp(body, "{\"type\":\"error\",\"error\":{\"type\":\"authentication_error\","
-                        "\"message\":\"bad key\"}}") == 0);
+    PROTO_CHECK(strcmp(body, "{\"type\":\"error\",\"error\":{\"type\":\"authentication_error\","
+                             "\"message\":\"bad key\"}}") == 0);
     free(body);
     body = proto_error_body(PROTO_PROTOCOL_GEMINI, 429, NULL, "slow down");
-    assert(strcmp(body, "{\"error\":{\"code\":429,\"message\":\"slow down\",\"status\":"
-                        "\"RESOURCE_EXHAUSTED\"}}") == 0);
+    PROTO_CHECK(strcmp(body, "{\"error\":{\"code\":429,\"message\":\"slow down\",\"status\":"
+                             "\"RESOURCE_EXHAUSTED\"}}") == 0);
     free(body);
     char *event = proto_error_event(PROTO_PROTOCOL_ANTHROPIC, 529, NULL, "overloaded");
-    assert(strncmp(event, "event: error\ndata: {", 20) == 0);
-    assert(strstr(event, "overloaded_error"));
+    PROTO_CHECK(strncmp(event, "event: error\ndata: {", 20) == 0);
+    PROTO_CHECK(strstr(event, "overloaded_error"));
     free(event);
     if (verbose)
         printf("OK\n");

@@ -1,4 +1,5 @@
 #include "proto_expose.h"
+#include "proto_check.h"
 #include "proto_log.h"
 
 #include <arpa/inet.h>
@@ -223,28 +224,28 @@ void proto_expose_test(bool verbose)
     proto_metrics_t *metrics = proto_metrics_new();
     proto_metric_add(proto_metrics_counter(metrics, "tg_things_total", "Things.", NULL), 3);
     char error[256];
-    assert(!proto_expose_new(loop, metrics, "nonsense", error, sizeof error));
+    PROTO_CHECK(!proto_expose_new(loop, metrics, "nonsense", error, sizeof error));
     proto_expose_t *expose = proto_expose_new(loop, metrics, "127.0.0.1:0", error, sizeof error);
-    assert(expose);
-    assert(proto_expose_on_collect(expose, s_collect, NULL) == 0);
-    assert(proto_expose_port(expose) > 0);
+    PROTO_CHECK(expose);
+    PROTO_CHECK(proto_expose_on_collect(expose, s_collect, NULL) == 0);
+    PROTO_CHECK(proto_expose_port(expose) > 0);
 
     s_client_t client = {.port = proto_expose_port(expose)};
     client.fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)client.port)};
     inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
-    assert(connect(client.fd, (struct sockaddr *)&sin, sizeof sin) == 0);
+    PROTO_CHECK(connect(client.fd, (struct sockaddr *)&sin, sizeof sin) == 0);
     const char *request = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    assert(write(client.fd, request, strlen(request)) == (ssize_t)strlen(request));
+    PROTO_CHECK(write(client.fd, request, strlen(request)) == (ssize_t)strlen(request));
     proto_loop_add_fd(loop, client.fd, EPOLLIN, s_client_readable, &client);
     proto_loop_run(loop);
     close(client.fd);
-    assert(strstr(client.reply, "HTTP/1.1 200"));
-    assert(strstr(client.reply, "tg_things_total 3\n"));
-    assert(strstr(client.reply, "tg_collected 7\n"));
-    assert(strstr(client.reply, "tollgate_metrics_scrapes_total 1\n"));
+    PROTO_CHECK(strstr(client.reply, "HTTP/1.1 200"));
+    PROTO_CHECK(strstr(client.reply, "tg_things_total 3\n"));
+    PROTO_CHECK(strstr(client.reply, "tg_collected 7\n"));
+    PROTO_CHECK(strstr(client.reply, "tollgate_metrics_scrapes_total 1\n"));
     proto_expose_destroy(&expose);
-    assert(!expose);
+    PROTO_CHECK(!expose);
     proto_metrics_destroy(&metrics);
     proto_loop_destroy(&loop);
     if (verbose)

@@ -1,4 +1,5 @@
 #include "proto_loop.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -408,7 +409,7 @@ void proto_loop_test(bool verbose)
     if (verbose)
         printf(" * proto_loop: ");
     proto_loop_t *loop = proto_loop_new();
-    assert(loop);
+    PROTO_CHECK(loop);
     s_test_state_t state = {0};
 
     //  A thousand messages queued before the loop runs are all delivered,
@@ -417,27 +418,27 @@ void proto_loop_test(bool verbose)
     zsock_t *push = zsock_new_push("inproc://proto_loop_test");
     for (int i = 0; i < 1000; i++)
         zstr_send(push, "ping");
-    assert(proto_loop_add_socket(loop, pull, s_test_socket, &state) == 0);
+    PROTO_CHECK(proto_loop_add_socket(loop, pull, s_test_socket, &state) == 0);
     int pipe_fds[2];
-    assert(pipe(pipe_fds) == 0);
-    assert(proto_loop_add_fd(loop, pipe_fds[0], EPOLLIN, s_test_pipe, &state) == 0);
-    assert(write(pipe_fds[1], "abc", 3) == 3);
+    PROTO_CHECK(pipe(pipe_fds) == 0);
+    PROTO_CHECK(proto_loop_add_fd(loop, pipe_fds[0], EPOLLIN, s_test_pipe, &state) == 0);
+    PROTO_CHECK(write(pipe_fds[1], "abc", 3) == 3);
     int tick = proto_loop_add_timer(loop, 1, true, s_test_tick, &state);
     int cancelled = proto_loop_add_timer(loop, 0, false, s_test_once, &state);
     proto_loop_cancel_timer(loop, cancelled);
     proto_loop_run(loop);
-    assert(state.pings == 1000);
-    assert(state.once == 0);
+    PROTO_CHECK(state.pings == 1000);
+    PROTO_CHECK(state.once == 0);
 
     //  Timers fire in order and the fd handler ran.
     proto_loop_add_timer(loop, 5, false, s_test_once, &state);
     proto_loop_add_timer(loop, 30, false, s_test_stop, NULL);
     uint64_t start = proto_loop_now_ms();
     proto_loop_run(loop);
-    assert(proto_loop_now_ms() - start >= 30);
-    assert(state.once == 1);
-    assert(state.ticks >= 2);
-    assert(state.pipe_read == 3);
+    PROTO_CHECK(proto_loop_now_ms() - start >= 30);
+    PROTO_CHECK(state.once == 1);
+    PROTO_CHECK(state.ticks >= 2);
+    PROTO_CHECK(state.pipe_read == 3);
     proto_loop_cancel_timer(loop, tick);
 
     //  A timer started by a socket handler counts for the wait that
@@ -449,7 +450,7 @@ void proto_loop_test(bool verbose)
     int late = proto_loop_add_timer(loop, 2000, false, s_test_stop, NULL);
     start = proto_loop_now_ms();
     proto_loop_run(loop);
-    assert(proto_loop_now_ms() - start < 1000);
+    PROTO_CHECK(proto_loop_now_ms() - start < 1000);
     proto_loop_cancel_timer(loop, late);
 
     proto_loop_remove_fd(loop, pipe_fds[0]);
@@ -459,7 +460,7 @@ void proto_loop_test(bool verbose)
     zsock_destroy(&push);
     zsock_destroy(&pull);
     proto_loop_destroy(&loop);
-    assert(loop == NULL);
+    PROTO_CHECK(loop == NULL);
     if (verbose)
         printf("OK\n");
 }

@@ -1,4 +1,5 @@
 #include "proto_metrics.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <math.h>
@@ -255,8 +256,8 @@ void proto_metrics_test(bool verbose)
         proto_metrics_counter(metrics, "tg_requests_total", "Requests.", "status=\"200\"");
     proto_metric_t *bad =
         proto_metrics_counter(metrics, "tg_requests_total", "Requests.", "status=\"500\"");
-    assert(ok != bad);
-    assert(proto_metrics_counter(metrics, "tg_requests_total", NULL, "status=\"200\"") == ok);
+    PROTO_CHECK(ok != bad);
+    PROTO_CHECK(proto_metrics_counter(metrics, "tg_requests_total", NULL, "status=\"200\"") == ok);
     proto_metric_add(ok, 2);
     proto_metric_add(bad, 1);
     proto_metric_set(proto_metrics_gauge(metrics, "tg_up", "Up.", NULL), 1);
@@ -265,23 +266,24 @@ void proto_metrics_test(bool verbose)
     proto_metric_observe(latency, 0.003);
     proto_metric_observe(latency, 100);
     char *text = proto_metrics_render(metrics);
-    assert(strstr(text, "# TYPE tg_requests_total counter\n"));
-    assert(strstr(text, "tg_requests_total{status=\"200\"} 2\n"));
-    assert(strstr(text, "tg_requests_total{status=\"500\"} 1\n"));
+    PROTO_CHECK(strstr(text, "# TYPE tg_requests_total counter\n"));
+    PROTO_CHECK(strstr(text, "tg_requests_total{status=\"200\"} 2\n"));
+    PROTO_CHECK(strstr(text, "tg_requests_total{status=\"500\"} 1\n"));
     //  HELP appears once per family.
     const char *help = strstr(text, "# HELP tg_requests_total");
-    assert(help && !strstr(help + 1, "# HELP tg_requests_total"));
-    assert(strstr(text, "tg_up 1\n"));
-    assert(strstr(text, "tg_latency_seconds_bucket{le=\"0.0025\"} 0\n"));
-    assert(strstr(text, "tg_latency_seconds_bucket{le=\"0.005\"} 1\n"));
-    assert(strstr(text, "tg_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
-    assert(strstr(text, "tg_latency_seconds_count 2\n"));
+    PROTO_CHECK(help && !strstr(help + 1, "# HELP tg_requests_total"));
+    PROTO_CHECK(strstr(text, "tg_up 1\n"));
+    PROTO_CHECK(strstr(text, "tg_latency_seconds_bucket{le=\"0.0025\"} 0\n"));
+    PROTO_CHECK(strstr(text, "tg_latency_seconds_bucket{le=\"0.005\"} 1\n"));
+    PROTO_CHECK(strstr(text, "tg_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
+    PROTO_CHECK(strstr(text, "tg_latency_seconds_count 2\n"));
     free(text);
     proto_metrics_zero(metrics, "tg_requests_total");
-    assert(proto_metric_value(ok) == 0 && proto_metric_value(bad) == 0);
+    PROTO_CHECK(proto_metric_value(ok) == 0 && proto_metric_value(bad) == 0);
     char label[16];
-    assert(strcmp(proto_metrics_label(label, sizeof label, "a\"b\\c\nd"), "a\\\"b\\\\c\\nd") == 0);
-    assert(strlen(proto_metrics_label(label, 6, "abcdefgh")) <= 5);
+    PROTO_CHECK(strcmp(proto_metrics_label(label, sizeof label, "a\"b\\c\nd"), "a\\\"b\\\\c\\nd") ==
+                0);
+    PROTO_CHECK(strlen(proto_metrics_label(label, 6, "abcdefgh")) <= 5);
     //  Past the index's first size: every series is found again, and renders
     //  in creation order.
     proto_metrics_t *many = proto_metrics_new();
@@ -294,17 +296,18 @@ void proto_metrics_test(bool verbose)
     for (int i = 0; i < 1000; i++) {
         char labels[32];
         snprintf(labels, sizeof labels, "n=\"%d\"", i);
-        assert(proto_metrics_counter(many, i % 2 ? "a_total" : "b_total", "x", labels) == made[i]);
+        PROTO_CHECK(proto_metrics_counter(many, i % 2 ? "a_total" : "b_total", "x", labels) ==
+                    made[i]);
     }
     char *many_text = proto_metrics_render(many);
     char *first = strstr(many_text, "b_total{n=\"0\"}");
     char *second = strstr(many_text, "b_total{n=\"2\"}");
-    assert(first && second && first < second);
+    PROTO_CHECK(first && second && first < second);
     free(many_text);
     proto_metrics_destroy(&many);
 
     proto_metrics_destroy(&metrics);
-    assert(metrics == NULL);
+    PROTO_CHECK(metrics == NULL);
     if (verbose)
         printf("OK\n");
 }

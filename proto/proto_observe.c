@@ -1,4 +1,5 @@
 #include "proto_observe.h"
+#include "proto_check.h"
 #include "proto_loop.h"
 #include "proto_trace.h"
 
@@ -199,18 +200,20 @@ void proto_observe_test(bool verbose)
                               0, NULL);
     proto_observe_breakers(metrics, list, NULL);
     char *text = proto_metrics_render(metrics);
-    assert(strstr(text, "tollgate_upstream_attempts_total{provider=\"open\\\"ai\",model=\"gpt\","
-                        "status=\"500\"} 1\n"));
-    assert(strstr(text, "tollgate_upstream_ttfb_seconds_count{provider=\"open\\\"ai\"} 1\n"));
-    assert(strstr(text, "tollgate_router_breaker_open{provider=\"3\",layer=\"model\",target=\"gpt-"
-                        "x\",state=\"open\"} 1\n"));
-    assert(strstr(text, "tollgate_router_breakers{state=\"disabled\"} 1\n"));
+    PROTO_CHECK(strstr(text,
+                       "tollgate_upstream_attempts_total{provider=\"open\\\"ai\",model=\"gpt\","
+                       "status=\"500\"} 1\n"));
+    PROTO_CHECK(strstr(text, "tollgate_upstream_ttfb_seconds_count{provider=\"open\\\"ai\"} 1\n"));
+    PROTO_CHECK(strstr(text,
+                       "tollgate_router_breaker_open{provider=\"3\",layer=\"model\",target=\"gpt-"
+                       "x\",state=\"open\"} 1\n"));
+    PROTO_CHECK(strstr(text, "tollgate_router_breakers{state=\"disabled\"} 1\n"));
     free(text);
     //  Closed again: the series reads 0.
     json_array_clear(list);
     proto_observe_breakers(metrics, list, NULL);
     text = proto_metrics_render(metrics);
-    assert(strstr(text, "state=\"open\"} 0\n"));
+    PROTO_CHECK(strstr(text, "state=\"open\"} 0\n"));
     free(text);
     json_decref(list);
     proto_metrics_destroy(&metrics);
@@ -221,7 +224,7 @@ void proto_observe_test(bool verbose)
         metrics = proto_metrics_new();
         proto_observe_first_byte(metrics, "", "", proto_loop_now_us());
         text = proto_metrics_render(metrics);
-        assert(strstr(text, "tollgate_ingress_ttft_seconds_count 1\n"));
+        PROTO_CHECK(strstr(text, "tollgate_ingress_ttft_seconds_count 1\n"));
         free(text);
         proto_metrics_destroy(&metrics);
     }

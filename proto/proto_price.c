@@ -1,4 +1,5 @@
 #include "proto_price.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <stdio.h>
@@ -131,51 +132,51 @@ void proto_price_test(bool verbose)
     const int64_t one = PROTO_PRICE_PPM_ONE;
 
     //  Exact: 1000 in x 2.5 + 500 out x 10 = 2500 + 5000 micros.
-    assert(s_cost(&model, 1000, 500, 0, 0, 200, one) == 7500);
+    PROTO_CHECK(s_cost(&model, 1000, 500, 0, 0, 200, one) == 7500);
     //  Rounding up once: 1 input token = 2.5 micros -> 3, and 1 in + 1 out
     //  = 12.5 -> 13 (not 3 + 10).
-    assert(s_cost(&model, 1, 0, 0, 0, 200, one) == 3);
-    assert(s_cost(&model, 1, 1, 0, 0, 200, one) == 13);
-    assert(s_cost(&model, 0, 0, 0, 0, 200, one) == 0);
+    PROTO_CHECK(s_cost(&model, 1, 0, 0, 0, 200, one) == 3);
+    PROTO_CHECK(s_cost(&model, 1, 1, 0, 0, 200, one) == 13);
+    PROTO_CHECK(s_cost(&model, 0, 0, 0, 0, 200, one) == 0);
     //  Cache tokens are apart from tokens_in (proto_usage.h): 300 uncached,
     //  600 read, 100 written: 300 x 2.5 + 600 x 1.25 + 100 x 3.125 = 750 +
     //  750 + 312.5, rounded up once.
-    assert(s_cost(&model, 300, 0, 600, 100, 200, one) == 1813);
-    assert(s_cost(&model, 0, 0, 600, 0, 200, one) == 750);
+    PROTO_CHECK(s_cost(&model, 300, 0, 600, 100, 200, one) == 1813);
+    PROTO_CHECK(s_cost(&model, 0, 0, 600, 0, 200, one) == 750);
     //  A failed request that read the cache used tokens: it is charged.
-    assert(s_cost(&model, 0, 0, 600, 0, 500, one) == 750);
+    PROTO_CHECK(s_cost(&model, 0, 0, 600, 0, 500, one) == 750);
     //  Per-request price is added after the token rounding.
     model.price_request_micros = 100;
-    assert(s_cost(&model, 1, 0, 0, 0, 200, one) == 103);
+    PROTO_CHECK(s_cost(&model, 1, 0, 0, 0, 200, one) == 103);
     //  A failed request with no tokens costs nothing, not even per request;
     //  a failed one that used tokens is charged for them.
-    assert(s_cost(&model, 0, 0, 0, 0, 502, one) == 0);
-    assert(s_cost(&model, 0, 0, 0, 0, 200, one) == 100);
-    assert(s_cost(&model, 1000, 10, 0, 0, 500, one) == 2500 + 100 + 100);
+    PROTO_CHECK(s_cost(&model, 0, 0, 0, 0, 502, one) == 0);
+    PROTO_CHECK(s_cost(&model, 0, 0, 0, 0, 200, one) == 100);
+    PROTO_CHECK(s_cost(&model, 1000, 10, 0, 0, 500, one) == 2500 + 100 + 100);
     model.price_request_micros = 0;
 
     //  Multiplier: 0 -> free; half price rounds up; 1.5x.
-    assert(s_cost(&model, 1000, 500, 0, 0, 200, 0) == 0);
-    assert(s_cost(&model, 1, 0, 0, 0, 200, 500000) == 2); //  ceil(3 x 0.5)
-    assert(s_cost(&model, 1000, 500, 0, 0, 200, 1500000) == 11250);
-    assert(s_cost(&model, 1000, 500, 0, 0, 200, -5) == 0);
+    PROTO_CHECK(s_cost(&model, 1000, 500, 0, 0, 200, 0) == 0);
+    PROTO_CHECK(s_cost(&model, 1, 0, 0, 0, 200, 500000) == 2); //  ceil(3 x 0.5)
+    PROTO_CHECK(s_cost(&model, 1000, 500, 0, 0, 200, 1500000) == 11250);
+    PROTO_CHECK(s_cost(&model, 1000, 500, 0, 0, 200, -5) == 0);
 
     //  Long context: above the threshold both in and out use the long prices.
     model.long_context_threshold = 200000;
     model.long_price_in_micros = 5000000;
     model.long_price_out_micros = 15000000;
-    assert(s_cost(&model, 200000, 1000, 0, 0, 200, one) == 500000 + 10000);
-    assert(s_cost(&model, 200001, 1000, 0, 0, 200, one) == 1000005 + 15000);
+    PROTO_CHECK(s_cost(&model, 200000, 1000, 0, 0, 200, one) == 500000 + 10000);
+    PROTO_CHECK(s_cost(&model, 200001, 1000, 0, 0, 200, one) == 1000005 + 15000);
     //  The threshold counts the whole prompt, cache included; cache prices
     //  do not change with the tier: 1 x 5 + 200000 x 1.25.
-    assert(s_cost(&model, 1, 0, 200000, 0, 200, one) == 250005);
-    assert(s_cost(&model, 1, 0, 199999, 0, 200, one) == 250002); //  ceil(2.5 + 249998.75)
+    PROTO_CHECK(s_cost(&model, 1, 0, 200000, 0, 200, one) == 250005);
+    PROTO_CHECK(s_cost(&model, 1, 0, 199999, 0, 200, one) == 250002); //  ceil(2.5 + 249998.75)
 
     //  Overflow: a product beyond int64 is an error, not a wrapped cost.
-    assert(s_cost(&model, UINT64_MAX, UINT64_MAX, 0, 0, 200, one) == -1);
-    assert(s_cost(&model, 0, 0, UINT64_MAX, UINT64_MAX, 200, one) == -1);
+    PROTO_CHECK(s_cost(&model, UINT64_MAX, UINT64_MAX, 0, 0, 200, one) == -1);
+    PROTO_CHECK(s_cost(&model, 0, 0, UINT64_MAX, UINT64_MAX, 200, one) == -1);
     //  The whole prompt saturates instead of wrapping below the threshold.
-    assert(s_cost(&model, UINT64_MAX, 0, UINT64_MAX, 0, 200, one) == -1);
+    PROTO_CHECK(s_cost(&model, UINT64_MAX, 0, UINT64_MAX, 0, 200, one) == -1);
     proto_model_t pricey = model;
     pricey.long_context_threshold = 0;
     pricey.price_in_micros = INT64_MAX;
@@ -184,15 +185,16 @@ void proto_price_test(bool verbose)
     pricey.price_cache_write_micros = INT64_MAX;
     //  Near 2^128 in the sum (the checked add is defensive: cache tokens
     //  share tokens_in's 64 bits, so the terms stay just below 2^128).
-    assert(s_cost(&pricey, UINT64_MAX, UINT64_MAX, UINT64_MAX / 2, UINT64_MAX / 2, 200, one) == -1);
+    PROTO_CHECK(s_cost(&pricey, UINT64_MAX, UINT64_MAX, UINT64_MAX / 2, UINT64_MAX / 2, 200, one) ==
+                -1);
     //  Largest that fits: base = INT64_MAX micros at 1x.
     proto_model_t per_request = {.price_request_micros = INT64_MAX};
-    assert(s_cost(&per_request, 0, 0, 0, 0, 200, one) == INT64_MAX);
-    assert(s_cost(&per_request, 0, 0, 0, 0, 200, one + 1) == -1);
-    assert(s_cost(&per_request, 0, 0, 0, 0, 200, INT64_MAX) == -1);
+    PROTO_CHECK(s_cost(&per_request, 0, 0, 0, 0, 200, one) == INT64_MAX);
+    PROTO_CHECK(s_cost(&per_request, 0, 0, 0, 0, 200, one + 1) == -1);
+    PROTO_CHECK(s_cost(&per_request, 0, 0, 0, 0, 200, INT64_MAX) == -1);
     //  A big but legal bill: 10^12 tokens at $1000/M = $10^9 = 10^15 micros.
     proto_model_t dear = {.price_in_micros = 1000000000};
-    assert(s_cost(&dear, 1000000000000ull, 0, 0, 0, 200, one) == 1000000000000000ll);
+    PROTO_CHECK(s_cost(&dear, 1000000000000ull, 0, 0, 0, 200, one) == 1000000000000000ll);
 
     //  1-hour cache writes are part of all writes, at their own price: 100
     //  written, 40 of them for 1 hour at $6.25 (twice the 5-minute $3.125):
@@ -202,36 +204,37 @@ void proto_price_test(bool verbose)
     proto_price_usage_t hour = {
         .tokens_cache_write = 100, .tokens_cache_write_1h = 40, .status = 200};
     int64_t cost = -1;
-    assert(proto_price_cost(&model, &hour, one, &cost) == 0 && cost == 438);
+    PROTO_CHECK(proto_price_cost(&model, &hour, one, &cost) == 0 && cost == 438);
     //  More 1-hour writes than writes: held to the total (all 1-hour).
     hour.tokens_cache_write_1h = 1000;
-    assert(proto_price_cost(&model, &hour, one, &cost) == 0 && cost == 625);
+    PROTO_CHECK(proto_price_cost(&model, &hour, one, &cost) == 0 && cost == 625);
     //  None for 1 hour: the 5-minute price, as before the field existed.
     hour.tokens_cache_write_1h = 0;
-    assert(proto_price_cost(&model, &hour, one, &cost) == 0 && cost == 313);
+    PROTO_CHECK(proto_price_cost(&model, &hour, one, &cost) == 0 && cost == 313);
     //  The 1-hour part counts in the whole prompt for the long-context tier.
     model.long_context_threshold = 99;
     hour.tokens_cache_write_1h = 50;
     hour.tokens_in = 1;
-    assert(proto_price_cost(&model, &hour, one, &cost) == 0 && cost == 474); //  5 + 156.25 + 312.5
+    PROTO_CHECK(proto_price_cost(&model, &hour, one, &cost) == 0 &&
+                cost == 474); //  5 + 156.25 + 312.5
     model.long_context_threshold = 200000;
 
     //  Multipliers combined and estimates scaled: ceil(a x b / 1e6).
-    assert(proto_price_scale(500000, 500000) == 250000);
-    assert(proto_price_scale(one, 0) == 0 && proto_price_scale(0, one) == 0);
-    assert(proto_price_scale(333333, 500000) == 166667); //  166666.5 rounded up
-    assert(proto_price_scale(40963, 1500000) == 61445);  //  61444.5 rounded up
-    assert(proto_price_scale(INT64_MAX, INT64_MAX) == INT64_MAX);
-    assert(proto_price_scale(-5, one) == 0 && proto_price_scale(5, -1) == 0);
+    PROTO_CHECK(proto_price_scale(500000, 500000) == 250000);
+    PROTO_CHECK(proto_price_scale(one, 0) == 0 && proto_price_scale(0, one) == 0);
+    PROTO_CHECK(proto_price_scale(333333, 500000) == 166667); //  166666.5 rounded up
+    PROTO_CHECK(proto_price_scale(40963, 1500000) == 61445);  //  61444.5 rounded up
+    PROTO_CHECK(proto_price_scale(INT64_MAX, INT64_MAX) == INT64_MAX);
+    PROTO_CHECK(proto_price_scale(-5, one) == 0 && proto_price_scale(5, -1) == 0);
 
     //  Reservation: tokens_in at input price + 4096 out at output price.
     proto_model_t plain = {.price_in_micros = 2500000, .price_out_micros = 10000000};
-    assert(proto_price_reserve(&plain, 0, 0) == 40960);
-    assert(proto_price_reserve(&plain, 1, 0) == 40963);
-    assert(proto_price_reserve(&model, 300000, 0) == 1500000 + 61440);
-    assert(proto_price_reserve(&pricey, UINT64_MAX, 0) == INT64_MAX);
+    PROTO_CHECK(proto_price_reserve(&plain, 0, 0) == 40960);
+    PROTO_CHECK(proto_price_reserve(&plain, 1, 0) == 40963);
+    PROTO_CHECK(proto_price_reserve(&model, 300000, 0) == 1500000 + 61440);
+    PROTO_CHECK(proto_price_reserve(&pricey, UINT64_MAX, 0) == INT64_MAX);
     //  The request's own output limit replaces the default: max_tokens 100.
-    assert(proto_price_reserve(&plain, 0, 100) == 1000);
+    PROTO_CHECK(proto_price_reserve(&plain, 0, 100) == 1000);
     if (verbose)
         printf("OK\n");
 }

@@ -1,4 +1,5 @@
 #include "proto_socket.h"
+#include "proto_check.h"
 #include "proto_log.h"
 #include "proto_msg.h"
 
@@ -484,50 +485,50 @@ void proto_socket_test(bool verbose)
     if (verbose)
         printf(" * proto_socket: ");
     char dir[] = "/tmp/proto_socket_test.XXXXXX";
-    assert(mkdtemp(dir));
+    PROTO_CHECK(mkdtemp(dir));
     char error[512];
     const char *programs[] = {"billing", "dispatch"};
-    assert(proto_socket_make_certs(dir, programs, 2, false, error, sizeof error) == 2);
-    assert(proto_socket_make_certs(dir, programs, 2, false, error, sizeof error) == 0);
+    PROTO_CHECK(proto_socket_make_certs(dir, programs, 2, false, error, sizeof error) == 2);
+    PROTO_CHECK(proto_socket_make_certs(dir, programs, 2, false, error, sizeof error) == 0);
     const char *bad[] = {"../x"};
-    assert(proto_socket_make_certs(dir, bad, 1, false, error, sizeof error) == -1);
+    PROTO_CHECK(proto_socket_make_certs(dir, bad, 1, false, error, sizeof error) == -1);
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/secret/billing.cert", dir);
     struct stat info;
-    assert(stat(path, &info) == 0 && (info.st_mode & 077) == 0);
+    PROTO_CHECK(stat(path, &info) == 0 && (info.st_mode & 077) == 0);
 
     //  A server of billing; dispatch's certificate gets through, and the
     //  server learns who it is.
-    assert(proto_socket_init_with("curve", dir, "billing", 4096, error, sizeof error) == 0);
+    PROTO_CHECK(proto_socket_init_with("curve", dir, "billing", 4096, error, sizeof error) == 0);
     zsock_t *server = proto_socket_new(ZMQ_ROUTER);
     int port = proto_socket_bind(server, "tcp://127.0.0.1:*");
-    assert(port > 0);
+    PROTO_CHECK(port > 0);
     char endpoint[64];
     snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", port);
-    assert(zmq_socket_monitor(zsock_resolve(server), "inproc://proto_socket_monitor",
-                              ZMQ_EVENT_ALL) == 0);
+    PROTO_CHECK(zmq_socket_monitor(zsock_resolve(server), "inproc://proto_socket_monitor",
+                                   ZMQ_EVENT_ALL) == 0);
     void *monitor = zmq_socket(zsys_init(), ZMQ_PAIR);
-    assert(zmq_connect(monitor, "inproc://proto_socket_monitor") == 0);
+    PROTO_CHECK(zmq_connect(monitor, "inproc://proto_socket_monitor") == 0);
 
     zcert_t *own = s_socket.cert;
     s_socket.cert = NULL; //  the client plays dispatch
-    assert(s_load_own(dir, "dispatch", error, sizeof error) == 0);
+    PROTO_CHECK(s_load_own(dir, "dispatch", error, sizeof error) == 0);
     zsock_t *client = proto_socket_client(ZMQ_DEALER, "billing", endpoint);
-    assert(client);
+    PROTO_CHECK(client);
     s_handshake_wait(monitor, ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
     zstr_send(client, "hello");
     zmsg_t *received = zmsg_recv(server);
-    assert(received && zmsg_size(received) == 2);
+    PROTO_CHECK(received && zmsg_size(received) == 2);
     zframe_t *routing = zmsg_first(received);
     zframe_t *payload = zmsg_next(received);
-    assert(zframe_streq(payload, "hello"));
-    assert(strcmp(proto_socket_peer(payload), "dispatch") == 0);
+    PROTO_CHECK(zframe_streq(payload, "hello"));
+    PROTO_CHECK(strcmp(proto_socket_peer(payload), "dispatch") == 0);
     (void)routing;
     zmsg_destroy(&received);
 
     //  A plain client: the handshake fails, nothing arrives.
     zsock_t *plain = zsock_new_dealer(endpoint);
-    assert(plain);
+    PROTO_CHECK(plain);
     zstr_send(plain, "forged");
     s_handshake_wait(monitor, ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL);
     zsock_destroy(&plain);
@@ -538,14 +539,14 @@ void proto_socket_test(bool verbose)
     zcert_t *stranger = zcert_new();
     zcert_apply(stranger, outsider);
     zsock_set_curve_serverkey(outsider, s_server_key("billing"));
-    assert(zsock_connect(outsider, "%s", endpoint) == 0);
+    PROTO_CHECK(zsock_connect(outsider, "%s", endpoint) == 0);
     zstr_send(outsider, "forged");
     s_handshake_wait(monitor, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
 
     //  Only the cluster's client's next message arrives.
     zstr_send(client, "second");
     received = zmsg_recv(server);
-    assert(received && zframe_streq(zmsg_last(received), "second"));
+    PROTO_CHECK(received && zframe_streq(zmsg_last(received), "second"));
     zmsg_destroy(&received);
 
     //  A frame over ZMQ_MAXMSGSIZE closes that connection; it never arrives.
@@ -557,7 +558,7 @@ void proto_socket_test(bool verbose)
     zsock_t *second = proto_socket_client(ZMQ_DEALER, "billing", endpoint);
     zstr_send(second, "third");
     received = zmsg_recv(server);
-    assert(received && zmsg_size(received) == 2 && zframe_size(zmsg_last(received)) < 8192);
+    PROTO_CHECK(received && zmsg_size(received) == 2 && zframe_size(zmsg_last(received)) < 8192);
     zmsg_destroy(&received);
 
     zsock_destroy(&second);
@@ -572,18 +573,18 @@ void proto_socket_test(bool verbose)
     proto_socket_shutdown();
 
     //  Configuration errors say what to do.
-    assert(proto_socket_init_with("curve", "", "billing", -1, error, sizeof error) == -1);
-    assert(strstr(error, "curve.dir"));
-    assert(proto_socket_init_with("curve", dir, "ledger", -1, error, sizeof error) == -1);
-    assert(strstr(error, "ledger.cert"));
-    assert(proto_socket_init_with("tls", dir, "billing", -1, error, sizeof error) == -1);
-    assert(proto_socket_init_with("none", "", "billing", -1, error, sizeof error) == 0);
-    assert(!proto_socket_secure());
+    PROTO_CHECK(proto_socket_init_with("curve", "", "billing", -1, error, sizeof error) == -1);
+    PROTO_CHECK(strstr(error, "curve.dir"));
+    PROTO_CHECK(proto_socket_init_with("curve", dir, "ledger", -1, error, sizeof error) == -1);
+    PROTO_CHECK(strstr(error, "ledger.cert"));
+    PROTO_CHECK(proto_socket_init_with("tls", dir, "billing", -1, error, sizeof error) == -1);
+    PROTO_CHECK(proto_socket_init_with("none", "", "billing", -1, error, sizeof error) == 0);
+    PROTO_CHECK(!proto_socket_secure());
     proto_socket_shutdown();
 
     char command[PATH_MAX + 16];
     snprintf(command, sizeof command, "rm -rf '%s'", dir);
-    assert(system(command) == 0);
+    PROTO_CHECK(system(command) == 0);
     if (verbose)
         printf("OK\n");
 }

@@ -1,4 +1,5 @@
 #include "proto_sse.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <stdint.h>
@@ -287,10 +288,10 @@ static char *s_test_run(const char *text, size_t size, unsigned cut, size_t *pen
             if (slice > size - at)
                 slice = size - at;
         }
-        assert(proto_sse_feed(sse, text + at, slice, s_test_collect, &test) == 0);
+        PROTO_CHECK(proto_sse_feed(sse, text + at, slice, s_test_collect, &test) == 0);
         at += slice;
     }
-    assert(proto_sse_finish(sse, s_test_collect, &test) == 0);
+    PROTO_CHECK(proto_sse_finish(sse, s_test_collect, &test) == 0);
     *pending = proto_sse_pending(sse);
     proto_sse_destroy(&sse);
     return test.log.data;
@@ -314,21 +315,21 @@ void proto_sse_test(bool verbose)
     size_t size = sizeof stream - 1;
     size_t pending_whole, pending;
     char *whole = s_test_run(stream, size, 0, &pending_whole);
-    assert(pending_whole == strlen("data: unfinished"));
-    assert(strstr(whole, "[1|7|15]|{\"a\":1}||data: {\"a\":1}\n\n"));
-    assert(strstr(whole, "[0|0|14]|||: keep-alive\n\n"));
-    assert(strstr(whole, "[1|17|"));
-    assert(strstr(whole, "message_start|line one\nline two|"));
-    assert(strstr(whole, "|no space|7|id: 7\rdata:no space\r\r"));
-    assert(strstr(whole, "[1|0|18]ping||7|"));
-    assert(strstr(whole, "|[DONE]|7|"));
-    assert(!strstr(whole, "unfinished|"));
+    PROTO_CHECK(pending_whole == strlen("data: unfinished"));
+    PROTO_CHECK(strstr(whole, "[1|7|15]|{\"a\":1}||data: {\"a\":1}\n\n"));
+    PROTO_CHECK(strstr(whole, "[0|0|14]|||: keep-alive\n\n"));
+    PROTO_CHECK(strstr(whole, "[1|17|"));
+    PROTO_CHECK(strstr(whole, "message_start|line one\nline two|"));
+    PROTO_CHECK(strstr(whole, "|no space|7|id: 7\rdata:no space\r\r"));
+    PROTO_CHECK(strstr(whole, "[1|0|18]ping||7|"));
+    PROTO_CHECK(strstr(whole, "|[DONE]|7|"));
+    PROTO_CHECK(!strstr(whole, "unfinished|"));
     char *bytes = s_test_run(stream, size, 1, &pending);
-    assert(strcmp(whole, bytes) == 0 && pending == pending_whole);
+    PROTO_CHECK(strcmp(whole, bytes) == 0 && pending == pending_whole);
     free(bytes);
     for (unsigned seed = 2; seed < 200; seed++) {
         char *random = s_test_run(stream, size, seed, &pending);
-        assert(strcmp(whole, random) == 0 && pending == pending_whole);
+        PROTO_CHECK(strcmp(whole, random) == 0 && pending == pending_whole);
         free(random);
     }
     free(whole);
@@ -337,10 +338,10 @@ void proto_sse_test(bool verbose)
     s_test_t test = {0};
     s_test_reset(&test);
     proto_sse_t *sse = proto_sse_new(0);
-    assert(proto_sse_feed(sse, "data: z\r\r", 9, s_test_collect, &test) == 0);
-    assert(test.events == 0); //  the last \r might still be followed by \n
-    assert(proto_sse_finish(sse, s_test_collect, &test) == 0);
-    assert(test.events == 1 && proto_sse_pending(sse) == 0);
+    PROTO_CHECK(proto_sse_feed(sse, "data: z\r\r", 9, s_test_collect, &test) == 0);
+    PROTO_CHECK(test.events == 0); //  the last \r might still be followed by \n
+    PROTO_CHECK(proto_sse_finish(sse, s_test_collect, &test) == 0);
+    PROTO_CHECK(test.events == 1 && proto_sse_pending(sse) == 0);
     proto_sse_destroy(&sse);
 
     //  Oversized: one block past the limit fails, whether or not it is
@@ -350,12 +351,12 @@ void proto_sse_test(bool verbose)
     memcpy(big, "data: ", 6);
     sse = proto_sse_new(100);
     s_test_reset(&test);
-    assert(proto_sse_feed(sse, "data: ok\n\n", 10, s_test_collect, &test) == 0);
-    assert(proto_sse_feed(sse, big, 90, s_test_collect, &test) == 0);
-    assert(proto_sse_feed(sse, big + 90, 20, s_test_collect, &test) == -1);
-    assert(proto_sse_failed(sse));
-    assert(proto_sse_feed(sse, "\n\n", 2, s_test_collect, &test) == -1);
-    assert(test.events == 1);
+    PROTO_CHECK(proto_sse_feed(sse, "data: ok\n\n", 10, s_test_collect, &test) == 0);
+    PROTO_CHECK(proto_sse_feed(sse, big, 90, s_test_collect, &test) == 0);
+    PROTO_CHECK(proto_sse_feed(sse, big + 90, 20, s_test_collect, &test) == -1);
+    PROTO_CHECK(proto_sse_failed(sse));
+    PROTO_CHECK(proto_sse_feed(sse, "\n\n", 2, s_test_collect, &test) == -1);
+    PROTO_CHECK(test.events == 1);
     proto_sse_destroy(&sse);
     sse = proto_sse_new(100);
     char many[400];
@@ -364,7 +365,7 @@ void proto_sse_test(bool verbose)
         memcpy(many + at, "data: 12345\n", 12);
         at += 12;
     }
-    assert(proto_sse_feed(sse, many, at, s_test_collect, &test) == -1);
+    PROTO_CHECK(proto_sse_feed(sse, many, at, s_test_collect, &test) == -1);
     proto_sse_destroy(&sse);
     //  Many small blocks in one slice are fine under the same limit.
     sse = proto_sse_new(100);
@@ -374,29 +375,29 @@ void proto_sse_test(bool verbose)
         memcpy(many + at, "data: 1234\n\n", 12);
         at += 12;
     }
-    assert(proto_sse_feed(sse, many, at, s_test_collect, &test) == 0);
-    assert(test.events == 30);
+    PROTO_CHECK(proto_sse_feed(sse, many, at, s_test_collect, &test) == 0);
+    PROTO_CHECK(test.events == 30);
     proto_sse_destroy(&sse);
 
     //  A callback can stop the reader.
     sse = proto_sse_new(0);
     s_test_reset(&test);
     test.stop_after = 1;
-    assert(proto_sse_feed(sse, "data: 1\n\ndata: 2\n\n", 18, s_test_collect, &test) == -1);
-    assert(test.blocks == 1);
+    PROTO_CHECK(proto_sse_feed(sse, "data: 1\n\ndata: 2\n\n", 18, s_test_collect, &test) == -1);
+    PROTO_CHECK(test.blocks == 1);
     proto_sse_destroy(&sse);
     free(test.log.data);
 
     //  The writer splits lines, and its output reads back the same.
     size_t out_size;
     char *out = proto_sse_format("error", "a\nb", 3, &out_size);
-    assert(strcmp(out, "event: error\ndata: a\ndata: b\n\n") == 0 && out_size == strlen(out));
+    PROTO_CHECK(strcmp(out, "event: error\ndata: a\ndata: b\n\n") == 0 && out_size == strlen(out));
     char *back = s_test_run(out, out_size, 1, &pending);
-    assert(strstr(back, "error|a\nb|"));
+    PROTO_CHECK(strstr(back, "error|a\nb|"));
     free(back);
     free(out);
     out = proto_sse_format(NULL, "{}", 2, NULL);
-    assert(strcmp(out, "data: {}\n\n") == 0);
+    PROTO_CHECK(strcmp(out, "data: {}\n\n") == 0);
     free(out);
     if (verbose)
         printf("OK\n");

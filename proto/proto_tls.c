@@ -1,4 +1,5 @@
 #include "proto_tls.h"
+#include "proto_check.h"
 #include "proto_log.h"
 
 #include <arpa/inet.h>
@@ -392,33 +393,34 @@ unsigned proto_tls_generation(proto_tls_t *self)
 static void s_test_make(const char *cert_path, const char *key_path, const char *common_name)
 {
     gnutls_x509_privkey_t key;
-    assert(gnutls_x509_privkey_init(&key) == 0);
-    assert(gnutls_x509_privkey_generate(key, GNUTLS_PK_ECDSA,
-                                        GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0) == 0);
+    PROTO_CHECK(gnutls_x509_privkey_init(&key) == 0);
+    PROTO_CHECK(gnutls_x509_privkey_generate(key, GNUTLS_PK_ECDSA,
+                                             GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1),
+                                             0) == 0);
     gnutls_x509_crt_t crt;
-    assert(gnutls_x509_crt_init(&crt) == 0);
-    assert(gnutls_x509_crt_set_version(crt, 3) == 0);
+    PROTO_CHECK(gnutls_x509_crt_init(&crt) == 0);
+    PROTO_CHECK(gnutls_x509_crt_set_version(crt, 3) == 0);
     unsigned char serial[8];
     gnutls_rnd(GNUTLS_RND_NONCE, serial, sizeof serial);
     serial[0] &= 0x7f;
-    assert(gnutls_x509_crt_set_serial(crt, serial, sizeof serial) == 0);
-    assert(gnutls_x509_crt_set_activation_time(crt, time(NULL) - 60) == 0);
-    assert(gnutls_x509_crt_set_expiration_time(crt, time(NULL) + 3600) == 0);
-    assert(gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, common_name,
-                                         (unsigned)strlen(common_name)) == 0);
-    assert(gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME, "localhost", 9,
-                                                GNUTLS_FSAN_SET) == 0);
-    assert(gnutls_x509_crt_set_key(crt, key) == 0);
-    assert(gnutls_x509_crt_sign2(crt, crt, key, GNUTLS_DIG_SHA256, 0) == 0);
+    PROTO_CHECK(gnutls_x509_crt_set_serial(crt, serial, sizeof serial) == 0);
+    PROTO_CHECK(gnutls_x509_crt_set_activation_time(crt, time(NULL) - 60) == 0);
+    PROTO_CHECK(gnutls_x509_crt_set_expiration_time(crt, time(NULL) + 3600) == 0);
+    PROTO_CHECK(gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, common_name,
+                                              (unsigned)strlen(common_name)) == 0);
+    PROTO_CHECK(gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME, "localhost", 9,
+                                                     GNUTLS_FSAN_SET) == 0);
+    PROTO_CHECK(gnutls_x509_crt_set_key(crt, key) == 0);
+    PROTO_CHECK(gnutls_x509_crt_sign2(crt, crt, key, GNUTLS_DIG_SHA256, 0) == 0);
     gnutls_datum_t pem;
     FILE *file = fopen(cert_path, "w");
-    assert(file && gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_PEM, &pem) == 0);
-    assert(fwrite(pem.data, 1, pem.size, file) == pem.size);
+    PROTO_CHECK(file && gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_PEM, &pem) == 0);
+    PROTO_CHECK(fwrite(pem.data, 1, pem.size, file) == pem.size);
     fclose(file);
     gnutls_free(pem.data);
     file = fopen(key_path, "w");
-    assert(file && gnutls_x509_privkey_export2(key, GNUTLS_X509_FMT_PEM, &pem) == 0);
-    assert(fwrite(pem.data, 1, pem.size, file) == pem.size);
+    PROTO_CHECK(file && gnutls_x509_privkey_export2(key, GNUTLS_X509_FMT_PEM, &pem) == 0);
+    PROTO_CHECK(fwrite(pem.data, 1, pem.size, file) == pem.size);
     fclose(file);
     gnutls_free(pem.data);
     gnutls_x509_crt_deinit(crt);
@@ -428,11 +430,11 @@ static void s_test_make(const char *cert_path, const char *key_path, const char 
 static void s_test_copy(const char *from, const char *to)
 {
     FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
-    assert(in && out);
+    PROTO_CHECK(in && out);
     char buffer[4096];
     size_t got;
     while ((got = fread(buffer, 1, sizeof buffer, in)) > 0)
-        assert(fwrite(buffer, 1, got, out) == got);
+        PROTO_CHECK(fwrite(buffer, 1, got, out) == got);
     fclose(in);
     fclose(out);
 }
@@ -440,7 +442,7 @@ static void s_test_copy(const char *from, const char *to)
 static void s_test_write(const char *path, const char *text)
 {
     FILE *file = fopen(path, "w");
-    assert(file);
+    PROTO_CHECK(file);
     fputs(text, file);
     fclose(file);
 }
@@ -463,7 +465,7 @@ static int s_test_connect(int port)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
-    assert(fd >= 0 && connect(fd, (struct sockaddr *)&to, sizeof to) == 0);
+    PROTO_CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&to, sizeof to) == 0);
     return fd;
 }
 
@@ -474,10 +476,10 @@ static int s_test_get(int port, char *out, size_t size)
     int fd = s_test_connect(port);
     gnutls_certificate_credentials_t cred;
     gnutls_session_t session;
-    assert(gnutls_certificate_allocate_credentials(&cred) == 0);
-    assert(gnutls_init(&session, GNUTLS_CLIENT) == 0);
-    assert(gnutls_set_default_priority(session) == 0);
-    assert(gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, cred) == 0);
+    PROTO_CHECK(gnutls_certificate_allocate_credentials(&cred) == 0);
+    PROTO_CHECK(gnutls_init(&session, GNUTLS_CLIENT) == 0);
+    PROTO_CHECK(gnutls_set_default_priority(session) == 0);
+    PROTO_CHECK(gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, cred) == 0);
     gnutls_transport_set_int(session, fd);
     gnutls_handshake_set_timeout(session, 5000);
     int rc;
@@ -487,22 +489,22 @@ static int s_test_get(int port, char *out, size_t size)
     if (rc == 0) {
         unsigned count = 0;
         const gnutls_datum_t *peers = gnutls_certificate_get_peers(session, &count);
-        assert(peers && count >= 1);
+        PROTO_CHECK(peers && count >= 1);
         unsigned char digest[32];
         size_t digest_size = sizeof digest;
-        assert(gnutls_fingerprint(GNUTLS_DIG_SHA256, &peers[0], digest, &digest_size) == 0);
+        PROTO_CHECK(gnutls_fingerprint(GNUTLS_DIG_SHA256, &peers[0], digest, &digest_size) == 0);
         for (size_t i = 0; i < digest_size && 2 * i + 2 < size; i++)
             snprintf(out + 2 * i, 3, "%02x", digest[i]);
         const char request[] = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-        assert(gnutls_record_send(session, request, sizeof request - 1) ==
-               (ssize_t)sizeof request - 1);
+        PROTO_CHECK(gnutls_record_send(session, request, sizeof request - 1) ==
+                    (ssize_t)sizeof request - 1);
         char reply[1024];
         size_t have = 0;
         ssize_t got;
         while ((got = gnutls_record_recv(session, reply + have, sizeof reply - 1 - have)) > 0)
             have += (size_t)got;
         reply[have] = '\0';
-        assert(strncmp(reply, "HTTP/1.1 200", 12) == 0 && strstr(reply, "\r\n\r\nhello"));
+        PROTO_CHECK(strncmp(reply, "HTTP/1.1 200", 12) == 0 && strstr(reply, "\r\n\r\nhello"));
         gnutls_bye(session, GNUTLS_SHUT_WR);
     }
     gnutls_deinit(session);
@@ -516,7 +518,7 @@ void proto_tls_test(bool verbose)
     if (verbose)
         printf(" * proto_tls: ");
     char dir[] = "/tmp/tollgate-tls-XXXXXX";
-    assert(mkdtemp(dir));
+    PROTO_CHECK(mkdtemp(dir));
     char cert[256], key[256], cert2[256], key2[256], garbage[256];
     snprintf(cert, sizeof cert, "%s/cert.pem", dir);
     snprintf(key, sizeof key, "%s/key.pem", dir);
@@ -529,20 +531,20 @@ void proto_tls_test(bool verbose)
 
     //  Every way the files can be wrong is a clear error naming the key.
     char error[1024];
-    assert(!proto_tls_new("ingress", cert, "", error, sizeof error));
-    assert(strstr(error, "ingress.tls_cert and ingress.tls_key go together"));
-    assert(!proto_tls_new("ingress", "/nonexistent/c.pem", key, error, sizeof error));
-    assert(strstr(error, "ingress.tls_cert: cannot read /nonexistent/c.pem: No such file"));
-    assert(!proto_tls_new("admin", cert, "/nonexistent/k.pem", error, sizeof error));
-    assert(strstr(error, "admin.tls_key: cannot read /nonexistent/k.pem"));
-    assert(!proto_tls_new("ingress", garbage, key, error, sizeof error));
-    assert(strstr(error, "ingress.tls_cert:") && strstr(error, "no usable PEM certificate"));
-    assert(!proto_tls_new("ingress", cert, cert, error, sizeof error));
-    assert(strstr(error, "ingress.tls_key:") && strstr(error, "no usable unencrypted PEM"));
-    assert(!proto_tls_new("ingress", cert, key2, error, sizeof error));
-    assert(strstr(error, "is not the key of the certificate"));
-    assert(!proto_tls_new("ingress", dir, key, error, sizeof error));
-    assert(strstr(error, "not a regular file"));
+    PROTO_CHECK(!proto_tls_new("ingress", cert, "", error, sizeof error));
+    PROTO_CHECK(strstr(error, "ingress.tls_cert and ingress.tls_key go together"));
+    PROTO_CHECK(!proto_tls_new("ingress", "/nonexistent/c.pem", key, error, sizeof error));
+    PROTO_CHECK(strstr(error, "ingress.tls_cert: cannot read /nonexistent/c.pem: No such file"));
+    PROTO_CHECK(!proto_tls_new("admin", cert, "/nonexistent/k.pem", error, sizeof error));
+    PROTO_CHECK(strstr(error, "admin.tls_key: cannot read /nonexistent/k.pem"));
+    PROTO_CHECK(!proto_tls_new("ingress", garbage, key, error, sizeof error));
+    PROTO_CHECK(strstr(error, "ingress.tls_cert:") && strstr(error, "no usable PEM certificate"));
+    PROTO_CHECK(!proto_tls_new("ingress", cert, cert, error, sizeof error));
+    PROTO_CHECK(strstr(error, "ingress.tls_key:") && strstr(error, "no usable unencrypted PEM"));
+    PROTO_CHECK(!proto_tls_new("ingress", cert, key2, error, sizeof error));
+    PROTO_CHECK(strstr(error, "is not the key of the certificate"));
+    PROTO_CHECK(!proto_tls_new("ingress", dir, key, error, sizeof error));
+    PROTO_CHECK(strstr(error, "not a regular file"));
 
     //  The files the listener serves: first, then second after a reload.
     char live_cert[256], live_key[256];
@@ -551,66 +553,66 @@ void proto_tls_test(bool verbose)
     s_test_copy(cert, live_cert);
     s_test_copy(key, live_key);
     proto_tls_t *tls = proto_tls_new("test", live_cert, live_key, error, sizeof error);
-    assert(tls);
-    assert(proto_tls_generation(tls) == 1);
+    PROTO_CHECK(tls);
+    PROTO_CHECK(proto_tls_generation(tls) == 1);
     char first[65], second[65], seen[65];
     proto_tls_fingerprint(tls, first, sizeof first);
-    assert(strlen(first) == 64);
+    PROTO_CHECK(strlen(first) == 64);
 
     int listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in any = {.sin_family = AF_INET};
     inet_pton(AF_INET, "127.0.0.1", &any.sin_addr);
-    assert(bind(listen_fd, (struct sockaddr *)&any, sizeof any) == 0);
-    assert(listen(listen_fd, 16) == 0);
+    PROTO_CHECK(bind(listen_fd, (struct sockaddr *)&any, sizeof any) == 0);
+    PROTO_CHECK(listen(listen_fd, 16) == 0);
     int port = s_local_port(listen_fd);
-    assert(proto_tls_serve(tls, listen_fd) == 0);
-    assert(proto_tls_serve(tls, listen_fd) == 0);
+    PROTO_CHECK(proto_tls_serve(tls, listen_fd) == 0);
+    PROTO_CHECK(proto_tls_serve(tls, listen_fd) == 0);
     struct MHD_Daemon *mhd =
         MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_TLS, 0, NULL, NULL,
                          s_test_access, NULL, MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_ARRAY,
                          proto_tls_mhd_options(tls), MHD_OPTION_END);
-    assert(mhd);
-    assert(s_test_get(port, seen, sizeof seen) == 0);
-    assert(strcmp(seen, first) == 0);
+    PROTO_CHECK(mhd);
+    PROTO_CHECK(s_test_get(port, seen, sizeof seen) == 0);
+    PROTO_CHECK(strcmp(seen, first) == 0);
 
     //  Plain HTTP on the TLS port gets no HTTP answer.
     int plain = s_test_connect(port);
     const char request[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-    assert(write(plain, request, sizeof request - 1) == (ssize_t)sizeof request - 1);
+    PROTO_CHECK(write(plain, request, sizeof request - 1) == (ssize_t)sizeof request - 1);
     char reply[256];
     ssize_t got = read(plain, reply, sizeof reply - 1);
-    assert(got <= 0 || strncmp(reply, "HTTP/", 5) != 0);
+    PROTO_CHECK(got <= 0 || strncmp(reply, "HTTP/", 5) != 0);
     close(plain);
 
     //  A bad file at reload keeps the old certificate.
     s_test_write(live_cert, "not a certificate\n");
-    assert(proto_tls_reload(tls) == -1);
-    assert(proto_tls_generation(tls) == 1);
-    assert(s_test_get(port, seen, sizeof seen) == 0 && strcmp(seen, first) == 0);
+    PROTO_CHECK(proto_tls_reload(tls) == -1);
+    PROTO_CHECK(proto_tls_generation(tls) == 1);
+    PROTO_CHECK(s_test_get(port, seen, sizeof seen) == 0 && strcmp(seen, first) == 0);
     //  A key that does not match the new certificate too.
     s_test_copy(cert2, live_cert);
-    assert(proto_tls_reload(tls) == -1);
-    assert(s_test_get(port, seen, sizeof seen) == 0 && strcmp(seen, first) == 0);
+    PROTO_CHECK(proto_tls_reload(tls) == -1);
+    PROTO_CHECK(s_test_get(port, seen, sizeof seen) == 0 && strcmp(seen, first) == 0);
 
     //  Both files replaced: new handshakes see the second certificate.
     s_test_copy(key2, live_key);
-    assert(proto_tls_reload(tls) == 0);
-    assert(proto_tls_generation(tls) == 2);
+    PROTO_CHECK(proto_tls_reload(tls) == 0);
+    PROTO_CHECK(proto_tls_generation(tls) == 2);
     proto_tls_fingerprint(tls, second, sizeof second);
-    assert(strcmp(first, second) != 0);
-    assert(s_test_get(port, seen, sizeof seen) == 0 && strcmp(seen, second) == 0);
+    PROTO_CHECK(strcmp(first, second) != 0);
+    PROTO_CHECK(s_test_get(port, seen, sizeof seen) == 0 && strcmp(seen, second) == 0);
     proto_tls_reload_hook(tls);
-    assert(proto_tls_generation(tls) == 3);
+    PROTO_CHECK(proto_tls_generation(tls) == 3);
 
     //  Another proto_tls_t cannot take the port.
     proto_tls_t *other = proto_tls_new("other", cert, key, error, sizeof error);
-    assert(other && proto_tls_serve(other, listen_fd) == -1);
+    PROTO_CHECK(other && proto_tls_serve(other, listen_fd) == -1);
     proto_tls_destroy(&other);
-    assert(proto_tls_mhd_options(NULL)[0].option == MHD_OPTION_END);
+    PROTO_CHECK(proto_tls_mhd_options(NULL)[0].option == MHD_OPTION_END);
 
     MHD_stop_daemon(mhd);
     proto_tls_destroy(&tls);
-    assert(tls == NULL);
+    PROTO_CHECK(tls == NULL);
     const char *files[] = {cert, key, cert2, key2, garbage, live_cert, live_key};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         unlink(files[i]);

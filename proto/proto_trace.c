@@ -1,4 +1,5 @@
 #include "proto_trace.h"
+#include "proto_check.h"
 #include "proto_batch.h"
 #include "proto_crypto.h"
 #include "proto_log.h"
@@ -331,9 +332,9 @@ void proto_trace_test(bool verbose)
         printf(" * proto_trace: ");
     char id[33];
     const char *parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    assert(strcmp(proto_trace_id(parent, id), "4bf92f3577b34da6a3ce929d0e0e4736") == 0);
-    assert(*proto_trace_id("garbage", id) == '\0');
-    assert(*proto_trace_id(NULL, id) == '\0');
+    PROTO_CHECK(strcmp(proto_trace_id(parent, id), "4bf92f3577b34da6a3ce929d0e0e4736") == 0);
+    PROTO_CHECK(*proto_trace_id("garbage", id) == '\0');
+    PROTO_CHECK(*proto_trace_id(NULL, id) == '\0');
 
     proto_msg_t *kept = NULL;
     proto_trace_set_sink(s_test_sink, &kept);
@@ -347,29 +348,30 @@ void proto_trace_test(bool verbose)
                          .error_code = "upstream_error",
                          .attributes = "{\"url\":\"http://x\"}"};
     proto_trace_span("", parent, &span); //  no request: nothing
-    assert(!kept);
+    PROTO_CHECK(!kept);
     uint64_t sent = proto_trace_sent();
     proto_trace_span("req-1", parent, &span);
-    assert(kept && proto_trace_sent() == sent + 1);
-    assert(proto_msg_type(kept) == PROTO_MSG_SPAN);
-    assert(strcmp(proto_msg_request_id(kept), "req-1") == 0);
-    assert(strcmp(proto_msg_trace(kept), parent) == 0);
-    assert(proto_msg_status(kept) == 500 && proto_msg_attempt(kept) == 2);
-    assert(proto_msg_latency_us(kept) == 1234);
-    assert(!proto_msg_has(kept, PROTO_FIELD_provider_key_id));
+    PROTO_CHECK(kept && proto_trace_sent() == sent + 1);
+    PROTO_CHECK(proto_msg_type(kept) == PROTO_MSG_SPAN);
+    PROTO_CHECK(strcmp(proto_msg_request_id(kept), "req-1") == 0);
+    PROTO_CHECK(strcmp(proto_msg_trace(kept), parent) == 0);
+    PROTO_CHECK(proto_msg_status(kept) == 500 && proto_msg_attempt(kept) == 2);
+    PROTO_CHECK(proto_msg_latency_us(kept) == 1234);
+    PROTO_CHECK(!proto_msg_has(kept, PROTO_FIELD_provider_key_id));
     json_t *meta = json_loads(proto_msg_meta(kept), 0, NULL);
-    assert(meta);
-    assert(strcmp(json_string_value(json_object_get(meta, "name")), "dispatch.attempt") == 0);
-    assert(strcmp(json_string_value(json_object_get(meta, "parent_id")), "00f067aa0ba902b7") == 0);
-    assert(strlen(json_string_value(json_object_get(meta, "span_id"))) == 16);
-    assert(json_is_object(json_object_get(meta, "attributes")));
+    PROTO_CHECK(meta);
+    PROTO_CHECK(strcmp(json_string_value(json_object_get(meta, "name")), "dispatch.attempt") == 0);
+    PROTO_CHECK(strcmp(json_string_value(json_object_get(meta, "parent_id")), "00f067aa0ba902b7") ==
+                0);
+    PROTO_CHECK(strlen(json_string_value(json_object_get(meta, "span_id"))) == 16);
+    PROTO_CHECK(json_is_object(json_object_get(meta, "attributes")));
     json_decref(meta);
     //  The message survives the wire.
     uint8_t *data = NULL;
     size_t size = 0;
-    assert(proto_msg_encode(kept, &data, &size) == 0);
+    PROTO_CHECK(proto_msg_encode(kept, &data, &size) == 0);
     proto_msg_t *decoded = NULL;
-    assert(proto_msg_decode(data, size, &decoded) == 0);
+    PROTO_CHECK(proto_msg_decode(data, size, &decoded) == 0);
     free(data);
     proto_msg_destroy(&decoded);
     proto_msg_destroy(&kept);
@@ -380,19 +382,19 @@ void proto_trace_test(bool verbose)
     s_trace.sample_ppm = 0;
     proto_span_t held = {.name = "ingress.admission", .started_us = 1, .status = 200, .hold = true};
     proto_trace_span("req-2", parent, &held);
-    assert(!kept && proto_trace_held() >= 1);
+    PROTO_CHECK(!kept && proto_trace_held() >= 1);
     proto_trace_finish("req-2", true);
-    assert(kept && strcmp(proto_msg_request_id(kept), "req-2") == 0);
+    PROTO_CHECK(kept && strcmp(proto_msg_request_id(kept), "req-2") == 0);
     proto_msg_destroy(&kept);
     proto_trace_span("req-3", parent, &held);
     proto_trace_finish("req-3", false);
-    assert(!kept);
+    PROTO_CHECK(!kept);
     proto_span_t plain = {.name = "x", .status = 200};
     proto_trace_span("req-4", parent, &plain); //  neither held nor interesting: nothing
-    assert(!kept);
+    PROTO_CHECK(!kept);
     proto_span_t failed = {.name = "x", .status = 502};
     proto_trace_span("req-4", parent, &failed);
-    assert(kept);
+    PROTO_CHECK(kept);
     proto_msg_destroy(&kept);
     s_trace.sample_ppm = ppm;
     proto_trace_set_sink(NULL, NULL);

@@ -1,4 +1,5 @@
 #include "proto_usage.h"
+#include "proto_check.h"
 #include "proto_msg.h"
 
 #include <assert.h>
@@ -363,96 +364,100 @@ void proto_usage_test(bool verbose)
     if (verbose)
         printf(" * proto_usage: ");
     proto_usage_t usage;
-    assert(proto_usage_from_body(PROTO_PROTOCOL_OPENAI, s_openai_body, strlen(s_openai_body),
-                                 &usage) == 0);
-    assert(usage.tokens_in == 19 && usage.tokens_out == 10 && usage.tokens_cache_read == 0);
-    assert(usage.seen_in && usage.seen_out && !usage.estimated);
+    PROTO_CHECK(proto_usage_from_body(PROTO_PROTOCOL_OPENAI, s_openai_body, strlen(s_openai_body),
+                                      &usage) == 0);
+    PROTO_CHECK(usage.tokens_in == 19 && usage.tokens_out == 10 && usage.tokens_cache_read == 0);
+    PROTO_CHECK(usage.seen_in && usage.seen_out && !usage.estimated);
     json_t *json = json_loads(s_openai_body, 0, NULL);
-    assert(proto_usage_content_bytes(PROTO_PROTOCOL_OPENAI, json, false) ==
-           strlen("Hello! How can I assist you today?"));
+    PROTO_CHECK(proto_usage_content_bytes(PROTO_PROTOCOL_OPENAI, json, false) ==
+                strlen("Hello! How can I assist you today?"));
     json_decref(json);
 
     //  A stream: deltas carry "usage": null; the last chunk has it all.
     memset(&usage, 0, sizeof usage);
-    assert(proto_usage_from_event(PROTO_PROTOCOL_OPENAI, "", s_openai_delta_chunk,
-                                  strlen(s_openai_delta_chunk), &usage) == 0);
-    assert(proto_usage_from_event(PROTO_PROTOCOL_OPENAI, "", s_openai_cached_chunk,
-                                  strlen(s_openai_cached_chunk), &usage) == 1);
-    assert(usage.tokens_in == 86 && usage.tokens_cache_read == 1920 && usage.tokens_out == 300);
+    PROTO_CHECK(proto_usage_from_event(PROTO_PROTOCOL_OPENAI, "", s_openai_delta_chunk,
+                                       strlen(s_openai_delta_chunk), &usage) == 0);
+    PROTO_CHECK(proto_usage_from_event(PROTO_PROTOCOL_OPENAI, "", s_openai_cached_chunk,
+                                       strlen(s_openai_cached_chunk), &usage) == 1);
+    PROTO_CHECK(usage.tokens_in == 86 && usage.tokens_cache_read == 1920 &&
+                usage.tokens_out == 300);
     json = json_loads(s_openai_delta_chunk, 0, NULL);
-    assert(proto_usage_content_bytes(PROTO_PROTOCOL_OPENAI, json, true) == 5);
+    PROTO_CHECK(proto_usage_content_bytes(PROTO_PROTOCOL_OPENAI, json, true) == 5);
     json_decref(json);
 
     //  No usage, or not JSON.
-    assert(proto_usage_from_body(PROTO_PROTOCOL_OPENAI, "{\"choices\":[]}", 14, &usage) == -1);
-    assert(proto_usage_from_body(PROTO_PROTOCOL_OPENAI, "{\"usage", 7, &usage) == -1);
-    assert(proto_usage_from_body(PROTO_PROTOCOL_OPENAI, "{\"usage\":{\"prompt_tokens\":-3}}", 30,
-                                 &usage) == -1);
+    PROTO_CHECK(proto_usage_from_body(PROTO_PROTOCOL_OPENAI, "{\"choices\":[]}", 14, &usage) == -1);
+    PROTO_CHECK(proto_usage_from_body(PROTO_PROTOCOL_OPENAI, "{\"usage", 7, &usage) == -1);
+    PROTO_CHECK(proto_usage_from_body(PROTO_PROTOCOL_OPENAI, "{\"usage\":{\"prompt_tokens\":-3}}",
+                                      30, &usage) == -1);
 
-    assert(proto_usage_from_body(PROTO_PROTOCOL_ANTHROPIC, s_anthropic_body,
-                                 strlen(s_anthropic_body), &usage) == 0);
-    assert(usage.tokens_in == 2095 && usage.tokens_out == 503);
+    PROTO_CHECK(proto_usage_from_body(PROTO_PROTOCOL_ANTHROPIC, s_anthropic_body,
+                                      strlen(s_anthropic_body), &usage) == 0);
+    PROTO_CHECK(usage.tokens_in == 2095 && usage.tokens_out == 503);
     memset(&usage, 0, sizeof usage);
-    assert(proto_usage_from_event(PROTO_PROTOCOL_ANTHROPIC, "message_start", s_anthropic_start,
-                                  strlen(s_anthropic_start), &usage) == 1);
-    assert(usage.tokens_in == 21 && usage.tokens_cache_write == 188086 && usage.tokens_out == 1);
-    assert(proto_usage_from_event(PROTO_PROTOCOL_ANTHROPIC, "content_block_delta",
-                                  s_anthropic_text_delta, strlen(s_anthropic_text_delta),
-                                  &usage) == 0);
-    assert(proto_usage_from_event(PROTO_PROTOCOL_ANTHROPIC, "message_delta", s_anthropic_delta,
-                                  strlen(s_anthropic_delta), &usage) == 1);
-    assert(usage.tokens_in == 21 && usage.tokens_cache_write == 188086);
-    assert(usage.tokens_out == 393);
+    PROTO_CHECK(proto_usage_from_event(PROTO_PROTOCOL_ANTHROPIC, "message_start", s_anthropic_start,
+                                       strlen(s_anthropic_start), &usage) == 1);
+    PROTO_CHECK(usage.tokens_in == 21 && usage.tokens_cache_write == 188086 &&
+                usage.tokens_out == 1);
+    PROTO_CHECK(proto_usage_from_event(PROTO_PROTOCOL_ANTHROPIC, "content_block_delta",
+                                       s_anthropic_text_delta, strlen(s_anthropic_text_delta),
+                                       &usage) == 0);
+    PROTO_CHECK(proto_usage_from_event(PROTO_PROTOCOL_ANTHROPIC, "message_delta", s_anthropic_delta,
+                                       strlen(s_anthropic_delta), &usage) == 1);
+    PROTO_CHECK(usage.tokens_in == 21 && usage.tokens_cache_write == 188086);
+    PROTO_CHECK(usage.tokens_out == 393);
     json = json_loads(s_anthropic_text_delta, 0, NULL);
-    assert(proto_usage_content_bytes(PROTO_PROTOCOL_ANTHROPIC, json, true) == 5);
+    PROTO_CHECK(proto_usage_content_bytes(PROTO_PROTOCOL_ANTHROPIC, json, true) == 5);
     json_decref(json);
 
     //  Both cache lifetimes: the total stays cache_creation_input_tokens,
     //  the 1-hour part is apart; a stream keeps it through message_delta.
-    assert(proto_usage_from_body(PROTO_PROTOCOL_ANTHROPIC, s_anthropic_two_ttls,
-                                 strlen(s_anthropic_two_ttls), &usage) == 0);
-    assert(usage.tokens_in == 50 && usage.tokens_cache_write == 2500);
-    assert(usage.tokens_cache_write_1h == 2000 && usage.tokens_out == 10);
+    PROTO_CHECK(proto_usage_from_body(PROTO_PROTOCOL_ANTHROPIC, s_anthropic_two_ttls,
+                                      strlen(s_anthropic_two_ttls), &usage) == 0);
+    PROTO_CHECK(usage.tokens_in == 50 && usage.tokens_cache_write == 2500);
+    PROTO_CHECK(usage.tokens_cache_write_1h == 2000 && usage.tokens_out == 10);
     memset(&usage, 0, sizeof usage);
-    assert(proto_usage_from_event(PROTO_PROTOCOL_ANTHROPIC, "message_start", s_anthropic_start_1h,
-                                  strlen(s_anthropic_start_1h), &usage) == 1);
-    assert(proto_usage_from_event(PROTO_PROTOCOL_ANTHROPIC, "message_delta", s_anthropic_delta,
-                                  strlen(s_anthropic_delta), &usage) == 1);
-    assert(usage.tokens_cache_write == 1200 && usage.tokens_cache_write_1h == 1200);
-    assert(usage.tokens_in == 3 && usage.tokens_out == 393);
+    PROTO_CHECK(proto_usage_from_event(PROTO_PROTOCOL_ANTHROPIC, "message_start",
+                                       s_anthropic_start_1h, strlen(s_anthropic_start_1h),
+                                       &usage) == 1);
+    PROTO_CHECK(proto_usage_from_event(PROTO_PROTOCOL_ANTHROPIC, "message_delta", s_anthropic_delta,
+                                       strlen(s_anthropic_delta), &usage) == 1);
+    PROTO_CHECK(usage.tokens_cache_write == 1200 && usage.tokens_cache_write_1h == 1200);
+    PROTO_CHECK(usage.tokens_in == 3 && usage.tokens_out == 393);
     //  Only the split, no total: the split is the total.
-    assert(proto_usage_from_body(PROTO_PROTOCOL_ANTHROPIC,
-                                 "{\"usage\":{\"cache_creation\":{\"ephemeral_5m_input_tokens\":"
-                                 "7,\"ephemeral_1h_input_tokens\":5}}}",
-                                 90, &usage) == 0);
-    assert(usage.tokens_cache_write == 12 && usage.tokens_cache_write_1h == 5);
+    PROTO_CHECK(
+        proto_usage_from_body(PROTO_PROTOCOL_ANTHROPIC,
+                              "{\"usage\":{\"cache_creation\":{\"ephemeral_5m_input_tokens\":"
+                              "7,\"ephemeral_1h_input_tokens\":5}}}",
+                              90, &usage) == 0);
+    PROTO_CHECK(usage.tokens_cache_write == 12 && usage.tokens_cache_write_1h == 5);
 
-    assert(proto_usage_from_body(PROTO_PROTOCOL_GEMINI, s_gemini_body, strlen(s_gemini_body),
-                                 &usage) == 0);
-    assert(usage.tokens_in == 2 && usage.tokens_cache_read == 2 && usage.tokens_out == 24);
+    PROTO_CHECK(proto_usage_from_body(PROTO_PROTOCOL_GEMINI, s_gemini_body, strlen(s_gemini_body),
+                                      &usage) == 0);
+    PROTO_CHECK(usage.tokens_in == 2 && usage.tokens_cache_read == 2 && usage.tokens_out == 24);
     json = json_loads(s_gemini_body, 0, NULL);
-    assert(proto_usage_content_bytes(PROTO_PROTOCOL_GEMINI, json, true) == 16);
+    PROTO_CHECK(proto_usage_content_bytes(PROTO_PROTOCOL_GEMINI, json, true) == 16);
     json_decref(json);
 
     memset(&usage, 0, sizeof usage);
-    assert(proto_usage_from_event(PROTO_PROTOCOL_OPENAI_RESPONSES, "response.completed",
-                                  s_responses_completed, strlen(s_responses_completed),
-                                  &usage) == 1);
-    assert(usage.tokens_in == 30 && usage.tokens_cache_read == 7 && usage.tokens_out == 11);
+    PROTO_CHECK(proto_usage_from_event(PROTO_PROTOCOL_OPENAI_RESPONSES, "response.completed",
+                                       s_responses_completed, strlen(s_responses_completed),
+                                       &usage) == 1);
+    PROTO_CHECK(usage.tokens_in == 30 && usage.tokens_cache_read == 7 && usage.tokens_out == 11);
 
     //  Estimates fill only what is missing.
-    assert(proto_usage_estimate_tokens(0) == 0);
-    assert(proto_usage_estimate_tokens(1) == 1);
-    assert(proto_usage_estimate_tokens(8) == 2);
-    assert(proto_usage_estimate_tokens(9) == 3);
+    PROTO_CHECK(proto_usage_estimate_tokens(0) == 0);
+    PROTO_CHECK(proto_usage_estimate_tokens(1) == 1);
+    PROTO_CHECK(proto_usage_estimate_tokens(8) == 2);
+    PROTO_CHECK(proto_usage_estimate_tokens(9) == 3);
     memset(&usage, 0, sizeof usage);
     proto_usage_estimate(&usage, 101, 0);
-    assert(usage.tokens_in == 26 && usage.tokens_out == 0 && usage.estimated);
+    PROTO_CHECK(usage.tokens_in == 26 && usage.tokens_out == 0 && usage.estimated);
     memset(&usage, 0, sizeof usage);
     usage.seen_in = true;
     usage.tokens_in = 5;
     proto_usage_estimate(&usage, 100, 10);
-    assert(usage.tokens_in == 5 && usage.tokens_out == 3 && usage.estimated);
+    PROTO_CHECK(usage.tokens_in == 5 && usage.tokens_out == 3 && usage.estimated);
     if (verbose)
         printf("OK\n");
 }

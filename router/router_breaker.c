@@ -1,4 +1,5 @@
 #include "router_breaker.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <czmq.h>
@@ -523,116 +524,127 @@ void router_breaker_test(bool verbose)
 
     //  Nothing heard: closed.
     verdict = router_breaker_check(breaker, 1, 10, "m", now, true);
-    assert(verdict.state == ROUTER_BREAKER_CLOSED && !verdict.trial);
+    PROTO_CHECK(verdict.state == ROUTER_BREAKER_CLOSED && !verdict.trial);
 
     //  5xx: one is not enough with threshold 2; the second opens for 5 s.
-    assert(router_breaker_record(breaker, 1, 10, "m", 500, "upstream_status", 0, now) ==
-           ROUTER_BREAKER_NONE);
-    assert(router_breaker_check(breaker, 1, 10, "m", now, false).state == ROUTER_BREAKER_CLOSED);
-    assert(router_breaker_record(breaker, 1, 10, "m", 503, "upstream_status", 0, now) ==
-           ROUTER_BREAKER_OPENED);
+    PROTO_CHECK(router_breaker_record(breaker, 1, 10, "m", 500, "upstream_status", 0, now) ==
+                ROUTER_BREAKER_NONE);
+    PROTO_CHECK(router_breaker_check(breaker, 1, 10, "m", now, false).state ==
+                ROUTER_BREAKER_CLOSED);
+    PROTO_CHECK(router_breaker_record(breaker, 1, 10, "m", 503, "upstream_status", 0, now) ==
+                ROUTER_BREAKER_OPENED);
     verdict = router_breaker_check(breaker, 1, 10, "m", now + 1, true);
-    assert(verdict.state == ROUTER_BREAKER_OPEN && !verdict.key_layer);
-    assert(verdict.until_ms == now + 5000 && strcmp(verdict.reason, "5xx") == 0);
+    PROTO_CHECK(verdict.state == ROUTER_BREAKER_OPEN && !verdict.key_layer);
+    PROTO_CHECK(verdict.until_ms == now + 5000 && strcmp(verdict.reason, "5xx") == 0);
     //  The model layer covers every key of the provider, not other models.
-    assert(router_breaker_check(breaker, 1, 11, "m", now, false).state == ROUTER_BREAKER_OPEN);
-    assert(router_breaker_check(breaker, 1, 10, "other", now, false).state ==
-           ROUTER_BREAKER_CLOSED);
-    assert(router_breaker_check(breaker, 2, 10, "m", now, false).state == ROUTER_BREAKER_CLOSED);
+    PROTO_CHECK(router_breaker_check(breaker, 1, 11, "m", now, false).state == ROUTER_BREAKER_OPEN);
+    PROTO_CHECK(router_breaker_check(breaker, 1, 10, "other", now, false).state ==
+                ROUTER_BREAKER_CLOSED);
+    PROTO_CHECK(router_breaker_check(breaker, 2, 10, "m", now, false).state ==
+                ROUTER_BREAKER_CLOSED);
     //  A straggler failing during the cooldown does not extend it.
-    assert(router_breaker_record(breaker, 1, 10, "m", 500, NULL, 0, now + 100) ==
-           ROUTER_BREAKER_NONE);
+    PROTO_CHECK(router_breaker_record(breaker, 1, 10, "m", 500, NULL, 0, now + 100) ==
+                ROUTER_BREAKER_NONE);
     //  After the cooldown: half-open; one claim takes the trial, others wait.
     now += 5000;
     verdict = router_breaker_check(breaker, 1, 10, "m", now, false);
-    assert(verdict.state == ROUTER_BREAKER_HALF_OPEN && !verdict.trial);
+    PROTO_CHECK(verdict.state == ROUTER_BREAKER_HALF_OPEN && !verdict.trial);
     verdict = router_breaker_check(breaker, 1, 10, "m", now, true);
-    assert(verdict.state == ROUTER_BREAKER_HALF_OPEN && verdict.trial);
+    PROTO_CHECK(verdict.state == ROUTER_BREAKER_HALF_OPEN && verdict.trial);
     verdict = router_breaker_check(breaker, 1, 11, "m", now, true);
-    assert(verdict.state == ROUTER_BREAKER_OPEN && !verdict.trial);
+    PROTO_CHECK(verdict.state == ROUTER_BREAKER_OPEN && !verdict.trial);
     //  The trial fails: re-opened at once with the doubled cooldown (10 s).
-    assert(router_breaker_record(breaker, 1, 10, "m", 502, NULL, 0, now + 10) ==
-           ROUTER_BREAKER_OPENED);
+    PROTO_CHECK(router_breaker_record(breaker, 1, 10, "m", 502, NULL, 0, now + 10) ==
+                ROUTER_BREAKER_OPENED);
     verdict = router_breaker_check(breaker, 1, 10, "m", now + 10, false);
-    assert(verdict.state == ROUTER_BREAKER_OPEN && verdict.until_ms == now + 10 + 10000);
+    PROTO_CHECK(verdict.state == ROUTER_BREAKER_OPEN && verdict.until_ms == now + 10 + 10000);
     //  Next trial succeeds: closed, and the backoff starts over.
     now += 10 + 10000;
-    assert(router_breaker_check(breaker, 1, 10, "m", now, true).trial);
-    assert(router_breaker_record(breaker, 1, 10, "m", 200, NULL, 0, now) ==
-           ROUTER_BREAKER_CLOSED_NOW);
-    assert(router_breaker_check(breaker, 1, 10, "m", now, false).state == ROUTER_BREAKER_CLOSED);
+    PROTO_CHECK(router_breaker_check(breaker, 1, 10, "m", now, true).trial);
+    PROTO_CHECK(router_breaker_record(breaker, 1, 10, "m", 200, NULL, 0, now) ==
+                ROUTER_BREAKER_CLOSED_NOW);
+    PROTO_CHECK(router_breaker_check(breaker, 1, 10, "m", now, false).state ==
+                ROUTER_BREAKER_CLOSED);
     router_breaker_record(breaker, 1, 10, "m", 500, NULL, 0, now);
     router_breaker_record(breaker, 1, 10, "m", 500, NULL, 0, now);
-    assert(router_breaker_check(breaker, 1, 10, "m", now, false).until_ms == now + 5000);
+    PROTO_CHECK(router_breaker_check(breaker, 1, 10, "m", now, false).until_ms == now + 5000);
     router_breaker_record(breaker, 1, 10, "m", 200, NULL, 0, now);
 
     //  A trial that never reports is given up after trial_timeout_ms.
     router_breaker_record(breaker, 3, 30, "t", 404, NULL, 0, now);
     now += config.cooldown_404_ms;
-    assert(router_breaker_check(breaker, 3, 30, "t", now, true).trial);
-    assert(!router_breaker_check(breaker, 3, 30, "t", now + 1, true).trial);
-    assert(router_breaker_check(breaker, 3, 30, "t", now + config.trial_timeout_ms, true).trial);
+    PROTO_CHECK(router_breaker_check(breaker, 3, 30, "t", now, true).trial);
+    PROTO_CHECK(!router_breaker_check(breaker, 3, 30, "t", now + 1, true).trial);
+    PROTO_CHECK(
+        router_breaker_check(breaker, 3, 30, "t", now + config.trial_timeout_ms, true).trial);
     router_breaker_reset_model(breaker, 3, "t");
 
     //  429 honours Retry-After, else the configured cooldown.
-    assert(router_breaker_record(breaker, 1, 10, "m", 429, "upstream_status", 1234, now) ==
-           ROUTER_BREAKER_OPENED);
+    PROTO_CHECK(router_breaker_record(breaker, 1, 10, "m", 429, "upstream_status", 1234, now) ==
+                ROUTER_BREAKER_OPENED);
     verdict = router_breaker_check(breaker, 1, 10, "m", now, false);
-    assert(verdict.state == ROUTER_BREAKER_OPEN && verdict.until_ms == now + 1234);
-    assert(strcmp(verdict.reason, "429") == 0);
+    PROTO_CHECK(verdict.state == ROUTER_BREAKER_OPEN && verdict.until_ms == now + 1234);
+    PROTO_CHECK(strcmp(verdict.reason, "429") == 0);
     //  A later 429 with a shorter wait does not shorten it.
-    assert(router_breaker_record(breaker, 1, 10, "m", 429, NULL, 10, now) == ROUTER_BREAKER_NONE);
+    PROTO_CHECK(router_breaker_record(breaker, 1, 10, "m", 429, NULL, 10, now) ==
+                ROUTER_BREAKER_NONE);
     router_breaker_record(breaker, 1, 11, "m2", 429, NULL, 0, now);
-    assert(router_breaker_check(breaker, 1, 11, "m2", now, false).until_ms ==
-           now + config.cooldown_429_ms);
+    PROTO_CHECK(router_breaker_check(breaker, 1, 11, "m2", now, false).until_ms ==
+                now + config.cooldown_429_ms);
 
     //  404: a long cooldown, at once.
     router_breaker_record(breaker, 2, 20, "gone", 404, "upstream_status", 0, now);
     verdict = router_breaker_check(breaker, 2, 20, "gone", now + 60000, false);
-    assert(verdict.state == ROUTER_BREAKER_OPEN &&
-           verdict.until_ms == now + config.cooldown_404_ms);
+    PROTO_CHECK(verdict.state == ROUTER_BREAKER_OPEN &&
+                verdict.until_ms == now + config.cooldown_404_ms);
 
     //  Key layer: network failures open the key for every model.
     router_breaker_record(breaker, 2, 21, "a", 502, "connect_error", 0, now);
-    assert(router_breaker_check(breaker, 2, 21, "b", now, false).state == ROUTER_BREAKER_CLOSED);
+    PROTO_CHECK(router_breaker_check(breaker, 2, 21, "b", now, false).state ==
+                ROUTER_BREAKER_CLOSED);
     router_breaker_record(breaker, 2, 21, "a", 504, "timeout", 0, now);
     verdict = router_breaker_check(breaker, 2, 21, "b", now, false);
-    assert(verdict.state == ROUTER_BREAKER_OPEN && verdict.key_layer);
-    assert(verdict.until_ms == now + config.cooldown_network_ms);
-    assert(strcmp(verdict.reason, "timeout") == 0);
+    PROTO_CHECK(verdict.state == ROUTER_BREAKER_OPEN && verdict.key_layer);
+    PROTO_CHECK(verdict.until_ms == now + config.cooldown_network_ms);
+    PROTO_CHECK(strcmp(verdict.reason, "timeout") == 0);
     //  ... and a model-layer 502 without a transport error code is the model's.
     router_breaker_record(breaker, 2, 22, "c", 502, "upstream_status", 0, now);
     router_breaker_record(breaker, 2, 22, "c", 502, "upstream_status", 0, now);
-    assert(!router_breaker_check(breaker, 2, 22, "c", now, false).key_layer);
+    PROTO_CHECK(!router_breaker_check(breaker, 2, 22, "c", now, false).key_layer);
 
     //  401/403: disabled until re-enabled, never half-open, not by a 2xx.
-    assert(router_breaker_record(breaker, 4, 40, "m", 401, "upstream_status", 0, now) ==
-           ROUTER_BREAKER_KEY_DISABLED);
-    assert(router_breaker_record(breaker, 4, 40, "m", 403, NULL, 0, now) == ROUTER_BREAKER_NONE);
+    PROTO_CHECK(router_breaker_record(breaker, 4, 40, "m", 401, "upstream_status", 0, now) ==
+                ROUTER_BREAKER_KEY_DISABLED);
+    PROTO_CHECK(router_breaker_record(breaker, 4, 40, "m", 403, NULL, 0, now) ==
+                ROUTER_BREAKER_NONE);
     verdict = router_breaker_check(breaker, 4, 40, "x", now + 999999999, true);
-    assert(verdict.state == ROUTER_BREAKER_DISABLED && !verdict.trial);
-    assert(strcmp(router_breaker_disabled_reason(breaker, 40), "401") == 0);
+    PROTO_CHECK(verdict.state == ROUTER_BREAKER_DISABLED && !verdict.trial);
+    PROTO_CHECK(strcmp(router_breaker_disabled_reason(breaker, 40), "401") == 0);
     router_breaker_record(breaker, 4, 40, "m", 200, NULL, 0, now);
-    assert(router_breaker_check(breaker, 4, 40, "m", now, false).state == ROUTER_BREAKER_DISABLED);
+    PROTO_CHECK(router_breaker_check(breaker, 4, 40, "m", now, false).state ==
+                ROUTER_BREAKER_DISABLED);
     //  Re-enabled by the catalog only after it has shown the key inactive.
-    assert(!router_breaker_sync_key(breaker, 40, true));
-    assert(!router_breaker_sync_key(breaker, 40, false));
-    assert(router_breaker_sync_key(breaker, 40, true));
-    assert(router_breaker_check(breaker, 4, 40, "m", now, false).state == ROUTER_BREAKER_CLOSED);
+    PROTO_CHECK(!router_breaker_sync_key(breaker, 40, true));
+    PROTO_CHECK(!router_breaker_sync_key(breaker, 40, false));
+    PROTO_CHECK(router_breaker_sync_key(breaker, 40, true));
+    PROTO_CHECK(router_breaker_check(breaker, 4, 40, "m", now, false).state ==
+                ROUTER_BREAKER_CLOSED);
     //  ... or once its write is known committed, even if no catalog showed it
     //  (the operator re-enabled it before a reload came).
     router_breaker_record(breaker, 4, 40, "m", 401, NULL, 0, now);
     router_breaker_key_persisted(breaker, 40);
-    assert(router_breaker_sync_key(breaker, 40, true));
+    PROTO_CHECK(router_breaker_sync_key(breaker, 40, true));
     router_breaker_record(breaker, 4, 40, "m", 403, NULL, 0, now);
-    assert(router_breaker_enable_key(breaker, 40));
-    assert(router_breaker_disabled_reason(breaker, 40) == NULL);
+    PROTO_CHECK(router_breaker_enable_key(breaker, 40));
+    PROTO_CHECK(router_breaker_disabled_reason(breaker, 40) == NULL);
 
     //  Client errors and cancellations change nothing.
-    assert(router_breaker_record(breaker, 5, 50, "m", 400, NULL, 0, now) == ROUTER_BREAKER_NONE);
-    assert(router_breaker_record(breaker, 5, 50, "m", 499, "client_cancelled", 0, now) ==
-           ROUTER_BREAKER_NONE);
-    assert(router_breaker_check(breaker, 5, 50, "m", now, false).state == ROUTER_BREAKER_CLOSED);
+    PROTO_CHECK(router_breaker_record(breaker, 5, 50, "m", 400, NULL, 0, now) ==
+                ROUTER_BREAKER_NONE);
+    PROTO_CHECK(router_breaker_record(breaker, 5, 50, "m", 499, "client_cancelled", 0, now) ==
+                ROUTER_BREAKER_NONE);
+    PROTO_CHECK(router_breaker_check(breaker, 5, 50, "m", now, false).state ==
+                ROUTER_BREAKER_CLOSED);
 
     //  Two breakers fed the same outcomes agree (what two routers do).
     router_breaker_t *other = router_breaker_new(&config);
@@ -641,25 +653,25 @@ void router_breaker_test(bool verbose)
         router_breaker_record(both[i], 7, 70, "z", 500, NULL, 0, now);
         router_breaker_record(both[i], 7, 70, "z", 500, NULL, 0, now + 1);
     }
-    assert(router_breaker_check(breaker, 7, 70, "z", now + 2, false).until_ms ==
-           router_breaker_check(other, 7, 70, "z", now + 2, false).until_ms);
+    PROTO_CHECK(router_breaker_check(breaker, 7, 70, "z", now + 2, false).until_ms ==
+                router_breaker_check(other, 7, 70, "z", now + 2, false).until_ms);
     router_breaker_destroy(&other);
 
     //  The listing shows what is not closed, with times for people.
     json_t *list = router_breaker_list(breaker, now, 1700000000000ULL);
-    assert(json_array_size(list) >= 4);
+    PROTO_CHECK(json_array_size(list) >= 4);
     bool saw_disabled_key = false;
     for (size_t i = 0; i < json_array_size(list); i++) {
         json_t *item = json_array_get(list, i);
-        assert(json_string_value(json_object_get(item, "state")));
+        PROTO_CHECK(json_string_value(json_object_get(item, "state")));
         if (json_integer_value(json_object_get(item, "provider_key_id")) == 21)
             saw_disabled_key = json_integer_value(json_object_get(item, "reopens_at_ms")) ==
                                (json_int_t)(1700000000000ULL + config.cooldown_network_ms);
     }
-    assert(saw_disabled_key);
+    PROTO_CHECK(saw_disabled_key);
     json_decref(list);
     router_breaker_destroy(&breaker);
-    assert(breaker == NULL);
+    PROTO_CHECK(breaker == NULL);
     if (verbose)
         printf("OK\n");
 }

@@ -1,4 +1,5 @@
 #include "router_limit.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <jansson.h>
@@ -204,14 +205,14 @@ void router_limit_test(bool verbose)
     uint64_t retry = 0;
     //  One router: 5 rps means 5 decisions now, the 6th waits ~200 ms.
     router_limit_t *limit = router_limit_new(1);
-    assert(router_limit_allows(limit, 1, 0, 0, 0, &why, &retry));
+    PROTO_CHECK(router_limit_allows(limit, 1, 0, 0, 0, &why, &retry));
     for (int i = 0; i < 5; i++) {
-        assert(router_limit_allows(limit, 1, 5, 0, 1000, &why, &retry));
+        PROTO_CHECK(router_limit_allows(limit, 1, 5, 0, 1000, &why, &retry));
         router_limit_start(limit, NULL, 1, 5, 1000);
     }
-    assert(!router_limit_allows(limit, 1, 5, 0, 1000, &why, &retry));
-    assert(strcmp(why, "max_rps") == 0 && retry > 150 && retry <= 201);
-    assert(router_limit_allows(limit, 1, 5, 0, 1200, &why, &retry));
+    PROTO_CHECK(!router_limit_allows(limit, 1, 5, 0, 1000, &why, &retry));
+    PROTO_CHECK(strcmp(why, "max_rps") == 0 && retry > 150 && retry <= 201);
+    PROTO_CHECK(router_limit_allows(limit, 1, 5, 0, 1200, &why, &retry));
     //  Over a simulated minute, decisions made at full speed stay at the rate.
     int granted = 0;
     for (uint64_t now = 10000; now < 70000; now += 10)
@@ -219,42 +220,43 @@ void router_limit_test(bool verbose)
             router_limit_start(limit, NULL, 2, 5, now);
             granted++;
         }
-    assert(granted >= 300 && granted <= 306);
+    PROTO_CHECK(granted >= 300 && granted <= 306);
     //  Concurrency: two in flight, the third waits for an OUTCOME.
     router_limit_start(limit, "r1", 3, 0, 0);
     router_limit_start(limit, "r2", 3, 0, 0);
-    assert(!router_limit_allows(limit, 3, 0, 2, 0, &why, &retry));
-    assert(strcmp(why, "max_concurrent") == 0);
+    PROTO_CHECK(!router_limit_allows(limit, 3, 0, 2, 0, &why, &retry));
+    PROTO_CHECK(strcmp(why, "max_concurrent") == 0);
     router_limit_finish(limit, "r1");
     router_limit_finish(limit, "r1"); //  a second outcome of the same request
-    assert(router_limit_in_flight(limit, 3) == 1);
-    assert(router_limit_allows(limit, 3, 0, 2, 0, &why, &retry));
+    PROTO_CHECK(router_limit_in_flight(limit, 3) == 1);
+    PROTO_CHECK(router_limit_allows(limit, 3, 0, 2, 0, &why, &retry));
     //  Lost outcomes are swept.
-    assert(router_limit_sweep(limit, 100000, 1000) == 1 && router_limit_in_flight(limit, 3) == 0);
+    PROTO_CHECK(router_limit_sweep(limit, 100000, 1000) == 1 &&
+                router_limit_in_flight(limit, 3) == 0);
     router_limit_destroy(&limit);
     //  Three routers share a limit of 4: each takes ceil(4/3) = 2.
     limit = router_limit_new(3);
     router_limit_start(limit, "a", 4, 0, 0);
-    assert(router_limit_allows(limit, 4, 0, 4, 0, &why, &retry));
+    PROTO_CHECK(router_limit_allows(limit, 4, 0, 4, 0, &why, &retry));
     router_limit_start(limit, "b", 4, 0, 0);
-    assert(!router_limit_allows(limit, 4, 0, 4, 0, &why, &retry));
+    PROTO_CHECK(!router_limit_allows(limit, 4, 0, 4, 0, &why, &retry));
     router_limit_destroy(&limit);
     {
         //  A granted share replaces the equal part; demand is reported and reset.
         router_limit_t *shared = router_limit_new(4);
         router_limit_set_share(shared, 9, 1.0, 1.0);
-        assert(router_limit_allows(shared, 9, 10, 10, 1000, &why, &retry));
+        PROTO_CHECK(router_limit_allows(shared, 9, 10, 10, 1000, &why, &retry));
         router_limit_start(shared, "s1", 9, 10, 1000);
-        assert(!router_limit_allows(shared, 9, 10, 10, 1000, &why, &retry));
-        assert(strcmp(why, "max_concurrent") == 0);
+        PROTO_CHECK(!router_limit_allows(shared, 9, 10, 10, 1000, &why, &retry));
+        PROTO_CHECK(strcmp(why, "max_concurrent") == 0);
         router_limit_finish(shared, "s1");
-        assert(!router_limit_allows(shared, 9, 10, 10, 1000, &why, &retry));
-        assert(strcmp(why, "max_rps") == 0 && retry > 900);
+        PROTO_CHECK(!router_limit_allows(shared, 9, 10, 10, 1000, &why, &retry));
+        PROTO_CHECK(strcmp(why, "max_rps") == 0 && retry > 900);
         json_t *demand = router_limit_take_demand(shared);
-        assert(json_integer_value(json_object_get(demand, "9")) == 3);
+        PROTO_CHECK(json_integer_value(json_object_get(demand, "9")) == 3);
         json_decref(demand);
         demand = router_limit_take_demand(shared);
-        assert(json_object_size(demand) == 0);
+        PROTO_CHECK(json_object_size(demand) == 0);
         json_decref(demand);
         router_limit_destroy(&shared);
     }

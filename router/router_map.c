@@ -1,4 +1,5 @@
 #include "router_map.h"
+#include "proto_check.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <assert.h>
@@ -425,51 +426,51 @@ void router_map_test(bool verbose)
         "{\"provider_id\":3,\"name\":\"claude-3-opus\"}]}";
     char error[256];
     proto_catalog_t *catalog = proto_catalog_from_json(fixture, error, sizeof error);
-    assert(catalog);
+    PROTO_CHECK(catalog);
     router_map_t *map = router_map_build(catalog, true);
     size_t count;
 
     //  Zero-config: gpt-4o has no rule; both providers listing it serve it.
     router_map_pairs(map, 10, &count);
-    assert(count == 2 && s_pair(map, 10, 1, "gpt-4o") && s_pair(map, 10, 2, "gpt-4o"));
-    assert(s_pair(map, 10, 1, "gpt-4o")->source == ROUTER_SOURCE_ZERO);
+    PROTO_CHECK(count == 2 && s_pair(map, 10, 1, "gpt-4o") && s_pair(map, 10, 2, "gpt-4o"));
+    PROTO_CHECK(s_pair(map, 10, 1, "gpt-4o")->source == ROUTER_SOURCE_ZERO);
     //  Prefix, then a case-insensitive keyword exclusion.
     router_map_pairs(map, 11, &count);
-    assert(count == 2 && s_pair(map, 11, 2, "claude-3-5-sonnet") &&
-           s_pair(map, 11, 3, "claude-3-5-sonnet") && !s_pair(map, 11, 3, "claude-3-5-haiku"));
+    PROTO_CHECK(count == 2 && s_pair(map, 11, 2, "claude-3-5-sonnet") &&
+                s_pair(map, 11, 3, "claude-3-5-sonnet") && !s_pair(map, 11, 3, "claude-3-5-haiku"));
     const router_excluded_t *excluded = router_map_excluded(map, 11, &count);
-    assert(count == 1 && excluded[0].rule_id == 2 &&
-           strcmp(excluded[0].upstream_model, "claude-3-5-haiku") == 0);
+    PROTO_CHECK(count == 1 && excluded[0].rule_id == 2 &&
+                strcmp(excluded[0].upstream_model, "claude-3-5-haiku") == 0);
     //  Regex, provider exclusion (not of the include), include, keyword.
     router_map_pairs(map, 13, &count);
-    assert(s_pair(map, 13, 1, "gpt-4o") && s_pair(map, 13, 1, "gpt-4o-2024"));
-    assert(!s_pair(map, 13, 1, "gpt-4o-mini") && !s_pair(map, 13, 2, "gpt-4o"));
-    assert(s_pair(map, 13, 2, "special") &&
-           s_pair(map, 13, 2, "special")->source == ROUTER_SOURCE_INCLUDE &&
-           s_pair(map, 13, 2, "special")->priority == 3);
-    assert(count == 3);
+    PROTO_CHECK(s_pair(map, 13, 1, "gpt-4o") && s_pair(map, 13, 1, "gpt-4o-2024"));
+    PROTO_CHECK(!s_pair(map, 13, 1, "gpt-4o-mini") && !s_pair(map, 13, 2, "gpt-4o"));
+    PROTO_CHECK(s_pair(map, 13, 2, "special") &&
+                s_pair(map, 13, 2, "special")->source == ROUTER_SOURCE_INCLUDE &&
+                s_pair(map, 13, 2, "special")->priority == 3);
+    PROTO_CHECK(count == 3);
     //  A route is explicit: it stays, and the model gets no zero-config pairs.
     router_map_pairs(map, 14, &count);
-    assert(count == 1 && s_pair(map, 14, 2, "x-1")->source == ROUTER_SOURCE_ROUTE &&
-           s_pair(map, 14, 2, "x-1")->priority == 5);
+    PROTO_CHECK(count == 1 && s_pair(map, 14, 2, "x-1")->source == ROUTER_SOURCE_ROUTE &&
+                s_pair(map, 14, 2, "x-1")->priority == 5);
     //  A broken regex matches nothing and says why.
-    assert(router_map_pairs(map, 15, &count) == NULL && count == 0);
+    PROTO_CHECK(router_map_pairs(map, 15, &count) == NULL && count == 0);
     excluded = router_map_excluded(map, 15, &count);
-    assert(count == 1 && strstr(excluded[0].reason, "invalid regex"));
+    PROTO_CHECK(count == 1 && strstr(excluded[0].reason, "invalid regex"));
     //  Names that are no logical model: zero-config by listing.
     router_pair_t out[4];
-    assert(router_map_listing(map, "claude-3-opus", out, 4) == 1 && out[0].provider_id == 3);
-    assert(router_map_listing(map, "nope", out, 4) == 0);
-    assert(router_map_lists(map, 1, "gpt-4o-mini") && !router_map_lists(map, 3, "gpt-4o"));
+    PROTO_CHECK(router_map_listing(map, "claude-3-opus", out, 4) == 1 && out[0].provider_id == 3);
+    PROTO_CHECK(router_map_listing(map, "nope", out, 4) == 0);
+    PROTO_CHECK(router_map_lists(map, 1, "gpt-4o-mini") && !router_map_lists(map, 3, "gpt-4o"));
     json_t *all = router_map_json(map);
-    assert(json_array_size(all) == 9);
+    PROTO_CHECK(json_array_size(all) == 9);
     json_decref(all);
     router_map_destroy(&map);
 
     //  Zero-config off: gpt-4o has nowhere to go, listing finds nothing.
     map = router_map_build(catalog, false);
-    assert(router_map_pairs(map, 10, &count) == NULL);
-    assert(router_map_listing(map, "claude-3-opus", out, 4) == 0);
+    PROTO_CHECK(router_map_pairs(map, 10, &count) == NULL);
+    PROTO_CHECK(router_map_listing(map, "claude-3-opus", out, 4) == 0);
     router_map_destroy(&map);
     proto_catalog_destroy(&catalog);
     if (verbose)

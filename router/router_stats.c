@@ -1,4 +1,5 @@
 #include "router_stats.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <jansson.h>
@@ -125,27 +126,27 @@ void router_stats_test(bool verbose)
     router_stats_t *stats = router_stats_new();
     router_stat_t stat = {.state = 1, .success_ppm = 990000, .ttfb_us = 200000, .updated_ms = 100};
     router_stat_t out;
-    assert(!router_stats_get(stats, 1, 2, "m", 100, 0, &out));
+    PROTO_CHECK(!router_stats_get(stats, 1, 2, "m", 100, 0, &out));
     router_stats_update(stats, 1, 2, "", &stat);
     //  The key's probe stands in for a model without its own entry.
-    assert(router_stats_get(stats, 1, 2, "m", 100, 0, &out) && out.ttfb_us == 200000);
+    PROTO_CHECK(router_stats_get(stats, 1, 2, "m", 100, 0, &out) && out.ttfb_us == 200000);
     stat.ttfb_us = 50000;
     router_stats_update(stats, 1, 2, "m", &stat);
-    assert(router_stats_get(stats, 1, 2, "m", 100, 0, &out) && out.ttfb_us == 50000);
+    PROTO_CHECK(router_stats_get(stats, 1, 2, "m", 100, 0, &out) && out.ttfb_us == 50000);
     //  Old news is no news.
-    assert(!router_stats_get(stats, 1, 2, "m", 100000, 1000, &out));
+    PROTO_CHECK(!router_stats_get(stats, 1, 2, "m", 100000, 1000, &out));
     {
         //  What one router exports, another table merges, ages kept.
         router_stats_t *copy = router_stats_new();
         json_t *list = router_stats_list(stats, 150, 0);
-        assert(json_array_size(list) >= 1);
-        assert(router_stats_merge(copy, list, 1150) == json_array_size(list));
+        PROTO_CHECK(json_array_size(list) >= 1);
+        PROTO_CHECK(router_stats_merge(copy, list, 1150) == json_array_size(list));
         router_stat_t got;
-        assert(router_stats_get(copy, 1, 2, "m", 1150, 0, &got));
-        assert(got.success_ppm == 990000 && got.ttfb_us == 50000 && got.updated_ms == 1100);
+        PROTO_CHECK(router_stats_get(copy, 1, 2, "m", 1150, 0, &got));
+        PROTO_CHECK(got.success_ppm == 990000 && got.ttfb_us == 50000 && got.updated_ms == 1100);
         json_decref(list);
         json_t *bad = json_loads("[{\"id\":\"x\"},{\"id\":7},{}]", 0, NULL);
-        assert(router_stats_merge(copy, bad, 1) == 0);
+        PROTO_CHECK(router_stats_merge(copy, bad, 1) == 0);
         json_decref(bad);
         router_stats_destroy(&copy);
     }

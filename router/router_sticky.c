@@ -1,4 +1,5 @@
 #include "router_sticky.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <czmq.h>
@@ -216,50 +217,52 @@ void router_sticky_test(bool verbose)
     if (verbose)
         printf(" * router_sticky: ");
     router_sticky_t *sticky = router_sticky_new(1000, 1000, 3);
-    assert(router_sticky_get(sticky, "s1", 0) == NULL);
+    PROTO_CHECK(router_sticky_get(sticky, "s1", 0) == NULL);
     router_sticky_bind(sticky, "s1", 1, 10, "m", 0);
     const router_binding_t *binding = router_sticky_get(sticky, "s1", 999);
-    assert(binding && binding->provider_key_id == 10 && strcmp(binding->upstream_model, "m") == 0);
+    PROTO_CHECK(binding && binding->provider_key_id == 10 &&
+                strcmp(binding->upstream_model, "m") == 0);
     //  Use restarts the expiry (sliding), re-binding moves it.
     router_sticky_bind(sticky, "s1", 1, 10, "m", 900);
-    assert(router_sticky_get(sticky, "s1", 1500));
-    assert(router_sticky_get(sticky, "s1", 1900) == NULL);
+    PROTO_CHECK(router_sticky_get(sticky, "s1", 1500));
+    PROTO_CHECK(router_sticky_get(sticky, "s1", 1900) == NULL);
     //  A failure elsewhere leaves it; a failure of the bound candidate drops it.
     router_sticky_bind(sticky, "s2", 2, 20, "x", 2000);
-    assert(!router_sticky_drop_failed(sticky, "s2", 2, 21, "x"));
-    assert(router_sticky_drop_failed(sticky, "s2", 2, 20, "x"));
-    assert(router_sticky_get(sticky, "s2", 2000) == NULL);
+    PROTO_CHECK(!router_sticky_drop_failed(sticky, "s2", 2, 21, "x"));
+    PROTO_CHECK(router_sticky_drop_failed(sticky, "s2", 2, 20, "x"));
+    PROTO_CHECK(router_sticky_get(sticky, "s2", 2000) == NULL);
     //  Empty and over-long sessions are never bound.
     router_sticky_bind(sticky, "", 1, 1, "m", 0);
     char long_session[ROUTER_SESSION_MAX + 2];
     memset(long_session, 'a', sizeof long_session - 1);
     long_session[sizeof long_session - 1] = '\0';
     router_sticky_bind(sticky, long_session, 1, 1, "m", 3000);
-    assert(router_sticky_count(sticky) == 0);
+    PROTO_CHECK(router_sticky_count(sticky) == 0);
     //  Full of live entries: new sessions are served unbound; expired make room.
     router_sticky_bind(sticky, "a", 1, 1, "m", 3000);
     router_sticky_bind(sticky, "b", 1, 1, "m", 3000);
     router_sticky_bind(sticky, "c", 1, 1, "m", 3500);
     router_sticky_bind(sticky, "d", 1, 1, "m", 3500);
-    assert(router_sticky_count(sticky) == 3 && !router_sticky_get(sticky, "d", 3500));
+    PROTO_CHECK(router_sticky_count(sticky) == 3 && !router_sticky_get(sticky, "d", 3500));
     router_sticky_bind(sticky, "d", 1, 1, "m", 4200);
-    assert(router_sticky_get(sticky, "d", 4200) && router_sticky_count(sticky) == 2);
+    PROTO_CHECK(router_sticky_get(sticky, "d", 4200) && router_sticky_count(sticky) == 2);
     json_t *list = router_sticky_list(sticky, NULL, 4200, 1000000);
-    assert(json_array_size(list) == 2);
+    PROTO_CHECK(json_array_size(list) == 2);
     json_decref(list);
     list = router_sticky_list(sticky, "d", 4200, 1000000);
-    assert(json_array_size(list) == 1 && json_integer_value(json_object_get(
-                                             json_array_get(list, 0), "expires_at_ms")) == 1001000);
+    PROTO_CHECK(json_array_size(list) == 1 &&
+                json_integer_value(json_object_get(json_array_get(list, 0), "expires_at_ms")) ==
+                    1001000);
     json_decref(list);
-    assert(router_sticky_drop(sticky, "d") && !router_sticky_drop(sticky, "d"));
+    PROTO_CHECK(router_sticky_drop(sticky, "d") && !router_sticky_drop(sticky, "d"));
     //  Preferences per (client key, provider).
-    assert(router_sticky_preferred(sticky, 7, 1, 0) == NULL);
+    PROTO_CHECK(router_sticky_preferred(sticky, 7, 1, 0) == NULL);
     router_sticky_prefer(sticky, 7, 1, "gpt-4o-2024", 5000);
     router_sticky_prefer(sticky, 7, 2, "other", 5000);
-    assert(strcmp(router_sticky_preferred(sticky, 7, 1, 5500), "gpt-4o-2024") == 0);
-    assert(router_sticky_preferred(sticky, 8, 1, 5500) == NULL);
-    assert(router_sticky_preferred(sticky, 7, 1, 6000) == NULL);
-    assert(router_sticky_sweep(sticky, 10000) >= 1);
+    PROTO_CHECK(strcmp(router_sticky_preferred(sticky, 7, 1, 5500), "gpt-4o-2024") == 0);
+    PROTO_CHECK(router_sticky_preferred(sticky, 8, 1, 5500) == NULL);
+    PROTO_CHECK(router_sticky_preferred(sticky, 7, 1, 6000) == NULL);
+    PROTO_CHECK(router_sticky_sweep(sticky, 10000) >= 1);
     router_sticky_destroy(&sticky);
     if (verbose)
         printf("OK\n");

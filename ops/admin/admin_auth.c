@@ -23,6 +23,7 @@
     must send it in X-CSRF-Token unless it is a GET.
 */
 #include "admin_handlers.h"
+#include "proto_check.h"
 #include "admin_resource.h"
 #include "proto_crypto.h"
 #include "proto_log.h"
@@ -754,20 +755,21 @@ void admin_auth_test(bool verbose)
     admin_new_token("tgs_", token, sizeof token);
     snprintf(cookie, sizeof cookie, "theme=dark; " S_COOKIE "=%s; other=1", token);
     const char *found = admin_cookie_token(cookie);
-    assert(found && strncmp(found, token, strlen(token)) == 0);
-    assert(!admin_cookie_token(S_COOKIE "=tgs_short"));
-    assert(!admin_cookie_token(S_COOKIE "=tgt_0000"));
-    assert(!admin_cookie_token(NULL) && !admin_cookie_token("x=1"));
+    PROTO_CHECK(found && strncmp(found, token, strlen(token)) == 0);
+    PROTO_CHECK(!admin_cookie_token(S_COOKIE "=tgs_short"));
+    PROTO_CHECK(!admin_cookie_token(S_COOKIE "=tgt_0000"));
+    PROTO_CHECK(!admin_cookie_token(NULL) && !admin_cookie_token("x=1"));
     char a[PROTO_CRYPTO_HASH_HEX + 1], b[PROTO_CRYPTO_HASH_HEX + 1];
     s_csrf(token, a);
     s_csrf(token, b);
-    assert(strcmp(a, b) == 0 && strlen(a) == PROTO_CRYPTO_HASH_HEX);
+    PROTO_CHECK(strcmp(a, b) == 0 && strlen(a) == PROTO_CRYPTO_HASH_HEX);
     token[10] ^= 1;
     s_csrf(token, b);
-    assert(strcmp(a, b) != 0);
+    PROTO_CHECK(strcmp(a, b) != 0);
     char pair[400], address[100];
     s_subjects("owner", "127.0.0.2", pair, sizeof pair, address, sizeof address);
-    assert(strcmp(pair, "user:owner ip:127.0.0.2") == 0 && strcmp(address, "ip:127.0.0.2") == 0);
+    PROTO_CHECK(strcmp(pair, "user:owner ip:127.0.0.2") == 0 &&
+                strcmp(address, "ip:127.0.0.2") == 0);
     if (verbose)
         printf("OK\n");
 }

@@ -6,6 +6,7 @@
     request is a parameter.
 */
 #include "admin_resource.h"
+#include "proto_check.h"
 #include "proto_log.h"
 
 #include <assert.h>
@@ -507,33 +508,34 @@ void admin_resource_test(bool verbose)
     for (int i = 0; admin_resources[i]; i++) {
         const admin_resource_t *resource = admin_resources[i];
         char sql[S_SQL_MAX];
-        assert(admin_resource_by_id(resource, sql, sizeof sql) > 0);
-        assert(strncmp(sql, "SELECT json_build_object(", 25) == 0 && strstr(sql, resource->from));
+        PROTO_CHECK(admin_resource_by_id(resource, sql, sizeof sql) > 0);
+        PROTO_CHECK(strncmp(sql, "SELECT json_build_object(", 25) == 0 &&
+                    strstr(sql, resource->from));
         //  Every field that sets a column names its table's column once.
         for (size_t f = 0; resource->fields && resource->fields[f].field; f++) {
-            assert(f < ADMIN_MAX_FIELDS);
+            PROTO_CHECK(f < ADMIN_MAX_FIELDS);
             if (resource->fields[f].kind == ADMIN_F_ENUM)
-                assert(resource->fields[f].choices);
+                PROTO_CHECK(resource->fields[f].choices);
             if (resource->fields[f].kind == ADMIN_F_MICROS)
-                assert(resource->fields[f].micros);
+                PROTO_CHECK(resource->fields[f].micros);
         }
         //  A change has an audit action; reads have none.
         for (int op = ADMIN_OP_LIST; op <= ADMIN_OP_DELETE; op++) {
             admin_route_t route;
             if (!admin_resource_route(resource, op, &route))
                 continue;
-            assert((strcmp(route.method, "GET") == 0) == (route.action == NULL));
-            assert(route.pattern[0] == '/');
+            PROTO_CHECK((strcmp(route.method, "GET") == 0) == (route.action == NULL));
+            PROTO_CHECK(route.pattern[0] == '/');
         }
         if (resource->ops & ADMIN_BIT(ADMIN_OP_DELETE))
-            assert(resource->remove != ADMIN_REMOVE_NONE && resource->remove_verb);
+            PROTO_CHECK(resource->remove != ADMIN_REMOVE_NONE && resource->remove_verb);
         if (resource->remove == ADMIN_REMOVE_SET)
-            assert(resource->remove_set);
-        assert(!resource->parent == !resource->parent_column);
-        assert(!resource->filter == !resource->filter_ref);
+            PROTO_CHECK(resource->remove_set);
+        PROTO_CHECK(!resource->parent == !resource->parent_column);
+        PROTO_CHECK(!resource->filter == !resource->filter_ref);
     }
     json_t *schema = admin_resource_schema();
-    assert(json_array_size(json_object_get(schema, "data")) >= 10);
+    PROTO_CHECK(json_array_size(json_object_get(schema, "data")) >= 10);
     json_decref(schema);
     if (verbose)
         printf("OK\n");

@@ -3,6 +3,7 @@
     tollgate-health writes about providers (health, model lists, mappings).
 */
 #include "admin_handlers.h"
+#include "proto_check.h"
 #include "admin_resource.h"
 #include "proto_socket.h"
 #include "proto_crypto.h"
@@ -858,22 +859,22 @@ void admin_routers_destroy(admin_routers_t **self_p)
 
 static void s_test_routing(void)
 {
-    assert(admin_tag_valid("context-1m") && admin_tag_valid("prompt-cache-1h") &&
-           admin_tag_valid("a.b_c"));
-    assert(!admin_tag_valid("") && !admin_tag_valid("Vision") && !admin_tag_valid("a,b") &&
-           !admin_tag_valid("a b"));
+    PROTO_CHECK(admin_tag_valid("context-1m") && admin_tag_valid("prompt-cache-1h") &&
+                admin_tag_valid("a.b_c"));
+    PROTO_CHECK(!admin_tag_valid("") && !admin_tag_valid("Vision") && !admin_tag_valid("a,b") &&
+                !admin_tag_valid("a b"));
     char long_tag[ADMIN_TAG_MAX + 2];
     memset(long_tag, 'a', sizeof long_tag - 1);
     long_tag[sizeof long_tag - 1] = '\0';
-    assert(!admin_tag_valid(long_tag));
+    PROTO_CHECK(!admin_tag_valid(long_tag));
 
     json_t *ms = json_integer(1767225600250); //  2026-01-01T00:00:00.250Z
     json_t *iso = s_iso_ms(ms);
-    assert(strcmp(json_string_value(iso), "2026-01-01T00:00:00.250Z") == 0);
+    PROTO_CHECK(strcmp(json_string_value(iso), "2026-01-01T00:00:00.250Z") == 0);
     json_decref(iso);
     json_decref(ms);
     iso = s_iso_ms(NULL);
-    assert(json_is_null(iso));
+    PROTO_CHECK(json_is_null(iso));
     json_decref(iso);
 
     //  Two routers that agree on one breaker and not on another.
@@ -894,11 +895,13 @@ static void s_test_routing(void)
     static const char *const identity[] = {"layer",          "provider_key_id", "provider_id",
                                            "upstream_model", "state",           NULL};
     json_t *merged = s_merge_lists(replies, 3, "breakers", identity);
-    assert(json_array_size(merged) == 2);
+    PROTO_CHECK(json_array_size(merged) == 2);
     json_t *routers = json_object_get(json_array_get(merged, 0), "routers");
-    assert(json_array_size(routers) == 2 && json_integer_value(json_array_get(routers, 1)) == 2);
-    assert(json_integer_value(json_object_get(json_array_get(merged, 0), "reopens_at_ms")) == 5);
-    assert(json_array_size(json_object_get(json_array_get(merged, 1), "routers")) == 1);
+    PROTO_CHECK(json_array_size(routers) == 2 &&
+                json_integer_value(json_array_get(routers, 1)) == 2);
+    PROTO_CHECK(json_integer_value(json_object_get(json_array_get(merged, 0), "reopens_at_ms")) ==
+                5);
+    PROTO_CHECK(json_array_size(json_object_get(json_array_get(merged, 1), "routers")) == 1);
     json_decref(merged);
 
     json_t *names = json_loads("{\"p\":{\"1\":\"openai\"},\"k\":{\"2\":{\"provider_id\":1,"
@@ -906,9 +909,9 @@ static void s_test_routing(void)
                                0, NULL);
     json_t *entry = json_pack("{s:i}", "provider_key_id", 2);
     s_name_entry(entry, names);
-    assert(strcmp(json_string_value(json_object_get(entry, "provider")), "openai") == 0);
-    assert(strcmp(json_string_value(json_object_get(entry, "key")), "main") == 0);
-    assert(json_integer_value(json_object_get(entry, "provider_id")) == 1);
+    PROTO_CHECK(strcmp(json_string_value(json_object_get(entry, "provider")), "openai") == 0);
+    PROTO_CHECK(strcmp(json_string_value(json_object_get(entry, "key")), "main") == 0);
+    PROTO_CHECK(json_integer_value(json_object_get(entry, "provider_id")) == 1);
     json_decref(entry);
     json_decref(names);
     for (int i = 0; i < 3; i++)

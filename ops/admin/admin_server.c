@@ -8,6 +8,7 @@
     start and never change. Counters are updated under the mutex.
 */
 #include "admin_server.h"
+#include "proto_check.h"
 #include "admin_api.h"
 #include "proto_crypto.h"
 #include "proto_log.h"
@@ -718,34 +719,35 @@ void admin_server_test(bool verbose)
         printf(" * admin_server: ");
     char id[72];
     s_request_id("abc-123", id, sizeof id);
-    assert(strcmp(id, "abc-123") == 0);
+    PROTO_CHECK(strcmp(id, "abc-123") == 0);
     s_request_id("bad id\n", id, sizeof id);
-    assert(strncmp(id, "adm-", 4) == 0 && strlen(id) == 36);
+    PROTO_CHECK(strncmp(id, "adm-", 4) == 0 && strlen(id) == 36);
     s_request_id(NULL, id, sizeof id);
-    assert(strncmp(id, "adm-", 4) == 0);
-    assert(strcmp(s_content_type("/vendor/preact.mjs"), "text/javascript; charset=utf-8") == 0);
-    assert(strcmp(s_content_type("/index.html"), "text/html; charset=utf-8") == 0);
-    assert(!s_content_type("/secret.conf") && !s_content_type("/README"));
+    PROTO_CHECK(strncmp(id, "adm-", 4) == 0);
+    PROTO_CHECK(strcmp(s_content_type("/vendor/preact.mjs"), "text/javascript; charset=utf-8") ==
+                0);
+    PROTO_CHECK(strcmp(s_content_type("/index.html"), "text/html; charset=utf-8") == 0);
+    PROTO_CHECK(!s_content_type("/secret.conf") && !s_content_type("/README"));
     //  The console's files from a folder, and / is index.html.
     char dir[] = "/tmp/tollgate-console-XXXXXX";
-    assert(mkdtemp(dir));
+    PROTO_CHECK(mkdtemp(dir));
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/index.html", dir);
     FILE *file = fopen(path, "w");
-    assert(file);
+    PROTO_CHECK(file);
     fputs("<!doctype html>", file);
     fclose(file);
     snprintf(path, sizeof path, "%s/notes.txt", dir);
     file = fopen(path, "w");
-    assert(file);
+    PROTO_CHECK(file);
     fputs("not served", file);
     fclose(file);
     admin_server_t self = {.file_count = 0};
     s_load_files(&self, dir, "", 0);
-    assert(self.file_count == 1);
+    PROTO_CHECK(self.file_count == 1);
     const s_file_t *index = s_file_find(&self, "/");
-    assert(index && index->size == 15 && strncmp(index->data, "<!doctype", 9) == 0);
-    assert(!s_file_find(&self, "/notes.txt"));
+    PROTO_CHECK(index && index->size == 15 && strncmp(index->data, "<!doctype", 9) == 0);
+    PROTO_CHECK(!s_file_find(&self, "/notes.txt"));
     free(self.files[0].data);
     unlink(path);
     snprintf(path, sizeof path, "%s/index.html", dir);

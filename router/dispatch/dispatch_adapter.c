@@ -1,4 +1,5 @@
 #include "dispatch_adapter.h"
+#include "proto_check.h"
 #include "proto_convert.h"
 #include "proto_error.h"
 #include "proto_msg.h"
@@ -675,8 +676,8 @@ static char *s_test_stream(dispatch_convert_t *conv, const char *stream, int *fa
 {
     s_test_t test = {conv, zchunk_new(NULL, 0), 0};
     proto_sse_t *sse = proto_sse_new(0);
-    assert(proto_sse_feed(sse, stream, strlen(stream), s_test_event, &test) == 0);
-    assert(proto_sse_finish(sse, s_test_event, &test) == 0);
+    PROTO_CHECK(proto_sse_feed(sse, stream, strlen(stream), s_test_event, &test) == 0);
+    PROTO_CHECK(proto_sse_finish(sse, s_test_event, &test) == 0);
     proto_sse_destroy(&sse);
     char *text = s_test_text(test.out);
     zchunk_destroy(&test.out);
@@ -705,10 +706,10 @@ static void s_test_passthrough(void)
         dispatch_adapter_find(PROTO_PROTOCOL_ANTHROPIC, PROTO_PROTOCOL_ANTHROPIC);
     dispatch_convert_init(&conv, adapter);
     const char *body = "{\"model\":\"claude\",\"max_tokens\":10,\"stream\":true,\"messages\":[]}";
-    assert(adapter->request(&conv, body, strlen(body), "up", &out, &out_size) == 0);
-    assert(strcmp(out, "{\"model\":\"up\",\"max_tokens\":10,\"stream\":true,\"messages\":[]}") ==
-           0);
-    assert(conv.stream && conv.client_usage);
+    PROTO_CHECK(adapter->request(&conv, body, strlen(body), "up", &out, &out_size) == 0);
+    PROTO_CHECK(
+        strcmp(out, "{\"model\":\"up\",\"max_tokens\":10,\"stream\":true,\"messages\":[]}") == 0);
+    PROTO_CHECK(conv.stream && conv.client_usage);
     free(out);
     const char *stream =
         "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":"
@@ -719,21 +720,21 @@ static void s_test_passthrough(void)
         "\"end_turn\"},\"usage\":{\"output_tokens\":3}}\n\n"
         "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
     char *client = s_test_stream(&conv, stream, &failures);
-    assert(failures == 0 && conv.complete && strcmp(client, stream) == 0);
-    assert(conv.usage.tokens_in == 5 && conv.usage.tokens_cache_read == 7);
-    assert(conv.usage.tokens_out == 3 && conv.content_bytes == 3);
+    PROTO_CHECK(failures == 0 && conv.complete && strcmp(client, stream) == 0);
+    PROTO_CHECK(conv.usage.tokens_in == 5 && conv.usage.tokens_cache_read == 7);
+    PROTO_CHECK(conv.usage.tokens_out == 3 && conv.content_bytes == 3);
     free(client);
     dispatch_convert_init(&conv, adapter);
     client = s_test_stream(&conv,
                            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":"
                            "\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
                            &failures);
-    assert(failures == 1 && strstr(conv.error, "Overloaded"));
+    PROTO_CHECK(failures == 1 && strstr(conv.error, "Overloaded"));
     free(client);
     zchunk_t *chunk = zchunk_new(NULL, 0);
     adapter->finish(&conv, false, 502, "upstream_error", "cut", chunk);
     client = s_test_text(chunk);
-    assert(strncmp(client, "event: error\n", 13) == 0 && strstr(client, "cut"));
+    PROTO_CHECK(strncmp(client, "event: error\n", 13) == 0 && strstr(client, "cut"));
     free(client);
     zchunk_destroy(&chunk);
 
@@ -744,9 +745,9 @@ static void s_test_passthrough(void)
     conv.client_stream = true;
     conv.json_array = true;
     body = "{\"contents\":[{\"parts\":[{\"text\":\"hi\"}]}], \"x\": 0.7}";
-    assert(adapter->request(&conv, body, strlen(body), "up", &out, &out_size) == 0);
-    assert(strcmp(out, body) == 0 && conv.stream &&
-           strcmp(conv.content_type, "application/json") == 0);
+    PROTO_CHECK(adapter->request(&conv, body, strlen(body), "up", &out, &out_size) == 0);
+    PROTO_CHECK(strcmp(out, body) == 0 && conv.stream &&
+                strcmp(conv.content_type, "application/json") == 0);
     free(out);
     stream = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]}}]}\n\n"
              "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"b\"}]},"
@@ -758,8 +759,8 @@ static void s_test_passthrough(void)
     adapter->finish(&conv, true, 200, NULL, NULL, chunk);
     client = s_test_text(chunk);
     json_t *array = json_loads(client, 0, NULL);
-    assert(json_is_array(array) && json_array_size(array) == 2 && conv.complete);
-    assert(conv.usage.tokens_in == 5 && conv.usage.tokens_cache_read == 4);
+    PROTO_CHECK(json_is_array(array) && json_array_size(array) == 2 && conv.complete);
+    PROTO_CHECK(conv.usage.tokens_in == 5 && conv.usage.tokens_cache_read == 4);
     json_decref(array);
     free(client);
     zchunk_destroy(&chunk);
@@ -770,31 +771,31 @@ static void s_test_passthrough(void)
     adapter->finish(&conv, false, 502, "upstream_error", "cut", chunk);
     client = s_test_text(chunk);
     array = json_loads(client, 0, NULL);
-    assert(json_is_array(array) && json_object_get(json_array_get(array, 0), "error"));
+    PROTO_CHECK(json_is_array(array) && json_object_get(json_array_get(array, 0), "error"));
     json_decref(array);
     free(client);
     zchunk_destroy(&chunk);
 
     //  Embeddings: model replaced, never a stream, usage read.
     adapter = dispatch_adapter_find(PROTO_PROTOCOL_OPENAI_EMBEDDINGS, PROTO_PROTOCOL_OPENAI);
-    assert(adapter->endpoint_protocol == PROTO_PROTOCOL_OPENAI_EMBEDDINGS);
+    PROTO_CHECK(adapter->endpoint_protocol == PROTO_PROTOCOL_OPENAI_EMBEDDINGS);
     dispatch_convert_init(&conv, adapter);
     body = "{\"model\":\"e\",\"input\":\"x\",\"stream\":true}";
-    assert(adapter->request(&conv, body, strlen(body), "up", &out, &out_size) == 0);
-    assert(!conv.stream && strstr(out, "\"up\""));
+    PROTO_CHECK(adapter->request(&conv, body, strlen(body), "up", &out, &out_size) == 0);
+    PROTO_CHECK(!conv.stream && strstr(out, "\"up\""));
     free(out);
     chunk = zchunk_new(NULL, 0);
     body = "{\"object\":\"list\",\"data\":[],\"usage\":{\"prompt_tokens\":4,\"total_tokens\":4}}";
-    assert(adapter->body(&conv, body, strlen(body), chunk) == 0);
-    assert(conv.usage.tokens_in == 4 && zchunk_size(chunk) == strlen(body));
+    PROTO_CHECK(adapter->body(&conv, body, strlen(body), chunk) == 0);
+    PROTO_CHECK(conv.usage.tokens_in == 4 && zchunk_size(chunk) == strlen(body));
     zchunk_destroy(&chunk);
 
     //  Count answers made here.
     out = dispatch_adapter_count_answer(PROTO_PROTOCOL_ANTHROPIC, 41);
-    assert(strcmp(out, "{\"input_tokens\":11}") == 0);
+    PROTO_CHECK(strcmp(out, "{\"input_tokens\":11}") == 0);
     free(out);
     out = dispatch_adapter_count_answer(PROTO_PROTOCOL_GEMINI, 8);
-    assert(strcmp(out, "{\"totalTokens\":2}") == 0);
+    PROTO_CHECK(strcmp(out, "{\"totalTokens\":2}") == 0);
     free(out);
 }
 
@@ -814,14 +815,14 @@ static void s_test_conversion(void)
     const char *body = "{\"model\":\"gpt-x\",\"stream\":true,\"messages\":[{\"role\":\"user\","
                        "\"content\":\"hi\"}],\"tools\":[{\"type\":\"function\",\"function\":"
                        "{\"name\":\"get\",\"parameters\":{\"type\":\"object\"}}}]}";
-    assert(adapter->request(&conv, body, strlen(body), "claude-up", &out, &out_size) == 0);
+    PROTO_CHECK(adapter->request(&conv, body, strlen(body), "claude-up", &out, &out_size) == 0);
     json_t *upstream = json_loads(out, 0, NULL);
-    assert(strcmp(json_string_value(json_object_get(upstream, "model")), "claude-up") == 0);
-    assert(json_is_true(json_object_get(upstream, "stream")));
-    assert(json_integer_value(json_object_get(upstream, "max_tokens")) == 4096);
+    PROTO_CHECK(strcmp(json_string_value(json_object_get(upstream, "model")), "claude-up") == 0);
+    PROTO_CHECK(json_is_true(json_object_get(upstream, "stream")));
+    PROTO_CHECK(json_integer_value(json_object_get(upstream, "max_tokens")) == 4096);
     json_decref(upstream);
     free(out);
-    assert(conv.stream && conv.extra && !conv.client_usage);
+    PROTO_CHECK(conv.stream && conv.extra && !conv.client_usage);
     const char *stream =
         "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m1\","
         "\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"c\","
@@ -838,17 +839,17 @@ static void s_test_conversion(void)
         "\"tool_use\"},\"usage\":{\"output_tokens\":3}}\n\n"
         "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
     char *client = s_test_stream(&conv, stream, &failures);
-    assert(failures == 0 && conv.complete);
-    assert(conv.usage.tokens_in == 5 && conv.usage.tokens_cache_read == 7);
-    assert(conv.usage.tokens_out == 3);
+    PROTO_CHECK(failures == 0 && conv.complete);
+    PROTO_CHECK(conv.usage.tokens_in == 5 && conv.usage.tokens_cache_read == 7);
+    PROTO_CHECK(conv.usage.tokens_out == 3);
     //  Arguments streamed in both pieces, each with the call's index.
-    assert(strstr(client, "{\\\"a\\\":") && strstr(client, "1}"));
-    assert(strstr(client, "\"index\":0") && strstr(client, "\"tool_calls\""));
-    assert(strstr(client, "\"finish_reason\":\"tool_calls\"") && strstr(client, "\"gpt-x\""));
+    PROTO_CHECK(strstr(client, "{\\\"a\\\":") && strstr(client, "1}"));
+    PROTO_CHECK(strstr(client, "\"index\":0") && strstr(client, "\"tool_calls\""));
+    PROTO_CHECK(strstr(client, "\"finish_reason\":\"tool_calls\"") && strstr(client, "\"gpt-x\""));
     zchunk_t *chunk = zchunk_new(NULL, 0);
     adapter->finish(&conv, true, 200, NULL, NULL, chunk);
     char *rest = s_test_text(chunk);
-    assert(strstr(client, "data: [DONE]") || strstr(rest, "data: [DONE]"));
+    PROTO_CHECK(strstr(client, "data: [DONE]") || strstr(rest, "data: [DONE]"));
     free(rest);
     free(client);
     zchunk_destroy(&chunk);
@@ -856,17 +857,17 @@ static void s_test_conversion(void)
 
     //  Cut mid-stream: an OpenAI error event, no [DONE].
     dispatch_convert_init(&conv, adapter);
-    assert(adapter->request(&conv, body, strlen(body), "claude-up", &out, &out_size) == 0);
+    PROTO_CHECK(adapter->request(&conv, body, strlen(body), "claude-up", &out, &out_size) == 0);
     free(out);
     client = s_test_stream(&conv,
                            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":"
                            "{\"id\":\"m1\",\"usage\":{\"input_tokens\":5}}}\n\n",
                            &failures);
-    assert(!conv.complete);
+    PROTO_CHECK(!conv.complete);
     chunk = zchunk_new(NULL, 0);
     adapter->finish(&conv, false, 502, "upstream_error", "cut", chunk);
     rest = s_test_text(chunk);
-    assert(strstr(rest, "\"error\"") && !strstr(rest, "[DONE]"));
+    PROTO_CHECK(strstr(rest, "\"error\"") && !strstr(rest, "[DONE]"));
     free(rest);
     free(client);
     zchunk_destroy(&chunk);
@@ -881,15 +882,15 @@ static void s_test_conversion(void)
         "\"content\":[{\"type\":\"text\",\"text\":\"hey\"}],\"stop_reason\":\"max_tokens\","
         "\"usage\":{\"input_tokens\":5,\"cache_read_input_tokens\":7,\"output_tokens\":2}}";
     chunk = zchunk_new(NULL, 0);
-    assert(adapter->body(&conv, answer, strlen(answer), chunk) == 0);
+    PROTO_CHECK(adapter->body(&conv, answer, strlen(answer), chunk) == 0);
     client = s_test_text(chunk);
     json_t *parsed = json_loads(client, 0, NULL);
     json_t *choice = json_array_get(json_object_get(parsed, "choices"), 0);
-    assert(strcmp(json_string_value(json_object_get(choice, "finish_reason")), "length") == 0);
-    assert(json_integer_value(json_object_get(
-               json_object_get(json_object_get(parsed, "usage"), "prompt_tokens_details"),
-               "cached_tokens")) == 7);
-    assert(conv.usage.tokens_cache_read == 7 && conv.usage.tokens_out == 2);
+    PROTO_CHECK(strcmp(json_string_value(json_object_get(choice, "finish_reason")), "length") == 0);
+    PROTO_CHECK(json_integer_value(json_object_get(
+                    json_object_get(json_object_get(parsed, "usage"), "prompt_tokens_details"),
+                    "cached_tokens")) == 7);
+    PROTO_CHECK(conv.usage.tokens_cache_read == 7 && conv.usage.tokens_out == 2);
     json_decref(parsed);
     free(client);
     zchunk_destroy(&chunk);
@@ -899,8 +900,9 @@ static void s_test_conversion(void)
     adapter->error_body(&conv, 429, error, strlen(error), chunk);
     client = s_test_text(chunk);
     parsed = json_loads(client, 0, NULL);
-    assert(strcmp(json_string_value(json_object_get(json_object_get(parsed, "error"), "message")),
-                  "slow down") == 0);
+    PROTO_CHECK(
+        strcmp(json_string_value(json_object_get(json_object_get(parsed, "error"), "message")),
+               "slow down") == 0);
     json_decref(parsed);
     free(client);
     zchunk_destroy(&chunk);
@@ -908,16 +910,16 @@ static void s_test_conversion(void)
     //  tunes; refused instead when the provider or model is strict.
     body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
            "\"modalities\":[\"text\",\"audio\"]}";
-    assert(adapter->request(&conv, body, strlen(body), "up", &out, &out_size) == -1);
-    assert(strstr(conv.error, "modalities"));
+    PROTO_CHECK(adapter->request(&conv, body, strlen(body), "up", &out, &out_size) == -1);
+    PROTO_CHECK(strstr(conv.error, "modalities"));
     body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
            "\"seed\":7,\"store\":true,\"metadata\":{\"a\":\"b\"}}";
-    assert(adapter->request(&conv, body, strlen(body), "up", &out, &out_size) == 0);
-    assert(strcmp(conv.dropped, "store,metadata,seed") == 0 && !strstr(out, "seed"));
+    PROTO_CHECK(adapter->request(&conv, body, strlen(body), "up", &out, &out_size) == 0);
+    PROTO_CHECK(strcmp(conv.dropped, "store,metadata,seed") == 0 && !strstr(out, "seed"));
     free(out);
     conv.strict = true;
-    assert(adapter->request(&conv, body, strlen(body), "up", &out, &out_size) == -1);
-    assert(strstr(conv.error, "store, metadata, seed") && strstr(conv.error, "strict"));
+    PROTO_CHECK(adapter->request(&conv, body, strlen(body), "up", &out, &out_size) == -1);
+    PROTO_CHECK(strstr(conv.error, "store, metadata, seed") && strstr(conv.error, "strict"));
     conv.strict = false;
 
     //  A Gemini client's model and stream come from the path.
@@ -926,9 +928,9 @@ static void s_test_conversion(void)
     conv.client_stream = true;
     conv.json_array = true;
     body = "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":\"hi\"}]}]}";
-    assert(adapter->request(&conv, body, strlen(body), "gpt-up", &out, &out_size) == 0);
-    assert(strstr(out, "\"stream\":true") && strstr(out, "\"gpt-up\""));
-    assert(strcmp(conv.content_type, "application/json") == 0);
+    PROTO_CHECK(adapter->request(&conv, body, strlen(body), "gpt-up", &out, &out_size) == 0);
+    PROTO_CHECK(strstr(out, "\"stream\":true") && strstr(out, "\"gpt-up\""));
+    PROTO_CHECK(strcmp(conv.content_type, "application/json") == 0);
     free(out);
     dispatch_convert_clear(&conv);
 }
@@ -937,17 +939,17 @@ void dispatch_adapter_test(bool verbose)
 {
     if (verbose)
         printf(" * dispatch_adapter: ");
-    assert(dispatch_adapter_find(PROTO_PROTOCOL_OPENAI, PROTO_PROTOCOL_OPENAI));
+    PROTO_CHECK(dispatch_adapter_find(PROTO_PROTOCOL_OPENAI, PROTO_PROTOCOL_OPENAI));
     //  Every pair of the four generative protocols has a row; Embeddings
     //  only to OpenAI.
     for (int client = PROTO_PROTOCOL_OPENAI; client <= PROTO_PROTOCOL_GEMINI; client++)
         for (int upstream = PROTO_PROTOCOL_OPENAI; upstream <= PROTO_PROTOCOL_GEMINI; upstream++) {
             const dispatch_adapter_t *row = dispatch_adapter_find(client, upstream);
-            assert(row && row->convert == (client != upstream));
+            PROTO_CHECK(row && row->convert == (client != upstream));
         }
-    assert(dispatch_adapter_find(PROTO_PROTOCOL_OPENAI_EMBEDDINGS, PROTO_PROTOCOL_OPENAI));
-    assert(!dispatch_adapter_find(PROTO_PROTOCOL_OPENAI_EMBEDDINGS, PROTO_PROTOCOL_ANTHROPIC));
-    assert(!dispatch_adapter_find(PROTO_PROTOCOL_OPENAI, PROTO_PROTOCOL_OPENAI_EMBEDDINGS));
+    PROTO_CHECK(dispatch_adapter_find(PROTO_PROTOCOL_OPENAI_EMBEDDINGS, PROTO_PROTOCOL_OPENAI));
+    PROTO_CHECK(!dispatch_adapter_find(PROTO_PROTOCOL_OPENAI_EMBEDDINGS, PROTO_PROTOCOL_ANTHROPIC));
+    PROTO_CHECK(!dispatch_adapter_find(PROTO_PROTOCOL_OPENAI, PROTO_PROTOCOL_OPENAI_EMBEDDINGS));
     const dispatch_adapter_t *adapter =
         dispatch_adapter_find(PROTO_PROTOCOL_OPENAI, PROTO_PROTOCOL_OPENAI);
     dispatch_convert_t conv;
@@ -997,28 +999,28 @@ void dispatch_adapter_test(bool verbose)
     size_t out_size;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         dispatch_convert_init(&conv, adapter);
-        assert(adapter->request(&conv, cases[i].in, strlen(cases[i].in), "up-model", &out,
-                                &out_size) == 0);
+        PROTO_CHECK(adapter->request(&conv, cases[i].in, strlen(cases[i].in), "up-model", &out,
+                                     &out_size) == 0);
         if (strcmp(out, cases[i].out) != 0)
             fprintf(stderr, "\ncase %zu: %s\n", i, out);
-        assert(strcmp(out, cases[i].out) == 0 && out_size == strlen(out));
-        assert(conv.stream == cases[i].stream && conv.client_usage == cases[i].client_usage);
+        PROTO_CHECK(strcmp(out, cases[i].out) == 0 && out_size == strlen(out));
+        PROTO_CHECK(conv.stream == cases[i].stream && conv.client_usage == cases[i].client_usage);
         json_t *valid = json_loadb(out, out_size, JSON_DECODE_INT_AS_REAL, NULL);
-        assert(json_is_object(valid));
+        PROTO_CHECK(json_is_object(valid));
         json_decref(valid);
         free(out);
     }
     //  A model name that needs escaping is escaped.
     dispatch_convert_init(&conv, adapter);
-    assert(adapter->request(&conv, "{\"model\":1}", 11, "a\"b", &out, &out_size) == 0);
-    assert(strcmp(out, "{\"model\":\"a\\\"b\"}") == 0);
+    PROTO_CHECK(adapter->request(&conv, "{\"model\":1}", 11, "a\"b", &out, &out_size) == 0);
+    PROTO_CHECK(strcmp(out, "{\"model\":\"a\\\"b\"}") == 0);
     free(out);
     //  Client errors, including more "model" members than we would replace.
     char many[256] = "{";
     for (int i = 0; i < 9; i++)
         strcat(many, i ? ",\"model\":\"x\"" : "\"model\":\"x\"");
     strcat(many, "}");
-    assert(adapter->request(&conv, many, strlen(many), "m", &out, &out_size) == -1);
+    PROTO_CHECK(adapter->request(&conv, many, strlen(many), "m", &out, &out_size) == -1);
     //  The same for stream_options, which only a forged DISPATCH carries
     //  (ingress refuses duplicate keys): it once read past the spans.
     char options[512] = "{\"model\":\"x\",\"stream\":true";
@@ -1026,14 +1028,14 @@ void dispatch_adapter_test(bool verbose)
         strcat(options, ",\"stream_options\":{\"include_usage\":false}");
     strcat(options, "}");
     dispatch_convert_init(&conv, adapter);
-    assert(adapter->request(&conv, options, strlen(options), "m", &out, &out_size) == -1);
-    assert(strstr(conv.error, "stream_options"));
-    assert(adapter->request(&conv, "[1]", 3, "m", &out, &out_size) == -1);
-    assert(strstr(conv.error, "object"));
-    assert(adapter->request(&conv, "{\"a\":", 5, "m", &out, &out_size) == -1);
-    assert(strstr(conv.error, "not valid JSON"));
+    PROTO_CHECK(adapter->request(&conv, options, strlen(options), "m", &out, &out_size) == -1);
+    PROTO_CHECK(strstr(conv.error, "stream_options"));
+    PROTO_CHECK(adapter->request(&conv, "[1]", 3, "m", &out, &out_size) == -1);
+    PROTO_CHECK(strstr(conv.error, "object"));
+    PROTO_CHECK(adapter->request(&conv, "{\"a\":", 5, "m", &out, &out_size) == -1);
+    PROTO_CHECK(strstr(conv.error, "not valid JSON"));
     const char *body = "{\"stream\":true,\"stream_options\":3}";
-    assert(adapter->request(&conv, body, strlen(body), "m", &out, &out_size) == -1);
+    PROTO_CHECK(adapter->request(&conv, body, strlen(body), "m", &out, &out_size) == -1);
 
     //  Streams: the usage-only chunk is dropped for a client that did not
     //  ask, kept for one that did; usage is read either way.
@@ -1041,30 +1043,31 @@ void dispatch_adapter_test(bool verbose)
     int failures;
     dispatch_convert_init(&conv, adapter);
     char *client = s_test_stream(&conv, stream, &failures);
-    assert(failures == 0 && conv.complete);
-    assert(strcmp(client, ": keep-alive\n\n" S_CHUNK("Hel") S_CHUNK("lo") "data: [DONE]\n\n") == 0);
-    assert(conv.usage.tokens_in == 10 && conv.usage.tokens_cache_read == 2);
-    assert(conv.usage.tokens_out == 3 && conv.usage.seen_out);
-    assert(conv.content_bytes == 5);
+    PROTO_CHECK(failures == 0 && conv.complete);
+    PROTO_CHECK(
+        strcmp(client, ": keep-alive\n\n" S_CHUNK("Hel") S_CHUNK("lo") "data: [DONE]\n\n") == 0);
+    PROTO_CHECK(conv.usage.tokens_in == 10 && conv.usage.tokens_cache_read == 2);
+    PROTO_CHECK(conv.usage.tokens_out == 3 && conv.usage.seen_out);
+    PROTO_CHECK(conv.content_bytes == 5);
     free(client);
     dispatch_convert_init(&conv, adapter);
     conv.client_usage = true;
     client = s_test_stream(&conv, stream, &failures);
-    assert(strcmp(client, stream) == 0);
+    PROTO_CHECK(strcmp(client, stream) == 0);
     free(client);
 
     //  A cut stream is not complete; a broken or error event is refused.
     dispatch_convert_init(&conv, adapter);
     client = s_test_stream(&conv, S_CHUNK("a") "data: {\"id\":", &failures);
-    assert(!conv.complete && failures == 0 && strcmp(client, S_CHUNK("a")) == 0);
+    PROTO_CHECK(!conv.complete && failures == 0 && strcmp(client, S_CHUNK("a")) == 0);
     free(client);
     dispatch_convert_init(&conv, adapter);
     client = s_test_stream(&conv, "data: {\"choices\":[{\"delta\n\n", &failures);
-    assert(failures == 1 && strstr(conv.error, "not a JSON object"));
+    PROTO_CHECK(failures == 1 && strstr(conv.error, "not a JSON object"));
     free(client);
     dispatch_convert_init(&conv, adapter);
     client = s_test_stream(&conv, "data: {\"error\":{\"message\":\"overloaded\"}}\n\n", &failures);
-    assert(failures == 1 && strstr(conv.error, "overloaded") && !*client);
+    PROTO_CHECK(failures == 1 && strstr(conv.error, "overloaded") && !*client);
     free(client);
 
     //  Whole answers: usage read, body untouched.
@@ -1072,21 +1075,21 @@ void dispatch_adapter_test(bool verbose)
     zchunk_t *chunk = zchunk_new(NULL, 0);
     const char *answer = "{\"choices\":[{\"message\":{\"content\":\"abcdefgh\"}}],"
                          "\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2}}";
-    assert(adapter->body(&conv, answer, strlen(answer), chunk) == 0);
-    assert(zchunk_size(chunk) == strlen(answer) && conv.usage.tokens_in == 7);
-    assert(conv.content_bytes == 8);
-    assert(adapter->body(&conv, "<html>", 6, chunk) == -1);
+    PROTO_CHECK(adapter->body(&conv, answer, strlen(answer), chunk) == 0);
+    PROTO_CHECK(zchunk_size(chunk) == strlen(answer) && conv.usage.tokens_in == 7);
+    PROTO_CHECK(conv.content_bytes == 8);
+    PROTO_CHECK(adapter->body(&conv, "<html>", 6, chunk) == -1);
     zchunk_destroy(&chunk);
 
     //  Error bodies: JSON passes, anything else becomes ours.
     chunk = zchunk_new(NULL, 0);
     adapter->error_body(&conv, 400, "{\"error\":{\"message\":\"bad\"}}", 27, chunk);
-    assert(zchunk_size(chunk) == 27);
+    PROTO_CHECK(zchunk_size(chunk) == 27);
     zchunk_destroy(&chunk);
     chunk = zchunk_new(NULL, 0);
     adapter->error_body(&conv, 502, "<html>bad gateway</html>", 24, chunk);
     char *text = s_test_text(chunk);
-    assert(strstr(text, "\"upstream answered HTTP 502\"") && strstr(text, "server_error"));
+    PROTO_CHECK(strstr(text, "\"upstream answered HTTP 502\"") && strstr(text, "server_error"));
     free(text);
     zchunk_destroy(&chunk);
     dispatch_convert_clear(&conv);

@@ -1,4 +1,5 @@
 #include "dispatch_upstream.h"
+#include "proto_check.h"
 #include "proto_msg.h"
 
 #include <assert.h>
@@ -122,58 +123,58 @@ void dispatch_upstream_test(bool verbose)
         printf(" * dispatch_upstream: ");
     char *url = dispatch_upstream_url(PROTO_PROTOCOL_OPENAI, DISPATCH_ENDPOINT_GENERATE,
                                       "http://127.0.0.1:9/", "m", true);
-    assert(strcmp(url, "http://127.0.0.1:9/v1/chat/completions") == 0);
+    PROTO_CHECK(strcmp(url, "http://127.0.0.1:9/v1/chat/completions") == 0);
     free(url);
     url = dispatch_upstream_url(PROTO_PROTOCOL_OPENAI, DISPATCH_ENDPOINT_GENERATE,
                                 "https://api.openai.com/v1", "m", false);
-    assert(strcmp(url, "https://api.openai.com/v1/chat/completions") == 0);
+    PROTO_CHECK(strcmp(url, "https://api.openai.com/v1/chat/completions") == 0);
     free(url);
     url = dispatch_upstream_url(PROTO_PROTOCOL_OPENAI, DISPATCH_ENDPOINT_GENERATE,
                                 "https://relay.example/openai/v1/", "m", false);
-    assert(strcmp(url, "https://relay.example/openai/v1/chat/completions") == 0);
+    PROTO_CHECK(strcmp(url, "https://relay.example/openai/v1/chat/completions") == 0);
     free(url);
     url = dispatch_upstream_url(PROTO_PROTOCOL_ANTHROPIC, DISPATCH_ENDPOINT_GENERATE,
                                 "https://api.anthropic.com", "m", true);
-    assert(strcmp(url, "https://api.anthropic.com/v1/messages") == 0);
+    PROTO_CHECK(strcmp(url, "https://api.anthropic.com/v1/messages") == 0);
     free(url);
     url = dispatch_upstream_url(PROTO_PROTOCOL_GEMINI, DISPATCH_ENDPOINT_GENERATE,
                                 "https://generativelanguage.googleapis.com/v1beta",
                                 "gemini-2.0-flash", true);
-    assert(strcmp(url, "https://generativelanguage.googleapis.com/v1beta/models/"
-                       "gemini-2.0-flash:streamGenerateContent?alt=sse") == 0);
+    PROTO_CHECK(strcmp(url, "https://generativelanguage.googleapis.com/v1beta/models/"
+                            "gemini-2.0-flash:streamGenerateContent?alt=sse") == 0);
     free(url);
-    assert(!dispatch_upstream_url(PROTO_PROTOCOL_GEMINI, DISPATCH_ENDPOINT_GENERATE, "http://x",
-                                  "a?b", false));
+    PROTO_CHECK(!dispatch_upstream_url(PROTO_PROTOCOL_GEMINI, DISPATCH_ENDPOINT_GENERATE,
+                                       "http://x", "a?b", false));
     url = dispatch_upstream_url(PROTO_PROTOCOL_ANTHROPIC, DISPATCH_ENDPOINT_COUNT_TOKENS,
                                 "https://api.anthropic.com/v1", "m", false);
-    assert(strcmp(url, "https://api.anthropic.com/v1/messages/count_tokens") == 0);
+    PROTO_CHECK(strcmp(url, "https://api.anthropic.com/v1/messages/count_tokens") == 0);
     free(url);
     url = dispatch_upstream_url(PROTO_PROTOCOL_GEMINI, DISPATCH_ENDPOINT_COUNT_TOKENS,
                                 "http://127.0.0.1:9", "gemini-x", true);
-    assert(strcmp(url, "http://127.0.0.1:9/v1beta/models/gemini-x:countTokens") == 0);
+    PROTO_CHECK(strcmp(url, "http://127.0.0.1:9/v1beta/models/gemini-x:countTokens") == 0);
     free(url);
     url = dispatch_upstream_url(PROTO_PROTOCOL_OPENAI_EMBEDDINGS, DISPATCH_ENDPOINT_GENERATE,
                                 "http://127.0.0.1:9/v1", "e", false);
-    assert(strcmp(url, "http://127.0.0.1:9/v1/embeddings") == 0);
+    PROTO_CHECK(strcmp(url, "http://127.0.0.1:9/v1/embeddings") == 0);
     free(url);
-    assert(!dispatch_upstream_url(PROTO_PROTOCOL_OPENAI, DISPATCH_ENDPOINT_COUNT_TOKENS, "http://x",
-                                  "m", false));
-    assert(!dispatch_upstream_url(PROTO_PROTOCOL_GEMINI, DISPATCH_ENDPOINT_GENERATE, "http://x", "",
-                                  false));
-    assert(!dispatch_upstream_url(PROTO_PROTOCOL_NONE, DISPATCH_ENDPOINT_GENERATE, "http://x", "m",
-                                  false));
+    PROTO_CHECK(!dispatch_upstream_url(PROTO_PROTOCOL_OPENAI, DISPATCH_ENDPOINT_COUNT_TOKENS,
+                                       "http://x", "m", false));
+    PROTO_CHECK(!dispatch_upstream_url(PROTO_PROTOCOL_GEMINI, DISPATCH_ENDPOINT_GENERATE,
+                                       "http://x", "", false));
+    PROTO_CHECK(!dispatch_upstream_url(PROTO_PROTOCOL_NONE, DISPATCH_ENDPOINT_GENERATE, "http://x",
+                                       "m", false));
 
     struct curl_slist *headers = dispatch_upstream_headers(PROTO_PROTOCOL_OPENAI, "sk-1", true);
-    assert(s_has(headers, "Authorization: Bearer sk-1"));
-    assert(s_has(headers, "Accept: text/event-stream") && s_has(headers, "Expect:"));
+    PROTO_CHECK(s_has(headers, "Authorization: Bearer sk-1"));
+    PROTO_CHECK(s_has(headers, "Accept: text/event-stream") && s_has(headers, "Expect:"));
     curl_slist_free_all(headers);
     headers = dispatch_upstream_headers(PROTO_PROTOCOL_ANTHROPIC, "sk-ant", false);
-    assert(s_has(headers, "x-api-key: sk-ant"));
-    assert(s_has(headers, "anthropic-version: 2023-06-01"));
-    assert(!s_has(headers, "Authorization: Bearer sk-ant"));
+    PROTO_CHECK(s_has(headers, "x-api-key: sk-ant"));
+    PROTO_CHECK(s_has(headers, "anthropic-version: 2023-06-01"));
+    PROTO_CHECK(!s_has(headers, "Authorization: Bearer sk-ant"));
     curl_slist_free_all(headers);
     headers = dispatch_upstream_headers(PROTO_PROTOCOL_GEMINI, "g-key", false);
-    assert(s_has(headers, "x-goog-api-key: g-key"));
+    PROTO_CHECK(s_has(headers, "x-goog-api-key: g-key"));
     curl_slist_free_all(headers);
     if (verbose)
         printf("OK\n");

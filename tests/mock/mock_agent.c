@@ -7,6 +7,7 @@
 //  Asserts drive the self test: they stay on in release builds.
 #undef NDEBUG
 #include "mock_agent.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -260,7 +261,7 @@ static mock_agent_reply_t s_test_plan(const char *text, mock_agent_api_t api,
                                       mock_agent_plan_t *plan)
 {
     json_t *body = json_loads(text, 0, NULL);
-    assert(body);
+    PROTO_CHECK(body);
     mock_agent_reply_t reply = mock_agent_plan(body, api, plan);
     json_decref(body);
     return reply;
@@ -272,39 +273,39 @@ void mock_agent_test(bool verbose)
         printf(" * mock_agent: ");
     mock_agent_plan_t plan;
     //  No directive: not scripted.
-    assert(s_test_plan("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", MOCK_AGENT_CHAT,
-                       &plan) == MOCK_AGENT_NONE);
+    PROTO_CHECK(s_test_plan("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+                            MOCK_AGENT_CHAT, &plan) == MOCK_AGENT_NONE);
     //  A directive in a user block: the call.
-    assert(
+    PROTO_CHECK(
         s_test_plan("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
                     "\"text\":\"please mock-call Read {\\\"file_path\\\":\\\"/a b\\\"} now\"}]}]}",
                     MOCK_AGENT_ANTHROPIC, &plan) == MOCK_AGENT_CALL);
-    assert(strcmp(plan.tool, "Read") == 0);
-    assert(strcmp(plan.arguments, "{\"file_path\":\"/a b\"}") == 0);
+    PROTO_CHECK(strcmp(plan.tool, "Read") == 0);
+    PROTO_CHECK(strcmp(plan.arguments, "{\"file_path\":\"/a b\"}") == 0);
     mock_agent_plan_clear(&plan);
     //  Its result ends the conversation: quoted back, per protocol.
-    assert(s_test_plan("{\"messages\":[{\"role\":\"user\",\"content\":\"mock-call f {}\"},"
-                       "{\"role\":\"assistant\",\"tool_calls\":[]},"
-                       "{\"role\":\"tool\",\"content\":\"42 lines\"}]}",
-                       MOCK_AGENT_CHAT, &plan) == MOCK_AGENT_TEXT);
-    assert(strcmp(plan.text, "mock saw: 42 lines") == 0);
+    PROTO_CHECK(s_test_plan("{\"messages\":[{\"role\":\"user\",\"content\":\"mock-call f {}\"},"
+                            "{\"role\":\"assistant\",\"tool_calls\":[]},"
+                            "{\"role\":\"tool\",\"content\":\"42 lines\"}]}",
+                            MOCK_AGENT_CHAT, &plan) == MOCK_AGENT_TEXT);
+    PROTO_CHECK(strcmp(plan.text, "mock saw: 42 lines") == 0);
     mock_agent_plan_clear(&plan);
-    assert(s_test_plan("{\"input\":[{\"role\":\"user\",\"content\":\"mock-call f {}\"},"
-                       "{\"type\":\"function_call_output\",\"call_id\":\"c\",\"output\":"
-                       "[{\"type\":\"input_text\",\"text\":\"ok\"}]}]}",
-                       MOCK_AGENT_RESPONSES, &plan) == MOCK_AGENT_TEXT);
-    assert(strcmp(plan.text, "mock saw: ok") == 0);
+    PROTO_CHECK(s_test_plan("{\"input\":[{\"role\":\"user\",\"content\":\"mock-call f {}\"},"
+                            "{\"type\":\"function_call_output\",\"call_id\":\"c\",\"output\":"
+                            "[{\"type\":\"input_text\",\"text\":\"ok\"}]}]}",
+                            MOCK_AGENT_RESPONSES, &plan) == MOCK_AGENT_TEXT);
+    PROTO_CHECK(strcmp(plan.text, "mock saw: ok") == 0);
     mock_agent_plan_clear(&plan);
-    assert(
+    PROTO_CHECK(
         s_test_plan("{\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":\"mock-call f {}\"}]},"
                     "{\"role\":\"user\",\"parts\":[{\"functionResponse\":{\"name\":\"f\","
                     "\"response\":{\"output\":\"abc\"}}}]}]}",
                     MOCK_AGENT_GEMINI, &plan) == MOCK_AGENT_TEXT);
-    assert(strcmp(plan.text, "mock saw: abc") == 0);
+    PROTO_CHECK(strcmp(plan.text, "mock saw: abc") == 0);
     mock_agent_plan_clear(&plan);
     //  A directive that does not parse is not scripted.
-    assert(s_test_plan("{\"messages\":[{\"role\":\"user\",\"content\":\"mock-call {}\"}]}",
-                       MOCK_AGENT_CHAT, &plan) == MOCK_AGENT_NONE);
+    PROTO_CHECK(s_test_plan("{\"messages\":[{\"role\":\"user\",\"content\":\"mock-call {}\"}]}",
+                            MOCK_AGENT_CHAT, &plan) == MOCK_AGENT_NONE);
 
     //  The journal keeps the newest entries, without credentials.
     mock_journal_t *journal = mock_journal_new();
@@ -313,15 +314,15 @@ void mock_agent_test(bool verbose)
         mock_journal_add(journal, "POST", "/v1/messages", NULL, "m", headers, "{\"a\":1}", 7);
     json_decref(headers);
     json_t *entries = mock_journal_json(journal);
-    assert(json_array_size(entries) == MOCK_JOURNAL_MAX);
+    PROTO_CHECK(json_array_size(entries) == MOCK_JOURNAL_MAX);
     json_t *first = json_array_get(entries, 0);
-    assert(json_integer_value(json_object_get(first, "seq")) == 3);
-    assert(!json_object_get(json_object_get(first, "headers"), "x-api-key"));
-    assert(json_integer_value(json_object_get(json_object_get(first, "body"), "a")) == 1);
+    PROTO_CHECK(json_integer_value(json_object_get(first, "seq")) == 3);
+    PROTO_CHECK(!json_object_get(json_object_get(first, "headers"), "x-api-key"));
+    PROTO_CHECK(json_integer_value(json_object_get(json_object_get(first, "body"), "a")) == 1);
     json_decref(entries);
     mock_journal_clear(journal);
     entries = mock_journal_json(journal);
-    assert(json_array_size(entries) == 0);
+    PROTO_CHECK(json_array_size(entries) == 0);
     json_decref(entries);
     mock_journal_destroy(&journal);
     if (verbose)

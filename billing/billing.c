@@ -853,3 +853,186 @@ char *billing_status(billing_t *self)
     snprintf(status + used, sizeof status - (size_t)used, "}");
     return strdup(status);
 }
+
+//  --------------------------------------------------------------------------
+//  Self test: the server in this process, as Malamute tests its server. The
+//  catalog is injected (catalog_file); a DEALER plays ingress and dispatch,
+//  a ROUTER plays the ledger. No PostgreSQL: the spend caps start at zero.
+
+#include "proto_peer.h"
+
+#define S_TEST_WAIT_MS 5000
+
+static const char s_test_catalog[] =
+    "{\"accounts\":[{\"id\":1,\"name\":\"rich\",\"balance_micros\":100000000},"
+    "{\"id\":2,\"name\":\"poor\",\"balance_micros\":5},"
+    "{\"id\":3,\"name\":\"off\",\"balance_micros\":100000000,\"status\":\"disabled\"}],"
+    "\"keys\":[{\"id\":10,\"account_id\":1,\"hash\":\"h10\"},"
+    "{\"id\":11,\"account_id\":1,\"hash\":\"h11\",\"status\":\"revoked\"},"
+    "{\"id\":12,\"account_id\":1,\"hash\":\"h12\",\"allowed_models\":[\"other\"]},"
+    "{\"id\":20,\"account_id\":2,\"hash\":\"h20\"},"
+    "{\"id\":30,\"account_id\":3,\"hash\":\"h30\"}],"
+    "\"providers\":[{\"id\":40,\"name\":\"p\",\"protocol\":\"openai\"}],"
+    "\"provider_keys\":[{\"id\":41,\"provider_id\":40}],"
+    "\"models\":[{\"id\":50,\"name\":\"m\",\"price_in_micros\":2000000,"
+    "\"price_out_micros\":4000000},{\"id\":51,\"name\":\"other\"},"
+    "{\"id\":52,\"name\":\"gone\",\"status\":\"disabled\"}]}";
+
+//  ADMIT from the DEALER; returns the ADMIT_REPLY.
+static proto_msg_t *s_test_admit(proto_peer_t *client, const char *rid, uint64_t key_id,
+                                 uint64_t account_id, const char *model)
+{
+    proto_msg_t *admit = proto_msg_new(PROTO_MSG_ADMIT);
+    proto_msg_set_request_id(admit, rid);
+    proto_msg_set_key_id(admit, key_id);
+    proto_msg_set_account_id(admit, account_id);
+    proto_msg_set_model(admit, model);
+    proto_msg_set_tokens_in(admit, 100);
+    assert(proto_peer_send(client, &admit) == 0);
+    proto_msg_t *reply = proto_peer_wait(client, PROTO_MSG_ADMIT_REPLY, rid, S_TEST_WAIT_MS);
+    assert(reply);
+    return reply;
+}
+
+static void s_test_refused(proto_peer_t *client, const char *rid, uint64_t key_id,
+                           uint64_t account_id, const char *model, uint64_t status,
+                           const char *code)
+{
+    proto_msg_t *reply = s_test_admit(client, rid, key_id, account_id, model);
+    assert(proto_msg_status(reply) == status);
+    assert(strcmp(proto_msg_error_code(reply), code) == 0);
+    assert(*proto_msg_error_message(reply));
+    proto_msg_destroy(&reply);
+}
+
+static void s_test_settle(proto_peer_t *client, const char *rid, uint64_t status)
+{
+    proto_msg_t *settle = proto_msg_new(PROTO_MSG_SETTLE);
+    proto_msg_set_request_id(settle, rid);
+    proto_msg_set_account_id(settle, 1);
+    proto_msg_set_key_id(settle, 10);
+    proto_msg_set_model(settle, "m");
+    proto_msg_set_provider_id(settle, 40);
+    proto_msg_set_provider_key_id(settle, 41);
+    proto_msg_set_upstream_model(settle, "up");
+    proto_msg_set_status(settle, status);
+    proto_msg_set_started_us(settle, proto_loop_wall_us());
+    if (status < 400) {
+        proto_msg_set_tokens_in(settle, 1000);
+        proto_msg_set_tokens_out(settle, 500);
+    }
+    assert(proto_peer_send(client, &settle) == 0);
+}
+
+//  The ledger's side: the ENTRY for rid arrives; answers COMMIT unless
+//  `commit` is false. Returns the ENTRY's cost.
+static int64_t s_test_entry(proto_peer_t *ledger, const char *rid, bool commit)
+{
+    proto_msg_t *entry = proto_peer_wait(ledger, PROTO_MSG_ENTRY, rid, S_TEST_WAIT_MS);
+    assert(entry);
+    assert(proto_msg_account_id(entry) == 1 && proto_msg_key_id(entry) == 10);
+    int64_t cost = proto_msg_cost_micros(entry);
+    if (commit) {
+        proto_msg_t *done = proto_msg_reply(entry, PROTO_MSG_COMMIT);
+        assert(proto_peer_send(ledger, &done) == 0);
+    }
+    proto_msg_destroy(&entry);
+    return cost;
+}
+
+void billing_test(bool verbose)
+{
+    if (verbose)
+        printf(" * billing: ");
+    char error[512];
+    const char *settings[] = {"billing.bind",
+                              "inproc://billing-test",
+                              "ledger.endpoints",
+                              "inproc://billing-test-ledger",
+                              "billing.leases",
+                              "false",
+                              NULL};
+    proto_service_t *service =
+        proto_peer_service_new("billing", s_test_catalog, settings, error, sizeof error);
+    assert(service);
+    proto_loop_t *loop = proto_service_loop(service);
+    //  The ledger binds first (inproc), as a ledger would be up already.
+    proto_peer_t *ledger = proto_peer_new(loop, ZMQ_ROUTER, "inproc://billing-test-ledger", true);
+    assert(ledger);
+    billing_t *billing = billing_new(service);
+    assert(billing);
+    proto_peer_t *client = proto_peer_new(loop, ZMQ_DEALER, "inproc://billing-test", false);
+    assert(client);
+
+    //  Admission: admitted with a reservation priced from the catalog.
+    proto_msg_t *reply = s_test_admit(client, "t-1", 10, 1, "m");
+    assert(proto_msg_status(reply) == 200);
+    assert(proto_msg_reserve_micros(reply) > 0);
+    proto_msg_destroy(&reply);
+    //  Every refusal, with its code, from the injected catalog alone.
+    s_test_refused(client, "t-2", 99, 1, "m", 401, "invalid_api_key");
+    s_test_refused(client, "t-3", 11, 1, "m", 401, "invalid_api_key");
+    s_test_refused(client, "t-4", 30, 3, "m", 401, "invalid_api_key");
+    s_test_refused(client, "t-5", 10, 1, "nosuch", 404, "model_not_found");
+    s_test_refused(client, "t-6", 10, 1, "gone", 404, "model_not_found");
+    s_test_refused(client, "t-7", 12, 1, "m", 403, "model_not_allowed");
+    s_test_refused(client, "t-8", 20, 2, "m", 402, "insufficient_balance");
+
+    //  Settlement: ENTRY to the ledger with the cost, COMMIT back to the
+    //  settler only once the ledger has committed.
+    s_test_settle(client, "t-1", 200);
+    proto_msg_t *entry = proto_peer_wait(ledger, PROTO_MSG_ENTRY, "t-1", S_TEST_WAIT_MS);
+    //  Prices are micros per million tokens: 1000 * 2 + 500 * 4.
+    assert(entry && proto_msg_cost_micros(entry) == 4000);
+    assert(proto_msg_account_id(entry) == 1 && proto_msg_key_id(entry) == 10);
+    //  Nothing for the settler until the ledger has committed.
+    assert(proto_peer_idle(client, PROTO_MSG_COMMIT, 50) == 0);
+    proto_msg_t *commit = proto_msg_reply(entry, PROTO_MSG_COMMIT);
+    proto_msg_destroy(&entry);
+    assert(proto_peer_send(ledger, &commit) == 0);
+    commit = proto_peer_wait(client, PROTO_MSG_COMMIT, "t-1", S_TEST_WAIT_MS);
+    assert(commit);
+    proto_msg_destroy(&commit);
+    char *status = billing_status(billing);
+    assert(strstr(status, "\"outbox\":0"));
+    free(status);
+
+    //  A re-sent SETTLE after the commit: COMMIT at once, no second ENTRY.
+    s_test_settle(client, "t-1", 200);
+    commit = proto_peer_wait(client, PROTO_MSG_COMMIT, "t-1", S_TEST_WAIT_MS);
+    assert(commit);
+    proto_msg_destroy(&commit);
+    assert(proto_peer_idle(ledger, PROTO_MSG_ENTRY, 50) == 0);
+
+    //  A failed request: recorded, at cost 0.
+    reply = s_test_admit(client, "t-9", 10, 1, "m");
+    assert(proto_msg_status(reply) == 200);
+    proto_msg_destroy(&reply);
+    s_test_settle(client, "t-9", 502);
+    assert(s_test_entry(ledger, "t-9", true) == 0);
+    commit = proto_peer_wait(client, PROTO_MSG_COMMIT, "t-9", S_TEST_WAIT_MS);
+    assert(commit);
+    proto_msg_destroy(&commit);
+
+    //  Hostile input: garbage frames and an ADMIT without a request id are
+    //  dropped, and the server answers the next request.
+    zsock_t *raw = proto_peer_socket(client);
+    zstr_send(raw, "not a message");
+    proto_msg_t *nameless = proto_msg_new(PROTO_MSG_ADMIT);
+    proto_msg_set_key_id(nameless, 10);
+    proto_msg_set_account_id(nameless, 1);
+    proto_msg_set_model(nameless, "m");
+    assert(proto_peer_send(client, &nameless) == 0);
+    reply = s_test_admit(client, "t-10", 10, 1, "m");
+    assert(proto_msg_status(reply) == 200);
+    proto_msg_destroy(&reply);
+    assert(proto_peer_pending(client) == 0);
+
+    proto_peer_destroy(&client);
+    billing_destroy(&billing);
+    assert(!billing);
+    proto_peer_destroy(&ledger);
+    proto_peer_service_destroy(&service);
+    if (verbose)
+        printf("OK\n");
+}

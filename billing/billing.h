@@ -70,4 +70,9 @@ void billing_drain(billing_t *self);
 //  figures. Caller owns return value (free()).
 char *billing_status(billing_t *self);
 
+//  Self test: the server in-process with an injected catalog, driven through
+//  a DEALER (admission and its refusals, settlement through a stand-in
+//  ledger, a re-sent SETTLE, malformed input).
+void billing_test(bool verbose);
+
 #endif

@@ -41,6 +41,8 @@ static const s_key_t s_keys[] = {
     {"db_retry_interval_ms", S_INT, "500", 10, 60000, false, "wait between those tries"},
     {"secret_key", S_STR, "", 0, 0, true, "64 hex digits: key that encrypts provider secrets"},
     {"state_dir", S_STR, "", 0, 0, false, "folder for local spill files"},
+    {"catalog_file", S_STR, "", 0, 0, false,
+     "a catalog as JSON instead of PostgreSQL's (server selftests and tools); empty = database"},
     {"security", S_STR, "curve", 0, 0, false,
      "curve (ZeroMQ CURVE: certificates, encryption) or none (plain sockets; warns)"},
     {"curve.dir", S_STR, "", 0, 0, false,

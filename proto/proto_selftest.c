@@ -17,6 +17,7 @@
 #include "proto_sse.h"
 #include "proto_trace.h"
 #include "proto_usage.h"
+#include "proto_peer.h"
 #include "proto_test.h"
 #include "proto_tls.h"
 
@@ -30,7 +31,7 @@ static const proto_test_t s_tests[] = {
     {"proto_trace", proto_trace_test},     {"proto_observe", proto_observe_test},
     {"proto_capture", proto_capture_test}, {"proto_batch", proto_batch_test},
     {"proto_price", proto_price_test},     {"proto_socket", proto_socket_test},
-    {"proto_tls", proto_tls_test},
+    {"proto_tls", proto_tls_test},         {"proto_peer", proto_peer_test},
 };
 
 PROTO_TEST_MAIN(s_tests)

@@ -40,6 +40,7 @@ struct _proto_service_t {
     int level_timer;                //  reconnect timer, 0 when none
     uint64_t level_retry_ms;        //  next reconnect delay (doubles while away)
     bool level_warned;              //  said once that the database is away
+    proto_service_def_t test_def;   //  def of a test service
     proto_service_reload_fn *reload_fns[S_RELOAD_HOOKS_MAX]; //  SIGHUP hooks
     void *reload_args[S_RELOAD_HOOKS_MAX];                   //  their arguments
     int reload_count;                                        //  hooks registered
@@ -544,6 +545,49 @@ done:
     proto_loop_destroy(&self.loop);
     proto_config_destroy(&self.config);
     return exit_code;
+}
+
+proto_service_t *proto_service_new_test(const char *name, proto_config_t **config_p, char *error,
+                                        size_t error_size)
+{
+    assert(config_p && *config_p);
+    proto_service_t *self = calloc(1, sizeof *self);
+    assert(self);
+    self->test_def.name = name;
+    self->def = &self->test_def;
+    self->config = *config_p;
+    *config_p = NULL;
+    self->level_fd = -1;
+    snprintf(self->instance, sizeof self->instance, "%s-test", name);
+    if (proto_crypto_init() != 0) {
+        snprintf(error, error_size, "cannot initialise libsodium");
+        proto_service_destroy(&self);
+        return NULL;
+    }
+    self->loop = proto_loop_new();
+    self->metrics = proto_metrics_new();
+    self->started_ms = proto_loop_now_ms();
+    zsys_init();
+    zsys_set_linger(0);
+    if (proto_socket_init(self->config, name, error, error_size) != 0) {
+        proto_service_destroy(&self);
+        return NULL;
+    }
+    return self;
+}
+
+void proto_service_destroy(proto_service_t **self_p)
+{
+    assert(self_p);
+    proto_service_t *self = *self_p;
+    if (!self)
+        return;
+    proto_socket_shutdown();
+    proto_metrics_destroy(&self->metrics);
+    proto_loop_destroy(&self->loop);
+    proto_config_destroy(&self->config);
+    free(self);
+    *self_p = NULL;
 }
 
 void proto_service_test(bool verbose)

@@ -77,6 +77,19 @@ bool proto_service_draining(proto_service_t *self);
 //  Tells the service that draining is complete: the loop ends.
 void proto_service_drained(proto_service_t *self);
 
+//  A service for in-process selftests of a server class (a server's
+//  constructor takes a proto_service_t): takes *config_p, makes a loop and
+//  a metrics registry and sets up socket security from the configuration
+//  (security=none with inproc:// endpoints in tests). No signals, control
+//  socket, metrics listener or trace; def->start is never called. Returns
+//  NULL with a reason in error. Caller owns return value.
+proto_service_t *proto_service_new_test(const char *name, proto_config_t **config_p, char *error,
+                                        size_t error_size);
+
+//  Destroys a service from proto_service_new_test (and its loop, metrics
+//  and configuration); nulls the pointer.
+void proto_service_destroy(proto_service_t **self_p);
+
 //  Self test (argument parsing and control socket, in-process).
 void proto_service_test(bool verbose);
 

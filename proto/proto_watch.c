@@ -3,6 +3,8 @@
 #include "proto_log.h"
 
 #include <assert.h>
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -21,6 +23,7 @@ struct _proto_watch_t {
     int reload_timer;       //  pending reload, 0 when none
     int reconnect_timer;    //  pending reconnect, 0 when none
     uint64_t loads;         //  catalogs handed over
+    const char *file;       //  catalog_file, or NULL: the catalog comes from PostgreSQL
 };
 
 static void s_schedule_reconnect(proto_watch_t *self);
@@ -46,16 +49,43 @@ static bool s_take_notifications(proto_watch_t *self)
     return changed;
 }
 
+//  The catalog from catalog_file. NULL with a reason.
+static proto_catalog_t *s_load_file(const char *path, char *error, size_t error_size)
+{
+    FILE *file = fopen(path, "rb");
+    if (!file) {
+        snprintf(error, error_size, "catalog_file %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *text = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&text, &size);
+    assert(out);
+    char buffer[8192];
+    size_t got;
+    while ((got = fread(buffer, 1, sizeof buffer, file)) > 0)
+        fwrite(buffer, 1, got, out);
+    fclose(file);
+    fclose(out);
+    proto_catalog_t *catalog = proto_catalog_from_json(text, error, error_size);
+    free(text);
+    return catalog;
+}
+
 static int s_reload_now(proto_watch_t *self, char *error, size_t error_size)
 {
     const char *secret_key =
         self->open_secrets ? proto_config_str(self->config, "secret_key") : NULL;
-    proto_catalog_t *catalog = proto_catalog_load(self->db, secret_key, error, error_size);
+    proto_catalog_t *catalog = self->file
+                                   ? s_load_file(self->file, error, error_size)
+                                   : proto_catalog_load(self->db, secret_key, error, error_size);
     if (!catalog)
         return -1;
     self->loads++;
     self->fn(&catalog, self->arg);
     proto_catalog_destroy(&catalog); //  in case the owner did not take it
+    if (self->file)
+        return 0;
     //  The load's queries read from the same socket, so libpq may have
     //  queued notifications that arrived meanwhile; the fd will not wake us
     //  for them again. A change committed during the load may be missing
@@ -69,12 +99,12 @@ static void s_reload_due(proto_loop_t *loop, int id, void *arg)
 {
     proto_watch_t *self = arg;
     self->reload_timer = 0;
-    if (!self->db)
+    if (!self->db && !self->file)
         return;
     char error[512];
     if (s_reload_now(self, error, sizeof error) != 0) {
         log_warn(NULL, "config reload failed, keeping the previous one: %s", error);
-        if (PQstatus(self->db) != CONNECTION_OK) {
+        if (self->db && PQstatus(self->db) != CONNECTION_OK) {
             s_disconnect(self);
             s_schedule_reconnect(self);
         }
@@ -153,6 +183,15 @@ proto_watch_t *proto_watch_new(proto_loop_t *loop, proto_config_t *config, bool 
                             .fn = fn,
                             .arg = arg,
                             .fd = -1};
+    const char *file = proto_config_str(config, "catalog_file");
+    if (file && *file) {
+        self->file = file;
+        if (s_reload_now(self, error, error_size) != 0) {
+            proto_watch_destroy(&self);
+            return NULL;
+        }
+        return self;
+    }
     if (s_connect(self, true, error, error_size) != 0 ||
         s_reload_now(self, error, error_size) != 0) {
         proto_watch_destroy(&self);

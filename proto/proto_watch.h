@@ -8,6 +8,10 @@
     reloads after reconnecting, since changes may have been missed.
     Loading runs on the loop's thread; it is a few milliseconds for
     thousands of rows, and never happens per request.
+
+    With `catalog_file` set there is no database: the catalog is that JSON
+    file (proto_catalog_from_json), read at start and again on each
+    proto_watch_reload. Server selftests inject their catalog this way.
 */
 #ifndef PROTO_WATCH_H_INCLUDED
 #define PROTO_WATCH_H_INCLUDED

@@ -665,3 +665,189 @@ const proto_service_def_t router_server_def = {
     .stop = s_stop,
     .status = s_status,
 };
+
+//  --------------------------------------------------------------------------
+//  Self test: the server in this process with an injected catalog, driven
+//  through a DEALER (the admin API's questions), a PUB (dispatch's
+//  outcomes) and a SUB (the routing tables), as Malamute tests its server.
+//  No PostgreSQL: router_store stays unready, so a reset is applied here
+//  and reported as not broadcast.
+
+#include "proto_peer.h"
+
+#define S_TEST_WAIT_MS 5000
+
+static const char s_test_catalog[] =
+    "{\"accounts\":[{\"id\":1,\"name\":\"a\"}],\"keys\":[{\"id\":10,\"account_id\":1,"
+    "\"hash\":\"h10\"}],"
+    "\"providers\":[{\"id\":1,\"name\":\"first\",\"protocol\":\"openai\",\"priority\":10},"
+    "{\"id\":2,\"name\":\"second\",\"protocol\":\"openai\"}],"
+    "\"provider_keys\":[{\"id\":11,\"provider_id\":1},{\"id\":21,\"provider_id\":2}],"
+    "\"models\":[{\"id\":5,\"name\":\"m\"}],"
+    "\"routes\":[{\"id\":1,\"model_id\":5,\"provider_id\":1,\"upstream_model\":\"up1\","
+    "\"priority\":10},{\"id\":2,\"model_id\":5,\"provider_id\":2,\"upstream_model\":\"up2\"}]}";
+
+static proto_msg_t *s_test_ask(proto_peer_t *admin, proto_msg_t *question, int answer_type)
+{
+    char rid[PROTO_MSG_RID_MAX + 1];
+    snprintf(rid, sizeof rid, "%s", proto_msg_request_id(question));
+    assert(proto_peer_send(admin, &question) == 0);
+    proto_msg_t *reply = proto_peer_wait(admin, answer_type, rid, S_TEST_WAIT_MS);
+    assert(reply);
+    return reply;
+}
+
+static proto_msg_t *s_test_explain(proto_peer_t *admin, const char *rid, const char *model)
+{
+    proto_msg_t *explain = proto_msg_new(PROTO_MSG_EXPLAIN);
+    proto_msg_set_request_id(explain, rid);
+    proto_msg_set_model(explain, model);
+    proto_msg_set_key_id(explain, 10);
+    proto_msg_set_account_id(explain, 1);
+    return s_test_ask(admin, explain, PROTO_MSG_EXPLAIN_REPLY);
+}
+
+//  The breakers the router lists, as JSON text (caller frees).
+static char *s_test_breakers(proto_peer_t *admin, const char *rid)
+{
+    proto_msg_t *question = proto_msg_new(PROTO_MSG_BREAKERS);
+    proto_msg_set_request_id(question, rid);
+    proto_msg_t *reply = s_test_ask(admin, question, PROTO_MSG_BREAKERS_REPLY);
+    assert(proto_msg_status(reply) == 200);
+    char *text = strdup(proto_msg_meta(reply));
+    proto_msg_destroy(&reply);
+    return text;
+}
+
+//  The next routing table's body, as JSON (caller decrefs).
+static json_t *s_test_table(proto_peer_t *tables)
+{
+    proto_msg_t *table = proto_peer_wait(tables, PROTO_MSG_ROUTING_TABLE, NULL, S_TEST_WAIT_MS);
+    assert(table && proto_msg_body(table));
+    json_t *body = json_loadb((const char *)zframe_data(proto_msg_body(table)),
+                              zframe_size(proto_msg_body(table)), 0, NULL);
+    assert(json_is_object(body));
+    proto_msg_destroy(&table);
+    return body;
+}
+
+void router_server_test(bool verbose)
+{
+    if (verbose)
+        printf(" * router_server: ");
+    char error[512];
+    const char *settings[] = {"router.bind",
+                              "inproc://router-test",
+                              "router.table.bind",
+                              "inproc://router-test-table",
+                              "dispatch.events.endpoints",
+                              "inproc://router-test-events",
+                              "router.breaker_threshold",
+                              "3",
+                              "router.table_interval_ms",
+                              "50",
+                              NULL};
+    proto_service_t *service =
+        proto_peer_service_new("router", s_test_catalog, settings, error, sizeof error);
+    assert(service);
+    proto_loop_t *loop = proto_service_loop(service);
+    //  Dispatch's outcome publisher is up before the router connects to it.
+    proto_peer_t *outcomes = proto_peer_new(loop, ZMQ_PUB, "inproc://router-test-events", true);
+    assert(outcomes);
+    void *router = router_server_def.start(service);
+    assert(router);
+    proto_peer_t *admin = proto_peer_new(loop, ZMQ_DEALER, "inproc://router-test", false);
+    proto_peer_t *tables = proto_peer_new(loop, ZMQ_SUB, "inproc://router-test-table", false);
+    assert(admin && tables);
+
+    //  A subscriber gets the whole table at once: nothing open yet.
+    json_t *table = s_test_table(tables);
+    assert(json_is_integer(json_object_get(table, "version")));
+    assert(json_array_size(json_object_get(table, "breakers")) == 0);
+    json_decref(table);
+
+    //  EXPLAIN from the injected catalog: both routes, the first provider
+    //  (priority 10) ahead; an unknown model is 404.
+    proto_msg_t *reply = s_test_explain(admin, "e-1", "m");
+    assert(proto_msg_status(reply) == 200);
+    const char *meta = proto_msg_meta(reply);
+    assert(strstr(meta, "up1") && strstr(meta, "up2"));
+    assert(strstr(meta, "up1") < strstr(meta, "up2"));
+    proto_msg_destroy(&reply);
+    reply = s_test_explain(admin, "e-2", "nosuch");
+    assert(proto_msg_status(reply) == 404);
+    proto_msg_destroy(&reply);
+
+    //  Three 503s from dispatch open the model's breaker: it is listed and
+    //  goes out in the next table. A PUB's first messages can be lost while
+    //  the subscription travels, so the outcomes are sent until it shows.
+    char *breakers = NULL;
+    for (int round = 0; round < 100; round++) {
+        for (int i = 0; i < 3; i++) {
+            proto_msg_t *outcome = proto_msg_new(PROTO_MSG_OUTCOME);
+            proto_msg_set_request_id(outcome, "o-1");
+            proto_msg_set_provider_id(outcome, 1);
+            proto_msg_set_provider_key_id(outcome, 11);
+            proto_msg_set_upstream_model(outcome, "up1");
+            proto_msg_set_status(outcome, 503);
+            assert(proto_peer_send(outcomes, &outcome) == 0);
+        }
+        free(breakers);
+        breakers = s_test_breakers(admin, "b-1");
+        if (strstr(breakers, "up1"))
+            break;
+        proto_peer_idle(admin, PROTO_MSG_BREAKERS_REPLY, 10);
+    }
+    assert(strstr(breakers, "up1") && !strstr(breakers, "up2"));
+    free(breakers);
+    bool published = false;
+    for (int i = 0; i < 20 && !published; i++) {
+        table = s_test_table(tables);
+        char *text = json_dumps(table, JSON_COMPACT);
+        published = strstr(text, "up1") != NULL;
+        free(text);
+        json_decref(table);
+    }
+    assert(published);
+    //  A decision now puts the healthy route first.
+    reply = s_test_explain(admin, "e-3", "m");
+    assert(proto_msg_status(reply) == 200);
+    meta = proto_msg_meta(reply);
+    assert(strstr(meta, "up2"));
+    proto_msg_destroy(&reply);
+
+    //  BREAKER_RESET needs a key or a provider and model; with them the
+    //  breaker closes here (no database: not broadcast).
+    proto_msg_t *reset = proto_msg_new(PROTO_MSG_BREAKER_RESET);
+    proto_msg_set_request_id(reset, "r-1");
+    reply = s_test_ask(admin, reset, PROTO_MSG_BREAKERS_REPLY);
+    assert(proto_msg_status(reply) == 400);
+    proto_msg_destroy(&reply);
+    reset = proto_msg_new(PROTO_MSG_BREAKER_RESET);
+    proto_msg_set_request_id(reset, "r-2");
+    proto_msg_set_provider_id(reset, 1);
+    proto_msg_set_upstream_model(reset, "up1");
+    reply = s_test_ask(admin, reset, PROTO_MSG_BREAKERS_REPLY);
+    assert(proto_msg_status(reply) == 200);
+    assert(strstr(proto_msg_meta(reply), "\"reset\":1") &&
+           strstr(proto_msg_meta(reply), "\"broadcast\":false"));
+    proto_msg_destroy(&reply);
+    breakers = s_test_breakers(admin, "b-2");
+    assert(!strstr(breakers, "up1"));
+    free(breakers);
+
+    //  Garbage on the admin socket is dropped; the next question answered.
+    zstr_send(proto_peer_socket(admin), "garbage");
+    reply = s_test_explain(admin, "e-4", "m");
+    assert(proto_msg_status(reply) == 200);
+    proto_msg_destroy(&reply);
+
+    proto_peer_destroy(&tables);
+    proto_peer_destroy(&admin);
+    router_server_def.stop(&router);
+    assert(!router);
+    proto_peer_destroy(&outcomes);
+    proto_peer_service_destroy(&service);
+    if (verbose)
+        printf("OK\n");
+}

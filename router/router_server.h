@@ -44,4 +44,9 @@ extern const proto_service_def_t router_server_def;
 //  of its own with the same settings).
 router_breaker_config_t router_server_breaker_config(proto_config_t *config);
 
+//  Self test: the server in-process with an injected catalog, driven through
+//  a DEALER, a PUB and a SUB (EXPLAIN, breakers opened by outcomes and
+//  published, BREAKER_RESET, malformed input).
+void router_server_test(bool verbose);
+
 #endif

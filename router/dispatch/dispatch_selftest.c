@@ -1,15 +1,15 @@
 //  Runs the selftest of one dispatch class, or of all of them.
 #include "dispatch_adapter.h"
 #include "dispatch_policy.h"
+#include "dispatch_server.h"
 #include "dispatch_taken.h"
 #include "dispatch_upstream.h"
 #include "proto_test.h"
 
 static const proto_test_t s_tests[] = {
-    {"dispatch_adapter", dispatch_adapter_test},
-    {"dispatch_policy", dispatch_policy_test},
-    {"dispatch_taken", dispatch_taken_test},
-    {"dispatch_upstream", dispatch_upstream_test},
+    {"dispatch_adapter", dispatch_adapter_test}, {"dispatch_policy", dispatch_policy_test},
+    {"dispatch_taken", dispatch_taken_test},     {"dispatch_upstream", dispatch_upstream_test},
+    {"dispatch_server", dispatch_server_test},
 };
 
 PROTO_TEST_MAIN(s_tests)

@@ -41,4 +41,10 @@ void dispatch_server_drain(dispatch_server_t *self);
 //  A JSON object for PONG's meta. Caller owns return value (free()).
 char *dispatch_server_status(dispatch_server_t *self);
 
+//  Self test: the server in-process with an injected catalog and a stand-in
+//  upstream, driven through a DEALER (plain and streamed calls, failover
+//  before the first byte, an exhausted candidate list, an unknown account,
+//  malformed input), with SETTLE committed by a stand-in billing.
+void dispatch_server_test(bool verbose);
+
 #endif

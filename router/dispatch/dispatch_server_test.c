@@ -1,0 +1,286 @@
+//  dispatch_server's selftest, apart from dispatch_server.c to keep that
+//  file under the size limit (tests/tree/size_check.sh).
+#include "dispatch_server.h"
+#include "proto_catalog.h"
+#include "proto_loop.h"
+#include "proto_msg.h"
+#include "proto_peer.h"
+
+#include <assert.h>
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+//  --------------------------------------------------------------------------
+//  Self test: the server in this process with an injected catalog, as
+//  Malamute tests its server. The test plays every peer: ingress (a
+//  DEALER), billing (a ROUTER that commits SETTLEs), a listener on the
+//  outcomes (a SUB) and the upstream (a libmicrohttpd daemon on a thread of
+//  its own: one OpenAI chat answer, streamed or not, and a 500 for the
+//  upstream model "broken"). No PostgreSQL and no router: dispatch decides
+//  from the catalog alone.
+
+#define S_TEST_WAIT_MS 5000
+
+typedef struct {
+    char *body;  //  request body so far
+    size_t size; //  its bytes
+} s_test_upload_t;
+
+static const char s_test_answer[] =
+    "{\"id\":\"c-1\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"up\","
+    "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"hello\"},"
+    "\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":5,"
+    "\"total_tokens\":15}}";
+
+static const char s_test_events[] =
+    "data: {\"id\":\"c-2\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"up\","
+    "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"hel\"}}]}\n\n"
+    "data: {\"id\":\"c-2\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"up\","
+    "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n"
+    "data: {\"id\":\"c-2\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"up\","
+    "\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":5,"
+    "\"total_tokens\":15}}\n\n"
+    "data: [DONE]\n\n";
+
+static enum MHD_Result s_test_upstream(void *arg, struct MHD_Connection *connection,
+                                       const char *url, const char *method, const char *version,
+                                       const char *upload_data, size_t *upload_data_size,
+                                       void **request_p)
+{
+    s_test_upload_t *upload = *request_p;
+    if (!upload) {
+        *request_p = calloc(1, sizeof(s_test_upload_t));
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        upload->body = realloc(upload->body, upload->size + *upload_data_size + 1);
+        memcpy(upload->body + upload->size, upload_data, *upload_data_size);
+        upload->size += *upload_data_size;
+        upload->body[upload->size] = '\0';
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    const char *body = upload->body ? upload->body : "";
+    const char *authorization =
+        MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Authorization");
+    unsigned status = 200;
+    const char *text = s_test_answer, *type = "application/json";
+    if (!authorization || strcmp(authorization, "Bearer sk-test") != 0 ||
+        strcmp(url, "/v1/chat/completions") != 0) {
+        status = 401;
+        text = "{\"error\":{\"message\":\"bad key or path\"}}";
+    } else if (strstr(body, "\"broken\"")) {
+        status = 500;
+        text = "{\"error\":{\"message\":\"upstream broke\"}}";
+    } else if (strstr(body, "\"stream\":true")) {
+        text = s_test_events;
+        type = "text/event-stream";
+    }
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(response, "Content-Type", type);
+    enum MHD_Result rc = MHD_queue_response(connection, status, response);
+    MHD_destroy_response(response);
+    return rc;
+}
+
+static void s_test_upload_done(void *arg, struct MHD_Connection *connection, void **request_p,
+                               enum MHD_RequestTerminationCode code)
+{
+    s_test_upload_t *upload = *request_p;
+    if (upload)
+        free(upload->body);
+    free(upload);
+    *request_p = NULL;
+}
+
+static void s_test_dispatch(proto_peer_t *ingress, const char *rid, const char *model,
+                            uint64_t account_id, bool stream)
+{
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]%s}", model,
+             stream ? ",\"stream\":true" : "");
+    proto_msg_t *msg = proto_msg_new(PROTO_MSG_DISPATCH);
+    proto_msg_set_request_id(msg, rid);
+    proto_msg_set_deadline(msg, proto_loop_wall_us() / 1000 + 20000);
+    proto_msg_set_client_protocol(msg, (uint64_t)proto_protocol_parse("openai"));
+    proto_msg_set_model(msg, model);
+    proto_msg_set_stream(msg, stream);
+    proto_msg_set_key_id(msg, 7);
+    proto_msg_set_account_id(msg, account_id);
+    proto_msg_set_reserve_micros(msg, 1000);
+    proto_msg_set_body_bytes(msg, body, strlen(body));
+    assert(proto_peer_send(ingress, &msg) == 0);
+}
+
+//  Billing's side: the SETTLE for rid, answered COMMIT. Returns it.
+static proto_msg_t *s_test_settle(proto_peer_t *billing, const char *rid)
+{
+    proto_msg_t *settle = proto_peer_wait(billing, PROTO_MSG_SETTLE, rid, S_TEST_WAIT_MS);
+    assert(settle);
+    proto_msg_t *commit = proto_msg_reply(settle, PROTO_MSG_COMMIT);
+    assert(proto_peer_send(billing, &commit) == 0);
+    return settle;
+}
+
+//  Everything ingress got for rid up to DONE: the bytes for the client in
+//  out (CHUNK bodies, then DONE's). Returns DONE's status.
+static uint64_t s_test_answer_of(proto_peer_t *ingress, const char *rid, char *out, size_t size)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    proto_msg_t *done = proto_peer_wait(ingress, PROTO_MSG_DONE, rid, S_TEST_WAIT_MS);
+    assert(done);
+    proto_msg_t *chunk;
+    while ((chunk = proto_peer_wait(ingress, PROTO_MSG_CHUNK, rid, 0))) {
+        zframe_t *body = proto_msg_body(chunk);
+        if (body && used + zframe_size(body) < size) {
+            memcpy(out + used, zframe_data(body), zframe_size(body));
+            used += zframe_size(body);
+        }
+        proto_msg_destroy(&chunk);
+    }
+    zframe_t *body = proto_msg_body(done);
+    if (body && used + zframe_size(body) < size) {
+        memcpy(out + used, zframe_data(body), zframe_size(body));
+        used += zframe_size(body);
+    }
+    out[used] = '\0';
+    uint64_t status = proto_msg_status(done);
+    proto_msg_destroy(&done);
+    return status;
+}
+
+void dispatch_server_test(bool verbose)
+{
+    if (verbose)
+        printf(" * dispatch_server: ");
+    struct MHD_Daemon *upstream = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL, s_test_upstream, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, s_test_upload_done, NULL, MHD_OPTION_END);
+    assert(upstream);
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(upstream, MHD_DAEMON_INFO_BIND_PORT);
+    assert(info && info->port);
+    char catalog[2048];
+    snprintf(catalog, sizeof catalog,
+             "{\"accounts\":[{\"id\":3,\"name\":\"a\"}],"
+             "\"keys\":[{\"id\":7,\"account_id\":3,\"hash\":\"h7\"}],"
+             "\"providers\":[{\"id\":1,\"name\":\"up\",\"protocol\":\"openai\","
+             "\"base_url\":\"http://127.0.0.1:%d\"},{\"id\":2,\"name\":\"other\","
+             "\"protocol\":\"openai\",\"base_url\":\"http://127.0.0.1:%d\"}],"
+             "\"provider_keys\":[{\"id\":11,\"provider_id\":1,\"secret\":\"sk-test\"},"
+             "{\"id\":21,\"provider_id\":2,\"secret\":\"sk-test\"}],"
+             "\"models\":[{\"id\":5,\"name\":\"m\"},{\"id\":6,\"name\":\"failover\"},"
+             "{\"id\":8,\"name\":\"down\"}],"
+             "\"routes\":[{\"id\":1,\"model_id\":5,\"provider_id\":1,\"upstream_model\":\"up\"},"
+             "{\"id\":2,\"model_id\":6,\"provider_id\":2,\"upstream_model\":\"broken\","
+             "\"priority\":10},"
+             "{\"id\":3,\"model_id\":6,\"provider_id\":1,\"upstream_model\":\"up\"},"
+             "{\"id\":4,\"model_id\":8,\"provider_id\":2,\"upstream_model\":\"broken\"}]}",
+             (int)info->port, (int)info->port);
+    char error[512];
+    const char *settings[] = {"dispatch.bind",
+                              "inproc://dispatch-test",
+                              "dispatch.events.bind",
+                              "inproc://dispatch-test-events",
+                              "billing.endpoints",
+                              "inproc://dispatch-test-billing",
+                              "router.breaker_threshold",
+                              "100",
+                              NULL};
+    proto_service_t *service =
+        proto_peer_service_new("dispatch", catalog, settings, error, sizeof error);
+    assert(service);
+    proto_loop_t *loop = proto_service_loop(service);
+    proto_peer_t *billing =
+        proto_peer_new(loop, ZMQ_ROUTER, "inproc://dispatch-test-billing", true);
+    assert(billing);
+    dispatch_server_t *dispatch = dispatch_server_new(service);
+    assert(dispatch);
+    proto_peer_t *ingress = proto_peer_new(loop, ZMQ_DEALER, "inproc://dispatch-test", false);
+    proto_peer_t *outcomes = proto_peer_new(loop, ZMQ_SUB, "inproc://dispatch-test-events", false);
+    assert(ingress && outcomes);
+    char answer[4096];
+
+    //  A plain call: the upstream's answer comes back in the client's
+    //  protocol, and the usage is settled once with the upstream's tokens.
+    s_test_dispatch(ingress, "d-1", "m", 3, false);
+    assert(s_test_answer_of(ingress, "d-1", answer, sizeof answer) == 200);
+    assert(strstr(answer, "hello") && strstr(answer, "chat.completion"));
+    proto_msg_t *settle = s_test_settle(billing, "d-1");
+    assert(proto_msg_status(settle) == 200 && proto_msg_account_id(settle) == 3 &&
+           proto_msg_key_id(settle) == 7 && proto_msg_provider_key_id(settle) == 11);
+    assert(proto_msg_tokens_in(settle) == 10 && proto_msg_tokens_out(settle) == 5);
+    proto_msg_destroy(&settle);
+
+    //  Streamed: CHUNKs then DONE, the events relayed in order.
+    s_test_dispatch(ingress, "d-2", "m", 3, true);
+    assert(s_test_answer_of(ingress, "d-2", answer, sizeof answer) == 200);
+    char *hel = strstr(answer, "\"hel\"");
+    assert(hel && strstr(hel, "\"lo\"") && strstr(answer, "[DONE]"));
+    settle = s_test_settle(billing, "d-2");
+    assert(proto_msg_tokens_out(settle) == 5);
+    proto_msg_destroy(&settle);
+
+    //  A 500 before the first byte fails over to the next candidate (on
+    //  another provider: on the same one, the model that served this client
+    //  key well would go first); both attempts are published as outcomes,
+    //  the request settled once.
+    s_test_dispatch(ingress, "d-3", "failover", 3, false);
+    assert(s_test_answer_of(ingress, "d-3", answer, sizeof answer) == 200);
+    assert(strstr(answer, "hello"));
+    proto_msg_t *first = proto_peer_wait(outcomes, PROTO_MSG_OUTCOME, "d-3", S_TEST_WAIT_MS);
+    proto_msg_t *second = proto_peer_wait(outcomes, PROTO_MSG_OUTCOME, "d-3", S_TEST_WAIT_MS);
+    assert(first && second);
+    assert(proto_msg_status(first) == 500 &&
+           strcmp(proto_msg_upstream_model(first), "broken") == 0);
+    assert(proto_msg_status(second) == 200 && strcmp(proto_msg_upstream_model(second), "up") == 0);
+    proto_msg_destroy(&first);
+    proto_msg_destroy(&second);
+    settle = s_test_settle(billing, "d-3");
+    assert(proto_msg_status(settle) == 200 && strcmp(proto_msg_upstream_model(settle), "up") == 0);
+    proto_msg_destroy(&settle);
+    assert(proto_peer_idle(billing, PROTO_MSG_SETTLE, 50) == 0);
+
+    //  No candidate left: the upstream's failure in the client's protocol,
+    //  settled (the upstream was called) at its status.
+    s_test_dispatch(ingress, "d-4", "down", 3, false);
+    uint64_t status = s_test_answer_of(ingress, "d-4", answer, sizeof answer);
+    assert(status >= 500 && strstr(answer, "error"));
+    settle = s_test_settle(billing, "d-4");
+    assert(proto_msg_status(settle) >= 500);
+    proto_msg_destroy(&settle);
+
+    //  An account the catalog does not know reaches no upstream: 403 after
+    //  the catalog has had its chance to catch up, and nothing to settle.
+    s_test_dispatch(ingress, "d-5", "m", 99, false);
+    proto_msg_t *done = proto_peer_wait(ingress, PROTO_MSG_DONE, "d-5", S_TEST_WAIT_MS);
+    assert(done && proto_msg_status(done) == 403);
+    proto_msg_destroy(&done);
+    assert(proto_peer_idle(billing, PROTO_MSG_SETTLE, 50) == 0);
+
+    //  Garbage from "ingress" is dropped; the next DISPATCH is served.
+    zstr_send(proto_peer_socket(ingress), "garbage");
+    s_test_dispatch(ingress, "d-6", "m", 3, false);
+    assert(s_test_answer_of(ingress, "d-6", answer, sizeof answer) == 200);
+    settle = s_test_settle(billing, "d-6");
+    proto_msg_destroy(&settle);
+    //  Every SETTLE was committed: nothing is left in the outbox.
+    proto_peer_idle(billing, PROTO_MSG_SETTLE, 20);
+    char *text = dispatch_server_status(dispatch);
+    assert(text && strstr(text, "\"in_flight\":0,") && strstr(text, "\"settle_pending\":0,"));
+    free(text);
+
+    proto_peer_destroy(&outcomes);
+    proto_peer_destroy(&ingress);
+    dispatch_server_destroy(&dispatch);
+    assert(!dispatch);
+    proto_peer_destroy(&billing);
+    proto_peer_service_destroy(&service);
+    MHD_stop_daemon(upstream);
+    if (verbose)
+        printf("OK\n");
+}

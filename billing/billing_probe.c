@@ -15,7 +15,7 @@
     status figures; a burst of settlements; the ledger check.
 */
 #include "proto_price.h"
-#include "admin_check.h"
+#include "proto_ledger_check.h"
 #include "proto_socket.h"
 #include "proto_log.h"
 #include "proto_loop.h"
@@ -428,7 +428,7 @@ int main(int argc, char **argv)
     free(meta);
 
     char *report = NULL;
-    S_CHECK(admin_check_run(s_db, &report) == 0, "ledger check:\n%s", report);
+    S_CHECK(proto_ledger_check_run(s_db, &report) == 0, "ledger check:\n%s", report);
     free(report);
 
     zsock_destroy(&s_billing);

@@ -14,7 +14,7 @@
     acknowledged, and after it is back they are committed, then acknowledged.
     `bench COUNT` instead measures entries per second into PostgreSQL.
 */
-#include "admin_check.h"
+#include "proto_ledger_check.h"
 #include "proto_socket.h"
 #include "proto_log.h"
 #include "proto_loop.h"
@@ -97,7 +97,7 @@ static int64_t s_create_account(const char *name, int64_t balance)
 static void s_ledger_check(const char *when)
 {
     char *report = NULL;
-    int rc = admin_check_run(s_db, &report);
+    int rc = proto_ledger_check_run(s_db, &report);
     S_CHECK(rc == 0, "ledger check %s:\n%s", when, report);
     free(report);
 }

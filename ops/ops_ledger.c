@@ -1,5 +1,5 @@
 #include "ops_ledger.h"
-#include "admin_check.h"
+#include "proto_ledger_check.h"
 #include "admin_report.h"
 #include "proto_config.h"
 #include "proto_db.h"
@@ -79,7 +79,7 @@ static void s_usage(FILE *out)
 static int s_check(PGconn *db)
 {
     char *report = NULL;
-    int rc = admin_check_run(db, &report);
+    int rc = proto_ledger_check_run(db, &report);
     fputs(report ? report : "", rc == -1 ? stderr : stdout);
     free(report);
     if (rc == 0)

@@ -1,7 +1,7 @@
 /*  ops_ledger: `tollgate ledger ...`, the ledger's reports and upkeep,
     straight against PostgreSQL (read-only except prune and partitions).
 
-        tollgate ledger check                 the six invariants (admin_check.h);
+        tollgate ledger check                 the six invariants (proto_ledger_check.h);
                                               exit 0 all hold, 1 some do not
         tollgate ledger balances [RANGE] [--account ID] [--json]
         tollgate ledger spend [--by account|key|model|provider|hour|day] [RANGE]

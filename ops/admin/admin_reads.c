@@ -1,9 +1,9 @@
 /*  admin_reads: what operators read from PostgreSQL besides the resources:
     usage rows and the ledger's reports (admin_report.h), the ledger check
-    (admin_check.h), the request log with its timelines, the audit log,
+    (proto_ledger_check.h), the request log with its timelines, the audit log,
     and the two run-time settings (request-log detail and log levels).
 */
-#include "admin_check.h"
+#include "proto_ledger_check.h"
 #include "admin_handlers.h"
 #include "admin_report.h"
 #include "admin_resource.h"
@@ -217,7 +217,7 @@ void admin_usage_csv(admin_call_t *call)
 void admin_ledger_check(admin_call_t *call)
 {
     char *report = NULL;
-    int rc = admin_check_run(call->db, &report);
+    int rc = proto_ledger_check_run(call->db, &report);
     json_t *answer = json_pack("{s:b, s:s}", "ok", rc == 0, "report", report ? report : "");
     free(report);
     admin_respond_json(call, rc == 0 ? 200 : 409, answer);

@@ -1,4 +1,4 @@
-#include "admin_check.h"
+#include "proto_ledger_check.h"
 #include "proto_db.h"
 
 #include <assert.h>
@@ -134,7 +134,7 @@ static PGresult *s_query(PGconn *db, const char *sql, char *error, size_t error_
     return NULL;
 }
 
-int admin_check_run(PGconn *db, char **report)
+int proto_ledger_check_run(PGconn *db, char **report)
 {
     assert(db && report);
     *report = NULL;

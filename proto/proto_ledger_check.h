@@ -1,8 +1,9 @@
-/*  admin_check: does the money in PostgreSQL add up?
+/*  proto_ledger_check: does the money in PostgreSQL add up?
 
     Six invariants of the double-entry journal and the usage it records,
     checked by `tollgate ledger check` and GET /admin/ledger/check (and by
-    the ledger's and billing's PostgreSQL probes, which are tests):
+    the ledger's and billing's PostgreSQL probes, which are tests: code of
+    several programs, so it lives in proto):
       1. every account's balance_micros equals the sum of its ledger
          account's journal lines (an account created with a balance has a
          'topup' entry for it, written in the same transaction);
@@ -16,14 +17,14 @@
     Read-only; runs in one REPEATABLE READ transaction so the figures come
     from one snapshot even while the ledger is writing.
 */
-#ifndef ADMIN_CHECK_H_INCLUDED
-#define ADMIN_CHECK_H_INCLUDED
+#ifndef PROTO_LEDGER_CHECK_H_INCLUDED
+#define PROTO_LEDGER_CHECK_H_INCLUDED
 
 #include <libpq-fe.h>
 
 //  Runs the checks. Returns 0 when all hold, 1 when some do not, -1 when a
 //  query failed. *report receives a human-readable summary (a few examples
 //  of each problem); caller owns it (free()).
-int admin_check_run(PGconn *db, char **report);
+int proto_ledger_check_run(PGconn *db, char **report);
 
 #endif

@@ -1,4 +1,5 @@
 #include "ledger.h"
+#include "ledger_grants.h"
 #include "ledger_spans.h"
 #include "proto_batch.h"
 #include "ledger_store.h"
@@ -56,6 +57,7 @@ struct _ledger_t {
     proto_metric_t *m_latency;    //  histogram: seconds per batch
     proto_metric_t *m_depth;      //  gauge: queued entries
     ledger_spans_t *spans;        //  trace spans (ledger_spans), NULL without
+    ledger_grants_t *grants;      //  recurring credit grants (ledger_grants)
 };
 
 static void s_item_destroy(void **item_p)
@@ -361,6 +363,7 @@ ledger_t *ledger_new(proto_service_t *service)
     proto_loop_add_socket(self->loop, self->router, s_router_ready, self);
     proto_loop_set_turn(self->loop, s_turn, self);
     self->spans = ledger_spans_new(service);
+    self->grants = ledger_grants_new(service);
     proto_service_on_collect(service, s_collect, self);
     log_info(NULL, "ledger on %s, batches of up to %zu or %" PRIu64 " ms", bind, self->batch_max,
              self->batch_delay_ms);
@@ -391,6 +394,7 @@ void ledger_destroy(ledger_t **self_p)
     proto_batch_destroy(&self->commits);
     zsock_destroy(&self->router);
     ledger_spans_destroy(&self->spans);
+    ledger_grants_destroy(&self->grants);
     ledger_store_destroy(&self->store);
     free(self);
     *self_p = NULL;

@@ -1077,6 +1077,65 @@ static int s_account_set(s_client_t *client, s_args_t *args, int first)
     return rc;
 }
 
+static const s_settable_t s_grant_settables[] = {{"amount", "amount", S_SET_MONEY},
+                                                 {"every", "every", S_SET_TEXT},
+                                                 {"starts-at", "starts_at", S_SET_TIME},
+                                                 {"reason", "reason", S_SET_TEXT},
+                                                 {NULL, NULL, S_SET_TEXT}};
+
+//  A recurring credit: the ledger grants it once per period (docs/billing.md).
+static int s_account_grant(s_client_t *client, s_args_t *args, int first)
+{
+    if (!s_option(args, "amount") || !s_option(args, "every")) {
+        fprintf(stderr, "tollgate: account grant needs --amount AMOUNT and --every "
+                        "day|week|month\n");
+        return 2;
+    }
+    json_t *body = json_object();
+    if (s_put_settables(body, args, s_grant_settables) != 0) {
+        json_decref(body);
+        return 2;
+    }
+    json_t *answer = NULL;
+    int rc = s_account_call(client, "POST", args->words[first], "/grants", body, &answer);
+    if (rc == 0 && !client->json) {
+        char amount[32];
+        ops_admin_format_micros(s_int(answer, "amount_micros"), amount, sizeof amount);
+        printf("grant %" JSON_INTEGER_FORMAT ": account %s gets %s every %s from the %s of %.10s "
+               "(the ledger grants each %s once)\n",
+               s_int(answer, "id"), s_str(answer, "account"), amount, s_str(answer, "every"),
+               s_str(answer, "every"), s_str(answer, "starts_at"), s_str(answer, "every"));
+    }
+    json_decref(answer);
+    return rc;
+}
+
+static int s_account_grant_list(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *answer = NULL;
+    int rc = s_account_call(client, "GET", args->words[first], "/grants", NULL, &answer);
+    if (rc == 0 && !client->json)
+        s_resource_table(client, "grant", json_object_get(answer, "data"), "no grants");
+    json_decref(answer);
+    return rc;
+}
+
+static int s_account_grant_rm(s_client_t *client, s_args_t *args, int first)
+{
+    char *id = s_escape(args->words[first]);
+    char path[2048];
+    snprintf(path, sizeof path, "/admin/grants/%s", id);
+    free(id);
+    json_t *answer = NULL;
+    int rc = s_call(client, "DELETE", path, NULL, &answer);
+    if (rc == 0 && !client->json)
+        printf("grant %" JSON_INTEGER_FORMAT " of account %s removed; %" JSON_INTEGER_FORMAT
+               " period(s) were granted\n",
+               s_int(answer, "id"), s_str(answer, "account"), s_int(answer, "granted_periods"));
+    json_decref(answer);
+    return rc;
+}
+
 static int s_key_create(s_client_t *client, s_args_t *args, int first)
 {
     json_t *body = json_pack("{s:s}", "account", args->words[first]);
@@ -2246,6 +2305,11 @@ static const s_command_t s_commands[] = {
     {"account show", 1, "", s_account_show, "account show NAME [--json]"},
     {"account topup", 2, "reason", s_account_topup,
      "account topup NAME AMOUNT [--reason TEXT]   (a negative AMOUNT is an adjustment)"},
+    {"account grant", 1, "amount every starts-at reason", s_account_grant,
+     "account grant ACCOUNT --amount AMOUNT --every day|week|month [--starts-at TIME] "
+     "[--reason TEXT]   (granted by the ledger once per UTC period)"},
+    {"account grant list", 1, "", s_account_grant_list, "account grant list ACCOUNT [--json]"},
+    {"account grant rm", 1, "", s_account_grant_rm, "account grant rm ID"},
     {"key create", 1, "name models expires-at " S_LIMIT_OPTIONS, s_key_create,
      "key create ACCOUNT [--name LABEL] [--models M1,M2] [--expires-at TIME] " S_LIMIT_USAGE},
     {"key set", 1, "name status models expires-at " S_LIMIT_OPTIONS, s_key_set,

@@ -178,19 +178,21 @@ static int s_balances(PGconn *db, const admin_report_query_t *query, char format
     if (format == 'j')
         s_print_json(out);
     else {
-        printf("%8s %-24s %16s %16s %16s %10s\n", "id", "account", "balance", "spent", "topped up",
-               "requests");
+        printf("%8s %-24s %16s %16s %16s %16s %10s\n", "id", "account", "balance", "spent",
+               "topped up", "granted", "requests");
         size_t index;
         json_t *row;
         json_array_foreach(json_object_get(out, "accounts"), index, row)
         {
-            char balance[40], spent[40], topped[40];
+            char balance[40], spent[40], topped[40], granted[40];
             s_money(s_get(row, "balance_micros"), balance, sizeof balance);
             s_money(s_get(row, "spent_micros"), spent, sizeof spent);
             s_money(s_get(row, "topped_up_micros"), topped, sizeof topped);
-            printf("%8" JSON_INTEGER_FORMAT " %-24s %16s %16s %16s %10" JSON_INTEGER_FORMAT "\n",
+            s_money(s_get(row, "granted_micros"), granted, sizeof granted);
+            printf("%8" JSON_INTEGER_FORMAT " %-24s %16s %16s %16s %16s %10" JSON_INTEGER_FORMAT
+                   "\n",
                    s_get(row, "id"), json_string_value(json_object_get(row, "name")), balance,
-                   spent, topped, s_get(row, "requests"));
+                   spent, topped, granted, s_get(row, "requests"));
         }
     }
     json_decref(out);

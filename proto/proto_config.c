@@ -168,6 +168,8 @@ static const s_key_t s_keys[] = {
     {"ledger.control_bind", S_ENDPOINT, "tcp://127.0.0.1:7161", 0, 0, false, "control socket"},
     {"ledger.batch_max", S_INT, "2000", 1, 100000, false, "entries per transaction"},
     {"ledger.batch_delay_ms", S_INT, "10", 0, 10000, false, "wait to fill a batch"},
+    {"ledger.grant_interval_ms", S_INT, "60000", 100, 86400000, false,
+     "how often recurring credit grants are checked for a new period"},
     {"ledger.span_retention_days", S_INT, "7", 1, 3650, false,
      "trace spans older than this are pruned in the background"},
     {"ledger.prune_interval_ms", S_INT, "60000", 100, 86400000, false,

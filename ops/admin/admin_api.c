@@ -775,8 +775,8 @@ static void s_test_roles(void)
                    !admin_allowed(&route, &viewer) && !admin_allowed(&route, &operator));
     }
     //  Every route the admin API had in ingress, /admin/resources, /admin/stats,
-    //  /admin/session and the five /admin/self routes.
-    assert(count == 81);
+    //  /admin/session, the five /admin/self routes and the four of recurring grants.
+    assert(count == 85);
     assert(admin_role_parse("owner") == ADMIN_OWNER && admin_role_parse("viewer") == ADMIN_VIEWER);
     assert(admin_role_parse("account") == ADMIN_ACCOUNT);
     assert(admin_role_parse("root") == ADMIN_ANY && admin_role_parse(NULL) == ADMIN_ANY);

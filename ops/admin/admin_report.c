@@ -207,16 +207,19 @@ int admin_report_balances(PGconn *db, const admin_report_query_t *query, json_t 
         return -1;
     s_sql_t sql = {0};
     s_add(&sql, "SELECT a.id, a.name, a.balance_micros, coalesce(s.spent, 0),"
-                " coalesce(t.topped, 0), coalesce(s.requests, 0) FROM accounts a"
+                " coalesce(t.topped, 0), coalesce(s.requests, 0), coalesce(t.granted, 0)"
+                " FROM accounts a"
                 " LEFT JOIN (SELECT account_id, sum(cost_micros) AS spent, sum(requests) AS"
                 " requests FROM usage_hourly WHERE true");
     admin_report_query_t range = {.from_us = query->from_us, .to_us = query->to_us};
     s_add_filters(&sql, db, &range, "hour", true);
     s_add(&sql, " GROUP BY 1) s ON s.account_id = a.id"
-                " LEFT JOIN (SELECT la.account_id, sum(l.amount_micros) AS topped"
+                " LEFT JOIN (SELECT la.account_id,"
+                " sum(l.amount_micros) FILTER (WHERE e.kind <> 'grant') AS topped,"
+                " sum(l.amount_micros) FILTER (WHERE e.kind = 'grant') AS granted"
                 " FROM journal_entries e JOIN journal_lines l ON l.entry_id = e.id"
                 " JOIN ledger_accounts la ON la.id = l.ledger_account_id"
-                " WHERE e.kind IN ('topup', 'adjustment') AND la.account_id IS NOT NULL");
+                " WHERE e.kind IN ('topup', 'adjustment', 'grant') AND la.account_id IS NOT NULL");
     s_add_filters(&sql, db, &range, "e.created_at", false);
     s_add(&sql, " GROUP BY 1) t ON t.account_id = a.id WHERE true");
     if (query->account_id)
@@ -228,12 +231,12 @@ int admin_report_balances(PGconn *db, const admin_report_query_t *query, json_t 
         return -1;
     json_t *accounts = json_array();
     for (int row = 0; row < PQntuples(result); row++)
-        json_array_append_new(accounts,
-                              json_pack("{s:I, s:s, s:I, s:I, s:I, s:I}", "id",
-                                        s_int(result, row, 0), "name", PQgetvalue(result, row, 1),
-                                        "balance_micros", s_int(result, row, 2), "spent_micros",
-                                        s_int(result, row, 3), "topped_up_micros",
-                                        s_int(result, row, 4), "requests", s_int(result, row, 5)));
+        json_array_append_new(
+            accounts, json_pack("{s:I, s:s, s:I, s:I, s:I, s:I, s:I}", "id", s_int(result, row, 0),
+                                "name", PQgetvalue(result, row, 1), "balance_micros",
+                                s_int(result, row, 2), "spent_micros", s_int(result, row, 3),
+                                "topped_up_micros", s_int(result, row, 4), "requests",
+                                s_int(result, row, 5), "granted_micros", s_int(result, row, 6)));
     PQclear(result);
     *out = json_pack("{s:o}", "accounts", accounts);
     return 0;

@@ -46,7 +46,8 @@ int admin_report_spend(PGconn *db, const admin_report_query_t *query, json_t **o
 
 //  Accounts with their balance and, over the range, their spend and
 //  top-ups: {"accounts": [{"id", "name", "balance_micros", "spent_micros",
-//  "topped_up_micros", "requests"}]}. account_id narrows it to one.
+//  "topped_up_micros", "granted_micros", "requests"}]} (granted:
+//  recurring grants, apart from top-ups and adjustments). account_id narrows it to one.
 int admin_report_balances(PGconn *db, const admin_report_query_t *query, json_t **out, char *error,
                           size_t error_size);
 

@@ -748,6 +748,90 @@ const admin_resource_t admin_accounts = {
 };
 
 // ---------------------------------------------------------------------------
+//  Recurring credit grants: the ledger grants each period once
+//  (ledger/ledger_grants.h); here they are made, listed and removed.
+
+static const char *const s_periods[] = {"day", "week", "month", NULL};
+
+static const admin_column_t s_grant_columns[] = {
+    {"id", "g.id", ADMIN_COL_ID, "ID", NULL},
+    {"account_id", "g.account_id", ADMIN_COL_ID, NULL, NULL},
+    {"account", "a.name", ADMIN_COL_TEXT, "ACCOUNT", NULL},
+    {"amount_micros", "g.amount_micros", ADMIN_COL_MICROS, "AMOUNT", NULL},
+    {"every", "g.every", ADMIN_COL_TEXT, "EVERY", NULL},
+    {"starts_at", "g.starts_at", ADMIN_COL_TIME, "STARTS", NULL},
+    {"status", "CASE WHEN g.removed_at IS NULL THEN 'active' ELSE 'removed' END", ADMIN_COL_TEXT,
+     "STATUS", NULL},
+    {"granted_periods", "(SELECT count(*) FROM credit_grant_periods c WHERE c.grant_id = g.id)",
+     ADMIN_COL_INT, "GRANTED", NULL},
+    {"granted_micros",
+     "(SELECT count(*) FROM credit_grant_periods c WHERE c.grant_id = g.id) * g.amount_micros",
+     ADMIN_COL_MICROS, NULL, NULL},
+    {"last_period",
+     "(SELECT max(c.period_start) FROM credit_grant_periods c WHERE c.grant_id = g.id)",
+     ADMIN_COL_TIME, "LAST PERIOD", NULL},
+    {"reason", "g.reason", ADMIN_COL_TEXT, NULL, NULL},
+    {"created_by", "g.created_by", ADMIN_COL_TEXT, NULL, NULL},
+    {"created_at", "g.created_at", ADMIN_COL_TIME, NULL, NULL},
+    {"removed_at", "g.removed_at", ADMIN_COL_TIME, NULL, NULL},
+    {0}};
+
+static const admin_field_t s_grant_fields[] = {
+    {.field = "amount",
+     .kind = ADMIN_F_MICROS,
+     .column = "amount_micros",
+     .use = ADMIN_CREATE,
+     .min = 1,
+     .max = ADMIN_MONEY_MAX,
+     .micros = "amount_micros",
+     .required = true},
+    {.field = "every",
+     .column = "every",
+     .kind = ADMIN_F_ENUM,
+     .use = ADMIN_CREATE,
+     .choices = s_periods,
+     .required = true},
+    {.field = "starts_at", .column = "starts_at", .kind = ADMIN_F_TIME, .use = ADMIN_CREATE},
+    {.field = "reason",
+     .column = "reason",
+     .kind = ADMIN_F_TEXT,
+     .use = ADMIN_CREATE,
+     .min = 0,
+     .max = 1000},
+    S_SET("created_by", NULL),
+    {.field = NULL}};
+
+static int s_grant_prepare(admin_call_t *call, const char *parent, admin_value_t *values)
+{
+    s_set(s_grant_fields, values, "created_by", call->who.actor);
+    return 0;
+}
+
+const admin_resource_t admin_grants = {
+    .name = "grant",
+    .title = "grant",
+    .collection = "/admin/accounts/{account*}/grants",
+    .item = "/admin/grants/{id}",
+    .table = "credit_grants",
+    .from = "credit_grants g JOIN accounts a ON a.id = g.account_id",
+    .alias = "g",
+    .order = "g.id",
+    .columns = s_grant_columns,
+    .fields = s_grant_fields,
+    .parent = &admin_accounts,
+    .parent_column = "account_id",
+    .read = ADMIN_VIEWER,
+    .change = ADMIN_OPERATOR,
+    .ops = ADMIN_BIT(ADMIN_OP_LIST) | ADMIN_BIT(ADMIN_OP_CREATE) | ADMIN_BIT(ADMIN_OP_GET) |
+           ADMIN_BIT(ADMIN_OP_DELETE),
+    .remove = ADMIN_REMOVE_SET,
+    .remove_set = "removed_at = coalesce(removed_at, now())",
+    .remove_verb = "remove",
+    .actions = {"grant.create", NULL, "grant.remove"},
+    .prepare = s_grant_prepare,
+};
+
+// ---------------------------------------------------------------------------
 //  Client API keys: returned once, by their create; only their SHA-256 is kept
 
 static const admin_column_t s_key_columns[] = {
@@ -1090,4 +1174,4 @@ const admin_resource_t admin_tokens = {
 const admin_resource_t *const admin_resources[] = {
     &admin_providers, &admin_provider_keys, &admin_models, &admin_routes,
     &admin_rules,     &admin_accounts,      &admin_keys,   &admin_users,
-    &admin_sessions,  &admin_tokens,        NULL};
+    &admin_sessions,  &admin_tokens,        &admin_grants, NULL};

@@ -584,3 +584,136 @@ const proto_service_def_t health_server_def = {
     .stop = s_stop,
     .status = s_status,
 };
+
+//  --------------------------------------------------------------------------
+//  Self test: the server in this process with an injected catalog, as
+//  Malamute tests its server: a PUB plays dispatch's outcomes, a SUB hears
+//  the HEALTH messages, a libmicrohttpd daemon on a thread of its own is the
+//  provider the active probes ask for models (one key good, one refused).
+//  No PostgreSQL: what health writes there is skipped while it is away.
+
+#include "proto_peer.h"
+
+#include <microhttpd.h>
+
+#define S_TEST_WAIT_MS 8000 //  over S_REPUBLISH_MS: a late subscriber's wait
+
+static enum MHD_Result s_test_provider(void *arg, struct MHD_Connection *connection,
+                                       const char *url, const char *method, const char *version,
+                                       const char *upload_data, size_t *upload_data_size,
+                                       void **request_p)
+{
+    const char *authorization =
+        MHD_lookup_connection_value(connection, MHD_HEADER_KIND, "Authorization");
+    bool good = authorization && strcmp(authorization, "Bearer sk-good") == 0;
+    const char *text = good ? "{\"object\":\"list\",\"data\":[{\"id\":\"a\",\"object\":\"model\"},"
+                              "{\"id\":\"b\",\"object\":\"model\"}]}"
+                            : "{\"error\":{\"message\":\"bad key\"}}";
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(response, "Content-Type", "application/json");
+    enum MHD_Result rc = MHD_queue_response(connection, good ? 200 : 401, response);
+    MHD_destroy_response(response);
+    return rc;
+}
+
+//  Waits for a HEALTH about (key, model) at `level` (-1: any); other HEALTH
+//  messages are dropped. Returns true when it came.
+static bool s_test_heard(proto_peer_t *events, uint64_t key_id, const char *model, int level,
+                         uint64_t timeout_ms)
+{
+    uint64_t deadline = proto_loop_now_ms() + timeout_ms;
+    while (proto_loop_now_ms() < deadline) {
+        proto_msg_t *health =
+            proto_peer_wait(events, PROTO_MSG_HEALTH, NULL, deadline - proto_loop_now_ms());
+        if (!health)
+            return false;
+        bool match = proto_msg_provider_key_id(health) == key_id &&
+                     strcmp(proto_msg_upstream_model(health), model) == 0 &&
+                     (level < 0 || (int)proto_msg_state(health) == level);
+        proto_msg_destroy(&health);
+        if (match)
+            return true;
+    }
+    return false;
+}
+
+static void s_test_outcomes(proto_peer_t *outcomes, const char *model, int status, int count)
+{
+    for (int i = 0; i < count; i++) {
+        proto_msg_t *outcome = proto_msg_new(PROTO_MSG_OUTCOME);
+        proto_msg_set_request_id(outcome, "h-1");
+        proto_msg_set_provider_id(outcome, 1);
+        proto_msg_set_provider_key_id(outcome, 11);
+        proto_msg_set_upstream_model(outcome, model);
+        proto_msg_set_status(outcome, (uint64_t)status);
+        proto_msg_set_latency_us(outcome, 1000);
+        assert(proto_peer_send(outcomes, &outcome) == 0);
+    }
+}
+
+void health_server_test(bool verbose)
+{
+    if (verbose)
+        printf(" * health_server: ");
+    struct MHD_Daemon *provider =
+        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL,
+                         s_test_provider, NULL, MHD_OPTION_END);
+    assert(provider);
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(provider, MHD_DAEMON_INFO_BIND_PORT);
+    assert(info && info->port);
+    char catalog[1024];
+    snprintf(catalog, sizeof catalog,
+             "{\"providers\":[{\"id\":1,\"name\":\"p\",\"protocol\":\"openai\","
+             "\"base_url\":\"http://127.0.0.1:%d\"}],"
+             "\"provider_keys\":[{\"id\":11,\"provider_id\":1,\"secret\":\"sk-good\"},"
+             "{\"id\":12,\"provider_id\":1,\"secret\":\"sk-bad\"}]}",
+             (int)info->port);
+    char error[512];
+    const char *settings[] = {"health.events.bind", "inproc://health-test-events",
+                              "dispatch.events.endpoints", "inproc://health-test-outcomes", NULL};
+    proto_service_t *service =
+        proto_peer_service_new("health", catalog, settings, error, sizeof error);
+    assert(service);
+    proto_loop_t *loop = proto_service_loop(service);
+    proto_peer_t *outcomes = proto_peer_new(loop, ZMQ_PUB, "inproc://health-test-outcomes", true);
+    assert(outcomes);
+    void *health = health_server_def.start(service);
+    assert(health);
+    proto_peer_t *events = proto_peer_new(loop, ZMQ_SUB, "inproc://health-test-events", false);
+    assert(events);
+
+    //  The probes at start: the good key is up (its own health, model ""),
+    //  the refused one down.
+    assert(s_test_heard(events, 11, "", HEALTH_UP, S_TEST_WAIT_MS));
+    assert(s_test_heard(events, 12, "", HEALTH_DOWN, S_TEST_WAIT_MS));
+
+    //  Outcomes from dispatch: successes make a model up, then a run of
+    //  5xx takes it down. A PUB's first messages can be lost while the
+    //  subscription travels: send until heard.
+    bool up = false;
+    for (int round = 0; round < 50 && !up; round++) {
+        s_test_outcomes(outcomes, "a", 200, 1);
+        up = s_test_heard(events, 11, "a", HEALTH_UP, 100);
+    }
+    assert(up);
+    s_test_outcomes(outcomes, "a", 503, 8);
+    assert(s_test_heard(events, 11, "a", HEALTH_DOWN, S_TEST_WAIT_MS));
+    //  A client's own error (400) or a cancel (499) says nothing about the
+    //  model: no entry appears for it, and garbage is dropped.
+    s_test_outcomes(outcomes, "c", 400, 3);
+    s_test_outcomes(outcomes, "c", 499, 3);
+    zstr_send(proto_peer_socket(outcomes), "garbage");
+    s_test_outcomes(outcomes, "d", 200, 1);
+    assert(s_test_heard(events, 11, "d", HEALTH_UP, S_TEST_WAIT_MS));
+    assert(!s_test_heard(events, 11, "c", -1, 200));
+
+    proto_peer_destroy(&events);
+    health_server_def.stop(&health);
+    assert(!health);
+    proto_peer_destroy(&outcomes);
+    proto_peer_service_destroy(&service);
+    MHD_stop_daemon(provider);
+    if (verbose)
+        printf("OK\n");
+}

@@ -27,4 +27,10 @@
 //  The program definition handed to proto_service_main.
 extern const proto_service_def_t health_server_def;
 
+//  Self test: the server in-process with an injected catalog: probes of a
+//  stand-in provider (a good key up, a refused one down), outcomes from a
+//  PUB folded into HEALTH (up, then down after 5xx; client errors and
+//  cancels ignored), malformed input.
+void health_server_test(bool verbose);
+
 #endif

@@ -565,6 +565,15 @@ static void s_balance(billing_t *self, proto_msg_t *msg)
     proto_msg_send(&reply, self->router);
 }
 
+//  SETTLE from dispatch (and ingress, for what never reached dispatch);
+//  admissions and leases from ingress.
+static bool s_sender_may(const proto_msg_t *msg, int type)
+{
+    if (type == PROTO_MSG_SETTLE)
+        return proto_msg_peer_is(msg, "dispatch") || proto_msg_peer_is(msg, "ingress");
+    return proto_msg_peer_is(msg, "ingress");
+}
+
 static void s_request(proto_msg_t **msg_p, void *arg)
 {
     billing_t *self = arg;
@@ -574,6 +583,11 @@ static void s_request(proto_msg_t **msg_p, void *arg)
     if (!*rid && (type == PROTO_MSG_ADMIT || type == PROTO_MSG_SETTLE)) {
         proto_metric_add(self->m_malformed, 1);
         log_warn(NULL, "dropped %s without a request id", proto_msg_type_name(type));
+    } else if (!s_sender_may(msg, type)) {
+        //  Each kind only from the program that sends it: a certificate of
+        //  the cluster is not enough to charge or admit.
+        proto_metric_add(self->m_malformed, 1);
+        log_warn(rid, "dropped %s from %s", proto_msg_type_name(type), proto_msg_peer(msg));
     } else if (type == PROTO_MSG_ADMIT) {
         self->last_request_ms = proto_loop_now_ms();
         s_admit(self, msg_p);

@@ -276,7 +276,13 @@ static void s_message(proto_msg_t **msg_p, void *arg)
 {
     ledger_t *self = arg;
     proto_msg_t *msg = *msg_p;
-    if (proto_msg_type(msg) == PROTO_MSG_ENTRY)
+    if (proto_msg_type(msg) == PROTO_MSG_ENTRY && !proto_msg_peer_is(msg, "billing")) {
+        //  Money is written only as billing priced it: another program of
+        //  the cluster (a stolen certificate of any of them) cannot.
+        proto_metric_add(self->m_dropped, 1);
+        log_warn(proto_msg_request_id(msg), "dropped an ENTRY from %s: only billing sends them",
+                 proto_msg_peer(msg));
+    } else if (proto_msg_type(msg) == PROTO_MSG_ENTRY)
         s_entry(self, msg);
     else if (proto_msg_type(msg) == PROTO_MSG_SPAN || proto_msg_type(msg) == PROTO_MSG_DETAILS)
         ledger_spans_add(self->spans, msg);

@@ -215,8 +215,8 @@ size_t proto_batch_pending(proto_batch_t *self)
 //  --------------------------------------------------------------------------
 //  Receiving
 
-static int s_open(const uint8_t *data, size_t size, zframe_t *routing_id, proto_batch_fn *fn,
-                  void *arg)
+static int s_open(const uint8_t *data, size_t size, zframe_t *routing_id, const char *peer,
+                  proto_batch_fn *fn, void *arg)
 {
     size_t at = 0, items = 0;
     while (at < size) {
@@ -244,6 +244,7 @@ static int s_open(const uint8_t *data, size_t size, zframe_t *routing_id, proto_
         }
         if (routing_id)
             proto_msg_set_routing_id(msg, routing_id);
+        proto_msg_set_peer(msg, peer);
         proto_msg_count_received(proto_msg_type(msg));
         fn(&msg, arg);
         proto_msg_destroy(&msg);
@@ -256,7 +257,8 @@ int proto_batch_open(const proto_msg_t *batch, proto_batch_fn *fn, void *arg)
     zframe_t *body = proto_msg_body(batch);
     if (proto_msg_type(batch) != PROTO_MSG_BATCH || !body)
         return -2;
-    return s_open(zframe_data(body), zframe_size(body), proto_msg_routing_id(batch), fn, arg);
+    return s_open(zframe_data(body), zframe_size(body), proto_msg_routing_id(batch),
+                  proto_msg_peer(batch), fn, arg);
 }
 
 int proto_batch_recv(zsock_t *socket, proto_batch_fn *fn, void *arg)
@@ -458,7 +460,7 @@ void proto_batch_test(bool verbose)
             noise[i] = (uint8_t)random();
         if (size >= 4 && round % 2)
             s_put32(noise, (uint32_t)(random() % 64));
-        s_open(noise, size, NULL, s_test_take, &seen);
+        s_open(noise, size, NULL, "", s_test_take, &seen);
     }
     zframe_destroy(&seen.routing_id);
 

@@ -27,6 +27,7 @@ struct _proto_msg_t {
     size_t candidate_count;                      //  entries in candidates
     zframe_t *body;                              //  optional body frame, owned
     zframe_t *routing_id;                        //  ROUTER peer, owned
+    char peer[PROTO_MSG_PEER_MAX + 1];           //  sender's program (CURVE User-Id), "" if none
 #define X(name, id, kind) S_STORAGE_##kind name; //  field values, see proto_msg.h
     PROTO_MSG_FIELDS(X)
 #undef X
@@ -238,6 +239,21 @@ zframe_t *proto_msg_take_body(proto_msg_t *self)
 zframe_t *proto_msg_routing_id(const proto_msg_t *self)
 {
     return self->routing_id;
+}
+
+const char *proto_msg_peer(const proto_msg_t *self)
+{
+    return self->peer;
+}
+
+void proto_msg_set_peer(proto_msg_t *self, const char *peer)
+{
+    snprintf(self->peer, sizeof self->peer, "%s", peer ? peer : "");
+}
+
+bool proto_msg_peer_is(const proto_msg_t *self, const char *program)
+{
+    return !*self->peer || strcmp(self->peer, program) == 0;
 }
 
 void proto_msg_set_routing_id(proto_msg_t *self, zframe_t *routing_id)
@@ -704,6 +720,13 @@ int proto_msg_recv(proto_msg_t **msg_p, zsock_t *socket)
     }
     proto_msg_t *self = NULL;
     int rc = proto_msg_decode(zmq_msg_data(&envelope), zmq_msg_size(&envelope), &self);
+    if (rc == 0) {
+        //  The ZAP handler named the sender's program (proto_socket); a
+        //  socket without security has no User-Id.
+        const char *peer = zmq_msg_gets(&envelope, "User-Id");
+        if (peer)
+            snprintf(self->peer, sizeof self->peer, "%s", peer);
+    }
     bool more = zmq_msg_more(&envelope);
     zmq_msg_close(&envelope);
     if (rc == 0 && more) {

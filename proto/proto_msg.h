@@ -107,6 +107,7 @@
 #define PROTO_MSG_VERSION 1
 #define PROTO_MSG_RID_MAX 64         //  request id bytes
 #define PROTO_MSG_TRACE_MAX 128      //  traceparent bytes
+#define PROTO_MSG_PEER_MAX 31        //  program name bytes of a sender
 #define PROTO_MSG_STR_MAX 4096       //  any other string field
 #define PROTO_MSG_ENVELOPE_MAX 65536 //  envelope frame bytes
 #define PROTO_MSG_CANDIDATES_MAX 64  //  candidates in one decision
@@ -305,6 +306,17 @@ void proto_msg_set_body_bytes(proto_msg_t *self, const void *data, size_t size);
 
 //  Hands the body frame to the caller, who then owns it. May return NULL.
 zframe_t *proto_msg_take_body(proto_msg_t *self);
+
+//  The sending program as CURVE's handshake named it (proto_socket's ZAP
+//  handler: "billing", "dispatch", ...), "" on a socket without security.
+//  Set on receipt; messages out of a BATCH take the batch's. Borrowed.
+const char *proto_msg_peer(const proto_msg_t *self);
+void proto_msg_set_peer(proto_msg_t *self, const char *peer);
+
+//  True when the message came from `program`, or from a socket without
+//  security (no names to check). For servers that take a kind of message
+//  only from one program, whatever certificate of the cluster the sender has.
+bool proto_msg_peer_is(const proto_msg_t *self, const char *program);
 
 //  Routing id on ROUTER sockets. Borrowed / copied.
 zframe_t *proto_msg_routing_id(const proto_msg_t *self);

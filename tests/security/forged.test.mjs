@@ -87,6 +87,22 @@ test('forged messages from outside the cluster change nothing', { timeout: 12000
   assert.equal(rows[0].n, '0');
 });
 
+test('inside the cluster, money is written only by the programs that own it', { timeout: 120000 }, async () => {
+  // A certificate of the cluster that is not billing's (the probe's here; a stolen one of any
+  // program) cannot write an ENTRY to the ledger, nor SETTLE with billing unless it is
+  // dispatch's or ingress's: the handshake passes, the message is dropped.
+  const before = await state();
+  const ids = { account: client.accountId, key: client.keyId, provider: pa.id, provider_key: pa.keyId, model: 'm', upstream_model: 'm-a' };
+  assert.equal(await forge('cluster', 'entry', conf['ledger.bind'], { ...ids, rid: 'forged-entry-inside', cost: 5000000 }),
+    'handshake=accepted reply=none', 'ENTRY from the probe');
+  assert.equal(await forge('cluster', 'settle', conf['billing.bind'], { ...ids, rid: 'forged-settle-inside' }),
+    'handshake=accepted reply=none', 'SETTLE from the probe');
+  const afterwards = await state();
+  assert.equal(afterwards.usage, before.usage, 'no usage row');
+  assert.equal(afterwards.balance, before.balance, 'balance unchanged');
+  assert.equal(afterwards.journal, before.journal, 'no journal entry');
+});
+
 test('a forged breaker reset leaves the breaker open; the cluster\'s own reset closes it', { timeout: 120000 }, async () => {
   await fault(ctx.mocks[0], 'm-a', '503');
   for (let i = 0; i < 3; i++) await chat(ctx, client.key, { model: 'm' });

@@ -248,7 +248,7 @@ static const char *s_usage_columns =
     "started_at, (extract(epoch FROM started_at) * 1000000)::bigint AS started_us, account_id, "
     "api_key_id, model, provider_id, provider_key_id, upstream_model, status, tokens_in, "
     "tokens_out, tokens_cache_read, tokens_cache_write, cost_micros, latency_ms, ttfb_ms, "
-    "attempts, estimated, operator_loss";
+    "attempts, estimated, operator_loss, tokens_cache_write_1h";
 
 //  The SQL of a usage page (limit > 0) or of the whole range (limit 0).
 //  Caller owns return value (free()).

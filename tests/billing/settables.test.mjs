@@ -24,14 +24,14 @@ async function cli(...args) {
 
 const json = async (...args) => JSON.parse(await cli(...args, '--json'));
 
-async function chat(key, model, { content = 'Say hello', protocol = 'openai' } = {}) {
+async function chat(key, model, { content = 'Say hello', protocol = 'openai', stream = false } = {}) {
   const anthropic = protocol === 'anthropic';
   const response = await fetch(`${cluster.gateway}${anthropic ? '/v1/messages' : '/v1/chat/completions'}`, {
     method: 'POST',
     headers: anthropic
       ? { 'content-type': 'application/json', 'x-api-key': key, 'anthropic-version': '2023-06-01' }
       : { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-    body: JSON.stringify({ model, max_tokens: 100, messages: [{ role: 'user', content }] }),
+    body: JSON.stringify({ model, max_tokens: 100, stream, messages: [{ role: 'user', content }] }),
   });
   const text = await response.text();
   let body = null;
@@ -152,11 +152,11 @@ describe('per-key limits with tollgate key set', () => {
 
 describe('model prices with tollgate model add/set', () => {
   test('the long-context tier and the per-request price are charged as set', async () => {
-    // $1 in, $2 out per million; above 20 prompt tokens $100 in and $200 out; $0.01 a request.
+    // $1 in, $2 out per million; above 60 prompt tokens $100 in and $200 out; $0.01 a request.
     const model = await json('model', 'add', 'longy', '--route', 'mock:fast', '--price-in', '1',
-      '--price-out', '2', '--long-context-threshold', '20', '--long-price-in', '100',
+      '--price-out', '2', '--long-context-threshold', '60', '--long-price-in', '100',
       '--long-price-out', '200', '--price-request', '0.01');
-    assert.equal(model.long_context_threshold, 20);
+    assert.equal(model.long_context_threshold, 60);
     assert.equal(model.long_price_in_micros, 100000000);
     assert.equal(model.price_request_micros, 10000);
     await ready(keys.plain.key, 'longy');
@@ -167,7 +167,7 @@ describe('model prices with tollgate model add/set', () => {
     for (const [answer, inPrice, outPrice] of [[short, 1, 2], [long, 100, 200]]) {
       const row = await usageOf(answer.id);
       const tokens = Number(row.tokens_in) + Number(row.tokens_cache_read) + Number(row.tokens_cache_write);
-      assert.equal(tokens > 20, inPrice === 100, `prompt of ${tokens} tokens`);
+      assert.equal(tokens > 60, inPrice === 100, `prompt of ${tokens} tokens`);
       const expected = Math.ceil(Number(row.tokens_in) * inPrice + Number(row.tokens_out) * outPrice) + 10000;
       assert.equal(Number(row.cost_micros), expected, JSON.stringify(row));
     }
@@ -208,8 +208,9 @@ describe('model prices with tollgate model add/set', () => {
     await cli('model', 'add', 'cachey', '--route', 'anth:cachey', '--price-in', '0',
       '--price-out', '0', '--price-cache-write', '1', '--price-cache-write-1h', '2');
     await ready(keys.plain.key, 'cachey', 'anthropic');
-    for (const protocol of ['anthropic', 'openai']) {
-      const answer = await chat(keys.plain.key, 'cachey', { protocol });
+    for (const [protocol, stream] of [['anthropic', false], ['openai', false], ['anthropic', true],
+      ['openai', true]]) {
+      const answer = await chat(keys.plain.key, 'cachey', { protocol, stream });
       assert.equal(answer.status, 200, answer.text);
       const row = await usageOf(answer.id);
       assert.equal(Number(row.tokens_cache_write), 1100);

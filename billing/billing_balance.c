@@ -1,4 +1,5 @@
 #include "billing_balance.h"
+#include "proto_check.h"
 #include "billing_limit.h"
 
 #include <assert.h>
@@ -50,7 +51,7 @@ void billing_balance_test(bool verbose)
         "\"keys\":[{\"id\":7,\"account_id\":1,\"hash\":\"h\"}],"
         "\"models\":[{\"id\":1,\"name\":\"m\"}]}",
         error, sizeof error);
-    assert(catalog);
+    PROTO_CHECK(catalog);
     const proto_api_key_t *key = proto_catalog_key(catalog, 7);
     const proto_account_t *account = proto_catalog_account(catalog, 1);
     billing_book_t *book = billing_book_new();
@@ -58,34 +59,34 @@ void billing_balance_test(bool verbose)
     //  An account billing has not seen: the catalog's balance, no spend.
     char *text = billing_balance_meta(book, catalog, key, account, wall_us);
     json_t *root = json_loads(text, 0, NULL);
-    assert(json_integer_value(json_object_get(root, "balance_micros")) == 5000000);
-    assert(json_integer_value(json_object_get(root, "available_micros")) == 5000000);
+    PROTO_CHECK(json_integer_value(json_object_get(root, "balance_micros")) == 5000000);
+    PROTO_CHECK(json_integer_value(json_object_get(root, "available_micros")) == 5000000);
     json_decref(root);
     free(text);
     //  One request admitted and settled at 1.25: the balance counts it
     //  before the ledger commits it, and so do the day and month.
     billing_denial_t denial;
-    assert(billing_book_admit(book, "r1", account, key, 10, 2000000, 1000, wall_us, &denial));
+    PROTO_CHECK(billing_book_admit(book, "r1", account, key, 10, 2000000, 1000, wall_us, &denial));
     billing_book_admit(book, "r2", account, key, 10, 500000, 1000, wall_us, &denial);
     billing_book_settle(book, catalog, "r1", 1, 7, 1250000, 10, false, 1001, wall_us);
     text = billing_balance_meta(book, catalog, key, account, wall_us);
     root = json_loads(text, 0, NULL);
-    assert(json_integer_value(json_object_get(root, "balance_micros")) == 3750000);
-    assert(json_integer_value(json_object_get(root, "reserved_micros")) == 500000);
-    assert(json_integer_value(json_object_get(root, "available_micros")) == 3250000);
+    PROTO_CHECK(json_integer_value(json_object_get(root, "balance_micros")) == 3750000);
+    PROTO_CHECK(json_integer_value(json_object_get(root, "reserved_micros")) == 500000);
+    PROTO_CHECK(json_integer_value(json_object_get(root, "available_micros")) == 3250000);
     json_t *spend = json_object_get(root, "key_spend");
-    assert(json_integer_value(json_object_get(spend, "day_micros")) == 1250000);
-    assert(json_integer_value(json_object_get(spend, "month_micros")) == 1250000);
+    PROTO_CHECK(json_integer_value(json_object_get(spend, "day_micros")) == 1250000);
+    PROTO_CHECK(json_integer_value(json_object_get(spend, "month_micros")) == 1250000);
     spend = json_object_get(root, "account_spend");
-    assert(json_integer_value(json_object_get(spend, "day_micros")) == 1250000);
+    PROTO_CHECK(json_integer_value(json_object_get(spend, "day_micros")) == 1250000);
     json_decref(root);
     free(text);
     //  The next day: the day starts at zero, the month goes on.
     text = billing_balance_meta(book, catalog, key, account, wall_us + 86400ULL * 1000000);
     root = json_loads(text, 0, NULL);
     spend = json_object_get(root, "key_spend");
-    assert(json_integer_value(json_object_get(spend, "day_micros")) == 0);
-    assert(json_integer_value(json_object_get(spend, "month_micros")) == 1250000);
+    PROTO_CHECK(json_integer_value(json_object_get(spend, "day_micros")) == 0);
+    PROTO_CHECK(json_integer_value(json_object_get(spend, "month_micros")) == 1250000);
     json_decref(root);
     free(text);
     billing_book_destroy(&book);

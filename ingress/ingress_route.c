@@ -1,4 +1,5 @@
 #include "ingress_route.h"
+#include "proto_check.h"
 #include "ingress_usage.h"
 #include "proto_msg.h"
 
@@ -150,79 +151,81 @@ void ingress_route_test(bool verbose)
     int status, protocol;
     const ingress_route_t *route =
         ingress_route_find("/v1/chat/completions", "POST", &status, &protocol);
-    assert(route && route->kind == INGRESS_ROUTE_GENERATE && status == 200);
-    assert(protocol == PROTO_PROTOCOL_OPENAI && route->needs_key);
-    assert(!ingress_route_find("/v1/chat/completions", "GET", &status, &protocol));
-    assert(status == 405);
-    assert(strcmp(ingress_route_allowed("/v1/chat/completions"), "POST") == 0);
+    PROTO_CHECK(route && route->kind == INGRESS_ROUTE_GENERATE && status == 200);
+    PROTO_CHECK(protocol == PROTO_PROTOCOL_OPENAI && route->needs_key);
+    PROTO_CHECK(!ingress_route_find("/v1/chat/completions", "GET", &status, &protocol));
+    PROTO_CHECK(status == 405);
+    PROTO_CHECK(strcmp(ingress_route_allowed("/v1/chat/completions"), "POST") == 0);
     route = ingress_route_find("/v1/models", "GET", &status, &protocol);
-    assert(route && route->kind == INGRESS_ROUTE_MODELS);
+    PROTO_CHECK(route && route->kind == INGRESS_ROUTE_MODELS);
     route = ingress_route_find("/healthz", "HEAD", &status, &protocol);
-    assert(route && route->kind == INGRESS_ROUTE_HEALTH && !route->needs_key);
-    assert(!ingress_route_find("/v1/chat/completionsX", "POST", &status, &protocol));
-    assert(status == 404 && protocol == PROTO_PROTOCOL_OPENAI);
-    assert(!ingress_route_allowed("/nope"));
+    PROTO_CHECK(route && route->kind == INGRESS_ROUTE_HEALTH && !route->needs_key);
+    PROTO_CHECK(!ingress_route_find("/v1/chat/completionsX", "POST", &status, &protocol));
+    PROTO_CHECK(status == 404 && protocol == PROTO_PROTOCOL_OPENAI);
+    PROTO_CHECK(!ingress_route_allowed("/nope"));
 
     //  Every surface, with its protocol and stream source.
     route = ingress_route_find("/v1/responses", "POST", &status, &protocol);
-    assert(route && protocol == PROTO_PROTOCOL_OPENAI_RESPONSES);
+    PROTO_CHECK(route && protocol == PROTO_PROTOCOL_OPENAI_RESPONSES);
     route = ingress_route_find("/v1/embeddings", "POST", &status, &protocol);
-    assert(route && protocol == PROTO_PROTOCOL_OPENAI_EMBEDDINGS);
+    PROTO_CHECK(route && protocol == PROTO_PROTOCOL_OPENAI_EMBEDDINGS);
     route = ingress_route_find("/v1/messages", "POST", &status, &protocol);
-    assert(route && protocol == PROTO_PROTOCOL_ANTHROPIC && !route->count_tokens);
+    PROTO_CHECK(route && protocol == PROTO_PROTOCOL_ANTHROPIC && !route->count_tokens);
     route = ingress_route_find("/v1/messages/count_tokens", "POST", &status, &protocol);
-    assert(route && protocol == PROTO_PROTOCOL_ANTHROPIC && route->count_tokens);
-    assert(!ingress_route_find("/v1/messages", "GET", &status, &protocol));
-    assert(status == 405 && protocol == PROTO_PROTOCOL_ANTHROPIC);
-    assert(!ingress_route_find("/v1/messages/batches", "POST", &status, &protocol));
-    assert(status == 404 && protocol == PROTO_PROTOCOL_ANTHROPIC);
+    PROTO_CHECK(route && protocol == PROTO_PROTOCOL_ANTHROPIC && route->count_tokens);
+    PROTO_CHECK(!ingress_route_find("/v1/messages", "GET", &status, &protocol));
+    PROTO_CHECK(status == 405 && protocol == PROTO_PROTOCOL_ANTHROPIC);
+    PROTO_CHECK(!ingress_route_find("/v1/messages/batches", "POST", &status, &protocol));
+    PROTO_CHECK(status == 404 && protocol == PROTO_PROTOCOL_ANTHROPIC);
 
     char model[64];
     route = ingress_route_find("/v1beta/models/gemini-2.0-flash:generateContent", "POST", &status,
                                &protocol);
-    assert(route && protocol == PROTO_PROTOCOL_GEMINI && route->stream == INGRESS_STREAM_NEVER);
-    assert(ingress_route_model(route, "/v1beta/models/gemini-2.0-flash:generateContent", model,
-                               sizeof model) == 0);
-    assert(strcmp(model, "gemini-2.0-flash") == 0);
+    PROTO_CHECK(route && protocol == PROTO_PROTOCOL_GEMINI &&
+                route->stream == INGRESS_STREAM_NEVER);
+    PROTO_CHECK(ingress_route_model(route, "/v1beta/models/gemini-2.0-flash:generateContent", model,
+                                    sizeof model) == 0);
+    PROTO_CHECK(strcmp(model, "gemini-2.0-flash") == 0);
     route =
         ingress_route_find("/v1beta/models/m:streamGenerateContent", "POST", &status, &protocol);
-    assert(route && route->stream == INGRESS_STREAM_ALWAYS && !route->count_tokens);
+    PROTO_CHECK(route && route->stream == INGRESS_STREAM_ALWAYS && !route->count_tokens);
     route = ingress_route_find("/v1beta/models/m:countTokens", "POST", &status, &protocol);
-    assert(route && route->count_tokens);
-    assert(ingress_route_model(route, "/v1beta/models/m:countTokens", model, 2) == 0);
-    assert(ingress_route_model(route, "/v1beta/models/mm:countTokens", model, 2) == -1);
-    assert(!ingress_route_find("/v1beta/models/:generateContent", "POST", &status, &protocol));
-    assert(status == 404 && protocol == PROTO_PROTOCOL_GEMINI);
-    assert(!ingress_route_find("/v1beta/models/x:embedContent", "POST", &status, &protocol));
-    assert(status == 404 && protocol == PROTO_PROTOCOL_GEMINI);
-    assert(!ingress_route_find("/v1beta/models/x:generateContent", "GET", &status, &protocol));
-    assert(status == 405);
+    PROTO_CHECK(route && route->count_tokens);
+    PROTO_CHECK(ingress_route_model(route, "/v1beta/models/m:countTokens", model, 2) == 0);
+    PROTO_CHECK(ingress_route_model(route, "/v1beta/models/mm:countTokens", model, 2) == -1);
+    PROTO_CHECK(!ingress_route_find("/v1beta/models/:generateContent", "POST", &status, &protocol));
+    PROTO_CHECK(status == 404 && protocol == PROTO_PROTOCOL_GEMINI);
+    PROTO_CHECK(!ingress_route_find("/v1beta/models/x:embedContent", "POST", &status, &protocol));
+    PROTO_CHECK(status == 404 && protocol == PROTO_PROTOCOL_GEMINI);
+    PROTO_CHECK(!ingress_route_find("/v1beta/models/x:generateContent", "GET", &status, &protocol));
+    PROTO_CHECK(status == 405);
     route = ingress_route_find("/v1/models/g-1:streamGenerateContent", "POST", &status, &protocol);
-    assert(route && route->stream == INGRESS_STREAM_ALWAYS && protocol == PROTO_PROTOCOL_GEMINI);
-    assert(ingress_route_model(route, "/v1/models/g-1:streamGenerateContent", model,
-                               sizeof model) == 0 &&
-           strcmp(model, "g-1") == 0);
-    assert(!ingress_route_find("/v1/models/x:nope", "POST", &status, &protocol));
-    assert(status == 404 && protocol == PROTO_PROTOCOL_GEMINI);
+    PROTO_CHECK(route && route->stream == INGRESS_STREAM_ALWAYS &&
+                protocol == PROTO_PROTOCOL_GEMINI);
+    PROTO_CHECK(ingress_route_model(route, "/v1/models/g-1:streamGenerateContent", model,
+                                    sizeof model) == 0 &&
+                strcmp(model, "g-1") == 0);
+    PROTO_CHECK(!ingress_route_find("/v1/models/x:nope", "POST", &status, &protocol));
+    PROTO_CHECK(status == 404 && protocol == PROTO_PROTOCOL_GEMINI);
     route = ingress_route_find("/v1beta/models", "GET", &status, &protocol);
-    assert(route && route->kind == INGRESS_ROUTE_MODELS && protocol == PROTO_PROTOCOL_GEMINI);
+    PROTO_CHECK(route && route->kind == INGRESS_ROUTE_MODELS && protocol == PROTO_PROTOCOL_GEMINI);
     route = ingress_route_find("/models", "GET", &status, &protocol);
-    assert(route && route->kind == INGRESS_ROUTE_MODELS && protocol == PROTO_PROTOCOL_OPENAI);
+    PROTO_CHECK(route && route->kind == INGRESS_ROUTE_MODELS && protocol == PROTO_PROTOCOL_OPENAI);
     //  One model by its path, names with '/' and ':' included.
     route = ingress_route_find("/v1/models/org/m:8b", "GET", &status, &protocol);
-    assert(route && route->kind == INGRESS_ROUTE_MODEL && protocol == PROTO_PROTOCOL_OPENAI);
-    assert(ingress_route_model(route, "/v1/models/org/m:8b", model, sizeof model) == 0 &&
-           strcmp(model, "org/m:8b") == 0);
+    PROTO_CHECK(route && route->kind == INGRESS_ROUTE_MODEL && protocol == PROTO_PROTOCOL_OPENAI);
+    PROTO_CHECK(ingress_route_model(route, "/v1/models/org/m:8b", model, sizeof model) == 0 &&
+                strcmp(model, "org/m:8b") == 0);
     route = ingress_route_find("/v1beta/models/g-1", "GET", &status, &protocol);
-    assert(route && route->kind == INGRESS_ROUTE_MODEL && protocol == PROTO_PROTOCOL_GEMINI);
-    assert(!ingress_route_find("/v1/models/x", "POST", &status, &protocol));
-    assert(status == 404);
-    assert(!ingress_route_find("/v1/models/", "GET", &status, &protocol));
+    PROTO_CHECK(route && route->kind == INGRESS_ROUTE_MODEL && protocol == PROTO_PROTOCOL_GEMINI);
+    PROTO_CHECK(!ingress_route_find("/v1/models/x", "POST", &status, &protocol));
+    PROTO_CHECK(status == 404);
+    PROTO_CHECK(!ingress_route_find("/v1/models/", "GET", &status, &protocol));
     route = ingress_route_find("/v1/usage", "GET", &status, &protocol);
-    assert(route && route->kind == INGRESS_ROUTE_USAGE);
+    PROTO_CHECK(route && route->kind == INGRESS_ROUTE_USAGE);
     route = ingress_route_find("/dashboard/billing/subscription", "GET", &status, &protocol);
-    assert(route && route->kind == INGRESS_ROUTE_USAGE);
-    assert(!ingress_route_find("/v1/usage", "POST", &status, &protocol) && status == 405);
+    PROTO_CHECK(route && route->kind == INGRESS_ROUTE_USAGE);
+    PROTO_CHECK(!ingress_route_find("/v1/usage", "POST", &status, &protocol) && status == 405);
     if (verbose)
         printf("OK\n");
 }

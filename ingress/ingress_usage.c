@@ -1,4 +1,5 @@
 #include "ingress_usage.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -162,18 +163,18 @@ void ingress_usage_test(bool verbose)
     if (verbose)
         printf(" * ingress_usage: ");
     char error[128];
-    assert(ingress_usage_check(INGRESS_USAGE_DASHBOARD, "2026-12-01", "2026-12-31", error,
-                               sizeof error) == 0);
-    assert(ingress_usage_check(INGRESS_USAGE_DASHBOARD, NULL, NULL, error, sizeof error) == 0);
-    assert(ingress_usage_check(INGRESS_USAGE_DASHBOARD, "2026-13-01", NULL, error, sizeof error) ==
-               -1 &&
-           strstr(error, "'start_date'"));
-    assert(ingress_usage_check(INGRESS_USAGE_DASHBOARD, NULL, "2026-02-30", error, sizeof error) ==
-               -1 &&
-           strstr(error, "'end_date'"));
-    assert(ingress_usage_check(INGRESS_USAGE_DASHBOARD, "2026-12-02", "2026-12-01", error,
-                               sizeof error) == -1);
-    assert(ingress_usage_check(INGRESS_USAGE_SELF, "junk", NULL, error, sizeof error) == 0);
+    PROTO_CHECK(ingress_usage_check(INGRESS_USAGE_DASHBOARD, "2026-12-01", "2026-12-31", error,
+                                    sizeof error) == 0);
+    PROTO_CHECK(ingress_usage_check(INGRESS_USAGE_DASHBOARD, NULL, NULL, error, sizeof error) == 0);
+    PROTO_CHECK(ingress_usage_check(INGRESS_USAGE_DASHBOARD, "2026-13-01", NULL, error,
+                                    sizeof error) == -1 &&
+                strstr(error, "'start_date'"));
+    PROTO_CHECK(ingress_usage_check(INGRESS_USAGE_DASHBOARD, NULL, "2026-02-30", error,
+                                    sizeof error) == -1 &&
+                strstr(error, "'end_date'"));
+    PROTO_CHECK(ingress_usage_check(INGRESS_USAGE_DASHBOARD, "2026-12-02", "2026-12-01", error,
+                                    sizeof error) == -1);
+    PROTO_CHECK(ingress_usage_check(INGRESS_USAGE_SELF, "junk", NULL, error, sizeof error) == 0);
 
     proto_catalog_t *catalog = proto_catalog_from_json(
         "{\"accounts\":[{\"id\":1,\"name\":\"acme\",\"currency\":\"EUR\",\"rpm\":60,"
@@ -181,7 +182,7 @@ void ingress_usage_test(bool verbose)
         "\"keys\":[{\"id\":7,\"account_id\":1,\"hash\":\"h\",\"name\":\"ci\",\"prefix\":\"tg-abc\","
         "\"allowed_models\":[\"m\"]}]}",
         error, sizeof error);
-    assert(catalog);
+    PROTO_CHECK(catalog);
     const proto_api_key_t *key = proto_catalog_key(catalog, 7);
     const char *meta = "{\"balance_micros\":12345000,\"available_micros\":12000000,"
                        "\"reserved_micros\":345000,\"account_spend\":{\"day_micros\":1000000,"
@@ -189,34 +190,34 @@ void ingress_usage_test(bool verbose)
                        "\"month_micros\":700000}}";
     char *text = ingress_usage_answer(INGRESS_USAGE_SELF, catalog, key, meta);
     json_t *root = json_loads(text, 0, NULL);
-    assert(root);
-    assert(strcmp(json_string_value(json_object_get(root, "balance")), "12.345") == 0);
-    assert(strcmp(json_string_value(json_object_get(root, "currency")), "EUR") == 0);
+    PROTO_CHECK(root);
+    PROTO_CHECK(strcmp(json_string_value(json_object_get(root, "balance")), "12.345") == 0);
+    PROTO_CHECK(strcmp(json_string_value(json_object_get(root, "currency")), "EUR") == 0);
     json_t *k = json_object_get(root, "key");
-    assert(strcmp(json_string_value(json_object_get(k, "prefix")), "tg-abc") == 0);
-    assert(json_array_size(json_object_get(k, "models")) == 1);
-    assert(json_is_null(json_object_get(json_object_get(k, "limits"), "rpm")));
-    assert(json_integer_value(json_object_get(json_object_get(k, "spend"), "month_micros")) ==
-           700000);
+    PROTO_CHECK(strcmp(json_string_value(json_object_get(k, "prefix")), "tg-abc") == 0);
+    PROTO_CHECK(json_array_size(json_object_get(k, "models")) == 1);
+    PROTO_CHECK(json_is_null(json_object_get(json_object_get(k, "limits"), "rpm")));
+    PROTO_CHECK(json_integer_value(json_object_get(json_object_get(k, "spend"), "month_micros")) ==
+                700000);
     json_t *a = json_object_get(root, "account");
-    assert(json_integer_value(json_object_get(json_object_get(a, "limits"), "rpm")) == 60);
-    assert(json_integer_value(
-               json_object_get(json_object_get(a, "limits"), "daily_spend_micros")) == 5000000);
-    assert(json_is_null(json_object_get(a, "models")));
+    PROTO_CHECK(json_integer_value(json_object_get(json_object_get(a, "limits"), "rpm")) == 60);
+    PROTO_CHECK(json_integer_value(json_object_get(json_object_get(a, "limits"),
+                                                   "daily_spend_micros")) == 5000000);
+    PROTO_CHECK(json_is_null(json_object_get(a, "models")));
     json_decref(root);
     free(text);
     text = ingress_usage_answer(INGRESS_USAGE_SUBSCRIPTION, catalog, key, meta);
     root = json_loads(text, 0, NULL);
-    assert(json_real_value(json_object_get(root, "hard_limit_usd")) == 14.845);
+    PROTO_CHECK(json_real_value(json_object_get(root, "hard_limit_usd")) == 14.845);
     json_decref(root);
     free(text);
     text = ingress_usage_answer(INGRESS_USAGE_DASHBOARD, catalog, key, meta);
     root = json_loads(text, 0, NULL);
-    assert(json_real_value(json_object_get(root, "total_usage")) == 250.0);
+    PROTO_CHECK(json_real_value(json_object_get(root, "total_usage")) == 250.0);
     json_decref(root);
     free(text);
-    assert(!ingress_usage_answer(INGRESS_USAGE_SELF, catalog, key, "{}"));
-    assert(!ingress_usage_answer(INGRESS_USAGE_SELF, catalog, key, "not json"));
+    PROTO_CHECK(!ingress_usage_answer(INGRESS_USAGE_SELF, catalog, key, "{}"));
+    PROTO_CHECK(!ingress_usage_answer(INGRESS_USAGE_SELF, catalog, key, "not json"));
     proto_catalog_destroy(&catalog);
     if (verbose)
         printf("OK\n");

@@ -1,4 +1,5 @@
 #include "ledger_store.h"
+#include "proto_check.h"
 #include "proto_db.h"
 
 #include <assert.h>
@@ -562,26 +563,26 @@ void ledger_store_test(bool verbose)
     proto_msg_set_latency_us(msg, UINT64_MAX);
     proto_msg_set_started_us(msg, UINT64_MAX);
     ledger_entry_t *entry = ledger_entry_new(msg, why, sizeof why);
-    assert(entry);
-    assert(strcmp(entry->model, "bad????model \xe2\x82\xac") == 0);
-    assert(entry->tokens_in == INT64_MAX && entry->latency_ms == INT32_MAX);
-    assert(entry->started_us == S_MAX_STARTED_US);
-    assert(entry->attempts == 1 && !entry->upstream_model && !entry->has_provider_id);
+    PROTO_CHECK(entry);
+    PROTO_CHECK(strcmp(entry->model, "bad????model \xe2\x82\xac") == 0);
+    PROTO_CHECK(entry->tokens_in == INT64_MAX && entry->latency_ms == INT32_MAX);
+    PROTO_CHECK(entry->started_us == S_MAX_STARTED_US);
+    PROTO_CHECK(entry->attempts == 1 && !entry->upstream_model && !entry->has_provider_id);
     ledger_entry_destroy(&entry);
-    assert(entry == NULL);
+    PROTO_CHECK(entry == NULL);
     proto_msg_set_account_id(msg, (uint64_t)INT64_MAX + 1);
-    assert(!ledger_entry_new(msg, why, sizeof why) && strstr(why, "bigint"));
+    PROTO_CHECK(!ledger_entry_new(msg, why, sizeof why) && strstr(why, "bigint"));
     proto_msg_set_account_id(msg, 1);
     proto_msg_set_cost_micros(msg, -1);
-    assert(!ledger_entry_new(msg, why, sizeof why) && strstr(why, "negative"));
+    PROTO_CHECK(!ledger_entry_new(msg, why, sizeof why) && strstr(why, "negative"));
     proto_msg_destroy(&msg);
     msg = s_test_msg("");
-    assert(!ledger_entry_new(msg, why, sizeof why));
+    PROTO_CHECK(!ledger_entry_new(msg, why, sizeof why));
     proto_msg_destroy(&msg);
 
     //  Array literals.
     s_buf_t buf = {0};
-    assert(strcmp(s_array_end(&buf), "{}") == 0);
+    PROTO_CHECK(strcmp(s_array_end(&buf), "{}") == 0);
     free(buf.data);
     buf = (s_buf_t){0};
     s_array_text(&buf, "a\"b\\c");
@@ -589,7 +590,7 @@ void ledger_store_test(bool verbose)
     s_array_null(&buf);
     s_array_int(&buf, -5);
     s_array_bool(&buf, true);
-    assert(strcmp(s_array_end(&buf), "{\"a\\\"b\\\\c\",\"NULL\",NULL,-5,t}") == 0);
+    PROTO_CHECK(strcmp(s_array_end(&buf), "{\"a\\\"b\\\\c\",\"NULL\",NULL,-5,t}") == 0);
     free(buf.data);
 
     //  A real write when a migrated database is at hand (ledger_test.sh).
@@ -597,7 +598,7 @@ void ledger_store_test(bool verbose)
     if (url && *url) {
         char error[512];
         ledger_store_t *store = ledger_store_new(url, NULL);
-        assert(!ledger_store_connected(store));
+        PROTO_CHECK(!ledger_store_connected(store));
         ledger_entry_t *entries[3];
         const char *odd = "store-test-\"odd\",{id}";
         const char *ids[3] = {"store-test-1", odd, "store-test-1"};
@@ -612,11 +613,11 @@ void ledger_store_test(bool verbose)
         int rc = ledger_store_write(store, entries, 3, &result, error, sizeof error);
         if (rc != 0)
             fprintf(stderr, "ledger_store: %s\n", error);
-        assert(rc == 0);
+        PROTO_CHECK(rc == 0);
         //  The same id twice in one batch is one row.
-        assert(result.inserted == 2 && result.journaled == 0 && result.orphans == 2);
-        assert(ledger_store_write(store, entries, 3, &result, error, sizeof error) == 0);
-        assert(result.inserted == 0);
+        PROTO_CHECK(result.inserted == 2 && result.journaled == 0 && result.orphans == 2);
+        PROTO_CHECK(ledger_store_write(store, entries, 3, &result, error, sizeof error) == 0);
+        PROTO_CHECK(result.inserted == 0);
         for (int i = 0; i < 3; i++)
             ledger_entry_destroy(&entries[i]);
         ledger_store_destroy(&store);

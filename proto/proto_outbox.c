@@ -1,4 +1,5 @@
 #include "proto_outbox.h"
+#include "proto_check.h"
 #include "proto_batch.h"
 #include "proto_log.h"
 
@@ -538,8 +539,8 @@ static void s_test_take(proto_msg_t **msg_p, void *arg)
 {
     s_test_t *test = arg;
     test->received++;
-    assert(strcmp(proto_msg_request_id(*msg_p), "r1") == 0);
-    assert(zframe_size(proto_msg_body(*msg_p)) == 4);
+    PROTO_CHECK(strcmp(proto_msg_request_id(*msg_p), "r1") == 0);
+    PROTO_CHECK(zframe_size(proto_msg_body(*msg_p)) == 4);
     if (test->received == 3)
         proto_loop_stop(test->loop);
 }
@@ -560,9 +561,9 @@ static void s_test_replayed(proto_msg_t **msg_p, void *arg)
 {
     int *seen = arg;
     const char *rid = proto_msg_request_id(*msg_p);
-    assert(strcmp(rid, "j1") == 0 || strcmp(rid, "j3") == 0);
+    PROTO_CHECK(strcmp(rid, "j1") == 0 || strcmp(rid, "j3") == 0);
     if (strcmp(rid, "j3") == 0)
-        assert(zframe_size(proto_msg_body(*msg_p)) == 4);
+        PROTO_CHECK(zframe_size(proto_msg_body(*msg_p)) == 4);
     (*seen)++;
 }
 
@@ -584,23 +585,23 @@ void proto_outbox_test(bool verbose)
     proto_msg_set_status(msg, 200);
     proto_msg_set_started_us(msg, 1);
     proto_msg_set_body_bytes(msg, "body", 4);
-    assert(proto_outbox_send(outbox, &msg) == 0);
-    assert(msg == NULL);
-    assert(proto_outbox_pending(outbox) == 1);
+    PROTO_CHECK(proto_outbox_send(outbox, &msg) == 0);
+    PROTO_CHECK(msg == NULL);
+    PROTO_CHECK(proto_outbox_pending(outbox) == 1);
     proto_loop_run(loop); //  stops after the third delivery
-    assert(test.received == 3);
-    assert(proto_outbox_ack(outbox, "r1"));
-    assert(!proto_outbox_ack(outbox, "r1"));
-    assert(proto_outbox_pending(outbox) == 0);
+    PROTO_CHECK(test.received == 3);
+    PROTO_CHECK(proto_outbox_ack(outbox, "r1"));
+    PROTO_CHECK(!proto_outbox_ack(outbox, "r1"));
+    PROTO_CHECK(proto_outbox_pending(outbox) == 0);
     proto_loop_add_timer(loop, 50, false, s_test_stop, NULL);
     proto_loop_run(loop);
-    assert(test.received == 3); //  nothing after the ack
+    PROTO_CHECK(test.received == 3); //  nothing after the ack
     proto_outbox_destroy(&outbox);
 
     //  Journal: what was kept and not acked comes back after a restart,
     //  each message to the socket its key picks; a torn last record is cut.
     char dir[] = "/tmp/proto_outbox_test.XXXXXX";
-    assert(mkdtemp(dir));
+    PROTO_CHECK(mkdtemp(dir));
     char path[256];
     snprintf(path, sizeof path, "%s/settle.journal", dir);
     char error[512];
@@ -608,7 +609,7 @@ void proto_outbox_test(bool verbose)
     zsock_t *sender_2 = zsock_new_dealer("inproc://proto_outbox_test_2");
     zsock_t *pair[2] = {sender, sender_2};
     outbox = proto_outbox_new_sharded(loop, pair, 2, 100000);
-    assert(proto_outbox_journal(outbox, path, error, sizeof error) == 0);
+    PROTO_CHECK(proto_outbox_journal(outbox, path, error, sizeof error) == 0);
     for (int i = 0; i < 4; i++) {
         char rid[16];
         snprintf(rid, sizeof rid, "j%d", i);
@@ -621,18 +622,18 @@ void proto_outbox_test(bool verbose)
         proto_msg_set_started_us(msg, 1);
         if (i == 3)
             proto_msg_set_body_bytes(msg, "body", 4);
-        assert(proto_outbox_send_keyed(outbox, &msg, (uint64_t)i) == 0);
+        PROTO_CHECK(proto_outbox_send_keyed(outbox, &msg, (uint64_t)i) == 0);
     }
     //  Appends wait in memory until written (one write), then for the sync.
-    assert(proto_outbox_unwritten(outbox) && !proto_outbox_dirty(outbox));
-    assert(proto_outbox_write(outbox) == 0 && !proto_outbox_unwritten(outbox));
-    assert(proto_outbox_dirty(outbox));
-    assert(proto_outbox_sync(outbox) == 0 && !proto_outbox_dirty(outbox));
-    assert(proto_outbox_ack(outbox, "j2"));
+    PROTO_CHECK(proto_outbox_unwritten(outbox) && !proto_outbox_dirty(outbox));
+    PROTO_CHECK(proto_outbox_write(outbox) == 0 && !proto_outbox_unwritten(outbox));
+    PROTO_CHECK(proto_outbox_dirty(outbox));
+    PROTO_CHECK(proto_outbox_sync(outbox) == 0 && !proto_outbox_dirty(outbox));
+    PROTO_CHECK(proto_outbox_ack(outbox, "j2"));
     //  A second process cannot take the same journal.
     proto_outbox_t *other = proto_outbox_new(loop, sender, 1000);
-    assert(proto_outbox_journal(other, path, error, sizeof error) == -1);
-    assert(strstr(error, "in use"));
+    PROTO_CHECK(proto_outbox_journal(other, path, error, sizeof error) == -1);
+    PROTO_CHECK(strstr(error, "in use"));
     proto_outbox_destroy(&other);
     proto_outbox_destroy(&outbox);
     //  What the receivers got so far is not what we check: drain them.
@@ -641,25 +642,26 @@ void proto_outbox_test(bool verbose)
     while (zsock_events(second) & ZMQ_POLLIN)
         zmsg_destroy(&(zmsg_t *){zmsg_recv(second)});
     FILE *file = fopen(path, "ab");
-    assert(file);
+    PROTO_CHECK(file);
     fwrite("\x20\0\0\0torn", 1, 8, file); //  a header whose payload never came
     fclose(file);
     outbox = proto_outbox_new_sharded(loop, pair, 2, 100000);
-    assert(proto_outbox_journal(outbox, path, error, sizeof error) == 3);
-    assert(proto_outbox_pending(outbox) == 3);
+    PROTO_CHECK(proto_outbox_journal(outbox, path, error, sizeof error) == 3);
+    PROTO_CHECK(proto_outbox_pending(outbox) == 3);
     //  j0 to the first socket (key 0), j1 and j3 to the second (keys 1, 3),
     //  the latter two in one batch.
-    assert(proto_outbox_flush(outbox) == 0);
+    PROTO_CHECK(proto_outbox_flush(outbox) == 0);
     msg = NULL;
     zsock_set_rcvtimeo(receiver, 1000);
-    assert(proto_msg_recv(&msg, receiver) == 0 && strcmp(proto_msg_request_id(msg), "j0") == 0);
+    PROTO_CHECK(proto_msg_recv(&msg, receiver) == 0 &&
+                strcmp(proto_msg_request_id(msg), "j0") == 0);
     proto_msg_destroy(&msg);
     zsock_set_rcvtimeo(second, 1000);
-    assert(proto_msg_recv(&msg, second) == 0 && proto_msg_type(msg) == PROTO_MSG_BATCH);
+    PROTO_CHECK(proto_msg_recv(&msg, second) == 0 && proto_msg_type(msg) == PROTO_MSG_BATCH);
     int seen = 0;
-    assert(proto_batch_open(msg, s_test_replayed, &seen) == 0);
+    PROTO_CHECK(proto_batch_open(msg, s_test_replayed, &seen) == 0);
     proto_msg_destroy(&msg);
-    assert(seen == 2);
+    PROTO_CHECK(seen == 2);
     //  Kept, not sent: a provisional record leaves only with a replay.
     msg = proto_msg_new(PROTO_MSG_SETTLE);
     proto_msg_set_request_id(msg, "k1");
@@ -670,11 +672,11 @@ void proto_outbox_test(bool verbose)
     proto_msg_set_started_us(msg, 1);
     proto_msg_set_loss(msg, true);
     int kept = proto_outbox_keep_keyed(outbox, &msg, 0);
-    assert(kept == 0 && proto_outbox_pending(outbox) == 4);
+    PROTO_CHECK(kept == 0 && proto_outbox_pending(outbox) == 4);
     int flushed = proto_outbox_flush(outbox);
-    assert(flushed == 0);
+    PROTO_CHECK(flushed == 0);
     zclock_sleep(20);
-    assert(!(zsock_events(receiver) & ZMQ_POLLIN));
+    PROTO_CHECK(!(zsock_events(receiver) & ZMQ_POLLIN));
     //  Many kept and acked: the journal is rewritten and stays small.
     for (int i = 0; i < 20000; i++) {
         char rid[16];
@@ -686,31 +688,32 @@ void proto_outbox_test(bool verbose)
         proto_msg_set_model(msg, "a-model-name-long-enough-to-fill-the-journal-quickly");
         proto_msg_set_status(msg, 200);
         proto_msg_set_started_us(msg, 1);
-        assert(proto_outbox_send_keyed(outbox, &msg, 0) == 0);
-        assert(proto_outbox_ack(outbox, rid));
+        PROTO_CHECK(proto_outbox_send_keyed(outbox, &msg, 0) == 0);
+        PROTO_CHECK(proto_outbox_ack(outbox, rid));
         proto_outbox_flush(outbox);
         while (zsock_events(receiver) & ZMQ_POLLIN)
             zmsg_destroy(&(zmsg_t *){zmsg_recv(receiver)});
     }
     struct stat st;
-    assert(stat(path, &st) == 0 && st.st_size < S_COMPACT_MIN);
-    assert(proto_outbox_ack(outbox, "j0") && proto_outbox_ack(outbox, "j1"));
-    assert(proto_outbox_ack(outbox, "j3"));
+    PROTO_CHECK(stat(path, &st) == 0 && st.st_size < S_COMPACT_MIN);
+    PROTO_CHECK(proto_outbox_ack(outbox, "j0") && proto_outbox_ack(outbox, "j1"));
+    PROTO_CHECK(proto_outbox_ack(outbox, "j3"));
     proto_outbox_destroy(&outbox);
     //  After a crash the kept record is sent like any other.
     outbox = proto_outbox_new(loop, sender, 1000);
     int replayed = proto_outbox_journal(outbox, path, error, sizeof error);
-    assert(replayed == 1);
+    PROTO_CHECK(replayed == 1);
     flushed = proto_outbox_flush(outbox);
-    assert(flushed == 0);
+    PROTO_CHECK(flushed == 0);
     int received = proto_msg_recv(&msg, receiver);
-    assert(received == 0 && strcmp(proto_msg_request_id(msg), "k1") == 0 && proto_msg_loss(msg));
+    PROTO_CHECK(received == 0 && strcmp(proto_msg_request_id(msg), "k1") == 0 &&
+                proto_msg_loss(msg));
     proto_msg_destroy(&msg);
     bool acked = proto_outbox_ack(outbox, "k1");
-    assert(acked);
+    PROTO_CHECK(acked);
     proto_outbox_destroy(&outbox);
     outbox = proto_outbox_new(loop, sender, 1000);
-    assert(proto_outbox_journal(outbox, path, error, sizeof error) == 0);
+    PROTO_CHECK(proto_outbox_journal(outbox, path, error, sizeof error) == 0);
     proto_outbox_destroy(&outbox);
     unlink(path);
     char lock[300];

@@ -1,4 +1,5 @@
 #include "proto_peer.h"
+#include "proto_check.h"
 #include "proto_batch.h"
 #include "proto_socket.h"
 
@@ -217,43 +218,43 @@ void proto_peer_test(bool verbose)
     if (verbose)
         printf(" * proto_peer: ");
     char error[256];
-    assert(proto_socket_init_with("none", "", "test", -1, error, sizeof error) == 0);
+    PROTO_CHECK(proto_socket_init_with("none", "", "test", -1, error, sizeof error) == 0);
     proto_loop_t *loop = proto_loop_new();
     proto_peer_t *server = proto_peer_new(loop, ZMQ_ROUTER, "inproc://proto-peer-test", true);
     proto_peer_t *client = proto_peer_new(loop, ZMQ_DEALER, "inproc://proto-peer-test", false);
-    assert(server && client);
+    PROTO_CHECK(server && client);
 
     proto_msg_t *ping = proto_msg_new(PROTO_MSG_PING);
     proto_msg_set_request_id(ping, "one");
-    assert(proto_peer_send(client, &ping) == 0);
+    PROTO_CHECK(proto_peer_send(client, &ping) == 0);
     proto_msg_t *got = proto_peer_wait(server, PROTO_MSG_PING, "one", 2000);
-    assert(got && strcmp(proto_msg_request_id(got), "one") == 0);
+    PROTO_CHECK(got && strcmp(proto_msg_request_id(got), "one") == 0);
     //  The answer goes back by the routing id the ROUTER read.
     proto_msg_t *pong = proto_msg_reply(got, PROTO_MSG_PONG);
     proto_msg_set_instance(pong, "peer");
     proto_msg_destroy(&got);
-    assert(proto_peer_send(server, &pong) == 0);
+    PROTO_CHECK(proto_peer_send(server, &pong) == 0);
     got = proto_peer_wait(client, PROTO_MSG_PONG, NULL, 2000);
-    assert(got && strcmp(proto_msg_request_id(got), "one") == 0);
+    PROTO_CHECK(got && strcmp(proto_msg_request_id(got), "one") == 0);
     proto_msg_destroy(&got);
 
     //  Messages that do not match stay for a later wait; a timeout is NULL.
     for (int i = 0; i < 3; i++) {
         proto_msg_t *msg = proto_msg_new(PROTO_MSG_PING);
         proto_msg_set_request_id(msg, i == 2 ? "three" : "other");
-        assert(proto_peer_send(client, &msg) == 0);
+        PROTO_CHECK(proto_peer_send(client, &msg) == 0);
     }
     got = proto_peer_wait(server, PROTO_MSG_PING, "three", 2000);
-    assert(got);
+    PROTO_CHECK(got);
     proto_msg_destroy(&got);
-    assert(proto_peer_pending(server) == 2 && proto_peer_received(server) == 4);
-    assert(!proto_peer_wait(server, PROTO_MSG_PONG, NULL, 20));
-    assert(proto_peer_idle(server, PROTO_MSG_PING, 20) == 0);
-    assert(proto_peer_malformed(server) == 0);
+    PROTO_CHECK(proto_peer_pending(server) == 2 && proto_peer_received(server) == 4);
+    PROTO_CHECK(!proto_peer_wait(server, PROTO_MSG_PONG, NULL, 20));
+    PROTO_CHECK(proto_peer_idle(server, PROTO_MSG_PING, 20) == 0);
+    PROTO_CHECK(proto_peer_malformed(server) == 0);
 
     proto_peer_destroy(&client);
     proto_peer_destroy(&server);
-    assert(!server);
+    PROTO_CHECK(!server);
     proto_loop_destroy(&loop);
     proto_socket_shutdown();
     if (verbose)

@@ -1,4 +1,5 @@
 #include "router_server.h"
+#include "proto_check.h"
 #include "proto_batch.h"
 #include "proto_log.h"
 #include "proto_socket.h"
@@ -691,9 +692,9 @@ static proto_msg_t *s_test_ask(proto_peer_t *admin, proto_msg_t *question, int a
 {
     char rid[PROTO_MSG_RID_MAX + 1];
     snprintf(rid, sizeof rid, "%s", proto_msg_request_id(question));
-    assert(proto_peer_send(admin, &question) == 0);
+    PROTO_CHECK(proto_peer_send(admin, &question) == 0);
     proto_msg_t *reply = proto_peer_wait(admin, answer_type, rid, S_TEST_WAIT_MS);
-    assert(reply);
+    PROTO_CHECK(reply);
     return reply;
 }
 
@@ -713,7 +714,7 @@ static char *s_test_breakers(proto_peer_t *admin, const char *rid)
     proto_msg_t *question = proto_msg_new(PROTO_MSG_BREAKERS);
     proto_msg_set_request_id(question, rid);
     proto_msg_t *reply = s_test_ask(admin, question, PROTO_MSG_BREAKERS_REPLY);
-    assert(proto_msg_status(reply) == 200);
+    PROTO_CHECK(proto_msg_status(reply) == 200);
     char *text = strdup(proto_msg_meta(reply));
     proto_msg_destroy(&reply);
     return text;
@@ -723,10 +724,10 @@ static char *s_test_breakers(proto_peer_t *admin, const char *rid)
 static json_t *s_test_table(proto_peer_t *tables)
 {
     proto_msg_t *table = proto_peer_wait(tables, PROTO_MSG_ROUTING_TABLE, NULL, S_TEST_WAIT_MS);
-    assert(table && proto_msg_body(table));
+    PROTO_CHECK(table && proto_msg_body(table));
     json_t *body = json_loadb((const char *)zframe_data(proto_msg_body(table)),
                               zframe_size(proto_msg_body(table)), 0, NULL);
-    assert(json_is_object(body));
+    PROTO_CHECK(json_is_object(body));
     proto_msg_destroy(&table);
     return body;
 }
@@ -749,33 +750,33 @@ void router_server_test(bool verbose)
                               NULL};
     proto_service_t *service =
         proto_peer_service_new("router", s_test_catalog, settings, error, sizeof error);
-    assert(service);
+    PROTO_CHECK(service);
     proto_loop_t *loop = proto_service_loop(service);
     //  Dispatch's outcome publisher is up before the router connects to it.
     proto_peer_t *outcomes = proto_peer_new(loop, ZMQ_PUB, "inproc://router-test-events", true);
-    assert(outcomes);
+    PROTO_CHECK(outcomes);
     void *router = router_server_def.start(service);
-    assert(router);
+    PROTO_CHECK(router);
     proto_peer_t *admin = proto_peer_new(loop, ZMQ_DEALER, "inproc://router-test", false);
     proto_peer_t *tables = proto_peer_new(loop, ZMQ_SUB, "inproc://router-test-table", false);
-    assert(admin && tables);
+    PROTO_CHECK(admin && tables);
 
     //  A subscriber gets the whole table at once: nothing open yet.
     json_t *table = s_test_table(tables);
-    assert(json_is_integer(json_object_get(table, "version")));
-    assert(json_array_size(json_object_get(table, "breakers")) == 0);
+    PROTO_CHECK(json_is_integer(json_object_get(table, "version")));
+    PROTO_CHECK(json_array_size(json_object_get(table, "breakers")) == 0);
     json_decref(table);
 
     //  EXPLAIN from the injected catalog: both routes, the first provider
     //  (priority 10) ahead; an unknown model is 404.
     proto_msg_t *reply = s_test_explain(admin, "e-1", "m");
-    assert(proto_msg_status(reply) == 200);
+    PROTO_CHECK(proto_msg_status(reply) == 200);
     const char *meta = proto_msg_meta(reply);
-    assert(strstr(meta, "up1") && strstr(meta, "up2"));
-    assert(strstr(meta, "up1") < strstr(meta, "up2"));
+    PROTO_CHECK(strstr(meta, "up1") && strstr(meta, "up2"));
+    PROTO_CHECK(strstr(meta, "up1") < strstr(meta, "up2"));
     proto_msg_destroy(&reply);
     reply = s_test_explain(admin, "e-2", "nosuch");
-    assert(proto_msg_status(reply) == 404);
+    PROTO_CHECK(proto_msg_status(reply) == 404);
     proto_msg_destroy(&reply);
 
     //  Three 503s from dispatch open the model's breaker: it is listed and
@@ -790,7 +791,7 @@ void router_server_test(bool verbose)
             proto_msg_set_provider_key_id(outcome, 11);
             proto_msg_set_upstream_model(outcome, "up1");
             proto_msg_set_status(outcome, 503);
-            assert(proto_peer_send(outcomes, &outcome) == 0);
+            PROTO_CHECK(proto_peer_send(outcomes, &outcome) == 0);
         }
         free(breakers);
         breakers = s_test_breakers(admin, "b-1");
@@ -798,7 +799,7 @@ void router_server_test(bool verbose)
             break;
         proto_peer_idle(admin, PROTO_MSG_BREAKERS_REPLY, 10);
     }
-    assert(strstr(breakers, "up1") && !strstr(breakers, "up2"));
+    PROTO_CHECK(strstr(breakers, "up1") && !strstr(breakers, "up2"));
     free(breakers);
     bool published = false;
     for (int i = 0; i < 20 && !published; i++) {
@@ -808,12 +809,12 @@ void router_server_test(bool verbose)
         free(text);
         json_decref(table);
     }
-    assert(published);
+    PROTO_CHECK(published);
     //  A decision now puts the healthy route first.
     reply = s_test_explain(admin, "e-3", "m");
-    assert(proto_msg_status(reply) == 200);
+    PROTO_CHECK(proto_msg_status(reply) == 200);
     meta = proto_msg_meta(reply);
-    assert(strstr(meta, "up2"));
+    PROTO_CHECK(strstr(meta, "up2"));
     proto_msg_destroy(&reply);
 
     //  BREAKER_RESET needs a key or a provider and model; with them the
@@ -821,31 +822,31 @@ void router_server_test(bool verbose)
     proto_msg_t *reset = proto_msg_new(PROTO_MSG_BREAKER_RESET);
     proto_msg_set_request_id(reset, "r-1");
     reply = s_test_ask(admin, reset, PROTO_MSG_BREAKERS_REPLY);
-    assert(proto_msg_status(reply) == 400);
+    PROTO_CHECK(proto_msg_status(reply) == 400);
     proto_msg_destroy(&reply);
     reset = proto_msg_new(PROTO_MSG_BREAKER_RESET);
     proto_msg_set_request_id(reset, "r-2");
     proto_msg_set_provider_id(reset, 1);
     proto_msg_set_upstream_model(reset, "up1");
     reply = s_test_ask(admin, reset, PROTO_MSG_BREAKERS_REPLY);
-    assert(proto_msg_status(reply) == 200);
-    assert(strstr(proto_msg_meta(reply), "\"reset\":1") &&
-           strstr(proto_msg_meta(reply), "\"broadcast\":false"));
+    PROTO_CHECK(proto_msg_status(reply) == 200);
+    PROTO_CHECK(strstr(proto_msg_meta(reply), "\"reset\":1") &&
+                strstr(proto_msg_meta(reply), "\"broadcast\":false"));
     proto_msg_destroy(&reply);
     breakers = s_test_breakers(admin, "b-2");
-    assert(!strstr(breakers, "up1"));
+    PROTO_CHECK(!strstr(breakers, "up1"));
     free(breakers);
 
     //  Garbage on the admin socket is dropped; the next question answered.
     zstr_send(proto_peer_socket(admin), "garbage");
     reply = s_test_explain(admin, "e-4", "m");
-    assert(proto_msg_status(reply) == 200);
+    PROTO_CHECK(proto_msg_status(reply) == 200);
     proto_msg_destroy(&reply);
 
     proto_peer_destroy(&tables);
     proto_peer_destroy(&admin);
     router_server_def.stop(&router);
-    assert(!router);
+    PROTO_CHECK(!router);
     proto_peer_destroy(&outcomes);
     proto_peer_service_destroy(&service);
     if (verbose)

@@ -1,6 +1,7 @@
 //  dispatch_server's selftest, apart from dispatch_server.c to keep that
 //  file under the size limit (tests/tree/size_check.sh).
 #include "dispatch_server.h"
+#include "proto_check.h"
 #include "proto_catalog.h"
 #include "proto_loop.h"
 #include "proto_msg.h"
@@ -113,16 +114,16 @@ static void s_test_dispatch(proto_peer_t *ingress, const char *rid, const char *
     proto_msg_set_account_id(msg, account_id);
     proto_msg_set_reserve_micros(msg, 1000);
     proto_msg_set_body_bytes(msg, body, strlen(body));
-    assert(proto_peer_send(ingress, &msg) == 0);
+    PROTO_CHECK(proto_peer_send(ingress, &msg) == 0);
 }
 
 //  Billing's side: the SETTLE for rid, answered COMMIT. Returns it.
 static proto_msg_t *s_test_settle(proto_peer_t *billing, const char *rid)
 {
     proto_msg_t *settle = proto_peer_wait(billing, PROTO_MSG_SETTLE, rid, S_TEST_WAIT_MS);
-    assert(settle);
+    PROTO_CHECK(settle);
     proto_msg_t *commit = proto_msg_reply(settle, PROTO_MSG_COMMIT);
-    assert(proto_peer_send(billing, &commit) == 0);
+    PROTO_CHECK(proto_peer_send(billing, &commit) == 0);
     return settle;
 }
 
@@ -133,7 +134,7 @@ static uint64_t s_test_answer_of(proto_peer_t *ingress, const char *rid, char *o
     size_t used = 0;
     out[0] = '\0';
     proto_msg_t *done = proto_peer_wait(ingress, PROTO_MSG_DONE, rid, S_TEST_WAIT_MS);
-    assert(done);
+    PROTO_CHECK(done);
     proto_msg_t *chunk;
     while ((chunk = proto_peer_wait(ingress, PROTO_MSG_CHUNK, rid, 0))) {
         zframe_t *body = proto_msg_body(chunk);
@@ -161,9 +162,9 @@ void dispatch_server_test(bool verbose)
     struct MHD_Daemon *upstream = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL, s_test_upstream, NULL,
         MHD_OPTION_NOTIFY_COMPLETED, s_test_upload_done, NULL, MHD_OPTION_END);
-    assert(upstream);
+    PROTO_CHECK(upstream);
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(upstream, MHD_DAEMON_INFO_BIND_PORT);
-    assert(info && info->port);
+    PROTO_CHECK(info && info->port);
     char catalog[2048];
     snprintf(catalog, sizeof catalog,
              "{\"accounts\":[{\"id\":3,\"name\":\"a\"}],"
@@ -193,36 +194,36 @@ void dispatch_server_test(bool verbose)
                               NULL};
     proto_service_t *service =
         proto_peer_service_new("dispatch", catalog, settings, error, sizeof error);
-    assert(service);
+    PROTO_CHECK(service);
     proto_loop_t *loop = proto_service_loop(service);
     proto_peer_t *billing =
         proto_peer_new(loop, ZMQ_ROUTER, "inproc://dispatch-test-billing", true);
-    assert(billing);
+    PROTO_CHECK(billing);
     dispatch_server_t *dispatch = dispatch_server_new(service);
-    assert(dispatch);
+    PROTO_CHECK(dispatch);
     proto_peer_t *ingress = proto_peer_new(loop, ZMQ_DEALER, "inproc://dispatch-test", false);
     proto_peer_t *outcomes = proto_peer_new(loop, ZMQ_SUB, "inproc://dispatch-test-events", false);
-    assert(ingress && outcomes);
+    PROTO_CHECK(ingress && outcomes);
     char answer[4096];
 
     //  A plain call: the upstream's answer comes back in the client's
     //  protocol, and the usage is settled once with the upstream's tokens.
     s_test_dispatch(ingress, "d-1", "m", 3, false);
-    assert(s_test_answer_of(ingress, "d-1", answer, sizeof answer) == 200);
-    assert(strstr(answer, "hello") && strstr(answer, "chat.completion"));
+    PROTO_CHECK(s_test_answer_of(ingress, "d-1", answer, sizeof answer) == 200);
+    PROTO_CHECK(strstr(answer, "hello") && strstr(answer, "chat.completion"));
     proto_msg_t *settle = s_test_settle(billing, "d-1");
-    assert(proto_msg_status(settle) == 200 && proto_msg_account_id(settle) == 3 &&
-           proto_msg_key_id(settle) == 7 && proto_msg_provider_key_id(settle) == 11);
-    assert(proto_msg_tokens_in(settle) == 10 && proto_msg_tokens_out(settle) == 5);
+    PROTO_CHECK(proto_msg_status(settle) == 200 && proto_msg_account_id(settle) == 3 &&
+                proto_msg_key_id(settle) == 7 && proto_msg_provider_key_id(settle) == 11);
+    PROTO_CHECK(proto_msg_tokens_in(settle) == 10 && proto_msg_tokens_out(settle) == 5);
     proto_msg_destroy(&settle);
 
     //  Streamed: CHUNKs then DONE, the events relayed in order.
     s_test_dispatch(ingress, "d-2", "m", 3, true);
-    assert(s_test_answer_of(ingress, "d-2", answer, sizeof answer) == 200);
+    PROTO_CHECK(s_test_answer_of(ingress, "d-2", answer, sizeof answer) == 200);
     char *hel = strstr(answer, "\"hel\"");
-    assert(hel && strstr(hel, "\"lo\"") && strstr(answer, "[DONE]"));
+    PROTO_CHECK(hel && strstr(hel, "\"lo\"") && strstr(answer, "[DONE]"));
     settle = s_test_settle(billing, "d-2");
-    assert(proto_msg_tokens_out(settle) == 5);
+    PROTO_CHECK(proto_msg_tokens_out(settle) == 5);
     proto_msg_destroy(&settle);
 
     //  A 500 before the first byte fails over to the next candidate (on
@@ -230,54 +231,56 @@ void dispatch_server_test(bool verbose)
     //  key well would go first); both attempts are published as outcomes,
     //  the request settled once.
     s_test_dispatch(ingress, "d-3", "failover", 3, false);
-    assert(s_test_answer_of(ingress, "d-3", answer, sizeof answer) == 200);
-    assert(strstr(answer, "hello"));
+    PROTO_CHECK(s_test_answer_of(ingress, "d-3", answer, sizeof answer) == 200);
+    PROTO_CHECK(strstr(answer, "hello"));
     proto_msg_t *first = proto_peer_wait(outcomes, PROTO_MSG_OUTCOME, "d-3", S_TEST_WAIT_MS);
     proto_msg_t *second = proto_peer_wait(outcomes, PROTO_MSG_OUTCOME, "d-3", S_TEST_WAIT_MS);
-    assert(first && second);
-    assert(proto_msg_status(first) == 500 &&
-           strcmp(proto_msg_upstream_model(first), "broken") == 0);
-    assert(proto_msg_status(second) == 200 && strcmp(proto_msg_upstream_model(second), "up") == 0);
+    PROTO_CHECK(first && second);
+    PROTO_CHECK(proto_msg_status(first) == 500 &&
+                strcmp(proto_msg_upstream_model(first), "broken") == 0);
+    PROTO_CHECK(proto_msg_status(second) == 200 &&
+                strcmp(proto_msg_upstream_model(second), "up") == 0);
     proto_msg_destroy(&first);
     proto_msg_destroy(&second);
     settle = s_test_settle(billing, "d-3");
-    assert(proto_msg_status(settle) == 200 && strcmp(proto_msg_upstream_model(settle), "up") == 0);
+    PROTO_CHECK(proto_msg_status(settle) == 200 &&
+                strcmp(proto_msg_upstream_model(settle), "up") == 0);
     proto_msg_destroy(&settle);
-    assert(proto_peer_idle(billing, PROTO_MSG_SETTLE, 50) == 0);
+    PROTO_CHECK(proto_peer_idle(billing, PROTO_MSG_SETTLE, 50) == 0);
 
     //  No candidate left: the upstream's failure in the client's protocol,
     //  settled (the upstream was called) at its status.
     s_test_dispatch(ingress, "d-4", "down", 3, false);
     uint64_t status = s_test_answer_of(ingress, "d-4", answer, sizeof answer);
-    assert(status >= 500 && strstr(answer, "error"));
+    PROTO_CHECK(status >= 500 && strstr(answer, "error"));
     settle = s_test_settle(billing, "d-4");
-    assert(proto_msg_status(settle) >= 500);
+    PROTO_CHECK(proto_msg_status(settle) >= 500);
     proto_msg_destroy(&settle);
 
     //  An account the catalog does not know reaches no upstream: 403 after
     //  the catalog has had its chance to catch up, and nothing to settle.
     s_test_dispatch(ingress, "d-5", "m", 99, false);
     proto_msg_t *done = proto_peer_wait(ingress, PROTO_MSG_DONE, "d-5", S_TEST_WAIT_MS);
-    assert(done && proto_msg_status(done) == 403);
+    PROTO_CHECK(done && proto_msg_status(done) == 403);
     proto_msg_destroy(&done);
-    assert(proto_peer_idle(billing, PROTO_MSG_SETTLE, 50) == 0);
+    PROTO_CHECK(proto_peer_idle(billing, PROTO_MSG_SETTLE, 50) == 0);
 
     //  Garbage from "ingress" is dropped; the next DISPATCH is served.
     zstr_send(proto_peer_socket(ingress), "garbage");
     s_test_dispatch(ingress, "d-6", "m", 3, false);
-    assert(s_test_answer_of(ingress, "d-6", answer, sizeof answer) == 200);
+    PROTO_CHECK(s_test_answer_of(ingress, "d-6", answer, sizeof answer) == 200);
     settle = s_test_settle(billing, "d-6");
     proto_msg_destroy(&settle);
     //  Every SETTLE was committed: nothing is left in the outbox.
     proto_peer_idle(billing, PROTO_MSG_SETTLE, 20);
     char *text = dispatch_server_status(dispatch);
-    assert(text && strstr(text, "\"in_flight\":0,") && strstr(text, "\"settle_pending\":0,"));
+    PROTO_CHECK(text && strstr(text, "\"in_flight\":0,") && strstr(text, "\"settle_pending\":0,"));
     free(text);
 
     proto_peer_destroy(&outcomes);
     proto_peer_destroy(&ingress);
     dispatch_server_destroy(&dispatch);
-    assert(!dispatch);
+    PROTO_CHECK(!dispatch);
     proto_peer_destroy(&billing);
     proto_peer_service_destroy(&service);
     MHD_stop_daemon(upstream);

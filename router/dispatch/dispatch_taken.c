@@ -1,5 +1,6 @@
 /*  dispatch_taken: see the header. */
 #include "dispatch_taken.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <czmq.h>
@@ -154,7 +155,7 @@ static proto_msg_t *s_test_done(const char *rid, size_t body_size)
     proto_msg_set_request_id(done, rid);
     proto_msg_set_status(done, 200);
     char *body = malloc(body_size);
-    assert(body);
+    PROTO_CHECK(body);
     memset(body, 'x', body_size);
     proto_msg_set_body_bytes(done, body, body_size);
     free(body);
@@ -168,22 +169,22 @@ void dispatch_taken_test(bool verbose)
     dispatch_taken_t *taken = dispatch_taken_new(1000, 4096, 3);
     proto_msg_t *found = NULL;
     bool known = dispatch_taken_find(taken, "a", 0, &found);
-    assert(!known && !found);
+    PROTO_CHECK(!known && !found);
 
     //  A finished request's DONE comes back, body and all.
     proto_msg_t *done = s_test_done("a", 100);
     dispatch_taken_add(taken, "a", done, 0);
     proto_msg_destroy(&done);
     known = dispatch_taken_find(taken, "a", 10, &found);
-    assert(known && found && proto_msg_status(found) == 200);
-    assert(proto_msg_body(found) && zframe_size(proto_msg_body(found)) == 100);
-    assert(strcmp(proto_msg_request_id(found), "a") == 0);
+    PROTO_CHECK(known && found && proto_msg_status(found) == 200);
+    PROTO_CHECK(proto_msg_body(found) && zframe_size(proto_msg_body(found)) == 100);
+    PROTO_CHECK(strcmp(proto_msg_request_id(found), "a") == 0);
     proto_msg_destroy(&found);
 
     //  Without an answer (a stream): known, nothing to send again.
     dispatch_taken_add(taken, "s", NULL, 0);
     known = dispatch_taken_find(taken, "s", 10, &found);
-    assert(known && !found);
+    PROTO_CHECK(known && !found);
 
     //  Answers too large for a quarter of the room keep only their id; the
     //  oldest answers make room for new ones and keep their ids.
@@ -191,20 +192,20 @@ void dispatch_taken_test(bool verbose)
     dispatch_taken_add(taken, "big", done, 0);
     proto_msg_destroy(&done);
     known = dispatch_taken_find(taken, "big", 10, &found);
-    assert(known && !found);
-    assert(dispatch_taken_size(taken) == 3);
+    PROTO_CHECK(known && !found);
+    PROTO_CHECK(dispatch_taken_size(taken) == 3);
 
     //  At most max_ids: the oldest goes; after ttl_ms all go.
     dispatch_taken_add(taken, "d", NULL, 5);
-    assert(dispatch_taken_size(taken) == 3);
+    PROTO_CHECK(dispatch_taken_size(taken) == 3);
     known = dispatch_taken_find(taken, "a", 10, &found);
-    assert(!known);
+    PROTO_CHECK(!known);
     known = dispatch_taken_find(taken, "d", 1004, &found);
-    assert(known);
+    PROTO_CHECK(known);
     known = dispatch_taken_find(taken, "d", 1005, &found);
-    assert(!known && dispatch_taken_size(taken) == 0);
+    PROTO_CHECK(!known && dispatch_taken_size(taken) == 0);
     dispatch_taken_destroy(&taken);
-    assert(taken == NULL);
+    PROTO_CHECK(taken == NULL);
 
     //  Room for answers: the oldest answer is dropped, its id kept.
     taken = dispatch_taken_new(1000, 1000, 100);
@@ -216,9 +217,9 @@ void dispatch_taken_test(bool verbose)
         proto_msg_destroy(&done);
     }
     known = dispatch_taken_find(taken, "r0", 1, &found);
-    assert(known && !found);
+    PROTO_CHECK(known && !found);
     known = dispatch_taken_find(taken, "r4", 1, &found);
-    assert(known && found);
+    PROTO_CHECK(known && found);
     proto_msg_destroy(&found);
     dispatch_taken_destroy(&taken);
     if (verbose)

@@ -35,27 +35,52 @@ static const char *s_bearer(const char *authorization, size_t *length)
     return key;
 }
 
+//  True when a credential starts with the client key prefix in force or
+//  the default one (keys made before a change of prefix keep theirs).
+static bool s_ours(const char *key, size_t length, const char *prefix)
+{
+    const char *prefixes[] = {prefix, PROTO_CRYPTO_KEY_PREFIX_DEFAULT};
+    for (int i = 0; i < 2; i++) {
+        size_t size = prefixes[i] ? strlen(prefixes[i]) : 0;
+        if (size && length > size && strncmp(key, prefixes[i], size) == 0)
+            return true;
+    }
+    return false;
+}
+
 const char *ingress_parse_key(const char *authorization, const char *x_api_key,
-                              const char *goog_api_key, const char *query_key, size_t *length,
-                              ingress_key_source_t *source)
+                              const char *goog_api_key, const char *query_key, const char *prefix,
+                              size_t *length, ingress_key_source_t *source)
 {
     *source = INGRESS_KEY_NONE;
     *length = 0;
-    const char *key;
-    if (s_present(authorization) && (key = s_bearer(authorization, length))) {
-        *source = INGRESS_KEY_BEARER;
-        return key;
-    }
+    const char *found[4] = {NULL};
+    size_t lengths[4] = {0};
+    if (s_present(authorization))
+        found[0] = s_bearer(authorization, &lengths[0]);
     const char *plain[] = {x_api_key, goog_api_key, query_key};
-    const ingress_key_source_t sources[] = {INGRESS_KEY_X_API_KEY, INGRESS_KEY_GOOG,
-                                            INGRESS_KEY_QUERY};
     for (int i = 0; i < 3; i++)
         if (s_present(plain[i])) {
-            *length = strlen(plain[i]);
-            *source = sources[i];
-            return plain[i];
+            found[i + 1] = plain[i];
+            lengths[i + 1] = strlen(plain[i]);
         }
-    return NULL;
+    const ingress_key_source_t sources[] = {INGRESS_KEY_BEARER, INGRESS_KEY_X_API_KEY,
+                                            INGRESS_KEY_GOOG, INGRESS_KEY_QUERY};
+    //  A client may carry someone else's credential beside ours (a proxy's
+    //  bearer token, an SDK's placeholder): one with our prefix wins, then
+    //  the first in the order above.
+    int chosen = -1;
+    for (int i = 0; i < 4 && chosen < 0; i++)
+        if (found[i] && s_ours(found[i], lengths[i], prefix))
+            chosen = i;
+    for (int i = 0; i < 4 && chosen < 0; i++)
+        if (found[i])
+            chosen = i;
+    if (chosen < 0)
+        return NULL;
+    *length = lengths[chosen];
+    *source = sources[chosen];
+    return found[chosen];
 }
 
 bool ingress_parse_request_id_valid(const char *text)
@@ -447,20 +472,31 @@ void ingress_parse_test(bool verbose)
     //  Keys: Bearer wins, then x-api-key, x-goog-api-key, ?key=.
     size_t length;
     ingress_key_source_t source;
-    const char *key = ingress_parse_key("Bearer  tg-abc  ", "x", NULL, NULL, &length, &source);
+    const char *key =
+        ingress_parse_key("Bearer  tg-abc  ", "x", NULL, NULL, NULL, &length, &source);
     PROTO_CHECK(key && length == 6 && memcmp(key, "tg-abc", 6) == 0);
     PROTO_CHECK(source == INGRESS_KEY_BEARER);
-    key = ingress_parse_key("bearer\ttg-x", NULL, NULL, NULL, &length, &source);
+    key = ingress_parse_key("bearer\ttg-x", NULL, NULL, NULL, NULL, &length, &source);
     PROTO_CHECK(key && length == 4 && source == INGRESS_KEY_BEARER);
-    key = ingress_parse_key("Basic dXNlcjpwYXNz", "sk-ant", NULL, NULL, &length, &source);
+    key = ingress_parse_key("Basic dXNlcjpwYXNz", "sk-ant", NULL, NULL, NULL, &length, &source);
     PROTO_CHECK(key && strcmp(key, "sk-ant") == 0 && source == INGRESS_KEY_X_API_KEY);
-    key = ingress_parse_key("Bearer ", NULL, "goog", NULL, &length, &source);
+    key = ingress_parse_key("Bearer ", NULL, "goog", NULL, NULL, &length, &source);
     PROTO_CHECK(key && length == 4 && source == INGRESS_KEY_GOOG);
-    key = ingress_parse_key("", "", "", "q", &length, &source);
+    key = ingress_parse_key("", "", "", "q", NULL, &length, &source);
     PROTO_CHECK(key && length == 1 && source == INGRESS_KEY_QUERY);
-    key = ingress_parse_key("BearerX abc", NULL, NULL, NULL, &length, &source);
+    key = ingress_parse_key("BearerX abc", NULL, NULL, NULL, NULL, &length, &source);
     PROTO_CHECK(!key && source == INGRESS_KEY_NONE && length == 0);
-    PROTO_CHECK(!ingress_parse_key(NULL, NULL, NULL, NULL, &length, &source));
+    PROTO_CHECK(!ingress_parse_key(NULL, NULL, NULL, NULL, NULL, &length, &source));
+    //  A credential with our prefix wins over another in an earlier place;
+    //  the default prefix too, for keys made before a change.
+    key = ingress_parse_key("Bearer proxy-token", "acme_k1", NULL, NULL, "acme_", &length, &source);
+    PROTO_CHECK(source == INGRESS_KEY_X_API_KEY && length == 7 && memcmp(key, "acme_k1", 7) == 0);
+    key = ingress_parse_key("Bearer proxy-token", NULL, "tg-old", NULL, "acme_", &length, &source);
+    PROTO_CHECK(source == INGRESS_KEY_GOOG && memcmp(key, "tg-old", 6) == 0);
+    key = ingress_parse_key("Bearer proxy-token", "other", NULL, NULL, "acme_", &length, &source);
+    PROTO_CHECK(source == INGRESS_KEY_BEARER && length == 11);
+    key = ingress_parse_key(NULL, "acme_", NULL, NULL, "acme_", &length, &source);
+    PROTO_CHECK(source == INGRESS_KEY_X_API_KEY);
 
     //  Request ids.
     PROTO_CHECK(ingress_parse_request_id_valid("a"));

@@ -40,13 +40,15 @@ typedef struct {
     char capabilities[INGRESS_CAPABILITIES_MAX + 1]; //  needed, comma-separated
 } ingress_body_t;
 
-//  Picks the client key from the places clients put it, in this order:
-//  Authorization (Bearer scheme only), x-api-key, x-goog-api-key, ?key=.
-//  Any argument may be NULL. Sets *length and *source; returns a pointer into
-//  the argument it came from (borrowed), or NULL when no source has a key.
+//  Picks the client key from the places clients put it: the first that
+//  starts with `prefix` (the client key prefix in force) or with the
+//  default "tg-", else the first in this order: Authorization (Bearer
+//  scheme only), x-api-key, x-goog-api-key, ?key=. Any argument may be
+//  NULL. Sets *length and *source; returns a pointer into the argument it
+//  came from (borrowed), or NULL when no source has a key.
 const char *ingress_parse_key(const char *authorization, const char *x_api_key,
-                              const char *goog_api_key, const char *query_key, size_t *length,
-                              ingress_key_source_t *source);
+                              const char *goog_api_key, const char *query_key, const char *prefix,
+                              size_t *length, ingress_key_source_t *source);
 
 //  True when a client's x-request-id may start ours: 1..64 characters of
 //  [A-Za-z0-9._-].

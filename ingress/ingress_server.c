@@ -1332,7 +1332,7 @@ static int s_authenticate(ingress_server_t *self, s_request_t *r)
         r->protocol == PROTO_PROTOCOL_GEMINI
             ? MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "key")
             : NULL,
-        &length, &source);
+        proto_crypto_key_prefix(), &length, &source);
     if (!key) {
         s_answer_error(r, 401, "invalid_api_key",
                        r->protocol == PROTO_PROTOCOL_ANTHROPIC

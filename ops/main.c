@@ -106,6 +106,8 @@ static const s_command_t s_commands[] = {
      "make or list the cluster's CURVE certificates (internal traffic)", false},
     {"ledger", ops_ledger_main, "check|balances|spend|usage|partitions|prune ...",
      "ledger reports, checks and upkeep (straight to PostgreSQL)", false},
+    {"key-prefix", ops_admin_main, "[set PREFIX] [--json]",
+     "the prefix new client keys get (settings 'client_keys', default tg-)", false},
     {"log-level", ops_admin_main, "[set debug|info|warn|error|default [--program NAME]]",
      "every program's log level, changed at run time", false},
     {"top", ops_top_main, "[--dir DIR] [--metrics HOST:PORT,...] [--interval MS] [--once] [--json]",

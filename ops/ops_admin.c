@@ -1159,7 +1159,9 @@ static int s_key_revoke(s_client_t *client, s_args_t *args, int first)
     json_t *answer = NULL;
     int rc;
     //  A full key travels in the body, never in the URL, which servers log.
-    if (strncmp(ident, "tg-", 3) == 0)
+    //  Anything but an id is a key, whatever its prefix (settings
+    //  'client_keys').
+    if (strspn(ident, "0123456789") != strlen(ident) || !*ident)
         rc =
             s_call(client, "POST", "/admin/keys/revoke", json_pack("{s:s}", "key", ident), &answer);
     else {
@@ -1179,7 +1181,8 @@ static int s_key_revoke(s_client_t *client, s_args_t *args, int first)
 //  A key is named by its id here: its secret never travels in a URL.
 static int s_key_set(s_client_t *client, s_args_t *args, int first)
 {
-    if (strncmp(args->words[first], "tg-", 3) == 0) {
+    const char *word = args->words[first];
+    if (!*word || strspn(word, "0123456789") != strlen(word)) {
         fprintf(stderr, "tollgate: key set takes the key's id (tollgate key list), not the key\n");
         return 2;
     }
@@ -1761,6 +1764,21 @@ static int s_log_level_set(s_client_t *client, s_args_t *args, int first)
     int rc = s_call(client, "PATCH", "/admin/settings/log-level", body, &answer);
     if (rc == 0 && !client->json)
         s_log_level_print(answer);
+    json_decref(answer);
+    return rc;
+}
+
+//  settings 'client_keys': the prefix new client keys get.
+static int s_key_prefix(s_client_t *client, s_args_t *args, int first)
+{
+    bool set = args->word_count > first;
+    json_t *answer = NULL;
+    int rc = set ? s_call(client, "PATCH", "/admin/settings/client-keys",
+                          json_pack("{s:s}", "prefix", args->words[first]), &answer)
+                 : s_call(client, "GET", "/admin/settings/client-keys", NULL, &answer);
+    if (rc == 0 && !client->json)
+        printf("client keys are made with the prefix %s%s\n", s_str(answer, "prefix"),
+               set ? " from now on (keys made before keep working)" : "");
     json_decref(answer);
     return rc;
 }
@@ -2350,6 +2368,8 @@ static const s_command_t s_commands[] = {
     {"request-log set", 0, "level max-body-bytes retention-days", s_request_log_set,
      "request-log set [--level base|headers|full] [--max-body-bytes N] [--retention-days N]"},
     {"log-level", 0, "", s_log_level, "log-level [--json]"},
+    {"key-prefix", 0, "", s_key_prefix, "key-prefix [--json]"},
+    {"key-prefix set", 1, "", s_key_prefix, "key-prefix set PREFIX [--json]"},
     {"log-level set", 1, "program", s_log_level_set,
      "log-level set debug|info|warn|error|default [--program NAME]"},
 };

@@ -1,5 +1,6 @@
 #include "proto_capture.h"
 #include "proto_check.h"
+#include "proto_crypto.h"
 #include "proto_log.h"
 #include "proto_msg.h"
 #include "proto_trace.h"
@@ -14,7 +15,7 @@
 //  cut is still found whole before the cut is made.
 #define S_SLACK 512
 #define S_SECRET_MIN 8
-#define S_KEY_RUN_MIN 32 //  characters after "tg-" that make a client key's shape
+#define S_KEY_RUN_MIN 32 //  characters after a key prefix that make a client key's shape
 #define S_HEADERS_MAX 64 //  headers kept per side
 
 //  Process-wide settings, like proto_log's level: set from settings
@@ -94,21 +95,32 @@ void proto_capture_destroy(proto_capture_t **self_p)
 //  --------------------------------------------------------------------------
 //  Redaction
 
-//  Replaces client-key-shaped tokens ("tg-" + a long alphanumeric run).
-static void s_redact_keys(char *text)
+//  Replaces client-key-shaped tokens (prefix + a long alphanumeric run)
+//  with "***".
+static void s_redact_prefix(char *text, const char *prefix)
 {
+    size_t length = strlen(prefix);
     char *cursor = text;
-    while ((cursor = strstr(cursor, "tg-"))) {
+    while ((cursor = strstr(cursor, prefix))) {
         size_t run = 0;
-        while (isalnum((unsigned char)cursor[3 + run]))
+        while (isalnum((unsigned char)cursor[length + run]))
             run++;
         if (run >= S_KEY_RUN_MIN) {
             memcpy(cursor, "***", 3);
-            memmove(cursor + 3, cursor + 3 + run, strlen(cursor + 3 + run) + 1);
+            memmove(cursor + 3, cursor + length + run, strlen(cursor + length + run) + 1);
             cursor += 3;
         } else
-            cursor += 3;
+            cursor += length;
     }
+}
+
+//  Keys of the default prefix and of the configured one (settings
+//  'client_keys'): keys made before a change of prefix keep theirs.
+static void s_redact_keys(char *text)
+{
+    s_redact_prefix(text, PROTO_CRYPTO_KEY_PREFIX_DEFAULT);
+    if (strcmp(proto_crypto_key_prefix(), PROTO_CRYPTO_KEY_PREFIX_DEFAULT) != 0)
+        s_redact_prefix(text, proto_crypto_key_prefix());
 }
 
 void proto_capture_redact(char *text, const char *const *secrets, size_t count)
@@ -353,6 +365,14 @@ void proto_capture_test(bool verbose)
     const char *secrets[] = {"sk-provider-secret-1", "x", NULL};
     proto_capture_redact(text, secrets, 3);
     PROTO_CHECK(strcmp(text, "key *** and *** twice ***; short tg-abc; tiny x") == 0);
+    //  A configured prefix is redacted beside the default one.
+    proto_crypto_set_key_prefix("acme_");
+    snprintf(text, sizeof text,
+             "old tg-0123456789abcdef0123456789abcdef0123456789abcdef new "
+             "acme_0123456789abcdef0123456789abcdef0123456789abcdef; acme_short");
+    proto_capture_redact(text, NULL, 0);
+    PROTO_CHECK(strcmp(text, "old *** new ***; acme_short") == 0);
+    proto_crypto_set_key_prefix(PROTO_CRYPTO_KEY_PREFIX_DEFAULT);
     //  UTF-8 cut and sanitising.
     char *sane = s_text("a\xc3\xa9\xff\0b", 6);
     PROTO_CHECK(strcmp(sane, "a\xc3\xa9??b") == 0);

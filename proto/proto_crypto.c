@@ -37,6 +37,46 @@ void proto_crypto_new_api_key(char *out, size_t out_size)
     proto_crypto_random_hex(out + 3, 24);
 }
 
+void proto_crypto_new_api_key_with(const char *prefix, char *out, size_t out_size)
+{
+    assert(proto_crypto_key_prefix_valid(prefix));
+    size_t length = strlen(prefix);
+    assert(out_size > length + 48);
+    memcpy(out, prefix, length);
+    proto_crypto_random_hex(out + length, 24);
+}
+
+bool proto_crypto_key_prefix_valid(const char *text)
+{
+    size_t length = text ? strlen(text) : 0;
+    if (length == 0 || length > PROTO_CRYPTO_KEY_PREFIX_MAX)
+        return false;
+    if (strspn(text, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != length)
+        return false;
+    if (strspn(text, "0123456789") == length)
+        return false;
+    static const char *const admin[] = {"tga_", "tgs_", "tgt_"};
+    for (size_t i = 0; i < sizeof admin / sizeof admin[0]; i++)
+        if (strncmp(text, admin[i], strlen(admin[i])) == 0)
+            return false;
+    return true;
+}
+
+//  Process-wide, like proto_log's level: written by the loop's thread when
+//  settings change, read by the same thread.
+static char s_key_prefix[PROTO_CRYPTO_KEY_PREFIX_MAX + 1] = PROTO_CRYPTO_KEY_PREFIX_DEFAULT;
+
+void proto_crypto_set_key_prefix(const char *prefix)
+{
+    if (proto_crypto_key_prefix_valid(prefix))
+        snprintf(s_key_prefix, sizeof s_key_prefix, "%s", prefix);
+}
+
+const char *proto_crypto_key_prefix(void)
+{
+    return s_key_prefix;
+}
+
 void proto_crypto_hash_hex(const char *text, size_t length, char *out)
 {
     uint8_t digest[crypto_hash_sha256_BYTES];
@@ -113,6 +153,25 @@ void proto_crypto_test(bool verbose)
     char key[PROTO_CRYPTO_API_KEY_LEN + 1];
     proto_crypto_new_api_key(key, sizeof key);
     PROTO_CHECK(strlen(key) == PROTO_CRYPTO_API_KEY_LEN);
+    {
+        char custom[PROTO_CRYPTO_API_KEY_MAX + 1];
+        proto_crypto_new_api_key_with("sk-acme-", custom, sizeof custom);
+        PROTO_CHECK(strlen(custom) == 8 + 48 && strncmp(custom, "sk-acme-", 8) == 0);
+        PROTO_CHECK(proto_crypto_key_prefix_valid("tg-") &&
+                    proto_crypto_key_prefix_valid("sk_A-1"));
+        PROTO_CHECK(!proto_crypto_key_prefix_valid("") && !proto_crypto_key_prefix_valid(NULL));
+        PROTO_CHECK(!proto_crypto_key_prefix_valid("12345") &&
+                    !proto_crypto_key_prefix_valid("a b"));
+        PROTO_CHECK(!proto_crypto_key_prefix_valid("tgt_x") &&
+                    !proto_crypto_key_prefix_valid("a/b"));
+        PROTO_CHECK(!proto_crypto_key_prefix_valid("abcdefghijklmnopq"));
+        PROTO_CHECK(strcmp(proto_crypto_key_prefix(), "tg-") == 0);
+        proto_crypto_set_key_prefix("bad prefix");
+        PROTO_CHECK(strcmp(proto_crypto_key_prefix(), "tg-") == 0);
+        proto_crypto_set_key_prefix("sk-acme-");
+        PROTO_CHECK(strcmp(proto_crypto_key_prefix(), "sk-acme-") == 0);
+        proto_crypto_set_key_prefix(PROTO_CRYPTO_KEY_PREFIX_DEFAULT);
+    }
     PROTO_CHECK(strncmp(key, "tg-", 3) == 0);
     char hash[PROTO_CRYPTO_HASH_HEX + 1];
     proto_crypto_hash_hex("abc", 3, hash);

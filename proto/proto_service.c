@@ -289,6 +289,17 @@ static int s_level_apply(proto_service_t *self)
     }
     proto_capture_configure_json(PQntuples(capture) == 1 ? PQgetvalue(capture, 0, 0) : NULL);
     PQclear(capture);
+    //  And the client key prefix (settings 'client_keys', {"prefix": "tg-"}).
+    PGresult *keys =
+        PQexec(self->level_db, "SELECT value ->> 'prefix' FROM settings WHERE key = 'client_keys'");
+    if (PQresultStatus(keys) != PGRES_TUPLES_OK) {
+        PQclear(keys);
+        return -1;
+    }
+    proto_crypto_set_key_prefix(PQntuples(keys) == 1 && !PQgetisnull(keys, 0, 0)
+                                    ? PQgetvalue(keys, 0, 0)
+                                    : PROTO_CRYPTO_KEY_PREFIX_DEFAULT);
+    PQclear(keys);
     PGresult *result =
         PQexec(self->level_db, "SELECT value::text FROM settings WHERE key = 'log_level'");
     if (PQresultStatus(result) != PGRES_TUPLES_OK) {

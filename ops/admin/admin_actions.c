@@ -142,12 +142,14 @@ static void s_key_revoke_ident(admin_call_t *call, const char *ident)
 {
     char hash[PROTO_CRYPTO_HASH_HEX + 1];
     const char *params[2] = {NULL, NULL};
-    if (strncmp(ident, "tg-", 3) == 0) {
+    //  Anything but an id is a key, whatever its prefix (settings
+    //  'client_keys' may have changed it since the key was made).
+    if (admin_is_id(ident))
+        params[0] = ident;
+    else if (*ident) {
         proto_crypto_hash_hex(ident, strlen(ident), hash);
         params[1] = hash;
-    } else if (admin_is_id(ident))
-        params[0] = ident;
-    else {
+    } else {
         admin_not_found(call, "key not found");
         return;
     }

@@ -154,6 +154,10 @@ static const admin_route_t s_routes[] = {
      ADMIN_OP_NONE},
     {"PATCH", "/admin/settings/request-log", admin_request_log_patch, ADMIN_OPERATOR,
      "settings.request_log", NULL, ADMIN_OP_NONE},
+    {"GET", "/admin/settings/client-keys", admin_client_keys_get, ADMIN_VIEWER, NULL, NULL,
+     ADMIN_OP_NONE},
+    {"PATCH", "/admin/settings/client-keys", admin_client_keys_patch, ADMIN_OPERATOR,
+     "settings.client_keys", NULL, ADMIN_OP_NONE},
     {"GET", "/admin/settings/log-level", admin_log_level_get, ADMIN_VIEWER, NULL, NULL,
      ADMIN_OP_NONE},
     {"PATCH", "/admin/settings/log-level", admin_log_level_patch, ADMIN_OPERATOR,
@@ -775,8 +779,9 @@ static void s_test_roles(void)
                    !admin_allowed(&route, &viewer) && !admin_allowed(&route, &operator));
     }
     //  Every route the admin API had in ingress, /admin/resources, /admin/stats,
-    //  /admin/session, the five /admin/self routes and the four of recurring grants.
-    assert(count == 85);
+    //  /admin/session, the five /admin/self routes, the four of recurring
+    //  grants and settings/client-keys.
+    assert(count == 87);
     assert(admin_role_parse("owner") == ADMIN_OWNER && admin_role_parse("viewer") == ADMIN_VIEWER);
     assert(admin_role_parse("account") == ADMIN_ACCOUNT);
     assert(admin_role_parse("root") == ADMIN_ANY && admin_role_parse(NULL) == ADMIN_ANY);

@@ -196,13 +196,15 @@ admin_access_t admin_role_parse(const char *name)
     return ADMIN_ANY;
 }
 
-//  True for text shaped like one of our secrets: a client key (tg-), a
+//  True for text shaped like one of our secrets: a client key (tg-, or the
+//  prefix settings 'client_keys' set), a
 //  bootstrap, session or API token (tga_, tgs_, tgt_), followed by at
 //  least 32 hex digits. Such text is masked wherever the audit log would
 //  hold it, whatever field it sits in.
 bool admin_looks_secret(const char *text)
 {
-    static const char *const prefixes[] = {"tg-", "tga_", "tgs_", "tgt_"};
+    //  The client key prefix in force (settings 'client_keys') too.
+    const char *const prefixes[] = {"tg-", "tga_", "tgs_", "tgt_", proto_crypto_key_prefix()};
     for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
         size_t length = strlen(prefixes[i]);
         if (strncmp(text, prefixes[i], length) != 0)

@@ -45,6 +45,9 @@ void admin_request_list(admin_call_t *call);
 void admin_request_get(admin_call_t *call);
 void admin_request_log_get(admin_call_t *call);
 void admin_request_log_patch(admin_call_t *call);
+//  settings 'client_keys': the client key prefix (admin_keys.c).
+void admin_client_keys_get(admin_call_t *call);
+void admin_client_keys_patch(admin_call_t *call);
 void admin_log_level_get(admin_call_t *call);
 void admin_log_level_patch(admin_call_t *call);
 void admin_audit_list(admin_call_t *call);

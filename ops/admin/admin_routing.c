@@ -387,12 +387,14 @@ static int s_client_key(admin_call_t *call, const char *ident, uint64_t *key_id,
 {
     char hash[65];
     const char *params[] = {NULL, NULL};
-    if (strncmp(ident, "tg-", 3) == 0) {
+    //  Anything but an id is a key, whatever its prefix (settings
+    //  'client_keys' may have changed it since the key was made).
+    if (admin_is_id(ident))
+        params[0] = ident;
+    else if (*ident) {
         proto_crypto_hash_hex(ident, strlen(ident), hash);
         params[1] = hash;
-    } else if (admin_is_id(ident))
-        params[0] = ident;
-    else {
+    } else {
         admin_not_found(call, "key not found (give its id or the whole key)");
         return -1;
     }

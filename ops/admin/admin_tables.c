@@ -895,12 +895,23 @@ static const admin_field_t s_key_fields[] = {{.field = "account",
 
 //  The key is made here, in C, and goes into the answer only: it is never
 //  sent to PostgreSQL, where a failed statement could log it.
+//  The prefix is settings 'client_keys' read in the same transaction, so a
+//  change of prefix applies to the next key whichever admin makes it.
 static int s_key_prepare(admin_call_t *call, const char *parent, admin_value_t *values)
 {
-    char hash[PROTO_CRYPTO_HASH_HEX + 1], prefix[PROTO_CRYPTO_PREFIX_LEN + 1];
-    proto_crypto_new_api_key(call->secret, sizeof call->secret);
+    char hash[PROTO_CRYPTO_HASH_HEX + 1];
+    char prefix[PROTO_CRYPTO_KEY_PREFIX_MAX + PROTO_CRYPTO_SHOWN_HEX + 1];
+    char *setting = NULL;
+    if (admin_sql_one(call, "SELECT value ->> 'prefix' FROM settings WHERE key = 'client_keys'", 0,
+                      NULL, &setting) < 0)
+        return -1;
+    const char *key_prefix =
+        proto_crypto_key_prefix_valid(setting) ? setting : PROTO_CRYPTO_KEY_PREFIX_DEFAULT;
+    proto_crypto_new_api_key_with(key_prefix, call->secret, sizeof call->secret);
+    snprintf(prefix, sizeof prefix, "%.*s", (int)(strlen(key_prefix) + PROTO_CRYPTO_SHOWN_HEX),
+             call->secret);
+    free(setting);
     proto_crypto_hash_hex(call->secret, strlen(call->secret), hash);
-    snprintf(prefix, sizeof prefix, "%.*s", PROTO_CRYPTO_PREFIX_LEN, call->secret);
     s_set(s_key_fields, values, "key_hash", hash);
     s_set(s_key_fields, values, "key_prefix", prefix);
     return 0;

@@ -269,3 +269,42 @@ describe('GET /v1/usage and the dashboard routes: a key reads its own money and 
     await waitFor(async () => (await get('/v1/usage', gone)).status === 401, { timeout: 5000, message: 'revoked key refused' });
   });
 });
+
+describe('the client key prefix is a setting', () => {
+  test('key-prefix set: new keys carry it, old keys keep working, ingress and revoke honour it', async () => {
+    assert.equal(JSON.parse(await cli('key-prefix', '--json')).prefix, 'tg-');
+    assert.match(await cli('key-prefix', 'set', 'acme_'), /prefix acme_ from now on/);
+    const api = await fetch(`${cluster.admin}/admin/settings/client-keys`, { headers: { authorization: `Bearer ${cluster.token}` } });
+    assert.deepEqual(await api.json(), { prefix: 'acme_' });
+    const fresh = (await cli('key', 'create', 'clients', '--name', 'acme')).trim().split('\n').pop();
+    assert.match(fresh, /^acme_[0-9a-f]{48}$/);
+    await waitFor(async () => (await chat('routed', fresh)).status === 200, { timeout: 5000, message: 'the acme_ key works' });
+    assert.equal((await chat('routed', key)).status, 200, 'a tg- key made before still works');
+    const listed = JSON.parse(await cli('key', 'list', '--account', 'clients', '--json')).data.find((k) => k.name === 'acme');
+    assert.equal(listed.prefix, fresh.slice(0, 12));
+    // A client that sends someone else's bearer token beside our key: ingress takes the one
+    // with our prefix (once every program has seen the setting).
+    await waitFor(async () => {
+      const response = await fetch(`${cluster.gateway}/v1/usage`, { headers: { authorization: 'Bearer proxy-credential', 'x-api-key': fresh } });
+      return response.status === 200 && (await response.json()).key.name === 'acme';
+    }, { timeout: 5000, message: 'ingress prefers the acme_ credential' });
+    await cli('key', 'revoke', fresh);
+    await waitFor(async () => (await chat('routed', fresh)).status === 401, { timeout: 5000, message: 'revoked by the full acme_ key' });
+  });
+
+  test('a bad prefix is refused, naming the field, and changes nothing', async () => {
+    for (const bad of ['', '12345', 'has space', 'tgt_admin', 'waaaaaaaaaaaaaaay-too-long']) {
+      const result = await cluster.tollgate(['key-prefix', 'set', bad], { env: { TOLLGATE_DIR: cluster.dir } });
+      assert.notEqual(result.code, 0, bad);
+      assert.match(result.stderr, /'prefix'/, bad);
+    }
+    const extra = await fetch(`${cluster.admin}/admin/settings/client-keys`, {
+      method: 'PATCH', headers: { authorization: `Bearer ${cluster.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ prefix: 'ok-', other: 1 }),
+    });
+    assert.equal(extra.status, 400);
+    assert.match((await extra.json()).error.message, /'other'/);
+    assert.equal(JSON.parse(await cli('key-prefix', '--json')).prefix, 'acme_');
+    await cli('key-prefix', 'set', 'tg-');
+  });
+});

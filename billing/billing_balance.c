@@ -1,6 +1,7 @@
 #include "billing_balance.h"
 #include "proto_check.h"
 #include "billing_limit.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <jansson.h>

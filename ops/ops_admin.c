@@ -826,6 +826,105 @@ static void s_limits_line(json_t *object, char *out, size_t size)
              tpm, concurrency, daily, monthly);
 }
 
+//  "a,b,c" as a JSON array of integers into body[key]; "none" is [].
+//  Returns 0, or -1 (usage).
+static int s_put_ints(json_t *body, s_args_t *args, const char *option, const char *key)
+{
+    const char *value = s_option(args, option);
+    if (!value)
+        return 0;
+    json_t *list = json_array();
+    if (strcmp(value, "none") != 0) {
+        json_t *items = s_split_list(value);
+        size_t index;
+        json_t *item;
+        json_array_foreach(items, index, item)
+        {
+            char *end;
+            errno = 0;
+            long long number = strtoll(json_string_value(item), &end, 10);
+            if (*end || errno) {
+                fprintf(stderr, "tollgate: --%s takes statuses such as 429,503 (or none)\n",
+                        option);
+                json_decref(items);
+                json_decref(list);
+                return -1;
+            }
+            json_array_append_new(list, json_integer(number));
+        }
+        json_decref(items);
+    }
+    json_object_set_new(body, key, list);
+    return 0;
+}
+
+//  How a provider is reached (docs/routing.md "Reaching providers as they
+//  are"): --header 'Name: value' and --proxy URL repeat (each set replaces
+//  the provider's whole list; "none" empties it; --proxy - reads proxies
+//  from stdin, one a line, so a password stays out of the process list),
+//  --path P|default, --blocked-models a,b|none, --failover-statuses and
+//  --return-statuses 429,503|none. Returns 0, or -1 (usage).
+static int s_put_reach(json_t *body, s_args_t *args)
+{
+    json_t *headers = NULL, *proxies = NULL;
+    for (int i = 0; i < args->option_count; i++) {
+        const char *value = args->values[i] ? args->values[i] : "";
+        if (strcmp(args->names[i], "header") == 0) {
+            if (!headers)
+                headers = json_object();
+            if (strcmp(value, "none") == 0)
+                continue;
+            const char *colon = strchr(value, ':');
+            if (!colon || colon == value) {
+                fprintf(stderr, "tollgate: --header takes 'Name: value' (or none)\n");
+                json_decref(headers);
+                json_decref(proxies);
+                return -1;
+            }
+            char name[128];
+            snprintf(name, sizeof name, "%.*s", (int)(colon - value), value);
+            const char *text = colon + 1;
+            while (*text == ' ')
+                text++;
+            json_object_set_new(headers, name, json_string(text));
+        } else if (strcmp(args->names[i], "proxy") == 0) {
+            if (!proxies)
+                proxies = json_array();
+            if (strcmp(value, "none") == 0)
+                continue;
+            if (strcmp(value, "-") == 0) {
+                char *line = NULL;
+                size_t size = 0;
+                while (getline(&line, &size, stdin) >= 0) {
+                    line[strcspn(line, "\r\n")] = '\0';
+                    if (*line)
+                        json_array_append_new(proxies, json_string(line));
+                }
+                if (line)
+                    memset(line, 0, size);
+                free(line);
+            } else
+                json_array_append_new(proxies, json_string(value));
+        }
+    }
+    if (headers)
+        json_object_set_new(body, "headers", headers);
+    if (proxies)
+        json_object_set_new(body, "proxies", proxies);
+    const char *path = s_option(args, "path");
+    if (path)
+        json_object_set_new(body, "path",
+                            strcmp(path, "default") == 0 ? json_null() : json_string(path));
+    const char *blocked = s_option(args, "blocked-models");
+    if (blocked)
+        json_object_set_new(body, "blocked_models",
+                            strcmp(blocked, "none") == 0 ? json_array() : s_split_list(blocked));
+    if (s_put_ints(body, args, "failover-statuses", "failover_statuses") ||
+        s_put_ints(body, args, "return-statuses", "return_statuses"))
+        return -1;
+    return 0;
+}
+
 // ---------------------------------------------------------------------------
 //  Commands. `first` indexes the first positional after the command words.
 
@@ -840,7 +939,7 @@ static int s_provider_add(s_client_t *client, s_args_t *args, int first)
         return 2;
     }
     if (s_put_int(body, args, "priority", "priority") ||
-        s_put_int(body, args, "weight", "weight")) {
+        s_put_int(body, args, "weight", "weight") || s_put_reach(body, args)) {
         json_decref(body);
         return 2;
     }
@@ -2146,7 +2245,8 @@ static int s_provider_set(s_client_t *client, s_args_t *args, int first)
     json_t *body = json_object();
     s_put_str(body, args, "status", "status");
     s_put_str(body, args, "base-url", "base_url");
-    if (s_put_strict(body, args)) {
+    if (s_put_strict(body, args) || s_put_int(body, args, "priority", "priority") ||
+        s_put_int(body, args, "weight", "weight") || s_put_reach(body, args)) {
         json_decref(body);
         return 2;
     }
@@ -2232,6 +2332,105 @@ static int s_provider_key_set(s_client_t *client, s_args_t *args, int first)
     return rc;
 }
 
+//  provider model set PROVIDER MODEL: creates the (provider, model)
+//  setting or changes the one there is.
+static int s_provider_model_set(s_client_t *client, s_args_t *args, int first)
+{
+    json_t *body = json_object();
+    const char *values[][2] = {{"protocol", "protocol"}, {"path", "path"}};
+    for (int i = 0; i < 2; i++) {
+        const char *value = s_option(args, values[i][0]);
+        if (value)
+            json_object_set_new(body, values[i][1],
+                                strcmp(value, "default") == 0 ? json_null() : json_string(value));
+    }
+    if (!json_object_size(body)) {
+        fprintf(stderr, "tollgate: provider model set needs --protocol or --path\n");
+        json_decref(body);
+        return 2;
+    }
+    char path[2048];
+    s_path_of(path, sizeof path, "/admin/providers", args->words[first], "/model-settings");
+    json_t *list = NULL;
+    bool json = client->json;
+    client->json = false; //  the lookup is ours, not the command's output
+    int rc = s_call(client, "GET", path, NULL, &list);
+    client->json = json;
+    json_int_t existing = 0;
+    size_t index;
+    json_t *item;
+    json_array_foreach(json_object_get(list, "data"), index,
+                       item) if (strcmp(s_str(item, "model"), args->words[first + 1]) == 0)
+        existing = s_int(item, "id");
+    json_decref(list);
+    if (rc != 0) {
+        json_decref(body);
+        return rc;
+    }
+    json_t *answer = NULL;
+    if (existing) {
+        snprintf(path, sizeof path, "/admin/provider-model-settings/%" JSON_INTEGER_FORMAT,
+                 existing);
+        rc = s_call(client, "PATCH", path, body, &answer);
+    } else {
+        json_object_set_new(body, "model", json_string(args->words[first + 1]));
+        rc = s_call(client, "POST", path, body, &answer);
+    }
+    if (rc == 0 && !client->json)
+        printf("provider %s model %s: protocol %s, path %s\n", s_str(answer, "provider"),
+               s_str(answer, "model"),
+               *s_str(answer, "protocol") ? s_str(answer, "protocol") : "the provider's",
+               *s_str(answer, "path") ? s_str(answer, "path") : "the provider's");
+    json_decref(answer);
+    return rc;
+}
+
+static int s_provider_model_list(s_client_t *client, s_args_t *args, int first)
+{
+    char path[2048];
+    s_path_of(path, sizeof path, "/admin/providers", args->words[first], "/model-settings");
+    json_t *answer = NULL;
+    int rc = s_call(client, "GET", path, NULL, &answer);
+    if (rc == 0 && !client->json)
+        s_resource_table(client, "provider_model", json_object_get(answer, "data"),
+                         "no model settings");
+    json_decref(answer);
+    return rc;
+}
+
+static int s_provider_model_unset(s_client_t *client, s_args_t *args, int first)
+{
+    char path[2048];
+    s_path_of(path, sizeof path, "/admin/providers", args->words[first], "/model-settings");
+    json_t *list = NULL;
+    bool json = client->json;
+    client->json = false; //  the lookup is ours, not the command's output
+    int rc = s_call(client, "GET", path, NULL, &list);
+    client->json = json;
+    json_int_t existing = 0;
+    size_t index;
+    json_t *item;
+    json_array_foreach(json_object_get(list, "data"), index,
+                       item) if (strcmp(s_str(item, "model"), args->words[first + 1]) == 0)
+        existing = s_int(item, "id");
+    json_decref(list);
+    if (rc != 0)
+        return rc;
+    if (!existing) {
+        fprintf(stderr, "tollgate: provider %s has no settings for model %s\n", args->words[first],
+                args->words[first + 1]);
+        return 1;
+    }
+    snprintf(path, sizeof path, "/admin/provider-model-settings/%" JSON_INTEGER_FORMAT, existing);
+    json_t *answer = NULL;
+    rc = s_call(client, "DELETE", path, NULL, &answer);
+    if (rc == 0 && !client->json)
+        printf("provider %s model %s: the provider's protocol and path again\n", args->words[first],
+               args->words[first + 1]);
+    json_decref(answer);
+    return rc;
+}
+
 static int s_provider_models(s_client_t *client, s_args_t *args, int first)
 {
     char path[2048];
@@ -2270,10 +2469,15 @@ static int s_provider_models_refresh(s_client_t *client, s_args_t *args, int fir
 }
 
 static const s_command_t s_commands[] = {
-    {"provider add", 1, "protocol base-url priority weight", s_provider_add,
+    {"provider add", 1,
+     "protocol base-url priority weight header proxy path blocked-models failover-statuses "
+     "return-statuses",
+     s_provider_add,
      "provider add NAME --protocol openai|openai-responses|anthropic|gemini --base-url URL "
-     "[--priority N] "
-     "[--weight N]"},
+     "[--priority N] [--weight N] "
+     "[--header 'Name: value']... [--proxy URL|-]... [--path PATH|default] "
+     "[--blocked-models PATTERN,...|none] [--failover-statuses S,...|none] "
+     "[--return-statuses S,...|none]"},
     {"provider key add", 1, "secret name priority weight multiplier", s_provider_key_add,
      "provider key add PROVIDER --secret SECRET|- [--name LABEL] [--priority N] [--weight N] "
      "[--multiplier M]   (M: 1 = list price, 0.5 = half, 0 = free)"},
@@ -2289,8 +2493,20 @@ static const s_command_t s_commands[] = {
      "model set NAME [--scheduling priority|key_priority|weighted|latency|cost|reliability] "
      "[--capabilities TAG,TAG] [--status active|disabled] [--strict-conversion "
      "on|off] " S_MODEL_USAGE},
-    {"provider set", 1, "status base-url strict-conversion", s_provider_set,
-     "provider set NAME [--status active|disabled] [--base-url URL] [--strict-conversion on|off]"},
+    {"provider set", 1,
+     "status base-url strict-conversion priority weight header proxy path blocked-models "
+     "failover-statuses return-statuses",
+     s_provider_set,
+     "provider set NAME [--status active|disabled] [--base-url URL] [--strict-conversion on|off] "
+     "[--priority N] [--weight N] "
+     "[--header 'Name: value']... [--proxy URL|-]... [--path PATH|default] "
+     "[--blocked-models PATTERN,...|none] [--failover-statuses S,...|none] "
+     "[--return-statuses S,...|none]"},
+    {"provider model set", 2, "protocol path", s_provider_model_set,
+     "provider model set PROVIDER MODEL [--protocol openai|openai-responses|anthropic|gemini|"
+     "default] [--path PATH|default]"},
+    {"provider model list", 1, "", s_provider_model_list, "provider model list PROVIDER [--json]"},
+    {"provider model unset", 2, "", s_provider_model_unset, "provider model unset PROVIDER MODEL"},
     {"model rule add", 1, "kind pattern provider priority weight", s_rule_add,
      "model rule add MODEL --kind exact|prefix|keyword|regex|exclude_keyword|include|"
      "exclude_provider [--pattern P] [--provider P] [--priority N] [--weight N]"},

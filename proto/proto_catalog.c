@@ -3,6 +3,7 @@
 #include "proto_msg.h"
 
 #include <assert.h>
+#include <fnmatch.h>
 #include <stddef.h>
 #include <czmq.h>
 #include <jansson.h>
@@ -26,6 +27,8 @@ struct _proto_catalog_t {
     size_t rule_count;                       //  entries
     proto_provider_model_t *provider_models; //  by provider, then name
     size_t provider_model_count;             //  entries
+    proto_model_setting_t *model_settings;   //  by provider, then model
+    size_t model_setting_count;              //  entries
     zhashx_t *keys_by_hash;                  //  hash -> proto_api_key_t*
     zhashx_t *models_by_name;                //  name -> proto_model_t*
 };
@@ -106,6 +109,14 @@ void proto_catalog_destroy(proto_catalog_t **self_p)
     for (size_t i = 0; i < self->provider_count; i++) {
         free(self->providers[i].name);
         free(self->providers[i].base_url);
+        free(self->providers[i].path);
+        s_free_tags(&self->providers[i].headers);
+        //  Proxy URLs may carry credentials: wiped like secrets.
+        for (size_t p = 0; p < self->providers[i].proxies.count; p++)
+            memset(self->providers[i].proxies.names[p], 0,
+                   strlen(self->providers[i].proxies.names[p]));
+        s_free_tags(&self->providers[i].proxies);
+        s_free_tags(&self->providers[i].blocked_models);
     }
     for (size_t i = 0; i < self->provider_key_count; i++) {
         if (self->provider_keys[i].secret) {
@@ -132,6 +143,11 @@ void proto_catalog_destroy(proto_catalog_t **self_p)
     }
     for (size_t i = 0; i < self->provider_model_count; i++)
         free(self->provider_models[i].name);
+    for (size_t i = 0; i < self->model_setting_count; i++) {
+        free(self->model_settings[i].model);
+        free(self->model_settings[i].path);
+    }
+    free(self->model_settings);
     free(self->rules);
     free(self->provider_models);
     free(self->accounts);
@@ -285,29 +301,140 @@ static int s_load_keys(proto_catalog_t *self, PGconn *db, char *error, size_t er
     return 0;
 }
 
-static int s_load_providers(proto_catalog_t *self, PGconn *db, char *error, size_t error_size)
+//  Sets bit (status - 400) of bits for every status in a JSON array.
+static void s_status_bits(json_t *array, uint64_t bits[4])
 {
+    memset(bits, 0, 4 * sizeof *bits);
+    size_t index;
+    json_t *item;
+    json_array_foreach(array, index, item)
+    {
+        json_int_t status = json_integer_value(item);
+        if (status >= 400 && status <= 599)
+            bits[(status - 400) / 64] |= 1ULL << ((status - 400) % 64);
+    }
+}
+
+//  Extra headers from a JSON object {name: value} as "Name: value" lines.
+static void s_header_lines(json_t *object, proto_tags_t *headers)
+{
+    memset(headers, 0, sizeof *headers);
+    if (!json_is_object(object) || !json_object_size(object))
+        return;
+    headers->names = calloc(json_object_size(object), sizeof *headers->names);
+    assert(headers->names);
+    const char *name;
+    json_t *value;
+    json_object_foreach(object, name, value)
+    {
+        if (!json_is_string(value))
+            continue;
+        char *line = NULL;
+        if (asprintf(&line, "%s: %s", name, json_string_value(value)) < 0)
+            continue;
+        headers->names[headers->count++] = line;
+    }
+}
+
+//  A JSON array of strings into tags.
+static void s_json_strings(json_t *array, proto_tags_t *tags)
+{
+    memset(tags, 0, sizeof *tags);
+    if (!json_is_array(array) || !json_array_size(array))
+        return;
+    tags->names = calloc(json_array_size(array), sizeof *tags->names);
+    assert(tags->names);
+    for (size_t i = 0; i < json_array_size(array); i++)
+        if (json_is_string(json_array_get(array, i)))
+            tags->names[tags->count++] = strdup(json_string_value(json_array_get(array, i)));
+}
+
+static char *s_open_secret(PGresult *result, int row, const char *secret_key);
+
+static int s_load_providers(proto_catalog_t *self, PGconn *db, const char *secret_key, char *error,
+                            size_t error_size)
+{
+    //  Columns 2 and 3 are the sealed proxies and their nonce, where
+    //  s_open_secret expects them.
     PGresult *result = s_query(db,
-                               "SELECT id, name, protocol, base_url, priority, weight, status, "
-                               "strict_conversion FROM providers ORDER BY id",
+                               "SELECT id, name, proxies_sealed, proxies_nonce, protocol, "
+                               "base_url, priority, weight, status, strict_conversion, "
+                               "headers::text, path, array_to_json(blocked_models)::text, "
+                               "array_to_json(failover_statuses)::text, "
+                               "array_to_json(return_statuses)::text, "
+                               "cardinality(proxy_hints) FROM providers ORDER BY id",
                                error, error_size);
     if (!result)
         return -1;
     int rows = PQntuples(result);
+    int rc = 0;
     self->providers = calloc((size_t)rows + 1, sizeof *self->providers);
     for (int row = 0; row < rows; row++) {
         proto_provider_t *provider = &self->providers[self->provider_count++];
         provider->id = (uint64_t)s_int(result, row, 0, 0);
         provider->name = s_text(result, row, 1);
-        provider->protocol = proto_protocol_parse(PQgetvalue(result, row, 2));
-        provider->base_url = s_text(result, row, 3);
+        provider->protocol = proto_protocol_parse(PQgetvalue(result, row, 4));
+        provider->base_url = s_text(result, row, 5);
         size_t length = strlen(provider->base_url);
         while (length && provider->base_url[length - 1] == '/')
             provider->base_url[--length] = '\0';
-        provider->priority = (int)s_int(result, row, 4, 0);
-        provider->weight = (int)s_int(result, row, 5, 1);
-        provider->active = strcmp(PQgetvalue(result, row, 6), "active") == 0;
-        provider->strict = strcmp(PQgetvalue(result, row, 7), "t") == 0;
+        provider->priority = (int)s_int(result, row, 6, 0);
+        provider->weight = (int)s_int(result, row, 7, 1);
+        provider->active = strcmp(PQgetvalue(result, row, 8), "active") == 0;
+        provider->strict = strcmp(PQgetvalue(result, row, 9), "t") == 0;
+        json_t *headers = json_loads(PQgetvalue(result, row, 10), 0, NULL);
+        s_header_lines(headers, &provider->headers);
+        json_decref(headers);
+        provider->path = PQgetisnull(result, row, 11) ? NULL : s_text(result, row, 11);
+        s_tags(result, row, 12, &provider->blocked_models);
+        json_t *statuses = json_loads(PQgetvalue(result, row, 13), 0, NULL);
+        s_status_bits(statuses, provider->failover);
+        json_decref(statuses);
+        statuses = json_loads(PQgetvalue(result, row, 14), 0, NULL);
+        s_status_bits(statuses, provider->returned);
+        json_decref(statuses);
+        provider->proxy_count = (size_t)s_int(result, row, 15, 0);
+        if (secret_key && !PQgetisnull(result, row, 2)) {
+            char *opened = s_open_secret(result, row, secret_key);
+            json_t *proxies = opened ? json_loads(opened, 0, NULL) : NULL;
+            if (opened) {
+                memset(opened, 0, strlen(opened));
+                free(opened);
+            }
+            if (!json_is_array(proxies) && rc == 0) {
+                snprintf(error, error_size,
+                         "the proxies of provider %llu cannot be decrypted: is secret_key the "
+                         "one they were stored with?",
+                         (unsigned long long)provider->id);
+                rc = -1;
+            }
+            s_json_strings(proxies, &provider->proxies);
+            json_decref(proxies);
+        }
+    }
+    PQclear(result);
+    return rc;
+}
+
+static int s_load_model_settings(proto_catalog_t *self, PGconn *db, char *error, size_t error_size)
+{
+    PGresult *result =
+        s_query(db,
+                "SELECT id, provider_id, model, protocol, path "
+                "FROM provider_model_settings ORDER BY provider_id, model COLLATE \"C\"",
+                error, error_size);
+    if (!result)
+        return -1;
+    int rows = PQntuples(result);
+    self->model_settings = calloc((size_t)rows + 1, sizeof *self->model_settings);
+    for (int row = 0; row < rows; row++) {
+        proto_model_setting_t *setting = &self->model_settings[self->model_setting_count++];
+        setting->id = (uint64_t)s_int(result, row, 0, 0);
+        setting->provider_id = (uint64_t)s_int(result, row, 1, 0);
+        setting->model = s_text(result, row, 2);
+        setting->protocol =
+            PQgetisnull(result, row, 3) ? 0 : proto_protocol_parse(PQgetvalue(result, row, 3));
+        setting->path = PQgetisnull(result, row, 4) ? NULL : s_text(result, row, 4);
     }
     PQclear(result);
     return 0;
@@ -515,7 +642,9 @@ proto_catalog_t *proto_catalog_load(PGconn *db, const char *secret_key, char *er
     if (rc == 0)
         rc = s_load_keys(self, db, error, error_size);
     if (rc == 0)
-        rc = s_load_providers(self, db, error, error_size);
+        rc = s_load_providers(self, db, secret_key, error, error_size);
+    if (rc == 0)
+        rc = s_load_model_settings(self, db, error, error_size);
     if (rc == 0)
         rc = s_load_provider_keys(self, db, secret_key, error, error_size);
     if (rc == 0)
@@ -628,6 +757,14 @@ static int s_compare_provider_model(const void *a, const void *b)
     return strcmp(left->name, right->name);
 }
 
+static int s_compare_model_setting(const void *a, const void *b)
+{
+    const proto_model_setting_t *left = a, *right = b;
+    if (left->provider_id != right->provider_id)
+        return left->provider_id < right->provider_id ? -1 : 1;
+    return strcmp(left->model, right->model);
+}
+
 //  Allocates self->NAME for the array `key` of root; sets count. Evaluates
 //  to the array.
 static json_t *s_json_array(json_t *root, const char *key, void **items, size_t item_size)
@@ -705,6 +842,14 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
         provider->weight = (int)s_json_int(item, "weight", 1);
         provider->active = s_json_active(item);
         provider->strict = json_is_true(json_object_get(item, "strict_conversion"));
+        s_header_lines(json_object_get(item, "headers"), &provider->headers);
+        s_json_strings(json_object_get(item, "proxies"), &provider->proxies);
+        provider->proxy_count = provider->proxies.count;
+        const char *path = json_string_value(json_object_get(item, "path"));
+        provider->path = path ? strdup(path) : NULL;
+        s_json_strings(json_object_get(item, "blocked_models"), &provider->blocked_models);
+        s_status_bits(json_object_get(item, "failover_statuses"), provider->failover);
+        s_status_bits(json_object_get(item, "return_statuses"), provider->returned);
     }
     array = s_json_array(root, "provider_keys", (void **)&self->provider_keys,
                          sizeof *self->provider_keys);
@@ -776,6 +921,19 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
         entry->provider_id = (uint64_t)s_json_int(item, "provider_id", 0);
         entry->name = s_json_str(item, "name", "");
     }
+    array = s_json_array(root, "model_settings", (void **)&self->model_settings,
+                         sizeof *self->model_settings);
+    json_array_foreach(array, i, item)
+    {
+        proto_model_setting_t *setting = &self->model_settings[self->model_setting_count++];
+        setting->id = (uint64_t)s_json_int(item, "id", 0);
+        setting->provider_id = (uint64_t)s_json_int(item, "provider_id", 0);
+        setting->model = s_json_str(item, "model", "");
+        const char *protocol = json_string_value(json_object_get(item, "protocol"));
+        setting->protocol = protocol ? proto_protocol_parse(protocol) : 0;
+        const char *path = json_string_value(json_object_get(item, "path"));
+        setting->path = path ? strdup(path) : NULL;
+    }
     json_decref(root);
     qsort(self->accounts, self->account_count, sizeof *self->accounts, s_compare_proto_account_t);
     qsort(self->keys, self->key_count, sizeof *self->keys, s_compare_proto_api_key_t);
@@ -788,6 +946,8 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
     qsort(self->rules, self->rule_count, sizeof *self->rules, s_compare_rule);
     qsort(self->provider_models, self->provider_model_count, sizeof *self->provider_models,
           s_compare_provider_model);
+    qsort(self->model_settings, self->model_setting_count, sizeof *self->model_settings,
+          s_compare_model_setting);
     //  The name indexes point into the arrays: build them after sorting.
     for (i = 0; i < self->key_count; i++)
         zhashx_insert(self->keys_by_hash, self->keys[i].hash, &self->keys[i]);
@@ -952,6 +1112,34 @@ size_t proto_catalog_provider_model_count(proto_catalog_t *self)
 const proto_provider_model_t *proto_catalog_provider_model_at(proto_catalog_t *self, size_t index)
 {
     return index < self->provider_model_count ? &self->provider_models[index] : NULL;
+}
+
+const proto_model_setting_t *proto_catalog_model_setting(proto_catalog_t *self,
+                                                         uint64_t provider_id, const char *model)
+{
+    proto_model_setting_t wanted = {.provider_id = provider_id, .model = (char *)model};
+    return bsearch(&wanted, self->model_settings, self->model_setting_count,
+                   sizeof *self->model_settings, s_compare_model_setting);
+}
+
+int proto_provider_status_policy(const proto_provider_t *provider, int status)
+{
+    if (status < 400 || status > 599)
+        return -1;
+    uint64_t bit = 1ULL << ((status - 400) % 64);
+    if (provider->failover[(status - 400) / 64] & bit)
+        return 1;
+    if (provider->returned[(status - 400) / 64] & bit)
+        return 0;
+    return -1;
+}
+
+bool proto_provider_blocks(const proto_provider_t *provider, const char *model)
+{
+    for (size_t i = 0; i < provider->blocked_models.count; i++)
+        if (fnmatch(provider->blocked_models.names[i], model, FNM_CASEFOLD) == 0)
+            return true;
+    return false;
 }
 
 const proto_provider_t *proto_catalog_provider_by_name(proto_catalog_t *self, const char *name)

@@ -70,7 +70,25 @@ typedef struct {
     int weight;     //  share among equals
     bool active;    //  status = 'active'
     bool strict;    //  strict_conversion: refuse what conversion would drop
+    //  Reaching it as it is (migration 0012, docs/routing.md "Reaching providers"):
+    proto_tags_t headers;        //  extra request headers, each "Name: value"
+    proto_tags_t proxies;        //  proxy URLs (opened), used in turn; empty when sealed
+    size_t proxy_count;          //  proxies configured, known even when sealed
+    char *path;                  //  generate endpoint path template, NULL = the protocol's
+    proto_tags_t blocked_models; //  glob patterns of upstream models never sent here
+    uint64_t failover[4];        //  bit (status - 400): fails over whatever the default
+    uint64_t returned[4];        //  bit (status - 400): returned as it is, whatever the default
 } proto_provider_t;
+
+//  Per (provider, upstream model): protocol and path where they differ from
+//  the provider's (migration 0012).
+typedef struct {
+    uint64_t id;          //  provider_model_settings.id
+    uint64_t provider_id; //  provider
+    char *model;          //  upstream model name
+    int protocol;         //  proto_protocol_t, 0 = the provider's
+    char *path;           //  path template, NULL = the provider's
+} proto_model_setting_t;
 
 typedef struct {
     uint64_t id;               //  provider_keys.id
@@ -149,7 +167,7 @@ proto_catalog_t *proto_catalog_new_empty(void);
 
 //  A catalog from JSON, for tests and tools: an object with arrays
 //  "accounts", "keys", "providers", "provider_keys", "models", "routes",
-//  "mapping_rules", "provider_models", each element an object with the
+//  "mapping_rules", "provider_models", "model_settings", each element an object with the
 //  entry's field names (e.g. {"id":1,"name":"p","protocol":"openai"});
 //  absent fields take the schema's defaults, "status" is "active" unless
 //  given, tags are arrays of strings. Returns NULL with a reason in error.
@@ -185,6 +203,18 @@ const proto_mapping_rule_t *proto_catalog_rule_at(proto_catalog_t *self, size_t 
 //  migration 0002 or before tollgate-health fetched them).
 size_t proto_catalog_provider_model_count(proto_catalog_t *self);
 const proto_provider_model_t *proto_catalog_provider_model_at(proto_catalog_t *self, size_t index);
+
+//  The settings of (provider, upstream model), or NULL when it has none. Borrowed.
+const proto_model_setting_t *proto_catalog_model_setting(proto_catalog_t *self,
+                                                         uint64_t provider_id, const char *model);
+
+//  What a provider says about an upstream status: 1 fail over, 0 return it
+//  as it is, -1 no word (the default classification applies).
+int proto_provider_status_policy(const proto_provider_t *provider, int status);
+
+//  True when the provider's block list matches the upstream model (glob
+//  patterns, case-insensitive).
+bool proto_provider_blocks(const proto_provider_t *provider, const char *model);
 
 //  A provider by name; NULL when absent. Borrowed.
 const proto_provider_t *proto_catalog_provider_by_name(proto_catalog_t *self, const char *name);

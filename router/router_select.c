@@ -411,6 +411,11 @@ void router_select_decide(const router_context_t *context, const router_request_
         const proto_provider_t *provider = proto_catalog_provider(catalog, pair->provider_id);
         if (!provider)
             continue;
+        //  The protocol of this (provider, model), when the operator set one.
+        const proto_model_setting_t *setting =
+            proto_catalog_model_setting(catalog, provider->id, pair->upstream_model);
+        int protocol = setting && setting->protocol ? setting->protocol : provider->protocol;
+        bool blocked = proto_provider_blocks(provider, pair->upstream_model);
         for (size_t k = 0; k < key_count && count < S_OPTIONS_MAX; k++) {
             const proto_provider_key_t *key = proto_catalog_provider_key_at(catalog, k);
             if (key->provider_id != provider->id)
@@ -422,7 +427,7 @@ void router_select_decide(const router_context_t *context, const router_request_
             option->key = key;
             option->candidate.provider_id = provider->id;
             option->candidate.provider_key_id = key->id;
-            option->candidate.upstream_protocol = (uint32_t)provider->protocol;
+            option->candidate.upstream_protocol = (uint32_t)protocol;
             snprintf(option->candidate.upstream_model, sizeof option->candidate.upstream_model,
                      "%s", pair->upstream_model);
             if (!provider->active || !pair->active || !key->active) {
@@ -435,6 +440,12 @@ void router_select_decide(const router_context_t *context, const router_request_
                     *key->disabled_reason)
                     snprintf(option->detail, sizeof option->detail, "key disabled: %.140s",
                              key->disabled_reason);
+                continue;
+            }
+            if (blocked) {
+                option->why = "blocked";
+                snprintf(option->detail, sizeof option->detail, "on provider %.100s's block list",
+                         provider->name);
                 continue;
             }
             for (size_t c = 0; c < cap_count && !option->why; c++)
@@ -1020,6 +1031,40 @@ void router_select_test(bool verbose)
     assert(decision.status == 429 && decision.retry_after_ms > 0);
     assert(strcmp(decision.error_code, "provider_limit") == 0);
     router_limit_destroy(&limit);
+    router_map_destroy(&map);
+    proto_catalog_destroy(&catalog);
+
+    //  A provider's block list excludes its models wherever they came from
+    //  (route, rule or list), and a (provider, model) may speak its own protocol.
+    const char *reach =
+        "{\"providers\":[{\"id\":1,\"name\":\"relay\",\"blocked_models\":[\"*-preview\"]},"
+        "{\"id\":2,\"name\":\"other\"}],\"provider_keys\":[{\"id\":1,\"provider_id\":1},"
+        "{\"id\":2,\"provider_id\":2}],\"models\":[{\"id\":1,\"name\":\"m\"}],"
+        "\"routes\":[{\"id\":1,\"model_id\":1,\"provider_id\":1,\"upstream_model\":"
+        "\"m-Preview\"},{\"id\":2,\"model_id\":1,\"provider_id\":2,\"upstream_model\":"
+        "\"m-preview\"},{\"id\":3,\"model_id\":1,\"provider_id\":1,\"upstream_model\":"
+        "\"claude\"}],\"model_settings\":[{\"provider_id\":1,\"model\":\"claude\","
+        "\"protocol\":\"anthropic\"}]}";
+    catalog = proto_catalog_from_json(reach, error, sizeof error);
+    assert(catalog);
+    map = router_map_build(catalog, false);
+    context = (router_context_t){.catalog = catalog, .map = map, .rng = &rng};
+    request = (router_request_t){.model = "m", .now_ms = 5000, .dry_run = true};
+    json_t *explained = json_object();
+    router_select_decide(&context, &request, &decision, explained);
+    assert(decision.status == 200 && decision.count == 2);
+    for (size_t i = 0; i < decision.count; i++) {
+        const proto_candidate_t *candidate = &decision.candidates[i];
+        assert(
+            !(candidate->provider_id == 1 && strcmp(candidate->upstream_model, "m-Preview") == 0));
+        if (candidate->provider_id == 1)
+            assert(candidate->upstream_protocol == PROTO_PROTOCOL_ANTHROPIC);
+        else
+            assert(candidate->upstream_protocol == PROTO_PROTOCOL_OPENAI);
+    }
+    json_t *out = json_array_get(json_object_get(explained, "excluded"), 0);
+    assert(out && strcmp(json_string_value(json_object_get(out, "why")), "blocked") == 0);
+    json_decref(explained);
     router_map_destroy(&map);
     proto_catalog_destroy(&catalog);
     if (verbose)

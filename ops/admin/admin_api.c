@@ -780,8 +780,8 @@ static void s_test_roles(void)
     }
     //  Every route the admin API had in ingress, /admin/resources, /admin/stats,
     //  /admin/session, the five /admin/self routes, the four of recurring
-    //  grants and settings/client-keys.
-    assert(count == 87);
+    //  grants, settings/client-keys and the five of provider model settings.
+    assert(count == 92);
     assert(admin_role_parse("owner") == ADMIN_OWNER && admin_role_parse("viewer") == ADMIN_VIEWER);
     assert(admin_role_parse("account") == ADMIN_ACCOUNT);
     assert(admin_role_parse("root") == ADMIN_ANY && admin_role_parse(NULL) == ADMIN_ANY);

@@ -218,10 +218,12 @@ bool admin_looks_secret(const char *text)
 //  Field names whose values are secrets wherever they appear.
 static bool s_secret_field(const char *name)
 {
-    static const char *const names[] = {
-        "secret",        "password",      "current_password", "new_password", "token",
-        "key",           "authorization", "password_hash",    "token_hash",   "key_hash",
-        "secret_sealed", "secret_nonce",  "admin_token",      "api_key",      NULL};
+    static const char *const names[] = {"secret",         "password",      "current_password",
+                                        "new_password",   "token",         "key",
+                                        "authorization",  "password_hash", "token_hash",
+                                        "key_hash",       "secret_sealed", "secret_nonce",
+                                        "admin_token",    "api_key",       "proxies",
+                                        "proxies_sealed", "proxies_nonce", NULL};
     for (int i = 0; names[i]; i++)
         if (strcasecmp(name, names[i]) == 0)
             return true;

@@ -99,7 +99,7 @@ struct admin_resource {
 //  The resources, in the order GET /admin/resources lists them.
 extern const admin_resource_t admin_providers, admin_provider_keys, admin_models, admin_routes,
     admin_rules, admin_accounts, admin_keys, admin_users, admin_sessions, admin_tokens,
-    admin_grants;
+    admin_grants, admin_model_settings;
 extern const admin_resource_t *const admin_resources[];
 
 //  Serves the route's operation on its resource (the generic path).

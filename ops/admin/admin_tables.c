@@ -7,6 +7,7 @@
     a accounts, u admin_users, s admin_sessions, t admin_api_tokens.
 */
 #include "admin_handlers.h"
+#include "admin_reach.h"
 #include "admin_resource.h"
 #include "proto_crypto.h"
 #include "proto_log.h"
@@ -84,6 +85,12 @@ static const admin_column_t s_provider_columns[] = {
     {"weight", "p.weight", ADMIN_COL_INT, "WEIGHT", NULL},
     {"status", "p.status", ADMIN_COL_TEXT, "STATUS", NULL},
     {"strict_conversion", "p.strict_conversion", ADMIN_COL_BOOL, NULL, NULL},
+    {"headers", "p.headers", ADMIN_COL_JSON, NULL, NULL},
+    {"proxies", "to_json(p.proxy_hints)", ADMIN_COL_LIST, NULL, NULL},
+    {"path", "p.path", ADMIN_COL_TEXT, NULL, NULL},
+    {"blocked_models", "to_json(p.blocked_models)", ADMIN_COL_LIST, NULL, NULL},
+    {"failover_statuses", "to_json(p.failover_statuses)", ADMIN_COL_JSON, NULL, NULL},
+    {"return_statuses", "to_json(p.return_statuses)", ADMIN_COL_JSON, NULL, NULL},
     {"active_keys",
      "(SELECT count(*) FROM provider_keys pk WHERE pk.provider_id = p.id AND pk.status = "
      "'active')",
@@ -92,27 +99,70 @@ static const admin_column_t s_provider_columns[] = {
     {"updated_at", "p.updated_at", ADMIN_COL_TIME, NULL, NULL},
     {0}};
 
-static const admin_field_t s_provider_fields[] = {{.field = "name",
-                                                   .column = "name",
-                                                   .kind = ADMIN_F_PNAME,
-                                                   .use = ADMIN_CREATE,
-                                                   .required = true},
-                                                  {.field = "protocol",
-                                                   .column = "protocol",
-                                                   .kind = ADMIN_F_ENUM,
-                                                   .use = ADMIN_CREATE,
-                                                   .choices = s_protocols,
-                                                   .required = true},
-                                                  {.field = "base_url",
-                                                   .column = "base_url",
-                                                   .kind = ADMIN_F_URL,
-                                                   .use = ADMIN_BOTH,
-                                                   .required = true},
-                                                  S_PRIORITY(ADMIN_BOTH),
-                                                  S_WEIGHT(ADMIN_BOTH),
-                                                  S_STATUS(s_statuses),
-                                                  S_STRICT,
-                                                  {.field = NULL}};
+static const admin_field_t s_provider_fields[] = {
+    {.field = "name",
+     .column = "name",
+     .kind = ADMIN_F_PNAME,
+     .use = ADMIN_CREATE,
+     .required = true},
+    {.field = "protocol",
+     .column = "protocol",
+     .kind = ADMIN_F_ENUM,
+     .use = ADMIN_CREATE,
+     .choices = s_protocols,
+     .required = true},
+    {.field = "base_url",
+     .column = "base_url",
+     .kind = ADMIN_F_URL,
+     .use = ADMIN_BOTH,
+     .required = true},
+    S_PRIORITY(ADMIN_BOTH),
+    S_WEIGHT(ADMIN_BOTH),
+    S_STATUS(s_statuses),
+    S_STRICT,
+    //  How it is reached (admin_reach.h).
+    {.field = "headers",
+     .column = "headers",
+     .kind = ADMIN_F_ANY,
+     .use = ADMIN_BOTH,
+     .cast = "jsonb"},
+    {.field = "proxies", .kind = ADMIN_F_ANY, .use = ADMIN_BOTH},
+    {.field = "path",
+     .column = "path",
+     .kind = ADMIN_F_TEXT,
+     .use = ADMIN_BOTH,
+     .min = 1,
+     .max = 500,
+     .nullable = true},
+    {.field = "blocked_models",
+     .column = "blocked_models",
+     .kind = ADMIN_F_NAMES,
+     .use = ADMIN_BOTH},
+    {.field = "failover_statuses",
+     .column = "failover_statuses",
+     .kind = ADMIN_F_ANY,
+     .use = ADMIN_BOTH,
+     .cast = "integer[]"},
+    {.field = "return_statuses",
+     .column = "return_statuses",
+     .kind = ADMIN_F_ANY,
+     .use = ADMIN_BOTH,
+     .cast = "integer[]"},
+    S_SET("proxies_sealed", "bytea"),
+    S_SET("proxies_nonce", "bytea"),
+    S_SET("proxy_hints", "text[]"),
+    {.field = NULL}};
+
+static int s_provider_prepare(admin_call_t *call, const char *parent, admin_value_t *values)
+{
+    (void)parent;
+    return admin_reach_check(call, NULL, s_provider_fields, values);
+}
+
+static int s_provider_check(admin_call_t *call, const char *id, admin_value_t *values)
+{
+    return admin_reach_check(call, id, s_provider_fields, values);
+}
 
 const admin_resource_t admin_providers = {
     .name = "provider",
@@ -134,6 +184,88 @@ const admin_resource_t admin_providers = {
     .remove_verb = "disable",
     .actions = {"provider.create", "provider.update", "provider.disable"},
     .updated_at = true,
+    .prepare = s_provider_prepare,
+    .check = s_provider_check,
+};
+
+// ---------------------------------------------------------------------------
+//  Per (provider, upstream model): the protocol and path where they are not
+//  the provider's (migration 0012)
+
+static const admin_column_t s_model_setting_columns[] = {
+    {"id", "ms.id", ADMIN_COL_ID, "ID", NULL},
+    {"provider_id", "ms.provider_id", ADMIN_COL_ID, NULL, NULL},
+    {"provider", "p.name", ADMIN_COL_TEXT, "PROVIDER", NULL},
+    {"model", "ms.model", ADMIN_COL_TEXT, "MODEL", NULL},
+    {"protocol", "ms.protocol", ADMIN_COL_TEXT, "PROTOCOL", NULL},
+    {"path", "ms.path", ADMIN_COL_TEXT, "PATH", NULL},
+    {"created_at", "ms.created_at", ADMIN_COL_TIME, NULL, NULL},
+    {"updated_at", "ms.updated_at", ADMIN_COL_TIME, NULL, NULL},
+    {0}};
+
+static const admin_field_t s_model_setting_fields[] = {{.field = "model",
+                                                        .column = "model",
+                                                        .kind = ADMIN_F_TEXT,
+                                                        .use = ADMIN_CREATE,
+                                                        .min = 1,
+                                                        .max = 127,
+                                                        .required = true},
+                                                       {.field = "protocol",
+                                                        .column = "protocol",
+                                                        .kind = ADMIN_F_ENUM,
+                                                        .use = ADMIN_BOTH,
+                                                        .choices = s_protocols,
+                                                        .nullable = true},
+                                                       {.field = "path",
+                                                        .column = "path",
+                                                        .kind = ADMIN_F_TEXT,
+                                                        .use = ADMIN_BOTH,
+                                                        .min = 1,
+                                                        .max = 500,
+                                                        .nullable = true},
+                                                       {.field = NULL}};
+
+static int s_model_setting_path(admin_call_t *call, admin_value_t *values)
+{
+    const admin_value_t *path = ADMIN_VALUE(s_model_setting_fields, values, "path");
+    return path->present && path->text ? admin_reach_path(call, "path", path->text) : 0;
+}
+
+static int s_model_setting_prepare(admin_call_t *call, const char *parent, admin_value_t *values)
+{
+    (void)parent;
+    return s_model_setting_path(call, values);
+}
+
+static int s_model_setting_check(admin_call_t *call, const char *id, admin_value_t *values)
+{
+    (void)id;
+    return s_model_setting_path(call, values);
+}
+
+const admin_resource_t admin_model_settings = {
+    .name = "provider_model",
+    .title = "provider model setting",
+    .collection = "/admin/providers/{provider}/model-settings",
+    .item = "/admin/provider-model-settings/{id}",
+    .table = "provider_model_settings",
+    .from = "provider_model_settings ms JOIN providers p ON p.id = ms.provider_id",
+    .alias = "ms",
+    .order = "ms.provider_id, ms.model",
+    .columns = s_model_setting_columns,
+    .fields = s_model_setting_fields,
+    .parent = &admin_providers,
+    .parent_column = "provider_id",
+    .read = ADMIN_VIEWER,
+    .change = ADMIN_OPERATOR,
+    .ops = ADMIN_BIT(ADMIN_OP_LIST) | ADMIN_BIT(ADMIN_OP_CREATE) | ADMIN_BIT(ADMIN_OP_GET) |
+           ADMIN_BIT(ADMIN_OP_PATCH) | ADMIN_BIT(ADMIN_OP_DELETE),
+    .remove = ADMIN_REMOVE_ROW,
+    .remove_verb = "delete",
+    .actions = {"provider_model.create", "provider_model.update", "provider_model.delete"},
+    .updated_at = true,
+    .prepare = s_model_setting_prepare,
+    .check = s_model_setting_check,
 };
 
 // ---------------------------------------------------------------------------
@@ -1183,6 +1315,6 @@ const admin_resource_t admin_tokens = {
 };
 
 const admin_resource_t *const admin_resources[] = {
-    &admin_providers, &admin_provider_keys, &admin_models, &admin_routes,
-    &admin_rules,     &admin_accounts,      &admin_keys,   &admin_users,
-    &admin_sessions,  &admin_tokens,        &admin_grants, NULL};
+    &admin_providers, &admin_provider_keys,  &admin_models, &admin_routes,   &admin_rules,
+    &admin_accounts,  &admin_keys,           &admin_users,  &admin_sessions, &admin_tokens,
+    &admin_grants,    &admin_model_settings, NULL};

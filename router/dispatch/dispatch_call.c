@@ -199,6 +199,9 @@ dispatch_call_t *dispatch_call_new(dispatch_multi_t *multi, proto_loop_t *loop,
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(easy, CURLOPT_USERAGENT, "tollgate/0.1");
+    //  The provider's proxy; without one, none from the environment either
+    //  (an http_proxy variable must not reroute provider calls unseen).
+    curl_easy_setopt(easy, CURLOPT_PROXY, spec->proxy ? spec->proxy : "");
     self->started_us = proto_loop_now_us();
     if (dispatch_multi_add(multi, easy, s_transfer_done, self) != 0) {
         dispatch_call_destroy(&self);

@@ -36,6 +36,8 @@ typedef struct {
     uint64_t first_byte_timeout_ms; //  from start to the first body byte
     uint64_t idle_timeout_ms;       //  longest gap between body bytes
     uint64_t total_timeout_ms;      //  the whole call
+    const char *proxy;              //  CURLOPT_PROXY (http://, socks5h://, ...), NULL = none;
+                                    //  copied
 } dispatch_call_spec_t;
 
 typedef struct {

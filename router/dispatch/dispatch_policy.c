@@ -25,6 +25,16 @@ dispatch_next_t dispatch_policy_next(dispatch_fail_t fail, int status, bool rela
     return DISPATCH_NEXT_RELAY;
 }
 
+dispatch_next_t dispatch_policy_provider(dispatch_next_t next, const proto_provider_t *provider,
+                                         dispatch_fail_t fail, int status)
+{
+    if (!provider || fail != DISPATCH_FAIL_NONE ||
+        (next != DISPATCH_NEXT_FAILOVER && next != DISPATCH_NEXT_RELAY))
+        return next;
+    int word = proto_provider_status_policy(provider, status);
+    return word < 0 ? next : word ? DISPATCH_NEXT_FAILOVER : DISPATCH_NEXT_RELAY;
+}
+
 int dispatch_policy_key_status(int upstream_protocol, int status, const char *body, size_t size)
 {
     if (upstream_protocol != PROTO_PROTOCOL_GEMINI || status != 400 || !body)
@@ -104,6 +114,29 @@ void dispatch_policy_test(bool verbose)
         printf(" * dispatch_policy: ");
     assert(dispatch_policy_next(DISPATCH_FAIL_NONE, 200, false) == DISPATCH_NEXT_SUCCESS);
     assert(dispatch_policy_next(DISPATCH_FAIL_NONE, 200, true) == DISPATCH_NEXT_SUCCESS);
+    //  A provider's own word: 400 fails over, 429 is returned; others default.
+    char error[128];
+    proto_catalog_t *catalog = proto_catalog_from_json(
+        "{\"providers\":[{\"id\":1,\"name\":\"p\",\"failover_statuses\":[400],"
+        "\"return_statuses\":[429]}]}",
+        error, sizeof error);
+    assert(catalog);
+    const proto_provider_t *provider = proto_catalog_provider(catalog, 1);
+    assert(dispatch_policy_provider(DISPATCH_NEXT_RELAY, provider, DISPATCH_FAIL_NONE, 400) ==
+           DISPATCH_NEXT_FAILOVER);
+    assert(dispatch_policy_provider(DISPATCH_NEXT_FAILOVER, provider, DISPATCH_FAIL_NONE, 429) ==
+           DISPATCH_NEXT_RELAY);
+    assert(dispatch_policy_provider(DISPATCH_NEXT_FAILOVER, provider, DISPATCH_FAIL_NONE, 503) ==
+           DISPATCH_NEXT_FAILOVER);
+    assert(dispatch_policy_provider(DISPATCH_NEXT_RELAY, provider, DISPATCH_FAIL_NONE, 422) ==
+           DISPATCH_NEXT_RELAY);
+    assert(dispatch_policy_provider(DISPATCH_NEXT_BROKEN, provider, DISPATCH_FAIL_NONE, 400) ==
+           DISPATCH_NEXT_BROKEN);
+    assert(dispatch_policy_provider(DISPATCH_NEXT_FAILOVER, provider, DISPATCH_FAIL_TIMEOUT, 429) ==
+           DISPATCH_NEXT_FAILOVER);
+    assert(dispatch_policy_provider(DISPATCH_NEXT_RELAY, NULL, DISPATCH_FAIL_NONE, 400) ==
+           DISPATCH_NEXT_RELAY);
+    proto_catalog_destroy(&catalog);
     //  Gemini's bad key is a 400 that is ours to fail over, not the client's.
     const char *bad_key = "{\"error\":{\"code\":400,\"message\":\"API key not valid. Please pass "
                           "a valid API key.\",\"status\":\"INVALID_ARGUMENT\",\"details\":[{"

@@ -13,6 +13,8 @@
 #ifndef DISPATCH_POLICY_H_INCLUDED
 #define DISPATCH_POLICY_H_INCLUDED
 
+#include "proto_catalog.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -47,6 +49,13 @@ typedef struct {
 //  Decides after an attempt. `relayed` is true when bytes of this attempt
 //  already went to the client.
 dispatch_next_t dispatch_policy_next(dispatch_fail_t fail, int status, bool relayed);
+
+//  The provider's word over the default (failover_statuses, return_statuses
+//  of migration 0012): an HTTP answer with a status it lists fails over, or
+//  is returned to the client as it is. Success, transport failures and
+//  answers already relayed are not its to change; provider may be NULL.
+dispatch_next_t dispatch_policy_provider(dispatch_next_t next, const proto_provider_t *provider,
+                                         dispatch_fail_t fail, int status);
 
 //  The status to judge an upstream answer by: Gemini refuses a bad or
 //  expired API key with 400 INVALID_ARGUMENT (reason API_KEY_INVALID), which

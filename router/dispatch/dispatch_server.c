@@ -4,6 +4,7 @@
 #include "dispatch_multi.h"
 #include "dispatch_policy.h"
 #include "dispatch_taken.h"
+#include "dispatch_reach.h"
 #include "dispatch_upstream.h"
 #include "proto_batch.h"
 #include "proto_capture.h"
@@ -73,6 +74,7 @@ struct _dispatch_server_t {
     zsock_t *tables;                   //  SUB to every router.table endpoint
     router_map_t *map;                 //  the catalog's pairs, resolved
     router_breaker_t *breaker;         //  our outcomes at once, the cluster's by table
+    dispatch_reach_t *reach;           //  providers' paths, headers and proxies in turn
     router_stats_t *stats;             //  health, from the tables
     router_limit_t *limit;             //  our shares of provider-key limits
     router_sticky_t *sticky;           //  per client key, the model that served it well
@@ -132,6 +134,8 @@ struct _s_request_t {
     //  The current attempt
     const proto_candidate_t *candidate; //  its candidate, NULL before the first
     dispatch_call_t *call;              //  its upstream call, NULL when none runs
+    int proxy;                          //  index of its provider's proxy, -1 = none
+    int proxy_retries;                  //  candidates retried through another proxy
     dispatch_convert_t conv;            //  its conversion state
     proto_sse_t *sse;                   //  its stream reader, when relaying a stream
     zchunk_t *out;                      //  client bytes made but not yet sent
@@ -704,6 +708,14 @@ static void s_on_done(void *arg, dispatch_fail_t fail, const char *detail)
 
     int outcome_status = dispatch_policy_outcome_status(fail, status);
     dispatch_next_t next = dispatch_policy_next(fail, status, self->relayed);
+    //  The provider's own word on which statuses fail over (docs/routing.md).
+    const proto_provider_t *provider =
+        proto_catalog_provider(server->catalog, self->candidate->provider_id);
+    next = dispatch_policy_provider(next, provider, fail, status);
+    if (dispatch_reach_report(server->reach, self->candidate->provider_id, self->proxy, fail,
+                              status, proto_loop_now_ms()))
+        log_info(self->rid, "breaker: proxy %d of provider=%llu open here", self->proxy,
+                 (unsigned long long)self->candidate->provider_id);
     s_outcome(self, outcome_status,
               fail != DISPATCH_FAIL_NONE      ? dispatch_policy_fail_name(fail)
               : next == DISPATCH_NEXT_SUCCESS ? NULL
@@ -729,6 +741,8 @@ static void s_on_done(void *arg, dispatch_fail_t fail, const char *detail)
         dispatch_policy_record(&self->failures, fail, status,
                                dispatch_call_retry_after_ms(self->call));
         proto_metric_add(server->failovers, 1);
+        if (dispatch_reach_retry(provider, self->proxy, fail, &self->proxy_retries))
+            self->next--; //  the same candidate again, through the next proxy
         s_attempt_clear(self);
         s_try_next(self);
         return;
@@ -834,10 +848,9 @@ static int s_start_attempt(s_request_t *self, const proto_candidate_t *candidate
         s_finish_error(self, 400, "invalid_request", message, 0);
         return -1;
     }
-    char *url = dispatch_upstream_url(
-        adapter->endpoint_protocol,
-        self->count_tokens ? DISPATCH_ENDPOINT_COUNT_TOKENS : DISPATCH_ENDPOINT_GENERATE,
-        provider->base_url, candidate->upstream_model, self->conv.stream);
+    char *url = dispatch_reach_url(server->catalog, provider, candidate->upstream_model,
+                                   adapter->endpoint_protocol, upstream_protocol,
+                                   self->count_tokens, self->conv.stream);
     if (!url) {
         free(body);
         log_warn(self->rid, "no URL for provider=%llu; skipped",
@@ -851,10 +864,13 @@ static int s_start_attempt(s_request_t *self, const proto_candidate_t *candidate
         if (left_ms < total_ms)
             total_ms = left_ms ? left_ms : 1;
     }
+    self->proxy = dispatch_reach_proxy(server->reach, provider, proto_loop_now_ms());
     dispatch_call_spec_t spec = {
         .url = url,
-        .headers =
-            dispatch_upstream_headers(adapter->endpoint_protocol, key->secret, self->conv.stream),
+        .headers = dispatch_reach_headers(
+            provider,
+            dispatch_upstream_headers(adapter->endpoint_protocol, key->secret, self->conv.stream)),
+        .proxy = self->proxy >= 0 ? provider->proxies.names[self->proxy] : NULL,
         .body = body,
         .body_size = body_size,
         .connect_timeout_ms = server->connect_timeout_ms,
@@ -1437,6 +1453,7 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
                                            "Requests no candidate could take", NULL);
     router_breaker_config_t breaker = router_server_breaker_config(self->config);
     self->breaker = router_breaker_new(&breaker);
+    self->reach = dispatch_reach_new(&breaker);
     self->stats = router_stats_new();
     self->scratch = router_scratch_new();
     self->resets = zhashx_new();
@@ -1565,6 +1582,7 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
     router_map_destroy(&self->map);
     proto_catalog_destroy(&self->catalog);
     router_breaker_destroy(&self->breaker);
+    dispatch_reach_destroy(&self->reach);
     router_stats_destroy(&self->stats);
     router_limit_destroy(&self->limit);
     router_sticky_destroy(&self->sticky);

@@ -25,6 +25,7 @@ static void s_usage(FILE *out)
             "  --port N              port to bind, 0 = any free port (default 0)\n"
             "  --threads N           MHD worker threads (default 2)\n"
             "  --models a,b,c        models served by the list endpoints\n"
+            "  --alias FROM=TO       serve path FROM as TO (a relay's own paths), repeatable\n"
             "  --fault MODEL=SPEC    static fault for MODEL (\"*\" = all), repeatable\n"
             "  --require-key SECRET  answer 401 unless the request carries SECRET\n"
             "  --verbose             log each request on stderr\n"
@@ -46,6 +47,7 @@ int main(int argc, char *argv[])
     mock_upstream_config_t config;
     mock_upstream_config_init(&config);
     const char *faults[64];
+    char *aliases = NULL; //  joined --alias values
     int n_faults = 0;
     for (int index = 1; index < argc; index++) {
         const char *option = argv[index];
@@ -76,8 +78,19 @@ int main(int argc, char *argv[])
             config.models = value;
         else if (!strcmp(option, "--require-key"))
             config.require_key = value;
-        else if (!strcmp(option, "--fault") && strchr(value, '=') &&
-                 n_faults < (int)(sizeof(faults) / sizeof(faults[0])))
+        else if (!strcmp(option, "--alias") && strchr(value, '=')) {
+            //  Repeated aliases join into one comma-separated list.
+            size_t size = (config.aliases ? strlen(config.aliases) + 1 : 0) + strlen(value) + 1;
+            char *joined = malloc(size);
+            if (!joined)
+                return 1;
+            snprintf(joined, size, "%s%s%s", config.aliases ? config.aliases : "",
+                     config.aliases ? "," : "", value);
+            free(aliases);
+            aliases = joined;
+            config.aliases = aliases;
+        } else if (!strcmp(option, "--fault") && strchr(value, '=') &&
+                   n_faults < (int)(sizeof(faults) / sizeof(faults[0])))
             faults[n_faults++] = value;
         else {
             fprintf(stderr, "mock: bad option %s %s\n", option, value);
@@ -123,5 +136,6 @@ int main(int argc, char *argv[])
     int received;
     sigwait(&stop, &received);
     mock_upstream_destroy(&mock);
+    free(aliases);
     return 0;
 }

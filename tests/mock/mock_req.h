@@ -154,6 +154,7 @@ struct _mock_upstream_t {
     atomic_bool stopping;          //  Destroy in progress
     uint16_t port;                 //  Bound port
     char *require_key;             //  Key every API call must carry, or NULL
+    char *aliases;                 //  "FROM=TO,..." paths served as others, or NULL
     char **models;                 //  Model list for the list endpoints
     size_t n_models;               //  Its length
     bool verbose;                  //  Log each request

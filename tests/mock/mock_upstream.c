@@ -115,9 +115,26 @@ static enum MHD_Result s_deliver(mock_req_t *req)
 //  -------------------------------------------------------------------------
 //  Dispatch
 
+//  The path a request is served as: its alias's target (a relay's own
+//  path, such as /api/chat/completions for /v1/chat/completions), else itself.
+static const char *s_alias(mock_upstream_t *self, const char *path, char *buf, size_t size)
+{
+    for (const char *at = self->aliases; at && *at;) {
+        size_t length = strcspn(at, ",");
+        const char *equals = memchr(at, '=', length);
+        if (equals && (size_t)(equals - at) == strlen(path) && !strncmp(at, path, strlen(path))) {
+            snprintf(buf, size, "%.*s", (int)(length - (size_t)(equals + 1 - at)), equals + 1);
+            return buf;
+        }
+        at += length + (at[length] == ',');
+    }
+    return path;
+}
+
 static void s_route(mock_req_t *req)
 {
-    const char *path = req->path;
+    char alias[512];
+    const char *path = s_alias(req->owner, req->path, alias, sizeof alias);
     bool post = !strcmp(req->method, "POST");
     bool get = !strcmp(req->method, "GET");
     req->route = R_NOT_FOUND;
@@ -481,6 +498,8 @@ mock_upstream_t *mock_upstream_new(const mock_upstream_config_t *config)
     mock_control_reset(self);
     if (config->require_key)
         self->require_key = strdup(config->require_key);
+    if (config->aliases)
+        self->aliases = strdup(config->aliases);
     char *models = strdup(config->models ? config->models : "");
     char *save = NULL;
     for (char *model = strtok_r(models, ",", &save); model; model = strtok_r(NULL, ",", &save)) {
@@ -555,6 +574,7 @@ void mock_upstream_destroy(mock_upstream_t **self_p)
         free(self->models[index]);
     free(self->models);
     free(self->require_key);
+    free(self->aliases);
     json_decref(self->paths);
     json_decref(self->models_seen);
     json_decref(self->keys);

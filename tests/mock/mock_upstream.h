@@ -48,6 +48,8 @@ typedef struct {
     unsigned threads;        //  MHD worker threads (epoll, one per thread), default 2
     const char *require_key; //  If non-NULL, API calls must carry this key or get 401
     const char *models;      //  Comma-separated model list served by the list endpoints
+    const char *aliases;     //  "FROM=TO,..." request paths served as other paths (a relay's
+                             //  /api/chat/completions as /v1/chat/completions), or NULL
     bool verbose;            //  Log one line per request on stderr
 } mock_upstream_config_t;
 

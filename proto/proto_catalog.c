@@ -787,6 +787,37 @@ static void s_json_limits(json_t *item, proto_limits_t *limits)
     limits->monthly_micros = s_json_int(item, "monthly_micros", -1);
 }
 
+//  The providers of a JSON catalog, with how each is reached.
+static void s_json_providers(proto_catalog_t *self, json_t *root)
+{
+    size_t i;
+    json_t *item;
+    json_t *array =
+        s_json_array(root, "providers", (void **)&self->providers, sizeof *self->providers);
+    json_array_foreach(array, i, item)
+    {
+        proto_provider_t *provider = &self->providers[self->provider_count++];
+        provider->id = (uint64_t)s_json_int(item, "id", 0);
+        provider->name = s_json_str(item, "name", "");
+        char *protocol = s_json_str(item, "protocol", "openai");
+        provider->protocol = proto_protocol_parse(protocol);
+        free(protocol);
+        provider->base_url = s_json_str(item, "base_url", "http://127.0.0.1");
+        provider->priority = (int)s_json_int(item, "priority", 0);
+        provider->weight = (int)s_json_int(item, "weight", 1);
+        provider->active = s_json_active(item);
+        provider->strict = json_is_true(json_object_get(item, "strict_conversion"));
+        s_header_lines(json_object_get(item, "headers"), &provider->headers);
+        s_json_strings(json_object_get(item, "proxies"), &provider->proxies);
+        provider->proxy_count = provider->proxies.count;
+        const char *path = json_string_value(json_object_get(item, "path"));
+        provider->path = path ? strdup(path) : NULL;
+        s_json_strings(json_object_get(item, "blocked_models"), &provider->blocked_models);
+        s_status_bits(json_object_get(item, "failover_statuses"), provider->failover);
+        s_status_bits(json_object_get(item, "return_statuses"), provider->returned);
+    }
+}
+
 proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t error_size)
 {
     json_error_t problem;
@@ -828,29 +859,7 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
         s_json_list(item, "allowed_models", &key->models);
         s_json_limits(item, &key->limits);
     }
-    array = s_json_array(root, "providers", (void **)&self->providers, sizeof *self->providers);
-    json_array_foreach(array, i, item)
-    {
-        proto_provider_t *provider = &self->providers[self->provider_count++];
-        provider->id = (uint64_t)s_json_int(item, "id", 0);
-        provider->name = s_json_str(item, "name", "");
-        char *protocol = s_json_str(item, "protocol", "openai");
-        provider->protocol = proto_protocol_parse(protocol);
-        free(protocol);
-        provider->base_url = s_json_str(item, "base_url", "http://127.0.0.1");
-        provider->priority = (int)s_json_int(item, "priority", 0);
-        provider->weight = (int)s_json_int(item, "weight", 1);
-        provider->active = s_json_active(item);
-        provider->strict = json_is_true(json_object_get(item, "strict_conversion"));
-        s_header_lines(json_object_get(item, "headers"), &provider->headers);
-        s_json_strings(json_object_get(item, "proxies"), &provider->proxies);
-        provider->proxy_count = provider->proxies.count;
-        const char *path = json_string_value(json_object_get(item, "path"));
-        provider->path = path ? strdup(path) : NULL;
-        s_json_strings(json_object_get(item, "blocked_models"), &provider->blocked_models);
-        s_status_bits(json_object_get(item, "failover_statuses"), provider->failover);
-        s_status_bits(json_object_get(item, "return_statuses"), provider->returned);
-    }
+    s_json_providers(self, root);
     array = s_json_array(root, "provider_keys", (void **)&self->provider_keys,
                          sizeof *self->provider_keys);
     json_array_foreach(array, i, item)

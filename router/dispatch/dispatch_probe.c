@@ -11,6 +11,7 @@
     Every wait is on a message, with a deadline that only fails the probe.
 */
 #include "mock_upstream.h"
+#include "proto_check.h"
 #include "proto_socket.h"
 #include "proto_crypto.h"
 #include "proto_log.h"
@@ -58,12 +59,16 @@ typedef struct {
 } s_result_t;
 
 typedef struct {
-    zsock_t *ingress;  //  DEALER to dispatch
-    zsock_t *billing;  //  ROUTER dispatch connects to
-    zsock_t *outcomes; //  SUB to dispatch's events
-    zpoller_t *poller; //  over the three
-    zhashx_t *results; //  rid -> s_result_t*
-    int sequence;      //  for request ids
+    zsock_t *ingress;    //  DEALER to dispatch
+    zsock_t *billing;    //  ROUTER dispatch connects to
+    zsock_t *outcomes;   //  SUB to dispatch's events
+    zpoller_t *poller;   //  over the three
+    zhashx_t *results;   //  rid -> s_result_t*
+    int sequence;        //  for request ids
+    int port;            //  the mock upstream's
+    uint64_t provider_a; //  providers.id of mock-a (base URL without /v1)
+    uint64_t provider_b; //  providers.id of mock-b (base URL with /v1/)
+    pid_t child;         //  tollgate-dispatch, 0 once it has exited
 } s_probe_t;
 
 static s_result_t *s_result(s_probe_t *probe, const char *rid)
@@ -161,7 +166,7 @@ static void s_model(PGconn *db, const char *name, const proto_candidate_t *candi
     const char *values[1] = {name};
     PGresult *result = PQexecParams(db, "INSERT INTO models (name) VALUES ($1) RETURNING id", 1,
                                     NULL, values, NULL, NULL, 0);
-    assert(PQresultStatus(result) == PGRES_TUPLES_OK);
+    PROTO_CHECK(PQresultStatus(result) == PGRES_TUPLES_OK);
     char model_id[32];
     snprintf(model_id, sizeof model_id, "%s", PQgetvalue(result, 0, 0));
     PQclear(result);
@@ -174,7 +179,7 @@ static void s_model(PGconn *db, const char *name, const proto_candidate_t *candi
                               "INSERT INTO routes (model_id, provider_id, upstream_model, priority)"
                               " VALUES ($1, $2, $3, $4)",
                               4, NULL, route, NULL, NULL, 0);
-        assert(PQresultStatus(result) == PGRES_COMMAND_OK);
+        PROTO_CHECK(PQresultStatus(result) == PGRES_COMMAND_OK);
         PQclear(result);
     }
 }
@@ -252,11 +257,11 @@ static uint64_t s_insert_provider(PGconn *db, const char *name, const char *base
                                     "INSERT INTO providers (name, protocol, base_url) VALUES "
                                     "($1, 'openai', $2) RETURNING id",
                                     2, NULL, values, NULL, NULL, 0);
-    assert(PQresultStatus(result) == PGRES_TUPLES_OK);
+    PROTO_CHECK(PQresultStatus(result) == PGRES_TUPLES_OK);
     uint64_t id = strtoull(PQgetvalue(result, 0, 0), NULL, 10);
     PQclear(result);
     uint8_t nonce[64], sealed[256];
-    assert(proto_crypto_seal(secret_key, secret, strlen(secret), nonce, sealed) == 0);
+    PROTO_CHECK(proto_crypto_seal(secret_key, secret, strlen(secret), nonce, sealed) == 0);
     char provider[32];
     snprintf(provider, sizeof provider, "%llu", (unsigned long long)id);
     const char *key_values[3] = {provider, (const char *)sealed, (const char *)nonce};
@@ -267,7 +272,7 @@ static uint64_t s_insert_provider(PGconn *db, const char *name, const char *base
                           "INSERT INTO provider_keys (provider_id, secret_sealed, secret_nonce) "
                           "VALUES ($1, $2, $3) RETURNING id",
                           3, NULL, key_values, lengths, formats, 0);
-    assert(PQresultStatus(result) == PGRES_TUPLES_OK);
+    PROTO_CHECK(PQresultStatus(result) == PGRES_TUPLES_OK);
     *key_id = strtoull(PQgetvalue(result, 0, 0), NULL, 10);
     PQclear(result);
     return id;
@@ -280,7 +285,7 @@ static void s_insert_client(PGconn *db)
     PGresult *result = PQexec(db, "INSERT INTO accounts (id, name) VALUES (3, 'probe');"
                                   "INSERT INTO api_keys (id, account_id, key_hash, key_prefix) "
                                   "VALUES (7, 3, repeat('a', 64), 'tg-probe')");
-    assert(PQresultStatus(result) == PGRES_COMMAND_OK);
+    PROTO_CHECK(PQresultStatus(result) == PGRES_COMMAND_OK);
     PQclear(result);
 }
 
@@ -301,51 +306,274 @@ static const char *s_body_stream_usage =
     "{\"model\":\"logical\",\"messages\":[{\"role\":\"user\",\"content\":\"hello there\"}],"
     "\"stream\":true,\"stream_options\":{\"include_usage\":true}}";
 
-int main(int argc, char **argv)
+//  Scenario 1: Non-streamed passthrough.
+static void s_passthrough(s_probe_t *probe)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: dispatch_probe DATABASE_URL TOLLGATE_DISPATCH\n");
-        return 2;
-    }
-    const char *database_url = argv[1];
-    const char *binary = argv[2];
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-    assert(proto_crypto_init() == 0);
-    proto_log_init("probe", PROTO_LOG_WARN);
-    zsys_init();
-    char socket_error[512];
-    if (proto_socket_init_env("probe", socket_error, sizeof socket_error) != 0) {
-        fprintf(stderr, "dispatch_probe: %s\n", socket_error);
-        return 2;
-    }
+    s_result_t *r = s_dispatch(probe, PROTO_PROTOCOL_OPENAI, s_body_plain, "r-a", false);
+    CHECK(s_wait_done(probe, r, 1), "no DONE");
+    char *text = s_text(r);
+    CHECK(proto_msg_status(r->done) == 200, "status %d", (int)proto_msg_status(r->done));
+    CHECK(r->chunks == 0, "a whole answer comes in DONE");
+    CHECK(strstr(text, "\"chat.completion\"") && strstr(text, "\"model\":\"gpt-4o-mini\""),
+          "body %s", text);
+    CHECK(proto_msg_tokens_in(r->done) > 0 && !proto_msg_estimated(r->done), "usage");
+    CHECK(proto_msg_provider_id(r->done) == probe->provider_a, "provider");
+    //  The mock answers at once: anything near a timer period means a
+    //  transfer waited for the loop to wake up.
+    CHECK(proto_msg_latency_us(r->done) < 100000, "latency %llu us",
+          (unsigned long long)proto_msg_latency_us(r->done));
+    CHECK(proto_msg_tokens_out(r->settle) == proto_msg_tokens_out(r->done), "settle usage");
+    CHECK(proto_msg_started_us(r->settle) > 0 && proto_msg_attempts(r->settle) == 1,
+          "settle fields");
+    printf("ok 1 non-streamed passthrough: in=%llu out=%llu\n",
+           (unsigned long long)proto_msg_tokens_in(r->done),
+           (unsigned long long)proto_msg_tokens_out(r->done));
+    free(text);
+}
 
-    //  The upstream, with faults chosen by model name.
+//  Scenario 2: Streamed, client did not ask for usage: the usage chunk is gone,
+//  the usage is read anyway. Base URL with /v1/.
+static void s_stream_stripped(s_probe_t *probe)
+{
+    s_result_t *r = s_dispatch(probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-b", true);
+    CHECK(s_wait_done(probe, r, 1), "no DONE");
+    char *text = s_text(r);
+    CHECK(r->chunks > 0 && r->first_status == 200, "chunks %d", r->chunks);
+    CHECK(strstr(text, "data: [DONE]\n\n"), "terminator: %s", text);
+    CHECK(!strstr(text, "\"choices\":[]"), "usage chunk relayed: %s", text);
+    CHECK(proto_msg_status(r->done) == 200 && !proto_msg_estimated(r->done) &&
+              proto_msg_tokens_out(r->done) > 0,
+          "usage from the stripped chunk");
+    printf("ok 2 streamed, usage chunk stripped: %d chunks, out=%llu\n", r->chunks,
+           (unsigned long long)proto_msg_tokens_out(r->done));
+    free(text);
+}
+
+//  Scenario 3: Streamed, client asked for usage: it gets the chunk.
+static void s_stream_usage(s_probe_t *probe)
+{
+    s_result_t *r = s_dispatch(probe, PROTO_PROTOCOL_OPENAI, s_body_stream_usage, "r-a", true);
+    CHECK(s_wait_done(probe, r, 1), "no DONE");
+    char *text = s_text(r);
+    CHECK(strstr(text, "\"choices\":[]") && strstr(text, "\"usage\":{"), "usage chunk: %s", text);
+    printf("ok 3 streamed with include_usage\n");
+    free(text);
+}
+
+//  Scenario 4: Failover: connection refused, 500, wrong key (401), then good.
+static void s_failover(s_probe_t *probe)
+{
+    s_result_t *r = s_dispatch(probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-failover", true);
+    CHECK(s_wait_done(probe, r, 4), "no DONE");
+    CHECK(proto_msg_status(r->done) == 200 && proto_msg_attempts(r->done) == 4,
+          "status %d "
+          "attempts %d",
+          (int)proto_msg_status(r->done), (int)proto_msg_attempts(r->done));
+    CHECK(r->outcome_status[0] == 502 && r->outcome_status[1] == 500 &&
+              r->outcome_status[2] == 401 && r->outcome_status[3] == 200,
+          "outcomes %d %d %d %d", r->outcome_status[0], r->outcome_status[1], r->outcome_status[2],
+          r->outcome_status[3]);
+    CHECK(proto_msg_provider_id(r->settle) == probe->provider_b &&
+              strcmp(proto_msg_upstream_model(r->settle), "mock-3") == 0 &&
+              proto_msg_attempts(r->settle) == 4,
+          "settle names the final attempt");
+    printf("ok 4 failover refused -> 500 -> 401 -> 200\n");
+}
+
+//  Scenario 5: All rate limited: 429 with the Retry-After.
+static void s_all_limited(s_probe_t *probe)
+{
+    s_result_t *r = s_dispatch(probe, PROTO_PROTOCOL_OPENAI, s_body_plain, "r-429", false);
+    CHECK(s_wait_done(probe, r, 2), "no DONE");
+    char *text = s_text(r);
+    CHECK(proto_msg_status(r->done) == 429 && proto_msg_retry_after_ms(r->done) == 3000,
+          "status %d retry %d", (int)proto_msg_status(r->done),
+          (int)proto_msg_retry_after_ms(r->done));
+    CHECK(strstr(text, "rate_limit_error"), "body %s", text);
+    CHECK(proto_msg_tokens_in(r->settle) == 0, "failed attempts are not billed");
+    printf("ok 5 all 429 -> 429 retry_after_ms=3000\n");
+    free(text);
+}
+
+//  Scenario 6: A client error is relayed at once, no failover.
+static void s_client_error(s_probe_t *probe)
+{
+    s_result_t *r = s_dispatch(probe, PROTO_PROTOCOL_OPENAI, s_body_plain, "r-400", false);
+    CHECK(s_wait_done(probe, r, 1), "no DONE");
+    char *text = s_text(r);
+    CHECK(proto_msg_status(r->done) == 400 && proto_msg_attempts(r->done) == 1, "status %d",
+          (int)proto_msg_status(r->done));
+    CHECK(strstr(text, "injected fault"), "upstream's body relayed: %s", text);
+    printf("ok 6 400 relayed without failover\n");
+    free(text);
+}
+
+//  Scenario 7: First-byte timeout on the only candidate: 504.
+static void s_first_byte_timeout(s_probe_t *probe)
+{
+    uint64_t start = proto_loop_now_ms();
+    s_result_t *r = s_dispatch(probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-hang", true);
+    CHECK(s_wait_done(probe, r, 1), "no DONE");
+    uint64_t took = proto_loop_now_ms() - start;
+    char *text = s_text(r);
+    CHECK(proto_msg_status(r->done) == 504 && strstr(text, "upstream_timeout"), "%d %s",
+          (int)proto_msg_status(r->done), text);
+    CHECK(took >= 650 && took < 2000, "took %llu ms", (unsigned long long)took);
+    printf("ok 7 first-byte timeout -> 504 after %llu ms\n", (unsigned long long)took);
+    free(text);
+}
+
+//  Scenario 8: Stream cut after the first bytes went out: error event, 502,
+//  even though another candidate is left.
+static void s_cut_stream(s_probe_t *probe)
+{
+    s_result_t *r = s_dispatch(probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-cut", true);
+    CHECK(s_wait_done(probe, r, 1), "no DONE");
+    char *text = s_text(r);
+    CHECK(r->chunks > 0 && proto_msg_status(r->done) == 502, "status %d chunks %d",
+          (int)proto_msg_status(r->done), r->chunks);
+    CHECK(strstr(text, "data: {\"error\":") && !strstr(text, "[DONE]"), "stream: %s", text);
+    CHECK(proto_msg_attempts(r->done) == 1, "no failover after the first byte");
+    CHECK(proto_msg_tokens_out(r->settle) > 0 && proto_msg_estimated(r->settle),
+          "what was relayed is settled, estimated");
+    printf("ok 8 cut stream -> error event, settled out=%llu (estimated)\n",
+           (unsigned long long)proto_msg_tokens_out(r->settle));
+    free(text);
+}
+
+//  Scenario 8b: Idle gap after the first bytes: 504 error event, not a clean end.
+static void s_idle_timeout(s_probe_t *probe)
+{
+    s_result_t *r = s_dispatch(probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-stall", true);
+    CHECK(s_wait_done(probe, r, 1), "no DONE");
+    char *text = s_text(r);
+    CHECK(r->chunks > 0 && proto_msg_status(r->done) == 504 && strstr(text, "upstream_timeout") &&
+              !strstr(text, "[DONE]"),
+          "status %d: %s", (int)proto_msg_status(r->done), text);
+    printf("ok 8b idle timeout mid-stream -> error event 504\n");
+    free(text);
+}
+
+//  Scenario 9: Cancel: the mock sees the connection close.
+static void s_cancel_scenario(s_probe_t *probe)
+{
+    long aborts = s_mock_stat(probe->port, "client_aborts");
+    s_result_t *r = s_dispatch(probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-slow", true);
+    uint64_t until = proto_loop_now_ms() + S_WAIT_MS;
+    while (r->chunks == 0 && proto_loop_now_ms() < until)
+        s_pump(probe, 100);
+    CHECK(r->chunks > 0, "no first chunk");
+    uint64_t cancelled = proto_loop_now_ms();
+    s_cancel(probe, r);
+    long now_aborts = aborts;
+    while (now_aborts == aborts && proto_loop_now_ms() < cancelled + 2000) {
+        s_pump(probe, 5);
+        now_aborts = s_mock_stat(probe->port, "client_aborts");
+    }
+    uint64_t seen = proto_loop_now_ms() - cancelled;
+    CHECK(now_aborts == aborts + 1, "mock saw no abort (%ld -> %ld)", aborts, now_aborts);
+    CHECK(seen <= 100, "abort seen after %llu ms", (unsigned long long)seen);
+    until = proto_loop_now_ms() + S_WAIT_MS;
+    while ((!r->settles || r->outcomes < 1) && proto_loop_now_ms() < until)
+        s_pump(probe, 100);
+    CHECK(!r->done, "no DONE after CANCEL");
+    CHECK(r->settles && proto_msg_status(r->settle) == 499, "settled as cancelled");
+    CHECK(r->outcome_status[0] == 499, "outcome %d", r->outcome_status[0]);
+    printf("ok 9 cancel: upstream saw the close after %llu ms; settled in=%llu out=%llu\n",
+           (unsigned long long)seen, (unsigned long long)proto_msg_tokens_in(r->settle),
+           (unsigned long long)proto_msg_tokens_out(r->settle));
+}
+
+//  Scenario 10: An unsupported protocol pair: 400 in the client's own format.
+static void s_unsupported_pair(s_probe_t *probe)
+{
+    const char *anthropic = "{\"model\":\"x\",\"max_tokens\":10,\"messages\":[]}";
+    s_result_t *r = s_dispatch(probe, PROTO_PROTOCOL_ANTHROPIC, anthropic, "r-a", false);
+    CHECK(s_wait_done(probe, r, 0), "no DONE");
+    char *text = s_text(r);
+    CHECK(proto_msg_status(r->done) == 400 && strstr(text, "\"type\":\"error\""), "%s", text);
+    printf("ok 10 unsupported pair -> 400 %s\n", text);
+    free(text);
+}
+
+//  Scenario 11: A SETTLE without COMMIT is sent again; after COMMIT it stops.
+static void s_settle_resent(s_probe_t *probe)
+{
+    s_result_t *r = s_dispatch(probe, PROTO_PROTOCOL_OPENAI, s_body_plain, "r-a", false);
+    r->hold_commit = true;
+    CHECK(s_wait_done(probe, r, 1), "no DONE");
+    uint64_t until = proto_loop_now_ms() + 6000;
+    while (r->settles < 2 && proto_loop_now_ms() < until)
+        s_pump(probe, 100);
+    CHECK(r->settles >= 2, "SETTLE not re-sent");
+    s_commit(probe, r);
+    int settles = r->settles;
+    until = proto_loop_now_ms() + 2600;
+    while (proto_loop_now_ms() < until)
+        s_pump(probe, 100);
+    CHECK(r->settles == settles, "re-sent after COMMIT");
+    printf("ok 11 SETTLE re-sent until COMMIT (%d copies)\n", settles);
+}
+
+//  Scenario 12: Drain: in-flight finishes, new work is refused, exit 0.
+static void s_drain(s_probe_t *probe)
+{
+    s_result_t *busy = s_dispatch(probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-drain", true);
+    uint64_t until = proto_loop_now_ms() + S_WAIT_MS;
+    while (busy->chunks == 0 && proto_loop_now_ms() < until)
+        s_pump(probe, 100);
+    kill(probe->child, SIGTERM);
+    //  Give the signal a moment to land before the next DISPATCH; the
+    //  refusal below is what we check, not this wait.
+    s_pump(probe, 50);
+    s_result_t *late = s_dispatch(probe, PROTO_PROTOCOL_OPENAI, s_body_plain, "r-a", false);
+    CHECK(s_wait_done(probe, busy, 1), "in-flight did not finish");
+    //  Handed back to ingress, not taken: DONE without a SETTLE.
+    until = proto_loop_now_ms() + S_WAIT_MS;
+    while (!late->done && proto_loop_now_ms() < until)
+        s_pump(probe, 100);
+    CHECK(late->done, "no answer while draining");
+    char *text = s_text(busy);
+    CHECK(proto_msg_status(busy->done) == 200 && strstr(text, "[DONE]"), "drained stream");
+    CHECK(busy->chunks > 2, "relayed as it came: %d chunks", busy->chunks);
+    free(text);
+    CHECK(proto_msg_status(late->done) == 503 &&
+              strcmp(proto_msg_error_code(late->done), "draining") == 0,
+          "late status %d", (int)proto_msg_status(late->done));
+    CHECK(late->settles == 0, "a DISPATCH handed back was settled");
+    int status = 0;
+    waitpid(probe->child, &status, 0);
+    probe->child = 0;
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d", status);
+    printf("ok 12 drain: in-flight finished, new work handed back 503, exit 0\n");
+}
+
+//  The upstream, with faults chosen by model name.
+static mock_upstream_t *s_mock_new(void)
+{
     mock_upstream_config_t mock_config;
     mock_upstream_config_init(&mock_config);
     mock_config.require_key = "sk-probe-secret";
     mock_upstream_t *mock = mock_upstream_new(&mock_config);
-    assert(mock);
-    int port = mock_upstream_port(mock);
-    assert(mock_upstream_set_fault(mock, "m-500", "500") == 0);
-    assert(mock_upstream_set_fault(mock, "m-429", "429:3") == 0);
-    assert(mock_upstream_set_fault(mock, "m-400", "400") == 0);
-    assert(mock_upstream_set_fault(mock, "m-hang", "hang") == 0);
-    assert(mock_upstream_set_fault(mock, "m-cut", "cut:3") == 0);
-    assert(mock_upstream_set_fault(mock, "m-slow", "delay-chunks:300") == 0);
-    assert(mock_upstream_set_fault(mock, "m-drain", "delay-chunks:100") == 0);
-    assert(mock_upstream_set_fault(mock, "m-stall", "delay-chunks:1500") == 0);
+    PROTO_CHECK(mock);
+    PROTO_CHECK(mock_upstream_set_fault(mock, "m-500", "500") == 0);
+    PROTO_CHECK(mock_upstream_set_fault(mock, "m-429", "429:3") == 0);
+    PROTO_CHECK(mock_upstream_set_fault(mock, "m-400", "400") == 0);
+    PROTO_CHECK(mock_upstream_set_fault(mock, "m-hang", "hang") == 0);
+    PROTO_CHECK(mock_upstream_set_fault(mock, "m-cut", "cut:3") == 0);
+    PROTO_CHECK(mock_upstream_set_fault(mock, "m-slow", "delay-chunks:300") == 0);
+    PROTO_CHECK(mock_upstream_set_fault(mock, "m-drain", "delay-chunks:100") == 0);
+    PROTO_CHECK(mock_upstream_set_fault(mock, "m-stall", "delay-chunks:1500") == 0);
+    return mock;
+}
 
-    //  Providers: the mock (twice: base URL with and without /v1), and one
-    //  whose port refuses connections.
-    char secret_key[PROTO_CRYPTO_KEY_HEX + 1];
-    proto_crypto_random_hex(secret_key, PROTO_CRYPTO_KEY_HEX / 2);
-    char error[512];
-    PGconn *db = NULL;
-    db = PQconnectdb(database_url);
-    assert(PQstatus(db) == CONNECTION_OK);
+//  Providers: the mock (twice: base URL with and without /v1), and one
+//  whose port refuses connections; then the scenarios' models.
+static void s_catalog(PGconn *db, s_probe_t *probe, const char *secret_key)
+{
     char base[128], base_v1[128];
-    snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
-    snprintf(base_v1, sizeof base_v1, "http://127.0.0.1:%d/v1/", port);
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", probe->port);
+    snprintf(base_v1, sizeof base_v1, "http://127.0.0.1:%d/v1/", probe->port);
     uint64_t key_a, key_b, key_dead, key_wrong;
     s_insert_client(db);
     uint64_t provider_a =
@@ -356,8 +584,9 @@ int main(int argc, char **argv)
         s_insert_provider(db, "dead", "http://127.0.0.1:9", secret_key, "sk-x", &key_dead);
     uint64_t provider_wrong =
         s_insert_provider(db, "wrong-key", base, secret_key, "sk-not-it", &key_wrong);
+    probe->provider_a = provider_a;
+    probe->provider_b = provider_b;
 
-    //  The scenarios' models.
     const proto_candidate_t c_a = s_candidate(provider_a, key_a, "gpt-4o-mini");
     const proto_candidate_t c_b = s_candidate(provider_b, key_b, "gpt-4o-mini");
     s_model(db, "r-a", &c_a, 1);
@@ -385,25 +614,25 @@ int main(int argc, char **argv)
         const proto_candidate_t one = s_candidate(provider_a, key_a, singles[i]);
         s_model(db, name, &one, 1);
     }
+}
 
-    //  Our sockets, on ipc:// in a private folder.
-    char dir[] = "/tmp/dispatch_probe.XXXXXX";
-    assert(mkdtemp(dir));
+//  Our sockets, on ipc:// in the private folder dir (the probe plays billing, a server, and
+//  ingress, a client), then tollgate-dispatch started on them. Returns its pid.
+static pid_t s_start(s_probe_t *probe, const char *dir, const char *binary,
+                     const char *database_url, const char *secret_key)
+{
     char dispatch_ep[160], events_ep[160], control_ep[160], billing_ep[160];
     snprintf(dispatch_ep, sizeof dispatch_ep, "ipc://%s/dispatch.sock", dir);
     snprintf(events_ep, sizeof events_ep, "ipc://%s/events.sock", dir);
     snprintf(control_ep, sizeof control_ep, "ipc://%s/control.sock", dir);
     snprintf(billing_ep, sizeof billing_ep, "ipc://%s/billing.sock", dir);
-    s_probe_t probe = {0};
-    probe.results = zhashx_new();
-    //  The probe plays billing (a server) and ingress (a client).
-    probe.billing = proto_socket_server(ZMQ_ROUTER, billing_ep);
-    probe.ingress = proto_socket_client(ZMQ_DEALER, "dispatch", dispatch_ep);
-    probe.outcomes = proto_socket_client(ZMQ_SUB, "dispatch.events", events_ep);
-    if (probe.outcomes)
-        zsock_set_subscribe(probe.outcomes, "");
-    assert(probe.billing && probe.ingress && probe.outcomes);
-    probe.poller = zpoller_new(probe.ingress, probe.billing, probe.outcomes, NULL);
+    probe->billing = proto_socket_server(ZMQ_ROUTER, billing_ep);
+    probe->ingress = proto_socket_client(ZMQ_DEALER, "dispatch", dispatch_ep);
+    probe->outcomes = proto_socket_client(ZMQ_SUB, "dispatch.events", events_ep);
+    if (probe->outcomes)
+        zsock_set_subscribe(probe->outcomes, "");
+    PROTO_CHECK(probe->billing && probe->ingress && probe->outcomes);
+    probe->poller = zpoller_new(probe->ingress, probe->billing, probe->outcomes, NULL);
 
     char set[11][300];
     snprintf(set[0], sizeof set[0], "database_url=%s", database_url);
@@ -432,6 +661,40 @@ int main(int argc, char **argv)
         execv(binary, args);
         _exit(127);
     }
+    return child;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: dispatch_probe DATABASE_URL TOLLGATE_DISPATCH\n");
+        return 2;
+    }
+    const char *database_url = argv[1];
+    const char *binary = argv[2];
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    PROTO_CHECK(proto_crypto_init() == 0);
+    proto_log_init("probe", PROTO_LOG_WARN);
+    zsys_init();
+    char socket_error[512];
+    if (proto_socket_init_env("probe", socket_error, sizeof socket_error) != 0) {
+        fprintf(stderr, "dispatch_probe: %s\n", socket_error);
+        return 2;
+    }
+
+    s_probe_t probe = {0};
+    probe.results = zhashx_new();
+    mock_upstream_t *mock = s_mock_new();
+    probe.port = mock_upstream_port(mock);
+    char secret_key[PROTO_CRYPTO_KEY_HEX + 1];
+    proto_crypto_random_hex(secret_key, PROTO_CRYPTO_KEY_HEX / 2);
+    PGconn *db = PQconnectdb(database_url);
+    PROTO_CHECK(PQstatus(db) == CONNECTION_OK);
+    s_catalog(db, &probe, secret_key);
+    char dir[] = "/tmp/dispatch_probe.XXXXXX";
+    PROTO_CHECK(mkdtemp(dir));
+    probe.child = s_start(&probe, dir, binary, database_url, secret_key);
+
     //  The PUB/SUB pair drops what is published before the subscription is
     //  through; a first request confirmed by its OUTCOME proves it is.
     s_result_t *warm = NULL;
@@ -444,217 +707,24 @@ int main(int argc, char **argv)
     if (!warm || !warm->done)
         goto done;
 
-    { //  1. Non-streamed passthrough.
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_plain, "r-a", false);
-        CHECK(s_wait_done(&probe, r, 1), "no DONE");
-        char *text = s_text(r);
-        CHECK(proto_msg_status(r->done) == 200, "status %d", (int)proto_msg_status(r->done));
-        CHECK(r->chunks == 0, "a whole answer comes in DONE");
-        CHECK(strstr(text, "\"chat.completion\"") && strstr(text, "\"model\":\"gpt-4o-mini\""),
-              "body %s", text);
-        CHECK(proto_msg_tokens_in(r->done) > 0 && !proto_msg_estimated(r->done), "usage");
-        CHECK(proto_msg_provider_id(r->done) == provider_a, "provider");
-        //  The mock answers at once: anything near a timer period means a
-        //  transfer waited for the loop to wake up.
-        CHECK(proto_msg_latency_us(r->done) < 100000, "latency %llu us",
-              (unsigned long long)proto_msg_latency_us(r->done));
-        CHECK(proto_msg_tokens_out(r->settle) == proto_msg_tokens_out(r->done), "settle usage");
-        CHECK(proto_msg_started_us(r->settle) > 0 && proto_msg_attempts(r->settle) == 1,
-              "settle fields");
-        printf("ok 1 non-streamed passthrough: in=%llu out=%llu\n",
-               (unsigned long long)proto_msg_tokens_in(r->done),
-               (unsigned long long)proto_msg_tokens_out(r->done));
-        free(text);
-    }
-    { //  2. Streamed, client did not ask for usage: the usage chunk is gone,
-        //  the usage is read anyway. Base URL with /v1/.
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-b", true);
-        CHECK(s_wait_done(&probe, r, 1), "no DONE");
-        char *text = s_text(r);
-        CHECK(r->chunks > 0 && r->first_status == 200, "chunks %d", r->chunks);
-        CHECK(strstr(text, "data: [DONE]\n\n"), "terminator: %s", text);
-        CHECK(!strstr(text, "\"choices\":[]"), "usage chunk relayed: %s", text);
-        CHECK(proto_msg_status(r->done) == 200 && !proto_msg_estimated(r->done) &&
-                  proto_msg_tokens_out(r->done) > 0,
-              "usage from the stripped chunk");
-        printf("ok 2 streamed, usage chunk stripped: %d chunks, out=%llu\n", r->chunks,
-               (unsigned long long)proto_msg_tokens_out(r->done));
-        free(text);
-    }
-    { //  3. Streamed, client asked for usage: it gets the chunk.
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream_usage, "r-a", true);
-        CHECK(s_wait_done(&probe, r, 1), "no DONE");
-        char *text = s_text(r);
-        CHECK(strstr(text, "\"choices\":[]") && strstr(text, "\"usage\":{"), "usage chunk: %s",
-              text);
-        printf("ok 3 streamed with include_usage\n");
-        free(text);
-    }
-    { //  4. Failover: connection refused, 500, wrong key (401), then good.
-        s_result_t *r =
-            s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-failover", true);
-        CHECK(s_wait_done(&probe, r, 4), "no DONE");
-        CHECK(proto_msg_status(r->done) == 200 && proto_msg_attempts(r->done) == 4,
-              "status %d "
-              "attempts %d",
-              (int)proto_msg_status(r->done), (int)proto_msg_attempts(r->done));
-        CHECK(r->outcome_status[0] == 502 && r->outcome_status[1] == 500 &&
-                  r->outcome_status[2] == 401 && r->outcome_status[3] == 200,
-              "outcomes %d %d %d %d", r->outcome_status[0], r->outcome_status[1],
-              r->outcome_status[2], r->outcome_status[3]);
-        CHECK(proto_msg_provider_id(r->settle) == provider_b &&
-                  strcmp(proto_msg_upstream_model(r->settle), "mock-3") == 0 &&
-                  proto_msg_attempts(r->settle) == 4,
-              "settle names the final attempt");
-        printf("ok 4 failover refused -> 500 -> 401 -> 200\n");
-    }
-    { //  5. All rate limited: 429 with the Retry-After.
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_plain, "r-429", false);
-        CHECK(s_wait_done(&probe, r, 2), "no DONE");
-        char *text = s_text(r);
-        CHECK(proto_msg_status(r->done) == 429 && proto_msg_retry_after_ms(r->done) == 3000,
-              "status %d retry %d", (int)proto_msg_status(r->done),
-              (int)proto_msg_retry_after_ms(r->done));
-        CHECK(strstr(text, "rate_limit_error"), "body %s", text);
-        CHECK(proto_msg_tokens_in(r->settle) == 0, "failed attempts are not billed");
-        printf("ok 5 all 429 -> 429 retry_after_ms=3000\n");
-        free(text);
-    }
-    { //  6. A client error is relayed at once, no failover.
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_plain, "r-400", false);
-        CHECK(s_wait_done(&probe, r, 1), "no DONE");
-        char *text = s_text(r);
-        CHECK(proto_msg_status(r->done) == 400 && proto_msg_attempts(r->done) == 1, "status %d",
-              (int)proto_msg_status(r->done));
-        CHECK(strstr(text, "injected fault"), "upstream's body relayed: %s", text);
-        printf("ok 6 400 relayed without failover\n");
-        free(text);
-    }
-    { //  7. First-byte timeout on the only candidate: 504.
-        uint64_t start = proto_loop_now_ms();
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-hang", true);
-        CHECK(s_wait_done(&probe, r, 1), "no DONE");
-        uint64_t took = proto_loop_now_ms() - start;
-        char *text = s_text(r);
-        CHECK(proto_msg_status(r->done) == 504 && strstr(text, "upstream_timeout"), "%d %s",
-              (int)proto_msg_status(r->done), text);
-        CHECK(took >= 650 && took < 2000, "took %llu ms", (unsigned long long)took);
-        printf("ok 7 first-byte timeout -> 504 after %llu ms\n", (unsigned long long)took);
-        free(text);
-    }
-    { //  8. Stream cut after the first bytes went out: error event, 502,
-        //  even though another candidate is left.
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-cut", true);
-        CHECK(s_wait_done(&probe, r, 1), "no DONE");
-        char *text = s_text(r);
-        CHECK(r->chunks > 0 && proto_msg_status(r->done) == 502, "status %d chunks %d",
-              (int)proto_msg_status(r->done), r->chunks);
-        CHECK(strstr(text, "data: {\"error\":") && !strstr(text, "[DONE]"), "stream: %s", text);
-        CHECK(proto_msg_attempts(r->done) == 1, "no failover after the first byte");
-        CHECK(proto_msg_tokens_out(r->settle) > 0 && proto_msg_estimated(r->settle),
-              "what was relayed is settled, estimated");
-        printf("ok 8 cut stream -> error event, settled out=%llu (estimated)\n",
-               (unsigned long long)proto_msg_tokens_out(r->settle));
-        free(text);
-    }
-    { //  8b. Idle gap after the first bytes: 504 error event, not a clean end.
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-stall", true);
-        CHECK(s_wait_done(&probe, r, 1), "no DONE");
-        char *text = s_text(r);
-        CHECK(r->chunks > 0 && proto_msg_status(r->done) == 504 &&
-                  strstr(text, "upstream_timeout") && !strstr(text, "[DONE]"),
-              "status %d: %s", (int)proto_msg_status(r->done), text);
-        printf("ok 8b idle timeout mid-stream -> error event 504\n");
-        free(text);
-    }
-    { //  9. Cancel: the mock sees the connection close.
-        long aborts = s_mock_stat(port, "client_aborts");
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-slow", true);
-        uint64_t until = proto_loop_now_ms() + S_WAIT_MS;
-        while (r->chunks == 0 && proto_loop_now_ms() < until)
-            s_pump(&probe, 100);
-        CHECK(r->chunks > 0, "no first chunk");
-        uint64_t cancelled = proto_loop_now_ms();
-        s_cancel(&probe, r);
-        long now_aborts = aborts;
-        while (now_aborts == aborts && proto_loop_now_ms() < cancelled + 2000) {
-            s_pump(&probe, 5);
-            now_aborts = s_mock_stat(port, "client_aborts");
-        }
-        uint64_t seen = proto_loop_now_ms() - cancelled;
-        CHECK(now_aborts == aborts + 1, "mock saw no abort (%ld -> %ld)", aborts, now_aborts);
-        CHECK(seen <= 100, "abort seen after %llu ms", (unsigned long long)seen);
-        until = proto_loop_now_ms() + S_WAIT_MS;
-        while ((!r->settles || r->outcomes < 1) && proto_loop_now_ms() < until)
-            s_pump(&probe, 100);
-        CHECK(!r->done, "no DONE after CANCEL");
-        CHECK(r->settles && proto_msg_status(r->settle) == 499, "settled as cancelled");
-        CHECK(r->outcome_status[0] == 499, "outcome %d", r->outcome_status[0]);
-        printf("ok 9 cancel: upstream saw the close after %llu ms; settled in=%llu out=%llu\n",
-               (unsigned long long)seen, (unsigned long long)proto_msg_tokens_in(r->settle),
-               (unsigned long long)proto_msg_tokens_out(r->settle));
-    }
-    { //  10. An unsupported protocol pair: 400 in the client's own format.
-        const char *anthropic = "{\"model\":\"x\",\"max_tokens\":10,\"messages\":[]}";
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_ANTHROPIC, anthropic, "r-a", false);
-        CHECK(s_wait_done(&probe, r, 0), "no DONE");
-        char *text = s_text(r);
-        CHECK(proto_msg_status(r->done) == 400 && strstr(text, "\"type\":\"error\""), "%s", text);
-        printf("ok 10 unsupported pair -> 400 %s\n", text);
-        free(text);
-    }
-    { //  11. A SETTLE without COMMIT is sent again; after COMMIT it stops.
-        s_result_t *r = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_plain, "r-a", false);
-        r->hold_commit = true;
-        CHECK(s_wait_done(&probe, r, 1), "no DONE");
-        uint64_t until = proto_loop_now_ms() + 6000;
-        while (r->settles < 2 && proto_loop_now_ms() < until)
-            s_pump(&probe, 100);
-        CHECK(r->settles >= 2, "SETTLE not re-sent");
-        s_commit(&probe, r);
-        int settles = r->settles;
-        until = proto_loop_now_ms() + 2600;
-        while (proto_loop_now_ms() < until)
-            s_pump(&probe, 100);
-        CHECK(r->settles == settles, "re-sent after COMMIT");
-        printf("ok 11 SETTLE re-sent until COMMIT (%d copies)\n", settles);
-    }
-    { //  12. Drain: in-flight finishes, new work is refused, exit 0.
-        s_result_t *busy =
-            s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_stream, "r-drain", true);
-        uint64_t until = proto_loop_now_ms() + S_WAIT_MS;
-        while (busy->chunks == 0 && proto_loop_now_ms() < until)
-            s_pump(&probe, 100);
-        kill(child, SIGTERM);
-        //  Give the signal a moment to land before the next DISPATCH; the
-        //  refusal below is what we check, not this wait.
-        s_pump(&probe, 50);
-        s_result_t *late = s_dispatch(&probe, PROTO_PROTOCOL_OPENAI, s_body_plain, "r-a", false);
-        CHECK(s_wait_done(&probe, busy, 1), "in-flight did not finish");
-        //  Handed back to ingress, not taken: DONE without a SETTLE.
-        until = proto_loop_now_ms() + S_WAIT_MS;
-        while (!late->done && proto_loop_now_ms() < until)
-            s_pump(&probe, 100);
-        CHECK(late->done, "no answer while draining");
-        char *text = s_text(busy);
-        CHECK(proto_msg_status(busy->done) == 200 && strstr(text, "[DONE]"), "drained stream");
-        CHECK(busy->chunks > 2, "relayed as it came: %d chunks", busy->chunks);
-        free(text);
-        CHECK(proto_msg_status(late->done) == 503 &&
-                  strcmp(proto_msg_error_code(late->done), "draining") == 0,
-              "late status %d", (int)proto_msg_status(late->done));
-        CHECK(late->settles == 0, "a DISPATCH handed back was settled");
-        int status = 0;
-        waitpid(child, &status, 0);
-        child = 0;
-        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d", status);
-        printf("ok 12 drain: in-flight finished, new work handed back 503, exit 0\n");
-    }
+    s_passthrough(&probe);
+    s_stream_stripped(&probe);
+    s_stream_usage(&probe);
+    s_failover(&probe);
+    s_all_limited(&probe);
+    s_client_error(&probe);
+    s_first_byte_timeout(&probe);
+    s_cut_stream(&probe);
+    s_idle_timeout(&probe);
+    s_cancel_scenario(&probe);
+    s_unsupported_pair(&probe);
+    s_settle_resent(&probe);
+    s_drain(&probe);
 
 done:
-    if (child > 0) {
-        kill(child, SIGKILL);
-        waitpid(child, NULL, 0);
+    if (probe.child > 0) {
+        kill(probe.child, SIGKILL);
+        waitpid(probe.child, NULL, 0);
     }
     for (s_result_t *r = zhashx_first(probe.results); r; r = zhashx_next(probe.results)) {
         proto_msg_destroy(&r->done);
@@ -669,7 +739,6 @@ done:
     zsock_destroy(&probe.outcomes);
     mock_upstream_destroy(&mock);
     PQfinish(db);
-    (void)error;
     char command[200];
     snprintf(command, sizeof command, "rm -rf %s", dir);
     if (system(command) != 0)

@@ -188,35 +188,35 @@ static char *s_pong(const char *control)
     return meta;
 }
 
-int main(int argc, char **argv)
-{
-    S_CHECK(argc == 3, "usage: billing_probe BILLING_ENDPOINT CONTROL_ENDPOINT");
-    const char *url = getenv("TOLLGATE_TEST_DATABASE_URL");
-    S_CHECK(url && *url, "TOLLGATE_TEST_DATABASE_URL is not set");
-    proto_log_init("billing_probe", PROTO_LOG_WARN);
-    zsys_init();
-    zsys_set_linger(0);
-    char socket_error[512];
-    S_CHECK(proto_socket_init_env("probe", socket_error, sizeof socket_error) == 0, "%s",
-            socket_error);
-    s_db = PQconnectdb(url);
-    S_CHECK(PQstatus(s_db) == CONNECTION_OK, "connect: %s", PQerrorMessage(s_db));
+//  What the probe made and learned, shared by its steps.
+typedef struct {
+    int pid;               //  ours, in names and request ids
+    int64_t account;       //  the main account
+    int64_t poor;          //  an account with room for one reservation
+    int64_t closed;        //  a disabled account
+    uint64_t provider_key; //  at half price (multiplier 0.5)
+    uint64_t key_ok, key_revoked, key_disabled, key_expired, key_limited, key_closed; //  keys
+    uint64_t key_rpm, key_tpm, key_one, key_capped, key_poor; //  keys with limits
+    char rid[64];    //  the request admitted first, settled later
+    int64_t reserve; //  what its admission reserved
+} s_world_t;
 
-    //  The configuration, as the admin API would write it: accounts with
-    //  their opening 'topup' entries, keys in every state, models, a
-    //  provider key at half price, in one transaction so that billing's
-    //  reload on the NOTIFY sees all of it or none.
-    int pid = (int)getpid();
-    PQclear(PQexec(s_db, "BEGIN"));
+//  The configuration, as the admin API would write it: accounts with their opening
+//  'topup' entries, keys in every state, models, a provider key at half price, in one
+//  transaction so that billing's reload on the NOTIFY sees all of it or none.
+static void s_seed(s_world_t *w)
+{
     char name[64];
-    snprintf(name, sizeof name, "bp-%d", pid);
-    int64_t account = s_account(name, S_BALANCE);
+    w->pid = (int)getpid();
+    PQclear(PQexec(s_db, "BEGIN"));
+    snprintf(name, sizeof name, "bp-%d", w->pid);
+    w->account = s_account(name, S_BALANCE);
     //  Enough for one reservation of 43460 micros, not two.
-    snprintf(name, sizeof name, "bp-poor-%d", pid);
-    int64_t poor = s_account(name, 50000);
-    int64_t closed = s_query_int("INSERT INTO accounts (name, status) VALUES ('bp-off-%d',"
-                                 " 'disabled') RETURNING id",
-                                 pid);
+    snprintf(name, sizeof name, "bp-poor-%d", w->pid);
+    w->poor = s_account(name, 50000);
+    w->closed = s_query_int("INSERT INTO accounts (name, status) VALUES ('bp-off-%d',"
+                            " 'disabled') RETURNING id",
+                            w->pid);
     s_query_int("WITH m AS (INSERT INTO models (name, price_in_micros, price_out_micros,"
                 " price_cache_read_micros) VALUES ('probe-model', 2500000, 10000000, 1250000),"
                 " ('probe-other', 0, 0, 0) RETURNING 1) SELECT count(*) FROM m");
@@ -224,75 +224,79 @@ int main(int argc, char **argv)
     int64_t provider = s_query_int("INSERT INTO providers (name, protocol, base_url) VALUES"
                                    " ('probe-provider', 'openai', 'http://127.0.0.1:9')"
                                    " RETURNING id");
-    uint64_t provider_key = (uint64_t)s_query_int(
+    w->provider_key = (uint64_t)s_query_int(
         "INSERT INTO provider_keys (provider_id, secret_sealed, secret_nonce, multiplier_ppm)"
         " VALUES (%" PRId64 ", '\\x00', '\\x00', 500000) RETURNING id",
         provider);
-    uint64_t key_ok = s_key(account, "active", "", "");
-    uint64_t key_revoked = s_key(account, "revoked", "", "");
-    uint64_t key_disabled = s_key(account, "disabled", "", "");
-    uint64_t key_expired =
-        s_key(account, "active", ", expires_at", ", now() - interval '1 minute'");
-    uint64_t key_limited = s_key(account, "active", ", allowed_models", ", '{probe-other}'");
-    uint64_t key_closed = s_key(closed, "active", "", "");
-    uint64_t key_rpm = s_key(account, "active", ", rpm_limit", ", 2");
-    uint64_t key_tpm = s_key(account, "active", ", tpm_limit", ", 1500");
-    uint64_t key_one = s_key(account, "active", ", concurrency_limit", ", 1");
-    uint64_t key_capped = s_key(account, "active", ", daily_spend_micros", ", 40000");
-    uint64_t key_poor = s_key(poor, "active", "", "");
+    w->key_ok = s_key(w->account, "active", "", "");
+    w->key_revoked = s_key(w->account, "revoked", "", "");
+    w->key_disabled = s_key(w->account, "disabled", "", "");
+    w->key_expired = s_key(w->account, "active", ", expires_at", ", now() - interval '1 minute'");
+    w->key_limited = s_key(w->account, "active", ", allowed_models", ", '{probe-other}'");
+    w->key_closed = s_key(w->closed, "active", "", "");
+    w->key_rpm = s_key(w->account, "active", ", rpm_limit", ", 2");
+    w->key_tpm = s_key(w->account, "active", ", tpm_limit", ", 1500");
+    w->key_one = s_key(w->account, "active", ", concurrency_limit", ", 1");
+    w->key_capped = s_key(w->account, "active", ", daily_spend_micros", ", 40000");
+    w->key_poor = s_key(w->poor, "active", "", "");
     PGresult *committed = PQexec(s_db, "COMMIT");
     S_CHECK(PQresultStatus(committed) == PGRES_COMMAND_OK, "COMMIT: %s", PQerrorMessage(s_db));
     PQclear(committed);
+}
 
-    s_billing = proto_socket_new(ZMQ_DEALER);
-    s_queue = zlistx_new();
-    zsock_set_rcvhwm(s_billing, 100000);
-    zsock_set_sndhwm(s_billing, 100000);
-    S_CHECK(proto_socket_connect(s_billing, "billing", argv[1]) == 0, "connect %s", argv[1]);
-
-    //  Wait until billing has the new configuration: the admission of the
-    //  new key succeeds (one question per try, each waiting for its answer).
-    char rid[64];
+//  Billing has the new configuration once the new key is admitted (one question per
+//  try, each waiting for its answer); the admission reserves by the price rule.
+static void s_admitted(s_world_t *w)
+{
     proto_msg_t *reply = NULL;
     uint64_t deadline = proto_loop_now_ms() + S_TIMEOUT_MS;
     do {
         proto_msg_destroy(&reply);
-        reply = s_admit(key_ok, (uint64_t)account, "probe-model", rid);
+        reply = s_admit(w->key_ok, (uint64_t)w->account, "probe-model", w->rid);
     } while (proto_msg_status(reply) != 200 && proto_loop_now_ms() < deadline);
     S_CHECK(proto_msg_status(reply) == 200, "never admitted: %s", proto_msg_error_message(reply));
     //  Reserve: 1000 in at $2.50/M + 4096 out at $10/M, rounded up.
     proto_model_t model = {.price_in_micros = 2500000, .price_out_micros = 10000000};
-    int64_t reserve = proto_price_reserve(&model, 1000, 0);
-    S_CHECK(reserve == 43460, "reserve formula moved: %" PRId64, reserve);
-    S_CHECK(proto_msg_reserve_micros(reply) == reserve, "reserve %" PRId64,
+    w->reserve = proto_price_reserve(&model, 1000, 0);
+    S_CHECK(w->reserve == 43460, "reserve formula moved: %" PRId64, w->reserve);
+    S_CHECK(proto_msg_reserve_micros(reply) == w->reserve, "reserve %" PRId64,
             proto_msg_reserve_micros(reply));
     proto_msg_destroy(&reply);
-    printf("billing_probe: admitted, %" PRId64 " micros reserved\n", reserve);
+    printf("billing_probe: admitted, %" PRId64 " micros reserved\n", w->reserve);
+}
 
-    //  Refusals.
-    s_expect_refusal(999999999, (uint64_t)account, "probe-model", 401, "invalid_api_key",
+//  Every refusal with its code and message.
+static void s_refusals(s_world_t *w)
+{
+    proto_msg_t *reply;
+    s_expect_refusal(999999999, (uint64_t)w->account, "probe-model", 401, "invalid_api_key",
                      "not known");
-    s_expect_refusal(key_revoked, (uint64_t)account, "probe-model", 401, "invalid_api_key",
+    s_expect_refusal(w->key_revoked, (uint64_t)w->account, "probe-model", 401, "invalid_api_key",
                      "revoked");
-    s_expect_refusal(key_disabled, (uint64_t)account, "probe-model", 401, "invalid_api_key",
+    s_expect_refusal(w->key_disabled, (uint64_t)w->account, "probe-model", 401, "invalid_api_key",
                      "disabled");
-    s_expect_refusal(key_expired, (uint64_t)account, "probe-model", 401, "invalid_api_key",
+    s_expect_refusal(w->key_expired, (uint64_t)w->account, "probe-model", 401, "invalid_api_key",
                      "expired");
-    s_expect_refusal(key_closed, (uint64_t)closed, "probe-model", 401, "invalid_api_key",
+    s_expect_refusal(w->key_closed, (uint64_t)w->closed, "probe-model", 401, "invalid_api_key",
                      "account is disabled");
-    s_expect_refusal(key_ok, (uint64_t)account, "nope", 404, "model_not_found",
+    s_expect_refusal(w->key_ok, (uint64_t)w->account, "nope", 404, "model_not_found",
                      "The model 'nope' does not exist or you do not have access to it.");
-    s_expect_refusal(key_ok, (uint64_t)account, "probe-off", 404, "model_not_found", "probe-off");
-    s_expect_refusal(key_limited, (uint64_t)account, "probe-model", 403, "model_not_allowed",
+    s_expect_refusal(w->key_ok, (uint64_t)w->account, "probe-off", 404, "model_not_found",
+                     "probe-off");
+    s_expect_refusal(w->key_limited, (uint64_t)w->account, "probe-model", 403, "model_not_allowed",
                      "not allowed to use the model 'probe-model'");
-    reply = s_admit(key_limited, (uint64_t)account, "probe-other", NULL);
+    reply = s_admit(w->key_limited, (uint64_t)w->account, "probe-other", NULL);
     S_CHECK(proto_msg_status(reply) == 200 && proto_msg_reserve_micros(reply) == 0,
             "limited key on its own model");
     proto_msg_destroy(&reply);
     printf("billing_probe: refusals answered with their codes\n");
+}
 
-    //  Limits. Each admission below that passes is settled at the end, so
-    //  the PONG figures further down see no reservation left.
+//  Limits. Each admission that passes is settled at the end, so the PONG figures
+//  further on see no reservation left.
+static void s_limits(s_world_t *w)
+{
+    proto_msg_t *reply;
     char held[8][64];
     int held_count = 0;
     uint64_t held_key[8];
@@ -307,9 +311,9 @@ int main(int argc, char **argv)
         held_account[held_count++] = (uint64_t)(acct);                                             \
     } while (0)
     //  rpm 2: the third request in the same minute waits ~30 s.
-    S_HOLD(key_rpm, account);
-    S_HOLD(key_rpm, account);
-    reply = s_admit(key_rpm, (uint64_t)account, "probe-model", NULL);
+    S_HOLD(w->key_rpm, w->account);
+    S_HOLD(w->key_rpm, w->account);
+    reply = s_admit(w->key_rpm, (uint64_t)w->account, "probe-model", NULL);
     S_CHECK(proto_msg_status(reply) == 429 &&
                 strcmp(proto_msg_error_code(reply), "rate_limit_exceeded") == 0,
             "rpm: %" PRIu64 " %s", proto_msg_status(reply), proto_msg_error_code(reply));
@@ -317,72 +321,86 @@ int main(int argc, char **argv)
             "rpm retry after %" PRIu64, proto_msg_retry_after_ms(reply));
     proto_msg_destroy(&reply);
     //  tpm 1500: 1000 estimated tokens pass, the next 1000 do not.
-    S_HOLD(key_tpm, account);
-    s_expect_refusal(key_tpm, (uint64_t)account, "probe-model", 429, "token_limit_exceeded",
+    S_HOLD(w->key_tpm, w->account);
+    s_expect_refusal(w->key_tpm, (uint64_t)w->account, "probe-model", 429, "token_limit_exceeded",
                      "1500 tokens per minute");
     //  One at a time.
-    S_HOLD(key_one, account);
-    s_expect_refusal(key_one, (uint64_t)account, "probe-model", 429, "concurrency_limit_exceeded",
-                     "limit is 1 at a time");
+    S_HOLD(w->key_one, w->account);
+    s_expect_refusal(w->key_one, (uint64_t)w->account, "probe-model", 429,
+                     "concurrency_limit_exceeded", "limit is 1 at a time");
     //  A daily cap below one reservation.
-    s_expect_refusal(key_capped, (uint64_t)account, "probe-model", 429, "spend_limit_exceeded",
-                     "Daily spend limit of 0.040000");
+    s_expect_refusal(w->key_capped, (uint64_t)w->account, "probe-model", 429,
+                     "spend_limit_exceeded", "Daily spend limit of 0.040000");
     //  Balance: the first reservation fits, the second does not.
-    S_HOLD(key_poor, poor);
-    s_expect_refusal(key_poor, (uint64_t)poor, "probe-model", 402, "insufficient_balance",
+    S_HOLD(w->key_poor, w->poor);
+    s_expect_refusal(w->key_poor, (uint64_t)w->poor, "probe-model", 402, "insufficient_balance",
                      "0.006540 USD available");
-    //  Settling releases: the one-at-a-time key and the poor account
-    //  admit again (the poor one's settlement cost 5000 of 50000).
+    //  Settling releases: the one-at-a-time key and the w->poor w->account
+    //  admit again (the w->poor one's settlement cost 5000 of 50000).
     for (int i = 0; i < held_count; i++) {
         proto_msg_t *release =
-            s_settle_msg(held[i], held_key[i], held_account[i], provider_key, 200);
+            s_settle_msg(held[i], held_key[i], held_account[i], w->provider_key, 200);
         s_expect_commit(&release);
     }
     held_count = 0;
-    S_HOLD(key_one, account);
-    S_HOLD(key_poor, poor);
+    S_HOLD(w->key_one, w->account);
+    S_HOLD(w->key_poor, w->poor);
     for (int i = 0; i < held_count; i++) {
         proto_msg_t *release =
-            s_settle_msg(held[i], held_key[i], held_account[i], provider_key, 200);
+            s_settle_msg(held[i], held_key[i], held_account[i], w->provider_key, 200);
         s_expect_commit(&release);
     }
-    S_CHECK(s_query_int("SELECT balance_micros FROM accounts WHERE id = %" PRId64, poor) ==
+    S_CHECK(s_query_int("SELECT balance_micros FROM accounts WHERE id = %" PRId64, w->poor) ==
                 50000 - 2 * 5000,
             "poor account's balance");
     printf("billing_probe: rpm, tpm, concurrency, daily cap and balance refusals\n");
+}
 
-    char *meta = s_pong(argv[2]);
+//  Billing's figures with one reservation held, then its settlement: priced, re-sent
+//  without a second row, and a failed request recorded at cost 0.
+static void s_settlement(s_world_t *w, const char *control)
+{
     char expect[256];
+    char *meta = s_pong(control);
     snprintf(expect, sizeof expect,
              "\"id\":%" PRId64 ",\"balance_micros\":%lld,"
              "\"reserved_micros\":%" PRId64 ",\"pending_micros\":0",
-             account, S_BALANCE - 5000LL * S_LIMIT_SETTLES, reserve);
+             w->account, S_BALANCE - 5000LL * S_LIMIT_SETTLES, w->reserve);
     S_CHECK(strstr(meta, expect), "PONG %s lacks %s", meta, expect);
     free(meta);
 
     //  Settle the admitted request: (1000 x 2.5 + 2000 x 1.25 + 500 x 10)
     //  = 10000 micros at list price, x 0.5 for the provider key.
-    proto_msg_t *settle = s_settle_msg(rid, key_ok, (uint64_t)account, provider_key, 200);
+    proto_msg_t *settle =
+        s_settle_msg(w->rid, w->key_ok, (uint64_t)w->account, w->provider_key, 200);
     s_expect_commit(&settle);
-    S_CHECK(s_query_int("SELECT cost_micros FROM usage WHERE request_id = '%s'", rid) == 5000,
-            "cost of %s", rid);
-    S_CHECK(s_query_int("SELECT balance_micros FROM accounts WHERE id = %" PRId64, account) ==
+    S_CHECK(s_query_int("SELECT cost_micros FROM usage WHERE request_id = '%s'", w->rid) == 5000,
+            "cost of %s", w->rid);
+    S_CHECK(s_query_int("SELECT balance_micros FROM accounts WHERE id = %" PRId64, w->account) ==
                 S_BALANCE - 5000 * (1 + S_LIMIT_SETTLES),
             "balance after the first settlement");
     //  Re-sent (dispatch did not see the COMMIT): COMMIT again, nothing new.
-    settle = s_settle_msg(rid, key_ok, (uint64_t)account, provider_key, 200);
+    settle = s_settle_msg(w->rid, w->key_ok, (uint64_t)w->account, w->provider_key, 200);
     s_expect_commit(&settle);
-    S_CHECK(s_query_int("SELECT count(*) FROM usage WHERE request_id = '%s'", rid) == 1, "one row");
+    S_CHECK(s_query_int("SELECT count(*) FROM usage WHERE request_id = '%s'", w->rid) == 1,
+            "one row");
     //  A failed request with no tokens: recorded, costs nothing.
     char failed[64];
-    snprintf(failed, sizeof failed, "probe-%d-failed", pid);
-    settle = s_settle_msg(failed, key_ok, (uint64_t)account, provider_key, 502);
+    snprintf(failed, sizeof failed, "probe-%d-failed", w->pid);
+    settle = s_settle_msg(failed, w->key_ok, (uint64_t)w->account, w->provider_key, 502);
     s_expect_commit(&settle);
     S_CHECK(s_query_int("SELECT cost_micros FROM usage WHERE request_id = '%s' AND status = 502",
                         failed) == 0,
             "failed request row");
     printf("billing_probe: settled at 5000 micros, re-send and failure recorded once\n");
+}
 
+//  Garbage dropped, then a burst of settlements as dispatch would send after many
+//  requests; billing's own figures and the ledger check after it.
+static void s_burst(s_world_t *w, const char *control)
+{
+    proto_msg_t *reply = NULL;
+    char expect[256];
     //  Garbage is dropped, and billing goes on.
     zstr_send(s_billing, "garbage");
 
@@ -391,13 +409,14 @@ int main(int argc, char **argv)
     zhashx_t *waiting = zhashx_new();
     for (int i = 0; i < burst; i++) {
         char burst_rid[64];
-        snprintf(burst_rid, sizeof burst_rid, "probe-%d-burst-%05d", pid, i);
+        snprintf(burst_rid, sizeof burst_rid, "probe-%d-burst-%05d", w->pid, i);
         zhashx_insert(waiting, burst_rid, (void *)1);
-        settle = s_settle_msg(burst_rid, key_ok, (uint64_t)account, provider_key, 200);
+        proto_msg_t *settle =
+            s_settle_msg(burst_rid, w->key_ok, (uint64_t)w->account, w->provider_key, 200);
         S_CHECK(proto_msg_send(&settle, s_billing) == 0, "send");
     }
     zpoller_t *poller = zpoller_new(s_billing, NULL);
-    deadline = proto_loop_now_ms() + 30000;
+    uint64_t deadline = proto_loop_now_ms() + 30000;
     while (zhashx_size(waiting) && proto_loop_now_ms() < deadline) {
         if (!zlistx_size(s_queue) && !zpoller_wait(poller, (int)(deadline - proto_loop_now_ms())))
             continue;
@@ -411,18 +430,18 @@ int main(int argc, char **argv)
     S_CHECK(zhashx_size(waiting) == 0, "%zu of the burst not committed", zhashx_size(waiting));
     zhashx_destroy(&waiting);
     int64_t expected = S_BALANCE - 5000LL * (burst + 1 + S_LIMIT_SETTLES);
-    S_CHECK(s_query_int("SELECT balance_micros FROM accounts WHERE id = %" PRId64, account) ==
+    S_CHECK(s_query_int("SELECT balance_micros FROM accounts WHERE id = %" PRId64, w->account) ==
                 expected,
             "balance after the burst");
     printf("billing_probe: a burst of %d settlements committed\n", burst);
 
     //  Billing's own figures: the balance moved, nothing reserved or pending
-    //  for the account (the limited key's reservation was 0).
-    meta = s_pong(argv[2]);
+    //  for the w->account (the limited key's reservation was 0).
+    char *meta = s_pong(control);
     snprintf(expect, sizeof expect,
              "\"id\":%" PRId64 ",\"balance_micros\":%" PRId64 ","
              "\"reserved_micros\":0,\"pending_micros\":0",
-             account, expected);
+             w->account, expected);
     S_CHECK(strstr(meta, expect), "PONG %s lacks %s", meta, expect);
     S_CHECK(strstr(meta, "\"outbox\":0"), "PONG %s: outbox not empty", meta);
     free(meta);
@@ -430,6 +449,35 @@ int main(int argc, char **argv)
     char *report = NULL;
     S_CHECK(proto_ledger_check_run(s_db, &report) == 0, "ledger check:\n%s", report);
     free(report);
+}
+
+int main(int argc, char **argv)
+{
+    S_CHECK(argc == 3, "usage: billing_probe BILLING_ENDPOINT CONTROL_ENDPOINT");
+    const char *url = getenv("TOLLGATE_TEST_DATABASE_URL");
+    S_CHECK(url && *url, "TOLLGATE_TEST_DATABASE_URL is not set");
+    proto_log_init("billing_probe", PROTO_LOG_WARN);
+    zsys_init();
+    zsys_set_linger(0);
+    char socket_error[512];
+    S_CHECK(proto_socket_init_env("probe", socket_error, sizeof socket_error) == 0, "%s",
+            socket_error);
+    s_db = PQconnectdb(url);
+    S_CHECK(PQstatus(s_db) == CONNECTION_OK, "connect: %s", PQerrorMessage(s_db));
+
+    s_world_t world = {0};
+    s_seed(&world);
+
+    s_billing = proto_socket_new(ZMQ_DEALER);
+    s_queue = zlistx_new();
+    zsock_set_rcvhwm(s_billing, 100000);
+    zsock_set_sndhwm(s_billing, 100000);
+    S_CHECK(proto_socket_connect(s_billing, "billing", argv[1]) == 0, "connect %s", argv[1]);
+    s_admitted(&world);
+    s_refusals(&world);
+    s_limits(&world);
+    s_settlement(&world, argv[2]);
+    s_burst(&world, argv[2]);
 
     zsock_destroy(&s_billing);
     PQfinish(s_db);

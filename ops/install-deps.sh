@@ -10,7 +10,7 @@ TG_PACKAGES=(
   libmsgpack-dev libjansson-dev libsodium-dev libpcre2-dev
   postgresql-15 wrk nginx-light docker-compose iproute2
   clang libclang-rt-14-dev clang-format
-  chromium linux-perf openssl
+  chromium linux-perf openssl tzdata
 )
 
 tg_log() { printf '==> %s\n' "$*" >&2; }

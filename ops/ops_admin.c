@@ -7,6 +7,7 @@
     is sent.
 */
 #include "ops_admin.h"
+#include "ops_tz.h"
 #include "proto_config.h"
 
 #include <assert.h>
@@ -388,6 +389,10 @@ typedef struct {
     s_col_kind_t kind; //  how to show it
 } s_column_t;
 
+//  The zone time columns are shown in (--tz, else TZ; "" = UTC). The CLI
+//  runs one command per process.
+static char s_zone[128];
+
 //  Renders one cell into out.
 static void s_cell(json_t *row, const s_column_t *column, char *out, size_t size)
 {
@@ -429,10 +434,7 @@ static void s_cell(json_t *row, const s_column_t *column, char *out, size_t size
     }
     case S_COL_TIME:
         if (json_is_string(value)) {
-            snprintf(out, size, "%.19s", json_string_value(value));
-            char *t = strchr(out, 'T');
-            if (t)
-                *t = ' ';
+            ops_tz_format(json_string_value(value), s_zone, out, size);
             return;
         }
         break;
@@ -2628,7 +2630,8 @@ static void s_usage_lines(FILE *out, const char *word)
             fprintf(out, "  tollgate %s\n", s_commands[i].usage);
     fprintf(out,
             "options for all: --json (print the API's JSON), --dir DIR (state folder of "
-            "`tollgate up`; default $TOLLGATE_DIR or " S_DEFAULT_DIR ")\n"
+            "`tollgate up`; default $TOLLGATE_DIR or " S_DEFAULT_DIR "), --tz ZONE (times in "
+            "tables in ZONE, e.g. Europe/Paris; default $TZ, else UTC; --json stays UTC)\n"
             "the admin URL and token come from TOLLGATE_ADMIN_URL and "
             "TOLLGATE_ADMIN_TOKEN when set (TOLLGATE_ADMIN_CA: the CA file for an https URL)\n");
 }
@@ -2661,7 +2664,8 @@ static const s_command_t *s_find(s_args_t *args, int *first)
     }
     for (int i = 0; i < args->option_count; i++) {
         const char *name = args->names[i];
-        if (!s_is_flag(name) && strcmp(name, "dir") != 0 && !s_listed(best->options, name)) {
+        if (!s_is_flag(name) && strcmp(name, "dir") != 0 && strcmp(name, "tz") != 0 &&
+            !s_listed(best->options, name)) {
             fprintf(stderr, "tollgate: unknown option --%s\nusage: tollgate %s\n", name,
                     best->usage);
             return NULL;
@@ -2683,6 +2687,11 @@ int ops_admin_main(int argc, char **argv)
     const s_command_t *command = s_find(&args, &first);
     if (!command)
         return 2;
+    char problem[256];
+    if (ops_tz_choose(s_option(&args, "tz"), s_zone, sizeof s_zone, problem, sizeof problem) != 0) {
+        fprintf(stderr, "tollgate: %s\n", problem);
+        return 2;
+    }
     s_client_t client = {.json = s_option(&args, "json") != NULL};
     const char *dir = s_option(&args, "dir");
     if (!dir)

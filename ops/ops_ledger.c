@@ -1,4 +1,5 @@
 #include "ops_ledger.h"
+#include "ops_tz.h"
 #include "proto_ledger_check.h"
 #include "admin_report.h"
 #include "proto_config.h"
@@ -68,7 +69,8 @@ static void s_usage(FILE *out)
                  "  balances [RANGE] [--account ID] [--json]\n"
                  "  spend [--by account|key|model|provider|hour|day] [RANGE] [FILTERS] "
                  "[--json|--csv]\n"
-                 "  usage [RANGE] [FILTERS] [--errors] [--limit N] [--cursor C] [--json|--csv]\n"
+                 "  usage [RANGE] [FILTERS] [--errors] [--limit N] [--cursor C] [--tz ZONE] "
+                 "[--json|--csv]\n"
                  "  partitions                create this and next month's partitions, list all\n"
                  "  prune --before YYYY-MM [--dry-run]\n"
                  "RANGE: --from T --to T (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC)\n"
@@ -199,7 +201,8 @@ static int s_balances(PGconn *db, const admin_report_query_t *query, char format
     return 0;
 }
 
-static int s_usage_records(PGconn *db, const admin_report_query_t *query, char format)
+static int s_usage_records(PGconn *db, const admin_report_query_t *query, char format,
+                           const char *zone)
 {
     char error[1024];
     if (format == 'c') {
@@ -223,14 +226,17 @@ static int s_usage_records(PGconn *db, const admin_report_query_t *query, char f
         json_t *row;
         json_array_foreach(json_object_get(out, "records"), index, row)
         {
-            char cost[40];
+            char cost[40], started[64];
             s_money(s_get(row, "cost_micros"), cost, sizeof cost);
+            //  UTC as stored unless --tz or TZ names a zone (ops_tz).
+            const char *at = json_string_value(json_object_get(row, "started_at"));
+            if (!*zone || ops_tz_format(at ? at : "", zone, started, sizeof started) != 0)
+                snprintf(started, sizeof started, "%s", at ? at : "-");
             printf("%-27s %-34s %8" JSON_INTEGER_FORMAT " %-20s %6" JSON_INTEGER_FORMAT
                    " %9" JSON_INTEGER_FORMAT " %9" JSON_INTEGER_FORMAT " %14s%s%s\n",
-                   json_string_value(json_object_get(row, "started_at")),
-                   json_string_value(json_object_get(row, "request_id")), s_get(row, "account_id"),
-                   json_string_value(json_object_get(row, "model")), s_get(row, "status"),
-                   s_get(row, "tokens_in"), s_get(row, "tokens_out"), cost,
+                   started, json_string_value(json_object_get(row, "request_id")),
+                   s_get(row, "account_id"), json_string_value(json_object_get(row, "model")),
+                   s_get(row, "status"), s_get(row, "tokens_in"), s_get(row, "tokens_out"), cost,
                    json_is_true(json_object_get(row, "estimated")) ? " (estimated)" : "",
                    json_is_true(json_object_get(row, "operator_loss")) ? " (operator's loss)" : "");
         }
@@ -347,6 +353,16 @@ static int s_prune(PGconn *db, const char *before, bool dry_run)
     return rc;
 }
 
+//  The zone of usage tables (ops_tz). Returns 0, or -1 after saying why.
+static int s_zone(const char *option, char *zone, size_t size)
+{
+    char problem[256];
+    if (ops_tz_choose(option, zone, size, problem, sizeof problem) == 0)
+        return 0;
+    fprintf(stderr, "tollgate ledger: %s\n", problem);
+    return -1;
+}
+
 int ops_ledger_main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
@@ -367,12 +383,13 @@ int ops_ledger_main(int argc, char **argv)
                                             {"cursor", required_argument, NULL, 'c'},
                                             {"errors", no_argument, NULL, 'e'},
                                             {"json", no_argument, NULL, 'J'},
+                                            {"tz", required_argument, NULL, 'z'},
                                             {"csv", no_argument, NULL, 'C'},
                                             {"before", required_argument, NULL, 'B'},
                                             {"dry-run", no_argument, NULL, 'n'},
                                             {"help", no_argument, NULL, 'h'},
                                             {NULL, 0, NULL, 0}};
-    const char *url = NULL, *dir = NULL, *before = NULL;
+    const char *url = NULL, *dir = NULL, *before = NULL, *tz = NULL;
     admin_report_query_t query = {0};
     char format = 't';
     bool dry_run = false;
@@ -430,6 +447,9 @@ int ops_ledger_main(int argc, char **argv)
         case 'J':
             format = 'j';
             break;
+        case 'z':
+            tz = optarg;
+            break;
         case 'C':
             format = 'c';
             break;
@@ -461,6 +481,9 @@ int ops_ledger_main(int argc, char **argv)
         s_usage(stderr);
         return 2;
     }
+    char zone[128];
+    if (s_zone(tz, zone, sizeof zone) != 0)
+        return 2;
     proto_config_t *config = NULL;
     const char *database = s_database_url(url, dir, &config);
     if (!database) {
@@ -482,7 +505,7 @@ int ops_ledger_main(int argc, char **argv)
     else if (strcmp(command, "spend") == 0)
         rc = s_spend(db, &query, format);
     else if (strcmp(command, "usage") == 0)
-        rc = s_usage_records(db, &query, format);
+        rc = s_usage_records(db, &query, format, zone);
     else if (strcmp(command, "partitions") == 0)
         rc = s_partitions(db);
     else

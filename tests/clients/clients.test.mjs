@@ -308,3 +308,48 @@ describe('the client key prefix is a setting', () => {
     await cli('key-prefix', 'set', 'tg-');
   });
 });
+
+describe('times in CLI tables: UTC unless --tz or TZ says otherwise', () => {
+  // Tokyo has no summer time: always UTC+9, abbreviated JST.
+  const tokyo = (iso) => {
+    const shifted = new Date(Date.parse(iso) + 9 * 3600 * 1000).toISOString();
+    return `${shifted.slice(0, 10)} ${shifted.slice(11, 19)} JST`;
+  };
+
+  test('tollgate usage and ledger usage in UTC, in --tz, in TZ; --json stays UTC', async () => {
+    const env = { TOLLGATE_DIR: cluster.dir };
+    const rows = await waitFor(async () => {
+      const json = JSON.parse((await cluster.tollgate(['usage', '--limit', '1', '--json'], { env })).stdout);
+      return json.data?.length && json.data;
+    }, { timeout: 5000, message: 'a usage row' });
+    const iso = rows[0].started_at;
+    assert.match(iso, /(Z|\+00:00)$/);
+    const utc = `${new Date(iso).toISOString().slice(0, 10)} ${new Date(iso).toISOString().slice(11, 19)}`;
+    const plain = await cluster.tollgate(['usage', '--limit', '1'], { env: { ...env, TZ: '' } });
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.ok(plain.stdout.includes(utc), plain.stdout);
+    const option = await cluster.tollgate(['usage', '--limit', '1', '--tz', 'Asia/Tokyo'], { env });
+    assert.ok(option.stdout.includes(tokyo(iso)), option.stdout);
+    const variable = await cluster.tollgate(['usage', '--limit', '1'], { env: { ...env, TZ: 'Asia/Tokyo' } });
+    assert.ok(variable.stdout.includes(tokyo(iso)), variable.stdout);
+    const json = await cluster.tollgate(['usage', '--limit', '1', '--json', '--tz', 'Asia/Tokyo'], { env });
+    assert.equal(JSON.parse(json.stdout).data[0].started_at, iso);
+    const ledger = await cluster.tollgate(['ledger', 'usage', '--limit', '1', '--tz', 'Asia/Tokyo'], { env });
+    assert.equal(ledger.code, 0, ledger.stderr);
+    assert.match(ledger.stdout, / JST /);
+  });
+
+  test('an unknown --tz is an error naming it; an unknown TZ is said and UTC is used', async () => {
+    const env = { TOLLGATE_DIR: cluster.dir };
+    const option = await cluster.tollgate(['usage', '--tz', 'Mars/Olympus'], { env });
+    assert.equal(option.code, 2);
+    assert.match(option.stderr, /--tz: unknown time zone 'Mars\/Olympus'/);
+    const variable = await cluster.tollgate(['usage', '--limit', '1'], { env: { ...env, TZ: 'Nowhere/City' } });
+    assert.equal(variable.code, 0);
+    assert.match(variable.stderr, /TZ: unknown time zone 'Nowhere\/City'.*; times in UTC/);
+    const path = await cluster.tollgate(['usage', '--limit', '1'], { env: { ...env, TZ: ':/usr/share/zoneinfo/Asia/Tokyo' } });
+    assert.match(path.stdout, / JST/);
+    const ledger = await cluster.tollgate(['ledger', 'usage', '--tz', 'Mars/Olympus'], { env });
+    assert.equal(ledger.code, 2);
+  });
+});

@@ -512,16 +512,10 @@ size_t router_breaker_merge(router_breaker_t *self, json_t *list, uint64_t now_m
 //  --------------------------------------------------------------------------
 //  Self test: every transition of both layers.
 
-void router_breaker_test(bool verbose)
+//  The model layer: opening on 5xx, half-open trials, backoff. Returns the clock after.
+static uint64_t s_test_model_layer(router_breaker_t *breaker, uint64_t now)
 {
-    if (verbose)
-        printf(" * router_breaker: ");
-    router_breaker_config_t config = router_breaker_defaults();
-    config.threshold = 2;
-    router_breaker_t *breaker = router_breaker_new(&config);
     router_breaker_verdict_t verdict;
-    uint64_t now = 1000;
-
     //  Nothing heard: closed.
     verdict = router_breaker_check(breaker, 1, 10, "m", now, true);
     PROTO_CHECK(verdict.state == ROUTER_BREAKER_CLOSED && !verdict.trial);
@@ -569,14 +563,21 @@ void router_breaker_test(bool verbose)
     router_breaker_record(breaker, 1, 10, "m", 500, NULL, 0, now);
     PROTO_CHECK(router_breaker_check(breaker, 1, 10, "m", now, false).until_ms == now + 5000);
     router_breaker_record(breaker, 1, 10, "m", 200, NULL, 0, now);
+    return now;
+}
 
+//  Trials given up, 429's Retry-After and 404's long cooldown. Returns the clock after.
+static uint64_t s_test_cooldowns(router_breaker_t *breaker, const router_breaker_config_t *config,
+                                 uint64_t now)
+{
+    router_breaker_verdict_t verdict;
     //  A trial that never reports is given up after trial_timeout_ms.
     router_breaker_record(breaker, 3, 30, "t", 404, NULL, 0, now);
-    now += config.cooldown_404_ms;
+    now += config->cooldown_404_ms;
     PROTO_CHECK(router_breaker_check(breaker, 3, 30, "t", now, true).trial);
     PROTO_CHECK(!router_breaker_check(breaker, 3, 30, "t", now + 1, true).trial);
     PROTO_CHECK(
-        router_breaker_check(breaker, 3, 30, "t", now + config.trial_timeout_ms, true).trial);
+        router_breaker_check(breaker, 3, 30, "t", now + config->trial_timeout_ms, true).trial);
     router_breaker_reset_model(breaker, 3, "t");
 
     //  429 honours Retry-After, else the configured cooldown.
@@ -590,14 +591,22 @@ void router_breaker_test(bool verbose)
                 ROUTER_BREAKER_NONE);
     router_breaker_record(breaker, 1, 11, "m2", 429, NULL, 0, now);
     PROTO_CHECK(router_breaker_check(breaker, 1, 11, "m2", now, false).until_ms ==
-                now + config.cooldown_429_ms);
+                now + config->cooldown_429_ms);
 
     //  404: a long cooldown, at once.
     router_breaker_record(breaker, 2, 20, "gone", 404, "upstream_status", 0, now);
     verdict = router_breaker_check(breaker, 2, 20, "gone", now + 60000, false);
     PROTO_CHECK(verdict.state == ROUTER_BREAKER_OPEN &&
-                verdict.until_ms == now + config.cooldown_404_ms);
+                verdict.until_ms == now + config->cooldown_404_ms);
+    return now;
+}
 
+//  The key layer: network failures, keys disabled by 401/403 and enabled again, and
+//  outcomes that change nothing.
+static void s_test_key_layer(router_breaker_t *breaker, const router_breaker_config_t *config,
+                             uint64_t now)
+{
+    router_breaker_verdict_t verdict;
     //  Key layer: network failures open the key for every model.
     router_breaker_record(breaker, 2, 21, "a", 502, "connect_error", 0, now);
     PROTO_CHECK(router_breaker_check(breaker, 2, 21, "b", now, false).state ==
@@ -605,7 +614,7 @@ void router_breaker_test(bool verbose)
     router_breaker_record(breaker, 2, 21, "a", 504, "timeout", 0, now);
     verdict = router_breaker_check(breaker, 2, 21, "b", now, false);
     PROTO_CHECK(verdict.state == ROUTER_BREAKER_OPEN && verdict.key_layer);
-    PROTO_CHECK(verdict.until_ms == now + config.cooldown_network_ms);
+    PROTO_CHECK(verdict.until_ms == now + config->cooldown_network_ms);
     PROTO_CHECK(strcmp(verdict.reason, "timeout") == 0);
     //  ... and a model-layer 502 without a transport error code is the model's.
     router_breaker_record(breaker, 2, 22, "c", 502, "upstream_status", 0, now);
@@ -645,6 +654,19 @@ void router_breaker_test(bool verbose)
                 ROUTER_BREAKER_NONE);
     PROTO_CHECK(router_breaker_check(breaker, 5, 50, "m", now, false).state ==
                 ROUTER_BREAKER_CLOSED);
+}
+
+void router_breaker_test(bool verbose)
+{
+    if (verbose)
+        printf(" * router_breaker: ");
+    router_breaker_config_t config = router_breaker_defaults();
+    config.threshold = 2;
+    router_breaker_t *breaker = router_breaker_new(&config);
+    uint64_t now = 1000;
+    now = s_test_model_layer(breaker, now);
+    now = s_test_cooldowns(breaker, &config, now);
+    s_test_key_layer(breaker, &config, now);
 
     //  Two breakers fed the same outcomes agree (what two routers do).
     router_breaker_t *other = router_breaker_new(&config);

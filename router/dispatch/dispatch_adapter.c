@@ -935,25 +935,10 @@ static void s_test_conversion(void)
     dispatch_convert_clear(&conv);
 }
 
-void dispatch_adapter_test(bool verbose)
+//  Request bodies: rewritten in place, escaped, or refused with a reason.
+static void s_test_requests(const dispatch_adapter_t *adapter)
 {
-    if (verbose)
-        printf(" * dispatch_adapter: ");
-    PROTO_CHECK(dispatch_adapter_find(PROTO_PROTOCOL_OPENAI, PROTO_PROTOCOL_OPENAI));
-    //  Every pair of the four generative protocols has a row; Embeddings
-    //  only to OpenAI.
-    for (int client = PROTO_PROTOCOL_OPENAI; client <= PROTO_PROTOCOL_GEMINI; client++)
-        for (int upstream = PROTO_PROTOCOL_OPENAI; upstream <= PROTO_PROTOCOL_GEMINI; upstream++) {
-            const dispatch_adapter_t *row = dispatch_adapter_find(client, upstream);
-            PROTO_CHECK(row && row->convert == (client != upstream));
-        }
-    PROTO_CHECK(dispatch_adapter_find(PROTO_PROTOCOL_OPENAI_EMBEDDINGS, PROTO_PROTOCOL_OPENAI));
-    PROTO_CHECK(!dispatch_adapter_find(PROTO_PROTOCOL_OPENAI_EMBEDDINGS, PROTO_PROTOCOL_ANTHROPIC));
-    PROTO_CHECK(!dispatch_adapter_find(PROTO_PROTOCOL_OPENAI, PROTO_PROTOCOL_OPENAI_EMBEDDINGS));
-    const dispatch_adapter_t *adapter =
-        dispatch_adapter_find(PROTO_PROTOCOL_OPENAI, PROTO_PROTOCOL_OPENAI);
     dispatch_convert_t conv;
-
     //  Request rewriting: model replaced in place, every other byte kept
     //  (floats, big integers, spacing), usage asked for on streams, the
     //  client's own wish remembered.
@@ -1036,7 +1021,12 @@ void dispatch_adapter_test(bool verbose)
     PROTO_CHECK(strstr(conv.error, "not valid JSON"));
     const char *body = "{\"stream\":true,\"stream_options\":3}";
     PROTO_CHECK(adapter->request(&conv, body, strlen(body), "m", &out, &out_size) == -1);
+}
 
+//  Streamed answers: the usage chunk kept or dropped, cut and broken streams refused.
+static void s_test_streams(const dispatch_adapter_t *adapter)
+{
+    dispatch_convert_t conv;
     //  Streams: the usage-only chunk is dropped for a client that did not
     //  ask, kept for one that did; usage is read either way.
     const char *stream = ": keep-alive\n\n" S_CHUNK("Hel") S_CHUNK("lo") S_USAGE "data: [DONE]\n\n";
@@ -1069,7 +1059,29 @@ void dispatch_adapter_test(bool verbose)
     client = s_test_stream(&conv, "data: {\"error\":{\"message\":\"overloaded\"}}\n\n", &failures);
     PROTO_CHECK(failures == 1 && strstr(conv.error, "overloaded") && !*client);
     free(client);
+}
 
+void dispatch_adapter_test(bool verbose)
+{
+    if (verbose)
+        printf(" * dispatch_adapter: ");
+    PROTO_CHECK(dispatch_adapter_find(PROTO_PROTOCOL_OPENAI, PROTO_PROTOCOL_OPENAI));
+    //  Every pair of the four generative protocols has a row; Embeddings
+    //  only to OpenAI.
+    for (int client = PROTO_PROTOCOL_OPENAI; client <= PROTO_PROTOCOL_GEMINI; client++)
+        for (int upstream = PROTO_PROTOCOL_OPENAI; upstream <= PROTO_PROTOCOL_GEMINI; upstream++) {
+            const dispatch_adapter_t *row = dispatch_adapter_find(client, upstream);
+            PROTO_CHECK(row && row->convert == (client != upstream));
+        }
+    PROTO_CHECK(dispatch_adapter_find(PROTO_PROTOCOL_OPENAI_EMBEDDINGS, PROTO_PROTOCOL_OPENAI));
+    PROTO_CHECK(!dispatch_adapter_find(PROTO_PROTOCOL_OPENAI_EMBEDDINGS, PROTO_PROTOCOL_ANTHROPIC));
+    PROTO_CHECK(!dispatch_adapter_find(PROTO_PROTOCOL_OPENAI, PROTO_PROTOCOL_OPENAI_EMBEDDINGS));
+    const dispatch_adapter_t *adapter =
+        dispatch_adapter_find(PROTO_PROTOCOL_OPENAI, PROTO_PROTOCOL_OPENAI);
+    s_test_requests(adapter);
+    s_test_streams(adapter);
+
+    dispatch_convert_t conv;
     //  Whole answers: usage read, body untouched.
     dispatch_convert_init(&conv, adapter);
     zchunk_t *chunk = zchunk_new(NULL, 0);

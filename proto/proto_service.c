@@ -453,6 +453,11 @@ int proto_service_main(int argc, char **argv, const proto_service_def_t *def)
     snprintf(program, sizeof program, "%s", def->name);
     proto_log_init(program, PROTO_LOG_INFO);
 
+    //  PostgreSQL names every connection of this process after the program
+    //  (pg_stat_activity.application_name), unless the operator chose.
+    char application[80];
+    snprintf(application, sizeof application, "tollgate-%s", def->name);
+    setenv("PGAPPNAME", application, 0);
     proto_service_t self = {.def = def, .config = proto_config_new(), .level_fd = -1};
     char error[1024];
     bool print = false;

@@ -1,5 +1,5 @@
 // Money that can be set (issue 13), through the real programs and the CLI: per-key limits and
-// expiry with `tollgate key set`, the long-context tier and the per-request price with
+// expiry with `tollgate key set`, account limits with `tollgate account set`, the long-context tier and the per-request price with
 // `tollgate model add/set`, 1-hour cache writes priced apart (Anthropic's cache_creation),
 // multipliers on accounts and provider keys (0 = free tier), forced capabilities per model.
 // Every bad value is refused with the field named and changes nothing.
@@ -147,6 +147,36 @@ describe('per-key limits with tollgate key set', () => {
     delete before.updated_at;
     delete after.updated_at;
     assert.deepEqual(after, before);
+  });
+});
+
+describe('account limits with tollgate account set', () => {
+  test('a daily cap set on the account applies to its keys; none lifts it; bad values change nothing', async () => {
+    await cli('account', 'add', 'capped', '--balance', '10');
+    const key = await newKey('capped', 'capped');
+    assert.equal((await ready(key.key, 'fast')).status, 200);
+    const set = await json('account', 'set', 'capped', '--daily-spend', '0.000001', '--rpm-limit', '100',
+      '--force-capabilities', 'none');
+    assert.equal(set.daily_spend_micros, 1);
+    assert.equal(set.rpm_limit, 100);
+    await waitFor(async () => {
+      const r = await chat(key.key, 'fast');
+      return r.status === 429 && r.body.error.code === 'spend_limit_exceeded';
+    }, { timeout: 10000, message: 'the account cap' });
+    const before = await json('account', 'show', 'capped');
+    for (const [option, value, field] of [['--rpm-limit', '0', 'rpm_limit'],
+      ['--daily-spend', '-1', 'daily_spend'], ['--status', 'asleep', 'status'],
+      ['--concurrency-limit', '99999999999', 'concurrency_limit']]) {
+      const result = await run('account', 'set', 'capped', option, value);
+      assert.equal(result.code, 1, `${option} ${value}`);
+      assert.match(result.stderr, new RegExp(`'${field}'`));
+    }
+    const after = await json('account', 'show', 'capped');
+    assert.deepEqual(after, before);
+    const text = await cli('account', 'set', 'capped', '--daily-spend', 'none', '--rpm-limit', 'none');
+    assert.match(text, /^account capped: active, multiplier 1\.00, rpm none, tpm none, concurrency none, daily spend none/);
+    await waitFor(async () => (await chat(key.key, 'fast')).status === 200,
+      { timeout: 10000, message: 'the lifted account cap' });
   });
 });
 

@@ -1,6 +1,8 @@
-/*  ops_admin_access: the admin CLI's commands for admin access: login, users, sessions, the
-   bootstrap token, API tokens, audit. `first` indexes the first positional after the command words.
- */
+/*  ops_admin_access: the admin CLI's commands for admin access.
+
+    login, logout, whoami, admin users and sessions, the bootstrap token, API tokens, the
+    audit log. `first` indexes the first positional after the command words.
+*/
 #include "ops_admin_cli.h"
 
 #include <ctype.h>

@@ -1,5 +1,8 @@
-/*  ops_admin_accounts: the admin CLI's commands for accounts, their grants and balances, client API
-   keys, usage records. `first` indexes the first positional after the command words. */
+/*  ops_admin_accounts: the admin CLI's commands for accounts and client API keys.
+
+    Accounts with their limits, balances and recurring grants; client API keys; usage
+    records. `first` indexes the first positional after the command words.
+*/
 #include "ops_admin_cli.h"
 
 #include <ctype.h>

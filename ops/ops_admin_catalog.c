@@ -1,6 +1,8 @@
-/*  ops_admin_catalog: the admin CLI's commands for providers, their keys and models, logical
-   models, their rules and mappings. `first` indexes the first positional after the command words.
- */
+/*  ops_admin_catalog: the admin CLI's commands for providers and logical models.
+
+    Providers with their keys, models and how they are reached; logical models with their
+    prices, rules and mappings. `first` indexes the first positional after the command words.
+*/
 #include "ops_admin_cli.h"
 
 #include <ctype.h>

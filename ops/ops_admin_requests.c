@@ -1,6 +1,8 @@
-/*  ops_admin_requests: the admin CLI's commands for the request log and the settings operators
-   change at run time (request-log, log-level, key-prefix). `first` indexes the first positional
-   after the command words. */
+/*  ops_admin_requests: the admin CLI's commands for the request log and run-time settings.
+
+    requests and their timelines, request-log, log-level, key-prefix. `first` indexes the
+    first positional after the command words.
+*/
 #include "ops_admin_cli.h"
 
 #include <ctype.h>

@@ -1,5 +1,8 @@
-/*  ops_admin_routing: the admin CLI's commands for routing decisions explained, breakers, sticky
-   bindings, health. `first` indexes the first positional after the command words. */
+/*  ops_admin_routing: the admin CLI's commands for what the routers decide and hold.
+
+    routing decide (a decision explained), breakers, sticky bindings, health. `first`
+    indexes the first positional after the command words.
+*/
 #include "ops_admin_cli.h"
 
 #include <ctype.h>

@@ -172,14 +172,17 @@ static size_t s_discard(char *data, size_t size, size_t count, void *arg)
 }
 
 //  Waits until the gateway knows the key (the catalog reloads within ms).
-static bool s_key_works(const char *gateway, const char *key)
+//  Over https when the gateway has a certificate (`ca`, trusted as is).
+static bool s_key_works(const char *gateway, const char *ca, const char *key)
 {
     char url[300], header[300];
-    snprintf(url, sizeof url, "http://%s/v1/models", gateway);
+    snprintf(url, sizeof url, "%s://%s/v1/models", *ca ? "https" : "http", gateway);
     snprintf(header, sizeof header, "Authorization: Bearer %s", key);
     CURL *curl = curl_easy_init();
     struct curl_slist *headers = curl_slist_append(NULL, header);
     curl_easy_setopt(curl, CURLOPT_URL, url);
+    if (*ca)
+        curl_easy_setopt(curl, CURLOPT_CAINFO, ca);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, s_discard);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 2000L);
@@ -224,15 +227,19 @@ int ops_demo_start(const char *dir, const char *bindir, const char *tollgate,
         }
     }
     const char *gateway = proto_config_str(config, "ingress.listen");
-    if (!s_key_works(gateway, key)) {
+    const char *ca = proto_config_str(config, "ingress.tls_cert");
+    if (!s_key_works(gateway, ca, key)) {
         snprintf(error, error_size, "the gateway did not accept the demo key in time");
         return -1;
     }
     printf("demo:    mock upstream on http://127.0.0.1:%d, model %s, key %s\n", port, S_MODEL, key);
-    printf("try:     curl -s http://%s/v1/chat/completions -H 'Authorization: Bearer %s' "
+    char curl_ca[4200] = "";
+    if (*ca)
+        snprintf(curl_ca, sizeof curl_ca, "--cacert '%s' ", ca);
+    printf("try:     curl -s %s%s://%s/v1/chat/completions -H 'Authorization: Bearer %s' "
            "-H 'Content-Type: application/json' "
            "-d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'\n",
-           gateway, key, S_MODEL);
+           curl_ca, *ca ? "https" : "http", gateway, key, S_MODEL);
     fflush(stdout);
     return 0;
 }

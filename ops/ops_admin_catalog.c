@@ -631,7 +631,8 @@ const oa_command_t oa_catalog_commands[] = {
     {"model show", 1, "", s_model_show, "model show NAME [--json]"},
     {"model set", 1, "scheduling capabilities status strict-conversion " S_MODEL_OPTIONS,
      s_model_set,
-     "model set NAME [--scheduling priority|key_priority|weighted|latency|cost|reliability] "
+     "model set NAME [--scheduling "
+     "priority|key_priority|weighted|latency|cost|reliability|balanced] "
      "[--capabilities TAG,TAG] [--status active|disabled] [--strict-conversion "
      "on|off] " S_MODEL_USAGE},
     {"provider set", 1,

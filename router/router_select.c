@@ -25,8 +25,8 @@ uint64_t router_rng_next(router_rng_t *rng)
     return x * 0x2545f4914f6cdd1dULL;
 }
 
-static const char *s_mode_names[] = {"priority", "key_priority", "weighted",
-                                     "latency",  "cost",         "reliability"};
+static const char *s_mode_names[] = {"priority", "key_priority", "weighted", "latency",
+                                     "cost",     "reliability",  "balanced"};
 
 router_mode_t router_mode_parse(const char *name)
 {
@@ -48,8 +48,11 @@ typedef struct {
     const proto_provider_t *provider; //  its provider
     const proto_provider_key_t *key;  //  its key
     int64_t tier[3];                  //  ordering keys, higher first
-    int weight;                       //  share within equal tiers
-    uint64_t draw;                    //  random order within equal tiers
+    double provider_weight;           //  its provider's share within equal tiers (stage 1)
+    int weight;                       //  its share within its provider (stage 2)
+    uint64_t provider_draw;           //  stage 1: its provider's place within equal tiers
+    uint64_t draw;                    //  stage 2: its place among its provider's
+    double parts[5];                  //  balanced: weight, latency, reliability, price, score
     router_breaker_verdict_t breaker; //  breaker verdict
     bool have_stat;                   //  stat is known
     router_stat_t stat;               //  health, when known
@@ -63,6 +66,10 @@ static int s_compare(const void *a, const void *b)
     for (int i = 0; i < 3; i++)
         if (left->tier[i] != right->tier[i])
             return left->tier[i] > right->tier[i] ? -1 : 1;
+    if (left->provider_draw != right->provider_draw)
+        return left->provider_draw > right->provider_draw ? -1 : 1;
+    if (left->candidate.provider_id != right->candidate.provider_id)
+        return left->candidate.provider_id < right->candidate.provider_id ? -1 : 1;
     if (left->draw != right->draw)
         return left->draw > right->draw ? -1 : 1;
     return 0;
@@ -71,7 +78,7 @@ static int s_compare(const void *a, const void *b)
 //  Weighted random order by exponential keys (Efraimidis-Spirakis): each
 //  option draws u^(1/weight) and the largest comes first, so an option's
 //  chance of leading equals its share of the total weight.
-static uint64_t s_draw(router_rng_t *rng, int weight)
+static uint64_t s_draw(router_rng_t *rng, double weight)
 {
     if (weight <= 0)
         return 0; //  weight 0: only when nothing else is left
@@ -114,7 +121,7 @@ static uint64_t s_session_seed(uint64_t account_id, const char *session)
     return hash ? hash : 1;
 }
 
-static uint64_t s_rendezvous(uint64_t seed, const proto_candidate_t *candidate, int weight)
+static uint64_t s_rendezvous(uint64_t seed, const proto_candidate_t *candidate, double weight)
 {
     if (weight <= 0)
         return 0;
@@ -240,47 +247,185 @@ static int s_resolve(const router_context_t *context, const char *name, s_resolv
     return out->count ? 0 : 404;
 }
 
-//  Fills an option's ordering keys for the mode.
+//  "balanced": the documented weights of its four parts (docs/routing.md
+//  section 3). They add up to 1, so a score is between 0 and 1.
+#define S_BALANCE_WEIGHT 0.25
+#define S_BALANCE_LATENCY 0.30
+#define S_BALANCE_RELIABILITY 0.30
+#define S_BALANCE_PRICE 0.15
+#define S_BALANCE_BUCKETS 20 //  scores within 1/20 of each other tie
+
+//  What the eligible options of a decision measure, for the modes that
+//  compare an option with the others.
+typedef struct {
+    uint64_t mean_ttfb_us;     //  mean of the measured, 0 = nothing measured
+    uint32_t mean_success_ppm; //  mean of the measured (1000000 when none)
+    uint64_t best_ttfb_us;     //  fastest measured, 0 = nothing measured
+    int64_t best_price_ppm;    //  lowest key multiplier
+    int64_t most_weight;       //  largest route x provider x key weight
+    uint64_t session_seed;     //  rendezvous seed, 0 = no session
+} s_field_t;
+
+static uint64_t s_ttfb(const s_option_t *option, const s_field_t *field)
+{
+    return option->have_stat
+               ? (option->stat.ttfb_us ? option->stat.ttfb_us : option->stat.latency_us)
+               : field->mean_ttfb_us;
+}
+
+//  The four parts of a balanced score, each 0..1 (1 = best), and the score.
+static void s_balance(s_option_t *option, const s_field_t *field)
+{
+    int64_t combined =
+        (int64_t)option->pair->weight * option->provider->weight * option->key->weight;
+    double weight = field->most_weight > 0 ? (double)combined / (double)field->most_weight : 1.0;
+    uint64_t ttfb = s_ttfb(option, field);
+    double latency = field->best_ttfb_us && ttfb ? (double)field->best_ttfb_us / (double)ttfb : 1.0;
+    double reliability =
+        (option->have_stat ? option->stat.success_ppm : field->mean_success_ppm) / 1000000.0;
+    //  +1% of list price keeps a free key finite and lets 0 beat 0.01.
+    double price =
+        (double)(field->best_price_ppm + 10000) / (double)(option->key->multiplier_ppm + 10000);
+    option->parts[0] = weight;
+    option->parts[1] = latency > 1.0 ? 1.0 : latency;
+    option->parts[2] = reliability;
+    option->parts[3] = price > 1.0 ? 1.0 : price;
+    option->parts[4] = S_BALANCE_WEIGHT * option->parts[0] + S_BALANCE_LATENCY * option->parts[1] +
+                       S_BALANCE_RELIABILITY * option->parts[2] +
+                       S_BALANCE_PRICE * option->parts[3];
+}
+
+//  Fills an option's ordering keys for the mode. Within equal tiers the
+//  order is drawn in two stages: its provider by the provider's weight
+//  (s_stage_providers), then the option among its provider's by its own,
+//  so a provider with many matching models or keys gets no bigger share.
 static void s_score(const router_context_t *context, router_mode_t mode, s_option_t *option,
-                    uint64_t mean_ttfb_us, uint32_t mean_success_ppm, uint64_t session_seed)
+                    const s_field_t *field)
 {
     const router_pair_t *pair = option->pair;
-    int combined = pair->weight * option->provider->weight * option->key->weight;
+    int within = pair->weight * option->key->weight;
+    option->provider_weight = 1;
     switch (mode) {
     case ROUTER_MODE_PRIORITY:
         option->tier[0] = pair->priority;
         option->tier[1] = option->provider->priority;
         option->tier[2] = option->key->priority;
-        option->weight = combined;
+        option->provider_weight = option->provider->weight;
+        option->weight = within;
         break;
     case ROUTER_MODE_KEY_PRIORITY:
         option->tier[0] = option->key->priority;
         option->weight = option->key->weight;
         break;
     case ROUTER_MODE_WEIGHTED:
-        option->weight = combined;
+        option->provider_weight = option->provider->weight;
+        option->weight = within;
         break;
-    case ROUTER_MODE_LATENCY: {
-        uint64_t ttfb = option->have_stat ? (option->stat.ttfb_us ? option->stat.ttfb_us
-                                                                  : option->stat.latency_us)
-                                          : mean_ttfb_us;
-        option->tier[0] = -s_latency_bucket(ttfb);
+    case ROUTER_MODE_LATENCY:
+        option->tier[0] = -s_latency_bucket(s_ttfb(option, field));
         option->weight = 1;
         break;
-    }
     case ROUTER_MODE_COST:
         option->tier[0] = -option->key->multiplier_ppm;
         option->weight = 1;
         break;
     case ROUTER_MODE_RELIABILITY: {
-        uint32_t ppm = option->have_stat ? option->stat.success_ppm : mean_success_ppm;
+        uint32_t ppm = option->have_stat ? option->stat.success_ppm : field->mean_success_ppm;
         option->tier[0] = ppm / 10000;
         option->weight = 1;
         break;
     }
+    case ROUTER_MODE_BALANCED:
+        s_balance(option, field);
+        option->tier[0] = (int64_t)floor(option->parts[4] * S_BALANCE_BUCKETS + 1e-9);
+        option->provider_weight = option->provider->weight;
+        option->weight = within;
+        break;
     }
-    option->draw = session_seed ? s_rendezvous(session_seed, &option->candidate, option->weight)
-                                : s_draw(context->rng, option->weight);
+    option->draw = field->session_seed
+                       ? s_rendezvous(field->session_seed, &option->candidate, option->weight)
+                       : s_draw(context->rng, option->weight);
+    //  key_priority orders keys across providers: one stage.
+    option->provider_draw = mode == ROUTER_MODE_KEY_PRIORITY ? option->draw : 0;
+}
+
+//  Stage 1 of the order: one draw per provider, by its weight (by the
+//  session's hash when there is one), shared by all its options.
+static void s_stage_providers(const router_context_t *context, router_mode_t mode,
+                              s_option_t *options, size_t count, uint64_t session_seed)
+{
+    if (mode == ROUTER_MODE_KEY_PRIORITY)
+        return;
+    //  A provider's weight in this stage is its own times the mean weight of
+    //  its routes and rules here: one route of weight 3 against another's of
+    //  weight 1 still leads 3:1, but many routes or keys add nothing.
+    bool by_routes = mode == ROUTER_MODE_PRIORITY || mode == ROUTER_MODE_WEIGHTED ||
+                     mode == ROUTER_MODE_BALANCED;
+    uint64_t ids[PROTO_MSG_CANDIDATES_MAX], draws[PROTO_MSG_CANDIDATES_MAX];
+    size_t known = 0;
+    for (size_t i = 0; i < count; i++) {
+        s_option_t *option = &options[i];
+        size_t k = 0;
+        while (k < known && ids[k] != option->candidate.provider_id)
+            k++;
+        if (k < known) {
+            option->provider_draw = draws[k];
+            continue;
+        }
+        double sum = 0, pairs = 0;
+        for (size_t j = i; by_routes && j < count; j++)
+            if (options[j].candidate.provider_id == option->candidate.provider_id) {
+                sum += options[j].pair->weight;
+                pairs++;
+            }
+        double weight = option->provider_weight * (pairs > 0 ? sum / pairs : 1.0);
+        uint64_t draw;
+        if (session_seed) {
+            proto_candidate_t provider = {.provider_key_id = option->candidate.provider_id};
+            snprintf(provider.upstream_model, sizeof provider.upstream_model, "provider");
+            draw = s_rendezvous(session_seed, &provider, weight);
+        } else
+            draw = s_draw(context->rng, weight);
+        for (size_t j = i; j < count; j++)
+            if (options[j].candidate.provider_id == option->candidate.provider_id)
+                options[j].provider_weight = weight;
+        option->provider_draw = draw;
+        if (known < PROTO_MSG_CANDIDATES_MAX) {
+            ids[known] = option->candidate.provider_id;
+            draws[known++] = draw;
+        }
+    }
+}
+
+//  Within each run of equal tiers (sorted by provider, then by option),
+//  takes the providers' options in turn: the first of each provider in the
+//  providers' order, then the second of each, ... so a failover moves to
+//  another provider before a provider's second key or model. tmp holds
+//  `count` options.
+static void s_interleave(s_option_t *options, size_t count, s_option_t *tmp)
+{
+    size_t start = 0;
+    while (start < count) {
+        size_t end = start + 1;
+        while (end < count &&
+               memcmp(options[end].tier, options[start].tier, sizeof options[start].tier) == 0)
+            end++;
+        size_t taken = 0;
+        for (size_t round = 0; taken < end - start; round++) {
+            size_t i = start;
+            while (i < end) {
+                size_t group_end = i + 1;
+                while (group_end < end &&
+                       options[group_end].candidate.provider_id == options[i].candidate.provider_id)
+                    group_end++;
+                if (i + round < group_end)
+                    tmp[taken++] = options[i + round];
+                i = group_end;
+            }
+        }
+        memcpy(options + start, tmp, (end - start) * sizeof *options);
+        start = end;
+    }
 }
 
 static json_t *s_option_json(proto_catalog_t *catalog, const s_option_t *option, router_mode_t mode)
@@ -298,8 +443,19 @@ static json_t *s_option_json(proto_catalog_t *catalog, const s_option_t *option,
     return item;
 }
 
+//  The weights of the two stages, as explain shows them.
+static void s_explain_weights(json_t *score, const s_option_t *option)
+{
+    json_object_set_new(score, "weight",
+                        json_integer((json_int_t)option->pair->weight * option->provider->weight *
+                                     option->key->weight));
+    json_object_set_new(score, "provider_weight",
+                        json_real(round(option->provider_weight * 1e4) / 1e4));
+    json_object_set_new(score, "weight_in_provider", json_integer(option->weight));
+}
+
 static void s_explain_score(json_t *item, const s_option_t *option, router_mode_t mode,
-                            uint64_t mean_ttfb_us, uint32_t mean_success_ppm)
+                            const s_field_t *field)
 {
     json_t *score = json_object();
     switch (mode) {
@@ -307,22 +463,17 @@ static void s_explain_score(json_t *item, const s_option_t *option, router_mode_
         json_object_set_new(score, "route_priority", json_integer(option->tier[0]));
         json_object_set_new(score, "provider_priority", json_integer(option->tier[1]));
         json_object_set_new(score, "key_priority", json_integer(option->tier[2]));
-        json_object_set_new(score, "weight", json_integer(option->weight));
+        s_explain_weights(score, option);
         break;
     case ROUTER_MODE_KEY_PRIORITY:
         json_object_set_new(score, "key_priority", json_integer(option->tier[0]));
         json_object_set_new(score, "weight", json_integer(option->weight));
         break;
     case ROUTER_MODE_WEIGHTED:
-        json_object_set_new(score, "weight", json_integer(option->weight));
+        s_explain_weights(score, option);
         break;
     case ROUTER_MODE_LATENCY:
-        json_object_set_new(
-            score, "ttfb_us",
-            json_integer((json_int_t)(option->have_stat
-                                          ? (option->stat.ttfb_us ? option->stat.ttfb_us
-                                                                  : option->stat.latency_us)
-                                          : mean_ttfb_us)));
+        json_object_set_new(score, "ttfb_us", json_integer((json_int_t)s_ttfb(option, field)));
         json_object_set_new(score, "measured", json_boolean(option->have_stat));
         json_object_set_new(score, "bucket", json_integer(-option->tier[0]));
         break;
@@ -332,9 +483,32 @@ static void s_explain_score(json_t *item, const s_option_t *option, router_mode_
     case ROUTER_MODE_RELIABILITY:
         json_object_set_new(
             score, "success_ppm",
-            json_integer(option->have_stat ? option->stat.success_ppm : mean_success_ppm));
+            json_integer(option->have_stat ? option->stat.success_ppm : field->mean_success_ppm));
         json_object_set_new(score, "measured", json_boolean(option->have_stat));
         break;
+    case ROUTER_MODE_BALANCED: {
+        //  Each part (0..1, 1 best), its weight, and what it was made from.
+        static const char *const names[] = {"weight", "latency", "reliability", "price"};
+        static const double weights[] = {S_BALANCE_WEIGHT, S_BALANCE_LATENCY, S_BALANCE_RELIABILITY,
+                                         S_BALANCE_PRICE};
+        json_t *parts = json_object();
+        for (int i = 0; i < 4; i++)
+            json_object_set_new(parts, names[i],
+                                json_pack("{s:f, s:f}", "value",
+                                          round(option->parts[i] * 1e4) / 1e4, "weight",
+                                          weights[i]));
+        json_object_set_new(score, "parts", parts);
+        json_object_set_new(score, "score", json_real(round(option->parts[4] * 1e4) / 1e4));
+        json_object_set_new(score, "bucket", json_integer(option->tier[0]));
+        json_object_set_new(score, "ttfb_us", json_integer((json_int_t)s_ttfb(option, field)));
+        json_object_set_new(
+            score, "success_ppm",
+            json_integer(option->have_stat ? option->stat.success_ppm : field->mean_success_ppm));
+        json_object_set_new(score, "measured", json_boolean(option->have_stat));
+        json_object_set_new(score, "multiplier_ppm", json_integer(option->key->multiplier_ppm));
+        s_explain_weights(score, option);
+        break;
+    }
     }
     json_object_set_new(item, "score", score);
     json_object_set_new(item, "breaker",
@@ -370,6 +544,7 @@ struct _router_scratch_t {
     s_resolved_t *resolved; //  resolution of the name
     s_option_t *options;    //  every (pair, key) considered
     s_option_t *eligible;   //  those that qualify, in order
+    s_option_t *spare;      //  room to reorder them
 };
 
 void router_select_decide(const router_context_t *context, const router_request_t *request,
@@ -486,6 +661,7 @@ void router_select_decide(const router_context_t *context, const router_request_
 
     //  Health, for the modes that use it; unknowns count as the mean.
     uint64_t ttfb_sum = 0, ppm_sum = 0, known = 0;
+    s_field_t field = {.best_price_ppm = INT64_MAX};
     for (size_t i = 0; i < count && context->stats; i++) {
         s_option_t *option = &options[i];
         option->have_stat =
@@ -493,16 +669,34 @@ void router_select_decide(const router_context_t *context, const router_request_
                              option->candidate.provider_key_id, option->candidate.upstream_model,
                              request->now_ms, context->stats_max_age_ms, &option->stat);
         if (option->have_stat && !option->why) {
-            ttfb_sum += option->stat.ttfb_us ? option->stat.ttfb_us : option->stat.latency_us;
+            uint64_t ttfb = option->stat.ttfb_us ? option->stat.ttfb_us : option->stat.latency_us;
+            ttfb_sum += ttfb;
             ppm_sum += option->stat.success_ppm;
             known++;
+            if (ttfb && (!field.best_ttfb_us || ttfb < field.best_ttfb_us))
+                field.best_ttfb_us = ttfb;
         }
     }
-    uint64_t mean_ttfb = known ? ttfb_sum / known : 0;
-    uint32_t mean_ppm = known ? (uint32_t)(ppm_sum / known) : 1000000;
+    for (size_t i = 0; i < count; i++) {
+        const s_option_t *option = &options[i];
+        if (option->why)
+            continue;
+        int64_t combined =
+            (int64_t)option->pair->weight * option->provider->weight * option->key->weight;
+        if (combined > field.most_weight)
+            field.most_weight = combined;
+        if (option->key->multiplier_ppm < field.best_price_ppm)
+            field.best_price_ppm = option->key->multiplier_ppm;
+    }
+    if (field.best_price_ppm == INT64_MAX)
+        field.best_price_ppm = 0;
+    field.mean_ttfb_us = known ? ttfb_sum / known : 0;
+    field.mean_success_ppm = known ? (uint32_t)(ppm_sum / known) : 1000000;
     uint64_t seed = s_session_seed(request->account_id, request->session);
+    field.session_seed = seed;
     for (size_t i = 0; i < count; i++)
-        s_score(context, decision->mode, &options[i], mean_ttfb, mean_ppm, seed);
+        s_score(context, decision->mode, &options[i], &field);
+    s_stage_providers(context, decision->mode, options, count, seed);
     qsort(options, count, sizeof *options, s_compare);
 
     //  Eligible options to the front, in order; the excluded keep theirs.
@@ -516,6 +710,13 @@ void router_select_decide(const router_context_t *context, const router_request_
         any_open = any_open || (options[i].why && strcmp(options[i].why, "breaker") == 0 &&
                                 options[i].breaker.state == ROUTER_BREAKER_OPEN);
         any_limited = any_limited || (options[i].why && strcmp(options[i].why, "limit") == 0);
+    }
+    if (decision->mode != ROUTER_MODE_KEY_PRIORITY && eligible_count > 1) {
+        s_option_t *spare = scratch ? scratch->spare : malloc(eligible_count * sizeof *spare);
+        assert(spare);
+        s_interleave(eligible, eligible_count, spare);
+        if (!scratch)
+            free(spare);
     }
     if (eligible_count > PROTO_MSG_CANDIDATES_MAX)
         eligible_count = PROTO_MSG_CANDIDATES_MAX;
@@ -585,7 +786,7 @@ void router_select_decide(const router_context_t *context, const router_request_
         for (size_t i = 0; i < eligible_count; i++) {
             json_t *item = s_option_json(catalog, &eligible[i], decision->mode);
             json_object_set_new(item, "rank", json_integer((json_int_t)i + 1));
-            s_explain_score(item, &eligible[i], decision->mode, mean_ttfb, mean_ppm);
+            s_explain_score(item, &eligible[i], decision->mode, &field);
             if (i == 0 && decision->sticky)
                 json_object_set_new(item, "sticky", json_true());
             if (decision->last_resort)
@@ -655,7 +856,8 @@ router_scratch_t *router_scratch_new(void)
     self->resolved = malloc(sizeof *self->resolved);
     self->options = malloc(S_OPTIONS_MAX * sizeof *self->options);
     self->eligible = malloc((S_OPTIONS_MAX + 1) * sizeof *self->eligible);
-    assert(self->resolved && self->options && self->eligible);
+    self->spare = malloc((S_OPTIONS_MAX + 1) * sizeof *self->spare);
+    assert(self->resolved && self->options && self->eligible && self->spare);
     return self;
 }
 
@@ -668,6 +870,7 @@ void router_scratch_destroy(router_scratch_t **self_p)
     free(self->resolved);
     free(self->options);
     free(self->eligible);
+    free(self->spare);
     free(self);
     *self_p = NULL;
 }
@@ -802,13 +1005,20 @@ void router_select_test(bool verbose)
     assert(counts[21] == 1000);
     s_bench_destroy(&bench);
 
-    //  weighted: shares 1:3:1:1 over k11, k12, k21, k31.
+    //  weighted, in two stages: p1, p2, p3 (weight 1 each) a third each,
+    //  however many keys p1 has; within p1, k11:k12 by 1:3.
     s_bench_init(&bench, "weighted");
     s_run(&bench, "m", rounds, counts);
-    assert(s_near(counts[11], rounds, 1.0 / 6, tolerance));
-    assert(s_near(counts[12], rounds, 3.0 / 6, tolerance));
-    assert(s_near(counts[21], rounds, 1.0 / 6, tolerance));
-    assert(s_near(counts[31], rounds, 1.0 / 6, tolerance));
+    assert(s_near(counts[11], rounds, 1.0 / 12, tolerance));
+    assert(s_near(counts[12], rounds, 3.0 / 12, tolerance));
+    assert(s_near(counts[21], rounds, 1.0 / 3, tolerance));
+    assert(s_near(counts[31], rounds, 1.0 / 3, tolerance));
+    //  The providers take turns: p1's second key comes after the others.
+    router_select_decide(&bench.context, &request, &decision, NULL);
+    assert(decision.count == 4);
+    for (size_t i = 0; i + 1 < 3; i++)
+        assert(decision.candidates[i].provider_id != decision.candidates[i + 1].provider_id);
+    assert(decision.candidates[3].provider_id == 1);
     s_bench_destroy(&bench);
 
     //  cost: k21 and k31 (half price) tie and split evenly.
@@ -1065,6 +1275,81 @@ void router_select_test(bool verbose)
     json_t *out = json_array_get(json_object_get(explained, "excluded"), 0);
     assert(out && strcmp(json_string_value(json_object_get(out, "why")), "blocked") == 0);
     json_decref(explained);
+    router_map_destroy(&map);
+    proto_catalog_destroy(&catalog);
+    //  Two stages: "many" serves the model under five upstream names, "one"
+    //  under one; provider weight 3 x mean route weight 1.6 against 1 x 1
+    //  leads 4.8 : 1, not 24 : 1 as one stage over every candidate would.
+    const char *stages =
+        "{\"providers\":[{\"id\":1,\"name\":\"many\",\"weight\":3},{\"id\":2,\"name\":\"one\"}],"
+        "\"provider_keys\":[{\"id\":1,\"provider_id\":1},{\"id\":2,\"provider_id\":2}],"
+        "\"models\":[{\"id\":1,\"name\":\"m\",\"scheduling\":\"weighted\"}],\"routes\":["
+        "{\"id\":1,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"a\"},"
+        "{\"id\":2,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"b\"},"
+        "{\"id\":3,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"c\"},"
+        "{\"id\":4,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"d\"},"
+        "{\"id\":5,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"e\",\"weight\":4},"
+        "{\"id\":6,\"model_id\":1,\"provider_id\":2,\"upstream_model\":\"a\"}]}";
+    catalog = proto_catalog_from_json(stages, error, sizeof error);
+    assert(catalog);
+    map = router_map_build(catalog, false);
+    context = (router_context_t){.catalog = catalog, .map = map, .rng = &rng};
+    int leads[3] = {0}, e_leads = 0;
+    for (int i = 0; i < rounds; i++) {
+        request = (router_request_t){.model = "m", .now_ms = 5000};
+        router_select_decide(&context, &request, &decision, NULL);
+        assert(decision.status == 200 && decision.count == 6);
+        leads[decision.candidates[0].provider_id]++;
+        e_leads += decision.candidates[0].provider_id == 1 &&
+                   strcmp(decision.candidates[0].upstream_model, "e") == 0;
+        //  Turns: the other provider second.
+        assert(decision.candidates[1].provider_id != decision.candidates[0].provider_id);
+    }
+    assert(s_near(leads[1], rounds, 4.8 / 5.8, tolerance));
+    //  Within "many", e (route weight 4) leads 4 of 8.
+    assert(s_near(e_leads, rounds, 4.8 / 5.8 * 0.5, tolerance));
+    router_map_destroy(&map);
+    proto_catalog_destroy(&catalog);
+
+    //  balanced: one score of weight, latency, reliability and price; the
+    //  fast, reliable, cheap key wins over the slow one, explain shows the parts.
+    const char *balanced =
+        "{\"providers\":[{\"id\":1,\"name\":\"fast\"},{\"id\":2,\"name\":\"slow\"}],"
+        "\"provider_keys\":[{\"id\":1,\"provider_id\":1,\"multiplier_ppm\":500000},"
+        "{\"id\":2,\"provider_id\":2}],\"models\":[{\"id\":1,\"name\":\"m\","
+        "\"scheduling\":\"balanced\"}],\"routes\":[{\"id\":1,\"model_id\":1,\"provider_id\":1,"
+        "\"upstream_model\":\"u\"},{\"id\":2,\"model_id\":1,\"provider_id\":2,"
+        "\"upstream_model\":\"u\"}]}";
+    catalog = proto_catalog_from_json(balanced, error, sizeof error);
+    assert(catalog);
+    map = router_map_build(catalog, false);
+    router_stats_t *stats = router_stats_new();
+    router_stat_t fast = {
+        .state = 1, .success_ppm = 1000000, .ttfb_us = 200000, .updated_ms = 5000};
+    router_stat_t slow = {.state = 1, .success_ppm = 900000, .ttfb_us = 800000, .updated_ms = 5000};
+    router_stats_update(stats, 1, 1, "u", &fast);
+    router_stats_update(stats, 2, 2, "u", &slow);
+    context = (router_context_t){.catalog = catalog, .map = map, .stats = stats, .rng = &rng};
+    request = (router_request_t){.model = "m", .now_ms = 5000, .dry_run = true};
+    explained = json_object();
+    router_select_decide(&context, &request, &decision, explained);
+    assert(decision.status == 200 && decision.mode == ROUTER_MODE_BALANCED);
+    assert(decision.candidates[0].provider_key_id == 1);
+    json_t *leader = json_array_get(json_object_get(explained, "candidates"), 0);
+    json_t *trailer = json_array_get(json_object_get(explained, "candidates"), 1);
+    json_t *score = json_object_get(leader, "score");
+    assert(json_real_value(json_object_get(score, "score")) > 0.99);
+    json_t *parts = json_object_get(json_object_get(trailer, "score"), "parts");
+    //  slow: weight 1, latency 200/800, reliability 0.9, price (0.51)/(1.01).
+    assert(fabs(json_real_value(json_object_get(json_object_get(parts, "latency"), "value")) -
+                0.25) < 1e-3);
+    assert(fabs(json_real_value(json_object_get(json_object_get(parts, "reliability"), "value")) -
+                0.9) < 1e-3);
+    double expected = 0.25 * 1 + 0.30 * 0.25 + 0.30 * 0.9 + 0.15 * (510000.0 / 1010000.0);
+    assert(fabs(json_real_value(json_object_get(json_object_get(trailer, "score"), "score")) -
+                expected) < 1e-3);
+    json_decref(explained);
+    router_stats_destroy(&stats);
     router_map_destroy(&map);
     proto_catalog_destroy(&catalog);
     if (verbose)

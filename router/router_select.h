@@ -13,14 +13,22 @@
        max_concurrent share.
     3. Order what is left by the model's scheduling mode:
          priority      route/rule priority, provider priority, key priority;
-                       ties weighted-random by route x provider x key weight
+                       ties weighted-random (two stages, below)
          key_priority  key priority across all providers; ties by key weight
-         weighted      weighted random over all (route x provider x key weight)
+         weighted      weighted random (two stages, below)
          latency       EWMA time to first token from health (log buckets of
                        ~10%, unknown = mean of the known); ties uniform
          cost          key multiplier_ppm, lowest first; ties uniform
          reliability   success rate from health (1% buckets, unknown = mean
                        of the known); ties uniform
+         balanced      one score blending weight, latency, reliability and
+                       price (weights 0.25, 0.30, 0.30, 0.15; 5% buckets);
+                       ties weighted as in weighted
+       Ties are drawn in two stages: the provider by its weight, then one of
+       its candidates by route x key weight, so a provider with many
+       matching models or keys gets no bigger share; within a tier the
+       providers then take turns (a failover moves to another provider
+       before a provider's second candidate). key_priority has one stage.
        "Ties uniform" means a fresh random order on every decision, so equal
        candidates share the load evenly instead of the first taking it all.
     4. A session (account and session id) orders the candidates within each
@@ -67,6 +75,7 @@ typedef enum {
     ROUTER_MODE_LATENCY,
     ROUTER_MODE_COST,
     ROUTER_MODE_RELIABILITY,
+    ROUTER_MODE_BALANCED,
 } router_mode_t;
 
 //  Parses a models.scheduling value; unknown names are "priority".

@@ -27,7 +27,7 @@ static const char *const s_key_statuses[] = {"active", "disabled", "revoked", NU
 static const char *const s_protocols[] = {"openai", "openai-responses", "anthropic", "gemini",
                                           NULL};
 static const char *const s_schedulings[] = {"priority", "key_priority", "weighted", "latency",
-                                            "cost",     "reliability",  NULL};
+                                            "cost",     "reliability",  "balanced", NULL};
 static const char *const s_rule_kinds[] = {
     "exact", "prefix", "keyword", "regex", "exclude_keyword", "include", "exclude_provider", NULL};
 static const char *const s_roles[] = {"owner", "operator", "viewer", NULL};

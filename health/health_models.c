@@ -1,6 +1,6 @@
 #include "health_models.h"
 #include "proto_check.h"
-#include "dispatch_upstream.h"
+#include "proto_upstream.h"
 #include "proto_msg.h"
 
 #include <assert.h>
@@ -9,17 +9,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-//  The URL and the authentication are dispatch's (dispatch_upstream): a
+//  The URL and the authentication are dispatch's (proto_upstream): a
 //  provider's base_url and its secret mean the same to a probe as to a call.
 char *health_models_url(int protocol, const char *base_url)
 {
-    return dispatch_upstream_url(protocol, DISPATCH_ENDPOINT_MODELS, base_url, "", false);
+    return proto_upstream_url(protocol, PROTO_ENDPOINT_MODELS, base_url, "", false);
 }
 
 struct curl_slist *health_models_headers(int protocol, const char *secret)
 {
     struct curl_slist *list = curl_slist_append(NULL, "Accept: application/json");
-    return dispatch_upstream_auth(list, protocol, secret);
+    return proto_upstream_auth(list, protocol, secret);
 }
 
 int health_models_parse(int protocol, const char *body, size_t size, zlistx_t *names)

@@ -1,5 +1,5 @@
 #include "health_probe.h"
-#include "dispatch_multi.h"
+#include "proto_curl.h"
 #include "health_models.h"
 #include "proto_log.h"
 
@@ -26,14 +26,14 @@ typedef struct {
 } s_probe_t;
 
 struct _health_probe_t {
-    dispatch_multi_t *multi; //  libcurl multi on the program's loop
-    uint64_t timeout_ms;     //  one probe's limit
-    size_t concurrency;      //  running at most
-    size_t running;          //  running now
-    zlistx_t *queue;         //  s_probe_t waiting (not owned: freed by hand)
-    zhashx_t *keys;          //  "KEY_ID" -> s_probe_t queued or running
-    health_probe_fn *fn;     //  result handler
-    void *arg;               //  its argument
+    proto_curl_t *multi; //  libcurl multi on the program's loop
+    uint64_t timeout_ms; //  one probe's limit
+    size_t concurrency;  //  running at most
+    size_t running;      //  running now
+    zlistx_t *queue;     //  s_probe_t waiting (not owned: freed by hand)
+    zhashx_t *keys;      //  "KEY_ID" -> s_probe_t queued or running
+    health_probe_fn *fn; //  result handler
+    void *arg;           //  its argument
 };
 
 static void s_key_name(char *out, size_t size, uint64_t key_id)
@@ -118,7 +118,7 @@ static void s_finish(health_probe_t *self, s_probe_t *probe, CURLcode code)
     s_start_next(self);
 }
 
-//  dispatch_multi has taken the transfer out of the multi handle already.
+//  proto_curl has taken the transfer out of the multi handle already.
 static void s_transfer_done(CURL *easy, CURLcode code, void *arg)
 {
     s_probe_t *probe = arg;
@@ -141,7 +141,7 @@ static void s_start_next(health_probe_t *self)
         curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(easy, CURLOPT_USERAGENT, "tollgate-health");
         self->running++;
-        if (dispatch_multi_add(self->multi, easy, s_transfer_done, probe) != 0) {
+        if (proto_curl_add(self->multi, easy, s_transfer_done, probe) != 0) {
             s_finish(self, probe, CURLE_FAILED_INIT);
             return; //  s_finish started the next one
         }
@@ -153,7 +153,7 @@ health_probe_t *health_probe_new(proto_loop_t *loop, uint64_t timeout_ms, size_t
 {
     health_probe_t *self = calloc(1, sizeof *self);
     assert(self);
-    self->multi = dispatch_multi_new(loop);
+    self->multi = proto_curl_new(loop);
     if (!self->multi) {
         free(self);
         return NULL;
@@ -182,12 +182,12 @@ void health_probe_destroy(health_probe_t **self_p)
         s_probe_free(&probe);
     }
     for (probe = zhashx_first(self->keys); probe; probe = zhashx_next(self->keys)) {
-        dispatch_multi_remove(self->multi, probe->easy);
+        proto_curl_remove(self->multi, probe->easy);
         s_probe_free(&probe);
     }
     zhashx_destroy(&self->keys);
     zlistx_destroy(&self->queue);
-    dispatch_multi_destroy(&self->multi);
+    proto_curl_destroy(&self->multi);
     free(self);
     *self_p = NULL;
 }

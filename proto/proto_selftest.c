@@ -20,18 +20,20 @@
 #include "proto_peer.h"
 #include "proto_test.h"
 #include "proto_tls.h"
+#include "proto_upstream.h"
 
 static const proto_test_t s_tests[] = {
-    {"proto_config", proto_config_test},   {"proto_msg", proto_msg_test},
-    {"proto_loop", proto_loop_test},       {"proto_metrics", proto_metrics_test},
-    {"proto_service", proto_service_test}, {"proto_crypto", proto_crypto_test},
-    {"proto_outbox", proto_outbox_test},   {"proto_error", proto_error_test},
-    {"proto_sse", proto_sse_test},         {"proto_usage", proto_usage_test},
-    {"proto_convert", proto_convert_test}, {"proto_expose", proto_expose_test},
-    {"proto_trace", proto_trace_test},     {"proto_observe", proto_observe_test},
-    {"proto_capture", proto_capture_test}, {"proto_batch", proto_batch_test},
-    {"proto_price", proto_price_test},     {"proto_socket", proto_socket_test},
-    {"proto_tls", proto_tls_test},         {"proto_peer", proto_peer_test},
+    {"proto_config", proto_config_test},     {"proto_msg", proto_msg_test},
+    {"proto_loop", proto_loop_test},         {"proto_metrics", proto_metrics_test},
+    {"proto_service", proto_service_test},   {"proto_crypto", proto_crypto_test},
+    {"proto_outbox", proto_outbox_test},     {"proto_error", proto_error_test},
+    {"proto_sse", proto_sse_test},           {"proto_usage", proto_usage_test},
+    {"proto_convert", proto_convert_test},   {"proto_expose", proto_expose_test},
+    {"proto_trace", proto_trace_test},       {"proto_observe", proto_observe_test},
+    {"proto_capture", proto_capture_test},   {"proto_batch", proto_batch_test},
+    {"proto_price", proto_price_test},       {"proto_socket", proto_socket_test},
+    {"proto_tls", proto_tls_test},           {"proto_peer", proto_peer_test},
+    {"proto_upstream", proto_upstream_test},
 };
 
 PROTO_TEST_MAIN(s_tests)

@@ -9,7 +9,7 @@
 #include <strings.h>
 
 struct _dispatch_call_t {
-    dispatch_multi_t *multi;                //  where the transfer runs
+    proto_curl_t *multi;                    //  where the transfer runs
     proto_loop_t *loop;                     //  for our timer
     CURL *easy;                             //  the transfer
     struct curl_slist *headers;             //  request headers, alive while it runs
@@ -64,7 +64,7 @@ static void s_timer_due(proto_loop_t *loop, int id, void *arg)
         s_arm(self); //  data came meanwhile
         return;
     }
-    dispatch_multi_remove(self->multi, self->easy);
+    proto_curl_remove(self->multi, self->easy);
     char detail[96];
     snprintf(detail, sizeof detail, "no %s within %llu ms", first ? "first byte" : "data",
              (unsigned long long)(first ? self->first_byte_timeout_ms : self->idle_timeout_ms));
@@ -148,7 +148,7 @@ static size_t s_write_fn(char *data, size_t size, size_t count, void *arg)
     return length;
 }
 
-dispatch_call_t *dispatch_call_new(dispatch_multi_t *multi, proto_loop_t *loop,
+dispatch_call_t *dispatch_call_new(proto_curl_t *multi, proto_loop_t *loop,
                                    dispatch_call_spec_t *spec,
                                    const dispatch_call_handler_t *handler, void *arg)
 {
@@ -203,7 +203,7 @@ dispatch_call_t *dispatch_call_new(dispatch_multi_t *multi, proto_loop_t *loop,
     //  (an http_proxy variable must not reroute provider calls unseen).
     curl_easy_setopt(easy, CURLOPT_PROXY, spec->proxy ? spec->proxy : "");
     self->started_us = proto_loop_now_us();
-    if (dispatch_multi_add(multi, easy, s_transfer_done, self) != 0) {
+    if (proto_curl_add(multi, easy, s_transfer_done, self) != 0) {
         dispatch_call_destroy(&self);
         return NULL;
     }
@@ -222,7 +222,7 @@ void dispatch_call_destroy(dispatch_call_t **self_p)
         proto_loop_cancel_timer(self->loop, self->timer);
     if (self->easy) {
         if (self->running)
-            dispatch_multi_remove(self->multi, self->easy);
+            proto_curl_remove(self->multi, self->easy);
         curl_easy_cleanup(self->easy);
     }
     curl_slist_free_all(self->headers);

@@ -1,6 +1,6 @@
 /*  dispatch_call: one HTTP call to an upstream, as one attempt of a request.
 
-    Wraps a libcurl easy handle on the shared dispatch_multi. The body is
+    Wraps a libcurl easy handle on the shared proto_curl. The body is
     handed to the owner as it arrives (never buffered here), so a streamed
     answer flows through at the upstream's pace. Timeouts:
       connect      CURLOPT_CONNECTTIMEOUT_MS
@@ -18,7 +18,7 @@
 #ifndef DISPATCH_CALL_H_INCLUDED
 #define DISPATCH_CALL_H_INCLUDED
 
-#include "dispatch_multi.h"
+#include "proto_curl.h"
 #include "dispatch_policy.h"
 
 #include <curl/curl.h>
@@ -54,7 +54,7 @@ typedef struct {
 
 //  Starts a call. Returns NULL when libcurl refuses it (spec's headers and
 //  body are freed either way). Caller owns return value.
-dispatch_call_t *dispatch_call_new(dispatch_multi_t *multi, proto_loop_t *loop,
+dispatch_call_t *dispatch_call_new(proto_curl_t *multi, proto_loop_t *loop,
                                    dispatch_call_spec_t *spec,
                                    const dispatch_call_handler_t *handler, void *arg);
 

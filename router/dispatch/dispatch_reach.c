@@ -1,5 +1,5 @@
 #include "dispatch_reach.h"
-#include "dispatch_upstream.h"
+#include "proto_upstream.h"
 #include "proto_msg.h"
 
 #include <assert.h>
@@ -111,10 +111,9 @@ char *dispatch_reach_url(proto_catalog_t *catalog, const proto_provider_t *provi
                         gemini ? (stream ? "streamGenerateContent" : "generateContent") : "",
                         gemini && stream);
     }
-    return dispatch_upstream_url(endpoint_protocol,
-                                 count_tokens ? DISPATCH_ENDPOINT_COUNT_TOKENS
-                                              : DISPATCH_ENDPOINT_GENERATE,
-                                 provider->base_url, upstream_model, stream);
+    return proto_upstream_url(endpoint_protocol,
+                              count_tokens ? PROTO_ENDPOINT_COUNT_TOKENS : PROTO_ENDPOINT_GENERATE,
+                              provider->base_url, upstream_model, stream);
 }
 
 struct curl_slist *dispatch_reach_headers(const proto_provider_t *provider, struct curl_slist *list)

@@ -4,13 +4,12 @@
 #include "dispatch_server.h"
 #include "dispatch_taken.h"
 #include "dispatch_reach.h"
-#include "dispatch_upstream.h"
 #include "proto_test.h"
 
 static const proto_test_t s_tests[] = {
     {"dispatch_adapter", dispatch_adapter_test}, {"dispatch_policy", dispatch_policy_test},
-    {"dispatch_taken", dispatch_taken_test},     {"dispatch_upstream", dispatch_upstream_test},
-    {"dispatch_server", dispatch_server_test},   {"dispatch_reach", dispatch_reach_test},
+    {"dispatch_taken", dispatch_taken_test},     {"dispatch_server", dispatch_server_test},
+    {"dispatch_reach", dispatch_reach_test},
 };
 
 PROTO_TEST_MAIN(s_tests)

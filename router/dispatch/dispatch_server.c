@@ -1,11 +1,11 @@
 #include "dispatch_server.h"
 #include "dispatch_adapter.h"
 #include "dispatch_call.h"
-#include "dispatch_multi.h"
+#include "proto_curl.h"
 #include "dispatch_policy.h"
 #include "dispatch_taken.h"
 #include "dispatch_reach.h"
-#include "dispatch_upstream.h"
+#include "proto_upstream.h"
 #include "proto_batch.h"
 #include "proto_capture.h"
 #include "proto_catalog.h"
@@ -96,7 +96,7 @@ struct _dispatch_server_t {
     zlistx_t *unverified;              //  DISPATCHes for a key our catalog lacks, held
     int unverified_timer;              //  refuses those held too long, 0 = none
     proto_catalog_t *catalog;          //  current snapshot (owned)
-    dispatch_multi_t *multi;           //  libcurl on our loop
+    proto_curl_t *multi;               //  libcurl on our loop
     zhashx_t *requests;                //  request id -> s_request_t* in flight
     uint64_t connect_timeout_ms;       //  dispatch.connect_timeout_ms
     uint64_t first_byte_timeout_ms;    //  dispatch.first_byte_timeout_ms
@@ -869,7 +869,7 @@ static int s_start_attempt(s_request_t *self, const proto_candidate_t *candidate
         .url = url,
         .headers = dispatch_reach_headers(
             provider,
-            dispatch_upstream_headers(adapter->endpoint_protocol, key->secret, self->conv.stream)),
+            proto_upstream_headers(adapter->endpoint_protocol, key->secret, self->conv.stream)),
         .proxy = self->proxy >= 0 ? provider->proxies.names[self->proxy] : NULL,
         .body = body,
         .body_size = body_size,
@@ -1477,7 +1477,7 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
         log_error(NULL, "cannot load the configuration catalog: %s", error);
         goto fail;
     }
-    self->multi = dispatch_multi_new(self->loop);
+    self->multi = proto_curl_new(self->loop);
     self->router = s_bind(ZMQ_ROUTER, self->config, "dispatch.bind");
     self->events = s_bind(ZMQ_PUB, self->config, "dispatch.events.bind");
     if (!self->multi || !self->router || !self->events)
@@ -1577,7 +1577,7 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
     proto_outbox_destroy(&self->outbox);
     dispatch_taken_destroy(&self->taken);
     proto_batch_destroy(&self->outcomes);
-    dispatch_multi_destroy(&self->multi);
+    proto_curl_destroy(&self->multi);
     proto_watch_destroy(&self->watch);
     router_map_destroy(&self->map);
     proto_catalog_destroy(&self->catalog);
@@ -1615,7 +1615,7 @@ char *dispatch_server_status(dispatch_server_t *self)
     if (asprintf(&text,
                  "{\"in_flight\":%zu,\"upstream_transfers\":%zu,\"settle_pending\":%zu,"
                  "\"table_version\":%llu,\"table_router\":\"%s\",\"tables\":%llu}",
-                 zhashx_size(self->requests), dispatch_multi_running(self->multi),
+                 zhashx_size(self->requests), proto_curl_running(self->multi),
                  proto_outbox_pending(self->outbox), (unsigned long long)self->table_version,
                  self->table_router, (unsigned long long)self->tables_merged) < 0)
         return NULL;

@@ -1,4 +1,4 @@
-#include "dispatch_multi.h"
+#include "proto_curl.h"
 #include "proto_log.h"
 
 #include <assert.h>
@@ -9,11 +9,11 @@
 #define S_MAX_IDLE_CONNECTIONS 512
 
 typedef struct {
-    dispatch_multi_done_fn *fn; //  called when the transfer ends
-    void *arg;                  //  its argument
+    proto_curl_done_fn *fn; //  called when the transfer ends
+    void *arg;              //  its argument
 } s_transfer_t;
 
-struct _dispatch_multi_t {
+struct _proto_curl_t {
     proto_loop_t *loop; //  the loop we are driven by
     CURLM *multi;       //  the one multi handle
     int timer;          //  libcurl's timeout as a loop timer, 0 when none
@@ -21,7 +21,7 @@ struct _dispatch_multi_t {
 };
 
 //  Takes ended transfers out of the multi handle and tells their owners.
-static void s_check_done(dispatch_multi_t *self)
+static void s_check_done(proto_curl_t *self)
 {
     CURLMsg *message;
     int left;
@@ -46,7 +46,7 @@ static void s_check_done(dispatch_multi_t *self)
 
 static void s_socket_ready(proto_loop_t *loop, int fd, uint32_t events, void *arg)
 {
-    dispatch_multi_t *self = arg;
+    proto_curl_t *self = arg;
     int mask = 0;
     if (events & EPOLLIN)
         mask |= CURL_CSELECT_IN;
@@ -61,7 +61,7 @@ static void s_socket_ready(proto_loop_t *loop, int fd, uint32_t events, void *ar
 
 static void s_timer_due(proto_loop_t *loop, int id, void *arg)
 {
-    dispatch_multi_t *self = arg;
+    proto_curl_t *self = arg;
     self->timer = 0;
     int running;
     curl_multi_socket_action(self->multi, CURL_SOCKET_TIMEOUT, 0, &running);
@@ -72,7 +72,7 @@ static void s_timer_due(proto_loop_t *loop, int id, void *arg)
 //  non-NULL once we watch the socket (set with curl_multi_assign).
 static int s_socket_fn(CURL *easy, curl_socket_t fd, int what, void *arg, void *socketp)
 {
-    dispatch_multi_t *self = arg;
+    proto_curl_t *self = arg;
     if (what == CURL_POLL_REMOVE) {
         proto_loop_remove_fd(self->loop, fd);
         curl_multi_assign(self->multi, fd, NULL);
@@ -99,7 +99,7 @@ static int s_socket_fn(CURL *easy, curl_socket_t fd, int what, void *arg, void *
 //  CURLMOPT_TIMERFUNCTION: one timer, replaced on each call; -1 deletes it.
 static int s_timer_fn(CURLM *multi, long timeout_ms, void *arg)
 {
-    dispatch_multi_t *self = arg;
+    proto_curl_t *self = arg;
     if (self->timer)
         proto_loop_cancel_timer(self->loop, self->timer);
     self->timer = 0;
@@ -109,9 +109,9 @@ static int s_timer_fn(CURLM *multi, long timeout_ms, void *arg)
     return 0;
 }
 
-dispatch_multi_t *dispatch_multi_new(proto_loop_t *loop)
+proto_curl_t *proto_curl_new(proto_loop_t *loop)
 {
-    dispatch_multi_t *self = calloc(1, sizeof *self);
+    proto_curl_t *self = calloc(1, sizeof *self);
     assert(self);
     self->loop = loop;
     self->multi = curl_multi_init();
@@ -132,10 +132,10 @@ dispatch_multi_t *dispatch_multi_new(proto_loop_t *loop)
     return self;
 }
 
-void dispatch_multi_destroy(dispatch_multi_t **self_p)
+void proto_curl_destroy(proto_curl_t **self_p)
 {
     assert(self_p);
-    dispatch_multi_t *self = *self_p;
+    proto_curl_t *self = *self_p;
     if (!self)
         return;
     if (self->timer)
@@ -148,7 +148,7 @@ void dispatch_multi_destroy(dispatch_multi_t **self_p)
     *self_p = NULL;
 }
 
-int dispatch_multi_add(dispatch_multi_t *self, CURL *easy, dispatch_multi_done_fn *fn, void *arg)
+int proto_curl_add(proto_curl_t *self, CURL *easy, proto_curl_done_fn *fn, void *arg)
 {
     s_transfer_t *transfer = malloc(sizeof *transfer);
     assert(transfer);
@@ -163,7 +163,7 @@ int dispatch_multi_add(dispatch_multi_t *self, CURL *easy, dispatch_multi_done_f
     return 0;
 }
 
-void dispatch_multi_remove(dispatch_multi_t *self, CURL *easy)
+void proto_curl_remove(proto_curl_t *self, CURL *easy)
 {
     s_transfer_t *transfer = NULL;
     curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&transfer);
@@ -177,7 +177,7 @@ void dispatch_multi_remove(dispatch_multi_t *self, CURL *easy)
     self->running--;
 }
 
-size_t dispatch_multi_running(dispatch_multi_t *self)
+size_t proto_curl_running(proto_curl_t *self)
 {
     return self->running;
 }

@@ -1,4 +1,4 @@
-#include "dispatch_upstream.h"
+#include "proto_upstream.h"
 #include "proto_check.h"
 #include "proto_msg.h"
 
@@ -24,19 +24,19 @@ static char *s_join(const char *base_url, const char *version, const char *path)
     return url;
 }
 
-char *dispatch_upstream_url(int protocol, dispatch_endpoint_t endpoint, const char *base_url,
-                            const char *upstream_model, bool stream)
+char *proto_upstream_url(int protocol, proto_endpoint_t endpoint, const char *base_url,
+                         const char *upstream_model, bool stream)
 {
-    if (endpoint == DISPATCH_ENDPOINT_MODELS)
+    if (endpoint == PROTO_ENDPOINT_MODELS)
         return protocol == PROTO_PROTOCOL_ANTHROPIC
                    ? s_join(base_url, "/v1", "/v1/models?limit=1000")
                : protocol == PROTO_PROTOCOL_GEMINI
                    ? s_join(base_url, "/v1beta", "/v1beta/models?pageSize=1000")
                : protocol == PROTO_PROTOCOL_NONE ? NULL
                                                  : s_join(base_url, "/v1", "/v1/models");
-    if (endpoint == DISPATCH_ENDPOINT_COUNT_TOKENS && protocol == PROTO_PROTOCOL_ANTHROPIC)
+    if (endpoint == PROTO_ENDPOINT_COUNT_TOKENS && protocol == PROTO_PROTOCOL_ANTHROPIC)
         return s_join(base_url, "/v1", "/v1/messages/count_tokens");
-    if (endpoint == DISPATCH_ENDPOINT_COUNT_TOKENS && protocol != PROTO_PROTOCOL_GEMINI)
+    if (endpoint == PROTO_ENDPOINT_COUNT_TOKENS && protocol != PROTO_PROTOCOL_GEMINI)
         return NULL;
     switch (protocol) {
     case PROTO_PROTOCOL_OPENAI:
@@ -56,9 +56,9 @@ char *dispatch_upstream_url(int protocol, dispatch_endpoint_t endpoint, const ch
         if (!*upstream_model)
             return NULL;
         snprintf(path, sizeof path, "/v1beta/models/%.400s:%s", upstream_model,
-                 endpoint == DISPATCH_ENDPOINT_COUNT_TOKENS ? "countTokens"
-                 : stream                                   ? "streamGenerateContent?alt=sse"
-                                                            : "generateContent");
+                 endpoint == PROTO_ENDPOINT_COUNT_TOKENS ? "countTokens"
+                 : stream                                ? "streamGenerateContent?alt=sse"
+                                                         : "generateContent");
         return s_join(base_url, "/v1beta", path);
     }
     default:
@@ -78,17 +78,17 @@ static struct curl_slist *s_header(struct curl_slist *list, const char *name, co
     return grown ? grown : list;
 }
 
-struct curl_slist *dispatch_upstream_headers(int protocol, const char *secret, bool stream)
+struct curl_slist *proto_upstream_headers(int protocol, const char *secret, bool stream)
 {
     struct curl_slist *list = NULL;
     list = curl_slist_append(list, "Content-Type: application/json");
     list =
         curl_slist_append(list, stream ? "Accept: text/event-stream" : "Accept: application/json");
     list = curl_slist_append(list, "Expect:");
-    return dispatch_upstream_auth(list, protocol, secret);
+    return proto_upstream_auth(list, protocol, secret);
 }
 
-struct curl_slist *dispatch_upstream_auth(struct curl_slist *list, int protocol, const char *secret)
+struct curl_slist *proto_upstream_auth(struct curl_slist *list, int protocol, const char *secret)
 {
     secret = secret ? secret : "";
     switch (protocol) {
@@ -117,63 +117,63 @@ static bool s_has(struct curl_slist *list, const char *line)
     return false;
 }
 
-void dispatch_upstream_test(bool verbose)
+void proto_upstream_test(bool verbose)
 {
     if (verbose)
-        printf(" * dispatch_upstream: ");
-    char *url = dispatch_upstream_url(PROTO_PROTOCOL_OPENAI, DISPATCH_ENDPOINT_GENERATE,
-                                      "http://127.0.0.1:9/", "m", true);
+        printf(" * proto_upstream: ");
+    char *url = proto_upstream_url(PROTO_PROTOCOL_OPENAI, PROTO_ENDPOINT_GENERATE,
+                                   "http://127.0.0.1:9/", "m", true);
     PROTO_CHECK(strcmp(url, "http://127.0.0.1:9/v1/chat/completions") == 0);
     free(url);
-    url = dispatch_upstream_url(PROTO_PROTOCOL_OPENAI, DISPATCH_ENDPOINT_GENERATE,
-                                "https://api.openai.com/v1", "m", false);
+    url = proto_upstream_url(PROTO_PROTOCOL_OPENAI, PROTO_ENDPOINT_GENERATE,
+                             "https://api.openai.com/v1", "m", false);
     PROTO_CHECK(strcmp(url, "https://api.openai.com/v1/chat/completions") == 0);
     free(url);
-    url = dispatch_upstream_url(PROTO_PROTOCOL_OPENAI, DISPATCH_ENDPOINT_GENERATE,
-                                "https://relay.example/openai/v1/", "m", false);
+    url = proto_upstream_url(PROTO_PROTOCOL_OPENAI, PROTO_ENDPOINT_GENERATE,
+                             "https://relay.example/openai/v1/", "m", false);
     PROTO_CHECK(strcmp(url, "https://relay.example/openai/v1/chat/completions") == 0);
     free(url);
-    url = dispatch_upstream_url(PROTO_PROTOCOL_ANTHROPIC, DISPATCH_ENDPOINT_GENERATE,
-                                "https://api.anthropic.com", "m", true);
+    url = proto_upstream_url(PROTO_PROTOCOL_ANTHROPIC, PROTO_ENDPOINT_GENERATE,
+                             "https://api.anthropic.com", "m", true);
     PROTO_CHECK(strcmp(url, "https://api.anthropic.com/v1/messages") == 0);
     free(url);
-    url = dispatch_upstream_url(PROTO_PROTOCOL_GEMINI, DISPATCH_ENDPOINT_GENERATE,
-                                "https://generativelanguage.googleapis.com/v1beta",
-                                "gemini-2.0-flash", true);
+    url = proto_upstream_url(PROTO_PROTOCOL_GEMINI, PROTO_ENDPOINT_GENERATE,
+                             "https://generativelanguage.googleapis.com/v1beta", "gemini-2.0-flash",
+                             true);
     PROTO_CHECK(strcmp(url, "https://generativelanguage.googleapis.com/v1beta/models/"
                             "gemini-2.0-flash:streamGenerateContent?alt=sse") == 0);
     free(url);
-    PROTO_CHECK(!dispatch_upstream_url(PROTO_PROTOCOL_GEMINI, DISPATCH_ENDPOINT_GENERATE,
-                                       "http://x", "a?b", false));
-    url = dispatch_upstream_url(PROTO_PROTOCOL_ANTHROPIC, DISPATCH_ENDPOINT_COUNT_TOKENS,
-                                "https://api.anthropic.com/v1", "m", false);
+    PROTO_CHECK(!proto_upstream_url(PROTO_PROTOCOL_GEMINI, PROTO_ENDPOINT_GENERATE, "http://x",
+                                    "a?b", false));
+    url = proto_upstream_url(PROTO_PROTOCOL_ANTHROPIC, PROTO_ENDPOINT_COUNT_TOKENS,
+                             "https://api.anthropic.com/v1", "m", false);
     PROTO_CHECK(strcmp(url, "https://api.anthropic.com/v1/messages/count_tokens") == 0);
     free(url);
-    url = dispatch_upstream_url(PROTO_PROTOCOL_GEMINI, DISPATCH_ENDPOINT_COUNT_TOKENS,
-                                "http://127.0.0.1:9", "gemini-x", true);
+    url = proto_upstream_url(PROTO_PROTOCOL_GEMINI, PROTO_ENDPOINT_COUNT_TOKENS,
+                             "http://127.0.0.1:9", "gemini-x", true);
     PROTO_CHECK(strcmp(url, "http://127.0.0.1:9/v1beta/models/gemini-x:countTokens") == 0);
     free(url);
-    url = dispatch_upstream_url(PROTO_PROTOCOL_OPENAI_EMBEDDINGS, DISPATCH_ENDPOINT_GENERATE,
-                                "http://127.0.0.1:9/v1", "e", false);
+    url = proto_upstream_url(PROTO_PROTOCOL_OPENAI_EMBEDDINGS, PROTO_ENDPOINT_GENERATE,
+                             "http://127.0.0.1:9/v1", "e", false);
     PROTO_CHECK(strcmp(url, "http://127.0.0.1:9/v1/embeddings") == 0);
     free(url);
-    PROTO_CHECK(!dispatch_upstream_url(PROTO_PROTOCOL_OPENAI, DISPATCH_ENDPOINT_COUNT_TOKENS,
-                                       "http://x", "m", false));
-    PROTO_CHECK(!dispatch_upstream_url(PROTO_PROTOCOL_GEMINI, DISPATCH_ENDPOINT_GENERATE,
-                                       "http://x", "", false));
-    PROTO_CHECK(!dispatch_upstream_url(PROTO_PROTOCOL_NONE, DISPATCH_ENDPOINT_GENERATE, "http://x",
-                                       "m", false));
+    PROTO_CHECK(!proto_upstream_url(PROTO_PROTOCOL_OPENAI, PROTO_ENDPOINT_COUNT_TOKENS, "http://x",
+                                    "m", false));
+    PROTO_CHECK(
+        !proto_upstream_url(PROTO_PROTOCOL_GEMINI, PROTO_ENDPOINT_GENERATE, "http://x", "", false));
+    PROTO_CHECK(
+        !proto_upstream_url(PROTO_PROTOCOL_NONE, PROTO_ENDPOINT_GENERATE, "http://x", "m", false));
 
-    struct curl_slist *headers = dispatch_upstream_headers(PROTO_PROTOCOL_OPENAI, "sk-1", true);
+    struct curl_slist *headers = proto_upstream_headers(PROTO_PROTOCOL_OPENAI, "sk-1", true);
     PROTO_CHECK(s_has(headers, "Authorization: Bearer sk-1"));
     PROTO_CHECK(s_has(headers, "Accept: text/event-stream") && s_has(headers, "Expect:"));
     curl_slist_free_all(headers);
-    headers = dispatch_upstream_headers(PROTO_PROTOCOL_ANTHROPIC, "sk-ant", false);
+    headers = proto_upstream_headers(PROTO_PROTOCOL_ANTHROPIC, "sk-ant", false);
     PROTO_CHECK(s_has(headers, "x-api-key: sk-ant"));
     PROTO_CHECK(s_has(headers, "anthropic-version: 2023-06-01"));
     PROTO_CHECK(!s_has(headers, "Authorization: Bearer sk-ant"));
     curl_slist_free_all(headers);
-    headers = dispatch_upstream_headers(PROTO_PROTOCOL_GEMINI, "g-key", false);
+    headers = proto_upstream_headers(PROTO_PROTOCOL_GEMINI, "g-key", false);
     PROTO_CHECK(s_has(headers, "x-goog-api-key: g-key"));
     curl_slist_free_all(headers);
     if (verbose)

@@ -1,4 +1,4 @@
-/*  dispatch_multi: one libcurl multi handle driven by the process' loop.
+/*  proto_curl: one libcurl multi handle driven by the process' loop.
 
     libcurl's socket interface tells us which sockets to watch
     (CURLMOPT_SOCKETFUNCTION -> proto_loop_add_fd/modify_fd/remove_fd) and
@@ -12,35 +12,35 @@
     transfer is already out of the multi handle, so the callback may clean
     up the easy handle or add new transfers.
 */
-#ifndef DISPATCH_MULTI_H_INCLUDED
-#define DISPATCH_MULTI_H_INCLUDED
+#ifndef PROTO_CURL_H_INCLUDED
+#define PROTO_CURL_H_INCLUDED
 
 #include "proto_loop.h"
 
 #include <curl/curl.h>
 
-typedef struct _dispatch_multi_t dispatch_multi_t;
+typedef struct _proto_curl_t proto_curl_t;
 
 //  Called once when a transfer ends; result is libcurl's code.
-typedef void(dispatch_multi_done_fn)(CURL *easy, CURLcode result, void *arg);
+typedef void(proto_curl_done_fn)(CURL *easy, CURLcode result, void *arg);
 
 //  Creates the multi handle on a loop. curl_global_init must have run.
 //  Caller owns return value.
-dispatch_multi_t *dispatch_multi_new(proto_loop_t *loop);
+proto_curl_t *proto_curl_new(proto_loop_t *loop);
 
 //  Destroys it; transfers still running are aborted without callbacks.
 //  Nulls the pointer.
-void dispatch_multi_destroy(dispatch_multi_t **self_p);
+void proto_curl_destroy(proto_curl_t **self_p);
 
 //  Starts a transfer (the easy handle stays the caller's). Returns 0 or -1.
-int dispatch_multi_add(dispatch_multi_t *self, CURL *easy, dispatch_multi_done_fn *fn, void *arg);
+int proto_curl_add(proto_curl_t *self, CURL *easy, proto_curl_done_fn *fn, void *arg);
 
 //  Aborts a running transfer without calling its callback: its connection
 //  is closed at once. Unknown handles are ignored. Never call from inside
 //  a libcurl callback.
-void dispatch_multi_remove(dispatch_multi_t *self, CURL *easy);
+void proto_curl_remove(proto_curl_t *self, CURL *easy);
 
 //  Transfers running.
-size_t dispatch_multi_running(dispatch_multi_t *self);
+size_t proto_curl_running(proto_curl_t *self);
 
 #endif

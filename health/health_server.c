@@ -7,7 +7,7 @@
 #include "proto_socket.h"
 #include "proto_msg.h"
 #include "proto_watch.h"
-#include "router_map.h"
+#include "proto_map.h"
 
 #include <assert.h>
 #include <jansson.h>
@@ -288,10 +288,10 @@ static void s_store_mappings(s_health_t *self)
 {
     if (self->index != 0 || !self->catalog || !self->db)
         return;
-    router_map_t *map =
-        router_map_build(self->catalog, proto_config_bool(self->config, "router.zero_config"));
-    json_t *pairs = router_map_json(map);
-    router_map_destroy(&map);
+    proto_map_t *map =
+        proto_map_build(self->catalog, proto_config_bool(self->config, "router.zero_config"));
+    json_t *pairs = proto_map_json(map);
+    proto_map_destroy(&map);
     char *text = json_dumps(pairs, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(pairs);
     if (!text || (self->mappings && strcmp(text, self->mappings) == 0)) {

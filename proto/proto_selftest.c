@@ -21,6 +21,7 @@
 #include "proto_test.h"
 #include "proto_tls.h"
 #include "proto_upstream.h"
+#include "proto_map.h"
 
 static const proto_test_t s_tests[] = {
     {"proto_config", proto_config_test},     {"proto_msg", proto_msg_test},
@@ -33,7 +34,7 @@ static const proto_test_t s_tests[] = {
     {"proto_capture", proto_capture_test},   {"proto_batch", proto_batch_test},
     {"proto_price", proto_price_test},       {"proto_socket", proto_socket_test},
     {"proto_tls", proto_tls_test},           {"proto_peer", proto_peer_test},
-    {"proto_upstream", proto_upstream_test},
+    {"proto_upstream", proto_upstream_test}, {"proto_map", proto_map_test},
 };
 
 PROTO_TEST_MAIN(s_tests)

@@ -44,7 +44,7 @@ const char *router_mode_name(router_mode_t mode)
 //  One (pair, key) candidate while deciding.
 typedef struct {
     proto_candidate_t candidate;      //  what goes on the wire
-    const router_pair_t *pair;        //  where the pair came from
+    const proto_map_pair_t *pair;     //  where the pair came from
     const proto_provider_t *provider; //  its provider
     const proto_provider_key_t *key;  //  its key
     int64_t tier[3];                  //  ordering keys, higher first
@@ -159,12 +159,12 @@ static size_t s_split_caps(const char *text, char caps[][64], size_t max)
 
 //  Resolution of the requested name.
 typedef struct {
-    const proto_model_t *model;                  //  logical model, or NULL
-    const proto_provider_t *pinned;              //  "provider/..." pin, or NULL
-    const router_pair_t *pairs;                  //  pairs to expand
-    size_t count;                                //  how many
-    router_pair_t own[PROTO_MSG_CANDIDATES_MAX]; //  storage for pinned / listed pairs
-    const char *how;                             //  "model", "pinned", "zero_config"
+    const proto_model_t *model;                     //  logical model, or NULL
+    const proto_provider_t *pinned;                 //  "provider/..." pin, or NULL
+    const proto_map_pair_t *pairs;                  //  pairs to expand
+    size_t count;                                   //  how many
+    proto_map_pair_t own[PROTO_MSG_CANDIDATES_MAX]; //  storage for pinned / listed pairs
+    const char *how;                                //  "model", "pinned", "zero_config"
 } s_resolved_t;
 
 //  A capability counts only where someone declared it: when neither the
@@ -203,7 +203,7 @@ static int s_resolve(const router_context_t *context, const char *name, s_resolv
     out->model = proto_catalog_model_by_name(catalog, name);
     if (out->model) {
         out->how = "model";
-        out->pairs = router_map_pairs(context->map, out->model->id, &out->count);
+        out->pairs = proto_map_pairs(context->map, out->model->id, &out->count);
         return out->model->active ? 0 : 404;
     }
     const char *slash = strchr(name, '/');
@@ -221,13 +221,13 @@ static int s_resolve(const router_context_t *context, const char *name, s_resolv
             if (!model->active)
                 return 404;
             size_t count;
-            const router_pair_t *pairs = router_map_pairs(context->map, model->id, &count);
+            const proto_map_pair_t *pairs = proto_map_pairs(context->map, model->id, &count);
             for (size_t i = 0; i < count && out->count < PROTO_MSG_CANDIDATES_MAX; i++)
                 if (pairs[i].provider_id == out->pinned->id)
                     out->own[out->count++] = pairs[i];
-        } else if (router_map_zero_config(context->map) && *rest && strlen(rest) < 128 &&
-                   router_map_lists(context->map, out->pinned->id, rest)) {
-            router_pair_t *pair = &out->own[out->count++];
+        } else if (proto_map_zero_config(context->map) && *rest && strlen(rest) < 128 &&
+                   proto_map_lists(context->map, out->pinned->id, rest)) {
+            proto_map_pair_t *pair = &out->own[out->count++];
             memset(pair, 0, sizeof *pair);
             pair->provider_id = out->pinned->id;
             pair->weight = 1;
@@ -241,7 +241,7 @@ static int s_resolve(const router_context_t *context, const char *name, s_resolv
     }
     out->how = "zero_config";
     out->count = strlen(name) < 128
-                     ? router_map_listing(context->map, name, out->own, PROTO_MSG_CANDIDATES_MAX)
+                     ? proto_map_listing(context->map, name, out->own, PROTO_MSG_CANDIDATES_MAX)
                      : 0;
     out->pairs = out->own;
     return out->count ? 0 : 404;
@@ -302,7 +302,7 @@ static void s_balance(s_option_t *option, const s_field_t *field)
 static void s_score(const router_context_t *context, router_mode_t mode, s_option_t *option,
                     const s_field_t *field)
 {
-    const router_pair_t *pair = option->pair;
+    const proto_map_pair_t *pair = option->pair;
     int within = pair->weight * option->key->weight;
     option->provider_weight = 1;
     switch (mode) {
@@ -435,7 +435,7 @@ static json_t *s_option_json(proto_catalog_t *catalog, const s_option_t *option,
         "provider", option->provider->name, "provider_key_id",
         (json_int_t)option->candidate.provider_key_id, "key",
         option->key->name ? option->key->name : "", "upstream_model",
-        option->candidate.upstream_model, "source", router_source_name(option->pair->source));
+        option->candidate.upstream_model, "source", proto_map_source_name(option->pair->source));
     if (option->pair->rule_id)
         json_object_set_new(item, "rule_id", json_integer((json_int_t)option->pair->rule_id));
     if (option->pair->route_id)
@@ -582,7 +582,7 @@ void router_select_decide(const router_context_t *context, const router_request_
     size_t count = 0;
     size_t key_count = proto_catalog_provider_key_count(catalog);
     for (size_t p = 0; p < resolved->count; p++) {
-        const router_pair_t *pair = &resolved->pairs[p];
+        const proto_map_pair_t *pair = &resolved->pairs[p];
         const proto_provider_t *provider = proto_catalog_provider(catalog, pair->provider_id);
         if (!provider)
             continue;
@@ -804,8 +804,8 @@ void router_select_decide(const router_context_t *context, const router_request_
         }
         //  Pairs the mapping rules removed, and under a pin the other providers.
         size_t removed_count = 0;
-        const router_excluded_t *removed =
-            resolved->model ? router_map_excluded(context->map, resolved->model->id, &removed_count)
+        const proto_map_excluded_t *removed =
+            resolved->model ? proto_map_excluded(context->map, resolved->model->id, &removed_count)
                             : NULL;
         for (size_t i = 0; i < removed_count; i++)
             json_array_append_new(
@@ -815,8 +815,8 @@ void router_select_decide(const router_context_t *context, const router_request_
                                     (json_int_t)removed[i].rule_id, "detail", removed[i].reason));
         if (resolved->pinned && resolved->model) {
             size_t all_count;
-            const router_pair_t *all =
-                router_map_pairs(context->map, resolved->model->id, &all_count);
+            const proto_map_pair_t *all =
+                proto_map_pairs(context->map, resolved->model->id, &all_count);
             for (size_t i = 0; i < all_count; i++)
                 if (all[i].provider_id != resolved->pinned->id)
                     json_array_append_new(
@@ -905,7 +905,7 @@ static const char *s_fixture =
 
 typedef struct {
     proto_catalog_t *catalog;
-    router_map_t *map;
+    proto_map_t *map;
     router_breaker_t *breaker;
     router_sticky_t *sticky;
     router_stats_t *stats;
@@ -928,7 +928,7 @@ static void s_bench_init(s_bench_t *bench, const char *mode)
     bench->catalog = proto_catalog_from_json(text, error, sizeof error);
     free(text);
     assert(bench->catalog);
-    bench->map = router_map_build(bench->catalog, true);
+    bench->map = proto_map_build(bench->catalog, true);
     router_breaker_config_t config = router_breaker_defaults();
     config.threshold = 1;
     bench->breaker = router_breaker_new(&config);
@@ -947,7 +947,7 @@ static void s_bench_init(s_bench_t *bench, const char *mode)
 
 static void s_bench_destroy(s_bench_t *bench)
 {
-    router_map_destroy(&bench->map);
+    proto_map_destroy(&bench->map);
     proto_catalog_destroy(&bench->catalog);
     router_breaker_destroy(&bench->breaker);
     router_sticky_destroy(&bench->sticky);
@@ -1180,7 +1180,7 @@ void router_select_test(bool verbose)
         "{\"id\":2,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"b\"}]}";
     char error[256];
     proto_catalog_t *catalog = proto_catalog_from_json(two_models, error, sizeof error);
-    router_map_t *map = router_map_build(catalog, false);
+    proto_map_t *map = proto_map_build(catalog, false);
     router_sticky_t *sticky = router_sticky_new(60000, 60000, 100);
     router_rng_t rng;
     router_rng_seed(&rng, 7);
@@ -1195,7 +1195,7 @@ void router_select_test(bool verbose)
     router_select_decide(&context, &request, &decision, NULL);
     assert(strcmp(decision.candidates[0].upstream_model, "a") == 0);
     router_sticky_destroy(&sticky);
-    router_map_destroy(&map);
+    proto_map_destroy(&map);
     proto_catalog_destroy(&catalog);
 
     //  Names: unknown, disabled, pinned, zero-config listing, limits.
@@ -1228,7 +1228,7 @@ void router_select_test(bool verbose)
         "\"name\":\"m\"}],\"routes\":[{\"id\":1,\"model_id\":1,\"provider_id\":1,"
         "\"upstream_model\":\"a\"}]}";
     catalog = proto_catalog_from_json(limited, error, sizeof error);
-    map = router_map_build(catalog, false);
+    map = proto_map_build(catalog, false);
     router_limit_t *limit = router_limit_new(1);
     context = (router_context_t){.catalog = catalog, .map = map, .limit = limit, .rng = &rng};
     request = (router_request_t){.model = "m", .request_id = "r1", .now_ms = 5000};
@@ -1241,7 +1241,7 @@ void router_select_test(bool verbose)
     assert(decision.status == 429 && decision.retry_after_ms > 0);
     assert(strcmp(decision.error_code, "provider_limit") == 0);
     router_limit_destroy(&limit);
-    router_map_destroy(&map);
+    proto_map_destroy(&map);
     proto_catalog_destroy(&catalog);
 
     //  A provider's block list excludes its models wherever they came from
@@ -1257,7 +1257,7 @@ void router_select_test(bool verbose)
         "\"protocol\":\"anthropic\"}]}";
     catalog = proto_catalog_from_json(reach, error, sizeof error);
     assert(catalog);
-    map = router_map_build(catalog, false);
+    map = proto_map_build(catalog, false);
     context = (router_context_t){.catalog = catalog, .map = map, .rng = &rng};
     request = (router_request_t){.model = "m", .now_ms = 5000, .dry_run = true};
     json_t *explained = json_object();
@@ -1275,7 +1275,7 @@ void router_select_test(bool verbose)
     json_t *out = json_array_get(json_object_get(explained, "excluded"), 0);
     assert(out && strcmp(json_string_value(json_object_get(out, "why")), "blocked") == 0);
     json_decref(explained);
-    router_map_destroy(&map);
+    proto_map_destroy(&map);
     proto_catalog_destroy(&catalog);
     //  Two stages: "many" serves the model under five upstream names, "one"
     //  under one; provider weight 3 x mean route weight 1.6 against 1 x 1
@@ -1292,7 +1292,7 @@ void router_select_test(bool verbose)
         "{\"id\":6,\"model_id\":1,\"provider_id\":2,\"upstream_model\":\"a\"}]}";
     catalog = proto_catalog_from_json(stages, error, sizeof error);
     assert(catalog);
-    map = router_map_build(catalog, false);
+    map = proto_map_build(catalog, false);
     context = (router_context_t){.catalog = catalog, .map = map, .rng = &rng};
     int leads[3] = {0}, e_leads = 0;
     for (int i = 0; i < rounds; i++) {
@@ -1308,7 +1308,7 @@ void router_select_test(bool verbose)
     assert(s_near(leads[1], rounds, 4.8 / 5.8, tolerance));
     //  Within "many", e (route weight 4) leads 4 of 8.
     assert(s_near(e_leads, rounds, 4.8 / 5.8 * 0.5, tolerance));
-    router_map_destroy(&map);
+    proto_map_destroy(&map);
     proto_catalog_destroy(&catalog);
 
     //  balanced: one score of weight, latency, reliability and price; the
@@ -1322,7 +1322,7 @@ void router_select_test(bool verbose)
         "\"upstream_model\":\"u\"}]}";
     catalog = proto_catalog_from_json(balanced, error, sizeof error);
     assert(catalog);
-    map = router_map_build(catalog, false);
+    map = proto_map_build(catalog, false);
     router_stats_t *stats = router_stats_new();
     router_stat_t fast = {
         .state = 1, .success_ppm = 1000000, .ttfb_us = 200000, .updated_ms = 5000};
@@ -1350,7 +1350,7 @@ void router_select_test(bool verbose)
                 expected) < 1e-3);
     json_decref(explained);
     router_stats_destroy(&stats);
-    router_map_destroy(&map);
+    proto_map_destroy(&map);
     proto_catalog_destroy(&catalog);
     if (verbose)
         printf("OK (%d decisions per distribution, tolerance %.0f%%)\n", rounds, tolerance * 100);

@@ -2,7 +2,7 @@
     router's soft state (breakers, health, bindings, limits).
 
     1. Resolve the requested name to (provider, upstream model) pairs:
-       a logical model's pairs from router_map; "provider/name" pins one
+       a logical model's pairs from proto_map; "provider/name" pins one
        provider (name is a logical model, or under zero-config a model the
        provider lists); any other name, under zero-config, goes to every
        provider that lists it.
@@ -48,7 +48,7 @@
 #include "proto_msg.h"
 #include "router_breaker.h"
 #include "router_limit.h"
-#include "router_map.h"
+#include "proto_map.h"
 #include "router_stats.h"
 #include "router_sticky.h"
 
@@ -97,7 +97,7 @@ void router_scratch_destroy(router_scratch_t **self_p);
 //  What a decision consults. Everything but catalog, map and rng may be NULL.
 typedef struct {
     proto_catalog_t *catalog;  //  configuration
-    router_map_t *map;         //  resolved pairs of that catalog
+    proto_map_t *map;          //  resolved pairs of that catalog
     router_breaker_t *breaker; //  circuit breakers
     router_sticky_t *sticky;   //  per-key model preferences
     router_stats_t *stats;     //  health per candidate

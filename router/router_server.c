@@ -35,7 +35,7 @@ typedef struct {
     zsock_t *health;                //  SUB to every health.events endpoint
     proto_watch_t *watch;           //  keeps catalog fresh
     proto_catalog_t *catalog;       //  current configuration
-    router_map_t *map;              //  pairs resolved from catalog
+    proto_map_t *map;               //  pairs resolved from catalog
     router_breaker_t *breaker;      //  circuit breakers
     router_sticky_t *sticky;        //  session bindings, key preferences
     router_stats_t *stats;          //  health per candidate
@@ -79,11 +79,11 @@ static void s_catalog_loaded(proto_catalog_t **catalog_p, void *arg)
 {
     s_router_t *self = arg;
     //  The map borrows the catalog: it goes first.
-    router_map_destroy(&self->map);
+    proto_map_destroy(&self->map);
     proto_catalog_destroy(&self->catalog);
     self->catalog = *catalog_p;
     *catalog_p = NULL;
-    self->map = router_map_build(self->catalog, self->zero_config);
+    self->map = proto_map_build(self->catalog, self->zero_config);
     //  A key our breakers disabled that an operator re-enabled comes back.
     for (size_t i = 0; i < proto_catalog_provider_key_count(self->catalog); i++) {
         const proto_provider_key_t *key = proto_catalog_provider_key_at(self->catalog, i);
@@ -514,7 +514,7 @@ static void s_stop(void **state_p)
     zsock_destroy(&self->health);
     router_store_destroy(&self->store);
     proto_watch_destroy(&self->watch);
-    router_map_destroy(&self->map);
+    proto_map_destroy(&self->map);
     proto_catalog_destroy(&self->catalog);
     router_breaker_destroy(&self->breaker);
     router_sticky_destroy(&self->sticky);

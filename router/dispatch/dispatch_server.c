@@ -72,7 +72,7 @@ struct _dispatch_server_t {
     zsock_t *events;                   //  PUB of OUTCOMEs
     proto_batch_t *outcomes;           //  OUTCOMEs on their way, batched
     zsock_t *tables;                   //  SUB to every router.table endpoint
-    router_map_t *map;                 //  the catalog's pairs, resolved
+    proto_map_t *map;                  //  the catalog's pairs, resolved
     router_breaker_t *breaker;         //  our outcomes at once, the cluster's by table
     dispatch_reach_t *reach;           //  providers' paths, headers and proxies in turn
     router_stats_t *stats;             //  health, from the tables
@@ -1379,11 +1379,11 @@ static void s_catalog_swap(proto_catalog_t **catalog_p, void *arg)
     dispatch_server_t *self = arg;
     //  Requests hold candidate ids, never catalog pointers across turns,
     //  so the old snapshot can go at once (the map borrows it: first).
-    router_map_destroy(&self->map);
+    proto_map_destroy(&self->map);
     proto_catalog_destroy(&self->catalog);
     self->catalog = *catalog_p;
     *catalog_p = NULL;
-    self->map = router_map_build(self->catalog, self->zero_config);
+    self->map = proto_map_build(self->catalog, self->zero_config);
     //  A key our breakers disabled that an operator re-enabled comes back.
     for (size_t i = 0; i < proto_catalog_provider_key_count(self->catalog); i++) {
         const proto_provider_key_t *key = proto_catalog_provider_key_at(self->catalog, i);
@@ -1579,7 +1579,7 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
     proto_batch_destroy(&self->outcomes);
     proto_curl_destroy(&self->multi);
     proto_watch_destroy(&self->watch);
-    router_map_destroy(&self->map);
+    proto_map_destroy(&self->map);
     proto_catalog_destroy(&self->catalog);
     router_breaker_destroy(&self->breaker);
     dispatch_reach_destroy(&self->reach);

@@ -1,4 +1,4 @@
-#include "router_map.h"
+#include "proto_map.h"
 #include "proto_check.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -11,24 +11,24 @@
 
 //  Everything one logical model resolved to.
 typedef struct {
-    uint64_t model_id;           //  models.id
-    router_pair_t *pairs;        //  allowed pairs, owned
-    size_t pair_count;           //  entries
-    size_t pair_capacity;        //  allocated
-    router_excluded_t *excluded; //  removed pairs, owned
-    size_t excluded_count;       //  entries
-    size_t excluded_capacity;    //  allocated
+    uint64_t model_id;              //  models.id
+    proto_map_pair_t *pairs;        //  allowed pairs, owned
+    size_t pair_count;              //  entries
+    size_t pair_capacity;           //  allocated
+    proto_map_excluded_t *excluded; //  removed pairs, owned
+    size_t excluded_count;          //  entries
+    size_t excluded_capacity;       //  allocated
 } s_model_t;
 
-struct _router_map_t {
+struct _proto_map_t {
     zhashx_t *models;         //  "ID" -> s_model_t (owned)
     zhashx_t *listed;         //  "PID\tNAME" -> non-NULL marker: provider lists name
     zhashx_t *has_list;       //  "PID" -> marker: provider has a fetched list
-    proto_catalog_t *catalog; //  for router_map_listing; borrowed, same lifetime as map
+    proto_catalog_t *catalog; //  for proto_map_listing; borrowed, same lifetime as map
     bool zero_config;         //  zero-config routing on
 };
 
-const char *router_source_name(router_source_t source)
+const char *proto_map_source_name(proto_map_source_t source)
 {
     switch (source) {
     case ROUTER_SOURCE_ROUTE:
@@ -65,7 +65,7 @@ static bool s_contains(const char *haystack, const char *needle)
     return *needle && strcasestr(haystack, needle) != NULL;
 }
 
-static s_model_t *s_model(router_map_t *self, uint64_t model_id)
+static s_model_t *s_model(proto_map_t *self, uint64_t model_id)
 {
     char key[24];
     snprintf(key, sizeof key, "%llu", (unsigned long long)model_id);
@@ -81,7 +81,7 @@ static s_model_t *s_model(router_map_t *self, uint64_t model_id)
 
 //  Adds a pair unless the same (provider, model) is already there from a
 //  stronger or equal source (sources are added strongest first).
-static void s_add(s_model_t *model, const router_pair_t *pair)
+static void s_add(s_model_t *model, const proto_map_pair_t *pair)
 {
     for (size_t i = 0; i < model->pair_count; i++)
         if (model->pairs[i].provider_id == pair->provider_id &&
@@ -107,7 +107,7 @@ static void s_exclude(s_model_t *model, uint64_t provider_id, const char *name, 
             realloc(model->excluded, model->excluded_capacity * sizeof *model->excluded);
         assert(model->excluded);
     }
-    router_excluded_t *entry = &model->excluded[model->excluded_count++];
+    proto_map_excluded_t *entry = &model->excluded[model->excluded_count++];
     memset(entry, 0, sizeof *entry);
     entry->provider_id = provider_id;
     snprintf(entry->upstream_model, sizeof entry->upstream_model, "%s", name);
@@ -137,7 +137,7 @@ static bool s_is_matching_kind(const char *kind)
 }
 
 //  Applies one matching rule to every listed model of its provider(s).
-static void s_apply_rule(router_map_t *self, proto_catalog_t *catalog, s_model_t *model,
+static void s_apply_rule(proto_map_t *self, proto_catalog_t *catalog, s_model_t *model,
                          const proto_mapping_rule_t *rule)
 {
     pcre2_code *regex = NULL;
@@ -163,12 +163,12 @@ static void s_apply_rule(router_map_t *self, proto_catalog_t *catalog, s_model_t
             continue;
         if (!s_rule_matches(rule, regex, match, listed->name))
             continue;
-        router_pair_t pair = {.provider_id = listed->provider_id,
-                              .priority = rule->priority,
-                              .weight = rule->weight,
-                              .source = ROUTER_SOURCE_RULE,
-                              .rule_id = rule->id,
-                              .active = true};
+        proto_map_pair_t pair = {.provider_id = listed->provider_id,
+                                 .priority = rule->priority,
+                                 .weight = rule->weight,
+                                 .source = ROUTER_SOURCE_RULE,
+                                 .rule_id = rule->id,
+                                 .active = true};
         snprintf(pair.upstream_model, sizeof pair.upstream_model, "%s", listed->name);
         s_add(model, &pair);
     }
@@ -182,7 +182,7 @@ static void s_apply_exclusion(s_model_t *model, const proto_mapping_rule_t *rule
     bool by_keyword = strcmp(rule->kind, "exclude_keyword") == 0;
     size_t kept = 0;
     for (size_t i = 0; i < model->pair_count; i++) {
-        router_pair_t *pair = &model->pairs[i];
+        proto_map_pair_t *pair = &model->pairs[i];
         bool from_list = pair->source == ROUTER_SOURCE_RULE || pair->source == ROUTER_SOURCE_ZERO;
         bool hit = by_keyword ? s_contains(pair->upstream_model, rule->pattern)
                               : pair->provider_id == rule->provider_id;
@@ -200,7 +200,7 @@ static void s_apply_exclusion(s_model_t *model, const proto_mapping_rule_t *rule
 }
 
 //  Resolves one logical model.
-static void s_resolve(router_map_t *self, proto_catalog_t *catalog, const proto_model_t *entry)
+static void s_resolve(proto_map_t *self, proto_catalog_t *catalog, const proto_model_t *entry)
 {
     s_model_t *model = s_model(self, entry->id);
     //  Routes come sorted by model; a scan is fine at catalog-load time.
@@ -208,12 +208,12 @@ static void s_resolve(router_map_t *self, proto_catalog_t *catalog, const proto_
         const proto_route_t *route = proto_catalog_route_at(catalog, i);
         if (route->model_id != entry->id)
             continue;
-        router_pair_t pair = {.provider_id = route->provider_id,
-                              .priority = route->priority,
-                              .weight = route->weight,
-                              .source = ROUTER_SOURCE_ROUTE,
-                              .route_id = route->id,
-                              .active = route->active};
+        proto_map_pair_t pair = {.provider_id = route->provider_id,
+                                 .priority = route->priority,
+                                 .weight = route->weight,
+                                 .source = ROUTER_SOURCE_ROUTE,
+                                 .route_id = route->id,
+                                 .active = route->active};
         snprintf(pair.upstream_model, sizeof pair.upstream_model, "%s", route->upstream_model);
         s_add(model, &pair);
     }
@@ -228,12 +228,12 @@ static void s_resolve(router_map_t *self, proto_catalog_t *catalog, const proto_
             const proto_provider_t *provider = proto_catalog_provider_at(catalog, p);
             if (rule->provider_id && provider->id != rule->provider_id)
                 continue;
-            router_pair_t pair = {.provider_id = provider->id,
-                                  .priority = rule->priority,
-                                  .weight = rule->weight,
-                                  .source = ROUTER_SOURCE_INCLUDE,
-                                  .rule_id = rule->id,
-                                  .active = true};
+            proto_map_pair_t pair = {.provider_id = provider->id,
+                                     .priority = rule->priority,
+                                     .weight = rule->weight,
+                                     .source = ROUTER_SOURCE_INCLUDE,
+                                     .rule_id = rule->id,
+                                     .active = true};
             snprintf(pair.upstream_model, sizeof pair.upstream_model, "%s",
                      *rule->pattern ? rule->pattern : entry->name);
             s_add(model, &pair);
@@ -251,10 +251,10 @@ static void s_resolve(router_map_t *self, proto_catalog_t *catalog, const proto_
             const proto_provider_model_t *listed = proto_catalog_provider_model_at(catalog, i);
             if (strcmp(listed->name, entry->name) != 0)
                 continue;
-            router_pair_t pair = {.provider_id = listed->provider_id,
-                                  .weight = 1,
-                                  .source = ROUTER_SOURCE_ZERO,
-                                  .active = true};
+            proto_map_pair_t pair = {.provider_id = listed->provider_id,
+                                     .weight = 1,
+                                     .source = ROUTER_SOURCE_ZERO,
+                                     .active = true};
             snprintf(pair.upstream_model, sizeof pair.upstream_model, "%s", listed->name);
             s_add(model, &pair);
         }
@@ -267,9 +267,9 @@ static void s_resolve(router_map_t *self, proto_catalog_t *catalog, const proto_
     }
 }
 
-router_map_t *router_map_build(proto_catalog_t *catalog, bool zero_config)
+proto_map_t *proto_map_build(proto_catalog_t *catalog, bool zero_config)
 {
-    router_map_t *self = calloc(1, sizeof *self);
+    proto_map_t *self = calloc(1, sizeof *self);
     assert(self);
     self->models = zhashx_new();
     zhashx_set_destructor(self->models, s_model_free);
@@ -291,10 +291,10 @@ router_map_t *router_map_build(proto_catalog_t *catalog, bool zero_config)
     return self;
 }
 
-void router_map_destroy(router_map_t **self_p)
+void proto_map_destroy(proto_map_t **self_p)
 {
     assert(self_p);
-    router_map_t *self = *self_p;
+    proto_map_t *self = *self_p;
     if (!self)
         return;
     zhashx_destroy(&self->models);
@@ -304,56 +304,56 @@ void router_map_destroy(router_map_t **self_p)
     *self_p = NULL;
 }
 
-static s_model_t *s_find(router_map_t *self, uint64_t model_id)
+static s_model_t *s_find(proto_map_t *self, uint64_t model_id)
 {
     char key[24];
     snprintf(key, sizeof key, "%llu", (unsigned long long)model_id);
     return zhashx_lookup(self->models, key);
 }
 
-const router_pair_t *router_map_pairs(router_map_t *self, uint64_t model_id, size_t *count)
+const proto_map_pair_t *proto_map_pairs(proto_map_t *self, uint64_t model_id, size_t *count)
 {
     s_model_t *model = s_find(self, model_id);
     *count = model ? model->pair_count : 0;
     return model && model->pair_count ? model->pairs : NULL;
 }
 
-const router_excluded_t *router_map_excluded(router_map_t *self, uint64_t model_id, size_t *count)
+const proto_map_excluded_t *proto_map_excluded(proto_map_t *self, uint64_t model_id, size_t *count)
 {
     s_model_t *model = s_find(self, model_id);
     *count = model ? model->excluded_count : 0;
     return model && model->excluded_count ? model->excluded : NULL;
 }
 
-bool router_map_lists(router_map_t *self, uint64_t provider_id, const char *model)
+bool proto_map_lists(proto_map_t *self, uint64_t provider_id, const char *model)
 {
     char key[200];
     s_listed_key(key, sizeof key, provider_id, model);
     return zhashx_lookup(self->listed, key) != NULL;
 }
 
-bool router_map_has_list(router_map_t *self, uint64_t provider_id)
+bool proto_map_has_list(proto_map_t *self, uint64_t provider_id)
 {
     char key[24];
     snprintf(key, sizeof key, "%llu", (unsigned long long)provider_id);
     return zhashx_lookup(self->has_list, key) != NULL;
 }
 
-bool router_map_zero_config(router_map_t *self)
+bool proto_map_zero_config(proto_map_t *self)
 {
     return self->zero_config;
 }
 
-size_t router_map_listing(router_map_t *self, const char *model, router_pair_t *out, size_t max)
+size_t proto_map_listing(proto_map_t *self, const char *model, proto_map_pair_t *out, size_t max)
 {
     size_t written = 0;
     if (!self->zero_config)
         return 0;
     for (size_t p = 0; p < proto_catalog_provider_count(self->catalog) && written < max; p++) {
         const proto_provider_t *provider = proto_catalog_provider_at(self->catalog, p);
-        if (!router_map_lists(self, provider->id, model))
+        if (!proto_map_lists(self, provider->id, model))
             continue;
-        router_pair_t *pair = &out[written++];
+        proto_map_pair_t *pair = &out[written++];
         memset(pair, 0, sizeof *pair);
         pair->provider_id = provider->id;
         pair->weight = 1;
@@ -364,17 +364,17 @@ size_t router_map_listing(router_map_t *self, const char *model, router_pair_t *
     return written;
 }
 
-json_t *router_map_json(router_map_t *self)
+json_t *proto_map_json(proto_map_t *self)
 {
     json_t *list = json_array();
     for (s_model_t *model = zhashx_first(self->models); model; model = zhashx_next(self->models))
         for (size_t i = 0; i < model->pair_count; i++) {
-            const router_pair_t *pair = &model->pairs[i];
+            const proto_map_pair_t *pair = &model->pairs[i];
             json_array_append_new(
                 list, json_pack("{s:I, s:I, s:s, s:s, s:I, s:i, s:i, s:b}", "model_id",
                                 (json_int_t)model->model_id, "provider_id",
                                 (json_int_t)pair->provider_id, "upstream_model",
-                                pair->upstream_model, "source", router_source_name(pair->source),
+                                pair->upstream_model, "source", proto_map_source_name(pair->source),
                                 "rule_id", (json_int_t)pair->rule_id, "priority", pair->priority,
                                 "weight", pair->weight, "active", pair->active));
         }
@@ -384,21 +384,21 @@ json_t *router_map_json(router_map_t *self)
 //  --------------------------------------------------------------------------
 //  Self test
 
-static const router_pair_t *s_pair(router_map_t *map, uint64_t model_id, uint64_t provider_id,
-                                   const char *name)
+static const proto_map_pair_t *s_pair(proto_map_t *map, uint64_t model_id, uint64_t provider_id,
+                                      const char *name)
 {
     size_t count;
-    const router_pair_t *pairs = router_map_pairs(map, model_id, &count);
+    const proto_map_pair_t *pairs = proto_map_pairs(map, model_id, &count);
     for (size_t i = 0; i < count; i++)
         if (pairs[i].provider_id == provider_id && strcmp(pairs[i].upstream_model, name) == 0)
             return &pairs[i];
     return NULL;
 }
 
-void router_map_test(bool verbose)
+void proto_map_test(bool verbose)
 {
     if (verbose)
-        printf(" * router_map: ");
+        printf(" * proto_map: ");
     const char *fixture =
         "{\"providers\":[{\"id\":1,\"name\":\"oa\"},{\"id\":2,\"name\":\"relay\"},"
         "{\"id\":3,\"name\":\"an\",\"protocol\":\"anthropic\"}],"
@@ -427,22 +427,22 @@ void router_map_test(bool verbose)
     char error[256];
     proto_catalog_t *catalog = proto_catalog_from_json(fixture, error, sizeof error);
     PROTO_CHECK(catalog);
-    router_map_t *map = router_map_build(catalog, true);
+    proto_map_t *map = proto_map_build(catalog, true);
     size_t count;
 
     //  Zero-config: gpt-4o has no rule; both providers listing it serve it.
-    router_map_pairs(map, 10, &count);
+    proto_map_pairs(map, 10, &count);
     PROTO_CHECK(count == 2 && s_pair(map, 10, 1, "gpt-4o") && s_pair(map, 10, 2, "gpt-4o"));
     PROTO_CHECK(s_pair(map, 10, 1, "gpt-4o")->source == ROUTER_SOURCE_ZERO);
     //  Prefix, then a case-insensitive keyword exclusion.
-    router_map_pairs(map, 11, &count);
+    proto_map_pairs(map, 11, &count);
     PROTO_CHECK(count == 2 && s_pair(map, 11, 2, "claude-3-5-sonnet") &&
                 s_pair(map, 11, 3, "claude-3-5-sonnet") && !s_pair(map, 11, 3, "claude-3-5-haiku"));
-    const router_excluded_t *excluded = router_map_excluded(map, 11, &count);
+    const proto_map_excluded_t *excluded = proto_map_excluded(map, 11, &count);
     PROTO_CHECK(count == 1 && excluded[0].rule_id == 2 &&
                 strcmp(excluded[0].upstream_model, "claude-3-5-haiku") == 0);
     //  Regex, provider exclusion (not of the include), include, keyword.
-    router_map_pairs(map, 13, &count);
+    proto_map_pairs(map, 13, &count);
     PROTO_CHECK(s_pair(map, 13, 1, "gpt-4o") && s_pair(map, 13, 1, "gpt-4o-2024"));
     PROTO_CHECK(!s_pair(map, 13, 1, "gpt-4o-mini") && !s_pair(map, 13, 2, "gpt-4o"));
     PROTO_CHECK(s_pair(map, 13, 2, "special") &&
@@ -450,28 +450,28 @@ void router_map_test(bool verbose)
                 s_pair(map, 13, 2, "special")->priority == 3);
     PROTO_CHECK(count == 3);
     //  A route is explicit: it stays, and the model gets no zero-config pairs.
-    router_map_pairs(map, 14, &count);
+    proto_map_pairs(map, 14, &count);
     PROTO_CHECK(count == 1 && s_pair(map, 14, 2, "x-1")->source == ROUTER_SOURCE_ROUTE &&
                 s_pair(map, 14, 2, "x-1")->priority == 5);
     //  A broken regex matches nothing and says why.
-    PROTO_CHECK(router_map_pairs(map, 15, &count) == NULL && count == 0);
-    excluded = router_map_excluded(map, 15, &count);
+    PROTO_CHECK(proto_map_pairs(map, 15, &count) == NULL && count == 0);
+    excluded = proto_map_excluded(map, 15, &count);
     PROTO_CHECK(count == 1 && strstr(excluded[0].reason, "invalid regex"));
     //  Names that are no logical model: zero-config by listing.
-    router_pair_t out[4];
-    PROTO_CHECK(router_map_listing(map, "claude-3-opus", out, 4) == 1 && out[0].provider_id == 3);
-    PROTO_CHECK(router_map_listing(map, "nope", out, 4) == 0);
-    PROTO_CHECK(router_map_lists(map, 1, "gpt-4o-mini") && !router_map_lists(map, 3, "gpt-4o"));
-    json_t *all = router_map_json(map);
+    proto_map_pair_t out[4];
+    PROTO_CHECK(proto_map_listing(map, "claude-3-opus", out, 4) == 1 && out[0].provider_id == 3);
+    PROTO_CHECK(proto_map_listing(map, "nope", out, 4) == 0);
+    PROTO_CHECK(proto_map_lists(map, 1, "gpt-4o-mini") && !proto_map_lists(map, 3, "gpt-4o"));
+    json_t *all = proto_map_json(map);
     PROTO_CHECK(json_array_size(all) == 9);
     json_decref(all);
-    router_map_destroy(&map);
+    proto_map_destroy(&map);
 
     //  Zero-config off: gpt-4o has nowhere to go, listing finds nothing.
-    map = router_map_build(catalog, false);
-    PROTO_CHECK(router_map_pairs(map, 10, &count) == NULL);
-    PROTO_CHECK(router_map_listing(map, "claude-3-opus", out, 4) == 0);
-    router_map_destroy(&map);
+    map = proto_map_build(catalog, false);
+    PROTO_CHECK(proto_map_pairs(map, 10, &count) == NULL);
+    PROTO_CHECK(proto_map_listing(map, "claude-3-opus", out, 4) == 0);
+    proto_map_destroy(&map);
     proto_catalog_destroy(&catalog);
     if (verbose)
         printf("OK\n");

@@ -1,4 +1,4 @@
-/*  router_map: which (provider, upstream model) pairs may serve each logical
+/*  proto_map: which (provider, upstream model) pairs may serve each logical
     model, resolved from the catalog once per catalog load.
 
     Sources, strongest first:
@@ -19,8 +19,8 @@
     The same catalog gives the same map in every router instance and in
     tollgate-health, which stores it in model_mappings for people to read.
 */
-#ifndef ROUTER_MAP_H_INCLUDED
-#define ROUTER_MAP_H_INCLUDED
+#ifndef PROTO_MAP_H_INCLUDED
+#define PROTO_MAP_H_INCLUDED
 
 #include "proto_catalog.h"
 
@@ -34,19 +34,19 @@ typedef enum {
     ROUTER_SOURCE_INCLUDE = 1, //  include rule
     ROUTER_SOURCE_RULE = 2,    //  exact/prefix/keyword/regex rule against a model list
     ROUTER_SOURCE_ZERO = 3,    //  zero-config: the provider lists the name
-} router_source_t;
+} proto_map_source_t;
 
 //  One pair a logical model may go to.
 typedef struct {
-    uint64_t provider_id;     //  providers.id
-    char upstream_model[128]; //  name at the provider
-    int priority;             //  route or rule priority, higher first
-    int weight;               //  route or rule weight
-    router_source_t source;   //  where it came from
-    uint64_t rule_id;         //  mapping_rules.id for include/rule, else 0
-    uint64_t route_id;        //  routes.id for a route, else 0
-    bool active;              //  false for a disabled route (kept for explain)
-} router_pair_t;
+    uint64_t provider_id;      //  providers.id
+    char upstream_model[128];  //  name at the provider
+    int priority;              //  route or rule priority, higher first
+    int weight;                //  route or rule weight
+    proto_map_source_t source; //  where it came from
+    uint64_t rule_id;          //  mapping_rules.id for include/rule, else 0
+    uint64_t route_id;         //  routes.id for a route, else 0
+    bool active;               //  false for a disabled route (kept for explain)
+} proto_map_pair_t;
 
 //  A pair a rule removed, for explain.
 typedef struct {
@@ -54,44 +54,44 @@ typedef struct {
     char upstream_model[128]; //  name at the provider
     uint64_t rule_id;         //  the excluding (or broken) rule
     char reason[96];          //  "exclude_keyword 'mini'", "invalid regex: ..."
-} router_excluded_t;
+} proto_map_excluded_t;
 
-typedef struct _router_map_t router_map_t;
+typedef struct _proto_map_t proto_map_t;
 
 //  Resolves every logical model of the catalog. Caller owns return value.
-router_map_t *router_map_build(proto_catalog_t *catalog, bool zero_config);
+proto_map_t *proto_map_build(proto_catalog_t *catalog, bool zero_config);
 
 //  Destroys a map; nulls the pointer.
-void router_map_destroy(router_map_t **self_p);
+void proto_map_destroy(proto_map_t **self_p);
 
 //  The pairs of a logical model (borrowed, valid until destroy), count in
 //  *count; NULL with 0 when it has none.
-const router_pair_t *router_map_pairs(router_map_t *self, uint64_t model_id, size_t *count);
+const proto_map_pair_t *proto_map_pairs(proto_map_t *self, uint64_t model_id, size_t *count);
 
 //  Pairs rules removed for a model (borrowed), count in *count.
-const router_excluded_t *router_map_excluded(router_map_t *self, uint64_t model_id, size_t *count);
+const proto_map_excluded_t *proto_map_excluded(proto_map_t *self, uint64_t model_id, size_t *count);
 
 //  True when the provider's fetched model list holds `model`.
-bool router_map_lists(router_map_t *self, uint64_t provider_id, const char *model);
+bool proto_map_lists(proto_map_t *self, uint64_t provider_id, const char *model);
 
 //  True when the provider has a fetched model list at all.
-bool router_map_has_list(router_map_t *self, uint64_t provider_id);
+bool proto_map_has_list(proto_map_t *self, uint64_t provider_id);
 
 //  Zero-config pairs for a name that is no logical model: every provider
 //  listing it. Fills up to max, returns how many.
-size_t router_map_listing(router_map_t *self, const char *model, router_pair_t *out, size_t max);
+size_t proto_map_listing(proto_map_t *self, const char *model, proto_map_pair_t *out, size_t max);
 
 //  True when zero-config routing was on for this map.
-bool router_map_zero_config(router_map_t *self);
+bool proto_map_zero_config(proto_map_t *self);
 
 //  The whole map as JSON: [{model_id, provider_id, upstream_model, source,
 //  rule_id, priority, weight}], for model_mappings. Caller owns return value.
-json_t *router_map_json(router_map_t *self);
+json_t *proto_map_json(proto_map_t *self);
 
 //  Name of a source ("route"). Static string.
-const char *router_source_name(router_source_t source);
+const char *proto_map_source_name(proto_map_source_t source);
 
 //  Self test.
-void router_map_test(bool verbose);
+void proto_map_test(bool verbose);
 
 #endif

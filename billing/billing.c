@@ -1,4 +1,5 @@
 #include "billing.h"
+#include "proto_check.h"
 #include "billing_balance.h"
 #include "billing_book.h"
 #include "billing_committed.h"
@@ -902,9 +903,9 @@ static proto_msg_t *s_test_admit(proto_peer_t *client, const char *rid, uint64_t
     proto_msg_set_account_id(admit, account_id);
     proto_msg_set_model(admit, model);
     proto_msg_set_tokens_in(admit, 100);
-    assert(proto_peer_send(client, &admit) == 0);
+    PROTO_CHECK(proto_peer_send(client, &admit) == 0);
     proto_msg_t *reply = proto_peer_wait(client, PROTO_MSG_ADMIT_REPLY, rid, S_TEST_WAIT_MS);
-    assert(reply);
+    PROTO_CHECK(reply);
     return reply;
 }
 
@@ -913,9 +914,9 @@ static void s_test_refused(proto_peer_t *client, const char *rid, uint64_t key_i
                            const char *code)
 {
     proto_msg_t *reply = s_test_admit(client, rid, key_id, account_id, model);
-    assert(proto_msg_status(reply) == status);
-    assert(strcmp(proto_msg_error_code(reply), code) == 0);
-    assert(*proto_msg_error_message(reply));
+    PROTO_CHECK(proto_msg_status(reply) == status);
+    PROTO_CHECK(strcmp(proto_msg_error_code(reply), code) == 0);
+    PROTO_CHECK(*proto_msg_error_message(reply));
     proto_msg_destroy(&reply);
 }
 
@@ -935,7 +936,7 @@ static void s_test_settle(proto_peer_t *client, const char *rid, uint64_t status
         proto_msg_set_tokens_in(settle, 1000);
         proto_msg_set_tokens_out(settle, 500);
     }
-    assert(proto_peer_send(client, &settle) == 0);
+    PROTO_CHECK(proto_peer_send(client, &settle) == 0);
 }
 
 //  The ledger's side: the ENTRY for rid arrives; answers COMMIT unless
@@ -943,12 +944,12 @@ static void s_test_settle(proto_peer_t *client, const char *rid, uint64_t status
 static int64_t s_test_entry(proto_peer_t *ledger, const char *rid, bool commit)
 {
     proto_msg_t *entry = proto_peer_wait(ledger, PROTO_MSG_ENTRY, rid, S_TEST_WAIT_MS);
-    assert(entry);
-    assert(proto_msg_account_id(entry) == 1 && proto_msg_key_id(entry) == 10);
+    PROTO_CHECK(entry);
+    PROTO_CHECK(proto_msg_account_id(entry) == 1 && proto_msg_key_id(entry) == 10);
     int64_t cost = proto_msg_cost_micros(entry);
     if (commit) {
         proto_msg_t *done = proto_msg_reply(entry, PROTO_MSG_COMMIT);
-        assert(proto_peer_send(ledger, &done) == 0);
+        PROTO_CHECK(proto_peer_send(ledger, &done) == 0);
     }
     proto_msg_destroy(&entry);
     return cost;
@@ -968,20 +969,20 @@ void billing_test(bool verbose)
                               NULL};
     proto_service_t *service =
         proto_peer_service_new("billing", s_test_catalog, settings, error, sizeof error);
-    assert(service);
+    PROTO_CHECK(service);
     proto_loop_t *loop = proto_service_loop(service);
     //  The ledger binds first (inproc), as a ledger would be up already.
     proto_peer_t *ledger = proto_peer_new(loop, ZMQ_ROUTER, "inproc://billing-test-ledger", true);
-    assert(ledger);
+    PROTO_CHECK(ledger);
     billing_t *billing = billing_new(service);
-    assert(billing);
+    PROTO_CHECK(billing);
     proto_peer_t *client = proto_peer_new(loop, ZMQ_DEALER, "inproc://billing-test", false);
-    assert(client);
+    PROTO_CHECK(client);
 
     //  Admission: admitted with a reservation priced from the catalog.
     proto_msg_t *reply = s_test_admit(client, "t-1", 10, 1, "m");
-    assert(proto_msg_status(reply) == 200);
-    assert(proto_msg_reserve_micros(reply) > 0);
+    PROTO_CHECK(proto_msg_status(reply) == 200);
+    PROTO_CHECK(proto_msg_reserve_micros(reply) > 0);
     proto_msg_destroy(&reply);
     //  Every refusal, with its code, from the injected catalog alone.
     s_test_refused(client, "t-2", 99, 1, "m", 401, "invalid_api_key");
@@ -997,35 +998,35 @@ void billing_test(bool verbose)
     s_test_settle(client, "t-1", 200);
     proto_msg_t *entry = proto_peer_wait(ledger, PROTO_MSG_ENTRY, "t-1", S_TEST_WAIT_MS);
     //  Prices are micros per million tokens: 1000 * 2 + 500 * 4.
-    assert(entry && proto_msg_cost_micros(entry) == 4000);
-    assert(proto_msg_account_id(entry) == 1 && proto_msg_key_id(entry) == 10);
+    PROTO_CHECK(entry && proto_msg_cost_micros(entry) == 4000);
+    PROTO_CHECK(proto_msg_account_id(entry) == 1 && proto_msg_key_id(entry) == 10);
     //  Nothing for the settler until the ledger has committed.
-    assert(proto_peer_idle(client, PROTO_MSG_COMMIT, 50) == 0);
+    PROTO_CHECK(proto_peer_idle(client, PROTO_MSG_COMMIT, 50) == 0);
     proto_msg_t *commit = proto_msg_reply(entry, PROTO_MSG_COMMIT);
     proto_msg_destroy(&entry);
-    assert(proto_peer_send(ledger, &commit) == 0);
+    PROTO_CHECK(proto_peer_send(ledger, &commit) == 0);
     commit = proto_peer_wait(client, PROTO_MSG_COMMIT, "t-1", S_TEST_WAIT_MS);
-    assert(commit);
+    PROTO_CHECK(commit);
     proto_msg_destroy(&commit);
     char *status = billing_status(billing);
-    assert(strstr(status, "\"outbox\":0"));
+    PROTO_CHECK(strstr(status, "\"outbox\":0"));
     free(status);
 
     //  A re-sent SETTLE after the commit: COMMIT at once, no second ENTRY.
     s_test_settle(client, "t-1", 200);
     commit = proto_peer_wait(client, PROTO_MSG_COMMIT, "t-1", S_TEST_WAIT_MS);
-    assert(commit);
+    PROTO_CHECK(commit);
     proto_msg_destroy(&commit);
-    assert(proto_peer_idle(ledger, PROTO_MSG_ENTRY, 50) == 0);
+    PROTO_CHECK(proto_peer_idle(ledger, PROTO_MSG_ENTRY, 50) == 0);
 
     //  A failed request: recorded, at cost 0.
     reply = s_test_admit(client, "t-9", 10, 1, "m");
-    assert(proto_msg_status(reply) == 200);
+    PROTO_CHECK(proto_msg_status(reply) == 200);
     proto_msg_destroy(&reply);
     s_test_settle(client, "t-9", 502);
-    assert(s_test_entry(ledger, "t-9", true) == 0);
+    PROTO_CHECK(s_test_entry(ledger, "t-9", true) == 0);
     commit = proto_peer_wait(client, PROTO_MSG_COMMIT, "t-9", S_TEST_WAIT_MS);
-    assert(commit);
+    PROTO_CHECK(commit);
     proto_msg_destroy(&commit);
 
     //  Hostile input: garbage frames and an ADMIT without a request id are
@@ -1036,15 +1037,15 @@ void billing_test(bool verbose)
     proto_msg_set_key_id(nameless, 10);
     proto_msg_set_account_id(nameless, 1);
     proto_msg_set_model(nameless, "m");
-    assert(proto_peer_send(client, &nameless) == 0);
+    PROTO_CHECK(proto_peer_send(client, &nameless) == 0);
     reply = s_test_admit(client, "t-10", 10, 1, "m");
-    assert(proto_msg_status(reply) == 200);
+    PROTO_CHECK(proto_msg_status(reply) == 200);
     proto_msg_destroy(&reply);
-    assert(proto_peer_pending(client) == 0);
+    PROTO_CHECK(proto_peer_pending(client) == 0);
 
     proto_peer_destroy(&client);
     billing_destroy(&billing);
-    assert(!billing);
+    PROTO_CHECK(!billing);
     proto_peer_destroy(&ledger);
     proto_peer_service_destroy(&service);
     if (verbose)

@@ -1,4 +1,5 @@
 #include "health_server.h"
+#include "proto_check.h"
 #include "health_probe.h"
 #include "health_state.h"
 #include "proto_db.h"
@@ -648,7 +649,7 @@ static void s_test_outcomes(proto_peer_t *outcomes, const char *model, int statu
         proto_msg_set_upstream_model(outcome, model);
         proto_msg_set_status(outcome, (uint64_t)status);
         proto_msg_set_latency_us(outcome, 1000);
-        assert(proto_peer_send(outcomes, &outcome) == 0);
+        PROTO_CHECK(proto_peer_send(outcomes, &outcome) == 0);
     }
 }
 
@@ -659,9 +660,9 @@ void health_server_test(bool verbose)
     struct MHD_Daemon *provider =
         MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL,
                          s_test_provider, NULL, MHD_OPTION_END);
-    assert(provider);
+    PROTO_CHECK(provider);
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(provider, MHD_DAEMON_INFO_BIND_PORT);
-    assert(info && info->port);
+    PROTO_CHECK(info && info->port);
     char catalog[1024];
     snprintf(catalog, sizeof catalog,
              "{\"providers\":[{\"id\":1,\"name\":\"p\",\"protocol\":\"openai\","
@@ -674,19 +675,19 @@ void health_server_test(bool verbose)
                               "dispatch.events.endpoints", "inproc://health-test-outcomes", NULL};
     proto_service_t *service =
         proto_peer_service_new("health", catalog, settings, error, sizeof error);
-    assert(service);
+    PROTO_CHECK(service);
     proto_loop_t *loop = proto_service_loop(service);
     proto_peer_t *outcomes = proto_peer_new(loop, ZMQ_PUB, "inproc://health-test-outcomes", true);
-    assert(outcomes);
+    PROTO_CHECK(outcomes);
     void *health = health_server_def.start(service);
-    assert(health);
+    PROTO_CHECK(health);
     proto_peer_t *events = proto_peer_new(loop, ZMQ_SUB, "inproc://health-test-events", false);
-    assert(events);
+    PROTO_CHECK(events);
 
     //  The probes at start: the good key is up (its own health, model ""),
     //  the refused one down.
-    assert(s_test_heard(events, 11, "", HEALTH_UP, S_TEST_WAIT_MS));
-    assert(s_test_heard(events, 12, "", HEALTH_DOWN, S_TEST_WAIT_MS));
+    PROTO_CHECK(s_test_heard(events, 11, "", HEALTH_UP, S_TEST_WAIT_MS));
+    PROTO_CHECK(s_test_heard(events, 12, "", HEALTH_DOWN, S_TEST_WAIT_MS));
 
     //  Outcomes from dispatch: successes make a model up, then a run of
     //  5xx takes it down. A PUB's first messages can be lost while the
@@ -696,21 +697,21 @@ void health_server_test(bool verbose)
         s_test_outcomes(outcomes, "a", 200, 1);
         up = s_test_heard(events, 11, "a", HEALTH_UP, 100);
     }
-    assert(up);
+    PROTO_CHECK(up);
     s_test_outcomes(outcomes, "a", 503, 8);
-    assert(s_test_heard(events, 11, "a", HEALTH_DOWN, S_TEST_WAIT_MS));
+    PROTO_CHECK(s_test_heard(events, 11, "a", HEALTH_DOWN, S_TEST_WAIT_MS));
     //  A client's own error (400) or a cancel (499) says nothing about the
     //  model: no entry appears for it, and garbage is dropped.
     s_test_outcomes(outcomes, "c", 400, 3);
     s_test_outcomes(outcomes, "c", 499, 3);
     zstr_send(proto_peer_socket(outcomes), "garbage");
     s_test_outcomes(outcomes, "d", 200, 1);
-    assert(s_test_heard(events, 11, "d", HEALTH_UP, S_TEST_WAIT_MS));
-    assert(!s_test_heard(events, 11, "c", -1, 200));
+    PROTO_CHECK(s_test_heard(events, 11, "d", HEALTH_UP, S_TEST_WAIT_MS));
+    PROTO_CHECK(!s_test_heard(events, 11, "c", -1, 200));
 
     proto_peer_destroy(&events);
     health_server_def.stop(&health);
-    assert(!health);
+    PROTO_CHECK(!health);
     proto_peer_destroy(&outcomes);
     proto_peer_service_destroy(&service);
     MHD_stop_daemon(provider);

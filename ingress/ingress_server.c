@@ -38,6 +38,7 @@
     period passes, so a late admission is still settled.
 */
 #include "ingress_server.h"
+#include "proto_check.h"
 #include "ingress_buffer.h"
 #include "ingress_daemon.h"
 #include "ingress_lease.h"
@@ -2391,14 +2392,14 @@ static void s_test_client_ready(proto_loop_t *loop, int fd, uint32_t events, voi
 
 static s_client_t *s_test_send(s_test_t *test, const char *request)
 {
-    assert(test->client_count < S_TEST_CLIENTS);
+    PROTO_CHECK(test->client_count < S_TEST_CLIENTS);
     s_client_t *client = &test->clients[test->client_count++];
     *client = (s_client_t){.test = test};
     client->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)test->port)};
     inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
-    assert(connect(client->fd, (struct sockaddr *)&to, sizeof to) == 0);
-    assert(write(client->fd, request, strlen(request)) == (ssize_t)strlen(request));
+    PROTO_CHECK(connect(client->fd, (struct sockaddr *)&to, sizeof to) == 0);
+    PROTO_CHECK(write(client->fd, request, strlen(request)) == (ssize_t)strlen(request));
     proto_loop_add_fd(test->loop, client->fd, EPOLLIN, s_test_client_ready, client);
     return client;
 }
@@ -2417,7 +2418,7 @@ static void s_test_reset(s_test_t *test)
 static void s_test_timeout(proto_loop_t *loop, int id, void *arg)
 {
     fprintf(stderr, "ingress_server_test: step timed out\n");
-    assert(false);
+    PROTO_CHECK(false);
 }
 
 //  Some conditions change inside the server, out of the test's sight (a
@@ -2465,8 +2466,8 @@ static void s_test_billing_message(proto_msg_t **msg_p, void *arg)
     zsock_t *socket = test->billing;
     if (proto_msg_type(msg) == PROTO_MSG_ADMIT) {
         test->admits++;
-        assert(proto_msg_key_id(msg) == 7 && proto_msg_account_id(msg) == 3);
-        assert(strlen(proto_msg_trace(msg)) == 55 && proto_msg_deadline(msg) > 0);
+        PROTO_CHECK(proto_msg_key_id(msg) == 7 && proto_msg_account_id(msg) == 3);
+        PROTO_CHECK(strlen(proto_msg_trace(msg)) == 55 && proto_msg_deadline(msg) > 0);
         if (!test->billing_silent) {
             proto_msg_t *reply = proto_msg_reply(msg, PROTO_MSG_ADMIT_REPLY);
             proto_msg_set_status(reply, (uint64_t)test->admit_status);
@@ -2480,7 +2481,7 @@ static void s_test_billing_message(proto_msg_t **msg_p, void *arg)
         }
     } else if (proto_msg_type(msg) == PROTO_MSG_SETTLE) {
         test->settles++;
-        assert(proto_msg_tokens_out(msg) == 0 && proto_msg_reserve_micros(msg) == 1234);
+        PROTO_CHECK(proto_msg_tokens_out(msg) == 0 && proto_msg_reserve_micros(msg) == 1234);
         proto_msg_t *reply = proto_msg_reply(msg, PROTO_MSG_COMMIT);
         proto_msg_send(&reply, socket);
     }
@@ -2488,7 +2489,7 @@ static void s_test_billing_message(proto_msg_t **msg_p, void *arg)
 
 static void s_test_billing(proto_loop_t *loop, zsock_t *socket, void *arg)
 {
-    assert(proto_batch_recv(socket, s_test_billing_message, arg) == 0);
+    PROTO_CHECK(proto_batch_recv(socket, s_test_billing_message, arg) == 0);
     s_test_check(arg);
 }
 
@@ -2496,14 +2497,14 @@ static void s_test_dispatch(proto_loop_t *loop, zsock_t *socket, void *arg)
 {
     s_test_t *test = arg;
     proto_msg_t *msg = NULL;
-    assert(proto_msg_recv(&msg, socket) == 0);
+    PROTO_CHECK(proto_msg_recv(&msg, socket) == 0);
     if (proto_msg_type(msg) == PROTO_MSG_CANCEL) {
         test->cancels++;
         proto_msg_destroy(&msg);
         s_test_check(test);
         return;
     }
-    assert(proto_msg_type(msg) == PROTO_MSG_DISPATCH);
+    PROTO_CHECK(proto_msg_type(msg) == PROTO_MSG_DISPATCH);
     test->dispatches++;
     zframe_t *body = proto_msg_body(msg);
     test->dispatch_ok = !proto_msg_has(msg, PROTO_FIELD_candidates) &&
@@ -2595,15 +2596,15 @@ void ingress_server_test(bool verbose)
     };
     char error[256];
     for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
-        assert(proto_config_set(config, settings[i][0], settings[i][1], "test", error,
-                                sizeof error) == 0);
+        PROTO_CHECK(proto_config_set(config, settings[i][0], settings[i][1], "test", error,
+                                     sizeof error) == 0);
     proto_metrics_t *metrics = proto_metrics_new();
     //  inproc:// peers carry no security; the socket limits still apply.
-    assert(proto_socket_init_with("none", "", "ingress", -1, error, sizeof error) == 0);
+    PROTO_CHECK(proto_socket_init_with("none", "", "ingress", -1, error, sizeof error) == 0);
     test.server = ingress_server_new(test.loop, config, metrics, false, error, sizeof error);
-    assert(test.server);
+    PROTO_CHECK(test.server);
     test.port = ingress_server_port(test.server);
-    assert(test.port > 0);
+    PROTO_CHECK(test.port > 0);
     proto_api_key_t key = {.id = 7, .account_id = 3, .status = "active"};
     s_test_key = &key;
     char request[4096];
@@ -2612,59 +2613,61 @@ void ingress_server_test(bool verbose)
     s_client_t *client =
         s_test_request(&test, "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
                               "x-request-id: my-id.1\r\n\r\n");
-    assert(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
-    assert(strstr(client->data, "x-request-id: my-id.1."));
-    assert(strstr(client->data, "{\"status\":\"ok\"}"));
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "x-request-id: my-id.1."));
+    PROTO_CHECK(strstr(client->data, "{\"status\":\"ok\"}"));
     //  Answers decided from the headers keep the connection alive.
     client = s_test_request(&test, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
                                    "GET /v1/models HTTP/1.1\r\nHost: t\r\n"
                                    "Connection: close\r\n\r\n");
     char *second_answer = strstr(client->data, "HTTP/1.1 401");
-    assert(strncmp(client->data, "HTTP/1.1 200", 12) == 0 && second_answer);
-    assert(!memmem(client->data, (size_t)(second_answer - client->data), "close", 5));
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0 && second_answer);
+    PROTO_CHECK(!memmem(client->data, (size_t)(second_answer - client->data), "close", 5));
     client = s_test_request(&test, "GET /nope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    assert(strncmp(client->data, "HTTP/1.1 404", 12) == 0);
-    assert(strstr(client->data, "\"code\":\"not_found\"") && strstr(client->data, "x-request-id"));
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 404", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "\"code\":\"not_found\"") &&
+                strstr(client->data, "x-request-id"));
     client = s_test_request(
         &test, "GET /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    assert(strncmp(client->data, "HTTP/1.1 405", 12) == 0);
-    assert(strstr(client->data, "Allow: POST"));
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 405", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "Allow: POST"));
     client = s_test_request(&test,
                             "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
                             "Content-Length: 2\r\n\r\n{}");
-    assert(strncmp(client->data, "HTTP/1.1 401", 12) == 0);
-    assert(strstr(client->data, "Missing API key") && strstr(client->data, "invalid_api_key"));
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 401", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "Missing API key") && strstr(client->data, "invalid_api_key"));
     client = s_test_request(&test, "GET /v1/models HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
                                    "x-api-key: wrong\r\n\r\n");
-    assert(strncmp(client->data, "HTTP/1.1 401", 12) == 0);
-    assert(strstr(client->data, "Invalid API key."));
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 401", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "Invalid API key."));
     client = s_test_request(&test,
                             "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
                             "Authorization: Bearer tg-test\r\nContent-Length: 65536\r\n\r\n");
-    assert(strncmp(client->data, "HTTP/1.1 413", 12) == 0);
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 413", 12) == 0);
     client = s_test_request(&test, s_test_chat("", "{\"model\":", request, sizeof request));
-    assert(strncmp(client->data, "HTTP/1.1 400", 12) == 0 && strstr(client->data, "JSON"));
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 400", 12) == 0 && strstr(client->data, "JSON"));
     client = s_test_request(&test, s_test_chat("", "{\"model\":\"m\"}", request, sizeof request));
-    assert(strncmp(client->data, "HTTP/1.1 400", 12) == 0);
-    assert(strstr(client->data, "'messages'") && strstr(client->data, "x-tollgate-overhead-ms"));
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 400", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "'messages'") &&
+                strstr(client->data, "x-tollgate-overhead-ms"));
     client = s_test_request(&test, "GET /v1/models HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
                                    "Authorization: Bearer tg-test\r\n\r\n");
-    assert(strstr(client->data, "{\"object\":\"list\",\"data\":[]}"));
+    PROTO_CHECK(strstr(client->data, "{\"object\":\"list\",\"data\":[]}"));
     client = s_test_request(&test, "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    assert(strstr(client->data, "tollgate_ingress_requests_total{route=\"models\""));
-    assert(test.admits == 0);
+    PROTO_CHECK(strstr(client->data, "tollgate_ingress_requests_total{route=\"models\""));
+    PROTO_CHECK(test.admits == 0);
 
     //  A whole answer: ADMIT, then DISPATCH (dispatch routes), then DONE.
     const char *chat = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
     client = s_test_request(&test, s_test_chat("traceparent: 00-4bf92f3577b34da6a3ce929d0e0e"
                                                "4736-00f067aa0ba902b7-01\r\n",
                                                chat, request, sizeof request));
-    assert(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
-    assert(strstr(client->data, "{\"answer\":42}") && strstr(client->data, "x-request-id: "));
-    assert(strstr(client->data, "x-tollgate-overhead-ms: "));
-    assert(test.admits == 1 && test.dispatches == 1 && test.dispatch_ok);
-    assert(strcmp(test.dispatch_body, chat) == 0);
-    assert(test.dispatch_protocol == PROTO_PROTOCOL_OPENAI && !*test.dispatch_meta);
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "{\"answer\":42}") && strstr(client->data, "x-request-id: "));
+    PROTO_CHECK(strstr(client->data, "x-tollgate-overhead-ms: "));
+    PROTO_CHECK(test.admits == 1 && test.dispatches == 1 && test.dispatch_ok);
+    PROTO_CHECK(strcmp(test.dispatch_body, chat) == 0);
+    PROTO_CHECK(test.dispatch_protocol == PROTO_PROTOCOL_OPENAI && !*test.dispatch_meta);
 
     //  Gemini: model and stream from the path, the JSON array asked for
     //  without alt=sse; the key in x-goog-api-key. Anthropic count_tokens.
@@ -2674,24 +2677,24 @@ void ingress_server_test(bool verbose)
              "Connection: close\r\nx-goog-api-key: tg-test\r\nContent-Length: %zu\r\n\r\n%s",
              strlen(gemini), gemini);
     client = s_test_request(&test, request);
-    assert(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
-    assert(test.dispatch_protocol == PROTO_PROTOCOL_GEMINI && test.dispatch_stream);
-    assert(strcmp(test.dispatch_model, "gm-1") == 0);
-    assert(strcmp(test.dispatch_meta, "{\"json_array\":true}") == 0);
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
+    PROTO_CHECK(test.dispatch_protocol == PROTO_PROTOCOL_GEMINI && test.dispatch_stream);
+    PROTO_CHECK(strcmp(test.dispatch_model, "gm-1") == 0);
+    PROTO_CHECK(strcmp(test.dispatch_meta, "{\"json_array\":true}") == 0);
     const char *count = "{\"model\":\"c-1\",\"messages\":[]}";
     snprintf(request, sizeof request,
              "POST /v1/messages/count_tokens HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
              "x-api-key: tg-test\r\nContent-Length: %zu\r\n\r\n%s",
              strlen(count), count);
     client = s_test_request(&test, request);
-    assert(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
-    assert(test.dispatch_protocol == PROTO_PROTOCOL_ANTHROPIC && !test.dispatch_stream);
-    assert(strcmp(test.dispatch_meta, "{\"count_tokens\":true}") == 0);
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
+    PROTO_CHECK(test.dispatch_protocol == PROTO_PROTOCOL_ANTHROPIC && !test.dispatch_stream);
+    PROTO_CHECK(strcmp(test.dispatch_meta, "{\"count_tokens\":true}") == 0);
     //  Errors on a Gemini path are in Gemini's shape.
     client = s_test_request(&test, "POST /v1beta/models/gm-1:generateContent HTTP/1.1\r\n"
                                    "Host: t\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}");
-    assert(strncmp(client->data, "HTTP/1.1 401", 12) == 0);
-    assert(strstr(client->data, "\"status\":\"UNAUTHENTICATED\""));
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 401", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "\"status\":\"UNAUTHENTICATED\""));
     test.admits = test.dispatches = 0;
 
     //  A stream: CHUNKs through the buffer, DONE ends it.
@@ -2700,19 +2703,19 @@ void ingress_server_test(bool verbose)
                                                "{\"model\":\"m\",\"messages\":[],"
                                                "\"stream\":true}",
                                                request, sizeof request));
-    assert(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
-    assert(strstr(client->data, "text/event-stream"));
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "text/event-stream"));
     char *first = strstr(client->data, "data: first");
     char *second = strstr(client->data, "data: second");
     char *last = strstr(client->data, "data: [DONE]");
-    assert(first && second && last && first < second && second < last);
+    PROTO_CHECK(first && second && last && first < second && second < last);
 
     //  Billing says no: its status and words, no SETTLE.
     test.admit_status = 429;
     client = s_test_request(&test, s_test_chat("", chat, request, sizeof request));
-    assert(strncmp(client->data, "HTTP/1.1 429", 12) == 0);
-    assert(strstr(client->data, "Retry-After: 2\r\n") && strstr(client->data, "rate_limited"));
-    assert(test.dispatches == 0 && test.settles == 0);
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 429", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "Retry-After: 2\r\n") && strstr(client->data, "rate_limited"));
+    PROTO_CHECK(test.dispatches == 0 && test.settles == 0);
 
     //  Dispatch finds no provider after billing admitted: its 503 reaches
     //  the client, and ingress settles nothing (dispatch settles what it took).
@@ -2720,9 +2723,9 @@ void ingress_server_test(bool verbose)
     test.dispatch_status = 503;
     s_test_reset(&test);
     client = s_test_request(&test, s_test_chat("", chat, request, sizeof request));
-    assert(strncmp(client->data, "HTTP/1.1 503", 12) == 0);
-    assert(strstr(client->data, "No provider is available for model 'm'."));
-    assert(test.dispatches == 1 && test.settles == 0);
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 503", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "No provider is available for model 'm'."));
+    PROTO_CHECK(test.dispatches == 1 && test.settles == 0);
 
     //  Every dispatch is draining: the request waits for one (at most the
     //  internal timeout), then is answered 503 and settled here, since no
@@ -2731,15 +2734,15 @@ void ingress_server_test(bool verbose)
     s_test_reset(&test);
     client = s_test_send(&test, s_test_chat("", chat, request, sizeof request));
     s_test_run(&test, s_test_settled);
-    assert(strncmp(client->data, "HTTP/1.1 503", 12) == 0 && test.dispatches >= 2);
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 503", 12) == 0 && test.dispatches >= 2);
     test.dispatch_code = NULL;
 
     //  Billing silent: internal timeout.
     test.dispatch_status = 200;
     test.billing_silent = true;
     client = s_test_request(&test, s_test_chat("", chat, request, sizeof request));
-    assert(strncmp(client->data, "HTTP/1.1 503", 12) == 0);
-    assert(strstr(client->data, "internal_timeout"));
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 503", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "internal_timeout"));
     test.billing_silent = false;
 
     //  Two hundred idle streams cost no CPU; hanging up cancels each.
@@ -2749,7 +2752,7 @@ void ingress_server_test(bool verbose)
         s_test_send(&test, s_test_chat("", "{\"model\":\"m\",\"messages\":[],\"stream\":true}",
                                        request, sizeof request));
     s_test_run(&test, s_test_all_streaming);
-    assert(test.dispatches == 200);
+    PROTO_CHECK(test.dispatches == 200);
     double cpu = s_test_cpu_seconds();
     test.until = NULL;
     proto_loop_add_timer(test.loop, 1000, false, s_test_stop, NULL);
@@ -2757,24 +2760,24 @@ void ingress_server_test(bool verbose)
     cpu = s_test_cpu_seconds() - cpu;
     if (verbose)
         printf("(200 idle streams: %.1f ms CPU in 1 s) ", cpu * 1000);
-    assert(cpu < 0.2);
+    PROTO_CHECK(cpu < 0.2);
     for (int i = 0; i < test.client_count; i++) {
         proto_loop_remove_fd(test.loop, test.clients[i].fd);
         shutdown(test.clients[i].fd, SHUT_RDWR);
         test.clients[i].ended = true;
     }
     s_test_run(&test, s_test_all_cancelled);
-    assert(test.cancels == 200);
+    PROTO_CHECK(test.cancels == 200);
     s_test_reset(&test);
 
     //  Drain: nothing in flight, so it is over at once.
     ingress_server_drain(test.server, s_test_drained, &test);
-    assert(test.drained);
+    PROTO_CHECK(test.drained);
 
     s_test_key = NULL;
     ingress_server_destroy(&test.server);
     proto_socket_shutdown();
-    assert(test.server == NULL);
+    PROTO_CHECK(test.server == NULL);
     proto_loop_remove_socket(test.loop, test.billing);
     proto_loop_remove_socket(test.loop, test.dispatch);
     zsock_destroy(&test.billing);

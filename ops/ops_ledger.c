@@ -1,4 +1,5 @@
 #include "ops_ledger.h"
+#include "proto_check.h"
 #include "ops_tz.h"
 #include "proto_ledger_check.h"
 #include "admin_report.h"
@@ -522,17 +523,18 @@ void ops_ledger_test(bool verbose)
     if (verbose)
         printf(" * ops_ledger: ");
     int64_t us = 0;
-    assert(ops_ledger_parse_time("2024-02-29", &us) == 0 && us == 1709164800LL * 1000000);
-    assert(ops_ledger_parse_time("2024-02-29T12:00:00Z", &us) == 0 && us == 1709208000LL * 1000000);
-    assert(ops_ledger_parse_time("2024-02-29T12:00:00", &us) == 0);
-    assert(ops_ledger_parse_time("yesterday", &us) == -1);
-    assert(ops_ledger_parse_time("2024-02-29 junk", &us) == -1);
+    PROTO_CHECK(ops_ledger_parse_time("2024-02-29", &us) == 0 && us == 1709164800LL * 1000000);
+    PROTO_CHECK(ops_ledger_parse_time("2024-02-29T12:00:00Z", &us) == 0 &&
+                us == 1709208000LL * 1000000);
+    PROTO_CHECK(ops_ledger_parse_time("2024-02-29T12:00:00", &us) == 0);
+    PROTO_CHECK(ops_ledger_parse_time("yesterday", &us) == -1);
+    PROTO_CHECK(ops_ledger_parse_time("2024-02-29 junk", &us) == -1);
     char *no_args[] = {"ledger", NULL};
-    assert(ops_ledger_main(1, no_args) == 2);
+    PROTO_CHECK(ops_ledger_main(1, no_args) == 2);
     char *unknown[] = {"ledger", "nope", "--database-url", "x", NULL};
-    assert(ops_ledger_main(4, unknown) == 2);
+    PROTO_CHECK(ops_ledger_main(4, unknown) == 2);
     char *bad_time[] = {"ledger", "spend", "--from", "soon", NULL};
-    assert(ops_ledger_main(4, bad_time) == 2);
+    PROTO_CHECK(ops_ledger_main(4, bad_time) == 2);
     if (verbose)
         printf("OK\n");
 }

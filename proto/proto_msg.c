@@ -1,4 +1,5 @@
 #include "proto_msg.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <msgpack.h>
@@ -846,17 +847,17 @@ void proto_msg_test(bool verbose)
     size_t size;
     for (size_t t = 0; t < S_TYPE_COUNT; t++) {
         proto_msg_t *msg = s_sample((proto_msg_type_t)s_types[t].type);
-        assert(proto_msg_encode(msg, &data, &size) == 0);
+        PROTO_CHECK(proto_msg_encode(msg, &data, &size) == 0);
         proto_msg_t *copy = NULL;
-        assert(proto_msg_decode(data, size, &copy) == 0);
+        PROTO_CHECK(proto_msg_decode(data, size, &copy) == 0);
         s_assert_equal(msg, copy);
-        assert(strcmp(proto_msg_type_name(s_types[t].type), s_types[t].name) == 0);
+        PROTO_CHECK(strcmp(proto_msg_type_name(s_types[t].type), s_types[t].name) == 0);
 
         //  Every strict prefix of a valid frame is malformed.
         for (size_t cut = 0; cut < size; cut++) {
             proto_msg_t *partial = NULL;
-            assert(proto_msg_decode(data, cut, &partial) == -2);
-            assert(partial == NULL);
+            PROTO_CHECK(proto_msg_decode(data, cut, &partial) == -2);
+            PROTO_CHECK(partial == NULL);
         }
         free(data);
         proto_msg_destroy(&copy);
@@ -864,9 +865,9 @@ void proto_msg_test(bool verbose)
 
         //  Without a required field the message is refused.
         msg = proto_msg_new((proto_msg_type_t)s_types[t].type);
-        assert(proto_msg_encode(msg, &data, &size) == 0);
+        PROTO_CHECK(proto_msg_encode(msg, &data, &size) == 0);
         int rc = proto_msg_decode(data, size, &copy);
-        assert(rc == (s_types[t].required ? -2 : 0));
+        PROTO_CHECK(rc == (s_types[t].required ? -2 : 0));
         proto_msg_destroy(&copy);
         free(data);
         proto_msg_destroy(&msg);
@@ -902,7 +903,7 @@ void proto_msg_test(bool verbose)
             size_t again_size;
             proto_msg_encode(msg, &again, &again_size);
             proto_msg_t *twice = NULL;
-            assert(proto_msg_decode(again, again_size, &twice) == 0);
+            PROTO_CHECK(proto_msg_decode(again, again_size, &twice) == 0);
             s_assert_equal(msg, twice);
             proto_msg_destroy(&twice);
             free(again);
@@ -915,40 +916,40 @@ void proto_msg_test(bool verbose)
     //  trying to allocate them.
     const uint8_t huge[] = {0xdd, 0xff, 0xff, 0xff, 0xff, 0xa2, 'T', 'G'};
     proto_msg_t *none = NULL;
-    assert(proto_msg_decode(huge, sizeof huge, &none) == -2);
+    PROTO_CHECK(proto_msg_decode(huge, sizeof huge, &none) == -2);
     //  Oversized envelope.
     uint8_t *big = calloc(1, PROTO_MSG_ENVELOPE_MAX + 1);
-    assert(proto_msg_decode(big, PROTO_MSG_ENVELOPE_MAX + 1, &none) == -2);
+    PROTO_CHECK(proto_msg_decode(big, PROTO_MSG_ENVELOPE_MAX + 1, &none) == -2);
     free(big);
 
     //  Over sockets: a body frame travels beside the envelope, and a ROUTER
     //  replies to the peer it heard from.
     zsock_t *router = zsock_new_router("inproc://proto_msg_test");
     zsock_t *dealer = zsock_new_dealer("inproc://proto_msg_test");
-    assert(router && dealer);
+    PROTO_CHECK(router && dealer);
     proto_msg_t *msg = s_sample(PROTO_MSG_DISPATCH);
     proto_msg_set_body_bytes(msg, "{\"model\":\"x\"}", 13);
-    assert(proto_msg_send(&msg, dealer) == 0);
-    assert(msg == NULL);
+    PROTO_CHECK(proto_msg_send(&msg, dealer) == 0);
+    PROTO_CHECK(msg == NULL);
     zsock_set_rcvtimeo(router, 2000);
     zsock_set_rcvtimeo(dealer, 2000);
     proto_msg_t *received = NULL;
     zpoller_t *poller = zpoller_new(router, NULL);
-    assert(zpoller_wait(poller, 2000) == router);
-    assert(proto_msg_recv(&received, router) == 0);
-    assert(proto_msg_routing_id(received));
-    assert(zframe_size(proto_msg_body(received)) == 13);
-    assert(memcmp(zframe_data(proto_msg_body(received)), "{\"model\":\"x\"}", 13) == 0);
+    PROTO_CHECK(zpoller_wait(poller, 2000) == router);
+    PROTO_CHECK(proto_msg_recv(&received, router) == 0);
+    PROTO_CHECK(proto_msg_routing_id(received));
+    PROTO_CHECK(zframe_size(proto_msg_body(received)) == 13);
+    PROTO_CHECK(memcmp(zframe_data(proto_msg_body(received)), "{\"model\":\"x\"}", 13) == 0);
     proto_msg_t *reply = proto_msg_reply(received, PROTO_MSG_DONE);
     proto_msg_set_status(reply, 200);
-    assert(proto_msg_send(&reply, router) == 0);
+    PROTO_CHECK(proto_msg_send(&reply, router) == 0);
     proto_msg_destroy(&received);
     zpoller_destroy(&poller);
     poller = zpoller_new(dealer, NULL);
-    assert(zpoller_wait(poller, 2000) == dealer);
-    assert(proto_msg_recv(&received, dealer) == 0);
-    assert(proto_msg_type(received) == PROTO_MSG_DONE);
-    assert(strcmp(proto_msg_request_id(received), "req-0123456789abcdef") == 0);
+    PROTO_CHECK(zpoller_wait(poller, 2000) == dealer);
+    PROTO_CHECK(proto_msg_recv(&received, dealer) == 0);
+    PROTO_CHECK(proto_msg_type(received) == PROTO_MSG_DONE);
+    PROTO_CHECK(strcmp(proto_msg_request_id(received), "req-0123456789abcdef") == 0);
     proto_msg_destroy(&received);
 
     //  Garbage frames are consumed and reported, then the socket works on.
@@ -957,15 +958,15 @@ void proto_msg_test(bool verbose)
     zstr_send(dealer, "and more");
     zpoller_destroy(&poller);
     poller = zpoller_new(router, NULL);
-    assert(zpoller_wait(poller, 2000) == router);
-    assert(proto_msg_recv(&received, router) == -2);
-    assert(received == NULL);
-    assert(proto_msg_recv(&received, router) == -1); //  nothing left
+    PROTO_CHECK(zpoller_wait(poller, 2000) == router);
+    PROTO_CHECK(proto_msg_recv(&received, router) == -2);
+    PROTO_CHECK(received == NULL);
+    PROTO_CHECK(proto_msg_recv(&received, router) == -1); //  nothing left
     msg = proto_msg_new(PROTO_MSG_PING);
-    assert(proto_msg_send(&msg, dealer) == 0);
-    assert(zpoller_wait(poller, 2000) == router);
-    assert(proto_msg_recv(&received, router) == 0);
-    assert(proto_msg_type(received) == PROTO_MSG_PING);
+    PROTO_CHECK(proto_msg_send(&msg, dealer) == 0);
+    PROTO_CHECK(zpoller_wait(poller, 2000) == router);
+    PROTO_CHECK(proto_msg_recv(&received, router) == 0);
+    PROTO_CHECK(proto_msg_type(received) == PROTO_MSG_PING);
     proto_msg_destroy(&received);
     zpoller_destroy(&poller);
     zsock_destroy(&dealer);

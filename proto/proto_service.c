@@ -1,4 +1,5 @@
 #include "proto_service.h"
+#include "proto_check.h"
 #include "proto_crypto.h"
 #include "proto_capture.h"
 #include "proto_db.h"
@@ -566,9 +567,9 @@ done:
 proto_service_t *proto_service_new_test(const char *name, proto_config_t **config_p, char *error,
                                         size_t error_size)
 {
-    assert(config_p && *config_p);
+    PROTO_CHECK(config_p && *config_p);
     proto_service_t *self = calloc(1, sizeof *self);
-    assert(self);
+    PROTO_CHECK(self);
     self->test_def.name = name;
     self->def = &self->test_def;
     self->config = *config_p;
@@ -616,17 +617,17 @@ void proto_service_test(bool verbose)
     char error[512];
     bool print = false;
     char *good[] = {"x", "--set", "log_level=debug", "--print-config", NULL};
-    assert(s_configure(config, 4, good, "test", &print, error, sizeof error) == 0);
-    assert(print);
-    assert(strcmp(proto_config_str(config, "log_level"), "debug") == 0);
+    PROTO_CHECK(s_configure(config, 4, good, "test", &print, error, sizeof error) == 0);
+    PROTO_CHECK(print);
+    PROTO_CHECK(strcmp(proto_config_str(config, "log_level"), "debug") == 0);
     char *bad[] = {"x", "--set", "log_level", NULL};
-    assert(s_configure(config, 3, bad, "test", &print, error, sizeof error) == -1);
+    PROTO_CHECK(s_configure(config, 3, bad, "test", &print, error, sizeof error) == -1);
     char *unknown[] = {"x", "--bogus", NULL};
-    assert(s_configure(config, 2, unknown, "test", &print, error, sizeof error) == -1);
-    assert(strstr(error, "--bogus"));
+    PROTO_CHECK(s_configure(config, 2, unknown, "test", &print, error, sizeof error) == -1);
+    PROTO_CHECK(strstr(error, "--bogus"));
     char *missing[] = {"x", "--config", "/nonexistent/tollgate.conf", NULL};
-    assert(s_configure(config, 3, missing, "test", &print, error, sizeof error) == -1);
-    assert(strstr(error, "/nonexistent/tollgate.conf"));
+    PROTO_CHECK(s_configure(config, 3, missing, "test", &print, error, sizeof error) == -1);
+    PROTO_CHECK(strstr(error, "/nonexistent/tollgate.conf"));
     proto_config_destroy(&config);
     if (verbose)
         printf("OK\n");

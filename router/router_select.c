@@ -1,4 +1,5 @@
 #include "router_select.h"
+#include "proto_check.h"
 
 #include <assert.h>
 #include <math.h>
@@ -989,43 +990,43 @@ void router_select_test(bool verbose)
     //  priority: p1 first; within it k12 (weight 3) leads 3:1 over k11.
     s_bench_init(&bench, "priority");
     s_run(&bench, "m", rounds, counts);
-    assert(counts[11] + counts[12] == rounds);
-    assert(s_near(counts[12], rounds, 0.75, tolerance));
+    PROTO_CHECK(counts[11] + counts[12] == rounds);
+    PROTO_CHECK(s_near(counts[12], rounds, 0.75, tolerance));
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(decision.count == 4 && decision.mode == ROUTER_MODE_PRIORITY);
-    assert(decision.candidates[2].provider_key_id == 21 &&
-           decision.candidates[3].provider_key_id == 31);
-    assert(decision.candidates[3].upstream_protocol == PROTO_PROTOCOL_ANTHROPIC &&
-           strcmp(decision.candidates[3].upstream_model, "m-anth") == 0);
+    PROTO_CHECK(decision.count == 4 && decision.mode == ROUTER_MODE_PRIORITY);
+    PROTO_CHECK(decision.candidates[2].provider_key_id == 21 &&
+                decision.candidates[3].provider_key_id == 31);
+    PROTO_CHECK(decision.candidates[3].upstream_protocol == PROTO_PROTOCOL_ANTHROPIC &&
+                strcmp(decision.candidates[3].upstream_model, "m-anth") == 0);
     s_bench_destroy(&bench);
 
     //  key_priority: k21 (priority 5) beats p1's provider priority.
     s_bench_init(&bench, "key_priority");
     s_run(&bench, "m", 1000, counts);
-    assert(counts[21] == 1000);
+    PROTO_CHECK(counts[21] == 1000);
     s_bench_destroy(&bench);
 
     //  weighted, in two stages: p1, p2, p3 (weight 1 each) a third each,
     //  however many keys p1 has; within p1, k11:k12 by 1:3.
     s_bench_init(&bench, "weighted");
     s_run(&bench, "m", rounds, counts);
-    assert(s_near(counts[11], rounds, 1.0 / 12, tolerance));
-    assert(s_near(counts[12], rounds, 3.0 / 12, tolerance));
-    assert(s_near(counts[21], rounds, 1.0 / 3, tolerance));
-    assert(s_near(counts[31], rounds, 1.0 / 3, tolerance));
+    PROTO_CHECK(s_near(counts[11], rounds, 1.0 / 12, tolerance));
+    PROTO_CHECK(s_near(counts[12], rounds, 3.0 / 12, tolerance));
+    PROTO_CHECK(s_near(counts[21], rounds, 1.0 / 3, tolerance));
+    PROTO_CHECK(s_near(counts[31], rounds, 1.0 / 3, tolerance));
     //  The providers take turns: p1's second key comes after the others.
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(decision.count == 4);
+    PROTO_CHECK(decision.count == 4);
     for (size_t i = 0; i + 1 < 3; i++)
-        assert(decision.candidates[i].provider_id != decision.candidates[i + 1].provider_id);
-    assert(decision.candidates[3].provider_id == 1);
+        PROTO_CHECK(decision.candidates[i].provider_id != decision.candidates[i + 1].provider_id);
+    PROTO_CHECK(decision.candidates[3].provider_id == 1);
     s_bench_destroy(&bench);
 
     //  cost: k21 and k31 (half price) tie and split evenly.
     s_bench_init(&bench, "cost");
     s_run(&bench, "m", rounds, counts);
-    assert(counts[21] + counts[31] == rounds);
-    assert(s_near(counts[21], rounds, 0.5, tolerance));
+    PROTO_CHECK(counts[21] + counts[31] == rounds);
+    PROTO_CHECK(s_near(counts[21], rounds, 0.5, tolerance));
     s_bench_destroy(&bench);
 
     //  latency: fastest wins; two within 10% share evenly; unknowns count
@@ -1039,8 +1040,8 @@ void router_select_test(bool verbose)
     stat.ttfb_us = 900000;
     router_stats_update(bench.stats, 1, 12, "m-up", &stat);
     s_run(&bench, "m", rounds, counts);
-    assert(counts[21] + counts[31] == rounds);
-    assert(s_near(counts[21], rounds, 0.5, tolerance));
+    PROTO_CHECK(counts[21] + counts[31] == rounds);
+    PROTO_CHECK(s_near(counts[21], rounds, 0.5, tolerance));
     s_bench_destroy(&bench);
 
     //  reliability: 99% beats 80%; unknowns count as the mean.
@@ -1052,7 +1053,7 @@ void router_select_test(bool verbose)
     router_stats_update(bench.stats, 2, 21, "m-up", &stat);
     router_stats_update(bench.stats, 3, 31, "m-anth", &stat);
     s_run(&bench, "m", 1000, counts);
-    assert(counts[11] == 1000);
+    PROTO_CHECK(counts[11] == 1000);
     s_bench_destroy(&bench);
 
     //  Exclusions, with explain.
@@ -1063,32 +1064,32 @@ void router_select_test(bool verbose)
     json_t *explain = json_object();
     request.dry_run = true;
     router_select_decide(&bench.context, &request, &decision, explain);
-    assert(decision.status == 200 && decision.count == 2);
-    assert(decision.candidates[0].provider_key_id == 11 &&
-           decision.candidates[1].provider_key_id == 31);
+    PROTO_CHECK(decision.status == 200 && decision.count == 2);
+    PROTO_CHECK(decision.candidates[0].provider_key_id == 11 &&
+                decision.candidates[1].provider_key_id == 31);
     json_t *excluded = json_object_get(explain, "excluded");
     int whys[4] = {0}; //  disabled, breaker, capability, other
     for (size_t i = 0; i < json_array_size(excluded); i++) {
         const char *why = json_string_value(json_object_get(json_array_get(excluded, i), "why"));
         whys[strcmp(why, "disabled") == 0 ? 0 : strcmp(why, "breaker") == 0 ? 1 : 3]++;
     }
-    assert(whys[0] == 2 && whys[1] == 2 && whys[3] == 0); //  k13, k41; k12, k21
+    PROTO_CHECK(whys[0] == 2 && whys[1] == 2 && whys[3] == 0); //  k13, k41; k12, k21
     json_t *first = json_array_get(json_object_get(explain, "candidates"), 0);
-    assert(json_integer_value(json_object_get(first, "rank")) == 1);
-    assert(json_object_get(json_object_get(first, "score"), "route_priority"));
+    PROTO_CHECK(json_integer_value(json_object_get(first, "rank")) == 1);
+    PROTO_CHECK(json_object_get(json_object_get(first, "score"), "route_priority"));
     json_decref(explain);
     //  Capability: only k31 has context-1m.
     request.capabilities = "context-1m";
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(decision.count == 1 && decision.candidates[0].provider_key_id == 31);
+    PROTO_CHECK(decision.count == 1 && decision.candidates[0].provider_key_id == 31);
     //  Nobody declares "vision": nothing is known about it, so it does not
     //  exclude anyone; context-1m still does.
     request.capabilities = "context-1m, vision";
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(decision.count == 1 && decision.candidates[0].provider_key_id == 31);
+    PROTO_CHECK(decision.count == 1 && decision.candidates[0].provider_key_id == 31);
     request.capabilities = "vision";
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(decision.status == 200 && decision.count > 1);
+    PROTO_CHECK(decision.status == 200 && decision.count > 1);
     request.capabilities = NULL;
 
     //  Last resort: every enabled candidate open -> the best of them alone.
@@ -1096,19 +1097,19 @@ void router_select_test(bool verbose)
     router_breaker_record(bench.breaker, 3, 31, "m-anth", 503, NULL, 0, 1000);
     explain = json_object();
     router_select_decide(&bench.context, &request, &decision, explain);
-    assert(decision.status == 200 && decision.last_resort && decision.count == 1);
-    assert(decision.candidates[0].provider_key_id == 11); //  p1's priority makes it best
-    assert(json_is_true(json_object_get(explain, "last_resort")));
+    PROTO_CHECK(decision.status == 200 && decision.last_resort && decision.count == 1);
+    PROTO_CHECK(decision.candidates[0].provider_key_id == 11); //  p1's priority makes it best
+    PROTO_CHECK(json_is_true(json_object_get(explain, "last_resort")));
     json_decref(explain);
     //  Its success closes its breaker: back to normal.
     router_breaker_record(bench.breaker, 1, 11, "m-up", 200, NULL, 0, 1001);
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(!decision.last_resort && decision.candidates[0].provider_key_id == 11);
+    PROTO_CHECK(!decision.last_resort && decision.candidates[0].provider_key_id == 11);
     //  A disabled key is never the last resort.
     router_breaker_record(bench.breaker, 1, 11, "m-up", 403, NULL, 0, 1002);
     router_breaker_record(bench.breaker, 3, 31, "m-anth", 503, NULL, 0, 1002);
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(decision.last_resort && decision.candidates[0].provider_key_id != 11);
+    PROTO_CHECK(decision.last_resort && decision.candidates[0].provider_key_id != 11);
     s_bench_destroy(&bench);
 
     //  Half-open: the first decision after the cooldown carries the trial,
@@ -1119,12 +1120,12 @@ void router_select_test(bool verbose)
     request.now_ms = 1000 + 5000;
     request.dry_run = false;
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(decision.candidates[0].provider_id == 1); //  the trial
+    PROTO_CHECK(decision.candidates[0].provider_id == 1); //  the trial
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(decision.candidates[0].provider_id == 2);
+    PROTO_CHECK(decision.candidates[0].provider_id == 2);
     router_breaker_record(bench.breaker, 1, 11, "m-up", 200, NULL, 0, request.now_ms);
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(decision.candidates[0].provider_id == 1);
+    PROTO_CHECK(decision.candidates[0].provider_id == 1);
     s_bench_destroy(&bench);
 
     //  Stickiness: a session's first choice is the same on every decision
@@ -1138,18 +1139,19 @@ void router_select_test(bool verbose)
     for (int i = 0; i < 200; i++) {
         router_rng_seed(bench.context.rng, (uint64_t)i + 1);
         router_select_decide(&bench.context, &request, &decision, NULL);
-        assert(decision.sticky && decision.candidates[0].provider_key_id == bound.provider_key_id);
+        PROTO_CHECK(decision.sticky &&
+                    decision.candidates[0].provider_key_id == bound.provider_key_id);
     }
     router_breaker_record(bench.breaker, bound.provider_id, bound.provider_key_id,
                           bound.upstream_model, 401, NULL, 0, 1000);
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(decision.candidates[0].provider_key_id != bound.provider_key_id);
+    PROTO_CHECK(decision.candidates[0].provider_key_id != bound.provider_key_id);
     proto_candidate_t second = decision.candidates[0];
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(decision.candidates[0].provider_key_id == second.provider_key_id);
+    PROTO_CHECK(decision.candidates[0].provider_key_id == second.provider_key_id);
     router_breaker_enable_key(bench.breaker, bound.provider_key_id);
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(decision.candidates[0].provider_key_id == bound.provider_key_id);
+    PROTO_CHECK(decision.candidates[0].provider_key_id == bound.provider_key_id);
     //  Sessions spread over the candidates, and the account scopes them: the
     //  same session strings under another account are placed independently.
     size_t firsts[2][8] = {{0}}, same = 0;
@@ -1169,7 +1171,7 @@ void router_select_test(bool verbose)
     size_t used = 0;
     for (int k = 0; k < 8; k++)
         used += firsts[0][k] > 0;
-    assert(used >= 2 && same < 400);
+    PROTO_CHECK(used >= 2 && same < 400);
     s_bench_destroy(&bench);
 
     //  Per-key preference among one provider's models.
@@ -1187,13 +1189,13 @@ void router_select_test(bool verbose)
     router_context_t context = {.catalog = catalog, .map = map, .sticky = sticky, .rng = &rng};
     request = (router_request_t){.model = "m", .key_id = 5, .now_ms = 1};
     router_select_decide(&context, &request, &decision, NULL);
-    assert(strcmp(decision.candidates[0].upstream_model, "a") == 0);
+    PROTO_CHECK(strcmp(decision.candidates[0].upstream_model, "a") == 0);
     router_sticky_prefer(sticky, 5, 1, "b", 1);
     router_select_decide(&context, &request, &decision, NULL);
-    assert(strcmp(decision.candidates[0].upstream_model, "b") == 0 && decision.count == 2);
+    PROTO_CHECK(strcmp(decision.candidates[0].upstream_model, "b") == 0 && decision.count == 2);
     request.key_id = 6;
     router_select_decide(&context, &request, &decision, NULL);
-    assert(strcmp(decision.candidates[0].upstream_model, "a") == 0);
+    PROTO_CHECK(strcmp(decision.candidates[0].upstream_model, "a") == 0);
     router_sticky_destroy(&sticky);
     proto_map_destroy(&map);
     proto_catalog_destroy(&catalog);
@@ -1202,24 +1204,24 @@ void router_select_test(bool verbose)
     s_bench_init(&bench, "priority");
     request = (router_request_t){.model = "nope", .now_ms = 1000};
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(decision.status == 404 && strcmp(decision.error_code, "model_not_found") == 0);
+    PROTO_CHECK(decision.status == 404 && strcmp(decision.error_code, "model_not_found") == 0);
     request.model = "gone";
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(decision.status == 404);
+    PROTO_CHECK(decision.status == 404);
     request.model = "p3/m";
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(decision.status == 200 && decision.count == 1 &&
-           decision.candidates[0].provider_id == 3);
+    PROTO_CHECK(decision.status == 200 && decision.count == 1 &&
+                decision.candidates[0].provider_id == 3);
     request.model = "p2/raw-model";
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(decision.count == 1 && decision.candidates[0].provider_id == 2 &&
-           strcmp(decision.candidates[0].upstream_model, "raw-model") == 0);
+    PROTO_CHECK(decision.count == 1 && decision.candidates[0].provider_id == 2 &&
+                strcmp(decision.candidates[0].upstream_model, "raw-model") == 0);
     request.model = "p1/raw-model"; //  p1 does not list it
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(decision.status == 404);
+    PROTO_CHECK(decision.status == 404);
     request.model = "raw-model";
     router_select_decide(&bench.context, &request, &decision, NULL);
-    assert(decision.status == 200 && decision.count == 2);
+    PROTO_CHECK(decision.status == 200 && decision.count == 2);
     s_bench_destroy(&bench);
 
     const char *limited =
@@ -1235,11 +1237,11 @@ void router_select_test(bool verbose)
     router_select_decide(&context, &request, &decision, NULL);
     request.request_id = "r2";
     router_select_decide(&context, &request, &decision, NULL);
-    assert(decision.status == 200);
+    PROTO_CHECK(decision.status == 200);
     request.request_id = "r3";
     router_select_decide(&context, &request, &decision, NULL);
-    assert(decision.status == 429 && decision.retry_after_ms > 0);
-    assert(strcmp(decision.error_code, "provider_limit") == 0);
+    PROTO_CHECK(decision.status == 429 && decision.retry_after_ms > 0);
+    PROTO_CHECK(strcmp(decision.error_code, "provider_limit") == 0);
     router_limit_destroy(&limit);
     proto_map_destroy(&map);
     proto_catalog_destroy(&catalog);
@@ -1256,24 +1258,24 @@ void router_select_test(bool verbose)
         "\"claude\"}],\"model_settings\":[{\"provider_id\":1,\"model\":\"claude\","
         "\"protocol\":\"anthropic\"}]}";
     catalog = proto_catalog_from_json(reach, error, sizeof error);
-    assert(catalog);
+    PROTO_CHECK(catalog);
     map = proto_map_build(catalog, false);
     context = (router_context_t){.catalog = catalog, .map = map, .rng = &rng};
     request = (router_request_t){.model = "m", .now_ms = 5000, .dry_run = true};
     json_t *explained = json_object();
     router_select_decide(&context, &request, &decision, explained);
-    assert(decision.status == 200 && decision.count == 2);
+    PROTO_CHECK(decision.status == 200 && decision.count == 2);
     for (size_t i = 0; i < decision.count; i++) {
         const proto_candidate_t *candidate = &decision.candidates[i];
-        assert(
+        PROTO_CHECK(
             !(candidate->provider_id == 1 && strcmp(candidate->upstream_model, "m-Preview") == 0));
         if (candidate->provider_id == 1)
-            assert(candidate->upstream_protocol == PROTO_PROTOCOL_ANTHROPIC);
+            PROTO_CHECK(candidate->upstream_protocol == PROTO_PROTOCOL_ANTHROPIC);
         else
-            assert(candidate->upstream_protocol == PROTO_PROTOCOL_OPENAI);
+            PROTO_CHECK(candidate->upstream_protocol == PROTO_PROTOCOL_OPENAI);
     }
     json_t *out = json_array_get(json_object_get(explained, "excluded"), 0);
-    assert(out && strcmp(json_string_value(json_object_get(out, "why")), "blocked") == 0);
+    PROTO_CHECK(out && strcmp(json_string_value(json_object_get(out, "why")), "blocked") == 0);
     json_decref(explained);
     proto_map_destroy(&map);
     proto_catalog_destroy(&catalog);
@@ -1291,23 +1293,23 @@ void router_select_test(bool verbose)
         "{\"id\":5,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"e\",\"weight\":4},"
         "{\"id\":6,\"model_id\":1,\"provider_id\":2,\"upstream_model\":\"a\"}]}";
     catalog = proto_catalog_from_json(stages, error, sizeof error);
-    assert(catalog);
+    PROTO_CHECK(catalog);
     map = proto_map_build(catalog, false);
     context = (router_context_t){.catalog = catalog, .map = map, .rng = &rng};
     int leads[3] = {0}, e_leads = 0;
     for (int i = 0; i < rounds; i++) {
         request = (router_request_t){.model = "m", .now_ms = 5000};
         router_select_decide(&context, &request, &decision, NULL);
-        assert(decision.status == 200 && decision.count == 6);
+        PROTO_CHECK(decision.status == 200 && decision.count == 6);
         leads[decision.candidates[0].provider_id]++;
         e_leads += decision.candidates[0].provider_id == 1 &&
                    strcmp(decision.candidates[0].upstream_model, "e") == 0;
         //  Turns: the other provider second.
-        assert(decision.candidates[1].provider_id != decision.candidates[0].provider_id);
+        PROTO_CHECK(decision.candidates[1].provider_id != decision.candidates[0].provider_id);
     }
-    assert(s_near(leads[1], rounds, 4.8 / 5.8, tolerance));
+    PROTO_CHECK(s_near(leads[1], rounds, 4.8 / 5.8, tolerance));
     //  Within "many", e (route weight 4) leads 4 of 8.
-    assert(s_near(e_leads, rounds, 4.8 / 5.8 * 0.5, tolerance));
+    PROTO_CHECK(s_near(e_leads, rounds, 4.8 / 5.8 * 0.5, tolerance));
     proto_map_destroy(&map);
     proto_catalog_destroy(&catalog);
 
@@ -1321,7 +1323,7 @@ void router_select_test(bool verbose)
         "\"upstream_model\":\"u\"},{\"id\":2,\"model_id\":1,\"provider_id\":2,"
         "\"upstream_model\":\"u\"}]}";
     catalog = proto_catalog_from_json(balanced, error, sizeof error);
-    assert(catalog);
+    PROTO_CHECK(catalog);
     map = proto_map_build(catalog, false);
     router_stats_t *stats = router_stats_new();
     router_stat_t fast = {
@@ -1333,21 +1335,22 @@ void router_select_test(bool verbose)
     request = (router_request_t){.model = "m", .now_ms = 5000, .dry_run = true};
     explained = json_object();
     router_select_decide(&context, &request, &decision, explained);
-    assert(decision.status == 200 && decision.mode == ROUTER_MODE_BALANCED);
-    assert(decision.candidates[0].provider_key_id == 1);
+    PROTO_CHECK(decision.status == 200 && decision.mode == ROUTER_MODE_BALANCED);
+    PROTO_CHECK(decision.candidates[0].provider_key_id == 1);
     json_t *leader = json_array_get(json_object_get(explained, "candidates"), 0);
     json_t *trailer = json_array_get(json_object_get(explained, "candidates"), 1);
     json_t *score = json_object_get(leader, "score");
-    assert(json_real_value(json_object_get(score, "score")) > 0.99);
+    PROTO_CHECK(json_real_value(json_object_get(score, "score")) > 0.99);
     json_t *parts = json_object_get(json_object_get(trailer, "score"), "parts");
     //  slow: weight 1, latency 200/800, reliability 0.9, price (0.51)/(1.01).
-    assert(fabs(json_real_value(json_object_get(json_object_get(parts, "latency"), "value")) -
-                0.25) < 1e-3);
-    assert(fabs(json_real_value(json_object_get(json_object_get(parts, "reliability"), "value")) -
-                0.9) < 1e-3);
+    PROTO_CHECK(fabs(json_real_value(json_object_get(json_object_get(parts, "latency"), "value")) -
+                     0.25) < 1e-3);
+    PROTO_CHECK(
+        fabs(json_real_value(json_object_get(json_object_get(parts, "reliability"), "value")) -
+             0.9) < 1e-3);
     double expected = 0.25 * 1 + 0.30 * 0.25 + 0.30 * 0.9 + 0.15 * (510000.0 / 1010000.0);
-    assert(fabs(json_real_value(json_object_get(json_object_get(trailer, "score"), "score")) -
-                expected) < 1e-3);
+    PROTO_CHECK(fabs(json_real_value(json_object_get(json_object_get(trailer, "score"), "score")) -
+                     expected) < 1e-3);
     json_decref(explained);
     router_stats_destroy(&stats);
     proto_map_destroy(&map);

@@ -10,6 +10,7 @@
     then the handler; and no transaction is left open.
 */
 #include "admin_api.h"
+#include "proto_check.h"
 #include "admin_call.h"
 #include "admin_handlers.h"
 #include "admin_resource.h"
@@ -464,58 +465,61 @@ static void s_test_match(void)
 {
     const char *params[ADMIN_MAX_PARAMS];
     char buf[256];
-    assert(s_match("/admin/providers", "/admin/providers", params, buf, sizeof buf) == 0);
-    assert(s_match("/admin/providers", "/admin/providers/", params, buf, sizeof buf) == 0);
-    assert(s_match("/admin/providers", "/admin/provider", params, buf, sizeof buf) == -1);
-    assert(s_match("/admin/providers", "/admin/providers/x", params, buf, sizeof buf) == -1);
-    assert(s_match("/admin/providers/{p}", "/admin/providers/openai", params, buf, sizeof buf) ==
-           1);
-    assert(strcmp(params[0], "openai") == 0);
-    assert(s_match("/admin/providers/{p}", "/admin/providers//", params, buf, sizeof buf) == -1);
-    assert(s_match("/admin/providers/{p}/keys", "/admin/providers/7/keys", params, buf,
-                   sizeof buf) == 1);
-    assert(strcmp(params[0], "7") == 0);
-    assert(s_match("/admin/models/{m*}", "/admin/models/openai/gpt-4o", params, buf, sizeof buf) ==
-           1);
-    assert(strcmp(params[0], "openai/gpt-4o") == 0);
-    assert(s_match("/admin/models/{m*}/routes", "/admin/models/a/b/routes", params, buf,
-                   sizeof buf) == 1);
-    assert(strcmp(params[0], "a/b") == 0);
-    assert(s_match("/admin/models/{m*}/routes", "/admin/models/routes", params, buf, sizeof buf) ==
-           -1);
-    assert(s_match("/admin/models/{m*}", "/admin/models", params, buf, sizeof buf) == -1);
-    assert(s_match("/admin/models/{m*}", "admin/models/x", params, buf, sizeof buf) == -1);
-    assert(s_match("/admin/models/{m*}", "/", params, buf, sizeof buf) == -1);
-    assert(s_match("/admin/models/{m*}", "", params, buf, sizeof buf) == -1);
+    PROTO_CHECK(s_match("/admin/providers", "/admin/providers", params, buf, sizeof buf) == 0);
+    PROTO_CHECK(s_match("/admin/providers", "/admin/providers/", params, buf, sizeof buf) == 0);
+    PROTO_CHECK(s_match("/admin/providers", "/admin/provider", params, buf, sizeof buf) == -1);
+    PROTO_CHECK(s_match("/admin/providers", "/admin/providers/x", params, buf, sizeof buf) == -1);
+    PROTO_CHECK(
+        s_match("/admin/providers/{p}", "/admin/providers/openai", params, buf, sizeof buf) == 1);
+    PROTO_CHECK(strcmp(params[0], "openai") == 0);
+    PROTO_CHECK(s_match("/admin/providers/{p}", "/admin/providers//", params, buf, sizeof buf) ==
+                -1);
+    PROTO_CHECK(s_match("/admin/providers/{p}/keys", "/admin/providers/7/keys", params, buf,
+                        sizeof buf) == 1);
+    PROTO_CHECK(strcmp(params[0], "7") == 0);
+    PROTO_CHECK(
+        s_match("/admin/models/{m*}", "/admin/models/openai/gpt-4o", params, buf, sizeof buf) == 1);
+    PROTO_CHECK(strcmp(params[0], "openai/gpt-4o") == 0);
+    PROTO_CHECK(s_match("/admin/models/{m*}/routes", "/admin/models/a/b/routes", params, buf,
+                        sizeof buf) == 1);
+    PROTO_CHECK(strcmp(params[0], "a/b") == 0);
+    PROTO_CHECK(s_match("/admin/models/{m*}/routes", "/admin/models/routes", params, buf,
+                        sizeof buf) == -1);
+    PROTO_CHECK(s_match("/admin/models/{m*}", "/admin/models", params, buf, sizeof buf) == -1);
+    PROTO_CHECK(s_match("/admin/models/{m*}", "admin/models/x", params, buf, sizeof buf) == -1);
+    PROTO_CHECK(s_match("/admin/models/{m*}", "/", params, buf, sizeof buf) == -1);
+    PROTO_CHECK(s_match("/admin/models/{m*}", "", params, buf, sizeof buf) == -1);
 
     //  The table: first match by method, 405 for a known path.
     bool known = false;
     admin_route_t route;
-    assert(s_route_find("GET", "/admin/models/x/routes", params, buf, sizeof buf, &known, &route));
-    assert(route.resource == &admin_routes && route.op == ADMIN_OP_LIST);
-    assert(strcmp(params[0], "x") == 0);
-    assert(s_route_find("GET", "/admin/models/x/y", params, buf, sizeof buf, &known, &route));
-    assert(route.resource == &admin_models && route.op == ADMIN_OP_GET);
-    assert(strcmp(params[0], "x/y") == 0);
-    assert(
+    PROTO_CHECK(
+        s_route_find("GET", "/admin/models/x/routes", params, buf, sizeof buf, &known, &route));
+    PROTO_CHECK(route.resource == &admin_routes && route.op == ADMIN_OP_LIST);
+    PROTO_CHECK(strcmp(params[0], "x") == 0);
+    PROTO_CHECK(s_route_find("GET", "/admin/models/x/y", params, buf, sizeof buf, &known, &route));
+    PROTO_CHECK(route.resource == &admin_models && route.op == ADMIN_OP_GET);
+    PROTO_CHECK(strcmp(params[0], "x/y") == 0);
+    PROTO_CHECK(
         s_route_find("GET", "/admin/models/x/mappings", params, buf, sizeof buf, &known, &route));
-    assert(route.handler == admin_model_mappings);
-    assert(s_route_find("POST", "/admin/keys/revoke", params, buf, sizeof buf, &known, &route));
-    assert(route.handler == admin_key_revoke_body);
-    assert(
+    PROTO_CHECK(route.handler == admin_model_mappings);
+    PROTO_CHECK(
+        s_route_find("POST", "/admin/keys/revoke", params, buf, sizeof buf, &known, &route));
+    PROTO_CHECK(route.handler == admin_key_revoke_body);
+    PROTO_CHECK(
         s_route_find("POST", "/admin/keys/tg-abc/revoke", params, buf, sizeof buf, &known, &route));
-    assert(route.handler == admin_key_revoke && strcmp(params[0], "tg-abc") == 0);
-    assert(s_route_find("DELETE", "/admin/keys/7", params, buf, sizeof buf, &known, &route));
-    assert(route.resource == &admin_keys && strcmp(route.action, "key.revoke") == 0);
-    assert(!s_route_find("PUT", "/admin/providers", params, buf, sizeof buf, &known, &route));
-    assert(known);
-    assert(!s_route_find("GET", "/admin/nothing", params, buf, sizeof buf, &known, &route));
-    assert(!known);
-    assert(!s_route_find("GET", "/admin/routes/7", params, buf, sizeof buf, &known, &route));
-    assert(known); //  routes have PATCH and DELETE, no GET
-    assert(s_route_find("POST", "/admin/accounts/team a/topup", params, buf, sizeof buf, &known,
-                        &route));
-    assert(route.handler == admin_account_topup && strcmp(params[0], "team a") == 0);
+    PROTO_CHECK(route.handler == admin_key_revoke && strcmp(params[0], "tg-abc") == 0);
+    PROTO_CHECK(s_route_find("DELETE", "/admin/keys/7", params, buf, sizeof buf, &known, &route));
+    PROTO_CHECK(route.resource == &admin_keys && strcmp(route.action, "key.revoke") == 0);
+    PROTO_CHECK(!s_route_find("PUT", "/admin/providers", params, buf, sizeof buf, &known, &route));
+    PROTO_CHECK(known);
+    PROTO_CHECK(!s_route_find("GET", "/admin/nothing", params, buf, sizeof buf, &known, &route));
+    PROTO_CHECK(!known);
+    PROTO_CHECK(!s_route_find("GET", "/admin/routes/7", params, buf, sizeof buf, &known, &route));
+    PROTO_CHECK(known); //  routes have PATCH and DELETE, no GET
+    PROTO_CHECK(s_route_find("POST", "/admin/accounts/team a/topup", params, buf, sizeof buf,
+                             &known, &route));
+    PROTO_CHECK(route.handler == admin_account_topup && strcmp(params[0], "team a") == 0);
     //  Every pattern is well formed: it matches itself with placeholders filled.
     for (size_t i = 0; s_route_at(i, &route); i++) {
         if (!route.pattern)
@@ -525,7 +529,7 @@ static void s_test_match(void)
         for (char *open; (open = strchr(path, '{'));)
             memmove(open + 1, strchr(open, '}') + 1, strlen(strchr(open, '}') + 1) + 1),
                 *open = 'x';
-        assert(s_match(route.pattern, path, params, buf, sizeof buf) >= 0);
+        PROTO_CHECK(s_match(route.pattern, path, params, buf, sizeof buf) >= 0);
     }
 }
 
@@ -538,10 +542,10 @@ static void s_test_fields(void)
 
     call.body = json_pack("{s:s,s:s,s:s,s:i}", "name", "openai", "protocol", "openai", "base_url",
                           "https://api.openai.com/v1/", "priority", 5);
-    assert(admin_read(&call, f, v, ADMIN_CREATE) == 0 && !call.response);
-    assert(strcmp(ADMIN_VALUE(f, v, "base_url")->text, "https://api.openai.com/v1") == 0);
-    assert(strcmp(ADMIN_VALUE(f, v, "priority")->text, "5") == 0);
-    assert(!ADMIN_VALUE(f, v, "weight")->present && !ADMIN_VALUE(f, v, "weight")->text);
+    PROTO_CHECK(admin_read(&call, f, v, ADMIN_CREATE) == 0 && !call.response);
+    PROTO_CHECK(strcmp(ADMIN_VALUE(f, v, "base_url")->text, "https://api.openai.com/v1") == 0);
+    PROTO_CHECK(strcmp(ADMIN_VALUE(f, v, "priority")->text, "5") == 0);
+    PROTO_CHECK(!ADMIN_VALUE(f, v, "weight")->present && !ADMIN_VALUE(f, v, "weight")->text);
     admin_values_free(v, ADMIN_MAX_FIELDS);
     json_decref(call.body);
 
@@ -568,9 +572,9 @@ static void s_test_fields(void)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         memset(v, 0, sizeof v);
         call.body = json_loads(bad[i].body, 0, NULL);
-        assert(call.body);
-        assert(admin_read(&call, f, v, ADMIN_CREATE) == -1);
-        assert(call.status == 400 && call.response && strstr(call.response, bad[i].message));
+        PROTO_CHECK(call.body);
+        PROTO_CHECK(admin_read(&call, f, v, ADMIN_CREATE) == -1);
+        PROTO_CHECK(call.status == 400 && call.response && strstr(call.response, bad[i].message));
         admin_values_free(v, ADMIN_MAX_FIELDS);
         json_decref(call.body);
         free(call.response);
@@ -596,12 +600,13 @@ static void s_test_fields(void)
     for (size_t i = 0; i < sizeof money / sizeof money[0]; i++) {
         memset(v, 0, sizeof v);
         call.body = json_loads(money[i].body, 0, NULL);
-        assert(call.body);
+        PROTO_CHECK(call.body);
         int rc = admin_read(&call, m, v, ADMIN_CREATE);
         if (money[i].price_in)
-            assert(rc == 0 && strcmp(ADMIN_VALUE(m, v, "price_in")->text, money[i].price_in) == 0);
+            PROTO_CHECK(rc == 0 &&
+                        strcmp(ADMIN_VALUE(m, v, "price_in")->text, money[i].price_in) == 0);
         else
-            assert(rc == -1 && call.status == 400);
+            PROTO_CHECK(rc == -1 && call.status == 400);
         admin_values_free(v, ADMIN_MAX_FIELDS);
         json_decref(call.body);
         free(call.response);
@@ -611,21 +616,22 @@ static void s_test_fields(void)
     //  Names lists: JSON text for SQL, null for any.
     memset(v, 0, sizeof v);
     call.body = json_loads("{\"account\":\"a\",\"models\":[\"gpt-4o\",\"x/y\"]}", 0, NULL);
-    assert(admin_read(&call, admin_keys.fields, v, ADMIN_CREATE) == 0);
-    assert(strcmp(ADMIN_VALUE(admin_keys.fields, v, "models")->text, "[\"gpt-4o\",\"x/y\"]") == 0);
+    PROTO_CHECK(admin_read(&call, admin_keys.fields, v, ADMIN_CREATE) == 0);
+    PROTO_CHECK(strcmp(ADMIN_VALUE(admin_keys.fields, v, "models")->text, "[\"gpt-4o\",\"x/y\"]") ==
+                0);
     admin_values_free(v, ADMIN_MAX_FIELDS);
     json_decref(call.body);
     memset(v, 0, sizeof v);
     call.body = json_loads("{\"account\":7,\"models\":null}", 0, NULL);
-    assert(admin_read(&call, admin_keys.fields, v, ADMIN_CREATE) == 0);
-    assert(ADMIN_VALUE(admin_keys.fields, v, "models")->present);
-    assert(!ADMIN_VALUE(admin_keys.fields, v, "models")->text);
-    assert(strcmp(ADMIN_VALUE(admin_keys.fields, v, "account")->text, "7") == 0);
+    PROTO_CHECK(admin_read(&call, admin_keys.fields, v, ADMIN_CREATE) == 0);
+    PROTO_CHECK(ADMIN_VALUE(admin_keys.fields, v, "models")->present);
+    PROTO_CHECK(!ADMIN_VALUE(admin_keys.fields, v, "models")->text);
+    PROTO_CHECK(strcmp(ADMIN_VALUE(admin_keys.fields, v, "account")->text, "7") == 0);
     admin_values_free(v, ADMIN_MAX_FIELDS);
     json_decref(call.body);
     memset(v, 0, sizeof v);
     call.body = json_loads("{\"account\":\"a\",\"models\":[\"\"]}", 0, NULL);
-    assert(admin_read(&call, admin_keys.fields, v, ADMIN_CREATE) == -1 && call.status == 400);
+    PROTO_CHECK(admin_read(&call, admin_keys.fields, v, ADMIN_CREATE) == -1 && call.status == 400);
     admin_values_free(v, ADMIN_MAX_FIELDS);
     json_decref(call.body);
     free(call.response);
@@ -634,15 +640,15 @@ static void s_test_fields(void)
     //  Balances may not be negative; a PATCH accepts only its own fields.
     memset(v, 0, sizeof v);
     call.body = json_loads("{\"name\":\"a\",\"balance\":\"-1\"}", 0, NULL);
-    assert(admin_read(&call, admin_accounts.fields, v, ADMIN_CREATE) == -1);
+    PROTO_CHECK(admin_read(&call, admin_accounts.fields, v, ADMIN_CREATE) == -1);
     admin_values_free(v, ADMIN_MAX_FIELDS);
     json_decref(call.body);
     free(call.response);
     call.response = NULL;
     memset(v, 0, sizeof v);
     call.body = json_loads("{\"name\":\"a\"}", 0, NULL);
-    assert(admin_read(&call, admin_providers.fields, v, ADMIN_PATCH) == -1);
-    assert(strstr(call.response, "unknown field 'name'"));
+    PROTO_CHECK(admin_read(&call, admin_providers.fields, v, ADMIN_PATCH) == -1);
+    PROTO_CHECK(strstr(call.response, "unknown field 'name'"));
     admin_values_free(v, ADMIN_MAX_FIELDS);
     json_decref(call.body);
     free(call.response);
@@ -652,12 +658,12 @@ static void s_test_fields(void)
 //  Checks one answer: status and error type.
 static void s_test_answer(int status, char *body, int want_status, const char *want_type)
 {
-    assert(status == want_status);
+    PROTO_CHECK(status == want_status);
     json_t *answer = json_loads(body, 0, NULL);
-    assert(answer);
+    PROTO_CHECK(answer);
     const char *error_type =
         json_string_value(json_object_get(json_object_get(answer, "error"), "type"));
-    assert(error_type && strcmp(error_type, want_type) == 0);
+    PROTO_CHECK(error_type && strcmp(error_type, want_type) == 0);
     json_decref(answer);
 }
 
@@ -668,7 +674,8 @@ static void s_test_handle(void)
 {
     proto_config_t *config = proto_config_new();
     char error[256];
-    assert(proto_config_set(config, "admin.token", "tga_test", "test", error, sizeof error) == 0);
+    PROTO_CHECK(proto_config_set(config, "admin.token", "tga_test", "test", error, sizeof error) ==
+                0);
     admin_api_t self = {.config = config, .db = NULL};
     struct {
         const char *method, *path, *authorization; //  the request
@@ -684,7 +691,7 @@ static void s_test_handle(void)
                                        .client_ip = "127.0.0.1"};
         admin_api_answer_t answer;
         admin_api_handle(&self, &request, &answer);
-        assert(strcmp(answer.content_type, "application/json") == 0);
+        PROTO_CHECK(strcmp(answer.content_type, "application/json") == 0);
         s_test_answer(answer.status, answer.body, 401, "authentication_error");
         admin_api_answer_free(&answer);
     }
@@ -760,32 +767,33 @@ static void s_test_roles(void)
         bool reads = strcmp(route.method, "GET") == 0;
         bool own_session = route.handler == admin_logout || route.handler == admin_login;
         bool asks = route.handler == admin_routing_decide; //  a POST that changes nothing
-        assert(reads == (route.action == NULL));
-        assert((route.access == ADMIN_PUBLIC) ==
-               (route.handler == admin_login || route.handler == admin_session_probe));
+        PROTO_CHECK(reads == (route.action == NULL));
+        PROTO_CHECK((route.access == ADMIN_PUBLIC) ==
+                    (route.handler == admin_login || route.handler == admin_session_probe));
         if (!reads && !own_session && !asks)
-            assert(!admin_allowed(&route, &viewer));
+            PROTO_CHECK(!admin_allowed(&route, &viewer));
         if (strstr(route.pattern, "/users") || strstr(route.pattern, "/tokens") ||
             strstr(route.pattern, "/sessions") || strstr(route.pattern, "/bootstrap"))
-            assert(route.access == ADMIN_OWNER && !admin_allowed(&route, &operator));
+            PROTO_CHECK(route.access == ADMIN_OWNER && !admin_allowed(&route, &operator));
         if (route.access != ADMIN_PUBLIC)
-            assert(!admin_allowed(&route, &nobody));
+            PROTO_CHECK(!admin_allowed(&route, &nobody));
         //  An account holder reaches what any caller may, and their own routes;
         //  nobody else reaches those.
         if (route.access > ADMIN_ANY)
-            assert(admin_allowed(&route, &holder) == (route.access == ADMIN_ACCOUNT));
+            PROTO_CHECK(admin_allowed(&route, &holder) == (route.access == ADMIN_ACCOUNT));
         if (route.access == ADMIN_ACCOUNT)
-            assert(strncmp(route.pattern, "/admin/self", 11) == 0 &&
-                   !admin_allowed(&route, &viewer) && !admin_allowed(&route, &operator));
+            PROTO_CHECK(strncmp(route.pattern, "/admin/self", 11) == 0 &&
+                        !admin_allowed(&route, &viewer) && !admin_allowed(&route, &operator));
     }
     //  Every route the admin API had in ingress, /admin/resources, /admin/stats,
     //  /admin/session, the five /admin/self routes, the four of recurring
     //  grants, settings/client-keys and the five of provider model settings.
-    assert(count == 92);
-    assert(admin_role_parse("owner") == ADMIN_OWNER && admin_role_parse("viewer") == ADMIN_VIEWER);
-    assert(admin_role_parse("account") == ADMIN_ACCOUNT);
-    assert(admin_role_parse("root") == ADMIN_ANY && admin_role_parse(NULL) == ADMIN_ANY);
-    assert(strcmp(admin_role_name(ADMIN_OPERATOR), "operator") == 0);
+    PROTO_CHECK(count == 92);
+    PROTO_CHECK(admin_role_parse("owner") == ADMIN_OWNER &&
+                admin_role_parse("viewer") == ADMIN_VIEWER);
+    PROTO_CHECK(admin_role_parse("account") == ADMIN_ACCOUNT);
+    PROTO_CHECK(admin_role_parse("root") == ADMIN_ANY && admin_role_parse(NULL) == ADMIN_ANY);
+    PROTO_CHECK(strcmp(admin_role_name(ADMIN_OPERATOR), "operator") == 0);
 }
 
 void admin_api_test(bool verbose)
@@ -793,7 +801,7 @@ void admin_api_test(bool verbose)
     if (verbose)
         printf(" * admin_api: ");
     proto_log_init("admin", PROTO_LOG_WARN);
-    assert(proto_crypto_init() == 0);
+    PROTO_CHECK(proto_crypto_init() == 0);
     s_test_match();
     s_test_fields();
     s_test_handle();

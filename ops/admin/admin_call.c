@@ -1,5 +1,6 @@
 /*  admin_call: what every admin handler shares. See admin_call.h. */
 #include "admin_call.h"
+#include "proto_check.h"
 #include "admin_resource.h"
 #include "proto_crypto.h"
 #include "proto_db.h"
@@ -1107,28 +1108,28 @@ bool admin_allowed(const admin_route_t *route, const admin_who_t *who)
 static void s_test_micros(void)
 {
     int64_t value = 0;
-    assert(admin_parse_micros("10.50", false, &value) == 0 && value == 10500000);
-    assert(admin_parse_micros("0.000001", false, &value) == 0 && value == 1);
-    assert(admin_parse_micros("2.5", false, &value) == 0 && value == 2500000);
-    assert(admin_parse_micros("7", false, &value) == 0 && value == 7000000);
-    assert(admin_parse_micros("0", false, &value) == 0 && value == 0);
-    assert(admin_parse_micros("-3.25", true, &value) == 0 && value == -3250000);
-    assert(admin_parse_micros("1000000000", false, &value) == 0 && value == ADMIN_MONEY_MAX);
-    assert(admin_parse_micros("-3.25", false, &value) == -1);
-    assert(admin_parse_micros("1e3", false, &value) == -1);
-    assert(admin_parse_micros("1.0000001", false, &value) == -1);
-    assert(admin_parse_micros("", false, &value) == -1);
-    assert(admin_parse_micros("-", true, &value) == -1);
-    assert(admin_parse_micros(".5", false, &value) == -1);
-    assert(admin_parse_micros("5.", false, &value) == -1);
-    assert(admin_parse_micros("+5", false, &value) == -1);
-    assert(admin_parse_micros(" 5", false, &value) == -1);
-    assert(admin_parse_micros("5 ", false, &value) == -1);
-    assert(admin_parse_micros("1,5", false, &value) == -1);
-    assert(admin_parse_micros("0x10", false, &value) == -1);
-    assert(admin_parse_micros("1000000000.000001", false, &value) == -1);
-    assert(admin_parse_micros("99999999999999999999999", false, &value) == -1);
-    assert(admin_parse_micros("9223372036854.775807", false, &value) == -1);
+    PROTO_CHECK(admin_parse_micros("10.50", false, &value) == 0 && value == 10500000);
+    PROTO_CHECK(admin_parse_micros("0.000001", false, &value) == 0 && value == 1);
+    PROTO_CHECK(admin_parse_micros("2.5", false, &value) == 0 && value == 2500000);
+    PROTO_CHECK(admin_parse_micros("7", false, &value) == 0 && value == 7000000);
+    PROTO_CHECK(admin_parse_micros("0", false, &value) == 0 && value == 0);
+    PROTO_CHECK(admin_parse_micros("-3.25", true, &value) == 0 && value == -3250000);
+    PROTO_CHECK(admin_parse_micros("1000000000", false, &value) == 0 && value == ADMIN_MONEY_MAX);
+    PROTO_CHECK(admin_parse_micros("-3.25", false, &value) == -1);
+    PROTO_CHECK(admin_parse_micros("1e3", false, &value) == -1);
+    PROTO_CHECK(admin_parse_micros("1.0000001", false, &value) == -1);
+    PROTO_CHECK(admin_parse_micros("", false, &value) == -1);
+    PROTO_CHECK(admin_parse_micros("-", true, &value) == -1);
+    PROTO_CHECK(admin_parse_micros(".5", false, &value) == -1);
+    PROTO_CHECK(admin_parse_micros("5.", false, &value) == -1);
+    PROTO_CHECK(admin_parse_micros("+5", false, &value) == -1);
+    PROTO_CHECK(admin_parse_micros(" 5", false, &value) == -1);
+    PROTO_CHECK(admin_parse_micros("5 ", false, &value) == -1);
+    PROTO_CHECK(admin_parse_micros("1,5", false, &value) == -1);
+    PROTO_CHECK(admin_parse_micros("0x10", false, &value) == -1);
+    PROTO_CHECK(admin_parse_micros("1000000000.000001", false, &value) == -1);
+    PROTO_CHECK(admin_parse_micros("99999999999999999999999", false, &value) == -1);
+    PROTO_CHECK(admin_parse_micros("9223372036854.775807", false, &value) == -1);
 }
 
 static void s_test_utf8(void)
@@ -1136,36 +1137,37 @@ static void s_test_utf8(void)
     char text[32];
     strcpy(text, "caf\xc3\xa9 ok");
     admin_utf8_clean(text);
-    assert(strcmp(text, "caf\xc3\xa9 ok") == 0);
+    PROTO_CHECK(strcmp(text, "caf\xc3\xa9 ok") == 0);
     strcpy(text, "a\xff"
                  "b\xc3");
     admin_utf8_clean(text);
-    assert(strcmp(text, "a?b?") == 0);
+    PROTO_CHECK(strcmp(text, "a?b?") == 0);
     strcpy(text, "\xe2\x80"
                  "x");
     admin_utf8_clean(text);
-    assert(strcmp(text, "??x") == 0);
+    PROTO_CHECK(strcmp(text, "??x") == 0);
 }
 
 static void s_test_query(void)
 {
     char out[64];
-    assert(admin_query_get("account=team%20a&limit=5", "account", out, sizeof out) == 1);
-    assert(strcmp(out, "team a") == 0);
-    assert(admin_query_get("account=team%20a&limit=5", "limit", out, sizeof out) == 1);
-    assert(strcmp(out, "5") == 0);
-    assert(admin_query_get("accounts=x&limit=5", "account", out, sizeof out) == 0);
-    assert(admin_query_get("before=2026-01-01T00:00:00+00:00", "before", out, sizeof out) == 1);
-    assert(strcmp(out, "2026-01-01T00:00:00+00:00") == 0);
-    assert(admin_query_get("a=%4", "a", out, sizeof out) == -1);
-    assert(admin_query_get("a=%zz", "a", out, sizeof out) == -1);
-    assert(admin_query_get("a=%00", "a", out, sizeof out) == -1);
-    assert(admin_query_get("a=", "a", out, sizeof out) == 1 && *out == '\0');
-    assert(admin_query_get(NULL, "a", out, sizeof out) == 0);
-    assert(admin_query_get("", "a", out, sizeof out) == 0);
-    assert(admin_query_get("&&a=1", "a", out, sizeof out) == 1 && strcmp(out, "1") == 0);
+    PROTO_CHECK(admin_query_get("account=team%20a&limit=5", "account", out, sizeof out) == 1);
+    PROTO_CHECK(strcmp(out, "team a") == 0);
+    PROTO_CHECK(admin_query_get("account=team%20a&limit=5", "limit", out, sizeof out) == 1);
+    PROTO_CHECK(strcmp(out, "5") == 0);
+    PROTO_CHECK(admin_query_get("accounts=x&limit=5", "account", out, sizeof out) == 0);
+    PROTO_CHECK(admin_query_get("before=2026-01-01T00:00:00+00:00", "before", out, sizeof out) ==
+                1);
+    PROTO_CHECK(strcmp(out, "2026-01-01T00:00:00+00:00") == 0);
+    PROTO_CHECK(admin_query_get("a=%4", "a", out, sizeof out) == -1);
+    PROTO_CHECK(admin_query_get("a=%zz", "a", out, sizeof out) == -1);
+    PROTO_CHECK(admin_query_get("a=%00", "a", out, sizeof out) == -1);
+    PROTO_CHECK(admin_query_get("a=", "a", out, sizeof out) == 1 && *out == '\0');
+    PROTO_CHECK(admin_query_get(NULL, "a", out, sizeof out) == 0);
+    PROTO_CHECK(admin_query_get("", "a", out, sizeof out) == 0);
+    PROTO_CHECK(admin_query_get("&&a=1", "a", out, sizeof out) == 1 && strcmp(out, "1") == 0);
     char tiny[4];
-    assert(admin_query_get("a=12345", "a", tiny, sizeof tiny) == -1);
+    PROTO_CHECK(admin_query_get("a=12345", "a", tiny, sizeof tiny) == -1);
 }
 
 //  Field validation against a fake call (no database needed).
@@ -1175,29 +1177,29 @@ static void s_test_mask(void)
     char key[PROTO_CRYPTO_API_KEY_LEN + 1], token[80];
     proto_crypto_new_api_key(key, sizeof key);
     admin_new_token("tgs_", token, sizeof token);
-    assert(strncmp(token, "tgs_", 4) == 0 && strlen(token) == 68);
-    assert(admin_looks_secret(key) && admin_looks_secret(token));
-    assert(!admin_looks_secret("tg-team") && !admin_looks_secret("tgs_") &&
-           !admin_looks_secret("openai"));
+    PROTO_CHECK(strncmp(token, "tgs_", 4) == 0 && strlen(token) == 68);
+    PROTO_CHECK(admin_looks_secret(key) && admin_looks_secret(token));
+    PROTO_CHECK(!admin_looks_secret("tg-team") && !admin_looks_secret("tgs_") &&
+                !admin_looks_secret("openai"));
     json_t *body = json_pack("{s:s,s:s,s:{s:s,s:[s,s]},s:s,s:n,s:s}", "secret", "sk-live-123",
                              "name", "ok", "nested", "password", "hunter2hunter2", "list", key,
                              "fine", "note", token, "token", "key_hash", "abc");
     char *text = admin_masked_text(body);
-    assert(text);
-    assert(!strstr(text, "sk-live-123") && !strstr(text, "hunter2") && !strstr(text, key) &&
-           !strstr(text, token) && !strstr(text, "abc"));
-    assert(strstr(text, "\"name\":\"ok\"") && strstr(text, "\"fine\""));
-    assert(strstr(text, "\"token\":null")); //  null stays null
+    PROTO_CHECK(text);
+    PROTO_CHECK(!strstr(text, "sk-live-123") && !strstr(text, "hunter2") && !strstr(text, key) &&
+                !strstr(text, token) && !strstr(text, "abc"));
+    PROTO_CHECK(strstr(text, "\"name\":\"ok\"") && strstr(text, "\"fine\""));
+    PROTO_CHECK(strstr(text, "\"token\":null")); //  null stays null
     free(text);
     //  The original is untouched.
-    assert(strcmp(json_string_value(json_object_get(body, "secret")), "sk-live-123") == 0);
+    PROTO_CHECK(strcmp(json_string_value(json_object_get(body, "secret")), "sk-live-123") == 0);
     json_decref(body);
     json_t *empty = json_object();
-    assert(admin_masked_text(empty) == NULL && admin_masked_text(NULL) == NULL);
+    PROTO_CHECK(admin_masked_text(empty) == NULL && admin_masked_text(NULL) == NULL);
     json_decref(empty);
     json_t *bare = json_string(key);
     text = admin_masked_text(bare);
-    assert(strcmp(text, "\"***\"") == 0);
+    PROTO_CHECK(strcmp(text, "\"***\"") == 0);
     free(text);
     json_decref(bare);
 }
@@ -1216,40 +1218,40 @@ static void s_test_passwords(void)
                  {"null", false}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         json_t *json = json_loads(cases[i].json, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
-        assert(json);
-        assert((admin_password_problem(json) == NULL) == cases[i].ok);
+        PROTO_CHECK(json);
+        PROTO_CHECK((admin_password_problem(json) == NULL) == cases[i].ok);
         json_decref(json);
     }
     char *long_text = malloc(S_PASSWORD_MAX + 2);
     memset(long_text, 'x', S_PASSWORD_MAX + 1);
     long_text[S_PASSWORD_MAX + 1] = '\0';
     json_t *json = json_string(long_text);
-    assert(admin_password_problem(json) != NULL);
+    PROTO_CHECK(admin_password_problem(json) != NULL);
     json_decref(json);
     free(long_text);
 
-    assert(admin_username_valid("alice") && admin_username_valid("a.b@c-d_e"));
-    assert(!admin_username_valid("") && !admin_username_valid("a b") &&
-           !admin_username_valid("a/b"));
+    PROTO_CHECK(admin_username_valid("alice") && admin_username_valid("a.b@c-d_e"));
+    PROTO_CHECK(!admin_username_valid("") && !admin_username_valid("a b") &&
+                !admin_username_valid("a/b"));
 
-    assert(admin_bearer(NULL) == NULL && admin_bearer("Basic x") == NULL &&
-           admin_bearer("Bearer ") == NULL);
-    assert(strcmp(admin_bearer("bearer  tgs_x"), "tgs_x") == 0);
+    PROTO_CHECK(admin_bearer(NULL) == NULL && admin_bearer("Basic x") == NULL &&
+                admin_bearer("Bearer ") == NULL);
+    PROTO_CHECK(strcmp(admin_bearer("bearer  tgs_x"), "tgs_x") == 0);
 
     //  The hash we store is argon2id, and verifies.
     char hash[crypto_pwhash_STRBYTES];
-    assert(crypto_pwhash_str_alg(hash, "correct horse", 13, ADMIN_PW_OPSLIMIT, ADMIN_PW_MEMLIMIT,
-                                 crypto_pwhash_ALG_ARGON2ID13) == 0);
-    assert(strncmp(hash, "$argon2id$", 10) == 0);
-    assert(crypto_pwhash_str_verify(hash, "correct horse", 13) == 0);
-    assert(crypto_pwhash_str_verify(hash, "correct horsf", 13) != 0);
+    PROTO_CHECK(crypto_pwhash_str_alg(hash, "correct horse", 13, ADMIN_PW_OPSLIMIT,
+                                      ADMIN_PW_MEMLIMIT, crypto_pwhash_ALG_ARGON2ID13) == 0);
+    PROTO_CHECK(strncmp(hash, "$argon2id$", 10) == 0);
+    PROTO_CHECK(crypto_pwhash_str_verify(hash, "correct horse", 13) == 0);
+    PROTO_CHECK(crypto_pwhash_str_verify(hash, "correct horsf", 13) != 0);
 }
 
 void admin_call_test(bool verbose)
 {
     if (verbose)
         printf(" * admin_call: ");
-    assert(proto_crypto_init() == 0);
+    PROTO_CHECK(proto_crypto_init() == 0);
     s_test_micros();
     s_test_query();
     s_test_utf8();

@@ -1,4 +1,5 @@
 #include "admin_report.h"
+#include "proto_check.h"
 #include "proto_db.h"
 
 #include <assert.h>
@@ -379,30 +380,30 @@ void admin_report_test(bool verbose)
         printf(" * admin_report: ");
     char error[256];
     admin_report_query_t query = {.from_us = 10, .to_us = 5};
-    assert(s_check_query(&query, error, sizeof error) == -1 && strstr(error, "range"));
+    PROTO_CHECK(s_check_query(&query, error, sizeof error) == -1 && strstr(error, "range"));
     query = (admin_report_query_t){.limit = S_LIMIT_MAX + 1};
-    assert(s_check_query(&query, error, sizeof error) == -1);
+    PROTO_CHECK(s_check_query(&query, error, sizeof error) == -1);
     query = (admin_report_query_t){.account_id = (uint64_t)INT64_MAX + 1};
-    assert(s_check_query(&query, error, sizeof error) == -1);
-    assert(s_group_expression(NULL) && s_group_expression("day"));
-    assert(!s_group_expression("nope"));
+    PROTO_CHECK(s_check_query(&query, error, sizeof error) == -1);
+    PROTO_CHECK(s_group_expression(NULL) && s_group_expression("day"));
+    PROTO_CHECK(!s_group_expression("nope"));
     //  Without a connection PQescapeLiteral fails; queries without text
     //  values still build.
     query = (admin_report_query_t){
         .from_us = 7200000001LL, .to_us = 9000000000LL, .account_id = 3, .group_by = "model"};
     char *sql = s_spend_sql(NULL, &query, error, sizeof error);
-    assert(sql);
+    PROTO_CHECK(sql);
     //  The start is rounded down to its hour: 7200000001 us -> 7200000000.
-    assert(strstr(sql, "hour >= timestamptz 'epoch' + 7200000000 *"));
-    assert(strstr(sql, "account_id = 3") && strstr(sql, "GROUP BY 1"));
+    PROTO_CHECK(strstr(sql, "hour >= timestamptz 'epoch' + 7200000000 *"));
+    PROTO_CHECK(strstr(sql, "account_id = 3") && strstr(sql, "GROUP BY 1"));
     free(sql);
     query.group_by = "x'; DROP TABLE usage; --";
-    assert(!s_spend_sql(NULL, &query, error, sizeof error) && strstr(error, "group by"));
+    PROTO_CHECK(!s_spend_sql(NULL, &query, error, sizeof error) && strstr(error, "group by"));
     query = (admin_report_query_t){.cursor = "nonsense"};
-    assert(!s_usage_sql(NULL, &query, 10, error, sizeof error) && strstr(error, "cursor"));
+    PROTO_CHECK(!s_usage_sql(NULL, &query, 10, error, sizeof error) && strstr(error, "cursor"));
     query = (admin_report_query_t){.status_min = 400};
     sql = s_usage_sql(NULL, &query, 10, error, sizeof error);
-    assert(sql && strstr(sql, "status >= 400") && strstr(sql, "LIMIT 10"));
+    PROTO_CHECK(sql && strstr(sql, "status >= 400") && strstr(sql, "LIMIT 10"));
     free(sql);
     if (verbose)
         printf("OK\n");

@@ -1,4 +1,5 @@
 #include "dispatch_policy.h"
+#include "proto_check.h"
 #include "proto_msg.h"
 
 #include <assert.h>
@@ -112,75 +113,80 @@ void dispatch_policy_test(bool verbose)
 {
     if (verbose)
         printf(" * dispatch_policy: ");
-    assert(dispatch_policy_next(DISPATCH_FAIL_NONE, 200, false) == DISPATCH_NEXT_SUCCESS);
-    assert(dispatch_policy_next(DISPATCH_FAIL_NONE, 200, true) == DISPATCH_NEXT_SUCCESS);
+    PROTO_CHECK(dispatch_policy_next(DISPATCH_FAIL_NONE, 200, false) == DISPATCH_NEXT_SUCCESS);
+    PROTO_CHECK(dispatch_policy_next(DISPATCH_FAIL_NONE, 200, true) == DISPATCH_NEXT_SUCCESS);
     //  A provider's own word: 400 fails over, 429 is returned; others default.
     char error[128];
     proto_catalog_t *catalog = proto_catalog_from_json(
         "{\"providers\":[{\"id\":1,\"name\":\"p\",\"failover_statuses\":[400],"
         "\"return_statuses\":[429]}]}",
         error, sizeof error);
-    assert(catalog);
+    PROTO_CHECK(catalog);
     const proto_provider_t *provider = proto_catalog_provider(catalog, 1);
-    assert(dispatch_policy_provider(DISPATCH_NEXT_RELAY, provider, DISPATCH_FAIL_NONE, 400) ==
-           DISPATCH_NEXT_FAILOVER);
-    assert(dispatch_policy_provider(DISPATCH_NEXT_FAILOVER, provider, DISPATCH_FAIL_NONE, 429) ==
-           DISPATCH_NEXT_RELAY);
-    assert(dispatch_policy_provider(DISPATCH_NEXT_FAILOVER, provider, DISPATCH_FAIL_NONE, 503) ==
-           DISPATCH_NEXT_FAILOVER);
-    assert(dispatch_policy_provider(DISPATCH_NEXT_RELAY, provider, DISPATCH_FAIL_NONE, 422) ==
-           DISPATCH_NEXT_RELAY);
-    assert(dispatch_policy_provider(DISPATCH_NEXT_BROKEN, provider, DISPATCH_FAIL_NONE, 400) ==
-           DISPATCH_NEXT_BROKEN);
-    assert(dispatch_policy_provider(DISPATCH_NEXT_FAILOVER, provider, DISPATCH_FAIL_TIMEOUT, 429) ==
-           DISPATCH_NEXT_FAILOVER);
-    assert(dispatch_policy_provider(DISPATCH_NEXT_RELAY, NULL, DISPATCH_FAIL_NONE, 400) ==
-           DISPATCH_NEXT_RELAY);
+    PROTO_CHECK(dispatch_policy_provider(DISPATCH_NEXT_RELAY, provider, DISPATCH_FAIL_NONE, 400) ==
+                DISPATCH_NEXT_FAILOVER);
+    PROTO_CHECK(dispatch_policy_provider(DISPATCH_NEXT_FAILOVER, provider, DISPATCH_FAIL_NONE,
+                                         429) == DISPATCH_NEXT_RELAY);
+    PROTO_CHECK(dispatch_policy_provider(DISPATCH_NEXT_FAILOVER, provider, DISPATCH_FAIL_NONE,
+                                         503) == DISPATCH_NEXT_FAILOVER);
+    PROTO_CHECK(dispatch_policy_provider(DISPATCH_NEXT_RELAY, provider, DISPATCH_FAIL_NONE, 422) ==
+                DISPATCH_NEXT_RELAY);
+    PROTO_CHECK(dispatch_policy_provider(DISPATCH_NEXT_BROKEN, provider, DISPATCH_FAIL_NONE, 400) ==
+                DISPATCH_NEXT_BROKEN);
+    PROTO_CHECK(dispatch_policy_provider(DISPATCH_NEXT_FAILOVER, provider, DISPATCH_FAIL_TIMEOUT,
+                                         429) == DISPATCH_NEXT_FAILOVER);
+    PROTO_CHECK(dispatch_policy_provider(DISPATCH_NEXT_RELAY, NULL, DISPATCH_FAIL_NONE, 400) ==
+                DISPATCH_NEXT_RELAY);
     proto_catalog_destroy(&catalog);
     //  Gemini's bad key is a 400 that is ours to fail over, not the client's.
     const char *bad_key = "{\"error\":{\"code\":400,\"message\":\"API key not valid. Please pass "
                           "a valid API key.\",\"status\":\"INVALID_ARGUMENT\",\"details\":[{"
                           "\"reason\":\"API_KEY_INVALID\"}]}}";
-    assert(dispatch_policy_key_status(PROTO_PROTOCOL_GEMINI, 400, bad_key, strlen(bad_key)) == 401);
-    assert(dispatch_policy_key_status(PROTO_PROTOCOL_OPENAI, 400, bad_key, strlen(bad_key)) == 400);
+    PROTO_CHECK(dispatch_policy_key_status(PROTO_PROTOCOL_GEMINI, 400, bad_key, strlen(bad_key)) ==
+                401);
+    PROTO_CHECK(dispatch_policy_key_status(PROTO_PROTOCOL_OPENAI, 400, bad_key, strlen(bad_key)) ==
+                400);
     const char *bad_request = "{\"error\":{\"code\":400,\"message\":\"contents is empty\"}}";
-    assert(dispatch_policy_key_status(PROTO_PROTOCOL_GEMINI, 400, bad_request,
-                                      strlen(bad_request)) == 400);
-    assert(dispatch_policy_next(DISPATCH_FAIL_NONE, 401, false) == DISPATCH_NEXT_FAILOVER);
+    PROTO_CHECK(dispatch_policy_key_status(PROTO_PROTOCOL_GEMINI, 400, bad_request,
+                                           strlen(bad_request)) == 400);
+    PROTO_CHECK(dispatch_policy_next(DISPATCH_FAIL_NONE, 401, false) == DISPATCH_NEXT_FAILOVER);
     int over[] = {401, 403, 404, 408, 429, 500, 502, 503, 529, 301};
     for (size_t i = 0; i < sizeof over / sizeof over[0]; i++) {
-        assert(dispatch_policy_next(DISPATCH_FAIL_NONE, over[i], false) == DISPATCH_NEXT_FAILOVER);
-        assert(dispatch_policy_next(DISPATCH_FAIL_NONE, over[i], true) == DISPATCH_NEXT_BROKEN);
+        PROTO_CHECK(dispatch_policy_next(DISPATCH_FAIL_NONE, over[i], false) ==
+                    DISPATCH_NEXT_FAILOVER);
+        PROTO_CHECK(dispatch_policy_next(DISPATCH_FAIL_NONE, over[i], true) ==
+                    DISPATCH_NEXT_BROKEN);
     }
     int relay[] = {400, 402, 409, 413, 422};
     for (size_t i = 0; i < sizeof relay / sizeof relay[0]; i++)
-        assert(dispatch_policy_next(DISPATCH_FAIL_NONE, relay[i], false) == DISPATCH_NEXT_RELAY);
+        PROTO_CHECK(dispatch_policy_next(DISPATCH_FAIL_NONE, relay[i], false) ==
+                    DISPATCH_NEXT_RELAY);
     for (int fail = DISPATCH_FAIL_CONNECT; fail <= DISPATCH_FAIL_TOO_LARGE; fail++) {
         //  Even a 200 whose stream then broke fails over while nothing went out.
-        assert(dispatch_policy_next(fail, 200, false) == DISPATCH_NEXT_FAILOVER);
-        assert(dispatch_policy_next(fail, 200, true) == DISPATCH_NEXT_BROKEN);
-        assert(dispatch_policy_next(fail, 0, false) == DISPATCH_NEXT_FAILOVER);
+        PROTO_CHECK(dispatch_policy_next(fail, 200, false) == DISPATCH_NEXT_FAILOVER);
+        PROTO_CHECK(dispatch_policy_next(fail, 200, true) == DISPATCH_NEXT_BROKEN);
+        PROTO_CHECK(dispatch_policy_next(fail, 0, false) == DISPATCH_NEXT_FAILOVER);
     }
 
     const char *code, *message;
     dispatch_failures_t failures = {0};
-    assert(dispatch_policy_final(&failures, &code, &message) == 502);
-    assert(strstr(message, "No usable"));
+    PROTO_CHECK(dispatch_policy_final(&failures, &code, &message) == 502);
+    PROTO_CHECK(strstr(message, "No usable"));
     dispatch_policy_record(&failures, DISPATCH_FAIL_NONE, 429, 3000);
     dispatch_policy_record(&failures, DISPATCH_FAIL_NONE, 429, 1000);
-    assert(dispatch_policy_final(&failures, &code, &message) == 429);
-    assert(strcmp(code, "rate_limited") == 0 && failures.retry_after_ms == 1000);
+    PROTO_CHECK(dispatch_policy_final(&failures, &code, &message) == 429);
+    PROTO_CHECK(strcmp(code, "rate_limited") == 0 && failures.retry_after_ms == 1000);
     dispatch_policy_record(&failures, DISPATCH_FAIL_NONE, 500, 0);
-    assert(dispatch_policy_final(&failures, &code, &message) == 502);
-    assert(strcmp(code, "upstream_error") == 0);
+    PROTO_CHECK(dispatch_policy_final(&failures, &code, &message) == 502);
+    PROTO_CHECK(strcmp(code, "upstream_error") == 0);
     dispatch_policy_record(&failures, DISPATCH_FAIL_TIMEOUT, 0, 0);
-    assert(dispatch_policy_final(&failures, &code, &message) == 504);
-    assert(strcmp(code, "upstream_timeout") == 0);
+    PROTO_CHECK(dispatch_policy_final(&failures, &code, &message) == 504);
+    PROTO_CHECK(strcmp(code, "upstream_timeout") == 0);
 
-    assert(dispatch_policy_outcome_status(DISPATCH_FAIL_NONE, 429) == 429);
-    assert(dispatch_policy_outcome_status(DISPATCH_FAIL_TIMEOUT, 200) == 504);
-    assert(dispatch_policy_outcome_status(DISPATCH_FAIL_CONNECT, 0) == 502);
-    assert(strcmp(dispatch_policy_fail_name(DISPATCH_FAIL_TIMEOUT), "timeout") == 0);
+    PROTO_CHECK(dispatch_policy_outcome_status(DISPATCH_FAIL_NONE, 429) == 429);
+    PROTO_CHECK(dispatch_policy_outcome_status(DISPATCH_FAIL_TIMEOUT, 200) == 504);
+    PROTO_CHECK(dispatch_policy_outcome_status(DISPATCH_FAIL_CONNECT, 0) == 502);
+    PROTO_CHECK(strcmp(dispatch_policy_fail_name(DISPATCH_FAIL_TIMEOUT), "timeout") == 0);
     if (verbose)
         printf("OK\n");
 }

@@ -1,4 +1,5 @@
 #include "dispatch_reach.h"
+#include "proto_check.h"
 #include "proto_upstream.h"
 #include "proto_msg.h"
 
@@ -218,7 +219,7 @@ void dispatch_reach_test(bool verbose)
         "\"model_settings\":[{\"provider_id\":1,\"model\":\"claude-x\",\"protocol\":\"anthropic\","
         "\"path\":\"/anthropic/v1/messages\"}]}",
         error, sizeof error);
-    assert(catalog);
+    PROTO_CHECK(catalog);
     const proto_provider_t *relay = proto_catalog_provider(catalog, 1);
     const proto_provider_t *gem = proto_catalog_provider(catalog, 2);
     const proto_provider_t *plain = proto_catalog_provider(catalog, 3);
@@ -226,34 +227,34 @@ void dispatch_reach_test(bool verbose)
     //  URLs: the provider's path, a model's own, the protocol's elsewhere.
     char *url = dispatch_reach_url(catalog, relay, "gpt-x", PROTO_PROTOCOL_OPENAI,
                                    PROTO_PROTOCOL_OPENAI, false, true);
-    assert(url && strcmp(url, "http://relay.test/api/chat/completions") == 0);
+    PROTO_CHECK(url && strcmp(url, "http://relay.test/api/chat/completions") == 0);
     free(url);
     url = dispatch_reach_url(catalog, relay, "claude-x", PROTO_PROTOCOL_ANTHROPIC,
                              PROTO_PROTOCOL_ANTHROPIC, false, false);
-    assert(url && strcmp(url, "http://relay.test/anthropic/v1/messages") == 0);
+    PROTO_CHECK(url && strcmp(url, "http://relay.test/anthropic/v1/messages") == 0);
     free(url);
     url = dispatch_reach_url(catalog, relay, "emb", PROTO_PROTOCOL_OPENAI_EMBEDDINGS,
                              PROTO_PROTOCOL_OPENAI, false, false);
-    assert(url && strcmp(url, "http://relay.test/v1/embeddings") == 0);
+    PROTO_CHECK(url && strcmp(url, "http://relay.test/v1/embeddings") == 0);
     free(url);
     url = dispatch_reach_url(catalog, gem, "gemini-2", PROTO_PROTOCOL_GEMINI, PROTO_PROTOCOL_GEMINI,
                              false, true);
-    assert(url && strcmp(url, "http://g.test/x/gemini-2:streamGenerateContent?alt=sse") == 0);
+    PROTO_CHECK(url && strcmp(url, "http://g.test/x/gemini-2:streamGenerateContent?alt=sse") == 0);
     free(url);
     url = dispatch_reach_url(catalog, gem, "a b", PROTO_PROTOCOL_GEMINI, PROTO_PROTOCOL_GEMINI,
                              false, false);
-    assert(!url);
+    PROTO_CHECK(!url);
     url = dispatch_reach_url(catalog, plain, "m", PROTO_PROTOCOL_OPENAI, PROTO_PROTOCOL_OPENAI,
                              false, false);
-    assert(url && strcmp(url, "http://p.test/v1/chat/completions") == 0);
+    PROTO_CHECK(url && strcmp(url, "http://p.test/v1/chat/completions") == 0);
     free(url);
 
     //  Headers after the protocol's.
     struct curl_slist *list = dispatch_reach_headers(relay, NULL);
-    assert(list && strcmp(list->data, "User-Agent: relay-client/1") == 0 && list->next &&
-           strcmp(list->next->data, "Referer: https://app.test/") == 0);
+    PROTO_CHECK(list && strcmp(list->data, "User-Agent: relay-client/1") == 0 && list->next &&
+                strcmp(list->next->data, "Referer: https://app.test/") == 0);
     curl_slist_free_all(list);
-    assert(!dispatch_reach_headers(plain, NULL));
+    PROTO_CHECK(!dispatch_reach_headers(plain, NULL));
 
     //  Proxies in turn; one failing three times in a row is skipped until
     //  its cooldown ends, then gets one trial; an answer closes it.
@@ -261,41 +262,41 @@ void dispatch_reach_test(bool verbose)
     config.threshold = 3;
     config.cooldown_network_ms = 1000;
     dispatch_reach_t *reach = dispatch_reach_new(&config);
-    assert(dispatch_reach_proxy(reach, plain, 0) == -1);
+    PROTO_CHECK(dispatch_reach_proxy(reach, plain, 0) == -1);
     int seen[3] = {0};
     for (int i = 0; i < 30; i++)
         seen[dispatch_reach_proxy(reach, relay, 0)]++;
-    assert(seen[0] == 10 && seen[1] == 10 && seen[2] == 10);
-    assert(!dispatch_reach_report(reach, 1, 1, DISPATCH_FAIL_CONNECT, 0, 10));
-    assert(!dispatch_reach_report(reach, 1, 1, DISPATCH_FAIL_TIMEOUT, 0, 11));
-    assert(dispatch_reach_report(reach, 1, 1, DISPATCH_FAIL_CONNECT, 0, 12));
+    PROTO_CHECK(seen[0] == 10 && seen[1] == 10 && seen[2] == 10);
+    PROTO_CHECK(!dispatch_reach_report(reach, 1, 1, DISPATCH_FAIL_CONNECT, 0, 10));
+    PROTO_CHECK(!dispatch_reach_report(reach, 1, 1, DISPATCH_FAIL_TIMEOUT, 0, 11));
+    PROTO_CHECK(dispatch_reach_report(reach, 1, 1, DISPATCH_FAIL_CONNECT, 0, 12));
     for (int i = 0; i < 20; i++)
-        assert(dispatch_reach_proxy(reach, relay, 100) != 1);
+        PROTO_CHECK(dispatch_reach_proxy(reach, relay, 100) != 1);
     //  After the cooldown: one trial, then nobody until it reports.
     int trials = 0;
     for (int i = 0; i < 9; i++)
         trials += dispatch_reach_proxy(reach, relay, 1100) == 1;
-    assert(trials == 1);
+    PROTO_CHECK(trials == 1);
     dispatch_reach_report(reach, 1, 1, DISPATCH_FAIL_NONE, 503, 1200);
     trials = 0;
     for (int i = 0; i < 9; i++)
         trials += dispatch_reach_proxy(reach, relay, 1300) == 1;
-    assert(trials == 3);
+    PROTO_CHECK(trials == 3);
     //  Every proxy open: the one reopening first still goes.
     for (int index = 0; index < 3; index++)
         for (int i = 0; i < 3; i++)
             dispatch_reach_report(reach, 1, index, DISPATCH_FAIL_CONNECT, 0,
                                   2000 + (uint64_t)index * 100);
     for (int i = 0; i < 5; i++)
-        assert(dispatch_reach_proxy(reach, relay, 2500) == 0);
+        PROTO_CHECK(dispatch_reach_proxy(reach, relay, 2500) == 0);
     dispatch_reach_destroy(&reach);
     //  A dead proxy: the candidate again through each other proxy, once.
     int retries = 0;
-    assert(dispatch_reach_retry(relay, 0, DISPATCH_FAIL_CONNECT, &retries));
-    assert(!dispatch_reach_retry(relay, 0, DISPATCH_FAIL_TIMEOUT, &retries));
-    assert(dispatch_reach_retry(relay, 1, DISPATCH_FAIL_TRANSPORT, &retries));
-    assert(!dispatch_reach_retry(relay, 2, DISPATCH_FAIL_CONNECT, &retries) && retries == 2);
-    assert(!dispatch_reach_retry(plain, -1, DISPATCH_FAIL_CONNECT, &retries));
+    PROTO_CHECK(dispatch_reach_retry(relay, 0, DISPATCH_FAIL_CONNECT, &retries));
+    PROTO_CHECK(!dispatch_reach_retry(relay, 0, DISPATCH_FAIL_TIMEOUT, &retries));
+    PROTO_CHECK(dispatch_reach_retry(relay, 1, DISPATCH_FAIL_TRANSPORT, &retries));
+    PROTO_CHECK(!dispatch_reach_retry(relay, 2, DISPATCH_FAIL_CONNECT, &retries) && retries == 2);
+    PROTO_CHECK(!dispatch_reach_retry(plain, -1, DISPATCH_FAIL_CONNECT, &retries));
     proto_catalog_destroy(&catalog);
     if (verbose)
         printf("OK\n");

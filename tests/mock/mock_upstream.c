@@ -11,6 +11,7 @@
 //  Asserts guard our own invariants and drive the self test: they stay on in release builds.
 #undef NDEBUG
 #include "mock_upstream.h"
+#include "proto_check.h"
 #include "mock_control.h"
 #include "mock_reply.h"
 #include "mock_req.h"
@@ -653,36 +654,36 @@ void mock_upstream_test(bool verbose)
 {
     printf(" * mock_upstream: ");
     mock_fault_t fault;
-    assert(mock_fault_parse("429:5, cut:3", &fault) == 0);
-    assert(fault.status == 429 && fault.retry_after == 5 && fault.cut_after == 3);
-    assert(mock_fault_parse("hang,bogus", &fault) == -1);
-    assert(!fault.hang && fault.cut_after == -1);
-    assert(mock_fault_parse("500:3", &fault) == -1);
+    PROTO_CHECK(mock_fault_parse("429:5, cut:3", &fault) == 0);
+    PROTO_CHECK(fault.status == 429 && fault.retry_after == 5 && fault.cut_after == 3);
+    PROTO_CHECK(mock_fault_parse("hang,bogus", &fault) == -1);
+    PROTO_CHECK(!fault.hang && fault.cut_after == -1);
+    PROTO_CHECK(mock_fault_parse("500:3", &fault) == -1);
 
     mock_upstream_config_t config;
     mock_upstream_config_init(&config);
     config.verbose = verbose;
     mock_upstream_t *self = mock_upstream_new(&config);
-    assert(self);
-    assert(mock_upstream_port(self) > 0);
-    assert(mock_upstream_set_fault(self, "mock-bad", "nonsense") == -1);
-    assert(mock_upstream_set_fault(self, "mock-err", "503") == 0);
+    PROTO_CHECK(self);
+    PROTO_CHECK(mock_upstream_port(self) > 0);
+    PROTO_CHECK(mock_upstream_set_fault(self, "mock-bad", "nonsense") == -1);
+    PROTO_CHECK(mock_upstream_set_fault(self, "mock-err", "503") == 0);
 
     char request[1024];
     s_test_post(request, sizeof(request), "/v1/chat/completions", "Connection: close\r\n",
                 "{\"model\":\"mock-3\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");
     mock_buf_t reply = {0};
     s_test_read_all(s_test_send(self->port, request), &reply);
-    assert(reply.data && strstr(reply.data, "200 OK"));
-    assert(strstr(reply.data, "\"content\":\"Hello from mock\""));
-    assert(strstr(reply.data, "\"completion_tokens\":3"));
+    PROTO_CHECK(reply.data && strstr(reply.data, "200 OK"));
+    PROTO_CHECK(strstr(reply.data, "\"content\":\"Hello from mock\""));
+    PROTO_CHECK(strstr(reply.data, "\"completion_tokens\":3"));
     mock_buf_reset(&reply);
 
     s_test_post(request, sizeof(request), "/v1/messages", "Connection: close\r\n",
                 "{\"model\":\"mock-err\",\"messages\":[]}");
     s_test_read_all(s_test_send(self->port, request), &reply);
-    assert(reply.data && strstr(reply.data, "HTTP/1.1 503"));
-    assert(strstr(reply.data, "\"type\":\"overloaded_error\""));
+    PROTO_CHECK(reply.data && strstr(reply.data, "HTTP/1.1 503"));
+    PROTO_CHECK(strstr(reply.data, "\"type\":\"overloaded_error\""));
     mock_buf_reset(&reply);
 
     //  A held connection (hang) and a parked stream must not stop destroy from finishing.
@@ -696,7 +697,7 @@ void mock_upstream_test(bool verbose)
     if (recv(parked, first, sizeof(first), 0) <= 0) //  Headers: the stream has started
         abort();
     mock_upstream_destroy(&self);
-    assert(self == NULL);
+    PROTO_CHECK(self == NULL);
     close(hung);
     close(parked);
     printf("OK\n");

@@ -69,6 +69,10 @@ static void s_usage_lines(FILE *out, const char *word)
     for (size_t i = 0; (command = s_command_at(i)); i++)
         if (!any || s_command_words_match(command->words, word))
             fprintf(out, "  tollgate %s\n", command->usage);
+    //  Not over the admin API (ops_reset): listed here so it is found.
+    if (!any || strcmp(word, "admin") == 0)
+        fprintf(out, "  tollgate admin reset-password USERNAME [--password PASSWORD|-] "
+                     "[--database-url URL]   (database access only, no admin server)\n");
     fprintf(out,
             "options for all: --json (print the API's JSON), --dir DIR (state folder of "
             "`tollgate up`; default $TOLLGATE_DIR or " OA_DEFAULT_DIR "), --tz ZONE (times in "

@@ -434,8 +434,9 @@ static void s_provisional_relayed(s_request_t *self)
         return;
     proto_usage_t usage = s_usage(self, true);
     usage.estimated = true;
-    proto_msg_t *settle =
-        s_settle_new(self, self->rid, self->status ? self->status : 200, &usage, true);
+    //  Sent only if this process dies, and then the client's stream was cut:
+    //  502, as a stream broken off by its upstream is recorded.
+    proto_msg_t *settle = s_settle_new(self, self->rid, 502, &usage, true);
     if (proto_outbox_keep_keyed(self->server->outbox, &settle,
                                 proto_msg_account_id(self->dispatch)) == 0)
         self->provisional_bytes = self->conv.content_bytes;

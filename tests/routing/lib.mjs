@@ -118,6 +118,14 @@ export async function explainUntil(ctx, body, check, message = 'the routers to s
   }, { timeout, interval: 50, message });
 }
 
+// Dispatch decides from its own copy of the catalog, which reloads a moment after the routers'
+// explanation shows a change: waits until requests are routed as `check(counts)` wants, a few
+// at a time, so that a distribution measured next starts from the new catalog everywhere.
+export async function routedUntil(ctx, key, model, check, message = 'dispatch to route by the change') {
+  await waitFor(async () => check((await distribution(ctx, key, model, 4, { concurrency: 4 })).counts),
+    { timeout: 10000, interval: 100, message });
+}
+
 // The usage row of a request, once the ledger wrote it.
 export async function usageRow(ctx, requestId, timeout = 8000) {
   return waitFor(async () => {

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { freePort, startProgram, waitFor } from '../lib/harness.mjs';
-import { addClient, addProvider, chat, distribution, explainUntil, fault, ok, setup, usageRow } from './lib.mjs';
+import { addClient, addProvider, chat, distribution, explainUntil, fault, ok, routedUntil, setup, usageRow } from './lib.mjs';
 
 const COOLDOWN_MS = 1500;
 
@@ -88,6 +88,7 @@ describe('scheduling modes through the gateway', () => {
   test('cost: the cheapest key leads; two equally cheap split evenly', async () => {
     await ok(ctx, 'PATCH', `/admin/provider-keys/${providers[2].keyId}`, { multiplier_ppm: 500000 });
     await explainUntil(ctx, { model: 'c' }, (e) => e.candidates[0]?.provider === 'p3');
+    await routedUntil(ctx, client.key, 'c', (c) => c[providers[2].id] === 4);
     let { counts, rows } = await distribution(ctx, client.key, 'c', 60);
     if (process.env.ROUTING_DEBUG && counts[providers[2].id] !== 60) {
       console.error('attempts', JSON.stringify(rows.map((r) => `${r.provider_id}/${r.attempts}`)));
@@ -96,6 +97,7 @@ describe('scheduling modes through the gateway', () => {
     assert.equal(counts[providers[2].id], 60, JSON.stringify(counts));
     await ok(ctx, 'PATCH', `/admin/provider-keys/${providers[1].keyId}`, { multiplier_ppm: 500000 });
     await explainUntil(ctx, { model: 'c' }, (e) => e.candidates[1]?.score?.multiplier_ppm === 500000);
+    await routedUntil(ctx, client.key, 'c', (c) => (c[providers[1].id] ?? 0) > 0 && !c[providers[0].id]);
     const n = 300;
     ({ counts } = await distribution(ctx, client.key, 'c', n));
     within(counts[providers[1].id] ?? 0, n, 0.5, 'p2 of two equally cheap');
@@ -106,6 +108,7 @@ describe('scheduling modes through the gateway', () => {
   test('key_priority: the highest key priority across providers leads', async () => {
     await ok(ctx, 'PATCH', `/admin/provider-keys/${providers[1].keyId}`, { priority: 5 });
     await explainUntil(ctx, { model: 'k' }, (e) => e.candidates[0]?.provider === 'p2');
+    await routedUntil(ctx, client.key, 'k', (c) => c[providers[1].id] === 4);
     const { counts, rows } = await distribution(ctx, client.key, 'k', 60);
     if (process.env.ROUTING_DEBUG && counts[providers[1].id] !== 60) {
       console.error('attempts', JSON.stringify(rows.map((r) => `${r.provider_id}/${r.attempts}`)));

@@ -159,7 +159,10 @@ static int s_register(const char *tollgate, const char *dir, int port, char *key
     }
     s_tollgate(tollgate, dir, NULL, 0, model);
     s_tollgate(tollgate, dir, NULL, 0, account);
-    if (s_tollgate(tollgate, dir, key, key_size, create) != 0 || strncmp(key, "tg-", 3) != 0) {
+    //  The key is the last line, with whatever prefix settings 'client_keys'
+    //  gives (tg- unless set): 48 hex digits follow it.
+    if (s_tollgate(tollgate, dir, key, key_size, create) != 0 || strlen(key) <= 48 ||
+        strspn(key + strlen(key) - 48, "0123456789abcdef") != 48) {
         snprintf(error, error_size, "could not create the demo key");
         return -1;
     }

@@ -348,7 +348,7 @@ function Explain() {
   return html`<section class="card"><h2>Where would this request go, and why</h2>
     <${Problem} error=${error} />
     <form class="inline" data-form="explain" onSubmit=${go}>
-      <label>model *<input name="model" /></label><label>key (id or tg-…)<input name="key" /></label>
+      <label>model *<input name="model" /></label><label>key (id or the whole key)<input name="key" /></label>
       <label>session<input name="session" /></label><label>capabilities<input name="capabilities" placeholder="vision, tools" /></label>
       <button type="submit">Explain</button>
     </form>

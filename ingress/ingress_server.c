@@ -195,6 +195,7 @@ struct _ingress_server_t {
     proto_loop_t *loop;                //  process loop (borrowed)
     proto_config_t *config;            //  configuration (borrowed)
     proto_metrics_t *metrics;          //  metrics registry (borrowed)
+    proto_trace_t *tracer;             //  span sender (borrowed; NULL: none)
     ingress_daemon_t *client;          //  client API listener
     proto_tls_t *tls;                  //  its certificate (HTTPS), NULL = plain HTTP
     proto_watch_t *watch;              //  keeps catalog fresh, NULL without a database
@@ -723,7 +724,7 @@ static void s_on_chunk(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
         free(r->body);
         r->body = NULL;
         r->next_sequence = sequence + 1;
-        proto_observe_first_byte(self->metrics, r->id, r->trace, r->started_us);
+        proto_observe_first_byte(self->metrics, self->tracer, r->id, r->trace, r->started_us);
         unsigned status =
             proto_msg_has(msg, PROTO_FIELD_status) ? (unsigned)proto_msg_status(msg) : 200;
         if (status < 100 || status > 599)
@@ -1116,7 +1117,7 @@ static void s_on_reply(ingress_server_t *self, proto_msg_t **msg_p)
     *msg_p = NULL;
     if (proto_msg_status(msg) == 200)
         r->reserve_micros = proto_msg_reserve_micros(msg);
-    proto_observe_span_since(r->id, r->trace, "ingress.admission",
+    proto_observe_span_since(self->tracer, r->id, r->trace, "ingress.admission",
                              r->received_us ? r->received_us : r->started_us,
                              (int)proto_msg_status(msg));
     s_decide(self, r);
@@ -1652,7 +1653,8 @@ static bool s_admit_from_lease(ingress_server_t *self, s_request_t *r, int64_t e
                              proto_loop_now_ms(), &r->lease))
         return false;
     r->reserve_micros = estimate;
-    proto_observe_span_since(r->id, r->trace, "ingress.admission", r->received_us, 200);
+    proto_observe_span_since(self->tracer, r->id, r->trace, "ingress.admission", r->received_us,
+                             200);
     s_lease_ask(self, r, estimate); //  renewal ahead of need, when due
     s_dispatch(self, r);
     if (r->phase == S_DISPATCHED)
@@ -1897,10 +1899,11 @@ static void s_client_completed(void *arg, struct MHD_Connection *connection, voi
     //  The request's end in this program: its spans are kept when it failed,
     //  failed over or was slow (or is in the sampled share), else dropped.
     uint64_t took_us = proto_loop_now_us() - r->started_us;
-    bool keep = r->status >= 400 || r->attempts > 1 || proto_trace_is_slow(took_us);
-    proto_observe_span_final(r->id, r->trace, "ingress.request", r->started_us, r->status, keep);
-    proto_trace_finish(r->id, keep);
-    proto_capture_send(&r->capture, r->id, r->trace, r->protocol, NULL);
+    bool keep = r->status >= 400 || r->attempts > 1 || proto_trace_is_slow(self->tracer, took_us);
+    proto_observe_span_final(self->tracer, r->id, r->trace, "ingress.request", r->started_us,
+                             r->status, keep);
+    proto_trace_finish(self->tracer, r->id, keep);
+    proto_capture_send(&r->capture, self->tracer, r->id, r->trace, r->protocol, NULL);
     if (r->received_us && r->route && r->route->kind == INGRESS_ROUTE_GENERATE)
         log_debug(r->id, "%d %s in %.3f ms", r->status, r->parsed.model,
                   (double)(proto_loop_now_us() - r->started_us) / 1000.0);
@@ -2055,8 +2058,8 @@ static unsigned s_connection_limit(void)
 }
 
 ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
-                                     proto_metrics_t *metrics, bool database, char *error,
-                                     size_t error_size)
+                                     proto_metrics_t *metrics, proto_trace_t *tracer, bool database,
+                                     char *error, size_t error_size)
 {
     if (proto_crypto_init() != 0) {
         snprintf(error, error_size, "cannot initialise libsodium");
@@ -2067,6 +2070,7 @@ ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
     self->loop = loop;
     self->config = config;
     self->metrics = metrics;
+    self->tracer = tracer;
     self->requests = zhashx_new();
     self->counters = zhashx_new();
     self->histograms = zhashx_new();
@@ -2269,9 +2273,9 @@ char *ingress_server_status(ingress_server_t *self)
 void *ingress_server_service_start(proto_service_t *service)
 {
     char error[512];
-    ingress_server_t *self =
-        ingress_server_new(proto_service_loop(service), proto_service_config(service),
-                           proto_service_metrics(service), true, error, sizeof error);
+    ingress_server_t *self = ingress_server_new(
+        proto_service_loop(service), proto_service_config(service), proto_service_metrics(service),
+        proto_service_trace(service), true, error, sizeof error);
     if (!self) {
         log_error(NULL, "cannot start: %s", error);
         return NULL;
@@ -2601,7 +2605,7 @@ void ingress_server_test(bool verbose)
     proto_metrics_t *metrics = proto_metrics_new();
     //  inproc:// peers carry no security; the socket limits still apply.
     PROTO_CHECK(proto_socket_init_with("none", "", "ingress", -1, error, sizeof error) == 0);
-    test.server = ingress_server_new(test.loop, config, metrics, false, error, sizeof error);
+    test.server = ingress_server_new(test.loop, config, metrics, NULL, false, error, sizeof error);
     PROTO_CHECK(test.server);
     test.port = ingress_server_port(test.server);
     PROTO_CHECK(test.port > 0);

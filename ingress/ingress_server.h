@@ -12,6 +12,7 @@
 #define INGRESS_SERVER_H_INCLUDED
 
 #include "proto_catalog.h"
+#include "proto_trace.h"
 #include "proto_config.h"
 #include "proto_loop.h"
 #include "proto_metrics.h"
@@ -27,11 +28,12 @@ typedef void(ingress_server_drained_fn)(void *arg);
 //  Starts the listener and connects to billing, router and dispatch.
 //  With `database` the catalog comes from PostgreSQL (proto_watch);
 //  without, the catalog is empty until ingress_server_set_catalog (tests).
+//  Spans go to tracer (the service's sender; NULL: none).
 //  Everything passed is borrowed and must outlive the server. Returns NULL
 //  with a reason in error. Caller owns return value.
 ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
-                                     proto_metrics_t *metrics, bool database, char *error,
-                                     size_t error_size);
+                                     proto_metrics_t *metrics, proto_trace_t *tracer, bool database,
+                                     char *error, size_t error_size);
 
 //  Resumes what is suspended, stops the listeners, closes sockets; nulls
 //  the pointer.

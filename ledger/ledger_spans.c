@@ -17,6 +17,8 @@
 struct _ledger_spans_t {
     proto_service_t *service;   //  the program (borrowed)
     proto_loop_t *loop;         //  its loop (borrowed)
+    proto_trace_t *tracer;      //  the program's span sender, its sink set to us (borrowed)
+    proto_trace_t *own_tracer;  //  ours when the service has none (a test service)
     char *url;                  //  database_url, for reconnecting
     PGconn *db;                 //  our own connection, NULL while away
     json_t *queue;              //  array of span objects waiting
@@ -225,7 +227,7 @@ void ledger_spans_committed(ledger_spans_t *self, const char *request_id, const 
                          .duration_us = took,
                          .status = 200,
                          .keep = keep};
-    proto_trace_span(request_id, trace, &span);
+    proto_trace_span(self->tracer, request_id, trace, &span);
 }
 
 static bool s_connected(ledger_spans_t *self)
@@ -369,7 +371,12 @@ ledger_spans_t *ledger_spans_new(proto_service_t *service)
     self->prune_timer = proto_loop_add_timer(
         self->loop, (uint64_t)proto_config_int(config, "ledger.prune_interval_ms"), true,
         s_prune_due, self);
-    proto_trace_set_sink(s_sink, self);
+    //  The ledger's own spans skip the socket: its sender hands them to us.
+    self->tracer = proto_service_trace(service);
+    if (!self->tracer)
+        self->tracer = self->own_tracer =
+            proto_trace_new(NULL, NULL, "ledger", proto_service_instance(service));
+    proto_trace_set_sink(self->tracer, s_sink, self);
     return self;
 }
 
@@ -379,7 +386,8 @@ void ledger_spans_destroy(ledger_spans_t **self_p)
     ledger_spans_t *self = *self_p;
     if (!self)
         return;
-    proto_trace_set_sink(NULL, NULL);
+    proto_trace_set_sink(self->tracer, NULL, NULL);
+    proto_trace_destroy(&self->own_tracer);
     proto_loop_cancel_timer(self->loop, self->flush_timer);
     proto_loop_cancel_timer(self->loop, self->prune_timer);
     ledger_spans_flush(self);

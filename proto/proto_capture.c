@@ -323,8 +323,8 @@ static char *s_row(proto_capture_t *self, int client_protocol, proto_catalog_t *
     return text;
 }
 
-void proto_capture_send(proto_capture_t **self_p, const char *request_id, const char *trace,
-                        int client_protocol, proto_catalog_t *catalog)
+void proto_capture_send(proto_capture_t **self_p, proto_trace_t *tracer, const char *request_id,
+                        const char *trace, int client_protocol, proto_catalog_t *catalog)
 {
     proto_capture_t *self = *self_p;
     if (self && request_id && *request_id) {
@@ -334,7 +334,7 @@ void proto_capture_send(proto_capture_t **self_p, const char *request_id, const 
             proto_msg_set_request_id(msg, request_id);
             proto_msg_set_trace(msg, trace && strlen(trace) <= PROTO_MSG_TRACE_MAX ? trace : "");
             proto_msg_set_body_bytes(msg, row, strlen(row));
-            proto_trace_send(&msg);
+            proto_trace_send(tracer, &msg);
             free(row);
         }
     }
@@ -390,10 +390,11 @@ void proto_capture_test(bool verbose)
     proto_capture_response_body(capture, "h\xc3\xa9llo ", 7);
     proto_capture_response_body(capture, "world and more than sixteen bytes", 33);
     proto_msg_t *kept = NULL;
-    proto_trace_set_sink(s_test_sink, &kept);
+    proto_trace_t *tracer = proto_trace_new(NULL, NULL, "test", "test-1");
+    proto_trace_set_sink(tracer, s_test_sink, &kept);
     //  Without a catalog only the key shape is redacted; the secret goes
     //  with the cut here (16 bytes), which the redaction ran before.
-    proto_capture_send(&capture, "req-9", "", PROTO_PROTOCOL_OPENAI, NULL);
+    proto_capture_send(&capture, tracer, "req-9", "", PROTO_PROTOCOL_OPENAI, NULL);
     PROTO_CHECK(!capture && kept);
     zframe_t *frame = proto_msg_body(kept);
     json_t *row = json_loadb((const char *)zframe_data(frame), zframe_size(frame), 0, NULL);
@@ -407,7 +408,7 @@ void proto_capture_test(bool verbose)
                         "h\xc3\xa9llo world", 12) == 0);
     json_decref(row);
     proto_msg_destroy(&kept);
-    proto_trace_set_sink(NULL, NULL);
+    proto_trace_destroy(&tracer);
     proto_capture_configure(PROTO_CAPTURE_BASE, 65536);
     if (verbose)
         printf("OK\n");

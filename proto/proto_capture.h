@@ -26,6 +26,7 @@
 #define PROTO_CAPTURE_H_INCLUDED
 
 #include "proto_catalog.h"
+#include "proto_trace.h"
 
 #include <microhttpd.h>
 #include <stdbool.h>
@@ -64,11 +65,11 @@ proto_capture_t *proto_capture_bodies_new(const void *request_body, size_t size)
 //  are counted as truncated, not kept.
 void proto_capture_response_body(proto_capture_t *self, const void *data, size_t size);
 
-//  Sends the capture to the ledger under request_id and trace, redacting
-//  catalog's provider secrets (catalog may be NULL), and destroys it.
-//  Nothing is sent for a NULL capture or an empty request id.
-void proto_capture_send(proto_capture_t **self_p, const char *request_id, const char *trace,
-                        int client_protocol, proto_catalog_t *catalog);
+//  Sends the capture to the ledger through the program's span sender (tracer), under
+//  request_id and trace, redacting catalog's provider secrets (catalog may be NULL), and
+//  destroys it. Nothing is sent for a NULL capture or tracer, or an empty request id.
+void proto_capture_send(proto_capture_t **self_p, proto_trace_t *tracer, const char *request_id,
+                        const char *trace, int client_protocol, proto_catalog_t *catalog);
 
 //  Destroys a capture without sending it; nulls the pointer.
 void proto_capture_destroy(proto_capture_t **self_p);

@@ -17,7 +17,8 @@ static void s_provider_label(char *out, size_t size, uint64_t id, const char *na
         snprintf(out, size, "%llu", (unsigned long long)id);
 }
 
-void proto_observe_attempt(proto_metrics_t *metrics, const proto_observe_attempt_t *attempt)
+void proto_observe_attempt(proto_metrics_t *metrics, proto_trace_t *tracer,
+                           const proto_observe_attempt_t *attempt)
 {
     uint64_t now = proto_loop_wall_us();
     uint64_t started = now - attempt->latency_us;
@@ -31,7 +32,7 @@ void proto_observe_attempt(proto_metrics_t *metrics, const proto_observe_attempt
                          .upstream_model = attempt->upstream_model,
                          .error_code = attempt->error_code,
                          .hold = true};
-    proto_trace_span(attempt->request_id, attempt->trace, &span);
+    proto_trace_span(tracer, attempt->request_id, attempt->trace, &span);
     if (attempt->ttfb_us) {
         proto_span_t first = {.name = "upstream.first_byte",
                               .started_us = started,
@@ -41,7 +42,7 @@ void proto_observe_attempt(proto_metrics_t *metrics, const proto_observe_attempt
                               .provider_key_id = attempt->provider_key_id,
                               .upstream_model = attempt->upstream_model,
                               .hold = true};
-        proto_trace_span(attempt->request_id, attempt->trace, &first);
+        proto_trace_span(tracer, attempt->request_id, attempt->trace, &first);
     }
     char provider[160], model[160], labels[512];
     s_provider_label(provider, sizeof provider, attempt->provider_id, attempt->provider_name);
@@ -113,8 +114,8 @@ void proto_observe_breakers(proto_metrics_t *metrics, json_t *list, proto_catalo
     }
 }
 
-void proto_observe_span_since(const char *request_id, const char *trace, const char *name,
-                              uint64_t started_mono_us, int status)
+void proto_observe_span_since(proto_trace_t *tracer, const char *request_id, const char *trace,
+                              const char *name, uint64_t started_mono_us, int status)
 {
     uint64_t took = proto_loop_now_us() - started_mono_us;
     proto_span_t span = {.name = name,
@@ -122,11 +123,11 @@ void proto_observe_span_since(const char *request_id, const char *trace, const c
                          .duration_us = took,
                          .status = status,
                          .hold = true};
-    proto_trace_span(request_id, trace, &span);
+    proto_trace_span(tracer, request_id, trace, &span);
 }
 
-void proto_observe_span_final(const char *request_id, const char *trace, const char *name,
-                              uint64_t started_mono_us, int status, bool keep)
+void proto_observe_span_final(proto_trace_t *tracer, const char *request_id, const char *trace,
+                              const char *name, uint64_t started_mono_us, int status, bool keep)
 {
     uint64_t took = proto_loop_now_us() - started_mono_us;
     proto_span_t span = {.name = name,
@@ -134,11 +135,11 @@ void proto_observe_span_final(const char *request_id, const char *trace, const c
                          .duration_us = took,
                          .status = status,
                          .keep = keep};
-    proto_trace_span(request_id, trace, &span);
+    proto_trace_span(tracer, request_id, trace, &span);
 }
 
-void proto_observe_first_byte(proto_metrics_t *metrics, const char *request_id, const char *trace,
-                              uint64_t started_mono_us)
+void proto_observe_first_byte(proto_metrics_t *metrics, proto_trace_t *tracer,
+                              const char *request_id, const char *trace, uint64_t started_mono_us)
 {
     //  The registry's index finds it without a search (proto_metrics.c).
     proto_metric_t *ttft = proto_metrics_histogram(metrics, "tollgate_ingress_ttft_seconds",
@@ -147,11 +148,11 @@ void proto_observe_first_byte(proto_metrics_t *metrics, const char *request_id, 
                                                    "arrival.",
                                                    NULL);
     proto_metric_observe(ttft, (double)(proto_loop_now_us() - started_mono_us) / 1e6);
-    proto_observe_span_since(request_id, trace, "ingress.first_byte", started_mono_us, 0);
+    proto_observe_span_since(tracer, request_id, trace, "ingress.first_byte", started_mono_us, 0);
 }
 
-void proto_observe_decision(const char *request_id, const char *trace, int status,
-                            const proto_candidate_t *candidates, size_t count,
+void proto_observe_decision(proto_trace_t *tracer, const char *request_id, const char *trace,
+                            int status, const proto_candidate_t *candidates, size_t count,
                             uint64_t started_mono_us)
 {
     if (!request_id || !*request_id)
@@ -175,7 +176,7 @@ void proto_observe_decision(const char *request_id, const char *trace, int statu
                          .upstream_model = count ? candidates[0].upstream_model : NULL,
                          .attributes = text,
                          .hold = true};
-    proto_trace_span(request_id, trace, &span);
+    proto_trace_span(tracer, request_id, trace, &span);
     free(text);
 }
 
@@ -193,7 +194,7 @@ void proto_observe_test(bool verbose)
                                        .status = 500,
                                        .latency_us = 20000,
                                        .ttfb_us = 5000};
-    proto_observe_attempt(metrics, &attempt);
+    proto_observe_attempt(metrics, NULL, &attempt);
     json_t *list = json_loads("[{\"layer\":\"model\",\"state\":\"open\",\"provider_id\":3,"
                               "\"upstream_model\":\"gpt-x\"},{\"layer\":\"key\",\"state\":"
                               "\"disabled\",\"provider_key_id\":9}]",
@@ -222,7 +223,7 @@ void proto_observe_test(bool verbose)
     //  that may sit where a freed one was.
     for (int round = 0; round < 2; round++) {
         metrics = proto_metrics_new();
-        proto_observe_first_byte(metrics, "", "", proto_loop_now_us());
+        proto_observe_first_byte(metrics, NULL, "", "", proto_loop_now_us());
         text = proto_metrics_render(metrics);
         PROTO_CHECK(strstr(text, "tollgate_ingress_ttft_seconds_count 1\n"));
         free(text);

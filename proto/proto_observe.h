@@ -1,7 +1,8 @@
 /*  proto_observe: the spans and metrics several programs record the same
     way, so that each program's code makes one call where the event
     happens and the names stay consistent (docs/observability.md lists
-    them).
+    them). Spans go to the program's sender, `tracer` (proto_service_trace;
+    NULL records none).
 */
 #ifndef PROTO_OBSERVE_H_INCLUDED
 #define PROTO_OBSERVE_H_INCLUDED
@@ -9,6 +10,7 @@
 #include "proto_catalog.h"
 #include "proto_metrics.h"
 #include "proto_msg.h"
+#include "proto_trace.h"
 
 #include <jansson.h>
 
@@ -32,7 +34,8 @@ typedef struct {
 //  when a byte came) and metrics: tollgate_upstream_attempts_total
 //  {provider,model,status}, tollgate_upstream_seconds{provider} and
 //  tollgate_upstream_ttfb_seconds{provider}.
-void proto_observe_attempt(proto_metrics_t *metrics, const proto_observe_attempt_t *attempt);
+void proto_observe_attempt(proto_metrics_t *metrics, proto_trace_t *tracer,
+                           const proto_observe_attempt_t *attempt);
 
 //  Sets tollgate_router_breaker_open{provider,layer,target,state} (1 for
 //  each breaker not closed, 0 once closed) and tollgate_router_breakers
@@ -43,25 +46,25 @@ void proto_observe_breakers(proto_metrics_t *metrics, json_t *list, proto_catalo
 //  and ends now, with an outcome status (0: none). The request is still
 //  running: unless it is sampled (or this span is a failure), the span
 //  waits for proto_trace_finish (proto_trace.h).
-void proto_observe_span_since(const char *request_id, const char *trace, const char *name,
-                              uint64_t started_mono_us, int status);
+void proto_observe_span_since(proto_trace_t *tracer, const char *request_id, const char *trace,
+                              const char *name, uint64_t started_mono_us, int status);
 
 //  The same for a span recorded when the request's end is known: it is
 //  sent when `keep` (the request failed, failed over or was slow) or when
 //  the request is sampled, else dropped.
-void proto_observe_span_final(const char *request_id, const char *trace, const char *name,
-                              uint64_t started_mono_us, int status, bool keep);
+void proto_observe_span_final(proto_trace_t *tracer, const char *request_id, const char *trace,
+                              const char *name, uint64_t started_mono_us, int status, bool keep);
 
 //  The first byte of an answer goes to the client (ingress): span
 //  ingress.first_byte and histogram tollgate_ingress_ttft_seconds, both
 //  from started_mono_us, when the request's first byte arrived.
-void proto_observe_first_byte(proto_metrics_t *metrics, const char *request_id, const char *trace,
-                              uint64_t started_mono_us);
+void proto_observe_first_byte(proto_metrics_t *metrics, proto_trace_t *tracer,
+                              const char *request_id, const char *trace, uint64_t started_mono_us);
 
 //  A route decision (dispatch): span dispatch.route with the status and, in
 //  its attributes, the candidates in order.
-void proto_observe_decision(const char *request_id, const char *trace, int status,
-                            const proto_candidate_t *candidates, size_t count,
+void proto_observe_decision(proto_trace_t *tracer, const char *request_id, const char *trace,
+                            int status, const proto_candidate_t *candidates, size_t count,
                             uint64_t started_mono_us);
 
 //  Self test.

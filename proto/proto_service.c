@@ -29,6 +29,7 @@ struct _proto_service_t {
     proto_config_t *config;         //  effective configuration
     proto_loop_t *loop;             //  the one event loop
     proto_metrics_t *metrics;       //  metrics registry
+    proto_trace_t *trace;           //  span sender; NULL in a test service
     zsock_t *control;               //  ROUTER answering PING
     void *state;                    //  the program's own state
     char instance[128];             //  instance id
@@ -55,6 +56,11 @@ proto_loop_t *proto_service_loop(proto_service_t *self)
 proto_config_t *proto_service_config(proto_service_t *self)
 {
     return self->config;
+}
+
+proto_trace_t *proto_service_trace(proto_service_t *self)
+{
+    return self->trace;
 }
 
 proto_metrics_t *proto_service_metrics(proto_service_t *self)
@@ -254,10 +260,10 @@ static void s_collect_process(proto_metrics_t *metrics, void *arg)
     }
     proto_metric_set(proto_metrics_counter(metrics, "tollgate_spans_sent_total",
                                            "Trace spans handed to the ledger.", NULL),
-                     (double)proto_trace_sent());
+                     (double)proto_trace_sent(self->trace));
     proto_metric_set(proto_metrics_counter(metrics, "tollgate_spans_dropped_total",
                                            "Trace spans dropped (queue full, no ledger).", NULL),
-                     (double)proto_trace_dropped());
+                     (double)proto_trace_dropped(self->trace));
 }
 
 //  --------------------------------------------------------------------------
@@ -535,7 +541,8 @@ int proto_service_main(int argc, char **argv, const proto_service_def_t *def)
             log_info(NULL, "metrics on http://%s/metrics", metrics_address);
         }
     }
-    if (proto_trace_init(self.config, self.loop, def->name, self.instance) != 0)
+    self.trace = proto_trace_new(self.config, self.loop, def->name, self.instance);
+    if (!self.trace)
         log_warn(NULL, "trace: cannot open the span socket; spans are dropped");
     if (proto_config_bool(self.config, "log_level_watch") && s_level_connect(&self) != 0)
         s_level_schedule(&self);
@@ -555,7 +562,7 @@ done:
         proto_loop_cancel_timer(self.loop, self.level_timer);
     s_level_disconnect(&self);
     proto_expose_destroy(&self.expose);
-    proto_trace_shutdown();
+    proto_trace_destroy(&self.trace);
     zsock_destroy(&self.control);
     proto_socket_shutdown();
     proto_metrics_destroy(&self.metrics);

@@ -31,6 +31,7 @@
 #include "proto_expose.h"
 #include "proto_loop.h"
 #include "proto_metrics.h"
+#include "proto_trace.h"
 
 typedef struct _proto_service_t proto_service_t;
 
@@ -50,6 +51,10 @@ proto_loop_t *proto_service_loop(proto_service_t *self);
 
 //  The effective configuration. Borrowed.
 proto_config_t *proto_service_config(proto_service_t *self);
+
+//  The program's span sender (proto_trace), or NULL (a test service, or its socket failed:
+//  a NULL sender records nothing). Borrowed.
+proto_trace_t *proto_service_trace(proto_service_t *self);
 
 //  The process' metrics registry. Borrowed.
 proto_metrics_t *proto_service_metrics(proto_service_t *self);

@@ -32,8 +32,8 @@ typedef struct {
     zlistx_t *spans; //  s_copy_t*, oldest first
 } s_held_t;
 
-//  The process' sender, like proto_log's settings: set once at start-up.
-static struct {
+//  A program's sender, owned by its proto_service_t.
+struct _proto_trace_t {
     zsock_t *dealer;           //  to every ledger, or NULL
     proto_batch_t *batch;      //  spans and DETAILS on their way to it
     bool enabled;              //  trace.spans
@@ -46,7 +46,7 @@ static struct {
     zhashx_t *held;            //  request id -> s_held_t*, decided at the end
     uint64_t sent;             //  spans handed on
     uint64_t dropped;          //  spans lost (queue full, no ledger, held too long)
-} s_trace = {.sample_ppm = 1000000};
+};
 
 static void s_held_destroy(void **item)
 {
@@ -86,64 +86,77 @@ static s_copy_t *s_copy_new(const char *traceparent, const proto_span_t *span)
     return copy;
 }
 
-static void s_held_new_table(void)
+static void s_held_new_table(proto_trace_t *self)
 {
-    if (s_trace.held)
+    if (self->held)
         return;
-    s_trace.held = zhashx_new();
-    zhashx_set_destructor(s_trace.held, s_held_destroy);
+    self->held = zhashx_new();
+    zhashx_set_destructor(self->held, s_held_destroy);
 }
 
-int proto_trace_init(proto_config_t *config, proto_loop_t *loop, const char *program,
-                     const char *instance)
+proto_trace_t *proto_trace_new(proto_config_t *config, proto_loop_t *loop, const char *program,
+                               const char *instance)
 {
-    snprintf(s_trace.program, sizeof s_trace.program, "%s", program);
-    snprintf(s_trace.instance, sizeof s_trace.instance, "%s", instance);
-    s_trace.enabled = proto_config_bool(config, "trace.spans");
-    s_trace.sample_ppm = (uint64_t)proto_config_int(config, "trace.sample_ppm");
-    s_trace.slow_us = (uint64_t)proto_config_int(config, "trace.slow_ms") * 1000;
-    s_held_new_table();
-    if (!s_trace.enabled)
-        return 0;
-    s_trace.dealer = proto_socket_new(ZMQ_DEALER);
-    if (!s_trace.dealer)
-        return -1;
-    zsock_set_sndhwm(s_trace.dealer, S_SNDHWM);
-    zsock_set_sndtimeo(s_trace.dealer, 0); //  never wait: drop instead
-    zsock_set_linger(s_trace.dealer, 0);
-    proto_socket_connect_all(s_trace.dealer, config, "ledger");
-    s_trace.batch = proto_batch_new(loop, s_trace.dealer, S_BATCH_ITEMS, PROTO_BATCH_BYTES_MAX,
-                                    S_BATCH_DELAY_MS);
-    return 0;
+    proto_trace_t *self = calloc(1, sizeof *self);
+    assert(self);
+    self->sample_ppm = 1000000;
+    snprintf(self->program, sizeof self->program, "%s", program);
+    snprintf(self->instance, sizeof self->instance, "%s", instance);
+    s_held_new_table(self);
+    if (!config)
+        return self;
+    self->enabled = proto_config_bool(config, "trace.spans");
+    self->sample_ppm = (uint64_t)proto_config_int(config, "trace.sample_ppm");
+    self->slow_us = (uint64_t)proto_config_int(config, "trace.slow_ms") * 1000;
+    if (!self->enabled)
+        return self;
+    self->dealer = proto_socket_new(ZMQ_DEALER);
+    if (!self->dealer) {
+        proto_trace_destroy(&self);
+        return NULL;
+    }
+    zsock_set_sndhwm(self->dealer, S_SNDHWM);
+    zsock_set_sndtimeo(self->dealer, 0); //  never wait: drop instead
+    zsock_set_linger(self->dealer, 0);
+    proto_socket_connect_all(self->dealer, config, "ledger");
+    self->batch =
+        proto_batch_new(loop, self->dealer, S_BATCH_ITEMS, PROTO_BATCH_BYTES_MAX, S_BATCH_DELAY_MS);
+    return self;
 }
 
-void proto_trace_shutdown(void)
+void proto_trace_destroy(proto_trace_t **self_p)
 {
-    proto_batch_destroy(&s_trace.batch);
-    zsock_destroy(&s_trace.dealer);
-    zhashx_destroy(&s_trace.held);
-    s_trace.enabled = false;
+    assert(self_p);
+    proto_trace_t *self = *self_p;
+    if (!self)
+        return;
+    proto_batch_destroy(&self->batch);
+    zsock_destroy(&self->dealer);
+    zhashx_destroy(&self->held);
+    free(self);
+    *self_p = NULL;
 }
 
-bool proto_trace_is_slow(uint64_t duration_us)
+bool proto_trace_is_slow(proto_trace_t *self, uint64_t duration_us)
 {
-    return s_trace.slow_us && duration_us >= s_trace.slow_us;
+    return self && self->slow_us && duration_us >= self->slow_us;
 }
 
-void proto_trace_set_sink(proto_trace_sink_fn *fn, void *arg)
+void proto_trace_set_sink(proto_trace_t *self, proto_trace_sink_fn *fn, void *arg)
 {
-    s_trace.sink = fn;
-    s_trace.sink_arg = arg;
+    assert(self);
+    self->sink = fn;
+    self->sink_arg = arg;
 }
 
-uint64_t proto_trace_sent(void)
+uint64_t proto_trace_sent(proto_trace_t *self)
 {
-    return s_trace.sent;
+    return self ? self->sent : 0;
 }
 
-uint64_t proto_trace_dropped(void)
+uint64_t proto_trace_dropped(proto_trace_t *self)
 {
-    return s_trace.dropped;
+    return self ? self->dropped : 0;
 }
 
 static bool s_hex(const char *text, size_t length)
@@ -166,13 +179,13 @@ char *proto_trace_id(const char *traceparent, char *out)
     return out;
 }
 
-proto_msg_t *proto_trace_message(const char *request_id, const char *traceparent,
-                                 const proto_span_t *span)
+proto_msg_t *proto_trace_message(proto_trace_t *self, const char *request_id,
+                                 const char *traceparent, const proto_span_t *span)
 {
     char span_id[17];
     proto_crypto_random_hex(span_id, 8);
     json_t *meta = json_pack("{s:s, s:s, s:s}", "name", span->name ? span->name : "span", "program",
-                             s_trace.program[0] ? s_trace.program : "?", "span_id", span_id);
+                             self && self->program[0] ? self->program : "?", "span_id", span_id);
     char trace_id[33];
     if (*proto_trace_id(traceparent, trace_id) && s_hex(traceparent + 36, 16)) {
         char parent[17];
@@ -193,7 +206,7 @@ proto_msg_t *proto_trace_message(const char *request_id, const char *traceparent
     proto_msg_set_request_id(msg, request_id ? request_id : "");
     proto_msg_set_trace(msg, traceparent && strlen(traceparent) <= PROTO_MSG_TRACE_MAX ? traceparent
                                                                                        : "");
-    proto_msg_set_instance(msg, s_trace.instance[0] ? s_trace.instance : "?");
+    proto_msg_set_instance(msg, self && self->instance[0] ? self->instance : "?");
     proto_msg_set_started_us(msg, span->started_us);
     proto_msg_set_meta(msg, meta_text);
     free(meta_text);
@@ -213,107 +226,113 @@ proto_msg_t *proto_trace_message(const char *request_id, const char *traceparent
     return msg;
 }
 
-void proto_trace_send(proto_msg_t **msg_p)
+void proto_trace_send(proto_trace_t *self, proto_msg_t **msg_p)
 {
-    if (s_trace.sink) {
-        s_trace.sent++;
-        s_trace.sink(msg_p, s_trace.sink_arg);
+    if (!self) {
         proto_msg_destroy(msg_p);
         return;
     }
-    if (!s_trace.batch) {
+    if (self->sink) {
+        self->sent++;
+        self->sink(msg_p, self->sink_arg);
         proto_msg_destroy(msg_p);
         return;
     }
-    if (proto_batch_add(s_trace.batch, msg_p) == 0)
-        s_trace.sent++;
+    if (!self->batch) {
+        proto_msg_destroy(msg_p);
+        return;
+    }
+    if (proto_batch_add(self->batch, msg_p) == 0)
+        self->sent++;
     else
-        s_trace.dropped++;
+        self->dropped++;
 }
 
 //  Whether a request is traced. Every process must decide the same for the
 //  same request, or timelines would have holes: the decision is a hash of
 //  the trace id (else the request id), which every hop carries.
-static bool s_sampled(const char *request_id, const char *traceparent)
+static bool s_sampled(proto_trace_t *self, const char *request_id, const char *traceparent)
 {
-    if (s_trace.sample_ppm >= 1000000)
+    if (self->sample_ppm >= 1000000)
         return true;
     char trace_id[33];
     const char *basis = *proto_trace_id(traceparent, trace_id) ? trace_id : request_id;
     uint64_t hash = 1469598103934665603ULL; //  FNV-1a
     for (const unsigned char *c = (const unsigned char *)basis; *c; c++)
         hash = (hash ^ *c) * 1099511628211ULL;
-    return hash % 1000000 < s_trace.sample_ppm;
+    return hash % 1000000 < self->sample_ppm;
 }
 
-bool proto_trace_sampled(const char *request_id, const char *traceparent)
+bool proto_trace_sampled(proto_trace_t *self, const char *request_id, const char *traceparent)
 {
-    return s_sampled(request_id, traceparent);
+    return self && s_sampled(self, request_id, traceparent);
 }
 
 //  Keeps a span until its request's end says whether it is wanted.
-static void s_hold(const char *request_id, const char *traceparent, const proto_span_t *span)
+static void s_hold(proto_trace_t *self, const char *request_id, const char *traceparent,
+                   const proto_span_t *span)
 {
-    s_held_new_table();
-    s_held_t *held = zhashx_lookup(s_trace.held, request_id);
+    s_held_new_table(self);
+    s_held_t *held = zhashx_lookup(self->held, request_id);
     if (!held) {
-        if (zhashx_size(s_trace.held) >= S_HELD_MAX) {
+        if (zhashx_size(self->held) >= S_HELD_MAX) {
             //  Requests that never reached their end (lost, or a program
             //  that does not call finish): forget the oldest-looking one.
-            s_trace.dropped++;
-            zhashx_delete(s_trace.held,
-                          zhashx_first(s_trace.held) ? zhashx_cursor(s_trace.held) : request_id);
+            self->dropped++;
+            zhashx_delete(self->held,
+                          zhashx_first(self->held) ? zhashx_cursor(self->held) : request_id);
         }
         held = calloc(1, sizeof *held);
         assert(held);
         held->spans = zlistx_new();
         zlistx_set_destructor(held->spans, s_copy_destroy);
-        zhashx_insert(s_trace.held, request_id, held);
+        zhashx_insert(self->held, request_id, held);
     }
     if (zlistx_size(held->spans) >= S_HELD_SPANS_MAX) {
-        s_trace.dropped++;
+        self->dropped++;
         return;
     }
     zlistx_add_end(held->spans, s_copy_new(traceparent, span));
 }
 
-void proto_trace_span(const char *request_id, const char *traceparent, const proto_span_t *span)
+void proto_trace_span(proto_trace_t *self, const char *request_id, const char *traceparent,
+                      const proto_span_t *span)
 {
-    if (!s_trace.sink && !s_trace.dealer)
+    if (!self || (!self->sink && !self->dealer))
         return;
     if (!request_id || !*request_id)
         return; //  spans belong to requests
-    bool sampled = s_sampled(request_id, traceparent);
+    bool sampled = s_sampled(self, request_id, traceparent);
     bool interesting = span->keep || span->status >= 400 || span->attempt > 1 ||
-                       proto_trace_is_slow(span->duration_us);
+                       proto_trace_is_slow(self, span->duration_us);
     if (!sampled && !interesting && !span->hold)
         return;
     if (!sampled && !interesting) {
-        s_hold(request_id, traceparent, span);
+        s_hold(self, request_id, traceparent, span);
         return;
     }
-    proto_msg_t *msg = proto_trace_message(request_id, traceparent, span);
-    proto_trace_send(&msg);
+    proto_msg_t *msg = proto_trace_message(self, request_id, traceparent, span);
+    proto_trace_send(self, &msg);
 }
 
-void proto_trace_finish(const char *request_id, bool keep)
+void proto_trace_finish(proto_trace_t *self, const char *request_id, bool keep)
 {
-    if (!s_trace.held || !request_id || !*request_id)
+    if (!self || !self->held || !request_id || !*request_id)
         return;
-    s_held_t *held = zhashx_lookup(s_trace.held, request_id);
+    s_held_t *held = zhashx_lookup(self->held, request_id);
     if (!held)
         return;
     if (keep)
         for (s_copy_t *copy = zlistx_first(held->spans); copy; copy = zlistx_next(held->spans)) {
-            proto_msg_t *msg = proto_trace_message(request_id, copy->trace, &copy->span);
-            proto_trace_send(&msg);
+            proto_msg_t *msg = proto_trace_message(self, request_id, copy->trace, &copy->span);
+            proto_trace_send(self, &msg);
         }
-    zhashx_delete(s_trace.held, request_id);
+    zhashx_delete(self->held, request_id);
 }
 
-size_t proto_trace_held(void)
+size_t proto_trace_held(proto_trace_t *self)
 {
-    return s_trace.held ? zhashx_size(s_trace.held) : 0;
+    return self && self->held ? zhashx_size(self->held) : 0;
 }
 
 //  --------------------------------------------------------------------------
@@ -336,8 +355,10 @@ void proto_trace_test(bool verbose)
     PROTO_CHECK(*proto_trace_id("garbage", id) == '\0');
     PROTO_CHECK(*proto_trace_id(NULL, id) == '\0');
 
+    //  A sender without configuration: no socket, every request sampled.
+    proto_trace_t *trace = proto_trace_new(NULL, NULL, "test", "test-1");
     proto_msg_t *kept = NULL;
-    proto_trace_set_sink(s_test_sink, &kept);
+    proto_trace_set_sink(trace, s_test_sink, &kept);
     proto_span_t span = {.name = "dispatch.attempt",
                          .started_us = 1700000000000000ull,
                          .duration_us = 1234,
@@ -347,11 +368,11 @@ void proto_trace_test(bool verbose)
                          .upstream_model = "gpt-x",
                          .error_code = "upstream_error",
                          .attributes = "{\"url\":\"http://x\"}"};
-    proto_trace_span("", parent, &span); //  no request: nothing
+    proto_trace_span(trace, "", parent, &span); //  no request: nothing
     PROTO_CHECK(!kept);
-    uint64_t sent = proto_trace_sent();
-    proto_trace_span("req-1", parent, &span);
-    PROTO_CHECK(kept && proto_trace_sent() == sent + 1);
+    uint64_t sent = proto_trace_sent(trace);
+    proto_trace_span(trace, "req-1", parent, &span);
+    PROTO_CHECK(kept && proto_trace_sent(trace) == sent + 1);
     PROTO_CHECK(proto_msg_type(kept) == PROTO_MSG_SPAN);
     PROTO_CHECK(strcmp(proto_msg_request_id(kept), "req-1") == 0);
     PROTO_CHECK(strcmp(proto_msg_trace(kept), parent) == 0);
@@ -378,26 +399,27 @@ void proto_trace_test(bool verbose)
 
     //  Tail sampling: a held span waits for its request's end; a failure
     //  goes at once.
-    uint64_t ppm = s_trace.sample_ppm;
-    s_trace.sample_ppm = 0;
+    uint64_t ppm = trace->sample_ppm;
+    trace->sample_ppm = 0;
     proto_span_t held = {.name = "ingress.admission", .started_us = 1, .status = 200, .hold = true};
-    proto_trace_span("req-2", parent, &held);
-    PROTO_CHECK(!kept && proto_trace_held() >= 1);
-    proto_trace_finish("req-2", true);
+    proto_trace_span(trace, "req-2", parent, &held);
+    PROTO_CHECK(!kept && proto_trace_held(trace) >= 1);
+    proto_trace_finish(trace, "req-2", true);
     PROTO_CHECK(kept && strcmp(proto_msg_request_id(kept), "req-2") == 0);
     proto_msg_destroy(&kept);
-    proto_trace_span("req-3", parent, &held);
-    proto_trace_finish("req-3", false);
+    proto_trace_span(trace, "req-3", parent, &held);
+    proto_trace_finish(trace, "req-3", false);
     PROTO_CHECK(!kept);
     proto_span_t plain = {.name = "x", .status = 200};
-    proto_trace_span("req-4", parent, &plain); //  neither held nor interesting: nothing
+    proto_trace_span(trace, "req-4", parent, &plain); //  neither held nor interesting: nothing
     PROTO_CHECK(!kept);
     proto_span_t failed = {.name = "x", .status = 502};
-    proto_trace_span("req-4", parent, &failed);
+    proto_trace_span(trace, "req-4", parent, &failed);
     PROTO_CHECK(kept);
     proto_msg_destroy(&kept);
-    s_trace.sample_ppm = ppm;
-    proto_trace_set_sink(NULL, NULL);
+    trace->sample_ppm = ppm;
+    proto_trace_destroy(&trace);
+    PROTO_CHECK(trace == NULL);
     if (verbose)
         printf("OK\n");
 }

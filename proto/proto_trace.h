@@ -8,10 +8,11 @@
     is dropped and counted. Spans are not money; the request path never
     waits for them. The ledger batches them into the `spans` table.
 
-    The sender is process-wide, like the log: proto_service sets it up from
-    `trace.spans` (default on) and `ledger.endpoints`, so any module may
-    call proto_trace_span without holding a handle. The ledger installs a
-    local sink instead, so its own spans skip the socket. Spans travel in
+    The sender belongs to the program's proto_service_t, which makes it from
+    `trace.spans` (default on) and `ledger.endpoints`; a program's modules
+    are handed it (proto_service_trace) and a NULL sender records nothing, so
+    a module tested alone needs none. The ledger installs a local sink
+    instead, so its own spans skip the socket. Spans travel in
     BATCH messages (proto_batch): at most 256, or 20 ms after the first.
 
     Which requests keep their spans (tail sampling): every request that
@@ -54,47 +55,52 @@ typedef struct {
 //  ownership of *msg_p.
 typedef void(proto_trace_sink_fn)(proto_msg_t **msg_p, void *arg);
 
-//  Sets up the process' sender. Returns 0, or -1 when the socket failed
-//  (logged; spans are then dropped). Without `trace.spans` nothing is sent.
-int proto_trace_init(proto_config_t *config, proto_loop_t *loop, const char *program,
-                     const char *instance);
+typedef struct _proto_trace_t proto_trace_t;
 
-//  Closes the sender.
-void proto_trace_shutdown(void);
+//  Creates a program's sender for `program` and its instance id. Without config it has no
+//  socket and samples every request (tests, with a sink). Without `trace.spans` nothing is
+//  sent. Returns NULL when the socket failed (logged; spans are then dropped). Caller owns
+//  return value.
+proto_trace_t *proto_trace_new(proto_config_t *config, proto_loop_t *loop, const char *program,
+                               const char *instance);
+
+//  Closes the sender and drops what it holds; nulls the pointer.
+void proto_trace_destroy(proto_trace_t **self_p);
 
 //  Sends spans to fn instead of the ledger socket (NULL: back to the socket).
-void proto_trace_set_sink(proto_trace_sink_fn *fn, void *arg);
+void proto_trace_set_sink(proto_trace_t *self, proto_trace_sink_fn *fn, void *arg);
 
 //  Records one span of request_id under traceparent (may be "" or NULL:
-//  the span is kept under the request id alone).
-void proto_trace_span(const char *request_id, const char *traceparent, const proto_span_t *span);
+//  the span is kept under the request id alone). self NULL: nothing.
+void proto_trace_span(proto_trace_t *self, const char *request_id, const char *traceparent,
+                      const proto_span_t *span);
 
 //  The end of a request in this program: its held spans go (keep) or are
 //  dropped. Unknown ids are ignored.
-void proto_trace_finish(const char *request_id, bool keep);
+void proto_trace_finish(proto_trace_t *self, const char *request_id, bool keep);
 
 //  True when a request is in the sampled share (trace.sample_ppm).
-bool proto_trace_sampled(const char *request_id, const char *traceparent);
+bool proto_trace_sampled(proto_trace_t *self, const char *request_id, const char *traceparent);
 
 //  True when a request that took duration_us is slow (trace.slow_ms; 0 there
 //  means never).
-bool proto_trace_is_slow(uint64_t duration_us);
+bool proto_trace_is_slow(proto_trace_t *self, uint64_t duration_us);
 
 //  Requests with spans held for their end decision.
-size_t proto_trace_held(void);
+size_t proto_trace_held(proto_trace_t *self);
 
 //  Sends any message the same way (fire-and-forget to the ledger, or to
 //  the local sink); takes ownership of *msg_p. Counted with the spans.
-void proto_trace_send(proto_msg_t **msg_p);
+void proto_trace_send(proto_trace_t *self, proto_msg_t **msg_p);
 
-//  Spans (and DETAILS) sent and dropped so far in this process.
-uint64_t proto_trace_sent(void);
-uint64_t proto_trace_dropped(void);
+//  Spans (and DETAILS) sent and dropped so far by this sender.
+uint64_t proto_trace_sent(proto_trace_t *self);
+uint64_t proto_trace_dropped(proto_trace_t *self);
 
 //  Builds the SPAN message (used by proto_trace_span; exposed for tests).
 //  Caller owns return value.
-proto_msg_t *proto_trace_message(const char *request_id, const char *traceparent,
-                                 const proto_span_t *span);
+proto_msg_t *proto_trace_message(proto_trace_t *self, const char *request_id,
+                                 const char *traceparent, const proto_span_t *span);
 
 //  Copies the 32-hex trace id of a traceparent into out (33 bytes); "" when
 //  it is not one. Returns out.

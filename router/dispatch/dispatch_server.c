@@ -68,6 +68,7 @@ struct _dispatch_server_t {
     proto_loop_t *loop;                //  its loop
     proto_config_t *config;            //  its configuration
     proto_metrics_t *metrics;          //  its metrics registry
+    proto_trace_t *tracer;             //  its span sender (NULL in a test service)
     zsock_t *router;                   //  DISPATCH/CANCEL in, CHUNK/DONE out
     zsock_t *events;                   //  PUB of OUTCOMEs
     proto_batch_t *outcomes;           //  OUTCOMEs on their way, batched
@@ -335,7 +336,7 @@ static void s_outcome(s_request_t *self, int status, const char *error_code)
         .error_code = error_code,
         .latency_us = self->call ? dispatch_call_latency_us(self->call) : 0,
         .ttfb_us = self->call ? dispatch_call_ttfb_us(self->call) : 0};
-    proto_observe_attempt(server->metrics, &attempt);
+    proto_observe_attempt(server->metrics, server->tracer, &attempt);
 }
 
 //  The usage the client is charged for at the end of the current attempt:
@@ -532,12 +533,13 @@ static void s_finish(s_request_t *self, const s_ending_t *ending)
         proto_capture_response_body(self->capture, zchunk_data(self->out), zchunk_size(self->out));
     else
         dispatch_taken_add(server->taken, self->rid, NULL, proto_loop_now_ms());
-    proto_capture_send(&self->capture, self->rid, proto_msg_trace(self->dispatch),
+    proto_capture_send(&self->capture, server->tracer, self->rid, proto_msg_trace(self->dispatch),
                        self->client_protocol, server->catalog);
     //  The attempts' spans waited for this: kept when the request failed,
     //  failed over or was slow.
-    proto_trace_finish(self->rid, ending->status >= 400 || self->attempts > 1 ||
-                                      proto_trace_is_slow(latency_us));
+    proto_trace_finish(server->tracer, self->rid,
+                       ending->status >= 400 || self->attempts > 1 ||
+                           proto_trace_is_slow(server->tracer, latency_us));
     router_limit_finish(server->limit, self->rid);
     zhashx_delete(server->requests, self->rid); //  destroys the request
     proto_metric_set(server->in_flight, (double)zhashx_size(server->requests));
@@ -963,8 +965,8 @@ static int s_decide(dispatch_server_t *self, s_request_t *request)
     assert(decision);
     router_select_decide(&context, &query, decision, NULL);
     int status = decision->status;
-    proto_observe_decision(request->rid, proto_msg_trace(msg), status, decision->candidates,
-                           status == 200 ? decision->count : 0, started_us);
+    proto_observe_decision(self->tracer, request->rid, proto_msg_trace(msg), status,
+                           decision->candidates, status == 200 ? decision->count : 0, started_us);
     if (status == 200) {
         //  Sized by what the decision gave (usually one to three), not by
         //  the most a decision may give: a request in flight is small.
@@ -1437,6 +1439,7 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
     self->loop = proto_service_loop(service);
     self->config = proto_service_config(service);
     self->metrics = proto_service_metrics(service);
+    self->tracer = proto_service_trace(service);
     self->connect_timeout_ms =
         (uint64_t)proto_config_int(self->config, "dispatch.connect_timeout_ms");
     self->first_byte_timeout_ms =

@@ -427,48 +427,9 @@ static void s_test_body_error(const char *body, const char *expect)
     PROTO_CHECK(strstr(error, expect));
 }
 
-void ingress_parse_test(bool verbose)
+//  Where the client's key is found, and which one wins.
+static void s_test_keys(void)
 {
-    if (verbose)
-        printf(" * ingress_parse: ");
-    //  Accept: text/event-stream among other ranges, not with q=0.
-    PROTO_CHECK(ingress_parse_accepts_sse("text/event-stream"));
-    PROTO_CHECK(ingress_parse_accepts_sse("application/json, Text/Event-Stream;q=0.9"));
-    PROTO_CHECK(!ingress_parse_accepts_sse("application/json"));
-    PROTO_CHECK(!ingress_parse_accepts_sse("text/event-stream;q=0"));
-    PROTO_CHECK(!ingress_parse_accepts_sse("text/event-streams"));
-    PROTO_CHECK(!ingress_parse_accepts_sse("*/*"));
-    PROTO_CHECK(!ingress_parse_accepts_sse(NULL));
-    {
-        char *body = strdup("  {\"model\":\"m\"}");
-        size_t size = strlen(body);
-        PROTO_CHECK(ingress_parse_add_stream(&body, &size) == 0);
-        PROTO_CHECK(size == strlen(body) &&
-                    strcmp(body, "  {\"stream\":true,\"model\":\"m\"}") == 0);
-        free(body);
-        body = strdup("[1]");
-        size = 3;
-        PROTO_CHECK(ingress_parse_add_stream(&body, &size) == -1);
-        free(body);
-    }
-    //  Values a body would make: a 16 MiB array of zeros is counted in
-    //  one pass, no allocation, and stops at the limit.
-    const char *nested = "{\"a\":[1,2,{\"b\":\"x,:[{\\\"\"}]}";
-    PROTO_CHECK(ingress_parse_json_elements(nested, strlen(nested), 100) == 8);
-    PROTO_CHECK(ingress_parse_json_elements("0", 1, 100) == 1);
-    size_t zeros_size = 16u * 1024 * 1024;
-    char *zeros = malloc(zeros_size);
-    PROTO_CHECK(zeros);
-    zeros[0] = '[';
-    for (size_t i = 1; i + 1 < zeros_size; i += 2) {
-        zeros[i] = '0';
-        zeros[i + 1] = ',';
-    }
-    zeros[zeros_size - 1] = ']';
-    PROTO_CHECK(ingress_parse_json_elements(zeros, zeros_size, 1000000) > 1000000);
-    free(zeros);
-    PROTO_CHECK(proto_crypto_init() == 0);
-
     //  Keys: Bearer wins, then x-api-key, x-goog-api-key, ?key=.
     size_t length;
     ingress_key_source_t source;
@@ -497,7 +458,11 @@ void ingress_parse_test(bool verbose)
     PROTO_CHECK(source == INGRESS_KEY_BEARER && length == 11);
     key = ingress_parse_key(NULL, "acme_", NULL, NULL, "acme_", &length, &source);
     PROTO_CHECK(source == INGRESS_KEY_X_API_KEY);
+}
 
+//  Request ids and the W3C trace context.
+static void s_test_ids(void)
+{
     //  Request ids.
     PROTO_CHECK(ingress_parse_request_id_valid("a"));
     PROTO_CHECK(ingress_parse_request_id_valid("req-1.2_3"));
@@ -545,7 +510,11 @@ void ingress_parse_test(bool verbose)
     PROTO_CHECK(ingress_parse_traceparent_valid(trace) && strcmp(trace + 52, "-01") == 0);
     ingress_parse_traceparent(NULL, trace);
     PROTO_CHECK(ingress_parse_traceparent_valid(trace));
+}
 
+//  Bodies of each protocol: model, stream, routing hints, refusals.
+static void s_test_bodies(void)
+{
     //  Bodies.
     ingress_body_t parsed;
     char error[256];
@@ -655,6 +624,55 @@ void ingress_parse_test(bool verbose)
         else
             PROTO_CHECK(rc == 0 && parsed.stream == bodies[i].stream && *parsed.model);
     }
+}
+
+void ingress_parse_test(bool verbose)
+{
+    if (verbose)
+        printf(" * ingress_parse: ");
+    //  Accept: text/event-stream among other ranges, not with q=0.
+    PROTO_CHECK(ingress_parse_accepts_sse("text/event-stream"));
+    PROTO_CHECK(ingress_parse_accepts_sse("application/json, Text/Event-Stream;q=0.9"));
+    PROTO_CHECK(!ingress_parse_accepts_sse("application/json"));
+    PROTO_CHECK(!ingress_parse_accepts_sse("text/event-stream;q=0"));
+    PROTO_CHECK(!ingress_parse_accepts_sse("text/event-streams"));
+    PROTO_CHECK(!ingress_parse_accepts_sse("*/*"));
+    PROTO_CHECK(!ingress_parse_accepts_sse(NULL));
+    {
+        char *body = strdup("  {\"model\":\"m\"}");
+        size_t size = strlen(body);
+        PROTO_CHECK(ingress_parse_add_stream(&body, &size) == 0);
+        PROTO_CHECK(size == strlen(body) &&
+                    strcmp(body, "  {\"stream\":true,\"model\":\"m\"}") == 0);
+        free(body);
+        body = strdup("[1]");
+        size = 3;
+        PROTO_CHECK(ingress_parse_add_stream(&body, &size) == -1);
+        free(body);
+    }
+    //  Values a body would make: a 16 MiB array of zeros is counted in
+    //  one pass, no allocation, and stops at the limit.
+    const char *nested = "{\"a\":[1,2,{\"b\":\"x,:[{\\\"\"}]}";
+    PROTO_CHECK(ingress_parse_json_elements(nested, strlen(nested), 100) == 8);
+    PROTO_CHECK(ingress_parse_json_elements("0", 1, 100) == 1);
+    size_t zeros_size = 16u * 1024 * 1024;
+    char *zeros = malloc(zeros_size);
+    PROTO_CHECK(zeros);
+    zeros[0] = '[';
+    for (size_t i = 1; i + 1 < zeros_size; i += 2) {
+        zeros[i] = '0';
+        zeros[i + 1] = ',';
+    }
+    zeros[zeros_size - 1] = ']';
+    PROTO_CHECK(ingress_parse_json_elements(zeros, zeros_size, 1000000) > 1000000);
+    free(zeros);
+    PROTO_CHECK(proto_crypto_init() == 0);
+
+    s_test_keys();
+
+    s_test_ids();
+
+    s_test_bodies();
 
     //  Overhead: elapsed less upstream, never negative, three decimals.
     PROTO_CHECK(ingress_parse_overhead_us(1000, 6000, 4000) == 1000);

@@ -359,6 +359,48 @@ static int s_test_drain(zsock_t *socket, s_test_seen_t *seen)
     return wire;
 }
 
+//  Malformed batches are refused whole, and random bytes never crash the reader.
+static void s_test_malformed(void)
+{
+    s_test_seen_t seen = {0};
+    //  Malformed bodies: truncated, lying lengths, a BATCH inside a BATCH.
+    const uint8_t bad[][12] = {{0, 0, 0, 9, 1, 2}, {0xff, 0xff, 0xff, 0xff}, {0, 0, 0, 0}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        proto_msg_t *msg = proto_msg_new(PROTO_MSG_BATCH);
+        proto_msg_set_body_bytes(msg, bad[i], 6);
+        seen = (s_test_seen_t){0};
+        PROTO_CHECK(proto_batch_open(msg, s_test_take, &seen) == -2 && seen.count == 0);
+        proto_msg_destroy(&msg);
+    }
+    {
+        proto_msg_t *inner = proto_msg_new(PROTO_MSG_BATCH);
+        uint8_t *envelope;
+        size_t size;
+        proto_msg_encode(inner, &envelope, &size);
+        proto_msg_destroy(&inner);
+        uint8_t record[256];
+        s_put32(record, (uint32_t)size);
+        memcpy(record + 4, envelope, size);
+        s_put32(record + 4 + size, 0);
+        free(envelope);
+        proto_msg_t *msg = proto_msg_new(PROTO_MSG_BATCH);
+        proto_msg_set_body_bytes(msg, record, 8 + size);
+        PROTO_CHECK(proto_batch_open(msg, s_test_take, &seen) == -2);
+        proto_msg_destroy(&msg);
+    }
+    //  Random bytes never crash the reader.
+    for (int round = 0; round < 20000; round++) {
+        uint8_t noise[64];
+        size_t size = (size_t)(random() % (long)sizeof noise);
+        for (size_t i = 0; i < size; i++)
+            noise[i] = (uint8_t)random();
+        if (size >= 4 && round % 2)
+            s_put32(noise, (uint32_t)(random() % 64));
+        s_open(noise, size, NULL, "", s_test_take, &seen);
+    }
+    zframe_destroy(&seen.routing_id);
+}
+
 void proto_batch_test(bool verbose)
 {
     if (verbose)
@@ -427,42 +469,7 @@ void proto_batch_test(bool verbose)
     seen = (s_test_seen_t){.bodies_ok = true};
     PROTO_CHECK(s_test_drain(pull, &seen) == 1 && seen.count == 1 && seen.bodies_ok);
 
-    //  Malformed bodies: truncated, lying lengths, a BATCH inside a BATCH.
-    const uint8_t bad[][12] = {{0, 0, 0, 9, 1, 2}, {0xff, 0xff, 0xff, 0xff}, {0, 0, 0, 0}};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        proto_msg_t *msg = proto_msg_new(PROTO_MSG_BATCH);
-        proto_msg_set_body_bytes(msg, bad[i], 6);
-        seen = (s_test_seen_t){0};
-        PROTO_CHECK(proto_batch_open(msg, s_test_take, &seen) == -2 && seen.count == 0);
-        proto_msg_destroy(&msg);
-    }
-    {
-        proto_msg_t *inner = proto_msg_new(PROTO_MSG_BATCH);
-        uint8_t *envelope;
-        size_t size;
-        proto_msg_encode(inner, &envelope, &size);
-        proto_msg_destroy(&inner);
-        uint8_t record[256];
-        s_put32(record, (uint32_t)size);
-        memcpy(record + 4, envelope, size);
-        s_put32(record + 4 + size, 0);
-        free(envelope);
-        proto_msg_t *msg = proto_msg_new(PROTO_MSG_BATCH);
-        proto_msg_set_body_bytes(msg, record, 8 + size);
-        PROTO_CHECK(proto_batch_open(msg, s_test_take, &seen) == -2);
-        proto_msg_destroy(&msg);
-    }
-    //  Random bytes never crash the reader.
-    for (int round = 0; round < 20000; round++) {
-        uint8_t noise[64];
-        size_t size = (size_t)(random() % (long)sizeof noise);
-        for (size_t i = 0; i < size; i++)
-            noise[i] = (uint8_t)random();
-        if (size >= 4 && round % 2)
-            s_put32(noise, (uint32_t)(random() % 64));
-        s_open(noise, size, NULL, "", s_test_take, &seen);
-    }
-    zframe_destroy(&seen.routing_id);
+    s_test_malformed();
 
     //  A ROUTER keeps one batch per peer, and each reaches its own peer.
     zsock_t *server = zsock_new_router("inproc://proto-batch-router");

@@ -38,8 +38,9 @@ const message = (content = 'Say hello') => [{ role: 'user', content }];
 before(async () => {
   mock = await startMock(['--models', 'gpt-4o-mini,mock-50,slow-model,hang-model,cut-model',
     '--fault', 'slow-model=delay-chunks:300', '--fault', 'hang-model=hang', '--fault', 'cut-model=cut:3']);
-  // A short first-byte timeout makes the 504 path quick to test.
-  cluster = await startCluster({ env: { TOLLGATE_DISPATCH_FIRST_BYTE_TIMEOUT_MS: '1500' } });
+  // A short first-byte timeout makes the 504 path quick to test; not so short that one of
+  // 200 concurrent streams meets it under ASan on a loaded 2-core machine (1.5 s did).
+  cluster = await startCluster({ env: { TOLLGATE_DISPATCH_FIRST_BYTE_TIMEOUT_MS: '4000' } });
   await cli('provider', 'add', 'mock', '--protocol', 'openai', '--base-url', mock.url);
   await cli('provider', 'key', 'add', 'mock', '--secret', 'sk-mock-provider-secret');
   for (const model of ['gpt-4o-mini', 'mock-50', 'slow-model', 'hang-model', 'cut-model']) {

@@ -976,23 +976,20 @@ static bool s_near(int observed, int rounds, double expected, double tolerance)
     return share > expected - tolerance && share < expected + tolerance;
 }
 
-void router_select_test(bool verbose)
+//  Each scheduling mode's order and shares.
+static void s_test_modes(router_request_t *request)
 {
-    if (verbose)
-        printf(" * router_select: ");
     const int rounds = 20000;
     const double tolerance = 0.02; //  20000 draws: 2 points is > 4 standard deviations
     int counts[64];
     s_bench_t bench;
     router_decision_t decision;
-    router_request_t request = {.model = "m", .now_ms = 1000};
-
     //  priority: p1 first; within it k12 (weight 3) leads 3:1 over k11.
     s_bench_init(&bench, "priority");
     s_run(&bench, "m", rounds, counts);
     PROTO_CHECK(counts[11] + counts[12] == rounds);
     PROTO_CHECK(s_near(counts[12], rounds, 0.75, tolerance));
-    router_select_decide(&bench.context, &request, &decision, NULL);
+    router_select_decide(&bench.context, request, &decision, NULL);
     PROTO_CHECK(decision.count == 4 && decision.mode == ROUTER_MODE_PRIORITY);
     PROTO_CHECK(decision.candidates[2].provider_key_id == 21 &&
                 decision.candidates[3].provider_key_id == 31);
@@ -1015,7 +1012,7 @@ void router_select_test(bool verbose)
     PROTO_CHECK(s_near(counts[21], rounds, 1.0 / 3, tolerance));
     PROTO_CHECK(s_near(counts[31], rounds, 1.0 / 3, tolerance));
     //  The providers take turns: p1's second key comes after the others.
-    router_select_decide(&bench.context, &request, &decision, NULL);
+    router_select_decide(&bench.context, request, &decision, NULL);
     PROTO_CHECK(decision.count == 4);
     for (size_t i = 0; i + 1 < 3; i++)
         PROTO_CHECK(decision.candidates[i].provider_id != decision.candidates[i + 1].provider_id);
@@ -1055,15 +1052,21 @@ void router_select_test(bool verbose)
     s_run(&bench, "m", 1000, counts);
     PROTO_CHECK(counts[11] == 1000);
     s_bench_destroy(&bench);
+}
 
+//  Exclusions with their explanation, capabilities, the last resort and half-open trials.
+static void s_test_exclusions(router_request_t *request)
+{
+    s_bench_t bench;
+    router_decision_t decision;
     //  Exclusions, with explain.
     s_bench_init(&bench, "priority");
     router_breaker_record(bench.breaker, 1, 12, "m-up", 401, NULL, 0, 1000);
     router_breaker_record(bench.breaker, 2, 21, "m-up", 500, NULL, 0, 1000);
-    request.capabilities = "";
+    request->capabilities = "";
     json_t *explain = json_object();
-    request.dry_run = true;
-    router_select_decide(&bench.context, &request, &decision, explain);
+    request->dry_run = true;
+    router_select_decide(&bench.context, request, &decision, explain);
     PROTO_CHECK(decision.status == 200 && decision.count == 2);
     PROTO_CHECK(decision.candidates[0].provider_key_id == 11 &&
                 decision.candidates[1].provider_key_id == 31);
@@ -1079,36 +1082,36 @@ void router_select_test(bool verbose)
     PROTO_CHECK(json_object_get(json_object_get(first, "score"), "route_priority"));
     json_decref(explain);
     //  Capability: only k31 has context-1m.
-    request.capabilities = "context-1m";
-    router_select_decide(&bench.context, &request, &decision, NULL);
+    request->capabilities = "context-1m";
+    router_select_decide(&bench.context, request, &decision, NULL);
     PROTO_CHECK(decision.count == 1 && decision.candidates[0].provider_key_id == 31);
     //  Nobody declares "vision": nothing is known about it, so it does not
     //  exclude anyone; context-1m still does.
-    request.capabilities = "context-1m, vision";
-    router_select_decide(&bench.context, &request, &decision, NULL);
+    request->capabilities = "context-1m, vision";
+    router_select_decide(&bench.context, request, &decision, NULL);
     PROTO_CHECK(decision.count == 1 && decision.candidates[0].provider_key_id == 31);
-    request.capabilities = "vision";
-    router_select_decide(&bench.context, &request, &decision, NULL);
+    request->capabilities = "vision";
+    router_select_decide(&bench.context, request, &decision, NULL);
     PROTO_CHECK(decision.status == 200 && decision.count > 1);
-    request.capabilities = NULL;
+    request->capabilities = NULL;
 
     //  Last resort: every enabled candidate open -> the best of them alone.
     router_breaker_record(bench.breaker, 1, 11, "m-up", 502, "timeout", 0, 1000);
     router_breaker_record(bench.breaker, 3, 31, "m-anth", 503, NULL, 0, 1000);
     explain = json_object();
-    router_select_decide(&bench.context, &request, &decision, explain);
+    router_select_decide(&bench.context, request, &decision, explain);
     PROTO_CHECK(decision.status == 200 && decision.last_resort && decision.count == 1);
     PROTO_CHECK(decision.candidates[0].provider_key_id == 11); //  p1's priority makes it best
     PROTO_CHECK(json_is_true(json_object_get(explain, "last_resort")));
     json_decref(explain);
     //  Its success closes its breaker: back to normal.
     router_breaker_record(bench.breaker, 1, 11, "m-up", 200, NULL, 0, 1001);
-    router_select_decide(&bench.context, &request, &decision, NULL);
+    router_select_decide(&bench.context, request, &decision, NULL);
     PROTO_CHECK(!decision.last_resort && decision.candidates[0].provider_key_id == 11);
     //  A disabled key is never the last resort.
     router_breaker_record(bench.breaker, 1, 11, "m-up", 403, NULL, 0, 1002);
     router_breaker_record(bench.breaker, 3, 31, "m-anth", 503, NULL, 0, 1002);
-    router_select_decide(&bench.context, &request, &decision, NULL);
+    router_select_decide(&bench.context, request, &decision, NULL);
     PROTO_CHECK(decision.last_resort && decision.candidates[0].provider_key_id != 11);
     s_bench_destroy(&bench);
 
@@ -1117,40 +1120,46 @@ void router_select_test(bool verbose)
     s_bench_init(&bench, "priority");
     router_breaker_record(bench.breaker, 1, 11, "m-up", 500, NULL, 0, 1000);
     router_breaker_record(bench.breaker, 1, 12, "m-up", 500, NULL, 0, 1000);
-    request.now_ms = 1000 + 5000;
-    request.dry_run = false;
-    router_select_decide(&bench.context, &request, &decision, NULL);
+    request->now_ms = 1000 + 5000;
+    request->dry_run = false;
+    router_select_decide(&bench.context, request, &decision, NULL);
     PROTO_CHECK(decision.candidates[0].provider_id == 1); //  the trial
-    router_select_decide(&bench.context, &request, &decision, NULL);
+    router_select_decide(&bench.context, request, &decision, NULL);
     PROTO_CHECK(decision.candidates[0].provider_id == 2);
-    router_breaker_record(bench.breaker, 1, 11, "m-up", 200, NULL, 0, request.now_ms);
-    router_select_decide(&bench.context, &request, &decision, NULL);
+    router_breaker_record(bench.breaker, 1, 11, "m-up", 200, NULL, 0, request->now_ms);
+    router_select_decide(&bench.context, request, &decision, NULL);
     PROTO_CHECK(decision.candidates[0].provider_id == 1);
     s_bench_destroy(&bench);
+}
 
+//  Sticky sessions: the same choice everywhere, moved by a break, spread and scoped by account.
+static void s_test_sessions(router_request_t *request)
+{
+    s_bench_t bench;
+    router_decision_t decision;
     //  Stickiness: a session's first choice is the same on every decision
     //  and on every instance (another generator, as another dispatch has),
     //  moves when its candidate breaks, and comes back when it heals.
     s_bench_init(&bench, "weighted");
-    request =
+    *request =
         (router_request_t){.model = "m", .account_id = 9, .session = "conv-1", .now_ms = 1000};
-    router_select_decide(&bench.context, &request, &decision, NULL);
+    router_select_decide(&bench.context, request, &decision, NULL);
     proto_candidate_t bound = decision.candidates[0];
     for (int i = 0; i < 200; i++) {
         router_rng_seed(bench.context.rng, (uint64_t)i + 1);
-        router_select_decide(&bench.context, &request, &decision, NULL);
+        router_select_decide(&bench.context, request, &decision, NULL);
         PROTO_CHECK(decision.sticky &&
                     decision.candidates[0].provider_key_id == bound.provider_key_id);
     }
     router_breaker_record(bench.breaker, bound.provider_id, bound.provider_key_id,
                           bound.upstream_model, 401, NULL, 0, 1000);
-    router_select_decide(&bench.context, &request, &decision, NULL);
+    router_select_decide(&bench.context, request, &decision, NULL);
     PROTO_CHECK(decision.candidates[0].provider_key_id != bound.provider_key_id);
     proto_candidate_t second = decision.candidates[0];
-    router_select_decide(&bench.context, &request, &decision, NULL);
+    router_select_decide(&bench.context, request, &decision, NULL);
     PROTO_CHECK(decision.candidates[0].provider_key_id == second.provider_key_id);
     router_breaker_enable_key(bench.breaker, bound.provider_key_id);
-    router_select_decide(&bench.context, &request, &decision, NULL);
+    router_select_decide(&bench.context, request, &decision, NULL);
     PROTO_CHECK(decision.candidates[0].provider_key_id == bound.provider_key_id);
     //  Sessions spread over the candidates, and the account scopes them: the
     //  same session strings under another account are placed independently.
@@ -1160,9 +1169,9 @@ void router_select_test(bool verbose)
         snprintf(session, sizeof session, "s-%d", i);
         uint64_t placed[2];
         for (int account = 0; account < 2; account++) {
-            request = (router_request_t){
+            *request = (router_request_t){
                 .model = "m", .account_id = (uint64_t)account + 1, .session = session, .now_ms = 1};
-            router_select_decide(&bench.context, &request, &decision, NULL);
+            router_select_decide(&bench.context, request, &decision, NULL);
             placed[account] = decision.candidates[0].provider_key_id;
             firsts[account][placed[account] % 8]++;
         }
@@ -1173,6 +1182,102 @@ void router_select_test(bool verbose)
         used += firsts[0][k] > 0;
     PROTO_CHECK(used >= 2 && same < 400);
     s_bench_destroy(&bench);
+}
+
+//  A provider's block list and own protocols, and the two stages of ties (provider, then
+//  its routes). rng continues the test's sequence.
+static void s_test_reach_stages(router_request_t *request, router_rng_t *rng)
+{
+    const int rounds = 20000;
+    const double tolerance = 0.02;
+    router_decision_t decision;
+    char error[256];
+    proto_catalog_t *catalog;
+    proto_map_t *map;
+    router_context_t context;
+    //  A provider's block list excludes its models wherever they came from
+    //  (route, rule or list), and a (provider, model) may speak its own protocol.
+    const char *reach =
+        "{\"providers\":[{\"id\":1,\"name\":\"relay\",\"blocked_models\":[\"*-preview\"]},"
+        "{\"id\":2,\"name\":\"other\"}],\"provider_keys\":[{\"id\":1,\"provider_id\":1},"
+        "{\"id\":2,\"provider_id\":2}],\"models\":[{\"id\":1,\"name\":\"m\"}],"
+        "\"routes\":[{\"id\":1,\"model_id\":1,\"provider_id\":1,\"upstream_model\":"
+        "\"m-Preview\"},{\"id\":2,\"model_id\":1,\"provider_id\":2,\"upstream_model\":"
+        "\"m-preview\"},{\"id\":3,\"model_id\":1,\"provider_id\":1,\"upstream_model\":"
+        "\"claude\"}],\"model_settings\":[{\"provider_id\":1,\"model\":\"claude\","
+        "\"protocol\":\"anthropic\"}]}";
+    catalog = proto_catalog_from_json(reach, error, sizeof error);
+    PROTO_CHECK(catalog);
+    map = proto_map_build(catalog, false);
+    context = (router_context_t){.catalog = catalog, .map = map, .rng = rng};
+    *request = (router_request_t){.model = "m", .now_ms = 5000, .dry_run = true};
+    json_t *explained = json_object();
+    router_select_decide(&context, request, &decision, explained);
+    PROTO_CHECK(decision.status == 200 && decision.count == 2);
+    for (size_t i = 0; i < decision.count; i++) {
+        const proto_candidate_t *candidate = &decision.candidates[i];
+        PROTO_CHECK(
+            !(candidate->provider_id == 1 && strcmp(candidate->upstream_model, "m-Preview") == 0));
+        if (candidate->provider_id == 1)
+            PROTO_CHECK(candidate->upstream_protocol == PROTO_PROTOCOL_ANTHROPIC);
+        else
+            PROTO_CHECK(candidate->upstream_protocol == PROTO_PROTOCOL_OPENAI);
+    }
+    json_t *out = json_array_get(json_object_get(explained, "excluded"), 0);
+    PROTO_CHECK(out && strcmp(json_string_value(json_object_get(out, "why")), "blocked") == 0);
+    json_decref(explained);
+    proto_map_destroy(&map);
+    proto_catalog_destroy(&catalog);
+    //  Two stages: "many" serves the model under five upstream names, "one"
+    //  under one; provider weight 3 x mean route weight 1.6 against 1 x 1
+    //  leads 4.8 : 1, not 24 : 1 as one stage over every candidate would.
+    const char *stages =
+        "{\"providers\":[{\"id\":1,\"name\":\"many\",\"weight\":3},{\"id\":2,\"name\":\"one\"}],"
+        "\"provider_keys\":[{\"id\":1,\"provider_id\":1},{\"id\":2,\"provider_id\":2}],"
+        "\"models\":[{\"id\":1,\"name\":\"m\",\"scheduling\":\"weighted\"}],\"routes\":["
+        "{\"id\":1,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"a\"},"
+        "{\"id\":2,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"b\"},"
+        "{\"id\":3,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"c\"},"
+        "{\"id\":4,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"d\"},"
+        "{\"id\":5,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"e\",\"weight\":4},"
+        "{\"id\":6,\"model_id\":1,\"provider_id\":2,\"upstream_model\":\"a\"}]}";
+    catalog = proto_catalog_from_json(stages, error, sizeof error);
+    PROTO_CHECK(catalog);
+    map = proto_map_build(catalog, false);
+    context = (router_context_t){.catalog = catalog, .map = map, .rng = rng};
+    int leads[3] = {0}, e_leads = 0;
+    for (int i = 0; i < rounds; i++) {
+        *request = (router_request_t){.model = "m", .now_ms = 5000};
+        router_select_decide(&context, request, &decision, NULL);
+        PROTO_CHECK(decision.status == 200 && decision.count == 6);
+        leads[decision.candidates[0].provider_id]++;
+        e_leads += decision.candidates[0].provider_id == 1 &&
+                   strcmp(decision.candidates[0].upstream_model, "e") == 0;
+        //  Turns: the other provider second.
+        PROTO_CHECK(decision.candidates[1].provider_id != decision.candidates[0].provider_id);
+    }
+    PROTO_CHECK(s_near(leads[1], rounds, 4.8 / 5.8, tolerance));
+    //  Within "many", e (route weight 4) leads 4 of 8.
+    PROTO_CHECK(s_near(e_leads, rounds, 4.8 / 5.8 * 0.5, tolerance));
+    proto_map_destroy(&map);
+    proto_catalog_destroy(&catalog);
+}
+
+void router_select_test(bool verbose)
+{
+    if (verbose)
+        printf(" * router_select: ");
+    const int rounds = 20000;
+    const double tolerance = 0.02; //  20000 draws: 2 points is > 4 standard deviations
+    s_bench_t bench;
+    router_decision_t decision;
+    router_request_t request = {.model = "m", .now_ms = 1000};
+
+    s_test_modes(&request);
+
+    s_test_exclusions(&request);
+
+    s_test_sessions(&request);
 
     //  Per-key preference among one provider's models.
     const char *two_models =
@@ -1246,72 +1351,7 @@ void router_select_test(bool verbose)
     proto_map_destroy(&map);
     proto_catalog_destroy(&catalog);
 
-    //  A provider's block list excludes its models wherever they came from
-    //  (route, rule or list), and a (provider, model) may speak its own protocol.
-    const char *reach =
-        "{\"providers\":[{\"id\":1,\"name\":\"relay\",\"blocked_models\":[\"*-preview\"]},"
-        "{\"id\":2,\"name\":\"other\"}],\"provider_keys\":[{\"id\":1,\"provider_id\":1},"
-        "{\"id\":2,\"provider_id\":2}],\"models\":[{\"id\":1,\"name\":\"m\"}],"
-        "\"routes\":[{\"id\":1,\"model_id\":1,\"provider_id\":1,\"upstream_model\":"
-        "\"m-Preview\"},{\"id\":2,\"model_id\":1,\"provider_id\":2,\"upstream_model\":"
-        "\"m-preview\"},{\"id\":3,\"model_id\":1,\"provider_id\":1,\"upstream_model\":"
-        "\"claude\"}],\"model_settings\":[{\"provider_id\":1,\"model\":\"claude\","
-        "\"protocol\":\"anthropic\"}]}";
-    catalog = proto_catalog_from_json(reach, error, sizeof error);
-    PROTO_CHECK(catalog);
-    map = proto_map_build(catalog, false);
-    context = (router_context_t){.catalog = catalog, .map = map, .rng = &rng};
-    request = (router_request_t){.model = "m", .now_ms = 5000, .dry_run = true};
-    json_t *explained = json_object();
-    router_select_decide(&context, &request, &decision, explained);
-    PROTO_CHECK(decision.status == 200 && decision.count == 2);
-    for (size_t i = 0; i < decision.count; i++) {
-        const proto_candidate_t *candidate = &decision.candidates[i];
-        PROTO_CHECK(
-            !(candidate->provider_id == 1 && strcmp(candidate->upstream_model, "m-Preview") == 0));
-        if (candidate->provider_id == 1)
-            PROTO_CHECK(candidate->upstream_protocol == PROTO_PROTOCOL_ANTHROPIC);
-        else
-            PROTO_CHECK(candidate->upstream_protocol == PROTO_PROTOCOL_OPENAI);
-    }
-    json_t *out = json_array_get(json_object_get(explained, "excluded"), 0);
-    PROTO_CHECK(out && strcmp(json_string_value(json_object_get(out, "why")), "blocked") == 0);
-    json_decref(explained);
-    proto_map_destroy(&map);
-    proto_catalog_destroy(&catalog);
-    //  Two stages: "many" serves the model under five upstream names, "one"
-    //  under one; provider weight 3 x mean route weight 1.6 against 1 x 1
-    //  leads 4.8 : 1, not 24 : 1 as one stage over every candidate would.
-    const char *stages =
-        "{\"providers\":[{\"id\":1,\"name\":\"many\",\"weight\":3},{\"id\":2,\"name\":\"one\"}],"
-        "\"provider_keys\":[{\"id\":1,\"provider_id\":1},{\"id\":2,\"provider_id\":2}],"
-        "\"models\":[{\"id\":1,\"name\":\"m\",\"scheduling\":\"weighted\"}],\"routes\":["
-        "{\"id\":1,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"a\"},"
-        "{\"id\":2,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"b\"},"
-        "{\"id\":3,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"c\"},"
-        "{\"id\":4,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"d\"},"
-        "{\"id\":5,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"e\",\"weight\":4},"
-        "{\"id\":6,\"model_id\":1,\"provider_id\":2,\"upstream_model\":\"a\"}]}";
-    catalog = proto_catalog_from_json(stages, error, sizeof error);
-    PROTO_CHECK(catalog);
-    map = proto_map_build(catalog, false);
-    context = (router_context_t){.catalog = catalog, .map = map, .rng = &rng};
-    int leads[3] = {0}, e_leads = 0;
-    for (int i = 0; i < rounds; i++) {
-        request = (router_request_t){.model = "m", .now_ms = 5000};
-        router_select_decide(&context, &request, &decision, NULL);
-        PROTO_CHECK(decision.status == 200 && decision.count == 6);
-        leads[decision.candidates[0].provider_id]++;
-        e_leads += decision.candidates[0].provider_id == 1 &&
-                   strcmp(decision.candidates[0].upstream_model, "e") == 0;
-        //  Turns: the other provider second.
-        PROTO_CHECK(decision.candidates[1].provider_id != decision.candidates[0].provider_id);
-    }
-    PROTO_CHECK(s_near(leads[1], rounds, 4.8 / 5.8, tolerance));
-    //  Within "many", e (route weight 4) leads 4 of 8.
-    PROTO_CHECK(s_near(e_leads, rounds, 4.8 / 5.8 * 0.5, tolerance));
-    proto_map_destroy(&map);
-    proto_catalog_destroy(&catalog);
+    s_test_reach_stages(&request, &rng);
 
     //  balanced: one score of weight, latency, reliability and price; the
     //  fast, reliable, cheap key wins over the slow one, explain shows the parts.
@@ -1333,7 +1373,7 @@ void router_select_test(bool verbose)
     router_stats_update(stats, 2, 2, "u", &slow);
     context = (router_context_t){.catalog = catalog, .map = map, .stats = stats, .rng = &rng};
     request = (router_request_t){.model = "m", .now_ms = 5000, .dry_run = true};
-    explained = json_object();
+    json_t *explained = json_object();
     router_select_decide(&context, &request, &decision, explained);
     PROTO_CHECK(decision.status == 200 && decision.mode == ROUTER_MODE_BALANCED);
     PROTO_CHECK(decision.candidates[0].provider_key_id == 1);

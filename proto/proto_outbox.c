@@ -567,37 +567,13 @@ static void s_test_replayed(proto_msg_t **msg_p, void *arg)
     (*seen)++;
 }
 
-void proto_outbox_test(bool verbose)
+//  The journal: kept records come back after a restart to the socket their key picks, a
+//  torn record is cut, a second process is refused, kept-only records leave with a replay,
+//  and the file is compacted.
+static void s_test_journal(proto_loop_t *loop, zsock_t *receiver, zsock_t *sender)
 {
-    if (verbose)
-        printf(" * proto_outbox: ");
-    proto_loop_t *loop = proto_loop_new();
-    zsock_t *receiver = zsock_new_router("inproc://proto_outbox_test");
-    zsock_t *sender = zsock_new_dealer("inproc://proto_outbox_test");
-    s_test_t test = {0};
-    proto_loop_add_socket(loop, receiver, s_test_receive, &test);
-    proto_outbox_t *outbox = proto_outbox_new(loop, sender, 10);
-    proto_msg_t *msg = proto_msg_new(PROTO_MSG_SETTLE);
-    proto_msg_set_request_id(msg, "r1");
-    proto_msg_set_account_id(msg, 1);
-    proto_msg_set_key_id(msg, 1);
-    proto_msg_set_model(msg, "m");
-    proto_msg_set_status(msg, 200);
-    proto_msg_set_started_us(msg, 1);
-    proto_msg_set_body_bytes(msg, "body", 4);
-    PROTO_CHECK(proto_outbox_send(outbox, &msg) == 0);
-    PROTO_CHECK(msg == NULL);
-    PROTO_CHECK(proto_outbox_pending(outbox) == 1);
-    proto_loop_run(loop); //  stops after the third delivery
-    PROTO_CHECK(test.received == 3);
-    PROTO_CHECK(proto_outbox_ack(outbox, "r1"));
-    PROTO_CHECK(!proto_outbox_ack(outbox, "r1"));
-    PROTO_CHECK(proto_outbox_pending(outbox) == 0);
-    proto_loop_add_timer(loop, 50, false, s_test_stop, NULL);
-    proto_loop_run(loop);
-    PROTO_CHECK(test.received == 3); //  nothing after the ack
-    proto_outbox_destroy(&outbox);
-
+    proto_outbox_t *outbox;
+    proto_msg_t *msg;
     //  Journal: what was kept and not acked comes back after a restart,
     //  each message to the socket its key picks; a torn last record is cut.
     char dir[] = "/tmp/proto_outbox_test.XXXXXX";
@@ -722,6 +698,40 @@ void proto_outbox_test(bool verbose)
     rmdir(dir);
     zsock_destroy(&sender_2);
     zsock_destroy(&second);
+}
+
+void proto_outbox_test(bool verbose)
+{
+    if (verbose)
+        printf(" * proto_outbox: ");
+    proto_loop_t *loop = proto_loop_new();
+    zsock_t *receiver = zsock_new_router("inproc://proto_outbox_test");
+    zsock_t *sender = zsock_new_dealer("inproc://proto_outbox_test");
+    s_test_t test = {0};
+    proto_loop_add_socket(loop, receiver, s_test_receive, &test);
+    proto_outbox_t *outbox = proto_outbox_new(loop, sender, 10);
+    proto_msg_t *msg = proto_msg_new(PROTO_MSG_SETTLE);
+    proto_msg_set_request_id(msg, "r1");
+    proto_msg_set_account_id(msg, 1);
+    proto_msg_set_key_id(msg, 1);
+    proto_msg_set_model(msg, "m");
+    proto_msg_set_status(msg, 200);
+    proto_msg_set_started_us(msg, 1);
+    proto_msg_set_body_bytes(msg, "body", 4);
+    PROTO_CHECK(proto_outbox_send(outbox, &msg) == 0);
+    PROTO_CHECK(msg == NULL);
+    PROTO_CHECK(proto_outbox_pending(outbox) == 1);
+    proto_loop_run(loop); //  stops after the third delivery
+    PROTO_CHECK(test.received == 3);
+    PROTO_CHECK(proto_outbox_ack(outbox, "r1"));
+    PROTO_CHECK(!proto_outbox_ack(outbox, "r1"));
+    PROTO_CHECK(proto_outbox_pending(outbox) == 0);
+    proto_loop_add_timer(loop, 50, false, s_test_stop, NULL);
+    proto_loop_run(loop);
+    PROTO_CHECK(test.received == 3); //  nothing after the ack
+    proto_outbox_destroy(&outbox);
+
+    s_test_journal(loop, receiver, sender);
 
     zsock_destroy(&sender);
     zsock_destroy(&receiver);

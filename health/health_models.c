@@ -22,6 +22,16 @@ struct curl_slist *health_models_headers(int protocol, const char *secret)
     return proto_upstream_auth(list, protocol, secret);
 }
 
+char *health_models_generate_url(int protocol, const char *base_url, const char *model)
+{
+    return proto_upstream_url(protocol, PROTO_ENDPOINT_GENERATE, base_url, model, false);
+}
+
+struct curl_slist *health_models_generate_headers(int protocol, const char *secret)
+{
+    return proto_upstream_headers(protocol, secret, false);
+}
+
 int health_models_parse(int protocol, const char *body, size_t size, zlistx_t *names)
 {
     json_t *root = json_loadb(body, size, 0, NULL);

@@ -36,6 +36,14 @@ struct curl_slist *health_models_headers(int protocol, const char *secret);
 //  not a model list of that protocol.
 int health_models_parse(int protocol, const char *body, size_t size, zlistx_t *names);
 
+//  The URL of a model call (a completion probe) to model at base_url in
+//  protocol, the protocol's own path. Caller owns return value (free()).
+char *health_models_generate_url(int protocol, const char *base_url, const char *model);
+
+//  The headers of that call: JSON in and out, the protocol's
+//  authentication carrying secret. Caller owns return value.
+struct curl_slist *health_models_generate_headers(int protocol, const char *secret);
+
 //  Self test.
 void health_models_test(bool verbose);
 

@@ -16,7 +16,11 @@ typedef struct {
     uint64_t provider_id;       //  providers.id
     uint64_t provider_key_id;   //  provider_keys.id
     int protocol;               //  proto_protocol_t
-    char *url;                  //  models-list URL
+    char *url;                  //  models-list or completion URL
+    char *model;                //  a completion probe's model, NULL for a list
+    char *post;                 //  a completion probe's body
+    char *proxy;                //  the provider's proxy, NULL = none
+    char name[200];             //  its entry in `keys`
     char *secret;               //  key secret, scrubbed on free
     CURL *easy;                 //  transfer, NULL while queued
     struct curl_slist *headers; //  request headers (hold the secret)
@@ -54,6 +58,9 @@ static void s_probe_free(s_probe_t **probe_p)
         free(probe->secret);
     }
     free(probe->url);
+    free(probe->model);
+    free(probe->post);
+    free(probe->proxy);
     free(probe->body);
     free(probe);
     *probe_p = NULL;
@@ -93,12 +100,13 @@ static void s_finish(health_probe_t *self, s_probe_t *probe, CURLcode code)
                                     .status = code == CURLE_OK ? (int)status : 0,
                                     .latency_us = (uint64_t)total,
                                     .ttfb_us = (uint64_t)first};
+    result.upstream_model = probe->model;
     zlistx_t *models = NULL;
     if (code != CURLE_OK)
         result.error = probe->too_large                   ? "answer too large"
                        : code == CURLE_OPERATION_TIMEDOUT ? "timeout"
                                                           : curl_easy_strerror(code);
-    else if (status >= 200 && status < 300) {
+    else if (status >= 200 && status < 300 && !probe->model) {
         models = zlistx_new();
         zlistx_set_destructor(models, (zlistx_destructor_fn *)zstr_free);
         if (health_models_parse(probe->protocol, probe->body ? probe->body : "", probe->body_size,
@@ -108,9 +116,7 @@ static void s_finish(health_probe_t *self, s_probe_t *probe, CURLcode code)
         }
     }
     result.models = models;
-    char name[24];
-    s_key_name(name, sizeof name, probe->provider_key_id);
-    zhashx_delete(self->keys, name);
+    zhashx_delete(self->keys, probe->name);
     self->running--;
     self->fn(&result, self->arg);
     zlistx_destroy(&models);
@@ -130,9 +136,15 @@ static void s_start_next(health_probe_t *self)
     while (self->running < self->concurrency && zlistx_size(self->queue)) {
         s_probe_t *probe = zlistx_detach(self->queue, NULL);
         probe->easy = curl_easy_init();
-        probe->headers = health_models_headers(probe->protocol, probe->secret);
+        if (!probe->model)
+            probe->headers = health_models_headers(probe->protocol, probe->secret);
         CURL *easy = probe->easy;
         curl_easy_setopt(easy, CURLOPT_URL, probe->url);
+        if (probe->post) {
+            curl_easy_setopt(easy, CURLOPT_POST, 1L);
+            curl_easy_setopt(easy, CURLOPT_POSTFIELDS, probe->post);
+        }
+        curl_easy_setopt(easy, CURLOPT_PROXY, probe->proxy ? probe->proxy : "");
         curl_easy_setopt(easy, CURLOPT_HTTPHEADER, probe->headers);
         curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, s_write);
         curl_easy_setopt(easy, CURLOPT_WRITEDATA, probe);
@@ -176,9 +188,7 @@ void health_probe_destroy(health_probe_t **self_p)
     //  Running probes are in `keys` too; queued ones only in the queue.
     s_probe_t *probe;
     while ((probe = zlistx_detach(self->queue, NULL))) {
-        char name[24];
-        s_key_name(name, sizeof name, probe->provider_key_id);
-        zhashx_delete(self->keys, name);
+        zhashx_delete(self->keys, probe->name);
         s_probe_free(&probe);
     }
     for (probe = zhashx_first(self->keys); probe; probe = zhashx_next(self->keys)) {
@@ -194,13 +204,19 @@ void health_probe_destroy(health_probe_t **self_p)
 
 bool health_probe_queue(health_probe_t *self, const health_probe_target_t *target)
 {
-    char name[24];
-    s_key_name(name, sizeof name, target->provider_key_id);
-    if (zhashx_lookup(self->keys, name))
+    char name[200];
+    if (target->upstream_model)
+        snprintf(name, sizeof name, "%llu:%.150s", (unsigned long long)target->provider_key_id,
+                 target->upstream_model);
+    else
+        s_key_name(name, sizeof name, target->provider_key_id);
+    char *url = target->upstream_model ? (target->url ? strdup(target->url) : NULL)
+                                       : health_models_url(target->protocol, target->base_url);
+    if (zhashx_lookup(self->keys, name) || !url) {
+        free(url);
+        curl_slist_free_all(target->headers);
         return false;
-    char *url = health_models_url(target->protocol, target->base_url);
-    if (!url)
-        return false;
+    }
     s_probe_t *probe = calloc(1, sizeof *probe);
     assert(probe);
     probe->owner = self;
@@ -209,6 +225,13 @@ bool health_probe_queue(health_probe_t *self, const health_probe_target_t *targe
     probe->protocol = target->protocol;
     probe->url = url;
     probe->secret = strdup(target->secret ? target->secret : "");
+    probe->proxy = target->proxy ? strdup(target->proxy) : NULL;
+    if (target->upstream_model) {
+        probe->model = strdup(target->upstream_model);
+        probe->post = strdup(target->body ? target->body : "{}");
+        probe->headers = target->headers;
+    }
+    snprintf(probe->name, sizeof probe->name, "%s", name);
     zhashx_insert(self->keys, name, probe);
     zlistx_add_end(self->queue, probe);
     s_start_next(self);

@@ -1,5 +1,6 @@
 #include "health_server.h"
 #include "proto_check.h"
+#include "health_complete.h"
 #include "health_probe.h"
 #include "health_state.h"
 #include "proto_db.h"
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <time.h>
 
 #define S_REPUBLISH_MS 5000 //  all entries again, for late subscribers
 #define S_SNAPSHOT_MS 10000 //  provider_health rows
@@ -30,6 +32,9 @@ typedef struct {
     proto_watch_t *watch;           //  keeps catalog fresh (secrets opened)
     proto_catalog_t *catalog;       //  current configuration
     health_probe_t *probe;          //  active probes
+    health_complete_t *complete;    //  completion probes' daily budget
+    zhashx_t *on_demand;            //  "KEY:MODEL" of completion probes an operator asked for
+    uint64_t probe_seq;             //  numbers completion probes' request ids
     PGconn *db;                     //  writes and LISTEN tollgate_health; NULL while down
     int db_fd;                      //  its socket in the loop, -1 when none
     zhashx_t *seen;                 //  key ids probed at least once (marker values)
@@ -39,6 +44,7 @@ typedef struct {
     int64_t count;                  //  health.instance_count
     int republish_timer;            //  periodic republish
     int probe_timer;                //  periodic probes
+    int complete_timer;             //  periodic completion probes, 0 = off
     int snapshot_timer;             //  periodic provider_health rows
     int reconnect_timer;            //  database retry, 0 when none
     proto_metric_t *heard;          //  outcomes received
@@ -397,9 +403,183 @@ static void s_probe_due(proto_loop_t *loop, int id, void *arg)
     s_probe_all(arg, 0);
 }
 
+//  What a completion probe of (provider, model) is counted at: as the
+//  dearest logical model that resolves to the pair (at least 1).
+static int64_t s_probe_cost(proto_catalog_t *catalog, proto_map_t *map, uint64_t provider_id,
+                            const char *model)
+{
+    int64_t cost = 1;
+    for (size_t i = 0; i < proto_catalog_model_count(catalog); i++) {
+        const proto_model_t *logical = proto_catalog_model_at(catalog, i);
+        size_t count = 0;
+        const proto_map_pair_t *pairs = proto_map_pairs(map, logical->id, &count);
+        for (size_t p = 0; p < count; p++)
+            if (pairs[p].provider_id == provider_id &&
+                strcmp(pairs[p].upstream_model, model) == 0 && health_complete_cost(logical) > cost)
+                cost = health_complete_cost(logical);
+    }
+    return cost;
+}
+
+//  Completion probes of (key, model) pairs: every pair a logical model
+//  resolves to (of one provider, of one model when given: its upstream name
+//  or the logical name), keys of ours only. A model no logical model maps to
+//  is probed when asked for by name at one provider. Scheduled probes stop at
+//  the day's budget; on-demand ones (forced) are counted only.
+static void s_complete_all(s_health_t *self, uint64_t provider_id, const char *model, bool forced)
+{
+    if (!self->catalog || !self->probe)
+        return;
+    proto_map_t *map =
+        proto_map_build(self->catalog, proto_config_bool(self->config, "router.zero_config"));
+    zlistx_t *pairs = zlistx_new();
+    zlistx_set_destructor(pairs, (zlistx_destructor_fn *)zstr_free);
+    zhashx_t *seen = zhashx_new();
+    static int marker = 1;
+    for (size_t i = 0; i < proto_catalog_model_count(self->catalog); i++) {
+        const proto_model_t *logical = proto_catalog_model_at(self->catalog, i);
+        size_t count = 0;
+        const proto_map_pair_t *resolved = proto_map_pairs(map, logical->id, &count);
+        for (size_t p = 0; logical->active && p < count; p++) {
+            if (!resolved[p].active || (provider_id && resolved[p].provider_id != provider_id) ||
+                (model && strcmp(resolved[p].upstream_model, model) != 0 &&
+                 strcmp(logical->name, model) != 0))
+                continue;
+            char *name = zsys_sprintf("%llu\t%s", (unsigned long long)resolved[p].provider_id,
+                                      resolved[p].upstream_model);
+            if (zhashx_lookup(seen, name)) {
+                zstr_free(&name);
+                continue;
+            }
+            zhashx_insert(seen, name, &marker);
+            zlistx_add_end(pairs, name);
+        }
+    }
+    if (!zlistx_size(pairs) && forced && provider_id && model && *model)
+        zlistx_add_end(pairs, zsys_sprintf("%llu\t%s", (unsigned long long)provider_id, model));
+    zhashx_destroy(&seen);
+    int64_t day = (int64_t)(time(NULL) / 86400);
+    size_t queued = 0, over = 0;
+    for (char *name = zlistx_first(pairs); name; name = zlistx_next(pairs)) {
+        char *tab = strchr(name, '\t');
+        const char *upstream = tab + 1;
+        const proto_provider_t *provider =
+            proto_catalog_provider(self->catalog, strtoull(name, NULL, 10));
+        if (!provider || !provider->active || proto_provider_blocks(provider, upstream))
+            continue;
+        int64_t cost = s_probe_cost(self->catalog, map, provider->id, upstream);
+        for (size_t k = 0; k < proto_catalog_provider_key_count(self->catalog); k++) {
+            const proto_provider_key_t *key = proto_catalog_provider_key_at(self->catalog, k);
+            if (key->provider_id != provider->id || !key->active || !s_mine(self, key->id))
+                continue;
+            if (!health_complete_spend(self->complete, cost, day, forced)) {
+                over++;
+                continue;
+            }
+            health_probe_target_t target;
+            char *body = NULL;
+            if (health_complete_target(self->catalog, provider, key, upstream, &target, &body) != 0)
+                continue;
+            char *url = (char *)target.url;
+            if (health_probe_queue(self->probe, &target)) {
+                queued++;
+                if (forced) {
+                    char *entry = zsys_sprintf("%llu:%s", (unsigned long long)key->id, upstream);
+                    zhashx_insert(self->on_demand, entry, &marker);
+                    zstr_free(&entry);
+                }
+            }
+            free(url);
+            free(body);
+        }
+    }
+    if (over)
+        log_warn(NULL,
+                 "completion probes: %zu not sent, today's health.probe_budget_micros (%lld) "
+                 "is spent",
+                 over, (long long)health_complete_spent(self->complete, day));
+    log_debug(NULL, "completion probes: %zu queued", queued);
+    zlistx_destroy(&pairs);
+    proto_map_destroy(&map);
+}
+
+static void s_complete_due(proto_loop_t *loop, int id, void *arg)
+{
+    s_complete_all(arg, 0, NULL, false);
+}
+
+//  A completion probe's answer counts like a request's: into the pair's
+//  health, and as an OUTCOME to every router (whose breakers take a
+//  failure as they take a request's, and a success only to close a
+//  half-open breaker), and into provider_probes for the operator.
+static void s_complete_done(s_health_t *self, const health_probe_result_t *result)
+{
+    bool ok = result->status >= 200 && result->status < 300;
+    const char *code = result->status                          ? NULL
+                       : !result->error                        ? "connect_error"
+                       : strcmp(result->error, "timeout") == 0 ? "timeout"
+                                                               : "connect_error";
+    int status = result->status ? result->status : code && strcmp(code, "timeout") == 0 ? 504 : 502;
+    char error[96] = "";
+    if (!ok)
+        snprintf(error, sizeof error, "%s",
+                 result->error    ? result->error
+                 : result->status ? "upstream_status"
+                                  : "failed");
+    proto_metric_add(self->probes, 1);
+    if (!ok) {
+        proto_metric_add(self->probe_failures, 1);
+        log_info(NULL, "completion probe provider=%llu key=%llu model=%s failed: status %d %s",
+                 (unsigned long long)result->provider_id,
+                 (unsigned long long)result->provider_key_id, result->upstream_model,
+                 result->status, error);
+    }
+    const health_entry_t *entry = health_state_record(
+        self->state, result->provider_id, result->provider_key_id, result->upstream_model, ok,
+        result->latency_us, result->ttfb_us, result->status, ok ? NULL : error);
+    s_publish(self, entry);
+    char rid[40];
+    snprintf(rid, sizeof rid, "probe-%llu-%llu", (unsigned long long)result->provider_key_id,
+             (unsigned long long)++self->probe_seq);
+    proto_msg_t *outcome = proto_msg_new(PROTO_MSG_OUTCOME);
+    proto_msg_set_request_id(outcome, rid);
+    proto_msg_set_provider_id(outcome, result->provider_id);
+    proto_msg_set_provider_key_id(outcome, result->provider_key_id);
+    proto_msg_set_upstream_model(outcome, result->upstream_model);
+    proto_msg_set_status(outcome, (uint64_t)status);
+    proto_msg_set_latency_us(outcome, result->latency_us);
+    if (code)
+        proto_msg_set_error_code(outcome, code);
+    proto_msg_send(&outcome, self->publisher);
+    char name[200];
+    snprintf(name, sizeof name, "%llu:%s", (unsigned long long)result->provider_key_id,
+             result->upstream_model);
+    bool on_demand = zhashx_lookup(self->on_demand, name) != NULL;
+    zhashx_delete(self->on_demand, name);
+    char ids[2][24], numbers[2][24];
+    snprintf(ids[0], sizeof ids[0], "%llu", (unsigned long long)result->provider_id);
+    snprintf(ids[1], sizeof ids[1], "%llu", (unsigned long long)result->provider_key_id);
+    snprintf(numbers[0], sizeof numbers[0], "%d", result->status);
+    snprintf(numbers[1], sizeof numbers[1], "%llu", (unsigned long long)result->latency_us);
+    const char *values[8] = {ids[0], ids[1],     result->upstream_model, ok ? "t" : "f", numbers[0],
+                             error,  numbers[1], on_demand ? "t" : "f"};
+    s_db_run(self,
+             "INSERT INTO provider_probes (provider_id, provider_key_id, upstream_model, ok, "
+             "status, error, latency_us, on_demand) VALUES ($1::bigint, $2::bigint, $3, "
+             "$4::boolean, $5::int, $6, $7::bigint, $8::boolean) "
+             "ON CONFLICT (provider_key_id, upstream_model) DO UPDATE SET probed_at = now(), "
+             "ok = excluded.ok, status = excluded.status, error = excluded.error, "
+             "latency_us = excluded.latency_us, on_demand = excluded.on_demand",
+             8, values);
+}
+
 static void s_probe_done(const health_probe_result_t *result, void *arg)
 {
     s_health_t *self = arg;
+    if (result->upstream_model) {
+        s_complete_done(self, result);
+        return;
+    }
     bool ok = result->status >= 200 && result->status < 300 && result->models;
     char error[64] = "";
     if (!ok)
@@ -441,7 +621,11 @@ static void s_db_readable(proto_loop_t *loop, int fd, uint32_t events, void *arg
             s_probe_all(self, 0);
         else if (strncmp(payload, "fetch:", 6) == 0 && strtoull(payload + 6, NULL, 10) > 0)
             s_probe_all(self, strtoull(payload + 6, NULL, 10));
-        else
+        else if (strncmp(payload, "probe:", 6) == 0 && strtoull(payload + 6, NULL, 10) > 0) {
+            //  "probe:ID" or "probe:ID:MODEL": completion probes an operator asked for.
+            const char *model = strchr(payload + 6, ':');
+            s_complete_all(self, strtoull(payload + 6, NULL, 10), model ? model + 1 : NULL, true);
+        } else
             log_warn(NULL, "ignored tollgate_health notification");
         PQfreemem(notice);
     }
@@ -474,8 +658,8 @@ static void s_stop(void **state_p)
         return;
     proto_loop_t *loop = proto_service_loop(self->service);
     int timers[] = {self->republish_timer, self->probe_timer, self->snapshot_timer,
-                    self->reconnect_timer};
-    for (size_t i = 0; i < 4; i++)
+                    self->reconnect_timer, self->complete_timer};
+    for (size_t i = 0; i < 5; i++)
         if (timers[i])
             proto_loop_cancel_timer(loop, timers[i]);
     if (self->outcomes)
@@ -488,6 +672,8 @@ static void s_stop(void **state_p)
     s_db_close(self);
     health_state_destroy(&self->state);
     zhashx_destroy(&self->seen);
+    zhashx_destroy(&self->on_demand);
+    health_complete_destroy(&self->complete);
     zhashx_destroy(&self->published);
     free(self->mappings);
     free(self);
@@ -502,6 +688,7 @@ static void *s_start(proto_service_t *service)
     self->db_fd = -1;
     self->state = health_state_new();
     self->seen = zhashx_new();
+    self->on_demand = zhashx_new();
     self->published = zhashx_new();
     zhashx_set_destructor(self->published, s_free_published);
     proto_config_t *config = proto_service_config(service);
@@ -514,6 +701,7 @@ static void *s_start(proto_service_t *service)
                                          "Active probes finished.", NULL);
     self->probe_failures = proto_metrics_counter(metrics, "tollgate_health_probe_failures_total",
                                                  "Active probes that failed.", NULL);
+    self->complete = health_complete_new(proto_config_int(config, "health.probe_budget_micros"));
     self->index = proto_config_int(config, "health.instance_index");
     self->count = proto_config_int(config, "health.instance_count");
     if (self->index >= self->count) {
@@ -554,6 +742,10 @@ static void *s_start(proto_service_t *service)
     self->probe_timer =
         proto_loop_add_timer(loop, (uint64_t)proto_config_int(config, "health.probe_interval_ms"),
                              true, s_probe_due, self);
+    uint64_t complete_ms =
+        (uint64_t)proto_config_int(config, "health.completion_probe_interval_ms");
+    if (complete_ms)
+        self->complete_timer = proto_loop_add_timer(loop, complete_ms, true, s_complete_due, self);
     log_info(NULL, "health ready: probing keys with id %% %lld == %lld", (long long)self->count,
              (long long)self->index);
     return self;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 //  An object's fields as "a=1 b=2", for a table cell.
 static void s_pairs_text(json_t *object, char *out, size_t size)
@@ -271,6 +272,99 @@ static int s_health(oa_client_t *client, oa_args_t *args, int first)
     return rc;
 }
 
+static const oa_column_t s_probe_columns[] = {
+    {"PROVIDER", "provider", OA_COL_TEXT},    {"KEY", "key_text", OA_COL_TEXT},
+    {"MODEL", "upstream_model", OA_COL_TEXT}, {"OK", "ok_text", OA_COL_TEXT},
+    {"STATUS", "status", OA_COL_TEXT},        {"LATENCY MS", "latency_ms", OA_COL_TEXT},
+    {"ERROR", "error", OA_COL_TEXT},          {"PROBED", "probed_at", OA_COL_TIME}};
+
+//  health probe PROVIDER [--model M]: asks for 1-token completion probes of
+//  the provider's (key, model) pairs, then waits for their results (new
+//  rows of GET .../probes, until none came for a second, or --wait runs
+//  out). Exit 0 when every probe passed, 1 when one failed or none came.
+static int s_health_probe(oa_client_t *client, oa_args_t *args, int first)
+{
+    long wait_s = 30;
+    const char *wait = oa_option(args, "wait");
+    if (wait) {
+        char *end;
+        wait_s = strtol(wait, &end, 10);
+        if (!*wait || *end || wait_s < 1 || wait_s > 600) {
+            fprintf(stderr, "tollgate: --wait takes seconds from 1 to 600\n");
+            return 2;
+        }
+    }
+    json_t *body = json_object();
+    oa_put_str(body, args, "model", "model");
+    char path[2048];
+    oa_path_of(path, sizeof path, "/admin/providers", args->words[first], "/probe");
+    bool json = client->json;
+    client->json = false; //  the command's output is the results, below
+    json_t *answer = NULL;
+    int rc = oa_call(client, "POST", path, body, &answer);
+    json_int_t requested = oa_int(answer, "requested_at_ms");
+    json_decref(answer);
+    if (rc != 0) {
+        client->json = json;
+        return rc;
+    }
+    oa_path_of(path, sizeof path, "/admin/providers", args->words[first], "/probes");
+    json_t *fresh = json_array();
+    size_t last_count = 0;
+    int quiet_ms = 0;
+    for (long waited_ms = 0; waited_ms < wait_s * 1000; waited_ms += 200) {
+        json_t *list = NULL;
+        if (oa_call(client, "GET", path, NULL, &list) != 0) {
+            rc = 1;
+            break;
+        }
+        json_array_clear(fresh);
+        size_t index;
+        json_t *row;
+        json_array_foreach(json_object_get(list, "data"), index,
+                           row) if (oa_int(row, "probed_at_ms") >= requested)
+            json_array_append(fresh, row);
+        json_decref(list);
+        quiet_ms = json_array_size(fresh) == last_count ? quiet_ms + 200 : 0;
+        last_count = json_array_size(fresh);
+        if (last_count && quiet_ms >= 1000)
+            break;
+        usleep(200000);
+    }
+    client->json = json;
+    bool all_ok = json_array_size(fresh) > 0;
+    size_t index;
+    json_t *row;
+    json_array_foreach(fresh, index, row)
+    {
+        all_ok = all_ok && json_is_true(json_object_get(row, "ok"));
+        char text[OA_CELL];
+        snprintf(text, sizeof text, "%" JSON_INTEGER_FORMAT " %s", oa_int(row, "provider_key_id"),
+                 oa_str(row, "key"));
+        json_object_set_new(row, "key_text", json_string(text));
+        json_object_set_new(row, "ok_text",
+                            json_string(json_is_true(json_object_get(row, "ok")) ? "yes" : "NO"));
+        json_object_set_new(row, "latency_ms", json_integer(oa_int(row, "latency_us") / 1000));
+    }
+    if (json) {
+        json_t *out = json_pack("{s:s, s:I, s:O, s:b}", "provider", args->words[first],
+                                "requested_at_ms", requested, "data", fresh, "ok", all_ok);
+        char *text = json_dumps(out, JSON_COMPACT);
+        printf("%s\n", text);
+        free(text);
+        json_decref(out);
+    } else if (rc == 0) {
+        oa_table(fresh, s_probe_columns, OA_COUNT(s_probe_columns), "");
+        if (!json_array_size(fresh))
+            fprintf(stderr,
+                    "tollgate: no probe answered within %ld s (is tollgate-health running, "
+                    "and does the provider have active keys and models?)\n",
+                    wait_s);
+    }
+    json_decref(fresh);
+    return rc ? rc : all_ok ? 0 : 1;
+}
+
 const oa_command_t oa_routing_commands[] = {
     {"routing decide", 1, "key session capabilities", s_routing_decide,
      "routing decide MODEL [--key ID_OR_KEY] [--session S] [--capabilities TAG,TAG] [--json]"},
@@ -281,4 +375,6 @@ const oa_command_t oa_routing_commands[] = {
     {"sticky", 0, "session", s_sticky_list, "sticky [--session S] [--json]"},
     {"sticky rm", 1, "", s_sticky_rm, "sticky rm SESSION"},
     {"health", 0, "provider", s_health, "health [--provider P] [--json]"},
+    {"health probe", 1, "model wait", s_health_probe,
+     "health probe PROVIDER [--model M] [--wait SECONDS] [--json]   (1-token completions)"},
     OA_COMMANDS_END};

@@ -1,6 +1,7 @@
 //  Runs the selftest of one proto class, or of all of them.
 #include "proto_batch.h"
 #include "proto_price.h"
+#include "proto_reach.h"
 #include "proto_capture.h"
 #include "proto_config.h"
 #include "proto_convert.h"
@@ -35,6 +36,7 @@ static const proto_test_t s_tests[] = {
     {"proto_price", proto_price_test},       {"proto_socket", proto_socket_test},
     {"proto_tls", proto_tls_test},           {"proto_peer", proto_peer_test},
     {"proto_upstream", proto_upstream_test}, {"proto_map", proto_map_test},
+    {"proto_reach", proto_reach_test},
 };
 
 PROTO_TEST_MAIN(s_tests)

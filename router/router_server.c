@@ -383,6 +383,17 @@ static void s_health_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
                             proto_msg_provider_key_id(report), proto_msg_upstream_model(report),
                             &stat);
         self->table_dirty = true;
+    } else if (rc == 0 && proto_msg_type(report) == PROTO_MSG_OUTCOME) {
+        //  A completion probe (docs/routing.md section 6): a failure counts
+        //  as a request's does; a success only closes a breaker that is
+        //  half-open (its cooldown is over), never one still cooling down.
+        int status = (int)proto_msg_status(report);
+        router_breaker_verdict_t verdict = router_breaker_check(
+            self->breaker, proto_msg_provider_id(report), proto_msg_provider_key_id(report),
+            proto_msg_upstream_model(report), s_now(), false);
+        if (!(status >= 200 && status < 300 && verdict.state == ROUTER_BREAKER_OPEN) &&
+            !(status >= 200 && status < 300 && verdict.state == ROUTER_BREAKER_DISABLED))
+            s_outcome(self, report);
     }
     proto_msg_destroy(&report);
 }

@@ -167,6 +167,10 @@ static const admin_route_t s_routes[] = {
      ADMIN_OP_NONE},
     {"POST", "/admin/providers/{provider}/models/refresh", admin_provider_models_refresh,
      ADMIN_OPERATOR, "provider.models_refresh", NULL, ADMIN_OP_NONE},
+    {"POST", "/admin/providers/{provider}/probe", admin_provider_probe, ADMIN_OPERATOR,
+     "provider.probe", NULL, ADMIN_OP_NONE},
+    {"GET", "/admin/providers/{provider}/probes", admin_provider_probes, ADMIN_VIEWER, NULL, NULL,
+     ADMIN_OP_NONE},
     {"GET", "/admin/models/{model*}/mappings", admin_model_mappings, ADMIN_VIEWER, NULL, NULL,
      ADMIN_OP_NONE},
     //  Asks the routers; decide changes nothing, so a viewer may ask (its
@@ -787,8 +791,9 @@ static void s_test_roles(void)
     }
     //  Every route the admin API had in ingress, /admin/resources, /admin/stats,
     //  /admin/session, the five /admin/self routes, the four of recurring
-    //  grants, settings/client-keys and the five of provider model settings.
-    PROTO_CHECK(count == 92);
+    //  grants, settings/client-keys, the five of provider model settings and
+    //  the two of completion probes.
+    PROTO_CHECK(count == 94);
     PROTO_CHECK(admin_role_parse("owner") == ADMIN_OWNER &&
                 admin_role_parse("viewer") == ADMIN_VIEWER);
     PROTO_CHECK(admin_role_parse("account") == ADMIN_ACCOUNT);

@@ -71,6 +71,9 @@ void admin_sticky_delete(admin_call_t *call);
 void admin_health(admin_call_t *call);
 void admin_provider_models(admin_call_t *call);
 void admin_provider_models_refresh(admin_call_t *call);
+//  admin_reach.c: completion probes on demand, and their last results.
+void admin_provider_probe(admin_call_t *call);
+void admin_provider_probes(admin_call_t *call);
 void admin_model_mappings(admin_call_t *call);
 void admin_routing_test(bool verbose);
 

@@ -1,4 +1,6 @@
 #include "admin_reach.h"
+#include "admin_handlers.h"
+#include "admin_resource.h"
 #include "proto_crypto.h"
 #include "proto_log.h"
 
@@ -291,4 +293,73 @@ int admin_reach_check(admin_call_t *call, const char *id, const admin_field_t *f
             return -1;
         }
     return 0;
+}
+
+// ---------------------------------------------------------------------------
+//  Completion probes on demand (docs/routing.md section 6)
+
+//  POST /admin/providers/{provider}/probe {model?}: asks the health
+//  instances (NOTIFY tollgate_health, 'probe:ID[:MODEL]', sent at commit) to
+//  send a 1-token completion through each of the provider's keys to each
+//  of its models (or to the one named: its upstream name or a logical
+//  model's). The answer does not wait: GET .../probes shows the results,
+//  newer than `requested_at_ms`.
+void admin_provider_probe(admin_call_t *call)
+{
+    static const admin_field_t fields[] = {
+        {.field = "model", .kind = ADMIN_F_TEXT, .min = 1, .max = 127}, {.field = NULL}};
+    admin_value_t values[2] = {{0}};
+    char id[24];
+    if (admin_read(call, fields, values, ADMIN_CREATE) != 0 ||
+        admin_resolve(call, &admin_providers, call->params[0], id) != 0) {
+        admin_values_free(values, 2);
+        return;
+    }
+    const char *model = values[0].present ? values[0].text : NULL;
+    if (model && strchr(model, ':') == model) {
+        admin_invalid(call, "'model' must not start with ':'");
+        admin_values_free(values, 2);
+        return;
+    }
+    if (admin_begin(call) != 0) {
+        admin_values_free(values, 2);
+        return;
+    }
+    char *requested = NULL;
+    int rc = admin_sql_one(call,
+                           "SELECT (extract(epoch FROM now()) * 1000)::bigint::text FROM "
+                           "(SELECT pg_notify('tollgate_health', 'probe:' || $1::bigint || "
+                           "coalesce(':' || $2, ''))) n",
+                           2, (const char *[]){id, model}, &requested);
+    if (rc == 1 && requested) {
+        snprintf(call->audit_target, sizeof call->audit_target, "%s", id);
+        if (admin_commit(call) == 0)
+            admin_respond_json(call, 202,
+                               json_pack("{s:I, s:s?, s:I, s:b}", "provider_id",
+                                         (json_int_t)strtoll(id, NULL, 10), "model", model,
+                                         "requested_at_ms",
+                                         (json_int_t)strtoll(requested, NULL, 10), "requested", 1));
+    }
+    free(requested);
+    admin_values_free(values, 2);
+}
+
+//  GET /admin/providers/{provider}/probes: the last completion probe of each
+//  (key, model) of the provider.
+void admin_provider_probes(admin_call_t *call)
+{
+    char id[24];
+    if (admin_resolve(call, &admin_providers, call->params[0], id) != 0)
+        return;
+    admin_respond_query(
+        call, 200,
+        "SELECT json_build_object('data', coalesce((SELECT json_agg(json_build_object("
+        "'provider_id', r.provider_id, 'provider', p.name, 'provider_key_id', r.provider_key_id, "
+        "'key', k.name, 'upstream_model', r.upstream_model, 'probed_at', r.probed_at, "
+        "'probed_at_ms', (extract(epoch FROM r.probed_at) * 1000)::bigint, 'ok', r.ok, "
+        "'status', r.status, 'error', r.error, 'latency_us', r.latency_us, 'on_demand', "
+        "r.on_demand) ORDER BY r.upstream_model, r.provider_key_id) FROM provider_probes r "
+        "LEFT JOIN provider_keys k ON k.id = r.provider_key_id WHERE r.provider_id = p.id), "
+        "'[]'::json)) FROM providers p WHERE p.id = $1::bigint",
+        1, (const char *[]){id}, "provider");
 }

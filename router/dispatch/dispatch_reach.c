@@ -2,6 +2,7 @@
 #include "proto_check.h"
 #include "proto_upstream.h"
 #include "proto_msg.h"
+#include "proto_reach.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -50,68 +51,15 @@ void dispatch_reach_destroy(dispatch_reach_t **self_p)
     *self_p = NULL;
 }
 
-//  A model name goes into a path only from a safe character set.
-static bool s_path_safe(const char *model)
-{
-    if (!*model)
-        return false;
-    for (const char *c = model; *c; c++)
-        if (!(isalnum((unsigned char)*c) || strchr("-._/:@", *c)))
-            return false;
-    return true;
-}
-
-//  base_url + template, {model} and {action} filled in. NULL when the
-//  template needs a model the path cannot carry.
-static char *s_expand(const char *base_url, const char *template, const char *model,
-                      const char *action, bool gemini_stream)
-{
-    size_t base = strlen(base_url);
-    while (base && base_url[base - 1] == '/')
-        base--;
-    char path[1200];
-    size_t used = 0;
-    for (const char *c = template; *c && used < sizeof path - 1;) {
-        const char *value = NULL;
-        size_t skip = 0;
-        if (strncmp(c, "{model}", 7) == 0) {
-            if (!s_path_safe(model))
-                return NULL;
-            value = model, skip = 7;
-        } else if (strncmp(c, "{action}", 8) == 0)
-            value = action, skip = 8;
-        if (value) {
-            used += (size_t)snprintf(path + used, sizeof path - used, "%.400s", value);
-            if (used >= sizeof path)
-                return NULL;
-            c += skip;
-        } else
-            path[used++] = *c++;
-    }
-    path[used] = '\0';
-    char *url = NULL;
-    if (asprintf(&url, "%.*s%s%s", (int)base, base_url, path,
-                 gemini_stream ? (strchr(path, '?') ? "&alt=sse" : "?alt=sse") : "") < 0)
-        return NULL;
-    return url;
-}
-
 char *dispatch_reach_url(proto_catalog_t *catalog, const proto_provider_t *provider,
                          const char *upstream_model, int endpoint_protocol, int upstream_protocol,
                          bool count_tokens, bool stream)
 {
-    const proto_model_setting_t *setting =
-        catalog ? proto_catalog_model_setting(catalog, provider->id, upstream_model) : NULL;
-    const char *template = setting && setting->path ? setting->path : provider->path;
-    //  The operator's path is that of the model call in the candidate's own
-    //  protocol: embeddings through an OpenAI provider, and token counts,
-    //  keep the protocol's paths.
-    if (template && !count_tokens && endpoint_protocol == upstream_protocol) {
-        bool gemini = upstream_protocol == PROTO_PROTOCOL_GEMINI;
-        return s_expand(provider->base_url, template, upstream_model,
-                        gemini ? (stream ? "streamGenerateContent" : "generateContent") : "",
-                        gemini && stream);
-    }
+    char *url = NULL;
+    int rc = proto_reach_url(catalog, provider, upstream_model, endpoint_protocol,
+                             upstream_protocol, count_tokens, stream, &url);
+    if (rc != 0)
+        return url;
     return proto_upstream_url(endpoint_protocol,
                               count_tokens ? PROTO_ENDPOINT_COUNT_TOKENS : PROTO_ENDPOINT_GENERATE,
                               provider->base_url, upstream_model, stream);

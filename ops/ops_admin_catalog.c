@@ -121,6 +121,11 @@ static int s_put_reach(json_t *body, oa_args_t *args)
         json_object_set_new(body, "headers", headers);
     if (proxies)
         json_object_set_new(body, "proxies", proxies);
+    //  --account NAME|none: the provider is that account's own (bring your own key).
+    const char *account = oa_option(args, "account");
+    if (account)
+        json_object_set_new(body, "account",
+                            strcmp(account, "none") == 0 ? json_null() : json_string(account));
     const char *path = oa_option(args, "path");
     if (path)
         json_object_set_new(body, "path",
@@ -612,13 +617,13 @@ static int s_provider_models_refresh(oa_client_t *client, oa_args_t *args, int f
 const oa_command_t oa_catalog_commands[] = {
     {"provider add", 1,
      "protocol base-url priority weight header proxy path blocked-models failover-statuses "
-     "return-statuses",
+     "return-statuses account",
      s_provider_add,
      "provider add NAME --protocol openai|openai-responses|anthropic|gemini --base-url URL "
      "[--priority N] [--weight N] "
      "[--header 'Name: value']... [--proxy URL|-]... [--path PATH|default] "
      "[--blocked-models PATTERN,...|none] [--failover-statuses S,...|none] "
-     "[--return-statuses S,...|none]"},
+     "[--return-statuses S,...|none] [--account ACCOUNT|none]"},
     {"provider key add", 1, "secret name priority weight multiplier", s_provider_key_add,
      "provider key add PROVIDER --secret SECRET|- [--name LABEL] [--priority N] [--weight N] "
      "[--multiplier M]   (M: 1 = list price, 0.5 = half, 0 = free)"},
@@ -637,13 +642,13 @@ const oa_command_t oa_catalog_commands[] = {
      "on|off] " S_MODEL_USAGE},
     {"provider set", 1,
      "status base-url strict-conversion priority weight header proxy path blocked-models "
-     "failover-statuses return-statuses",
+     "failover-statuses return-statuses account",
      s_provider_set,
      "provider set NAME [--status active|disabled] [--base-url URL] [--strict-conversion on|off] "
      "[--priority N] [--weight N] "
      "[--header 'Name: value']... [--proxy URL|-]... [--path PATH|default] "
      "[--blocked-models PATTERN,...|none] [--failover-statuses S,...|none] "
-     "[--return-statuses S,...|none]"},
+     "[--return-statuses S,...|none] [--account ACCOUNT|none]"},
     {"provider model set", 2, "protocol path", s_provider_model_set,
      "provider model set PROVIDER MODEL [--protocol openai|openai-responses|anthropic|gemini|"
      "default] [--path PATH|default]"},

@@ -362,7 +362,7 @@ static int s_load_providers(proto_catalog_t *self, PGconn *db, const char *secre
                                "headers::text, path, array_to_json(blocked_models)::text, "
                                "array_to_json(failover_statuses)::text, "
                                "array_to_json(return_statuses)::text, "
-                               "cardinality(proxy_hints) FROM providers ORDER BY id",
+                               "cardinality(proxy_hints), account_id FROM providers ORDER BY id",
                                error, error_size);
     if (!result)
         return -1;
@@ -394,6 +394,7 @@ static int s_load_providers(proto_catalog_t *self, PGconn *db, const char *secre
         s_status_bits(statuses, provider->returned);
         json_decref(statuses);
         provider->proxy_count = (size_t)s_int(result, row, 15, 0);
+        provider->account_id = (uint64_t)s_int(result, row, 16, 0);
         if (secret_key && !PQgetisnull(result, row, 2)) {
             char *opened = s_open_secret(result, row, secret_key);
             json_t *proxies = opened ? json_loads(opened, 0, NULL) : NULL;
@@ -815,6 +816,7 @@ static void s_json_providers(proto_catalog_t *self, json_t *root)
         s_json_strings(json_object_get(item, "blocked_models"), &provider->blocked_models);
         s_status_bits(json_object_get(item, "failover_statuses"), provider->failover);
         s_status_bits(json_object_get(item, "return_statuses"), provider->returned);
+        provider->account_id = (uint64_t)s_json_int(item, "account_id", 0);
     }
 }
 

@@ -78,6 +78,7 @@ typedef struct {
     proto_tags_t blocked_models; //  glob patterns of upstream models never sent here
     uint64_t failover[4];        //  bit (status - 400): fails over whatever the default
     uint64_t returned[4];        //  bit (status - 400): returned as it is, whatever the default
+    uint64_t account_id;         //  the account that owns it (bring your own key), 0 = operator's
 } proto_provider_t;
 
 //  Per (provider, upstream model): protocol and path where they differ from

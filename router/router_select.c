@@ -618,6 +618,12 @@ void router_select_decide(const router_context_t *context, const router_request_
                              key->disabled_reason);
                 continue;
             }
+            if (provider->account_id && provider->account_id != request->account_id) {
+                //  Bring your own key: only its account's requests go there.
+                option->why = "owner";
+                snprintf(option->detail, sizeof option->detail, "another account's provider");
+                continue;
+            }
             if (blocked) {
                 option->why = "blocked";
                 snprintf(option->detail, sizeof option->detail, "on provider %.100s's block list",
@@ -1228,6 +1234,30 @@ static void s_test_reach_stages(router_request_t *request, router_rng_t *rng)
     json_decref(explained);
     proto_map_destroy(&map);
     proto_catalog_destroy(&catalog);
+    //  An account's own provider: its requests only.
+    const char *owned =
+        "{\"providers\":[{\"id\":1,\"name\":\"mine\",\"account_id\":9},{\"id\":2,\"name\":"
+        "\"shared\"}],\"provider_keys\":[{\"id\":1,\"provider_id\":1},{\"id\":2,\"provider_id\":2}]"
+        ","
+        "\"models\":[{\"id\":1,\"name\":\"m\"}],\"routes\":[{\"id\":1,\"model_id\":1,"
+        "\"provider_id\":1,\"upstream_model\":\"u\",\"priority\":5},{\"id\":2,\"model_id\":1,"
+        "\"provider_id\":2,\"upstream_model\":\"u\"}]}";
+    catalog = proto_catalog_from_json(owned, error, sizeof error);
+    PROTO_CHECK(catalog);
+    map = proto_map_build(catalog, false);
+    context = (router_context_t){.catalog = catalog, .map = map, .rng = rng};
+    *request = (router_request_t){.model = "m", .account_id = 9, .now_ms = 5000, .dry_run = true};
+    router_select_decide(&context, request, &decision, NULL);
+    PROTO_CHECK(decision.count == 2 && decision.candidates[0].provider_id == 1);
+    request->account_id = 8;
+    router_select_decide(&context, request, &decision, NULL);
+    PROTO_CHECK(decision.count == 1 && decision.candidates[0].provider_id == 2);
+    request->model = "mine/u";
+    router_select_decide(&context, request, &decision, NULL);
+    PROTO_CHECK(decision.status != 200);
+    proto_map_destroy(&map);
+    proto_catalog_destroy(&catalog);
+
     //  Two stages: "many" serves the model under five upstream names, "one"
     //  under one; provider weight 3 x mean route weight 1.6 against 1 x 1
     //  leads 4.8 : 1, not 24 : 1 as one stage over every candidate would.

@@ -134,7 +134,8 @@ typedef struct {
 
 //  Decides. With `explain` (a JSON object) it is filled with the model,
 //  mode, every candidate in order with its score, and every excluded one
-//  with why ("rule", "pinned", "disabled", "blocked", "capability", "breaker", "limit").
+//  with why ("rule", "pinned", "disabled", "owner", "blocked", "capability", "breaker",
+//  "limit").
 void router_select_decide(const router_context_t *context, const router_request_t *request,
                           router_decision_t *decision, json_t *explain);
 

@@ -91,6 +91,9 @@ static const admin_column_t s_provider_columns[] = {
     {"blocked_models", "to_json(p.blocked_models)", ADMIN_COL_LIST, NULL, NULL},
     {"failover_statuses", "to_json(p.failover_statuses)", ADMIN_COL_JSON, NULL, NULL},
     {"return_statuses", "to_json(p.return_statuses)", ADMIN_COL_JSON, NULL, NULL},
+    {"account_id", "p.account_id", ADMIN_COL_ID, NULL, NULL},
+    {"account", "(SELECT pa.name FROM accounts pa WHERE pa.id = p.account_id)", ADMIN_COL_TEXT,
+     "ACCOUNT", NULL},
     {"active_keys",
      "(SELECT count(*) FROM provider_keys pk WHERE pk.provider_id = p.id AND pk.status = "
      "'active')",
@@ -148,6 +151,13 @@ static const admin_field_t s_provider_fields[] = {
      .kind = ADMIN_F_ANY,
      .use = ADMIN_BOTH,
      .cast = "integer[]"},
+    //  Bring your own key: the owning account.
+    {.field = "account",
+     .column = "account_id",
+     .kind = ADMIN_F_REF,
+     .use = ADMIN_BOTH,
+     .nullable = true,
+     .ref = &admin_accounts},
     S_SET("proxies_sealed", "bytea"),
     S_SET("proxies_nonce", "bytea"),
     S_SET("proxy_hints", "text[]"),
@@ -362,6 +372,19 @@ static char *s_bytea(const uint8_t *bytes, size_t size)
 static int s_provider_key_prepare(admin_call_t *call, const char *parent, admin_value_t *values)
 {
     const admin_field_t *fields = s_provider_key_fields;
+    //  A key of an account's own provider is at multiplier 0 unless given
+    //  one: the account pays its provider, not our prices.
+    if (!ADMIN_VALUE(fields, values, "multiplier_ppm")->present) {
+        char *owned = NULL;
+        if (admin_sql_one(call,
+                          "SELECT (account_id IS NOT NULL)::text FROM providers "
+                          "WHERE id = $1::bigint",
+                          1, (const char *[]){parent}, &owned) < 0)
+            return -1;
+        if (owned && strcmp(owned, "true") == 0)
+            s_set(fields, values, "multiplier_ppm", "0");
+        free(owned);
+    }
     const char *secret = ADMIN_VALUE(fields, values, "secret")->text;
     const char *key = proto_config_str(call->config, "secret_key");
     if (!key || !*key) {

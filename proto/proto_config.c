@@ -1,4 +1,5 @@
 #include "proto_config.h"
+#include "proto_check.h"
 #include "proto_log.h"
 
 #include <assert.h>
@@ -674,87 +675,89 @@ void proto_config_test(bool verbose)
         printf(" * proto_config: ");
     char error[512];
     proto_config_t *config = proto_config_new();
-    assert(proto_config_int(config, "ingress.max_body_bytes") == 16777216);
-    assert(proto_config_set(config, "ingress.max_body_bytes", "2048", "test", error,
-                            sizeof error) == 0);
-    assert(proto_config_int(config, "ingress.max_body_bytes") == 2048);
-    assert(proto_config_set(config, "ingress.max_body_bytes", "12x", "test", error, sizeof error) ==
-           -1);
-    assert(strstr(error, "ingress.max_body_bytes"));
-    assert(proto_config_set(config, "nope", "1", "test", error, sizeof error) == -1);
-    assert(strstr(error, "unknown"));
-    assert(proto_config_set(config, "log_level", "loud", "test", error, sizeof error) == -1);
-    assert(proto_config_set(config, "billing.bind", "http://x", "test", error, sizeof error) == -1);
+    PROTO_CHECK(proto_config_int(config, "ingress.max_body_bytes") == 16777216);
+    PROTO_CHECK(proto_config_set(config, "ingress.max_body_bytes", "2048", "test", error,
+                                 sizeof error) == 0);
+    PROTO_CHECK(proto_config_int(config, "ingress.max_body_bytes") == 2048);
+    PROTO_CHECK(proto_config_set(config, "ingress.max_body_bytes", "12x", "test", error,
+                                 sizeof error) == -1);
+    PROTO_CHECK(strstr(error, "ingress.max_body_bytes"));
+    PROTO_CHECK(proto_config_set(config, "nope", "1", "test", error, sizeof error) == -1);
+    PROTO_CHECK(strstr(error, "unknown"));
+    PROTO_CHECK(proto_config_set(config, "log_level", "loud", "test", error, sizeof error) == -1);
+    PROTO_CHECK(proto_config_set(config, "billing.bind", "http://x", "test", error, sizeof error) ==
+                -1);
     //  Templates' placeholders are refused where a secret goes.
-    assert(proto_config_set(config, "admin.token", "CHANGE-ME", "test", error, sizeof error) == -1);
-    assert(strstr(error, "placeholder"));
-    assert(proto_config_set(config, "database_url", "postgresql://u:CHANGE-ME@h/db", "test", error,
-                            sizeof error) == -1);
-    assert(proto_config_set(config, "log_level", "info", "test", error, sizeof error) == 0);
+    PROTO_CHECK(proto_config_set(config, "admin.token", "CHANGE-ME", "test", error, sizeof error) ==
+                -1);
+    PROTO_CHECK(strstr(error, "placeholder"));
+    PROTO_CHECK(proto_config_set(config, "database_url", "postgresql://u:CHANGE-ME@h/db", "test",
+                                 error, sizeof error) == -1);
+    PROTO_CHECK(proto_config_set(config, "log_level", "info", "test", error, sizeof error) == 0);
 
     const char *endpoints[4];
-    assert(proto_config_endpoints(config, "billing", endpoints, 4) == 1);
-    assert(strcmp(endpoints[0], "tcp://127.0.0.1:7120") == 0);
-    assert(proto_config_set(config, "billing.endpoints", "tcp://a:1, tcp://b:2", "test", error,
-                            sizeof error) == 0);
-    assert(proto_config_endpoints(config, "billing", endpoints, 4) == 2);
-    assert(strcmp(endpoints[1], "tcp://b:2") == 0);
-    assert(proto_config_set(config, "billing.endpoints", "tcp://a:1,bogus", "test", error,
-                            sizeof error) == -1);
-    assert(strstr(error, "bogus"));
+    PROTO_CHECK(proto_config_endpoints(config, "billing", endpoints, 4) == 1);
+    PROTO_CHECK(strcmp(endpoints[0], "tcp://127.0.0.1:7120") == 0);
+    PROTO_CHECK(proto_config_set(config, "billing.endpoints", "tcp://a:1, tcp://b:2", "test", error,
+                                 sizeof error) == 0);
+    PROTO_CHECK(proto_config_endpoints(config, "billing", endpoints, 4) == 2);
+    PROTO_CHECK(strcmp(endpoints[1], "tcp://b:2") == 0);
+    PROTO_CHECK(proto_config_set(config, "billing.endpoints", "tcp://a:1,bogus", "test", error,
+                                 sizeof error) == -1);
+    PROTO_CHECK(strstr(error, "bogus"));
     //  dns:// items expand into one tcp:// endpoint per address, sorted;
     //  plain items keep their place.
-    assert(proto_config_set(config, "billing.endpoints", "tcp://a:1,dns://127.0.0.1:7120", "test",
-                            error, sizeof error) == 0);
-    assert(proto_config_endpoints(config, "billing", endpoints, 4) == 2);
-    assert(strcmp(endpoints[0], "tcp://a:1") == 0);
-    assert(strcmp(endpoints[1], "tcp://127.0.0.1:7120") == 0);
-    assert(proto_config_set(config, "billing.endpoints", "dns://localhost:7", "test", error,
-                            sizeof error) == 0);
-    assert(proto_config_endpoints(config, "billing", endpoints, 4) >= 1);
-    assert(strcmp(endpoints[0], "tcp://127.0.0.1:7") == 0);
-    assert(proto_config_set(config, "billing.endpoints", "dns://x", "test", error, sizeof error) ==
-           -1);
-    assert(proto_config_set(config, "billing.bind", "dns://x:1", "test", error, sizeof error) ==
-           -1);
+    PROTO_CHECK(proto_config_set(config, "billing.endpoints", "tcp://a:1,dns://127.0.0.1:7120",
+                                 "test", error, sizeof error) == 0);
+    PROTO_CHECK(proto_config_endpoints(config, "billing", endpoints, 4) == 2);
+    PROTO_CHECK(strcmp(endpoints[0], "tcp://a:1") == 0);
+    PROTO_CHECK(strcmp(endpoints[1], "tcp://127.0.0.1:7120") == 0);
+    PROTO_CHECK(proto_config_set(config, "billing.endpoints", "dns://localhost:7", "test", error,
+                                 sizeof error) == 0);
+    PROTO_CHECK(proto_config_endpoints(config, "billing", endpoints, 4) >= 1);
+    PROTO_CHECK(strcmp(endpoints[0], "tcp://127.0.0.1:7") == 0);
+    PROTO_CHECK(proto_config_set(config, "billing.endpoints", "dns://x", "test", error,
+                                 sizeof error) == -1);
+    PROTO_CHECK(
+        proto_config_set(config, "billing.bind", "dns://x:1", "test", error, sizeof error) == -1);
 
     char *env[] = {"PATH=/bin", "TOLLGATE_LEDGER_BATCH_MAX=5", "TOLLGATE_ADMIN_URL=x", NULL};
-    assert(proto_config_load_env(config, env, error, sizeof error) == 0);
-    assert(proto_config_int(config, "ledger.batch_max") == 5);
+    PROTO_CHECK(proto_config_load_env(config, env, error, sizeof error) == 0);
+    PROTO_CHECK(proto_config_int(config, "ledger.batch_max") == 5);
     char *bad_env[] = {"TOLLGATE_NO_SUCH=1", NULL};
-    assert(proto_config_load_env(config, bad_env, error, sizeof error) == -1);
-    assert(strstr(error, "TOLLGATE_NO_SUCH"));
+    PROTO_CHECK(proto_config_load_env(config, bad_env, error, sizeof error) == -1);
+    PROTO_CHECK(strstr(error, "TOLLGATE_NO_SUCH"));
 
     char path[] = "/tmp/proto_config_testXXXXXX";
     int fd = mkstemp(path);
-    assert(fd >= 0);
+    PROTO_CHECK(fd >= 0);
     const char *text = "# comment\n\nlog_level = debug\nsecret_key = abc\n"
                        "database_url = postgresql://u:hunter2@h/db\n";
-    assert(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+    PROTO_CHECK(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
     close(fd);
-    assert(proto_config_load_file(config, path, error, sizeof error) == 0);
-    assert(strcmp(proto_config_str(config, "log_level"), "debug") == 0);
+    PROTO_CHECK(proto_config_load_file(config, path, error, sizeof error) == 0);
+    PROTO_CHECK(strcmp(proto_config_str(config, "log_level"), "debug") == 0);
     char *printed = NULL;
     size_t printed_size = 0;
     FILE *memory = open_memstream(&printed, &printed_size);
     proto_config_print(config, memory);
     fclose(memory);
-    assert(!strstr(printed, "hunter2"));
-    assert(!strstr(printed, "abc"));
-    assert(strstr(printed, "postgresql://u:***@h/db"));
+    PROTO_CHECK(!strstr(printed, "hunter2"));
+    PROTO_CHECK(!strstr(printed, "abc"));
+    PROTO_CHECK(strstr(printed, "postgresql://u:***@h/db"));
     free(printed);
     FILE *file = fopen(path, "w");
     fputs("log_level debug\n", file);
     fclose(file);
-    assert(proto_config_load_file(config, path, error, sizeof error) == -1);
-    assert(strstr(error, ":1"));
+    PROTO_CHECK(proto_config_load_file(config, path, error, sizeof error) == -1);
+    PROTO_CHECK(strstr(error, ":1"));
     unlink(path);
 
     char masked[128];
     proto_config_mask_url("host=x password=s3cret user=u", masked, sizeof masked);
-    assert(strcmp(masked, "host=x password=*** user=u") == 0);
+    PROTO_CHECK(strcmp(masked, "host=x password=*** user=u") == 0);
     proto_config_destroy(&config);
-    assert(config == NULL);
+    PROTO_CHECK(config == NULL);
     if (verbose)
         printf("OK\n");
 }

@@ -25,9 +25,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define S_SUPERVISOR_START_MS 5000 //  wait for a new supervisor to take its lock
-#define S_DOWN_WAIT_MS 15000       //  wait for the supervisor to stop its programs
-#define S_PING_TIMEOUT_MS 5000     //  `status`: how long a program may take to answer
+#define S_SUPERVISOR_START_MS 30000 //  wait for a new supervisor to take its lock
+#define S_DOWN_WAIT_MS 15000        //  wait for the supervisor to stop its programs
+#define S_PING_TIMEOUT_MS 5000      //  `status`: how long a program may take to answer
 #define S_LOG_TAIL_LINES 20
 
 struct _ops_cluster_t {
@@ -175,7 +175,9 @@ static int s_spawn_supervisor(ops_cluster_t *self, char *error, size_t error_siz
             return 0;
         usleep(20 * 1000);
     }
-    snprintf(error, error_size, "the supervisor did not start; see %s", log_path);
+    snprintf(error, error_size,
+             "the supervisor did not start in %d ms; last lines of %s:", S_SUPERVISOR_START_MS,
+             log_path);
     return -1;
 }
 
@@ -405,9 +407,15 @@ int ops_cluster_up(ops_cluster_t *self, const ops_up_options_t *options)
     if (running)
         fprintf(stderr, "tollgate is already up in %s\n", ops_state_dir(self->state));
     else {
-        if (s_spawn_supervisor(self, error, sizeof error) != 0)
-            goto failed;
+        //  Counted as started even when it is late: `stop` then ends a
+        //  supervisor that takes its lock after we gave up on it.
         started_supervisor = true;
+        if (s_spawn_supervisor(self, error, sizeof error) != 0) {
+            fprintf(stderr, "tollgate: %s\n", error);
+            ops_state_print_tail(ops_state_path(self->state, "log/supervisor.log"),
+                                 S_LOG_TAIL_LINES, stderr);
+            goto stop;
+        }
     }
     const char *failed_program = NULL;
     if (s_wait_ready(self, config, started_supervisor, options->timeout_ms, &failed_program, error,

@@ -175,10 +175,22 @@ static int s_spawn_supervisor(ops_cluster_t *self, char *error, size_t error_siz
             return 0;
         usleep(20 * 1000);
     }
-    snprintf(error, error_size,
-             "the supervisor did not start in %d ms; last lines of %s:", S_SUPERVISOR_START_MS,
-             log_path);
+    snprintf(error, error_size, "the supervisor did not start in %d ms", S_SUPERVISOR_START_MS);
     return -1;
+}
+
+//  Says why `up` failed, with the last lines of the log of `program` (the
+//  supervisor or the program that failed), or where the logs are.
+static void s_report_start_failure(ops_cluster_t *self, const char *error, const char *program)
+{
+    fprintf(stderr, "tollgate: %s\n", error);
+    if (program) {
+        char log_path[PATH_MAX + 64];
+        snprintf(log_path, sizeof log_path, "%s/log/%s.log", ops_state_dir(self->state), program);
+        fprintf(stderr, "last lines of %s:\n", log_path);
+        ops_state_print_tail(log_path, S_LOG_TAIL_LINES, stderr);
+    } else
+        fprintf(stderr, "logs are in %s/log\n", ops_state_dir(self->state));
 }
 
 //  Stops the supervisor, which stops every program. Returns 0 or -1.
@@ -411,24 +423,14 @@ int ops_cluster_up(ops_cluster_t *self, const ops_up_options_t *options)
         //  supervisor that takes its lock after we gave up on it.
         started_supervisor = true;
         if (s_spawn_supervisor(self, error, sizeof error) != 0) {
-            fprintf(stderr, "tollgate: %s\n", error);
-            ops_state_print_tail(ops_state_path(self->state, "log/supervisor.log"),
-                                 S_LOG_TAIL_LINES, stderr);
+            s_report_start_failure(self, error, "supervisor");
             goto stop;
         }
     }
     const char *failed_program = NULL;
     if (s_wait_ready(self, config, started_supervisor, options->timeout_ms, &failed_program, error,
                      sizeof error) != 0) {
-        fprintf(stderr, "tollgate: %s\n", error);
-        if (failed_program) {
-            char log_path[PATH_MAX + 64];
-            snprintf(log_path, sizeof log_path, "%s/log/%s.log", ops_state_dir(self->state),
-                     failed_program);
-            fprintf(stderr, "last lines of %s:\n", log_path);
-            ops_state_print_tail(log_path, S_LOG_TAIL_LINES, stderr);
-        } else
-            fprintf(stderr, "logs are in %s/log\n", ops_state_dir(self->state));
+        s_report_start_failure(self, error, failed_program);
         goto stop;
     }
     s_print_endpoints(config);

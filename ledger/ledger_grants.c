@@ -29,7 +29,9 @@ static const char *s_ledger_accounts =
 //  instance takes leaves a gap in the sequence, nothing else), so the
 //  period row, its entry and its lines are written from `fresh` alone.
 //  The foreign key from a period to its entry is checked at the end of
-//  the statement, when the entry is there.
+//  the statement, when the entry is there. A grant made after
+//  s_ledger_accounts ran may have no ledger account yet: it is not due
+//  until the next round, or its period would be taken with no entry.
 static const char *s_grant =
     "WITH due AS ("
     "  SELECT g.id, p.start,"
@@ -39,6 +41,7 @@ static const char *s_grant =
     "             + ('1 ' || g.every)::interval, date_trunc(g.every, g.starts_at)),"
     "    date_trunc(g.every, now()), ('1 ' || g.every)::interval) AS p(start)"
     "  WHERE g.removed_at IS NULL"
+    "    AND EXISTS (SELECT 1 FROM ledger_accounts la WHERE la.account_id = g.account_id)"
     "), fresh AS ("
     "  INSERT INTO credit_grant_periods (grant_id, period_start, entry_id)"
     "  SELECT id, start, entry_id FROM due ORDER BY id, start"

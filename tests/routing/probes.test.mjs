@@ -65,6 +65,10 @@ test('failed probes open the breaker with no client request; a passing one close
   // Priced like sched: over what is left of the budget, so only on-demand probes reach it.
   await ok(ctx, 'POST', '/admin/models', { name: 'pm', price_request: '0.0001', routes: [{ provider: 'pp', upstream_model: 'pm-up' }] });
   await fault(mock, 'pm-up', '500');
+  // Health probes the pairs of its own copy of the catalog, which reloads a moment after the
+  // change; its mappings in model_mappings say when that copy has the new model.
+  await waitFor(async () => (await ctx.cluster.psql(`SELECT 1 FROM model_mappings m JOIN models ON models.id = m.model_id
+    WHERE models.name = 'pm' AND m.upstream_model = 'pm-up'`)).length > 0, { timeout: 10000, message: 'health to map pm' });
   // On demand, over the budget: counted, not stopped. Three failures in a row open it.
   for (let i = 0; i < 3; i++) {
     const { code, answer } = await probe(['--model', 'pm-up']);

@@ -68,14 +68,40 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
   process.on(signal, () => { cleanupNow(); process.exit(128 + os.constants.signals[signal]); });
 }
 
-export async function freePort() {
+// The kernel's ephemeral range (bind to port 0, outgoing connections): a port from it can be
+// taken by any outgoing connection between our check and the program's bind.
+function ephemeralLow() {
+  try {
+    const low = Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 0 ? low : 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+async function listenOn(port) {
   const server = net.createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address();
+  server.listen(port, '127.0.0.1');
+  try {
+    await once(server, 'listening'); // rejects on 'error' (EADDRINUSE)
+  } catch {
+    return 0;
+  }
+  const bound = server.address().port;
   server.close();
   await once(server, 'close');
-  return port;
+  return bound;
+}
+
+// A port no listener holds, below the ephemeral range when there is room (so no outgoing
+// connection of a concurrent test can take it before the program binds it), else any.
+export async function freePort() {
+  const low = ephemeralLow();
+  for (let attempt = 0; low > 11000 && attempt < 50; attempt++) {
+    const port = await listenOn(10000 + Math.floor(Math.random() * (low - 10000)));
+    if (port) return port;
+  }
+  return listenOn(0);
 }
 
 export function tempDir(prefix = 'tollgate-test-') {

@@ -198,8 +198,10 @@ test('an owner sets up through the pages; a request shows in Requests and on the
   await shoot(page, 'requests');
   await row.click();
   await page.waitForSelector('[data-request]');
+  // Each program sends its spans in its own batches: wait for the ingress's, not the first.
   await waitFor(async () => {
-    if ((await page.locator('.waterfall .row').count()) > 0) return true;
+    if ((await page.locator('.waterfall .row').count()) > 0 &&
+        /ingress/.test((await page.textContent('[data-waterfall]')) ?? '')) return true;
     await page.reload();
     await page.waitForSelector('[data-request]');
     return false;

@@ -435,12 +435,15 @@ static void s_breaker_closes(s_probe_t *probe)
     printf("ok 6 - success closed the breaker\n");
 }
 
-//  Scenario 7: The operator re-enables k3: both routers take it back.
+//  Scenario 7: The operator re-enables k3: both routers take it back. As the
+//  admin API does, the change stamps updated_at: a router's disable written
+//  late (the second router's, say) then leaves it alone.
 static void s_key_back(s_probe_t *probe)
 {
     char sql[256];
     snprintf(sql, sizeof sql,
-             "UPDATE provider_keys SET status = 'active', disabled_reason = NULL WHERE id = %llu",
+             "UPDATE provider_keys SET status = 'active', disabled_reason = NULL, "
+             "updated_at = now() WHERE id = %llu",
              (unsigned long long)probe->k3);
     PQclear(PQexec(probe->db, sql));
     for (int i = 0; i < 2; i++)

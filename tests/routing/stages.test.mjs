@@ -19,7 +19,10 @@ function within(count, n, p, what) {
 }
 
 before(async () => {
-  ctx = await setup({ mocks: [['--models', 'm-1,m-2,m-3,m-4'], ['--models', 'm-1']] });
+  // "one" answers 40 ms late, so the latency the routers measure (from the weighted test's
+  // requests) agrees with its price in the balanced test: "many" ahead on every part, however
+  // loaded the machine (with both as fast, a noisy latency could outweigh the price part).
+  ctx = await setup({ mocks: [['--models', 'm-1,m-2,m-3,m-4'], ['--models', 'm-1', '--fault', 'm-1=delay-headers:40']] });
   many = await addProvider(ctx, 'many', ctx.mocks[0].url);
   one = await addProvider(ctx, 'one', ctx.mocks[1].url);
   // "many" serves the model under four upstream names, "one" under one.

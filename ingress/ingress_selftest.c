@@ -4,6 +4,7 @@
 #include "ingress_lease.h"
 #include "ingress_models.h"
 #include "ingress_parse.h"
+#include "ingress_queue.h"
 #include "ingress_route.h"
 #include "ingress_server.h"
 #include "ingress_usage.h"
@@ -14,6 +15,7 @@ static const proto_test_t s_tests[] = {
     {"ingress_route", ingress_route_test},   {"ingress_daemon", ingress_daemon_test},
     {"ingress_server", ingress_server_test}, {"ingress_lease", ingress_lease_test},
     {"ingress_models", ingress_models_test}, {"ingress_usage", ingress_usage_test},
+    {"ingress_queue", ingress_queue_test},
 };
 
 PROTO_TEST_MAIN(s_tests)

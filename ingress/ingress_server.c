@@ -44,6 +44,7 @@
 #include "ingress_lease.h"
 #include "ingress_models.h"
 #include "ingress_parse.h"
+#include "ingress_queue.h"
 #include "ingress_route.h"
 #include "ingress_usage.h"
 #include "proto_batch.h"
@@ -67,6 +68,7 @@
 #include <sodium.h>
 #include <strings.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -105,19 +107,6 @@ typedef enum {
 } s_phase_t;
 
 typedef struct _s_request_t s_request_t;
-typedef struct _s_queue_t s_queue_t;
-
-//  Requests ordered by deadline. Every entry of a queue has the same
-//  timeout, so appending keeps it sorted and one timer (for the head) is
-//  enough: no per-request timers in the loop.
-struct _s_queue_t {
-    ingress_server_t *server;                          //  owner
-    s_request_t *head;                                 //  earliest deadline
-    s_request_t *tail;                                 //  latest deadline
-    int timer;                                         //  loop timer for the head, 0 = none
-    uint64_t timer_due_ms;                             //  when that timer fires
-    void (*expire)(ingress_server_t *, s_request_t *); //  called for each overdue entry
-};
 
 struct _s_request_t {
     ingress_server_t *server;               //  owner
@@ -172,11 +161,8 @@ struct _s_request_t {
     uint64_t started_wall_us;               //  wall clock, for SETTLE
     uint64_t received_us;                   //  monotonic, body complete (0 = not yet)
     proto_capture_t *capture;               //  request-log headers, NULL at level base
-    s_queue_t *queue;                       //  timeout queue it is in, or NULL
-    s_request_t *queue_prev;                //  neighbours in that queue
-    s_request_t *queue_next;
-    uint64_t due_ms;        //  its deadline there
-    s_request_t *live_prev; //  neighbours among live connections
+    ingress_queue_item_t timeout;           //  place in a timeout queue (waiting, running, held)
+    s_request_t *live_prev;                 //  neighbours among live connections
     s_request_t *live_next;
 };
 
@@ -207,9 +193,9 @@ struct _ingress_server_t {
     unsigned next_dispatch;            //  round-robin position
     int resend_timer;                  //  looks for ADMITs to re-send, 0 = idle
     zhashx_t *requests;                //  request id -> s_request_t (not owned)
-    s_queue_t waiting;                 //  ADMIT out: internal timeout
-    s_queue_t running;                 //  dispatched: request timeout
-    s_queue_t held;                    //  handed back by a draining dispatch: retried
+    ingress_queue_t *waiting;          //  ADMIT out: internal timeout
+    ingress_queue_t *running;          //  dispatched: request timeout
+    ingress_queue_t *held;             //  handed back by a draining dispatch: retried
     s_request_t *live;                 //  requests with a live connection
     size_t live_count;                 //  how many
     size_t max_body;                   //  ingress.max_body_bytes
@@ -251,69 +237,10 @@ static void s_dispatch(ingress_server_t *self, s_request_t *r);
 static int s_pick_dispatch(ingress_server_t *self, s_request_t *r);
 static void s_send_to_billing(ingress_server_t *self, uint64_t account_id, proto_msg_t **msg_p);
 
-//  --------------------------------------------------------------------------
-//  Timeout queues
-
-static void s_queue_fire(proto_loop_t *loop, int id, void *arg);
-
-static void s_queue_arm(s_queue_t *queue)
+//  The request a timeout queue's item belongs to.
+static s_request_t *s_request_of(ingress_queue_item_t *item)
 {
-    if (!queue->head)
-        return; //  an armed timer finds nothing and stays quiet
-    if (queue->timer && queue->timer_due_ms <= queue->head->due_ms)
-        return;
-    proto_loop_t *loop = queue->server->loop;
-    if (queue->timer)
-        proto_loop_cancel_timer(loop, queue->timer);
-    uint64_t now = proto_loop_now_ms();
-    uint64_t due = queue->head->due_ms;
-    queue->timer =
-        proto_loop_add_timer(loop, due > now ? due - now : 0, false, s_queue_fire, queue);
-    queue->timer_due_ms = due;
-}
-
-static void s_queue_remove(s_request_t *r)
-{
-    s_queue_t *queue = r->queue;
-    if (!queue)
-        return;
-    if (r->queue_prev)
-        r->queue_prev->queue_next = r->queue_next;
-    else
-        queue->head = r->queue_next;
-    if (r->queue_next)
-        r->queue_next->queue_prev = r->queue_prev;
-    else
-        queue->tail = r->queue_prev;
-    r->queue = NULL;
-    r->queue_prev = r->queue_next = NULL;
-}
-
-static void s_queue_push(s_queue_t *queue, s_request_t *r, uint64_t timeout_ms)
-{
-    s_queue_remove(r);
-    r->due_ms = proto_loop_now_ms() + timeout_ms;
-    r->queue = queue;
-    r->queue_prev = queue->tail;
-    if (queue->tail)
-        queue->tail->queue_next = r;
-    else
-        queue->head = r;
-    queue->tail = r;
-    s_queue_arm(queue);
-}
-
-static void s_queue_fire(proto_loop_t *loop, int id, void *arg)
-{
-    s_queue_t *queue = arg;
-    queue->timer = 0;
-    uint64_t now = proto_loop_now_ms();
-    while (queue->head && queue->head->due_ms <= now) {
-        s_request_t *r = queue->head;
-        s_queue_remove(r);
-        queue->expire(queue->server, r);
-    }
-    s_queue_arm(queue);
+    return (s_request_t *)((char *)item - offsetof(s_request_t, timeout));
 }
 
 //  --------------------------------------------------------------------------
@@ -394,7 +321,7 @@ static void s_request_unref(s_request_t *r)
     assert(r->refs > 0);
     if (--r->refs > 0)
         return;
-    assert(!r->registered && !r->queue && r->watched_fd < 0);
+    assert(!r->registered && !r->timeout.queue && r->watched_fd < 0);
     if (r->response)
         MHD_destroy_response(r->response);
     ingress_buffer_destroy(&r->out);
@@ -462,7 +389,7 @@ static void s_lease_release(s_request_t *r)
 
 static void s_forget(s_request_t *r)
 {
-    s_queue_remove(r);
+    ingress_queue_remove(&r->timeout);
     if (!r->registered)
         return;
     s_lease_release(r);
@@ -819,7 +746,7 @@ static bool s_lost_waits(ingress_server_t *self, s_request_t *r)
         return true;
     }
     if (proto_loop_now_ms() < r->lost_until_ms) {
-        s_queue_push(&self->held, r, S_LOST_RETRY_MS);
+        ingress_queue_push(self->held, &r->timeout, S_LOST_RETRY_MS);
         return true;
     }
     log_warn(r->id, "dispatch %d did not come back within %llu ms; trying another instance", index,
@@ -842,18 +769,20 @@ static void s_hold(ingress_server_t *self, s_request_t *r)
     if (!r->held_until_ms)
         r->held_until_ms = proto_loop_now_ms() + self->internal_timeout_ms;
     r->dispatch_index = -1;
-    s_queue_push(&self->held, r, S_HOLD_RETRY_MS);
+    ingress_queue_push(self->held, &r->timeout, S_HOLD_RETRY_MS);
 }
 
-static void s_held_expired(ingress_server_t *self, s_request_t *r)
+static void s_held_expired(ingress_queue_item_t *item, void *arg)
 {
+    ingress_server_t *self = arg;
+    s_request_t *r = s_request_of(item);
     if (r->lost_index >= 0 && s_lost_waits(self, r))
         return;
     //  Any instance again, the draining one included: its successor binds
     //  the same endpoint.
     r->dispatch_tried = 0;
     if (s_pick_dispatch(self, r) < 0 && proto_loop_now_ms() < r->held_until_ms) {
-        s_queue_push(&self->held, r, S_HOLD_RETRY_MS);
+        ingress_queue_push(self->held, &r->timeout, S_HOLD_RETRY_MS);
         return;
     }
     s_dispatch(self, r); //  answers dispatch_unavailable when none is live
@@ -1071,7 +1000,7 @@ static void s_send_dispatch(ingress_server_t *self, s_request_t *r, int chosen)
     r->dispatch_index = chosen;
     r->dispatched_ms = proto_loop_now_ms();
     r->phase = S_DISPATCHED;
-    s_queue_push(&self->running, r, self->request_timeout_ms);
+    ingress_queue_push(self->running, &r->timeout, self->request_timeout_ms);
     log_debug(r->id, "dispatched to %d", chosen);
 }
 
@@ -1219,11 +1148,13 @@ static void s_abandon(ingress_server_t *self, s_request_t *r, int status)
         return;
     }
     r->phase = S_ABANDONED;
-    s_queue_push(&self->waiting, r, self->internal_timeout_ms);
+    ingress_queue_push(self->waiting, &r->timeout, self->internal_timeout_ms);
 }
 
-static void s_waiting_expired(ingress_server_t *self, s_request_t *r)
+static void s_waiting_expired(ingress_queue_item_t *item, void *arg)
 {
+    ingress_server_t *self = arg;
+    s_request_t *r = s_request_of(item);
     if (r->phase == S_QUERY) {
         log_warn(r->id, "no BALANCE reply from billing within %llu ms",
                  (unsigned long long)self->internal_timeout_ms);
@@ -1247,8 +1178,10 @@ static void s_waiting_expired(ingress_server_t *self, s_request_t *r)
     s_abandon(self, r, 503);
 }
 
-static void s_running_expired(ingress_server_t *self, s_request_t *r)
+static void s_running_expired(ingress_queue_item_t *item, void *arg)
 {
+    ingress_server_t *self = arg;
+    s_request_t *r = s_request_of(item);
     if (r->phase == S_STREAMING) {
         s_cut(r, 504, "request_timeout", "The request took longer than the gateway allows");
         return;
@@ -1671,7 +1604,7 @@ static bool s_admit_from_lease(ingress_server_t *self, s_request_t *r, int64_t e
 //  more. The first reply wins: s_on_reply drops the others.
 static void s_resend(ingress_server_t *self, s_request_t *r, uint64_t now)
 {
-    uint64_t left = r->due_ms > now ? r->due_ms - now : 1;
+    uint64_t left = r->timeout.due_ms > now ? r->timeout.due_ms - now : 1;
     if (!r->admit_reply && now >= r->admit_resend_ms) {
         r->admit_resend_gap_ms =
             r->admit_resend_gap_ms ? r->admit_resend_gap_ms * 2 : S_RESEND_AFTER_MS;
@@ -1691,16 +1624,17 @@ static void s_resend(ingress_server_t *self, s_request_t *r, uint64_t now)
 static void s_resend_tick(proto_loop_t *loop, int id, void *arg)
 {
     ingress_server_t *self = arg;
-    if (!self->waiting.head) {
+    if (!ingress_queue_first(self->waiting)) {
         proto_loop_cancel_timer(loop, self->resend_timer);
         self->resend_timer = 0;
         return;
     }
     uint64_t now = proto_loop_now_ms();
-    for (s_request_t *r = self->waiting.head; r; r = r->queue_next) {
+    for (ingress_queue_item_t *item = ingress_queue_first(self->waiting); item; item = item->next) {
+        s_request_t *r = s_request_of(item);
         if (r->phase != S_WAITING)
             continue; //  abandoned: only waits for billing's word
-        if (r->due_ms + S_RESEND_AFTER_MS > now + self->internal_timeout_ms)
+        if (r->timeout.due_ms + S_RESEND_AFTER_MS > now + self->internal_timeout_ms)
             break;
         s_resend(self, r, now);
     }
@@ -1770,7 +1704,7 @@ static enum MHD_Result s_client_submit(ingress_server_t *self, s_request_t *r)
         return MHD_YES;
     }
     r->phase = S_WAITING;
-    s_queue_push(&self->waiting, r, self->internal_timeout_ms);
+    ingress_queue_push(self->waiting, &r->timeout, self->internal_timeout_ms);
     if (!self->resend_timer)
         self->resend_timer =
             proto_loop_add_timer(self->loop, S_RESEND_TICK_MS, true, s_resend_tick, self);
@@ -1800,7 +1734,7 @@ static enum MHD_Result s_usage_ask(ingress_server_t *self, s_request_t *r)
         return MHD_YES;
     }
     r->phase = S_QUERY;
-    s_queue_push(&self->waiting, r, self->internal_timeout_ms);
+    ingress_queue_push(self->waiting, &r->timeout, self->internal_timeout_ms);
     s_suspend(r);
     return MHD_YES;
 }
@@ -1993,7 +1927,7 @@ static void s_dispatch_lost(proto_loop_t *loop, zsock_t *socket, void *arg)
         r->lost_until_ms = now + self->dispatch_grace_ms;
         r->held_until_ms = r->lost_until_ms + self->internal_timeout_ms;
         r->dispatch_index = -1;
-        s_queue_push(&self->held, r, S_LOST_RETRY_MS);
+        ingress_queue_push(self->held, &r->timeout, S_LOST_RETRY_MS);
     }
     zlistx_destroy(&orphans);
 }
@@ -2074,9 +2008,9 @@ ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
     self->requests = zhashx_new();
     self->counters = zhashx_new();
     self->histograms = zhashx_new();
-    self->waiting = (s_queue_t){.server = self, .expire = s_waiting_expired};
-    self->running = (s_queue_t){.server = self, .expire = s_running_expired};
-    self->held = (s_queue_t){.server = self, .expire = s_held_expired};
+    self->waiting = ingress_queue_new(loop, s_waiting_expired, self);
+    self->running = ingress_queue_new(loop, s_running_expired, self);
+    self->held = ingress_queue_new(loop, s_held_expired, self);
     //  A certificate that will not load is a configuration error: said
     //  before anything connects anywhere.
     if (proto_tls_from_config(config, "ingress", &self->tls, error, error_size) != 0)
@@ -2194,12 +2128,9 @@ void ingress_server_destroy(ingress_server_t **self_p)
         zsock_destroy(&self->billing[self->billing_count].socket);
     if (self->dispatch_count < S_MAX_DISPATCH && self->dispatch[self->dispatch_count].socket)
         zsock_destroy(&self->dispatch[self->dispatch_count].socket);
-    if (self->waiting.timer)
-        proto_loop_cancel_timer(self->loop, self->waiting.timer);
-    if (self->running.timer)
-        proto_loop_cancel_timer(self->loop, self->running.timer);
-    if (self->held.timer)
-        proto_loop_cancel_timer(self->loop, self->held.timer);
+    ingress_queue_destroy(&self->waiting);
+    ingress_queue_destroy(&self->running);
+    ingress_queue_destroy(&self->held);
     if (self->resend_timer)
         proto_loop_cancel_timer(self->loop, self->resend_timer);
     zhashx_destroy(&self->requests);

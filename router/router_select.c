@@ -11,6 +11,21 @@
 #define S_OPTIONS_MAX 512 //  (pair, key) combinations considered per decision
 #define S_CAPS_MAX 16     //  required capabilities per request
 
+//  Weights count as 0..S_WEIGHT_MAX (the admin API refuses more), so route x provider x key
+//  is below 10^18 whatever the database holds; multipliers are clamped so prices cannot overflow.
+#define S_WEIGHT_MAX 1000000
+#define S_MULTIPLIER_MAX (INT64_C(1) << 50)
+
+static int64_t s_weight(int weight)
+{
+    return weight < 0 ? 0 : weight > S_WEIGHT_MAX ? S_WEIGHT_MAX : weight;
+}
+
+static int64_t s_multiplier(int64_t ppm)
+{
+    return ppm < 0 ? 0 : ppm > S_MULTIPLIER_MAX ? S_MULTIPLIER_MAX : ppm;
+}
+
 void router_rng_seed(router_rng_t *rng, uint64_t seed)
 {
     rng->state = seed ? seed : 0x9e3779b97f4a7c15ULL;
@@ -50,7 +65,7 @@ typedef struct {
     const proto_provider_key_t *key;  //  its key
     int64_t tier[3];                  //  ordering keys, higher first
     double provider_weight;           //  its provider's share within equal tiers (stage 1)
-    int weight;                       //  its share within its provider (stage 2)
+    int64_t weight;                   //  its share within its provider (stage 2)
     uint64_t provider_draw;           //  stage 1: its provider's place within equal tiers
     uint64_t draw;                    //  stage 2: its place among its provider's
     double parts[5];                  //  balanced: weight, latency, reliability, price, score
@@ -267,6 +282,13 @@ typedef struct {
     uint64_t session_seed;     //  rendezvous seed, 0 = no session
 } s_field_t;
 
+//  Route x provider x key weight, at most S_WEIGHT_MAX^3 (< 2^60).
+static int64_t s_combined(const s_option_t *option)
+{
+    return s_weight(option->pair->weight) * s_weight(option->provider->weight) *
+           s_weight(option->key->weight);
+}
+
 static uint64_t s_ttfb(const s_option_t *option, const s_field_t *field)
 {
     return option->have_stat
@@ -277,16 +299,15 @@ static uint64_t s_ttfb(const s_option_t *option, const s_field_t *field)
 //  The four parts of a balanced score, each 0..1 (1 = best), and the score.
 static void s_balance(s_option_t *option, const s_field_t *field)
 {
-    int64_t combined =
-        (int64_t)option->pair->weight * option->provider->weight * option->key->weight;
+    int64_t combined = s_combined(option);
     double weight = field->most_weight > 0 ? (double)combined / (double)field->most_weight : 1.0;
     uint64_t ttfb = s_ttfb(option, field);
     double latency = field->best_ttfb_us && ttfb ? (double)field->best_ttfb_us / (double)ttfb : 1.0;
     double reliability =
         (option->have_stat ? option->stat.success_ppm : field->mean_success_ppm) / 1000000.0;
     //  +1% of list price keeps a free key finite and lets 0 beat 0.01.
-    double price =
-        (double)(field->best_price_ppm + 10000) / (double)(option->key->multiplier_ppm + 10000);
+    double price = (double)(field->best_price_ppm + 10000) /
+                   (double)(s_multiplier(option->key->multiplier_ppm) + 10000);
     option->parts[0] = weight;
     option->parts[1] = latency > 1.0 ? 1.0 : latency;
     option->parts[2] = reliability;
@@ -304,22 +325,22 @@ static void s_score(const router_context_t *context, router_mode_t mode, s_optio
                     const s_field_t *field)
 {
     const proto_map_pair_t *pair = option->pair;
-    int within = pair->weight * option->key->weight;
+    int64_t within = s_weight(pair->weight) * s_weight(option->key->weight);
     option->provider_weight = 1;
     switch (mode) {
     case ROUTER_MODE_PRIORITY:
         option->tier[0] = pair->priority;
         option->tier[1] = option->provider->priority;
         option->tier[2] = option->key->priority;
-        option->provider_weight = option->provider->weight;
+        option->provider_weight = (double)s_weight(option->provider->weight);
         option->weight = within;
         break;
     case ROUTER_MODE_KEY_PRIORITY:
         option->tier[0] = option->key->priority;
-        option->weight = option->key->weight;
+        option->weight = s_weight(option->key->weight);
         break;
     case ROUTER_MODE_WEIGHTED:
-        option->provider_weight = option->provider->weight;
+        option->provider_weight = (double)s_weight(option->provider->weight);
         option->weight = within;
         break;
     case ROUTER_MODE_LATENCY:
@@ -327,7 +348,7 @@ static void s_score(const router_context_t *context, router_mode_t mode, s_optio
         option->weight = 1;
         break;
     case ROUTER_MODE_COST:
-        option->tier[0] = -option->key->multiplier_ppm;
+        option->tier[0] = -s_multiplier(option->key->multiplier_ppm);
         option->weight = 1;
         break;
     case ROUTER_MODE_RELIABILITY: {
@@ -339,7 +360,7 @@ static void s_score(const router_context_t *context, router_mode_t mode, s_optio
     case ROUTER_MODE_BALANCED:
         s_balance(option, field);
         option->tier[0] = (int64_t)floor(option->parts[4] * S_BALANCE_BUCKETS + 1e-9);
-        option->provider_weight = option->provider->weight;
+        option->provider_weight = (double)s_weight(option->provider->weight);
         option->weight = within;
         break;
     }
@@ -376,7 +397,7 @@ static void s_stage_providers(const router_context_t *context, router_mode_t mod
         double sum = 0, pairs = 0;
         for (size_t j = i; by_routes && j < count; j++)
             if (options[j].candidate.provider_id == option->candidate.provider_id) {
-                sum += options[j].pair->weight;
+                sum += (double)s_weight(options[j].pair->weight);
                 pairs++;
             }
         double weight = option->provider_weight * (pairs > 0 ? sum / pairs : 1.0);
@@ -447,9 +468,7 @@ static json_t *s_option_json(proto_catalog_t *catalog, const s_option_t *option,
 //  The weights of the two stages, as explain shows them.
 static void s_explain_weights(json_t *score, const s_option_t *option)
 {
-    json_object_set_new(score, "weight",
-                        json_integer((json_int_t)option->pair->weight * option->provider->weight *
-                                     option->key->weight));
+    json_object_set_new(score, "weight", json_integer((json_int_t)s_combined(option)));
     json_object_set_new(score, "provider_weight",
                         json_real(round(option->provider_weight * 1e4) / 1e4));
     json_object_set_new(score, "weight_in_provider", json_integer(option->weight));
@@ -688,12 +707,11 @@ void router_select_decide(const router_context_t *context, const router_request_
         const s_option_t *option = &options[i];
         if (option->why)
             continue;
-        int64_t combined =
-            (int64_t)option->pair->weight * option->provider->weight * option->key->weight;
+        int64_t combined = s_combined(option);
         if (combined > field.most_weight)
             field.most_weight = combined;
-        if (option->key->multiplier_ppm < field.best_price_ppm)
-            field.best_price_ppm = option->key->multiplier_ppm;
+        if (s_multiplier(option->key->multiplier_ppm) < field.best_price_ppm)
+            field.best_price_ppm = s_multiplier(option->key->multiplier_ppm);
     }
     if (field.best_price_ppm == INT64_MAX)
         field.best_price_ppm = 0;
@@ -1293,6 +1311,56 @@ static void s_test_reach_stages(router_request_t *request, router_rng_t *rng)
     proto_catalog_destroy(&catalog);
 }
 
+//  Weights and multipliers at the edge of what the database holds: no mode
+//  overflows (run under -DTOLLGATE_SANITIZE=ON, UBSan aborts on signed
+//  overflow), and weights beyond S_WEIGHT_MAX count as S_WEIGHT_MAX.
+static void s_test_extremes(router_request_t *request, router_rng_t *rng)
+{
+    char error[256];
+    for (int mode = ROUTER_MODE_PRIORITY; mode <= ROUTER_MODE_BALANCED; mode++) {
+        char *text = NULL;
+        PROTO_CHECK(
+            asprintf(
+                &text,
+                "{\"providers\":[{\"id\":1,\"name\":\"big\",\"weight\":2147483647"
+                ",\"priority\":-2147483647},{\"id\":2,\"name\":\"huge\",\"weight\":2147483647"
+                "}],\"provider_keys\":[{\"id\":1,\"provider_id\":1,\"weight\":2147483647"
+                ",\"priority\":2147483647,\"multiplier_ppm\":9223372036854775807},{\"id\":2,"
+                "\"provider_id\":2,\"weight\":2147483647,\"multiplier_ppm\":-2147483647000000000"
+                "}],\"models\":[{\"id\":1,\"name\":\"m\",\"scheduling\":\"%s\"}],\"routes\":["
+                "{\"id\":1,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"u\","
+                "\"weight\":2147483647,\"priority\":2147483647"
+                "},{\"id\":2,\"model_id\":1,\"provider_id\":2,"
+                "\"upstream_model\":\"u\",\"weight\":2147483647,\"priority\":2147483647}]}",
+                router_mode_name((router_mode_t)mode)) > 0);
+        proto_catalog_t *catalog = proto_catalog_from_json(text, error, sizeof error);
+        free(text);
+        PROTO_CHECK(catalog);
+        proto_map_t *map = proto_map_build(catalog, false);
+        router_context_t context = {.catalog = catalog, .map = map, .rng = rng};
+        int leads[3] = {0};
+        for (int i = 0; i < 2000; i++) {
+            *request = (router_request_t){.model = "m", .now_ms = 5000, .dry_run = true};
+            json_t *explain = json_object(), *score;
+            router_decision_t decision;
+            router_select_decide(&context, request, &decision, i == 0 ? explain : NULL);
+            PROTO_CHECK(decision.status == 200 && decision.count == 2);
+            leads[decision.candidates[0].provider_id]++;
+            score =
+                json_object_get(json_array_get(json_object_get(explain, "candidates"), 0), "score");
+            if (i == 0 && mode != ROUTER_MODE_KEY_PRIORITY && json_object_get(score, "weight"))
+                PROTO_CHECK(json_integer_value(json_object_get(score, "weight")) ==
+                            INT64_C(1000000000000000000));
+            json_decref(explain);
+        }
+        //  Equal (clamped) weights: both providers lead in the weighted modes.
+        if (mode == ROUTER_MODE_WEIGHTED)
+            PROTO_CHECK(leads[1] > 800 && leads[2] > 800);
+        proto_map_destroy(&map);
+        proto_catalog_destroy(&catalog);
+    }
+}
+
 void router_select_test(bool verbose)
 {
     if (verbose)
@@ -1382,6 +1450,8 @@ void router_select_test(bool verbose)
     proto_catalog_destroy(&catalog);
 
     s_test_reach_stages(&request, &rng);
+
+    s_test_extremes(&request, &rng);
 
     //  balanced: one score of weight, latency, reliability and price; the
     //  fast, reliable, cheap key wins over the slow one, explain shows the parts.

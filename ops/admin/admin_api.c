@@ -566,6 +566,8 @@ static void s_test_fields(void)
         {"{\"name\":\"a\",\"protocol\":\"openai\",\"base_url\":\"http://x y\"}", "'base_url'"},
         {"{\"name\":\"a\",\"protocol\":\"openai\",\"base_url\":\"http://x\",\"weight\":-1}",
          "'weight'"},
+        {"{\"name\":\"a\",\"protocol\":\"openai\",\"base_url\":\"http://x\",\"weight\":1000001}",
+         "'weight'"},
         {"{\"name\":\"a\",\"protocol\":\"openai\",\"base_url\":\"http://x\",\"priority\":1.5}",
          "'priority'"},
         {"{\"name\":\"a\",\"protocol\":\"openai\",\"base_url\":\"http://x\",\"colour\":1}",

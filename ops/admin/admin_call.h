@@ -28,7 +28,8 @@
 #define ADMIN_MICROS 1000000                      //  micro-units per currency unit
 #define ADMIN_MONEY_MAX INT64_C(1000000000000000) //  1e9 currency units: sums never overflow
 #define ADMIN_PRICE_MAX INT64_C(1000000000000)    //  1e6 per million tokens
-#define ADMIN_INT_MAX 1000000000                  //  bound for priorities, weights and limits
+#define ADMIN_INT_MAX 1000000000                  //  bound for priorities and limits
+#define ADMIN_WEIGHT_MAX 1000000                  //  weights: router_select multiplies three
 #define ADMIN_LIST_MAX 1000                       //  names in an allowed-models list
 #define ADMIN_LIMIT_MAX 1000                      //  most rows in one page
 #define ADMIN_TAG_MAX 64                          //  bytes in one capability tag

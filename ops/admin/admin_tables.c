@@ -41,7 +41,7 @@ static const char *const s_user_roles[] = {"owner", "operator", "viewer", "accou
 #define S_WEIGHT(uses)                                                                             \
     {                                                                                              \
         .field = "weight", .column = "weight", .kind = ADMIN_F_INT, .use = (uses), .min = 0,       \
-        .max = ADMIN_INT_MAX                                                                       \
+        .max = ADMIN_WEIGHT_MAX                                                                    \
     }
 #define S_STATUS(allowed)                                                                          \
     {                                                                                              \

@@ -5,6 +5,7 @@
 #include "dispatch_policy.h"
 #include "dispatch_taken.h"
 #include "dispatch_reach.h"
+#include "dispatch_settle.h"
 #include "proto_upstream.h"
 #include "proto_batch.h"
 #include "proto_capture.h"
@@ -14,7 +15,6 @@
 #include "proto_socket.h"
 #include "proto_msg.h"
 #include "proto_observe.h"
-#include "proto_outbox.h"
 #include "proto_sse.h"
 #include "proto_trace.h"
 #include "proto_usage.h"
@@ -31,7 +31,6 @@
 #include <string.h>
 #include <strings.h>
 
-#define S_SETTLE_RESEND_MS 2000
 #define S_MAX_ANSWER (64u * 1024u * 1024u) //  a whole non-streamed answer
 #define S_MAX_ERROR_BODY (1024u * 1024u)   //  an upstream error body we relay
 #define S_MAX_ENDPOINTS 64
@@ -64,53 +63,49 @@
 typedef struct _s_request_t s_request_t;
 
 struct _dispatch_server_t {
-    proto_service_t *service;          //  the program skeleton
-    proto_loop_t *loop;                //  its loop
-    proto_config_t *config;            //  its configuration
-    proto_metrics_t *metrics;          //  its metrics registry
-    proto_trace_t *tracer;             //  its span sender (NULL in a test service)
-    zsock_t *router;                   //  DISPATCH/CANCEL in, CHUNK/DONE out
-    zsock_t *events;                   //  PUB of OUTCOMEs
-    proto_batch_t *outcomes;           //  OUTCOMEs on their way, batched
-    zsock_t *tables;                   //  SUB to every router.table endpoint
-    proto_map_t *map;                  //  the catalog's pairs, resolved
-    router_breaker_t *breaker;         //  our outcomes at once, the cluster's by table
-    dispatch_reach_t *reach;           //  providers' paths, headers and proxies in turn
-    router_stats_t *stats;             //  health, from the tables
-    router_limit_t *limit;             //  our shares of provider-key limits
-    router_sticky_t *sticky;           //  per client key, the model that served it well
-    router_rng_t rng;                  //  spreads ties
-    router_scratch_t *scratch;         //  the decisions' working space
-    bool zero_config;                  //  router.zero_config
-    uint64_t table_version;            //  of the last table merged
-    char table_router[128];            //  and the router it came from
-    uint64_t tables_merged;            //  tables merged so far
-    zhashx_t *resets;                  //  router instance -> its operator resets seen
-    int demand_timer;                  //  sends DEMAND
-    zsock_t *billing[S_MAX_ENDPOINTS]; //  one DEALER per billing instance
-    int billing_count;                 //  entries in billing
-    proto_outbox_t *outbox;            //  SETTLEs until COMMIT, by account, journaled
-    uint32_t nonce;                    //  this run's, in the ids of lost upstream calls
-    dispatch_taken_t *taken;           //  requests finished here, for DISPATCHes sent again
-    zlistx_t *done_waiting;            //  DONE messages waiting for the journal's fsync
-    proto_watch_t *watch;              //  keeps the catalog fresh
-    zlistx_t *unverified;              //  DISPATCHes for a key our catalog lacks, held
-    int unverified_timer;              //  refuses those held too long, 0 = none
-    proto_catalog_t *catalog;          //  current snapshot (owned)
-    proto_curl_t *multi;               //  libcurl on our loop
-    zhashx_t *requests;                //  request id -> s_request_t* in flight
-    uint64_t connect_timeout_ms;       //  dispatch.connect_timeout_ms
-    uint64_t first_byte_timeout_ms;    //  dispatch.first_byte_timeout_ms
-    uint64_t idle_timeout_ms;          //  dispatch.idle_timeout_ms
-    uint64_t total_timeout_ms;         //  dispatch.total_timeout_ms
-    bool draining;                     //  SIGTERM seen
-    uint64_t drain_started_ms;         //  when SIGTERM came
-    uint64_t last_dispatch_ms;         //  when the last DISPATCH came
-    int drain_timer;                   //  re-checks the drain while quiet, 0 = none
-    bool journal_sync;                 //  dispatch.journal_sync: fdatasync before DONE
-    proto_metric_t *in_flight;         //  gauge of requests in flight
-    proto_metric_t *failovers;         //  counter of attempts replaced by another
-    proto_metric_t *no_route;          //  requests no candidate could take
+    proto_service_t *service;       //  the program skeleton
+    proto_loop_t *loop;             //  its loop
+    proto_config_t *config;         //  its configuration
+    proto_metrics_t *metrics;       //  its metrics registry
+    proto_trace_t *tracer;          //  its span sender (NULL in a test service)
+    zsock_t *router;                //  DISPATCH/CANCEL in, CHUNK/DONE out
+    zsock_t *events;                //  PUB of OUTCOMEs
+    proto_batch_t *outcomes;        //  OUTCOMEs on their way, batched
+    zsock_t *tables;                //  SUB to every router.table endpoint
+    proto_map_t *map;               //  the catalog's pairs, resolved
+    router_breaker_t *breaker;      //  our outcomes at once, the cluster's by table
+    dispatch_reach_t *reach;        //  providers' paths, headers and proxies in turn
+    router_stats_t *stats;          //  health, from the tables
+    router_limit_t *limit;          //  our shares of provider-key limits
+    router_sticky_t *sticky;        //  per client key, the model that served it well
+    router_rng_t rng;               //  spreads ties
+    router_scratch_t *scratch;      //  the decisions' working space
+    bool zero_config;               //  router.zero_config
+    uint64_t table_version;         //  of the last table merged
+    char table_router[128];         //  and the router it came from
+    uint64_t tables_merged;         //  tables merged so far
+    zhashx_t *resets;               //  router instance -> its operator resets seen
+    int demand_timer;               //  sends DEMAND
+    dispatch_settle_t *settle;      //  SETTLEs until COMMIT, DONEs after the journal
+    uint32_t nonce;                 //  this run's, in the ids of lost upstream calls
+    dispatch_taken_t *taken;        //  requests finished here, for DISPATCHes sent again
+    proto_watch_t *watch;           //  keeps the catalog fresh
+    zlistx_t *unverified;           //  DISPATCHes for a key our catalog lacks, held
+    int unverified_timer;           //  refuses those held too long, 0 = none
+    proto_catalog_t *catalog;       //  current snapshot (owned)
+    proto_curl_t *multi;            //  libcurl on our loop
+    zhashx_t *requests;             //  request id -> s_request_t* in flight
+    uint64_t connect_timeout_ms;    //  dispatch.connect_timeout_ms
+    uint64_t first_byte_timeout_ms; //  dispatch.first_byte_timeout_ms
+    uint64_t idle_timeout_ms;       //  dispatch.idle_timeout_ms
+    uint64_t total_timeout_ms;      //  dispatch.total_timeout_ms
+    bool draining;                  //  SIGTERM seen
+    uint64_t drain_started_ms;      //  when SIGTERM came
+    uint64_t last_dispatch_ms;      //  when the last DISPATCH came
+    int drain_timer;                //  re-checks the drain while quiet, 0 = none
+    proto_metric_t *in_flight;      //  gauge of requests in flight
+    proto_metric_t *failovers;      //  counter of attempts replaced by another
+    proto_metric_t *no_route;       //  requests no candidate could take
 };
 
 //  One request from DISPATCH to DONE or CANCEL.
@@ -254,7 +249,7 @@ static void s_check_drained(dispatch_server_t *self)
     bool quiet = now - self->last_dispatch_ms >= S_DRAIN_QUIET_MS ||
                  now - self->drain_started_ms >= S_DRAIN_READ_MS;
     if (self->draining && quiet && zhashx_size(self->requests) == 0 &&
-        proto_outbox_pending(self->outbox) == 0)
+        dispatch_settle_pending(self->settle) == 0)
         proto_service_drained(self->service);
 }
 
@@ -418,14 +413,14 @@ static void s_provisional_lost(s_request_t *self)
     proto_msg_t *settle = s_settle_new(self, self->lost_id, 502, &usage, false);
     proto_msg_set_loss(settle, true);
     proto_msg_set_attempts(settle, 1);
-    if (proto_outbox_keep_keyed(server->outbox, &settle, proto_msg_account_id(self->dispatch)) == 0)
+    if (dispatch_settle_keep(server->settle, &settle, proto_msg_account_id(self->dispatch)) == 0)
         self->lost_kept = true;
 }
 
 static void s_provisional_forget_lost(s_request_t *self)
 {
     if (self->lost_kept)
-        proto_outbox_ack(self->server->outbox, self->lost_id);
+        dispatch_settle_forget(self->server->settle, self->lost_id);
     self->lost_kept = false;
 }
 
@@ -438,8 +433,8 @@ static void s_provisional_relayed(s_request_t *self)
     //  Sent only if this process dies, and then the client's stream was cut:
     //  502, as a stream broken off by its upstream is recorded.
     proto_msg_t *settle = s_settle_new(self, self->rid, 502, &usage, true);
-    if (proto_outbox_keep_keyed(self->server->outbox, &settle,
-                                proto_msg_account_id(self->dispatch)) == 0)
+    if (dispatch_settle_keep(self->server->settle, &settle, proto_msg_account_id(self->dispatch)) ==
+        0)
         self->provisional_bytes = self->conv.content_bytes;
     s_provisional_forget_lost(self);
 }
@@ -465,7 +460,7 @@ static void s_finish(s_request_t *self, const s_ending_t *ending)
     s_provisional_forget_lost(self);
     //  Keyed by account: the billing instance that admitted it (ingress
     //  picks by the same rule) is the one that settles it.
-    if (proto_outbox_send_keyed(server->outbox, &settle, proto_msg_account_id(self->dispatch)) != 0)
+    if (dispatch_settle_send(server->settle, &settle, proto_msg_account_id(self->dispatch)) != 0)
         log_error(self->rid, "settlement outbox full or journal unwritable: usage record lost");
 
     if (ending->reply) {
@@ -504,16 +499,12 @@ static void s_finish(s_request_t *self, const s_ending_t *ending)
         //  so DONE waits for the SETTLE above to be in the journal's file
         //  (written, in the kernel's page cache), which is all a SIGKILL of
         //  this process needs: one write for all of a turn's records, at
-        //  the end of the turn (s_turn), never a wait on anything else.
+        //  the end of the turn, never a wait on anything else.
         //  With dispatch.journal_sync DONE also waits until it is on disk,
         //  so a crash of the whole host loses nothing either (group commit:
         //  one fdatasync per loop turn) — at the price of a disk flush on
-        //  the request path.
-        if (proto_outbox_unwritten(server->outbox) ||
-            (server->journal_sync && proto_outbox_dirty(server->outbox)))
-            zlistx_add_end(server->done_waiting, done);
-        else if (proto_msg_send(&done, server->router) != 0)
-            log_warn(self->rid, "DONE could not be sent to ingress");
+        //  the request path (dispatch_settle).
+        dispatch_settle_done(server->settle, &done, self->rid);
     }
 
     //  One line per request is a write per request: at info only for the
@@ -1313,68 +1304,10 @@ static void s_router_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
         log_warn(NULL, "dispatch: dropped a malformed message");
 }
 
-static void s_billing_message(proto_msg_t **msg_p, void *arg)
+//  An outbox that empties may end a drain.
+static void s_on_commit(void *arg)
 {
-    dispatch_server_t *self = arg;
-    proto_msg_t *msg = *msg_p;
-    if (proto_msg_type(msg) == PROTO_MSG_COMMIT) {
-        if (!proto_outbox_ack(self->outbox, proto_msg_request_id(msg)))
-            log_debug(proto_msg_request_id(msg), "COMMIT for a settlement not held (a re-send)");
-        s_check_drained(self);
-    } else
-        log_warn(proto_msg_request_id(msg), "billing: unexpected %s dropped",
-                 proto_msg_type_name(proto_msg_type(msg)));
-}
-
-static void s_billing_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
-{
-    if (proto_batch_recv(socket, s_billing_message, arg) == -2)
-        log_warn(NULL, "billing: dropped a malformed message");
-}
-
-//  After each turn's handlers: one write of every SETTLE journaled in this
-//  turn (and one fdatasync with dispatch.journal_sync), then the DONEs that
-//  waited for it: a client hears "done" only once its usage record would
-//  survive a SIGKILL of this process.
-static void s_send_waiting(dispatch_server_t *self)
-{
-    if (proto_outbox_write(self->outbox) != 0)
-        log_error(NULL, "settlement journal: write failed: %s; the records are held in memory",
-                  strerror(errno));
-    if (zlistx_size(self->done_waiting) == 0)
-        return;
-    if (self->journal_sync && proto_outbox_sync(self->outbox) != 0)
-        //  The record is still held in memory and re-sent; only a crash
-        //  of this process before its COMMIT would lose it.
-        log_error(NULL, "settlement journal: fdatasync failed: %s; answering anyway",
-                  strerror(errno));
-    proto_msg_t *done;
-    while ((done = zlistx_detach(self->done_waiting, NULL)))
-        if (proto_msg_send(&done, self->router) != 0)
-            log_warn(NULL, "DONE could not be sent to ingress");
-}
-
-static int s_turn(proto_loop_t *loop, void *arg)
-{
-    s_send_waiting(arg);
-    return -1;
-}
-
-//  The settlement journal's file: state_dir/dispatch-NAME.settle, NAME the
-//  configured instance_id or else a hash of dispatch.bind (stable across
-//  restarts; only one process can bind an endpoint, and the file is locked).
-static void s_journal_path(dispatch_server_t *self, const char *state_dir, char *path, size_t size)
-{
-    const char *instance = proto_config_str(self->config, "instance_id");
-    if (instance && *instance) {
-        snprintf(path, size, "%s/dispatch-%s.settle", state_dir, instance);
-        return;
-    }
-    const char *bind = proto_config_str(self->config, "dispatch.bind");
-    uint64_t hash = 1469598103934665603ULL; //  FNV-1a
-    for (const char *c = bind; *c; c++)
-        hash = (hash ^ (uint8_t)*c) * 1099511628211ULL;
-    snprintf(path, size, "%s/dispatch-%016llx.settle", state_dir, (unsigned long long)hash);
+    s_check_drained(arg);
 }
 
 static void s_catalog_swap(proto_catalog_t **catalog_p, void *arg)
@@ -1425,10 +1358,10 @@ static void s_collect(proto_metrics_t *metrics, void *arg)
     dispatch_server_t *self = arg;
     proto_metric_set(proto_metrics_gauge(metrics, "tollgate_dispatch_outbox",
                                          "SETTLEs kept until billing's COMMIT.", NULL),
-                     (double)proto_outbox_pending(self->outbox));
+                     (double)dispatch_settle_pending(self->settle));
     proto_metric_set(proto_metrics_gauge(metrics, "tollgate_dispatch_done_waiting",
                                          "DONEs waiting for the settlement journal's sync.", NULL),
-                     (double)zlistx_size(self->done_waiting));
+                     (double)dispatch_settle_waiting(self->settle));
 }
 
 dispatch_server_t *dispatch_server_new(proto_service_t *service)
@@ -1494,53 +1427,19 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
         goto fail;
     zsock_set_subscribe(self->tables, "");
     proto_socket_connect_all(self->tables, self->config, "router.table");
-    //  One DEALER per billing instance, SETTLE picked by account_id % count
-    //  as ingress picks for ADMIT (docs/billing.md: sharding).
-    const char *endpoints[S_MAX_ENDPOINTS];
-    int count = proto_config_endpoints(self->config, "billing", endpoints, S_MAX_ENDPOINTS);
-    if (count < 1) {
-        log_error(NULL, "billing.endpoints lists no endpoint");
+    self->settle = dispatch_settle_new(self->loop, self->config, self->router, s_on_commit, self);
+    if (!self->settle)
         goto fail;
-    }
-    for (int i = 0; i < count; i++) {
-        self->billing[i] = proto_socket_new(ZMQ_DEALER);
-        if (!self->billing[i])
-            goto fail;
-        self->billing_count++;
-        zsock_set_sndhwm(self->billing[i], S_ROUTER_SNDHWM);
-        if (proto_socket_connect(self->billing[i], "billing", endpoints[i]) < 0)
-            goto fail;
-    }
-    self->outbox =
-        proto_outbox_new_sharded(self->loop, self->billing, (size_t)count, S_SETTLE_RESEND_MS);
     self->nonce = randombytes_random();
     self->taken = dispatch_taken_new(S_TAKEN_TTL_MS, S_TAKEN_BYTES, S_TAKEN_IDS);
     proto_service_on_collect(service, s_collect, self);
-    self->done_waiting = zlistx_new();
-    const char *state_dir = proto_config_str(self->config, "state_dir");
-    self->journal_sync = proto_config_bool(self->config, "dispatch.journal_sync");
-    if (state_dir && *state_dir) {
-        char path[1024];
-        s_journal_path(self, state_dir, path, sizeof path);
-        int replayed = proto_outbox_journal(self->outbox, path, error, sizeof error);
-        if (replayed < 0) {
-            log_error(NULL, "settlement journal: %s", error);
-            goto fail;
-        }
-        log_info(NULL, "settlement journal %s: %d unacknowledged settlement(s) re-sent", path,
-                 replayed);
-    } else
-        log_warn(NULL, "no state_dir: settlements are kept in memory only and a crash of this "
-                       "process loses the unacknowledged ones");
     proto_loop_add_socket(self->loop, self->router, s_router_ready, self);
     proto_loop_add_socket_edge(self->loop, self->tables, s_tables_ready, self);
     self->demand_timer = proto_loop_add_timer(self->loop, S_DEMAND_MS, true, s_demand_tick, self);
-    for (int i = 0; i < count; i++)
-        proto_loop_add_socket(self->loop, self->billing[i], s_billing_ready, self);
-    proto_loop_set_turn(self->loop, s_turn, self);
     log_info(NULL, "dispatch on %s, outcomes on %s, %d billing endpoint(s)",
              proto_config_str(self->config, "dispatch.bind"),
-             proto_config_str(self->config, "dispatch.events.bind"), count);
+             proto_config_str(self->config, "dispatch.events.bind"),
+             dispatch_settle_endpoints(self->settle));
     return self;
 fail:
     dispatch_server_destroy(&self);
@@ -1567,18 +1466,12 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
     zlistx_destroy(&self->unverified);
     //  Requests first: their calls must leave the multi handle before it goes.
     zhashx_destroy(&self->requests);
-    if (self->done_waiting) {
-        s_send_waiting(self);
-        zlistx_destroy(&self->done_waiting);
-        proto_loop_set_turn(self->loop, NULL, NULL);
-    }
+    //  Then the DONEs that waited for the journal, while the ROUTER is open.
+    dispatch_settle_destroy(&self->settle);
     if (self->router)
         proto_loop_remove_socket(self->loop, self->router);
     if (self->tables)
         proto_loop_remove_socket(self->loop, self->tables);
-    for (int i = 0; i < self->billing_count; i++)
-        proto_loop_remove_socket(self->loop, self->billing[i]);
-    proto_outbox_destroy(&self->outbox);
     dispatch_taken_destroy(&self->taken);
     proto_batch_destroy(&self->outcomes);
     proto_curl_destroy(&self->multi);
@@ -1595,8 +1488,6 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
     zsock_destroy(&self->tables);
     zsock_destroy(&self->router);
     zsock_destroy(&self->events);
-    for (int i = 0; i < self->billing_count; i++)
-        zsock_destroy(&self->billing[i]);
     free(self);
     *self_p = NULL;
 }
@@ -1609,7 +1500,7 @@ void dispatch_server_drain(dispatch_server_t *self)
         self->drain_timer =
             proto_loop_add_timer(self->loop, S_DRAIN_TICK_MS, true, s_drain_tick, self);
     log_info(NULL, "draining: %zu request(s) in flight, %zu settlement(s) unacknowledged",
-             zhashx_size(self->requests), proto_outbox_pending(self->outbox));
+             zhashx_size(self->requests), dispatch_settle_pending(self->settle));
     s_check_drained(self);
 }
 
@@ -1620,7 +1511,7 @@ char *dispatch_server_status(dispatch_server_t *self)
                  "{\"in_flight\":%zu,\"upstream_transfers\":%zu,\"settle_pending\":%zu,"
                  "\"table_version\":%llu,\"table_router\":\"%s\",\"tables\":%llu}",
                  zhashx_size(self->requests), proto_curl_running(self->multi),
-                 proto_outbox_pending(self->outbox), (unsigned long long)self->table_version,
+                 dispatch_settle_pending(self->settle), (unsigned long long)self->table_version,
                  self->table_router, (unsigned long long)self->tables_merged) < 0)
         return NULL;
     return text;

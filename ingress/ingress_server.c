@@ -2282,6 +2282,9 @@ struct _s_test_t {
     int client_count;                         //  how many
     bool (*until)(s_test_t *);                //  the loop stops once this holds
     bool drained;                             //  drain callback ran
+    proto_config_t *config;                   //  the server's configuration
+    proto_metrics_t *metrics;                 //  its metrics registry
+    proto_api_key_t key;                      //  what "tg-test" authenticates as
 };
 
 static bool s_test_all_ended(s_test_t *test)
@@ -2510,18 +2513,22 @@ static bool s_test_settled(s_test_t *test)
     return test->settles == 1 && s_test_all_ended(test) && s_settles_pending(test->server) == 0;
 }
 
-void ingress_server_test(bool verbose)
+static const char s_test_chat_body[] =
+    "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+
+//  The server with fake billing and dispatch, and a key "tg-test" (7, account 3).
+static void s_test_setup(s_test_t *test)
 {
-    if (verbose)
-        printf(" * ingress_server: ");
     zsys_init();
-    s_test_t test = {.admit_status = 200, .dispatch_status = 200};
-    test.loop = proto_loop_new();
-    test.billing = zsock_new_router("inproc://ingress-test-billing");
-    test.dispatch = zsock_new_router("inproc://ingress-test-dispatch");
-    proto_loop_add_socket(test.loop, test.billing, s_test_billing, &test);
-    proto_loop_add_socket(test.loop, test.dispatch, s_test_dispatch, &test);
-    proto_config_t *config = proto_config_new();
+    memset(test, 0, sizeof *test); //  no temporary: the clients take 3.5 MB
+    test->admit_status = 200;
+    test->dispatch_status = 200;
+    test->loop = proto_loop_new();
+    test->billing = zsock_new_router("inproc://ingress-test-billing");
+    test->dispatch = zsock_new_router("inproc://ingress-test-dispatch");
+    proto_loop_add_socket(test->loop, test->billing, s_test_billing, test);
+    proto_loop_add_socket(test->loop, test->dispatch, s_test_dispatch, test);
+    test->config = proto_config_new();
     const char *settings[][2] = {
         {"ingress.listen", "127.0.0.1:0"},
         {"billing.endpoints", "inproc://ingress-test-billing"},
@@ -2531,195 +2538,239 @@ void ingress_server_test(bool verbose)
     };
     char error[256];
     for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
-        PROTO_CHECK(proto_config_set(config, settings[i][0], settings[i][1], "test", error,
+        PROTO_CHECK(proto_config_set(test->config, settings[i][0], settings[i][1], "test", error,
                                      sizeof error) == 0);
-    proto_metrics_t *metrics = proto_metrics_new();
+    test->metrics = proto_metrics_new();
     //  inproc:// peers carry no security; the socket limits still apply.
     PROTO_CHECK(proto_socket_init_with("none", "", "ingress", -1, error, sizeof error) == 0);
-    test.server = ingress_server_new(test.loop, config, metrics, NULL, false, error, sizeof error);
-    PROTO_CHECK(test.server);
-    test.port = ingress_server_port(test.server);
-    PROTO_CHECK(test.port > 0);
-    proto_api_key_t key = {.id = 7, .account_id = 3, .status = "active"};
-    s_test_key = &key;
-    char request[4096];
+    test->server = ingress_server_new(test->loop, test->config, test->metrics, NULL, false, error,
+                                      sizeof error);
+    PROTO_CHECK(test->server);
+    test->port = ingress_server_port(test->server);
+    PROTO_CHECK(test->port > 0);
+    test->key = (proto_api_key_t){.id = 7, .account_id = 3, .status = "active"};
+    s_test_key = &test->key;
+}
 
-    //  Answers that need nobody else.
+static void s_test_teardown(s_test_t *test)
+{
+    s_test_key = NULL;
+    ingress_server_destroy(&test->server);
+    proto_socket_shutdown();
+    PROTO_CHECK(test->server == NULL);
+    proto_loop_remove_socket(test->loop, test->billing);
+    proto_loop_remove_socket(test->loop, test->dispatch);
+    zsock_destroy(&test->billing);
+    zsock_destroy(&test->dispatch);
+    proto_metrics_destroy(&test->metrics);
+    proto_config_destroy(&test->config);
+    proto_loop_destroy(&test->loop);
+}
+
+//  Answers that need nobody else.
+static void s_test_local_answers(s_test_t *test)
+{
+    char request[4096];
     s_client_t *client =
-        s_test_request(&test, "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
-                              "x-request-id: my-id.1\r\n\r\n");
+        s_test_request(test, "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                             "x-request-id: my-id.1\r\n\r\n");
     PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
     PROTO_CHECK(strstr(client->data, "x-request-id: my-id.1."));
     PROTO_CHECK(strstr(client->data, "{\"status\":\"ok\"}"));
     //  Answers decided from the headers keep the connection alive.
-    client = s_test_request(&test, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
-                                   "GET /v1/models HTTP/1.1\r\nHost: t\r\n"
-                                   "Connection: close\r\n\r\n");
+    client = s_test_request(test, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+                                  "GET /v1/models HTTP/1.1\r\nHost: t\r\n"
+                                  "Connection: close\r\n\r\n");
     char *second_answer = strstr(client->data, "HTTP/1.1 401");
     PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0 && second_answer);
     PROTO_CHECK(!memmem(client->data, (size_t)(second_answer - client->data), "close", 5));
-    client = s_test_request(&test, "GET /nope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    client = s_test_request(test, "GET /nope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     PROTO_CHECK(strncmp(client->data, "HTTP/1.1 404", 12) == 0);
     PROTO_CHECK(strstr(client->data, "\"code\":\"not_found\"") &&
                 strstr(client->data, "x-request-id"));
     client = s_test_request(
-        &test, "GET /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        test, "GET /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     PROTO_CHECK(strncmp(client->data, "HTTP/1.1 405", 12) == 0);
     PROTO_CHECK(strstr(client->data, "Allow: POST"));
-    client = s_test_request(&test,
+    client = s_test_request(test,
                             "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
                             "Content-Length: 2\r\n\r\n{}");
     PROTO_CHECK(strncmp(client->data, "HTTP/1.1 401", 12) == 0);
     PROTO_CHECK(strstr(client->data, "Missing API key") && strstr(client->data, "invalid_api_key"));
-    client = s_test_request(&test, "GET /v1/models HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
-                                   "x-api-key: wrong\r\n\r\n");
+    client = s_test_request(test, "GET /v1/models HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                                  "x-api-key: wrong\r\n\r\n");
     PROTO_CHECK(strncmp(client->data, "HTTP/1.1 401", 12) == 0);
     PROTO_CHECK(strstr(client->data, "Invalid API key."));
-    client = s_test_request(&test,
+    client = s_test_request(test,
                             "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
                             "Authorization: Bearer tg-test\r\nContent-Length: 65536\r\n\r\n");
     PROTO_CHECK(strncmp(client->data, "HTTP/1.1 413", 12) == 0);
-    client = s_test_request(&test, s_test_chat("", "{\"model\":", request, sizeof request));
+    client = s_test_request(test, s_test_chat("", "{\"model\":", request, sizeof request));
     PROTO_CHECK(strncmp(client->data, "HTTP/1.1 400", 12) == 0 && strstr(client->data, "JSON"));
-    client = s_test_request(&test, s_test_chat("", "{\"model\":\"m\"}", request, sizeof request));
+    client = s_test_request(test, s_test_chat("", "{\"model\":\"m\"}", request, sizeof request));
     PROTO_CHECK(strncmp(client->data, "HTTP/1.1 400", 12) == 0);
     PROTO_CHECK(strstr(client->data, "'messages'") &&
                 strstr(client->data, "x-tollgate-overhead-ms"));
-    client = s_test_request(&test, "GET /v1/models HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
-                                   "Authorization: Bearer tg-test\r\n\r\n");
+    client = s_test_request(test, "GET /v1/models HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                                  "Authorization: Bearer tg-test\r\n\r\n");
     PROTO_CHECK(strstr(client->data, "{\"object\":\"list\",\"data\":[]}"));
-    client = s_test_request(&test, "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    client = s_test_request(test, "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     PROTO_CHECK(strstr(client->data, "tollgate_ingress_requests_total{route=\"models\""));
-    PROTO_CHECK(test.admits == 0);
+    PROTO_CHECK(test->admits == 0);
+}
 
-    //  A whole answer: ADMIT, then DISPATCH (dispatch routes), then DONE.
-    const char *chat = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
-    client = s_test_request(&test, s_test_chat("traceparent: 00-4bf92f3577b34da6a3ce929d0e0e"
-                                               "4736-00f067aa0ba902b7-01\r\n",
-                                               chat, request, sizeof request));
+//  A whole answer: ADMIT, then DISPATCH (dispatch routes), then DONE.
+static void s_test_whole_answer(s_test_t *test)
+{
+    char request[4096];
+    s_client_t *client =
+        s_test_request(test, s_test_chat("traceparent: 00-4bf92f3577b34da6a3ce929d0e0e"
+                                         "4736-00f067aa0ba902b7-01\r\n",
+                                         s_test_chat_body, request, sizeof request));
     PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
     PROTO_CHECK(strstr(client->data, "{\"answer\":42}") && strstr(client->data, "x-request-id: "));
     PROTO_CHECK(strstr(client->data, "x-tollgate-overhead-ms: "));
-    PROTO_CHECK(test.admits == 1 && test.dispatches == 1 && test.dispatch_ok);
-    PROTO_CHECK(strcmp(test.dispatch_body, chat) == 0);
-    PROTO_CHECK(test.dispatch_protocol == PROTO_PROTOCOL_OPENAI && !*test.dispatch_meta);
+    PROTO_CHECK(test->admits == 1 && test->dispatches == 1 && test->dispatch_ok);
+    PROTO_CHECK(strcmp(test->dispatch_body, s_test_chat_body) == 0);
+    PROTO_CHECK(test->dispatch_protocol == PROTO_PROTOCOL_OPENAI && !*test->dispatch_meta);
+}
 
-    //  Gemini: model and stream from the path, the JSON array asked for
-    //  without alt=sse; the key in x-goog-api-key. Anthropic count_tokens.
+//  Gemini: model and stream from the path, the JSON array asked for
+//  without alt=sse; the key in x-goog-api-key. Anthropic count_tokens.
+static void s_test_protocols(s_test_t *test)
+{
+    char request[4096];
     const char *gemini = "{\"contents\":[{\"parts\":[{\"text\":\"hi\"}]}]}";
     snprintf(request, sizeof request,
              "POST /v1beta/models/gm-1:streamGenerateContent HTTP/1.1\r\nHost: t\r\n"
              "Connection: close\r\nx-goog-api-key: tg-test\r\nContent-Length: %zu\r\n\r\n%s",
              strlen(gemini), gemini);
-    client = s_test_request(&test, request);
+    s_client_t *client = s_test_request(test, request);
     PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
-    PROTO_CHECK(test.dispatch_protocol == PROTO_PROTOCOL_GEMINI && test.dispatch_stream);
-    PROTO_CHECK(strcmp(test.dispatch_model, "gm-1") == 0);
-    PROTO_CHECK(strcmp(test.dispatch_meta, "{\"json_array\":true}") == 0);
+    PROTO_CHECK(test->dispatch_protocol == PROTO_PROTOCOL_GEMINI && test->dispatch_stream);
+    PROTO_CHECK(strcmp(test->dispatch_model, "gm-1") == 0);
+    PROTO_CHECK(strcmp(test->dispatch_meta, "{\"json_array\":true}") == 0);
     const char *count = "{\"model\":\"c-1\",\"messages\":[]}";
     snprintf(request, sizeof request,
              "POST /v1/messages/count_tokens HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
              "x-api-key: tg-test\r\nContent-Length: %zu\r\n\r\n%s",
              strlen(count), count);
-    client = s_test_request(&test, request);
+    client = s_test_request(test, request);
     PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
-    PROTO_CHECK(test.dispatch_protocol == PROTO_PROTOCOL_ANTHROPIC && !test.dispatch_stream);
-    PROTO_CHECK(strcmp(test.dispatch_meta, "{\"count_tokens\":true}") == 0);
+    PROTO_CHECK(test->dispatch_protocol == PROTO_PROTOCOL_ANTHROPIC && !test->dispatch_stream);
+    PROTO_CHECK(strcmp(test->dispatch_meta, "{\"count_tokens\":true}") == 0);
     //  Errors on a Gemini path are in Gemini's shape.
-    client = s_test_request(&test, "POST /v1beta/models/gm-1:generateContent HTTP/1.1\r\n"
-                                   "Host: t\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}");
+    client = s_test_request(test, "POST /v1beta/models/gm-1:generateContent HTTP/1.1\r\n"
+                                  "Host: t\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}");
     PROTO_CHECK(strncmp(client->data, "HTTP/1.1 401", 12) == 0);
     PROTO_CHECK(strstr(client->data, "\"status\":\"UNAUTHENTICATED\""));
-    test.admits = test.dispatches = 0;
+    test->admits = test->dispatches = 0;
+}
 
-    //  A stream: CHUNKs through the buffer, DONE ends it.
-    test.mode = S_STREAM_DONE;
-    client = s_test_request(&test, s_test_chat("",
-                                               "{\"model\":\"m\",\"messages\":[],"
-                                               "\"stream\":true}",
-                                               request, sizeof request));
+//  A stream: CHUNKs through the buffer, DONE ends it.
+static void s_test_stream(s_test_t *test)
+{
+    char request[4096];
+    test->mode = S_STREAM_DONE;
+    s_client_t *client = s_test_request(test, s_test_chat("",
+                                                          "{\"model\":\"m\",\"messages\":[],"
+                                                          "\"stream\":true}",
+                                                          request, sizeof request));
     PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
     PROTO_CHECK(strstr(client->data, "text/event-stream"));
     char *first = strstr(client->data, "data: first");
     char *second = strstr(client->data, "data: second");
     char *last = strstr(client->data, "data: [DONE]");
     PROTO_CHECK(first && second && last && first < second && second < last);
+}
 
+//  Refusals by the other programs, and their silence.
+static void s_test_refusals(s_test_t *test)
+{
+    char request[4096];
     //  Billing says no: its status and words, no SETTLE.
-    test.admit_status = 429;
-    client = s_test_request(&test, s_test_chat("", chat, request, sizeof request));
+    test->admit_status = 429;
+    s_client_t *client =
+        s_test_request(test, s_test_chat("", s_test_chat_body, request, sizeof request));
     PROTO_CHECK(strncmp(client->data, "HTTP/1.1 429", 12) == 0);
     PROTO_CHECK(strstr(client->data, "Retry-After: 2\r\n") && strstr(client->data, "rate_limited"));
-    PROTO_CHECK(test.dispatches == 0 && test.settles == 0);
+    PROTO_CHECK(test->dispatches == 0 && test->settles == 0);
 
     //  Dispatch finds no provider after billing admitted: its 503 reaches
     //  the client, and ingress settles nothing (dispatch settles what it took).
-    test.admit_status = 200;
-    test.dispatch_status = 503;
-    s_test_reset(&test);
-    client = s_test_request(&test, s_test_chat("", chat, request, sizeof request));
+    test->admit_status = 200;
+    test->dispatch_status = 503;
+    s_test_reset(test);
+    client = s_test_request(test, s_test_chat("", s_test_chat_body, request, sizeof request));
     PROTO_CHECK(strncmp(client->data, "HTTP/1.1 503", 12) == 0);
     PROTO_CHECK(strstr(client->data, "No provider is available for model 'm'."));
-    PROTO_CHECK(test.dispatches == 1 && test.settles == 0);
+    PROTO_CHECK(test->dispatches == 1 && test->settles == 0);
 
     //  Every dispatch is draining: the request waits for one (at most the
     //  internal timeout), then is answered 503 and settled here, since no
     //  dispatch took it.
-    test.dispatch_code = "draining";
-    s_test_reset(&test);
-    client = s_test_send(&test, s_test_chat("", chat, request, sizeof request));
-    s_test_run(&test, s_test_settled);
-    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 503", 12) == 0 && test.dispatches >= 2);
-    test.dispatch_code = NULL;
+    test->dispatch_code = "draining";
+    s_test_reset(test);
+    client = s_test_send(test, s_test_chat("", s_test_chat_body, request, sizeof request));
+    s_test_run(test, s_test_settled);
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 503", 12) == 0 && test->dispatches >= 2);
+    test->dispatch_code = NULL;
 
     //  Billing silent: internal timeout.
-    test.dispatch_status = 200;
-    test.billing_silent = true;
-    client = s_test_request(&test, s_test_chat("", chat, request, sizeof request));
+    test->dispatch_status = 200;
+    test->billing_silent = true;
+    client = s_test_request(test, s_test_chat("", s_test_chat_body, request, sizeof request));
     PROTO_CHECK(strncmp(client->data, "HTTP/1.1 503", 12) == 0);
     PROTO_CHECK(strstr(client->data, "internal_timeout"));
-    test.billing_silent = false;
+    test->billing_silent = false;
+}
 
-    //  Two hundred idle streams cost no CPU; hanging up cancels each.
-    test.mode = S_STREAM_HOLD;
-    s_test_reset(&test);
+//  Two hundred idle streams cost no CPU; hanging up cancels each.
+static void s_test_idle_streams(s_test_t *test, bool verbose)
+{
+    char request[4096];
+    test->mode = S_STREAM_HOLD;
+    s_test_reset(test);
     for (int i = 0; i < 200; i++)
-        s_test_send(&test, s_test_chat("", "{\"model\":\"m\",\"messages\":[],\"stream\":true}",
-                                       request, sizeof request));
-    s_test_run(&test, s_test_all_streaming);
-    PROTO_CHECK(test.dispatches == 200);
+        s_test_send(test, s_test_chat("", "{\"model\":\"m\",\"messages\":[],\"stream\":true}",
+                                      request, sizeof request));
+    s_test_run(test, s_test_all_streaming);
+    PROTO_CHECK(test->dispatches == 200);
     double cpu = s_test_cpu_seconds();
-    test.until = NULL;
-    proto_loop_add_timer(test.loop, 1000, false, s_test_stop, NULL);
-    proto_loop_run(test.loop);
+    test->until = NULL;
+    proto_loop_add_timer(test->loop, 1000, false, s_test_stop, NULL);
+    proto_loop_run(test->loop);
     cpu = s_test_cpu_seconds() - cpu;
     if (verbose)
         printf("(200 idle streams: %.1f ms CPU in 1 s) ", cpu * 1000);
     PROTO_CHECK(cpu < 0.2);
-    for (int i = 0; i < test.client_count; i++) {
-        proto_loop_remove_fd(test.loop, test.clients[i].fd);
-        shutdown(test.clients[i].fd, SHUT_RDWR);
-        test.clients[i].ended = true;
+    for (int i = 0; i < test->client_count; i++) {
+        proto_loop_remove_fd(test->loop, test->clients[i].fd);
+        shutdown(test->clients[i].fd, SHUT_RDWR);
+        test->clients[i].ended = true;
     }
-    s_test_run(&test, s_test_all_cancelled);
-    PROTO_CHECK(test.cancels == 200);
-    s_test_reset(&test);
+    s_test_run(test, s_test_all_cancelled);
+    PROTO_CHECK(test->cancels == 200);
+    s_test_reset(test);
+}
 
+void ingress_server_test(bool verbose)
+{
+    if (verbose)
+        printf(" * ingress_server: ");
+    s_test_t test;
+    s_test_setup(&test);
+    //  In this order: each step leaves the fakes set as the next expects.
+    s_test_local_answers(&test);
+    s_test_whole_answer(&test);
+    s_test_protocols(&test);
+    s_test_stream(&test);
+    s_test_refusals(&test);
+    s_test_idle_streams(&test, verbose);
     //  Drain: nothing in flight, so it is over at once.
     ingress_server_drain(test.server, s_test_drained, &test);
     PROTO_CHECK(test.drained);
-
-    s_test_key = NULL;
-    ingress_server_destroy(&test.server);
-    proto_socket_shutdown();
-    PROTO_CHECK(test.server == NULL);
-    proto_loop_remove_socket(test.loop, test.billing);
-    proto_loop_remove_socket(test.loop, test.dispatch);
-    zsock_destroy(&test.billing);
-    zsock_destroy(&test.dispatch);
-    proto_metrics_destroy(&metrics);
-    proto_config_destroy(&config);
-    proto_loop_destroy(&test.loop);
+    s_test_teardown(&test);
     if (verbose)
         printf("OK\n");
 }

@@ -245,7 +245,17 @@ static proto_msg_t *s_admit_decide(billing_t *self, proto_msg_t *request, bool m
             proto_price_scale(proto_price_reserve(model, tokens, proto_msg_tokens_out(request)),
                               account ? account->multiplier_ppm : PROTO_PRICE_PPM_ONE);
         billing_denial_t denial;
-        if (reserve == INT64_MAX) {
+        if (!proto_price_output_allowed(model, proto_msg_tokens_out(request))) {
+            //  Above the model's maximum: reserving the model's maximum could
+            //  be less than the upstream produces, so refused as OpenAI does.
+            log_info(rid, "admit refused: max_tokens %" PRIu64 " above the model's %" PRId64,
+                     proto_msg_tokens_out(request), model->max_output_tokens);
+            snprintf(message, sizeof message,
+                     "max_tokens is too large: %" PRIu64 ". This model supports at most %" PRId64
+                     " output tokens.",
+                     proto_msg_tokens_out(request), model->max_output_tokens);
+            s_refuse(reply, 400, "invalid_value", message);
+        } else if (reserve == INT64_MAX) {
             //  What the request may cost does not fit 64 bits of micro-units:
             //  refused, since it could never be charged.
             log_info(rid, "admit refused: the reservation for %" PRIu64 " tokens overflows",
@@ -892,11 +902,13 @@ static const char s_test_catalog[] =
     "\"provider_keys\":[{\"id\":41,\"provider_id\":40}],"
     "\"models\":[{\"id\":50,\"name\":\"m\",\"price_in_micros\":2000000,"
     "\"price_out_micros\":4000000},{\"id\":51,\"name\":\"other\"},"
-    "{\"id\":52,\"name\":\"gone\",\"status\":\"disabled\"}]}";
+    "{\"id\":52,\"name\":\"gone\",\"status\":\"disabled\"},"
+    "{\"id\":53,\"name\":\"capped\",\"price_out_micros\":1000000,\"max_output_tokens\":1000},"
+    "{\"id\":54,\"name\":\"dear\",\"price_out_micros\":9000000000000000000}]}";
 
-//  ADMIT from the DEALER; returns the ADMIT_REPLY.
-static proto_msg_t *s_test_admit(proto_peer_t *client, const char *rid, uint64_t key_id,
-                                 uint64_t account_id, const char *model)
+//  ADMIT from the DEALER, with max_tokens (0: none); returns the ADMIT_REPLY.
+static proto_msg_t *s_test_admit_out(proto_peer_t *client, const char *rid, uint64_t key_id,
+                                     uint64_t account_id, const char *model, uint64_t tokens_out)
 {
     proto_msg_t *admit = proto_msg_new(PROTO_MSG_ADMIT);
     proto_msg_set_request_id(admit, rid);
@@ -904,10 +916,18 @@ static proto_msg_t *s_test_admit(proto_peer_t *client, const char *rid, uint64_t
     proto_msg_set_account_id(admit, account_id);
     proto_msg_set_model(admit, model);
     proto_msg_set_tokens_in(admit, 100);
+    if (tokens_out)
+        proto_msg_set_tokens_out(admit, tokens_out);
     PROTO_CHECK(proto_peer_send(client, &admit) == 0);
     proto_msg_t *reply = proto_peer_wait(client, PROTO_MSG_ADMIT_REPLY, rid, S_TEST_WAIT_MS);
     PROTO_CHECK(reply);
     return reply;
+}
+
+static proto_msg_t *s_test_admit(proto_peer_t *client, const char *rid, uint64_t key_id,
+                                 uint64_t account_id, const char *model)
+{
+    return s_test_admit_out(client, rid, key_id, account_id, model, 0);
 }
 
 static void s_test_refused(proto_peer_t *client, const char *rid, uint64_t key_id,
@@ -954,6 +974,66 @@ static int64_t s_test_entry(proto_peer_t *ledger, const char *rid, bool commit)
     }
     proto_msg_destroy(&entry);
     return cost;
+}
+
+//  The model's max_output_tokens: the reservation when the request names no
+//  limit, a limit above it refused 400 invalid_value; a reservation that
+//  overflows refused 400 cost_overflow; a settled cost that overflows
+//  charges the reservation, marked estimated, never 0.
+static void s_test_output_limits(proto_peer_t *client, proto_peer_t *ledger)
+{
+    //  capped: $1/M out, at most 1000: 1000 reserved, not 4096.
+    proto_msg_t *reply = s_test_admit(client, "t-20", 10, 1, "capped");
+    PROTO_CHECK(proto_msg_status(reply) == 200 && proto_msg_reserve_micros(reply) == 1000);
+    proto_msg_destroy(&reply);
+    reply = s_test_admit_out(client, "t-21", 10, 1, "capped", 1000);
+    PROTO_CHECK(proto_msg_status(reply) == 200 && proto_msg_reserve_micros(reply) == 1000);
+    proto_msg_destroy(&reply);
+    reply = s_test_admit_out(client, "t-22", 10, 1, "capped", 1001);
+    PROTO_CHECK(proto_msg_status(reply) == 400);
+    PROTO_CHECK(streq(proto_msg_error_code(reply), "invalid_value"));
+    PROTO_CHECK(strstr(proto_msg_error_message(reply), "max_tokens is too large: 1001"));
+    PROTO_CHECK(strstr(proto_msg_error_message(reply), "at most 1000 output tokens"));
+    proto_msg_destroy(&reply);
+    //  No maximum on m: 4096 x 4 + 100 x 2 micros.
+    reply = s_test_admit(client, "t-23", 10, 1, "m");
+    PROTO_CHECK(proto_msg_status(reply) == 200 && proto_msg_reserve_micros(reply) == 16584);
+    proto_msg_destroy(&reply);
+    //  dear: 2e12 output tokens at 9e18 micros per million do not fit.
+    reply = s_test_admit_out(client, "t-24", 10, 1, "dear", UINT64_C(2000000000000));
+    PROTO_CHECK(proto_msg_status(reply) == 400);
+    PROTO_CHECK(streq(proto_msg_error_code(reply), "cost_overflow"));
+    proto_msg_destroy(&reply);
+
+    //  A settlement whose cost overflows (tokens no upstream reports)
+    //  charges what the request was admitted for, marked estimated.
+    proto_msg_t *settle = proto_msg_new(PROTO_MSG_SETTLE);
+    proto_msg_set_request_id(settle, "t-20");
+    proto_msg_set_account_id(settle, 1);
+    proto_msg_set_key_id(settle, 10);
+    proto_msg_set_model(settle, "dear");
+    proto_msg_set_status(settle, 200);
+    proto_msg_set_started_us(settle, proto_loop_wall_us());
+    proto_msg_set_tokens_out(settle, UINT64_C(1000000000000));
+    proto_msg_set_reserve_micros(settle, 1000);
+    PROTO_CHECK(proto_peer_send(client, &settle) == 0);
+    proto_msg_t *entry = proto_peer_wait(ledger, PROTO_MSG_ENTRY, "t-20", S_TEST_WAIT_MS);
+    PROTO_CHECK(entry && proto_msg_cost_micros(entry) == 1000 && proto_msg_estimated(entry));
+    proto_msg_t *done = proto_msg_reply(entry, PROTO_MSG_COMMIT);
+    proto_msg_destroy(&entry);
+    PROTO_CHECK(proto_peer_send(ledger, &done) == 0);
+    proto_msg_t *commit = proto_peer_wait(client, PROTO_MSG_COMMIT, "t-20", S_TEST_WAIT_MS);
+    PROTO_CHECK(commit);
+    proto_msg_destroy(&commit);
+    //  The others admitted here settle (releasing their reservations).
+    const char *admitted[] = {"t-21", "t-23"};
+    for (size_t i = 0; i < sizeof admitted / sizeof *admitted; i++) {
+        s_test_settle(client, admitted[i], 200);
+        PROTO_CHECK(s_test_entry(ledger, admitted[i], true) == 4000);
+        commit = proto_peer_wait(client, PROTO_MSG_COMMIT, admitted[i], S_TEST_WAIT_MS);
+        PROTO_CHECK(commit);
+        proto_msg_destroy(&commit);
+    }
 }
 
 void billing_test(bool verbose)
@@ -1029,6 +1109,8 @@ void billing_test(bool verbose)
     commit = proto_peer_wait(client, PROTO_MSG_COMMIT, "t-9", S_TEST_WAIT_MS);
     PROTO_CHECK(commit);
     proto_msg_destroy(&commit);
+
+    s_test_output_limits(client, ledger);
 
     //  Hostile input: garbage frames and an ADMIT without a request id are
     //  dropped, and the server answers the next request.

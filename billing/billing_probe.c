@@ -8,7 +8,8 @@
 
     Checks: every ADMIT refusal (unknown, revoked, disabled, expired key,
     disabled account, unknown/disabled/not-allowed model) with its code and
-    message; admission's reserve; SETTLE -> COMMIT with the cost priced by
+    message; admission's reserve (4096 output tokens, or the model's
+    max_output_tokens, a max_tokens above it refused 400); SETTLE -> COMMIT with the cost priced by
     the documented rule (cache tokens, provider multiplier) written to
     usage, the journal and the balance; a re-sent SETTLE answered COMMIT
     without a second row; a failed request recorded at cost 0; the PONG
@@ -112,7 +113,8 @@ static proto_msg_t *s_request(proto_msg_t **msg_p)
     return reply;
 }
 
-static proto_msg_t *s_admit(uint64_t key_id, uint64_t account_id, const char *model, char *rid_out)
+static proto_msg_t *s_admit_out(uint64_t key_id, uint64_t account_id, const char *model,
+                                uint64_t tokens_out, char *rid_out)
 {
     proto_msg_t *msg = proto_msg_new(PROTO_MSG_ADMIT);
     char rid[64];
@@ -124,10 +126,17 @@ static proto_msg_t *s_admit(uint64_t key_id, uint64_t account_id, const char *mo
     proto_msg_set_account_id(msg, account_id);
     proto_msg_set_model(msg, model);
     proto_msg_set_tokens_in(msg, 1000);
+    if (tokens_out)
+        proto_msg_set_tokens_out(msg, tokens_out);
     proto_msg_t *reply = s_request(&msg);
     S_CHECK(proto_msg_type(reply) == PROTO_MSG_ADMIT_REPLY, "ADMIT answered %s",
             proto_msg_type_name(proto_msg_type(reply)));
     return reply;
+}
+
+static proto_msg_t *s_admit(uint64_t key_id, uint64_t account_id, const char *model, char *rid_out)
+{
+    return s_admit_out(key_id, account_id, model, 0, rid_out);
 }
 
 static void s_expect_refusal(uint64_t key_id, uint64_t account_id, const char *model,
@@ -221,6 +230,9 @@ static void s_seed(s_world_t *w)
                 " price_cache_read_micros) VALUES ('probe-model', 2500000, 10000000, 1250000),"
                 " ('probe-other', 0, 0, 0) RETURNING 1) SELECT count(*) FROM m");
     s_query_int("INSERT INTO models (name, status) VALUES ('probe-off', 'disabled') RETURNING 1");
+    //  probe-model has no max_output_tokens (4096 reserved); probe-capped has 1000.
+    s_query_int("INSERT INTO models (name, price_in_micros, price_out_micros, max_output_tokens)"
+                " VALUES ('probe-capped', 2500000, 10000000, 1000) RETURNING 1");
     int64_t provider = s_query_int("INSERT INTO providers (name, protocol, base_url) VALUES"
                                    " ('probe-provider', 'openai', 'http://127.0.0.1:9')"
                                    " RETURNING id");
@@ -255,7 +267,8 @@ static void s_admitted(s_world_t *w)
         reply = s_admit(w->key_ok, (uint64_t)w->account, "probe-model", w->rid);
     } while (proto_msg_status(reply) != 200 && proto_loop_now_ms() < deadline);
     S_CHECK(proto_msg_status(reply) == 200, "never admitted: %s", proto_msg_error_message(reply));
-    //  Reserve: 1000 in at $2.50/M + 4096 out at $10/M, rounded up.
+    //  Reserve: 1000 in at $2.50/M + 4096 out at $10/M, rounded up (probe-model
+    //  has no max_output_tokens, so the request's missing max_tokens is 4096).
     proto_model_t model = {.price_in_micros = 2500000, .price_out_micros = 10000000};
     w->reserve = proto_price_reserve(&model, 1000, 0);
     S_CHECK(w->reserve == 43460, "reserve formula moved: %" PRId64, w->reserve);
@@ -289,6 +302,26 @@ static void s_refusals(s_world_t *w)
     S_CHECK(proto_msg_status(reply) == 200 && proto_msg_reserve_micros(reply) == 0,
             "limited key on its own model");
     proto_msg_destroy(&reply);
+    //  A model's max_output_tokens (from PostgreSQL): the reservation of a
+    //  request with no max_tokens is 1000 in at $2.50/M + 1000 out at $10/M;
+    //  a max_tokens above it is refused 400. The admitted one is released by
+    //  a failed settlement (cost 0), so the figures further on do not move.
+    char capped[64];
+    reply = s_admit(w->key_ok, (uint64_t)w->account, "probe-capped", capped);
+    S_CHECK(proto_msg_status(reply) == 200 && proto_msg_reserve_micros(reply) == 12500,
+            "probe-capped: %" PRIu64 " reserve %" PRId64, proto_msg_status(reply),
+            proto_msg_reserve_micros(reply));
+    proto_msg_destroy(&reply);
+    reply = s_admit_out(w->key_ok, (uint64_t)w->account, "probe-capped", 1001, NULL);
+    S_CHECK(proto_msg_status(reply) == 400 &&
+                strcmp(proto_msg_error_code(reply), "invalid_value") == 0 &&
+                strstr(proto_msg_error_message(reply), "max_tokens is too large: 1001"),
+            "probe-capped max_tokens 1001: %" PRIu64 " %s", proto_msg_status(reply),
+            proto_msg_error_message(reply));
+    proto_msg_destroy(&reply);
+    proto_msg_t *release =
+        s_settle_msg(capped, w->key_ok, (uint64_t)w->account, w->provider_key, 502);
+    s_expect_commit(&release);
     printf("billing_probe: refusals answered with their codes\n");
 }
 

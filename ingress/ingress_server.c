@@ -1543,14 +1543,16 @@ static proto_msg_t *s_admit_new(s_request_t *r, uint64_t timeout_ms)
 
 //  The request's admission estimate, as billing computes it: its prompt
 //  and its own output limit at the model's prices. False when this ingress
-//  cannot tell (a model it does not know, or one the key may not use):
+//  cannot tell (a model it does not know, one the key may not use, or a
+//  max_tokens above the model's maximum):
 //  then billing answers ADMIT with the reason.
 static bool s_estimate(ingress_server_t *self, s_request_t *r, int64_t *micros)
 {
     const proto_model_t *model = proto_catalog_model_by_name(self->catalog, r->parsed.model);
     const proto_api_key_t *key = proto_catalog_key(self->catalog, r->key_id);
     if (!model || !model->active || !key ||
-        !proto_catalog_key_allows(self->catalog, key, r->parsed.model))
+        !proto_catalog_key_allows(self->catalog, key, r->parsed.model) ||
+        !proto_price_output_allowed(model, r->parsed.max_output))
         return false;
     const proto_account_t *account = proto_catalog_account(self->catalog, key->account_id);
     *micros = proto_price_scale(

@@ -23,15 +23,17 @@ static const oa_settable_t s_model_settables[] = {
     {"long-context-threshold", "long_context_threshold", OA_SET_INT},
     {"long-price-in", "long_price_in", OA_SET_MONEY},
     {"long-price-out", "long_price_out", OA_SET_MONEY},
+    {"max-output-tokens", "max_output_tokens", OA_SET_INT},
     {"force-capabilities", "force_capabilities", OA_SET_TAGS},
     {NULL, NULL, OA_SET_TEXT}};
 #define S_MODEL_OPTIONS                                                                            \
     "price-in price-out price-cache-read price-cache-write price-cache-write-1h price-request "    \
-    "long-context-threshold long-price-in long-price-out force-capabilities"
+    "long-context-threshold long-price-in long-price-out max-output-tokens force-capabilities"
 #define S_MODEL_USAGE                                                                              \
     "[--price-in P] [--price-out P] [--price-cache-read P] [--price-cache-write P] "               \
     "[--price-cache-write-1h P|none] [--price-request P] [--long-context-threshold TOKENS|none] "  \
-    "[--long-price-in P|none] [--long-price-out P|none] [--force-capabilities TAG,TAG|none]"
+    "[--long-price-in P|none] [--long-price-out P|none] [--max-output-tokens TOKENS|none] "        \
+    "[--force-capabilities TAG,TAG|none]"
 
 static const oa_settable_t s_provider_key_settables[] = {
     {"multiplier", "multiplier_ppm", OA_SET_MULTIPLIER}, {NULL, NULL, OA_SET_TEXT}};

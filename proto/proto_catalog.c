@@ -512,7 +512,8 @@ static int s_load_models(proto_catalog_t *self, PGconn *db, char *error, size_t 
         "price_request_micros, "
         "long_context_threshold, long_price_in_micros, long_price_out_micros, scheduling, "
         "extract(epoch FROM created_at)::bigint, array_to_json(capabilities)::text, "
-        "strict_conversion, array_to_json(force_capabilities)::text FROM models ORDER BY id",
+        "strict_conversion, array_to_json(force_capabilities)::text, max_output_tokens FROM models "
+        "ORDER BY id",
         error, error_size);
     if (!result)
         return -1;
@@ -537,6 +538,7 @@ static int s_load_models(proto_catalog_t *self, PGconn *db, char *error, size_t 
         s_tags(result, row, 14, &model->capabilities);
         model->strict = strcmp(PQgetvalue(result, row, 15), "t") == 0;
         s_tags(result, row, 16, &model->force_capabilities);
+        model->max_output_tokens = s_int(result, row, 17, 0);
         zhashx_insert(self->models_by_name, model->name, model);
     }
     PQclear(result);
@@ -899,6 +901,7 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
         s_json_tags(item, "capabilities", &model->capabilities);
         model->strict = json_is_true(json_object_get(item, "strict_conversion"));
         s_json_tags(item, "force_capabilities", &model->force_capabilities);
+        model->max_output_tokens = s_json_int(item, "max_output_tokens", 0);
     }
     array = s_json_array(root, "routes", (void **)&self->routes, sizeof *self->routes);
     json_array_foreach(array, i, item)

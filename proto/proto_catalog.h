@@ -125,6 +125,7 @@ typedef struct {
     proto_tags_t capabilities;           //  what the model offers everywhere it is served
     bool strict;                         //  strict_conversion: refuse what conversion would drop
     proto_tags_t force_capabilities;     //  every request for the model needs these
+    int64_t max_output_tokens;           //  the most output tokens a request may ask, 0 = unknown
 } proto_model_t;
 
 typedef struct {

@@ -84,13 +84,20 @@ int64_t proto_price_reserve(const proto_model_t *model, uint64_t tokens_in, uint
         s_nonneg(long_context ? model->long_price_in_micros : model->price_in_micros);
     uint64_t price_out =
         s_nonneg(long_context ? model->long_price_out_micros : model->price_out_micros);
+    if (!tokens_out)
+        tokens_out = model->max_output_tokens > 0 ? (uint64_t)model->max_output_tokens
+                                                  : PROTO_PRICE_RESERVE_OUTPUT_TOKENS;
     s_u128 sum = 0;
-    if (!s_add_product(&sum, tokens_in, price_in) ||
-        !s_add_product(&sum, tokens_out ? tokens_out : PROTO_PRICE_RESERVE_OUTPUT_TOKENS,
-                       price_out))
+    if (!s_add_product(&sum, tokens_in, price_in) || !s_add_product(&sum, tokens_out, price_out))
         return INT64_MAX;
     s_u128 reserve = s_ceil_million(sum) + s_nonneg(model->price_request_micros);
     return reserve > INT64_MAX ? INT64_MAX : (int64_t)reserve;
+}
+
+bool proto_price_output_allowed(const proto_model_t *model, uint64_t tokens_out)
+{
+    assert(model);
+    return model->max_output_tokens <= 0 || tokens_out <= (uint64_t)model->max_output_tokens;
 }
 
 int64_t proto_price_scale(int64_t value, int64_t multiplier_ppm)
@@ -235,6 +242,21 @@ void proto_price_test(bool verbose)
     PROTO_CHECK(proto_price_reserve(&pricey, UINT64_MAX, 0) == INT64_MAX);
     //  The request's own output limit replaces the default: max_tokens 100.
     PROTO_CHECK(proto_price_reserve(&plain, 0, 100) == 1000);
+    //  A model's max_output_tokens replaces the 4096 when the request gives
+    //  none: 100,000 x 10 = 1,000,000 micros; the request's own limit
+    //  still wins below it, and a limit above it is not allowed.
+    plain.max_output_tokens = 100000;
+    PROTO_CHECK(proto_price_reserve(&plain, 0, 0) == 1000000);
+    PROTO_CHECK(proto_price_reserve(&plain, 1, 0) == 1000003);
+    PROTO_CHECK(proto_price_reserve(&plain, 0, 100) == 1000);
+    PROTO_CHECK(proto_price_output_allowed(&plain, 0));
+    PROTO_CHECK(proto_price_output_allowed(&plain, 100000));
+    PROTO_CHECK(!proto_price_output_allowed(&plain, 100001));
+    plain.max_output_tokens = 0;
+    PROTO_CHECK(proto_price_output_allowed(&plain, UINT64_MAX));
+    plain.max_output_tokens = INT64_MAX;
+    PROTO_CHECK(proto_price_reserve(&plain, 0, 0) == INT64_MAX); //  saturates
+    plain.max_output_tokens = 0;
     if (verbose)
         printf("OK\n");
 }

@@ -48,7 +48,7 @@
 #include <stdint.h>
 
 //  Output tokens assumed by the admission estimate when the client gives no
-//  limit: enough for a typical answer without reserving a model's maximum.
+//  limit and the model has no max_output_tokens in the catalog.
 #define PROTO_PRICE_RESERVE_OUTPUT_TOKENS 4096
 
 //  The list price multiplier: parts per million.
@@ -73,11 +73,17 @@ int proto_price_cost(const proto_model_t *model, const proto_price_usage_t *usag
 //  The admission estimate: tokens_in (the client's whole prompt, estimated)
 //  at the input price (long-context price when above the threshold) plus
 //  tokens_out (the request's own output limit: max_tokens and its
-//  equivalents; 0 when it gives none, then PROTO_PRICE_RESERVE_OUTPUT_TOKENS)
-//  at the output price plus price_request, at list price (the provider key
+//  equivalents; 0 when it gives none, then the model's max_output_tokens, or
+//  PROTO_PRICE_RESERVE_OUTPUT_TOKENS when the model has none) at the output
+//  price plus price_request, at list price (the provider key
 //  is not chosen yet), rounded up. Saturates at INT64_MAX instead of
 //  overflowing.
 int64_t proto_price_reserve(const proto_model_t *model, uint64_t tokens_in, uint64_t tokens_out);
+
+//  False when the request's own output limit (tokens_out, 0 = none) is above
+//  the model's max_output_tokens: such a request is refused (400 naming
+//  max_tokens), never reserved at less than it may produce.
+bool proto_price_output_allowed(const proto_model_t *model, uint64_t tokens_out);
 
 //  ceil(value x multiplier_ppm / 1e6), saturating at INT64_MAX; negative
 //  inputs count as 0. Combines two multipliers (a provider key's and an

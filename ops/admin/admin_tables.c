@@ -545,6 +545,7 @@ static const admin_column_t s_model_columns[] = {
     {"long_context_threshold", "m.long_context_threshold", ADMIN_COL_INT, NULL, NULL},
     {"long_price_in_micros", "m.long_price_in_micros", ADMIN_COL_MICROS, NULL, NULL},
     {"long_price_out_micros", "m.long_price_out_micros", ADMIN_COL_MICROS, NULL, NULL},
+    {"max_output_tokens", "m.max_output_tokens", ADMIN_COL_INT, NULL, NULL},
     {"scheduling", "m.scheduling", ADMIN_COL_TEXT, NULL, NULL},
     {"capabilities", "to_json(m.capabilities)", ADMIN_COL_LIST, NULL, NULL},
     {"strict_conversion", "m.strict_conversion", ADMIN_COL_BOOL, NULL, NULL},
@@ -581,6 +582,15 @@ static const admin_field_t s_model_fields[] = {
     //  null: the normal price
     S_PRICE_OR_NULL("long_price_in"),
     S_PRICE_OR_NULL("long_price_out"),
+    //  The most output tokens a request may ask (docs/billing.md): the
+    //  reservation when a request gives no max_tokens; null: unknown.
+    {.field = "max_output_tokens",
+     .column = "max_output_tokens",
+     .kind = ADMIN_F_INT,
+     .use = ADMIN_BOTH,
+     .min = 1,
+     .max = ADMIN_INT_MAX * INT64_C(1000),
+     .nullable = true},
     {.field = "force_capabilities",
      .column = "force_capabilities",
      .kind = ADMIN_F_TAGS,

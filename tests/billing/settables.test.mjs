@@ -1,6 +1,6 @@
 // Money that can be set (issue 13), through the real programs and the CLI: per-key limits and
 // expiry with `tollgate key set`, account limits with `tollgate account set`, the long-context tier and the per-request price with
-// `tollgate model add/set`, 1-hour cache writes priced apart (Anthropic's cache_creation),
+// `tollgate model add/set` (and bad values of --max-output-tokens), 1-hour cache writes priced apart (Anthropic's cache_creation),
 // multipliers on accounts and provider keys (0 = free tier), forced capabilities per model.
 // Every bad value is refused with the field named and changes nothing.
 import assert from 'node:assert/strict';
@@ -218,11 +218,36 @@ describe('model prices with tollgate model add/set', () => {
     for (const [args, field] of [[['--long-price-in', '5'], 'long_price_in'],
       [['--price-out', '-1'], 'price_out'], [['--long-context-threshold', '0'], 'long_context_threshold'],
       [['--force-capabilities', 'Bad Tag'], 'force_capabilities'],
-      [['--price-in', '5', '--long-price-out', '5'], 'long_price_out']]) {
+      [['--price-in', '5', '--long-price-out', '5'], 'long_price_out'],
+      [['--max-output-tokens', '0'], 'max_output_tokens'],
+      [['--max-output-tokens', '-5'], 'max_output_tokens'],
+      [['--max-output-tokens', '1000000000001'], 'max_output_tokens']]) {
       const result = await run('model', 'set', 'longy', ...args);
       assert.equal(result.code, 1, `${args.join(' ')}: ${result.stdout}`);
       assert.match(result.stderr, new RegExp(`'${field}'`), result.stderr);
     }
+    // max_output_tokens is a whole number of tokens: the CLI refuses anything else before the
+    // API, and the API refuses it from any client.
+    for (const value of ['1.5', 'lots', '']) {
+      const result = await run('model', 'set', 'longy', '--max-output-tokens', value);
+      assert.equal(result.code, 2, `${value}: ${result.stdout}`);
+      assert.match(result.stderr, /--max-output-tokens takes a whole number, or none/, result.stderr);
+    }
+    for (const value of [1.5, '1000', true, 0, -1]) {
+      const response = await fetch(`${cluster.admin}/admin/models/longy`, {
+        method: 'PATCH',
+        headers: { authorization: `Bearer ${cluster.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ max_output_tokens: value }),
+      });
+      const body = await response.json();
+      assert.equal(response.status, 400, `${JSON.stringify(value)}: ${JSON.stringify(body)}`);
+      assert.match(body.error.message, /'max_output_tokens' must be an integer from 1 to/,
+        JSON.stringify(body));
+    }
+    const badMax = await run('model', 'add', 'badmax', '--route', 'mock:fast', '--max-output-tokens', '0');
+    assert.equal(badMax.code, 1);
+    assert.match(badMax.stderr, /'max_output_tokens'/);
+    assert.equal((await run('model', 'show', 'badmax')).code, 1);
     const add = await run('model', 'add', 'tierless', '--route', 'mock:fast', '--long-price-in', '5');
     assert.equal(add.code, 1);
     assert.match(add.stderr, /'long_price_in' needs 'long_context_threshold'/);

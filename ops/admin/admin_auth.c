@@ -241,12 +241,11 @@ static bool s_password_ok(admin_call_t *call, const char *stored, const char *pa
         char random[33];
         proto_crypto_random_hex(random, 16);
         char hash[crypto_pwhash_STRBYTES];
-        if (crypto_pwhash_str_alg(hash, random, strlen(random), ADMIN_PW_OPSLIMIT,
-                                  ADMIN_PW_MEMLIMIT, crypto_pwhash_ALG_ARGON2ID13) == 0)
+        if (admin_argon2_hash(hash, random) == 0)
             *call->dummy_hash = strdup(hash);
     }
     const char *hash = stored ? stored : *call->dummy_hash;
-    bool ok = hash && crypto_pwhash_str_verify(hash, password, strlen(password)) == 0;
+    bool ok = hash && admin_argon2_verify(hash, password);
     return ok && stored;
 }
 
@@ -265,8 +264,7 @@ static void s_rehash(admin_call_t *call, const char *id, const char *stored, con
     if (crypto_pwhash_str_needs_rehash(stored, ADMIN_PW_OPSLIMIT, ADMIN_PW_MEMLIMIT) == 0)
         return;
     char fresh[crypto_pwhash_STRBYTES];
-    if (crypto_pwhash_str_alg(fresh, password, strlen(password), ADMIN_PW_OPSLIMIT,
-                              ADMIN_PW_MEMLIMIT, crypto_pwhash_ALG_ARGON2ID13) == 0) {
+    if (admin_argon2_hash(fresh, password) == 0) {
         PGresult *result =
             admin_sql(call, "UPDATE admin_users SET password_hash = $2 WHERE id = $1::bigint", 2,
                       (const char *[]){id, fresh});

@@ -10,6 +10,7 @@
 #include <ctype.h>
 #include <inttypes.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1068,6 +1069,30 @@ bool admin_username_valid(const char *name)
     return true;
 }
 
+static atomic_int s_hashing; //  argon2id computations running now
+
+int admin_argon2_hash(char *hash, const char *password)
+{
+    atomic_fetch_add(&s_hashing, 1);
+    int rc = crypto_pwhash_str_alg(hash, password, strlen(password), ADMIN_PW_OPSLIMIT,
+                                   ADMIN_PW_MEMLIMIT, crypto_pwhash_ALG_ARGON2ID13);
+    atomic_fetch_sub(&s_hashing, 1);
+    return rc == 0 ? 0 : -1;
+}
+
+bool admin_argon2_verify(const char *hash, const char *password)
+{
+    atomic_fetch_add(&s_hashing, 1);
+    bool ok = crypto_pwhash_str_verify(hash, password, strlen(password)) == 0;
+    atomic_fetch_sub(&s_hashing, 1);
+    return ok;
+}
+
+int admin_hashing(void)
+{
+    return atomic_load(&s_hashing);
+}
+
 //  Checks a new password and hashes it with argon2id into hash
 //  (crypto_pwhash_STRBYTES). Returns 0, or -1 after answering.
 int admin_password_hash(admin_call_t *call, const char *field, json_t *password, char *hash)
@@ -1078,8 +1103,7 @@ int admin_password_hash(admin_call_t *call, const char *field, json_t *password,
         return -1;
     }
     const char *text = json_string_value(password);
-    if (crypto_pwhash_str_alg(hash, text, strlen(text), ADMIN_PW_OPSLIMIT, ADMIN_PW_MEMLIMIT,
-                              crypto_pwhash_ALG_ARGON2ID13) != 0) {
+    if (admin_argon2_hash(hash, text) != 0) {
         log_error(call->request->request_id, "admin: cannot hash a password (out of memory)");
         admin_error(call, 500, "api_error", "cannot hash the password");
         return -1;

@@ -287,6 +287,16 @@ bool admin_username_valid(const char *name);
 //  True when the caller's role is enough for the route.
 bool admin_allowed(const admin_route_t *route, const admin_who_t *who);
 
+//  argon2id of password into hash (crypto_pwhash_STRBYTES) at the cost
+//  below, counted in admin_hashing(). Returns 0, or -1 (out of memory).
+int admin_argon2_hash(char *hash, const char *password);
+//  True when password matches an argon2id hash; counted in admin_hashing().
+bool admin_argon2_verify(const char *hash, const char *password);
+//  argon2id computations running now, on any thread of the process. The
+//  listener's /healthz shows it: a listener that answers while it is above
+//  0 does not hash passwords itself (tests/admin/auth.test.mjs).
+int admin_hashing(void);
+
 //  argon2id cost: OWASP's floor (19 MiB, 2 passes); crypto_pwhash_str_needs_rehash
 //  lets a later release raise these.
 #define ADMIN_PW_OPSLIMIT 2

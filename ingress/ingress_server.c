@@ -1,31 +1,8 @@
 /*  ingress_server: see the header, and docs/ingress.md.
 
-    A client request's life, and who holds it
-    -----------------------------------------
-    Each HTTP request gets one s_request_t, reference-counted by up to
-    three holders, and freed when the last lets go:
-      - the connection: from the first access-handler call until MHD's
-        completion callback (normal end, error, client abort, shutdown);
-      - the pipeline: while the request id is registered in `requests`,
-        i.e. while a reply from billing or dispatch may still be due for
-        it (from ADMIT until DONE, CANCEL or a decision);
-      - the content reader: from the creation of a streamed response until
-        MHD frees that response.
-    Replies are looked up by request id, never by pointer: a reply for an id
-    no longer registered is dropped with a debug line (Mongrel2's rule).
-
-    Suspend and resume
-    ------------------
-    libmicrohttpd only lets us queue a response from inside its access
-    handler. While we wait on other programs the connection is suspended;
-    when the answer is ready we keep the response in the request, resume
-    the connection, and the handler (called again by MHD after a resume)
-    queues it. A streamed response is read by s_reader from the request's
-    buffer; when the buffer is empty and DONE has not come, the reader
-    suspends the connection and returns 0 (no busy polling) and the next
-    CHUNK resumes it. A suspended connection is invisible to MHD, so to
-    notice a client that hangs up meanwhile we watch its socket ourselves
-    (EPOLLRDHUP) for exactly as long as it is suspended.
+    The server owns the listener, the peers and what the parts of the
+    request path share (ingress_server_private.h); a request's life and
+    its suspension are described in ingress_request.h.
 
     Settlement of what was admitted
     -------------------------------
@@ -38,6 +15,8 @@
     period passes, so a late admission is still settled.
 */
 #include "ingress_server.h"
+#include "ingress_server_private.h"
+#include "ingress_request.h"
 #include "proto_check.h"
 #include "ingress_buffer.h"
 #include "ingress_daemon.h"
@@ -76,8 +55,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define S_MAX_BILLING 8                        //  billing instances we connect to
-#define S_MAX_DISPATCH 16                      //  dispatch instances we connect to
 #define S_CONNECTION_LIMIT 16384               //  client connections (fds permitting)
 #define S_CONNECTION_MEMORY 16384              //  per-connection MHD pool: headers and write buffer
 #define S_CONNECTION_TIMEOUT_S 120             //  idle keep-alive connections close after this
@@ -96,152 +73,9 @@
 #define S_LEASE_SWEEP_MS 250     //  expired leases are given back this often
 #define S_MODELS_CACHE_MAX 10000 //  model lists kept (one per key and protocol)
 
-typedef enum {
-    S_RECEIVING,  //  reading the request (or answering it at once)
-    S_WAITING,    //  ADMIT out; connection suspended
-    S_DISPATCHED, //  DISPATCH out; suspended until the first CHUNK or DONE
-    S_STREAMING,  //  streamed response queued; bytes flow through `out`
-    S_ANSWERED,   //  a complete response is queued or about to be
-    S_ABANDONED,  //  no client to answer; waiting to learn whether billing admitted it
-    S_QUERY,      //  BALANCE out for the key's own figures (ingress_usage); suspended
-} s_phase_t;
-
-typedef struct _s_request_t s_request_t;
-
-struct _s_request_t {
-    ingress_server_t *server;               //  owner
-    struct MHD_Connection *connection;      //  client connection; NULL once it has ended
-    const ingress_route_t *route;           //  matched route, NULL for 404/405
-    int protocol;                           //  client protocol of every answer
-    s_phase_t phase;                        //  where the request is
-    int refs;                               //  holders: connection, pipeline, reader
-    bool registered;                        //  pipeline holder: id is in server->requests
-    bool in_handler;                        //  inside MHD's access handler: may queue
-    bool first_call;                        //  inside the handler's first call (headers only)
-    bool close_now;                         //  answer without reading the body (413)
-    bool suspended;                         //  connection suspended by us
-    bool reader_waiting;                    //  suspended by the content reader
-    int watched_fd;                         //  socket watched for hang-up, or -1
-    char id[PROTO_MSG_RID_MAX + 1];         //  request id
-    char trace[INGRESS_TRACE_SIZE];         //  traceparent we send on
-    uint64_t key_id;                        //  authenticated client key
-    uint64_t account_id;                    //  its account
-    char *body;                             //  request body so far
-    size_t body_size;                       //  bytes in body
-    size_t body_capacity;                   //  bytes allocated for body
-    size_t body_discarded;                  //  bytes dropped after going over the limit
-    bool body_too_large;                    //  went over ingress.max_body_bytes
-    ingress_body_t parsed;                  //  what the body asks for
-    char path_model[INGRESS_MODEL_MAX + 1]; //  model named by the path (Gemini), "" when none
-    bool json_array;                        //  Gemini stream without alt=sse: one JSON array
-    proto_msg_t *admit_reply;               //  billing's answer, once in
-    ingress_lease_take_t lease;             //  what it took from a lease (lease_id 0: none)
-    int64_t reserve_micros;                 //  its admission estimate
-    bool done_seen;                         //  DONE came: done_cost is the real cost
-    int64_t done_cost;                      //  what it cost, priced from DONE's usage
-    uint64_t done_tokens;                   //  tokens it used, from DONE
-    int abandon_status;                     //  status to settle with when abandoned
-    int dispatch_index;                     //  dispatch socket holding it, -1 before
-    uint32_t dispatch_tried;                //  bit per dispatch instance sent the DISPATCH
-    uint64_t held_until_ms;                 //  held for a dispatch until then, 0 = never held
-    int lost_index;                         //  dispatch whose connection dropped holding it, -1
-    uint64_t lost_until_ms;                 //  waits for that one to come back until then
-    uint64_t dispatched_ms;                 //  when the DISPATCH last went out
-    uint64_t admit_resend_ms;               //  when ADMIT may be re-sent next, 0 = not yet
-    uint64_t admit_resend_gap_ms;           //  the gap after that (doubles, capped)
-    uint64_t next_sequence;                 //  CHUNK sequence expected next
-    struct MHD_Response *response;          //  response for the handler to queue
-    unsigned response_status;               //  its status
-    ingress_buffer_t *out;                  //  streamed bytes not yet read by MHD
-    bool upstream_done;                     //  no more bytes will come (DONE, cut, cancel)
-    bool client_gone;                       //  the client hung up while suspended
-    int status;                             //  status sent to the client, for metrics
-    uint64_t attempts;                      //  upstream attempts, from DONE
-    uint64_t started_us;                    //  monotonic, first handler call
-    uint64_t started_wall_us;               //  wall clock, for SETTLE
-    uint64_t received_us;                   //  monotonic, body complete (0 = not yet)
-    proto_capture_t *capture;               //  request-log headers, NULL at level base
-    ingress_queue_item_t timeout;           //  place in a timeout queue (waiting, running, held)
-    s_request_t *live_prev;                 //  neighbours among live connections
-    s_request_t *live_next;
-};
-
-//  One DEALER and what to tell its handler.
-typedef struct {
-    ingress_server_t *server; //  owner
-    zsock_t *socket;          //  the DEALER
-    proto_outbox_t *outbox;   //  SETTLEs kept until COMMIT (billing only)
-    int index;                //  position in its array
-    uint64_t draining_until;  //  answered 503 `draining`: others first until then (dispatch)
-    uint64_t draining_since;  //  when it last answered so
-    zactor_t *monitor;        //  reports the connection dropping (dispatch only)
-} s_peer_t;
-
-struct _ingress_server_t {
-    proto_loop_t *loop;                //  process loop (borrowed)
-    proto_config_t *config;            //  configuration (borrowed)
-    proto_metrics_t *metrics;          //  metrics registry (borrowed)
-    proto_trace_t *tracer;             //  span sender (borrowed; NULL: none)
-    ingress_daemon_t *client;          //  client API listener
-    proto_tls_t *tls;                  //  its certificate (HTTPS), NULL = plain HTTP
-    proto_watch_t *watch;              //  keeps catalog fresh, NULL without a database
-    proto_catalog_t *catalog;          //  current configuration snapshot
-    s_peer_t billing[S_MAX_BILLING];   //  one DEALER per billing instance
-    int billing_count;                 //  entries in billing
-    s_peer_t dispatch[S_MAX_DISPATCH]; //  one DEALER per dispatch instance
-    int dispatch_count;                //  entries in dispatch
-    unsigned next_dispatch;            //  round-robin position
-    int resend_timer;                  //  looks for ADMITs to re-send, 0 = idle
-    zhashx_t *requests;                //  request id -> s_request_t (not owned)
-    ingress_queue_t *waiting;          //  ADMIT out: internal timeout
-    ingress_queue_t *running;          //  dispatched: request timeout
-    ingress_queue_t *held;             //  handed back by a draining dispatch: retried
-    s_request_t *live;                 //  requests with a live connection
-    size_t live_count;                 //  how many
-    size_t max_body;                   //  ingress.max_body_bytes
-    bool client_metrics;               //  ingress.client_metrics
-    size_t max_json_elements;          //  ingress.max_json_elements
-    char metrics_token_hash[PROTO_CRYPTO_HASH_HEX + 1]; //  of client_metrics_token, "" = open
-    uint64_t internal_timeout_ms;                       //  ingress.internal_timeout_ms
-    uint64_t dispatch_grace_ms;                         //  ingress.dispatch_grace_ms
-    uint64_t request_timeout_ms;                        //  ingress.request_timeout_ms
-    bool draining;                                      //  SIGTERM came
-    ingress_lease_t *leases;               //  what billing lets us admit without asking
-    ingress_models_t *models;              //  model lists, kept ingress.models_cache_ms
-    uint64_t models_cache_ms;              //  ingress.models_cache_ms
-    bool leases_on;                        //  billing.leases
-    int lease_timer;                       //  gives expired leases back
-    ingress_server_drained_fn *drained_fn; //  told when the drain is over
-    void *drained_arg;                     //  its argument
-    proto_service_t *service;              //  the service running us, or NULL
-    zhashx_t *counters;                    //  label text -> requests counter
-    zhashx_t *histograms;                  //  route name -> duration histogram
-    proto_metric_t *in_flight;             //  gauge: live client requests
-    proto_metric_t *key_cache;             //  gauge: keys in the catalog
-    proto_metric_t *overhead;              //  histogram: our added latency
-    proto_metric_t *cancels;               //  counter: CANCELs sent
-    proto_metric_t *settles;               //  counter: SETTLEs sent by ingress
-    proto_metric_t *dropped;               //  counter: replies for unknown requests
-};
-
-//  Test seam: the selftest has no PostgreSQL to load keys from, so it
-//  points this at a key of its own, which "tg-test" then authenticates as.
-//  Always NULL outside ingress_server_test.
-static const proto_api_key_t *s_test_key;
-
-static void s_request_unref(s_request_t *r);
-static void s_forget(s_request_t *r);
-static void s_resume(s_request_t *r);
-static void s_check_drained(ingress_server_t *self);
-static void s_dispatch(ingress_server_t *self, s_request_t *r);
-static int s_pick_dispatch(ingress_server_t *self, s_request_t *r);
+static void s_dispatch(ingress_server_t *self, ingress_request_t *r);
+static int s_pick_dispatch(ingress_server_t *self, ingress_request_t *r);
 static void s_send_to_billing(ingress_server_t *self, uint64_t account_id, proto_msg_t **msg_p);
-
-//  The request a timeout queue's item belongs to.
-static s_request_t *s_request_of(ingress_queue_item_t *item)
-{
-    return (s_request_t *)((char *)item - offsetof(s_request_t, timeout));
-}
 
 //  --------------------------------------------------------------------------
 //  Metrics
@@ -280,7 +114,7 @@ static proto_metric_t *s_duration_histogram(ingress_server_t *self, const char *
 
 //  The model label: only names the catalog knows, so that clients cannot
 //  grow the metric set without bound.
-static const char *s_model_label(ingress_server_t *self, s_request_t *r)
+static const char *s_model_label(ingress_server_t *self, ingress_request_t *r)
 {
     if (!r->route || r->route->kind != INGRESS_ROUTE_GENERATE)
         return "";
@@ -293,91 +127,10 @@ static const char *s_model_label(ingress_server_t *self, s_request_t *r)
 //  --------------------------------------------------------------------------
 //  Requests: life and suspension
 
-static s_request_t *s_request_new(ingress_server_t *self, struct MHD_Connection *connection)
-{
-    s_request_t *r = calloc(1, sizeof *r);
-    assert(r);
-    r->server = self;
-    r->connection = connection;
-    r->refs = 1; //  the connection's
-    r->watched_fd = -1;
-    r->dispatch_index = -1;
-    r->lost_index = -1;
-    r->protocol = PROTO_PROTOCOL_OPENAI;
-    r->started_us = proto_loop_now_us();
-    r->started_wall_us = proto_loop_wall_us();
-    r->capture = proto_capture_headers_new(connection);
-    r->live_next = self->live;
-    if (self->live)
-        self->live->live_prev = r;
-    self->live = r;
-    self->live_count++;
-    proto_metric_set(self->in_flight, (double)self->live_count);
-    return r;
-}
-
-static void s_request_unref(s_request_t *r)
-{
-    assert(r->refs > 0);
-    if (--r->refs > 0)
-        return;
-    assert(!r->registered && !r->timeout.queue && r->watched_fd < 0);
-    if (r->response)
-        MHD_destroy_response(r->response);
-    ingress_buffer_destroy(&r->out);
-    proto_msg_destroy(&r->admit_reply);
-    proto_capture_destroy(&r->capture);
-    free(r->body);
-    free(r);
-}
-
-static void s_hangup(proto_loop_t *loop, int fd, uint32_t events, void *arg);
-
-static void s_unwatch(s_request_t *r)
-{
-    if (r->watched_fd >= 0)
-        proto_loop_remove_fd(r->server->loop, r->watched_fd);
-    r->watched_fd = -1;
-}
-
-//  MHD polls no suspended connection, so a client that goes away would go
-//  unnoticed until we resume it; watch its socket for the hang-up meanwhile.
-static void s_suspend(s_request_t *r)
-{
-    assert(r->connection && !r->suspended);
-    MHD_suspend_connection(r->connection);
-    r->suspended = true;
-    const union MHD_ConnectionInfo *info =
-        MHD_get_connection_info(r->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (info && proto_loop_add_fd(r->server->loop, info->connect_fd, EPOLLRDHUP, s_hangup, r) == 0)
-        r->watched_fd = info->connect_fd;
-}
-
-static void s_resume(s_request_t *r)
-{
-    if (!r->suspended)
-        return;
-    //  Unwatch first: once MHD has the socket back it may close it.
-    s_unwatch(r);
-    r->suspended = false;
-    r->reader_waiting = false;
-    MHD_resume_connection(r->connection);
-    ingress_daemon_resumed(r->server->client);
-}
-
-static bool s_register(s_request_t *r)
-{
-    if (zhashx_insert(r->server->requests, r->id, r) != 0)
-        return false;
-    r->registered = true;
-    r->refs++;
-    return true;
-}
-
 //  The pipeline lets go: no reply for this id is wanted any more.
 //  The request's part of a lease ends with the pipeline's hold: the real
 //  cost when DONE brought one, else the estimate stays counted.
-static void s_lease_release(s_request_t *r)
+static void s_lease_release(ingress_request_t *r)
 {
     if (!r->lease.lease_id)
         return;
@@ -387,7 +140,7 @@ static void s_lease_release(s_request_t *r)
     r->lease.lease_id = 0;
 }
 
-static void s_forget(s_request_t *r)
+void ingress_server_forget(ingress_request_t *r)
 {
     ingress_queue_remove(&r->timeout);
     if (!r->registered)
@@ -396,104 +149,12 @@ static void s_forget(s_request_t *r)
     zhashx_delete(r->server->requests, r->id);
     r->registered = false;
     ingress_server_t *self = r->server;
-    s_request_unref(r);
-    s_check_drained(self);
+    ingress_request_unref(r);
+    ingress_server_check_drained(self);
 }
 
 //  --------------------------------------------------------------------------
 //  Answers
-
-static void s_add_common_headers(s_request_t *r, struct MHD_Response *response)
-{
-    MHD_add_response_header(response, "x-request-id", r->id);
-    if (r->received_us) {
-        //  Local answers spent no time upstream: all of it is ours.
-        char text[32];
-        ingress_parse_ms_text(ingress_parse_overhead_us(r->received_us, proto_loop_now_us(), 0),
-                              text, sizeof text);
-        if (!MHD_get_response_header(response, "x-tollgate-overhead-ms"))
-            MHD_add_response_header(response, "x-tollgate-overhead-ms", text);
-    }
-    if (r->server->draining)
-        MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close");
-}
-
-//  Hands a response to the client: at once inside the access handler,
-//  else through a resume and the handler's next call. Takes the response.
-static void s_answer(s_request_t *r, unsigned status, struct MHD_Response *response)
-{
-    s_add_common_headers(r, response);
-    proto_capture_response_headers(r->capture, response);
-    r->status = (int)status;
-    if (!r->connection) {
-        MHD_destroy_response(response);
-        return;
-    }
-    //  An answer decided from the headers alone waits for the handler's
-    //  last call: queued before the request is read, MHD would close the
-    //  connection instead of keeping it alive. An oversize body is the
-    //  exception; it is answered without being read.
-    if (r->in_handler && !r->suspended && r->first_call && !r->close_now) {
-        r->response = response;
-        r->response_status = status;
-        return;
-    }
-    if (r->in_handler && !r->suspended) {
-        MHD_queue_response(r->connection, status, response);
-        MHD_destroy_response(response);
-        return;
-    }
-    assert(r->suspended && !r->response);
-    r->response = response;
-    r->response_status = status;
-    s_resume(r);
-}
-
-static void s_answer_text(s_request_t *r, unsigned status, const char *content_type, char *text,
-                          bool owned)
-{
-    struct MHD_Response *response = MHD_create_response_from_buffer(
-        strlen(text), text, owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
-    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-    s_answer(r, status, response);
-}
-
-static void s_answer_error(s_request_t *r, unsigned status, const char *code, const char *message)
-{
-    char *body = proto_error_body(r->protocol, (int)status, code, message);
-    struct MHD_Response *response =
-        MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    s_answer(r, status, response);
-}
-
-//  Answers with the error another program decided (ADMIT_REPLY, ROUTE_REPLY).
-static void s_answer_reply_error(s_request_t *r, proto_msg_t *reply, const char *fallback_code,
-                                 const char *fallback_message)
-{
-    unsigned status = (unsigned)proto_msg_status(reply);
-    if (status < 400 || status > 599)
-        status = 502;
-    const char *code =
-        proto_msg_has(reply, PROTO_FIELD_error_code) ? proto_msg_error_code(reply) : fallback_code;
-    const char *message = proto_msg_has(reply, PROTO_FIELD_error_message)
-                              ? proto_msg_error_message(reply)
-                              : fallback_message;
-    char *body = proto_error_body(r->protocol, (int)status, code, message);
-    struct MHD_Response *response =
-        MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    if (status == 429 || status == 503) {
-        uint64_t retry_ms = proto_msg_retry_after_ms(reply);
-        if (retry_ms || status == 429) {
-            char seconds[24];
-            snprintf(seconds, sizeof seconds, "%llu",
-                     (unsigned long long)(retry_ms ? (retry_ms + 999) / 1000 : 1));
-            MHD_add_response_header(response, MHD_HTTP_HEADER_RETRY_AFTER, seconds);
-        }
-    }
-    s_answer(r, status, response);
-}
 
 static void s_free_frame(void *arg)
 {
@@ -504,14 +165,7 @@ static void s_free_frame(void *arg)
 //  --------------------------------------------------------------------------
 //  Messages to other programs
 
-static void s_stamp(s_request_t *r, proto_msg_t *msg, uint64_t timeout_ms)
-{
-    proto_msg_set_request_id(msg, r->id);
-    proto_msg_set_trace(msg, r->trace);
-    proto_msg_set_deadline(msg, proto_loop_wall_us() / 1000 + timeout_ms);
-}
-
-static void s_cancel(s_request_t *r, const char *reason)
+static void s_cancel(ingress_request_t *r, const char *reason)
 {
     ingress_server_t *self = r->server;
     if (r->dispatch_index < 0 || r->upstream_done)
@@ -528,7 +182,7 @@ static void s_cancel(s_request_t *r, const char *reason)
 
 //  Settles what billing admitted but dispatch never got: zero tokens, so
 //  the reservation is released and the request leaves a usage row.
-static void s_settle(s_request_t *r, int status)
+static void s_settle(ingress_request_t *r, int status)
 {
     ingress_server_t *self = r->server;
     bool admitted =
@@ -550,7 +204,7 @@ static void s_settle(s_request_t *r, int status)
     proto_msg_set_reserve_micros(msg, r->reserve_micros);
     if (r->lease.lease_id)
         proto_msg_set_lease_id(msg, r->lease.lease_id);
-    s_peer_t *billing = &self->billing[r->account_id % (uint64_t)self->billing_count];
+    ingress_peer_t *billing = &self->billing[r->account_id % (uint64_t)self->billing_count];
     if (proto_outbox_send(billing->outbox, &msg) != 0)
         log_error(r->id, "SETTLE outbox full; the reservation stays until billing expires it");
     proto_metric_add(self->settles, 1);
@@ -561,7 +215,7 @@ static void s_settle(s_request_t *r, int status)
 //  back, no dispatch has it, and it is ours to settle; held after its
 //  dispatch's connection dropped, that dispatch settles it (alive) or its
 //  journal records the call (dead), and the CANCEL goes there.
-static void s_settle_held(s_request_t *r)
+static void s_settle_held(ingress_request_t *r)
 {
     if (r->dispatch_index >= 0)
         return;
@@ -576,7 +230,7 @@ static void s_settle_held(s_request_t *r)
 
 static ssize_t s_reader(void *arg, uint64_t position, char *buffer, size_t max)
 {
-    s_request_t *r = arg;
+    ingress_request_t *r = arg;
     if (!r->out || r->client_gone)
         return MHD_CONTENT_READER_END_WITH_ERROR;
     size_t size = ingress_buffer_read(r->out, buffer, max);
@@ -588,19 +242,19 @@ static ssize_t s_reader(void *arg, uint64_t position, char *buffer, size_t max)
         return MHD_CONTENT_READER_END_WITH_ERROR;
     //  Nothing to send yet: step out of MHD's polling until the next CHUNK,
     //  instead of returning 0 to a loop that would call us straight back.
-    s_suspend(r);
+    ingress_request_suspend(r);
     r->reader_waiting = true;
     return 0;
 }
 
 static void s_reader_free(void *arg)
 {
-    s_request_unref(arg);
+    ingress_request_unref(arg);
 }
 
 //  Ends a stream early with a protocol-correct error event after the bytes
 //  already buffered, and stops the upstream call.
-static void s_cut(s_request_t *r, int status, const char *code, const char *message)
+static void s_cut(ingress_request_t *r, int status, const char *code, const char *message)
 {
     log_warn(r->id, "stream cut: %s", message);
     s_cancel(r, code);
@@ -619,19 +273,19 @@ static void s_cut(s_request_t *r, int status, const char *code, const char *mess
         free(event);
     }
     r->upstream_done = true;
-    s_forget(r);
+    ingress_server_forget(r);
     if (r->reader_waiting)
-        s_resume(r);
+        ingress_request_resume(r);
 }
 
 //  --------------------------------------------------------------------------
 //  Replies from dispatch
 
-static void s_on_chunk(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
+static void s_on_chunk(ingress_server_t *self, ingress_request_t *r, proto_msg_t *msg)
 {
     uint64_t sequence = proto_msg_sequence(msg);
     zframe_t *body = proto_msg_take_body(msg);
-    if (r->phase == S_DISPATCHED && sequence != 0) {
+    if (r->phase == INGRESS_PHASE_DISPATCHED && sequence != 0) {
         //  The answer's head went down a connection that dropped: nothing
         //  reached the client, which hears an error it can retry on.
         zframe_destroy(&body);
@@ -639,13 +293,13 @@ static void s_on_chunk(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
                  (unsigned long long)sequence);
         s_cancel(r, "stream_interrupted");
         r->upstream_done = true;
-        r->phase = S_ANSWERED;
-        s_forget(r);
-        s_answer_error(r, 502, "stream_interrupted",
-                       "The answer was lost between gateway programs; please retry.");
+        r->phase = INGRESS_PHASE_ANSWERED;
+        ingress_server_forget(r);
+        ingress_request_answer_error(r, 502, "stream_interrupted",
+                                     "The answer was lost between gateway programs; please retry.");
         return;
     }
-    if (r->phase == S_DISPATCHED) {
+    if (r->phase == INGRESS_PHASE_DISPATCHED) {
         //  The first CHUNK brings the status line: the response starts now.
         //  The body is no longer needed for a re-send.
         free(r->body);
@@ -675,11 +329,11 @@ static void s_on_chunk(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
             overhead, sizeof overhead);
         MHD_add_response_header(response, "x-tollgate-overhead-ms", overhead);
         proto_metric_observe(self->overhead, strtod(overhead, NULL) / 1000.0);
-        r->phase = S_STREAMING;
-        s_answer(r, status, response);
+        r->phase = INGRESS_PHASE_STREAMING;
+        ingress_request_answer(r, status, response);
         return;
     }
-    if (r->phase != S_STREAMING) {
+    if (r->phase != INGRESS_PHASE_STREAMING) {
         zframe_destroy(&body);
         return;
     }
@@ -701,7 +355,7 @@ static void s_on_chunk(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
         return;
     }
     if (r->reader_waiting)
-        s_resume(r);
+        ingress_request_resume(r);
 }
 
 //  A DONE 503 `draining` before any CHUNK: the instance took nothing on
@@ -715,9 +369,9 @@ static bool s_draining_answer(proto_msg_t *msg)
 //  Sends a request a draining dispatch handed back to another instance
 //  (same id, same candidates), each instance at most once. False when
 //  there is none left to try.
-static bool s_redispatch(ingress_server_t *self, s_request_t *r)
+static bool s_redispatch(ingress_server_t *self, ingress_request_t *r)
 {
-    s_peer_t *peer = &self->dispatch[r->dispatch_index];
+    ingress_peer_t *peer = &self->dispatch[r->dispatch_index];
     peer->draining_since = proto_loop_now_ms();
     peer->draining_until = peer->draining_since + S_DISPATCH_DRAINING_MS;
     if (s_pick_dispatch(self, r) < 0)
@@ -728,7 +382,7 @@ static bool s_redispatch(ingress_server_t *self, s_request_t *r)
     return true;
 }
 
-static void s_send_dispatch(ingress_server_t *self, s_request_t *r, int chosen);
+static void s_send_dispatch(ingress_server_t *self, ingress_request_t *r, int chosen);
 
 //  A request whose dispatch's connection dropped while it ran there. That
 //  instance may be alive (a blip) and still running it, so the request goes
@@ -736,7 +390,7 @@ static void s_send_dispatch(ingress_server_t *self, s_request_t *r, int chosen);
 //  request it has taken once and never calls the upstream twice. Only after
 //  ingress.dispatch_grace_ms is it presumed dead (its journal records the
 //  call it lost) and the request goes to another. True when handled.
-static bool s_lost_waits(ingress_server_t *self, s_request_t *r)
+static bool s_lost_waits(ingress_server_t *self, ingress_request_t *r)
 {
     int index = r->lost_index;
     if (zsock_events(self->dispatch[index].socket) & ZMQ_POLLOUT) {
@@ -764,7 +418,7 @@ static bool s_lost_waits(ingress_server_t *self, s_request_t *r)
 //  under its supervisor): the request waits, for at most the internal
 //  timeout from the first hand-back, and tries every instance again every
 //  S_HOLD_RETRY_MS. No dispatch holds it meanwhile.
-static void s_hold(ingress_server_t *self, s_request_t *r)
+static void s_hold(ingress_server_t *self, ingress_request_t *r)
 {
     if (!r->held_until_ms)
         r->held_until_ms = proto_loop_now_ms() + self->internal_timeout_ms;
@@ -775,7 +429,7 @@ static void s_hold(ingress_server_t *self, s_request_t *r)
 static void s_held_expired(ingress_queue_item_t *item, void *arg)
 {
     ingress_server_t *self = arg;
-    s_request_t *r = s_request_of(item);
+    ingress_request_t *r = ingress_request_of(item);
     if (r->lost_index >= 0 && s_lost_waits(self, r))
         return;
     //  Any instance again, the draining one included: its successor binds
@@ -790,7 +444,7 @@ static void s_held_expired(ingress_queue_item_t *item, void *arg)
 
 //  What a finished request costs, priced here exactly as billing prices it
 //  (proto_price): a lease's credit is counted in real costs, not estimates.
-static void s_price_done(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
+static void s_price_done(ingress_server_t *self, ingress_request_t *r, proto_msg_t *msg)
 {
     const proto_model_t *model = proto_catalog_model_by_name(self->catalog, r->parsed.model);
     const proto_provider_key_t *key =
@@ -815,12 +469,12 @@ static void s_price_done(ingress_server_t *self, s_request_t *r, proto_msg_t *ms
         usage.tokens_in + usage.tokens_out + usage.tokens_cache_read + usage.tokens_cache_write;
 }
 
-static void s_on_done(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
+static void s_on_done(ingress_server_t *self, ingress_request_t *r, proto_msg_t *msg)
 {
     r->attempts = proto_msg_attempts(msg);
     if (r->lease.lease_id && !s_draining_answer(msg))
         s_price_done(self, r, msg);
-    if (r->phase == S_DISPATCHED && s_draining_answer(msg)) {
+    if (r->phase == INGRESS_PHASE_DISPATCHED && s_draining_answer(msg)) {
         if (s_redispatch(self, r))
             return;
         if (!r->held_until_ms || proto_loop_now_ms() < r->held_until_ms) {
@@ -835,25 +489,25 @@ static void s_on_done(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
     free(r->body);
     r->body = NULL;
     zframe_t *body = proto_msg_take_body(msg);
-    if (r->phase == S_STREAMING) {
+    if (r->phase == INGRESS_PHASE_STREAMING) {
         if (body && ingress_buffer_append(r->out, &body) != 0) {
             s_cut(r, 500, "client_too_slow",
                   "The client read the stream too slowly; the response was cut off");
             return;
         }
         r->upstream_done = true;
-        s_forget(r);
+        ingress_server_forget(r);
         if (r->reader_waiting)
-            s_resume(r);
+            ingress_request_resume(r);
         return;
     }
-    if (r->phase != S_DISPATCHED) {
+    if (r->phase != INGRESS_PHASE_DISPATCHED) {
         zframe_destroy(&body);
         return;
     }
     //  Not streamed (or nothing came before the end): DONE is the answer.
     r->upstream_done = true;
-    r->phase = S_ANSWERED;
+    r->phase = INGRESS_PHASE_ANSWERED;
     unsigned status = (unsigned)proto_msg_status(msg);
     if (status < 100 || status > 599)
         status = 502;
@@ -883,13 +537,13 @@ static void s_on_done(ingress_server_t *self, s_request_t *r, proto_msg_t *msg)
         overhead, sizeof overhead);
     MHD_add_response_header(response, "x-tollgate-overhead-ms", overhead);
     proto_metric_observe(self->overhead, strtod(overhead, NULL) / 1000.0);
-    s_forget(r);
-    s_answer(r, status, response);
+    ingress_server_forget(r);
+    ingress_request_answer(r, status, response);
 }
 
 static void s_dispatch_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
 {
-    s_peer_t *peer = arg;
+    ingress_peer_t *peer = arg;
     ingress_server_t *self = peer->server;
     proto_msg_t *msg = NULL;
     int rc = proto_msg_recv(&msg, socket);
@@ -898,7 +552,7 @@ static void s_dispatch_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
     if (rc != 0)
         return;
     proto_msg_type_t type = proto_msg_type(msg);
-    s_request_t *r = zhashx_lookup(self->requests, proto_msg_request_id(msg));
+    ingress_request_t *r = zhashx_lookup(self->requests, proto_msg_request_id(msg));
     if (type != PROTO_MSG_CHUNK && type != PROTO_MSG_DONE)
         log_warn(proto_msg_request_id(msg), "dispatch %d: ignored %s", peer->index,
                  proto_msg_type_name((int)type));
@@ -926,13 +580,13 @@ static void s_dispatch_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
 //  DEALER with ZMQ_IMMEDIATE is writable only with a live connection: skip
 //  instances that are down instead of queueing for them; skip those this
 //  request went to already; prefer those that have not said `draining`.
-static int s_pick_dispatch(ingress_server_t *self, s_request_t *r)
+static int s_pick_dispatch(ingress_server_t *self, ingress_request_t *r)
 {
     uint64_t now = proto_loop_now_ms();
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < self->dispatch_count; i++) {
             int index = (int)((self->next_dispatch + (unsigned)i) % (unsigned)self->dispatch_count);
-            s_peer_t *peer = &self->dispatch[index];
+            ingress_peer_t *peer = &self->dispatch[index];
             if ((r->dispatch_tried & (1u << index)) || (pass == 0 && peer->draining_until > now))
                 continue;
             if (zsock_events(peer->socket) & ZMQ_POLLOUT)
@@ -943,16 +597,16 @@ static int s_pick_dispatch(ingress_server_t *self, s_request_t *r)
 
 //  The one round trip of a request: dispatch picks the candidates from its
 //  routing table, calls the upstream and answers with CHUNKs and DONE.
-static void s_dispatch(ingress_server_t *self, s_request_t *r)
+static void s_dispatch(ingress_server_t *self, ingress_request_t *r)
 {
     int chosen = s_pick_dispatch(self, r);
     if (chosen < 0) {
         log_warn(r->id, "no dispatch instance is reachable");
-        r->phase = S_ANSWERED;
+        r->phase = INGRESS_PHASE_ANSWERED;
         s_settle(r, 503);
-        s_forget(r);
-        s_answer_error(r, 503, "dispatch_unavailable",
-                       "The gateway cannot reach its dispatch service");
+        ingress_server_forget(r);
+        ingress_request_answer_error(r, 503, "dispatch_unavailable",
+                                     "The gateway cannot reach its dispatch service");
         return;
     }
     self->next_dispatch = (unsigned)chosen + 1;
@@ -960,10 +614,10 @@ static void s_dispatch(ingress_server_t *self, s_request_t *r)
 }
 
 //  Sends the DISPATCH to instance `chosen` (with a live connection).
-static void s_send_dispatch(ingress_server_t *self, s_request_t *r, int chosen)
+static void s_send_dispatch(ingress_server_t *self, ingress_request_t *r, int chosen)
 {
     proto_msg_t *msg = proto_msg_new(PROTO_MSG_DISPATCH);
-    s_stamp(r, msg, self->request_timeout_ms);
+    ingress_request_stamp(r, msg, self->request_timeout_ms);
     proto_msg_set_client_protocol(msg, (uint64_t)r->protocol);
     proto_msg_set_model(msg, r->parsed.model);
     proto_msg_set_stream(msg, r->parsed.stream);
@@ -990,36 +644,37 @@ static void s_send_dispatch(ingress_server_t *self, s_request_t *r, int chosen)
     r->dispatch_tried |= 1u << chosen;
     if (proto_msg_send(&msg, self->dispatch[chosen].socket) != 0) {
         log_warn(r->id, "dispatch %d refused the request", chosen);
-        r->phase = S_ANSWERED;
+        r->phase = INGRESS_PHASE_ANSWERED;
         s_settle(r, 503);
-        s_forget(r);
-        s_answer_error(r, 503, "dispatch_unavailable",
-                       "The gateway cannot reach its dispatch service");
+        ingress_server_forget(r);
+        ingress_request_answer_error(r, 503, "dispatch_unavailable",
+                                     "The gateway cannot reach its dispatch service");
         return;
     }
     r->dispatch_index = chosen;
     r->dispatched_ms = proto_loop_now_ms();
-    r->phase = S_DISPATCHED;
+    r->phase = INGRESS_PHASE_DISPATCHED;
     ingress_queue_push(self->running, &r->timeout, self->request_timeout_ms);
     log_debug(r->id, "dispatched to %d", chosen);
 }
 
 //  Called when billing's answer arrives for a waiting or abandoned request.
-static void s_decide(ingress_server_t *self, s_request_t *r)
+static void s_decide(ingress_server_t *self, ingress_request_t *r)
 {
     if (!r->admit_reply)
         return;
     bool admitted = proto_msg_status(r->admit_reply) == 200;
-    if (r->phase == S_ABANDONED) {
+    if (r->phase == INGRESS_PHASE_ABANDONED) {
         if (admitted)
             s_settle(r, r->abandon_status);
-        s_forget(r);
+        ingress_server_forget(r);
         return;
     }
     if (!admitted) {
-        r->phase = S_ANSWERED;
-        s_forget(r);
-        s_answer_reply_error(r, r->admit_reply, "admission_refused", "The request was refused");
+        r->phase = INGRESS_PHASE_ANSWERED;
+        ingress_server_forget(r);
+        ingress_request_answer_reply_error(r, r->admit_reply, "admission_refused",
+                                           "The request was refused");
         return;
     }
     s_dispatch(self, r);
@@ -1028,15 +683,15 @@ static void s_decide(ingress_server_t *self, s_request_t *r)
 static void s_on_reply(ingress_server_t *self, proto_msg_t **msg_p)
 {
     proto_msg_t *msg = *msg_p;
-    s_request_t *r = zhashx_lookup(self->requests, proto_msg_request_id(msg));
+    ingress_request_t *r = zhashx_lookup(self->requests, proto_msg_request_id(msg));
     proto_msg_t **slot = r ? &r->admit_reply : NULL;
-    if (!r || (r->phase != S_WAITING && r->phase != S_ABANDONED) || *slot) {
+    if (!r || (r->phase != INGRESS_PHASE_WAITING && r->phase != INGRESS_PHASE_ABANDONED) || *slot) {
         proto_metric_add(self->dropped, 1);
         log_debug(proto_msg_request_id(msg), "dropped a late %s",
                   proto_msg_type_name((int)proto_msg_type(msg)));
         return;
     }
-    if (r->phase == S_WAITING && s_draining_answer(msg)) {
+    if (r->phase == INGRESS_PHASE_WAITING && s_draining_answer(msg)) {
         //  A billing instance on its way out: its successor owns the shard
         //  in a moment, and s_resend_tick asks again.
         log_debug(r->id, "billing is draining; the ADMIT will be re-sent");
@@ -1073,16 +728,16 @@ static void s_lease_sweep(proto_loop_t *loop, int id, void *arg)
 //  has the money, the catalog the rest (ingress_usage).
 static void s_on_balance(ingress_server_t *self, proto_msg_t *msg)
 {
-    s_request_t *r = zhashx_lookup(self->requests, proto_msg_request_id(msg));
-    if (!r || r->phase != S_QUERY) {
+    ingress_request_t *r = zhashx_lookup(self->requests, proto_msg_request_id(msg));
+    if (!r || r->phase != INGRESS_PHASE_QUERY) {
         proto_metric_add(self->dropped, 1);
         log_debug(proto_msg_request_id(msg), "dropped a late BALANCE_REPLY");
         return;
     }
-    r->phase = S_ANSWERED;
-    s_forget(r);
+    r->phase = INGRESS_PHASE_ANSWERED;
+    ingress_server_forget(r);
     if (proto_msg_status(msg) != 200) {
-        s_answer_reply_error(r, msg, "invalid_api_key", "Invalid API key.");
+        ingress_request_answer_reply_error(r, msg, "invalid_api_key", "Invalid API key.");
         return;
     }
     const proto_api_key_t *key = proto_catalog_key(self->catalog, r->key_id);
@@ -1092,19 +747,20 @@ static void s_on_balance(ingress_server_t *self, proto_msg_t *msg)
                      : NULL;
     if (!text) {
         log_warn(r->id, "billing's BALANCE_REPLY is not what ingress_usage reads");
-        s_answer_error(r, 502, "internal_error", "The gateway's billing answered unexpectedly");
+        ingress_request_answer_error(r, 502, "internal_error",
+                                     "The gateway's billing answered unexpectedly");
         return;
     }
     struct MHD_Response *response =
         MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    s_answer(r, 200, response);
+    ingress_request_answer(r, 200, response);
 }
 
 static void s_billing_message(proto_msg_t **msg_p, void *arg)
 {
-    s_peer_t *peer = arg;
+    ingress_peer_t *peer = arg;
     ingress_server_t *self = peer->server;
     proto_msg_t *msg = *msg_p;
     if (proto_msg_type(msg) == PROTO_MSG_ADMIT_REPLY)
@@ -1121,7 +777,7 @@ static void s_billing_message(proto_msg_t **msg_p, void *arg)
     } else if (proto_msg_type(msg) == PROTO_MSG_COMMIT) {
         if (!proto_outbox_ack(peer->outbox, proto_msg_request_id(msg)))
             log_debug(proto_msg_request_id(msg), "COMMIT for a SETTLE we no longer hold");
-        s_check_drained(self);
+        ingress_server_check_drained(self);
     } else
         log_warn(proto_msg_request_id(msg), "billing %d: ignored %s", peer->index,
                  proto_msg_type_name((int)proto_msg_type(msg)));
@@ -1130,43 +786,44 @@ static void s_billing_message(proto_msg_t **msg_p, void *arg)
 
 static void s_billing_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
 {
-    s_peer_t *peer = arg;
+    ingress_peer_t *peer = arg;
     if (proto_batch_recv(socket, s_billing_message, peer) == -2)
         log_warn(NULL, "billing %d: dropped a malformed message", peer->index);
 }
 
 //  A client gone before its answer while admission is unknown: keep the id
 //  until billing has spoken, so an admission is settled, not leaked.
-static void s_abandon(ingress_server_t *self, s_request_t *r, int status)
+static void s_abandon(ingress_server_t *self, ingress_request_t *r, int status)
 {
     r->abandon_status = status;
     if (r->admit_reply) {
         if (proto_msg_status(r->admit_reply) == 200)
             s_settle(r, status);
-        r->phase = S_ANSWERED;
-        s_forget(r);
+        r->phase = INGRESS_PHASE_ANSWERED;
+        ingress_server_forget(r);
         return;
     }
-    r->phase = S_ABANDONED;
+    r->phase = INGRESS_PHASE_ABANDONED;
     ingress_queue_push(self->waiting, &r->timeout, self->internal_timeout_ms);
 }
 
 static void s_waiting_expired(ingress_queue_item_t *item, void *arg)
 {
     ingress_server_t *self = arg;
-    s_request_t *r = s_request_of(item);
-    if (r->phase == S_QUERY) {
+    ingress_request_t *r = ingress_request_of(item);
+    if (r->phase == INGRESS_PHASE_QUERY) {
         log_warn(r->id, "no BALANCE reply from billing within %llu ms",
                  (unsigned long long)self->internal_timeout_ms);
-        r->phase = S_ANSWERED;
-        s_forget(r);
-        s_answer_error(r, 503, "internal_timeout", "The gateway's billing did not answer in time");
+        r->phase = INGRESS_PHASE_ANSWERED;
+        ingress_server_forget(r);
+        ingress_request_answer_error(r, 503, "internal_timeout",
+                                     "The gateway's billing did not answer in time");
         return;
     }
-    if (r->phase == S_ABANDONED) {
+    if (r->phase == INGRESS_PHASE_ABANDONED) {
         //  Billing never answered; it drops the ADMIT by its deadline.
         log_debug(r->id, "forgotten without an admission reply");
-        s_forget(r);
+        ingress_server_forget(r);
         return;
     }
     const char *missing = "billing";
@@ -1174,15 +831,15 @@ static void s_waiting_expired(ingress_queue_item_t *item, void *arg)
              (unsigned long long)self->internal_timeout_ms);
     char message[160];
     snprintf(message, sizeof message, "The gateway's %s did not answer in time", missing);
-    s_answer_error(r, 503, "internal_timeout", message);
+    ingress_request_answer_error(r, 503, "internal_timeout", message);
     s_abandon(self, r, 503);
 }
 
 static void s_running_expired(ingress_queue_item_t *item, void *arg)
 {
     ingress_server_t *self = arg;
-    s_request_t *r = s_request_of(item);
-    if (r->phase == S_STREAMING) {
+    ingress_request_t *r = ingress_request_of(item);
+    if (r->phase == INGRESS_PHASE_STREAMING) {
         s_cut(r, 504, "request_timeout", "The request took longer than the gateway allows");
         return;
     }
@@ -1190,47 +847,48 @@ static void s_running_expired(ingress_queue_item_t *item, void *arg)
              (unsigned long long)self->request_timeout_ms);
     s_cancel(r, "request_timeout");
     r->upstream_done = true;
-    r->phase = S_ANSWERED;
-    s_forget(r);
-    s_answer_error(r, 504, "request_timeout", "The request took longer than the gateway allows");
+    r->phase = INGRESS_PHASE_ANSWERED;
+    ingress_server_forget(r);
+    ingress_request_answer_error(r, 504, "request_timeout",
+                                 "The request took longer than the gateway allows");
 }
 
 //  A suspended client hung up. Its connection goes back to MHD with a
 //  token answer so MHD finds the closed socket and ends the request.
-static void s_hangup(proto_loop_t *loop, int fd, uint32_t events, void *arg)
+void ingress_server_hangup(proto_loop_t *loop, int fd, uint32_t events, void *arg)
 {
-    s_request_t *r = arg;
+    ingress_request_t *r = arg;
     ingress_server_t *self = r->server;
-    s_unwatch(r);
+    ingress_request_unwatch(r);
     log_debug(r->id, "client hung up while we waited");
     switch (r->phase) {
-    case S_WAITING:
-        s_answer_error(r, 499, "client_closed", "The client closed the connection");
+    case INGRESS_PHASE_WAITING:
+        ingress_request_answer_error(r, 499, "client_closed", "The client closed the connection");
         s_abandon(self, r, 499);
         break;
-    case S_DISPATCHED:
+    case INGRESS_PHASE_DISPATCHED:
         s_settle_held(r);
         s_cancel(r, "client_closed");
         r->upstream_done = true;
-        r->phase = S_ANSWERED;
-        s_forget(r);
-        s_answer_error(r, 499, "client_closed", "The client closed the connection");
+        r->phase = INGRESS_PHASE_ANSWERED;
+        ingress_server_forget(r);
+        ingress_request_answer_error(r, 499, "client_closed", "The client closed the connection");
         break;
-    case S_QUERY:
-        r->phase = S_ANSWERED;
-        s_forget(r);
-        s_resume(r);
+    case INGRESS_PHASE_QUERY:
+        r->phase = INGRESS_PHASE_ANSWERED;
+        ingress_server_forget(r);
+        ingress_request_resume(r);
         break;
-    case S_STREAMING:
+    case INGRESS_PHASE_STREAMING:
         s_cancel(r, "client_closed");
         r->upstream_done = true;
         r->client_gone = true;
         r->status = 499;
-        s_forget(r);
-        s_resume(r);
+        ingress_server_forget(r);
+        ingress_request_resume(r);
         break;
     default:
-        s_resume(r);
+        ingress_request_resume(r);
         break;
     }
 }
@@ -1240,7 +898,7 @@ static void s_hangup(proto_loop_t *loop, int fd, uint32_t events, void *arg)
 
 //  True when /metrics is open, or the request bears its token (compared
 //  as hashes, in constant time).
-static bool s_metrics_allowed(ingress_server_t *self, s_request_t *r)
+static bool s_metrics_allowed(ingress_server_t *self, ingress_request_t *r)
 {
     if (!self->metrics_token_hash[0])
         return true;
@@ -1253,7 +911,7 @@ static bool s_metrics_allowed(ingress_server_t *self, s_request_t *r)
     return sodium_memcmp(hash, self->metrics_token_hash, PROTO_CRYPTO_HASH_HEX) == 0;
 }
 
-static int s_authenticate(ingress_server_t *self, s_request_t *r)
+static int s_authenticate(ingress_server_t *self, ingress_request_t *r)
 {
     struct MHD_Connection *c = r->connection;
     size_t length;
@@ -1269,25 +927,26 @@ static int s_authenticate(ingress_server_t *self, s_request_t *r)
             : NULL,
         proto_crypto_key_prefix(), &length, &source);
     if (!key) {
-        s_answer_error(r, 401, "invalid_api_key",
-                       r->protocol == PROTO_PROTOCOL_ANTHROPIC
-                           ? "Missing API key. Send it in the x-api-key header."
-                       : r->protocol == PROTO_PROTOCOL_GEMINI
-                           ? "Missing API key. Send it in the x-goog-api-key header or as ?key=."
-                           : "Missing API key. Send it as 'Authorization: Bearer YOUR_KEY' (or "
-                             "in the x-api-key header).");
+        ingress_request_answer_error(
+            r, 401, "invalid_api_key",
+            r->protocol == PROTO_PROTOCOL_ANTHROPIC
+                ? "Missing API key. Send it in the x-api-key header."
+            : r->protocol == PROTO_PROTOCOL_GEMINI
+                ? "Missing API key. Send it in the x-goog-api-key header or as ?key=."
+                : "Missing API key. Send it as 'Authorization: Bearer YOUR_KEY' (or "
+                  "in the x-api-key header).");
         return -1;
     }
     const proto_api_key_t *entry = NULL;
-    if (s_test_key && length == 7 && memcmp(key, "tg-test", 7) == 0)
-        entry = s_test_key;
+    if (self->test_key && length == 7 && memcmp(key, "tg-test", 7) == 0)
+        entry = self->test_key;
     else if (length <= INGRESS_KEY_MAX) {
         char hash[PROTO_CRYPTO_HASH_HEX + 1];
         proto_crypto_hash_hex(key, length, hash);
         entry = proto_catalog_key_by_hash(self->catalog, hash);
     }
     const char *problem =
-        entry == s_test_key && entry
+        entry == self->test_key && entry
             ? NULL
             : proto_catalog_key_problem(self->catalog, entry, proto_loop_wall_us());
     if (problem) {
@@ -1298,7 +957,7 @@ static int s_authenticate(ingress_server_t *self, s_request_t *r)
                               : strcmp(problem, "account_disabled") == 0
                                   ? "The account of this API key is disabled."
                                   : "Invalid API key.";
-        s_answer_error(r, 401, "invalid_api_key", message);
+        ingress_request_answer_error(r, 401, "invalid_api_key", message);
         return -1;
     }
     r->key_id = entry->id;
@@ -1308,7 +967,7 @@ static int s_authenticate(ingress_server_t *self, s_request_t *r)
 
 //  The models this key may use (ingress_models), in the list shape of the
 //  client's protocol; or one of them, named by the path.
-static void s_answer_models(ingress_server_t *self, s_request_t *r)
+static void s_answer_models(ingress_server_t *self, ingress_request_t *r)
 {
     const proto_api_key_t *key = proto_catalog_key(self->catalog, r->key_id);
     char *text;
@@ -1319,7 +978,7 @@ static void s_answer_models(ingress_server_t *self, s_request_t *r)
             snprintf(message, sizeof message,
                      "The model '%s' does not exist or you do not have access to it.",
                      r->path_model);
-            s_answer_error(r, 404, "model_not_found", message);
+            ingress_request_answer_error(r, 404, "model_not_found", message);
             return;
         }
     } else
@@ -1334,11 +993,11 @@ static void s_answer_models(ingress_server_t *self, s_request_t *r)
     snprintf(cache, sizeof cache, "private, max-age=%llu",
              (unsigned long long)(self->models_cache_ms / 1000));
     MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, cache);
-    s_answer(r, 200, response);
+    ingress_request_answer(r, 200, response);
 }
 
 //  First call for a request: headers are in, the body (if any) is not.
-static enum MHD_Result s_client_begin(ingress_server_t *self, s_request_t *r, const char *url,
+static enum MHD_Result s_client_begin(ingress_server_t *self, ingress_request_t *r, const char *url,
                                       const char *method)
 {
     struct MHD_Connection *c = r->connection;
@@ -1365,7 +1024,7 @@ static enum MHD_Result s_client_begin(ingress_server_t *self, s_request_t *r, co
         MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
         if (status == 405)
             MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, ingress_route_allowed(url));
-        s_answer(r, (unsigned)status, response);
+        ingress_request_answer(r, (unsigned)status, response);
         return MHD_YES;
     }
     //  OpenAI, Anthropic and Gemini clients share GET /v1/models; an
@@ -1384,7 +1043,8 @@ static enum MHD_Result s_client_begin(ingress_server_t *self, s_request_t *r, co
     }
     if (r->route->prefix &&
         ingress_route_model(r->route, url, r->path_model, sizeof r->path_model) != 0) {
-        s_answer_error(r, 400, "invalid_request_error", "The model name in the path is too long");
+        ingress_request_answer_error(r, 400, "invalid_request_error",
+                                     "The model name in the path is too long");
         return MHD_YES;
     }
     if (r->route->stream == INGRESS_STREAM_ALWAYS) {
@@ -1399,20 +1059,23 @@ static enum MHD_Result s_client_begin(ingress_server_t *self, s_request_t *r, co
     switch (r->route->kind) {
     case INGRESS_ROUTE_HEALTH:
         if (self->draining)
-            s_answer_text(r, 503, "application/json", "{\"status\":\"draining\"}", false);
+            ingress_request_answer_text(r, 503, "application/json", "{\"status\":\"draining\"}",
+                                        false);
         else if (!self->catalog)
-            s_answer_text(r, 503, "application/json", "{\"status\":\"loading\"}", false);
+            ingress_request_answer_text(r, 503, "application/json", "{\"status\":\"loading\"}",
+                                        false);
         else
-            s_answer_text(r, 200, "application/json", "{\"status\":\"ok\"}", false);
+            ingress_request_answer_text(r, 200, "application/json", "{\"status\":\"ok\"}", false);
         return MHD_YES;
     case INGRESS_ROUTE_METRICS:
         if (!self->client_metrics)
-            s_answer_error(r, 404, "not_found", "Unknown path.");
+            ingress_request_answer_error(r, 404, "not_found", "Unknown path.");
         else if (!s_metrics_allowed(self, r))
-            s_answer_error(r, 401, "invalid_api_key", "/metrics needs its bearer token.");
+            ingress_request_answer_error(r, 401, "invalid_api_key",
+                                         "/metrics needs its bearer token.");
         else
-            s_answer_text(r, 200, "text/plain; version=0.0.4", proto_metrics_render(self->metrics),
-                          true);
+            ingress_request_answer_text(r, 200, "text/plain; version=0.0.4",
+                                        proto_metrics_render(self->metrics), true);
         return MHD_YES;
     case INGRESS_ROUTE_USAGE: {
         char problem[160];
@@ -1421,7 +1084,7 @@ static enum MHD_Result s_client_begin(ingress_server_t *self, s_request_t *r, co
                                 MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "start_date"),
                                 MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "end_date"),
                                 problem, sizeof problem) != 0)
-            s_answer_error(r, 400, "invalid_request_error", problem);
+            ingress_request_answer_error(r, 400, "invalid_request_error", problem);
         return MHD_YES; //  asked for at the handler's last call (s_usage_ask)
     }
     case INGRESS_ROUTE_MODELS:
@@ -1433,7 +1096,8 @@ static enum MHD_Result s_client_begin(ingress_server_t *self, s_request_t *r, co
         break;
     }
     if (self->draining) {
-        s_answer_error(r, 503, "shutting_down", "The gateway is shutting down; retry");
+        ingress_request_answer_error(r, 503, "shutting_down",
+                                     "The gateway is shutting down; retry");
         return MHD_YES;
     }
     if (s_authenticate(self, r) != 0)
@@ -1452,7 +1116,7 @@ static enum MHD_Result s_client_begin(ingress_server_t *self, s_request_t *r, co
         //  few times the limit is read and dropped before the 413 goes out;
         //  only a larger one is cut short.
         r->close_now = announced > S_DISCARD_FACTOR * self->max_body;
-        s_answer_error(r, 413, "request_too_large", message);
+        ingress_request_answer_error(r, 413, "request_too_large", message);
         return MHD_YES;
     }
     r->body_capacity = announced ? (size_t)announced : 4096;
@@ -1463,7 +1127,7 @@ static enum MHD_Result s_client_begin(ingress_server_t *self, s_request_t *r, co
     return MHD_YES;
 }
 
-static enum MHD_Result s_client_body(ingress_server_t *self, s_request_t *r, const char *data,
+static enum MHD_Result s_client_body(ingress_server_t *self, ingress_request_t *r, const char *data,
                                      size_t size)
 {
     if (r->body_too_large || r->body_size + size > self->max_body) {
@@ -1490,7 +1154,7 @@ static enum MHD_Result s_client_body(ingress_server_t *self, s_request_t *r, con
 }
 
 //  Adds a capability to the request's list unless it is there already.
-static void s_need_capability(s_request_t *r, const char *name)
+static void s_need_capability(ingress_request_t *r, const char *name)
 {
     char *list = r->parsed.capabilities;
     size_t length = strlen(name);
@@ -1504,7 +1168,7 @@ static void s_need_capability(s_request_t *r, const char *name)
 //  Routing hints from the headers complete those of the body: X-Session-Id
 //  wins over the body's user ids, and Anthropic's 1M-context beta header
 //  needs keys that have that context.
-static void s_route_hints(s_request_t *r)
+static void s_route_hints(ingress_request_t *r)
 {
     struct MHD_Connection *c = r->connection;
     const char *session = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-session-id");
@@ -1527,10 +1191,10 @@ static void s_route_hints(s_request_t *r)
         s_need_capability(r, model->force_capabilities.names[i]);
 }
 
-static proto_msg_t *s_admit_new(s_request_t *r, uint64_t timeout_ms)
+static proto_msg_t *s_admit_new(ingress_request_t *r, uint64_t timeout_ms)
 {
     proto_msg_t *admit = proto_msg_new(PROTO_MSG_ADMIT);
-    s_stamp(r, admit, timeout_ms);
+    ingress_request_stamp(r, admit, timeout_ms);
     proto_msg_set_key_id(admit, r->key_id);
     proto_msg_set_account_id(admit, r->account_id);
     proto_msg_set_model(admit, r->parsed.model);
@@ -1546,7 +1210,7 @@ static proto_msg_t *s_admit_new(s_request_t *r, uint64_t timeout_ms)
 //  cannot tell (a model it does not know, one the key may not use, or a
 //  max_tokens above the model's maximum):
 //  then billing answers ADMIT with the reason.
-static bool s_estimate(ingress_server_t *self, s_request_t *r, int64_t *micros)
+static bool s_estimate(ingress_server_t *self, ingress_request_t *r, int64_t *micros)
 {
     const proto_model_t *model = proto_catalog_model_by_name(self->catalog, r->parsed.model);
     const proto_api_key_t *key = proto_catalog_key(self->catalog, r->key_id);
@@ -1569,7 +1233,7 @@ static void s_send_to_billing(ingress_server_t *self, uint64_t account_id, proto
 }
 
 //  Asks for (or renews) the key's lease when it is due, beside the traffic.
-static void s_lease_ask(ingress_server_t *self, s_request_t *r, int64_t estimate)
+static void s_lease_ask(ingress_server_t *self, ingress_request_t *r, int64_t estimate)
 {
     if (!self->leases_on)
         return;
@@ -1581,7 +1245,7 @@ static void s_lease_ask(ingress_server_t *self, s_request_t *r, int64_t estimate
 
 //  Admits from the key's lease: no round trip; DISPATCH goes out now.
 //  False when the lease does not cover the request (ask with ADMIT).
-static bool s_admit_from_lease(ingress_server_t *self, s_request_t *r, int64_t estimate)
+static bool s_admit_from_lease(ingress_server_t *self, ingress_request_t *r, int64_t estimate)
 {
     if (!self->leases_on ||
         !ingress_lease_admit(self->leases, r->key_id, estimate, r->parsed.tokens_estimate,
@@ -1592,8 +1256,8 @@ static bool s_admit_from_lease(ingress_server_t *self, s_request_t *r, int64_t e
                              200);
     s_lease_ask(self, r, estimate); //  renewal ahead of need, when due
     s_dispatch(self, r);
-    if (r->phase == S_DISPATCHED)
-        s_suspend(r);
+    if (r->phase == INGRESS_PHASE_DISPATCHED)
+        ingress_request_suspend(r);
     log_debug(r->id, "admitted from lease %llu for model %s", (unsigned long long)r->lease.lease_id,
               r->parsed.model);
     return true;
@@ -1604,7 +1268,7 @@ static bool s_admit_from_lease(ingress_server_t *self, s_request_t *r, int64_t e
 //  gone). ADMIT goes to the same shard (its billing comes back under the
 //  supervisor) with growing gaps; a second ADMIT of an id takes nothing
 //  more. The first reply wins: s_on_reply drops the others.
-static void s_resend(ingress_server_t *self, s_request_t *r, uint64_t now)
+static void s_resend(ingress_server_t *self, ingress_request_t *r, uint64_t now)
 {
     uint64_t left = r->timeout.due_ms > now ? r->timeout.due_ms - now : 1;
     if (!r->admit_reply && now >= r->admit_resend_ms) {
@@ -1633,8 +1297,8 @@ static void s_resend_tick(proto_loop_t *loop, int id, void *arg)
     }
     uint64_t now = proto_loop_now_ms();
     for (ingress_queue_item_t *item = ingress_queue_first(self->waiting); item; item = item->next) {
-        s_request_t *r = s_request_of(item);
-        if (r->phase != S_WAITING)
+        ingress_request_t *r = ingress_request_of(item);
+        if (r->phase != INGRESS_PHASE_WAITING)
             continue; //  abandoned: only waits for billing's word
         if (r->timeout.due_ms + S_RESEND_AFTER_MS > now + self->internal_timeout_ms)
             break;
@@ -1642,15 +1306,15 @@ static void s_resend_tick(proto_loop_t *loop, int id, void *arg)
     }
 }
 
-static enum MHD_Result s_client_submit(ingress_server_t *self, s_request_t *r)
+static enum MHD_Result s_client_submit(ingress_server_t *self, ingress_request_t *r)
 {
     r->received_us = proto_loop_now_us();
-    r->phase = S_ANSWERED; //  unless it goes out below
+    r->phase = INGRESS_PHASE_ANSWERED; //  unless it goes out below
     if (r->body_too_large) {
         char message[160];
         snprintf(message, sizeof message, "The request body is larger than %zu bytes",
                  self->max_body);
-        s_answer_error(r, 413, "request_too_large", message);
+        ingress_request_answer_error(r, 413, "request_too_large", message);
         return MHD_YES;
     }
     //  jansson would build every value first: a body of nothing but zeros
@@ -1660,7 +1324,7 @@ static enum MHD_Result s_client_submit(ingress_server_t *self, s_request_t *r)
         char message[160];
         snprintf(message, sizeof message, "The request body holds more than %zu JSON values",
                  self->max_json_elements);
-        s_answer_error(r, 413, "request_too_large", message);
+        ingress_request_answer_error(r, 413, "request_too_large", message);
         return MHD_YES;
     }
     char problem[300];
@@ -1668,7 +1332,7 @@ static enum MHD_Result s_client_submit(ingress_server_t *self, s_request_t *r)
                            r->path_model[0] ? r->path_model : NULL, r->body, r->body_size,
                            &r->parsed, problem, sizeof problem) != 0) {
         log_debug(r->id, "bad request: %s", problem);
-        s_answer_error(r, 400, "invalid_request_error", problem);
+        ingress_request_answer_error(r, 400, "invalid_request_error", problem);
         return MHD_YES;
     }
     if (r->route->stream == INGRESS_STREAM_ALWAYS)
@@ -1685,10 +1349,10 @@ static enum MHD_Result s_client_submit(ingress_server_t *self, s_request_t *r)
         r->parsed.stream = true;
         r->body_capacity = r->body_size;
     }
-    if (!s_register(r)) {
+    if (!ingress_request_register(r)) {
         //  Another request took this client id since the headers came.
         ingress_parse_new_request_id(r->id);
-        s_register(r);
+        ingress_request_register(r);
     }
     s_route_hints(r);
     int64_t estimate = 0;
@@ -1700,44 +1364,46 @@ static enum MHD_Result s_client_submit(ingress_server_t *self, s_request_t *r)
     proto_msg_t *admit = s_admit_new(r, self->internal_timeout_ms);
     zsock_t *billing = self->billing[r->account_id % (uint64_t)self->billing_count].socket;
     if (proto_msg_send(&admit, billing) != 0) {
-        s_forget(r);
+        ingress_server_forget(r);
         log_warn(r->id, "billing queue full; refusing");
-        s_answer_error(r, 503, "internal_unavailable", "The gateway's billing is unavailable");
+        ingress_request_answer_error(r, 503, "internal_unavailable",
+                                     "The gateway's billing is unavailable");
         return MHD_YES;
     }
-    r->phase = S_WAITING;
+    r->phase = INGRESS_PHASE_WAITING;
     ingress_queue_push(self->waiting, &r->timeout, self->internal_timeout_ms);
     if (!self->resend_timer)
         self->resend_timer =
             proto_loop_add_timer(self->loop, S_RESEND_TICK_MS, true, s_resend_tick, self);
-    s_suspend(r);
+    ingress_request_suspend(r);
     log_debug(r->id, "admission asked for model %s", r->parsed.model);
     return MHD_YES;
 }
 
 //  Last call of a GET /v1/usage: asks the account's billing instance for
 //  its figures (BALANCE) and waits, suspended, like an ADMIT.
-static enum MHD_Result s_usage_ask(ingress_server_t *self, s_request_t *r)
+static enum MHD_Result s_usage_ask(ingress_server_t *self, ingress_request_t *r)
 {
     r->received_us = proto_loop_now_us();
-    r->phase = S_ANSWERED; //  unless it goes out below
-    if (!s_register(r)) {
+    r->phase = INGRESS_PHASE_ANSWERED; //  unless it goes out below
+    if (!ingress_request_register(r)) {
         ingress_parse_new_request_id(r->id);
-        s_register(r);
+        ingress_request_register(r);
     }
     proto_msg_t *msg = proto_msg_new(PROTO_MSG_BALANCE);
-    s_stamp(r, msg, self->internal_timeout_ms);
+    ingress_request_stamp(r, msg, self->internal_timeout_ms);
     proto_msg_set_key_id(msg, r->key_id);
     proto_msg_set_account_id(msg, r->account_id);
     zsock_t *billing = self->billing[r->account_id % (uint64_t)self->billing_count].socket;
     if (proto_msg_send(&msg, billing) != 0) {
-        s_forget(r);
-        s_answer_error(r, 503, "internal_unavailable", "The gateway's billing is unavailable");
+        ingress_server_forget(r);
+        ingress_request_answer_error(r, 503, "internal_unavailable",
+                                     "The gateway's billing is unavailable");
         return MHD_YES;
     }
-    r->phase = S_QUERY;
+    r->phase = INGRESS_PHASE_QUERY;
     ingress_queue_push(self->waiting, &r->timeout, self->internal_timeout_ms);
-    s_suspend(r);
+    ingress_request_suspend(r);
     return MHD_YES;
 }
 
@@ -1747,10 +1413,10 @@ static enum MHD_Result s_client_access(void *arg, struct MHD_Connection *connect
                                        void **request_p)
 {
     ingress_server_t *self = arg;
-    s_request_t *r = *request_p;
+    ingress_request_t *r = *request_p;
     enum MHD_Result rc = MHD_YES;
     if (!r) {
-        r = s_request_new(self, connection);
+        r = ingress_request_new(self, connection);
         *request_p = r;
         r->in_handler = r->first_call = true;
         rc = s_client_begin(self, r, url, method);
@@ -1759,7 +1425,7 @@ static enum MHD_Result s_client_access(void *arg, struct MHD_Connection *connect
         r->in_handler = true;
         size_t size = *upload_data_size;
         *upload_data_size = 0;
-        if (r->phase == S_RECEIVING && r->body && !r->response)
+        if (r->phase == INGRESS_PHASE_RECEIVING && r->body && !r->response)
             rc = s_client_body(self, r, upload_data, size);
         else {
             //  The answer is decided already; read the body to keep the
@@ -1774,10 +1440,11 @@ static enum MHD_Result s_client_access(void *arg, struct MHD_Connection *connect
         r->response = NULL;
         rc = MHD_queue_response(connection, r->response_status, response);
         MHD_destroy_response(response);
-    } else if (r->phase == S_RECEIVING && r->route && r->route->kind == INGRESS_ROUTE_USAGE) {
+    } else if (r->phase == INGRESS_PHASE_RECEIVING && r->route &&
+               r->route->kind == INGRESS_ROUTE_USAGE) {
         r->in_handler = true;
         rc = s_usage_ask(self, r);
-    } else if (r->phase == S_RECEIVING && r->body) {
+    } else if (r->phase == INGRESS_PHASE_RECEIVING && r->body) {
         r->in_handler = true;
         //  Read whole: a slow answer is not a slow client.
         ingress_daemon_request_received(self->client, connection);
@@ -1791,32 +1458,32 @@ static void s_client_completed(void *arg, struct MHD_Connection *connection, voi
                                enum MHD_RequestTerminationCode code)
 {
     ingress_server_t *self = arg;
-    s_request_t *r = *request_p;
+    ingress_request_t *r = *request_p;
     if (!r)
         return;
     *request_p = NULL;
-    s_unwatch(r);
+    ingress_request_unwatch(r);
     bool clean = code == MHD_REQUEST_TERMINATED_COMPLETED_OK;
     if (!clean) {
         switch (r->phase) {
-        case S_WAITING:
+        case INGRESS_PHASE_WAITING:
             s_abandon(self, r, 499);
             break;
-        case S_QUERY:
-            s_forget(r);
+        case INGRESS_PHASE_QUERY:
+            ingress_server_forget(r);
             break;
-        case S_DISPATCHED:
-        case S_STREAMING:
-            if (r->phase == S_DISPATCHED)
+        case INGRESS_PHASE_DISPATCHED:
+        case INGRESS_PHASE_STREAMING:
+            if (r->phase == INGRESS_PHASE_DISPATCHED)
                 s_settle_held(r);
             s_cancel(r, "client_closed");
             r->upstream_done = true;
-            s_forget(r);
+            ingress_server_forget(r);
             break;
         default:
             break;
         }
-        if (!r->status || r->phase == S_STREAMING)
+        if (!r->status || r->phase == INGRESS_PHASE_STREAMING)
             r->status = 499;
     }
     r->connection = NULL;
@@ -1843,8 +1510,8 @@ static void s_client_completed(void *arg, struct MHD_Connection *connection, voi
     if (r->received_us && r->route && r->route->kind == INGRESS_ROUTE_GENERATE)
         log_debug(r->id, "%d %s in %.3f ms", r->status, r->parsed.model,
                   (double)(proto_loop_now_us() - r->started_us) / 1000.0);
-    s_request_unref(r);
-    s_check_drained(self);
+    ingress_request_unref(r);
+    ingress_server_check_drained(self);
 }
 
 //  --------------------------------------------------------------------------
@@ -1863,9 +1530,9 @@ static void s_catalog_loaded(proto_catalog_t **catalog_p, void *arg)
 }
 
 //  Connects a DEALER to an endpoint and hands it to the loop.
-static int s_peer_open(ingress_server_t *self, s_peer_t *peer, int index, const char *component,
-                       const char **endpoints, int count, bool immediate, proto_loop_socket_fn *fn,
-                       char *error, size_t error_size)
+static int s_peer_open(ingress_server_t *self, ingress_peer_t *peer, int index,
+                       const char *component, const char **endpoints, int count, bool immediate,
+                       proto_loop_socket_fn *fn, char *error, size_t error_size)
 {
     peer->server = self;
     peer->index = index;
@@ -1896,7 +1563,7 @@ static int s_peer_open(ingress_server_t *self, s_peer_t *peer, int index, const 
 //  it died).
 static void s_dispatch_lost(proto_loop_t *loop, zsock_t *socket, void *arg)
 {
-    s_peer_t *peer = arg;
+    ingress_peer_t *peer = arg;
     ingress_server_t *self = peer->server;
     zmsg_t *event = zmsg_recv(socket);
     char *name = event ? zmsg_popstr(event) : NULL;
@@ -1908,16 +1575,16 @@ static void s_dispatch_lost(proto_loop_t *loop, zsock_t *socket, void *arg)
     while (zsock_events(peer->socket) & ZMQ_POLLIN)
         s_dispatch_ready(loop, peer->socket, peer);
     zlistx_t *orphans = zlistx_new();
-    for (s_request_t *r = zhashx_first(self->requests); r; r = zhashx_next(self->requests))
-        if ((r->phase == S_DISPATCHED || r->phase == S_STREAMING) &&
+    for (ingress_request_t *r = zhashx_first(self->requests); r; r = zhashx_next(self->requests))
+        if ((r->phase == INGRESS_PHASE_DISPATCHED || r->phase == INGRESS_PHASE_STREAMING) &&
             r->dispatch_index == peer->index)
             zlistx_add_end(orphans, r);
     if (zlistx_size(orphans))
         log_warn(NULL, "dispatch %d: connection lost holding %zu request(s)", peer->index,
                  zlistx_size(orphans));
     uint64_t now = proto_loop_now_ms();
-    for (s_request_t *r = zlistx_first(orphans); r; r = zlistx_next(orphans)) {
-        if (r->phase == S_STREAMING) {
+    for (ingress_request_t *r = zlistx_first(orphans); r; r = zlistx_next(orphans)) {
+        if (r->phase == INGRESS_PHASE_STREAMING) {
             r->dispatch_index = -1; //  no CANCEL down a dead connection
             s_cut(r, 502, "stream_interrupted",
                   "The gateway lost its connection to the dispatch service mid-stream");
@@ -1934,7 +1601,7 @@ static void s_dispatch_lost(proto_loop_t *loop, zsock_t *socket, void *arg)
     zlistx_destroy(&orphans);
 }
 
-static void s_watch_dispatch(ingress_server_t *self, s_peer_t *peer)
+static void s_watch_dispatch(ingress_server_t *self, ingress_peer_t *peer)
 {
     peer->monitor = zactor_new(zmonitor, peer->socket);
     zstr_sendx(peer->monitor, "LISTEN", "DISCONNECTED", NULL);
@@ -1947,8 +1614,9 @@ static int s_connect_peers(ingress_server_t *self, char *error, size_t error_siz
 {
     const char *endpoints[64];
     int count = proto_config_endpoints(self->config, "billing", endpoints, 64);
-    if (count < 1 || count > S_MAX_BILLING) {
-        snprintf(error, error_size, "billing.endpoints must list 1 to %d endpoints", S_MAX_BILLING);
+    if (count < 1 || count > INGRESS_MAX_BILLING) {
+        snprintf(error, error_size, "billing.endpoints must list 1 to %d endpoints",
+                 INGRESS_MAX_BILLING);
         return -1;
     }
     for (int i = 0; i < count; i++) {
@@ -1963,9 +1631,9 @@ static int s_connect_peers(ingress_server_t *self, char *error, size_t error_siz
         self->billing_count++;
     }
     count = proto_config_endpoints(self->config, "dispatch", endpoints, 64);
-    if (count < 1 || count > S_MAX_DISPATCH) {
+    if (count < 1 || count > INGRESS_MAX_DISPATCH) {
         snprintf(error, error_size, "dispatch.endpoints must list 1 to %d endpoints",
-                 S_MAX_DISPATCH);
+                 INGRESS_MAX_DISPATCH);
         return -1;
     }
     for (int i = 0; i < count; i++) {
@@ -2091,14 +1759,14 @@ void ingress_server_destroy(ingress_server_t **self_p)
     proto_loop_set_turn(self->loop, NULL, NULL);
     //  MHD must get every suspended connection back before it stops; its
     //  completion callbacks then run for each, while our sockets still work.
-    for (s_request_t *r = self->live; r; r = r->live_next)
-        s_resume(r);
+    for (ingress_request_t *r = self->live; r; r = r->live_next)
+        ingress_request_resume(r);
     ingress_daemon_destroy(&self->client);
     proto_tls_destroy(&self->tls);
     //  What the pipeline still holds (abandoned requests) goes now.
-    s_request_t *r;
+    ingress_request_t *r;
     while ((r = zhashx_first(self->requests)))
-        s_forget(r);
+        ingress_server_forget(r);
     proto_watch_destroy(&self->watch);
     proto_catalog_destroy(&self->catalog);
     if (self->lease_timer)
@@ -2126,9 +1794,9 @@ void ingress_server_destroy(ingress_server_t **self_p)
         zsock_destroy(&self->dispatch[i].socket);
     }
     //  A partly built server may have a socket outside the counted ranges.
-    if (self->billing_count < S_MAX_BILLING && self->billing[self->billing_count].socket)
+    if (self->billing_count < INGRESS_MAX_BILLING && self->billing[self->billing_count].socket)
         zsock_destroy(&self->billing[self->billing_count].socket);
-    if (self->dispatch_count < S_MAX_DISPATCH && self->dispatch[self->dispatch_count].socket)
+    if (self->dispatch_count < INGRESS_MAX_DISPATCH && self->dispatch[self->dispatch_count].socket)
         zsock_destroy(&self->dispatch[self->dispatch_count].socket);
     ingress_queue_destroy(&self->waiting);
     ingress_queue_destroy(&self->running);
@@ -2161,7 +1829,7 @@ static size_t s_settles_pending(ingress_server_t *self)
     return pending;
 }
 
-static void s_check_drained(ingress_server_t *self)
+void ingress_server_check_drained(ingress_server_t *self)
 {
     if (!self->draining || !self->drained_fn || self->live_count || zhashx_size(self->requests) ||
         s_settles_pending(self))
@@ -2179,7 +1847,7 @@ void ingress_server_drain(ingress_server_t *self, ingress_server_drained_fn *fn,
     self->drained_arg = arg;
     ingress_daemon_quiesce(self->client);
     log_info(NULL, "no longer accepting connections; %zu requests in flight", self->live_count);
-    s_check_drained(self);
+    ingress_server_check_drained(self);
 }
 
 int ingress_server_port(ingress_server_t *self)
@@ -2551,12 +2219,11 @@ static void s_test_setup(s_test_t *test)
     test->port = ingress_server_port(test->server);
     PROTO_CHECK(test->port > 0);
     test->key = (proto_api_key_t){.id = 7, .account_id = 3, .status = "active"};
-    s_test_key = &test->key;
+    test->server->test_key = &test->key;
 }
 
 static void s_test_teardown(s_test_t *test)
 {
-    s_test_key = NULL;
     ingress_server_destroy(&test->server);
     proto_socket_shutdown();
     PROTO_CHECK(test->server == NULL);

@@ -1,0 +1,194 @@
+#include "ingress_request.h"
+#include "ingress_daemon.h"
+#include "ingress_server_private.h"
+#include "proto_error.h"
+#include "proto_loop.h"
+
+#include <assert.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+ingress_request_t *ingress_request_of(ingress_queue_item_t *item)
+{
+    return (ingress_request_t *)((char *)item - offsetof(ingress_request_t, timeout));
+}
+
+ingress_request_t *ingress_request_new(ingress_server_t *self, struct MHD_Connection *connection)
+{
+    ingress_request_t *r = calloc(1, sizeof *r);
+    assert(r);
+    r->server = self;
+    r->connection = connection;
+    r->refs = 1; //  the connection's
+    r->watched_fd = -1;
+    r->dispatch_index = -1;
+    r->lost_index = -1;
+    r->protocol = PROTO_PROTOCOL_OPENAI;
+    r->started_us = proto_loop_now_us();
+    r->started_wall_us = proto_loop_wall_us();
+    r->capture = proto_capture_headers_new(connection);
+    r->live_next = self->live;
+    if (self->live)
+        self->live->live_prev = r;
+    self->live = r;
+    self->live_count++;
+    proto_metric_set(self->in_flight, (double)self->live_count);
+    return r;
+}
+
+void ingress_request_unref(ingress_request_t *r)
+{
+    assert(r->refs > 0);
+    if (--r->refs > 0)
+        return;
+    assert(!r->registered && !r->timeout.queue && r->watched_fd < 0);
+    if (r->response)
+        MHD_destroy_response(r->response);
+    ingress_buffer_destroy(&r->out);
+    proto_msg_destroy(&r->admit_reply);
+    proto_capture_destroy(&r->capture);
+    free(r->body);
+    free(r);
+}
+
+void ingress_request_unwatch(ingress_request_t *r)
+{
+    if (r->watched_fd >= 0)
+        proto_loop_remove_fd(r->server->loop, r->watched_fd);
+    r->watched_fd = -1;
+}
+
+//  MHD polls no suspended connection, so a client that goes away would go
+//  unnoticed until we resume it; watch its socket for the hang-up meanwhile.
+void ingress_request_suspend(ingress_request_t *r)
+{
+    assert(r->connection && !r->suspended);
+    MHD_suspend_connection(r->connection);
+    r->suspended = true;
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(r->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (info && proto_loop_add_fd(r->server->loop, info->connect_fd, EPOLLRDHUP,
+                                  ingress_server_hangup, r) == 0)
+        r->watched_fd = info->connect_fd;
+}
+
+void ingress_request_resume(ingress_request_t *r)
+{
+    if (!r->suspended)
+        return;
+    //  Unwatch first: once MHD has the socket back it may close it.
+    ingress_request_unwatch(r);
+    r->suspended = false;
+    r->reader_waiting = false;
+    MHD_resume_connection(r->connection);
+    ingress_daemon_resumed(r->server->client);
+}
+
+bool ingress_request_register(ingress_request_t *r)
+{
+    if (zhashx_insert(r->server->requests, r->id, r) != 0)
+        return false;
+    r->registered = true;
+    r->refs++;
+    return true;
+}
+
+static void s_add_common_headers(ingress_request_t *r, struct MHD_Response *response)
+{
+    MHD_add_response_header(response, "x-request-id", r->id);
+    if (r->received_us) {
+        //  Local answers spent no time upstream: all of it is ours.
+        char text[32];
+        ingress_parse_ms_text(ingress_parse_overhead_us(r->received_us, proto_loop_now_us(), 0),
+                              text, sizeof text);
+        if (!MHD_get_response_header(response, "x-tollgate-overhead-ms"))
+            MHD_add_response_header(response, "x-tollgate-overhead-ms", text);
+    }
+    if (r->server->draining)
+        MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close");
+}
+
+void ingress_request_answer(ingress_request_t *r, unsigned status, struct MHD_Response *response)
+{
+    s_add_common_headers(r, response);
+    proto_capture_response_headers(r->capture, response);
+    r->status = (int)status;
+    if (!r->connection) {
+        MHD_destroy_response(response);
+        return;
+    }
+    //  An answer decided from the headers alone waits for the handler's
+    //  last call: queued before the request is read, MHD would close the
+    //  connection instead of keeping it alive. An oversize body is the
+    //  exception; it is answered without being read.
+    if (r->in_handler && !r->suspended && r->first_call && !r->close_now) {
+        r->response = response;
+        r->response_status = status;
+        return;
+    }
+    if (r->in_handler && !r->suspended) {
+        MHD_queue_response(r->connection, status, response);
+        MHD_destroy_response(response);
+        return;
+    }
+    assert(r->suspended && !r->response);
+    r->response = response;
+    r->response_status = status;
+    ingress_request_resume(r);
+}
+
+void ingress_request_answer_text(ingress_request_t *r, unsigned status, const char *content_type,
+                                 char *text, bool owned)
+{
+    struct MHD_Response *response = MHD_create_response_from_buffer(
+        strlen(text), text, owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    ingress_request_answer(r, status, response);
+}
+
+void ingress_request_answer_error(ingress_request_t *r, unsigned status, const char *code,
+                                  const char *message)
+{
+    char *body = proto_error_body(r->protocol, (int)status, code, message);
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    ingress_request_answer(r, status, response);
+}
+
+void ingress_request_answer_reply_error(ingress_request_t *r, proto_msg_t *reply,
+                                        const char *fallback_code, const char *fallback_message)
+{
+    unsigned status = (unsigned)proto_msg_status(reply);
+    if (status < 400 || status > 599)
+        status = 502;
+    const char *code =
+        proto_msg_has(reply, PROTO_FIELD_error_code) ? proto_msg_error_code(reply) : fallback_code;
+    const char *message = proto_msg_has(reply, PROTO_FIELD_error_message)
+                              ? proto_msg_error_message(reply)
+                              : fallback_message;
+    char *body = proto_error_body(r->protocol, (int)status, code, message);
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (status == 429 || status == 503) {
+        uint64_t retry_ms = proto_msg_retry_after_ms(reply);
+        if (retry_ms || status == 429) {
+            char seconds[24];
+            snprintf(seconds, sizeof seconds, "%llu",
+                     (unsigned long long)(retry_ms ? (retry_ms + 999) / 1000 : 1));
+            MHD_add_response_header(response, MHD_HTTP_HEADER_RETRY_AFTER, seconds);
+        }
+    }
+    ingress_request_answer(r, status, response);
+}
+
+void ingress_request_stamp(ingress_request_t *r, proto_msg_t *msg, uint64_t timeout_ms)
+{
+    proto_msg_set_request_id(msg, r->id);
+    proto_msg_set_trace(msg, r->trace);
+    proto_msg_set_deadline(msg, proto_loop_wall_us() / 1000 + timeout_ms);
+}

@@ -24,6 +24,7 @@
 #include "ingress_models.h"
 #include "ingress_parse.h"
 #include "ingress_queue.h"
+#include "ingress_relay.h"
 #include "ingress_route.h"
 #include "ingress_usage.h"
 #include "proto_batch.h"
@@ -55,26 +56,19 @@
 #include <time.h>
 #include <unistd.h>
 
-#define S_CONNECTION_LIMIT 16384               //  client connections (fds permitting)
-#define S_CONNECTION_MEMORY 16384              //  per-connection MHD pool: headers and write buffer
-#define S_CONNECTION_TIMEOUT_S 120             //  idle keep-alive connections close after this
-#define S_STREAM_BLOCK 4096                    //  most bytes one content-reader call hands MHD
-#define S_STREAM_BUFFER_MAX (4u * 1024 * 1024) //  unread stream bytes held per request
-#define S_SETTLE_RESEND_MS 1000                //  outbox re-send period for SETTLE
-#define S_RESEND_AFTER_MS 250                  //  no ROUTE/ADMIT reply by then: re-send
-#define S_RESEND_TICK_MS 50                    //  how often waiting requests are looked at
-#define S_ADMIT_RESEND_MAX_MS 1000             //  longest gap between ADMIT re-sends
-#define S_DISPATCH_DRAINING_MS 2000            //  a dispatch that said `draining` is skipped
-#define S_HOLD_RETRY_MS 100                    //  a held request looks for a dispatch again
-#define S_LOST_RETRY_MS 20                     //  one whose dispatch dropped looks for it again
-#define S_DISCARD_FACTOR 4ULL    //  oversize bodies read and dropped up to this x limit
-#define S_PEER_RCVHWM 100000     //  CHUNKs we queue before dispatch's ROUTER must drop
-#define S_BODY_INITIAL_MAX 65536 //  first body allocation, whatever Content-Length says
-#define S_LEASE_SWEEP_MS 250     //  expired leases are given back this often
-#define S_MODELS_CACHE_MAX 10000 //  model lists kept (one per key and protocol)
+#define S_CONNECTION_LIMIT 16384   //  client connections (fds permitting)
+#define S_CONNECTION_MEMORY 16384  //  per-connection MHD pool: headers and write buffer
+#define S_CONNECTION_TIMEOUT_S 120 //  idle keep-alive connections close after this
+#define S_SETTLE_RESEND_MS 1000    //  outbox re-send period for SETTLE
+#define S_RESEND_AFTER_MS 250      //  no ROUTE/ADMIT reply by then: re-send
+#define S_RESEND_TICK_MS 50        //  how often waiting requests are looked at
+#define S_ADMIT_RESEND_MAX_MS 1000 //  longest gap between ADMIT re-sends
+#define S_DISCARD_FACTOR 4ULL      //  oversize bodies read and dropped up to this x limit
+#define S_PEER_RCVHWM 100000       //  CHUNKs we queue before dispatch's ROUTER must drop
+#define S_BODY_INITIAL_MAX 65536   //  first body allocation, whatever Content-Length says
+#define S_LEASE_SWEEP_MS 250       //  expired leases are given back this often
+#define S_MODELS_CACHE_MAX 10000   //  model lists kept (one per key and protocol)
 
-static void s_dispatch(ingress_server_t *self, ingress_request_t *r);
-static int s_pick_dispatch(ingress_server_t *self, ingress_request_t *r);
 static void s_send_to_billing(ingress_server_t *self, uint64_t account_id, proto_msg_t **msg_p);
 
 //  --------------------------------------------------------------------------
@@ -125,9 +119,8 @@ static const char *s_model_label(ingress_server_t *self, ingress_request_t *r)
 }
 
 //  --------------------------------------------------------------------------
-//  Requests: life and suspension
+//  The pipeline's hold
 
-//  The pipeline lets go: no reply for this id is wanted any more.
 //  The request's part of a lease ends with the pipeline's hold: the real
 //  cost when DONE brought one, else the estimate stays counted.
 static void s_lease_release(ingress_request_t *r)
@@ -154,35 +147,11 @@ void ingress_server_forget(ingress_request_t *r)
 }
 
 //  --------------------------------------------------------------------------
-//  Answers
-
-static void s_free_frame(void *arg)
-{
-    zframe_t *frame = arg;
-    zframe_destroy(&frame);
-}
-
-//  --------------------------------------------------------------------------
 //  Messages to other programs
-
-static void s_cancel(ingress_request_t *r, const char *reason)
-{
-    ingress_server_t *self = r->server;
-    if (r->dispatch_index < 0 || r->upstream_done)
-        return;
-    proto_msg_t *msg = proto_msg_new(PROTO_MSG_CANCEL);
-    proto_msg_set_request_id(msg, r->id);
-    proto_msg_set_trace(msg, r->trace);
-    proto_msg_set_reason(msg, reason);
-    if (proto_msg_send(&msg, self->dispatch[r->dispatch_index].socket) != 0)
-        log_warn(r->id, "could not send CANCEL to dispatch %d", r->dispatch_index);
-    proto_metric_add(self->cancels, 1);
-    log_debug(r->id, "cancelled (%s)", reason);
-}
 
 //  Settles what billing admitted but dispatch never got: zero tokens, so
 //  the reservation is released and the request leaves a usage row.
-static void s_settle(ingress_request_t *r, int status)
+void ingress_admit_settle(ingress_request_t *r, int status)
 {
     ingress_server_t *self = r->server;
     bool admitted =
@@ -211,452 +180,8 @@ static void s_settle(ingress_request_t *r, int status)
     log_debug(r->id, "settled with status %d and no tokens", status);
 }
 
-//  A client gone while its request waits for a dispatch: held after a hand
-//  back, no dispatch has it, and it is ours to settle; held after its
-//  dispatch's connection dropped, that dispatch settles it (alive) or its
-//  journal records the call (dead), and the CANCEL goes there.
-static void s_settle_held(ingress_request_t *r)
-{
-    if (r->dispatch_index >= 0)
-        return;
-    if (r->lost_index >= 0)
-        r->dispatch_index = r->lost_index;
-    else
-        s_settle(r, 499);
-}
-
-//  --------------------------------------------------------------------------
-//  Streaming: MHD reads from the request's buffer
-
-static ssize_t s_reader(void *arg, uint64_t position, char *buffer, size_t max)
-{
-    ingress_request_t *r = arg;
-    if (!r->out || r->client_gone)
-        return MHD_CONTENT_READER_END_WITH_ERROR;
-    size_t size = ingress_buffer_read(r->out, buffer, max);
-    if (size)
-        return (ssize_t)size;
-    if (r->upstream_done)
-        return MHD_CONTENT_READER_END_OF_STREAM;
-    if (!r->connection)
-        return MHD_CONTENT_READER_END_WITH_ERROR;
-    //  Nothing to send yet: step out of MHD's polling until the next CHUNK,
-    //  instead of returning 0 to a loop that would call us straight back.
-    ingress_request_suspend(r);
-    r->reader_waiting = true;
-    return 0;
-}
-
-static void s_reader_free(void *arg)
-{
-    ingress_request_unref(arg);
-}
-
-//  Ends a stream early with a protocol-correct error event after the bytes
-//  already buffered, and stops the upstream call.
-static void s_cut(ingress_request_t *r, int status, const char *code, const char *message)
-{
-    log_warn(r->id, "stream cut: %s", message);
-    s_cancel(r, code);
-    if (r->json_array) {
-        //  A Gemini stream read as one JSON array: the error is its last
-        //  element, and the array is closed. The first CHUNK opened it with
-        //  an element (dispatch sends nothing before the first content).
-        char *body = proto_error_body(r->protocol, status, code, message);
-        ingress_buffer_append_bytes(r->out, ",\r\n", 3);
-        ingress_buffer_append_bytes(r->out, body, strlen(body));
-        ingress_buffer_append_bytes(r->out, "]", 1);
-        free(body);
-    } else {
-        char *event = proto_error_event(r->protocol, status, code, message);
-        ingress_buffer_append_bytes(r->out, event, strlen(event));
-        free(event);
-    }
-    r->upstream_done = true;
-    ingress_server_forget(r);
-    if (r->reader_waiting)
-        ingress_request_resume(r);
-}
-
-//  --------------------------------------------------------------------------
-//  Replies from dispatch
-
-static void s_on_chunk(ingress_server_t *self, ingress_request_t *r, proto_msg_t *msg)
-{
-    uint64_t sequence = proto_msg_sequence(msg);
-    zframe_t *body = proto_msg_take_body(msg);
-    if (r->phase == INGRESS_PHASE_DISPATCHED && sequence != 0) {
-        //  The answer's head went down a connection that dropped: nothing
-        //  reached the client, which hears an error it can retry on.
-        zframe_destroy(&body);
-        log_warn(r->id, "first CHUNK is %llu: the head of the answer was lost",
-                 (unsigned long long)sequence);
-        s_cancel(r, "stream_interrupted");
-        r->upstream_done = true;
-        r->phase = INGRESS_PHASE_ANSWERED;
-        ingress_server_forget(r);
-        ingress_request_answer_error(r, 502, "stream_interrupted",
-                                     "The answer was lost between gateway programs; please retry.");
-        return;
-    }
-    if (r->phase == INGRESS_PHASE_DISPATCHED) {
-        //  The first CHUNK brings the status line: the response starts now.
-        //  The body is no longer needed for a re-send.
-        free(r->body);
-        r->body = NULL;
-        r->next_sequence = sequence + 1;
-        proto_observe_first_byte(self->metrics, self->tracer, r->id, r->trace, r->started_us);
-        unsigned status =
-            proto_msg_has(msg, PROTO_FIELD_status) ? (unsigned)proto_msg_status(msg) : 200;
-        if (status < 100 || status > 599)
-            status = 502;
-        const char *content_type =
-            proto_msg_has(msg, PROTO_FIELD_content_type)
-                ? proto_msg_content_type(msg)
-                : (r->parsed.stream ? "text/event-stream" : "application/json");
-        r->out = ingress_buffer_new(S_STREAM_BUFFER_MAX);
-        ingress_buffer_append(r->out, &body);
-        struct MHD_Response *response = MHD_create_response_from_callback(
-            MHD_SIZE_UNKNOWN, S_STREAM_BLOCK, s_reader, r, s_reader_free);
-        r->refs++; //  the reader's, until s_reader_free
-        MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-        MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-        if (proto_msg_has(msg, PROTO_FIELD_dropped))
-            MHD_add_response_header(response, "x-tollgate-dropped-fields", proto_msg_dropped(msg));
-        char overhead[32];
-        ingress_parse_ms_text(
-            ingress_parse_overhead_us(r->received_us, proto_loop_now_us(), proto_msg_ttfb_us(msg)),
-            overhead, sizeof overhead);
-        MHD_add_response_header(response, "x-tollgate-overhead-ms", overhead);
-        proto_metric_observe(self->overhead, strtod(overhead, NULL) / 1000.0);
-        r->phase = INGRESS_PHASE_STREAMING;
-        ingress_request_answer(r, status, response);
-        return;
-    }
-    if (r->phase != INGRESS_PHASE_STREAMING) {
-        zframe_destroy(&body);
-        return;
-    }
-    if (sequence != r->next_sequence) {
-        zframe_destroy(&body);
-        char message[128];
-        snprintf(message, sizeof message, "The response stream lost data (chunk %llu, not %llu)",
-                 (unsigned long long)sequence, (unsigned long long)r->next_sequence);
-        s_cut(r, 502, "stream_interrupted", message);
-        return;
-    }
-    r->next_sequence++;
-    if (ingress_buffer_append(r->out, &body) != 0) {
-        //  The client reads slower than the upstream writes and we hold
-        //  S_STREAM_BUFFER_MAX unread bytes already: stop the upstream
-        //  rather than hold an unbounded answer in memory.
-        s_cut(r, 500, "client_too_slow",
-              "The client read the stream too slowly; the response was cut off");
-        return;
-    }
-    if (r->reader_waiting)
-        ingress_request_resume(r);
-}
-
-//  A DONE 503 `draining` before any CHUNK: the instance took nothing on
-//  (it settles nothing either), so the request may go to another.
-static bool s_draining_answer(proto_msg_t *msg)
-{
-    return proto_msg_status(msg) == 503 && proto_msg_has(msg, PROTO_FIELD_error_code) &&
-           strcmp(proto_msg_error_code(msg), "draining") == 0;
-}
-
-//  Sends a request a draining dispatch handed back to another instance
-//  (same id, same candidates), each instance at most once. False when
-//  there is none left to try.
-static bool s_redispatch(ingress_server_t *self, ingress_request_t *r)
-{
-    ingress_peer_t *peer = &self->dispatch[r->dispatch_index];
-    peer->draining_since = proto_loop_now_ms();
-    peer->draining_until = peer->draining_since + S_DISPATCH_DRAINING_MS;
-    if (s_pick_dispatch(self, r) < 0)
-        return false;
-    log_info(r->id, "dispatch %d is draining; sending the request to another instance",
-             r->dispatch_index);
-    s_dispatch(self, r);
-    return true;
-}
-
-static void s_send_dispatch(ingress_server_t *self, ingress_request_t *r, int chosen);
-
-//  A request whose dispatch's connection dropped while it ran there. That
-//  instance may be alive (a blip) and still running it, so the request goes
-//  back to it as soon as the connection is back: an instance answers a
-//  request it has taken once and never calls the upstream twice. Only after
-//  ingress.dispatch_grace_ms is it presumed dead (its journal records the
-//  call it lost) and the request goes to another. True when handled.
-static bool s_lost_waits(ingress_server_t *self, ingress_request_t *r)
-{
-    int index = r->lost_index;
-    if (zsock_events(self->dispatch[index].socket) & ZMQ_POLLOUT) {
-        log_info(r->id, "dispatch %d is back; sending the request to it again", index);
-        r->lost_index = -1;
-        s_send_dispatch(self, r, index);
-        return true;
-    }
-    if (proto_loop_now_ms() < r->lost_until_ms) {
-        ingress_queue_push(self->held, &r->timeout, S_LOST_RETRY_MS);
-        return true;
-    }
-    log_warn(r->id, "dispatch %d did not come back within %llu ms; trying another instance", index,
-             (unsigned long long)self->dispatch_grace_ms);
-    r->lost_index = -1;
-    r->dispatch_tried = 1u << index;
-    int chosen = s_pick_dispatch(self, r);
-    if (chosen < 0)
-        return false; //  held as any other
-    s_send_dispatch(self, r, chosen);
-    return true;
-}
-
-//  Handed back with no other instance to try (one dispatch, restarting
-//  under its supervisor): the request waits, for at most the internal
-//  timeout from the first hand-back, and tries every instance again every
-//  S_HOLD_RETRY_MS. No dispatch holds it meanwhile.
-static void s_hold(ingress_server_t *self, ingress_request_t *r)
-{
-    if (!r->held_until_ms)
-        r->held_until_ms = proto_loop_now_ms() + self->internal_timeout_ms;
-    r->dispatch_index = -1;
-    ingress_queue_push(self->held, &r->timeout, S_HOLD_RETRY_MS);
-}
-
-static void s_held_expired(ingress_queue_item_t *item, void *arg)
-{
-    ingress_server_t *self = arg;
-    ingress_request_t *r = ingress_request_of(item);
-    if (r->lost_index >= 0 && s_lost_waits(self, r))
-        return;
-    //  Any instance again, the draining one included: its successor binds
-    //  the same endpoint.
-    r->dispatch_tried = 0;
-    if (s_pick_dispatch(self, r) < 0 && proto_loop_now_ms() < r->held_until_ms) {
-        ingress_queue_push(self->held, &r->timeout, S_HOLD_RETRY_MS);
-        return;
-    }
-    s_dispatch(self, r); //  answers dispatch_unavailable when none is live
-}
-
-//  What a finished request costs, priced here exactly as billing prices it
-//  (proto_price): a lease's credit is counted in real costs, not estimates.
-static void s_price_done(ingress_server_t *self, ingress_request_t *r, proto_msg_t *msg)
-{
-    const proto_model_t *model = proto_catalog_model_by_name(self->catalog, r->parsed.model);
-    const proto_provider_key_t *key =
-        proto_msg_has(msg, PROTO_FIELD_provider_key_id)
-            ? proto_catalog_provider_key(self->catalog, proto_msg_provider_key_id(msg))
-            : NULL;
-    const proto_account_t *account = proto_catalog_account(self->catalog, r->account_id);
-    proto_price_usage_t usage = {.tokens_in = proto_msg_tokens_in(msg),
-                                 .tokens_out = proto_msg_tokens_out(msg),
-                                 .tokens_cache_read = proto_msg_tokens_cache_read(msg),
-                                 .tokens_cache_write = proto_msg_tokens_cache_write(msg),
-                                 .tokens_cache_write_1h = proto_msg_tokens_cache_write_1h(msg),
-                                 .status = proto_msg_status(msg)};
-    int64_t multiplier = proto_price_scale(key ? key->multiplier_ppm : PROTO_PRICE_PPM_ONE,
-                                           account ? account->multiplier_ppm : PROTO_PRICE_PPM_ONE);
-    int64_t cost = 0;
-    if (!model || proto_price_cost(model, &usage, multiplier, &cost) != 0)
-        return; //  not priceable here: the estimate stays counted
-    r->done_seen = true;
-    r->done_cost = cost;
-    r->done_tokens =
-        usage.tokens_in + usage.tokens_out + usage.tokens_cache_read + usage.tokens_cache_write;
-}
-
-static void s_on_done(ingress_server_t *self, ingress_request_t *r, proto_msg_t *msg)
-{
-    r->attempts = proto_msg_attempts(msg);
-    if (r->lease.lease_id && !s_draining_answer(msg))
-        s_price_done(self, r, msg);
-    if (r->phase == INGRESS_PHASE_DISPATCHED && s_draining_answer(msg)) {
-        if (s_redispatch(self, r))
-            return;
-        if (!r->held_until_ms || proto_loop_now_ms() < r->held_until_ms) {
-            s_hold(self, r);
-            return;
-        }
-        //  Held long enough: the answer stands, and what billing admitted
-        //  is ours to settle (a draining dispatch settles nothing).
-        log_warn(r->id, "every dispatch instance is draining; answering 503");
-        s_settle(r, 503);
-    }
-    free(r->body);
-    r->body = NULL;
-    zframe_t *body = proto_msg_take_body(msg);
-    if (r->phase == INGRESS_PHASE_STREAMING) {
-        if (body && ingress_buffer_append(r->out, &body) != 0) {
-            s_cut(r, 500, "client_too_slow",
-                  "The client read the stream too slowly; the response was cut off");
-            return;
-        }
-        r->upstream_done = true;
-        ingress_server_forget(r);
-        if (r->reader_waiting)
-            ingress_request_resume(r);
-        return;
-    }
-    if (r->phase != INGRESS_PHASE_DISPATCHED) {
-        zframe_destroy(&body);
-        return;
-    }
-    //  Not streamed (or nothing came before the end): DONE is the answer.
-    r->upstream_done = true;
-    r->phase = INGRESS_PHASE_ANSWERED;
-    unsigned status = (unsigned)proto_msg_status(msg);
-    if (status < 100 || status > 599)
-        status = 502;
-    struct MHD_Response *response;
-    if (body && zframe_size(body)) {
-        response = MHD_create_response_from_buffer_with_free_callback_cls(
-            zframe_size(body), zframe_data(body), s_free_frame, body);
-        MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE,
-                                proto_msg_has(msg, PROTO_FIELD_content_type)
-                                    ? proto_msg_content_type(msg)
-                                    : "application/json");
-    } else {
-        zframe_destroy(&body);
-        char *text = proto_error_body(
-            r->protocol, (int)status,
-            proto_msg_has(msg, PROTO_FIELD_error_code) ? proto_msg_error_code(msg) : NULL,
-            proto_msg_has(msg, PROTO_FIELD_error_message) ? proto_msg_error_message(msg)
-                                                          : "The upstream returned no body");
-        response = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-        MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    }
-    if (proto_msg_has(msg, PROTO_FIELD_dropped))
-        MHD_add_response_header(response, "x-tollgate-dropped-fields", proto_msg_dropped(msg));
-    char overhead[32];
-    ingress_parse_ms_text(
-        ingress_parse_overhead_us(r->received_us, proto_loop_now_us(), proto_msg_latency_us(msg)),
-        overhead, sizeof overhead);
-    MHD_add_response_header(response, "x-tollgate-overhead-ms", overhead);
-    proto_metric_observe(self->overhead, strtod(overhead, NULL) / 1000.0);
-    ingress_server_forget(r);
-    ingress_request_answer(r, status, response);
-}
-
-static void s_dispatch_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
-{
-    ingress_peer_t *peer = arg;
-    ingress_server_t *self = peer->server;
-    proto_msg_t *msg = NULL;
-    int rc = proto_msg_recv(&msg, socket);
-    if (rc == -2)
-        log_warn(NULL, "dispatch %d: dropped a malformed message", peer->index);
-    if (rc != 0)
-        return;
-    proto_msg_type_t type = proto_msg_type(msg);
-    ingress_request_t *r = zhashx_lookup(self->requests, proto_msg_request_id(msg));
-    if (type != PROTO_MSG_CHUNK && type != PROTO_MSG_DONE)
-        log_warn(proto_msg_request_id(msg), "dispatch %d: ignored %s", peer->index,
-                 proto_msg_type_name((int)type));
-    else if (!r || r->dispatch_index != peer->index) {
-        proto_metric_add(self->dropped, 1);
-        log_debug(proto_msg_request_id(msg), "dropped a late %s", proto_msg_type_name((int)type));
-    } else {
-        //  An answer to a request sent after the peer said `draining`:
-        //  its successor on the same endpoint took it.
-        if (r->dispatched_ms > peer->draining_since &&
-            (type == PROTO_MSG_CHUNK || !s_draining_answer(msg)))
-            peer->draining_until = 0;
-        if (type == PROTO_MSG_CHUNK)
-            s_on_chunk(self, r, msg);
-        else
-            s_on_done(self, r, msg);
-    }
-    proto_msg_destroy(&msg);
-}
-
 //  --------------------------------------------------------------------------
 //  Admission and route: both out at once, decided when both are in
-
-//  The next dispatch instance for this request, round-robin, or -1. A
-//  DEALER with ZMQ_IMMEDIATE is writable only with a live connection: skip
-//  instances that are down instead of queueing for them; skip those this
-//  request went to already; prefer those that have not said `draining`.
-static int s_pick_dispatch(ingress_server_t *self, ingress_request_t *r)
-{
-    uint64_t now = proto_loop_now_ms();
-    for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < self->dispatch_count; i++) {
-            int index = (int)((self->next_dispatch + (unsigned)i) % (unsigned)self->dispatch_count);
-            ingress_peer_t *peer = &self->dispatch[index];
-            if ((r->dispatch_tried & (1u << index)) || (pass == 0 && peer->draining_until > now))
-                continue;
-            if (zsock_events(peer->socket) & ZMQ_POLLOUT)
-                return index;
-        }
-    return -1;
-}
-
-//  The one round trip of a request: dispatch picks the candidates from its
-//  routing table, calls the upstream and answers with CHUNKs and DONE.
-static void s_dispatch(ingress_server_t *self, ingress_request_t *r)
-{
-    int chosen = s_pick_dispatch(self, r);
-    if (chosen < 0) {
-        log_warn(r->id, "no dispatch instance is reachable");
-        r->phase = INGRESS_PHASE_ANSWERED;
-        s_settle(r, 503);
-        ingress_server_forget(r);
-        ingress_request_answer_error(r, 503, "dispatch_unavailable",
-                                     "The gateway cannot reach its dispatch service");
-        return;
-    }
-    self->next_dispatch = (unsigned)chosen + 1;
-    s_send_dispatch(self, r, chosen);
-}
-
-//  Sends the DISPATCH to instance `chosen` (with a live connection).
-static void s_send_dispatch(ingress_server_t *self, ingress_request_t *r, int chosen)
-{
-    proto_msg_t *msg = proto_msg_new(PROTO_MSG_DISPATCH);
-    ingress_request_stamp(r, msg, self->request_timeout_ms);
-    proto_msg_set_client_protocol(msg, (uint64_t)r->protocol);
-    proto_msg_set_model(msg, r->parsed.model);
-    proto_msg_set_stream(msg, r->parsed.stream);
-    proto_msg_set_include_usage(msg, r->parsed.include_usage);
-    proto_msg_set_started_us(msg, r->started_wall_us); //  the usage row's key, for every sender
-    //  What the path says beyond protocol, model and stream (docs/conversion.md).
-    if (r->route->count_tokens)
-        proto_msg_set_meta(msg, "{\"count_tokens\":true}");
-    else if (r->json_array)
-        proto_msg_set_meta(msg, "{\"json_array\":true}");
-    if (r->parsed.session[0])
-        proto_msg_set_session(msg, r->parsed.session);
-    if (r->parsed.capabilities[0])
-        proto_msg_set_capabilities(msg, r->parsed.capabilities);
-    proto_msg_set_key_id(msg, r->key_id);
-    proto_msg_set_account_id(msg, r->account_id);
-    proto_msg_set_reserve_micros(msg, r->reserve_micros);
-    if (r->lease.lease_id)
-        proto_msg_set_lease_id(msg, r->lease.lease_id);
-    //  A copy of the body travels; ours stays until the first CHUNK or DONE
-    //  in case a draining instance hands the request back (s_redispatch).
-    zframe_t *frame = zframe_new(r->body, r->body_size);
-    proto_msg_set_body(msg, &frame);
-    r->dispatch_tried |= 1u << chosen;
-    if (proto_msg_send(&msg, self->dispatch[chosen].socket) != 0) {
-        log_warn(r->id, "dispatch %d refused the request", chosen);
-        r->phase = INGRESS_PHASE_ANSWERED;
-        s_settle(r, 503);
-        ingress_server_forget(r);
-        ingress_request_answer_error(r, 503, "dispatch_unavailable",
-                                     "The gateway cannot reach its dispatch service");
-        return;
-    }
-    r->dispatch_index = chosen;
-    r->dispatched_ms = proto_loop_now_ms();
-    r->phase = INGRESS_PHASE_DISPATCHED;
-    ingress_queue_push(self->running, &r->timeout, self->request_timeout_ms);
-    log_debug(r->id, "dispatched to %d", chosen);
-}
 
 //  Called when billing's answer arrives for a waiting or abandoned request.
 static void s_decide(ingress_server_t *self, ingress_request_t *r)
@@ -666,7 +191,7 @@ static void s_decide(ingress_server_t *self, ingress_request_t *r)
     bool admitted = proto_msg_status(r->admit_reply) == 200;
     if (r->phase == INGRESS_PHASE_ABANDONED) {
         if (admitted)
-            s_settle(r, r->abandon_status);
+            ingress_admit_settle(r, r->abandon_status);
         ingress_server_forget(r);
         return;
     }
@@ -677,7 +202,7 @@ static void s_decide(ingress_server_t *self, ingress_request_t *r)
                                            "The request was refused");
         return;
     }
-    s_dispatch(self, r);
+    ingress_relay_dispatch(self, r);
 }
 
 static void s_on_reply(ingress_server_t *self, proto_msg_t **msg_p)
@@ -691,7 +216,7 @@ static void s_on_reply(ingress_server_t *self, proto_msg_t **msg_p)
                   proto_msg_type_name((int)proto_msg_type(msg)));
         return;
     }
-    if (r->phase == INGRESS_PHASE_WAITING && s_draining_answer(msg)) {
+    if (r->phase == INGRESS_PHASE_WAITING && ingress_relay_draining_answer(msg)) {
         //  A billing instance on its way out: its successor owns the shard
         //  in a moment, and s_resend_tick asks again.
         log_debug(r->id, "billing is draining; the ADMIT will be re-sent");
@@ -798,7 +323,7 @@ static void s_abandon(ingress_server_t *self, ingress_request_t *r, int status)
     r->abandon_status = status;
     if (r->admit_reply) {
         if (proto_msg_status(r->admit_reply) == 200)
-            s_settle(r, status);
+            ingress_admit_settle(r, status);
         r->phase = INGRESS_PHASE_ANSWERED;
         ingress_server_forget(r);
         return;
@@ -835,24 +360,6 @@ static void s_waiting_expired(ingress_queue_item_t *item, void *arg)
     s_abandon(self, r, 503);
 }
 
-static void s_running_expired(ingress_queue_item_t *item, void *arg)
-{
-    ingress_server_t *self = arg;
-    ingress_request_t *r = ingress_request_of(item);
-    if (r->phase == INGRESS_PHASE_STREAMING) {
-        s_cut(r, 504, "request_timeout", "The request took longer than the gateway allows");
-        return;
-    }
-    log_warn(r->id, "request timed out after %llu ms",
-             (unsigned long long)self->request_timeout_ms);
-    s_cancel(r, "request_timeout");
-    r->upstream_done = true;
-    r->phase = INGRESS_PHASE_ANSWERED;
-    ingress_server_forget(r);
-    ingress_request_answer_error(r, 504, "request_timeout",
-                                 "The request took longer than the gateway allows");
-}
-
 //  A suspended client hung up. Its connection goes back to MHD with a
 //  token answer so MHD finds the closed socket and ends the request.
 void ingress_server_hangup(proto_loop_t *loop, int fd, uint32_t events, void *arg)
@@ -867,8 +374,8 @@ void ingress_server_hangup(proto_loop_t *loop, int fd, uint32_t events, void *ar
         s_abandon(self, r, 499);
         break;
     case INGRESS_PHASE_DISPATCHED:
-        s_settle_held(r);
-        s_cancel(r, "client_closed");
+        ingress_relay_settle_held(r);
+        ingress_relay_cancel(r, "client_closed");
         r->upstream_done = true;
         r->phase = INGRESS_PHASE_ANSWERED;
         ingress_server_forget(r);
@@ -880,7 +387,7 @@ void ingress_server_hangup(proto_loop_t *loop, int fd, uint32_t events, void *ar
         ingress_request_resume(r);
         break;
     case INGRESS_PHASE_STREAMING:
-        s_cancel(r, "client_closed");
+        ingress_relay_cancel(r, "client_closed");
         r->upstream_done = true;
         r->client_gone = true;
         r->status = 499;
@@ -1255,7 +762,7 @@ static bool s_admit_from_lease(ingress_server_t *self, ingress_request_t *r, int
     proto_observe_span_since(self->tracer, r->id, r->trace, "ingress.admission", r->received_us,
                              200);
     s_lease_ask(self, r, estimate); //  renewal ahead of need, when due
-    s_dispatch(self, r);
+    ingress_relay_dispatch(self, r);
     if (r->phase == INGRESS_PHASE_DISPATCHED)
         ingress_request_suspend(r);
     log_debug(r->id, "admitted from lease %llu for model %s", (unsigned long long)r->lease.lease_id,
@@ -1475,8 +982,8 @@ static void s_client_completed(void *arg, struct MHD_Connection *connection, voi
         case INGRESS_PHASE_DISPATCHED:
         case INGRESS_PHASE_STREAMING:
             if (r->phase == INGRESS_PHASE_DISPATCHED)
-                s_settle_held(r);
-            s_cancel(r, "client_closed");
+                ingress_relay_settle_held(r);
+            ingress_relay_cancel(r, "client_closed");
             r->upstream_done = true;
             ingress_server_forget(r);
             break;
@@ -1554,62 +1061,6 @@ static int s_peer_open(ingress_server_t *self, ingress_peer_t *peer, int index,
     return 0;
 }
 
-//  A dispatch instance's connection dropped: it exited (drained, killed) or
-//  the network blinked. What it had answered is read first. A request it
-//  holds with no CHUNK sent waits for that instance to come back, then goes
-//  to another (s_lost_waits): it never runs twice. A request already
-//  streaming cannot be repeated or resumed: its stream ends now with an
-//  error event; the instance settles what it relayed (from its journal, if
-//  it died).
-static void s_dispatch_lost(proto_loop_t *loop, zsock_t *socket, void *arg)
-{
-    ingress_peer_t *peer = arg;
-    ingress_server_t *self = peer->server;
-    zmsg_t *event = zmsg_recv(socket);
-    char *name = event ? zmsg_popstr(event) : NULL;
-    zmsg_destroy(&event);
-    bool lost = name && strcmp(name, "DISCONNECTED") == 0;
-    free(name);
-    if (!lost)
-        return;
-    while (zsock_events(peer->socket) & ZMQ_POLLIN)
-        s_dispatch_ready(loop, peer->socket, peer);
-    zlistx_t *orphans = zlistx_new();
-    for (ingress_request_t *r = zhashx_first(self->requests); r; r = zhashx_next(self->requests))
-        if ((r->phase == INGRESS_PHASE_DISPATCHED || r->phase == INGRESS_PHASE_STREAMING) &&
-            r->dispatch_index == peer->index)
-            zlistx_add_end(orphans, r);
-    if (zlistx_size(orphans))
-        log_warn(NULL, "dispatch %d: connection lost holding %zu request(s)", peer->index,
-                 zlistx_size(orphans));
-    uint64_t now = proto_loop_now_ms();
-    for (ingress_request_t *r = zlistx_first(orphans); r; r = zlistx_next(orphans)) {
-        if (r->phase == INGRESS_PHASE_STREAMING) {
-            r->dispatch_index = -1; //  no CANCEL down a dead connection
-            s_cut(r, 502, "stream_interrupted",
-                  "The gateway lost its connection to the dispatch service mid-stream");
-            continue;
-        }
-        log_info(r->id, "dispatch %d: connection lost; waiting up to %llu ms for it", peer->index,
-                 (unsigned long long)self->dispatch_grace_ms);
-        r->lost_index = peer->index;
-        r->lost_until_ms = now + self->dispatch_grace_ms;
-        r->held_until_ms = r->lost_until_ms + self->internal_timeout_ms;
-        r->dispatch_index = -1;
-        ingress_queue_push(self->held, &r->timeout, S_LOST_RETRY_MS);
-    }
-    zlistx_destroy(&orphans);
-}
-
-static void s_watch_dispatch(ingress_server_t *self, ingress_peer_t *peer)
-{
-    peer->monitor = zactor_new(zmonitor, peer->socket);
-    zstr_sendx(peer->monitor, "LISTEN", "DISCONNECTED", NULL);
-    zstr_sendx(peer->monitor, "START", NULL);
-    zsock_wait(peer->monitor);
-    proto_loop_add_socket_edge(self->loop, zactor_sock(peer->monitor), s_dispatch_lost, peer);
-}
-
 static int s_connect_peers(ingress_server_t *self, char *error, size_t error_size)
 {
     const char *endpoints[64];
@@ -1638,10 +1089,10 @@ static int s_connect_peers(ingress_server_t *self, char *error, size_t error_siz
     }
     for (int i = 0; i < count; i++) {
         if (s_peer_open(self, &self->dispatch[i], i, "dispatch", &endpoints[i], 1, true,
-                        s_dispatch_ready, error, error_size) != 0)
+                        ingress_relay_ready, error, error_size) != 0)
             return -1;
         self->dispatch_count++;
-        s_watch_dispatch(self, &self->dispatch[i]);
+        ingress_relay_watch(self, &self->dispatch[i]);
     }
     return 0;
 }
@@ -1679,8 +1130,8 @@ ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
     self->counters = zhashx_new();
     self->histograms = zhashx_new();
     self->waiting = ingress_queue_new(loop, s_waiting_expired, self);
-    self->running = ingress_queue_new(loop, s_running_expired, self);
-    self->held = ingress_queue_new(loop, s_held_expired, self);
+    self->running = ingress_queue_new(loop, ingress_relay_running_expired, self);
+    self->held = ingress_queue_new(loop, ingress_relay_held_expired, self);
     //  A certificate that will not load is a configuration error: said
     //  before anything connects anywhere.
     if (proto_tls_from_config(config, "ingress", &self->tls, error, error_size) != 0)

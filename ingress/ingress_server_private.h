@@ -13,6 +13,7 @@
 #include "ingress_lease.h"
 #include "ingress_models.h"
 #include "ingress_queue.h"
+#include "ingress_relay.h"
 #include "ingress_request.h"
 #include "ingress_server.h"
 #include "proto_crypto.h"
@@ -26,7 +27,7 @@
 #define INGRESS_MAX_DISPATCH 16 //  dispatch instances we connect to
 
 //  One DEALER and what to tell its handler.
-typedef struct {
+struct _ingress_peer_t {
     ingress_server_t *server; //  owner
     zsock_t *socket;          //  the DEALER
     proto_outbox_t *outbox;   //  SETTLEs kept until COMMIT (billing only)
@@ -34,7 +35,7 @@ typedef struct {
     uint64_t draining_until;  //  answered 503 `draining`: others first until then (dispatch)
     uint64_t draining_since;  //  when it last answered so
     zactor_t *monitor;        //  reports the connection dropping (dispatch only)
-} ingress_peer_t;
+};
 
 struct _ingress_server_t {
     proto_loop_t *loop;                            //  process loop (borrowed)
@@ -83,6 +84,9 @@ struct _ingress_server_t {
     proto_metric_t *dropped;               //  counter: replies for unknown requests
     const proto_api_key_t *test_key;       //  "tg-test" authenticates as this; selftest only
 };
+
+//  Settles what billing admitted but dispatch never got, with zero tokens.
+void ingress_admit_settle(ingress_request_t *r, int status);
 
 //  The pipeline lets go: no reply for this id is wanted any more (the
 //  request leaves its queue, the server's requests and its lease).

@@ -1,0 +1,53 @@
+/*  ingress_relay: a request's conversation with dispatch.
+
+    DISPATCH goes to one dispatch instance (round-robin among those with a
+    live connection), and its CHUNKs and DONE come back as the client's
+    response: a whole answer, or a stream MHD reads from the request's
+    buffer. A draining instance hands a request back before it starts and
+    the request goes to another; one whose connection drops keeps it
+    until it is back or ingress.dispatch_grace_ms has passed, so a request
+    never runs twice. A stream that cannot go on ends with an error event
+    in the client's protocol.
+*/
+#ifndef INGRESS_RELAY_H_INCLUDED
+#define INGRESS_RELAY_H_INCLUDED
+
+#include "ingress_queue.h"
+#include "ingress_request.h"
+#include "ingress_server.h"
+#include "proto_loop.h"
+#include "proto_msg.h"
+
+#include <czmq.h>
+#include <stdbool.h>
+
+typedef struct _ingress_peer_t ingress_peer_t;
+
+//  Sends an admitted request to a dispatch instance, or answers 503
+//  dispatch_unavailable (and settles) when none is reachable.
+void ingress_relay_dispatch(ingress_server_t *self, ingress_request_t *r);
+
+//  True for a DONE 503 `draining` (or such a reply from billing): the
+//  sender took nothing on, and the request may go elsewhere.
+bool ingress_relay_draining_answer(proto_msg_t *msg);
+
+//  Tells the request's dispatch to stop (no-op when none holds it or the
+//  upstream is done).
+void ingress_relay_cancel(ingress_request_t *r, const char *reason);
+
+//  A client gone while its request waits for a dispatch: settles it here
+//  when no dispatch has it, or points the CANCEL at the one that may.
+void ingress_relay_settle_held(ingress_request_t *r);
+
+//  Loop handler of a dispatch DEALER (arg: its ingress_peer_t).
+void ingress_relay_ready(proto_loop_t *loop, zsock_t *socket, void *arg);
+
+//  Watches a dispatch DEALER for its connection dropping.
+void ingress_relay_watch(ingress_server_t *self, ingress_peer_t *peer);
+
+//  Timeout queue callbacks (arg: the server): `held` looks for a dispatch
+//  again, `running` ends a request that took too long.
+void ingress_relay_held_expired(ingress_queue_item_t *item, void *arg);
+void ingress_relay_running_expired(ingress_queue_item_t *item, void *arg);
+
+#endif

@@ -5,6 +5,7 @@
 #include "dispatch_policy.h"
 #include "dispatch_taken.h"
 #include "dispatch_reach.h"
+#include "dispatch_route.h"
 #include "dispatch_settle.h"
 #include "proto_upstream.h"
 #include "proto_batch.h"
@@ -33,7 +34,6 @@
 
 #define S_MAX_ANSWER (64u * 1024u * 1024u) //  a whole non-streamed answer
 #define S_MAX_ERROR_BODY (1024u * 1024u)   //  an upstream error body we relay
-#define S_MAX_ENDPOINTS 64
 //  ROUTER drops (never blocks) at its high-water mark, and a dropped CHUNK
 //  would corrupt a client's stream, so the mark is high.
 #define S_ROUTER_SNDHWM 1000000
@@ -44,12 +44,6 @@
 #define S_DRAIN_QUIET_MS 200
 #define S_DRAIN_READ_MS 1000
 #define S_DRAIN_TICK_MS 50
-#define S_STATS_MAX_AGE_MS 600000 //  health older than this is not used
-#define S_DEMAND_MS 1000          //  DEMAND for key shares this often
-//  Our own breaker that the router's table does not show yet is kept this
-//  long: the router has heard our failure within that time, unless it is
-//  down, and then our own view is the best there is.
-#define S_BREAKER_GRACE_MS 1000
 //  Finished requests are remembered this long (and their answers while they
 //  fit): a DISPATCH sent again after a blip is answered, not run twice.
 //  Ingress sends again within its dispatch grace (ingress.dispatch_grace_ms).
@@ -71,21 +65,8 @@ struct _dispatch_server_t {
     zsock_t *router;                //  DISPATCH/CANCEL in, CHUNK/DONE out
     zsock_t *events;                //  PUB of OUTCOMEs
     proto_batch_t *outcomes;        //  OUTCOMEs on their way, batched
-    zsock_t *tables;                //  SUB to every router.table endpoint
-    proto_map_t *map;               //  the catalog's pairs, resolved
-    router_breaker_t *breaker;      //  our outcomes at once, the cluster's by table
+    dispatch_route_t *route;        //  the decision and the soft state it reads
     dispatch_reach_t *reach;        //  providers' paths, headers and proxies in turn
-    router_stats_t *stats;          //  health, from the tables
-    router_limit_t *limit;          //  our shares of provider-key limits
-    router_sticky_t *sticky;        //  per client key, the model that served it well
-    router_rng_t rng;               //  spreads ties
-    router_scratch_t *scratch;      //  the decisions' working space
-    bool zero_config;               //  router.zero_config
-    uint64_t table_version;         //  of the last table merged
-    char table_router[128];         //  and the router it came from
-    uint64_t tables_merged;         //  tables merged so far
-    zhashx_t *resets;               //  router instance -> its operator resets seen
-    int demand_timer;               //  sends DEMAND
     dispatch_settle_t *settle;      //  SETTLEs until COMMIT, DONEs after the journal
     uint32_t nonce;                 //  this run's, in the ids of lost upstream calls
     dispatch_taken_t *taken;        //  requests finished here, for DISPATCHes sent again
@@ -258,33 +239,15 @@ static void s_drain_tick(proto_loop_t *loop, int id, void *arg)
     s_check_drained(arg);
 }
 
-//  Our own outcome changes our breakers at once, before the router's table
-//  says so; a success teaches the key's preferred model, and ends the
-//  decision's hold on the key's concurrency share.
-static void s_learn(s_request_t *self, int status, const char *error_code)
-{
-    dispatch_server_t *server = self->server;
-    const proto_candidate_t *candidate = self->candidate;
-    uint64_t now = proto_loop_now_ms();
-    router_breaker_event_t event =
-        router_breaker_record(server->breaker, candidate->provider_id, candidate->provider_key_id,
-                              candidate->upstream_model, status, error_code,
-                              self->call ? dispatch_call_retry_after_ms(self->call) : 0, now);
-    if (event == ROUTER_BREAKER_OPENED || event == ROUTER_BREAKER_KEY_DISABLED)
-        log_info(self->rid, "breaker: open here for provider=%llu key=%llu model=%s (status %d)",
-                 (unsigned long long)candidate->provider_id,
-                 (unsigned long long)candidate->provider_key_id, candidate->upstream_model, status);
-    if (status >= 200 && status < 300 && proto_msg_key_id(self->dispatch))
-        router_sticky_prefer(server->sticky, proto_msg_key_id(self->dispatch),
-                             candidate->provider_id, candidate->upstream_model, now);
-    router_limit_finish(server->limit, self->rid);
-}
-
 //  Publishes the OUTCOME of the current attempt.
 static void s_outcome(s_request_t *self, int status, const char *error_code)
 {
     dispatch_server_t *server = self->server;
-    s_learn(self, status, error_code);
+    //  Our own outcome changes our breakers at once, before the router's
+    //  table says so.
+    dispatch_route_learn(server->route, self->rid, self->candidate,
+                         proto_msg_key_id(self->dispatch), status, error_code,
+                         self->call ? dispatch_call_retry_after_ms(self->call) : 0);
     proto_msg_t *outcome = proto_msg_new(PROTO_MSG_OUTCOME);
     proto_msg_set_request_id(outcome, self->rid);
     proto_msg_set_trace(outcome, proto_msg_trace(self->dispatch));
@@ -531,7 +494,7 @@ static void s_finish(s_request_t *self, const s_ending_t *ending)
     proto_trace_finish(server->tracer, self->rid,
                        ending->status >= 400 || self->attempts > 1 ||
                            proto_trace_is_slow(server->tracer, latency_us));
-    router_limit_finish(server->limit, self->rid);
+    dispatch_route_finish(server->route, self->rid);
     zhashx_delete(server->requests, self->rid); //  destroys the request
     proto_metric_set(server->in_flight, (double)zhashx_size(server->requests));
     s_check_drained(server);
@@ -923,25 +886,11 @@ static void s_try_next(s_request_t *self)
 //  --------------------------------------------------------------------------
 //  Routing: the same decision the router explains, made here
 
-static router_context_t s_context(dispatch_server_t *self)
-{
-    return (router_context_t){.catalog = self->catalog,
-                              .map = self->map,
-                              .breaker = self->breaker,
-                              .sticky = self->sticky,
-                              .stats = self->stats,
-                              .limit = self->limit,
-                              .rng = &self->rng,
-                              .stats_max_age_ms = S_STATS_MAX_AGE_MS,
-                              .scratch = self->scratch};
-}
-
 //  Orders the candidates of a new request. Returns 0, or -1 when it was
 //  answered (404, 429, 503) instead.
 static int s_decide(dispatch_server_t *self, s_request_t *request)
 {
     proto_msg_t *msg = request->dispatch;
-    router_context_t context = s_context(self);
     router_request_t query = {
         .request_id = request->rid,
         .model = proto_msg_model(msg),
@@ -954,7 +903,7 @@ static int s_decide(dispatch_server_t *self, s_request_t *request)
     uint64_t started_us = proto_loop_now_us();
     router_decision_t *decision = malloc(sizeof *decision);
     assert(decision);
-    router_select_decide(&context, &query, decision, NULL);
+    dispatch_route_decide(self->route, &query, decision);
     int status = decision->status;
     proto_observe_decision(self->tracer, request->rid, proto_msg_trace(msg), status,
                            decision->candidates, status == 200 ? decision->count : 0, started_us);
@@ -978,77 +927,6 @@ static int s_decide(dispatch_server_t *self, s_request_t *request)
     }
     free(decision);
     return status == 200 ? 0 : -1;
-}
-
-//  A routing table from a router: its breakers (the cluster's view), the
-//  health it heard and our shares of limited provider keys.
-static void s_table(dispatch_server_t *self, proto_msg_t *msg)
-{
-    zframe_t *body = proto_msg_body(msg);
-    json_t *table =
-        body ? json_loadb((const char *)zframe_data(body), zframe_size(body), 0, NULL) : NULL;
-    if (!json_is_object(table)) {
-        json_decref(table);
-        log_warn(NULL, "routing table %llu from %s is not a JSON object; dropped",
-                 (unsigned long long)proto_msg_version(msg), proto_msg_instance(msg));
-        return;
-    }
-    uint64_t now = proto_loop_now_ms();
-    uint64_t wall = (uint64_t)json_integer_value(json_object_get(table, "wall_ms"));
-    //  An operator's reset since the last table closes our own breakers too,
-    //  even fresh ones.
-    const char *router = proto_msg_instance(msg);
-    uint64_t resets = (uint64_t)json_integer_value(json_object_get(table, "resets"));
-    uint64_t seen = (uint64_t)(uintptr_t)zhashx_lookup(self->resets, router);
-    if (resets != seen)
-        zhashx_update(self->resets, router, (void *)(uintptr_t)resets);
-    uint64_t grace = seen && resets != seen ? 0 : S_BREAKER_GRACE_MS;
-    //  Times in the table are the router's wall clock: read them against
-    //  its own "now", so clocks that differ between hosts cancel out.
-    router_breaker_merge(self->breaker, json_object_get(table, "breakers"), now,
-                         wall ? wall : proto_loop_wall_us() / 1000, grace);
-    router_stats_merge(self->stats, json_object_get(table, "stats"), now);
-    json_t *mine =
-        json_object_get(json_object_get(table, "shares"), proto_service_instance(self->service));
-    const char *key;
-    json_t *share;
-    json_object_foreach(mine, key, share)
-    {
-        double rps = json_number_value(json_array_get(share, 0));
-        double concurrent = json_number_value(json_array_get(share, 1));
-        router_limit_set_share(self->limit, strtoull(key, NULL, 10), rps, concurrent);
-    }
-    self->table_version = proto_msg_version(msg);
-    snprintf(self->table_router, sizeof self->table_router, "%s", proto_msg_instance(msg));
-    self->tables_merged++;
-    json_decref(table);
-}
-
-static void s_tables_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
-{
-    proto_msg_t *msg = NULL;
-    int rc = proto_msg_recv(&msg, socket);
-    if (rc == -2)
-        log_warn(NULL, "dropped a malformed routing table");
-    if (rc == 0 && proto_msg_type(msg) == PROTO_MSG_ROUTING_TABLE)
-        s_table(arg, msg);
-    proto_msg_destroy(&msg);
-}
-
-//  Tells the routers how much each limited provider key was wanted here,
-//  so that they share its limit out by demand (and know we are alive).
-static void s_demand_tick(proto_loop_t *loop, int id, void *arg)
-{
-    dispatch_server_t *self = arg;
-    json_t *demand = router_limit_take_demand(self->limit);
-    char *text = json_dumps(demand, JSON_COMPACT);
-    json_decref(demand);
-    proto_msg_t *msg = proto_msg_new(PROTO_MSG_DEMAND);
-    proto_msg_set_instance(msg, proto_service_instance(self->service));
-    if (text)
-        proto_msg_set_body_bytes(msg, text, strlen(text));
-    free(text);
-    proto_batch_add(self->outcomes, &msg);
 }
 
 //  --------------------------------------------------------------------------
@@ -1314,17 +1192,12 @@ static void s_catalog_swap(proto_catalog_t **catalog_p, void *arg)
 {
     dispatch_server_t *self = arg;
     //  Requests hold candidate ids, never catalog pointers across turns,
-    //  so the old snapshot can go at once (the map borrows it: first).
-    proto_map_destroy(&self->map);
+    //  so the old snapshot can go at once (once the route's pairs, which
+    //  borrow it, are rebuilt on the new one).
+    dispatch_route_set_catalog(self->route, *catalog_p);
     proto_catalog_destroy(&self->catalog);
     self->catalog = *catalog_p;
     *catalog_p = NULL;
-    self->map = proto_map_build(self->catalog, self->zero_config);
-    //  A key our breakers disabled that an operator re-enabled comes back.
-    for (size_t i = 0; i < proto_catalog_provider_key_count(self->catalog); i++) {
-        const proto_provider_key_t *key = proto_catalog_provider_key_at(self->catalog, i);
-        router_breaker_sync_key(self->breaker, key->id, key->active);
-    }
     if (self->unverified)
         s_unverified_check(self, false);
 }
@@ -1389,23 +1262,8 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
     self->no_route = proto_metrics_counter(self->metrics, "tollgate_dispatch_no_route_total",
                                            "Requests no candidate could take", NULL);
     router_breaker_config_t breaker = router_server_breaker_config(self->config);
-    self->breaker = router_breaker_new(&breaker);
+    self->route = dispatch_route_new(self->config, proto_service_instance(service));
     self->reach = dispatch_reach_new(&breaker);
-    self->stats = router_stats_new();
-    self->scratch = router_scratch_new();
-    self->resets = zhashx_new();
-    const char *dispatch_endpoints[S_MAX_ENDPOINTS];
-    int instances = (int)proto_config_int(self->config, "dispatch.instances");
-    if (instances <= 0)
-        instances =
-            proto_config_endpoints(self->config, "dispatch", dispatch_endpoints, S_MAX_ENDPOINTS);
-    self->limit = router_limit_new(instances > 0 ? (uint32_t)instances : 1);
-    self->sticky = router_sticky_new(
-        1000, (uint64_t)proto_config_int(self->config, "router.preference_ttl_ms"), 100000);
-    self->zero_config = proto_config_bool(self->config, "router.zero_config");
-    uint64_t seed;
-    randombytes_buf(&seed, sizeof seed);
-    router_rng_seed(&self->rng, seed);
 
     char error[512];
     self->watch =
@@ -1422,11 +1280,8 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
     //  Routers and health fold outcomes in batches: under load a
     //  millisecond gathers many.
     self->outcomes = proto_batch_new(self->loop, self->events, 256, PROTO_BATCH_BYTES_MAX, 1);
-    self->tables = proto_socket_new(ZMQ_SUB);
-    if (!self->tables)
+    if (dispatch_route_listen(self->route, self->loop, self->outcomes) != 0)
         goto fail;
-    zsock_set_subscribe(self->tables, "");
-    proto_socket_connect_all(self->tables, self->config, "router.table");
     self->settle = dispatch_settle_new(self->loop, self->config, self->router, s_on_commit, self);
     if (!self->settle)
         goto fail;
@@ -1434,8 +1289,6 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
     self->taken = dispatch_taken_new(S_TAKEN_TTL_MS, S_TAKEN_BYTES, S_TAKEN_IDS);
     proto_service_on_collect(service, s_collect, self);
     proto_loop_add_socket(self->loop, self->router, s_router_ready, self);
-    proto_loop_add_socket_edge(self->loop, self->tables, s_tables_ready, self);
-    self->demand_timer = proto_loop_add_timer(self->loop, S_DEMAND_MS, true, s_demand_tick, self);
     log_info(NULL, "dispatch on %s, outcomes on %s, %d billing endpoint(s)",
              proto_config_str(self->config, "dispatch.bind"),
              proto_config_str(self->config, "dispatch.events.bind"),
@@ -1454,8 +1307,6 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
         return;
     if (self->drain_timer)
         proto_loop_cancel_timer(self->loop, self->drain_timer);
-    if (self->demand_timer)
-        proto_loop_cancel_timer(self->loop, self->demand_timer);
     if (self->unverified_timer)
         proto_loop_cancel_timer(self->loop, self->unverified_timer);
     for (s_unverified_t *held = zlistx_first(self->unverified); held;
@@ -1470,22 +1321,14 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
     dispatch_settle_destroy(&self->settle);
     if (self->router)
         proto_loop_remove_socket(self->loop, self->router);
-    if (self->tables)
-        proto_loop_remove_socket(self->loop, self->tables);
     dispatch_taken_destroy(&self->taken);
     proto_batch_destroy(&self->outcomes);
     proto_curl_destroy(&self->multi);
     proto_watch_destroy(&self->watch);
-    proto_map_destroy(&self->map);
+    //  The route's pairs borrow the catalog: the route goes first.
+    dispatch_route_destroy(&self->route);
     proto_catalog_destroy(&self->catalog);
-    router_breaker_destroy(&self->breaker);
     dispatch_reach_destroy(&self->reach);
-    router_stats_destroy(&self->stats);
-    router_limit_destroy(&self->limit);
-    router_sticky_destroy(&self->sticky);
-    router_scratch_destroy(&self->scratch);
-    zhashx_destroy(&self->resets);
-    zsock_destroy(&self->tables);
     zsock_destroy(&self->router);
     zsock_destroy(&self->events);
     free(self);
@@ -1511,8 +1354,10 @@ char *dispatch_server_status(dispatch_server_t *self)
                  "{\"in_flight\":%zu,\"upstream_transfers\":%zu,\"settle_pending\":%zu,"
                  "\"table_version\":%llu,\"table_router\":\"%s\",\"tables\":%llu}",
                  zhashx_size(self->requests), proto_curl_running(self->multi),
-                 dispatch_settle_pending(self->settle), (unsigned long long)self->table_version,
-                 self->table_router, (unsigned long long)self->tables_merged) < 0)
+                 dispatch_settle_pending(self->settle),
+                 (unsigned long long)dispatch_route_table_version(self->route),
+                 dispatch_route_table_router(self->route),
+                 (unsigned long long)dispatch_route_tables_merged(self->route)) < 0)
         return NULL;
     return text;
 }

@@ -183,25 +183,41 @@ typedef struct {
     const char *how;                                //  "model", "pinned", "zero_config"
 } s_resolved_t;
 
+//  True when the account's requests may go to the provider: it is the
+//  operator's, or the account's own (bring your own key).
+static bool s_visible(const proto_provider_t *provider, uint64_t account_id)
+{
+    return provider && (!provider->account_id || provider->account_id == account_id);
+}
+
 //  A capability counts only where someone declared it: when neither the
 //  model nor any key that could serve it carries the tag, nothing is known
 //  about it, and refusing every candidate would break plain set-ups (a tool
 //  call to providers nobody tagged). Once any candidate or the model
-//  declares it, only those that have it are eligible. Keeps the tracked
-//  ones at the front and returns how many.
+//  declares it, only those that have it are eligible. "Could serve it" means
+//  for this request: another account's provider, or one that blocks the
+//  model, never serves it and declares nothing here (a key that is down for
+//  now still does: its capability is known, it is only unavailable). Keeps
+//  the tracked ones at the front and returns how many.
 static size_t s_tracked_caps(proto_catalog_t *catalog, const s_resolved_t *resolved,
-                             char caps[][64], size_t count)
+                             uint64_t account_id, char caps[][64], size_t count)
 {
     size_t kept = 0;
     size_t key_count = proto_catalog_provider_key_count(catalog);
     for (size_t c = 0; c < count; c++) {
         bool declared = resolved->model && proto_tags_has(&resolved->model->capabilities, caps[c]);
-        for (size_t p = 0; p < resolved->count && !declared; p++)
+        for (size_t p = 0; p < resolved->count && !declared; p++) {
+            const proto_map_pair_t *pair = &resolved->pairs[p];
+            const proto_provider_t *provider = proto_catalog_provider(catalog, pair->provider_id);
+            if (!s_visible(provider, account_id) ||
+                proto_provider_blocks(provider, pair->upstream_model))
+                continue;
             for (size_t k = 0; k < key_count && !declared; k++) {
                 const proto_provider_key_t *key = proto_catalog_provider_key_at(catalog, k);
-                declared = key->provider_id == resolved->pairs[p].provider_id &&
+                declared = key->provider_id == pair->provider_id &&
                            proto_tags_has(&key->capabilities, caps[c]);
             }
+        }
         if (declared) {
             if (kept != c)
                 memcpy(caps[kept], caps[c], sizeof caps[c]);
@@ -596,16 +612,19 @@ void router_select_decide(const router_context_t *context, const router_request_
     }
     char caps[S_CAPS_MAX][64];
     size_t cap_count = s_split_caps(request->capabilities, caps, S_CAPS_MAX);
-    cap_count = s_tracked_caps(catalog, resolved, caps, cap_count);
+    cap_count = s_tracked_caps(catalog, resolved, request->account_id, caps, cap_count);
 
     //  Expand pairs to keys and judge each.
     size_t count = 0;
+    bool any_visible = false, any_hidden = false; //  some pair's provider is (not) this account's
     size_t key_count = proto_catalog_provider_key_count(catalog);
     for (size_t p = 0; p < resolved->count; p++) {
         const proto_map_pair_t *pair = &resolved->pairs[p];
         const proto_provider_t *provider = proto_catalog_provider(catalog, pair->provider_id);
         if (!provider)
             continue;
+        any_visible = any_visible || s_visible(provider, request->account_id);
+        any_hidden = any_hidden || !s_visible(provider, request->account_id);
         //  The protocol of this (provider, model), when the operator set one.
         const proto_model_setting_t *setting =
             proto_catalog_model_setting(catalog, provider->id, pair->upstream_model);
@@ -637,7 +656,7 @@ void router_select_decide(const router_context_t *context, const router_request_
                              key->disabled_reason);
                 continue;
             }
-            if (provider->account_id && provider->account_id != request->account_id) {
+            if (!s_visible(provider, request->account_id)) {
                 //  Bring your own key: only its account's requests go there.
                 option->why = "owner";
                 snprintf(option->detail, sizeof option->detail, "another account's provider");
@@ -793,7 +812,12 @@ void router_select_decide(const router_context_t *context, const router_request_
     if (eligible_count) {
         decision->status = 200;
         decision->retry_after_ms = 0;
-    } else if (any_limited)
+    } else if (any_hidden && !any_visible)
+        //  Only other accounts' providers serve it: for this account the
+        //  model does not exist (and a 503 would tell it that it does).
+        s_fail(decision, 404, "model_not_found",
+               "The model '%.200s' does not exist or you do not have access to it.", name);
+    else if (any_limited)
         s_fail(decision, 429, "provider_limit",
                "Every provider for model '%.200s' is at its request limit; retry later.", name);
     else

@@ -318,6 +318,59 @@ static void s_test_sessions(router_request_t *request)
     s_bench_destroy(&bench);
 }
 
+//  An account's own provider (bring your own key): its requests only; for the
+//  other accounts it declares no capability and serves no model.
+static void s_test_owner(router_request_t *request, router_rng_t *rng)
+{
+    router_decision_t decision;
+    char error[256];
+    const char *owned =
+        "{\"providers\":[{\"id\":1,\"name\":\"mine\",\"account_id\":9},{\"id\":2,\"name\":"
+        "\"shared\"}],\"provider_keys\":[{\"id\":1,\"provider_id\":1,\"capabilities\":[\"vision\"]}"
+        ","
+        "{\"id\":2,\"provider_id\":2}],\"models\":[{\"id\":1,\"name\":\"m\"},{\"id\":2,\"name\":"
+        "\"solo\"}],\"routes\":[{\"id\":1,\"model_id\":1,\"provider_id\":1,\"upstream_model\":"
+        "\"u\","
+        "\"priority\":5},{\"id\":2,\"model_id\":1,\"provider_id\":2,\"upstream_model\":\"u\"},"
+        "{\"id\":3,\"model_id\":2,\"provider_id\":1,\"upstream_model\":\"u\"}]}";
+    proto_catalog_t *catalog = proto_catalog_from_json(owned, error, sizeof error);
+    PROTO_CHECK(catalog);
+    proto_map_t *map = proto_map_build(catalog, false);
+    router_context_t context = {.catalog = catalog, .map = map, .rng = rng};
+    *request = (router_request_t){.model = "m", .account_id = 9, .now_ms = 5000, .dry_run = true};
+    router_select_decide(&context, request, &decision, NULL);
+    PROTO_CHECK(decision.count == 2 && decision.candidates[0].provider_id == 1);
+    //  Its own key declares vision: for its account only that key has it.
+    request->capabilities = "vision";
+    router_select_decide(&context, request, &decision, NULL);
+    PROTO_CHECK(decision.count == 1 && decision.candidates[0].provider_id == 1);
+    //  Account 8 cannot use that key, so for it nobody declares vision and
+    //  the shared provider serves it (it was answered 503).
+    request->account_id = 8;
+    router_select_decide(&context, request, &decision, NULL);
+    PROTO_CHECK(decision.status == 200 && decision.count == 1 &&
+                decision.candidates[0].provider_id == 2);
+    request->capabilities = NULL;
+    router_select_decide(&context, request, &decision, NULL);
+    PROTO_CHECK(decision.count == 1 && decision.candidates[0].provider_id == 2);
+    //  A model (or a pin) only another account's provider serves does not
+    //  exist for account 8: 404, not 503.
+    const char *names[] = {"mine/u", "solo"};
+    for (size_t i = 0; i < 2; i++) {
+        request->model = names[i];
+        json_t *explain = json_object();
+        router_select_decide(&context, request, &decision, explain);
+        PROTO_CHECK(decision.status == 404 && strcmp(decision.error_code, "model_not_found") == 0);
+        PROTO_CHECK(json_integer_value(json_object_get(explain, "status")) == 404);
+        json_decref(explain);
+    }
+    request->account_id = 9;
+    router_select_decide(&context, request, &decision, NULL);
+    PROTO_CHECK(decision.status == 200 && decision.candidates[0].provider_id == 1);
+    proto_map_destroy(&map);
+    proto_catalog_destroy(&catalog);
+}
+
 //  A provider's block list and own protocols, and the two stages of ties (provider, then
 //  its routes). rng continues the test's sequence.
 static void s_test_reach_stages(router_request_t *request, router_rng_t *rng)
@@ -362,30 +415,6 @@ static void s_test_reach_stages(router_request_t *request, router_rng_t *rng)
     json_decref(explained);
     proto_map_destroy(&map);
     proto_catalog_destroy(&catalog);
-    //  An account's own provider: its requests only.
-    const char *owned =
-        "{\"providers\":[{\"id\":1,\"name\":\"mine\",\"account_id\":9},{\"id\":2,\"name\":"
-        "\"shared\"}],\"provider_keys\":[{\"id\":1,\"provider_id\":1},{\"id\":2,\"provider_id\":2}]"
-        ","
-        "\"models\":[{\"id\":1,\"name\":\"m\"}],\"routes\":[{\"id\":1,\"model_id\":1,"
-        "\"provider_id\":1,\"upstream_model\":\"u\",\"priority\":5},{\"id\":2,\"model_id\":1,"
-        "\"provider_id\":2,\"upstream_model\":\"u\"}]}";
-    catalog = proto_catalog_from_json(owned, error, sizeof error);
-    PROTO_CHECK(catalog);
-    map = proto_map_build(catalog, false);
-    context = (router_context_t){.catalog = catalog, .map = map, .rng = rng};
-    *request = (router_request_t){.model = "m", .account_id = 9, .now_ms = 5000, .dry_run = true};
-    router_select_decide(&context, request, &decision, NULL);
-    PROTO_CHECK(decision.count == 2 && decision.candidates[0].provider_id == 1);
-    request->account_id = 8;
-    router_select_decide(&context, request, &decision, NULL);
-    PROTO_CHECK(decision.count == 1 && decision.candidates[0].provider_id == 2);
-    request->model = "mine/u";
-    router_select_decide(&context, request, &decision, NULL);
-    PROTO_CHECK(decision.status != 200);
-    proto_map_destroy(&map);
-    proto_catalog_destroy(&catalog);
-
     //  Two stages: "many" serves the model under five upstream names, "one"
     //  under one; provider weight 3 x mean route weight 1.6 against 1 x 1
     //  leads 4.8 : 1, not 24 : 1 as one stage over every candidate would.
@@ -560,6 +589,8 @@ void router_select_test(bool verbose)
     proto_catalog_destroy(&catalog);
 
     s_test_reach_stages(&request, &rng);
+
+    s_test_owner(&request, &rng);
 
     s_test_extremes(&request, &rng);
 

@@ -152,6 +152,9 @@ static const s_key_t s_keys[] = {
      "number of dispatch.endpoints"},
     {"dispatch.journal_sync", S_BOOL, "false", 0, 0, false,
      "fdatasync the settlement journal before DONE (host crashes, not only SIGKILL)"},
+    {"dispatch.replay_hold_ms", S_INT, "10000", 0, 600000, false,
+     "after a crash, provisional records from the journal wait this long before they are "
+     "settled, so that a request ingress sends here again is settled by its new run"},
     {"health.events.bind", S_ENDPOINT, "tcp://127.0.0.1:7150", 0, 0, false,
      "publishes health state"},
     {"health.events.endpoints", S_ENDPOINTS, "", 0, 0, false, "health publishers"},

@@ -16,6 +16,8 @@
 //  Journal record kinds.
 #define S_KEEP 1
 #define S_ACK 2
+//  A record kept without being sent (proto_outbox_keep_keyed): a provisional one.
+#define S_HOLD 3
 //  A record's header: payload length and CRC-32 of the payload.
 #define S_HEADER 8
 //  Largest payload replay accepts: an envelope and a body, with room.
@@ -28,12 +30,14 @@
 #define S_BATCH_DELAY_MS 2
 
 typedef struct {
-    zframe_t *envelope; //  encoded envelope, kept for re-sending
-    zframe_t *body;     //  body frame, or NULL
-    uint64_t sent_ms;   //  last time it went out
-    uint64_t key;       //  picks the socket: key % socket_count
-    size_t record_size; //  bytes of its journal record
-    bool held;          //  kept, not to be sent (proto_outbox_keep_keyed)
+    zframe_t *envelope;     //  encoded envelope, kept for re-sending
+    zframe_t *body;         //  body frame, or NULL
+    uint64_t sent_ms;       //  last time it went out
+    uint64_t key;           //  picks the socket: key % socket_count
+    size_t record_size;     //  bytes of its journal record
+    bool held;              //  kept, not to be sent (proto_outbox_keep_keyed)
+    bool provisional;       //  journaled as kept-only (S_HOLD), also after a replay
+    uint64_t not_before_ms; //  replayed provisional record: first sent then
 } s_entry_t;
 
 struct _proto_outbox_t {
@@ -42,6 +46,7 @@ struct _proto_outbox_t {
     proto_batch_t **batches; //  one batcher per socket
     size_t socket_count;     //  entries in sockets
     uint64_t resend_ms;      //  re-send period
+    uint64_t replay_hold_ms; //  replayed provisional records wait this long
     zhashx_t *entries;       //  request id -> s_entry_t*
     int timer;               //  re-send timer id
     char *path;              //  journal file, NULL when none
@@ -79,7 +84,7 @@ static void s_resend(proto_loop_t *loop, int id, void *arg)
     proto_outbox_t *self = arg;
     uint64_t now = proto_loop_now_ms();
     for (s_entry_t *entry = zhashx_first(self->entries); entry; entry = zhashx_next(self->entries))
-        if (!entry->held && now - entry->sent_ms >= self->resend_ms)
+        if (!entry->held && now >= entry->not_before_ms && now - entry->sent_ms >= self->resend_ms)
             s_transmit(self, entry);
 }
 
@@ -181,7 +186,8 @@ static size_t s_record(int kind, const char *request_id, const s_entry_t *entry,
     size_t rid = strlen(request_id);
     size_t envelope = entry ? zframe_size(entry->envelope) : 0;
     size_t body = entry && entry->body ? zframe_size(entry->body) : 0;
-    size_t payload = 1 + 2 + rid + (kind == S_KEEP ? 8 + 4 + envelope + 4 + body : 0);
+    bool kept = kind == S_KEEP || kind == S_HOLD;
+    size_t payload = 1 + 2 + rid + (kept ? 8 + 4 + envelope + 4 + body : 0);
     uint8_t *data = malloc(S_HEADER + payload);
     assert(data);
     uint8_t *at = data + S_HEADER;
@@ -190,7 +196,7 @@ static size_t s_record(int kind, const char *request_id, const s_entry_t *entry,
     *at++ = (uint8_t)(rid >> 8);
     memcpy(at, request_id, rid);
     at += rid;
-    if (kind == S_KEEP) {
+    if (kept) {
         s_put32(at, (uint32_t)entry->key);
         s_put32(at + 4, (uint32_t)(entry->key >> 32));
         s_put32(at + 8, (uint32_t)envelope);
@@ -290,7 +296,8 @@ static int s_compact(proto_outbox_t *self, char *error, size_t error_size)
     for (s_entry_t *entry = zhashx_first(self->entries); entry && rc == 0;
          entry = zhashx_next(self->entries)) {
         uint8_t *record;
-        size_t size = s_record(S_KEEP, zhashx_cursor(self->entries), entry, &record);
+        size_t size = s_record(entry->provisional ? S_HOLD : S_KEEP, zhashx_cursor(self->entries),
+                               entry, &record);
         rc = s_write_all(fd, record, size);
         free(record);
         entry->record_size = size;
@@ -338,7 +345,7 @@ static size_t s_replay(proto_outbox_t *self, const uint8_t *data, size_t size)
         size_t left = payload - 3 - rid;
         if (kind == S_ACK && left == 0)
             zhashx_delete(self->entries, request_id);
-        else if (kind == S_KEEP && left >= 16) {
+        else if ((kind == S_KEEP || kind == S_HOLD) && left >= 16) {
             uint64_t key = s_get64(rest);
             size_t envelope = s_get32(rest + 8);
             if (envelope > left - 16)
@@ -351,6 +358,7 @@ static size_t s_replay(proto_outbox_t *self, const uint8_t *data, size_t size)
             entry->envelope = zframe_new(rest + 12, envelope);
             entry->body = body ? zframe_new(rest + 16 + envelope, body) : NULL;
             entry->key = key;
+            entry->provisional = kind == S_HOLD;
             zhashx_update(self->entries, request_id, entry);
         } else
             break;
@@ -412,8 +420,13 @@ int proto_outbox_journal(proto_outbox_t *self, const char *path, char *error, si
         return -1;
     }
     int replayed = (int)zhashx_size(self->entries);
+    uint64_t now = proto_loop_now_ms();
     for (s_entry_t *entry = zhashx_first(self->entries); entry; entry = zhashx_next(self->entries))
-        s_transmit(self, entry);
+        if (entry->provisional && self->replay_hold_ms)
+            //  sent_ms stays 0: the re-send timer sends it once the hold is over.
+            entry->not_before_ms = now + self->replay_hold_ms;
+        else
+            s_transmit(self, entry);
     return replayed;
 }
 
@@ -438,8 +451,9 @@ static s_entry_t *s_store(proto_outbox_t *self, proto_msg_t **msg_p, uint64_t ke
     entry->body = proto_msg_take_body(msg);
     entry->key = key;
     entry->held = held;
+    entry->provisional = held;
     const char *request_id = proto_msg_request_id(msg);
-    size_t record = s_append(self, S_KEEP, request_id, entry);
+    size_t record = s_append(self, held ? S_HOLD : S_KEEP, request_id, entry);
     if (record == SIZE_MAX) {
         log_error(request_id, "outbox journal %s: write failed: %s", self->path, strerror(errno));
         s_entry_destroy((void **)&entry);
@@ -493,6 +507,20 @@ bool proto_outbox_ack(proto_outbox_t *self, const char *request_id)
         if (s_compact(self, error, sizeof error) != 0)
             log_warn(NULL, "outbox journal: %s", error);
     }
+    return true;
+}
+
+void proto_outbox_set_replay_hold(proto_outbox_t *self, uint64_t hold_ms)
+{
+    self->replay_hold_ms = hold_ms;
+}
+
+bool proto_outbox_hold(proto_outbox_t *self, const char *request_id)
+{
+    s_entry_t *entry = zhashx_lookup(self->entries, request_id);
+    if (!entry || !entry->provisional || entry->sent_ms)
+        return false;
+    entry->held = true;
     return true;
 }
 
@@ -700,6 +728,103 @@ static void s_test_journal(proto_loop_t *loop, zsock_t *receiver, zsock_t *sende
     zsock_destroy(&second);
 }
 
+static void s_test_keep(proto_outbox_t *outbox, const char *rid, int status, bool send)
+{
+    proto_msg_t *msg = proto_msg_new(PROTO_MSG_SETTLE);
+    proto_msg_set_request_id(msg, rid);
+    proto_msg_set_account_id(msg, 1);
+    proto_msg_set_key_id(msg, 1);
+    proto_msg_set_model(msg, "m");
+    proto_msg_set_status(msg, status);
+    proto_msg_set_started_us(msg, 1);
+    int rc =
+        send ? proto_outbox_send_keyed(outbox, &msg, 0) : proto_outbox_keep_keyed(outbox, &msg, 0);
+    PROTO_CHECK(rc == 0);
+}
+
+static void s_test_hold_seen(proto_msg_t **msg_p, void *arg)
+{
+    char *seen = arg;
+    char line[64];
+    snprintf(line, sizeof line, "%s:%llu ", proto_msg_request_id(*msg_p),
+             (unsigned long long)proto_msg_status(*msg_p));
+    if (strlen(seen) + strlen(line) < 4096)
+        strcat(seen, line);
+}
+
+//  Everything the receiver holds now, as "rid:status " in order of arrival.
+static void s_test_hold_drain(zsock_t *receiver, char *seen)
+{
+    proto_msg_t *msg = NULL;
+    while (zsock_events(receiver) & ZMQ_POLLIN) {
+        PROTO_CHECK(proto_msg_recv(&msg, receiver) == 0);
+        if (proto_msg_type(msg) == PROTO_MSG_BATCH)
+            PROTO_CHECK(proto_batch_open(msg, s_test_hold_seen, seen) == 0);
+        else
+            s_test_hold_seen(&msg, seen);
+        proto_msg_destroy(&msg);
+    }
+}
+
+//  A replay hold: provisional records kept before a crash wait after the
+//  replay. One replaced by its request's final record never leaves (the
+//  receiver keeps the first record of a request id); one held again because
+//  its request runs here again stays; the others leave once the hold is
+//  over; a record that was sent before the crash leaves at once.
+static void s_test_replay_hold(void)
+{
+    proto_loop_t *loop = proto_loop_new();
+    zsock_t *receiver = zsock_new_router("inproc://proto_outbox_test_hold");
+    zsock_t *sender = zsock_new_dealer("inproc://proto_outbox_test_hold");
+    char dir[] = "/tmp/proto_outbox_hold.XXXXXX";
+    PROTO_CHECK(mkdtemp(dir));
+    char path[256], error[512];
+    snprintf(path, sizeof path, "%s/settle.journal", dir);
+    proto_outbox_t *outbox = proto_outbox_new(loop, sender, 100);
+    PROTO_CHECK(proto_outbox_journal(outbox, path, error, sizeof error) == 0);
+    s_test_keep(outbox, "h1", 502, false);
+    s_test_keep(outbox, "h2", 502, false);
+    s_test_keep(outbox, "h3", 502, false);
+    s_test_keep(outbox, "s1", 200, true);
+    proto_outbox_destroy(&outbox); //  as SIGKILL leaves it: all written
+    char seen[4096] = "";
+    zclock_sleep(20);
+    s_test_hold_drain(receiver, seen);
+    PROTO_CHECK(strcmp(seen, "s1:200 ") == 0);
+
+    outbox = proto_outbox_new(loop, sender, 100);
+    proto_outbox_set_replay_hold(outbox, 300);
+    PROTO_CHECK(proto_outbox_journal(outbox, path, error, sizeof error) == 4);
+    proto_outbox_flush(outbox);
+    zclock_sleep(20);
+    seen[0] = '\0';
+    s_test_hold_drain(receiver, seen);
+    PROTO_CHECK(strcmp(seen, "s1:200 ") == 0);    //  the provisional ones wait
+    s_test_keep(outbox, "h1", 200, true);         //  h1 ran here again and finished
+    PROTO_CHECK(proto_outbox_hold(outbox, "h2")); //  h2 runs here again
+    PROTO_CHECK(!proto_outbox_hold(outbox, "s1"));
+    proto_outbox_flush(outbox);
+    proto_loop_add_timer(loop, 600, false, s_test_stop, NULL);
+    proto_loop_run(loop);
+    proto_outbox_flush(outbox);
+    zclock_sleep(20);
+    seen[0] = '\0';
+    s_test_hold_drain(receiver, seen);
+    //  Re-sends every 100 ms: count what came, not how often.
+    PROTO_CHECK(strstr(seen, "h1:200 ") && !strstr(seen, "h1:502"));
+    PROTO_CHECK(!strstr(seen, "h2:"));
+    PROTO_CHECK(strstr(seen, "h3:502 "));
+    proto_outbox_destroy(&outbox);
+    char lock[300];
+    snprintf(lock, sizeof lock, "%s.lock", path);
+    unlink(path);
+    unlink(lock);
+    rmdir(dir);
+    zsock_destroy(&sender);
+    zsock_destroy(&receiver);
+    proto_loop_destroy(&loop);
+}
+
 void proto_outbox_test(bool verbose)
 {
     if (verbose)
@@ -732,6 +857,7 @@ void proto_outbox_test(bool verbose)
     proto_outbox_destroy(&outbox);
 
     s_test_journal(loop, receiver, sender);
+    s_test_replay_hold();
 
     zsock_destroy(&sender);
     zsock_destroy(&receiver);

@@ -74,6 +74,20 @@ int proto_outbox_send_keyed(proto_outbox_t *self, proto_msg_t **msg_p, uint64_t 
 //  is kept this way. Returns as proto_outbox_send_keyed.
 int proto_outbox_keep_keyed(proto_outbox_t *self, proto_msg_t **msg_p, uint64_t key);
 
+//  Replayed provisional records (kept with proto_outbox_keep_keyed before a
+//  crash) wait hold_ms before they are sent, instead of leaving at once: the
+//  request they describe may come back to this process (a sender that saw
+//  none of its replies sends it again), and its final record, sent under the
+//  same request id, then replaces the provisional one, which must not reach
+//  the receiver first (it keeps the first record of a request id). Call
+//  before proto_outbox_journal; 0 (the default) sends them at once.
+void proto_outbox_set_replay_hold(proto_outbox_t *self, uint64_t hold_ms);
+
+//  Keeps a replayed provisional record that waits for its hold from leaving
+//  at all: the request it describes runs here again, and that run's own
+//  records replace it. Returns true when such a record was waiting.
+bool proto_outbox_hold(proto_outbox_t *self, const char *request_id);
+
 //  Forgets the message with this request id. Returns true if it was held.
 bool proto_outbox_ack(proto_outbox_t *self, const char *request_id);
 

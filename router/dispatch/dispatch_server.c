@@ -1116,6 +1116,11 @@ static void s_on_dispatch(dispatch_server_t *self, proto_msg_t **msg_p)
         s_hold_unknown(self, msg_p);
         return;
     }
+    //  Sent again after this process died with it under way (ingress got none
+    //  of its replies): the provisional record the journal gave back waits
+    //  for this run's own records, which replace it.
+    if (dispatch_settle_rerun(self->settle, rid))
+        log_info(rid, "sent again after a restart: the replayed provisional record waits");
     s_request_t *request = s_request_new(self, msg_p);
     zhashx_insert(self->requests, request->rid, request);
     proto_metric_set(self->in_flight, (double)zhashx_size(self->requests));

@@ -128,6 +128,8 @@ dispatch_settle_t *dispatch_settle_new(proto_loop_t *loop, proto_config_t *confi
         char path[1024];
         char error[512];
         s_journal_path(config, state_dir, path, sizeof path);
+        proto_outbox_set_replay_hold(self->outbox,
+                                     (uint64_t)proto_config_int(config, "dispatch.replay_hold_ms"));
         int replayed = proto_outbox_journal(self->outbox, path, error, sizeof error);
         if (replayed < 0) {
             log_error(NULL, "settlement journal: %s", error);
@@ -180,6 +182,11 @@ int dispatch_settle_keep(dispatch_settle_t *self, proto_msg_t **settle_p, uint64
 void dispatch_settle_forget(dispatch_settle_t *self, const char *request_id)
 {
     proto_outbox_ack(self->outbox, request_id);
+}
+
+bool dispatch_settle_rerun(dispatch_settle_t *self, const char *request_id)
+{
+    return proto_outbox_hold(self->outbox, request_id);
 }
 
 void dispatch_settle_done(dispatch_settle_t *self, proto_msg_t **done_p, const char *request_id)

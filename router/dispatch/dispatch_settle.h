@@ -54,6 +54,12 @@ int dispatch_settle_keep(dispatch_settle_t *self, proto_msg_t **settle_p, uint64
 //  Forgets the record kept under this id.
 void dispatch_settle_forget(dispatch_settle_t *self, const char *request_id);
 
+//  A request taken again after this process died with it under way (ingress
+//  got none of its replies): the provisional record the journal gave back,
+//  if it still waits for dispatch.replay_hold_ms, never leaves; this run's
+//  own records replace it. Returns true when there was one.
+bool dispatch_settle_rerun(dispatch_settle_t *self, const char *request_id);
+
 //  Sends a DONE (taking ownership) once the SETTLEs before it are in the
 //  journal: at once when they are, else at the end of this loop turn.
 void dispatch_settle_done(dispatch_settle_t *self, proto_msg_t **done_p, const char *request_id);

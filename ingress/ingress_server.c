@@ -759,6 +759,7 @@ static bool s_admit_from_lease(ingress_server_t *self, ingress_request_t *r, int
                              proto_loop_now_ms(), &r->lease))
         return false;
     r->reserve_micros = estimate;
+    proto_metric_add(self->lease_admits, 1);
     proto_observe_span_since(self->tracer, r->id, r->trace, "ingress.admission", r->received_us,
                              200);
     s_lease_ask(self, r, estimate); //  renewal ahead of need, when due
@@ -1157,6 +1158,9 @@ ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
                                           "CANCELs sent to dispatch.", NULL);
     self->settles = proto_metrics_counter(metrics, "tollgate_ingress_settles_total",
                                           "Admitted requests settled by the ingress.", NULL);
+    self->lease_admits =
+        proto_metrics_counter(metrics, "tollgate_ingress_lease_admits_total",
+                              "Requests admitted from this ingress' leases, without ADMIT.", NULL);
     self->dropped = proto_metrics_counter(metrics, "tollgate_ingress_late_replies_total",
                                           "Replies for requests no longer in flight.", NULL);
     if (s_connect_peers(self, error, error_size) != 0)

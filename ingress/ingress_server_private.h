@@ -81,6 +81,7 @@ struct _ingress_server_t {
     proto_metric_t *overhead;              //  histogram: our added latency
     proto_metric_t *cancels;               //  counter: CANCELs sent
     proto_metric_t *settles;               //  counter: SETTLEs sent by ingress
+    proto_metric_t *lease_admits;          //  counter: requests admitted from a lease
     proto_metric_t *dropped;               //  counter: replies for unknown requests
     const proto_api_key_t *test_key;       //  "tg-test" authenticates as this; selftest only
 };

@@ -3,21 +3,12 @@
     The server owns the listener, the peers and what the parts of the
     request path share (ingress_server_private.h); a request's life and
     its suspension are described in ingress_request.h.
-
-    Settlement of what was admitted
-    -------------------------------
-    Billing reserves on ADMIT. Dispatch settles everything it was given;
-    whatever was admitted but never reached dispatch (route refused, our
-    internal timeout, client gone before dispatch) is settled here with
-    zero tokens, through a proto_outbox until billing's COMMIT. A request
-    whose admission is still unknown when the client or the timeout ends
-    it stays registered ("abandoned") until billing answers or a grace
-    period passes, so a late admission is still settled.
 */
 #include "ingress_server.h"
 #include "ingress_server_private.h"
 #include "ingress_request.h"
 #include "proto_check.h"
+#include "ingress_admit.h"
 #include "ingress_buffer.h"
 #include "ingress_daemon.h"
 #include "ingress_lease.h"
@@ -60,16 +51,11 @@
 #define S_CONNECTION_MEMORY 16384  //  per-connection MHD pool: headers and write buffer
 #define S_CONNECTION_TIMEOUT_S 120 //  idle keep-alive connections close after this
 #define S_SETTLE_RESEND_MS 1000    //  outbox re-send period for SETTLE
-#define S_RESEND_AFTER_MS 250      //  no ROUTE/ADMIT reply by then: re-send
-#define S_RESEND_TICK_MS 50        //  how often waiting requests are looked at
-#define S_ADMIT_RESEND_MAX_MS 1000 //  longest gap between ADMIT re-sends
 #define S_DISCARD_FACTOR 4ULL      //  oversize bodies read and dropped up to this x limit
 #define S_PEER_RCVHWM 100000       //  CHUNKs we queue before dispatch's ROUTER must drop
 #define S_BODY_INITIAL_MAX 65536   //  first body allocation, whatever Content-Length says
 #define S_LEASE_SWEEP_MS 250       //  expired leases are given back this often
 #define S_MODELS_CACHE_MAX 10000   //  model lists kept (one per key and protocol)
-
-static void s_send_to_billing(ingress_server_t *self, uint64_t account_id, proto_msg_t **msg_p);
 
 //  --------------------------------------------------------------------------
 //  Metrics
@@ -121,24 +107,12 @@ static const char *s_model_label(ingress_server_t *self, ingress_request_t *r)
 //  --------------------------------------------------------------------------
 //  The pipeline's hold
 
-//  The request's part of a lease ends with the pipeline's hold: the real
-//  cost when DONE brought one, else the estimate stays counted.
-static void s_lease_release(ingress_request_t *r)
-{
-    if (!r->lease.lease_id)
-        return;
-    ingress_lease_release(r->server->leases, r->key_id, &r->lease,
-                          r->done_seen ? r->done_cost : r->lease.micros,
-                          r->done_seen ? r->done_tokens : r->lease.tokens);
-    r->lease.lease_id = 0;
-}
-
 void ingress_server_forget(ingress_request_t *r)
 {
     ingress_queue_remove(&r->timeout);
     if (!r->registered)
         return;
-    s_lease_release(r);
+    ingress_admit_lease_release(r);
     zhashx_delete(r->server->requests, r->id);
     r->registered = false;
     ingress_server_t *self = r->server;
@@ -147,218 +121,7 @@ void ingress_server_forget(ingress_request_t *r)
 }
 
 //  --------------------------------------------------------------------------
-//  Messages to other programs
-
-//  Settles what billing admitted but dispatch never got: zero tokens, so
-//  the reservation is released and the request leaves a usage row.
-void ingress_admit_settle(ingress_request_t *r, int status)
-{
-    ingress_server_t *self = r->server;
-    bool admitted =
-        r->lease.lease_id || (r->admit_reply && proto_msg_status(r->admit_reply) == 200);
-    if (!admitted || !self->billing_count)
-        return;
-    proto_msg_t *msg = proto_msg_new(PROTO_MSG_SETTLE);
-    proto_msg_set_request_id(msg, r->id);
-    proto_msg_set_trace(msg, r->trace);
-    proto_msg_set_account_id(msg, r->account_id);
-    proto_msg_set_key_id(msg, r->key_id);
-    proto_msg_set_model(msg, r->parsed.model);
-    proto_msg_set_status(msg, (uint64_t)status);
-    proto_msg_set_started_us(msg, r->started_wall_us);
-    proto_msg_set_latency_us(msg, proto_loop_now_us() - r->started_us);
-    proto_msg_set_attempts(msg, 0);
-    proto_msg_set_tokens_in(msg, 0);
-    proto_msg_set_tokens_out(msg, 0);
-    proto_msg_set_reserve_micros(msg, r->reserve_micros);
-    if (r->lease.lease_id)
-        proto_msg_set_lease_id(msg, r->lease.lease_id);
-    ingress_peer_t *billing = &self->billing[r->account_id % (uint64_t)self->billing_count];
-    if (proto_outbox_send(billing->outbox, &msg) != 0)
-        log_error(r->id, "SETTLE outbox full; the reservation stays until billing expires it");
-    proto_metric_add(self->settles, 1);
-    log_debug(r->id, "settled with status %d and no tokens", status);
-}
-
-//  --------------------------------------------------------------------------
-//  Admission and route: both out at once, decided when both are in
-
-//  Called when billing's answer arrives for a waiting or abandoned request.
-static void s_decide(ingress_server_t *self, ingress_request_t *r)
-{
-    if (!r->admit_reply)
-        return;
-    bool admitted = proto_msg_status(r->admit_reply) == 200;
-    if (r->phase == INGRESS_PHASE_ABANDONED) {
-        if (admitted)
-            ingress_admit_settle(r, r->abandon_status);
-        ingress_server_forget(r);
-        return;
-    }
-    if (!admitted) {
-        r->phase = INGRESS_PHASE_ANSWERED;
-        ingress_server_forget(r);
-        ingress_request_answer_reply_error(r, r->admit_reply, "admission_refused",
-                                           "The request was refused");
-        return;
-    }
-    ingress_relay_dispatch(self, r);
-}
-
-static void s_on_reply(ingress_server_t *self, proto_msg_t **msg_p)
-{
-    proto_msg_t *msg = *msg_p;
-    ingress_request_t *r = zhashx_lookup(self->requests, proto_msg_request_id(msg));
-    proto_msg_t **slot = r ? &r->admit_reply : NULL;
-    if (!r || (r->phase != INGRESS_PHASE_WAITING && r->phase != INGRESS_PHASE_ABANDONED) || *slot) {
-        proto_metric_add(self->dropped, 1);
-        log_debug(proto_msg_request_id(msg), "dropped a late %s",
-                  proto_msg_type_name((int)proto_msg_type(msg)));
-        return;
-    }
-    if (r->phase == INGRESS_PHASE_WAITING && ingress_relay_draining_answer(msg)) {
-        //  A billing instance on its way out: its successor owns the shard
-        //  in a moment, and s_resend_tick asks again.
-        log_debug(r->id, "billing is draining; the ADMIT will be re-sent");
-        return;
-    }
-    *slot = msg;
-    *msg_p = NULL;
-    if (proto_msg_status(msg) == 200)
-        r->reserve_micros = proto_msg_reserve_micros(msg);
-    proto_observe_span_since(self->tracer, r->id, r->trace, "ingress.admission",
-                             r->received_us ? r->received_us : r->started_us,
-                             (int)proto_msg_status(msg));
-    s_decide(self, r);
-}
-
-//  Sends LEASE_RETURNs (taking them), each to its account's billing.
-static void s_send_returns(ingress_server_t *self, zlistx_t *returns)
-{
-    for (proto_msg_t *back = zlistx_detach(returns, NULL); back;
-         back = zlistx_detach(returns, NULL))
-        s_send_to_billing(self, proto_msg_account_id(back), &back);
-}
-
-static void s_lease_sweep(proto_loop_t *loop, int id, void *arg)
-{
-    ingress_server_t *self = arg;
-    zlistx_t *returns = zlistx_new();
-    ingress_lease_sweep(self->leases, proto_loop_now_ms(), returns);
-    s_send_returns(self, returns);
-    zlistx_destroy(&returns);
-}
-
-//  The key's own figures (GET /v1/usage and the dashboard routes): billing
-//  has the money, the catalog the rest (ingress_usage).
-static void s_on_balance(ingress_server_t *self, proto_msg_t *msg)
-{
-    ingress_request_t *r = zhashx_lookup(self->requests, proto_msg_request_id(msg));
-    if (!r || r->phase != INGRESS_PHASE_QUERY) {
-        proto_metric_add(self->dropped, 1);
-        log_debug(proto_msg_request_id(msg), "dropped a late BALANCE_REPLY");
-        return;
-    }
-    r->phase = INGRESS_PHASE_ANSWERED;
-    ingress_server_forget(r);
-    if (proto_msg_status(msg) != 200) {
-        ingress_request_answer_reply_error(r, msg, "invalid_api_key", "Invalid API key.");
-        return;
-    }
-    const proto_api_key_t *key = proto_catalog_key(self->catalog, r->key_id);
-    char *text = key ? ingress_usage_answer(
-                           r->route->name, self->catalog, key,
-                           proto_msg_has(msg, PROTO_FIELD_meta) ? proto_msg_meta(msg) : NULL)
-                     : NULL;
-    if (!text) {
-        log_warn(r->id, "billing's BALANCE_REPLY is not what ingress_usage reads");
-        ingress_request_answer_error(r, 502, "internal_error",
-                                     "The gateway's billing answered unexpectedly");
-        return;
-    }
-    struct MHD_Response *response =
-        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    ingress_request_answer(r, 200, response);
-}
-
-static void s_billing_message(proto_msg_t **msg_p, void *arg)
-{
-    ingress_peer_t *peer = arg;
-    ingress_server_t *self = peer->server;
-    proto_msg_t *msg = *msg_p;
-    if (proto_msg_type(msg) == PROTO_MSG_ADMIT_REPLY)
-        s_on_reply(self, &msg);
-    else if (proto_msg_type(msg) == PROTO_MSG_BALANCE_REPLY)
-        s_on_balance(self, msg);
-    else if (proto_msg_type(msg) == PROTO_MSG_LEASE)
-        ingress_lease_granted(self->leases, msg, proto_loop_now_ms());
-    else if (proto_msg_type(msg) == PROTO_MSG_LEASE_REVOKE) {
-        zlistx_t *returns = zlistx_new();
-        ingress_lease_revoked(self->leases, msg, returns);
-        s_send_returns(self, returns);
-        zlistx_destroy(&returns);
-    } else if (proto_msg_type(msg) == PROTO_MSG_COMMIT) {
-        if (!proto_outbox_ack(peer->outbox, proto_msg_request_id(msg)))
-            log_debug(proto_msg_request_id(msg), "COMMIT for a SETTLE we no longer hold");
-        ingress_server_check_drained(self);
-    } else
-        log_warn(proto_msg_request_id(msg), "billing %d: ignored %s", peer->index,
-                 proto_msg_type_name((int)proto_msg_type(msg)));
-    *msg_p = msg; //  an ADMIT_REPLY kept by the request is NULL here
-}
-
-static void s_billing_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
-{
-    ingress_peer_t *peer = arg;
-    if (proto_batch_recv(socket, s_billing_message, peer) == -2)
-        log_warn(NULL, "billing %d: dropped a malformed message", peer->index);
-}
-
-//  A client gone before its answer while admission is unknown: keep the id
-//  until billing has spoken, so an admission is settled, not leaked.
-static void s_abandon(ingress_server_t *self, ingress_request_t *r, int status)
-{
-    r->abandon_status = status;
-    if (r->admit_reply) {
-        if (proto_msg_status(r->admit_reply) == 200)
-            ingress_admit_settle(r, status);
-        r->phase = INGRESS_PHASE_ANSWERED;
-        ingress_server_forget(r);
-        return;
-    }
-    r->phase = INGRESS_PHASE_ABANDONED;
-    ingress_queue_push(self->waiting, &r->timeout, self->internal_timeout_ms);
-}
-
-static void s_waiting_expired(ingress_queue_item_t *item, void *arg)
-{
-    ingress_server_t *self = arg;
-    ingress_request_t *r = ingress_request_of(item);
-    if (r->phase == INGRESS_PHASE_QUERY) {
-        log_warn(r->id, "no BALANCE reply from billing within %llu ms",
-                 (unsigned long long)self->internal_timeout_ms);
-        r->phase = INGRESS_PHASE_ANSWERED;
-        ingress_server_forget(r);
-        ingress_request_answer_error(r, 503, "internal_timeout",
-                                     "The gateway's billing did not answer in time");
-        return;
-    }
-    if (r->phase == INGRESS_PHASE_ABANDONED) {
-        //  Billing never answered; it drops the ADMIT by its deadline.
-        log_debug(r->id, "forgotten without an admission reply");
-        ingress_server_forget(r);
-        return;
-    }
-    const char *missing = "billing";
-    log_warn(r->id, "no reply from %s within %llu ms", missing,
-             (unsigned long long)self->internal_timeout_ms);
-    char message[160];
-    snprintf(message, sizeof message, "The gateway's %s did not answer in time", missing);
-    ingress_request_answer_error(r, 503, "internal_timeout", message);
-    s_abandon(self, r, 503);
-}
+//  A client that hangs up while suspended
 
 //  A suspended client hung up. Its connection goes back to MHD with a
 //  token answer so MHD finds the closed socket and ends the request.
@@ -371,7 +134,7 @@ void ingress_server_hangup(proto_loop_t *loop, int fd, uint32_t events, void *ar
     switch (r->phase) {
     case INGRESS_PHASE_WAITING:
         ingress_request_answer_error(r, 499, "client_closed", "The client closed the connection");
-        s_abandon(self, r, 499);
+        ingress_admit_abandon(self, r, 499);
         break;
     case INGRESS_PHASE_DISPATCHED:
         ingress_relay_settle_held(r);
@@ -592,7 +355,7 @@ static enum MHD_Result s_client_begin(ingress_server_t *self, ingress_request_t 
                                 MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "end_date"),
                                 problem, sizeof problem) != 0)
             ingress_request_answer_error(r, 400, "invalid_request_error", problem);
-        return MHD_YES; //  asked for at the handler's last call (s_usage_ask)
+        return MHD_YES; //  asked for at the handler's last call (ingress_admit_usage)
     }
     case INGRESS_ROUTE_MODELS:
     case INGRESS_ROUTE_MODEL:
@@ -698,122 +461,6 @@ static void s_route_hints(ingress_request_t *r)
         s_need_capability(r, model->force_capabilities.names[i]);
 }
 
-static proto_msg_t *s_admit_new(ingress_request_t *r, uint64_t timeout_ms)
-{
-    proto_msg_t *admit = proto_msg_new(PROTO_MSG_ADMIT);
-    ingress_request_stamp(r, admit, timeout_ms);
-    proto_msg_set_key_id(admit, r->key_id);
-    proto_msg_set_account_id(admit, r->account_id);
-    proto_msg_set_model(admit, r->parsed.model);
-    proto_msg_set_stream(admit, r->parsed.stream);
-    proto_msg_set_tokens_in(admit, r->parsed.tokens_estimate);
-    if (r->parsed.max_output)
-        proto_msg_set_tokens_out(admit, r->parsed.max_output);
-    return admit;
-}
-
-//  The request's admission estimate, as billing computes it: its prompt
-//  and its own output limit at the model's prices. False when this ingress
-//  cannot tell (a model it does not know, one the key may not use, or a
-//  max_tokens above the model's maximum):
-//  then billing answers ADMIT with the reason.
-static bool s_estimate(ingress_server_t *self, ingress_request_t *r, int64_t *micros)
-{
-    const proto_model_t *model = proto_catalog_model_by_name(self->catalog, r->parsed.model);
-    const proto_api_key_t *key = proto_catalog_key(self->catalog, r->key_id);
-    if (!model || !model->active || !key ||
-        !proto_catalog_key_allows(self->catalog, key, r->parsed.model) ||
-        !proto_price_output_allowed(model, r->parsed.max_output))
-        return false;
-    const proto_account_t *account = proto_catalog_account(self->catalog, key->account_id);
-    *micros = proto_price_scale(
-        proto_price_reserve(model, r->parsed.tokens_estimate, r->parsed.max_output),
-        account ? account->multiplier_ppm : PROTO_PRICE_PPM_ONE);
-    return true;
-}
-
-static void s_send_to_billing(ingress_server_t *self, uint64_t account_id, proto_msg_t **msg_p)
-{
-    zsock_t *billing = self->billing[account_id % (uint64_t)self->billing_count].socket;
-    if (proto_msg_send(msg_p, billing) != 0)
-        log_debug(NULL, "billing did not take a lease message");
-}
-
-//  Asks for (or renews) the key's lease when it is due, beside the traffic.
-static void s_lease_ask(ingress_server_t *self, ingress_request_t *r, int64_t estimate)
-{
-    if (!self->leases_on)
-        return;
-    proto_msg_t *ask = ingress_lease_ask(self->leases, r->key_id, r->account_id, estimate,
-                                         r->parsed.tokens_estimate, proto_loop_now_ms());
-    if (ask)
-        s_send_to_billing(self, r->account_id, &ask);
-}
-
-//  Admits from the key's lease: no round trip; DISPATCH goes out now.
-//  False when the lease does not cover the request (ask with ADMIT).
-static bool s_admit_from_lease(ingress_server_t *self, ingress_request_t *r, int64_t estimate)
-{
-    if (!self->leases_on ||
-        !ingress_lease_admit(self->leases, r->key_id, estimate, r->parsed.tokens_estimate,
-                             proto_loop_now_ms(), &r->lease))
-        return false;
-    r->reserve_micros = estimate;
-    proto_metric_add(self->lease_admits, 1);
-    proto_observe_span_since(self->tracer, r->id, r->trace, "ingress.admission", r->received_us,
-                             200);
-    s_lease_ask(self, r, estimate); //  renewal ahead of need, when due
-    ingress_relay_dispatch(self, r);
-    if (r->phase == INGRESS_PHASE_DISPATCHED)
-        ingress_request_suspend(r);
-    log_debug(r->id, "admitted from lease %llu for model %s", (unsigned long long)r->lease.lease_id,
-              r->parsed.model);
-    return true;
-}
-
-//  A request waiting longer than S_RESEND_AFTER_MS lost its ADMIT in an
-//  instance that exited (what a DEALER sent before the peer closed is
-//  gone). ADMIT goes to the same shard (its billing comes back under the
-//  supervisor) with growing gaps; a second ADMIT of an id takes nothing
-//  more. The first reply wins: s_on_reply drops the others.
-static void s_resend(ingress_server_t *self, ingress_request_t *r, uint64_t now)
-{
-    uint64_t left = r->timeout.due_ms > now ? r->timeout.due_ms - now : 1;
-    if (!r->admit_reply && now >= r->admit_resend_ms) {
-        r->admit_resend_gap_ms =
-            r->admit_resend_gap_ms ? r->admit_resend_gap_ms * 2 : S_RESEND_AFTER_MS;
-        if (r->admit_resend_gap_ms > S_ADMIT_RESEND_MAX_MS)
-            r->admit_resend_gap_ms = S_ADMIT_RESEND_MAX_MS;
-        r->admit_resend_ms = now + r->admit_resend_gap_ms;
-        proto_msg_t *admit = s_admit_new(r, left);
-        log_info(r->id, "no ADMIT_REPLY yet; asking billing again");
-        if (proto_msg_send(
-                &admit, self->billing[r->account_id % (uint64_t)self->billing_count].socket) != 0)
-            log_warn(r->id, "could not re-send ADMIT");
-    }
-}
-
-//  Walks the waiting queue from its oldest entries; stops at the first
-//  younger than S_RESEND_AFTER_MS, so a quiet cluster costs one look.
-static void s_resend_tick(proto_loop_t *loop, int id, void *arg)
-{
-    ingress_server_t *self = arg;
-    if (!ingress_queue_first(self->waiting)) {
-        proto_loop_cancel_timer(loop, self->resend_timer);
-        self->resend_timer = 0;
-        return;
-    }
-    uint64_t now = proto_loop_now_ms();
-    for (ingress_queue_item_t *item = ingress_queue_first(self->waiting); item; item = item->next) {
-        ingress_request_t *r = ingress_request_of(item);
-        if (r->phase != INGRESS_PHASE_WAITING)
-            continue; //  abandoned: only waits for billing's word
-        if (r->timeout.due_ms + S_RESEND_AFTER_MS > now + self->internal_timeout_ms)
-            break;
-        s_resend(self, r, now);
-    }
-}
-
 static enum MHD_Result s_client_submit(ingress_server_t *self, ingress_request_t *r)
 {
     r->received_us = proto_loop_now_us();
@@ -863,55 +510,7 @@ static enum MHD_Result s_client_submit(ingress_server_t *self, ingress_request_t
         ingress_request_register(r);
     }
     s_route_hints(r);
-    int64_t estimate = 0;
-    bool priced = s_estimate(self, r, &estimate);
-    if (priced && s_admit_from_lease(self, r, estimate))
-        return MHD_YES;
-    if (priced)
-        s_lease_ask(self, r, estimate);
-    proto_msg_t *admit = s_admit_new(r, self->internal_timeout_ms);
-    zsock_t *billing = self->billing[r->account_id % (uint64_t)self->billing_count].socket;
-    if (proto_msg_send(&admit, billing) != 0) {
-        ingress_server_forget(r);
-        log_warn(r->id, "billing queue full; refusing");
-        ingress_request_answer_error(r, 503, "internal_unavailable",
-                                     "The gateway's billing is unavailable");
-        return MHD_YES;
-    }
-    r->phase = INGRESS_PHASE_WAITING;
-    ingress_queue_push(self->waiting, &r->timeout, self->internal_timeout_ms);
-    if (!self->resend_timer)
-        self->resend_timer =
-            proto_loop_add_timer(self->loop, S_RESEND_TICK_MS, true, s_resend_tick, self);
-    ingress_request_suspend(r);
-    log_debug(r->id, "admission asked for model %s", r->parsed.model);
-    return MHD_YES;
-}
-
-//  Last call of a GET /v1/usage: asks the account's billing instance for
-//  its figures (BALANCE) and waits, suspended, like an ADMIT.
-static enum MHD_Result s_usage_ask(ingress_server_t *self, ingress_request_t *r)
-{
-    r->received_us = proto_loop_now_us();
-    r->phase = INGRESS_PHASE_ANSWERED; //  unless it goes out below
-    if (!ingress_request_register(r)) {
-        ingress_parse_new_request_id(r->id);
-        ingress_request_register(r);
-    }
-    proto_msg_t *msg = proto_msg_new(PROTO_MSG_BALANCE);
-    ingress_request_stamp(r, msg, self->internal_timeout_ms);
-    proto_msg_set_key_id(msg, r->key_id);
-    proto_msg_set_account_id(msg, r->account_id);
-    zsock_t *billing = self->billing[r->account_id % (uint64_t)self->billing_count].socket;
-    if (proto_msg_send(&msg, billing) != 0) {
-        ingress_server_forget(r);
-        ingress_request_answer_error(r, 503, "internal_unavailable",
-                                     "The gateway's billing is unavailable");
-        return MHD_YES;
-    }
-    r->phase = INGRESS_PHASE_QUERY;
-    ingress_queue_push(self->waiting, &r->timeout, self->internal_timeout_ms);
-    ingress_request_suspend(r);
+    ingress_admit_submit(self, r);
     return MHD_YES;
 }
 
@@ -951,7 +550,7 @@ static enum MHD_Result s_client_access(void *arg, struct MHD_Connection *connect
     } else if (r->phase == INGRESS_PHASE_RECEIVING && r->route &&
                r->route->kind == INGRESS_ROUTE_USAGE) {
         r->in_handler = true;
-        rc = s_usage_ask(self, r);
+        ingress_admit_usage(self, r);
     } else if (r->phase == INGRESS_PHASE_RECEIVING && r->body) {
         r->in_handler = true;
         //  Read whole: a slow answer is not a slow client.
@@ -975,7 +574,7 @@ static void s_client_completed(void *arg, struct MHD_Connection *connection, voi
     if (!clean) {
         switch (r->phase) {
         case INGRESS_PHASE_WAITING:
-            s_abandon(self, r, 499);
+            ingress_admit_abandon(self, r, 499);
             break;
         case INGRESS_PHASE_QUERY:
             ingress_server_forget(r);
@@ -1076,7 +675,7 @@ static int s_connect_peers(ingress_server_t *self, char *error, size_t error_siz
         //  timeout reports them down. Dispatch is chosen per request, so
         //  an instance without a live connection is skipped (immediate).
         if (s_peer_open(self, &self->billing[i], i, "billing", &endpoints[i], 1, false,
-                        s_billing_ready, error, error_size) != 0)
+                        ingress_admit_ready, error, error_size) != 0)
             return -1;
         self->billing[i].outbox =
             proto_outbox_new(self->loop, self->billing[i].socket, S_SETTLE_RESEND_MS);
@@ -1130,7 +729,7 @@ ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
     self->requests = zhashx_new();
     self->counters = zhashx_new();
     self->histograms = zhashx_new();
-    self->waiting = ingress_queue_new(loop, s_waiting_expired, self);
+    self->waiting = ingress_queue_new(loop, ingress_admit_waiting_expired, self);
     self->running = ingress_queue_new(loop, ingress_relay_running_expired, self);
     self->held = ingress_queue_new(loop, ingress_relay_held_expired, self);
     //  A certificate that will not load is a configuration error: said
@@ -1173,7 +772,8 @@ ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
     snprintf(holder, sizeof holder, "%s-%s", instance && *instance ? instance : "ingress", suffix);
     self->leases = ingress_lease_new(holder);
     self->leases_on = proto_config_bool(config, "billing.leases");
-    self->lease_timer = proto_loop_add_timer(loop, S_LEASE_SWEEP_MS, true, s_lease_sweep, self);
+    self->lease_timer =
+        proto_loop_add_timer(loop, S_LEASE_SWEEP_MS, true, ingress_admit_lease_sweep, self);
     if (database) {
         self->watch =
             proto_watch_new(loop, config, false, s_catalog_loaded, self, error, error_size);
@@ -1230,7 +830,7 @@ void ingress_server_destroy(ingress_server_t **self_p)
         //  Give back what we hold, so billing need not wait for the expiry.
         zlistx_t *returns = zlistx_new();
         ingress_lease_sweep(self->leases, UINT64_MAX, returns);
-        s_send_returns(self, returns);
+        ingress_admit_send_returns(self, returns);
         zlistx_destroy(&returns);
     }
     ingress_lease_destroy(&self->leases);

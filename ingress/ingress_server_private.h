@@ -9,6 +9,7 @@
 #ifndef INGRESS_SERVER_PRIVATE_H_INCLUDED
 #define INGRESS_SERVER_PRIVATE_H_INCLUDED
 
+#include "ingress_admit.h"
 #include "ingress_daemon.h"
 #include "ingress_lease.h"
 #include "ingress_models.h"
@@ -85,9 +86,6 @@ struct _ingress_server_t {
     proto_metric_t *dropped;               //  counter: replies for unknown requests
     const proto_api_key_t *test_key;       //  "tg-test" authenticates as this; selftest only
 };
-
-//  Settles what billing admitted but dispatch never got, with zero tokens.
-void ingress_admit_settle(ingress_request_t *r, int status);
 
 //  The pipeline lets go: no reply for this id is wanted any more (the
 //  request leaves its queue, the server's requests and its lease).

@@ -1,43 +1,28 @@
 #include "dispatch_server.h"
-#include "dispatch_adapter.h"
-#include "dispatch_call.h"
-#include "proto_curl.h"
-#include "dispatch_policy.h"
-#include "dispatch_taken.h"
 #include "dispatch_reach.h"
+#include "dispatch_request.h"
 #include "dispatch_route.h"
 #include "dispatch_settle.h"
-#include "proto_upstream.h"
+#include "dispatch_taken.h"
 #include "proto_batch.h"
-#include "proto_capture.h"
 #include "proto_catalog.h"
+#include "proto_curl.h"
 #include "proto_error.h"
 #include "proto_log.h"
-#include "proto_socket.h"
 #include "proto_msg.h"
-#include "proto_observe.h"
-#include "proto_sse.h"
-#include "proto_trace.h"
-#include "proto_usage.h"
+#include "proto_socket.h"
 #include "proto_watch.h"
-#include "router_select.h"
 #include "router_server.h"
 
 #include <assert.h>
-#include <errno.h>
-#include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
-#define S_MAX_ANSWER (64u * 1024u * 1024u) //  a whole non-streamed answer
-#define S_MAX_ERROR_BODY (1024u * 1024u)   //  an upstream error body we relay
 //  ROUTER drops (never blocks) at its high-water mark, and a dropped CHUNK
 //  would corrupt a client's stream, so the mark is high.
 #define S_ROUTER_SNDHWM 1000000
-#define S_STATUS_CANCELLED 499 //  nginx' "client closed request"
 //  A draining instance keeps reading (and handing DISPATCHes back) until
 //  none came for S_DRAIN_QUIET_MS, or S_DRAIN_READ_MS passed: what a DEALER
 //  sends until it sees the connection close is read, not lost.
@@ -50,179 +35,26 @@
 #define S_TAKEN_TTL_MS 30000
 #define S_TAKEN_BYTES (32u * 1024u * 1024u)
 #define S_TAKEN_IDS 500000
-//  A streamed request's provisional record follows what was relayed in
-//  steps of this many content bytes.
-#define S_PROVISIONAL_STEP 4096
-
-typedef struct _s_request_t s_request_t;
 
 struct _dispatch_server_t {
-    proto_service_t *service;       //  the program skeleton
-    proto_loop_t *loop;             //  its loop
-    proto_config_t *config;         //  its configuration
-    proto_metrics_t *metrics;       //  its metrics registry
-    proto_trace_t *tracer;          //  its span sender (NULL in a test service)
-    zsock_t *router;                //  DISPATCH/CANCEL in, CHUNK/DONE out
-    zsock_t *events;                //  PUB of OUTCOMEs
-    proto_batch_t *outcomes;        //  OUTCOMEs on their way, batched
-    dispatch_route_t *route;        //  the decision and the soft state it reads
-    dispatch_reach_t *reach;        //  providers' paths, headers and proxies in turn
-    dispatch_settle_t *settle;      //  SETTLEs until COMMIT, DONEs after the journal
-    uint32_t nonce;                 //  this run's, in the ids of lost upstream calls
-    dispatch_taken_t *taken;        //  requests finished here, for DISPATCHes sent again
-    proto_watch_t *watch;           //  keeps the catalog fresh
-    zlistx_t *unverified;           //  DISPATCHes for a key our catalog lacks, held
-    int unverified_timer;           //  refuses those held too long, 0 = none
-    proto_catalog_t *catalog;       //  current snapshot (owned)
-    proto_curl_t *multi;            //  libcurl on our loop
-    zhashx_t *requests;             //  request id -> s_request_t* in flight
-    uint64_t connect_timeout_ms;    //  dispatch.connect_timeout_ms
-    uint64_t first_byte_timeout_ms; //  dispatch.first_byte_timeout_ms
-    uint64_t idle_timeout_ms;       //  dispatch.idle_timeout_ms
-    uint64_t total_timeout_ms;      //  dispatch.total_timeout_ms
-    bool draining;                  //  SIGTERM seen
-    uint64_t drain_started_ms;      //  when SIGTERM came
-    uint64_t last_dispatch_ms;      //  when the last DISPATCH came
-    int drain_timer;                //  re-checks the drain while quiet, 0 = none
-    proto_metric_t *in_flight;      //  gauge of requests in flight
-    proto_metric_t *failovers;      //  counter of attempts replaced by another
-    proto_metric_t *no_route;       //  requests no candidate could take
+    proto_service_t *service;   //  the program skeleton
+    proto_loop_t *loop;         //  its loop
+    proto_config_t *config;     //  its configuration
+    proto_metrics_t *metrics;   //  its metrics registry
+    proto_trace_t *tracer;      //  its span sender (NULL in a test service)
+    zsock_t *router;            //  DISPATCH/CANCEL in, CHUNK/DONE out
+    zsock_t *events;            //  PUB of OUTCOMEs
+    proto_watch_t *watch;       //  keeps the catalog fresh
+    zlistx_t *unverified;       //  DISPATCHes for a key our catalog lacks, held
+    int unverified_timer;       //  refuses those held too long, 0 = none
+    dispatch_request_env_t env; //  what the requests borrow: route, settle, catalog, ...
+    zhashx_t *requests;         //  request id -> dispatch_request_t* in flight
+    bool draining;              //  SIGTERM seen
+    uint64_t drain_started_ms;  //  when SIGTERM came
+    uint64_t last_dispatch_ms;  //  when the last DISPATCH came
+    int drain_timer;            //  re-checks the drain while quiet, 0 = none
+    proto_metric_t *in_flight;  //  gauge of requests in flight
 };
-
-//  One request from DISPATCH to DONE or CANCEL.
-struct _s_request_t {
-    dispatch_server_t *server;       //  owner
-    char rid[PROTO_MSG_RID_MAX + 1]; //  request id (also the table key)
-    proto_msg_t *dispatch;           //  the DISPATCH (body taken): envelope for replies
-    zframe_t *body;                  //  the client's body
-    int client_protocol;             //  proto_protocol_t of the client
-    bool count_tokens;               //  a token count (DISPATCH meta), not a generation
-    bool json_array;                 //  a Gemini client's stream as one JSON array (meta)
-    proto_candidate_t *candidates;   //  the decision's order (as many as it gave)
-    size_t candidate_count;          //  entries in candidates
-    size_t next;                     //  next candidate to try
-    int attempts;                    //  attempts started
-    bool unsupported;                //  a candidate was skipped for its protocol pair
-    uint64_t received_us;            //  monotonic time DISPATCH arrived
-    uint64_t started_wall_us;        //  wall clock at the same moment
-    uint64_t record_started_us;      //  the usage row's started_at: ingress's stamp when sent
-    uint64_t deadline_us;            //  monotonic deadline, 0 = none
-    dispatch_failures_t failures;    //  attempts that failed over
-    //  The current attempt
-    const proto_candidate_t *candidate; //  its candidate, NULL before the first
-    dispatch_call_t *call;              //  its upstream call, NULL when none runs
-    int proxy;                          //  index of its provider's proxy, -1 = none
-    int proxy_retries;                  //  candidates retried through another proxy
-    dispatch_convert_t conv;            //  its conversion state
-    proto_sse_t *sse;                   //  its stream reader, when relaying a stream
-    zchunk_t *out;                      //  client bytes made but not yet sent
-    zchunk_t *answer;                   //  buffered answer or error body
-    int status;                         //  its HTTP status
-    char content_type[128];             //  its content type
-    uint64_t first_byte_us;             //  monotonic first upstream byte, 0 before
-    dispatch_fail_t event_fail;         //  set when the adapter refused an event
-    //  Towards ingress
-    uint64_t sequence; //  next CHUNK sequence number
-    bool relayed;      //  a CHUNK went out: no more failover
-    //  Provisional records in the journal, for a SIGKILL mid-request
-    char lost_id[PROTO_MSG_RID_MAX + 1]; //  the id of the operator's-loss record
-    bool lost_kept;                      //  that record is kept (no CHUNK out yet)
-    size_t provisional_bytes;            //  content relayed when `rid`'s record was kept
-    bool head_lost;                      //  CHUNKs went to a connection now gone
-    proto_capture_t *capture;            //  request-log bodies at level full, else NULL
-};
-
-static void s_try_next(s_request_t *request);
-
-//  Replaces a chunk's bytes. (zchunk_set alone would cut them to the
-//  chunk's current capacity.)
-static void s_chunk_replace(zchunk_t *chunk, const void *data, size_t size)
-{
-    zchunk_set(chunk, NULL, 0);
-    if (size)
-        zchunk_extend(chunk, data, size);
-}
-
-//  --------------------------------------------------------------------------
-//  Request life
-
-static s_request_t *s_request_new(dispatch_server_t *server, proto_msg_t **dispatch_p)
-{
-    s_request_t *self = calloc(1, sizeof *self);
-    assert(self);
-    proto_msg_t *dispatch = *dispatch_p;
-    *dispatch_p = NULL;
-    self->server = server;
-    self->dispatch = dispatch;
-    snprintf(self->rid, sizeof self->rid, "%s", proto_msg_request_id(dispatch));
-    self->body = proto_msg_take_body(dispatch);
-    self->client_protocol = (int)proto_msg_client_protocol(dispatch);
-    self->capture = proto_capture_bodies_new(self->body ? zframe_data(self->body) : NULL,
-                                             self->body ? zframe_size(self->body) : 0);
-    //  What the client's path said beyond the protocol: a token count, or a
-    //  Gemini stream read as a JSON array (no alt=sse). Ingress sets them.
-    if (proto_msg_has(dispatch, PROTO_FIELD_meta)) {
-        json_t *meta = json_loads(proto_msg_meta(dispatch), 0, NULL);
-        self->count_tokens = json_is_true(json_object_get(meta, "count_tokens"));
-        self->json_array = json_is_true(json_object_get(meta, "json_array"));
-        json_decref(meta);
-    }
-    self->received_us = proto_loop_now_us();
-    self->started_wall_us = proto_loop_wall_us();
-    //  The ledger keys usage by (request id, started_at). Every sender of a
-    //  request's record (this instance, another one it was handed to, the
-    //  ingress when the client left) must name the same start, or one
-    //  request could leave two rows: so it is ingress's, when it sent one.
-    self->record_started_us = proto_msg_has(dispatch, PROTO_FIELD_started_us)
-                                  ? proto_msg_started_us(dispatch)
-                                  : self->started_wall_us;
-    uint64_t deadline_ms = proto_msg_deadline(dispatch);
-    if (deadline_ms) {
-        uint64_t now_wall_us = self->started_wall_us;
-        uint64_t deadline_wall_us = deadline_ms * 1000;
-        self->deadline_us = self->received_us +
-                            (deadline_wall_us > now_wall_us ? deadline_wall_us - now_wall_us : 0);
-    }
-    self->out = zchunk_new(NULL, 0);
-    self->answer = zchunk_new(NULL, 0);
-    return self;
-}
-
-//  Forgets the current attempt (aborting its call if it still runs).
-static void s_attempt_clear(s_request_t *self)
-{
-    dispatch_call_destroy(&self->call);
-    proto_sse_destroy(&self->sse);
-    dispatch_convert_clear(&self->conv);
-    dispatch_convert_init(&self->conv, NULL);
-    zchunk_set(self->out, NULL, 0);
-    zchunk_set(self->answer, NULL, 0);
-    self->status = 0;
-    self->content_type[0] = '\0';
-    self->first_byte_us = 0;
-    self->event_fail = DISPATCH_FAIL_NONE;
-}
-
-static void s_request_destroy(s_request_t **self_p)
-{
-    s_request_t *self = *self_p;
-    if (!self)
-        return;
-    s_attempt_clear(self);
-    proto_capture_destroy(&self->capture);
-    zchunk_destroy(&self->out);
-    zchunk_destroy(&self->answer);
-    zframe_destroy(&self->body);
-    proto_msg_destroy(&self->dispatch);
-    free(self->candidates);
-    free(self);
-    *self_p = NULL;
-}
-
-static size_t s_body_size(s_request_t *self)
-{
-    return self->body ? zframe_size(self->body) : 0;
-}
 
 static void s_check_drained(dispatch_server_t *self)
 {
@@ -230,7 +62,7 @@ static void s_check_drained(dispatch_server_t *self)
     bool quiet = now - self->last_dispatch_ms >= S_DRAIN_QUIET_MS ||
                  now - self->drain_started_ms >= S_DRAIN_READ_MS;
     if (self->draining && quiet && zhashx_size(self->requests) == 0 &&
-        dispatch_settle_pending(self->settle) == 0)
+        dispatch_settle_pending(self->env.settle) == 0)
         proto_service_drained(self->service);
 }
 
@@ -238,699 +70,6 @@ static void s_drain_tick(proto_loop_t *loop, int id, void *arg)
 {
     s_check_drained(arg);
 }
-
-//  Publishes the OUTCOME of the current attempt.
-static void s_outcome(s_request_t *self, int status, const char *error_code)
-{
-    dispatch_server_t *server = self->server;
-    //  Our own outcome changes our breakers at once, before the router's
-    //  table says so.
-    dispatch_route_learn(server->route, self->rid, self->candidate,
-                         proto_msg_key_id(self->dispatch), status, error_code,
-                         self->call ? dispatch_call_retry_after_ms(self->call) : 0);
-    proto_msg_t *outcome = proto_msg_new(PROTO_MSG_OUTCOME);
-    proto_msg_set_request_id(outcome, self->rid);
-    proto_msg_set_trace(outcome, proto_msg_trace(self->dispatch));
-    proto_msg_set_provider_id(outcome, self->candidate->provider_id);
-    proto_msg_set_provider_key_id(outcome, self->candidate->provider_key_id);
-    proto_msg_set_upstream_model(outcome, self->candidate->upstream_model);
-    proto_msg_set_status(outcome, (uint64_t)status);
-    proto_msg_set_attempt(outcome, (uint64_t)self->attempts);
-    //  Every router learns sticky bindings and per-key preferences from
-    //  these, not only the one that made the decision.
-    proto_msg_set_key_id(outcome, proto_msg_key_id(self->dispatch));
-    if (proto_msg_has(self->dispatch, PROTO_FIELD_session))
-        proto_msg_set_session(outcome, proto_msg_session(self->dispatch));
-    if (self->call) {
-        proto_msg_set_latency_us(outcome, dispatch_call_latency_us(self->call));
-        proto_msg_set_ttfb_us(outcome, dispatch_call_ttfb_us(self->call));
-        if (dispatch_call_retry_after_ms(self->call))
-            proto_msg_set_retry_after_ms(outcome, dispatch_call_retry_after_ms(self->call));
-    }
-    if (error_code)
-        proto_msg_set_error_code(outcome, error_code);
-    proto_batch_add(server->outcomes, &outcome);
-    //  A failure goes at once: breakers in the routers react to it, and a
-    //  success can wait for its batch.
-    if (status < 200 || status >= 300)
-        proto_batch_flush(server->outcomes);
-    char labels[32];
-    snprintf(labels, sizeof labels, "status=\"%d\"", status);
-    proto_metric_add(proto_metrics_counter(server->metrics, "tollgate_dispatch_attempts_total",
-                                           "Upstream attempts by status", labels),
-                     1);
-    const proto_provider_t *provider =
-        proto_catalog_provider(server->catalog, self->candidate->provider_id);
-    proto_observe_attempt_t attempt = {
-        .request_id = self->rid,
-        .trace = proto_msg_trace(self->dispatch),
-        .attempt = (uint64_t)self->attempts,
-        .provider_id = self->candidate->provider_id,
-        .provider_key_id = self->candidate->provider_key_id,
-        .provider_name = provider ? provider->name : NULL,
-        .model = proto_msg_model(self->dispatch),
-        .upstream_model = self->candidate->upstream_model,
-        .status = status,
-        .error_code = error_code,
-        .latency_us = self->call ? dispatch_call_latency_us(self->call) : 0,
-        .ttfb_us = self->call ? dispatch_call_ttfb_us(self->call) : 0};
-    proto_observe_attempt(server->metrics, server->tracer, &attempt);
-}
-
-//  The usage the client is charged for at the end of the current attempt:
-//  what the upstream reported, the rest estimated.
-static proto_usage_t s_usage(s_request_t *self, bool output_produced)
-{
-    proto_usage_t usage = self->conv.usage;
-    if (self->count_tokens)
-        return (proto_usage_t){0}; //  counting tokens is free at every provider
-    proto_usage_estimate(&usage, s_body_size(self), output_produced ? self->conv.content_bytes : 0);
-    return usage;
-}
-
-//  What a finished request tells ingress and billing.
-typedef struct {
-    int status;               //  final status
-    const char *content_type; //  of the body, or NULL
-    const char *error_code;   //  our error code, or NULL
-    proto_usage_t usage;      //  what the client is charged for
-    uint64_t retry_after_ms;  //  for a 429
-    bool reply;               //  send DONE (false after CANCEL)
-} s_ending_t;
-
-//  The usage record of the request as it stands, under `request_id`; with
-//  the request's reservation and lease when it is the client's record.
-static proto_msg_t *s_settle_new(s_request_t *self, const char *request_id, int status,
-                                 const proto_usage_t *usage, bool client)
-{
-    uint64_t now = proto_loop_now_us();
-    uint64_t latency_us = now - self->received_us;
-    uint64_t ttfb_us = self->first_byte_us ? self->first_byte_us - self->received_us : 0;
-    const proto_candidate_t *candidate = self->candidate;
-    proto_msg_t *settle = proto_msg_new(PROTO_MSG_SETTLE);
-    proto_msg_set_request_id(settle, request_id);
-    proto_msg_set_trace(settle, proto_msg_trace(self->dispatch));
-    proto_msg_set_account_id(settle, proto_msg_account_id(self->dispatch));
-    proto_msg_set_key_id(settle, proto_msg_key_id(self->dispatch));
-    proto_msg_set_model(settle, proto_msg_model(self->dispatch));
-    if (candidate) {
-        proto_msg_set_provider_id(settle, candidate->provider_id);
-        proto_msg_set_provider_key_id(settle, candidate->provider_key_id);
-        proto_msg_set_upstream_model(settle, candidate->upstream_model);
-    }
-    proto_msg_set_status(settle, (uint64_t)status);
-    proto_msg_set_tokens_in(settle, usage->tokens_in);
-    proto_msg_set_tokens_out(settle, usage->tokens_out);
-    proto_msg_set_tokens_cache_read(settle, usage->tokens_cache_read);
-    proto_msg_set_tokens_cache_write(settle, usage->tokens_cache_write);
-    proto_msg_set_tokens_cache_write_1h(settle, usage->tokens_cache_write_1h);
-    proto_msg_set_latency_us(settle, latency_us);
-    proto_msg_set_ttfb_us(settle, ttfb_us);
-    proto_msg_set_started_us(settle, self->record_started_us);
-    proto_msg_set_attempts(settle, (uint64_t)self->attempts);
-    proto_msg_set_estimated(settle, usage->estimated);
-    if (client && proto_msg_has(self->dispatch, PROTO_FIELD_reserve_micros))
-        proto_msg_set_reserve_micros(settle, proto_msg_reserve_micros(self->dispatch));
-    if (client && proto_msg_has(self->dispatch, PROTO_FIELD_lease_id))
-        proto_msg_set_lease_id(settle, proto_msg_lease_id(self->dispatch));
-    return settle;
-}
-
-//  Provisional records (docs/billing.md, "Every upstream call, once"): what
-//  the journal says happened if this process dies now. While an upstream
-//  call runs and nothing reached the client, an operator's-loss record under
-//  its own id (ingress will send the request again, and the attempt that
-//  answers is the client's charge); once CHUNKs went out, the client's
-//  record for what was relayed so far (ingress cannot send it again). The
-//  final SETTLE replaces them; only a replay after a crash sends them.
-static void s_provisional_lost(s_request_t *self)
-{
-    dispatch_server_t *server = self->server;
-    if (self->lost_kept || self->relayed || self->count_tokens)
-        return;
-    snprintf(self->lost_id, sizeof self->lost_id, "%.*s~lost-%08x", PROTO_MSG_RID_MAX - 14,
-             self->rid, server->nonce);
-    proto_usage_t usage = s_usage(self, false);
-    usage.estimated = true;
-    //  Not the client's: no reservation or lease of its own.
-    proto_msg_t *settle = s_settle_new(self, self->lost_id, 502, &usage, false);
-    proto_msg_set_loss(settle, true);
-    proto_msg_set_attempts(settle, 1);
-    if (dispatch_settle_keep(server->settle, &settle, proto_msg_account_id(self->dispatch)) == 0)
-        self->lost_kept = true;
-}
-
-static void s_provisional_forget_lost(s_request_t *self)
-{
-    if (self->lost_kept)
-        dispatch_settle_forget(self->server->settle, self->lost_id);
-    self->lost_kept = false;
-}
-
-static void s_provisional_relayed(s_request_t *self)
-{
-    if (self->count_tokens)
-        return;
-    proto_usage_t usage = s_usage(self, true);
-    usage.estimated = true;
-    //  Sent only if this process dies, and then the client's stream was cut:
-    //  502, as a stream broken off by its upstream is recorded.
-    proto_msg_t *settle = s_settle_new(self, self->rid, 502, &usage, true);
-    if (dispatch_settle_keep(self->server->settle, &settle, proto_msg_account_id(self->dispatch)) ==
-        0)
-        self->provisional_bytes = self->conv.content_bytes;
-    s_provisional_forget_lost(self);
-}
-
-//  Sends DONE (body = what is left in self->out) and SETTLE, and forgets
-//  the request. The request is destroyed: callers return at once.
-static void s_finish(s_request_t *self, const s_ending_t *ending)
-{
-    dispatch_server_t *server = self->server;
-    uint64_t now = proto_loop_now_us();
-    uint64_t latency_us = now - self->received_us;
-    uint64_t ttfb_us = self->first_byte_us ? self->first_byte_us - self->received_us : 0;
-    const proto_candidate_t *candidate = self->candidate;
-    const proto_usage_t *usage = &ending->usage;
-
-    //  Settlement first: every request that reached us, exactly once. It
-    //  replaces the provisional record under the same id.
-    proto_msg_t *settle = s_settle_new(self, self->rid, ending->status, usage, true);
-    if (self->head_lost)
-        //  Its CHUNKs went to a connection that is gone, and the client got
-        //  nothing: recorded, not charged.
-        proto_msg_set_loss(settle, true);
-    s_provisional_forget_lost(self);
-    //  Keyed by account: the billing instance that admitted it (ingress
-    //  picks by the same rule) is the one that settles it.
-    if (dispatch_settle_send(server->settle, &settle, proto_msg_account_id(self->dispatch)) != 0)
-        log_error(self->rid, "settlement outbox full or journal unwritable: usage record lost");
-
-    if (ending->reply) {
-        proto_msg_t *done = proto_msg_reply(self->dispatch, PROTO_MSG_DONE);
-        proto_msg_set_status(done, (uint64_t)ending->status);
-        proto_msg_set_sequence(done, self->sequence);
-        if (ending->content_type)
-            proto_msg_set_content_type(done, ending->content_type);
-        if (ending->error_code)
-            proto_msg_set_error_code(done, ending->error_code);
-        if (!self->relayed && *self->conv.dropped)
-            proto_msg_set_dropped(done, self->conv.dropped);
-        proto_msg_set_tokens_in(done, usage->tokens_in);
-        proto_msg_set_tokens_out(done, usage->tokens_out);
-        proto_msg_set_tokens_cache_read(done, usage->tokens_cache_read);
-        proto_msg_set_tokens_cache_write(done, usage->tokens_cache_write);
-        proto_msg_set_tokens_cache_write_1h(done, usage->tokens_cache_write_1h);
-        proto_msg_set_estimated(done, usage->estimated);
-        proto_msg_set_latency_us(done, latency_us);
-        proto_msg_set_ttfb_us(done, ttfb_us);
-        proto_msg_set_attempts(done, (uint64_t)self->attempts);
-        if (ending->retry_after_ms)
-            proto_msg_set_retry_after_ms(done, ending->retry_after_ms);
-        if (candidate) {
-            proto_msg_set_provider_id(done, candidate->provider_id);
-            proto_msg_set_provider_key_id(done, candidate->provider_key_id);
-            proto_msg_set_upstream_model(done, candidate->upstream_model);
-        }
-        if (zchunk_size(self->out))
-            proto_msg_set_body_bytes(done, zchunk_data(self->out), zchunk_size(self->out));
-        //  For a DISPATCH sent again: the DONE is the whole answer only
-        //  when no CHUNK went before it.
-        dispatch_taken_add(server->taken, self->rid, self->relayed ? NULL : done,
-                           proto_loop_now_ms());
-        //  The client learns that the request is complete only from DONE,
-        //  so DONE waits for the SETTLE above to be in the journal's file
-        //  (written, in the kernel's page cache), which is all a SIGKILL of
-        //  this process needs: one write for all of a turn's records, at
-        //  the end of the turn, never a wait on anything else.
-        //  With dispatch.journal_sync DONE also waits until it is on disk,
-        //  so a crash of the whole host loses nothing either (group commit:
-        //  one fdatasync per loop turn) — at the price of a disk flush on
-        //  the request path (dispatch_settle).
-        dispatch_settle_done(server->settle, &done, self->rid);
-    }
-
-    //  One line per request is a write per request: at info only for the
-    //  requests an operator looks for (failed or failed over), as with spans.
-    proto_log_level_t level =
-        ending->status >= 400 || self->attempts > 1 ? PROTO_LOG_INFO : PROTO_LOG_DEBUG;
-    proto_log(level, self->rid,
-              "done status=%d attempts=%d provider=%llu model=%s in=%llu out=%llu%s "
-              "latency_ms=%llu ttfb_ms=%llu%s%s",
-              ending->status, self->attempts,
-              (unsigned long long)(candidate ? candidate->provider_id : 0),
-              candidate ? candidate->upstream_model : "-", (unsigned long long)usage->tokens_in,
-              (unsigned long long)usage->tokens_out, usage->estimated ? " (estimated)" : "",
-              (unsigned long long)(latency_us / 1000), (unsigned long long)(ttfb_us / 1000),
-              ending->error_code ? " error=" : "", ending->error_code ? ending->error_code : "");
-    if (ending->reply)
-        proto_capture_response_body(self->capture, zchunk_data(self->out), zchunk_size(self->out));
-    else
-        dispatch_taken_add(server->taken, self->rid, NULL, proto_loop_now_ms());
-    proto_capture_send(&self->capture, server->tracer, self->rid, proto_msg_trace(self->dispatch),
-                       self->client_protocol, server->catalog);
-    //  The attempts' spans waited for this: kept when the request failed,
-    //  failed over or was slow.
-    proto_trace_finish(server->tracer, self->rid,
-                       ending->status >= 400 || self->attempts > 1 ||
-                           proto_trace_is_slow(server->tracer, latency_us));
-    dispatch_route_finish(server->route, self->rid);
-    zhashx_delete(server->requests, self->rid); //  destroys the request
-    proto_metric_set(server->in_flight, (double)zhashx_size(server->requests));
-    s_check_drained(server);
-}
-
-//  Ends a request with our own error body, before anything went out.
-static void s_finish_error(s_request_t *self, int status, const char *code, const char *message,
-                           uint64_t retry_after_ms)
-{
-    log_info(self->rid, "answering %d %s: %s", status, code, message);
-    char *body = proto_error_body(self->client_protocol, status, code, message);
-    s_chunk_replace(self->out, body, strlen(body));
-    free(body);
-    s_ending_t ending = {.status = status,
-                         .content_type = "application/json",
-                         .error_code = code,
-                         .retry_after_ms = retry_after_ms,
-                         .reply = true};
-    s_finish(self, &ending);
-}
-
-//  --------------------------------------------------------------------------
-//  Relaying an attempt's answer
-
-//  Sends the client bytes made so far as one CHUNK; the first carries the
-//  status, content type and time to first byte.
-static void s_flush(s_request_t *self)
-{
-    if (zchunk_size(self->out) == 0)
-        return;
-    proto_msg_t *chunk = proto_msg_reply(self->dispatch, PROTO_MSG_CHUNK);
-    proto_msg_set_sequence(chunk, self->sequence++);
-    if (!self->relayed) {
-        proto_msg_set_status(chunk, (uint64_t)self->status);
-        proto_msg_set_content_type(chunk, self->conv.content_type);
-        proto_msg_set_ttfb_us(chunk, self->first_byte_us - self->received_us);
-        if (*self->conv.dropped)
-            proto_msg_set_dropped(chunk, self->conv.dropped);
-    }
-    proto_msg_set_body_bytes(chunk, zchunk_data(self->out), zchunk_size(self->out));
-    proto_capture_response_body(self->capture, zchunk_data(self->out), zchunk_size(self->out));
-    zchunk_set(self->out, NULL, 0);
-    if (proto_msg_send(&chunk, self->server->router) != 0)
-        log_warn(self->rid, "CHUNK could not be sent to ingress");
-    bool first = !self->relayed;
-    self->relayed = true;
-    if (first || self->conv.content_bytes >= self->provisional_bytes + S_PROVISIONAL_STEP)
-        s_provisional_relayed(self);
-}
-
-static int s_on_event(const proto_sse_event_t *event, void *arg)
-{
-    s_request_t *self = arg;
-    if (self->conv.adapter->event(&self->conv, event, self->out) != 0) {
-        self->event_fail = DISPATCH_FAIL_PROTOCOL;
-        return -1;
-    }
-    return 0;
-}
-
-//  The upstream's first body byte: from now on we know how to read it.
-static void s_on_response(void *arg, int status, const char *content_type)
-{
-    s_request_t *self = arg;
-    self->status = status;
-    self->first_byte_us = proto_loop_now_us();
-    snprintf(self->content_type, sizeof self->content_type, "%s", content_type ? content_type : "");
-    bool ok = status >= 200 && status < 300;
-    //  A stream is relayed as it comes only when it is one; an upstream
-    //  that answers a stream request with plain JSON is read as a whole.
-    if (ok && self->conv.stream && strncasecmp(self->content_type, "text/event-stream", 17) == 0)
-        self->sse = proto_sse_new(PROTO_SSE_MAX_EVENT);
-}
-
-static dispatch_fail_t s_on_data(void *arg, const char *data, size_t size)
-{
-    s_request_t *self = arg;
-    if (self->sse) {
-        //  Relay on event boundaries, each write's complete events at once:
-        //  never more than one event waits here.
-        if (proto_sse_feed(self->sse, data, size, s_on_event, self) != 0) {
-            if (!self->event_fail) {
-                snprintf(self->conv.error, sizeof self->conv.error,
-                         "upstream stream event larger than %u bytes", PROTO_SSE_MAX_EVENT);
-                self->event_fail = DISPATCH_FAIL_PROTOCOL;
-            }
-            if (self->relayed)
-                s_flush(self); //  the complete events before the bad one
-            return DISPATCH_FAIL_PROTOCOL;
-        }
-        s_flush(self);
-        return DISPATCH_FAIL_NONE;
-    }
-    bool ok = self->status >= 200 && self->status < 300;
-    size_t limit = ok ? S_MAX_ANSWER : S_MAX_ERROR_BODY;
-    if (zchunk_size(self->answer) + size > limit) {
-        if (ok)
-            return DISPATCH_FAIL_TOO_LARGE;
-        return DISPATCH_FAIL_NONE; //  the head of an error body is enough
-    }
-    zchunk_extend(self->answer, data, size);
-    return DISPATCH_FAIL_NONE;
-}
-
-//  After the transfer: was a 2xx answer complete and readable?
-static dispatch_fail_t s_check_answer(s_request_t *self, const char **detail)
-{
-    if (self->sse) {
-        if (proto_sse_finish(self->sse, s_on_event, self) != 0) {
-            *detail = self->conv.error[0] ? self->conv.error : "stream event too large";
-            return DISPATCH_FAIL_PROTOCOL;
-        }
-        if (!self->conv.complete) {
-            *detail = "stream ended before its end marker";
-            return DISPATCH_FAIL_PROTOCOL;
-        }
-        //  The client's closing bytes not out yet (a converted stream's
-        //  last events, a JSON array's bracket) go with DONE.
-        self->conv.adapter->finish(&self->conv, true, 200, NULL, NULL, self->out);
-        return DISPATCH_FAIL_NONE;
-    }
-    if (self->conv.adapter->body(&self->conv, (const char *)zchunk_data(self->answer),
-                                 zchunk_size(self->answer), self->out) != 0) {
-        *detail = self->conv.error;
-        return DISPATCH_FAIL_PROTOCOL;
-    }
-    return DISPATCH_FAIL_NONE;
-}
-
-//  Replaces every provider secret this process knows with "***" in out.
-//  Upstream error bodies are relayed to clients, and some upstreams (relays,
-//  self-hosted servers) quote the key or the Authorization header back.
-static void s_redact_secrets(proto_catalog_t *catalog, zchunk_t *out)
-{
-    size_t count = catalog ? proto_catalog_provider_key_count(catalog) : 0;
-    if (!count || !zchunk_size(out))
-        return;
-    const char **secrets = calloc(count, sizeof *secrets);
-    assert(secrets);
-    size_t used = 0;
-    for (size_t i = 0; i < count; i++) {
-        const proto_provider_key_t *key = proto_catalog_provider_key_at(catalog, i);
-        if (key->secret && *key->secret)
-            secrets[used++] = key->secret;
-    }
-    char *text = zchunk_strdup(out);
-    proto_capture_redact(text, secrets, used);
-    zchunk_set(out, text, strlen(text));
-    free(text);
-    free(secrets);
-}
-
-static void s_on_done(void *arg, dispatch_fail_t fail, const char *detail)
-{
-    s_request_t *self = arg;
-    dispatch_server_t *server = self->server;
-    int status = dispatch_policy_key_status(
-        (int)self->candidate->upstream_protocol, dispatch_call_status(self->call),
-        (const char *)zchunk_data(self->answer), zchunk_size(self->answer));
-    if (!self->status)
-        self->status = status;
-    if (fail == DISPATCH_FAIL_PROTOCOL && self->event_fail)
-        detail = self->conv.error;
-    if (fail == DISPATCH_FAIL_TOO_LARGE)
-        detail = "answer larger than 64 MiB";
-    if (fail == DISPATCH_FAIL_NONE && status >= 200 && status < 300)
-        fail = s_check_answer(self, &detail);
-
-    int outcome_status = dispatch_policy_outcome_status(fail, status);
-    dispatch_next_t next = dispatch_policy_next(fail, status, self->relayed);
-    //  The provider's own word on which statuses fail over (docs/routing.md).
-    const proto_provider_t *provider =
-        proto_catalog_provider(server->catalog, self->candidate->provider_id);
-    next = dispatch_policy_provider(next, provider, fail, status);
-    if (dispatch_reach_report(server->reach, self->candidate->provider_id, self->proxy, fail,
-                              status, proto_loop_now_ms()))
-        log_info(self->rid, "breaker: proxy %d of provider=%llu open here", self->proxy,
-                 (unsigned long long)self->candidate->provider_id);
-    s_outcome(self, outcome_status,
-              fail != DISPATCH_FAIL_NONE      ? dispatch_policy_fail_name(fail)
-              : next == DISPATCH_NEXT_SUCCESS ? NULL
-                                              : "upstream_status");
-    if (next != DISPATCH_NEXT_SUCCESS)
-        log_info(self->rid, "attempt %d provider=%llu model=%s failed: status=%d %s (%s)",
-                 self->attempts, (unsigned long long)self->candidate->provider_id,
-                 self->candidate->upstream_model, status, dispatch_policy_fail_name(fail),
-                 detail ? detail : "");
-
-    switch (next) {
-    case DISPATCH_NEXT_SUCCESS: {
-        s_ending_t ending = {.status = status,
-                             .content_type = self->sse             ? self->conv.content_type
-                                             : *self->content_type ? self->content_type
-                                                                   : "application/json",
-                             .usage = s_usage(self, true),
-                             .reply = true};
-        s_finish(self, &ending);
-        return;
-    }
-    case DISPATCH_NEXT_FAILOVER:
-        dispatch_policy_record(&self->failures, fail, status,
-                               dispatch_call_retry_after_ms(self->call));
-        proto_metric_add(server->failovers, 1);
-        if (dispatch_reach_retry(provider, self->proxy, fail, &self->proxy_retries))
-            self->next--; //  the same candidate again, through the next proxy
-        s_attempt_clear(self);
-        s_try_next(self);
-        return;
-    case DISPATCH_NEXT_RELAY: {
-        //  The upstream refused the request itself: the client hears it as
-        //  the upstream said it, in its own protocol — minus any of our
-        //  provider secrets the upstream quoted back.
-        zchunk_set(self->out, NULL, 0);
-        self->conv.adapter->error_body(&self->conv, status, (const char *)zchunk_data(self->answer),
-                                       zchunk_size(self->answer), self->out);
-        s_redact_secrets(server->catalog, self->out);
-        s_ending_t ending = {.status = status,
-                             .content_type = "application/json",
-                             .error_code = "upstream_status",
-                             .reply = true};
-        s_finish(self, &ending);
-        return;
-    }
-    case DISPATCH_NEXT_BROKEN: {
-        //  Bytes already went to the client: the stream must not look
-        //  finished. What is left of the good events goes out first, then
-        //  an error event in the client's protocol.
-        s_flush(self);
-        int final = fail == DISPATCH_FAIL_TIMEOUT ? 504 : 502;
-        const char *code = fail == DISPATCH_FAIL_TIMEOUT ? "upstream_timeout" : "upstream_error";
-        //  The adapter writes the end: a converter closes the blocks it
-        //  has open and names the reason; a JSON array gets its bracket.
-        zchunk_set(self->out, NULL, 0);
-        self->conv.adapter->finish(&self->conv, false, final, code,
-                                   "The upstream stream broke off before it was complete.",
-                                   self->out);
-        s_ending_t ending = {.status = final,
-                             .content_type = "text/event-stream",
-                             .error_code = code,
-                             .usage = s_usage(self, true),
-                             .reply = true};
-        s_finish(self, &ending);
-        return;
-    }
-    }
-}
-
-static const dispatch_call_handler_t s_handler = {s_on_response, s_on_data, s_on_done};
-
-//  --------------------------------------------------------------------------
-//  Attempts
-
-//  Starts the call for one candidate. Returns 0 when it runs, 1 when the
-//  candidate cannot be used (skip it), -1 when the request has been
-//  answered (a client error).
-static int s_start_attempt(s_request_t *self, const proto_candidate_t *candidate)
-{
-    dispatch_server_t *server = self->server;
-    const proto_provider_t *provider =
-        proto_catalog_provider(server->catalog, candidate->provider_id);
-    const proto_provider_key_t *key =
-        proto_catalog_provider_key(server->catalog, candidate->provider_key_id);
-    if (!provider || !key || key->provider_id != provider->id || !key->secret) {
-        log_warn(self->rid,
-                 "candidate provider=%llu key=%llu is not in the catalog (or its secret "
-                 "did not open); skipped",
-                 (unsigned long long)candidate->provider_id,
-                 (unsigned long long)candidate->provider_key_id);
-        return 1;
-    }
-    int upstream_protocol =
-        candidate->upstream_protocol ? (int)candidate->upstream_protocol : provider->protocol;
-    const dispatch_adapter_t *adapter =
-        dispatch_adapter_find(self->client_protocol, upstream_protocol);
-    if (!adapter) {
-        log_info(self->rid, "no converter from %s to %s yet; candidate provider=%llu skipped",
-                 proto_protocol_name(self->client_protocol), proto_protocol_name(upstream_protocol),
-                 (unsigned long long)candidate->provider_id);
-        self->unsupported = true;
-        return 1;
-    }
-    if (self->count_tokens && upstream_protocol != self->client_protocol) {
-        //  No count endpoint of the client's protocol there: our estimate.
-        char *answer = dispatch_adapter_count_answer(self->client_protocol, s_body_size(self));
-        s_chunk_replace(self->out, answer, strlen(answer));
-        free(answer);
-        log_debug(self->rid, "token count estimated here (upstream speaks %s)",
-                  proto_protocol_name(upstream_protocol));
-        s_ending_t ending = {.status = 200, .content_type = "application/json", .reply = true};
-        s_finish(self, &ending);
-        return -1;
-    }
-    dispatch_convert_init(&self->conv, adapter);
-    self->conv.client_model = proto_msg_model(self->dispatch);
-    self->conv.client_stream = proto_msg_stream(self->dispatch);
-    self->conv.json_array = self->json_array;
-    self->conv.count_tokens = self->count_tokens;
-    //  A strict provider, or a strict model, takes the whole request or none.
-    const proto_model_t *model =
-        proto_catalog_model_by_name(server->catalog, proto_msg_model(self->dispatch));
-    self->conv.strict = provider->strict || (model && model->strict);
-    char *body = NULL;
-    size_t body_size = 0;
-    if (adapter->request(&self->conv, (const char *)zframe_data(self->body), s_body_size(self),
-                         candidate->upstream_model, &body, &body_size) != 0) {
-        char message[300];
-        snprintf(message, sizeof message, "%s", self->conv.error);
-        s_finish_error(self, 400, "invalid_request", message, 0);
-        return -1;
-    }
-    char *url = dispatch_reach_url(server->catalog, provider, candidate->upstream_model,
-                                   adapter->endpoint_protocol, upstream_protocol,
-                                   self->count_tokens, self->conv.stream);
-    if (!url) {
-        free(body);
-        log_warn(self->rid, "no URL for provider=%llu; skipped",
-                 (unsigned long long)candidate->provider_id);
-        return 1;
-    }
-    uint64_t total_ms = server->total_timeout_ms;
-    if (self->deadline_us) {
-        uint64_t now = proto_loop_now_us();
-        uint64_t left_ms = self->deadline_us > now ? (self->deadline_us - now) / 1000 : 0;
-        if (left_ms < total_ms)
-            total_ms = left_ms ? left_ms : 1;
-    }
-    self->proxy = dispatch_reach_proxy(server->reach, provider, proto_loop_now_ms());
-    dispatch_call_spec_t spec = {
-        .url = url,
-        .headers = dispatch_reach_headers(
-            provider,
-            proto_upstream_headers(adapter->endpoint_protocol, key->secret, self->conv.stream)),
-        .proxy = self->proxy >= 0 ? provider->proxies.names[self->proxy] : NULL,
-        .body = body,
-        .body_size = body_size,
-        .connect_timeout_ms = server->connect_timeout_ms,
-        .first_byte_timeout_ms = server->first_byte_timeout_ms,
-        .idle_timeout_ms = server->idle_timeout_ms,
-        .total_timeout_ms = total_ms,
-    };
-    self->candidate = candidate;
-    self->attempts++;
-    self->call = dispatch_call_new(server->multi, server->loop, &spec, &s_handler, self);
-    free(url);
-    if (!self->call) {
-        log_error(self->rid, "libcurl refused the upstream call");
-        return 1;
-    }
-    //  Journaled at the end of this turn, before libcurl sends a byte (it
-    //  sends from the loop's next turns).
-    s_provisional_lost(self);
-    if (*self->conv.dropped)
-        //  The request log names what the conversion left out, as the
-        //  client's x-tollgate-dropped-fields header does.
-        log_info(self->rid, "attempt %d to provider=%llu (%s) dropped fields: %s", self->attempts,
-                 (unsigned long long)candidate->provider_id, adapter->name, self->conv.dropped);
-    log_debug(self->rid, "attempt %d provider=%llu model=%s via %s", self->attempts,
-              (unsigned long long)candidate->provider_id, candidate->upstream_model, adapter->name);
-    return 0;
-}
-
-//  Tries candidates from self->next on until one runs; when none is left,
-//  answers with the failure that fits what happened.
-static void s_try_next(s_request_t *self)
-{
-    while (self->next < self->candidate_count) {
-        if (self->deadline_us && proto_loop_now_us() >= self->deadline_us) {
-            dispatch_policy_record(&self->failures, DISPATCH_FAIL_TIMEOUT, 0, 0);
-            break;
-        }
-        const proto_candidate_t *candidate = &self->candidates[self->next++];
-        int rc = s_start_attempt(self, candidate);
-        if (rc <= 0)
-            return; //  running, or answered
-    }
-    if (self->failures.failed == 0 && self->unsupported) {
-        char message[200];
-        snprintf(message, sizeof message,
-                 "Requests in the %s protocol cannot be sent to this model's providers yet.",
-                 proto_protocol_name(self->client_protocol));
-        s_finish_error(self, 400, "unsupported_protocol", message, 0);
-        return;
-    }
-    const char *code, *message;
-    int status = dispatch_policy_final(&self->failures, &code, &message);
-    s_finish_error(self, status, code, message, status == 429 ? self->failures.retry_after_ms : 0);
-}
-
-//  --------------------------------------------------------------------------
-//  Routing: the same decision the router explains, made here
-
-//  Orders the candidates of a new request. Returns 0, or -1 when it was
-//  answered (404, 429, 503) instead.
-static int s_decide(dispatch_server_t *self, s_request_t *request)
-{
-    proto_msg_t *msg = request->dispatch;
-    router_request_t query = {
-        .request_id = request->rid,
-        .model = proto_msg_model(msg),
-        .key_id = proto_msg_key_id(msg),
-        .account_id = proto_msg_account_id(msg),
-        .session = proto_msg_has(msg, PROTO_FIELD_session) ? proto_msg_session(msg) : NULL,
-        .capabilities =
-            proto_msg_has(msg, PROTO_FIELD_capabilities) ? proto_msg_capabilities(msg) : NULL,
-        .now_ms = proto_loop_now_ms()};
-    uint64_t started_us = proto_loop_now_us();
-    router_decision_t *decision = malloc(sizeof *decision);
-    assert(decision);
-    dispatch_route_decide(self->route, &query, decision);
-    int status = decision->status;
-    proto_observe_decision(self->tracer, request->rid, proto_msg_trace(msg), status,
-                           decision->candidates, status == 200 ? decision->count : 0, started_us);
-    if (status == 200) {
-        //  Sized by what the decision gave (usually one to three), not by
-        //  the most a decision may give: a request in flight is small.
-        request->candidates = malloc(decision->count * sizeof *decision->candidates);
-        assert(request->candidates);
-        memcpy(request->candidates, decision->candidates,
-               decision->count * sizeof *decision->candidates);
-        request->candidate_count = decision->count;
-        if (decision->last_resort)
-            log_info(request->rid, "model %s: every candidate is open; last resort provider=%llu",
-                     query.model, (unsigned long long)decision->candidates[0].provider_id);
-    } else {
-        proto_metric_add(self->no_route, 1);
-        log_info(request->rid, "no route for model %s: %d %s", query.model, status,
-                 decision->error_code);
-        s_finish_error(request, status, decision->error_code, decision->error_message,
-                       decision->retry_after_ms);
-    }
-    free(decision);
-    return status == 200 ? 0 : -1;
-}
-
-//  --------------------------------------------------------------------------
-//  Sockets
 
 //  --------------------------------------------------------------------------
 //  Only accounts and keys of the catalog: a DISPATCH is ingress' word that
@@ -951,9 +90,9 @@ static void s_on_dispatch(dispatch_server_t *self, proto_msg_t **msg_p);
 
 static bool s_known(dispatch_server_t *self, const proto_msg_t *msg)
 {
-    const proto_api_key_t *key = proto_catalog_key(self->catalog, proto_msg_key_id(msg));
+    const proto_api_key_t *key = proto_catalog_key(self->env.catalog, proto_msg_key_id(msg));
     return key && key->account_id == proto_msg_account_id(msg) &&
-           proto_catalog_account(self->catalog, key->account_id);
+           proto_catalog_account(self->env.catalog, key->account_id);
 }
 
 static void s_refuse_unknown(dispatch_server_t *self, proto_msg_t **msg_p)
@@ -1020,37 +159,6 @@ static void s_hold_unknown(dispatch_server_t *self, proto_msg_t **msg_p)
     zlistx_add_end(self->unverified, held);
 }
 
-//  A DISPATCH for a request running here: ingress lost its connection to us
-//  and sent it again. Replies go to the new connection from now on. If
-//  CHUNKs went to the old one, the client's answer lost its head: the
-//  request ends with an error that ingress can still give (no byte reached
-//  the client), recorded and not charged.
-static void s_on_dispatch_again(s_request_t *request, proto_msg_t *msg)
-{
-    proto_msg_set_routing_id(request->dispatch, proto_msg_routing_id(msg));
-    if (!request->relayed) {
-        log_info(request->rid, "DISPATCH again for a request in flight: replies follow it");
-        return;
-    }
-    log_warn(request->rid, "DISPATCH again after CHUNKs went to a lost connection; ending it");
-    if (request->call) {
-        s_outcome(request, S_STATUS_CANCELLED, "client_cancelled");
-        dispatch_call_destroy(&request->call);
-    }
-    request->head_lost = true;
-    request->relayed = false; //  the DONE below is the whole answer now
-    char *body = proto_error_body(request->client_protocol, 502, "stream_interrupted",
-                                  "The answer was lost between gateway programs; please retry.");
-    s_chunk_replace(request->out, body, strlen(body));
-    free(body);
-    s_ending_t ending = {.status = 502,
-                         .content_type = "application/json",
-                         .error_code = "stream_interrupted",
-                         .usage = s_usage(request, true),
-                         .reply = true};
-    s_finish(request, &ending);
-}
-
 //  A DISPATCH for a request finished here: its answer again, or an error
 //  when the answer was not kept. Never a second upstream call.
 static void s_answer_again(dispatch_server_t *self, proto_msg_t *msg, proto_msg_t **done_p)
@@ -1088,11 +196,12 @@ static void s_on_dispatch(dispatch_server_t *self, proto_msg_t **msg_p)
     }
     self->last_dispatch_ms = proto_loop_now_ms();
     //  Taken once, never run twice (also while draining).
-    s_request_t *running = zhashx_lookup(self->requests, rid);
+    dispatch_request_t *running = zhashx_lookup(self->requests, rid);
     proto_msg_t *done = NULL;
-    bool finished = !running && dispatch_taken_find(self->taken, rid, proto_loop_now_ms(), &done);
+    bool finished =
+        !running && dispatch_taken_find(self->env.taken, rid, proto_loop_now_ms(), &done);
     if (running)
-        s_on_dispatch_again(running, msg);
+        dispatch_request_again(running, msg);
     else if (finished)
         s_answer_again(self, msg, &done);
     if (running || finished) {
@@ -1119,48 +228,23 @@ static void s_on_dispatch(dispatch_server_t *self, proto_msg_t **msg_p)
     //  Sent again after this process died with it under way (ingress got none
     //  of its replies): the provisional record the journal gave back waits
     //  for this run's own records, which replace it.
-    if (dispatch_settle_rerun(self->settle, rid))
+    if (dispatch_settle_rerun(self->env.settle, rid))
         log_info(rid, "sent again after a restart: the replayed provisional record waits");
-    s_request_t *request = s_request_new(self, msg_p);
-    zhashx_insert(self->requests, request->rid, request);
+    dispatch_request_t *request = dispatch_request_new(&self->env, msg_p);
+    zhashx_insert(self->requests, dispatch_request_id(request), request);
     proto_metric_set(self->in_flight, (double)zhashx_size(self->requests));
-    int protocol = request->client_protocol;
-    if (protocol < PROTO_PROTOCOL_OPENAI || protocol > PROTO_PROTOCOL_OPENAI_EMBEDDINGS)
-        s_finish_error(request, 400, "unsupported_protocol", "Unknown client protocol.", 0);
-    else if (!s_body_size(request))
-        s_finish_error(request, 400, "invalid_request", "The request has no body.", 0);
-    else if (s_decide(self, request) == 0)
-        s_try_next(request);
+    dispatch_request_start(request);
 }
 
 static void s_on_cancel(dispatch_server_t *self, proto_msg_t *msg)
 {
     const char *rid = proto_msg_request_id(msg);
-    s_request_t *request = zhashx_lookup(self->requests, rid);
+    dispatch_request_t *request = zhashx_lookup(self->requests, rid);
     if (!request) {
         log_debug(rid, "CANCEL for a request not in flight");
         return;
     }
-    log_info(rid, "cancelled by ingress (%s) after %d attempt(s)",
-             proto_msg_has(msg, PROTO_FIELD_reason) ? proto_msg_reason(msg) : "no reason",
-             request->attempts);
-    bool in_flight = request->call != NULL;
-    if (in_flight) {
-        s_outcome(request, S_STATUS_CANCELLED, "client_cancelled");
-        //  Removing the transfer closes its connection now: the upstream
-        //  stops generating (and charging) at once.
-        dispatch_call_destroy(&request->call);
-    }
-    //  The upstream read the prompt, so input is charged; output only as
-    //  far as it reached the client.
-    proto_usage_t usage = {0};
-    if (in_flight)
-        usage = s_usage(request, request->relayed);
-    s_ending_t ending = {.status = S_STATUS_CANCELLED,
-                         .error_code = "client_cancelled",
-                         .usage = usage,
-                         .reply = false};
-    s_finish(request, &ending);
+    dispatch_request_cancel(request, msg);
 }
 
 static void s_ingress_message(proto_msg_t **msg_p, void *arg)
@@ -1199,9 +283,9 @@ static void s_catalog_swap(proto_catalog_t **catalog_p, void *arg)
     //  Requests hold candidate ids, never catalog pointers across turns,
     //  so the old snapshot can go at once (once the route's pairs, which
     //  borrow it, are rebuilt on the new one).
-    dispatch_route_set_catalog(self->route, *catalog_p);
-    proto_catalog_destroy(&self->catalog);
-    self->catalog = *catalog_p;
+    dispatch_route_set_catalog(self->env.route, *catalog_p);
+    proto_catalog_destroy(&self->env.catalog);
+    self->env.catalog = *catalog_p;
     *catalog_p = NULL;
     if (self->unverified)
         s_unverified_check(self, false);
@@ -1212,7 +296,17 @@ static void s_catalog_swap(proto_catalog_t **catalog_p, void *arg)
 
 static void s_request_free(void **item)
 {
-    s_request_destroy((s_request_t **)item);
+    dispatch_request_destroy((dispatch_request_t **)item);
+}
+
+//  A request ended: forgetting it destroys it, and the last one may end a
+//  drain.
+static void s_request_end(const char *request_id, void *arg)
+{
+    dispatch_server_t *self = arg;
+    zhashx_delete(self->requests, request_id);
+    proto_metric_set(self->in_flight, (double)zhashx_size(self->requests));
+    s_check_drained(self);
 }
 
 static zsock_t *s_bind(int type, proto_config_t *config, const char *key)
@@ -1236,10 +330,10 @@ static void s_collect(proto_metrics_t *metrics, void *arg)
     dispatch_server_t *self = arg;
     proto_metric_set(proto_metrics_gauge(metrics, "tollgate_dispatch_outbox",
                                          "SETTLEs kept until billing's COMMIT.", NULL),
-                     (double)dispatch_settle_pending(self->settle));
+                     (double)dispatch_settle_pending(self->env.settle));
     proto_metric_set(proto_metrics_gauge(metrics, "tollgate_dispatch_done_waiting",
                                          "DONEs waiting for the settlement journal's sync.", NULL),
-                     (double)dispatch_settle_waiting(self->settle));
+                     (double)dispatch_settle_waiting(self->env.settle));
 }
 
 dispatch_server_t *dispatch_server_new(proto_service_t *service)
@@ -1251,24 +345,31 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
     self->config = proto_service_config(service);
     self->metrics = proto_service_metrics(service);
     self->tracer = proto_service_trace(service);
-    self->connect_timeout_ms =
+    self->env.loop = self->loop;
+    self->env.metrics = self->metrics;
+    self->env.tracer = self->tracer;
+    self->env.on_end = s_request_end;
+    self->env.arg = self;
+    self->env.connect_timeout_ms =
         (uint64_t)proto_config_int(self->config, "dispatch.connect_timeout_ms");
-    self->first_byte_timeout_ms =
+    self->env.first_byte_timeout_ms =
         (uint64_t)proto_config_int(self->config, "dispatch.first_byte_timeout_ms");
-    self->idle_timeout_ms = (uint64_t)proto_config_int(self->config, "dispatch.idle_timeout_ms");
-    self->total_timeout_ms = (uint64_t)proto_config_int(self->config, "dispatch.total_timeout_ms");
+    self->env.idle_timeout_ms =
+        (uint64_t)proto_config_int(self->config, "dispatch.idle_timeout_ms");
+    self->env.total_timeout_ms =
+        (uint64_t)proto_config_int(self->config, "dispatch.total_timeout_ms");
     self->requests = zhashx_new();
     zhashx_set_destructor(self->requests, s_request_free);
     self->unverified = zlistx_new();
     self->in_flight = proto_metrics_gauge(self->metrics, "tollgate_dispatch_in_flight",
                                           "Requests being dispatched", NULL);
-    self->failovers = proto_metrics_counter(self->metrics, "tollgate_dispatch_failovers_total",
-                                            "Attempts replaced by the next candidate", NULL);
-    self->no_route = proto_metrics_counter(self->metrics, "tollgate_dispatch_no_route_total",
-                                           "Requests no candidate could take", NULL);
+    self->env.failovers = proto_metrics_counter(self->metrics, "tollgate_dispatch_failovers_total",
+                                                "Attempts replaced by the next candidate", NULL);
+    self->env.no_route = proto_metrics_counter(self->metrics, "tollgate_dispatch_no_route_total",
+                                               "Requests no candidate could take", NULL);
     router_breaker_config_t breaker = router_server_breaker_config(self->config);
-    self->route = dispatch_route_new(self->config, proto_service_instance(service));
-    self->reach = dispatch_reach_new(&breaker);
+    self->env.route = dispatch_route_new(self->config, proto_service_instance(service));
+    self->env.reach = dispatch_reach_new(&breaker);
 
     char error[512];
     self->watch =
@@ -1277,27 +378,29 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
         log_error(NULL, "cannot load the configuration catalog: %s", error);
         goto fail;
     }
-    self->multi = proto_curl_new(self->loop);
+    self->env.multi = proto_curl_new(self->loop);
     self->router = s_bind(ZMQ_ROUTER, self->config, "dispatch.bind");
     self->events = s_bind(ZMQ_PUB, self->config, "dispatch.events.bind");
-    if (!self->multi || !self->router || !self->events)
+    if (!self->env.multi || !self->router || !self->events)
         goto fail;
+    self->env.router = self->router;
     //  Routers and health fold outcomes in batches: under load a
     //  millisecond gathers many.
-    self->outcomes = proto_batch_new(self->loop, self->events, 256, PROTO_BATCH_BYTES_MAX, 1);
-    if (dispatch_route_listen(self->route, self->loop, self->outcomes) != 0)
+    self->env.outcomes = proto_batch_new(self->loop, self->events, 256, PROTO_BATCH_BYTES_MAX, 1);
+    if (dispatch_route_listen(self->env.route, self->loop, self->env.outcomes) != 0)
         goto fail;
-    self->settle = dispatch_settle_new(self->loop, self->config, self->router, s_on_commit, self);
-    if (!self->settle)
+    self->env.settle =
+        dispatch_settle_new(self->loop, self->config, self->router, s_on_commit, self);
+    if (!self->env.settle)
         goto fail;
-    self->nonce = randombytes_random();
-    self->taken = dispatch_taken_new(S_TAKEN_TTL_MS, S_TAKEN_BYTES, S_TAKEN_IDS);
+    self->env.nonce = randombytes_random();
+    self->env.taken = dispatch_taken_new(S_TAKEN_TTL_MS, S_TAKEN_BYTES, S_TAKEN_IDS);
     proto_service_on_collect(service, s_collect, self);
     proto_loop_add_socket(self->loop, self->router, s_router_ready, self);
     log_info(NULL, "dispatch on %s, outcomes on %s, %d billing endpoint(s)",
              proto_config_str(self->config, "dispatch.bind"),
              proto_config_str(self->config, "dispatch.events.bind"),
-             dispatch_settle_endpoints(self->settle));
+             dispatch_settle_endpoints(self->env.settle));
     return self;
 fail:
     dispatch_server_destroy(&self);
@@ -1323,17 +426,17 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
     //  Requests first: their calls must leave the multi handle before it goes.
     zhashx_destroy(&self->requests);
     //  Then the DONEs that waited for the journal, while the ROUTER is open.
-    dispatch_settle_destroy(&self->settle);
+    dispatch_settle_destroy(&self->env.settle);
     if (self->router)
         proto_loop_remove_socket(self->loop, self->router);
-    dispatch_taken_destroy(&self->taken);
-    proto_batch_destroy(&self->outcomes);
-    proto_curl_destroy(&self->multi);
+    dispatch_taken_destroy(&self->env.taken);
+    proto_batch_destroy(&self->env.outcomes);
+    proto_curl_destroy(&self->env.multi);
     proto_watch_destroy(&self->watch);
     //  The route's pairs borrow the catalog: the route goes first.
-    dispatch_route_destroy(&self->route);
-    proto_catalog_destroy(&self->catalog);
-    dispatch_reach_destroy(&self->reach);
+    dispatch_route_destroy(&self->env.route);
+    proto_catalog_destroy(&self->env.catalog);
+    dispatch_reach_destroy(&self->env.reach);
     zsock_destroy(&self->router);
     zsock_destroy(&self->events);
     free(self);
@@ -1348,7 +451,7 @@ void dispatch_server_drain(dispatch_server_t *self)
         self->drain_timer =
             proto_loop_add_timer(self->loop, S_DRAIN_TICK_MS, true, s_drain_tick, self);
     log_info(NULL, "draining: %zu request(s) in flight, %zu settlement(s) unacknowledged",
-             zhashx_size(self->requests), dispatch_settle_pending(self->settle));
+             zhashx_size(self->requests), dispatch_settle_pending(self->env.settle));
     s_check_drained(self);
 }
 
@@ -1358,11 +461,11 @@ char *dispatch_server_status(dispatch_server_t *self)
     if (asprintf(&text,
                  "{\"in_flight\":%zu,\"upstream_transfers\":%zu,\"settle_pending\":%zu,"
                  "\"table_version\":%llu,\"table_router\":\"%s\",\"tables\":%llu}",
-                 zhashx_size(self->requests), proto_curl_running(self->multi),
-                 dispatch_settle_pending(self->settle),
-                 (unsigned long long)dispatch_route_table_version(self->route),
-                 dispatch_route_table_router(self->route),
-                 (unsigned long long)dispatch_route_tables_merged(self->route)) < 0)
+                 zhashx_size(self->requests), proto_curl_running(self->env.multi),
+                 dispatch_settle_pending(self->env.settle),
+                 (unsigned long long)dispatch_route_table_version(self->env.route),
+                 dispatch_route_table_router(self->env.route),
+                 (unsigned long long)dispatch_route_tables_merged(self->env.route)) < 0)
         return NULL;
     return text;
 }

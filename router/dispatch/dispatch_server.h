@@ -8,17 +8,12 @@
     plus the configuration catalog (provider URLs and opened secrets) kept
     fresh by proto_watch, and the libcurl multi handle on the same loop.
 
-    A request lives from DISPATCH to its DONE (or CANCEL). It walks its
-    candidates in order; each attempt is a dispatch_call converted by a
-    dispatch_adapter. What an attempt's failure leads to is dispatch_policy's
-    decision; the one invariant this file keeps is that once a byte of an
-    answer went to ingress, no other candidate is tried and the request ends
-    with an error event instead of a clean end.
-
-    Every request that reached us is settled exactly once (SETTLE into the
-    outbox) when it ends, whatever the outcome, with the usage of the final
-    attempt only: an attempt replaced by a failover produced nothing the
-    client received.
+    The server owns those and what the requests share, and handles the
+    conversation with ingress: DISPATCH (taken once, never run twice; held
+    while our catalog lacks its key), CANCEL, and draining. A request's own
+    life, from DISPATCH to DONE and its one SETTLE, is dispatch_request's;
+    the decision and what it learns, dispatch_route's; the settlement
+    outbox and the DONEs that wait for its journal, dispatch_settle's.
 */
 #ifndef DISPATCH_SERVER_H_INCLUDED
 #define DISPATCH_SERVER_H_INCLUDED

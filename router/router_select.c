@@ -387,50 +387,71 @@ static void s_score(const router_context_t *context, router_mode_t mode, s_optio
     option->provider_draw = mode == ROUTER_MODE_KEY_PRIORITY ? option->draw : 0;
 }
 
-//  Stage 1 of the order: one draw per provider, by its weight (by the
-//  session's hash when there is one), shared by all its options.
+//  Which options share a provider's stage-1 draw: the eligible ones, the
+//  breaker-open ones (the last resort is drawn among those), the rest.
+static int s_stage_class(const s_option_t *option)
+{
+    if (!option->why)
+        return 0;
+    return strcmp(option->why, "breaker") == 0 && option->breaker.state == ROUTER_BREAKER_OPEN ? 1
+                                                                                               : 2;
+}
+
+//  Groups options by stage class, tier and provider (any order of groups).
+static int s_compare_group(const void *a, const void *b)
+{
+    const s_option_t *left = a, *right = b;
+    int classes = s_stage_class(left) - s_stage_class(right);
+    if (classes)
+        return classes;
+    for (int i = 0; i < 3; i++)
+        if (left->tier[i] != right->tier[i])
+            return left->tier[i] > right->tier[i] ? -1 : 1;
+    if (left->candidate.provider_id != right->candidate.provider_id)
+        return left->candidate.provider_id < right->candidate.provider_id ? -1 : 1;
+    return 0;
+}
+
+//  Stage 1 of the order: one draw per provider and tier, by its weight (by
+//  the session's hash when there is one), shared by its options there. A
+//  provider's weight is its own times the mean weight of its routes and
+//  rules in that tier and class: one route of weight 3 against another's of
+//  weight 1 still leads 3:1, but many routes or keys add nothing, and a
+//  route of another tier, or an excluded one, changes nothing. Any number
+//  of providers: the options are grouped by sorting, not in a table.
 static void s_stage_providers(const router_context_t *context, router_mode_t mode,
                               s_option_t *options, size_t count, uint64_t session_seed)
 {
     if (mode == ROUTER_MODE_KEY_PRIORITY)
         return;
-    //  A provider's weight in this stage is its own times the mean weight of
-    //  its routes and rules here: one route of weight 3 against another's of
-    //  weight 1 still leads 3:1, but many routes or keys add nothing.
     bool by_routes = mode == ROUTER_MODE_PRIORITY || mode == ROUTER_MODE_WEIGHTED ||
                      mode == ROUTER_MODE_BALANCED;
-    uint64_t ids[PROTO_MSG_CANDIDATES_MAX], draws[PROTO_MSG_CANDIDATES_MAX];
-    size_t known = 0;
-    for (size_t i = 0; i < count; i++) {
-        s_option_t *option = &options[i];
-        size_t k = 0;
-        while (k < known && ids[k] != option->candidate.provider_id)
-            k++;
-        if (k < known) {
-            option->provider_draw = draws[k];
-            continue;
-        }
+    qsort(options, count, sizeof *options, s_compare_group);
+    for (size_t start = 0, end; start < count; start = end) {
+        end = start + 1;
+        while (end < count && s_compare_group(&options[start], &options[end]) == 0)
+            end++;
         double sum = 0, pairs = 0;
-        for (size_t j = i; by_routes && j < count; j++)
-            if (options[j].candidate.provider_id == option->candidate.provider_id) {
+        for (size_t j = start; by_routes && j < end; j++) {
+            bool seen = false; //  a route with many keys counts once
+            for (size_t k = start; k < j && !seen; k++)
+                seen = options[k].pair == options[j].pair;
+            if (!seen) {
                 sum += (double)s_weight(options[j].pair->weight);
                 pairs++;
             }
-        double weight = option->provider_weight * (pairs > 0 ? sum / pairs : 1.0);
+        }
+        double weight = options[start].provider_weight * (pairs > 0 ? sum / pairs : 1.0);
         uint64_t draw;
         if (session_seed) {
-            proto_candidate_t provider = {.provider_key_id = option->candidate.provider_id};
+            proto_candidate_t provider = {.provider_key_id = options[start].candidate.provider_id};
             snprintf(provider.upstream_model, sizeof provider.upstream_model, "provider");
             draw = s_rendezvous(session_seed, &provider, weight);
         } else
             draw = s_draw(context->rng, weight);
-        for (size_t j = i; j < count; j++)
-            if (options[j].candidate.provider_id == option->candidate.provider_id)
-                options[j].provider_weight = weight;
-        option->provider_draw = draw;
-        if (known < PROTO_MSG_CANDIDATES_MAX) {
-            ids[known] = option->candidate.provider_id;
-            draws[known++] = draw;
+        for (size_t j = start; j < end; j++) {
+            options[j].provider_weight = weight;
+            options[j].provider_draw = draw;
         }
     }
 }

@@ -371,6 +371,84 @@ static void s_test_owner(router_request_t *request, router_rng_t *rng)
     proto_catalog_destroy(&catalog);
 }
 
+//  How often `provider_id` leads in `rounds` decisions for model "m".
+static int s_leads(router_context_t *context, uint64_t provider_id, int rounds)
+{
+    int leads = 0;
+    for (int i = 0; i < rounds; i++) {
+        router_request_t request = {.model = "m", .now_ms = 5000, .dry_run = true};
+        router_decision_t decision;
+        router_select_decide(context, &request, &decision, NULL);
+        PROTO_CHECK(decision.status == 200 && decision.count > 0);
+        leads += decision.candidates[0].provider_id == provider_id;
+    }
+    return leads;
+}
+
+//  A provider's stage-1 share counts only its routes eligible in the tier
+//  being drawn, and holds with any number of providers.
+static void s_test_provider_shares(router_rng_t *rng)
+{
+    const int rounds = 20000;
+    char error[256];
+    //  "a" has a route of weight 9 in a lower tier (priority) or blocked
+    //  (weighted): against "b" it still leads 1:1, not 5:1.
+    const char *shapes[] = {
+        "{\"providers\":[{\"id\":1,\"name\":\"a\"},{\"id\":2,\"name\":\"b\"}],"
+        "\"provider_keys\":[{\"id\":1,\"provider_id\":1},{\"id\":2,\"provider_id\":2}],"
+        "\"models\":[{\"id\":1,\"name\":\"m\"}],\"routes\":["
+        "{\"id\":1,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"a1\",\"priority\":1},"
+        "{\"id\":2,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"a0\",\"weight\":9},"
+        "{\"id\":3,\"model_id\":1,\"provider_id\":2,\"upstream_model\":\"b1\",\"priority\":1}]}",
+        "{\"providers\":[{\"id\":1,\"name\":\"a\",\"blocked_models\":[\"*-preview\"]},"
+        "{\"id\":2,\"name\":\"b\"}],\"provider_keys\":[{\"id\":1,\"provider_id\":1},"
+        "{\"id\":2,\"provider_id\":2}],\"models\":[{\"id\":1,\"name\":\"m\",\"scheduling\":"
+        "\"weighted\"}],\"routes\":["
+        "{\"id\":1,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"a\"},"
+        "{\"id\":2,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"a-preview\",\"weight\":9},"
+        "{\"id\":3,\"model_id\":1,\"provider_id\":2,\"upstream_model\":\"b\"}]}"};
+    for (size_t i = 0; i < 2; i++) {
+        proto_catalog_t *catalog = proto_catalog_from_json(shapes[i], error, sizeof error);
+        PROTO_CHECK(catalog);
+        proto_map_t *map = proto_map_build(catalog, false);
+        router_context_t context = {.catalog = catalog, .map = map, .rng = rng};
+        PROTO_CHECK(s_near(s_leads(&context, 1, rounds), rounds, 0.5, 0.02));
+        proto_map_destroy(&map);
+        proto_catalog_destroy(&catalog);
+    }
+    //  66 providers of weight 1; the last has ten keys and still leads 1/66
+    //  (the providers past the 64th drew once per key: about 10/75).
+    size_t size = 64 * 1024, used = 0;
+    char *text = malloc(size);
+    PROTO_CHECK(text);
+    used += (size_t)snprintf(text + used, size - used, "{\"providers\":[");
+    for (int p = 1; p <= 66; p++)
+        used += (size_t)snprintf(text + used, size - used, "%s{\"id\":%d,\"name\":\"p%d\"}",
+                                 p > 1 ? "," : "", p, p);
+    used += (size_t)snprintf(text + used, size - used, "],\"provider_keys\":[");
+    for (int k = 1; k <= 75; k++)
+        used += (size_t)snprintf(text + used, size - used, "%s{\"id\":%d,\"provider_id\":%d}",
+                                 k > 1 ? "," : "", k, k < 66 ? k : 66);
+    used += (size_t)snprintf(text + used, size - used,
+                             "],\"models\":[{\"id\":1,\"name\":\"m\",\"scheduling\":"
+                             "\"weighted\"}],\"routes\":[");
+    for (int p = 1; p <= 66; p++)
+        used += (size_t)snprintf(text + used, size - used,
+                                 "%s{\"id\":%d,\"model_id\":1,\"provider_id\":%d,"
+                                 "\"upstream_model\":\"u\"}",
+                                 p > 1 ? "," : "", p, p);
+    snprintf(text + used, size - used, "]}");
+    PROTO_CHECK(used < size - 8);
+    proto_catalog_t *catalog = proto_catalog_from_json(text, error, sizeof error);
+    free(text);
+    PROTO_CHECK(catalog);
+    proto_map_t *map = proto_map_build(catalog, false);
+    router_context_t context = {.catalog = catalog, .map = map, .rng = rng};
+    PROTO_CHECK(s_near(s_leads(&context, 66, rounds), rounds, 1.0 / 66, 0.01));
+    proto_map_destroy(&map);
+    proto_catalog_destroy(&catalog);
+}
+
 //  A provider's block list and own protocols, and the two stages of ties (provider, then
 //  its routes). rng continues the test's sequence.
 static void s_test_reach_stages(router_request_t *request, router_rng_t *rng)
@@ -591,6 +669,8 @@ void router_select_test(bool verbose)
     s_test_reach_stages(&request, &rng);
 
     s_test_owner(&request, &rng);
+
+    s_test_provider_shares(&rng);
 
     s_test_extremes(&request, &rng);
 

@@ -1,43 +1,35 @@
 /*  ingress_server: see the header, and docs/ingress.md.
 
-    The server owns the listener, the peers and what the parts of the
-    request path share (ingress_server_private.h); a request's life and
-    its suspension are described in ingress_request.h.
+    The server owns the listener, the peers (a DEALER per billing and per
+    dispatch instance), the catalog, the drain, and what the parts of the
+    request path share (ingress_server_private.h). The parts, by job:
+    ingress_http (the client API's handlers), ingress_admit (billing),
+    ingress_relay (dispatch), ingress_request (one request's life and
+    answers), ingress_queue (timeouts).
 */
 #include "ingress_server.h"
-#include "ingress_server_private.h"
-#include "ingress_request.h"
-#include "proto_check.h"
 #include "ingress_admit.h"
-#include "ingress_buffer.h"
 #include "ingress_daemon.h"
+#include "ingress_http.h"
 #include "ingress_lease.h"
 #include "ingress_models.h"
-#include "ingress_parse.h"
 #include "ingress_queue.h"
 #include "ingress_relay.h"
-#include "ingress_route.h"
-#include "ingress_usage.h"
+#include "ingress_request.h"
+#include "ingress_server_private.h"
+#include "proto_check.h"
 #include "proto_batch.h"
-#include "proto_capture.h"
 #include "proto_crypto.h"
-#include "proto_error.h"
 #include "proto_log.h"
 #include "proto_socket.h"
 #include "proto_msg.h"
-#include "proto_observe.h"
 #include "proto_outbox.h"
-#include "proto_price.h"
 #include "proto_tls.h"
-#include "proto_trace.h"
 #include "proto_watch.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
-#include <jansson.h>
-#include <sodium.h>
-#include <strings.h>
 #include <netinet/in.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -51,58 +43,9 @@
 #define S_CONNECTION_MEMORY 16384  //  per-connection MHD pool: headers and write buffer
 #define S_CONNECTION_TIMEOUT_S 120 //  idle keep-alive connections close after this
 #define S_SETTLE_RESEND_MS 1000    //  outbox re-send period for SETTLE
-#define S_DISCARD_FACTOR 4ULL      //  oversize bodies read and dropped up to this x limit
 #define S_PEER_RCVHWM 100000       //  CHUNKs we queue before dispatch's ROUTER must drop
-#define S_BODY_INITIAL_MAX 65536   //  first body allocation, whatever Content-Length says
 #define S_LEASE_SWEEP_MS 250       //  expired leases are given back this often
 #define S_MODELS_CACHE_MAX 10000   //  model lists kept (one per key and protocol)
-
-//  --------------------------------------------------------------------------
-//  Metrics
-
-static proto_metric_t *s_requests_counter(ingress_server_t *self, const char *route,
-                                          const char *model, int status)
-{
-    //  A model name is the operator's text: it may hold a quote.
-    char labels[512], escaped[300];
-    proto_metrics_label(escaped, sizeof escaped, model);
-    snprintf(labels, sizeof labels, "route=\"%s\",model=\"%s\",status=\"%d\"", route, escaped,
-             status);
-    proto_metric_t *metric = zhashx_lookup(self->counters, labels);
-    if (!metric) {
-        metric = proto_metrics_counter(self->metrics, "tollgate_ingress_requests_total",
-                                       "Client API requests by route, model and status.", labels);
-        zhashx_insert(self->counters, labels, metric);
-    }
-    return metric;
-}
-
-static proto_metric_t *s_duration_histogram(ingress_server_t *self, const char *route)
-{
-    proto_metric_t *metric = zhashx_lookup(self->histograms, route);
-    if (!metric) {
-        char labels[128];
-        snprintf(labels, sizeof labels, "route=\"%s\"", route);
-        metric = proto_metrics_histogram(self->metrics, "tollgate_ingress_request_seconds",
-                                         "Client API request duration, first byte in to last "
-                                         "byte out.",
-                                         labels);
-        zhashx_insert(self->histograms, route, metric);
-    }
-    return metric;
-}
-
-//  The model label: only names the catalog knows, so that clients cannot
-//  grow the metric set without bound.
-static const char *s_model_label(ingress_server_t *self, ingress_request_t *r)
-{
-    if (!r->route || r->route->kind != INGRESS_ROUTE_GENERATE)
-        return "";
-    if (!r->parsed.model[0])
-        return "none";
-    return proto_catalog_model_by_name(self->catalog, r->parsed.model) ? r->parsed.model
-                                                                       : "unknown";
-}
 
 //  --------------------------------------------------------------------------
 //  The pipeline's hold
@@ -161,464 +104,6 @@ void ingress_server_hangup(proto_loop_t *loop, int fd, uint32_t events, void *ar
         ingress_request_resume(r);
         break;
     }
-}
-
-//  --------------------------------------------------------------------------
-//  The client API
-
-//  True when /metrics is open, or the request bears its token (compared
-//  as hashes, in constant time).
-static bool s_metrics_allowed(ingress_server_t *self, ingress_request_t *r)
-{
-    if (!self->metrics_token_hash[0])
-        return true;
-    const char *authorization =
-        MHD_lookup_connection_value(r->connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
-        return false;
-    char hash[PROTO_CRYPTO_HASH_HEX + 1];
-    proto_crypto_hash_hex(authorization + 7, strlen(authorization + 7), hash);
-    return sodium_memcmp(hash, self->metrics_token_hash, PROTO_CRYPTO_HASH_HEX) == 0;
-}
-
-static int s_authenticate(ingress_server_t *self, ingress_request_t *r)
-{
-    struct MHD_Connection *c = r->connection;
-    size_t length;
-    ingress_key_source_t source;
-    const char *key = ingress_parse_key(
-        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
-        MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key"),
-        MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-goog-api-key"),
-        //  ?key= only where a protocol defines it (Gemini): elsewhere a key
-        //  in a URL ends up in logs and proxies for nothing.
-        r->protocol == PROTO_PROTOCOL_GEMINI
-            ? MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "key")
-            : NULL,
-        proto_crypto_key_prefix(), &length, &source);
-    if (!key) {
-        ingress_request_answer_error(
-            r, 401, "invalid_api_key",
-            r->protocol == PROTO_PROTOCOL_ANTHROPIC
-                ? "Missing API key. Send it in the x-api-key header."
-            : r->protocol == PROTO_PROTOCOL_GEMINI
-                ? "Missing API key. Send it in the x-goog-api-key header or as ?key=."
-                : "Missing API key. Send it as 'Authorization: Bearer YOUR_KEY' (or "
-                  "in the x-api-key header).");
-        return -1;
-    }
-    const proto_api_key_t *entry = NULL;
-    if (self->test_key && length == 7 && memcmp(key, "tg-test", 7) == 0)
-        entry = self->test_key;
-    else if (length <= INGRESS_KEY_MAX) {
-        char hash[PROTO_CRYPTO_HASH_HEX + 1];
-        proto_crypto_hash_hex(key, length, hash);
-        entry = proto_catalog_key_by_hash(self->catalog, hash);
-    }
-    const char *problem =
-        entry == self->test_key && entry
-            ? NULL
-            : proto_catalog_key_problem(self->catalog, entry, proto_loop_wall_us());
-    if (problem) {
-        log_debug(r->id, "key refused: %s", problem);
-        const char *message = strcmp(problem, "revoked") == 0    ? "This API key has been revoked."
-                              : strcmp(problem, "expired") == 0  ? "This API key has expired."
-                              : strcmp(problem, "disabled") == 0 ? "This API key is disabled."
-                              : strcmp(problem, "account_disabled") == 0
-                                  ? "The account of this API key is disabled."
-                                  : "Invalid API key.";
-        ingress_request_answer_error(r, 401, "invalid_api_key", message);
-        return -1;
-    }
-    r->key_id = entry->id;
-    r->account_id = entry->account_id;
-    return 0;
-}
-
-//  The models this key may use (ingress_models), in the list shape of the
-//  client's protocol; or one of them, named by the path.
-static void s_answer_models(ingress_server_t *self, ingress_request_t *r)
-{
-    const proto_api_key_t *key = proto_catalog_key(self->catalog, r->key_id);
-    char *text;
-    if (r->route->kind == INGRESS_ROUTE_MODEL) {
-        text = ingress_models_one(self->catalog, key, r->protocol, r->path_model);
-        if (!text) {
-            char message[INGRESS_MODEL_MAX + 96];
-            snprintf(message, sizeof message,
-                     "The model '%s' does not exist or you do not have access to it.",
-                     r->path_model);
-            ingress_request_answer_error(r, 404, "model_not_found", message);
-            return;
-        }
-    } else
-        text = strdup(ingress_models_list(self->models, self->catalog, key, r->protocol,
-                                          proto_loop_now_ms(), NULL));
-    assert(text);
-    struct MHD_Response *response =
-        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    //  The list is per key: shared caches must not keep it.
-    char cache[48];
-    snprintf(cache, sizeof cache, "private, max-age=%llu",
-             (unsigned long long)(self->models_cache_ms / 1000));
-    MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, cache);
-    ingress_request_answer(r, 200, response);
-}
-
-//  First call for a request: headers are in, the body (if any) is not.
-static enum MHD_Result s_client_begin(ingress_server_t *self, ingress_request_t *r, const char *url,
-                                      const char *method)
-{
-    struct MHD_Connection *c = r->connection;
-    const char *client_id = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-request-id");
-    if (ingress_parse_request_id_valid(client_id))
-        ingress_parse_client_request_id(client_id, r->id);
-    else
-        ingress_parse_new_request_id(r->id);
-    ingress_parse_traceparent(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "traceparent"),
-                              r->trace);
-    int status;
-    r->route = ingress_route_find(url, method, &status, &r->protocol);
-    if (!r->route) {
-        char message[300];
-        if (status == 405)
-            snprintf(message, sizeof message, "Method %.16s is not allowed on %.200s (use %s)",
-                     method, url, ingress_route_allowed(url));
-        else
-            snprintf(message, sizeof message, "Unknown path %.200s", url);
-        char *body = proto_error_body(r->protocol, status,
-                                      status == 405 ? "method_not_allowed" : "not_found", message);
-        struct MHD_Response *response =
-            MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
-        MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-        if (status == 405)
-            MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, ingress_route_allowed(url));
-        ingress_request_answer(r, (unsigned)status, response);
-        return MHD_YES;
-    }
-    //  OpenAI, Anthropic and Gemini clients share GET /v1/models; an
-    //  Anthropic SDK sends anthropic-version (and its key as x-api-key), a
-    //  Gemini one x-goog-api-key or ?key=, and each expects its own list and
-    //  error shapes.
-    if ((r->route->kind == INGRESS_ROUTE_MODELS || r->route->kind == INGRESS_ROUTE_MODEL) &&
-        r->protocol == PROTO_PROTOCOL_OPENAI) {
-        if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-version") ||
-            MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key"))
-            r->protocol = PROTO_PROTOCOL_ANTHROPIC;
-        //  Gemini serves its list under /v1 too, for its own key headers.
-        else if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-goog-api-key") ||
-                 MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "key"))
-            r->protocol = PROTO_PROTOCOL_GEMINI;
-    }
-    if (r->route->prefix &&
-        ingress_route_model(r->route, url, r->path_model, sizeof r->path_model) != 0) {
-        ingress_request_answer_error(r, 400, "invalid_request_error",
-                                     "The model name in the path is too long");
-        return MHD_YES;
-    }
-    if (r->route->stream == INGRESS_STREAM_ALWAYS) {
-        //  Gemini streams SSE only with alt=sse; without it the answer is
-        //  one JSON array whose elements arrive as they are made.
-        const char *alt = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "alt");
-        //  An Accept header asking for server-sent events gets them too.
-        r->json_array =
-            (!alt || strcmp(alt, "sse") != 0) &&
-            !ingress_parse_accepts_sse(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "accept"));
-    }
-    switch (r->route->kind) {
-    case INGRESS_ROUTE_HEALTH:
-        if (self->draining)
-            ingress_request_answer_text(r, 503, "application/json", "{\"status\":\"draining\"}",
-                                        false);
-        else if (!self->catalog)
-            ingress_request_answer_text(r, 503, "application/json", "{\"status\":\"loading\"}",
-                                        false);
-        else
-            ingress_request_answer_text(r, 200, "application/json", "{\"status\":\"ok\"}", false);
-        return MHD_YES;
-    case INGRESS_ROUTE_METRICS:
-        if (!self->client_metrics)
-            ingress_request_answer_error(r, 404, "not_found", "Unknown path.");
-        else if (!s_metrics_allowed(self, r))
-            ingress_request_answer_error(r, 401, "invalid_api_key",
-                                         "/metrics needs its bearer token.");
-        else
-            ingress_request_answer_text(r, 200, "text/plain; version=0.0.4",
-                                        proto_metrics_render(self->metrics), true);
-        return MHD_YES;
-    case INGRESS_ROUTE_USAGE: {
-        char problem[160];
-        if (s_authenticate(self, r) == 0 &&
-            ingress_usage_check(r->route->name,
-                                MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "start_date"),
-                                MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "end_date"),
-                                problem, sizeof problem) != 0)
-            ingress_request_answer_error(r, 400, "invalid_request_error", problem);
-        return MHD_YES; //  asked for at the handler's last call (ingress_admit_usage)
-    }
-    case INGRESS_ROUTE_MODELS:
-    case INGRESS_ROUTE_MODEL:
-        if (s_authenticate(self, r) == 0)
-            s_answer_models(self, r);
-        return MHD_YES;
-    case INGRESS_ROUTE_GENERATE:
-        break;
-    }
-    if (self->draining) {
-        ingress_request_answer_error(r, 503, "shutting_down",
-                                     "The gateway is shutting down; retry");
-        return MHD_YES;
-    }
-    if (s_authenticate(self, r) != 0)
-        return MHD_YES;
-    //  Refuse an announced oversize body before reading any of it.
-    const char *length =
-        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    unsigned long long announced = length ? strtoull(length, NULL, 10) : 0;
-    if (announced > self->max_body) {
-        char message[160];
-        snprintf(message, sizeof message, "The request body is larger than %zu bytes",
-                 self->max_body);
-        //  Most clients (Node's fetch among them) do not read an answer
-        //  until they have sent their body, and see a reset instead of the
-        //  413 when the server answers early and closes. So a body up to a
-        //  few times the limit is read and dropped before the 413 goes out;
-        //  only a larger one is cut short.
-        r->close_now = announced > S_DISCARD_FACTOR * self->max_body;
-        ingress_request_answer_error(r, 413, "request_too_large", message);
-        return MHD_YES;
-    }
-    r->body_capacity = announced ? (size_t)announced : 4096;
-    if (r->body_capacity > S_BODY_INITIAL_MAX)
-        r->body_capacity = S_BODY_INITIAL_MAX;
-    r->body = malloc(r->body_capacity + 1);
-    assert(r->body);
-    return MHD_YES;
-}
-
-static enum MHD_Result s_client_body(ingress_server_t *self, ingress_request_t *r, const char *data,
-                                     size_t size)
-{
-    if (r->body_too_large || r->body_size + size > self->max_body) {
-        //  Over the limit mid-body (no Content-Length): MHD lets us answer
-        //  only once the body is in, so read on and drop, but not forever.
-        r->body_too_large = true;
-        r->body_discarded += size;
-        return r->body_discarded > S_DISCARD_FACTOR * self->max_body ? MHD_NO : MHD_YES;
-    }
-    if (r->body_size + size > r->body_capacity) {
-        size_t capacity = r->body_capacity * 2;
-        while (capacity < r->body_size + size)
-            capacity *= 2;
-        if (capacity > self->max_body)
-            capacity = self->max_body;
-        char *grown = realloc(r->body, capacity + 1);
-        assert(grown);
-        r->body = grown;
-        r->body_capacity = capacity;
-    }
-    memcpy(r->body + r->body_size, data, size);
-    r->body_size += size;
-    return MHD_YES;
-}
-
-//  Adds a capability to the request's list unless it is there already.
-static void s_need_capability(ingress_request_t *r, const char *name)
-{
-    char *list = r->parsed.capabilities;
-    size_t length = strlen(name);
-    for (const char *at = list; (at = strstr(at, name)); at += length)
-        if ((at == list || at[-1] == ',') && (at[length] == ',' || at[length] == '\0'))
-            return;
-    size_t used = strlen(list);
-    snprintf(list + used, sizeof r->parsed.capabilities - used, "%s%s", used ? "," : "", name);
-}
-
-//  Routing hints from the headers complete those of the body: X-Session-Id
-//  wins over the body's user ids, and Anthropic's 1M-context beta header
-//  needs keys that have that context.
-static void s_route_hints(ingress_request_t *r)
-{
-    struct MHD_Connection *c = r->connection;
-    const char *session = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-session-id");
-    if (session && *session && strlen(session) <= INGRESS_SESSION_MAX)
-        snprintf(r->parsed.session, sizeof r->parsed.session, "%s", session);
-    const char *beta = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-beta");
-    if (beta && strstr(beta, "context-1m"))
-        s_need_capability(r, "context-1m");
-    //  What the key, its account or the model is set to force, whatever the request.
-    proto_catalog_t *catalog = r->server->catalog;
-    const proto_api_key_t *key = catalog ? proto_catalog_key(catalog, r->key_id) : NULL;
-    const proto_account_t *account = catalog ? proto_catalog_account(catalog, r->account_id) : NULL;
-    for (size_t i = 0; key && i < key->force_capabilities.count; i++)
-        s_need_capability(r, key->force_capabilities.names[i]);
-    for (size_t i = 0; account && i < account->force_capabilities.count; i++)
-        s_need_capability(r, account->force_capabilities.names[i]);
-    const proto_model_t *model =
-        catalog ? proto_catalog_model_by_name(catalog, r->parsed.model) : NULL;
-    for (size_t i = 0; model && i < model->force_capabilities.count; i++)
-        s_need_capability(r, model->force_capabilities.names[i]);
-}
-
-static enum MHD_Result s_client_submit(ingress_server_t *self, ingress_request_t *r)
-{
-    r->received_us = proto_loop_now_us();
-    r->phase = INGRESS_PHASE_ANSWERED; //  unless it goes out below
-    if (r->body_too_large) {
-        char message[160];
-        snprintf(message, sizeof message, "The request body is larger than %zu bytes",
-                 self->max_body);
-        ingress_request_answer_error(r, 413, "request_too_large", message);
-        return MHD_YES;
-    }
-    //  jansson would build every value first: a body of nothing but zeros
-    //  is refused before it costs memory and time.
-    if (ingress_parse_json_elements(r->body, r->body_size, self->max_json_elements) >
-        self->max_json_elements) {
-        char message[160];
-        snprintf(message, sizeof message, "The request body holds more than %zu JSON values",
-                 self->max_json_elements);
-        ingress_request_answer_error(r, 413, "request_too_large", message);
-        return MHD_YES;
-    }
-    char problem[300];
-    if (ingress_parse_body(r->protocol, r->route->count_tokens,
-                           r->path_model[0] ? r->path_model : NULL, r->body, r->body_size,
-                           &r->parsed, problem, sizeof problem) != 0) {
-        log_debug(r->id, "bad request: %s", problem);
-        ingress_request_answer_error(r, 400, "invalid_request_error", problem);
-        return MHD_YES;
-    }
-    if (r->route->stream == INGRESS_STREAM_ALWAYS)
-        r->parsed.stream = true;
-    else if (r->route->stream == INGRESS_STREAM_NEVER)
-        r->parsed.stream = false;
-    else if (!r->parsed.stream_given && !r->route->count_tokens &&
-             ingress_parse_accepts_sse(
-                 MHD_lookup_connection_value(r->connection, MHD_HEADER_KIND, "accept")) &&
-             ingress_parse_add_stream(&r->body, &r->body_size) == 0) {
-        //  Asked for a stream by its Accept header alone: the body says so
-        //  too from here on, so every adapter downstream sees one flag. A
-        //  body's own "stream" (true or false) is the client's word and wins.
-        r->parsed.stream = true;
-        r->body_capacity = r->body_size;
-    }
-    if (!ingress_request_register(r)) {
-        //  Another request took this client id since the headers came.
-        ingress_parse_new_request_id(r->id);
-        ingress_request_register(r);
-    }
-    s_route_hints(r);
-    ingress_admit_submit(self, r);
-    return MHD_YES;
-}
-
-static enum MHD_Result s_client_access(void *arg, struct MHD_Connection *connection,
-                                       const char *url, const char *method, const char *version,
-                                       const char *upload_data, size_t *upload_data_size,
-                                       void **request_p)
-{
-    ingress_server_t *self = arg;
-    ingress_request_t *r = *request_p;
-    enum MHD_Result rc = MHD_YES;
-    if (!r) {
-        r = ingress_request_new(self, connection);
-        *request_p = r;
-        r->in_handler = r->first_call = true;
-        rc = s_client_begin(self, r, url, method);
-        r->first_call = false;
-    } else if (*upload_data_size) {
-        r->in_handler = true;
-        size_t size = *upload_data_size;
-        *upload_data_size = 0;
-        if (r->phase == INGRESS_PHASE_RECEIVING && r->body && !r->response)
-            rc = s_client_body(self, r, upload_data, size);
-        else {
-            //  The answer is decided already; read the body to keep the
-            //  connection, but only so much of it.
-            r->body_discarded += size;
-            rc = r->body_discarded > S_DISCARD_FACTOR * self->max_body ? MHD_NO : MHD_YES;
-        }
-    } else if (r->response) {
-        //  The last call of a request answered early, or a call after a
-        //  resume: queue what was prepared.
-        struct MHD_Response *response = r->response;
-        r->response = NULL;
-        rc = MHD_queue_response(connection, r->response_status, response);
-        MHD_destroy_response(response);
-    } else if (r->phase == INGRESS_PHASE_RECEIVING && r->route &&
-               r->route->kind == INGRESS_ROUTE_USAGE) {
-        r->in_handler = true;
-        ingress_admit_usage(self, r);
-    } else if (r->phase == INGRESS_PHASE_RECEIVING && r->body) {
-        r->in_handler = true;
-        //  Read whole: a slow answer is not a slow client.
-        ingress_daemon_request_received(self->client, connection);
-        rc = s_client_submit(self, r);
-    }
-    r->in_handler = false;
-    return rc;
-}
-
-static void s_client_completed(void *arg, struct MHD_Connection *connection, void **request_p,
-                               enum MHD_RequestTerminationCode code)
-{
-    ingress_server_t *self = arg;
-    ingress_request_t *r = *request_p;
-    if (!r)
-        return;
-    *request_p = NULL;
-    ingress_request_unwatch(r);
-    bool clean = code == MHD_REQUEST_TERMINATED_COMPLETED_OK;
-    if (!clean) {
-        switch (r->phase) {
-        case INGRESS_PHASE_WAITING:
-            ingress_admit_abandon(self, r, 499);
-            break;
-        case INGRESS_PHASE_QUERY:
-            ingress_server_forget(r);
-            break;
-        case INGRESS_PHASE_DISPATCHED:
-        case INGRESS_PHASE_STREAMING:
-            if (r->phase == INGRESS_PHASE_DISPATCHED)
-                ingress_relay_settle_held(r);
-            ingress_relay_cancel(r, "client_closed");
-            r->upstream_done = true;
-            ingress_server_forget(r);
-            break;
-        default:
-            break;
-        }
-        if (!r->status || r->phase == INGRESS_PHASE_STREAMING)
-            r->status = 499;
-    }
-    r->connection = NULL;
-    if (r->live_prev)
-        r->live_prev->live_next = r->live_next;
-    else
-        self->live = r->live_next;
-    if (r->live_next)
-        r->live_next->live_prev = r->live_prev;
-    self->live_count--;
-    proto_metric_set(self->in_flight, (double)self->live_count);
-    const char *route = r->route ? r->route->name : "unmatched";
-    proto_metric_add(s_requests_counter(self, route, s_model_label(self, r), r->status), 1);
-    proto_metric_observe(s_duration_histogram(self, route),
-                         (double)(proto_loop_now_us() - r->started_us) / 1e6);
-    //  The request's end in this program: its spans are kept when it failed,
-    //  failed over or was slow (or is in the sampled share), else dropped.
-    uint64_t took_us = proto_loop_now_us() - r->started_us;
-    bool keep = r->status >= 400 || r->attempts > 1 || proto_trace_is_slow(self->tracer, took_us);
-    proto_observe_span_final(self->tracer, r->id, r->trace, "ingress.request", r->started_us,
-                             r->status, keep);
-    proto_trace_finish(self->tracer, r->id, keep);
-    proto_capture_send(&r->capture, self->tracer, r->id, r->trace, r->protocol, NULL);
-    if (r->received_us && r->route && r->route->kind == INGRESS_ROUTE_GENERATE)
-        log_debug(r->id, "%d %s in %.3f ms", r->status, r->parsed.model,
-                  (double)(proto_loop_now_us() - r->started_us) / 1000.0);
-    ingress_request_unref(r);
-    ingress_server_check_drained(self);
 }
 
 //  --------------------------------------------------------------------------
@@ -790,7 +275,8 @@ ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
         (unsigned)proto_config_int(config, "ingress.max_connections_per_ip"),
         (uint64_t)proto_config_int(config, "ingress.read_timeout_ms"),
         self->tls};
-    ingress_daemon_handlers_t client_handlers = {s_client_access, s_client_completed, NULL, self};
+    ingress_daemon_handlers_t client_handlers = {ingress_http_access, ingress_http_completed, NULL,
+                                                 self};
     self->client = ingress_daemon_new(loop, "client", proto_config_str(config, "ingress.listen"),
                                       &client_limits, &client_handlers, error, error_size);
     if (!self->client)

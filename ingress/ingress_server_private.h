@@ -1,10 +1,13 @@
 /*  ingress_server_private: what the parts of one ingress server share.
 
-    The request path is split by job into ingress_request (the record and
-    its answers), and the server (listener, peers, life, drain); they all
-    work on one ingress_server_t, defined here. Only ingress_server.c and
-    those parts include this header: to everything else the server is
-    opaque (ingress_server.h).
+    The request path is split by job into ingress_http (the client API's
+    handlers), ingress_admit (billing), ingress_relay (dispatch),
+    ingress_request (the record and its answers) and the server itself
+    (listener, peers, life, drain); they all work on one ingress_server_t,
+    defined here, and reach its fields directly, as they did in one file:
+    no accessor call, allocation or indirection was added on the request
+    path. Only ingress_server.c and those parts include this header; to
+    everything else the server is opaque (ingress_server.h).
 */
 #ifndef INGRESS_SERVER_PRIVATE_H_INCLUDED
 #define INGRESS_SERVER_PRIVATE_H_INCLUDED

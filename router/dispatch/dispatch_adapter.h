@@ -16,10 +16,11 @@
         upstream's bytes come back untouched, so every feature of the
         protocol keeps working, new ones too. A Responses client on an
         OpenAI provider is passthrough to its /v1/responses: OpenAI
-        providers serve both endpoints.
+        providers serve both endpoints (dispatch_passthrough).
       - conversion, for every other pair of the four generative protocols,
         through proto_convert (pure functions, fixture-tested there): one
-        upstream SSE event in, the client's bytes for it out at once.
+        upstream SSE event in, the client's bytes for it out at once
+        (dispatch_conversion).
     A pair without a row (Embeddings to Anthropic or Gemini) is answered
     400 by dispatch.
 

@@ -1,0 +1,422 @@
+#include "dispatch_passthrough.h"
+#include "proto_error.h"
+#include "proto_msg.h"
+
+#include <assert.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int s_fail(dispatch_convert_t *conv, const char *format, const char *detail)
+{
+    snprintf(conv->error, sizeof conv->error, format, detail ? detail : "");
+    return -1;
+}
+
+static void s_append(zchunk_t *out, const void *data, size_t size)
+{
+    if (size)
+        zchunk_extend(out, data, size);
+}
+
+//  --------------------------------------------------------------------------
+//  Editing a JSON body in place. A body that jansson re-encodes comes out
+//  changed: 0.7 becomes 0.69999999999999996 and integers past int64 do not
+//  load at all. So jansson only validates and reads; the edits are made on
+//  the client's own bytes, which stay as they were everywhere else.
+
+typedef struct {
+    size_t at;     //  offset in the original text
+    size_t remove; //  bytes replaced there
+    char *insert;  //  text put in their place (owned)
+} s_edit_t;
+
+#define S_EDITS_MAX 16
+
+static const char *s_space(const char *at, const char *end)
+{
+    while (at < end && (*at == ' ' || *at == '\t' || *at == '\n' || *at == '\r'))
+        at++;
+    return at;
+}
+
+//  Skips one value of already validated JSON; returns what follows it.
+static const char *s_skip(const char *at, const char *end)
+{
+    if (at < end && *at == '"') {
+        for (at++; at < end && *at != '"'; at++)
+            if (*at == '\\')
+                at++;
+        return at < end ? at + 1 : end;
+    }
+    if (at < end && (*at == '{' || *at == '[')) {
+        int depth = 0;
+        while (at < end) {
+            if (*at == '"') {
+                at = s_skip(at, end);
+                continue;
+            }
+            if (*at == '{' || *at == '[')
+                depth++;
+            else if ((*at == '}' || *at == ']') && --depth == 0)
+                return at + 1;
+            at++;
+        }
+        return end;
+    }
+    while (at < end && !strchr(",}] \t\r\n", *at))
+        at++;
+    return at;
+}
+
+//  True when the JSON string token [at, token_end) means `key`.
+static bool s_key_is(const char *at, const char *token_end, const char *key)
+{
+    size_t size = (size_t)(token_end - at) - 2;
+    if (!memchr(at + 1, '\\', size))
+        return size == strlen(key) && memcmp(at + 1, key, size) == 0;
+    json_t *decoded = json_loadb(at, (size_t)(token_end - at), JSON_DECODE_ANY, NULL);
+    bool same = json_is_string(decoded) && strcmp(json_string_value(decoded), key) == 0;
+    json_decref(decoded);
+    return same;
+}
+
+//  Finds the values of `key` among the members of the object opening at
+//  `open`: fills up to max [start, end) offset pairs, returns how many
+//  there are (which may be more than max).
+//  *close gets the offset of the object's closing brace.
+static size_t s_members(const char *text, size_t size, size_t open, const char *key,
+                        size_t (*spans)[2], size_t max, size_t *close)
+{
+    const char *end = text + size;
+    const char *at = s_space(text + open + 1, end);
+    size_t found = 0;
+    while (at < end && *at == '"') {
+        const char *key_end = s_skip(at, end);
+        bool match = s_key_is(at, key_end, key);
+        const char *value = s_space(key_end, end);
+        value = s_space(value + 1, end); //  past the colon
+        const char *value_end = s_skip(value, end);
+        if (match) {
+            if (found < max) {
+                spans[found][0] = (size_t)(value - text);
+                spans[found][1] = (size_t)(value_end - text);
+            }
+            found++;
+        }
+        at = s_space(value_end, end);
+        if (at < end && *at == ',')
+            at = s_space(at + 1, end);
+    }
+    *close = (size_t)(at - text);
+    return found;
+}
+
+static void s_edit(s_edit_t *edits, size_t *count, size_t at, size_t remove, const char *text)
+{
+    assert(*count < S_EDITS_MAX);
+    edits[(*count)++] = (s_edit_t){at, remove, strdup(text)};
+}
+
+static int s_edit_order(const void *a, const void *b)
+{
+    const s_edit_t *x = a, *y = b;
+    return x->at < y->at ? -1 : x->at > y->at;
+}
+
+//  Applies edits to text. Caller owns return value.
+static char *s_apply(const char *text, size_t size, s_edit_t *edits, size_t count, size_t *out_size)
+{
+    qsort(edits, count, sizeof *edits, s_edit_order);
+    size_t total = size;
+    for (size_t i = 0; i < count; i++)
+        total += strlen(edits[i].insert) - edits[i].remove;
+    char *out = malloc(total + 1);
+    assert(out);
+    size_t from = 0, to = 0;
+    for (size_t i = 0; i < count; i++) {
+        memcpy(out + to, text + from, edits[i].at - from);
+        to += edits[i].at - from;
+        size_t length = strlen(edits[i].insert);
+        memcpy(out + to, edits[i].insert, length);
+        to += length;
+        from = edits[i].at + edits[i].remove;
+        free(edits[i].insert);
+    }
+    memcpy(out + to, text + from, size - from);
+    to += size - from;
+    out[to] = '\0';
+    *out_size = to;
+    return out;
+}
+
+//  --------------------------------------------------------------------------
+//  Passthrough: client and upstream speak the same protocol. The body goes
+//  through untouched but for `model` (Gemini names it in the path, so its
+//  body is not touched at all) and, on OpenAI Chat streams,
+//  stream_options.include_usage, which we force on because billing needs
+//  the usage.
+
+int dispatch_passthrough_request(dispatch_convert_t *conv, const char *body, size_t size,
+                                 const char *upstream_model, char **out, size_t *out_size)
+{
+    int protocol = conv->adapter->endpoint_protocol;
+    json_error_t error;
+    json_t *root = json_loadb(body, size, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &error);
+    if (!root)
+        return s_fail(conv, "request body is not valid JSON: %s", error.text);
+    int rc = -1;
+    s_edit_t edits[S_EDITS_MAX];
+    size_t count = 0;
+    char *model = NULL;
+    if (!json_is_object(root)) {
+        s_fail(conv, "request body must be a JSON object%s", NULL);
+        goto done;
+    }
+    conv->content_type = conv->json_array ? "application/json" : "text/event-stream";
+    if (protocol == PROTO_PROTOCOL_GEMINI) {
+        //  The stream flag is the path's (streamGenerateContent) and the
+        //  model is in the URL: nothing in the body to change.
+        conv->stream = conv->client_stream && !conv->count_tokens;
+        conv->client_usage = true;
+        *out = malloc(size + 1);
+        assert(*out);
+        memcpy(*out, body, size);
+        (*out)[size] = '\0';
+        *out_size = size;
+        rc = 0;
+        goto done;
+    }
+    conv->stream = !conv->count_tokens && protocol != PROTO_PROTOCOL_OPENAI_EMBEDDINGS &&
+                   json_is_true(json_object_get(root, "stream"));
+    bool usage_options = protocol == PROTO_PROTOCOL_OPENAI && conv->stream;
+    json_t *options = json_object_get(root, "stream_options");
+    if (usage_options && options && !json_is_object(options) && !json_is_null(options)) {
+        s_fail(conv, "stream_options must be an object%s", NULL);
+        goto done;
+    }
+    //  Only OpenAI Chat makes usage in a stream optional; the others always
+    //  carry it.
+    conv->client_usage = protocol != PROTO_PROTOCOL_OPENAI ||
+                         (conv->stream && json_is_true(json_object_get(options, "include_usage")));
+
+    size_t open = (size_t)(s_space(body, body + size) - body);
+    size_t spans[S_EDITS_MAX / 2][2], close;
+    json_t *name = json_string(upstream_model);
+    model = json_dumps(name, JSON_ENCODE_ANY);
+    json_decref(name);
+    //  Every "model" member, should the client have sent two: the upstream
+    //  model is ours to choose, whichever one a parser keeps.
+    size_t models = s_members(body, size, open, "model", spans, S_EDITS_MAX / 2, &close);
+    if (models > S_EDITS_MAX / 2) {
+        s_fail(conv, "request body repeats \"model\" too often%s", NULL);
+        goto done;
+    }
+    for (size_t i = 0; i < models; i++)
+        s_edit(edits, &count, spans[i][0], spans[i][1] - spans[i][0], model);
+    bool empty = body[s_space(body + open + 1, body + size) - body] == '}';
+    char tail[2048] = "";
+    if (!models)
+        snprintf(tail, sizeof tail, "%s\"model\":%s", empty ? "" : ",", model);
+    if (usage_options) {
+        size_t options_found =
+            s_members(body, size, open, "stream_options", spans, S_EDITS_MAX / 2, &close);
+        //  s_members counts past what `spans` holds: the last one must be in it.
+        if (options_found > S_EDITS_MAX / 2) {
+            s_fail(conv, "request body repeats \"stream_options\" too often%s", NULL);
+            goto done;
+        }
+        if (options_found && body[spans[options_found - 1][0]] == '{') {
+            //  The last one is what parsers keep.
+            size_t inner = spans[options_found - 1][0], inner_close;
+            size_t usage[S_EDITS_MAX / 4][2];
+            size_t found =
+                s_members(body, size, inner, "include_usage", usage, S_EDITS_MAX / 4, &inner_close);
+            if (found > S_EDITS_MAX / 4) {
+                s_fail(conv, "stream_options repeats \"include_usage\" too often%s", NULL);
+                goto done;
+            }
+            for (size_t i = 0; i < found; i++)
+                s_edit(edits, &count, usage[i][0], usage[i][1] - usage[i][0], "true");
+            if (!found) {
+                bool inner_empty = body[s_space(body + inner + 1, body + size) - body] == '}';
+                s_edit(edits, &count, inner + 1, 0,
+                       inner_empty ? "\"include_usage\":true" : "\"include_usage\":true,");
+            }
+        } else if (options_found)
+            s_edit(edits, &count, spans[options_found - 1][0],
+                   spans[options_found - 1][1] - spans[options_found - 1][0],
+                   "{\"include_usage\":true}");
+        else {
+            size_t used = strlen(tail);
+            snprintf(tail + used, sizeof tail - used,
+                     "%s\"stream_options\":{\"include_usage\":true}", empty && !used ? "" : ",");
+        }
+    }
+    if (*tail)
+        s_edit(edits, &count, close, 0, tail);
+    *out = s_apply(body, size, edits, count, out_size);
+    count = 0;
+    rc = 0;
+done:
+    for (size_t i = 0; i < count; i++)
+        free(edits[i].insert);
+    free(model);
+    json_decref(root);
+    return rc;
+}
+
+//  The message of an error object, for logs and our own error event.
+static const char *s_error_message(json_t *error)
+{
+    const char *message = json_string_value(json_object_get(error, "message"));
+    return message ? message : json_string_value(error) ? json_string_value(error) : "(none)";
+}
+
+//  Reads one passed-through event: its end marker, an error it reports
+//  (returned, borrowed from event), for Gemini a finish reason.
+static json_t *s_pass_read(dispatch_convert_t *conv, int protocol, const char *name, json_t *event)
+{
+    const char *type = name && *name ? name : json_string_value(json_object_get(event, "type"));
+    type = type ? type : "";
+    switch (protocol) {
+    case PROTO_PROTOCOL_ANTHROPIC:
+        if (strcmp(type, "message_stop") == 0)
+            conv->complete = true;
+        if (strcmp(type, "error") == 0) {
+            json_t *error = json_object_get(event, "error");
+            return error ? error : event;
+        }
+        return NULL;
+    case PROTO_PROTOCOL_OPENAI_RESPONSES:
+        if (strcmp(type, "response.completed") == 0 || strcmp(type, "response.incomplete") == 0)
+            conv->complete = true;
+        if (strcmp(type, "error") == 0)
+            return event;
+        if (strcmp(type, "response.failed") == 0) {
+            json_t *error = json_object_get(json_object_get(event, "response"), "error");
+            return json_is_object(error) ? error : event;
+        }
+        return NULL;
+    case PROTO_PROTOCOL_GEMINI: {
+        //  Gemini has no end event: the chunk with a finish reason (or a
+        //  blocked prompt's feedback) is the last.
+        json_t *candidate = json_array_get(json_object_get(event, "candidates"), 0);
+        if (json_object_get(candidate, "finishReason") ||
+            json_object_get(json_object_get(event, "promptFeedback"), "blockReason"))
+            conv->complete = true;
+        return json_object_get(event, "error");
+    }
+    default:
+        return json_object_get(event, "error");
+    }
+}
+
+int dispatch_passthrough_event(dispatch_convert_t *conv, const proto_sse_event_t *event,
+                               zchunk_t *out)
+{
+    int protocol = conv->adapter->endpoint_protocol;
+    //  Comments and blocks without data (keep-alives) pass as they came,
+    //  except into a JSON array, which has no place for them.
+    if (!event->has_data) {
+        if (!conv->json_array)
+            s_append(out, event->raw, event->raw_size);
+        return 0;
+    }
+    if (protocol == PROTO_PROTOCOL_OPENAI && strcmp(event->data, "[DONE]") == 0) {
+        conv->complete = true;
+        s_append(out, event->raw, event->raw_size);
+        return 0;
+    }
+    json_t *chunk = json_loadb(event->data, event->data_size, JSON_ALLOW_NUL, NULL);
+    if (!json_is_object(chunk)) {
+        json_decref(chunk);
+        return s_fail(conv, "upstream sent a stream event that is not a JSON object%s", NULL);
+    }
+    json_t *error = s_pass_read(conv, protocol, event->name, chunk);
+    if (error) {
+        s_fail(conv, "upstream reported an error in the stream: %.200s", s_error_message(error));
+        json_decref(chunk);
+        return -1;
+    }
+    int has_usage = proto_usage_from_json(protocol, chunk, event->name, true, &conv->usage);
+    conv->content_bytes += proto_usage_content_bytes(protocol, chunk, true);
+    json_t *choices = json_object_get(chunk, "choices");
+    //  OpenAI's usage-only chunk exists because we asked for it; a client
+    //  that did not ask must not see it (strict SDKs index choices[0]).
+    bool usage_only = protocol == PROTO_PROTOCOL_OPENAI && has_usage && json_is_array(choices) &&
+                      json_array_size(choices) == 0;
+    if (conv->json_array) {
+        //  A Gemini client without alt=sse reads the same chunks as the
+        //  elements of one JSON array, as Gemini itself sends them.
+        s_append(out, conv->items ? ",\r\n" : "[", conv->items ? 3 : 1);
+        s_append(out, event->data, event->data_size);
+        conv->items++;
+    } else if (!usage_only || conv->client_usage)
+        s_append(out, event->raw, event->raw_size);
+    json_decref(chunk);
+    return 0;
+}
+
+int dispatch_passthrough_body(dispatch_convert_t *conv, const char *body, size_t size,
+                              zchunk_t *out)
+{
+    int protocol = conv->adapter->endpoint_protocol;
+    json_t *answer = json_loadb(body, size, JSON_ALLOW_NUL, NULL);
+    if (!json_is_object(answer)) {
+        json_decref(answer);
+        return s_fail(conv, "upstream answer is not a JSON object%s", NULL);
+    }
+    memset(&conv->usage, 0, sizeof conv->usage);
+    proto_usage_from_json(protocol, answer, NULL, false, &conv->usage);
+    conv->content_bytes += proto_usage_content_bytes(protocol, answer, false);
+    json_decref(answer);
+    s_append(out, body, size);
+    return 0;
+}
+
+//  Same protocol: the upstream's own error body is already in the client's
+//  shape. Anything that is not a JSON object (a proxy's HTML page) is
+//  replaced by our own error body, so the client always gets its format.
+void dispatch_passthrough_error(dispatch_convert_t *conv, int status, const char *body, size_t size,
+                                zchunk_t *out)
+{
+    json_t *parsed = size ? json_loadb(body, size, JSON_ALLOW_NUL, NULL) : NULL;
+    if (json_is_object(parsed))
+        s_append(out, body, size);
+    else {
+        char message[96];
+        snprintf(message, sizeof message, "upstream answered HTTP %d", status);
+        char *own =
+            proto_error_body(conv->adapter->client_protocol, status, "upstream_error", message);
+        s_append(out, own, strlen(own));
+        free(own);
+    }
+    json_decref(parsed);
+}
+
+void dispatch_passthrough_finish(dispatch_convert_t *conv, bool completed, int status,
+                                 const char *code, const char *message, zchunk_t *out)
+{
+    int client = conv->adapter->client_protocol;
+    if (conv->json_array) {
+        //  The error is the array's last element, and the array is closed
+        //  either way so that the client's JSON parser sees the end.
+        if (!completed) {
+            char *body = proto_error_body(client, status, code, message);
+            s_append(out, conv->items ? ",\r\n" : "[", conv->items ? 3 : 1);
+            s_append(out, body, strlen(body));
+            free(body);
+            conv->items++;
+        } else if (!conv->items)
+            s_append(out, "[", 1);
+        s_append(out, "]", 1);
+        return;
+    }
+    if (completed)
+        return; //  the upstream's own end marker went out with its event
+    char *event = proto_error_event(client, status, code, message);
+    s_append(out, event, strlen(event));
+    free(event);
+}

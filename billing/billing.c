@@ -211,7 +211,7 @@ static proto_msg_t *s_admit_decide(billing_t *self, proto_msg_t *request, bool m
     const proto_api_key_t *key = proto_catalog_key(self->catalog, proto_msg_key_id(request));
     uint64_t wall_us = proto_loop_wall_us();
     const char *problem = proto_catalog_key_problem(self->catalog, key, wall_us);
-    const proto_model_t *model = proto_catalog_model_by_name(self->catalog, model_name);
+    const proto_model_t *model = proto_catalog_model_for_client(self->catalog, model_name);
     char message[S_MODEL_QUOTE_MAX + 128];
     if (problem) {
         log_info(rid, "admit refused: key %" PRIu64 " is %s", proto_msg_key_id(request), problem);
@@ -430,7 +430,7 @@ static int64_t s_price(billing_t *self, const proto_msg_t *settle, bool *estimat
 {
     const char *rid = proto_msg_request_id(settle);
     const proto_model_t *model =
-        proto_catalog_model_by_name(self->catalog, proto_msg_model(settle));
+        proto_catalog_model_for_client(self->catalog, proto_msg_model(settle));
     if (!model) {
         //  Deleted between admission and settlement: the usage row is still
         //  written (tokens and all) so an operator can adjust it.

@@ -259,7 +259,7 @@ static proto_msg_t *s_admit_new(ingress_request_t *r, uint64_t timeout_ms)
 //  then billing answers ADMIT with the reason.
 static bool s_estimate(ingress_server_t *self, ingress_request_t *r, int64_t *micros)
 {
-    const proto_model_t *model = proto_catalog_model_by_name(self->catalog, r->parsed.model);
+    const proto_model_t *model = proto_catalog_model_for_client(self->catalog, r->parsed.model);
     const proto_api_key_t *key = proto_catalog_key(self->catalog, r->key_id);
     if (!model || !model->active || !key ||
         !proto_catalog_key_allows(self->catalog, key, r->parsed.model) ||

@@ -63,8 +63,8 @@ static const char *s_model_label(ingress_server_t *self, ingress_request_t *r)
         return "";
     if (!r->parsed.model[0])
         return "none";
-    return proto_catalog_model_by_name(self->catalog, r->parsed.model) ? r->parsed.model
-                                                                       : "unknown";
+    return proto_catalog_model_for_client(self->catalog, r->parsed.model) ? r->parsed.model
+                                                                          : "unknown";
 }
 
 //  True when /metrics is open, or the request bears its token (compared
@@ -357,7 +357,7 @@ static void s_route_hints(ingress_request_t *r)
     for (size_t i = 0; account && i < account->force_capabilities.count; i++)
         s_need_capability(r, account->force_capabilities.names[i]);
     const proto_model_t *model =
-        catalog ? proto_catalog_model_by_name(catalog, r->parsed.model) : NULL;
+        catalog ? proto_catalog_model_for_client(catalog, r->parsed.model) : NULL;
     for (size_t i = 0; model && i < model->force_capabilities.count; i++)
         s_need_capability(r, model->force_capabilities.names[i]);
 }

@@ -269,7 +269,7 @@ void ingress_relay_held_expired(ingress_queue_item_t *item, void *arg)
 //  (proto_price): a lease's credit is counted in real costs, not estimates.
 static void s_price_done(ingress_server_t *self, ingress_request_t *r, proto_msg_t *msg)
 {
-    const proto_model_t *model = proto_catalog_model_by_name(self->catalog, r->parsed.model);
+    const proto_model_t *model = proto_catalog_model_for_client(self->catalog, r->parsed.model);
     const proto_provider_key_t *key =
         proto_msg_has(msg, PROTO_FIELD_provider_key_id)
             ? proto_catalog_provider_key(self->catalog, proto_msg_provider_key_id(msg))

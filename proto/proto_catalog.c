@@ -1028,6 +1028,20 @@ const proto_model_t *proto_catalog_model_by_name(proto_catalog_t *self, const ch
     return zhashx_lookup(self->models_by_name, name);
 }
 
+const proto_model_t *proto_catalog_model_for_client(proto_catalog_t *self, const char *name)
+{
+    const proto_model_t *model = zhashx_lookup(self->models_by_name, name);
+    const char *slash = model ? NULL : strchr(name, '/');
+    if (!slash || slash == name || (size_t)(slash - name) >= 256)
+        return model;
+    char provider[256];
+    memcpy(provider, name, (size_t)(slash - name));
+    provider[slash - name] = '\0';
+    if (!proto_catalog_provider_by_name(self, provider))
+        return NULL;
+    return zhashx_lookup(self->models_by_name, slash + 1);
+}
+
 size_t proto_catalog_model_count(proto_catalog_t *self)
 {
     return self->model_count;
@@ -1090,12 +1104,13 @@ const char *proto_catalog_key_problem(proto_catalog_t *self, const proto_api_key
 
 bool proto_catalog_key_allows(proto_catalog_t *self, const proto_api_key_t *key, const char *model)
 {
-    const proto_model_t *entry = proto_catalog_model_by_name(self, model);
+    //  A pin (`provider/model`) is its logical model: the lists name those.
+    const proto_model_t *entry = proto_catalog_model_for_client(self, model);
     if (!entry || !entry->active)
         return false;
     const proto_account_t *account = proto_catalog_account(self, key->account_id);
-    return account && proto_model_list_allows(&key->models, model) &&
-           proto_model_list_allows(&account->models, model);
+    return account && proto_model_list_allows(&key->models, entry->name) &&
+           proto_model_list_allows(&account->models, entry->name);
 }
 
 size_t proto_catalog_provider_count(proto_catalog_t *self)

@@ -184,6 +184,11 @@ const proto_api_key_t *proto_catalog_key_by_hash(proto_catalog_t *self, const ch
 const proto_api_key_t *proto_catalog_key(proto_catalog_t *self, uint64_t id);
 const proto_account_t *proto_catalog_account(proto_catalog_t *self, uint64_t id);
 const proto_model_t *proto_catalog_model_by_name(proto_catalog_t *self, const char *name);
+//  The logical model a client's model name is admitted and priced as: the
+//  model of that name, else for `provider/model` (a provider's name, then a
+//  logical model's) that logical model, as routing pins it to the provider
+//  (docs/routing.md). NULL when neither.
+const proto_model_t *proto_catalog_model_for_client(proto_catalog_t *self, const char *name);
 const proto_model_t *proto_catalog_model(proto_catalog_t *self, uint64_t id);
 const proto_provider_t *proto_catalog_provider(proto_catalog_t *self, uint64_t id);
 const proto_provider_key_t *proto_catalog_provider_key(proto_catalog_t *self, uint64_t id);

@@ -710,7 +710,7 @@ static int s_start_attempt(dispatch_request_t *self, const proto_candidate_t *ca
     self->conv.count_tokens = self->count_tokens;
     //  A strict provider, or a strict model, takes the whole request or none.
     const proto_model_t *model =
-        proto_catalog_model_by_name(env->catalog, proto_msg_model(self->dispatch));
+        proto_catalog_model_for_client(env->catalog, proto_msg_model(self->dispatch));
     self->conv.strict = provider->strict || (model && model->strict);
     char *body = NULL;
     size_t body_size = 0;

@@ -1,4 +1,6 @@
 #include "ingress_admit.h"
+#include "proto_check.h"
+#include "ingress_fixture.h"
 #include "ingress_relay.h"
 #include "ingress_server_private.h"
 #include "ingress_usage.h"
@@ -407,4 +409,40 @@ void ingress_admit_usage(ingress_server_t *self, ingress_request_t *r)
     r->phase = INGRESS_PHASE_QUERY;
     ingress_queue_push(self->waiting, &r->timeout, self->internal_timeout_ms);
     ingress_request_suspend(r);
+}
+
+//  --------------------------------------------------------------------------
+//  Self test: through a server with fake billing and dispatch (ingress_fixture).
+
+//  Billing says no: its status and words, no SETTLE. Billing silent:
+//  the internal timeout answers.
+static void s_test_refusals(ingress_fixture_t *test)
+{
+    char request[4096];
+    test->admit_status = 429;
+    ingress_fixture_client_t *client = ingress_fixture_request(
+        test, ingress_fixture_chat("", ingress_fixture_chat_body, request, sizeof request));
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 429", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "Retry-After: 2\r\n") && strstr(client->data, "rate_limited"));
+    PROTO_CHECK(test->dispatches == 0 && test->settles == 0);
+
+    //  Billing silent: internal timeout.
+    test->dispatch_status = 200;
+    test->billing_silent = true;
+    client = ingress_fixture_request(
+        test, ingress_fixture_chat("", ingress_fixture_chat_body, request, sizeof request));
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 503", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "internal_timeout"));
+    test->billing_silent = false;
+}
+
+void ingress_admit_test(bool verbose)
+{
+    if (verbose)
+        printf(" * ingress_admit: ");
+    ingress_fixture_t *test = ingress_fixture_new();
+    s_test_refusals(test);
+    ingress_fixture_destroy(&test);
+    if (verbose)
+        printf("OK\n");
 }

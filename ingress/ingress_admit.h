@@ -58,4 +58,7 @@ void ingress_admit_ready(proto_loop_t *loop, zsock_t *socket, void *arg);
 //  Timeout queue callback of `waiting` (arg: the server).
 void ingress_admit_waiting_expired(ingress_queue_item_t *item, void *arg);
 
+//  Self test.
+void ingress_admit_test(bool verbose);
+
 #endif

@@ -1,4 +1,6 @@
 #include "ingress_http.h"
+#include "proto_check.h"
+#include "ingress_fixture.h"
 #include "ingress_admit.h"
 #include "ingress_models.h"
 #include "ingress_parse.h"
@@ -520,4 +522,110 @@ void ingress_http_completed(void *arg, struct MHD_Connection *connection, void *
                   (double)(proto_loop_now_us() - r->started_us) / 1000.0);
     ingress_request_unref(r);
     ingress_server_check_drained(self);
+}
+
+//  --------------------------------------------------------------------------
+//  Self test: through a server with fake billing and dispatch (ingress_fixture).
+
+//  Answers that need nobody else.
+static void s_test_local_answers(ingress_fixture_t *test)
+{
+    char request[4096];
+    ingress_fixture_client_t *client =
+        ingress_fixture_request(test, "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                                      "x-request-id: my-id.1\r\n\r\n");
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "x-request-id: my-id.1."));
+    PROTO_CHECK(strstr(client->data, "{\"status\":\"ok\"}"));
+    //  Answers decided from the headers keep the connection alive.
+    client = ingress_fixture_request(test, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+                                           "GET /v1/models HTTP/1.1\r\nHost: t\r\n"
+                                           "Connection: close\r\n\r\n");
+    char *second_answer = strstr(client->data, "HTTP/1.1 401");
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0 && second_answer);
+    PROTO_CHECK(!memmem(client->data, (size_t)(second_answer - client->data), "close", 5));
+    client =
+        ingress_fixture_request(test, "GET /nope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 404", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "\"code\":\"not_found\"") &&
+                strstr(client->data, "x-request-id"));
+    client = ingress_fixture_request(
+        test, "GET /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 405", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "Allow: POST"));
+    client = ingress_fixture_request(
+        test, "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+              "Content-Length: 2\r\n\r\n{}");
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 401", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "Missing API key") && strstr(client->data, "invalid_api_key"));
+    client =
+        ingress_fixture_request(test, "GET /v1/models HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                                      "x-api-key: wrong\r\n\r\n");
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 401", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "Invalid API key."));
+    client = ingress_fixture_request(
+        test, "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+              "Authorization: Bearer tg-test\r\nContent-Length: 65536\r\n\r\n");
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 413", 12) == 0);
+    client = ingress_fixture_request(
+        test, ingress_fixture_chat("", "{\"model\":", request, sizeof request));
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 400", 12) == 0 && strstr(client->data, "JSON"));
+    client = ingress_fixture_request(
+        test, ingress_fixture_chat("", "{\"model\":\"m\"}", request, sizeof request));
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 400", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "'messages'") &&
+                strstr(client->data, "x-tollgate-overhead-ms"));
+    client =
+        ingress_fixture_request(test, "GET /v1/models HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                                      "Authorization: Bearer tg-test\r\n\r\n");
+    PROTO_CHECK(strstr(client->data, "{\"object\":\"list\",\"data\":[]}"));
+    client = ingress_fixture_request(
+        test, "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    PROTO_CHECK(strstr(client->data, "tollgate_ingress_requests_total{route=\"models\""));
+    PROTO_CHECK(test->admits == 0);
+}
+
+//  Gemini: model and stream from the path, the JSON array asked for
+//  without alt=sse; the key in x-goog-api-key. Anthropic count_tokens.
+static void s_test_protocols(ingress_fixture_t *test)
+{
+    char request[4096];
+    const char *gemini = "{\"contents\":[{\"parts\":[{\"text\":\"hi\"}]}]}";
+    snprintf(request, sizeof request,
+             "POST /v1beta/models/gm-1:streamGenerateContent HTTP/1.1\r\nHost: t\r\n"
+             "Connection: close\r\nx-goog-api-key: tg-test\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(gemini), gemini);
+    ingress_fixture_client_t *client = ingress_fixture_request(test, request);
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
+    PROTO_CHECK(test->dispatch_protocol == PROTO_PROTOCOL_GEMINI && test->dispatch_stream);
+    PROTO_CHECK(strcmp(test->dispatch_model, "gm-1") == 0);
+    PROTO_CHECK(strcmp(test->dispatch_meta, "{\"json_array\":true}") == 0);
+    const char *count = "{\"model\":\"c-1\",\"messages\":[]}";
+    snprintf(request, sizeof request,
+             "POST /v1/messages/count_tokens HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+             "x-api-key: tg-test\r\nContent-Length: %zu\r\n\r\n%s",
+             strlen(count), count);
+    client = ingress_fixture_request(test, request);
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
+    PROTO_CHECK(test->dispatch_protocol == PROTO_PROTOCOL_ANTHROPIC && !test->dispatch_stream);
+    PROTO_CHECK(strcmp(test->dispatch_meta, "{\"count_tokens\":true}") == 0);
+    //  Errors on a Gemini path are in Gemini's shape.
+    client = ingress_fixture_request(test,
+                                     "POST /v1beta/models/gm-1:generateContent HTTP/1.1\r\n"
+                                     "Host: t\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}");
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 401", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "\"status\":\"UNAUTHENTICATED\""));
+    test->admits = test->dispatches = 0;
+}
+
+void ingress_http_test(bool verbose)
+{
+    if (verbose)
+        printf(" * ingress_http: ");
+    ingress_fixture_t *test = ingress_fixture_new();
+    s_test_local_answers(test);
+    s_test_protocols(test);
+    ingress_fixture_destroy(&test);
+    if (verbose)
+        printf("OK\n");
 }

@@ -12,6 +12,7 @@
 #define INGRESS_HTTP_H_INCLUDED
 
 #include <microhttpd.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 //  MHD access handler of the client listener (arg: the ingress_server_t).
@@ -23,5 +24,8 @@ enum MHD_Result ingress_http_access(void *arg, struct MHD_Connection *connection
 //  MHD completion callback of the client listener (arg: the server).
 void ingress_http_completed(void *arg, struct MHD_Connection *connection, void **request_p,
                             enum MHD_RequestTerminationCode code);
+
+//  Self test.
+void ingress_http_test(bool verbose);
 
 #endif

@@ -1,4 +1,6 @@
 #include "ingress_relay.h"
+#include "proto_check.h"
+#include "ingress_fixture.h"
 #include "ingress_buffer.h"
 #include "ingress_parse.h"
 #include "ingress_server_private.h"
@@ -11,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define S_STREAM_BLOCK 4096                    //  most bytes one content-reader call hands MHD
 #define S_STREAM_BUFFER_MAX (4u * 1024 * 1024) //  unread stream bytes held per request
@@ -550,4 +553,111 @@ void ingress_relay_watch(ingress_server_t *self, ingress_peer_t *peer)
     zstr_sendx(peer->monitor, "START", NULL);
     zsock_wait(peer->monitor);
     proto_loop_add_socket_edge(self->loop, zactor_sock(peer->monitor), s_dispatch_lost, peer);
+}
+
+//  --------------------------------------------------------------------------
+//  Self test: through a server with fake billing and dispatch (ingress_fixture).
+
+//  A whole answer: ADMIT, then DISPATCH (dispatch routes), then DONE.
+static void s_test_whole_answer(ingress_fixture_t *test)
+{
+    char request[4096];
+    ingress_fixture_client_t *client = ingress_fixture_request(
+        test, ingress_fixture_chat("traceparent: 00-4bf92f3577b34da6a3ce929d0e0e"
+                                   "4736-00f067aa0ba902b7-01\r\n",
+                                   ingress_fixture_chat_body, request, sizeof request));
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "{\"answer\":42}") && strstr(client->data, "x-request-id: "));
+    PROTO_CHECK(strstr(client->data, "x-tollgate-overhead-ms: "));
+    PROTO_CHECK(test->admits == 1 && test->dispatches == 1 && test->dispatch_ok);
+    PROTO_CHECK(strcmp(test->dispatch_body, ingress_fixture_chat_body) == 0);
+    PROTO_CHECK(test->dispatch_protocol == PROTO_PROTOCOL_OPENAI && !*test->dispatch_meta);
+}
+
+//  A stream: CHUNKs through the buffer, DONE ends it.
+static void s_test_stream(ingress_fixture_t *test)
+{
+    char request[4096];
+    test->mode = INGRESS_FIXTURE_STREAM_DONE;
+    ingress_fixture_client_t *client =
+        ingress_fixture_request(test, ingress_fixture_chat("",
+                                                           "{\"model\":\"m\",\"messages\":[],"
+                                                           "\"stream\":true}",
+                                                           request, sizeof request));
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "text/event-stream"));
+    char *first = strstr(client->data, "data: first");
+    char *second = strstr(client->data, "data: second");
+    char *last = strstr(client->data, "data: [DONE]");
+    PROTO_CHECK(first && second && last && first < second && second < last);
+}
+
+//  Dispatch refuses after billing admitted, or every instance is draining.
+static void s_test_refusals(ingress_fixture_t *test)
+{
+    char request[4096];
+    ingress_fixture_client_t *client;
+    //  Dispatch finds no provider after billing admitted: its 503 reaches
+    //  the client, and ingress settles nothing (dispatch settles what it took).
+    test->dispatch_status = 503;
+    ingress_fixture_reset(test);
+    client = ingress_fixture_request(
+        test, ingress_fixture_chat("", ingress_fixture_chat_body, request, sizeof request));
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 503", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "No provider is available for model 'm'."));
+    PROTO_CHECK(test->dispatches == 1 && test->settles == 0);
+
+    //  Every dispatch is draining: the request waits for one (at most the
+    //  internal timeout), then is answered 503 and settled here, since no
+    //  dispatch took it.
+    test->dispatch_code = "draining";
+    ingress_fixture_reset(test);
+    client = ingress_fixture_send(
+        test, ingress_fixture_chat("", ingress_fixture_chat_body, request, sizeof request));
+    ingress_fixture_run(test, ingress_fixture_settled);
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 503", 12) == 0 && test->dispatches >= 2);
+    test->dispatch_code = NULL;
+
+    test->dispatch_status = 200;
+}
+//  Two hundred idle streams cost no CPU; hanging up cancels each.
+static void s_test_idle_streams(ingress_fixture_t *test, bool verbose)
+{
+    char request[4096];
+    test->mode = INGRESS_FIXTURE_STREAM_HOLD;
+    ingress_fixture_reset(test);
+    for (int i = 0; i < 200; i++)
+        ingress_fixture_send(
+            test, ingress_fixture_chat("", "{\"model\":\"m\",\"messages\":[],\"stream\":true}",
+                                       request, sizeof request));
+    ingress_fixture_run(test, ingress_fixture_all_streaming);
+    PROTO_CHECK(test->dispatches == 200);
+    double cpu = ingress_fixture_cpu_seconds();
+    ingress_fixture_idle(test, 1000);
+    cpu = ingress_fixture_cpu_seconds() - cpu;
+    if (verbose)
+        printf("(200 idle streams: %.1f ms CPU in 1 s) ", cpu * 1000);
+    PROTO_CHECK(cpu < 0.2);
+    for (int i = 0; i < test->client_count; i++) {
+        proto_loop_remove_fd(test->loop, test->clients[i].fd);
+        shutdown(test->clients[i].fd, SHUT_RDWR);
+        test->clients[i].ended = true;
+    }
+    ingress_fixture_run(test, ingress_fixture_all_cancelled);
+    PROTO_CHECK(test->cancels == 200);
+    ingress_fixture_reset(test);
+}
+
+void ingress_relay_test(bool verbose)
+{
+    if (verbose)
+        printf(" * ingress_relay: ");
+    ingress_fixture_t *test = ingress_fixture_new();
+    s_test_whole_answer(test);
+    s_test_stream(test);
+    s_test_refusals(test);
+    s_test_idle_streams(test, verbose);
+    ingress_fixture_destroy(&test);
+    if (verbose)
+        printf("OK\n");
 }

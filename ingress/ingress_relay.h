@@ -50,4 +50,7 @@ void ingress_relay_watch(ingress_server_t *self, ingress_peer_t *peer);
 void ingress_relay_held_expired(ingress_queue_item_t *item, void *arg);
 void ingress_relay_running_expired(ingress_queue_item_t *item, void *arg);
 
+//  Self test.
+void ingress_relay_test(bool verbose);
+
 #endif

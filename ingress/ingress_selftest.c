@@ -1,10 +1,13 @@
 //  Runs the selftest of one ingress class, or of all of them.
+#include "ingress_admit.h"
 #include "ingress_buffer.h"
 #include "ingress_daemon.h"
+#include "ingress_http.h"
 #include "ingress_lease.h"
 #include "ingress_models.h"
 #include "ingress_parse.h"
 #include "ingress_queue.h"
+#include "ingress_relay.h"
 #include "ingress_route.h"
 #include "ingress_server.h"
 #include "ingress_usage.h"
@@ -15,7 +18,8 @@ static const proto_test_t s_tests[] = {
     {"ingress_route", ingress_route_test},   {"ingress_daemon", ingress_daemon_test},
     {"ingress_server", ingress_server_test}, {"ingress_lease", ingress_lease_test},
     {"ingress_models", ingress_models_test}, {"ingress_usage", ingress_usage_test},
-    {"ingress_queue", ingress_queue_test},
+    {"ingress_queue", ingress_queue_test},   {"ingress_http", ingress_http_test},
+    {"ingress_admit", ingress_admit_test},   {"ingress_relay", ingress_relay_test},
 };
 
 PROTO_TEST_MAIN(s_tests)

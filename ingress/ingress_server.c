@@ -10,6 +10,7 @@
 #include "ingress_server.h"
 #include "ingress_admit.h"
 #include "ingress_daemon.h"
+#include "ingress_fixture.h"
 #include "ingress_http.h"
 #include "ingress_lease.h"
 #include "ingress_models.h"
@@ -362,7 +363,7 @@ void ingress_server_set_catalog(ingress_server_t *self, proto_catalog_t **catalo
     log_debug(NULL, "catalog loaded: %zu keys", proto_catalog_key_count(self->catalog));
 }
 
-static size_t s_settles_pending(ingress_server_t *self)
+size_t ingress_server_settles_pending(ingress_server_t *self)
 {
     size_t pending = 0;
     for (int i = 0; i < self->billing_count; i++)
@@ -373,7 +374,7 @@ static size_t s_settles_pending(ingress_server_t *self)
 void ingress_server_check_drained(ingress_server_t *self)
 {
     if (!self->draining || !self->drained_fn || self->live_count || zhashx_size(self->requests) ||
-        s_settles_pending(self))
+        ingress_server_settles_pending(self))
         return;
     ingress_server_drained_fn *fn = self->drained_fn;
     self->drained_fn = NULL;
@@ -403,7 +404,7 @@ char *ingress_server_status(ingress_server_t *self)
                  "{\"in_flight\":%zu,\"pipeline\":%zu,\"connections\":%u,"
                  "\"settles_pending\":%zu,\"keys\":%zu}",
                  self->live_count, zhashx_size(self->requests),
-                 ingress_daemon_connections(self->client), s_settles_pending(self),
+                 ingress_daemon_connections(self->client), ingress_server_settles_pending(self),
                  proto_catalog_key_count(self->catalog)) < 0)
         return NULL;
     return text;
@@ -450,537 +451,27 @@ char *ingress_server_service_status(void *state)
 }
 
 //  --------------------------------------------------------------------------
-//  Self test: the whole request flow in one process. Billing, router and
-//  dispatch are ROUTER sockets in the same loop; clients are plain sockets
-//  in the same loop too, so every step is driven by messages, never sleeps.
-
-#include <sys/socket.h>
-#include <sys/time.h>
-
-#define S_TEST_CLIENTS 220
-
-typedef struct _s_test_t s_test_t;
-
-typedef struct {
-    s_test_t *test;   //  owner
-    int fd;           //  socket, -1 once closed
-    char data[16384]; //  what came back
-    size_t size;      //  bytes in data
-    bool ended;       //  the server closed the connection
-} s_client_t;
-
-typedef enum { S_DONE_WHOLE, S_STREAM_DONE, S_STREAM_HOLD } s_test_mode_t;
-
-struct _s_test_t {
-    proto_loop_t *loop;                       //  the loop
-    ingress_server_t *server;                 //  under test
-    int port;                                 //  client API port
-    zsock_t *billing;                         //  fake billing (ROUTER)
-    zsock_t *dispatch;                        //  fake dispatch (ROUTER)
-    int admit_status;                         //  what billing answers
-    bool billing_silent;                      //  billing answers nothing
-    int dispatch_status;                      //  what dispatch answers, 200 = normally
-    const char *dispatch_code;                //  its error code when not 200
-    s_test_mode_t mode;                       //  what dispatch does
-    int admits, dispatches, cancels, settles; //  messages seen
-    char dispatch_body[512];                  //  last DISPATCH body
-    bool dispatch_ok;                         //  last DISPATCH carried what it should
-    char dispatch_model[64];                  //  last DISPATCH's model
-    char dispatch_meta[64];                   //  last DISPATCH's meta, "" when none
-    bool dispatch_stream;                     //  last DISPATCH's stream flag
-    int dispatch_protocol;                    //  last DISPATCH's client protocol
-    s_client_t clients[S_TEST_CLIENTS];       //  clients in use
-    int client_count;                         //  how many
-    bool (*until)(s_test_t *);                //  the loop stops once this holds
-    bool drained;                             //  drain callback ran
-    proto_config_t *config;                   //  the server's configuration
-    proto_metrics_t *metrics;                 //  its metrics registry
-    proto_api_key_t key;                      //  what "tg-test" authenticates as
-};
-
-static bool s_test_all_ended(s_test_t *test)
-{
-    for (int i = 0; i < test->client_count; i++)
-        if (!test->clients[i].ended)
-            return false;
-    return true;
-}
-
-static bool s_test_all_streaming(s_test_t *test)
-{
-    for (int i = 0; i < test->client_count; i++)
-        if (!strstr(test->clients[i].data, "data: first"))
-            return false;
-    return true;
-}
-
-static bool s_test_all_cancelled(s_test_t *test)
-{
-    return test->cancels == test->client_count;
-}
-
-static void s_test_check(s_test_t *test)
-{
-    if (test->until && test->until(test))
-        proto_loop_stop(test->loop);
-}
-
-static void s_test_client_ready(proto_loop_t *loop, int fd, uint32_t events, void *arg)
-{
-    s_client_t *client = arg;
-    ssize_t got = read(fd, client->data + client->size, sizeof client->data - 1 - client->size);
-    if (got > 0) {
-        client->size += (size_t)got;
-        client->data[client->size] = '\0';
-    } else if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
-        client->ended = true;
-        proto_loop_remove_fd(loop, fd);
-    }
-    s_test_check(client->test);
-}
-
-static s_client_t *s_test_send(s_test_t *test, const char *request)
-{
-    PROTO_CHECK(test->client_count < S_TEST_CLIENTS);
-    s_client_t *client = &test->clients[test->client_count++];
-    *client = (s_client_t){.test = test};
-    client->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)test->port)};
-    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
-    PROTO_CHECK(connect(client->fd, (struct sockaddr *)&to, sizeof to) == 0);
-    PROTO_CHECK(write(client->fd, request, strlen(request)) == (ssize_t)strlen(request));
-    proto_loop_add_fd(test->loop, client->fd, EPOLLIN, s_test_client_ready, client);
-    return client;
-}
-
-static void s_test_reset(s_test_t *test)
-{
-    for (int i = 0; i < test->client_count; i++) {
-        if (!test->clients[i].ended)
-            proto_loop_remove_fd(test->loop, test->clients[i].fd);
-        close(test->clients[i].fd);
-    }
-    test->client_count = 0;
-    test->admits = test->dispatches = test->cancels = test->settles = 0;
-}
-
-static void s_test_timeout(proto_loop_t *loop, int id, void *arg)
-{
-    fprintf(stderr, "ingress_server_test: step timed out\n");
-    PROTO_CHECK(false);
-}
-
-//  Some conditions change inside the server, out of the test's sight (a
-//  COMMIT it reads from billing): look at them again every few ms too.
-static void s_test_recheck(proto_loop_t *loop, int id, void *arg)
-{
-    s_test_check(arg);
-}
-
-static void s_test_run(s_test_t *test, bool (*until)(s_test_t *))
-{
-    test->until = until;
-    if (until(test))
-        return;
-    int guard = proto_loop_add_timer(test->loop, 10000, false, s_test_timeout, test);
-    int recheck = proto_loop_add_timer(test->loop, 5, true, s_test_recheck, test);
-    proto_loop_run(test->loop);
-    proto_loop_cancel_timer(test->loop, recheck);
-    proto_loop_cancel_timer(test->loop, guard);
-}
-
-//  One client, one request, until the server closes the connection.
-static s_client_t *s_test_request(s_test_t *test, const char *request)
-{
-    s_test_reset(test);
-    s_client_t *client = s_test_send(test, request);
-    s_test_run(test, s_test_all_ended);
-    return client;
-}
-
-static char *s_test_chat(const char *extra_headers, const char *body, char *out, size_t size)
-{
-    snprintf(out, size,
-             "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
-             "Authorization: Bearer tg-test\r\nContent-Type: application/json\r\n%s"
-             "Content-Length: %zu\r\n\r\n%s",
-             extra_headers, strlen(body), body);
-    return out;
-}
-
-static void s_test_billing_message(proto_msg_t **msg_p, void *arg)
-{
-    s_test_t *test = arg;
-    proto_msg_t *msg = *msg_p;
-    zsock_t *socket = test->billing;
-    if (proto_msg_type(msg) == PROTO_MSG_ADMIT) {
-        test->admits++;
-        PROTO_CHECK(proto_msg_key_id(msg) == 7 && proto_msg_account_id(msg) == 3);
-        PROTO_CHECK(strlen(proto_msg_trace(msg)) == 55 && proto_msg_deadline(msg) > 0);
-        if (!test->billing_silent) {
-            proto_msg_t *reply = proto_msg_reply(msg, PROTO_MSG_ADMIT_REPLY);
-            proto_msg_set_status(reply, (uint64_t)test->admit_status);
-            proto_msg_set_reserve_micros(reply, 1234);
-            if (test->admit_status == 429) {
-                proto_msg_set_error_code(reply, "rate_limited");
-                proto_msg_set_error_message(reply, "Too many requests");
-                proto_msg_set_retry_after_ms(reply, 1500);
-            }
-            proto_msg_send(&reply, socket);
-        }
-    } else if (proto_msg_type(msg) == PROTO_MSG_SETTLE) {
-        test->settles++;
-        PROTO_CHECK(proto_msg_tokens_out(msg) == 0 && proto_msg_reserve_micros(msg) == 1234);
-        proto_msg_t *reply = proto_msg_reply(msg, PROTO_MSG_COMMIT);
-        proto_msg_send(&reply, socket);
-    }
-}
-
-static void s_test_billing(proto_loop_t *loop, zsock_t *socket, void *arg)
-{
-    PROTO_CHECK(proto_batch_recv(socket, s_test_billing_message, arg) == 0);
-    s_test_check(arg);
-}
-
-static void s_test_dispatch(proto_loop_t *loop, zsock_t *socket, void *arg)
-{
-    s_test_t *test = arg;
-    proto_msg_t *msg = NULL;
-    PROTO_CHECK(proto_msg_recv(&msg, socket) == 0);
-    if (proto_msg_type(msg) == PROTO_MSG_CANCEL) {
-        test->cancels++;
-        proto_msg_destroy(&msg);
-        s_test_check(test);
-        return;
-    }
-    PROTO_CHECK(proto_msg_type(msg) == PROTO_MSG_DISPATCH);
-    test->dispatches++;
-    zframe_t *body = proto_msg_body(msg);
-    test->dispatch_ok = !proto_msg_has(msg, PROTO_FIELD_candidates) &&
-                        proto_msg_reserve_micros(msg) == 1234 && body &&
-                        proto_msg_account_id(msg) == 3 && proto_msg_deadline(msg) > 0;
-    snprintf(test->dispatch_body, sizeof test->dispatch_body, "%.*s",
-             body ? (int)zframe_size(body) : 0, body ? (char *)zframe_data(body) : "");
-    snprintf(test->dispatch_model, sizeof test->dispatch_model, "%s", proto_msg_model(msg));
-    snprintf(test->dispatch_meta, sizeof test->dispatch_meta, "%s",
-             proto_msg_has(msg, PROTO_FIELD_meta) ? proto_msg_meta(msg) : "");
-    test->dispatch_stream = proto_msg_stream(msg);
-    test->dispatch_protocol = (int)proto_msg_client_protocol(msg);
-    if (test->dispatch_status != 200) {
-        //  Dispatch found no candidate: its own error, settled by itself.
-        proto_msg_t *done = proto_msg_reply(msg, PROTO_MSG_DONE);
-        proto_msg_set_status(done, (uint64_t)test->dispatch_status);
-        proto_msg_set_error_code(done, test->dispatch_code ? test->dispatch_code : "no_provider");
-        proto_msg_set_error_message(done, "No provider is available for model 'm'.");
-        proto_msg_send(&done, socket);
-    } else if (test->mode == S_DONE_WHOLE) {
-        proto_msg_t *done = proto_msg_reply(msg, PROTO_MSG_DONE);
-        proto_msg_set_status(done, 200);
-        proto_msg_set_latency_us(done, 1000);
-        proto_msg_set_body_bytes(done, "{\"answer\":42}", 13);
-        proto_msg_send(&done, socket);
-    } else {
-        proto_msg_t *chunk = proto_msg_reply(msg, PROTO_MSG_CHUNK);
-        proto_msg_set_sequence(chunk, 0);
-        proto_msg_set_status(chunk, 200);
-        proto_msg_set_content_type(chunk, "text/event-stream");
-        proto_msg_set_ttfb_us(chunk, 500);
-        proto_msg_set_body_bytes(chunk, "data: first\n\n", 13);
-        proto_msg_send(&chunk, socket);
-        if (test->mode == S_STREAM_DONE) {
-            chunk = proto_msg_reply(msg, PROTO_MSG_CHUNK);
-            proto_msg_set_sequence(chunk, 1);
-            proto_msg_set_body_bytes(chunk, "data: second\n\n", 14);
-            proto_msg_send(&chunk, socket);
-            proto_msg_t *done = proto_msg_reply(msg, PROTO_MSG_DONE);
-            proto_msg_set_status(done, 200);
-            proto_msg_set_body_bytes(done, "data: [DONE]\n\n", 14);
-            proto_msg_send(&done, socket);
-        }
-    }
-    proto_msg_destroy(&msg);
-}
-
-static void s_test_drained(void *arg)
-{
-    ((s_test_t *)arg)->drained = true;
-}
-
-static double s_test_cpu_seconds(void)
-{
-    struct rusage usage;
-    getrusage(RUSAGE_SELF, &usage);
-    return (double)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
-           (double)(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
-}
-
-static void s_test_stop(proto_loop_t *loop, int id, void *arg)
-{
-    proto_loop_stop(loop);
-}
-
-static bool s_test_settled(s_test_t *test)
-{
-    return test->settles == 1 && s_test_all_ended(test) && s_settles_pending(test->server) == 0;
-}
-
-static const char s_test_chat_body[] =
-    "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
-
-//  The server with fake billing and dispatch, and a key "tg-test" (7, account 3).
-static void s_test_setup(s_test_t *test)
-{
-    zsys_init();
-    memset(test, 0, sizeof *test); //  no temporary: the clients take 3.5 MB
-    test->admit_status = 200;
-    test->dispatch_status = 200;
-    test->loop = proto_loop_new();
-    test->billing = zsock_new_router("inproc://ingress-test-billing");
-    test->dispatch = zsock_new_router("inproc://ingress-test-dispatch");
-    proto_loop_add_socket(test->loop, test->billing, s_test_billing, test);
-    proto_loop_add_socket(test->loop, test->dispatch, s_test_dispatch, test);
-    test->config = proto_config_new();
-    const char *settings[][2] = {
-        {"ingress.listen", "127.0.0.1:0"},
-        {"billing.endpoints", "inproc://ingress-test-billing"},
-        {"dispatch.endpoints", "inproc://ingress-test-dispatch"},
-        {"ingress.max_body_bytes", "2048"},
-        {"ingress.internal_timeout_ms", "50"},
-    };
-    char error[256];
-    for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
-        PROTO_CHECK(proto_config_set(test->config, settings[i][0], settings[i][1], "test", error,
-                                     sizeof error) == 0);
-    test->metrics = proto_metrics_new();
-    //  inproc:// peers carry no security; the socket limits still apply.
-    PROTO_CHECK(proto_socket_init_with("none", "", "ingress", -1, error, sizeof error) == 0);
-    test->server = ingress_server_new(test->loop, test->config, test->metrics, NULL, false, error,
-                                      sizeof error);
-    PROTO_CHECK(test->server);
-    test->port = ingress_server_port(test->server);
-    PROTO_CHECK(test->port > 0);
-    test->key = (proto_api_key_t){.id = 7, .account_id = 3, .status = "active"};
-    test->server->test_key = &test->key;
-}
-
-static void s_test_teardown(s_test_t *test)
-{
-    ingress_server_destroy(&test->server);
-    proto_socket_shutdown();
-    PROTO_CHECK(test->server == NULL);
-    proto_loop_remove_socket(test->loop, test->billing);
-    proto_loop_remove_socket(test->loop, test->dispatch);
-    zsock_destroy(&test->billing);
-    zsock_destroy(&test->dispatch);
-    proto_metrics_destroy(&test->metrics);
-    proto_config_destroy(&test->config);
-    proto_loop_destroy(&test->loop);
-}
-
-//  Answers that need nobody else.
-static void s_test_local_answers(s_test_t *test)
-{
-    char request[4096];
-    s_client_t *client =
-        s_test_request(test, "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
-                             "x-request-id: my-id.1\r\n\r\n");
-    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
-    PROTO_CHECK(strstr(client->data, "x-request-id: my-id.1."));
-    PROTO_CHECK(strstr(client->data, "{\"status\":\"ok\"}"));
-    //  Answers decided from the headers keep the connection alive.
-    client = s_test_request(test, "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
-                                  "GET /v1/models HTTP/1.1\r\nHost: t\r\n"
-                                  "Connection: close\r\n\r\n");
-    char *second_answer = strstr(client->data, "HTTP/1.1 401");
-    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0 && second_answer);
-    PROTO_CHECK(!memmem(client->data, (size_t)(second_answer - client->data), "close", 5));
-    client = s_test_request(test, "GET /nope HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 404", 12) == 0);
-    PROTO_CHECK(strstr(client->data, "\"code\":\"not_found\"") &&
-                strstr(client->data, "x-request-id"));
-    client = s_test_request(
-        test, "GET /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 405", 12) == 0);
-    PROTO_CHECK(strstr(client->data, "Allow: POST"));
-    client = s_test_request(test,
-                            "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
-                            "Content-Length: 2\r\n\r\n{}");
-    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 401", 12) == 0);
-    PROTO_CHECK(strstr(client->data, "Missing API key") && strstr(client->data, "invalid_api_key"));
-    client = s_test_request(test, "GET /v1/models HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
-                                  "x-api-key: wrong\r\n\r\n");
-    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 401", 12) == 0);
-    PROTO_CHECK(strstr(client->data, "Invalid API key."));
-    client = s_test_request(test,
-                            "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
-                            "Authorization: Bearer tg-test\r\nContent-Length: 65536\r\n\r\n");
-    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 413", 12) == 0);
-    client = s_test_request(test, s_test_chat("", "{\"model\":", request, sizeof request));
-    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 400", 12) == 0 && strstr(client->data, "JSON"));
-    client = s_test_request(test, s_test_chat("", "{\"model\":\"m\"}", request, sizeof request));
-    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 400", 12) == 0);
-    PROTO_CHECK(strstr(client->data, "'messages'") &&
-                strstr(client->data, "x-tollgate-overhead-ms"));
-    client = s_test_request(test, "GET /v1/models HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
-                                  "Authorization: Bearer tg-test\r\n\r\n");
-    PROTO_CHECK(strstr(client->data, "{\"object\":\"list\",\"data\":[]}"));
-    client = s_test_request(test, "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    PROTO_CHECK(strstr(client->data, "tollgate_ingress_requests_total{route=\"models\""));
-    PROTO_CHECK(test->admits == 0);
-}
-
-//  A whole answer: ADMIT, then DISPATCH (dispatch routes), then DONE.
-static void s_test_whole_answer(s_test_t *test)
-{
-    char request[4096];
-    s_client_t *client =
-        s_test_request(test, s_test_chat("traceparent: 00-4bf92f3577b34da6a3ce929d0e0e"
-                                         "4736-00f067aa0ba902b7-01\r\n",
-                                         s_test_chat_body, request, sizeof request));
-    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
-    PROTO_CHECK(strstr(client->data, "{\"answer\":42}") && strstr(client->data, "x-request-id: "));
-    PROTO_CHECK(strstr(client->data, "x-tollgate-overhead-ms: "));
-    PROTO_CHECK(test->admits == 1 && test->dispatches == 1 && test->dispatch_ok);
-    PROTO_CHECK(strcmp(test->dispatch_body, s_test_chat_body) == 0);
-    PROTO_CHECK(test->dispatch_protocol == PROTO_PROTOCOL_OPENAI && !*test->dispatch_meta);
-}
-
-//  Gemini: model and stream from the path, the JSON array asked for
-//  without alt=sse; the key in x-goog-api-key. Anthropic count_tokens.
-static void s_test_protocols(s_test_t *test)
-{
-    char request[4096];
-    const char *gemini = "{\"contents\":[{\"parts\":[{\"text\":\"hi\"}]}]}";
-    snprintf(request, sizeof request,
-             "POST /v1beta/models/gm-1:streamGenerateContent HTTP/1.1\r\nHost: t\r\n"
-             "Connection: close\r\nx-goog-api-key: tg-test\r\nContent-Length: %zu\r\n\r\n%s",
-             strlen(gemini), gemini);
-    s_client_t *client = s_test_request(test, request);
-    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
-    PROTO_CHECK(test->dispatch_protocol == PROTO_PROTOCOL_GEMINI && test->dispatch_stream);
-    PROTO_CHECK(strcmp(test->dispatch_model, "gm-1") == 0);
-    PROTO_CHECK(strcmp(test->dispatch_meta, "{\"json_array\":true}") == 0);
-    const char *count = "{\"model\":\"c-1\",\"messages\":[]}";
-    snprintf(request, sizeof request,
-             "POST /v1/messages/count_tokens HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
-             "x-api-key: tg-test\r\nContent-Length: %zu\r\n\r\n%s",
-             strlen(count), count);
-    client = s_test_request(test, request);
-    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
-    PROTO_CHECK(test->dispatch_protocol == PROTO_PROTOCOL_ANTHROPIC && !test->dispatch_stream);
-    PROTO_CHECK(strcmp(test->dispatch_meta, "{\"count_tokens\":true}") == 0);
-    //  Errors on a Gemini path are in Gemini's shape.
-    client = s_test_request(test, "POST /v1beta/models/gm-1:generateContent HTTP/1.1\r\n"
-                                  "Host: t\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}");
-    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 401", 12) == 0);
-    PROTO_CHECK(strstr(client->data, "\"status\":\"UNAUTHENTICATED\""));
-    test->admits = test->dispatches = 0;
-}
-
-//  A stream: CHUNKs through the buffer, DONE ends it.
-static void s_test_stream(s_test_t *test)
-{
-    char request[4096];
-    test->mode = S_STREAM_DONE;
-    s_client_t *client = s_test_request(test, s_test_chat("",
-                                                          "{\"model\":\"m\",\"messages\":[],"
-                                                          "\"stream\":true}",
-                                                          request, sizeof request));
-    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
-    PROTO_CHECK(strstr(client->data, "text/event-stream"));
-    char *first = strstr(client->data, "data: first");
-    char *second = strstr(client->data, "data: second");
-    char *last = strstr(client->data, "data: [DONE]");
-    PROTO_CHECK(first && second && last && first < second && second < last);
-}
-
-//  Refusals by the other programs, and their silence.
-static void s_test_refusals(s_test_t *test)
-{
-    char request[4096];
-    //  Billing says no: its status and words, no SETTLE.
-    test->admit_status = 429;
-    s_client_t *client =
-        s_test_request(test, s_test_chat("", s_test_chat_body, request, sizeof request));
-    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 429", 12) == 0);
-    PROTO_CHECK(strstr(client->data, "Retry-After: 2\r\n") && strstr(client->data, "rate_limited"));
-    PROTO_CHECK(test->dispatches == 0 && test->settles == 0);
-
-    //  Dispatch finds no provider after billing admitted: its 503 reaches
-    //  the client, and ingress settles nothing (dispatch settles what it took).
-    test->admit_status = 200;
-    test->dispatch_status = 503;
-    s_test_reset(test);
-    client = s_test_request(test, s_test_chat("", s_test_chat_body, request, sizeof request));
-    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 503", 12) == 0);
-    PROTO_CHECK(strstr(client->data, "No provider is available for model 'm'."));
-    PROTO_CHECK(test->dispatches == 1 && test->settles == 0);
-
-    //  Every dispatch is draining: the request waits for one (at most the
-    //  internal timeout), then is answered 503 and settled here, since no
-    //  dispatch took it.
-    test->dispatch_code = "draining";
-    s_test_reset(test);
-    client = s_test_send(test, s_test_chat("", s_test_chat_body, request, sizeof request));
-    s_test_run(test, s_test_settled);
-    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 503", 12) == 0 && test->dispatches >= 2);
-    test->dispatch_code = NULL;
-
-    //  Billing silent: internal timeout.
-    test->dispatch_status = 200;
-    test->billing_silent = true;
-    client = s_test_request(test, s_test_chat("", s_test_chat_body, request, sizeof request));
-    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 503", 12) == 0);
-    PROTO_CHECK(strstr(client->data, "internal_timeout"));
-    test->billing_silent = false;
-}
-
-//  Two hundred idle streams cost no CPU; hanging up cancels each.
-static void s_test_idle_streams(s_test_t *test, bool verbose)
-{
-    char request[4096];
-    test->mode = S_STREAM_HOLD;
-    s_test_reset(test);
-    for (int i = 0; i < 200; i++)
-        s_test_send(test, s_test_chat("", "{\"model\":\"m\",\"messages\":[],\"stream\":true}",
-                                      request, sizeof request));
-    s_test_run(test, s_test_all_streaming);
-    PROTO_CHECK(test->dispatches == 200);
-    double cpu = s_test_cpu_seconds();
-    test->until = NULL;
-    proto_loop_add_timer(test->loop, 1000, false, s_test_stop, NULL);
-    proto_loop_run(test->loop);
-    cpu = s_test_cpu_seconds() - cpu;
-    if (verbose)
-        printf("(200 idle streams: %.1f ms CPU in 1 s) ", cpu * 1000);
-    PROTO_CHECK(cpu < 0.2);
-    for (int i = 0; i < test->client_count; i++) {
-        proto_loop_remove_fd(test->loop, test->clients[i].fd);
-        shutdown(test->clients[i].fd, SHUT_RDWR);
-        test->clients[i].ended = true;
-    }
-    s_test_run(test, s_test_all_cancelled);
-    PROTO_CHECK(test->cancels == 200);
-    s_test_reset(test);
-}
+//  Self test: the server starts with fake peers (ingress_fixture), says
+//  what is in flight, and with nothing in flight a drain is over at once.
+//  The request path is tested by its parts: ingress_http, ingress_admit,
+//  ingress_relay.
 
 void ingress_server_test(bool verbose)
 {
     if (verbose)
         printf(" * ingress_server: ");
-    s_test_t test;
-    s_test_setup(&test);
-    //  In this order: each step leaves the fakes set as the next expects.
-    s_test_local_answers(&test);
-    s_test_whole_answer(&test);
-    s_test_protocols(&test);
-    s_test_stream(&test);
-    s_test_refusals(&test);
-    s_test_idle_streams(&test, verbose);
-    //  Drain: nothing in flight, so it is over at once.
-    ingress_server_drain(test.server, s_test_drained, &test);
-    PROTO_CHECK(test.drained);
-    s_test_teardown(&test);
+    ingress_fixture_t *test = ingress_fixture_new();
+    PROTO_CHECK(ingress_server_port(test->server) == test->port && test->port > 0);
+    ingress_fixture_client_t *client = ingress_fixture_request(
+        test, "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
+    char *status = ingress_server_status(test->server);
+    PROTO_CHECK(status && strstr(status, "\"in_flight\":0,\"pipeline\":0,"));
+    free(status);
+    ingress_fixture_reset(test);
+    ingress_server_drain(test->server, ingress_fixture_drained, test);
+    PROTO_CHECK(test->drained);
+    ingress_fixture_destroy(&test);
     if (verbose)
         printf("OK\n");
 }

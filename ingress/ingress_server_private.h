@@ -94,6 +94,9 @@ struct _ingress_server_t {
 //  request leaves its queue, the server's requests and its lease).
 void ingress_server_forget(ingress_request_t *r);
 
+//  SETTLEs sent and not yet committed by billing.
+size_t ingress_server_settles_pending(ingress_server_t *self);
+
 //  Calls the drained callback once a drain has nothing left in flight.
 void ingress_server_check_drained(ingress_server_t *self);
 

@@ -604,58 +604,111 @@ struct _router_scratch_t {
     s_option_t *spare;      //  room to reorder them
 };
 
-void router_select_decide(const router_context_t *context, const router_request_t *request,
-                          router_decision_t *decision, json_t *explain)
-{
-    proto_catalog_t *catalog = context->catalog;
-    memset(decision, 0, sizeof *decision);
-    const char *name = request->model ? request->model : "";
-    //  The working space is large (hundreds of KiB): a caller that decides
-    //  all day lends its own, so no decision allocates it (a malloc this
-    //  size also makes glibc consolidate its free lists every time).
-    router_scratch_t *scratch = context->scratch;
-    s_resolved_t *resolved = scratch ? scratch->resolved : malloc(sizeof *resolved);
-    s_option_t *options = scratch ? scratch->options : malloc(S_OPTIONS_MAX * sizeof *options);
-    assert(resolved && options);
-    int rc = s_resolve(context, name, resolved);
-    decision->mode = router_mode_parse(resolved->model ? resolved->model->scheduling : NULL);
-    if (explain) {
-        json_object_set_new(explain, "model", json_string(name));
-        json_object_set_new(explain, "mode", json_string(router_mode_name(decision->mode)));
-        json_object_set_new(explain, "resolved", json_string(resolved->how ? resolved->how : ""));
-        if (resolved->pinned)
-            json_object_set_new(explain, "pinned_provider", json_string(resolved->pinned->name));
-    }
-    if (rc != 0) {
-        s_fail(decision, 404, "model_not_found",
-               "The model '%.200s' does not exist or you do not have access to it.", name);
-        goto done;
-    }
-    char caps[S_CAPS_MAX][64];
-    size_t cap_count = s_split_caps(request->capabilities, caps, S_CAPS_MAX);
-    cap_count = s_tracked_caps(catalog, resolved, request->account_id, caps, cap_count);
+//  One decision on its way through the stages: what they read, and what
+//  each adds for the next (and to the explanation).
+typedef struct {
+    const router_context_t *context; //  what the decision consults
+    const router_request_t *request; //  what is asked
+    router_decision_t *decision;     //  the answer being built
+    json_t *explain;                 //  the explanation being built, or NULL
+    const char *name;                //  the model as asked, never NULL
+    router_scratch_t *scratch;       //  working space (the context's, or this decision's)
+    s_resolved_t *resolved;          //  resolution of the name
+    char caps[S_CAPS_MAX][64];       //  required capabilities that are tracked
+    size_t cap_count;                //  how many
+    s_option_t *options;             //  every (pair, key) considered
+    size_t count;                    //  how many
+    s_option_t *eligible;            //  those that qualify, in order
+    size_t eligible_count;           //  how many
+    s_field_t field;                 //  what the eligible options measure
+    bool any_visible;                //  some pair's provider is open to this account
+    bool any_hidden;                 //  some pair's provider is another account's
+} s_decide_t;
 
-    //  Expand pairs to keys and judge each.
-    size_t count = 0;
-    bool any_visible = false, any_hidden = false; //  some pair's provider is (not) this account's
+//  The name: resolves it to pairs and explains how. Returns 0, or 404.
+static int s_stage_resolve(s_decide_t *self)
+{
+    s_resolved_t *resolved = self->resolved;
+    int rc = s_resolve(self->context, self->name, resolved);
+    self->decision->mode = router_mode_parse(resolved->model ? resolved->model->scheduling : NULL);
+    if (self->explain) {
+        json_object_set_new(self->explain, "model", json_string(self->name));
+        json_object_set_new(self->explain, "mode",
+                            json_string(router_mode_name(self->decision->mode)));
+        json_object_set_new(self->explain, "resolved",
+                            json_string(resolved->how ? resolved->how : ""));
+        if (resolved->pinned)
+            json_object_set_new(self->explain, "pinned_provider",
+                                json_string(resolved->pinned->name));
+    }
+    if (rc != 0)
+        s_fail(self->decision, 404, "model_not_found",
+               "The model '%.200s' does not exist or you do not have access to it.", self->name);
+    return rc;
+}
+
+//  What the catalog says of one option: disabled, another account's, on
+//  the block list, lacking a required capability. Sets why and detail.
+static void s_filter_option(s_decide_t *self, s_option_t *option, bool blocked)
+{
+    const proto_provider_t *provider = option->provider;
+    const proto_map_pair_t *pair = option->pair;
+    const proto_provider_key_t *key = option->key;
+    const proto_model_t *model = self->resolved->model;
+    if (!provider->active || !pair->active || !key->active) {
+        option->why = "disabled";
+        snprintf(option->detail, sizeof option->detail, "%s",
+                 !provider->active ? "provider disabled"
+                 : !pair->active   ? "route disabled"
+                                   : "key disabled");
+        if (provider->active && pair->active && key->disabled_reason && *key->disabled_reason)
+            snprintf(option->detail, sizeof option->detail, "key disabled: %.140s",
+                     key->disabled_reason);
+    } else if (!s_visible(provider, self->request->account_id)) {
+        //  Bring your own key: only its account's requests go there.
+        option->why = "owner";
+        snprintf(option->detail, sizeof option->detail, "another account's provider");
+    } else if (blocked) {
+        option->why = "blocked";
+        snprintf(option->detail, sizeof option->detail, "on provider %.100s's block list",
+                 provider->name);
+    } else
+        for (size_t c = 0; c < self->cap_count && !option->why; c++)
+            if (!proto_tags_has(&key->capabilities, self->caps[c]) &&
+                !(model && proto_tags_has(&model->capabilities, self->caps[c]))) {
+                option->why = "capability";
+                snprintf(option->detail, sizeof option->detail, "lacks %.63s", self->caps[c]);
+            }
+}
+
+//  Filter: expands each pair to its provider's keys, and excludes what the
+//  catalog rules out (s_filter_option).
+static void s_stage_filter(s_decide_t *self)
+{
+    proto_catalog_t *catalog = self->context->catalog;
+    const s_resolved_t *resolved = self->resolved;
+    self->cap_count = s_split_caps(self->request->capabilities, self->caps, S_CAPS_MAX);
+    self->cap_count =
+        s_tracked_caps(catalog, resolved, self->request->account_id, self->caps, self->cap_count);
     size_t key_count = proto_catalog_provider_key_count(catalog);
     for (size_t p = 0; p < resolved->count; p++) {
         const proto_map_pair_t *pair = &resolved->pairs[p];
         const proto_provider_t *provider = proto_catalog_provider(catalog, pair->provider_id);
         if (!provider)
             continue;
-        any_visible = any_visible || s_visible(provider, request->account_id);
-        any_hidden = any_hidden || !s_visible(provider, request->account_id);
+        bool visible = s_visible(provider, self->request->account_id);
+        self->any_visible = self->any_visible || visible;
+        self->any_hidden = self->any_hidden || !visible;
         //  The protocol of this (provider, model), when the operator set one.
         const proto_model_setting_t *setting =
             proto_catalog_model_setting(catalog, provider->id, pair->upstream_model);
         int protocol = setting && setting->protocol ? setting->protocol : provider->protocol;
         bool blocked = proto_provider_blocks(provider, pair->upstream_model);
-        for (size_t k = 0; k < key_count && count < S_OPTIONS_MAX; k++) {
+        for (size_t k = 0; k < key_count && self->count < S_OPTIONS_MAX; k++) {
             const proto_provider_key_t *key = proto_catalog_provider_key_at(catalog, k);
             if (key->provider_id != provider->id)
                 continue;
-            s_option_t *option = &options[count++];
+            s_option_t *option = &self->options[self->count++];
             memset(option, 0, sizeof *option);
             option->pair = pair;
             option->provider = provider;
@@ -665,175 +718,182 @@ void router_select_decide(const router_context_t *context, const router_request_
             option->candidate.upstream_protocol = (uint32_t)protocol;
             snprintf(option->candidate.upstream_model, sizeof option->candidate.upstream_model,
                      "%s", pair->upstream_model);
-            if (!provider->active || !pair->active || !key->active) {
-                option->why = "disabled";
-                snprintf(option->detail, sizeof option->detail, "%s",
-                         !provider->active ? "provider disabled"
-                         : !pair->active   ? "route disabled"
-                                           : "key disabled");
-                if (provider->active && pair->active && key->disabled_reason &&
-                    *key->disabled_reason)
-                    snprintf(option->detail, sizeof option->detail, "key disabled: %.140s",
-                             key->disabled_reason);
-                continue;
-            }
-            if (!s_visible(provider, request->account_id)) {
-                //  Bring your own key: only its account's requests go there.
-                option->why = "owner";
-                snprintf(option->detail, sizeof option->detail, "another account's provider");
-                continue;
-            }
-            if (blocked) {
-                option->why = "blocked";
-                snprintf(option->detail, sizeof option->detail, "on provider %.100s's block list",
-                         provider->name);
-                continue;
-            }
-            for (size_t c = 0; c < cap_count && !option->why; c++)
-                if (!proto_tags_has(&key->capabilities, caps[c]) &&
-                    !(resolved->model && proto_tags_has(&resolved->model->capabilities, caps[c]))) {
-                    option->why = "capability";
-                    snprintf(option->detail, sizeof option->detail, "lacks %.63s", caps[c]);
-                }
-            if (option->why)
-                continue;
-            if (context->breaker) {
-                option->breaker =
-                    router_breaker_check(context->breaker, provider->id, key->id,
-                                         pair->upstream_model, request->now_ms, !request->dry_run);
-                if (option->breaker.state == ROUTER_BREAKER_OPEN ||
-                    option->breaker.state == ROUTER_BREAKER_DISABLED) {
-                    option->why = "breaker";
-                    snprintf(option->detail, sizeof option->detail, "%s %s (%s)%s",
-                             option->breaker.key_layer ? "key" : "model",
-                             router_breaker_state_name(option->breaker.state),
-                             option->breaker.reason,
-                             option->breaker.state == ROUTER_BREAKER_OPEN ? ", cooling down" : "");
-                    continue;
-                }
-            }
-            uint64_t retry_ms = 0;
-            const char *limit_why = NULL;
-            if (context->limit &&
-                !router_limit_allows(context->limit, key->id, key->max_rps, key->max_concurrent,
-                                     request->now_ms, &limit_why, &retry_ms)) {
-                option->why = "limit";
-                snprintf(option->detail, sizeof option->detail, "%s", limit_why);
-                if (!decision->retry_after_ms || retry_ms < decision->retry_after_ms)
-                    decision->retry_after_ms = retry_ms;
-            }
+            s_filter_option(self, option, blocked);
         }
     }
+}
 
-    //  Health, for the modes that use it; unknowns count as the mean.
+//  Exclude: what the router's state says of the options the catalog allows,
+//  each in turn (a half-open breaker's trial is claimed here): an open or
+//  disabled breaker, then a key at its limit share.
+static void s_stage_exclude(s_decide_t *self)
+{
+    const router_context_t *context = self->context;
+    const router_request_t *request = self->request;
+    for (size_t i = 0; i < self->count; i++) {
+        s_option_t *option = &self->options[i];
+        if (option->why)
+            continue;
+        if (context->breaker) {
+            option->breaker = router_breaker_check(
+                context->breaker, option->candidate.provider_id, option->candidate.provider_key_id,
+                option->pair->upstream_model, request->now_ms, !request->dry_run);
+            if (option->breaker.state == ROUTER_BREAKER_OPEN ||
+                option->breaker.state == ROUTER_BREAKER_DISABLED) {
+                option->why = "breaker";
+                snprintf(option->detail, sizeof option->detail, "%s %s (%s)%s",
+                         option->breaker.key_layer ? "key" : "model",
+                         router_breaker_state_name(option->breaker.state), option->breaker.reason,
+                         option->breaker.state == ROUTER_BREAKER_OPEN ? ", cooling down" : "");
+                continue;
+            }
+        }
+        uint64_t retry_ms = 0;
+        const char *limit_why = NULL;
+        const proto_provider_key_t *key = option->key;
+        if (context->limit &&
+            !router_limit_allows(context->limit, key->id, key->max_rps, key->max_concurrent,
+                                 request->now_ms, &limit_why, &retry_ms)) {
+            option->why = "limit";
+            snprintf(option->detail, sizeof option->detail, "%s", limit_why);
+            router_decision_t *decision = self->decision;
+            if (!decision->retry_after_ms || retry_ms < decision->retry_after_ms)
+                decision->retry_after_ms = retry_ms;
+        }
+    }
+}
+
+//  What the eligible options measure, for the modes that compare them:
+//  health (unknowns count as the mean), the largest weight, the lowest price.
+static void s_stage_measure(s_decide_t *self)
+{
+    const router_context_t *context = self->context;
+    s_field_t *field = &self->field;
     uint64_t ttfb_sum = 0, ppm_sum = 0, known = 0;
-    s_field_t field = {.best_price_ppm = INT64_MAX};
-    for (size_t i = 0; i < count && context->stats; i++) {
-        s_option_t *option = &options[i];
+    *field = (s_field_t){.best_price_ppm = INT64_MAX};
+    for (size_t i = 0; i < self->count && context->stats; i++) {
+        s_option_t *option = &self->options[i];
         option->have_stat =
             router_stats_get(context->stats, option->candidate.provider_id,
                              option->candidate.provider_key_id, option->candidate.upstream_model,
-                             request->now_ms, context->stats_max_age_ms, &option->stat);
+                             self->request->now_ms, context->stats_max_age_ms, &option->stat);
         if (option->have_stat && !option->why) {
             uint64_t ttfb = option->stat.ttfb_us ? option->stat.ttfb_us : option->stat.latency_us;
             ttfb_sum += ttfb;
             ppm_sum += option->stat.success_ppm;
             known++;
-            if (ttfb && (!field.best_ttfb_us || ttfb < field.best_ttfb_us))
-                field.best_ttfb_us = ttfb;
+            if (ttfb && (!field->best_ttfb_us || ttfb < field->best_ttfb_us))
+                field->best_ttfb_us = ttfb;
         }
     }
-    for (size_t i = 0; i < count; i++) {
-        const s_option_t *option = &options[i];
+    for (size_t i = 0; i < self->count; i++) {
+        const s_option_t *option = &self->options[i];
         if (option->why)
             continue;
         int64_t combined = s_combined(option);
-        if (combined > field.most_weight)
-            field.most_weight = combined;
-        if (s_multiplier(option->key->multiplier_ppm) < field.best_price_ppm)
-            field.best_price_ppm = s_multiplier(option->key->multiplier_ppm);
+        if (combined > field->most_weight)
+            field->most_weight = combined;
+        if (s_multiplier(option->key->multiplier_ppm) < field->best_price_ppm)
+            field->best_price_ppm = s_multiplier(option->key->multiplier_ppm);
     }
-    if (field.best_price_ppm == INT64_MAX)
-        field.best_price_ppm = 0;
-    field.mean_ttfb_us = known ? ttfb_sum / known : 0;
-    field.mean_success_ppm = known ? (uint32_t)(ppm_sum / known) : 1000000;
-    uint64_t seed = s_session_seed(request->account_id, request->session);
-    field.session_seed = seed;
-    for (size_t i = 0; i < count; i++)
-        s_score(context, decision->mode, &options[i], &field);
-    s_stage_providers(context, decision->mode, options, count, seed);
-    qsort(options, count, sizeof *options, s_compare);
+    if (field->best_price_ppm == INT64_MAX)
+        field->best_price_ppm = 0;
+    field->mean_ttfb_us = known ? ttfb_sum / known : 0;
+    field->mean_success_ppm = known ? (uint32_t)(ppm_sum / known) : 1000000;
+    field->session_seed = s_session_seed(self->request->account_id, self->request->session);
+}
 
+//  Score: orders every option by the mode (s_score, then the providers'
+//  draws), and takes the eligible ones, in that order, with the providers
+//  of each tier taking turns.
+static void s_stage_score(s_decide_t *self)
+{
+    router_mode_t mode = self->decision->mode;
+    s_option_t *options = self->options;
+    for (size_t i = 0; i < self->count; i++)
+        s_score(self->context, mode, &options[i], &self->field);
+    s_stage_providers(self->context, mode, options, self->count, self->field.session_seed);
+    qsort(options, self->count, sizeof *options, s_compare);
     //  Eligible options to the front, in order; the excluded keep theirs.
-    s_option_t *eligible = scratch ? scratch->eligible : malloc((count + 1) * sizeof *eligible);
-    assert(eligible);
-    size_t eligible_count = 0;
-    bool any_open = false, any_limited = false;
-    for (size_t i = 0; i < count; i++) {
+    for (size_t i = 0; i < self->count; i++)
         if (!options[i].why)
-            eligible[eligible_count++] = options[i];
-        any_open = any_open || (options[i].why && strcmp(options[i].why, "breaker") == 0 &&
-                                options[i].breaker.state == ROUTER_BREAKER_OPEN);
-        any_limited = any_limited || (options[i].why && strcmp(options[i].why, "limit") == 0);
-    }
-    if (decision->mode != ROUTER_MODE_KEY_PRIORITY && eligible_count > 1) {
-        s_option_t *spare = scratch ? scratch->spare : malloc(eligible_count * sizeof *spare);
-        assert(spare);
-        s_interleave(eligible, eligible_count, spare);
-        if (!scratch)
-            free(spare);
-    }
-    if (eligible_count > PROTO_MSG_CANDIDATES_MAX)
-        eligible_count = PROTO_MSG_CANDIDATES_MAX;
+            self->eligible[self->eligible_count++] = options[i];
+    if (mode != ROUTER_MODE_KEY_PRIORITY && self->eligible_count > 1)
+        s_interleave(self->eligible, self->eligible_count, self->scratch->spare);
+    if (self->eligible_count > PROTO_MSG_CANDIDATES_MAX)
+        self->eligible_count = PROTO_MSG_CANDIDATES_MAX;
+}
 
-    //  Stickiness: a session's order within each tier came from its hash
-    //  (s_rendezvous), so its first choice leads on every instance.
-    decision->sticky = seed != 0 && eligible_count > 0;
-    if (explain && seed)
-        json_object_set_new(explain, "session", json_pack("{s:s}", "placement", "rendezvous"));
-    //  Per client key: the model that last served it well at each provider
-    //  goes ahead of that provider's other models (not ahead of a binding).
-    if (context->sticky && request->key_id) {
-        size_t start = decision->sticky ? 1 : 0;
-        for (size_t i = start; i < eligible_count; i++) {
-            uint64_t provider_id = eligible[i].candidate.provider_id;
-            bool first_of_provider = true;
-            for (size_t j = start; j < i; j++)
-                first_of_provider =
-                    first_of_provider && eligible[j].candidate.provider_id != provider_id;
-            if (!first_of_provider)
-                continue;
-            const char *preferred = router_sticky_preferred(context->sticky, request->key_id,
-                                                            provider_id, request->now_ms);
-            if (!preferred)
-                continue;
-            size_t indexes[PROTO_MSG_CANDIDATES_MAX], n = 0;
-            for (size_t j = i; j < eligible_count; j++)
-                if (eligible[j].candidate.provider_id == provider_id)
-                    indexes[n++] = j;
-            s_prefer_within(eligible, indexes, n, preferred);
-        }
+//  Sticky: a session's order within each tier came from its hash
+//  (s_rendezvous), so its first choice leads on every instance. Per client
+//  key, the model that last served it well at each provider goes ahead of
+//  that provider's other models (not ahead of a session's first choice).
+static void s_stage_sticky(s_decide_t *self)
+{
+    const router_context_t *context = self->context;
+    const router_request_t *request = self->request;
+    s_option_t *eligible = self->eligible;
+    size_t eligible_count = self->eligible_count;
+    self->decision->sticky = self->field.session_seed != 0 && eligible_count > 0;
+    if (self->explain && self->field.session_seed)
+        json_object_set_new(self->explain, "session",
+                            json_pack("{s:s}", "placement", "rendezvous"));
+    if (!context->sticky || !request->key_id)
+        return;
+    size_t start = self->decision->sticky ? 1 : 0;
+    for (size_t i = start; i < eligible_count; i++) {
+        uint64_t provider_id = eligible[i].candidate.provider_id;
+        bool first_of_provider = true;
+        for (size_t j = start; j < i; j++)
+            first_of_provider =
+                first_of_provider && eligible[j].candidate.provider_id != provider_id;
+        if (!first_of_provider)
+            continue;
+        const char *preferred =
+            router_sticky_preferred(context->sticky, request->key_id, provider_id, request->now_ms);
+        if (!preferred)
+            continue;
+        size_t indexes[PROTO_MSG_CANDIDATES_MAX], n = 0;
+        for (size_t j = i; j < eligible_count; j++)
+            if (eligible[j].candidate.provider_id == provider_id)
+                indexes[n++] = j;
+        s_prefer_within(eligible, indexes, n, preferred);
     }
+}
 
-    if (eligible_count == 0 && any_open) {
-        //  Every usable candidate is cooling down: the best of them goes
-        //  alone. Its success closes its breaker; its failure changes nothing.
-        for (size_t i = 0; i < count; i++)
-            if (options[i].why && strcmp(options[i].why, "breaker") == 0 &&
-                options[i].breaker.state == ROUTER_BREAKER_OPEN) {
-                eligible[eligible_count++] = options[i];
-                options[i].why = NULL; //  listed as a candidate, not as excluded
+//  Last resort, and the answer: when nothing is eligible but some options
+//  are only cooling down, the best of them goes alone (its success closes
+//  its breaker; its failure changes nothing). Then the candidates, or why
+//  there are none: 404 when only other accounts' providers serve the name,
+//  429 when limits are the obstacle, else 503.
+static void s_stage_last_resort(s_decide_t *self)
+{
+    router_decision_t *decision = self->decision;
+    bool any_open = false, any_limited = false;
+    for (size_t i = 0; i < self->count; i++) {
+        const s_option_t *option = &self->options[i];
+        any_open = any_open || (option->why && strcmp(option->why, "breaker") == 0 &&
+                                option->breaker.state == ROUTER_BREAKER_OPEN);
+        any_limited = any_limited || (option->why && strcmp(option->why, "limit") == 0);
+    }
+    if (self->eligible_count == 0 && any_open) {
+        for (size_t i = 0; i < self->count; i++)
+            if (self->options[i].why && strcmp(self->options[i].why, "breaker") == 0 &&
+                self->options[i].breaker.state == ROUTER_BREAKER_OPEN) {
+                self->eligible[self->eligible_count++] = self->options[i];
+                self->options[i].why = NULL; //  listed as a candidate, not as excluded
                 break;
             }
         decision->last_resort = true;
     }
-    for (size_t i = 0; i < eligible_count; i++)
-        decision->candidates[i] = eligible[i].candidate;
-    decision->count = eligible_count;
-    if (eligible_count) {
+    for (size_t i = 0; i < self->eligible_count; i++)
+        decision->candidates[i] = self->eligible[i].candidate;
+    decision->count = self->eligible_count;
+    const char *name = self->name;
+    if (self->eligible_count) {
         decision->status = 200;
         decision->retry_after_ms = 0;
-    } else if (any_hidden && !any_visible)
+    } else if (self->any_hidden && !self->any_visible)
         //  Only other accounts' providers serve it: for this account the
         //  model does not exist (and a 503 would tell it that it does).
         s_fail(decision, 404, "model_not_found",
@@ -843,80 +903,115 @@ void router_select_decide(const router_context_t *context, const router_request_
                "Every provider for model '%.200s' is at its request limit; retry later.", name);
     else
         s_fail(decision, 503, "no_provider", "No provider is available for model '%.200s'.", name);
+    const router_context_t *context = self->context;
+    if (decision->status == 200 && !self->request->dry_run && context->limit)
+        router_limit_start(context->limit, self->request->request_id,
+                           decision->candidates[0].provider_key_id, self->eligible[0].key->max_rps,
+                           self->request->now_ms);
+}
 
-    if (decision->status == 200 && !request->dry_run) {
-        const proto_candidate_t *first = &decision->candidates[0];
-        if (context->limit)
-            router_limit_start(context->limit, request->request_id, first->provider_key_id,
-                               eligible[0].key->max_rps, request->now_ms);
+//  The explanation's excluded list: every excluded option, the pairs the
+//  mapping rules removed, and under a pin the other providers' pairs.
+static json_t *s_explain_excluded(const s_decide_t *self)
+{
+    proto_catalog_t *catalog = self->context->catalog;
+    proto_map_t *map = self->context->map;
+    const s_resolved_t *resolved = self->resolved;
+    json_t *excluded = json_array();
+    for (size_t i = 0; i < self->count; i++) {
+        const s_option_t *option = &self->options[i];
+        if (!option->why)
+            continue;
+        json_t *item = s_option_json(catalog, option, self->decision->mode);
+        json_object_set_new(item, "why", json_string(option->why));
+        json_object_set_new(item, "detail", json_string(option->detail));
+        json_array_append_new(excluded, item);
     }
+    size_t removed_count = 0;
+    const proto_map_excluded_t *removed =
+        resolved->model ? proto_map_excluded(map, resolved->model->id, &removed_count) : NULL;
+    for (size_t i = 0; i < removed_count; i++)
+        json_array_append_new(
+            excluded, json_pack("{s:I, s:s, s:s, s:I, s:s}", "provider_id",
+                                (json_int_t)removed[i].provider_id, "upstream_model",
+                                removed[i].upstream_model, "why", "rule", "rule_id",
+                                (json_int_t)removed[i].rule_id, "detail", removed[i].reason));
+    if (resolved->pinned && resolved->model) {
+        size_t all_count;
+        const proto_map_pair_t *all = proto_map_pairs(map, resolved->model->id, &all_count);
+        for (size_t i = 0; i < all_count; i++)
+            if (all[i].provider_id != resolved->pinned->id)
+                json_array_append_new(excluded,
+                                      json_pack("{s:I, s:s, s:s, s:s}", "provider_id",
+                                                (json_int_t)all[i].provider_id, "upstream_model",
+                                                all[i].upstream_model, "why", "pinned", "detail",
+                                                "another provider is pinned"));
+    }
+    return excluded;
+}
 
-    if (explain) {
-        json_t *listed = json_array();
-        for (size_t i = 0; i < eligible_count; i++) {
-            json_t *item = s_option_json(catalog, &eligible[i], decision->mode);
-            json_object_set_new(item, "rank", json_integer((json_int_t)i + 1));
-            s_explain_score(item, &eligible[i], decision->mode, &field);
-            if (i == 0 && decision->sticky)
-                json_object_set_new(item, "sticky", json_true());
-            if (decision->last_resort)
-                json_object_set_new(item, "last_resort", json_true());
-            json_array_append_new(listed, item);
-        }
-        json_t *excluded = json_array();
-        for (size_t i = 0; i < count; i++) {
-            if (!options[i].why)
-                continue;
-            json_t *item = s_option_json(catalog, &options[i], decision->mode);
-            json_object_set_new(item, "why", json_string(options[i].why));
-            json_object_set_new(item, "detail", json_string(options[i].detail));
-            json_array_append_new(excluded, item);
-        }
-        //  Pairs the mapping rules removed, and under a pin the other providers.
-        size_t removed_count = 0;
-        const proto_map_excluded_t *removed =
-            resolved->model ? proto_map_excluded(context->map, resolved->model->id, &removed_count)
-                            : NULL;
-        for (size_t i = 0; i < removed_count; i++)
-            json_array_append_new(
-                excluded, json_pack("{s:I, s:s, s:s, s:I, s:s}", "provider_id",
-                                    (json_int_t)removed[i].provider_id, "upstream_model",
-                                    removed[i].upstream_model, "why", "rule", "rule_id",
-                                    (json_int_t)removed[i].rule_id, "detail", removed[i].reason));
-        if (resolved->pinned && resolved->model) {
-            size_t all_count;
-            const proto_map_pair_t *all =
-                proto_map_pairs(context->map, resolved->model->id, &all_count);
-            for (size_t i = 0; i < all_count; i++)
-                if (all[i].provider_id != resolved->pinned->id)
-                    json_array_append_new(
-                        excluded, json_pack("{s:I, s:s, s:s, s:s}", "provider_id",
-                                            (json_int_t)all[i].provider_id, "upstream_model",
-                                            all[i].upstream_model, "why", "pinned", "detail",
-                                            "another provider is pinned"));
-        }
-        json_object_set_new(explain, "candidates", listed);
-        json_object_set_new(explain, "excluded", excluded);
-        json_object_set_new(explain, "last_resort", json_boolean(decision->last_resort));
-        if (cap_count) {
-            json_t *required = json_array();
-            for (size_t c = 0; c < cap_count; c++)
-                json_array_append_new(required, json_string(caps[c]));
-            json_object_set_new(explain, "capabilities", required);
-        }
+//  The explanation's lists: the candidates in order with their scores, the
+//  excluded with why, and the capabilities that were required.
+static void s_stage_explain(s_decide_t *self)
+{
+    json_t *explain = self->explain;
+    router_decision_t *decision = self->decision;
+    json_t *listed = json_array();
+    for (size_t i = 0; i < self->eligible_count; i++) {
+        json_t *item = s_option_json(self->context->catalog, &self->eligible[i], decision->mode);
+        json_object_set_new(item, "rank", json_integer((json_int_t)i + 1));
+        s_explain_score(item, &self->eligible[i], decision->mode, &self->field);
+        if (i == 0 && decision->sticky)
+            json_object_set_new(item, "sticky", json_true());
+        if (decision->last_resort)
+            json_object_set_new(item, "last_resort", json_true());
+        json_array_append_new(listed, item);
     }
-    if (!scratch)
-        free(eligible);
-done:
+    json_object_set_new(explain, "candidates", listed);
+    json_object_set_new(explain, "excluded", s_explain_excluded(self));
+    json_object_set_new(explain, "last_resort", json_boolean(decision->last_resort));
+    if (self->cap_count) {
+        json_t *required = json_array();
+        for (size_t c = 0; c < self->cap_count; c++)
+            json_array_append_new(required, json_string(self->caps[c]));
+        json_object_set_new(explain, "capabilities", required);
+    }
+}
+
+void router_select_decide(const router_context_t *context, const router_request_t *request,
+                          router_decision_t *decision, json_t *explain)
+{
+    memset(decision, 0, sizeof *decision);
+    //  The working space is large (hundreds of KiB): a caller that decides
+    //  all day lends its own, so no decision allocates it (a malloc this
+    //  size also makes glibc consolidate its free lists every time).
+    router_scratch_t *own = context->scratch ? NULL : router_scratch_new();
+    router_scratch_t *scratch = context->scratch ? context->scratch : own;
+    s_decide_t *self = &(s_decide_t){.context = context,
+                                     .request = request,
+                                     .decision = decision,
+                                     .explain = explain,
+                                     .name = request->model ? request->model : "",
+                                     .scratch = scratch,
+                                     .resolved = scratch->resolved,
+                                     .options = scratch->options,
+                                     .eligible = scratch->eligible};
+    if (s_stage_resolve(self) == 0) {
+        s_stage_filter(self);
+        s_stage_exclude(self);
+        s_stage_measure(self);
+        s_stage_score(self);
+        s_stage_sticky(self);
+        s_stage_last_resort(self);
+        if (explain)
+            s_stage_explain(self);
+    }
     if (explain) {
         json_object_set_new(explain, "status", json_integer(decision->status));
         if (decision->error_code)
             json_object_set_new(explain, "error_code", json_string(decision->error_code));
     }
-    if (!scratch) {
-        free(options);
-        free(resolved);
-    }
+    router_scratch_destroy(&own);
 }
 
 router_scratch_t *router_scratch_new(void)

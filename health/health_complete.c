@@ -10,8 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define S_PROBE_INPUT_TOKENS 12 //  what a probe's prompt is counted at
-#define S_PROBE_OUTPUT_TOKENS 1 //  and its answer
+#define S_PROBE_INPUT_TOKENS 12            //  what a probe's prompt is counted at
+#define S_PROBE_OUTPUT_TOKENS 1            //  and its answer
+#define S_PROBE_OUTPUT_TOKENS_RESPONSES 16 //  the Responses API's least max_output_tokens
 
 struct _health_complete_t {
     int64_t budget_micros; //  per UTC day, for scheduled probes
@@ -34,6 +35,12 @@ void health_complete_destroy(health_complete_t **self_p)
     *self_p = NULL;
 }
 
+int health_complete_output_tokens(int protocol)
+{
+    return protocol == PROTO_PROTOCOL_OPENAI_RESPONSES ? S_PROBE_OUTPUT_TOKENS_RESPONSES
+                                                       : S_PROBE_OUTPUT_TOKENS;
+}
+
 char *health_complete_body(int protocol, const char *model)
 {
     json_t *body;
@@ -44,7 +51,7 @@ char *health_complete_body(int protocol, const char *model)
         break;
     case PROTO_PROTOCOL_OPENAI_RESPONSES:
         body = json_pack("{s:s, s:s, s:i, s:b}", "model", model, "input", "ping",
-                         "max_output_tokens", 16, "store", 0);
+                         "max_output_tokens", health_complete_output_tokens(protocol), "store", 0);
         break;
     default: //  OpenAI Chat and Anthropic Messages read the same shape
         body = json_pack("{s:s, s:i, s:[{s:s, s:s}]}", "model", model, "max_tokens", 1, "messages",
@@ -57,7 +64,7 @@ char *health_complete_body(int protocol, const char *model)
 }
 
 int health_complete_target(proto_catalog_t *catalog, const proto_provider_t *provider,
-                           const proto_provider_key_t *key, const char *model,
+                           const proto_provider_key_t *key, const char *model, size_t proxy_first,
                            health_probe_target_t *target, char **body)
 {
     int protocol = proto_reach_protocol(catalog, provider, model);
@@ -82,7 +89,9 @@ int health_complete_target(proto_catalog_t *catalog, const proto_provider_t *pro
         .protocol = protocol,
         .base_url = provider->base_url,
         .secret = key->secret,
-        .proxy = provider->proxies.count ? provider->proxies.names[0] : NULL,
+        .proxies = (const char *const *)provider->proxies.names,
+        .proxy_count = provider->proxies.count,
+        .proxy_first = proxy_first,
         .upstream_model = model,
         .url = url,
         .headers = headers,
@@ -91,25 +100,33 @@ int health_complete_target(proto_catalog_t *catalog, const proto_provider_t *pro
     return 0;
 }
 
-int64_t health_complete_cost(const proto_model_t *model)
+int64_t health_complete_cost(const proto_model_t *model, int protocol)
 {
     int64_t cost = (model->price_in_micros * S_PROBE_INPUT_TOKENS +
-                    model->price_out_micros * S_PROBE_OUTPUT_TOKENS + 999999) /
+                    model->price_out_micros * health_complete_output_tokens(protocol) + 999999) /
                        1000000 +
                    model->price_request_micros;
     return cost > 1 ? cost : 1;
 }
 
-bool health_complete_spend(health_complete_t *self, int64_t cost, int64_t day, bool forced)
+static void s_today(health_complete_t *self, int64_t day)
 {
     if (day != self->day) {
         self->day = day;
         self->spent = 0;
     }
-    if (!forced && self->spent + cost > self->budget_micros)
-        return false;
+}
+
+bool health_complete_fits(health_complete_t *self, int64_t cost, int64_t day, bool forced)
+{
+    s_today(self, day);
+    return forced || self->spent + cost <= self->budget_micros;
+}
+
+void health_complete_charge(health_complete_t *self, int64_t cost, int64_t day)
+{
+    s_today(self, day);
     self->spent += cost;
-    return true;
 }
 
 int64_t health_complete_spent(health_complete_t *self, int64_t day)
@@ -142,13 +159,20 @@ void health_complete_test(bool verbose)
         error, sizeof error);
     PROTO_CHECK(catalog);
     //  12 x 10 + 1 x 30 = 150 for the dear model; 12 x 1 = 12 for the cheap one.
-    PROTO_CHECK(health_complete_cost(proto_catalog_model(catalog, 2)) == 150);
-    PROTO_CHECK(health_complete_cost(proto_catalog_model(catalog, 1)) == 12);
+    PROTO_CHECK(health_complete_cost(proto_catalog_model(catalog, 2), PROTO_PROTOCOL_OPENAI) ==
+                150);
+    PROTO_CHECK(health_complete_cost(proto_catalog_model(catalog, 1), PROTO_PROTOCOL_OPENAI) == 12);
+    //  A Responses probe may answer 16 tokens: 12 x 10 + 16 x 30 = 600.
+    PROTO_CHECK(health_complete_cost(proto_catalog_model(catalog, 2),
+                                     PROTO_PROTOCOL_OPENAI_RESPONSES) == 600);
+    body = health_complete_body(PROTO_PROTOCOL_OPENAI_RESPONSES, "r");
+    PROTO_CHECK(strstr(body, "\"max_output_tokens\":16"));
+    free(body);
     //  The probe goes where a request would: the provider's path, a model's own protocol.
     const proto_provider_t *provider = proto_catalog_provider(catalog, 1);
     const proto_provider_key_t *key = proto_catalog_provider_key(catalog, 7);
     health_probe_target_t target;
-    PROTO_CHECK(health_complete_target(catalog, provider, key, "claude-x", &target, &body) == 0);
+    PROTO_CHECK(health_complete_target(catalog, provider, key, "claude-x", 0, &target, &body) == 0);
     PROTO_CHECK(strcmp(target.url, "http://relay.test/anthropic/v1/messages") == 0);
     PROTO_CHECK(target.protocol == PROTO_PROTOCOL_ANTHROPIC);
     bool user_agent = false;
@@ -162,11 +186,17 @@ void health_complete_test(bool verbose)
 
     //  The budget: scheduled probes stop at it, forced ones are counted; a new day starts over.
     health_complete_t *budget = health_complete_new(300);
-    PROTO_CHECK(health_complete_spend(budget, 150, 100, false));
-    PROTO_CHECK(health_complete_spend(budget, 150, 100, false));
-    PROTO_CHECK(!health_complete_spend(budget, 1, 100, false));
-    PROTO_CHECK(health_complete_spend(budget, 50, 100, true));
+    PROTO_CHECK(health_complete_fits(budget, 150, 100, false));
+    health_complete_charge(budget, 150, 100);
+    //  What fits is counted only when charged (a probe the queue refused is not).
+    PROTO_CHECK(health_complete_fits(budget, 150, 100, false));
+    PROTO_CHECK(health_complete_spent(budget, 100) == 150);
+    health_complete_charge(budget, 150, 100);
+    PROTO_CHECK(!health_complete_fits(budget, 1, 100, false));
+    PROTO_CHECK(health_complete_fits(budget, 50, 100, true));
+    health_complete_charge(budget, 50, 100);
     PROTO_CHECK(health_complete_spent(budget, 100) == 350);
-    PROTO_CHECK(health_complete_spend(budget, 150, 101, false));
+    PROTO_CHECK(health_complete_fits(budget, 150, 101, false));
+    PROTO_CHECK(health_complete_spent(budget, 101) == 0);
     health_complete_destroy(&budget);
 }

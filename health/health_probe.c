@@ -19,7 +19,10 @@ typedef struct {
     char *url;                  //  models-list or completion URL
     char *model;                //  a completion probe's model, NULL for a list
     char *post;                 //  a completion probe's body
-    char *proxy;                //  the provider's proxy, NULL = none
+    char **proxies;             //  the provider's proxies, NULL = none
+    size_t proxy_count;         //  how many
+    size_t proxy_at;            //  the one in use
+    int proxy_retries;          //  tries made again through the next one
     char name[200];             //  its entry in `keys`
     char *secret;               //  key secret, scrubbed on free
     CURL *easy;                 //  transfer, NULL while queued
@@ -60,7 +63,11 @@ static void s_probe_free(s_probe_t **probe_p)
     free(probe->url);
     free(probe->model);
     free(probe->post);
-    free(probe->proxy);
+    for (size_t i = 0; i < probe->proxy_count; i++) {
+        explicit_bzero(probe->proxies[i], strlen(probe->proxies[i])); //  may hold credentials
+        free(probe->proxies[i]);
+    }
+    free(probe->proxies);
     free(probe->body);
     free(probe);
     *probe_p = NULL;
@@ -85,10 +92,32 @@ static size_t s_write(char *data, size_t size, size_t count, void *arg)
 }
 
 static void s_start_next(health_probe_t *self);
+static int s_launch(health_probe_t *self, s_probe_t *probe);
+
+//  A connection that failed through a proxy (not a timeout, not an answer
+//  we refused) is made again through the next one while some is left.
+static bool s_retry(health_probe_t *self, s_probe_t *probe, CURLcode code)
+{
+    if (code == CURLE_OK || code == CURLE_OPERATION_TIMEDOUT || code == CURLE_FAILED_INIT ||
+        probe->too_large || (size_t)probe->proxy_retries + 1 >= probe->proxy_count)
+        return false;
+    probe->proxy_retries++;
+    probe->proxy_at = (probe->proxy_at + 1) % probe->proxy_count;
+    curl_easy_cleanup(probe->easy);
+    probe->easy = NULL;
+    free(probe->body);
+    probe->body = NULL;
+    probe->body_size = 0;
+    if (s_launch(self, probe) != 0)
+        return false; //  reported as it failed
+    return true;
+}
 
 //  A finished transfer: tell the owner, free, start the next.
 static void s_finish(health_probe_t *self, s_probe_t *probe, CURLcode code)
 {
+    if (probe->easy && s_retry(self, probe, code))
+        return;
     long status = 0;
     curl_off_t total = 0, first = 0;
     curl_easy_getinfo(probe->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -99,7 +128,9 @@ static void s_finish(health_probe_t *self, s_probe_t *probe, CURLcode code)
                                     .protocol = probe->protocol,
                                     .status = code == CURLE_OK ? (int)status : 0,
                                     .latency_us = (uint64_t)total,
-                                    .ttfb_us = (uint64_t)first};
+                                    .ttfb_us = (uint64_t)first,
+                                    .proxy = probe->proxy_count ? (int)probe->proxy_at : -1,
+                                    .proxy_retries = probe->proxy_retries};
     result.upstream_model = probe->model;
     zlistx_t *models = NULL;
     if (code != CURLE_OK)
@@ -131,29 +162,37 @@ static void s_transfer_done(CURL *easy, CURLcode code, void *arg)
     s_finish(probe->owner, probe, code);
 }
 
+//  Starts the probe's transfer through its current proxy. Returns 0, or -1
+//  when libcurl would not take it (the probe still holds its easy handle).
+static int s_launch(health_probe_t *self, s_probe_t *probe)
+{
+    probe->easy = curl_easy_init();
+    if (!probe->model && !probe->headers)
+        probe->headers = health_models_headers(probe->protocol, probe->secret);
+    CURL *easy = probe->easy;
+    const char *proxy = probe->proxy_count ? probe->proxies[probe->proxy_at] : "";
+    curl_easy_setopt(easy, CURLOPT_URL, probe->url);
+    if (probe->post) {
+        curl_easy_setopt(easy, CURLOPT_POST, 1L);
+        curl_easy_setopt(easy, CURLOPT_POSTFIELDS, probe->post);
+    }
+    curl_easy_setopt(easy, CURLOPT_PROXY, proxy);
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, probe->headers);
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, s_write);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, probe);
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)self->timeout_ms);
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(easy, CURLOPT_USERAGENT, "tollgate-health");
+    return proto_curl_add(self->multi, easy, s_transfer_done, probe);
+}
+
 static void s_start_next(health_probe_t *self)
 {
     while (self->running < self->concurrency && zlistx_size(self->queue)) {
         s_probe_t *probe = zlistx_detach(self->queue, NULL);
-        probe->easy = curl_easy_init();
-        if (!probe->model)
-            probe->headers = health_models_headers(probe->protocol, probe->secret);
-        CURL *easy = probe->easy;
-        curl_easy_setopt(easy, CURLOPT_URL, probe->url);
-        if (probe->post) {
-            curl_easy_setopt(easy, CURLOPT_POST, 1L);
-            curl_easy_setopt(easy, CURLOPT_POSTFIELDS, probe->post);
-        }
-        curl_easy_setopt(easy, CURLOPT_PROXY, probe->proxy ? probe->proxy : "");
-        curl_easy_setopt(easy, CURLOPT_HTTPHEADER, probe->headers);
-        curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, s_write);
-        curl_easy_setopt(easy, CURLOPT_WRITEDATA, probe);
-        curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)self->timeout_ms);
-        curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(easy, CURLOPT_USERAGENT, "tollgate-health");
         self->running++;
-        if (proto_curl_add(self->multi, easy, s_transfer_done, probe) != 0) {
+        if (s_launch(self, probe) != 0) {
             s_finish(self, probe, CURLE_FAILED_INIT);
             return; //  s_finish started the next one
         }
@@ -225,7 +264,16 @@ bool health_probe_queue(health_probe_t *self, const health_probe_target_t *targe
     probe->protocol = target->protocol;
     probe->url = url;
     probe->secret = strdup(target->secret ? target->secret : "");
-    probe->proxy = target->proxy ? strdup(target->proxy) : NULL;
+    if (target->proxy_count) {
+        probe->proxies = calloc(target->proxy_count, sizeof *probe->proxies);
+        assert(probe->proxies);
+        for (size_t i = 0; i < target->proxy_count; i++) {
+            probe->proxies[i] = strdup(target->proxies[i] ? target->proxies[i] : "");
+            assert(probe->proxies[i]);
+        }
+        probe->proxy_count = target->proxy_count;
+        probe->proxy_at = target->proxy_first % target->proxy_count;
+    }
     if (target->upstream_model) {
         probe->model = strdup(target->upstream_model);
         probe->post = strdup(target->body ? target->body : "{}");

@@ -7,7 +7,9 @@
     against. A completion probe (upstream_model set) sends a 1-token
     generation to one model instead, as the caller made it (URL, headers,
     body): it proves that (key, model) pair serves. At most `concurrency` probes run at once; the
-   rest queue. A key already queued or running is not queued twice.
+   rest queue. A key already queued or running is not queued twice. A
+   provider's proxies are taken from the caller's turn, each once while the
+   connection through the last one failed.
 */
 #ifndef HEALTH_PROBE_H_INCLUDED
 #define HEALTH_PROBE_H_INCLUDED
@@ -26,7 +28,12 @@ typedef struct {
     int protocol;             //  proto_protocol_t
     const char *base_url;     //  provider base URL
     const char *secret;       //  opened key secret
-    const char *proxy;        //  the provider's proxy, NULL = none
+    //  The provider's proxies (none: a direct call), tried from proxy_first
+    //  on: a connection that fails through one (not a timeout) is made
+    //  again at once through the next, each once, as dispatch does.
+    const char *const *proxies; //  proxy URLs
+    size_t proxy_count;         //  how many
+    size_t proxy_first;         //  the one to try first (the provider's turn)
     //  A completion probe: all four set (headers taken, even when refused).
     const char *upstream_model; //  the model; NULL: a model-list probe
     const char *url;            //  where the completion goes
@@ -43,6 +50,8 @@ typedef struct {
     const char *error;          //  why it failed ("timeout", curl's text), NULL when it answered
     uint64_t latency_us;        //  whole call
     uint64_t ttfb_us;           //  to the first byte of the answer
+    int proxy;                  //  index of the proxy that carried the last try, -1 = none
+    int proxy_retries;          //  tries made again through another proxy
     zlistx_t *models;           //  model names on a 2xx list answer, else NULL
     const char *upstream_model; //  a completion probe's model, NULL for a list
 } health_probe_result_t;

@@ -10,6 +10,7 @@
 #include "proto_msg.h"
 #include "proto_watch.h"
 #include "proto_map.h"
+#include "proto_reach.h"
 
 #include <assert.h>
 #include <jansson.h>
@@ -34,6 +35,8 @@ typedef struct {
     health_probe_t *probe;          //  active probes
     health_complete_t *complete;    //  completion probes' daily budget
     zhashx_t *on_demand;            //  "KEY:MODEL" of completion probes an operator asked for
+    zhashx_t *costs;                //  "KEY:MODEL" -> int64_t: what a queued probe was charged
+    zhashx_t *turns;                //  provider id -> uint64_t: its proxies' next turn
     uint64_t probe_seq;             //  numbers completion probes' request ids
     PGconn *db;                     //  writes and LISTEN tollgate_health; NULL while down
     int db_fd;                      //  its socket in the loop, -1 when none
@@ -52,7 +55,24 @@ typedef struct {
     proto_metric_t *probe_failures; //  of them, failed
 } s_health_t;
 
-static void s_free_published(void **item)
+//  The first proxy a probe of provider tries: its proxies in turn (round
+//  robin over this instance's probes), as dispatch takes them over its calls.
+static size_t s_proxy_first(s_health_t *self, const proto_provider_t *provider)
+{
+    if (!provider->proxies.count)
+        return 0;
+    char name[24];
+    snprintf(name, sizeof name, "%llu", (unsigned long long)provider->id);
+    uint64_t *turn = zhashx_lookup(self->turns, name);
+    if (!turn) {
+        turn = calloc(1, sizeof *turn);
+        assert(turn);
+        zhashx_insert(self->turns, name, turn);
+    }
+    return (size_t)((*turn)++ % provider->proxies.count);
+}
+
+static void s_free_item(void **item)
 {
     free(*item);
     *item = NULL;
@@ -384,7 +404,10 @@ static void s_probe_key(s_health_t *self, const proto_provider_key_t *key)
                                     .provider_key_id = key->id,
                                     .protocol = provider->protocol,
                                     .base_url = provider->base_url,
-                                    .secret = key->secret};
+                                    .secret = key->secret,
+                                    .proxies = (const char *const *)provider->proxies.names,
+                                    .proxy_count = provider->proxies.count,
+                                    .proxy_first = s_proxy_first(self, provider)};
     health_probe_queue(self->probe, &target);
 }
 
@@ -404,10 +427,13 @@ static void s_probe_due(proto_loop_t *loop, int id, void *arg)
 }
 
 //  What a completion probe of (provider, model) is counted at: as the
-//  dearest logical model that resolves to the pair (at least 1).
-static int64_t s_probe_cost(proto_catalog_t *catalog, proto_map_t *map, uint64_t provider_id,
-                            const char *model)
+//  dearest logical model that resolves to the pair (at least 1), for the
+//  output the probe's protocol allows.
+static int64_t s_probe_cost(proto_catalog_t *catalog, proto_map_t *map,
+                            const proto_provider_t *provider, const char *model)
 {
+    uint64_t provider_id = provider->id;
+    int protocol = proto_reach_protocol(catalog, provider, model);
     int64_t cost = 1;
     for (size_t i = 0; i < proto_catalog_model_count(catalog); i++) {
         const proto_model_t *logical = proto_catalog_model_at(catalog, i);
@@ -415,8 +441,9 @@ static int64_t s_probe_cost(proto_catalog_t *catalog, proto_map_t *map, uint64_t
         const proto_map_pair_t *pairs = proto_map_pairs(map, logical->id, &count);
         for (size_t p = 0; p < count; p++)
             if (pairs[p].provider_id == provider_id &&
-                strcmp(pairs[p].upstream_model, model) == 0 && health_complete_cost(logical) > cost)
-                cost = health_complete_cost(logical);
+                strcmp(pairs[p].upstream_model, model) == 0 &&
+                health_complete_cost(logical, protocol) > cost)
+                cost = health_complete_cost(logical, protocol);
     }
     return cost;
 }
@@ -425,7 +452,10 @@ static int64_t s_probe_cost(proto_catalog_t *catalog, proto_map_t *map, uint64_t
 //  resolves to (of one provider, of one model when given: its upstream name
 //  or the logical name), keys of ours only. A model no logical model maps to
 //  is probed when asked for by name at one provider. Scheduled probes stop at
-//  the day's budget; on-demand ones (forced) are counted only.
+//  the day's budget; on-demand ones (forced) are counted only. A probe is
+//  charged once it is queued (one already queued or running costs nothing
+//  more). An account's own provider (bring your own key) is probed only on
+//  demand: its calls are paid by the account, not by the operator's budget.
 static void s_complete_all(s_health_t *self, uint64_t provider_id, const char *model, bool forced)
 {
     if (!self->catalog || !self->probe)
@@ -465,29 +495,35 @@ static void s_complete_all(s_health_t *self, uint64_t provider_id, const char *m
         const char *upstream = tab + 1;
         const proto_provider_t *provider =
             proto_catalog_provider(self->catalog, strtoull(name, NULL, 10));
-        if (!provider || !provider->active || proto_provider_blocks(provider, upstream))
+        if (!provider || !provider->active || proto_provider_blocks(provider, upstream) ||
+            (provider->account_id && !forced))
             continue;
-        int64_t cost = s_probe_cost(self->catalog, map, provider->id, upstream);
+        int64_t cost = s_probe_cost(self->catalog, map, provider, upstream);
         for (size_t k = 0; k < proto_catalog_provider_key_count(self->catalog); k++) {
             const proto_provider_key_t *key = proto_catalog_provider_key_at(self->catalog, k);
             if (key->provider_id != provider->id || !key->active || !s_mine(self, key->id))
                 continue;
-            if (!health_complete_spend(self->complete, cost, day, forced)) {
+            if (!health_complete_fits(self->complete, cost, day, forced)) {
                 over++;
                 continue;
             }
             health_probe_target_t target;
             char *body = NULL;
-            if (health_complete_target(self->catalog, provider, key, upstream, &target, &body) != 0)
+            if (health_complete_target(self->catalog, provider, key, upstream,
+                                       s_proxy_first(self, provider), &target, &body) != 0)
                 continue;
             char *url = (char *)target.url;
             if (health_probe_queue(self->probe, &target)) {
                 queued++;
-                if (forced) {
-                    char *entry = zsys_sprintf("%llu:%s", (unsigned long long)key->id, upstream);
+                health_complete_charge(self->complete, cost, day);
+                char *entry = zsys_sprintf("%llu:%s", (unsigned long long)key->id, upstream);
+                int64_t *charged = malloc(sizeof *charged);
+                assert(charged);
+                *charged = cost;
+                zhashx_update(self->costs, entry, charged);
+                if (forced)
                     zhashx_insert(self->on_demand, entry, &marker);
-                    zstr_free(&entry);
-                }
+                zstr_free(&entry);
             }
             free(url);
             free(body);
@@ -556,21 +592,25 @@ static void s_complete_done(s_health_t *self, const health_probe_result_t *resul
              result->upstream_model);
     bool on_demand = zhashx_lookup(self->on_demand, name) != NULL;
     zhashx_delete(self->on_demand, name);
-    char ids[2][24], numbers[2][24];
+    const int64_t *charged = zhashx_lookup(self->costs, name);
+    char ids[2][24], numbers[3][24];
+    snprintf(numbers[2], sizeof numbers[2], "%lld", charged ? (long long)*charged : 0LL);
+    zhashx_delete(self->costs, name);
     snprintf(ids[0], sizeof ids[0], "%llu", (unsigned long long)result->provider_id);
     snprintf(ids[1], sizeof ids[1], "%llu", (unsigned long long)result->provider_key_id);
     snprintf(numbers[0], sizeof numbers[0], "%d", result->status);
     snprintf(numbers[1], sizeof numbers[1], "%llu", (unsigned long long)result->latency_us);
-    const char *values[8] = {ids[0], ids[1],     result->upstream_model, ok ? "t" : "f", numbers[0],
-                             error,  numbers[1], on_demand ? "t" : "f"};
+    const char *values[9] = {ids[0], ids[1],     result->upstream_model, ok ? "t" : "f", numbers[0],
+                             error,  numbers[1], on_demand ? "t" : "f",  numbers[2]};
     s_db_run(self,
              "INSERT INTO provider_probes (provider_id, provider_key_id, upstream_model, ok, "
-             "status, error, latency_us, on_demand) VALUES ($1::bigint, $2::bigint, $3, "
-             "$4::boolean, $5::int, $6, $7::bigint, $8::boolean) "
+             "status, error, latency_us, on_demand, cost_micros) VALUES ($1::bigint, $2::bigint, "
+             "$3, $4::boolean, $5::int, $6, $7::bigint, $8::boolean, $9::bigint) "
              "ON CONFLICT (provider_key_id, upstream_model) DO UPDATE SET probed_at = now(), "
              "ok = excluded.ok, status = excluded.status, error = excluded.error, "
-             "latency_us = excluded.latency_us, on_demand = excluded.on_demand",
-             8, values);
+             "latency_us = excluded.latency_us, on_demand = excluded.on_demand, "
+             "cost_micros = excluded.cost_micros",
+             9, values);
 }
 
 static void s_probe_done(const health_probe_result_t *result, void *arg)
@@ -673,6 +713,8 @@ static void s_stop(void **state_p)
     health_state_destroy(&self->state);
     zhashx_destroy(&self->seen);
     zhashx_destroy(&self->on_demand);
+    zhashx_destroy(&self->costs);
+    zhashx_destroy(&self->turns);
     health_complete_destroy(&self->complete);
     zhashx_destroy(&self->published);
     free(self->mappings);
@@ -689,8 +731,12 @@ static void *s_start(proto_service_t *service)
     self->state = health_state_new();
     self->seen = zhashx_new();
     self->on_demand = zhashx_new();
+    self->costs = zhashx_new();
+    zhashx_set_destructor(self->costs, s_free_item);
+    self->turns = zhashx_new();
+    zhashx_set_destructor(self->turns, s_free_item);
     self->published = zhashx_new();
-    zhashx_set_destructor(self->published, s_free_published);
+    zhashx_set_destructor(self->published, s_free_item);
     proto_config_t *config = proto_service_config(service);
     self->config = config;
     proto_loop_t *loop = proto_service_loop(service);
@@ -855,13 +901,22 @@ void health_server_test(bool verbose)
     PROTO_CHECK(provider);
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(provider, MHD_DAEMON_INFO_BIND_PORT);
     PROTO_CHECK(info && info->port);
-    char catalog[1024];
+    //  The provider is reachable only through its proxies (its own name does
+    //  not resolve; the test provider answers as an HTTP proxy too), the
+    //  first of them dead. Provider 2 belongs to an account.
+    char catalog[2048];
     snprintf(catalog, sizeof catalog,
              "{\"providers\":[{\"id\":1,\"name\":\"p\",\"protocol\":\"openai\","
-             "\"base_url\":\"http://127.0.0.1:%d\"}],"
+             "\"base_url\":\"http://provider.invalid\",\"proxies\":[\"http://127.0.0.1:1\","
+             "\"http://127.0.0.1:%d\"]},{\"id\":2,\"name\":\"own\",\"protocol\":\"openai\","
+             "\"base_url\":\"http://127.0.0.1:%d\",\"account_id\":5}],"
              "\"provider_keys\":[{\"id\":11,\"provider_id\":1,\"secret\":\"sk-good\"},"
-             "{\"id\":12,\"provider_id\":1,\"secret\":\"sk-bad\"}]}",
-             (int)info->port);
+             "{\"id\":12,\"provider_id\":1,\"secret\":\"sk-bad\"},"
+             "{\"id\":21,\"provider_id\":2,\"secret\":\"sk-good\"}],"
+             "\"models\":[{\"id\":1,\"name\":\"m\",\"price_in_micros\":10000000}],"
+             "\"routes\":[{\"id\":1,\"model_id\":1,\"provider_id\":1,\"upstream_model\":\"up\"},"
+             "{\"id\":2,\"model_id\":1,\"provider_id\":2,\"upstream_model\":\"up\"}]}",
+             (int)info->port, (int)info->port);
     char error[512];
     const char *settings[] = {"health.events.bind", "inproc://health-test-events",
                               "dispatch.events.endpoints", "inproc://health-test-outcomes", NULL};
@@ -877,7 +932,8 @@ void health_server_test(bool verbose)
     PROTO_CHECK(events);
 
     //  The probes at start: the good key is up (its own health, model ""),
-    //  the refused one down.
+    //  the refused one down. The first went through the dead proxy, then
+    //  the next one; the second started at the next one (its turn).
     PROTO_CHECK(s_test_heard(events, 11, "", HEALTH_UP, S_TEST_WAIT_MS));
     PROTO_CHECK(s_test_heard(events, 12, "", HEALTH_DOWN, S_TEST_WAIT_MS));
 
@@ -900,6 +956,24 @@ void health_server_test(bool verbose)
     s_test_outcomes(outcomes, "d", 200, 1);
     PROTO_CHECK(s_test_heard(events, 11, "d", HEALTH_UP, S_TEST_WAIT_MS));
     PROTO_CHECK(!s_test_heard(events, 11, "c", -1, 200));
+
+    //  Completion probes: scheduled ones charge the budget once queued, so
+    //  a second round while the first is still queued charges nothing; the
+    //  account's own provider is left out. On demand it is probed. Each is
+    //  counted at 12 input tokens of 10 units a million: 120.
+    s_health_t *self = health;
+    int64_t day = (int64_t)(time(NULL) / 86400);
+    int64_t spent = health_complete_spent(self->complete, day);
+    size_t pending = health_probe_pending(self->probe);
+    s_complete_all(self, 0, NULL, false);
+    PROTO_CHECK(health_probe_pending(self->probe) == pending + 2); //  keys 11 and 12, not 21
+    PROTO_CHECK(health_complete_spent(self->complete, day) == spent + 2 * 120);
+    s_complete_all(self, 0, NULL, false);
+    PROTO_CHECK(health_probe_pending(self->probe) == pending + 2);
+    PROTO_CHECK(health_complete_spent(self->complete, day) == spent + 2 * 120);
+    s_complete_all(self, 2, NULL, true);
+    PROTO_CHECK(health_probe_pending(self->probe) == pending + 3);
+    PROTO_CHECK(health_complete_spent(self->complete, day) == spent + 3 * 120);
 
     proto_peer_destroy(&events);
     health_server_def.stop(&health);

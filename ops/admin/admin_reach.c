@@ -358,7 +358,8 @@ void admin_provider_probes(admin_call_t *call)
         "'key', k.name, 'upstream_model', r.upstream_model, 'probed_at', r.probed_at, "
         "'probed_at_ms', (extract(epoch FROM r.probed_at) * 1000)::bigint, 'ok', r.ok, "
         "'status', r.status, 'error', r.error, 'latency_us', r.latency_us, 'on_demand', "
-        "r.on_demand) ORDER BY r.upstream_model, r.provider_key_id) FROM provider_probes r "
+        "r.on_demand, 'cost_micros', r.cost_micros) ORDER BY r.upstream_model, r.provider_key_id) "
+        "FROM provider_probes r "
         "LEFT JOIN provider_keys k ON k.id = r.provider_key_id WHERE r.provider_id = p.id), "
         "'[]'::json)) FROM providers p WHERE p.id = $1::bigint",
         1, (const char *[]){id}, "provider");

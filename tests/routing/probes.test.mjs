@@ -58,6 +58,7 @@ test('scheduled probes of every pair stop at the day\'s cost cap', async () => {
   assert.equal(row.ok, true);
   assert.equal(row.on_demand, false);
   assert.equal(row.provider_key_id, provider.keyId);
+  assert.equal(row.cost_micros, 100, 'counted at its per-request price');
 });
 
 test('failed probes open the breaker with no client request; a passing one closes it only once half-open', async () => {

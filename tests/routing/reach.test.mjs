@@ -237,6 +237,31 @@ test('a dead proxy: the same candidate goes through the next one, and its breake
   assert.ok(retried >= 1 && retried <= 6, `${retried} requests retried through the other proxy`);
 });
 
+test('health probes through the proxies in turn: a dead first proxy fails no probe', async () => {
+  const mock = ctx.mocks[3];
+  await addProvider(ctx, 'probed', mock.url);
+  const dead = await freePort();
+  await ok(ctx, 'PATCH', '/admin/providers/probed', { proxies: [`http://127.0.0.1:${dead}`, `http://127.0.0.1:${proxies.http.port}`] });
+  await ok(ctx, 'POST', '/admin/models', { name: 'prm', routes: [{ provider: 'probed', upstream_model: 'm' }] });
+  // Health's catalog has the proxies once it maps the model added after them.
+  await waitFor(async () => (await ctx.cluster.psql(`SELECT 1 FROM model_mappings m JOIN models ON models.id = m.model_id
+    WHERE models.name = 'prm'`)).length > 0, { timeout: 10000, message: 'health to map prm' });
+  const carried = proxies.http.requests;
+  // Each probe starts at the next proxy; one that starts at the dead one goes on through the
+  // live one, so every probe passes and the key is never failed for the proxy's sake.
+  for (let i = 0; i < 4; i++) {
+    const probe = await ctx.cluster.tollgate(['health', 'probe', 'probed', '--model', 'm', '--json', '--dir', ctx.cluster.dir]);
+    assert.equal(probe.code, 0, `probe ${i}: ${probe.stdout}${probe.stderr}`);
+  }
+  assert.ok(proxies.http.requests - carried >= 4, `${proxies.http.requests - carried} probes through the live proxy`);
+  // The key's model list is fetched through them too (that it takes the proxies at all is
+  // health_server's selftest, whose provider only a proxy reaches).
+  const [{ id, now }] = await ctx.cluster.psql("SELECT id, now() AS now FROM providers WHERE name = 'probed'");
+  await ctx.cluster.psql(`NOTIFY tollgate_health, 'fetch:${id}'`);
+  await waitFor(async () => (await ctx.cluster.psql(`SELECT 1 FROM provider_model_fetches WHERE provider_id = ${id}
+    AND ok AND fetched_at > '${now}'::timestamptz`)).length > 0, { timeout: 10000, message: 'a model-list fetch through the proxies' });
+});
+
 test('a provider-wide block list excludes its models; explain says why', async () => {
   const [first, , , fourth] = ctx.mocks;
   const blockProvider = await addProvider(ctx, 'blocky', first.url, { priority: 10 });

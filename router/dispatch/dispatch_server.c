@@ -1,4 +1,5 @@
 #include "dispatch_server.h"
+#include "dispatch_held.h"
 #include "dispatch_reach.h"
 #include "dispatch_request.h"
 #include "dispatch_route.h"
@@ -45,8 +46,7 @@ struct _dispatch_server_t {
     zsock_t *router;            //  DISPATCH/CANCEL in, CHUNK/DONE out
     zsock_t *events;            //  PUB of OUTCOMEs
     proto_watch_t *watch;       //  keeps the catalog fresh
-    zlistx_t *unverified;       //  DISPATCHes for a key our catalog lacks, held
-    int unverified_timer;       //  refuses those held too long, 0 = none
+    dispatch_held_t *held;      //  DISPATCHes for a key our catalog lacks, waiting
     dispatch_request_env_t env; //  what the requests borrow: route, settle, catalog, ...
     zhashx_t *requests;         //  request id -> dispatch_request_t* in flight
     bool draining;              //  SIGTERM seen
@@ -72,24 +72,14 @@ static void s_drain_tick(proto_loop_t *loop, int id, void *arg)
 }
 
 //  --------------------------------------------------------------------------
-//  Only accounts and keys of the catalog: a DISPATCH is ingress' word that
-//  it authenticated the key, and a forged one (CURVE aside) must not spend a
-//  provider key for an account nobody knows. Ingress' catalog can be a few
-//  milliseconds ahead of ours after a key is made, so an unknown key is held
-//  while our catalog reloads, and refused only if it is still unknown then.
-
-#define S_UNVERIFIED_MAX 1000     //  DISPATCHes held at once; beyond, refused at once
-#define S_UNVERIFIED_WAIT_MS 3000 //  how long one may wait for our catalog
-
-typedef struct {
-    proto_msg_t *msg;     //  the DISPATCH
-    uint64_t deadline_ms; //  refused after this
-} s_unverified_t;
+//  Only accounts and keys of the catalog (dispatch_held says why; an unknown
+//  key waits there while our catalog reloads).
 
 static void s_on_dispatch(dispatch_server_t *self, proto_msg_t **msg_p);
 
-static bool s_known(dispatch_server_t *self, const proto_msg_t *msg)
+static bool s_known(const proto_msg_t *msg, void *arg)
 {
+    dispatch_server_t *self = arg;
     const proto_api_key_t *key = proto_catalog_key(self->env.catalog, proto_msg_key_id(msg));
     return key && key->account_id == proto_msg_account_id(msg) &&
            proto_catalog_account(self->env.catalog, key->account_id);
@@ -110,53 +100,22 @@ static void s_refuse_unknown(dispatch_server_t *self, proto_msg_t **msg_p)
     proto_msg_destroy(msg_p);
 }
 
-//  Hands on what the new catalog knows; refuses what waited too long.
-static void s_unverified_check(dispatch_server_t *self, bool expire)
+//  A held DISPATCH's wait is over: served now, or refused.
+static void s_held_release(proto_msg_t **msg_p, bool known, void *arg)
 {
-    uint64_t now = proto_loop_now_ms();
-    s_unverified_t *held = zlistx_first(self->unverified);
-    while (held) {
-        void *handle = zlistx_cursor(self->unverified);
-        s_unverified_t *next = zlistx_next(self->unverified);
-        if (s_known(self, held->msg) || (expire && now >= held->deadline_ms)) {
-            proto_msg_t *msg = held->msg;
-            zlistx_delete(self->unverified, handle);
-            free(held);
-            if (s_known(self, msg))
-                s_on_dispatch(self, &msg);
-            else
-                s_refuse_unknown(self, &msg);
-            proto_msg_destroy(&msg);
-        }
-        held = next;
-    }
-    if (zlistx_size(self->unverified) == 0 && self->unverified_timer) {
-        proto_loop_cancel_timer(self->loop, self->unverified_timer);
-        self->unverified_timer = 0;
-    }
-}
-
-static void s_unverified_tick(proto_loop_t *loop, int id, void *arg)
-{
-    s_unverified_check(arg, true);
+    if (known)
+        s_on_dispatch(arg, msg_p);
+    else
+        s_refuse_unknown(arg, msg_p);
 }
 
 static void s_hold_unknown(dispatch_server_t *self, proto_msg_t **msg_p)
 {
-    if (zlistx_size(self->unverified) >= S_UNVERIFIED_MAX) {
+    int rc = dispatch_held_add(self->held, msg_p);
+    if (rc < 0)
         s_refuse_unknown(self, msg_p);
-        return;
-    }
-    s_unverified_t *held = malloc(sizeof *held);
-    assert(held);
-    *held = (s_unverified_t){*msg_p, proto_loop_now_ms() + S_UNVERIFIED_WAIT_MS};
-    *msg_p = NULL;
-    if (zlistx_size(self->unverified) == 0) {
+    else if (rc == 1)
         proto_watch_reload(self->watch);
-        self->unverified_timer =
-            proto_loop_add_timer(self->loop, 100, true, s_unverified_tick, self);
-    }
-    zlistx_add_end(self->unverified, held);
 }
 
 //  A DISPATCH for a request finished here: its answer again, or an error
@@ -221,7 +180,7 @@ static void s_on_dispatch(dispatch_server_t *self, proto_msg_t **msg_p)
         proto_msg_destroy(msg_p);
         return;
     }
-    if (!s_known(self, msg)) {
+    if (!s_known(msg, self)) {
         s_hold_unknown(self, msg_p);
         return;
     }
@@ -287,8 +246,8 @@ static void s_catalog_swap(proto_catalog_t **catalog_p, void *arg)
     proto_catalog_destroy(&self->env.catalog);
     self->env.catalog = *catalog_p;
     *catalog_p = NULL;
-    if (self->unverified)
-        s_unverified_check(self, false);
+    if (self->held)
+        dispatch_held_check(self->held);
 }
 
 //  --------------------------------------------------------------------------
@@ -360,7 +319,7 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
         (uint64_t)proto_config_int(self->config, "dispatch.total_timeout_ms");
     self->requests = zhashx_new();
     zhashx_set_destructor(self->requests, s_request_free);
-    self->unverified = zlistx_new();
+    self->held = dispatch_held_new(self->loop, s_known, s_held_release, self);
     self->in_flight = proto_metrics_gauge(self->metrics, "tollgate_dispatch_in_flight",
                                           "Requests being dispatched", NULL);
     self->env.failovers = proto_metrics_counter(self->metrics, "tollgate_dispatch_failovers_total",
@@ -415,14 +374,7 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
         return;
     if (self->drain_timer)
         proto_loop_cancel_timer(self->loop, self->drain_timer);
-    if (self->unverified_timer)
-        proto_loop_cancel_timer(self->loop, self->unverified_timer);
-    for (s_unverified_t *held = zlistx_first(self->unverified); held;
-         held = zlistx_next(self->unverified)) {
-        proto_msg_destroy(&held->msg);
-        free(held);
-    }
-    zlistx_destroy(&self->unverified);
+    dispatch_held_destroy(&self->held);
     //  Requests first: their calls must leave the multi handle before it goes.
     zhashx_destroy(&self->requests);
     //  Then the DONEs that waited for the journal, while the ROUTER is open.

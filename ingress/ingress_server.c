@@ -19,7 +19,6 @@
 #include "ingress_request.h"
 #include "ingress_server_private.h"
 #include "proto_check.h"
-#include "proto_batch.h"
 #include "proto_crypto.h"
 #include "proto_log.h"
 #include "proto_socket.h"
@@ -28,17 +27,10 @@
 #include "proto_tls.h"
 #include "proto_watch.h"
 
-#include <arpa/inet.h>
 #include <assert.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/resource.h>
-#include <time.h>
-#include <unistd.h>
 
 #define S_CONNECTION_LIMIT 16384   //  client connections (fds permitting)
 #define S_CONNECTION_MEMORY 16384  //  per-connection MHD pool: headers and write buffer

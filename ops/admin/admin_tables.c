@@ -169,9 +169,42 @@ static int s_provider_prepare(admin_call_t *call, const char *parent, admin_valu
     return admin_reach_check(call, NULL, s_provider_fields, values);
 }
 
+//  A provider given to an account, or given back to the operator, takes its
+//  keys' multipliers along where they are at the side's default: a key at
+//  list price (1) goes to 0 with the provider to an account (the account
+//  pays its provider, as a key made there starts at 0), a key at 0 back to
+//  1 with the provider to the operator (else every account would be served
+//  through it for free). A key given another multiplier keeps it; between
+//  two accounts nothing changes. In the PATCH's transaction.
+static int s_provider_owner_keys(admin_call_t *call, const char *id, admin_value_t *values)
+{
+    const admin_value_t *account = ADMIN_VALUE(s_provider_fields, values, "account");
+    if (!account->present)
+        return 0;
+    PGresult *result = admin_sql(
+        call,
+        "UPDATE provider_keys k SET multiplier_ppm = CASE WHEN $2::bigint IS NULL THEN 1000000 "
+        "ELSE 0 END, updated_at = now() FROM providers p WHERE p.id = $1::bigint AND "
+        "k.provider_id = p.id AND (p.account_id IS NULL) <> ($2::bigint IS NULL) AND "
+        "k.multiplier_ppm = CASE WHEN p.account_id IS NULL THEN 1000000 ELSE 0 END",
+        2, (const char *[]){id, account->text});
+    if (!result)
+        return -1;
+    const char *rows = PQcmdTuples(result);
+    if (rows && *rows && strcmp(rows, "0") != 0)
+        log_info(call->request->request_id,
+                 "admin: provider %s %s: %s of its keys now at multiplier %s", id,
+                 account->text ? "given to an account" : "given back to the operator", rows,
+                 account->text ? "0" : "1");
+    PQclear(result);
+    return 0;
+}
+
 static int s_provider_check(admin_call_t *call, const char *id, admin_value_t *values)
 {
-    return admin_reach_check(call, id, s_provider_fields, values);
+    if (admin_reach_check(call, id, s_provider_fields, values) != 0)
+        return -1;
+    return s_provider_owner_keys(call, id, values);
 }
 
 const admin_resource_t admin_providers = {

@@ -2,7 +2,8 @@
 // real programs: a provider added for an account (CLI --account, --json) serves only that
 // account's requests, never another's (not by route, not pinned), its keys start at
 // multiplier 0 so the account pays nothing at our prices for them; explain names the
-// exclusion; an unknown account is refused and changes nothing.
+// exclusion; an unknown account is refused and changes nothing; moving a provider to or from an
+// account moves its keys' default multiplier (0 there, 1 at the operator's).
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
@@ -74,4 +75,30 @@ test('an unknown account is refused naming it; the provider can be given back to
   assert.equal(cleared.code, 0, cleared.stderr);
   assert.equal(JSON.parse(cleared.stdout).account_id, null);
   await explainUntil(ctx, { model: 'bm', key: other.keyId }, (e) => e.candidates.some((c) => c.provider === 'mine'));
+});
+
+test('moving a provider between the operator and an account moves its keys\' default multipliers', async () => {
+  const multipliers = async () => Object.fromEntries((await ok(ctx, 'GET', '/admin/providers/moved/keys')).data
+    .map((k) => [k.name, k.multiplier_ppm]));
+  await addProvider(ctx, 'moved', ctx.mocks[1].url, { key: { name: 'plain' } });
+  await ok(ctx, 'POST', '/admin/providers/moved/keys', { secret: 'sk-moved-half-000000', name: 'half', multiplier_ppm: 500000 });
+  assert.deepEqual(await multipliers(), { plain: 1000000, half: 500000 });
+  // To an account: the key at list price goes to 0 as if made there; the one set by hand stays.
+  const given = await ctx.cluster.tollgate(['provider', 'set', 'moved', '--account', 'own', '--json', '--dir', ctx.cluster.dir]);
+  assert.equal(given.code, 0, given.stderr);
+  assert.deepEqual(await multipliers(), { plain: 0, half: 500000 });
+  // To another account: nothing changes.
+  await ok(ctx, 'PATCH', '/admin/providers/moved', { account: 'other' });
+  assert.deepEqual(await multipliers(), { plain: 0, half: 500000 });
+  // A change that is not the owner leaves the keys alone.
+  await ok(ctx, 'PATCH', '/admin/providers/moved', { weight: 3 });
+  assert.deepEqual(await multipliers(), { plain: 0, half: 500000 });
+  // Back to the operator: the key at 0 is at list price again, so no account rides it for free.
+  const back = await ctx.cluster.tollgate(['provider', 'set', 'moved', '--account', 'none', '--json', '--dir', ctx.cluster.dir]);
+  assert.equal(back.code, 0, back.stderr);
+  assert.deepEqual(await multipliers(), { plain: 1000000, half: 500000 });
+  // A refused move changes no key.
+  const bad = await ctx.api('PATCH', '/admin/providers/moved', { account: 'nobody-here' });
+  assert.notEqual(bad.status, 200);
+  assert.deepEqual(await multipliers(), { plain: 1000000, half: 500000 });
 });

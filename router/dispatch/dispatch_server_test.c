@@ -1,5 +1,5 @@
-//  dispatch_server's selftest, apart from dispatch_server.c to keep that
-//  file under the size limit (tests/tree/size_check.sh).
+//  dispatch_server's selftest: the assembled program (server, requests,
+//  route, settlement, held DISPATCHes) driven through its sockets.
 #include "dispatch_server.h"
 #include "proto_check.h"
 #include "proto_catalog.h"

@@ -440,7 +440,7 @@ void ingress_admit_test(bool verbose)
 {
     if (verbose)
         printf(" * ingress_admit: ");
-    ingress_fixture_t *test = ingress_fixture_new();
+    ingress_fixture_t *test = ingress_fixture_new(50);
     s_test_refusals(test);
     ingress_fixture_destroy(&test);
     if (verbose)

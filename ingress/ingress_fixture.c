@@ -255,7 +255,7 @@ bool ingress_fixture_settled(ingress_fixture_t *test)
 const char ingress_fixture_chat_body[] =
     "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
 
-ingress_fixture_t *ingress_fixture_new(void)
+ingress_fixture_t *ingress_fixture_new(uint64_t internal_timeout_ms)
 {
     zsys_init();
     ingress_fixture_t *test = calloc(1, sizeof *test);
@@ -266,7 +266,9 @@ ingress_fixture_t *ingress_fixture_new(void)
     //  Endpoints of their own: ZeroMQ frees a closed socket's inproc name
     //  in its own thread, so the previous fixture's may still be taken.
     static int fixtures;
-    char billing[64], dispatch[64];
+    char billing[64], dispatch[64], internal_timeout[24];
+    snprintf(internal_timeout, sizeof internal_timeout, "%llu",
+             (unsigned long long)internal_timeout_ms);
     snprintf(billing, sizeof billing, "inproc://ingress-fixture-billing-%d", fixtures);
     snprintf(dispatch, sizeof dispatch, "inproc://ingress-fixture-dispatch-%d", fixtures++);
     test->billing = zsock_new_router(billing);
@@ -276,9 +278,11 @@ ingress_fixture_t *ingress_fixture_new(void)
     proto_loop_add_socket(test->loop, test->dispatch, s_dispatch, test);
     test->config = proto_config_new();
     const char *settings[][2] = {
-        {"ingress.listen", "127.0.0.1:0"},     {"billing.endpoints", billing},
-        {"dispatch.endpoints", dispatch},      {"ingress.max_body_bytes", "2048"},
-        {"ingress.internal_timeout_ms", "50"},
+        {"ingress.listen", "127.0.0.1:0"},
+        {"billing.endpoints", billing},
+        {"dispatch.endpoints", dispatch},
+        {"ingress.max_body_bytes", "2048"},
+        {"ingress.internal_timeout_ms", internal_timeout},
     };
     char error[256];
     for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)

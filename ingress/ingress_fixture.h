@@ -71,8 +71,10 @@ struct _ingress_fixture_t {
 //  A chat completion body for model "m".
 extern const char ingress_fixture_chat_body[];
 
-//  Starts the server and its fake peers. Caller owns return value.
-ingress_fixture_t *ingress_fixture_new(void);
+//  Starts the server and its fake peers, with ingress.internal_timeout_ms
+//  as given (short: a silent billing or a held request is answered soon).
+//  Caller owns return value.
+ingress_fixture_t *ingress_fixture_new(uint64_t internal_timeout_ms);
 
 //  Stops and frees it all; nulls the pointer.
 void ingress_fixture_destroy(ingress_fixture_t **self_p);

@@ -622,7 +622,7 @@ void ingress_http_test(bool verbose)
 {
     if (verbose)
         printf(" * ingress_http: ");
-    ingress_fixture_t *test = ingress_fixture_new();
+    ingress_fixture_t *test = ingress_fixture_new(50);
     s_test_local_answers(test);
     s_test_protocols(test);
     ingress_fixture_destroy(&test);

@@ -452,7 +452,7 @@ void ingress_server_test(bool verbose)
 {
     if (verbose)
         printf(" * ingress_server: ");
-    ingress_fixture_t *test = ingress_fixture_new();
+    ingress_fixture_t *test = ingress_fixture_new(50);
     PROTO_CHECK(ingress_server_port(test->server) == test->port && test->port > 0);
     ingress_fixture_client_t *client = ingress_fixture_request(
         test, "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");

@@ -231,6 +231,13 @@ static proto_msg_t *s_admit_decide(billing_t *self, proto_msg_t *request, bool m
         snprintf(message, sizeof message, "This API key is not allowed to use the model '%.*s'.",
                  S_MODEL_QUOTE_MAX, model_name);
         s_refuse(reply, 403, "model_not_allowed", message);
+    } else if (proto_msg_images(request) && model->price_image_micros < 0) {
+        //  Billed per image, so a model without that price makes none.
+        snprintf(message, sizeof message,
+                 "Invalid 'model': the model '%.*s' does not generate images (it has no price "
+                 "per image)",
+                 S_MODEL_QUOTE_MAX, model_name);
+        s_refuse(reply, 400, "invalid_request_error", message);
     } else {
         //  The catalog's key decides the account: ingress' copy of the key
         //  may be older than ours.
@@ -241,9 +248,10 @@ static proto_msg_t *s_admit_decide(billing_t *self, proto_msg_t *request, bool m
                      proto_msg_account_id(request), key->id, key->account_id);
         const proto_account_t *account = proto_catalog_account(self->catalog, key->account_id);
         uint64_t tokens = proto_msg_tokens_in(request);
-        int64_t reserve =
-            proto_price_scale(proto_price_reserve(model, tokens, proto_msg_tokens_out(request)),
-                              account ? account->multiplier_ppm : PROTO_PRICE_PPM_ONE);
+        int64_t reserve = proto_price_scale(
+            proto_price_reserve_images(model, tokens, proto_msg_tokens_out(request),
+                                       proto_msg_images(request)),
+            account ? account->multiplier_ppm : PROTO_PRICE_PPM_ONE);
         billing_denial_t denial;
         if (!proto_price_output_allowed(model, proto_msg_tokens_out(request))) {
             //  Above the model's maximum: reserving the model's maximum could
@@ -410,6 +418,7 @@ static proto_msg_t *s_entry_new(const proto_msg_t *settle, int64_t cost_micros, 
     S_COPY(tokens_cache_read)
     S_COPY(tokens_cache_write)
     S_COPY(tokens_cache_write_1h)
+    S_COPY(images)
     S_COPY(latency_us)
     S_COPY(ttfb_us)
     S_COPY(started_us)
@@ -459,6 +468,7 @@ static int64_t s_price(billing_t *self, const proto_msg_t *settle, bool *estimat
                                  .tokens_cache_read = proto_msg_tokens_cache_read(settle),
                                  .tokens_cache_write = proto_msg_tokens_cache_write(settle),
                                  .tokens_cache_write_1h = proto_msg_tokens_cache_write_1h(settle),
+                                 .images = proto_msg_images(settle),
                                  .status = proto_msg_status(settle)};
     int64_t cost = 0;
     if (proto_price_cost(model, &usage, multiplier, &cost) != 0) {

@@ -251,6 +251,8 @@ static proto_msg_t *s_admit_new(ingress_request_t *r, uint64_t timeout_ms)
     proto_msg_set_tokens_in(admit, r->parsed.tokens_estimate);
     if (r->parsed.max_output)
         proto_msg_set_tokens_out(admit, r->parsed.max_output);
+    if (r->parsed.images)
+        proto_msg_set_images(admit, r->parsed.images);
     return admit;
 }
 
@@ -268,9 +270,9 @@ static bool s_estimate(ingress_server_t *self, ingress_request_t *r, int64_t *mi
         !proto_price_output_allowed(model, r->parsed.max_output))
         return false;
     const proto_account_t *account = proto_catalog_account(self->catalog, key->account_id);
-    *micros = proto_price_scale(
-        proto_price_reserve(model, r->parsed.tokens_estimate, r->parsed.max_output),
-        account ? account->multiplier_ppm : PROTO_PRICE_PPM_ONE);
+    *micros = proto_price_scale(proto_price_reserve_images(model, r->parsed.tokens_estimate,
+                                                           r->parsed.max_output, r->parsed.images),
+                                account ? account->multiplier_ppm : PROTO_PRICE_PPM_ONE);
     return true;
 }
 

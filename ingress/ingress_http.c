@@ -2,6 +2,7 @@
 #include "proto_check.h"
 #include "ingress_fixture.h"
 #include "ingress_admit.h"
+#include "ingress_images.h"
 #include "ingress_models.h"
 #include "ingress_parse.h"
 #include "ingress_relay.h"
@@ -390,6 +391,11 @@ static enum MHD_Result s_client_submit(ingress_server_t *self, ingress_request_t
                            r->path_model[0] ? r->path_model : NULL, r->body, r->body_size,
                            &r->parsed, problem, sizeof problem) != 0) {
         log_debug(r->id, "bad request: %s", problem);
+        ingress_request_answer_error(r, 400, "invalid_request_error", problem);
+        return MHD_YES;
+    }
+    if (ingress_images_check(self->catalog, r->protocol, r->parsed.model, problem,
+                             sizeof problem) != 0) {
         ingress_request_answer_error(r, 400, "invalid_request_error", problem);
         return MHD_YES;
     }

@@ -159,9 +159,33 @@ static const char *s_conversation_field(int protocol)
         return "input";
     case PROTO_PROTOCOL_GEMINI:
         return "contents";
+    case PROTO_PROTOCOL_OPENAI_IMAGES:
+        return "prompt";
     default:
         return "messages";
     }
+}
+
+//  An image generation (OpenAI Images): a non-empty text prompt, n from 1 to
+//  INGRESS_IMAGES_MAX (absent: 1), and no stream (partial images are not
+//  relayed). Returns false with a message in error.
+static bool s_images_ok(json_t *root, char *error, size_t error_size)
+{
+    json_t *prompt = json_object_get(root, "prompt");
+    json_t *n = json_object_get(root, "n");
+    if (!json_is_string(prompt) || json_string_length(prompt) == 0)
+        snprintf(error, error_size, "Invalid 'prompt': expected a non-empty string");
+    else if (n && !json_is_null(n) &&
+             (!json_is_integer(n) || json_integer_value(n) < 1 ||
+              json_integer_value(n) > INGRESS_IMAGES_MAX))
+        snprintf(error, error_size, "Invalid 'n': expected an integer from 1 to %d",
+                 INGRESS_IMAGES_MAX);
+    else if (json_is_true(json_object_get(root, "stream")))
+        snprintf(error, error_size,
+                 "Invalid 'stream': streamed image generation is not supported; omit 'stream'");
+    else
+        return true;
+    return false;
 }
 
 //  Checks the conversation field; returns false with a message in error.
@@ -179,6 +203,8 @@ static bool s_conversation_ok(int protocol, bool count_tokens, json_t *root, cha
         protocol == PROTO_PROTOCOL_OPENAI_RESPONSES || protocol == PROTO_PROTOCOL_OPENAI_EMBEDDINGS;
     if (!value)
         snprintf(error, error_size, "Missing required parameter: '%s'", field);
+    else if (protocol == PROTO_PROTOCOL_OPENAI_IMAGES)
+        return s_images_ok(root, error, error_size);
     else if (!json_is_array(value) && !(text_allowed && json_is_string(value)))
         snprintf(error, error_size, "Invalid '%s': expected an array%s", field,
                  text_allowed ? " or a string" : "");
@@ -345,6 +371,10 @@ int ingress_parse_body(int protocol, bool count_tokens, const char *path_model, 
         //  needs an order of magnitude, and settlement uses real counts.
         out->tokens_estimate = size / 4 + 1;
         out->max_output = count_tokens ? 0 : s_max_output(root);
+        if (protocol == PROTO_PROTOCOL_OPENAI_IMAGES) {
+            json_t *n = json_object_get(root, "n");
+            out->images = json_is_integer(n) ? (uint64_t)json_integer_value(n) : 1;
+        }
         s_route_hints(root, out);
         rc = 0;
     }
@@ -603,6 +633,19 @@ static void s_test_bodies(void)
          false},
         {PROTO_PROTOCOL_OPENAI_EMBEDDINGS, false, NULL,
          "{\"model\":\"e\",\"input\":[\"a\"],\"stream\":true}", NULL, false},
+        {PROTO_PROTOCOL_OPENAI_IMAGES, false, NULL,
+         "{\"model\":\"i\",\"prompt\":\"a cat\",\"n\":3}", NULL, false},
+        {PROTO_PROTOCOL_OPENAI_IMAGES, false, NULL, "{\"model\":\"i\"}", "'prompt'", false},
+        {PROTO_PROTOCOL_OPENAI_IMAGES, false, NULL, "{\"model\":\"i\",\"prompt\":\"\"}", "'prompt'",
+         false},
+        {PROTO_PROTOCOL_OPENAI_IMAGES, false, NULL, "{\"model\":\"i\",\"prompt\":\"x\",\"n\":0}",
+         "'n'", false},
+        {PROTO_PROTOCOL_OPENAI_IMAGES, false, NULL, "{\"model\":\"i\",\"prompt\":\"x\",\"n\":11}",
+         "'n'", false},
+        {PROTO_PROTOCOL_OPENAI_IMAGES, false, NULL,
+         "{\"model\":\"i\",\"prompt\":\"x\",\"n\":\"2\"}", "'n'", false},
+        {PROTO_PROTOCOL_OPENAI_IMAGES, false, NULL,
+         "{\"model\":\"i\",\"prompt\":\"x\",\"stream\":true}", "'stream'", false},
         {PROTO_PROTOCOL_ANTHROPIC, false, NULL,
          "{\"model\":\"c\",\"max_tokens\":5,\"messages\":[],\"stream\":true}", NULL, true},
         {PROTO_PROTOCOL_ANTHROPIC, true, NULL, "{\"model\":\"c\",\"messages\":[],\"stream\":true}",

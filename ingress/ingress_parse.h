@@ -17,6 +17,8 @@
 #define INGRESS_SESSION_MAX 128      //  longest session id passed to the router
 #define INGRESS_CAPABILITIES_MAX 255 //  capability list text
 #define INGRESS_REQUEST_ID_HEX 32    //  our own request ids: 128 random bits in hex
+#define INGRESS_IMAGES_MAX 10        //  most images one generation may ask for (OpenAI's n)
+#define INGRESS_IMAGES_MAX 10        //  most images one generation may ask for (OpenAI's n)
 #define INGRESS_TRACE_SIZE 56        //  "00-" 32 "-" 16 "-" 2 + NUL
 
 //  Where a client key was found.
@@ -36,6 +38,7 @@ typedef struct {
     bool include_usage;                              //  stream_options.include_usage: true
     uint64_t tokens_estimate;                        //  rough input tokens, for admission
     uint64_t max_output;                             //  the request's output limit, 0 = none
+    uint64_t images;                                 //  images asked for (OpenAI Images' n)
     char session[INGRESS_SESSION_MAX + 1];           //  Anthropic metadata.user_id or OpenAI user
     char capabilities[INGRESS_CAPABILITIES_MAX + 1]; //  needed, comma-separated
 } ingress_body_t;
@@ -82,7 +85,8 @@ size_t ingress_parse_json_elements(const char *data, size_t size, size_t max);
 //  fills *out: the model (path_model when the path names it, as Gemini's
 //  does, else the body's "model"), the conversation the protocol requires
 //  (OpenAI Chat and Anthropic `messages`, Responses and Embeddings `input`,
-//  Gemini `contents`, or for its countTokens a `generateContentRequest`),
+//  Images `prompt` with `n` from 1 to INGRESS_IMAGES_MAX, Gemini `contents`,
+//  or for its countTokens a `generateContentRequest`),
 //  and the body's stream flag (Gemini's comes from the path: the caller
 //  sets it). count_tokens: a token count, never streamed. Returns 0, or -1
 //  with a message for the client in error (which names the offending

@@ -283,6 +283,7 @@ static void s_price_done(ingress_server_t *self, ingress_request_t *r, proto_msg
                                  .tokens_cache_read = proto_msg_tokens_cache_read(msg),
                                  .tokens_cache_write = proto_msg_tokens_cache_write(msg),
                                  .tokens_cache_write_1h = proto_msg_tokens_cache_write_1h(msg),
+                                 .images = proto_msg_images(msg),
                                  .status = proto_msg_status(msg)};
     int64_t multiplier = proto_price_scale(key ? key->multiplier_ppm : PROTO_PRICE_PPM_ONE,
                                            account ? account->multiplier_ppm : PROTO_PRICE_PPM_ONE);

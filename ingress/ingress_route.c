@@ -17,6 +17,8 @@ static const ingress_route_t s_routes[] = {
      true, false, INGRESS_STREAM_BODY, "responses"},
     {"/v1/embeddings", false, NULL, "POST", INGRESS_ROUTE_GENERATE,
      PROTO_PROTOCOL_OPENAI_EMBEDDINGS, true, false, INGRESS_STREAM_NEVER, "embeddings"},
+    {"/v1/images/generations", false, NULL, "POST", INGRESS_ROUTE_GENERATE,
+     PROTO_PROTOCOL_OPENAI_IMAGES, true, false, INGRESS_STREAM_NEVER, "images_generations"},
     {"/v1/messages", false, NULL, "POST", INGRESS_ROUTE_GENERATE, PROTO_PROTOCOL_ANTHROPIC, true,
      false, INGRESS_STREAM_BODY, "messages"},
     {"/v1/messages/count_tokens", false, NULL, "POST", INGRESS_ROUTE_GENERATE,
@@ -169,6 +171,8 @@ void ingress_route_test(bool verbose)
     PROTO_CHECK(route && protocol == PROTO_PROTOCOL_OPENAI_RESPONSES);
     route = ingress_route_find("/v1/embeddings", "POST", &status, &protocol);
     PROTO_CHECK(route && protocol == PROTO_PROTOCOL_OPENAI_EMBEDDINGS);
+    route = ingress_route_find("/v1/images/generations", "POST", &status, &protocol);
+    PROTO_CHECK(route && protocol == PROTO_PROTOCOL_OPENAI_IMAGES);
     route = ingress_route_find("/v1/messages", "POST", &status, &protocol);
     PROTO_CHECK(route && protocol == PROTO_PROTOCOL_ANTHROPIC && !route->count_tokens);
     route = ingress_route_find("/v1/messages/count_tokens", "POST", &status, &protocol);

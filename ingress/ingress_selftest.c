@@ -3,6 +3,7 @@
 #include "ingress_buffer.h"
 #include "ingress_daemon.h"
 #include "ingress_http.h"
+#include "ingress_images.h"
 #include "ingress_lease.h"
 #include "ingress_models.h"
 #include "ingress_parse.h"
@@ -20,6 +21,7 @@ static const proto_test_t s_tests[] = {
     {"ingress_models", ingress_models_test}, {"ingress_usage", ingress_usage_test},
     {"ingress_queue", ingress_queue_test},   {"ingress_http", ingress_http_test},
     {"ingress_admit", ingress_admit_test},   {"ingress_relay", ingress_relay_test},
+    {"ingress_images", ingress_images_test},
 };
 
 PROTO_TEST_MAIN(s_tests)

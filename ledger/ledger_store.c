@@ -10,7 +10,7 @@
 
 //  Latest timestamp PostgreSQL's timestamptz takes comfortably: 9999-12-31.
 #define S_MAX_STARTED_US 253402300799999999LL
-#define S_COLUMNS 20
+#define S_COLUMNS 21
 
 //  --------------------------------------------------------------------------
 //  Fitting an ENTRY to the usage table
@@ -120,6 +120,7 @@ ledger_entry_t *ledger_entry_new(const proto_msg_t *msg, char *why, size_t why_s
     self->tokens_cache_read = s_fit_i64(proto_msg_tokens_cache_read(msg));
     self->tokens_cache_write = s_fit_i64(proto_msg_tokens_cache_write(msg));
     self->tokens_cache_write_1h = s_fit_i64(proto_msg_tokens_cache_write_1h(msg));
+    self->images = s_fit_i32(proto_msg_images(msg));
     self->cost_micros = proto_msg_cost_micros(msg);
     self->latency_ms = s_fit_i32(proto_msg_latency_us(msg) / 1000);
     self->ttfb_ms = s_fit_i32(proto_msg_ttfb_us(msg) / 1000);
@@ -246,14 +247,14 @@ static const char *s_insert_usage =
     " INSERT INTO usage (request_id, started_at, account_id, api_key_id, model, provider_id, "
     " provider_key_id, upstream_model, status, tokens_in, tokens_out, tokens_cache_read, "
     " tokens_cache_write, cost_micros, latency_ms, ttfb_ms, attempts, estimated, "
-    " tokens_cache_write_1h, operator_loss) "
+    " tokens_cache_write_1h, operator_loss, images) "
     " SELECT r, timestamptz 'epoch' + s * interval '1 microsecond', a, k, m, p, pk, um, st, ti, "
-    " tou, cr, cw, c, l, t, n, e, cwh, ol "
+    " tou, cr, cw, c, l, t, n, e, cwh, ol, im "
     " FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], "
     " $6::bigint[], $7::bigint[], $8::text[], $9::int[], $10::bigint[], $11::bigint[], "
     " $12::bigint[], $13::bigint[], $14::bigint[], $15::int[], $16::int[], $17::int[], "
-    " $18::bool[], $19::bigint[], $20::bool[]) AS x(r, s, a, k, m, p, pk, um, st, ti, tou, cr, cw,"
-    " c, l, t, n, e, cwh, ol) "
+    " $18::bool[], $19::bigint[], $20::bool[], $21::int[]) AS x(r, s, a, k, m, p, pk, um, st, ti,"
+    " tou, cr, cw, c, l, t, n, e, cwh, ol, im) "
     " ON CONFLICT (request_id, started_at) DO NOTHING "
     " RETURNING request_id, started_at, account_id, api_key_id, model, provider_id, status, "
     " tokens_in, tokens_out, tokens_cache_read, tokens_cache_write, cost_micros, operator_loss"
@@ -409,6 +410,7 @@ static PGresult *s_write_usage(ledger_store_t *self, ledger_entry_t **entries, s
         s_array_bool(&columns[17], entry->estimated);
         s_array_int(&columns[18], entry->tokens_cache_write_1h);
         s_array_bool(&columns[19], entry->operator_loss);
+        s_array_int(&columns[20], entry->images);
     }
     const char *values[S_COLUMNS];
     for (int i = 0; i < S_COLUMNS; i++)

@@ -55,6 +55,7 @@ typedef struct {
     int64_t tokens_cache_read;              //  cache-read input tokens
     int64_t tokens_cache_write;             //  cache-write input tokens
     int64_t tokens_cache_write_1h;          //  of which written for 1 hour
+    int32_t images;                         //  images generated (OpenAI Images)
     int64_t cost_micros;                    //  >= 0
     int32_t latency_ms;                     //  upstream time
     int32_t ttfb_ms;                        //  time to first byte

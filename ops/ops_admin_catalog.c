@@ -20,6 +20,7 @@ static const oa_settable_t s_model_settables[] = {
     {"price-cache-write", "price_cache_write", OA_SET_MONEY},
     {"price-cache-write-1h", "price_cache_write_1h", OA_SET_MONEY},
     {"price-request", "price_request", OA_SET_MONEY},
+    {"price-image", "price_image", OA_SET_MONEY},
     {"long-context-threshold", "long_context_threshold", OA_SET_INT},
     {"long-price-in", "long_price_in", OA_SET_MONEY},
     {"long-price-out", "long_price_out", OA_SET_MONEY},
@@ -28,10 +29,12 @@ static const oa_settable_t s_model_settables[] = {
     {NULL, NULL, OA_SET_TEXT}};
 #define S_MODEL_OPTIONS                                                                            \
     "price-in price-out price-cache-read price-cache-write price-cache-write-1h price-request "    \
-    "long-context-threshold long-price-in long-price-out max-output-tokens force-capabilities"
+    "price-image long-context-threshold long-price-in long-price-out max-output-tokens "           \
+    "force-capabilities"
 #define S_MODEL_USAGE                                                                              \
     "[--price-in P] [--price-out P] [--price-cache-read P] [--price-cache-write P] "               \
-    "[--price-cache-write-1h P|none] [--price-request P] [--long-context-threshold TOKENS|none] "  \
+    "[--price-cache-write-1h P|none] [--price-request P] [--price-image P|none] "                  \
+    "[--long-context-threshold TOKENS|none] "                                                      \
     "[--long-price-in P|none] [--long-price-out P|none] [--max-output-tokens TOKENS|none] "        \
     "[--force-capabilities TAG,TAG|none]"
 

@@ -282,6 +282,8 @@ static const char *s_protocol_name(int protocol)
         return "gemini";
     case PROTO_PROTOCOL_OPENAI_EMBEDDINGS:
         return "openai-embeddings";
+    case PROTO_PROTOCOL_OPENAI_IMAGES:
+        return "openai-images";
     default:
         return NULL;
     }

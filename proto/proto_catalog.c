@@ -59,6 +59,8 @@ const char *proto_protocol_name(int protocol)
         return "gemini";
     case PROTO_PROTOCOL_OPENAI_EMBEDDINGS:
         return "openai-embeddings";
+    case PROTO_PROTOCOL_OPENAI_IMAGES:
+        return "openai-images";
     default:
         return "none";
     }
@@ -512,8 +514,8 @@ static int s_load_models(proto_catalog_t *self, PGconn *db, char *error, size_t 
         "price_request_micros, "
         "long_context_threshold, long_price_in_micros, long_price_out_micros, scheduling, "
         "extract(epoch FROM created_at)::bigint, array_to_json(capabilities)::text, "
-        "strict_conversion, array_to_json(force_capabilities)::text, max_output_tokens FROM models "
-        "ORDER BY id",
+        "strict_conversion, array_to_json(force_capabilities)::text, max_output_tokens, "
+        "price_image_micros FROM models ORDER BY id",
         error, error_size);
     if (!result)
         return -1;
@@ -539,6 +541,7 @@ static int s_load_models(proto_catalog_t *self, PGconn *db, char *error, size_t 
         model->strict = strcmp(PQgetvalue(result, row, 15), "t") == 0;
         s_tags(result, row, 16, &model->force_capabilities);
         model->max_output_tokens = s_int(result, row, 17, 0);
+        model->price_image_micros = s_int(result, row, 18, -1);
         zhashx_insert(self->models_by_name, model->name, model);
     }
     PQclear(result);
@@ -902,6 +905,7 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
         model->strict = json_is_true(json_object_get(item, "strict_conversion"));
         s_json_tags(item, "force_capabilities", &model->force_capabilities);
         model->max_output_tokens = s_json_int(item, "max_output_tokens", 0);
+        model->price_image_micros = s_json_int(item, "price_image_micros", -1);
     }
     array = s_json_array(root, "routes", (void **)&self->routes, sizeof *self->routes);
     json_array_foreach(array, i, item)

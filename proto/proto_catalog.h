@@ -126,6 +126,7 @@ typedef struct {
     bool strict;                         //  strict_conversion: refuse what conversion would drop
     proto_tags_t force_capabilities;     //  every request for the model needs these
     int64_t max_output_tokens;           //  the most output tokens a request may ask, 0 = unknown
+    int64_t price_image_micros;          //  per generated image; -1 (NULL): serves no images
 } proto_model_t;
 
 typedef struct {

@@ -20,7 +20,8 @@
 
     PING            -> control socket   (none)
     PONG            <- control socket   instance*, meta (JSON: uptime, counters)
-    ADMIT           ingress -> billing  key_id*, account_id*, model*, stream, tokens_in (estimate)
+    ADMIT           ingress -> billing  key_id*, account_id*, model*, stream, tokens_in (estimate),
+                                        images (an image generation's n)
     ADMIT_REPLY     billing -> ingress  status* (200 = admitted), error_code, error_message,
                                         retry_after_ms, reserve_micros
     ROUTE           ingress -> router   model*, key_id*, account_id*, client_protocol*, session,
@@ -47,7 +48,8 @@
                                         provider_id, provider_key_id, upstream_model, status*,
                                         tokens_in, tokens_out, tokens_cache_read,
                                         tokens_cache_write, tokens_cache_write_1h (the part
-                                        of tokens_cache_write kept 1 hour), latency_us,
+                                        of tokens_cache_write kept 1 hour), images (how
+                                        many an image generation made), latency_us,
                                         ttfb_us, started_us*, attempts, estimated,
                                         reserve_micros, lease_id, loss (an upstream call whose
                                         dispatch died before anything reached the client:
@@ -210,6 +212,7 @@ typedef enum {
     X(ttl_ms, 55, U64)                                                                             \
     X(version, 56, U64)                                                                            \
     X(tokens_cache_write_1h, 57, U64)                                                              \
+    X(images, 58, U64)                                                                             \
     X(loss, 60, BOOL)
 
 typedef enum {
@@ -227,6 +230,7 @@ typedef enum {
     PROTO_PROTOCOL_ANTHROPIC = 3,         //  Anthropic Messages
     PROTO_PROTOCOL_GEMINI = 4,            //  Gemini generateContent
     PROTO_PROTOCOL_OPENAI_EMBEDDINGS = 5, //  OpenAI Embeddings
+    PROTO_PROTOCOL_OPENAI_IMAGES = 6,     //  OpenAI Images (generations)
 } proto_protocol_t;
 
 //  One upstream a request may go to, in the router's order.

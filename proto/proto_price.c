@@ -66,6 +66,7 @@ int proto_price_cost(const proto_model_t *model, const proto_price_usage_t *usag
         !s_add_product(&sum, usage->tokens_out, price_out))
         return -1;
     s_u128 base = s_ceil_million(sum) + s_nonneg(model->price_request_micros);
+    base += (s_u128)usage->images * s_nonneg(model->price_image_micros);
     if (base > INT64_MAX)
         return -1;
     //  base < 2^63 and the multiplier < 2^63, so the product fits 126 bits.
@@ -98,6 +99,14 @@ bool proto_price_output_allowed(const proto_model_t *model, uint64_t tokens_out)
 {
     assert(model);
     return model->max_output_tokens <= 0 || tokens_out <= (uint64_t)model->max_output_tokens;
+}
+
+int64_t proto_price_reserve_images(const proto_model_t *model, uint64_t tokens_in,
+                                   uint64_t tokens_out, uint64_t images)
+{
+    s_u128 reserve = (s_u128)proto_price_reserve(model, tokens_in, tokens_out) +
+                     (s_u128)images * s_nonneg(model->price_image_micros);
+    return reserve > INT64_MAX ? INT64_MAX : (int64_t)reserve;
 }
 
 int64_t proto_price_scale(int64_t value, int64_t multiplier_ppm)
@@ -257,6 +266,19 @@ void proto_price_test(bool verbose)
     plain.max_output_tokens = INT64_MAX;
     PROTO_CHECK(proto_price_reserve(&plain, 0, 0) == INT64_MAX); //  saturates
     plain.max_output_tokens = 0;
+
+    //  Images: n x the price per image, after the token part, then the
+    //  multiplier; reserved the same way.
+    proto_model_t painter = {.price_image_micros = 40000, .price_request_micros = 7};
+    proto_price_usage_t drawn = {.images = 3, .status = 200};
+    PROTO_CHECK(proto_price_cost(&painter, &drawn, one, &cost) == 0 && cost == 120007);
+    PROTO_CHECK(proto_price_cost(&painter, &drawn, 500000, &cost) == 0 && cost == 60004);
+    PROTO_CHECK(proto_price_reserve_images(&painter, 10, 0, 3) == 120007);
+    painter.price_image_micros = -1; //  NULL: serves no images, charges none
+    PROTO_CHECK(proto_price_cost(&painter, &drawn, one, &cost) == 0 && cost == 7);
+    painter.price_image_micros = INT64_MAX;
+    PROTO_CHECK(proto_price_cost(&painter, &drawn, one, &cost) == -1);
+    PROTO_CHECK(proto_price_reserve_images(&painter, 0, 0, 2) == INT64_MAX);
     if (verbose)
         printf("OK\n");
 }

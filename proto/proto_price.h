@@ -27,6 +27,7 @@
                       + write_5m x price_cache_write
                       + min(cache_write_1h, cache_write) x price_cache_write_1h
                       + tokens_out x out_price) / 1e6 ) + price_request
+               + images x price_image      (price_image NULL, -1 here: 0)
         cost = ceil( base x multiplier_ppm / 1e6 )        (multiplier 0 -> 0)
 
     where multiplier_ppm is the provider key's and the account's together,
@@ -62,6 +63,7 @@ typedef struct {
     uint64_t tokens_cache_write;    //  input tokens written to the prompt cache (5 min and 1 h)
     uint64_t status;                //  final HTTP status of the request
     uint64_t tokens_cache_write_1h; //  the part of tokens_cache_write kept for 1 hour
+    uint64_t images;                //  images generated (OpenAI Images)
 } proto_price_usage_t;
 
 //  Computes the cost of `usage` at `model`'s prices times multiplier_ppm
@@ -84,6 +86,11 @@ int64_t proto_price_reserve(const proto_model_t *model, uint64_t tokens_in, uint
 //  the model's max_output_tokens: such a request is refused (400 naming
 //  max_tokens), never reserved at less than it may produce.
 bool proto_price_output_allowed(const proto_model_t *model, uint64_t tokens_out);
+
+//  The admission estimate of a request that makes `images` images:
+//  proto_price_reserve's plus images x price_image, saturating the same way.
+int64_t proto_price_reserve_images(const proto_model_t *model, uint64_t tokens_in,
+                                   uint64_t tokens_out, uint64_t images);
 
 //  ceil(value x multiplier_ppm / 1e6), saturating at INT64_MAX; negative
 //  inputs count as 0. Combines two multipliers (a provider key's and an

@@ -45,6 +45,8 @@ char *proto_upstream_url(int protocol, proto_endpoint_t endpoint, const char *ba
         return s_join(base_url, "/v1", "/v1/responses");
     case PROTO_PROTOCOL_OPENAI_EMBEDDINGS:
         return s_join(base_url, "/v1", "/v1/embeddings");
+    case PROTO_PROTOCOL_OPENAI_IMAGES:
+        return s_join(base_url, "/v1", "/v1/images/generations");
     case PROTO_PROTOCOL_ANTHROPIC:
         return s_join(base_url, "/v1", "/v1/messages");
     case PROTO_PROTOCOL_GEMINI: {
@@ -156,6 +158,10 @@ void proto_upstream_test(bool verbose)
     url = proto_upstream_url(PROTO_PROTOCOL_OPENAI_EMBEDDINGS, PROTO_ENDPOINT_GENERATE,
                              "http://127.0.0.1:9/v1", "e", false);
     PROTO_CHECK(strcmp(url, "http://127.0.0.1:9/v1/embeddings") == 0);
+    free(url);
+    url = proto_upstream_url(PROTO_PROTOCOL_OPENAI_IMAGES, PROTO_ENDPOINT_GENERATE,
+                             "http://127.0.0.1:9/v1", "m", false);
+    PROTO_CHECK(strcmp(url, "http://127.0.0.1:9/v1/images/generations") == 0);
     free(url);
     PROTO_CHECK(!proto_upstream_url(PROTO_PROTOCOL_OPENAI, PROTO_ENDPOINT_COUNT_TOKENS, "http://x",
                                     "m", false));

@@ -125,6 +125,20 @@ static int s_gemini(json_t *usage, proto_usage_t *out)
     return 1;
 }
 
+//  OpenAI Images: the images are `data`'s items; gpt-image models add token
+//  usage {input_tokens, output_tokens}. The count is the answer's usage: its
+//  tokens are seen (0 when not given), never estimated from bytes.
+static int s_images(json_t *answer, proto_usage_t *out)
+{
+    json_t *data = json_object_get(answer, "data");
+    if (!json_is_array(data))
+        return 0;
+    s_openai(json_object_get(answer, "usage"), out);
+    out->images = json_array_size(data);
+    out->seen_in = out->seen_out = true;
+    return 1;
+}
+
 int proto_usage_from_json(int protocol, const void *json_p, const char *name, bool is_event,
                           proto_usage_t *usage)
 {
@@ -144,6 +158,8 @@ int proto_usage_from_json(int protocol, const void *json_p, const char *name, bo
     }
     case PROTO_PROTOCOL_GEMINI:
         return s_gemini(json_object_get(json, "usageMetadata"), usage);
+    case PROTO_PROTOCOL_OPENAI_IMAGES:
+        return is_event ? 0 : s_images(json, usage);
     case PROTO_PROTOCOL_OPENAI_RESPONSES: {
         //  Stream events wrap the response: response.completed {response{usage}}.
         json_t *response = json_object_get(json, "response");
@@ -458,6 +474,21 @@ void proto_usage_test(bool verbose)
     usage.tokens_in = 5;
     proto_usage_estimate(&usage, 100, 10);
     PROTO_CHECK(usage.tokens_in == 5 && usage.tokens_out == 3 && usage.estimated);
+
+    //  Images: the count of `data`, tokens when a gpt-image model gives them.
+    const char *images = "{\"created\":1713833628,\"data\":[{\"b64_json\":\"QQ==\"},"
+                         "{\"b64_json\":\"Qg==\"}],\"usage\":{\"total_tokens\":100,"
+                         "\"input_tokens\":50,\"output_tokens\":50,"
+                         "\"input_tokens_details\":{\"text_tokens\":10,\"image_tokens\":40}}}";
+    PROTO_CHECK(
+        proto_usage_from_body(PROTO_PROTOCOL_OPENAI_IMAGES, images, strlen(images), &usage) == 0);
+    PROTO_CHECK(usage.images == 2 && usage.tokens_in == 50 && usage.tokens_out == 50);
+    images = "{\"created\":1,\"data\":[{\"url\":\"https://x.test/a.png\"}]}";
+    PROTO_CHECK(
+        proto_usage_from_body(PROTO_PROTOCOL_OPENAI_IMAGES, images, strlen(images), &usage) == 0);
+    PROTO_CHECK(usage.images == 1 && usage.tokens_in == 0 && usage.seen_in && usage.seen_out);
+    proto_usage_estimate(&usage, 100, 0);
+    PROTO_CHECK(usage.tokens_in == 0 && !usage.estimated);
     if (verbose)
         printf("OK\n");
 }

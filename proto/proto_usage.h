@@ -11,6 +11,8 @@
                     ephemeral_1h_input_tokens}} on
                     the answer; on a stream in `message_start` (message.usage)
                     and, running totals, in `message_delta` (usage).
+      OpenAI Images the count of `data`'s items (images), and for gpt-image
+                    models `usage` {input_tokens, output_tokens}.
       Gemini        `usageMetadata` {promptTokenCount, candidatesTokenCount,
                     cachedContentTokenCount, thoughtsTokenCount} on the answer
                     and on stream chunks (running totals).
@@ -47,6 +49,7 @@ typedef struct {
     uint64_t tokens_cache_read;     //  input tokens read from cache
     uint64_t tokens_cache_write;    //  input tokens written to cache (5 min and 1 h)
     uint64_t tokens_cache_write_1h; //  the part of tokens_cache_write kept 1 hour
+    uint64_t images;                //  images an image generation made (`data`'s items)
     bool seen_in;                   //  the upstream reported input usage
     bool seen_out;                  //  the upstream reported output usage
     bool estimated;                 //  some of it is our estimate

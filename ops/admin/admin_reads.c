@@ -27,7 +27,7 @@
     "'tokens_cache_write', u.tokens_cache_write, "                                                 \
     "'tokens_cache_write_1h', u.tokens_cache_write_1h, 'cost_micros', u.cost_micros, "             \
     "'latency_ms', u.latency_ms, 'ttfb_ms', u.ttfb_ms, 'attempts', u.attempts, "                   \
-    "'estimated', u.estimated, 'operator_loss', u.operator_loss)"
+    "'estimated', u.estimated, 'operator_loss', u.operator_loss, 'images', u.images)"
 
 // ---------------------------------------------------------------------------
 //  Usage and status
@@ -287,7 +287,8 @@ void admin_audit_list(admin_call_t *call)
     "'tokens_out', u.tokens_out, 'tokens_cache_read', u.tokens_cache_read, "                       \
     "'tokens_cache_write', u.tokens_cache_write, "                                                 \
     "'tokens_cache_write_1h', u.tokens_cache_write_1h, 'cost_micros', u.cost_micros, "             \
-    "'estimated', u.estimated, 'has_details', EXISTS (SELECT 1 FROM request_details d "            \
+    "'images', u.images, 'estimated', u.estimated, 'has_details', EXISTS (SELECT 1 FROM "          \
+    "request_details d "                                                                           \
     "WHERE d.request_id = u.request_id))"
 #define S_REQUEST_FROM                                                                             \
     " FROM usage u LEFT JOIN accounts ra ON ra.id = u.account_id LEFT JOIN api_keys rk ON "        \

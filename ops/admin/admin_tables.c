@@ -575,6 +575,7 @@ static const admin_column_t s_model_columns[] = {
     {"price_cache_write_micros", "m.price_cache_write_micros", ADMIN_COL_MICROS, NULL, NULL},
     {"price_cache_write_1h_micros", "m.price_cache_write_1h_micros", ADMIN_COL_MICROS, NULL, NULL},
     {"price_request_micros", "m.price_request_micros", ADMIN_COL_MICROS, NULL, NULL},
+    {"price_image_micros", "m.price_image_micros", ADMIN_COL_MICROS, NULL, NULL},
     {"long_context_threshold", "m.long_context_threshold", ADMIN_COL_INT, NULL, NULL},
     {"long_price_in_micros", "m.long_price_in_micros", ADMIN_COL_MICROS, NULL, NULL},
     {"long_price_out_micros", "m.long_price_out_micros", ADMIN_COL_MICROS, NULL, NULL},
@@ -603,6 +604,9 @@ static const admin_field_t s_model_fields[] = {
     //  null: the 5-minute price
     S_PRICE_OR_NULL("price_cache_write_1h"),
     S_PRICE("price_request"),
+    //  per generated image (POST /v1/images/generations); null: the model
+    //  makes no images
+    S_PRICE_OR_NULL("price_image"),
     //  The long-context tier: above this many prompt tokens (cache
     //  included) the long prices apply; null lifts the tier.
     {.field = "long_context_threshold",

@@ -33,6 +33,7 @@ enum {
     S_ANTHROPIC = PROTO_PROTOCOL_ANTHROPIC,
     S_GEMINI = PROTO_PROTOCOL_GEMINI,
     S_EMBEDDINGS = PROTO_PROTOCOL_OPENAI_EMBEDDINGS,
+    S_IMAGES = PROTO_PROTOCOL_OPENAI_IMAGES,
 };
 
 static const dispatch_adapter_t s_adapters[] = {
@@ -41,6 +42,7 @@ static const dispatch_adapter_t s_adapters[] = {
     S_PASS(S_ANTHROPIC, S_ANTHROPIC, S_ANTHROPIC, "anthropic>anthropic"),
     S_PASS(S_GEMINI, S_GEMINI, S_GEMINI, "gemini>gemini"),
     S_PASS(S_EMBEDDINGS, S_CHAT, S_EMBEDDINGS, "embeddings>openai"),
+    S_PASS(S_IMAGES, S_CHAT, S_IMAGES, "images>openai"),
     //  A Responses client on an OpenAI provider is converted to Chat
     //  Completions: every OpenAI-compatible server (vLLM, Ollama, relays)
     //  has that endpoint, few have /v1/responses. Responses passthrough is
@@ -522,6 +524,8 @@ void dispatch_adapter_test(bool verbose)
     PROTO_CHECK(dispatch_adapter_find(PROTO_PROTOCOL_OPENAI_EMBEDDINGS, PROTO_PROTOCOL_OPENAI));
     PROTO_CHECK(!dispatch_adapter_find(PROTO_PROTOCOL_OPENAI_EMBEDDINGS, PROTO_PROTOCOL_ANTHROPIC));
     PROTO_CHECK(!dispatch_adapter_find(PROTO_PROTOCOL_OPENAI, PROTO_PROTOCOL_OPENAI_EMBEDDINGS));
+    PROTO_CHECK(dispatch_adapter_find(PROTO_PROTOCOL_OPENAI_IMAGES, PROTO_PROTOCOL_OPENAI));
+    PROTO_CHECK(!dispatch_adapter_find(PROTO_PROTOCOL_OPENAI_IMAGES, PROTO_PROTOCOL_GEMINI));
     const dispatch_adapter_t *adapter =
         dispatch_adapter_find(PROTO_PROTOCOL_OPENAI, PROTO_PROTOCOL_OPENAI);
     s_test_requests(adapter);

@@ -189,6 +189,7 @@ int dispatch_passthrough_request(dispatch_convert_t *conv, const char *body, siz
         goto done;
     }
     conv->stream = !conv->count_tokens && protocol != PROTO_PROTOCOL_OPENAI_EMBEDDINGS &&
+                   protocol != PROTO_PROTOCOL_OPENAI_IMAGES &&
                    json_is_true(json_object_get(root, "stream"));
     bool usage_options = protocol == PROTO_PROTOCOL_OPENAI && conv->stream;
     json_t *options = json_object_get(root, "stream_options");

@@ -265,6 +265,8 @@ static proto_msg_t *s_settle_new(dispatch_request_t *self, const char *request_i
     proto_msg_set_tokens_cache_read(settle, usage->tokens_cache_read);
     proto_msg_set_tokens_cache_write(settle, usage->tokens_cache_write);
     proto_msg_set_tokens_cache_write_1h(settle, usage->tokens_cache_write_1h);
+    if (usage->images)
+        proto_msg_set_images(settle, usage->images);
     proto_msg_set_latency_us(settle, latency_us);
     proto_msg_set_ttfb_us(settle, ttfb_us);
     proto_msg_set_started_us(settle, self->record_started_us);
@@ -361,6 +363,8 @@ static void s_finish(dispatch_request_t *self, const s_ending_t *ending)
         proto_msg_set_tokens_cache_read(done, usage->tokens_cache_read);
         proto_msg_set_tokens_cache_write(done, usage->tokens_cache_write);
         proto_msg_set_tokens_cache_write_1h(done, usage->tokens_cache_write_1h);
+        if (usage->images)
+            proto_msg_set_images(done, usage->images);
         proto_msg_set_estimated(done, usage->estimated);
         proto_msg_set_latency_us(done, latency_us);
         proto_msg_set_ttfb_us(done, ttfb_us);
@@ -857,7 +861,7 @@ const char *dispatch_request_id(dispatch_request_t *self)
 void dispatch_request_start(dispatch_request_t *self)
 {
     int protocol = self->client_protocol;
-    if (protocol < PROTO_PROTOCOL_OPENAI || protocol > PROTO_PROTOCOL_OPENAI_EMBEDDINGS)
+    if (protocol < PROTO_PROTOCOL_OPENAI || protocol > PROTO_PROTOCOL_OPENAI_IMAGES)
         s_finish_error(self, 400, "unsupported_protocol", "Unknown client protocol.", 0);
     else if (!s_body_size(self))
         s_finish_error(self, 400, "invalid_request", "The request has no body.", 0);

@@ -37,6 +37,7 @@ typedef enum {
     R_CHAT,          //  POST /v1/chat/completions
     R_RESPONSES,     //  POST /v1/responses
     R_EMBEDDINGS,    //  POST /v1/embeddings
+    R_IMAGES,        //  POST /v1/images/generations
     R_MESSAGES,      //  POST /v1/messages
     R_COUNT_TOKENS,  //  POST /v1/messages/count_tokens
     R_GEM_GENERATE,  //  POST /v1beta/models/{m}:generateContent

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 //  Error body in the API's own shape. An unknown URL is not a missing model, so it carries
 //  no OpenAI "model_not_found" code.
@@ -281,6 +282,38 @@ json_t *mock_shape_models(mock_upstream_t *self, mock_req_t *req, const char *on
                  : json_null());
     }
     return json_pack("{s:s, s:o}", "object", "list", "data", list);
+}
+
+json_t *mock_shape_images(mock_req_t *req, json_t *body)
+{
+    (void)req;
+    //  A transparent 1x1 PNG.
+    static const char png[] = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYP"
+                              "hfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+    json_t *wanted = json_object_get(body, "n");
+    json_int_t n = json_is_integer(wanted) ? json_integer_value(wanted) : 1;
+    n = n < 1 ? 1 : n > 10 ? 10 : n;
+    const char *format = json_string_value(json_object_get(body, "response_format"));
+    bool url = format && !strcmp(format, "url");
+    json_t *data = json_array();
+    for (json_int_t i = 0; i < n; i++) {
+        char link[64];
+        snprintf(link, sizeof link, "https://mock.test/images/%d.png", (int)i);
+        json_array_append_new(data, url ? json_pack("{s:s}", "url", link)
+                                        : json_pack("{s:s}", "b64_json", png));
+    }
+    json_t *answer = json_pack("{s:I, s:o}", "created", (json_int_t)time(NULL), "data", data);
+    const char *model = json_string_value(json_object_get(body, "model"));
+    if (model && !strncmp(model, "gpt-image", 9)) {
+        const char *prompt = json_string_value(json_object_get(body, "prompt"));
+        json_int_t in = prompt ? (json_int_t)(strlen(prompt) + 3) / 4 : 0;
+        json_object_set_new(answer, "usage",
+                            json_pack("{s:I, s:I, s:I, s:{s:I, s:i}}", "input_tokens", in,
+                                      "output_tokens", 272 * n, "total_tokens", in + 272 * n,
+                                      "input_tokens_details", "text_tokens", in, "image_tokens",
+                                      0));
+    }
+    return answer;
 }
 
 //  Deterministic small unit vectors: seeded from the input's text, so equal inputs embed

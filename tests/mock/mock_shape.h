@@ -25,6 +25,11 @@ json_t *mock_shape_models(mock_upstream_t *self, mock_req_t *req, const char *on
 //  Deterministic embeddings of the body's input (float arrays or base64 float32).
 json_t *mock_shape_embeddings(mock_req_t *req, json_t *body);
 
+//  An OpenAI Images answer: n (1 by default) images, each a 1x1 PNG in
+//  b64_json, or a URL when response_format is "url"; gpt-image models add
+//  token usage (input: the prompt's bytes / 4, output: 272 per image).
+json_t *mock_shape_images(mock_req_t *req, json_t *body);
+
 //  OpenAI Chat: the usage object; a tool call (with_index for stream deltas); a stream chunk
 //  carrying delta (stolen) and finish (NULL for none).
 json_t *mock_shape_chat_usage(mock_req_t *req);

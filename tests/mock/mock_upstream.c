@@ -176,6 +176,8 @@ static void s_route(mock_req_t *req)
         req->route = R_RESPONSES;
     else if (post && !strcmp(path, "/v1/embeddings"))
         req->route = R_EMBEDDINGS;
+    else if (post && !strcmp(path, "/v1/images/generations"))
+        req->route = R_IMAGES;
     else if (get && !strcmp(path, "/v1/models"))
         req->route = R_MODELS;
     else if (get && !strncmp(path, "/v1/models/", 11)) {
@@ -350,6 +352,8 @@ static enum MHD_Result s_dispatch(mock_req_t *req)
             mock_shape_json(req, 200, json_pack("{s:i}", "totalTokens", req->prompt_tokens));
         else if (req->route == R_EMBEDDINGS)
             mock_shape_json(req, 200, mock_shape_embeddings(req, body));
+        else if (req->route == R_IMAGES)
+            mock_shape_json(req, 200, mock_shape_images(req, body));
         else {
             //  The header, else a per-model setting (for clients whose headers
             //  do not reach the upstream, such as a gateway's).

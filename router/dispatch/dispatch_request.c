@@ -1,5 +1,6 @@
 #include "dispatch_request.h"
 #include "dispatch_adapter.h"
+#include "dispatch_audio.h"
 #include "dispatch_call.h"
 #include "dispatch_policy.h"
 #include "proto_capture.h"
@@ -26,23 +27,25 @@
 
 //  One request from DISPATCH to DONE or CANCEL.
 struct _dispatch_request_t {
-    const dispatch_request_env_t *env; //  what it borrows from the server
-    char rid[PROTO_MSG_RID_MAX + 1];   //  request id (also the table key)
-    proto_msg_t *dispatch;             //  the DISPATCH (body taken): envelope for replies
-    zframe_t *body;                    //  the client's body
-    int client_protocol;               //  proto_protocol_t of the client
-    bool count_tokens;                 //  a token count (DISPATCH meta), not a generation
-    bool json_array;                   //  a Gemini client's stream as one JSON array (meta)
-    proto_candidate_t *candidates;     //  the decision's order (as many as it gave)
-    size_t candidate_count;            //  entries in candidates
-    size_t next;                       //  next candidate to try
-    int attempts;                      //  attempts started
-    bool unsupported;                  //  a candidate was skipped for its protocol pair
-    uint64_t received_us;              //  monotonic time DISPATCH arrived
-    uint64_t started_wall_us;          //  wall clock at the same moment
-    uint64_t record_started_us;        //  the usage row's started_at: ingress's stamp when sent
-    uint64_t deadline_us;              //  monotonic deadline, 0 = none
-    dispatch_failures_t failures;      //  attempts that failed over
+    const dispatch_request_env_t *env;    //  what it borrows from the server
+    char rid[PROTO_MSG_RID_MAX + 1];      //  request id (also the table key)
+    proto_msg_t *dispatch;                //  the DISPATCH (body taken): envelope for replies
+    zframe_t *body;                       //  the client's body
+    int client_protocol;                  //  proto_protocol_t of the client
+    bool count_tokens;                    //  a token count (DISPATCH meta), not a generation
+    bool json_array;                      //  a Gemini client's stream as one JSON array (meta)
+    proto_candidate_t *candidates;        //  the decision's order (as many as it gave)
+    size_t candidate_count;               //  entries in candidates
+    size_t next;                          //  next candidate to try
+    int attempts;                         //  attempts started
+    bool unsupported;                     //  a candidate was skipped for its protocol pair
+    char audio[DISPATCH_AUDIO_FIELD_MAX]; //  the body's first audio field, "" when none
+    bool audio_skipped;                   //  a candidate was skipped: it takes no audio
+    uint64_t received_us;                 //  monotonic time DISPATCH arrived
+    uint64_t started_wall_us;             //  wall clock at the same moment
+    uint64_t record_started_us;           //  the usage row's started_at: ingress's stamp when sent
+    uint64_t deadline_us;                 //  monotonic deadline, 0 = none
+    dispatch_failures_t failures;         //  attempts that failed over
     //  The current attempt
     const proto_candidate_t *candidate; //  its candidate, NULL before the first
     dispatch_call_t *call;              //  its upstream call, NULL when none runs
@@ -103,6 +106,11 @@ dispatch_request_t *dispatch_request_new(const dispatch_request_env_t *env,
         self->json_array = json_is_true(json_object_get(meta, "json_array"));
         json_decref(meta);
     }
+    //  Audio input goes only where the client's own protocol is spoken
+    //  (dispatch_audio); a token count is estimated anywhere.
+    if (!self->count_tokens && self->body)
+        dispatch_audio_field(self->client_protocol, (const char *)zframe_data(self->body),
+                             zframe_size(self->body), self->audio, sizeof self->audio);
     self->received_us = proto_loop_now_us();
     self->started_wall_us = proto_loop_wall_us();
     //  The ledger keys usage by (request id, started_at). Every sender of a
@@ -696,6 +704,13 @@ static int s_start_attempt(dispatch_request_t *self, const proto_candidate_t *ca
         self->unsupported = true;
         return 1;
     }
+    if (*self->audio && !dispatch_audio_accepted(self->client_protocol, upstream_protocol)) {
+        log_info(self->rid, "%s takes no audio (%s); candidate provider=%llu skipped",
+                 proto_protocol_name(upstream_protocol), self->audio,
+                 (unsigned long long)candidate->provider_id);
+        self->audio_skipped = true;
+        return 1;
+    }
     if (self->count_tokens && upstream_protocol != self->client_protocol) {
         //  No count endpoint of the client's protocol there: our estimate.
         char *answer = dispatch_adapter_count_answer(self->client_protocol, s_body_size(self));
@@ -789,6 +804,15 @@ static void s_try_next(dispatch_request_t *self)
         int rc = s_start_attempt(self, candidate);
         if (rc <= 0)
             return; //  running, or answered
+    }
+    if (self->failures.failed == 0 && self->audio_skipped) {
+        char message[300];
+        snprintf(message, sizeof message,
+                 "Invalid '%s': audio input cannot be sent to this model's providers (their API "
+                 "takes no audio).",
+                 self->audio);
+        s_finish_error(self, 400, "audio_not_supported", message, 0);
+        return;
     }
     if (self->failures.failed == 0 && self->unsupported) {
         char message[200];

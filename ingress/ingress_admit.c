@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define S_RESEND_AFTER_MS 250      //  no ROUTE/ADMIT reply by then: re-send
+#define S_RESEND_AFTER_MS 250      //  no ADMIT reply by then: re-send
 #define S_RESEND_TICK_MS 50        //  how often waiting requests are looked at
 #define S_ADMIT_RESEND_MAX_MS 1000 //  longest gap between ADMIT re-sends
 

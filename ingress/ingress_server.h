@@ -3,9 +3,9 @@
     One libmicrohttpd daemon in the process' one loop (ingress_daemon):
     the client API on ingress.listen (the admin API is tollgate-admin's,
     ops/admin). A model call is authenticated from the in-memory
-    catalog, then ADMIT (billing) and ROUTE (router) go out at once; when
-    both answers are in, DISPATCH goes to one dispatch instance, and CHUNK
-    and DONE messages come back as the client's response. See
+    catalog, then admitted by billing (ADMIT, or the key's lease); once
+    admitted, DISPATCH goes to one dispatch instance, which routes it, and
+    CHUNK and DONE messages come back as the client's response. See
     docs/ingress.md for the request's life and the choices made here.
 */
 #ifndef INGRESS_SERVER_H_INCLUDED
@@ -25,7 +25,7 @@ typedef struct _ingress_server_t ingress_server_t;
 //  Called once when a drain has finished.
 typedef void(ingress_server_drained_fn)(void *arg);
 
-//  Starts the listener and connects to billing, router and dispatch.
+//  Starts the listener and connects to billing and dispatch.
 //  With `database` the catalog comes from PostgreSQL (proto_watch);
 //  without, the catalog is empty until ingress_server_set_catalog (tests).
 //  Spans go to tracer (the service's sender; NULL: none).

@@ -3,6 +3,7 @@
 #include "billing_balance.h"
 #include "billing_book.h"
 #include "billing_committed.h"
+#include "billing_grant.h"
 #include "billing_lease.h"
 #include "proto_price.h"
 #include "proto_batch.h"
@@ -73,6 +74,7 @@ struct _billing_t {
     billing_committed_t *committed;   //  recently committed request ids
     zhashx_t *pending;                //  request id -> s_pending_t*
     billing_lease_t *leases;          //  allowances ingress instances admit from
+    billing_grant_t *grants;          //  vouchers for SETTLE (billing_grant)
     bool leases_on;                   //  billing.leases
     zlistx_t *held_admits;            //  s_held_t*: ADMITs waiting for leases to come back
     uint64_t reservation_max_ms;      //  reservation lifetime
@@ -86,6 +88,7 @@ struct _billing_t {
     proto_metric_t *m_losses;         //  upstream calls lost with their dispatch
     proto_metric_t *m_commits;        //  COMMIT passed on
     proto_metric_t *m_malformed;      //  messages dropped as malformed
+    proto_metric_t *m_unvouched;      //  SETTLEs dropped: no admission vouches for them
     proto_metric_t *m_outbox;         //  gauge: entries not yet committed
     proto_metric_t *m_cost;           //  micros settled
     proto_metric_t *m_leases;         //  LEASE_ASKs granted
@@ -275,6 +278,9 @@ static proto_msg_t *s_admit_decide(billing_t *self, proto_msg_t *request, bool m
                                       proto_loop_now_ms(), wall_us, &denial)) {
             proto_msg_set_status(reply, 200);
             proto_msg_set_reserve_micros(reply, reserve);
+            char grant[BILLING_GRANT_MAX + 1];
+            billing_grant_admit(self->grants, rid, proto_msg_account_id(request), key->id, grant);
+            proto_msg_set_grant(reply, grant);
             log_debug(rid, "admitted key %" PRIu64 " model %s, reserved %" PRId64 " micros",
                       key->id, model_name, reserve);
         } else if (may_wait && billing_lease_held(self->leases, account->id) > 0) {
@@ -363,6 +369,10 @@ static void s_lease_ask(billing_t *self, proto_msg_t *msg)
     proto_msg_set_status(reply, (uint64_t)grant.status);
     proto_msg_set_lease_id(reply, grant.lease_id ? grant.lease_id : ask.lease_id);
     if (grant.status == 200) {
+        char voucher[BILLING_GRANT_MAX + 1];
+        billing_grant_lease(self->grants, proto_msg_lease_id(reply), ask.account_id, ask.key_id,
+                            voucher);
+        proto_msg_set_grant(reply, voucher);
         proto_msg_set_credit_micros(reply, grant.credit_micros);
         proto_msg_set_used_micros(reply, grant.settled_micros);
         if (grant.requests_limited)
@@ -502,6 +512,37 @@ static void s_send_commit(billing_t *self, const char *request_id, const char *t
         log_debug(request_id, "COMMITs to a settler could not be sent");
 }
 
+//  Who may settle (docs/billing.md): a SETTLE is charged only when its
+//  grant (billing_grant) names its request, or its lease, with its account
+//  and key -- made by this instance or any other with the cluster's
+//  secret_key, before or after a restart -- or when this instance holds the
+//  request's reservation from its ADMIT (a sender that carries no grant).
+//  Anything else is dropped, counted and logged without its fields' values
+//  beyond ids; the sender gets no COMMIT.
+static bool s_vouched(billing_t *self, const proto_msg_t *settle)
+{
+    const char *rid = proto_msg_request_id(settle);
+    uint64_t account_id = proto_msg_account_id(settle);
+    uint64_t key_id = proto_msg_key_id(settle);
+    uint64_t lease_id =
+        proto_msg_has(settle, PROTO_FIELD_lease_id) ? proto_msg_lease_id(settle) : 0;
+    if (proto_msg_has(settle, PROTO_FIELD_grant) &&
+        billing_grant_check(self->grants, proto_msg_grant(settle), rid, lease_id, account_id,
+                            key_id))
+        return true;
+    if (billing_book_holds(self->book, rid, account_id, key_id))
+        return true;
+    proto_metric_add(self->m_unvouched, 1);
+    log_warn(rid,
+             "dropped a SETTLE from %s for account %" PRIu64 " key %" PRIu64
+             ": %s; nothing charged",
+             *proto_msg_peer(settle) ? proto_msg_peer(settle) : "a peer", account_id, key_id,
+             proto_msg_has(settle, PROTO_FIELD_grant)
+                 ? "its grant is not billing's for this request"
+                 : "no grant, and no admission of this instance for it");
+    return false;
+}
+
 static void s_settle(billing_t *self, proto_msg_t *settle)
 {
     const char *rid = proto_msg_request_id(settle);
@@ -510,6 +551,8 @@ static void s_settle(billing_t *self, proto_msg_t *settle)
         s_send_commit(self, rid, proto_msg_trace(settle), proto_msg_routing_id(settle));
         return;
     }
+    if (!s_vouched(self, settle))
+        return;
     s_pending_t *pending = zhashx_lookup(self->pending, rid);
     if (pending) {
         //  A re-send while the ledger works on it: answer whoever asked last.
@@ -774,6 +817,9 @@ billing_t *billing_new(proto_service_t *service)
                                             "ledger commits passed on to settlers", NULL);
     self->m_malformed = proto_metrics_counter(metrics, "tollgate_billing_malformed_total",
                                               "messages dropped as malformed", NULL);
+    self->m_unvouched = proto_metrics_counter(
+        metrics, "tollgate_billing_settles_unvouched_total",
+        "SETTLEs dropped because no admission or lease of billing vouches for them", NULL);
     self->m_outbox = proto_metrics_gauge(metrics, "tollgate_billing_outbox",
                                          "entries waiting for the ledger's commit", NULL);
     self->m_cost = proto_metrics_counter(metrics, "tollgate_billing_cost_micros_total",
@@ -790,6 +836,13 @@ billing_t *billing_new(proto_service_t *service)
         .max_micros = proto_config_int(config, "billing.lease_max_micros"),
         .settle_grace_ms = self->reservation_max_ms};
     self->leases = billing_lease_new(self->book, &lease_config);
+    const char *grant_key = proto_config_str(config, "billing.grant_key");
+    self->grants =
+        billing_grant_new(*grant_key ? grant_key : proto_config_str(config, "secret_key"));
+    if (!billing_grant_durable(self->grants))
+        log_warn(NULL, "neither billing.grant_key nor secret_key is 64 hex digits: settlement "
+                       "grants hold only until this process ends (a SETTLE replayed after a "
+                       "restart is dropped)");
     self->leases_on = proto_config_bool(config, "billing.leases");
     self->held_admits = zlistx_new();
     zlistx_set_destructor(self->held_admits, s_held_destroy);
@@ -859,6 +912,7 @@ void billing_destroy(billing_t **self_p)
     billing_committed_destroy(&self->committed);
     zlistx_destroy(&self->held_admits);
     billing_lease_destroy(&self->leases);
+    billing_grant_destroy(&self->grants);
     billing_book_destroy(&self->book);
     free(self);
     *self_p = NULL;
@@ -1046,6 +1100,76 @@ static void s_test_output_limits(proto_peer_t *client, proto_peer_t *ledger)
     }
 }
 
+//  A SETTLE as dispatch sends it for rid, with grant (NULL: none).
+static void s_test_settle_grant(proto_peer_t *client, const char *rid, const char *grant)
+{
+    proto_msg_t *settle = proto_msg_new(PROTO_MSG_SETTLE);
+    proto_msg_set_request_id(settle, rid);
+    proto_msg_set_account_id(settle, 1);
+    proto_msg_set_key_id(settle, 10);
+    proto_msg_set_model(settle, "m");
+    proto_msg_set_status(settle, 200);
+    proto_msg_set_started_us(settle, proto_loop_wall_us());
+    proto_msg_set_tokens_in(settle, 1000);
+    proto_msg_set_tokens_out(settle, 500);
+    if (grant)
+        proto_msg_set_grant(settle, grant);
+    PROTO_CHECK(proto_peer_send(client, &settle) == 0);
+}
+
+//  Who may settle: a SETTLE no admission vouches for is dropped (no ENTRY,
+//  no COMMIT); the grant of an ADMIT_REPLY is still good after a restart,
+//  when the reservation is gone. Returns the restarted billing.
+static billing_t *s_test_vouchers(proto_service_t *service, billing_t *billing,
+                                  proto_peer_t **client_p, proto_peer_t *ledger)
+{
+    proto_peer_t *client = *client_p;
+    //  Never admitted: no grant, a made-up one, or another request's.
+    proto_msg_t *reply = s_test_admit(client, "t-30", 10, 1, "m");
+    PROTO_CHECK(proto_msg_status(reply) == 200 && proto_msg_has(reply, PROTO_FIELD_grant));
+    char grant[BILLING_GRANT_MAX + 1];
+    snprintf(grant, sizeof grant, "%s", proto_msg_grant(reply));
+    proto_msg_destroy(&reply);
+    s_test_settle_grant(client, "t-forged-1", NULL);
+    s_test_settle_grant(client, "t-forged-2", "a1.00000000000000000000000000000000");
+    s_test_settle_grant(client, "t-forged-3", grant);
+    PROTO_CHECK(proto_peer_idle(ledger, PROTO_MSG_ENTRY, 100) == 0);
+    PROTO_CHECK(proto_peer_idle(client, PROTO_MSG_COMMIT, 10) == 0);
+    //  Its own grant, for another account: dropped too.
+    proto_msg_t *settle = proto_msg_new(PROTO_MSG_SETTLE);
+    proto_msg_set_request_id(settle, "t-30");
+    proto_msg_set_account_id(settle, 2);
+    proto_msg_set_key_id(settle, 20);
+    proto_msg_set_model(settle, "m");
+    proto_msg_set_status(settle, 200);
+    proto_msg_set_started_us(settle, proto_loop_wall_us());
+    proto_msg_set_grant(settle, grant);
+    PROTO_CHECK(proto_peer_send(client, &settle) == 0);
+    PROTO_CHECK(proto_peer_idle(ledger, PROTO_MSG_ENTRY, 100) == 0);
+
+    //  Billing restarts: the reservation of t-30 is gone, its grant holds.
+    billing_destroy(&billing);
+    //  ZeroMQ frees the inproc name when its reaper has closed the socket.
+    for (int tries = 0; !billing && tries < 100; tries++) {
+        zclock_sleep(10);
+        billing = billing_new(service);
+    }
+    PROTO_CHECK(billing);
+    //  A new connection, as dispatch's DEALER reconnects by itself.
+    proto_peer_destroy(client_p);
+    *client_p = client =
+        proto_peer_new(proto_service_loop(service), ZMQ_DEALER, "inproc://billing-test", false);
+    PROTO_CHECK(client);
+    s_test_settle_grant(client, "t-30", NULL);
+    PROTO_CHECK(proto_peer_idle(ledger, PROTO_MSG_ENTRY, 100) == 0);
+    s_test_settle_grant(client, "t-30", grant);
+    PROTO_CHECK(s_test_entry(ledger, "t-30", true) == 4000);
+    proto_msg_t *commit = proto_peer_wait(client, PROTO_MSG_COMMIT, "t-30", S_TEST_WAIT_MS);
+    PROTO_CHECK(commit);
+    proto_msg_destroy(&commit);
+    return billing;
+}
+
 void billing_test(bool verbose)
 {
     if (verbose)
@@ -1057,6 +1181,8 @@ void billing_test(bool verbose)
                               "inproc://billing-test-ledger",
                               "billing.leases",
                               "false",
+                              "secret_key",
+                              "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
                               NULL};
     proto_service_t *service =
         proto_peer_service_new("billing", s_test_catalog, settings, error, sizeof error);
@@ -1121,6 +1247,7 @@ void billing_test(bool verbose)
     proto_msg_destroy(&commit);
 
     s_test_output_limits(client, ledger);
+    billing = s_test_vouchers(service, billing, &client, ledger);
 
     //  Hostile input: garbage frames and an ADMIT without a request id are
     //  dropped, and the server answers the next request.

@@ -297,6 +297,13 @@ void billing_book_rebase(billing_book_t *self, proto_catalog_t *catalog)
     }
 }
 
+bool billing_book_holds(billing_book_t *self, const char *request_id, uint64_t account_id,
+                        uint64_t key_id)
+{
+    s_reservation_t *reservation = zhashx_lookup(self->reservations, request_id);
+    return reservation && reservation->account_id == account_id && reservation->key_id == key_id;
+}
+
 size_t billing_book_reservations(billing_book_t *self)
 {
     return zhashx_size(self->reservations);

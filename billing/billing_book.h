@@ -94,6 +94,11 @@ void billing_book_load_spend(billing_book_t *self, proto_catalog_t *catalog, uin
 //  The limit counters of a key, created on first use. Borrowed.
 billing_limit_t *billing_book_key(billing_book_t *self, uint64_t key_id);
 
+//  True when this book holds a reservation under request_id (its ADMIT was
+//  admitted here and not yet settled or expired) for this account and key.
+bool billing_book_holds(billing_book_t *self, const char *request_id, uint64_t account_id,
+                        uint64_t key_id);
+
 //  At the ledger's COMMIT: moves cost from pending to the balance.
 void billing_book_commit(billing_book_t *self, uint64_t account_id, int64_t cost_micros);
 

@@ -15,6 +15,8 @@
     without a second row; a failed request recorded at cost 0; the PONG
     status figures; a burst of settlements; the ledger check.
 */
+#include "billing_grant.h"
+#include "proto_crypto.h"
 #include "proto_price.h"
 #include "proto_ledger_check.h"
 #include "proto_socket.h"
@@ -45,10 +47,11 @@
         }                                                                                          \
     } while (0)
 
-static PGconn *s_db;       //  probe's own connection
-static zsock_t *s_billing; //  DEALER to billing.bind, as ingress and dispatch
-static zlistx_t *s_queue;  //  messages a BATCH brought that were not read yet
-static int s_next_rid;     //  request id counter
+static PGconn *s_db;              //  probe's own connection
+static zsock_t *s_billing;        //  DEALER to billing.bind, as ingress and dispatch
+static zlistx_t *s_queue;         //  messages a BATCH brought that were not read yet
+static int s_next_rid;            //  request id counter
+static billing_grant_t *s_grants; //  billing's grants, from its secret_key
 
 static int64_t s_query_int(const char *format, ...) __attribute__((format(printf, 1, 2)));
 
@@ -169,6 +172,11 @@ static proto_msg_t *s_settle_msg(const char *rid, uint64_t key_id, uint64_t acco
         proto_msg_set_tokens_out(msg, 500);
         proto_msg_set_tokens_cache_read(msg, 2000);
     }
+    //  Billing's voucher for the request, as its ADMIT_REPLY gave it (the
+    //  burst's were never admitted by this process: as after a restart).
+    char grant[BILLING_GRANT_MAX + 1];
+    billing_grant_admit(s_grants, rid, account_id, key_id, grant);
+    proto_msg_set_grant(msg, grant);
     return msg;
 }
 
@@ -428,6 +436,56 @@ static void s_settlement(s_world_t *w, const char *control)
     printf("billing_probe: settled at 5000 micros, re-send and failure recorded once\n");
 }
 
+//  SETTLEs no admission vouches for (docs/billing.md, "Who may settle"):
+//  none is answered, none leaves a usage row or moves the balance.
+static void s_forgeries(s_world_t *w)
+{
+    int64_t balance =
+        s_query_int("SELECT balance_micros FROM accounts WHERE id = %" PRId64, w->account);
+    char rid[4][64], other[BILLING_GRANT_MAX + 1];
+    for (int i = 0; i < 4; i++) {
+        snprintf(rid[i], sizeof rid[i], "probe-%d-forged-%d", w->pid, i);
+        proto_msg_t *settle =
+            s_settle_msg(rid[i], w->key_ok, (uint64_t)w->account, w->provider_key, 200);
+        if (i == 0)
+            proto_msg_set_grant(settle, ""); //  an empty one
+        else if (i == 1) {
+            billing_grant_admit(s_grants, "another-request", (uint64_t)w->account, w->key_ok,
+                                other);
+            proto_msg_set_grant(settle, other);
+        } else if (i == 2) {
+            billing_grant_t *stranger = billing_grant_new("");
+            billing_grant_admit(stranger, rid[i], (uint64_t)w->account, w->key_ok, other);
+            billing_grant_destroy(&stranger);
+            proto_msg_set_grant(settle, other);
+        } else {
+            //  The grant of the poor account's request, settled on the main one.
+            billing_grant_admit(s_grants, rid[i], (uint64_t)w->poor, w->key_poor, other);
+            proto_msg_set_grant(settle, other);
+        }
+        S_CHECK(proto_msg_send(&settle, s_billing) == 0, "send");
+    }
+    zpoller_t *poller = zpoller_new(s_billing, NULL);
+    uint64_t deadline = proto_loop_now_ms() + 1500;
+    while (proto_loop_now_ms() < deadline) {
+        if (!zlistx_size(s_queue) && !zpoller_wait(poller, (int)(deadline - proto_loop_now_ms())))
+            continue;
+        proto_msg_t *reply = NULL;
+        S_CHECK(proto_batch_recv_one(s_billing, s_queue, &reply) == 0, "malformed");
+        S_CHECK(strstr(proto_msg_request_id(reply), "-forged-") == NULL,
+                "a forged SETTLE was answered: %s", proto_msg_request_id(reply));
+        proto_msg_destroy(&reply);
+    }
+    zpoller_destroy(&poller);
+    S_CHECK(s_query_int("SELECT count(*) FROM usage WHERE request_id LIKE 'probe-%d-forged-%%'",
+                        w->pid) == 0,
+            "a forged SETTLE left a usage row");
+    S_CHECK(s_query_int("SELECT balance_micros FROM accounts WHERE id = %" PRId64, w->account) ==
+                balance,
+            "a forged SETTLE moved the balance");
+    printf("billing_probe: 4 forged SETTLEs dropped, nothing charged\n");
+}
+
 //  Garbage dropped, then a burst of settlements as dispatch would send after many
 //  requests; billing's own figures and the ledger check after it.
 static void s_burst(s_world_t *w, const char *control)
@@ -498,6 +556,10 @@ int main(int argc, char **argv)
     s_db = PQconnectdb(url);
     S_CHECK(PQstatus(s_db) == CONNECTION_OK, "connect: %s", PQerrorMessage(s_db));
 
+    const char *secret = getenv("TOLLGATE_TEST_SECRET_KEY");
+    S_CHECK(proto_crypto_init() == 0, "libsodium");
+    s_grants = billing_grant_new(secret);
+    S_CHECK(billing_grant_durable(s_grants), "TOLLGATE_TEST_SECRET_KEY is not 64 hex digits");
     s_world_t world = {0};
     s_seed(&world);
 
@@ -510,9 +572,11 @@ int main(int argc, char **argv)
     s_refusals(&world);
     s_limits(&world);
     s_settlement(&world, argv[2]);
+    s_forgeries(&world);
     s_burst(&world, argv[2]);
 
     zsock_destroy(&s_billing);
+    billing_grant_destroy(&s_grants);
     PQfinish(s_db);
     printf("billing_probe: OK\n");
     return 0;

@@ -20,6 +20,15 @@
 
 static void s_send_to_billing(ingress_server_t *self, uint64_t account_id, proto_msg_t **msg_p);
 
+const char *ingress_admit_grant(const ingress_request_t *r)
+{
+    if (r->lease.grant[0])
+        return r->lease.grant;
+    if (r->admit_reply && proto_msg_has(r->admit_reply, PROTO_FIELD_grant))
+        return proto_msg_grant(r->admit_reply);
+    return NULL;
+}
+
 //  Settles what billing admitted but dispatch never got: zero tokens, so
 //  the reservation is released and the request leaves a usage row.
 void ingress_admit_settle(ingress_request_t *r, int status)
@@ -44,6 +53,8 @@ void ingress_admit_settle(ingress_request_t *r, int status)
     proto_msg_set_reserve_micros(msg, r->reserve_micros);
     if (r->lease.lease_id)
         proto_msg_set_lease_id(msg, r->lease.lease_id);
+    if (ingress_admit_grant(r))
+        proto_msg_set_grant(msg, ingress_admit_grant(r));
     ingress_peer_t *billing = &self->billing[r->account_id % (uint64_t)self->billing_count];
     if (proto_outbox_send(billing->outbox, &msg) != 0)
         log_error(r->id, "SETTLE outbox full; the reservation stays until billing expires it");

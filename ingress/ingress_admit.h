@@ -39,6 +39,11 @@ void ingress_admit_usage(ingress_server_t *self, ingress_request_t *r);
 //  Settles what billing admitted but dispatch never got, with zero tokens.
 void ingress_admit_settle(ingress_request_t *r, int status);
 
+//  Billing's voucher for the request's SETTLE (docs/billing.md, "Who may
+//  settle"): its lease's, or its ADMIT_REPLY's; NULL when billing gave none.
+//  Borrowed from the request.
+const char *ingress_admit_grant(const ingress_request_t *r);
+
 //  A client gone before its answer: settles when admitted, else keeps the
 //  id until billing has spoken (or the internal timeout passes).
 void ingress_admit_abandon(ingress_server_t *self, ingress_request_t *r, int status);

@@ -10,28 +10,29 @@
 #define S_REFUSED_MS 1000  //  after a refusal the key goes to ADMIT this long
 
 typedef struct {
-    uint64_t key_id;          //  api_keys.id
-    uint64_t account_id;      //  its account (picks the billing instance)
-    uint64_t lease_id;        //  0 until granted
-    bool granted;             //  a grant arrived and is in force
-    int64_t credit;           //  money granted so far
-    int64_t spent;            //  costs of our requests that ended
-    int64_t inflight;         //  estimates of our requests in flight
-    bool requests_limited;    //  rpm applies
-    uint64_t requests;        //  granted so far
-    uint64_t requests_used;   //  started
-    bool tokens_limited;      //  tpm applies
-    uint64_t tokens;          //  granted so far
-    uint64_t tokens_used;     //  taken by estimates, then by what was used
-    bool slots_limited;       //  concurrency applies
-    uint64_t slots;           //  held
-    uint64_t slots_used;      //  in flight
-    uint64_t ttl_ms;          //  of the last grant
-    uint64_t expires_ms;      //  no admission after this
-    uint64_t asked_ms;        //  an ask is out since then, 0 = none
-    uint64_t refused_until;   //  ADMIT only until then
-    int64_t money_target;     //  money left right after the last grant
-    uint64_t requests_target; //  requests left right after the last grant
+    uint64_t key_id;                         //  api_keys.id
+    uint64_t account_id;                     //  its account (picks the billing instance)
+    uint64_t lease_id;                       //  0 until granted
+    bool granted;                            //  a grant arrived and is in force
+    int64_t credit;                          //  money granted so far
+    int64_t spent;                           //  costs of our requests that ended
+    int64_t inflight;                        //  estimates of our requests in flight
+    bool requests_limited;                   //  rpm applies
+    uint64_t requests;                       //  granted so far
+    uint64_t requests_used;                  //  started
+    bool tokens_limited;                     //  tpm applies
+    uint64_t tokens;                         //  granted so far
+    uint64_t tokens_used;                    //  taken by estimates, then by what was used
+    bool slots_limited;                      //  concurrency applies
+    uint64_t slots;                          //  held
+    uint64_t slots_used;                     //  in flight
+    uint64_t ttl_ms;                         //  of the last grant
+    uint64_t expires_ms;                     //  no admission after this
+    uint64_t asked_ms;                       //  an ask is out since then, 0 = none
+    uint64_t refused_until;                  //  ADMIT only until then
+    int64_t money_target;                    //  money left right after the last grant
+    uint64_t requests_target;                //  requests left right after the last grant
+    char grant[INGRESS_LEASE_GRANT_MAX + 1]; //  billing's voucher for SETTLEs under it
 } s_lease_t;
 
 struct _ingress_lease_t {
@@ -115,6 +116,7 @@ bool ingress_lease_admit(ingress_lease_t *self, uint64_t key_id, int64_t estimat
     lease->slots_used++;
     *take =
         (ingress_lease_take_t){.lease_id = lease->lease_id, .micros = estimate, .tokens = tokens};
+    snprintf(take->grant, sizeof take->grant, "%s", lease->grant);
     return true;
 }
 
@@ -199,6 +201,10 @@ void ingress_lease_granted(ingress_lease_t *self, const proto_msg_t *msg, uint64
     }
     lease->lease_id = proto_msg_lease_id(msg);
     lease->granted = true;
+    //  The grant names the lease id: a longer one is not billing's.
+    const char *grant = proto_msg_has(msg, PROTO_FIELD_grant) ? proto_msg_grant(msg) : "";
+    snprintf(lease->grant, sizeof lease->grant, "%s",
+             strlen(grant) <= INGRESS_LEASE_GRANT_MAX ? grant : "");
     lease->credit = proto_msg_credit_micros(msg);
     lease->requests_limited = proto_msg_has(msg, PROTO_FIELD_requests);
     lease->requests = proto_msg_requests(msg);

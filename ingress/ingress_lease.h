@@ -30,11 +30,15 @@
 
 typedef struct _ingress_lease_t ingress_lease_t;
 
+//  Longest grant billing gives with a lease (billing_grant.h), NUL excluded.
+#define INGRESS_LEASE_GRANT_MAX 64
+
 //  What a request took from a lease, for its release.
 typedef struct {
-    uint64_t lease_id; //  0: not admitted from a lease
-    int64_t micros;    //  its estimate
-    uint64_t tokens;   //  its token estimate
+    uint64_t lease_id;                       //  0: not admitted from a lease
+    int64_t micros;                          //  its estimate
+    uint64_t tokens;                         //  its token estimate
+    char grant[INGRESS_LEASE_GRANT_MAX + 1]; //  the lease's grant, for SETTLE ("": none)
 } ingress_lease_take_t;
 
 //  Creates an empty table for this ingress instance (its holder id, copied).

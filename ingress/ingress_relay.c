@@ -461,6 +461,8 @@ static void s_send_dispatch(ingress_server_t *self, ingress_request_t *r, int ch
     proto_msg_set_reserve_micros(msg, r->reserve_micros);
     if (r->lease.lease_id)
         proto_msg_set_lease_id(msg, r->lease.lease_id);
+    if (ingress_admit_grant(r))
+        proto_msg_set_grant(msg, ingress_admit_grant(r));
     //  A copy of the body travels; ours stays until the first CHUNK or DONE
     //  in case a draining instance hands the request back (s_redispatch).
     zframe_t *frame = zframe_new(r->body, r->body_size);

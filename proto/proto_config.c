@@ -100,6 +100,9 @@ static const s_key_t s_keys[] = {
     {"billing.endpoints", S_ENDPOINTS, "", 0, 0, false, "billing instances to connect to"},
     {"billing.metrics_listen", S_STR, "", 0, 0, false, "Prometheus /metrics listener; empty = off"},
     {"billing.control_bind", S_ENDPOINT, "tcp://127.0.0.1:7121", 0, 0, false, "control socket"},
+    {"billing.grant_key", S_STR, "", 0, 0, true,
+     "64 hex digits, the same in every billing instance: signs the grants a SETTLE must carry "
+     "(docs/billing.md); empty = derived from secret_key"},
     {"billing.leases", S_BOOL, "true", 0, 0, false,
      "grant ingresses leases to admit from (else every request asks with ADMIT)"},
     {"billing.lease_ttl_ms", S_INT, "2000", 100, 600000, false,

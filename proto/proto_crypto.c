@@ -104,6 +104,27 @@ static int s_key(const char *key_hex, uint8_t *key)
     return 0;
 }
 
+int proto_crypto_mac_key(const char *key_hex, const char *context,
+                         uint8_t key[PROTO_CRYPTO_MAC_KEY_BYTES])
+{
+    uint8_t secret[crypto_secretbox_KEYBYTES];
+    if (s_key(key_hex, secret) != 0)
+        return -1;
+    crypto_generichash(key, PROTO_CRYPTO_MAC_KEY_BYTES, (const uint8_t *)context, strlen(context),
+                       secret, sizeof secret);
+    sodium_memzero(secret, sizeof secret);
+    return 0;
+}
+
+void proto_crypto_mac_hex(const uint8_t key[PROTO_CRYPTO_MAC_KEY_BYTES], const char *text,
+                          size_t length, char *out)
+{
+    uint8_t mac[PROTO_CRYPTO_MAC_HEX / 2];
+    crypto_generichash(mac, sizeof mac, (const uint8_t *)text, length, key,
+                       PROTO_CRYPTO_MAC_KEY_BYTES);
+    sodium_bin2hex(out, PROTO_CRYPTO_MAC_HEX + 1, mac, sizeof mac);
+}
+
 size_t proto_crypto_nonce_size(void)
 {
     return crypto_secretbox_NONCEBYTES;
@@ -193,6 +214,24 @@ void proto_crypto_test(bool verbose)
     sealed[0] ^= 1;
     PROTO_CHECK(proto_crypto_open(secret_key, nonce, sealed, sealed_size) == NULL);
     PROTO_CHECK(proto_crypto_seal("short", plain, 3, nonce, sealed) == -1);
+
+    //  MACs: one key per context, the same text and key give the same MAC,
+    //  any change another.
+    uint8_t mac_key[PROTO_CRYPTO_MAC_KEY_BYTES], other_key[PROTO_CRYPTO_MAC_KEY_BYTES];
+    PROTO_CHECK(proto_crypto_mac_key(secret_key, "a", mac_key) == 0);
+    PROTO_CHECK(proto_crypto_mac_key(secret_key, "b", other_key) == 0);
+    PROTO_CHECK(memcmp(mac_key, other_key, sizeof mac_key) != 0);
+    PROTO_CHECK(proto_crypto_mac_key("short", "a", other_key) == -1);
+    char mac[PROTO_CRYPTO_MAC_HEX + 1], again[PROTO_CRYPTO_MAC_HEX + 1];
+    proto_crypto_mac_hex(mac_key, "text", 4, mac);
+    PROTO_CHECK(strlen(mac) == PROTO_CRYPTO_MAC_HEX);
+    proto_crypto_mac_hex(mac_key, "text", 4, again);
+    PROTO_CHECK(strcmp(mac, again) == 0);
+    proto_crypto_mac_hex(mac_key, "texT", 4, again);
+    PROTO_CHECK(strcmp(mac, again) != 0);
+    proto_crypto_mac_key(secret_key, "b", mac_key);
+    proto_crypto_mac_hex(mac_key, "text", 4, again);
+    PROTO_CHECK(strcmp(mac, again) != 0);
     if (verbose)
         printf("OK\n");
 }

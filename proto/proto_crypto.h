@@ -64,6 +64,19 @@ int proto_crypto_seal(const char *key_hex, const void *plain, size_t plain_size,
 char *proto_crypto_open(const char *key_hex, const uint8_t *nonce, const uint8_t *sealed,
                         size_t sealed_size);
 
+//  A key for MACs of one purpose, derived from the cluster's secret_key
+//  (hex) and a context string, so that it reveals nothing of secret_key
+//  and differs per purpose. Returns 0, or -1 on a bad secret_key.
+#define PROTO_CRYPTO_MAC_KEY_BYTES 32
+#define PROTO_CRYPTO_MAC_HEX 32 //  a MAC (128 bits) in hex
+int proto_crypto_mac_key(const char *key_hex, const char *context,
+                         uint8_t key[PROTO_CRYPTO_MAC_KEY_BYTES]);
+
+//  The keyed BLAKE2b MAC (128 bits) of text under key, as lowercase hex into
+//  out (PROTO_CRYPTO_MAC_HEX + 1).
+void proto_crypto_mac_hex(const uint8_t key[PROTO_CRYPTO_MAC_KEY_BYTES], const char *text,
+                          size_t length, char *out);
+
 //  Size constants for callers' buffers.
 size_t proto_crypto_nonce_size(void);
 size_t proto_crypto_overhead(void);

@@ -23,13 +23,16 @@
     ADMIT           ingress -> billing  key_id*, account_id*, model*, stream, tokens_in (estimate),
                                         images (an image generation's n)
     ADMIT_REPLY     billing -> ingress  status* (200 = admitted), error_code, error_message,
-                                        retry_after_ms, reserve_micros
+                                        retry_after_ms, reserve_micros, grant (billing's
+                                        voucher for the request's SETTLE, docs/billing.md
+                                        "Who may settle")
     ROUTE           ingress -> router   model*, key_id*, account_id*, client_protocol*, session,
                                         capabilities (required tags, comma-separated)
     ROUTE_REPLY     router -> ingress   status* (200 = candidates follow), candidates,
                                         error_code, error_message
     DISPATCH        ingress -> dispatch client_protocol*, model*, stream, candidates*,
-                                        key_id*, account_id*, reserve_micros, include_usage;
+                                        key_id*, account_id*, reserve_micros, lease_id,
+                                        grant (from ADMIT_REPLY or LEASE), include_usage;
                                         body = the client's request body
     CHUNK           dispatch -> ingress sequence*, status, content_type and dropped on the
                                         first; body = bytes for the client, already in its
@@ -51,7 +54,8 @@
                                         of tokens_cache_write kept 1 hour), images (how
                                         many an image generation made), latency_us,
                                         ttfb_us, started_us*, attempts, estimated,
-                                        reserve_micros, lease_id, loss (an upstream call whose
+                                        reserve_micros, lease_id, grant (DISPATCH's),
+                                        loss (an upstream call whose
                                         dispatch died before anything reached the client:
                                         recorded as the operator's loss under its own id,
                                         never charged)
@@ -213,7 +217,8 @@ typedef enum {
     X(version, 56, U64)                                                                            \
     X(tokens_cache_write_1h, 57, U64)                                                              \
     X(images, 58, U64)                                                                             \
-    X(loss, 60, BOOL)
+    X(loss, 60, BOOL)                                                                              \
+    X(grant, 61, STR)
 
 typedef enum {
 #define X(name, id, kind) PROTO_FIELD_##name = id,

@@ -7,6 +7,7 @@
 #
 #   tollgate-db            TOLLGATE_DATABASE_URL              every program and the migration
 #   tollgate-master-key    TOLLGATE_SECRET_KEY (new, random)  dispatch, health, admin only
+#   tollgate-billing-grant-key  TOLLGATE_BILLING_GRANT_KEY (new, random)  billing only
 #   tollgate-admin-token   TOLLGATE_ADMIN_TOKEN (new, random) admin only; printed once
 #   tollgate-curve-public  public/NAME.cert of every program  every program
 #   tollgate-curve-NAME    NAME's secret certificate          program NAME only
@@ -51,6 +52,12 @@ if exists tollgate-master-key; then
     echo "tollgate-master-key exists: kept" >&2
 else
     apply tollgate-master-key --from-literal=TOLLGATE_SECRET_KEY="$(openssl rand -hex 32)"
+fi
+#  The grant key signs what dispatch's journals still hold: kept too.
+if exists tollgate-billing-grant-key; then
+    echo "tollgate-billing-grant-key exists: kept" >&2
+else
+    apply tollgate-billing-grant-key --from-literal=TOLLGATE_BILLING_GRANT_KEY="$(openssl rand -hex 32)"
 fi
 token=""
 if exists tollgate-admin-token; then

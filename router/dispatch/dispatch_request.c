@@ -284,6 +284,10 @@ static proto_msg_t *s_settle_new(dispatch_request_t *self, const char *request_i
         proto_msg_set_reserve_micros(settle, proto_msg_reserve_micros(self->dispatch));
     if (client && proto_msg_has(self->dispatch, PROTO_FIELD_lease_id))
         proto_msg_set_lease_id(settle, proto_msg_lease_id(self->dispatch));
+    //  Billing's voucher (docs/billing.md, "Who may settle"): an
+    //  operator's-loss record carries its request's too.
+    if (proto_msg_has(self->dispatch, PROTO_FIELD_grant))
+        proto_msg_set_grant(settle, proto_msg_grant(self->dispatch));
     return settle;
 }
 

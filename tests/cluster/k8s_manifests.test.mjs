@@ -72,6 +72,7 @@ test('each program: workload, Service, PDB, probes on its control socket; autosc
     // The master key only where provider secrets are opened; the bootstrap token only in admin.
     const secretRefs = container.envFrom.filter((e) => e.secretRef).map((e) => e.secretRef.name).sort();
     const wanted = ['tollgate-db', ...(['dispatch', 'health', 'admin'].includes(name) ? ['tollgate-master-key'] : []),
+      ...(name === 'billing' ? ['tollgate-billing-grant-key'] : []),
       ...(name === 'admin' ? ['tollgate-admin-token'] : [])].sort();
     assert.deepEqual(secretRefs, wanted, `${name}: secrets in its environment`);
     // CURVE: the cluster's public certificates and this program's own secret one, nobody else's.
@@ -133,7 +134,7 @@ test('no secret or placeholder in the manifests; the configuration turns CURVE o
   assert.equal(config.TOLLGATE_SECURITY, 'curve');
   assert.equal(config.TOLLGATE_CURVE_DIR, '/etc/tollgate/curve');
   const script = fs.readFileSync(path.join(folder, 'secrets.sh'), 'utf8');
-  for (const name of ['tollgate-db', 'tollgate-master-key', 'tollgate-admin-token', 'tollgate-curve-public', 'tollgate-curve-$name']) {
+  for (const name of ['tollgate-db', 'tollgate-master-key', 'tollgate-billing-grant-key', 'tollgate-admin-token', 'tollgate-curve-public', 'tollgate-curve-$name']) {
     assert.ok(script.includes(name), `secrets.sh makes ${name}`);
   }
 });
@@ -184,6 +185,7 @@ test('the programs accept the ConfigMap and Secrets as their environment', () =>
   const secret = {
     TOLLGATE_DATABASE_URL: 'postgresql://tollgate:pw@postgres.example:5432/tollgate',
     TOLLGATE_SECRET_KEY: '00'.repeat(32),
+    TOLLGATE_BILLING_GRANT_KEY: '11'.repeat(32),
     TOLLGATE_ADMIN_TOKEN: 'tga_0123',
   };
   for (const name of programs) {

@@ -10,6 +10,7 @@ bin=${TOLLGATE_BIN:-$root/build/bin}
 cd "$root"
 command -v docker-compose >/dev/null 2>&1 || { echo "SKIP: docker-compose is not installed"; exit 77; }
 export TOLLGATE_SECRET_KEY=0000000000000000000000000000000000000000000000000000000000000000
+export TOLLGATE_BILLING_GRANT_KEY=1111111111111111111111111111111111111111111111111111111111111111
 export TOLLGATE_ADMIN_TOKEN=test-token
 export TOLLGATE_DB_PASSWORD=test-password
 docker-compose -f docker-compose.yml config -q
@@ -22,6 +23,10 @@ for want in admin billing dispatch health ingress ledger migrate postgres router
 done
 if env -u TOLLGATE_SECRET_KEY docker-compose -f docker-compose.yml config -q 2>/dev/null; then
     echo "compose accepted a missing TOLLGATE_SECRET_KEY"
+    exit 1
+fi
+if env -u TOLLGATE_BILLING_GRANT_KEY docker-compose -f docker-compose.yml config -q 2>/dev/null; then
+    echo "compose accepted a missing TOLLGATE_BILLING_GRANT_KEY"
     exit 1
 fi
 if env -u TOLLGATE_DB_PASSWORD docker-compose -f docker-compose.yml config -q 2>/dev/null; then
@@ -80,6 +85,8 @@ for name in ["ingress", "router", "dispatch", "health", "billing", "ledger", "ad
     # The master key only where provider secrets are opened.
     if ("TOLLGATE_SECRET_KEY" in env) != (name in ("dispatch", "health", "admin")):
         problems.append(f"{name}: TOLLGATE_SECRET_KEY {'present' if 'TOLLGATE_SECRET_KEY' in env else 'missing'}")
+    if ("TOLLGATE_BILLING_GRANT_KEY" in env) != (name == "billing"):
+        problems.append(f"{name}: TOLLGATE_BILLING_GRANT_KEY {'present' if 'TOLLGATE_BILLING_GRANT_KEY' in env else 'missing'}")
     if "TOLLGATE_ADMIN_TOKEN" in env and name != "admin":
         problems.append(f"{name}: has the admin bootstrap token")
     if "test-password" not in env.get("TOLLGATE_DATABASE_URL", ""):

@@ -7,10 +7,13 @@
                        server=FILE names the server's public certificate (public
                        knowledge), so only ZAP stands in the way
             cluster    CURVE as the cluster's `probe` (TOLLGATE_CURVE_DIR): the
-                       control run, proving the message itself would work
+                       control run, proving the message itself would work;
+                       as=PROGRAM takes that program's certificate instead
+                       (a stolen one: the handshake and the sender check pass)
       KIND  dispatch        DISPATCH (account, key, provider, provider_key,
                             model, upstream_model): waits for DONE
-            settle          SETTLE (account, key, model): waits for COMMIT
+            settle          SETTLE (account, key, model; grant=TEXT and
+                            lease=ID when given): waits for COMMIT
             entry           ENTRY (account, key, model, cost): waits for COMMIT
             breaker-reset   BREAKER_RESET (provider, upstream_model): waits
                             for BREAKERS_REPLY
@@ -109,6 +112,12 @@ static proto_msg_t *s_message(const char *kind, int argc, char **argv)
         proto_msg_set_started_us(msg, (uint64_t)zclock_time() * 1000);
         if (entry)
             proto_msg_set_cost_micros(msg, (int64_t)s_num(argc, argv, "cost"));
+        else {
+            if (*s_arg(argc, argv, "grant", ""))
+                proto_msg_set_grant(msg, s_arg(argc, argv, "grant", ""));
+            if (s_num(argc, argv, "lease"))
+                proto_msg_set_lease_id(msg, s_num(argc, argv, "lease"));
+        }
     } else if (strcmp(kind, "breaker-reset") == 0) {
         msg = proto_msg_new(PROTO_MSG_BREAKER_RESET);
         proto_msg_set_provider_id(msg, candidate.provider_id);
@@ -157,7 +166,7 @@ static zsock_t *s_socket(const char *mode, const char *kind, const char *endpoin
     zsock_t *socket = NULL;
     if (strcmp(mode, "cluster") == 0) {
         char error[512];
-        if (proto_socket_init_env("probe", error, sizeof error) != 0) {
+        if (proto_socket_init_env(s_arg(argc, argv, "as", "probe"), error, sizeof error) != 0) {
             fprintf(stderr, "tollgate-forge: %s\n", error);
             return NULL;
         }

@@ -103,6 +103,46 @@ test('inside the cluster, money is written only by the programs that own it', { 
   assert.equal(afterwards.journal, before.journal, 'no journal entry');
 });
 
+test('a SETTLE with dispatch\'s own certificate is charged only when billing vouches for it', { timeout: 120000 }, async () => {
+  // A stolen dispatch certificate passes the handshake and billing's sender check; what it
+  // sends is still dropped unless billing admitted the request (docs/billing.md, "Who may
+  // settle"): no grant, a made-up grant, another request's grant, a lease that is not
+  // billing's. The control: a real request's SETTLE carries its grant and is charged.
+  const metricsListen = conf['billing.metrics_listen'];
+  const unvouched = async () => {
+    const text = await (await fetch(`http://${metricsListen}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith('tollgate_billing_settles_unvouched_total'));
+    return line ? Number(line.split(' ').pop()) : 0;
+  };
+  const counted = await unvouched();
+  const before = await state();
+  const ids = { account: client.accountId, key: client.keyId, provider: pa.id, provider_key: pa.keyId, model: 'm', upstream_model: 'm-a', as: 'dispatch' };
+  const forgeries = [
+    { rid: 'forged-settle-nogrant' },
+    { rid: 'forged-settle-madeup', grant: `a1.${'0'.repeat(32)}` },
+    { rid: 'forged-settle-lease', grant: `l1.1.${'0'.repeat(32)}`, lease: 1 },
+    { rid: 'forged-settle-lease-only', lease: 1 },
+  ];
+  for (const fields of forgeries) {
+    assert.equal(await forge('cluster', 'settle', conf['billing.bind'], { ...ids, ...fields }),
+      'handshake=accepted reply=none', fields.rid);
+  }
+  const afterwards = await state();
+  assert.equal(afterwards.usage, before.usage, 'no usage row');
+  assert.equal(afterwards.balance, before.balance, 'balance unchanged');
+  assert.equal(afterwards.journal, before.journal, 'no journal entry');
+  assert.equal(await unvouched(), counted + forgeries.length, 'each forgery counted');
+  const billingLog = fs.readFileSync(path.join(ctx.cluster.dir, 'log', 'billing.log'), 'utf8');
+  assert.match(billingLog, /forged-settle-nogrant.*dropped a SETTLE from dispatch/);
+  assert.ok(!billingLog.includes('0'.repeat(32)), 'the grant is not logged');
+  // The control: a real request is settled and charged, through a lease or an ADMIT.
+  const response = await chat(ctx, client.key, { model: 'm' });
+  assert.equal(response.status, 200);
+  const row = await usageRow(ctx, response.id);
+  assert.ok(Number(row.cost_micros) > 0, 'the real request is charged');
+  assert.equal(await unvouched(), counted + forgeries.length, 'the real SETTLE was vouched for');
+});
+
 test('a forged breaker reset leaves the breaker open; the cluster\'s own reset closes it', { timeout: 120000 }, async () => {
   await fault(ctx.mocks[0], 'm-a', '503');
   for (let i = 0; i < 3; i++) await chat(ctx, client.key, { model: 'm' });

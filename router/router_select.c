@@ -3,6 +3,7 @@
 
 #include <assert.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -987,7 +988,11 @@ static void s_stage_explain(s_decide_t *self)
 void router_select_decide(const router_context_t *context, const router_request_t *request,
                           router_decision_t *decision, json_t *explain)
 {
-    memset(decision, 0, sizeof *decision);
+    //  Everything but the candidates (10 KiB, of which `count` are written).
+    memset(decision, 0, offsetof(router_decision_t, candidates));
+    decision->count = 0;
+    decision->mode = ROUTER_MODE_PRIORITY;
+    decision->last_resort = decision->sticky = false;
     //  The working space is large (hundreds of KiB): a caller that decides
     //  all day lends its own, so no decision allocates it (a malloc this
     //  size also makes glibc consolidate its free lists every time).

@@ -125,7 +125,7 @@ typedef struct {
     const char *error_code;                                 //  static; NULL on 200
     char error_message[512];                                //  for the client
     uint64_t retry_after_ms;                                //  for a 429
-    proto_candidate_t candidates[PROTO_MSG_CANDIDATES_MAX]; //  in order
+    proto_candidate_t candidates[PROTO_MSG_CANDIDATES_MAX]; //  in order; past count: unset
     size_t count;                                           //  entries in candidates
     router_mode_t mode;                                     //  scheduling mode used
     bool last_resort;                                       //  every candidate was open

@@ -3,6 +3,7 @@
 
 #include <assert.h>
 #include <msgpack.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -630,30 +631,73 @@ int proto_msg_decode(const uint8_t *data, size_t size, proto_msg_t **msg_p)
 //  --------------------------------------------------------------------------
 //  Sockets
 
-//  Messages by type id and what happened to them, process-wide, for the
-//  service's metrics. Type ids are below 64; id 0 counts malformed frames.
-static uint64_t s_counts[64][4];
+//  Messages by type id and what happened to them, for the service's
+//  metrics. Type ids are below 64; id 0 counts malformed frames.
 enum { S_SENT, S_SEND_FAILED, S_RECEIVED, S_MALFORMED };
+struct _proto_msg_counters_t {
+    _Atomic uint64_t counts[64][4]; //  by type id, then S_SENT .. S_MALFORMED
+};
 
-void proto_msg_counts(int type, proto_msg_counts_t *counts)
+//  The counters of the service this thread speaks for (borrowed), or NULL:
+//  one pointer per thread, the service owns what it points to (proto_msg.h).
+static _Thread_local proto_msg_counters_t *s_counters;
+
+proto_msg_counters_t *proto_msg_counters_new(void)
+{
+    proto_msg_counters_t *self = calloc(1, sizeof *self);
+    assert(self);
+    for (int type = 0; type < 64; type++)
+        for (int kind = 0; kind < 4; kind++)
+            atomic_init(&self->counts[type][kind], 0);
+    return self;
+}
+
+void proto_msg_counters_destroy(proto_msg_counters_t **self_p)
+{
+    assert(self_p);
+    if (!*self_p)
+        return;
+    if (s_counters == *self_p)
+        s_counters = NULL;
+    free(*self_p);
+    *self_p = NULL;
+}
+
+proto_msg_counters_t *proto_msg_counters_use(proto_msg_counters_t *counters)
+{
+    proto_msg_counters_t *before = s_counters;
+    s_counters = counters;
+    return before;
+}
+
+void proto_msg_counters_get(const proto_msg_counters_t *self, int type, proto_msg_counts_t *counts)
 {
     memset(counts, 0, sizeof *counts);
-    if (type < 0 || type >= 64)
+    if (!self || type < 0 || type >= 64)
         return;
-    counts->sent = s_counts[type][S_SENT];
-    counts->send_failed = s_counts[type][S_SEND_FAILED];
-    counts->received = s_counts[type][S_RECEIVED];
-    counts->malformed = s_counts[type][S_MALFORMED];
+    const _Atomic uint64_t *row = self->counts[type];
+    counts->sent = atomic_load_explicit(&row[S_SENT], memory_order_relaxed);
+    counts->send_failed = atomic_load_explicit(&row[S_SEND_FAILED], memory_order_relaxed);
+    counts->received = atomic_load_explicit(&row[S_RECEIVED], memory_order_relaxed);
+    counts->malformed = atomic_load_explicit(&row[S_MALFORMED], memory_order_relaxed);
+}
+
+//  Relaxed: each counter is a number on its own, read only by scrapes.
+static inline void s_count(int type, int kind)
+{
+    proto_msg_counters_t *counters = s_counters;
+    if (counters)
+        atomic_fetch_add_explicit(&counters->counts[type & 63][kind], 1, memory_order_relaxed);
 }
 
 void proto_msg_count_sent(int type, bool ok)
 {
-    s_counts[type & 63][ok ? S_SENT : S_SEND_FAILED]++;
+    s_count(type, ok ? S_SENT : S_SEND_FAILED);
 }
 
 void proto_msg_count_received(int type)
 {
-    s_counts[type & 63][type ? S_RECEIVED : S_MALFORMED]++;
+    s_count(type, type ? S_RECEIVED : S_MALFORMED);
 }
 
 int proto_msg_send(proto_msg_t **self_p, zsock_t *socket)
@@ -676,7 +720,7 @@ int proto_msg_send(proto_msg_t **self_p, zsock_t *socket)
     if (rc >= 0 && self->body)
         //  zframe_send moves the frame's zmq_msg_t: the body is not copied again.
         rc = zframe_send(&self->body, socket, 0);
-    s_counts[self->type & 63][rc < 0 ? S_SEND_FAILED : S_SENT]++;
+    s_count(self->type, rc < 0 ? S_SEND_FAILED : S_SENT);
     proto_msg_destroy(self_p);
     return rc < 0 ? -1 : 0;
 }
@@ -741,10 +785,10 @@ int proto_msg_recv(proto_msg_t **msg_p, zsock_t *socket)
     if (rc != 0) {
         proto_msg_destroy(&self);
         zframe_destroy(&routing_id);
-        s_counts[0][S_MALFORMED]++;
+        s_count(0, S_MALFORMED);
         return -2;
     }
-    s_counts[self->type & 63][S_RECEIVED]++;
+    s_count(self->type, S_RECEIVED);
     self->routing_id = routing_id;
     *msg_p = self;
     return 0;

@@ -331,7 +331,7 @@ bool proto_msg_peer_is(const proto_msg_t *self, const char *program);
 zframe_t *proto_msg_routing_id(const proto_msg_t *self);
 void proto_msg_set_routing_id(proto_msg_t *self, zframe_t *routing_id);
 
-//  What happened to the messages of one type in this process so far.
+//  What happened to the messages of one type so far.
 typedef struct {
     uint64_t sent;        //  handed to a socket
     uint64_t send_failed; //  the socket would not take them (queue full, no peer)
@@ -339,11 +339,43 @@ typedef struct {
     uint64_t malformed;   //  frames dropped as malformed (counted under type 0)
 } proto_msg_counts_t;
 
+/*  Message counters: proto_msg_send, proto_msg_recv and proto_batch count
+    every message by type into the counters of the calling thread, for the
+    `messages by type` metrics. The counters belong to the program's
+    proto_service_t (made in proto_service_main or proto_service_new_test,
+    destroyed with it); a thread only borrows them, through a per-thread
+    pointer that proto_service_enter sets. Passing them to every send would
+    touch some seventy call sites for a number only metrics read; a
+    program's actor runs on one thread, so the thread names the service.
+
+    The rules: proto_service_main enters the program's thread before
+    def->start; any other thread that speaks for a service (a selftest's
+    thread running a test service, admin's workers) enters it itself and
+    leaves it (or ends) before the service is destroyed. A thread that
+    entered no service counts nothing (tools, the test's own peers), so
+    several services in one process, each on its own thread, never count
+    each other's messages. Counting is one relaxed atomic add, no lock and
+    no allocation: atomic because a program's extra threads share its
+    counters, and a scrape reads them from the loop's thread. */
+typedef struct _proto_msg_counters_t proto_msg_counters_t;
+
+//  Makes zeroed counters. Caller owns return value.
+proto_msg_counters_t *proto_msg_counters_new(void);
+
+//  Destroys counters (and makes the calling thread count nothing if they
+//  were its own); nulls the pointer. No other thread may still use them.
+void proto_msg_counters_destroy(proto_msg_counters_t **self_p);
+
+//  Makes the calling thread count into `counters` (borrowed; NULL: count
+//  nothing) and returns the counters it used before, or NULL.
+proto_msg_counters_t *proto_msg_counters_use(proto_msg_counters_t *counters);
+
 //  Fills counts for a message type id (0 for malformed frames).
-void proto_msg_counts(int type, proto_msg_counts_t *counts);
+void proto_msg_counters_get(const proto_msg_counters_t *self, int type, proto_msg_counts_t *counts);
 
 //  Counts a message of `type` handed to a socket or batch (ok) or refused,
-//  and one received (type 0: a malformed frame). For proto_batch.
+//  and one received (type 0: a malformed frame), into the calling thread's
+//  counters. For proto_batch.
 void proto_msg_count_sent(int type, bool ok);
 void proto_msg_count_received(int type);
 

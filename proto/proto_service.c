@@ -11,6 +11,7 @@
 
 #include <assert.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@ struct _proto_service_t {
     proto_loop_t *loop;             //  the one event loop
     proto_metrics_t *metrics;       //  metrics registry
     proto_trace_t *trace;           //  span sender; NULL in a test service
+    proto_msg_counters_t *counters; //  messages by type, counted by the threads entered
     zsock_t *control;               //  ROUTER answering PING
     void *state;                    //  the program's own state
     char instance[128];             //  instance id
@@ -66,6 +68,23 @@ proto_trace_t *proto_service_trace(proto_service_t *self)
 proto_metrics_t *proto_service_metrics(proto_service_t *self)
 {
     return self->metrics;
+}
+
+void proto_service_enter(proto_service_t *self)
+{
+    proto_msg_counters_use(self->counters);
+}
+
+void proto_service_leave(proto_service_t *self)
+{
+    proto_msg_counters_t *before = proto_msg_counters_use(NULL);
+    if (before != self->counters)
+        proto_msg_counters_use(before); //  the thread counts for another service
+}
+
+void proto_service_msg_counts(proto_service_t *self, int type, proto_msg_counts_t *counts)
+{
+    proto_msg_counters_get(self->counters, type, counts);
 }
 
 const char *proto_service_instance(proto_service_t *self)
@@ -232,7 +251,7 @@ static void s_collect_process(proto_metrics_t *metrics, void *arg)
     //  DEALER, ...), so the type names the socket.
     for (int type = 0; type < 64; type++) {
         proto_msg_counts_t counts;
-        proto_msg_counts(type, &counts);
+        proto_msg_counters_get(self->counters, type, &counts);
         if (type == 0) {
             proto_metric_set(proto_metrics_counter(metrics, "tollgate_messages_malformed_total",
                                                    "Frames dropped as malformed.", NULL),
@@ -495,6 +514,10 @@ int proto_service_main(int argc, char **argv, const proto_service_def_t *def)
     }
     self.loop = proto_loop_new();
     self.metrics = proto_metrics_new();
+    //  This thread runs the program's loop: what it sends and receives from
+    //  here on (def->start included) is the program's.
+    self.counters = proto_msg_counters_new();
+    proto_service_enter(&self);
     self.started_ms = proto_loop_now_ms();
     int exit_code = 1;
     if (!self.loop || proto_loop_watch_signals(self.loop, s_signal, &self) != 0) {
@@ -566,6 +589,7 @@ done:
     zsock_destroy(&self.control);
     proto_socket_shutdown();
     proto_metrics_destroy(&self.metrics);
+    proto_msg_counters_destroy(&self.counters); //  this thread counts nothing after
     proto_loop_destroy(&self.loop);
     proto_config_destroy(&self.config);
     return exit_code;
@@ -590,6 +614,7 @@ proto_service_t *proto_service_new_test(const char *name, proto_config_t **confi
     }
     self->loop = proto_loop_new();
     self->metrics = proto_metrics_new();
+    self->counters = proto_msg_counters_new();
     self->started_ms = proto_loop_now_ms();
     zsys_init();
     zsys_set_linger(0);
@@ -608,10 +633,140 @@ void proto_service_destroy(proto_service_t **self_p)
         return;
     proto_socket_shutdown();
     proto_metrics_destroy(&self->metrics);
+    proto_msg_counters_destroy(&self->counters);
     proto_loop_destroy(&self->loop);
     proto_config_destroy(&self->config);
     free(self);
     *self_p = NULL;
+}
+
+//  One thread of the counters test: enters its service, sends `count`
+//  PINGs to itself over inproc:// (and `junk` frames no codec takes),
+//  reads them back, leaves.
+typedef struct {
+    proto_service_t *service; //  entered by the thread; NULL: none
+    const char *endpoint;     //  inproc:// endpoint of its own
+    int count;                //  PINGs sent and received
+    int junk;                 //  malformed frames sent
+    pthread_barrier_t *ready; //  all threads have entered; NULL when alone
+} s_counting_t;
+
+static void *s_counting_run(void *arg)
+{
+    s_counting_t *run = arg;
+    if (run->service)
+        proto_service_enter(run->service);
+    //  Every thread sends only once all have entered, so that counters
+    //  shared by the process instead of each thread's would show.
+    if (run->ready)
+        pthread_barrier_wait(run->ready);
+    zsock_t *server = proto_socket_new(ZMQ_ROUTER);
+    zsock_t *client = proto_socket_new(ZMQ_DEALER);
+    PROTO_CHECK(server && client && proto_socket_bind(server, run->endpoint) == 0);
+    PROTO_CHECK(zsock_connect(client, "%s", run->endpoint) == 0);
+    for (int i = 0; i < run->count; i++) {
+        proto_msg_t *msg = proto_msg_new(PROTO_MSG_PING);
+        PROTO_CHECK(proto_msg_send(&msg, client) == 0);
+    }
+    for (int i = 0; i < run->junk; i++)
+        PROTO_CHECK(zstr_send(client, "junk") == 0);
+    int received = 0, malformed = 0;
+    while (received + malformed < run->count + run->junk) {
+        zmq_pollitem_t item = {zsock_resolve(server), 0, ZMQ_POLLIN, 0};
+        PROTO_CHECK(zmq_poll(&item, 1, 5000) == 1);
+        proto_msg_t *msg = NULL;
+        int rc = proto_msg_recv(&msg, server);
+        received += rc == 0;
+        malformed += rc == -2;
+        proto_msg_destroy(&msg);
+    }
+    PROTO_CHECK(received == run->count && malformed == run->junk);
+    zsock_destroy(&client);
+    zsock_destroy(&server);
+    if (run->service)
+        proto_service_leave(run->service);
+    return NULL;
+}
+
+//  The value of one series in a rendered registry, or -1 when absent.
+static double s_series(const char *text, const char *series)
+{
+    char wanted[256];
+    snprintf(wanted, sizeof wanted, "\n%s ", series);
+    const char *at = strstr(text, wanted);
+    return at ? strtod(at + strlen(wanted), NULL) : -1;
+}
+
+//  Two services on two threads of one process count their own messages
+//  only, a thread without a service counts nothing, and each service's
+//  metrics show its messages by type.
+static void s_test_counters(void)
+{
+    proto_service_t *services[2];
+    for (int i = 0; i < 2; i++) {
+        proto_config_t *config = proto_config_new();
+        char error[512];
+        PROTO_CHECK(proto_config_set(config, "security", "none", "test", error, sizeof error) == 0);
+        services[i] = proto_service_new_test(i ? "two" : "one", &config, error, sizeof error);
+        PROTO_CHECK(services[i]);
+    }
+    pthread_barrier_t ready;
+    pthread_barrier_init(&ready, NULL, 3);
+    s_counting_t runs[3] = {{services[0], "inproc://proto-service-count-1", 3, 0, &ready},
+                            {services[1], "inproc://proto-service-count-2", 5, 1, &ready},
+                            {NULL, "inproc://proto-service-count-3", 7, 2, &ready}};
+    pthread_t threads[3];
+    for (int i = 0; i < 3; i++)
+        PROTO_CHECK(pthread_create(&threads[i], NULL, s_counting_run, &runs[i]) == 0);
+    for (int i = 0; i < 3; i++)
+        pthread_join(threads[i], NULL);
+    pthread_barrier_destroy(&ready);
+    //  This thread entered neither: its PINGs are nobody's.
+    runs[2].endpoint = "inproc://proto-service-count-0";
+    runs[2].ready = NULL;
+    s_counting_run(&runs[2]);
+
+    for (int i = 0; i < 2; i++) {
+        proto_msg_counts_t counts;
+        proto_service_msg_counts(services[i], PROTO_MSG_PING, &counts);
+        PROTO_CHECK(counts.sent == (uint64_t)runs[i].count);
+        PROTO_CHECK(counts.received == (uint64_t)runs[i].count && counts.send_failed == 0);
+        proto_service_msg_counts(services[i], 0, &counts);
+        PROTO_CHECK(counts.malformed == (uint64_t)runs[i].junk);
+        proto_service_msg_counts(services[i], PROTO_MSG_PONG, &counts);
+        PROTO_CHECK(!counts.sent && !counts.received);
+
+        //  What a scrape of the program's /metrics would show.
+        s_collect_process(services[i]->metrics, services[i]);
+        char *text = proto_metrics_render(services[i]->metrics);
+        PROTO_CHECK(s_series(text, "tollgate_messages_total{type=\"PING\",direction=\"out\"}") ==
+                    runs[i].count);
+        PROTO_CHECK(s_series(text, "tollgate_messages_total{type=\"PING\",direction=\"in\"}") ==
+                    runs[i].count);
+        PROTO_CHECK(
+            s_series(text, "tollgate_messages_total{type=\"PING\",direction=\"dropped\"}") == 0);
+        PROTO_CHECK(s_series(text, "tollgate_messages_malformed_total") == runs[i].junk);
+        PROTO_CHECK(!strstr(text, "type=\"PONG\""));
+        free(text);
+    }
+    //  Leaving a service this thread does not count into changes nothing;
+    //  destroying the one it counts into leaves it counting nothing.
+    proto_service_enter(services[0]);
+    proto_service_leave(services[1]);
+    s_counting_t more = {NULL, "inproc://proto-service-count-4", 1, 0, NULL};
+    s_counting_run(&more);
+    proto_msg_counts_t counts;
+    proto_service_msg_counts(services[0], PROTO_MSG_PING, &counts);
+    PROTO_CHECK(counts.sent == (uint64_t)runs[0].count + 1);
+    proto_service_destroy(&services[0]);
+    //  Socket security is still process-wide, and went with the service.
+    char error[256];
+    PROTO_CHECK(proto_socket_init_with("none", "", "test", -1, error, sizeof error) == 0);
+    more.endpoint = "inproc://proto-service-count-5";
+    s_counting_run(&more);
+    proto_service_msg_counts(services[1], PROTO_MSG_PING, &counts);
+    PROTO_CHECK(counts.sent == (uint64_t)runs[1].count);
+    proto_service_destroy(&services[1]);
 }
 
 void proto_service_test(bool verbose)
@@ -636,6 +791,7 @@ void proto_service_test(bool verbose)
     PROTO_CHECK(s_configure(config, 3, missing, "test", &print, error, sizeof error) == -1);
     PROTO_CHECK(strstr(error, "/nonexistent/tollgate.conf"));
     proto_config_destroy(&config);
+    s_test_counters();
     if (verbose)
         printf("OK\n");
 }

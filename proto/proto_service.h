@@ -31,6 +31,7 @@
 #include "proto_expose.h"
 #include "proto_loop.h"
 #include "proto_metrics.h"
+#include "proto_msg.h"
 #include "proto_trace.h"
 
 typedef struct _proto_service_t proto_service_t;
@@ -59,6 +60,21 @@ proto_trace_t *proto_service_trace(proto_service_t *self);
 //  The process' metrics registry. Borrowed.
 proto_metrics_t *proto_service_metrics(proto_service_t *self);
 
+//  Makes the calling thread count the messages it sends and receives
+//  (proto_msg) into this service's counters, shown as messages by type.
+//  proto_service_main enters the program's own thread; another thread that
+//  speaks for the service enters it itself and leaves it, or ends, before
+//  the service is destroyed. A thread that entered no service counts
+//  nothing. See proto_msg.h (message counters).
+void proto_service_enter(proto_service_t *self);
+
+//  The calling thread stops counting into this service (no-op when it
+//  counts into another one, or none).
+void proto_service_leave(proto_service_t *self);
+
+//  What this service counted for a message type id (0: malformed frames).
+void proto_service_msg_counts(proto_service_t *self, int type, proto_msg_counts_t *counts);
+
 //  Adds a hook run before each scrape of `NAME.metrics_listen`, to refresh
 //  gauges computed on demand. Returns 0 (also when metrics are off: the
 //  hook is then never called), -1 when too many hooks.
@@ -83,19 +99,22 @@ bool proto_service_draining(proto_service_t *self);
 void proto_service_drained(proto_service_t *self);
 
 //  A service for in-process selftests of a server class (a server's
-//  constructor takes a proto_service_t): takes *config_p, makes a loop and
-//  a metrics registry and sets up socket security from the configuration
-//  (security=none with inproc:// endpoints in tests). No signals, control
-//  socket, metrics listener or trace; def->start is never called. Returns
-//  NULL with a reason in error. Caller owns return value.
+//  constructor takes a proto_service_t): takes *config_p, makes a loop,
+//  a metrics registry and message counters, and sets up socket security
+//  from the configuration (security=none with inproc:// endpoints in
+//  tests). No signals, control socket, metrics listener or trace;
+//  def->start is never called, and no thread is entered: the thread that
+//  runs it calls proto_service_enter to count its messages. Returns NULL
+//  with a reason in error. Caller owns return value.
 proto_service_t *proto_service_new_test(const char *name, proto_config_t **config_p, char *error,
                                         size_t error_size);
 
-//  Destroys a service from proto_service_new_test (and its loop, metrics
-//  and configuration); nulls the pointer.
+//  Destroys a service from proto_service_new_test (and its loop, metrics,
+//  counters and configuration); nulls the pointer.
 void proto_service_destroy(proto_service_t **self_p);
 
-//  Self test (argument parsing and control socket, in-process).
+//  Self test (argument parsing; two services' message counters and their
+//  metrics, in-process).
 void proto_service_test(bool verbose);
 
 #endif

@@ -240,6 +240,9 @@ static void *s_worker_run(void *arg)
 {
     s_worker_t *worker = arg;
     admin_server_t *self = worker->server;
+    //  The workers' questions to the routers (EXPLAIN, BREAKERS, STICKY, ...)
+    //  are admin's messages too; the thread ends before the service goes.
+    proto_service_enter(self->service);
     for (;;) {
         pthread_mutex_lock(&self->mutex);
         while (!self->head && !self->stopping)

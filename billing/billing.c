@@ -202,6 +202,19 @@ static void s_revoke(billing_t *self, uint64_t account_id, uint64_t key_id, cons
     zlistx_destroy(&holders);
 }
 
+//  The request's output-limit field, in the client's protocol's words.
+static const char *s_output_field(const proto_msg_t *request)
+{
+    switch (proto_msg_client_protocol(request)) {
+    case PROTO_PROTOCOL_OPENAI_RESPONSES:
+        return "max_output_tokens";
+    case PROTO_PROTOCOL_GEMINI:
+        return "generationConfig.maxOutputTokens";
+    default:
+        return "max_tokens";
+    }
+}
+
 //  Decides an ADMIT. Returns the reply, or NULL when the request waits for
 //  the account's leases (it was refused only because they hold its money
 //  or its slots): they are revoked, and the request is decided again when
@@ -262,9 +275,10 @@ static proto_msg_t *s_admit_decide(billing_t *self, proto_msg_t *request, bool m
             log_info(rid, "admit refused: max_tokens %" PRIu64 " above the model's %" PRId64,
                      proto_msg_tokens_out(request), model->max_output_tokens);
             snprintf(message, sizeof message,
-                     "max_tokens is too large: %" PRIu64 ". This model supports at most %" PRId64
+                     "%s is too large: %" PRIu64 ". This model supports at most %" PRId64
                      " output tokens.",
-                     proto_msg_tokens_out(request), model->max_output_tokens);
+                     s_output_field(request), proto_msg_tokens_out(request),
+                     model->max_output_tokens);
             s_refuse(reply, 400, "invalid_value", message);
         } else if (reserve == INT64_MAX) {
             //  What the request may cost does not fit 64 bits of micro-units:
@@ -1058,6 +1072,20 @@ static void s_test_output_limits(proto_peer_t *client, proto_peer_t *ledger)
     PROTO_CHECK(streq(proto_msg_error_code(reply), "invalid_value"));
     PROTO_CHECK(strstr(proto_msg_error_message(reply), "max_tokens is too large: 1001"));
     PROTO_CHECK(strstr(proto_msg_error_message(reply), "at most 1000 output tokens"));
+    proto_msg_destroy(&reply);
+    //  In the client's own words: Gemini's field.
+    proto_msg_t *admit = proto_msg_new(PROTO_MSG_ADMIT);
+    proto_msg_set_request_id(admit, "t-22g");
+    proto_msg_set_key_id(admit, 10);
+    proto_msg_set_account_id(admit, 1);
+    proto_msg_set_model(admit, "capped");
+    proto_msg_set_tokens_out(admit, 2000);
+    proto_msg_set_client_protocol(admit, PROTO_PROTOCOL_GEMINI);
+    PROTO_CHECK(proto_peer_send(client, &admit) == 0);
+    reply = proto_peer_wait(client, PROTO_MSG_ADMIT_REPLY, "t-22g", S_TEST_WAIT_MS);
+    PROTO_CHECK(reply && proto_msg_status(reply) == 400);
+    PROTO_CHECK(strstr(proto_msg_error_message(reply),
+                       "generationConfig.maxOutputTokens is too large: 2000"));
     proto_msg_destroy(&reply);
     //  No maximum on m: 4096 x 4 + 100 x 2 micros.
     reply = s_test_admit(client, "t-23", 10, 1, "m");

@@ -262,6 +262,8 @@ static proto_msg_t *s_admit_new(ingress_request_t *r, uint64_t timeout_ms)
     proto_msg_set_tokens_in(admit, r->parsed.tokens_estimate);
     if (r->parsed.max_output)
         proto_msg_set_tokens_out(admit, r->parsed.max_output);
+    //  Billing names the client's own fields in a refusal.
+    proto_msg_set_client_protocol(admit, (uint64_t)r->protocol);
     if (r->parsed.images)
         proto_msg_set_images(admit, r->parsed.images);
     return admit;

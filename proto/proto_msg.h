@@ -21,6 +21,8 @@
     PING            -> control socket   (none)
     PONG            <- control socket   instance*, meta (JSON: uptime, counters)
     ADMIT           ingress -> billing  key_id*, account_id*, model*, stream, tokens_in (estimate),
+                                        tokens_out (the request's own output limit),
+                                        client_protocol (names its fields in a refusal),
                                         images (an image generation's n)
     ADMIT_REPLY     billing -> ingress  status* (200 = admitted), error_code, error_message,
                                         retry_after_ms, reserve_micros, grant (billing's

@@ -1,6 +1,7 @@
 // The admission reservation's output part (docs/billing.md, "The admission estimate") through the
 // real programs: the request's own max_tokens, else the model's max_output_tokens, else 4096; a
-// max_tokens above the model's maximum is refused 400 invalid_value in the client's own format.
+// max_tokens above the model's maximum is refused 400 invalid_value in the client's own format,
+// naming the client's own field (Responses' max_output_tokens, Gemini's maxOutputTokens).
 //
 // The model costs nothing for input and $100 per million output tokens (100 micros a token); the
 // account holds $0.20 = 200,000 micros. A request that names no limit reserves 4096 x 100 =
@@ -106,6 +107,27 @@ describe('the reservation of a request that names no output limit', () => {
     assert.equal(anthropic.body.type, 'error');
     assert.equal(anthropic.body.error.type, 'invalid_request_error');
     assert.match(anthropic.body.error.message, /max_tokens is too large: 5000/);
+    // Responses and Gemini name their own field.
+    const responses = await fetch(`${cluster.gateway}/v1/responses`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: JSON.stringify({ model: 'capped', input: 'hi', max_output_tokens: 1500 }),
+    });
+    const responsesBody = await responses.json();
+    assert.equal(responses.status, 400, JSON.stringify(responsesBody));
+    assert.equal(responsesBody.error.code, 'invalid_value');
+    assert.match(responsesBody.error.message, /^max_output_tokens is too large: 1500\./);
+    const gemini = await fetch(`${cluster.gateway}/v1beta/models/capped:generateContent`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-goog-api-key': key },
+      body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }],
+        generationConfig: { maxOutputTokens: 2000 } }),
+    });
+    const geminiBody = await gemini.json();
+    assert.equal(gemini.status, 400, JSON.stringify(geminiBody));
+    assert.equal(geminiBody.error.code, 400);
+    assert.equal(geminiBody.error.status, 'INVALID_ARGUMENT');
+    assert.match(geminiBody.error.message, /^generationConfig\.maxOutputTokens is too large: 2000\./);
     // At the maximum itself, admitted (Anthropic too).
     const at = await chat('capped', { maxTokens: 1000, protocol: 'anthropic' });
     assert.equal(at.status, 200, at.text);

@@ -92,6 +92,10 @@ describe('images.generate', () => {
     assert.equal(Number(row.status), 200);
     assert.equal(Number(row.cost_micros), 3 * PRICE);
     assert.equal(row.upstream_model, 'gpt-image-1');
+    // The request log (admin API, `tollgate requests show`) says the same.
+    const logged = JSON.parse(await cli('requests', 'show', row.request_id, '--json'));
+    assert.equal(logged.images, 3);
+    assert.equal(logged.cost_micros, 3 * PRICE);
     await waitFor(async () => (await balance('img')) === before - 3 * PRICE,
       { timeout: 5000, message: `balance ${before} - ${3 * PRICE}` });
     // The mock saw the body the client sent, model rewritten to the upstream's.

@@ -105,10 +105,15 @@ test('every program serves parseable metrics with its families', async () => {
   const dispatch = await scrape(metrics.dispatch);
   assert.ok(dispatch.get('tollgate_upstream_attempts_total').samples
     .some((s) => s.labels.provider === 'first' && s.labels.model === 'obs-ok' && s.labels.status === '200'));
-  const messages = dispatch.get('tollgate_messages_total').samples;
-  const count = (type, direction) => messages.find((s) => s.labels.type === type && s.labels.direction === direction)?.value ?? 0;
-  assert.ok(count('DISPATCH', 'in') >= 2, 'dispatch counts the DISPATCHes it received');
-  assert.ok(count('OUTCOME', 'out') >= 2, 'dispatch counts the OUTCOMEs it published');
+  const count = (families, type, direction) => families.get('tollgate_messages_total').samples
+    .find((s) => s.labels.type === type && s.labels.direction === direction)?.value ?? 0;
+  assert.ok(count(dispatch, 'DISPATCH', 'in') >= 2, 'dispatch counts the DISPATCHes it received');
+  assert.ok(count(dispatch, 'OUTCOME', 'out') >= 2, 'dispatch counts the OUTCOMEs it published');
+  // Admin's workers ask the routers from threads of their own: still admin's messages.
+  assert.equal((await ctx.api('GET', '/admin/breakers')).status, 200);
+  const admin = await scrape(metrics.admin);
+  assert.ok(count(admin, 'BREAKERS', 'out') >= 1, 'admin counts the BREAKERS its workers sent');
+  assert.ok(count(admin, 'BREAKERS_REPLY', 'in') >= 1, 'admin counts the answers its workers read');
   // Only /metrics is served.
   assert.equal((await fetch(`http://${metrics.ingress}/other`)).status, 404);
 });

@@ -541,8 +541,8 @@ static bool s_vouched(billing_t *self, const proto_msg_t *settle)
     uint64_t lease_id =
         proto_msg_has(settle, PROTO_FIELD_lease_id) ? proto_msg_lease_id(settle) : 0;
     if (proto_msg_has(settle, PROTO_FIELD_grant) &&
-        billing_grant_check(self->grants, proto_msg_grant(settle), rid, lease_id, account_id,
-                            key_id))
+        billing_grant_check(self->grants, proto_msg_grant(settle), rid, proto_msg_loss(settle),
+                            lease_id, account_id, key_id))
         return true;
     if (billing_book_holds(self->book, rid, account_id, key_id))
         return true;

@@ -210,7 +210,7 @@ void dispatch_taken_test(bool verbose)
     //  Room for answers: the oldest answer is dropped, its id kept.
     taken = dispatch_taken_new(1000, 1000, 100);
     for (int i = 0; i < 5; i++) {
-        char rid[8];
+        char rid[16];
         snprintf(rid, sizeof rid, "r%d", i);
         done = s_test_done(rid, 240);
         dispatch_taken_add(taken, rid, done, 0);

@@ -123,17 +123,18 @@ static int s_spend(PGconn *db, const admin_report_query_t *query, char format)
         s_print_json(out);
     else {
         static const char *columns[] = {
-            "requests",           "errors",     "tokens_in", "tokens_out", "tokens_cache_read",
-            "tokens_cache_write", "cost_micros"};
+            "requests",           "errors",      "tokens_in", "tokens_out", "tokens_cache_read",
+            "tokens_cache_write", "cost_micros", "images"};
+        enum { S_COLUMNS = sizeof columns / sizeof columns[0] };
         const char *group_by = json_string_value(json_object_get(out, "group_by"));
         if (format == 'c') {
             printf("%s", group_by);
-            for (int c = 0; c < 7; c++)
+            for (int c = 0; c < S_COLUMNS; c++)
                 printf(",%s", columns[c]);
             printf("\n");
         } else
-            printf("%-24s %10s %8s %14s %14s %16s\n", group_by, "requests", "errors", "tokens in",
-                   "tokens out", "cost");
+            printf("%-24s %10s %8s %14s %14s %8s %16s\n", group_by, "requests", "errors",
+                   "tokens in", "tokens out", "images", "cost");
         size_t index;
         json_t *row;
         json_array_foreach(json_object_get(out, "rows"), index, row)
@@ -144,16 +145,17 @@ static int s_spend(PGconn *db, const admin_report_query_t *query, char format)
                 for (const char *c = group; *c; c++)
                     printf(*c == '"' ? "\"\"" : "%c", *c);
                 printf("\"");
-                for (int c = 0; c < 7; c++)
+                for (int c = 0; c < S_COLUMNS; c++)
                     printf(",%" JSON_INTEGER_FORMAT, s_get(row, columns[c]));
                 printf("\n");
             } else {
                 char cost[40];
                 s_money(s_get(row, "cost_micros"), cost, sizeof cost);
                 printf("%-24s %10" JSON_INTEGER_FORMAT " %8" JSON_INTEGER_FORMAT
-                       " %14" JSON_INTEGER_FORMAT " %14" JSON_INTEGER_FORMAT " %16s\n",
+                       " %14" JSON_INTEGER_FORMAT " %14" JSON_INTEGER_FORMAT
+                       " %8" JSON_INTEGER_FORMAT " %16s\n",
                        group, s_get(row, "requests"), s_get(row, "errors"), s_get(row, "tokens_in"),
-                       s_get(row, "tokens_out"), cost);
+                       s_get(row, "tokens_out"), s_get(row, "images"), cost);
             }
         }
         if (format != 'c') {
@@ -161,9 +163,11 @@ static int s_spend(PGconn *db, const admin_report_query_t *query, char format)
             char cost[40];
             s_money(s_get(total, "cost_micros"), cost, sizeof cost);
             printf("%-24s %10" JSON_INTEGER_FORMAT " %8" JSON_INTEGER_FORMAT
-                   " %14" JSON_INTEGER_FORMAT " %14" JSON_INTEGER_FORMAT " %16s\n",
+                   " %14" JSON_INTEGER_FORMAT " %14" JSON_INTEGER_FORMAT " %8" JSON_INTEGER_FORMAT
+                   " %16s\n",
                    "total", s_get(total, "requests"), s_get(total, "errors"),
-                   s_get(total, "tokens_in"), s_get(total, "tokens_out"), cost);
+                   s_get(total, "tokens_in"), s_get(total, "tokens_out"), s_get(total, "images"),
+                   cost);
         }
     }
     json_decref(out);

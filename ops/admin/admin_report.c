@@ -134,7 +134,7 @@ static char *s_spend_sql(PGconn *db, const admin_report_query_t *query, char *er
     s_sql_t sql = {0};
     s_add(&sql,
           "SELECT %s, sum(requests), sum(errors), sum(tokens_in), sum(tokens_out),"
-          " sum(tokens_cache_read), sum(tokens_cache_write), sum(cost_micros)"
+          " sum(tokens_cache_read), sum(tokens_cache_write), sum(cost_micros), sum(images)"
           " FROM usage_hourly WHERE true",
           group);
     if (!s_add_filters(&sql, db, query, "hour", true)) {
@@ -177,14 +177,15 @@ int admin_report_spend(PGconn *db, const admin_report_query_t *query, json_t **o
     if (!result)
         return -1;
     static const char *figures[] = {
-        "requests",           "errors",     "tokens_in", "tokens_out", "tokens_cache_read",
-        "tokens_cache_write", "cost_micros"};
+        "requests",           "errors",      "tokens_in", "tokens_out", "tokens_cache_read",
+        "tokens_cache_write", "cost_micros", "images"};
+    enum { S_FIGURES = sizeof figures / sizeof figures[0] };
     json_t *rows = json_array();
-    json_int_t total[7] = {0};
+    json_int_t total[S_FIGURES] = {0};
     for (int row = 0; row < PQntuples(result); row++) {
         json_t *item = json_object();
         json_object_set_new(item, "group", json_string(PQgetvalue(result, row, 0)));
-        for (int f = 0; f < 7; f++) {
+        for (int f = 0; f < S_FIGURES; f++) {
             json_int_t value = s_int(result, row, f + 1);
             total[f] += value;
             json_object_set_new(item, figures[f], json_integer(value));
@@ -193,7 +194,7 @@ int admin_report_spend(PGconn *db, const admin_report_query_t *query, json_t **o
     }
     PQclear(result);
     json_t *sum = json_object();
-    for (int f = 0; f < 7; f++)
+    for (int f = 0; f < S_FIGURES; f++)
         json_object_set_new(sum, figures[f], json_integer(total[f]));
     *out = json_pack("{s:s, s:o, s:o}", "group_by", query->group_by ? query->group_by : "account",
                      "rows", rows, "total", sum);
@@ -249,7 +250,7 @@ static const char *s_usage_columns =
     "started_at, (extract(epoch FROM started_at) * 1000000)::bigint AS started_us, account_id, "
     "api_key_id, model, provider_id, provider_key_id, upstream_model, status, tokens_in, "
     "tokens_out, tokens_cache_read, tokens_cache_write, cost_micros, latency_ms, ttfb_ms, "
-    "attempts, estimated, operator_loss, tokens_cache_write_1h";
+    "attempts, estimated, operator_loss, tokens_cache_write_1h, images";
 
 //  The SQL of a usage page (limit > 0) or of the whole range (limit 0).
 //  Caller owns return value (free()).

@@ -170,4 +170,38 @@ describe('images.generate', () => {
     await waitFor(async () => (await balance('poor')) === 50000 - PRICE,
       { timeout: 5000, message: 'poor balance after one image' });
   });
+  test('reports count images: rollups, spend by model (CLI CSV and JSON), usage records', async () => {
+    // What the usage rows say, per model, for the rollups to match.
+    const sums = await cluster.psql(`SELECT model, sum(images) AS images, sum(cost_micros) AS cost
+      FROM usage WHERE NOT operator_loss AND model IN ('painter', 'sketcher') GROUP BY model`);
+    const want = Object.fromEntries(sums.map((r) => [r.model, Number(r.images)]));
+    assert.ok(want.painter >= 4, JSON.stringify(sums)); // 3 + the poor key's 1
+    assert.equal(want.sketcher, 1);
+    for (const table of ['usage_hourly', 'usage_daily']) {
+      const rows = await cluster.psql(`SELECT model, sum(images) AS images FROM ${table}
+        WHERE model IN ('painter', 'sketcher') GROUP BY model`);
+      for (const row of rows) assert.equal(Number(row.images), want[row.model], `${table} ${row.model}`);
+      assert.equal(rows.length, 2, table);
+    }
+    const spend = JSON.parse(await cli('ledger', 'spend', '--by', 'model', '--json'));
+    assert.equal(spend.rows.find((r) => r.group === 'painter').images, want.painter);
+    assert.equal(spend.rows.find((r) => r.group === 'sketcher').images, want.sketcher);
+    assert.equal(spend.rows.find((r) => r.group === 'chatter').images, 0);
+    assert.ok(spend.total.images >= want.painter + want.sketcher);
+    const csv = (await cli('ledger', 'spend', '--by', 'model', '--csv')).trim().split('\n');
+    const header = csv[0].split(',');
+    const images = header.indexOf('images');
+    assert.ok(images > 0, csv[0]);
+    const painter = csv.find((line) => line.startsWith('"painter"')).split(',');
+    assert.equal(Number(painter[images]), want.painter);
+    const table = await cli('ledger', 'spend', '--by', 'model');
+    assert.match(table.split('\n')[0], /images/);
+    const usage = JSON.parse(await cli('ledger', 'usage', '--model', 'sketcher', '--json'));
+    assert.equal(usage.records.length, 1);
+    assert.equal(usage.records[0].images, 1);
+    const records = (await cli('ledger', 'usage', '--model', 'sketcher', '--csv')).trim().split('\n');
+    const column = records[0].split(',').indexOf('images');
+    assert.ok(column > 0, records[0]);
+    assert.equal(records[1].split(',')[column], '1');
+  });
 });

@@ -581,31 +581,26 @@ int admin_audit_image(admin_call_t *call, bool after, const char *sql, const cha
 #define admin_before(call, sql, id) admin_audit_image(call, false, sql, id)
 #define admin_after(call, sql, id) admin_audit_image(call, true, sql, id)
 
-//  Writes the audit row of the change in progress (inside its transaction).
-//  Everything that could hold a secret goes through admin_masked_text.
-static int s_audit_write(admin_call_t *call)
+//  Inserts one audit row of this call (inside its transaction): who, from
+//  where, the route, and the given action, target and images. Everything
+//  that could hold a secret goes through admin_masked_text.
+static int s_audit_insert(admin_call_t *call, const char *action, const char *target_in,
+                          json_t *before_image, json_t *after_image)
 {
     static const char *const kinds[] = {[ADMIN_WHO_NONE] = "anonymous",
                                         [ADMIN_WHO_BOOTSTRAP] = "bootstrap",
                                         [ADMIN_WHO_USER] = "user",
                                         [ADMIN_WHO_TOKEN] = "token"};
-    call->audited = true;
     const admin_who_t *who = &call->who;
-    const char *action =
-        call->audit_action ? call->audit_action
-                           : (call->route && call->route->action ? call->route->action : "change");
     char target[128] = "";
-    if (call->audit_target[0])
-        snprintf(target, sizeof target, "%s", call->audit_target);
-    else if (call->route && call->params[0])
-        snprintf(target, sizeof target, "%s",
-                 admin_looks_secret(call->params[0]) ? "***" : call->params[0]);
+    if (target_in && *target_in)
+        snprintf(target, sizeof target, "%s", target_in);
     if (admin_looks_secret(target))
         snprintf(target, sizeof target, "***");
     admin_utf8_clean(target);
     char *request = admin_masked_text(call->body);
-    char *before = admin_masked_text(call->audit_before);
-    char *after = admin_masked_text(call->audit_after);
+    char *before = admin_masked_text(before_image);
+    char *after = admin_masked_text(after_image);
     const char *params[] = {who->kind == ADMIN_WHO_NONE ? "anonymous" : who->actor,
                             kinds[who->kind],
                             who->kind == ADMIN_WHO_NONE ? NULL : admin_role_name(who->role),
@@ -632,6 +627,33 @@ static int s_audit_write(admin_call_t *call)
         return -1;
     PQclear(result);
     return 0;
+}
+
+//  Writes the audit row of the change in progress (inside its transaction).
+static int s_audit_write(admin_call_t *call)
+{
+    call->audited = true;
+    const char *action =
+        call->audit_action ? call->audit_action
+                           : (call->route && call->route->action ? call->route->action : "change");
+    char target[128] = "";
+    if (call->audit_target[0])
+        snprintf(target, sizeof target, "%s", call->audit_target);
+    else if (call->route && call->params[0])
+        snprintf(target, sizeof target, "%s",
+                 admin_looks_secret(call->params[0]) ? "***" : call->params[0]);
+    return s_audit_insert(call, action, target, call->audit_before, call->audit_after);
+}
+
+int admin_audit_also(admin_call_t *call, const char *action, const char *target, const char *before,
+                     const char *after)
+{
+    json_t *before_image = before ? json_loads(before, JSON_DECODE_ANY, NULL) : NULL;
+    json_t *after_image = after ? json_loads(after, JSON_DECODE_ANY, NULL) : NULL;
+    int rc = s_audit_insert(call, action, target, before_image, after_image);
+    json_decref(before_image);
+    json_decref(after_image);
+    return rc;
 }
 
 // ---------------------------------------------------------------------------

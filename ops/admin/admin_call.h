@@ -216,6 +216,13 @@ void admin_respond_query(admin_call_t *call, int status, const char *sql, int co
 int admin_audit_image(admin_call_t *call, bool after, const char *sql, const char *id);
 #define admin_before(call, sql, id) admin_audit_image(call, false, sql, id)
 #define admin_after(call, sql, id) admin_audit_image(call, true, sql, id)
+//  Writes one more audit row in the call's transaction, for a change the
+//  call made besides its own (another object it moved along): the call's
+//  who, route and request, with this action, target and before and after
+//  images (JSON text, or NULL). Returns 0, or -1 after setting the error
+//  answer.
+int admin_audit_also(admin_call_t *call, const char *action, const char *target, const char *before,
+                     const char *after);
 
 // ---------------------------------------------------------------------------
 //  Bodies, queries, values

@@ -181,23 +181,33 @@ static int s_provider_owner_keys(admin_call_t *call, const char *id, admin_value
     const admin_value_t *account = ADMIN_VALUE(s_provider_fields, values, "account");
     if (!account->present)
         return 0;
+    //  Each key moved gets its own provider_key.update audit row (before
+    //  and after its multiplier), in this transaction.
     PGresult *result = admin_sql(
         call,
         "UPDATE provider_keys k SET multiplier_ppm = CASE WHEN $2::bigint IS NULL THEN 1000000 "
         "ELSE 0 END, updated_at = now() FROM providers p WHERE p.id = $1::bigint AND "
         "k.provider_id = p.id AND (p.account_id IS NULL) <> ($2::bigint IS NULL) AND "
-        "k.multiplier_ppm = CASE WHEN p.account_id IS NULL THEN 1000000 ELSE 0 END",
+        "k.multiplier_ppm = CASE WHEN p.account_id IS NULL THEN 1000000 ELSE 0 END "
+        "RETURNING k.id, json_build_object('id', k.id, 'provider_id', k.provider_id, "
+        "'provider', p.name, 'name', k.name, 'multiplier_ppm', CASE WHEN p.account_id IS NULL "
+        "THEN 1000000 ELSE 0 END), json_build_object('id', k.id, 'provider_id', k.provider_id, "
+        "'provider', p.name, 'name', k.name, 'multiplier_ppm', k.multiplier_ppm)",
         2, (const char *[]){id, account->text});
     if (!result)
         return -1;
-    const char *rows = PQcmdTuples(result);
-    if (rows && *rows && strcmp(rows, "0") != 0)
+    int rows = PQntuples(result);
+    int rc = 0;
+    for (int row = 0; row < rows && rc == 0; row++)
+        rc = admin_audit_also(call, "provider_key.update", PQgetvalue(result, row, 0),
+                              PQgetvalue(result, row, 1), PQgetvalue(result, row, 2));
+    if (rows > 0 && rc == 0)
         log_info(call->request->request_id,
-                 "admin: provider %s %s: %s of its keys now at multiplier %s", id,
+                 "admin: provider %s %s: %d of its keys now at multiplier %s", id,
                  account->text ? "given to an account" : "given back to the operator", rows,
                  account->text ? "0" : "1");
     PQclear(result);
-    return 0;
+    return rc;
 }
 
 static int s_provider_check(admin_call_t *call, const char *id, admin_value_t *values)

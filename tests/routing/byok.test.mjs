@@ -83,10 +83,25 @@ test('moving a provider between the operator and an account moves its keys\' def
   await addProvider(ctx, 'moved', ctx.mocks[1].url, { key: { name: 'plain' } });
   await ok(ctx, 'POST', '/admin/providers/moved/keys', { secret: 'sk-moved-half-000000', name: 'half', multiplier_ppm: 500000 });
   assert.deepEqual(await multipliers(), { plain: 1000000, half: 500000 });
+  // Each key moved has its own provider_key.update audit entry, from the provider's PATCH (same
+  // request id as its provider.update entry), with the multiplier before and after.
+  const keyIds = Object.fromEntries((await ok(ctx, 'GET', '/admin/providers/moved/keys')).data
+    .map((k) => [String(k.id), k.name]));
+  const audited = async (action) => (await ok(ctx, 'GET', `/admin/audit?action=${action}&limit=200`)).data;
+  const keyMoves = async () => (await audited('provider_key.update'))
+    .filter((e) => e.action === 'provider_key.update' && e.method === 'PATCH' && keyIds[e.target]);
   // To an account: the key at list price goes to 0 as if made there; the one set by hand stays.
   const given = await ctx.cluster.tollgate(['provider', 'set', 'moved', '--account', 'own', '--json', '--dir', ctx.cluster.dir]);
   assert.equal(given.code, 0, given.stderr);
   assert.deepEqual(await multipliers(), { plain: 0, half: 500000 });
+  const toAccount = await keyMoves();
+  assert.equal(toAccount.length, 1, JSON.stringify(toAccount));
+  assert.equal(keyIds[toAccount[0].target], 'plain');
+  assert.equal(toAccount[0].before.multiplier_ppm, 1000000);
+  assert.equal(toAccount[0].after.multiplier_ppm, 0);
+  const providerEntry = (await audited('provider.update')).find((e) => e.action === 'provider.update'
+    && e.request_id === toAccount[0].request_id);
+  assert.ok(providerEntry, 'the key\'s entry shares the provider change\'s request id');
   // To another account: nothing changes.
   await ok(ctx, 'PATCH', '/admin/providers/moved', { account: 'other' });
   assert.deepEqual(await multipliers(), { plain: 0, half: 500000 });
@@ -97,8 +112,15 @@ test('moving a provider between the operator and an account moves its keys\' def
   const back = await ctx.cluster.tollgate(['provider', 'set', 'moved', '--account', 'none', '--json', '--dir', ctx.cluster.dir]);
   assert.equal(back.code, 0, back.stderr);
   assert.deepEqual(await multipliers(), { plain: 1000000, half: 500000 });
-  // A refused move changes no key.
+  // Moves between accounts and other changes audited no key; the way back did.
+  const moves = await keyMoves();
+  assert.equal(moves.length, 2, JSON.stringify(moves));
+  assert.equal(keyIds[moves[0].target], 'plain');
+  assert.equal(moves[0].before.multiplier_ppm, 0);
+  assert.equal(moves[0].after.multiplier_ppm, 1000000);
+  // A refused move changes no key and audits none.
   const bad = await ctx.api('PATCH', '/admin/providers/moved', { account: 'nobody-here' });
   assert.notEqual(bad.status, 200);
   assert.deepEqual(await multipliers(), { plain: 1000000, half: 500000 });
+  assert.equal((await keyMoves()).length, 2);
 });

@@ -2,8 +2,9 @@
 // (never a downloaded browser). An owner logs in, adds a provider, a model, an account and a
 // key through the pages; a request made with the openai SDK and that key shows in Requests
 // with its timeline, and moves the overview's request count; an account holder logs in and
-// sees only their account; a viewer's pages offer no change and the API refuses one; a
-// change without the CSRF token is refused; bad input names the field and changes nothing.
+// sees only their account; an image request's page shows its image count; a viewer's pages
+// offer no change and the API refuses one; a change without the CSRF token is refused; bad
+// input names the field and changes nothing.
 // No error reaches the browser's console. With CONSOLE_SCREENSHOTS=DIR every page is
 // photographed into DIR (docs/console/ holds the ones the README links).
 import assert from 'node:assert/strict';
@@ -280,6 +281,31 @@ test('a viewer is offered no change, and the API refuses one', async () => {
   assert.equal(refused.status(), 403);
   assert.equal((await refused.json()).error.type, 'permission_error');
   assert.equal((await api('GET', '/admin/providers/viewer-made')).status, 404);
+  await context.close();
+});
+
+test('an image request shows its image count on its page', async () => {
+  const model = await api('POST', '/admin/models', { name: 'console-painter', price_image: '0.04',
+    routes: [{ provider: 'console-prov', upstream_model: 'console-model' }] });
+  assert.equal(model.status, 201, JSON.stringify(model.body));
+  const key = (await api('POST', '/admin/keys', { account: 'console-acct', name: 'painter' })).body.key;
+  const openai = new OpenAI({ apiKey: key, baseURL: `${cluster.gateway}/v1`, maxRetries: 0 });
+  const { response } = await waitFor(async () => {
+    try {
+      return await openai.images.generate({ model: 'console-painter', prompt: 'a square', n: 2 }).withResponse();
+    } catch { return null; }
+  }, { timeout: 10000, interval: 300, message: 'the image request' });
+  const id = response.headers.get('x-request-id');
+  // Once the ledger has written it (a page asked before would log a 404 to the console).
+  await waitFor(async () => (await api('GET', `/admin/requests/${encodeURIComponent(id)}`)).status === 200,
+    { timeout: 15000, interval: 300, message: 'the image request in the log' });
+  const { context, page } = await open();
+  await logIn(page, 'olga', PASSWORD);
+  await page.waitForSelector('[data-tile="requests"]');
+  await page.evaluate((hash) => { location.hash = hash; }, `#/requests/${encodeURIComponent(id)}`);
+  await page.waitForSelector('[data-request]');
+  const tiles = await page.textContent('[data-request] .tiles');
+  assert.match(tiles, /images\s*2/, tiles);
   await context.close();
 });
 

@@ -460,7 +460,8 @@ function RequestOne({ id }) {
     <p><a href="#/requests">← all requests</a></p>
     <div class="tiles">
       ${[['status', r.status], ['model', r.model], ['provider', r.provider], ['attempts', r.attempts], ['latency', `${r.latency_ms} ms`],
-        ['first byte', `${r.ttfb_ms ?? '–'} ms`], ['tokens', `${r.tokens_in} in / ${r.tokens_out} out`], ['cost', money(r.cost_micros)]]
+        ['first byte', `${r.ttfb_ms ?? '–'} ms`], ['tokens', `${r.tokens_in} in / ${r.tokens_out} out`],
+        ...(Number(r.images) > 0 ? [['images', r.images]] : []), ['cost', money(r.cost_micros)]]
         .map(([label, value]) => html`<div class="tile"><div class="label">${label}</div><div class="value">${value}</div></div>`)}
     </div>
     <h2>Timeline across programs</h2><${Waterfall} spans=${r.spans} />

@@ -87,21 +87,22 @@ static const s_check_t s_checks[] = {
     //  the operator's losses); compared per day and account (a full scan of
     //  usage: this is an audit).
     {"daily rollups equal the usage rows", "day %s account %s: %s",
-     "SELECT count(*) FROM (SELECT day, account_id, sum(requests) AS n, sum(cost_micros) AS c"
-     " FROM usage_daily GROUP BY 1, 2) r FULL JOIN (SELECT (started_at AT TIME ZONE 'UTC')::date"
-     " AS day, account_id, count(*) AS n, sum(cost_micros) AS c FROM usage"
-     " WHERE NOT operator_loss GROUP BY 1, 2) u"
-     " USING (day, account_id) WHERE (r.n IS DISTINCT FROM u.n OR r.c IS DISTINCT FROM "
-     "u.c)" S_DAYS_KEPT,
+     "SELECT count(*) FROM (SELECT day, account_id, sum(requests) AS n, sum(cost_micros) AS c,"
+     " sum(images) AS i FROM usage_daily GROUP BY 1, 2) r FULL JOIN (SELECT (started_at AT TIME"
+     " ZONE 'UTC')::date AS day, account_id, count(*) AS n, sum(cost_micros) AS c, sum(images)"
+     " AS i FROM usage WHERE NOT operator_loss GROUP BY 1, 2) u"
+     " USING (day, account_id) WHERE (r.n IS DISTINCT FROM u.n OR r.c IS DISTINCT FROM u.c"
+     " OR r.i IS DISTINCT FROM u.i)" S_DAYS_KEPT,
      "SELECT day::text, account_id::text, 'rollup ' || coalesce(r.n, 0) || ' requests '"
-     " || coalesce(r.c, 0) || ' micros, usage ' || coalesce(u.n, 0) || ' requests '"
-     " || coalesce(u.c, 0) || ' micros'"
-     " FROM (SELECT day, account_id, sum(requests) AS n, sum(cost_micros) AS c"
-     " FROM usage_daily GROUP BY 1, 2) r FULL JOIN (SELECT (started_at AT TIME ZONE 'UTC')::date"
-     " AS day, account_id, count(*) AS n, sum(cost_micros) AS c FROM usage"
-     " WHERE NOT operator_loss GROUP BY 1, 2) u"
-     " USING (day, account_id) WHERE (r.n IS DISTINCT FROM u.n OR r.c IS DISTINCT FROM "
-     "u.c)" S_DAYS_KEPT " ORDER BY 1, 2 LIMIT 10"},
+     " || coalesce(r.c, 0) || ' micros ' || coalesce(r.i, 0) || ' images, usage '"
+     " || coalesce(u.n, 0) || ' requests ' || coalesce(u.c, 0) || ' micros '"
+     " || coalesce(u.i, 0) || ' images'"
+     " FROM (SELECT day, account_id, sum(requests) AS n, sum(cost_micros) AS c,"
+     " sum(images) AS i FROM usage_daily GROUP BY 1, 2) r FULL JOIN (SELECT (started_at AT TIME"
+     " ZONE 'UTC')::date AS day, account_id, count(*) AS n, sum(cost_micros) AS c, sum(images)"
+     " AS i FROM usage WHERE NOT operator_loss GROUP BY 1, 2) u"
+     " USING (day, account_id) WHERE (r.n IS DISTINCT FROM u.n OR r.c IS DISTINCT FROM u.c"
+     " OR r.i IS DISTINCT FROM u.i)" S_DAYS_KEPT " ORDER BY 1, 2 LIMIT 10"},
 };
 #define S_CHECK_COUNT (sizeof s_checks / sizeof s_checks[0])
 

@@ -36,7 +36,8 @@
     "SELECT json_build_object('minutes', $1::int, 'now', now(), 'totals', (SELECT "                \
     "json_build_object('requests', count(*), 'errors', count(*) FILTER (WHERE status >= 400), "    \
     "'cost_micros', coalesce(sum(cost_micros), 0), 'tokens_in', coalesce(sum(tokens_in), 0), "     \
-    "'tokens_out', coalesce(sum(tokens_out), 0), 'p50_ms', percentile_cont(0.5) WITHIN GROUP "     \
+    "'tokens_out', coalesce(sum(tokens_out), 0), 'images', coalesce(sum(images), 0), "             \
+    "'p50_ms', percentile_cont(0.5) WITHIN GROUP "                                                 \
     "(ORDER BY latency_ms), 'p99_ms', percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms), "  \
     "'ttft_p50_ms', percentile_cont(0.5) WITHIN GROUP (ORDER BY ttfb_ms), 'ttft_p99_ms', "         \
     "percentile_cont(0.99) WITHIN GROUP (ORDER BY ttfb_ms)) FROM w), "                             \

@@ -196,6 +196,11 @@ describe('images.generate', () => {
     assert.equal(Number(painter[images]), want.painter);
     const table = await cli('ledger', 'spend', '--by', 'model');
     assert.match(table.split('\n')[0], /images/);
+    // The console's statistics (GET /admin/stats; /admin/self/usage is the same for one account).
+    const stats = await (await fetch(`${cluster.admin}/admin/stats?minutes=60`,
+      { headers: { authorization: `Bearer ${cluster.token}` } })).json();
+    assert.equal(stats.totals.images, Number((await cluster.psql(`SELECT sum(images) AS n FROM usage
+      WHERE started_at > now() - interval '60 minutes'`))[0].n), JSON.stringify(stats.totals));
     const usage = JSON.parse(await cli('ledger', 'usage', '--model', 'sketcher', '--json'));
     assert.equal(usage.records.length, 1);
     assert.equal(usage.records[0].images, 1);
@@ -203,5 +208,17 @@ describe('images.generate', () => {
     const column = records[0].split(',').indexOf('images');
     assert.ok(column > 0, records[0]);
     assert.equal(records[1].split(',')[column], '1');
+    // The ledger check compares the daily rollup's images with the rows' too.
+    const env = { env: { TOLLGATE_DIR: cluster.dir } };
+    assert.equal((await cluster.tollgate(['ledger', 'check'], env)).code, 0);
+    await cluster.psql(`UPDATE usage_daily SET images = images + 1 WHERE model = 'painter'`);
+    try {
+      const broken = await cluster.tollgate(['ledger', 'check'], env);
+      assert.notEqual(broken.code, 0);
+      assert.match(broken.stdout + broken.stderr, /images/);
+    } finally {
+      await cluster.psql(`UPDATE usage_daily SET images = images - 1 WHERE model = 'painter'`);
+    }
+    assert.equal((await cluster.tollgate(['ledger', 'check'], env)).code, 0);
   });
 });

@@ -397,6 +397,8 @@ static void s_lease_ask(billing_t *self, proto_msg_t *msg)
             proto_msg_set_slots(reply, grant.slots);
         proto_msg_set_ttl_ms(reply, grant.ttl_ms);
     }
+    if (grant.status == 404 && self->watch)
+        proto_watch_reload(self->watch); //  the key is newer than our catalog
     proto_metric_add(grant.status == 200 ? self->m_leases : self->m_lease_refusals, 1);
     log_debug(NULL,
               "lease %s key %" PRIu64 ": %d credit %" PRId64 " slots %" PRIu64

@@ -225,10 +225,16 @@ void billing_lease_ask(billing_lease_t *self, proto_catalog_t *catalog,
     memset(grant, 0, sizeof *grant);
     grant->status = 204;
     const proto_api_key_t *key = proto_catalog_key(catalog, ask->key_id);
+    const proto_account_t *account = key ? proto_catalog_account(catalog, key->account_id) : NULL;
+    if (!key || !account) {
+        //  The holder's catalog knows it (it authenticated the key), ours
+        //  not yet: "unknown yet", and the holder asks again soon.
+        grant->status = 404;
+        return;
+    }
     if (proto_catalog_key_problem(catalog, key, wall_us))
         return; //  ADMIT says what is wrong with it
-    const proto_account_t *account = proto_catalog_account(catalog, key->account_id);
-    if (!account || !account->active)
+    if (!account->active)
         return;
     s_lease_t *lease = ask->lease_id ? s_find(self, ask->lease_id) : NULL;
     if (lease && (lease->key_id != ask->key_id || strcmp(lease->holder, ask->holder) != 0))
@@ -544,6 +550,13 @@ void billing_lease_test(bool verbose)
     billing_room_t room;
     billing_limit_room(b_limit, &b->limits, 10001, wall, &room);
     PROTO_CHECK(room.requests == 95);
+
+    //  A key newer than this catalog: "unknown yet" (404), not "use ADMIT"
+    //  (204, which keeps the holder away for a second); nothing is held.
+    size_t count = billing_lease_count(leases);
+    billing_lease_ask_t newer = {.holder = "ingress-1", .key_id = 30, .hint_micros = 10};
+    billing_lease_ask(leases, catalog, &newer, 10002, wall, &refused);
+    PROTO_CHECK(refused.status == 404 && billing_lease_count(leases) == count);
 
     //  Adoption: a lease this instance never granted keeps its holder's figures.
     billing_lease_ask_t known = {.holder = "ingress-9",

@@ -72,7 +72,8 @@ typedef struct {
 //  The answer (LEASE). Figures are running totals; a limited flag false
 //  means no such limit applies to the key or its account.
 typedef struct {
-    int status;             //  200 granted (or renewed); 204 none: use ADMIT
+    int status;             //  200 granted (or renewed); 204 none: use ADMIT;
+                            //  404 key or account not in this catalog (yet)
     uint64_t lease_id;      //  the lease
     int64_t credit_micros;  //  granted so far
     int64_t settled_micros; //  costs settled here under it
@@ -102,7 +103,8 @@ void billing_lease_destroy(billing_lease_t **self_p);
 
 //  Answers a LEASE_ASK: grants, renews (tops up to the allowed share),
 //  adopts a lease this instance does not know (it restarted: the holder's
-//  figures are taken as they are), or refuses (status 204).
+//  figures are taken as they are), or refuses (status 204; 404 when the key
+//  or its account is not in `catalog`: created after its last load).
 void billing_lease_ask(billing_lease_t *self, proto_catalog_t *catalog,
                        const billing_lease_ask_t *ask, uint64_t now_ms, uint64_t wall_us,
                        billing_lease_grant_t *grant);

@@ -8,6 +8,7 @@
 
 #define S_ASK_AGAIN_MS 500 //  an unanswered ask may be repeated after this
 #define S_REFUSED_MS 1000  //  after a refusal the key goes to ADMIT this long
+#define S_UNKNOWN_MS 50    //  first wait after "unknown yet", doubling to S_REFUSED_MS
 
 typedef struct {
     uint64_t key_id;                         //  api_keys.id
@@ -30,6 +31,7 @@ typedef struct {
     uint64_t expires_ms;                     //  no admission after this
     uint64_t asked_ms;                       //  an ask is out since then, 0 = none
     uint64_t refused_until;                  //  ADMIT only until then
+    uint64_t unknown_wait_ms;                //  last wait after "unknown yet", 0 = none
     int64_t money_target;                    //  money left right after the last grant
     uint64_t requests_target;                //  requests left right after the last grant
     char grant[INGRESS_LEASE_GRANT_MAX + 1]; //  billing's voucher for SETTLEs under it
@@ -188,6 +190,16 @@ void ingress_lease_granted(ingress_lease_t *self, const proto_msg_t *msg, uint64
     if (!lease)
         return; //  given back meanwhile; billing's hold lapses with its expiry
     lease->asked_ms = 0;
+    if (proto_msg_status(msg) == 404) {
+        //  Billing's catalog does not know the key yet (it was just made):
+        //  ask again soon, waiting longer each time.
+        lease->unknown_wait_ms = lease->unknown_wait_ms ? lease->unknown_wait_ms * 2 : S_UNKNOWN_MS;
+        if (lease->unknown_wait_ms > S_REFUSED_MS)
+            lease->unknown_wait_ms = S_REFUSED_MS;
+        lease->refused_until = now_ms + lease->unknown_wait_ms;
+        return;
+    }
+    lease->unknown_wait_ms = 0;
     if (proto_msg_status(msg) != 200) {
         //  Near a limit: ADMIT for a while. What the lease still covers is
         //  held by billing and may be used until it expires.
@@ -365,6 +377,32 @@ void ingress_lease_test(bool verbose)
     zlistx_destroy(&returns);
     PROTO_CHECK(!ingress_lease_admit(leases, 8, 100, 0, 6200, &other));
     ingress_lease_release(leases, 8, &take, 10, 0); //  of a lease that is gone: ignored
+    //  "Unknown yet" (billing's catalog is older than ours): asked again
+    //  after 50 ms, then 100 ms, not after a refusal's second.
+    ask = ingress_lease_ask(leases, 9, 1, 100, 0, 7000);
+    PROTO_CHECK(ask);
+    proto_msg_destroy(&ask);
+    proto_msg_t *unknown = proto_msg_new(PROTO_MSG_LEASE);
+    proto_msg_set_key_id(unknown, 9);
+    proto_msg_set_account_id(unknown, 1);
+    proto_msg_set_lease_id(unknown, 0);
+    proto_msg_set_status(unknown, 404);
+    ingress_lease_granted(leases, unknown, 7001);
+    PROTO_CHECK(!ingress_lease_ask(leases, 9, 1, 100, 0, 7040));
+    ask = ingress_lease_ask(leases, 9, 1, 100, 0, 7060);
+    PROTO_CHECK(ask);
+    proto_msg_destroy(&ask);
+    ingress_lease_granted(leases, unknown, 7061);
+    PROTO_CHECK(!ingress_lease_ask(leases, 9, 1, 100, 0, 7150));
+    ask = ingress_lease_ask(leases, 9, 1, 100, 0, 7170);
+    PROTO_CHECK(ask);
+    proto_msg_destroy(&ask);
+    proto_msg_destroy(&unknown);
+    grant = s_test_grant(9, 99, 1000, -1);
+    ingress_lease_granted(leases, grant, 7200);
+    proto_msg_destroy(&grant);
+    PROTO_CHECK(ingress_lease_admit(leases, 9, 100, 0, 7200, &take));
+    ingress_lease_release(leases, 9, &take, 100, 0);
     ingress_lease_destroy(&leases);
     if (verbose)
         printf("OK\n");

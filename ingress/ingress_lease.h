@@ -14,8 +14,9 @@
     (half its last grant used) or half-way to its expiry is renewed ahead
     of need, again beside the traffic. A refusal (204: the account is near a
     limit) sends the key's requests to ADMIT for a second before asking
-    again. A revoked lease, and an expired one nobody renewed, is given back
-    with LEASE_RETURN, which reports what is still in flight.
+    again; "unknown yet" (404: billing's catalog has not loaded the key,
+    made a moment ago) only for 50 ms, doubling up to that second. A revoked lease, and an expired
+   one nobody renewed, is given back with LEASE_RETURN, which reports what is still in flight.
 
     Pure data: ingress_server sends what this module builds.
 */

@@ -54,6 +54,7 @@ typedef struct {
     proto_metric_t *tables;         //  routing tables published
     proto_metric_t *outcome_count;  //  outcomes seen
     proto_metric_t *breaker_opened; //  breakers opened (or disabled)
+    router_decision_t *decision;    //  scratch of each explain (~10 KiB; one thread)
 } s_router_t;
 
 static uint64_t s_now(void)
@@ -140,12 +141,9 @@ static void s_answer_explain(s_router_t *self, proto_msg_t *request)
                               .capabilities = proto_msg_capabilities(request),
                               .now_ms = s_now(),
                               .dry_run = true};
-    router_decision_t *decision = malloc(sizeof *decision);
-    assert(decision);
     json_t *explain = json_object();
-    router_select_decide(&context, &query, decision, explain);
-    int status = decision->status;
-    free(decision);
+    router_select_decide(&context, &query, self->decision, explain);
+    int status = self->decision->status;
     s_reply_json(self, request, PROTO_MSG_EXPLAIN_REPLY, status, explain);
 }
 
@@ -531,6 +529,7 @@ static void s_stop(void **state_p)
     router_sticky_destroy(&self->sticky);
     router_stats_destroy(&self->stats);
     zhashx_destroy(&self->dispatchers);
+    free(self->decision);
     free(self);
     *state_p = NULL;
 }
@@ -571,6 +570,8 @@ static void *s_start(proto_service_t *service)
 {
     s_router_t *self = calloc(1, sizeof *self);
     assert(self);
+    self->decision = malloc(sizeof *self->decision);
+    assert(self->decision);
     self->service = service;
     proto_config_t *config = proto_service_config(service);
     proto_loop_t *loop = proto_service_loop(service);

@@ -850,8 +850,9 @@ static int s_decide(dispatch_request_t *request)
             proto_msg_has(msg, PROTO_FIELD_capabilities) ? proto_msg_capabilities(msg) : NULL,
         .now_ms = proto_loop_now_ms()};
     uint64_t started_us = proto_loop_now_us();
-    router_decision_t *decision = malloc(sizeof *decision);
-    assert(decision);
+    //  The server's scratch, not one allocation per request: nothing below
+    //  starts another decision, and what the request keeps is copied out.
+    router_decision_t *decision = env->decision;
     dispatch_route_decide(env->route, &query, decision);
     int status = decision->status;
     proto_observe_decision(env->tracer, request->rid, proto_msg_trace(msg), status,
@@ -874,7 +875,6 @@ static int s_decide(dispatch_request_t *request)
         s_finish_error(request, status, decision->error_code, decision->error_message,
                        decision->retry_after_ms);
     }
-    free(decision);
     return status == 200 ? 0 : -1;
 }
 

@@ -55,6 +55,8 @@ typedef struct {
     zsock_t *router;                 //  towards ingress, for CHUNKs
     proto_metric_t *failovers;       //  counter of attempts replaced by another
     proto_metric_t *no_route;        //  counter of requests no candidate could take
+    router_decision_t *decision;     //  scratch of each decision (~10 KiB), one per server:
+                                     //  the loop is one thread and no decision outlives it
     uint64_t connect_timeout_ms;     //  dispatch.connect_timeout_ms
     uint64_t first_byte_timeout_ms;  //  dispatch.first_byte_timeout_ms
     uint64_t idle_timeout_ms;        //  dispatch.idle_timeout_ms

@@ -309,6 +309,8 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
     self->env.tracer = self->tracer;
     self->env.on_end = s_request_end;
     self->env.arg = self;
+    self->env.decision = malloc(sizeof *self->env.decision);
+    assert(self->env.decision);
     self->env.connect_timeout_ms =
         (uint64_t)proto_config_int(self->config, "dispatch.connect_timeout_ms");
     self->env.first_byte_timeout_ms =
@@ -391,6 +393,7 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
     dispatch_reach_destroy(&self->env.reach);
     zsock_destroy(&self->router);
     zsock_destroy(&self->events);
+    free(self->env.decision);
     free(self);
     *self_p = NULL;
 }

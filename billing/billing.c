@@ -40,6 +40,12 @@
 //  An ADMIT refused only because leases hold the account's money waits at
 //  most this long for their holders to give them back.
 #define S_ADMIT_HOLD_MS 200
+//  An ADMIT for a key this catalog does not have yet (created a moment ago:
+//  the ingress that sends it has loaded it) waits this long at most for a
+//  catalog that has it; then it is refused as an unknown key.
+#define S_UNKNOWN_KEY_HOLD_MS 3000
+//  Most ADMITs held at once; past that they are decided at once.
+#define S_HELD_MAX 10000
 
 //  A settlement sent to the ledger and not yet committed.
 typedef struct {
@@ -102,6 +108,7 @@ typedef struct {
     proto_msg_t *admit;  //  the request (owned)
     uint64_t account_id; //  whose leases
     uint64_t due_ms;     //  answered then whatever happened
+    bool unknown_key;    //  waits for a catalog that has its key, not for leases
 } s_held_t;
 
 static void s_held_destroy(void **item)
@@ -312,8 +319,43 @@ static proto_msg_t *s_admit_decide(billing_t *self, proto_msg_t *request, bool m
     return reply;
 }
 
+//  An ADMIT whose key this catalog does not have: the ingress that sent it
+//  knows the key, so it is most likely newer than our catalog (created a
+//  moment ago), and a 401 would refuse a good key's first requests. Held
+//  until a catalog that has it (a reload is asked for now) or
+//  S_UNKNOWN_KEY_HOLD_MS, whichever comes first. True when held.
+static bool s_admit_hold_unknown(billing_t *self, proto_msg_t **request_p)
+{
+    uint64_t key_id = proto_msg_key_id(*request_p);
+    if (proto_catalog_key(self->catalog, key_id) || !self->watch ||
+        zlistx_size(self->held_admits) >= S_HELD_MAX)
+        return false;
+    //  Ingress asks again while we wait: the one held answers for both.
+    const char *rid = proto_msg_request_id(*request_p);
+    for (s_held_t *held = zlistx_first(self->held_admits); held;
+         held = zlistx_next(self->held_admits))
+        if (held->unknown_key && strcmp(proto_msg_request_id(held->admit), rid) == 0) {
+            proto_msg_destroy(request_p);
+            return true;
+        }
+    s_held_t *held = calloc(1, sizeof *held);
+    assert(held);
+    held->admit = *request_p;
+    *request_p = NULL;
+    held->account_id = proto_msg_account_id(held->admit);
+    held->due_ms = proto_loop_now_ms() + S_UNKNOWN_KEY_HOLD_MS;
+    held->unknown_key = true;
+    zlistx_add_end(self->held_admits, held);
+    log_info(proto_msg_request_id(held->admit),
+             "ADMIT for key %" PRIu64 ", newer than this catalog: held until it reloads", key_id);
+    proto_watch_reload(self->watch);
+    return true;
+}
+
 static void s_admit(billing_t *self, proto_msg_t **request_p)
 {
+    if (s_admit_hold_unknown(self, request_p))
+        return;
     proto_msg_t *reply = s_admit_decide(self, *request_p, true);
     if (!reply) {
         s_held_t *held = calloc(1, sizeof *held);
@@ -342,7 +384,10 @@ static void s_admit_held(billing_t *self, uint64_t account_id)
     while (handle) {
         s_held_t *held = zlistx_handle_item(handle);
         void *next = zlistx_next(self->held_admits) ? zlistx_cursor(self->held_admits) : NULL;
-        if ((account_id && held->account_id == account_id) || now >= held->due_ms)
+        bool ready = held->unknown_key
+                         ? proto_catalog_key(self->catalog, proto_msg_key_id(held->admit)) != NULL
+                         : account_id && held->account_id == account_id;
+        if (ready || now >= held->due_ms)
             zlistx_add_end(due, zlistx_detach(self->held_admits, handle));
         handle = next;
     }
@@ -753,6 +798,9 @@ static void s_catalog(proto_catalog_t **catalog_p, void *arg)
             s_revoke(self, (uint64_t)(uintptr_t)id, 0, "configuration changed");
         zlistx_destroy(&accounts);
     }
+    //  ADMITs that waited for a key this catalog may have.
+    if (zlistx_size(self->held_admits))
+        s_admit_held(self, 0);
 }
 
 static void s_sweep(proto_loop_t *loop, int id, void *arg)

@@ -286,6 +286,29 @@ static void s_admitted(s_world_t *w)
     printf("billing_probe: admitted, %" PRId64 " micros reserved\n", w->reserve);
 }
 
+//  A key newer than billing's catalog (its insert notified nobody, as when
+//  the ADMIT of a key created a moment ago outruns the catalog's reload) is
+//  admitted: billing holds the ADMIT, reloads and decides with the key.
+static void s_new_key(s_world_t *w)
+{
+    PGresult *quiet = PQexec(s_db, "SET session_replication_role = replica");
+    S_CHECK(PQresultStatus(quiet) == PGRES_COMMAND_OK, "triggers off: %s", PQerrorMessage(s_db));
+    PQclear(quiet);
+    char name[64];
+    snprintf(name, sizeof name, "bp-new-%d", w->pid);
+    uint64_t account = (uint64_t)s_account(name, S_BALANCE);
+    uint64_t key = s_key((int64_t)account, "active", "", "");
+    PQclear(PQexec(s_db, "SET session_replication_role = DEFAULT"));
+    char rid[PROTO_MSG_RID_MAX + 1];
+    proto_msg_t *reply = s_admit(key, account, "probe-model", rid);
+    S_CHECK(proto_msg_status(reply) == 200, "a new key's first ADMIT: %" PRIu64 " %s",
+            proto_msg_status(reply), proto_msg_error_message(reply));
+    proto_msg_destroy(&reply);
+    proto_msg_t *settle = s_settle_msg(rid, key, account, w->provider_key, 502);
+    s_expect_commit(&settle);
+    printf("billing_probe: a key newer than the catalog is admitted on its first ADMIT\n");
+}
+
 //  Every refusal with its code and message.
 static void s_refusals(s_world_t *w)
 {
@@ -570,6 +593,7 @@ int main(int argc, char **argv)
     S_CHECK(proto_socket_connect(s_billing, "billing", argv[1]) == 0, "connect %s", argv[1]);
     s_admitted(&world);
     s_refusals(&world);
+    s_new_key(&world);
     s_limits(&world);
     s_settlement(&world, argv[2]);
     s_forgeries(&world);

@@ -109,6 +109,22 @@ static void s_cut(ingress_request_t *r, int status, const char *code, const char
         ingress_request_resume(r);
 }
 
+//  The headers every answer carries: the fields a conversion dropped, and
+//  the gateway's own time (what the upstream's time, upstream_us, leaves of
+//  the whole), also observed as the overhead metric.
+static void s_gateway_headers(ingress_server_t *self, ingress_request_t *r, proto_msg_t *msg,
+                              struct MHD_Response *response, uint64_t upstream_us)
+{
+    if (proto_msg_has(msg, PROTO_FIELD_dropped))
+        MHD_add_response_header(response, "x-tollgate-dropped-fields", proto_msg_dropped(msg));
+    char overhead[32];
+    ingress_parse_ms_text(
+        ingress_parse_overhead_us(r->received_us, proto_loop_now_us(), upstream_us), overhead,
+        sizeof overhead);
+    MHD_add_response_header(response, "x-tollgate-overhead-ms", overhead);
+    proto_metric_observe(self->overhead, strtod(overhead, NULL) / 1000.0);
+}
+
 static void s_on_chunk(ingress_server_t *self, ingress_request_t *r, proto_msg_t *msg)
 {
     uint64_t sequence = proto_msg_sequence(msg);
@@ -149,14 +165,7 @@ static void s_on_chunk(ingress_server_t *self, ingress_request_t *r, proto_msg_t
         r->refs++; //  the reader's, until s_reader_free
         MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
         MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-        if (proto_msg_has(msg, PROTO_FIELD_dropped))
-            MHD_add_response_header(response, "x-tollgate-dropped-fields", proto_msg_dropped(msg));
-        char overhead[32];
-        ingress_parse_ms_text(
-            ingress_parse_overhead_us(r->received_us, proto_loop_now_us(), proto_msg_ttfb_us(msg)),
-            overhead, sizeof overhead);
-        MHD_add_response_header(response, "x-tollgate-overhead-ms", overhead);
-        proto_metric_observe(self->overhead, strtod(overhead, NULL) / 1000.0);
+        s_gateway_headers(self, r, msg, response, proto_msg_ttfb_us(msg));
         r->phase = INGRESS_PHASE_STREAMING;
         ingress_request_answer(r, status, response);
         return;
@@ -356,14 +365,7 @@ static void s_on_done(ingress_server_t *self, ingress_request_t *r, proto_msg_t 
         response = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
         MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     }
-    if (proto_msg_has(msg, PROTO_FIELD_dropped))
-        MHD_add_response_header(response, "x-tollgate-dropped-fields", proto_msg_dropped(msg));
-    char overhead[32];
-    ingress_parse_ms_text(
-        ingress_parse_overhead_us(r->received_us, proto_loop_now_us(), proto_msg_latency_us(msg)),
-        overhead, sizeof overhead);
-    MHD_add_response_header(response, "x-tollgate-overhead-ms", overhead);
-    proto_metric_observe(self->overhead, strtod(overhead, NULL) / 1000.0);
+    s_gateway_headers(self, r, msg, response, proto_msg_latency_us(msg));
     ingress_server_forget(r);
     ingress_request_answer(r, status, response);
 }

@@ -6,24 +6,14 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { freePort, startCluster, startMock, startProgram, waitFor } from '../lib/harness.mjs';
+import { clusterCli, freePort, startCluster, startMock, startProgram, waitFor } from '../lib/harness.mjs';
 
 const env = { TOLLGATE_LEDGER_GRANT_INTERVAL_MS: '100' };
 let cluster;
 let mock;
 let second;
 
-async function run(...args) {
-  return cluster.tollgate(args, { env: { TOLLGATE_DIR: cluster.dir } });
-}
-
-async function cli(...args) {
-  const result = await run(...args);
-  if (result.code !== 0) throw new Error(`tollgate ${args.join(' ')} failed: ${result.stderr}`);
-  return result.stdout;
-}
-
-const json = async (...args) => JSON.parse(await cli(...args, '--json'));
+const { run, cli, json } = clusterCli(() => cluster);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const DAY = 86400000;
 

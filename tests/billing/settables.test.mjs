@@ -6,23 +6,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { startCluster, startMock, waitFor } from '../lib/harness.mjs';
+import { clusterCli, startCluster, startMock, waitFor } from '../lib/harness.mjs';
 
 let cluster;
 let mock;
 const keys = {};
 
-async function run(...args) {
-  return cluster.tollgate(args, { env: { TOLLGATE_DIR: cluster.dir } });
-}
-
-async function cli(...args) {
-  const result = await run(...args);
-  if (result.code !== 0) throw new Error(`tollgate ${args.join(' ')} failed: ${result.stderr}`);
-  return result.stdout;
-}
-
-const json = async (...args) => JSON.parse(await cli(...args, '--json'));
+const { run, cli, json } = clusterCli(() => cluster);
 
 async function chat(key, model, { content = 'Say hello', protocol = 'openai', stream = false } = {}) {
   const anthropic = protocol === 'anthropic';

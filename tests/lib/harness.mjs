@@ -294,6 +294,20 @@ export async function psql(dir, sql, database = 'tollgate') {
 // Polls `check` (async, returns a truthy value when done) every `interval` ms until
 // `timeout` ms pass. Resolves the value; rejects with `message` on timeout. For waiting on
 // another process' state where no message can be awaited.
+// The admin CLI of a cluster (getCluster() is read at each call, so a test may start its cluster
+// later): run resolves { code, stdout, stderr }; cli resolves stdout and throws on a non-zero exit;
+// json runs cli with --json and parses it.
+export function clusterCli(getCluster) {
+  const run = (...args) => getCluster().tollgate(args, { env: { TOLLGATE_DIR: getCluster().dir } });
+  const cli = async (...args) => {
+    const result = await run(...args);
+    if (result.code !== 0) throw new Error(`tollgate ${args.join(' ')} failed: ${result.stderr}`);
+    return result.stdout;
+  };
+  const json = async (...args) => JSON.parse(await cli(...args, '--json'));
+  return { run, cli, json };
+}
+
 export async function waitFor(check, { timeout = 5000, interval = 50, message = 'condition' } = {}) {
   const deadline = Date.now() + timeout;
   let last;

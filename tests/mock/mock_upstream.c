@@ -218,6 +218,9 @@ static const char *s_api_key(mock_req_t *req, const char **kind)
 }
 
 //  Records the request in the counters and as "last"; returns the key seen.
+//  A GET (a model list, which health asks for whenever it likes) is in the
+//  journal and the per-path counts but is neither "last" nor in
+//  requests_total: those say what a test's own generation calls did.
 static void s_record(mock_req_t *req, json_t *body, const char *key, const char *kind)
 {
     mock_upstream_t *self = req->owner;
@@ -248,19 +251,26 @@ static void s_record(mock_req_t *req, json_t *body, const char *key, const char 
     if (copy)
         memcpy(copy, req->body.data, keep);
 
+    bool listing = strcmp(req->method, "GET") == 0;
     pthread_mutex_lock(&self->mutex);
-    self->requests_total++;
+    if (!listing)
+        self->requests_total++;
     mock_control_count(self->paths, req->path);
     if (req->model && *req->model)
         mock_control_count(self->models_seen, req->model);
     if (key)
         mock_control_count(self->keys, key);
-    json_decref(self->last);
-    self->last = last;
-    free(self->last_body);
-    self->last_body = copy;
-    self->last_body_len = copy ? keep : 0;
-    self->last_body_size = req->body.len;
+    if (listing) {
+        json_decref(last);
+        free(copy);
+    } else {
+        json_decref(self->last);
+        self->last = last;
+        free(self->last_body);
+        self->last_body = copy;
+        self->last_body_len = copy ? keep : 0;
+        self->last_body_size = req->body.len;
+    }
     pthread_mutex_unlock(&self->mutex);
 }
 

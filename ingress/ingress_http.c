@@ -492,9 +492,7 @@ void ingress_http_completed(void *arg, struct MHD_Connection *connection, void *
         case INGRESS_PHASE_STREAMING:
             if (r->phase == INGRESS_PHASE_DISPATCHED)
                 ingress_relay_settle_held(r);
-            ingress_relay_cancel(r, "client_closed");
-            r->upstream_done = true;
-            ingress_server_forget(r);
+            ingress_relay_end(r, "client_closed");
             break;
         default:
             break;

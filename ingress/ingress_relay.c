@@ -30,7 +30,7 @@ static void s_free_frame(void *arg)
     zframe_destroy(&frame);
 }
 
-void ingress_relay_cancel(ingress_request_t *r, const char *reason)
+static void s_cancel(ingress_request_t *r, const char *reason)
 {
     ingress_server_t *self = r->server;
     if (r->dispatch_index < 0 || r->upstream_done)
@@ -43,6 +43,13 @@ void ingress_relay_cancel(ingress_request_t *r, const char *reason)
         log_warn(r->id, "could not send CANCEL to dispatch %d", r->dispatch_index);
     proto_metric_add(self->cancels, 1);
     log_debug(r->id, "cancelled (%s)", reason);
+}
+
+void ingress_relay_end(ingress_request_t *r, const char *reason)
+{
+    s_cancel(r, reason);
+    r->upstream_done = true;
+    ingress_server_forget(r);
 }
 
 //  A client gone while its request waits for a dispatch: held after a hand
@@ -88,7 +95,7 @@ static void s_reader_free(void *arg)
 static void s_cut(ingress_request_t *r, int status, const char *code, const char *message)
 {
     log_warn(r->id, "stream cut: %s", message);
-    ingress_relay_cancel(r, code);
+    ingress_relay_end(r, code);
     if (r->json_array) {
         //  A Gemini stream read as one JSON array: the error is its last
         //  element, and the array is closed. The first CHUNK opened it with
@@ -103,8 +110,6 @@ static void s_cut(ingress_request_t *r, int status, const char *code, const char
         ingress_buffer_append_bytes(r->out, event, strlen(event));
         free(event);
     }
-    r->upstream_done = true;
-    ingress_server_forget(r);
     if (r->reader_waiting)
         ingress_request_resume(r);
 }
@@ -135,10 +140,8 @@ static void s_on_chunk(ingress_server_t *self, ingress_request_t *r, proto_msg_t
         zframe_destroy(&body);
         log_warn(r->id, "first CHUNK is %llu: the head of the answer was lost",
                  (unsigned long long)sequence);
-        ingress_relay_cancel(r, "stream_interrupted");
-        r->upstream_done = true;
+        ingress_relay_end(r, "stream_interrupted");
         r->phase = INGRESS_PHASE_ANSWERED;
-        ingress_server_forget(r);
         ingress_request_answer_error(r, 502, "stream_interrupted",
                                      "The answer was lost between gateway programs; please retry.");
         return;
@@ -496,10 +499,8 @@ void ingress_relay_running_expired(ingress_queue_item_t *item, void *arg)
     }
     log_warn(r->id, "request timed out after %llu ms",
              (unsigned long long)self->request_timeout_ms);
-    ingress_relay_cancel(r, "request_timeout");
-    r->upstream_done = true;
+    ingress_relay_end(r, "request_timeout");
     r->phase = INGRESS_PHASE_ANSWERED;
-    ingress_server_forget(r);
     ingress_request_answer_error(r, 504, "request_timeout",
                                  "The request took longer than the gateway allows");
 }

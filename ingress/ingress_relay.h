@@ -31,9 +31,11 @@ void ingress_relay_dispatch(ingress_server_t *self, ingress_request_t *r);
 //  sender took nothing on, and the request may go elsewhere.
 bool ingress_relay_draining_answer(proto_msg_t *msg);
 
-//  Tells the request's dispatch to stop (no-op when none holds it or the
-//  upstream is done).
-void ingress_relay_cancel(ingress_request_t *r, const char *reason);
+//  Ends the request's upstream side, however it ends (client gone, timeout,
+//  stream cut, lost head): tells its dispatch to stop (CANCEL, when one holds
+//  it and the upstream is not done), marks the upstream done and unregisters
+//  the request (ingress_server_forget), so nothing from dispatch reaches it.
+void ingress_relay_end(ingress_request_t *r, const char *reason);
 
 //  A client gone while its request waits for a dispatch: settles it here
 //  when no dispatch has it, or points the CANCEL at the one that may.

@@ -74,10 +74,8 @@ void ingress_server_hangup(proto_loop_t *loop, int fd, uint32_t events, void *ar
         break;
     case INGRESS_PHASE_DISPATCHED:
         ingress_relay_settle_held(r);
-        ingress_relay_cancel(r, "client_closed");
-        r->upstream_done = true;
+        ingress_relay_end(r, "client_closed");
         r->phase = INGRESS_PHASE_ANSWERED;
-        ingress_server_forget(r);
         ingress_request_answer_error(r, 499, "client_closed", "The client closed the connection");
         break;
     case INGRESS_PHASE_QUERY:
@@ -86,11 +84,9 @@ void ingress_server_hangup(proto_loop_t *loop, int fd, uint32_t events, void *ar
         ingress_request_resume(r);
         break;
     case INGRESS_PHASE_STREAMING:
-        ingress_relay_cancel(r, "client_closed");
-        r->upstream_done = true;
+        ingress_relay_end(r, "client_closed");
         r->client_gone = true;
         r->status = 499;
-        ingress_server_forget(r);
         ingress_request_resume(r);
         break;
     default:

@@ -36,6 +36,7 @@
 #include <czmq.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 typedef struct _dispatch_adapter_t dispatch_adapter_t;
 
@@ -61,6 +62,22 @@ typedef struct {
     char error[256];          //  why the last call returned -1
     void *extra;              //  the converter's own state, or NULL
 } dispatch_convert_t;
+
+//  For the converters (dispatch_passthrough, dispatch_conversion): records
+//  why the call fails (format with one %s, detail or "") and returns -1.
+static inline int dispatch_convert_fail(dispatch_convert_t *conv, const char *format,
+                                        const char *detail)
+{
+    snprintf(conv->error, sizeof conv->error, format, detail ? detail : "");
+    return -1;
+}
+
+//  Appends bytes to a converter's output (nothing for none).
+static inline void dispatch_convert_append(zchunk_t *out, const void *data, size_t size)
+{
+    if (size)
+        zchunk_extend(out, data, size);
+}
 
 struct _dispatch_adapter_t {
     int client_protocol;   //  proto_protocol_t of the client's request

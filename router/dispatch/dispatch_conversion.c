@@ -9,18 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int s_fail(dispatch_convert_t *conv, const char *format, const char *detail)
-{
-    snprintf(conv->error, sizeof conv->error, format, detail ? detail : "");
-    return -1;
-}
-
-static void s_append(zchunk_t *out, const void *data, size_t size)
-{
-    if (size)
-        zchunk_extend(out, data, size);
-}
-
 //  --------------------------------------------------------------------------
 //  Conversion between two of the four generative protocols, through
 //  proto_convert. conv->extra holds the stream converter of a streamed
@@ -54,10 +42,10 @@ int dispatch_conversion_request(dispatch_convert_t *conv, const char *body, size
     json_error_t error;
     json_t *root = json_loadb(body, size, 0, &error);
     if (!root)
-        return s_fail(conv, "request body is not valid JSON: %s", error.text);
+        return dispatch_convert_fail(conv, "request body is not valid JSON: %s", error.text);
     if (!json_is_object(root)) {
         json_decref(root);
-        return s_fail(conv, "request body must be a JSON object%s", NULL);
+        return dispatch_convert_fail(conv, "request body must be a JSON object%s", NULL);
     }
     bool stream = client == PROTO_PROTOCOL_GEMINI ? conv->client_stream
                                                   : json_is_true(json_object_get(root, "stream"));
@@ -78,7 +66,7 @@ int dispatch_conversion_request(dispatch_convert_t *conv, const char *body, size
     *out = json_dumps(converted, JSON_COMPACT);
     json_decref(converted);
     if (!*out)
-        return s_fail(conv, "the converted request could not be written%s", NULL);
+        return dispatch_convert_fail(conv, "the converted request could not be written%s", NULL);
     *out_size = strlen(*out);
     if (stream) {
         proto_convert_stream_t *converter = proto_convert_stream_new(
@@ -100,13 +88,14 @@ int dispatch_conversion_event(dispatch_convert_t *conv, const proto_sse_event_t 
         return 0;
     proto_convert_stream_t *converter = conv->extra;
     if (!converter)
-        return s_fail(conv, "upstream streamed an answer that was not asked for%s", NULL);
+        return dispatch_convert_fail(conv, "upstream streamed an answer that was not asked for%s",
+                                     NULL);
     int rc = proto_convert_stream_event(converter, event->name, event->data, event->data_size, out);
     proto_convert_stream_usage(converter, &conv->usage);
     conv->content_bytes = proto_convert_stream_content_bytes(converter);
     conv->complete = proto_convert_stream_complete(converter);
     if (rc != 0)
-        return s_fail(conv, "%s", proto_convert_stream_error(converter));
+        return dispatch_convert_fail(conv, "%s", proto_convert_stream_error(converter));
     return 0;
 }
 
@@ -117,7 +106,7 @@ int dispatch_conversion_body(dispatch_convert_t *conv, const char *body, size_t 
     json_t *answer = json_loadb(body, size, 0, NULL);
     if (!json_is_object(answer)) {
         json_decref(answer);
-        return s_fail(conv, "upstream answer is not a JSON object%s", NULL);
+        return dispatch_convert_fail(conv, "upstream answer is not a JSON object%s", NULL);
     }
     proto_usage_t usage = {0};
     json_t *converted = proto_convert_response(upstream, client, answer,
@@ -131,8 +120,8 @@ int dispatch_conversion_body(dispatch_convert_t *conv, const char *body, size_t 
     char *text = json_dumps(converted, JSON_COMPACT);
     json_decref(converted);
     if (!text)
-        return s_fail(conv, "the converted answer could not be written%s", NULL);
-    s_append(out, text, strlen(text));
+        return dispatch_convert_fail(conv, "the converted answer could not be written%s", NULL);
+    dispatch_convert_append(out, text, strlen(text));
     free(text);
     return 0;
 }
@@ -143,7 +132,7 @@ void dispatch_conversion_error(dispatch_convert_t *conv, int status, const char 
     char *text = proto_convert_error_body(conv->adapter->upstream_protocol,
                                           conv->adapter->client_protocol, status, body, size);
     if (text)
-        s_append(out, text, strlen(text));
+        dispatch_convert_append(out, text, strlen(text));
     free(text);
 }
 
@@ -158,7 +147,7 @@ void dispatch_conversion_finish(dispatch_convert_t *conv, bool completed, int st
     }
     if (!completed) {
         char *event = proto_error_event(conv->adapter->client_protocol, status, code, message);
-        s_append(out, event, strlen(event));
+        dispatch_convert_append(out, event, strlen(event));
         free(event);
     }
 }

@@ -8,18 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int s_fail(dispatch_convert_t *conv, const char *format, const char *detail)
-{
-    snprintf(conv->error, sizeof conv->error, format, detail ? detail : "");
-    return -1;
-}
-
-static void s_append(zchunk_t *out, const void *data, size_t size)
-{
-    if (size)
-        zchunk_extend(out, data, size);
-}
-
 //  --------------------------------------------------------------------------
 //  Editing a JSON body in place. A body that jansson re-encodes comes out
 //  changed: 0.7 becomes 0.69999999999999996 and integers past int64 do not
@@ -165,13 +153,13 @@ int dispatch_passthrough_request(dispatch_convert_t *conv, const char *body, siz
     json_error_t error;
     json_t *root = json_loadb(body, size, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &error);
     if (!root)
-        return s_fail(conv, "request body is not valid JSON: %s", error.text);
+        return dispatch_convert_fail(conv, "request body is not valid JSON: %s", error.text);
     int rc = -1;
     s_edit_t edits[S_EDITS_MAX];
     size_t count = 0;
     char *model = NULL;
     if (!json_is_object(root)) {
-        s_fail(conv, "request body must be a JSON object%s", NULL);
+        dispatch_convert_fail(conv, "request body must be a JSON object%s", NULL);
         goto done;
     }
     conv->content_type = conv->json_array ? "application/json" : "text/event-stream";
@@ -194,7 +182,7 @@ int dispatch_passthrough_request(dispatch_convert_t *conv, const char *body, siz
     bool usage_options = protocol == PROTO_PROTOCOL_OPENAI && conv->stream;
     json_t *options = json_object_get(root, "stream_options");
     if (usage_options && options && !json_is_object(options) && !json_is_null(options)) {
-        s_fail(conv, "stream_options must be an object%s", NULL);
+        dispatch_convert_fail(conv, "stream_options must be an object%s", NULL);
         goto done;
     }
     //  Only OpenAI Chat makes usage in a stream optional; the others always
@@ -211,7 +199,7 @@ int dispatch_passthrough_request(dispatch_convert_t *conv, const char *body, siz
     //  model is ours to choose, whichever one a parser keeps.
     size_t models = s_members(body, size, open, "model", spans, S_EDITS_MAX / 2, &close);
     if (models > S_EDITS_MAX / 2) {
-        s_fail(conv, "request body repeats \"model\" too often%s", NULL);
+        dispatch_convert_fail(conv, "request body repeats \"model\" too often%s", NULL);
         goto done;
     }
     for (size_t i = 0; i < models; i++)
@@ -225,7 +213,8 @@ int dispatch_passthrough_request(dispatch_convert_t *conv, const char *body, siz
             s_members(body, size, open, "stream_options", spans, S_EDITS_MAX / 2, &close);
         //  s_members counts past what `spans` holds: the last one must be in it.
         if (options_found > S_EDITS_MAX / 2) {
-            s_fail(conv, "request body repeats \"stream_options\" too often%s", NULL);
+            dispatch_convert_fail(conv, "request body repeats \"stream_options\" too often%s",
+                                  NULL);
             goto done;
         }
         if (options_found && body[spans[options_found - 1][0]] == '{') {
@@ -235,7 +224,8 @@ int dispatch_passthrough_request(dispatch_convert_t *conv, const char *body, siz
             size_t found =
                 s_members(body, size, inner, "include_usage", usage, S_EDITS_MAX / 4, &inner_close);
             if (found > S_EDITS_MAX / 4) {
-                s_fail(conv, "stream_options repeats \"include_usage\" too often%s", NULL);
+                dispatch_convert_fail(conv, "stream_options repeats \"include_usage\" too often%s",
+                                      NULL);
                 goto done;
             }
             for (size_t i = 0; i < found; i++)
@@ -322,22 +312,24 @@ int dispatch_passthrough_event(dispatch_convert_t *conv, const proto_sse_event_t
     //  except into a JSON array, which has no place for them.
     if (!event->has_data) {
         if (!conv->json_array)
-            s_append(out, event->raw, event->raw_size);
+            dispatch_convert_append(out, event->raw, event->raw_size);
         return 0;
     }
     if (protocol == PROTO_PROTOCOL_OPENAI && strcmp(event->data, "[DONE]") == 0) {
         conv->complete = true;
-        s_append(out, event->raw, event->raw_size);
+        dispatch_convert_append(out, event->raw, event->raw_size);
         return 0;
     }
     json_t *chunk = json_loadb(event->data, event->data_size, JSON_ALLOW_NUL, NULL);
     if (!json_is_object(chunk)) {
         json_decref(chunk);
-        return s_fail(conv, "upstream sent a stream event that is not a JSON object%s", NULL);
+        return dispatch_convert_fail(
+            conv, "upstream sent a stream event that is not a JSON object%s", NULL);
     }
     json_t *error = s_pass_read(conv, protocol, event->name, chunk);
     if (error) {
-        s_fail(conv, "upstream reported an error in the stream: %.200s", s_error_message(error));
+        dispatch_convert_fail(conv, "upstream reported an error in the stream: %.200s",
+                              s_error_message(error));
         json_decref(chunk);
         return -1;
     }
@@ -351,11 +343,11 @@ int dispatch_passthrough_event(dispatch_convert_t *conv, const proto_sse_event_t
     if (conv->json_array) {
         //  A Gemini client without alt=sse reads the same chunks as the
         //  elements of one JSON array, as Gemini itself sends them.
-        s_append(out, conv->items ? ",\r\n" : "[", conv->items ? 3 : 1);
-        s_append(out, event->data, event->data_size);
+        dispatch_convert_append(out, conv->items ? ",\r\n" : "[", conv->items ? 3 : 1);
+        dispatch_convert_append(out, event->data, event->data_size);
         conv->items++;
     } else if (!usage_only || conv->client_usage)
-        s_append(out, event->raw, event->raw_size);
+        dispatch_convert_append(out, event->raw, event->raw_size);
     json_decref(chunk);
     return 0;
 }
@@ -367,13 +359,13 @@ int dispatch_passthrough_body(dispatch_convert_t *conv, const char *body, size_t
     json_t *answer = json_loadb(body, size, JSON_ALLOW_NUL, NULL);
     if (!json_is_object(answer)) {
         json_decref(answer);
-        return s_fail(conv, "upstream answer is not a JSON object%s", NULL);
+        return dispatch_convert_fail(conv, "upstream answer is not a JSON object%s", NULL);
     }
     memset(&conv->usage, 0, sizeof conv->usage);
     proto_usage_from_json(protocol, answer, NULL, false, &conv->usage);
     conv->content_bytes += proto_usage_content_bytes(protocol, answer, false);
     json_decref(answer);
-    s_append(out, body, size);
+    dispatch_convert_append(out, body, size);
     return 0;
 }
 
@@ -385,13 +377,13 @@ void dispatch_passthrough_error(dispatch_convert_t *conv, int status, const char
 {
     json_t *parsed = size ? json_loadb(body, size, JSON_ALLOW_NUL, NULL) : NULL;
     if (json_is_object(parsed))
-        s_append(out, body, size);
+        dispatch_convert_append(out, body, size);
     else {
         char message[96];
         snprintf(message, sizeof message, "upstream answered HTTP %d", status);
         char *own =
             proto_error_body(conv->adapter->client_protocol, status, "upstream_error", message);
-        s_append(out, own, strlen(own));
+        dispatch_convert_append(out, own, strlen(own));
         free(own);
     }
     json_decref(parsed);
@@ -406,18 +398,18 @@ void dispatch_passthrough_finish(dispatch_convert_t *conv, bool completed, int s
         //  either way so that the client's JSON parser sees the end.
         if (!completed) {
             char *body = proto_error_body(client, status, code, message);
-            s_append(out, conv->items ? ",\r\n" : "[", conv->items ? 3 : 1);
-            s_append(out, body, strlen(body));
+            dispatch_convert_append(out, conv->items ? ",\r\n" : "[", conv->items ? 3 : 1);
+            dispatch_convert_append(out, body, strlen(body));
             free(body);
             conv->items++;
         } else if (!conv->items)
-            s_append(out, "[", 1);
-        s_append(out, "]", 1);
+            dispatch_convert_append(out, "[", 1);
+        dispatch_convert_append(out, "]", 1);
         return;
     }
     if (completed)
         return; //  the upstream's own end marker went out with its event
     char *event = proto_error_event(client, status, code, message);
-    s_append(out, event, strlen(event));
+    dispatch_convert_append(out, event, strlen(event));
     free(event);
 }

@@ -520,12 +520,16 @@ static int64_t s_price(billing_t *self, const proto_msg_t *settle, bool *estimat
         return 0;
     }
     int64_t multiplier = PROTO_PRICE_PPM_ONE;
+    proto_model_t scratch;
     if (proto_msg_has(settle, PROTO_FIELD_provider_key_id)) {
         const proto_provider_key_t *provider_key =
             proto_catalog_provider_key(self->catalog, proto_msg_provider_key_id(settle));
-        if (provider_key)
+        if (provider_key) {
             multiplier = provider_key->multiplier_ppm;
-        else
+            //  An unlisted name costs the serving provider's default prices.
+            model = proto_catalog_serving_price(self->catalog, model, provider_key->provider_id,
+                                                &scratch);
+        } else
             log_warn(rid, "provider key %" PRIu64 " is not in the catalog; list price",
                      proto_msg_provider_key_id(settle));
     }

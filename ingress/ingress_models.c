@@ -98,6 +98,14 @@ static char *s_build(proto_catalog_t *catalog, const proto_api_key_t *key, int p
         if (model->active && proto_catalog_key_allows(catalog, key, model->name))
             json_array_append_new(data, s_entry(protocol, model));
     }
+    //  Then the names providers list that no logical model has, where a
+    //  provider's default prices make them servable (zero-config routing).
+    count = proto_catalog_unlisted_count(catalog);
+    for (size_t i = 0; key && i < count; i++) {
+        const proto_model_t *model = proto_catalog_unlisted_at(catalog, i);
+        if (proto_catalog_key_allows(catalog, key, model->name))
+            json_array_append_new(data, s_entry(protocol, model));
+    }
     json_t *root;
     if (protocol == PROTO_PROTOCOL_GEMINI)
         root = json_pack("{s:o}", "models", data);
@@ -148,7 +156,7 @@ char *ingress_models_one(proto_catalog_t *catalog, const proto_api_key_t *key, i
     //  Gemini names models "models/NAME"; its SDKs send either form.
     if (protocol == PROTO_PROTOCOL_GEMINI && strncmp(name, "models/", 7) == 0)
         name += 7;
-    const proto_model_t *model = proto_catalog_model_by_name(catalog, name);
+    const proto_model_t *model = proto_catalog_model_named(catalog, name);
     if (!key || !model || !model->active || !proto_catalog_key_allows(catalog, key, name))
         return NULL;
     json_t *entry = s_entry(protocol, model);
@@ -221,6 +229,43 @@ void ingress_models_test(bool verbose)
     PROTO_CHECK(!ingress_models_one(catalog, k11, PROTO_PROTOCOL_OPENAI, "m1"));
     PROTO_CHECK(!ingress_models_one(catalog, k10, PROTO_PROTOCOL_OPENAI, "off"));
     PROTO_CHECK(!ingress_models_one(catalog, k10, PROTO_PROTOCOL_OPENAI, "nope"));
+    ingress_models_destroy(&models);
+    proto_catalog_destroy(&catalog);
+
+    //  A name a priced provider lists and no logical model has is listed
+    //  after the logical ones, where the key's lists allow it.
+    catalog = proto_catalog_from_json(
+        "{\"accounts\":[{\"id\":1,\"name\":\"a\"}],"
+        "\"keys\":[{\"id\":10,\"account_id\":1,\"hash\":\"h10\"},"
+        "{\"id\":11,\"account_id\":1,\"hash\":\"h11\",\"allowed_models\":[\"m1\"]}],"
+        "\"providers\":[{\"id\":1,\"name\":\"p\",\"default_price_in_micros\":1,"
+        "\"default_price_out_micros\":1},{\"id\":2,\"name\":\"q\"}],"
+        "\"models\":[{\"id\":1,\"name\":\"m1\"}],"
+        "\"provider_models\":[{\"provider_id\":1,\"name\":\"raw-1\",\"first_seen_s\":5},"
+        "{\"provider_id\":1,\"name\":\"m1\"},{\"provider_id\":2,\"name\":\"raw-2\"}]}",
+        error, sizeof error);
+    PROTO_CHECK(catalog);
+    proto_catalog_add_unlisted(catalog, true);
+    models = ingress_models_new(1000, 8);
+    list = ingress_models_list(models, catalog, proto_catalog_key(catalog, 10),
+                               PROTO_PROTOCOL_OPENAI, 100, NULL);
+    root = json_loads(list, 0, NULL);
+    data = json_object_get(root, "data");
+    PROTO_CHECK(json_array_size(data) == 2);
+    PROTO_CHECK(
+        strcmp(json_string_value(json_object_get(json_array_get(data, 1), "id")), "raw-1") == 0);
+    PROTO_CHECK(json_integer_value(json_object_get(json_array_get(data, 1), "created")) == 5);
+    json_decref(root);
+    PROTO_CHECK(!strstr(list, "raw-2")); //  its provider has no default prices
+    list = ingress_models_list(models, catalog, proto_catalog_key(catalog, 11),
+                               PROTO_PROTOCOL_OPENAI, 100, NULL);
+    PROTO_CHECK(!strstr(list, "raw-1"));
+    one = ingress_models_one(catalog, proto_catalog_key(catalog, 10), PROTO_PROTOCOL_GEMINI,
+                             "models/raw-1");
+    PROTO_CHECK(one && strstr(one, "\"name\":\"models/raw-1\""));
+    free(one);
+    PROTO_CHECK(!ingress_models_one(catalog, proto_catalog_key(catalog, 10), PROTO_PROTOCOL_OPENAI,
+                                    "raw-2"));
     ingress_models_destroy(&models);
     proto_catalog_destroy(&catalog);
     if (verbose)

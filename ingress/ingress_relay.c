@@ -299,6 +299,9 @@ static void s_price_done(ingress_server_t *self, ingress_request_t *r, proto_msg
                                  .status = proto_msg_status(msg)};
     int64_t multiplier = proto_price_scale(key ? key->multiplier_ppm : PROTO_PRICE_PPM_ONE,
                                            account ? account->multiplier_ppm : PROTO_PRICE_PPM_ONE);
+    //  An unlisted name costs the serving provider's default prices.
+    proto_model_t scratch;
+    model = proto_catalog_serving_price(self->catalog, model, key ? key->provider_id : 0, &scratch);
     int64_t cost = 0;
     if (!model || proto_price_cost(model, &usage, multiplier, &cost) != 0)
         return; //  not priceable here: the estimate stays counted

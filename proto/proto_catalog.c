@@ -31,6 +31,9 @@ struct _proto_catalog_t {
     size_t model_setting_count;              //  entries
     zhashx_t *keys_by_hash;                  //  hash -> proto_api_key_t*
     zhashx_t *models_by_name;                //  name -> proto_model_t*
+    proto_model_t *unlisted;                 //  names providers list, by name
+    size_t unlisted_count;                   //  entries
+    zhashx_t *unlisted_by_name;              //  name -> proto_model_t*
 };
 
 int proto_protocol_parse(const char *name)
@@ -137,6 +140,12 @@ void proto_catalog_destroy(proto_catalog_t **self_p)
         s_free_tags(&self->models[i].capabilities);
         s_free_tags(&self->models[i].force_capabilities);
     }
+    for (size_t i = 0; i < self->unlisted_count; i++) {
+        free(self->unlisted[i].name);
+        free(self->unlisted[i].scheduling);
+    }
+    free(self->unlisted);
+    zhashx_destroy(&self->unlisted_by_name);
     for (size_t i = 0; i < self->route_count; i++)
         free(self->routes[i].upstream_model);
     for (size_t i = 0; i < self->rule_count; i++) {
@@ -353,6 +362,21 @@ static void s_json_strings(json_t *array, proto_tags_t *tags)
 
 static char *s_open_secret(PGresult *result, int row, const char *secret_key);
 
+//  A provider's default prices, -1 where not set: none at all unless both
+//  input and output are set (the schema holds them together); cache prices
+//  default to the input price, the request price to 0.
+static void s_default_prices(proto_provider_t *provider, int64_t in, int64_t out,
+                             int64_t cache_read, int64_t cache_write, int64_t request)
+{
+    bool priced = in >= 0 && out >= 0;
+    provider->default_price_in_micros = priced ? in : -1;
+    provider->default_price_out_micros = priced ? out : -1;
+    provider->default_price_cache_read_micros = priced ? (cache_read >= 0 ? cache_read : in) : -1;
+    provider->default_price_cache_write_micros =
+        priced ? (cache_write >= 0 ? cache_write : in) : -1;
+    provider->default_price_request_micros = priced ? (request >= 0 ? request : 0) : -1;
+}
+
 static int s_load_providers(proto_catalog_t *self, PGconn *db, const char *secret_key, char *error,
                             size_t error_size)
 {
@@ -364,7 +388,10 @@ static int s_load_providers(proto_catalog_t *self, PGconn *db, const char *secre
                                "headers::text, path, array_to_json(blocked_models)::text, "
                                "array_to_json(failover_statuses)::text, "
                                "array_to_json(return_statuses)::text, "
-                               "cardinality(proxy_hints), account_id FROM providers ORDER BY id",
+                               "cardinality(proxy_hints), account_id, default_price_in_micros, "
+                               "default_price_out_micros, default_price_cache_read_micros, "
+                               "default_price_cache_write_micros, default_price_request_micros "
+                               "FROM providers ORDER BY id",
                                error, error_size);
     if (!result)
         return -1;
@@ -397,6 +424,9 @@ static int s_load_providers(proto_catalog_t *self, PGconn *db, const char *secre
         json_decref(statuses);
         provider->proxy_count = (size_t)s_int(result, row, 15, 0);
         provider->account_id = (uint64_t)s_int(result, row, 16, 0);
+        s_default_prices(provider, s_int(result, row, 17, -1), s_int(result, row, 18, -1),
+                         s_int(result, row, 19, -1), s_int(result, row, 20, -1),
+                         s_int(result, row, 21, -1));
         if (secret_key && !PQgetisnull(result, row, 2)) {
             char *opened = s_open_secret(result, row, secret_key);
             json_t *proxies = opened ? json_loads(opened, 0, NULL) : NULL;
@@ -615,10 +645,11 @@ static int s_load_rules(proto_catalog_t *self, PGconn *db, bool routing, char *e
 
 static int s_load_provider_models(proto_catalog_t *self, PGconn *db, char *error, size_t error_size)
 {
-    PGresult *result = s_query(db,
-                               "SELECT provider_id, model FROM provider_models "
-                               "ORDER BY provider_id, model",
-                               error, error_size);
+    PGresult *result =
+        s_query(db,
+                "SELECT provider_id, model, extract(epoch FROM first_seen_at)::bigint "
+                "FROM provider_models ORDER BY provider_id, model",
+                error, error_size);
     if (!result)
         return -1;
     int rows = PQntuples(result);
@@ -627,6 +658,7 @@ static int s_load_provider_models(proto_catalog_t *self, PGconn *db, char *error
         proto_provider_model_t *entry = &self->provider_models[self->provider_model_count++];
         entry->provider_id = (uint64_t)s_int(result, row, 0, 0);
         entry->name = s_text(result, row, 1);
+        entry->first_seen_s = s_int(result, row, 2, 0);
     }
     PQclear(result);
     return 0;
@@ -822,6 +854,11 @@ static void s_json_providers(proto_catalog_t *self, json_t *root)
         s_status_bits(json_object_get(item, "failover_statuses"), provider->failover);
         s_status_bits(json_object_get(item, "return_statuses"), provider->returned);
         provider->account_id = (uint64_t)s_json_int(item, "account_id", 0);
+        s_default_prices(provider, s_json_int(item, "default_price_in_micros", -1),
+                         s_json_int(item, "default_price_out_micros", -1),
+                         s_json_int(item, "default_price_cache_read_micros", -1),
+                         s_json_int(item, "default_price_cache_write_micros", -1),
+                         s_json_int(item, "default_price_request_micros", -1));
     }
 }
 
@@ -938,6 +975,7 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
         proto_provider_model_t *entry = &self->provider_models[self->provider_model_count++];
         entry->provider_id = (uint64_t)s_json_int(item, "provider_id", 0);
         entry->name = s_json_str(item, "name", "");
+        entry->first_seen_s = s_json_int(item, "first_seen_s", 0);
     }
     array = s_json_array(root, "model_settings", (void **)&self->model_settings,
                          sizeof *self->model_settings);
@@ -1032,9 +1070,17 @@ const proto_model_t *proto_catalog_model_by_name(proto_catalog_t *self, const ch
     return zhashx_lookup(self->models_by_name, name);
 }
 
-const proto_model_t *proto_catalog_model_for_client(proto_catalog_t *self, const char *name)
+const proto_model_t *proto_catalog_model_named(proto_catalog_t *self, const char *name)
 {
     const proto_model_t *model = zhashx_lookup(self->models_by_name, name);
+    if (!model && self->unlisted_by_name)
+        model = zhashx_lookup(self->unlisted_by_name, name);
+    return model;
+}
+
+const proto_model_t *proto_catalog_model_for_client(proto_catalog_t *self, const char *name)
+{
+    const proto_model_t *model = proto_catalog_model_named(self, name);
     const char *slash = model ? NULL : strchr(name, '/');
     if (!slash || slash == name || (size_t)(slash - name) >= 256)
         return model;
@@ -1043,7 +1089,117 @@ const proto_model_t *proto_catalog_model_for_client(proto_catalog_t *self, const
     provider[slash - name] = '\0';
     if (!proto_catalog_provider_by_name(self, provider))
         return NULL;
-    return zhashx_lookup(self->models_by_name, slash + 1);
+    return proto_catalog_model_named(self, slash + 1);
+}
+
+//  True when the provider's default prices make the names it lists
+//  servable for everyone: it is the operator's, active and priced.
+static bool s_prices_unlisted(const proto_provider_t *provider)
+{
+    return provider && provider->active && !provider->account_id &&
+           provider->default_price_in_micros >= 0;
+}
+
+//  Raises *model's prices to the provider's default ones where lower.
+static void s_raise_prices(proto_model_t *model, const proto_provider_t *provider)
+{
+#define S_RAISE(field, from)                                                                       \
+    if (model->field < provider->from)                                                             \
+        model->field = provider->from;
+    S_RAISE(price_in_micros, default_price_in_micros)
+    S_RAISE(price_out_micros, default_price_out_micros)
+    S_RAISE(price_cache_read_micros, default_price_cache_read_micros)
+    S_RAISE(price_cache_write_micros, default_price_cache_write_micros)
+    S_RAISE(price_request_micros, default_price_request_micros)
+#undef S_RAISE
+    //  No long-context tier and no 1-hour cache price of its own: both are
+    //  the normal ones (as the catalog fills them in for models).
+    model->price_cache_write_1h_micros = model->price_cache_write_micros;
+    model->long_price_in_micros = model->price_in_micros;
+    model->long_price_out_micros = model->price_out_micros;
+}
+
+static int s_unlisted_by_name(const void *a, const void *b)
+{
+    return strcmp(((const proto_model_t *)a)->name, ((const proto_model_t *)b)->name);
+}
+
+//  The unlisted entry for `name`, added when new (the array has room for
+//  every listed name). Entries are sorted and indexed once all are in.
+static proto_model_t *s_unlisted_entry(proto_catalog_t *self, zhashx_t *seen, const char *name,
+                                       int64_t first_seen_s)
+{
+    proto_model_t *model = zhashx_lookup(seen, name);
+    if (model) {
+        if (first_seen_s < model->created_s)
+            model->created_s = first_seen_s;
+        return model;
+    }
+    model = &self->unlisted[self->unlisted_count++];
+    model->name = strdup(name);
+    assert(model->name);
+    model->active = true;
+    model->unlisted = true;
+    model->scheduling = strdup("");
+    assert(model->scheduling);
+    model->created_s = first_seen_s;
+    model->price_image_micros = -1; //  billed per token only: makes no images
+    zhashx_insert(seen, model->name, model);
+    return model;
+}
+
+void proto_catalog_add_unlisted(proto_catalog_t *self, bool zero_config)
+{
+    assert(!self->unlisted_by_name); //  once, before the catalog is shared
+    self->unlisted_by_name = zhashx_new();
+    assert(self->unlisted_by_name);
+    if (!zero_config || !self->provider_model_count)
+        return;
+    self->unlisted = calloc(self->provider_model_count, sizeof *self->unlisted);
+    assert(self->unlisted);
+    zhashx_t *seen = zhashx_new(); //  name -> entry, while entries may still move
+    assert(seen);
+    for (size_t i = 0; i < self->provider_model_count; i++) {
+        const proto_provider_model_t *listed = &self->provider_models[i];
+        const proto_provider_t *provider = proto_catalog_provider(self, listed->provider_id);
+        //  Routing keeps names under 128 bytes; a logical model's name is
+        //  that model, whatever the providers list.
+        if (!s_prices_unlisted(provider) || strlen(listed->name) >= 128 ||
+            zhashx_lookup(self->models_by_name, listed->name) ||
+            proto_provider_blocks(provider, listed->name))
+            continue;
+        s_raise_prices(s_unlisted_entry(self, seen, listed->name, listed->first_seen_s), provider);
+    }
+    zhashx_destroy(&seen);
+    qsort(self->unlisted, self->unlisted_count, sizeof *self->unlisted, s_unlisted_by_name);
+    for (size_t i = 0; i < self->unlisted_count; i++)
+        zhashx_insert(self->unlisted_by_name, self->unlisted[i].name, &self->unlisted[i]);
+}
+
+const proto_model_t *proto_catalog_serving_price(proto_catalog_t *self, const proto_model_t *model,
+                                                 uint64_t provider_id, proto_model_t *scratch)
+{
+    const proto_provider_t *provider = proto_catalog_provider(self, provider_id);
+    if (!model || !model->unlisted || !provider || provider->default_price_in_micros < 0)
+        return model;
+    *scratch = *model;
+    scratch->price_in_micros = 0;
+    scratch->price_out_micros = 0;
+    scratch->price_cache_read_micros = 0;
+    scratch->price_cache_write_micros = 0;
+    scratch->price_request_micros = 0;
+    s_raise_prices(scratch, provider);
+    return scratch;
+}
+
+size_t proto_catalog_unlisted_count(proto_catalog_t *self)
+{
+    return self->unlisted_count;
+}
+
+const proto_model_t *proto_catalog_unlisted_at(proto_catalog_t *self, size_t index)
+{
+    return index < self->unlisted_count ? &self->unlisted[index] : NULL;
 }
 
 size_t proto_catalog_model_count(proto_catalog_t *self)

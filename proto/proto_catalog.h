@@ -79,6 +79,15 @@ typedef struct {
     uint64_t failover[4];        //  bit (status - 400): fails over whatever the default
     uint64_t returned[4];        //  bit (status - 400): returned as it is, whatever the default
     uint64_t account_id;         //  the account that owns it (bring your own key), 0 = operator's
+    //  Default prices (migration 0019): what a model it lists costs when no
+    //  logical model has that name. -1 in and out: none, such names are not
+    //  served through it. Cache prices default to the input price, the
+    //  request price to 0.
+    int64_t default_price_in_micros;          //  per million input tokens
+    int64_t default_price_out_micros;         //  per million output tokens
+    int64_t default_price_cache_read_micros;  //  per million cache-read tokens
+    int64_t default_price_cache_write_micros; //  per million cache-write tokens
+    int64_t default_price_request_micros;     //  per request
 } proto_provider_t;
 
 //  Per (provider, upstream model): protocol and path where they differ from
@@ -127,6 +136,7 @@ typedef struct {
     proto_tags_t force_capabilities;     //  every request for the model needs these
     int64_t max_output_tokens;           //  the most output tokens a request may ask, 0 = unknown
     int64_t price_image_micros;          //  per generated image; -1 (NULL): serves no images
+    bool unlisted; //  no row: a name providers list, priced by their default prices (id 0)
 } proto_model_t;
 
 typedef struct {
@@ -155,6 +165,7 @@ typedef struct {
 typedef struct {
     uint64_t provider_id; //  providers.id
     char *name;           //  model id at the provider
+    int64_t first_seen_s; //  when the provider first listed it, epoch seconds
 } proto_provider_model_t;
 
 typedef struct _proto_catalog_t proto_catalog_t;
@@ -180,16 +191,34 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
 //  Destroys a snapshot; nulls the pointer.
 void proto_catalog_destroy(proto_catalog_t **self_p);
 
+//  Adds the unlisted models of a freshly loaded catalog (before anyone reads
+//  it; proto_watch does it on every load): a name an active operator's
+//  provider with default prices lists, that no logical model has and that
+//  the provider does not block, becomes a model clients may name (docs/billing.md
+//  "Names no logical model has"). Its prices, for admission, are the highest
+//  of those providers' default prices; a request is charged at the serving
+//  provider's (proto_catalog_serving_price). Nothing is added when
+//  zero_config (router.zero_config) is off: routing would not serve them.
+void proto_catalog_add_unlisted(proto_catalog_t *self, bool zero_config);
+
 //  Lookups; NULL when absent. Returned entries are borrowed.
 const proto_api_key_t *proto_catalog_key_by_hash(proto_catalog_t *self, const char *hash);
 const proto_api_key_t *proto_catalog_key(proto_catalog_t *self, uint64_t id);
 const proto_account_t *proto_catalog_account(proto_catalog_t *self, uint64_t id);
 const proto_model_t *proto_catalog_model_by_name(proto_catalog_t *self, const char *name);
-//  The logical model a client's model name is admitted and priced as: the
-//  model of that name, else for `provider/model` (a provider's name, then a
-//  logical model's) that logical model, as routing pins it to the provider
-//  (docs/routing.md). NULL when neither.
+//  A logical model by name, else an unlisted one (proto_catalog_add_unlisted).
+const proto_model_t *proto_catalog_model_named(proto_catalog_t *self, const char *name);
+//  The model a client's model name is admitted and priced as: the model of
+//  that name (logical, else unlisted), else for `provider/model` (a
+//  provider's name, then a model's) that model, as routing pins it to the
+//  provider (docs/routing.md). NULL when neither.
 const proto_model_t *proto_catalog_model_for_client(proto_catalog_t *self, const char *name);
+//  The prices a request for `model` served through provider_id is charged
+//  at: the model itself when it is a logical one; for an unlisted one the
+//  provider's default prices, written into *scratch, or the model's (the
+//  highest) when that provider has none or is unknown. Borrowed or scratch.
+const proto_model_t *proto_catalog_serving_price(proto_catalog_t *self, const proto_model_t *model,
+                                                 uint64_t provider_id, proto_model_t *scratch);
 const proto_model_t *proto_catalog_model(proto_catalog_t *self, uint64_t id);
 const proto_provider_t *proto_catalog_provider(proto_catalog_t *self, uint64_t id);
 const proto_provider_key_t *proto_catalog_provider_key(proto_catalog_t *self, uint64_t id);
@@ -210,6 +239,9 @@ const proto_mapping_rule_t *proto_catalog_rule_at(proto_catalog_t *self, size_t 
 //  Fetched provider model lists, by provider then name (empty before
 //  migration 0002 or before tollgate-health fetched them).
 size_t proto_catalog_provider_model_count(proto_catalog_t *self);
+//  Unlisted models (proto_catalog_add_unlisted), by name.
+size_t proto_catalog_unlisted_count(proto_catalog_t *self);
+const proto_model_t *proto_catalog_unlisted_at(proto_catalog_t *self, size_t index);
 const proto_provider_model_t *proto_catalog_provider_model_at(proto_catalog_t *self, size_t index);
 
 //  The settings of (provider, upstream model), or NULL when it has none. Borrowed.

@@ -132,6 +132,88 @@ static int64_t s_cost(const proto_model_t *model, uint64_t in, uint64_t out, uin
     return rc == 0 ? cost : -1;
 }
 
+//  Names providers list that no logical model has (proto_catalog_add_unlisted):
+//  admitted at the highest default price, charged at the serving provider's.
+static void s_test_unlisted(void)
+{
+    char error[256];
+    proto_catalog_t *catalog = proto_catalog_from_json(
+        "{\"providers\":["
+        "{\"id\":1,\"name\":\"cheap\",\"default_price_in_micros\":1000000,"
+        "\"default_price_out_micros\":2000000},"
+        "{\"id\":2,\"name\":\"dear\",\"default_price_in_micros\":3000000,"
+        "\"default_price_out_micros\":1000000,\"default_price_cache_read_micros\":500000,"
+        "\"default_price_request_micros\":9,\"blocked_models\":[\"*-blocked\"]},"
+        "{\"id\":3,\"name\":\"unpriced\"},"
+        "{\"id\":4,\"name\":\"off\",\"status\":\"disabled\","
+        "\"default_price_in_micros\":1,\"default_price_out_micros\":1},"
+        "{\"id\":5,\"name\":\"byok\",\"account_id\":7,"
+        "\"default_price_in_micros\":1,\"default_price_out_micros\":1}],"
+        "\"models\":[{\"id\":1,\"name\":\"logical\",\"price_in_micros\":5}],"
+        "\"provider_models\":["
+        "{\"provider_id\":1,\"name\":\"both\",\"first_seen_s\":200},"
+        "{\"provider_id\":2,\"name\":\"both\",\"first_seen_s\":100},"
+        "{\"provider_id\":1,\"name\":\"logical\"},"
+        "{\"provider_id\":1,\"name\":\"x-blocked\"},{\"provider_id\":2,\"name\":\"x-blocked\"},"
+        "{\"provider_id\":3,\"name\":\"only-unpriced\"},{\"provider_id\":3,\"name\":\"both\"},"
+        "{\"provider_id\":4,\"name\":\"only-off\"},{\"provider_id\":5,\"name\":\"only-byok\"}]}",
+        error, sizeof error);
+    PROTO_CHECK(catalog);
+    proto_catalog_add_unlisted(catalog, true);
+    //  "logical" is the logical model; "x-blocked" only where "dear" blocks
+    //  it; nothing of the unpriced, disabled or account-owned providers.
+    PROTO_CHECK(proto_catalog_unlisted_count(catalog) == 2);
+    const proto_model_t *both = proto_catalog_model_named(catalog, "both");
+    PROTO_CHECK(both && both->unlisted && both->active && both->id == 0);
+    PROTO_CHECK(proto_catalog_unlisted_at(catalog, 0) == both);
+    PROTO_CHECK(strcmp(proto_catalog_unlisted_at(catalog, 1)->name, "x-blocked") == 0);
+    PROTO_CHECK(!proto_catalog_model_named(catalog, "only-unpriced"));
+    PROTO_CHECK(!proto_catalog_model_named(catalog, "only-off"));
+    PROTO_CHECK(!proto_catalog_model_named(catalog, "only-byok"));
+    PROTO_CHECK(!proto_catalog_model_named(catalog, "logical")->unlisted);
+    //  Routing never sees it as a logical model.
+    PROTO_CHECK(!proto_catalog_model_by_name(catalog, "both"));
+    PROTO_CHECK(both->created_s == 100 && both->price_image_micros == -1);
+    //  The highest of each price: in 3 (dear), out 2 (cheap), cache read
+    //  1 (cheap's input) over 0.5, cache write 3 (dear's input), request 9.
+    PROTO_CHECK(both->price_in_micros == 3000000 && both->price_out_micros == 2000000);
+    PROTO_CHECK(both->price_cache_read_micros == 1000000);
+    PROTO_CHECK(both->price_cache_write_micros == 3000000);
+    PROTO_CHECK(both->price_cache_write_1h_micros == 3000000 && both->price_request_micros == 9);
+    PROTO_CHECK(proto_price_reserve(both, 1000, 1000) == 3000 + 2000 + 9);
+    //  A pin of an unlisted name is that name.
+    PROTO_CHECK(proto_catalog_model_for_client(catalog, "cheap/both") == both);
+    PROTO_CHECK(!proto_catalog_model_for_client(catalog, "nosuch/both"));
+    //  Charged at the serving provider's prices; the highest where it has none.
+    proto_model_t scratch;
+    proto_price_usage_t usage = {.tokens_in = 1000, .tokens_out = 1000, .status = 200};
+    int64_t cost = -1;
+    const proto_model_t *priced = proto_catalog_serving_price(catalog, both, 1, &scratch);
+    PROTO_CHECK(priced == &scratch &&
+                proto_price_cost(priced, &usage, PROTO_PRICE_PPM_ONE, &cost) == 0 &&
+                cost == 1000 + 2000);
+    priced = proto_catalog_serving_price(catalog, both, 2, &scratch);
+    PROTO_CHECK(proto_price_cost(priced, &usage, PROTO_PRICE_PPM_ONE, &cost) == 0 &&
+                cost == 3000 + 1000 + 9);
+    PROTO_CHECK(proto_catalog_serving_price(catalog, both, 3, &scratch) == both);
+    PROTO_CHECK(proto_catalog_serving_price(catalog, both, 99, &scratch) == both);
+    const proto_model_t *logical = proto_catalog_model_named(catalog, "logical");
+    PROTO_CHECK(proto_catalog_serving_price(catalog, logical, 1, &scratch) == logical);
+    proto_catalog_destroy(&catalog);
+
+    //  Zero-config routing off: no unlisted names at all.
+    catalog = proto_catalog_from_json(
+        "{\"providers\":[{\"id\":1,\"name\":\"p\",\"default_price_in_micros\":1,"
+        "\"default_price_out_micros\":1}],\"provider_models\":[{\"provider_id\":1,\"name\":\"n\"}]"
+        "}",
+        error, sizeof error);
+    PROTO_CHECK(catalog);
+    proto_catalog_add_unlisted(catalog, false);
+    PROTO_CHECK(proto_catalog_unlisted_count(catalog) == 0 &&
+                !proto_catalog_model_for_client(catalog, "n"));
+    proto_catalog_destroy(&catalog);
+}
+
 void proto_price_test(bool verbose)
 {
     if (verbose)
@@ -279,6 +361,7 @@ void proto_price_test(bool verbose)
     painter.price_image_micros = INT64_MAX;
     PROTO_CHECK(proto_price_cost(&painter, &drawn, one, &cost) == -1);
     PROTO_CHECK(proto_price_reserve_images(&painter, 0, 0, 2) == INT64_MAX);
+    s_test_unlisted();
     if (verbose)
         printf("OK\n");
 }

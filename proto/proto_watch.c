@@ -81,6 +81,9 @@ static int s_reload_now(proto_watch_t *self, char *error, size_t error_size)
                                    : proto_catalog_load(self->db, secret_key, error, error_size);
     if (!catalog)
         return -1;
+    //  The names providers list that no logical model has, as routing
+    //  serves them: every program's catalog agrees on them.
+    proto_catalog_add_unlisted(catalog, proto_config_bool(self->config, "router.zero_config"));
     self->loads++;
     self->fn(&catalog, self->arg);
     proto_catalog_destroy(&catalog); //  in case the owner did not take it

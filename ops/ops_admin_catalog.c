@@ -38,6 +38,22 @@ static const oa_settable_t s_model_settables[] = {
     "[--long-price-in P|none] [--long-price-out P|none] [--max-output-tokens TOKENS|none] "        \
     "[--force-capabilities TAG,TAG|none]"
 
+//  A provider's default prices: what the models it lists cost when no
+//  logical model has their name (docs/billing.md "Names no logical model has").
+static const oa_settable_t s_provider_settables[] = {
+    {"default-price-in", "default_price_in", OA_SET_MONEY},
+    {"default-price-out", "default_price_out", OA_SET_MONEY},
+    {"default-price-cache-read", "default_price_cache_read", OA_SET_MONEY},
+    {"default-price-cache-write", "default_price_cache_write", OA_SET_MONEY},
+    {"default-price-request", "default_price_request", OA_SET_MONEY},
+    {NULL, NULL, OA_SET_TEXT}};
+#define S_PROVIDER_PRICE_OPTIONS                                                                   \
+    " default-price-in default-price-out default-price-cache-read default-price-cache-write "      \
+    "default-price-request"
+#define S_PROVIDER_PRICE_USAGE                                                                     \
+    " [--default-price-in P|none --default-price-out P|none] [--default-price-cache-read P|none] " \
+    "[--default-price-cache-write P|none] [--default-price-request P|none]"
+
 static const oa_settable_t s_provider_key_settables[] = {
     {"multiplier", "multiplier_ppm", OA_SET_MULTIPLIER}, {NULL, NULL, OA_SET_TEXT}};
 
@@ -156,7 +172,8 @@ static int s_provider_add(oa_client_t *client, oa_args_t *args, int first)
         return 2;
     }
     if (oa_put_int(body, args, "priority", "priority") ||
-        oa_put_int(body, args, "weight", "weight") || s_put_reach(body, args)) {
+        oa_put_int(body, args, "weight", "weight") || s_put_reach(body, args) ||
+        oa_put_settables(body, args, s_provider_settables)) {
         json_decref(body);
         return 2;
     }
@@ -397,7 +414,8 @@ static int s_provider_set(oa_client_t *client, oa_args_t *args, int first)
     oa_put_str(body, args, "status", "status");
     oa_put_str(body, args, "base-url", "base_url");
     if (s_put_strict(body, args) || oa_put_int(body, args, "priority", "priority") ||
-        oa_put_int(body, args, "weight", "weight") || s_put_reach(body, args)) {
+        oa_put_int(body, args, "weight", "weight") || s_put_reach(body, args) ||
+        oa_put_settables(body, args, s_provider_settables)) {
         json_decref(body);
         return 2;
     }
@@ -622,13 +640,13 @@ static int s_provider_models_refresh(oa_client_t *client, oa_args_t *args, int f
 const oa_command_t oa_catalog_commands[] = {
     {"provider add", 1,
      "protocol base-url priority weight header proxy path blocked-models failover-statuses "
-     "return-statuses account",
+     "return-statuses account" S_PROVIDER_PRICE_OPTIONS,
      s_provider_add,
      "provider add NAME --protocol openai|openai-responses|anthropic|gemini --base-url URL "
      "[--priority N] [--weight N] "
      "[--header 'Name: value']... [--proxy URL|-]... [--path PATH|default] "
      "[--blocked-models PATTERN,...|none] [--failover-statuses S,...|none] "
-     "[--return-statuses S,...|none] [--account ACCOUNT|none]"},
+     "[--return-statuses S,...|none] [--account ACCOUNT|none]" S_PROVIDER_PRICE_USAGE},
     {"provider key add", 1, "secret name priority weight multiplier", s_provider_key_add,
      "provider key add PROVIDER --secret SECRET|- [--name LABEL] [--priority N] [--weight N] "
      "[--multiplier M]   (M: 1 = list price, 0.5 = half, 0 = free)"},
@@ -647,13 +665,13 @@ const oa_command_t oa_catalog_commands[] = {
      "on|off] " S_MODEL_USAGE},
     {"provider set", 1,
      "status base-url strict-conversion priority weight header proxy path blocked-models "
-     "failover-statuses return-statuses account",
+     "failover-statuses return-statuses account" S_PROVIDER_PRICE_OPTIONS,
      s_provider_set,
      "provider set NAME [--status active|disabled] [--base-url URL] [--strict-conversion on|off] "
      "[--priority N] [--weight N] "
      "[--header 'Name: value']... [--proxy URL|-]... [--path PATH|default] "
      "[--blocked-models PATTERN,...|none] [--failover-statuses S,...|none] "
-     "[--return-statuses S,...|none] [--account ACCOUNT|none]"},
+     "[--return-statuses S,...|none] [--account ACCOUNT|none]" S_PROVIDER_PRICE_USAGE},
     {"provider model set", 2, "protocol path", s_provider_model_set,
      "provider model set PROVIDER MODEL [--protocol openai|openai-responses|anthropic|gemini|"
      "default] [--path PATH|default]"},

@@ -73,6 +73,18 @@ static void s_set(const admin_field_t *fields, admin_value_t *values, const char
     value->present = true;
 }
 
+#define S_PRICE(name)                                                                              \
+    {                                                                                              \
+        .field = name, .column = name "_micros", .kind = ADMIN_F_MICROS, .use = ADMIN_BOTH,        \
+        .min = 0, .max = ADMIN_PRICE_MAX, .micros = name "_micros"                                 \
+    }
+
+#define S_PRICE_OR_NULL(name)                                                                      \
+    {                                                                                              \
+        .field = name, .column = name "_micros", .kind = ADMIN_F_MICROS, .use = ADMIN_BOTH,        \
+        .min = 0, .max = ADMIN_PRICE_MAX, .micros = name "_micros", .nullable = true               \
+    }
+
 // ---------------------------------------------------------------------------
 //  Providers
 
@@ -94,6 +106,14 @@ static const admin_column_t s_provider_columns[] = {
     {"account_id", "p.account_id", ADMIN_COL_ID, NULL, NULL},
     {"account", "(SELECT pa.name FROM accounts pa WHERE pa.id = p.account_id)", ADMIN_COL_TEXT,
      "ACCOUNT", NULL},
+    {"default_price_in_micros", "p.default_price_in_micros", ADMIN_COL_MICROS, NULL, NULL},
+    {"default_price_out_micros", "p.default_price_out_micros", ADMIN_COL_MICROS, NULL, NULL},
+    {"default_price_cache_read_micros", "p.default_price_cache_read_micros", ADMIN_COL_MICROS, NULL,
+     NULL},
+    {"default_price_cache_write_micros", "p.default_price_cache_write_micros", ADMIN_COL_MICROS,
+     NULL, NULL},
+    {"default_price_request_micros", "p.default_price_request_micros", ADMIN_COL_MICROS, NULL,
+     NULL},
     {"active_keys",
      "(SELECT count(*) FROM provider_keys pk WHERE pk.provider_id = p.id AND pk.status = "
      "'active')",
@@ -158,15 +178,60 @@ static const admin_field_t s_provider_fields[] = {
      .use = ADMIN_BOTH,
      .nullable = true,
      .ref = &admin_accounts},
+    //  What the models it lists cost when no logical model has their name
+    //  (migration 0019); null: such names are not served through it.
+    S_PRICE_OR_NULL("default_price_in"),
+    S_PRICE_OR_NULL("default_price_out"),
+    S_PRICE_OR_NULL("default_price_cache_read"),
+    S_PRICE_OR_NULL("default_price_cache_write"),
+    S_PRICE_OR_NULL("default_price_request"),
     S_SET("proxies_sealed", "bytea"),
     S_SET("proxies_nonce", "bytea"),
     S_SET("proxy_hints", "text[]"),
     {.field = NULL}};
 
+//  Default input and output prices go together (the schema holds them so):
+//  half a price would serve names at a price nobody chose. On an update the
+//  one not given is the stored one.
+static int s_provider_default_prices(admin_call_t *call, const char *id, admin_value_t *values)
+{
+    const admin_value_t *in = ADMIN_VALUE(s_provider_fields, values, "default_price_in");
+    const admin_value_t *out = ADMIN_VALUE(s_provider_fields, values, "default_price_out");
+    if (!in->present && !out->present)
+        return 0;
+    bool in_set = in->present ? in->text != NULL : false;
+    bool out_set = out->present ? out->text != NULL : false;
+    if (id && (!in->present || !out->present)) {
+        char *stored = NULL;
+        if (admin_sql_one(call,
+                          in->present ? "SELECT (default_price_out_micros IS NOT NULL)::text "
+                                        "FROM providers WHERE id = $1::bigint"
+                                      : "SELECT (default_price_in_micros IS NOT NULL)::text "
+                                        "FROM providers WHERE id = $1::bigint",
+                          1, (const char *[]){id}, &stored) < 0)
+            return -1;
+        bool set = stored && strcmp(stored, "true") == 0;
+        free(stored);
+        if (in->present)
+            out_set = set;
+        else
+            in_set = set;
+    }
+    if (in_set == out_set)
+        return 0;
+    admin_invalid(call,
+                  "invalid value for '%s': default_price_in and default_price_out are "
+                  "set together (both, or both null)",
+                  in_set ? "default_price_out" : "default_price_in");
+    return -1;
+}
+
 static int s_provider_prepare(admin_call_t *call, const char *parent, admin_value_t *values)
 {
     (void)parent;
-    return admin_reach_check(call, NULL, s_provider_fields, values);
+    if (admin_reach_check(call, NULL, s_provider_fields, values) != 0)
+        return -1;
+    return s_provider_default_prices(call, NULL, values);
 }
 
 //  A provider given to an account, or given back to the operator, takes its
@@ -212,7 +277,8 @@ static int s_provider_owner_keys(admin_call_t *call, const char *id, admin_value
 
 static int s_provider_check(admin_call_t *call, const char *id, admin_value_t *values)
 {
-    if (admin_reach_check(call, id, s_provider_fields, values) != 0)
+    if (admin_reach_check(call, id, s_provider_fields, values) != 0 ||
+        s_provider_default_prices(call, id, values) != 0)
         return -1;
     return s_provider_owner_keys(call, id, values);
 }
@@ -562,18 +628,6 @@ const admin_resource_t admin_routes = {
     .actions = {"route.create", "route.update", "route.delete"},
     .prepare = s_route_prepare,
 };
-
-#define S_PRICE(name)                                                                              \
-    {                                                                                              \
-        .field = name, .column = name "_micros", .kind = ADMIN_F_MICROS, .use = ADMIN_BOTH,        \
-        .min = 0, .max = ADMIN_PRICE_MAX, .micros = name "_micros"                                 \
-    }
-
-#define S_PRICE_OR_NULL(name)                                                                      \
-    {                                                                                              \
-        .field = name, .column = name "_micros", .kind = ADMIN_F_MICROS, .use = ADMIN_BOTH,        \
-        .min = 0, .max = ADMIN_PRICE_MAX, .micros = name "_micros", .nullable = true               \
-    }
 
 static const admin_column_t s_model_columns[] = {
     {"id", "m.id", ADMIN_COL_ID, NULL, NULL},

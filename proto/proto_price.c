@@ -132,6 +132,25 @@ static int64_t s_cost(const proto_model_t *model, uint64_t in, uint64_t out, uin
     return rc == 0 ? cost : -1;
 }
 
+//  Images: billed per image (docs/billing.md "Images").
+static void s_test_images(void)
+{
+    const int64_t one = PROTO_PRICE_PPM_ONE;
+    int64_t cost = -1;
+    //  n x the price per image, after the token part, then the
+    //  multiplier; reserved the same way.
+    proto_model_t painter = {.price_image_micros = 40000, .price_request_micros = 7};
+    proto_price_usage_t drawn = {.images = 3, .status = 200};
+    PROTO_CHECK(proto_price_cost(&painter, &drawn, one, &cost) == 0 && cost == 120007);
+    PROTO_CHECK(proto_price_cost(&painter, &drawn, 500000, &cost) == 0 && cost == 60004);
+    PROTO_CHECK(proto_price_reserve_images(&painter, 10, 0, 3) == 120007);
+    painter.price_image_micros = -1; //  NULL: serves no images, charges none
+    PROTO_CHECK(proto_price_cost(&painter, &drawn, one, &cost) == 0 && cost == 7);
+    painter.price_image_micros = INT64_MAX;
+    PROTO_CHECK(proto_price_cost(&painter, &drawn, one, &cost) == -1);
+    PROTO_CHECK(proto_price_reserve_images(&painter, 0, 0, 2) == INT64_MAX);
+}
+
 //  Names providers list that no logical model has (proto_catalog_add_unlisted):
 //  admitted at the highest default price, charged at the serving provider's.
 static void s_test_unlisted(void)
@@ -349,18 +368,7 @@ void proto_price_test(bool verbose)
     PROTO_CHECK(proto_price_reserve(&plain, 0, 0) == INT64_MAX); //  saturates
     plain.max_output_tokens = 0;
 
-    //  Images: n x the price per image, after the token part, then the
-    //  multiplier; reserved the same way.
-    proto_model_t painter = {.price_image_micros = 40000, .price_request_micros = 7};
-    proto_price_usage_t drawn = {.images = 3, .status = 200};
-    PROTO_CHECK(proto_price_cost(&painter, &drawn, one, &cost) == 0 && cost == 120007);
-    PROTO_CHECK(proto_price_cost(&painter, &drawn, 500000, &cost) == 0 && cost == 60004);
-    PROTO_CHECK(proto_price_reserve_images(&painter, 10, 0, 3) == 120007);
-    painter.price_image_micros = -1; //  NULL: serves no images, charges none
-    PROTO_CHECK(proto_price_cost(&painter, &drawn, one, &cost) == 0 && cost == 7);
-    painter.price_image_micros = INT64_MAX;
-    PROTO_CHECK(proto_price_cost(&painter, &drawn, one, &cost) == -1);
-    PROTO_CHECK(proto_price_reserve_images(&painter, 0, 0, 2) == INT64_MAX);
+    s_test_images();
     s_test_unlisted();
     if (verbose)
         printf("OK\n");

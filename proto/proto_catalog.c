@@ -862,6 +862,40 @@ static void s_json_providers(proto_catalog_t *self, json_t *root)
     }
 }
 
+static void s_json_models(proto_catalog_t *self, json_t *root)
+{
+    size_t i;
+    json_t *item;
+    json_t *array = s_json_array(root, "models", (void **)&self->models, sizeof *self->models);
+    json_array_foreach(array, i, item)
+    {
+        proto_model_t *model = &self->models[self->model_count++];
+        model->id = (uint64_t)s_json_int(item, "id", 0);
+        model->name = s_json_str(item, "name", "");
+        model->active = s_json_active(item);
+        model->price_in_micros = s_json_int(item, "price_in_micros", 0);
+        model->price_out_micros = s_json_int(item, "price_out_micros", 0);
+        //  Every price the database loader reads, with its defaults.
+        model->price_cache_read_micros = s_json_int(item, "price_cache_read_micros", 0);
+        model->price_cache_write_micros = s_json_int(item, "price_cache_write_micros", 0);
+        model->price_cache_write_1h_micros =
+            s_json_int(item, "price_cache_write_1h_micros", model->price_cache_write_micros);
+        model->price_request_micros = s_json_int(item, "price_request_micros", 0);
+        model->long_context_threshold = s_json_int(item, "long_context_threshold", 0);
+        model->created_s = s_json_int(item, "created_s", 0);
+        model->long_price_in_micros =
+            s_json_int(item, "long_price_in_micros", model->price_in_micros);
+        model->long_price_out_micros =
+            s_json_int(item, "long_price_out_micros", model->price_out_micros);
+        model->scheduling = s_json_str(item, "scheduling", "priority");
+        s_json_tags(item, "capabilities", &model->capabilities);
+        model->strict = json_is_true(json_object_get(item, "strict_conversion"));
+        s_json_tags(item, "force_capabilities", &model->force_capabilities);
+        model->max_output_tokens = s_json_int(item, "max_output_tokens", 0);
+        model->price_image_micros = s_json_int(item, "price_image_micros", -1);
+    }
+}
+
 proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t error_size)
 {
     json_error_t problem;
@@ -924,26 +958,7 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
         key->disabled_reason = s_json_str(item, "disabled_reason", "");
         key->name = s_json_str(item, "name", "");
     }
-    array = s_json_array(root, "models", (void **)&self->models, sizeof *self->models);
-    json_array_foreach(array, i, item)
-    {
-        proto_model_t *model = &self->models[self->model_count++];
-        model->id = (uint64_t)s_json_int(item, "id", 0);
-        model->name = s_json_str(item, "name", "");
-        model->active = s_json_active(item);
-        model->price_in_micros = s_json_int(item, "price_in_micros", 0);
-        model->price_out_micros = s_json_int(item, "price_out_micros", 0);
-        model->long_price_in_micros =
-            s_json_int(item, "long_price_in_micros", model->price_in_micros);
-        model->long_price_out_micros =
-            s_json_int(item, "long_price_out_micros", model->price_out_micros);
-        model->scheduling = s_json_str(item, "scheduling", "priority");
-        s_json_tags(item, "capabilities", &model->capabilities);
-        model->strict = json_is_true(json_object_get(item, "strict_conversion"));
-        s_json_tags(item, "force_capabilities", &model->force_capabilities);
-        model->max_output_tokens = s_json_int(item, "max_output_tokens", 0);
-        model->price_image_micros = s_json_int(item, "price_image_micros", -1);
-    }
+    s_json_models(self, root);
     array = s_json_array(root, "routes", (void **)&self->routes, sizeof *self->routes);
     json_array_foreach(array, i, item)
     {

@@ -104,7 +104,7 @@ void ingress_parse_new_request_id(char *out)
 
 void ingress_parse_client_request_id(const char *client_id, char *out)
 {
-    int prefix = (int)strnlen(client_id, 40);
+    int prefix = (int)strnlen(client_id, INGRESS_CLIENT_ID_KEPT);
     memcpy(out, client_id, (size_t)prefix);
     out[prefix] = '.';
     proto_crypto_random_hex(out + prefix + 1, 8);
@@ -511,7 +511,11 @@ static void s_test_ids(void)
     PROTO_CHECK(strncmp(mine, "my-id.1.", 8) == 0 && strlen(mine) == 8 + 16);
     PROTO_CHECK(strcmp(mine, again) != 0); //  a reused client id never repeats ours
     ingress_parse_client_request_id(long_id, mine);
-    PROTO_CHECK(strlen(mine) == 40 + 1 + 16 && ingress_parse_request_id_valid(mine));
+    PROTO_CHECK(strlen(mine) == INGRESS_CLIENT_ID_KEPT + 1 + 16 &&
+                ingress_parse_request_id_valid(mine));
+    //  Whole in dispatch's operator's-loss record id (ID~lost-NONCE, 64 bytes
+    //  at most): two such records never share an id.
+    PROTO_CHECK(strlen(mine) + strlen("~lost-") + 8 <= PROTO_MSG_RID_MAX);
     PROTO_CHECK(!ingress_parse_request_id_valid("a b"));
     PROTO_CHECK(!ingress_parse_request_id_valid("a\"b"));
     PROTO_CHECK(!ingress_parse_request_id_valid("a/b"));

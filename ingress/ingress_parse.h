@@ -57,8 +57,14 @@ const char *ingress_parse_key(const char *authorization, const char *x_api_key,
 //  [A-Za-z0-9._-].
 bool ingress_parse_request_id_valid(const char *text);
 
+//  How much of a client's x-request-id our request id keeps: with "." and
+//  16 hex digits it is 50 characters at most, so that dispatch's
+//  operator's-loss record ("ID~lost-" + 8 hex, docs/billing.md) holds the
+//  whole id and never collides with another request's.
+#define INGRESS_CLIENT_ID_KEPT 33
+
 //  Writes our request id for a request that came with a client's id: the
-//  client's id (cut to 40 characters) + "." + 16 random hex digits. The
+//  client's id (cut to INGRESS_CLIENT_ID_KEPT characters) + "." + 16 random hex digits. The
 //  request id keys settlement, and the ledger keeps one row per id, so it
 //  must never repeat: a client that reuses its id would otherwise go
 //  unbilled. The client still finds its own id at the front. out must hold

@@ -14,6 +14,13 @@
 
 #define S_ZAP_ENDPOINT "inproc://zeromq.zap.01"
 #define S_ZAP_DOMAIN "tollgate"
+//  A draft option of libzmq 4.3 (Debian's build has it; zmq.h shows it
+//  only with ZMQ_BUILD_DRAFT_API): with it a CURVE server whose ZAP handler
+//  is gone refuses every client instead of admitting any (libzmq's legacy
+//  "Stonehouse" default).
+#ifndef ZMQ_ZAP_ENFORCE_DOMAIN
+#define ZMQ_ZAP_ENFORCE_DOMAIN 93
+#endif
 #define S_PROGRAM_MAX 64
 #define S_PEERS_MAX 32 //  server keys remembered (one per program)
 
@@ -308,6 +315,15 @@ int proto_socket_bind(zsock_t *socket, const char *endpoint)
         zcert_apply(s_socket.cert, socket);
         zsock_set_curve_server(socket, 1);
         zsock_set_zap_domain(socket, S_ZAP_DOMAIN);
+        //  Fail closed: should the handler ever go (proto_socket_shutdown
+        //  while another service of the process still serves), nobody is
+        //  admitted unchecked.
+        int enforce = 1;
+        if (zmq_setsockopt(zsock_resolve(socket), ZMQ_ZAP_ENFORCE_DOMAIN, &enforce,
+                           sizeof enforce) != 0) {
+            log_error(NULL, "cannot make ZAP mandatory on %s: %s", endpoint, zmq_strerror(errno));
+            return -1;
+        }
     }
     return zsock_bind(socket, "%s", endpoint);
 }
@@ -560,6 +576,20 @@ void proto_socket_test(bool verbose)
     received = zmsg_recv(server);
     PROTO_CHECK(received && zmsg_size(received) == 2 && zframe_size(zmsg_last(received)) < 8192);
     zmsg_destroy(&received);
+
+    //  The ZAP handler gone (another service of the process shut down):
+    //  even the cluster's own client is refused, never admitted unchecked.
+    //  (Earlier clients may still reconnect and say so on the monitor: only
+    //  what the new one sends is looked for.)
+    zactor_destroy(&s_socket.zap);
+    zsock_t *unchecked = proto_socket_client(ZMQ_DEALER, "billing", endpoint);
+    zstr_send(unchecked, "unchecked");
+    zsock_set_rcvtimeo(server, 500);
+    while ((received = zmsg_recv(server))) {
+        PROTO_CHECK(!zframe_streq(zmsg_last(received), "unchecked"));
+        zmsg_destroy(&received);
+    }
+    zsock_destroy(&unchecked);
 
     zsock_destroy(&second);
     zcert_destroy(&stranger);

@@ -13,7 +13,7 @@ int ingress_images_check(proto_catalog_t *catalog, int protocol, const char *mod
     assert(model && error);
     if (protocol != PROTO_PROTOCOL_OPENAI_IMAGES || !catalog)
         return 0;
-    const proto_model_t *found = proto_catalog_model_by_name(catalog, model);
+    const proto_model_t *found = proto_catalog_model_for_client(catalog, model);
     if (!found || found->price_image_micros >= 0)
         return 0;
     snprintf(error, error_size,
@@ -30,7 +30,8 @@ void ingress_images_test(bool verbose)
 {
     if (verbose)
         printf(" * ingress_images: ");
-    const char *json = "{\"models\":[{\"id\":1,\"name\":\"painter\",\"price_image_micros\":40000},"
+    const char *json = "{\"providers\":[{\"id\":1,\"name\":\"p\"}],\"models\":[{\"id\":1,\"name\":"
+                       "\"painter\",\"price_image_micros\":40000},"
                        "{\"id\":2,\"name\":\"chat\"},"
                        "{\"id\":3,\"name\":\"free-painter\",\"price_image_micros\":0}]}";
     char problem[200];
@@ -51,6 +52,10 @@ void ingress_images_test(bool verbose)
                                      sizeof error) == -1);
     PROTO_CHECK(strstr(error, "'model'") && strstr(error, "'chat'") &&
                 strstr(error, "price per image"));
+    //  A pin is its model: checked here too, since a request admitted from
+    //  a lease never reaches billing's check.
+    PROTO_CHECK(ingress_images_check(catalog, PROTO_PROTOCOL_OPENAI_IMAGES, "p/chat", error,
+                                     sizeof error) == -1);
     proto_catalog_destroy(&catalog);
     if (verbose)
         printf("OK\n");

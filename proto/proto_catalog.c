@@ -1163,6 +1163,18 @@ static proto_model_t *s_unlisted_entry(proto_catalog_t *self, zhashx_t *seen, co
     return model;
 }
 
+//  True when routing reads `name` as a pin: the part before its first '/'
+//  is a provider's name (router_select.c s_resolve).
+static bool s_pin_shaped(proto_catalog_t *self, const char *name)
+{
+    const char *slash = strchr(name, '/');
+    if (!slash || slash == name || (size_t)(slash - name) >= 128)
+        return false;
+    char provider[128];
+    snprintf(provider, sizeof provider, "%.*s", (int)(slash - name), name);
+    return proto_catalog_provider_by_name(self, provider) != NULL;
+}
+
 void proto_catalog_add_unlisted(proto_catalog_t *self, bool zero_config)
 {
     assert(!self->unlisted_by_name); //  once, before the catalog is shared
@@ -1181,7 +1193,7 @@ void proto_catalog_add_unlisted(proto_catalog_t *self, bool zero_config)
         //  that model, whatever the providers list.
         if (!s_prices_unlisted(provider) || strlen(listed->name) >= 128 ||
             zhashx_lookup(self->models_by_name, listed->name) ||
-            proto_provider_blocks(provider, listed->name))
+            proto_provider_blocks(provider, listed->name) || s_pin_shaped(self, listed->name))
             continue;
         s_raise_prices(s_unlisted_entry(self, seen, listed->name, listed->first_seen_s), provider);
     }

@@ -172,7 +172,7 @@ static void s_test_unlisted(void)
         "\"provider_models\":["
         "{\"provider_id\":1,\"name\":\"both\",\"first_seen_s\":200},"
         "{\"provider_id\":2,\"name\":\"both\",\"first_seen_s\":100},"
-        "{\"provider_id\":1,\"name\":\"logical\"},"
+        "{\"provider_id\":1,\"name\":\"logical\"},{\"provider_id\":1,\"name\":\"dear/logical\"},"
         "{\"provider_id\":1,\"name\":\"x-blocked\"},{\"provider_id\":2,\"name\":\"x-blocked\"},"
         "{\"provider_id\":3,\"name\":\"only-unpriced\"},{\"provider_id\":3,\"name\":\"both\"},"
         "{\"provider_id\":4,\"name\":\"only-off\"},{\"provider_id\":5,\"name\":\"only-byok\"}]}",
@@ -203,6 +203,12 @@ static void s_test_unlisted(void)
     //  A pin of an unlisted name is that name.
     PROTO_CHECK(proto_catalog_model_for_client(catalog, "cheap/both") == both);
     PROTO_CHECK(!proto_catalog_model_for_client(catalog, "nosuch/both"));
+    //  A listed name routing reads as a pin ("dear/logical": provider dear,
+    //  logical model "logical") is not an unlisted name: it is admitted and
+    //  priced as routing serves it, the logical model.
+    PROTO_CHECK(!proto_catalog_model_named(catalog, "dear/logical"));
+    PROTO_CHECK(proto_catalog_model_for_client(catalog, "dear/logical") ==
+                proto_catalog_model_named(catalog, "logical"));
     //  Charged at the serving provider's prices; the highest where it has none.
     proto_model_t scratch;
     proto_price_usage_t usage = {.tokens_in = 1000, .tokens_out = 1000, .status = 200};

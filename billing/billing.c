@@ -511,14 +511,6 @@ static int64_t s_price(billing_t *self, const proto_msg_t *settle, bool *estimat
     const char *rid = proto_msg_request_id(settle);
     const proto_model_t *model =
         proto_catalog_model_for_client(self->catalog, proto_msg_model(settle));
-    if (!model) {
-        //  Deleted between admission and settlement: the usage row is still
-        //  written (tokens and all) so an operator can adjust it.
-        log_warn(rid, "model '%.*s' is no longer in the catalog; recording cost 0",
-                 S_MODEL_QUOTE_MAX, proto_msg_model(settle));
-        *estimated = true;
-        return 0;
-    }
     int64_t multiplier = PROTO_PRICE_PPM_ONE;
     proto_model_t scratch;
     if (proto_msg_has(settle, PROTO_FIELD_provider_key_id)) {
@@ -526,12 +518,22 @@ static int64_t s_price(billing_t *self, const proto_msg_t *settle, bool *estimat
             proto_catalog_provider_key(self->catalog, proto_msg_provider_key_id(settle));
         if (provider_key) {
             multiplier = provider_key->multiplier_ppm;
-            //  An unlisted name costs the serving provider's default prices.
+            //  An unlisted name costs the serving provider's default prices
+            //  (also when its name left the catalog since admission).
             model = proto_catalog_serving_price(self->catalog, model, provider_key->provider_id,
                                                 &scratch);
         } else
             log_warn(rid, "provider key %" PRIu64 " is not in the catalog; list price",
                      proto_msg_provider_key_id(settle));
+    }
+    if (!model) {
+        //  Deleted between admission and settlement, and its provider has no
+        //  default prices: the usage row is still written (tokens and all)
+        //  so an operator can adjust it.
+        log_warn(rid, "model '%.*s' is no longer in the catalog; recording cost 0",
+                 S_MODEL_QUOTE_MAX, proto_msg_model(settle));
+        *estimated = true;
+        return 0;
     }
     //  The account's multiplier applies on top of the provider key's.
     const proto_account_t *account =

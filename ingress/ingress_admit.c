@@ -271,8 +271,9 @@ static proto_msg_t *s_admit_new(ingress_request_t *r, uint64_t timeout_ms)
 
 //  The request's admission estimate, as billing computes it: its prompt
 //  and its own output limit at the model's prices. False when this ingress
-//  cannot tell (a model it does not know, one the key may not use, or a
-//  max_tokens above the model's maximum):
+//  cannot tell (a model it does not know, one the key may not use, a
+//  max_tokens above the model's maximum, images of a model with no image
+//  price):
 //  then billing answers ADMIT with the reason.
 static bool s_estimate(ingress_server_t *self, ingress_request_t *r, int64_t *micros)
 {
@@ -280,7 +281,8 @@ static bool s_estimate(ingress_server_t *self, ingress_request_t *r, int64_t *mi
     const proto_api_key_t *key = proto_catalog_key(self->catalog, r->key_id);
     if (!model || !model->active || !key ||
         !proto_catalog_key_allows(self->catalog, key, r->parsed.model) ||
-        !proto_price_output_allowed(model, r->parsed.max_output))
+        !proto_price_output_allowed(model, r->parsed.max_output) ||
+        (r->parsed.images && model->price_image_micros < 0))
         return false;
     const proto_account_t *account = proto_catalog_account(self->catalog, key->account_id);
     *micros = proto_price_scale(proto_price_reserve_images(model, r->parsed.tokens_estimate,

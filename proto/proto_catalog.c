@@ -1206,10 +1206,24 @@ void proto_catalog_add_unlisted(proto_catalog_t *self, bool zero_config)
 const proto_model_t *proto_catalog_serving_price(proto_catalog_t *self, const proto_model_t *model,
                                                  uint64_t provider_id, proto_model_t *scratch)
 {
-    const proto_provider_t *provider = proto_catalog_provider(self, provider_id);
-    if (!model || !model->unlisted || !provider || provider->default_price_in_micros < 0)
+    if (model && !model->unlisted)
         return model;
-    *scratch = *model;
+    //  Only the providers whose prices admitted the name (active, the
+    //  operator's): any other charges the highest, never more than admitted.
+    const proto_provider_t *provider = proto_catalog_provider(self, provider_id);
+    if (!s_prices_unlisted(provider))
+        return model;
+    if (model)
+        *scratch = *model;
+    else {
+        //  Gone from the catalog since admission (the provider's list was
+        //  fetched again without it, a logical model was deleted): what it
+        //  lists still costs its default prices, never nothing.
+        memset(scratch, 0, sizeof *scratch);
+        scratch->active = true;
+        scratch->unlisted = true;
+        scratch->price_image_micros = -1;
+    }
     scratch->price_in_micros = 0;
     scratch->price_out_micros = 0;
     scratch->price_cache_read_micros = 0;

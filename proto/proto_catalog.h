@@ -80,9 +80,10 @@ typedef struct {
     uint64_t returned[4];        //  bit (status - 400): returned as it is, whatever the default
     uint64_t account_id;         //  the account that owns it (bring your own key), 0 = operator's
     //  Default prices (migration 0019): what a model it lists costs when no
-    //  logical model has that name. -1 in and out: none, such names are not
-    //  served through it. Cache prices default to the input price, the
-    //  request price to 0.
+    //  logical model has that name. -1 in and out: none, it adds no names
+    //  (one that other providers' prices admit may still be served through
+    //  it, charged at their highest). Cache prices default to the input
+    //  price, the request price to 0.
     int64_t default_price_in_micros;          //  per million input tokens
     int64_t default_price_out_micros;         //  per million output tokens
     int64_t default_price_cache_read_micros;  //  per million cache-read tokens
@@ -216,7 +217,10 @@ const proto_model_t *proto_catalog_model_for_client(proto_catalog_t *self, const
 //  The prices a request for `model` served through provider_id is charged
 //  at: the model itself when it is a logical one; for an unlisted one the
 //  provider's default prices, written into *scratch, or the model's (the
-//  highest) when that provider has none or is unknown. Borrowed or scratch.
+//  highest) when that provider's prices did not admit it (none, disabled,
+//  an account's own, unknown). `model` NULL (the name left the catalog
+//  since admission): the provider's default prices when it has them, else
+//  NULL. Borrowed or scratch.
 const proto_model_t *proto_catalog_serving_price(proto_catalog_t *self, const proto_model_t *model,
                                                  uint64_t provider_id, proto_model_t *scratch);
 const proto_model_t *proto_catalog_model(proto_catalog_t *self, uint64_t id);

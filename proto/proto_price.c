@@ -222,6 +222,18 @@ static void s_test_unlisted(void)
                 cost == 3000 + 1000 + 9);
     PROTO_CHECK(proto_catalog_serving_price(catalog, both, 3, &scratch) == both);
     PROTO_CHECK(proto_catalog_serving_price(catalog, both, 99, &scratch) == both);
+    //  Prices that did not admit the name (a disabled provider's, an
+    //  account's own) are not charged: the highest is.
+    PROTO_CHECK(proto_catalog_serving_price(catalog, both, 4, &scratch) == both);
+    PROTO_CHECK(proto_catalog_serving_price(catalog, both, 5, &scratch) == both);
+    //  Gone from the catalog since admission: the serving provider's default
+    //  prices still apply; with none, nothing does.
+    priced = proto_catalog_serving_price(catalog, NULL, 1, &scratch);
+    PROTO_CHECK(priced == &scratch && priced->price_image_micros == -1 &&
+                proto_price_cost(priced, &usage, PROTO_PRICE_PPM_ONE, &cost) == 0 &&
+                cost == 1000 + 2000);
+    PROTO_CHECK(!proto_catalog_serving_price(catalog, NULL, 3, &scratch));
+    PROTO_CHECK(!proto_catalog_serving_price(catalog, NULL, 99, &scratch));
     const proto_model_t *logical = proto_catalog_model_named(catalog, "logical");
     PROTO_CHECK(proto_catalog_serving_price(catalog, logical, 1, &scratch) == logical);
     proto_catalog_destroy(&catalog);

@@ -97,6 +97,20 @@ test('names no priced provider may serve stay unknown, and nothing reaches an up
   assert.ok(!names.includes('zc-unpriced') && !names.includes('zc-blocked'), names.join(','));
 });
 
+test('a listed name makes no images, even admitted from the key\'s lease', async () => {
+  // The key has made requests before (tests above), so ingress admits from its lease.
+  const before = await seen(ctx.mocks[0], 'zc-only-a');
+  for (let i = 0; i < 3; i++) {
+    const response = await fetch(`${ctx.cluster.gateway}/v1/images/generations`, {
+      method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${client.key}` },
+      body: JSON.stringify({ model: 'zc-only-a', prompt: 'a cat', n: 3 }) });
+    const text = await response.text();
+    assert.equal(response.status, 400, text);
+    assert.match(JSON.parse(text).error.message, /model/);
+  }
+  assert.equal(await seen(ctx.mocks[0], 'zc-only-a'), before, 'nothing reached the upstream');
+});
+
 test('admission reserves at the highest default price among the listing providers', async () => {
   // zc-shared: $2 in (pa) and $8 out (pb) and $0.001 a request: 100,000 output tokens reserve
   // $0.80 and more, above a $0.50 balance; 1,000 reserve under a cent.

@@ -36,6 +36,9 @@
 #define S_TAKEN_TTL_MS 30000
 #define S_TAKEN_BYTES (32u * 1024u * 1024u)
 #define S_TAKEN_IDS 500000
+//  What expired is forgotten at least this often, also while no request
+//  comes: an idle instance gives the memory of its last busy 30 s back.
+#define S_TAKEN_EXPIRE_MS 1000
 
 struct _dispatch_server_t {
     proto_service_t *service;   //  the program skeleton
@@ -53,6 +56,7 @@ struct _dispatch_server_t {
     uint64_t drain_started_ms;  //  when SIGTERM came
     uint64_t last_dispatch_ms;  //  when the last DISPATCH came
     int drain_timer;            //  re-checks the drain while quiet, 0 = none
+    int expire_timer;           //  forgets expired finished requests
     proto_metric_t *in_flight;  //  gauge of requests in flight
 };
 
@@ -69,6 +73,12 @@ static void s_check_drained(dispatch_server_t *self)
 static void s_drain_tick(proto_loop_t *loop, int id, void *arg)
 {
     s_check_drained(arg);
+}
+
+static void s_expire_tick(proto_loop_t *loop, int id, void *arg)
+{
+    dispatch_server_t *self = arg;
+    dispatch_taken_expire(self->env.taken, proto_loop_now_ms());
 }
 
 //  --------------------------------------------------------------------------
@@ -356,6 +366,8 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
         goto fail;
     self->env.nonce = randombytes_random();
     self->env.taken = dispatch_taken_new(S_TAKEN_TTL_MS, S_TAKEN_BYTES, S_TAKEN_IDS);
+    self->expire_timer =
+        proto_loop_add_timer(self->loop, S_TAKEN_EXPIRE_MS, true, s_expire_tick, self);
     proto_service_on_collect(service, s_collect, self);
     proto_loop_add_socket(self->loop, self->router, s_router_ready, self);
     log_info(NULL, "dispatch on %s, outcomes on %s, %d billing endpoint(s)",
@@ -376,6 +388,8 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
         return;
     if (self->drain_timer)
         proto_loop_cancel_timer(self->loop, self->drain_timer);
+    if (self->expire_timer)
+        proto_loop_cancel_timer(self->loop, self->expire_timer);
     dispatch_held_destroy(&self->held);
     //  Requests first: their calls must leave the multi handle before it goes.
     zhashx_destroy(&self->requests);

@@ -4,26 +4,38 @@
 
 #include <assert.h>
 #include <czmq.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
+//  One finished request. Items are linked twice, oldest first: all of them
+//  (ids expire in the order they came, the ttl being one for all) and those
+//  whose answer is still kept (answers are dropped oldest first). Both
+//  lists are intrusive: a zlistx node and a zhashx copy of the key for each
+//  of up to S_TAKEN_IDS ids would be most of the memory taken holds.
+typedef struct _s_item_t s_item_t;
+struct _s_item_t {
     char request_id[PROTO_MSG_RID_MAX + 1]; //  the key
     uint64_t expires_ms;                    //  forgotten then
-    uint8_t *envelope;                      //  the DONE's encoded envelope, or NULL
-    size_t envelope_size;                   //  its bytes
-    zframe_t *body;                         //  the DONE's body, or NULL
+    uint8_t *answer;                        //  the DONE's envelope then its body, or NULL
+    size_t envelope_size;                   //  the envelope's bytes
     size_t bytes;                           //  envelope and body, counted in `bytes`
-} s_item_t;
+    bool body;                              //  the DONE had a body frame
+    s_item_t *next;                         //  the next younger item
+    s_item_t *next_answer;                  //  the next younger item with an answer
+};
 
 struct _dispatch_taken_t {
-    uint64_t ttl_ms;  //  how long an id is kept
-    size_t max_bytes; //  answers kept in all
-    size_t max_ids;   //  ids kept in all
-    size_t bytes;     //  answers kept now
-    zhashx_t *items;  //  request id -> s_item_t* (owns them)
-    zlistx_t *order;  //  the same items, oldest first (ttl is one for all)
+    uint64_t ttl_ms;           //  how long an id is kept
+    size_t max_bytes;          //  answers kept in all
+    size_t max_ids;            //  ids kept in all
+    size_t bytes;              //  answers kept now
+    zhashx_t *items;           //  request id -> s_item_t* (owns them; keys are theirs)
+    s_item_t *oldest;          //  the list of all items, oldest first
+    s_item_t *youngest;        //  its end, where items join
+    s_item_t *oldest_answer;   //  the list of items with an answer, oldest first
+    s_item_t *youngest_answer; //  its end
 };
 
 static void s_item_destroy(void **item_p)
@@ -31,8 +43,7 @@ static void s_item_destroy(void **item_p)
     s_item_t *item = *item_p;
     if (!item)
         return;
-    free(item->envelope);
-    zframe_destroy(&item->body);
+    free(item->answer);
     free(item);
     *item_p = NULL;
 }
@@ -45,8 +56,10 @@ dispatch_taken_t *dispatch_taken_new(uint64_t ttl_ms, size_t max_bytes, size_t m
     self->max_bytes = max_bytes;
     self->max_ids = max_ids ? max_ids : 1;
     self->items = zhashx_new();
+    //  The key is the item's own request_id: no copy per id.
+    zhashx_set_key_duplicator(self->items, NULL);
+    zhashx_set_key_destructor(self->items, NULL);
     zhashx_set_destructor(self->items, s_item_destroy);
-    self->order = zlistx_new();
     return self;
 }
 
@@ -56,25 +69,43 @@ void dispatch_taken_destroy(dispatch_taken_t **self_p)
     dispatch_taken_t *self = *self_p;
     if (!self)
         return;
-    zlistx_destroy(&self->order);
     zhashx_destroy(&self->items);
     free(self);
     *self_p = NULL;
 }
 
-//  Forgets the oldest item.
+//  Drops the oldest kept answer (its id stays).
+static void s_drop_oldest_answer(dispatch_taken_t *self)
+{
+    s_item_t *item = self->oldest_answer;
+    self->oldest_answer = item->next_answer;
+    if (!self->oldest_answer)
+        self->youngest_answer = NULL;
+    item->next_answer = NULL;
+    self->bytes -= item->bytes;
+    item->bytes = 0;
+    free(item->answer);
+    item->answer = NULL;
+}
+
+//  Forgets the oldest item. When it still has its answer, that answer is
+//  the oldest kept one (both lists are in the order items came).
 static void s_drop_oldest(dispatch_taken_t *self)
 {
-    s_item_t *item = zlistx_first(self->order);
-    zlistx_delete(self->order, zlistx_cursor(self->order));
-    self->bytes -= item->bytes;
+    s_item_t *item = self->oldest;
+    if (item->answer) {
+        assert(self->oldest_answer == item);
+        s_drop_oldest_answer(self);
+    }
+    self->oldest = item->next;
+    if (!self->oldest)
+        self->youngest = NULL;
     zhashx_delete(self->items, item->request_id);
 }
 
 static void s_expire(dispatch_taken_t *self, uint64_t now_ms)
 {
-    s_item_t *item;
-    while ((item = zlistx_first(self->order)) && item->expires_ms <= now_ms)
+    while (self->oldest && self->oldest->expires_ms <= now_ms)
         s_drop_oldest(self);
 }
 
@@ -90,21 +121,29 @@ static void s_keep_answer(dispatch_taken_t *self, s_item_t *item, const proto_ms
     size_t envelope_size;
     if (proto_msg_encode(done, &envelope, &envelope_size) != 0)
         return;
+    //  One allocation of exactly what is kept: the encoder's buffer has
+    //  room to grow (8 KiB for an envelope of a few hundred bytes) and a
+    //  zframe copy of the body costs its own headers, so keeping those
+    //  made an answer cost ten to twenty times what `bytes` counted.
     size_t bytes = envelope_size + body_size;
-    for (s_item_t *old = zlistx_first(self->order); old && self->bytes + bytes > self->max_bytes;
-         old = zlistx_next(self->order))
-        if (old->bytes) {
-            self->bytes -= old->bytes;
-            old->bytes = 0;
-            free(old->envelope);
-            old->envelope = NULL;
-            zframe_destroy(&old->body);
-        }
-    item->envelope = envelope;
+    uint8_t *answer = malloc(bytes ? bytes : 1);
+    assert(answer);
+    memcpy(answer, envelope, envelope_size);
+    free(envelope);
+    if (body_size)
+        memcpy(answer + envelope_size, zframe_data(body), body_size);
+    while (self->oldest_answer && self->bytes + bytes > self->max_bytes)
+        s_drop_oldest_answer(self);
+    item->answer = answer;
     item->envelope_size = envelope_size;
-    item->body = body ? zframe_dup(body) : NULL;
+    item->body = body != NULL;
     item->bytes = bytes;
     self->bytes += bytes;
+    if (self->youngest_answer)
+        self->youngest_answer->next_answer = item;
+    else
+        self->oldest_answer = item;
+    self->youngest_answer = item;
 }
 
 void dispatch_taken_add(dispatch_taken_t *self, const char *request_id, const proto_msg_t *done,
@@ -122,7 +161,11 @@ void dispatch_taken_add(dispatch_taken_t *self, const char *request_id, const pr
     if (done)
         s_keep_answer(self, item, done);
     zhashx_insert(self->items, item->request_id, item);
-    zlistx_add_end(self->order, item);
+    if (self->youngest)
+        self->youngest->next = item;
+    else
+        self->oldest = item;
+    self->youngest = item;
 }
 
 bool dispatch_taken_find(dispatch_taken_t *self, const char *request_id, uint64_t now_ms,
@@ -133,17 +176,26 @@ bool dispatch_taken_find(dispatch_taken_t *self, const char *request_id, uint64_
     s_item_t *item = zhashx_lookup(self->items, request_id);
     if (!item)
         return false;
-    if (item->envelope && proto_msg_decode(item->envelope, item->envelope_size, done_p) == 0 &&
-        item->body) {
-        zframe_t *body = zframe_dup(item->body);
-        proto_msg_set_body(*done_p, &body);
-    }
+    if (item->answer && proto_msg_decode(item->answer, item->envelope_size, done_p) == 0 &&
+        item->body)
+        proto_msg_set_body_bytes(*done_p, item->answer + item->envelope_size,
+                                 item->bytes - item->envelope_size);
     return true;
+}
+
+void dispatch_taken_expire(dispatch_taken_t *self, uint64_t now_ms)
+{
+    s_expire(self, now_ms);
 }
 
 size_t dispatch_taken_size(dispatch_taken_t *self)
 {
     return zhashx_size(self->items);
+}
+
+size_t dispatch_taken_bytes(dispatch_taken_t *self)
+{
+    return self->bytes;
 }
 
 //  --------------------------------------------------------------------------
@@ -221,6 +273,60 @@ void dispatch_taken_test(bool verbose)
     known = dispatch_taken_find(taken, "r4", 1, &found);
     PROTO_CHECK(known && found);
     proto_msg_destroy(&found);
+    dispatch_taken_destroy(&taken);
+
+    //  Ids with and without answers interleaved: answers go oldest first
+    //  whichever ids lie between them, an id dropped for max_ids takes its
+    //  answer along, and once all expired nothing is counted.
+    taken = dispatch_taken_new(1000, 3000, 6);
+    for (int i = 0; i < 6; i++) {
+        char rid[16];
+        snprintf(rid, sizeof rid, "m%d", i);
+        done = i % 2 ? NULL : s_test_done(rid, 500);
+        dispatch_taken_add(taken, rid, done, (uint64_t)i);
+        proto_msg_destroy(&done);
+    }
+    PROTO_CHECK(dispatch_taken_size(taken) == 6 && dispatch_taken_bytes(taken) > 1500);
+    done = s_test_done("m6", 500); //  a 7th id pushes out m0 and its answer
+    dispatch_taken_add(taken, "m6", done, 6);
+    proto_msg_destroy(&done);
+    known = dispatch_taken_find(taken, "m0", 7, &found);
+    PROTO_CHECK(!known && !found);
+    for (int i = 0; i < 4; i++) { //  four answers of ~600 bytes fill 3000
+        char rid[16];
+        snprintf(rid, sizeof rid, "n%d", i);
+        done = s_test_done(rid, 500);
+        dispatch_taken_add(taken, rid, done, 7);
+        proto_msg_destroy(&done);
+    }
+    known = dispatch_taken_find(taken, "n3", 8, &found);
+    PROTO_CHECK(known && found && zframe_size(proto_msg_body(found)) == 500);
+    proto_msg_destroy(&found);
+    PROTO_CHECK(dispatch_taken_bytes(taken) <= 3000);
+    dispatch_taken_expire(taken, 1007);
+    PROTO_CHECK(dispatch_taken_size(taken) == 0 && dispatch_taken_bytes(taken) == 0);
+    dispatch_taken_destroy(&taken);
+
+    //  What an answer costs is what `bytes` counts, not the encoder's
+    //  buffer: 2,000 small answers kept (8 KiB each when the encoder's
+    //  8 KiB buffer was kept whole: 400 MiB in dispatch under load).
+    taken = dispatch_taken_new(1000, 8u * 1024 * 1024, 10000);
+    size_t in_use = mallinfo2().uordblks;
+    for (int i = 0; i < 2000; i++) {
+        char rid[16];
+        snprintf(rid, sizeof rid, "k%d", i);
+        done = s_test_done(rid, 100);
+        dispatch_taken_add(taken, rid, done, 0);
+        proto_msg_destroy(&done);
+    }
+    size_t grown = mallinfo2().uordblks - in_use;
+    PROTO_CHECK(dispatch_taken_size(taken) == 2000);
+    //  ~120 bytes counted per answer, ~220 more for the id and its links
+    //  (mallinfo2 counts nothing under ASan, whose allocator is its own).
+    PROTO_CHECK(grown < 2000 * 512);
+    if (verbose)
+        printf("(2000 answers: %zu bytes counted, %zu in use) ", dispatch_taken_bytes(taken),
+               grown);
     dispatch_taken_destroy(&taken);
     if (verbose)
         printf("OK\n");

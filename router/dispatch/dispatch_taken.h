@@ -39,8 +39,15 @@ void dispatch_taken_add(dispatch_taken_t *self, const char *request_id, const pr
 bool dispatch_taken_find(dispatch_taken_t *self, const char *request_id, uint64_t now_ms,
                          proto_msg_t **done_p);
 
+//  Forgets what is older than ttl_ms (add and find do too; a timer calls
+//  this so that an idle instance gives its memory back).
+void dispatch_taken_expire(dispatch_taken_t *self, uint64_t now_ms);
+
 //  Ids remembered now.
 size_t dispatch_taken_size(dispatch_taken_t *self);
+
+//  Bytes of answers kept now (envelopes and bodies).
+size_t dispatch_taken_bytes(dispatch_taken_t *self);
 
 //  Self test.
 void dispatch_taken_test(bool verbose);

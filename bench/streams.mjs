@@ -1,26 +1,37 @@
 // Holds N concurrent slow streams open through the gateway and reports how
 // many completed. Usage: node streams.mjs URL KEY MODEL N
+//
+// The streams come from as many loopback addresses (127.0.0.2, .3, ...) as
+// it takes to keep each at most PER_ADDRESS: the gateway limits the
+// connections one client address may hold (ingress.max_connections_per_ip,
+// 1,000 by default), and 10,000 streams are 10,000 clients' worth, not one
+// client's. From 127.0.0.1 alone, 9,000 of 10,000 were refused.
 import http from 'node:http';
 
+const PER_ADDRESS = 500;
 const [url, key, model, count = '1000'] = process.argv.slice(2);
 const target = new URL(url);
 const body = JSON.stringify({ model, stream: true, messages: [{ role: 'user', content: 'hi' }] });
 let open = 0, completed = 0, errors = 0, peakOpen = 0;
+const reasons = new Map();
+const failed = (reason) => { errors++; reasons.set(reason, (reasons.get(reason) || 0) + 1); };
 const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
 
-await Promise.all(Array.from({ length: Number(count) }, () => new Promise((resolve) => {
+await Promise.all(Array.from({ length: Number(count) }, (_, i) => new Promise((resolve) => {
   const request = http.request({
     host: target.hostname, port: target.port, path: target.pathname, method: 'POST', agent,
+    localAddress: `127.0.0.${2 + Math.floor(i / PER_ADDRESS)}`,
     headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`,
       'x-mock-fault': 'delay-chunks:200', 'content-length': Buffer.byteLength(body) },
   }, (response) => {
     open++;
     peakOpen = Math.max(peakOpen, open);
-    if (response.statusCode !== 200) errors++;
+    if (response.statusCode !== 200) failed(`status ${response.statusCode}`);
     response.resume();
     response.on('end', () => { open--; completed++; resolve(); });
   });
-  request.on('error', () => { errors++; resolve(); });
+  request.on('error', (error) => { failed(error.code || error.message); resolve(); });
   request.end(body);
 })));
+if (errors) console.error(`errors: ${[...reasons].map(([r, n]) => `${r} x${n}`).join(', ')}`);
 console.log(`RESULT streams=${count} completed=${completed} peak_open=${peakOpen} errors=${errors}`);

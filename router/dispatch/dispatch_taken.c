@@ -5,47 +5,86 @@
 #include <assert.h>
 #include <czmq.h>
 #include <malloc.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+//  A kept answer: the DONE's envelope, then its body, in one allocation of
+//  what they hold.
+typedef struct _s_answer_t s_answer_t;
+typedef struct _s_item_t s_item_t;
+struct _s_answer_t {
+    s_item_t *next;       //  the next younger item with an answer
+    size_t envelope_size; //  the envelope's bytes
+    size_t body_size;     //  the body's bytes
+    bool body;            //  the DONE had a body frame
+    uint8_t data[];       //  envelope, then body
+};
+
 //  One finished request. Items are linked twice, oldest first: all of them
 //  (ids expire in the order they came, the ttl being one for all) and those
-//  whose answer is still kept (answers are dropped oldest first). Both
-//  lists are intrusive: a zlistx node and a zhashx copy of the key for each
-//  of up to S_TAKEN_IDS ids would be most of the memory taken holds.
-typedef struct _s_item_t s_item_t;
+//  whose answer is still kept (answers are dropped oldest first); and once
+//  more in their hash bucket. Up to S_TAKEN_IDS of them live at once (30 s
+//  of requests), so an item is one allocation of ~80 bytes: a zhashx entry,
+//  a copy of its key and a zlistx node each would double that.
 struct _s_item_t {
-    char request_id[PROTO_MSG_RID_MAX + 1]; //  the key
-    uint64_t expires_ms;                    //  forgotten then
-    uint8_t *answer;                        //  the DONE's envelope then its body, or NULL
-    size_t envelope_size;                   //  the envelope's bytes
-    size_t bytes;                           //  envelope and body, counted in `bytes`
-    bool body;                              //  the DONE had a body frame
-    s_item_t *next;                         //  the next younger item
-    s_item_t *next_answer;                  //  the next younger item with an answer
+    s_item_t *next;      //  the next younger item
+    s_item_t *chain;     //  the next item in the same bucket
+    s_answer_t *answer;  //  the answer kept, or NULL
+    uint64_t expires_ms; //  forgotten then
+    uint64_t hash;       //  of request_id, keyed
+    char request_id[];   //  the key, NUL-terminated
 };
+
+//  Buckets are never fewer than this, and at most one per item otherwise.
+#define S_MIN_BUCKETS 1024
 
 struct _dispatch_taken_t {
-    uint64_t ttl_ms;           //  how long an id is kept
-    size_t max_bytes;          //  answers kept in all
-    size_t max_ids;            //  ids kept in all
-    size_t bytes;              //  answers kept now
-    zhashx_t *items;           //  request id -> s_item_t* (owns them; keys are theirs)
-    s_item_t *oldest;          //  the list of all items, oldest first
-    s_item_t *youngest;        //  its end, where items join
-    s_item_t *oldest_answer;   //  the list of items with an answer, oldest first
-    s_item_t *youngest_answer; //  its end
+    uint64_t ttl_ms;                        //  how long an id is kept
+    size_t max_bytes;                       //  answers kept in all
+    size_t max_ids;                         //  ids kept in all
+    size_t bytes;                           //  answers kept now
+    size_t count;                           //  ids kept now
+    s_item_t **buckets;                     //  request id hash -> items
+    size_t bucket_count;                    //  a power of two
+    uint8_t key[crypto_shorthash_KEYBYTES]; //  the hash's: request ids come from clients
+    s_item_t *oldest;                       //  the list of all items, oldest first
+    s_item_t *youngest;                     //  its end, where items join
+    s_item_t *oldest_answer;                //  the list of items with an answer, oldest first
+    s_item_t *youngest_answer;              //  its end
 };
 
-static void s_item_destroy(void **item_p)
+static uint64_t s_hash(dispatch_taken_t *self, const char *request_id)
 {
-    s_item_t *item = *item_p;
-    if (!item)
-        return;
-    free(item->answer);
-    free(item);
-    *item_p = NULL;
+    uint8_t out[crypto_shorthash_BYTES];
+    crypto_shorthash(out, (const uint8_t *)request_id, strlen(request_id), self->key);
+    uint64_t hash;
+    memcpy(&hash, out, sizeof hash);
+    return hash;
+}
+
+//  Puts every item in a table of `count` buckets.
+static void s_rehash(dispatch_taken_t *self, size_t count)
+{
+    s_item_t **buckets = calloc(count, sizeof *buckets);
+    assert(buckets);
+    for (s_item_t *item = self->oldest; item; item = item->next) {
+        size_t index = item->hash & (count - 1);
+        item->chain = buckets[index];
+        buckets[index] = item;
+    }
+    free(self->buckets);
+    self->buckets = buckets;
+    self->bucket_count = count;
+}
+
+static s_item_t *s_lookup(dispatch_taken_t *self, const char *request_id, uint64_t hash)
+{
+    for (s_item_t *item = self->buckets[hash & (self->bucket_count - 1)]; item; item = item->chain)
+        if (item->hash == hash && strcmp(item->request_id, request_id) == 0)
+            return item;
+    return NULL;
 }
 
 dispatch_taken_t *dispatch_taken_new(uint64_t ttl_ms, size_t max_bytes, size_t max_ids)
@@ -55,11 +94,11 @@ dispatch_taken_t *dispatch_taken_new(uint64_t ttl_ms, size_t max_bytes, size_t m
     self->ttl_ms = ttl_ms;
     self->max_bytes = max_bytes;
     self->max_ids = max_ids ? max_ids : 1;
-    self->items = zhashx_new();
-    //  The key is the item's own request_id: no copy per id.
-    zhashx_set_key_duplicator(self->items, NULL);
-    zhashx_set_key_destructor(self->items, NULL);
-    zhashx_set_destructor(self->items, s_item_destroy);
+    int rc = sodium_init(); //  once per process; later calls return 1
+    assert(rc >= 0);
+    (void)rc;
+    crypto_shorthash_keygen(self->key);
+    s_rehash(self, S_MIN_BUCKETS);
     return self;
 }
 
@@ -69,7 +108,13 @@ void dispatch_taken_destroy(dispatch_taken_t **self_p)
     dispatch_taken_t *self = *self_p;
     if (!self)
         return;
-    zhashx_destroy(&self->items);
+    while (self->oldest) {
+        s_item_t *item = self->oldest;
+        self->oldest = item->next;
+        free(item->answer);
+        free(item);
+    }
+    free(self->buckets);
     free(self);
     *self_p = NULL;
 }
@@ -78,13 +123,12 @@ void dispatch_taken_destroy(dispatch_taken_t **self_p)
 static void s_drop_oldest_answer(dispatch_taken_t *self)
 {
     s_item_t *item = self->oldest_answer;
-    self->oldest_answer = item->next_answer;
+    s_answer_t *answer = item->answer;
+    self->oldest_answer = answer->next;
     if (!self->oldest_answer)
         self->youngest_answer = NULL;
-    item->next_answer = NULL;
-    self->bytes -= item->bytes;
-    item->bytes = 0;
-    free(item->answer);
+    self->bytes -= answer->envelope_size + answer->body_size;
+    free(answer);
     item->answer = NULL;
 }
 
@@ -100,16 +144,25 @@ static void s_drop_oldest(dispatch_taken_t *self)
     self->oldest = item->next;
     if (!self->oldest)
         self->youngest = NULL;
-    zhashx_delete(self->items, item->request_id);
+    s_item_t **link = &self->buckets[item->hash & (self->bucket_count - 1)];
+    while (*link != item)
+        link = &(*link)->chain;
+    *link = item->chain;
+    self->count--;
+    free(item);
 }
 
 static void s_expire(dispatch_taken_t *self, uint64_t now_ms)
 {
     while (self->oldest && self->oldest->expires_ms <= now_ms)
         s_drop_oldest(self);
+    //  After a burst, the table shrinks back with what it holds.
+    if (self->bucket_count > S_MIN_BUCKETS && self->count < self->bucket_count / 8)
+        s_rehash(self,
+                 self->bucket_count / 4 > S_MIN_BUCKETS ? self->bucket_count / 4 : S_MIN_BUCKETS);
 }
 
-//  Keeps a copy of the DONE in the item when it fits, dropping the oldest
+//  Keeps a copy of the DONE with the item when it fits, dropping the oldest
 //  answers (not their ids) to make room.
 static void s_keep_answer(dispatch_taken_t *self, s_item_t *item, const proto_msg_t *done)
 {
@@ -125,22 +178,19 @@ static void s_keep_answer(dispatch_taken_t *self, s_item_t *item, const proto_ms
     //  room to grow (8 KiB for an envelope of a few hundred bytes) and a
     //  zframe copy of the body costs its own headers, so keeping those
     //  made an answer cost ten to twenty times what `bytes` counted.
-    size_t bytes = envelope_size + body_size;
-    uint8_t *answer = malloc(bytes ? bytes : 1);
+    s_answer_t *answer = malloc(sizeof *answer + envelope_size + body_size);
     assert(answer);
-    memcpy(answer, envelope, envelope_size);
+    *answer = (s_answer_t){NULL, envelope_size, body_size, body != NULL};
+    memcpy(answer->data, envelope, envelope_size);
     free(envelope);
     if (body_size)
-        memcpy(answer + envelope_size, zframe_data(body), body_size);
-    while (self->oldest_answer && self->bytes + bytes > self->max_bytes)
+        memcpy(answer->data + envelope_size, zframe_data(body), body_size);
+    while (self->oldest_answer && self->bytes + envelope_size + body_size > self->max_bytes)
         s_drop_oldest_answer(self);
     item->answer = answer;
-    item->envelope_size = envelope_size;
-    item->body = body != NULL;
-    item->bytes = bytes;
-    self->bytes += bytes;
+    self->bytes += envelope_size + body_size;
     if (self->youngest_answer)
-        self->youngest_answer->next_answer = item;
+        self->youngest_answer->answer->next = item;
     else
         self->oldest_answer = item;
     self->youngest_answer = item;
@@ -150,22 +200,33 @@ void dispatch_taken_add(dispatch_taken_t *self, const char *request_id, const pr
                         uint64_t now_ms)
 {
     s_expire(self, now_ms);
-    if (zhashx_lookup(self->items, request_id))
+    uint64_t hash = s_hash(self, request_id);
+    if (s_lookup(self, request_id, hash))
         return; //  finished once already: the first answer stands
-    while (zhashx_size(self->items) >= self->max_ids)
+    while (self->count >= self->max_ids)
         s_drop_oldest(self);
-    s_item_t *item = calloc(1, sizeof *item);
+    size_t length = strnlen(request_id, PROTO_MSG_RID_MAX);
+    s_item_t *item = calloc(1, sizeof *item + length + 1);
     assert(item);
-    snprintf(item->request_id, sizeof item->request_id, "%s", request_id);
+    memcpy(item->request_id, request_id, length);
+    //  An id longer than ids are is kept cut, as a request keeps it.
+    item->hash = request_id[length] ? s_hash(self, item->request_id) : hash;
     item->expires_ms = now_ms + self->ttl_ms;
     if (done)
         s_keep_answer(self, item, done);
-    zhashx_insert(self->items, item->request_id, item);
     if (self->youngest)
         self->youngest->next = item;
     else
         self->oldest = item;
     self->youngest = item;
+    self->count++;
+    if (self->count > self->bucket_count)
+        s_rehash(self, self->bucket_count * 2);
+    else {
+        size_t index = item->hash & (self->bucket_count - 1);
+        item->chain = self->buckets[index];
+        self->buckets[index] = item;
+    }
 }
 
 bool dispatch_taken_find(dispatch_taken_t *self, const char *request_id, uint64_t now_ms,
@@ -173,13 +234,13 @@ bool dispatch_taken_find(dispatch_taken_t *self, const char *request_id, uint64_
 {
     *done_p = NULL;
     s_expire(self, now_ms);
-    s_item_t *item = zhashx_lookup(self->items, request_id);
+    s_item_t *item = s_lookup(self, request_id, s_hash(self, request_id));
     if (!item)
         return false;
-    if (item->answer && proto_msg_decode(item->answer, item->envelope_size, done_p) == 0 &&
-        item->body)
-        proto_msg_set_body_bytes(*done_p, item->answer + item->envelope_size,
-                                 item->bytes - item->envelope_size);
+    s_answer_t *answer = item->answer;
+    if (answer && proto_msg_decode(answer->data, answer->envelope_size, done_p) == 0 &&
+        answer->body)
+        proto_msg_set_body_bytes(*done_p, answer->data + answer->envelope_size, answer->body_size);
     return true;
 }
 
@@ -190,7 +251,7 @@ void dispatch_taken_expire(dispatch_taken_t *self, uint64_t now_ms)
 
 size_t dispatch_taken_size(dispatch_taken_t *self)
 {
-    return zhashx_size(self->items);
+    return self->count;
 }
 
 size_t dispatch_taken_bytes(dispatch_taken_t *self)
@@ -327,6 +388,22 @@ void dispatch_taken_test(bool verbose)
     if (verbose)
         printf("(2000 answers: %zu bytes counted, %zu in use) ", dispatch_taken_bytes(taken),
                grown);
+    //  Every one is found after the table grew past its first 1,024
+    //  buckets; what is left after they expire, after it shrank back.
+    for (int i = 0; i < 2000; i++) {
+        char rid[16];
+        snprintf(rid, sizeof rid, "k%d", i);
+        known = dispatch_taken_find(taken, rid, 1, &found);
+        PROTO_CHECK(known && found && zframe_size(proto_msg_body(found)) == 100);
+        proto_msg_destroy(&found);
+    }
+    dispatch_taken_add(taken, "late", NULL, 500);
+    dispatch_taken_expire(taken, 1000);
+    PROTO_CHECK(dispatch_taken_size(taken) == 1 && dispatch_taken_bytes(taken) == 0);
+    known = dispatch_taken_find(taken, "late", 1001, &found);
+    PROTO_CHECK(known && !found);
+    known = dispatch_taken_find(taken, "k7", 1001, &found);
+    PROTO_CHECK(!known);
     dispatch_taken_destroy(&taken);
     if (verbose)
         printf("OK\n");

@@ -26,9 +26,19 @@ await Promise.all(Array.from({ length: Number(count) }, (_, i) => new Promise((r
   }, (response) => {
     open++;
     peakOpen = Math.max(peakOpen, open);
-    if (response.statusCode !== 200) failed(`status ${response.statusCode}`);
-    response.resume();
-    response.on('end', () => { open--; completed++; resolve(); });
+    let error = '';
+    if (response.statusCode !== 200) response.on('data', (bytes) => { error += bytes; });
+    else response.resume();
+    response.on('end', () => {
+      open--;
+      completed++;
+      if (response.statusCode !== 200) {
+        let code = '';
+        try { code = JSON.parse(error).error.code || JSON.parse(error).error.type; } catch { /* not JSON */ }
+        failed(`status ${response.statusCode} ${code}`.trim());
+      }
+      resolve();
+    });
   });
   request.on('error', (error) => { failed(error.code || error.message); resolve(); });
   request.end(body);

@@ -412,6 +412,51 @@ static int s_test_turn(proto_loop_t *loop, void *arg)
     return ingress_daemon_turn(((s_test_t *)arg)->daemon);
 }
 
+//  Sends `request` on a new connection to `port` and runs the loop until
+//  the answer ended; the answer is in test->reply.
+static void s_test_once(proto_loop_t *loop, s_test_t *test, int port, const char *request)
+{
+    test->reply_size = 0;
+    test->reply[0] = '\0';
+    int client = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    PROTO_CHECK(connect(client, (struct sockaddr *)&to, sizeof to) == 0);
+    PROTO_CHECK(write(client, request, strlen(request)) == (ssize_t)strlen(request));
+    proto_loop_add_fd(loop, client, EPOLLIN, s_test_client, test);
+    proto_loop_run(loop);
+    proto_loop_remove_fd(loop, client);
+    close(client);
+}
+
+//  Request headers take the connection's pool (ingress.connection_memory):
+//  10 KiB of them pass a 32 KiB pool and are refused 431 by an 8 KiB one.
+static void s_test_header_room(proto_loop_t *loop, s_test_t *test, int port)
+{
+    char *request = malloc(11 * 1024);
+    assert(request);
+    int length = snprintf(request, 200,
+                          "GET /hello?x=1 HTTP/1.1\r\nHost: x\r\nConnection: "
+                          "close\r\nX-Big: ");
+    memset(request + length, 'a', 10 * 1024);
+    strcpy(request + length + 10 * 1024, "\r\n\r\n");
+    s_test_once(loop, test, port, request);
+    PROTO_CHECK(strncmp(test->reply, "HTTP/1.1 200", 12) == 0);
+
+    ingress_daemon_limits_t limits = {100, 8192, 10, 2, 300, NULL};
+    ingress_daemon_handlers_t handlers = {s_test_access, s_test_completed, s_test_uri, test};
+    char error[256];
+    ingress_daemon_t *roomy = test->daemon;
+    test->daemon =
+        ingress_daemon_new(loop, "small", "127.0.0.1:0", &limits, &handlers, error, sizeof error);
+    PROTO_CHECK(test->daemon);
+    s_test_once(loop, test, ingress_daemon_port(test->daemon), request);
+    PROTO_CHECK(strncmp(test->reply, "HTTP/1.1 431", 12) == 0);
+    ingress_daemon_destroy(&test->daemon);
+    test->daemon = roomy;
+    free(request);
+}
+
 void ingress_daemon_test(bool verbose)
 {
     if (verbose)
@@ -452,6 +497,7 @@ void ingress_daemon_test(bool verbose)
     PROTO_CHECK(test.requests == 1 && test.uri_seen);
     proto_loop_remove_fd(loop, client);
     close(client);
+    s_test_header_room(loop, &test, port);
 
     //  Slow clients: three connections from one address, each with half a
     //  request line. The third is over the per-address limit (2) and closed

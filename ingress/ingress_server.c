@@ -33,13 +33,7 @@
 #include <sys/resource.h>
 
 #define S_CONNECTION_LIMIT 16384 //  client connections (fds permitting)
-//  Per-connection MHD pool: the request's headers, then the write buffer.
-//  MHD zeroes all of it when a keep-alive connection starts its next
-//  request, and glibc hands freed pools to new connections, so each open
-//  connection costs the whole pool: at 16 KiB it was 160 MiB of ingress's
-//  190 MiB with 10,000 streams open. 8 KiB takes request headers of up to
-//  ~7 KiB (larger: 431); the SDKs send well under 2 KiB.
-#define S_CONNECTION_MEMORY 8192
+
 #define S_CONNECTION_TIMEOUT_S 120 //  idle keep-alive connections close after this
 #define S_SETTLE_RESEND_MS 1000    //  outbox re-send period for SETTLE
 #define S_PEER_RCVHWM 100000       //  CHUNKs we queue before dispatch's ROUTER must drop
@@ -272,7 +266,7 @@ ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
     }
     ingress_daemon_limits_t client_limits = {
         s_connection_limit(),
-        S_CONNECTION_MEMORY,
+        (size_t)proto_config_int(config, "ingress.connection_memory"),
         S_CONNECTION_TIMEOUT_S,
         (unsigned)proto_config_int(config, "ingress.max_connections_per_ip"),
         (uint64_t)proto_config_int(config, "ingress.read_timeout_ms"),

@@ -81,6 +81,13 @@ static const s_key_t s_keys[] = {
      "longest a client request may take"},
     {"ingress.dispatch_grace_ms", S_INT, "5000", 0, 600000, false,
      "a request whose dispatch connection dropped waits this long for that instance"},
+    //  MHD zeroes all of the pool when a keep-alive connection starts its
+    //  next request, and glibc hands freed pools to new connections, so each
+    //  open connection costs the whole pool: at 16 KiB it was 160 MiB of
+    //  ingress's 190 MiB with 10,000 streams open (docs/benchmarks.md).
+    {"ingress.connection_memory", S_INT, "8192", 4096, 1048576, false,
+     "bytes of MHD pool per client connection: the request's headers, then the write buffer; "
+     "headers above about 1 KiB less are refused 431 (the SDKs send under 2 KiB)"},
     {"ingress.max_connections_per_ip", S_INT, "1000", 0, 1000000, false,
      "client connections open at once from one address; 0 = no limit (behind a proxy)"},
     {"ingress.read_timeout_ms", S_INT, "30000", 0, 3600000, false,

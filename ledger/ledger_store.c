@@ -227,14 +227,20 @@ static const char *s_array_end(s_buf_t *buf)
 //  Months whose partition is known to exist, remembered at most.
 #define S_MONTHS_MAX 64
 
+//  Customer accounts known to have a ledger account, remembered at most.
+#define S_LEDGER_KNOWN_MAX 4096
+
 struct _ledger_store_t {
-    char *url;                    //  database_url, for reconnecting
-    PGconn *db;                   //  open connection, or NULL while down
-    int64_t months[S_MONTHS_MAX]; //  year * 12 + month - 1 known partitioned
-    size_t month_count;           //  used entries of months
+    char *url;                                //  database_url, for reconnecting
+    PGconn *db;                               //  open connection, or NULL while down
+    bool prepared;                            //  the statements are prepared on db
+    int64_t months[S_MONTHS_MAX];             //  year * 12 + month - 1 known partitioned
+    size_t month_count;                       //  used entries of months
+    int64_t ledger_known[S_LEDGER_KNOWN_MAX]; //  accounts.id with a ledger account
+    size_t ledger_known_count;                //  used entries of ledger_known
 };
 
-//  The usage rows and their rollups, in one statement (an operator's loss,
+//  A whole batch is this one statement (an operator's loss,
 //  an upstream call lost with its dispatch, has a row but is not the
 //  account's request: the rollups leave it out): `ins` returns only
 //  the rows that are new (a re-sent record has the same request id and
@@ -242,7 +248,19 @@ struct _ledger_store_t {
 //  hourly and daily rollups. Rollup rows are upserted in key order, so two
 //  ledgers writing the same keys wait for each other instead of
 //  deadlocking (and a deadlock would only fail the batch, which is retried).
-static const char *s_insert_usage =
+//
+//  Then the money, per (account, batch) (migration 0020): `batch` draws one
+//  journal entry id per account with costed new rows and a ledger account
+//  (a row whose account does not exist stays unjournaled, and `tollgate
+//  ledger check` reports it, rather than failing the batch on a foreign
+//  key); `charged` records each costed request under its account's entry,
+//  unless its request id already has money (its usage row came back with
+//  another started_at: a sender bug; `ledger check` shows the extra row);
+//  only what `charged` really inserted makes the entries, their two lines
+//  (customer -total, system 'revenue' +total) and the balance moves. The
+//  foreign keys of journal_lines and journal_requests are checked at the end
+//  of the statement, when the entries are there.
+static const char *s_write_batch =
     "WITH ins AS ("
     " INSERT INTO usage (request_id, started_at, account_id, api_key_id, model, provider_id, "
     " provider_key_id, upstream_model, status, tokens_in, tokens_out, tokens_cache_read, "
@@ -293,7 +311,34 @@ static const char *s_insert_usage =
     " tokens_cache_write = d.tokens_cache_write + excluded.tokens_cache_write,"
     " cost_micros = d.cost_micros + excluded.cost_micros,"
     " images = d.images + excluded.images"
-    ") SELECT request_id, account_id, cost_micros FROM ins";
+    "), costed AS ("
+    " SELECT request_id, account_id, cost_micros FROM ins WHERE cost_micros > 0"
+    "), batch AS ("
+    " SELECT la.account_id, la.id AS la, nextval(pg_get_serial_sequence('journal_entries', 'id'))"
+    " AS entry_id FROM ledger_accounts la"
+    " WHERE la.account_id IN (SELECT account_id FROM costed)"
+    "), charged AS ("
+    " INSERT INTO journal_requests (request_id, entry_id, amount_micros)"
+    " SELECT c.request_id, b.entry_id, c.cost_micros FROM costed c"
+    " JOIN batch b ON b.account_id = c.account_id"
+    " ON CONFLICT (request_id) DO NOTHING RETURNING entry_id, amount_micros"
+    "), totals AS ("
+    " SELECT b.entry_id, b.account_id, b.la, t.total, t.n FROM batch b"
+    " JOIN (SELECT entry_id, sum(amount_micros) AS total, count(*) AS n FROM charged"
+    " GROUP BY entry_id) t ON t.entry_id = b.entry_id"
+    "), entries AS ("
+    " INSERT INTO journal_entries (id, kind) SELECT entry_id, 'usage' FROM totals"
+    "), lines AS ("
+    " INSERT INTO journal_lines (entry_id, ledger_account_id, amount_micros)"
+    " SELECT entry_id, la, -total FROM totals"
+    " UNION ALL"
+    " SELECT entry_id, (SELECT id FROM ledger_accounts WHERE system_name = 'revenue'), total"
+    " FROM totals"
+    "), moved AS ("
+    " UPDATE accounts SET balance_micros = balance_micros - t.total"
+    " FROM totals t WHERE accounts.id = t.account_id"
+    ") SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM costed),"
+    " (SELECT coalesce(sum(n), 0) FROM totals)";
 
 //  Makes sure the month partition of a timestamp (epoch microseconds) and
 //  the next month's exist (migration 0004's function).
@@ -302,41 +347,19 @@ static const char *s_partition =
     " tollgate_usage_partition(timestamptz 'epoch' + $1::bigint * interval '1 microsecond'"
     " + interval '1 month')";
 
-static const char *s_insert_ledger_accounts =
-    "INSERT INTO ledger_accounts (account_id) "
-    "SELECT id FROM accounts WHERE id = ANY($1::bigint[]) "
-    "ON CONFLICT (account_id) DO NOTHING";
+//  Creates the ledger accounts of customer accounts that have none yet and
+//  returns every id of $1 that has one (to remember: the batch statement
+//  journals only accounts that do). Not in the batch's statement because
+//  that one cannot see rows it inserts itself.
+static const char *s_ledger_accounts =
+    "WITH ins AS ("
+    " INSERT INTO ledger_accounts (account_id) SELECT id FROM accounts WHERE id = ANY($1::bigint[])"
+    " ON CONFLICT (account_id) DO NOTHING RETURNING account_id"
+    ") SELECT account_id FROM ins"
+    " UNION ALL SELECT account_id FROM ledger_accounts WHERE account_id = ANY($1::bigint[])";
 
-//  A request id that already has a journal entry (its usage row came back
-//  with another started_at: a sender bug) gets no second one, and `tollgate
-//  ledger check` shows the extra row; failing the batch would stop the
-//  ledger for good.
-//  Rows whose account does not exist get no journal entry (the usage row
-//  stays, and `tollgate ledger check` reports it) rather than failing the
-//  whole batch on a foreign key.
-//  Entry ids are drawn from the sequence up front, so lines are written
-//  straight from `new` without joining the inserted entries back by request
-//  id (that join was most of the statement's time). The foreign keys of
-//  journal_lines are checked at the end of the statement, when the entries
-//  are there.
-static const char *s_journal =
-    "WITH new AS ("
-    "  SELECT nextval(pg_get_serial_sequence('journal_entries', 'id')) AS id,"
-    "         x.r, x.a, x.c, la.id AS la"
-    "  FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS x(r, a, c)"
-    "  JOIN ledger_accounts la ON la.account_id = x.a"
-    "  WHERE NOT EXISTS (SELECT 1 FROM journal_entries j WHERE j.request_id = x.r)"
-    "), entries AS ("
-    "  INSERT INTO journal_entries (id, kind, request_id) SELECT id, 'usage', r FROM new"
-    "), lines AS ("
-    "  INSERT INTO journal_lines (entry_id, ledger_account_id, amount_micros)"
-    "  SELECT id, la, -c FROM new"
-    "  UNION ALL"
-    "  SELECT id, (SELECT id FROM ledger_accounts WHERE system_name = 'revenue'), c FROM new"
-    "), moved AS ("
-    "  UPDATE accounts SET balance_micros = balance_micros - t.total"
-    "  FROM (SELECT a, sum(c) AS total FROM new GROUP BY a) t WHERE accounts.id = t.a"
-    ") SELECT count(*) FROM new";
+#define S_BATCH_NAME "ledger_batch"
+#define S_LEDGER_ACCOUNTS_NAME "ledger_accounts"
 
 ledger_store_t *ledger_store_new(const char *database_url, PGconn **db_p)
 {
@@ -381,9 +404,78 @@ static PGresult *s_exec(ledger_store_t *self, const char *sql, int count, const 
     return NULL;
 }
 
-//  Statement 1: the usage rows. Returns the new ones.
-static PGresult *s_write_usage(ledger_store_t *self, ledger_entry_t **entries, size_t count,
-                               char *error, size_t error_size)
+//  Prepares the statements on a new connection: a batch is then planned
+//  once per connection instead of once per batch (planning the batch
+//  statement cost as much as executing it for a batch of 50).
+static int s_prepare(ledger_store_t *self, char *error, size_t error_size)
+{
+    if (self->prepared)
+        return 0;
+    const char *names[] = {S_BATCH_NAME, S_LEDGER_ACCOUNTS_NAME};
+    const char *sqls[] = {s_write_batch, s_ledger_accounts};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        PGresult *result = PQprepare(self->db, names[i], sqls[i], 0, NULL);
+        bool ok = PQresultStatus(result) == PGRES_COMMAND_OK;
+        if (!ok)
+            proto_db_error(self->db, error, error_size);
+        PQclear(result);
+        if (!ok)
+            return -1;
+    }
+    self->prepared = true;
+    return 0;
+}
+
+static PGresult *s_exec_prepared(ledger_store_t *self, const char *name, int count,
+                                 const char **values, char *error, size_t error_size)
+{
+    PGresult *result = PQexecPrepared(self->db, name, count, values, NULL, NULL, 0);
+    if (PQresultStatus(result) == PGRES_TUPLES_OK)
+        return result;
+    proto_db_error(self->db, error, error_size);
+    PQclear(result);
+    return NULL;
+}
+
+static bool s_ledger_known(const ledger_store_t *self, int64_t account_id)
+{
+    for (size_t i = 0; i < self->ledger_known_count; i++)
+        if (self->ledger_known[i] == account_id)
+            return true;
+    return false;
+}
+
+//  Makes sure the accounts charged in the batch have ledger accounts,
+//  asking PostgreSQL only about accounts not seen with one before.
+static int s_ensure_ledger_accounts(ledger_store_t *self, ledger_entry_t **entries, size_t count,
+                                    char *error, size_t error_size)
+{
+    s_buf_t accounts = {0};
+    for (size_t i = 0; i < count; i++)
+        if (entries[i]->cost_micros > 0 && !s_ledger_known(self, entries[i]->account_id))
+            s_array_int(&accounts, entries[i]->account_id);
+    if (!accounts.used)
+        return 0;
+    const char *values[1] = {s_array_end(&accounts)};
+    PGresult *known = s_exec_prepared(self, S_LEDGER_ACCOUNTS_NAME, 1, values, error, error_size);
+    free(accounts.data);
+    if (!known)
+        return -1;
+    for (int row = 0; row < PQntuples(known); row++) {
+        int64_t id = strtoll(PQgetvalue(known, row, 0), NULL, 10);
+        if (s_ledger_known(self, id))
+            continue;
+        if (self->ledger_known_count == S_LEDGER_KNOWN_MAX)
+            self->ledger_known_count = 0; //  forget all; they are cheap to confirm
+        self->ledger_known[self->ledger_known_count++] = id;
+    }
+    PQclear(known);
+    return 0;
+}
+
+//  The batch statement: usage rows, rollups, journal and balances.
+static int s_write_batch_rows(ledger_store_t *self, ledger_entry_t **entries, size_t count,
+                              ledger_store_result_t *result, char *error, size_t error_size)
 {
     s_buf_t columns[S_COLUMNS] = {{0}};
     for (size_t i = 0; i < count; i++) {
@@ -422,48 +514,17 @@ static PGresult *s_write_usage(ledger_store_t *self, ledger_entry_t **entries, s
     const char *values[S_COLUMNS];
     for (int i = 0; i < S_COLUMNS; i++)
         values[i] = s_array_end(&columns[i]);
-    PGresult *result = s_exec(self, s_insert_usage, S_COLUMNS, values, error, error_size);
+    PGresult *done = s_exec_prepared(self, S_BATCH_NAME, S_COLUMNS, values, error, error_size);
     for (int i = 0; i < S_COLUMNS; i++)
         free(columns[i].data);
-    return result;
-}
-
-//  Statements 2 and 3: journal and balances for the new rows with a cost.
-static int s_write_journal(ledger_store_t *self, PGresult *fresh, ledger_store_result_t *result,
-                           char *error, size_t error_size)
-{
-    s_buf_t ids = {0}, accounts = {0}, costs = {0};
-    size_t costed = 0;
-    for (int row = 0; row < PQntuples(fresh); row++) {
-        const char *cost = PQgetvalue(fresh, row, 2);
-        if (strtoll(cost, NULL, 10) <= 0)
-            continue;
-        s_array_text(&ids, PQgetvalue(fresh, row, 0));
-        s_array_next(&accounts);
-        s_buf_add(&accounts, PQgetvalue(fresh, row, 1), strlen(PQgetvalue(fresh, row, 1)));
-        s_array_next(&costs);
-        s_buf_add(&costs, cost, strlen(cost));
-        costed++;
-    }
-    int rc = 0;
-    if (costed) {
-        const char *values[3] = {s_array_end(&ids), s_array_end(&accounts), s_array_end(&costs)};
-        PGresult *done = s_exec(self, s_insert_ledger_accounts, 1, &values[1], error, error_size);
-        if (done) {
-            PQclear(done);
-            done = s_exec(self, s_journal, 3, values, error, error_size);
-        }
-        if (done) {
-            result->journaled = (size_t)strtoull(PQgetvalue(done, 0, 0), NULL, 10);
-            result->orphans = costed - result->journaled;
-            PQclear(done);
-        } else
-            rc = -1;
-    }
-    free(ids.data);
-    free(accounts.data);
-    free(costs.data);
-    return rc;
+    if (!done)
+        return -1;
+    result->inserted = (size_t)strtoull(PQgetvalue(done, 0, 0), NULL, 10);
+    size_t costed = (size_t)strtoull(PQgetvalue(done, 0, 1), NULL, 10);
+    result->journaled = (size_t)strtoull(PQgetvalue(done, 0, 2), NULL, 10);
+    result->orphans = costed - result->journaled;
+    PQclear(done);
+    return 0;
 }
 
 static int64_t s_month(int64_t started_us)
@@ -509,36 +570,30 @@ int ledger_store_write(ledger_store_t *self, ledger_entry_t **entries, size_t co
         self->db = proto_db_connect_once(self->url, error, error_size);
         if (!self->db)
             return -1;
+        self->prepared = false;
     }
-    PGresult *fresh = NULL;
-    int rc = s_ensure_partitions(self, entries, count, error, error_size);
+    int rc = s_prepare(self, error, error_size);
     if (rc == 0)
-        rc = proto_db_exec(self->db, "BEGIN", error, error_size);
-    if (rc == 0) {
-        fresh = s_write_usage(self, entries, count, error, error_size);
-        rc = fresh ? 0 : -1;
-    }
-    if (rc == 0) {
-        result->inserted = (size_t)PQntuples(fresh);
-        rc = s_write_journal(self, fresh, result, error, error_size);
-    }
-    PQclear(fresh);
-    //  COMMIT's own failure (the connection broke as it went) is a failure:
-    //  the rows may or may not be there, and the retry finds out by
-    //  request id without counting anything twice.
+        rc = s_ensure_partitions(self, entries, count, error, error_size);
     if (rc == 0)
-        rc = proto_db_exec(self->db, "COMMIT", error, error_size);
+        rc = s_ensure_ledger_accounts(self, entries, count, error, error_size);
+    //  One statement, so one transaction of its own: its failure (a broken
+    //  connection as it committed included) leaves the rows maybe there or
+    //  not, and the retry finds out by request id without counting anything
+    //  twice.
+    if (rc == 0)
+        rc = s_write_batch_rows(self, entries, count, result, error, error_size);
     if (rc != 0) {
         memset(result, 0, sizeof *result);
         //  A partition dropped behind our back (an operator's prune) must
-        //  not fail every retry: confirm them all again.
+        //  not fail every retry: confirm them all again; the same for
+        //  ledger accounts.
         self->month_count = 0;
+        self->ledger_known_count = 0;
         if (PQstatus(self->db) != CONNECTION_OK) {
             PQfinish(self->db);
             self->db = NULL;
-        } else {
-            char ignored[256];
-            proto_db_exec(self->db, "ROLLBACK", ignored, sizeof ignored);
+            self->prepared = false;
         }
     }
     return rc;
@@ -558,6 +613,90 @@ static proto_msg_t *s_test_msg(const char *request_id)
     proto_msg_set_started_us(msg, 1700000000000000ull);
     proto_msg_set_cost_micros(msg, 5);
     return msg;
+}
+
+//  One integer from SQL on a test connection.
+static int64_t s_test_int(PGconn *db, const char *sql)
+{
+    PGresult *result = PQexec(db, sql);
+    if (PQresultStatus(result) != PGRES_TUPLES_OK)
+        fprintf(stderr, "ledger_store: %s: %s\n", sql, PQerrorMessage(db));
+    PROTO_CHECK(PQresultStatus(result) == PGRES_TUPLES_OK && PQntuples(result) == 1);
+    int64_t value = strtoll(PQgetvalue(result, 0, 0), NULL, 10);
+    PQclear(result);
+    return value;
+}
+
+//  Writes one batch of the given ids, accounts, costs and starts.
+static void s_test_write(ledger_store_t *store, size_t count, const char **ids,
+                         const int64_t *accounts, const int64_t *costs, const uint64_t *started,
+                         ledger_store_result_t *result)
+{
+    char why[256], error[512];
+    ledger_entry_t *entries[8];
+    assert(count <= 8);
+    for (size_t i = 0; i < count; i++) {
+        proto_msg_t *msg = s_test_msg(ids[i]);
+        proto_msg_set_account_id(msg, (uint64_t)accounts[i]);
+        proto_msg_set_cost_micros(msg, costs[i]);
+        proto_msg_set_started_us(msg, started[i]);
+        entries[i] = ledger_entry_new(msg, why, sizeof why);
+        proto_msg_destroy(&msg);
+    }
+    int rc = ledger_store_write(store, entries, count, result, error, sizeof error);
+    if (rc != 0)
+        fprintf(stderr, "ledger_store: %s\n", error);
+    PROTO_CHECK(rc == 0);
+    for (size_t i = 0; i < count; i++)
+        ledger_entry_destroy(&entries[i]);
+}
+
+//  The money of a batch: one journal entry per account, each request once.
+static void s_test_money(const char *url)
+{
+    PGconn *db = PQconnectdb(url);
+    PROTO_CHECK(PQstatus(db) == CONNECTION_OK);
+    int64_t a = s_test_int(db, "INSERT INTO accounts (name) VALUES ('store-test-a') RETURNING id");
+    int64_t b = s_test_int(db, "INSERT INTO accounts (name) VALUES ('store-test-b') RETURNING id");
+    int64_t entries_before = s_test_int(db, "SELECT count(*) FROM journal_entries");
+    ledger_store_t *store = ledger_store_new(url, NULL);
+    ledger_store_result_t result;
+    const uint64_t t = 1700000000000000ull, month = 31ull * 86400 * 1000000;
+    //  Two accounts, three costed requests and one free: two entries.
+    const char *ids[] = {"money-1", "money-2", "money-3", "money-4"};
+    int64_t accounts[] = {a, b, a, b}, costs[] = {5, 7, 11, 0};
+    uint64_t started[] = {t, t, t, t};
+    s_test_write(store, 4, ids, accounts, costs, started, &result);
+    PROTO_CHECK(result.inserted == 4 && result.journaled == 3 && result.orphans == 0);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT balance_micros FROM accounts WHERE id = %" PRId64, a);
+    PROTO_CHECK(s_test_int(db, sql) == -16);
+    snprintf(sql, sizeof sql, "SELECT balance_micros FROM accounts WHERE id = %" PRId64, b);
+    PROTO_CHECK(s_test_int(db, sql) == -7);
+    PROTO_CHECK(s_test_int(db, "SELECT count(*) FROM journal_entries") == entries_before + 2);
+    PROTO_CHECK(s_test_int(db, "SELECT count(*) FROM journal_requests WHERE request_id LIKE "
+                               "'money-%'") == 3);
+    //  money-1 again, in another month (a sender bug): a second usage row,
+    //  no second charge; money-5 is charged beside it.
+    const char *again_ids[] = {"money-1", "money-5"};
+    int64_t again_accounts[] = {a, a}, again_costs[] = {5, 3};
+    uint64_t again_started[] = {t + month, t};
+    s_test_write(store, 2, again_ids, again_accounts, again_costs, again_started, &result);
+    PROTO_CHECK(result.inserted == 2 && result.journaled == 1 && result.orphans == 1);
+    snprintf(sql, sizeof sql, "SELECT balance_micros FROM accounts WHERE id = %" PRId64, a);
+    PROTO_CHECK(s_test_int(db, sql) == -19);
+    PROTO_CHECK(s_test_int(db, "SELECT count(*) FROM journal_requests WHERE request_id LIKE "
+                               "'money-%'") == 4);
+    //  The journal ties each request to its money: entries' customer lines
+    //  are minus the sums of their requests.
+    PROTO_CHECK(s_test_int(db,
+                           "SELECT count(*) FROM journal_entries e JOIN journal_lines l ON"
+                           " l.entry_id = e.id JOIN ledger_accounts la ON la.id ="
+                           " l.ledger_account_id AND la.account_id IS NOT NULL WHERE"
+                           " e.kind = 'usage' AND -l.amount_micros <> (SELECT sum(amount_micros)"
+                           " FROM journal_requests r WHERE r.entry_id = e.id)") == 0);
+    ledger_store_destroy(&store);
+    PQfinish(db);
 }
 
 void ledger_store_test(bool verbose)
@@ -630,6 +769,7 @@ void ledger_store_test(bool verbose)
         for (int i = 0; i < 3; i++)
             ledger_entry_destroy(&entries[i]);
         ledger_store_destroy(&store);
+        s_test_money(url);
     } else if (verbose)
         printf("(no TOLLGATE_TEST_DATABASE_URL: database part skipped) ");
     if (verbose)

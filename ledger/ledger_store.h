@@ -2,22 +2,21 @@
 
     Before the batch, the month partitions of usage it needs (and the next
     month's) are created if this store has not seen them yet (migration
-    0004's tollgate_usage_partition, its own short transaction). Then one
-    batch is one transaction of at most four statements, whatever its size,
-    because every column travels as one array parameter and the SQL
-    unnests them:
+    0004's tollgate_usage_partition, its own short transaction), and so are
+    the ledger accounts of charged customers it has not seen with one. Then
+    one batch is one prepared statement, whatever its size, because every
+    column travels as one array parameter and the SQL unnests them:
 
-      1. INSERT INTO usage ... SELECT FROM unnest($1..$19)
-         ON CONFLICT (request_id, started_at) DO NOTHING RETURNING ...
-         -> only the rows that are new come back, and only those are added
-         to usage_hourly and usage_daily (upserts in the same statement);
-      2. for the new rows with cost > 0, the customers' ledger_accounts rows
-         are created on demand (INSERT ... ON CONFLICT DO NOTHING);
-      3. one statement that inserts a 'usage' journal entry per new costed
-         row (unless its request id already has one), its two lines
-         (customer -cost, system 'revenue' +cost), and moves
-         accounts.balance_micros by the batch total of each account;
-      4. COMMIT.
+      - INSERT INTO usage ... SELECT FROM unnest($1..$21)
+        ON CONFLICT (request_id, started_at) DO NOTHING RETURNING ...
+        -> only the rows that are new come back, and only those are added
+        to usage_hourly and usage_daily (upserts in the same statement);
+      - for the new rows with cost > 0, one row each in journal_requests
+        (request id PRIMARY KEY: ON CONFLICT DO NOTHING) naming its
+        account's journal entry for the batch, and per account one 'usage'
+        journal entry with two lines (customer -total, system 'revenue'
+        +total) and accounts.balance_micros moved by the same total
+        (migration 0020).
     A batch that is written twice (the COMMIT's reply was lost, or a sender
     re-sent entries already committed) therefore inserts nothing the second
     time and moves no money: idempotent by request id.
@@ -74,7 +73,7 @@ void ledger_entry_destroy(ledger_entry_t **self_p);
 //  What a committed batch did.
 typedef struct {
     size_t inserted;  //  usage rows that were new
-    size_t journaled; //  journal entries written (new rows with cost > 0)
+    size_t journaled; //  requests journaled (new rows with cost > 0)
     size_t orphans;   //  new costed rows whose account does not exist: no journal
 } ledger_store_result_t;
 

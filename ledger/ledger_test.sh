@@ -59,7 +59,11 @@ mkdir -p "$TMP/data" "$TMP/sock"
 PGPORT=5432
 as_pg "$PGBIN/initdb" -D "$TMP/data" -A trust -U postgres --no-sync >"$TMP/initdb.out" 2>&1 ||
     { cat "$TMP/initdb.out"; fail "initdb"; }
-PG_START="$PGBIN/pg_ctl -D $TMP/data -l $TMP/postgres.log -w -o \"-k $TMP/sock -p $PGPORT -c listen_addresses= -c fsync=off\" start"
+PG_OPTIONS="-k $TMP/sock -p $PGPORT -c listen_addresses= -c fsync=off"
+#  BENCH_PGSS=1 (bench mode): pg_stat_statements, to see where PostgreSQL's time goes
+[ "$MODE" = bench ] && [ "${BENCH_PGSS:-0}" = 1 ] &&
+    PG_OPTIONS="$PG_OPTIONS -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all -c pg_stat_statements.track_planning=on"
+PG_START="$PGBIN/pg_ctl -D $TMP/data -l $TMP/postgres.log -w -o \"$PG_OPTIONS\" start"
 PG_STOP="$PGBIN/pg_ctl -D $TMP/data -m fast -w stop"
 if [ "$(id -u)" = 0 ]; then
     PG_START="runuser -u postgres -- $PG_START"
@@ -147,8 +151,49 @@ billing)
     stop ledger
     ;;
 bench)
-    start ledger --set ledger.batch_max=2000 --set ledger.batch_delay_ms=10
-    "$BIN/ledger_probe" "ipc://$TMP/ledger.sock" bench "${BENCH_COUNT:-200000}" || fail "bench"
+    #  BENCH_BATCH_MAX: entries per transaction (the gateway's batches are
+    #  smaller than 2000: ~10 ms of requests each).
+    start ledger --set ledger.batch_max="${BENCH_BATCH_MAX:-2000}" --set ledger.batch_delay_ms=10
+    if [ "${BENCH_PGSS:-0}" = 1 ]; then
+        "${PSQL[@]}" -d tollgate -c "CREATE EXTENSION pg_stat_statements" >/dev/null ||
+            fail "pg_stat_statements"
+    fi
+    #  CPU time of the cluster (postmaster and its children: backends,
+    #  walwriter, checkpointer, autovacuum) and of the ledger, and the WAL
+    #  position, just before the first ENTRY and after the last COMMIT.
+    cat >"$TMP/mark.sh" <<MARK
+#!/usr/bin/env bash
+postmaster=\$(head -n 1 "$TMP/data/postmaster.pid")
+pg=0
+for p in \$postmaster \$(pgrep -P "\$postmaster"); do
+    pg=\$((pg + \$(awk '{print \$14 + \$15}' /proc/\$p/stat 2>/dev/null || echo 0)))
+done
+ledger=\$(awk '{print \$14 + \$15}' /proc/$PID_ledger/stat)
+wal=\$(${PSQL[*]} -d tollgate -Atc "SELECT pg_current_wal_lsn() - '0/0'")
+echo "\$pg \$ledger \$wal" >>"$TMP/marks"
+if [ "${BENCH_PGSS:-0}" = 1 ] && [ ! -s "$TMP/pgss-reset" ]; then
+    ${PSQL[*]} -d tollgate -Atc "SELECT pg_stat_statements_reset()" >"$TMP/pgss-reset"
+fi
+MARK
+    chmod +x "$TMP/mark.sh"
+    count=${BENCH_COUNT:-200000}
+    LEDGER_BENCH_MARK="$TMP/mark.sh" "$BIN/ledger_probe" "ipc://$TMP/ledger.sock" bench "$count" ||
+        fail "bench"
+    hz=$(getconf CLK_TCK)
+    read -r pg0 ledger0 wal0 < <(sed -n 1p "$TMP/marks")
+    read -r pg1 ledger1 wal1 < <(sed -n 2p "$TMP/marks")
+    awk -v n="$count" -v hz="$hz" -v pg=$((pg1 - pg0)) -v l=$((ledger1 - ledger0)) \
+        -v w=$((wal1 - wal0)) 'BEGIN { printf "ledger bench cost: postgres %.1f us, ledger %.1f us CPU, WAL %.0f bytes per entry\n", pg * 1e6 / hz / n, l * 1e6 / hz / n, w / n }'
+    if [ "${BENCH_PGSS:-0}" = 1 ]; then
+        "${PSQL[@]}" -d tollgate -P pager=off -c "SELECT calls, rows,
+            round((total_exec_time * 1000 / $count)::numeric, 1) AS exec_us_per_entry,
+            round((total_plan_time * 1000 / $count)::numeric, 1) AS plan_us_per_entry,
+            round((wal_bytes / $count)::numeric) AS wal_bytes_per_entry,
+            shared_blks_hit + shared_blks_read + shared_blks_dirtied AS blocks,
+            left(regexp_replace(query, '\s+', ' ', 'g'), 90) AS query
+            FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'
+            ORDER BY total_exec_time + total_plan_time DESC LIMIT 12"
+    fi
     stop ledger
     ;;
 *)

@@ -49,29 +49,65 @@ static const s_check_t s_checks[] = {
      " FROM journal_entries e LEFT JOIN journal_lines l ON l.entry_id = e.id GROUP BY e.id"
      " HAVING count(l.entry_id) < 2 OR coalesce(sum(l.amount_micros), 0) <> 0"
      " ORDER BY e.id LIMIT 10"},
-    //  request_id is unique in journal_entries, so "exactly one" is "one
-    //  that exists and has the right customer line".
-    {"costed usage rows have one matching journal entry",
-     "usage %s: cost_micros %s, customer line %s",
+    //  Usage is journaled per (account, batch) (migration 0020): a request's
+    //  money is its journal_requests row (request_id is its primary key, so
+    //  "exactly one" is "one that exists"), inside the entry that holds its
+    //  account's line.
+    {"costed usage rows have their journaled request", "usage %s: cost_micros %s, journaled %s",
      "SELECT count(*) FROM usage u"
-     " LEFT JOIN journal_entries e ON e.request_id = u.request_id AND e.kind = 'usage'"
+     " LEFT JOIN journal_requests r ON r.request_id = u.request_id"
+     " LEFT JOIN journal_entries e ON e.id = r.entry_id AND e.kind = 'usage'"
      " LEFT JOIN ledger_accounts la ON la.account_id = u.account_id"
      " LEFT JOIN journal_lines l ON l.entry_id = e.id AND l.ledger_account_id = la.id"
-     " WHERE u.cost_micros > 0 AND (l.amount_micros IS NULL OR l.amount_micros <> -u.cost_micros)",
-     "SELECT u.request_id, u.cost_micros::text, coalesce(l.amount_micros::text, 'missing')"
+     " WHERE u.cost_micros > 0 AND (l.amount_micros IS NULL OR r.amount_micros <> u.cost_micros)",
+     "SELECT u.request_id, u.cost_micros::text,"
+     " CASE WHEN r.request_id IS NULL THEN 'missing'"
+     " WHEN l.amount_micros IS NULL THEN r.amount_micros || ' in entry ' || r.entry_id"
+     " || ' without a line of account ' || u.account_id"
+     " ELSE r.amount_micros || ' in entry ' || r.entry_id END"
      " FROM usage u"
-     " LEFT JOIN journal_entries e ON e.request_id = u.request_id AND e.kind = 'usage'"
+     " LEFT JOIN journal_requests r ON r.request_id = u.request_id"
+     " LEFT JOIN journal_entries e ON e.id = r.entry_id AND e.kind = 'usage'"
      " LEFT JOIN ledger_accounts la ON la.account_id = u.account_id"
      " LEFT JOIN journal_lines l ON l.entry_id = e.id AND l.ledger_account_id = la.id"
-     " WHERE u.cost_micros > 0 AND (l.amount_micros IS NULL OR l.amount_micros <> -u.cost_micros)"
+     " WHERE u.cost_micros > 0 AND (l.amount_micros IS NULL OR r.amount_micros <> u.cost_micros)"
      " ORDER BY u.request_id LIMIT 10"},
-    {"journal usage entries have their usage row", "journal entry %s for request %s: %s",
-     "SELECT count(*) FROM journal_entries e WHERE e.kind = 'usage'" S_AFTER_PRUNE
-     " AND NOT EXISTS (SELECT 1 FROM usage u WHERE u.request_id = e.request_id)",
-     "SELECT e.id::text, e.request_id, 'no usage row' FROM journal_entries e"
-     " WHERE e.kind = 'usage'" S_AFTER_PRUNE
-     " AND NOT EXISTS (SELECT 1 FROM usage u WHERE u.request_id = e.request_id)"
+    //  An entry's one customer line is minus the sum of its requests, so
+    //  the journal alone (usage partitions get pruned) ties every request
+    //  to the money that moved for it.
+    {"usage entries equal their requests", "journal entry %s: %s, customer lines %s",
+     "SELECT count(*) FROM journal_entries e"
+     " LEFT JOIN (SELECT entry_id, count(*) AS n, sum(amount_micros) AS total"
+     " FROM journal_requests GROUP BY entry_id) r ON r.entry_id = e.id"
+     " LEFT JOIN (SELECT l.entry_id, count(*) AS n, sum(l.amount_micros) AS total"
+     " FROM journal_lines l JOIN ledger_accounts la ON la.id = l.ledger_account_id"
+     " WHERE la.account_id IS NOT NULL GROUP BY l.entry_id) c ON c.entry_id = e.id"
+     " WHERE e.kind = 'usage' AND (r.n IS NULL OR c.n IS DISTINCT FROM 1 OR c.total <> -r.total)",
+     "SELECT e.id::text, coalesce(r.n, 0) || ' requests of ' || coalesce(r.total, 0) || ' micros',"
+     " coalesce(c.n, 0) || ' summing to ' || coalesce(c.total, 0)"
+     " FROM journal_entries e"
+     " LEFT JOIN (SELECT entry_id, count(*) AS n, sum(amount_micros) AS total"
+     " FROM journal_requests GROUP BY entry_id) r ON r.entry_id = e.id"
+     " LEFT JOIN (SELECT l.entry_id, count(*) AS n, sum(l.amount_micros) AS total"
+     " FROM journal_lines l JOIN ledger_accounts la ON la.id = l.ledger_account_id"
+     " WHERE la.account_id IS NOT NULL GROUP BY l.entry_id) c ON c.entry_id = e.id"
+     " WHERE e.kind = 'usage' AND (r.n IS NULL OR c.n IS DISTINCT FROM 1 OR c.total <> -r.total)"
      " ORDER BY e.id LIMIT 10"},
+    {"journaled requests have their usage entry", "request %s: entry %s %s",
+     "SELECT count(*) FROM journal_requests r WHERE NOT EXISTS"
+     " (SELECT 1 FROM journal_entries e WHERE e.id = r.entry_id AND e.kind = 'usage')",
+     "SELECT r.request_id, r.entry_id::text, 'is not a usage entry' FROM journal_requests r"
+     " WHERE NOT EXISTS"
+     " (SELECT 1 FROM journal_entries e WHERE e.id = r.entry_id AND e.kind = 'usage')"
+     " ORDER BY r.request_id LIMIT 10"},
+    {"journaled requests have their usage row", "journal entry %s for request %s: %s",
+     "SELECT count(*) FROM journal_requests r JOIN journal_entries e ON e.id = r.entry_id"
+     " WHERE true" S_AFTER_PRUNE
+     " AND NOT EXISTS (SELECT 1 FROM usage u WHERE u.request_id = r.request_id)",
+     "SELECT e.id::text, r.request_id, 'no usage row' FROM journal_requests r"
+     " JOIN journal_entries e ON e.id = r.entry_id WHERE true" S_AFTER_PRUNE
+     " AND NOT EXISTS (SELECT 1 FROM usage u WHERE u.request_id = r.request_id)"
+     " ORDER BY e.id, r.request_id LIMIT 10"},
     {"every request id has one usage row", "request %s: %s rows, first started %s",
      "SELECT count(*) FROM (SELECT request_id FROM usage GROUP BY request_id"
      " HAVING count(*) > 1) dup",

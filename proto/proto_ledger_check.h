@@ -1,6 +1,6 @@
 /*  proto_ledger_check: does the money in PostgreSQL add up?
 
-    Six invariants of the double-entry journal and the usage it records,
+    Nine invariants of the double-entry journal and the usage it records,
     checked by `tollgate ledger check` and GET /admin/ledger/check (and by
     the ledger's and billing's PostgreSQL probes, which are tests: code of
     several programs, so it lives in proto):
@@ -8,12 +8,18 @@
          account's journal lines (an account created with a balance has a
          'topup' entry for it, written in the same transaction);
       2. every journal entry has at least two lines and they sum to zero;
-      3. every usage row with cost_micros > 0 has exactly one 'usage'
-         journal entry, whose customer line is -cost_micros;
-      4. every 'usage' journal entry has its usage row;
-      5. no request id has more than one usage row;
-      6. the daily rollup equals the usage rows, per day and account
-         (requests and cost).
+      3. every usage row with cost_micros > 0 has its journal_requests row
+         (one per request id: the primary key) with amount cost_micros, in
+         a 'usage' entry that has a line of the row's account;
+      4. every 'usage' entry has requests and one customer line, minus
+         their sum (usage is journaled per account and batch, migration
+         0020; older entries are each one request's);
+      5. every journal_requests row is in a 'usage' entry;
+      6. every journaled request has its usage row (after a prune's cutoff);
+      7. no request id has more than one usage row;
+      8. an operator's loss charges nothing;
+      9. the daily rollup equals the usage rows, per day and account
+         (requests, cost and images).
     Read-only; runs in one REPEATABLE READ transaction so the figures come
     from one snapshot even while the ledger is writing.
 */

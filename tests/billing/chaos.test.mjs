@@ -164,7 +164,7 @@ test('SIGKILL of every program and a PostgreSQL restart under load lose and dupl
   const duplicates = [...rows.values()].filter((n) => n > 1).length;
   const [counts] = await cluster.psql(`SELECT
       (SELECT count(*) FROM usage u WHERE u.cost_micros > 0 AND NOT EXISTS
-         (SELECT 1 FROM journal_entries e WHERE e.request_id = u.request_id)) AS unjournaled,
+         (SELECT 1 FROM journal_requests r WHERE r.request_id = u.request_id)) AS unjournaled,
       (SELECT count(*) FROM usage) AS all_rows`);
   console.log(`chaos: ${events.join(', ')}`);
   console.log(`chaos: requests=${results.length} completed=${completed.length} rows=${completedRows} ` +

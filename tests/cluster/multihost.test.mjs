@@ -466,13 +466,23 @@ test('many instances on several hosts: restarts, kills, a cut link and a databas
       'journal entries balance to zero': `SELECT count(*) AS n FROM (SELECT e.id FROM journal_entries e
          LEFT JOIN journal_lines l ON l.entry_id = e.id GROUP BY e.id
          HAVING count(l.entry_id) < 2 OR coalesce(sum(l.amount_micros), 0) <> 0) bad`,
-      'usage rows with cost have their journal entry': `SELECT count(*) AS n FROM usage u
-         LEFT JOIN journal_entries e ON e.request_id = u.request_id AND e.kind = 'usage'
+      // Usage is journaled per (account, batch): a request's money is its journal_requests row
+      // (migration 0020), in an entry whose customer line is minus the sum of its requests.
+      'usage rows with cost have their journaled request': `SELECT count(*) AS n FROM usage u
+         LEFT JOIN journal_requests r ON r.request_id = u.request_id
+         LEFT JOIN journal_entries e ON e.id = r.entry_id AND e.kind = 'usage'
          LEFT JOIN ledger_accounts la ON la.account_id = u.account_id
          LEFT JOIN journal_lines l ON l.entry_id = e.id AND l.ledger_account_id = la.id
-         WHERE u.cost_micros > 0 AND (l.amount_micros IS NULL OR l.amount_micros <> -u.cost_micros)`,
-      'usage journal entries have their usage row': `SELECT count(*) AS n FROM journal_entries e
-         WHERE e.kind = 'usage' AND NOT EXISTS (SELECT 1 FROM usage u WHERE u.request_id = e.request_id)`,
+         WHERE u.cost_micros > 0 AND (l.amount_micros IS NULL OR r.amount_micros <> u.cost_micros)`,
+      'usage entries equal their requests': `SELECT count(*) AS n FROM journal_entries e
+         LEFT JOIN (SELECT entry_id, sum(amount_micros) AS total FROM journal_requests GROUP BY entry_id) r
+           ON r.entry_id = e.id
+         LEFT JOIN (SELECT l.entry_id, count(*) AS n, sum(l.amount_micros) AS total FROM journal_lines l
+           JOIN ledger_accounts la ON la.id = l.ledger_account_id WHERE la.account_id IS NOT NULL
+           GROUP BY l.entry_id) c ON c.entry_id = e.id
+         WHERE e.kind = 'usage' AND (r.total IS NULL OR c.n IS DISTINCT FROM 1 OR c.total <> -r.total)`,
+      'journaled requests have their usage row': `SELECT count(*) AS n FROM journal_requests r
+         WHERE NOT EXISTS (SELECT 1 FROM usage u WHERE u.request_id = r.request_id)`,
     };
     const checkCounts = {};
     for (const [name, sql] of Object.entries(checks)) checkCounts[name] = Number((await psql(dir, sql))[0].n);

@@ -405,8 +405,10 @@ static PGresult *s_exec(ledger_store_t *self, const char *sql, int count, const 
 }
 
 //  Prepares the statements on a new connection: a batch is then planned
-//  once per connection instead of once per batch (planning the batch
-//  statement cost as much as executing it for a batch of 50).
+//  once per connection instead of once per batch (planning cost 14 us of
+//  PostgreSQL CPU per entry at batches of 50). Named prepared statements
+//  need a direct connection or a pooler that keeps them (PgBouncer 1.21+
+//  in transaction mode with max_prepared_statements set).
 static int s_prepare(ledger_store_t *self, char *error, size_t error_size)
 {
     if (self->prepared)

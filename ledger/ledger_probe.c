@@ -3,6 +3,7 @@
     and the ledger process.
 
     usage: ledger_probe ENDPOINT [bench COUNT]
+           ledger_probe check     (only the ledger check, report on stdout)
     environment: TOLLGATE_TEST_DATABASE_URL  the migrated database
                  LEDGER_TEST_PG_STOP, LEDGER_TEST_PG_START  shell commands
                  that stop and start that PostgreSQL (the outage scenario
@@ -243,6 +244,14 @@ int main(int argc, char **argv)
             socket_error);
     s_db = PQconnectdb(url);
     S_CHECK(PQstatus(s_db) == CONNECTION_OK, "connect: %s", PQerrorMessage(s_db));
+    if (strcmp(argv[1], "check") == 0) {
+        char *report = NULL;
+        int rc = proto_ledger_check_run(s_db, &report);
+        printf("%s", report);
+        free(report);
+        PQfinish(s_db);
+        return rc == 0 ? 0 : 1;
+    }
     s_sent = zhashx_new();
     zsock_t *dealer = proto_socket_new(ZMQ_DEALER);
     zsock_set_sndhwm(dealer, 1000000);

@@ -80,6 +80,55 @@ for db in tollgate storetest; do
         "${PSQL[@]}" -d "$db" -f "$file" >/dev/null || fail "migration $file"
     done
 done
+
+#  oldjournal: money journaled per request as before migration 0020 (an
+#  entry with request_id and two lines per costed usage row); the migration
+#  must turn it into journal_requests that `ledger check` accepts, and the
+#  check must see an amount that no longer matches.
+old_journal() {
+    "${PSQL[@]}" -d postgres -c "CREATE DATABASE oldjournal" >/dev/null || fail "create oldjournal"
+    local file
+    for file in "$MIGRATIONS"/*.sql; do
+        [ "$(basename "$file" | cut -c1-4)" -lt 20 ] || continue
+        "${PSQL[@]}" -d oldjournal -f "$file" >/dev/null || fail "migration $file"
+    done
+    "${PSQL[@]}" -d oldjournal >/dev/null <<'SQL' || fail "old journal data"
+SELECT tollgate_usage_partition(now());
+WITH a AS (INSERT INTO accounts (name, balance_micros) VALUES ('old', -30) RETURNING id),
+     la AS (INSERT INTO ledger_accounts (account_id) SELECT id FROM a RETURNING id),
+     u AS (INSERT INTO usage (request_id, started_at, account_id, api_key_id, model, status,
+                              cost_micros)
+           SELECT r, now(), a.id, 1, 'm', 200, c FROM a, (VALUES ('old-1', 10), ('old-2', 20),
+                  ('old-3', 0)) v(r, c) RETURNING request_id, cost_micros),
+     d AS (INSERT INTO usage_daily (day, account_id, api_key_id, model, provider_id, requests,
+                                    cost_micros)
+           SELECT (now() AT TIME ZONE 'UTC')::date, id, 1, 'm', 0, 3, 30 FROM a),
+     e AS (INSERT INTO journal_entries (kind, request_id)
+           SELECT 'usage', request_id FROM u WHERE cost_micros > 0 RETURNING id, request_id)
+INSERT INTO journal_lines (entry_id, ledger_account_id, amount_micros)
+SELECT e.id, la.id, -u.cost_micros FROM e JOIN u USING (request_id), la
+UNION ALL
+SELECT e.id, (SELECT id FROM ledger_accounts WHERE system_name = 'revenue'), u.cost_micros
+FROM e JOIN u USING (request_id);
+SQL
+    for file in "$MIGRATIONS"/*.sql; do
+        [ "$(basename "$file" | cut -c1-4)" -ge 20 ] || continue
+        "${PSQL[@]}" -d oldjournal -f "$file" >/dev/null || fail "migration $file"
+    done
+    local old_url="host=$TMP/sock port=$PGPORT user=postgres dbname=oldjournal"
+    [ "$("${PSQL[@]}" -d oldjournal -Atc "SELECT string_agg(request_id || '=' || amount_micros, ','
+        ORDER BY request_id) FROM journal_requests")" = "old-1=10,old-2=20" ] ||
+        fail "migration 0020 did not carry the per-request entries into journal_requests"
+    TOLLGATE_TEST_DATABASE_URL="$old_url" "$BIN/ledger_probe" check >"$TMP/oldjournal.out" ||
+        { cat "$TMP/oldjournal.out"; fail "ledger check after migration 0020"; }
+    "${PSQL[@]}" -d oldjournal -c "UPDATE journal_requests SET amount_micros = 11
+        WHERE request_id = 'old-1'" >/dev/null || fail "tamper"
+    TOLLGATE_TEST_DATABASE_URL="$old_url" "$BIN/ledger_probe" check >"$TMP/oldjournal.out" &&
+        fail "ledger check missed a request whose amount differs from its usage row"
+    grep -q 'FAIL  costed usage rows have their journaled request: 1 violation' \
+        "$TMP/oldjournal.out" && grep -q 'FAIL  usage entries equal their requests: 1 violation' \
+        "$TMP/oldjournal.out" || { cat "$TMP/oldjournal.out"; fail "ledger check's report"; }
+}
 URL="host=$TMP/sock port=$PGPORT user=postgres dbname=tollgate"
 
 #  Programs reject unknown TOLLGATE_* variables, so the test's own must not
@@ -115,6 +164,7 @@ stop() {
 export TOLLGATE_TEST_DATABASE_URL="$URL"
 case "$MODE" in
 ledger)
+    old_journal
     TOLLGATE_TEST_DATABASE_URL="host=$TMP/sock port=$PGPORT user=postgres dbname=storetest" \
         "$BIN/ledger_selftest" ledger_store || fail "ledger_store selftest against PostgreSQL"
 

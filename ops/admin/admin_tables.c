@@ -179,7 +179,8 @@ static const admin_field_t s_provider_fields[] = {
      .nullable = true,
      .ref = &admin_accounts},
     //  What the models it lists cost when no logical model has their name
-    //  (migration 0019); null: it adds no names (a name other providers' prices admit may still be served through it, charged at their highest).
+    //  (migration 0019); null: it adds no names (a name other providers' prices admit may still be
+    //  served through it, charged at their highest).
     S_PRICE_OR_NULL("default_price_in"),
     S_PRICE_OR_NULL("default_price_out"),
     S_PRICE_OR_NULL("default_price_cache_read"),

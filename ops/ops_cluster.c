@@ -141,6 +141,13 @@ static int s_spawn_supervisor(ops_cluster_t *self, char *error, size_t error_siz
 {
     char log_path[PATH_MAX];
     snprintf(log_path, sizeof log_path, "%s", ops_state_path(self->state, "log/supervisor.log"));
+    //  The last supervisor's status (every program stopped, each with its
+    //  last exit) is not this one's: waiting for the file, or reading a
+    //  program's exit from it, must see only what the new one writes.
+    if (unlink(ops_state_path(self->state, "run/status.json")) != 0 && errno != ENOENT) {
+        snprintf(error, error_size, "cannot remove the old run/status.json: %s", strerror(errno));
+        return -1;
+    }
     pid_t pid = fork();
     if (pid < 0) {
         snprintf(error, error_size, "cannot fork: %s", strerror(errno));

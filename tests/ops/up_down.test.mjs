@@ -76,6 +76,14 @@ test('up starts everything, restarts a killed program, is idempotent, down stops
     for (const program of status.programs) assert.equal(program.state, 'down');
     const downAgain = await cluster.tollgate(['down', '--dir', cluster.dir]);
     assert.equal(downAgain.code, 0);
+
+    // And up again on the same folder: the last run's status (every program stopped, with its
+    // last exit) is not taken for a failed start.
+    const upAgain = await cluster.tollgate(['up', '--dir', cluster.dir]);
+    assert.equal(upAgain.code, 0, upAgain.stderr);
+    status = await cluster.status();
+    assert.equal(status.up, true, JSON.stringify(status));
+    for (const program of status.programs) assert.equal(program.restarts, 0, program.name);
   } finally {
     await cluster.stop();
   }

@@ -2,11 +2,49 @@
 #include "proto_check.h"
 
 #include <assert.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+//  Random bytes for ids are taken from libsodium a block at a time: its
+//  generator calls getpid() on every call (to notice a fork), a system call
+//  per request id and span id, and a block costs one. The block is the
+//  calling thread's own (threads never share it, so it needs no lock), bytes
+//  handed out are wiped from it, and a forked child starts with none
+//  (s_pool_forget runs in the child), so parent and child never share ids
+//  (libsodium's generator then refuses to run in the child: it must exec).
+#define S_POOL_SIZE 512
+static _Thread_local struct {
+    uint8_t bytes[S_POOL_SIZE]; //  random bytes not handed out yet at the end
+    size_t left;                //  how many
+} s_pool;
+
+static void s_pool_forget(void)
+{
+    sodium_memzero(&s_pool, sizeof s_pool);
+}
+
+static void s_random(uint8_t *out, size_t size)
+{
+    if (size > S_POOL_SIZE) {
+        randombytes_buf(out, size);
+        return;
+    }
+    if (s_pool.left < size) {
+        randombytes_buf(s_pool.bytes, S_POOL_SIZE);
+        s_pool.left = S_POOL_SIZE;
+    }
+    uint8_t *from = s_pool.bytes + S_POOL_SIZE - s_pool.left;
+    memcpy(out, from, size);
+    sodium_memzero(from, size);
+    s_pool.left -= size;
+}
 
 int proto_crypto_init(void)
 {
@@ -16,6 +54,7 @@ int proto_crypto_init(void)
     static bool chosen;
     if (!chosen) {
         randombytes_set_implementation(&randombytes_internal_implementation);
+        pthread_atfork(NULL, NULL, s_pool_forget);
         chosen = true;
     }
     return sodium_init() < 0 ? -1 : 0;
@@ -25,7 +64,7 @@ void proto_crypto_random_hex(char *out, size_t bytes)
 {
     uint8_t buffer[64];
     assert(bytes <= sizeof buffer);
-    randombytes_buf(buffer, bytes);
+    s_random(buffer, bytes);
     sodium_bin2hex(out, bytes * 2 + 1, buffer, bytes);
     sodium_memzero(buffer, sizeof buffer);
 }
@@ -166,11 +205,57 @@ char *proto_crypto_open(const char *key_hex, const uint8_t *nonce, const uint8_t
     return plain;
 }
 
+static int s_compare_ids(const void *a, const void *b)
+{
+    return memcmp(a, b, 33);
+}
+
+//  Ids from the pooled generator: all different across many pool refills,
+//  and a forked child never hands out the parent's next bytes.
+static void s_test_random_pool(void)
+{
+    enum { COUNT = 2000 };
+    char(*ids)[33] = calloc(COUNT, sizeof *ids);
+    PROTO_CHECK(ids);
+    for (int i = 0; i < COUNT; i++) {
+        proto_crypto_random_hex(ids[i], 16);
+        PROTO_CHECK(strlen(ids[i]) == 32 && strspn(ids[i], "0123456789abcdef") == 32);
+    }
+    qsort(ids, COUNT, sizeof *ids, s_compare_ids);
+    for (int i = 1; i < COUNT; i++)
+        PROTO_CHECK(strcmp(ids[i - 1], ids[i]) != 0);
+    free(ids);
+    //  Bytes left in the pool before the fork: the child must not reuse them.
+    char parent[33], child[33] = "";
+    proto_crypto_random_hex(parent, 16);
+    int pipe_fds[2];
+    PROTO_CHECK(pipe(pipe_fds) == 0);
+    pid_t pid = fork();
+    PROTO_CHECK(pid >= 0);
+    if (pid == 0) {
+        char mine[33];
+        proto_crypto_random_hex(mine, 16);
+        _exit(write(pipe_fds[1], mine, 33) == 33 ? 0 : 1);
+    }
+    close(pipe_fds[1]);
+    proto_crypto_random_hex(parent, 16);
+    ssize_t got = read(pipe_fds[0], child, 33);
+    int status = 0;
+    PROTO_CHECK(waitpid(pid, &status, 0) == pid);
+    //  libsodium's generator refuses to run in a forked child (it aborts:
+    //  a child must exec first, as ours do); what the child must never do
+    //  is hand out the parent's next id from the pool.
+    PROTO_CHECK((WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT && got == 0) ||
+                (got == 33 && strcmp(parent, child) != 0));
+    close(pipe_fds[0]);
+}
+
 void proto_crypto_test(bool verbose)
 {
     if (verbose)
         printf(" * proto_crypto: ");
     PROTO_CHECK(proto_crypto_init() == 0);
+    s_test_random_pool();
     char key[PROTO_CRYPTO_API_KEY_LEN + 1];
     proto_crypto_new_api_key(key, sizeof key);
     PROTO_CHECK(strlen(key) == PROTO_CRYPTO_API_KEY_LEN);

@@ -6,6 +6,7 @@
 #include "ingress_server_private.h"
 #include "proto_error.h"
 #include "proto_log.h"
+#include "proto_loop.h"
 #include "proto_observe.h"
 #include "proto_price.h"
 
@@ -235,7 +236,7 @@ static bool s_redispatch(ingress_server_t *self, ingress_request_t *r)
 static bool s_lost_waits(ingress_server_t *self, ingress_request_t *r)
 {
     int index = r->lost_index;
-    if (zsock_events(self->dispatch[index].socket) & ZMQ_POLLOUT) {
+    if (proto_loop_events(self->dispatch[index].socket) & ZMQ_POLLOUT) {
         log_info(r->id, "dispatch %d is back; sending the request to it again", index);
         r->lost_index = -1;
         s_send_dispatch(self, r, index);
@@ -425,7 +426,7 @@ static int s_pick_dispatch(ingress_server_t *self, ingress_request_t *r)
             ingress_peer_t *peer = &self->dispatch[index];
             if ((r->dispatch_tried & (1u << index)) || (pass == 0 && peer->draining_until > now))
                 continue;
-            if (zsock_events(peer->socket) & ZMQ_POLLOUT)
+            if (proto_loop_events(peer->socket) & ZMQ_POLLOUT)
                 return index;
         }
     return -1;
@@ -530,7 +531,7 @@ static void s_dispatch_lost(proto_loop_t *loop, zsock_t *socket, void *arg)
     free(name);
     if (!lost)
         return;
-    while (zsock_events(peer->socket) & ZMQ_POLLIN)
+    while (proto_loop_events(peer->socket) & ZMQ_POLLIN)
         ingress_relay_ready(loop, peer->socket, peer);
     zlistx_t *orphans = zlistx_new();
     for (ingress_request_t *r = zhashx_first(self->requests); r; r = zhashx_next(self->requests))

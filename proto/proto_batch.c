@@ -1,6 +1,7 @@
 #include "proto_batch.h"
 #include "proto_check.h"
 #include "proto_log.h"
+#include "proto_loop.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -352,7 +353,7 @@ static void s_test_stop(proto_loop_t *loop, int id, void *arg)
 static int s_test_drain(zsock_t *socket, s_test_seen_t *seen)
 {
     int wire = 0;
-    while (zsock_events(socket) & ZMQ_POLLIN) {
+    while (proto_loop_events(socket) & ZMQ_POLLIN) {
         PROTO_CHECK(proto_batch_recv(socket, s_test_take, seen) == 0);
         wire++;
     }

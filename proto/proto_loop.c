@@ -13,6 +13,10 @@
 
 #define S_MAX_SOCKETS 32
 #define S_BATCH 64 //  messages read from one socket before others get a turn
+//  Every socket is asked for ZMQ_EVENTS at least this often, whatever its
+//  fd and proto_loop_touched said: should a path that swallows a socket's
+//  edge ever go unmarked, its messages wait this long, not forever.
+#define S_FULL_CHECK_MS 100
 
 typedef struct {
     int fd;               //  watched descriptor
@@ -53,7 +57,30 @@ struct _proto_loop_t {
     proto_loop_signal_fn *signal_fn;   //  signal handler
     void *signal_arg;                  //  its argument
     bool stopped;                      //  run returns at the end of this turn
+    uint64_t full_check_ms;            //  when every socket is next asked for ZMQ_EVENTS
 };
+
+//  The loop running on this thread (proto_loop_run), for proto_loop_touched.
+//  Per thread: each process runs one loop per thread, and a socket belongs
+//  to the thread that uses it.
+static _Thread_local proto_loop_t *s_running;
+
+void proto_loop_touched(zsock_t *socket)
+{
+    proto_loop_t *self = s_running;
+    for (int i = 0; self && i < self->socket_count; i++)
+        if (self->sockets[i].socket == socket) {
+            self->sockets[i].woke = true;
+            return;
+        }
+}
+
+int proto_loop_events(zsock_t *socket)
+{
+    int events = zsock_events(socket);
+    proto_loop_touched(socket);
+    return events;
+}
 
 uint64_t proto_loop_now_ms(void)
 {
@@ -292,12 +319,18 @@ static int s_run_timers(proto_loop_t *self)
 static bool s_run_sockets(proto_loop_t *self)
 {
     bool more = false;
+    uint64_t now = proto_loop_now_ms();
+    bool full = now >= self->full_check_ms;
+    if (full)
+        self->full_check_ms = now + S_FULL_CHECK_MS;
     for (int i = 0; i < self->socket_count; i++) {
         s_socket_t entry = self->sockets[i];
-        //  Asking a socket for ZMQ_EVENTS costs libzmq two system calls; a
-        //  socket nobody sends on cannot have its fd's edge swallowed, so
-        //  its fd alone says when to look.
-        if (entry.edge && !entry.woke)
+        //  Asking a socket for ZMQ_EVENTS costs libzmq two system calls
+        //  (getpid and poll). Its fd says when messages came, unless a
+        //  send, receive or ZMQ_EVENTS query on it swallowed the edge:
+        //  those mark it (proto_loop_touched), and the periodic full check
+        //  covers any that did not.
+        if (!entry.woke && (entry.edge || !full))
             continue;
         self->sockets[i].woke = false;
         int batch = 0;
@@ -316,6 +349,8 @@ static bool s_run_sockets(proto_loop_t *self)
     return more;
 }
 
+static int s_run(proto_loop_t *self);
+
 static int s_min_wait(int a, int b)
 {
     if (a < 0)
@@ -326,6 +361,15 @@ static int s_min_wait(int a, int b)
 }
 
 int proto_loop_run(proto_loop_t *self)
+{
+    proto_loop_t *outer = s_running;
+    s_running = self;
+    int rc = s_run(self);
+    s_running = outer;
+    return rc;
+}
+
+static int s_run(proto_loop_t *self)
 {
     struct epoll_event events[256];
     self->stopped = false;
@@ -338,6 +382,8 @@ int proto_loop_run(proto_loop_t *self)
         wait = s_min_wait(wait, s_timer_wait(self));
         if (self->turn_fn)
             wait = s_min_wait(wait, self->turn_fn(self, self->turn_arg));
+        if (self->socket_count)
+            wait = s_min_wait(wait, S_FULL_CHECK_MS);
         if (self->stopped)
             break;
         int count = epoll_wait(self->epoll_fd, events, 256, wait);

@@ -2,10 +2,13 @@
 
     An epoll reactor for plain file descriptors (libmicrohttpd's epoll fd,
     libcurl's sockets, signalfd), ZeroMQ sockets and timers, all on one
-    thread. ZeroMQ's ZMQ_FD only signals edges, and a send on a socket can
-    swallow the edge of a message that arrived meanwhile, so the loop asks
-    every registered socket for ZMQ_EVENTS on each turn instead of trusting
-    the fd alone; a handful of sockets makes that cheap.
+    thread. ZeroMQ's ZMQ_FD only signals edges, and a send, a receive or a
+    ZMQ_EVENTS query on a socket can swallow the edge of a message that
+    arrived meanwhile. Asking ZMQ_EVENTS costs two system calls, so the loop
+    asks a socket only when its fd woke or something touched it since
+    (proto_msg_send and proto_msg_recv say so through proto_loop_touched;
+    code that asks ZMQ_EVENTS itself uses proto_loop_events), and every
+    socket every 100 ms whatever happened.
 */
 #ifndef PROTO_LOOP_H_INCLUDED
 #define PROTO_LOOP_H_INCLUDED
@@ -54,6 +57,15 @@ int proto_loop_add_socket_edge(proto_loop_t *self, zsock_t *socket, proto_loop_s
 
 //  Stops watching a socket.
 void proto_loop_remove_socket(proto_loop_t *self, zsock_t *socket);
+
+//  Says that this thread sent or received on `socket`, or asked its
+//  ZMQ_EVENTS, which may have swallowed its fd's edge: the loop running on
+//  this thread asks it for messages on its next turn. Any socket, any
+//  thread (a socket no running loop watches is ignored).
+void proto_loop_touched(zsock_t *socket);
+
+//  zsock_events(socket), and proto_loop_touched(socket).
+int proto_loop_events(zsock_t *socket);
 
 //  Starts a timer; returns its id (> 0).
 int proto_loop_add_timer(proto_loop_t *self, uint64_t delay_ms, bool repeat,

@@ -1,4 +1,5 @@
 #include "proto_msg.h"
+#include "proto_loop.h"
 #include "proto_check.h"
 
 #include <assert.h>
@@ -722,6 +723,7 @@ int proto_msg_send(proto_msg_t **self_p, zsock_t *socket)
         rc = zframe_send(&self->body, socket, 0);
     s_count(self->type, rc < 0 ? S_SEND_FAILED : S_SENT);
     proto_msg_destroy(self_p);
+    proto_loop_touched(socket);
     return rc < 0 ? -1 : 0;
 }
 
@@ -738,6 +740,7 @@ static void s_drain(void *handle)
 int proto_msg_recv(proto_msg_t **msg_p, zsock_t *socket)
 {
     *msg_p = NULL;
+    proto_loop_touched(socket);
     void *handle = zsock_resolve(socket);
     zframe_t *routing_id = NULL;
     if (zsock_type(socket) == ZMQ_ROUTER) {

@@ -327,6 +327,18 @@ ledger_t *ledger_new(proto_service_t *service)
     self->service = service;
     self->loop = proto_service_loop(service);
     self->store = ledger_store_new(proto_config_str(config, "database_url"), &db);
+    //  Entries that ledgers older than migration 0020 journaled per request
+    //  (still running while it ran) become journal_requests rows before our
+    //  first batch (docs/cluster.md, "Upgrading"). On failure the first
+    //  batch tries again.
+    size_t carried;
+    if (ledger_store_carry_over(self->store, &carried, error, sizeof error) != 0)
+        log_warn(NULL, "cannot carry per-request journal entries over yet: %s", error);
+    else if (carried)
+        log_info(NULL,
+                 "carried %zu per-request journal entries of older ledgers into "
+                 "journal_requests",
+                 carried);
     self->queue = zlistx_new();
     self->queued = zhashx_new();
     self->batch_max = (size_t)proto_config_int(config, "ledger.batch_max");

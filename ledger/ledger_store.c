@@ -234,6 +234,7 @@ struct _ledger_store_t {
     char *url;                                //  database_url, for reconnecting
     PGconn *db;                               //  open connection, or NULL while down
     bool prepared;                            //  the statements are prepared on db
+    bool carried;                             //  old per-request entries carried over
     int64_t months[S_MONTHS_MAX];             //  year * 12 + month - 1 known partitioned
     size_t month_count;                       //  used entries of months
     int64_t ledger_known[S_LEDGER_KNOWN_MAX]; //  accounts.id with a ledger account
@@ -358,6 +359,22 @@ static const char *s_ledger_accounts =
     ") SELECT account_id FROM ins"
     " UNION ALL SELECT account_id FROM ledger_accounts WHERE account_id = ANY($1::bigint[])";
 
+//  Migration 0020's backfill, run again before this ledger's first batch:
+//  ledgers older than 0020 that still run while the migration Job runs
+//  (docs/cluster.md) go on journaling each request as its own entry
+//  (journal_entries.request_id) with no journal_requests row. Carrying those
+//  over makes `tollgate ledger check` pass on them, and their request ids
+//  then conflict with a charge of the same request by this ledger (the
+//  batch statement checks journal_requests only). Idempotent: ids already
+//  carried (or charged since) are left as they are.
+static const char *s_carry_over =
+    "INSERT INTO journal_requests (request_id, entry_id, amount_micros)"
+    " SELECT e.request_id, e.id, -l.amount_micros FROM journal_entries e"
+    " JOIN journal_lines l ON l.entry_id = e.id"
+    " JOIN ledger_accounts la ON la.id = l.ledger_account_id AND la.account_id IS NOT NULL"
+    " WHERE e.kind = 'usage' AND e.request_id IS NOT NULL AND l.amount_micros < 0"
+    " ON CONFLICT (request_id) DO NOTHING";
+
 #define S_BATCH_NAME "ledger_batch"
 #define S_LEDGER_ACCOUNTS_NAME "ledger_accounts"
 
@@ -402,6 +419,32 @@ static PGresult *s_exec(ledger_store_t *self, const char *sql, int count, const 
     proto_db_error(self->db, error, error_size);
     PQclear(result);
     return NULL;
+}
+
+int ledger_store_carry_over(ledger_store_t *self, size_t *carried, char *error, size_t error_size)
+{
+    *carried = 0;
+    if (self->carried)
+        return 0;
+    if (!self->db) {
+        self->db = proto_db_connect_once(self->url, error, error_size);
+        if (!self->db)
+            return -1;
+        self->prepared = false;
+    }
+    PGresult *done = s_exec(self, s_carry_over, 0, NULL, error, error_size);
+    if (!done) {
+        if (PQstatus(self->db) != CONNECTION_OK) {
+            PQfinish(self->db);
+            self->db = NULL;
+            self->prepared = false;
+        }
+        return -1;
+    }
+    *carried = (size_t)strtoull(PQcmdTuples(done), NULL, 10);
+    PQclear(done);
+    self->carried = true;
+    return 0;
 }
 
 //  Prepares the statements on a new connection: a batch is then planned
@@ -574,7 +617,12 @@ int ledger_store_write(ledger_store_t *self, ledger_entry_t **entries, size_t co
             return -1;
         self->prepared = false;
     }
-    int rc = s_prepare(self, error, error_size);
+    //  Before the first batch (ledger_new does it at start; this is for a
+    //  start that could not).
+    size_t carried;
+    int rc = ledger_store_carry_over(self, &carried, error, error_size);
+    if (rc == 0)
+        rc = s_prepare(self, error, error_size);
     if (rc == 0)
         rc = s_ensure_partitions(self, entries, count, error, error_size);
     if (rc == 0)

@@ -121,6 +121,37 @@ SQL
         fail "migration 0020 did not carry the per-request entries into journal_requests"
     TOLLGATE_TEST_DATABASE_URL="$old_url" "$BIN/ledger_probe" check >"$TMP/oldjournal.out" ||
         { cat "$TMP/oldjournal.out"; fail "ledger check after migration 0020"; }
+    #  An old ledger still running after the migration (a rolling upgrade)
+    #  journals old-4 per request: the check fails until a new ledger starts
+    #  and carries it over.
+    "${PSQL[@]}" -d oldjournal >/dev/null <<'SQL' || fail "old-shape entry after migrating"
+WITH u AS (INSERT INTO usage (request_id, started_at, account_id, api_key_id, model, status,
+                              cost_micros)
+           SELECT 'old-4', now(), id, 1, 'm', 200, 40 FROM accounts WHERE name = 'old'
+           RETURNING account_id, cost_micros),
+     d AS (UPDATE usage_daily SET requests = requests + 1, cost_micros = cost_micros + 40
+           WHERE account_id = (SELECT account_id FROM u)),
+     b AS (UPDATE accounts SET balance_micros = balance_micros - 40 WHERE name = 'old'),
+     e AS (INSERT INTO journal_entries (kind, request_id) VALUES ('usage', 'old-4') RETURNING id)
+INSERT INTO journal_lines (entry_id, ledger_account_id, amount_micros)
+SELECT e.id, la.id, -40 FROM e, u JOIN ledger_accounts la USING (account_id)
+UNION ALL
+SELECT e.id, (SELECT id FROM ledger_accounts WHERE system_name = 'revenue'), 40 FROM e;
+SQL
+    TOLLGATE_TEST_DATABASE_URL="$old_url" "$BIN/ledger_probe" check >"$TMP/oldjournal.out" &&
+        fail "ledger check passed on an old-shape entry not carried over"
+    URL="$old_url" start ledger
+    local tries=0
+    until grep -q 'carried 1 per-request journal entries' "$TMP/ledger.log"; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 100 ] || fail "the new ledger did not carry old-4 over at start"
+        sleep 0.1
+    done
+    stop ledger
+    [ "$("${PSQL[@]}" -d oldjournal -Atc "SELECT amount_micros FROM journal_requests
+        WHERE request_id = 'old-4'")" = 40 ] || fail "old-4 not in journal_requests"
+    TOLLGATE_TEST_DATABASE_URL="$old_url" "$BIN/ledger_probe" check >"$TMP/oldjournal.out" ||
+        { cat "$TMP/oldjournal.out"; fail "ledger check after a new ledger carried old-4 over"; }
     "${PSQL[@]}" -d oldjournal -c "UPDATE journal_requests SET amount_micros = 11
         WHERE request_id = 'old-1'" >/dev/null || fail "tamper"
     TOLLGATE_TEST_DATABASE_URL="$old_url" "$BIN/ledger_probe" check >"$TMP/oldjournal.out" &&

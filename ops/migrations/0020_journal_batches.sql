@@ -21,10 +21,15 @@ CREATE TABLE journal_requests (
     amount_micros   bigint NOT NULL CHECK (amount_micros > 0)
 );
 
--- Entries written before: each is its own request's entry.
+-- Entries written before: each is its own request's entry. Idempotent
+-- (ON CONFLICT): a ledger of this version runs the same statement at start
+-- (ledger_store.c, s_carry_over), so entries that older ledgers still wrote
+-- per request during a rolling upgrade (the migration Job runs beside the
+-- programs, docs/cluster.md) are carried over too.
 INSERT INTO journal_requests (request_id, entry_id, amount_micros)
 SELECT e.request_id, e.id, -l.amount_micros
 FROM journal_entries e
 JOIN journal_lines l ON l.entry_id = e.id
 JOIN ledger_accounts la ON la.id = l.ledger_account_id AND la.account_id IS NOT NULL
-WHERE e.kind = 'usage' AND e.request_id IS NOT NULL AND l.amount_micros < 0;
+WHERE e.kind = 'usage' AND e.request_id IS NOT NULL AND l.amount_micros < 0
+ON CONFLICT (request_id) DO NOTHING;

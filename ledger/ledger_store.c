@@ -447,11 +447,22 @@ int ledger_store_carry_over(ledger_store_t *self, size_t *carried, char *error, 
     return 0;
 }
 
+//  Forgets every prepared statement of the connection, so that the next
+//  s_prepare starts from none: after a failed prepare (the first statement
+//  prepared and the second not would make every retry fail with 42P05,
+//  duplicate_prepared_statement) or when the server lost them (26000).
+static void s_forget_prepared(ledger_store_t *self)
+{
+    self->prepared = false;
+    PQclear(PQexec(self->db, "DEALLOCATE ALL"));
+}
+
 //  Prepares the statements on a new connection: a batch is then planned
 //  once per connection instead of once per batch (planning cost 14 us of
 //  PostgreSQL CPU per entry at batches of 50). Named prepared statements
 //  need a direct connection or a pooler that keeps them (PgBouncer 1.21+
-//  in transaction mode with max_prepared_statements set).
+//  in transaction mode with max_prepared_statements set, or session mode:
+//  docs/cluster.md); statements lost anyway are prepared again.
 static int s_prepare(ledger_store_t *self, char *error, size_t error_size)
 {
     if (self->prepared)
@@ -464,22 +475,42 @@ static int s_prepare(ledger_store_t *self, char *error, size_t error_size)
         if (!ok)
             proto_db_error(self->db, error, error_size);
         PQclear(result);
-        if (!ok)
+        if (!ok) {
+            s_forget_prepared(self);
             return -1;
+        }
     }
     self->prepared = true;
     return 0;
 }
 
+static bool s_sqlstate_is(const PGresult *result, const char *sqlstate)
+{
+    const char *state = PQresultErrorField(result, PG_DIAG_SQLSTATE);
+    return state && strcmp(state, sqlstate) == 0;
+}
+
+//  Runs a prepared statement. One the server no longer has (26000,
+//  invalid_sql_statement_name: a DISCARD ALL or DEALLOCATE ALL, a
+//  transaction-mode pooler that moved us to another server connection) is
+//  prepared again and run once more: it failed before it ran, so nothing of
+//  it was done.
 static PGresult *s_exec_prepared(ledger_store_t *self, const char *name, int count,
                                  const char **values, char *error, size_t error_size)
 {
-    PGresult *result = PQexecPrepared(self->db, name, count, values, NULL, NULL, 0);
-    if (PQresultStatus(result) == PGRES_TUPLES_OK)
-        return result;
-    proto_db_error(self->db, error, error_size);
-    PQclear(result);
-    return NULL;
+    for (int attempt = 0;; attempt++) {
+        PGresult *result = PQexecPrepared(self->db, name, count, values, NULL, NULL, 0);
+        if (PQresultStatus(result) == PGRES_TUPLES_OK)
+            return result;
+        proto_db_error(self->db, error, error_size);
+        bool lost = s_sqlstate_is(result, "26000");
+        PQclear(result);
+        if (!lost || attempt > 0 || PQstatus(self->db) != CONNECTION_OK)
+            return NULL;
+        s_forget_prepared(self);
+        if (s_prepare(self, error, error_size) != 0)
+            return NULL;
+    }
 }
 
 static bool s_ledger_known(const ledger_store_t *self, int64_t account_id)
@@ -749,6 +780,54 @@ static void s_test_money(const char *url)
     PQfinish(db);
 }
 
+//  Prepared statements lost on a live connection are prepared again.
+static void s_test_prepared(const char *url)
+{
+    PGconn *db = PQconnectdb(url);
+    PROTO_CHECK(PQstatus(db) == CONNECTION_OK);
+    int64_t a = s_test_int(db, "INSERT INTO accounts (name) VALUES ('store-test-p') RETURNING id");
+    ledger_store_t *store = ledger_store_new(url, NULL);
+    ledger_store_result_t result;
+    const uint64_t t = 1700000000000000ull;
+    int64_t accounts[] = {a}, costs[] = {5};
+    uint64_t started[] = {t};
+    const char *first[] = {"prepared-1"};
+    s_test_write(store, 1, first, accounts, costs, started, &result);
+    PROTO_CHECK(result.inserted == 1 && result.journaled == 1 && store->prepared);
+    //  What a pooler's DISCARD ALL or a server connection swap does: the
+    //  next batch finds no statement (26000) and still commits.
+    PQclear(PQexec(store->db, "DEALLOCATE ALL"));
+    store->ledger_known_count = 0; //  so that ledger_accounts runs too
+    const char *second[] = {"prepared-2"};
+    s_test_write(store, 1, second, accounts, costs, started, &result);
+    PROTO_CHECK(result.inserted == 1 && result.journaled == 1);
+    PQclear(PQexec(store->db, "DEALLOCATE ledger_batch"));
+    const char *third[] = {"prepared-3"};
+    s_test_write(store, 1, third, accounts, costs, started, &result);
+    PROTO_CHECK(result.inserted == 1 && result.journaled == 1);
+    //  A prepare that failed halfway (ledger_batch prepared, ledger_accounts
+    //  not): that batch fails, the next one prepares both again instead of
+    //  failing with 42P05 forever.
+    PQclear(PQexec(store->db, "DEALLOCATE ALL"));
+    PQclear(PQprepare(store->db, S_LEDGER_ACCOUNTS_NAME, "SELECT 1", 0, NULL));
+    store->prepared = false;
+    char why[256], error[512];
+    proto_msg_t *msg = s_test_msg("prepared-4");
+    proto_msg_set_account_id(msg, (uint64_t)a);
+    ledger_entry_t *entry = ledger_entry_new(msg, why, sizeof why);
+    proto_msg_destroy(&msg);
+    PROTO_CHECK(ledger_store_write(store, &entry, 1, &result, error, sizeof error) == -1);
+    PROTO_CHECK(strstr(error, "already exists"));
+    PROTO_CHECK(ledger_store_write(store, &entry, 1, &result, error, sizeof error) == 0);
+    PROTO_CHECK(result.inserted == 1 && result.journaled == 1);
+    ledger_entry_destroy(&entry);
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT balance_micros FROM accounts WHERE id = %" PRId64, a);
+    PROTO_CHECK(s_test_int(db, sql) == -20);
+    ledger_store_destroy(&store);
+    PQfinish(db);
+}
+
 void ledger_store_test(bool verbose)
 {
     if (verbose)
@@ -820,6 +899,7 @@ void ledger_store_test(bool verbose)
             ledger_entry_destroy(&entries[i]);
         ledger_store_destroy(&store);
         s_test_money(url);
+        s_test_prepared(url);
     } else if (verbose)
         printf("(no TOLLGATE_TEST_DATABASE_URL: database part skipped) ");
     if (verbose)

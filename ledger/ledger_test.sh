@@ -159,6 +159,24 @@ SQL
     grep -q 'FAIL  costed usage rows have their journaled request: 1 violation' \
         "$TMP/oldjournal.out" && grep -q 'FAIL  usage entries equal their requests: 1 violation' \
         "$TMP/oldjournal.out" || { cat "$TMP/oldjournal.out"; fail "ledger check's report"; }
+    #  Money journaled for a request whose usage row says it was free.
+    "${PSQL[@]}" -d oldjournal -c "UPDATE journal_requests SET amount_micros = 10
+        WHERE request_id = 'old-1'; UPDATE usage SET cost_micros = 0
+        WHERE request_id = 'old-2'" >/dev/null || fail "tamper"
+    TOLLGATE_TEST_DATABASE_URL="$old_url" "$BIN/ledger_probe" check >"$TMP/oldjournal.out"
+    grep -q 'FAIL  journaled requests have their usage row: 1 violation' "$TMP/oldjournal.out" &&
+        grep -q 'request old-2: 20 journaled, usage row costs 0' "$TMP/oldjournal.out" ||
+        { cat "$TMP/oldjournal.out"; fail "ledger check missed money charged for a free request"; }
+    #  A usage entry whose counter-line credits another system account.
+    "${PSQL[@]}" -d oldjournal -c "UPDATE usage SET cost_micros = 20 WHERE request_id = 'old-2';
+        UPDATE journal_lines SET ledger_account_id = (SELECT id FROM ledger_accounts
+        WHERE system_name = 'grants') WHERE amount_micros > 0 AND entry_id = (SELECT entry_id
+        FROM journal_requests WHERE request_id = 'old-1')" >/dev/null || fail "tamper"
+    TOLLGATE_TEST_DATABASE_URL="$old_url" "$BIN/ledger_probe" check >"$TMP/oldjournal.out" &&
+        fail "ledger check missed a usage entry that does not credit revenue"
+    grep -q 'FAIL  usage entries credit revenue: 1 violation' "$TMP/oldjournal.out" &&
+        [ "$(grep -c '^FAIL' "$TMP/oldjournal.out")" = 1 ] ||
+        { cat "$TMP/oldjournal.out"; fail "ledger check's report on the revenue line"; }
 }
 URL="host=$TMP/sock port=$PGPORT user=postgres dbname=tollgate"
 

@@ -93,6 +93,22 @@ static const s_check_t s_checks[] = {
      " WHERE la.account_id IS NOT NULL GROUP BY l.entry_id) c ON c.entry_id = e.id"
      " WHERE e.kind = 'usage' AND (r.n IS NULL OR c.n IS DISTINCT FROM 1 OR c.total <> -r.total)"
      " ORDER BY e.id LIMIT 10"},
+    //  With "entries balance" and "one customer line" above, two lines of
+    //  which one is revenue's make that line +total: the money went to
+    //  revenue, not to another system account (grants, funding).
+    {"usage entries credit revenue", "journal entry %s: %s lines, %s of them on revenue",
+     "SELECT count(*) FROM journal_entries e LEFT JOIN (SELECT l.entry_id, count(*) AS n,"
+     " count(*) FILTER (WHERE la.system_name = 'revenue') AS revenue FROM journal_lines l"
+     " JOIN ledger_accounts la ON la.id = l.ledger_account_id GROUP BY l.entry_id) x"
+     " ON x.entry_id = e.id"
+     " WHERE e.kind = 'usage' AND (x.n IS DISTINCT FROM 2 OR x.revenue IS DISTINCT FROM 1)",
+     "SELECT e.id::text, coalesce(x.n, 0)::text, coalesce(x.revenue, 0)::text"
+     " FROM journal_entries e LEFT JOIN (SELECT l.entry_id, count(*) AS n,"
+     " count(*) FILTER (WHERE la.system_name = 'revenue') AS revenue FROM journal_lines l"
+     " JOIN ledger_accounts la ON la.id = l.ledger_account_id GROUP BY l.entry_id) x"
+     " ON x.entry_id = e.id"
+     " WHERE e.kind = 'usage' AND (x.n IS DISTINCT FROM 2 OR x.revenue IS DISTINCT FROM 1)"
+     " ORDER BY e.id LIMIT 10"},
     {"journaled requests have their usage entry", "request %s: entry %s %s",
      "SELECT count(*) FROM journal_requests r WHERE NOT EXISTS"
      " (SELECT 1 FROM journal_entries e WHERE e.id = r.entry_id AND e.kind = 'usage')",
@@ -100,13 +116,18 @@ static const s_check_t s_checks[] = {
      " WHERE NOT EXISTS"
      " (SELECT 1 FROM journal_entries e WHERE e.id = r.entry_id AND e.kind = 'usage')"
      " ORDER BY r.request_id LIMIT 10"},
+    //  Of the same cost: money journaled for a request whose row says it
+    //  was free (or cost something else) is money charged for nothing.
     {"journaled requests have their usage row", "journal entry %s for request %s: %s",
      "SELECT count(*) FROM journal_requests r JOIN journal_entries e ON e.id = r.entry_id"
-     " WHERE true" S_AFTER_PRUNE
-     " AND NOT EXISTS (SELECT 1 FROM usage u WHERE u.request_id = r.request_id)",
-     "SELECT e.id::text, r.request_id, 'no usage row' FROM journal_requests r"
-     " JOIN journal_entries e ON e.id = r.entry_id WHERE true" S_AFTER_PRUNE
-     " AND NOT EXISTS (SELECT 1 FROM usage u WHERE u.request_id = r.request_id)"
+     " WHERE true" S_AFTER_PRUNE " AND NOT EXISTS (SELECT 1 FROM usage u"
+     " WHERE u.request_id = r.request_id AND u.cost_micros = r.amount_micros)",
+     "SELECT e.id::text, r.request_id, r.amount_micros || ' journaled, ' || coalesce("
+     "(SELECT 'usage row costs ' || string_agg(u.cost_micros::text, ', ') FROM usage u"
+     " WHERE u.request_id = r.request_id), 'no usage row')"
+     " FROM journal_requests r JOIN journal_entries e ON e.id = r.entry_id WHERE true" S_AFTER_PRUNE
+     " AND NOT EXISTS (SELECT 1 FROM usage u"
+     " WHERE u.request_id = r.request_id AND u.cost_micros = r.amount_micros)"
      " ORDER BY e.id, r.request_id LIMIT 10"},
     {"every request id has one usage row", "request %s: %s rows, first started %s",
      "SELECT count(*) FROM (SELECT request_id FROM usage GROUP BY request_id"

@@ -1,6 +1,6 @@
 /*  proto_ledger_check: does the money in PostgreSQL add up?
 
-    Nine invariants of the double-entry journal and the usage it records,
+    Ten invariants of the double-entry journal and the usage it records,
     checked by `tollgate ledger check` and GET /admin/ledger/check (and by
     the ledger's and billing's PostgreSQL probes, which are tests: code of
     several programs, so it lives in proto):
@@ -14,11 +14,14 @@
       4. every 'usage' entry has requests and one customer line, minus
          their sum (usage is journaled per account and batch, migration
          0020; older entries are each one request's);
-      5. every journal_requests row is in a 'usage' entry;
-      6. every journaled request has its usage row (after a prune's cutoff);
-      7. no request id has more than one usage row;
-      8. an operator's loss charges nothing;
-      9. the daily rollup equals the usage rows, per day and account
+      5. every 'usage' entry has two lines, one of them on the system
+         account 'revenue' (so, with 2 and 4, revenue gets +total);
+      6. every journal_requests row is in a 'usage' entry;
+      7. every journaled request has its usage row with cost_micros equal
+         to its amount (after a prune's cutoff): no money for a free row;
+      8. no request id has more than one usage row;
+      9. an operator's loss charges nothing;
+     10. the daily rollup equals the usage rows, per day and account
          (requests, cost and images).
     Read-only; runs in one REPEATABLE READ transaction so the figures come
     from one snapshot even while the ledger is writing.

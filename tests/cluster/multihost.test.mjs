@@ -482,7 +482,8 @@ test('many instances on several hosts: restarts, kills, a cut link and a databas
            GROUP BY l.entry_id) c ON c.entry_id = e.id
          WHERE e.kind = 'usage' AND (r.total IS NULL OR c.n IS DISTINCT FROM 1 OR c.total <> -r.total)`,
       'journaled requests have their usage row': `SELECT count(*) AS n FROM journal_requests r
-         WHERE NOT EXISTS (SELECT 1 FROM usage u WHERE u.request_id = r.request_id)`,
+         WHERE NOT EXISTS (SELECT 1 FROM usage u WHERE u.request_id = r.request_id
+           AND u.cost_micros = r.amount_micros)`,
     };
     const checkCounts = {};
     for (const [name, sql] of Object.entries(checks)) checkCounts[name] = Number((await psql(dir, sql))[0].n);

@@ -817,6 +817,7 @@ static void s_sweep(proto_loop_t *loop, int id, void *arg)
     if (expired)
         log_info(NULL, "released %zu reservations that were never settled", expired);
     billing_lease_sweep(self->leases, self->catalog, proto_loop_now_ms());
+    billing_committed_expire(self->committed, proto_loop_now_ms());
     proto_metric_set(self->m_lease_count, (double)billing_lease_count(self->leases));
     proto_metric_set(self->m_outbox, (double)proto_outbox_pending(self->outbox));
 }

@@ -56,21 +56,11 @@ static void s_link(billing_committed_t *self, size_t index)
     self->buckets[bucket] = (uint32_t)index;
 }
 
-//  Moves the ids, oldest first, into a ring of `count` slots and indexes
-//  them again.
-static void s_resize(billing_committed_t *self, size_t slot_count)
+//  Indexes the ring's ids again, in a table sized to the ring.
+static void s_index(billing_committed_t *self)
 {
-    assert(slot_count >= self->count);
-    s_slot_t *slots = malloc(slot_count * sizeof *slots);
-    assert(slots);
-    for (size_t i = 0; i < self->count; i++)
-        slots[i] = self->slots[(self->head + i) % self->slot_count];
-    free(self->slots);
-    self->slots = slots;
-    self->slot_count = slot_count;
-    self->head = 0;
     size_t bucket_count = 1;
-    while (bucket_count < slot_count)
+    while (bucket_count < self->slot_count)
         bucket_count *= 2;
     if (bucket_count != self->bucket_count) {
         free(self->buckets);
@@ -81,7 +71,42 @@ static void s_resize(billing_committed_t *self, size_t slot_count)
     for (size_t i = 0; i < bucket_count; i++)
         self->buckets[i] = S_NONE;
     for (size_t i = 0; i < self->count; i++)
-        s_link(self, i);
+        s_link(self, (self->head + i) % self->slot_count);
+}
+
+//  A ring of `slot_count` slots, larger: realloc, which moves a large
+//  (mmap'd) ring's pages instead of copying them, so growing to 100,000
+//  never holds the old ring and a copy at once (VmHWM would keep that);
+//  then the part from head to the old end moves to the new end.
+static void s_grow(billing_committed_t *self, size_t slot_count)
+{
+    assert(slot_count >= self->slot_count);
+    s_slot_t *slots = realloc(self->slots, slot_count * sizeof *slots);
+    assert(slots);
+    size_t tail = self->slot_count - self->head; //  slots from head to the old end
+    if (self->count > tail) {                    //  the ring wraps
+        memmove(slots + slot_count - tail, slots + self->head, tail * sizeof *slots);
+        self->head = slot_count - tail;
+    }
+    self->slots = slots;
+    self->slot_count = slot_count;
+    s_index(self);
+}
+
+//  A ring of `slot_count` slots, smaller (what is left is a quarter at
+//  most): the ids move, oldest first, into a new one.
+static void s_shrink(billing_committed_t *self, size_t slot_count)
+{
+    assert(slot_count >= self->count);
+    s_slot_t *slots = malloc(slot_count * sizeof *slots);
+    assert(slots);
+    for (size_t i = 0; i < self->count; i++)
+        slots[i] = self->slots[(self->head + i) % self->slot_count];
+    free(self->slots);
+    self->slots = slots;
+    self->slot_count = slot_count;
+    self->head = 0;
+    s_index(self);
 }
 
 billing_committed_t *billing_committed_new(size_t capacity, uint64_t max_age_ms)
@@ -95,7 +120,7 @@ billing_committed_t *billing_committed_new(size_t capacity, uint64_t max_age_ms)
     assert(rc >= 0);
     (void)rc;
     randombytes_buf(self->key, sizeof self->key);
-    s_resize(self, capacity < S_MIN_SLOTS ? capacity : S_MIN_SLOTS);
+    s_grow(self, capacity < S_MIN_SLOTS ? capacity : S_MIN_SLOTS);
     return self;
 }
 
@@ -144,7 +169,7 @@ void billing_committed_expire(billing_committed_t *self, uint64_t now_ms)
     //  After a busy quarter of an hour, the ring shrinks back with what it
     //  holds (halving at a quarter full: no resize back and forth).
     if (self->slot_count > S_MIN_SLOTS && self->count < self->slot_count / 4)
-        s_resize(self, self->slot_count / 2 > S_MIN_SLOTS ? self->slot_count / 2 : S_MIN_SLOTS);
+        s_shrink(self, self->slot_count / 2 > S_MIN_SLOTS ? self->slot_count / 2 : S_MIN_SLOTS);
 }
 
 void billing_committed_add(billing_committed_t *self, const char *request_id, uint64_t now_ms)
@@ -158,8 +183,7 @@ void billing_committed_add(billing_committed_t *self, const char *request_id, ui
     if (self->count == self->capacity)
         s_evict_oldest(self);
     if (self->count == self->slot_count)
-        s_resize(self,
-                 self->slot_count * 2 < self->capacity ? self->slot_count * 2 : self->capacity);
+        s_grow(self, self->slot_count * 2 < self->capacity ? self->slot_count * 2 : self->capacity);
     size_t index = (self->head + self->count) % self->slot_count;
     s_slot_t *slot = &self->slots[index];
     memcpy(slot->digest, digest, S_DIGEST_BYTES);
@@ -277,7 +301,7 @@ void billing_committed_test(bool verbose)
     billing_committed_expire(set, 1061);
     PROTO_CHECK(billing_committed_size(set) == 1); //  e
     //  Wrap around the ring many times; the index and ring stay in step.
-    char id[32];
+    char id[40];
     for (int i = 0; i < 1000; i++) {
         snprintf(id, sizeof id, "r%d", i);
         billing_committed_add(set, id, 2000 + (uint64_t)i);
@@ -295,6 +319,26 @@ void billing_committed_test(bool verbose)
     PROTO_CHECK(!billing_committed_has(set, "", 3002));
     billing_committed_destroy(&set);
     PROTO_CHECK(set == NULL);
+
+    //  The ring grows while it wraps (the oldest expired from its start):
+    //  every id is still found, and they still go oldest first.
+    set = billing_committed_new(5000, 100);
+    for (int i = 0; i < 4000; i++) {
+        s_test_id(id, sizeof id, i);
+        billing_committed_add(set, id, i < 1000 ? 0 : i < 3000 ? 200 : 250);
+    }
+    PROTO_CHECK(billing_committed_size(set) == 3000);
+    for (int i = 0; i < 4000; i++) {
+        s_test_id(id, sizeof id, i);
+        PROTO_CHECK(billing_committed_has(set, id, 250) == (i >= 1000));
+    }
+    billing_committed_expire(set, 301);
+    PROTO_CHECK(billing_committed_size(set) == 1000);
+    for (int i = 2990; i < 4000; i++) {
+        s_test_id(id, sizeof id, i);
+        PROTO_CHECK(billing_committed_has(set, id, 301) == (i >= 3000));
+    }
+    billing_committed_destroy(&set);
     s_test_memory(verbose);
     if (verbose)
         printf("OK\n");

@@ -98,8 +98,7 @@ int ledger_store_write(ledger_store_t *self, ledger_entry_t **entries, size_t co
 //  during an upgrade) into journal_requests, as 0020 did (idempotent).
 //  ledger_store_write does it first if it was not done. Returns 0 with the
 //  number carried in *carried, -1 with the reason in error.
-int ledger_store_carry_over(ledger_store_t *self, size_t *carried, char *error,
-                            size_t error_size);
+int ledger_store_carry_over(ledger_store_t *self, size_t *carried, char *error, size_t error_size);
 
 //  True while the store holds a working connection.
 bool ledger_store_connected(ledger_store_t *self);

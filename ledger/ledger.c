@@ -179,6 +179,11 @@ static void s_flush(ledger_t *self)
     if (result.orphans)
         log_warn(NULL, "%zu usage rows name accounts that do not exist: recorded, not journaled",
                  result.orphans);
+    if (result.charged_before)
+        log_warn(NULL,
+                 "%zu usage rows of requests already charged (sent again with another start "
+                 "time): recorded, not charged again",
+                 result.charged_before);
     proto_metric_add(self->m_batches, 1);
     proto_metric_add(self->m_inserted, (double)result.inserted);
     proto_metric_add(self->m_duplicates, (double)(count - result.inserted));

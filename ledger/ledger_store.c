@@ -237,7 +237,7 @@ struct _ledger_store_t {
     bool carried;                             //  old per-request entries carried over
     int64_t months[S_MONTHS_MAX];             //  year * 12 + month - 1 known partitioned
     size_t month_count;                       //  used entries of months
-    int64_t ledger_known[S_LEDGER_KNOWN_MAX]; //  accounts.id with a ledger account
+    int64_t ledger_known[S_LEDGER_KNOWN_MAX]; //  accounts.id with a ledger account, sorted
     size_t ledger_known_count;                //  used entries of ledger_known
 };
 
@@ -339,7 +339,9 @@ static const char *s_write_batch =
     " UPDATE accounts SET balance_micros = balance_micros - t.total"
     " FROM totals t WHERE accounts.id = t.account_id"
     ") SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM costed),"
-    " (SELECT coalesce(sum(n), 0) FROM totals)";
+    " (SELECT coalesce(sum(n), 0) FROM totals),"
+    " (SELECT count(*) FROM costed c WHERE NOT EXISTS"
+    " (SELECT 1 FROM batch b WHERE b.account_id = c.account_id))";
 
 //  Makes sure the month partition of a timestamp (epoch microseconds) and
 //  the next month's exist (migration 0004's function).
@@ -513,12 +515,43 @@ static PGresult *s_exec_prepared(ledger_store_t *self, const char *name, int cou
     }
 }
 
+//  Where account_id is in the sorted ledger_known, or where it would go.
+static size_t s_ledger_known_at(const ledger_store_t *self, int64_t account_id)
+{
+    size_t low = 0, high = self->ledger_known_count;
+    while (low < high) {
+        size_t middle = low + (high - low) / 2;
+        if (self->ledger_known[middle] < account_id)
+            low = middle + 1;
+        else
+            high = middle;
+    }
+    return low;
+}
+
+//  A binary search: asked once per costed entry of every batch, of up to
+//  S_LEDGER_KNOWN_MAX accounts.
 static bool s_ledger_known(const ledger_store_t *self, int64_t account_id)
 {
-    for (size_t i = 0; i < self->ledger_known_count; i++)
-        if (self->ledger_known[i] == account_id)
-            return true;
-    return false;
+    size_t at = s_ledger_known_at(self, account_id);
+    return at < self->ledger_known_count && self->ledger_known[at] == account_id;
+}
+
+//  Remembers an account with a ledger account, keeping the array sorted
+//  (an insert moves up to the whole array, but happens once per account).
+static void s_ledger_remember(ledger_store_t *self, int64_t account_id)
+{
+    size_t at = s_ledger_known_at(self, account_id);
+    if (at < self->ledger_known_count && self->ledger_known[at] == account_id)
+        return;
+    if (self->ledger_known_count == S_LEDGER_KNOWN_MAX) {
+        self->ledger_known_count = 0; //  forget all; they are cheap to confirm
+        at = 0;
+    }
+    memmove(&self->ledger_known[at + 1], &self->ledger_known[at],
+            (self->ledger_known_count - at) * sizeof self->ledger_known[0]);
+    self->ledger_known[at] = account_id;
+    self->ledger_known_count++;
 }
 
 //  Makes sure the accounts charged in the batch have ledger accounts,
@@ -538,12 +571,7 @@ static int s_ensure_ledger_accounts(ledger_store_t *self, ledger_entry_t **entri
     if (!known)
         return -1;
     for (int row = 0; row < PQntuples(known); row++) {
-        int64_t id = strtoll(PQgetvalue(known, row, 0), NULL, 10);
-        if (s_ledger_known(self, id))
-            continue;
-        if (self->ledger_known_count == S_LEDGER_KNOWN_MAX)
-            self->ledger_known_count = 0; //  forget all; they are cheap to confirm
-        self->ledger_known[self->ledger_known_count++] = id;
+        s_ledger_remember(self, strtoll(PQgetvalue(known, row, 0), NULL, 10));
     }
     PQclear(known);
     return 0;
@@ -598,7 +626,10 @@ static int s_write_batch_rows(ledger_store_t *self, ledger_entry_t **entries, si
     result->inserted = (size_t)strtoull(PQgetvalue(done, 0, 0), NULL, 10);
     size_t costed = (size_t)strtoull(PQgetvalue(done, 0, 1), NULL, 10);
     result->journaled = (size_t)strtoull(PQgetvalue(done, 0, 2), NULL, 10);
-    result->orphans = costed - result->journaled;
+    result->orphans = (size_t)strtoull(PQgetvalue(done, 0, 3), NULL, 10);
+    //  The rest of the costed new rows had money already: their request id
+    //  came back with another started_at.
+    result->charged_before = costed - result->journaled - result->orphans;
     PQclear(done);
     return 0;
 }
@@ -763,7 +794,8 @@ static void s_test_money(const char *url)
     int64_t again_accounts[] = {a, a}, again_costs[] = {5, 3};
     uint64_t again_started[] = {t + month, t};
     s_test_write(store, 2, again_ids, again_accounts, again_costs, again_started, &result);
-    PROTO_CHECK(result.inserted == 2 && result.journaled == 1 && result.orphans == 1);
+    PROTO_CHECK(result.inserted == 2 && result.journaled == 1 && result.orphans == 0 &&
+                result.charged_before == 1);
     snprintf(sql, sizeof sql, "SELECT balance_micros FROM accounts WHERE id = %" PRId64, a);
     PROTO_CHECK(s_test_int(db, sql) == -19);
     PROTO_CHECK(s_test_int(db, "SELECT count(*) FROM journal_requests WHERE request_id LIKE "
@@ -857,6 +889,22 @@ void ledger_store_test(bool verbose)
     PROTO_CHECK(!ledger_entry_new(msg, why, sizeof why));
     proto_msg_destroy(&msg);
 
+    //  Accounts known to have a ledger account: found after inserts in any
+    //  order, forgotten all at once when full.
+    ledger_store_t *known = ledger_store_new("", NULL);
+    for (int64_t i = 0; i < S_LEDGER_KNOWN_MAX; i++)
+        s_ledger_remember(known, (i * 7919) % S_LEDGER_KNOWN_MAX * 2);
+    s_ledger_remember(known, 2);
+    PROTO_CHECK(known->ledger_known_count == S_LEDGER_KNOWN_MAX);
+    for (size_t i = 1; i < known->ledger_known_count; i++)
+        PROTO_CHECK(known->ledger_known[i - 1] < known->ledger_known[i]);
+    PROTO_CHECK(s_ledger_known(known, 0) && s_ledger_known(known, 2 * S_LEDGER_KNOWN_MAX - 2));
+    PROTO_CHECK(!s_ledger_known(known, 1) && !s_ledger_known(known, 2 * S_LEDGER_KNOWN_MAX));
+    s_ledger_remember(known, -5);
+    PROTO_CHECK(known->ledger_known_count == 1 && s_ledger_known(known, -5));
+    PROTO_CHECK(!s_ledger_known(known, 0));
+    ledger_store_destroy(&known);
+
     //  Array literals.
     s_buf_t buf = {0};
     PROTO_CHECK(strcmp(s_array_end(&buf), "{}") == 0);
@@ -892,7 +940,8 @@ void ledger_store_test(bool verbose)
             fprintf(stderr, "ledger_store: %s\n", error);
         PROTO_CHECK(rc == 0);
         //  The same id twice in one batch is one row.
-        PROTO_CHECK(result.inserted == 2 && result.journaled == 0 && result.orphans == 2);
+        PROTO_CHECK(result.inserted == 2 && result.journaled == 0 && result.orphans == 2 &&
+                    result.charged_before == 0);
         PROTO_CHECK(ledger_store_write(store, entries, 3, &result, error, sizeof error) == 0);
         PROTO_CHECK(result.inserted == 0);
         for (int i = 0; i < 3; i++)

@@ -72,9 +72,10 @@ void ledger_entry_destroy(ledger_entry_t **self_p);
 
 //  What a committed batch did.
 typedef struct {
-    size_t inserted;  //  usage rows that were new
-    size_t journaled; //  requests journaled (new rows with cost > 0)
-    size_t orphans;   //  new costed rows whose account does not exist: no journal
+    size_t inserted;       //  usage rows that were new
+    size_t journaled;      //  requests journaled (new rows with cost > 0)
+    size_t orphans;        //  new costed rows whose account has no ledger account: no journal
+    size_t charged_before; //  new costed rows whose request id had money already
 } ledger_store_result_t;
 
 typedef struct _ledger_store_t ledger_store_t;

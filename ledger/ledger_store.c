@@ -812,6 +812,41 @@ static void s_test_money(const char *url)
     PQfinish(db);
 }
 
+//  A request an older ledger journaled per request (still running after
+//  migration 0020) is carried over before the first batch, so a batch that
+//  brings its usage row back with another started_at charges it no second
+//  time (the batch statement looks in journal_requests only).
+static void s_test_carry_over(const char *url)
+{
+    PGconn *db = PQconnectdb(url);
+    PROTO_CHECK(PQstatus(db) == CONNECTION_OK);
+    int64_t a = s_test_int(db, "INSERT INTO accounts (name) VALUES ('store-test-c') RETURNING id");
+    char sql[1024];
+    snprintf(sql, sizeof sql,
+             "WITH la AS (INSERT INTO ledger_accounts (account_id) VALUES (%" PRId64
+             ") RETURNING id), e AS (INSERT INTO journal_entries (kind, request_id)"
+             " VALUES ('usage', 'legacy-1') RETURNING id),"
+             " b AS (UPDATE accounts SET balance_micros = -9 WHERE id = %" PRId64 "),"
+             " l AS (INSERT INTO journal_lines (entry_id, ledger_account_id, amount_micros)"
+             " SELECT e.id, la.id, -9 FROM e, la UNION ALL SELECT e.id, (SELECT id FROM"
+             " ledger_accounts WHERE system_name = 'revenue'), 9 FROM e) SELECT id FROM e",
+             a, a);
+    int64_t legacy_entry = s_test_int(db, sql);
+    ledger_store_t *store = ledger_store_new(url, NULL);
+    ledger_store_result_t result;
+    int64_t accounts[] = {a, a}, costs[] = {9, 4};
+    uint64_t started[] = {1700000000000000ull, 1700000000000000ull};
+    const char *ids[] = {"legacy-1", "legacy-2"};
+    s_test_write(store, 2, ids, accounts, costs, started, &result);
+    PROTO_CHECK(result.inserted == 2 && result.journaled == 1 && result.charged_before == 1);
+    PROTO_CHECK(s_test_int(db, "SELECT entry_id FROM journal_requests WHERE request_id ="
+                               " 'legacy-1'") == legacy_entry);
+    snprintf(sql, sizeof sql, "SELECT balance_micros FROM accounts WHERE id = %" PRId64, a);
+    PROTO_CHECK(s_test_int(db, sql) == -13);
+    ledger_store_destroy(&store);
+    PQfinish(db);
+}
+
 //  Prepared statements lost on a live connection are prepared again.
 static void s_test_prepared(const char *url)
 {
@@ -949,6 +984,7 @@ void ledger_store_test(bool verbose)
         ledger_store_destroy(&store);
         s_test_money(url);
         s_test_prepared(url);
+        s_test_carry_over(url);
     } else if (verbose)
         printf("(no TOLLGATE_TEST_DATABASE_URL: database part skipped) ");
     if (verbose)

@@ -7,6 +7,9 @@
 
 //  Connections kept open for reuse once idle; a few per busy provider.
 #define S_MAX_IDLE_CONNECTIONS 512
+//  Easy handles kept for reuse: what a loop turn ends and starts again
+//  under load, at ~6 KiB each while idle.
+#define S_MAX_FREE_HANDLES 64
 
 typedef struct {
     proto_curl_done_fn *fn; //  called when the transfer ends
@@ -14,10 +17,12 @@ typedef struct {
 } s_transfer_t;
 
 struct _proto_curl_t {
-    proto_loop_t *loop; //  the loop we are driven by
-    CURLM *multi;       //  the one multi handle
-    int timer;          //  libcurl's timeout as a loop timer, 0 when none
-    size_t running;     //  transfers added and not yet ended
+    proto_loop_t *loop;             //  the loop we are driven by
+    CURLM *multi;                   //  the one multi handle
+    int timer;                      //  libcurl's timeout as a loop timer, 0 when none
+    size_t running;                 //  transfers added and not yet ended
+    CURL *free[S_MAX_FREE_HANDLES]; //  reset easy handles for the next transfers
+    size_t free_count;              //  entries used in free
 };
 
 //  Takes ended transfers out of the multi handle and tells their owners.
@@ -141,6 +146,8 @@ void proto_curl_destroy(proto_curl_t **self_p)
     if (self->timer)
         proto_loop_cancel_timer(self->loop, self->timer);
     self->timer = 0;
+    while (self->free_count)
+        curl_easy_cleanup(self->free[--self->free_count]);
     //  Cleanup closes the cached connections, telling s_socket_fn to
     //  forget their sockets.
     curl_multi_cleanup(self->multi);
@@ -175,6 +182,37 @@ void proto_curl_remove(proto_curl_t *self, CURL *easy)
     curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
     free(transfer);
     self->running--;
+}
+
+CURL *proto_curl_easy(proto_curl_t *self)
+{
+    if (self->free_count)
+        return self->free[--self->free_count];
+    return curl_easy_init();
+}
+
+void proto_curl_easy_release(proto_curl_t *self, CURL **easy_p)
+{
+    assert(easy_p);
+    CURL *easy = *easy_p;
+    if (!easy)
+        return;
+    *easy_p = NULL;
+    if (self->free_count == S_MAX_FREE_HANDLES) {
+        curl_easy_cleanup(easy);
+        return;
+    }
+    //  Nothing of the last transfer's options may reach the next one: its
+    //  headers (the provider's key), its proxy and the proxy's credentials
+    //  go with the reset (proto_curl selftest; dispatch_call's checks it
+    //  on the wire).
+    curl_easy_reset(easy);
+    self->free[self->free_count++] = easy;
+}
+
+size_t proto_curl_easy_kept(proto_curl_t *self)
+{
+    return self->free_count;
 }
 
 size_t proto_curl_running(proto_curl_t *self)

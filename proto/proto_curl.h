@@ -11,6 +11,15 @@
     Transfers are added with a callback that runs when they end. By then the
     transfer is already out of the multi handle, so the callback may clean
     up the easy handle or add new transfers.
+
+    Easy handles can come from here too (proto_curl_easy) and go back when
+    done (proto_curl_easy_release): a few are kept, reset to libcurl's
+    defaults, for the next transfers. A handle is ~5 KiB plus its receive
+    buffer, made and freed once per upstream call otherwise. Reset forgets
+    every option (headers, proxy and its credentials, callbacks, error
+    buffer, private pointer); the connection and DNS caches are the multi
+    handle's and stay. Owners that set CURLOPT_BUFFERSIZE must all set the
+    same size (libcurl keeps a handle's receive buffer across a reset).
 */
 #ifndef PROTO_CURL_H_INCLUDED
 #define PROTO_CURL_H_INCLUDED
@@ -39,6 +48,19 @@ int proto_curl_add(proto_curl_t *self, CURL *easy, proto_curl_done_fn *fn, void 
 //  is closed at once. Unknown handles are ignored. Never call from inside
 //  a libcurl callback.
 void proto_curl_remove(proto_curl_t *self, CURL *easy);
+
+//  An easy handle with libcurl's default options: one released before, or
+//  a new one. NULL when libcurl cannot make one. Caller owns return value
+//  (give it back with proto_curl_easy_release or curl_easy_cleanup).
+CURL *proto_curl_easy(proto_curl_t *self);
+
+//  Takes back an easy handle that no longer runs here (ended or removed):
+//  its options are reset and it waits for proto_curl_easy, or it is
+//  cleaned up when enough wait already. Nulls the pointer.
+void proto_curl_easy_release(proto_curl_t *self, CURL **easy_p);
+
+//  Easy handles waiting for reuse.
+size_t proto_curl_easy_kept(proto_curl_t *self);
 
 //  Transfers running.
 size_t proto_curl_running(proto_curl_t *self);

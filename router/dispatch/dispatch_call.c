@@ -1,8 +1,13 @@
 #include "dispatch_call.h"
+#include "proto_check.h"
 #include "proto_log.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <ctype.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,7 +169,9 @@ dispatch_call_t *dispatch_call_new(proto_curl_t *multi, proto_loop_t *loop,
     spec->body = NULL;
     self->first_byte_timeout_ms = spec->first_byte_timeout_ms;
     self->idle_timeout_ms = spec->idle_timeout_ms;
-    self->easy = curl_easy_init();
+    //  A handle released by an earlier call when there is one: reset, so
+    //  nothing of that call's options is left (proto_curl).
+    self->easy = proto_curl_easy(multi);
     if (!self->easy) {
         dispatch_call_destroy(&self);
         return NULL;
@@ -223,11 +230,10 @@ void dispatch_call_destroy(dispatch_call_t **self_p)
         return;
     if (self->timer)
         proto_loop_cancel_timer(self->loop, self->timer);
-    if (self->easy) {
-        if (self->running)
-            proto_curl_remove(self->multi, self->easy);
-        curl_easy_cleanup(self->easy);
-    }
+    if (self->easy && self->running)
+        proto_curl_remove(self->multi, self->easy);
+    //  Out of the multi handle either way: reset and kept for the next call.
+    proto_curl_easy_release(self->multi, &self->easy);
     curl_slist_free_all(self->headers);
     if (self->body) {
         free(self->body);
@@ -259,4 +265,187 @@ uint64_t dispatch_call_retry_after_ms(dispatch_call_t *self)
 bool dispatch_call_answered(dispatch_call_t *self)
 {
     return self->first_byte_us != 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Self test: easy handles are reused, and nothing of one call's secrets
+//  reaches the next call on the same handle. A libmicrohttpd daemon plays
+//  the upstream and, for the first call, the provider's HTTP proxy; it
+//  records every request's line and headers.
+
+typedef struct {
+    pthread_mutex_t lock; //  the daemon's thread writes, the test reads
+    char seen[4][2048];   //  each request's URL and headers, one per line
+    int count;            //  requests seen
+} s_test_wire_t;
+
+static enum MHD_Result s_test_header(void *arg, enum MHD_ValueKind kind, const char *name,
+                                     const char *value)
+{
+    char *seen = arg;
+    size_t used = strlen(seen);
+    snprintf(seen + used, 2048 - used, "%s: %s\n", name, value ? value : "");
+    return MHD_YES;
+}
+
+static enum MHD_Result s_test_answer(void *arg, struct MHD_Connection *connection, const char *url,
+                                     const char *method, const char *version,
+                                     const char *upload_data, size_t *upload_data_size,
+                                     void **request_p)
+{
+    s_test_wire_t *wire = arg;
+    if (!*request_p) {
+        *request_p = wire;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    pthread_mutex_lock(&wire->lock);
+    if (wire->count < 4) {
+        char *seen = wire->seen[wire->count++];
+        snprintf(seen, 2048, "%s %s\n", method, url);
+        MHD_get_connection_values(connection, MHD_HEADER_KIND, s_test_header, seen);
+    }
+    pthread_mutex_unlock(&wire->lock);
+    static const char text[] = "{\"ok\":true}";
+    struct MHD_Response *response =
+        MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(response, "Content-Type", "application/json");
+    enum MHD_Result rc = MHD_queue_response(connection, 200, response);
+    MHD_destroy_response(response);
+    return rc;
+}
+
+typedef struct {
+    proto_loop_t *loop;
+    dispatch_fail_t fail; //  how the call ended
+    bool ended;           //  done came
+} s_test_call_t;
+
+static void s_test_response(void *arg, int status, const char *content_type) {}
+
+static dispatch_fail_t s_test_data(void *arg, const char *data, size_t size)
+{
+    return DISPATCH_FAIL_NONE;
+}
+
+static void s_test_done(void *arg, dispatch_fail_t fail, const char *detail)
+{
+    s_test_call_t *test = arg;
+    test->fail = fail;
+    test->ended = true;
+    proto_loop_stop(test->loop);
+}
+
+static size_t s_test_sink(char *data, size_t size, size_t count, void *arg)
+{
+    return size * count;
+}
+
+static void s_test_raw_done(CURL *easy, CURLcode result, void *arg)
+{
+    s_test_call_t *test = arg;
+    test->fail = result == CURLE_OK ? DISPATCH_FAIL_NONE : DISPATCH_FAIL_TRANSPORT;
+    test->ended = true;
+    proto_loop_stop(test->loop);
+}
+
+//  Runs one call to completion; returns its easy handle's address (for
+//  reuse checks) and its status.
+static CURL *s_test_run(proto_curl_t *multi, proto_loop_t *loop, const char *url,
+                        struct curl_slist *headers, const char *proxy, int *status)
+{
+    static const dispatch_call_handler_t handler = {s_test_response, s_test_data, s_test_done};
+    s_test_call_t test = {.loop = loop};
+    dispatch_call_spec_t spec = {.url = url,
+                                 .headers = headers,
+                                 .body = strdup("{}"),
+                                 .body_size = 2,
+                                 .connect_timeout_ms = 2000,
+                                 .first_byte_timeout_ms = 5000,
+                                 .idle_timeout_ms = 5000,
+                                 .total_timeout_ms = 5000,
+                                 .proxy = proxy};
+    dispatch_call_t *call = dispatch_call_new(multi, loop, &spec, &handler, &test);
+    PROTO_CHECK(call);
+    CURL *easy = call->easy;
+    proto_loop_run(loop);
+    PROTO_CHECK(test.ended && test.fail == DISPATCH_FAIL_NONE);
+    *status = dispatch_call_status(call);
+    dispatch_call_destroy(&call);
+    return easy;
+}
+
+void dispatch_call_test(bool verbose)
+{
+    printf(" * dispatch_call: ");
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    s_test_wire_t wire = {.count = 0};
+    pthread_mutex_init(&wire.lock, NULL);
+    struct MHD_Daemon *daemon = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, s_test_answer, &wire,
+        MHD_OPTION_SOCK_ADDR,
+        &(struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)},
+        MHD_OPTION_END);
+    PROTO_CHECK(daemon);
+    int port = MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_BIND_PORT)->port;
+    proto_loop_t *loop = proto_loop_new();
+    proto_curl_t *multi = proto_curl_new(loop);
+    char url[128], proxy[128];
+
+    //  1. The provider's key in a header, through a proxy with credentials.
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/first", port);
+    snprintf(proxy, sizeof proxy, "http://proxyuser:proxy-secret@127.0.0.1:%d", port);
+    struct curl_slist *headers = curl_slist_append(NULL, "Authorization: Bearer sk-first-secret");
+    int status = 0;
+    CURL *first = s_test_run(multi, loop, url, headers, proxy, &status);
+    PROTO_CHECK(status == 200);
+    PROTO_CHECK(proto_curl_easy_kept(multi) == 1);
+    //  The daemon saw what a proxy sees: the whole URL and both credentials.
+    PROTO_CHECK(wire.count == 1);
+    PROTO_CHECK(strstr(wire.seen[0], "POST http://127.0.0.1:"));
+    PROTO_CHECK(strstr(wire.seen[0], "sk-first-secret"));
+    PROTO_CHECK(strstr(wire.seen[0], "Proxy-Authorization: Basic"));
+
+    //  2. The same handle as it comes back from proto_curl, given only a
+    //  URL: nothing of the first call's options is left (dispatch_call sets
+    //  them all anyway; this is the reset itself).
+    CURL *second = proto_curl_easy(multi);
+    PROTO_CHECK(second == first);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/second", port);
+    curl_easy_setopt(second, CURLOPT_URL, url);
+    curl_easy_setopt(second, CURLOPT_POSTFIELDS, "{}");
+    curl_easy_setopt(second, CURLOPT_WRITEFUNCTION, s_test_sink);
+    s_test_call_t raw = {.loop = loop};
+    PROTO_CHECK(proto_curl_add(multi, second, s_test_raw_done, &raw) == 0);
+    proto_loop_run(loop);
+    PROTO_CHECK(raw.ended && raw.fail == DISPATCH_FAIL_NONE);
+    proto_curl_easy_release(multi, &second);
+    PROTO_CHECK(wire.count == 2);
+    if (verbose)
+        printf("\n%s", wire.seen[1]);
+    PROTO_CHECK(strncmp(wire.seen[1], "POST /second\n", 13) == 0);
+    PROTO_CHECK(!strcasestr(wire.seen[1], "authorization"));
+    PROTO_CHECK(!strstr(wire.seen[1], "secret"));
+    PROTO_CHECK(!strstr(wire.seen[1], "proxyuser"));
+    PROTO_CHECK(!strstr(wire.seen[1], "tollgate/0.1")); //  even our user agent went
+
+    //  3. Another key on the same handle: only that one.
+    headers = curl_slist_append(NULL, "Authorization: Bearer sk-third");
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/third", port);
+    CURL *third = s_test_run(multi, loop, url, headers, NULL, &status);
+    PROTO_CHECK(third == first);
+    PROTO_CHECK(wire.count == 3);
+    PROTO_CHECK(strstr(wire.seen[2], "Authorization: Bearer sk-third\n"));
+    PROTO_CHECK(!strstr(wire.seen[2], "secret"));
+    PROTO_CHECK(!strcasestr(wire.seen[2], "proxy-authorization"));
+
+    proto_curl_destroy(&multi);
+    proto_loop_destroy(&loop);
+    MHD_stop_daemon(daemon);
+    pthread_mutex_destroy(&wire.lock);
+    curl_global_cleanup();
+    printf("OK\n");
 }

@@ -77,4 +77,7 @@ uint64_t dispatch_call_retry_after_ms(dispatch_call_t *self);
 //  True once the first body byte arrived.
 bool dispatch_call_answered(dispatch_call_t *self);
 
+//  Self test of this class.
+void dispatch_call_test(bool verbose);
+
 #endif

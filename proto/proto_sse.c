@@ -31,7 +31,9 @@ static void s_buffer_reserve(s_buffer_t *buffer, size_t extra)
     size_t needed = buffer->size + extra + 1;
     if (needed <= buffer->capacity)
         return;
-    size_t capacity = buffer->capacity ? buffer->capacity : 256;
+    //  Small to start: a reader lives as long as its stream, thousands at
+    //  once, and its event name and id stay empty in most protocols.
+    size_t capacity = buffer->capacity ? buffer->capacity : 32;
     while (capacity < needed)
         capacity *= 2;
     buffer->data = realloc(buffer->data, capacity);

@@ -94,6 +94,8 @@ void dispatch_convert_clear(dispatch_convert_t *conv)
     if (conv->extra && conv->adapter && conv->adapter->free_extra)
         conv->adapter->free_extra(conv->extra);
     conv->extra = NULL;
+    free(conv->dropped);
+    conv->dropped = NULL;
 }
 
 //  --------------------------------------------------------------------------

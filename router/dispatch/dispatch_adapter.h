@@ -58,7 +58,9 @@ typedef struct {
     size_t content_bytes;     //  content text bytes passed to the client
     bool complete;            //  the stream's own end marker was seen
     size_t items;             //  JSON-array passthrough: elements written so far
-    char dropped[512];        //  request fields conversion left out, comma-separated ("" none)
+    char *dropped;            //  request fields conversion left out, comma-separated, or NULL:
+                              //  allocated only when there are some (a request in flight
+                              //  holds it; dispatch_convert_clear frees it)
     char error[256];          //  why the last call returned -1
     void *extra;              //  the converter's own state, or NULL
 } dispatch_convert_t;

@@ -15,9 +15,13 @@
 //  attempt.
 
 //  Names joined with "," as the x-tollgate-dropped-fields header carries
-//  them; a list too long for the buffer ends with "..." .
-static void s_join_names(const json_t *names, char *text, size_t size)
+//  them; a list too long for the buffer ends with "..." . NULL for none.
+static char *s_join_names(const json_t *names)
 {
+    if (!json_array_size(names))
+        return NULL;
+    char text[512];
+    size_t size = sizeof text;
     size_t used = 0;
     size_t index;
     json_t *item;
@@ -28,10 +32,13 @@ static void s_join_names(const json_t *names, char *text, size_t size)
         size_t need = strlen(name) + (index ? 1 : 0);
         if (used + need + 4 >= size) {
             snprintf(text + used, size - used, "%s...", index ? "," : "");
-            return;
+            break;
         }
         used += (size_t)snprintf(text + used, size - used, "%s%s", index ? "," : "", name);
     }
+    char *copy = strdup(text);
+    assert(copy);
+    return copy;
 }
 
 int dispatch_conversion_request(dispatch_convert_t *conv, const char *body, size_t size,
@@ -53,7 +60,8 @@ int dispatch_conversion_request(dispatch_convert_t *conv, const char *body, size
     json_t *converted =
         proto_convert_request_policy(client, upstream, root, upstream_model, stream, conv->strict,
                                      dropped, conv->error, sizeof conv->error);
-    s_join_names(dropped, conv->dropped, sizeof conv->dropped);
+    free(conv->dropped);
+    conv->dropped = s_join_names(dropped);
     json_decref(dropped);
     if (!converted) {
         json_decref(root);

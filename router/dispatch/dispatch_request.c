@@ -368,7 +368,7 @@ static void s_finish(dispatch_request_t *self, const s_ending_t *ending)
             proto_msg_set_content_type(done, ending->content_type);
         if (ending->error_code)
             proto_msg_set_error_code(done, ending->error_code);
-        if (!self->relayed && *self->conv.dropped)
+        if (!self->relayed && self->conv.dropped)
             proto_msg_set_dropped(done, self->conv.dropped);
         proto_msg_set_tokens_in(done, usage->tokens_in);
         proto_msg_set_tokens_out(done, usage->tokens_out);
@@ -464,7 +464,7 @@ static void s_flush(dispatch_request_t *self)
         proto_msg_set_status(chunk, (uint64_t)self->status);
         proto_msg_set_content_type(chunk, self->conv.content_type);
         proto_msg_set_ttfb_us(chunk, self->first_byte_us - self->received_us);
-        if (*self->conv.dropped)
+        if (self->conv.dropped)
             proto_msg_set_dropped(chunk, self->conv.dropped);
     }
     proto_msg_set_body_bytes(chunk, zchunk_data(self->out), zchunk_size(self->out));
@@ -785,7 +785,7 @@ static int s_start_attempt(dispatch_request_t *self, const proto_candidate_t *ca
     //  Journaled at the end of this turn, before libcurl sends a byte (it
     //  sends from the loop's next turns).
     s_provisional_lost(self);
-    if (*self->conv.dropped)
+    if (self->conv.dropped)
         //  The request log names what the conversion left out, as the
         //  client's x-tollgate-dropped-fields header does.
         log_info(self->rid, "attempt %d to provider=%llu (%s) dropped fields: %s", self->attempts,

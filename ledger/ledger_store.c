@@ -368,14 +368,16 @@ static const char *s_ledger_accounts =
 //  over makes `tollgate ledger check` pass on them, and their request ids
 //  then conflict with a charge of the same request by this ledger (the
 //  batch statement checks journal_requests only). Idempotent: ids already
-//  carried (or charged since) are left as they are.
+//  carried (or charged since) are left as they are. In request id order, so
+//  that ledgers starting together wait for each other instead of
+//  deadlocking on ids they both insert.
 static const char *s_carry_over =
     "INSERT INTO journal_requests (request_id, entry_id, amount_micros)"
     " SELECT e.request_id, e.id, -l.amount_micros FROM journal_entries e"
     " JOIN journal_lines l ON l.entry_id = e.id"
     " JOIN ledger_accounts la ON la.id = l.ledger_account_id AND la.account_id IS NOT NULL"
     " WHERE e.kind = 'usage' AND e.request_id IS NOT NULL AND l.amount_micros < 0"
-    " ON CONFLICT (request_id) DO NOTHING";
+    " ORDER BY e.request_id ON CONFLICT (request_id) DO NOTHING";
 
 #define S_BATCH_NAME "ledger_batch"
 #define S_LEDGER_ACCOUNTS_NAME "ledger_accounts"

@@ -16,6 +16,11 @@
 //  Three providers: p1 (priority 10) with keys 11 (prio 1, weight 1) and 12
 //  (prio 1, weight 3); p2 with key 21 (prio 5, multiplier 0.5); p3 with key
 //  31 (multiplier 0.5, capability context-1m). Model "m" goes everywhere.
+//  The decisions' working space, lent as the servers lend theirs (a decision
+//  without one allocates ~200 KiB; thousands of them took minutes under
+//  ASan). Test-only state: set and cleared by router_select_test.
+static router_scratch_t *s_scratch;
+
 static const char *s_fixture =
     "{\"providers\":["
     "{\"id\":1,\"name\":\"p1\",\"priority\":10},"
@@ -342,7 +347,7 @@ static void s_test_owner(router_request_t *request, router_rng_t *rng)
     proto_catalog_t *catalog = proto_catalog_from_json(owned, error, sizeof error);
     PROTO_CHECK(catalog);
     proto_map_t *map = proto_map_build(catalog, false);
-    router_context_t context = {.catalog = catalog, .map = map, .rng = rng};
+    router_context_t context = {.catalog = catalog, .map = map, .rng = rng, .scratch = s_scratch};
     *request = (router_request_t){.model = "m", .account_id = 9, .now_ms = 5000, .dry_run = true};
     router_select_decide(&context, request, &decision, NULL);
     PROTO_CHECK(decision.count == 2 && decision.candidates[0].provider_id == 1);
@@ -417,7 +422,8 @@ static void s_test_provider_shares(router_rng_t *rng)
         proto_catalog_t *catalog = proto_catalog_from_json(shapes[i], error, sizeof error);
         PROTO_CHECK(catalog);
         proto_map_t *map = proto_map_build(catalog, false);
-        router_context_t context = {.catalog = catalog, .map = map, .rng = rng};
+        router_context_t context = {
+            .catalog = catalog, .map = map, .rng = rng, .scratch = s_scratch};
         PROTO_CHECK(s_near(s_leads(&context, 1, rounds), rounds, 0.5, 0.02));
         proto_map_destroy(&map);
         proto_catalog_destroy(&catalog);
@@ -449,7 +455,7 @@ static void s_test_provider_shares(router_rng_t *rng)
     free(text);
     PROTO_CHECK(catalog);
     proto_map_t *map = proto_map_build(catalog, false);
-    router_context_t context = {.catalog = catalog, .map = map, .rng = rng};
+    router_context_t context = {.catalog = catalog, .map = map, .rng = rng, .scratch = s_scratch};
     PROTO_CHECK(s_near(s_leads(&context, 66, rounds), rounds, 1.0 / 66, 0.01));
     proto_map_destroy(&map);
     proto_catalog_destroy(&catalog);
@@ -560,7 +566,8 @@ static void s_test_extremes(router_request_t *request, router_rng_t *rng)
         free(text);
         PROTO_CHECK(catalog);
         proto_map_t *map = proto_map_build(catalog, false);
-        router_context_t context = {.catalog = catalog, .map = map, .rng = rng};
+        router_context_t context = {
+            .catalog = catalog, .map = map, .rng = rng, .scratch = s_scratch};
         int leads[3] = {0};
         for (int i = 0; i < 2000; i++) {
             *request = (router_request_t){.model = "m", .now_ms = 5000, .dry_run = true};
@@ -588,6 +595,7 @@ void router_select_test(bool verbose)
 {
     if (verbose)
         printf(" * router_select: ");
+    s_scratch = router_scratch_new();
     const int rounds = 20000;
     const double tolerance = 0.02; //  20000 draws: 2 points is > 4 standard deviations
     s_bench_t bench;
@@ -612,7 +620,8 @@ void router_select_test(bool verbose)
     router_sticky_t *sticky = router_sticky_new(60000, 60000, 100);
     router_rng_t rng;
     router_rng_seed(&rng, 7);
-    router_context_t context = {.catalog = catalog, .map = map, .sticky = sticky, .rng = &rng};
+    router_context_t context = {
+        .catalog = catalog, .map = map, .sticky = sticky, .rng = &rng, .scratch = s_scratch};
     request = (router_request_t){.model = "m", .key_id = 5, .now_ms = 1};
     router_select_decide(&context, &request, &decision, NULL);
     PROTO_CHECK(strcmp(decision.candidates[0].upstream_model, "a") == 0);
@@ -722,6 +731,7 @@ void router_select_test(bool verbose)
     router_stats_destroy(&stats);
     proto_map_destroy(&map);
     proto_catalog_destroy(&catalog);
+    router_scratch_destroy(&s_scratch);
     if (verbose)
         printf("OK (%d decisions per distribution, tolerance %.0f%%)\n", rounds, tolerance * 100);
 }

@@ -1093,18 +1093,26 @@ const proto_model_t *proto_catalog_model_named(proto_catalog_t *self, const char
     return model;
 }
 
+//  The provider a `provider/model` name pins, as routing reads it: the part
+//  before the first '/' is a provider's name. NULL when it is not.
+static const proto_provider_t *s_pinned_provider(proto_catalog_t *self, const char *name)
+{
+    const char *slash = strchr(name, '/');
+    if (!slash || slash == name || (size_t)(slash - name) >= 128)
+        return NULL;
+    char provider[128];
+    snprintf(provider, sizeof provider, "%.*s", (int)(slash - name), name);
+    return proto_catalog_provider_by_name(self, provider);
+}
+
 const proto_model_t *proto_catalog_model_for_client(proto_catalog_t *self, const char *name)
 {
     const proto_model_t *model = proto_catalog_model_named(self, name);
-    const char *slash = model ? NULL : strchr(name, '/');
-    if (!slash || slash == name || (size_t)(slash - name) >= 256)
+    if (model || !strchr(name, '/'))
         return model;
-    char provider[256];
-    memcpy(provider, name, (size_t)(slash - name));
-    provider[slash - name] = '\0';
-    if (!proto_catalog_provider_by_name(self, provider))
+    if (!s_pinned_provider(self, name))
         return NULL;
-    return proto_catalog_model_named(self, slash + 1);
+    return proto_catalog_model_named(self, strchr(name, '/') + 1);
 }
 
 //  True when the provider's default prices make the names it lists
@@ -1163,18 +1171,6 @@ static proto_model_t *s_unlisted_entry(proto_catalog_t *self, zhashx_t *seen, co
     return model;
 }
 
-//  True when routing reads `name` as a pin: the part before its first '/'
-//  is a provider's name (router_select.c s_resolve).
-static bool s_pin_shaped(proto_catalog_t *self, const char *name)
-{
-    const char *slash = strchr(name, '/');
-    if (!slash || slash == name || (size_t)(slash - name) >= 128)
-        return false;
-    char provider[128];
-    snprintf(provider, sizeof provider, "%.*s", (int)(slash - name), name);
-    return proto_catalog_provider_by_name(self, provider) != NULL;
-}
-
 void proto_catalog_add_unlisted(proto_catalog_t *self, bool zero_config)
 {
     assert(!self->unlisted_by_name); //  once, before the catalog is shared
@@ -1193,7 +1189,7 @@ void proto_catalog_add_unlisted(proto_catalog_t *self, bool zero_config)
         //  that model, whatever the providers list.
         if (!s_prices_unlisted(provider) || strlen(listed->name) >= 128 ||
             zhashx_lookup(self->models_by_name, listed->name) ||
-            proto_provider_blocks(provider, listed->name) || s_pin_shaped(self, listed->name))
+            proto_provider_blocks(provider, listed->name) || s_pinned_provider(self, listed->name))
             continue;
         s_raise_prices(s_unlisted_entry(self, seen, listed->name, listed->first_seen_s), provider);
     }

@@ -6,15 +6,19 @@
 #   chunks (time to first byte), 1,000 concurrent open streams, and the peak
 #   RSS of every Tollgate process. Writes docs/benchmarks.md.
 #
-#   bench/run.sh [--duration SECONDS]      (needs ./setup.sh's packages and a build in build/)
+#   bench/run.sh [--duration SECONDS] [--streams-only]
+#   (needs ./setup.sh's packages and a build in build/). --streams-only runs
+#   only the open-streams phases and prints their results (docs untouched).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 duration=10
+streams_only=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --duration) duration="$2"; shift 2 ;;
-    *) echo "usage: bench/run.sh [--duration SECONDS]" >&2; exit 2 ;;
+    --streams-only) streams_only=1; shift ;;
+    *) echo "usage: bench/run.sh [--duration SECONDS] [--streams-only]" >&2; exit 2 ;;
     esac
 done
 bin="$root/build/bin"
@@ -103,20 +107,22 @@ wrk_run() { # NAME URL CONNECTIONS MODEL STREAM
 
 results="$work/results.txt"
 : >"$results"
-for target in "direct $mock" "nginx http://127.0.0.1:$nginx_port" "tollgate $gateway"; do
-    set -- $target
-    log "wrk: $1, 32 connections, non-streamed"
-    wrk_run "$1-c32" "$2" 32 mock-model 0 | tee -a "$results"
-    log "wrk: $1, 1 connection, non-streamed"
-    wrk_run "$1-c1" "$2" 1 mock-model 0 | tee -a "$results"
-    log "streamed (50 chunks): $1, 32 connections"
-    echo "$1-stream $(node bench/ttfb.mjs "$2/v1/chat/completions" "$key" mock-50 32 $((duration * 300)))" | tee -a "$results"
-done
+if [ "$streams_only" = 0 ]; then
+    for target in "direct $mock" "nginx http://127.0.0.1:$nginx_port" "tollgate $gateway"; do
+        set -- $target
+        log "wrk: $1, 32 connections, non-streamed"
+        wrk_run "$1-c32" "$2" 32 mock-model 0 | tee -a "$results"
+        log "wrk: $1, 1 connection, non-streamed"
+        wrk_run "$1-c1" "$2" 1 mock-model 0 | tee -a "$results"
+        log "streamed (50 chunks): $1, 32 connections"
+        echo "$1-stream $(node bench/ttfb.mjs "$2/v1/chat/completions" "$key" mock-50 32 $((duration * 300)))" | tee -a "$results"
+    done
 
-# What each program (billing and ledger included) costs per request.
-log "CPU per request, 32 connections"
-cpu_costs=$(bash bench/cpu_per_request.sh "$work/cluster" "$key" 32 "$duration" mock-model)
-echo "$cpu_costs" | tee -a "$results"
+    # What each program (billing and ledger included) costs per request.
+    log "CPU per request, 32 connections"
+    cpu_costs=$(bash bench/cpu_per_request.sh "$work/cluster" "$key" 32 "$duration" mock-model)
+    echo "$cpu_costs" | tee -a "$results"
+fi
 
 # 4. Peak RSS of the Tollgate programs while 1,000, then 10,000 streams are
 #    open at once (VmHWM only grows: read after each).
@@ -132,9 +138,18 @@ peak_rss() { # prints "total_kib" and fills rss_lines
     done
     rss_total=$total
 }
+# Each stream sends its first event, then waits at the mock until all N wait
+# (gather:N, at most 60 s), so N are open at the same moment: without it the
+# first ones ended (7 events, 500 ms apart) while the last ones connected.
+streams_run() { # NAME COUNT: one streams phase; the mock's own peak of open streams too
+    curl -s -X POST "$mock/mock/reset" >/dev/null
+    curl -s "$mock/mock/faults" -d "{\"model\":\"mock-slow\",\"fault\":\"delay-chunks:500,gather:$2\"}" >/dev/null
+    local line
+    line=$(node bench/streams.mjs "$gateway/v1/chat/completions" "$key" mock-slow "$2")
+    echo "$1 $line upstream_peak_open=$(curl -s "$mock/mock/stats" | jq .max_open_streams)"
+}
 log "1000 concurrent open streams through tollgate"
-streams=$(node bench/streams.mjs "$gateway/v1/chat/completions" "$key" mock-slow 1000)
-echo "streams $streams" | tee -a "$results"
+streams_run streams 1000 | tee -a "$results"
 peak_rss
 rss_1k=$rss_total
 rss_1k_lines=$rss_lines
@@ -142,10 +157,14 @@ rss_1k_lines=$rss_lines
 # the hard one (the programs raise their own at start).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 log "10000 concurrent open streams through tollgate (fd limit $(ulimit -n))"
-streams10k=$(node bench/streams.mjs "$gateway/v1/chat/completions" "$key" mock-slow 10000)
-echo "streams10k $streams10k" | tee -a "$results"
+streams_run streams10k 10000 | tee -a "$results"
 peak_rss
 rss_10k=$rss_total
+if [ "$streams_only" = 1 ]; then
+    printf '1,000 streams:\n%s| all | %s MiB |\n' "$rss_1k_lines" $((rss_1k / 1024))
+    printf '10,000 streams:\n%s| all | %s MiB |\n' "$rss_lines" $((rss_10k / 1024))
+    exit 0
+fi
 
 # 5. Write the results down. What follows the notes marker in the old file
 #    (the profile and its reading, written by hand) is kept.
@@ -203,7 +222,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
     echo
     echo "## 1,000 concurrent open streams through Tollgate"
     echo
-    echo "Streams: $(field streams completed) of 1000 completed, $(field streams peak_open) open at the peak, $(field streams errors) errors."
+    echo "Streams: $(field streams completed) of 1000 completed, $(field streams peak_open) open at the peak at the client ($(field streams upstream_peak_open) at the mock upstream), $(field streams errors) errors."
     echo
     echo "| program | peak RSS (VmHWM) |"
     echo "|---|---|"
@@ -212,7 +231,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
     echo
     echo "## 10,000 concurrent open streams through Tollgate"
     echo
-    echo "Streams: $(field streams10k completed) of 10000 completed, $(field streams10k peak_open) open at the peak, $(field streams10k errors) errors."
+    echo "Streams: $(field streams10k completed) of 10000 completed, $(field streams10k peak_open) open at the peak at the client ($(field streams10k upstream_peak_open) at the mock upstream), $(field streams10k errors) errors."
     echo
     echo "| program | peak RSS (VmHWM) |"
     echo "|---|---|"

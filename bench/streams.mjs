@@ -1,5 +1,11 @@
 // Holds N concurrent slow streams open through the gateway and reports how
-// many completed. Usage: node streams.mjs URL KEY MODEL N
+// many completed and how many were open at once. Usage: node streams.mjs URL KEY MODEL N
+//
+// Each stream asks the mock upstream for "gather:N": it sends its first event,
+// then waits until all N streams wait at once (or 60 s), so the N are open at
+// the same moment however long the last ones take to connect. Through the
+// gateway the header does not reach the mock (the gateway sends no client
+// headers upstream): bench/run.sh sets the same fault on the model instead.
 //
 // The streams come from as many loopback addresses (127.0.0.2, .3, ...) as
 // it takes to keep each at most PER_ADDRESS: the gateway limits the
@@ -22,7 +28,7 @@ await Promise.all(Array.from({ length: Number(count) }, (_, i) => new Promise((r
     host: target.hostname, port: target.port, path: target.pathname, method: 'POST', agent,
     localAddress: `127.0.0.${2 + Math.floor(i / PER_ADDRESS)}`,
     headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`,
-      'x-mock-fault': 'delay-chunks:200', 'content-length': Buffer.byteLength(body) },
+      'x-mock-fault': `delay-chunks:500,gather:${count}`, 'content-length': Buffer.byteLength(body) },
   }, (response) => {
     open++;
     peakOpen = Math.max(peakOpen, open);

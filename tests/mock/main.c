@@ -19,20 +19,20 @@
 
 static void s_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: tollgate-mock-upstream [options]\n"
-            "  --host ADDR           address to bind (default 127.0.0.1)\n"
-            "  --port N              port to bind, 0 = any free port (default 0)\n"
-            "  --threads N           MHD worker threads (default 2)\n"
-            "  --models a,b,c        models served by the list endpoints\n"
-            "  --alias FROM=TO       serve path FROM as TO (a relay's own paths), repeatable\n"
-            "  --fault MODEL=SPEC    static fault for MODEL (\"*\" = all), repeatable\n"
-            "  --require-key SECRET  answer 401 unless the request carries SECRET\n"
-            "  --verbose             log each request on stderr\n"
-            "  --selftest            run the built-in self test and exit\n"
-            "SPEC: 401|403|404|429[:S]|500|502|503|delay-headers:MS|delay-chunks:MS|cut:N|\n"
-            "      hang|malformed|no-terminator|flap:N|cached:N|cache-write-5m:N|cache-write-1h:N\n"
-            "      (the last two: Anthropic's cache_creation), comma-separated to combine\n");
+    fprintf(out, "usage: tollgate-mock-upstream [options]\n"
+                 "  --host ADDR           address to bind (default 127.0.0.1)\n"
+                 "  --port N              port to bind, 0 = any free port (default 0)\n"
+                 "  --threads N           MHD worker threads (default 2)\n"
+                 "  --models a,b,c        models served by the list endpoints\n"
+                 "  --alias FROM=TO       serve path FROM as TO (a relay's own paths), repeatable\n"
+                 "  --fault MODEL=SPEC    static fault for MODEL (\"*\" = all), repeatable\n"
+                 "  --require-key SECRET  answer 401 unless the request carries SECRET\n"
+                 "  --verbose             log each request on stderr\n"
+                 "  --selftest            run the built-in self test and exit\n"
+                 "SPEC: 401|403|404|429[:S]|500|502|503|delay-headers:MS|delay-chunks:MS|cut:N|\n"
+                 "      hang|malformed|no-terminator|flap:N|gather:N|cached:N|cache-write-5m:N|\n"
+                 "      cache-write-1h:N (the last two: Anthropic's cache_creation),\n"
+                 "      comma-separated to combine\n");
 }
 
 static bool s_number(const char *text, long low, long high, long *value)

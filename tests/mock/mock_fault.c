@@ -49,6 +49,8 @@ static int s_parse_items(const char *spec, mock_fault_t *fault)
             fault->cut_after = value;
         else if (!strcmp(item, "flap") && mock_parse_int(arg, 1, 1000000, &value))
             fault->flap = value;
+        else if (!strcmp(item, "gather") && mock_parse_int(arg, 1, 1000000, &value))
+            fault->gather = value;
         else if (!strcmp(item, "hang") && !arg)
             fault->hang = true;
         else if (!strcmp(item, "malformed") && !arg)
@@ -80,6 +82,6 @@ int mock_fault_parse(const char *spec, mock_fault_t *fault)
 bool mock_fault_any(const mock_fault_t *fault)
 {
     return fault->status || fault->delay_headers_ms || fault->delay_chunks_ms ||
-           fault->cut_after >= 0 || fault->flap || fault->hang || fault->malformed ||
-           fault->no_terminator;
+           fault->cut_after >= 0 || fault->flap || fault->gather || fault->hang ||
+           fault->malformed || fault->no_terminator;
 }

@@ -2,8 +2,8 @@
 
     A SPEC is a comma-separated list of: 401 403 404 429[:RETRY_AFTER] 500 502 503 (any
     4xx/5xx), delay-headers:MS, delay-chunks:MS, cut:N, hang, malformed, no-terminator, flap:N,
-    cached:N, cache-write-5m:N, cache-write-1h:N (mock_upstream.h says what each does to an
-    answer).
+    gather:N, cached:N, cache-write-5m:N, cache-write-1h:N (mock_upstream.h says what each does to
+   an answer).
 */
 
 #ifndef MOCK_FAULT_H_INCLUDED
@@ -20,6 +20,7 @@ typedef struct {
     int delay_chunks_ms;  //  Wait this long between two stream events
     int cut_after;        //  Stream: close after this many events; body: after half; -1 = off
     int flap;             //  Every Nth request for the model fails with 500; 0 = off
+    int gather;           //  Stream: after the first event, wait until this many wait; 0 = off
     bool hang;            //  Never answer; hold the connection until the client leaves
     bool malformed;       //  Invalid JSON body / one malformed SSE data line
     bool no_terminator;   //  Stream ends cleanly at HTTP level but without its terminator

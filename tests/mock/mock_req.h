@@ -145,6 +145,8 @@ struct _mock_req_t {
     int wait_fd;         //  Socket watched for hang-up while parked, -1 none
     atomic_bool aborted; //  The waiter saw the client hang up
     bool held;           //  Counted in open_streams
+    bool gathered;       //  Has waited at gather:N (once per stream)
+    bool gathering;      //  Is waiting at gather:N now (counted in the waiter's n_gathering)
     bool finished;       //  Stream or cut ended on purpose: not a client abort
 };
 

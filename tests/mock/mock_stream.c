@@ -325,6 +325,14 @@ ssize_t mock_stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
         req->out.len = req->out_off = 0;
         if (written && req->fault.delay_chunks_ms)
             break;
+        if (req->fault.gather && req->events_sent == 1 && !req->gathered) {
+            if (written)
+                break; //  The first event goes out before the stream waits
+            req->gathered = true;
+            if (mock_waiter_gather(req, req->fault.gather))
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            return 0; //  The waiter resumes us when the gather is complete
+        }
         if (req->fault.cut_after >= 0 && req->events_sent >= req->fault.cut_after) {
             if (written)
                 break;

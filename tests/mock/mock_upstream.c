@@ -553,12 +553,15 @@ mock_upstream_t *mock_upstream_new(const mock_upstream_config_t *config)
     self->waiter_started = true;
     unsigned threads = config->threads ? config->threads : 1;
     //  MHD's default connection cap is FD_SETSIZE-4 even with epoll; streams tests hold
-    //  thousands of connections open.
+    //  thousands of connections open. The pool stays at 32 KiB, where MHD takes it from
+    //  malloc: above that it mmaps, zeroes and munmaps one per connection, which was half of
+    //  the mock's CPU while 10,000 streams connected (page faults, and TLB shootdowns across
+    //  the worker threads on every munmap) and kept it from accepting (docs/benchmarks.md).
     self->daemon = MHD_start_daemon(
         flags, config->port, NULL, NULL, s_on_request, self, MHD_OPTION_SOCK_ADDR, &address,
         MHD_OPTION_NOTIFY_COMPLETED, s_on_completed, self, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)60000, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024), MHD_OPTION_THREAD_POOL_SIZE,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024), MHD_OPTION_THREAD_POOL_SIZE,
         threads > 1 ? threads : 0u, MHD_OPTION_END);
     if (!self->daemon) {
         fprintf(stderr, "mock: cannot start HTTP daemon on %s:%u\n", host, (unsigned)config->port);

@@ -15,9 +15,11 @@
 
     SPEC is a comma-separated list of: 401 403 404 429[:RETRY_AFTER] 500 502 503 (any 4xx/5xx),
     delay-headers:MS, delay-chunks:MS, cut:N, hang, malformed, no-terminator, flap:N,
-    cached:N (not a fault: report N prompt tokens as cached, like x-mock-cached-tokens),
-    cache-write-5m:N, cache-write-1h:N (not faults: Anthropic answers report N tokens written
-    to the 5-minute or 1-hour cache, in cache_creation and cache_creation_input_tokens).
+    gather:N (a stream sends its first event, then waits until N streams wait so at once, or
+    MOCK_GATHER_MAX_MS: benchmarks hold N streams open at the same moment), cached:N (not a fault:
+   report N prompt tokens as cached, like x-mock-cached-tokens), cache-write-5m:N, cache-write-1h:N
+   (not faults: Anthropic answers report N tokens written to the 5-minute or 1-hour cache, in
+   cache_creation and cache_creation_input_tokens).
 
         user text "mock-call NAME {JSON}"
                                     tool call to NAME with those arguments, then "mock saw: "

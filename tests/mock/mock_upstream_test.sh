@@ -217,6 +217,23 @@ SLOW=$!
 T=$(curl -s -o /dev/null -w '%{time_total}' "$U/v1/chat/completions" -d "$BODY")
 check "delay does not block others" eq "$(awk -v t="$T" 'BEGIN{print (t < 0.5) ? "yes" : "no"}')" yes
 wait "$SLOW"
+#  gather:3: each stream sends its first event, then waits until three wait at once
+GATHER=()
+for n in 1 2; do
+    curl -s -N -o "$TMP/gather$n" "$U/v1/chat/completions" -H 'x-mock-fault: gather:3' -d "$STREAM" &
+    GATHER+=($!)
+done
+for _ in $(seq 1 100); do
+    [ "$(cat "$TMP/gather1" "$TMP/gather2" 2>/dev/null | grep -c '^data: ')" -ge 2 ] && break
+    sleep 0.05
+done
+sleep 0.3
+check "gather holds after the first event" eq "$(cat "$TMP/gather1" "$TMP/gather2" | grep -c '^data: ')" 2
+check "gather counts as open" eq "$(curl -s "$U/mock/stats" | jq .open_streams)" 2
+T=$(curl -s -N -o "$TMP/gather3" -w '%{time_total}' "$U/v1/chat/completions" -H 'x-mock-fault: gather:3' -d "$STREAM")
+wait "${GATHER[@]}"
+check "gather: the third lets all three go" eq "$(cat "$TMP"/gather[123] | grep -c '^data: \[DONE\]')" 3
+check "gather: the third does not wait" eq "$(awk -v t="$T" 'BEGIN{print (t < 2) ? "yes" : "no"}')" yes
 
 curl -s -N -o "$TMP/body" "$U/v1/chat/completions" -H 'x-mock-fault: cut:3' -d "$STREAM"
 check "cut stream exit" eq "$?" 18

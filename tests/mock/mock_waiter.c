@@ -71,6 +71,10 @@ static void *s_run(void *args)
                 //  number be reused by another connection.
                 if (req->wait_fd >= 0)
                     epoll_ctl(self->epfd, EPOLL_CTL_DEL, req->wait_fd, NULL);
+                if (req->gathering) {
+                    req->gathering = false;
+                    self->n_gathering--;
+                }
                 if (n_ready == cap_ready) {
                     cap_ready *= 2;
                     mock_req_t **grown = realloc(ready, cap_ready * sizeof(*ready));
@@ -112,7 +116,7 @@ int mock_waiter_start(mock_waiter_t *self)
 
 //  Parks a request whose connection the caller has just suspended. Returns -1 if the
 //  waiter is stopping; the caller must then resume the connection itself.
-static int s_park(mock_waiter_t *self, mock_req_t *req, uint64_t due)
+static int s_park(mock_waiter_t *self, mock_req_t *req, uint64_t due, int gather)
 {
     pthread_mutex_lock(&self->mutex);
     if (self->stopping) {
@@ -131,6 +135,16 @@ static int s_park(mock_waiter_t *self, mock_req_t *req, uint64_t due)
     }
     req->wait_due = due;
     self->items[self->n_items++] = req;
+    if (gather) {
+        req->gathering = true;
+        //  The last one to arrive lets every one waiting go now (due 0 = already due).
+        if (++self->n_gathering >= (size_t)gather) {
+            for (size_t index = 0; index < self->n_items; index++)
+                if (self->items[index]->gathering)
+                    self->items[index]->wait_due = 0;
+            due = 0;
+        }
+    }
     if (req->wait_fd >= 0) {
         struct epoll_event event = {.events = EPOLLRDHUP, .data.ptr = req};
         if (epoll_ctl(self->epfd, EPOLL_CTL_ADD, req->wait_fd, &event) && errno == EEXIST)
@@ -168,16 +182,26 @@ void mock_waiter_close(mock_waiter_t *self)
 
 //  Suspends req's connection until due (or the client leaves). Must be called from an MHD
 //  callback of that connection. Returns 0, or -1 when shutting down (connection not held).
-int mock_waiter_hold(mock_req_t *req, uint64_t due)
+static int s_hold(mock_req_t *req, uint64_t due, int gather)
 {
     mock_upstream_t *self = req->owner;
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     req->wait_fd = info ? info->connect_fd : -1;
     MHD_suspend_connection(req->conn);
-    if (s_park(&self->waiter, req, due)) {
+    if (s_park(&self->waiter, req, due, gather)) {
         MHD_resume_connection(req->conn);
         return -1;
     }
     return 0;
+}
+
+int mock_waiter_hold(mock_req_t *req, uint64_t due)
+{
+    return s_hold(req, due, 0);
+}
+
+int mock_waiter_gather(mock_req_t *req, int count)
+{
+    return s_hold(req, mock_now_ms() + MOCK_GATHER_MAX_MS, count > 0 ? count : 1);
 }

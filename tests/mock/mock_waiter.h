@@ -16,7 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MOCK_NEVER UINT64_MAX //  A deadline that never comes (hang)
+#define MOCK_NEVER UINT64_MAX    //  A deadline that never comes (hang)
+#define MOCK_GATHER_MAX_MS 60000 //  gather:N lets its streams go after this long regardless
 
 typedef struct _mock_req_t mock_req_t;
 
@@ -29,6 +30,7 @@ typedef struct {
     size_t n_items;        //  How many
     size_t cap_items;      //  Allocated slots
     uint64_t next_wake;    //  Deadline the thread currently sleeps towards
+    size_t n_gathering;    //  Parked items waiting at gather:N
     bool stopping;         //  Destroy in progress: resume everything, accept nothing
 } mock_waiter_t;
 
@@ -44,5 +46,9 @@ void mock_waiter_close(mock_waiter_t *self);
 //  Suspends req's connection until due (or the client leaves). Must be called from an MHD
 //  callback of that connection. Returns 0, or -1 when shutting down (connection not held).
 int mock_waiter_hold(mock_req_t *req, uint64_t due);
+
+//  Like mock_waiter_hold, for a stream at gather:count: it waits until count streams wait
+//  there at once (then all of them go on), MOCK_GATHER_MAX_MS, or the client's hang-up.
+int mock_waiter_gather(mock_req_t *req, int count);
 
 #endif

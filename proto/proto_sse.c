@@ -26,6 +26,8 @@ struct _proto_sse_t {
     bool failed;      //  over the limit or stopped by a callback
 };
 
+#define S_IDLE_CAPACITY 32 //  what an empty buffer keeps between two slices
+
 static void s_buffer_reserve(s_buffer_t *buffer, size_t extra)
 {
     size_t needed = buffer->size + extra + 1;
@@ -33,7 +35,7 @@ static void s_buffer_reserve(s_buffer_t *buffer, size_t extra)
         return;
     //  Small to start: a reader lives as long as its stream, thousands at
     //  once, and its event name and id stay empty in most protocols.
-    size_t capacity = buffer->capacity ? buffer->capacity : 32;
+    size_t capacity = buffer->capacity ? buffer->capacity : S_IDLE_CAPACITY;
     while (capacity < needed)
         capacity *= 2;
     buffer->data = realloc(buffer->data, capacity);
@@ -54,6 +56,29 @@ static void s_buffer_set(s_buffer_t *buffer, const void *bytes, size_t size)
 {
     buffer->size = 0;
     s_buffer_append(buffer, bytes, size);
+}
+
+//  An empty buffer gives back what its last block grew it to: a stream
+//  waits between events far longer than it parses one, and 10,000 waiting
+//  readers kept ~1 KiB each (raw and data at 512 bytes) for nothing.
+static void s_buffer_relax(s_buffer_t *buffer)
+{
+    if (buffer->size || buffer->capacity <= S_IDLE_CAPACITY)
+        return;
+    char *data = realloc(buffer->data, S_IDLE_CAPACITY);
+    if (!data)
+        return; //  the bigger one is still there
+    buffer->data = data;
+    buffer->capacity = S_IDLE_CAPACITY;
+    buffer->data[0] = '\0';
+}
+
+//  After a slice: the buffers a finished block leaves empty shrink.
+static void s_relax(proto_sse_t *self)
+{
+    s_buffer_relax(&self->raw);
+    s_buffer_relax(&self->data);
+    s_buffer_relax(&self->name);
 }
 
 proto_sse_t *proto_sse_new(size_t max_event)
@@ -183,6 +208,7 @@ int proto_sse_feed(proto_sse_t *self, const void *data, size_t size, proto_sse_f
         self->failed = true;
         return -1;
     }
+    s_relax(self);
     return 0;
 }
 
@@ -379,6 +405,24 @@ void proto_sse_test(bool verbose)
     }
     PROTO_CHECK(proto_sse_feed(sse, many, at, s_test_collect, &test) == 0);
     PROTO_CHECK(test.events == 30);
+    proto_sse_destroy(&sse);
+
+    //  Between blocks a reader holds only small buffers, whatever the last
+    //  block grew them to; a block under way keeps its bytes.
+    sse = proto_sse_new(0);
+    s_test_reset(&test);
+    char large[1200] = "event: content_block_delta\ndata: ";
+    size_t large_size = strlen(large);
+    memset(large + large_size, 'x', 1000);
+    large_size += 1000;
+    PROTO_CHECK(proto_sse_feed(sse, large, large_size, s_test_collect, &test) == 0);
+    PROTO_CHECK(sse->raw.capacity > 1000 && sse->raw.size == large_size);
+    PROTO_CHECK(proto_sse_feed(sse, "\n\n", 2, s_test_collect, &test) == 0);
+    PROTO_CHECK(test.events == 1 && strstr(test.log.data, "]content_block_delta|xxxx"));
+    PROTO_CHECK(sse->raw.capacity == S_IDLE_CAPACITY && sse->data.capacity == S_IDLE_CAPACITY);
+    PROTO_CHECK(sse->name.capacity == S_IDLE_CAPACITY && sse->raw.size == 0);
+    PROTO_CHECK(proto_sse_feed(sse, "data: 2\n\n", 9, s_test_collect, &test) == 0);
+    PROTO_CHECK(test.events == 2 && strstr(test.log.data, "|2|"));
     proto_sse_destroy(&sse);
 
     //  A callback can stop the reader.

@@ -141,12 +141,38 @@ peak_rss() { # prints "total_kib" and fills rss_lines
 # Each stream sends its first event, then waits at the mock until all N wait
 # (gather:N, at most 60 s), so N are open at the same moment: without it the
 # first ones ended (7 events, 500 ms apart) while the last ones connected.
+# The programs peak at different moments (dispatch while all are open,
+# ingress and the ledger as they finish): the sum of their VmHWM is more
+# than they ever held at once, so the largest sum of VmRSS is sampled too.
+rss_sampler() { # FILE: writes the largest sum of the programs' VmRSS (KiB), every 0.25 s
+    local pids max=0 sum pid rss
+    pids=$(jq -r '.programs[] | select(.name | test("^(ingress|router|dispatch|health|billing|ledger)$")) | .pid' \
+        "$work/cluster/run/status.json")
+    while true; do
+        sum=0
+        for pid in $pids; do
+            rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+            sum=$((sum + ${rss:-0}))
+        done
+        if [ "$sum" -gt "$max" ]; then
+            max=$sum
+            echo "$max" >"$1"
+        fi
+        sleep 0.25
+    done
+}
 streams_run() { # NAME COUNT: one streams phase; the mock's own peak of open streams too
     curl -s -X POST "$mock/mock/reset" >/dev/null
     curl -s "$mock/mock/faults" -d "{\"model\":\"mock-slow\",\"fault\":\"delay-chunks:500,gather:$2\"}" >/dev/null
-    local line
+    local line sampler
+    echo 0 >"$work/rss_sum"
+    rss_sampler "$work/rss_sum" &
+    sampler=$!
     line=$(node bench/streams.mjs "$gateway/v1/chat/completions" "$key" mock-slow "$2")
-    echo "$1 $line upstream_peak_open=$(curl -s "$mock/mock/stats" | jq .max_open_streams)"
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    echo "$1 $line upstream_peak_open=$(curl -s "$mock/mock/stats" | jq .max_open_streams)" \
+        "rss_sum_peak_mib=$(($(cat "$work/rss_sum") / 1024))"
 }
 log "1000 concurrent open streams through tollgate"
 streams_run streams 1000 | tee -a "$results"
@@ -222,7 +248,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
     echo
     echo "## 1,000 concurrent open streams through Tollgate"
     echo
-    echo "Streams: $(field streams completed) of 1000 completed, $(field streams peak_open) open at the peak at the client ($(field streams upstream_peak_open) at the mock upstream), $(field streams errors) errors."
+    echo "Streams: $(field streams completed) of 1000 completed, $(field streams peak_open) open at the peak at the client ($(field streams upstream_peak_open) at the mock upstream), $(field streams errors) errors. The programs' RSS summed every 0.25 s peaked at $(field streams rss_sum_peak_mib) MiB (the table adds up each program's own peak, reached at different moments)."
     echo
     echo "| program | peak RSS (VmHWM) |"
     echo "|---|---|"
@@ -231,7 +257,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
     echo
     echo "## 10,000 concurrent open streams through Tollgate"
     echo
-    echo "Streams: $(field streams10k completed) of 10000 completed, $(field streams10k peak_open) open at the peak at the client ($(field streams10k upstream_peak_open) at the mock upstream), $(field streams10k errors) errors."
+    echo "Streams: $(field streams10k completed) of 10000 completed, $(field streams10k peak_open) open at the peak at the client ($(field streams10k upstream_peak_open) at the mock upstream), $(field streams10k errors) errors. The programs' RSS summed every 0.25 s peaked at $(field streams10k rss_sum_peak_mib) MiB (the table adds up each program's own peak, reached at different moments)."
     echo
     echo "| program | peak RSS (VmHWM) |"
     echo "|---|---|"

@@ -18,6 +18,7 @@
 #include "proto_sse.h"
 #include "proto_trace.h"
 #include "proto_usage.h"
+#include "proto_jscan.h"
 #include "proto_peer.h"
 #include "proto_test.h"
 #include "proto_tls.h"
@@ -36,7 +37,7 @@ static const proto_test_t s_tests[] = {
     {"proto_price", proto_price_test},       {"proto_socket", proto_socket_test},
     {"proto_tls", proto_tls_test},           {"proto_peer", proto_peer_test},
     {"proto_upstream", proto_upstream_test}, {"proto_map", proto_map_test},
-    {"proto_reach", proto_reach_test},
+    {"proto_reach", proto_reach_test},       {"proto_jscan", proto_jscan_test},
 };
 
 PROTO_TEST_MAIN(s_tests)

@@ -1,5 +1,6 @@
 #include "proto_usage.h"
 #include "proto_check.h"
+#include "proto_jscan.h"
 #include "proto_msg.h"
 
 #include <assert.h>
@@ -282,6 +283,209 @@ size_t proto_usage_content_bytes(int protocol, const void *json_p, bool is_event
     }
 }
 
+//  --------------------------------------------------------------------------
+//  The same readings on validated text (proto_jscan), for dispatch's hot
+//  path: only a usage member's own span is parsed with jansson, and fed to
+//  the very functions above.
+
+typedef int(s_usage_fn)(json_t *usage, proto_usage_t *out);
+
+//  fn on the value at `value` parsed alone (NULL when it is no object: the
+//  functions above then find nothing either).
+static int s_usage_span(s_usage_fn *fn, const char *value, const char *end, proto_usage_t *out)
+{
+    if (proto_jscan_type(value) != PROTO_JSCAN_OBJECT)
+        return fn(NULL, out);
+    const char *value_end = proto_jscan_skip(value, end);
+    json_t *usage =
+        json_loadb(value, (size_t)(value_end - value), JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+    assert(usage); //  a part of valid text is valid
+    int found = fn(usage, out);
+    json_decref(usage);
+    return found;
+}
+
+//  The event's type as proto_usage_from_json reads it: the SSE name, else
+//  the `type` member's C string. False when that does not fit in type[64].
+static bool s_scan_type(const char *root, const char *end, const char *name, char type[64],
+                        const char **out)
+{
+    if (name && *name) {
+        *out = name;
+        return true;
+    }
+    const char *member = proto_jscan_member(root, end, "type");
+    *out = NULL;
+    if (proto_jscan_type(member) != PROTO_JSCAN_STRING)
+        return true;
+    *out = type;
+    return proto_jscan_string_copy(member, end, type, 64);
+}
+
+static int s_usage_scan(int protocol, const char *root, const char *end, const char *name,
+                        bool is_event, proto_usage_t *usage)
+{
+    switch (protocol) {
+    case PROTO_PROTOCOL_ANTHROPIC: {
+        if (!is_event)
+            return s_usage_span(s_anthropic, proto_jscan_member(root, end, "usage"), end, usage);
+        char buffer[64];
+        const char *type;
+        if (!s_scan_type(root, end, name, buffer, &type))
+            return -1;
+        if (type && strcmp(type, "message_start") == 0)
+            return s_usage_span(
+                s_anthropic,
+                proto_jscan_member(proto_jscan_member(root, end, "message"), end, "usage"), end,
+                usage);
+        if (type && strcmp(type, "message_delta") == 0)
+            return s_usage_span(s_anthropic, proto_jscan_member(root, end, "usage"), end, usage);
+        return 0;
+    }
+    case PROTO_PROTOCOL_GEMINI:
+        return s_usage_span(s_gemini, proto_jscan_member(root, end, "usageMetadata"), end, usage);
+    case PROTO_PROTOCOL_OPENAI_IMAGES: {
+        const char *data = proto_jscan_member(root, end, "data");
+        if (is_event || proto_jscan_type(data) != PROTO_JSCAN_ARRAY)
+            return 0;
+        s_usage_span(s_openai, proto_jscan_member(root, end, "usage"), end, usage);
+        usage->images = proto_jscan_count(data, end);
+        usage->seen_in = usage->seen_out = true;
+        return 1;
+    }
+    case PROTO_PROTOCOL_OPENAI_RESPONSES: {
+        const char *response = proto_jscan_member(root, end, "response");
+        if (is_event && proto_jscan_type(response) == PROTO_JSCAN_OBJECT)
+            return s_usage_span(s_openai, proto_jscan_member(response, end, "usage"), end, usage);
+        return s_usage_span(s_openai, proto_jscan_member(root, end, "usage"), end, usage);
+    }
+    default:
+        return s_usage_span(s_openai, proto_jscan_member(root, end, "usage"), end, usage);
+    }
+}
+
+//  s_json_bytes on text: a string's length, 0 for none or null, -1 for
+//  JSON (jansson's compact dump decides that length: left to it).
+static int64_t s_scan_json_bytes(const char *value, const char *end)
+{
+    proto_jscan_type_t type = proto_jscan_type(value);
+    if (type == PROTO_JSCAN_STRING)
+        return (int64_t)proto_jscan_string_bytes(value, end);
+    return type == PROTO_JSCAN_NONE || type == PROTO_JSCAN_NULL ? 0 : -1;
+}
+
+#define S_STRING(object, key) proto_jscan_string_bytes(proto_jscan_member(object, end, key), end)
+
+//  Adds s_json_bytes of value to *bytes; false when only jansson can tell.
+static bool s_scan_add_json(const char *value, const char *end, int64_t *bytes)
+{
+    int64_t more = s_scan_json_bytes(value, end);
+    *bytes += more;
+    return more >= 0;
+}
+
+static int64_t s_scan_openai(const char *root, const char *end, bool is_event)
+{
+    int64_t bytes = 0;
+    for (const char *item = proto_jscan_first(proto_jscan_member(root, end, "choices"), end); item;
+         item = proto_jscan_next(item, end)) {
+        const char *message = proto_jscan_member(item, end, is_event ? "delta" : "message");
+        bytes += (int64_t)(S_STRING(message, "content") + S_STRING(message, "reasoning_content") +
+                           S_STRING(message, "refusal"));
+        for (const char *call =
+                 proto_jscan_first(proto_jscan_member(message, end, "tool_calls"), end);
+             call; call = proto_jscan_next(call, end))
+            if (!s_scan_add_json(
+                    proto_jscan_member(proto_jscan_member(call, end, "function"), end, "arguments"),
+                    end, &bytes))
+                return -1;
+    }
+    return bytes;
+}
+
+//  proto_usage_content_bytes on text; -1 when only jansson can tell.
+static int64_t s_content_scan(int protocol, const char *root, const char *end, bool is_event)
+{
+    int64_t bytes = 0;
+    switch (protocol) {
+    case PROTO_PROTOCOL_ANTHROPIC:
+        if (is_event) {
+            const char *delta = proto_jscan_member(root, end, "delta");
+            return (int64_t)(S_STRING(delta, "text") + S_STRING(delta, "partial_json") +
+                             S_STRING(delta, "thinking"));
+        }
+        for (const char *item = proto_jscan_first(proto_jscan_member(root, end, "content"), end);
+             item; item = proto_jscan_next(item, end)) {
+            bytes += (int64_t)(S_STRING(item, "text") + S_STRING(item, "thinking"));
+            if (!s_scan_add_json(proto_jscan_member(item, end, "input"), end, &bytes))
+                return -1;
+        }
+        return bytes;
+    case PROTO_PROTOCOL_GEMINI:
+        for (const char *item = proto_jscan_first(proto_jscan_member(root, end, "candidates"), end);
+             item; item = proto_jscan_next(item, end))
+            for (const char *part = proto_jscan_first(
+                     proto_jscan_member(proto_jscan_member(item, end, "content"), end, "parts"),
+                     end);
+                 part; part = proto_jscan_next(part, end)) {
+                bytes += (int64_t)S_STRING(part, "text");
+                if (!s_scan_add_json(
+                        proto_jscan_member(proto_jscan_member(part, end, "functionCall"), end,
+                                           "args"),
+                        end, &bytes))
+                    return -1;
+            }
+        return bytes;
+    case PROTO_PROTOCOL_OPENAI_RESPONSES:
+        if (is_event) {
+            char type[64];
+            const char *member = proto_jscan_member(root, end, "type");
+            if (proto_jscan_type(member) != PROTO_JSCAN_STRING)
+                return 0;
+            if (!proto_jscan_string_copy(member, end, type, sizeof type))
+                return -1;
+            if (strcmp(type, "response.output_text.delta") == 0 ||
+                strcmp(type, "response.function_call_arguments.delta") == 0 ||
+                strcmp(type, "response.reasoning_summary_text.delta") == 0)
+                return (int64_t)S_STRING(root, "delta");
+            return 0;
+        }
+        for (const char *item = proto_jscan_first(proto_jscan_member(root, end, "output"), end);
+             item; item = proto_jscan_next(item, end)) {
+            bytes += (int64_t)S_STRING(item, "arguments");
+            for (const char *part =
+                     proto_jscan_first(proto_jscan_member(item, end, "content"), end);
+                 part; part = proto_jscan_next(part, end))
+                bytes += (int64_t)S_STRING(part, "text");
+        }
+        return bytes;
+    default:
+        return s_scan_openai(root, end, is_event);
+    }
+}
+
+int proto_usage_scan(int protocol, const char *text, size_t size, const char *name, bool is_event,
+                     proto_usage_t *usage, size_t *content_bytes)
+{
+    const char *end = text + size;
+    const char *root = proto_jscan_space(text, end);
+    if (proto_jscan_type(root) != PROTO_JSCAN_OBJECT) {
+        *content_bytes = 0;
+        return 0;
+    }
+    int64_t bytes = s_content_scan(protocol, root, end, is_event);
+    if (bytes < 0)
+        return -1;
+    //  The type is read before usage changes, so that -1 changes nothing.
+    proto_usage_t read = *usage;
+    int found = s_usage_scan(protocol, root, end, name, is_event, &read);
+    if (found < 0)
+        return -1;
+    *usage = read;
+    *content_bytes = (size_t)bytes;
+    return found;
+}
+
 uint64_t proto_usage_estimate_tokens(size_t bytes)
 {
     return ((uint64_t)bytes + 3) / 4;
@@ -374,6 +578,43 @@ static const char s_responses_completed[] =
     "\"status\":\"completed\",\"output\":[],\"usage\":{\"input_tokens\":37,\"output_tokens\":11,"
     "\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":48,"
     "\"input_tokens_details\":{\"cached_tokens\":7}}},\"sequence_number\":9}";
+
+//  proto_usage_scan gives what the jansson functions give, on every
+//  fixture read as every protocol, as an event and as an answer.
+static void s_test_scan(void)
+{
+    const char *fixtures[] = {s_openai_body,     s_openai_cached_chunk, s_openai_delta_chunk,
+                              s_anthropic_body,  s_anthropic_start,     s_anthropic_text_delta,
+                              s_anthropic_delta, s_anthropic_two_ttls,  s_anthropic_start_1h,
+                              s_gemini_body,     s_responses_completed};
+    const char *names[] = {"", "message_start", "message_delta", "response.completed"};
+    for (size_t i = 0; i < sizeof fixtures / sizeof fixtures[0]; i++) {
+        json_t *json = json_loads(fixtures[i], JSON_ALLOW_NUL, NULL);
+        PROTO_CHECK(json);
+        for (int protocol = PROTO_PROTOCOL_OPENAI; protocol <= PROTO_PROTOCOL_OPENAI_IMAGES;
+             protocol++)
+            for (size_t n = 0; n < sizeof names / sizeof names[0]; n++)
+                for (int is_event = 0; is_event < 2; is_event++) {
+                    proto_usage_t parsed = {.tokens_in = 1}, scanned = parsed;
+                    int found = proto_usage_from_json(protocol, json, names[n], is_event, &parsed);
+                    size_t bytes = proto_usage_content_bytes(protocol, json, is_event), scan_bytes;
+                    PROTO_CHECK(proto_usage_scan(protocol, fixtures[i], strlen(fixtures[i]),
+                                                 names[n], is_event, &scanned,
+                                                 &scan_bytes) == found);
+                    PROTO_CHECK(memcmp(&parsed, &scanned, sizeof parsed) == 0);
+                    PROTO_CHECK(bytes == scan_bytes);
+                }
+        json_decref(json);
+    }
+    //  Tool arguments given as JSON are left to jansson, untouched.
+    const char *call = "{\"choices\":[{\"delta\":{\"tool_calls\":[{\"function\":{\"arguments\":"
+                       "{\"a\":1}}}]}}],\"usage\":{\"prompt_tokens\":3}}";
+    proto_usage_t usage = {0};
+    size_t bytes = 7;
+    PROTO_CHECK(proto_usage_scan(PROTO_PROTOCOL_OPENAI, call, strlen(call), "", true, &usage,
+                                 &bytes) == -1);
+    PROTO_CHECK(bytes == 7 && !usage.seen_in);
+}
 
 void proto_usage_test(bool verbose)
 {
@@ -489,6 +730,7 @@ void proto_usage_test(bool verbose)
     PROTO_CHECK(usage.images == 1 && usage.tokens_in == 0 && usage.seen_in && usage.seen_out);
     proto_usage_estimate(&usage, 100, 0);
     PROTO_CHECK(usage.tokens_in == 0 && !usage.estimated);
+    s_test_scan();
     if (verbose)
         printf("OK\n");
 }

@@ -1,5 +1,6 @@
 #include "dispatch_passthrough.h"
 #include "proto_error.h"
+#include "proto_jscan.h"
 #include "proto_msg.h"
 
 #include <assert.h>
@@ -11,8 +12,9 @@
 //  --------------------------------------------------------------------------
 //  Editing a JSON body in place. A body that jansson re-encodes comes out
 //  changed: 0.7 becomes 0.69999999999999996 and integers past int64 do not
-//  load at all. So jansson only validates and reads; the edits are made on
-//  the client's own bytes, which stay as they were everywhere else.
+//  load at all. So the body is only validated and read (proto_jscan, or
+//  jansson as the reference); the edits are made on the client's own
+//  bytes, which stay as they were everywhere else.
 
 typedef struct {
     size_t at;     //  offset in the original text
@@ -22,54 +24,6 @@ typedef struct {
 
 #define S_EDITS_MAX 16
 
-static const char *s_space(const char *at, const char *end)
-{
-    while (at < end && (*at == ' ' || *at == '\t' || *at == '\n' || *at == '\r'))
-        at++;
-    return at;
-}
-
-//  Skips one value of already validated JSON; returns what follows it.
-static const char *s_skip(const char *at, const char *end)
-{
-    if (at < end && *at == '"') {
-        for (at++; at < end && *at != '"'; at++)
-            if (*at == '\\')
-                at++;
-        return at < end ? at + 1 : end;
-    }
-    if (at < end && (*at == '{' || *at == '[')) {
-        int depth = 0;
-        while (at < end) {
-            if (*at == '"') {
-                at = s_skip(at, end);
-                continue;
-            }
-            if (*at == '{' || *at == '[')
-                depth++;
-            else if ((*at == '}' || *at == ']') && --depth == 0)
-                return at + 1;
-            at++;
-        }
-        return end;
-    }
-    while (at < end && !strchr(",}] \t\r\n", *at))
-        at++;
-    return at;
-}
-
-//  True when the JSON string token [at, token_end) means `key`.
-static bool s_key_is(const char *at, const char *token_end, const char *key)
-{
-    size_t size = (size_t)(token_end - at) - 2;
-    if (!memchr(at + 1, '\\', size))
-        return size == strlen(key) && memcmp(at + 1, key, size) == 0;
-    json_t *decoded = json_loadb(at, (size_t)(token_end - at), JSON_DECODE_ANY, NULL);
-    bool same = json_is_string(decoded) && strcmp(json_string_value(decoded), key) == 0;
-    json_decref(decoded);
-    return same;
-}
-
 //  Finds the values of `key` among the members of the object opening at
 //  `open`: fills up to max [start, end) offset pairs, returns how many
 //  there are (which may be more than max).
@@ -78,14 +32,14 @@ static size_t s_members(const char *text, size_t size, size_t open, const char *
                         size_t (*spans)[2], size_t max, size_t *close)
 {
     const char *end = text + size;
-    const char *at = s_space(text + open + 1, end);
+    const char *at = proto_jscan_space(text + open + 1, end);
     size_t found = 0;
     while (at < end && *at == '"') {
-        const char *key_end = s_skip(at, end);
-        bool match = s_key_is(at, key_end, key);
-        const char *value = s_space(key_end, end);
-        value = s_space(value + 1, end); //  past the colon
-        const char *value_end = s_skip(value, end);
+        const char *key_end = proto_jscan_skip(at, end);
+        bool match = proto_jscan_key_is(at, key_end, key);
+        const char *value = proto_jscan_space(key_end, end);
+        value = proto_jscan_space(value + 1, end); //  past the colon
+        const char *value_end = proto_jscan_skip(value, end);
         if (match) {
             if (found < max) {
                 spans[found][0] = (size_t)(value - text);
@@ -93,9 +47,9 @@ static size_t s_members(const char *text, size_t size, size_t open, const char *
             }
             found++;
         }
-        at = s_space(value_end, end);
+        at = proto_jscan_space(value_end, end);
         if (at < end && *at == ',')
-            at = s_space(at + 1, end);
+            at = proto_jscan_space(at + 1, end);
     }
     *close = (size_t)(at - text);
     return found;
@@ -146,19 +100,63 @@ static char *s_apply(const char *text, size_t size, s_edit_t *edits, size_t coun
 //  stream_options.include_usage, which we force on because billing needs
 //  the usage.
 
-int dispatch_passthrough_request(dispatch_convert_t *conv, const char *body, size_t size,
-                                 const char *upstream_model, char **out, size_t *out_size)
+//  What the request's handling reads of the client's body.
+typedef struct {
+    bool object;                //  the body is an object
+    bool stream;                //  its `stream` is true
+    proto_jscan_type_t options; //  the kind of its `stream_options` (NONE: absent)
+    bool include_usage;         //  stream_options.include_usage is true
+} s_request_facts_t;
+
+//  The facts by the scanner; false when it refuses the body.
+static bool s_facts_scan(const char *body, size_t size, s_request_facts_t *facts)
+{
+    if (!proto_jscan_valid(body, size, PROTO_JSCAN_ALLOW_NUL | PROTO_JSCAN_INT_AS_REAL))
+        return false;
+    const char *end = body + size, *root = proto_jscan_space(body, end);
+    facts->object = proto_jscan_type(root) == PROTO_JSCAN_OBJECT;
+    facts->stream = proto_jscan_type(proto_jscan_member(root, end, "stream")) == PROTO_JSCAN_TRUE;
+    const char *options = proto_jscan_member(root, end, "stream_options");
+    facts->options = proto_jscan_type(options);
+    facts->include_usage =
+        proto_jscan_type(proto_jscan_member(options, end, "include_usage")) == PROTO_JSCAN_TRUE;
+    return true;
+}
+
+//  The facts by jansson; false, with jansson's reason, when not JSON.
+static bool s_facts_jansson(const char *body, size_t size, s_request_facts_t *facts,
+                            json_error_t *error)
+{
+    json_t *root = json_loadb(body, size, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, error);
+    if (!root)
+        return false;
+    facts->object = json_is_object(root);
+    facts->stream = json_is_true(json_object_get(root, "stream"));
+    json_t *options = json_object_get(root, "stream_options");
+    facts->options = !options                  ? PROTO_JSCAN_NONE
+                     : json_is_object(options) ? PROTO_JSCAN_OBJECT
+                     : json_is_null(options)   ? PROTO_JSCAN_NULL
+                                               : PROTO_JSCAN_NUMBER; //  any other kind
+    facts->include_usage = json_is_true(json_object_get(options, "include_usage"));
+    json_decref(root);
+    return true;
+}
+
+static int s_request(dispatch_convert_t *conv, const char *body, size_t size,
+                     const char *upstream_model, char **out, size_t *out_size, bool scan)
 {
     int protocol = conv->adapter->endpoint_protocol;
+    s_request_facts_t facts;
     json_error_t error;
-    json_t *root = json_loadb(body, size, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &error);
-    if (!root)
+    //  jansson runs only when the scanner refuses: for its words on why, or
+    //  to load what only jansson loads (proto_jscan.h).
+    if (!(scan && s_facts_scan(body, size, &facts)) && !s_facts_jansson(body, size, &facts, &error))
         return dispatch_convert_fail(conv, "request body is not valid JSON: %s", error.text);
     int rc = -1;
     s_edit_t edits[S_EDITS_MAX];
     size_t count = 0;
     char *model = NULL;
-    if (!json_is_object(root)) {
+    if (!facts.object) {
         dispatch_convert_fail(conv, "request body must be a JSON object%s", NULL);
         goto done;
     }
@@ -177,20 +175,18 @@ int dispatch_passthrough_request(dispatch_convert_t *conv, const char *body, siz
         goto done;
     }
     conv->stream = !conv->count_tokens && protocol != PROTO_PROTOCOL_OPENAI_EMBEDDINGS &&
-                   protocol != PROTO_PROTOCOL_OPENAI_IMAGES &&
-                   json_is_true(json_object_get(root, "stream"));
+                   protocol != PROTO_PROTOCOL_OPENAI_IMAGES && facts.stream;
     bool usage_options = protocol == PROTO_PROTOCOL_OPENAI && conv->stream;
-    json_t *options = json_object_get(root, "stream_options");
-    if (usage_options && options && !json_is_object(options) && !json_is_null(options)) {
+    if (usage_options && facts.options != PROTO_JSCAN_NONE && facts.options != PROTO_JSCAN_OBJECT &&
+        facts.options != PROTO_JSCAN_NULL) {
         dispatch_convert_fail(conv, "stream_options must be an object%s", NULL);
         goto done;
     }
     //  Only OpenAI Chat makes usage in a stream optional; the others always
     //  carry it.
-    conv->client_usage = protocol != PROTO_PROTOCOL_OPENAI ||
-                         (conv->stream && json_is_true(json_object_get(options, "include_usage")));
+    conv->client_usage = protocol != PROTO_PROTOCOL_OPENAI || (conv->stream && facts.include_usage);
 
-    size_t open = (size_t)(s_space(body, body + size) - body);
+    size_t open = (size_t)(proto_jscan_space(body, body + size) - body);
     size_t spans[S_EDITS_MAX / 2][2], close;
     json_t *name = json_string(upstream_model);
     model = json_dumps(name, JSON_ENCODE_ANY);
@@ -204,7 +200,7 @@ int dispatch_passthrough_request(dispatch_convert_t *conv, const char *body, siz
     }
     for (size_t i = 0; i < models; i++)
         s_edit(edits, &count, spans[i][0], spans[i][1] - spans[i][0], model);
-    bool empty = body[s_space(body + open + 1, body + size) - body] == '}';
+    bool empty = body[proto_jscan_space(body + open + 1, body + size) - body] == '}';
     char tail[2048] = "";
     if (!models)
         snprintf(tail, sizeof tail, "%s\"model\":%s", empty ? "" : ",", model);
@@ -231,7 +227,8 @@ int dispatch_passthrough_request(dispatch_convert_t *conv, const char *body, siz
             for (size_t i = 0; i < found; i++)
                 s_edit(edits, &count, usage[i][0], usage[i][1] - usage[i][0], "true");
             if (!found) {
-                bool inner_empty = body[s_space(body + inner + 1, body + size) - body] == '}';
+                bool inner_empty =
+                    body[proto_jscan_space(body + inner + 1, body + size) - body] == '}';
                 s_edit(edits, &count, inner + 1, 0,
                        inner_empty ? "\"include_usage\":true" : "\"include_usage\":true,");
             }
@@ -254,8 +251,19 @@ done:
     for (size_t i = 0; i < count; i++)
         free(edits[i].insert);
     free(model);
-    json_decref(root);
     return rc;
+}
+
+int dispatch_passthrough_request(dispatch_convert_t *conv, const char *body, size_t size,
+                                 const char *upstream_model, char **out, size_t *out_size)
+{
+    return s_request(conv, body, size, upstream_model, out, out_size, true);
+}
+
+int dispatch_passthrough_request_jansson(dispatch_convert_t *conv, const char *body, size_t size,
+                                         const char *upstream_model, char **out, size_t *out_size)
+{
+    return s_request(conv, body, size, upstream_model, out, out_size, false);
 }
 
 //  The message of an error object, for logs and our own error event.
@@ -304,8 +312,91 @@ static json_t *s_pass_read(dispatch_convert_t *conv, int protocol, const char *n
     }
 }
 
-int dispatch_passthrough_event(dispatch_convert_t *conv, const proto_sse_event_t *event,
-                               zchunk_t *out)
+//  The event as it goes to the client: as it came, or an element of the
+//  JSON array; OpenAI's usage-only chunk only to a client that asked.
+static void s_event_out(dispatch_convert_t *conv, const proto_sse_event_t *event, bool usage_only,
+                        zchunk_t *out)
+{
+    if (conv->json_array) {
+        //  A Gemini client without alt=sse reads the same chunks as the
+        //  elements of one JSON array, as Gemini itself sends them.
+        dispatch_convert_append(out, conv->items ? ",\r\n" : "[", conv->items ? 3 : 1);
+        dispatch_convert_append(out, event->data, event->data_size);
+        conv->items++;
+    } else if (!usage_only || conv->client_usage)
+        dispatch_convert_append(out, event->raw, event->raw_size);
+}
+
+//  s_pass_read on text: sets *complete; false when the event reports an
+//  error (or might: every error takes the jansson path, which words it) or
+//  its type does not fit our buffer.
+static bool s_pass_scan(int protocol, const char *name, const char *root, const char *end,
+                        bool *complete)
+{
+    char buffer[64];
+    const char *type = name && *name ? name : "";
+    if (!*type) {
+        const char *member = proto_jscan_member(root, end, "type");
+        if (proto_jscan_type(member) == PROTO_JSCAN_STRING) {
+            if (!proto_jscan_string_copy(member, end, buffer, sizeof buffer))
+                return false;
+            type = buffer;
+        }
+    }
+    *complete = false;
+    switch (protocol) {
+    case PROTO_PROTOCOL_ANTHROPIC:
+        *complete = strcmp(type, "message_stop") == 0;
+        return strcmp(type, "error") != 0;
+    case PROTO_PROTOCOL_OPENAI_RESPONSES:
+        *complete =
+            strcmp(type, "response.completed") == 0 || strcmp(type, "response.incomplete") == 0;
+        return strcmp(type, "error") != 0 && strcmp(type, "response.failed") != 0;
+    case PROTO_PROTOCOL_GEMINI: {
+        const char *candidate = proto_jscan_first(proto_jscan_member(root, end, "candidates"), end);
+        *complete =
+            proto_jscan_member(candidate, end, "finishReason") ||
+            proto_jscan_member(proto_jscan_member(root, end, "promptFeedback"), end, "blockReason");
+        return !proto_jscan_member(root, end, "error");
+    }
+    default:
+        return !proto_jscan_member(root, end, "error");
+    }
+}
+
+//  The common events read by proto_jscan with exactly the results of the
+//  jansson path below. False, having changed nothing, for any event that
+//  path must judge: not valid to the scanner, not an object, an error,
+//  tool arguments given as JSON.
+static bool s_event_scan(dispatch_convert_t *conv, int protocol, const proto_sse_event_t *event,
+                         zchunk_t *out)
+{
+    const char *text = event->data, *end = text + event->data_size;
+    if (!proto_jscan_valid(text, event->data_size, PROTO_JSCAN_ALLOW_NUL))
+        return false;
+    const char *root = proto_jscan_space(text, end);
+    bool complete;
+    if (proto_jscan_type(root) != PROTO_JSCAN_OBJECT ||
+        !s_pass_scan(protocol, event->name, root, end, &complete))
+        return false;
+    size_t bytes;
+    int has_usage =
+        proto_usage_scan(protocol, text, event->data_size, event->name, true, &conv->usage, &bytes);
+    if (has_usage < 0)
+        return false;
+    if (complete)
+        conv->complete = true;
+    conv->content_bytes += bytes;
+    const char *choices = proto_jscan_member(root, end, "choices");
+    bool usage_only = protocol == PROTO_PROTOCOL_OPENAI && has_usage &&
+                      proto_jscan_type(choices) == PROTO_JSCAN_ARRAY &&
+                      !proto_jscan_first(choices, end);
+    s_event_out(conv, event, usage_only, out);
+    return true;
+}
+
+static int s_event(dispatch_convert_t *conv, const proto_sse_event_t *event, zchunk_t *out,
+                   bool scan)
 {
     int protocol = conv->adapter->endpoint_protocol;
     //  Comments and blocks without data (keep-alives) pass as they came,
@@ -320,6 +411,8 @@ int dispatch_passthrough_event(dispatch_convert_t *conv, const proto_sse_event_t
         dispatch_convert_append(out, event->raw, event->raw_size);
         return 0;
     }
+    if (scan && s_event_scan(conv, protocol, event, out))
+        return 0;
     json_t *chunk = json_loadb(event->data, event->data_size, JSON_ALLOW_NUL, NULL);
     if (!json_is_object(chunk)) {
         json_decref(chunk);
@@ -340,22 +433,38 @@ int dispatch_passthrough_event(dispatch_convert_t *conv, const proto_sse_event_t
     //  that did not ask must not see it (strict SDKs index choices[0]).
     bool usage_only = protocol == PROTO_PROTOCOL_OPENAI && has_usage && json_is_array(choices) &&
                       json_array_size(choices) == 0;
-    if (conv->json_array) {
-        //  A Gemini client without alt=sse reads the same chunks as the
-        //  elements of one JSON array, as Gemini itself sends them.
-        dispatch_convert_append(out, conv->items ? ",\r\n" : "[", conv->items ? 3 : 1);
-        dispatch_convert_append(out, event->data, event->data_size);
-        conv->items++;
-    } else if (!usage_only || conv->client_usage)
-        dispatch_convert_append(out, event->raw, event->raw_size);
+    s_event_out(conv, event, usage_only, out);
     json_decref(chunk);
     return 0;
 }
 
-int dispatch_passthrough_body(dispatch_convert_t *conv, const char *body, size_t size,
-                              zchunk_t *out)
+int dispatch_passthrough_event(dispatch_convert_t *conv, const proto_sse_event_t *event,
+                               zchunk_t *out)
+{
+    return s_event(conv, event, out, true);
+}
+
+int dispatch_passthrough_event_jansson(dispatch_convert_t *conv, const proto_sse_event_t *event,
+                                       zchunk_t *out)
+{
+    return s_event(conv, event, out, false);
+}
+
+static int s_body(dispatch_convert_t *conv, const char *body, size_t size, zchunk_t *out, bool scan)
 {
     int protocol = conv->adapter->endpoint_protocol;
+    //  The scanner first; jansson for what it refuses or cannot count.
+    if (scan && proto_jscan_valid(body, size, PROTO_JSCAN_ALLOW_NUL) &&
+        proto_jscan_type(proto_jscan_space(body, body + size)) == PROTO_JSCAN_OBJECT) {
+        proto_usage_t usage = {0};
+        size_t bytes;
+        if (proto_usage_scan(protocol, body, size, NULL, false, &usage, &bytes) >= 0) {
+            conv->usage = usage;
+            conv->content_bytes += bytes;
+            dispatch_convert_append(out, body, size);
+            return 0;
+        }
+    }
     json_t *answer = json_loadb(body, size, JSON_ALLOW_NUL, NULL);
     if (!json_is_object(answer)) {
         json_decref(answer);
@@ -367,6 +476,18 @@ int dispatch_passthrough_body(dispatch_convert_t *conv, const char *body, size_t
     json_decref(answer);
     dispatch_convert_append(out, body, size);
     return 0;
+}
+
+int dispatch_passthrough_body(dispatch_convert_t *conv, const char *body, size_t size,
+                              zchunk_t *out)
+{
+    return s_body(conv, body, size, out, true);
+}
+
+int dispatch_passthrough_body_jansson(dispatch_convert_t *conv, const char *body, size_t size,
+                                      zchunk_t *out)
+{
+    return s_body(conv, body, size, out, false);
 }
 
 //  Same protocol: the upstream's own error body is already in the client's

@@ -10,6 +10,13 @@
     usage, content bytes, the end marker and errors reported inside the
     stream, so every feature of the protocol keeps working, new ones too.
 
+    Reading: proto_jscan validates and reads the common events, answers and
+    requests in place (parsing them whole with jansson was a third of
+    dispatch's CPU on streams, issue 11); anything else (errors, tool
+    arguments given as JSON, what the scanner refuses) takes the jansson
+    path, which is also kept callable as the reference the scanning path
+    must match byte for byte.
+
     The functions are the dispatch_adapter_t callbacks of the passthrough
     rows (dispatch_adapter.h says what each does); only dispatch_adapter's
     table calls them. Pure apart from the memory they return.
@@ -30,6 +37,21 @@ int dispatch_passthrough_event(dispatch_convert_t *conv, const proto_sse_event_t
 //  dispatch_adapter_t.body: the upstream's answer as it came, its usage read.
 int dispatch_passthrough_body(dispatch_convert_t *conv, const char *body, size_t size,
                               zchunk_t *out);
+
+//  The three above through jansson alone, as they were before proto_jscan
+//  read the common cases: the reference that dispatch_passthrough_test and
+//  fuzz_passthrough hold them to (same results, same bytes, same errors).
+int dispatch_passthrough_request_jansson(dispatch_convert_t *conv, const char *body, size_t size,
+                                         const char *upstream_model, char **out, size_t *out_size);
+int dispatch_passthrough_event_jansson(dispatch_convert_t *conv, const proto_sse_event_t *event,
+                                       zchunk_t *out);
+int dispatch_passthrough_body_jansson(dispatch_convert_t *conv, const char *body, size_t size,
+                                      zchunk_t *out);
+
+//  Self test: the scanning paths against the jansson ones on a corpus of
+//  every protocol's events, answers and requests and mutations of them
+//  (dispatch_passthrough_test.c).
+void dispatch_passthrough_test(bool verbose);
 
 //  dispatch_adapter_t.error_body: the upstream's own error body, or ours
 //  when it is not a JSON object.

@@ -70,6 +70,12 @@ static size_t s_utf8(const unsigned char *p, const unsigned char *end)
     return size;
 }
 
+//  ASCII bytes a string holds as they are: not controls, quotes or backslashes.
+static inline bool s_plain(unsigned char c)
+{
+    return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
+
 //  Validates the string token opening at `at`; returns what follows it, or
 //  NULL. jansson refuses \u0000 in keys always, in values without
 //  JSON_ALLOW_NUL; a high surrogate must be followed by a low one.
@@ -77,6 +83,10 @@ static const char *s_valid_string(const char *at, const char *end, bool nul_ok)
 {
     const unsigned char *p = (const unsigned char *)at + 1, *e = (const unsigned char *)end;
     while (p < e) {
+        while (p < e && s_plain(*p))
+            p++;
+        if (p >= e)
+            break;
         unsigned char c = *p;
         if (c == '"')
             return (const char *)p + 1;
@@ -262,7 +272,8 @@ const char *proto_jscan_space(const char *at, const char *end)
     return at;
 }
 
-//  Past the closing quote of the string token at `at`.
+//  Past the closing quote of the string token at `at` (a byte loop: most
+//  strings are short, where memchr's setup costs more than it saves).
 static const char *s_skip_string(const char *at, const char *end)
 {
     for (at++; at < end; at++) {
@@ -274,6 +285,12 @@ static const char *s_skip_string(const char *at, const char *end)
     return end;
 }
 
+//  Bytes that matter when skipping: 1 inside containers, 2 after scalars.
+static const unsigned char s_class[256] = {
+    ['"'] = 1, ['{'] = 1, ['['] = 1,  ['}'] = 3,  [']'] = 3,
+    [','] = 2, [' '] = 2, ['\t'] = 2, ['\r'] = 2, ['\n'] = 2,
+};
+
 const char *proto_jscan_skip(const char *at, const char *end)
 {
     if (at >= end)
@@ -283,6 +300,10 @@ const char *proto_jscan_skip(const char *at, const char *end)
     if (*at == '{' || *at == '[') {
         size_t depth = 0;
         while (at < end) {
+            while (at < end && !(s_class[(unsigned char)*at] & 1))
+                at++;
+            if (at >= end)
+                break;
             char c = *at;
             if (c == '"') {
                 at = s_skip_string(at, end);
@@ -290,13 +311,15 @@ const char *proto_jscan_skip(const char *at, const char *end)
             }
             if (c == '{' || c == '[')
                 depth++;
-            else if ((c == '}' || c == ']') && --depth == 0)
+            else if (--depth == 0)
                 return at + 1;
             at++;
         }
         return end;
     }
-    while (at < end && !strchr(",}] \t\r\n", *at))
+    //  A number or literal, up to what ends it (a NUL byte too, which no
+    //  valid text holds there).
+    while (at < end && *at && !(s_class[(unsigned char)*at] & 2))
         at++;
     return at;
 }
@@ -416,6 +439,45 @@ const char *proto_jscan_member(const char *object, const char *end, const char *
     return found;
 }
 
+void proto_jscan_object(proto_jscan_object_t *self, const char *object, const char *end)
+{
+    self->object = object;
+    self->end = end;
+    self->count = 0;
+    self->complete = true;
+    self->after = NULL;
+    if (!object || object >= end || *object != '{')
+        return;
+    const char *at = proto_jscan_space(object + 1, end);
+    while (at < end && *at == '"') {
+        if (self->count == PROTO_JSCAN_OBJECT_MAX) {
+            self->complete = false;
+            return;
+        }
+        const char *key_end = s_skip_string(at, end);
+        const char *value = proto_jscan_space(key_end, end);
+        value = proto_jscan_space(value + 1, end); //  past the colon
+        self->members[self->count].key = at;
+        self->members[self->count].key_end = key_end;
+        self->members[self->count].value = value;
+        self->count++;
+        at = proto_jscan_space(proto_jscan_skip(value, end), end);
+        if (at < end && *at == ',')
+            at = proto_jscan_space(at + 1, end);
+    }
+    self->after = at < end ? at + 1 : end; //  past the closing brace
+}
+
+const char *proto_jscan_get(const proto_jscan_object_t *self, const char *key)
+{
+    if (!self->complete)
+        return proto_jscan_member(self->object, self->end, key);
+    for (size_t i = self->count; i-- > 0;)
+        if (proto_jscan_key_is(self->members[i].key, self->members[i].key_end, key))
+            return self->members[i].value;
+    return NULL;
+}
+
 const char *proto_jscan_first(const char *array, const char *end)
 {
     if (!array || array >= end || *array != '[')
@@ -426,7 +488,12 @@ const char *proto_jscan_first(const char *array, const char *end)
 
 const char *proto_jscan_next(const char *element, const char *end)
 {
-    const char *at = proto_jscan_space(proto_jscan_skip(element, end), end);
+    return proto_jscan_next_after(proto_jscan_skip(element, end), end);
+}
+
+const char *proto_jscan_next_after(const char *element_end, const char *end)
+{
+    const char *at = proto_jscan_space(element_end, end);
     return at < end && *at == ',' ? proto_jscan_space(at + 1, end) : NULL;
 }
 
@@ -593,6 +660,25 @@ static void s_test_lookups(void)
     PROTO_CHECK(!proto_jscan_string_copy(root, end, copy, sizeof copy));
     PROTO_CHECK(proto_jscan_string_bytes(root, end) == 0);
     json_decref(json);
+    //  The index finds what member finds, also past its capacity.
+    proto_jscan_object_t index;
+    proto_jscan_object(&index, root, end);
+    PROTO_CHECK(index.complete && index.count == 5);
+    PROTO_CHECK(proto_jscan_get(&index, "a") == a && !proto_jscan_get(&index, "c"));
+    PROTO_CHECK(proto_jscan_get(&index, "ab") == proto_jscan_member(root, end, "ab"));
+    char wide[1024] = "{";
+    for (int i = 0; i < PROTO_JSCAN_OBJECT_MAX + 5; i++)
+        sprintf(wide + strlen(wide), "%s\"k%d\":%d", i ? "," : "", i % (PROTO_JSCAN_OBJECT_MAX + 2),
+                i);
+    strcat(wide, "}");
+    const char *wide_end = wide + strlen(wide);
+    PROTO_CHECK(proto_jscan_valid(wide, strlen(wide), 0));
+    proto_jscan_object(&index, wide, wide_end);
+    PROTO_CHECK(!index.complete);
+    PROTO_CHECK(proto_jscan_get(&index, "k1") == proto_jscan_member(wide, wide_end, "k1"));
+    PROTO_CHECK(strncmp(proto_jscan_get(&index, "k1"), "35", 2) == 0);
+    proto_jscan_object(&index, a, end);
+    PROTO_CHECK(index.count == 0 && !proto_jscan_get(&index, "a"));
     PROTO_CHECK(proto_jscan_type(NULL) == PROTO_JSCAN_NONE);
     PROTO_CHECK(proto_jscan_type("-1") == PROTO_JSCAN_NUMBER);
     PROTO_CHECK(proto_jscan_type("null") == PROTO_JSCAN_NULL);

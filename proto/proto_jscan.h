@@ -70,10 +70,33 @@ proto_jscan_type_t proto_jscan_type(const char *value);
 //  object (or NULL) or has no such member.
 const char *proto_jscan_member(const char *object, const char *end, const char *key);
 
+//  The members of one object, found in one pass, for reading several of
+//  them without walking the object again for each.
+#define PROTO_JSCAN_OBJECT_MAX 32
+typedef struct {
+    const char *object, *end;
+    const char *after; //  past the object's closing brace (NULL when no object)
+    size_t count;      //  members indexed
+    bool complete;     //  all of them (else lookups fall back to proto_jscan_member)
+    struct {
+        const char *key, *key_end; //  the key's string token
+        const char *value;
+    } members[PROTO_JSCAN_OBJECT_MAX];
+} proto_jscan_object_t;
+
+//  Indexes the object at `object` (none when it is not an object or NULL).
+void proto_jscan_object(proto_jscan_object_t *self, const char *object, const char *end);
+
+//  proto_jscan_member through the index: the last member named key, or NULL.
+const char *proto_jscan_get(const proto_jscan_object_t *self, const char *key);
+
 //  The first element of the array at `array`, NULL when it is empty or not
 //  an array; then the element after `element`, NULL after the last.
 const char *proto_jscan_first(const char *array, const char *end);
 const char *proto_jscan_next(const char *element, const char *end);
+
+//  The element after the one that ends at element_end (an index's `after`).
+const char *proto_jscan_next_after(const char *element_end, const char *end);
 
 //  Elements of the array at `array` (0 when not an array).
 size_t proto_jscan_count(const char *array, const char *end);

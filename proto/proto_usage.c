@@ -307,14 +307,14 @@ static int s_usage_span(s_usage_fn *fn, const char *value, const char *end, prot
 
 //  The event's type as proto_usage_from_json reads it: the SSE name, else
 //  the `type` member's C string. False when that does not fit in type[64].
-static bool s_scan_type(const char *root, const char *end, const char *name, char type[64],
-                        const char **out)
+static bool s_scan_type(const proto_jscan_object_t *top, const char *end, const char *name,
+                        char type[64], const char **out)
 {
     if (name && *name) {
         *out = name;
         return true;
     }
-    const char *member = proto_jscan_member(root, end, "type");
+    const char *member = proto_jscan_get(top, "type");
     *out = NULL;
     if (proto_jscan_type(member) != PROTO_JSCAN_STRING)
         return true;
@@ -322,45 +322,44 @@ static bool s_scan_type(const char *root, const char *end, const char *name, cha
     return proto_jscan_string_copy(member, end, type, 64);
 }
 
-static int s_usage_scan(int protocol, const char *root, const char *end, const char *name,
-                        bool is_event, proto_usage_t *usage)
+static int s_usage_scan(int protocol, const proto_jscan_object_t *top, const char *end,
+                        const char *name, bool is_event, proto_usage_t *usage)
 {
     switch (protocol) {
     case PROTO_PROTOCOL_ANTHROPIC: {
         if (!is_event)
-            return s_usage_span(s_anthropic, proto_jscan_member(root, end, "usage"), end, usage);
+            return s_usage_span(s_anthropic, proto_jscan_get(top, "usage"), end, usage);
         char buffer[64];
         const char *type;
-        if (!s_scan_type(root, end, name, buffer, &type))
+        if (!s_scan_type(top, end, name, buffer, &type))
             return -1;
         if (type && strcmp(type, "message_start") == 0)
-            return s_usage_span(
-                s_anthropic,
-                proto_jscan_member(proto_jscan_member(root, end, "message"), end, "usage"), end,
-                usage);
+            return s_usage_span(s_anthropic,
+                                proto_jscan_member(proto_jscan_get(top, "message"), end, "usage"),
+                                end, usage);
         if (type && strcmp(type, "message_delta") == 0)
-            return s_usage_span(s_anthropic, proto_jscan_member(root, end, "usage"), end, usage);
+            return s_usage_span(s_anthropic, proto_jscan_get(top, "usage"), end, usage);
         return 0;
     }
     case PROTO_PROTOCOL_GEMINI:
-        return s_usage_span(s_gemini, proto_jscan_member(root, end, "usageMetadata"), end, usage);
+        return s_usage_span(s_gemini, proto_jscan_get(top, "usageMetadata"), end, usage);
     case PROTO_PROTOCOL_OPENAI_IMAGES: {
-        const char *data = proto_jscan_member(root, end, "data");
+        const char *data = proto_jscan_get(top, "data");
         if (is_event || proto_jscan_type(data) != PROTO_JSCAN_ARRAY)
             return 0;
-        s_usage_span(s_openai, proto_jscan_member(root, end, "usage"), end, usage);
+        s_usage_span(s_openai, proto_jscan_get(top, "usage"), end, usage);
         usage->images = proto_jscan_count(data, end);
         usage->seen_in = usage->seen_out = true;
         return 1;
     }
     case PROTO_PROTOCOL_OPENAI_RESPONSES: {
-        const char *response = proto_jscan_member(root, end, "response");
+        const char *response = proto_jscan_get(top, "response");
         if (is_event && proto_jscan_type(response) == PROTO_JSCAN_OBJECT)
             return s_usage_span(s_openai, proto_jscan_member(response, end, "usage"), end, usage);
-        return s_usage_span(s_openai, proto_jscan_member(root, end, "usage"), end, usage);
+        return s_usage_span(s_openai, proto_jscan_get(top, "usage"), end, usage);
     }
     default:
-        return s_usage_span(s_openai, proto_jscan_member(root, end, "usage"), end, usage);
+        return s_usage_span(s_openai, proto_jscan_get(top, "usage"), end, usage);
     }
 }
 
@@ -384,46 +383,53 @@ static bool s_scan_add_json(const char *value, const char *end, int64_t *bytes)
     return more >= 0;
 }
 
-static int64_t s_scan_openai(const char *root, const char *end, bool is_event)
+static int64_t s_scan_openai(const proto_jscan_object_t *top, const char *end, bool is_event)
 {
     int64_t bytes = 0;
-    for (const char *item = proto_jscan_first(proto_jscan_member(root, end, "choices"), end); item;
-         item = proto_jscan_next(item, end)) {
-        const char *message = proto_jscan_member(item, end, is_event ? "delta" : "message");
-        bytes += (int64_t)(S_STRING(message, "content") + S_STRING(message, "reasoning_content") +
-                           S_STRING(message, "refusal"));
-        for (const char *call =
-                 proto_jscan_first(proto_jscan_member(message, end, "tool_calls"), end);
+    const char *item = proto_jscan_first(proto_jscan_get(top, "choices"), end);
+    while (item) {
+        //  Each choice and its message indexed once: chunks are read whole.
+        proto_jscan_object_t choice, message;
+        proto_jscan_object(&choice, item, end);
+        proto_jscan_object(&message, proto_jscan_get(&choice, is_event ? "delta" : "message"), end);
+        bytes += (int64_t)(proto_jscan_string_bytes(proto_jscan_get(&message, "content"), end) +
+                           proto_jscan_string_bytes(proto_jscan_get(&message, "reasoning_content"),
+                                                    end) +
+                           proto_jscan_string_bytes(proto_jscan_get(&message, "refusal"), end));
+        for (const char *call = proto_jscan_first(proto_jscan_get(&message, "tool_calls"), end);
              call; call = proto_jscan_next(call, end))
             if (!s_scan_add_json(
                     proto_jscan_member(proto_jscan_member(call, end, "function"), end, "arguments"),
                     end, &bytes))
                 return -1;
+        item =
+            choice.after ? proto_jscan_next_after(choice.after, end) : proto_jscan_next(item, end);
     }
     return bytes;
 }
 
 //  proto_usage_content_bytes on text; -1 when only jansson can tell.
-static int64_t s_content_scan(int protocol, const char *root, const char *end, bool is_event)
+static int64_t s_content_scan(int protocol, const proto_jscan_object_t *top, const char *end,
+                              bool is_event)
 {
     int64_t bytes = 0;
     switch (protocol) {
     case PROTO_PROTOCOL_ANTHROPIC:
         if (is_event) {
-            const char *delta = proto_jscan_member(root, end, "delta");
+            const char *delta = proto_jscan_get(top, "delta");
             return (int64_t)(S_STRING(delta, "text") + S_STRING(delta, "partial_json") +
                              S_STRING(delta, "thinking"));
         }
-        for (const char *item = proto_jscan_first(proto_jscan_member(root, end, "content"), end);
-             item; item = proto_jscan_next(item, end)) {
+        for (const char *item = proto_jscan_first(proto_jscan_get(top, "content"), end); item;
+             item = proto_jscan_next(item, end)) {
             bytes += (int64_t)(S_STRING(item, "text") + S_STRING(item, "thinking"));
             if (!s_scan_add_json(proto_jscan_member(item, end, "input"), end, &bytes))
                 return -1;
         }
         return bytes;
     case PROTO_PROTOCOL_GEMINI:
-        for (const char *item = proto_jscan_first(proto_jscan_member(root, end, "candidates"), end);
-             item; item = proto_jscan_next(item, end))
+        for (const char *item = proto_jscan_first(proto_jscan_get(top, "candidates"), end); item;
+             item = proto_jscan_next(item, end))
             for (const char *part = proto_jscan_first(
                      proto_jscan_member(proto_jscan_member(item, end, "content"), end, "parts"),
                      end);
@@ -439,7 +445,7 @@ static int64_t s_content_scan(int protocol, const char *root, const char *end, b
     case PROTO_PROTOCOL_OPENAI_RESPONSES:
         if (is_event) {
             char type[64];
-            const char *member = proto_jscan_member(root, end, "type");
+            const char *member = proto_jscan_get(top, "type");
             if (proto_jscan_type(member) != PROTO_JSCAN_STRING)
                 return 0;
             if (!proto_jscan_string_copy(member, end, type, sizeof type))
@@ -447,11 +453,11 @@ static int64_t s_content_scan(int protocol, const char *root, const char *end, b
             if (strcmp(type, "response.output_text.delta") == 0 ||
                 strcmp(type, "response.function_call_arguments.delta") == 0 ||
                 strcmp(type, "response.reasoning_summary_text.delta") == 0)
-                return (int64_t)S_STRING(root, "delta");
+                return (int64_t)proto_jscan_string_bytes(proto_jscan_get(top, "delta"), end);
             return 0;
         }
-        for (const char *item = proto_jscan_first(proto_jscan_member(root, end, "output"), end);
-             item; item = proto_jscan_next(item, end)) {
+        for (const char *item = proto_jscan_first(proto_jscan_get(top, "output"), end); item;
+             item = proto_jscan_next(item, end)) {
             bytes += (int64_t)S_STRING(item, "arguments");
             for (const char *part =
                      proto_jscan_first(proto_jscan_member(item, end, "content"), end);
@@ -460,16 +466,15 @@ static int64_t s_content_scan(int protocol, const char *root, const char *end, b
         }
         return bytes;
     default:
-        return s_scan_openai(root, end, is_event);
+        return s_scan_openai(top, end, is_event);
     }
 }
 
-int proto_usage_scan(int protocol, const char *text, size_t size, const char *name, bool is_event,
-                     proto_usage_t *usage, size_t *content_bytes)
+int proto_usage_scan(int protocol, const proto_jscan_object_t *root, const char *name,
+                     bool is_event, proto_usage_t *usage, size_t *content_bytes)
 {
-    const char *end = text + size;
-    const char *root = proto_jscan_space(text, end);
-    if (proto_jscan_type(root) != PROTO_JSCAN_OBJECT) {
+    const char *end = root->end;
+    if (proto_jscan_type(root->object) != PROTO_JSCAN_OBJECT) {
         *content_bytes = 0;
         return 0;
     }
@@ -598,8 +603,9 @@ static void s_test_scan(void)
                     proto_usage_t parsed = {.tokens_in = 1}, scanned = parsed;
                     int found = proto_usage_from_json(protocol, json, names[n], is_event, &parsed);
                     size_t bytes = proto_usage_content_bytes(protocol, json, is_event), scan_bytes;
-                    PROTO_CHECK(proto_usage_scan(protocol, fixtures[i], strlen(fixtures[i]),
-                                                 names[n], is_event, &scanned,
+                    proto_jscan_object_t root;
+                    proto_jscan_object(&root, fixtures[i], fixtures[i] + strlen(fixtures[i]));
+                    PROTO_CHECK(proto_usage_scan(protocol, &root, names[n], is_event, &scanned,
                                                  &scan_bytes) == found);
                     PROTO_CHECK(memcmp(&parsed, &scanned, sizeof parsed) == 0);
                     PROTO_CHECK(bytes == scan_bytes);
@@ -611,8 +617,9 @@ static void s_test_scan(void)
                        "{\"a\":1}}}]}}],\"usage\":{\"prompt_tokens\":3}}";
     proto_usage_t usage = {0};
     size_t bytes = 7;
-    PROTO_CHECK(proto_usage_scan(PROTO_PROTOCOL_OPENAI, call, strlen(call), "", true, &usage,
-                                 &bytes) == -1);
+    proto_jscan_object_t root;
+    proto_jscan_object(&root, call, call + strlen(call));
+    PROTO_CHECK(proto_usage_scan(PROTO_PROTOCOL_OPENAI, &root, "", true, &usage, &bytes) == -1);
     PROTO_CHECK(bytes == 7 && !usage.seen_in);
 }
 

@@ -327,40 +327,50 @@ static void s_event_out(dispatch_convert_t *conv, const proto_sse_event_t *event
         dispatch_convert_append(out, event->raw, event->raw_size);
 }
 
+//  The event's type as s_pass_read reads it, into buffer when it comes
+//  from the data; false when it does not fit.
+static bool s_scan_type(const char *name, const proto_jscan_object_t *top, char buffer[64],
+                        const char **type)
+{
+    *type = name && *name ? name : "";
+    if (**type)
+        return true;
+    const char *member = proto_jscan_get(top, "type");
+    if (proto_jscan_type(member) != PROTO_JSCAN_STRING)
+        return true;
+    *type = buffer;
+    return proto_jscan_string_copy(member, top->end, buffer, 64);
+}
+
 //  s_pass_read on text: sets *complete; false when the event reports an
 //  error (or might: every error takes the jansson path, which words it) or
 //  its type does not fit our buffer.
-static bool s_pass_scan(int protocol, const char *name, const char *root, const char *end,
+static bool s_pass_scan(int protocol, const char *name, const proto_jscan_object_t *top,
                         bool *complete)
 {
     char buffer[64];
-    const char *type = name && *name ? name : "";
-    if (!*type) {
-        const char *member = proto_jscan_member(root, end, "type");
-        if (proto_jscan_type(member) == PROTO_JSCAN_STRING) {
-            if (!proto_jscan_string_copy(member, end, buffer, sizeof buffer))
-                return false;
-            type = buffer;
-        }
-    }
+    const char *type, *end = top->end;
     *complete = false;
     switch (protocol) {
     case PROTO_PROTOCOL_ANTHROPIC:
+        if (!s_scan_type(name, top, buffer, &type))
+            return false;
         *complete = strcmp(type, "message_stop") == 0;
         return strcmp(type, "error") != 0;
     case PROTO_PROTOCOL_OPENAI_RESPONSES:
+        if (!s_scan_type(name, top, buffer, &type))
+            return false;
         *complete =
             strcmp(type, "response.completed") == 0 || strcmp(type, "response.incomplete") == 0;
         return strcmp(type, "error") != 0 && strcmp(type, "response.failed") != 0;
     case PROTO_PROTOCOL_GEMINI: {
-        const char *candidate = proto_jscan_first(proto_jscan_member(root, end, "candidates"), end);
-        *complete =
-            proto_jscan_member(candidate, end, "finishReason") ||
-            proto_jscan_member(proto_jscan_member(root, end, "promptFeedback"), end, "blockReason");
-        return !proto_jscan_member(root, end, "error");
+        const char *candidate = proto_jscan_first(proto_jscan_get(top, "candidates"), end);
+        *complete = proto_jscan_member(candidate, end, "finishReason") ||
+                    proto_jscan_member(proto_jscan_get(top, "promptFeedback"), end, "blockReason");
+        return !proto_jscan_get(top, "error");
     }
     default:
-        return !proto_jscan_member(root, end, "error");
+        return !proto_jscan_get(top, "error");
     }
 }
 
@@ -375,22 +385,26 @@ static bool s_event_scan(dispatch_convert_t *conv, int protocol, const proto_sse
     if (!proto_jscan_valid(text, event->data_size, PROTO_JSCAN_ALLOW_NUL))
         return false;
     const char *root = proto_jscan_space(text, end);
+    if (proto_jscan_type(root) != PROTO_JSCAN_OBJECT)
+        return false;
+    proto_jscan_object_t top;
+    proto_jscan_object(&top, root, end);
     bool complete;
-    if (proto_jscan_type(root) != PROTO_JSCAN_OBJECT ||
-        !s_pass_scan(protocol, event->name, root, end, &complete))
+    if (!s_pass_scan(protocol, event->name, &top, &complete))
         return false;
     size_t bytes;
-    int has_usage =
-        proto_usage_scan(protocol, text, event->data_size, event->name, true, &conv->usage, &bytes);
+    int has_usage = proto_usage_scan(protocol, &top, event->name, true, &conv->usage, &bytes);
     if (has_usage < 0)
         return false;
     if (complete)
         conv->complete = true;
     conv->content_bytes += bytes;
-    const char *choices = proto_jscan_member(root, end, "choices");
-    bool usage_only = protocol == PROTO_PROTOCOL_OPENAI && has_usage &&
-                      proto_jscan_type(choices) == PROTO_JSCAN_ARRAY &&
-                      !proto_jscan_first(choices, end);
+    bool usage_only = false;
+    if (protocol == PROTO_PROTOCOL_OPENAI && has_usage) {
+        const char *choices = proto_jscan_get(&top, "choices");
+        usage_only =
+            proto_jscan_type(choices) == PROTO_JSCAN_ARRAY && !proto_jscan_first(choices, end);
+    }
     s_event_out(conv, event, usage_only, out);
     return true;
 }
@@ -454,11 +468,14 @@ static int s_body(dispatch_convert_t *conv, const char *body, size_t size, zchun
 {
     int protocol = conv->adapter->endpoint_protocol;
     //  The scanner first; jansson for what it refuses or cannot count.
+    const char *root = proto_jscan_space(body, body + size);
     if (scan && proto_jscan_valid(body, size, PROTO_JSCAN_ALLOW_NUL) &&
-        proto_jscan_type(proto_jscan_space(body, body + size)) == PROTO_JSCAN_OBJECT) {
+        proto_jscan_type(root) == PROTO_JSCAN_OBJECT) {
         proto_usage_t usage = {0};
         size_t bytes;
-        if (proto_usage_scan(protocol, body, size, NULL, false, &usage, &bytes) >= 0) {
+        proto_jscan_object_t top;
+        proto_jscan_object(&top, root, body + size);
+        if (proto_usage_scan(protocol, &top, NULL, false, &usage, &bytes) >= 0) {
             conv->usage = usage;
             conv->content_bytes += bytes;
             dispatch_convert_append(out, body, size);

@@ -21,10 +21,15 @@
 
 #define S_SWEEP_MS 100 //  how often read deadlines are checked
 
-//  One open connection, for its read deadline (MHD's socket context).
+//  One open connection, for its read deadline and its hang-up (MHD's
+//  socket context).
 typedef struct s_conn_t {
-    int fd;                //  its socket
-    uint64_t deadline_ms;  //  its request must be read by then; UINT64_MAX = none
+    int fd;                           //  its socket
+    uint64_t deadline_ms;             //  its request must be read by then; UINT64_MAX = none
+    bool watched;                     //  its socket is in the loop for hang-ups
+    bool hung_up;                     //  the client shut its side
+    ingress_daemon_hangup_fn *hangup; //  who waits to hear it, or NULL
+    void *hangup_arg;
     struct s_conn_t *prev; //  in the daemon's list
     struct s_conn_t *next;
 } s_conn_t;
@@ -63,6 +68,29 @@ static void s_mhd_log(void *arg, const char *format, va_list args)
         log_warn(NULL, "http %s: %s", self->name, text);
 }
 
+//  The client shut its side of the connection (or reset it).
+static void s_conn_hangup(proto_loop_t *loop, int fd, uint32_t events, void *arg)
+{
+    s_conn_t *conn = arg;
+    conn->hung_up = true;
+    ingress_daemon_hangup_fn *hangup = conn->hangup;
+    conn->hangup = NULL;
+    if (hangup)
+        hangup(conn->hangup_arg);
+}
+
+//  Edge-triggered: while MHD serves the connection a hang-up wakes the loop
+//  once, not on every turn until MHD closes it. Watching for the whole life
+//  of the connection costs one epoll_ctl per connection instead of an add
+//  and a remove around every suspended request.
+#define S_HANGUP_EVENTS (EPOLLRDHUP | EPOLLET)
+
+static void s_conn_watch(ingress_daemon_t *self, s_conn_t *conn)
+{
+    conn->watched = conn->fd >= 0 && proto_loop_add_fd(self->loop, conn->fd, S_HANGUP_EVENTS,
+                                                       s_conn_hangup, conn) == 0;
+}
+
 static void s_notify_connection(void *arg, struct MHD_Connection *connection, void **socket_context,
                                 enum MHD_ConnectionNotificationCode code)
 {
@@ -74,6 +102,7 @@ static void s_notify_connection(void *arg, struct MHD_Connection *connection, vo
         assert(conn);
         conn->fd = info ? info->connect_fd : -1;
         conn->deadline_ms = proto_loop_now_ms() + self->read_deadline_ms;
+        s_conn_watch(self, conn);
         conn->next = self->conns;
         if (self->conns)
             self->conns->prev = conn;
@@ -81,6 +110,10 @@ static void s_notify_connection(void *arg, struct MHD_Connection *connection, vo
         *socket_context = conn;
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
         s_conn_t *conn = *socket_context;
+        //  MHD reports the close before it closes the socket: the fd is
+        //  still this connection's.
+        if (conn->watched)
+            proto_loop_remove_fd(self->loop, conn->fd);
         if (conn->prev)
             conn->prev->next = conn->next;
         else
@@ -116,6 +149,29 @@ void ingress_daemon_request_received(ingress_daemon_t *self, struct MHD_Connecti
     s_conn_t *conn = s_conn_of(connection);
     if (conn)
         conn->deadline_ms = UINT64_MAX;
+}
+
+void ingress_daemon_wait_hangup(ingress_daemon_t *self, struct MHD_Connection *connection,
+                                ingress_daemon_hangup_fn *hangup, void *arg)
+{
+    s_conn_t *conn = s_conn_of(connection);
+    if (!conn)
+        return;
+    conn->hangup = hangup;
+    conn->hangup_arg = arg;
+    if (!conn->watched)
+        s_conn_watch(self, conn);
+    else if (conn->hung_up)
+        //  It hung up before anyone waited: re-arming makes epoll report it
+        //  again on the next turn (never from inside the caller's call).
+        proto_loop_modify_fd(self->loop, conn->fd, S_HANGUP_EVENTS);
+}
+
+void ingress_daemon_stop_waiting(ingress_daemon_t *self, struct MHD_Connection *connection)
+{
+    s_conn_t *conn = s_conn_of(connection);
+    if (conn)
+        conn->hangup = NULL;
 }
 
 uint64_t ingress_daemon_deadline_closes(ingress_daemon_t *self)

@@ -82,6 +82,15 @@ const char *ingress_daemon_host(ingress_daemon_t *self);
 //  new one when this one completes.
 void ingress_daemon_request_received(ingress_daemon_t *self, struct MHD_Connection *connection);
 
+//  MHD polls no suspended connection: a client that hangs up meanwhile is
+//  heard from its socket, which the loop watches from the connection's start
+//  to its close. `hangup` is called once (arg) if the client of
+//  `connection` hangs up, or already has, before ingress_daemon_stop_waiting;
+//  never from inside this call.
+typedef void(ingress_daemon_hangup_fn)(void *arg);
+void ingress_daemon_wait_hangup(ingress_daemon_t *self, struct MHD_Connection *connection,
+                                ingress_daemon_hangup_fn *hangup, void *arg);
+void ingress_daemon_stop_waiting(ingress_daemon_t *self, struct MHD_Connection *connection);
 //  Connections closed because their request was not read by the deadline.
 uint64_t ingress_daemon_deadline_closes(ingress_daemon_t *self);
 

@@ -193,6 +193,8 @@ static void s_dispatch(proto_loop_t *loop, zsock_t *socket, void *arg)
         proto_msg_set_error_code(done, test->dispatch_code ? test->dispatch_code : "no_provider");
         proto_msg_set_error_message(done, "No provider is available for model 'm'.");
         proto_msg_send(&done, socket);
+    } else if (test->mode == INGRESS_FIXTURE_HOLD) {
+        //  The answer never comes: only a hang-up or the timeout ends it.
     } else if (test->mode == INGRESS_FIXTURE_DONE_WHOLE) {
         proto_msg_t *done = proto_msg_reply(msg, PROTO_MSG_DONE);
         proto_msg_set_status(done, 200);

@@ -39,6 +39,7 @@ typedef enum {
     INGRESS_FIXTURE_DONE_WHOLE,  //  one DONE with a whole JSON answer
     INGRESS_FIXTURE_STREAM_DONE, //  two CHUNKs, then DONE
     INGRESS_FIXTURE_STREAM_HOLD, //  one CHUNK, then nothing
+    INGRESS_FIXTURE_HOLD,        //  nothing at all
 } ingress_fixture_mode_t;
 
 struct _ingress_fixture_t {

@@ -634,6 +634,16 @@ static void s_test_refusals(ingress_fixture_t *test)
 
     test->dispatch_status = 200;
 }
+static bool s_answered(ingress_fixture_t *test)
+{
+    return test->client_count == 1 && strstr(test->clients[0].data, "{\"answer\":42}");
+}
+
+static bool s_dispatched_twice(ingress_fixture_t *test)
+{
+    return test->dispatches == 2;
+}
+
 //  Two hundred idle streams cost no CPU; hanging up cancels each.
 static void s_test_idle_streams(ingress_fixture_t *test, bool verbose)
 {
@@ -662,6 +672,41 @@ static void s_test_idle_streams(ingress_fixture_t *test, bool verbose)
     ingress_fixture_reset(test);
 }
 
+//  A client waiting for a whole answer that hangs up is heard at once, the
+//  request cancelled (not left to the 10 s timeout), and so is one that
+//  shut its side right after sending, before its request was suspended.
+//  A keep-alive connection is watched for the hang-ups of all its requests.
+static void s_test_hangups(ingress_fixture_t *test)
+{
+    char request[4096];
+    test->mode = INGRESS_FIXTURE_DONE_WHOLE;
+    ingress_fixture_reset(test);
+    snprintf(request, sizeof request,
+             "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\n"
+             "Authorization: Bearer tg-test\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             strlen(ingress_fixture_chat_body), ingress_fixture_chat_body);
+    ingress_fixture_client_t *client = ingress_fixture_send(test, request);
+    ingress_fixture_run(test, s_answered);
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0 && !client->ended);
+    test->mode = INGRESS_FIXTURE_HOLD;
+    client->size = 0;
+    PROTO_CHECK(write(client->fd, request, strlen(request)) == (ssize_t)strlen(request));
+    ingress_fixture_run(test, s_dispatched_twice);
+    proto_loop_remove_fd(test->loop, client->fd);
+    shutdown(client->fd, SHUT_RDWR);
+    client->ended = true;
+    ingress_fixture_run(test, ingress_fixture_all_cancelled);
+
+    ingress_fixture_reset(test);
+    client = ingress_fixture_send(test, request);
+    shutdown(client->fd, SHUT_WR);
+    ingress_fixture_run(test, ingress_fixture_all_ended);
+    PROTO_CHECK(test->cancels == test->dispatches);
+    test->mode = INGRESS_FIXTURE_DONE_WHOLE;
+    ingress_fixture_reset(test);
+}
+
 void ingress_relay_test(bool verbose)
 {
     if (verbose)
@@ -676,6 +721,7 @@ void ingress_relay_test(bool verbose)
     //  the internal timeout: a timeout no test here waits for.
     test = ingress_fixture_new(10000);
     s_test_idle_streams(test, verbose);
+    s_test_hangups(test);
     ingress_fixture_destroy(&test);
     if (verbose)
         printf("OK\n");

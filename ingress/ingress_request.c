@@ -23,7 +23,6 @@ ingress_request_t *ingress_request_new(ingress_server_t *self, struct MHD_Connec
     r->server = self;
     r->connection = connection;
     r->refs = 1; //  the connection's
-    r->watched_fd = -1;
     r->dispatch_index = -1;
     r->lost_index = -1;
     r->protocol = PROTO_PROTOCOL_OPENAI;
@@ -44,7 +43,7 @@ void ingress_request_unref(ingress_request_t *r)
     assert(r->refs > 0);
     if (--r->refs > 0)
         return;
-    assert(!r->registered && !r->timeout.queue && r->watched_fd < 0);
+    assert(!r->registered && !r->timeout.queue && !r->watching);
     if (r->response)
         MHD_destroy_response(r->response);
     ingress_buffer_destroy(&r->out);
@@ -56,9 +55,9 @@ void ingress_request_unref(ingress_request_t *r)
 
 void ingress_request_unwatch(ingress_request_t *r)
 {
-    if (r->watched_fd >= 0)
-        proto_loop_remove_fd(r->server->loop, r->watched_fd);
-    r->watched_fd = -1;
+    if (r->watching)
+        ingress_daemon_stop_waiting(r->server->client, r->connection);
+    r->watching = false;
 }
 
 //  MHD polls no suspended connection, so a client that goes away would go
@@ -68,11 +67,8 @@ void ingress_request_suspend(ingress_request_t *r)
     assert(r->connection && !r->suspended);
     MHD_suspend_connection(r->connection);
     r->suspended = true;
-    const union MHD_ConnectionInfo *info =
-        MHD_get_connection_info(r->connection, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (info && proto_loop_add_fd(r->server->loop, info->connect_fd, EPOLLRDHUP,
-                                  ingress_server_hangup, r) == 0)
-        r->watched_fd = info->connect_fd;
+    ingress_daemon_wait_hangup(r->server->client, r->connection, ingress_server_hangup, r);
+    r->watching = true;
 }
 
 void ingress_request_resume(ingress_request_t *r)

@@ -76,7 +76,7 @@ struct _ingress_request_t {
     bool close_now;                         //  answer without reading the body (413)
     bool suspended;                         //  connection suspended by us
     bool reader_waiting;                    //  suspended by the content reader
-    int watched_fd;                         //  socket watched for hang-up, or -1
+    bool watching;                          //  waits to hear its client hang up
     char id[PROTO_MSG_RID_MAX + 1];         //  request id
     char trace[INGRESS_TRACE_SIZE];         //  traceparent we send on
     uint64_t key_id;                        //  authenticated client key

@@ -67,7 +67,7 @@ void ingress_server_forget(ingress_request_t *r)
 
 //  A suspended client hung up. Its connection goes back to MHD with a
 //  token answer so MHD finds the closed socket and ends the request.
-void ingress_server_hangup(proto_loop_t *loop, int fd, uint32_t events, void *arg)
+void ingress_server_hangup(void *arg)
 {
     ingress_request_t *r = arg;
     ingress_server_t *self = r->server;

@@ -100,7 +100,7 @@ size_t ingress_server_settles_pending(ingress_server_t *self);
 //  Calls the drained callback once a drain has nothing left in flight.
 void ingress_server_check_drained(ingress_server_t *self);
 
-//  A suspended client hung up (loop callback; arg is the request).
-void ingress_server_hangup(proto_loop_t *loop, int fd, uint32_t events, void *arg);
+//  A suspended client hung up (ingress_daemon_hangup_fn; arg is the request).
+void ingress_server_hangup(void *arg);
 
 #endif

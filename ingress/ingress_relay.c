@@ -26,7 +26,7 @@
 #define S_HOLD_RETRY_MS 100                    //  a held request looks for a dispatch again
 #define S_LOST_RETRY_MS 20                     //  one whose dispatch dropped looks for it again
 
-static int s_pick_dispatch(ingress_server_t *self, ingress_request_t *r);
+static int s_pick_dispatch(ingress_server_t *self, ingress_request_t *r, bool reachable);
 static void s_send_dispatch(ingress_server_t *self, ingress_request_t *r, int chosen);
 
 static void s_free_frame(void *arg)
@@ -219,7 +219,7 @@ static bool s_redispatch(ingress_server_t *self, ingress_request_t *r)
     ingress_peer_t *peer = &self->dispatch[r->dispatch_index];
     peer->draining_since = proto_loop_now_ms();
     peer->draining_until = peer->draining_since + S_DISPATCH_DRAINING_MS;
-    if (s_pick_dispatch(self, r) < 0)
+    if (s_pick_dispatch(self, r, true) < 0)
         return false;
     log_info(r->id, "dispatch %d is draining; sending the request to another instance",
              r->dispatch_index);
@@ -250,7 +250,7 @@ static bool s_lost_waits(ingress_server_t *self, ingress_request_t *r)
              (unsigned long long)self->dispatch_grace_ms);
     r->lost_index = -1;
     r->dispatch_tried = 1u << index;
-    int chosen = s_pick_dispatch(self, r);
+    int chosen = s_pick_dispatch(self, r, true);
     if (chosen < 0)
         return false; //  held as any other
     s_send_dispatch(self, r, chosen);
@@ -278,7 +278,7 @@ void ingress_relay_held_expired(ingress_queue_item_t *item, void *arg)
     //  Any instance again, the draining one included: its successor binds
     //  the same endpoint.
     r->dispatch_tried = 0;
-    if (s_pick_dispatch(self, r) < 0 && proto_loop_now_ms() < r->held_until_ms) {
+    if (s_pick_dispatch(self, r, true) < 0 && proto_loop_now_ms() < r->held_until_ms) {
         ingress_queue_push(self->held, &r->timeout, S_HOLD_RETRY_MS);
         return;
     }
@@ -413,11 +413,13 @@ void ingress_relay_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
     proto_msg_destroy(&msg);
 }
 
-//  The next dispatch instance for this request, round-robin, or -1. A
-//  DEALER with ZMQ_IMMEDIATE is writable only with a live connection: skip
-//  instances that are down instead of queueing for them; skip those this
-//  request went to already; prefer those that have not said `draining`.
-static int s_pick_dispatch(ingress_server_t *self, ingress_request_t *r)
+//  The next dispatch instance for this request, round-robin, or -1: skip
+//  those this request went to already; prefer those that have not said
+//  `draining`. A DEALER with ZMQ_IMMEDIATE is writable only with a live
+//  connection; with `reachable`, instances that are down are skipped by
+//  asking (ZMQ_EVENTS: two system calls). The request path does not ask:
+//  a send such a DEALER refuses goes to the next instance (s_send_dispatch).
+static int s_pick_dispatch(ingress_server_t *self, ingress_request_t *r, bool reachable)
 {
     uint64_t now = proto_loop_now_ms();
     for (int pass = 0; pass < 2; pass++)
@@ -426,7 +428,7 @@ static int s_pick_dispatch(ingress_server_t *self, ingress_request_t *r)
             ingress_peer_t *peer = &self->dispatch[index];
             if ((r->dispatch_tried & (1u << index)) || (pass == 0 && peer->draining_until > now))
                 continue;
-            if (proto_loop_events(peer->socket) & ZMQ_POLLOUT)
+            if (!reachable || (proto_loop_events(peer->socket) & ZMQ_POLLOUT))
                 return index;
         }
     return -1;
@@ -436,7 +438,7 @@ static int s_pick_dispatch(ingress_server_t *self, ingress_request_t *r)
 //  routing table, calls the upstream and answers with CHUNKs and DONE.
 void ingress_relay_dispatch(ingress_server_t *self, ingress_request_t *r)
 {
-    int chosen = s_pick_dispatch(self, r);
+    int chosen = s_pick_dispatch(self, r, false);
     if (chosen < 0) {
         log_warn(r->id, "no dispatch instance is reachable");
         r->phase = INGRESS_PHASE_ANSWERED;
@@ -482,7 +484,15 @@ static void s_send_dispatch(ingress_server_t *self, ingress_request_t *r, int ch
     proto_msg_set_body(msg, &frame);
     r->dispatch_tried |= 1u << chosen;
     if (proto_msg_send(&msg, self->dispatch[chosen].socket) != 0) {
-        log_warn(r->id, "dispatch %d refused the request", chosen);
+        //  Down (no live connection) or its queue full: the next instance.
+        int next = s_pick_dispatch(self, r, false);
+        if (next >= 0) {
+            log_debug(r->id, "dispatch %d refused the request; trying %d", chosen, next);
+            self->next_dispatch = (unsigned)next + 1;
+            s_send_dispatch(self, r, next);
+            return;
+        }
+        log_warn(r->id, "no dispatch instance took the request (the last, %d, refused it)", chosen);
         r->phase = INGRESS_PHASE_ANSWERED;
         ingress_admit_settle(r, 503);
         ingress_server_forget(r);

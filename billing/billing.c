@@ -925,8 +925,10 @@ billing_t *billing_new(proto_service_t *service)
         billing_destroy(&self);
         return NULL;
     }
+    //  COMMITs only let senders forget what they journalled: no client
+    //  waits on them, and every batch wakes the sender.
     self->commits =
-        proto_batch_new(self->loop, self->router, PROTO_BATCH_ITEMS_MAX, PROTO_BATCH_BYTES_MAX, 2);
+        proto_batch_new(self->loop, self->router, PROTO_BATCH_ITEMS_MAX, PROTO_BATCH_BYTES_MAX, 5);
     self->ledger = s_socket(ZMQ_DEALER, S_HWM);
     const char *endpoints[64];
     int count = proto_config_endpoints(config, "ledger", endpoints, 64);

@@ -44,6 +44,7 @@
 //  What expired is forgotten at least this often, also while no request
 //  comes: an idle instance gives the memory of its last busy 30 s back.
 #define S_TAKEN_EXPIRE_MS 1000
+#define S_OUTCOME_DELAY_MS 10 //  the longest an outcome waits for its batch
 
 struct _dispatch_server_t {
     proto_service_t *service;   //  the program skeleton
@@ -367,9 +368,13 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
     if (!self->env.multi || !self->router || !self->events)
         goto fail;
     self->env.router = self->router;
-    //  Routers and health fold outcomes in batches: under load a
-    //  millisecond gathers many.
-    self->env.outcomes = proto_batch_new(self->loop, self->events, 256, PROTO_BATCH_BYTES_MAX, 1);
+    //  Routers and health fold outcomes in batches. This dispatch applies
+    //  its own outcomes to its breakers at once; the others hear of them
+    //  at most S_OUTCOME_DELAY_MS later, which bounds how often an outcome
+    //  wakes the router and health (each wake-up costs them ~30 µs of CPU:
+    //  at 1 ms they spent 8 µs per request each at 4,000 requests/s).
+    self->env.outcomes =
+        proto_batch_new(self->loop, self->events, 256, PROTO_BATCH_BYTES_MAX, S_OUTCOME_DELAY_MS);
     if (dispatch_route_listen(self->env.route, self->loop, self->env.outcomes) != 0)
         goto fail;
     self->env.settle =

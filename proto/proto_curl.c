@@ -3,13 +3,23 @@
 
 #include <assert.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 //  Connections kept open for reuse once idle; a few per busy provider.
 #define S_MAX_IDLE_CONNECTIONS 512
 //  Easy handles kept for reuse: what a loop turn ends and starts again
 //  under load, at ~6 KiB each while idle.
 #define S_MAX_FREE_HANDLES 64
+
+//  What the loop watches on a socket of ours (proto_curl_t.sockets[fd]):
+//  the epoll events, and these flags.
+#define S_OPENED (1u << 29)  //  a connection's socket, opened and closed through us
+#define S_WATCHED (1u << 30) //  in the loop's epoll set
+#define S_PARKED (1u << 31)  //  libcurl said REMOVE: an idle pooled connection
+#define S_EVENTS (EPOLLIN | EPOLLOUT)
 
 typedef struct {
     proto_curl_done_fn *fn; //  called when the transfer ends
@@ -23,6 +33,8 @@ struct _proto_curl_t {
     size_t running;                 //  transfers added and not yet ended
     CURL *free[S_MAX_FREE_HANDLES]; //  reset easy handles for the next transfers
     size_t free_count;              //  entries used in free
+    uint32_t *sockets;              //  per descriptor number: S_WATCHED, S_PARKED, events
+    int socket_capacity;            //  entries in sockets
 };
 
 //  Takes ended transfers out of the multi handle and tells their owners.
@@ -49,9 +61,45 @@ static void s_check_done(proto_curl_t *self)
     }
 }
 
+//  Sockets stay in the loop's epoll set while their connection idles in
+//  libcurl's pool ("parked"). libcurl says REMOVE when a transfer ends and
+//  asks for the same socket and events when the next one reuses the
+//  connection: an epoll_ctl DEL and ADD (and a malloc) per request that
+//  parking saves. A parked socket that wakes (the upstream closed the idle
+//  connection) leaves the set then; one libcurl closes is forgotten without
+//  a system call (s_close_socket), since closing takes it out of the set.
+//  Only connections' sockets park: libcurl closes others (its resolver's)
+//  without telling us, and a closed socket left parked would go unwatched
+//  when its number comes back.
+static uint32_t *s_socket_state(proto_curl_t *self, int fd)
+{
+    if (fd >= self->socket_capacity) {
+        int capacity = self->socket_capacity ? self->socket_capacity : 64;
+        while (capacity <= fd)
+            capacity *= 2;
+        uint32_t *sockets = realloc(self->sockets, (size_t)capacity * sizeof *sockets);
+        assert(sockets);
+        memset(sockets + self->socket_capacity, 0,
+               (size_t)(capacity - self->socket_capacity) * sizeof *sockets);
+        self->sockets = sockets;
+        self->socket_capacity = capacity;
+    }
+    return &self->sockets[fd];
+}
+
+static void s_unwatch(proto_curl_t *self, int fd)
+{
+    proto_loop_remove_fd(self->loop, fd);
+    *s_socket_state(self, fd) = 0;
+}
+
 static void s_socket_ready(proto_loop_t *loop, int fd, uint32_t events, void *arg)
 {
     proto_curl_t *self = arg;
+    if (*s_socket_state(self, fd) & S_PARKED) {
+        s_unwatch(self, fd); //  libcurl finds the connection dead when it next looks
+        return;
+    }
     int mask = 0;
     if (events & EPOLLIN)
         mask |= CURL_CSELECT_IN;
@@ -78,14 +126,24 @@ static void s_timer_due(proto_loop_t *loop, int id, void *arg)
 static int s_socket_fn(CURL *easy, curl_socket_t fd, int what, void *arg, void *socketp)
 {
     proto_curl_t *self = arg;
+    uint32_t *state = s_socket_state(self, fd);
     if (what == CURL_POLL_REMOVE) {
-        proto_loop_remove_fd(self->loop, fd);
+        if ((*state & (S_OPENED | S_WATCHED)) == (S_OPENED | S_WATCHED))
+            *state |= S_PARKED;
+        else if (*state & S_WATCHED)
+            s_unwatch(self, fd);
         curl_multi_assign(self->multi, fd, NULL);
         return 0;
     }
     uint32_t events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-    if (socketp) {
-        proto_loop_modify_fd(self->loop, fd, events);
+    if (*state & S_WATCHED) {
+        if ((*state & S_EVENTS) != events && proto_loop_modify_fd(self->loop, fd, events) != 0) {
+            s_unwatch(self, fd);
+            return s_socket_fn(easy, fd, what, arg, NULL);
+        }
+        *state = (*state & S_OPENED) | S_WATCHED | events;
+        if (!socketp)
+            curl_multi_assign(self->multi, fd, self);
         return 0;
     }
     //  A stale watch on a reused descriptor number would refuse the add;
@@ -97,8 +155,32 @@ static int s_socket_fn(CURL *easy, curl_socket_t fd, int what, void *arg, void *
             return -1;
         }
     }
+    *state = (*state & S_OPENED) | S_WATCHED | events;
     curl_multi_assign(self->multi, fd, self);
     return 0;
+}
+
+//  CURLOPT_OPENSOCKETFUNCTION, set on every transfer: a connection's socket,
+//  which libcurl will close through s_close_socket.
+static curl_socket_t s_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *address)
+{
+    proto_curl_t *self = arg;
+    int fd = socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+    if (fd >= 0)
+        *s_socket_state(self, fd) = S_OPENED;
+    return fd >= 0 ? fd : CURL_SOCKET_BAD;
+}
+
+//  CURLOPT_CLOSESOCKETFUNCTION, set on every transfer: libcurl closes one
+//  of its sockets (REMOVE came first, so it is parked if watched).
+static int s_close_socket(void *arg, curl_socket_t fd)
+{
+    proto_curl_t *self = arg;
+    uint32_t *state = s_socket_state(self, fd);
+    if (*state & S_WATCHED)
+        proto_loop_forget_fd(self->loop, fd);
+    *state = 0;
+    return close(fd);
 }
 
 //  CURLMOPT_TIMERFUNCTION: one timer, replaced on each call; -1 deletes it.
@@ -151,6 +233,12 @@ void proto_curl_destroy(proto_curl_t **self_p)
     //  Cleanup closes the cached connections, telling s_socket_fn to
     //  forget their sockets.
     curl_multi_cleanup(self->multi);
+    //  Sockets of connections libcurl never closed through us (none should
+    //  be left) leave the loop with it.
+    for (int fd = 0; fd < self->socket_capacity; fd++)
+        if (self->sockets[fd] & S_WATCHED)
+            proto_loop_remove_fd(self->loop, fd);
+    free(self->sockets);
     free(self);
     *self_p = NULL;
 }
@@ -161,6 +249,11 @@ int proto_curl_add(proto_curl_t *self, CURL *easy, proto_curl_done_fn *fn, void 
     assert(transfer);
     *transfer = (s_transfer_t){fn, arg};
     curl_easy_setopt(easy, CURLOPT_PRIVATE, transfer);
+    //  A connection keeps the close function of the transfer that opened it.
+    curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, s_open_socket);
+    curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, self);
+    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, s_close_socket);
+    curl_easy_setopt(easy, CURLOPT_CLOSESOCKETDATA, self);
     if (curl_multi_add_handle(self->multi, easy) != CURLM_OK) {
         curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
         free(transfer);

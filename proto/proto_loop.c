@@ -170,6 +170,13 @@ void proto_loop_remove_fd(proto_loop_t *self, int fd)
     if (fd < 0 || fd >= self->watch_capacity || !self->watches[fd])
         return;
     epoll_ctl(self->epoll_fd, EPOLL_CTL_DEL, fd, NULL);
+    proto_loop_forget_fd(self, fd);
+}
+
+void proto_loop_forget_fd(proto_loop_t *self, int fd)
+{
+    if (fd < 0 || fd >= self->watch_capacity || !self->watches[fd])
+        return;
     free(self->watches[fd]);
     self->watches[fd] = NULL;
 }

@@ -46,6 +46,10 @@ int proto_loop_modify_fd(proto_loop_t *self, int fd, uint32_t events);
 //  Stops watching fd.
 void proto_loop_remove_fd(proto_loop_t *self, int fd);
 
+//  Forgets fd without asking epoll: only for a descriptor about to be
+//  closed (and never duplicated), which closing takes out of the epoll set.
+void proto_loop_forget_fd(proto_loop_t *self, int fd);
+
 //  Watches a ZeroMQ socket for incoming messages. Returns 0 or -1.
 int proto_loop_add_socket(proto_loop_t *self, zsock_t *socket, proto_loop_socket_fn *fn, void *arg);
 

@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 struct _dispatch_call_t {
     proto_curl_t *multi;                    //  where the transfer runs
@@ -378,6 +381,48 @@ static CURL *s_test_run(proto_curl_t *multi, proto_loop_t *loop, const char *url
     return easy;
 }
 
+static void s_test_fd(proto_loop_t *loop, int fd, uint32_t events, void *arg) {}
+
+static void s_test_stop(proto_loop_t *loop, int id, void *arg)
+{
+    proto_loop_stop(loop);
+}
+
+static double s_test_cpu_seconds(void)
+{
+    struct rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    return (double)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+           (double)(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+//  An idle pooled connection's socket stays in the loop between calls
+//  (proto_curl parks it). When the upstream closes it, it leaves the loop
+//  instead of waking it on every turn, and the next call opens a new one.
+static void s_test_parked(proto_curl_t *multi, proto_loop_t *loop, struct MHD_Daemon **daemon,
+                          s_test_wire_t *wire)
+{
+    MHD_stop_daemon(*daemon); //  closes the connection libcurl keeps
+    double cpu = s_test_cpu_seconds();
+    proto_loop_add_timer(loop, 300, false, s_test_stop, NULL);
+    proto_loop_run(loop);
+    PROTO_CHECK(s_test_cpu_seconds() - cpu < 0.15);
+    *daemon = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, s_test_answer, wire,
+        MHD_OPTION_SOCK_ADDR,
+        &(struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)},
+        MHD_OPTION_END);
+    PROTO_CHECK(*daemon);
+    int port = MHD_get_daemon_info(*daemon, MHD_DAEMON_INFO_BIND_PORT)->port;
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/fourth", port);
+    for (int i = 0; i < 3; i++) {
+        int status = 0;
+        s_test_run(multi, loop, url, NULL, NULL, &status);
+        PROTO_CHECK(status == 200);
+    }
+}
+
 void dispatch_call_test(bool verbose)
 {
     printf(" * dispatch_call: ");
@@ -442,7 +487,18 @@ void dispatch_call_test(bool verbose)
     PROTO_CHECK(!strstr(wire.seen[2], "secret"));
     PROTO_CHECK(!strcasestr(wire.seen[2], "proxy-authorization"));
 
+    s_test_parked(multi, loop, &daemon, &wire);
     proto_curl_destroy(&multi);
+    //  libcurl closed its sockets through proto_curl: no watch is left on
+    //  their numbers, which the next descriptors take.
+    int fds[2][2];
+    PROTO_CHECK(pipe(fds[0]) == 0 && pipe(fds[1]) == 0);
+    for (int i = 0; i < 4; i++)
+        PROTO_CHECK(proto_loop_add_fd(loop, fds[i / 2][i % 2], EPOLLIN, s_test_fd, NULL) == 0);
+    for (int i = 0; i < 4; i++) {
+        proto_loop_remove_fd(loop, fds[i / 2][i % 2]);
+        close(fds[i / 2][i % 2]);
+    }
     proto_loop_destroy(&loop);
     MHD_stop_daemon(daemon);
     pthread_mutex_destroy(&wire.lock);

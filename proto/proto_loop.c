@@ -339,9 +339,13 @@ static bool s_run_sockets(proto_loop_t *self)
         //  covers any that did not.
         if (!entry.woke && (entry.edge || !full))
             continue;
-        self->sockets[i].woke = false;
         int batch = 0;
-        while (!self->stopped && (zsock_events(entry.socket) & ZMQ_POLLIN)) {
+        while (!self->stopped) {
+            //  Asked after the handler ran: whatever it sent or received on
+            //  this socket is covered, so its marks are cleared.
+            self->sockets[i].woke = false;
+            if (!(zsock_events(entry.socket) & ZMQ_POLLIN))
+                break;
             if (batch++ == S_BATCH) {
                 more = true;
                 self->sockets[i].woke = true;

@@ -30,6 +30,8 @@ typedef struct {
     void *arg;                //  handler argument
     bool edge;                //  looked at only when its fd woke (never sent on elsewhere)
     bool woke;                //  its fd woke since it was last drained
+    bool received;            //  a receive in its handler found a message
+    bool empty;               //  a receive in its handler found none
 } s_socket_t;
 
 typedef struct {
@@ -71,6 +73,24 @@ void proto_loop_touched(zsock_t *socket)
     for (int i = 0; self && i < self->socket_count; i++)
         if (self->sockets[i].socket == socket) {
             self->sockets[i].woke = true;
+            return;
+        }
+}
+
+void proto_loop_received(zsock_t *socket, bool message)
+{
+    proto_loop_t *self = s_running;
+    for (int i = 0; self && i < self->socket_count; i++)
+        if (self->sockets[i].socket == socket) {
+            if (message)
+                self->sockets[i].received = true;
+            else {
+                //  As good as a ZMQ_EVENTS query: nothing is waiting, and
+                //  the next message will wake the fd. A send after this
+                //  marks the socket again.
+                self->sockets[i].empty = true;
+                self->sockets[i].woke = false;
+            }
             return;
         }
 }
@@ -199,7 +219,7 @@ static int s_add_socket(proto_loop_t *self, zsock_t *socket, proto_loop_socket_f
     int fd = zsock_fd(socket);
     if (proto_loop_add_fd(self, fd, EPOLLIN, s_socket_woke, socket) != 0)
         return -1;
-    self->sockets[self->socket_count++] = (s_socket_t){socket, fn, arg, edge, true};
+    self->sockets[self->socket_count++] = (s_socket_t){socket, fn, arg, edge, true, false, false};
     return 0;
 }
 
@@ -340,21 +360,33 @@ static bool s_run_sockets(proto_loop_t *self)
         if (!entry.woke && (entry.edge || !full))
             continue;
         int batch = 0;
+        bool ask = true;
         while (!self->stopped) {
             //  Asked after the handler ran: whatever it sent or received on
             //  this socket is covered, so its marks are cleared.
             self->sockets[i].woke = false;
-            if (!(zsock_events(entry.socket) & ZMQ_POLLIN))
+            if (ask && !(zsock_events(entry.socket) & ZMQ_POLLIN))
                 break;
             if (batch++ == S_BATCH) {
                 more = true;
                 self->sockets[i].woke = true;
                 break;
             }
+            self->sockets[i].received = self->sockets[i].empty = false;
             entry.fn(self, entry.socket, entry.arg);
             //  The handler may have removed this socket.
             if (i >= self->socket_count || self->sockets[i].socket != entry.socket)
                 break;
+            s_socket_t *after = &self->sockets[i];
+            if (after->empty && !after->received) {
+                //  Its receive found none after libzmq processed the
+                //  socket's commands: drained, as a ZMQ_EVENTS query would
+                //  have said (a send in the handler touched it again).
+                break;
+            }
+            //  A handler that found a message may find another without a
+            //  query (two system calls) first: its next receive says.
+            ask = !after->received || after->empty;
         }
     }
     return more;

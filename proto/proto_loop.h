@@ -50,7 +50,10 @@ void proto_loop_remove_fd(proto_loop_t *self, int fd);
 //  closed (and never duplicated), which closing takes out of the epoll set.
 void proto_loop_forget_fd(proto_loop_t *self, int fd);
 
-//  Watches a ZeroMQ socket for incoming messages. Returns 0 or -1.
+//  Watches a ZeroMQ socket for incoming messages. Returns 0 or -1. `fn`
+//  receives one message (proto_msg_recv, proto_batch_recv); after one that
+//  found a message it is called again without asking ZMQ_EVENTS, so it must
+//  take a receive that finds nothing (-1) in its stride.
 int proto_loop_add_socket(proto_loop_t *self, zsock_t *socket, proto_loop_socket_fn *fn, void *arg);
 
 //  The same for a socket this process never sends on outside its own
@@ -67,6 +70,14 @@ void proto_loop_remove_socket(proto_loop_t *self, zsock_t *socket);
 //  this thread asks it for messages on its next turn. Any socket, any
 //  thread (a socket no running loop watches is ignored).
 void proto_loop_touched(zsock_t *socket);
+
+//  Says what a receive on `socket` found (proto_msg_recv calls it): a
+//  message, or none (EAGAIN, which made libzmq process the socket's
+//  commands as a ZMQ_EVENTS query does). While a handler's receives keep
+//  finding messages, the loop calls it again without asking ZMQ_EVENTS
+//  first; once one finds none, the socket is drained and the loop stops
+//  asking it until its fd wakes or something touches it.
+void proto_loop_received(zsock_t *socket, bool message);
 
 //  zsock_events(socket), and proto_loop_touched(socket).
 int proto_loop_events(zsock_t *socket);

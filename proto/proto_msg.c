@@ -3,6 +3,7 @@
 #include "proto_check.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <msgpack.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -754,6 +755,8 @@ int proto_msg_recv(proto_msg_t **msg_p, zsock_t *socket)
         zmq_msg_init(&identity);
         if (zmq_msg_recv(&identity, handle, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&identity);
+            if (zmq_errno() == EAGAIN)
+                proto_loop_received(socket, false);
             return -1;
         }
         routing_id = zframe_new(zmq_msg_data(&identity), zmq_msg_size(&identity));
@@ -768,10 +771,13 @@ int proto_msg_recv(proto_msg_t **msg_p, zsock_t *socket)
     zmq_msg_init(&envelope);
     int flags = routing_id ? 0 : ZMQ_DONTWAIT;
     if (zmq_msg_recv(&envelope, handle, flags) < 0) {
+        if (!routing_id && zmq_errno() == EAGAIN)
+            proto_loop_received(socket, false);
         zmq_msg_close(&envelope);
         zframe_destroy(&routing_id);
         return -1;
     }
+    proto_loop_received(socket, true);
     proto_msg_t *self = NULL;
     int rc = proto_msg_decode(zmq_msg_data(&envelope), zmq_msg_size(&envelope), &self);
     if (rc == 0) {

@@ -8,10 +8,68 @@
 #include <stdio.h>
 #include <string.h>
 
-//  A non-negative integer member, or -1 when absent or of another kind.
-static int64_t s_count(json_t *object, const char *key)
+//  An object that usage is read from: parsed by jansson, or valid JSON
+//  text read in place (proto_jscan, for dispatch's hot path). The readers
+//  below take either, so the two paths share every rule.
+typedef struct {
+    json_t *json;     //  a parsed object, or NULL
+    const char *text; //  else the object's first byte in valid text, or NULL
+    const char *end;  //  the end of that text
+} s_obj_t;
+
+static s_obj_t s_json(json_t *json)
 {
-    json_t *value = json_object_get(object, key);
+    return (s_obj_t){json_is_object(json) ? json : NULL, NULL, NULL};
+}
+
+static s_obj_t s_text(const char *value, const char *end)
+{
+    return (s_obj_t){NULL, proto_jscan_type(value) == PROTO_JSCAN_OBJECT ? value : NULL, end};
+}
+
+static bool s_is_object(s_obj_t object)
+{
+    return object.json || object.text;
+}
+
+//  Member `key` when it is an object, else none.
+static s_obj_t s_child(s_obj_t object, const char *key)
+{
+    if (object.json)
+        return s_json(json_object_get(object.json, key));
+    return s_text(proto_jscan_member(object.text, object.end, key), object.end);
+}
+
+//  What jansson's json_integer_value gives for the number at value, when
+//  it is an integer (no fraction or exponent) and not negative; else -1.
+//  Valid text (without PROTO_JSCAN_INT_AS_REAL) holds only integers that
+//  fit int64.
+static int64_t s_text_count(const char *value, const char *end)
+{
+    if (proto_jscan_type(value) != PROTO_JSCAN_NUMBER)
+        return -1;
+    const char *value_end = proto_jscan_skip(value, end);
+    int64_t count = 0;
+    for (const char *p = value; p < value_end; p++)
+        if (*p == '.' || *p == 'e' || *p == 'E')
+            return -1; //  a real
+    if (*value == '-') {
+        for (const char *p = value + 1; p < value_end; p++)
+            if (*p != '0')
+                return -1;
+        return 0; //  -0 is the integer 0
+    }
+    for (const char *p = value; p < value_end; p++)
+        count = count * 10 + (*p - '0');
+    return count;
+}
+
+//  A non-negative integer member, or -1 when absent or of another kind.
+static int64_t s_count(s_obj_t object, const char *key)
+{
+    if (!object.json)
+        return s_text_count(proto_jscan_member(object.text, object.end, key), object.end);
+    json_t *value = json_object_get(object.json, key);
     if (!json_is_integer(value) || json_integer_value(value) < 0)
         return -1;
     return json_integer_value(value);
@@ -30,17 +88,17 @@ static uint64_t s_minus(int64_t total, int64_t part)
 //  OpenAI Chat: {prompt_tokens, completion_tokens, prompt_tokens_details{cached_tokens}}.
 //  Responses:  {input_tokens, output_tokens, input_tokens_details{cached_tokens}}.
 //  Embeddings: {prompt_tokens, total_tokens}. Cached tokens are part of the prompt count.
-static int s_openai(json_t *usage, proto_usage_t *out)
+static int s_openai(s_obj_t usage, proto_usage_t *out)
 {
-    if (!json_is_object(usage))
+    if (!s_is_object(usage))
         return 0;
     int64_t prompt = s_count(usage, "prompt_tokens");
     int64_t completion = s_count(usage, "completion_tokens");
-    json_t *details = json_object_get(usage, "prompt_tokens_details");
+    s_obj_t details = s_child(usage, "prompt_tokens_details");
     if (prompt < 0) {
         prompt = s_count(usage, "input_tokens");
         completion = s_count(usage, "output_tokens");
-        details = json_object_get(usage, "input_tokens_details");
+        details = s_child(usage, "input_tokens_details");
     }
     int64_t cached = s_count(details, "cached_tokens");
     if (prompt < 0 && completion < 0)
@@ -63,15 +121,15 @@ static int s_openai(json_t *usage, proto_usage_t *out)
 //  and cache_creation splits cache_creation_input_tokens by how long the
 //  entries live. In a stream, message_delta repeats running totals, so
 //  present fields override.
-static int s_anthropic(json_t *usage, proto_usage_t *out)
+static int s_anthropic(s_obj_t usage, proto_usage_t *out)
 {
-    if (!json_is_object(usage))
+    if (!s_is_object(usage))
         return 0;
     int64_t input = s_count(usage, "input_tokens");
     int64_t output = s_count(usage, "output_tokens");
     int64_t cache_write = s_count(usage, "cache_creation_input_tokens");
     int64_t cache_read = s_count(usage, "cache_read_input_tokens");
-    json_t *creation = json_object_get(usage, "cache_creation");
+    s_obj_t creation = s_child(usage, "cache_creation");
     int64_t write_5m = s_count(creation, "ephemeral_5m_input_tokens");
     int64_t write_1h = s_count(creation, "ephemeral_1h_input_tokens");
     if (input < 0 && output < 0 && cache_write < 0 && cache_read < 0 && write_5m < 0 &&
@@ -103,9 +161,9 @@ static int s_anthropic(json_t *usage, proto_usage_t *out)
 
 //  Gemini usageMetadata: promptTokenCount includes cachedContentTokenCount;
 //  thoughtsTokenCount is output billed like candidates.
-static int s_gemini(json_t *usage, proto_usage_t *out)
+static int s_gemini(s_obj_t usage, proto_usage_t *out)
 {
-    if (!json_is_object(usage))
+    if (!s_is_object(usage))
         return 0;
     int64_t prompt = s_count(usage, "promptTokenCount");
     int64_t candidates = s_count(usage, "candidatesTokenCount");
@@ -134,7 +192,7 @@ static int s_images(json_t *answer, proto_usage_t *out)
     json_t *data = json_object_get(answer, "data");
     if (!json_is_array(data))
         return 0;
-    s_openai(json_object_get(answer, "usage"), out);
+    s_openai(s_json(json_object_get(answer, "usage")), out);
     out->images = json_array_size(data);
     out->seen_in = out->seen_out = true;
     return 1;
@@ -149,27 +207,28 @@ int proto_usage_from_json(int protocol, const void *json_p, const char *name, bo
     switch (protocol) {
     case PROTO_PROTOCOL_ANTHROPIC: {
         if (!is_event)
-            return s_anthropic(json_object_get(json, "usage"), usage);
+            return s_anthropic(s_json(json_object_get(json, "usage")), usage);
         const char *type = name && *name ? name : json_string_value(json_object_get(json, "type"));
         if (type && strcmp(type, "message_start") == 0)
-            return s_anthropic(json_object_get(json_object_get(json, "message"), "usage"), usage);
+            return s_anthropic(s_json(json_object_get(json_object_get(json, "message"), "usage")),
+                               usage);
         if (type && strcmp(type, "message_delta") == 0)
-            return s_anthropic(json_object_get(json, "usage"), usage);
+            return s_anthropic(s_json(json_object_get(json, "usage")), usage);
         return 0;
     }
     case PROTO_PROTOCOL_GEMINI:
-        return s_gemini(json_object_get(json, "usageMetadata"), usage);
+        return s_gemini(s_json(json_object_get(json, "usageMetadata")), usage);
     case PROTO_PROTOCOL_OPENAI_IMAGES:
         return is_event ? 0 : s_images(json, usage);
     case PROTO_PROTOCOL_OPENAI_RESPONSES: {
         //  Stream events wrap the response: response.completed {response{usage}}.
         json_t *response = json_object_get(json, "response");
         if (is_event && json_is_object(response))
-            return s_openai(json_object_get(response, "usage"), usage);
-        return s_openai(json_object_get(json, "usage"), usage);
+            return s_openai(s_json(json_object_get(response, "usage")), usage);
+        return s_openai(s_json(json_object_get(json, "usage")), usage);
     }
     default:
-        return s_openai(json_object_get(json, "usage"), usage);
+        return s_openai(s_json(json_object_get(json, "usage")), usage);
     }
 }
 
@@ -285,24 +344,14 @@ size_t proto_usage_content_bytes(int protocol, const void *json_p, bool is_event
 
 //  --------------------------------------------------------------------------
 //  The same readings on validated text (proto_jscan), for dispatch's hot
-//  path: only a usage member's own span is parsed with jansson, and fed to
-//  the very functions above.
+//  path: the very functions above, reading the usage object in place.
 
-typedef int(s_usage_fn)(json_t *usage, proto_usage_t *out);
+typedef int(s_usage_fn)(s_obj_t usage, proto_usage_t *out);
 
-//  fn on the value at `value` parsed alone (NULL when it is no object: the
-//  functions above then find nothing either).
+//  fn on the value at `value`, read in place.
 static int s_usage_span(s_usage_fn *fn, const char *value, const char *end, proto_usage_t *out)
 {
-    if (proto_jscan_type(value) != PROTO_JSCAN_OBJECT)
-        return fn(NULL, out);
-    const char *value_end = proto_jscan_skip(value, end);
-    json_t *usage =
-        json_loadb(value, (size_t)(value_end - value), JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
-    assert(usage); //  a part of valid text is valid
-    int found = fn(usage, out);
-    json_decref(usage);
-    return found;
+    return fn(s_text(value, end), out);
 }
 
 //  The event's type as proto_usage_from_json reads it: the SSE name, else

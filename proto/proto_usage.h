@@ -79,13 +79,14 @@ int proto_usage_from_json(int protocol, const void *json, const char *name, bool
 size_t proto_usage_content_bytes(int protocol, const void *json, bool is_event);
 
 //  Both of the above at once on JSON text that proto_jscan_valid accepted
-//  with the flags jansson loaded it with (a stream event or answer), given
-//  as the index of its top object (proto_jscan_object): folds its usage
-//  into usage and sets *content_bytes, exactly as proto_usage_from_json
-//  and proto_usage_content_bytes would on its parse, parsing only the
-//  usage member. Returns what proto_usage_from_json would, or -1, changing
-//  nothing, when only the parse can tell (tool arguments given as JSON are
-//  counted as jansson dumps them).
+//  with the flags jansson loaded it with, not PROTO_JSCAN_INT_AS_REAL (a
+//  stream event or answer), given as the index of its top object
+//  (proto_jscan_object): folds its usage into usage and sets
+//  *content_bytes exactly as proto_usage_from_json and
+//  proto_usage_content_bytes would on its parse, without parsing it.
+//  Returns what proto_usage_from_json would, or -1, changing nothing, when
+//  only the parse can tell (tool arguments given as JSON are counted as
+//  jansson dumps them).
 int proto_usage_scan(int protocol, const proto_jscan_object_t *root, const char *name,
                      bool is_event, proto_usage_t *usage, size_t *content_bytes);
 

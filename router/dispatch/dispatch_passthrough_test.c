@@ -132,6 +132,10 @@ static const char *s_shapes[] = {
     "{\"error\":null}",
     "{\"error\":\"plain\"}",
     "{\"choices\":[],\"usage\":{\"prompt_tokens\":1.0,\"completion_tokens\":2}}",
+    "{\"choices\":[],\"usage\":{\"prompt_tokens\":-0,\"completion_tokens\":1E2,\"prompt_tokens\":"
+    "9223372036854775807,\"prompt_tokens_details\":{\"cached_tokens\":-0,\"cached_tokens\":3}}}",
+    "{\"usage\":{\"input_tokens\":0,\"output_tokens\":-2,\"input_tokens_details\":[7],"
+    "\"prompt_tokens\":\"9\"}}",
     "{\"object\":\"list\",\"data\":[{\"embedding\":[0.1,-2e-3]}],\"usage\":{\"prompt_tokens\":4,"
     "\"total_tokens\":4}}",
     "{\"created\":1,\"data\":[{\"b64_json\":\"QQ==\"},{\"url\":\"u\"}],\"usage\":{\"input_tokens\":"
@@ -189,6 +193,11 @@ static const char *s_shapes[] = {
     "{\"candidates\":[{\"finishReason\":null}]}",
     "{\"candidates\":[7,{\"finishReason\":\"STOP\"}]}",
     "{\"promptFeedback\":{\"blockReason\":\"SAFETY\"}}",
+    "{\"candidates\":[],\"usageMetadata\":{\"promptTokenCount\":10,\"cachedContentTokenCount\":"
+    "12,\"candidatesTokenCount\":-0,\"thoughtsTokenCount\":3.5}}",
+    "{\"type\":\"message_delta\",\"usage\":{\"cache_creation_input_tokens\":5,\"cache_creation\":"
+    "{\"ephemeral_5m_input_tokens\":4,\"ephemeral_1h_input_tokens\":3},\"cache_read_input_tokens\":"
+    "1e0}}",
     "{\"error\":{\"code\":429,\"message\":\"quota\"}}",
     //  Every escape in content, for each protocol's reading of it.
     "{\"choices\":[{\"delta\":{\"content\":\"" S_ESCAPES "\",\"refusal\":\"" S_ESCAPES "\"}}]}",

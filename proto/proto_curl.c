@@ -35,6 +35,8 @@ struct _proto_curl_t {
     size_t free_count;              //  entries used in free
     uint32_t *sockets;              //  per descriptor number: S_WATCHED, S_PARKED, events
     int socket_capacity;            //  entries in sockets
+    proto_curl_action_fn *after;    //  called after each round of libcurl's callbacks
+    void *after_arg;
 };
 
 //  Takes ended transfers out of the multi handle and tells their owners.
@@ -109,6 +111,8 @@ static void s_socket_ready(proto_loop_t *loop, int fd, uint32_t events, void *ar
         mask |= CURL_CSELECT_ERR;
     int running;
     curl_multi_socket_action(self->multi, fd, mask, &running);
+    if (self->after)
+        self->after(self->after_arg);
     s_check_done(self);
 }
 
@@ -118,6 +122,8 @@ static void s_timer_due(proto_loop_t *loop, int id, void *arg)
     self->timer = 0;
     int running;
     curl_multi_socket_action(self->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    if (self->after)
+        self->after(self->after_arg);
     s_check_done(self);
 }
 
@@ -301,6 +307,12 @@ void proto_curl_easy_release(proto_curl_t *self, CURL **easy_p)
     //  on the wire).
     curl_easy_reset(easy);
     self->free[self->free_count++] = easy;
+}
+
+void proto_curl_after_action(proto_curl_t *self, proto_curl_action_fn *fn, void *arg)
+{
+    self->after = fn;
+    self->after_arg = arg;
 }
 
 size_t proto_curl_easy_kept(proto_curl_t *self)

@@ -32,6 +32,7 @@ typedef struct _proto_curl_t proto_curl_t;
 
 //  Called once when a transfer ends; result is libcurl's code.
 typedef void(proto_curl_done_fn)(CURL *easy, CURLcode result, void *arg);
+typedef void(proto_curl_action_fn)(void *arg);
 
 //  Creates the multi handle on a loop. curl_global_init must have run.
 //  Caller owns return value.
@@ -61,6 +62,11 @@ void proto_curl_easy_release(proto_curl_t *self, CURL **easy_p);
 
 //  Easy handles waiting for reuse.
 size_t proto_curl_easy_kept(proto_curl_t *self);
+
+//  Calls fn(arg) after each round of libcurl's callbacks (one socket's
+//  event or a timeout), before the transfers that round ended are told:
+//  what the write callbacks of one round gathered can leave together.
+void proto_curl_after_action(proto_curl_t *self, proto_curl_action_fn *fn, void *arg);
 
 //  Transfers running.
 size_t proto_curl_running(proto_curl_t *self);

@@ -29,7 +29,10 @@
 
 //  One request from DISPATCH to DONE or CANCEL.
 struct _dispatch_request_t {
-    const dispatch_request_env_t *env;    //  what it borrows from the server
+    const dispatch_request_env_t *env; //  what it borrows from the server
+    dispatch_request_t *unsent_prev;   //  in env->unsent while out waits for its CHUNK
+    dispatch_request_t *unsent_next;
+    bool unsent;
     char rid[PROTO_MSG_RID_MAX + 1];      //  request id (also the table key)
     proto_msg_t *dispatch;                //  the DISPATCH (body taken): envelope for replies
     zframe_t *body;                       //  the client's body
@@ -149,11 +152,27 @@ static void s_attempt_clear(dispatch_request_t *self)
     self->event_fail = DISPATCH_FAIL_NONE;
 }
 
+//  Takes the request out of env->unsent (its bytes go now, or never).
+static void s_sent(dispatch_request_t *self)
+{
+    if (!self->unsent)
+        return;
+    if (self->unsent_prev)
+        self->unsent_prev->unsent_next = self->unsent_next;
+    else
+        *self->env->unsent = self->unsent_next;
+    if (self->unsent_next)
+        self->unsent_next->unsent_prev = self->unsent_prev;
+    self->unsent_prev = self->unsent_next = NULL;
+    self->unsent = false;
+}
+
 void dispatch_request_destroy(dispatch_request_t **self_p)
 {
     dispatch_request_t *self = *self_p;
     if (!self)
         return;
+    s_sent(self);
     s_attempt_clear(self);
     proto_capture_destroy(&self->capture);
     zchunk_destroy(&self->out);
@@ -458,6 +477,7 @@ static void s_finish_error(dispatch_request_t *self, int status, const char *cod
 //  status, content type and time to first byte.
 static void s_flush(dispatch_request_t *self)
 {
+    s_sent(self);
     if (zchunk_size(self->out) == 0)
         return;
     proto_msg_t *chunk = proto_msg_reply(self->dispatch, PROTO_MSG_CHUNK);
@@ -510,6 +530,24 @@ static void s_on_response(void *arg, int status, const char *content_type)
         self->sse = proto_sse_new(PROTO_SSE_MAX_EVENT);
 }
 
+static void s_send_later(dispatch_request_t *self)
+{
+    if (self->unsent || zchunk_size(self->out) == 0)
+        return;
+    self->unsent = true;
+    self->unsent_prev = NULL;
+    self->unsent_next = *self->env->unsent;
+    if (self->unsent_next)
+        self->unsent_next->unsent_prev = self;
+    *self->env->unsent = self;
+}
+
+void dispatch_request_send_unsent(dispatch_request_t **unsent)
+{
+    while (*unsent)
+        s_flush(*unsent); //  takes it out of the list
+}
+
 static dispatch_fail_t s_on_data(void *arg, const char *data, size_t size)
 {
     dispatch_request_t *self = arg;
@@ -526,7 +564,13 @@ static dispatch_fail_t s_on_data(void *arg, const char *data, size_t size)
                 s_flush(self); //  the complete events before the bad one
             return DISPATCH_FAIL_PROTOCOL;
         }
-        s_flush(self);
+        //  The first bytes go at once (and end failover); later ones wait
+        //  for the end of libcurl's round, which may read more: one CHUNK
+        //  for what one round brought, not one per 1 KiB read.
+        if (!self->relayed || !self->env->unsent)
+            s_flush(self);
+        else
+            s_send_later(self);
         return DISPATCH_FAIL_NONE;
     }
     bool ok = self->status >= 200 && self->status < 300;

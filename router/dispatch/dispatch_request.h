@@ -53,6 +53,8 @@ typedef struct {
     proto_metrics_t *metrics;        //  the metrics registry
     proto_trace_t *tracer;           //  the span sender, or NULL
     zsock_t *router;                 //  towards ingress, for CHUNKs
+    dispatch_request_t **unsent;     //  head of the requests with stream bytes to send
+                                     //  (dispatch_request_send_unsent)
     proto_metric_t *failovers;       //  counter of attempts replaced by another
     proto_metric_t *no_route;        //  counter of requests no candidate could take
     router_decision_t *decision;     //  scratch of each decision (~10 KiB), one per server:
@@ -65,6 +67,11 @@ typedef struct {
     dispatch_request_end_fn *on_end; //  forgets an ended request
     void *arg;                       //  its argument
 } dispatch_request_env_t;
+
+//  Sends a CHUNK for each request in *unsent (the stream bytes that one
+//  round of libcurl's reads made): called after each round
+//  (proto_curl_after_action), so what arrives together leaves together.
+void dispatch_request_send_unsent(dispatch_request_t **unsent);
 
 //  Takes a DISPATCH (nulls the caller's pointer) whose key the catalog
 //  knows. Does not start it. Caller owns return value.

@@ -58,6 +58,7 @@ struct _dispatch_server_t {
     dispatch_held_t *held;      //  DISPATCHes for a key our catalog lacks, waiting
     dispatch_request_env_t env; //  what the requests borrow: route, settle, catalog, ...
     zhashx_t *requests;         //  request id -> dispatch_request_t* in flight
+    dispatch_request_t *unsent; //  requests with stream bytes for their next CHUNK
     bool draining;              //  SIGTERM seen
     uint64_t drain_started_ms;  //  when SIGTERM came
     uint64_t last_dispatch_ms;  //  when the last DISPATCH came
@@ -318,6 +319,13 @@ static void s_collect(proto_metrics_t *metrics, void *arg)
                      (double)dispatch_taken_bytes(self->env.taken));
 }
 
+//  After each round of libcurl's reads: one CHUNK per stream for all it read.
+static void s_send_unsent(void *arg)
+{
+    dispatch_server_t *self = arg;
+    dispatch_request_send_unsent(&self->unsent);
+}
+
 dispatch_server_t *dispatch_server_new(proto_service_t *service)
 {
     dispatch_server_t *self = calloc(1, sizeof *self);
@@ -363,6 +371,9 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
         goto fail;
     }
     self->env.multi = proto_curl_new(self->loop);
+    self->env.unsent = &self->unsent;
+    if (self->env.multi)
+        proto_curl_after_action(self->env.multi, s_send_unsent, self);
     self->router = s_bind(ZMQ_ROUTER, self->config, "dispatch.bind");
     self->events = s_bind(ZMQ_PUB, self->config, "dispatch.events.bind");
     if (!self->env.multi || !self->router || !self->events)

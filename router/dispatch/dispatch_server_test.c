@@ -45,6 +45,28 @@ static const char s_test_events[] =
     "\"total_tokens\":15}}\n\n"
     "data: [DONE]\n\n";
 
+//  A long stream (upstream model "long"): S_TEST_LONG_EVENTS content events
+//  of ~110 bytes each, written at once, ~20 of dispatch's 1 KiB reads.
+#define S_TEST_LONG_EVENTS 200
+static char s_test_long[S_TEST_LONG_EVENTS * 128 + 512];
+
+static void s_test_long_events(void)
+{
+    size_t used = 0;
+    for (int i = 0; i < S_TEST_LONG_EVENTS; i++)
+        used +=
+            (size_t)snprintf(s_test_long + used, sizeof s_test_long - used,
+                             "data: {\"id\":\"c-3\",\"object\":\"chat.completion.chunk\","
+                             "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"w%03d \"}}]}\n\n",
+                             i);
+    snprintf(s_test_long + used, sizeof s_test_long - used,
+             "data: {\"id\":\"c-3\",\"object\":\"chat.completion.chunk\",\"choices\":[{"
+             "\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n"
+             "data: {\"id\":\"c-3\",\"object\":\"chat.completion.chunk\",\"choices\":[],"
+             "\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":200,\"total_tokens\":210}}"
+             "\n\ndata: [DONE]\n\n");
+}
+
 static enum MHD_Result s_test_upstream(void *arg, struct MHD_Connection *connection,
                                        const char *url, const char *method, const char *version,
                                        const char *upload_data, size_t *upload_data_size,
@@ -76,7 +98,7 @@ static enum MHD_Result s_test_upstream(void *arg, struct MHD_Connection *connect
         status = 500;
         text = "{\"error\":{\"message\":\"upstream broke\"}}";
     } else if (strstr(body, "\"stream\":true")) {
-        text = s_test_events;
+        text = strstr(body, "\"long\"") ? s_test_long : s_test_events;
         type = "text/event-stream";
     }
     struct MHD_Response *response =
@@ -129,7 +151,8 @@ static proto_msg_t *s_test_settle(proto_peer_t *billing, const char *rid)
 
 //  Everything ingress got for rid up to DONE: the bytes for the client in
 //  out (CHUNK bodies, then DONE's). Returns DONE's status.
-static uint64_t s_test_answer_of(proto_peer_t *ingress, const char *rid, char *out, size_t size)
+static uint64_t s_test_answer_of_counting(proto_peer_t *ingress, const char *rid, char *out,
+                                          size_t size, size_t *chunks)
 {
     size_t used = 0;
     out[0] = '\0';
@@ -138,6 +161,7 @@ static uint64_t s_test_answer_of(proto_peer_t *ingress, const char *rid, char *o
     proto_msg_t *chunk;
     while ((chunk = proto_peer_wait(ingress, PROTO_MSG_CHUNK, rid, 0))) {
         zframe_t *body = proto_msg_body(chunk);
+        (*chunks)++;
         if (body && used + zframe_size(body) < size) {
             memcpy(out + used, zframe_data(body), zframe_size(body));
             used += zframe_size(body);
@@ -155,10 +179,17 @@ static uint64_t s_test_answer_of(proto_peer_t *ingress, const char *rid, char *o
     return status;
 }
 
+static uint64_t s_test_answer_of(proto_peer_t *ingress, const char *rid, char *out, size_t size)
+{
+    size_t chunks = 0;
+    return s_test_answer_of_counting(ingress, rid, out, size, &chunks);
+}
+
 void dispatch_server_test(bool verbose)
 {
     if (verbose)
         printf(" * dispatch_server: ");
+    s_test_long_events();
     struct MHD_Daemon *upstream = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, 0, NULL, NULL, s_test_upstream, NULL,
         MHD_OPTION_NOTIFY_COMPLETED, s_test_upload_done, NULL, MHD_OPTION_END);
@@ -175,12 +206,13 @@ void dispatch_server_test(bool verbose)
              "\"provider_keys\":[{\"id\":11,\"provider_id\":1,\"secret\":\"sk-test\"},"
              "{\"id\":21,\"provider_id\":2,\"secret\":\"sk-test\"}],"
              "\"models\":[{\"id\":5,\"name\":\"m\"},{\"id\":6,\"name\":\"failover\"},"
-             "{\"id\":8,\"name\":\"down\"}],"
+             "{\"id\":8,\"name\":\"down\"},{\"id\":9,\"name\":\"long\"}],"
              "\"routes\":[{\"id\":1,\"model_id\":5,\"provider_id\":1,\"upstream_model\":\"up\"},"
              "{\"id\":2,\"model_id\":6,\"provider_id\":2,\"upstream_model\":\"broken\","
              "\"priority\":10},"
              "{\"id\":3,\"model_id\":6,\"provider_id\":1,\"upstream_model\":\"up\"},"
-             "{\"id\":4,\"model_id\":8,\"provider_id\":2,\"upstream_model\":\"broken\"}]}",
+             "{\"id\":4,\"model_id\":8,\"provider_id\":2,\"upstream_model\":\"broken\"},"
+             "{\"id\":5,\"model_id\":9,\"provider_id\":1,\"upstream_model\":\"long\"}]}",
              (int)info->port, (int)info->port);
     char error[512];
     const char *settings[] = {"dispatch.bind",
@@ -224,6 +256,28 @@ void dispatch_server_test(bool verbose)
     PROTO_CHECK(hel && strstr(hel, "\"lo\"") && strstr(answer, "[DONE]"));
     settle = s_test_settle(billing, "d-2");
     PROTO_CHECK(proto_msg_tokens_out(settle) == 5);
+    proto_msg_destroy(&settle);
+
+    //  A long stream read ~1 KiB at a time: every event relayed in order,
+    //  in one CHUNK for what one round of reads brought (the first goes
+    //  alone, at once), not one per read.
+    s_test_dispatch(ingress, "d-long", "long", 3, true);
+    static char long_answer[sizeof s_test_long + 1024];
+    size_t chunks = 0;
+    PROTO_CHECK(s_test_answer_of_counting(ingress, "d-long", long_answer, sizeof long_answer,
+                                          &chunks) == 200);
+    //  All of it but the usage-only event, which the client did not ask for.
+    const char *usage = strstr(
+        s_test_long, "data: {\"id\":\"c-3\",\"object\":\"chat.completion.chunk\",\"choices\":[],");
+    PROTO_CHECK(usage);
+    size_t before = (size_t)(usage - s_test_long);
+    PROTO_CHECK(strncmp(long_answer, s_test_long, before) == 0);
+    PROTO_CHECK(strcmp(long_answer + before, "data: [DONE]\n\n") == 0);
+    if (verbose)
+        printf("(%zu CHUNKs for %zu bytes) ", chunks, strlen(s_test_long));
+    PROTO_CHECK(chunks >= 1 && chunks <= 6);
+    settle = s_test_settle(billing, "d-long");
+    PROTO_CHECK(proto_msg_tokens_out(settle) == 200);
     proto_msg_destroy(&settle);
 
     //  A 500 before the first byte fails over to the next candidate (on

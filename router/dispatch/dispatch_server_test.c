@@ -185,6 +185,31 @@ static uint64_t s_test_answer_of(proto_peer_t *ingress, const char *rid, char *o
     return s_test_answer_of_counting(ingress, rid, out, size, &chunks);
 }
 
+static void s_test_long_stream(proto_peer_t *ingress, proto_peer_t *billing, bool verbose)
+{
+    //  A long stream read ~1 KiB at a time: every event relayed in order,
+    //  in one CHUNK for what one round of reads brought (the first goes
+    //  alone, at once), not one per read.
+    s_test_dispatch(ingress, "d-long", "long", 3, true);
+    static char long_answer[sizeof s_test_long + 1024];
+    size_t chunks = 0;
+    PROTO_CHECK(s_test_answer_of_counting(ingress, "d-long", long_answer, sizeof long_answer,
+                                          &chunks) == 200);
+    //  All of it but the usage-only event, which the client did not ask for.
+    const char *usage = strstr(
+        s_test_long, "data: {\"id\":\"c-3\",\"object\":\"chat.completion.chunk\",\"choices\":[],");
+    PROTO_CHECK(usage);
+    size_t before = (size_t)(usage - s_test_long);
+    PROTO_CHECK(strncmp(long_answer, s_test_long, before) == 0);
+    PROTO_CHECK(strcmp(long_answer + before, "data: [DONE]\n\n") == 0);
+    if (verbose)
+        printf("(%zu CHUNKs for %zu bytes) ", chunks, strlen(s_test_long));
+    PROTO_CHECK(chunks >= 1 && chunks <= 6);
+    proto_msg_t *settle = s_test_settle(billing, "d-long");
+    PROTO_CHECK(proto_msg_tokens_out(settle) == 200);
+    proto_msg_destroy(&settle);
+}
+
 void dispatch_server_test(bool verbose)
 {
     if (verbose)
@@ -258,27 +283,7 @@ void dispatch_server_test(bool verbose)
     PROTO_CHECK(proto_msg_tokens_out(settle) == 5);
     proto_msg_destroy(&settle);
 
-    //  A long stream read ~1 KiB at a time: every event relayed in order,
-    //  in one CHUNK for what one round of reads brought (the first goes
-    //  alone, at once), not one per read.
-    s_test_dispatch(ingress, "d-long", "long", 3, true);
-    static char long_answer[sizeof s_test_long + 1024];
-    size_t chunks = 0;
-    PROTO_CHECK(s_test_answer_of_counting(ingress, "d-long", long_answer, sizeof long_answer,
-                                          &chunks) == 200);
-    //  All of it but the usage-only event, which the client did not ask for.
-    const char *usage = strstr(
-        s_test_long, "data: {\"id\":\"c-3\",\"object\":\"chat.completion.chunk\",\"choices\":[],");
-    PROTO_CHECK(usage);
-    size_t before = (size_t)(usage - s_test_long);
-    PROTO_CHECK(strncmp(long_answer, s_test_long, before) == 0);
-    PROTO_CHECK(strcmp(long_answer + before, "data: [DONE]\n\n") == 0);
-    if (verbose)
-        printf("(%zu CHUNKs for %zu bytes) ", chunks, strlen(s_test_long));
-    PROTO_CHECK(chunks >= 1 && chunks <= 6);
-    settle = s_test_settle(billing, "d-long");
-    PROTO_CHECK(proto_msg_tokens_out(settle) == 200);
-    proto_msg_destroy(&settle);
+    s_test_long_stream(ingress, billing, verbose);
 
     //  A 500 before the first byte fails over to the next candidate (on
     //  another provider: on the same one, the model that served this client

@@ -266,6 +266,12 @@ void proto_msg_set_routing_id(proto_msg_t *self, zframe_t *routing_id)
     self->routing_id = routing_id ? zframe_dup(routing_id) : NULL;
 }
 
+void proto_msg_set_routing_id_bytes(proto_msg_t *self, const void *data, size_t size)
+{
+    zframe_destroy(&self->routing_id);
+    self->routing_id = data ? zframe_new(data, size) : NULL;
+}
+
 proto_msg_t *proto_msg_reply(const proto_msg_t *request, proto_msg_type_t type)
 {
     proto_msg_t *reply = proto_msg_new(type);

@@ -332,6 +332,9 @@ bool proto_msg_peer_is(const proto_msg_t *self, const char *program);
 //  Routing id on ROUTER sockets. Borrowed / copied.
 zframe_t *proto_msg_routing_id(const proto_msg_t *self);
 void proto_msg_set_routing_id(proto_msg_t *self, zframe_t *routing_id);
+//  The same from bytes (NULL: none), for a holder that keeps a routing id
+//  without a zframe_t (~350 bytes of CZMQ's per frame).
+void proto_msg_set_routing_id_bytes(proto_msg_t *self, const void *data, size_t size);
 
 //  What happened to the messages of one type so far.
 typedef struct {

@@ -99,4 +99,7 @@ void dispatch_request_again(dispatch_request_t *self, proto_msg_t *msg);
 //  for the input and what reached the client. The request is destroyed.
 void dispatch_request_cancel(dispatch_request_t *self, proto_msg_t *cancel);
 
+//  Self test: what a request keeps of its DISPATCH, and how much.
+void dispatch_request_test(bool verbose);
+
 #endif

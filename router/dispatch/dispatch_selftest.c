@@ -4,6 +4,7 @@
 #include "dispatch_call.h"
 #include "dispatch_passthrough.h"
 #include "dispatch_policy.h"
+#include "dispatch_request.h"
 #include "dispatch_server.h"
 #include "dispatch_taken.h"
 #include "dispatch_reach.h"
@@ -13,6 +14,7 @@ static const proto_test_t s_tests[] = {
     {"dispatch_adapter", dispatch_adapter_test},
     {"dispatch_policy", dispatch_policy_test},
     {"dispatch_taken", dispatch_taken_test},
+    {"dispatch_request", dispatch_request_test},
     {"dispatch_server", dispatch_server_test},
     {"dispatch_reach", dispatch_reach_test},
     {"dispatch_audio", dispatch_audio_test},

@@ -366,6 +366,7 @@ size_t proto_trace_held(proto_trace_t *self)
 static void s_test_sink(proto_msg_t **msg_p, void *arg)
 {
     proto_msg_t **kept = arg;
+    proto_msg_destroy(kept); //  the last one sent is the one checked
     *kept = *msg_p;
     *msg_p = NULL;
 }

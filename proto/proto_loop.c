@@ -22,6 +22,7 @@ typedef struct {
     int fd;               //  watched descriptor
     proto_loop_fd_fn *fn; //  handler
     void *arg;            //  handler argument
+    uint64_t added;       //  the loop's epoll_wait count when it was added
 } s_watch_t;
 
 typedef struct {
@@ -60,6 +61,7 @@ struct _proto_loop_t {
     void *signal_arg;                  //  its argument
     bool stopped;                      //  run returns at the end of this turn
     uint64_t full_check_ms;            //  when every socket is next asked for ZMQ_EVENTS
+    uint64_t waits;                    //  epoll_wait calls so far
 };
 
 //  The loop running on this thread (proto_loop_run), for proto_loop_touched.
@@ -174,7 +176,7 @@ int proto_loop_add_fd(proto_loop_t *self, int fd, uint32_t events, proto_loop_fd
         return -1;
     s_watch_t *watch = malloc(sizeof *watch);
     assert(watch);
-    *watch = (s_watch_t){fd, fn, arg};
+    *watch = (s_watch_t){fd, fn, arg, self->waits};
     self->watches[fd] = watch;
     return 0;
 }
@@ -432,10 +434,14 @@ static int s_run(proto_loop_t *self)
         int count = epoll_wait(self->epoll_fd, events, 256, wait);
         if (count < 0 && errno != EINTR)
             return -1;
+        self->waits++;
         for (int i = 0; i < count; i++) {
             int fd = events[i].data.fd;
-            //  An earlier handler in this batch may have removed this fd.
-            if (fd < self->watch_capacity && self->watches[fd]) {
+            //  An earlier handler in this batch may have removed this fd, or
+            //  closed it and watched a new descriptor with the same number:
+            //  this batch's events are the old one's, not the new watch's.
+            if (fd < self->watch_capacity && self->watches[fd] &&
+                self->watches[fd]->added < self->waits) {
                 s_watch_t watch = *self->watches[fd];
                 watch.fn(self, fd, events[i].events, watch.arg);
             }
@@ -493,10 +499,71 @@ static void s_test_socket_timer(proto_loop_t *loop, zsock_t *socket, void *arg)
     proto_loop_add_timer(loop, 0, false, s_test_stop, NULL);
 }
 
+//  Two readable pipes in one epoll batch: the first handler to run closes
+//  the other's read end and watches a new pipe that takes its number. The
+//  batch's event for the old descriptor must not reach the new watch.
+typedef struct {
+    int reads[2];    //  the two pipes' read ends
+    int writes[2];   //  their write ends
+    int fresh[2];    //  the new pipe
+    bool swapped;    //  the first handler ran
+    int fresh_calls; //  the new watch's handler ran (nothing was written to it)
+} s_test_reuse_t;
+
+static void s_test_fresh(proto_loop_t *loop, int fd, uint32_t events, void *arg)
+{
+    ((s_test_reuse_t *)arg)->fresh_calls++;
+}
+
+static void s_test_reused(proto_loop_t *loop, int fd, uint32_t events, void *arg)
+{
+    s_test_reuse_t *test = arg;
+    if (test->swapped)
+        return;
+    test->swapped = true;
+    int other = test->reads[0] == fd ? 1 : 0;
+    int number = test->reads[other];
+    proto_loop_remove_fd(loop, number);
+    close(number);
+    PROTO_CHECK(pipe(test->fresh) == 0);
+    PROTO_CHECK(test->fresh[0] == number); //  the lowest free number
+    PROTO_CHECK(proto_loop_add_fd(loop, test->fresh[0], EPOLLIN, s_test_fresh, test) == 0);
+    test->reads[other] = -1;
+    proto_loop_add_timer(loop, 50, false, s_test_stop, NULL);
+}
+
+static void s_test_number_reuse(void)
+{
+    proto_loop_t *loop = proto_loop_new();
+    s_test_reuse_t test = {.swapped = false};
+    for (int i = 0; i < 2; i++) {
+        int fds[2];
+        PROTO_CHECK(pipe(fds) == 0);
+        test.reads[i] = fds[0];
+        test.writes[i] = fds[1];
+        PROTO_CHECK(proto_loop_add_fd(loop, fds[0], EPOLLIN, s_test_reused, &test) == 0);
+        PROTO_CHECK(write(fds[1], "x", 1) == 1);
+    }
+    proto_loop_run(loop);
+    PROTO_CHECK(test.swapped && test.fresh_calls == 0);
+    for (int i = 0; i < 2; i++) {
+        if (test.reads[i] >= 0) {
+            proto_loop_remove_fd(loop, test.reads[i]);
+            close(test.reads[i]);
+        }
+        close(test.writes[i]);
+    }
+    proto_loop_remove_fd(loop, test.fresh[0]);
+    close(test.fresh[0]);
+    close(test.fresh[1]);
+    proto_loop_destroy(&loop);
+}
+
 void proto_loop_test(bool verbose)
 {
     if (verbose)
         printf(" * proto_loop: ");
+    s_test_number_reuse();
     proto_loop_t *loop = proto_loop_new();
     PROTO_CHECK(loop);
     s_test_state_t state = {0};

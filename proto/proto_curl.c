@@ -142,7 +142,13 @@ static int s_socket_fn(CURL *easy, curl_socket_t fd, int what, void *arg, void *
         return 0;
     }
     uint32_t events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-    if (*state & S_WATCHED) {
+    //  The table is trusted only where we know the registration is live:
+    //  libcurl says it watches through us (socketp), or a connection's
+    //  socket parked and never closed behind our back. Any other entry may
+    //  be a closed socket's (libcurl closes its resolver's without a word):
+    //  it is added afresh below.
+    bool parked = (*state & (S_OPENED | S_PARKED | S_WATCHED)) == (S_OPENED | S_PARKED | S_WATCHED);
+    if ((*state & S_WATCHED) && (socketp || parked)) {
         if ((*state & S_EVENTS) != events && proto_loop_modify_fd(self->loop, fd, events) != 0) {
             s_unwatch(self, fd);
             return s_socket_fn(easy, fd, what, arg, NULL);

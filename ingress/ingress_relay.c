@@ -28,6 +28,8 @@
 
 static int s_pick_dispatch(ingress_server_t *self, ingress_request_t *r, bool reachable);
 static void s_send_dispatch(ingress_server_t *self, ingress_request_t *r, int chosen);
+static void s_send_dispatch_to(ingress_server_t *self, ingress_request_t *r, int chosen,
+                               bool asked);
 
 static void s_free_frame(void *arg)
 {
@@ -455,6 +457,28 @@ void ingress_relay_dispatch(ingress_server_t *self, ingress_request_t *r)
 //  Sends the DISPATCH to instance `chosen` (with a live connection).
 static void s_send_dispatch(ingress_server_t *self, ingress_request_t *r, int chosen)
 {
+    s_send_dispatch_to(self, r, chosen, false);
+}
+
+//  Every instance refused the send. libzmq's send path looks at a socket's
+//  news (a connection made, a queue drained) at most once a millisecond;
+//  ZMQ_EVENTS looks now. The first instance that takes a message after that
+//  gets the request; false when none does.
+static bool s_send_asked(ingress_server_t *self, ingress_request_t *r)
+{
+    for (int i = 0; i < self->dispatch_count; i++) {
+        int index = (int)((self->next_dispatch + (unsigned)i) % (unsigned)self->dispatch_count);
+        if (proto_loop_events(self->dispatch[index].socket) & ZMQ_POLLOUT) {
+            self->next_dispatch = (unsigned)index + 1;
+            s_send_dispatch_to(self, r, index, true);
+            return true;
+        }
+    }
+    return false;
+}
+
+static void s_send_dispatch_to(ingress_server_t *self, ingress_request_t *r, int chosen, bool asked)
+{
     proto_msg_t *msg = proto_msg_new(PROTO_MSG_DISPATCH);
     ingress_request_stamp(r, msg, self->request_timeout_ms);
     proto_msg_set_client_protocol(msg, (uint64_t)r->protocol);
@@ -489,9 +513,11 @@ static void s_send_dispatch(ingress_server_t *self, ingress_request_t *r, int ch
         if (next >= 0) {
             log_debug(r->id, "dispatch %d refused the request; trying %d", chosen, next);
             self->next_dispatch = (unsigned)next + 1;
-            s_send_dispatch(self, r, next);
+            s_send_dispatch_to(self, r, next, asked);
             return;
         }
+        if (!asked && s_send_asked(self, r))
+            return;
         log_warn(r->id, "no dispatch instance took the request (the last, %d, refused it)", chosen);
         r->phase = INGRESS_PHASE_ANSWERED;
         ingress_admit_settle(r, 503);

@@ -94,6 +94,25 @@ void ingress_daemon_stop_waiting(ingress_daemon_t *self, struct MHD_Connection *
 //  Connections closed because their request was not read by the deadline.
 uint64_t ingress_daemon_deadline_closes(ingress_daemon_t *self);
 
+//  A connection's pool (limits->connection_memory) holds its request's
+//  head and then the answer's headers and, for a stream, its chunk buffer.
+//  MHD refuses a head that leaves no room with its own HTML 431, and one
+//  that leaves too little for the answer gets no answer at all: the
+//  connection closes. So the owner refuses, in its clients' own format and
+//  with no headers of its own, a head over ingress_daemon_head_room: the
+//  pool less what our answers' headers and a stream's chunk buffer need
+//  (measured with 0.9.75: a stream's answer failed ~300 bytes from the top).
+//  A head within ~150-200 bytes of the top still gets nothing: MHD takes it
+//  but cannot build even the 431's headers, and nothing here can help that.
+#define INGRESS_DAEMON_ANSWER_ROOM 512
+//  What the head of the request on `connection` takes of its pool, as
+//  MHD keeps it (request line; each header, argument and cookie and its
+//  list node).
+size_t ingress_daemon_head_size(struct MHD_Connection *connection, const char *url,
+                                const char *method);
+//  The largest head with room left for any answer.
+size_t ingress_daemon_head_room(ingress_daemon_t *self);
+
 //  Notes that a connection was resumed: MHD runs before the loop sleeps.
 void ingress_daemon_resumed(ingress_daemon_t *self);
 

@@ -26,6 +26,9 @@
 #define S_HOLD_RETRY_MS 100                    //  a held request looks for a dispatch again
 #define S_LOST_RETRY_MS 20                     //  one whose dispatch dropped looks for it again
 
+//  x-tollgate-dropped-fields is cut after this many bytes.
+#define S_DROPPED_HEADER_MAX 200
+
 static int s_pick_dispatch(ingress_server_t *self, ingress_request_t *r, bool reachable);
 static void s_send_dispatch(ingress_server_t *self, ingress_request_t *r, int chosen);
 static void s_send_dispatch_to(ingress_server_t *self, ingress_request_t *r, int chosen,
@@ -127,8 +130,21 @@ static void s_cut(ingress_request_t *r, int status, const char *code, const char
 static void s_gateway_headers(ingress_server_t *self, ingress_request_t *r, proto_msg_t *msg,
                               struct MHD_Response *response, uint64_t upstream_us)
 {
-    if (proto_msg_has(msg, PROTO_FIELD_dropped))
-        MHD_add_response_header(response, "x-tollgate-dropped-fields", proto_msg_dropped(msg));
+    if (proto_msg_has(msg, PROTO_FIELD_dropped)) {
+        //  The answer's headers share the connection's pool with the
+        //  request's head (ingress_daemon_head_room): a long list is cut at
+        //  a field's end.
+        const char *dropped = proto_msg_dropped(msg);
+        char cut[S_DROPPED_HEADER_MAX + 4];
+        if (strlen(dropped) > S_DROPPED_HEADER_MAX) {
+            int end = S_DROPPED_HEADER_MAX;
+            while (end > 0 && dropped[end] != ',')
+                end--;
+            snprintf(cut, sizeof cut, "%.*s,...", end, dropped);
+            dropped = cut;
+        }
+        MHD_add_response_header(response, "x-tollgate-dropped-fields", dropped);
+    }
     char overhead[32];
     ingress_parse_ms_text(
         ingress_parse_overhead_us(r->received_us, proto_loop_now_us(), upstream_us), overhead,

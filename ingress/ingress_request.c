@@ -94,6 +94,8 @@ bool ingress_request_register(ingress_request_t *r)
 
 static void s_add_common_headers(ingress_request_t *r, struct MHD_Response *response)
 {
+    if (r->bare_answer)
+        return;
     MHD_add_response_header(response, "x-request-id", r->id);
     if (r->received_us) {
         //  Local answers spent no time upstream: all of it is ours.

@@ -73,6 +73,7 @@ struct _ingress_request_t {
     bool registered;                        //  pipeline holder: id is in server->requests
     bool in_handler;                        //  inside MHD's access handler: may queue
     bool first_call;                        //  inside the handler's first call (headers only)
+    bool bare_answer;                       //  no headers of ours: the pool is nearly full (431)
     bool close_now;                         //  answer without reading the body (413)
     bool suspended;                         //  connection suspended by us
     bool reader_waiting;                    //  suspended by the content reader

@@ -87,7 +87,7 @@ static const s_key_t s_keys[] = {
     //  ingress's 190 MiB with 10,000 streams open (docs/benchmarks.md).
     {"ingress.connection_memory", S_INT, "8192", 4096, 1048576, false,
      "bytes of MHD pool per client connection: the request's headers, then the write buffer; "
-     "headers above about 1 KiB less are refused 431 (the SDKs send under 2 KiB)"},
+     "heads above the pool less 512 bytes are refused 431 (the SDKs send under 2 KiB)"},
     {"ingress.max_connections_per_ip", S_INT, "1000", 0, 1000000, false,
      "client connections open at once from one address; 0 = no limit (behind a proxy)"},
     {"ingress.read_timeout_ms", S_INT, "30000", 0, 3600000, false,

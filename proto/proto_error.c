@@ -62,6 +62,7 @@ static const char *s_gemini_status(int status)
     switch (status) {
     case 400:
     case 413:
+    case 431:
         return "INVALID_ARGUMENT";
     case 401:
         return "UNAUTHENTICATED";

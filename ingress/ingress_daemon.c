@@ -90,6 +90,11 @@ static void s_conn_watch(ingress_daemon_t *self, s_conn_t *conn)
 {
     conn->watched = conn->fd >= 0 && proto_loop_add_fd(self->loop, conn->fd, S_HANGUP_EVENTS,
                                                        s_conn_hangup, conn) == 0;
+    //  Not fatal: a hang-up is then heard only when the answer is written
+    //  (ingress_daemon_wait_hangup tries again), but worth knowing.
+    if (!conn->watched && conn->fd >= 0)
+        log_warn(NULL, "http %s: cannot watch connection %d for hang-ups: %s", self->name, conn->fd,
+                 strerror(errno));
 }
 
 static void s_notify_connection(void *arg, struct MHD_Connection *connection, void **socket_context,
@@ -170,6 +175,7 @@ void ingress_daemon_wait_hangup(ingress_daemon_t *self, struct MHD_Connection *c
 
 void ingress_daemon_stop_waiting(ingress_daemon_t *self, struct MHD_Connection *connection)
 {
+    assert(self);
     s_conn_t *conn = s_conn_of(connection);
     if (conn)
         conn->hangup = NULL;

@@ -29,6 +29,8 @@
 
 #define INGRESS_MAX_BILLING 8   //  billing instances we connect to
 #define INGRESS_MAX_DISPATCH 16 //  dispatch instances we connect to
+//  A request's tried instances are bits of an unsigned (dispatch_tried).
+_Static_assert(INGRESS_MAX_DISPATCH <= 32, "dispatch_tried holds one bit per instance");
 
 //  One DEALER and what to tell its handler.
 struct _ingress_peer_t {

@@ -161,18 +161,27 @@ void proto_observe_first_byte(proto_metrics_t *metrics, proto_trace_t *tracer,
 //  Per candidate: 6 bytes per escaped byte of a 127-byte name, and room.
 #define S_DECISION_TEXT (64 + S_DECISION_SHOWN * (96 + 6 * 127))
 
+//  snprintf returns what it would have written: a text cut short leaves
+//  `used` at its end, never past it.
+static size_t s_within(size_t used)
+{
+    return used < S_DECISION_TEXT ? used : S_DECISION_TEXT - 1;
+}
+
 static void s_decision_attributes(const proto_candidate_t *candidates, size_t count,
                                   char text[S_DECISION_TEXT])
 {
     size_t used = (size_t)snprintf(text, S_DECISION_TEXT, "{\"candidates\":[");
     for (size_t i = 0; i < count && i < S_DECISION_SHOWN; i++) {
-        used += (size_t)snprintf(
-            text + used, S_DECISION_TEXT - used,
-            "%s{\"provider_id\":%" PRIu64 ",\"provider_key_id\":%" PRIu64 ",\"upstream_model\":\"",
-            i ? "," : "", candidates[i].provider_id, candidates[i].provider_key_id);
-        used += proto_log_json_escape(text + used, S_DECISION_TEXT - used,
-                                      candidates[i].upstream_model);
-        used += (size_t)snprintf(text + used, S_DECISION_TEXT - used, "\"}");
+        used = s_within(used + (size_t)snprintf(text + used, S_DECISION_TEXT - used,
+                                                "%s{\"provider_id\":%" PRIu64
+                                                ",\"provider_key_id\":%" PRIu64
+                                                ",\"upstream_model\":\"",
+                                                i ? "," : "", candidates[i].provider_id,
+                                                candidates[i].provider_key_id));
+        used = s_within(used + proto_log_json_escape(text + used, S_DECISION_TEXT - used,
+                                                     candidates[i].upstream_model));
+        used = s_within(used + (size_t)snprintf(text + used, S_DECISION_TEXT - used, "\"}"));
     }
     snprintf(text + used, S_DECISION_TEXT - used, "],\"count\":%zu}", count);
 }

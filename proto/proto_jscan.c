@@ -137,6 +137,16 @@ static bool s_digit(const char *p, const char *end)
 }
 
 //  Validates the number token at `at`; returns what follows it, or NULL.
+//  One digit or more from p: where they end, or NULL when there is none.
+static const char *s_digits(const char *p, const char *end)
+{
+    if (!s_digit(p, end))
+        return NULL;
+    while (s_digit(p, end))
+        p++;
+    return p;
+}
+
 //  Integers must fit int64 (strtoll), reals and, with INT_AS_REAL,
 //  integers must not overflow a double (strtod), as jansson checks.
 static const char *s_valid_number(const char *at, const char *end, int flags)
@@ -156,21 +166,16 @@ static const char *s_valid_number(const char *at, const char *end, int flags)
     size_t integer_digits = (size_t)(p - digits);
     bool integer = true;
     if (p < end && *p == '.') {
-        p++;
-        if (!s_digit(p, end))
+        if (!(p = s_digits(p + 1, end)))
             return NULL;
-        while (s_digit(p, end))
-            p++;
         integer = false;
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
         p++;
         if (p < end && (*p == '+' || *p == '-'))
             p++;
-        if (!s_digit(p, end))
+        if (!(p = s_digits(p, end)))
             return NULL;
-        while (s_digit(p, end))
-            p++;
         integer = false;
     }
     //  A number ends before the container does, so strtod below stops

@@ -89,6 +89,14 @@ void dispatch_convert_init(dispatch_convert_t *conv, const dispatch_adapter_t *a
     conv->content_type = "text/event-stream";
 }
 
+bool dispatch_convert_same(const dispatch_convert_t *a, const dispatch_convert_t *b)
+{
+    return memcmp(&a->usage, &b->usage, sizeof a->usage) == 0 &&
+           a->content_bytes == b->content_bytes && a->complete == b->complete &&
+           a->items == b->items && a->stream == b->stream && a->client_usage == b->client_usage &&
+           a->content_type == b->content_type && strcmp(a->error, b->error) == 0;
+}
+
 void dispatch_convert_clear(dispatch_convert_t *conv)
 {
     if (conv->extra && conv->adapter && conv->adapter->free_extra)

@@ -140,6 +140,11 @@ void dispatch_convert_init(dispatch_convert_t *conv, const dispatch_adapter_t *a
 //  dispatch_convert_init.
 void dispatch_convert_clear(dispatch_convert_t *conv);
 
+//  Whether two conversions hold the same state (usage, counts, flags,
+//  error): what the scanning and the jansson passthrough must agree on
+//  (dispatch_passthrough_test, fuzz_passthrough).
+bool dispatch_convert_same(const dispatch_convert_t *a, const dispatch_convert_t *b);
+
 //  Self test.
 void dispatch_adapter_test(bool verbose);
 

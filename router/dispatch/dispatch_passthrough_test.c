@@ -244,14 +244,6 @@ static void s_same(bool same, const char *what, const dispatch_adapter_t *row, c
     PROTO_CHECK(false);
 }
 
-static bool s_same_conv(const dispatch_convert_t *a, const dispatch_convert_t *b)
-{
-    return memcmp(&a->usage, &b->usage, sizeof a->usage) == 0 &&
-           a->content_bytes == b->content_bytes && a->complete == b->complete &&
-           a->items == b->items && a->stream == b->stream && a->client_usage == b->client_usage &&
-           a->content_type == b->content_type && strcmp(a->error, b->error) == 0;
-}
-
 static bool s_same_chunk(zchunk_t *a, zchunk_t *b)
 {
     return zchunk_size(a) == zchunk_size(b) &&
@@ -282,8 +274,8 @@ static void s_compare_event(const dispatch_adapter_t *row, const char *data, siz
     zchunk_t *out_a = zchunk_new(NULL, 0), *out_b = zchunk_new(NULL, 0);
     int rc_a = dispatch_passthrough_event(&a, &event, out_a);
     int rc_b = dispatch_passthrough_event_jansson(&b, &event, out_b);
-    s_same(rc_a == rc_b && s_same_conv(&a, &b) && s_same_chunk(out_a, out_b), "event", row, data,
-           size, name);
+    s_same(rc_a == rc_b && dispatch_convert_same(&a, &b) && s_same_chunk(out_a, out_b), "event",
+           row, data, size, name);
     zchunk_destroy(&out_a);
     zchunk_destroy(&out_b);
     dispatch_convert_clear(&a);
@@ -298,8 +290,8 @@ static void s_compare_body(const dispatch_adapter_t *row, const char *data, size
     zchunk_t *out_a = zchunk_new(NULL, 0), *out_b = zchunk_new(NULL, 0);
     int rc_a = dispatch_passthrough_body(&a, data, size, out_a);
     int rc_b = dispatch_passthrough_body_jansson(&b, data, size, out_b);
-    s_same(rc_a == rc_b && s_same_conv(&a, &b) && s_same_chunk(out_a, out_b), "body", row, data,
-           size, "");
+    s_same(rc_a == rc_b && dispatch_convert_same(&a, &b) && s_same_chunk(out_a, out_b), "body", row,
+           data, size, "");
     zchunk_destroy(&out_a);
     zchunk_destroy(&out_b);
     dispatch_convert_clear(&a);
@@ -316,7 +308,7 @@ static void s_compare_request(const dispatch_adapter_t *row, const char *data, s
     size_t size_a = 0, size_b = 0;
     int rc_a = dispatch_passthrough_request(&a, data, size, "up-model", &out_a, &size_a);
     int rc_b = dispatch_passthrough_request_jansson(&b, data, size, "up-model", &out_b, &size_b);
-    bool same = rc_a == rc_b && s_same_conv(&a, &b) && size_a == size_b &&
+    bool same = rc_a == rc_b && dispatch_convert_same(&a, &b) && size_a == size_b &&
                 (!out_a || memcmp(out_a, out_b, size_a) == 0);
     s_same(same, "request", row, data, size, "");
     free(out_a);
@@ -393,8 +385,8 @@ static void s_compare_stream(const s_corpus_t *corpus)
                                        true,       item->data, item->size};
             int rc_a = dispatch_passthrough_event(&a, &event, out_a);
             int rc_b = dispatch_passthrough_event_jansson(&b, &event, out_b);
-            s_same(rc_a == rc_b && s_same_conv(&a, &b) && s_same_chunk(out_a, out_b), "stream",
-                   s_rows[i], item->data, item->size, item->name);
+            s_same(rc_a == rc_b && dispatch_convert_same(&a, &b) && s_same_chunk(out_a, out_b),
+                   "stream", s_rows[i], item->data, item->size, item->name);
         }
         zchunk_destroy(&out_a);
         zchunk_destroy(&out_b);

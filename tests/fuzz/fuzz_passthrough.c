@@ -36,14 +36,6 @@ static void s_valid(const char *text, size_t size)
     }
 }
 
-static bool s_same_conv(const dispatch_convert_t *a, const dispatch_convert_t *b)
-{
-    return memcmp(&a->usage, &b->usage, sizeof a->usage) == 0 &&
-           a->content_bytes == b->content_bytes && a->complete == b->complete &&
-           a->items == b->items && a->stream == b->stream && a->client_usage == b->client_usage &&
-           a->content_type == b->content_type && strcmp(a->error, b->error) == 0;
-}
-
 static bool s_same_chunk(zchunk_t *a, zchunk_t *b)
 {
     return zchunk_size(a) == zchunk_size(b) &&
@@ -87,7 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     s_conv(&b, row, options);
     if (dispatch_passthrough_event(&a, &event, out_a) !=
             dispatch_passthrough_event_jansson(&b, &event, out_b) ||
-        !s_same_conv(&a, &b) || !s_same_chunk(out_a, out_b))
+        !dispatch_convert_same(&a, &b) || !s_same_chunk(out_a, out_b))
         abort();
     dispatch_convert_clear(&a);
     dispatch_convert_clear(&b);
@@ -96,7 +88,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     s_conv(&b, row, options);
     if (dispatch_passthrough_body(&a, text, size, out_a) !=
             dispatch_passthrough_body_jansson(&b, text, size, out_b) ||
-        !s_same_conv(&a, &b) || !s_same_chunk(out_a, out_b))
+        !dispatch_convert_same(&a, &b) || !s_same_chunk(out_a, out_b))
         abort();
     dispatch_convert_clear(&a);
     dispatch_convert_clear(&b);
@@ -108,7 +100,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc_a = dispatch_passthrough_request(&a, text, size, "up-model", &request_a, &size_a);
     int rc_b =
         dispatch_passthrough_request_jansson(&b, text, size, "up-model", &request_b, &size_b);
-    if (rc_a != rc_b || !s_same_conv(&a, &b) || size_a != size_b ||
+    if (rc_a != rc_b || !dispatch_convert_same(&a, &b) || size_a != size_b ||
         (request_a && memcmp(request_a, request_b, size_a) != 0))
         abort();
     free(request_a);

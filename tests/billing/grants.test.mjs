@@ -3,6 +3,7 @@
 // once (a journal entry of kind 'grant', the balance moved, billing told) even with both
 // ledgers checking every 100 ms, including periods granted at once for a start in the past.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
@@ -99,7 +100,15 @@ describe('recurring grants', () => {
     await waitFor(async () => (await chat(key)) === 200, { timeout: 10000, message: 'admitted on the granted credit' });
   });
 
+  // Periods each ledger says it granted: the cluster's own (its log file) and the second one.
+  function grantedBy() {
+    const count = (text) => [...text.matchAll(/grants: (\d+) period/g)].reduce((n, m) => n + Number(m[1]), 0);
+    return { first: count(fs.readFileSync(path.join(cluster.dir, 'log', 'ledger.log'), 'utf8')),
+      second: count(second.output()) };
+  }
+
   test('periods since a start in the past are each granted once, racing two ledgers', async () => {
+    const before = grantedBy();
     const now = new Date();
     const plans = [];
     for (let i = 0; i < 8; i++) plans.push({ every: 'day', start: new Date(now - (20 + i) * DAY) });
@@ -138,9 +147,14 @@ describe('recurring grants', () => {
       assert.equal(grant.last_period.slice(0, 10), periodStart(plan.every, now).toISOString().slice(0, 10));
     }
     assert.equal((await json('account', 'show', 'backfill')).balance_micros, 250000 * expected);
-    // Both ledgers took part (on this machine they split the periods about 60/40).
-    const bySecond = [...second.output().matchAll(/grants: (\d+) period/g)].reduce((n, m) => n + Number(m[1]), 0);
-    assert.ok(bySecond < expected, `the second ledger granted ${bySecond} of ${expected}`);
+    // Each period was granted by one ledger, and said so once: what the two
+    // logged adds up to the periods. How they split them depends on timing
+    // (about 60/40 on a quiet machine; under AddressSanitizer and load one
+    // ledger can win every round), so the split is reported, not asserted.
+    const after = grantedBy();
+    const [byFirst, bySecond] = [after.first - before.first, after.second - before.second];
+    assert.equal(byFirst + bySecond, expected, `granted ${byFirst} + ${bySecond}`);
+    console.log(`# the first ledger granted ${byFirst}, the second ${bySecond} of ${expected}`);
     assert.match(await cli('ledger', 'check'), /ledger check: OK/);
   });
 

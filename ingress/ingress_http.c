@@ -146,12 +146,12 @@ static void s_answer_models(ingress_server_t *self, ingress_request_t *r)
     const proto_api_key_t *key = proto_catalog_key(self->catalog, r->key_id);
     char *text;
     if (r->route->kind == INGRESS_ROUTE_MODEL) {
-        text = ingress_models_one(self->catalog, key, r->protocol, r->path_model);
+        const char *model = r->path_model ? r->path_model : "";
+        text = ingress_models_one(self->catalog, key, r->protocol, model);
         if (!text) {
             char message[INGRESS_MODEL_MAX + 96];
             snprintf(message, sizeof message,
-                     "The model '%s' does not exist or you do not have access to it.",
-                     r->path_model);
+                     "The model '%s' does not exist or you do not have access to it.", model);
             ingress_request_answer_error(r, 404, "model_not_found", message);
             return;
         }
@@ -231,11 +231,15 @@ static enum MHD_Result s_client_begin(ingress_server_t *self, ingress_request_t 
         ingress_request_answer(r, (unsigned)status, response);
         return MHD_YES;
     }
-    if (r->route->prefix &&
-        ingress_route_model(r->route, url, r->path_model, sizeof r->path_model) != 0) {
-        ingress_request_answer_error(r, 400, "invalid_request_error",
-                                     "The model name in the path is too long");
-        return MHD_YES;
+    if (r->route->prefix) {
+        char model[INGRESS_MODEL_MAX + 1];
+        if (ingress_route_model(r->route, url, model, sizeof model) != 0) {
+            ingress_request_answer_error(r, 400, "invalid_request_error",
+                                         "The model name in the path is too long");
+            return MHD_YES;
+        }
+        r->path_model = strdup(model);
+        assert(r->path_model);
     }
     if (r->route->stream == INGRESS_STREAM_ALWAYS) {
         //  Gemini streams SSE only with alt=sse; without it the answer is
@@ -343,18 +347,6 @@ static enum MHD_Result s_client_body(ingress_server_t *self, ingress_request_t *
     return MHD_YES;
 }
 
-//  Adds a capability to the request's list unless it is there already.
-static void s_need_capability(ingress_request_t *r, const char *name)
-{
-    char *list = r->parsed.capabilities;
-    size_t length = strlen(name);
-    for (const char *at = list; (at = strstr(at, name)); at += length)
-        if ((at == list || at[-1] == ',') && (at[length] == ',' || at[length] == '\0'))
-            return;
-    size_t used = strlen(list);
-    snprintf(list + used, sizeof r->parsed.capabilities - used, "%s%s", used ? "," : "", name);
-}
-
 //  Routing hints from the headers complete those of the body: X-Session-Id
 //  wins over the body's user ids, and Anthropic's 1M-context beta header
 //  needs keys that have that context.
@@ -363,22 +355,22 @@ static void s_route_hints(ingress_request_t *r)
     struct MHD_Connection *c = r->connection;
     const char *session = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-session-id");
     if (session && *session && strlen(session) <= INGRESS_SESSION_MAX)
-        snprintf(r->parsed.session, sizeof r->parsed.session, "%s", session);
+        ingress_body_set_session(&r->parsed, session);
     const char *beta = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "anthropic-beta");
     if (beta && strstr(beta, "context-1m"))
-        s_need_capability(r, "context-1m");
+        ingress_body_need_capability(&r->parsed, "context-1m");
     //  What the key, its account or the model is set to force, whatever the request.
     proto_catalog_t *catalog = r->server->catalog;
     const proto_api_key_t *key = catalog ? proto_catalog_key(catalog, r->key_id) : NULL;
     const proto_account_t *account = catalog ? proto_catalog_account(catalog, r->account_id) : NULL;
     for (size_t i = 0; key && i < key->force_capabilities.count; i++)
-        s_need_capability(r, key->force_capabilities.names[i]);
+        ingress_body_need_capability(&r->parsed, key->force_capabilities.names[i]);
     for (size_t i = 0; account && i < account->force_capabilities.count; i++)
-        s_need_capability(r, account->force_capabilities.names[i]);
+        ingress_body_need_capability(&r->parsed, account->force_capabilities.names[i]);
     const proto_model_t *model =
         catalog ? proto_catalog_model_for_client(catalog, r->parsed.model) : NULL;
     for (size_t i = 0; model && i < model->force_capabilities.count; i++)
-        s_need_capability(r, model->force_capabilities.names[i]);
+        ingress_body_need_capability(&r->parsed, model->force_capabilities.names[i]);
 }
 
 static enum MHD_Result s_client_submit(ingress_server_t *self, ingress_request_t *r)
@@ -404,8 +396,8 @@ static enum MHD_Result s_client_submit(ingress_server_t *self, ingress_request_t
     }
     char problem[300];
     if (ingress_parse_body(r->protocol, r->route->count_tokens,
-                           r->path_model[0] ? r->path_model : NULL, r->body, r->body_size,
-                           &r->parsed, problem, sizeof problem) != 0) {
+                           r->path_model && *r->path_model ? r->path_model : NULL, r->body,
+                           r->body_size, &r->parsed, problem, sizeof problem) != 0) {
         log_debug(r->id, "bad request: %s", problem);
         ingress_request_answer_error(r, 400, "invalid_request_error", problem);
         return MHD_YES;
@@ -517,14 +509,7 @@ void ingress_http_completed(void *arg, struct MHD_Connection *connection, void *
             r->status = 499;
     }
     r->connection = NULL;
-    if (r->live_prev)
-        r->live_prev->live_next = r->live_next;
-    else
-        self->live = r->live_next;
-    if (r->live_next)
-        r->live_next->live_prev = r->live_prev;
-    self->live_count--;
-    proto_metric_set(self->in_flight, (double)self->live_count);
+    ingress_request_unlink(r);
     const char *route = r->route ? r->route->name : "unmatched";
     proto_metric_add(s_requests_counter(self, route, s_model_label(self, r), r->status), 1);
     proto_metric_observe(s_duration_histogram(self, route),

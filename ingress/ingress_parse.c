@@ -255,27 +255,33 @@ static void s_scan_needs(json_t *node, int depth, bool *vision, bool *cache_1h)
     json_object_foreach(node, key, value) s_scan_needs(value, depth + 1, vision, cache_1h);
 }
 
-static void s_add_capability(ingress_body_t *out, const char *name)
+//  Appends a capability to a list of INGRESS_CAPABILITIES_MAX + 1 bytes
+//  unless it is there already, cut when full.
+static void s_add_capability(char *list, const char *name)
 {
-    size_t used = strlen(out->capabilities);
-    snprintf(out->capabilities + used, sizeof out->capabilities - used, "%s%s", used ? "," : "",
-             name);
+    size_t length = strlen(name);
+    for (const char *at = list; (at = strstr(at, name)); at += length)
+        if ((at == list || at[-1] == ',') && (at[length] == ',' || at[length] == '\0'))
+            return;
+    size_t used = strlen(list);
+    snprintf(list + used, INGRESS_CAPABILITIES_MAX + 1 - used, "%s%s", used ? "," : "", name);
 }
 
 //  Routing hints from the body: the session that binds a conversation to
 //  one upstream (so prompt caches keep hitting) and the capabilities the
-//  request needs.
-static void s_route_hints(json_t *root, ingress_body_t *out)
+//  request needs (into a list of INGRESS_CAPABILITIES_MAX + 1 bytes).
+//  The session is borrowed from root; "" when none.
+static const char *s_route_hints(json_t *root, char *capabilities)
 {
     const char *session =
         json_string_value(json_object_get(json_object_get(root, "metadata"), "user_id"));
     if (!session)
         session = json_string_value(json_object_get(root, "user"));
-    if (session && strlen(session) <= INGRESS_SESSION_MAX)
-        snprintf(out->session, sizeof out->session, "%s", session);
+    if (!session || strlen(session) > INGRESS_SESSION_MAX)
+        session = "";
     json_t *tools = json_object_get(root, "tools");
     if (json_is_array(tools) && json_array_size(tools) > 0)
-        s_add_capability(out, "tools");
+        s_add_capability(capabilities, "tools");
     bool vision = false, cache_1h = false;
     s_scan_needs(json_object_get(root, "messages"), 0, &vision, &cache_1h);
     s_scan_needs(json_object_get(root, "contents"), 0, &vision, &cache_1h);
@@ -283,9 +289,52 @@ static void s_route_hints(json_t *root, ingress_body_t *out)
     s_scan_needs(json_object_get(root, "system"), 0, &vision, &cache_1h);
     s_scan_needs(tools, 0, &vision, &cache_1h);
     if (vision)
-        s_add_capability(out, "vision");
+        s_add_capability(capabilities, "vision");
     if (cache_1h)
-        s_add_capability(out, "prompt-cache-1h");
+        s_add_capability(capabilities, "prompt-cache-1h");
+    return session;
+}
+
+//  Puts the body's three texts in one allocation sized to them. They may
+//  point into the old one, which goes after the copy.
+static void s_set_texts(ingress_body_t *self, const char *model, const char *session,
+                        const char *capabilities)
+{
+    size_t model_size = strlen(model) + 1;
+    size_t session_size = strlen(session) + 1;
+    size_t capabilities_size = strlen(capabilities) + 1;
+    char *texts = malloc(model_size + session_size + capabilities_size);
+    assert(texts);
+    memcpy(texts, model, model_size);
+    memcpy(texts + model_size, session, session_size);
+    memcpy(texts + model_size + session_size, capabilities, capabilities_size);
+    free(self->texts);
+    self->texts = texts;
+    self->model = texts;
+    self->session = texts + model_size;
+    self->capabilities = texts + model_size + session_size;
+}
+
+void ingress_body_release(ingress_body_t *self)
+{
+    free(self->texts);
+    self->texts = NULL;
+    self->model = self->session = self->capabilities = "";
+}
+
+void ingress_body_set_session(ingress_body_t *self, const char *session)
+{
+    assert(strlen(session) <= INGRESS_SESSION_MAX);
+    s_set_texts(self, self->model, session, self->capabilities);
+}
+
+void ingress_body_need_capability(ingress_body_t *self, const char *name)
+{
+    char list[INGRESS_CAPABILITIES_MAX + 1];
+    snprintf(list, sizeof list, "%s", self->capabilities);
+    s_add_capability(list, name);
+    if (strcmp(list, self->capabilities) != 0)
+        s_set_texts(self, self->model, self->session, list);
 }
 
 //  The output limit the request sets itself, in each protocol's words
@@ -331,7 +380,7 @@ size_t ingress_parse_json_elements(const char *data, size_t size, size_t max)
 int ingress_parse_body(int protocol, bool count_tokens, const char *path_model, const char *data,
                        size_t size, ingress_body_t *out, char *error, size_t error_size)
 {
-    memset(out, 0, sizeof *out);
+    *out = INGRESS_BODY_EMPTY;
     json_error_t problem;
     json_t *root = json_loadb(data, size, JSON_REJECT_DUPLICATES, &problem);
     if (!root) {
@@ -359,7 +408,6 @@ int ingress_parse_body(int protocol, bool count_tokens, const char *path_model, 
              !json_is_null(stream))
         snprintf(error, error_size, "Invalid 'stream': expected a boolean");
     else {
-        snprintf(out->model, sizeof out->model, "%s", json_string_value(model));
         out->stream_given = stream && !json_is_null(stream);
         out->stream = protocol != PROTO_PROTOCOL_GEMINI &&
                       protocol != PROTO_PROTOCOL_OPENAI_EMBEDDINGS && !count_tokens &&
@@ -375,7 +423,9 @@ int ingress_parse_body(int protocol, bool count_tokens, const char *path_model, 
             json_t *n = json_object_get(root, "n");
             out->images = json_is_integer(n) ? (uint64_t)json_integer_value(n) : 1;
         }
-        s_route_hints(root, out);
+        char capabilities[INGRESS_CAPABILITIES_MAX + 1] = "";
+        const char *session = s_route_hints(root, capabilities);
+        s_set_texts(out, json_string_value(model), session, capabilities);
         rc = 0;
     }
     json_decref(model);
@@ -455,6 +505,8 @@ static void s_test_body_error(const char *body, const char *expect)
                                 error, sizeof error);
     PROTO_CHECK(rc == -1);
     PROTO_CHECK(strstr(error, expect));
+    //  Refused, it holds nothing and reads as empty.
+    PROTO_CHECK(!parsed.texts && !*parsed.model && !*parsed.session && !*parsed.capabilities);
 }
 
 //  Where the client's key is found, and which one wins.
@@ -546,6 +598,59 @@ static void s_test_ids(void)
     PROTO_CHECK(ingress_parse_traceparent_valid(trace));
 }
 
+//  Routing hints: sessions and needed capabilities, in each protocol's
+//  shape, and as the headers complete them.
+static void s_test_route_hints(void)
+{
+    ingress_body_t parsed;
+    char error[256];
+    const char *openai = "{\"model\":\"m\",\"user\":\"u-1\",\"tools\":[{\"type\":\"function\"}],"
+                         "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+                         "\"image_url\":{\"url\":\"data:image/png;base64,AA\"}}]}]}";
+    PROTO_CHECK(ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, openai, strlen(openai),
+                                   &parsed, error, sizeof error) == 0);
+    PROTO_CHECK(strcmp(parsed.session, "u-1") == 0);
+    PROTO_CHECK(strcmp(parsed.capabilities, "tools,vision") == 0);
+    //  The headers' hints (ingress_http) complete the body's.
+    ingress_body_set_session(&parsed, "h-3");
+    ingress_body_need_capability(&parsed, "vision");
+    ingress_body_need_capability(&parsed, "tool");
+    PROTO_CHECK(strcmp(parsed.model, "m") == 0 && strcmp(parsed.session, "h-3") == 0);
+    PROTO_CHECK(strcmp(parsed.capabilities, "tools,vision,tool") == 0);
+    ingress_body_release(&parsed);
+    PROTO_CHECK(!parsed.texts && !*parsed.model && !*parsed.session && !*parsed.capabilities);
+    {
+        //  The list keeps INGRESS_CAPABILITIES_MAX characters, as it did in
+        //  its fixed array.
+        ingress_body_t empty = INGRESS_BODY_EMPTY;
+        char name[40];
+        for (int i = 0; i < 20; i++) {
+            snprintf(name, sizeof name, "capability-%02d", i);
+            ingress_body_need_capability(&empty, name);
+        }
+        PROTO_CHECK(strlen(empty.capabilities) == INGRESS_CAPABILITIES_MAX);
+        PROTO_CHECK(strncmp(empty.capabilities, "capability-00,capability-01,", 28) == 0);
+        PROTO_CHECK(!*empty.model && !*empty.session);
+        ingress_body_release(&empty);
+    }
+    const char *anthropic = "{\"model\":\"m\",\"max_tokens\":5,\"metadata\":{\"user_id\":\"a-2\"},"
+                            "\"system\":[{\"type\":\"text\",\"text\":\"s\",\"cache_control\":"
+                            "{\"type\":\"ephemeral\",\"ttl\":\"1h\"}}],"
+                            "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    PROTO_CHECK(ingress_parse_body(PROTO_PROTOCOL_ANTHROPIC, false, NULL, anthropic,
+                                   strlen(anthropic), &parsed, error, sizeof error) == 0);
+    PROTO_CHECK(strcmp(parsed.session, "a-2") == 0);
+    PROTO_CHECK(strcmp(parsed.capabilities, "prompt-cache-1h") == 0);
+    ingress_body_release(&parsed);
+    const char *gemini = "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"inlineData\":"
+                         "{\"mimeType\":\"image/jpeg\",\"data\":\"AA\"}}]}]}";
+    PROTO_CHECK(ingress_parse_body(PROTO_PROTOCOL_GEMINI, false, "gemini-x", gemini, strlen(gemini),
+                                   &parsed, error, sizeof error) == 0);
+    PROTO_CHECK(strcmp(parsed.capabilities, "vision") == 0);
+    PROTO_CHECK(strcmp(parsed.model, "gemini-x") == 0);
+    ingress_body_release(&parsed);
+}
+
 //  Bodies of each protocol: model, stream, routing hints, refusals.
 static void s_test_bodies(void)
 {
@@ -559,6 +664,7 @@ static void s_test_bodies(void)
     PROTO_CHECK(strcmp(parsed.model, "gpt-x") == 0 && parsed.stream && parsed.include_usage);
     PROTO_CHECK(parsed.stream_given);
     PROTO_CHECK(parsed.tokens_estimate > 0);
+    ingress_body_release(&parsed);
     {
         ingress_body_t limits;
         const char *cases[][2] = {
@@ -575,6 +681,7 @@ static void s_test_bodies(void)
             PROTO_CHECK(ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, cases[i][0],
                                            strlen(cases[i][0]), &limits, error, sizeof error) == 0);
             PROTO_CHECK(limits.max_output == strtoull(cases[i][1], NULL, 10));
+            ingress_body_release(&limits);
         }
     }
     const char *plain = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
@@ -582,28 +689,8 @@ static void s_test_bodies(void)
                                    &parsed, error, sizeof error) == 0);
     PROTO_CHECK(!parsed.stream && !parsed.include_usage && !parsed.stream_given);
     PROTO_CHECK(parsed.session[0] == '\0' && parsed.capabilities[0] == '\0');
+    ingress_body_release(&parsed);
 
-    //  Routing hints: sessions and needed capabilities, in each protocol's shape.
-    const char *openai = "{\"model\":\"m\",\"user\":\"u-1\",\"tools\":[{\"type\":\"function\"}],"
-                         "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
-                         "\"image_url\":{\"url\":\"data:image/png;base64,AA\"}}]}]}";
-    PROTO_CHECK(ingress_parse_body(PROTO_PROTOCOL_OPENAI, false, NULL, openai, strlen(openai),
-                                   &parsed, error, sizeof error) == 0);
-    PROTO_CHECK(strcmp(parsed.session, "u-1") == 0);
-    PROTO_CHECK(strcmp(parsed.capabilities, "tools,vision") == 0);
-    const char *anthropic = "{\"model\":\"m\",\"max_tokens\":5,\"metadata\":{\"user_id\":\"a-2\"},"
-                            "\"system\":[{\"type\":\"text\",\"text\":\"s\",\"cache_control\":"
-                            "{\"type\":\"ephemeral\",\"ttl\":\"1h\"}}],"
-                            "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
-    PROTO_CHECK(ingress_parse_body(PROTO_PROTOCOL_ANTHROPIC, false, NULL, anthropic,
-                                   strlen(anthropic), &parsed, error, sizeof error) == 0);
-    PROTO_CHECK(strcmp(parsed.session, "a-2") == 0);
-    PROTO_CHECK(strcmp(parsed.capabilities, "prompt-cache-1h") == 0);
-    const char *gemini = "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"inlineData\":"
-                         "{\"mimeType\":\"image/jpeg\",\"data\":\"AA\"}}]}]}";
-    PROTO_CHECK(ingress_parse_body(PROTO_PROTOCOL_GEMINI, false, "gemini-x", gemini, strlen(gemini),
-                                   &parsed, error, sizeof error) == 0);
-    PROTO_CHECK(strcmp(parsed.capabilities, "vision") == 0);
     s_test_body_error("{\"model\":", "not valid JSON");
     s_test_body_error("", "not valid JSON");
     s_test_body_error("[1]", "JSON object");
@@ -670,6 +757,7 @@ static void s_test_bodies(void)
             PROTO_CHECK(rc == -1 && strstr(error, bodies[i].expect));
         else
             PROTO_CHECK(rc == 0 && parsed.stream == bodies[i].stream && *parsed.model);
+        ingress_body_release(&parsed);
     }
 }
 
@@ -720,6 +808,7 @@ void ingress_parse_test(bool verbose)
     s_test_ids();
 
     s_test_bodies();
+    s_test_route_hints();
 
     //  Overhead: elapsed less upstream, never negative, three decimals.
     PROTO_CHECK(ingress_parse_overhead_us(1000, 6000, 4000) == 1000);

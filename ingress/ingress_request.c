@@ -1,10 +1,13 @@
 #include "ingress_request.h"
 #include "ingress_daemon.h"
+#include "ingress_fixture.h"
 #include "ingress_server_private.h"
+#include "proto_check.h"
 #include "proto_error.h"
 #include "proto_loop.h"
 
 #include <assert.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +29,7 @@ ingress_request_t *ingress_request_new(ingress_server_t *self, struct MHD_Connec
     r->dispatch_index = -1;
     r->lost_index = -1;
     r->protocol = PROTO_PROTOCOL_OPENAI;
+    r->parsed = INGRESS_BODY_EMPTY;
     r->started_us = proto_loop_now_us();
     r->started_wall_us = proto_loop_wall_us();
     r->capture = proto_capture_headers_new(connection);
@@ -36,6 +40,20 @@ ingress_request_t *ingress_request_new(ingress_server_t *self, struct MHD_Connec
     self->live_count++;
     proto_metric_set(self->in_flight, (double)self->live_count);
     return r;
+}
+
+void ingress_request_unlink(ingress_request_t *r)
+{
+    ingress_server_t *self = r->server;
+    if (r->live_prev)
+        r->live_prev->live_next = r->live_next;
+    else
+        self->live = r->live_next;
+    if (r->live_next)
+        r->live_next->live_prev = r->live_prev;
+    r->live_prev = r->live_next = NULL;
+    self->live_count--;
+    proto_metric_set(self->in_flight, (double)self->live_count);
 }
 
 void ingress_request_unref(ingress_request_t *r)
@@ -49,6 +67,8 @@ void ingress_request_unref(ingress_request_t *r)
     ingress_buffer_destroy(&r->out);
     proto_msg_destroy(&r->admit_reply);
     proto_capture_destroy(&r->capture);
+    ingress_body_release(&r->parsed);
+    free(r->path_model);
     free(r->body);
     free(r);
 }
@@ -189,4 +209,70 @@ void ingress_request_stamp(ingress_request_t *r, proto_msg_t *msg, uint64_t time
     proto_msg_set_request_id(msg, r->id);
     proto_msg_set_trace(msg, r->trace);
     proto_msg_set_deadline(msg, proto_loop_wall_us() / 1000 + timeout_ms);
+}
+
+//  --------------------------------------------------------------------------
+//  Self test
+
+//  What a request in flight costs the ingress besides MHD's connection:
+//  its record and the texts its parse keeps. 10,000 open streams keep
+//  10,000 of them (docs/benchmarks.md); with the body's texts and the
+//  path's model in fixed arrays (~790 bytes, mostly unused) it was ~1.4
+//  KiB (mallinfo2 counts nothing under ASan, whose allocator is its own).
+static void s_test_size(ingress_fixture_t *test, bool verbose)
+{
+    enum { N = 1000 };
+    const char *chat = "{\"model\":\"gpt-4o-mini\",\"user\":\"user-1234\",\"stream\":true,"
+                       "\"tools\":[{\"type\":\"function\"}],"
+                       "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    const char *gemini = "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":\"hi\"}]}]}";
+    ingress_request_t **requests = calloc(N, sizeof *requests);
+    assert(requests);
+    char error[256];
+    size_t in_use = mallinfo2().uordblks;
+    for (int i = 0; i < N; i++) {
+        ingress_request_t *r = ingress_request_new(test->server, NULL);
+        //  Half OpenAI chats with a session and a capability, half Gemini
+        //  requests naming their model in the path.
+        if (i % 2) {
+            r->protocol = PROTO_PROTOCOL_GEMINI;
+            r->path_model = strdup("gemini-2.0-flash");
+            assert(r->path_model);
+        }
+        const char *body = i % 2 ? gemini : chat;
+        PROTO_CHECK(ingress_parse_body(r->protocol, false, r->path_model, body, strlen(body),
+                                       &r->parsed, error, sizeof error) == 0);
+        requests[i] = r;
+    }
+    size_t grown = mallinfo2().uordblks - in_use;
+    if (verbose)
+        printf("(%zu bytes per request, record %zu) ", grown / N, sizeof(ingress_request_t));
+    PROTO_CHECK(grown / N <= 800);
+    PROTO_CHECK(strcmp(requests[0]->parsed.model, "gpt-4o-mini") == 0);
+    PROTO_CHECK(strcmp(requests[0]->parsed.session, "user-1234") == 0);
+    PROTO_CHECK(strcmp(requests[0]->parsed.capabilities, "tools") == 0);
+    PROTO_CHECK(strcmp(requests[1]->parsed.model, "gemini-2.0-flash") == 0);
+    PROTO_CHECK(!*requests[1]->parsed.session && !*requests[1]->parsed.capabilities);
+    for (int i = 0; i < N; i++) {
+        ingress_request_unlink(requests[i]);
+        ingress_request_unref(requests[i]);
+    }
+    free(requests);
+}
+
+void ingress_request_test(bool verbose)
+{
+    if (verbose)
+        printf(" * ingress_request: ");
+    ingress_fixture_t *test = ingress_fixture_new(50);
+    //  A request that has not parsed a body reads as empty.
+    ingress_request_t *r = ingress_request_new(test->server, NULL);
+    PROTO_CHECK(!*r->parsed.model && !*r->parsed.session && !*r->parsed.capabilities);
+    PROTO_CHECK(!r->path_model);
+    ingress_request_unlink(r);
+    ingress_request_unref(r);
+    s_test_size(test, verbose);
+    ingress_fixture_destroy(&test);
+    if (verbose)
+        printf("OK\n");
 }

@@ -64,67 +64,70 @@ typedef enum {
 } ingress_phase_t;
 
 struct _ingress_request_t {
-    ingress_server_t *server;               //  owner
-    struct MHD_Connection *connection;      //  client connection; NULL once it has ended
-    const ingress_route_t *route;           //  matched route, NULL for 404/405
-    int protocol;                           //  client protocol of every answer
-    ingress_phase_t phase;                  //  where the request is
-    int refs;                               //  holders: connection, pipeline, reader
-    bool registered;                        //  pipeline holder: id is in server->requests
-    bool in_handler;                        //  inside MHD's access handler: may queue
-    bool first_call;                        //  inside the handler's first call (headers only)
-    bool bare_answer;                       //  no headers of ours: the pool is nearly full (431)
-    bool close_now;                         //  answer without reading the body (413)
-    bool suspended;                         //  connection suspended by us
-    bool reader_waiting;                    //  suspended by the content reader
-    bool watching;                          //  waits to hear its client hang up
-    char id[PROTO_MSG_RID_MAX + 1];         //  request id
-    char trace[INGRESS_TRACE_SIZE];         //  traceparent we send on
-    uint64_t key_id;                        //  authenticated client key
-    uint64_t account_id;                    //  its account
-    char *body;                             //  request body so far
-    size_t body_size;                       //  bytes in body
-    size_t body_capacity;                   //  bytes allocated for body
-    size_t body_discarded;                  //  bytes dropped after going over the limit
-    bool body_too_large;                    //  went over ingress.max_body_bytes
-    ingress_body_t parsed;                  //  what the body asks for
-    char path_model[INGRESS_MODEL_MAX + 1]; //  model named by the path (Gemini), "" when none
-    bool json_array;                        //  Gemini stream without alt=sse: one JSON array
-    proto_msg_t *admit_reply;               //  billing's answer, once in
-    ingress_lease_take_t lease;             //  what it took from a lease (lease_id 0: none)
-    int64_t reserve_micros;                 //  its admission estimate
-    bool done_seen;                         //  DONE came: done_cost is the real cost
-    int64_t done_cost;                      //  what it cost, priced from DONE's usage
-    uint64_t done_tokens;                   //  tokens it used, from DONE
-    int abandon_status;                     //  status to settle with when abandoned
-    int dispatch_index;                     //  dispatch socket holding it, -1 before
-    uint32_t dispatch_tried;                //  bit per dispatch instance sent the DISPATCH
-    uint64_t held_until_ms;                 //  held for a dispatch until then, 0 = never held
-    int lost_index;                         //  dispatch whose connection dropped holding it, -1
-    uint64_t lost_until_ms;                 //  waits for that one to come back until then
-    uint64_t dispatched_ms;                 //  when the DISPATCH last went out
-    uint64_t admit_resend_ms;               //  when ADMIT may be re-sent next, 0 = not yet
-    uint64_t admit_resend_gap_ms;           //  the gap after that (doubles, capped)
-    uint64_t next_sequence;                 //  CHUNK sequence expected next
-    struct MHD_Response *response;          //  response for the handler to queue
-    unsigned response_status;               //  its status
-    ingress_buffer_t *out;                  //  streamed bytes not yet read by MHD
-    bool upstream_done;                     //  no more bytes will come (DONE, cut, cancel)
-    bool client_gone;                       //  the client hung up while suspended
-    int status;                             //  status sent to the client, for metrics
-    uint64_t attempts;                      //  upstream attempts, from DONE
-    uint64_t started_us;                    //  monotonic, first handler call
-    uint64_t started_wall_us;               //  wall clock, for SETTLE
-    uint64_t received_us;                   //  monotonic, body complete (0 = not yet)
-    proto_capture_t *capture;               //  request-log headers, NULL at level base
-    ingress_queue_item_t timeout;           //  place in a timeout queue (waiting, running, held)
-    ingress_request_t *live_prev;           //  neighbours among live connections
+    ingress_server_t *server;          //  owner
+    struct MHD_Connection *connection; //  client connection; NULL once it has ended
+    const ingress_route_t *route;      //  matched route, NULL for 404/405
+    int protocol;                      //  client protocol of every answer
+    ingress_phase_t phase;             //  where the request is
+    int refs;                          //  holders: connection, pipeline, reader
+    bool registered;                   //  pipeline holder: id is in server->requests
+    bool in_handler;                   //  inside MHD's access handler: may queue
+    bool first_call;                   //  inside the handler's first call (headers only)
+    bool bare_answer;                  //  no headers of ours: the pool is nearly full (431)
+    bool close_now;                    //  answer without reading the body (413)
+    bool suspended;                    //  connection suspended by us
+    bool reader_waiting;               //  suspended by the content reader
+    bool watching;                     //  waits to hear its client hang up
+    char id[PROTO_MSG_RID_MAX + 1];    //  request id
+    char trace[INGRESS_TRACE_SIZE];    //  traceparent we send on
+    uint64_t key_id;                   //  authenticated client key
+    uint64_t account_id;               //  its account
+    char *body;                        //  request body so far
+    size_t body_size;                  //  bytes in body
+    size_t body_capacity;              //  bytes allocated for body
+    size_t body_discarded;             //  bytes dropped after going over the limit
+    bool body_too_large;               //  went over ingress.max_body_bytes
+    ingress_body_t parsed;             //  what the body asks for
+    char *path_model;                  //  model named by the path (Gemini), NULL when none
+    bool json_array;                   //  Gemini stream without alt=sse: one JSON array
+    proto_msg_t *admit_reply;          //  billing's answer, once in
+    ingress_lease_take_t lease;        //  what it took from a lease (lease_id 0: none)
+    int64_t reserve_micros;            //  its admission estimate
+    bool done_seen;                    //  DONE came: done_cost is the real cost
+    int64_t done_cost;                 //  what it cost, priced from DONE's usage
+    uint64_t done_tokens;              //  tokens it used, from DONE
+    int abandon_status;                //  status to settle with when abandoned
+    int dispatch_index;                //  dispatch socket holding it, -1 before
+    uint32_t dispatch_tried;           //  bit per dispatch instance sent the DISPATCH
+    uint64_t held_until_ms;            //  held for a dispatch until then, 0 = never held
+    int lost_index;                    //  dispatch whose connection dropped holding it, -1
+    uint64_t lost_until_ms;            //  waits for that one to come back until then
+    uint64_t dispatched_ms;            //  when the DISPATCH last went out
+    uint64_t admit_resend_ms;          //  when ADMIT may be re-sent next, 0 = not yet
+    uint64_t admit_resend_gap_ms;      //  the gap after that (doubles, capped)
+    uint64_t next_sequence;            //  CHUNK sequence expected next
+    struct MHD_Response *response;     //  response for the handler to queue
+    unsigned response_status;          //  its status
+    ingress_buffer_t *out;             //  streamed bytes not yet read by MHD
+    bool upstream_done;                //  no more bytes will come (DONE, cut, cancel)
+    bool client_gone;                  //  the client hung up while suspended
+    int status;                        //  status sent to the client, for metrics
+    uint64_t attempts;                 //  upstream attempts, from DONE
+    uint64_t started_us;               //  monotonic, first handler call
+    uint64_t started_wall_us;          //  wall clock, for SETTLE
+    uint64_t received_us;              //  monotonic, body complete (0 = not yet)
+    proto_capture_t *capture;          //  request-log headers, NULL at level base
+    ingress_queue_item_t timeout;      //  place in a timeout queue (waiting, running, held)
+    ingress_request_t *live_prev;      //  neighbours among live connections
     ingress_request_t *live_next;
 };
 
 //  A request for a new client connection, with the connection's hold,
 //  linked among the server's live requests. Freed by the last unref.
 ingress_request_t *ingress_request_new(ingress_server_t *server, struct MHD_Connection *connection);
+
+//  Takes the request off the server's live requests: its connection ended.
+void ingress_request_unlink(ingress_request_t *r);
 
 //  Lets go of one hold; the last frees the request.
 void ingress_request_unref(ingress_request_t *r);
@@ -165,5 +168,8 @@ void ingress_request_answer_reply_error(ingress_request_t *r, proto_msg_t *reply
 
 //  Sets the request's id, trace and deadline (timeout_ms from now) on msg.
 void ingress_request_stamp(ingress_request_t *r, proto_msg_t *msg, uint64_t timeout_ms);
+
+//  Self test.
+void ingress_request_test(bool verbose);
 
 #endif

@@ -9,6 +9,7 @@
 #include "ingress_parse.h"
 #include "ingress_queue.h"
 #include "ingress_relay.h"
+#include "ingress_request.h"
 #include "ingress_route.h"
 #include "ingress_server.h"
 #include "ingress_usage.h"
@@ -21,7 +22,7 @@ static const proto_test_t s_tests[] = {
     {"ingress_models", ingress_models_test}, {"ingress_usage", ingress_usage_test},
     {"ingress_queue", ingress_queue_test},   {"ingress_http", ingress_http_test},
     {"ingress_admit", ingress_admit_test},   {"ingress_relay", ingress_relay_test},
-    {"ingress_images", ingress_images_test},
+    {"ingress_images", ingress_images_test}, {"ingress_request", ingress_request_test},
 };
 
 PROTO_TEST_MAIN(s_tests)

@@ -59,25 +59,25 @@ struct _dispatch_request_t {
     dispatch_request_t *unsent_prev;   //  in env->unsent while out waits for its CHUNK
     dispatch_request_t *unsent_next;
     bool unsent;
-    char rid[PROTO_MSG_RID_MAX + 1];      //  request id (also the table key)
-    s_kept_t kept;                        //  what replies and records read of the DISPATCH
-    zframe_t *body;                       //  the client's body, until a CHUNK went out
-    size_t body_size;                     //  its size (usage estimates read it after)
-    int client_protocol;                  //  proto_protocol_t of the client
-    bool count_tokens;                    //  a token count (DISPATCH meta), not a generation
-    bool json_array;                      //  a Gemini client's stream as one JSON array (meta)
-    proto_candidate_t *candidates;        //  the decision's order (as many as it gave)
-    size_t candidate_count;               //  entries in candidates
-    size_t next;                          //  next candidate to try
-    int attempts;                         //  attempts started
-    bool unsupported;                     //  a candidate was skipped for its protocol pair
-    char audio[DISPATCH_AUDIO_FIELD_MAX]; //  the body's first audio field, "" when none
-    bool audio_skipped;                   //  a candidate was skipped: it takes no audio
-    uint64_t received_us;                 //  monotonic time DISPATCH arrived
-    uint64_t started_wall_us;             //  wall clock at the same moment
-    uint64_t record_started_us;           //  the usage row's started_at: ingress's stamp when sent
-    uint64_t deadline_us;                 //  monotonic deadline, 0 = none
-    dispatch_failures_t failures;         //  attempts that failed over
+    char rid[PROTO_MSG_RID_MAX + 1]; //  request id (also the table key)
+    s_kept_t kept;                   //  what replies and records read of the DISPATCH
+    zframe_t *body;                  //  the client's body, until a CHUNK went out
+    size_t body_size;                //  its size (usage estimates read it after)
+    int client_protocol;             //  proto_protocol_t of the client
+    bool count_tokens;               //  a token count (DISPATCH meta), not a generation
+    bool json_array;                 //  a Gemini client's stream as one JSON array (meta)
+    proto_candidate_t *candidates;   //  the decision's order (as many as it gave)
+    size_t candidate_count;          //  entries in candidates
+    size_t next;                     //  next candidate to try
+    int attempts;                    //  attempts started
+    bool unsupported;                //  a candidate was skipped for its protocol pair
+    char *audio;                     //  the body's first audio field, NULL when none
+    bool audio_skipped;              //  a candidate was skipped: it takes no audio
+    uint64_t received_us;            //  monotonic time DISPATCH arrived
+    uint64_t started_wall_us;        //  wall clock at the same moment
+    uint64_t record_started_us;      //  the usage row's started_at: ingress's stamp when sent
+    uint64_t deadline_us;            //  monotonic deadline, 0 = none
+    dispatch_failures_t failures;    //  attempts that failed over
     //  The current attempt
     const proto_candidate_t *candidate; //  its candidate, NULL before the first
     dispatch_call_t *call;              //  its upstream call, NULL when none runs
@@ -95,12 +95,16 @@ struct _dispatch_request_t {
     uint64_t sequence; //  next CHUNK sequence number
     bool relayed;      //  a CHUNK went out: no more failover
     //  Provisional records in the journal, for a SIGKILL mid-request
-    char lost_id[PROTO_MSG_RID_MAX + 1]; //  the id of the operator's-loss record
-    bool lost_kept;                      //  that record is kept (no CHUNK out yet)
-    size_t provisional_bytes;            //  content relayed when `rid`'s record was kept
-    bool head_lost;                      //  CHUNKs went to a connection now gone
-    proto_capture_t *capture;            //  request-log bodies at level full, else NULL
+    bool lost_kept;           //  the operator's-loss record is kept (no CHUNK out yet)
+    size_t provisional_bytes; //  content relayed when `rid`'s record was kept
+    bool head_lost;           //  CHUNKs went to a connection now gone
+    proto_capture_t *capture; //  request-log bodies at level full, else NULL
 };
+//  A request is allocated (and freed) once per DISPATCH: at 1,000 bytes or
+//  less it stays in glibc's small bins, where an allocation never sweeps the
+//  fastbins first (malloc_consolidate, up to 3 % of dispatch's CPU when it
+//  was 1,096 bytes; perf, issue 11).
+_Static_assert(sizeof(struct _dispatch_request_t) <= 1000, "dispatch_request_t over 1,000 bytes");
 
 static void s_try_next(dispatch_request_t *request);
 
@@ -221,9 +225,15 @@ dispatch_request_t *dispatch_request_new(const dispatch_request_env_t *env,
     }
     //  Audio input goes only where the client's own protocol is spoken
     //  (dispatch_audio); a token count is estimated anywhere.
-    if (!self->count_tokens && self->body)
+    //  The field is kept apart: a request without audio (nearly all) keeps
+    //  no room for it.
+    char audio[DISPATCH_AUDIO_FIELD_MAX];
+    if (!self->count_tokens && self->body &&
         dispatch_audio_field(self->client_protocol, (const char *)zframe_data(self->body),
-                             zframe_size(self->body), self->audio, sizeof self->audio);
+                             zframe_size(self->body), audio, sizeof audio)) {
+        self->audio = strdup(audio);
+        assert(self->audio);
+    }
     self->received_us = proto_loop_now_us();
     self->started_wall_us = proto_loop_wall_us();
     //  The ledger keys usage by (request id, started_at). Every sender of a
@@ -289,6 +299,7 @@ void dispatch_request_destroy(dispatch_request_t **self_p)
     zframe_destroy(&self->body);
     s_kept_clear(&self->kept);
     free(self->candidates);
+    free(self->audio);
     free(self);
     *self_p = NULL;
 }
@@ -420,6 +431,14 @@ static proto_msg_t *s_settle_new(dispatch_request_t *self, const char *request_i
     return settle;
 }
 
+//  The id of the request's operator's-loss record (into id, PROTO_MSG_RID_MAX
+//  + 1 bytes): made again when needed, not kept, so the request stays small.
+static void s_lost_id(const dispatch_request_t *self, char *id)
+{
+    snprintf(id, PROTO_MSG_RID_MAX + 1, "%.*s~lost-%08x", PROTO_MSG_RID_MAX - 14, self->rid,
+             self->env->nonce);
+}
+
 //  Provisional records (docs/billing.md, "Every upstream call, once"): what
 //  the journal says happened if this process dies now. While an upstream
 //  call runs and nothing reached the client, an operator's-loss record under
@@ -432,12 +451,12 @@ static void s_provisional_lost(dispatch_request_t *self)
     const dispatch_request_env_t *env = self->env;
     if (self->lost_kept || self->relayed || self->count_tokens)
         return;
-    snprintf(self->lost_id, sizeof self->lost_id, "%.*s~lost-%08x", PROTO_MSG_RID_MAX - 14,
-             self->rid, env->nonce);
+    char lost_id[PROTO_MSG_RID_MAX + 1];
+    s_lost_id(self, lost_id);
     proto_usage_t usage = s_usage(self, false);
     usage.estimated = true;
     //  Not the client's: no reservation or lease of its own.
-    proto_msg_t *settle = s_settle_new(self, self->lost_id, 502, &usage, false);
+    proto_msg_t *settle = s_settle_new(self, lost_id, 502, &usage, false);
     proto_msg_set_loss(settle, true);
     proto_msg_set_attempts(settle, 1);
     if (dispatch_settle_keep(env->settle, &settle, self->kept.account_id) == 0)
@@ -446,8 +465,11 @@ static void s_provisional_lost(dispatch_request_t *self)
 
 static void s_provisional_forget_lost(dispatch_request_t *self)
 {
-    if (self->lost_kept)
-        dispatch_settle_forget(self->env->settle, self->lost_id);
+    if (self->lost_kept) {
+        char lost_id[PROTO_MSG_RID_MAX + 1];
+        s_lost_id(self, lost_id);
+        dispatch_settle_forget(self->env->settle, lost_id);
+    }
     self->lost_kept = false;
 }
 
@@ -871,7 +893,7 @@ static int s_start_attempt(dispatch_request_t *self, const proto_candidate_t *ca
         self->unsupported = true;
         return 1;
     }
-    if (*self->audio && !dispatch_audio_accepted(self->client_protocol, upstream_protocol)) {
+    if (self->audio && !dispatch_audio_accepted(self->client_protocol, upstream_protocol)) {
         log_info(self->rid, "%s takes no audio (%s); candidate provider=%llu skipped",
                  proto_protocol_name(upstream_protocol), self->audio,
                  (unsigned long long)candidate->provider_id);

@@ -18,9 +18,14 @@ static char *s_join(const char *base_url, const char *version, const char *path)
     size_t version_size = strlen(version);
     if (base >= version_size && strncmp(base_url + base - version_size, version, version_size) == 0)
         base -= version_size;
-    char *url = NULL;
-    if (asprintf(&url, "%.*s%s", (int)base, base_url, path) < 0)
+    //  One allocation of the exact size (asprintf makes two and leaves a
+    //  split chunk behind: this runs for every upstream call).
+    size_t path_size = strlen(path) + 1;
+    char *url = malloc(base + path_size);
+    if (!url)
         return NULL;
+    memcpy(url, base_url, base);
+    memcpy(url + base, path, path_size);
     return url;
 }
 
@@ -68,15 +73,22 @@ char *proto_upstream_url(int protocol, proto_endpoint_t endpoint, const char *ba
     }
 }
 
-static struct curl_slist *s_header(struct curl_slist *list, const char *name, const char *value)
+//  Appends "name: prefix value". The line is made on the stack when it fits
+//  (every upstream call makes one): curl_slist_append copies it anyway.
+static struct curl_slist *s_header(struct curl_slist *list, const char *name, const char *prefix,
+                                   const char *value)
 {
-    char *line = NULL;
-    if (asprintf(&line, "%s: %s", name, value) < 0)
+    char small[512];
+    size_t size = strlen(name) + 2 + strlen(prefix) + strlen(value) + 1;
+    char *line = size <= sizeof small ? small : malloc(size);
+    if (!line)
         return list;
+    snprintf(line, size, "%s: %s%s", name, prefix, value);
     struct curl_slist *grown = curl_slist_append(list, line);
     //  The line may hold a secret: wipe our copy (curl keeps its own).
-    explicit_bzero(line, strlen(line));
-    free(line);
+    explicit_bzero(line, size);
+    if (line != small)
+        free(line);
     return grown ? grown : list;
 }
 
@@ -95,19 +107,12 @@ struct curl_slist *proto_upstream_auth(struct curl_slist *list, int protocol, co
     secret = secret ? secret : "";
     switch (protocol) {
     case PROTO_PROTOCOL_ANTHROPIC:
-        list = s_header(list, "x-api-key", secret);
+        list = s_header(list, "x-api-key", "", secret);
         return curl_slist_append(list, "anthropic-version: 2023-06-01");
     case PROTO_PROTOCOL_GEMINI:
-        return s_header(list, "x-goog-api-key", secret);
-    default: {
-        char *bearer = NULL;
-        if (asprintf(&bearer, "Bearer %s", secret) >= 0) {
-            list = s_header(list, "Authorization", bearer);
-            explicit_bzero(bearer, strlen(bearer));
-            free(bearer);
-        }
-        return list;
-    }
+        return s_header(list, "x-goog-api-key", "", secret);
+    default:
+        return s_header(list, "Authorization", "Bearer ", secret);
     }
 }
 
@@ -181,6 +186,21 @@ void proto_upstream_test(bool verbose)
     curl_slist_free_all(headers);
     headers = proto_upstream_headers(PROTO_PROTOCOL_GEMINI, "g-key", false);
     PROTO_CHECK(s_has(headers, "x-goog-api-key: g-key"));
+    curl_slist_free_all(headers);
+    //  A header line longer than the stack buffer (a long secret).
+    char secret[700], line[800];
+    memset(secret, 'k', sizeof secret - 1);
+    secret[sizeof secret - 1] = '\0';
+    snprintf(line, sizeof line, "Authorization: Bearer %s", secret);
+    headers = proto_upstream_headers(PROTO_PROTOCOL_OPENAI, secret, false);
+    PROTO_CHECK(s_has(headers, line));
+    curl_slist_free_all(headers);
+    //  One of exactly the buffer's size (511 characters and the NUL).
+    secret[511 - strlen("Authorization: Bearer ")] = '\0';
+    snprintf(line, sizeof line, "Authorization: Bearer %s", secret);
+    PROTO_CHECK(strlen(line) == 511);
+    headers = proto_upstream_headers(PROTO_PROTOCOL_OPENAI, secret, false);
+    PROTO_CHECK(s_has(headers, line));
     curl_slist_free_all(headers);
     if (verbose)
         printf("OK\n");

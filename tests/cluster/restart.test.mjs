@@ -47,8 +47,14 @@ async function startExtra(cluster, name, binds, env) {
     '--set', `${name}.metrics_listen=`];
   for (const [key, value] of Object.entries(binds)) args.push('--set', `${key}=${value}`);
   const extra = startProgram(`tollgate-${name}`, args, { env });
-  await waitFor(async () => (await tollgate(['ping', '--dir', cluster.dir, '--endpoint', control, '--ready'], { env })).code === 0,
-    { timeout: 20000, message: `the second ${name} answering` });
+  try {
+    await waitFor(async () => (await tollgate(['ping', '--dir', cluster.dir, '--endpoint', control, '--ready'], { env })).code === 0,
+      { timeout: 20000, message: `the second ${name} answering` });
+  } catch (error) {
+    // Once in a CI run (load ~8) a second router never answered: say what it said.
+    error.message += `; its output:\n${extra.output().split('\n').slice(-20).join('\n')}`;
+    throw error;
+  }
   return extra;
 }
 

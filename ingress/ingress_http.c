@@ -170,7 +170,6 @@ static void s_answer_models(ingress_server_t *self, ingress_request_t *r)
     ingress_request_answer(r, 200, response);
 }
 
-//  First call for a request: headers are in, the body (if any) is not.
 //  OpenAI, Anthropic and Gemini clients share GET /v1/models; an Anthropic
 //  SDK sends anthropic-version (and its key as x-api-key), a Gemini one
 //  x-goog-api-key or ?key=, and each expects its own list and error shapes.
@@ -189,6 +188,7 @@ static void s_models_protocol(ingress_request_t *r)
     }
 }
 
+//  First call for a request: headers are in, the body (if any) is not.
 static enum MHD_Result s_client_begin(ingress_server_t *self, ingress_request_t *r, const char *url,
                                       const char *method)
 {

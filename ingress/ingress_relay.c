@@ -478,19 +478,17 @@ static void s_send_dispatch(ingress_server_t *self, ingress_request_t *r, int ch
 
 //  Every instance refused the send. libzmq's send path looks at a socket's
 //  news (a connection made, a queue drained) at most once a millisecond;
-//  ZMQ_EVENTS looks now. The first instance that takes a message after that
-//  gets the request; false when none does.
+//  ZMQ_EVENTS looks now: the usual pick, asking it, over every instance
+//  again. False when none is writable.
 static bool s_send_asked(ingress_server_t *self, ingress_request_t *r)
 {
-    for (int i = 0; i < self->dispatch_count; i++) {
-        int index = (int)((self->next_dispatch + (unsigned)i) % (unsigned)self->dispatch_count);
-        if (proto_loop_events(self->dispatch[index].socket) & ZMQ_POLLOUT) {
-            self->next_dispatch = (unsigned)index + 1;
-            s_send_dispatch_to(self, r, index, true);
-            return true;
-        }
-    }
-    return false;
+    r->dispatch_tried = 0;
+    int index = s_pick_dispatch(self, r, true);
+    if (index < 0)
+        return false;
+    self->next_dispatch = (unsigned)index + 1;
+    s_send_dispatch_to(self, r, index, true);
+    return true;
 }
 
 static void s_send_dispatch_to(ingress_server_t *self, ingress_request_t *r, int chosen, bool asked)

@@ -492,6 +492,7 @@ static proto_msg_t *s_entry_new(const proto_msg_t *settle, int64_t cost_micros, 
     S_COPY(images)
     S_COPY(latency_us)
     S_COPY(ttfb_us)
+    S_COPY(stream)
     S_COPY(started_us)
     S_COPY(attempts)
     S_COPY(estimated)
@@ -648,9 +649,11 @@ static void s_settle(billing_t *self, proto_msg_t *settle)
     pending->account_id = proto_msg_account_id(settle);
     pending->cost_micros = cost;
     pending->settled_us = proto_loop_now_us();
-    pending->keep_span =
-        proto_msg_status(settle) >= 400 || proto_msg_attempts(settle) > 1 ||
-        proto_trace_is_slow(proto_service_trace(self->service), proto_msg_latency_us(settle));
+    pending->keep_span = proto_msg_status(settle) >= 400 || proto_msg_attempts(settle) > 1 ||
+                         proto_trace_is_slow(proto_service_trace(self->service),
+                                             proto_trace_waited_us(proto_msg_stream(settle),
+                                                                   proto_msg_latency_us(settle),
+                                                                   proto_msg_ttfb_us(settle)));
     zhashx_insert(self->pending, rid, pending);
     uint64_t tokens_used = proto_msg_tokens_in(settle) + proto_msg_tokens_out(settle) +
                            proto_msg_tokens_cache_read(settle) +
@@ -762,7 +765,7 @@ static void s_ledger_message(proto_msg_t **msg_p, void *arg)
     else {
         proto_outbox_ack(self->outbox, rid);
         proto_observe_span_final(proto_service_trace(self->service), rid, pending->trace,
-                                 "billing.settle", pending->settled_us, 200, pending->keep_span);
+                                 "billing.settle", pending->settled_us, 0, 200, pending->keep_span);
         s_send_commit(self, rid, pending->trace, pending->routing_id);
         billing_committed_add(self->committed, rid, proto_loop_now_ms());
         billing_book_commit(self->book, pending->account_id, pending->cost_micros);

@@ -516,10 +516,12 @@ void ingress_http_completed(void *arg, struct MHD_Connection *connection, void *
                          (double)(proto_loop_now_us() - r->started_us) / 1e6);
     //  The request's end in this program: its spans are kept when it failed,
     //  failed over or was slow (or is in the sampled share), else dropped.
-    uint64_t took_us = proto_loop_now_us() - r->started_us;
-    bool keep = r->status >= 400 || r->attempts > 1 || proto_trace_is_slow(self->tracer, took_us);
+    //  A stream was slow if its first byte was.
+    uint64_t waited_us =
+        (r->first_byte_us ? r->first_byte_us : proto_loop_now_us()) - r->started_us;
+    bool keep = r->status >= 400 || r->attempts > 1 || proto_trace_is_slow(self->tracer, waited_us);
     proto_observe_span_final(self->tracer, r->id, r->trace, "ingress.request", r->started_us,
-                             r->status, keep);
+                             r->first_byte_us, r->status, keep);
     proto_trace_finish(self->tracer, r->id, keep);
     proto_capture_send(&r->capture, self->tracer, r->id, r->trace, r->protocol, NULL);
     if (r->received_us && r->route && r->route->kind == INGRESS_ROUTE_GENERATE)

@@ -176,6 +176,7 @@ static void s_on_chunk(ingress_server_t *self, ingress_request_t *r, proto_msg_t
         r->body = NULL;
         r->next_sequence = sequence + 1;
         proto_observe_first_byte(self->metrics, self->tracer, r->id, r->trace, r->started_us);
+        r->first_byte_us = proto_loop_now_us();
         unsigned status =
             proto_msg_has(msg, PROTO_FIELD_status) ? (unsigned)proto_msg_status(msg) : 200;
         if (status < 100 || status > 599)

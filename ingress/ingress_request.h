@@ -116,6 +116,7 @@ struct _ingress_request_t {
     uint64_t started_us;               //  monotonic, first handler call
     uint64_t started_wall_us;          //  wall clock, for SETTLE
     uint64_t received_us;              //  monotonic, body complete (0 = not yet)
+    uint64_t first_byte_us;            //  monotonic, a stream's first byte out (0 = none)
     proto_capture_t *capture;          //  request-log headers, NULL at level base
     ingress_queue_item_t timeout;      //  place in a timeout queue (waiting, running, held)
     ingress_request_t *live_prev;      //  neighbours among live connections

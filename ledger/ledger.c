@@ -191,9 +191,9 @@ static void s_flush(ledger_t *self)
         item = zlistx_first(self->queue);
         s_acknowledge(self, item);
         const ledger_entry_t *entry = item->entry;
-        bool interesting = entry->status >= 400 || entry->attempts > 1 ||
-                           proto_trace_is_slow(proto_service_trace(self->service),
-                                               (uint64_t)entry->latency_ms * 1000);
+        bool interesting =
+            entry->status >= 400 || entry->attempts > 1 ||
+            proto_trace_is_slow(proto_service_trace(self->service), entry->waited_us);
         ledger_spans_committed(self->spans, entry->request_id, item->trace, started, interesting);
         zhashx_delete(self->queued, item->entry->request_id);
         s_item_t *taken = zlistx_detach(self->queue, NULL);

@@ -1,6 +1,7 @@
 #include "ledger_store.h"
 #include "proto_check.h"
 #include "proto_db.h"
+#include "proto_trace.h"
 
 #include <assert.h>
 #include <inttypes.h>
@@ -128,6 +129,8 @@ ledger_entry_t *ledger_entry_new(const proto_msg_t *msg, char *why, size_t why_s
         proto_msg_has(msg, PROTO_FIELD_attempts) ? s_fit_i32(proto_msg_attempts(msg)) : 1;
     self->estimated = proto_msg_estimated(msg);
     self->operator_loss = proto_msg_loss(msg);
+    self->waited_us = proto_trace_waited_us(proto_msg_stream(msg), proto_msg_latency_us(msg),
+                                            proto_msg_ttfb_us(msg));
     return self;
 }
 

@@ -61,6 +61,7 @@ typedef struct {
     int32_t attempts;                       //  upstream attempts
     bool estimated;                         //  tokens or cost estimated
     bool operator_loss;                     //  a lost upstream call, not charged
+    uint64_t waited_us;                     //  the client's wait: slow or not (proto_trace)
 } ledger_entry_t;
 
 //  Builds an entry from an ENTRY message. Returns NULL with the reason in

@@ -196,7 +196,8 @@ static const s_key_t s_keys[] = {
     {"trace.sample_ppm", S_INT, "10000", 0, 1000000, false,
      "requests traced per million besides the failed, failed-over and slow ones"},
     {"trace.slow_ms", S_INT, "5000", 0, 86400000, false,
-     "a request this slow keeps its spans (0 = no such rule)"},
+     "a request that made its client wait this long (a stream: for its first byte) keeps "
+     "its spans (0 = no such rule)"},
     {"log_level_watch", S_BOOL, "true", 0, 0, false,
      "follow settings 'log_level' in the database (LISTEN/NOTIFY)"},
 };

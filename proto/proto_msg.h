@@ -55,7 +55,9 @@
                                         tokens_cache_write, tokens_cache_write_1h (the part
                                         of tokens_cache_write kept 1 hour), images (how
                                         many an image generation made), latency_us,
-                                        ttfb_us, started_us*, attempts, estimated,
+                                        ttfb_us, stream (the client asked for one: its
+                                        slowness is its first byte's), started_us*,
+                                        attempts, estimated,
                                         reserve_micros, lease_id, grant (DISPATCH's),
                                         loss (an upstream call whose
                                         dispatch died before anything reached the client:

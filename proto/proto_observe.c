@@ -33,6 +33,7 @@ void proto_observe_attempt(proto_metrics_t *metrics, proto_trace_t *tracer,
                          .provider_key_id = attempt->provider_key_id,
                          .upstream_model = attempt->upstream_model,
                          .error_code = attempt->error_code,
+                         .first_byte_us = attempt->streamed ? attempt->ttfb_us : 0,
                          .hold = true};
     proto_trace_span(tracer, attempt->request_id, attempt->trace, &span);
     if (attempt->ttfb_us) {
@@ -129,12 +130,16 @@ void proto_observe_span_since(proto_trace_t *tracer, const char *request_id, con
 }
 
 void proto_observe_span_final(proto_trace_t *tracer, const char *request_id, const char *trace,
-                              const char *name, uint64_t started_mono_us, int status, bool keep)
+                              const char *name, uint64_t started_mono_us,
+                              uint64_t first_byte_mono_us, int status, bool keep)
 {
     uint64_t took = proto_loop_now_us() - started_mono_us;
     proto_span_t span = {.name = name,
                          .started_us = proto_loop_wall_us() - took,
                          .duration_us = took,
+                         .first_byte_us = first_byte_mono_us > started_mono_us
+                                              ? first_byte_mono_us - started_mono_us
+                                              : 0,
                          .status = status,
                          .keep = keep};
     proto_trace_span(tracer, request_id, trace, &span);

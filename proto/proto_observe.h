@@ -28,6 +28,7 @@ typedef struct {
     const char *error_code;     //  or NULL
     uint64_t latency_us;        //  the attempt's duration so far
     uint64_t ttfb_us;           //  upstream time to first byte, 0 when none
+    bool streamed;              //  a stream: slow or not by ttfb_us (proto_trace_is_slow)
 } proto_observe_attempt_t;
 
 //  Records the attempt's span (dispatch.attempt, and upstream.first_byte
@@ -51,9 +52,12 @@ void proto_observe_span_since(proto_trace_t *tracer, const char *request_id, con
 
 //  The same for a span recorded when the request's end is known: it is
 //  sent when `keep` (the request failed, failed over or was slow) or when
-//  the request is sampled, else dropped.
+//  the request is sampled, else dropped. first_byte_mono_us: when a
+//  stream's first byte went out (0: not a stream), so that a long stream
+//  is not taken for a slow one (proto_trace_is_slow).
 void proto_observe_span_final(proto_trace_t *tracer, const char *request_id, const char *trace,
-                              const char *name, uint64_t started_mono_us, int status, bool keep);
+                              const char *name, uint64_t started_mono_us,
+                              uint64_t first_byte_mono_us, int status, bool keep);
 
 //  The first byte of an answer goes to the client (ingress): span
 //  ingress.first_byte and histogram tollgate_ingress_ttft_seconds, both

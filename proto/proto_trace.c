@@ -158,9 +158,14 @@ void proto_trace_destroy(proto_trace_t **self_p)
     *self_p = NULL;
 }
 
-bool proto_trace_is_slow(proto_trace_t *self, uint64_t duration_us)
+uint64_t proto_trace_waited_us(bool stream, uint64_t latency_us, uint64_t ttfb_us)
 {
-    return self && self->slow_us && duration_us >= self->slow_us;
+    return stream && ttfb_us ? ttfb_us : latency_us;
+}
+
+bool proto_trace_is_slow(proto_trace_t *self, uint64_t waited_us)
+{
+    return self && self->slow_us && waited_us >= self->slow_us;
 }
 
 void proto_trace_set_sink(proto_trace_t *self, proto_trace_sink_fn *fn, void *arg)
@@ -328,8 +333,9 @@ void proto_trace_span(proto_trace_t *self, const char *request_id, const char *t
     if (!request_id || !*request_id)
         return; //  spans belong to requests
     bool sampled = s_sampled(self, request_id, traceparent);
-    bool interesting = span->keep || span->status >= 400 || span->attempt > 1 ||
-                       proto_trace_is_slow(self, span->duration_us);
+    bool interesting =
+        span->keep || span->status >= 400 || span->attempt > 1 ||
+        proto_trace_is_slow(self, span->first_byte_us ? span->first_byte_us : span->duration_us);
     if (!sampled && !interesting && !span->hold)
         return;
     if (!sampled && !interesting) {
@@ -369,6 +375,36 @@ static void s_test_sink(proto_msg_t **msg_p, void *arg)
     proto_msg_destroy(kept); //  the last one sent is the one checked
     *kept = *msg_p;
     *msg_p = NULL;
+}
+
+//  Slow (trace.slow_ms) is a wait: a held span of a stream that ran 60 s
+//  after a first byte at 1 ms waits for the end; one whose first byte took
+//  6 s goes at once, as does a whole answer that took 6 s.
+static void s_test_slowness(proto_trace_t *trace, const char *parent, proto_msg_t **kept)
+{
+    uint64_t slow_us = trace->slow_us;
+    trace->slow_us = 5000000;
+    PROTO_CHECK(!proto_trace_is_slow(trace, 4999999) && proto_trace_is_slow(trace, 5000000));
+    PROTO_CHECK(proto_trace_waited_us(true, 60000000, 1000) == 1000);
+    PROTO_CHECK(proto_trace_waited_us(true, 60000000, 0) == 60000000); //  no byte came
+    PROTO_CHECK(proto_trace_waited_us(false, 6000000, 1000) == 6000000);
+    proto_span_t streamed = {
+        .name = "dispatch.attempt", .status = 200, .duration_us = 60000000, .hold = true};
+    streamed.first_byte_us = 1000;
+    proto_trace_span(trace, "req-7", parent, &streamed);
+    PROTO_CHECK(!*kept && proto_trace_held(trace) == 1);
+    proto_trace_finish(trace, "req-7", false);
+    PROTO_CHECK(!*kept && proto_trace_held(trace) == 0);
+    streamed.first_byte_us = 6000000;
+    proto_trace_span(trace, "req-8", parent, &streamed);
+    PROTO_CHECK(*kept && proto_msg_latency_us(*kept) == 60000000);
+    proto_msg_destroy(kept);
+    proto_span_t whole_answer = {
+        .name = "dispatch.attempt", .status = 200, .duration_us = 6000000, .hold = true};
+    proto_trace_span(trace, "req-9", parent, &whole_answer);
+    PROTO_CHECK(*kept);
+    proto_msg_destroy(kept);
+    trace->slow_us = slow_us;
 }
 
 void proto_trace_test(bool verbose)
@@ -505,6 +541,7 @@ void proto_trace_test(bool verbose)
     proto_trace_span(trace, "req-4", parent, &failed);
     PROTO_CHECK(kept);
     proto_msg_destroy(&kept);
+    s_test_slowness(trace, parent, &kept);
     trace->sample_ppm = ppm;
     proto_trace_destroy(&trace);
     PROTO_CHECK(trace == NULL);

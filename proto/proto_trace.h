@@ -47,6 +47,8 @@ typedef struct {
     const char *upstream_model; //  or NULL
     const char *error_code;     //  our error code, or NULL
     const char *attributes;     //  a JSON object's text with anything else, or NULL
+    uint64_t first_byte_us;     //  a stream's wait for its first byte: judged slow by it
+                                //  (0: by duration_us), not by how long it streamed
     bool hold;                  //  not interesting yet: wait for proto_trace_finish
     bool keep;                  //  the request is known to be interesting: send it
 } proto_span_t;
@@ -82,9 +84,16 @@ void proto_trace_finish(proto_trace_t *self, const char *request_id, bool keep);
 //  True when a request is in the sampled share (trace.sample_ppm).
 bool proto_trace_sampled(proto_trace_t *self, const char *request_id, const char *traceparent);
 
-//  True when a request that took duration_us is slow (trace.slow_ms; 0 there
-//  means never).
-bool proto_trace_is_slow(proto_trace_t *self, uint64_t duration_us);
+//  True when a request that made its client wait waited_us is slow
+//  (trace.slow_ms; 0 there means never). A stream's wait is until its first
+//  byte: a generation streamed for a minute is not slow, a first token after
+//  six seconds is. A whole answer's wait is its duration.
+bool proto_trace_is_slow(proto_trace_t *self, uint64_t waited_us);
+
+//  How long a request made its client wait: a stream until its first byte
+//  (when one came), anything else its whole latency. Dispatch, billing and
+//  the ledger judge a request's slowness by it, from SETTLE's fields.
+uint64_t proto_trace_waited_us(bool stream, uint64_t latency_us, uint64_t ttfb_us);
 
 //  Requests with spans held for their end decision.
 size_t proto_trace_held(proto_trace_t *self);

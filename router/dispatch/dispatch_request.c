@@ -362,7 +362,8 @@ static void s_outcome(dispatch_request_t *self, int status, const char *error_co
         .status = status,
         .error_code = error_code,
         .latency_us = self->call ? dispatch_call_latency_us(self->call) : 0,
-        .ttfb_us = self->call ? dispatch_call_ttfb_us(self->call) : 0};
+        .ttfb_us = self->call ? dispatch_call_ttfb_us(self->call) : 0,
+        .streamed = self->kept.stream};
     proto_observe_attempt(env->metrics, env->tracer, &attempt);
 }
 
@@ -417,6 +418,8 @@ static proto_msg_t *s_settle_new(dispatch_request_t *self, const char *request_i
         proto_msg_set_images(settle, usage->images);
     proto_msg_set_latency_us(settle, latency_us);
     proto_msg_set_ttfb_us(settle, ttfb_us);
+    if (self->kept.stream)
+        proto_msg_set_stream(settle, true);
     proto_msg_set_started_us(settle, self->record_started_us);
     proto_msg_set_attempts(settle, (uint64_t)self->attempts);
     proto_msg_set_estimated(settle, usage->estimated);
@@ -576,10 +579,11 @@ static void s_finish(dispatch_request_t *self, const s_ending_t *ending)
     proto_capture_send(&self->capture, env->tracer, self->rid, self->kept.trace,
                        self->client_protocol, env->catalog);
     //  The attempts' spans waited for this: kept when the request failed,
-    //  failed over or was slow.
+    //  failed over or was slow (a stream by its first byte).
+    uint64_t waited_us = proto_trace_waited_us(self->kept.stream, latency_us, ttfb_us);
     proto_trace_finish(env->tracer, self->rid,
                        ending->status >= 400 || self->attempts > 1 ||
-                           proto_trace_is_slow(env->tracer, latency_us));
+                           proto_trace_is_slow(env->tracer, waited_us));
     dispatch_route_finish(env->route, self->rid);
     env->on_end(self->rid, env->arg); //  destroys the request
 }

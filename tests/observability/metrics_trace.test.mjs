@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import { after, before, test } from 'node:test';
 
 import { freePort, programs, tollgate, waitFor } from '../lib/harness.mjs';
-import { addClient, addProvider, chat, ok, setup, usageRow } from '../routing/lib.mjs';
+import { addClient, addProvider, chat, ok, setup, sse, usageRow } from '../routing/lib.mjs';
 import { parsePrometheus, scrape } from './prom.mjs';
 
 let ctx;
@@ -20,24 +20,32 @@ let client;
 const metrics = {};
 
 before(async () => {
-  const env = { TOLLGATE_ROUTER_BREAKER_THRESHOLD: '1000', TOLLGATE_LEDGER_PRUNE_INTERVAL_MS: '300' };
+  // No sampled share, and slow from 400 ms: which requests keep their spans is
+  // then up to the failure, failover and slowness rules alone.
+  const env = {
+    TOLLGATE_ROUTER_BREAKER_THRESHOLD: '1000', TOLLGATE_LEDGER_PRUNE_INTERVAL_MS: '300',
+    TOLLGATE_TRACE_SAMPLE_PPM: '0', TOLLGATE_TRACE_SLOW_MS: '400',
+  };
   for (const program of programs) {
     metrics[program] = `127.0.0.1:${await freePort()}`;
     env[`TOLLGATE_${program.toUpperCase()}_METRICS_LISTEN`] = metrics[program];
   }
-  const models = 'obs-ok,obs-failover,obs-429';
+  const models = 'obs-ok,obs-failover,obs-429,obs-long,obs-wait';
+  // obs-long streams for ~0.6 s after an immediate first event; obs-wait
+  // answers after 0.6 s.
+  const timing = ['--fault', 'obs-long=delay-chunks:150', '--fault', 'obs-wait=delay-headers:600'];
   ctx = await setup({
     mocks: [
-      ['--models', models, '--fault', 'obs-failover=500', '--fault', 'obs-429=429:30'],
-      ['--models', models, '--fault', 'obs-failover=500'],
-      ['--models', models],
+      ['--models', models, '--fault', 'obs-failover=500', '--fault', 'obs-429=429:30', ...timing],
+      ['--models', models, '--fault', 'obs-failover=500', ...timing],
+      ['--models', models, ...timing],
     ],
     env,
   });
   await addProvider(ctx, 'first', ctx.mocks[0].url, { priority: 30 });
   await addProvider(ctx, 'second', ctx.mocks[1].url, { priority: 20 });
   await addProvider(ctx, 'third', ctx.mocks[2].url, { priority: 10 });
-  for (const name of ['obs-ok', 'obs-failover', 'obs-429']) {
+  for (const name of ['obs-ok', 'obs-failover', 'obs-429', 'obs-long', 'obs-wait']) {
     await ok(ctx, 'POST', '/admin/models', {
       name, price_in: '1', price_out: '2',
       routes: [{ provider: 'first' }, { provider: 'second' }, { provider: 'third' }],
@@ -161,6 +169,33 @@ test('a request that failed over twice shows both failed attempts in its timelin
   assert.ok(dispatch.get('tollgate_dispatch_failovers_total').samples[0].value >= 2);
   assert.ok(dispatch.get('tollgate_upstream_attempts_total').samples
     .some((s) => s.labels.provider === 'second' && s.labels.status === '500'));
+});
+
+test('a slow request keeps its spans, a long stream with a quick first byte does not', async () => {
+  // Slow is a wait (trace.slow_ms): a stream by its first byte, a whole
+  // answer by its duration. A generation that streams for long is not slow.
+  const spansOf = async (id) => {
+    const answer = await ctx.api('GET', `/admin/requests/${id}`);
+    return answer.status === 200 ? answer.body.spans : [];
+  };
+  const long = await chat(ctx, client.key, { model: 'obs-long', stream: true });
+  assert.equal(long.status, 200, long.text);
+  assert.equal(sse(long.text).events.filter((e) => e.choices?.[0]?.delta?.content).length, 5);
+  const waitedStream = await chat(ctx, client.key, { model: 'obs-wait', stream: true });
+  assert.equal(waitedStream.status, 200, waitedStream.text);
+  const waitedWhole = await chat(ctx, client.key, { model: 'obs-wait' });
+  assert.equal(waitedWhole.status, 200, waitedWhole.text);
+  const wanted = ['ingress.request', 'ingress.admission', 'dispatch.route', 'dispatch.attempt',
+    'billing.settle', 'ledger.commit'];
+  for (const id of [waitedStream.id, waitedWhole.id]) {
+    await waitFor(async () => {
+      const names = new Set((await spansOf(id)).map((s) => s.name));
+      return wanted.every((name) => names.has(name));
+    }, { timeout: 5000, message: `the whole timeline of slow request ${id}` });
+  }
+  // The long stream's spans would have gone before the later requests' did.
+  await usageRow(ctx, long.id);
+  assert.deepEqual((await spansOf(long.id)).map((s) => s.name), []);
 });
 
 test('spans older than the retention are pruned in the background', async () => {

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The data plane's programs allocate with jemalloc (CMakeLists.txt,
-# tollgate_data_plane_malloc): the dynamic linker must bind every library's
-# malloc in tollgate-ingress and tollgate-dispatch to libjemalloc, and the
-# control plane's programs keep glibc's. Under the sanitizers (ARG1 = ON)
-# no program may load jemalloc: ASan's allocator must be the only one.
-#   bash tests/ops/data_plane_malloc.sh SANITIZE
+# Dispatch allocates with jemalloc (CMakeLists.txt, tollgate_data_plane_malloc):
+# the dynamic linker must bind libc's own malloc calls in tollgate-dispatch to
+# libjemalloc, and the other programs (ingress included) keep glibc's. When the build has it off (ARG1 =
+# OFF: the sanitizers, whose allocator must be the only one, or
+# -DTOLLGATE_JEMALLOC=OFF) no program may load jemalloc.
+#   bash tests/ops/data_plane_malloc.sh ON|OFF
 set -euo pipefail
-sanitize=${1:-OFF}
+jemalloc=${1:?ON or OFF}
 bin=${TOLLGATE_BIN:?set TOLLGATE_BIN to the bin folder of a build}
 failed=0
 # Which object the loader binds libc's own malloc calls to.
@@ -23,18 +23,18 @@ check() { # PROGRAM WANT
     *) echo "FAIL: $1 allocates with '${got:-?}', expected $2"; failed=1 ;;
     esac
 }
-if [ "$sanitize" = ON ]; then
-    for program in tollgate-ingress tollgate-dispatch; do
-        if ldd "$bin/$program" | grep -q jemalloc; then
-            echo "FAIL: $program loads jemalloc in a sanitizer build"; failed=1
-        else
-            echo "ok: $program has no jemalloc in a sanitizer build"
-        fi
-    done
-else
-    check tollgate-ingress libjemalloc
+if [ "$jemalloc" = ON ]; then
     check tollgate-dispatch libjemalloc
+    check tollgate-ingress libc.so.6
     check tollgate-billing libc.so.6
     check tollgate-router libc.so.6
+else
+    for program in tollgate-ingress tollgate-dispatch; do
+        if ldd "$bin/$program" | grep -q jemalloc; then
+            echo "FAIL: $program loads jemalloc in a build without it"; failed=1
+        else
+            echo "ok: $program has no jemalloc"
+        fi
+    done
 fi
 exit $failed

@@ -7,7 +7,7 @@ TG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TG_PACKAGES=(
   build-essential cmake pkg-config curl ca-certificates jq
   libzmq3-dev libczmq-dev libmicrohttpd-dev libgnutls28-dev libcurl4-openssl-dev libpq-dev
-  libmsgpack-dev libjansson-dev libsodium-dev libpcre2-dev libjemalloc-dev
+  libmsgpack-dev libjansson-dev libsodium-dev libpcre2-dev libjemalloc-dev zlib1g-dev
   postgresql-15 wrk nginx-light docker-compose iproute2
   clang libclang-rt-14-dev clang-format
   chromium linux-perf openssl tzdata

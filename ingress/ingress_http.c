@@ -518,7 +518,8 @@ void ingress_http_completed(void *arg, struct MHD_Connection *connection, void *
     //  failed over or was slow (or is in the sampled share), else dropped.
     //  A stream was slow if its first byte was.
     uint64_t waited_us =
-        (r->first_byte_us ? r->first_byte_us : proto_loop_now_us()) - r->started_us;
+        proto_trace_waited_us(r->first_byte_us != 0, proto_loop_now_us() - r->started_us,
+                              r->first_byte_us ? r->first_byte_us - r->started_us : 0);
     bool keep = r->status >= 400 || r->attempts > 1 || proto_trace_is_slow(self->tracer, waited_us);
     proto_observe_span_final(self->tracer, r->id, r->trace, "ingress.request", r->started_us,
                              r->first_byte_us, r->status, keep);

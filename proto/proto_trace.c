@@ -335,7 +335,8 @@ void proto_trace_span(proto_trace_t *self, const char *request_id, const char *t
     bool sampled = s_sampled(self, request_id, traceparent);
     bool interesting =
         span->keep || span->status >= 400 || span->attempt > 1 ||
-        proto_trace_is_slow(self, span->first_byte_us ? span->first_byte_us : span->duration_us);
+        proto_trace_is_slow(self, proto_trace_waited_us(span->first_byte_us != 0, span->duration_us,
+                                                        span->first_byte_us));
     if (!sampled && !interesting && !span->hold)
         return;
     if (!sampled && !interesting) {

@@ -12,13 +12,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define INGRESS_KEY_MAX 256          //  longest client key we hash; longer ones are invalid
-#define INGRESS_MODEL_MAX 200        //  longest model name (the schema's limit)
-#define INGRESS_SESSION_MAX 128      //  longest session id passed to the router
-#define INGRESS_CAPABILITIES_MAX 255 //  capability list text
-#define INGRESS_REQUEST_ID_HEX 32    //  our own request ids: 128 random bits in hex
-#define INGRESS_IMAGES_MAX 10        //  most images one generation may ask for (OpenAI's n)
-#define INGRESS_TRACE_SIZE 56        //  "00-" 32 "-" 16 "-" 2 + NUL
+#define INGRESS_KEY_MAX 256            //  longest client key we hash; longer ones are invalid
+#define INGRESS_MODEL_MAX 200          //  longest model name (the schema's limit)
+#define INGRESS_SESSION_MAX 128        //  longest session id passed to the router
+#define INGRESS_CAPABILITIES_MAX 255   //  capability list text
+#define INGRESS_REQUEST_ID_HEX 32      //  our own request ids: 32 hex digits,
+#define INGRESS_REQUEST_ID_TIME_HEX 13 //  of which microseconds since the epoch
+#define INGRESS_REQUEST_ID_RANDOM_HEX (INGRESS_REQUEST_ID_HEX - INGRESS_REQUEST_ID_TIME_HEX)
+#define INGRESS_IMAGES_MAX 10 //  most images one generation may ask for (OpenAI's n)
+#define INGRESS_TRACE_SIZE 56 //  "00-" 32 "-" 16 "-" 2 + NUL
 
 //  Where a client key was found.
 typedef enum {
@@ -88,8 +90,10 @@ bool ingress_parse_request_id_valid(const char *text);
 //  PROTO_MSG_RID_MAX + 1 bytes.
 void ingress_parse_client_request_id(const char *client_id, char *out);
 
-//  Writes a new request id (32 lowercase hex digits) into out
-//  (INGRESS_REQUEST_ID_HEX + 1 bytes).
+//  Writes a new request id (32 lowercase hex digits: the wall clock in
+//  microseconds, then 76 random bits) into out (INGRESS_REQUEST_ID_HEX + 1
+//  bytes). Ids made later sort after earlier ones (to the microsecond, on
+//  one clock).
 void ingress_parse_new_request_id(char *out);
 
 //  Writes the traceparent to send on: the client's trace id with a new span

@@ -12,13 +12,17 @@ programs=(ingress router dispatch health billing ledger)
 pid_of() { jq -r ".programs[] | select(.name==\"$1\") | .pid" "$dir/run/status.json"; }
 cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # PostgreSQL: the postmaster of the cluster's data folder and its children
-# (backends, walwriter, checkpointer: their titles do not name the folder).
+# (backends, walwriter, checkpointer: their titles do not name the folder),
+# plus what its children that ended have used (the postmaster's cutime and
+# cstime): an autovacuum worker that starts and ends within the run is in
+# no list taken before or after it.
 postmaster=$(head -n 1 "$dir/pg/postmaster.pid" 2>/dev/null || echo 0)
 pg_cpu() {
     local total=0 p
     for p in $postmaster $(pgrep -P "$postmaster" 2>/dev/null); do
         total=$((total + $(cpu_of "$p" 2>/dev/null || echo 0)))
     done
+    total=$((total + $(awk '{print $16 + $17}' "/proc/$postmaster/stat" 2>/dev/null || echo 0)))
     echo $total
 }
 for p in "${programs[@]}"; do before[$p]=$(cpu_of "$(pid_of "$p")"); done

@@ -108,12 +108,23 @@ wrk_run() { # NAME URL CONNECTIONS MODEL STREAM
 results="$work/results.txt"
 : >"$results"
 if [ "$streams_only" = 0 ]; then
-    for target in "direct $mock" "nginx http://127.0.0.1:$nginx_port" "tollgate $gateway"; do
+    # One measurement on the three targets back to back, then the next: a
+    # ratio compares runs seconds apart, not the first target's run with the
+    # last's 40 s later (this shared machine's speed drifts by 30 % over
+    # minutes, the same way for every program).
+    targets=("direct $mock" "nginx http://127.0.0.1:$nginx_port" "tollgate $gateway")
+    for target in "${targets[@]}"; do
         set -- $target
         log "wrk: $1, 32 connections, non-streamed"
         wrk_run "$1-c32" "$2" 32 mock-model 0 | tee -a "$results"
+    done
+    for target in "${targets[@]}"; do
+        set -- $target
         log "wrk: $1, 1 connection, non-streamed"
         wrk_run "$1-c1" "$2" 1 mock-model 0 | tee -a "$results"
+    done
+    for target in "${targets[@]}"; do
+        set -- $target
         log "streamed (50 chunks): $1, 32 connections"
         echo "$1-stream $(node bench/ttfb.mjs "$2/v1/chat/completions" "$key" mock-50 32 $((duration * 300)))" | tee -a "$results"
     done

@@ -19,6 +19,7 @@
 #include "proto_trace.h"
 #include "proto_usage.h"
 #include "proto_jscan.h"
+#include "proto_malloc.h"
 #include "proto_peer.h"
 #include "proto_test.h"
 #include "proto_tls.h"
@@ -38,6 +39,7 @@ static const proto_test_t s_tests[] = {
     {"proto_tls", proto_tls_test},           {"proto_peer", proto_peer_test},
     {"proto_upstream", proto_upstream_test}, {"proto_map", proto_map_test},
     {"proto_reach", proto_reach_test},       {"proto_jscan", proto_jscan_test},
+    {"proto_malloc", proto_malloc_test},
 };
 
 PROTO_TEST_MAIN(s_tests)

@@ -6,19 +6,23 @@
 #   chunks (time to first byte), 1,000 concurrent open streams, and the peak
 #   RSS of every Tollgate process. Writes docs/benchmarks.md.
 #
-#   bench/run.sh [--duration SECONDS] [--streams-only]
-#   (needs ./setup.sh's packages and a build in build/). --streams-only runs
-#   only the open-streams phases and prints their results (docs untouched).
+#   bench/run.sh [--duration SECONDS] [--rounds N] [--streams-only]
+#   (needs ./setup.sh's packages and a build in build/). --rounds (default 2)
+#   repeats each of the first three measurements on the three targets and
+#   reports their means. --streams-only runs only the open-streams phases and
+#   prints their results (docs untouched).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 duration=10
+rounds=2
 streams_only=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --duration) duration="$2"; shift 2 ;;
+    --rounds) rounds="$2"; shift 2 ;;
     --streams-only) streams_only=1; shift ;;
-    *) echo "usage: bench/run.sh [--duration SECONDS] [--streams-only]" >&2; exit 2 ;;
+    *) echo "usage: bench/run.sh [--duration SECONDS] [--rounds N] [--streams-only]" >&2; exit 2 ;;
     esac
 done
 bin="$root/build/bin"
@@ -111,22 +115,48 @@ if [ "$streams_only" = 0 ]; then
     # One measurement on the three targets back to back, then the next: a
     # ratio compares runs seconds apart, not the first target's run with the
     # last's 40 s later (this shared machine's speed drifts by 30 % over
-    # minutes, the same way for every program).
+    # minutes, the same way for every program). Each is done `rounds` times
+    # (lines NAME-rN) and reported as the rounds' mean (line NAME).
     targets=("direct $mock" "nginx http://127.0.0.1:$nginx_port" "tollgate $gateway")
-    for target in "${targets[@]}"; do
-        set -- $target
-        log "wrk: $1, 32 connections, non-streamed"
-        wrk_run "$1-c32" "$2" 32 mock-model 0 | tee -a "$results"
+    for round in $(seq "$rounds"); do
+        for target in "${targets[@]}"; do
+            set -- $target
+            log "wrk: $1, 32 connections, non-streamed (round $round)"
+            wrk_run "$1-c32-r$round" "$2" 32 mock-model 0 | tee -a "$results"
+        done
     done
-    for target in "${targets[@]}"; do
-        set -- $target
-        log "wrk: $1, 1 connection, non-streamed"
-        wrk_run "$1-c1" "$2" 1 mock-model 0 | tee -a "$results"
+    for round in $(seq "$rounds"); do
+        for target in "${targets[@]}"; do
+            set -- $target
+            log "wrk: $1, 1 connection, non-streamed (round $round)"
+            wrk_run "$1-c1-r$round" "$2" 1 mock-model 0 | tee -a "$results"
+        done
     done
-    for target in "${targets[@]}"; do
-        set -- $target
-        log "streamed (50 chunks): $1, 32 connections"
-        echo "$1-stream $(node bench/ttfb.mjs "$2/v1/chat/completions" "$key" mock-50 32 $((duration * 300)))" | tee -a "$results"
+    for round in $(seq "$rounds"); do
+        for target in "${targets[@]}"; do
+            set -- $target
+            log "streamed (50 chunks): $1, 32 connections (round $round)"
+            echo "$1-stream-r$round $(node bench/ttfb.mjs "$2/v1/chat/completions" "$key" mock-50 32 $((duration * 300)))" | tee -a "$results"
+        done
+    done
+    # The rounds' mean of each figure (requests and errors: their sum).
+    for name in {direct,nginx,tollgate}-{c32,c1,stream}; do
+        awk -v name="$name" '$1 ~ "^" name "-r[0-9]+$" {
+            n++
+            for (i = 3; i <= NF; i++) { split($i, kv, "="); key[i] = kv[1]; sum[i] += kv[2] }
+        }
+        END {
+            if (!n) exit
+            line = name " RESULT"
+            for (i = 3; i in key; i++) {
+                k = key[i]
+                if (k ~ /_ms$/) v = sprintf("%.3f", sum[i] / n)
+                else if (k == "rps") v = sprintf("%.1f", sum[i] / n)
+                else v = sprintf("%d", sum[i])
+                line = line " " k "=" v
+            }
+            print line
+        }' "$results" >>"$results"
     done
 
     # What each program (billing and ledger included) costs per request.
@@ -227,12 +257,26 @@ notes=$(sed -n '/^<!-- notes: kept by bench\/run.sh -->$/,$p' "$root/docs/benchm
 field() { sed -n "s/^$1 .*$2=\([^ ]*\).*/\1/p" "$results"; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0f%%", 100 * a / b; else print "n/a" }'; }
 added=$(awk -v t="$(field tollgate-c1 p50_ms)" -v d="$(field direct-c1 p50_ms)" 'BEGIN { printf "%.3f", t - d }')
+per_round() { # FIGURE KEY ACROSS: the figure (pct, diff or ratio of tollgate's KEY to ACROSS's) in each round
+    local list="" round t a
+    for round in $(seq "$rounds"); do
+        t=$(field "tollgate-$1-r$round" "$2")
+        a=$(field "$3-$1-r$round" "$2")
+        list+="${list:+, }$(awk -v t="$t" -v a="$a" -v how="$4" 'BEGIN {
+            if (how == "diff") printf "%.3f ms", t - a
+            else if (a <= 0) printf "n/a"
+            else if (how == "pct") printf "%.0f%%", 100 * t / a
+            else printf "%.2fx", t / a }')"
+    done
+    echo "$list"
+}
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
 {
     echo "# Benchmarks"
     echo
     echo "Written by \`bench/run.sh\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $cpu; mock upstream, nginx,"
-    echo "Tollgate and the load generator all share the machine). ${duration} s per wrk run."
+    echo "Tollgate and the load generator all share the machine). ${duration} s per wrk run; each figure"
+    echo "of the first three tables is the mean of ${rounds} rounds, a round measuring the three targets back to back."
     echo
     echo "## Small non-streamed completion, 32 connections"
     echo
@@ -242,7 +286,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
         echo "| $t | $(field $t-c32 rps) | $(field $t-c32 p50_ms) | $(field $t-c32 p99_ms) | $(field $t-c32 non200) |"
     done
     echo
-    echo "Tollgate throughput is $(pct "$(field tollgate-c32 rps)" "$(field nginx-c32 rps)") of nginx's (target: at least 35%)."
+    echo "Tollgate throughput is $(pct "$(field tollgate-c32 rps)" "$(field nginx-c32 rps)") of nginx's (target: at least 35%; by round: $(per_round c32 rps nginx pct))."
     echo
     echo "## One connection (added latency)"
     echo
@@ -252,11 +296,11 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
         echo "| $t | $(field $t-c1 rps) | $(field $t-c1 p50_ms) | $(field $t-c1 p99_ms) |"
     done
     echo
-    echo "p50 added by Tollgate over direct: ${added} ms (target: at most 0.35 ms); p99 added: $(awk -v t="$(field tollgate-c1 p99_ms)" -v d="$(field direct-c1 p99_ms)" 'BEGIN { printf "%.3f", t - d }') ms (target: at most 1.5 ms)."
+    echo "p50 added by Tollgate over direct: ${added} ms (target: at most 0.35 ms; by round: $(per_round c1 p50_ms direct diff)); p99 added: $(awk -v t="$(field tollgate-c1 p99_ms)" -v d="$(field direct-c1 p99_ms)" 'BEGIN { printf "%.3f", t - d }') ms (target: at most 1.5 ms; by round: $(per_round c1 p99_ms direct diff))."
     echo
     echo "## Streamed completion of 50 chunks, 32 connections"
     echo
-    echo "First byte p50 is $(awk -v t="$(field tollgate-stream ttfb_p50_ms)" -v n="$(field nginx-stream ttfb_p50_ms)" 'BEGIN { if (n > 0) printf "%.2fx", t / n; else print "n/a" }') nginx's (target: at most 1.5x)."
+    echo "First byte p50 is $(awk -v t="$(field tollgate-stream ttfb_p50_ms)" -v n="$(field nginx-stream ttfb_p50_ms)" 'BEGIN { if (n > 0) printf "%.2fx", t / n; else print "n/a" }') nginx's (target: at most 1.5x; by round: $(per_round stream ttfb_p50_ms nginx ratio))."
     echo
     echo "| target | streams/s | first byte p50 ms | first byte p99 ms | whole p50 ms | whole p99 ms |"
     echo "|---|---|---|---|---|---|"

@@ -211,12 +211,56 @@ static const char *s_valid_scalar(const char *p, const char *end, int flags)
     }
 }
 
-bool proto_jscan_valid(const char *text, size_t size, int flags)
+//  Records the top object's members as s_valid meets them (what
+//  proto_jscan_object finds on valid text), when `top` is given.
+static void s_index_open(proto_jscan_object_t *top, const char *object)
+{
+    if (top)
+        top->object = object;
+}
+
+static void s_index_key(proto_jscan_object_t *top, const char *key, const char *key_end)
+{
+    if (!top || !top->complete)
+        return;
+    if (top->count == PROTO_JSCAN_OBJECT_MAX) {
+        top->complete = false; //  and, as proto_jscan_object leaves it, no `after`
+        return;
+    }
+    top->members[top->count].key = key;
+    top->members[top->count].key_end = key_end;
+    top->members[top->count].value = NULL; //  set where the value starts
+}
+
+static void s_index_value(proto_jscan_object_t *top, const char *value)
+{
+    if (top && top->complete && top->count < PROTO_JSCAN_OBJECT_MAX &&
+        top->members[top->count].key && !top->members[top->count].value)
+        top->members[top->count++].value = value;
+}
+
+static void s_index_close(proto_jscan_object_t *top, const char *after)
+{
+    if (top && top->object && top->complete)
+        top->after = after;
+}
+
+//  proto_jscan_valid, and with `top` the index of the top object.
+static bool s_valid(const char *text, size_t size, int flags, proto_jscan_object_t *top)
 {
     const char *end = text + size;
+    if (top) {
+        memset(top, 0, sizeof *top);
+        top->end = end;
+        top->complete = true;
+    }
     const char *p = proto_jscan_space(text, end);
     if (p >= end || (*p != '{' && *p != '['))
         return false;
+    if (*p == '{')
+        s_index_open(top, p);
+    else
+        top = NULL; //  an array: nothing to index
     //  The open containers, innermost last; jansson counts the top value
     //  as depth 1 and refuses any value deeper than its maximum.
     char open[PROTO_JSCAN_MAX_DEPTH + 1];
@@ -226,12 +270,16 @@ bool proto_jscan_valid(const char *text, size_t size, int flags)
         p = proto_jscan_space(p, end);
         if (p >= end || depth + 1 > PROTO_JSCAN_MAX_DEPTH)
             return false;
+        if (depth == 1)
+            s_index_value(top, p);
         if (*p == '{' || *p == '[') {
             open[depth++] = *p;
             p = proto_jscan_space(p + 1, end);
             if (p < end && *p == (open[depth - 1] == '{' ? '}' : ']')) {
                 p++;
                 depth--;
+                if (!depth)
+                    s_index_close(top, p);
             } else if (open[depth - 1] == '[')
                 continue;
             else
@@ -253,18 +301,33 @@ bool proto_jscan_valid(const char *text, size_t size, int flags)
                 return false;
             p++;
             depth--;
+            if (!depth)
+                s_index_close(top, p);
         }
         if (open[depth - 1] == '[')
             continue;
     key:
         p = proto_jscan_space(p, end);
+        const char *key = p;
         if (p >= end || *p != '"' || !(p = s_valid_string(p, end, false)))
             return false;
+        if (depth == 1)
+            s_index_key(top, key, p);
         p = proto_jscan_space(p, end);
         if (p >= end || *p != ':')
             return false;
         p++;
     }
+}
+
+bool proto_jscan_valid(const char *text, size_t size, int flags)
+{
+    return s_valid(text, size, flags, NULL);
+}
+
+bool proto_jscan_valid_indexed(const char *text, size_t size, int flags, proto_jscan_object_t *top)
+{
+    return s_valid(text, size, flags, top);
 }
 
 //  --------------------------------------------------------------------------
@@ -566,10 +629,35 @@ static bool s_jansson_valid(const char *text, size_t size, int flags)
 
 //  Checks the scanner against jansson on text under all four flag sets;
 //  returns the verdict with `flags`.
+//  proto_jscan_valid_indexed gives proto_jscan_valid's verdict and, on a valid
+//  object, proto_jscan_object's index of it, field for field.
+static void s_check_indexed(const char *text, size_t size, int flags, bool valid)
+{
+    proto_jscan_object_t indexed, walked;
+    PROTO_CHECK(proto_jscan_valid_indexed(text, size, flags, &indexed) == valid);
+    if (!valid)
+        return;
+    const char *end = text + size, *root = proto_jscan_space(text, end);
+    if (*root != '{') {
+        PROTO_CHECK(indexed.object == NULL);
+        return;
+    }
+    proto_jscan_object(&walked, root, end);
+    PROTO_CHECK(indexed.object == walked.object && indexed.end == walked.end);
+    PROTO_CHECK(indexed.after == walked.after && indexed.count == walked.count);
+    PROTO_CHECK(indexed.complete == walked.complete);
+    for (size_t i = 0; i < walked.count; i++) {
+        PROTO_CHECK(indexed.members[i].key == walked.members[i].key);
+        PROTO_CHECK(indexed.members[i].key_end == walked.members[i].key_end);
+        PROTO_CHECK(indexed.members[i].value == walked.members[i].value);
+    }
+}
+
 static bool s_agree(const char *text, size_t size, int flags)
 {
     for (int each = 0; each < 4; each++) {
         bool ours = proto_jscan_valid(text, size, each);
+        s_check_indexed(text, size, each, ours);
         //  The one known difference: jansson loses a NUL byte right after
         //  a number or literal (proto_jscan.h); the scanner refuses it.
         bool quirk = !ours && memchr(text, '\0', size);
@@ -678,6 +766,7 @@ static void s_test_lookups(void)
     strcat(wide, "}");
     const char *wide_end = wide + strlen(wide);
     PROTO_CHECK(proto_jscan_valid(wide, strlen(wide), 0));
+    s_check_indexed(wide, strlen(wide), 0, true);
     proto_jscan_object(&index, wide, wide_end);
     PROTO_CHECK(!index.complete);
     PROTO_CHECK(proto_jscan_get(&index, "k1") == proto_jscan_member(wide, wide_end, "k1"));

@@ -87,6 +87,12 @@ typedef struct {
 //  Indexes the object at `object` (none when it is not an object or NULL).
 void proto_jscan_object(proto_jscan_object_t *self, const char *object, const char *end);
 
+//  proto_jscan_valid that also indexes the top object on its way through the
+//  text, as proto_jscan_object would after it, so the text is walked once.
+//  *top is that index when the text is valid and its top value an object;
+//  top->object is NULL when it is an array.
+bool proto_jscan_valid_indexed(const char *text, size_t size, int flags, proto_jscan_object_t *top);
+
 //  proto_jscan_member through the index: the last member named key, or NULL.
 const char *proto_jscan_get(const proto_jscan_object_t *self, const char *key);
 

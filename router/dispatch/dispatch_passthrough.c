@@ -381,14 +381,11 @@ static bool s_pass_scan(int protocol, const char *name, const proto_jscan_object
 static bool s_event_scan(dispatch_convert_t *conv, int protocol, const proto_sse_event_t *event,
                          zchunk_t *out)
 {
-    const char *text = event->data, *end = text + event->data_size;
-    if (!proto_jscan_valid(text, event->data_size, PROTO_JSCAN_ALLOW_NUL))
-        return false;
-    const char *root = proto_jscan_space(text, end);
-    if (proto_jscan_type(root) != PROTO_JSCAN_OBJECT)
-        return false;
+    const char *end = event->data + event->data_size;
     proto_jscan_object_t top;
-    proto_jscan_object(&top, root, end);
+    if (!proto_jscan_valid_indexed(event->data, event->data_size, PROTO_JSCAN_ALLOW_NUL, &top) ||
+        !top.object)
+        return false;
     bool complete;
     if (!s_pass_scan(protocol, event->name, &top, &complete))
         return false;
@@ -468,13 +465,10 @@ static int s_body(dispatch_convert_t *conv, const char *body, size_t size, zchun
 {
     int protocol = conv->adapter->endpoint_protocol;
     //  The scanner first; jansson for what it refuses or cannot count.
-    const char *root = proto_jscan_space(body, body + size);
-    if (scan && proto_jscan_valid(body, size, PROTO_JSCAN_ALLOW_NUL) &&
-        proto_jscan_type(root) == PROTO_JSCAN_OBJECT) {
+    proto_jscan_object_t top;
+    if (scan && proto_jscan_valid_indexed(body, size, PROTO_JSCAN_ALLOW_NUL, &top) && top.object) {
         proto_usage_t usage = {0};
         size_t bytes;
-        proto_jscan_object_t top;
-        proto_jscan_object(&top, root, body + size);
         if (proto_usage_scan(protocol, &top, NULL, false, &usage, &bytes) >= 0) {
             conv->usage = usage;
             conv->content_bytes += bytes;

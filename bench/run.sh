@@ -118,25 +118,24 @@ if [ "$streams_only" = 0 ]; then
     # minutes, the same way for every program). Each is done `rounds` times
     # (lines NAME-rN) and reported as the rounds' mean (line NAME).
     targets=("direct $mock" "nginx http://127.0.0.1:$nginx_port" "tollgate $gateway")
-    for round in $(seq "$rounds"); do
-        for target in "${targets[@]}"; do
-            set -- $target
-            log "wrk: $1, 32 connections, non-streamed (round $round)"
-            wrk_run "$1-c32-r$round" "$2" 32 mock-model 0 | tee -a "$results"
-        done
-    done
-    for round in $(seq "$rounds"); do
-        for target in "${targets[@]}"; do
-            set -- $target
-            log "wrk: $1, 1 connection, non-streamed (round $round)"
-            wrk_run "$1-c1-r$round" "$2" 1 mock-model 0 | tee -a "$results"
-        done
-    done
-    for round in $(seq "$rounds"); do
-        for target in "${targets[@]}"; do
-            set -- $target
-            log "streamed (50 chunks): $1, 32 connections (round $round)"
-            echo "$1-stream-r$round $(node bench/ttfb.mjs "$2/v1/chat/completions" "$key" mock-50 32 $((duration * 300)))" | tee -a "$results"
+    measure() { # FIGURE NAME URL ROUND: one figure of one target, as a results line
+        case "$1" in
+        c32)
+            log "wrk: $2, 32 connections, non-streamed (round $4)"
+            wrk_run "$2-c32-r$4" "$3" 32 mock-model 0 ;;
+        c1)
+            log "wrk: $2, 1 connection, non-streamed (round $4)"
+            wrk_run "$2-c1-r$4" "$3" 1 mock-model 0 ;;
+        stream)
+            log "streamed (50 chunks): $2, 32 connections (round $4)"
+            echo "$2-stream-r$4 $(node bench/ttfb.mjs "$3/v1/chat/completions" "$key" mock-50 32 $((duration * 300)))" ;;
+        esac
+    }
+    for figure in c32 c1 stream; do
+        for round in $(seq "$rounds"); do
+            for target in "${targets[@]}"; do
+                measure "$figure" $target "$round" | tee -a "$results"
+            done
         done
     done
     # The rounds' mean of each figure (requests and errors: their sum).

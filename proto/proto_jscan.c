@@ -627,8 +627,6 @@ static bool s_jansson_valid(const char *text, size_t size, int flags)
     return json != NULL;
 }
 
-//  Checks the scanner against jansson on text under all four flag sets;
-//  returns the verdict with `flags`.
 //  proto_jscan_valid_indexed gives proto_jscan_valid's verdict and, on a valid
 //  object, proto_jscan_object's index of it, field for field.
 static void s_check_indexed(const char *text, size_t size, int flags, bool valid)
@@ -653,6 +651,8 @@ static void s_check_indexed(const char *text, size_t size, int flags, bool valid
     }
 }
 
+//  Checks the scanner against jansson on text under all four flag sets (and
+//  its index against proto_jscan_object's); returns the verdict with `flags`.
 static bool s_agree(const char *text, size_t size, int flags)
 {
     for (int each = 0; each < 4; each++) {

@@ -229,13 +229,12 @@ static void s_index_key(proto_jscan_object_t *top, const char *key, const char *
     }
     top->members[top->count].key = key;
     top->members[top->count].key_end = key_end;
-    top->members[top->count].value = NULL; //  set where the value starts
 }
 
+//  In the top object every value at depth 1 follows the key just recorded.
 static void s_index_value(proto_jscan_object_t *top, const char *value)
 {
-    if (top && top->complete && top->count < PROTO_JSCAN_OBJECT_MAX &&
-        top->members[top->count].key && !top->members[top->count].value)
+    if (top && top->complete)
         top->members[top->count++].value = value;
 }
 
@@ -250,8 +249,10 @@ static bool s_valid(const char *text, size_t size, int flags, proto_jscan_object
 {
     const char *end = text + size;
     if (top) {
-        memset(top, 0, sizeof *top);
+        //  Field by field: the members are written as they are met.
+        top->object = top->after = NULL;
         top->end = end;
+        top->count = 0;
         top->complete = true;
     }
     const char *p = proto_jscan_space(text, end);

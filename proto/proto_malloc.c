@@ -31,7 +31,7 @@ bool proto_malloc_keep_heap_top(void)
 
 //  --------------------------------------------------------------------------
 //  Self test. ctest runs it in a process of its own, so glibc starts from its
-//  defaults (128 KiB for both), under which every check below fails.
+//  defaults (128 KiB for both), under which the two heap checks below fail.
 
 void proto_malloc_test(bool verbose)
 {

@@ -20,6 +20,7 @@
 #include "proto_usage.h"
 #include "proto_jscan.h"
 #include "proto_malloc.h"
+#include "proto_pid.h"
 #include "proto_peer.h"
 #include "proto_test.h"
 #include "proto_tls.h"
@@ -39,7 +40,7 @@ static const proto_test_t s_tests[] = {
     {"proto_tls", proto_tls_test},           {"proto_peer", proto_peer_test},
     {"proto_upstream", proto_upstream_test}, {"proto_map", proto_map_test},
     {"proto_reach", proto_reach_test},       {"proto_jscan", proto_jscan_test},
-    {"proto_malloc", proto_malloc_test},
+    {"proto_malloc", proto_malloc_test},     {"proto_pid", proto_pid_test},
 };
 
 PROTO_TEST_MAIN(s_tests)

@@ -6,6 +6,7 @@
 #include "proto_expose.h"
 #include "proto_log.h"
 #include "proto_msg.h"
+#include "proto_pid.h"
 #include "proto_socket.h"
 #include "proto_trace.h"
 
@@ -478,6 +479,10 @@ int proto_service_main(int argc, char **argv, const proto_service_def_t *def)
     char program[64];
     snprintf(program, sizeof program, "%s", def->name);
     proto_log_init(program, PROTO_LOG_INFO);
+    //  Before libzmq's first thread: its fork checks cost a system call each
+    //  otherwise (proto_pid.h).
+    if (!proto_pid_cache_start())
+        log_warn(NULL, "getpid is not exported: libzmq asks the kernel for the pid");
 
     //  PostgreSQL names every connection of this process after the program
     //  (pg_stat_activity.application_name), unless the operator chose.

@@ -438,7 +438,7 @@ void ingress_relay_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
 //  those this request went to already; prefer those that have not said
 //  `draining`. A DEALER with ZMQ_IMMEDIATE is writable only with a live
 //  connection; with `reachable`, instances that are down are skipped by
-//  asking (ZMQ_EVENTS: two system calls). The request path does not ask:
+//  asking (ZMQ_EVENTS: a system call). The request path does not ask:
 //  a send such a DEALER refuses goes to the next instance (s_send_dispatch).
 static int s_pick_dispatch(ingress_server_t *self, ingress_request_t *r, bool reachable)
 {

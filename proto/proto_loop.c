@@ -354,11 +354,11 @@ static bool s_run_sockets(proto_loop_t *self)
         self->full_check_ms = now + S_FULL_CHECK_MS;
     for (int i = 0; i < self->socket_count; i++) {
         s_socket_t entry = self->sockets[i];
-        //  Asking a socket for ZMQ_EVENTS costs libzmq two system calls
-        //  (getpid and poll). Its fd says when messages came, unless a
-        //  send, receive or ZMQ_EVENTS query on it swallowed the edge:
-        //  those mark it (proto_loop_touched), and the periodic full check
-        //  covers any that did not.
+        //  Asking a socket for ZMQ_EVENTS costs libzmq a system call (a
+        //  poll, and a getpid too without proto_pid). Its fd says when
+        //  messages came, unless a send, receive or ZMQ_EVENTS query on it
+        //  swallowed the edge: those mark it (proto_loop_touched), and the
+        //  periodic full check covers any that did not.
         if (!entry.woke && (entry.edge || !full))
             continue;
         int batch = 0;
@@ -387,7 +387,7 @@ static bool s_run_sockets(proto_loop_t *self)
                 break;
             }
             //  A handler that found a message may find another without a
-            //  query (two system calls) first: its next receive says.
+            //  query (a system call) first: its next receive says.
             ask = !after->received || after->empty;
         }
     }

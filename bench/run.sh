@@ -105,7 +105,7 @@ wrk_run() { # NAME URL CONNECTIONS MODEL STREAM
         wrk -t "$(( $3 < 2 ? 1 : 2 ))" -c "$3" -d "${duration}s" --latency -s bench/chat.lua "$2/v1/chat/completions" 2>&1)
     local line
     line=$(grep '^RESULT' <<<"$out" || true)
-    [ -n "$line" ] || { echo "$out" >&2; line="RESULT rps=0 p50_ms=0 p99_ms=0 requests=0 errors=-1 non200=-1"; }
+    [ -n "$line" ] || { echo "$out" >&2; line="RESULT rps=0 p50_ms=0 p99_ms=0 requests=0 errors=-1 http_errors=-1"; }
     echo "$1 $line"
 }
 
@@ -282,7 +282,7 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
     echo "| target | requests/s | p50 ms | p99 ms | errors |"
     echo "|---|---|---|---|---|"
     for t in direct nginx tollgate; do
-        echo "| $t | $(field $t-c32 rps) | $(field $t-c32 p50_ms) | $(field $t-c32 p99_ms) | $(field $t-c32 non200) |"
+        echo "| $t | $(field $t-c32 rps) | $(field $t-c32 p50_ms) | $(field $t-c32 p99_ms) | $(field $t-c32 errors) |"
     done
     echo
     echo "Tollgate throughput is $(pct "$(field tollgate-c32 rps)" "$(field nginx-c32 rps)") of nginx's (target: at least 35%; by round: $(per_round c32 rps nginx pct))."

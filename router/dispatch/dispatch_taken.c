@@ -282,6 +282,49 @@ static proto_msg_t *s_test_done(const char *rid, size_t body_size)
     return done;
 }
 
+//  What an id without an answer costs, and which ids are the same.
+static void s_test_ids_alone(bool verbose)
+{
+    proto_msg_t *found = NULL;
+    //  An id alone (a stream's, or one whose answer did not fit) costs its
+    //  item, not a copy of the id: 10,000 ids of 32 characters, the form
+    //  ingress makes, took a 96-byte chunk each from glibc's malloc when the
+    //  item held the id (over 960,000 bytes), a 64-byte one now.
+    dispatch_taken_t *taken = dispatch_taken_new(1000, 0, 20000);
+    size_t in_use = mallinfo2().uordblks;
+    for (int i = 0; i < 10000; i++) {
+        char rid[40];
+        snprintf(rid, sizeof rid, "%013llx%019x", 0x18c0ffee0000ULL + (unsigned)i, (unsigned)i);
+        dispatch_taken_add(taken, rid, NULL, 0);
+    }
+    size_t grown = mallinfo2().uordblks - in_use;
+    PROTO_CHECK(dispatch_taken_size(taken) == 10000);
+    PROTO_CHECK(grown < 10000 * 88);
+    if (verbose)
+        printf("(10000 ids: %zu bytes in use) ", grown);
+    bool known = dispatch_taken_find(taken, "18c0ffee0002a000000000000000000002a", 1, &found);
+    PROTO_CHECK(!known); //  a near miss is no match
+    char rid[40];
+    snprintf(rid, sizeof rid, "%013llx%019x", 0x18c0ffee0000ULL + 42, 42u);
+    known = dispatch_taken_find(taken, rid, 1, &found);
+    PROTO_CHECK(known && !found);
+    dispatch_taken_destroy(&taken);
+
+    //  An id longer than a request keeps is the same id as its cut.
+    taken = dispatch_taken_new(1000, 4096, 10);
+    char long_id[PROTO_MSG_RID_MAX + 8];
+    memset(long_id, 'q', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0';
+    dispatch_taken_add(taken, long_id, NULL, 0);
+    long_id[PROTO_MSG_RID_MAX] = '\0';
+    known = dispatch_taken_find(taken, long_id, 1, &found);
+    PROTO_CHECK(known && !found);
+    long_id[PROTO_MSG_RID_MAX - 1] = '\0';
+    known = dispatch_taken_find(taken, long_id, 1, &found);
+    PROTO_CHECK(!known);
+    dispatch_taken_destroy(&taken);
+}
+
 void dispatch_taken_test(bool verbose)
 {
     if (verbose)
@@ -413,43 +456,7 @@ void dispatch_taken_test(bool verbose)
     PROTO_CHECK(!known);
     dispatch_taken_destroy(&taken);
 
-    //  An id alone (a stream's, or one whose answer did not fit) costs its
-    //  item, not a copy of the id: 10,000 ids of 32 characters, the form
-    //  ingress makes, took a 96-byte chunk each from glibc's malloc when the
-    //  item held the id (over 960,000 bytes), a 64-byte one now.
-    taken = dispatch_taken_new(1000, 0, 20000);
-    in_use = mallinfo2().uordblks;
-    for (int i = 0; i < 10000; i++) {
-        char rid[40];
-        snprintf(rid, sizeof rid, "%013llx%019x", 0x18c0ffee0000ULL + (unsigned)i, (unsigned)i);
-        dispatch_taken_add(taken, rid, NULL, 0);
-    }
-    grown = mallinfo2().uordblks - in_use;
-    PROTO_CHECK(dispatch_taken_size(taken) == 10000);
-    PROTO_CHECK(grown < 10000 * 88);
-    if (verbose)
-        printf("(10000 ids: %zu bytes in use) ", grown);
-    known = dispatch_taken_find(taken, "18c0ffee0002a000000000000000000002a", 1, &found);
-    PROTO_CHECK(!known); //  a near miss is no match
-    char rid[40];
-    snprintf(rid, sizeof rid, "%013llx%019x", 0x18c0ffee0000ULL + 42, 42u);
-    known = dispatch_taken_find(taken, rid, 1, &found);
-    PROTO_CHECK(known && !found);
-    dispatch_taken_destroy(&taken);
-
-    //  An id longer than a request keeps is the same id as its cut.
-    taken = dispatch_taken_new(1000, 4096, 10);
-    char long_id[PROTO_MSG_RID_MAX + 8];
-    memset(long_id, 'q', sizeof long_id - 1);
-    long_id[sizeof long_id - 1] = '\0';
-    dispatch_taken_add(taken, long_id, NULL, 0);
-    long_id[PROTO_MSG_RID_MAX] = '\0';
-    known = dispatch_taken_find(taken, long_id, 1, &found);
-    PROTO_CHECK(known && !found);
-    long_id[PROTO_MSG_RID_MAX - 1] = '\0';
-    known = dispatch_taken_find(taken, long_id, 1, &found);
-    PROTO_CHECK(!known);
-    dispatch_taken_destroy(&taken);
+    s_test_ids_alone(verbose);
     if (verbose)
         printf("OK\n");
 }

@@ -1,4 +1,5 @@
 #include "billing_book.h"
+#include "proto_text.h"
 #include "proto_check.h"
 
 #include <assert.h>
@@ -58,7 +59,7 @@ void billing_book_destroy(billing_book_t **self_p)
 billing_account_t *billing_book_find(billing_book_t *self, uint64_t account_id)
 {
     char key[24];
-    snprintf(key, sizeof key, "%" PRIu64, account_id);
+    proto_text_u64(key, account_id);
     return zhashx_lookup(self->accounts, key);
 }
 
@@ -73,7 +74,7 @@ billing_account_t *billing_book_account(billing_book_t *self, uint64_t account_i
     account->account_id = account_id;
     account->balance_micros = catalog_balance;
     char key[24];
-    snprintf(key, sizeof key, "%" PRIu64, account_id);
+    proto_text_u64(key, account_id);
     zhashx_insert(self->accounts, key, account);
     return account;
 }
@@ -99,7 +100,7 @@ static int64_t s_sub(int64_t a, int64_t b)
 billing_limit_t *billing_book_key(billing_book_t *self, uint64_t key_id)
 {
     char name[24];
-    snprintf(name, sizeof name, "%" PRIu64, key_id);
+    proto_text_u64(name, key_id);
     billing_limit_t *limit = zhashx_lookup(self->keys, name);
     if (!limit) {
         limit = calloc(1, sizeof *limit);

@@ -1,4 +1,5 @@
 #include "billing_grant.h"
+#include "proto_text.h"
 #include "proto_check.h"
 #include "proto_crypto.h"
 
@@ -48,11 +49,19 @@ bool billing_grant_durable(billing_grant_t *self)
 static void s_mac(billing_grant_t *self, char kind, const char *subject, uint64_t account_id,
                   uint64_t key_id, char *out)
 {
-    char text[160];
-    int length = snprintf(text, sizeof text, "%c|%s|%" PRIu64 "|%" PRIu64, kind, subject,
-                          account_id, key_id);
-    assert(length > 0 && (size_t)length < sizeof text);
-    proto_crypto_mac_hex(self->key, text, (size_t)length, out);
+    char text[192]; //  a subject of up to 127 bytes (billing_grant_check), two numbers
+    size_t subject_length = strlen(subject);
+    assert(subject_length + 3 + 2 * PROTO_TEXT_INT_MAX < sizeof text);
+    size_t length = 0;
+    text[length++] = kind;
+    text[length++] = '|';
+    memcpy(text + length, subject, subject_length);
+    length += subject_length;
+    text[length++] = '|';
+    length += proto_text_u64(text + length, account_id);
+    text[length++] = '|';
+    length += proto_text_u64(text + length, key_id);
+    proto_crypto_mac_hex(self->key, text, length, out);
 }
 
 void billing_grant_admit(billing_grant_t *self, const char *request_id, uint64_t account_id,
@@ -74,7 +83,7 @@ void billing_grant_lease(billing_grant_t *self, uint64_t lease_id, uint64_t acco
                          uint64_t key_id, char *out)
 {
     char subject[24], mac[PROTO_CRYPTO_MAC_HEX + 1];
-    snprintf(subject, sizeof subject, "%" PRIu64, lease_id);
+    proto_text_u64(subject, lease_id);
     s_mac(self, 'l', subject, account_id, key_id, mac);
     snprintf(out, BILLING_GRANT_MAX + 1, "l1.%" PRIu64 ".%s", lease_id, mac);
 }
@@ -88,7 +97,7 @@ bool billing_grant_check(billing_grant_t *self, const char *grant, const char *r
     if (strncmp(grant, "a1.", 3) == 0) {
         //  An operator's-loss record carries its request's grant.
         char request[128];
-        snprintf(request, sizeof request, "%s", request_id);
+        proto_text_copy(request, sizeof request, request_id);
         char *mark = loss ? strstr(request, BILLING_GRANT_LOSS_MARK) : NULL;
         if (mark)
             *mark = '\0';

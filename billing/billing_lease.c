@@ -1,4 +1,5 @@
 #include "billing_lease.h"
+#include "proto_text.h"
 #include "proto_check.h"
 
 #include <assert.h>
@@ -83,7 +84,7 @@ void billing_lease_destroy(billing_lease_t **self_p)
 static s_lease_t *s_find(billing_lease_t *self, uint64_t lease_id)
 {
     char name[24];
-    snprintf(name, sizeof name, "%" PRIu64, lease_id);
+    proto_text_u64(name, lease_id);
     return zhashx_lookup(self->leases, name);
 }
 
@@ -105,7 +106,7 @@ static s_lease_t *s_insert(billing_lease_t *self, uint64_t lease_id, const billi
     lease->account_id = account_id;
     snprintf(lease->holder, sizeof lease->holder, "%s", ask->holder ? ask->holder : "");
     char name[24];
-    snprintf(name, sizeof name, "%" PRIu64, lease_id);
+    proto_text_u64(name, lease_id);
     zhashx_insert(self->leases, name, lease);
     return lease;
 }
@@ -437,7 +438,7 @@ size_t billing_lease_sweep(billing_lease_t *self, proto_catalog_t *catalog, uint
         s_set_hold(self, catalog, lease, 0);
         s_block(self, catalog, lease, 0, 0, -(int64_t)lease->slots, now_ms);
         char name[24];
-        snprintf(name, sizeof name, "%" PRIu64, lease->lease_id);
+        proto_text_u64(name, lease->lease_id);
         zhashx_delete(self->leases, name);
     }
     zlistx_destroy(&gone);

@@ -1,4 +1,5 @@
 #include "ingress_lease.h"
+#include "proto_text.h"
 #include "proto_check.h"
 
 #include <assert.h>
@@ -72,7 +73,7 @@ void ingress_lease_destroy(ingress_lease_t **self_p)
 static s_lease_t *s_find(ingress_lease_t *self, uint64_t key_id, bool create)
 {
     char name[24];
-    snprintf(name, sizeof name, "%" PRIu64, key_id);
+    proto_text_u64(name, key_id);
     s_lease_t *lease = zhashx_lookup(self->leases, name);
     if (!lease && create) {
         lease = calloc(1, sizeof *lease);
@@ -86,7 +87,7 @@ static s_lease_t *s_find(ingress_lease_t *self, uint64_t key_id, bool create)
 static void s_remove(ingress_lease_t *self, uint64_t key_id)
 {
     char name[24];
-    snprintf(name, sizeof name, "%" PRIu64, key_id);
+    proto_text_u64(name, key_id);
     zhashx_delete(self->leases, name);
 }
 

@@ -1,4 +1,5 @@
 #include "ingress_parse.h"
+#include "proto_text.h"
 #include "proto_check.h"
 #include "proto_crypto.h"
 #include "proto_loop.h"
@@ -107,10 +108,14 @@ bool ingress_parse_request_id_valid(const char *text)
 //  unique across ingress instances and clock steps.
 void ingress_parse_new_request_id(char *out)
 {
+    static const char hex[] = "0123456789abcdef";
+    unsigned long long wall_us = (unsigned long long)proto_loop_wall_us();
+    for (int i = INGRESS_REQUEST_ID_TIME_HEX - 1; i >= 0; i--, wall_us >>= 4)
+        out[i] = hex[wall_us & 0xf];
     char random[INGRESS_REQUEST_ID_RANDOM_HEX + 2];
     proto_crypto_random_hex(random, (INGRESS_REQUEST_ID_RANDOM_HEX + 1) / 2);
-    snprintf(out, INGRESS_REQUEST_ID_HEX + 1, "%0*llx%.*s", INGRESS_REQUEST_ID_TIME_HEX,
-             (unsigned long long)proto_loop_wall_us(), INGRESS_REQUEST_ID_RANDOM_HEX, random);
+    memcpy(out + INGRESS_REQUEST_ID_TIME_HEX, random, INGRESS_REQUEST_ID_RANDOM_HEX);
+    out[INGRESS_REQUEST_ID_HEX] = '\0';
 }
 
 void ingress_parse_client_request_id(const char *client_id, char *out)
@@ -147,17 +152,21 @@ bool ingress_parse_traceparent_valid(const char *text)
 
 void ingress_parse_traceparent(const char *incoming, char *out)
 {
-    char span[17];
-    proto_crypto_random_hex(span, 8);
+    //  00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>
+    memcpy(out, "00-", 3);
     if (ingress_parse_traceparent_valid(incoming)) {
         //  We are a hop in the client's trace: keep its trace id and flags,
         //  and name ourselves as the parent of what follows.
-        snprintf(out, INGRESS_TRACE_SIZE, "00-%.32s-%s-%.2s", incoming + 3, span, incoming + 53);
-        return;
+        memcpy(out + 3, incoming + 3, 32);
+        memcpy(out + 53, incoming + 53, 2);
+    } else {
+        proto_crypto_random_hex(out + 3, 16);
+        memcpy(out + 53, "01", 2);
     }
-    char trace[33];
-    proto_crypto_random_hex(trace, 16);
-    snprintf(out, INGRESS_TRACE_SIZE, "00-%s-%s-01", trace, span);
+    out[35] = '-';
+    proto_crypto_random_hex(out + 36, 8);
+    out[52] = '-';
+    out[55] = '\0';
 }
 
 //  The field holding the conversation, per protocol: what a request of
@@ -501,8 +510,15 @@ uint64_t ingress_parse_overhead_us(uint64_t received_us, uint64_t headers_us, ui
 
 void ingress_parse_ms_text(uint64_t microseconds, char *out, size_t out_size)
 {
-    snprintf(out, out_size, "%llu.%03llu", (unsigned long long)(microseconds / 1000),
-             (unsigned long long)(microseconds % 1000));
+    char text[PROTO_TEXT_INT_MAX + 4];
+    size_t length = proto_text_u64(text, microseconds / 1000);
+    unsigned fraction = (unsigned)(microseconds % 1000);
+    text[length++] = '.';
+    text[length++] = (char)('0' + fraction / 100);
+    text[length++] = (char)('0' + fraction / 10 % 10);
+    text[length++] = (char)('0' + fraction % 10);
+    text[length] = '\0';
+    proto_text_copy(out, out_size, text);
 }
 
 //  --------------------------------------------------------------------------

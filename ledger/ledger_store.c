@@ -1,4 +1,5 @@
 #include "ledger_store.h"
+#include "proto_text.h"
 #include "proto_check.h"
 #include "proto_db.h"
 #include "proto_trace.h"
@@ -183,10 +184,10 @@ static void s_array_next(s_buf_t *buf)
 
 static void s_array_int(s_buf_t *buf, int64_t value)
 {
-    char text[24];
-    int length = snprintf(text, sizeof text, "%" PRId64, value);
+    char text[PROTO_TEXT_INT_MAX];
+    size_t length = proto_text_i64(text, value);
     s_array_next(buf);
-    s_buf_add(buf, text, (size_t)length);
+    s_buf_add(buf, text, length);
 }
 
 static void s_array_null(s_buf_t *buf)

@@ -1,4 +1,5 @@
 #include "proto_map.h"
+#include "proto_text.h"
 #include "proto_check.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -68,7 +69,7 @@ static bool s_contains(const char *haystack, const char *needle)
 static s_model_t *s_model(proto_map_t *self, uint64_t model_id)
 {
     char key[24];
-    snprintf(key, sizeof key, "%llu", (unsigned long long)model_id);
+    proto_text_u64(key, model_id);
     s_model_t *model = zhashx_lookup(self->models, key);
     if (!model) {
         model = calloc(1, sizeof *model);
@@ -283,7 +284,7 @@ proto_map_t *proto_map_build(proto_catalog_t *catalog, bool zero_config)
         char key[200];
         s_listed_key(key, sizeof key, listed->provider_id, listed->name);
         zhashx_update(self->listed, key, &marker);
-        snprintf(key, sizeof key, "%llu", (unsigned long long)listed->provider_id);
+        proto_text_u64(key, listed->provider_id);
         zhashx_update(self->has_list, key, &marker);
     }
     for (size_t i = 0; i < proto_catalog_model_count(catalog); i++)
@@ -307,7 +308,7 @@ void proto_map_destroy(proto_map_t **self_p)
 static s_model_t *s_find(proto_map_t *self, uint64_t model_id)
 {
     char key[24];
-    snprintf(key, sizeof key, "%llu", (unsigned long long)model_id);
+    proto_text_u64(key, model_id);
     return zhashx_lookup(self->models, key);
 }
 
@@ -335,7 +336,7 @@ bool proto_map_lists(proto_map_t *self, uint64_t provider_id, const char *model)
 bool proto_map_has_list(proto_map_t *self, uint64_t provider_id)
 {
     char key[24];
-    snprintf(key, sizeof key, "%llu", (unsigned long long)provider_id);
+    proto_text_u64(key, provider_id);
     return zhashx_lookup(self->has_list, key) != NULL;
 }
 

@@ -1,4 +1,5 @@
 #include "proto_observe.h"
+#include "proto_text.h"
 #include "proto_check.h"
 #include "proto_log.h"
 #include "proto_loop.h"
@@ -15,8 +16,10 @@ static void s_provider_label(char *out, size_t size, uint64_t id, const char *na
 {
     if (name && *name)
         proto_metrics_label(out, size, name);
-    else
-        snprintf(out, size, "%llu", (unsigned long long)id);
+    else {
+        size_t used = 0;
+        proto_text_add_u64(out, size, &used, id);
+    }
 }
 
 void proto_observe_attempt(proto_metrics_t *metrics, proto_trace_t *tracer,
@@ -50,13 +53,22 @@ void proto_observe_attempt(proto_metrics_t *metrics, proto_trace_t *tracer,
     char provider[160], model[160], labels[512];
     s_provider_label(provider, sizeof provider, attempt->provider_id, attempt->provider_name);
     proto_metrics_label(model, sizeof model, attempt->model ? attempt->model : "");
-    snprintf(labels, sizeof labels, "provider=\"%s\",model=\"%s\",status=\"%d\"", provider, model,
-             attempt->status);
+    size_t used = 0;
+    proto_text_add(labels, sizeof labels, &used, "provider=\"");
+    proto_text_add(labels, sizeof labels, &used, provider);
+    proto_text_add(labels, sizeof labels, &used, "\",model=\"");
+    proto_text_add(labels, sizeof labels, &used, model);
+    proto_text_add(labels, sizeof labels, &used, "\",status=\"");
+    proto_text_add_i64(labels, sizeof labels, &used, attempt->status);
+    proto_text_add(labels, sizeof labels, &used, "\"");
     proto_metric_add(proto_metrics_counter(metrics, "tollgate_upstream_attempts_total",
                                            "Upstream attempts by provider, model and status.",
                                            labels),
                      1);
-    snprintf(labels, sizeof labels, "provider=\"%s\"", provider);
+    used = 0;
+    proto_text_add(labels, sizeof labels, &used, "provider=\"");
+    proto_text_add(labels, sizeof labels, &used, provider);
+    proto_text_add(labels, sizeof labels, &used, "\"");
     proto_metric_observe(proto_metrics_histogram(metrics, "tollgate_upstream_seconds",
                                                  "Upstream attempt duration by provider.", labels),
                          (double)attempt->latency_us / 1e6);
@@ -166,8 +178,8 @@ void proto_observe_first_byte(proto_metrics_t *metrics, proto_trace_t *tracer,
 //  Per candidate: 6 bytes per escaped byte of a 127-byte name, and room.
 #define S_DECISION_TEXT (64 + S_DECISION_SHOWN * (96 + 6 * 127))
 
-//  snprintf returns what it would have written: a text cut short leaves
-//  `used` at its end, never past it.
+//  proto_log_json_escape returns what it would have written: a text cut
+//  short leaves `used` at its end, never past it.
 static size_t s_within(size_t used)
 {
     return used < S_DECISION_TEXT ? used : S_DECISION_TEXT - 1;
@@ -176,19 +188,22 @@ static size_t s_within(size_t used)
 static void s_decision_attributes(const proto_candidate_t *candidates, size_t count,
                                   char text[S_DECISION_TEXT])
 {
-    size_t used = (size_t)snprintf(text, S_DECISION_TEXT, "{\"candidates\":[");
+    size_t used = 0;
+    proto_text_add(text, S_DECISION_TEXT, &used, "{\"candidates\":[");
     for (size_t i = 0; i < count && i < S_DECISION_SHOWN; i++) {
-        used = s_within(used + (size_t)snprintf(text + used, S_DECISION_TEXT - used,
-                                                "%s{\"provider_id\":%" PRIu64
-                                                ",\"provider_key_id\":%" PRIu64
-                                                ",\"upstream_model\":\"",
-                                                i ? "," : "", candidates[i].provider_id,
-                                                candidates[i].provider_key_id));
+        proto_text_add(text, S_DECISION_TEXT, &used,
+                       i ? ",{\"provider_id\":" : "{\"provider_id\":");
+        proto_text_add_u64(text, S_DECISION_TEXT, &used, candidates[i].provider_id);
+        proto_text_add(text, S_DECISION_TEXT, &used, ",\"provider_key_id\":");
+        proto_text_add_u64(text, S_DECISION_TEXT, &used, candidates[i].provider_key_id);
+        proto_text_add(text, S_DECISION_TEXT, &used, ",\"upstream_model\":\"");
         used = s_within(used + proto_log_json_escape(text + used, S_DECISION_TEXT - used,
                                                      candidates[i].upstream_model));
-        used = s_within(used + (size_t)snprintf(text + used, S_DECISION_TEXT - used, "\"}"));
+        proto_text_add(text, S_DECISION_TEXT, &used, "\"}");
     }
-    snprintf(text + used, S_DECISION_TEXT - used, "],\"count\":%zu}", count);
+    proto_text_add(text, S_DECISION_TEXT, &used, "],\"count\":");
+    proto_text_add_u64(text, S_DECISION_TEXT, &used, count);
+    proto_text_add(text, S_DECISION_TEXT, &used, "}");
 }
 
 void proto_observe_decision(proto_trace_t *tracer, const char *request_id, const char *trace,

@@ -1,4 +1,5 @@
 #include "proto_upstream.h"
+#include "proto_text.h"
 #include "proto_check.h"
 #include "proto_msg.h"
 
@@ -83,7 +84,11 @@ static struct curl_slist *s_header(struct curl_slist *list, const char *name, co
     char *line = size <= sizeof small ? small : malloc(size);
     if (!line)
         return list;
-    snprintf(line, size, "%s: %s%s", name, prefix, value);
+    size_t used = 0;
+    proto_text_add(line, size, &used, name);
+    proto_text_add(line, size, &used, ": ");
+    proto_text_add(line, size, &used, prefix);
+    proto_text_add(line, size, &used, value);
     struct curl_slist *grown = curl_slist_append(list, line);
     //  The line may hold a secret: wipe our copy (curl keeps its own).
     explicit_bzero(line, size);

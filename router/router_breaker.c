@@ -1,4 +1,5 @@
 #include "router_breaker.h"
+#include "proto_text.h"
 #include "proto_check.h"
 
 #include <assert.h>
@@ -89,12 +90,18 @@ const char *router_breaker_state_name(router_breaker_state_t state)
 
 static void s_key_name(char *out, size_t size, uint64_t key_id)
 {
-    snprintf(out, size, "k:%llu", (unsigned long long)key_id);
+    size_t used = 0;
+    proto_text_add(out, size, &used, "k:");
+    proto_text_add_u64(out, size, &used, key_id);
 }
 
 static void s_model_name(char *out, size_t size, uint64_t provider_id, const char *model)
 {
-    snprintf(out, size, "m:%llu:%s", (unsigned long long)provider_id, model);
+    size_t used = 0;
+    proto_text_add(out, size, &used, "m:");
+    proto_text_add_u64(out, size, &used, provider_id);
+    proto_text_add(out, size, &used, ":");
+    proto_text_add(out, size, &used, model);
 }
 
 static s_entry_t *s_key_entry(router_breaker_t *self, uint64_t key_id, bool create)

@@ -1,4 +1,5 @@
 #include "router_limit.h"
+#include "proto_text.h"
 #include "proto_check.h"
 
 #include <assert.h>
@@ -72,7 +73,7 @@ static double s_share(router_limit_t *self, int64_t limit, double granted)
 static s_key_t *s_key(router_limit_t *self, uint64_t key_id, bool create)
 {
     char name[24];
-    snprintf(name, sizeof name, "%llu", (unsigned long long)key_id);
+    proto_text_u64(name, key_id);
     s_key_t *key = zhashx_lookup(self->keys, name);
     if (!key && create) {
         key = calloc(1, sizeof *key);

@@ -1,4 +1,5 @@
 #include "router_stats.h"
+#include "proto_text.h"
 #include "proto_check.h"
 
 #include <assert.h>
@@ -39,8 +40,12 @@ void router_stats_destroy(router_stats_t **self_p)
 
 static void s_name(char *out, size_t size, uint64_t provider_id, uint64_t key_id, const char *model)
 {
-    snprintf(out, size, "%llu:%llu:%s", (unsigned long long)provider_id, (unsigned long long)key_id,
-             model ? model : "");
+    size_t used = 0;
+    proto_text_add_u64(out, size, &used, provider_id);
+    proto_text_add(out, size, &used, ":");
+    proto_text_add_u64(out, size, &used, key_id);
+    proto_text_add(out, size, &used, ":");
+    proto_text_add(out, size, &used, model ? model : "");
 }
 
 void router_stats_update(router_stats_t *self, uint64_t provider_id, uint64_t provider_key_id,

@@ -1,4 +1,5 @@
 #include "router_sticky.h"
+#include "proto_text.h"
 #include "proto_check.h"
 
 #include <assert.h>
@@ -129,7 +130,10 @@ bool router_sticky_drop_failed(router_sticky_t *self, const char *session, uint6
 
 static void s_preference_name(char *out, size_t size, uint64_t key_id, uint64_t provider_id)
 {
-    snprintf(out, size, "%llu:%llu", (unsigned long long)key_id, (unsigned long long)provider_id);
+    size_t used = 0;
+    proto_text_add_u64(out, size, &used, key_id);
+    proto_text_add(out, size, &used, ":");
+    proto_text_add_u64(out, size, &used, provider_id);
 }
 
 void router_sticky_prefer(router_sticky_t *self, uint64_t key_id, uint64_t provider_id,

@@ -1,4 +1,5 @@
 #include "dispatch_reach.h"
+#include "proto_text.h"
 #include "proto_check.h"
 #include "proto_upstream.h"
 #include "proto_msg.h"
@@ -83,7 +84,7 @@ int dispatch_reach_proxy(dispatch_reach_t *self, const proto_provider_t *provide
     if (!count)
         return -1;
     char name[24];
-    snprintf(name, sizeof name, "%llu", (unsigned long long)provider->id);
+    proto_text_u64(name, provider->id);
     uint64_t *turn = zhashx_lookup(self->turns, name);
     if (!turn) {
         turn = calloc(1, sizeof *turn);

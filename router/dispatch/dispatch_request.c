@@ -1,4 +1,5 @@
 #include "dispatch_request.h"
+#include "proto_text.h"
 #include "dispatch_adapter.h"
 #include "dispatch_audio.h"
 #include "dispatch_call.h"
@@ -208,7 +209,7 @@ dispatch_request_t *dispatch_request_new(const dispatch_request_env_t *env,
     proto_msg_t *dispatch = *dispatch_p;
     *dispatch_p = NULL;
     self->env = env;
-    snprintf(self->rid, sizeof self->rid, "%s", proto_msg_request_id(dispatch));
+    proto_text_copy(self->rid, sizeof self->rid, proto_msg_request_id(dispatch));
     s_keep(&self->kept, dispatch);
     self->body = proto_msg_take_body(dispatch);
     self->body_size = self->body ? zframe_size(self->body) : 0;
@@ -344,7 +345,10 @@ static void s_outcome(dispatch_request_t *self, int status, const char *error_co
     if (status < 200 || status >= 300)
         proto_batch_flush(env->outcomes);
     char labels[32];
-    snprintf(labels, sizeof labels, "status=\"%d\"", status);
+    size_t used = 0;
+    proto_text_add(labels, sizeof labels, &used, "status=\"");
+    proto_text_add_i64(labels, sizeof labels, &used, status);
+    proto_text_add(labels, sizeof labels, &used, "\"");
     proto_metric_add(proto_metrics_counter(env->metrics, "tollgate_dispatch_attempts_total",
                                            "Upstream attempts by status", labels),
                      1);
@@ -659,7 +663,7 @@ static void s_on_response(void *arg, int status, const char *content_type)
     dispatch_request_t *self = arg;
     self->status = status;
     self->first_byte_us = proto_loop_now_us();
-    snprintf(self->content_type, sizeof self->content_type, "%s", content_type ? content_type : "");
+    proto_text_copy(self->content_type, sizeof self->content_type, content_type);
     bool ok = status >= 200 && status < 300;
     //  A stream is relayed as it comes only when it is one; an upstream
     //  that answers a stream request with plain JSON is read as a whole.

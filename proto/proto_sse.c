@@ -160,20 +160,28 @@ static int s_dispatch(proto_sse_t *self, size_t end, proto_sse_fn *fn, void *arg
     return rc;
 }
 
+//  The first \n or \r in [from, end), or NULL. raw ends with a NUL, so
+//  strcspn (SIMD in glibc, where a loop took ~10 instructions a byte) stops
+//  at a line end, a NUL inside the data (stepped over) or the end.
+static char *s_line_end(char *from, char *end)
+{
+    for (char *at = from; at < end; at++) {
+        at += strcspn(at, "\r\n");
+        if (at < end && *at)
+            return at;
+    }
+    return NULL;
+}
+
 //  Splits complete lines from raw[scan ..]. With at_end a final \r counts.
 static int s_scan(proto_sse_t *self, bool at_end, proto_sse_fn *fn, void *arg)
 {
     while (self->scan < self->raw.size) {
         char *start = self->raw.data + self->scan;
         size_t left = self->raw.size - self->scan;
-        char *eol = NULL;
         //  Bytes already searched are not searched again, so a long line
         //  arriving in many slices costs linear time.
-        for (size_t i = self->searched; i < left; i++)
-            if (start[i] == '\n' || start[i] == '\r') {
-                eol = start + i;
-                break;
-            }
+        char *eol = s_line_end(start + self->searched, start + left);
         if (!eol) {
             self->searched = left;
             break;
@@ -325,6 +333,32 @@ static char *s_test_run(const char *text, size_t size, unsigned cut, size_t *pen
     return test.log.data;
 }
 
+//  A NUL inside a line is data, not its end: the line search steps over
+//  it, whole or in slices.
+static int s_test_sizes(const proto_sse_event_t *event, void *arg)
+{
+    size_t *sizes = arg;
+    sizes[sizes[0] + 1] = event->data_size;
+    sizes[0]++;
+    return 0;
+}
+
+static void s_test_nul_inside(void)
+{
+    static const char stream[] = "data: a\0b\r\n\ndata: \0\0\n\n";
+    for (size_t slice = 1; slice <= sizeof stream - 1; slice++) {
+        size_t sizes[4] = {0};
+        proto_sse_t *sse = proto_sse_new(0);
+        for (size_t at = 0; at < sizeof stream - 1; at += slice) {
+            size_t size = sizeof stream - 1 - at < slice ? sizeof stream - 1 - at : slice;
+            PROTO_CHECK(proto_sse_feed(sse, stream + at, size, s_test_sizes, sizes) == 0);
+        }
+        PROTO_CHECK(sizes[0] == 2 && sizes[1] == 3 && sizes[2] == 2);
+        PROTO_CHECK(proto_sse_pending(sse) == 0);
+        proto_sse_destroy(&sse);
+    }
+}
+
 void proto_sse_test(bool verbose)
 {
     if (verbose)
@@ -361,6 +395,8 @@ void proto_sse_test(bool verbose)
         free(random);
     }
     free(whole);
+
+    s_test_nul_inside();
 
     //  A lone \r at the very end is a line end once the stream finishes.
     s_test_t test = {0};

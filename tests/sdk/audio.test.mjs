@@ -65,11 +65,15 @@ after(async () => { await env?.stop(); });
 
 describe('audio input', () => {
   test('OpenAI Chat input_audio to an OpenAI provider: passed through', async () => {
-    const completion = await chatWithAudio('to-openai');
+    const { data: completion, response } = await chatWithAudio('to-openai').withResponse();
     assert.equal(completion.object, 'chat.completion');
     const stats = await env.mockStats();
     assert.equal(stats.last.path, '/v1/chat/completions');
     assert.equal(stats.last.body_json.messages[1].content[1].input_audio.data, WAV);
+    // Its charge lands with its usage row (one ledger statement): the next
+    // tests read the balance before and after, so it must be in first.
+    const row = await usageRow(env.cluster, response.headers.get('x-request-id'));
+    assert.ok(Number(row.cost_micros) > 0);
   });
 
   for (const upstream of ['anthropic', 'gemini']) {

@@ -4,6 +4,12 @@
 
 #include <curl/curl.h>
 
+#ifdef TOLLGATE_JEMALLOC_CONF
+//  jemalloc's options, read at its first allocation (CMakeLists.txt,
+//  tollgate_data_plane_malloc); MALLOC_CONF in the environment still adds to them.
+const char *malloc_conf = TOLLGATE_JEMALLOC_CONF;
+#endif
+
 static void *s_start(proto_service_t *service)
 {
     return dispatch_server_new(service);

@@ -3,7 +3,8 @@
 # the dynamic linker must bind libc's own malloc calls in tollgate-dispatch to
 # libjemalloc, and the other programs (ingress included) keep glibc's. When the build has it off (ARG1 =
 # OFF: the sanitizers, whose allocator must be the only one, or
-# -DTOLLGATE_JEMALLOC=OFF) no program may load jemalloc.
+# -DTOLLGATE_JEMALLOC=OFF) no program may load jemalloc. With it, dispatch's
+# jemalloc has one arena (malloc_conf, exported by the program).
 #   bash tests/ops/data_plane_malloc.sh ON|OFF
 set -euo pipefail
 jemalloc=${1:?ON or OFF}
@@ -23,8 +24,20 @@ check() { # PROGRAM WANT
     *) echo "FAIL: $1 allocates with '${got:-?}', expected $2"; failed=1 ;;
     esac
 }
+# jemalloc's own report of its options (stats at exit): one arena, from the
+# program's malloc_conf.
+narenas_of() {
+    MALLOC_CONF=stats_print:true "$bin/$1" --print-config 2>&1 >/dev/null |
+        sed -n 's/^ *opt\.narenas: \([0-9]*\).*/\1/p' | head -n 1
+}
 if [ "$jemalloc" = ON ]; then
     check tollgate-dispatch libjemalloc
+    arenas=$(narenas_of tollgate-dispatch)
+    if [ "$arenas" = 1 ]; then
+        echo "ok: tollgate-dispatch runs jemalloc with one arena"
+    else
+        echo "FAIL: tollgate-dispatch runs jemalloc with '${arenas:-?}' arenas, expected 1"; failed=1
+    fi
     check tollgate-ingress libc.so.6
     check tollgate-billing libc.so.6
     check tollgate-router libc.so.6

@@ -21,6 +21,16 @@
 #define S_SENDERS_MAX 4
 #define S_HWM 100000  //  COMMITs queued to a sender
 #define S_RCVHWM 2000 //  messages queued unread per sender
+//  The ledger is busy for S_BUSY_HOLD_MS after its transactions took 30 % of
+//  a second (~38 % at 32 connections in bench/, ~23 % at one with the idle
+//  delay). Busy, a batch waits ledger.batch_delay_ms to spread each
+//  transaction's fixed cost over more entries; otherwise
+//  ledger.batch_idle_delay_ms, so that at low rates PostgreSQL runs short
+//  statements often, not long ones that hold a CPU for milliseconds
+//  (docs/benchmarks.md, "The one-connection tail").
+#define S_BUSY_WINDOW_MS 1000
+#define S_BUSY_DB_US 300000
+#define S_BUSY_HOLD_MS 1000
 
 //  One queued entry and who is waiting for its COMMIT.
 typedef struct {
@@ -40,7 +50,11 @@ struct _ledger_t {
     zlistx_t *queue;              //  s_item_t*, oldest first
     zhashx_t *queued;             //  request id -> s_item_t* in queue
     size_t batch_max;             //  ledger.batch_max
-    uint64_t batch_delay_ms;      //  ledger.batch_delay_ms
+    uint64_t batch_delay_ms;      //  ledger.batch_delay_ms: the wait while busy
+    uint64_t idle_delay_ms;       //  ledger.batch_idle_delay_ms: the wait otherwise
+    uint64_t window_db_us;        //  transaction time in this window
+    uint64_t busy_until_ms;       //  see S_BUSY_DB_US
+    int window_timer;             //  ends a window every S_BUSY_WINDOW_MS
     int flush_timer;              //  pending flush, 0 when none
     uint64_t flush_due_ms;        //  when it fires
     uint64_t retry_ms;            //  next backoff while down, 0 when up
@@ -81,6 +95,23 @@ static void s_flush_due(proto_loop_t *loop, int id, void *arg)
     s_flush(self);
 }
 
+//  Adds a transaction's time to the window's; busy once it passes the share.
+static void s_note_db_time(ledger_t *self, uint64_t took_us)
+{
+    self->window_db_us += took_us;
+    if (self->window_db_us >= S_BUSY_DB_US)
+        self->busy_until_ms = proto_loop_now_ms() + S_BUSY_HOLD_MS;
+}
+
+static void s_window_ends(proto_loop_t *loop, int id, void *arg)
+{
+    (void)loop;
+    (void)id;
+    ledger_t *self = arg;
+    s_note_db_time(self, 0);
+    self->window_db_us = 0;
+}
+
 //  Arranges a flush in delay_ms unless one is due sooner.
 static void s_schedule(ledger_t *self, uint64_t delay_ms)
 {
@@ -105,7 +136,8 @@ static void s_schedule_next(ledger_t *self)
         return;
     }
     uint64_t now = proto_loop_now_ms();
-    uint64_t due = oldest->arrived_ms + self->batch_delay_ms;
+    uint64_t delay = now < self->busy_until_ms ? self->batch_delay_ms : self->idle_delay_ms;
+    uint64_t due = oldest->arrived_ms + delay;
     s_schedule(self, due > now ? due - now : 0);
 }
 
@@ -169,7 +201,9 @@ static void s_flush(ledger_t *self)
         s_outage(self, count, error);
         return;
     }
-    proto_metric_observe(self->m_latency, (double)(proto_loop_now_us() - started) / 1e6);
+    uint64_t took_us = proto_loop_now_us() - started;
+    proto_metric_observe(self->m_latency, (double)took_us / 1e6);
+    s_note_db_time(self, took_us);
     if (self->outage_failures) {
         log_info(NULL, "database back after %" PRIu64 " failed attempts over %" PRIu64 " ms",
                  self->outage_failures, proto_loop_now_ms() - self->outage_started_ms);
@@ -348,6 +382,9 @@ ledger_t *ledger_new(proto_service_t *service)
     self->queued = zhashx_new();
     self->batch_max = (size_t)proto_config_int(config, "ledger.batch_max");
     self->batch_delay_ms = (uint64_t)proto_config_int(config, "ledger.batch_delay_ms");
+    self->idle_delay_ms = (uint64_t)proto_config_int(config, "ledger.batch_idle_delay_ms");
+    self->window_timer =
+        proto_loop_add_timer(self->loop, S_BUSY_WINDOW_MS, true, s_window_ends, self);
     self->m_received = proto_metrics_counter(metrics, "tollgate_ledger_entries_received_total",
                                              "ENTRY messages received", NULL);
     self->m_inserted = proto_metrics_counter(metrics, "tollgate_ledger_rows_inserted_total",
@@ -389,8 +426,10 @@ ledger_t *ledger_new(proto_service_t *service)
     self->spans = ledger_spans_new(service);
     self->grants = ledger_grants_new(service);
     proto_service_on_collect(service, s_collect, self);
-    log_info(NULL, "ledger on %s, batches of up to %zu or %" PRIu64 " ms", bind, self->batch_max,
-             self->batch_delay_ms);
+    log_info(NULL,
+             "ledger on %s, batches of up to %zu or after %" PRIu64 " ms (%" PRIu64
+             " ms while busy)",
+             bind, self->batch_max, self->idle_delay_ms, self->batch_delay_ms);
     return self;
 }
 
@@ -402,6 +441,8 @@ void ledger_destroy(ledger_t **self_p)
         return;
     if (self->flush_timer)
         proto_loop_cancel_timer(self->loop, self->flush_timer);
+    if (self->window_timer)
+        proto_loop_cancel_timer(self->loop, self->window_timer);
     if (self->router) {
         proto_loop_remove_socket(self->loop, self->router);
         proto_loop_set_turn(self->loop, NULL, NULL);

@@ -183,6 +183,28 @@ static size_t s_wait_commits(zsock_t *dealer, zhashx_t *waiting, zhashx_t *sent,
     return zhashx_size(waiting);
 }
 
+//  Reads one message of COMMITs (a transaction's), waiting up to timeout_ms.
+//  Returns 0, or -1 when none came.
+static int s_wait_commits_one(zsock_t *dealer, zhashx_t *waiting, int64_t timeout_ms)
+{
+    zpoller_t *poller = zpoller_new(dealer, NULL);
+    bool ready = zpoller_wait(poller, (int)timeout_ms) != NULL;
+    zpoller_destroy(&poller);
+    if (!ready)
+        return -1;
+    zlistx_t *queue = zlistx_new();
+    do {
+        proto_msg_t *msg = NULL;
+        S_CHECK(proto_batch_recv_one(dealer, queue, &msg) == 0, "malformed reply from the ledger");
+        S_CHECK(proto_msg_type(msg) == PROTO_MSG_COMMIT, "got %s",
+                proto_msg_type_name(proto_msg_type(msg)));
+        zhashx_delete(waiting, proto_msg_request_id(msg));
+        proto_msg_destroy(&msg);
+    } while (zlistx_size(queue));
+    zlistx_destroy(&queue);
+    return 0;
+}
+
 //  Everything we ever sent, for s_wait_commits' sanity check.
 static zhashx_t *s_sent;
 
@@ -196,6 +218,71 @@ static void s_scenario(zsock_t *dealer, const char *prefix, int count, bool char
     size_t left = s_wait_commits(dealer, waiting, s_sent, timeout_ms);
     S_CHECK(left == 0, "%s: %zu of %d entries not acknowledged", prefix, left, count);
     zhashx_destroy(&waiting);
+}
+
+//  Sends `count` entries at once and returns the milliseconds until the
+//  last COMMIT.
+#define S_PACE_BURST 40001  //  entries sent at once: 80 batches of 500 and one more
+#define S_PACE_HOLD_MS 1000 //  how long the ledger stays busy (ledger.c, S_BUSY_HOLD_MS)
+
+static int64_t s_timed(zsock_t *dealer, const char *prefix, int count)
+{
+    uint64_t started = proto_loop_now_ms();
+    s_scenario(dealer, prefix, count, true, 60000);
+    return (int64_t)(proto_loop_now_ms() - started);
+}
+
+//  Sends `count` entries at once and returns the longest pause between two
+//  messages of COMMITs (one message per transaction).
+static int64_t s_longest_pause(zsock_t *dealer, const char *prefix, int count)
+{
+    zhashx_t *waiting = zhashx_new();
+    s_send_range(dealer, prefix, count, true, waiting);
+    for (void *one = zhashx_first(waiting); one; one = zhashx_next(waiting))
+        zhashx_insert(s_sent, zhashx_cursor(waiting), (void *)1);
+    int64_t longest = 0;
+    uint64_t last = 0;
+    while (zhashx_size(waiting)) {
+        size_t before = zhashx_size(waiting);
+        S_CHECK(s_wait_commits_one(dealer, waiting, 60000) == 0, "%s: %zu entries not acknowledged",
+                prefix, zhashx_size(waiting));
+        S_CHECK(zhashx_size(waiting) < before, "no progress");
+        uint64_t now = proto_loop_now_ms();
+        if (last && (int64_t)(now - last) > longest)
+            longest = (int64_t)(now - last);
+        last = now;
+    }
+    zhashx_destroy(&waiting);
+    return longest;
+}
+
+//  How long a batch waits: ledger.batch_idle_delay_ms = idle_ms, or
+//  ledger.batch_delay_ms = busy_ms for a second after the ledger's
+//  transactions took 30 % of one. Timers never fire early, so the lower
+//  bounds are exact; the upper ones leave seconds of slack for a loaded
+//  machine.
+static int s_pace(zsock_t *dealer, int64_t idle_ms, int64_t busy_ms)
+{
+    int64_t alone = s_timed(dealer, "q1", 1);
+    S_CHECK(alone >= idle_ms - 1 && alone < busy_ms - 1000,
+            "a lone entry while idle took %" PRId64 " ms (idle %" PRId64 ", busy %" PRId64 ")",
+            alone, idle_ms, busy_ms);
+    //  Full batches go at once, back to back: seconds of transactions. The
+    //  last, partial batch (at least the last entry) waits the busy delay.
+    int64_t pause = s_longest_pause(dealer, "q2", S_PACE_BURST);
+    S_CHECK(pause >= busy_ms / 2,
+            "the longest pause in a burst of %d entries was %" PRId64 " ms, not ~%" PRId64,
+            S_PACE_BURST, pause, busy_ms);
+    //  A second later the ledger is idle again.
+    zclock_sleep(S_PACE_HOLD_MS + 300);
+    int64_t again = s_timed(dealer, "q3", 1);
+    S_CHECK(again < busy_ms - 1000, "a lone entry after the busy spell took %" PRId64 " ms", again);
+    s_check_balances("after the pace scenario");
+    s_ledger_check("after the pace scenario");
+    printf("ledger_probe: batches wait %" PRId64 " ms idle (%" PRId64 " and %" PRId64
+           " ms seen), %" PRId64 " ms busy (%" PRId64 " ms seen)\n",
+           idle_ms, alone, again, busy_ms, pause);
+    return 0;
 }
 
 static void s_drain_replies(zsock_t *dealer)
@@ -233,7 +320,7 @@ static int s_bench(zsock_t *dealer, int count)
 
 int main(int argc, char **argv)
 {
-    S_CHECK(argc >= 2, "usage: ledger_probe ENDPOINT [bench COUNT]");
+    S_CHECK(argc >= 2, "usage: ledger_probe ENDPOINT [bench COUNT | pace IDLE_MS BUSY_MS]");
     const char *url = getenv("TOLLGATE_TEST_DATABASE_URL");
     S_CHECK(url && *url, "TOLLGATE_TEST_DATABASE_URL is not set");
     proto_log_init("ledger_probe", PROTO_LOG_WARN);
@@ -266,6 +353,13 @@ int main(int argc, char **argv)
     }
     s_ledger_check("before anything");
 
+    if (argc >= 5 && strcmp(argv[2], "pace") == 0) {
+        int rc = s_pace(dealer, atoll(argv[3]), atoll(argv[4]));
+        zsock_destroy(&dealer);
+        zhashx_destroy(&s_sent);
+        PQfinish(s_db);
+        return rc;
+    }
     if (argc >= 4 && strcmp(argv[2], "bench") == 0) {
         int rc = s_bench(dealer, atoi(argv[3]));
         s_ledger_check("after the bench");

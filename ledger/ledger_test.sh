@@ -226,6 +226,13 @@ ledger)
     grep -q 'database back' "$TMP/ledger.log" || fail "the recovery was not logged"
     stop ledger
 
+    #  Batches wait little while the ledger is idle, long once it is busy
+    #  (the probe's burst is seconds of transactions).
+    start ledger --set ledger.batch_max=500 --set ledger.batch_idle_delay_ms=200 \
+        --set ledger.batch_delay_ms=3000
+    "$BIN/ledger_probe" "ipc://$TMP/ledger.sock" pace 200 3000 || fail "ledger_probe pace"
+    stop ledger
+
     #  An unreachable database: one clear line, exit 1.
     "${PROGRAM_ENV[@]}" "$BIN/tollgate-ledger" --set "database_url=host=$TMP/nowhere user=postgres" \
         --set db_connect_attempts=2 --set db_retry_interval_ms=10 \

@@ -20,6 +20,9 @@
     key is one of the public certificates: anyone else's handshake fails, so their
     messages never reach a handler. A client takes the public key of the
     program it connects to from public/PROGRAM.cert. Traffic is encrypted.
+    On ipc:// endpoints (one host) the same certificates are proved over
+    ZeroMQ PLAIN instead, without encrypting each message: the user name is
+    the client's program, the password proto_socket_ipc_proof.
     The ZAP handler names the client's program as the connection's User-Id
     (proto_socket_peer), so a server can also check which program speaks.
     The handler re-reads public/ when the folder changes, so a certificate
@@ -44,6 +47,7 @@
 #include <czmq.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 //  Largest whole upstream answer dispatch relays (non-streamed).
 #define PROTO_SOCKET_ANSWER_MAX (64u * 1024u * 1024u)
@@ -99,6 +103,15 @@ zsock_t *proto_socket_server(int type, const char *endpoint);
 
 //  proto_socket_new + proto_socket_connect. NULL (logged) when either failed.
 zsock_t *proto_socket_client(int type, const char *component, const char *endpoint);
+
+//  The PLAIN password by which the holder of `secret` (the secret key of
+//  `client_program`'s certificate) proves itself to the server whose public
+//  key is `peer_public` on an ipc:// socket (docs/security.md): a keyed hash
+//  of the name under their X25519 shared secret, in hex. 0, or -1 for a
+//  low-order key.
+#define PROTO_SOCKET_PROOF_SIZE 65
+int proto_socket_ipc_proof(const uint8_t secret[32], const uint8_t peer_public[32],
+                           const char *client_program, char proof[PROTO_SOCKET_PROOF_SIZE]);
 
 //  The program whose certificate the sender of `frame` proved (the ZAP
 //  handler's User-Id), or "" on a socket without security. Borrowed.

@@ -5,7 +5,9 @@
       MODE  plain      no certificate (ZeroMQ's NULL mechanism)
             stranger   CURVE with a certificate of its own, not the cluster's;
                        server=FILE names the server's public certificate (public
-                       knowledge), so only ZAP stands in the way
+                       knowledge), so only ZAP stands in the way. On ipc://,
+                       PLAIN as a program of the cluster (as=PROGRAM, default
+                       dispatch) with the proof its own key pair makes
             cluster    CURVE as the cluster's `probe` (TOLLGATE_CURVE_DIR): the
                        control run, proving the message itself would work;
                        as=PROGRAM takes that program's certificate instead
@@ -183,8 +185,18 @@ static zsock_t *s_socket(const char *mode, const char *kind, const char *endpoin
             return NULL;
         }
         zcert_t *own = zcert_new();
-        zcert_apply(own, socket);
-        zsock_set_curve_serverkey(socket, zcert_public_txt(server));
+        if (strncmp(endpoint, "ipc://", 6) == 0) {
+            const char *claim = s_arg(argc, argv, "as", "dispatch");
+            char proof[PROTO_SOCKET_PROOF_SIZE];
+            if (proto_socket_ipc_proof(zcert_secret_key(own), zcert_public_key(server), claim,
+                                       proof) == 0) {
+                zsock_set_plain_username(socket, claim);
+                zsock_set_plain_password(socket, proof);
+            }
+        } else {
+            zcert_apply(own, socket);
+            zsock_set_curve_serverkey(socket, zcert_public_txt(server));
+        }
         zcert_destroy(&own);
         zcert_destroy(&server);
     }

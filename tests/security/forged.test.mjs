@@ -1,7 +1,9 @@
-// Internal traffic is authenticated (ZeroMQ CURVE, docs/security.md): forged DISPATCH,
-// SETTLE, ENTRY, OUTCOME and BREAKER_RESET messages from a process without the cluster's
-// certificate reach no handler. tollgate-forge sends each one twice: with no certificate
-// at all, and with a certificate of its own that knows the server's public key. Then
+// Internal traffic is authenticated (docs/security.md: CURVE on tcp://, a certificate's proof
+// over PLAIN on ipc://, which `tollgate up` uses): forged DISPATCH, SETTLE, ENTRY, OUTCOME and
+// BREAKER_RESET messages from a process without the cluster's certificate reach no handler.
+// tollgate-forge sends each one twice: with no certificate at all, and with a certificate of
+// its own that knows the server's public key (on ipc://, claiming to be dispatch with the
+// proof its own key makes). Then
 // nothing happened: no upstream call, no usage row, no balance change, the breaker still
 // open, and a subscriber hears no OUTCOME. A control run with the cluster's own probe
 // certificate shows that the same messages do work when they come from inside.

@@ -32,12 +32,15 @@
 #define S_DRAIN_TICK_MS 50
 //  Finished requests are remembered this long (and their answers while they
 //  fit): a DISPATCH sent again after a blip is answered, not run twice.
-//  Ingress sends again within its dispatch grace (ingress.dispatch_grace_ms).
-//  Answers are only for the DONEs a blip lost, sent again once ingress is
-//  reconnected (20-500 ms, at most the grace): 8 MiB is the last 4 s of
-//  answers at 1,000 requests/s of 2 KiB each, and it is memory held at
-//  every moment of load (32 MiB was most of dispatch's peak in
-//  bench/run.sh once it counted what it held).
+//  Ingress sends again within its dispatch grace (ingress.dispatch_grace_ms
+//  after the connection dropped, the DONE lost with it): ids stay for
+//  S_TAKEN_TTL_MS or twice the grace, whichever is longer. Answers are only
+//  for the DONEs a blip lost, sent again once ingress is reconnected
+//  (20-500 ms, at most the grace), so they go after twice the grace (a
+//  re-send later still finds the id: an error, never a second call); and
+//  8 MiB is the last 4 s of answers at 1,000 requests/s of 2 KiB each, and
+//  it is memory held at every moment of load (32 MiB was most of
+//  dispatch's peak in bench/run.sh once it counted what it held).
 #define S_TAKEN_TTL_MS 30000
 #define S_TAKEN_BYTES (8u * 1024u * 1024u)
 #define S_TAKEN_IDS 500000
@@ -393,7 +396,10 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
     if (!self->env.settle)
         goto fail;
     self->env.nonce = randombytes_random();
-    self->env.taken = dispatch_taken_new(S_TAKEN_TTL_MS, S_TAKEN_BYTES, S_TAKEN_IDS);
+    uint64_t grace_ms = (uint64_t)proto_config_int(self->config, "ingress.dispatch_grace_ms");
+    self->env.taken =
+        dispatch_taken_new(2 * grace_ms > S_TAKEN_TTL_MS ? 2 * grace_ms : S_TAKEN_TTL_MS,
+                           2 * grace_ms, S_TAKEN_BYTES, S_TAKEN_IDS);
     self->expire_timer =
         proto_loop_add_timer(self->loop, S_TAKEN_EXPIRE_MS, true, s_expire_tick, self);
     proto_service_on_collect(service, s_collect, self);

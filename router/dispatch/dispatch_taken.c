@@ -47,6 +47,7 @@ static_assert(sizeof(s_item_t) == 48 || sizeof(void *) != 8, "an item is a 48-by
 
 struct _dispatch_taken_t {
     uint64_t ttl_ms;                                   //  how long an id is kept
+    uint64_t answer_ttl_ms;                            //  and its answer, at most
     size_t max_bytes;                                  //  answers kept in all
     size_t max_ids;                                    //  ids kept in all
     size_t bytes;                                      //  answers kept now
@@ -93,11 +94,13 @@ static s_item_t *s_lookup(dispatch_taken_t *self, const uint64_t digest[2])
     return NULL;
 }
 
-dispatch_taken_t *dispatch_taken_new(uint64_t ttl_ms, size_t max_bytes, size_t max_ids)
+dispatch_taken_t *dispatch_taken_new(uint64_t ttl_ms, uint64_t answer_ttl_ms, size_t max_bytes,
+                                     size_t max_ids)
 {
     dispatch_taken_t *self = calloc(1, sizeof *self);
     assert(self);
     self->ttl_ms = ttl_ms;
+    self->answer_ttl_ms = answer_ttl_ms < ttl_ms ? answer_ttl_ms : ttl_ms;
     self->max_bytes = max_bytes;
     self->max_ids = max_ids ? max_ids : 1;
     int rc = sodium_init(); //  once per process; later calls return 1
@@ -162,6 +165,10 @@ static void s_expire(dispatch_taken_t *self, uint64_t now_ms)
 {
     while (self->oldest && self->oldest->expires_ms <= now_ms)
         s_drop_oldest(self);
+    //  An item came at expires_ms - ttl_ms; answers are in that order too.
+    uint64_t came_before = now_ms + self->ttl_ms - self->answer_ttl_ms;
+    while (self->oldest_answer && self->oldest_answer->expires_ms <= came_before)
+        s_drop_oldest_answer(self);
     //  After a burst, the table shrinks back with what it holds.
     if (self->bucket_count > S_MIN_BUCKETS && self->count < self->bucket_count / 8)
         s_rehash(self,
@@ -290,7 +297,7 @@ static void s_test_ids_alone(bool verbose)
     //  item, not a copy of the id: 10,000 ids of 32 characters, the form
     //  ingress makes, took a 96-byte chunk each from glibc's malloc when the
     //  item held the id (over 960,000 bytes), a 64-byte one now.
-    dispatch_taken_t *taken = dispatch_taken_new(1000, 0, 20000);
+    dispatch_taken_t *taken = dispatch_taken_new(1000, 1000, 0, 20000);
     size_t in_use = mallinfo2().uordblks;
     for (int i = 0; i < 10000; i++) {
         char rid[40];
@@ -311,7 +318,7 @@ static void s_test_ids_alone(bool verbose)
     dispatch_taken_destroy(&taken);
 
     //  An id longer than a request keeps is the same id as its cut.
-    taken = dispatch_taken_new(1000, 4096, 10);
+    taken = dispatch_taken_new(1000, 1000, 4096, 10);
     char long_id[PROTO_MSG_RID_MAX + 8];
     memset(long_id, 'q', sizeof long_id - 1);
     long_id[sizeof long_id - 1] = '\0';
@@ -325,11 +332,38 @@ static void s_test_ids_alone(bool verbose)
     dispatch_taken_destroy(&taken);
 }
 
+//  Answers go after answer_ttl_ms, oldest first, and their ids stay for
+//  ttl_ms: a late re-send is known, never run again.
+static void s_test_answer_ttl(void)
+{
+    proto_msg_t *found = NULL;
+    dispatch_taken_t *taken = dispatch_taken_new(1000, 100, 8u * 1024 * 1024, 100);
+    proto_msg_t *done = s_test_done("early", 100);
+    dispatch_taken_add(taken, "early", done, 0);
+    proto_msg_destroy(&done);
+    done = s_test_done("later", 100);
+    dispatch_taken_add(taken, "later", done, 50);
+    proto_msg_destroy(&done);
+    bool known = dispatch_taken_find(taken, "early", 99, &found);
+    PROTO_CHECK(known && found);
+    proto_msg_destroy(&found);
+    known = dispatch_taken_find(taken, "early", 100, &found);
+    PROTO_CHECK(known && !found);
+    known = dispatch_taken_find(taken, "later", 100, &found);
+    PROTO_CHECK(known && found);
+    proto_msg_destroy(&found);
+    dispatch_taken_expire(taken, 150);
+    PROTO_CHECK(dispatch_taken_bytes(taken) == 0 && dispatch_taken_size(taken) == 2);
+    known = dispatch_taken_find(taken, "later", 999, &found);
+    PROTO_CHECK(known && !found);
+    dispatch_taken_destroy(&taken);
+}
+
 void dispatch_taken_test(bool verbose)
 {
     if (verbose)
         printf(" * dispatch_taken: ");
-    dispatch_taken_t *taken = dispatch_taken_new(1000, 4096, 3);
+    dispatch_taken_t *taken = dispatch_taken_new(1000, 1000, 4096, 3);
     proto_msg_t *found = NULL;
     bool known = dispatch_taken_find(taken, "a", 0, &found);
     PROTO_CHECK(!known && !found);
@@ -371,7 +405,7 @@ void dispatch_taken_test(bool verbose)
     PROTO_CHECK(taken == NULL);
 
     //  Room for answers: the oldest answer is dropped, its id kept.
-    taken = dispatch_taken_new(1000, 1000, 100);
+    taken = dispatch_taken_new(1000, 1000, 1000, 100);
     for (int i = 0; i < 5; i++) {
         char rid[16];
         snprintf(rid, sizeof rid, "r%d", i);
@@ -389,7 +423,7 @@ void dispatch_taken_test(bool verbose)
     //  Ids with and without answers interleaved: answers go oldest first
     //  whichever ids lie between them, an id dropped for max_ids takes its
     //  answer along, and once all expired nothing is counted.
-    taken = dispatch_taken_new(1000, 3000, 6);
+    taken = dispatch_taken_new(1000, 1000, 3000, 6);
     for (int i = 0; i < 6; i++) {
         char rid[16];
         snprintf(rid, sizeof rid, "m%d", i);
@@ -421,7 +455,7 @@ void dispatch_taken_test(bool verbose)
     //  What an answer costs is what `bytes` counts, not the encoder's
     //  buffer: 2,000 small answers kept (8 KiB each when the encoder's
     //  8 KiB buffer was kept whole: 400 MiB in dispatch under load).
-    taken = dispatch_taken_new(1000, 8u * 1024 * 1024, 10000);
+    taken = dispatch_taken_new(1000, 1000, 8u * 1024 * 1024, 10000);
     size_t in_use = mallinfo2().uordblks;
     for (int i = 0; i < 2000; i++) {
         char rid[16];
@@ -456,6 +490,7 @@ void dispatch_taken_test(bool verbose)
     PROTO_CHECK(!known);
     dispatch_taken_destroy(&taken);
 
+    s_test_answer_ttl();
     s_test_ids_alone(verbose);
     if (verbose)
         printf("OK\n");

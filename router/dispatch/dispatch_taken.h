@@ -7,9 +7,9 @@
     running or already done. A request still running is in the server's own
     table (its replies move to the new connection); a finished one is found
     here and its DONE goes out again instead of a second upstream call.
-    Answers are kept while they fit `max_bytes` in all, ids for `ttl_ms`
-    whether or not their answer fit; an id whose answer is gone is answered
-    with an error (served and billed once, lost in transit), never run again.
+    Answers are kept for `answer_ttl_ms` while they fit `max_bytes` in all,
+    ids for `ttl_ms` whether or not their answer is still kept; an id whose answer is gone is
+   answered with an error (served and billed once, lost in transit), never run again.
 */
 #ifndef DISPATCH_TAKEN_H_INCLUDED
 #define DISPATCH_TAKEN_H_INCLUDED
@@ -23,8 +23,10 @@
 typedef struct _dispatch_taken_t dispatch_taken_t;
 
 //  Creates the memory: ids for ttl_ms (at most max_ids of them), answers
-//  up to max_bytes in all. Caller owns return value.
-dispatch_taken_t *dispatch_taken_new(uint64_t ttl_ms, size_t max_bytes, size_t max_ids);
+//  for answer_ttl_ms (at most ttl_ms) while they fit max_bytes in all.
+//  Caller owns return value.
+dispatch_taken_t *dispatch_taken_new(uint64_t ttl_ms, uint64_t answer_ttl_ms, size_t max_bytes,
+                                     size_t max_ids);
 
 //  Destroys it; nulls the pointer.
 void dispatch_taken_destroy(dispatch_taken_t **self_p);

@@ -24,6 +24,8 @@
 
 #include <assert.h>
 #include <inttypes.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -285,6 +287,31 @@ static int s_pace(zsock_t *dealer, int64_t idle_ms, int64_t busy_ms)
     return 0;
 }
 
+//  With ledger.batch_busy_idle_pct = 100 the ledger is busy once its host
+//  was less than fully idle for a whole second: a child process keeps a CPU
+//  busy from before that second until after the lone entry went.
+static int s_pace_host(zsock_t *dealer, int64_t busy_ms)
+{
+    pid_t child = fork();
+    S_CHECK(child >= 0, "fork");
+    if (child == 0) {
+        uint64_t until = proto_loop_now_ms() + 3500;
+        volatile uint64_t spin = 0;
+        while (proto_loop_now_ms() < until)
+            spin++;
+        _exit(0);
+    }
+    zclock_sleep(2200);
+    int64_t busy = s_timed(dealer, "h1", 1);
+    waitpid(child, NULL, 0);
+    S_CHECK(busy >= busy_ms - 1,
+            "a lone entry while the host was busy took %" PRId64 " ms, not %" PRId64, busy,
+            busy_ms);
+    printf("ledger_probe: with the host busy a batch waits %" PRId64 " ms (%" PRId64 " ms seen)\n",
+           busy_ms, busy);
+    return 0;
+}
+
 static void s_drain_replies(zsock_t *dealer)
 {
     while (zsock_events(dealer) & ZMQ_POLLIN) {
@@ -320,7 +347,9 @@ static int s_bench(zsock_t *dealer, int count)
 
 int main(int argc, char **argv)
 {
-    S_CHECK(argc >= 2, "usage: ledger_probe ENDPOINT [bench COUNT | pace IDLE_MS BUSY_MS]");
+    S_CHECK(
+        argc >= 2,
+        "usage: ledger_probe ENDPOINT [bench COUNT | pace IDLE_MS BUSY_MS | pace-host BUSY_MS]");
     const char *url = getenv("TOLLGATE_TEST_DATABASE_URL");
     S_CHECK(url && *url, "TOLLGATE_TEST_DATABASE_URL is not set");
     proto_log_init("ledger_probe", PROTO_LOG_WARN);
@@ -353,8 +382,10 @@ int main(int argc, char **argv)
     }
     s_ledger_check("before anything");
 
-    if (argc >= 5 && strcmp(argv[2], "pace") == 0) {
-        int rc = s_pace(dealer, atoll(argv[3]), atoll(argv[4]));
+    if (argc >= 4 && (strcmp(argv[2], "pace") == 0 || strcmp(argv[2], "pace-host") == 0)) {
+        int rc = strcmp(argv[2], "pace-host") == 0 ? s_pace_host(dealer, atoll(argv[3]))
+                 : argc >= 5                       ? s_pace(dealer, atoll(argv[3]), atoll(argv[4]))
+                                                   : 2;
         zsock_destroy(&dealer);
         zhashx_destroy(&s_sent);
         PQfinish(s_db);

@@ -148,12 +148,17 @@ static proto_msg_t *s_entry(const char *prefix, int i, bool count)
     return msg;
 }
 
+//  Everything we ever sent, for s_wait_commits' sanity check.
+static zhashx_t *s_sent;
+
+//  Sends `count` entries, each added to `waiting` and to s_sent.
 static void s_send_range(zsock_t *dealer, const char *prefix, int count, bool charge,
                          zhashx_t *waiting)
 {
     for (int i = 0; i < count; i++) {
         proto_msg_t *msg = s_entry(prefix, i, charge);
         zhashx_insert(waiting, proto_msg_request_id(msg), (void *)1);
+        zhashx_insert(s_sent, proto_msg_request_id(msg), (void *)1);
         S_CHECK(proto_msg_send(&msg, dealer) == 0, "send");
     }
 }
@@ -207,26 +212,21 @@ static int s_wait_commits_one(zsock_t *dealer, zhashx_t *waiting, int64_t timeou
     return 0;
 }
 
-//  Everything we ever sent, for s_wait_commits' sanity check.
-static zhashx_t *s_sent;
-
 static void s_scenario(zsock_t *dealer, const char *prefix, int count, bool charge,
                        int64_t timeout_ms)
 {
     zhashx_t *waiting = zhashx_new();
     s_send_range(dealer, prefix, count, charge, waiting);
-    for (void *one = zhashx_first(waiting); one; one = zhashx_next(waiting))
-        zhashx_insert(s_sent, zhashx_cursor(waiting), (void *)1);
     size_t left = s_wait_commits(dealer, waiting, s_sent, timeout_ms);
     S_CHECK(left == 0, "%s: %zu of %d entries not acknowledged", prefix, left, count);
     zhashx_destroy(&waiting);
 }
 
-//  Sends `count` entries at once and returns the milliseconds until the
-//  last COMMIT.
 #define S_PACE_BURST 40001  //  entries sent at once: 80 batches of 500 and one more
 #define S_PACE_HOLD_MS 1000 //  how long the ledger stays busy (ledger.c, S_BUSY_HOLD_MS)
 
+//  Sends `count` entries at once and returns the milliseconds until the
+//  last COMMIT.
 static int64_t s_timed(zsock_t *dealer, const char *prefix, int count)
 {
     uint64_t started = proto_loop_now_ms();
@@ -240,8 +240,6 @@ static int64_t s_longest_pause(zsock_t *dealer, const char *prefix, int count)
 {
     zhashx_t *waiting = zhashx_new();
     s_send_range(dealer, prefix, count, true, waiting);
-    for (void *one = zhashx_first(waiting); one; one = zhashx_next(waiting))
-        zhashx_insert(s_sent, zhashx_cursor(waiting), (void *)1);
     int64_t longest = 0;
     uint64_t last = 0;
     while (zhashx_size(waiting)) {
@@ -332,8 +330,6 @@ static int s_bench(zsock_t *dealer, int count)
         S_CHECK(system(mark) == 0, "%s failed", mark);
     uint64_t started = proto_loop_now_us();
     s_send_range(dealer, "bench", count, false, waiting);
-    for (void *one = zhashx_first(waiting); one; one = zhashx_next(waiting))
-        zhashx_insert(s_sent, zhashx_cursor(waiting), (void *)1);
     size_t left = s_wait_commits(dealer, waiting, s_sent, 600000);
     double seconds = (double)(proto_loop_now_us() - started) / 1e6;
     S_CHECK(left == 0, "bench: %zu not acknowledged", left);
@@ -382,10 +378,10 @@ int main(int argc, char **argv)
     }
     s_ledger_check("before anything");
 
-    if (argc >= 4 && (strcmp(argv[2], "pace") == 0 || strcmp(argv[2], "pace-host") == 0)) {
-        int rc = strcmp(argv[2], "pace-host") == 0 ? s_pace_host(dealer, atoll(argv[3]))
-                 : argc >= 5                       ? s_pace(dealer, atoll(argv[3]), atoll(argv[4]))
-                                                   : 2;
+    bool pace = argc >= 5 && strcmp(argv[2], "pace") == 0;
+    if (pace || (argc >= 4 && strcmp(argv[2], "pace-host") == 0)) {
+        int rc = pace ? s_pace(dealer, atoll(argv[3]), atoll(argv[4]))
+                      : s_pace_host(dealer, atoll(argv[3]));
         zsock_destroy(&dealer);
         zhashx_destroy(&s_sent);
         PQfinish(s_db);
@@ -446,8 +442,6 @@ int main(int argc, char **argv)
         zhashx_t *waiting = zhashx_new();
         const int m = 300;
         s_send_range(dealer, "p4", m, true, waiting);
-        for (void *one = zhashx_first(waiting); one; one = zhashx_next(waiting))
-            zhashx_insert(s_sent, zhashx_cursor(waiting), (void *)1);
         //  Nothing can be committed, so nothing may be acknowledged: give it
         //  time to try (several retries) and see that no COMMIT comes.
         size_t left = s_wait_commits(dealer, waiting, s_sent, 1500);

@@ -5,9 +5,9 @@
 
 #include <assert.h>
 #include <dirent.h>
-#include <sodium.h>
 #include <errno.h>
 #include <limits.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -23,7 +23,6 @@
 #define ZMQ_ZAP_ENFORCE_DOMAIN 93
 #endif
 #define S_PROGRAM_MAX 64
-#define S_PROOF_TEXT PROTO_SOCKET_PROOF_SIZE
 #define S_PROOF_CONTEXT "tollgate ipc proof 1"
 #define S_PEERS_MAX 32 //  server keys remembered (one per program)
 
@@ -84,7 +83,7 @@ int proto_socket_ipc_proof(const uint8_t secret[32], const uint8_t peer_public[3
     crypto_generichash_update(&state, (const uint8_t *)client_program, strlen(client_program));
     crypto_generichash_final(&state, mac, sizeof mac);
     sodium_memzero(shared, sizeof shared);
-    sodium_bin2hex(proof, S_PROOF_TEXT, mac, sizeof mac);
+    sodium_bin2hex(proof, PROTO_SOCKET_PROOF_SIZE, mac, sizeof mac);
     return 0;
 }
 
@@ -141,21 +140,23 @@ static void s_zap_refresh(s_zap_t *self)
 }
 
 //  A PLAIN client's program when its password is the proof of that
-//  program's certificate (s_ipc_proof), else NULL. Fills claimed.
+//  program's certificate (proto_socket_ipc_proof), else NULL. Fills claimed.
 static const char *s_zap_plain(s_zap_t *self, zframe_t *user, zframe_t *password,
                                char claimed[S_PROGRAM_MAX])
 {
     if (zframe_size(user) == 0 || zframe_size(user) >= S_PROGRAM_MAX ||
-        zframe_size(password) != S_PROOF_TEXT - 1)
+        zframe_size(password) != PROTO_SOCKET_PROOF_SIZE - 1)
         return NULL;
     memcpy(claimed, zframe_data(user), zframe_size(user));
     claimed[zframe_size(user)] = '\0';
     const uint8_t *client_public = zhashx_lookup(self->programs, claimed);
-    char expected[S_PROOF_TEXT];
+    char expected[PROTO_SOCKET_PROOF_SIZE];
     if (!client_public || strlen(claimed) != zframe_size(user) ||
         proto_socket_ipc_proof(self->secret, client_public, claimed, expected) != 0)
         return NULL;
-    return sodium_memcmp(expected, zframe_data(password), S_PROOF_TEXT - 1) == 0 ? claimed : NULL;
+    return sodium_memcmp(expected, zframe_data(password), PROTO_SOCKET_PROOF_SIZE - 1) == 0
+               ? claimed
+               : NULL;
 }
 
 //  Answers one ZAP request (RFC 27): version, sequence, domain, address,
@@ -449,7 +450,7 @@ int proto_socket_connect(zsock_t *socket, const char *component, const char *end
         }
         if (s_ipc(endpoint)) {
             uint8_t server_public[32];
-            char proof[S_PROOF_TEXT];
+            char proof[PROTO_SOCKET_PROOF_SIZE];
             if (!zmq_z85_decode(server_public, key) ||
                 proto_socket_ipc_proof(zcert_secret_key(s_socket.cert), server_public,
                                        s_socket.program, proof) != 0) {
@@ -607,7 +608,7 @@ static zsock_t *s_plain_client(const char *endpoint, const char *user, const cha
     return client;
 }
 
-//  ipc:// servers take PLAIN with a certificate's proof (s_ipc_proof): the
+//  ipc:// servers take PLAIN with a certificate's proof (proto_socket_ipc_proof): the
 //  process plays billing's server and dispatch's client (proto_socket_test).
 static void s_test_ipc(const char *dir)
 {
@@ -641,12 +642,12 @@ static void s_test_ipc(const char *dir)
     s_handshake_wait(monitor, ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL);
     //  A guessed password, dispatch's proof under another program's name or
     //  a name without a certificate: ZAP refuses.
-    char zeros[S_PROOF_TEXT];
-    memset(zeros, '0', S_PROOF_TEXT - 1);
-    zeros[S_PROOF_TEXT - 1] = '\0';
+    char zeros[PROTO_SOCKET_PROOF_SIZE];
+    memset(zeros, '0', PROTO_SOCKET_PROOF_SIZE - 1);
+    zeros[PROTO_SOCKET_PROOF_SIZE - 1] = '\0';
     uint8_t billing_public[32];
     PROTO_CHECK(zmq_z85_decode(billing_public, s_server_key("billing")));
-    char proof[S_PROOF_TEXT];
+    char proof[PROTO_SOCKET_PROOF_SIZE];
     PROTO_CHECK(proto_socket_ipc_proof(zcert_secret_key(s_socket.cert), billing_public, "dispatch",
                                        proof) == 0);
     zsock_t *forged[] = {s_plain_client(endpoint, "dispatch", zeros),

@@ -8,8 +8,9 @@
     table (its replies move to the new connection); a finished one is found
     here and its DONE goes out again instead of a second upstream call.
     Answers are kept for `answer_ttl_ms` while they fit `max_bytes` in all,
-    ids for `ttl_ms` whether or not their answer is still kept; an id whose answer is gone is
-   answered with an error (served and billed once, lost in transit), never run again.
+    ids for `ttl_ms` whether or not their answer is still kept; an id whose
+    answer is gone is answered with an error (served and billed once, lost
+    in transit), never run again.
 */
 #ifndef DISPATCH_TAKEN_H_INCLUDED
 #define DISPATCH_TAKEN_H_INCLUDED

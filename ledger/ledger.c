@@ -23,18 +23,16 @@
 #define S_HWM 100000  //  COMMITs queued to a sender
 #define S_RCVHWM 2000 //  messages queued unread per sender
 //  The ledger is busy for S_BUSY_HOLD_MS after a quarter of a second in
-//  which its transactions took 30 % of the time (~38 % at 32 connections in bench/,
-//  ~23 % at one with the idle delay), or in which its host's CPUs were idle
-//  less than ledger.batch_busy_idle_pct of the time (PostgreSQL beside it:
-//  at 32 streams of 50 chunks the transactions take ~11 % but the host is
-//  6 % idle; at one connection 47 %). Busy, a batch waits
+//  which its transactions took ledger.batch_busy_db_pct (30 %) of the time (~38 % at 32 connections
+//  in bench/, ~23 % at one with the idle delay), or in which its host's CPUs were idle less than
+//  ledger.batch_busy_idle_pct of the time (PostgreSQL beside it: at 32 streams of 50 chunks the
+//  transactions take ~11 % but the host is 6 % idle; at one connection 47 %). Busy, a batch waits
 //  ledger.batch_delay_ms to spread each transaction's fixed cost over more
 //  entries; otherwise ledger.batch_idle_delay_ms, so that while there is
 //  CPU to spare PostgreSQL runs short statements often, not long ones that
 //  hold a CPU for milliseconds (docs/benchmarks.md, "The one-connection
 //  tail").
 #define S_BUSY_WINDOW_MS 250
-#define S_BUSY_DB_US (S_BUSY_WINDOW_MS * 300)
 #define S_BUSY_HOLD_MS 1000
 
 //  One queued entry and who is waiting for its COMMIT.
@@ -58,7 +56,8 @@ struct _ledger_t {
     uint64_t batch_delay_ms;      //  ledger.batch_delay_ms: the wait while busy
     uint64_t idle_delay_ms;       //  ledger.batch_idle_delay_ms: the wait otherwise
     uint64_t window_db_us;        //  transaction time in this window
-    uint64_t busy_until_ms;       //  see S_BUSY_DB_US
+    uint64_t busy_until_ms;       //  see S_BUSY_WINDOW_MS
+    uint64_t busy_db_us;          //  ledger.batch_busy_db_pct of a window
     int busy_idle_pct;            //  ledger.batch_busy_idle_pct
     uint64_t host_idle;           //  /proc/stat's idle ticks at the last window's end
     uint64_t host_total;          //  and all its ticks
@@ -107,7 +106,7 @@ static void s_flush_due(proto_loop_t *loop, int id, void *arg)
 static void s_note_db_time(ledger_t *self, uint64_t took_us)
 {
     self->window_db_us += took_us;
-    if (self->window_db_us >= S_BUSY_DB_US)
+    if (self->window_db_us >= self->busy_db_us)
         self->busy_until_ms = proto_loop_now_ms() + S_BUSY_HOLD_MS;
 }
 
@@ -163,8 +162,16 @@ static void s_schedule(ledger_t *self, uint64_t delay_ms)
 static void s_schedule_next(ledger_t *self)
 {
     s_item_t *oldest = zlistx_first(self->queue);
-    if (!oldest || self->retry_ms)
+    if (self->retry_ms)
         return;
+    if (!oldest) {
+        //  Emptied by a full batch: a timer set for the batch that was
+        //  filling would cut the next one's wait short.
+        if (self->flush_timer)
+            proto_loop_cancel_timer(self->loop, self->flush_timer);
+        self->flush_timer = 0;
+        return;
+    }
     if (zlistx_size(self->queue) >= self->batch_max || self->draining) {
         s_schedule(self, 0);
         return;
@@ -418,6 +425,8 @@ ledger_t *ledger_new(proto_service_t *service)
     self->batch_delay_ms = (uint64_t)proto_config_int(config, "ledger.batch_delay_ms");
     self->idle_delay_ms = (uint64_t)proto_config_int(config, "ledger.batch_idle_delay_ms");
     self->busy_idle_pct = (int)proto_config_int(config, "ledger.batch_busy_idle_pct");
+    self->busy_db_us =
+        (uint64_t)proto_config_int(config, "ledger.batch_busy_db_pct") * S_BUSY_WINDOW_MS * 10;
     self->window_timer =
         proto_loop_add_timer(self->loop, S_BUSY_WINDOW_MS, true, s_window_ends, self);
     self->m_received = proto_metrics_counter(metrics, "tollgate_ledger_entries_received_total",

@@ -768,7 +768,8 @@ static void s_ledger_message(proto_msg_t **msg_p, void *arg)
                                  "billing.settle", pending->settled_us, 0, 200, pending->keep_span);
         s_send_commit(self, rid, pending->trace, pending->routing_id);
         billing_committed_add(self->committed, rid, proto_loop_now_ms());
-        billing_book_commit(self->book, pending->account_id, pending->cost_micros);
+        billing_book_commit(self->book, pending->account_id, pending->cost_micros,
+                            proto_catalog_saw_transaction(self->catalog, proto_msg_txid(msg)));
         zhashx_delete(self->pending, rid);
         proto_metric_add(self->m_commits, 1);
         s_maybe_drained(self);

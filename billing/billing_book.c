@@ -261,13 +261,15 @@ void billing_book_load_spend(billing_book_t *self, proto_catalog_t *catalog, uin
     billing_limit_load(billing_book_key(self, key_id), day_micros, month_micros, wall_us);
 }
 
-void billing_book_commit(billing_book_t *self, uint64_t account_id, int64_t cost_micros)
+void billing_book_commit(billing_book_t *self, uint64_t account_id, int64_t cost_micros,
+                         bool in_balance)
 {
     billing_account_t *account = billing_book_find(self, account_id);
     if (!account)
         return;
     account->pending_micros = s_sub(account->pending_micros, cost_micros);
-    account->balance_micros = s_sub(account->balance_micros, cost_micros);
+    if (!in_balance)
+        account->balance_micros = s_sub(account->balance_micros, cost_micros);
 }
 
 size_t billing_book_expire(billing_book_t *self, proto_catalog_t *catalog, uint64_t now_ms,
@@ -384,7 +386,7 @@ void billing_book_test(bool verbose)
     PROTO_CHECK(account->reserved_micros == 50 && account->pending_micros == 30);
     PROTO_CHECK(account->limit.in_flight == 1 && account->limit.day_micros == 30);
     PROTO_CHECK(billing_book_key(book, 70)->day_micros == 30);
-    billing_book_commit(book, 7, 30);
+    billing_book_commit(book, 7, 30, false);
     PROTO_CHECK(account->pending_micros == 0 && account->balance_micros == 970);
     //  A SETTLE for a request reserved elsewhere only adds pending.
     billing_book_settle(book, NULL, "elsewhere", 7, 70, 5, 0, false, 20, wall);
@@ -392,8 +394,19 @@ void billing_book_test(bool verbose)
     PROTO_CHECK(account->limit.in_flight == 1);
     //  Pending counts against the balance: 970 - 50 - 5 = 915.
     PROTO_CHECK(!billing_book_admit(book, "r9", &acct, &key, 10, 916, 10, wall, &denial));
+    //  A catalog read after the ledger wrote "elsewhere" (965) and before
+    //  its COMMIT came: the commit leaves the balance as the catalog has it.
+    char error[128];
+    proto_catalog_t *after = proto_catalog_from_json(
+        "{\"accounts\":[{\"id\":7,\"balance_micros\":965}]}", error, sizeof error);
+    billing_book_rebase(book, after);
+    PROTO_CHECK(account->balance_micros == 965 && account->pending_micros == 5);
+    billing_book_commit(book, 7, 5, true);
+    PROTO_CHECK(account->balance_micros == 965 && account->pending_micros == 0);
+    proto_catalog_destroy(&after);
+    account->balance_micros = 970;
     //  A commit for an account never seen is ignored.
-    billing_book_commit(book, 99, 5);
+    billing_book_commit(book, 99, 5, false);
     PROTO_CHECK(!billing_book_find(book, 99));
 
     //  Limits: the key allows one request at a time.

@@ -20,11 +20,13 @@
     ingress died) is released by billing_book_expire.
 
     When a new catalog arrives every known account's balance is reset to the
-    catalog's: PostgreSQL is the truth (top-ups, adjustments). A commit
-    whose COMMIT message reaches us after a reload that already saw it is
-    subtracted twice until the next reload: the error only ever makes the
-    account look poorer, never richer, and lasts one ledger round trip's
-    worth of commits.
+    catalog's: PostgreSQL is the truth (top-ups, adjustments). The catalog
+    is loaded on billing's own thread, so every COMMIT that came before it
+    is in it; a COMMIT that comes after it names the ledger's transaction,
+    and its cost leaves the balance only when the catalog's snapshot did not
+    see that transaction (billing_book_commit's in_balance). Without that a
+    charge committed just before a reload and acknowledged just after was
+    subtracted twice until the next reload.
 */
 #ifndef BILLING_BOOK_H_INCLUDED
 #define BILLING_BOOK_H_INCLUDED
@@ -99,8 +101,11 @@ billing_limit_t *billing_book_key(billing_book_t *self, uint64_t key_id);
 bool billing_book_holds(billing_book_t *self, const char *request_id, uint64_t account_id,
                         uint64_t key_id);
 
-//  At the ledger's COMMIT: moves cost from pending to the balance.
-void billing_book_commit(billing_book_t *self, uint64_t account_id, int64_t cost_micros);
+//  At the ledger's COMMIT: moves cost from pending to the balance, or only
+//  drops it from pending when `in_balance` (the current catalog read the
+//  balance after the ledger's transaction: proto_catalog_saw_transaction).
+void billing_book_commit(billing_book_t *self, uint64_t account_id, int64_t cost_micros,
+                         bool in_balance);
 
 //  Releases reservations older than max_age_ms. Returns how many.
 size_t billing_book_expire(billing_book_t *self, proto_catalog_t *catalog, uint64_t now_ms,

@@ -3,8 +3,12 @@
     Started by ledger/ledger_test.sh in its `billing` mode, which owns the
     database and both processes.
 
-    usage: billing_probe BILLING_ENDPOINT BILLING_CONTROL_ENDPOINT
+    usage: billing_probe BILLING_ENDPOINT BILLING_CONTROL_ENDPOINT [reload LEDGER_ENDPOINT]
     environment: TOLLGATE_TEST_DATABASE_URL  the migrated database
+
+    With `reload` the probe is billing's ledger instead (bound at billing's
+    ledger.bind) and checks only that a catalog reload between a ledger
+    commit and its COMMIT leaves each charge subtracted once.
 
     Checks: every ADMIT refusal (unknown, revoked, disabled, expired key,
     disabled account, unknown/disabled/not-allowed model) with its code and
@@ -565,9 +569,181 @@ static void s_burst(s_world_t *w, const char *control)
     free(report);
 }
 
+//  --------------------------------------------------------------------------
+//  Mode "reload": the probe is billing's ledger too, so it can hold a
+//  COMMIT while billing loads a new catalog. Billing must subtract each
+//  charge from the balance once, whether the catalog read the balance
+//  after the ledger's transaction or while it was still running.
+
+static zsock_t *s_ledger;       //  ROUTER at billing's ledger.bind
+static zlistx_t *s_ledger_seen; //  messages a BATCH brought that were not read yet
+
+static uint64_t s_loads(const char *control)
+{
+    char *meta = s_pong(control);
+    const char *at = strstr(meta, "\"catalog_loads\":");
+    S_CHECK(at, "PONG %s lacks catalog_loads", meta);
+    uint64_t loads = strtoull(at + strlen("\"catalog_loads\":"), NULL, 10);
+    free(meta);
+    return loads;
+}
+
+//  Notifies as a configuration change does and waits until billing has a
+//  catalog loaded after the notification.
+static void s_reload(const char *control)
+{
+    uint64_t before = s_loads(control);
+    PQclear(PQexec(s_db, "NOTIFY tollgate_config, 'accounts'"));
+    uint64_t deadline = proto_loop_now_ms() + S_TIMEOUT_MS;
+    while (s_loads(control) == before) {
+        S_CHECK(proto_loop_now_ms() < deadline, "billing did not reload");
+        zclock_sleep(5);
+    }
+}
+
+//  Billing's figures for the account, as its PONG gives them.
+static void s_expect_book(const char *control, int64_t account, int64_t balance, int64_t pending,
+                          const char *when)
+{
+    char expect[256];
+    snprintf(expect, sizeof expect,
+             "\"id\":%" PRId64 ",\"balance_micros\":%" PRId64 ","
+             "\"reserved_micros\":0,\"pending_micros\":%" PRId64,
+             account, balance, pending);
+    char *meta = s_pong(control);
+    S_CHECK(strstr(meta, expect), "%s: PONG %s lacks %s", when, meta, expect);
+    free(meta);
+}
+
+//  The next ENTRY billing sends its ledger, which must be for rid. PINGs
+//  (billing watching its ledgers) are answered on the way, SPANs dropped.
+static proto_msg_t *s_next_entry(const char *rid)
+{
+    zpoller_t *poller = zpoller_new(s_ledger, NULL);
+    proto_msg_t *entry = NULL;
+    uint64_t deadline = proto_loop_now_ms() + S_TIMEOUT_MS;
+    while (!entry && proto_loop_now_ms() < deadline) {
+        if (!zlistx_size(s_ledger_seen) &&
+            !zpoller_wait(poller, (int)(deadline - proto_loop_now_ms())))
+            continue;
+        S_CHECK(proto_batch_recv_one(s_ledger, s_ledger_seen, &entry) == 0, "malformed ENTRY");
+        if (proto_msg_type(entry) == PROTO_MSG_PING) {
+            proto_msg_t *pong = proto_msg_reply(entry, PROTO_MSG_PONG);
+            proto_msg_set_instance(pong, "probe-ledger");
+            proto_msg_send(&pong, s_ledger);
+        }
+        if (proto_msg_type(entry) != PROTO_MSG_ENTRY)
+            proto_msg_destroy(&entry);
+    }
+    zpoller_destroy(&poller);
+    S_CHECK(entry, "no ENTRY for %s", rid);
+    S_CHECK(strcmp(proto_msg_request_id(entry), rid) == 0, "ENTRY for %s, not %s",
+            proto_msg_request_id(entry), rid);
+    return entry;
+}
+
+//  Admits and settles a request at 5000 micros; returns the ENTRY billing
+//  sent its ledger for it.
+static proto_msg_t *s_settle_to_entry(s_world_t *w)
+{
+    char rid[64];
+    proto_msg_t *reply = s_admit(w->key_ok, (uint64_t)w->account, "probe-model", rid);
+    S_CHECK(proto_msg_status(reply) == 200, "not admitted: %s", proto_msg_error_message(reply));
+    proto_msg_destroy(&reply);
+    proto_msg_t *settle = s_settle_msg(rid, w->key_ok, (uint64_t)w->account, w->provider_key, 200);
+    S_CHECK(proto_msg_send(&settle, s_billing) == 0, "send");
+    proto_msg_t *entry = s_next_entry(rid);
+    S_CHECK(proto_msg_cost_micros(entry) == 5000, "cost %" PRId64, proto_msg_cost_micros(entry));
+    return entry;
+}
+
+//  What the ledger does with an entry's money, on `db`, in a transaction
+//  left open; returns its id (pg_current_xact_id).
+static uint64_t s_charge_open(PGconn *db, const proto_msg_t *entry)
+{
+    PQclear(PQexec(db, "BEGIN"));
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "UPDATE accounts SET balance_micros = balance_micros - %" PRId64 " WHERE id = %" PRIu64
+             " RETURNING pg_current_xact_id()::text",
+             proto_msg_cost_micros(entry), proto_msg_account_id(entry));
+    PGresult *result = PQexec(db, sql);
+    S_CHECK(PQresultStatus(result) == PGRES_TUPLES_OK && PQntuples(result) == 1, "%s: %s", sql,
+            PQerrorMessage(db));
+    uint64_t txid = strtoull(PQgetvalue(result, 0, 0), NULL, 10);
+    PQclear(result);
+    return txid;
+}
+
+static void s_commit_open(PGconn *db)
+{
+    PGresult *done = PQexec(db, "COMMIT");
+    S_CHECK(PQresultStatus(done) == PGRES_COMMAND_OK, "COMMIT: %s", PQerrorMessage(db));
+    PQclear(done);
+}
+
+//  Answers the ENTRY as the ledger does and waits for billing to pass the
+//  COMMIT on to the settler (the probe).
+static void s_acknowledge(proto_msg_t **entry_p, uint64_t txid)
+{
+    proto_msg_t *commit = proto_msg_reply(*entry_p, PROTO_MSG_COMMIT);
+    proto_msg_set_txid(commit, txid);
+    S_CHECK(proto_msg_send(&commit, s_ledger) == 0, "send COMMIT");
+    zpoller_t *poller = zpoller_new(s_billing, NULL);
+    proto_msg_t *passed = NULL;
+    if (zlistx_size(s_queue) || zpoller_wait(poller, S_TIMEOUT_MS))
+        S_CHECK(proto_batch_recv_one(s_billing, s_queue, &passed) == 0, "malformed COMMIT");
+    zpoller_destroy(&poller);
+    S_CHECK(passed && proto_msg_type(passed) == PROTO_MSG_COMMIT &&
+                strcmp(proto_msg_request_id(passed), proto_msg_request_id(*entry_p)) == 0,
+            "COMMIT of %s not passed on", proto_msg_request_id(*entry_p));
+    proto_msg_destroy(&passed);
+    proto_msg_destroy(entry_p);
+}
+
+static void s_reload_mode(s_world_t *w, const char *control, const char *url)
+{
+    //  The admission's reservation given back (a failed request, no cost).
+    proto_msg_t *settle =
+        s_settle_msg(w->rid, w->key_ok, (uint64_t)w->account, w->provider_key, 502);
+    S_CHECK(proto_msg_send(&settle, s_billing) == 0, "send");
+    proto_msg_t *failed = s_next_entry(w->rid);
+    s_acknowledge(&failed, 0);
+    s_expect_book(control, w->account, S_BALANCE, 0, "admitted");
+    //  Committed, then a reload, then the COMMIT: the catalog holds the
+    //  charge already.
+    proto_msg_t *entry = s_settle_to_entry(w);
+    uint64_t txid = s_charge_open(s_db, entry);
+    s_commit_open(s_db);
+    s_reload(control);
+    s_expect_book(control, w->account, S_BALANCE - 5000, 5000, "reloaded after the commit");
+    s_acknowledge(&entry, txid);
+    s_expect_book(control, w->account, S_BALANCE - 5000, 0, "COMMIT seen by the catalog");
+    printf("billing_probe: a charge the catalog read is not subtracted again\n");
+
+    //  A reload while the ledger's transaction runs: the catalog does not
+    //  hold the charge, so the COMMIT subtracts it.
+    PGconn *ledger_db = PQconnectdb(url);
+    S_CHECK(PQstatus(ledger_db) == CONNECTION_OK, "connect: %s", PQerrorMessage(ledger_db));
+    entry = s_settle_to_entry(w);
+    txid = s_charge_open(ledger_db, entry);
+    s_reload(control);
+    s_commit_open(ledger_db);
+    s_expect_book(control, w->account, S_BALANCE - 5000, 5000, "reloaded during the commit");
+    s_acknowledge(&entry, txid);
+    s_expect_book(control, w->account, S_BALANCE - 10000, 0, "COMMIT not seen by the catalog");
+    PQfinish(ledger_db);
+    //  And the next catalog agrees with both.
+    s_reload(control);
+    s_expect_book(control, w->account, S_BALANCE - 10000, 0, "reloaded again");
+    printf("billing_probe: a charge committed during a reload is subtracted once\n");
+}
+
 int main(int argc, char **argv)
 {
-    S_CHECK(argc == 3, "usage: billing_probe BILLING_ENDPOINT CONTROL_ENDPOINT");
+    bool reload = argc == 5 && strcmp(argv[3], "reload") == 0;
+    S_CHECK(argc == 3 || reload,
+            "usage: billing_probe BILLING_ENDPOINT CONTROL_ENDPOINT [reload LEDGER_ENDPOINT]");
     const char *url = getenv("TOLLGATE_TEST_DATABASE_URL");
     S_CHECK(url && *url, "TOLLGATE_TEST_DATABASE_URL is not set");
     proto_log_init("billing_probe", PROTO_LOG_WARN);
@@ -591,14 +767,23 @@ int main(int argc, char **argv)
     zsock_set_rcvhwm(s_billing, 100000);
     zsock_set_sndhwm(s_billing, 100000);
     S_CHECK(proto_socket_connect(s_billing, "billing", argv[1]) == 0, "connect %s", argv[1]);
-    s_admitted(&world);
-    s_refusals(&world);
-    s_new_key(&world);
-    s_limits(&world);
-    s_settlement(&world, argv[2]);
-    s_forgeries(&world);
-    s_burst(&world, argv[2]);
-
+    if (reload) {
+        s_ledger = proto_socket_server(ZMQ_ROUTER, argv[4]);
+        S_CHECK(s_ledger, "bind %s", argv[4]);
+        s_ledger_seen = zlistx_new();
+        s_admitted(&world);
+        s_reload_mode(&world, argv[2], url);
+        zsock_destroy(&s_ledger);
+        zlistx_destroy(&s_ledger_seen);
+    } else {
+        s_admitted(&world);
+        s_refusals(&world);
+        s_new_key(&world);
+        s_limits(&world);
+        s_settlement(&world, argv[2]);
+        s_forgeries(&world);
+        s_burst(&world, argv[2]);
+    }
     zsock_destroy(&s_billing);
     billing_grant_destroy(&s_grants);
     PQfinish(s_db);

@@ -192,12 +192,17 @@ static void s_update_depth(ledger_t *self)
     }
 }
 
-static void s_acknowledge(ledger_t *self, s_item_t *item)
+//  txid: the batch's transaction, for billing to tell whether a catalog it
+//  loaded already holds the charge. An entry written by an earlier
+//  transaction (re-sent after a lost COMMIT) carries this one's: billing may
+//  then count its charge twice until the next catalog, as before txids.
+static void s_acknowledge(ledger_t *self, s_item_t *item, uint64_t txid)
 {
     for (int i = 0; i < item->sender_count; i++) {
         proto_msg_t *commit = proto_msg_new(PROTO_MSG_COMMIT);
         proto_msg_set_request_id(commit, item->entry->request_id);
         proto_msg_set_trace(commit, item->trace);
+        proto_msg_set_txid(commit, txid);
         proto_msg_set_routing_id(commit, item->senders[i]);
         //  A sender that is gone re-sends to someone; the row is there.
         proto_batch_add(self->commits, &commit);
@@ -264,7 +269,7 @@ static void s_flush(ledger_t *self)
     proto_metric_add(self->m_duplicates, (double)(count - result.inserted));
     for (size_t i = 0; i < count; i++) {
         item = zlistx_first(self->queue);
-        s_acknowledge(self, item);
+        s_acknowledge(self, item, result.txid);
         const ledger_entry_t *entry = item->entry;
         bool interesting =
             entry->status >= 400 || entry->attempts > 1 ||

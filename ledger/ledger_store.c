@@ -1,4 +1,5 @@
 #include "ledger_store.h"
+#include "proto_catalog.h"
 #include "proto_text.h"
 #include "proto_check.h"
 #include "proto_db.h"
@@ -345,7 +346,8 @@ static const char *s_write_batch =
     ") SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM costed),"
     " (SELECT coalesce(sum(n), 0) FROM totals),"
     " (SELECT count(*) FROM costed c WHERE NOT EXISTS"
-    " (SELECT 1 FROM batch b WHERE b.account_id = c.account_id))";
+    " (SELECT 1 FROM batch b WHERE b.account_id = c.account_id)),"
+    " pg_current_xact_id()::text";
 
 //  Makes sure the month partition of a timestamp (epoch microseconds) and
 //  the next month's exist (migration 0004's function).
@@ -633,6 +635,7 @@ static int s_write_batch_rows(ledger_store_t *self, ledger_entry_t **entries, si
     size_t costed = (size_t)strtoull(PQgetvalue(done, 0, 1), NULL, 10);
     result->journaled = (size_t)strtoull(PQgetvalue(done, 0, 2), NULL, 10);
     result->orphans = (size_t)strtoull(PQgetvalue(done, 0, 3), NULL, 10);
+    result->txid = strtoull(PQgetvalue(done, 0, 4), NULL, 10);
     //  The rest of the costed new rows had money already: their request id
     //  came back with another started_at.
     result->charged_before = costed - result->journaled - result->orphans;
@@ -818,6 +821,50 @@ static void s_test_money(const char *url)
     PQfinish(db);
 }
 
+//  A batch names its transaction, and a catalog tells whether it read the
+//  balances before or after it: billing's way to subtract each charge once.
+static void s_test_txid(const char *url)
+{
+    PGconn *db = PQconnectdb(url);
+    PGconn *other = PQconnectdb(url);
+    PROTO_CHECK(PQstatus(db) == CONNECTION_OK && PQstatus(other) == CONNECTION_OK);
+    int64_t a = s_test_int(db, "INSERT INTO accounts (name) VALUES ('txid-a') RETURNING id");
+    char error[256];
+    proto_catalog_t *before = proto_catalog_load(db, NULL, error, sizeof error);
+    PROTO_CHECK(before);
+    ledger_store_t *store = ledger_store_new(url, NULL);
+    ledger_store_result_t result;
+    const char *ids[] = {"txid-1"};
+    int64_t accounts[] = {a}, costs[] = {9};
+    uint64_t started[] = {1700000000000000ull};
+    s_test_write(store, 1, ids, accounts, costs, started, &result);
+    PROTO_CHECK(result.journaled == 1 && result.txid > 0);
+    proto_catalog_t *after = proto_catalog_load(db, NULL, error, sizeof error);
+    PROTO_CHECK(after);
+    PROTO_CHECK(!proto_catalog_saw_transaction(before, result.txid));
+    PROTO_CHECK(proto_catalog_account(before, (uint64_t)a)->balance_micros == 0);
+    PROTO_CHECK(proto_catalog_saw_transaction(after, result.txid));
+    PROTO_CHECK(proto_catalog_account(after, (uint64_t)a)->balance_micros == -9);
+    //  A transaction running while a catalog is read is not seen by it,
+    //  even once it has committed; the next catalog sees it.
+    PQclear(PQexec(other, "BEGIN"));
+    int64_t running = s_test_int(other, "SELECT pg_current_xact_id()::text::bigint");
+    proto_catalog_t *during = proto_catalog_load(db, NULL, error, sizeof error);
+    PQclear(PQexec(other, "COMMIT"));
+    proto_catalog_t *later = proto_catalog_load(db, NULL, error, sizeof error);
+    PROTO_CHECK(during && later);
+    PROTO_CHECK(!proto_catalog_saw_transaction(during, (uint64_t)running));
+    PROTO_CHECK(proto_catalog_saw_transaction(during, result.txid));
+    PROTO_CHECK(proto_catalog_saw_transaction(later, (uint64_t)running));
+    proto_catalog_destroy(&before);
+    proto_catalog_destroy(&after);
+    proto_catalog_destroy(&during);
+    proto_catalog_destroy(&later);
+    ledger_store_destroy(&store);
+    PQfinish(other);
+    PQfinish(db);
+}
+
 //  A request an older ledger journaled per request (still running after
 //  migration 0020) is carried over before the first batch, so a batch that
 //  brings its usage row back with another started_at charges it no second
@@ -991,6 +1038,7 @@ void ledger_store_test(bool verbose)
         s_test_money(url);
         s_test_prepared(url);
         s_test_carry_over(url);
+        s_test_txid(url);
     } else if (verbose)
         printf("(no TOLLGATE_TEST_DATABASE_URL: database part skipped) ");
     if (verbose)

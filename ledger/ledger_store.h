@@ -77,6 +77,8 @@ typedef struct {
     size_t journaled;      //  requests journaled (new rows with cost > 0)
     size_t orphans;        //  new costed rows whose account has no ledger account: no journal
     size_t charged_before; //  new costed rows whose request id had money already
+    uint64_t txid;         //  the transaction's pg_current_xact_id(): billing asks a
+                           //  catalog whether it saw it (proto_catalog_saw_transaction)
 } ledger_store_result_t;
 
 typedef struct _ledger_store_t ledger_store_t;

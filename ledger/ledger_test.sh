@@ -262,6 +262,19 @@ billing)
         fail "billing_probe"
     stop billing
     stop ledger
+    #  The probe as billing's ledger: catalogs reloaded between a ledger
+    #  commit and its COMMIT (a database of its own: the probe seeds again).
+    "${PSQL[@]}" -d postgres -c "CREATE DATABASE reload" >/dev/null || fail "create reload"
+    for file in "$MIGRATIONS"/*.sql; do
+        "${PSQL[@]}" -d reload -f "$file" >/dev/null || fail "migration $file"
+    done
+    reload_url="host=$TMP/sock port=$PGPORT user=postgres dbname=reload"
+    start billing --set "secret_key=$SECRET" --set "database_url=$reload_url" \
+        --set "ledger.bind=ipc://$TMP/probe-ledger.sock"
+    TOLLGATE_TEST_SECRET_KEY="$SECRET" TOLLGATE_TEST_DATABASE_URL="$reload_url" \
+        "$BIN/billing_probe" "ipc://$TMP/billing.sock" "ipc://$TMP/billing-control.sock" \
+        reload "ipc://$TMP/probe-ledger.sock" || fail "billing_probe reload"
+    stop billing
     ;;
 bench)
     #  BENCH_BATCH_MAX: entries per transaction (the gateway's batches are

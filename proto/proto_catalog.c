@@ -1,5 +1,6 @@
 #include "proto_catalog.h"
 #include "proto_crypto.h"
+#include "proto_log.h"
 #include "proto_msg.h"
 
 #include <assert.h>
@@ -34,6 +35,7 @@ struct _proto_catalog_t {
     proto_model_t *unlisted;                 //  names providers list, by name
     size_t unlisted_count;                   //  entries
     zhashx_t *unlisted_by_name;              //  name -> proto_model_t*
+    proto_snapshot_t snapshot;               //  what PostgreSQL had committed when read
 };
 
 int proto_protocol_parse(const char *name)
@@ -169,8 +171,14 @@ void proto_catalog_destroy(proto_catalog_t **self_p)
     free(self->routes);
     zhashx_destroy(&self->keys_by_hash);
     zhashx_destroy(&self->models_by_name);
+    proto_snapshot_clear(&self->snapshot);
     free(self);
     *self_p = NULL;
+}
+
+bool proto_catalog_saw_transaction(const proto_catalog_t *self, uint64_t txid)
+{
+    return proto_snapshot_saw(&self->snapshot, txid);
 }
 
 //  --------------------------------------------------------------------------
@@ -664,6 +672,22 @@ static int s_load_provider_models(proto_catalog_t *self, PGconn *db, char *error
     return 0;
 }
 
+//  The transaction's snapshot, read by its first statement: REPEATABLE READ
+//  takes the snapshot there, so every table below (balances included) is
+//  read as of exactly these committed transactions.
+static int s_load_snapshot(proto_catalog_t *self, PGconn *db, char *error, size_t error_size)
+{
+    PGresult *result = s_query(db, "SELECT pg_current_snapshot()::text", error, error_size);
+    if (!result)
+        return -1;
+    int rc = proto_snapshot_parse(&self->snapshot, PQgetvalue(result, 0, 0));
+    if (rc != 0)
+        snprintf(error, error_size, "loading configuration: snapshot '%s' not understood",
+                 PQgetvalue(result, 0, 0));
+    PQclear(result);
+    return rc;
+}
+
 proto_catalog_t *proto_catalog_load(PGconn *db, const char *secret_key, char *error,
                                     size_t error_size)
 {
@@ -675,6 +699,8 @@ proto_catalog_t *proto_catalog_load(PGconn *db, const char *secret_key, char *er
     int rc = began ? 0 : -1;
     if (!began)
         snprintf(error, error_size, "loading configuration: %s", PQerrorMessage(db));
+    if (rc == 0)
+        rc = s_load_snapshot(self, db, error, error_size);
     if (rc == 0)
         rc = s_load_accounts(self, db, error, error_size);
     if (rc == 0)
@@ -1005,6 +1031,9 @@ proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t e
         const char *path = json_string_value(json_object_get(item, "path"));
         setting->path = path ? strdup(path) : NULL;
     }
+    const char *snapshot = json_string_value(json_object_get(root, "snapshot"));
+    if (snapshot && proto_snapshot_parse(&self->snapshot, snapshot) != 0)
+        log_warn(NULL, "catalog JSON: snapshot '%s' not understood; none kept", snapshot);
     json_decref(root);
     qsort(self->accounts, self->account_count, sizeof *self->accounts, s_compare_proto_account_t);
     qsort(self->keys, self->key_count, sizeof *self->keys, s_compare_proto_api_key_t);

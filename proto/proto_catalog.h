@@ -11,6 +11,8 @@
 #ifndef PROTO_CATALOG_H_INCLUDED
 #define PROTO_CATALOG_H_INCLUDED
 
+#include "proto_snapshot.h"
+
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -185,12 +187,19 @@ proto_catalog_t *proto_catalog_new_empty(void);
 //  "mapping_rules", "provider_models", "model_settings", each element an object with the
 //  entry's field names (e.g. {"id":1,"name":"p","protocol":"openai"});
 //  absent fields take the schema's defaults, "status" is "active" unless
-//  given, tags are arrays of strings. Returns NULL with a reason in error.
+//  given, tags are arrays of strings; "snapshot" is pg_snapshot's text
+//  (proto_catalog_saw_transaction). Returns NULL with a reason in error.
 //  Caller owns return value.
 proto_catalog_t *proto_catalog_from_json(const char *text, char *error, size_t error_size);
 
 //  Destroys a snapshot; nulls the pointer.
 void proto_catalog_destroy(proto_catalog_t **self_p);
+
+//  True when the committed transaction `txid` (pg_current_xact_id() of a
+//  writer, e.g. a ledger batch) is already in what this catalog read: its
+//  balances include that transaction's charges. False when the catalog did
+//  not see it, has no snapshot (JSON without "snapshot"), or txid is 0.
+bool proto_catalog_saw_transaction(const proto_catalog_t *self, uint64_t txid);
 
 //  Adds the unlisted models of a freshly loaded catalog (before anyone reads
 //  it; proto_watch does it on every load): a name an active operator's

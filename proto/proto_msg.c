@@ -882,6 +882,7 @@ static proto_msg_t *s_sample(proto_msg_type_t type)
     proto_msg_set_ttl_ms(msg, 2000);
     proto_msg_set_version(msg, 42);
     proto_msg_set_loss(msg, true);
+    proto_msg_set_txid(msg, 0xfedcba9876543210ULL);
     return msg;
 }
 

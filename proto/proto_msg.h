@@ -64,8 +64,11 @@
                                         recorded as the operator's loss under its own id,
                                         never charged)
     ENTRY           billing -> ledger   SETTLE's fields plus cost_micros*
-    COMMIT          ledger -> billing,  (request id only) the record is durable in PostgreSQL;
-                    billing -> dispatch the sender may forget it
+    COMMIT          ledger -> billing,  the record is durable in PostgreSQL; the sender may
+                    billing -> dispatch forget it. txid (ledger -> billing): the PostgreSQL
+                                        transaction that wrote it (pg_current_xact_id), so
+                                        billing knows whether a catalog's balance already
+                                        holds its charge
     CONFIG_CHANGED  admin -> all        topic* ("keys", "accounts", "providers", "models", ...)
     BALANCE         ingress -> billing  key_id*, account_id*: what the key's account has and
                                         spent (GET /v1/usage); the billing instance of the
@@ -222,7 +225,8 @@ typedef enum {
     X(tokens_cache_write_1h, 57, U64)                                                              \
     X(images, 58, U64)                                                                             \
     X(loss, 60, BOOL)                                                                              \
-    X(grant, 61, STR)
+    X(grant, 61, STR)                                                                              \
+    X(txid, 62, U64)
 
 typedef enum {
 #define X(name, id, kind) PROTO_FIELD_##name = id,

@@ -1,5 +1,6 @@
 //  Runs the selftest of one proto class, or of all of them.
 #include "proto_batch.h"
+#include "proto_snapshot.h"
 #include "proto_price.h"
 #include "proto_reach.h"
 #include "proto_capture.h"
@@ -42,7 +43,7 @@ static const proto_test_t s_tests[] = {
     {"proto_upstream", proto_upstream_test}, {"proto_map", proto_map_test},
     {"proto_reach", proto_reach_test},       {"proto_jscan", proto_jscan_test},
     {"proto_malloc", proto_malloc_test},     {"proto_pid", proto_pid_test},
-    {"proto_text", proto_text_test},
+    {"proto_text", proto_text_test},         {"proto_snapshot", proto_snapshot_test},
 };
 
 PROTO_TEST_MAIN(s_tests)

@@ -265,7 +265,7 @@ test('health probes through the proxies in turn: a dead first proxy fails no pro
 test('a provider-wide block list excludes its models; explain says why', async () => {
   const [first, , , fourth] = ctx.mocks;
   const blockProvider = await addProvider(ctx, 'blocky', first.url, { priority: 10 });
-  await addProvider(ctx, 'open', fourth.url);
+  const openProvider = await addProvider(ctx, 'open', fourth.url);
   await ok(ctx, 'POST', '/admin/models', { name: 'bm', routes: [{ provider: 'blocky', upstream_model: 'm-preview' }, { provider: 'open', upstream_model: 'm-preview' }] });
   const cli = await ctx.cluster.tollgate(['provider', 'set', 'blocky', '--blocked-models', '*-preview,legacy-*', '--json', '--dir', ctx.cluster.dir]);
   assert.equal(cli.code, 0, cli.stderr);
@@ -273,6 +273,12 @@ test('a provider-wide block list excludes its models; explain says why', async (
   const explained = await explainUntil(ctx, { model: 'bm' }, (e) => e.candidates.length === 1 && e.excluded.some((x) => x.why === 'blocked'));
   assert.equal(explained.candidates[0].provider, 'open');
   assert.equal(explained.excluded.find((x) => x.why === 'blocked').provider_id, blockProvider.id);
+  // The router explains from its own table; dispatch has it once a request reaches 'open'
+  // (before, 'blocky' comes first by priority).
+  await waitFor(async () => {
+    const response = await chat(ctx, client.key, { model: 'bm' });
+    return response.status === 200 && Number((await usageRow(ctx, response.id)).provider_id) === openProvider.id;
+  }, { timeout: 10000, message: "dispatch to have the router's table with the block" });
   await resetMock(first);
   for (let i = 0; i < 5; i++) assert.equal((await chat(ctx, client.key, { model: 'bm' })).status, 200);
   assert.equal((await journal(first)).filter((entry) => entry.model === 'm-preview').length, 0);

@@ -187,9 +187,8 @@ static const s_key_t s_keys[] = {
     {"ledger.batch_max", S_INT, "2000", 1, 100000, false, "entries per transaction"},
     {"ledger.batch_delay_ms", S_INT, "10", 0, 10000, false,
      "wait to fill a batch while busy (ledger.batch_busy_db_pct, ledger.batch_busy_idle_pct)"},
-    {"ledger.batch_idle_delay_ms", S_INT, "10", 0, 10000, false,
-     "wait to fill a batch otherwise (2: short statements while there is CPU to spare; see "
-     "docs/scaling.md before lowering it)"},
+    {"ledger.batch_idle_delay_ms", S_INT, "2", 0, 10000, false,
+     "wait to fill a batch otherwise: short statements while there is CPU to spare"},
     {"ledger.batch_busy_db_pct", S_INT, "30", 1, 100, false,
      "busy (ledger.batch_delay_ms) while transactions take this share of the time"},
     {"ledger.batch_busy_idle_pct", S_INT, "30", 0, 100, false,

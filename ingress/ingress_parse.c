@@ -1,4 +1,5 @@
 #include "ingress_parse.h"
+#include "ingress_scan.h"
 #include "proto_text.h"
 #include "proto_check.h"
 #include "proto_crypto.h"
@@ -169,9 +170,7 @@ void ingress_parse_traceparent(const char *incoming, char *out)
     out[55] = '\0';
 }
 
-//  The field holding the conversation, per protocol: what a request of
-//  that protocol cannot do without.
-static const char *s_conversation_field(int protocol)
+const char *ingress_parse_conversation_field(int protocol)
 {
     switch (protocol) {
     case PROTO_PROTOCOL_OPENAI_RESPONSES:
@@ -212,7 +211,7 @@ static bool s_images_ok(json_t *root, char *error, size_t error_size)
 static bool s_conversation_ok(int protocol, bool count_tokens, json_t *root, char *error,
                               size_t error_size)
 {
-    const char *field = s_conversation_field(protocol);
+    const char *field = ingress_parse_conversation_field(protocol);
     json_t *value = json_object_get(root, field);
     //  Gemini's countTokens takes either contents or a whole
     //  generateContentRequest.
@@ -275,9 +274,7 @@ static void s_scan_needs(json_t *node, int depth, bool *vision, bool *cache_1h)
     json_object_foreach(node, key, value) s_scan_needs(value, depth + 1, vision, cache_1h);
 }
 
-//  Appends a capability to a list of INGRESS_CAPABILITIES_MAX + 1 bytes
-//  unless it is there already, cut when full.
-static void s_add_capability(char *list, const char *name)
+void ingress_parse_add_capability(char *list, const char *name)
 {
     size_t length = strlen(name);
     for (const char *at = list; (at = strstr(at, name)); at += length)
@@ -301,7 +298,7 @@ static const char *s_route_hints(json_t *root, char *capabilities)
         session = "";
     json_t *tools = json_object_get(root, "tools");
     if (json_is_array(tools) && json_array_size(tools) > 0)
-        s_add_capability(capabilities, "tools");
+        ingress_parse_add_capability(capabilities, "tools");
     bool vision = false, cache_1h = false;
     s_scan_needs(json_object_get(root, "messages"), 0, &vision, &cache_1h);
     s_scan_needs(json_object_get(root, "contents"), 0, &vision, &cache_1h);
@@ -309,16 +306,14 @@ static const char *s_route_hints(json_t *root, char *capabilities)
     s_scan_needs(json_object_get(root, "system"), 0, &vision, &cache_1h);
     s_scan_needs(tools, 0, &vision, &cache_1h);
     if (vision)
-        s_add_capability(capabilities, "vision");
+        ingress_parse_add_capability(capabilities, "vision");
     if (cache_1h)
-        s_add_capability(capabilities, "prompt-cache-1h");
+        ingress_parse_add_capability(capabilities, "prompt-cache-1h");
     return session;
 }
 
-//  Puts the body's three texts in one allocation sized to them. They may
-//  point into the old one, which goes after the copy.
-static void s_set_texts(ingress_body_t *self, const char *model, const char *session,
-                        const char *capabilities)
+void ingress_body_set_texts(ingress_body_t *self, const char *model, const char *session,
+                            const char *capabilities)
 {
     size_t model_size = strlen(model) + 1;
     size_t session_size = strlen(session) + 1;
@@ -345,16 +340,16 @@ void ingress_body_release(ingress_body_t *self)
 void ingress_body_set_session(ingress_body_t *self, const char *session)
 {
     assert(strlen(session) <= INGRESS_SESSION_MAX);
-    s_set_texts(self, self->model, session, self->capabilities);
+    ingress_body_set_texts(self, self->model, session, self->capabilities);
 }
 
 void ingress_body_need_capability(ingress_body_t *self, const char *name)
 {
     char list[INGRESS_CAPABILITIES_MAX + 1];
     snprintf(list, sizeof list, "%s", self->capabilities);
-    s_add_capability(list, name);
+    ingress_parse_add_capability(list, name);
     if (strcmp(list, self->capabilities) != 0)
-        s_set_texts(self, self->model, self->session, list);
+        ingress_body_set_texts(self, self->model, self->session, list);
 }
 
 //  The output limit the request sets itself, in each protocol's words
@@ -401,6 +396,17 @@ int ingress_parse_body(int protocol, bool count_tokens, const char *path_model, 
                        size_t size, ingress_body_t *out, char *error, size_t error_size)
 {
     *out = INGRESS_BODY_EMPTY;
+    if (ingress_scan_body(protocol, count_tokens, path_model, data, size, out))
+        return 0;
+    return ingress_parse_body_tree(protocol, count_tokens, path_model, data, size, out, error,
+                                   error_size);
+}
+
+int ingress_parse_body_tree(int protocol, bool count_tokens, const char *path_model,
+                            const char *data, size_t size, ingress_body_t *out, char *error,
+                            size_t error_size)
+{
+    *out = INGRESS_BODY_EMPTY;
     json_error_t problem;
     json_t *root = json_loadb(data, size, JSON_REJECT_DUPLICATES, &problem);
     if (!root) {
@@ -445,7 +451,7 @@ int ingress_parse_body(int protocol, bool count_tokens, const char *path_model, 
         }
         char capabilities[INGRESS_CAPABILITIES_MAX + 1] = "";
         const char *session = s_route_hints(root, capabilities);
-        s_set_texts(out, json_string_value(model), session, capabilities);
+        ingress_body_set_texts(out, json_string_value(model), session, capabilities);
         rc = 0;
     }
     json_decref(model);

@@ -58,6 +58,20 @@ void ingress_body_release(ingress_body_t *self);
 //  Sets the session (at most INGRESS_SESSION_MAX characters).
 void ingress_body_set_session(ingress_body_t *self, const char *session);
 
+//  Puts the body's three texts in one allocation sized to them. They may
+//  point into the old one, which goes after the copy.
+void ingress_body_set_texts(ingress_body_t *self, const char *model, const char *session,
+                            const char *capabilities);
+
+//  Appends a capability to a list of INGRESS_CAPABILITIES_MAX + 1 bytes
+//  unless it is there already, cut when full.
+void ingress_parse_add_capability(char *list, const char *name);
+
+//  The member holding the conversation, per protocol: what a request of
+//  that protocol cannot do without ("messages", "input", "contents",
+//  "prompt").
+const char *ingress_parse_conversation_field(int protocol);
+
 //  Adds a capability to the list unless it is there already; the list
 //  keeps at most INGRESS_CAPABILITIES_MAX characters (cut beyond).
 void ingress_body_need_capability(ingress_body_t *self, const char *name);
@@ -122,6 +136,13 @@ size_t ingress_parse_json_elements(const char *data, size_t size, size_t max);
 //  then empty.
 int ingress_parse_body(int protocol, bool count_tokens, const char *path_model, const char *data,
                        size_t size, ingress_body_t *out, char *error, size_t error_size);
+
+//  ingress_parse_body with jansson alone: what decides every body the
+//  scanner (ingress_scan_body, tried first) leaves, and the reference the
+//  scanner is tested against.
+int ingress_parse_body_tree(int protocol, bool count_tokens, const char *path_model,
+                            const char *data, size_t size, ingress_body_t *out, char *error,
+                            size_t error_size);
 
 //  True when an Accept header asks for server-sent events: one of its
 //  media ranges is text/event-stream with no q=0. NULL is false.

@@ -51,6 +51,16 @@ proto_outbox_t *proto_outbox_new_sharded(proto_loop_t *loop, zsock_t **sockets, 
 //  with what was not acked); nulls the pointer.
 void proto_outbox_destroy(proto_outbox_t **self_p);
 
+//  Whether rewriting the journal (its compaction, every time acks made it
+//  mostly garbage) flushes the new file and its directory to disk. True by
+//  default. An owner that never syncs its appends (proto_outbox_sync) and
+//  so promises only survival of a SIGKILL, not of the host, sets false:
+//  the rewrite then costs no disk flush on the loop's thread.
+void proto_outbox_set_synced(proto_outbox_t *self, bool synced);
+
+//  Disk flushes made so far (fdatasync and directory fsync).
+size_t proto_outbox_flushes(proto_outbox_t *self);
+
 //  Keeps the outbox in a journal file at `path` (created if absent), and
 //  replays what the file holds: those messages are held and sent now.
 //  Call once, before the first send. Returns the number of messages

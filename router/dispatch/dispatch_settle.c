@@ -130,6 +130,7 @@ dispatch_settle_t *dispatch_settle_new(proto_loop_t *loop, proto_config_t *confi
         s_journal_path(config, state_dir, path, sizeof path);
         proto_outbox_set_replay_hold(self->outbox,
                                      (uint64_t)proto_config_int(config, "dispatch.replay_hold_ms"));
+        proto_outbox_set_synced(self->outbox, self->journal_sync);
         int replayed = proto_outbox_journal(self->outbox, path, error, sizeof error);
         if (replayed < 0) {
             log_error(NULL, "settlement journal: %s", error);

@@ -73,18 +73,37 @@ static int64_t s_account(const char *name, long long balance)
         name, balance, balance, balance);
 }
 
-static int64_t s_query_int(const char *format, ...)
+//  One integer that a statement on `db` returns.
+static int64_t s_vquery_int(PGconn *db, const char *format, va_list args)
 {
     char sql[4096];
-    va_list args;
-    va_start(args, format);
     vsnprintf(sql, sizeof sql, format, args);
-    va_end(args);
-    PGresult *result = PQexec(s_db, sql);
+    PGresult *result = PQexec(db, sql);
     S_CHECK(PQresultStatus(result) == PGRES_TUPLES_OK && PQntuples(result) == 1, "%s: %s", sql,
-            PQerrorMessage(s_db));
+            PQerrorMessage(db));
     int64_t value = strtoll(PQgetvalue(result, 0, 0), NULL, 10);
     PQclear(result);
+    return value;
+}
+
+static int64_t s_query_int(const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    int64_t value = s_vquery_int(s_db, format, args);
+    va_end(args);
+    return value;
+}
+
+static int64_t s_query_int_on(PGconn *db, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int64_t s_query_int_on(PGconn *db, const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    int64_t value = s_vquery_int(db, format, args);
+    va_end(args);
     return value;
 }
 
@@ -662,17 +681,11 @@ static proto_msg_t *s_settle_to_entry(s_world_t *w)
 static uint64_t s_charge_open(PGconn *db, const proto_msg_t *entry)
 {
     PQclear(PQexec(db, "BEGIN"));
-    char sql[256];
-    snprintf(sql, sizeof sql,
-             "UPDATE accounts SET balance_micros = balance_micros - %" PRId64 " WHERE id = %" PRIu64
-             " RETURNING pg_current_xact_id()::text",
-             proto_msg_cost_micros(entry), proto_msg_account_id(entry));
-    PGresult *result = PQexec(db, sql);
-    S_CHECK(PQresultStatus(result) == PGRES_TUPLES_OK && PQntuples(result) == 1, "%s: %s", sql,
-            PQerrorMessage(db));
-    uint64_t txid = strtoull(PQgetvalue(result, 0, 0), NULL, 10);
-    PQclear(result);
-    return txid;
+    return (uint64_t)s_query_int_on(db,
+                                    "UPDATE accounts SET balance_micros = balance_micros - %" PRId64
+                                    " WHERE id = %" PRIu64
+                                    " RETURNING pg_current_xact_id()::text::bigint",
+                                    proto_msg_cost_micros(entry), proto_msg_account_id(entry));
 }
 
 static void s_commit_open(PGconn *db)

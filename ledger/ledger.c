@@ -77,6 +77,8 @@ struct _ledger_t {
     proto_metric_t *m_dropped;    //  ENTRY dropped (queue full or unusable)
     proto_metric_t *m_latency;    //  histogram: seconds per batch
     proto_metric_t *m_depth;      //  gauge: queued entries
+    proto_metric_t *m_busy_db;    //  windows busy by the transactions' share
+    proto_metric_t *m_busy_host;  //  windows busy by the host's idle share
     ledger_spans_t *spans;        //  trace spans (ledger_spans), NULL without
     ledger_grants_t *grants;      //  recurring credit grants (ledger_grants)
 };
@@ -134,13 +136,18 @@ static void s_window_ends(proto_loop_t *loop, int id, void *arg)
     (void)id;
     ledger_t *self = arg;
     s_note_db_time(self, 0);
+    if (self->window_db_us >= self->busy_db_us)
+        proto_metric_add(self->m_busy_db, 1);
     self->window_db_us = 0;
     uint64_t idle, total;
     if (!s_host_ticks(&idle, &total))
         return;
     if (self->host_total && total > self->host_total &&
-        (idle - self->host_idle) * 100 < (uint64_t)self->busy_idle_pct * (total - self->host_total))
+        (idle - self->host_idle) * 100 <
+            (uint64_t)self->busy_idle_pct * (total - self->host_total)) {
         self->busy_until_ms = proto_loop_now_ms() + S_BUSY_HOLD_MS;
+        proto_metric_add(self->m_busy_host, 1);
+    }
     self->host_idle = idle;
     self->host_total = total;
 }
@@ -449,6 +456,12 @@ ledger_t *ledger_new(proto_service_t *service)
                                             "messages dropped unacknowledged", NULL);
     self->m_latency = proto_metrics_histogram(metrics, "tollgate_ledger_batch_seconds",
                                               "time to write and commit one batch", NULL);
+    self->m_busy_db =
+        proto_metrics_counter(metrics, "tollgate_ledger_busy_windows_total",
+                              "quarter seconds that made the ledger busy", "reason=\"database\"");
+    self->m_busy_host =
+        proto_metrics_counter(metrics, "tollgate_ledger_busy_windows_total",
+                              "quarter seconds that made the ledger busy", "reason=\"host\"");
     self->m_depth = proto_metrics_gauge(metrics, "tollgate_ledger_queue_depth",
                                         "entries waiting to be written", NULL);
     const char *bind = proto_config_str(config, "ledger.bind");

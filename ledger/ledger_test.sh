@@ -229,15 +229,24 @@ ledger)
     #  Batches wait little while the ledger is idle, long once it is busy:
     #  its transactions took 1 % of a quarter second after the probe's burst
     #  (the host's load left out here, other tests run beside this one)...
+    #  The metrics say which line was crossed.
+    metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    busy_windows() { #  REASON: quarter seconds the ledger counted busy for it
+        curl -s "http://127.0.0.1:$metrics_port/metrics" |
+            sed -n "s/^tollgate_ledger_busy_windows_total{reason=\"$1\"} //p"
+    }
     start ledger --set ledger.batch_max=500 --set ledger.batch_idle_delay_ms=200 \
         --set ledger.batch_delay_ms=3000 --set ledger.batch_busy_idle_pct=0 \
-        --set ledger.batch_busy_db_pct=1
+        --set ledger.batch_busy_db_pct=1 --set "ledger.metrics_listen=127.0.0.1:$metrics_port"
     "$BIN/ledger_probe" "ipc://$TMP/ledger.sock" pace 200 3000 || fail "ledger_probe pace"
+    [ "$(busy_windows database)" -gt 0 ] && [ "$(busy_windows host)" = 0 ] ||
+        fail "busy windows after the burst: database $(busy_windows database), host $(busy_windows host)"
     stop ledger
     #  ... or the host is busier than ledger.batch_busy_idle_pct allows.
     start ledger --set ledger.batch_idle_delay_ms=200 --set ledger.batch_delay_ms=3000 \
-        --set ledger.batch_busy_idle_pct=100
+        --set ledger.batch_busy_idle_pct=100 --set "ledger.metrics_listen=127.0.0.1:$metrics_port"
     "$BIN/ledger_probe" "ipc://$TMP/ledger.sock" pace-host 3000 || fail "ledger_probe pace-host"
+    [ "$(busy_windows host)" -gt 0 ] || fail "no busy window counted for the host"
     stop ledger
 
     #  An unreachable database: one clear line, exit 1.

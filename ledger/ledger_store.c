@@ -431,6 +431,8 @@ static PGresult *s_exec(ledger_store_t *self, const char *sql, int count, const 
     return NULL;
 }
 
+static int s_prepare(ledger_store_t *self, char *error, size_t error_size);
+
 int ledger_store_carry_over(ledger_store_t *self, size_t *carried, char *error, size_t error_size)
 {
     *carried = 0;
@@ -442,7 +444,11 @@ int ledger_store_carry_over(ledger_store_t *self, size_t *carried, char *error, 
             return -1;
         self->prepared = false;
     }
-    PGresult *done = s_exec(self, s_carry_over, 0, NULL, error, error_size);
+    //  Prepared (and configured: no sequential scans) before the carry-over
+    //  checks its first foreign key, so that no plan is cached without it.
+    PGresult *done = s_prepare(self, error, error_size) == 0
+                         ? s_exec(self, s_carry_over, 0, NULL, error, error_size)
+                         : NULL;
     if (!done) {
         if (PQstatus(self->db) != CONNECTION_OK) {
             PQfinish(self->db);

@@ -337,6 +337,15 @@ void ingress_body_release(ingress_body_t *self)
     self->model = self->session = self->capabilities = "";
 }
 
+bool ingress_body_same(const ingress_body_t *a, const ingress_body_t *b)
+{
+    return strcmp(a->model, b->model) == 0 && strcmp(a->session, b->session) == 0 &&
+           strcmp(a->capabilities, b->capabilities) == 0 && a->stream == b->stream &&
+           a->stream_given == b->stream_given && a->include_usage == b->include_usage &&
+           a->tokens_estimate == b->tokens_estimate && a->max_output == b->max_output &&
+           a->images == b->images;
+}
+
 void ingress_body_set_session(ingress_body_t *self, const char *session)
 {
     assert(strlen(session) <= INGRESS_SESSION_MAX);
@@ -395,7 +404,6 @@ size_t ingress_parse_json_elements(const char *data, size_t size, size_t max)
 int ingress_parse_body(int protocol, bool count_tokens, const char *path_model, const char *data,
                        size_t size, ingress_body_t *out, char *error, size_t error_size)
 {
-    *out = INGRESS_BODY_EMPTY;
     if (ingress_scan_body(protocol, count_tokens, path_model, data, size, out))
         return 0;
     return ingress_parse_body_tree(protocol, count_tokens, path_model, data, size, out, error,

@@ -55,6 +55,9 @@ typedef struct {
 //  Frees the body's texts; it is empty afterwards.
 void ingress_body_release(ingress_body_t *self);
 
+//  True when two bodies say the same (every field, texts by content).
+bool ingress_body_same(const ingress_body_t *a, const ingress_body_t *b);
+
 //  Sets the session (at most INGRESS_SESSION_MAX characters).
 void ingress_body_set_session(ingress_body_t *self, const char *session);
 

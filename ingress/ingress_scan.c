@@ -262,11 +262,10 @@ bool ingress_scan_body(int protocol, bool count_tokens, const char *path_model, 
     if (protocol != PROTO_PROTOCOL_GEMINI && stream && stream_type != PROTO_JSCAN_TRUE &&
         stream_type != PROTO_JSCAN_FALSE && stream_type != PROTO_JSCAN_NULL)
         return false;
-    const char *tools = proto_jscan_get(&top, "tools");
     char session[INGRESS_SESSION_MAX + 1];
     s_session(&top, scan.end, session);
     char capabilities[INGRESS_CAPABILITIES_MAX + 1] = "";
-    if (proto_jscan_count(tools, scan.end) > 0)
+    if (proto_jscan_count(proto_jscan_get(&top, "tools"), scan.end) > 0)
         ingress_parse_add_capability(capabilities, "tools");
     if (scan.vision)
         ingress_parse_add_capability(capabilities, "vision");
@@ -299,13 +298,7 @@ static bool s_same(int protocol, bool count_tokens, const char *path_model, cons
     bool scanned = ingress_scan_body(protocol, count_tokens, path_model, body, strlen(body), &fast);
     int rc = ingress_parse_body_tree(protocol, count_tokens, path_model, body, strlen(body), &tree,
                                      error, sizeof error);
-    bool same = !scanned || (rc == 0 && strcmp(fast.model, tree.model) == 0 &&
-                             strcmp(fast.session, tree.session) == 0 &&
-                             strcmp(fast.capabilities, tree.capabilities) == 0 &&
-                             fast.stream == tree.stream && fast.stream_given == tree.stream_given &&
-                             fast.include_usage == tree.include_usage &&
-                             fast.tokens_estimate == tree.tokens_estimate &&
-                             fast.max_output == tree.max_output && fast.images == tree.images);
+    bool same = !scanned || (rc == 0 && ingress_body_same(&fast, &tree));
     ingress_body_release(&fast);
     ingress_body_release(&tree);
     return same;

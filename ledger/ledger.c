@@ -135,9 +135,10 @@ static void s_window_ends(proto_loop_t *loop, int id, void *arg)
     (void)loop;
     (void)id;
     ledger_t *self = arg;
-    s_note_db_time(self, 0);
-    if (self->window_db_us >= self->busy_db_us)
+    if (self->window_db_us >= self->busy_db_us) {
+        self->busy_until_ms = proto_loop_now_ms() + S_BUSY_HOLD_MS;
         proto_metric_add(self->m_busy_db, 1);
+    }
     self->window_db_us = 0;
     uint64_t idle, total;
     if (!s_host_ticks(&idle, &total))

@@ -631,6 +631,15 @@ static void s_test_replayed(proto_msg_t **msg_p, void *arg)
     (*seen)++;
 }
 
+//  Removes a test's journal file and its lock file.
+static void s_test_unlink_journal(const char *path)
+{
+    char lock[300];
+    snprintf(lock, sizeof lock, "%s.lock", path);
+    unlink(path);
+    unlink(lock);
+}
+
 //  Sends and acks 20,000 records: enough to make the journal be rewritten.
 static void s_test_churn(proto_outbox_t *outbox, zsock_t *receiver)
 {
@@ -672,10 +681,7 @@ static void s_test_unsynced(proto_loop_t *loop, zsock_t *receiver, zsock_t *send
     outbox = proto_outbox_new(loop, sender, 1000);
     PROTO_CHECK(proto_outbox_journal(outbox, path, error, sizeof error) == 1);
     proto_outbox_destroy(&outbox);
-    unlink(path);
-    char lock[300];
-    snprintf(lock, sizeof lock, "%s.lock", path);
-    unlink(lock);
+    s_test_unlink_journal(path);
 }
 
 //  The journal: kept records come back after a restart to the socket their key picks, a
@@ -789,10 +795,7 @@ static void s_test_journal(proto_loop_t *loop, zsock_t *receiver, zsock_t *sende
     outbox = proto_outbox_new(loop, sender, 1000);
     PROTO_CHECK(proto_outbox_journal(outbox, path, error, sizeof error) == 0);
     proto_outbox_destroy(&outbox);
-    unlink(path);
-    char lock[300];
-    snprintf(lock, sizeof lock, "%s.lock", path);
-    unlink(lock);
+    s_test_unlink_journal(path);
     s_test_unsynced(loop, receiver, sender, dir);
     rmdir(dir);
     zsock_destroy(&sender_2);
@@ -921,10 +924,7 @@ static void s_test_replay_hold(void)
     PROTO_CHECK(!strstr(seen, "h2:"));
     PROTO_CHECK(strstr(seen, "h3:502 "));
     proto_outbox_destroy(&outbox);
-    char lock[300];
-    snprintf(lock, sizeof lock, "%s.lock", path);
-    unlink(path);
-    unlink(lock);
+    s_test_unlink_journal(path);
     rmdir(dir);
     zsock_destroy(&sender);
     zsock_destroy(&receiver);

@@ -49,6 +49,12 @@ static int s_parse_snapshot(proto_snapshot_t *parsed, const char *text)
     return 0;
 }
 
+void proto_snapshot_clear(proto_snapshot_t *snapshot)
+{
+    free(snapshot->in_progress);
+    *snapshot = (proto_snapshot_t){0};
+}
+
 int proto_snapshot_parse(proto_snapshot_t *snapshot, const char *text)
 {
     proto_snapshot_t parsed = {0};
@@ -57,15 +63,9 @@ int proto_snapshot_parse(proto_snapshot_t *snapshot, const char *text)
         return -1;
     }
     parsed.known = true;
-    free(snapshot->in_progress);
+    proto_snapshot_clear(snapshot);
     *snapshot = parsed;
     return 0;
-}
-
-void proto_snapshot_clear(proto_snapshot_t *snapshot)
-{
-    free(snapshot->in_progress);
-    *snapshot = (proto_snapshot_t){0};
 }
 
 bool proto_snapshot_saw(const proto_snapshot_t *snapshot, uint64_t txid)

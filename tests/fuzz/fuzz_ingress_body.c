@@ -16,15 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool s_same(const ingress_body_t *a, const ingress_body_t *b)
-{
-    return strcmp(a->model, b->model) == 0 && strcmp(a->session, b->session) == 0 &&
-           strcmp(a->capabilities, b->capabilities) == 0 && a->stream == b->stream &&
-           a->stream_given == b->stream_given && a->include_usage == b->include_usage &&
-           a->tokens_estimate == b->tokens_estimate && a->max_output == b->max_output &&
-           a->images == b->images;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
@@ -39,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool scanned = ingress_scan_body(protocol, count_tokens, path_model, body, size, &fast);
     int rc = ingress_parse_body_tree(protocol, count_tokens, path_model, body, size, &tree, error,
                                      sizeof error);
-    if (scanned && (rc != 0 || !s_same(&fast, &tree)))
+    if (scanned && (rc != 0 || !ingress_body_same(&fast, &tree)))
         abort();
     ingress_body_release(&fast);
     ingress_body_release(&tree);

@@ -13,6 +13,18 @@
 //  Easy handles kept for reuse: what a loop turn ends and starts again
 //  under load, at ~6 KiB each while idle.
 #define S_MAX_FREE_HANDLES 64
+//  A handle's receive buffer, set once for its life (libcurl keeps it
+//  across a reset). Each read fills at most one, and libcurl polls the
+//  socket after each read to learn whether more waits: a 12 KB stream
+//  through 1 KiB costs 12 reads, 12 polls and 12 write callbacks, through
+//  16 KiB one of each. At thousands of open streams the buffer is most of
+//  what one holds, and their events are small: 1 KiB (libcurl's least) is
+//  enough there. So the first S_LARGE_HANDLES handles get 16 KiB and are
+//  always kept (~1.6 MiB at most, and only the pages reads touched are
+//  resident); every other handle gets 1 KiB.
+#define S_LARGE_BUFFER 16384L
+#define S_SMALL_BUFFER 1024L
+#define S_LARGE_HANDLES PROTO_CURL_LARGE_HANDLES
 
 //  What the loop watches on a socket of ours (proto_curl_t.sockets[fd]):
 //  the epoll events, and these flags.
@@ -27,15 +39,19 @@ typedef struct {
 } s_transfer_t;
 
 struct _proto_curl_t {
-    proto_loop_t *loop;             //  the loop we are driven by
-    CURLM *multi;                   //  the one multi handle
-    int timer;                      //  libcurl's timeout as a loop timer, 0 when none
-    size_t running;                 //  transfers added and not yet ended
-    CURL *free[S_MAX_FREE_HANDLES]; //  reset easy handles for the next transfers
-    size_t free_count;              //  entries used in free
-    uint32_t *sockets;              //  per descriptor number: S_WATCHED, S_PARKED, events
-    int socket_capacity;            //  entries in sockets
-    proto_curl_action_fn *after;    //  called after each round of libcurl's callbacks
+    proto_loop_t *loop;                //  the loop we are driven by
+    CURLM *multi;                      //  the one multi handle
+    int timer;                         //  libcurl's timeout as a loop timer, 0 when none
+    size_t running;                    //  transfers added and not yet ended
+    CURL *free[S_MAX_FREE_HANDLES];    //  reset easy handles for the next transfers
+    size_t free_count;                 //  entries used in free
+    CURL *large[S_LARGE_HANDLES];      //  every handle with a large buffer, in use or free
+    size_t large_count;                //  entries used in large
+    CURL *free_large[S_LARGE_HANDLES]; //  those of them free, reset
+    size_t free_large_count;           //  entries used in free_large
+    uint32_t *sockets;                 //  per descriptor number: S_WATCHED, S_PARKED, events
+    int socket_capacity;               //  entries in sockets
+    proto_curl_action_fn *after;       //  called after each round of libcurl's callbacks
     void *after_arg;
 };
 
@@ -111,9 +127,11 @@ static void s_socket_ready(proto_loop_t *loop, int fd, uint32_t events, void *ar
         mask |= CURL_CSELECT_ERR;
     int running;
     curl_multi_socket_action(self->multi, fd, mask, &running);
+    //  Transfers that ended are told first: what their last reads
+    //  brought leaves with their end, not in a message of its own.
+    s_check_done(self);
     if (self->after)
         self->after(self->after_arg);
-    s_check_done(self);
 }
 
 static void s_timer_due(proto_loop_t *loop, int id, void *arg)
@@ -122,9 +140,11 @@ static void s_timer_due(proto_loop_t *loop, int id, void *arg)
     self->timer = 0;
     int running;
     curl_multi_socket_action(self->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    //  Transfers that ended are told first: what their last reads
+    //  brought leaves with their end, not in a message of its own.
+    s_check_done(self);
     if (self->after)
         self->after(self->after_arg);
-    s_check_done(self);
 }
 
 //  CURLMOPT_SOCKETFUNCTION: watch, change or forget a socket. socketp is
@@ -242,6 +262,8 @@ void proto_curl_destroy(proto_curl_t **self_p)
     self->timer = 0;
     while (self->free_count)
         curl_easy_cleanup(self->free[--self->free_count]);
+    while (self->free_large_count)
+        curl_easy_cleanup(self->free_large[--self->free_large_count]);
     //  Cleanup closes the cached connections, telling s_socket_fn to
     //  forget their sockets.
     curl_multi_cleanup(self->multi);
@@ -289,11 +311,36 @@ void proto_curl_remove(proto_curl_t *self, CURL *easy)
     self->running--;
 }
 
+//  A new handle, its receive buffer's size set before its first transfer.
+static CURL *s_easy_new(long buffer_size)
+{
+    CURL *easy = curl_easy_init();
+    if (easy)
+        curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, buffer_size);
+    return easy;
+}
+
 CURL *proto_curl_easy(proto_curl_t *self)
 {
+    if (self->free_large_count)
+        return self->free_large[--self->free_large_count];
+    if (self->large_count < S_LARGE_HANDLES) {
+        CURL *easy = s_easy_new(S_LARGE_BUFFER);
+        if (easy)
+            self->large[self->large_count++] = easy;
+        return easy;
+    }
     if (self->free_count)
         return self->free[--self->free_count];
-    return curl_easy_init();
+    return s_easy_new(S_SMALL_BUFFER);
+}
+
+static bool s_is_large(proto_curl_t *self, CURL *easy)
+{
+    for (size_t i = 0; i < self->large_count; i++)
+        if (self->large[i] == easy)
+            return true;
+    return false;
 }
 
 void proto_curl_easy_release(proto_curl_t *self, CURL **easy_p)
@@ -303,16 +350,22 @@ void proto_curl_easy_release(proto_curl_t *self, CURL **easy_p)
     if (!easy)
         return;
     *easy_p = NULL;
-    if (self->free_count == S_MAX_FREE_HANDLES) {
+    bool large = s_is_large(self, easy);
+    if (!large && self->free_count == S_MAX_FREE_HANDLES) {
         curl_easy_cleanup(easy);
         return;
     }
     //  Nothing of the last transfer's options may reach the next one: its
     //  headers (the provider's key), its proxy and the proxy's credentials
     //  go with the reset (proto_curl selftest; dispatch_call's checks it
-    //  on the wire).
+    //  on the wire). The reset also forgets the buffer's size, not the
+    //  buffer: set again to the size it has.
     curl_easy_reset(easy);
-    self->free[self->free_count++] = easy;
+    curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, large ? S_LARGE_BUFFER : S_SMALL_BUFFER);
+    if (large)
+        self->free_large[self->free_large_count++] = easy;
+    else
+        self->free[self->free_count++] = easy;
 }
 
 void proto_curl_after_action(proto_curl_t *self, proto_curl_action_fn *fn, void *arg)
@@ -323,7 +376,7 @@ void proto_curl_after_action(proto_curl_t *self, proto_curl_action_fn *fn, void 
 
 size_t proto_curl_easy_kept(proto_curl_t *self)
 {
-    return self->free_count;
+    return self->free_count + self->free_large_count;
 }
 
 size_t proto_curl_running(proto_curl_t *self)

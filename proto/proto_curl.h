@@ -18,8 +18,10 @@
     buffer, made and freed once per upstream call otherwise. Reset forgets
     every option (headers, proxy and its credentials, callbacks, error
     buffer, private pointer); the connection and DNS caches are the multi
-    handle's and stay. Owners that set CURLOPT_BUFFERSIZE must all set the
-    same size (libcurl keeps a handle's receive buffer across a reset).
+    handle's and stay. The receive buffer's size is ours: 16 KiB for the
+    first 64 handles, 1 KiB for any more (thousands of open streams). Its
+    owner must not set CURLOPT_BUFFERSIZE (libcurl keeps a handle's
+    buffer across a reset, sized as it was first).
 */
 #ifndef PROTO_CURL_H_INCLUDED
 #define PROTO_CURL_H_INCLUDED
@@ -29,6 +31,9 @@
 #include <curl/curl.h>
 
 typedef struct _proto_curl_t proto_curl_t;
+
+//  Handles with a 16 KiB receive buffer; any more get 1 KiB.
+#define PROTO_CURL_LARGE_HANDLES 64
 
 //  Called once when a transfer ends; result is libcurl's code.
 typedef void(proto_curl_done_fn)(CURL *easy, CURLcode result, void *arg);
@@ -50,9 +55,11 @@ int proto_curl_add(proto_curl_t *self, CURL *easy, proto_curl_done_fn *fn, void 
 //  a libcurl callback.
 void proto_curl_remove(proto_curl_t *self, CURL *easy);
 
-//  An easy handle with libcurl's default options: one released before, or
-//  a new one. NULL when libcurl cannot make one. Caller owns return value
-//  (give it back with proto_curl_easy_release or curl_easy_cleanup).
+//  An easy handle with libcurl's default options but its receive buffer's
+//  size: one released before, or a new one. NULL when libcurl cannot make
+//  one. Caller owns return value and gives it back with
+//  proto_curl_easy_release, never curl_easy_cleanup (a large buffer's
+//  handle is remembered here by its address).
 CURL *proto_curl_easy(proto_curl_t *self);
 
 //  Takes back an easy handle that no longer runs here (ended or removed):
@@ -64,8 +71,9 @@ void proto_curl_easy_release(proto_curl_t *self, CURL **easy_p);
 size_t proto_curl_easy_kept(proto_curl_t *self);
 
 //  Calls fn(arg) after each round of libcurl's callbacks (one socket's
-//  event or a timeout), before the transfers that round ended are told:
-//  what the write callbacks of one round gathered can leave together.
+//  event or a timeout), after the transfers that round ended are told:
+//  what the write callbacks of one round gathered can leave together, and
+//  a transfer that ended takes its part with its end.
 void proto_curl_after_action(proto_curl_t *self, proto_curl_action_fn *fn, void *arg);
 
 //  Transfers running.

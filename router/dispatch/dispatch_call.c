@@ -181,13 +181,8 @@ dispatch_call_t *dispatch_call_new(proto_curl_t *multi, proto_loop_t *loop,
     }
     CURL *easy = self->easy;
     curl_easy_setopt(easy, CURLOPT_URL, spec->url);
-    //  libcurl's receive buffer is per transfer: 16 KiB by default, which is
-    //  most of a stream's memory at thousands of streams; model answers
-    //  come in small events. Its least, 1 KiB: at 4 KiB it was still a
-    //  quarter of what dispatch holds per open stream (heaptrack, 1,000
-    //  streams: ~15 KiB in libcurl of ~22 KiB); a larger answer costs a
-    //  few more reads.
-    curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, 1024L);
+    //  The receive buffer's size is proto_curl's (16 KiB while few calls
+    //  run, 1 KiB at thousands of streams).
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, self->headers);
     curl_easy_setopt(easy, CURLOPT_POST, 1L);
     curl_easy_setopt(easy, CURLOPT_POSTFIELDS, self->body);
@@ -313,8 +308,12 @@ static enum MHD_Result s_test_answer(void *arg, struct MHD_Connection *connectio
     }
     pthread_mutex_unlock(&wire->lock);
     static const char text[] = "{\"ok\":true}";
+    static char large[8000];
+    memset(large, 'x', sizeof large);
+    bool is_large = strcmp(url, "/large") == 0;
     struct MHD_Response *response =
-        MHD_create_response_from_buffer(strlen(text), (void *)text, MHD_RESPMEM_PERSISTENT);
+        MHD_create_response_from_buffer(is_large ? sizeof large : strlen(text),
+                                        is_large ? large : (void *)text, MHD_RESPMEM_PERSISTENT);
     MHD_add_response_header(response, "Content-Type", "application/json");
     enum MHD_Result rc = MHD_queue_response(connection, 200, response);
     MHD_destroy_response(response);
@@ -344,6 +343,15 @@ static void s_test_done(void *arg, dispatch_fail_t fail, const char *detail)
 
 static size_t s_test_sink(char *data, size_t size, size_t count, void *arg)
 {
+    return size * count;
+}
+
+//  Keeps the largest piece libcurl handed over in one write callback.
+static size_t s_test_largest(char *data, size_t size, size_t count, void *arg)
+{
+    size_t *largest = arg;
+    if (size * count > *largest)
+        *largest = size * count;
     return size * count;
 }
 
@@ -394,6 +402,48 @@ static double s_test_cpu_seconds(void)
     getrusage(RUSAGE_SELF, &usage);
     return (double)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
            (double)(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+//  The largest piece one read of an 8,000-byte answer gave on this handle.
+static size_t s_test_read_size(proto_curl_t *multi, proto_loop_t *loop, CURL *easy, int port)
+{
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/large", port);
+    size_t largest = 0;
+    curl_easy_setopt(easy, CURLOPT_URL, url);
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, s_test_largest);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, &largest);
+    s_test_call_t raw = {.loop = loop};
+    PROTO_CHECK(proto_curl_add(multi, easy, s_test_raw_done, &raw) == 0);
+    proto_loop_run(loop);
+    PROTO_CHECK(raw.ended && raw.fail == DISPATCH_FAIL_NONE);
+    return largest;
+}
+
+//  The first PROTO_CURL_LARGE_HANDLES handles read 16 KiB at once, any
+//  more 1 KiB (thousands of open streams); each keeps its size when it
+//  comes back reset.
+static void s_test_buffers(proto_curl_t *multi, proto_loop_t *loop, int port)
+{
+    CURL *handles[PROTO_CURL_LARGE_HANDLES + 1];
+    for (int i = 0; i <= PROTO_CURL_LARGE_HANDLES; i++) {
+        handles[i] = proto_curl_easy(multi);
+        PROTO_CHECK(handles[i]);
+    }
+    PROTO_CHECK(s_test_read_size(multi, loop, handles[0], port) > 1024);
+    PROTO_CHECK(s_test_read_size(multi, loop, handles[PROTO_CURL_LARGE_HANDLES], port) <= 1024);
+    for (int i = 0; i <= PROTO_CURL_LARGE_HANDLES; i++)
+        proto_curl_easy_release(multi, &handles[i]);
+    //  Back reset: the large one first, still large; then the small one.
+    CURL *large = proto_curl_easy(multi);
+    PROTO_CHECK(s_test_read_size(multi, loop, large, port) > 1024);
+    CURL *others[PROTO_CURL_LARGE_HANDLES];
+    for (int i = 0; i < PROTO_CURL_LARGE_HANDLES; i++)
+        others[i] = proto_curl_easy(multi);
+    PROTO_CHECK(s_test_read_size(multi, loop, others[PROTO_CURL_LARGE_HANDLES - 1], port) <= 1024);
+    proto_curl_easy_release(multi, &large);
+    for (int i = 0; i < PROTO_CURL_LARGE_HANDLES; i++)
+        proto_curl_easy_release(multi, &others[i]);
 }
 
 //  An idle pooled connection's socket stays in the loop between calls
@@ -487,6 +537,7 @@ void dispatch_call_test(bool verbose)
     PROTO_CHECK(!strstr(wire.seen[2], "secret"));
     PROTO_CHECK(!strcasestr(wire.seen[2], "proxy-authorization"));
 
+    s_test_buffers(multi, loop, port);
     s_test_parked(multi, loop, &daemon, &wire);
     proto_curl_destroy(&multi);
     //  libcurl closed its sockets through proto_curl: no watch is left on

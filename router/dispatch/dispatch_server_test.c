@@ -150,9 +150,10 @@ static proto_msg_t *s_test_settle(proto_peer_t *billing, const char *rid)
 }
 
 //  Everything ingress got for rid up to DONE: the bytes for the client in
-//  out (CHUNK bodies, then DONE's). Returns DONE's status.
+//  out (CHUNK bodies, then DONE's), the CHUNKs counted and DONE's bytes
+//  measured. Returns DONE's status.
 static uint64_t s_test_answer_of_counting(proto_peer_t *ingress, const char *rid, char *out,
-                                          size_t size, size_t *chunks)
+                                          size_t size, size_t *chunks, size_t *done_bytes)
 {
     size_t used = 0;
     out[0] = '\0';
@@ -169,6 +170,7 @@ static uint64_t s_test_answer_of_counting(proto_peer_t *ingress, const char *rid
         proto_msg_destroy(&chunk);
     }
     zframe_t *body = proto_msg_body(done);
+    *done_bytes = body ? zframe_size(body) : 0;
     if (body && used + zframe_size(body) < size) {
         memcpy(out + used, zframe_data(body), zframe_size(body));
         used += zframe_size(body);
@@ -181,20 +183,21 @@ static uint64_t s_test_answer_of_counting(proto_peer_t *ingress, const char *rid
 
 static uint64_t s_test_answer_of(proto_peer_t *ingress, const char *rid, char *out, size_t size)
 {
-    size_t chunks = 0;
-    return s_test_answer_of_counting(ingress, rid, out, size, &chunks);
+    size_t chunks = 0, done_bytes = 0;
+    return s_test_answer_of_counting(ingress, rid, out, size, &chunks, &done_bytes);
 }
 
 static void s_test_long_stream(proto_peer_t *ingress, proto_peer_t *billing, bool verbose)
 {
     //  A long stream read ~1 KiB at a time: every event relayed in order,
     //  in one CHUNK for what one round of reads brought (the first goes
-    //  alone, at once), not one per read.
+    //  alone, at once), not one per read; what the round that ended the
+    //  transfer read goes with DONE, not in a CHUNK of its own.
     s_test_dispatch(ingress, "d-long", "long", 3, true);
     static char long_answer[sizeof s_test_long + 1024];
-    size_t chunks = 0;
+    size_t chunks = 0, done_bytes = 0;
     PROTO_CHECK(s_test_answer_of_counting(ingress, "d-long", long_answer, sizeof long_answer,
-                                          &chunks) == 200);
+                                          &chunks, &done_bytes) == 200);
     //  All of it but the usage-only event, which the client did not ask for.
     const char *usage = strstr(
         s_test_long, "data: {\"id\":\"c-3\",\"object\":\"chat.completion.chunk\",\"choices\":[],");
@@ -203,8 +206,12 @@ static void s_test_long_stream(proto_peer_t *ingress, proto_peer_t *billing, boo
     PROTO_CHECK(strncmp(long_answer, s_test_long, before) == 0);
     PROTO_CHECK(strcmp(long_answer + before, "data: [DONE]\n\n") == 0);
     if (verbose)
-        printf("(%zu CHUNKs for %zu bytes) ", chunks, strlen(s_test_long));
+        printf("(%zu CHUNKs and %zu bytes in DONE for %zu bytes) ", chunks, done_bytes,
+               strlen(s_test_long));
     PROTO_CHECK(chunks >= 1 && chunks <= 6);
+    //  The answer's last read (its length complete) held at least the end
+    //  marker: it ended the transfer, so DONE carries it.
+    PROTO_CHECK(done_bytes >= strlen("data: [DONE]\n\n"));
     proto_msg_t *settle = s_test_settle(billing, "d-long");
     PROTO_CHECK(proto_msg_tokens_out(settle) == 200);
     proto_msg_destroy(&settle);

@@ -19,6 +19,14 @@ ingress_request_t *ingress_request_of(ingress_queue_item_t *item)
     return (ingress_request_t *)((char *)item - offsetof(ingress_request_t, timeout));
 }
 
+//  The live requests changed: the gauge, and the threads' policy.
+static void s_in_flight(ingress_server_t *self)
+{
+    proto_metric_set(self->in_flight, (double)self->live_count);
+    if (self->sched)
+        proto_sched_load(self->sched, self->live_count, proto_loop_now_ms());
+}
+
 ingress_request_t *ingress_request_new(ingress_server_t *self, struct MHD_Connection *connection)
 {
     ingress_request_t *r = calloc(1, sizeof *r);
@@ -38,7 +46,7 @@ ingress_request_t *ingress_request_new(ingress_server_t *self, struct MHD_Connec
         self->live->live_prev = r;
     self->live = r;
     self->live_count++;
-    proto_metric_set(self->in_flight, (double)self->live_count);
+    s_in_flight(self);
     return r;
 }
 
@@ -53,7 +61,7 @@ void ingress_request_unlink(ingress_request_t *r)
         r->live_next->live_prev = r->live_prev;
     r->live_prev = r->live_next = NULL;
     self->live_count--;
-    proto_metric_set(self->in_flight, (double)self->live_count);
+    s_in_flight(self);
 }
 
 void ingress_request_unref(ingress_request_t *r)

@@ -230,6 +230,8 @@ ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
     self->models = ingress_models_new(self->models_cache_ms, S_MODELS_CACHE_MAX);
     self->in_flight = proto_metrics_gauge(metrics, "tollgate_ingress_in_flight",
                                           "Client API requests in flight.", NULL);
+    if (proto_config_bool(config, "ingress.sched_batch"))
+        self->sched = proto_sched_new();
     self->key_cache = proto_metrics_gauge(metrics, "tollgate_ingress_key_cache_size",
                                           "Client API keys held in memory.", NULL);
     self->overhead = proto_metrics_histogram(metrics, "tollgate_ingress_overhead_seconds",
@@ -317,6 +319,7 @@ void ingress_server_destroy(ingress_server_t **self_p)
     }
     ingress_lease_destroy(&self->leases);
     ingress_models_destroy(&self->models);
+    proto_sched_destroy(&self->sched);
     for (int i = 0; i < self->billing_count; i++) {
         proto_outbox_destroy(&self->billing[i].outbox);
         proto_loop_remove_socket(self->loop, self->billing[i].socket);

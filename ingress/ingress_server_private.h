@@ -22,6 +22,7 @@
 #include "ingress_server.h"
 #include "proto_crypto.h"
 #include "proto_outbox.h"
+#include "proto_sched.h"
 #include "proto_tls.h"
 #include "proto_watch.h"
 
@@ -83,13 +84,14 @@ struct _ingress_server_t {
     zhashx_t *counters;                    //  label text -> requests counter
     zhashx_t *histograms;                  //  route name -> duration histogram
     proto_metric_t *in_flight;             //  gauge: live client requests
-    proto_metric_t *key_cache;             //  gauge: keys in the catalog
-    proto_metric_t *overhead;              //  histogram: our added latency
-    proto_metric_t *cancels;               //  counter: CANCELs sent
-    proto_metric_t *settles;               //  counter: SETTLEs sent by ingress
-    proto_metric_t *lease_admits;          //  counter: requests admitted from a lease
-    proto_metric_t *dropped;               //  counter: replies for unknown requests
-    const proto_api_key_t *test_key;       //  "tg-test" authenticates as this; selftest only
+    proto_sched_t *sched;         //  SCHED_BATCH under load; NULL when ingress.sched_batch is off
+    proto_metric_t *key_cache;    //  gauge: keys in the catalog
+    proto_metric_t *overhead;     //  histogram: our added latency
+    proto_metric_t *cancels;      //  counter: CANCELs sent
+    proto_metric_t *settles;      //  counter: SETTLEs sent by ingress
+    proto_metric_t *lease_admits; //  counter: requests admitted from a lease
+    proto_metric_t *dropped;      //  counter: replies for unknown requests
+    const proto_api_key_t *test_key; //  "tg-test" authenticates as this; selftest only
 };
 
 //  The pipeline lets go: no reply for this id is wanted any more (the

@@ -89,8 +89,8 @@ static const s_key_t s_keys[] = {
      "bytes of MHD pool per client connection: the request's headers, then the write buffer; "
      "heads above the pool less 512 bytes are refused 431 (the SDKs send under 2 KiB)"},
     {"ingress.sched_batch", S_BOOL, "true", 0, 0, false,
-     "run every thread as SCHED_BATCH: a thread woken by another does not preempt it (fewer "
-     "context switches under load; a slightly longer tail at light load)"},
+     "while 4 or more requests are in flight, run every thread as SCHED_BATCH: a thread woken "
+     "by another does not preempt it (far fewer context switches under load)"},
     {"ingress.max_connections_per_ip", S_INT, "1000", 0, 1000000, false,
      "client connections open at once from one address; 0 = no limit (behind a proxy)"},
     {"ingress.read_timeout_ms", S_INT, "30000", 0, 3600000, false,
@@ -164,8 +164,8 @@ static const s_key_t s_keys[] = {
      "dispatch instances sharing provider-key limits before a router grants shares; 0 = the "
      "number of dispatch.endpoints"},
     {"dispatch.sched_batch", S_BOOL, "true", 0, 0, false,
-     "run every thread as SCHED_BATCH: a thread woken by another does not preempt it (fewer "
-     "context switches under load; a slightly longer tail at light load)"},
+     "while 4 or more requests are in flight, run every thread as SCHED_BATCH: a thread woken "
+     "by another does not preempt it (far fewer context switches under load)"},
     {"dispatch.journal_sync", S_BOOL, "false", 0, 0, false,
      "fdatasync the settlement journal before DONE (host crashes, not only SIGKILL)"},
     {"dispatch.replay_hold_ms", S_INT, "10000", 0, 600000, false,

@@ -11,10 +11,8 @@
 #include "proto_trace.h"
 
 #include <assert.h>
-#include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -476,28 +474,6 @@ static void s_instance_id(proto_service_t *self)
              (int)getpid());
 }
 
-//  The data plane's threads hand each other every message: each program's
-//  loop and its ZeroMQ I/O thread wake one another several times a
-//  request. Woken as SCHED_OTHER, a thread preempts the one that woke it
-//  (or whatever else runs there), so each hand-over is a context switch,
-//  and switches were a third of ingress's CPU at load (docs/benchmarks.md).
-//  As SCHED_BATCH a woken thread takes a free CPU, or waits until the
-//  running one sleeps or its slice ends: fewer switches, more work each.
-//  Set on this thread before any other starts, so that ZeroMQ's, MHD's and
-//  the metrics listener's threads inherit it. Programs without the key
-//  (the control plane) keep SCHED_OTHER.
-static void s_sched_batch(proto_config_t *config, const char *name)
-{
-    char key[96];
-    snprintf(key, sizeof key, "%s.sched_batch", name);
-    if (!proto_config_known(key) || !proto_config_bool(config, key))
-        return;
-    struct sched_param param = {.sched_priority = 0};
-    if (sched_setscheduler(0, SCHED_BATCH, &param) != 0)
-        log_warn(NULL, "cannot run as SCHED_BATCH (%s): threads preempt on wake-up as usual",
-                 strerror(errno));
-}
-
 int proto_service_main(int argc, char **argv, const proto_service_def_t *def)
 {
     char program[64];
@@ -534,9 +510,6 @@ int proto_service_main(int argc, char **argv, const proto_service_def_t *def)
     self.base_level = level;
     s_instance_id(&self);
 
-    //  Before any thread starts: they inherit the scheduling policy, as
-    //  they inherit the blocked signals below.
-    s_sched_batch(self.config, def->name);
     //  Signals are blocked before ZeroMQ starts its I/O threads so that
     //  they reach the loop's signalfd and never CZMQ's own handler.
     zsys_handler_set(NULL);

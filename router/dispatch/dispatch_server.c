@@ -5,6 +5,7 @@
 #include "dispatch_route.h"
 #include "dispatch_settle.h"
 #include "dispatch_taken.h"
+#include "proto_sched.h"
 #include "proto_batch.h"
 #include "proto_catalog.h"
 #include "proto_curl.h"
@@ -68,7 +69,17 @@ struct _dispatch_server_t {
     int drain_timer;            //  re-checks the drain while quiet, 0 = none
     int expire_timer;           //  forgets expired finished requests
     proto_metric_t *in_flight;  //  gauge of requests in flight
+    proto_sched_t *sched;       //  SCHED_BATCH under load; NULL when dispatch.sched_batch is off
 };
+
+//  The requests in flight changed: the gauge, and the threads' policy.
+static void s_in_flight(dispatch_server_t *self)
+{
+    size_t count = zhashx_size(self->requests);
+    proto_metric_set(self->in_flight, (double)count);
+    if (self->sched)
+        proto_sched_load(self->sched, count, proto_loop_now_ms());
+}
 
 static void s_check_drained(dispatch_server_t *self)
 {
@@ -211,7 +222,7 @@ static void s_on_dispatch(dispatch_server_t *self, proto_msg_t **msg_p)
         log_info(rid, "sent again after a restart: the replayed provisional record waits");
     dispatch_request_t *request = dispatch_request_new(&self->env, msg_p);
     zhashx_insert(self->requests, dispatch_request_id(request), request);
-    proto_metric_set(self->in_flight, (double)zhashx_size(self->requests));
+    s_in_flight(self);
     dispatch_request_start(request);
 }
 
@@ -284,7 +295,7 @@ static void s_request_end(const char *request_id, void *arg)
 {
     dispatch_server_t *self = arg;
     zhashx_delete(self->requests, request_id);
-    proto_metric_set(self->in_flight, (double)zhashx_size(self->requests));
+    s_in_flight(self);
     s_check_drained(self);
 }
 
@@ -358,6 +369,8 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
     self->held = dispatch_held_new(self->loop, s_known, s_held_release, self);
     self->in_flight = proto_metrics_gauge(self->metrics, "tollgate_dispatch_in_flight",
                                           "Requests being dispatched", NULL);
+    if (proto_config_bool(self->config, "dispatch.sched_batch"))
+        self->sched = proto_sched_new();
     self->env.failovers = proto_metrics_counter(self->metrics, "tollgate_dispatch_failovers_total",
                                                 "Attempts replaced by the next candidate", NULL);
     self->env.no_route = proto_metrics_counter(self->metrics, "tollgate_dispatch_no_route_total",
@@ -425,6 +438,7 @@ void dispatch_server_destroy(dispatch_server_t **self_p)
     if (self->expire_timer)
         proto_loop_cancel_timer(self->loop, self->expire_timer);
     dispatch_held_destroy(&self->held);
+    proto_sched_destroy(&self->sched);
     //  Requests first: their calls must leave the multi handle before it goes.
     zhashx_destroy(&self->requests);
     //  Then the DONEs that waited for the journal, while the ROUTER is open.

@@ -231,7 +231,7 @@ ingress_server_t *ingress_server_new(proto_loop_t *loop, proto_config_t *config,
     self->in_flight = proto_metrics_gauge(metrics, "tollgate_ingress_in_flight",
                                           "Client API requests in flight.", NULL);
     if (proto_config_bool(config, "ingress.sched_batch"))
-        self->sched = proto_sched_new();
+        self->sched = proto_sched_new(metrics, "ingress");
     self->key_cache = proto_metrics_gauge(metrics, "tollgate_ingress_key_cache_size",
                                           "Client API keys held in memory.", NULL);
     self->overhead = proto_metrics_histogram(metrics, "tollgate_ingress_overhead_seconds",

@@ -26,18 +26,30 @@
 #define S_HOLD_MS 100
 
 struct _proto_sched_t {
-    bool batch;           //  the threads run SCHED_BATCH
-    bool refused;         //  a switch failed: no more tries
-    uint64_t switched_ms; //  when they last switched
-    uint64_t busy_ms;     //  when more than S_IDLE were last in flight
-    uint64_t switches;    //  switches made
-    uint64_t failures;    //  switches refused
+    bool batch;                  //  the threads run SCHED_BATCH
+    bool refused;                //  a switch failed: no more tries
+    uint64_t switched_ms;        //  when they last switched
+    uint64_t busy_ms;            //  when more than S_IDLE were last in flight
+    uint64_t switches;           //  switches made
+    uint64_t failures;           //  switches refused
+    proto_metric_t *batch_gauge; //  1 while SCHED_BATCH; NULL without metrics
+    proto_metric_t *switches_counter;
 };
 
-proto_sched_t *proto_sched_new(void)
+proto_sched_t *proto_sched_new(proto_metrics_t *metrics, const char *program)
 {
     proto_sched_t *self = calloc(1, sizeof *self);
     assert(self);
+    if (metrics) {
+        char name[96];
+        snprintf(name, sizeof name, "tollgate_%s_sched_batch", program);
+        self->batch_gauge = proto_metrics_gauge(
+            metrics, name, "1 while the threads run SCHED_BATCH (4 or more requests in flight).",
+            NULL);
+        snprintf(name, sizeof name, "tollgate_%s_sched_switches_total", program);
+        self->switches_counter = proto_metrics_counter(
+            metrics, name, "Times the threads switched between SCHED_OTHER and SCHED_BATCH.", NULL);
+    }
     return self;
 }
 
@@ -88,6 +100,10 @@ void proto_sched_load(proto_sched_t *self, size_t in_flight, uint64_t now_ms)
     }
     self->batch = want;
     self->switches++;
+    if (self->batch_gauge) {
+        proto_metric_set(self->batch_gauge, want ? 1 : 0);
+        proto_metric_add(self->switches_counter, 1);
+    }
 }
 
 bool proto_sched_batch(proto_sched_t *self)
@@ -146,7 +162,8 @@ void proto_sched_test(bool verbose)
         pthread_cond_wait(&helper.cond, &helper.lock);
     pthread_mutex_unlock(&helper.lock);
 
-    proto_sched_t *sched = proto_sched_new();
+    proto_metrics_t *metrics = proto_metrics_new();
+    proto_sched_t *sched = proto_sched_new(metrics, "test");
     uint64_t now = 1000;
     //  Below the busy line: as it was.
     for (size_t n = 0; n < S_BUSY; n++)
@@ -171,6 +188,10 @@ void proto_sched_test(bool verbose)
     proto_sched_load(sched, 100, now + S_HOLD_MS);
     PROTO_CHECK(proto_sched_batch(sched) && s_test_both(helper.tid, SCHED_BATCH));
     PROTO_CHECK(proto_sched_switches(sched) == 3 && proto_sched_failures(sched) == 0);
+    char *text = proto_metrics_render(metrics);
+    PROTO_CHECK(strstr(text, "tollgate_test_sched_batch 1\n"));
+    PROTO_CHECK(strstr(text, "tollgate_test_sched_switches_total 3\n"));
+    free(text);
     if (verbose)
         printf("(%llu switches) ", (unsigned long long)proto_sched_switches(sched));
     //  The selftest's other threads go on as they were.
@@ -178,6 +199,7 @@ void proto_sched_test(bool verbose)
     PROTO_CHECK(s_test_both(helper.tid, SCHED_OTHER));
     proto_sched_destroy(&sched);
     PROTO_CHECK(sched == NULL);
+    proto_metrics_destroy(&metrics);
 
     pthread_mutex_lock(&helper.lock);
     helper.done = true;

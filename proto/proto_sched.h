@@ -21,6 +21,8 @@
 #ifndef PROTO_SCHED_H_INCLUDED
 #define PROTO_SCHED_H_INCLUDED
 
+#include "proto_metrics.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -28,8 +30,10 @@
 typedef struct _proto_sched_t proto_sched_t;
 
 //  Creates the chooser; the threads keep their policy until load says
-//  otherwise. Caller owns return value.
-proto_sched_t *proto_sched_new(void);
+//  otherwise. With metrics (may be NULL) it keeps tollgate_PROGRAM_sched_batch
+//  (1 while SCHED_BATCH) and tollgate_PROGRAM_sched_switches_total there.
+//  Caller owns return value.
+proto_sched_t *proto_sched_new(proto_metrics_t *metrics, const char *program);
 
 //  Destroys it (the threads keep the policy they have); nulls the pointer.
 void proto_sched_destroy(proto_sched_t **self_p);

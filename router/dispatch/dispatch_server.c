@@ -370,7 +370,7 @@ dispatch_server_t *dispatch_server_new(proto_service_t *service)
     self->in_flight = proto_metrics_gauge(self->metrics, "tollgate_dispatch_in_flight",
                                           "Requests being dispatched", NULL);
     if (proto_config_bool(self->config, "dispatch.sched_batch"))
-        self->sched = proto_sched_new();
+        self->sched = proto_sched_new(self->metrics, "dispatch");
     self->env.failovers = proto_metrics_counter(self->metrics, "tollgate_dispatch_failovers_total",
                                                 "Attempts replaced by the next candidate", NULL);
     self->env.no_route = proto_metrics_counter(self->metrics, "tollgate_dispatch_no_route_total",

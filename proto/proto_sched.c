@@ -90,12 +90,13 @@ void proto_sched_load(proto_sched_t *self, size_t in_flight, uint64_t now_ms)
         return;
     self->switched_ms = now_ms;
     if (s_set_threads(want ? SCHED_BATCH : SCHED_OTHER) != 0) {
+        int error = errno;
         //  Back to where we were, and stay there.
         s_set_threads(self->batch ? SCHED_BATCH : SCHED_OTHER);
         self->refused = true;
         self->failures++;
         log_warn(NULL, "cannot switch threads to %s (%s): they keep their policy",
-                 want ? "SCHED_BATCH" : "SCHED_OTHER", strerror(errno));
+                 want ? "SCHED_BATCH" : "SCHED_OTHER", strerror(error));
         return;
     }
     self->batch = want;

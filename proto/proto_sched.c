@@ -20,15 +20,17 @@
 //  flight for S_HOLD_MS: one at a time, every wake-up is on the request's
 //  path.
 #define S_IDLE 1
-//  Least time between two switches, and how long the load must stay at the
-//  idle line before the threads switch back: a closed loop of clients
-//  dips to one in flight now and then without being idle.
+//  How long the load must stay at the idle line before the threads switch
+//  back: a closed loop of clients dips to one in flight now and then
+//  without being idle. Switching to batch needs no wait: the first
+//  requests of a burst after a quiet spell switch back (the quiet was long
+//  enough), and the burst must not then run 100 ms as SCHED_OTHER. So the
+//  threads switch at most twice in S_HOLD_MS.
 #define S_HOLD_MS 100
 
 struct _proto_sched_t {
     bool batch;                  //  the threads run SCHED_BATCH
     bool refused;                //  a switch failed: no more tries
-    uint64_t switched_ms;        //  when they last switched
     uint64_t busy_ms;            //  when more than S_IDLE were last in flight
     uint64_t switches;           //  switches made
     uint64_t failures;           //  switches refused
@@ -86,9 +88,8 @@ void proto_sched_load(proto_sched_t *self, size_t in_flight, uint64_t now_ms)
     if (in_flight > S_IDLE)
         self->busy_ms = now_ms;
     bool want = self->batch ? now_ms - self->busy_ms < S_HOLD_MS : in_flight >= S_BUSY;
-    if (want == self->batch || self->refused || now_ms - self->switched_ms < S_HOLD_MS)
+    if (want == self->batch || self->refused)
         return;
-    self->switched_ms = now_ms;
     if (s_set_threads(want ? SCHED_BATCH : SCHED_OTHER) != 0) {
         int error = errno;
         //  Back to where we were, and stay there.
@@ -183,16 +184,26 @@ void proto_sched_test(bool verbose)
     now += 2 * S_HOLD_MS;
     proto_sched_load(sched, S_IDLE, now);
     PROTO_CHECK(!proto_sched_batch(sched) && s_test_both(helper.tid, SCHED_OTHER));
-    //  And busy again, after its own hold.
-    proto_sched_load(sched, 100, now + 1);
-    PROTO_CHECK(!proto_sched_batch(sched));
-    proto_sched_load(sched, 100, now + S_HOLD_MS);
+    //  And busy again at once: a burst after a quiet spell.
+    proto_sched_load(sched, S_BUSY, now + 1);
     PROTO_CHECK(proto_sched_batch(sched) && s_test_both(helper.tid, SCHED_BATCH));
     PROTO_CHECK(proto_sched_switches(sched) == 3 && proto_sched_failures(sched) == 0);
     char *text = proto_metrics_render(metrics);
     PROTO_CHECK(strstr(text, "tollgate_test_sched_batch 1\n"));
     PROTO_CHECK(strstr(text, "tollgate_test_sched_switches_total 3\n"));
     free(text);
+    //  A burst that ended leaves the threads as SCHED_BATCH until the next
+    //  request: the first of a new burst switches back (the quiet lasted),
+    //  the fourth to batch again, with no wait between.
+    now += 10 * S_HOLD_MS;
+    proto_sched_load(sched, 1, now);
+    PROTO_CHECK(!proto_sched_batch(sched));
+    proto_sched_load(sched, 2, now + 1);
+    proto_sched_load(sched, 3, now + 1);
+    PROTO_CHECK(!proto_sched_batch(sched));
+    proto_sched_load(sched, 4, now + 2);
+    PROTO_CHECK(proto_sched_batch(sched) && s_test_both(helper.tid, SCHED_BATCH));
+    PROTO_CHECK(proto_sched_switches(sched) == 5);
     if (verbose)
         printf("(%llu switches) ", (unsigned long long)proto_sched_switches(sched));
     //  The selftest's other threads go on as they were.

@@ -16,7 +16,7 @@
     back once at most 1 has been in flight for 100 ms. Every thread
     of the process switches (ZeroMQ's, MHD's, the metrics listener's), by
     its id from /proc/self/task; a switch is a handful of system calls, at
-    most one per 100 ms.
+    most two in 100 ms.
 */
 #ifndef PROTO_SCHED_H_INCLUDED
 #define PROTO_SCHED_H_INCLUDED

@@ -181,8 +181,8 @@ dispatch_call_t *dispatch_call_new(proto_curl_t *multi, proto_loop_t *loop,
     }
     CURL *easy = self->easy;
     curl_easy_setopt(easy, CURLOPT_URL, spec->url);
-    //  The receive buffer's size is proto_curl's (16 KiB while few calls
-    //  run, 1 KiB at thousands of streams).
+    //  The receive buffer's size is proto_curl's (16 KiB for its first 64
+    //  handles, 1 KiB for any more: thousands of open streams).
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, self->headers);
     curl_easy_setopt(easy, CURLOPT_POST, 1L);
     curl_easy_setopt(easy, CURLOPT_POSTFIELDS, self->body);
@@ -308,12 +308,11 @@ static enum MHD_Result s_test_answer(void *arg, struct MHD_Connection *connectio
     }
     pthread_mutex_unlock(&wire->lock);
     static const char text[] = "{\"ok\":true}";
-    static char large[8000];
-    memset(large, 'x', sizeof large);
+    static const char large[8000]; //  what the bytes are does not matter here
     bool is_large = strcmp(url, "/large") == 0;
     struct MHD_Response *response =
         MHD_create_response_from_buffer(is_large ? sizeof large : strlen(text),
-                                        is_large ? large : (void *)text, MHD_RESPMEM_PERSISTENT);
+                                        (void *)(is_large ? large : text), MHD_RESPMEM_PERSISTENT);
     MHD_add_response_header(response, "Content-Type", "application/json");
     enum MHD_Result rc = MHD_queue_response(connection, 200, response);
     MHD_destroy_response(response);

@@ -67,20 +67,14 @@ async function followsLoad(ctx, switcher, steady) {
   }, { timeout: 10000, interval: 50, message: `${switcher}'s threads back to SCHED_OTHER: ${JSON.stringify(threads(ctx.pid[switcher]))}` });
 }
 
-test('ingress follows its load; dispatch with dispatch.sched_batch = false stays SCHED_OTHER', async () => {
-  const ctx = await start({ TOLLGATE_DISPATCH_SCHED_BATCH: 'false' });
-  try {
-    await followsLoad(ctx, 'ingress', 'dispatch');
-  } finally {
-    await ctx.stop();
-  }
-});
-
-test('dispatch follows its load; ingress with ingress.sched_batch = false stays SCHED_OTHER', async () => {
-  const ctx = await start({ TOLLGATE_INGRESS_SCHED_BATCH: 'false' });
-  try {
-    await followsLoad(ctx, 'dispatch', 'ingress');
-  } finally {
-    await ctx.stop();
-  }
-});
+// Each data-plane program in turn follows its load while the other, its key off, stays put.
+for (const [switcher, steady] of [['ingress', 'dispatch'], ['dispatch', 'ingress']]) {
+  test(`${switcher} follows its load; ${steady} with ${steady}.sched_batch = false stays SCHED_OTHER`, async () => {
+    const ctx = await start({ [`TOLLGATE_${steady.toUpperCase()}_SCHED_BATCH`]: 'false' });
+    try {
+      await followsLoad(ctx, switcher, steady);
+    } finally {
+      await ctx.stop();
+    }
+  });
+}

@@ -12,13 +12,10 @@
     the ledger turns into a duplicate: correctness never depends on this set.
 
     Up to 100,000 ids live here (15 minutes of commits), so each costs what
-    it holds: a 32-byte slot of a ring that grows and shrinks with them, and
-    a 4-byte bucket. The set keeps an id's keyed 128-bit SipHash, not the id
-    (~36 bytes an id; a strdup, a zhashx entry and a slot were ~133). Two
-    ids share a digest with a chance of 2^-128 a pair under a key drawn at
-    start that no sender sees, so a SETTLE never seen is not answered from
-    here (it would go uncharged), and the key also keeps ids chosen by
-    clients (x-request-id) from piling into one bucket.
+    it holds: ~37 bytes in a proto_idset, which keeps a keyed digest of the
+    id, not the id (a strdup, a zhashx entry and a slot were ~133). So a
+    SETTLE never seen is not answered from here (it would go uncharged)
+    but with a chance of 2^-128 a pair.
 */
 #ifndef BILLING_COMMITTED_H_INCLUDED
 #define BILLING_COMMITTED_H_INCLUDED

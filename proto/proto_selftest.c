@@ -23,6 +23,7 @@
 #include "proto_malloc.h"
 #include "proto_pid.h"
 #include "proto_sched.h"
+#include "proto_idset.h"
 #include "proto_text.h"
 #include "proto_peer.h"
 #include "proto_test.h"
@@ -44,8 +45,8 @@ static const proto_test_t s_tests[] = {
     {"proto_upstream", proto_upstream_test}, {"proto_map", proto_map_test},
     {"proto_reach", proto_reach_test},       {"proto_jscan", proto_jscan_test},
     {"proto_malloc", proto_malloc_test},     {"proto_pid", proto_pid_test},
-    {"proto_sched", proto_sched_test},       {"proto_text", proto_text_test},
-    {"proto_snapshot", proto_snapshot_test},
+    {"proto_sched", proto_sched_test},       {"proto_idset", proto_idset_test},
+    {"proto_text", proto_text_test},         {"proto_snapshot", proto_snapshot_test},
 };
 
 PROTO_TEST_MAIN(s_tests)

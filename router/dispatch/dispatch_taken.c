@@ -1,98 +1,51 @@
 /*  dispatch_taken: see the header. */
 #include "dispatch_taken.h"
 #include "proto_check.h"
+#include "proto_idset.h"
 
 #include <assert.h>
 #include <czmq.h>
 #include <malloc.h>
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 //  A kept answer: the DONE's envelope, then its body, in one allocation of
 //  what they hold.
-typedef struct _s_answer_t s_answer_t;
-typedef struct _s_item_t s_item_t;
-struct _s_answer_t {
-    s_item_t *next;       //  the next younger item with an answer
+typedef struct {
+    uint64_t came_ms;     //  when its request finished
     size_t envelope_size; //  the envelope's bytes
     size_t body_size;     //  the body's bytes
     bool body;            //  the DONE had a body frame
     uint8_t data[];       //  envelope, then body
-};
+} s_answer_t;
 
-//  One finished request. Items are linked twice, oldest first: all of them
-//  (ids expire in the order they came, the ttl being one for all) and those
-//  whose answer is still kept (answers are dropped oldest first); and once
-//  more in their hash bucket. Up to S_TAKEN_IDS of them live at once (30 s
-//  of requests: 300,000 at 10,000 requests/s), so an item is one allocation
-//  of 48 bytes that holds a keyed 128-bit digest of its id, not the id: a
-//  32-character id with its NUL made the item 80 bytes (jemalloc's class
-//  above 73), 10 MiB of dispatch's peak at that rate. Two different ids
-//  share a digest with a chance of 2^-128 per pair, and a client who picks
-//  ids cannot aim at one without the key, made at start and never shown.
-struct _s_item_t {
-    s_item_t *next;      //  the next younger item
-    s_item_t *chain;     //  the next item in the same bucket
-    s_answer_t *answer;  //  the answer kept, or NULL
-    uint64_t expires_ms; //  forgotten then
-    uint64_t digest[2];  //  of request_id, keyed; digest[0] picks the bucket
-};
-
-static_assert(sizeof(s_item_t) == 48 || sizeof(void *) != 8, "an item is a 48-byte allocation");
-
-//  Buckets are never fewer than this, and at most one per item otherwise.
-#define S_MIN_BUCKETS 1024
+//  Answers are numbered in the order they came, modulo S_ANSWER_MOD; an
+//  id's tag is its answer's number plus one, 0 for none. A tag whose answer
+//  was dropped points behind the oldest kept, and stays there: it would
+//  take 2^32 answers while the id is still held (30 s) to come round.
+#define S_ANSWER_MOD UINT32_MAX
 
 struct _dispatch_taken_t {
-    uint64_t ttl_ms;                                   //  how long an id is kept
-    uint64_t answer_ttl_ms;                            //  and its answer, at most
-    size_t max_bytes;                                  //  answers kept in all
-    size_t max_ids;                                    //  ids kept in all
-    size_t bytes;                                      //  answers kept now
-    size_t count;                                      //  ids kept now
-    s_item_t **buckets;                                //  request id hash -> items
-    size_t bucket_count;                               //  a power of two
-    uint8_t key[crypto_shorthash_siphashx24_KEYBYTES]; //  the digest's: ids come from clients
-    s_item_t *oldest;                                  //  the list of all items, oldest first
-    s_item_t *youngest;                                //  its end, where items join
-    s_item_t *oldest_answer;   //  the list of items with an answer, oldest first
-    s_item_t *youngest_answer; //  its end
+    uint64_t ttl_ms;        //  how long an id is kept
+    uint64_t answer_ttl_ms; //  and its answer, at most
+    size_t max_bytes;       //  answers kept in all
+    size_t max_ids;         //  ids kept in all
+    size_t bytes;           //  answers kept now
+    //  Up to S_TAKEN_IDS ids live at once (30 s of requests: 300,000 at
+    //  10,000 requests/s), ~37 bytes each in a proto_idset (56-64 as
+    //  linked items in a table of pointers: ~8 MiB more of dispatch's
+    //  peak at that rate). Tags name answers.
+    proto_idset_t *ids;
+    //  Answers, oldest first: both they and ids go in the order requests
+    //  finished, so an id that goes with its answer still kept holds the
+    //  oldest answer.
+    s_answer_t **answers;   //  a ring of answer_room (a power of two, or 0)
+    size_t answer_room;     //
+    size_t answer_first;    //  the oldest answer's place in the ring
+    size_t answer_count;    //  answers kept
+    uint32_t answer_oldest; //  the oldest answer's number
 };
-
-//  An id is what a request keeps of it: at most PROTO_MSG_RID_MAX bytes.
-static void s_digest(dispatch_taken_t *self, const char *request_id, uint64_t digest[2])
-{
-    uint8_t out[crypto_shorthash_siphashx24_BYTES];
-    crypto_shorthash_siphashx24(out, (const uint8_t *)request_id,
-                                strnlen(request_id, PROTO_MSG_RID_MAX), self->key);
-    memcpy(digest, out, sizeof out);
-}
-
-//  Puts every item in a table of `count` buckets.
-static void s_rehash(dispatch_taken_t *self, size_t count)
-{
-    s_item_t **buckets = calloc(count, sizeof *buckets);
-    assert(buckets);
-    for (s_item_t *item = self->oldest; item; item = item->next) {
-        size_t index = item->digest[0] & (count - 1);
-        item->chain = buckets[index];
-        buckets[index] = item;
-    }
-    free(self->buckets);
-    self->buckets = buckets;
-    self->bucket_count = count;
-}
-
-static s_item_t *s_lookup(dispatch_taken_t *self, const uint64_t digest[2])
-{
-    for (s_item_t *item = self->buckets[digest[0] & (self->bucket_count - 1)]; item;
-         item = item->chain)
-        if (item->digest[0] == digest[0] && item->digest[1] == digest[1])
-            return item;
-    return NULL;
-}
 
 dispatch_taken_t *dispatch_taken_new(uint64_t ttl_ms, uint64_t answer_ttl_ms, size_t max_bytes,
                                      size_t max_ids)
@@ -103,11 +56,7 @@ dispatch_taken_t *dispatch_taken_new(uint64_t ttl_ms, uint64_t answer_ttl_ms, si
     self->answer_ttl_ms = answer_ttl_ms < ttl_ms ? answer_ttl_ms : ttl_ms;
     self->max_bytes = max_bytes;
     self->max_ids = max_ids ? max_ids : 1;
-    int rc = sodium_init(); //  once per process; later calls return 1
-    assert(rc >= 0);
-    (void)rc;
-    randombytes_buf(self->key, sizeof self->key);
-    s_rehash(self, S_MIN_BUCKETS);
+    self->ids = proto_idset_new();
     return self;
 }
 
@@ -117,128 +66,128 @@ void dispatch_taken_destroy(dispatch_taken_t **self_p)
     dispatch_taken_t *self = *self_p;
     if (!self)
         return;
-    while (self->oldest) {
-        s_item_t *item = self->oldest;
-        self->oldest = item->next;
-        free(item->answer);
-        free(item);
-    }
-    free(self->buckets);
+    for (size_t i = 0; i < self->answer_count; i++)
+        free(self->answers[(self->answer_first + i) & (self->answer_room - 1)]);
+    free(self->answers);
+    proto_idset_destroy(&self->ids);
     free(self);
     *self_p = NULL;
 }
 
-//  Drops the oldest kept answer (its id stays).
-static void s_drop_oldest_answer(dispatch_taken_t *self)
+//  The kept answer an id's tag names, or NULL (none, or dropped); with its
+//  place after the oldest in *offset_p.
+static s_answer_t *s_answer(dispatch_taken_t *self, uint32_t tag, size_t *offset_p)
 {
-    s_item_t *item = self->oldest_answer;
-    s_answer_t *answer = item->answer;
-    self->oldest_answer = answer->next;
-    if (!self->oldest_answer)
-        self->youngest_answer = NULL;
-    self->bytes -= answer->envelope_size + answer->body_size;
-    free(answer);
-    item->answer = NULL;
+    if (!tag)
+        return NULL;
+    size_t offset =
+        (size_t)(((uint64_t)tag - 1 + S_ANSWER_MOD - self->answer_oldest) % S_ANSWER_MOD);
+    if (offset >= self->answer_count)
+        return NULL;
+    *offset_p = offset;
+    return self->answers[(self->answer_first + offset) & (self->answer_room - 1)];
 }
 
-//  Forgets the oldest item. When it still has its answer, that answer is
-//  the oldest kept one (both lists are in the order items came).
+//  Drops the oldest kept answer (its id stays); an idle instance gives the
+//  ring back with the last.
+static void s_drop_oldest_answer(dispatch_taken_t *self)
+{
+    s_answer_t *answer = self->answers[self->answer_first];
+    self->bytes -= answer->envelope_size + answer->body_size;
+    free(answer);
+    self->answer_first = (self->answer_first + 1) & (self->answer_room - 1);
+    self->answer_oldest = (uint32_t)(((uint64_t)self->answer_oldest + 1) % S_ANSWER_MOD);
+    if (--self->answer_count == 0) {
+        free(self->answers);
+        self->answers = NULL;
+        self->answer_room = 0;
+        self->answer_first = 0;
+    }
+}
+
+//  Forgets the oldest id, and its answer with it when still kept.
 static void s_drop_oldest(dispatch_taken_t *self)
 {
-    s_item_t *item = self->oldest;
-    if (item->answer) {
-        assert(self->oldest_answer == item);
+    uint32_t tag = 0;
+    proto_idset_oldest(self->ids, NULL, &tag);
+    size_t offset = 0;
+    if (s_answer(self, tag, &offset)) {
+        assert(offset == 0);
         s_drop_oldest_answer(self);
     }
-    self->oldest = item->next;
-    if (!self->oldest)
-        self->youngest = NULL;
-    s_item_t **link = &self->buckets[item->digest[0] & (self->bucket_count - 1)];
-    while (*link != item)
-        link = &(*link)->chain;
-    *link = item->chain;
-    self->count--;
-    free(item);
+    proto_idset_drop_oldest(self->ids);
 }
 
 static void s_expire(dispatch_taken_t *self, uint64_t now_ms)
 {
-    while (self->oldest && self->oldest->expires_ms <= now_ms)
+    uint64_t at_ms;
+    while (proto_idset_oldest(self->ids, &at_ms, NULL) && at_ms + self->ttl_ms <= now_ms)
         s_drop_oldest(self);
-    //  An item came at expires_ms - ttl_ms; answers are in that order too.
-    uint64_t came_before = now_ms + self->ttl_ms - self->answer_ttl_ms;
-    while (self->oldest_answer && self->oldest_answer->expires_ms <= came_before)
+    while (self->answer_count &&
+           self->answers[self->answer_first]->came_ms + self->answer_ttl_ms <= now_ms)
         s_drop_oldest_answer(self);
-    //  After a burst, the table shrinks back with what it holds.
-    if (self->bucket_count > S_MIN_BUCKETS && self->count < self->bucket_count / 8)
-        s_rehash(self,
-                 self->bucket_count / 4 > S_MIN_BUCKETS ? self->bucket_count / 4 : S_MIN_BUCKETS);
 }
 
-//  Keeps a copy of the DONE with the item when it fits, dropping the oldest
-//  answers (not their ids) to make room.
-static void s_keep_answer(dispatch_taken_t *self, s_item_t *item, const proto_msg_t *done)
+//  Appends an answer to the ring; returns its tag.
+static uint32_t s_push_answer(dispatch_taken_t *self, s_answer_t *answer)
+{
+    if (self->answer_count == self->answer_room) {
+        size_t room = self->answer_room ? 2 * self->answer_room : 64;
+        s_answer_t **answers = malloc(room * sizeof *answers);
+        assert(answers);
+        for (size_t i = 0; i < self->answer_count; i++)
+            answers[i] = self->answers[(self->answer_first + i) & (self->answer_room - 1)];
+        free(self->answers);
+        self->answers = answers;
+        self->answer_room = room;
+        self->answer_first = 0;
+    }
+    self->answers[(self->answer_first + self->answer_count) & (self->answer_room - 1)] = answer;
+    uint32_t number =
+        (uint32_t)(((uint64_t)self->answer_oldest + self->answer_count) % S_ANSWER_MOD);
+    self->answer_count++;
+    self->bytes += answer->envelope_size + answer->body_size;
+    return number + 1;
+}
+
+//  Keeps a copy of the DONE when it fits, dropping the oldest answers (not
+//  their ids) to make room; returns its tag, 0 when not kept.
+static uint32_t s_keep_answer(dispatch_taken_t *self, const proto_msg_t *done, uint64_t now_ms)
 {
     zframe_t *body = proto_msg_body(done);
     size_t body_size = body ? zframe_size(body) : 0;
     if (body_size > self->max_bytes / 4)
-        return; //  one answer may not push out most of the others
+        return 0; //  one answer may not push out most of the others
     uint8_t *envelope;
     size_t envelope_size;
     if (proto_msg_encode(done, &envelope, &envelope_size) != 0)
-        return;
+        return 0;
     //  One allocation of exactly what is kept: the encoder's buffer has
     //  room to grow (8 KiB for an envelope of a few hundred bytes) and a
     //  zframe copy of the body costs its own headers, so keeping those
     //  made an answer cost ten to twenty times what `bytes` counted.
     s_answer_t *answer = malloc(sizeof *answer + envelope_size + body_size);
     assert(answer);
-    *answer = (s_answer_t){NULL, envelope_size, body_size, body != NULL};
+    *answer = (s_answer_t){now_ms, envelope_size, body_size, body != NULL};
     memcpy(answer->data, envelope, envelope_size);
     free(envelope);
     if (body_size)
         memcpy(answer->data + envelope_size, zframe_data(body), body_size);
-    while (self->oldest_answer && self->bytes + envelope_size + body_size > self->max_bytes)
+    while (self->answer_count && self->bytes + envelope_size + body_size > self->max_bytes)
         s_drop_oldest_answer(self);
-    item->answer = answer;
-    self->bytes += envelope_size + body_size;
-    if (self->youngest_answer)
-        self->youngest_answer->answer->next = item;
-    else
-        self->oldest_answer = item;
-    self->youngest_answer = item;
+    return s_push_answer(self, answer);
 }
 
 void dispatch_taken_add(dispatch_taken_t *self, const char *request_id, const proto_msg_t *done,
                         uint64_t now_ms)
 {
     s_expire(self, now_ms);
-    uint64_t digest[2];
-    s_digest(self, request_id, digest);
-    if (s_lookup(self, digest))
+    if (proto_idset_find(self->ids, request_id, NULL, NULL))
         return; //  finished once already: the first answer stands
-    while (self->count >= self->max_ids)
+    while (proto_idset_size(self->ids) >= self->max_ids)
         s_drop_oldest(self);
-    s_item_t *item = calloc(1, sizeof *item);
-    assert(item);
-    item->digest[0] = digest[0];
-    item->digest[1] = digest[1];
-    item->expires_ms = now_ms + self->ttl_ms;
-    if (done)
-        s_keep_answer(self, item, done);
-    if (self->youngest)
-        self->youngest->next = item;
-    else
-        self->oldest = item;
-    self->youngest = item;
-    self->count++;
-    if (self->count > self->bucket_count)
-        s_rehash(self, self->bucket_count * 2);
-    else {
-        size_t index = item->digest[0] & (self->bucket_count - 1);
-        item->chain = self->buckets[index];
-        self->buckets[index] = item;
-    }
+    uint32_t tag = done ? s_keep_answer(self, done, now_ms) : 0;
+    proto_idset_add(self->ids, request_id, now_ms, tag);
 }
 
 bool dispatch_taken_find(dispatch_taken_t *self, const char *request_id, uint64_t now_ms,
@@ -246,12 +195,11 @@ bool dispatch_taken_find(dispatch_taken_t *self, const char *request_id, uint64_
 {
     *done_p = NULL;
     s_expire(self, now_ms);
-    uint64_t digest[2];
-    s_digest(self, request_id, digest);
-    s_item_t *item = s_lookup(self, digest);
-    if (!item)
+    uint32_t tag = 0;
+    if (!proto_idset_find(self->ids, request_id, NULL, &tag))
         return false;
-    s_answer_t *answer = item->answer;
+    size_t offset;
+    s_answer_t *answer = s_answer(self, tag, &offset);
     if (answer && proto_msg_decode(answer->data, answer->envelope_size, done_p) == 0 &&
         answer->body)
         proto_msg_set_body_bytes(*done_p, answer->data + answer->envelope_size, answer->body_size);
@@ -265,7 +213,7 @@ void dispatch_taken_expire(dispatch_taken_t *self, uint64_t now_ms)
 
 size_t dispatch_taken_size(dispatch_taken_t *self)
 {
-    return self->count;
+    return proto_idset_size(self->ids);
 }
 
 size_t dispatch_taken_bytes(dispatch_taken_t *self)
@@ -294,9 +242,11 @@ static void s_test_ids_alone(bool verbose)
 {
     proto_msg_t *found = NULL;
     //  An id alone (a stream's, or one whose answer did not fit) costs its
-    //  item, not a copy of the id: 10,000 ids of 32 characters, the form
-    //  ingress makes, took a 96-byte chunk each from glibc's malloc when the
-    //  item held the id (over 960,000 bytes), a 64-byte one now.
+    //  entry in blocks of 1,024 and its bucket, not a copy of the id:
+    //  10,000 ids of 32 characters, the form ingress makes, took a 96-byte
+    //  chunk each from glibc's malloc when an item held the id (over
+    //  960,000 bytes), then a 64-byte item and an 8-byte bucket, now ~39
+    //  bytes (10 blocks of 32 KiB and 16,384 buckets of 4).
     dispatch_taken_t *taken = dispatch_taken_new(1000, 1000, 0, 20000);
     size_t in_use = mallinfo2().uordblks;
     for (int i = 0; i < 10000; i++) {
@@ -306,7 +256,7 @@ static void s_test_ids_alone(bool verbose)
     }
     size_t grown = mallinfo2().uordblks - in_use;
     PROTO_CHECK(dispatch_taken_size(taken) == 10000);
-    PROTO_CHECK(grown < 10000 * 88);
+    PROTO_CHECK(grown < 10000 * 44);
     if (verbose)
         printf("(10000 ids: %zu bytes in use) ", grown);
     bool known = dispatch_taken_find(taken, "18c0ffee0002a000000000000000000002a", 1, &found);
@@ -356,6 +306,46 @@ static void s_test_answer_ttl(void)
     PROTO_CHECK(dispatch_taken_bytes(taken) == 0 && dispatch_taken_size(taken) == 2);
     known = dispatch_taken_find(taken, "later", 999, &found);
     PROTO_CHECK(known && !found);
+    dispatch_taken_destroy(&taken);
+}
+
+//  Answer numbers wrap past S_ANSWER_MOD with answers kept on both sides:
+//  each id still finds its own, a dropped one stays dropped, and an id
+//  that goes takes its answer along.
+static void s_test_answer_numbers_wrap(void)
+{
+    dispatch_taken_t *taken = dispatch_taken_new(1000, 1000, 100 * 400, 150);
+    taken->answer_oldest = S_ANSWER_MOD - 100; //  the kept ones straddle it
+    proto_msg_t *found = NULL;
+    for (int i = 0; i < 200; i++) {
+        char rid[16];
+        snprintf(rid, sizeof rid, "w%d", i);
+        proto_msg_t *done = s_test_done(rid, 300 + i % 7);
+        dispatch_taken_add(taken, rid, done, (uint64_t)i);
+        proto_msg_destroy(&done);
+    }
+    //  ids w50..w199 held (150 at most); the budget keeps the youngest
+    //  answers (~320 bytes each: ~125 of them).
+    PROTO_CHECK(dispatch_taken_size(taken) == 150);
+    size_t kept = taken->answer_count;
+    PROTO_CHECK(kept > 100 && kept < 150 && dispatch_taken_bytes(taken) <= 100 * 400);
+    for (int i = 0; i < 200; i++) {
+        char rid[16];
+        snprintf(rid, sizeof rid, "w%d", i);
+        bool known = dispatch_taken_find(taken, rid, 200, &found);
+        PROTO_CHECK(known == (i >= 50));
+        PROTO_CHECK((found != NULL) == (i >= 200 - (int)kept)); //  the youngest only
+        if (found) {
+            PROTO_CHECK(strcmp(proto_msg_request_id(found), rid) == 0);
+            PROTO_CHECK(zframe_size(proto_msg_body(found)) == (size_t)(300 + i % 7));
+        }
+        proto_msg_destroy(&found);
+    }
+    dispatch_taken_expire(taken, 1198);
+    PROTO_CHECK(dispatch_taken_size(taken) == 1 && taken->answer_count == 1);
+    dispatch_taken_expire(taken, 1199);
+    PROTO_CHECK(dispatch_taken_size(taken) == 0 && dispatch_taken_bytes(taken) == 0);
+    PROTO_CHECK(taken->answers == NULL);
     dispatch_taken_destroy(&taken);
 }
 
@@ -491,6 +481,7 @@ void dispatch_taken_test(bool verbose)
     dispatch_taken_destroy(&taken);
 
     s_test_answer_ttl();
+    s_test_answer_numbers_wrap();
     s_test_ids_alone(verbose);
     if (verbose)
         printf("OK\n");

@@ -190,6 +190,8 @@ static void s_dispatch(proto_loop_t *loop, zsock_t *socket, void *arg)
              proto_msg_has(msg, PROTO_FIELD_meta) ? proto_msg_meta(msg) : "");
     test->dispatch_stream = proto_msg_stream(msg);
     test->dispatch_protocol = (int)proto_msg_client_protocol(msg);
+    test->dispatch_link[0] = proto_msg_link(msg);
+    test->dispatch_link[1] = proto_msg_link_sequence(msg);
     if (test->dispatch_status != 200) {
         //  Dispatch found no candidate: its own error, settled by itself.
         proto_msg_t *done = proto_msg_reply(msg, PROTO_MSG_DONE);
@@ -204,6 +206,9 @@ static void s_dispatch(proto_loop_t *loop, zsock_t *socket, void *arg)
         proto_msg_set_status(done, 200);
         proto_msg_set_latency_us(done, 1000);
         proto_msg_set_body_bytes(done, "{\"answer\":42}", 13);
+        //  Kept to be sent again: numbered on link 7.
+        proto_msg_set_link(done, 7);
+        proto_msg_set_link_sequence(done, ++test->dones_numbered);
         proto_msg_send(&done, socket);
     } else {
         proto_msg_t *chunk = proto_msg_reply(msg, PROTO_MSG_CHUNK);

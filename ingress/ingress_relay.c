@@ -413,6 +413,11 @@ void ingress_relay_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
     if (rc != 0)
         return;
     proto_msg_type_t type = proto_msg_type(msg);
+    //  Arrived, whatever becomes of it: dispatch may drop its copy.
+    if (type == PROTO_MSG_DONE && proto_msg_link(msg)) {
+        peer->done_link = proto_msg_link(msg);
+        peer->done_sequence = proto_msg_link_sequence(msg);
+    }
     ingress_request_t *r = zhashx_lookup(self->requests, proto_msg_request_id(msg));
     if (type != PROTO_MSG_CHUNK && type != PROTO_MSG_DONE)
         log_warn(proto_msg_request_id(msg), "dispatch %d: ignored %s", peer->index,
@@ -519,6 +524,13 @@ static void s_send_dispatch_to(ingress_server_t *self, ingress_request_t *r, int
         proto_msg_set_lease_id(msg, r->lease.lease_id);
     if (ingress_admit_grant(r))
         proto_msg_set_grant(msg, ingress_admit_grant(r));
+    //  The DONEs that arrived from this instance: it keeps their answers
+    //  (to send again after a blip) until it hears so.
+    ingress_peer_t *peer = &self->dispatch[chosen];
+    if (peer->done_link) {
+        proto_msg_set_link(msg, peer->done_link);
+        proto_msg_set_link_sequence(msg, peer->done_sequence);
+    }
     //  A copy of the body travels; ours stays until the first CHUNK or DONE
     //  in case a draining instance hands the request back (s_redispatch).
     zframe_t *frame = zframe_new(r->body, r->body_size);
@@ -639,6 +651,21 @@ static void s_test_whole_answer(ingress_fixture_t *test)
     PROTO_CHECK(test->admits == 1 && test->dispatches == 1 && test->dispatch_ok);
     PROTO_CHECK(strcmp(test->dispatch_body, ingress_fixture_chat_body) == 0);
     PROTO_CHECK(test->dispatch_protocol == PROTO_PROTOCOL_OPENAI && !*test->dispatch_meta);
+    PROTO_CHECK(!test->dispatch_link[0]); //  no DONE came before
+}
+
+//  Each DISPATCH names the last numbered DONE that came from the instance,
+//  so that it drops the answers it kept to send again.
+static void s_test_done_received(ingress_fixture_t *test)
+{
+    char request[4096];
+    for (int i = 0; i < 2; i++) {
+        ingress_fixture_client_t *client = ingress_fixture_request(
+            test, ingress_fixture_chat("", ingress_fixture_chat_body, request, sizeof request));
+        PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0);
+    }
+    //  The first DONE (test 1) was numbered 1, the next 2, then 3.
+    PROTO_CHECK(test->dispatch_link[0] == 7 && test->dispatch_link[1] == 2);
 }
 
 //  A stream: CHUNKs through the buffer, DONE ends it.
@@ -766,6 +793,7 @@ void ingress_relay_test(bool verbose)
         printf(" * ingress_relay: ");
     ingress_fixture_t *test = ingress_fixture_new(50);
     s_test_whole_answer(test);
+    s_test_done_received(test);
     s_test_stream(test);
     s_test_refusals(test);
     ingress_fixture_destroy(&test);

@@ -42,6 +42,8 @@ struct _ingress_peer_t {
     uint64_t draining_until;  //  answered 503 `draining`: others first until then (dispatch)
     uint64_t draining_since;  //  when it last answered so
     zactor_t *monitor;        //  reports the connection dropping (dispatch only)
+    uint64_t done_link;       //  the last DONE from it with a link: the link (dispatch only)
+    uint64_t done_sequence;   //  and its number there; each DISPATCH says so (ingress_relay)
 };
 
 struct _ingress_server_t {

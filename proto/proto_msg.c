@@ -872,6 +872,8 @@ static proto_msg_t *s_sample(proto_msg_type_t type)
     proto_msg_set_estimated(msg, true);
     proto_msg_set_cost_micros(msg, 987654321);
     proto_msg_set_topic(msg, "keys");
+    proto_msg_set_link(msg, 3);
+    proto_msg_set_link_sequence(msg, 0x1234567890ULL);
     proto_msg_set_capabilities(msg, "vision,context-1m");
     proto_msg_set_lease_id(msg, 0x0123456789abcdefULL);
     proto_msg_set_credit_micros(msg, -5000000);

@@ -34,15 +34,21 @@
                                         error_code, error_message
     DISPATCH        ingress -> dispatch client_protocol*, model*, stream, candidates*,
                                         key_id*, account_id*, reserve_micros, lease_id,
-                                        grant (from ADMIT_REPLY or LEASE), include_usage;
+                                        grant (from ADMIT_REPLY or LEASE), include_usage,
+                                        link and link_sequence (the last DONE that came
+                                        from this instance with them: it and all before it
+                                        on that connection arrived, so their answers need
+                                        not be kept to be sent again);
                                         body = the client's request body
     CHUNK           dispatch -> ingress sequence*, status, content_type and dropped on the
                                         first; body = bytes for the client, already in its
                                         protocol
     DONE            dispatch -> ingress status*, content_type, error_code, tokens_*,
                                         provider_id, upstream_model, dropped (when no CHUNK
-                                        went before); body = last bytes (or the whole answer
-                                        when not streamed)
+                                        went before), link and link_sequence (when dispatch
+                                        keeps the answer to send again: the connection it
+                                        went down and its number there); body = last bytes
+                                        (or the whole answer when not streamed)
     CANCEL          ingress -> dispatch reason (the client went away)
     OUTCOME         dispatch -> pub     provider_id*, provider_key_id*, upstream_model*,
                                         status*, attempt, latency_us, ttfb_us, retry_after_ms,
@@ -212,6 +218,8 @@ typedef enum {
     X(estimated, 33, BOOL)                                                                         \
     X(cost_micros, 34, I64)                                                                        \
     X(topic, 35, STR)                                                                              \
+    X(link, 36, U64)                                                                               \
+    X(link_sequence, 37, U64)                                                                      \
     X(dropped, 47, STR)                                                                            \
     X(capabilities, 48, STR)                                                                       \
     X(lease_id, 49, U64)                                                                           \

@@ -39,9 +39,10 @@
 //  for the DONEs a blip lost, sent again once ingress is reconnected
 //  (20-500 ms, at most the grace), so they go after twice the grace (a
 //  re-send later still finds the id: an error, never a second call); and
-//  8 MiB is the last 4 s of answers at 1,000 requests/s of 2 KiB each, and
-//  it is memory held at every moment of load (32 MiB was most of
-//  dispatch's peak in bench/run.sh once it counted what it held).
+//  8 MiB is the last 4 s of answers at 1,000 requests/s of 2 KiB each. An
+//  answer goes as soon as ingress says its DONE arrived (dispatch_taken),
+//  so under load the room holds only what a blip may have lost: full, it
+//  was ~14 MiB of dispatch's RSS in bench/run.sh.
 #define S_TAKEN_TTL_MS 30000
 #define S_TAKEN_BYTES (8u * 1024u * 1024u)
 #define S_TAKEN_IDS 500000
@@ -185,6 +186,10 @@ static void s_on_dispatch(dispatch_server_t *self, proto_msg_t **msg_p)
         return;
     }
     self->last_dispatch_ms = proto_loop_now_ms();
+    //  The answers ingress has received need not wait to be sent again.
+    if (proto_msg_link(msg))
+        dispatch_taken_delivered(self->env.taken, proto_msg_link(msg),
+                                 proto_msg_link_sequence(msg));
     //  Taken once, never run twice (also while draining).
     dispatch_request_t *running = zhashx_lookup(self->requests, rid);
     proto_msg_t *done = NULL;

@@ -119,8 +119,8 @@ static void s_test_upload_done(void *arg, struct MHD_Connection *connection, voi
     *request_p = NULL;
 }
 
-static void s_test_dispatch(proto_peer_t *ingress, const char *rid, const char *model,
-                            uint64_t account_id, bool stream)
+static proto_msg_t *s_test_dispatch_msg(const char *rid, const char *model, uint64_t account_id,
+                                        bool stream)
 {
     char body[256];
     snprintf(body, sizeof body,
@@ -136,6 +136,13 @@ static void s_test_dispatch(proto_peer_t *ingress, const char *rid, const char *
     proto_msg_set_account_id(msg, account_id);
     proto_msg_set_reserve_micros(msg, 1000);
     proto_msg_set_body_bytes(msg, body, strlen(body));
+    return msg;
+}
+
+static void s_test_dispatch(proto_peer_t *ingress, const char *rid, const char *model,
+                            uint64_t account_id, bool stream)
+{
+    proto_msg_t *msg = s_test_dispatch_msg(rid, model, account_id, stream);
     PROTO_CHECK(proto_peer_send(ingress, &msg) == 0);
 }
 
@@ -185,6 +192,47 @@ static uint64_t s_test_answer_of(proto_peer_t *ingress, const char *rid, char *o
 {
     size_t chunks = 0, done_bytes = 0;
     return s_test_answer_of_counting(ingress, rid, out, size, &chunks, &done_bytes);
+}
+
+//  A DISPATCH sent again for a finished request gets its kept answer (no
+//  number: it speaks for no connection), and no second upstream call;
+//  once a DISPATCH says the DONE arrived, the answer is dropped and a
+//  late re-send gets an error, still no second call.
+static void s_test_sent_again(proto_peer_t *ingress, proto_peer_t *billing)
+{
+    s_test_dispatch(ingress, "d-again", "m", 3, false);
+    proto_msg_t *done = proto_peer_wait(ingress, PROTO_MSG_DONE, "d-again", S_TEST_WAIT_MS);
+    PROTO_CHECK(done && proto_msg_status(done) == 200 && proto_msg_link(done) &&
+                proto_msg_link_sequence(done));
+    uint64_t link = proto_msg_link(done), sequence = proto_msg_link_sequence(done);
+    proto_msg_destroy(&done);
+    proto_msg_t *settle = s_test_settle(billing, "d-again");
+    proto_msg_destroy(&settle);
+
+    s_test_dispatch(ingress, "d-again", "m", 3, false);
+    done = proto_peer_wait(ingress, PROTO_MSG_DONE, "d-again", S_TEST_WAIT_MS);
+    PROTO_CHECK(done && proto_msg_status(done) == 200 && !proto_msg_link(done));
+    PROTO_CHECK(proto_msg_body(done) && memmem(zframe_data(proto_msg_body(done)),
+                                               zframe_size(proto_msg_body(done)), "hello", 5));
+    proto_msg_destroy(&done);
+
+    proto_msg_t *next = s_test_dispatch_msg("d-next", "m", 3, false);
+    proto_msg_set_link(next, link);
+    proto_msg_set_link_sequence(next, sequence);
+    PROTO_CHECK(proto_peer_send(ingress, &next) == 0);
+    done = proto_peer_wait(ingress, PROTO_MSG_DONE, "d-next", S_TEST_WAIT_MS);
+    PROTO_CHECK(done && proto_msg_status(done) == 200 && proto_msg_link(done) == link &&
+                proto_msg_link_sequence(done) == sequence + 1);
+    proto_msg_destroy(&done);
+    settle = s_test_settle(billing, "d-next");
+    proto_msg_destroy(&settle);
+
+    s_test_dispatch(ingress, "d-again", "m", 3, false);
+    done = proto_peer_wait(ingress, PROTO_MSG_DONE, "d-again", S_TEST_WAIT_MS);
+    PROTO_CHECK(done && proto_msg_status(done) == 502);
+    PROTO_CHECK(strcmp(proto_msg_error_code(done), "answer_lost") == 0);
+    proto_msg_destroy(&done);
+    PROTO_CHECK(!proto_peer_wait(billing, PROTO_MSG_SETTLE, "d-again", 200));
 }
 
 static void s_test_long_stream(proto_peer_t *ingress, proto_peer_t *billing, bool verbose)
@@ -291,6 +339,7 @@ void dispatch_server_test(bool verbose)
     proto_msg_destroy(&settle);
 
     s_test_long_stream(ingress, billing, verbose);
+    s_test_sent_again(ingress, billing);
 
     //  A 500 before the first byte fails over to the next candidate (on
     //  another provider: on the same one, the model that served this client

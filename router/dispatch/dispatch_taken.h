@@ -10,7 +10,9 @@
     Answers are kept for `answer_ttl_ms` while they fit `max_bytes` in all,
     ids for `ttl_ms` whether or not their answer is still kept; an id whose
     answer is gone is answered with an error (served and billed once, lost
-    in transit), never run again.
+    in transit), never run again. An answer ingress says it received goes
+    at once: DONEs are numbered on each connection, and each DISPATCH names
+    the last one that arrived.
 */
 #ifndef DISPATCH_TAKEN_H_INCLUDED
 #define DISPATCH_TAKEN_H_INCLUDED
@@ -33,9 +35,16 @@ dispatch_taken_t *dispatch_taken_new(uint64_t ttl_ms, uint64_t answer_ttl_ms, si
 void dispatch_taken_destroy(dispatch_taken_t **self_p);
 
 //  Remembers a finished request, with a copy of `done` (borrowed; NULL when
-//  the DONE alone is not the whole answer, as after streamed CHUNKs).
-void dispatch_taken_add(dispatch_taken_t *self, const char *request_id, const proto_msg_t *done,
+//  the DONE alone is not the whole answer, as after streamed CHUNKs). When
+//  the copy is kept, `done` gets its link and link_sequence: its number on
+//  the connection its routing id names.
+void dispatch_taken_add(dispatch_taken_t *self, const char *request_id, proto_msg_t *done,
                         uint64_t now_ms);
+
+//  Ingress received the DONE numbered `sequence` on link `link` (a
+//  DISPATCH's link and link_sequence), and so every one before it there:
+//  their answers are dropped. Unknown links and 0 are ignored.
+void dispatch_taken_delivered(dispatch_taken_t *self, uint64_t link, uint64_t sequence);
 
 //  True when the request was finished here within ttl_ms; then *done_p is a
 //  copy of its DONE (caller owns) or NULL when the answer was not kept.

@@ -598,6 +598,8 @@ static void s_dispatch_lost(proto_loop_t *loop, zsock_t *socket, void *arg)
         return;
     while (proto_loop_events(peer->socket) & ZMQ_POLLIN)
         ingress_relay_ready(loop, peer->socket, peer);
+    //  What arrived is said; the next connection's DONEs have new numbers.
+    peer->done_link = 0;
     zlistx_t *orphans = zlistx_new();
     for (ingress_request_t *r = zhashx_first(self->requests); r; r = zhashx_next(self->requests))
         if ((r->phase == INGRESS_PHASE_DISPATCHED || r->phase == INGRESS_PHASE_STREAMING) &&

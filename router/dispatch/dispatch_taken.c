@@ -6,6 +6,7 @@
 #include <assert.h>
 #include <czmq.h>
 #include <malloc.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +42,7 @@ typedef struct {
 //  One connection from ingress (one routing id of the ROUTER): the DONEs
 //  down it are numbered, and ingress says which it received last.
 typedef struct {
-    uint32_t link;                     //  its number here, from 1; 0 = a free slot
+    uint64_t link;                     //  its number here; 0 = a free slot
     uint8_t routing_size;              //  bytes of routing_id
     uint8_t routing_id[S_ROUTING_MAX]; //  the ROUTER's id of the connection
     uint64_t sent;                     //  the last DONE's number on it
@@ -77,8 +78,11 @@ struct _dispatch_taken_t {
     //  kept for the next DISPATCH's time only; 8 MiB of answers took ~14
     //  MiB of dispatch's RSS (issue 11).
     s_link_t links[S_LINKS_MAX];
-    uint32_t links_made; //  links numbered so far
-    uint64_t stamps;     //  DONEs stamped so far
+    //  The last link's number. The first is random: ingress may still name
+    //  a link of this instance's previous run (a restart drops nothing it
+    //  holds), and a number of that run must not name one of this.
+    uint64_t links_made;
+    uint64_t stamps; //  DONEs stamped so far
 };
 
 dispatch_taken_t *dispatch_taken_new(uint64_t ttl_ms, uint64_t answer_ttl_ms, size_t max_bytes,
@@ -90,7 +94,8 @@ dispatch_taken_t *dispatch_taken_new(uint64_t ttl_ms, uint64_t answer_ttl_ms, si
     self->answer_ttl_ms = answer_ttl_ms < ttl_ms ? answer_ttl_ms : ttl_ms;
     self->max_bytes = max_bytes;
     self->max_ids = max_ids ? max_ids : 1;
-    self->ids = proto_idset_new();
+    self->ids = proto_idset_new(); //  initialises libsodium
+    self->links_made = ((uint64_t)randombytes_random() << 31) + randombytes_random();
     return self;
 }
 
@@ -200,8 +205,6 @@ static s_link_t *s_link_of(dispatch_taken_t *self, const uint8_t *routing_id, si
     }
     free(oldest->pending);
     *oldest = (s_link_t){.link = ++self->links_made, .routing_size = (uint8_t)size};
-    if (!oldest->link) //  2^32 links made: 0 stays free
-        oldest->link = ++self->links_made;
     memcpy(oldest->routing_id, routing_id, size);
     return oldest;
 }

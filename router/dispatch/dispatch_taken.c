@@ -115,6 +115,22 @@ void dispatch_taken_destroy(dispatch_taken_t **self_p)
     *self_p = NULL;
 }
 
+//  A ring of `size`-byte entries (a power of two of them, or none) twice
+//  as large, or of `first_room`; its `count` entries move to its start.
+static void *s_ring_grow(void *ring, size_t size, size_t *room_p, size_t *first_p, size_t count,
+                         size_t first_room)
+{
+    size_t room = *room_p ? 2 * *room_p : first_room;
+    uint8_t *grown = malloc(room * size);
+    assert(grown);
+    for (size_t i = 0; i < count; i++)
+        memcpy(grown + i * size, (uint8_t *)ring + ((*first_p + i) & (*room_p - 1)) * size, size);
+    free(ring);
+    *room_p = room;
+    *first_p = 0;
+    return grown;
+}
+
 //  The kept answer an id's tag names, or NULL (none, or dropped); with its
 //  place after the oldest in *offset_p.
 static s_answer_t *s_answer(dispatch_taken_t *self, uint32_t tag, size_t *offset_p)
@@ -218,17 +234,9 @@ static void s_stamp(dispatch_taken_t *self, proto_msg_t *done, uint32_t tag)
         return;
     s_link_t *link = s_link_of(self, zframe_data(routing), zframe_size(routing));
     link->used = ++self->stamps;
-    if (link->pending_count == link->pending_room) {
-        size_t room = link->pending_room ? 2 * link->pending_room : 16;
-        s_pending_t *pending = malloc(room * sizeof *pending);
-        assert(pending);
-        for (size_t i = 0; i < link->pending_count; i++)
-            pending[i] = link->pending[(link->pending_first + i) & (link->pending_room - 1)];
-        free(link->pending);
-        link->pending = pending;
-        link->pending_room = room;
-        link->pending_first = 0;
-    }
+    if (link->pending_count == link->pending_room)
+        link->pending = s_ring_grow(link->pending, sizeof *link->pending, &link->pending_room,
+                                    &link->pending_first, link->pending_count, 16);
     link->sent++;
     link->pending[(link->pending_first + link->pending_count) & (link->pending_room - 1)] =
         (s_pending_t){link->sent, tag};
@@ -271,17 +279,9 @@ static void s_expire(dispatch_taken_t *self, uint64_t now_ms)
 //  Appends an answer to the ring; returns its tag.
 static uint32_t s_push_answer(dispatch_taken_t *self, s_answer_t *answer)
 {
-    if (self->answer_count == self->answer_room) {
-        size_t room = self->answer_room ? 2 * self->answer_room : 64;
-        s_answer_t **answers = malloc(room * sizeof *answers);
-        assert(answers);
-        for (size_t i = 0; i < self->answer_count; i++)
-            answers[i] = self->answers[(self->answer_first + i) & (self->answer_room - 1)];
-        free(self->answers);
-        self->answers = answers;
-        self->answer_room = room;
-        self->answer_first = 0;
-    }
+    if (self->answer_count == self->answer_room)
+        self->answers = s_ring_grow(self->answers, sizeof *self->answers, &self->answer_room,
+                                    &self->answer_first, self->answer_count, 64);
     self->answers[(self->answer_first + self->answer_count) & (self->answer_room - 1)] = answer;
     uint32_t number =
         (uint32_t)(((uint64_t)self->answer_oldest + self->answer_count) % S_ANSWER_MOD);
@@ -560,6 +560,23 @@ static void s_test_links(void)
     dispatch_taken_delivered(taken, link_b, 4);
     PROTO_CHECK(dispatch_taken_bytes(taken) == 0 && taken->answers == NULL);
     PROTO_CHECK(dispatch_taken_size(taken) == 8); //  the ids stay
+    //  Many on one connection, said in parts: the rings grow and wrap.
+    uint64_t link_c = 0;
+    for (int i = 0; i < 70; i++) {
+        char rid[3] = {(char)('a' + i / 26), (char)('a' + i % 26), '\0'}; //  as long as "l0"
+        done = s_test_done_to(rid, 3);
+        dispatch_taken_add(taken, rid, done, 9);
+        link_c = proto_msg_link(done);
+        proto_msg_destroy(&done);
+        if (i == 39)
+            dispatch_taken_delivered(taken, link_c, 30);
+    }
+    PROTO_CHECK(dispatch_taken_bytes(taken) == all / 6 * 40);
+    dispatch_taken_delivered(taken, link_c, 69);
+    PROTO_CHECK(dispatch_taken_bytes(taken) == all / 6);
+    PROTO_CHECK(dispatch_taken_find(taken, "cr", 10, &found) && found); //  the 70th
+    proto_msg_destroy(&found);
+    PROTO_CHECK(dispatch_taken_find(taken, "cq", 10, &found) && !found);
     dispatch_taken_destroy(&taken);
 }
 

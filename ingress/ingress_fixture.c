@@ -192,6 +192,7 @@ static void s_dispatch(proto_loop_t *loop, zsock_t *socket, void *arg)
     test->dispatch_protocol = (int)proto_msg_client_protocol(msg);
     test->dispatch_link[0] = proto_msg_link(msg);
     test->dispatch_link[1] = proto_msg_link_sequence(msg);
+    test->dispatch_attempt = proto_msg_attempt(msg);
     if (test->dispatch_status != 200) {
         //  Dispatch found no candidate: its own error, settled by itself.
         proto_msg_t *done = proto_msg_reply(msg, PROTO_MSG_DONE);

@@ -61,6 +61,7 @@ struct _ingress_fixture_t {
     bool dispatch_stream;                     //  last DISPATCH's stream flag
     int dispatch_protocol;                    //  last DISPATCH's client protocol
     uint64_t dispatch_link[2];                //  last DISPATCH's link and link_sequence
+    uint64_t dispatch_attempt;                //  last DISPATCH's attempt
     uint64_t dones_numbered;                  //  whole DONEs sent, numbered on link 7
     ingress_fixture_client_t clients[INGRESS_FIXTURE_CLIENTS]; //  clients in use
     int client_count;                                          //  how many

@@ -526,6 +526,9 @@ static void s_send_dispatch_to(ingress_server_t *self, ingress_request_t *r, int
         proto_msg_set_grant(msg, ingress_admit_grant(r));
     //  The DONEs that arrived from this instance: it keeps their answers
     //  (to send again after a blip) until it hears so.
+    //  The first send cannot find the request taken anywhere: dispatch
+    //  looks up only those sent before.
+    proto_msg_set_attempt(msg, r->dispatch_sends + 1);
     ingress_peer_t *peer = &self->dispatch[chosen];
     if (peer->done_link) {
         proto_msg_set_link(msg, peer->done_link);
@@ -556,6 +559,7 @@ static void s_send_dispatch_to(ingress_server_t *self, ingress_request_t *r, int
         return;
     }
     r->dispatch_index = chosen;
+    r->dispatch_sends++;
     r->dispatched_ms = proto_loop_now_ms();
     r->phase = INGRESS_PHASE_DISPATCHED;
     ingress_queue_push(self->running, &r->timeout, self->request_timeout_ms);
@@ -668,6 +672,7 @@ static void s_test_done_received(ingress_fixture_t *test)
     }
     //  The first DONE (test 1) was numbered 1, the next 2, then 3.
     PROTO_CHECK(test->dispatch_link[0] == 7 && test->dispatch_link[1] == 2);
+    PROTO_CHECK(test->dispatch_attempt == 1); //  each request's first send
 }
 
 //  A stream: CHUNKs through the buffer, DONE ends it.

@@ -103,6 +103,7 @@ struct _ingress_request_t {
     int lost_index;                    //  dispatch whose connection dropped holding it, -1
     uint64_t lost_until_ms;            //  waits for that one to come back until then
     uint64_t dispatched_ms;            //  when the DISPATCH last went out
+    uint32_t dispatch_sends;           //  DISPATCHes that went out (each says which it is)
     uint64_t admit_resend_ms;          //  when ADMIT may be re-sent next, 0 = not yet
     uint64_t admit_resend_gap_ms;      //  the gap after that (doubles, capped)
     uint64_t next_sequence;            //  CHUNK sequence expected next

@@ -35,6 +35,9 @@
     DISPATCH        ingress -> dispatch client_protocol*, model*, stream, candidates*,
                                         key_id*, account_id*, reserve_micros, lease_id,
                                         grant (from ADMIT_REPLY or LEASE), include_usage,
+                                        attempt (which send of the request this is: 1 =
+                                        the first, which dispatch need not look up among
+                                        the requests it finished; absent = unknown),
                                         link and link_sequence (the last DONE that came
                                         from this instance with them: it and all before it
                                         on that connection arrived, so their answers need

@@ -192,9 +192,12 @@ static void s_on_dispatch(dispatch_server_t *self, proto_msg_t **msg_p)
                                  proto_msg_link_sequence(msg));
     //  Taken once, never run twice (also while draining).
     dispatch_request_t *running = zhashx_lookup(self->requests, rid);
+    //  Ingress numbers its sends of a request: the first (attempt 1) was
+    //  taken nowhere, so only a request sent before is looked up (one
+    //  that does not say is always looked up).
     proto_msg_t *done = NULL;
-    bool finished =
-        !running && dispatch_taken_find(self->env.taken, rid, proto_loop_now_ms(), &done);
+    bool finished = !running && proto_msg_attempt(msg) != 1 &&
+                    dispatch_taken_find(self->env.taken, rid, proto_loop_now_ms(), &done);
     if (running)
         dispatch_request_again(running, msg);
     else if (finished)

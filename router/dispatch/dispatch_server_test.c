@@ -209,7 +209,10 @@ static void s_test_sent_again(proto_peer_t *ingress, proto_peer_t *billing)
     proto_msg_t *settle = s_test_settle(billing, "d-again");
     proto_msg_destroy(&settle);
 
-    s_test_dispatch(ingress, "d-again", "m", 3, false);
+    //  Said to be a second send: looked up, the kept answer.
+    proto_msg_t *again = s_test_dispatch_msg("d-again", "m", 3, false);
+    proto_msg_set_attempt(again, 2);
+    PROTO_CHECK(proto_peer_send(ingress, &again) == 0);
     done = proto_peer_wait(ingress, PROTO_MSG_DONE, "d-again", S_TEST_WAIT_MS);
     PROTO_CHECK(done && proto_msg_status(done) == 200 && !proto_msg_link(done));
     PROTO_CHECK(proto_msg_body(done) && memmem(zframe_data(proto_msg_body(done)),
@@ -233,6 +236,16 @@ static void s_test_sent_again(proto_peer_t *ingress, proto_peer_t *billing)
     PROTO_CHECK(strcmp(proto_msg_error_code(done), "answer_lost") == 0);
     proto_msg_destroy(&done);
     PROTO_CHECK(!proto_peer_wait(billing, PROTO_MSG_SETTLE, "d-again", 200));
+    //  Said to be a first send (ingress says so only when it is): not
+    //  looked up, so it runs.
+    again = s_test_dispatch_msg("d-again", "m", 3, false);
+    proto_msg_set_attempt(again, 1);
+    PROTO_CHECK(proto_peer_send(ingress, &again) == 0);
+    done = proto_peer_wait(ingress, PROTO_MSG_DONE, "d-again", S_TEST_WAIT_MS);
+    PROTO_CHECK(done && proto_msg_status(done) == 200);
+    proto_msg_destroy(&done);
+    settle = s_test_settle(billing, "d-again");
+    proto_msg_destroy(&settle);
 }
 
 static void s_test_long_stream(proto_peer_t *ingress, proto_peer_t *billing, bool verbose)

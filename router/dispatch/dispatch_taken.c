@@ -322,14 +322,18 @@ void dispatch_taken_add(dispatch_taken_t *self, const char *request_id, proto_ms
                         uint64_t now_ms)
 {
     s_expire(self, now_ms);
-    if (proto_idset_find(self->ids, request_id, NULL, NULL))
-        return; //  finished once already: the first answer stands
     while (proto_idset_size(self->ids) >= self->max_ids)
         s_drop_oldest(self);
     //  The copy is made before the stamp: sent again, on another
     //  connection, it must not speak for this one.
     uint32_t tag = done ? s_keep_answer(self, done, now_ms) : 0;
-    proto_idset_add(self->ids, request_id, now_ms, tag);
+    if (!proto_idset_add(self->ids, request_id, now_ms, tag)) {
+        //  Finished once already (ids are looked up once, here): the first
+        //  answer stands.
+        if (tag)
+            s_free_answer(self, self->answer_count - 1);
+        return;
+    }
     if (tag)
         s_stamp(self, done, tag);
 }
@@ -628,6 +632,17 @@ void dispatch_taken_test(bool verbose)
     PROTO_CHECK(known && found && proto_msg_status(found) == 200);
     PROTO_CHECK(proto_msg_body(found) && zframe_size(proto_msg_body(found)) == 100);
     PROTO_CHECK(strcmp(proto_msg_request_id(found), "a") == 0);
+    proto_msg_destroy(&found);
+
+    //  Finished again (an id seen twice): the first answer stands, the
+    //  second is not kept.
+    size_t bytes = dispatch_taken_bytes(taken);
+    done = s_test_done("a", 50);
+    dispatch_taken_add(taken, "a", done, 5);
+    proto_msg_destroy(&done);
+    PROTO_CHECK(dispatch_taken_bytes(taken) == bytes && dispatch_taken_size(taken) == 1);
+    known = dispatch_taken_find(taken, "a", 10, &found);
+    PROTO_CHECK(known && found && zframe_size(proto_msg_body(found)) == 100);
     proto_msg_destroy(&found);
 
     //  Without an answer (a stream): known, nothing to send again.

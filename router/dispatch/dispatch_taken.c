@@ -271,9 +271,6 @@ static void s_expire(dispatch_taken_t *self, uint64_t now_ms)
     while (self->answer_count &&
            self->answers[self->answer_first]->came_ms + self->answer_ttl_ms <= now_ms)
         s_drop_oldest_answer(self);
-    for (size_t i = 0; i < S_LINKS_MAX; i++)
-        if (self->links[i].pending_count)
-            s_link_prune(self, &self->links[i]);
 }
 
 //  Appends an answer to the ring; returns its tag.
@@ -357,6 +354,11 @@ bool dispatch_taken_find(dispatch_taken_t *self, const char *request_id, uint64_
 void dispatch_taken_expire(dispatch_taken_t *self, uint64_t now_ms)
 {
     s_expire(self, now_ms);
+    //  A link's notes of answers gone by age or room go with the timer,
+    //  not on every request: until then they cost 16 bytes each.
+    for (size_t i = 0; i < S_LINKS_MAX; i++)
+        if (self->links[i].pending_count)
+            s_link_prune(self, &self->links[i]);
 }
 
 size_t dispatch_taken_size(dispatch_taken_t *self)

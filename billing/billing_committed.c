@@ -2,9 +2,9 @@
 #include "billing_committed.h"
 #include "proto_check.h"
 #include "proto_idset.h"
+#include "proto_test.h"
 
 #include <assert.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,14 +75,6 @@ size_t billing_committed_size(billing_committed_t *self)
 //  --------------------------------------------------------------------------
 //  Self test
 
-//  Bytes malloc has handed out and not had back, mmap'd blocks included
-//  (large blocks are). Under ASan, whose allocator is its own, always 0.
-static size_t s_in_use(void)
-{
-    struct mallinfo2 info = mallinfo2();
-    return info.uordblks + info.hblkhd;
-}
-
 //  A request id as ingress makes them: 32 hex digits.
 static void s_test_id(char *id, size_t size, int i)
 {
@@ -95,14 +87,14 @@ static void s_test_id(char *id, size_t size, int i)
 //  MiB peak in bench/run.sh. Now a 32-byte entry and a 4-byte bucket.
 static void s_test_memory(bool verbose)
 {
-    size_t before = s_in_use();
+    size_t before = proto_test_heap_in_use();
     billing_committed_t *set = billing_committed_new(100000, 1000);
     char id[40];
     for (int i = 0; i < 100000; i++) {
         s_test_id(id, sizeof id, i);
         billing_committed_add(set, id, 0);
     }
-    size_t grown = s_in_use() - before;
+    size_t grown = proto_test_heap_in_use() - before;
     PROTO_CHECK(billing_committed_size(set) == 100000);
     PROTO_CHECK(grown < (size_t)100000 * 48);
     if (verbose)
@@ -133,7 +125,7 @@ static void s_test_memory(bool verbose)
         billing_committed_expire(set, 1004);
     PROTO_CHECK(billing_committed_has(set, "late", 1004));
     PROTO_CHECK(!billing_committed_has(set, "late", 1501));
-    PROTO_CHECK(s_in_use() - before < 64 * 1024);
+    PROTO_CHECK(proto_test_heap_in_use() - before < 64 * 1024);
     billing_committed_destroy(&set);
 }
 

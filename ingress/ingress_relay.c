@@ -524,11 +524,11 @@ static void s_send_dispatch_to(ingress_server_t *self, ingress_request_t *r, int
         proto_msg_set_lease_id(msg, r->lease.lease_id);
     if (ingress_admit_grant(r))
         proto_msg_set_grant(msg, ingress_admit_grant(r));
-    //  The DONEs that arrived from this instance: it keeps their answers
-    //  (to send again after a blip) until it hears so.
     //  The first send cannot find the request taken anywhere: dispatch
     //  looks up only those sent before.
     proto_msg_set_attempt(msg, r->dispatch_sends + 1);
+    //  The DONEs that arrived from this instance: it keeps their answers
+    //  (to send again after a blip) until it hears so.
     ingress_peer_t *peer = &self->dispatch[chosen];
     if (peer->done_link) {
         proto_msg_set_link(msg, peer->done_link);

@@ -2,9 +2,9 @@
 #include "proto_idset.h"
 #include "proto_check.h"
 #include "proto_msg.h"
+#include "proto_test.h"
 
 #include <assert.h>
-#include <malloc.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,14 +229,6 @@ size_t proto_idset_size(proto_idset_t *self)
 //  --------------------------------------------------------------------------
 //  Self test
 
-//  Bytes malloc has handed out and not had back, mmap'd blocks included.
-//  Under ASan, whose allocator is its own, always 0.
-static size_t s_in_use(void)
-{
-    struct mallinfo2 info = mallinfo2();
-    return info.uordblks + info.hblkhd;
-}
-
 //  A request id as ingress makes them: 32 hex digits.
 static void s_test_id(char *id, size_t size, unsigned i)
 {
@@ -279,21 +271,21 @@ static void s_test_blocks(proto_idset_t *set, unsigned from, unsigned to)
 //  What 100,000 ids cost, and that the set gives it back.
 static void s_test_memory(bool verbose)
 {
-    size_t before = s_in_use();
+    size_t before = proto_test_heap_in_use();
     proto_idset_t *set = proto_idset_new();
     char id[40];
     for (unsigned i = 0; i < 100000; i++) {
         s_test_id(id, sizeof id, i);
         proto_idset_add(set, id, 0, 0);
     }
-    size_t grown = s_in_use() - before;
+    size_t grown = proto_test_heap_in_use() - before;
     //  32 bytes an entry and 4 a bucket (131,072 of them): ~36.5 a id.
     PROTO_CHECK(grown < (size_t)100000 * 38);
     if (verbose)
         printf("(100000 ids: %zu bytes in use) ", grown);
     while (proto_idset_size(set) > 10)
         proto_idset_drop_oldest(set);
-    PROTO_CHECK(s_in_use() - before < 48 * 1024);
+    PROTO_CHECK(proto_test_heap_in_use() - before < 48 * 1024);
     proto_idset_destroy(&set);
 }
 

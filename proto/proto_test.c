@@ -1,5 +1,6 @@
 #include "proto_test.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -22,4 +23,10 @@ int proto_test_main(int argc, char **argv, const proto_test_t *tests, size_t cou
             tests[i].test(true);
     }
     return 0;
+}
+
+size_t proto_test_heap_in_use(void)
+{
+    struct mallinfo2 info = mallinfo2();
+    return info.uordblks + info.hblkhd;
 }

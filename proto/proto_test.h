@@ -19,6 +19,11 @@ typedef struct {
 //  exit code: 0, or 2 when a name matches no test.
 int proto_test_main(int argc, char **argv, const proto_test_t *tests, size_t count);
 
+//  Bytes glibc's malloc has handed out and not had back, mmap'd blocks
+//  included: what a self test measures a structure's memory by. Under
+//  ASan, whose allocator is its own, always 0.
+size_t proto_test_heap_in_use(void);
+
 //  Defines main() over a table of tests.
 #define PROTO_TEST_MAIN(table)                                                                     \
     int main(int argc, char **argv)                                                                \

@@ -145,8 +145,8 @@ static s_answer_t *s_answer(dispatch_taken_t *self, uint32_t tag, size_t *offset
     return self->answers[(self->answer_first + offset) & (self->answer_room - 1)];
 }
 
-//  Drops the oldest kept answer (its id stays); an idle instance gives the
-//  ring back with the last.
+//  Moves past the oldest place of the ring, already freed; an idle
+//  instance gives the ring back with the last.
 static void s_pop_oldest_answer(dispatch_taken_t *self)
 {
     self->answer_first = (self->answer_first + 1) & (self->answer_room - 1);
@@ -171,6 +171,7 @@ static void s_free_answer(dispatch_taken_t *self, size_t offset)
         s_pop_oldest_answer(self);
 }
 
+//  Drops the oldest kept answer (its id stays).
 static void s_drop_oldest_answer(dispatch_taken_t *self)
 {
     s_free_answer(self, 0);

@@ -21,6 +21,13 @@
     re-sent entries already committed) therefore inserts nothing the second
     time and moves no money: idempotent by request id.
 
+    Most batches hold only new rows, and the ON CONFLICT checks cost each row
+    a second look into both unique indexes. So a batch first goes as the
+    same statement without them; if a row of it was there already, the
+    unique index refuses the whole statement (23505, nothing written) and
+    the batch goes again with them, as do the next few batches (and the
+    first few on a new connection: re-sent rows come in runs).
+
     Values are made to fit their columns before they reach SQL (texts are
     made valid UTF-8, counters clamped), so one odd entry cannot make a
     whole batch fail forever; what cannot be made to fit (no request id, an

@@ -253,7 +253,6 @@ struct _ledger_store_t {
     int careful;                              //  batches left to write with s_write_batch
     size_t new_batches;                       //  written with s_write_new_batch
     size_t rewritten;                         //  of them failed (23505) and written again
-    char sqlstate[6];                         //  of the last prepared statement that failed
 };
 
 //  A whole batch is this one statement (an operator's loss,
@@ -553,9 +552,11 @@ static bool s_sqlstate_is(const PGresult *result, const char *sqlstate)
 //  invalid_sql_statement_name: a DISCARD ALL or DEALLOCATE ALL, a
 //  transaction-mode pooler that moved us to another server connection) is
 //  prepared again and run once more: it failed before it ran, so nothing of
-//  it was done.
+//  it was done. On failure the SQLSTATE goes to sqlstate (6 bytes; may be
+//  NULL).
 static PGresult *s_exec_prepared(ledger_store_t *self, const char *name, int count,
-                                 const char **values, char *error, size_t error_size)
+                                 const char **values, char *sqlstate, char *error,
+                                 size_t error_size)
 {
     for (int attempt = 0;; attempt++) {
         PGresult *result = PQexecPrepared(self->db, name, count, values, NULL, NULL, 0);
@@ -563,7 +564,8 @@ static PGresult *s_exec_prepared(ledger_store_t *self, const char *name, int cou
             return result;
         proto_db_error(self->db, error, error_size);
         const char *state = PQresultErrorField(result, PG_DIAG_SQLSTATE);
-        snprintf(self->sqlstate, sizeof self->sqlstate, "%s", state ? state : "");
+        if (sqlstate)
+            snprintf(sqlstate, 6, "%s", state ? state : "");
         bool lost = s_sqlstate_is(result, "26000");
         PQclear(result);
         if (!lost || attempt > 0 || PQstatus(self->db) != CONNECTION_OK)
@@ -625,7 +627,8 @@ static int s_ensure_ledger_accounts(ledger_store_t *self, ledger_entry_t **entri
     if (!accounts.used)
         return 0;
     const char *values[1] = {s_array_end(&accounts)};
-    PGresult *known = s_exec_prepared(self, S_LEDGER_ACCOUNTS_NAME, 1, values, error, error_size);
+    PGresult *known =
+        s_exec_prepared(self, S_LEDGER_ACCOUNTS_NAME, 1, values, NULL, error, error_size);
     free(accounts.data);
     if (!known)
         return -1;
@@ -643,16 +646,18 @@ static PGresult *s_run_batch(ledger_store_t *self, const char **values, char *er
 {
     if (self->careful > 0) {
         self->careful--;
-        return s_exec_prepared(self, S_BATCH_NAME, S_COLUMNS, values, error, error_size);
+        return s_exec_prepared(self, S_BATCH_NAME, S_COLUMNS, values, NULL, error, error_size);
     }
     self->new_batches++;
-    PGresult *done = s_exec_prepared(self, S_NEW_BATCH_NAME, S_COLUMNS, values, error, error_size);
-    if (done || strcmp(self->sqlstate, "23505") != 0)
+    char sqlstate[6] = "";
+    PGresult *done =
+        s_exec_prepared(self, S_NEW_BATCH_NAME, S_COLUMNS, values, sqlstate, error, error_size);
+    if (done || strcmp(sqlstate, "23505") != 0)
         return done;
     //  A row of it was there already; nothing of it was written.
     self->rewritten++;
     self->careful = S_CAREFUL_BATCHES - 1;
-    return s_exec_prepared(self, S_BATCH_NAME, S_COLUMNS, values, error, error_size);
+    return s_exec_prepared(self, S_BATCH_NAME, S_COLUMNS, values, NULL, error, error_size);
 }
 
 //  The batch statement: usage rows, rollups, journal and balances.

@@ -183,6 +183,12 @@ bool proto_idset_find(proto_idset_t *self, const char *id, uint64_t *at_ms_p, ui
     return entry != NULL;
 }
 
+void proto_idset_set_youngest_tag(proto_idset_t *self, uint32_t tag)
+{
+    assert(self->count);
+    s_entry(self, self->count - 1)->tag = tag;
+}
+
 bool proto_idset_oldest(proto_idset_t *self, uint64_t *at_ms_p, uint32_t *tag_p)
 {
     if (!self->count)
@@ -303,6 +309,10 @@ void proto_idset_test(bool verbose)
     uint32_t tag = 0;
     PROTO_CHECK(proto_idset_find(set, "a", &at, &tag) && at == 10 && tag == 1);
     PROTO_CHECK(proto_idset_oldest(set, &at, &tag) && at == 10 && tag == 1);
+    //  Only the youngest takes a new tag.
+    proto_idset_set_youngest_tag(set, 9);
+    PROTO_CHECK(proto_idset_find(set, "b", &at, &tag) && at == 20 && tag == 9);
+    PROTO_CHECK(proto_idset_find(set, "a", NULL, &tag) && tag == 1);
     proto_idset_drop_oldest(set);
     PROTO_CHECK(!proto_idset_find(set, "a", NULL, NULL) && proto_idset_find(set, "b", NULL, NULL));
     //  Ids that differ only past a prefix, or in their last byte, are

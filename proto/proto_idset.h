@@ -36,8 +36,12 @@ void proto_idset_destroy(proto_idset_t **self_p);
 //  youngest's), with `tag`. False, and nothing changes, when it is held.
 bool proto_idset_add(proto_idset_t *self, const char *id, uint64_t at_ms, uint32_t tag);
 
+//  Gives the youngest id (the set must hold one) another tag: what its
+//  owner made of it after the add said it was new.
+void proto_idset_set_youngest_tag(proto_idset_t *self, uint32_t tag);
+
 //  True when `id` is held; then *at_ms_p and *tag_p (either may be NULL)
-//  are what it was added with.
+//  are its time and its tag.
 bool proto_idset_find(proto_idset_t *self, const char *id, uint64_t *at_ms_p, uint32_t *tag_p);
 
 //  True when the set holds an id; then *at_ms_p and *tag_p (either may be

@@ -320,20 +320,19 @@ void dispatch_taken_add(dispatch_taken_t *self, const char *request_id, proto_ms
                         uint64_t now_ms)
 {
     s_expire(self, now_ms);
-    while (proto_idset_size(self->ids) >= self->max_ids)
+    //  Finished once already (ids are looked up once, here): the first
+    //  answer stands, and nothing older makes room for this one.
+    if (!proto_idset_add(self->ids, request_id, now_ms, 0))
+        return;
+    while (proto_idset_size(self->ids) > self->max_ids)
         s_drop_oldest(self);
     //  The copy is made before the stamp: sent again, on another
     //  connection, it must not speak for this one.
     uint32_t tag = done ? s_keep_answer(self, done, now_ms) : 0;
-    if (!proto_idset_add(self->ids, request_id, now_ms, tag)) {
-        //  Finished once already (ids are looked up once, here): the first
-        //  answer stands.
-        if (tag)
-            s_free_answer(self, self->answer_count - 1);
-        return;
-    }
-    if (tag)
+    if (tag) {
+        proto_idset_set_youngest_tag(self->ids, tag);
         s_stamp(self, done, tag);
+    }
 }
 
 bool dispatch_taken_find(dispatch_taken_t *self, const char *request_id, uint64_t now_ms,
@@ -618,6 +617,33 @@ static void s_test_links_forget(void)
     dispatch_taken_destroy(&taken);
 }
 
+//  An id finished twice: the first answer stands, the second is not kept,
+//  and nothing older makes room for it.
+static void s_test_finished_again(void)
+{
+    dispatch_taken_t *taken = dispatch_taken_new(1000, 1000, 4096, 3);
+    proto_msg_t *done = s_test_done("a", 100);
+    dispatch_taken_add(taken, "a", done, 0);
+    proto_msg_destroy(&done);
+    size_t bytes = dispatch_taken_bytes(taken);
+    done = s_test_done("a", 50);
+    dispatch_taken_add(taken, "a", done, 5);
+    proto_msg_destroy(&done);
+    PROTO_CHECK(dispatch_taken_bytes(taken) == bytes && dispatch_taken_size(taken) == 1);
+    proto_msg_t *found = NULL;
+    bool known = dispatch_taken_find(taken, "a", 10, &found);
+    PROTO_CHECK(known && found && zframe_size(proto_msg_body(found)) == 100);
+    proto_msg_destroy(&found);
+    //  With all three ids held, one finished again pushes none out.
+    dispatch_taken_add(taken, "s", NULL, 0);
+    dispatch_taken_add(taken, "t", NULL, 0);
+    dispatch_taken_add(taken, "s", NULL, 1);
+    PROTO_CHECK(dispatch_taken_size(taken) == 3 && dispatch_taken_find(taken, "a", 10, &found));
+    PROTO_CHECK(found && zframe_size(proto_msg_body(found)) == 100);
+    proto_msg_destroy(&found);
+    dispatch_taken_destroy(&taken);
+}
+
 void dispatch_taken_test(bool verbose)
 {
     if (verbose)
@@ -635,17 +661,6 @@ void dispatch_taken_test(bool verbose)
     PROTO_CHECK(known && found && proto_msg_status(found) == 200);
     PROTO_CHECK(proto_msg_body(found) && zframe_size(proto_msg_body(found)) == 100);
     PROTO_CHECK(strcmp(proto_msg_request_id(found), "a") == 0);
-    proto_msg_destroy(&found);
-
-    //  Finished again (an id seen twice): the first answer stands, the
-    //  second is not kept.
-    size_t bytes = dispatch_taken_bytes(taken);
-    done = s_test_done("a", 50);
-    dispatch_taken_add(taken, "a", done, 5);
-    proto_msg_destroy(&done);
-    PROTO_CHECK(dispatch_taken_bytes(taken) == bytes && dispatch_taken_size(taken) == 1);
-    known = dispatch_taken_find(taken, "a", 10, &found);
-    PROTO_CHECK(known && found && zframe_size(proto_msg_body(found)) == 100);
     proto_msg_destroy(&found);
 
     //  Without an answer (a stream): known, nothing to send again.
@@ -764,6 +779,7 @@ void dispatch_taken_test(bool verbose)
     s_test_answer_numbers_wrap();
     s_test_links();
     s_test_links_forget();
+    s_test_finished_again();
     s_test_ids_alone(verbose);
     if (verbose)
         printf("OK\n");

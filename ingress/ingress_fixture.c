@@ -163,7 +163,7 @@ static void s_billing(proto_loop_t *loop, zsock_t *socket, void *arg)
     s_check(arg);
 }
 
-static void s_dispatch(proto_loop_t *loop, zsock_t *socket, void *arg)
+void ingress_fixture_dispatch_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
 {
     ingress_fixture_t *test = arg;
     proto_msg_t *msg = NULL;
@@ -269,6 +269,11 @@ const char ingress_fixture_chat_body[] =
 
 ingress_fixture_t *ingress_fixture_new(uint64_t internal_timeout_ms)
 {
+    return ingress_fixture_new_with(internal_timeout_ms, false);
+}
+
+ingress_fixture_t *ingress_fixture_new_with(uint64_t internal_timeout_ms, bool dispatch_over_tcp)
+{
     zsys_init();
     ingress_fixture_t *test = calloc(1, sizeof *test);
     assert(test);
@@ -284,10 +289,13 @@ ingress_fixture_t *ingress_fixture_new(uint64_t internal_timeout_ms)
     snprintf(billing, sizeof billing, "inproc://ingress-fixture-billing-%d", fixtures);
     snprintf(dispatch, sizeof dispatch, "inproc://ingress-fixture-dispatch-%d", fixtures++);
     test->billing = zsock_new_router(billing);
+    if (dispatch_over_tcp)
+        snprintf(dispatch, sizeof dispatch, "tcp://127.0.0.1:*");
     test->dispatch = zsock_new_router(dispatch);
     PROTO_CHECK(test->billing && test->dispatch);
+    snprintf(dispatch, sizeof dispatch, "%s", zsock_endpoint(test->dispatch));
     proto_loop_add_socket(test->loop, test->billing, s_billing, test);
-    proto_loop_add_socket(test->loop, test->dispatch, s_dispatch, test);
+    proto_loop_add_socket(test->loop, test->dispatch, ingress_fixture_dispatch_ready, test);
     test->config = proto_config_new();
     const char *settings[][2] = {
         {"ingress.listen", "127.0.0.1:0"},

@@ -80,6 +80,12 @@ extern const char ingress_fixture_chat_body[];
 //  Caller owns return value.
 ingress_fixture_t *ingress_fixture_new(uint64_t internal_timeout_ms);
 
+//  The same, with the fake dispatch on a TCP port of 127.0.0.1 instead of
+//  inproc:// when dispatch_over_tcp: a connection ZeroMQ makes again after
+//  the socket is bound again, as between processes.
+//  Caller owns return value.
+ingress_fixture_t *ingress_fixture_new_with(uint64_t internal_timeout_ms, bool dispatch_over_tcp);
+
 //  Stops and frees it all; nulls the pointer.
 void ingress_fixture_destroy(ingress_fixture_t **self_p);
 
@@ -111,6 +117,10 @@ char *ingress_fixture_chat(const char *extra_headers, const char *body, char *ou
 
 //  CPU time this process has used, in seconds.
 double ingress_fixture_cpu_seconds(void);
+
+//  The fake dispatch's socket handler (arg: the fixture), for a test that
+//  binds its socket again.
+void ingress_fixture_dispatch_ready(proto_loop_t *loop, zsock_t *socket, void *arg);
 
 //  Drain callback: sets test->drained (arg: the fixture).
 void ingress_fixture_drained(void *arg);

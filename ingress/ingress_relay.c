@@ -279,15 +279,38 @@ static bool s_lost_waits(ingress_server_t *self, ingress_request_t *r)
 }
 
 //  Handed back with no other instance to try (one dispatch, restarting
-//  under its supervisor): the request waits, for at most the internal
-//  timeout from the first hand-back, and tries every instance again every
-//  S_HOLD_RETRY_MS. No dispatch holds it meanwhile.
+//  under its supervisor), or taken by none (s_wait_for_dispatch): the
+//  request waits, for at most the internal timeout from the first time,
+//  and tries every instance again every S_HOLD_RETRY_MS. No dispatch
+//  holds it meanwhile.
 static void s_hold(ingress_server_t *self, ingress_request_t *r)
 {
     if (!r->held_until_ms)
         r->held_until_ms = proto_loop_now_ms() + self->internal_timeout_ms;
     r->dispatch_index = -1;
     ingress_queue_push(self->held, &r->timeout, S_HOLD_RETRY_MS);
+}
+
+//  No dispatch instance took the request: none has a live connection yet
+//  (this ingress has just started, or a blip cut them all) or every queue
+//  is full. It waits as a handed-back one does, for at most the internal
+//  timeout from the first miss, then is answered 503 and settled here: no
+//  dispatch has it.
+static void s_wait_for_dispatch(ingress_server_t *self, ingress_request_t *r, const char *why)
+{
+    if (!r->held_until_ms || proto_loop_now_ms() < r->held_until_ms) {
+        log_debug(r->id, "%s; waiting for one", why);
+        r->phase = INGRESS_PHASE_DISPATCHED; //  suspended; a hang-up settles it
+        s_hold(self, r);
+        return;
+    }
+    log_warn(r->id, "%s within %llu ms; answering 503", why,
+             (unsigned long long)self->internal_timeout_ms);
+    r->phase = INGRESS_PHASE_ANSWERED;
+    ingress_admit_settle(r, 503);
+    ingress_server_forget(r);
+    ingress_request_answer_error(r, 503, "dispatch_unavailable",
+                                 "The gateway cannot reach its dispatch service");
 }
 
 void ingress_relay_held_expired(ingress_queue_item_t *item, void *arg)
@@ -466,12 +489,7 @@ void ingress_relay_dispatch(ingress_server_t *self, ingress_request_t *r)
 {
     int chosen = s_pick_dispatch(self, r, false);
     if (chosen < 0) {
-        log_warn(r->id, "no dispatch instance is reachable");
-        r->phase = INGRESS_PHASE_ANSWERED;
-        ingress_admit_settle(r, 503);
-        ingress_server_forget(r);
-        ingress_request_answer_error(r, 503, "dispatch_unavailable",
-                                     "The gateway cannot reach its dispatch service");
+        s_wait_for_dispatch(self, r, "no dispatch instance is reachable");
         return;
     }
     self->next_dispatch = (unsigned)chosen + 1;
@@ -550,12 +568,7 @@ static void s_send_dispatch_to(ingress_server_t *self, ingress_request_t *r, int
         }
         if (!asked && s_send_asked(self, r))
             return;
-        log_warn(r->id, "no dispatch instance took the request (the last, %d, refused it)", chosen);
-        r->phase = INGRESS_PHASE_ANSWERED;
-        ingress_admit_settle(r, 503);
-        ingress_server_forget(r);
-        ingress_request_answer_error(r, 503, "dispatch_unavailable",
-                                     "The gateway cannot reach its dispatch service");
+        s_wait_for_dispatch(self, r, "no dispatch instance took the request");
         return;
     }
     r->dispatch_index = chosen;
@@ -794,6 +807,50 @@ static void s_test_hangups(ingress_fixture_t *test)
     ingress_fixture_reset(test);
 }
 
+static bool s_client_ended(ingress_fixture_t *test)
+{
+    return test->client_count == 1 && test->clients[0].ended;
+}
+
+//  No dispatch connected (an ingress just started, or every dispatch gone
+//  for a moment): the request waits for one instead of failing at once,
+//  and goes to it when it is there; after the internal timeout with none,
+//  503 and settled here.
+static void s_test_no_dispatch_yet(ingress_fixture_t *test)
+{
+    char request[4096], endpoint[128];
+    snprintf(endpoint, sizeof endpoint, "%s", zsock_endpoint(test->dispatch));
+    proto_loop_remove_socket(test->loop, test->dispatch);
+    zsock_destroy(&test->dispatch);
+    ingress_fixture_idle(test, 100); //  until ingress's DEALER has heard
+    //  None comes within the internal timeout: 503, settled here.
+    uint64_t internal_timeout_ms = test->server->internal_timeout_ms;
+    test->server->internal_timeout_ms = 150;
+    ingress_fixture_reset(test);
+    ingress_fixture_client_t *client = ingress_fixture_send(
+        test, ingress_fixture_chat("", ingress_fixture_chat_body, request, sizeof request));
+    ingress_fixture_run(test, ingress_fixture_settled);
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 503", 12) == 0);
+    PROTO_CHECK(strstr(client->data, "dispatch_unavailable") && test->settles == 1);
+    //  One comes while the request waits: it goes there.
+    test->server->internal_timeout_ms = internal_timeout_ms;
+    ingress_fixture_reset(test);
+    client = ingress_fixture_send(
+        test, ingress_fixture_chat("", ingress_fixture_chat_body, request, sizeof request));
+    ingress_fixture_idle(test, 300);
+    PROTO_CHECK(client->size == 0 && !client->ended);
+    for (int tries = 0; !test->dispatch && tries < 100; tries++) {
+        test->dispatch = zsock_new_router(endpoint);
+        if (!test->dispatch)
+            ingress_fixture_idle(test, 10);
+    }
+    PROTO_CHECK(test->dispatch);
+    proto_loop_add_socket(test->loop, test->dispatch, ingress_fixture_dispatch_ready, test);
+    ingress_fixture_run(test, s_client_ended);
+    PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0 && test->dispatches == 1);
+    PROTO_CHECK(test->settles == 0); //  dispatch settles what it ran
+}
+
 void ingress_relay_test(bool verbose)
 {
     if (verbose)
@@ -810,6 +867,9 @@ void ingress_relay_test(bool verbose)
     test = ingress_fixture_new(10000);
     s_test_idle_streams(test, verbose);
     s_test_hangups(test);
+    ingress_fixture_destroy(&test);
+    test = ingress_fixture_new_with(10000, true);
+    s_test_no_dispatch_yet(test);
     ingress_fixture_destroy(&test);
     if (verbose)
         printf("OK\n");

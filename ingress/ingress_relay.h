@@ -23,8 +23,9 @@
 
 typedef struct _ingress_peer_t ingress_peer_t;
 
-//  Sends an admitted request to a dispatch instance, or answers 503
-//  dispatch_unavailable (and settles) when none is reachable.
+//  Sends an admitted request to a dispatch instance. When none takes it,
+//  the request waits for one for at most ingress.internal_timeout_ms, then
+//  is answered 503 dispatch_unavailable (and settled).
 void ingress_relay_dispatch(ingress_server_t *self, ingress_request_t *r);
 
 //  True for a DONE 503 `draining` (or such a reply from billing): the

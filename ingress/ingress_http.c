@@ -258,6 +258,11 @@ static enum MHD_Result s_client_begin(ingress_server_t *self, ingress_request_t 
         else if (!self->catalog)
             ingress_request_answer_text(r, 503, "application/json", "{\"status\":\"loading\"}",
                                         false);
+        else if (!ingress_relay_dispatch_connected(self))
+            //  Requests would only wait (ingress_relay): a load balancer
+            //  should send them to another ingress.
+            ingress_request_answer_text(r, 503, "application/json", "{\"status\":\"no_dispatch\"}",
+                                        false);
         else
             ingress_request_answer_text(r, 200, "application/json", "{\"status\":\"ok\"}", false);
         return MHD_YES;

@@ -441,6 +441,7 @@ void ingress_relay_ready(proto_loop_t *loop, zsock_t *socket, void *arg)
         peer->done_link = proto_msg_link(msg);
         peer->done_sequence = proto_msg_link_sequence(msg);
     }
+    peer->connected = true; //  a message came over it
     ingress_request_t *r = zhashx_lookup(self->requests, proto_msg_request_id(msg));
     if (type != PROTO_MSG_CHUNK && type != PROTO_MSG_DONE)
         log_warn(proto_msg_request_id(msg), "dispatch %d: ignored %s", peer->index,
@@ -602,17 +603,9 @@ void ingress_relay_running_expired(ingress_queue_item_t *item, void *arg)
 //  streaming cannot be repeated or resumed: its stream ends now with an
 //  error event; the instance settles what it relayed (from its journal, if
 //  it died).
-static void s_dispatch_lost(proto_loop_t *loop, zsock_t *socket, void *arg)
+static void s_dispatch_lost(proto_loop_t *loop, ingress_peer_t *peer)
 {
-    ingress_peer_t *peer = arg;
     ingress_server_t *self = peer->server;
-    zmsg_t *event = zmsg_recv(socket);
-    char *name = event ? zmsg_popstr(event) : NULL;
-    zmsg_destroy(&event);
-    bool lost = name && strcmp(name, "DISCONNECTED") == 0;
-    free(name);
-    if (!lost)
-        return;
     while (proto_loop_events(peer->socket) & ZMQ_POLLIN)
         ingress_relay_ready(loop, peer->socket, peer);
     //  What arrived is said; the next connection's DONEs have new numbers.
@@ -644,13 +637,42 @@ static void s_dispatch_lost(proto_loop_t *loop, zsock_t *socket, void *arg)
     zlistx_destroy(&orphans);
 }
 
+//  The connection's news: a handshake done (a live connection: ingress is
+//  ready), or the connection dropped.
+static void s_dispatch_event(proto_loop_t *loop, zsock_t *socket, void *arg)
+{
+    ingress_peer_t *peer = arg;
+    zmsg_t *event = zmsg_recv(socket);
+    char *name = event ? zmsg_popstr(event) : NULL;
+    zmsg_destroy(&event);
+    if (name && strcmp(name, "HANDSHAKE_SUCCEEDED") == 0)
+        peer->connected = true;
+    else if (name && strcmp(name, "DISCONNECTED") == 0) {
+        s_dispatch_lost(loop, peer);
+        peer->connected = false; //  after what was left of it was read
+    }
+    free(name);
+}
+
+//  A live connection to some dispatch instance. The monitor may have
+//  started after the first handshake, and a message from the instance says
+//  so too; a socket that takes a send (ZMQ_IMMEDIATE) has one.
+bool ingress_relay_dispatch_connected(ingress_server_t *self)
+{
+    for (int i = 0; i < self->dispatch_count; i++)
+        if (self->dispatch[i].connected ||
+            (proto_loop_events(self->dispatch[i].socket) & ZMQ_POLLOUT))
+            return true;
+    return false;
+}
+
 void ingress_relay_watch(ingress_server_t *self, ingress_peer_t *peer)
 {
     peer->monitor = zactor_new(zmonitor, peer->socket);
-    zstr_sendx(peer->monitor, "LISTEN", "DISCONNECTED", NULL);
+    zstr_sendx(peer->monitor, "LISTEN", "DISCONNECTED", "HANDSHAKE_SUCCEEDED", NULL);
     zstr_sendx(peer->monitor, "START", NULL);
     zsock_wait(peer->monitor);
-    proto_loop_add_socket_edge(self->loop, zactor_sock(peer->monitor), s_dispatch_lost, peer);
+    proto_loop_add_socket_edge(self->loop, zactor_sock(peer->monitor), s_dispatch_event, peer);
 }
 
 //  --------------------------------------------------------------------------
@@ -809,7 +831,17 @@ static void s_test_hangups(ingress_fixture_t *test)
 
 static bool s_client_ended(ingress_fixture_t *test)
 {
-    return test->client_count == 1 && test->clients[0].ended;
+    return test->client_count >= 1 && test->clients[0].ended;
+}
+
+//  GET /healthz on a connection of its own answers `status` with `body` in it.
+static void s_check_health(ingress_fixture_t *test, const char *status, const char *body)
+{
+    ingress_fixture_client_t *client =
+        ingress_fixture_send(test, "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    while (!client->ended)
+        ingress_fixture_idle(test, 10);
+    PROTO_CHECK(strncmp(client->data, status, strlen(status)) == 0 && strstr(client->data, body));
 }
 
 //  No dispatch connected (an ingress just started, or every dispatch gone
@@ -839,6 +871,7 @@ static void s_test_no_dispatch_yet(ingress_fixture_t *test)
         test, ingress_fixture_chat("", ingress_fixture_chat_body, request, sizeof request));
     ingress_fixture_idle(test, 300);
     PROTO_CHECK(client->size == 0 && !client->ended);
+    s_check_health(test, "HTTP/1.1 503", "no_dispatch");
     for (int tries = 0; !test->dispatch && tries < 100; tries++) {
         test->dispatch = zsock_new_router(endpoint);
         if (!test->dispatch)
@@ -849,6 +882,7 @@ static void s_test_no_dispatch_yet(ingress_fixture_t *test)
     ingress_fixture_run(test, s_client_ended);
     PROTO_CHECK(strncmp(client->data, "HTTP/1.1 200", 12) == 0 && test->dispatches == 1);
     PROTO_CHECK(test->settles == 0); //  dispatch settles what it ran
+    s_check_health(test, "HTTP/1.1 200", "\"ok\"");
 }
 
 void ingress_relay_test(bool verbose)

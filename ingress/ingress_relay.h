@@ -48,6 +48,10 @@ void ingress_relay_ready(proto_loop_t *loop, zsock_t *socket, void *arg);
 //  Watches a dispatch DEALER for its connection dropping.
 void ingress_relay_watch(ingress_server_t *self, ingress_peer_t *peer);
 
+//  True while some dispatch instance has a live connection: /healthz says
+//  ready only then.
+bool ingress_relay_dispatch_connected(ingress_server_t *self);
+
 //  Timeout queue callbacks (arg: the server): `held` looks for a dispatch
 //  again, `running` ends a request that took too long.
 void ingress_relay_held_expired(ingress_queue_item_t *item, void *arg);

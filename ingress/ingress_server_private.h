@@ -41,7 +41,8 @@ struct _ingress_peer_t {
     int index;                //  position in its array
     uint64_t draining_until;  //  answered 503 `draining`: others first until then (dispatch)
     uint64_t draining_since;  //  when it last answered so
-    zactor_t *monitor;        //  reports the connection dropping (dispatch only)
+    zactor_t *monitor;        //  reports the connection made or dropped (dispatch only)
+    bool connected;           //  a live connection, as last heard (dispatch only)
     uint64_t done_link;       //  the last DONE from it with a link: the link (dispatch only)
     uint64_t done_sequence;   //  and its number there; each DISPATCH says so (ingress_relay)
 };

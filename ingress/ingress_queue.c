@@ -84,6 +84,14 @@ void ingress_queue_push(ingress_queue_t *self, ingress_queue_item_t *item, uint6
     s_arm(self);
 }
 
+void ingress_queue_hasten(ingress_queue_t *self)
+{
+    uint64_t now = proto_loop_now_ms();
+    for (ingress_queue_item_t *item = self->head; item; item = item->next)
+        item->due_ms = now;
+    s_arm(self);
+}
+
 ingress_queue_item_t *ingress_queue_first(ingress_queue_t *self)
 {
     return self->head;
@@ -142,6 +150,15 @@ void ingress_queue_test(bool verbose)
     proto_loop_run(test.loop);
     PROTO_CHECK(test.expired == 2 && test.order[0] == 2 && test.order[1] == 0);
     PROTO_CHECK(ingress_queue_first(queue) == NULL);
+    //  Hastened, items due in 10 s expire on the next turn, in their order.
+    ingress_queue_push(queue, &test.items[1], 10000);
+    ingress_queue_push(queue, &test.items[0], 10000);
+    test.expired = 0;
+    ingress_queue_hasten(queue);
+    uint64_t started = proto_loop_now_ms();
+    proto_loop_run(test.loop);
+    PROTO_CHECK(test.expired == 2 && test.order[0] == 1 && test.order[1] == 0);
+    PROTO_CHECK(proto_loop_now_ms() - started < 5000);
     //  A timer left armed for an emptied queue stays quiet.
     ingress_queue_push(queue, &test.items[1], 10000);
     ingress_queue_remove(&test.items[1]);

@@ -43,6 +43,10 @@ void ingress_queue_push(ingress_queue_t *self, ingress_queue_item_t *item, uint6
 //  Takes the item out of its queue, if it is in one.
 void ingress_queue_remove(ingress_queue_item_t *item);
 
+//  Makes every item due now: they expire, in their order, on the loop's
+//  next turn (never from inside the caller's call).
+void ingress_queue_hasten(ingress_queue_t *self);
+
 //  The item with the earliest deadline, or NULL; walk on with item->next.
 ingress_queue_item_t *ingress_queue_first(ingress_queue_t *self);
 

@@ -645,9 +645,12 @@ static void s_dispatch_event(proto_loop_t *loop, zsock_t *socket, void *arg)
     zmsg_t *event = zmsg_recv(socket);
     char *name = event ? zmsg_popstr(event) : NULL;
     zmsg_destroy(&event);
-    if (name && strcmp(name, "HANDSHAKE_SUCCEEDED") == 0)
+    if (name && strcmp(name, "HANDSHAKE_SUCCEEDED") == 0) {
         peer->connected = true;
-    else if (name && strcmp(name, "DISCONNECTED") == 0) {
+        //  Requests waiting for a dispatch look again now, not at their
+        //  next retry.
+        ingress_queue_hasten(peer->server->held);
+    } else if (name && strcmp(name, "DISCONNECTED") == 0) {
         s_dispatch_lost(loop, peer);
         peer->connected = false; //  after what was left of it was read
     }

@@ -842,7 +842,7 @@ static void s_check_health(ingress_fixture_t *test, const char *status, const ch
 {
     ingress_fixture_client_t *client =
         ingress_fixture_send(test, "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    while (!client->ended)
+    for (int turns = 0; !client->ended && turns < 500; turns++)
         ingress_fixture_idle(test, 10);
     PROTO_CHECK(strncmp(client->data, status, strlen(status)) == 0 && strstr(client->data, body));
 }

@@ -45,7 +45,7 @@ void ingress_relay_settle_held(ingress_request_t *r);
 //  Loop handler of a dispatch DEALER (arg: its ingress_peer_t).
 void ingress_relay_ready(proto_loop_t *loop, zsock_t *socket, void *arg);
 
-//  Watches a dispatch DEALER for its connection dropping.
+//  Watches a dispatch DEALER's connection being made or dropping.
 void ingress_relay_watch(ingress_server_t *self, ingress_peer_t *peer);
 
 //  True while some dispatch instance has a live connection: /healthz says
